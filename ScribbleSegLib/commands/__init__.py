@@ -1,0 +1,1 @@
+"""Subcommands of ``scribbleseg``: one module each, with ``add_arguments`` and ``run``."""

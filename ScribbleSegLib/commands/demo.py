@@ -1,0 +1,14 @@
+"""``scribbleseg demo`` (not implemented yet)."""
+
+import argparse
+
+from ..errors import ScribbleSegError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the command's options."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command."""
+    raise ScribbleSegError("'demo' is not implemented yet")

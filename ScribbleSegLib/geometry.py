@@ -1,0 +1,120 @@
+"""Voxel geometry of a volume, in SimpleITK's (LPS, x-fastest) conventions.
+
+Arrays in ScribbleSegLib are indexed ``[z, y, x]`` (``[k, j, i]``), as
+SimpleITK's ``GetArrayFromImage`` and Slicer's ``arrayFromVolume`` give them;
+images are ``(Z, Y, X, 3)`` uint8, labels and scribbles ``(Z, Y, X)`` uint8.
+The geometry is kept in SimpleITK's order: ``spacing`` and ``origin`` are
+``(x, y, z)`` in mm and ``direction`` is the row-major 3x3 matrix whose
+columns are the i, j, k axis directions in LPS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from .errors import ScribbleSegError
+
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Spacing, origin and direction of a volume (SimpleITK order, mm, LPS).
+
+    Parameters
+    ----------
+    spacing : tuple of 3 float
+        Voxel size ``(x, y, z)`` in mm; every entry must be positive.
+    origin : tuple of 3 float
+        Position of voxel ``(0, 0, 0)`` in LPS mm.
+    direction : tuple of 9 float
+        Row-major 3x3 direction cosines; column ``c`` is the direction of axis ``c``.
+    """
+
+    spacing: Tuple[float, float, float]
+    origin: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: Tuple[float, ...] = field(default=IDENTITY)
+
+    def __post_init__(self) -> None:
+        spacing = tuple(float(s) for s in self.spacing)
+        if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise ScribbleSegError(f"spacing must be three positive numbers in mm, got {self.spacing!r}")
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
+        direction = tuple(float(d) for d in self.direction)
+        if len(direction) != 9:
+            raise ScribbleSegError(f"direction must have 9 entries, got {len(direction)}")
+        object.__setattr__(self, "direction", direction)
+
+    @property
+    def spacing_zyx(self) -> Tuple[float, float, float]:
+        """Spacing in array-axis order ``(z, y, x)``."""
+        return (self.spacing[2], self.spacing[1], self.spacing[0])
+
+    def ijk_to_lps(self) -> np.ndarray:
+        """The 4x4 matrix taking ``(i, j, k, 1)`` voxel indices to LPS mm."""
+        m = np.eye(4)
+        m[:3, :3] = np.asarray(self.direction).reshape(3, 3) * np.asarray(self.spacing)[None, :]
+        m[:3, 3] = self.origin
+        return m
+
+    def ijk_to_ras(self) -> np.ndarray:
+        """The 4x4 matrix taking voxel indices to RAS mm, as Slicer's ``GetIJKToRASMatrix``."""
+        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.ijk_to_lps()
+
+    @classmethod
+    def from_ijk_to_ras(cls, matrix: np.ndarray) -> "Geometry":
+        """Build a geometry from a 4x4 IJK-to-RAS matrix (Slicer's convention)."""
+        lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(matrix, dtype=float)
+        spacing = np.linalg.norm(lps[:3, :3], axis=0)
+        direction = lps[:3, :3] / spacing[None, :]
+        return cls(tuple(spacing), tuple(lps[:3, 3]), tuple(direction.ravel()))
+
+    def scaled(self, factors_xyz: Sequence[float]) -> "Geometry":
+        """Geometry of the volume downsampled by ``factors_xyz`` (area average, same corner)."""
+        f = np.asarray(factors_xyz, dtype=float)
+        spacing = np.asarray(self.spacing) * f
+        # The first downsampled voxel's centre lies half an old voxel times (f - 1) inside.
+        shift = np.asarray(self.direction).reshape(3, 3) @ (0.5 * (f - 1.0) * np.asarray(self.spacing))
+        return Geometry(tuple(spacing), tuple(np.asarray(self.origin) + shift), self.direction)
+
+    def mismatch(self, other: "Geometry", rtol: float = 1e-3) -> str:
+        """Describe how ``other`` differs from this geometry, or return ``""`` if it matches.
+
+        Spacing is compared relatively (``rtol``), origin to ``rtol`` of the largest
+        spacing, direction to 1e-3.
+        """
+        if not np.allclose(self.spacing, other.spacing, rtol=rtol, atol=0):
+            return f"spacing {_fmt(other.spacing)} differs from the image's {_fmt(self.spacing)}"
+        if not np.allclose(self.origin, other.origin, rtol=0, atol=rtol * max(self.spacing) + 1e-6):
+            return f"origin {_fmt(other.origin)} differs from the image's {_fmt(self.origin)}"
+        if not np.allclose(self.direction, other.direction, atol=1e-3):
+            return "direction differs from the image's"
+        return ""
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+@dataclass
+class Volume:
+    """An image array with its geometry.
+
+    Attributes
+    ----------
+    array : numpy.ndarray
+        ``(Z, Y, X, 3)`` uint8 for an RGB image, ``(Z, Y, X)`` for a scalar one.
+    geometry : Geometry
+    """
+
+    array: np.ndarray
+    geometry: Geometry
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """``(Z, Y, X)``, whatever the number of channels."""
+        return tuple(self.array.shape[:3])

@@ -1,0 +1,89 @@
+"""Progress reporting and cancellation for long-running calls.
+
+Every long call in ScribbleSegLib takes ``progress`` and ``cancel`` keyword
+arguments.  ``progress`` is any callable ``progress(stage, fraction, message)``
+with ``fraction`` in [0, 1]; ``cancel`` is a :class:`CancelToken`.  Neither
+touches Qt, so the same calls serve the command line (tqdm), the Slicer worker
+process (progress lines on stdout) and notebooks.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+from .errors import CancelledError
+
+ProgressCallback = Callable[[str, float, str], None]
+
+
+class CancelToken:
+    """A thread-safe flag that asks a running call to stop at its next check."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the running call to stop."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancellation was asked for."""
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`CancelledError` if cancellation was asked for."""
+        if self._event.is_set():
+            raise CancelledError()
+
+
+def report(progress: Optional[ProgressCallback], stage: str, fraction: float, message: str = "") -> None:
+    """Call ``progress`` if given, clamping ``fraction`` to [0, 1]."""
+    if progress is not None:
+        progress(stage, min(1.0, max(0.0, float(fraction))), message)
+
+
+def check(cancel: Optional[CancelToken]) -> None:
+    """Raise :class:`CancelledError` if ``cancel`` is set; ``None`` never cancels."""
+    if cancel is not None:
+        cancel.check()
+
+
+def sub_progress(progress: Optional[ProgressCallback], start: float, end: float) -> Optional[ProgressCallback]:
+    """Map a callee's [0, 1] progress onto [start, end] of the caller's stage."""
+    if progress is None:
+        return None
+
+    def inner(stage: str, fraction: float, message: str = "") -> None:
+        progress(stage, start + (end - start) * fraction, message)
+
+    return inner
+
+
+class TqdmProgress:
+    """A progress callback that draws one tqdm bar per stage on stderr."""
+
+    def __init__(self, disable: bool = False) -> None:
+        self._bar = None
+        self._stage: Optional[str] = None
+        self._disable = disable
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        from tqdm import tqdm
+
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = tqdm(total=1000, desc=stage, unit="‰", disable=self._disable,
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+        self._bar.n = int(round(1000 * fraction))
+        if message:
+            self._bar.set_postfix_str(message, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        """Finish the current bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,33 @@
+"""The command-line shell: help, errors as one line, no heavy imports for --help."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ScribbleSegLib import cli
+
+
+def test_every_design_command_is_registered():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {"demo", "phantom", "train", "segment", "evaluate", "bench"}
+
+
+def test_help_does_not_import_heavy_packages():
+    code = (
+        "import sys; from ScribbleSegLib import cli; cli.build_parser();"
+        "heavy = [m for m in ('torch', 'maxflow', 'vtk', 'SimpleITK') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_user_error_is_one_line_and_exit_2(capsys):
+    status = cli.main(["evaluate", "--prediction", "/nonexistent/p.nrrd", "--label", "/nonexistent/l.nrrd"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1
+    assert err.startswith("scribbleseg evaluate: error:")
+    assert "/nonexistent/" in err
