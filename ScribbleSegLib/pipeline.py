@@ -1,0 +1,207 @@
+"""The whole job on arrays: M-Unet features -> DDML + head -> 3D graph cut.
+
+Numpy in, numpy out; usable from a notebook, Slicer's Python console, the
+command line and the Slicer worker process::
+
+    from ScribbleSegLib import pipeline
+    result = pipeline.segment(volume, scribbles, "heart.model", cache_dir="cache")
+    result.labels            # uint8 (Z, Y, X), 1 = heart
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+
+from . import feature_cache
+from .errors import ScribbleSegError
+from .geometry import Geometry, Volume
+from .progress import CancelToken, ProgressCallback, check, report
+
+METHODS = ("munet", "ddml", "full")
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment` returns.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        uint8 ``(Z, Y, X)``, 1 = heart: the M-Unet probability thresholded at 0.5
+        (``munet``), the adapted probability ``h`` thresholded at 0.5 (``ddml``),
+        or the graph cut (``full``).
+    probability : numpy.ndarray
+        float32 ``(Z, Y, X)``: ``h`` for ``ddml``/``full``, the M-Unet probability for ``munet``.
+    munet_probability : numpy.ndarray
+        float32 ``(Z, Y, X)``: the M-Unet probability, whatever the method.
+    method : str
+    features_cached : bool
+        Whether the M-Unet outputs came from the cache.
+    timings : dict
+        Seconds per stage.
+    """
+
+    labels: np.ndarray
+    probability: np.ndarray
+    munet_probability: np.ndarray
+    method: str
+    features_cached: bool = False
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def as_model(model, device: str = "auto"):
+    """Return a loaded model: ``model`` itself, or the model file it names."""
+    if isinstance(model, (str, os.PathLike)):
+        from .model_file import load_model
+
+        return load_model(model, device=device)
+    return model
+
+
+def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str, os.PathLike]] = None,
+                     cache_dir: Optional[Union[str, os.PathLike]] = None, device: str = "auto",
+                     progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[CancelToken] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """M-Unet probability and features of a volume, from the cache when possible.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(Z, Y, X, 3)`` uint8.
+    model : SegModel
+        A loaded model (:func:`model_file.load_model`).
+    model_path : path, optional
+        The model's file; together with ``cache_dir`` it enables the cache.
+    cache_dir : path, optional
+        Folder of cached outputs (see :mod:`feature_cache`).
+
+    Returns
+    -------
+    probability : numpy.ndarray
+        float32 ``(Z, Y, X)``.
+    features : numpy.ndarray
+        float16 ``(Z, Y, X, C)``, memory-mapped when it comes from the cache.
+    cached : bool
+        True if nothing was computed.
+    """
+    from .inference import predict_volume
+
+    if cache_dir is None or model_path is None:
+        prob, feats = predict_volume(model, image, device=device, progress=progress, cancel=cancel)
+        return prob, feats, False
+    key = feature_cache.cache_key(image, model_path)
+    hit = feature_cache.load(cache_dir, key)
+    if hit is not None:
+        report(progress, "M-Unet features", 1.0, "reused cached features")
+        return hit[0], hit[1], True
+    with feature_cache.new_entry(cache_dir, key, {"model": str(model_path), "shape": list(image.shape)}) as tmp:
+        prob, feats = predict_volume(model, image, device=device, feature_path=tmp / "features.npy",
+                                     progress=progress, cancel=cancel)
+        np.save(tmp / "probability.npy", np.asarray(prob, dtype=np.float32))
+        if isinstance(feats, np.memmap):
+            feats.flush()
+        del feats
+    prob, feats = feature_cache.load(cache_dir, key)
+    return prob, feats, False
+
+
+def _rgb(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 3:  # greyscale volume: the network expects RGB
+        return np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ScribbleSegError(f"image must be (Z, Y, X) or (Z, Y, X, 3), got shape {array.shape}")
+    return array
+
+
+def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], model, *,
+            spacing: Optional[Tuple[float, float, float]] = None, method: str = "full",
+            cut_params=None, ddml_config=None, device: str = "auto",
+            cache_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
+            features: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> SegmentResult:
+    """Segment the heart in a volume from scribbles.
+
+    Parameters
+    ----------
+    image : Volume or numpy.ndarray
+        ``(Z, Y, X, 3)`` uint8 RGB or ``(Z, Y, X)`` grey, as a :class:`Volume`
+        or a bare array with ``spacing``.
+    scribbles : numpy.ndarray or None
+        uint8 ``(Z, Y, X)``: 0 none, 1 heart, 2 background.  Not needed for ``munet``.
+    model : path or SegModel
+        A model file (loaded without executing code) or a loaded model.
+    spacing : tuple of 3 float, optional
+        ``(x, y, z)`` mm when ``image`` is a bare array; default isotropic 1.
+    method : {"munet", "ddml", "full"}
+        Where to stop: the M-Unet probability, DDML + head, or the graph cut.
+    cut_params : graphcut.GraphCutParams, optional
+    ddml_config : ddml.DDMLConfig, optional
+    device : {"auto", "cpu", "cuda"}
+    cache_dir : path, optional
+        With a model *file*, caches the M-Unet outputs so that a re-run with new
+        scribbles runs only DDML, the head and the cut.
+    seed : int
+        Seed of the DDML and head training.
+    features : (probability, features), optional
+        M-Unet outputs already computed for this image with this model (see
+        :func:`compute_features`); evaluation loops pass them to try many
+        scribble patterns on one volume.
+    progress, cancel
+        See :mod:`ScribbleSegLib.progress`.
+
+    Returns
+    -------
+    SegmentResult
+    """
+    if method not in METHODS:
+        raise ScribbleSegError(f"--method {method}: expected one of {', '.join(METHODS)}")
+    if isinstance(image, Volume):
+        array, geometry = image.array, image.geometry
+    else:
+        array, geometry = image, Geometry(spacing or (1.0, 1.0, 1.0))
+    array = _rgb(np.asarray(array))
+    if scribbles is not None and tuple(scribbles.shape) != tuple(array.shape[:3]):
+        raise ScribbleSegError(f"scribbles have shape {scribbles.shape}, the image {array.shape[:3]}")
+    if method != "munet" and scribbles is None:
+        raise ScribbleSegError(f"--method {method} needs scribbles")
+
+    timings: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    loaded = as_model(model, device)
+    model_path = model if isinstance(model, (str, os.PathLike)) else None
+    timings["load model"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if features is not None:
+        (prob, feats), cached = features, True
+    else:
+        prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir,
+                                               device=device, progress=progress, cancel=cancel)
+    timings["M-Unet features"] = time.perf_counter() - t0
+    if method == "munet":
+        return SegmentResult((prob > 0.5).astype(np.uint8), prob, prob, method, cached, timings)
+    check(cancel)
+
+    from .ddml import adapt
+
+    t0 = time.perf_counter()
+    adapted = adapt(feats, scribbles, loaded.bank_features, loaded.bank_labels, config=ddml_config, seed=seed,
+                    progress=progress, cancel=cancel)
+    h = adapted.h
+    timings["DDML + head"] = time.perf_counter() - t0
+    if method == "ddml":
+        return SegmentResult((h > 0.5).astype(np.uint8), h, prob, method, cached, timings)
+    check(cancel)
+
+    from .graphcut import graph_cut
+
+    t0 = time.perf_counter()
+    labels = graph_cut(h, array, scribbles, spacing_zyx=geometry.spacing_zyx, params=cut_params,
+                       progress=progress, cancel=cancel)
+    timings["graph cut"] = time.perf_counter() - t0
+    return SegmentResult(labels, h, prob, method, cached, timings)

@@ -1,0 +1,109 @@
+"""The paper's evaluation protocol on phantoms, shared by ``demo`` and ``bench``.
+
+Harada et al. (EMBC 2019, §IV): 6 volumes (2 train, 2 validation, 2 test); on
+each test volume three scribble patterns on every 10th heart section; the
+metrics are counted over all voxels of a volume and averaged over volumes and
+patterns.  Table I compares U-net, M-Unet, M-Unet+DDML and M-Unet+DDML+GC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .metrics import evaluate, summarize
+
+METHODS = ("U-net", "M-Unet", "M-Unet+DDML", "M-Unet+DDML+GC")
+
+#: Table I of the paper: precision, recall, F1, IoU.
+PAPER_TABLE_I = {
+    "U-net": (0.810, 0.824, 0.810, 0.681),
+    "M-Unet": (0.841, 0.960, 0.889, 0.807),
+    "M-Unet+DDML": (0.874, 0.959, 0.910, 0.841),
+    "M-Unet+DDML+GC": (0.983, 0.981, 0.982, 0.965),
+}
+METRICS = ("precision", "recall", "f1", "iou")
+
+
+@dataclass
+class Outputs:
+    """M-Unet and U-Net outputs of one volume, computed once and reused for every pattern."""
+
+    munet: Tuple[np.ndarray, np.ndarray]
+    unet_probability: np.ndarray
+
+
+def compute_outputs(image: np.ndarray, munet, unet, device: str = "auto", progress=None) -> Outputs:
+    """Run both networks on a volume (the M-Unet's features are kept for DDML)."""
+    from .pipeline import compute_features
+
+    prob, feats, _ = compute_features(image, munet, device=device, progress=progress)
+    unet_prob, _, _ = compute_features(image, unet, device=device, progress=progress)
+    return Outputs((prob, np.asarray(feats)), unet_prob)
+
+
+def evaluate_pattern(volume, label: np.ndarray, scribbles: np.ndarray, munet, outputs: Outputs, *,
+                     cut_params=None, ddml_config=None, seed: int = 0,
+                     methods: Sequence[str] = METHODS) -> Tuple[Dict[str, dict], Optional[object]]:
+    """Metrics of each method of Table I on one volume with one scribble pattern.
+
+    Returns
+    -------
+    metrics : dict
+        Method name -> :func:`metrics.evaluate` result.
+    result : pipeline.SegmentResult or None
+        The DDML (+ cut) segmentation, when one of those methods was asked for.
+    """
+    from .pipeline import segment
+
+    results: Dict[str, dict] = {}
+    result = None
+    if "U-net" in methods:
+        results["U-net"] = evaluate(outputs.unet_probability > 0.5, label)
+    if "M-Unet" in methods:
+        results["M-Unet"] = evaluate(outputs.munet[0] > 0.5, label)
+    if "M-Unet+DDML" in methods or "M-Unet+DDML+GC" in methods:
+        method = "full" if "M-Unet+DDML+GC" in methods else "ddml"
+        result = segment(volume, scribbles, munet, method=method, cut_params=cut_params,
+                         ddml_config=ddml_config, seed=seed, features=outputs.munet)
+        if "M-Unet+DDML" in methods:
+            results["M-Unet+DDML"] = evaluate(result.probability > 0.5, label)
+        if method == "full":
+            results["M-Unet+DDML+GC"] = evaluate(result.labels, label)
+            results["M-Unet+DDML+GC"]["timings"] = result.timings
+    return results, result
+
+
+def table_i(runs: List[Dict[str, dict]], with_paper: bool = True) -> str:
+    """A markdown Table I: mean (± std over volumes and patterns) of each metric per method."""
+    header = "| method | precision | recall | F1 | IoU |" + (" paper IoU |" if with_paper else "")
+    lines = [header, "|---" * (5 + with_paper) + "|"]
+    for method in METHODS:
+        rows = [run[method] for run in runs if method in run]
+        if not rows:
+            continue
+        s = summarize(rows)
+        cells = [f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" if len(rows) > 1 else f"{s[m]['mean']:.3f}"
+                 for m in METRICS]
+        paper = f" {PAPER_TABLE_I[method][3]:.3f} |" if with_paper else ""
+        lines.append(f"| {method} | " + " | ".join(cells) + " |" + paper)
+    return "\n".join(lines)
+
+
+def heart_sections(label: np.ndarray) -> np.ndarray:
+    """Indices of the sections that contain heart."""
+    return np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
+
+
+def pick_overlay_sections(label: np.ndarray, scribbles: Optional[np.ndarray], count: int = 6) -> List[int]:
+    """Sections to show: scribbled ones first, then unscribbled heart sections spread evenly."""
+    heart = heart_sections(label)
+    scribbled = [] if scribbles is None else list(np.flatnonzero(scribbles.reshape(len(scribbles), -1).any(1)))
+    chosen = scribbled[: count // 2]
+    others = [z for z in heart if z not in scribbled]
+    if others:
+        step = max(1, len(others) // max(1, count - len(chosen)))
+        chosen += others[step // 2::step][: count - len(chosen)]
+    return sorted(int(z) for z in chosen)
