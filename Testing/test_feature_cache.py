@@ -1,0 +1,47 @@
+"""The M-Unet output cache: keys, atomic entries, memory-mapped features."""
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import feature_cache
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "m.model"
+    path.write_bytes(b"model-bytes-1")
+    return path
+
+
+def test_key_changes_with_image_and_model(tmp_path, model_file):
+    image = np.zeros((2, 4, 4, 3), np.uint8)
+    key = feature_cache.cache_key(image, model_file)
+    assert key == feature_cache.cache_key(image.copy(), model_file)
+    changed = image.copy()
+    changed[1, 2, 3, 0] = 1
+    assert feature_cache.cache_key(changed, model_file) != key
+    other = tmp_path / "other.model"
+    other.write_bytes(b"model-bytes-2")
+    assert feature_cache.cache_key(image, other) != key
+
+
+def test_entry_round_trip_is_memory_mapped(tmp_path, model_file):
+    prob = np.random.default_rng(0).random((2, 4, 4)).astype(np.float32)
+    feats = np.random.default_rng(1).random((2, 4, 4, 5)).astype(np.float16)
+    assert feature_cache.load(tmp_path, "k") is None
+    with feature_cache.new_entry(tmp_path, "k") as tmp:
+        np.save(tmp / "probability.npy", prob)
+        np.save(tmp / "features.npy", feats)
+    got_prob, got_feats = feature_cache.load(tmp_path, "k")
+    np.testing.assert_array_equal(got_prob, prob)
+    np.testing.assert_array_equal(got_feats, feats)
+    assert isinstance(got_feats, np.memmap)
+
+
+def test_failed_entry_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with feature_cache.new_entry(tmp_path, "k") as tmp:
+            np.save(tmp / "probability.npy", np.zeros(3))
+            raise RuntimeError("inference died")
+    assert list(tmp_path.iterdir()) == []
+    assert feature_cache.load(tmp_path, "k") is None
