@@ -81,18 +81,19 @@ class Geometry:
         shift = np.asarray(self.direction).reshape(3, 3) @ (0.5 * (f - 1.0) * np.asarray(self.spacing))
         return Geometry(tuple(spacing), tuple(np.asarray(self.origin) + shift), self.direction)
 
-    def mismatch(self, other: "Geometry", rtol: float = 1e-3) -> str:
+    def mismatch(self, other: "Geometry", rtol: float = 1e-3, reference: str = "image") -> str:
         """Describe how ``other`` differs from this geometry, or return ``""`` if it matches.
 
         Spacing is compared relatively (``rtol``), origin to ``rtol`` of the largest
-        spacing, direction to 1e-3.
+        spacing, direction to 1e-3.  ``reference`` names what this geometry belongs
+        to in the description.
         """
         if not np.allclose(self.spacing, other.spacing, rtol=rtol, atol=0):
-            return f"spacing {_fmt(other.spacing)} differs from the image's {_fmt(self.spacing)}"
+            return f"spacing {_fmt(other.spacing)} differs from the {reference}'s {_fmt(self.spacing)}"
         if not np.allclose(self.origin, other.origin, rtol=0, atol=rtol * max(self.spacing) + 1e-6):
-            return f"origin {_fmt(other.origin)} differs from the image's {_fmt(self.origin)}"
+            return f"origin {_fmt(other.origin)} differs from the {reference}'s {_fmt(self.origin)}"
         if not np.allclose(self.direction, other.direction, atol=1e-3):
-            return "direction differs from the image's"
+            return f"direction differs from the {reference}'s"
         return ""
 
 

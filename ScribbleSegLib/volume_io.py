@@ -1,0 +1,715 @@
+"""Reading and writing images, labels, scribbles, probabilities and segmentations.
+
+Images come from a folder of 2D section files (PNG/TIFF/JPEG, natural sort
+order, spacing given by the user) or from any 3D file SimpleITK reads (NRRD,
+NIfTI, MHA; RGB vector or scalar).  They are returned as ``(Z, Y, X, 3)``
+uint8 RGB :class:`~ScribbleSegLib.geometry.Volume` objects.
+
+Labels (0/1) and scribbles (0 none, 1 heart, 2 background) come from a
+labelmap file or from a Slicer ``.seg.nrrd`` segmentation (read with
+``slicerio``, which handles overlapping segments stored in layers).  They are
+checked against the image's geometry; a ``.seg.nrrd`` that Slicer cropped to
+the extent of its segments is padded back onto the image grid.
+
+Every writer goes through :func:`~ScribbleSegLib.fileio.atomic_output`, so a
+failed write never leaves a half-written file, and compresses its output.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+import slicerio
+
+from .errors import ScribbleSegError
+from .fileio import PathLike, atomic_output
+from .geometry import Geometry, Volume
+from .progress import CancelToken, ProgressCallback, check, report
+
+HEART_COLOR = (0.85, 0.2, 0.2)
+"""Display colour (RGB in [0, 1]) of the ``heart`` segment everywhere in ScribbleSeg."""
+
+BACKGROUND_COLOR = (0.2, 0.4, 0.85)
+"""Display colour (RGB in [0, 1]) of the ``background`` segment everywhere in ScribbleSeg."""
+
+SECTION_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+"""File name endings (case-insensitive) of section images in a folder."""
+
+_SEGMENTATION_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zlib.error)
+# Slicer writes segment offsets with float precision; a hundredth of a voxel is far above that noise.
+_GRID_TOLERANCE_VOXELS = 0.01
+
+
+# ---------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------
+
+
+def list_section_files(folder: PathLike) -> List[Path]:
+    """The section image files of ``folder`` in natural sort order.
+
+    Files ending in ``.png``, ``.tif``, ``.tiff``, ``.jpg`` or ``.jpeg`` (any
+    case) are listed; hidden files (names starting with ``.``) and sub-folders
+    are skipped.  Natural order compares runs of digits as numbers, so
+    ``s2.png`` comes before ``s10.png``.
+
+    Raises
+    ------
+    ScribbleSegError
+        If ``folder`` is not an existing folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ScribbleSegError(f"{folder}: is not a folder of section images")
+    files = [
+        p for p in folder.iterdir()
+        if not p.name.startswith(".") and p.suffix.lower() in SECTION_SUFFIXES and p.is_file()
+    ]
+    return sorted(files, key=_natural_key)
+
+
+def _natural_key(path: Path) -> Tuple:
+    parts = re.split(r"(\d+)", path.name)
+    # Even positions are text, odd positions digit runs, so the tuples always compare like with like.
+    key = tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts))
+    return key, path.name
+
+
+def read_image(
+    path: PathLike,
+    spacing: Optional[Sequence[float]] = None,
+    downsample: int = 1,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> Volume:
+    """Read an RGB volume from a folder of sections or a 3D image file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A folder of section images (see :func:`list_section_files`), all of
+        the same size, or a 3D file SimpleITK reads (NRRD, NIfTI, MHA, ...).
+    spacing : sequence of 3 float, optional
+        Voxel size ``(x, y, z)`` in mm.  Required for a folder (sections carry
+        no usable spacing); for a 3D file it overrides the file's spacing and
+        keeps its origin and direction.  Given at full resolution.
+    downsample : int
+        In-plane (x and y) reduction factor.  Each output pixel is the mean of
+        a ``downsample`` x ``downsample`` block, rounded to the nearest
+        integer; rows and columns that do not fill a whole block are cropped
+        at the far edge.  The geometry follows
+        :meth:`Geometry.scaled <ScribbleSegLib.geometry.Geometry.scaled>`.
+    progress, cancel
+        Progress callback (stage ``"read"``, one report per section) and
+        cancel token, see :mod:`ScribbleSegLib.progress`.
+
+    Returns
+    -------
+    Volume
+        ``array`` is ``(Z, Y, X, 3)`` uint8 RGB.  Grey images are replicated
+        to the three channels; an alpha channel is dropped.  Pixel types other
+        than 8-bit unsigned (16-bit, signed, float) are rescaled linearly so
+        that the volume's minimum maps to 0 and its maximum to 255 (for a
+        folder, the minimum and maximum over all sections, found in a first
+        pass; NaN maps to 0).
+
+    Notes
+    -----
+    A folder is read section by section into a preallocated output, so peak
+    memory is about the output plus one full-resolution section: a stack
+    larger than memory can be read at a reduced ``downsample``.  A 3D file is
+    read whole by SimpleITK, then converted plane by plane.
+
+    Raises
+    ------
+    ScribbleSegError
+        With one line naming the file: missing path, empty folder, sections of
+        different sizes or pixel types, unreadable or truncated file, a 2D
+        file where a volume is expected, missing or non-positive spacing, a
+        ``downsample`` that is not a positive integer or exceeds the section.
+    """
+    path = Path(path)
+    factor = _check_downsample(downsample, path)
+    if path.is_dir():
+        if spacing is None:
+            raise ScribbleSegError(f"{path}: a folder of sections needs the voxel spacing X Y Z in mm (--spacing)")
+        return _read_folder(path, _check_spacing(spacing, path), factor, progress, cancel)
+    if not path.exists():
+        raise ScribbleSegError(f"{path}: no such file or folder")
+    return _read_volume_file(path, None if spacing is None else _check_spacing(spacing, path), factor,
+                             progress, cancel)
+
+
+def _check_spacing(spacing: Sequence[float], path: Path) -> Tuple[float, float, float]:
+    try:
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ScribbleSegError(f"{path}: spacing must be three positive numbers X Y Z in mm, got {spacing!r}")
+    return values
+
+
+def _check_downsample(downsample: int, path: Path) -> int:
+    if isinstance(downsample, bool) or int(downsample) != downsample or downsample < 1:
+        raise ScribbleSegError(f"{path}: downsample factor must be a positive integer, got {downsample!r}")
+    return int(downsample)
+
+
+def _read_sitk(path: Path, image_information_only: bool = False):
+    """Read ``path`` with SimpleITK, turning its exceptions into one-line errors."""
+    if not path.is_file():
+        raise ScribbleSegError(f"{path}: no such file")
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        _check_jpeg_complete(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        if image_information_only:
+            reader.ReadImageInformation()
+            return reader
+        return reader.Execute()
+    except RuntimeError:
+        raise ScribbleSegError(
+            f"{path}: cannot be read as an image (unsupported format, damaged or truncated file)"
+        ) from None
+
+
+def _check_jpeg_complete(path: Path) -> None:
+    # libjpeg only warns about a truncated file and fills the rest with grey, so look for the end marker.
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 4096))
+        tail = f.read()
+    if b"\xff\xd9" not in tail:
+        raise ScribbleSegError(f"{path}: truncated JPEG file (no end-of-image marker)")
+
+
+def _channel_view(plane: np.ndarray, components: int, path: Path) -> np.ndarray:
+    """``(Y, X, 1)`` grey or ``(Y, X, 3)`` RGB view of a plane with 1-4 components."""
+    if components == 1:
+        return plane[..., None]
+    if components == 2:  # grey + alpha
+        return plane[..., :1]
+    if components in (3, 4):  # RGB, RGBA
+        return plane[..., :3]
+    raise ScribbleSegError(f"{path}: has {components} components per pixel; expected grey, RGB or RGBA")
+
+
+def _check_pixel_type(array: np.ndarray, path: Path) -> None:
+    if array.dtype.kind not in "uif":
+        raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not supported; expected integer or float")
+
+
+def _value_range(array: np.ndarray) -> Tuple[float, float]:
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.any():
+            return 0.0, 0.0
+        return float(array[finite].min()), float(array[finite].max())
+    return float(array.min()), float(array.max())
+
+
+def _to_rgb8(plane: np.ndarray, factor: int, value_range: Optional[Tuple[float, float]]) -> np.ndarray:
+    """``(Y, X, C)`` plane (C = 1 or 3) -> ``(Y // f, X // f, 3)`` uint8, block-averaged and rescaled.
+
+    ``value_range`` is None for uint8 input, else the ``(min, max)`` mapped to 0 and 255.
+    """
+    if factor > 1:
+        y = plane.shape[0] // factor * factor
+        x = plane.shape[1] // factor * factor
+        blocks = plane[:y, :x].reshape(y // factor, factor, x // factor, factor, plane.shape[2])
+        # Reduce the x blocks first: the intermediate is already `factor` times smaller than the section.
+        plane = blocks.sum(axis=3, dtype=np.float64).sum(axis=1) / float(factor * factor)
+    if value_range is None:
+        out = plane if plane.dtype == np.uint8 else np.rint(plane).astype(np.uint8)
+    else:
+        lo, hi = value_range
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        scaled = (np.asarray(plane, dtype=np.float32) - np.float32(lo)) * np.float32(scale)
+        out = np.clip(np.rint(np.nan_to_num(scaled, nan=0.0)), 0, 255).astype(np.uint8)
+    if out.shape[2] == 1:
+        out = np.broadcast_to(out, out.shape[:2] + (3,))
+    return out
+
+
+def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
+                 progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Volume:
+    files = list_section_files(folder)
+    if not files:
+        raise ScribbleSegError(
+            f"{folder}: contains no section images ({', '.join(s.lstrip('.') for s in SECTION_SUFFIXES)})"
+        )
+    info = _read_sitk(files[0], image_information_only=True)
+    width, height = info.GetSize()[:2]
+    dtype = sitk.GetArrayViewFromImage(_read_sitk(files[0])).dtype
+    out_y, out_x = height // factor, width // factor
+    if out_y == 0 or out_x == 0:
+        raise ScribbleSegError(f"{folder}: downsample factor {factor} is larger than the sections ({width}x{height})")
+
+    value_range = None
+    if dtype != np.uint8:
+        value_range = _folder_value_range(files, (height, width), dtype, progress, cancel)
+        progress_start = 0.5
+    else:
+        progress_start = 0.0
+
+    out = np.empty((len(files), out_y, out_x, 3), dtype=np.uint8)
+    for k, file in enumerate(files):
+        check(cancel)
+        image, plane = _read_section(file)
+        _check_section(file, plane, files[0], (height, width), dtype)
+        out[k] = _to_rgb8(_channel_view(plane, image.GetNumberOfComponentsPerPixel(), file), factor, value_range)
+        del image, plane
+        report(progress, "read", progress_start + (1.0 - progress_start) * (k + 1) / len(files),
+               f"section {k + 1}/{len(files)}")
+    geometry = Geometry(spacing)
+    if factor > 1:
+        geometry = geometry.scaled((factor, factor, 1))
+    return Volume(out, geometry)
+
+
+def _read_section(file: Path):
+    """The SimpleITK image of one section and a ``(Y, X[, C])`` numpy view of it."""
+    image = _read_sitk(file)
+    if image.GetDimension() == 3 and image.GetSize()[2] == 1:
+        image = image[:, :, 0]
+    if image.GetDimension() != 2:
+        raise ScribbleSegError(
+            f"{file}: has {image.GetSize()[2]} pages; each section must be a single 2D image"
+        )
+    # Keep `image` alive as long as the view is used: the view shares its buffer.
+    return image, sitk.GetArrayViewFromImage(image)
+
+
+def _check_section(file: Path, plane: np.ndarray, first: Path, size_yx: Tuple[int, int], dtype) -> None:
+    if plane.shape[:2] != size_yx:
+        raise ScribbleSegError(
+            f"{file}: size {plane.shape[1]}x{plane.shape[0]} differs from {first.name}'s "
+            f"{size_yx[1]}x{size_yx[0]}; all sections must have the same size"
+        )
+    if plane.dtype != dtype:
+        raise ScribbleSegError(f"{file}: pixel type {plane.dtype} differs from {first.name}'s {dtype}")
+    _check_pixel_type(plane, file)
+
+
+def _folder_value_range(files: List[Path], size_yx: Tuple[int, int], dtype,
+                        progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Tuple[float, float]:
+    lo, hi = np.inf, -np.inf
+    for k, file in enumerate(files):
+        check(cancel)
+        image, plane = _read_section(file)
+        _check_section(file, plane, files[0], size_yx, dtype)
+        section_lo, section_hi = _value_range(_channel_view(plane, image.GetNumberOfComponentsPerPixel(), file))
+        lo, hi = min(lo, section_lo), max(hi, section_hi)
+        del image, plane
+        report(progress, "read", 0.5 * (k + 1) / len(files), f"intensity range, section {k + 1}/{len(files)}")
+    return lo, hi
+
+
+def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]], factor: int,
+                      progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Volume:
+    image = _read_sitk(path)
+    if image.GetDimension() != 3:
+        raise ScribbleSegError(
+            f"{path}: is a {image.GetDimension()}D image; expected a 3D volume "
+            "(for 2D sections give the folder that holds them, with --spacing)"
+        )
+    geometry = _geometry_of(image, path)
+    if spacing is not None:
+        geometry = Geometry(spacing, geometry.origin, geometry.direction)
+    view = sitk.GetArrayViewFromImage(image)
+    _check_pixel_type(view, path)
+    channels = _channel_view(view, image.GetNumberOfComponentsPerPixel(), path)
+    depth, height, width = channels.shape[:3]
+    if height // factor == 0 or width // factor == 0:
+        raise ScribbleSegError(f"{path}: downsample factor {factor} is larger than the sections ({width}x{height})")
+    value_range = None if channels.dtype == np.uint8 else _value_range(channels)
+    out = np.empty((depth, height // factor, width // factor, 3), dtype=np.uint8)
+    for k in range(depth):
+        check(cancel)
+        out[k] = _to_rgb8(channels[k], factor, value_range)
+        report(progress, "read", (k + 1) / depth, f"section {k + 1}/{depth}")
+    if factor > 1:
+        geometry = geometry.scaled((factor, factor, 1))
+    return Volume(out, geometry)
+
+
+def _geometry_of(image, path: Path) -> Geometry:
+    try:
+        return Geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    except ScribbleSegError as exc:
+        raise ScribbleSegError(f"{path}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# Writers
+# ---------------------------------------------------------------------------
+
+
+def _with_geometry(image, geometry: Geometry):
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    return image
+
+
+def _write_sitk(path: PathLike, image) -> None:
+    with atomic_output(path) as tmp:
+        try:
+            sitk.WriteImage(image, str(tmp), True)
+        except RuntimeError:
+            raise ScribbleSegError(
+                f"{path}: SimpleITK cannot write this file type; use .nrrd, .nii.gz or .mha"
+            ) from None
+
+
+def _check_array(path: PathLike, array: np.ndarray, ndim: int, what: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != ndim or (ndim == 4 and array.shape[3] != 3):
+        expected = "(Z, Y, X, 3)" if ndim == 4 else "(Z, Y, X)"
+        raise ScribbleSegError(f"{path}: {what} must be a {expected} array, got shape {array.shape}")
+    return array
+
+
+def write_rgb_volume(path: PathLike, volume: Volume) -> None:
+    """Write an RGB volume; as NRRD, Slicer opens it as a colour vector volume.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file; its extension picks the format (``.nrrd`` recommended:
+        ``kinds: vector domain domain domain``, gzip-compressed).
+    volume : Volume
+        ``array`` ``(Z, Y, X, 3)`` uint8 with its geometry.
+    """
+    array = _check_array(path, volume.array, 4, "an RGB image")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8), isVector=True)
+    _write_sitk(path, _with_geometry(image, volume.geometry))
+
+
+def write_labelmap(path: PathLike, labels: np.ndarray, geometry: Geometry) -> None:
+    """Write a ``(Z, Y, X)`` uint8 labelmap (compressed; format from the extension)."""
+    labels = _check_array(path, labels, 3, "a labelmap")
+    if labels.dtype.kind not in "uib":
+        raise ScribbleSegError(f"{path}: a labelmap must have integer values, got {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ScribbleSegError(f"{path}: labelmap values must lie in 0..255")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
+    _write_sitk(path, _with_geometry(image, geometry))
+
+
+def write_probability(path: PathLike, prob: np.ndarray, geometry: Geometry) -> None:
+    """Write a ``(Z, Y, X)`` probability map as float32 (compressed; format from the extension).
+
+    Raises
+    ------
+    ScribbleSegError
+        If ``prob`` holds NaN or infinite values.
+    """
+    prob = _check_array(path, prob, 3, "a probability map")
+    prob = np.ascontiguousarray(prob, dtype=np.float32)
+    if not np.isfinite(prob).all():
+        raise ScribbleSegError(f"{path}: the probability map contains NaN or infinite values; nothing written")
+    _write_sitk(path, _with_geometry(sitk.GetImageFromArray(prob), geometry))
+
+
+def write_segmentation(
+    path: PathLike,
+    segments: Sequence[Tuple[str, np.ndarray, Sequence[float]]],
+    geometry: Geometry,
+) -> None:
+    """Write named, coloured segments as a Slicer ``.seg.nrrd`` (through slicerio).
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file; its name must end in ``.seg.nrrd``.
+    segments : sequence of (name, mask, color)
+        ``mask`` is a ``(Z, Y, X)`` array (non-zero = inside), all of the same
+        shape; ``color`` is RGB in [0, 1] (see :data:`HEART_COLOR`,
+        :data:`BACKGROUND_COLOR`).  Names must be distinct (ignoring case).
+        Overlapping segments are stored in separate layers, as Slicer does.
+    geometry : Geometry
+        Geometry of the masks' grid.
+    """
+    if not str(path).lower().endswith(".seg.nrrd"):
+        raise ScribbleSegError(f"{path}: a segmentation file name must end in .seg.nrrd")
+    if not segments:
+        raise ScribbleSegError(f"{path}: no segments to write")
+    shape = None
+    seen = set()
+    for name, mask, color in segments:
+        mask = _check_array(path, mask, 3, f"segment '{name}'")
+        if shape is not None and mask.shape != shape:
+            raise ScribbleSegError(f"{path}: segment '{name}' has shape {mask.shape}, the first segment {shape}")
+        shape = mask.shape
+        if not name or "\n" in name or name.lower() in seen:
+            raise ScribbleSegError(f"{path}: segment names must be non-empty, one line and distinct, got {name!r}")
+        seen.add(name.lower())
+        if len(color) != 3 or not all(0.0 <= float(c) <= 1.0 for c in color):
+            raise ScribbleSegError(f"{path}: segment '{name}' colour must be three numbers in [0, 1], got {color!r}")
+
+    # slicerio's default index order is (i, j, k), i.e. the transpose of our [z, y, x] arrays.
+    segmentation = slicerio.create_segmentation(shape[::-1], geometry.ijk_to_lps())
+    segmentation["containedRepresentationNames"] = ["Binary labelmap"]
+    for name, mask, color in segments:
+        slicerio.add_segment(segmentation, np.asarray(mask).transpose(2, 1, 0) != 0, {
+            "id": name, "name": name, "color": [float(c) for c in color],
+            "nameAutoGenerated": False, "colorAutoGenerated": False,
+        })
+    with atomic_output(path) as tmp:
+        slicerio.write_segmentation(str(tmp), segmentation, compression_level=6)
+
+
+# ---------------------------------------------------------------------------
+# Segmentations, labels and scribbles
+# ---------------------------------------------------------------------------
+
+
+def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
+    """Read a Slicer ``.seg.nrrd`` into masks by segment name.
+
+    Returns
+    -------
+    masks : dict of str to numpy.ndarray
+        Lower-cased segment name -> ``(Z, Y, X)`` uint8 0/1 mask; segments
+        sharing a name (ignoring case) are merged.
+    geometry : Geometry
+        The geometry of the file's voxel grid (which Slicer may have cropped
+        to the segments' extent).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ScribbleSegError(f"{path}: no such file")
+    try:
+        segmentation = slicerio.read_segmentation(str(path))
+    except _SEGMENTATION_READ_ERRORS as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ScribbleSegError(f"{path}: cannot be read as a segmentation ({reason})") from None
+    voxels = segmentation["voxels"]
+    if voxels.ndim not in (3, 4):
+        raise ScribbleSegError(f"{path}: a segmentation must be 3D, got {voxels.ndim} dimensions")
+    geometry = _geometry_from_ijk_to_lps(segmentation["ijkToLPS"], path)
+    masks: Dict[str, np.ndarray] = {}
+    for segment in segmentation.get("segments", []):
+        name = str(segment.get("name", segment.get("id", ""))).strip().lower()
+        mask = np.ascontiguousarray(slicerio.segment_mask(segmentation, segment).transpose(2, 1, 0))
+        mask = mask.astype(np.uint8)
+        masks[name] = np.maximum(masks[name], mask) if name in masks else mask
+    return masks, geometry
+
+
+def _geometry_from_ijk_to_lps(matrix, path: Path) -> Geometry:
+    matrix = np.asarray(matrix, dtype=float)
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    if not np.all(spacing > 0):
+        raise ScribbleSegError(f"{path}: the voxel grid has a zero spacing")
+    direction = matrix[:3, :3] / spacing[None, :]
+    return Geometry(tuple(spacing), tuple(matrix[:3, 3]), tuple(direction.ravel()))
+
+
+def is_segmentation_file(path: PathLike) -> bool:
+    """Whether ``path`` is a Slicer segmentation: named ``*.seg.nrrd``, or a NRRD with ``Segment*`` fields."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".seg.nrrd"):
+        return True
+    if not name.endswith(".nrrd"):
+        return False
+    reader = _read_sitk(path, image_information_only=True)
+    return any(key.startswith("Segment0_") for key in reader.GetMetaDataKeys())
+
+
+def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Geometry]:
+    image = _read_sitk(path)
+    if image.GetDimension() != 3:
+        raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D labelmap")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ScribbleSegError(
+            f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per pixel; expected a scalar labelmap"
+        )
+    array = sitk.GetArrayFromImage(image)
+    if array.dtype.kind == "f" and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
+        raise ScribbleSegError(f"{path}: a labelmap must hold whole numbers; found non-integer values")
+    if array.dtype.kind not in "uif":
+        raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not a labelmap type")
+    return array, _geometry_of(image, path)
+
+
+def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, single_segment: bool) -> np.ndarray:
+    if name in masks:
+        return masks[name]
+    if single_segment and len(masks) == 1:
+        return next(iter(masks.values()))
+    found = ", ".join(f"'{n}'" for n in masks) or "none"
+    raise ScribbleSegError(f"{path}: has no segment named '{name}' (segments: {found})")
+
+
+def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Geometry, bool]:
+    """Label mask, its own geometry, and whether it is a segmentation (which may be cropped)."""
+    if not path.is_file():
+        raise ScribbleSegError(f"{path}: no such file")
+    if is_segmentation_file(path):
+        masks, geometry = read_segmentation(path)
+        return _named_mask(masks, "heart", path, single_segment), geometry, True
+    array, geometry = _read_labelmap_file(path)
+    if array.dtype.kind in "if" and array.size and array.min() < 0:
+        raise ScribbleSegError(f"{path}: a label must not hold negative values (found {array.min():g})")
+    return (array > 0).astype(np.uint8), geometry, False
+
+
+def read_label_volume(path: PathLike, *, single_segment: bool = False) -> Volume:
+    """Read a label (0/1) on its own voxel grid.
+
+    ``path`` is a labelmap file (values > 0 are heart) or a ``.seg.nrrd``
+    with a segment named ``heart`` (any case) -- or, with
+    ``single_segment=True``, whatever its only segment is named.
+    """
+    path = Path(path)
+    array, geometry, _ = _read_label_file(path, single_segment)
+    return Volume(array, geometry)
+
+
+def read_label(
+    path: PathLike,
+    shape: Sequence[int],
+    geometry: Geometry,
+    *,
+    single_segment: bool = False,
+    reference: str = "image",
+) -> np.ndarray:
+    """Read a label onto an image's voxel grid.
+
+    Parameters
+    ----------
+    path : str or Path
+        A labelmap file (values > 0 are heart; negative or non-integer values
+        are refused) or a ``.seg.nrrd`` with a segment named ``heart`` (any
+        case).
+    shape : sequence of 3 int
+        The image's ``(Z, Y, X)``.
+    geometry : Geometry
+        The image's geometry.
+    single_segment : bool
+        Accept a ``.seg.nrrd`` whose only segment has another name.
+    reference : str
+        What owns ``shape`` and ``geometry``, for error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Z, Y, X)`` uint8, 1 for heart.
+
+    Raises
+    ------
+    ScribbleSegError
+        If the file is missing or unreadable, its values or segments are not
+        as described, or its grid does not match the image.  A ``.seg.nrrd``
+        on the image's grid but cropped (or extended with empty voxels) is
+        placed onto the image grid instead.
+    """
+    path = Path(path)
+    array, own, is_segmentation = _read_label_file(path, single_segment)
+    return _onto_grid(array, own, shape, geometry, path, is_segmentation, "label", reference)
+
+
+def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, reference: str = "image") -> np.ndarray:
+    """Read scribbles onto an image's voxel grid.
+
+    Parameters
+    ----------
+    path : str or Path
+        A labelmap with values 0 (none), 1 (heart) and 2 (background) only, or
+        a ``.seg.nrrd`` with segments named ``heart`` and ``background`` (any
+        case; other segments are ignored).  Voxels in both segments count as
+        not scribbled.
+    shape, geometry, reference
+        As in :func:`read_label`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Z, Y, X)`` uint8: 0 none, 1 heart, 2 background.
+
+    Raises
+    ------
+    ScribbleSegError
+        As :func:`read_label`, and if there is no heart or no background voxel.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ScribbleSegError(f"{path}: no such file")
+    if is_segmentation_file(path):
+        masks, own = read_segmentation(path)
+        heart = _named_mask(masks, "heart", path, False) > 0
+        background = _named_mask(masks, "background", path, False) > 0
+        array = heart.astype(np.uint8) + 2 * background.astype(np.uint8)
+        array[heart & background] = 0
+        may_be_cropped = True
+    else:
+        values, own = _read_labelmap_file(path)
+        unexpected = (values != 0) & (values != 1) & (values != 2)
+        if unexpected.any():
+            shown = ", ".join(f"{v:g}" for v in np.unique(values[unexpected])[:5])
+            raise ScribbleSegError(
+                f"{path}: scribble labelmap values must be 0 (none), 1 (heart) or 2 (background); found {shown}"
+            )
+        array = values.astype(np.uint8)
+        may_be_cropped = False
+    array = _onto_grid(array, own, shape, geometry, path, may_be_cropped, "scribbles", reference)
+    for value, name in ((1, "heart"), (2, "background")):
+        if not (array == value).any():
+            raise ScribbleSegError(
+                f"{path}: the scribbles have no {name} voxel; scribble both heart and background"
+            )
+    return array
+
+
+def _size_text(shape_zyx: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape_zyx[::-1])
+
+
+def _onto_grid(array: np.ndarray, own: Geometry, shape: Sequence[int], target: Geometry, path: Path,
+               may_be_cropped: bool, what: str, reference: str) -> np.ndarray:
+    """``array`` (on ``own``) placed on the ``shape``/``target`` grid, or a one-line error."""
+    shape = tuple(int(s) for s in shape)
+    difference = target.mismatch(own, reference=reference)
+    if not difference and array.shape == shape:
+        return array
+    if not may_be_cropped:
+        if difference:
+            raise ScribbleSegError(f"{path}: the {what} does not match the {reference}: {difference}")
+        raise ScribbleSegError(
+            f"{path}: the {what} has size {_size_text(array.shape)}, the {reference} {_size_text(shape)}"
+        )
+    # A cropped segmentation shares spacing and direction; only its origin moves by whole voxels.
+    difference = target.mismatch(Geometry(own.spacing, target.origin, own.direction), reference=reference)
+    if difference:
+        raise ScribbleSegError(f"{path}: the {what} does not match the {reference}: {difference}")
+    axes = np.asarray(target.direction).reshape(3, 3) * np.asarray(target.spacing)[None, :]
+    offset_ijk = np.linalg.solve(axes, np.asarray(own.origin) - np.asarray(target.origin))
+    whole = np.rint(offset_ijk)
+    if np.any(np.abs(offset_ijk - whole) > _GRID_TOLERANCE_VOXELS):
+        shift = ", ".join(f"{v:.3g}" for v in offset_ijk)
+        raise ScribbleSegError(
+            f"{path}: the {what} is not on the {reference}'s voxel grid (origin shifted by ({shift}) voxels)"
+        )
+    offset = whole[::-1].astype(int)  # (z, y, x)
+    src_lo = np.maximum(0, -offset)
+    src_hi = np.minimum(array.shape, np.asarray(shape) - offset)
+    out = np.zeros(shape, dtype=array.dtype)
+    if np.all(src_hi > src_lo):
+        src = tuple(slice(lo, hi) for lo, hi in zip(src_lo, src_hi))
+        dst = tuple(slice(lo + o, hi + o) for lo, hi, o in zip(src_lo, src_hi, offset))
+        out[dst] = array[src]
+    if np.count_nonzero(out) != np.count_nonzero(array):
+        raise ScribbleSegError(
+            f"{path}: the {what} has voxels outside the {reference} ({_size_text(shape)} voxels)"
+        )
+    return out
