@@ -616,7 +616,7 @@ def read_label(
     """
     path = Path(path)
     array, own, is_segmentation = _read_label_file(path, single_segment)
-    return _onto_grid(array, own, shape, geometry, path, is_segmentation, "label", reference)
+    return _onto_grid(array, own, shape, geometry, path, is_segmentation, reference)
 
 
 def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, reference: str = "image") -> np.ndarray:
@@ -662,7 +662,7 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
             )
         array = values.astype(np.uint8)
         may_be_cropped = False
-    array = _onto_grid(array, own, shape, geometry, path, may_be_cropped, "scribbles", reference)
+    array = _onto_grid(array, own, shape, geometry, path, may_be_cropped, reference)
     for value, name in ((1, "heart"), (2, "background")):
         if not (array == value).any():
             raise ScribbleSegError(
@@ -676,7 +676,7 @@ def _size_text(shape_zyx: Sequence[int]) -> str:
 
 
 def _onto_grid(array: np.ndarray, own: Geometry, shape: Sequence[int], target: Geometry, path: Path,
-               may_be_cropped: bool, what: str, reference: str) -> np.ndarray:
+               may_be_cropped: bool, reference: str) -> np.ndarray:
     """``array`` (on ``own``) placed on the ``shape``/``target`` grid, or a one-line error."""
     shape = tuple(int(s) for s in shape)
     difference = target.mismatch(own, reference=reference)
@@ -684,21 +684,21 @@ def _onto_grid(array: np.ndarray, own: Geometry, shape: Sequence[int], target: G
         return array
     if not may_be_cropped:
         if difference:
-            raise ScribbleSegError(f"{path}: the {what} does not match the {reference}: {difference}")
+            raise ScribbleSegError(f"{path}: does not match the {reference}: {difference}")
         raise ScribbleSegError(
-            f"{path}: the {what} has size {_size_text(array.shape)}, the {reference} {_size_text(shape)}"
+            f"{path}: has size {_size_text(array.shape)}, the {reference} {_size_text(shape)}"
         )
     # A cropped segmentation shares spacing and direction; only its origin moves by whole voxels.
     difference = target.mismatch(Geometry(own.spacing, target.origin, own.direction), reference=reference)
     if difference:
-        raise ScribbleSegError(f"{path}: the {what} does not match the {reference}: {difference}")
+        raise ScribbleSegError(f"{path}: does not match the {reference}: {difference}")
     axes = np.asarray(target.direction).reshape(3, 3) * np.asarray(target.spacing)[None, :]
     offset_ijk = np.linalg.solve(axes, np.asarray(own.origin) - np.asarray(target.origin))
     whole = np.rint(offset_ijk)
     if np.any(np.abs(offset_ijk - whole) > _GRID_TOLERANCE_VOXELS):
         shift = ", ".join(f"{v:.3g}" for v in offset_ijk)
         raise ScribbleSegError(
-            f"{path}: the {what} is not on the {reference}'s voxel grid (origin shifted by ({shift}) voxels)"
+            f"{path}: is not on the {reference}'s voxel grid (origin shifted by ({shift}) voxels)"
         )
     offset = whole[::-1].astype(int)  # (z, y, x)
     src_lo = np.maximum(0, -offset)
@@ -710,6 +710,6 @@ def _onto_grid(array: np.ndarray, own: Geometry, shape: Sequence[int], target: G
         out[dst] = array[src]
     if np.count_nonzero(out) != np.count_nonzero(array):
         raise ScribbleSegError(
-            f"{path}: the {what} has voxels outside the {reference} ({_size_text(shape)} voxels)"
+            f"{path}: has voxels outside the {reference} ({_size_text(shape)} voxels)"
         )
     return out

@@ -1,14 +1,62 @@
-"""``scribbleseg evaluate`` (not implemented yet)."""
+"""``scribbleseg evaluate``: precision, recall, F1 and IoU of a prediction against a label."""
 
 import argparse
+import json
+from pathlib import Path
 
 from ..errors import ScribbleSegError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
+    parser.add_argument("--prediction", required=True, metavar="P",
+                        help="predicted labelmap (> 0 = heart) or .seg.nrrd (segment 'heart', or its only segment)")
+    parser.add_argument("--label", required=True, metavar="L",
+                        help="ground-truth labelmap (> 0 = heart) or .seg.nrrd with a segment 'heart'")
+    parser.add_argument("--ignore-scribbles", metavar="S",
+                        help="scribbles (labelmap or .seg.nrrd); their voxels are left out of every count")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    raise ScribbleSegError("'evaluate' is not implemented yet")
+    from .. import metrics, volume_io
+
+    for option, value in (("--prediction", args.prediction), ("--label", args.label),
+                          ("--ignore-scribbles", args.ignore_scribbles)):
+        if value is not None and not Path(value).is_file():
+            raise ScribbleSegError(f"{value}: no such file ({option})")
+
+    # The label's grid is the reference; a prediction saved cropped by Slicer is placed back onto it.
+    label = volume_io.read_label_volume(args.label)
+    prediction = volume_io.read_label(args.prediction, label.shape, label.geometry,
+                                      single_segment=True, reference="label")
+    ignore = None
+    if args.ignore_scribbles:
+        ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label") > 0
+    result = metrics.evaluate(prediction, label.array, ignore)
+
+    if args.json:
+        print(json.dumps({"prediction": str(args.prediction), "label": str(args.label),
+                          "ignore_scribbles": args.ignore_scribbles, **result}))
+    else:
+        print(format_table(result, args.ignore_scribbles is not None))
+    return 0
+
+
+def format_table(result: dict, scribbles_ignored: bool) -> str:
+    """The human-readable report of one :func:`ScribbleSegLib.metrics.evaluate` result."""
+    rows = [
+        ("precision", f"{result['precision']:.4f}"),
+        ("recall", f"{result['recall']:.4f}"),
+        ("F1 (Dice)", f"{result['f1']:.4f}"),
+        ("IoU", f"{result['iou']:.4f}"),
+        ("mean section F1", f"{result['mean_section_f1']:.4f}"
+                            f"  over {len(result['sections'])} sections with heart in label or prediction"),
+        ("voxels", f"{result['voxels']:,}  (TP {result['tp']:,}, FP {result['fp']:,}, "
+                   f"FN {result['fn']:,}, TN {result['tn']:,})"),
+    ]
+    if scribbles_ignored:
+        rows.append(("ignored", f"{result['ignored']:,} scribbled voxels"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -1,0 +1,159 @@
+"""Overlap metrics of a binary prediction against a binary label.
+
+Counts are taken over all voxels of a volume (micro-averaged within the
+volume), as in Harada et al.: precision = TP / (TP + FP), recall =
+TP / (TP + FN), F1 = 2 TP / (2 TP + FP + FN) (the Dice coefficient) and
+IoU = TP / (TP + FP + FN).  Across volumes, :func:`summarize` gives the mean
+and standard deviation of each per-volume value.
+
+Zero denominators: a metric whose denominator is zero is 1.0 when there is
+nothing to get wrong (TP = FP = FN = 0, i.e. both prediction and label are
+empty) and 0.0 otherwise (an empty prediction against a non-empty label has
+precision 0, an empty label against a non-empty prediction has recall 0).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+METRICS = ("precision", "recall", "f1", "iou", "mean_section_f1")
+"""The per-volume values that :func:`summarize` averages."""
+
+
+def _masks(pred: np.ndarray, label: np.ndarray, ignore: Optional[np.ndarray]):
+    pred = np.asarray(pred)
+    label = np.asarray(label)
+    if pred.shape != label.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from label shape {label.shape}")
+    p = pred != 0
+    l = label != 0
+    keep = None
+    if ignore is not None:
+        ignore = np.asarray(ignore)
+        if ignore.shape != label.shape:
+            raise ValueError(f"ignore mask shape {ignore.shape} differs from label shape {label.shape}")
+        keep = ignore == 0
+        p &= keep
+        l &= keep
+    return p, l, keep
+
+
+def _counts_per_section(pred, label, ignore) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """TP, FP, FN and counted voxels per first-axis section, as int64 arrays."""
+    p, l, keep = _masks(pred, label, ignore)
+    n = p.shape[0] if p.ndim else 1
+    p = p.reshape(n, -1)
+    l = l.reshape(n, -1)
+    tp = np.count_nonzero(p & l, axis=1)
+    fp = np.count_nonzero(p, axis=1) - tp
+    fn = np.count_nonzero(l, axis=1) - tp
+    counted = np.full(n, p.shape[1]) if keep is None else np.count_nonzero(keep.reshape(n, -1), axis=1)
+    return tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64), counted.astype(np.int64)
+
+
+def confusion(pred: np.ndarray, label: np.ndarray, ignore: Optional[np.ndarray] = None) -> Tuple[int, int, int, int]:
+    """Confusion counts of a binary prediction against a binary label.
+
+    Parameters
+    ----------
+    pred, label : numpy.ndarray
+        Arrays of the same shape; non-zero means foreground.
+    ignore : numpy.ndarray, optional
+        Mask of the same shape; non-zero voxels are left out of every count
+        (for instance the scribbled voxels, which are hard constraints).
+
+    Returns
+    -------
+    tuple of int
+        ``(tp, fp, fn, tn)`` over the counted voxels.
+    """
+    tp, fp, fn, counted = _counts_per_section(pred, label, ignore)
+    tp, fp, fn, counted = (int(a.sum()) for a in (tp, fp, fn, counted))
+    return tp, fp, fn, counted - tp - fp - fn
+
+
+def _ratio(numerator: int, denominator: int, errors: int) -> float:
+    if denominator:
+        return numerator / denominator
+    return 0.0 if errors else 1.0
+
+
+def scores(tp: int, fp: int, fn: int) -> Dict[str, float]:
+    """Precision, recall, F1 and IoU from counts, with the module's zero-denominator rule."""
+    errors = fp + fn
+    return {
+        "precision": _ratio(tp, tp + fp, errors),
+        "recall": _ratio(tp, tp + fn, errors),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn, errors),
+        "iou": _ratio(tp, tp + fp + fn, errors),
+    }
+
+
+def evaluate(pred: np.ndarray, label: np.ndarray, ignore: Optional[np.ndarray] = None) -> Dict[str, object]:
+    """Volume metrics and per-section F1 of a prediction against a label.
+
+    Parameters
+    ----------
+    pred, label : numpy.ndarray
+        ``(Z, Y, X)`` arrays; non-zero means foreground (heart).
+    ignore : numpy.ndarray, optional
+        Voxels left out of every count (see :func:`confusion`).
+
+    Returns
+    -------
+    dict
+        ``precision``, ``recall``, ``f1``, ``iou`` (floats, see the module
+        notes for zero denominators); ``tp``, ``fp``, ``fn``, ``tn`` and
+        ``voxels`` (counted voxels) as ints; ``ignored`` (voxels left out);
+        ``sections`` (indices of the sections where the label or the
+        prediction has foreground among the counted voxels -- only those
+        sections are scored, since an empty-vs-empty section says nothing
+        about the boundary), ``section_f1`` (their F1, same order) and
+        ``mean_section_f1`` (their mean; 1.0 when there is none, matching the
+        empty-vs-empty rule).
+    """
+    tp_z, fp_z, fn_z, counted_z = _counts_per_section(pred, label, ignore)
+    tp, fp, fn, counted = (int(a.sum()) for a in (tp_z, fp_z, fn_z, counted_z))
+    result: Dict[str, object] = dict(scores(tp, fp, fn))
+    scored = np.flatnonzero(tp_z + fp_z + fn_z)
+    section_f1 = [2 * int(tp_z[k]) / int(2 * tp_z[k] + fp_z[k] + fn_z[k]) for k in scored]
+    total = int(np.asarray(label).size)
+    result.update(
+        tp=tp, fp=fp, fn=fn, tn=counted - tp - fp - fn, voxels=counted, ignored=total - counted,
+        sections=[int(k) for k in scored], section_f1=section_f1,
+        mean_section_f1=float(np.mean(section_f1)) if section_f1 else 1.0,
+    )
+    return result
+
+
+def summarize(results: Sequence[Dict[str, object]], keys: Sequence[str] = METRICS) -> Dict[str, Dict[str, float]]:
+    """Mean and standard deviation of each metric over several volumes.
+
+    Parameters
+    ----------
+    results : sequence of dict
+        Outputs of :func:`evaluate`, one per volume.
+    keys : sequence of str
+        The metrics to summarize; those missing from every result are skipped.
+
+    Returns
+    -------
+    dict
+        ``{metric: {"mean": m, "std": s, "n": count}}``; ``std`` is the
+        population standard deviation (0 for a single volume).
+
+    Raises
+    ------
+    ValueError
+        If ``results`` is empty.
+    """
+    if not results:
+        raise ValueError("summarize needs at least one result")
+    summary: Dict[str, Dict[str, float]] = {}
+    for key in keys:
+        values: List[float] = [float(r[key]) for r in results if key in r]
+        if values:
+            summary[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+    return summary
