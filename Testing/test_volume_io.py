@@ -1,0 +1,496 @@
+"""volume_io: section folders, 3D files, labels, scribbles, segmentations, writers and their errors."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+
+from ScribbleSegLib import volume_io as vio
+from ScribbleSegLib.errors import CancelledError, ScribbleSegError
+from ScribbleSegLib.geometry import Geometry, Volume
+from ScribbleSegLib.progress import CancelToken
+
+SPACING = (0.02, 0.02, 0.01)
+# A rotated, shifted grid, so that any axis-order or direction slip shows.
+TILTED = Geometry((0.5, 0.25, 2.0), (10.0, -4.0, 3.5), (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+
+
+def rgb_stack(shape=(4, 18, 26), seed=0):
+    return np.random.default_rng(seed).integers(0, 256, shape + (3,), dtype=np.uint8)
+
+
+def write_sections(folder, planes, suffix=".png", names=None, is_vector=True):
+    folder.mkdir(exist_ok=True)
+    for k, plane in enumerate(planes):
+        name = names[k] if names else f"sec{k + 1}{suffix}"
+        sitk.WriteImage(sitk.GetImageFromArray(plane, isVector=is_vector), str(folder / name))
+    return folder
+
+
+def one_line_error(excinfo, *needles):
+    message = str(excinfo.value)
+    assert len(message.splitlines()) == 1, message
+    for needle in needles:
+        assert str(needle) in message, message
+    return message
+
+
+def ball(shape=(6, 20, 24), center=(3, 10, 12), radius=5):
+    z, y, x = np.indices(shape)
+    return (((z - center[0]) * 2) ** 2 + (y - center[1]) ** 2 + (x - center[2]) ** 2 <= radius ** 2).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------
+# Section folders and 3D images
+# ---------------------------------------------------------------------------
+
+
+def test_list_section_files_natural_order_and_filter(tmp_path):
+    for name in ["s10.png", "s2.PNG", "s1.tif", "S3.JPEG", "s4.tiff", "s5.jpg", ".s0.png", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "s6.png").mkdir()
+    names = [p.name for p in vio.list_section_files(tmp_path)]
+    assert names == ["s1.tif", "s2.PNG", "S3.JPEG", "s4.tiff", "s5.jpg", "s10.png"]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_folder_of_rgb_sections_reads_in_natural_order(tmp_path, suffix):
+    stack = rgb_stack((11, 9, 13))
+    # Written as s1 .. s11, so plain string order (s1, s10, s11, s2, ...) would scramble them.
+    write_sections(tmp_path / "sec", stack, suffix)
+    volume = vio.read_image(tmp_path / "sec", spacing=SPACING)
+    assert volume.array.dtype == np.uint8 and volume.array.shape == (11, 9, 13, 3)
+    np.testing.assert_array_equal(volume.array, stack)
+    assert volume.geometry == Geometry(SPACING)
+
+
+def test_jpeg_sections_read_close_to_the_original(tmp_path):
+    stack = np.zeros((2, 16, 24, 3), np.uint8)
+    stack[..., 0], stack[..., 1], stack[..., 2] = 200, 120, 60
+    write_sections(tmp_path / "sec", stack, ".jpg")
+    volume = vio.read_image(tmp_path / "sec", spacing=SPACING)
+    assert volume.array.shape == stack.shape
+    assert np.abs(volume.array.astype(int) - stack).max() <= 4
+
+
+def test_folder_and_nrrd_of_the_same_data_load_the_same(tmp_path):
+    stack = rgb_stack((5, 12, 20))
+    folder_volume = vio.read_image(write_sections(tmp_path / "sec", stack), spacing=SPACING)
+    vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(stack, Geometry(SPACING)))
+    file_volume = vio.read_image(tmp_path / "v.nrrd")
+    np.testing.assert_array_equal(folder_volume.array, file_volume.array)
+    assert folder_volume.geometry == file_volume.geometry
+    # Downsampled, both paths agree too.
+    a = vio.read_image(tmp_path / "sec", spacing=SPACING, downsample=3)
+    b = vio.read_image(tmp_path / "v.nrrd", downsample=3)
+    np.testing.assert_array_equal(a.array, b.array)
+    assert a.geometry == b.geometry
+
+
+def test_rgb_nrrd_is_a_colour_vector_volume_and_keeps_geometry(tmp_path):
+    stack = rgb_stack((3, 7, 9))
+    vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(stack, TILTED))
+    header = (tmp_path / "v.nrrd").read_bytes()[:600].decode("latin-1")
+    assert "kinds: vector domain domain domain" in header
+    assert "encoding: gzip" in header
+    volume = vio.read_image(tmp_path / "v.nrrd")
+    np.testing.assert_array_equal(volume.array, stack)
+    assert not TILTED.mismatch(volume.geometry, rtol=1e-9)
+
+
+def test_grey_and_rgba_sections_become_rgb(tmp_path):
+    grey = np.random.default_rng(1).integers(0, 256, (2, 8, 10), dtype=np.uint8)
+    write_sections(tmp_path / "grey", grey, is_vector=False)
+    volume = vio.read_image(tmp_path / "grey", spacing=SPACING)
+    np.testing.assert_array_equal(volume.array, np.repeat(grey[..., None], 3, axis=3))
+
+    rgba = np.random.default_rng(2).integers(0, 256, (2, 8, 10, 4), dtype=np.uint8)
+    write_sections(tmp_path / "rgba", rgba)
+    volume = vio.read_image(tmp_path / "rgba", spacing=SPACING)
+    np.testing.assert_array_equal(volume.array, rgba[..., :3])
+
+
+def test_sixteen_bit_sections_rescale_with_the_stack_range(tmp_path):
+    planes = np.zeros((2, 4, 6), np.uint16)
+    planes[0] = 1000
+    planes[1] = 3000
+    planes[1, 0, 0] = 5000
+    write_sections(tmp_path / "sec", planes, is_vector=False)
+    volume = vio.read_image(tmp_path / "sec", spacing=SPACING)
+    # One range for the whole stack (1000..5000), not one per section.
+    assert volume.array[0, 0, 0, 0] == 0
+    assert volume.array[1, 1, 1, 0] == round(2000 / 4000 * 255)
+    assert volume.array[1, 0, 0, 0] == 255
+
+
+def test_scalar_float_volume_rescales_from_min_max(tmp_path):
+    data = np.linspace(-1.0, 3.0, 2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
+    data[0, 0, 1] = np.nan
+    image = sitk.GetImageFromArray(data)
+    image.SetSpacing((0.3, 0.3, 1.5))
+    sitk.WriteImage(image, str(tmp_path / "f.nrrd"))
+    volume = vio.read_image(tmp_path / "f.nrrd")
+    assert volume.array.shape == (2, 3, 5, 3)
+    assert volume.array[0, 0, 0, 0] == 0 and volume.array[-1, -1, -1, 0] == 255
+    assert volume.array[0, 0, 1, 0] == 0  # NaN
+    assert volume.geometry.spacing == (0.3, 0.3, 1.5)
+
+
+def test_spacing_given_overrides_a_files_spacing_only(tmp_path):
+    vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(rgb_stack((2, 4, 4)), TILTED))
+    volume = vio.read_image(tmp_path / "v.nrrd", spacing=(1.0, 1.0, 3.0))
+    assert volume.geometry.spacing == (1.0, 1.0, 3.0)
+    np.testing.assert_allclose(volume.geometry.origin, TILTED.origin)
+    np.testing.assert_allclose(volume.geometry.direction, TILTED.direction)
+
+
+def test_downsample_is_an_area_average_with_the_remainder_cropped(tmp_path):
+    stack = rgb_stack((3, 10, 13))  # 10 x 13 at factor 4 -> 2 x 3, dropping 2 rows and 1 column
+    write_sections(tmp_path / "sec", stack)
+    volume = vio.read_image(tmp_path / "sec", spacing=SPACING, downsample=4)
+    expected = stack[:, :8, :12].reshape(3, 2, 4, 3, 4, 3).astype(float).mean(axis=(2, 4))
+    assert volume.array.shape == (3, 2, 3, 3)
+    np.testing.assert_array_equal(volume.array, np.rint(expected).astype(np.uint8))
+    assert volume.geometry == Geometry(SPACING).scaled((4, 4, 1))
+    # The first output voxel's centre is the centre of its 4 x 4 block.
+    np.testing.assert_allclose(volume.geometry.origin, (1.5 * SPACING[0], 1.5 * SPACING[1], 0.0))
+
+
+def test_downsampled_folder_read_holds_no_full_resolution_stack(tmp_path):
+    stack = rgb_stack((12, 128, 128))
+    write_sections(tmp_path / "sec", stack)
+    tracemalloc.start()
+    try:
+        volume = vio.read_image(tmp_path / "sec", spacing=SPACING, downsample=8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert volume.array.shape == (12, 16, 16, 3)
+    # numpy allocations stay near the small output plus one section's reduction, far below the full stack.
+    assert peak < stack.nbytes / 4
+
+
+def test_progress_and_cancel(tmp_path):
+    write_sections(tmp_path / "sec", rgb_stack((4, 6, 6)))
+    seen = []
+    vio.read_image(tmp_path / "sec", spacing=SPACING, progress=lambda s, f, m: seen.append((s, f)))
+    assert seen[-1] == ("read", 1.0) and len(seen) == 4
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        vio.read_image(tmp_path / "sec", spacing=SPACING, cancel=token)
+
+
+# ---------------------------------------------------------------------------
+# Bad images
+# ---------------------------------------------------------------------------
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path, spacing=SPACING)
+    one_line_error(excinfo, tmp_path, "no section images")
+
+
+def test_sections_of_different_sizes_name_the_file_and_both_sizes(tmp_path):
+    planes = [np.zeros((8, 10, 3), np.uint8), np.zeros((8, 10, 3), np.uint8), np.zeros((9, 10, 3), np.uint8)]
+    write_sections(tmp_path / "sec", planes)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "sec", spacing=SPACING)
+    one_line_error(excinfo, "sec3.png", "10x9", "10x8")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_truncated_section_is_refused(tmp_path, suffix):
+    write_sections(tmp_path / "sec", rgb_stack((2, 32, 32)), suffix)
+    damaged = tmp_path / "sec" / f"sec2{suffix}"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "sec", spacing=SPACING)
+    one_line_error(excinfo, damaged)
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "v.nrrd").write_text("this is not an image")
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "v.nrrd")
+    one_line_error(excinfo, tmp_path / "v.nrrd", "cannot be read")
+
+
+def test_a_2d_file_is_not_a_volume(tmp_path):
+    sitk.WriteImage(sitk.GetImageFromArray(rgb_stack((1, 8, 8))[0], isVector=True), str(tmp_path / "one.png"))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "one.png")
+    one_line_error(excinfo, "one.png", "2D")
+
+
+@pytest.mark.parametrize("spacing", [None, (0.1, 0.1), (0.1, 0.0, 0.1), (0.1, -1, 0.1), (0.1, float("nan"), 1)])
+def test_folder_needs_positive_spacing(tmp_path, spacing):
+    write_sections(tmp_path / "sec", rgb_stack((2, 4, 4)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "sec", spacing=spacing)
+    one_line_error(excinfo, tmp_path / "sec", "spacing")
+
+
+@pytest.mark.parametrize("factor", [0, -2, 1.5])
+def test_bad_downsample_factor(tmp_path, factor):
+    write_sections(tmp_path / "sec", rgb_stack((2, 4, 4)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "sec", spacing=SPACING, downsample=factor)
+    one_line_error(excinfo, "downsample")
+
+
+def test_downsample_larger_than_the_sections(tmp_path):
+    write_sections(tmp_path / "sec", rgb_stack((2, 4, 4)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "sec", spacing=SPACING, downsample=8)
+    one_line_error(excinfo, tmp_path / "sec", "4x4")
+
+
+def test_missing_image(tmp_path):
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "nothing.nrrd")
+    one_line_error(excinfo, "nothing.nrrd")
+
+
+# ---------------------------------------------------------------------------
+# Writers
+# ---------------------------------------------------------------------------
+
+
+def test_labelmap_and_probability_round_trip(tmp_path):
+    labels = ball()
+    vio.write_labelmap(tmp_path / "l.nrrd", labels, TILTED)
+    image = sitk.ReadImage(str(tmp_path / "l.nrrd"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), labels)
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "l.nrrd", labels.shape, TILTED), labels)
+
+    prob = np.random.default_rng(3).random(labels.shape).astype(np.float32)
+    vio.write_probability(tmp_path / "p.nrrd", prob, TILTED)
+    image = sitk.ReadImage(str(tmp_path / "p.nrrd"))
+    assert image.GetPixelID() == sitk.sitkFloat32
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), prob)
+    assert not TILTED.mismatch(Geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection()), rtol=1e-9)
+
+
+def test_probability_with_nan_writes_nothing(tmp_path):
+    prob = np.zeros((2, 3, 4), np.float32)
+    prob[1, 1, 1] = np.nan
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_probability(tmp_path / "p.nrrd", prob, Geometry(SPACING))
+    one_line_error(excinfo, "p.nrrd", "NaN")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writing_into_a_missing_folder_fails_cleanly(tmp_path):
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_labelmap(tmp_path / "nope" / "l.nrrd", ball(), Geometry(SPACING))
+    one_line_error(excinfo, "nope")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_segmentation_round_trip_through_slicerio(tmp_path):
+    heart = ball()
+    background = np.zeros_like(heart)
+    background[:, :3, :] = 1
+    overlap = np.zeros_like(heart)
+    overlap[2:4, 8:12, 10:14] = 1  # inside the heart: slicerio must put it in a second layer
+    path = tmp_path / "s.seg.nrrd"
+    vio.write_segmentation(path, [("heart", heart, vio.HEART_COLOR), ("background", background, vio.BACKGROUND_COLOR),
+                                  ("Core", overlap, (0.1, 0.9, 0.3))], TILTED)
+    raw = slicerio.read_segmentation(str(path))
+    assert [s["name"] for s in raw["segments"]] == ["heart", "background", "Core"]
+    assert [s["color"] for s in raw["segments"]] == [list(vio.HEART_COLOR), list(vio.BACKGROUND_COLOR), [0.1, 0.9, 0.3]]
+    np.testing.assert_allclose(raw["ijkToLPS"], TILTED.ijk_to_lps(), atol=1e-12)
+    np.testing.assert_array_equal(slicerio.segment_mask(raw, "heart"), heart.transpose(2, 1, 0) > 0)
+
+    masks, geometry = vio.read_segmentation(path)
+    assert set(masks) == {"heart", "background", "core"}
+    for name, mask in (("heart", heart), ("background", background), ("core", overlap)):
+        assert masks[name].dtype == np.uint8
+        np.testing.assert_array_equal(masks[name], mask)
+    assert not TILTED.mismatch(geometry, rtol=1e-9)
+
+
+def test_segmentation_writer_refuses_bad_requests(tmp_path):
+    g = Geometry(SPACING)
+    with pytest.raises(ScribbleSegError):
+        vio.write_segmentation(tmp_path / "s.nrrd", [("heart", ball(), vio.HEART_COLOR)], g)
+    with pytest.raises(ScribbleSegError):
+        vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", ball(), vio.HEART_COLOR),
+                                                         ("Heart", ball(), vio.HEART_COLOR)], g)
+    with pytest.raises(ScribbleSegError):
+        vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", ball(), (1.0, 2.0, 0.0))], g)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------
+# Labels and scribbles
+# ---------------------------------------------------------------------------
+
+
+def test_label_from_labelmap_and_segmentation(tmp_path):
+    heart = ball()
+    values = heart * 3  # any positive value is heart
+    vio.write_labelmap(tmp_path / "l.nrrd", values, TILTED)
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "l.nrrd", heart.shape, TILTED), heart)
+
+    vio.write_segmentation(tmp_path / "l.seg.nrrd", [("Heart", heart, vio.HEART_COLOR)], TILTED)
+    label = vio.read_label(tmp_path / "l.seg.nrrd", heart.shape, TILTED)
+    assert label.dtype == np.uint8
+    np.testing.assert_array_equal(label, heart)
+
+    volume = vio.read_label_volume(tmp_path / "l.seg.nrrd")
+    np.testing.assert_array_equal(volume.array, heart)
+    assert not TILTED.mismatch(volume.geometry, rtol=1e-9)
+
+
+def test_label_segment_must_be_named_heart_unless_single_segment(tmp_path):
+    heart = ball()
+    path = tmp_path / "p.seg.nrrd"
+    vio.write_segmentation(path, [("Segment_1", heart, vio.HEART_COLOR)], TILTED)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(path, heart.shape, TILTED)
+    one_line_error(excinfo, "p.seg.nrrd", "'heart'", "segment_1")
+    np.testing.assert_array_equal(vio.read_label(path, heart.shape, TILTED, single_segment=True), heart)
+
+
+@pytest.mark.parametrize("value, needle", [(-1.0, "negative"), (0.5, "non-integer")])
+def test_label_values_are_checked(tmp_path, value, needle):
+    data = ball().astype(np.float32)
+    data[0, 0, 0] = value
+    image = sitk.GetImageFromArray(data)
+    sitk.WriteImage(image, str(tmp_path / "l.nrrd"))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(tmp_path / "l.nrrd", data.shape, Geometry((1.0, 1.0, 1.0)))
+    one_line_error(excinfo, "l.nrrd", needle)
+
+
+def test_scribbles_from_labelmap_and_segmentation(tmp_path):
+    heart = ball()
+    background = np.zeros_like(heart)
+    background[:, :2, :] = 1
+    scribbles = heart + 2 * background
+    vio.write_labelmap(tmp_path / "s.nrrd", scribbles, TILTED)
+    np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "s.nrrd", heart.shape, TILTED), scribbles)
+
+    both = np.zeros_like(heart)
+    both[3, 10, 12] = 1  # painted in both segments: counts as not scribbled
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("HEART", heart, vio.HEART_COLOR),
+                                                     ("Background", background | both, vio.BACKGROUND_COLOR),
+                                                     ("notes", heart, (1.0, 1.0, 0.0))], TILTED)
+    read = vio.read_scribbles(tmp_path / "s.seg.nrrd", heart.shape, TILTED)
+    expected = scribbles.copy()
+    expected[3, 10, 12] = 0
+    np.testing.assert_array_equal(read, expected)
+
+
+def test_scribble_values_outside_0_1_2_are_refused(tmp_path):
+    scribbles = ball()
+    scribbles[0, 0, :2] = 2
+    scribbles[0, 1, 0] = 7
+    vio.write_labelmap(tmp_path / "s.nrrd", scribbles, TILTED)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "s.nrrd", scribbles.shape, TILTED)
+    one_line_error(excinfo, "s.nrrd", "7")
+
+
+@pytest.mark.parametrize("missing", ["heart", "background"])
+def test_scribbles_need_heart_and_background(tmp_path, missing):
+    heart = ball()
+    background = np.zeros_like(heart)
+    background[:, :2, :] = 1
+    masks = {"heart": heart, "background": background}
+    masks[missing] = np.zeros_like(heart)
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [(n, m, (0.5, 0.5, 0.5)) for n, m in masks.items()], TILTED)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "s.seg.nrrd", heart.shape, TILTED)
+    one_line_error(excinfo, "s.seg.nrrd", missing)
+
+
+def test_scribble_segmentation_without_background_segment(tmp_path):
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", ball(), vio.HEART_COLOR)], TILTED)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "s.seg.nrrd", ball().shape, TILTED)
+    one_line_error(excinfo, "s.seg.nrrd", "'background'")
+
+
+def crop_geometry(geometry, offset_zyx):
+    """Geometry of the sub-grid starting at voxel ``offset_zyx`` of ``geometry``."""
+    start = geometry.ijk_to_lps() @ np.array(list(offset_zyx[::-1]) + [1.0])
+    return Geometry(geometry.spacing, tuple(start[:3]), geometry.direction)
+
+
+def test_cropped_segmentation_is_padded_onto_the_image_grid(tmp_path):
+    heart = ball()
+    background = np.zeros_like(heart)
+    background[1:5, 16:18, 4:20] = 1
+    # What Slicer saves: only the box holding the segments, with its own origin.
+    lo, hi = (1, 5, 4), (6, 18, 20)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", heart[box], vio.HEART_COLOR),
+                                                     ("background", background[box], vio.BACKGROUND_COLOR)],
+                           crop_geometry(TILTED, lo))
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "s.seg.nrrd", heart.shape, TILTED), heart)
+    np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "s.seg.nrrd", heart.shape, TILTED),
+                                  heart + 2 * background)
+
+
+def test_segmentation_larger_than_the_image_is_cropped_if_empty_outside(tmp_path):
+    heart = ball()
+    bigger = np.zeros((8, 24, 30), np.uint8)
+    bigger[1:7, 2:22, 3:27] = heart
+    path = tmp_path / "l.seg.nrrd"
+    vio.write_segmentation(path, [("heart", bigger, vio.HEART_COLOR)], crop_geometry(TILTED, (-1, -2, -3)))
+    np.testing.assert_array_equal(vio.read_label(path, heart.shape, TILTED), heart)
+
+    bigger[0, 0, 0] = 1
+    vio.write_segmentation(path, [("heart", bigger, vio.HEART_COLOR)], crop_geometry(TILTED, (-1, -2, -3)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(path, heart.shape, TILTED)
+    one_line_error(excinfo, "l.seg.nrrd", "outside")
+
+
+def test_segmentation_off_the_voxel_grid_is_refused(tmp_path):
+    heart = ball()
+    path = tmp_path / "l.seg.nrrd"
+    vio.write_segmentation(path, [("heart", heart[:, :10], vio.HEART_COLOR)], crop_geometry(TILTED, (0, 0.5, 0)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(path, heart.shape, TILTED)
+    one_line_error(excinfo, "l.seg.nrrd", "voxel grid")
+
+
+def test_labelmap_geometry_and_size_must_match(tmp_path):
+    heart = ball()
+    vio.write_labelmap(tmp_path / "l.nrrd", heart, Geometry((1.0, 1.0, 2.0)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(tmp_path / "l.nrrd", heart.shape, Geometry((1.0, 1.0, 3.0)))
+    one_line_error(excinfo, "l.nrrd", "spacing")
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "l.nrrd", (6, 20, 25), Geometry((1.0, 1.0, 2.0)))
+    one_line_error(excinfo, "l.nrrd", "24x20x6", "25x20x6")
+
+
+def test_segmentation_with_another_spacing_is_refused(tmp_path):
+    heart = ball()
+    vio.write_segmentation(tmp_path / "l.seg.nrrd", [("heart", heart, vio.HEART_COLOR)], Geometry((1.0, 1.0, 2.0)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(tmp_path / "l.seg.nrrd", heart.shape, Geometry((0.5, 0.5, 2.0)), reference="label")
+    one_line_error(excinfo, "l.seg.nrrd", "spacing", "label's")
+
+
+@pytest.mark.parametrize("reader", [vio.read_label, vio.read_scribbles])
+def test_missing_or_damaged_label_files(tmp_path, reader):
+    with pytest.raises(ScribbleSegError) as excinfo:
+        reader(tmp_path / "missing.seg.nrrd", (2, 2, 2), Geometry(SPACING))
+    one_line_error(excinfo, "missing.seg.nrrd")
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", ball(), vio.HEART_COLOR)], Geometry(SPACING))
+    data = (tmp_path / "s.seg.nrrd").read_bytes()
+    (tmp_path / "s.seg.nrrd").write_bytes(data[:-40])
+    with pytest.raises(ScribbleSegError) as excinfo:
+        reader(tmp_path / "s.seg.nrrd", ball().shape, Geometry(SPACING))
+    one_line_error(excinfo, "s.seg.nrrd", "cannot be read")
