@@ -1,0 +1,628 @@
+"""Synthetic H&E serial-section volumes of an embryo-like body with a heart.
+
+The phantom is made the way a real stack is: a 3D anatomy is cut into
+sections at a random angle, each section is stained and imaged on its own, and
+the stack carries the artefacts of cutting and alignment.
+
+Anatomy (in body coordinates: x left-right, y dorsal (-) to ventral (+), z
+cranial (-) to caudal (+), in units of half the in-plane field of view): a
+smooth blob of mesenchyme with a body wall and epidermis; a multi-chambered
+heart (myocardium around trabeculated ventricles, atria and an outflow tract,
+lumens full of blood, endocardial cushions) in a pericardial cavity that is
+collapsed where the liver (caudal), the lung buds (dorsal) and the body wall
+(ventral) touch the heart; a neural tube, notochord, gut, dorsal aortae and
+cardinal veins.  Liver and body wall are stained like myocardium and liver
+and vessels hold blood, so colour and texture alone do not find the heart.
+
+Rendering follows Beer–Lambert: each pixel has haematoxylin and eosin
+concentrations (tissue base level, nuclei as small blobs with a density per
+tissue, striated myocardium and body-wall muscle, red blood cells as bright
+eosin blobs, white glass elsewhere), composed with per-volume stain OD vectors
+and turned into RGB by :func:`ScribbleSegLib.stain.od_to_rgb`.
+
+Artefacts and how the ground truth follows them:
+
+- section angle: a random 3D rotation of the body relative to the stack; the
+  label is sampled from the same rotated anatomy;
+- residual misalignment: every section is shifted by a few pixels and turned
+  by a fraction of a degree; the label moves with it;
+- a lost section (the stack skips one anatomical level) or a section imaged
+  twice (two identical consecutive sections); the label shows what the image
+  shows;
+- folds: a band where a flap of the section lies on itself, twice as dark; the
+  label is unchanged, the heart is still there under the fold;
+- tears: thin white cracks; the ``tissue`` map marks them empty but the label
+  keeps the heart across them, as an expert tracing the organ's outline would.
+
+Everything is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import progress as _progress
+from .errors import ScribbleSegError
+from .fileio import PathLike, atomic_output
+from .geometry import Geometry, Volume
+from .progress import CancelToken, ProgressCallback
+from .stain import od_to_rgb
+
+#: Format version of ``phantom.json``.
+MANIFEST_VERSION = 1
+
+#: Haematoxylin and eosin OD vectors (Ruifrok & Johnston 2001), the centre of the per-volume variation.
+HEMATOXYLIN_OD = (0.650, 0.704, 0.286)
+EOSIN_OD = (0.072, 0.990, 0.105)
+#: OD of the bare glass slide and mounting medium.
+_GLASS_OD = 0.025
+
+
+class Tissue(enum.IntEnum):
+    """Tissue classes of :attr:`Phantom.tissue` (what a section shows at a pixel)."""
+
+    EMPTY = 0  #: glass: outside the body, tears, lost tissue
+    CAVITY = 1  #: fluid-filled space inside the body (pericardial cavity, lumens of tubes)
+    MESENCHYME = 2
+    BODY_WALL = 3  #: ventral body wall with its striated muscle precursors
+    EPIDERMIS = 4
+    MYOCARDIUM = 5  #: heart
+    HEART_BLOOD = 6  #: heart (lumen of a chamber)
+    CUSHION = 7  #: heart (endocardial cushion: sparse cells in cardiac jelly)
+    LIVER = 8
+    LIVER_BLOOD = 9  #: blood islands of the fetal liver
+    LUNG = 10
+    EPITHELIUM = 11  #: gut and bronchial epithelium
+    NEURAL = 12  #: neural tube
+    NOTOCHORD = 13
+    VESSEL_BLOOD = 14  #: blood in aortae and veins
+
+
+#: Tissues that make up the heart label.
+HEART_TISSUES = (Tissue.MYOCARDIUM, Tissue.HEART_BLOOD, Tissue.CUSHION)
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Size and difficulty of a phantom volume.
+
+    Parameters
+    ----------
+    shape : (Z, Y, X)
+        Sections, rows, columns.  The anatomy scales with the in-plane field of
+        view, so a small shape gives the same embryo at a coarser resolution.
+    spacing : (x, y, z)
+        Voxel size in mm.
+    max_tilt_deg : float
+        Largest angle between the body axis and the stack axis.
+    max_spin_deg : float
+        Largest in-plane rotation of the body (either way).
+    misalignment_px : float
+        Standard deviation of the residual shift of each section, in pixels
+        (about 1/50 of that, in degrees, of residual rotation).
+    stain_variation : float
+        Scale of the per-volume variation of stain vectors and intensities
+        (0: every volume has the reference stains).
+    mimicry : float
+        How closely liver and body wall take the myocardium's colour and
+        texture, from 0 (clearly different) to 1 (the same).
+    pericardial_space : float
+        Width of the pericardial cavity around the heart, relative to the
+        heart's size, where no organ touches it.
+    heart_scale : float
+        Size of the heart relative to the default anatomy.
+    nucleus_px : float
+        Radius of a nucleus in pixels (sets the texture scale).
+    tears, folds : int
+        Number of sections with a tear and with a fold.
+    skipped_sections : int
+        Number of lost or twice-imaged sections (each chosen at random).
+    noise : float
+        Standard deviation of the per-pixel OD noise.
+    """
+
+    shape: Tuple[int, int, int] = (64, 192, 192)
+    spacing: Tuple[float, float, float] = (0.02, 0.02, 0.04)
+    max_tilt_deg: float = 25.0
+    max_spin_deg: float = 30.0
+    misalignment_px: float = 1.5
+    stain_variation: float = 1.0
+    mimicry: float = 0.85
+    pericardial_space: float = 0.12
+    heart_scale: float = 1.0
+    nucleus_px: float = 1.1
+    tears: int = 3
+    folds: int = 2
+    skipped_sections: int = 1
+    noise: float = 0.02
+
+    def validate(self) -> None:
+        """Raise :class:`ScribbleSegError` if a value is out of range."""
+        if len(self.shape) != 3 or min(int(s) for s in self.shape) < 1:
+            raise ScribbleSegError(f"phantom shape must be three positive sizes (Z Y X), got {self.shape!r}")
+        z, y, x = (int(s) for s in self.shape)
+        if z < 4 or y < 16 or x < 16:
+            raise ScribbleSegError(f"phantom shape {z} {y} {x} is too small: at least 4 sections of 16x16 pixels")
+        if len(self.spacing) != 3 or not all(float(s) > 0 for s in self.spacing):
+            raise ScribbleSegError(f"phantom spacing must be three positive numbers in mm, got {self.spacing!r}")
+        for name in ("max_tilt_deg", "max_spin_deg", "misalignment_px", "stain_variation", "pericardial_space",
+                     "noise"):
+            if not float(getattr(self, name)) >= 0:
+                raise ScribbleSegError(f"phantom {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= float(self.mimicry) <= 1:
+            raise ScribbleSegError(f"phantom mimicry must be in [0, 1], got {self.mimicry!r}")
+        if not 0.3 <= float(self.heart_scale) <= 1.5:
+            raise ScribbleSegError(f"phantom heart_scale must be in [0.3, 1.5], got {self.heart_scale!r}")
+        if not float(self.nucleus_px) > 0:
+            raise ScribbleSegError(f"phantom nucleus_px must be > 0, got {self.nucleus_px!r}")
+        for name in ("tears", "folds", "skipped_sections"):
+            if int(getattr(self, name)) < 0:
+                raise ScribbleSegError(f"phantom {name} must be >= 0, got {getattr(self, name)!r}")
+
+
+@dataclass
+class Phantom:
+    """One phantom volume.
+
+    Attributes
+    ----------
+    image : Volume
+        ``(Z, Y, X, 3)`` uint8 RGB with its geometry.
+    label : numpy.ndarray
+        ``(Z, Y, X)`` uint8, 1 = heart (myocardium, chamber lumens, cushions).
+    tissue : numpy.ndarray
+        ``(Z, Y, X)`` uint8 :class:`Tissue` codes of what each pixel shows.
+    info : dict
+        Seed, stain vectors and the artefacts applied (section indices), JSON-ready.
+    """
+
+    image: Volume
+    label: np.ndarray
+    tissue: np.ndarray
+    info: Dict = field(default_factory=dict)
+
+
+# --- tissue appearance --------------------------------------------------------------------------------------
+# Per tissue: haematoxylin and eosin base concentrations, nucleus seed density (per pixel at
+# nucleus_px = 1), nuclear haematoxylin, striation amplitude (fraction of eosin), granular texture
+# amplitude, red-blood-cell density.
+_APPEARANCE = {
+    Tissue.EMPTY: (0.00, 0.00, 0.000, 0.0, 0.00, 0.00, 0.00),
+    Tissue.CAVITY: (0.01, 0.05, 0.002, 0.8, 0.00, 0.20, 0.01),
+    Tissue.MESENCHYME: (0.07, 0.13, 0.035, 1.0, 0.00, 0.35, 0.00),
+    Tissue.BODY_WALL: (0.10, 0.30, 0.060, 1.0, 0.20, 0.30, 0.00),
+    Tissue.EPIDERMIS: (0.30, 0.25, 0.250, 1.1, 0.00, 0.20, 0.00),
+    Tissue.MYOCARDIUM: (0.10, 0.46, 0.050, 1.0, 0.28, 0.25, 0.00),
+    Tissue.HEART_BLOOD: (0.02, 0.12, 0.010, 0.7, 0.00, 0.10, 0.30),
+    Tissue.CUSHION: (0.06, 0.11, 0.030, 1.0, 0.00, 0.35, 0.00),
+    Tissue.LIVER: (0.15, 0.34, 0.090, 1.0, 0.00, 0.35, 0.02),
+    Tissue.LIVER_BLOOD: (0.03, 0.14, 0.015, 0.7, 0.00, 0.10, 0.26),
+    Tissue.LUNG: (0.09, 0.17, 0.070, 1.0, 0.00, 0.30, 0.00),
+    Tissue.EPITHELIUM: (0.30, 0.22, 0.300, 1.1, 0.00, 0.20, 0.00),
+    Tissue.NEURAL: (0.22, 0.16, 0.280, 1.1, 0.00, 0.20, 0.00),
+    Tissue.NOTOCHORD: (0.12, 0.20, 0.100, 1.0, 0.00, 0.20, 0.00),
+    Tissue.VESSEL_BLOOD: (0.02, 0.12, 0.010, 0.7, 0.00, 0.10, 0.30),
+}
+#: Tissues that take on the myocardium's look as ``mimicry`` goes to 1.
+_MIMICS = (Tissue.LIVER, Tissue.BODY_WALL)
+
+#: Heart chambers in heart coordinates: centre, lumen semi-axes, wall thickness, trabeculation.
+_CHAMBERS = (
+    ((0.18, 0.05, 0.08), (0.15, 0.19, 0.24), 0.06, 0.6),  # left ventricle
+    ((-0.18, 0.06, 0.06), (0.14, 0.18, 0.23), 0.06, 0.6),  # right ventricle
+    ((0.15, -0.12, -0.20), (0.13, 0.11, 0.13), 0.035, 0.0),  # left atrium
+    ((-0.16, -0.12, -0.21), (0.14, 0.11, 0.14), 0.035, 0.0),  # right atrium
+    ((-0.04, 0.16, -0.30), (0.06, 0.06, 0.18), 0.05, 0.0),  # outflow tract
+)
+_RBC_EOSIN = 0.85  # eosin of a red blood cell: the brightest red of the section
+_RBC_HEMATOXYLIN = 0.15  # embryonic red cells are nucleated
+
+
+def _appearance_table(mimicry: float) -> np.ndarray:
+    table = np.zeros((len(Tissue), 7), np.float32)
+    for tissue, values in _APPEARANCE.items():
+        table[tissue] = values
+    myo = table[Tissue.MYOCARDIUM]
+    for tissue in _MIMICS:
+        own = table[tissue].copy()
+        table[tissue] = own + mimicry * (myo - own)
+        # Body-wall muscle is striated too; liver is not, which a texture feature could see.
+        table[tissue, 4] = own[4] + (mimicry * (myo[4] - own[4]) if tissue == Tissue.BODY_WALL else 0.0)
+    return table
+
+
+# --- random fields ------------------------------------------------------------------------------------------
+def _gaussian_filter_fft(shape: Sequence[int], sigma: Sequence[float]) -> np.ndarray:
+    """Fourier transfer function (rfftn layout) of a Gaussian with per-axis sigma in voxels."""
+    grids = []
+    for axis, (n, s) in enumerate(zip(shape, sigma)):
+        freq = np.fft.rfftfreq(n) if axis == len(shape) - 1 else np.fft.fftfreq(n)
+        shape_b = [1] * len(shape)
+        shape_b[axis] = freq.size
+        grids.append((np.exp(-2.0 * (np.pi * freq * s) ** 2)).reshape(shape_b))
+    out = grids[0]
+    for g in grids[1:]:
+        out = out * g
+    return out.astype(np.float32)
+
+
+def _blur_sections(stack: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian blur of each section (axes 1, 2) of a ``(Z, Y, X)`` stack, periodic borders."""
+    if sigma_px <= 0:
+        return stack.astype(np.float32)
+    transfer = _gaussian_filter_fft(stack.shape[1:], (sigma_px, sigma_px))
+    spectrum = np.fft.rfft2(stack.astype(np.float32), axes=(1, 2))
+    return np.fft.irfft2(spectrum * transfer[None], s=stack.shape[1:], axes=(1, 2)).astype(np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma: Sequence[float]) -> np.ndarray:
+    """White noise filtered with a Gaussian (per-axis sigma in voxels, 0 = unfiltered), unit std."""
+    white = rng.standard_normal(tuple(shape), dtype=np.float32)
+    transfer = _gaussian_filter_fft(shape, sigma)
+    field_ = np.fft.irfftn(np.fft.rfftn(white) * transfer, s=tuple(shape)).astype(np.float32)
+    field_ -= field_.mean()
+    field_ /= max(float(field_.std()), 1e-12)
+    return field_
+
+
+# --- geometry of the anatomy --------------------------------------------------------------------------------
+def _rotation(axis: Sequence[float], angle: float) -> np.ndarray:
+    a = np.asarray(axis, float)
+    a = a / np.linalg.norm(a)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
+def _random_small_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    return _rotation(rng.standard_normal(3), np.deg2rad(rng.uniform(-max_deg, max_deg)))
+
+
+class _Body:
+    """Body coordinates of every voxel and implicit shapes evaluated on them."""
+
+    def __init__(self, p: np.ndarray, noise: Dict[str, np.ndarray]) -> None:
+        self.p = p  # (3, Z, Y, X) float32
+        self.noise = noise
+
+    def ellipsoid(self, centre, semi, rotation=None, noise: Optional[str] = None, amp: float = 0.0) -> np.ndarray:
+        """Implicit value ``sum((q / semi)^2)`` (< 1 inside), optionally roughened by a noise field."""
+        q = [self.p[i] - np.float32(centre[i]) for i in range(3)]
+        if rotation is not None:
+            r = np.asarray(rotation, np.float32)
+            q = [r[0, i] * q[0] + r[1, i] * q[1] + r[2, i] * q[2] for i in range(3)]
+        f = (q[0] / np.float32(semi[0])) ** 2 + (q[1] / np.float32(semi[1])) ** 2 + (q[2] / np.float32(semi[2])) ** 2
+        if noise is not None and amp:
+            f = f * (1.0 + np.float32(amp) * self.noise[noise])
+        return f
+
+    def tube(self, centre_xy, radius_xy, bend=(0.0, 0.0), noise: Optional[str] = None, amp: float = 0.0):
+        """Implicit value of a tube along z whose centre bends quadratically with z."""
+        z2 = self.p[2] ** 2
+        dx = (self.p[0] - np.float32(centre_xy[0]) - np.float32(bend[0]) * z2) / np.float32(radius_xy[0])
+        dy = (self.p[1] - np.float32(centre_xy[1]) - np.float32(bend[1]) * z2) / np.float32(radius_xy[1])
+        f = dx * dx + dy * dy
+        if noise is not None and amp:
+            f = f * (1.0 + np.float32(amp) * self.noise[noise])
+        return f
+
+
+def _paint_anatomy(body: _Body, rng: np.random.Generator, cfg: PhantomConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """Tissue map and heart label of the (rotated, misaligned) anatomy."""
+    def jit(values, scale):
+        return tuple(float(v) + float(rng.uniform(-scale, scale)) for v in values)
+
+    def rel(values, scale):
+        return tuple(float(v) * float(np.exp(rng.uniform(-scale, scale))) for v in values)
+
+    shape = body.p.shape[1:]
+    tissue = np.zeros(shape, np.uint8)
+
+    # Body, cavity, wall and skin.
+    body_f = body.ellipsoid(jit((0.0, 0.02, 0.0), 0.03), rel((0.80, 0.68, 1.3), 0.05), noise="coarse", amp=0.10)
+    inside = body_f < 1
+    tissue[inside] = Tissue.MESENCHYME
+
+    # The heart is a union of chamber-shaped lobes (a chamber plus its wall), so its outline is
+    # lobulated like a real one; the pericardial cavity around it is collapsed in places.
+    hs = cfg.heart_scale
+    heart_c = np.array(jit((0.02, 0.29, -0.02), 0.03))
+    heart_rot = _random_small_rotation(rng, 15.0)
+    chambers = []  # (lumen implicit, trabeculation)
+    env_f = None
+    for centre, semi, wall, trabeculae in _CHAMBERS:
+        c = heart_c + heart_rot @ (np.array(jit(centre, 0.02)) * hs)
+        semi = np.array(rel(semi, 0.08)) * hs
+        lobe = body.ellipsoid(c, semi + wall * hs, heart_rot, noise="coarse", amp=0.04)
+        env_f = lobe if env_f is None else np.minimum(env_f, lobe)
+        chambers.append((body.ellipsoid(c, semi, heart_rot), trabeculae))
+    gap = cfg.pericardial_space * np.clip(1.0 + 1.3 * body.noise["coarse"], 0.0, 2.0)
+    cavity = (env_f < (1 + gap) ** 2) & inside
+    tissue[cavity] = Tissue.CAVITY
+    del gap
+
+    radial = np.sqrt(np.maximum(body_f, 0))
+    tissue[inside & (radial > 0.82) & (body.p[1] > -0.1)] = Tissue.BODY_WALL
+    tissue[inside & (radial > 0.975)] = Tissue.EPIDERMIS
+
+    # Dorsal structures: neural tube, notochord, gut, aortae, cardinal veins.
+    bend = (float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.08, 0.08)))
+    neural = body.tube(jit((0.0, -0.47), 0.02), rel((0.09, 0.13), 0.08), bend, "fine", 0.05) < 1
+    tissue[neural & inside] = Tissue.NEURAL
+    tissue[(body.tube((0.0, -0.47), (0.014, 0.08), bend) < 1) & neural] = Tissue.CAVITY
+    tissue[(body.tube(jit((0.0, -0.31), 0.01), (0.025, 0.025), bend) < 1) & inside] = Tissue.NOTOCHORD
+    gut_c = jit((0.0, -0.16), 0.02)
+    gut = body.tube(gut_c, rel((0.06, 0.05), 0.1), bend, "fine", 0.1)
+    tissue[(gut < 1) & inside] = Tissue.EPITHELIUM
+    tissue[(gut < 0.3) & inside] = Tissue.CAVITY
+    for side in (-1, 1):
+        aorta = body.tube((side * 0.08, -0.27), rel((0.04, 0.04), 0.15), bend)
+        tissue[(aorta < 1) & inside] = Tissue.VESSEL_BLOOD
+        vein = body.tube((side * 0.33, -0.22), rel((0.05, 0.06), 0.2), bend, "fine", 0.2)
+        tissue[(vein < 1) & inside] = Tissue.VESSEL_BLOOD
+
+    # Lung buds dorsal to the heart, each with a bronchus.
+    for side in (-1, 1):
+        c = jit((side * 0.2, -0.08, 0.06), 0.02)
+        lung = body.ellipsoid(c, rel((0.15, 0.14, 0.28), 0.08), noise="fine", amp=0.15) < 1
+        tissue[lung & inside] = Tissue.LUNG
+        bronchus = body.tube((c[0], c[1]), (0.045, 0.04), bend)
+        tissue[(bronchus < 1) & lung & inside] = Tissue.EPITHELIUM
+        tissue[(bronchus < 0.3) & lung & inside] = Tissue.CAVITY
+
+    # Liver caudo-ventral, touching the heart, with blood islands and a large vein.
+    liver_f = body.ellipsoid(jit((0.0, 0.21, 0.52), 0.03), rel((0.56, 0.40, 0.36), 0.06), noise="coarse", amp=0.12)
+    liver = (liver_f < 1) & inside
+    tissue[liver] = Tissue.LIVER
+    tissue[liver & (body.noise["fine"] > 1.5)] = Tissue.LIVER_BLOOD
+    vessel = body.tube(jit((0.05, 0.12), 0.05), (0.05, 0.05), (0.0, 0.0))
+    tissue[liver & (vessel < 1)] = Tissue.VESSEL_BLOOD
+
+    # Heart: myocardium, chamber lumens with trabeculae protruding into the ventricles, cushions.
+    heart = (env_f < 1) & inside
+    tissue[heart] = Tissue.MYOCARDIUM
+    lumen = np.zeros(shape, bool)
+    for chamber_f, trabeculae in chambers:
+        lumen |= chamber_f * (1.0 + trabeculae * np.maximum(body.noise["fine"], 0)) < 1
+    lumen &= heart
+    tissue[lumen] = Tissue.HEART_BLOOD
+    cushion_c = heart_c + heart_rot @ (np.array(jit((0.0, -0.04, -0.07), 0.02)) * hs)
+    cushion = body.ellipsoid(cushion_c, np.array(rel((0.13, 0.05, 0.06), 0.1)) * hs, heart_rot, "fine", 0.2) < 1
+    tissue[cushion & heart] = Tissue.CUSHION
+    return tissue, heart.astype(np.uint8)
+
+
+# --- the volume ---------------------------------------------------------------------------------------------
+def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phantom:
+    """Make one synthetic H&E serial-section volume with its heart label.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of every random choice; the same seed and config give identical arrays.
+    config : PhantomConfig, optional
+        Size and difficulty; the default is a 64 x 192 x 192 volume.
+
+    Returns
+    -------
+    Phantom
+        ``image`` (RGB :class:`~ScribbleSegLib.geometry.Volume`), ``label`` (heart 0/1),
+        ``tissue`` (:class:`Tissue` codes) and ``info``.
+    """
+    cfg = config or PhantomConfig()
+    cfg.validate()
+    Z, Y, X = (int(s) for s in cfg.shape)
+    sx, sy, sz = (float(s) for s in cfg.spacing)
+    streams = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5EC7])
+    rng_geo, rng_anat, rng_tex, rng_stain, rng_art = (np.random.default_rng(s) for s in streams.spawn(5))
+
+    # Artefact plan: sections lost or imaged twice decide which anatomical level each section shows.
+    skips = _plan_skips(rng_art, Z, cfg.skipped_sections)
+    levels = np.arange(Z, dtype=np.float32)
+    for index, kind in skips:
+        if kind == "lost":
+            levels[index:] += 1
+    levels -= (levels[-1] - (Z - 1)) / 2  # keep the stack centred on the body
+
+    # Body coordinates of every voxel: rotation of the body relative to the stack, section misalignment.
+    half_fov = min(X * sx, Y * sy) / 2
+    tilt = _rotation((*rng_geo.standard_normal(2), 0.0), np.deg2rad(rng_geo.uniform(0, cfg.max_tilt_deg)))
+    spin = _rotation((0, 0, 1), np.deg2rad(rng_geo.uniform(-cfg.max_spin_deg, cfg.max_spin_deg)))
+    rot = (spin @ tilt).astype(np.float32)
+    offset = rng_geo.uniform(-0.04, 0.04, 3).astype(np.float32)
+    shifts = rng_geo.normal(0, cfg.misalignment_px, (Z, 2)).astype(np.float32)
+    turns = np.deg2rad(rng_geo.normal(0, cfg.misalignment_px / 50, Z)).astype(np.float32)
+    i = (np.arange(X, dtype=np.float32) + 0.5 - X / 2)[None, None, :]
+    j = (np.arange(Y, dtype=np.float32) + 0.5 - Y / 2)[None, :, None]
+    cos_t, sin_t = np.cos(turns)[:, None, None], np.sin(turns)[:, None, None]
+    u = (cos_t * i - sin_t * j + shifts[:, 0, None, None]) * np.float32(sx / half_fov)
+    v = (sin_t * i + cos_t * j + shifts[:, 1, None, None]) * np.float32(sy / half_fov)
+    w = ((levels + 0.5 - Z / 2) * np.float32(sz / half_fov))[:, None, None]
+    p = np.empty((3, Z, Y, X), np.float32)
+    for axis in range(3):
+        p[axis] = rot[0, axis] * u + rot[1, axis] * v + rot[2, axis] * w + offset[axis]
+
+    # Shape noise: smooth 3D fields with correlation lengths fixed in body units (so, in mm).
+    per_unit = np.array([half_fov / sz, half_fov / sy, half_fov / sx])  # voxels per body unit, (z, y, x)
+    noise = {"coarse": _smooth_noise(rng_anat, (Z, Y, X), 0.12 * per_unit),
+             "fine": _smooth_noise(rng_anat, (Z, Y, X), 0.035 * per_unit)}
+    tissue, label = _paint_anatomy(_Body(p, noise), rng_anat, cfg)
+    del p, noise
+
+    stains = _random_stains(rng_stain, cfg.stain_variation)
+    conc = _concentrations(tissue, rng_tex, cfg, stains["intensity"])
+    info: Dict = {"seed": int(seed), "stains": {k: np.asarray(v).round(4).tolist() for k, v in stains.items()},
+                  "tilt_deg": float(np.rad2deg(np.arccos(np.clip(rot[2, 2], -1, 1)))),
+                  "lost_sections": [i for i, k in skips if k == "lost"],
+                  "repeated_sections": [i for i, k in skips if k == "repeated"]}
+    repeated = [i for i, k in skips if k == "repeated"]
+    info["folds"] = _add_folds(conc, tissue, rng_art, cfg.folds, cfg.nucleus_px, exclude=repeated)
+    info["tears"] = _add_tears(conc, tissue, rng_art, cfg.tears, cfg.nucleus_px, exclude=repeated)
+    # A section imaged twice: the same tissue with its artefacts, but its own camera noise.
+    for index in repeated:
+        conc[:, index] = conc[:, index - 1]
+        tissue[index] = tissue[index - 1]
+        label[index] = label[index - 1]
+
+    od = conc[0][..., None] * np.asarray(stains["hematoxylin"], np.float32)
+    od += conc[1][..., None] * np.asarray(stains["eosin"], np.float32)
+    od += np.float32(_GLASS_OD)
+    if cfg.noise > 0:
+        od += rng_tex.normal(0, cfg.noise, od.shape).astype(np.float32)
+    image = od_to_rgb(od)
+    del od, conc
+    geometry = Geometry(spacing=(sx, sy, sz))
+    return Phantom(image=Volume(image, geometry), label=label, tissue=tissue, info=info)
+
+
+def _plan_skips(rng: np.random.Generator, n_sections: int, count: int) -> List[Tuple[int, str]]:
+    """Distinct interior section indices, each lost (``"lost"``) or imaged twice (``"repeated"``)."""
+    interior = np.arange(n_sections // 4, n_sections - n_sections // 4)
+    count = min(count, interior.size // 2)
+    if count <= 0:
+        return []
+    picks = sorted(int(k) for k in rng.choice(interior, count, replace=False))
+    return [(k, "lost" if rng.random() < 0.5 else "repeated") for k in picks]
+
+
+def _random_stains(rng: np.random.Generator, variation: float) -> Dict[str, np.ndarray]:
+    """Per-volume stain OD vectors (unit length) and concentration scales."""
+    def jitter(vector, amount):
+        v = np.asarray(vector) + rng.normal(0, amount * variation, 3)
+        v = np.maximum(v, 0.02)
+        return v / np.linalg.norm(v)
+
+    return {"hematoxylin": jitter(HEMATOXYLIN_OD, 0.08), "eosin": jitter(EOSIN_OD, 0.10),
+            "intensity": np.exp(rng.normal(0, 0.18 * variation, 2))}
+
+
+def _concentrations(tissue: np.ndarray, rng: np.random.Generator, cfg: PhantomConfig,
+                    intensity: np.ndarray) -> np.ndarray:
+    """Haematoxylin and eosin concentration ``(2, Z, Y, X)`` float32 for a tissue map."""
+    table = _appearance_table(cfg.mimicry)
+    shape = tissue.shape
+    r = float(cfg.nucleus_px)
+    h_base, e_base, density, nuc_h, striation, grain, rbc = (table[:, c][tissue] for c in range(7))
+
+    # Nuclei: random seeds at a tissue-dependent density, blurred into blobs of radius ~r.
+    seeds = (rng.random(shape, dtype=np.float32) < density / (r * r)).astype(np.float32)
+    seeds *= rng.uniform(0.6, 1.0, shape).astype(np.float32)
+    blobs = _blur_sections(seeds, 0.8 * r) * np.float32(2 * np.pi * (0.8 * r) ** 2)
+    h = h_base + nuc_h * np.minimum(blobs, 1.2)
+    del seeds, blobs
+
+    # Red blood cells: packed eosin blobs, patchy where the blood is thinner.
+    patch = _smooth_noise(rng, shape, (0, 6 * r, 6 * r))
+    rbc_p = rbc * np.clip(0.75 + 0.5 * patch, 0.1, 1.5) / (r * r)
+    cells = (rng.random(shape, dtype=np.float32) < rbc_p).astype(np.float32)
+    cells = np.minimum(_blur_sections(cells, 0.9 * r) * np.float32(2 * np.pi * (0.9 * r) ** 2), 1.0)
+    h += np.float32(_RBC_HEMATOXYLIN) * cells * (rbc > 0)
+    e = e_base + np.float32(_RBC_EOSIN) * cells
+    del cells, patch
+
+    # Cytoplasm grain and striated muscle: oriented stripes with a slowly varying direction.
+    e *= 1.0 + grain * _smooth_noise(rng, shape, (0, 0.7 * r, 0.7 * r))
+    if np.any(striation > 0):
+        angle = _smooth_noise(rng, shape, (0, 12 * r, 12 * r)) * np.float32(1.2)
+        yy = np.arange(shape[1], dtype=np.float32)[None, :, None]
+        xx = np.arange(shape[2], dtype=np.float32)[None, None, :]
+        phase = (np.cos(angle) * xx + np.sin(angle) * yy) * np.float32(2 * np.pi / (3.0 * r))
+        e *= 1.0 + striation * np.sin(phase + 2.0 * _smooth_noise(rng, shape, (0, 2 * r, 2 * r)))
+        del angle, phase
+
+    # Uneven staining: smooth variation across a section and from section to section.
+    for conc, scale in ((h, intensity[0]), (e, intensity[1])):
+        uneven = _smooth_noise(rng, shape, (0, shape[1] / 4, shape[2] / 4))
+        conc *= np.float32(scale) * (1.0 + 0.08 * uneven) * rng.uniform(0.93, 1.07, (shape[0], 1, 1)).astype(np.float32)
+    conc = np.stack([h, e])
+    np.maximum(conc, 0, out=conc)
+    # The microscope's optics soften everything a little.
+    conc[0] = _blur_sections(conc[0], 0.5)
+    conc[1] = _blur_sections(conc[1], 0.5)
+    return conc
+
+
+# --- artefacts ------------------------------------------------------------------------------------------------
+def _tissue_sections(tissue: np.ndarray, exclude: Sequence[int]) -> np.ndarray:
+    area = (tissue != Tissue.EMPTY).reshape(len(tissue), -1).mean(1)
+    return np.setdiff1d(np.flatnonzero(area > 0.05), np.asarray(exclude, int))
+
+
+def _add_folds(conc: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, count: int, r: float,
+               exclude: Sequence[int] = ()) -> List[int]:
+    """Fold a flap of tissue over itself on ``count`` sections: a band of doubled OD."""
+    candidates = _tissue_sections(tissue, exclude)
+    if count <= 0 or candidates.size == 0:
+        return []
+    chosen = sorted(int(k) for k in rng.choice(candidates, min(count, candidates.size), replace=False))
+    _, Y, X = tissue.shape
+    yy, xx = np.mgrid[0:Y, 0:X].astype(np.float32)
+    for k in chosen:
+        ys, xs = np.nonzero(tissue[k])
+        pick = rng.integers(ys.size)
+        theta = rng.uniform(0, np.pi)
+        normal = np.array([np.cos(theta), np.sin(theta)], np.float32)
+        d = (xx - xs[pick]) * normal[0] + (yy - ys[pick]) * normal[1]
+        width = rng.uniform(2.0, 4.0) * max(r, 1.0)
+        band = (d > 0) & (d < width)
+        # The flap is the strip just outside the band, mirrored onto it.
+        src_x = np.clip(np.rint(xx - 2 * d * normal[0]), 0, X - 1).astype(int)
+        src_y = np.clip(np.rint(yy - 2 * d * normal[1]), 0, Y - 1).astype(int)
+        for c in range(2):
+            conc[c, k][band] += conc[c, k][src_y[band], src_x[band]]
+    return chosen
+
+
+def _add_tears(conc: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, count: int, r: float,
+               exclude: Sequence[int] = ()) -> List[int]:
+    """Crack ``count`` sections: thin wandering white lines through the tissue."""
+    candidates = _tissue_sections(tissue, exclude)
+    if count <= 0 or candidates.size == 0:
+        return []
+    chosen = sorted(int(k) for k in rng.choice(candidates, min(count, candidates.size), replace=False))
+    _, Y, X = tissue.shape
+    for k in chosen:
+        ys, xs = np.nonzero(tissue[k])
+        pick = rng.integers(ys.size)
+        length = int(rng.uniform(0.2, 0.5) * min(Y, X))
+        heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.15, length))
+        path_x = xs[pick] + np.cumsum(np.cos(heading))
+        path_y = ys[pick] + np.cumsum(np.sin(heading))
+        mask = draw_path(np.zeros((Y, X), bool), path_y, path_x, rng.uniform(0.4, 0.9) * max(r, 1.0))
+        mask &= tissue[k] != Tissue.EMPTY
+        conc[:, k][:, mask] = 0.0
+        tissue[k][mask] = Tissue.EMPTY
+    return chosen
+
+
+def draw_path(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: float,
+              aspect: float = 1.0) -> np.ndarray:
+    """Set ``mask`` (2D bool) to True along a sampled path, with a round brush.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        2D boolean image, modified in place and returned.
+    ys, xs : numpy.ndarray
+        Path samples in pixel coordinates (rows, columns), at most about one pixel apart.
+    radius : float
+        Brush radius in column pixels; a brush of at least one pixel is always drawn.
+    aspect : float
+        Row pixel size over column pixel size (the brush is round in mm).
+    """
+    ry = max(radius / aspect, 0.0)
+    oy, ox = np.mgrid[-int(np.ceil(ry)):int(np.ceil(ry)) + 1, -int(np.ceil(radius)):int(np.ceil(radius)) + 1]
+    inside = (oy * aspect) ** 2 + ox ** 2 <= max(radius, 0.5) ** 2
+    inside[oy.shape[0] // 2, ox.shape[1] // 2] = True
+    oy, ox = oy[inside], ox[inside]
+    py = np.rint(np.asarray(ys, float)).astype(int)[:, None] + oy[None, :]
+    px = np.rint(np.asarray(xs, float)).astype(int)[:, None] + ox[None, :]
+    ok = (py >= 0) & (py < mask.shape[0]) & (px >= 0) & (px < mask.shape[1])
+    mask[py[ok], px[ok]] = True
+    return mask
