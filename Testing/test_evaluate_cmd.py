@@ -1,0 +1,102 @@
+"""`scribbleseg evaluate`: table and JSON output, scribble exclusion, grid checks, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import cli, volume_io
+from ScribbleSegLib.geometry import Geometry
+
+GEOMETRY = Geometry((0.5, 0.5, 2.0), (1.0, 2.0, 3.0))
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A label labelmap, a prediction .seg.nrrd (one segment, not named heart) and scribbles."""
+    label = np.zeros((4, 10, 12), np.uint8)
+    label[1:3, 2:8, 2:8] = 1  # 72 voxels
+    pred = np.zeros_like(label)
+    pred[1:3, 2:8, 3:9] = 1  # 60 right, 12 wrong, 12 missed
+    scribbles = np.zeros_like(label)
+    scribbles[1, 4, 3:8] = 1  # 5 heart scribbles, all true positives
+    scribbles[0, 0, :] = 2  # 12 background scribbles, all true negatives
+    volume_io.write_labelmap(tmp_path / "label.nrrd", label, GEOMETRY)
+    volume_io.write_segmentation(tmp_path / "pred.seg.nrrd", [("Segment_1", pred, volume_io.HEART_COLOR)], GEOMETRY)
+    volume_io.write_labelmap(tmp_path / "scribbles.nrrd", scribbles, GEOMETRY)
+    return tmp_path
+
+
+def evaluate(capsys, *argv):
+    status = cli.main(["evaluate", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_table(files, capsys):
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd")
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert [line.split("  ")[0] for line in lines] == ["precision", "recall", "F1 (Dice)", "IoU",
+                                                       "mean section F1", "voxels"]
+    # Values start in one column, two spaces after the longest name.
+    column = len("mean section F1") + 2
+    assert all(line[column - 2:column] == "  " and line[column] != " " for line in lines)
+    assert "0.8333" in lines[0] and "0.8333" in lines[1] and "0.8333" in lines[2]
+    assert "0.7143" in lines[3]  # 60 / 84
+    assert "2 sections" in lines[4]
+    assert "TP 60, FP 12, FN 12, TN 396" in lines[5]
+
+
+def test_json(files, capsys):
+    status, out, _ = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
+                              "--json")
+    assert status == 0
+    assert len(out.strip().splitlines()) == 1
+    result = json.loads(out)
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (60, 12, 12, 396)
+    assert result["f1"] == pytest.approx(60 / 72)
+    assert result["iou"] == pytest.approx(60 / 84)
+    assert result["sections"] == [1, 2]
+    assert result["label"] == str(files / "label.nrrd")
+
+
+def test_ignore_scribbles(files, capsys):
+    status, out, _ = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
+                              "--ignore-scribbles", files / "scribbles.nrrd", "--json")
+    assert status == 0
+    result = json.loads(out)
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (55, 12, 12, 384)
+    assert result["ignored"] == 17
+    status, out, _ = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
+                              "--ignore-scribbles", files / "scribbles.nrrd")
+    assert "17 scribbled voxels" in out
+
+
+def test_cropped_prediction_is_placed_on_the_label_grid(files, capsys):
+    pred = np.zeros((4, 10, 12), np.uint8)
+    pred[1:3, 2:8, 3:9] = 1
+    origin = np.asarray(GEOMETRY.origin) + np.array([3, 2, 1]) * np.asarray(GEOMETRY.spacing)
+    cropped = Geometry(GEOMETRY.spacing, tuple(origin), GEOMETRY.direction)
+    volume_io.write_segmentation(files / "crop.seg.nrrd", [("heart", pred[1:3, 2:8, 3:9], (1, 0, 0))], cropped)
+    status, out, _ = evaluate(capsys, "--prediction", files / "crop.seg.nrrd", "--label", files / "label.nrrd",
+                              "--json")
+    assert status == 0 and json.loads(out)["tp"] == 60
+
+
+def test_geometry_mismatch_is_one_line_error(files, capsys):
+    volume_io.write_labelmap(files / "other.nrrd", np.zeros((4, 10, 12), np.uint8), Geometry((0.25, 0.25, 2.0)))
+    status, out, err = evaluate(capsys, "--prediction", files / "other.nrrd", "--label", files / "label.nrrd")
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "other.nrrd" in err and "spacing" in err and "label's" in err
+
+
+@pytest.mark.parametrize("which", ["--prediction", "--label", "--ignore-scribbles"])
+def test_missing_file_names_it(files, capsys, which):
+    argv = {"--prediction": files / "pred.seg.nrrd", "--label": files / "label.nrrd",
+            "--ignore-scribbles": files / "scribbles.nrrd"}
+    argv[which] = files / "absent.nrrd"
+    status, _, err = evaluate(capsys, *[str(x) for pair in argv.items() for x in pair])
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and "absent.nrrd" in err and which in err
