@@ -152,10 +152,24 @@ def test_downsample_is_an_area_average_with_the_remainder_cropped(tmp_path):
     volume = vio.read_image(tmp_path / "sec", spacing=SPACING, downsample=4)
     expected = stack[:, :8, :12].reshape(3, 2, 4, 3, 4, 3).astype(float).mean(axis=(2, 4))
     assert volume.array.shape == (3, 2, 3, 3)
-    np.testing.assert_array_equal(volume.array, np.rint(expected).astype(np.uint8))
+    np.testing.assert_array_equal(volume.array, np.floor(expected + 0.5).astype(np.uint8))
     assert volume.geometry == Geometry(SPACING).scaled((4, 4, 1))
     # The first output voxel's centre is the centre of its 4 x 4 block.
     np.testing.assert_allclose(volume.geometry.origin, (1.5 * SPACING[0], 1.5 * SPACING[1], 0.0))
+
+
+@pytest.mark.parametrize("factor", [2, 17])  # 17: block sums overflow uint16
+def test_downsample_rounds_halves_up_for_grey_and_large_factors(tmp_path, factor):
+    grey = np.random.default_rng(4).integers(0, 256, (2, 2 * factor, 3 * factor), dtype=np.uint8)
+    # First block: floor(n / 2) ones, the rest zeros -> mean exactly 0.5 for factor 2, just under for 17.
+    block = np.zeros(factor * factor, np.uint8)
+    block[: factor * factor // 2] = 1
+    grey[0, :factor, :factor] = block.reshape(factor, factor)
+    write_sections(tmp_path / "sec", grey, is_vector=False)
+    volume = vio.read_image(tmp_path / "sec", spacing=SPACING, downsample=factor)
+    expected = grey.reshape(2, 2, factor, 3, factor).astype(float).mean(axis=(2, 4))
+    np.testing.assert_array_equal(volume.array[..., 1], np.floor(expected + 0.5))
+    assert volume.array[0, 0, 0, 0] == (1 if (factor * factor) % 2 == 0 else 0)
 
 
 def test_downsampled_folder_read_holds_no_full_resolution_stack(tmp_path):
