@@ -1,0 +1,668 @@
+"""Scribble adaptation: DDML metric learning and the 1x1 head (Harada et al. 2019, §III-B).
+
+The M-Unet gives every voxel a feature vector ``x`` (the activation just before
+its output layer).  This module re-trains, for one volume, the two small
+networks that turn those features into the data term ``h`` of the graph cut:
+
+1. ``f``, the DDML network (Hu, Lu & Tan, CVPR 2014): a tanh MLP trained on
+   pixel pairs so that same-class pairs come closer than a threshold ``tau``
+   and different-class pairs move farther apart (paper eq. 1-3);
+2. the head, a 1x1 ("discriminating") layer on ``f(x)`` fine-tuned with the
+   M-Unet and ``f`` frozen, whose sigmoid output is ``h`` in [0, 1].
+
+Training pixels come from this volume's scribbles and from the model file's
+training-pixel bank (features of pixels of the training volumes with their
+labels).  Everything runs on the CPU in a few seconds::
+
+    from ScribbleSegLib import ddml
+    result = ddml.adapt(features, scribbles, model.bank_features, model.bank_labels)
+    result.h            # float32 (Z, Y, X), probability of heart
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ScribbleSegError
+from .progress import CancelToken, ProgressCallback, check, report
+from .runtime import torch_threads
+
+SOURCE_SCRIBBLE = 0
+"""``source`` value of a pixel drawn from this volume's scribbles."""
+SOURCE_BANK = 1
+"""``source`` value of a pixel drawn from the model file's training-pixel bank."""
+
+_HEART, _BACKGROUND = 1, 2  # scribble values
+
+
+@dataclass(frozen=True)
+class DDMLConfig:
+    """Hyper-parameters of the DDML network ``f`` and of the head.
+
+    The defaults are provisional: they were chosen on synthetic data for speed
+    (DDML + head in about 2 s on a 2-core CPU) and are meant to be tuned on
+    validation volumes, as the paper tuned its own.
+
+    Attributes
+    ----------
+    hidden : tuple of int
+        Widths of the hidden tanh layers of ``f``.  With ``out_dim`` this makes
+        ``M = len(hidden) + 1`` layers in eq. 3.
+    out_dim : int
+        Width of ``f``'s output (also tanh, as in DDML), i.e. of the space in
+        which eq. 1 measures distances.
+    tau : float
+        The threshold of eq. 2.  Outputs lie in [-1, 1]^out_dim, so
+        ``d^2 <= 4 out_dim``; same-class pairs are pushed below ``tau - 1`` and
+        different-class pairs above ``tau + 1``.
+    beta : float
+        Sharpness of the generalised logistic loss ``g(z) = softplus(beta z) / beta``.
+    weight_decay : float
+        lambda of eq. 3, applied to every weight matrix and bias of ``f``
+        (see :func:`ddml_loss` for its scale).
+    lr : float
+        Adam learning rate for ``f`` (the paper's Adam used 0.001).
+    steps : int
+        Adam steps for ``f``; each sees one minibatch and all its pairs.
+    batch_size : int
+        Pixels per minibatch (half heart, half background), so
+        ``batch_size * (batch_size - 1) / 2`` pairs per step.
+    pool_size : int
+        Pixels drawn once by :func:`sample_pixels` (half per class); minibatches
+        are drawn from this pool.
+    scribble_share : float
+        Share of each class's pool drawn from the scribbles; the rest comes from
+        the bank.  1.0 ignores the bank.
+    head_steps : int
+        Full-batch Adam steps for the head on the whole pool.
+    head_lr : float
+        Adam learning rate for the head.
+    head_weight_decay : float
+        L2 weight decay of the head.
+    """
+
+    hidden: Tuple[int, ...] = (64, 64)
+    out_dim: int = 32
+    tau: float = 3.0
+    beta: float = 2.0
+    weight_decay: float = 1e-4
+    lr: float = 1e-3
+    steps: int = 400
+    batch_size: int = 512
+    pool_size: int = 20000
+    scribble_share: float = 0.5
+    head_steps: int = 200
+    head_lr: float = 0.05
+    head_weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if any(h < 1 for h in self.hidden) or self.out_dim < 1:
+            raise ScribbleSegError(f"DDML layer sizes must be positive, got hidden={self.hidden}, "
+                                   f"out_dim={self.out_dim}")
+        for name in ("beta", "lr", "head_lr"):
+            if not getattr(self, name) > 0:
+                raise ScribbleSegError(f"DDML {name} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "head_weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ScribbleSegError(f"DDML {name} must be >= 0, got {getattr(self, name)}")
+        if self.steps < 0 or self.head_steps < 0:
+            raise ScribbleSegError(f"DDML steps must be >= 0, got steps={self.steps}, head_steps={self.head_steps}")
+        if self.batch_size < 4 or self.pool_size < 4:
+            raise ScribbleSegError(f"DDML batch_size and pool_size must be >= 4, got {self.batch_size}, "
+                                   f"{self.pool_size}")
+        if not 0.0 <= self.scribble_share <= 1.0:
+            raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
+
+
+class DDMLNet(nn.Module):
+    """The DDML network ``f``: input standardisation, then tanh layers (paper Fig. 4).
+
+    Each layer computes ``h_m = tanh(W_m h_{m-1} + b_m)``.  Before the first
+    layer the features are standardised with the per-channel mean and standard
+    deviation of the training pixels (fixed buffers, not trained): M-Unet
+    features after ELU have no fixed scale, and tanh layers saturate on large
+    inputs.
+
+    Attributes
+    ----------
+    loss_history : list of float
+        The DDML loss of every training step (filled by :func:`train_ddml`).
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int) -> None:
+        super().__init__()
+        dims = [int(in_dim), *hidden, int(out_dim)]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("inv_std", torch.ones(in_dim))
+        self.loss_history: List[float] = []
+
+    @property
+    def in_dim(self) -> int:
+        """Number of input feature channels."""
+        return self.layers[0].in_features
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the embedding."""
+        return self.layers[-1].out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = (x - self.mean) * self.inv_std
+        for layer in self.layers:
+            h = torch.tanh(layer(h))
+        return h
+
+
+class Head(nn.Module):
+    """The discriminating 1x1 layer: ``h = sigmoid(w . f(x) + b)``.
+
+    A single logistic output is the two-class softmax written with one logit
+    (softmax over ``(0, w . z + b)``), so ``h`` is the heart probability.
+
+    Attributes
+    ----------
+    loss_history : list of float
+        The head's training loss per step (filled by :func:`train_head`).
+    """
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(int(in_dim), 1)
+        self.loss_history: List[float] = []
+
+    def logit(self, z: torch.Tensor) -> torch.Tensor:
+        """The logit ``w . z + b``, shape ``(N,)``."""
+        return self.linear(z).squeeze(-1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logit(z))
+
+
+@dataclass
+class AdaptResult:
+    """What :func:`adapt` returns.
+
+    Attributes
+    ----------
+    h : numpy.ndarray
+        float32 ``(Z, Y, X)`` in [0, 1]: the heart probability, the graph cut's data term.
+    f : DDMLNet
+        The trained DDML network (eval mode).
+    head : Head
+        The trained head (eval mode).
+    losses : numpy.ndarray
+        float32, the DDML loss of every training step.
+    head_losses : numpy.ndarray
+        float32, the head's loss of every training step.
+    """
+
+    h: np.ndarray
+    f: DDMLNet
+    head: Head
+    losses: np.ndarray
+    head_losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+# ---------------------------------------------------------------------------
+# Training pixels
+
+
+def _check_bank(bank_features, bank_labels, channels: int):
+    """Return the bank as ``(features (N, C), labels uint8 (N,))``; empty if there is none."""
+    if bank_features is None or bank_labels is None or len(bank_features) == 0:
+        return np.zeros((0, channels), np.float32), np.zeros(0, np.uint8)
+    bank_features = np.asarray(bank_features)
+    bank_labels = np.asarray(bank_labels).reshape(-1)
+    if bank_features.ndim != 2:
+        raise ScribbleSegError(f"the model's training-pixel bank must be (N, C) features, got shape "
+                               f"{bank_features.shape}")
+    if bank_features.shape[1] != channels:
+        raise ScribbleSegError(f"the volume's features have {channels} channels but the model's training-pixel "
+                               f"bank has {bank_features.shape[1]}; were the features computed with this model?")
+    if len(bank_labels) != len(bank_features):
+        raise ScribbleSegError(f"the model's training-pixel bank has {len(bank_features)} features but "
+                               f"{len(bank_labels)} labels")
+    if len(bank_labels) and not np.isin(np.unique(bank_labels), (0, 1)).all():
+        raise ScribbleSegError("the model's training-pixel bank labels must be 0 (background) or 1 (heart)")
+    return bank_features, bank_labels.astype(np.uint8)
+
+
+def _scribble_indices(scribbles: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Flat voxel indices of heart and background scribbles, with input checks."""
+    flat = scribbles.reshape(-1)
+    if flat.size and (flat.min() < 0 or flat.max() > _BACKGROUND):
+        raise ScribbleSegError("scribbles must be 0 (none), 1 (heart) or 2 (background); found other values")
+    heart = np.flatnonzero(flat == _HEART)
+    background = np.flatnonzero(flat == _BACKGROUND)
+    if heart.size == 0 and background.size == 0:
+        raise ScribbleSegError("no scribbles: draw heart (1) and background (2) scribbles first")
+    if heart.size == 0:
+        raise ScribbleSegError("the scribbles have no heart (1) voxels; draw heart scribbles too")
+    if background.size == 0:
+        raise ScribbleSegError("the scribbles have no background (2) voxels; draw background scribbles too")
+    return heart, background
+
+
+def _draw(rng: np.random.Generator, candidates: np.ndarray, k: int) -> np.ndarray:
+    """``k`` of ``candidates``: without replacement when there are enough, sorted for memory locality."""
+    if k <= 0:
+        return candidates[:0]
+    replace = k > candidates.size
+    return np.sort(rng.choice(candidates, size=k, replace=replace))
+
+
+def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
+                  bank_labels: Optional[np.ndarray], n: int, seed: int = 0,
+                  scribble_share: float = 0.5) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw a class-balanced pool of training pixels from the scribbles and the bank.
+
+    Half of the ``n`` pixels are heart, half background.  Of each class,
+    ``scribble_share`` comes from this volume's scribbled voxels and the rest
+    from the bank's pixels of that class (all from the scribbles if the bank has
+    none of that class).  Draws are without replacement while there are enough
+    pixels, with replacement otherwise.
+
+    Parameters
+    ----------
+    features : numpy.ndarray
+        ``(Z, Y, X, C)`` M-Unet features (float16 or float32; a memmap is fine:
+        only the drawn voxels are read).
+    scribbles : numpy.ndarray
+        ``(Z, Y, X)`` uint8: 0 none, 1 heart, 2 background.
+    bank_features : numpy.ndarray or None
+        ``(N, C)`` features of training pixels from the model file.
+    bank_labels : numpy.ndarray or None
+        ``(N,)`` their labels, 1 heart, 0 background.
+    n : int
+        Pool size.
+    seed : int
+    scribble_share : float
+        In [0, 1].
+
+    Returns
+    -------
+    x : numpy.ndarray
+        float32 ``(n, C)``.
+    y : numpy.ndarray
+        uint8 ``(n,)``: 1 heart, 0 background.
+    source : numpy.ndarray
+        uint8 ``(n,)``: :data:`SOURCE_SCRIBBLE` or :data:`SOURCE_BANK`.
+
+    Raises
+    ------
+    ScribbleSegError
+        No scribbles, scribbles of one class only, values other than 0/1/2,
+        shapes that do not match, or a bank whose feature size differs from the
+        volume's.
+    """
+    if features.ndim != 4:
+        raise ScribbleSegError(f"features must be (Z, Y, X, C), got shape {features.shape}")
+    if tuple(scribbles.shape) != tuple(features.shape[:3]):
+        raise ScribbleSegError(f"scribbles have shape {tuple(scribbles.shape)}, the features "
+                               f"{tuple(features.shape[:3])}")
+    channels = features.shape[3]
+    bank_x, bank_y = _check_bank(bank_features, bank_labels, channels)
+    heart, background = _scribble_indices(scribbles)
+    rng = np.random.default_rng(seed)
+
+    xs, ys, sources = [], [], []
+    for label, voxels, k in ((1, heart, (n + 1) // 2), (0, background, n // 2)):
+        in_bank = np.flatnonzero(bank_y == label)
+        k_scribble = k if in_bank.size == 0 else int(round(k * scribble_share))
+        picked = _draw(rng, voxels, k_scribble)
+        # Index with (z, y, x) arrays: reshaping a non-contiguous volume would copy all of it.
+        xs.append(np.asarray(features[np.unravel_index(picked, features.shape[:3])], dtype=np.float32))
+        sources.append(np.full(picked.size, SOURCE_SCRIBBLE, np.uint8))
+        picked_bank = _draw(rng, in_bank, k - k_scribble)
+        xs.append(np.asarray(bank_x[picked_bank], dtype=np.float32))
+        sources.append(np.full(picked_bank.size, SOURCE_BANK, np.uint8))
+        ys.append(np.full(k, label, np.uint8))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(sources)
+
+
+# ---------------------------------------------------------------------------
+# DDML
+
+
+def pair_weights(y: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Weights ``w_ij`` of :func:`ddml_loss`: ``(B, B)`` of ``dtype``, zero on the diagonal.
+
+    Same-class pairs share a total weight of 1/2 over ordered pairs ``i != j``,
+    and so do different-class pairs; a kind of pair absent from the batch gets
+    weight 0 and the other kind keeps its 1/2.
+    """
+    y = y.reshape(-1)
+    same = y[:, None] == y[None, :]
+    same.fill_diagonal_(False)
+    diff = y[:, None] != y[None, :]
+    n_same = same.sum().clamp_min(1).to(dtype)
+    n_diff = diff.sum().clamp_min(1).to(dtype)
+    return same.to(dtype) / n_same + diff.to(dtype) / n_diff
+
+
+def ddml_loss(z: torch.Tensor, y: torch.Tensor, tau: float, beta: float) -> torch.Tensor:
+    """The DDML pair loss (paper eq. 1-2) over all pairs of a minibatch, class-balanced.
+
+    With ``d_ij^2 = ||z_i - z_j||^2`` (eq. 1), ``l_ij = +1`` for a same-class
+    pair and ``-1`` otherwise, and ``g(t) = log(1 + exp(beta t)) / beta``
+    (``torch.nn.functional.softplus(t, beta)``), the loss is::
+
+        L = 1/2 sum_{i != j} w_ij g(1 - l_ij (tau - d_ij^2))
+          = sum_{i < j} w_ij g(1 - l_ij (tau - d_ij^2))
+
+    which is eq. 2 (``1/2 sum_{i,j}`` over ordered pairs; the constant ``i = j``
+    terms, where ``d = 0``, are left out) with each pair weighted by ``w_ij``
+    from :func:`pair_weights`: ``1 / n_same`` for the ``n_same`` ordered
+    same-class pairs and ``1 / n_diff`` for the ``n_diff`` different-class ones.
+    Same-class and different-class pairs therefore count equally whatever the
+    batch composition, and the loss is a weighted mean (its scale does not grow
+    with the batch).  For a batch of ``n`` pixels per class, eq. 2's plain sum
+    equals this loss times ``n^2`` (up to the ``n(n - 1)`` vs ``n^2`` pair counts).
+
+    Eq. 3's regulariser ``lambda/2 sum_m (||W_m||_F^2 + ||b_m||^2)`` is not in
+    this function: :func:`train_ddml` applies it through Adam's ``weight_decay``
+    on every parameter of ``f``, which adds ``lambda * theta`` to each gradient
+    before the adaptive step -- exactly the gradient of eq. 3's term (AdamW's
+    decoupled decay would not be).  So training minimises ``L + eq. 3`` with
+    ``lambda = DDMLConfig.weight_decay`` relative to this normalised ``L``.
+
+    Parameters
+    ----------
+    z : torch.Tensor
+        ``(B, d)`` embeddings ``f(x)``.
+    y : torch.Tensor
+        ``(B,)`` class labels (any integer or bool dtype).
+    tau, beta : float
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar.
+    """
+    return _pair_loss(z, *_pair_terms(y, tau, z.dtype), beta)
+
+
+def _pair_terms(y: torch.Tensor, tau: float, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(l, 1 - l tau, w)`` of a batch's labels: everything in the loss that does not depend on ``z``."""
+    y = y.reshape(-1)
+    l = (y[:, None] == y[None, :]).to(dtype) * 2.0 - 1.0
+    return l, 1.0 - tau * l, pair_weights(y, dtype)
+
+
+def _pair_loss(z: torch.Tensor, l: torch.Tensor, offset: torch.Tensor, w: torch.Tensor, beta: float) -> torch.Tensor:
+    """``1/2 sum_ij w_ij g(offset_ij + l_ij d_ij^2)`` with ``offset = 1 - l tau``: eq. 2 rewritten."""
+    sq = (z * z).sum(dim=1)
+    # The expanded form avoids cdist's square root, whose gradient is infinite
+    # for the identical pixels that sampling with replacement can produce.
+    d2 = torch.addmm(sq[:, None] + sq[None, :], z, z.T, alpha=-2.0).clamp_min(0.0)
+    g = F.softplus(torch.addcmul(offset, l, d2), beta=beta)
+    return 0.5 * torch.dot(w.reshape(-1), g.reshape(-1))
+
+
+def _tensors(x: np.ndarray, y: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+    x = np.asarray(x)
+    y = np.asarray(y).reshape(-1)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ScribbleSegError(f"training pixels must be (N, C) features with N labels, got {x.shape} and {y.shape}")
+    if not (np.any(y == 1) and np.any(y == 0)):
+        raise ScribbleSegError("training pixels must include both heart (1) and background (0)")
+    if not np.isin(np.unique(y), (0, 1)).all():
+        raise ScribbleSegError("training pixel labels must be 0 (background) or 1 (heart)")
+    return torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(y.astype(np.int64))
+
+
+def _seeded(seed: int, build):
+    """Call ``build()`` with torch's global RNG seeded, leaving the caller's RNG state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None, seed: int = 0,
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> DDMLNet:
+    """Train the DDML network ``f`` on labelled pixels (paper eq. 1-3).
+
+    Each of ``config.steps`` Adam steps draws a minibatch of
+    ``config.batch_size`` pixels, half of each class, and minimises
+    :func:`ddml_loss` over all its pairs plus eq. 3 (Adam ``weight_decay``).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(N, C)`` features.
+    y : numpy.ndarray
+        ``(N,)`` labels, 1 heart and 0 background; both must occur.
+    config : DDMLConfig, optional
+    seed : int
+        Seeds the initial weights and the minibatches; the result is
+        deterministic on the CPU for a given thread count.
+    progress, cancel
+        See :mod:`ScribbleSegLib.progress`.
+
+    Returns
+    -------
+    DDMLNet
+        In eval mode, with ``loss_history`` filled.
+    """
+    config = config or DDMLConfig()
+    xt, yt = _tensors(x, y)
+    f = _seeded(seed, lambda: DDMLNet(xt.shape[1], config.hidden, config.out_dim))
+    with torch.no_grad():
+        f.mean.copy_(xt.mean(dim=0))
+        f.inv_std.copy_(1.0 / xt.std(dim=0).clamp_min(1e-3))
+    optimizer = torch.optim.Adam(f.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    by_class = [torch.nonzero(yt == c).reshape(-1) for c in (0, 1)]
+    half = config.batch_size // 2
+    # Every batch is [half background, half heart], so the pair terms are fixed.
+    pair_terms = _pair_terms(torch.arange(2 * half) >= half, config.tau, torch.float32)
+    f.train()
+    report_every = max(1, config.steps // 50)
+    # Steps on a few hundred pixels: one intra-op thread is 2x slower than two on
+    # an idle 2-core machine but 10x faster when another process is busy.
+    with torch_threads(1):
+        for step in range(config.steps):
+            check(cancel)
+            batch = torch.cat([idx[torch.randint(len(idx), (half,), generator=generator)] for idx in by_class])
+            loss = _pair_loss(f(xt[batch]), *pair_terms, config.beta)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            f.loss_history.append(float(loss.detach()))
+            if step % report_every == 0 or step == config.steps - 1:
+                report(progress, "metric learning", (step + 1) / config.steps, f"loss {f.loss_history[-1]:.4f}")
+    f.eval()
+    f.requires_grad_(False)
+    return f
+
+
+def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None, seed: int = 0,
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Head:
+    """Fine-tune the 1x1 head on ``f(x)`` with ``f`` frozen (paper Fig. 3, step 4).
+
+    Logistic regression on the embeddings, trained full-batch with Adam on the
+    class-balanced cross-entropy (each class weighs 1/2 whatever its count).
+
+    Parameters
+    ----------
+    f : DDMLNet
+        The trained DDML network; it is not changed.
+    x, y, config, seed, progress, cancel
+        As for :func:`train_ddml`.
+
+    Returns
+    -------
+    Head
+        In eval mode, with ``loss_history`` filled.
+    """
+    config = config or DDMLConfig()
+    xt, yt = _tensors(x, y)
+    if xt.shape[1] != f.in_dim:
+        raise ScribbleSegError(f"training pixels have {xt.shape[1]} channels, the DDML network expects {f.in_dim}")
+    with torch.no_grad(), torch_threads(1):
+        z = f(xt)
+    head = _seeded(seed, lambda: Head(f.out_dim))
+    target = yt.to(torch.float32)
+    counts = torch.bincount(yt, minlength=2).to(torch.float32)
+    sample_weight = (0.5 / counts)[yt]
+    optimizer = torch.optim.Adam(head.parameters(), lr=config.head_lr, weight_decay=config.head_weight_decay)
+    report_every = max(1, config.head_steps // 20)
+    with torch_threads(1):
+        for step in range(config.head_steps):
+            check(cancel)
+            loss = F.binary_cross_entropy_with_logits(head.logit(z), target, weight=sample_weight, reduction="sum")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            head.loss_history.append(float(loss.detach()))
+            if step % report_every == 0 or step == config.head_steps - 1:
+                report(progress, "head", (step + 1) / config.head_steps, f"loss {head.loss_history[-1]:.4f}")
+    head.eval()
+    head.requires_grad_(False)
+    return head
+
+
+# ---------------------------------------------------------------------------
+# Prediction
+
+
+def _fused_layers(f: DDMLNet, head: Head) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(W, b)`` of every layer, with the input standardisation folded into the first."""
+    layers = [(layer.weight.detach().clone(), layer.bias.detach().clone()) for layer in f.layers]
+    w0, b0 = layers[0]
+    w0 = w0 * f.inv_std[None, :]
+    layers[0] = (w0, b0 - w0 @ f.mean)
+    layers.append((head.linear.weight.detach().clone(), head.linear.bias.detach().clone()))
+    return layers
+
+
+def _predict_slab(slab: np.ndarray, out: np.ndarray, layers, chunk: int,
+                  cancel: Optional[CancelToken]) -> None:
+    """Write ``h`` of one slab of features ``(..., C)`` into ``out`` (same leading shape, float32)."""
+    check(cancel)
+    slab = np.ascontiguousarray(slab).reshape(-1, slab.shape[-1])
+    if not slab.flags.writeable:  # a read-only memmap; torch wants writable memory
+        slab = slab.copy()
+    slab_t = torch.from_numpy(slab)
+    out_t = torch.from_numpy(out.reshape(-1))
+    with torch.inference_mode():
+        for start in range(0, len(slab_t), chunk):
+            a = slab_t[start:start + chunk].to(torch.float32)
+            for w, b in layers[:-1]:
+                a = torch.addmm(b, a, w.T)
+                torch.tanh(a, out=a)
+            w, b = layers[-1]
+            torch.sigmoid(torch.addmm(b, a, w.T).reshape(-1), out=out_t[start:start + len(a)])
+
+
+def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, workers: Optional[int] = None,
+              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> np.ndarray:
+    """``h = head(f(x))`` for every voxel.
+
+    Reads ``features`` slab by slab (about 256 k voxels each), so a
+    memory-mapped feature cache is never loaded whole, and evaluates each slab
+    in chunks of ``chunk`` voxels, which keeps the working set in cache.  Slabs
+    are shared among ``workers`` threads that each run torch with one intra-op
+    thread.  On a 2-core CPU this is as fast as torch's two intra-op threads
+    when the machine is idle, and 4-20x faster than them when another process
+    keeps a core busy (their barriers then stall; see ``benchmarks/bench_ddml.py``).
+
+    Parameters
+    ----------
+    features : numpy.ndarray
+        ``(Z, Y, X, C)`` float16 or float32, possibly a memmap.
+    f : DDMLNet
+    head : Head
+    chunk : int
+        Voxels per matrix product.
+    workers : int, optional
+        Threads; default ``min(os.cpu_count(), 8)``.
+    progress, cancel
+        See :mod:`ScribbleSegLib.progress`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(Z, Y, X)`` in [0, 1].
+    """
+    if features.ndim != 4:
+        raise ScribbleSegError(f"features must be (Z, Y, X, C), got shape {features.shape}")
+    channels = features.shape[3]
+    if channels != f.in_dim:
+        raise ScribbleSegError(f"the volume's features have {channels} channels, the DDML network expects {f.in_dim}")
+    chunk = max(1, int(chunk))
+    workers = max(1, int(workers or min(os.cpu_count() or 1, 8)))
+    depth, rows, cols = features.shape[:3]
+    h = np.empty((depth, rows, cols), dtype=np.float32)
+    # Slabs of whole sections, or of rows of one section when sections are big.
+    rows_per_slab = max(1, min(rows, (1 << 18) // max(1, cols)))
+    slabs = [(z, y0, min(rows, y0 + rows_per_slab)) for z in range(depth) for y0 in range(0, rows, rows_per_slab)]
+    layers = _fused_layers(f, head)
+
+    def run(slab):
+        z, y0, y1 = slab
+        _predict_slab(features[z, y0:y1], h[z, y0:y1], layers, chunk, cancel)
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        with torch_threads(1):
+            for done, _ in enumerate(pool.map(run, slabs), start=1):
+                if done % max(1, len(slabs) // 100) == 0 or done == len(slabs):
+                    z = slabs[done - 1][0]
+                    report(progress, "probability", done / len(slabs), f"section {z + 1}/{depth}")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return h
+
+
+def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
+          bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
+          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> AdaptResult:
+    """Adapt to this volume's scribbles: DDML, head, and ``h`` for every voxel.
+
+    Draws a pool of training pixels (:func:`sample_pixels`), trains ``f``
+    (:func:`train_ddml`), then the head (:func:`train_head`), then evaluates
+    ``h`` on the whole volume (:func:`predict_h`).
+
+    Parameters
+    ----------
+    features : numpy.ndarray
+        ``(Z, Y, X, C)`` M-Unet features (float16; a memmap is fine).
+    scribbles : numpy.ndarray
+        ``(Z, Y, X)`` uint8: 0 none, 1 heart, 2 background; both classes needed.
+    bank_features, bank_labels : numpy.ndarray or None
+        The model file's training-pixel bank: ``(N, C)`` features and ``(N,)``
+        labels (1 heart, 0 background).  ``None`` uses the scribbles alone.
+    config : DDMLConfig, optional
+    seed : int
+    progress, cancel
+        See :mod:`ScribbleSegLib.progress`.
+
+    Returns
+    -------
+    AdaptResult
+
+    Raises
+    ------
+    ScribbleSegError
+        See :func:`sample_pixels`.
+    """
+    config = config or DDMLConfig()
+    report(progress, "metric learning", 0.0, "drawing training pixels")
+    x, y, _ = sample_pixels(features, scribbles, bank_features, bank_labels, config.pool_size, seed=seed,
+                            scribble_share=config.scribble_share)
+    f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
+    head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
+    h = predict_h(features, f, head, progress=progress, cancel=cancel)
+    return AdaptResult(h, f, head, np.asarray(f.loss_history, np.float32),
+                       np.asarray(head.loss_history, np.float32))

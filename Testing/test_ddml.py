@@ -1,0 +1,241 @@
+"""Tests of ScribbleSegLib.ddml: the DDML loss (paper eq. 1-3), training, the head and adapt()."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ScribbleSegLib import ddml
+from ScribbleSegLib.ddml import DDMLConfig
+from ScribbleSegLib.errors import CancelledError, ScribbleSegError
+from ScribbleSegLib.progress import CancelToken
+
+FAST = DDMLConfig(steps=150, batch_size=256, pool_size=4000, head_steps=100)
+
+
+def _loss_double_loop(z, y, tau, beta):
+    """Eq. 2 evaluated pair by pair, with the class-balanced weights of ddml_loss."""
+    n = len(y)
+    same_pairs = sum(1 for i in range(n) for j in range(n) if i != j and y[i] == y[j])
+    diff_pairs = sum(1 for i in range(n) for j in range(n) if y[i] != y[j])
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            l_ij = 1.0 if y[i] == y[j] else -1.0
+            d2 = sum((z[i][k] - z[j][k]) ** 2 for k in range(len(z[i])))
+            t = 1.0 - l_ij * (tau - d2)
+            g = math.log1p(math.exp(beta * t)) / beta
+            w = 1.0 / same_pairs if l_ij > 0 else 1.0 / diff_pairs
+            total += 0.5 * w * g
+    return total
+
+
+def test_loss_equals_double_loop_of_eq2():
+    rng = np.random.default_rng(1)
+    z = rng.normal(scale=0.7, size=(9, 4))
+    y = np.array([1, 0, 0, 1, 1, 0, 1, 1, 0])
+    for tau, beta in ((3.0, 2.0), (1.0, 0.5)):
+        expected = _loss_double_loop(z.tolist(), y.tolist(), tau, beta)
+        got = ddml.ddml_loss(torch.tensor(z, dtype=torch.float64), torch.tensor(y), tau, beta)
+        assert float(got) == pytest.approx(expected, rel=1e-12)
+
+
+def test_loss_with_one_class_uses_same_pairs_only():
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(5, 3))
+    y = np.ones(5, dtype=int)
+    expected = _loss_double_loop(z.tolist(), y.tolist(), 3.0, 2.0)
+    got = ddml.ddml_loss(torch.tensor(z), torch.tensor(y), 3.0, 2.0)
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+
+
+def test_adam_weight_decay_is_the_gradient_of_eq3():
+    """One Adam step with weight_decay=lambda on L equals one on L + lambda/2 sum(|W|^2 + |b|^2)."""
+    lam = 0.05
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.normal(size=(16, 5)), dtype=torch.float32)
+    y = torch.tensor([0, 1] * 8)
+
+    def one_step(decay_in_optimizer):
+        torch.manual_seed(0)
+        f = ddml.DDMLNet(5, (6,), 3)
+        optimizer = torch.optim.Adam(f.parameters(), lr=0.01, weight_decay=lam if decay_in_optimizer else 0.0)
+        loss = ddml.ddml_loss(f(x), y, 3.0, 2.0)
+        if not decay_in_optimizer:
+            loss = loss + lam / 2 * sum((p ** 2).sum() for p in f.parameters())
+        loss.backward()
+        optimizer.step()
+        return [p.detach().clone() for p in f.parameters()]
+
+    for a, b in zip(one_step(True), one_step(False)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _overlapping_gaussians(n, rng, channels=32, shift=0.8):
+    """Two classes whose means differ by ``shift`` standard deviations in 8 of the channels."""
+    y = (np.arange(n) % 2).astype(np.uint8)
+    x = rng.normal(size=(n, channels)).astype(np.float32)
+    x[:, :8] += shift * y[:, None]
+    return x, y
+
+
+def _side_of_tau(f, x, y, tau):
+    """Mean d^2 of same- and different-class pairs, and the share of pairs on the right side of tau."""
+    with torch.no_grad():
+        z = f(torch.from_numpy(x))
+    d2 = torch.cdist(z, z).pow(2).numpy()
+    same = y[:, None] == y[None, :]
+    off_diagonal = ~np.eye(len(y), dtype=bool)
+    same_d2, diff_d2 = d2[same & off_diagonal], d2[~same]
+    correct = 0.5 * (same_d2 < tau).mean() + 0.5 * (diff_d2 > tau).mean()
+    return same_d2.mean(), diff_d2.mean(), correct
+
+
+def test_training_pulls_same_class_pairs_below_tau_and_pushes_others_above():
+    rng = np.random.default_rng(4)
+    x, y = _overlapping_gaussians(4000, rng)
+    x_test, y_test = _overlapping_gaussians(600, rng)
+    config = DDMLConfig(steps=300, batch_size=256)
+    untrained = ddml.train_ddml(x, y, DDMLConfig(steps=0))
+    _, _, correct_before = _side_of_tau(untrained, x_test, y_test, config.tau)
+    f = ddml.train_ddml(x, y, config)
+    same_d2, diff_d2, correct_after = _side_of_tau(f, x_test, y_test, config.tau)
+    assert same_d2 < config.tau < diff_d2
+    assert correct_after > correct_before + 0.2
+    assert np.mean(f.loss_history[-20:]) < np.mean(f.loss_history[:20])
+
+
+def _volume_with_misleading_bank(rng):
+    """A feature volume whose classes sit where the bank has the opposite class's side.
+
+    Latent 2-D features, mixed into 16 channels: the bank has heart at (+3, 0) and
+    background at (-3, 0), so a classifier of the bank alone calls x0 > 0 heart; in
+    this volume the heart is at (-1.5, +3) and the background at (+1.5, -3).
+    """
+    shape = (6, 40, 40)
+    zz, yy, xx = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    truth = ((yy - 20) ** 2 + (xx - 20) ** 2 < 12 ** 2).astype(np.uint8)
+    mixing = rng.normal(size=(2, 16))
+    latent = np.where(truth[..., None] == 1, [-1.5, 3.0], [1.5, -3.0]) + rng.normal(scale=0.5, size=shape + (2,))
+    features = (latent @ mixing + 0.1 * rng.normal(size=shape + (16,))).astype(np.float16)
+    bank_labels = (np.arange(3000) % 2).astype(np.uint8)
+    bank_latent = np.where(bank_labels[:, None] == 1, [3.0, 0.0], [-3.0, 0.0]) + rng.normal(scale=0.5,
+                                                                                              size=(3000, 2))
+    bank = (bank_latent @ mixing + 0.1 * rng.normal(size=(3000, 16))).astype(np.float16)
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles[1, 19:21, 12:28] = 1
+    scribbles[4, 10:30, 19:21] = 1
+    scribbles[1, 2:4, 5:35] = 2
+    scribbles[4, 36:38, 5:35] = 2
+    return features, scribbles, bank, bank_labels, truth
+
+
+def test_adapt_with_scribbles_fixes_a_misleading_bank():
+    features, scribbles, bank, bank_labels, truth = _volume_with_misleading_bank(np.random.default_rng(5))
+    bank_only = ddml.adapt(features, scribbles, bank, bank_labels, config=DDMLConfig(
+        steps=150, batch_size=256, pool_size=4000, head_steps=100, scribble_share=0.0))
+    assert ((bank_only.h > 0.5) == truth).mean() < 0.5
+    result = ddml.adapt(features, scribbles, bank, bank_labels, config=FAST)
+    assert result.h.shape == truth.shape and result.h.dtype == np.float32
+    assert 0.0 <= result.h.min() and result.h.max() <= 1.0
+    assert ((result.h > 0.5) == truth).mean() > 0.97
+    assert len(result.losses) == FAST.steps and len(result.head_losses) == FAST.head_steps
+
+
+def test_adapt_is_deterministic_for_a_seed():
+    features, scribbles, bank, bank_labels, _ = _volume_with_misleading_bank(np.random.default_rng(6))
+    config = DDMLConfig(steps=30, batch_size=64, pool_size=1000, head_steps=20)
+    a = ddml.adapt(features, scribbles, bank, bank_labels, config=config, seed=3)
+    b = ddml.adapt(features, scribbles, bank, bank_labels, config=config, seed=3)
+    c = ddml.adapt(features, scribbles, bank, bank_labels, config=config, seed=4)
+    np.testing.assert_array_equal(a.h, b.h)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert not np.array_equal(a.h, c.h)
+
+
+def test_sample_pixels_is_class_balanced_and_reads_the_right_voxels():
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(3, 10, 12, 4)).astype(np.float16)
+    scribbles = np.zeros((3, 10, 12), np.uint8)
+    scribbles[0, 2, 2:8] = 1
+    scribbles[2, 5:9, 3] = 2
+    bank = rng.normal(size=(50, 4)).astype(np.float16) + 100.0  # far from the volume's features
+    bank_labels = (np.arange(50) % 2).astype(np.uint8)
+    x, y, source = ddml.sample_pixels(features, scribbles, bank, bank_labels, 200, seed=0, scribble_share=0.25)
+    assert x.shape == (200, 4) and x.dtype == np.float32 and y.dtype == np.uint8
+    assert (y == 1).sum() == 100 and (y == 0).sum() == 100
+    for label, value in ((1, 1), (0, 2)):
+        from_scribbles = x[(y == label) & (source == ddml.SOURCE_SCRIBBLE)]
+        assert len(from_scribbles) == 25
+        allowed = features[scribbles == value].astype(np.float32)
+        assert all((row == allowed).all(axis=1).any() for row in from_scribbles)
+        from_bank = x[(y == label) & (source == ddml.SOURCE_BANK)]
+        assert len(from_bank) == 75
+        assert all((row == bank[bank_labels == label].astype(np.float32)).all(axis=1).any() for row in from_bank)
+    x_none, _, source_none = ddml.sample_pixels(features, scribbles, None, None, 40, seed=0)
+    assert (source_none == ddml.SOURCE_SCRIBBLE).all() and len(x_none) == 40
+
+
+def test_predict_h_matches_the_networks_on_a_read_only_memmap(tmp_path):
+    rng = np.random.default_rng(8)
+    x, y = _overlapping_gaussians(500, rng, channels=6)
+    config = DDMLConfig(hidden=(7,), out_dim=5, steps=20, batch_size=32, head_steps=20)
+    f = ddml.train_ddml(x, y, config)
+    head = ddml.train_head(f, x, y, config)
+    volume = np.lib.format.open_memmap(tmp_path / "features.npy", mode="w+", dtype=np.float16, shape=(3, 9, 11, 6))
+    volume[:] = rng.normal(size=volume.shape)
+    volume.flush()
+    features = np.load(tmp_path / "features.npy", mmap_mode="r")
+    with torch.no_grad():
+        expected = head(f(torch.from_numpy(np.asarray(features, np.float32).reshape(-1, 6)))).numpy()
+    for chunk, workers in ((7, 1), (1000, 2)):
+        h = ddml.predict_h(features, f, head, chunk=chunk, workers=workers)
+        assert h.shape == (3, 9, 11) and h.dtype == np.float32
+        np.testing.assert_allclose(h.reshape(-1), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_progress_is_reported_and_cancel_stops():
+    features, scribbles, bank, bank_labels, _ = _volume_with_misleading_bank(np.random.default_rng(9))
+    config = DDMLConfig(steps=20, batch_size=32, pool_size=500, head_steps=10)
+    stages = []
+    ddml.adapt(features, scribbles, bank, bank_labels, config=config,
+               progress=lambda stage, fraction, message: stages.append((stage, fraction)))
+    assert [s for s in ("metric learning", "head", "probability") if any(st == s for st, _ in stages)] == [
+        "metric learning", "head", "probability"]
+    assert all(0.0 <= fraction <= 1.0 for _, fraction in stages)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        ddml.adapt(features, scribbles, bank, bank_labels, config=config, cancel=token)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s * 0, "no scribbles"),
+    (lambda s: np.where(s == 2, 0, s).astype(np.uint8), "no background"),
+    (lambda s: np.where(s == 1, 0, s).astype(np.uint8), "no heart"),
+    (lambda s: np.where(s == 2, 3, s).astype(np.uint8), r"0 \(none\), 1 \(heart\) or 2 \(background\)"),
+    (lambda s: s[:, :-1], "scribbles have shape"),
+])
+def test_bad_scribbles_raise_one_line_errors(edit, message):
+    features, scribbles, bank, bank_labels, _ = _volume_with_misleading_bank(np.random.default_rng(10))
+    with pytest.raises(ScribbleSegError, match=message) as info:
+        ddml.adapt(features, edit(scribbles), bank, bank_labels, config=FAST)
+    assert "\n" not in str(info.value)
+
+
+def test_bank_of_another_feature_size_is_refused():
+    features, scribbles, bank, bank_labels, _ = _volume_with_misleading_bank(np.random.default_rng(11))
+    with pytest.raises(ScribbleSegError, match="16 channels but the model's training-pixel bank has 8"):
+        ddml.adapt(features, scribbles, bank[:, :8], bank_labels, config=FAST)
+    with pytest.raises(ScribbleSegError, match="labels"):
+        ddml.adapt(features, scribbles, bank, bank_labels[:-1], config=FAST)
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ScribbleSegError, match="scribble_share"):
+        DDMLConfig(scribble_share=1.5)
+    with pytest.raises(ScribbleSegError, match="beta"):
+        DDMLConfig(beta=0)
