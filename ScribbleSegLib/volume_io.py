@@ -118,13 +118,6 @@ def read_image(
         folder, the minimum and maximum over all sections, found in a first
         pass; NaN maps to 0).
 
-    Notes
-    -----
-    A folder is read section by section into a preallocated output, so peak
-    memory is about the output plus one full-resolution section: a stack
-    larger than memory can be read at a reduced ``downsample``.  A 3D file is
-    read whole by SimpleITK, then converted plane by plane.
-
     Raises
     ------
     ScribbleSegError
@@ -132,6 +125,13 @@ def read_image(
         different sizes or pixel types, unreadable or truncated file, a 2D
         file where a volume is expected, missing or non-positive spacing, a
         ``downsample`` that is not a positive integer or exceeds the section.
+
+    Notes
+    -----
+    A folder is read section by section into a preallocated output, so peak
+    memory is about the output plus one full-resolution section: a stack
+    larger than memory can be read at a reduced ``downsample``.  A 3D file is
+    read whole by SimpleITK, then converted plane by plane.
     """
     path = Path(path)
     factor = _check_downsample(downsample, path)
@@ -156,7 +156,11 @@ def _check_spacing(spacing: Sequence[float], path: Path) -> Tuple[float, float, 
 
 
 def _check_downsample(downsample: int, path: Path) -> int:
-    if isinstance(downsample, bool) or int(downsample) != downsample or downsample < 1:
+    try:
+        whole = not isinstance(downsample, bool) and int(downsample) == downsample >= 1
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
         raise ScribbleSegError(f"{path}: downsample factor must be a positive integer, got {downsample!r}")
     return int(downsample)
 
@@ -266,9 +270,9 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
         raise ScribbleSegError(
             f"{folder}: contains no section images ({', '.join(s.lstrip('.') for s in SECTION_SUFFIXES)})"
         )
-    info = _read_sitk(files[0], image_information_only=True)
-    width, height = info.GetSize()[:2]
-    dtype = sitk.GetArrayViewFromImage(_read_sitk(files[0])).dtype
+    image, plane = _read_section(files[0])
+    (height, width), dtype = plane.shape[:2], plane.dtype
+    del image, plane
     out_y, out_x = height // factor, width // factor
     if out_y == 0 or out_x == 0:
         raise ScribbleSegError(f"{folder}: downsample factor {factor} is larger than the sections ({width}x{height})")
@@ -410,7 +414,9 @@ def write_rgb_volume(path: PathLike, volume: Volume) -> None:
         ``array`` ``(Z, Y, X, 3)`` uint8 with its geometry.
     """
     array = _check_array(path, volume.array, 4, "an RGB image")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8), isVector=True)
+    if array.dtype != np.uint8:
+        raise ScribbleSegError(f"{path}: an RGB image must be uint8, got {array.dtype}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=True)
     _write_sitk(path, _with_geometry(image, volume.geometry))
 
 
@@ -556,10 +562,10 @@ def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Geometry]:
             f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per pixel; expected a scalar labelmap"
         )
     array = sitk.GetArrayFromImage(image)
-    if array.dtype.kind == "f" and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
-        raise ScribbleSegError(f"{path}: a labelmap must hold whole numbers; found non-integer values")
     if array.dtype.kind not in "uif":
         raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not a labelmap type")
+    if array.dtype.kind == "f" and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
+        raise ScribbleSegError(f"{path}: a labelmap must hold whole numbers; found non-integer values")
     return array, _geometry_of(image, path)
 
 
@@ -591,6 +597,16 @@ def read_label_volume(path: PathLike, *, single_segment: bool = False) -> Volume
     ``path`` is a labelmap file (values > 0 are heart) or a ``.seg.nrrd``
     with a segment named ``heart`` (any case) -- or, with
     ``single_segment=True``, whatever its only segment is named.
+
+    Returns
+    -------
+    Volume
+        ``array`` ``(Z, Y, X)`` uint8, 1 for heart, with the file's geometry.
+
+    Raises
+    ------
+    ScribbleSegError
+        As :func:`read_label`, except for the grid checks.
     """
     path = Path(path)
     array, geometry, _ = _read_label_file(path, single_segment)

@@ -250,7 +250,7 @@ def test_folder_needs_positive_spacing(tmp_path, spacing):
     one_line_error(excinfo, tmp_path / "sec", "spacing")
 
 
-@pytest.mark.parametrize("factor", [0, -2, 1.5])
+@pytest.mark.parametrize("factor", [0, -2, 1.5, "two", None])
 def test_bad_downsample_factor(tmp_path, factor):
     write_sections(tmp_path / "sec", rgb_stack((2, 4, 4)))
     with pytest.raises(ScribbleSegError) as excinfo:
@@ -297,6 +297,16 @@ def test_probability_with_nan_writes_nothing(tmp_path):
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.write_probability(tmp_path / "p.nrrd", prob, Geometry(SPACING))
     one_line_error(excinfo, "p.nrrd", "NaN")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rgb_writer_refuses_other_arrays(tmp_path):
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(rgb_stack().astype(np.float32), Geometry(SPACING)))
+    one_line_error(excinfo, "v.nrrd", "uint8")
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(rgb_stack()[..., 0], Geometry(SPACING)))
+    one_line_error(excinfo, "v.nrrd", "(Z, Y, X, 3)")
     assert list(tmp_path.iterdir()) == []
 
 
