@@ -1,0 +1,272 @@
+"""Vahadane stain normalization on synthetic Beer–Lambert images with known stains."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ScribbleSegLib import stain
+from ScribbleSegLib.errors import CancelledError, ScribbleSegError
+from ScribbleSegLib.progress import CancelToken
+
+# Stain A: Ruifrok & Johnston's H&E; stain B: a bluer, weaker-contrast pair.
+STAIN_A = np.array([[0.650, 0.704, 0.286], [0.072, 0.990, 0.105]])
+STAIN_B = np.array([[0.49, 0.77, 0.41], [0.21, 0.86, 0.46]])
+STAIN_A /= np.linalg.norm(STAIN_A, axis=1, keepdims=True)
+STAIN_B /= np.linalg.norm(STAIN_B, axis=1, keepdims=True)
+
+
+def concentrations(shape, seed, tissue=0.6):
+    """Sparse H/E concentrations: glass, H only, E only or both, gamma-distributed amounts."""
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(shape))
+    stained = rng.random(n) < tissue
+    which = rng.random(n)
+    conc = np.zeros((n, 2))
+    conc[:, 0] = np.where(stained & (which < 0.6), rng.gamma(2.0, 0.3, n), 0)
+    conc[:, 1] = np.where(stained & (which > 0.4), rng.gamma(2.0, 0.25, n), 0)
+    return conc.reshape(tuple(shape) + (2,))
+
+
+def render(conc, stains):
+    return stain.od_to_rgb(conc @ stains)
+
+
+@pytest.fixture(scope="module")
+def image_a():
+    conc = concentrations((256, 256), seed=1)
+    return render(conc, STAIN_A), conc
+
+
+@pytest.fixture(scope="module")
+def target_b():
+    return stain.VahadaneNormalizer().fit(render(concentrations((256, 256), seed=2), STAIN_B))
+
+
+def test_od_round_trip_keeps_white_and_is_exact_on_8_bit_values():
+    rgb = np.arange(256, dtype=np.uint8)[:, None].repeat(3, axis=1)
+    assert np.array_equal(stain.od_to_rgb(stain.rgb_to_od(rgb)), rgb)
+    assert stain.rgb_to_od(np.array([255, 255, 255], np.uint8)).max() == 0
+
+
+@pytest.mark.parametrize("stains, truth", [(STAIN_A, STAIN_A), (STAIN_B, STAIN_B), (STAIN_A[::-1], STAIN_A)],
+                         ids=["A", "B", "A-swapped"])
+def test_fit_recovers_known_stain_vectors_haematoxylin_first(stains, truth):
+    rgb = render(concentrations((256, 256), seed=3), stains)
+    fitted = stain.VahadaneNormalizer().fit(rgb).stain_matrix
+    assert np.allclose(np.linalg.norm(fitted, axis=1), 1.0)
+    assert np.all(fitted >= 0)
+    cosine = np.sum(fitted * truth, axis=1)
+    assert np.all(cosine > 0.99), cosine
+
+
+def test_order_stains_puts_the_red_absorbing_stain_first():
+    assert np.array_equal(stain.order_stains(STAIN_A[::-1]), STAIN_A)
+    assert np.array_equal(stain.order_stains(STAIN_A), STAIN_A)
+
+
+def test_fit_is_deterministic_for_a_seed(image_a):
+    rgb, _ = image_a
+    one = stain.VahadaneNormalizer().fit(rgb, max_pixels=5000, seed=7)
+    two = stain.VahadaneNormalizer().fit(rgb, max_pixels=5000, seed=7)
+    assert np.array_equal(one.stain_matrix, two.stain_matrix)
+    assert np.array_equal(one.max_concentrations, two.max_concentrations)
+
+
+def test_learn_stains_minimises_the_dictionary_objective_better_than_the_true_stains(image_a):
+    rgb, _ = image_a
+    od = stain.rgb_to_od(rgb[stain.tissue_mask(rgb)]).astype(np.float64)
+
+    def objective(stains):
+        s = torch.as_tensor(stains)
+        conc = stain._solve_concentrations(torch.as_tensor(od) @ s.T, s @ s.T, 0.1).numpy()
+        return 0.5 * np.sum((od - conc @ stains) ** 2) + 0.1 * conc.sum()
+
+    assert objective(stain.learn_stains(od)) <= objective(STAIN_A)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.01, 0.3])
+def test_concentration_solver_satisfies_the_kkt_conditions(lam):
+    rng = np.random.default_rng(0)
+    stains = torch.as_tensor(STAIN_A)
+    gram = stains @ stains.T
+    b = torch.as_tensor(rng.normal(0.3, 0.6, (5000, 3))) @ stains.T
+    conc = stain._solve_concentrations(b, gram, lam)
+    grad = conc @ gram - b + lam
+    assert torch.all(conc >= 0)
+    assert torch.all(grad[conc > 0].abs() < 1e-9)  # active stains: stationary
+    assert torch.all(grad[conc == 0] > -1e-9)  # absent stains: cannot lower the objective
+
+
+def test_lasso_concentrations_are_sparser_than_nnls(image_a):
+    rgb, _ = image_a
+    nnls = stain.VahadaneNormalizer().fit(rgb)
+    lasso = stain.VahadaneNormalizer(concentration_method="lasso")
+    lasso.stain_matrix, lasso.max_concentrations = nnls.stain_matrix, nnls.max_concentrations
+    c_nnls, c_lasso = nnls.concentrations(rgb), lasso.concentrations(rgb)
+    assert c_nnls.shape == rgb.shape[:2] + (2,)
+    assert np.sum(c_lasso) < np.sum(c_nnls)
+    assert np.count_nonzero(c_lasso) < np.count_nonzero(c_nnls)
+
+
+def test_normalizing_stain_a_to_stain_b_renders_the_concentrations_in_stain_b(image_a, target_b):
+    rgb, conc = image_a
+    source = stain.VahadaneNormalizer().fit(rgb)
+    out = source.transform(rgb, target_b)
+    error = np.abs(out.astype(int) - render(conc, STAIN_B).astype(int))
+    assert error.mean() < 1.0, error.mean()
+    assert np.percentile(error, 99) <= 4
+    # Versus the original image the colours did change.
+    assert np.abs(out.astype(int) - rgb.astype(int)).mean() > 5
+
+
+def test_tile_by_tile_equals_the_whole_image(image_a, target_b):
+    rgb, _ = image_a
+    source = stain.VahadaneNormalizer().fit(rgb)
+    whole = source.transform(rgb, target_b, tile=10_000)
+    assert np.array_equal(source.transform(rgb, target_b, tile=37), whole)
+    assert np.array_equal(source.transform(rgb, target_b, tile=64, threads=2), whole)
+
+
+def test_colour_table_path_equals_the_direct_map(image_a, target_b, monkeypatch):
+    rgb, _ = image_a
+    source = stain.VahadaneNormalizer().fit(rgb)
+    direct = source.transform(rgb, target_b)
+    monkeypatch.setattr(stain, "_TABLE_MIN_PIXELS", 0)
+    assert np.array_equal(source.transform(rgb, target_b, tile=100), direct)
+
+
+def test_to_dict_from_dict_round_trip_through_json(image_a, target_b):
+    rgb, _ = image_a
+    restored = stain.VahadaneNormalizer.from_dict(json.loads(json.dumps(target_b.to_dict())))
+    assert np.array_equal(restored.stain_matrix, target_b.stain_matrix)
+    assert np.array_equal(restored.max_concentrations, target_b.max_concentrations)
+    source = stain.VahadaneNormalizer().fit(rgb)
+    assert np.array_equal(source.transform(rgb, restored), source.transform(rgb, target_b))
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.pop("stain_matrix"),
+    lambda d: d.update(method="macenko"),
+    lambda d: d.update(stain_matrix=[[1, 0, 0]]),
+    lambda d: d.update(stain_matrix=[[0.6, 0.8, 0.0], [0.6, 0.8, 0.0]]),
+    lambda d: d.update(max_concentrations=[1.0, -1.0]),
+    lambda d: d.update(concentration_method="ista"),
+])
+def test_from_dict_rejects_bad_stored_stains(target_b, change):
+    d = target_b.to_dict()
+    change(d)
+    with pytest.raises(ScribbleSegError, match="stain"):
+        stain.VahadaneNormalizer.from_dict(d)
+
+
+def test_tissue_mask_uses_cie_lightness():
+    rgb = np.array([[255, 255, 255], [220, 220, 220], [128, 128, 128], [0, 0, 0], [200, 60, 150]], np.uint8)
+    # L* = 100, 87.8, 53.6, 0 and about 52.
+    assert stain.tissue_mask(rgb).tolist() == [False, False, True, True, True]
+
+
+def test_white_image_cannot_be_fitted_and_stays_white(target_b):
+    white = np.full((64, 64, 3), 255, np.uint8)
+    with pytest.raises(ScribbleSegError, match="tissue pixels"):
+        stain.VahadaneNormalizer().fit(white)
+    assert np.array_equal(target_b.transform(white, target_b), white)
+
+
+def test_grey_image_cannot_be_fitted():
+    grey = np.random.default_rng(0).integers(40, 200, (64, 64), dtype=np.uint8)[..., None].repeat(3, axis=2)
+    with pytest.raises(ScribbleSegError, match="one stain"):
+        stain.VahadaneNormalizer().fit(grey)
+
+
+def test_bad_inputs_raise_one_line_errors(image_a, target_b):
+    rgb, _ = image_a
+    with pytest.raises(ScribbleSegError, match="uint8 RGB"):
+        stain.VahadaneNormalizer().fit(rgb.astype(np.float32))
+    with pytest.raises(ScribbleSegError, match="mask"):
+        stain.VahadaneNormalizer().fit(rgb, mask=np.ones((3, 3), bool))
+    with pytest.raises(ScribbleSegError, match="not fitted"):
+        stain.VahadaneNormalizer().transform(rgb, target_b)
+    with pytest.raises(ScribbleSegError, match="concentration_method"):
+        stain.VahadaneNormalizer(concentration_method="ista")
+    with pytest.raises(ScribbleSegError, match=r"\(Z, Y, X, 3\)"):
+        stain.normalize_volume(rgb, target_b)
+    with pytest.raises(ScribbleSegError, match="max_pixels"):
+        stain.normalize_volume(rgb[None], target_b, max_pixels=10)
+    with pytest.raises(ScribbleSegError, match="sections"):
+        stain.normalize_volume(rgb[None], target_b, sections=0)
+
+
+def test_fit_with_a_mask_uses_only_the_masked_pixels(image_a):
+    rgb, conc = image_a
+    only_h = (conc[..., 0] > 0.2) & (conc[..., 1] == 0)
+    with pytest.raises(ScribbleSegError, match="one stain"):
+        stain.VahadaneNormalizer().fit(rgb, mask=only_h)
+
+
+# --- volumes ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def volume_a():
+    conc = concentrations((4, 128, 128), seed=5)
+    # Section 1 is thicker (more stain); section 3 is almost empty glass.
+    conc[1] *= 1.3
+    conc[3] = 0
+    conc[3, 40:44, 40:44] = [0.8, 0.3]
+    return render(conc, STAIN_A), conc
+
+
+def test_normalize_volume_per_section_evens_out_section_intensity(volume_a, target_b):
+    vol, conc = volume_a
+    out = stain.normalize_volume(vol, target_b, fit_downsample=1)
+    assert out.shape == vol.shape and out.dtype == np.uint8
+    expected = render(conc[:3] / np.array([1.0, 1.3, 1.0])[:, None, None, None], STAIN_B)
+    per_section_error = np.abs(out[:3].astype(int) - expected.astype(int)).mean(axis=(1, 2, 3))
+    assert np.all(per_section_error < 1.0), per_section_error
+    # The near-empty section fell back to the volume's stain.
+    volume_stain = stain.fit_reference([vol], fit_downsample=1)
+    assert np.array_equal(out[3], volume_stain.transform(vol[3], target_b))
+
+
+def test_normalize_volume_with_the_volume_stain_keeps_section_intensity(volume_a, target_b):
+    vol, conc = volume_a
+    out = stain.normalize_volume(vol, target_b, fit_downsample=1, per_section=False)
+    volume_stain = stain.fit_reference([vol], fit_downsample=1)
+    assert all(np.array_equal(out[z], volume_stain.transform(vol[z], target_b)) for z in range(len(vol)))
+    expected = render(conc[:3] / np.array([1.0, 1.3, 1.0])[:, None, None, None], STAIN_B)
+    assert np.abs(out[:3].astype(int) - expected.astype(int)).mean() > 2.0
+
+
+def test_normalize_volume_leaves_unfittable_volumes_unchanged(target_b):
+    grey = np.random.default_rng(1).integers(40, 200, (3, 48, 48), dtype=np.uint8)[..., None].repeat(3, axis=3)
+    white = np.full((3, 48, 48, 3), 255, np.uint8)
+    for vol in (grey, white):
+        for per_section in (True, False):
+            out = stain.normalize_volume(vol, target_b, fit_downsample=1, per_section=per_section)
+            assert out is not vol and np.array_equal(out, vol)
+
+
+def test_normalize_volume_is_deterministic_reports_progress_and_cancels(volume_a, target_b):
+    vol, _ = volume_a
+    before = vol.copy()
+    seen = []
+    kwargs = dict(fit_downsample=2, max_pixels=1000)
+    one = stain.normalize_volume(vol, target_b, progress=lambda *a: seen.append(a), **kwargs)
+    assert np.array_equal(one, stain.normalize_volume(vol, target_b, **kwargs))
+    assert not np.array_equal(one, stain.normalize_volume(vol, target_b, seed=1, **kwargs))
+    assert np.array_equal(vol, before)
+    assert seen[-1][1] == 1.0 and all(stage == "stain normalization" for stage, _, _ in seen)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        stain.normalize_volume(vol, target_b, cancel=token)
+
+
+def test_fit_reference_samples_sections_of_several_images(target_b):
+    images = [render(concentrations((2, 64, 64), seed=s), STAIN_B) for s in (8, 9)]
+    images.append(render(concentrations((64, 64), seed=10), STAIN_B))
+    ref = stain.fit_reference(images, sections=4, fit_downsample=1)
+    assert np.all(np.sum(ref.stain_matrix * STAIN_B, axis=1) > 0.99)
+    assert np.allclose(ref.max_concentrations, target_b.max_concentrations, rtol=0.1)
+    with pytest.raises(ScribbleSegError, match="no reference images"):
+        stain.fit_reference([])
