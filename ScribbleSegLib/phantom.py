@@ -53,6 +53,7 @@ from .errors import ScribbleSegError
 from .fileio import PathLike, atomic_output
 from .geometry import Geometry, Volume
 from .progress import CancelToken, ProgressCallback
+from .scribbles import draw_path
 from .stain import od_to_rgb
 
 #: Format version of ``phantom.json``.
@@ -348,7 +349,7 @@ def _paint_anatomy(body: _Body, rng: np.random.Generator, cfg: PhantomConfig) ->
     del gap
 
     radial = np.sqrt(np.maximum(body_f, 0))
-    tissue[inside & (radial > 0.82) & (body.p[1] > -0.1)] = Tissue.BODY_WALL
+    tissue[inside & (radial > 0.84) & (body.p[1] > 0.15)] = Tissue.BODY_WALL
     tissue[inside & (radial > 0.975)] = Tissue.EPIDERMIS
 
     # Dorsal structures: neural tube, notochord, gut, aortae, cardinal veins.
@@ -362,9 +363,9 @@ def _paint_anatomy(body: _Body, rng: np.random.Generator, cfg: PhantomConfig) ->
     tissue[(gut < 1) & inside] = Tissue.EPITHELIUM
     tissue[(gut < 0.3) & inside] = Tissue.CAVITY
     for side in (-1, 1):
-        aorta = body.tube((side * 0.08, -0.27), rel((0.04, 0.04), 0.15), bend)
+        aorta = body.tube((side * 0.08, -0.27), rel((0.035, 0.035), 0.15), bend)
         tissue[(aorta < 1) & inside] = Tissue.VESSEL_BLOOD
-        vein = body.tube((side * 0.33, -0.22), rel((0.05, 0.06), 0.2), bend, "fine", 0.2)
+        vein = body.tube((side * 0.33, -0.22), rel((0.04, 0.05), 0.2), bend, "fine", 0.2)
         tissue[(vein < 1) & inside] = Tissue.VESSEL_BLOOD
 
     # Lung buds dorsal to the heart, each with a bronchus.
@@ -377,7 +378,7 @@ def _paint_anatomy(body: _Body, rng: np.random.Generator, cfg: PhantomConfig) ->
         tissue[(bronchus < 0.3) & lung & inside] = Tissue.CAVITY
 
     # Liver caudo-ventral, touching the heart, with blood islands and a large vein.
-    liver_f = body.ellipsoid(jit((0.0, 0.21, 0.52), 0.03), rel((0.56, 0.40, 0.36), 0.06), noise="coarse", amp=0.12)
+    liver_f = body.ellipsoid(jit((0.0, 0.24, 0.38), 0.03), rel((0.42, 0.30, 0.25), 0.06), noise="coarse", amp=0.12)
     liver = (liver_f < 1) & inside
     tissue[liver] = Tissue.LIVER
     tissue[liver & (body.noise["fine"] > 1.5)] = Tissue.LIVER_BLOOD
@@ -435,7 +436,8 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
     tilt = _rotation((*rng_geo.standard_normal(2), 0.0), np.deg2rad(rng_geo.uniform(0, cfg.max_tilt_deg)))
     spin = _rotation((0, 0, 1), np.deg2rad(rng_geo.uniform(-cfg.max_spin_deg, cfg.max_spin_deg)))
     rot = (spin @ tilt).astype(np.float32)
-    offset = rng_geo.uniform(-0.04, 0.04, 3).astype(np.float32)
+    # The stack is centred on the heart (which lies a little cranial of the body's middle).
+    offset = (rng_geo.uniform(-0.04, 0.04, 3) + (0.0, 0.0, -0.06)).astype(np.float32)
     shifts = rng_geo.normal(0, cfg.misalignment_px, (Z, 2)).astype(np.float32)
     turns = np.deg2rad(rng_geo.normal(0, cfg.misalignment_px / 50, Z)).astype(np.float32)
     i = (np.arange(X, dtype=np.float32) + 0.5 - X / 2)[None, None, :]
@@ -600,29 +602,3 @@ def _add_tears(conc: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, c
         tissue[k][mask] = Tissue.EMPTY
     return chosen
 
-
-def draw_path(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: float,
-              aspect: float = 1.0) -> np.ndarray:
-    """Set ``mask`` (2D bool) to True along a sampled path, with a round brush.
-
-    Parameters
-    ----------
-    mask : numpy.ndarray
-        2D boolean image, modified in place and returned.
-    ys, xs : numpy.ndarray
-        Path samples in pixel coordinates (rows, columns), at most about one pixel apart.
-    radius : float
-        Brush radius in column pixels; a brush of at least one pixel is always drawn.
-    aspect : float
-        Row pixel size over column pixel size (the brush is round in mm).
-    """
-    ry = max(radius / aspect, 0.0)
-    oy, ox = np.mgrid[-int(np.ceil(ry)):int(np.ceil(ry)) + 1, -int(np.ceil(radius)):int(np.ceil(radius)) + 1]
-    inside = (oy * aspect) ** 2 + ox ** 2 <= max(radius, 0.5) ** 2
-    inside[oy.shape[0] // 2, ox.shape[1] // 2] = True
-    oy, ox = oy[inside], ox[inside]
-    py = np.rint(np.asarray(ys, float)).astype(int)[:, None] + oy[None, :]
-    px = np.rint(np.asarray(xs, float)).astype(int)[:, None] + ox[None, :]
-    ok = (py >= 0) & (py < mask.shape[0]) & (px >= 0) & (px < mask.shape[1])
-    mask[py[ok], px[ok]] = True
-    return mask
