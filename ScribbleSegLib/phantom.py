@@ -84,6 +84,7 @@ class Tissue(enum.IntEnum):
     NEURAL = 12  #: neural tube
     NOTOCHORD = 13
     VESSEL_BLOOD = 14  #: blood in aortae and veins
+    HEMATOPOIETIC = 15  #: blood-forming foci of the fetal liver, packed small nuclei
 
 
 #: Tissues that make up the heart label.
@@ -210,6 +211,7 @@ _APPEARANCE = {
     Tissue.NEURAL: (0.22, 0.16, 0.280, 1.1, 0.00, 0.20, 0.00),
     Tissue.NOTOCHORD: (0.12, 0.20, 0.100, 1.0, 0.00, 0.20, 0.00),
     Tissue.VESSEL_BLOOD: (0.02, 0.12, 0.010, 0.7, 0.00, 0.10, 0.30),
+    Tissue.HEMATOPOIETIC: (0.20, 0.16, 0.300, 1.0, 0.00, 0.30, 0.02),
 }
 #: Tissues that take on the myocardium's look as ``mimicry`` goes to 1.
 _MIMICS = (Tissue.LIVER, Tissue.BODY_WALL)
@@ -382,6 +384,10 @@ def _paint_anatomy(body: _Body, rng: np.random.Generator, cfg: PhantomConfig) ->
     liver = (liver_f < 1) & inside
     tissue[liver] = Tissue.LIVER
     tissue[liver & (body.noise["fine"] > 1.5)] = Tissue.LIVER_BLOOD
+    # Blood-forming foci, few next to the heart (where the liver looks like myocardium), more further off.
+    away = np.clip(np.sqrt(np.maximum(env_f, 0)) - 1.3, 0, 1)
+    tissue[liver & (-body.noise["fine"] > 1.0 - 1.2 * away)] = Tissue.HEMATOPOIETIC
+    del away
     vessel = body.tube(jit((0.05, 0.12), 0.05), (0.05, 0.05), (0.0, 0.0))
     tissue[liver & (vessel < 1)] = Tissue.VESSEL_BLOOD
 
@@ -460,7 +466,7 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
     stains = _random_stains(rng_stain, cfg.stain_variation)
     conc = _concentrations(tissue, rng_tex, cfg, stains["intensity"])
     info: Dict = {"seed": int(seed), "stains": {k: np.asarray(v).round(4).tolist() for k, v in stains.items()},
-                  "tilt_deg": float(np.rad2deg(np.arccos(np.clip(rot[2, 2], -1, 1)))),
+                  "tilt_deg": round(float(np.rad2deg(np.arccos(np.clip(rot[2, 2], -1, 1)))), 2),
                   "lost_sections": [i for i, k in skips if k == "lost"],
                   "repeated_sections": [i for i, k in skips if k == "repeated"]}
     repeated = [i for i, k in skips if k == "repeated"]
@@ -602,3 +608,98 @@ def _add_tears(conc: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, c
         tissue[k][mask] = Tissue.EMPTY
     return chosen
 
+
+
+# --- a set of volumes on disk ---------------------------------------------------------------------------------
+def volume_roles(n_volumes: int) -> List[str]:
+    """Roles of the volumes of a set, in order: ``train`` first, then ``val``, then ``test``.
+
+    Six volumes split as the paper's (2 / 2 / 2); in general a third (rounded down) each for
+    validation and test and the rest for training; two volumes are one train and one test,
+    a single volume is a test volume.
+    """
+    n = int(n_volumes)
+    if n <= 2:
+        return ["test"] if n == 1 else ["train", "test"][:n]
+    third = n // 3
+    return ["train"] * (n - 2 * third) + ["val"] * third + ["test"] * third
+
+
+def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, config: Optional[PhantomConfig] = None,
+                      progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Path:
+    """Write phantom volumes with labels and three scribble patterns each, and a manifest.
+
+    Volume ``i`` is ``make_phantom(seed * 100 + i, config)`` (the volumes ``scribbleseg bench``
+    uses for the same seed).  Files, per volume ``NN``: ``volNN_image.nrrd`` (RGB),
+    ``volNN_label.seg.nrrd`` (segment ``heart``) and ``volNN_scribbles_pK.seg.nrrd`` (segments
+    ``heart`` and ``background``; pattern K = 0, 1, 2 is :func:`~ScribbleSegLib.scribbles.simulate_scribbles`
+    with ``seed=K`` on every 10th heart section); then ``phantom.json``, written last.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output folder; created if its parent exists.
+    n_volumes : int
+        Number of volumes; roles as :func:`volume_roles`.
+    seed : int
+        Seed of the set.
+    config : PhantomConfig, optional
+        Size and difficulty of every volume.
+    progress, cancel
+        Progress callback and cancel token (see :mod:`ScribbleSegLib.progress`).
+
+    Returns
+    -------
+    Path
+        The manifest ``out_dir/phantom.json``.
+    """
+    from . import volume_io
+    from .scribbles import scribbled_sections, simulate_scribbles
+
+    cfg = config or PhantomConfig()
+    cfg.validate()
+    if int(n_volumes) < 1:
+        raise ScribbleSegError(f"the number of volumes must be at least 1, got {n_volumes!r}")
+    out = Path(out_dir)
+    if not out.parent.is_dir():
+        raise ScribbleSegError(f"{out}: the parent folder {out.parent} does not exist")
+    if out.exists() and not out.is_dir():
+        raise ScribbleSegError(f"{out}: exists and is not a folder")
+    out.mkdir(exist_ok=True)
+
+    roles = volume_roles(n_volumes)
+    patterns = (0, 1, 2)
+    entries = []
+    for index, role in enumerate(roles):
+        _progress.check(cancel)
+        name = f"vol{index:02d}"
+        _progress.report(progress, "phantom", index / len(roles), f"{name}: making")
+        ph = make_phantom(seed=int(seed) * 100 + index, config=cfg)
+        geometry = ph.image.geometry
+        entry = {"name": name, "role": role, "seed": int(seed) * 100 + index, "image": f"{name}_image.nrrd",
+                 "label": f"{name}_label.seg.nrrd", "scribbles": [], "scribbled_sections": [],
+                 "heart_sections": int(ph.label.reshape(len(ph.label), -1).any(axis=1).sum()),
+                 "artefacts": {k: v for k, v in ph.info.items() if k not in ("seed",)}}
+        _progress.report(progress, "phantom", (index + 0.5) / len(roles), f"{name}: writing")
+        volume_io.write_rgb_volume(out / entry["image"], ph.image)
+        volume_io.write_segmentation(out / entry["label"], [("heart", ph.label, volume_io.HEART_COLOR)], geometry)
+        for k in patterns:
+            _progress.check(cancel)
+            strokes = simulate_scribbles(ph.label, seed=k, every=10, spacing=geometry.spacing,
+                                         tissue=ph.tissue != Tissue.EMPTY)
+            file = f"{name}_scribbles_p{k}.seg.nrrd"
+            volume_io.write_segmentation(out / file, [("heart", strokes == 1, volume_io.HEART_COLOR),
+                                                      ("background", strokes == 2, volume_io.BACKGROUND_COLOR)],
+                                         geometry)
+            entry["scribbles"].append(file)
+            entry["scribbled_sections"].append(scribbled_sections(ph.label, seed=k, every=10).tolist())
+        entries.append(entry)
+
+    manifest = {"format": "scribbleseg-phantom", "format_version": MANIFEST_VERSION, "seed": int(seed),
+                "shape": [int(s) for s in cfg.shape], "spacing": [float(s) for s in cfg.spacing],
+                "config": dataclasses.asdict(cfg), "scribble_patterns": list(patterns), "volumes": entries}
+    path = out / "phantom.json"
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    _progress.report(progress, "phantom", 1.0, f"{len(roles)} volumes")
+    return path
