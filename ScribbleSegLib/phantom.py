@@ -269,7 +269,8 @@ def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma: Sequenc
     """White noise filtered with a Gaussian (per-axis sigma in voxels, 0 = unfiltered), unit std."""
     white = rng.standard_normal(tuple(shape), dtype=np.float32)
     transfer = _gaussian_filter_fft(shape, sigma)
-    field_ = np.fft.irfftn(np.fft.rfftn(white) * transfer, s=tuple(shape)).astype(np.float32)
+    axes = tuple(range(len(shape)))
+    field_ = np.fft.irfftn(np.fft.rfftn(white, axes=axes) * transfer, s=tuple(shape), axes=axes).astype(np.float32)
     field_ -= field_.mean()
     field_ /= max(float(field_.std()), 1e-12)
     return field_

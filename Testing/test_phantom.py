@@ -1,0 +1,149 @@
+"""The phantom: deterministic, well-formed, with a heart that touches look-alike organs; files on disk."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import cli, phantom, volume_io
+from ScribbleSegLib.errors import ScribbleSegError
+from ScribbleSegLib.phantom import Phantom, PhantomConfig, Tissue
+
+TINY = PhantomConfig(shape=(12, 48, 48))
+SMALL = PhantomConfig(shape=(24, 80, 80))
+
+
+@pytest.fixture(scope="module")
+def small() -> Phantom:
+    return phantom.make_phantom(seed=3, config=SMALL)
+
+
+def test_same_seed_same_arrays_other_seed_other_arrays():
+    a = phantom.make_phantom(seed=5, config=TINY)
+    b = phantom.make_phantom(seed=5, config=TINY)
+    c = phantom.make_phantom(seed=6, config=TINY)
+    assert np.array_equal(a.image.array, b.image.array)
+    assert np.array_equal(a.label, b.label) and np.array_equal(a.tissue, b.tissue)
+    assert a.info == b.info
+    assert not np.array_equal(a.image.array, c.image.array)
+    assert not np.array_equal(a.label, c.label)
+
+
+def test_shapes_dtypes_geometry(small):
+    z, y, x = SMALL.shape
+    assert small.image.array.shape == (z, y, x, 3) and small.image.array.dtype == np.uint8
+    assert small.label.shape == (z, y, x) and small.label.dtype == np.uint8
+    assert set(np.unique(small.label)) == {0, 1}
+    assert small.tissue.shape == (z, y, x)
+    assert set(np.unique(small.tissue)) <= {int(t) for t in Tissue}
+    assert small.image.geometry.spacing == SMALL.spacing
+    assert small.image.shape == (z, y, x)
+
+
+def test_heart_on_a_plausible_number_of_sections(small):
+    on = small.label.reshape(len(small.label), -1).any(axis=1)
+    # The default anatomy puts the heart on about two thirds of the stack, never on all of it.
+    assert 0.4 * len(on) <= on.sum() < len(on)
+
+
+def test_label_is_the_heart_tissues(small):
+    heart_tissue = np.isin(small.tissue, [int(t) for t in phantom.HEART_TISSUES])
+    # Every heart-tissue voxel is labelled; labelled voxels that show something else are torn (glass).
+    assert np.all(small.label[heart_tissue] == 1)
+    other = (small.label == 1) & ~heart_tissue
+    assert np.all(small.tissue[other] == Tissue.EMPTY)
+
+
+def test_heart_touches_a_neighbouring_organ(small):
+    heart = small.label.astype(bool)
+    organs = np.isin(small.tissue, [Tissue.LIVER, Tissue.BODY_WALL, Tissue.LUNG, Tissue.HEMATOPOIETIC,
+                                    Tissue.LIVER_BLOOD])
+    touching = np.zeros_like(heart)
+    for axis in range(3):
+        for shift in (1, -1):
+            touching |= heart & np.roll(organs, shift, axis=axis)
+    assert touching.sum() > 20
+
+
+def test_stains_are_eosin_pink_and_haematoxylin_blue(small):
+    rgb = small.image.array.astype(float)
+    myocardium = rgb[small.tissue == Tissue.MYOCARDIUM].mean(axis=0)
+    neural = rgb[small.tissue == Tissue.NEURAL].mean(axis=0)
+    glass = rgb[small.tissue == Tissue.EMPTY].mean(axis=0)
+    assert myocardium[0] > myocardium[1] + 40  # eosin: red over green
+    assert neural[2] > neural[0]  # nuclei-dense tissue: blue over red
+    assert glass.min() > 225  # empty glass is white
+
+
+def test_volumes_differ_in_stain():
+    a = phantom.make_phantom(seed=0, config=TINY).info["stains"]
+    b = phantom.make_phantom(seed=1, config=TINY).info["stains"]
+    assert a["eosin"] != b["eosin"] and a["intensity"] != b["intensity"]
+
+
+def test_repeated_section_is_a_copy_of_its_neighbour():
+    config = dataclasses.replace(TINY, skipped_sections=3)
+    for seed in range(10):
+        ph = phantom.make_phantom(seed=seed, config=config)
+        if ph.info["repeated_sections"]:
+            k = ph.info["repeated_sections"][0]
+            assert np.array_equal(ph.label[k], ph.label[k - 1])
+            assert np.array_equal(ph.tissue[k], ph.tissue[k - 1])
+            return
+    pytest.fail("no repeated section in 10 seeds")
+
+
+def test_no_artefacts_config_is_clean():
+    config = dataclasses.replace(TINY, tears=0, folds=0, skipped_sections=0)
+    info = phantom.make_phantom(seed=2, config=config).info
+    assert info["tears"] == [] and info["folds"] == []
+    assert info["lost_sections"] == [] and info["repeated_sections"] == []
+
+
+@pytest.mark.parametrize("change", [{"shape": (2, 48, 48)}, {"spacing": (0.02, 0.0, 0.04)}, {"mimicry": 1.5},
+                                    {"tears": -1}, {"heart_scale": 5.0}])
+def test_bad_config_is_a_one_line_error(change):
+    with pytest.raises(ScribbleSegError) as err:
+        phantom.make_phantom(config=dataclasses.replace(TINY, **change))
+    assert "\n" not in str(err.value)
+
+
+def test_roles():
+    assert phantom.volume_roles(6) == ["train", "train", "val", "val", "test", "test"]
+    assert phantom.volume_roles(1) == ["test"]
+    for n in range(1, 10):
+        roles = phantom.volume_roles(n)
+        assert len(roles) == n and "test" in roles
+        assert roles == sorted(roles, key=["train", "val", "test"].index)
+
+
+def test_command_writes_files_that_volume_io_and_slicerio_read(tmp_path):
+    import slicerio
+
+    out = tmp_path / "set"
+    assert cli.main(["phantom", "--out", str(out), "--volumes", "2", "--shape", "12", "48", "48", "--quiet"]) == 0
+    manifest = json.loads((out / "phantom.json").read_text())
+    assert manifest["format_version"] == phantom.MANIFEST_VERSION
+    assert manifest["shape"] == [12, 48, 48] and manifest["spacing"] == list(TINY.spacing)
+    assert [v["role"] for v in manifest["volumes"]] == ["train", "test"]
+    expected = phantom.make_phantom(seed=1, config=TINY)
+    entry = manifest["volumes"][1]
+    image = volume_io.read_image(out / entry["image"])
+    assert np.array_equal(image.array, expected.image.array)
+    assert image.geometry.mismatch(expected.image.geometry) == ""
+    label = volume_io.read_label(out / entry["label"], image.shape, image.geometry)
+    assert np.array_equal(label > 0, expected.label > 0)
+    assert len(entry["scribbles"]) == 3
+    for file, sections in zip(entry["scribbles"], entry["scribbled_sections"]):
+        strokes = volume_io.read_scribbles(out / file, image.shape, image.geometry)
+        assert np.all(label[strokes == 1] == 1) and np.all(label[strokes == 2] == 0)
+        assert sorted(np.flatnonzero(strokes.reshape(12, -1).any(axis=1))) == sections
+        assert set(slicerio.segment_names(slicerio.read_segmentation(str(out / file)))) == {"heart", "background"}
+
+
+def test_command_needs_an_existing_parent(tmp_path, capsys):
+    assert cli.main(["phantom", "--out", str(tmp_path / "no" / "set"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err
+    assert not (tmp_path / "no").exists()
