@@ -394,10 +394,11 @@ class VahadaneNormalizer:
         Each pixel's concentrations are scaled by ``target.max_concentrations /
         self.max_concentrations`` and recomposed with ``target.stain_matrix``.  The
         image is processed in ``tile`` x ``tile`` blocks, so the working memory is
-        bounded by the tile size whatever the image size; the result does not depend
-        on the tile size.  White (OD 0) stays white.  Images of 2**25 pixels or more
-        go through a 2**24-colour lookup table (50 MB) built from the same per-pixel
-        map, which is about three times cheaper per pixel and gives identical output.
+        about 100 bytes per tile pixel (25 MB at the default 512) beside the output,
+        whatever the image size; the result does not depend on the tile size.
+        White (OD 0) stays white.  Images of 2**25 pixels or more go through a
+        2**24-colour lookup table (50 MB) built from the same per-pixel map, which
+        is about three times cheaper per pixel and gives identical output.
 
         Parameters
         ----------
@@ -408,8 +409,8 @@ class VahadaneNormalizer:
             Block edge in pixels.
         threads : int
             Torch intra-op threads.  One is the safe choice on small or busy
-            machines: on a 2-core VM with a busy second core, two threads made the
-            map up to 20 times slower (see ``benchmarks/bench_stain.py``).
+            machines: on a busy 2-core VM two threads made the map 5 to 20 times
+            slower (``benchmarks/bench_stain.py``).
         cancel : CancelToken, optional
             Checked between tiles.
 
@@ -680,9 +681,9 @@ def normalize_volume(
 
     By default each section's stain is fitted on its own strided copy, which also
     evens out the section-to-section intensity differences of serial sections
-    (thickness, staining time): on phantom stacks this cut the section-to-section
-    change of the mean normalized concentrations from 10-14 % to 2-3 %
-    (``benchmarks/bench_stain.py``).  A section that cannot be fitted (too little
+    (thickness, staining time): on two phantom stacks it cut the section-to-section
+    change of the mean normalized concentrations from 9-14 % (one volume stain)
+    to 1-3 % (``benchmarks/bench_stain.py --volume``).  A section that cannot be fitted (too little
     tissue, one stain) uses the volume's stain instead, which is fitted once on
     strided copies of ``sections`` sections spread over the stack.  With
     ``per_section=False`` every section uses the volume's stain: cheaper, and
