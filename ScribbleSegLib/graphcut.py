@@ -1,0 +1,835 @@
+"""3D graph cut of Harada et al. (EMBC 2019), eq. 4-6, with PyMaxflow.
+
+The cut minimises, over binary labels ``l`` (1 heart, 0 other),
+
+    E(l) = sum_v |l_v - h_v|
+           + gamma * sum_{(v, v')} s_vv' |l_v - l_v'| [exp(-||x_v - x_v'||^2 / sigma^2) + delta]
+
+over the 6-connected neighbour pairs ``(v, v')`` of the voxel grid, with the
+scribbles as hard constraints.  ``h`` is the heart probability of the network
+and ``x`` the colour of the image (see :class:`GraphCutParams`).
+
+Spacing weight ``s``
+    A neighbour pair along array axis ``a`` (spacing ``d_a`` mm) shares a face of
+    area ``V / d_a``, ``V`` being the voxel volume.  Dividing the continuous energy
+    ``integral |l - h| dV + gamma' * area(boundary)`` by ``V`` leaves the per-voxel
+    data term of eq. 5 and a weight ``1 / d_a`` per cut face; multiplying by the
+    finest spacing ``d_min`` gives
+
+        s_a = d_min / d_a,
+
+    which is 1 on isotropic grids (the paper's eq. 6 unchanged) and makes the
+    boundary term measure surface area in mm^2 on anisotropic ones: pairs across
+    thick sections weigh less, so a section boundary costs what its area says.
+    ``gamma`` stays in units of the finest voxel.
+
+Graph
+    Label 1 is the sink side.  Each voxel gets source capacity ``1 - h`` (the cost
+    of label 1) and sink capacity ``h`` (the cost of label 0); a heart scribble adds
+    a large finite capacity ``K`` to the sink side, a background scribble to the
+    source side.  ``K`` exceeds a voxel's data term plus all its pair weights, so
+    every minimum honours every scribble, while staying finite (a node with
+    infinite capacity to both terminals makes BK's flow infinite).  Pair weights go
+    in with one ``add_grid_edges`` call per axis and z-slab on a ``Graph[float]``
+    (``Graph[int]`` would truncate the capacities).  The cut value equals ``E``.
+
+Memory and the coarse-to-fine banded cut
+    A full cut needs about 257 bytes of graph per voxel (BK: 48 B per node, 32 B
+    per arc, two arcs per pair).  The banded cut averages ``h`` and ``x`` over
+    2x2x2 blocks (in-plane 2x2 only while the sections are thicker than the
+    pixels), cuts that coarse volume (recursively, if it is still large), and
+    re-cuts at full resolution only the voxels within :data:`BAND_RADIUS` voxels
+    of the coarse boundary and of coarse blocks holding both scribble classes.
+    Voxels outside the band keep the coarse label; their pairs with band voxels
+    become terminal capacities.  Peak memory is the coarse graph or the band
+    graph, whichever is larger, plus one byte per voxel for the labels.  Every
+    cut checks its memory estimate against the budget before it starts.
+
+PyMaxflow holds the GIL during graph building and max-flow, and the max-flow
+itself cannot be cancelled: callers that must stay responsive (the Slicer
+module) run the cut in a subprocess.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence, Tuple
+
+import maxflow
+import numpy as np
+
+from .errors import ScribbleSegError
+from .progress import CancelToken, ProgressCallback, check, report, sub_progress
+
+#: Default boundary weight gamma (provisional; tuned on the validation phantoms).
+DEFAULT_GAMMA = 1.0
+#: Default colour-contrast scale sigma, in RGB units scaled to [0, 1] (provisional).
+DEFAULT_SIGMA = 0.1
+#: Default constant delta added to the contrast weight (provisional).
+DEFAULT_DELTA = 0.05
+#: Ways of forming the colour x_v of a voxel.
+COLOURS = ("rgb", "luminance")
+#: Cut modes of :func:`graph_cut`.
+MODES = ("auto", "full", "banded")
+
+#: Bytes per voxel of a 6-connected ``Graph[float]`` (measured on PyMaxflow 1.3.2).
+GRAPH_BYTES_PER_VOXEL = 257
+#: Bytes per voxel of a full cut: the graph, int64 node ids and the uint8 labels.
+FULL_CUT_BYTES_PER_VOXEL = GRAPH_BYTES_PER_VOXEL + 8 + 1
+#: Bytes per band voxel of the band re-cut (graph and per-node capacities).
+BAND_BYTES_PER_VOXEL = GRAPH_BYTES_PER_VOXEL + 16
+#: Working memory of the slab-wise weight computation, independent of the volume size.
+WORKING_BYTES = 256 * 2**20
+#: Half-width, in full-resolution voxels, of the band re-cut around the coarse boundary.
+BAND_RADIUS = 2
+#: Extra band re-cuts, each around where the boundary reached the edge of the previous band.
+BAND_GROWTH_PASSES = 8
+#: Fraction of the voxels assumed to fall in the band when estimating memory ahead of a cut.
+ASSUMED_BAND_FRACTION = 0.15
+#: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows).
+AUTO_FULL_MAX_VOXELS = 2**23
+#: Default memory budget: this fraction of the memory available when the cut starts.
+BUDGET_FRACTION = 0.75
+
+_SLAB_VOXELS = 2**20
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
+_HEART, _BACKGROUND, _BOTH = 1, 2, 3  # seed codes; _BOTH marks coarse blocks holding both classes
+
+
+@dataclass(frozen=True)
+class GraphCutParams:
+    """Parameters of the energy, eq. 4-6.
+
+    Parameters
+    ----------
+    gamma : float
+        Weight of the boundary term against the data term ``|l - h|``.
+    sigma : float
+        Colour-contrast scale: a neighbour pair whose colours differ by ``sigma``
+        (Euclidean distance of RGB scaled to [0, 1], or of luminance in [0, 1])
+        costs ``exp(-1) + delta`` instead of ``1 + delta`` when cut.
+    delta : float
+        Constant part of the boundary weight; keeps the surface smooth where the
+        colour contrast is high.
+    colour : {"rgb", "luminance"}
+        How ``x_v`` is formed from an RGB image: the RGB triple scaled to [0, 1]
+        (``||x_v - x_v'||^2`` summed over the three channels), or the BT.601
+        luminance.  Grey images are used as they are.
+    """
+
+    gamma: float = DEFAULT_GAMMA
+    sigma: float = DEFAULT_SIGMA
+    delta: float = DEFAULT_DELTA
+    colour: str = "rgb"
+
+    def __post_init__(self) -> None:
+        for name, low, strict in (("gamma", 0.0, False), ("sigma", 0.0, True), ("delta", 0.0, False)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value)
+                    and (value > low if strict else value >= low)):
+                relation = "positive" if strict else "non-negative"
+                raise ScribbleSegError(f"graph cut: {name} must be a finite {relation} number, got {value!r}")
+        if self.colour not in COLOURS:
+            raise ScribbleSegError(f"graph cut: colour must be one of {', '.join(COLOURS)}, got {self.colour!r}")
+
+
+class _Level:
+    """One resolution level of the cut: data term, seeds and pair weights.
+
+    ``h`` (float, in [0, 1]) and ``seeds`` (seed codes; ``_BOTH``: no
+    constraint) are C-contiguous ``(Z, Y, X)`` arrays; ``spacing`` is in mm,
+    ``(z, y, x)``; ``max_weights`` bounds the pair weights per axis.
+    Subclasses give the weights of the pairs ``(v, v + e_axis)``.
+    """
+
+    def __init__(self, h: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
+                 max_weights: Sequence[float]) -> None:
+        self.h, self.seeds = h, seeds
+        self.spacing = tuple(float(s) for s in spacing)
+        self.max_weights = tuple(float(w) for w in max_weights)
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(int(n) for n in self.h.shape)
+
+    @property
+    def seed_capacity(self) -> float:
+        """A finite capacity larger than any voxel's data term plus all its pair weights."""
+        return 2.0 * (1.0 + 2.0 * sum(self.max_weights))
+
+    def forward_weights(self, axis: int, z0: int, z1: int, every: int = 1) -> np.ndarray:
+        """float64 weights of the pairs ``(v, v + e_axis)`` for the voxels ``v`` of planes ``z0:z1``.
+
+        Only every ``every``-th ``v`` along ``axis`` is taken, starting at index
+        ``every - 1`` (counted from ``z0`` along z); the weight is zero where
+        ``v + e_axis`` lies outside the volume.
+        """
+        raise NotImplementedError
+
+    def voxel_data(self, v: np.ndarray):
+        """What :meth:`pair_weights` needs about the voxels at flat indices ``v`` (or ``None``)."""
+        return None
+
+    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None) -> np.ndarray:
+        """float64 weights of the pairs of flat voxel indices ``v`` and ``u = v +- e_axis``."""
+        raise NotImplementedError
+
+
+def _strided(axis: int, start: int, count: int, every: int, z0: int, z1: int) -> tuple:
+    """Index tuple of planes ``z0:z1`` taking ``count`` indices from ``start`` by ``every`` along ``axis``."""
+    index = [slice(z0, z1), slice(None), slice(None)]
+    index[axis] = slice(start, start + count * every, every)
+    return tuple(index)
+
+
+class _ImageLevel(_Level):
+    """The full-resolution level: pair weights from the colour contrast of the image (eq. 6)."""
+
+    def __init__(self, h: np.ndarray, colour: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
+                 params: GraphCutParams) -> None:
+        self.colour = colour  # (Z, Y, X, C), uint8 (read as value / 255) or float
+        self.luminance = params.colour == "luminance" and colour.shape[3] == 3
+        self.params = params
+        self.scale = tuple(min(spacing) / s for s in spacing)
+        super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale])
+
+    def _features(self, block: np.ndarray) -> np.ndarray:
+        x = block.astype(np.float32)
+        if block.dtype == np.uint8:
+            x *= np.float32(1.0 / 255.0)
+        if self.luminance:
+            x = (x @ _LUMA)[..., None]
+        return x
+
+    def _contrast(self, xa: np.ndarray, xb: np.ndarray, axis: int) -> np.ndarray:
+        """``gamma * s_axis * (exp(-||xa - xb||^2 / sigma^2) + delta)`` as float64."""
+        d = xa - xb
+        d2 = np.einsum("...c,...c->...", d, d)  # several times faster than square().sum(-1) for 3 channels
+        d2 *= np.float32(-1.0 / self.params.sigma ** 2)
+        w = np.exp(d2, out=d2).astype(np.float64)
+        w += self.params.delta
+        w *= self.params.gamma * self.scale[axis]
+        return w
+
+    def forward_weights(self, axis: int, z0: int, z1: int, every: int = 1) -> np.ndarray:
+        begin, end = (z0, z1) if axis == 0 else (0, self.shape[axis])
+        first = range(begin + every - 1, end, every)
+        shape = [z1 - z0, self.shape[1], self.shape[2]]
+        shape[axis] = len(first)
+        out = np.zeros(shape)
+        # The second voxel of a z pair may lie in the plane after the slab.
+        pairs = len(range(begin + every, min(end + 1, self.shape[axis]), every))
+        if pairs:
+            x_first = self._features(self.colour[_strided(axis, first.start, pairs, every, z0, z1)])
+            x_second = self._features(self.colour[_strided(axis, first.start + 1, pairs, every, z0, z1)])
+            out[_strided(axis, 0, pairs, 1, 0, z1 - z0)] = self._contrast(x_first, x_second, axis)
+        return out
+
+    def voxel_data(self, v: np.ndarray) -> np.ndarray:
+        return self._features(self.colour.reshape(-1, self.colour.shape[3])[v])
+
+    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None) -> np.ndarray:
+        x_v = self.voxel_data(v) if data_v is None else data_v
+        return self._contrast(x_v, self.voxel_data(u), axis)
+
+
+class _CoarseLevel(_Level):
+    """A downsampled level whose pair weights are stored, one float32 array per axis."""
+
+    def __init__(self, h: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
+                 weights: Sequence[np.ndarray]) -> None:
+        self.weights = tuple(weights)
+        super().__init__(h, seeds, spacing, [float(w.max()) for w in weights])
+
+    def forward_weights(self, axis: int, z0: int, z1: int, every: int = 1) -> np.ndarray:
+        begin, end = (z0, z1) if axis == 0 else (0, self.shape[axis])
+        count = len(range(begin + every - 1, end, every))
+        return self.weights[axis][_strided(axis, begin + every - 1, count, every, z0, z1)].astype(np.float64)
+
+    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None) -> np.ndarray:
+        return self.weights[axis].reshape(-1)[np.minimum(v, u)].astype(np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+
+
+def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
+              spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), params: Optional[GraphCutParams] = None,
+              mode: str = "auto", memory_budget: Optional[int] = None,
+              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> np.ndarray:
+    """Segment the heart by minimising eq. 4-6 with the scribbles as hard seeds.
+
+    Parameters
+    ----------
+    h : numpy.ndarray
+        ``(Z, Y, X)`` float heart probability in [0, 1] (the data term).
+    image : numpy.ndarray
+        ``(Z, Y, X, 3)`` RGB or ``(Z, Y, X)`` grey; uint8, or float scaled to [0, 1].
+    scribbles : numpy.ndarray
+        ``(Z, Y, X)`` uint8: 0 none, 1 heart, 2 background.  Both classes must occur.
+    spacing_zyx : tuple of 3 float
+        Voxel size in mm in array-axis order; weights the pairs (module docstring).
+    params : GraphCutParams, optional
+        ``gamma``, ``sigma``, ``delta`` and the colour mode; defaults if omitted.
+    mode : {"auto", "full", "banded"}
+        ``full`` cuts the whole grid at once; ``banded`` cuts a downsampled volume
+        and re-cuts a band around its boundary at full resolution; ``auto`` cuts in
+        full when the volume has at most :data:`AUTO_FULL_MAX_VOXELS` voxels and
+        fits the memory budget, banded otherwise.
+    memory_budget : int, optional
+        Bytes the cut may use; default :data:`BUDGET_FRACTION` of the memory
+        available now (see :func:`available_memory`).
+    progress, cancel
+        See :mod:`ScribbleSegLib.progress`.  Cancellation is honoured between
+        stages and slabs, not inside a max-flow.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Z, Y, X)`` uint8 labels, 1 heart and 0 other.
+
+    Raises
+    ------
+    ScribbleSegError
+        On inconsistent shapes, NaN or out-of-range ``h``, scribble values other
+        than 0/1/2, scribbles lacking one class, or when the cut would need more
+        memory than the budget (``mode="full"``: use ``banded``; otherwise the
+        volume must be downsampled).
+    """
+    params = params if params is not None else GraphCutParams()
+    if mode not in MODES:
+        raise ScribbleSegError(f"graph cut: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    level = _top_level(h, image, scribbles, spacing_zyx, params)
+    _check_seed_classes(scribbles)
+    budget = _budget(memory_budget)
+    report(progress, "graph cut", 0.0, f"{_fmt_shape(level.shape)} voxels")
+    labels = _solve(level, mode, budget, progress, cancel)
+    report(progress, "graph cut", 1.0, "done")
+    return labels
+
+
+def energy(labels: np.ndarray, h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
+           spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), params: Optional[GraphCutParams] = None) -> float:
+    """Energy E of eq. 4-6 for a labelling, with the spacing weights of :func:`graph_cut`.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(Z, Y, X)`` labels, nonzero for heart.
+    h, image, scribbles, spacing_zyx, params
+        As for :func:`graph_cut` (scribbles may hold one class or none here).
+
+    Returns
+    -------
+    float
+        The energy, or ``inf`` if a scribbled voxel has the other label.  For
+        labellings that honour the scribbles it equals the value of the minimum
+        cut that :func:`graph_cut` computes; it works on whole-volume arrays and is
+        meant for tests and debugging on small volumes.
+    """
+    params = params if params is not None else GraphCutParams()
+    level = _top_level(h, image, scribbles, spacing_zyx, params)
+    fg = np.asarray(labels) != 0
+    if fg.shape != level.shape:
+        raise ScribbleSegError(f"graph cut: labels have shape {fg.shape}, h has {level.shape}")
+    if np.any(fg & (level.seeds == _BACKGROUND)) or np.any(~fg & (level.seeds == _HEART)):
+        return math.inf
+    total = float(np.abs(fg - level.h.astype(np.float64)).sum())
+    for axis in range(3):
+        lo, hi = _pair_slices(axis)
+        weights = level.forward_weights(axis, 0, level.shape[0])
+        total += float(weights[lo][fg[lo] != fg[hi]].sum())
+    return total
+
+
+def estimate_full_cut_bytes(shape: Sequence[int]) -> int:
+    """Bytes a full cut of a ``(Z, Y, X)`` volume needs beyond its inputs.
+
+    About :data:`FULL_CUT_BYTES_PER_VOXEL` per voxel plus a fixed
+    :data:`WORKING_BYTES` for the slab-wise weights.
+    """
+    return int(np.prod([int(n) for n in shape], dtype=np.int64)) * FULL_CUT_BYTES_PER_VOXEL + WORKING_BYTES
+
+
+def estimate_banded_cut_bytes(shape: Sequence[int], spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
+                              band_fraction: float = ASSUMED_BAND_FRACTION,
+                              memory_budget: Optional[int] = None) -> int:
+    """Bytes a coarse-to-fine banded cut of a ``(Z, Y, X)`` volume needs beyond its inputs.
+
+    Parameters
+    ----------
+    shape : tuple of 3 int
+    spacing_zyx : tuple of 3 float
+        Decides which axes are downsampled (see the module docstring).
+    band_fraction : float
+        Assumed fraction of voxels in the band at every level (the true band is
+        only known after the coarse cut, and is checked again then).
+    memory_budget : int, optional
+        The budget :func:`graph_cut` would use; it decides, as there, whether the
+        coarse level is itself cut in full or banded.  ``None``: unlimited.
+    """
+    budget = math.inf if memory_budget is None else memory_budget
+    return _banded_bytes(tuple(int(n) for n in shape), tuple(float(s) for s in spacing_zyx), band_fraction, budget)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation without swapping (best effort).
+
+    Linux: ``MemAvailable`` of ``/proc/meminfo``; Windows:
+    ``GlobalMemoryStatusEx``; elsewhere half the physical memory.
+    """
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if os.name == "nt":
+        import ctypes
+
+        class _MemoryStatus(ctypes.Structure):
+            _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                        ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                        ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                        ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                        ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+
+        status = _MemoryStatus()
+        status.dwLength = ctypes.sizeof(_MemoryStatus)
+        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+            return int(status.ullAvailPhys)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _ImageLevel:
+    """Check the inputs and wrap them (without copying) as the full-resolution level."""
+    h = np.asarray(h)
+    if h.ndim != 3 or h.size == 0:
+        raise ScribbleSegError(f"graph cut: h must be a non-empty (Z, Y, X) array, got shape {h.shape}")
+    if not np.issubdtype(h.dtype, np.floating):
+        raise ScribbleSegError(f"graph cut: h must be a float array of probabilities, got {h.dtype}")
+    if not np.isfinite(h).all():
+        raise ScribbleSegError(f"graph cut: h (the heart probability) contains {_count_nonfinite(h)} "
+                               "NaN or infinite values")
+    low, high = float(h.min()), float(h.max())
+    if low < 0.0 or high > 1.0:
+        raise ScribbleSegError(f"graph cut: h must lie in [0, 1], got values in [{low:g}, {high:g}]")
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., None]
+    if image.ndim != 4 or image.shape[:3] != h.shape or image.shape[3] not in (1, 3):
+        raise ScribbleSegError(f"graph cut: image must be {h.shape + (3,)} RGB or {h.shape} grey, "
+                               f"got shape {np.shape(image)}")
+    if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
+        raise ScribbleSegError(f"graph cut: image must be uint8 or float in [0, 1], got {image.dtype}")
+    scribbles = np.asarray(scribbles)
+    if scribbles.shape != h.shape:
+        raise ScribbleSegError(f"graph cut: scribbles have shape {scribbles.shape}, h has {h.shape}")
+    if not np.issubdtype(scribbles.dtype, np.integer) or int(scribbles.min()) < 0 or int(scribbles.max()) > 2:
+        raise ScribbleSegError("graph cut: scribbles must hold 0 (none), 1 (heart) and 2 (background) only")
+    spacing = tuple(float(s) for s in spacing_zyx)
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
+    # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
+    return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
+                       np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params)
+
+
+def _count_nonfinite(a: np.ndarray) -> int:
+    return int(a.size - np.count_nonzero(np.isfinite(a)))
+
+
+def _check_seed_classes(scribbles: np.ndarray) -> None:
+    has = [bool(np.any(scribbles == code)) for code in (_HEART, _BACKGROUND)]
+    if not all(has):
+        missing = " and ".join(name for name, present in zip(("heart (1)", "background (2)"), has) if not present)
+        raise ScribbleSegError(f"graph cut: the scribbles have no {missing} voxels; "
+                               "scribble both the heart and the background")
+
+
+def _budget(memory_budget: Optional[int]) -> int:
+    if memory_budget is None:
+        return int(available_memory() * BUDGET_FRACTION)
+    if memory_budget <= 0:
+        raise ScribbleSegError(f"graph cut: memory budget must be a positive number of bytes, got {memory_budget}")
+    return int(memory_budget)
+
+
+def _fmt_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning
+
+
+def _solve(level: _Level, mode: str, budget: int,
+           progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
+    """Cut ``level`` in ``mode``, after checking the memory estimate against ``budget``."""
+    shape, voxels = level.shape, level.h.size
+    full_bytes = estimate_full_cut_bytes(shape)
+    can_band = any(f > 1 for f in _coarsen_factors(shape, level.spacing))
+    if mode == "auto":
+        small = full_bytes <= budget and voxels <= AUTO_FULL_MAX_VOXELS
+        mode = "full" if small or not can_band else "banded"
+    if mode == "banded" and can_band:
+        band_bytes = _banded_bytes(shape, level.spacing, ASSUMED_BAND_FRACTION, budget)
+        if band_bytes > budget:
+            raise ScribbleSegError(
+                f"graph cut: even a coarse-to-fine cut of {_fmt_shape(shape)} voxels needs about "
+                f"{_fmt_bytes(band_bytes)}, more than the memory budget of {_fmt_bytes(budget)}; "
+                "downsample the volume or free memory")
+        return _cut_banded(level, budget, progress, cancel)
+    if full_bytes > budget:
+        raise ScribbleSegError(
+            f"graph cut: a full cut of {_fmt_shape(shape)} voxels needs about {_fmt_bytes(full_bytes)}, "
+            f"more than the memory budget of {_fmt_bytes(budget)}; use the banded (coarse-to-fine) cut")
+    return _cut_full(level, progress, cancel)
+
+
+def _coarsen_factors(shape: Sequence[int], spacing: Sequence[float]) -> Tuple[int, int, int]:
+    """Halve the axes whose spacing is within 1.5x of the finest, so thick sections stay whole."""
+    finest = min(spacing)
+    return tuple(2 if n >= 2 and s <= 1.5 * finest else 1 for n, s in zip(shape, spacing))
+
+
+def _auto_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
+    full = estimate_full_cut_bytes(shape)
+    voxels = int(np.prod(shape, dtype=np.int64))
+    if (full <= budget and voxels <= AUTO_FULL_MAX_VOXELS) or max(_coarsen_factors(shape, spacing)) == 1:
+        return full
+    return _banded_bytes(shape, spacing, band_fraction, budget)
+
+
+def _banded_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
+    f = _coarsen_factors(shape, spacing)
+    coarse_shape = tuple(-(-n // k) for n, k in zip(shape, f))
+    coarse_spacing = tuple(s * k for s, k in zip(spacing, f))
+    voxels = int(np.prod(shape, dtype=np.int64))
+    coarse_voxels = int(np.prod(coarse_shape, dtype=np.int64))
+    # Kept throughout: the labels (1 B/voxel) and the coarse h, pair weights, seeds and labels.
+    kept = voxels + coarse_voxels * (4 + 12 + 1 + 1)
+    coarse = _auto_bytes(coarse_shape, coarse_spacing, band_fraction, budget)
+    band = int(band_fraction * voxels) * BAND_BYTES_PER_VOXEL + WORKING_BYTES
+    return kept + max(coarse, band)
+
+
+# ----------------------------------------------------------------------------------------------
+# Full cut
+
+
+def _pair_slices(axis: int) -> Tuple[tuple, tuple]:
+    """Index tuples selecting the first and the second voxel of every pair along ``axis``."""
+    lo, hi = [slice(None)] * 3, [slice(None)] * 3
+    lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+    return tuple(lo), tuple(hi)
+
+
+def _forward_structure(axis: int) -> np.ndarray:
+    """A 3x3x3 structure linking each node to its next neighbour along ``axis``."""
+    structure = np.zeros((3, 3, 3))
+    centre = [1, 1, 1]
+    centre[axis] = 2
+    structure[tuple(centre)] = 1.0
+    return structure
+
+
+def _unary(h: np.ndarray, seeds: np.ndarray, capacity: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Source (cost of label 1) and sink (cost of label 0) capacities with the seeds added."""
+    sink = h.astype(np.float64)
+    source = 1.0 - sink
+    sink[seeds == _HEART] += capacity
+    source[seeds == _BACKGROUND] += capacity
+    return source, sink
+
+
+def _slabs(n: int, plane: int, multiple: int = 1) -> Iterator[Tuple[int, int]]:
+    """``(z0, z1)`` ranges of about ``_SLAB_VOXELS`` voxels, starting at multiples of ``multiple``."""
+    step = max(1, _SLAB_VOXELS // max(1, plane * multiple)) * multiple
+    for z0 in range(0, n, step):
+        yield z0, min(n, z0 + step)
+
+
+def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
+    Z, Y, X = level.shape
+    name = _fmt_shape(level.shape)
+    pairs = (Z - 1) * Y * X + Z * (Y - 1) * X + Z * Y * (X - 1)
+    graph = maxflow.Graph[float](Z * Y * X, pairs)
+    ids = graph.add_grid_nodes((Z, Y, X))
+    structures = [_forward_structure(axis) for axis in range(3)]
+    for z0, z1 in _slabs(Z, Y * X):
+        check(cancel)
+        for axis in range(3):
+            # The z pairs leaving the slab need the ids of the next plane.
+            z_end = min(Z, z1 + 1) if axis == 0 else z1
+            graph.add_grid_edges(ids[z0:z_end], weights=level.forward_weights(axis, z0, z_end),
+                                 structure=structures[axis], symmetric=True)
+        source, sink = _unary(level.h[z0:z1], level.seeds[z0:z1], level.seed_capacity)
+        graph.add_grid_tedges(ids[z0:z1], source, sink)
+        report(progress, "graph cut", 0.5 * z1 / Z, f"{name}: building the graph")
+    check(cancel)
+    report(progress, "graph cut", 0.5, f"{name}: max-flow")
+    graph.maxflow()
+    labels = np.empty((Z, Y, X), np.uint8)
+    for z0, z1 in _slabs(Z, Y * X):
+        labels[z0:z1] = graph.get_grid_segments(ids[z0:z1])
+    report(progress, "graph cut", 1.0, f"{name}: done")
+    return labels
+
+
+# ----------------------------------------------------------------------------------------------
+# Coarse-to-fine banded cut
+
+
+def _block_reduce(a: np.ndarray, f: Sequence[int], how: str) -> np.ndarray:
+    """Combine the ``f[0] x f[1] x f[2]`` blocks of ``a``: ``mean`` (float32, edge-padded),
+    ``sum`` or ``or`` (zero-padded)."""
+    if how == "mean":
+        a = a.astype(np.float32, copy=False)
+    combine = np.bitwise_or if how == "or" else np.add
+    for axis, k in enumerate(f):
+        if k == 1:
+            continue
+        if a.shape[axis] % k:
+            pad = [(0, 0)] * a.ndim
+            pad[axis] = (0, -a.shape[axis] % k)
+            a = np.pad(a, pad, mode="edge" if how == "mean" else "constant")
+        parts = [a[(slice(None),) * axis + (slice(i, None, k),)] for i in range(k)]
+        a = combine(parts[0], parts[1])
+        for part in parts[2:]:
+            combine(a, part, out=a)
+    if how == "mean":
+        a = a * np.float32(1.0 / np.prod(f))
+    return a
+
+
+def _downsample(level: _Level, f: Tuple[int, int, int]) -> _CoarseLevel:
+    """``level`` on ``f`` blocks, with the energy of ``level`` restricted to block-constant labels.
+
+    On block-constant labels the data term of a block of ``n`` voxels is
+    ``n |l - mean(h)|``, and the pair term across a block face is the sum of the
+    fine pair weights crossing it.  Dividing both by ``n`` gives the coarse
+    energy: its minimum is the best block-constant labelling of the fine energy
+    (exactly so away from the blocks that the volume's edge cuts off).
+    """
+    coarse_shape = tuple(-(-n // k) for n, k in zip(level.shape, f))
+    h = np.empty(coarse_shape, np.float32)
+    seeds = np.empty(coarse_shape, np.uint8)
+    weights = [np.empty(coarse_shape, np.float32) for _ in range(3)]
+    for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2], f[0]):
+        c0, c1 = z0 // f[0], -(-z1 // f[0])
+        h[c0:c1] = _block_reduce(level.h[z0:z1], f, "mean")
+        seeds[c0:c1] = _block_reduce(level.seeds[z0:z1], f, "or")
+        for axis in range(3):
+            # The pairs that leave each block through its far face along the axis.
+            faces = level.forward_weights(axis, z0, z1, every=f[axis])
+            across = tuple(1 if a == axis else k for a, k in enumerate(f))
+            weights[axis][c0:c1] = _block_reduce(faces, across, "sum") / np.prod(f)
+    return _CoarseLevel(h, seeds, tuple(s * k for s, k in zip(level.spacing, f)), weights)
+
+
+def _shift_or(mask: np.ndarray, axis: int) -> np.ndarray:
+    """``mask`` grown by one voxel both ways along ``axis``."""
+    lo, hi = _pair_slices(axis)
+    out = mask.copy()
+    out[lo] |= mask[hi]
+    out[hi] |= mask[lo]
+    return out
+
+
+def _grow(mask: np.ndarray, steps: Sequence[int]) -> np.ndarray:
+    """``mask`` grown by ``steps[a]`` voxels both ways along each axis ``a`` (a box)."""
+    for axis, n in enumerate(steps):
+        for _ in range(n):
+            mask = _shift_or(mask, axis)
+    return mask
+
+
+def _band_steps(f: Sequence[int]) -> list:
+    """Blocks to grow a band by, per axis, so that it reaches :data:`BAND_RADIUS` voxels further."""
+    return [-(-BAND_RADIUS // k) for k in f]
+
+
+def _coarse_band(labels: np.ndarray, seeds: np.ndarray, f: Sequence[int]) -> np.ndarray:
+    """Coarse blocks whose full-resolution voxels are re-cut.
+
+    Blocks next to a label change hold the fine voxels within ``f_a`` of the
+    boundary along axis ``a``; growing them by ``ceil(BAND_RADIUS / f_a) - 1``
+    blocks per axis widens that to :data:`BAND_RADIUS`.  Blocks with both
+    scribble classes are added, so that every scribble can be honoured.
+    """
+    band = seeds == _BOTH
+    for axis in range(3):
+        lo, hi = _pair_slices(axis)
+        change = labels[lo] != labels[hi]
+        band[lo] |= change
+        band[hi] |= change
+    return _grow(band, [n - 1 for n in _band_steps(f)])
+
+
+def _upsample(coarse: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    out = np.empty(tuple(shape), np.uint8)
+    for z0, z1 in _slabs(shape[0], shape[1] * shape[2], f[0]):
+        block = coarse[z0 // f[0]: -(-z1 // f[0])].repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
+        out[z0:z1] = block[: z1 - z0, : shape[1], : shape[2]]
+    return out
+
+
+class _Band:
+    """The full-resolution voxels of a set of coarse blocks, numbered as graph nodes.
+
+    Node ``rank * P + local`` is the voxel at C-order position ``local`` inside
+    the ``rank``-th band block, ``P`` being the voxels per block; the nodes of
+    voxels that a block at the volume's edge lacks exist but stay unconnected.
+    """
+
+    def __init__(self, mask: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> None:
+        self.mask, self.f, self.shape = mask, tuple(f), tuple(shape)
+        self.blocks = np.flatnonzero(mask)
+        self.rank = np.full(mask.size, -1, np.int64)
+        self.rank[self.blocks] = np.arange(self.blocks.size)
+        self.per_block = int(np.prod(self.f))
+        self.nodes = self.blocks.size * self.per_block
+        self.strides = (shape[1] * shape[2], shape[2], 1)
+        self.block_strides = (mask.shape[1] * mask.shape[2], mask.shape[2], 1)
+        self.local_strides = (self.f[1] * self.f[2], self.f[2], 1)
+
+    def chunks(self) -> Iterator["_BandChunk"]:
+        """The band voxels inside the volume, about ``_SLAB_VOXELS`` at a time."""
+        step = max(1, _SLAB_VOXELS // self.per_block)
+        offsets = np.array(list(itertools.product(*(range(k) for k in self.f))), np.int64)
+        local = np.arange(self.per_block)
+        for b0 in range(0, self.blocks.size, step):
+            blocks = self.blocks[b0:b0 + step]
+            coarse = np.unravel_index(blocks, self.mask.shape)
+            coords = [(c[:, None] * k + offsets[None, :, axis]).ravel()
+                      for axis, (c, k) in enumerate(zip(coarse, self.f))]
+            inside = np.ones(coords[0].size, bool)
+            for c, n in zip(coords, self.shape):
+                inside &= c < n
+            ids = ((b0 + np.arange(blocks.size))[:, None] * self.per_block + local[None, :]).ravel()[inside]
+            coords = [c[inside] for c in coords]
+            flat = (coords[0] * self.shape[1] + coords[1]) * self.shape[2] + coords[2]
+            yield _BandChunk(ids, coords, flat, np.repeat(blocks, self.per_block)[inside])
+
+
+@dataclass
+class _BandChunk:
+    ids: np.ndarray  # graph node ids
+    coords: list  # z, y, x
+    flat: np.ndarray  # flat voxel indices
+    blocks: np.ndarray  # flat indices of their coarse blocks
+
+    def neighbours(self, band: _Band) -> Iterator[tuple]:
+        """Per axis and step +-1: ``(axis, step, sel, u, u_in_band, u_block, u_ids)``.
+
+        ``sel`` selects the chunk's voxels whose neighbour ``u`` (flat indices)
+        lies in the volume; ``u_ids`` is valid where ``u_in_band``.
+        """
+        for axis in range(3):
+            k, c = band.f[axis], self.coords[axis]
+            for step in (1, -1):
+                sel = (c + step >= 0) & (c + step < band.shape[axis])
+                u = self.flat[sel] + step * band.strides[axis]
+                # Does the step leave the voxel's block?  Then its rank and local position change.
+                cross = c[sel] % k == (k - 1 if step > 0 else 0)
+                u_block = self.blocks[sel] + cross * (step * band.block_strides[axis])
+                u_in_band = band.mask.reshape(-1)[u_block]
+                ids = self.ids[sel]
+                u_ids = ids + step * band.local_strides[axis]
+                moved = cross & u_in_band
+                u_ids[moved] = (band.rank[u_block[moved]] * band.per_block + ids[moved] % band.per_block
+                                + step * (1 - k) * band.local_strides[axis])
+                yield axis, step, sel, u, u_in_band, u_block, u_ids
+
+
+def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
+                cancel: Optional[CancelToken]) -> np.ndarray:
+    name = _fmt_shape(level.shape)
+    f = _coarsen_factors(level.shape, level.spacing)
+    report(progress, "graph cut", 0.0, f"{name}: downsampling by {_fmt_shape(f)}")
+    coarse = _downsample(level, f)
+    check(cancel)
+    coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel)
+    band = _coarse_band(coarse_labels, coarse.seeds, f)
+    del coarse  # only its labels and the band are needed from here on
+    labels = _upsample(coarse_labels, f, level.shape)
+    del coarse_labels
+    passes = 1 + BAND_GROWTH_PASSES
+    explored = band.copy()
+    for band_pass in range(passes):
+        start = 0.5 + 0.5 * band_pass / passes
+        contact = _recut_band(level, labels, _Band(band, f, level.shape), explored, budget,
+                              sub_progress(progress, start, start + 0.5 / passes), cancel)
+        if not contact.any():
+            break
+        # The boundary reached voxels no band held yet: re-cut around there, the rest fixed.
+        band = _grow(contact, _band_steps(f))
+        explored |= band
+    report(progress, "graph cut", 1.0, f"{name}: done")
+    return labels
+
+
+def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.ndarray, budget: int,
+                progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
+    """Minimise the energy over the band voxels of ``labels`` (in place), the others fixed.
+
+    Returns the coarse blocks outside the band next to a band voxel of the other
+    label after the cut: where the boundary lies on the edge of the band.
+    """
+    name = _fmt_shape(level.shape)
+    needed = band.nodes * BAND_BYTES_PER_VOXEL + WORKING_BYTES
+    if needed > budget:
+        raise ScribbleSegError(
+            f"graph cut: the band around the coarse boundary of {name} voxels has {band.nodes} voxels and needs "
+            f"about {_fmt_bytes(needed)}, more than the memory budget of {_fmt_bytes(budget)}; "
+            "downsample the volume or free memory")
+    check(cancel)
+    report(progress, "graph cut", 0.0, f"{name}: band of {band.nodes} voxels, building the graph")
+    flat_labels, h, seeds = labels.reshape(-1), level.h.reshape(-1), level.seeds.reshape(-1)
+    graph = maxflow.Graph[float](band.nodes, 3 * band.nodes)
+    graph.add_nodes(band.nodes)
+    for chunk in band.chunks():
+        check(cancel)
+        source, sink = _unary(h[chunk.flat], seeds[chunk.flat], level.seed_capacity)
+        data = level.voxel_data(chunk.flat)
+        for axis, step, sel, u, u_in_band, _, u_ids in chunk.neighbours(band):
+            w = level.pair_weights(axis, chunk.flat[sel], u, None if data is None else data[sel])
+            if step == 1:  # a pair inside the band is added once, from its first voxel
+                graph.add_edges(chunk.ids[sel][u_in_band], u_ids[u_in_band], w[u_in_band], w[u_in_band])
+            # A fixed neighbour makes the band voxel pay w for taking the other label.  Each
+            # voxel has one neighbour per axis and step, so these indices are unique.
+            fixed = ~u_in_band
+            heart = fixed & (flat_labels[u] == 1)
+            other = fixed & ~heart
+            where = np.flatnonzero(sel)
+            sink[where[heart]] += w[heart]
+            source[where[other]] += w[other]
+        graph.add_grid_tedges(chunk.ids, source, sink)
+    check(cancel)
+    report(progress, "graph cut", 0.5, f"{name}: band max-flow")
+    graph.maxflow()
+    contact = np.zeros(band.mask.size, bool)
+    for chunk in band.chunks():
+        flat_labels[chunk.flat] = graph.get_grid_segments(chunk.ids)
+    del graph
+    for chunk in band.chunks():
+        mine = flat_labels[chunk.flat]
+        for axis, step, sel, u, u_in_band, u_block, _ in chunk.neighbours(band):
+            touch = ~explored.reshape(-1)[u_block] & (flat_labels[u] != mine[sel])
+            contact[u_block[touch]] = True
+    report(progress, "graph cut", 1.0, f"{name}: band done")
+    return contact.reshape(band.mask.shape)

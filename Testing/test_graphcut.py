@@ -1,0 +1,305 @@
+"""Tests of the 3D graph cut (paper eq. 4-6): optimality, seeds, spacing, banded cut, memory checks."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import graphcut
+from ScribbleSegLib.errors import CancelledError, ScribbleSegError
+from ScribbleSegLib.graphcut import (GraphCutParams, energy, estimate_banded_cut_bytes, estimate_full_cut_bytes,
+                                     graph_cut)
+from ScribbleSegLib.progress import CancelToken
+
+
+def reference_pairs(image, spacing, params):
+    """(i, j, weight) of every 6-neighbour pair, written out from the formula with plain loops."""
+    shape = image.shape[:3]
+    x = image.astype(np.float64) / 255.0
+    pairs = []
+    for v in itertools.product(*(range(n) for n in shape)):
+        for axis in range(3):
+            u = list(v)
+            u[axis] += 1
+            if u[axis] >= shape[axis]:
+                continue
+            d2 = float(np.sum((x[v] - x[tuple(u)]) ** 2))
+            w = params.gamma * (min(spacing) / spacing[axis]) * (math.exp(-d2 / params.sigma ** 2) + params.delta)
+            pairs.append((np.ravel_multi_index(v, shape), np.ravel_multi_index(u, shape), w))
+    return pairs
+
+
+def brute_force(h, image, scribbles, spacing, params):
+    """Energies of all labellings of a tiny grid (inf where a scribble is violated)."""
+    n = h.size
+    labels = ((np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1).astype(bool)
+    e = np.abs(labels - h.ravel().astype(np.float64)[None, :]).sum(axis=1)
+    for i, j, w in reference_pairs(image, spacing, params):
+        e += w * (labels[:, i] != labels[:, j])
+    seeds = scribbles.ravel()
+    bad = (labels & (seeds == 2)[None, :]).any(axis=1) | (~labels & (seeds == 1)[None, :]).any(axis=1)
+    e[bad] = np.inf
+    return labels, e
+
+
+def ellipsoid_case(shape=(24, 64, 64), h_noise=0.3, image_noise=8.0, seed=0):
+    """An ellipsoid heart: noisy sigmoid h, two-colour noisy RGB image, seed lines every 6th section."""
+    rng = np.random.default_rng(seed)
+    Z, Y, X = shape
+    z, y, x = np.ogrid[:Z, :Y, :X]
+    r = np.sqrt(((z - Z / 2) / (0.35 * Z)) ** 2 + ((y - Y / 2) / (0.3 * Y)) ** 2 + ((x - X / 2) / (0.33 * X)) ** 2)
+    truth = r < 1
+    h = np.clip(1 / (1 + np.exp(-(1 - r) * 0.3 * min(shape))) + rng.normal(0, h_noise, shape), 0, 1)
+    image = np.where(truth[..., None], [200.0, 80.0, 120.0], [230.0, 190.0, 210.0])
+    image = np.clip(image + rng.normal(0, image_noise, image.shape), 0, 255).astype(np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles[::6, Y // 2, X // 2 - X // 8: X // 2 + X // 8] = 1
+    scribbles[::6, 1, :] = 2
+    return h.astype(np.float32), image, scribbles, truth
+
+
+def dice(a, b):
+    a, b = a.astype(bool), b.astype(bool)
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_full_cut_is_the_brute_force_minimum(trial):
+    rng = np.random.default_rng(trial)
+    shape = (2, 2, 3)
+    h = rng.random(shape).astype(np.float32)
+    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    image[rng.random(shape) < 0.5] = 128  # some equal colours, so that some pairs weigh 1 + delta
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
+    spacing = ((1.0, 1.0, 1.0), (3.0, 1.0, 1.0), (0.5, 2.0, 1.0))[trial % 3]
+    params = GraphCutParams(gamma=(0.3, 0.8, 1.5)[trial % 3], sigma=0.3, delta=0.1)
+
+    all_labels, energies = brute_force(h, image, scribbles, spacing, params)
+    labels = graph_cut(h, image, scribbles, spacing, params, mode="full")
+
+    assert labels.dtype == np.uint8 and labels.shape == shape
+    # The cut computes colour contrasts in float32, hence the tolerance.
+    got = energy(labels, h, image, scribbles, spacing, params)
+    assert got == pytest.approx(energies.min(), abs=1e-5)
+    ordered = np.sort(energies)
+    if ordered[1] - ordered[0] > 1e-5:  # a unique minimum: the labels themselves must match
+        np.testing.assert_array_equal(labels.ravel().astype(bool), all_labels[np.argmin(energies)])
+
+
+def test_energy_matches_the_formula():
+    rng = np.random.default_rng(7)
+    shape = (2, 3, 2)
+    h = rng.random(shape)
+    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    spacing, params = (2.0, 1.0, 0.5), GraphCutParams(gamma=0.7, sigma=0.2, delta=0.3)
+    all_labels, energies = brute_force(h, image, scribbles, spacing, params)
+    for k in rng.choice(len(all_labels), 20, replace=False):
+        labels = all_labels[k].reshape(shape).astype(np.uint8)
+        assert energy(labels, h, image, scribbles, spacing, params) == pytest.approx(energies[k], abs=1e-5)
+    scribbles[0, 0, 0] = 1
+    assert energy(np.zeros(shape, np.uint8), h, image, scribbles, spacing, params) == math.inf
+
+
+@pytest.mark.parametrize("mode", ["full", "banded"])
+def test_every_seed_is_honoured_against_the_data(mode):
+    rng = np.random.default_rng(1)
+    shape = (8, 24, 24)
+    h = rng.random(shape).astype(np.float32)
+    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles.flat[rng.choice(h.size, 300, replace=False)] = rng.integers(1, 3, 300)
+    # The data term says the opposite of every scribble, and strongly.
+    h[scribbles == 1], h[scribbles == 2] = 0.0, 1.0
+    labels = graph_cut(h, image, scribbles, params=GraphCutParams(gamma=5.0, sigma=1.0, delta=1.0), mode=mode)
+    assert np.all(labels[scribbles == 1] == 1)
+    assert np.all(labels[scribbles == 2] == 0)
+
+
+def test_banded_equals_full_on_a_phantom():
+    h, image, scribbles, truth = ellipsoid_case()
+    params = GraphCutParams(gamma=2.0)
+    full = graph_cut(h, image, scribbles, params=params, mode="full")
+    banded = graph_cut(h, image, scribbles, params=params, mode="banded")
+    assert dice(banded, full) >= 0.999
+    assert dice(full, truth) > dice(h > 0.5, truth)  # the cut improves on thresholding h
+    e_full = energy(full, h, image, scribbles, params=params)
+    e_banded = energy(banded, h, image, scribbles, params=params)
+    assert e_full <= e_banded + 1e-6 and e_banded <= e_full * 1.0005
+
+
+def test_banded_cut_recursing_over_several_levels(monkeypatch):
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=3)
+    params = GraphCutParams(gamma=2.0)
+    full = graph_cut(h, image, scribbles, params=params, mode="full")
+    monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # coarse levels are banded again
+    messages = []
+    banded = graph_cut(h, image, scribbles, params=params, mode="banded",
+                       progress=lambda stage, fraction, message: messages.append(message))
+    assert sum("downsampling" in m for m in messages) >= 2
+    assert dice(banded, full) >= 0.995
+    assert np.all(banded[scribbles == 1] == 1) and np.all(banded[scribbles == 2] == 0)
+
+
+def test_in_plane_only_downsampling_for_thick_sections():
+    assert graphcut._coarsen_factors((30, 100, 100), (4.0, 1.0, 1.0)) == (1, 2, 2)
+    assert graphcut._coarsen_factors((30, 100, 100), (1.2, 1.0, 1.0)) == (2, 2, 2)
+    h, image, scribbles, _ = ellipsoid_case((10, 64, 64), seed=4)
+    spacing = (3.0, 1.0, 1.0)
+    full = graph_cut(h, image, scribbles, spacing, mode="full")
+    banded = graph_cut(h, image, scribbles, spacing, mode="banded")
+    assert dice(banded, full) >= 0.999
+
+
+def test_spacing_weights_scale_with_the_inverse_section_thickness():
+    shape = (4, 5, 6)
+    h = np.full(shape, 0.5, np.float32)
+    image = np.full(shape + (3,), 100, np.uint8)  # no contrast: every pair weighs gamma * s * (1 + delta)
+    scribbles = np.zeros(shape, np.uint8)
+    params = GraphCutParams(gamma=2.0, delta=0.5)
+    z_cut = np.zeros(shape, np.uint8)
+    z_cut[2:] = 1  # a boundary across z: 5 * 6 pairs
+    x_cut = np.zeros(shape, np.uint8)
+    x_cut[..., 3:] = 1  # a boundary across x: 4 * 5 pairs
+    data = 0.5 * h.size
+    for spacing, s_z in (((1.0, 1.0, 1.0), 1.0), ((2.0, 1.0, 1.0), 0.5), ((4.0, 2.0, 2.0), 0.5)):
+        assert energy(z_cut, h, image, scribbles, spacing, params) == pytest.approx(data + 3.0 * s_z * 30)
+        assert energy(x_cut, h, image, scribbles, spacing, params) == pytest.approx(data + 3.0 * 20)
+    # Per unit of area the two boundaries cost the same: 30 faces of 1 x 1 mm vs 20 faces of 2 x 1 mm.
+    assert (energy(z_cut, h, image, scribbles, (2.0, 1.0, 1.0), params) - data) / 30 == pytest.approx(
+        (energy(x_cut, h, image, scribbles, (2.0, 1.0, 1.0), params) - data) / (20 * 2))
+
+
+def test_thick_sections_smooth_less_across_z():
+    shape = (2, 8, 8)
+    h = np.empty(shape, np.float32)
+    h[0], h[1] = 0.9, 0.4  # section 1 leans to background by 0.2 per voxel
+    image = np.full(shape + (3,), 120, np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles[0, 4, 4] = 1
+    scribbles[1, 0, 0] = 2
+    image[1, 0, 0] = (255, 255, 255)  # the background seed has no pull on its neighbours (delta = 0)
+    image[0, 0, 0] = (0, 0, 0)
+    params = GraphCutParams(gamma=0.5, sigma=0.1, delta=0.0)
+    # Isotropic: a z pair weighs 0.5 > 0.2, so section 1 follows section 0.  Sections 4x thicker: 0.125 < 0.2.
+    for mode in ("full", "banded"):
+        iso = graph_cut(h, image, scribbles, (1.0, 1.0, 1.0), params, mode=mode)
+        thick = graph_cut(h, image, scribbles, (4.0, 1.0, 1.0), params, mode=mode)
+        assert iso[1, 4, 4] == 1 and iso[0].all()
+        assert thick[1, 4, 4] == 0 and thick[0].all()
+
+
+def test_rgb_contrast_sees_hue_edges_that_luminance_misses():
+    shape = (2, 4, 4)
+    h = np.full(shape, 0.5, np.float32)
+    image = np.zeros(shape + (3,), np.uint8)
+    image[:, :2] = (200, 100, 100)
+    image[:, 2:] = (100, 151, 100)  # about the same BT.601 luminance, a different hue
+    scribbles = np.zeros(shape, np.uint8)
+    labels = np.zeros(shape, np.uint8)
+    labels[:, 2:] = 1
+    rgb = energy(labels, h, image, scribbles, params=GraphCutParams(colour="rgb"))
+    luminance = energy(labels, h, image, scribbles, params=GraphCutParams(colour="luminance"))
+    assert rgb < luminance - 1.0
+
+
+def test_grey_and_float_images():
+    h, image, scribbles, _ = ellipsoid_case((8, 32, 32), seed=5)
+    grey = image.mean(axis=3).astype(np.uint8)
+    a = graph_cut(h, grey, scribbles, mode="full")
+    b = graph_cut(h, grey.astype(np.float32) / 255, scribbles, mode="full")
+    np.testing.assert_array_equal(a, b)
+    c = graph_cut(h, image, scribbles, params=GraphCutParams(colour="luminance"), mode="full")
+    assert dice(a, c) > 0.99
+
+
+def test_inputs_are_not_modified():
+    h, image, scribbles, _ = ellipsoid_case((8, 32, 32), seed=6)
+    copies = [a.copy() for a in (h, image, scribbles)]
+    graph_cut(h, image, scribbles, mode="banded")
+    for a, b in zip((h, image, scribbles), copies):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_in_h_is_a_clear_error():
+    h, image, scribbles, _ = ellipsoid_case((4, 16, 16))
+    h[1, 2, 3] = np.nan
+    with pytest.raises(ScribbleSegError, match="NaN"):
+        graph_cut(h, image, scribbles)
+    h[1, 2, 3] = 1.5
+    with pytest.raises(ScribbleSegError, match=r"\[0, 1\]"):
+        graph_cut(h, image, scribbles)
+
+
+@pytest.mark.parametrize("keep, missing", [(1, "background"), (2, "heart"), (0, "heart .* and background")])
+def test_scribbles_need_both_classes(keep, missing):
+    h, image, scribbles, _ = ellipsoid_case((4, 16, 16))
+    scribbles[scribbles != keep] = 0
+    with pytest.raises(ScribbleSegError, match=f"no {missing}"):
+        graph_cut(h, image, scribbles)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: {"scribbles": a["scribbles"][:-1]}, "scribbles have shape"),
+    (lambda a: {"scribbles": a["scribbles"] * 2}, "0 \\(none\\)"),
+    (lambda a: {"image": a["image"][..., :2]}, "image must be"),
+    (lambda a: {"h": (a["h"] > 0.5).astype(np.uint8)}, "float array"),
+    (lambda a: {"spacing_zyx": (1.0, 0.0, 1.0)}, "spacing"),
+    (lambda a: {"mode": "fast"}, "mode"),
+])
+def test_bad_inputs_are_clear_errors(change, message):
+    h, image, scribbles, _ = ellipsoid_case((4, 16, 16))
+    args = {"h": h, "image": image, "scribbles": scribbles}
+    args.update(change(args))
+    with pytest.raises(ScribbleSegError, match=message):
+        graph_cut(**args)
+
+
+def test_bad_parameters_are_clear_errors():
+    with pytest.raises(ScribbleSegError, match="sigma"):
+        GraphCutParams(sigma=0.0)
+    with pytest.raises(ScribbleSegError, match="gamma"):
+        GraphCutParams(gamma=float("nan"))
+    with pytest.raises(ScribbleSegError, match="colour"):
+        GraphCutParams(colour="hsv")
+
+
+def test_memory_estimates():
+    voxels = 64 * 512 * 512
+    full = estimate_full_cut_bytes((64, 512, 512))
+    assert 257 * voxels < full < 300 * voxels + 2**30
+    assert estimate_banded_cut_bytes((64, 512, 512)) * 3 < full
+    # Thick sections are only downsampled in-plane, so the coarse level is larger.
+    assert estimate_banded_cut_bytes((64, 512, 512), (4.0, 1.0, 1.0)) > estimate_banded_cut_bytes((64, 512, 512))
+    assert graphcut.available_memory() > 0
+
+
+def test_memory_budget_is_checked_before_the_cut():
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=2)
+    full_bytes, band_bytes = estimate_full_cut_bytes(h.shape), estimate_banded_cut_bytes(h.shape)
+    assert band_bytes < full_bytes
+    between = (full_bytes + band_bytes) // 2
+    with pytest.raises(ScribbleSegError, match="memory budget"):
+        graph_cut(h, image, scribbles, mode="full", memory_budget=between)
+    with pytest.raises(ScribbleSegError, match="memory budget"):
+        graph_cut(h, image, scribbles, mode="auto", memory_budget=band_bytes // 2)
+    messages = []
+    auto = graph_cut(h, image, scribbles, mode="auto", memory_budget=between,
+                     progress=lambda stage, fraction, message: messages.append(message))
+    assert any("downsampling" in m for m in messages)  # fell back to the banded cut
+    assert dice(auto, graph_cut(h, image, scribbles, mode="full")) >= 0.999
+
+
+def test_progress_and_cancel():
+    h, image, scribbles, _ = ellipsoid_case((8, 32, 32))
+    seen = []
+    graph_cut(h, image, scribbles, mode="banded", progress=lambda *args: seen.append(args))
+    fractions = [fraction for _, fraction, _ in seen]
+    assert {stage for stage, _, _ in seen} == {"graph cut"}
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        graph_cut(h, image, scribbles, cancel=token)

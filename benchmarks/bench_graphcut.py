@@ -1,0 +1,129 @@
+"""Full vs coarse-to-fine banded 3D graph cut: time, peak memory and agreement.
+
+Synthetic cases like those of docs/method-and-libraries.md section 4: an
+ellipsoid "heart", h = sigmoid(signed distance) + Gaussian noise, a two-colour
+RGB image with Gaussian noise, seed lines on every 10th section.  "easy" is
+h-noise 0.25 with gamma 1, "hard" h-noise 0.45 with gamma 3 (sigma 0.1,
+delta 0.05).  Each (case, size, mode) runs in a fresh subprocess, so that the
+peak resident memory (``ru_maxrss``) of one cut does not mix with another's.
+
+    python benchmarks/bench_graphcut.py                       # both cases, 64x256x256 and 64x512x512
+    python benchmarks/bench_graphcut.py --sizes 32x128x128 --cases hard
+
+Columns: wall and CPU seconds of ``graph_cut`` alone; peak RSS of the whole
+process, and the part above the RSS after loading the inputs (the cut's own
+memory); Dice of banded against full, and of each against the ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CASES = {"easy": {"h_noise": 0.25, "gamma": 1.0}, "hard": {"h_noise": 0.45, "gamma": 3.0}}
+IMAGE_NOISE = 8.0  # grey levels, per channel
+HEART_RGB, BACKGROUND_RGB = (200, 80, 120), (230, 190, 210)
+
+
+def make_case(shape, h_noise: float, seed: int = 0):
+    """h, image, scribbles and ground truth of an ellipsoid phantom of ``shape`` (Z, Y, X)."""
+    rng = np.random.default_rng(seed)
+    Z, Y, X = shape
+    z, y, x = (np.arange(n, dtype=np.float32) for n in shape)
+    r = np.sqrt(((z[:, None, None] - Z / 2) / (0.35 * Z)) ** 2 + ((y[None, :, None] - Y / 2) / (0.3 * Y)) ** 2
+                + ((x[None, None, :] - X / 2) / (0.33 * X)) ** 2)
+    truth = r < 1
+    h = 1 / (1 + np.exp(-(1 - r) * (0.3 * min(shape))))
+    h += rng.normal(0, h_noise, shape).astype(np.float32)
+    np.clip(h, 0, 1, out=h)
+    image = np.where(truth[..., None], np.float32(HEART_RGB), np.float32(BACKGROUND_RGB))
+    image += rng.normal(0, IMAGE_NOISE, image.shape).astype(np.float32)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    for k in range(0, Z, 10):
+        scribbles[k, Y // 2, X // 2 - X // 8: X // 2 + X // 8] = 1
+        scribbles[k, 2, :] = 2
+    return h.astype(np.float32), image, scribbles, truth
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 2.0 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def worker(folder: str, mode: str, gamma: float) -> None:
+    """Cut the case saved in ``folder`` in ``mode``; print one JSON line."""
+    from ScribbleSegLib.graphcut import GraphCutParams, graph_cut
+
+    h = np.load(os.path.join(folder, "h.npy"))
+    image = np.load(os.path.join(folder, "image.npy"))
+    scribbles = np.load(os.path.join(folder, "scribbles.npy"))
+    base = current_rss()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
+    t0 = time.perf_counter()
+    labels = graph_cut(h, image, scribbles, params=GraphCutParams(gamma=gamma), mode=mode)
+    wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    np.save(os.path.join(folder, f"labels_{mode}.npy"), labels)
+    print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime - cpu0,
+                      "peak": usage.ru_maxrss * 1024, "base": base}))
+
+
+def run_mode(folder: str, mode: str, gamma: float) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", folder, mode, str(gamma)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="64x256x256,64x512x512", help="comma-separated ZxYxX sizes")
+    parser.add_argument("--cases", default="easy,hard", help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], float(args.worker[2]))
+        return
+
+    print("| case | grid (ZxYxX) | mode | wall s | CPU s | peak RSS GiB | cut's own GiB | band vs full Dice "
+          "| Dice vs truth |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for case in args.cases.split(","):
+        setting = CASES[case]
+        for size in args.sizes.split(","):
+            shape = tuple(int(n) for n in size.lower().split("x"))
+            with tempfile.TemporaryDirectory() as folder:
+                h, image, scribbles, truth = make_case(shape, setting["h_noise"], args.seed)
+                for name, array in (("h", h), ("image", image), ("scribbles", scribbles)):
+                    np.save(os.path.join(folder, f"{name}.npy"), array)
+                del h, image, scribbles
+                results = {mode: run_mode(folder, mode, setting["gamma"]) for mode in ("full", "banded")}
+                labels = {mode: np.load(os.path.join(folder, f"labels_{mode}.npy")) for mode in results}
+            agreement = dice(labels["banded"], labels["full"])
+            for mode, r in results.items():
+                print(f"| {case} | {size} | {mode} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['peak'] / 2**30:.2f} "
+                      f"| {(r['peak'] - r['base']) / 2**30:.2f} | {agreement:.5f} | {dice(labels[mode], truth):.4f} |",
+                      flush=True)
+            full, band = results["full"], results["banded"]
+            print(f"|  |  | full / banded | {full['wall'] / band['wall']:.1f}x | {full['cpu'] / band['cpu']:.1f}x "
+                  f"| {full['peak'] / band['peak']:.1f}x | {(full['peak'] - full['base']) / (band['peak'] - band['base']):.1f}x "
+                  "|  |  |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
