@@ -337,9 +337,10 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
 def pair_weights(y: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Weights ``w_ij`` of :func:`ddml_loss`: ``(B, B)`` of ``dtype``, zero on the diagonal.
 
-    Same-class pairs share a total weight of 1/2 over ordered pairs ``i != j``,
-    and so do different-class pairs; a kind of pair absent from the batch gets
-    weight 0 and the other kind keeps its 1/2.
+    ``w_ij = 1 / n_same`` for each of the ``n_same`` ordered same-class pairs
+    ``(i, j), i != j``, and ``1 / n_diff`` for each of the ``n_diff``
+    different-class ones, so each kind's weights sum to 1 (0 if the batch has
+    no pair of that kind).
     """
     y = y.reshape(-1)
     same = y[:, None] == y[None, :]
@@ -364,17 +365,20 @@ def ddml_loss(z: torch.Tensor, y: torch.Tensor, tau: float, beta: float) -> torc
     terms, where ``d = 0``, are left out) with each pair weighted by ``w_ij``
     from :func:`pair_weights`: ``1 / n_same`` for the ``n_same`` ordered
     same-class pairs and ``1 / n_diff`` for the ``n_diff`` different-class ones.
-    Same-class and different-class pairs therefore count equally whatever the
-    batch composition, and the loss is a weighted mean (its scale does not grow
-    with the batch).  For a batch of ``n`` pixels per class, eq. 2's plain sum
-    equals this loss times ``n^2`` (up to the ``n(n - 1)`` vs ``n^2`` pair counts).
+    ``L`` is thus the average of the mean ``g`` over same-class pairs and the
+    mean ``g`` over different-class pairs: both kinds count equally whatever the
+    batch composition, and the scale does not grow with the batch.  For a batch
+    of ``B = 2n`` pixels, ``n`` per class, eq. 2's plain sum is ``B^2 / 2``
+    times ``L`` (up to the ``n(n - 1)`` vs ``n^2`` counts of same- and
+    different-class pairs).
 
     Eq. 3's regulariser ``lambda/2 sum_m (||W_m||_F^2 + ||b_m||^2)`` is not in
     this function: :func:`train_ddml` applies it through Adam's ``weight_decay``
     on every parameter of ``f``, which adds ``lambda * theta`` to each gradient
     before the adaptive step -- exactly the gradient of eq. 3's term (AdamW's
     decoupled decay would not be).  So training minimises ``L + eq. 3`` with
-    ``lambda = DDMLConfig.weight_decay`` relative to this normalised ``L``.
+    ``lambda = DDMLConfig.weight_decay``; relative to eq. 2's plain sum that is
+    a lambda ``B^2 / 2`` times larger.
 
     Parameters
     ----------
@@ -444,8 +448,8 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
         ``(N,)`` labels, 1 heart and 0 background; both must occur.
     config : DDMLConfig, optional
     seed : int
-        Seeds the initial weights and the minibatches; the result is
-        deterministic on the CPU for a given thread count.
+        Seeds the initial weights and the minibatches; training runs on one
+        torch thread, so the result is deterministic on the CPU.
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
 
