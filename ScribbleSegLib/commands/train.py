@@ -1,14 +1,79 @@
-"""``scribbleseg train`` (not implemented yet)."""
+"""``scribbleseg train``: train an M-Unet (or a plain U-Net) on labelled volumes."""
 
 import argparse
-
-from ..errors import ScribbleSegError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
+    parser.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
+                        help="training images: 3D RGB files or folders of sections")
+    parser.add_argument("--labels", nargs="+", required=True, metavar="LABEL",
+                        help="one label per image: a labelmap (>0 = heart) or a .seg.nrrd with a 'heart' segment")
+    parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
+    parser.add_argument("--arch", choices=("munet", "unet"), default="munet",
+                        help="multi-field-of-view U-Net or plain U-Net (default: %(default)s)")
+    parser.add_argument("--config", choices=("small", "paper"), default="small",
+                        help="network size: small trains on a CPU in minutes, paper is the published "
+                             "size for a GPU (default: %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to train (default: %(default)s)")
+    parser.add_argument("--val-images", nargs="+", default=[], metavar="IMAGE",
+                        help="validation images for early stopping (default: every 5th training section)")
+    parser.add_argument("--val-labels", nargs="+", default=[], metavar="LABEL", help="their labels")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                        help="voxel size in mm (required for folders of sections; overrides a file's)")
+    parser.add_argument("--downsample", type=int, default=1, metavar="N",
+                        help="in-plane reduction of the images on reading (default: %(default)s)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="time budget of the optimisation (default: none, or 6 for --config small)")
+    parser.add_argument("--max-iters", type=int, default=None, help="iteration budget (default: 3000)")
+    parser.add_argument("--batch", type=int, default=8, help="patches per step (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--no-stain-normalization", action="store_true",
+                        help="train on the colours as they are")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling (default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _read_pairs(images, labels, spacing, downsample, role: str):
+    from ..errors import ScribbleSegError
+    from ..volume_io import read_image, read_label
+
+    if len(images) != len(labels):
+        raise ScribbleSegError(f"--{role}images and --{role}labels: {len(images)} images but {len(labels)} labels")
+    vols, labs = [], []
+    for image_path, label_path in zip(images, labels):
+        vol = read_image(image_path, spacing=spacing, downsample=downsample)
+        lab = read_label(label_path, vol.shape, vol.geometry)
+        vols.append(vol)
+        labs.append(lab)
+    return vols, labs
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    raise ScribbleSegError("'train' is not implemented yet")
+    from ..fileio import check_output_path
+    from ..nets import ModelConfig
+    from ..progress import TqdmProgress
+    from ..runtime import resolve_device
+    from ..training import TrainOptions, train_model
+
+    check_output_path(args.out)
+    resolve_device(args.device)  # a clear error before reading anything
+    config = ModelConfig.preset(args.config, args.arch)
+    images, labels = _read_pairs(args.images, args.labels, args.spacing, args.downsample, "")
+    val_images, val_labels = _read_pairs(args.val_images, args.val_labels, args.spacing, args.downsample, "val-")
+    max_minutes = args.max_minutes
+    if max_minutes is None and args.config == "small":
+        max_minutes = 6.0
+    options = TrainOptions(batch=args.batch, lr=args.lr, normalize=not args.no_stain_normalization)
+    bar = TqdmProgress(disable=args.quiet)
+    try:
+        path = train_model(images, labels, args.out, config, val_images=val_images, val_labels=val_labels,
+                           options=options, max_iters=args.max_iters, max_minutes=max_minutes,
+                           device=args.device, seed=args.seed, names=args.labels, val_names=args.val_labels,
+                           progress=bar)
+    finally:
+        bar.close()
+    print(f"wrote {path}")
+    return 0

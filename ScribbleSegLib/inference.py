@@ -1,0 +1,242 @@
+"""Tiled inference: heart probability and per-pixel features of a whole volume.
+
+Each section is cut into tiles whose origins are multiples of the network's
+alignment; every tile reads its inputs with the network's full receptive field
+around it (:func:`multifov.tile_geometry`), so a tile's core equals what the
+network would compute for the whole section at once.  Tiles therefore meet
+without seams and need no blending, and the result does not depend on the tile
+size.  The outer fields of view read past the section border by reflection.
+
+Memory is the section, its pyramid (1/3 of the section), the outputs and one
+batch of tiles; features go to a memory-mapped ``.npy`` file when a path is
+given (or when they would be large).  On a CUDA out-of-memory error the tile
+batch halves and the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from . import multifov
+from .errors import ScribbleSegError
+from .fileio import atomic_output
+from .geometry import Volume
+from .nets import NetOutput, geometry_for_tile, to_input
+from .progress import CancelToken, ProgressCallback, check, report
+from .runtime import resolve_device
+
+#: Features larger than this go to a temporary memory-mapped file when no path is given.
+IN_MEMORY_FEATURE_BYTES = 2 * 1024 ** 3
+#: Sections are stain-normalized in slabs of about this size.
+NORMALIZE_SLAB_BYTES = 256 * 1024 ** 2
+
+_STAGE = "M-Unet inference"
+
+
+def default_tile(device: torch.device) -> Tuple[int, int]:
+    """Tile core size and tiles per batch: what fits a GPU well, and what runs fastest on a CPU."""
+    if device.type == "cuda":
+        return 1024, 4
+    return 256, 1
+
+
+def tile_origins(length: int, tile: int, align: int) -> List[int]:
+    """Origins of tiles of ``tile`` pixels covering ``length``; all multiples of ``align``.
+
+    The last tile is moved back to end on the first multiple of ``align`` past
+    the section, so that it overlaps its neighbour instead of sticking far out.
+    """
+    end = -(-length // align) * align
+    origins = list(range(0, end - tile + 1, tile))
+    if not origins or origins[-1] + tile < end:
+        origins.append(max(0, end - tile))
+    return origins
+
+
+class SectionPredictor:
+    """Runs a network over whole sections, tile by tile.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A :func:`nets.build_net` network, in eval mode, on ``device``.
+    device : torch.device
+    tile : int
+        Side of a tile's core in full-magnification pixels (rounded to the alignment).
+    batch : int
+        Tiles per forward pass; halves on CUDA out-of-memory.
+    """
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, tile: int, batch: int) -> None:
+        self.net = net
+        self.config = net.config
+        self.device = device
+        self.align = multifov.tile_alignment(self.config)
+        self.tile = max(self.align, int(tile) // self.align * self.align)
+        self.batch = max(1, int(batch))
+        self.channels = self.config.feature_channels
+        self._geoms = {}
+
+    def _geometry(self, core: Tuple[int, int]) -> multifov.FovGeometry:
+        if core not in self._geoms:
+            self._geoms[core] = geometry_for_tile(self.net, core)
+        return self._geoms[core]
+
+    def predict(self, section: np.ndarray, prob_out: np.ndarray, feat_out: Optional[np.ndarray],
+                cancel: Optional[CancelToken] = None) -> None:
+        """Write the probability ``(H, W)`` and features ``(H, W, C)`` of one ``(H, W, 3)`` section."""
+        h, w = section.shape[:2]
+        core = (min(self.tile, -(-h // self.align) * self.align), min(self.tile, -(-w // self.align) * self.align))
+        geom = self._geometry(core)
+        pyramid = multifov.build_pyramid(section, max(win.level for win in geom.windows) + 1)
+        anchors = [(y, x) for y in tile_origins(h, core[0], self.align) for x in tile_origins(w, core[1], self.align)]
+        i = 0
+        while i < len(anchors):
+            check(cancel)
+            group = anchors[i:i + self.batch]
+            out = self._run(pyramid, geom, group)
+            if out is None:  # out of GPU memory: try again with half the batch
+                continue
+            prob = torch.sigmoid(out.logit.float())[:, 0].cpu().numpy()
+            feats = out.features.to(torch.float16).permute(0, 2, 3, 1).cpu().numpy() if feat_out is not None else None
+            for j, (y, x) in enumerate(group):
+                ye, xe = min(h, y + core[0]), min(w, x + core[1])
+                prob_out[y:ye, x:xe] = prob[j, :ye - y, :xe - x]
+                if feats is not None:
+                    feat_out[y:ye, x:xe] = feats[j, :ye - y, :xe - x]
+            i += len(group)
+
+    def _run(self, pyramid: Sequence[np.ndarray], geom: multifov.FovGeometry,
+             anchors: Sequence[Tuple[int, int]]) -> Optional[NetOutput]:
+        crops = [multifov.extract(pyramid, geom.windows, a) for a in anchors]
+        inputs = [to_input(np.stack([c[k] for c in crops]), self.device) for k in range(len(geom.windows))]
+        try:
+            with torch.inference_mode(), _autocast(self.device):
+                return self.net(inputs, geom)
+        except torch.cuda.OutOfMemoryError:
+            del inputs
+            torch.cuda.empty_cache()
+            if self.batch == 1:
+                raise ScribbleSegError(
+                    f"out of GPU memory with a single {geom.core[1][0]}x{geom.core[1][1]} tile; "
+                    "use a smaller tile or --device cpu") from None
+            self.batch //= 2
+            return None
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _as_array(image: Union[Volume, np.ndarray]) -> np.ndarray:
+    array = image.array if isinstance(image, Volume) else np.asarray(image)
+    if array.ndim == 3:  # one section
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise ScribbleSegError(f"image must be (Z, Y, X, 3) uint8 RGB, got {array.dtype} {array.shape}")
+    return array
+
+
+def _feature_array(shape: Tuple[int, ...], path: Optional[os.PathLike]) -> np.ndarray:
+    """A float16 array: memory-mapped on ``path`` or, when large, on an unnamed temporary file."""
+    if path is not None:
+        return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    nbytes = int(np.prod(shape)) * 2
+    if nbytes <= IN_MEMORY_FEATURE_BYTES:
+        return np.empty(shape, dtype=np.float16)
+    # The operating system removes an unnamed temporary file once the array is gone.
+    handle = tempfile.TemporaryFile(prefix="scribbleseg-features-")
+    handle.truncate(nbytes)
+    return np.memmap(handle, dtype=np.float16, mode="r+", shape=shape)
+
+
+def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[str] = None,
+                   tile: Optional[int] = None, batch: Optional[int] = None, normalize: bool = True,
+                   feature_path: Optional[Union[str, os.PathLike]] = None,
+                   progress: Optional[ProgressCallback] = None,
+                   cancel: Optional[CancelToken] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Heart probability and per-pixel features of every section of a volume.
+
+    Parameters
+    ----------
+    model : model_file.SegModel
+        A loaded model.
+    image : Volume or numpy.ndarray
+        ``(Z, Y, X, 3)`` uint8 RGB (one ``(Y, X, 3)`` section is also accepted).
+    device : str, optional
+        ``auto``, ``cpu`` or ``cuda``; default the model's device.
+    tile : int, optional
+        Tile core side in pixels; default 256 on a CPU, 1024 on a GPU.  The
+        result does not depend on it.
+    batch : int, optional
+        Tiles per forward pass; default 1 on a CPU, 4 on a GPU.
+    normalize : bool
+        Render the sections in the model's reference stain first (when the model has one).
+    feature_path : path, optional
+        Write the features to this ``.npy`` file (atomically) and return it memory-mapped.
+    progress, cancel
+        See :mod:`progress`.
+
+    Returns
+    -------
+    probability : numpy.ndarray
+        float32 ``(Z, Y, X)`` in [0, 1].
+    features : numpy.ndarray
+        float16 ``(Z, Y, X, C)``; a read-only memory map of ``feature_path`` when given.
+    """
+    array = _as_array(image)
+    dev = resolve_device(device) if device is not None else model.device
+    net = model.net
+    if next(net.parameters()).device != dev:
+        net = net.to(dev)
+    default_core, default_batch = default_tile(dev)
+    predictor = SectionPredictor(net.eval(), dev, tile or default_core, batch or default_batch)
+    target = _target_stain(model) if normalize else None
+    z = array.shape[0]
+    prob = np.empty(array.shape[:3], dtype=np.float32)
+    shape = array.shape[:3] + (predictor.channels,)
+    # Stain normalization copies its input: do it in slabs of sections to bound the memory.
+    slab = max(1, NORMALIZE_SLAB_BYTES // max(1, array[0].nbytes))
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_output(feature_path)) if feature_path is not None else None
+        feats = _feature_array(shape, tmp)
+        for z0 in range(0, z, slab):
+            check(cancel)
+            sections = array[z0:z0 + slab]
+            if target is not None:
+                report(progress, _STAGE, z0 / z, f"stain normalization of sections {z0 + 1}-{z0 + len(sections)}")
+                sections = _normalize(sections, target, cancel)
+            for k, section in enumerate(sections, start=z0):
+                check(cancel)
+                report(progress, _STAGE, k / z, f"section {k + 1}/{z}")
+                predictor.predict(section, prob[k], feats[k], cancel)
+        if tmp is not None:
+            feats.flush()
+            del feats
+    report(progress, _STAGE, 1.0, f"{z} sections")
+    if feature_path is not None:
+        feats = np.load(feature_path, mmap_mode="r")
+    return prob, feats
+
+
+def _target_stain(model):
+    """The model's reference stain as a fitted normalizer, or None."""
+    if getattr(model, "stain", None) is None:
+        return None
+    from .stain import VahadaneNormalizer
+
+    return VahadaneNormalizer.from_dict(model.stain)
+
+
+def _normalize(sections: np.ndarray, target, cancel) -> np.ndarray:
+    from .stain import normalize_volume
+
+    return normalize_volume(sections, target, cancel=cancel)

@@ -1,0 +1,198 @@
+"""The model file: a trained network with everything inference and DDML need.
+
+One file written by :func:`torch.save` holding only tensors, strings and
+numbers, and read with ``torch.load(weights_only=True)``, so loading never
+executes code.  Its top level is a dict:
+
+``format`` (``"scribbleseg-model"``), ``format_version`` (int),
+``meta`` (a JSON string: architecture config, reference stain, voxel size,
+training record), ``state`` (the network's state dict), ``bank_features``
+(float16 ``(N, C)``) and ``bank_labels`` (uint8 ``(N,)``): features of training
+pixels and their labels (1 heart, 0 background), class-balanced, for DDML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .errors import ScribbleSegError
+from .fileio import atomic_output
+from .nets import ModelConfig, build_net
+from .runtime import resolve_device
+
+FORMAT = "scribbleseg-model"
+FORMAT_VERSION = 1
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class SegModel:
+    """A loaded model.
+
+    Attributes
+    ----------
+    config : nets.ModelConfig
+    net : torch.nn.Module
+        In eval mode, on ``device``.
+    stain : dict or None
+        The reference stain (``stain.VahadaneNormalizer.from_dict``), or None if
+        the model was trained without stain normalization.
+    voxel_size : tuple of 3 float
+        ``(x, y, z)`` mm of the training volumes.
+    bank_features : numpy.ndarray
+        float32 ``(N, C)``.
+    bank_labels : numpy.ndarray
+        uint8 ``(N,)``, 1 heart, 0 background.
+    device : torch.device
+    meta : dict
+        The training record (``training`` key) and anything else stored.
+    path : pathlib.Path or None
+    """
+
+    config: ModelConfig
+    net: torch.nn.Module
+    stain: Optional[Dict[str, Any]]
+    voxel_size: Tuple[float, float, float]
+    bank_features: np.ndarray
+    bank_labels: np.ndarray
+    device: torch.device
+    meta: Dict[str, Any] = field(default_factory=dict)
+    path: Optional[Path] = None
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the per-pixel features."""
+        return self.config.feature_channels
+
+
+def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
+               stain: Optional[Dict[str, Any]] = None,
+               voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+               bank_features: Optional[np.ndarray] = None, bank_labels: Optional[np.ndarray] = None,
+               training: Optional[Dict[str, Any]] = None) -> Path:
+    """Write a model file atomically.
+
+    Parameters
+    ----------
+    path : path
+    net : torch.nn.Module
+        The trained network (its state dict is stored on the CPU).
+    config : nets.ModelConfig
+    stain : dict, optional
+        ``VahadaneNormalizer.to_dict()`` of the reference stain.
+    voxel_size : 3 floats
+        ``(x, y, z)`` mm.
+    bank_features, bank_labels : numpy.ndarray, optional
+        ``(N, C)`` features and ``(N,)`` labels (0/1) of training pixels.
+    training : dict, optional
+        JSON-able record of the training run.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    c = config.feature_channels
+    feats = np.zeros((0, c), np.float16) if bank_features is None else np.asarray(bank_features, np.float16)
+    labels = np.zeros((0,), np.uint8) if bank_labels is None else np.asarray(bank_labels, np.uint8).reshape(-1)
+    if feats.ndim != 2 or feats.shape[1] != c or len(labels) != len(feats):
+        raise ScribbleSegError(f"{path}: the feature bank must be (N, {c}) with N labels, got {feats.shape} "
+                               f"and {labels.shape}")
+    meta = {"config": config.to_dict(), "stain": stain, "voxel_size": [float(v) for v in voxel_size],
+            "training": training or {}}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "meta": json.dumps(meta),
+        "state": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+        "bank_features": torch.from_numpy(feats.copy()),
+        "bank_labels": torch.from_numpy(labels.copy()),
+    }
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def _read(path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        raise ScribbleSegError(f"{path}: no such model file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" from a hostile file
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise ScribbleSegError(f"{path}: refused to load: the file holds Python objects other than tensors "
+                                   "and loading it could execute code") from None
+        raise ScribbleSegError(f"{path}: not a readable model file (truncated or corrupt)") from None
+    except Exception:  # noqa: BLE001 - whatever torch raises on a damaged file, the answer is the same
+        raise ScribbleSegError(f"{path}: not a readable model file (truncated or corrupt)") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ScribbleSegError(f"{path}: not a ScribbleSeg model file")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ScribbleSegError(f"{path}: model file format version {version!r}; this ScribbleSeg reads "
+                               f"version {FORMAT_VERSION}")
+    return payload
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def load_model(path: PathLike, device: str = "auto") -> SegModel:
+    """Load a model file without executing code.
+
+    Parameters
+    ----------
+    path : path
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+
+    Returns
+    -------
+    SegModel
+
+    Raises
+    ------
+    ScribbleSegError
+        If the file is missing, truncated or corrupt, of another format version,
+        holds anything but tensors and plain data, or does not fit its config.
+    """
+    path = Path(path)
+    dev = resolve_device(device)
+    payload = _read(path)
+    try:
+        meta = json.loads(payload["meta"])
+        config = ModelConfig.from_dict(meta["config"])
+        voxel_size = tuple(float(v) for v in meta["voxel_size"])
+        stain = meta.get("stain")
+        state = payload["state"]
+        feats = payload["bank_features"].float().numpy()
+        labels = payload["bank_labels"].to(torch.uint8).numpy()
+    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+        raise ScribbleSegError(f"{path}: damaged model file ({_first_line(exc)})") from None
+    except ScribbleSegError as exc:
+        raise ScribbleSegError(f"{path}: {exc}") from None
+    if len(voxel_size) != 3 or feats.ndim != 2 or feats.shape[1:] != (config.feature_channels,) \
+            or labels.shape != (len(feats),):
+        raise ScribbleSegError(f"{path}: damaged model file (voxel size or feature bank has the wrong shape)")
+    net = build_net(config)
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise ScribbleSegError(f"{path}: the weights do not fit the stored architecture "
+                               f"({_first_line(exc)})") from None
+    net.to(dev).eval()
+    return SegModel(config=config, net=net, stain=stain, voxel_size=voxel_size, bank_features=feats,
+                    bank_labels=labels, device=dev, meta=meta, path=path)

@@ -1,0 +1,558 @@
+"""Training of the M-Unet (or the plain U-Net) on labelled volumes.
+
+What a training run does (:func:`train_model`):
+
+1. checks every image/label pair, fits the reference stain on the training
+   sections and renders every volume in it (Vahadane; skipped with a warning
+   when the images hold no two distinct stains);
+2. builds each section's multi-magnification pyramid (:mod:`multifov`);
+3. draws class-balanced patches (half centred on heart pixels, a quarter on
+   background near the heart, a quarter anywhere in the background) and
+   augments them: the 8 flips/90-degree rotations, small scale changes and
+   stain jitter in optical-density space, identical for all fields of view;
+4. minimises the heart cross-entropy of the output plus the experts' own
+   losses (deep supervision) and, with adaptive weighting, the weighting CNN's
+   error in predicting each expert's Dice, with Adam (lr 1e-3, batch 8, as the
+   paper); bf16 autocast on a GPU;
+5. evaluates on fixed validation patches and stops early when the validation
+   loss stops improving, or when the iteration or time budget is spent, and
+   keeps the best weights;
+6. computes the training-pixel bank for DDML: features of class-balanced
+   training pixels, half near the heart boundary and half farther away, from
+   the same tiled inference that later runs on new volumes;
+7. writes the model file (:mod:`model_file`).
+
+With the iteration budget (not the time budget) ending the run, a fixed seed
+gives the same model on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import multifov
+from .errors import ScribbleSegError
+from .fileio import check_output_path
+from .geometry import Volume
+from .inference import SectionPredictor, default_tile
+from .model_file import save_model
+from .nets import ModelConfig, build_net, scale_input
+from .progress import CancelToken, ProgressCallback, check, report, sub_progress
+from .runtime import resolve_device
+
+_log = logging.getLogger(__name__)
+
+# The eight flips and quarter turns, as 2x2 matrices acting on (x, y).
+_D4 = np.array([[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
+                [[-1, 0], [0, 1]], [[1, 0], [0, -1]], [[0, 1], [1, 0]], [[0, -1], [-1, 0]]], dtype=np.float32)
+
+
+@dataclass
+class TrainOptions:
+    """Settings of a training run.
+
+    Attributes
+    ----------
+    batch : int
+        Patches per step (8 in the paper).
+    lr : float
+        Adam learning rate (1e-3 in the paper).
+    max_iters : int
+        Iteration budget.
+    max_minutes : float or None
+        Wall-clock budget of the optimisation (the bank and the file come after).
+    eval_every : int
+        Steps between validation evaluations.
+    patience : int
+        Evaluations without a better validation loss before stopping.
+    val_patches : int
+        Fixed validation patches (half on heart, half on background).
+    augment : bool
+        Flips, quarter turns, scale and stain jitter.
+    scale_jitter : float
+        Scale factors are drawn log-uniformly in ``[1/(1+s), 1+s]``.
+    od_jitter : float
+        Relative jitter of each colour channel's optical density.
+    normalize : bool
+        Fit a reference stain on the training data and render every volume in it.
+    bank_per_class : int
+        Training pixels per class in the DDML bank.
+    bank_sections : int
+        Sections per training volume whose features feed the bank.
+    """
+
+    batch: int = 8
+    lr: float = 1e-3
+    max_iters: int = 3000
+    max_minutes: Optional[float] = None
+    eval_every: int = 50
+    patience: int = 8
+    val_patches: int = 64
+    augment: bool = True
+    scale_jitter: float = 0.1
+    od_jitter: float = 0.1
+    normalize: bool = True
+    bank_per_class: int = 20000
+    bank_sections: int = 8
+
+
+# --------------------------------------------------------------------------- inputs
+
+def check_pair(image: Union[Volume, np.ndarray], label: np.ndarray, name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Check one training volume; return its image array and a 0/1 uint8 label.
+
+    Raises
+    ------
+    ScribbleSegError
+        If the image is not ``(Z, Y, X, 3)`` uint8, the label's size differs, or
+        the label has no heart or no background voxel.
+    """
+    array = image.array if isinstance(image, Volume) else np.asarray(image)
+    label = np.asarray(label)
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise ScribbleSegError(f"{name}: the image must be (Z, Y, X, 3) uint8 RGB, got {array.dtype} {array.shape}")
+    if label.shape != array.shape[:3]:
+        raise ScribbleSegError(f"{name}: the label is {_size(label.shape)} but the image is {_size(array.shape[:3])}")
+    label = (label > 0).astype(np.uint8)
+    if not label.any():
+        raise ScribbleSegError(f"{name}: the label marks no heart voxel (all zero)")
+    if label.all():
+        raise ScribbleSegError(f"{name}: the label marks every voxel as heart (no background)")
+    return array, label
+
+
+def _size(shape: Sequence[int]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+# --------------------------------------------------------------------------- data
+
+class PatchSource:
+    """Pyramids of labelled volumes and class-balanced patch centres.
+
+    Parameters
+    ----------
+    images : list of (Z, Y, X, 3) uint8
+    labels : list of (Z, Y, X) uint8 (0/1)
+    config : nets.ModelConfig
+    sections : list of index arrays, optional
+        Sections of each volume to draw from (default all).
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], config: ModelConfig,
+                 sections: Optional[Sequence[np.ndarray]] = None, max_pool: int = 2_000_000, seed: int = 0) -> None:
+        self.config = config
+        self.n_levels = max(config.fov_count, multifov.weight_level(config.fov_count) + 1)
+        self.step = 2 ** (config.fov_count - 1)
+        self.images: List[List[np.ndarray]] = []  # [volume][level] -> (Z, Yk, Xk, 3)
+        self.labels: List[List[np.ndarray]] = []  # [volume][level] -> (Z, Yk, Xk), 0..255
+        self.shapes = [image.shape[:3] for image in images]
+        rng = np.random.default_rng(seed)
+        pools: Dict[str, List[np.ndarray]] = {"heart": [], "near": [], "far": []}
+        for v, (image, label) in enumerate(zip(images, labels)):
+            self.images.append(_volume_pyramid(image, self.n_levels))
+            self.labels.append(_volume_pyramid(label * np.uint8(255), config.fov_count))
+            zs = np.arange(label.shape[0]) if sections is None else np.asarray(sections[v])
+            cap = max(1, max_pool // max(1, len(zs)))
+            for z in zs:
+                near = _dilate(label[z], config.patch // 2) > label[z]
+                for name, mask in (("heart", label[z] > 0), ("near", near), ("far", label[z] == 0)):
+                    idx = np.flatnonzero(mask)
+                    if len(idx) > cap:  # bound the index memory of large volumes
+                        idx = rng.choice(idx, cap, replace=False)
+                    pools[name].append(np.stack([np.full(len(idx), v), np.full(len(idx), z), idx]))
+        self.pools = {k: np.concatenate(p, axis=1) if p else np.zeros((3, 0), np.int64) for k, p in pools.items()}
+        if self.pools["heart"].shape[1] == 0 or self.pools["far"].shape[1] == 0:
+            raise ScribbleSegError("the sections to learn from hold no heart or no background voxel")
+
+    def centres(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` patch centres ``(volume, z, y, x)``: 1/2 heart, 1/4 near background, 1/4 any background."""
+        kinds = rng.choice(4, size=n)
+        out = np.empty((n, 4), np.int64)
+        for i, kind in enumerate(kinds):
+            pool = self.pools["heart" if kind < 2 else "near" if kind == 2 else "far"]
+            if pool.shape[1] == 0:
+                pool = self.pools["far"]
+            v, z, flat = pool[:, rng.integers(pool.shape[1])]
+            y, x = divmod(int(flat), self.shapes[v][2])
+            out[i] = (v, z, y // self.step * self.step, x // self.step * self.step)
+        return out
+
+    def batch(self, centres: np.ndarray, geom: multifov.FovGeometry, device: torch.device,
+              rng: Optional[np.random.Generator] = None, options: Optional[TrainOptions] = None
+              ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Network inputs (one per window of ``geom``) and targets (one per field of view).
+
+        With ``rng`` the patches are augmented (see :class:`TrainOptions`);
+        every field of view gets the same flip, turn, scale and stain jitter.
+        """
+        p = self.config.patch
+        augment = rng is not None
+        margin = 0
+        if augment:
+            margin = 2 * math.ceil(p * options.scale_jitter / 2 + 1)
+        size = (p + margin, p + margin)
+        half = size[0] // 2
+        inputs, targets = [], []
+        levels = [w.level for w in geom.windows]
+        for level in levels:
+            f = 2 ** level
+            crops = [multifov.crop(self.images[v][level][z], (y // f - half, x // f - half), size)
+                     for v, z, y, x in centres]
+            inputs.append(torch.from_numpy(np.stack(crops)).to(device).permute(0, 3, 1, 2).float())
+        for level in range(self.config.fov_count):
+            f = 2 ** level
+            crops = [multifov.crop(self.labels[v][level][z], (y // f - half, x // f - half), size)
+                     for v, z, y, x in centres]
+            targets.append(torch.from_numpy(np.stack(crops)).to(device)[:, None].float() / 255.0)
+        if augment:
+            n = len(centres)
+            s = np.exp(rng.uniform(-1, 1, n) * math.log1p(options.scale_jitter)).astype(np.float32)
+            theta = np.zeros((n, 2, 3), np.float32)
+            theta[:, :, :2] = _D4[rng.integers(8, size=n)] * (s * p / size[0])[:, None, None]
+            grid = F.affine_grid(torch.from_numpy(theta).to(device), (n, 3, p, p), align_corners=False)
+            gain = rng.uniform(1 - options.od_jitter, 1 + options.od_jitter, (n, 3, 1, 1)).astype(np.float32)
+            gain *= rng.uniform(1 - options.od_jitter, 1 + options.od_jitter, (n, 1, 1, 1)).astype(np.float32)
+            bias = rng.uniform(-0.2, 0.2, (n, 3, 1, 1)).astype(np.float32) * options.od_jitter
+            gain_t, bias_t = torch.from_numpy(gain).to(device), torch.from_numpy(bias).to(device)
+            inputs = [_od_jitter(F.grid_sample(x, grid, mode="bilinear", align_corners=False), gain_t, bias_t)
+                      for x in inputs]
+            targets = [F.grid_sample(t, grid, mode="bilinear", align_corners=False) for t in targets]
+        return [scale_input(x) for x in inputs], targets
+
+
+def _od_jitter(rgb: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Scale and shift each channel's optical density (Beer–Lambert, as :mod:`stain`)."""
+    od = -torch.log((rgb + 1.0) / 256.0)
+    od = (od * gain + bias).clamp_(min=0.0)
+    return (256.0 * torch.exp(-od) - 1.0).clamp_(0.0, 255.0)
+
+
+def _volume_pyramid(volume: np.ndarray, n_levels: int) -> List[np.ndarray]:
+    levels = [volume]
+    for _ in range(1, n_levels):
+        levels.append(np.stack([multifov.downsample2(s) for s in levels[-1]]))
+    return levels
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Square dilation of a 2D 0/1 mask by ``radius`` pixels (separable max filters)."""
+    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+    k = 2 * radius + 1
+    t = F.max_pool2d(t, (1, k), stride=1, padding=(0, radius))
+    t = F.max_pool2d(t, (k, 1), stride=1, padding=(radius, 0))
+    return t[0, 0].numpy().astype(np.uint8)
+
+
+def _boundary_band(label: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within ``radius`` of the heart boundary, on either side (2D)."""
+    return _dilate(label, radius) != (1 - _dilate(1 - label, radius))
+
+
+# --------------------------------------------------------------------------- loss
+
+def training_loss(out, targets: Sequence[torch.Tensor], config: ModelConfig) -> torch.Tensor:
+    """Output cross-entropy + deep supervision + the weighting CNN's Dice regression."""
+    y = targets[0]
+    loss = F.binary_cross_entropy_with_logits(out.logit.float(), y)
+    if out.expert_logits and config.deep_supervision > 0:
+        ds = sum(F.binary_cross_entropy_with_logits(lg.float(), t) for lg, t in zip(out.expert_logits, targets))
+        loss = loss + config.deep_supervision * ds / len(out.expert_logits)
+    if out.weights is not None:
+        # Two-class Dice of a soft map with a soft truth, summed over both classes: 1 - mean |p - y|.
+        dice = torch.stack([1.0 - (p - y).abs().mean(dim=(1, 2, 3)) for p in out.expert_probs], dim=1)
+        loss = loss + F.mse_loss(out.weights.float(), dice.detach())
+    return loss
+
+
+# --------------------------------------------------------------------------- training
+
+def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np.ndarray],
+                out_path: Union[str, os.PathLike], config: Optional[ModelConfig] = None, *,
+                val_images: Optional[Sequence[Union[Volume, np.ndarray]]] = None,
+                val_labels: Optional[Sequence[np.ndarray]] = None,
+                options: Optional[TrainOptions] = None, max_iters: Optional[int] = None,
+                max_minutes: Optional[float] = None, device: str = "auto", seed: int = 0,
+                names: Optional[Sequence[str]] = None, val_names: Optional[Sequence[str]] = None,
+                progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Path:
+    """Train a network on labelled volumes and write its model file.
+
+    Parameters
+    ----------
+    images : list of Volume or numpy.ndarray
+        ``(Z, Y, X, 3)`` uint8 RGB training volumes (Volumes also give the voxel size).
+    labels : list of numpy.ndarray
+        ``(Z, Y, X)``, > 0 for heart.
+    out_path : path
+        The model file to write.
+    config : nets.ModelConfig, optional
+        Default ``ModelConfig.small("munet")``.
+    val_images, val_labels : lists, optional
+        Validation volumes for early stopping; without them every fifth section
+        of the training volumes is held out.
+    options : TrainOptions, optional
+    max_iters, max_minutes : optional
+        Override the options' budgets.
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+    seed : int
+        Seeds the initialisation, the patches and the augmentation.
+    names, val_names : lists of str, optional
+        How error messages name the volumes (e.g. their files).
+    progress, cancel
+        See :mod:`progress`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_path``.
+
+    Raises
+    ------
+    ScribbleSegError
+        On a bad volume (see :func:`check_pair`) or output path; nothing is written.
+    """
+    config = config or ModelConfig.small("munet")
+    options = copy.copy(options or TrainOptions())
+    if max_iters is not None:
+        options.max_iters = int(max_iters)
+    if max_minutes is not None:
+        options.max_minutes = float(max_minutes)
+    _check_options(options)
+    out_path = check_output_path(out_path)
+    if len(images) != len(labels) or not images:
+        raise ScribbleSegError(f"training needs one label per image, got {len(images)} images and "
+                               f"{len(labels)} labels")
+    val_images, val_labels = list(val_images or []), list(val_labels or [])
+    if len(val_images) != len(val_labels):
+        raise ScribbleSegError(f"validation needs one label per image, got {len(val_images)} images and "
+                               f"{len(val_labels)} labels")
+    names = list(names or [f"training volume {i + 1}" for i in range(len(images))])
+    val_names = list(val_names or [f"validation volume {i + 1}" for i in range(len(val_images))])
+    train = [check_pair(i, l, n) for i, l, n in zip(images, labels, names)]
+    val = [check_pair(i, l, n) for i, l, n in zip(val_images, val_labels, val_names)]
+    dev = resolve_device(device)
+    started = time.perf_counter()
+
+    stain_dict, stain_note = None, "off"
+    if options.normalize:
+        report(progress, "stain reference", 0.0, "fitting")
+        stain_dict, stain_note, train, val = _normalize_stains(train, val, seed, cancel)
+
+    report(progress, "training", 0.0, "preparing patches")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if val:
+        source = PatchSource([a for a, _ in train], [l for _, l in train], config, seed=seed)
+        val_source = PatchSource([a for a, _ in val], [l for _, l in val], config, seed=seed)
+    else:
+        held = [np.arange(a.shape[0]) % 5 == 2 if a.shape[0] >= 5 else np.zeros(a.shape[0], bool) for a, _ in train]
+        source = PatchSource([a for a, _ in train], [l for _, l in train], config,
+                             sections=[np.flatnonzero(~h) for h in held], seed=seed)
+        try:
+            val_source = PatchSource([a for a, _ in train], [l for _, l in train], config,
+                                     sections=[np.flatnonzero(h) for h in held], seed=seed)
+        except ScribbleSegError:  # too few sections to hold out: validate on training patches
+            val_source = source
+
+    net = build_net(config).to(dev)
+    record = _optimise(net, source, val_source, options, dev, rng, started, progress, cancel)
+
+    report(progress, "training-pixel bank", 0.0, "features of training sections")
+    bank_x, bank_y = feature_bank(net, train, dev, rng, options.bank_per_class, options.bank_sections,
+                                  progress=sub_progress(progress, 0.0, 1.0), cancel=cancel)
+    check(cancel)
+    record.update(seed=int(seed), stain_normalization=stain_note, device=str(dev), torch=torch.__version__,
+                  options=asdict(options), minutes=round((time.perf_counter() - started) / 60, 3),
+                  bank_pixels=int(len(bank_y)))
+    return save_model(out_path, net, config, stain=stain_dict, voxel_size=_voxel_size(images),
+                      bank_features=bank_x, bank_labels=bank_y, training=record)
+
+
+def _check_options(options: TrainOptions) -> None:
+    for name in ("batch", "max_iters", "eval_every", "patience", "val_patches", "bank_per_class", "bank_sections"):
+        if int(getattr(options, name)) < 1:
+            raise ScribbleSegError(f"training option {name} must be at least 1, got {getattr(options, name)}")
+    if not options.lr > 0:
+        raise ScribbleSegError(f"training option lr must be positive, got {options.lr}")
+    if options.max_minutes is not None and not options.max_minutes > 0:
+        raise ScribbleSegError(f"training option max_minutes must be positive, got {options.max_minutes}")
+    if not 0 <= options.scale_jitter < 1 or not 0 <= options.od_jitter < 1:
+        raise ScribbleSegError("training options scale_jitter and od_jitter must lie in [0, 1)")
+
+
+def _voxel_size(images: Sequence[Union[Volume, np.ndarray]]) -> Tuple[float, float, float]:
+    spacings = [im.geometry.spacing for im in images if isinstance(im, Volume)]
+    if not spacings:
+        return (1.0, 1.0, 1.0)
+    return tuple(float(v) for v in np.median(np.asarray(spacings), axis=0))
+
+
+def _normalize_stains(train, val, seed: int, cancel):
+    """Fit the reference stain on the training volumes and render every volume in it."""
+    from . import stain
+
+    arrays = [a for a, _ in train]
+    try:
+        target = stain.fit_reference(arrays, seed=seed)
+    except ScribbleSegError as exc:
+        _log.warning("training without stain normalization: %s", exc)
+        return None, f"skipped ({exc})", train, val
+    norm = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in train]
+    norm_val = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in val]
+    return target.to_dict(), "vahadane", norm, norm_val
+
+
+def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainOptions, dev: torch.device,
+              rng: np.random.Generator, started: float, progress, cancel) -> Dict[str, object]:
+    """The optimisation loop with validation, early stopping and budgets; leaves the best weights in ``net``."""
+    config = source.config
+    geom = multifov.patch_geometry(config)
+    val_rng = np.random.default_rng(rng.integers(2 ** 32))
+    val_batches = [val_source.batch(val_source.centres(val_rng, options.batch), geom, dev)
+                   for _ in range(max(1, options.val_patches // options.batch))]
+    opt = torch.optim.Adam(net.parameters(), lr=options.lr)
+    budget = None if options.max_minutes is None else 60.0 * options.max_minutes
+    best, best_state, best_iter, waited = math.inf, None, 0, 0
+    ema, it, reason = None, 0, "iteration budget"
+    loop_start = time.perf_counter()
+    history = []
+    while it < options.max_iters:
+        check(cancel)
+        net.train()
+        inputs, targets = source.batch(source.centres(rng, options.batch), geom, dev, rng if options.augment
+                                       else None, options)
+        with _autocast(dev):
+            out = net(inputs, geom)
+        loss = training_loss(out, targets, config)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        it += 1
+        value = loss.item()
+        if not math.isfinite(value):
+            raise ScribbleSegError(f"training diverged at step {it} (loss {value}); try a lower learning rate")
+        ema = value if ema is None else 0.95 * ema + 0.05 * value
+        elapsed = time.perf_counter() - loop_start
+        if it % options.eval_every == 0 or it == options.max_iters:
+            val_loss = _validate(net, val_batches, geom, dev)
+            history.append([it, round(ema, 4), round(val_loss, 4)])
+            if val_loss < best - 1e-4:
+                best, best_iter, waited = val_loss, it, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= options.patience:
+                    reason = "early stopping"
+                    break
+        done = it / options.max_iters if budget is None else max(it / options.max_iters, elapsed / budget)
+        report(progress, "training", done, f"step {it} loss {ema:.3f} val {best:.3f}")
+        if budget is not None and elapsed >= budget:
+            reason = "time budget"
+            break
+    if not history or history[-1][0] != it:
+        val_loss = _validate(net, val_batches, geom, dev)
+        history.append([it, round(ema, 4), round(val_loss, 4)])
+        if val_loss < best:
+            best, best_iter, best_state = val_loss, it, None
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    report(progress, "training", 1.0, f"{reason} after {it} steps, best val {best:.3f} at {best_iter}")
+    return {"steps": it, "stopped_by": reason, "best_step": best_iter, "best_val_loss": round(best, 5),
+            "train_minutes": round((time.perf_counter() - loop_start) / 60, 3), "history": history}
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _validate(net, batches, geom, dev) -> float:
+    net.eval()
+    total = 0.0
+    with torch.inference_mode(), _autocast(dev):
+        for inputs, targets in batches:
+            out = net(inputs, geom)
+            total += float(F.binary_cross_entropy_with_logits(out.logit.float(), targets[0]))
+    return total / len(batches)
+
+
+# --------------------------------------------------------------------------- bank
+
+def feature_bank(net, volumes: Sequence[Tuple[np.ndarray, np.ndarray]], device: torch.device,
+                 rng: np.random.Generator, per_class: int, sections: int, boundary_px: int = 8,
+                 progress: Optional[ProgressCallback] = None,
+                 cancel: Optional[CancelToken] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Features of class-balanced training pixels for DDML.
+
+    From each volume, ``sections`` sections (half of them through the heart)
+    are run through the same tiled inference as new volumes; per class, half
+    of the pixels lie within ``boundary_px`` of the heart boundary and half
+    farther away.
+
+    Returns
+    -------
+    features : numpy.ndarray
+        float32 ``(N, C)``.
+    labels : numpy.ndarray
+        uint8 ``(N,)``, 1 heart, 0 background.
+    """
+    core, batch = default_tile(device)
+    predictor = SectionPredictor(net.eval(), device, core, batch)
+    chosen = []
+    for v, (image, label) in enumerate(volumes):
+        with_heart = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
+        picks = set(_evenly(with_heart, (sections + 1) // 2)) | set(_evenly(np.arange(label.shape[0]), sections // 2))
+        chosen += [(v, int(z)) for z in sorted(picks)]
+    pools: Dict[Tuple[int, bool], List[np.ndarray]] = {(c, b): [] for c in (0, 1) for b in (False, True)}
+    per_pool = per_class // 2
+    for i, (v, z) in enumerate(chosen):
+        check(cancel)
+        report(progress, "training-pixel bank", i / len(chosen), f"section {i + 1}/{len(chosen)}")
+        image, label = volumes[v]
+        h, w = label.shape[1:]
+        prob = np.empty((h, w), np.float32)
+        feats = np.empty((h, w, predictor.channels), np.float16)
+        predictor.predict(image[z], prob, feats, cancel)
+        band = _boundary_band(label[z], boundary_px)
+        for c in (0, 1):
+            for near in (False, True):
+                idx = np.flatnonzero((label[z] == c) & (band == near))
+                take = min(len(idx), math.ceil(4 * per_pool / len(chosen)))
+                if take:
+                    pools[(c, near)].append(feats.reshape(-1, predictor.channels)[rng.choice(idx, take, replace=False)])
+    xs, ys = [], []
+    for c in (0, 1):
+        near = _concat(pools[(c, True)], predictor.channels)
+        far = _concat(pools[(c, False)], predictor.channels)
+        n_near = min(len(near), max(per_pool, per_class - len(far)))
+        n_far = min(len(far), per_class - n_near)
+        for part, n in ((near, n_near), (far, n_far)):
+            xs.append(part[rng.choice(len(part), n, replace=False)].astype(np.float32))
+            ys.append(np.full(n, c, np.uint8))
+    report(progress, "training-pixel bank", 1.0, f"{sum(len(y) for y in ys)} pixels")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _evenly(items: np.ndarray, n: int) -> np.ndarray:
+    if len(items) <= n:
+        return items
+    # Centres of n equal bins: the first and last sections of a range are its least typical.
+    return items[((np.arange(n) + 0.5) * len(items) / n).astype(int)]
+
+
+def _concat(parts: List[np.ndarray], channels: int) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros((0, channels), np.float16)

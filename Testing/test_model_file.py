@@ -1,0 +1,133 @@
+"""The model file (model_file.py): round trip, and refusal of damaged or hostile files."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from ScribbleSegLib import model_file
+from ScribbleSegLib.errors import ScribbleSegError
+from ScribbleSegLib.model_file import load_model, save_model
+from ScribbleSegLib.nets import ModelConfig, build_net
+
+TINY = dict(patch=32, width=4, depth=3, aggregator=(8,), feature_channels=8)
+STAIN = {"method": "vahadane", "stain_matrix": [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]],
+         "max_concentrations": [1.5, 1.2], "luminosity_threshold": 0.8, "dictionary_lambda": 0.1,
+         "concentration_method": "nnls", "lasso_lambda": 0.01}
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    torch.manual_seed(0)
+    config = ModelConfig(weighting=True, **TINY)
+    net = build_net(config)
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(50, 8)).astype(np.float32)
+    labels = (np.arange(50) % 2).astype(np.uint8)
+    path = save_model(tmp_path / "m.model", net, config, stain=STAIN, voxel_size=(0.01, 0.01, 0.05),
+                      bank_features=feats, bank_labels=labels, training={"steps": 3})
+    return path, net, config, feats, labels
+
+
+def test_round_trip(saved):
+    path, net, config, feats, labels = saved
+    model = load_model(path, device="cpu")
+    assert model.config == config
+    assert model.stain == STAIN
+    assert model.voxel_size == (0.01, 0.01, 0.05)
+    assert model.feature_channels == 8
+    assert model.device == torch.device("cpu")
+    assert model.bank_features.dtype == np.float32 and model.bank_features.shape == (50, 8)
+    np.testing.assert_allclose(model.bank_features, feats, atol=1e-2)  # stored as float16
+    assert model.bank_labels.dtype == np.uint8 and np.array_equal(model.bank_labels, labels)
+    assert model.meta["training"] == {"steps": 3}
+    assert not model.net.training
+    for (k, a), b in zip(net.state_dict().items(), model.net.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_save_is_atomic_and_checks_the_bank(tmp_path):
+    config = ModelConfig(**TINY)
+    with pytest.raises(ScribbleSegError, match="bank"):
+        save_model(tmp_path / "m.model", build_net(config), config, bank_features=np.zeros((3, 5)),
+                   bank_labels=np.zeros(3))
+    with pytest.raises(ScribbleSegError, match="does not exist"):
+        save_model(tmp_path / "no" / "m.model", build_net(config), config)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_file_is_refused(saved, tmp_path):
+    data = saved[0].read_bytes()
+    for n in (0, 10, len(data) // 2, len(data) - 100):
+        bad = tmp_path / f"cut{n}.model"
+        bad.write_bytes(data[:n])
+        with pytest.raises(ScribbleSegError, match=r"cut\d+\.model: .*truncated or corrupt"):
+            load_model(bad)
+
+
+def test_other_format_version_is_refused(tmp_path):
+    path = tmp_path / "v2.model"
+    torch.save({"format": model_file.FORMAT, "format_version": model_file.FORMAT_VERSION + 1}, path)
+    with pytest.raises(ScribbleSegError, match="v2.model: model file format version 2"):
+        load_model(path)
+
+
+def test_foreign_files_are_refused(tmp_path):
+    plain = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, plain)
+    with pytest.raises(ScribbleSegError, match="not a ScribbleSeg model file"):
+        load_model(plain)
+    with pytest.raises(ScribbleSegError, match="no such model file"):
+        load_model(tmp_path / "missing.model")
+
+
+class _Payload:
+    """Unpickling this runs ``os.system``: what a hostile model file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("how", ["torch", "pickle"])
+def test_file_that_would_execute_code_is_refused_not_run(tmp_path, how):
+    marker = tmp_path / "executed"
+    path = tmp_path / "evil.model"
+    payload = {"format": model_file.FORMAT, "format_version": model_file.FORMAT_VERSION,
+               "meta": _Payload(marker)}
+    if how == "torch":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(ScribbleSegError, match="evil.model: refused to load"):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(saved, tmp_path):
+    path = saved[0]
+    payload = torch.load(path, weights_only=True)
+    payload["state"] = {k: v for k, v in list(payload["state"].items())[:-1]}
+    broken = tmp_path / "broken.model"
+    torch.save(payload, broken)
+    with pytest.raises(ScribbleSegError, match="broken.model: the weights do not fit"):
+        load_model(broken)
+
+
+def test_damaged_meta_is_refused(saved, tmp_path):
+    payload = torch.load(saved[0], weights_only=True)
+    payload["meta"] = "{not json"
+    damaged = tmp_path / "damaged.model"
+    torch.save(payload, damaged)
+    with pytest.raises(ScribbleSegError, match="damaged.model: damaged model file"):
+        load_model(damaged)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(saved):
+    with pytest.raises(ScribbleSegError, match="CUDA"):
+        load_model(saved[0], device="cuda")

@@ -1,0 +1,161 @@
+"""Training (training.py) and the ``scribbleseg train`` command."""
+
+import numpy as np
+import pytest
+import torch
+
+from ScribbleSegLib import multifov
+from ScribbleSegLib.cli import main
+from ScribbleSegLib.errors import CancelledError, ScribbleSegError
+from ScribbleSegLib.geometry import Geometry, Volume
+from ScribbleSegLib.model_file import load_model
+from ScribbleSegLib.nets import ModelConfig, align
+from ScribbleSegLib.progress import CancelToken
+from ScribbleSegLib.runtime import torch_threads
+from ScribbleSegLib.training import PatchSource, TrainOptions, check_pair, train_model
+
+TINY = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
+FAST = TrainOptions(eval_every=10, patience=100, val_patches=16, normalize=False, bank_per_class=300,
+                    bank_sections=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with torch_threads(1):  # tiny tensors: one intra-op thread is much faster on small CPUs
+        yield
+
+
+def tiny_volume(seed=0, shape=(6, 40, 40)):
+    """A dark, grainy disc ("heart") in pale tissue; the disc moves from section to section."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    cy, cx = shape[1] / 2 + 4 * np.sin(z), shape[2] / 2 + 4 * np.cos(z)
+    label = ((y - cy) ** 2 + (x - cx) ** 2 < 10 ** 2).astype(np.uint8)
+    image = np.where(label[..., None] > 0, [150, 60, 130], [235, 190, 215]).astype(np.float64)
+    image += rng.normal(0, 12, image.shape)
+    return Volume(np.clip(image, 0, 255).astype(np.uint8), Geometry((0.01, 0.01, 0.05))), label
+
+
+def test_check_pair_refuses_bad_volumes():
+    image, label = tiny_volume()
+    with pytest.raises(ScribbleSegError, match="vol.nrrd: the label marks no heart voxel"):
+        check_pair(image, np.zeros_like(label), "vol.nrrd")
+    with pytest.raises(ScribbleSegError, match="no background"):
+        check_pair(image, np.ones_like(label), "vol.nrrd")
+    with pytest.raises(ScribbleSegError, match="the label is 6x40x39 but the image is 6x40x40"):
+        check_pair(image, label[:, :, :-1], "vol.nrrd")
+    with pytest.raises(ScribbleSegError, match="uint8"):
+        check_pair(image.array.astype(np.float32), label, "vol.nrrd")
+    array, binary = check_pair(image, label * 7, "vol.nrrd")
+    assert array is image.array and set(np.unique(binary)) == {0, 1}
+
+
+def test_train_model_refuses_bad_input_and_writes_nothing(tmp_path):
+    image, label = tiny_volume()
+    out = tmp_path / "m.model"
+    with pytest.raises(ScribbleSegError, match="training volume 2: the label marks no heart voxel"):
+        train_model([image, image], [label, np.zeros_like(label)], out, TINY, options=FAST, max_iters=1)
+    with pytest.raises(ScribbleSegError, match="one label per image"):
+        train_model([image], [], out, TINY, options=FAST)
+    with pytest.raises(ScribbleSegError, match="lr"):
+        train_model([image], [label], out, TINY, options=TrainOptions(lr=0))
+    assert not out.exists()
+
+
+def test_patches_are_balanced_and_augmentation_keeps_the_fields_of_view_aligned():
+    # A ramp image (see test_nets) whose "heart" is its bright-red half.
+    h = w = 96
+    yy, xx = np.mgrid[:h, :w]
+    image = np.stack([2 * yy, 2 * xx, np.full_like(yy, 9)], -1).astype(np.uint8)[None].repeat(2, 0)
+    label = (yy >= 48).astype(np.uint8)[None].repeat(2, 0)
+    config = ModelConfig(patch=16, width=4, depth=2, n_fov=3, aggregator=(8,), feature_channels=8)
+    source = PatchSource([image], [label], config)
+    rng = np.random.default_rng(0)
+    centres = source.centres(rng, 400)
+    on_heart = label[0][centres[:, 2], centres[:, 3]].mean()
+    assert 0.4 < on_heart < 0.6
+    assert (centres[:, 2:] % 4 == 0).all()
+    geom = multifov.patch_geometry(config)
+    inside = np.array([(0, 1, 40, 44), (0, 0, 44, 40), (0, 1, 48, 48)])
+    options = TrainOptions(scale_jitter=0.0, od_jitter=0.0)
+    inputs, targets = source.batch(inside, geom, torch.device("cpu"), rng=np.random.default_rng(3), options=options)
+    assert [x.shape for x in inputs] == [(3, 3, 16, 16)] * 3 and targets[0].shape == (3, 1, 16, 16)
+    rgb = [(x + 1.0) * 127.5 for x in inputs]
+    for k in range(3):
+        # Flips and quarter turns were applied to every level alike: the levels still align.
+        assert torch.allclose(align(rgb[k], geom.experts[k])[:, :2], rgb[0][:, :2], atol=0.05)
+    # And the label followed the image.
+    assert torch.equal(targets[0] > 0.5, rgb[0][:, :1] >= 96 - 0.05)
+    # The augmentation did turn or flip something.
+    plain, _ = source.batch(inside, geom, torch.device("cpu"))
+    assert not torch.allclose(plain[0], inputs[0])
+
+
+def test_tiny_model_overfits_a_tiny_volume(tmp_path):
+    image, label = tiny_volume()
+    seen = []
+    path = train_model([image], [label], tmp_path / "m.model", TINY, options=FAST, max_iters=60, seed=1,
+                       progress=lambda stage, f, msg: seen.append(stage))
+    model = load_model(path, device="cpu")
+    history = model.meta["training"]["history"]
+    assert history[-1][1] < 0.6 * history[0][1]  # training loss (smoothed) falls
+    assert min(h[2] for h in history) < 0.6 * history[0][2]  # and so does the validation loss
+    assert {"training", "training-pixel bank"} <= set(seen)
+    assert model.voxel_size == (0.01, 0.01, 0.05)
+    assert model.stain is None
+    counts = np.bincount(model.bank_labels, minlength=2)
+    assert counts[0] == counts[1] > 0
+    # The bank's features separate the classes: class means differ.
+    means = [model.bank_features[model.bank_labels == c].mean(0) for c in (0, 1)]
+    assert np.abs(means[0] - means[1]).max() > 0.1
+
+
+def test_fixed_seed_reproduces_the_model(tmp_path):
+    image, label = tiny_volume()
+    a = load_model(train_model([image], [label], tmp_path / "a.model", TINY, options=FAST, max_iters=4, seed=5))
+    b = load_model(train_model([image], [label], tmp_path / "b.model", TINY, options=FAST, max_iters=4, seed=5))
+    c = load_model(train_model([image], [label], tmp_path / "c.model", TINY, options=FAST, max_iters=4, seed=6))
+    sa, sb, sc = (m.net.state_dict() for m in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    np.testing.assert_array_equal(a.bank_features, b.bank_features)
+
+
+def test_cancel_stops_training_and_writes_nothing(tmp_path):
+    image, label = tiny_volume()
+    token = CancelToken()
+
+    def progress(stage, fraction, message):
+        if stage == "training" and fraction > 0:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        train_model([image], [label], tmp_path / "m.model", TINY, options=FAST, max_iters=50, progress=progress,
+                    cancel=token)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_command(tmp_path, capsys):
+    from ScribbleSegLib import volume_io
+
+    image, label = tiny_volume(shape=(5, 24, 24))
+    volume_io.write_rgb_volume(tmp_path / "img.nrrd", image)
+    volume_io.write_labelmap(tmp_path / "lab.nrrd", label, image.geometry)
+    volume_io.write_labelmap(tmp_path / "zero.nrrd", np.zeros_like(label), image.geometry)
+    out = tmp_path / "m.model"
+    args = ["train", "--images", str(tmp_path / "img.nrrd"), "--labels", str(tmp_path / "lab.nrrd"),
+            "--out", str(out), "--arch", "unet", "--max-iters", "2", "--quiet", "--no-stain-normalization"]
+    assert main(args) == 0
+    model = load_model(out, device="cpu")
+    assert model.config.arch == "unet" and model.voxel_size == pytest.approx((0.01, 0.01, 0.05))
+    out.unlink()
+    bad = list(args)
+    bad[bad.index("--labels") + 1] = str(tmp_path / "zero.nrrd")
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "zero.nrrd: the label marks no heart voxel" in err and "Traceback" not in err
+    assert not out.exists()
+    if not torch.cuda.is_available():
+        assert main(args + ["--device", "cuda"]) == 2
+        assert "CUDA" in capsys.readouterr().err
+        assert not out.exists()
