@@ -35,15 +35,24 @@ Graph
 
 Memory and the coarse-to-fine banded cut
     A full cut needs about 257 bytes of graph per voxel (BK: 48 B per node, 32 B
-    per arc, two arcs per pair).  The banded cut averages ``h`` and ``x`` over
-    2x2x2 blocks (in-plane 2x2 only while the sections are thicker than the
-    pixels), cuts that coarse volume (recursively, if it is still large), and
-    re-cuts at full resolution only the voxels within :data:`BAND_RADIUS` voxels
-    of the coarse boundary and of coarse blocks holding both scribble classes.
-    Voxels outside the band keep the coarse label; their pairs with band voxels
-    become terminal capacities.  Peak memory is the coarse graph or the band
-    graph, whichever is larger, plus one byte per voxel for the labels.  Every
-    cut checks its memory estimate against the budget before it starts.
+    per arc, two arcs per pair).  The banded cut first cuts a coarse volume of
+    2x2x2 blocks (2x2 in-plane only while the sections are thicker than the
+    pixels) whose energy is that of eq. 4-6 restricted to block-constant labels:
+    the block mean of ``h`` and, per block face, the sum of the pair weights
+    crossing it.  The coarse volume is cut the same way (full or banded again).
+    Then only the voxels within :data:`BAND_RADIUS` voxels of the coarse boundary
+    (and of blocks holding both scribble classes) are re-cut at full resolution;
+    the other voxels keep the coarse label, and their pairs with band voxels
+    become terminal capacities.  Where the new boundary reaches voxels that no
+    band held yet, the region around them is re-cut with everything else fixed,
+    up to :data:`BAND_GROWTH_PASSES` times.  Every re-cut minimises the energy
+    over its voxels exactly, so the energy only goes down; what the banded cut
+    cannot find are components of the full optimum far from the coarse
+    boundary and smaller than a block (specks that a weak boundary term lets
+    through on noisy data).  Peak memory is the coarse graph or the band graph,
+    whichever is larger, plus about one byte per voxel.  Every cut checks its
+    memory estimate against the budget before it starts, and the band re-cut
+    checks its actual size again.
 
 PyMaxflow holds the GIL during graph building and max-flow, and the max-flow
 itself cannot be cancelled: callers that must stay responsive (the Slicer
@@ -75,13 +84,14 @@ COLOURS = ("rgb", "luminance")
 #: Cut modes of :func:`graph_cut`.
 MODES = ("auto", "full", "banded")
 
-#: Bytes per voxel of a 6-connected ``Graph[float]`` (measured on PyMaxflow 1.3.2).
-GRAPH_BYTES_PER_VOXEL = 257
+#: Bytes per voxel of a 6-connected ``Graph[float]`` sized up front: a 48 B node and six 32 B arcs
+#: (BK maxflow 3.04 in PyMaxflow 1.3.2).  A whole full cut of 64x512x512 measured 249 B/voxel.
+GRAPH_BYTES_PER_VOXEL = 240
 #: Bytes per voxel of a full cut: the graph, int64 node ids and the uint8 labels.
 FULL_CUT_BYTES_PER_VOXEL = GRAPH_BYTES_PER_VOXEL + 8 + 1
-#: Bytes per band voxel of the band re-cut (graph and per-node capacities).
+#: Bytes per band voxel of the band re-cut: the graph and node ids.
 BAND_BYTES_PER_VOXEL = GRAPH_BYTES_PER_VOXEL + 16
-#: Working memory of the slab-wise weight computation, independent of the volume size.
+#: Working memory of the slab- and chunk-wise computations, independent of the volume size (generous).
 WORKING_BYTES = 256 * 2**20
 #: Half-width, in full-resolution voxels, of the band re-cut around the coarse boundary.
 BAND_RADIUS = 2
@@ -163,11 +173,22 @@ class _Level:
     def forward_weights(self, axis: int, z0: int, z1: int, every: int = 1) -> np.ndarray:
         """float64 weights of the pairs ``(v, v + e_axis)`` for the voxels ``v`` of planes ``z0:z1``.
 
-        Only every ``every``-th ``v`` along ``axis`` is taken, starting at index
-        ``every - 1`` (counted from ``z0`` along z); the weight is zero where
-        ``v + e_axis`` lies outside the volume.
+        With ``every > 1``, only the last ``v`` of each run of ``every`` voxels
+        along ``axis`` (counted from ``z0`` along z): one entry per run, where the
+        pair leaves the run.  The weight is zero where ``v + e_axis`` lies
+        outside the volume or ``v`` itself does (a short last run).
         """
         raise NotImplementedError
+
+    def _empty_forward(self, axis: int, z0: int, z1: int, every: int) -> Tuple[np.ndarray, int, int]:
+        """Zeros shaped for :meth:`forward_weights`, the index of its first ``v`` along ``axis``
+        and the number of pairs that exist."""
+        begin, end = (z0, z1) if axis == 0 else (0, self.shape[axis])
+        shape = [z1 - z0, self.shape[1], self.shape[2]]
+        shape[axis] = -(-(end - begin) // every)
+        # The second voxel of a z pair may lie in the plane after the slab.
+        pairs = len(range(begin + every, min(end + 1, self.shape[axis]), every))
+        return np.zeros(shape), begin + every - 1, pairs
 
     def voxel_data(self, v: np.ndarray):
         """What :meth:`pair_weights` needs about the voxels at flat indices ``v`` (or ``None``)."""
@@ -215,16 +236,10 @@ class _ImageLevel(_Level):
         return w
 
     def forward_weights(self, axis: int, z0: int, z1: int, every: int = 1) -> np.ndarray:
-        begin, end = (z0, z1) if axis == 0 else (0, self.shape[axis])
-        first = range(begin + every - 1, end, every)
-        shape = [z1 - z0, self.shape[1], self.shape[2]]
-        shape[axis] = len(first)
-        out = np.zeros(shape)
-        # The second voxel of a z pair may lie in the plane after the slab.
-        pairs = len(range(begin + every, min(end + 1, self.shape[axis]), every))
+        out, first, pairs = self._empty_forward(axis, z0, z1, every)
         if pairs:
-            x_first = self._features(self.colour[_strided(axis, first.start, pairs, every, z0, z1)])
-            x_second = self._features(self.colour[_strided(axis, first.start + 1, pairs, every, z0, z1)])
+            x_first = self._features(self.colour[_strided(axis, first, pairs, every, z0, z1)])
+            x_second = self._features(self.colour[_strided(axis, first + 1, pairs, every, z0, z1)])
             out[_strided(axis, 0, pairs, 1, 0, z1 - z0)] = self._contrast(x_first, x_second, axis)
         return out
 
@@ -245,9 +260,9 @@ class _CoarseLevel(_Level):
         super().__init__(h, seeds, spacing, [float(w.max()) for w in weights])
 
     def forward_weights(self, axis: int, z0: int, z1: int, every: int = 1) -> np.ndarray:
-        begin, end = (z0, z1) if axis == 0 else (0, self.shape[axis])
-        count = len(range(begin + every - 1, end, every))
-        return self.weights[axis][_strided(axis, begin + every - 1, count, every, z0, z1)].astype(np.float64)
+        out, first, pairs = self._empty_forward(axis, z0, z1, every)
+        out[_strided(axis, 0, pairs, 1, 0, z1 - z0)] = self.weights[axis][_strided(axis, first, pairs, every, z0, z1)]
+        return out
 
     def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None) -> np.ndarray:
         return self.weights[axis].reshape(-1)[np.minimum(v, u)].astype(np.float64)
@@ -516,6 +531,8 @@ def _auto_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
 
 def _banded_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
     f = _coarsen_factors(shape, spacing)
+    if max(f) == 1:  # nothing to downsample: the banded cut is a full cut
+        return estimate_full_cut_bytes(shape)
     coarse_shape = tuple(-(-n // k) for n, k in zip(shape, f))
     coarse_spacing = tuple(s * k for s, k in zip(spacing, f))
     voxels = int(np.prod(shape, dtype=np.int64))
@@ -616,7 +633,7 @@ def _block_reduce(a: np.ndarray, f: Sequence[int], how: str) -> np.ndarray:
     return a
 
 
-def _downsample(level: _Level, f: Tuple[int, int, int]) -> _CoarseLevel:
+def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelToken]) -> _CoarseLevel:
     """``level`` on ``f`` blocks, with the energy of ``level`` restricted to block-constant labels.
 
     On block-constant labels the data term of a block of ``n`` voxels is
@@ -630,6 +647,7 @@ def _downsample(level: _Level, f: Tuple[int, int, int]) -> _CoarseLevel:
     seeds = np.empty(coarse_shape, np.uint8)
     weights = [np.empty(coarse_shape, np.float32) for _ in range(3)]
     for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2], f[0]):
+        check(cancel)
         c0, c1 = z0 // f[0], -(-z1 // f[0])
         h[c0:c1] = _block_reduce(level.h[z0:z1], f, "mean")
         seeds[c0:c1] = _block_reduce(level.seeds[z0:z1], f, "or")
@@ -729,15 +747,16 @@ class _Band:
 @dataclass
 class _BandChunk:
     ids: np.ndarray  # graph node ids
-    coords: list  # z, y, x
+    coords: list  # z, y, x arrays
     flat: np.ndarray  # flat voxel indices
     blocks: np.ndarray  # flat indices of their coarse blocks
 
-    def neighbours(self, band: _Band) -> Iterator[tuple]:
+    def neighbours(self, band: _Band, ids: bool = True) -> Iterator[tuple]:
         """Per axis and step +-1: ``(axis, step, sel, u, u_in_band, u_block, u_ids)``.
 
         ``sel`` selects the chunk's voxels whose neighbour ``u`` (flat indices)
-        lies in the volume; ``u_ids`` is valid where ``u_in_band``.
+        lies in the volume; ``u_ids`` (``None`` unless ``ids``) is valid where
+        ``u_in_band``.
         """
         for axis in range(3):
             k, c = band.f[axis], self.coords[axis]
@@ -748,11 +767,13 @@ class _BandChunk:
                 cross = c[sel] % k == (k - 1 if step > 0 else 0)
                 u_block = self.blocks[sel] + cross * (step * band.block_strides[axis])
                 u_in_band = band.mask.reshape(-1)[u_block]
-                ids = self.ids[sel]
-                u_ids = ids + step * band.local_strides[axis]
-                moved = cross & u_in_band
-                u_ids[moved] = (band.rank[u_block[moved]] * band.per_block + ids[moved] % band.per_block
-                                + step * (1 - k) * band.local_strides[axis])
+                u_ids = None
+                if ids:
+                    v_ids = self.ids[sel]
+                    u_ids = v_ids + step * band.local_strides[axis]
+                    moved = cross & u_in_band
+                    u_ids[moved] = (band.rank[u_block[moved]] * band.per_block + v_ids[moved] % band.per_block
+                                    + step * (1 - k) * band.local_strides[axis])
                 yield axis, step, sel, u, u_in_band, u_block, u_ids
 
 
@@ -761,8 +782,7 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
     name = _fmt_shape(level.shape)
     f = _coarsen_factors(level.shape, level.spacing)
     report(progress, "graph cut", 0.0, f"{name}: downsampling by {_fmt_shape(f)}")
-    coarse = _downsample(level, f)
-    check(cancel)
+    coarse = _downsample(level, f, cancel)
     coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel)
     band = _coarse_band(coarse_labels, coarse.seeds, f)
     del coarse  # only its labels and the band are needed from here on
@@ -787,8 +807,9 @@ def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.nda
                 progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
     """Minimise the energy over the band voxels of ``labels`` (in place), the others fixed.
 
-    Returns the coarse blocks outside the band next to a band voxel of the other
-    label after the cut: where the boundary lies on the edge of the band.
+    Returns the coarse blocks that no band has held yet (outside ``explored``)
+    next to a band voxel of the other label after the cut: where the boundary
+    lies on the edge of the explored region and may want to move further.
     """
     name = _fmt_shape(level.shape)
     needed = band.nodes * BAND_BYTES_PER_VOXEL + WORKING_BYTES
@@ -828,7 +849,7 @@ def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.nda
     del graph
     for chunk in band.chunks():
         mine = flat_labels[chunk.flat]
-        for axis, step, sel, u, u_in_band, u_block, _ in chunk.neighbours(band):
+        for axis, step, sel, u, u_in_band, u_block, _ in chunk.neighbours(band, ids=False):
             touch = ~explored.reshape(-1)[u_block] & (flat_labels[u] != mine[sel])
             contact[u_block[touch]] = True
     report(progress, "graph cut", 1.0, f"{name}: band done")

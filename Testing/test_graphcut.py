@@ -143,6 +143,33 @@ def test_banded_cut_recursing_over_several_levels(monkeypatch):
     assert np.all(banded[scribbles == 1] == 1) and np.all(banded[scribbles == 2] == 0)
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 1.0, 1.0)])
+def test_coarse_energy_is_the_fine_energy_of_block_constant_labels(spacing):
+    rng = np.random.default_rng(8)
+    shape = (8, 12, 16)
+    h = rng.random(shape).astype(np.float32)
+    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    params = GraphCutParams(gamma=1.3, sigma=0.4, delta=0.2)
+    levels = [graphcut._top_level(h, image, scribbles, spacing, params)]
+    factors = []
+    for _ in range(2):  # two levels down: the coarse energy is exact at each
+        factors.append(graphcut._coarsen_factors(levels[-1].shape, levels[-1].spacing))
+        levels.append(graphcut._downsample(levels[-1], factors[-1], None))
+    coarse = levels[-1]
+    for _ in range(5):
+        labels = rng.integers(0, 2, coarse.shape).astype(bool)
+        e = float(np.abs(labels - coarse.h.astype(np.float64)).sum())
+        for axis in range(3):
+            lo, hi = graphcut._pair_slices(axis)
+            e += float(coarse.forward_weights(axis, 0, coarse.shape[0])[lo][labels[lo] != labels[hi]].sum())
+        fine = labels
+        for f in reversed(factors):
+            fine = fine.repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
+        n = np.prod([np.prod(f) for f in factors])
+        assert e * n == pytest.approx(energy(fine, h, image, scribbles, spacing, params), rel=1e-5)
+
+
 def test_in_plane_only_downsampling_for_thick_sections():
     assert graphcut._coarsen_factors((30, 100, 100), (4.0, 1.0, 1.0)) == (1, 2, 2)
     assert graphcut._coarsen_factors((30, 100, 100), (1.2, 1.0, 1.0)) == (2, 2, 2)
