@@ -268,9 +268,12 @@ def _blur_sections(stack: np.ndarray, sigma_px: float) -> np.ndarray:
 def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma: Sequence[float]) -> np.ndarray:
     """White noise filtered with a Gaussian (per-axis sigma in voxels, 0 = unfiltered), unit std."""
     white = rng.standard_normal(tuple(shape), dtype=np.float32)
-    transfer = _gaussian_filter_fft(shape, sigma)
-    axes = tuple(range(len(shape)))
-    field_ = np.fft.irfftn(np.fft.rfftn(white, axes=axes) * transfer, s=tuple(shape), axes=axes).astype(np.float32)
+    # Transform only along the filtered axes (section-wise noise needs no FFT across sections).
+    axes = tuple(a for a, s in enumerate(sigma) if s > 0)
+    transfer = _gaussian_filter_fft([shape[a] for a in axes], [sigma[a] for a in axes])
+    transfer = transfer.reshape([transfer.shape[axes.index(a)] if a in axes else 1 for a in range(len(shape))])
+    size = [shape[a] for a in axes]
+    field_ = np.fft.irfftn(np.fft.rfftn(white, axes=axes) * transfer, s=size, axes=axes).astype(np.float32)
     field_ -= field_.mean()
     field_ /= max(float(field_.std()), 1e-12)
     return field_
@@ -507,7 +510,7 @@ def _random_stains(rng: np.random.Generator, variation: float) -> Dict[str, np.n
         v = np.maximum(v, 0.02)
         return v / np.linalg.norm(v)
 
-    return {"hematoxylin": jitter(HEMATOXYLIN_OD, 0.08), "eosin": jitter(EOSIN_OD, 0.10),
+    return {"hematoxylin": jitter(HEMATOXYLIN_OD, 0.05), "eosin": jitter(EOSIN_OD, 0.08),
             "intensity": np.exp(rng.normal(0, 0.18 * variation, 2))}
 
 

@@ -167,7 +167,7 @@ def _scribble_section(heart: np.ndarray, rng: np.random.Generator, strokes: Tupl
     if tissue is not None:
         away &= tissue
     if n_far and away.any():
-        bg |= _strokes(away, rng, n_far, (0.3, 0.6), size, radius, aspect)
+        bg |= _strokes(away, rng, n_far, (0.3, 0.6), size, radius, aspect) & (True if tissue is None else tissue)
     bg &= background
     if not bg.any():
         bg[np.unravel_index(np.argmin(np.where(background, np.abs(outside - near), np.inf)), heart.shape)] = True
@@ -194,28 +194,39 @@ def _walk(region: np.ndarray, rng: np.random.Generator, start: Tuple[int, int], 
           aspect: float) -> Tuple[np.ndarray, np.ndarray]:
     """A smooth curve through ``start`` inside ``region``: half its length each way, one pixel per step.
 
-    The heading drifts smoothly (a hand's curve) and turns away from the region's edge; the
-    curve ends where no turn of up to 90 degrees keeps it inside.
+    The curve starts along the longest straight run of a few random directions, as a hand
+    sweeps across a region; its heading then drifts smoothly and bends away from the region's
+    edge, and the curve ends where no gentle bend keeps it inside.
     """
-    heading = rng.uniform(0, 2 * np.pi)
+    def inside(y: float, x: float) -> bool:
+        iy, ix = int(round(y)), int(round(x))
+        return 0 <= iy < region.shape[0] and 0 <= ix < region.shape[1] and bool(region[iy, ix])
+
+    def run(theta: float) -> int:
+        steps = 0
+        while steps < length and inside(start[0] + (steps + 1) * np.sin(theta) / aspect,
+                                        start[1] + (steps + 1) * np.cos(theta)):
+            steps += 1
+        return steps
+
+    candidates = rng.uniform(0, np.pi, 6)
+    heading = max(candidates, key=lambda t: run(t) + run(t + np.pi))
     halves: List[List[Tuple[float, float]]] = []
     for direction in (0.0, np.pi):
         y, x = float(start[0]), float(start[1])
         theta, bend = heading + direction, 0.0
         points = []
         for _ in range(int(length / 2)):
-            bend = 0.85 * bend + rng.normal(0, 0.04)
+            bend = 0.85 * bend + rng.normal(0, 0.02)
             theta += bend
             side = 1.0 if rng.random() < 0.5 else -1.0
-            for turn in (0.0, 0.25, -0.25, 0.5, -0.5, 0.9, -0.9, 1.3, -1.3, 1.57, -1.57):
+            for turn in (0.0, 0.12, -0.12, 0.25, -0.25, 0.4, -0.4):
                 t = theta + side * turn
-                ny, nx = y + np.sin(t) / aspect, x + np.cos(t)
-                iy, ix = int(round(ny)), int(round(nx))
-                if 0 <= iy < region.shape[0] and 0 <= ix < region.shape[1] and region[iy, ix]:
+                if inside(y + np.sin(t) / aspect, x + np.cos(t)):
                     break
             else:
                 break
-            theta, y, x = t, ny, nx
+            theta, y, x = t, y + np.sin(t) / aspect, x + np.cos(t)
             points.append((y, x))
         halves.append(points)
     path = halves[1][::-1] + [(float(start[0]), float(start[1]))] + halves[0]
