@@ -232,12 +232,11 @@ def _appearance_table(mimicry: float) -> np.ndarray:
     table = np.zeros((len(Tissue), 7), np.float32)
     for tissue, values in _APPEARANCE.items():
         table[tissue] = values
-    myo = table[Tissue.MYOCARDIUM]
+    myo = table[Tissue.MYOCARDIUM].copy()
     for tissue in _MIMICS:
-        own = table[tissue].copy()
-        table[tissue] = own + mimicry * (myo - own)
-        # Body-wall muscle is striated too; liver is not, which a texture feature could see.
-        table[tissue, 4] = own[4] + (mimicry * (myo[4] - own[4]) if tissue == Tissue.BODY_WALL else 0.0)
+        table[tissue] += mimicry * (myo - table[tissue])
+    # Body-wall muscle is striated like myocardium; liver cords are not, which texture could tell.
+    table[Tissue.LIVER, 4] = _APPEARANCE[Tissue.LIVER][4]
     return table
 
 
@@ -469,11 +468,10 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
 
     stains = _random_stains(rng_stain, cfg.stain_variation)
     conc = _concentrations(tissue, rng_tex, cfg, stains["intensity"])
+    repeated = [i for i, k in skips if k == "repeated"]
     info: Dict = {"seed": int(seed), "stains": {k: np.asarray(v).round(4).tolist() for k, v in stains.items()},
                   "tilt_deg": round(float(np.rad2deg(np.arccos(np.clip(rot[2, 2], -1, 1)))), 2),
-                  "lost_sections": [i for i, k in skips if k == "lost"],
-                  "repeated_sections": [i for i, k in skips if k == "repeated"]}
-    repeated = [i for i, k in skips if k == "repeated"]
+                  "lost_sections": [i for i, k in skips if k == "lost"], "repeated_sections": repeated}
     info["folds"] = _add_folds(conc, tissue, rng_art, cfg.folds, cfg.nucleus_px, exclude=repeated)
     info["tears"] = _add_tears(conc, tissue, rng_art, cfg.tears, cfg.nucleus_px, exclude=repeated)
     # A section imaged twice: the same tissue with its artefacts, but its own camera noise.
@@ -541,12 +539,13 @@ def _concentrations(tissue: np.ndarray, rng: np.random.Generator, cfg: PhantomCo
     # Cytoplasm grain and striated muscle: oriented stripes with a slowly varying direction.
     e *= 1.0 + grain * _smooth_noise(rng, shape, (0, 0.7 * r, 0.7 * r))
     if np.any(striation > 0):
-        angle = _smooth_noise(rng, shape, (0, 12 * r, 12 * r)) * np.float32(1.2)
+        # Stripes of one direction per section, bent into wavy fibres by a smooth warp of their phase.
+        angle = rng.uniform(0, np.pi, (shape[0], 1, 1)).astype(np.float32)
         yy = np.arange(shape[1], dtype=np.float32)[None, :, None]
         xx = np.arange(shape[2], dtype=np.float32)[None, None, :]
         phase = (np.cos(angle) * xx + np.sin(angle) * yy) * np.float32(2 * np.pi / (3.0 * r))
-        e *= 1.0 + striation * np.sin(phase + 2.0 * _smooth_noise(rng, shape, (0, 2 * r, 2 * r)))
-        del angle, phase
+        e *= 1.0 + striation * np.sin(phase + 4.0 * _smooth_noise(rng, shape, (0, 5 * r, 5 * r)))
+        del phase
 
     # Uneven staining: smooth variation across a section and from section to section.
     for conc, scale in ((h, intensity[0]), (e, intensity[1])):
