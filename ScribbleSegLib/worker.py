@@ -1,0 +1,734 @@
+"""The process that does the heavy work for the Slicer module, and the client that runs it.
+
+PyMaxflow holds the GIL for a whole graph cut and torch can keep every core
+busy, so the Slicer module never computes in its own process.  It writes the
+inputs and a JSON request into a temporary folder and runs::
+
+    PythonSlicer -m ScribbleSegLib.worker REQUEST.json --control-stdin
+
+The worker answers with one JSON object per line on stdout::
+
+    {"event": "started", "protocol": 1, "task": "segment", "pid": 4242}
+    {"event": "progress", "stage": "graph cut", "fraction": 0.4, "message": "..."}
+    {"event": "log", "level": "info", "message": "..."}
+    {"event": "done", "outputs": {...}, "metrics": {...}, "timings": {...}}
+    {"event": "error", "kind": "input", "message": "..."}
+
+Exactly one ``done`` or ``error`` ends a run.  ``kind`` is ``input`` (bad
+input or settings, the message names the file or option), ``cancelled``,
+``memory`` (out of RAM or GPU memory) or ``internal`` (a bug; the traceback
+is in the log).  Everything else the process prints, Python tracebacks and
+native libraries included, goes to stderr, which the client passes on as log
+lines, so nothing can corrupt the stdout protocol.  Exit status: 0 done,
+2 bad input, 3 cancelled, 1 anything else.
+
+With ``--control-stdin`` a line ``cancel`` on stdin, or stdin closing (the
+parent died), cancels the run at its next check.  A graph cut cannot be
+interrupted, so the client kills the whole process tree when the worker does
+not stop soon enough (:meth:`WorkerProcess.kill`).
+
+Requests (relative paths are relative to the request file's folder)::
+
+    {"protocol": 1, "task": "segment",
+     "image": "image.nrrd", "scribbles": "scribbles.nrrd", "model": "/models/heart.model",
+     "method": "full",                          # munet | ddml | full
+     "cut": {"gamma": 1.0},                     # optional GraphCutParams fields
+     "ddml": {"steps": 400},                    # optional DDMLConfig fields
+     "device": "auto", "seed": 0, "cache_dir": "/cache/features",   # cache_dir may be null
+     "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"}}   # probability optional
+
+    {"protocol": 1, "task": "train",
+     "images": ["img0.nrrd", ...], "labels": ["lab0.nrrd", ...], "output": "new.model",
+     "arch": "munet", "preset": "small", "max_minutes": 10,
+     "val_images": [], "val_labels": [], "device": "auto", "seed": 0}
+
+    {"protocol": 1, "task": "phantom", "seed": 0, "shape": [32, 128, 128], "every": 8,
+     "outputs": {"image": "image.nrrd", "label": "label.seg.nrrd", "scribbles": "scribbles.seg.nrrd"}}
+
+    {"protocol": 1, "task": "devices"}
+
+:class:`WorkerProcess` is the parent's side: it starts the worker in its own
+process group, reads both streams on background threads and hands the events
+to whoever polls it (the Slicer module polls from a Qt timer), and can cancel
+or kill the run.  It uses only the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TextIO, Union
+
+from .errors import CancelledError, ScribbleSegError
+from .progress import CancelToken
+
+PROTOCOL = 1
+"""Version of the request and event format; a request with another version is refused."""
+
+TASKS = ("segment", "train", "phantom", "devices")
+METHODS = ("munet", "ddml", "full")
+DEVICES = ("auto", "cpu", "cuda")
+
+EXIT_DONE = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 3
+
+_PROGRESS_INTERVAL = 0.1  # seconds between two progress lines of one stage
+
+Event = Dict[str, Any]
+
+
+# ---------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------
+
+
+def write_request(path: Union[str, os.PathLike], request: Dict[str, Any]) -> Path:
+    """Write ``request`` as the JSON file the worker reads; add the protocol version."""
+    path = Path(path)
+    path.write_text(json.dumps({"protocol": PROTOCOL, **request}, indent=1), encoding="utf-8")
+    return path
+
+
+def load_request(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """Read and check a request file; resolve relative paths against its folder.
+
+    Returns
+    -------
+    dict
+        The request with every path made absolute and optional fields filled in.
+
+    Raises
+    ------
+    ScribbleSegError
+        With one line naming the request file and the field that is wrong.
+    """
+    path = Path(path)
+    try:
+        request = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScribbleSegError(f"{path}: cannot read the request ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ScribbleSegError(f"{path}: is not valid JSON ({exc})") from None
+    if not isinstance(request, dict):
+        raise ScribbleSegError(f"{path}: the request must be a JSON object")
+    checker = _RequestChecker(path, request)
+    if request.get("protocol") != PROTOCOL:
+        raise ScribbleSegError(
+            f"{path}: protocol {request.get('protocol')!r} is not supported by this ScribbleSegLib "
+            f"(expected {PROTOCOL}); the module and the library come from different versions"
+        )
+    task = checker.choice("task", TASKS)
+    if task == "segment":
+        return checker.segment()
+    if task == "train":
+        return checker.train()
+    if task == "phantom":
+        return checker.phantom()
+    return {"protocol": PROTOCOL, "task": task}
+
+
+class _RequestChecker:
+    """Field checks that name the request file and the field."""
+
+    def __init__(self, path: Path, request: Dict[str, Any]) -> None:
+        self.path = path
+        self.request = request
+        self.base = path.resolve().parent
+
+    def fail(self, field: str, problem: str) -> ScribbleSegError:
+        return ScribbleSegError(f"{self.path}: '{field}' {problem}")
+
+    def value(self, field: str, default: Any = ..., types: tuple = ()) -> Any:
+        if field not in self.request or self.request[field] is None:
+            if default is ...:
+                raise self.fail(field, "is missing")
+            return default
+        value = self.request[field]
+        if types and (not isinstance(value, types) or isinstance(value, bool) and bool not in types):
+            raise self.fail(field, f"must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
+        return value
+
+    def choice(self, field: str, choices: Sequence[str], default: Any = ...) -> str:
+        value = self.value(field, default, (str,))
+        if value not in choices:
+            raise self.fail(field, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def path_value(self, value: Any, field: str, must_exist: bool) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(field, f"must be a file name, got {value!r}")
+        resolved = self.base / value
+        if must_exist and not resolved.exists():
+            raise ScribbleSegError(f"{resolved}: no such file or folder (request field '{field}')")
+        return str(resolved)
+
+    def input_path(self, field: str, default: Any = ...) -> Optional[str]:
+        value = self.value(field, default)
+        return None if value is None else self.path_value(value, field, must_exist=True)
+
+    def path_list(self, field: str, default: Any = ...) -> List[str]:
+        values = self.value(field, default, (list,))
+        return [self.path_value(v, f"{field}[{i}]", must_exist=True) for i, v in enumerate(values)]
+
+    def number_dict(self, field: str) -> Dict[str, Union[int, float]]:
+        values = self.value(field, {}, (dict,))
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.fail(f"{field}.{key}", f"must be a number, got {value!r}")
+        return dict(values)
+
+    def common(self, task: str) -> Dict[str, Any]:
+        seed = self.value("seed", 0, (int,))
+        return {"protocol": PROTOCOL, "task": task, "device": self.choice("device", DEVICES, "auto"), "seed": seed}
+
+    def segment(self) -> Dict[str, Any]:
+        method = self.choice("method", METHODS, "full")
+        inputs = {
+            "image": self.input_path("image"),
+            "scribbles": self.input_path("scribbles", None if method == "munet" else ...),
+            "model": self.input_path("model"),
+        }
+        outputs = self.value("outputs", types=(dict,))
+        if not outputs.get("labels"):
+            raise self.fail("outputs.labels", "is missing")
+        cache_dir = self.value("cache_dir", None, (str,))
+        return {
+            **self.common("segment"),
+            **inputs,
+            "method": method,
+            "cut": self.number_dict("cut"),
+            "ddml": self.number_dict("ddml"),
+            "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
+            "outputs": {
+                "labels": self.path_value(outputs["labels"], "outputs.labels", must_exist=False),
+                "probability": (self.path_value(outputs["probability"], "outputs.probability", must_exist=False)
+                                if outputs.get("probability") else None),
+            },
+        }
+
+    def phantom(self) -> Dict[str, Any]:
+        shape = self.value("shape", None, (list,))
+        if shape is not None and (len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape)):
+            raise self.fail("shape", f"must be three positive integers Z Y X, got {shape!r}")
+        every = self.value("every", 8, (int,))
+        if every < 1:
+            raise self.fail("every", f"must be a positive integer, got {every!r}")
+        outputs = self.value("outputs", types=(dict,))
+        paths = {}
+        for key, suffix in (("image", ".nrrd"), ("label", ".seg.nrrd"), ("scribbles", ".seg.nrrd")):
+            path = self.path_value(outputs.get(key), f"outputs.{key}", must_exist=False)
+            if not path.lower().endswith(suffix):
+                raise self.fail(f"outputs.{key}", f"must end in {suffix}")
+            paths[key] = path
+        return {"protocol": PROTOCOL, "task": "phantom", "seed": self.value("seed", 0, (int,)),
+                "shape": shape, "every": every, "outputs": paths}
+
+    def train(self) -> Dict[str, Any]:
+        images, labels = self.path_list("images"), self.path_list("labels")
+        if not images or len(images) != len(labels):
+            raise self.fail("labels", f"must name one label per image ({len(images)} images, {len(labels)} labels)")
+        val_images, val_labels = self.path_list("val_images", []), self.path_list("val_labels", [])
+        if len(val_images) != len(val_labels):
+            raise self.fail("val_labels", "must name one label per validation image")
+        max_minutes = self.value("max_minutes", 10.0, (int, float))
+        if not max_minutes > 0:
+            raise self.fail("max_minutes", f"must be positive, got {max_minutes!r}")
+        return {
+            **self.common("train"),
+            "images": images, "labels": labels, "val_images": val_images, "val_labels": val_labels,
+            "output": self.path_value(self.value("output"), "output", must_exist=False),
+            "arch": self.choice("arch", ("munet", "unet"), "munet"),
+            "preset": self.choice("preset", ("small", "paper"), "small"),
+            "max_minutes": float(max_minutes),
+        }
+
+
+# ---------------------------------------------------------------------------
+# The worker's side
+# ---------------------------------------------------------------------------
+
+
+class Emitter:
+    """Writes protocol events as JSON lines, one stage's progress at most every 0.1 s."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._stage: Optional[str] = None
+        self._last = 0.0
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Write one event line and flush it."""
+        line = json.dumps({"event": event, **fields}, default=str)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def progress(self, stage: str, fraction: float, message: str = "") -> None:
+        """A :data:`~ScribbleSegLib.progress.ProgressCallback` that emits ``progress`` events."""
+        now = time.monotonic()
+        if stage == self._stage and fraction < 1.0 and now - self._last < _PROGRESS_INTERVAL:
+            return
+        self._stage, self._last = stage, now
+        self.emit("progress", stage=stage, fraction=round(float(fraction), 4), message=message)
+
+
+class _EventLogHandler(logging.Handler):
+    """Forwards log records (and captured warnings) as ``log`` events."""
+
+    def __init__(self, emitter: Emitter) -> None:
+        super().__init__(logging.INFO)
+        self._emitter = emitter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._emitter.emit("log", level=record.levelname.lower(), message=self.format(record))
+        except Exception:  # a logging handler must never raise
+            self.handleError(record)
+
+
+def _watch_stdin(token: CancelToken) -> None:
+    """Cancel on a ``cancel`` line or when stdin closes (the parent is gone)."""
+    try:
+        for line in sys.stdin:
+            if line.strip() == "cancel":
+                break
+    except (OSError, ValueError):
+        pass
+    token.cancel()
+
+
+def _protocol_stream() -> TextIO:
+    """Keep a private copy of stdout for the protocol and send fd 1 to stderr.
+
+    Anything else written to stdout -- a ``print`` in a library, output of
+    native code -- then lands on stderr and cannot break a protocol line.
+    """
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+def run_request(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken] = None) -> Event:
+    """Run a checked request (:func:`load_request`); return the ``done`` event's fields."""
+    task = request["task"]
+    if task == "segment":
+        return _segment(request, emitter, cancel)
+    if task == "train":
+        return _train(request, emitter, cancel)
+    if task == "phantom":
+        return _phantom(request, emitter, cancel)
+    return _devices()
+
+
+def _describe_device(name: str) -> str:
+    from .runtime import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(device)
+        return f"{device} ({props.name}, {props.total_memory / 2**30:.1f} GB)"
+    return str(device)
+
+
+def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
+    import numpy as np
+
+    from . import pipeline, volume_io
+    from .progress import check
+
+    emitter.progress("read", 0.0, "reading the image")
+    image = volume_io.read_image(request["image"], progress=emitter.progress, cancel=cancel)
+    scribbles = None
+    if request["scribbles"] is not None:
+        scribbles = volume_io.read_scribbles(request["scribbles"], image.shape, image.geometry)
+    cut_params, ddml_config = _settings(request)
+    emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
+    result = pipeline.segment(image, scribbles, request["model"], method=request["method"],
+                              cut_params=cut_params, ddml_config=ddml_config, device=request["device"],
+                              cache_dir=request["cache_dir"], seed=request["seed"],
+                              progress=emitter.progress, cancel=cancel)
+    check(cancel)
+    emitter.progress("write", 0.0, "writing the result")
+    outputs = request["outputs"]
+    volume_io.write_labelmap(outputs["labels"], result.labels, image.geometry)
+    written = {"labels": outputs["labels"]}
+    if outputs["probability"]:
+        volume_io.write_probability(outputs["probability"], result.probability, image.geometry)
+        written["probability"] = outputs["probability"]
+    emitter.progress("write", 1.0, "done")
+    voxels = int(np.count_nonzero(result.labels))
+    sx, sy, sz = image.geometry.spacing
+    metrics = {
+        "heart_voxels": voxels,
+        "heart_volume_mm3": voxels * sx * sy * sz,
+        "shape_zyx": list(image.shape),
+        "features_cached": bool(result.features_cached),
+        "method": result.method,
+    }
+    if scribbles is not None:
+        metrics["scribbled_voxels"] = {"heart": int(np.count_nonzero(scribbles == 1)),
+                                       "background": int(np.count_nonzero(scribbles == 2))}
+    return {"outputs": written, "metrics": metrics, "timings": dict(result.timings)}
+
+
+def _settings(request: Dict[str, Any]):
+    """``GraphCutParams`` and ``DDMLConfig`` from the request's ``cut`` and ``ddml`` fields (None if empty)."""
+    cut_params = ddml_config = None
+    if request["cut"]:
+        from .graphcut import GraphCutParams
+
+        cut_params = _replace(GraphCutParams(), request["cut"], "cut")
+    if request["ddml"]:
+        from .ddml import DDMLConfig
+
+        ddml_config = _replace(DDMLConfig(), request["ddml"], "ddml")
+    return cut_params, ddml_config
+
+
+def _replace(defaults: Any, values: Dict[str, Any], field: str) -> Any:
+    names = {f.name for f in dataclasses.fields(defaults)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ScribbleSegError(f"request field '{field}': unknown settings {unknown}; known: {sorted(names)}")
+    return dataclasses.replace(defaults, **values)
+
+
+def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
+    from . import training, volume_io
+    from .nets import ModelConfig
+
+    emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
+
+    def read_pairs(images: List[str], labels: List[str]):
+        volumes, masks = [], []
+        for image_path, label_path in zip(images, labels):
+            volume = volume_io.read_image(image_path, cancel=cancel)
+            volumes.append(volume)
+            masks.append(volume_io.read_label(label_path, volume.shape, volume.geometry))
+        return volumes, masks
+
+    emitter.progress("read", 0.0, f"reading {len(request['images'])} training volume(s)")
+    images, labels = read_pairs(request["images"], request["labels"])
+    val_images, val_labels = read_pairs(request["val_images"], request["val_labels"])
+    started = time.perf_counter()
+    training.train_model(images, labels, request["output"], ModelConfig.preset(request["preset"], request["arch"]),
+                         val_images=val_images or None, val_labels=val_labels or None,
+                         max_minutes=request["max_minutes"], device=request["device"], seed=request["seed"],
+                         progress=emitter.progress, cancel=cancel)
+    return {"outputs": {"model": request["output"]},
+            "metrics": {"volumes": len(images), "validation_volumes": len(val_images)},
+            "timings": {"train": time.perf_counter() - started}}
+
+
+def _phantom(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
+    import numpy as np
+
+    from . import phantom, scribbles, volume_io
+    from .progress import check
+
+    config = phantom.PhantomConfig()
+    if request["shape"] is not None:
+        config = dataclasses.replace(config, shape=tuple(request["shape"]))
+    emitter.progress("phantom", 0.0, "making the phantom")
+    made = phantom.make_phantom(seed=request["seed"], config=config)
+    check(cancel)
+    emitter.progress("phantom", 0.6, "simulating scribbles")
+    strokes = scribbles.simulate_scribbles(made.label, seed=request["seed"], every=request["every"],
+                                           spacing=made.image.geometry.spacing,
+                                           tissue=made.tissue != phantom.Tissue.EMPTY)
+    check(cancel)
+    emitter.progress("write", 0.8, "writing the phantom")
+    outputs = request["outputs"]
+    geometry = made.image.geometry
+    volume_io.write_rgb_volume(outputs["image"], made.image)
+    volume_io.write_segmentation(outputs["label"], [("heart", made.label, volume_io.HEART_COLOR)], geometry)
+    volume_io.write_segmentation(outputs["scribbles"],
+                                 [("heart", strokes == 1, volume_io.HEART_COLOR),
+                                  ("background", strokes == 2, volume_io.BACKGROUND_COLOR)], geometry)
+    emitter.progress("write", 1.0, "done")
+    return {"outputs": dict(outputs),
+            "metrics": {"shape_zyx": list(made.image.shape), "heart_voxels": int(np.count_nonzero(made.label)),
+                        "scribbled_sections": int(np.count_nonzero(strokes.reshape(len(strokes), -1).any(1)))},
+            "timings": {}}
+
+
+def _devices() -> Event:
+    import platform
+
+    import torch
+
+    devices = [{"id": "cpu", "name": platform.processor() or platform.machine() or "CPU",
+                "memory_gb": None, "threads": torch.get_num_threads()}]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            devices.append({"id": f"cuda:{index}", "name": props.name,
+                            "memory_gb": round(props.total_memory / 2**30, 1)})
+    return {"outputs": {"torch": torch.__version__, "cuda": torch.version.cuda, "devices": devices},
+            "metrics": {}, "timings": {}}
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # torch.cuda.OutOfMemoryError, without importing torch here.
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one request; return the exit status (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ScribbleSegLib.worker",
+        description="Run one ScribbleSeg request and report progress as JSON lines on stdout.",
+    )
+    parser.add_argument("request", help="JSON request file")
+    parser.add_argument("--control-stdin", action="store_true",
+                        help="cancel on a 'cancel' line on stdin or when stdin closes")
+    args = parser.parse_args(argv)
+
+    emitter = Emitter(_protocol_stream())
+    handler = _EventLogHandler(emitter)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    token = CancelToken()
+    if args.control_stdin:
+        threading.Thread(target=_watch_stdin, args=(token,), name="cancel-watcher", daemon=True).start()
+    try:
+        request = load_request(args.request)
+        emitter.emit("started", protocol=PROTOCOL, task=request["task"], pid=os.getpid())
+        done = run_request(request, emitter, token)
+    except CancelledError as exc:
+        emitter.emit("error", kind="cancelled", message=str(exc))
+        return EXIT_CANCELLED
+    except ScribbleSegError as exc:
+        emitter.emit("error", kind="input", message=str(exc))
+        return EXIT_BAD_INPUT
+    except BaseException as exc:  # report everything, even KeyboardInterrupt, as one protocol line
+        traceback.print_exc()
+        if _is_out_of_memory(exc):
+            emitter.emit("error", kind="memory",
+                         message=f"out of memory ({type(exc).__name__}): use the CPU device, "
+                                 "or load the volume downsampled")
+        else:
+            emitter.emit("error", kind="internal", message=f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+    emitter.emit("done", **done)
+    return EXIT_DONE
+
+
+# ---------------------------------------------------------------------------
+# The parent's side
+# ---------------------------------------------------------------------------
+
+
+def parse_line(line: str, stream: str = "stdout") -> Event:
+    """Turn one output line into an event; anything that is not a protocol event becomes a ``log`` event."""
+    text = line.rstrip("\r\n")
+    if stream == "stdout" and text.startswith("{"):
+        try:
+            event = json.loads(text)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            return event
+    return {"event": "log", "level": "info" if stream == "stdout" else "stderr", "message": text}
+
+
+class WorkerProcess:
+    """Run the worker on a request file in a child process and collect its events.
+
+    The child gets its own process group (session on POSIX), so :meth:`kill`
+    ends it and everything it started -- Slicer's ``PythonSlicer`` is a
+    launcher whose child is the real interpreter.  Output is read on
+    background threads; :meth:`poll` returns what arrived, without blocking,
+    so a GUI can call it from a timer.
+
+    Parameters
+    ----------
+    request : path
+        The request file (see :func:`write_request`).
+    python : str, optional
+        The interpreter to run (``PythonSlicer`` inside Slicer); default ``sys.executable``.
+    pythonpath : sequence of str
+        Folders put in front of ``PYTHONPATH`` so that ``ScribbleSegLib`` is importable.
+    env : dict, optional
+        Base environment (default ``os.environ``).
+    cwd : path, optional
+        Working folder of the child (default: the request's folder).
+    tail : int
+        How many output lines to keep for :meth:`failure_message`.
+    """
+
+    def __init__(self, request: Union[str, os.PathLike], *, python: Optional[str] = None,
+                 pythonpath: Sequence[str] = (), env: Optional[Dict[str, str]] = None,
+                 cwd: Optional[Union[str, os.PathLike]] = None, tail: int = 40) -> None:
+        self.request = Path(request)
+        self.python = python or sys.executable
+        self.pythonpath = [str(p) for p in pythonpath]
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = str(cwd) if cwd is not None else str(self.request.resolve().parent)
+        self.result: Optional[Event] = None
+        self.error: Optional[Event] = None
+        self.returncode: Optional[int] = None
+        self.lines: Deque[str] = collections.deque(maxlen=tail)
+        self._proc: Optional[subprocess.Popen] = None
+        self._queue: "queue.Queue[tuple]" = queue.Queue()
+        self._open_streams = 0
+        self._finished = False
+
+    @property
+    def args(self) -> List[str]:
+        """The command line of the child."""
+        return [self.python, "-m", "ScribbleSegLib.worker", str(self.request), "--control-stdin"]
+
+    @property
+    def pid(self) -> Optional[int]:
+        """Process id of the child once started."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet finished (see :attr:`finished`)."""
+        return self._proc is not None and not self._finished
+
+    @property
+    def finished(self) -> bool:
+        """The child has exited and :meth:`poll` has returned all its events."""
+        return self._finished
+
+    def start(self) -> None:
+        """Start the child; return at once."""
+        if self._proc is not None:
+            raise RuntimeError("this worker process was already started")
+        env = dict(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(self.pythonpath + [p for p in [env.get("PYTHONPATH")] if p])
+        env["PYTHONIOENCODING"] = "utf-8"
+        env["PYTHONUNBUFFERED"] = "1"
+        kwargs: Dict[str, Any] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
+        else:
+            kwargs["start_new_session"] = True
+        self._proc = subprocess.Popen(
+            self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=self.cwd, env=env, text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+        self._open_streams = 2
+        for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
+            threading.Thread(target=self._read, args=(name, stream), name=f"worker-{name}", daemon=True).start()
+
+    def _read(self, name: str, stream: TextIO) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in stream:
+                self._queue.put((name, line))
+        self._queue.put((name, None))
+
+    def poll(self) -> List[Event]:
+        """Events that arrived since the last call; the last one is ``{"event": "exit", ...}``."""
+        events: List[Event] = []
+        if self._proc is None or self._finished:
+            return events
+        while True:
+            try:
+                name, line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._open_streams -= 1
+                continue
+            event = parse_line(line, name)
+            if event["event"] == "log":
+                self.lines.append(event.get("message", ""))
+            if event["event"] == "done":
+                self.result = event
+            elif event["event"] == "error":
+                self.error = event
+            events.append(event)
+        if self._open_streams == 0 and self._proc.poll() is not None:
+            self.returncode = self._proc.returncode
+            self._finished = True
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+            events.append({"event": "exit", "returncode": self.returncode})
+        return events
+
+    def wait(self, on_event: Optional[Callable[[Event], None]] = None, timeout: Optional[float] = None,
+             interval: float = 0.05) -> int:
+        """Poll until the child finishes; pass each event to ``on_event``; return the exit status.
+
+        Raises
+        ------
+        TimeoutError
+            If ``timeout`` seconds pass first (the child keeps running).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._finished:
+            for event in self.poll():
+                if on_event is not None:
+                    on_event(event)
+            if self._finished:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the worker did not finish within {timeout} s")
+            time.sleep(interval)
+        return int(self.returncode)
+
+    def cancel(self) -> None:
+        """Ask the worker to stop at its next check (it then reports ``cancelled``)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self._proc.stdin.write("cancel\n")
+            self._proc.stdin.flush()
+            self._proc.stdin.close()
+
+    def kill(self) -> None:
+        """Kill the child and everything it started, at once."""
+        if self._proc is None or self._finished:
+            return
+        if os.name == "nt":
+            if self._proc.poll() is not None:
+                return  # Windows reuses process ids at once: never taskkill an exited child's id
+            # taskkill /T ends the launcher's children too; Popen.kill() would leave them running.
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._proc.pid)], capture_output=True,
+                           creationflags=subprocess.CREATE_NO_WINDOW, check=False)
+        else:
+            # The group outlives its leader: kill it even if the launcher itself has exited.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    def failure_message(self) -> str:
+        """A message for the user when the run did not end with ``done``."""
+        if self.error is not None:
+            return str(self.error.get("message", "the worker failed"))
+        last = "\n".join(line for line in self.lines if line.strip())
+        status = "still running" if self.returncode is None else f"exit status {self.returncode}"
+        return (f"The ScribbleSeg worker process stopped without a result ({status})."
+                + (f" Its last output:\n{last}" if last else " It printed nothing."))
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Every output is closed by now; skipping the interpreter's teardown (seconds with torch loaded)
+    # lets the parent see the end of the run at once.
+    os._exit(status)

@@ -1,0 +1,326 @@
+"""The worker process the Slicer module runs: request checks, the JSON-lines protocol,
+results, cancel and kill, run end to end with the real worker on a tiny phantom."""
+
+import io
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import worker
+from ScribbleSegLib.errors import ScribbleSegError
+
+POSIX = os.name == "posix"
+PHANTOM_SHAPE = [8, 48, 48]
+FAST_DDML = {"steps": 10, "head_steps": 10, "pool_size": 500, "batch_size": 32}
+
+
+def run(request_path, **kwargs):
+    """Run the worker on a request; return (exit status, events, process)."""
+    process = worker.WorkerProcess(request_path, **kwargs)
+    process.start()
+    events = []
+    status = process.wait(on_event=events.append, timeout=120)
+    return status, events, process
+
+
+def kinds(events):
+    return [e["event"] for e in events]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("worker")
+
+
+@pytest.fixture(scope="module")
+def phantom_files(folder):
+    """The sample data of the Slicer module, written by the worker's phantom task."""
+    outputs = {"image": "image.nrrd", "label": "label.seg.nrrd", "scribbles": "scribbles.seg.nrrd"}
+    request = worker.write_request(folder / "phantom.json", {"task": "phantom", "seed": 0, "shape": PHANTOM_SHAPE,
+                                                              "every": 3, "outputs": outputs})
+    status, events, _ = run(request)
+    assert status == worker.EXIT_DONE, events
+    return {key: folder / name for key, name in outputs.items()}, events
+
+
+@pytest.fixture(scope="module")
+def tiny_model(folder):
+    """A network with random weights: the protocol does not care how good the model is."""
+    import torch
+
+    from ScribbleSegLib.model_file import save_model
+    from ScribbleSegLib.nets import ModelConfig, build_net
+
+    config = ModelConfig(arch="unet", patch=16, n_fov=1, width=4, depth=2, aggregator=(8,), feature_channels=8)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    return save_model(folder / "tiny.model", build_net(config), config, voxel_size=(0.02, 0.02, 0.04),
+                      bank_features=rng.normal(size=(64, 8)), bank_labels=np.arange(64) % 2)
+
+
+def segment_request(folder, phantom_files, model, name, **fields):
+    files, _ = phantom_files
+    request = {"task": "segment", "image": str(files["image"]), "scribbles": str(files["scribbles"]),
+               "model": str(model), "method": "full", "device": "cpu", "cache_dir": "cache",
+               "ddml": FAST_DDML, "outputs": {"labels": f"{name}_labels.nrrd",
+                                              "probability": f"{name}_probability.nrrd"}}
+    request.update(fields)
+    return worker.write_request(folder / f"{name}.json", request)
+
+
+# ---------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------
+
+
+def test_request_paths_are_resolved_against_the_request_folder(tmp_path):
+    (tmp_path / "image.nrrd").write_bytes(b"")
+    (tmp_path / "scribbles.nrrd").write_bytes(b"")
+    (tmp_path / "m.model").write_bytes(b"")
+    path = worker.write_request(tmp_path / "r.json", {"task": "segment", "image": "image.nrrd",
+                                                      "scribbles": "scribbles.nrrd", "model": "m.model",
+                                                      "outputs": {"labels": "out/labels.nrrd"}})
+    request = worker.load_request(path)
+    assert request["image"] == str(tmp_path / "image.nrrd")
+    assert request["outputs"] == {"labels": str(tmp_path / "out" / "labels.nrrd"), "probability": None}
+    assert (request["method"], request["device"], request["seed"], request["cut"]) == ("full", "auto", 0, {})
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"task": "paint"}, "'task' must be one of"),
+    ({"task": "segment", "image": "missing.nrrd"}, "missing.nrrd: no such file"),
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd"}, "'outputs' is missing"),
+    ({"task": "segment", "image": "i.nrrd", "model": "i.nrrd"}, "'scribbles' is missing"),
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "method": "magic",
+      "outputs": {"labels": "l.nrrd"}}, "'method' must be one of munet, ddml, full"),
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "cut": {"gamma": "big"},
+      "outputs": {"labels": "l.nrrd"}}, "'cut.gamma' must be a number"),
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "device": "tpu",
+      "outputs": {"labels": "l.nrrd"}}, "'device' must be one of auto, cpu, cuda"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": [], "output": "m.model"}, "one label per image"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "max_minutes": 0},
+     "'max_minutes' must be positive"),
+    ({"task": "phantom", "shape": [8, 48], "outputs": {}}, "'shape' must be three positive integers"),
+    ({"task": "phantom", "outputs": {"image": "a.png", "label": "l.seg.nrrd", "scribbles": "s.seg.nrrd"}},
+     "'outputs.image' must end in .nrrd"),
+])
+def test_bad_requests_are_one_line_errors_naming_the_request(tmp_path, fields, problem):
+    (tmp_path / "i.nrrd").write_bytes(b"")
+    path = worker.write_request(tmp_path / "r.json", fields)
+    with pytest.raises(ScribbleSegError) as info:
+        worker.load_request(path)
+    message = str(info.value)
+    assert problem in message
+    assert "\n" not in message
+    assert "r.json" in message or "missing.nrrd" in message
+
+
+def test_a_request_from_another_protocol_version_is_refused(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"protocol": worker.PROTOCOL + 1, "task": "devices"}))
+    with pytest.raises(ScribbleSegError, match="different versions"):
+        worker.load_request(path)
+
+
+def test_unknown_settings_are_refused_with_the_known_ones():
+    request = {"cut": {"gama": 1.0}, "ddml": {}}
+    with pytest.raises(ScribbleSegError, match=r"unknown settings \['gama'\].*'gamma'"):
+        worker._settings(request)
+
+
+# ---------------------------------------------------------------------------
+# Protocol lines
+# ---------------------------------------------------------------------------
+
+
+def test_parse_line_keeps_events_and_turns_anything_else_into_log_lines():
+    assert worker.parse_line('{"event": "progress", "stage": "read", "fraction": 0.5}\n') == {
+        "event": "progress", "stage": "read", "fraction": 0.5}
+    assert worker.parse_line("some library printed this\n") == {
+        "event": "log", "level": "info", "message": "some library printed this"}
+    assert worker.parse_line('{"not": "an event"}')["event"] == "log"
+    assert worker.parse_line('{"event": "done"}', "stderr")["level"] == "stderr"
+
+
+def test_progress_lines_are_throttled_per_stage_but_stage_changes_and_ends_always_pass():
+    stream = io.StringIO()
+    emitter = worker.Emitter(stream)
+    for i in range(50):
+        emitter.progress("inference", i / 100, f"section {i}")
+    emitter.progress("inference", 1.0, "done")
+    emitter.progress("graph cut", 0.0, "")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) < 10
+    assert lines[0]["message"] == "section 0"
+    assert [(e["stage"], e["fraction"]) for e in lines[-2:]] == [("inference", 1.0), ("graph cut", 0.0)]
+
+
+def test_train_request_reaches_train_model_with_its_settings(tmp_path, phantom_files, monkeypatch):
+    from ScribbleSegLib import training
+
+    files, _ = phantom_files
+    seen = {}
+
+    def fake_train_model(images, labels, out_path, config, **kwargs):
+        seen.update(images=images, labels=labels, config=config, **kwargs)
+        Path(out_path).write_bytes(b"model")
+        return Path(out_path)
+
+    monkeypatch.setattr(training, "train_model", fake_train_model)
+    path = worker.write_request(tmp_path / "t.json", {
+        "task": "train", "images": [str(files["image"])], "labels": [str(files["label"])], "output": "new.model",
+        "arch": "unet", "preset": "small", "max_minutes": 2.5, "device": "cpu", "seed": 7})
+    done = worker.run_request(worker.load_request(path), worker.Emitter(io.StringIO()))
+    assert done["outputs"] == {"model": str(tmp_path / "new.model")}
+    assert seen["config"].arch == "unet"
+    assert (seen["max_minutes"], seen["device"], seen["seed"]) == (2.5, "cpu", 7)
+    assert seen["images"][0].array.shape == tuple(PHANTOM_SHAPE) + (3,)
+    assert seen["labels"][0].shape == tuple(PHANTOM_SHAPE) and seen["labels"][0].any()
+    assert seen["cancel"] is None and callable(seen["progress"])
+
+
+def test_devices_lists_the_cpu():
+    done = worker.run_request({"task": "devices"}, worker.Emitter(io.StringIO()))
+    devices = done["outputs"]["devices"]
+    assert devices[0]["id"] == "cpu"
+    assert all(d["id"].startswith("cuda:") and d["memory_gb"] > 0 for d in devices[1:])
+
+
+# ---------------------------------------------------------------------------
+# End to end: the real worker in a child process
+# ---------------------------------------------------------------------------
+
+
+def test_phantom_task_writes_image_truth_and_scribbles(phantom_files):
+    from ScribbleSegLib import volume_io
+
+    files, events = phantom_files
+    assert kinds(events)[0] == "started" and kinds(events)[-2:] == ["done", "exit"]
+    image = volume_io.read_image(files["image"])
+    assert image.array.shape == tuple(PHANTOM_SHAPE) + (3,)
+    scribbles = volume_io.read_scribbles(files["scribbles"], image.shape, image.geometry)
+    assert set(np.unique(scribbles)) == {0, 1, 2}
+    assert volume_io.read_label(files["label"], image.shape, image.geometry).any()
+
+
+def test_segment_writes_results_and_the_second_run_reuses_the_cached_features(folder, phantom_files, tiny_model):
+    from ScribbleSegLib import volume_io
+
+    status, events, process = run(segment_request(folder, phantom_files, tiny_model, "first"))
+    assert status == worker.EXIT_DONE, process.failure_message()
+    assert kinds(events)[0] == "started" and kinds(events)[-2:] == ["done", "exit"]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert {"read", "graph cut", "write"} <= {e["stage"] for e in progress}
+    assert all(0.0 <= e["fraction"] <= 1.0 for e in progress)
+    done = process.result
+    assert done["metrics"]["features_cached"] is False
+    assert set(done["timings"]) >= {"M-Unet features", "DDML + head", "graph cut"}
+    image = volume_io.read_image(phantom_files[0]["image"])
+    labels = volume_io.read_label(done["outputs"]["labels"], image.shape, image.geometry)
+    assert int(labels.sum()) == done["metrics"]["heart_voxels"]
+    assert Path(done["outputs"]["probability"]).is_file()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+    status, events, process = run(segment_request(folder, phantom_files, tiny_model, "second"))
+    assert status == worker.EXIT_DONE, process.failure_message()
+    assert process.result["metrics"]["features_cached"] is True
+
+
+def test_cancel_stops_the_run_without_outputs(folder, phantom_files, tiny_model):
+    process = worker.WorkerProcess(segment_request(folder, phantom_files, tiny_model, "cancelled"))
+    process.start()
+    process.cancel()
+    events = []
+    status = process.wait(on_event=events.append, timeout=120)
+    assert status == worker.EXIT_CANCELLED
+    assert process.error["kind"] == "cancelled" and process.result is None
+    assert not (folder / "cancelled_labels.nrrd").exists()
+
+
+def test_bad_input_ends_with_an_input_error_and_exit_2(tmp_path, tiny_model):
+    (tmp_path / "image.nrrd").write_text("not an image")
+    (tmp_path / "scribbles.nrrd").write_text("")
+    request = worker.write_request(tmp_path / "r.json", {
+        "task": "segment", "image": "image.nrrd", "scribbles": "scribbles.nrrd", "model": str(tiny_model),
+        "device": "cpu", "outputs": {"labels": "labels.nrrd"}})
+    status, events, process = run(request)
+    assert status == worker.EXIT_BAD_INPUT
+    assert process.error["kind"] == "input"
+    assert "image.nrrd" in process.failure_message()
+    assert not (tmp_path / "labels.nrrd").exists()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for its reaper is dead too
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _launcher(tmp_path):
+    """A stand-in for Slicer's PythonSlicer: a launcher that runs the real interpreter as its child."""
+    path = tmp_path / "PythonSlicer"
+    path.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"\nexit $?\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+@pytest.mark.skipif(not POSIX, reason="process groups and /bin/sh")
+def test_kill_ends_the_launcher_and_the_worker(folder, phantom_files, tiny_model, tmp_path):
+    process = worker.WorkerProcess(segment_request(folder, phantom_files, tiny_model, "killed"),
+                                   python=_launcher(tmp_path))
+    process.start()
+    started = None
+    deadline = time.monotonic() + 60
+    while started is None and time.monotonic() < deadline:
+        started = next((e for e in process.poll() if e["event"] == "started"), None)
+        time.sleep(0.02)
+    assert started is not None and started["pid"] != process.pid, "the worker runs under the launcher"
+    process.kill()
+    status = process.wait(timeout=30)
+    assert status == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while _alive(started["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(started["pid"]), "the worker outlived its launcher"
+    assert "exit status -9" in process.failure_message()
+    assert not (folder / "killed_labels.nrrd").exists()
+
+
+def _fake_torch(tmp_path, body):
+    package = tmp_path / "fake" / "torch"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(body)
+    return str(tmp_path / "fake")
+
+
+def test_a_worker_that_dies_is_reported_with_its_last_output(tmp_path):
+    fake = _fake_torch(tmp_path, "import os, sys\nprint('fatal: CUDA driver crashed', file=sys.stderr, flush=True)\n"
+                                 "os._exit(7)\n")
+    request = worker.write_request(tmp_path / "r.json", {"task": "devices"})
+    status, events, process = run(request, pythonpath=[fake])
+    assert status == 7
+    assert process.error is None and process.result is None
+    message = process.failure_message()
+    assert "exit status 7" in message and "fatal: CUDA driver crashed" in message
+
+
+def test_out_of_memory_is_reported_as_such(tmp_path):
+    fake = _fake_torch(tmp_path, "raise MemoryError('cannot allocate 178 GB')\n")
+    request = worker.write_request(tmp_path / "r.json", {"task": "devices"})
+    status, events, process = run(request, pythonpath=[fake])
+    assert status == worker.EXIT_FAILED
+    assert process.error["kind"] == "memory"
+    assert "CPU" in process.error["message"]
+    assert any("MemoryError" in line for line in process.lines), "the traceback is in the log"
