@@ -1,0 +1,1486 @@
+"""ScribbleSeg: segment the heart in a stack of serial histological sections from a few scribbles.
+
+The module is a thin Slicer front end.  Everything that computes lives in the
+pure-Python package ``ScribbleSegLib`` and runs in a separate ``PythonSlicer``
+process (``python -m ScribbleSegLib.worker``): PyMaxflow holds the GIL for a
+whole graph cut and torch keeps every core busy, so running them in Slicer's
+process would freeze the application.  This file only moves data between the
+scene and that process, always on the main thread.
+"""
+
+import contextlib
+import enum
+import importlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Annotated, Callable, Dict, List, Optional, Sequence, Tuple
+
+import ctk
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+HEART = "heart"
+BACKGROUND = "background"
+# The same colours as ScribbleSegLib.volume_io, so files and scene look alike.
+HEART_COLOR = (0.85, 0.2, 0.2)
+BACKGROUND_COLOR = (0.2, 0.4, 0.85)
+
+DEVICES = ("auto", "cpu", "cuda")  # the order of the items of deviceComboBox
+TORCH_REQUIREMENT = ">=2.1"
+OUTPUT_VOLUME_ATTRIBUTE = "ScribbleSeg.InputVolumeID"  # on result nodes: the volume they were computed from
+SETTINGS_MODEL_PATH = "ScribbleSeg/ModelPath"
+SETTINGS_DEVICE = "ScribbleSeg/Device"
+POLL_INTERVAL_MS = 100
+CANCEL_GRACE_MS = 3000  # a graph cut cannot stop at a check; after this the process tree is killed
+PHANTOM_SHAPE = (32, 128, 128)
+
+
+#
+# Access to ScribbleSegLib
+#
+
+
+def libraryFolder() -> str:
+    """Return the folder that holds the ``ScribbleSegLib`` package and make it importable.
+
+    An installed extension has ``ScribbleSegLib/`` beside this file (see
+    ``ScribbleSegLib/CMakeLists.txt``).  In the source tree it is one level up,
+    at the repository root, when Slicer is started with
+    ``--additional-module-paths <repository>/ScribbleSeg``.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    for folder in (here, os.path.dirname(here)):
+        if os.path.isfile(os.path.join(folder, "ScribbleSegLib", "__init__.py")):
+            if folder not in sys.path:
+                sys.path.append(folder)
+            return folder
+    raise RuntimeError(f"ScribbleSegLib was not found beside {here}; reinstall the ScribbleSeg extension")
+
+
+def lib(name: str):
+    """Import and return ``ScribbleSegLib.<name>``."""
+    libraryFolder()
+    return importlib.import_module(f"ScribbleSegLib.{name}")
+
+
+def libraryVersion() -> str:
+    """``ScribbleSegLib.__version__``."""
+    libraryFolder()
+    return importlib.import_module("ScribbleSegLib").__version__
+
+
+def userError(message: str) -> Exception:
+    """The library's ``ScribbleSegError``: a problem the user can fix, shown without a traceback."""
+    return lib("errors").ScribbleSegError(message)
+
+
+def isUserError(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``ScribbleSegError`` (cancellation included)."""
+    return isinstance(exc, lib("errors").ScribbleSegError)
+
+
+#
+# ScribbleSeg
+#
+
+
+class ScribbleSeg(ScriptedLoadableModule):
+    """Module description for Slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("ScribbleSeg")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["ScribbleSeg developers"]
+        self.parent.helpText = _("""
+Segment the heart (or another organ) in a stack of serial histological sections: paint a few strokes inside
+and outside the organ on some sections, and a network adapted to your strokes plus a 3D graph cut give the
+organ in 3D. See the <a href="https://github.com/scribbleseg/SlicerScribbleSeg#readme">documentation</a>.
+""")
+        self.parent.acknowledgementText = _("""
+Implements Harada et al., "Scribbles for Metric Learning in Histological Image Segmentation", EMBC 2019
+(M-Unet features, DDML metric learning on the scribbles, 3D graph cut). Graph cuts use PyMaxflow.
+""")
+
+
+#
+# Parameter node
+#
+
+
+class Method(enum.Enum):
+    """How far a run goes (``--method`` of ``scribbleseg segment``)."""
+
+    MUNET = "munet"
+    DDML = "ddml"
+    FULL = "full"
+
+    def label(self) -> str:
+        """Text shown in the method combo box."""
+        return {
+            "munet": _("M-Unet only"),
+            "ddml": _("M-Unet + DDML (adapted to the scribbles)"),
+            "full": _("M-Unet + DDML + 3D graph cut (full)"),
+        }[self.value]
+
+
+class Architecture(enum.Enum):
+    """Network trained by the Train section."""
+
+    MUNET = "munet"
+    UNET = "unet"
+
+    def label(self) -> str:
+        return {"munet": "M-Unet", "unet": "U-Net"}[self.value]
+
+
+class NetworkSize(enum.Enum):
+    """Size preset of a trained network (``ModelConfig.preset``)."""
+
+    SMALL = "small"
+    PAPER = "paper"
+
+    def label(self) -> str:
+        return {"small": _("Small (CPU, minutes)"), "paper": _("Paper (GPU)")}[self.value]
+
+
+@parameterNodeWrapper
+class ScribbleSegParameterNode:
+    """Everything the module's panel sets, saved with the scene.
+
+    The model file and the device are per-user settings (QSettings), not scene data.
+    The defaults of gamma..scribbleShare are those of ``GraphCutParams`` and ``DDMLConfig``.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    sectionPixelSize: Annotated[float, WithinRange(0.00001, 100.0)] = 0.001
+    sectionSpacing: Annotated[float, WithinRange(0.00001, 100.0)] = 0.005
+    sectionDownsample: Annotated[int, WithinRange(1, 64)] = 4
+    trainArchitecture: Architecture = Architecture.MUNET
+    trainSize: NetworkSize = NetworkSize.SMALL
+    trainMinutes: Annotated[float, WithinRange(0.5, 10000.0)] = 30.0
+    scribbleSegmentation: vtkMRMLSegmentationNode
+    method: Method = Method.FULL
+    gamma: Annotated[float, WithinRange(0.0, 1000.0)] = 1.0
+    sigma: Annotated[float, WithinRange(0.001, 10.0)] = 0.1
+    delta: Annotated[float, WithinRange(0.0, 10.0)] = 0.05
+    ddmlSteps: Annotated[int, WithinRange(0, 100000)] = 400
+    headSteps: Annotated[int, WithinRange(0, 100000)] = 200
+    scribbleShare: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    outputSegmentation: vtkMRMLSegmentationNode
+    createProbability: bool = False
+    outputProbability: vtkMRMLScalarVolumeNode
+    show3D: bool = True
+
+
+#
+# ScribbleSegWidget
+#
+
+
+class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: binds the GUI to the parameter node and forwards actions to the logic."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._segmentEditorNode = None
+        self._savedOverwriteMode = None
+        self._devicesDetected = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/ScribbleSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = ScribbleSegLogic()
+
+        self.ui.progressBar.hide()
+        self.ui.sectionFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Readable
+        self.ui.sectionFolderPathLineEdit.settingKey = "ScribbleSeg/SectionFolders"
+        self.ui.modelPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
+        self.ui.modelPathLineEdit.nameFilters = [_("ScribbleSeg models (*.model)"), _("All files (*)")]
+        self.ui.modelPathLineEdit.settingKey = "ScribbleSeg/Models"
+        self.ui.modelPathLineEdit.currentPath = self.logic.modelPath()
+        self.ui.trainOutputPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Writable
+        self.ui.trainOutputPathLineEdit.nameFilters = [_("ScribbleSeg models (*.model)")]
+        self.ui.deviceComboBox.currentIndex = DEVICES.index(self.logic.device())
+        self._setupSegmentEditor()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.phantomButton.connect("clicked(bool)", self.onPhantomButton)
+        self.ui.loadSectionsButton.connect("clicked(bool)", self.onLoadSectionsButton)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.logic.setModelPath)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", lambda i: self.logic.setDevice(DEVICES[i]))
+        self.ui.detectDevicesButton.connect("clicked(bool)", self.onDetectDevicesButton)
+        self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+        self.ui.paintHeartButton.connect("clicked(bool)", lambda: self.onPaintButton(HEART))
+        self.ui.paintBackgroundButton.connect("clicked(bool)", lambda: self.onPaintButton(BACKGROUND))
+        self.ui.clearCacheButton.connect("clicked(bool)", self.onClearCacheButton)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3DToggled)
+        self.ui.exportSurfaceButton.connect("clicked(bool)", self.onExportSurfaceButton)
+
+        self.initializeParameterNode()
+        self._updateCacheInfo()
+        self._updateBusyState()
+
+    def _setupSegmentEditor(self) -> None:
+        editor = self.ui.segmentEditorWidget
+        editor.setMaximumNumberOfUndoStates(10)
+        self._selectSegmentEditorNode()
+        # As core Segment Editor: the editor node first, so the selections made when the scene is set are kept.
+        editor.setMRMLScene(slicer.mrmlScene)
+        editor.setEffectNameOrder(["Paint", "Erase"])
+        editor.segmentationNodeSelectorVisible = False
+        editor.sourceVolumeNodeSelectorVisible = False
+        editor.switchToSegmentationsButtonVisible = False
+
+    def _selectSegmentEditorNode(self) -> None:
+        """Share the "SegmentEditor" singleton with the Segment Editor module, as that module does."""
+        node = slicer.mrmlScene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag("SegmentEditor")
+            node = slicer.mrmlScene.AddNode(node)
+        if node is not self._segmentEditorNode:
+            self._segmentEditorNode = node
+            self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(node)
+
+    def cleanup(self) -> None:
+        """Called when the application closes or the module is reloaded."""
+        self.logic.cleanup()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        self._selectSegmentEditorNode()
+        # Scribbles of one class must not erase those of the other; restored on exit for the Segment Editor.
+        self._savedOverwriteMode = self._segmentEditorNode.GetOverwriteMode()
+        self._segmentEditorNode.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
+        self.ui.segmentEditorWidget.installKeyboardShortcuts()
+        self.ui.segmentEditorWidget.updateWidgetFromMRML()
+        self._updateEditorNodes()
+        if not self._devicesDetected and self.logic.torchInstalled():
+            self.onDetectDevicesButton()
+
+    def exit(self) -> None:
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        editor.uninstallKeyboardShortcuts()
+        editor.removeViewObservations()
+        if self._segmentEditorNode is not None and self._savedOverwriteMode is not None:
+            self._segmentEditorNode.SetOverwriteMode(self._savedOverwriteMode)
+            self._savedOverwriteMode = None
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.logic.cancel()
+        self.setParameterNode(None)
+        self._segmentEditorNode = None
+        self.ui.segmentEditorWidget.setSegmentationNode(None)
+        self.ui.segmentEditorWidget.removeViewObservations()
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+            self._selectSegmentEditorNode()
+            self.ui.segmentEditorWidget.updateWidgetFromMRML()
+
+    def onReload(self) -> None:
+        """Reload ScribbleSegLib too (the base class reloads only this file)."""
+        for name in [n for n in sys.modules if n == "ScribbleSegLib" or n.startswith("ScribbleSegLib.")]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+        lib("errors")
+        super().onReload()
+
+    # Parameter node
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLVectorVolumeNode")
+            if volume:
+                self._parameterNode.inputVolume = volume
+
+    def setParameterNode(self, inputParameterNode: Optional[ScribbleSegParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._updateEditorNodes()
+        self._updateResultWidgets()
+
+    def _updateEditorNodes(self) -> None:
+        if not self._parameterNode:
+            return
+        editor = self.ui.segmentEditorWidget
+        volume = self._parameterNode.inputVolume
+        scribbles = self._parameterNode.scribbleSegmentation
+        if scribbles is not None:
+            self.logic.ensureScribbleSegments(scribbles, volume)
+        if editor.segmentationNode() is not scribbles:
+            editor.setSegmentationNode(scribbles)
+        if editor.sourceVolumeNode() is not volume:
+            editor.setSourceVolumeNode(volume)
+
+    def _updateResultWidgets(self) -> None:
+        output = self._parameterNode.outputSegmentation if self._parameterNode else None
+        self.ui.exportSurfaceButton.enabled = output is not None and not self.logic.busy
+        if output is None:
+            self.ui.resultLabel.text = _("no result yet")
+
+    # Actions
+
+    @contextlib.contextmanager
+    def _reportErrors(self, title: str):
+        """Show a ScribbleSegError as its one-line message, anything else with its traceback."""
+        try:
+            yield
+        except Exception as exc:
+            if isUserError(exc):
+                slicer.util.errorDisplay(str(exc), windowTitle=title)
+            else:
+                import traceback
+
+                logging.exception(title)
+                slicer.util.errorDisplay(f"{title}: {exc}", windowTitle=title, detailedText=traceback.format_exc())
+
+    def onPhantomButton(self) -> None:
+        with self._reportErrors(_("Cannot create the phantom")):
+            self._showJobStarted(_("Creating a phantom"))
+            volume, _truth, scribbles = self.logic.createPhantom(seed=0, onEvent=self._onJobEvent)
+            self._parameterNode.inputVolume = volume
+            self._parameterNode.scribbleSegmentation = scribbles
+            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+        self._endJob()
+
+    def onLoadSectionsButton(self) -> None:
+        folder = self.ui.sectionFolderPathLineEdit.currentPath
+        with self._reportErrors(_("Cannot load the sections")):
+            if not folder:
+                raise userError(_("Choose the folder of section images first."))
+            self.logic.ensureDependencies(torch=False)
+            dialog = slicer.util.createProgressDialog(windowTitle=_("Loading sections"), labelText=folder,
+                                                      maximum=1000, autoClose=False)
+            token = lib("progress").CancelToken()
+            dialog.connect("canceled()", token.cancel)
+
+            def progress(stage, fraction, message):
+                dialog.value = int(1000 * fraction)
+                dialog.labelText = message
+                slicer.app.processEvents()
+
+            try:
+                pixel = self._parameterNode.sectionPixelSize
+                volume = self.logic.loadSectionFolder(folder, (pixel, pixel, self._parameterNode.sectionSpacing),
+                                                      self._parameterNode.sectionDownsample,
+                                                      progress=progress, cancel=token)
+            finally:
+                dialog.close()
+            self._parameterNode.inputVolume = volume
+            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+
+    def onDetectDevicesButton(self) -> None:
+        if self.logic.busy:
+            return
+        self._devicesDetected = True
+        if not self.logic.torchInstalled():
+            self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet (it is installed on the first run)")
+            return
+        self.ui.deviceInfoLabel.text = _("detecting...")
+
+        def finished(job):
+            message = (job.errorMessage or _("detection failed")).splitlines()[0]
+            self.ui.deviceInfoLabel.text = (ScribbleSegLogic.describeDevices(job.result["outputs"])
+                                            if job.succeeded else message)
+            self._updateBusyState()
+
+        with self._reportErrors(_("Cannot detect devices")):
+            self.logic.detectDevices(onFinished=finished)
+        self._updateBusyState()
+
+    def onTrainButton(self) -> None:
+        if self.logic.busy:
+            if self.logic.job.kind == "train":
+                self.logic.cancel()
+                self.ui.statusLabel.text = _("Cancelling...")
+            return
+        with self._reportErrors(_("Cannot train")):
+            nodes = list(self.ui.trainingSegmentationsSelector.checkedNodes())
+            output = self.ui.trainOutputPathLineEdit.currentPath
+            self._showJobStarted(_("Training"))
+            p = self._parameterNode
+            self.logic.startTraining(nodes, output, architecture=p.trainArchitecture.value, size=p.trainSize.value,
+                                     maxMinutes=p.trainMinutes, device=self.logic.device(), seed=p.seed,
+                                     onEvent=self._onJobEvent, onFinished=self._onTrainingFinished)
+        self._updateBusyState()
+
+    def _onTrainingFinished(self, job) -> None:
+        self._endJob(job)
+        if job.succeeded:
+            self.ui.modelPathLineEdit.currentPath = job.result["outputs"]["model"]
+            slicer.util.infoDisplay(_("The new model is now in use:\n{path}").format(path=job.result["outputs"]["model"]),
+                                    windowTitle=_("Training finished"))
+        elif not job.cancelled:
+            slicer.util.errorDisplay(job.errorMessage, windowTitle=_("Training failed"))
+
+    def onPaintButton(self, segmentName: str) -> None:
+        with self._reportErrors(_("Cannot start painting")):
+            volume = self._parameterNode.inputVolume
+            if volume is None:
+                raise userError(_("Select the input volume first."))
+            scribbles = self._parameterNode.scribbleSegmentation
+            if scribbles is None:
+                scribbles = self.logic.createScribbleSegmentation(volume)
+                self._parameterNode.scribbleSegmentation = scribbles
+            self._updateEditorNodes()
+            editor = self.ui.segmentEditorWidget
+            editor.setCurrentSegmentID(self.logic.segmentId(scribbles, segmentName))
+            editor.setActiveEffectByName("Paint")
+
+    def onClearCacheButton(self) -> None:
+        size = self.logic.featureCacheSize()
+        if size and slicer.util.confirmOkCancelDisplay(
+                _("Delete {size:.1f} GB of cached M-Unet features? The next run on each volume computes them again.")
+                .format(size=size / 2**30), windowTitle=_("Clear feature cache")):
+            self.logic.clearFeatureCache()
+        self._updateCacheInfo()
+
+    def _updateCacheInfo(self) -> None:
+        size = self.logic.featureCacheSize()
+        self.ui.cacheInfoLabel.text = _("{size:.2f} GB in {folder}").format(size=size / 2**30,
+                                                                              folder=self.logic.featureCacheFolder())
+
+    def onApplyButton(self) -> None:
+        if self.logic.busy:
+            if self.logic.job.kind == "segment":
+                self.logic.cancel()
+                self.ui.statusLabel.text = _("Cancelling...")
+            return
+        p = self._parameterNode
+        with self._reportErrors(_("Cannot segment")):
+            self._showJobStarted(_("Segmenting"))
+            # Results of another volume are kept; this volume gets its own nodes.
+            outputNode = ScribbleSegLogic.resultOf(p.outputSegmentation, p.inputVolume)
+            probabilityNode = ScribbleSegLogic.resultOf(p.outputProbability, p.inputVolume)
+            self.logic.startSegmentation(
+                p.inputVolume, p.scribbleSegmentation, self.logic.modelPath(), method=p.method.value,
+                cut={"gamma": p.gamma, "sigma": p.sigma, "delta": p.delta},
+                ddml={"steps": p.ddmlSteps, "head_steps": p.headSteps, "scribble_share": p.scribbleShare},
+                seed=p.seed, device=self.logic.device(), outputNode=outputNode,
+                createProbability=p.createProbability, probabilityNode=probabilityNode, show3D=p.show3D,
+                onEvent=self._onJobEvent, onFinished=self._onSegmentationFinished)
+        self._updateBusyState()
+
+    def _onSegmentationFinished(self, job) -> None:
+        self._endJob(job)
+        self._updateCacheInfo()
+        if job.succeeded:
+            self._parameterNode.outputSegmentation = job.outputNode
+            if job.probabilityNode is not None:
+                self._parameterNode.outputProbability = job.probabilityNode
+            self.ui.resultLabel.text = self.logic.describeResult(job)
+        elif not job.cancelled:
+            slicer.util.errorDisplay(job.errorMessage, windowTitle=_("Segmentation failed"))
+
+    def onShow3DToggled(self, show: bool) -> None:
+        output = self._parameterNode.outputSegmentation if self._parameterNode else None
+        if output is not None:
+            self.logic.showSurface(output, show)
+
+    def onExportSurfaceButton(self) -> None:
+        output = self._parameterNode.outputSegmentation
+        with self._reportErrors(_("Cannot export the surface")):
+            if output is None:
+                raise userError(_("There is no result to export yet."))
+            path = qt.QFileDialog.getSaveFileName(
+                slicer.util.mainWindow(), _("Export heart surface"), f"{output.GetName()}.stl",
+                "STL (*.stl);;OBJ (*.obj);;VTK PolyData (*.vtp)")
+            if path:
+                self.logic.exportSurface(output, path)
+                self.ui.statusLabel.text = _("Surface written to {path}").format(path=path)
+
+    # Progress display
+
+    def _showJobStarted(self, title: str) -> None:
+        self.ui.logTextEdit.appendPlainText(f"--- {title} ({time.strftime('%H:%M:%S')})")
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.setFormat(f"{title}: %p%")
+        self.ui.progressBar.show()
+        self.ui.statusLabel.text = title
+
+    def _onJobEvent(self, event: Dict) -> None:
+        kind = event["event"]
+        if kind == "progress":
+            self.ui.progressBar.setFormat(f"{event['stage']}: %p%")
+            self.ui.progressBar.value = int(1000 * event["fraction"])
+            if event.get("message"):
+                self.ui.statusLabel.text = event["message"]
+        elif kind == "log":
+            self.ui.logTextEdit.appendPlainText(event.get("message", ""))
+        elif kind == "started":
+            self.ui.logTextEdit.appendPlainText(f"worker process {event.get('pid')} started")
+            self._updateBusyState()
+        elif kind == "error":
+            self.ui.logTextEdit.appendPlainText(f"error: {event.get('message')}")
+        elif kind == "exit":
+            self.ui.logTextEdit.appendPlainText(f"worker process exited with status {event.get('returncode')}")
+
+    def _endJob(self, job=None) -> None:
+        self.ui.progressBar.hide()
+        if job is None:
+            self.ui.statusLabel.text = ""
+        elif job.succeeded:
+            self.ui.statusLabel.text = _("Done in {seconds:.0f} s.").format(seconds=job.elapsed)
+        elif job.cancelled:
+            self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
+        else:
+            self.ui.statusLabel.text = _("Failed; see the log below.")
+        self._updateBusyState()
+
+    def _updateBusyState(self) -> None:
+        """While a job runs: Apply or Train turns into Cancel and the inputs are locked."""
+        busy = self.logic.busy
+        kind = self.logic.job.kind if busy else None
+        for widget in (self.ui.inputVolumeSelector, self.ui.phantomButton, self.ui.loadSectionsButton,
+                       self.ui.modelPathLineEdit, self.ui.deviceComboBox, self.ui.detectDevicesButton,
+                       self.ui.scribbleSelector, self.ui.methodComboBox, self.ui.advancedGroupBox,
+                       self.ui.outputSegmentationSelector, self.ui.createProbabilityCheckBox,
+                       self.ui.trainingSegmentationsSelector, self.ui.exportSurfaceButton):
+            widget.enabled = not busy
+        self.ui.applyButton.text = _("Cancel") if kind == "segment" else _("Apply")
+        self.ui.applyButton.enabled = not busy or kind == "segment"
+        self.ui.trainButton.text = _("Cancel training") if kind == "train" else _("Train")
+        self.ui.trainButton.enabled = not busy or kind == "train"
+        if not busy:
+            self._updateResultWidgets()
+
+
+#
+# ScribbleSegJob
+#
+
+
+class ScribbleSegJob:
+    """One run of the worker process, driven from Qt's event loop.
+
+    A QTimer on the main thread polls the process every 100 ms, so the
+    callbacks may touch MRML nodes and widgets.  The job's temporary folder
+    is deleted when it finishes, whatever the outcome.
+
+    Attributes
+    ----------
+    kind : str
+        The request's task: ``segment``, ``train``, ``phantom`` or ``devices``.
+    result : dict or None
+        The worker's ``done`` event.
+    succeeded, cancelled : bool
+    errorMessage : str
+        What went wrong, for the user (empty on success).
+    """
+
+    def __init__(self, kind: str, tempDir: str, request: Dict, onEvent: Optional[Callable[[Dict], None]] = None,
+                 onFinished: Optional[Callable[["ScribbleSegJob"], None]] = None) -> None:
+        worker = lib("worker")
+        self.kind = kind
+        self.tempDir = tempDir
+        self.onEvent = onEvent
+        self.onFinished = onFinished
+        self.result: Optional[Dict] = None
+        self.succeeded = False
+        self.cancelled = False
+        self.errorMessage = ""
+        self.outputNode = None
+        self.probabilityNode = None
+        self.elapsed = 0.0
+        requestPath = worker.write_request(os.path.join(tempDir, "request.json"), request)
+        self.process = worker.WorkerProcess(requestPath, python=pythonExecutable(), pythonpath=[libraryFolder()])
+        self._finishers: List[Callable[["ScribbleSegJob"], None]] = []
+        self._started = 0.0
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._poll)
+
+    @property
+    def finished(self) -> bool:
+        return self.process.finished and not self._timer.isActive()
+
+    def start(self) -> "ScribbleSegJob":
+        self._started = time.monotonic()
+        self.process.start()
+        self._timer.start()
+        return self
+
+    def addFinisher(self, finisher: Callable[["ScribbleSegJob"], None]) -> None:
+        """Run ``finisher(job)`` on the main thread before ``onFinished`` (e.g. to import results)."""
+        self._finishers.append(finisher)
+
+    def cancel(self) -> None:
+        """Ask the worker to stop; kill its process tree if it has not stopped after a grace period."""
+        if self.process.finished:
+            return
+        self.cancelled = True
+        self.process.cancel()
+        qt.QTimer.singleShot(CANCEL_GRACE_MS, self.process.kill)
+
+    def kill(self) -> None:
+        """Stop at once (application exit, scene close)."""
+        self.cancelled = True
+        self.process.kill()
+
+    def wait(self) -> "ScribbleSegJob":
+        """Block until the job has finished, keeping the application responsive."""
+        while not self.finished:
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        return self
+
+    def _poll(self) -> None:
+        for event in self.process.poll():
+            if self.onEvent is not None:
+                self.onEvent(event)
+        if self.process.finished:
+            self._timer.stop()
+            self._finish()
+
+    def _finish(self) -> None:
+        self.elapsed = time.monotonic() - self._started
+        self.result = self.process.result
+        error = self.process.error
+        if error is not None and error.get("kind") == "cancelled":
+            self.cancelled = True
+        try:
+            if self.result is not None and not self.cancelled:
+                for finisher in self._finishers:
+                    finisher(self)
+                self.succeeded = True
+            elif self.cancelled:
+                self.errorMessage = _("Cancelled.")
+            else:
+                self.errorMessage = self.process.failure_message()
+        except Exception as exc:
+            logging.exception("ScribbleSeg: importing the result failed")
+            self.errorMessage = str(exc)
+        finally:
+            shutil.rmtree(self.tempDir, ignore_errors=True)
+        if self.onFinished is not None:
+            self.onFinished(self)
+
+
+def pythonExecutable() -> str:
+    """Slicer's ``PythonSlicer`` (which sets up the environment for Slicer's Python), else this interpreter."""
+    # Same lookup as slicer.util.executePythonModule; that function cannot start a process group, which a
+    # hard cancel needs, so the worker is started with subprocess directly.
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+#
+# ScribbleSegLogic
+#
+
+
+class ScribbleSegLogic(ScriptedLoadableModuleLogic):
+    """Everything the module does, usable from the Python console without the panel.
+
+    Example::
+
+        import ScribbleSeg
+        logic = ScribbleSeg.ScribbleSegLogic()
+        result = logic.segment(volumeNode, scribbleSegmentationNode, "/models/heart.model")
+
+    One job (segmentation, training, phantom, device detection) runs at a time.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.job: Optional[ScribbleSegJob] = None
+
+    def getParameterNode(self):
+        return ScribbleSegParameterNode(super().getParameterNode())
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job is running."""
+        return self.job is not None and not self.job.finished
+
+    def cancel(self) -> None:
+        """Cancel the running job, if any."""
+        if self.busy:
+            self.job.cancel()
+
+    def cleanup(self) -> None:
+        """Kill a running job (the application is closing or the module reloading)."""
+        if self.busy:
+            self.job.kill()
+
+    # Per-user settings
+
+    @staticmethod
+    def modelPath() -> str:
+        """The model file last chosen (remembered between sessions)."""
+        return str(qt.QSettings().value(SETTINGS_MODEL_PATH, ""))
+
+    @staticmethod
+    def setModelPath(path: str) -> None:
+        qt.QSettings().setValue(SETTINGS_MODEL_PATH, str(path))
+
+    @staticmethod
+    def device() -> str:
+        """``auto``, ``cpu`` or ``cuda`` (remembered between sessions)."""
+        device = str(qt.QSettings().value(SETTINGS_DEVICE, "auto"))
+        return device if device in DEVICES else "auto"
+
+    @staticmethod
+    def setDevice(device: str) -> None:
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        qt.QSettings().setValue(SETTINGS_DEVICE, device)
+
+    # Dependencies
+
+    @staticmethod
+    def torchInstalled() -> bool:
+        """Whether torch can be imported, checked without importing it."""
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None
+
+    def requirements(self) -> List[str]:
+        """Lines of ``Resources/requirements.txt`` (lower bounds of the pip packages besides torch)."""
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+
+    def missingRequirements(self) -> List[str]:
+        """The requirements that are not installed at a suitable version."""
+        import importlib.metadata
+
+        from packaging.requirements import Requirement
+
+        missing = []
+        for line in self.requirements():
+            requirement = Requirement(line)
+            try:
+                version = importlib.metadata.version(requirement.name)
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(line)
+                continue
+            if not requirement.specifier.contains(version, prereleases=True):
+                missing.append(line)
+        return missing
+
+    def ensureDependencies(self, torch: bool = True) -> None:
+        """Install what is missing, after the user agrees; call on the main thread.
+
+        torch comes from the PyTorch extension's PyTorchUtils (the build that
+        matches the GPU driver); the other packages from pip, with numpy,
+        SimpleITK and torch pinned to their installed versions so that pip
+        never replaces Slicer's own.
+
+        Raises
+        ------
+        ScribbleSegError
+            If something is missing and cannot be installed, or the user declines.
+        """
+        if torch:
+            self._ensureTorch()
+        missing = self.missingRequirements()
+        if not missing:
+            return
+        if slicer.app.testingEnabled():
+            raise userError(f"Python packages missing: {', '.join(missing)}; install them before testing")
+        constraints = self._writeConstraints()
+        try:
+            try:
+                import slicer.packaging as slicerPackaging  # Slicer 5.12+
+            except ImportError:
+                slicerPackaging = None
+            if slicerPackaging is not None:
+                slicerPackaging.pip_ensure(missing, constraints=constraints, requester="ScribbleSeg")
+            else:
+                if not slicer.util.confirmOkCancelDisplay(
+                        _("ScribbleSeg needs these Python packages, which will be downloaded and installed "
+                          "into Slicer's Python:\n\n{packages}").format(packages="\n".join(missing)),
+                        windowTitle=_("Install Python packages")):
+                    raise userError(_("ScribbleSeg cannot run without {packages}.").format(packages=", ".join(missing)))
+                slicer.util.pip_install(["-c", constraints, *missing])
+        except RuntimeError as exc:  # pip_ensure: the user declined
+            raise userError(str(exc)) from None
+        except subprocess.CalledProcessError:
+            raise userError(f"pip could not install {', '.join(missing)}; its output is in the Python console. "
+                            "See Troubleshooting in the ScribbleSeg documentation") from None
+        finally:
+            os.remove(constraints)
+        stillMissing = self.missingRequirements()
+        if stillMissing:
+            raise userError(f"Installing {', '.join(stillMissing)} failed; see the Python console for pip's output")
+
+    def _ensureTorch(self) -> None:
+        import importlib.metadata
+
+        from packaging.specifiers import SpecifierSet
+
+        if self.torchInstalled():
+            version = importlib.metadata.version("torch")
+            if not SpecifierSet(TORCH_REQUIREMENT).contains(version, prereleases=True):
+                raise userError(
+                    f"PyTorch {version} is installed but ScribbleSeg needs torch{TORCH_REQUIREMENT}: open the "
+                    "'PyTorch Util' module, uninstall PyTorch, restart Slicer and install it again")
+            return
+        if slicer.app.testingEnabled():
+            raise userError("PyTorch is not installed; install it with the PyTorch extension before testing")
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError:
+            raise userError("ScribbleSeg needs the PyTorch extension: install 'PyTorch' from the Extensions "
+                            "Manager, restart Slicer, and try again") from None
+        torchModule = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
+                                                                    torchVersionRequirement=TORCH_REQUIREMENT)
+        if torchModule is None:
+            raise userError("PyTorch was not installed; ScribbleSeg cannot run without it")
+
+    @staticmethod
+    def _writeConstraints() -> str:
+        """A pip constraints file pinning the packages Slicer (or PyTorchUtils) installed."""
+        import importlib.metadata
+        import tempfile
+
+        lines = []
+        for name in ("numpy", "SimpleITK", "torch"):
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                lines.append(f"{name}=={importlib.metadata.version(name)}")
+        fd, path = tempfile.mkstemp(prefix="ScribbleSeg-constraints-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    # Jobs
+
+    def _jobFolder(self) -> str:
+        """A new temporary folder for a job's files; refused while another job runs."""
+        if self.busy:
+            raise userError(_("ScribbleSeg is already running a {kind} job; wait for it or cancel it.")
+                            .format(kind=self.job.kind))
+        return slicer.util.tempDirectory("ScribbleSeg")
+
+    def _startJob(self, kind: str, folder: str, request: Dict, onEvent=None, onFinished=None,
+                  finisher: Optional[Callable[[ScribbleSegJob], None]] = None) -> ScribbleSegJob:
+        """Start the worker on ``request``; ``finisher`` imports its results on the main thread."""
+        try:
+            job = ScribbleSegJob(kind, folder, {"task": kind, **request}, onEvent, onFinished)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if finisher is not None:
+            job.addFinisher(finisher)
+        self.job = job.start()
+        return job
+
+    @staticmethod
+    def _raiseIfFailed(job: ScribbleSegJob) -> None:
+        if job.cancelled:
+            raise lib("errors").CancelledError()
+        if not job.succeeded:
+            raise userError(job.errorMessage)
+
+    def detectDevices(self, onFinished=None) -> ScribbleSegJob:
+        """Ask the worker which devices torch sees; ``job.result["outputs"]`` lists them."""
+        return self._startJob("devices", self._jobFolder(), {}, onFinished=onFinished)
+
+    @staticmethod
+    def describeDevices(outputs: Dict) -> str:
+        """One line about the GPUs in a ``devices`` result."""
+        gpus = [d for d in outputs.get("devices", []) if d["id"] != "cpu"]
+        if not gpus:
+            return _("no CUDA GPU (torch {version}); runs on the CPU").format(version=outputs.get("torch"))
+        return "; ".join(f"{d['name']}, {d['memory_gb']:.1f} GB" for d in gpus)
+
+    # Input
+
+    def loadSectionFolder(self, folder: str, spacing: Sequence[float], downsample: int = 1, name: Optional[str] = None,
+                          progress=None, cancel=None):
+        """Read a folder of section images into a new RGB volume node.
+
+        Parameters
+        ----------
+        folder : str
+            Section images (PNG/TIFF/JPEG) in natural sort order.
+        spacing : (x, y, z)
+            Voxel size at full resolution in mm.
+        downsample : int
+            In-plane reduction factor (block average).
+        progress, cancel
+            As in ScribbleSegLib (a callable ``(stage, fraction, message)`` and a ``CancelToken``).
+        """
+        volume = lib("volume_io").read_image(folder, spacing=spacing, downsample=downsample,
+                                             progress=progress, cancel=cancel)
+        return self.addRGBVolume(volume.array, volume.geometry.ijk_to_ras(),
+                                 name or os.path.basename(os.path.normpath(folder)))
+
+    @staticmethod
+    def addRGBVolume(array, ijkToRAS, name: str):
+        """Add a ``(Z, Y, X, 3)`` uint8 array as an RGB vector volume node."""
+        node = slicer.util.addVolumeFromArray(array, ijkToRAS=ijkToRAS, name=slicer.mrmlScene.GenerateUniqueName(name),
+                                              nodeClassName="vtkMRMLVectorVolumeNode")
+        node.SetVoxelVectorType(slicer.vtkMRMLVolumeNode.VoxelVectorTypeColorRGB)
+        return node
+
+    def createPhantom(self, seed: int = 0, shape: Sequence[int] = PHANTOM_SHAPE, onEvent=None):
+        """Make a synthetic H&E stack with its heart and example scribbles, and load it.
+
+        The files are kept in Slicer's cache folder (like Sample Data downloads),
+        so saving the scene later refers to files that still exist.
+
+        Returns
+        -------
+        (volume node, true heart segmentation, scribble segmentation)
+        """
+        folder = os.path.join(slicer.app.cachePath, "ScribbleSeg", "phantom-{}-seed{}-{}".format(
+            libraryVersion(),
+            seed, "x".join(str(int(s)) for s in shape)))
+        files = {key: os.path.join(folder, f"{key}{suffix}") for key, suffix in
+                 (("image", ".nrrd"), ("label", ".seg.nrrd"), ("scribbles", ".seg.nrrd"))}
+        if not all(os.path.isfile(p) for p in files.values()):
+            self.ensureDependencies()
+            os.makedirs(folder, exist_ok=True)
+            request = {"seed": int(seed), "shape": [int(s) for s in shape], "outputs": files}
+            self._raiseIfFailed(self._startJob("phantom", self._jobFolder(), request, onEvent).wait())
+        name = f"Phantom{seed}"
+        volume = slicer.util.loadVolume(files["image"], {"name": name, "singleFile": True})
+        volume.SetVoxelVectorType(slicer.vtkMRMLVolumeNode.VoxelVectorTypeColorRGB)
+        truth = slicer.util.loadSegmentation(files["label"], {"name": f"{name} true heart"})
+        scribbles = slicer.util.loadSegmentation(files["scribbles"], {"name": f"{name} scribbles"})
+        for segmentation in (truth, scribbles):
+            segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        truth.GetDisplayNode().SetVisibility(False)
+        self.ensureScribbleSegments(scribbles, volume)
+        return volume, truth, scribbles
+
+    # Scribbles
+
+    @staticmethod
+    def segmentId(segmentationNode, name: str) -> str:
+        """ID of the segment called ``name`` (any case), or ``""``."""
+        segmentation = segmentationNode.GetSegmentation()
+        for index in range(segmentation.GetNumberOfSegments()):
+            if segmentation.GetNthSegment(index).GetName().lower() == name.lower():
+                return segmentation.GetNthSegmentID(index)
+        return ""
+
+    def ensureScribbleSegments(self, segmentationNode, volumeNode=None) -> Tuple[str, str]:
+        """Add the ``heart`` and ``background`` segments if missing; return their IDs."""
+        if volumeNode is not None and not segmentationNode.GetNodeReference(
+                slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()):
+            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        ids = []
+        for name, color in ((HEART, HEART_COLOR), (BACKGROUND, BACKGROUND_COLOR)):
+            segmentId = self.segmentId(segmentationNode, name)
+            if not segmentId:
+                segmentId = segmentationNode.GetSegmentation().AddEmptySegment(name, name, color)
+            ids.append(segmentId)
+        return ids[0], ids[1]
+
+    def createScribbleSegmentation(self, volumeNode):
+        """A new segmentation for scribbles on ``volumeNode``, with empty ``heart`` and ``background`` segments."""
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                  slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} scribbles"))
+        node.CreateDefaultDisplayNodes()
+        node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        self.ensureScribbleSegments(node, volumeNode)
+        return node
+
+    def scribbleArray(self, volumeNode, scribbleNode):
+        """Scribbles on the volume's voxel grid: uint8 ``(Z, Y, X)``, 0 none, 1 heart, 2 background.
+
+        A segmentation drawn on another geometry (another volume, a different
+        resolution) is resampled onto the volume; voxels painted in both
+        segments count as not scribbled.
+
+        Raises
+        ------
+        ScribbleSegError
+            If there is no heart or no background stroke.
+        """
+        import numpy as np
+
+        masks = []
+        for name in (HEART, BACKGROUND):
+            segmentId = self.segmentId(scribbleNode, name)
+            mask = None
+            if segmentId:
+                try:
+                    mask = slicer.util.arrayFromSegmentBinaryLabelmap(scribbleNode, segmentId, volumeNode) > 0
+                except RuntimeError:
+                    mask = None
+            if mask is None or not mask.any():
+                raise userError(_("No {name} scribble in '{node}': paint at least one stroke in its '{name}' "
+                                  "segment (on the volume '{volume}').").format(
+                    name=name, node=scribbleNode.GetName(), volume=volumeNode.GetName()))
+            masks.append(mask)
+        heart, background = masks
+        scribbles = heart.astype(np.uint8) + 2 * background.astype(np.uint8)
+        conflicts = heart & background
+        if conflicts.any():
+            logging.warning(f"ScribbleSeg: {int(conflicts.sum())} voxels are in both scribble segments; ignored")
+            scribbles[conflicts] = 0
+        return scribbles
+
+    # Segmentation
+
+    def startSegmentation(self, volumeNode, scribbleNode, modelPath: str, *, method: str = "full",
+                          cut: Optional[Dict] = None, ddml: Optional[Dict] = None, seed: int = 0,
+                          device: Optional[str] = None, outputNode=None, createProbability: bool = False,
+                          probabilityNode=None, show3D: bool = True, onEvent=None, onFinished=None) -> ScribbleSegJob:
+        """Start segmenting ``volumeNode`` in the background and return the job at once.
+
+        The inputs are written on the calling (main) thread, so later edits of
+        the scribbles do not affect this run.  When the worker is done, the
+        result is imported into ``outputNode`` (a new segmentation named after
+        the volume if None) on the main thread; the scribbles are never changed.
+
+        Parameters
+        ----------
+        method : {"munet", "ddml", "full"}
+        cut : dict, optional
+            ``gamma``, ``sigma``, ``delta`` of the graph cut (library defaults if None).
+        ddml : dict, optional
+            ``DDMLConfig`` fields, e.g. ``steps``, ``head_steps``, ``scribble_share``.
+        device : {"auto", "cpu", "cuda"}, optional
+            Default: the per-user setting.
+        """
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise userError(_("Select an input volume (Input section)."))
+        if method not in ("munet", "ddml", "full"):
+            raise userError(f"method {method!r}: expected munet, ddml or full")
+        if not modelPath:
+            raise userError(_("Choose a model file (Model section), or train one."))
+        if not os.path.isfile(modelPath):
+            raise userError(_("{path}: no such model file").format(path=modelPath))
+        if method != "munet" and scribbleNode is None:
+            raise userError(_("Select or create the scribbles (Scribbles section)."))
+        scribbles = self.scribbleArray(volumeNode, scribbleNode) if method != "munet" else None
+        self.ensureDependencies()
+
+        folder = self._jobFolder()
+        try:
+            request = {
+                "image": self._writeVolume(volumeNode, os.path.join(folder, "image.nrrd")),
+                "model": os.path.abspath(modelPath), "method": method,
+                "cut": dict(cut or {}), "ddml": dict(ddml or {}), "device": device or self.device(),
+                "seed": int(seed), "cache_dir": self.featureCacheFolder(),
+                "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd" if createProbability else None},
+            }
+            if scribbles is not None:
+                request["scribbles"] = self._writeLabelmap(scribbles, volumeNode, os.path.join(folder, "scribbles.nrrd"))
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+        def importResult(job: ScribbleSegJob) -> None:
+            outputs = job.result["outputs"]
+            job.outputNode = self.importLabels(outputs["labels"], volumeNode, outputNode, show3D)
+            if outputs.get("probability"):
+                job.probabilityNode = self.importProbability(outputs["probability"], volumeNode, probabilityNode)
+
+        return self._startJob("segment", folder, request, onEvent, onFinished, importResult)
+
+    def segment(self, volumeNode, scribbleNode, modelPath: str, **options):
+        """Segment and wait; return the result segmentation node.
+
+        Takes the options of :meth:`startSegmentation`.  The application stays
+        responsive while the worker runs.
+
+        Raises
+        ------
+        ScribbleSegError
+            On bad input or a failed run (``CancelledError`` if cancelled).
+        """
+        job = self.startSegmentation(volumeNode, scribbleNode, modelPath, **options).wait()
+        self._raiseIfFailed(job)
+        return job.outputNode
+
+    @staticmethod
+    def featureCacheFolder() -> str:
+        """Where M-Unet features are cached (shared with the ``scribbleseg`` command line)."""
+        return str(lib("commands.common").default_cache_dir())
+
+    def featureCacheSize(self) -> int:
+        """Bytes used by the feature cache."""
+        total = 0
+        for root, _dirs, files in os.walk(self.featureCacheFolder()):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.path.getsize(os.path.join(root, name))
+        return total
+
+    def clearFeatureCache(self) -> None:
+        shutil.rmtree(self.featureCacheFolder(), ignore_errors=True)
+
+    @staticmethod
+    def _writeVolume(volumeNode, path: str) -> str:
+        """Write a volume node's voxels and geometry (without its parent transform) as NRRD."""
+        # A storage node of our own: saving through the node's storage node would repoint it at a temporary file.
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(path)
+        storage.UseCompressionOff()
+        if not storage.WriteData(volumeNode):
+            raise userError(f"{path}: could not write the volume '{volumeNode.GetName()}' for the worker")
+        return path
+
+    def _writeLabelmap(self, array, volumeNode, path: str) -> str:
+        """Write a ``(Z, Y, X)`` array on the volume's grid as a labelmap NRRD."""
+        labelmap = slicer.vtkMRMLLabelMapVolumeNode()  # outside the scene: nothing to clean up
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        labelmap.SetIJKToRASMatrix(matrix)
+        slicer.util.updateVolumeFromArray(labelmap, array)
+        return self._writeVolume(labelmap, path)
+
+    @staticmethod
+    def _readArray(path: str, volumeNode):
+        """Voxels of a NRRD the worker wrote on the volume's grid."""
+        import SimpleITK as sitk
+
+        array = sitk.GetArrayFromImage(sitk.ReadImage(path))
+        expected = tuple(reversed(volumeNode.GetImageData().GetDimensions()))
+        if array.shape != expected:
+            raise userError(f"{path}: size {array.shape} does not match the volume's {expected}")
+        return array
+
+    def importLabels(self, path: str, volumeNode, outputNode=None, show3D: bool = True):
+        """Put the worker's labelmap into the ``heart`` segment of ``outputNode`` (created if None)."""
+        import numpy as np
+        from vtk.util.numpy_support import vtk_to_numpy
+
+        labels = (self._readArray(path, volumeNode) > 0).astype(np.uint8)
+        if outputNode is None:
+            outputNode = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} heart"))
+            outputNode.CreateDefaultDisplayNodes()
+            self._placeBeside(outputNode, volumeNode)
+        outputNode.SetAttribute(OUTPUT_VOLUME_ATTRIBUTE, volumeNode.GetID())
+        outputNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        outputNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        segmentId = self.segmentId(outputNode, HEART)
+        if not segmentId:
+            segmentId = outputNode.GetSegmentation().AddEmptySegment(HEART, HEART, HEART_COLOR)
+        image = slicer.vtkOrientedImageData()
+        image.SetDimensions(*volumeNode.GetImageData().GetDimensions())
+        image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        vtk_to_numpy(image.GetPointData().GetScalars())[:] = labels.ravel()
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        image.SetImageToWorldMatrix(matrix)
+        segmentIds = vtk.vtkStringArray()
+        segmentIds.InsertNextValue(segmentId)
+        # The image is in the segmentation's coordinates (both under the volume's transform): no transform.
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(image, outputNode, segmentIds):
+            raise userError(f"{path}: importing the result into '{outputNode.GetName()}' failed")
+        self.showSurface(outputNode, show3D)
+        return outputNode
+
+    def importProbability(self, path: str, volumeNode, probabilityNode=None):
+        """Put the worker's probability map into a scalar volume (created if None)."""
+        import numpy as np
+
+        probability = self._readArray(path, volumeNode).astype(np.float32)
+        if probabilityNode is None:
+            probabilityNode = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLScalarVolumeNode",
+                slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} heart probability"))
+            self._placeBeside(probabilityNode, volumeNode)
+        probabilityNode.SetAttribute(OUTPUT_VOLUME_ATTRIBUTE, volumeNode.GetID())
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        probabilityNode.SetIJKToRASMatrix(matrix)
+        probabilityNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        slicer.util.updateVolumeFromArray(probabilityNode, probability)
+        probabilityNode.CreateDefaultDisplayNodes()
+        display = probabilityNode.GetDisplayNode()
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(0.0, 1.0)
+        return probabilityNode
+
+    @staticmethod
+    def resultOf(node, volumeNode):
+        """``node`` if it may receive results for ``volumeNode`` (it has none of another volume), else None."""
+        if node is None or volumeNode is None:
+            return None
+        owner = node.GetAttribute(OUTPUT_VOLUME_ATTRIBUTE)
+        return node if owner in (None, volumeNode.GetID()) else None
+
+    @staticmethod
+    def _placeBeside(node, volumeNode) -> None:
+        """Put ``node`` in the same subject hierarchy folder (study) as the volume."""
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        parent = shNode.GetItemParent(shNode.GetItemByDataNode(volumeNode))
+        shNode.SetItemParent(shNode.GetItemByDataNode(node), parent)
+
+    @staticmethod
+    def showSurface(segmentationNode, show: bool = True) -> None:
+        """Show or hide the closed surface of a result in the 3D views."""
+        if show:
+            segmentationNode.CreateClosedSurfaceRepresentation()
+        else:
+            segmentationNode.RemoveClosedSurfaceRepresentation()
+
+    def describeResult(self, job: ScribbleSegJob) -> str:
+        """One line about a finished segmentation: heart volume, time, cache use."""
+        metrics = job.result.get("metrics", {})
+        cached = _("features reused") if metrics.get("features_cached") else _("features computed")
+        return _("heart {volume:.4g} mm³ ({voxels} voxels); {seconds:.0f} s, {cached}").format(
+            volume=metrics.get("heart_volume_mm3", 0.0), voxels=metrics.get("heart_voxels", 0),
+            seconds=job.elapsed, cached=cached)
+
+    def exportSurface(self, segmentationNode, path: str) -> str:
+        """Write the ``heart`` segment's closed surface to ``path`` (.stl, .obj or .vtp) in LPS mm.
+
+        LPS is what Slicer's own model export writes; the node's parent transform is applied.
+        """
+        suffix = os.path.splitext(path)[1].lower()
+        writers = {".stl": vtk.vtkSTLWriter, ".obj": vtk.vtkOBJWriter, ".vtp": vtk.vtkXMLPolyDataWriter}
+        if suffix not in writers:
+            raise userError(f"{path}: choose a .stl, .obj or .vtp file name")
+        segmentId = self.segmentId(segmentationNode, HEART)
+        if not segmentId:
+            raise userError(f"'{segmentationNode.GetName()}' has no '{HEART}' segment")
+        segmentationNode.CreateClosedSurfaceRepresentation()
+        surface = vtk.vtkPolyData()
+        segmentationNode.GetClosedSurfaceRepresentation(segmentId, surface)
+        if surface.GetNumberOfPoints() == 0:
+            raise userError(f"the '{HEART}' segment of '{segmentationNode.GetName()}' is empty")
+        toWorld = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(segmentationNode.GetParentTransformNode(), None, toWorld)
+        toWorld.PostMultiply()
+        toWorld.Scale(-1.0, -1.0, 1.0)  # RAS -> LPS
+        transformed = vtk.vtkTransformPolyDataFilter()
+        transformed.SetTransform(toWorld)
+        transformed.SetInputData(surface)
+        transformed.Update()
+        writer = writers[suffix]()
+        with lib("fileio").atomic_output(path) as tmp:
+            writer.SetFileName(str(tmp))
+            writer.SetInputData(transformed.GetOutput())
+            if suffix == ".stl":
+                writer.SetFileTypeToBinary()
+            if not writer.Write():
+                raise userError(f"{path}: could not write the surface")
+        return path
+
+    # Training
+
+    def startTraining(self, segmentationNodes: Sequence, outputPath: str, *, architecture: str = "munet",
+                      size: str = "small", maxMinutes: float = 30.0, device: Optional[str] = None, seed: int = 0,
+                      onEvent=None, onFinished=None) -> ScribbleSegJob:
+        """Start training a model on labelled volumes; return the job at once.
+
+        Each segmentation node must have a segment named ``heart`` and a
+        reference geometry volume (the image it was drawn on).
+        """
+        if not segmentationNodes:
+            raise userError(_("Check at least one labelled volume (a segmentation with a 'heart' segment)."))
+        if not outputPath:
+            raise userError(_("Choose where to save the new model."))
+        pairs = []
+        for node in segmentationNodes:
+            volume = node.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+            if volume is None or not volume.IsA("vtkMRMLScalarVolumeNode"):
+                raise userError(f"'{node.GetName()}' has no reference volume: create it from its image in the "
+                                "Segment Editor (or set its geometry from the image)")
+            segmentId = self.segmentId(node, HEART)
+            if not segmentId:
+                raise userError(f"'{node.GetName()}' has no segment named '{HEART}'")
+            pairs.append((volume, node, segmentId))
+        self.ensureDependencies()
+
+        folder = self._jobFolder()
+        try:
+            images, labels = [], []
+            for index, (volume, node, segmentId) in enumerate(pairs):
+                images.append(self._writeVolume(volume, os.path.join(folder, f"image{index}.nrrd")))
+                mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentId, volume)
+                labels.append(self._writeLabelmap(mask, volume, os.path.join(folder, f"label{index}.nrrd")))
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        request = {"images": images, "labels": labels, "output": os.path.abspath(outputPath),
+                   "arch": architecture, "preset": size, "max_minutes": float(maxMinutes),
+                   "device": device or self.device(), "seed": int(seed)}
+        return self._startJob("train", folder, request, onEvent, onFinished,
+                              lambda job: self.setModelPath(job.result["outputs"]["model"]))
+
+    def train(self, segmentationNodes: Sequence, outputPath: str, **options) -> str:
+        """Train and wait; return the model path (which becomes the model in use)."""
+        job = self.startTraining(segmentationNodes, outputPath, **options).wait()
+        self._raiseIfFailed(job)
+        return job.result["outputs"]["model"]
+
+
+#
+# ScribbleSegTest
+#
+
+
+class ScribbleSegTest(ScriptedLoadableModuleTest):
+    """Self-test: a phantom, scribbles painted from its truth, a tiny model, and the IoU of the result.
+
+    Needs torch and the packages of requirements.txt.  It trains a small model
+    for ``SCRIBBLESEG_TEST_TRAIN_MINUTES`` minutes (default 3) unless
+    ``SCRIBBLESEG_TEST_MODEL`` names a model file.  Outside Slicer, the same
+    phantoms, scribbles and 3-minute CPU budget gave an IoU of 0.64.
+    """
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_bad_inputs_leave_the_scene_unchanged()
+        self.setUp()
+        self.test_scribbles_are_resampled_onto_the_volume()
+        self.setUp()
+        self.test_segment_phantom()
+
+    @staticmethod
+    def _paintScribbles(truth, every: int = 4):
+        """Heart strokes well inside the true heart, background strokes in a ring around it, every few sections."""
+        import numpy as np
+
+        def grow(mask, steps):
+            out = mask.copy()
+            for _step in range(steps):
+                grown = out.copy()
+                grown[1:] |= out[:-1]
+                grown[:-1] |= out[1:]
+                grown[:, 1:] |= out[:, :-1]
+                grown[:, :-1] |= out[:, 1:]
+                out = grown
+            return out
+
+        heart = np.zeros(truth.shape, bool)
+        background = np.zeros(truth.shape, bool)
+        for k in range(0, truth.shape[0], every):
+            section = truth[k] > 0
+            if section.sum() < 20:
+                continue
+            heart[k] = ~grow(~section, 3) & section
+            background[k] = grow(section, 8) & ~grow(section, 4)
+        return heart, background
+
+    def test_segment_phantom(self):
+        import numpy as np
+
+        logic = ScribbleSegLogic()
+        logic.ensureDependencies()
+        self.delayDisplay("Building a phantom in the scene")
+        volume, truth, _unused = logic.createPhantom(seed=1, shape=(24, 96, 96))
+        truthArray = slicer.util.arrayFromSegmentBinaryLabelmap(truth, logic.segmentId(truth, HEART), volume) > 0
+        scribbleNode = logic.createScribbleSegmentation(volume)
+        heartId, backgroundId = logic.ensureScribbleSegments(scribbleNode)
+        heart, background = self._paintScribbles(truthArray)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(heart.astype(np.uint8), scribbleNode, heartId, volume)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(background.astype(np.uint8), scribbleNode, backgroundId, volume)
+        scribblesBefore = logic.scribbleArray(volume, scribbleNode)
+
+        model = os.environ.get("SCRIBBLESEG_TEST_MODEL")
+        if not model:
+            self.delayDisplay("Training a tiny model on another phantom")
+            _trainVolume, trainTruth, _trainScribbles = logic.createPhantom(seed=2, shape=(24, 96, 96))
+            model = logic.train([trainTruth], os.path.join(slicer.app.temporaryPath, "ScribbleSegTest.model"),
+                                maxMinutes=float(os.environ.get("SCRIBBLESEG_TEST_TRAIN_MINUTES", "3")),
+                                device="cpu")
+
+        self.delayDisplay("Segmenting")
+        result = logic.segment(volume, scribbleNode, model, method="full", device="cpu")
+        self.assertEqual(result.GetName(), f"{volume.GetName()} heart")
+        predicted = slicer.util.arrayFromSegmentBinaryLabelmap(result, logic.segmentId(result, HEART), volume) > 0
+        iou = (predicted & truthArray).sum() / max(1, (predicted | truthArray).sum())
+        self.delayDisplay(f"IoU {iou:.3f}")
+        self.assertGreater(iou, 0.5)
+        np.testing.assert_array_equal(logic.scribbleArray(volume, scribbleNode), scribblesBefore)
+
+        self.delayDisplay("Second run reuses the cached features")
+        job = logic.startSegmentation(volume, scribbleNode, model, device="cpu", outputNode=result).wait()
+        self.assertTrue(job.succeeded, job.errorMessage)
+        self.assertTrue(job.result["metrics"]["features_cached"])
+        self.delayDisplay("Test passed")
+
+    def test_bad_inputs_leave_the_scene_unchanged(self):
+        import numpy as np
+
+        logic = ScribbleSegLogic()
+        volume = ScribbleSegLogic.addRGBVolume(np.full((4, 32, 32, 3), 200, np.uint8), np.diag([0.1, 0.1, 0.5, 1]),
+                                               "bad input")
+        scribbles = logic.createScribbleSegmentation(volume)
+        heartId, _backgroundId = logic.ensureScribbleSegments(scribbles)
+        heart = np.zeros((4, 32, 32), np.uint8)
+        heart[1, 10:20, 10:20] = 1
+        slicer.util.updateSegmentBinaryLabelmapFromArray(heart, scribbles, heartId, volume)
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        errors = lib("errors")
+        with self.assertRaisesRegex(errors.ScribbleSegError, "model"):
+            logic.startSegmentation(volume, scribbles, "")
+        with self.assertRaisesRegex(errors.ScribbleSegError, "no such model"):
+            logic.startSegmentation(volume, scribbles, "/nonexistent/heart.model")
+        with self.assertRaisesRegex(errors.ScribbleSegError, "background"):
+            logic.scribbleArray(volume, scribbles)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+        self.assertFalse(logic.busy)
+
+    def test_scribbles_are_resampled_onto_the_volume(self):
+        import numpy as np
+
+        logic = ScribbleSegLogic()
+        # Fine voxel centres fall between coarse ones (no rounding ties): two fine voxels per coarse one.
+        fineIJKToRAS = np.array([[0.1, 0, 0, 0.05], [0, 0.1, 0, 0.05], [0, 0, 0.5, 0], [0, 0, 0, 1]])
+        volume = ScribbleSegLogic.addRGBVolume(np.zeros((4, 38, 38, 3), np.uint8), fineIJKToRAS, "fine")
+        coarse = slicer.util.addVolumeFromArray(np.zeros((4, 20, 20), np.uint8), np.diag([0.2, 0.2, 0.5, 1]),
+                                                "coarse")
+        scribbles = logic.createScribbleSegmentation(coarse)
+        heartId, backgroundId = logic.ensureScribbleSegments(scribbles)
+        mask = np.zeros((4, 20, 20), np.uint8)
+        mask[2, 5:10, 5:10] = 1
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, scribbles, heartId, coarse)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(1 - mask, scribbles, backgroundId, coarse)
+        array = logic.scribbleArray(volume, scribbles)
+        self.assertEqual(array.shape, (4, 38, 38))
+        self.assertEqual(int((array[2] == 1).sum()), 10 * 10)
+        self.assertEqual(int((array == 1).sum()), 10 * 10)
+        self.assertTrue((array == 2).any())
