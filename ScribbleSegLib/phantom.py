@@ -128,6 +128,11 @@ class PhantomConfig:
         Number of lost or twice-imaged sections (each chosen at random).
     noise : float
         Standard deviation of the per-pixel OD noise.
+
+    Notes
+    -----
+    Making a volume takes about 120 bytes of memory per voxel at its peak (about 300 MB
+    for the default shape) and about 2 s for the default shape (measured on a 2-core VM).
     """
 
     shape: Tuple[int, int, int] = (64, 192, 192)

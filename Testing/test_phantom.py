@@ -147,3 +147,20 @@ def test_command_needs_an_existing_parent(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not exist" in err
     assert not (tmp_path / "no").exists()
+
+
+def test_cancel_stops_before_the_manifest(tmp_path):
+    from ScribbleSegLib.errors import CancelledError
+    from ScribbleSegLib.progress import CancelToken
+
+    token = CancelToken()
+    stages = []
+
+    def progress(stage, fraction, message):
+        stages.append(fraction)
+        if fraction >= 0.5:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        phantom.write_phantom_set(tmp_path / "set", n_volumes=2, config=TINY, progress=progress, cancel=token)
+    assert stages and not (tmp_path / "set" / "phantom.json").exists()
