@@ -383,9 +383,13 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.errorDisplay(f"{title}: {exc}", windowTitle=title, detailedText=traceback.format_exc())
 
     def onPhantomButton(self) -> None:
+        # Each click makes another embryo (Phantom0, Phantom1, ...): train on one, segment another.
+        seed = 0
+        while slicer.mrmlScene.GetFirstNodeByName(f"Phantom{seed}") is not None:
+            seed += 1
         with self._reportErrors(_("Cannot create the phantom")):
             self._showJobStarted(_("Creating a phantom"))
-            volume, _truth, scribbles = self.logic.createPhantom(seed=0, onEvent=self._onJobEvent)
+            volume, _truth, scribbles = self.logic.createPhantom(seed=seed, onEvent=self._onJobEvent)
             self._parameterNode.inputVolume = volume
             self._parameterNode.scribbleSegmentation = scribbles
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
