@@ -167,7 +167,8 @@ def _scribble_section(heart: np.ndarray, rng: np.random.Generator, strokes: Tupl
     if tissue is not None:
         away &= tissue
     if n_far and away.any():
-        bg |= _strokes(away, rng, n_far, (0.3, 0.6), size, radius, aspect) & (True if tissue is None else tissue)
+        far_strokes = _strokes(away, rng, n_far, (0.3, 0.6), size, radius, aspect)
+        bg |= far_strokes if tissue is None else far_strokes & tissue
     bg &= background
     if not bg.any():
         bg[np.unravel_index(np.argmin(np.where(background, np.abs(outside - near), np.inf)), heart.shape)] = True
