@@ -750,8 +750,9 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             self.job.cancel()
 
     def cleanup(self) -> None:
-        """Kill a running job (the application is closing or the module reloading)."""
+        """Kill a running job (the application is closing or the module reloading); its callbacks are dropped."""
         if self.busy:
+            self.job.onEvent = self.job.onFinished = None
             self.job.kill()
 
     # Per-user settings
@@ -1422,6 +1423,15 @@ class ScribbleSegTest(ScriptedLoadableModuleTest):
         slicer.util.updateSegmentBinaryLabelmapFromArray(heart.astype(np.uint8), scribbleNode, heartId, volume)
         slicer.util.updateSegmentBinaryLabelmapFromArray(background.astype(np.uint8), scribbleNode, backgroundId, volume)
         scribblesBefore = logic.scribbleArray(volume, scribbleNode)
+
+        self.delayDisplay("A model file that does not load: a clear message, the scene unchanged")
+        corrupt = os.path.join(slicer.app.temporaryPath, "ScribbleSegTest-corrupt.model")
+        with open(corrupt, "w") as f:
+            f.write("not a model")
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaisesRegex(lib("errors").ScribbleSegError, "ScribbleSegTest-corrupt.model"):
+            logic.segment(volume, scribbleNode, corrupt, device="cpu")
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
 
         model = os.environ.get("SCRIBBLESEG_TEST_MODEL")
         if not model:

@@ -8,6 +8,7 @@ and the icons, colours and dependency lists agree with the library.
 """
 
 import ast
+import time
 import dataclasses
 import struct
 import subprocess
@@ -297,3 +298,198 @@ def test_icons_are_128x128_pngs(path):
 def test_the_screenshot_is_a_png():
     width, height = png_size(ROOT / "Resources" / "Screenshot01.png")
     assert width >= 600 and height >= 300
+
+
+# ---------------------------------------------------------------------------
+# The logic's job machinery, run with stand-ins for Slicer's Python modules
+# ---------------------------------------------------------------------------
+#
+# Only what ScribbleSegJob and the logic's job methods touch is imitated: a QTimer driven by
+# processEvents, QSettings, a temporary folder.  The worker process and ScribbleSegLib are real.
+
+
+class _FakeTimer:
+    active = []
+    shots = []
+
+    def __init__(self):
+        self._callback = None
+        self._active = False
+
+    def setInterval(self, msec):
+        pass
+
+    def connect(self, signal, callback):
+        self._callback = callback
+
+    def start(self):
+        self._active = True
+        _FakeTimer.active.append(self)
+
+    def stop(self):
+        self._active = False
+
+    def isActive(self):
+        return self._active
+
+    @staticmethod
+    def singleShot(msec, callback):
+        _FakeTimer.shots.append((time.monotonic() + msec / 1000, callback))
+
+
+def _process_events():
+    for timer in list(_FakeTimer.active):
+        if timer.isActive():
+            timer._callback()
+    due = [shot for shot in _FakeTimer.shots if shot[0] <= time.monotonic()]
+    for shot in due:
+        _FakeTimer.shots.remove(shot)
+        shot[1]()
+
+
+@pytest.fixture
+def scribbleseg(monkeypatch, tmp_path):
+    """ScribbleSeg.py imported with stand-ins for qt, ctk and slicer."""
+    import importlib.util
+    import types
+
+    settings = {}
+    qt = types.SimpleNamespace(
+        QTimer=_FakeTimer,
+        QSettings=lambda: types.SimpleNamespace(value=lambda key, default="": settings.get(key, default),
+                                                setValue=settings.__setitem__))
+    app = types.SimpleNamespace(processEvents=_process_events, testingEnabled=lambda: False,
+                                temporaryPath=str(tmp_path), cachePath=str(tmp_path / "cache"))
+    counter = iter(range(1000))
+
+    def temp_directory(key):
+        path = tmp_path / f"{key}{next(counter)}"
+        path.mkdir()
+        return str(path)
+
+    util = types.SimpleNamespace(VTKObservationMixin=type("VTKObservationMixin", (), {}), tempDirectory=temp_directory)
+    slicer = types.ModuleType("slicer")
+    slicer.app = app
+    slicer.util = util
+    slicer.vtkMRMLScalarVolumeNode = type("vtkMRMLScalarVolumeNode", (), {})
+    slicer.vtkMRMLSegmentationNode = type("vtkMRMLSegmentationNode", (), {})
+    slicer.i18n = types.SimpleNamespace(tr=lambda text: text, translate=lambda context, text: text)
+    slicer.parameterNodeWrapper = types.SimpleNamespace(parameterNodeWrapper=lambda cls: cls,
+                                                        WithinRange=lambda low, high: (low, high))
+    base = type("Base", (), {"__init__": lambda self, *args: None})
+    slicer.ScriptedLoadableModule = types.SimpleNamespace(
+        ScriptedLoadableModule=base, ScriptedLoadableModuleLogic=base, ScriptedLoadableModuleWidget=base,
+        ScriptedLoadableModuleTest=base)
+    for name, module in {"qt": qt, "ctk": types.SimpleNamespace(), "slicer": slicer, "slicer.util": util,
+                         "slicer.i18n": slicer.i18n, "slicer.parameterNodeWrapper": slicer.parameterNodeWrapper,
+                         "slicer.ScriptedLoadableModule": slicer.ScriptedLoadableModule}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("ScribbleSeg", MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _FakeTimer.active.clear()
+    _FakeTimer.shots.clear()
+    yield module
+    for timer in _FakeTimer.active:
+        timer.stop()
+
+
+def test_the_parameter_node_annotations_evaluate(scribbleseg):
+    import typing
+
+    hints = typing.get_type_hints(scribbleseg.ScribbleSegParameterNode, include_extras=True)
+    assert hints["method"] is scribbleseg.Method
+    assert scribbleseg.Method.FULL.label().endswith("(full)")
+
+
+def test_the_library_is_found_beside_the_module_folder(scribbleseg):
+    assert Path(scribbleseg.libraryFolder()) == ROOT
+
+
+def test_a_job_runs_the_worker_and_returns_its_error_with_the_scene_folder_cleaned(scribbleseg):
+    logic = scribbleseg.ScribbleSegLogic()
+    folder = logic._jobFolder()
+    events = []
+    job = logic._startJob("segment", folder, {"image": "missing.nrrd"}, onEvent=events.append)
+    assert logic.busy
+    with pytest.raises(Exception, match="already running a segment job"):
+        logic._jobFolder()
+    job.wait()
+    assert not logic.busy and not job.succeeded and not job.cancelled
+    assert "missing.nrrd: no such file" in job.errorMessage
+    assert [e["event"] for e in events][-2:] == ["error", "exit"]
+    assert not Path(folder).exists()
+    with pytest.raises(Exception, match="missing.nrrd"):
+        logic._raiseIfFailed(job)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="exit status of a killed process")
+def test_cancel_kills_a_worker_that_does_not_stop_in_time(scribbleseg, tmp_path):
+    scribbleseg.CANCEL_GRACE_MS = 200
+    logic = scribbleseg.ScribbleSegLogic()
+    outputs = {key: str(tmp_path / name) for key, name in
+               (("image", "i.nrrd"), ("label", "l.seg.nrrd"), ("scribbles", "s.seg.nrrd"))}
+    events = []
+    job = logic._startJob("phantom", logic._jobFolder(), {"seed": 0, "shape": [64, 256, 256], "outputs": outputs},
+                          onEvent=events.append)
+    while not any(e["event"] == "started" for e in events):
+        _process_events()
+        time.sleep(0.01)
+    logic.cancel()
+    job.wait()
+    assert job.cancelled and not job.succeeded and job.errorMessage == "Cancelled."
+    assert job.process.returncode == -9, "killed, since making the phantom has no cancel check for seconds"
+    assert not any(Path(p).exists() for p in outputs.values())
+
+
+def test_devices_are_described_for_the_panel(scribbleseg):
+    describe = scribbleseg.ScribbleSegLogic.describeDevices
+    assert "no CUDA GPU (torch 2.1.0)" in describe({"torch": "2.1.0", "devices": [{"id": "cpu"}]})
+    gpu = {"id": "cuda:0", "name": "NVIDIA H100", "memory_gb": 79.6}
+    assert describe({"torch": "2.5.1+cu121", "devices": [{"id": "cpu"}, gpu]}) == "NVIDIA H100, 79.6 GB"
+
+
+def test_results_of_another_volume_are_not_reused(scribbleseg):
+    class Node:
+        def __init__(self, node_id, owner=None):
+            self.node_id, self.owner = node_id, owner
+
+        def GetID(self):
+            return self.node_id
+
+        def GetAttribute(self, name):
+            assert name == scribbleseg.OUTPUT_VOLUME_ATTRIBUTE
+            return self.owner
+
+    volume = Node("vtkMRMLVectorVolumeNode1")
+    result_of = scribbleseg.ScribbleSegLogic.resultOf
+    assert result_of(Node("s1", owner="vtkMRMLVectorVolumeNode1"), volume) is not None
+    assert result_of(Node("s2"), volume) is not None, "a node the user picked and never used"
+    assert result_of(Node("s3", owner="vtkMRMLVectorVolumeNode2"), volume) is None
+    assert result_of(None, volume) is None
+
+
+def test_dependency_checks_read_requirements_and_pin_what_slicer_ships(scribbleseg):
+    import importlib.metadata
+
+    logic = scribbleseg.ScribbleSegLogic()
+    assert logic.requirements() == ["PyMaxflow>=1.3.0", "slicerio>=1.0"]
+    assert logic.missingRequirements() == []
+    path = logic._writeConstraints()
+    try:
+        pins = Path(path).read_text().split()
+    finally:
+        Path(path).unlink()
+    assert f"numpy=={importlib.metadata.version('numpy')}" in pins
+    assert f"SimpleITK=={importlib.metadata.version('SimpleITK')}" in pins
+    assert f"torch=={importlib.metadata.version('torch')}" in pins
+
+
+def test_device_and_model_path_are_remembered(scribbleseg):
+    logic = scribbleseg.ScribbleSegLogic()
+    assert logic.device() == "auto"
+    logic.setDevice("cpu")
+    logic.setModelPath("/models/heart.model")
+    assert (logic.device(), logic.modelPath()) == ("cpu", "/models/heart.model")
+    with pytest.raises(ValueError):
+        logic.setDevice("tpu")
