@@ -281,14 +281,18 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self) -> None:
         self.initializeParameterNode()
         self._selectSegmentEditorNode()
-        # Scribbles of one class must not erase those of the other; restored on exit for the Segment Editor.
-        self._savedOverwriteMode = self._segmentEditorNode.GetOverwriteMode()
-        self._segmentEditorNode.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
+        self._setOverwriteNone()
         self.ui.segmentEditorWidget.installKeyboardShortcuts()
         self.ui.segmentEditorWidget.updateWidgetFromMRML()
         self._updateEditorNodes()
         if not self._devicesDetected and self.logic.torchInstalled():
             self.onDetectDevicesButton()
+
+    def _setOverwriteNone(self) -> None:
+        """Scribbles of one class must not erase those of the other; the mode is restored on exit."""
+        if self._savedOverwriteMode is None:
+            self._savedOverwriteMode = self._segmentEditorNode.GetOverwriteMode()
+        self._segmentEditorNode.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
 
     def exit(self) -> None:
         editor = self.ui.segmentEditorWidget
@@ -314,6 +318,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.parent.isEntered:
             self.initializeParameterNode()
             self._selectSegmentEditorNode()
+            self._setOverwriteNone()
             self.ui.segmentEditorWidget.updateWidgetFromMRML()
 
     def onReload(self) -> None:
