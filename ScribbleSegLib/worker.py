@@ -719,7 +719,7 @@ class WorkerProcess:
         """A message for the user when the run did not end with ``done``."""
         if self.error is not None:
             return str(self.error.get("message", "the worker failed"))
-        last = "\n".join(line for line in self.lines if line.strip())
+        last = "\n".join([line for line in self.lines if line.strip()][-12:])
         status = "still running" if self.returncode is None else f"exit status {self.returncode}"
         return (f"The ScribbleSeg worker process stopped without a result ({status})."
                 + (f" Its last output:\n{last}" if last else " It printed nothing."))
