@@ -94,7 +94,7 @@ BAND_BYTES_PER_VOXEL = GRAPH_BYTES_PER_VOXEL + 16
 #: Working memory of the slab- and chunk-wise computations, independent of the volume size (generous).
 WORKING_BYTES = 256 * 2**20
 #: Half-width, in full-resolution voxels, of the band re-cut around the coarse boundary.
-BAND_RADIUS = 2
+BAND_RADIUS = 3
 #: Extra band re-cuts, each around where the boundary reached the edge of the previous band.
 BAND_GROWTH_PASSES = 8
 #: Fraction of the voxels assumed to fall in the band when estimating memory ahead of a cut.
@@ -194,8 +194,11 @@ class _Level:
         """What :meth:`pair_weights` needs about the voxels at flat indices ``v`` (or ``None``)."""
         return None
 
-    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None) -> np.ndarray:
-        """float64 weights of the pairs of flat voxel indices ``v`` and ``u = v +- e_axis``."""
+    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None, data_u=None) -> np.ndarray:
+        """float64 weights of the pairs of flat voxel indices ``v`` and ``u = v +- e_axis``.
+
+        ``data_v`` and ``data_u``, if given, are their :meth:`voxel_data`.
+        """
         raise NotImplementedError
 
 
@@ -246,9 +249,10 @@ class _ImageLevel(_Level):
     def voxel_data(self, v: np.ndarray) -> np.ndarray:
         return self._features(self.colour.reshape(-1, self.colour.shape[3])[v])
 
-    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None) -> np.ndarray:
+    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None, data_u=None) -> np.ndarray:
         x_v = self.voxel_data(v) if data_v is None else data_v
-        return self._contrast(x_v, self.voxel_data(u), axis)
+        x_u = self.voxel_data(u) if data_u is None else data_u
+        return self._contrast(x_v, x_u, axis)
 
 
 class _CoarseLevel(_Level):
@@ -264,7 +268,7 @@ class _CoarseLevel(_Level):
         out[_strided(axis, 0, pairs, 1, 0, z1 - z0)] = self.weights[axis][_strided(axis, first, pairs, every, z0, z1)]
         return out
 
-    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None) -> np.ndarray:
+    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None, data_u=None) -> np.ndarray:
         return self.weights[axis].reshape(-1)[np.minimum(v, u)].astype(np.float64)
 
 
@@ -721,60 +725,75 @@ class _Band:
         self.rank[self.blocks] = np.arange(self.blocks.size)
         self.per_block = int(np.prod(self.f))
         self.nodes = self.blocks.size * self.per_block
-        self.strides = (shape[1] * shape[2], shape[2], 1)
-        self.block_strides = (mask.shape[1] * mask.shape[2], mask.shape[2], 1)
-        self.local_strides = (self.f[1] * self.f[2], self.f[2], 1)
 
     def chunks(self) -> Iterator["_BandChunk"]:
-        """The band voxels inside the volume, about ``_SLAB_VOXELS`` at a time."""
+        """The band blocks, about ``_SLAB_VOXELS`` voxels at a time."""
         step = max(1, _SLAB_VOXELS // self.per_block)
-        offsets = np.array(list(itertools.product(*(range(k) for k in self.f))), np.int64)
-        local = np.arange(self.per_block)
         for b0 in range(0, self.blocks.size, step):
-            blocks = self.blocks[b0:b0 + step]
-            coarse = np.unravel_index(blocks, self.mask.shape)
-            coords = [(c[:, None] * k + offsets[None, :, axis]).ravel()
-                      for axis, (c, k) in enumerate(zip(coarse, self.f))]
-            inside = np.ones(coords[0].size, bool)
-            for c, n in zip(coords, self.shape):
-                inside &= c < n
-            ids = ((b0 + np.arange(blocks.size))[:, None] * self.per_block + local[None, :]).ravel()[inside]
-            coords = [c[inside] for c in coords]
-            flat = (coords[0] * self.shape[1] + coords[1]) * self.shape[2] + coords[2]
-            yield _BandChunk(ids, coords, flat, np.repeat(blocks, self.per_block)[inside])
+            yield _BandChunk(self, b0, min(self.blocks.size, b0 + step))
 
 
-@dataclass
 class _BandChunk:
-    ids: np.ndarray  # graph node ids
-    coords: list  # z, y, x arrays
-    flat: np.ndarray  # flat voxel indices
-    blocks: np.ndarray  # flat indices of their coarse blocks
+    """Band blocks ``b0:b1`` as ``(blocks, f[0], f[1], f[2])`` arrays of voxels.
 
-    def neighbours(self, band: _Band, ids: bool = True) -> Iterator[tuple]:
-        """Per axis and step +-1: ``(axis, step, sel, u, u_in_band, u_block, u_ids)``.
+    Pairs inside a block are slices of these arrays; only the pairs through a
+    block's faces need the neighbouring blocks.
+    """
 
-        ``sel`` selects the chunk's voxels whose neighbour ``u`` (flat indices)
-        lies in the volume; ``u_ids`` (``None`` unless ``ids``) is valid where
-        ``u_in_band``.
+    def __init__(self, band: _Band, b0: int, b1: int) -> None:
+        self.band = band
+        self.blocks = band.blocks[b0:b1]
+        self.coords = []  # z, y, x of every voxel, clipped into the volume
+        self.valid = np.ones((b1 - b0,) + band.f, bool)  # the voxels that the volume has
+        for axis, c in enumerate(np.unravel_index(self.blocks, band.mask.shape)):
+            k, n = band.f[axis], band.shape[axis]
+            offsets = [1, 1, 1, 1]
+            offsets[axis + 1] = k
+            coord = c[:, None, None, None] * k + np.arange(k).reshape(offsets)
+            self.valid &= coord < n
+            self.coords.append(np.minimum(coord, n - 1))
+        self.flat = (self.coords[0] * band.shape[1] + self.coords[1]) * band.shape[2] + self.coords[2]
+        self.ids = (np.arange(b0, b1)[:, None] * band.per_block + np.arange(band.per_block)).reshape(self.valid.shape)
+
+    @staticmethod
+    def inner_pairs(axis: int) -> Tuple[tuple, tuple]:
+        """Index tuples of the first and the second voxels of the pairs inside the blocks along ``axis``."""
+        lo, hi = [slice(None)] * 4, [slice(None)] * 4
+        lo[axis + 1], hi[axis + 1] = slice(0, -1), slice(1, None)
+        return tuple(lo), tuple(hi)
+
+    def face_pairs(self, ids: bool = True) -> Iterator[tuple]:
+        """The pairs through the blocks' faces, per axis and step +-1.
+
+        Yields ``(axis, step, face, sel, u, u_block, u_ids)``: ``face`` indexes
+        the voxels on that face of every block; ``sel`` (shaped like them) marks
+        those whose neighbour lies in the volume; ``u`` (flat voxel indices) and
+        ``u_block`` (flat block indices) are the neighbours and their blocks
+        (the voxel itself where not ``sel``); ``u_ids`` are the neighbours' node
+        ids, -1 where not ``sel`` or their block is not in the band (``None``
+        unless ``ids``).
         """
+        band = self.band
+        strides = (band.shape[1] * band.shape[2], band.shape[2], 1)
+        block_strides = (band.mask.shape[1] * band.mask.shape[2], band.mask.shape[2], 1)
         for axis in range(3):
-            k, c = band.f[axis], self.coords[axis]
+            k = band.f[axis]
+            local_stride = band.per_block // int(np.prod(band.f[:axis + 1]))
             for step in (1, -1):
-                sel = (c + step >= 0) & (c + step < band.shape[axis])
-                u = self.flat[sel] + step * band.strides[axis]
-                # Does the step leave the voxel's block?  Then its rank and local position change.
-                cross = c[sel] % k == (k - 1 if step > 0 else 0)
-                u_block = self.blocks[sel] + cross * (step * band.block_strides[axis])
-                u_in_band = band.mask.reshape(-1)[u_block]
+                face = [slice(None)] * 4
+                face[axis + 1] = k - 1 if step > 0 else 0
+                face = tuple(face)
+                moved = self.coords[axis][face] + step
+                sel = (moved >= 0) & (moved < band.shape[axis]) & self.valid[face]
+                u = self.flat[face] + sel * (step * strides[axis])
+                u_block = self.blocks[:, None, None] + sel * (step * block_strides[axis])
                 u_ids = None
                 if ids:
-                    v_ids = self.ids[sel]
-                    u_ids = v_ids + step * band.local_strides[axis]
-                    moved = cross & u_in_band
-                    u_ids[moved] = (band.rank[u_block[moved]] * band.per_block + v_ids[moved] % band.per_block
-                                    + step * (1 - k) * band.local_strides[axis])
-                yield axis, step, sel, u, u_in_band, u_block, u_ids
+                    # The neighbour sits on the opposite face of its block.
+                    rank = np.where(sel, band.rank[u_block], -1)
+                    local = self.ids[face] % band.per_block - step * (k - 1) * local_stride
+                    u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
+                yield axis, step, face, sel, u, u_block, u_ids
 
 
 def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
@@ -803,6 +822,11 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
     return labels
 
 
+def _part(data: Optional[np.ndarray], index: tuple) -> Optional[np.ndarray]:
+    """``data[index]``, or ``None`` for a level without per-voxel data."""
+    return None if data is None else data[index]
+
+
 def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.ndarray, budget: int,
                 progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
     """Minimise the energy over the band voxels of ``labels`` (in place), the others fixed.
@@ -826,31 +850,38 @@ def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.nda
     for chunk in band.chunks():
         check(cancel)
         source, sink = _unary(h[chunk.flat], seeds[chunk.flat], level.seed_capacity)
+        source[~chunk.valid] = sink[~chunk.valid] = 0.0
         data = level.voxel_data(chunk.flat)
-        for axis, step, sel, u, u_in_band, _, u_ids in chunk.neighbours(band):
-            w = level.pair_weights(axis, chunk.flat[sel], u, None if data is None else data[sel])
-            if step == 1:  # a pair inside the band is added once, from its first voxel
-                graph.add_edges(chunk.ids[sel][u_in_band], u_ids[u_in_band], w[u_in_band], w[u_in_band])
-            # A fixed neighbour makes the band voxel pay w for taking the other label.  Each
-            # voxel has one neighbour per axis and step, so these indices are unique.
-            fixed = ~u_in_band
-            heart = fixed & (flat_labels[u] == 1)
-            other = fixed & ~heart
-            where = np.flatnonzero(sel)
-            sink[where[heart]] += w[heart]
-            source[where[other]] += w[other]
+        for axis in range(3):
+            if band.f[axis] > 1:
+                lo, hi = chunk.inner_pairs(axis)
+                w = level.pair_weights(axis, chunk.flat[lo], chunk.flat[hi], _part(data, lo), _part(data, hi))
+                w *= chunk.valid[lo] & chunk.valid[hi]  # no pairs with voxels the volume lacks
+                graph.add_edges(chunk.ids[lo], chunk.ids[hi], w, w)
+        for axis, step, face, sel, u, _, u_ids in chunk.face_pairs():
+            w = level.pair_weights(axis, chunk.flat[face], u, _part(data, face))
+            w *= sel
+            in_band = u_ids >= 0
+            if step == 1:  # a pair between two band blocks is added once, from its first block
+                graph.add_edges(chunk.ids[face][in_band], u_ids[in_band], w[in_band], w[in_band])
+            # A fixed neighbour makes the band voxel pay w for taking the other label.
+            w[in_band] = 0.0
+            heart = flat_labels[u] == 1
+            sink[face] += w * heart
+            source[face] += w * ~heart
         graph.add_grid_tedges(chunk.ids, source, sink)
     check(cancel)
     report(progress, "graph cut", 0.5, f"{name}: band max-flow")
     graph.maxflow()
-    contact = np.zeros(band.mask.size, bool)
     for chunk in band.chunks():
-        flat_labels[chunk.flat] = graph.get_grid_segments(chunk.ids)
+        flat_labels[chunk.flat[chunk.valid]] = graph.get_grid_segments(chunk.ids[chunk.valid])
     del graph
+    contact = np.zeros(band.mask.size, bool)
+    unexplored = ~explored.reshape(-1)
     for chunk in band.chunks():
         mine = flat_labels[chunk.flat]
-        for axis, step, sel, u, u_in_band, u_block, _ in chunk.neighbours(band, ids=False):
-            touch = ~explored.reshape(-1)[u_block] & (flat_labels[u] != mine[sel])
+        for axis, step, face, sel, u, u_block, _ in chunk.face_pairs(ids=False):
+            touch = sel & unexplored[u_block] & (flat_labels[u] != mine[face])
             contact[u_block[touch]] = True
     report(progress, "graph cut", 1.0, f"{name}: band done")
     return contact.reshape(band.mask.shape)

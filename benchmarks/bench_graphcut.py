@@ -5,7 +5,7 @@ ellipsoid "heart", h = sigmoid(signed distance) + Gaussian noise, a two-colour
 RGB image with Gaussian noise, seed lines on every 10th section.  "easy" is
 h-noise 0.25 with gamma 1, "hard" h-noise 0.45 with gamma 3 (sigma 0.1,
 delta 0.05).  Each (case, size, mode) runs in a fresh subprocess, so that the
-peak resident memory (``ru_maxrss``) of one cut does not mix with another's.
+peak resident memory (``VmHWM``) of one cut does not mix with another's.
 
     python benchmarks/bench_graphcut.py                       # both cases, 64x256x256 and 64x512x512
     python benchmarks/bench_graphcut.py --sizes 32x128x128 --cases hard
@@ -64,6 +64,20 @@ def current_rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def peak_rss() -> int:
+    """Peak RSS of this process since it started (``VmHWM``).
+
+    ``getrusage().ru_maxrss`` is not used: Linux carries the parent's RSS at
+    fork into the child's ``ru_maxrss`` across ``exec``, which would charge a
+    worker with the memory of the benchmark process that started it.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker(folder: str, mode: str, gamma: float) -> None:
     """Cut the case saved in ``folder`` in ``mode``; print one JSON line."""
     from ScribbleSegLib.graphcut import GraphCutParams, graph_cut
@@ -80,7 +94,7 @@ def worker(folder: str, mode: str, gamma: float) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     np.save(os.path.join(folder, f"labels_{mode}.npy"), labels)
     print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime - cpu0,
-                      "peak": usage.ru_maxrss * 1024, "base": base}))
+                      "peak": peak_rss(), "base": base}))
 
 
 def run_mode(folder: str, mode: str, gamma: float) -> dict:
