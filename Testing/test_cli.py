@@ -31,3 +31,18 @@ def test_user_error_is_one_line_and_exit_2(capsys):
     assert len(err.splitlines()) == 1
     assert err.startswith("scribbleseg evaluate: error:")
     assert "/nonexistent/" in err
+
+
+def test_atomic_output_has_ordinary_permissions(tmp_path):
+    import os
+
+    from ScribbleSegLib.fileio import atomic_output
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "x.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
