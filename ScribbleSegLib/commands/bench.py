@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     with stage(records, "inference (4 volumes, both networks)"):
         outputs = {id(v): protocol.compute_outputs(v.image.array, models["munet"], models["unet"],
                                                    device=args.device, progress=bar) for v in val + test}
-    val_scribbles = {id(v): [scribbles.simulate_scribbles(v.label, seed=100 + p, every=10) for p in range(3)]
+    val_scribbles = {id(v): [scribbles.simulate_scribbles(v.label, seed=100 + p, every=10, tissue=v.tissue > 0) for p in range(3)]
                      for v in val}
     log("choosing DDML settings and gamma/sigma/delta on the validation volumes")
     with stage(records, "tuning on validation"):
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     log("Table I: 2 test volumes x 3 scribble patterns, every 10th heart section")
     runs, peer_runs, pattern_timings = [], [], []
     with stage(records, "Table I (6 runs of DDML + head + cut)"):
-        test_scribbles = {id(v): [scribbles.simulate_scribbles(v.label, seed=p, every=10) for p in range(3)]
+        test_scribbles = {id(v): [scribbles.simulate_scribbles(v.label, seed=p, every=10, tissue=v.tissue > 0) for p in range(3)]
                           for v in test}
         for v in test:
             for s in test_scribbles[id(v)]:
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             ious = {"M-Unet+DDML": [], "M-Unet+DDML+GC": []}
             for v in test:
                 for p in range(3):
-                    s = scribbles.simulate_scribbles(v.label, seed=p, n_sections=n)
+                    s = scribbles.simulate_scribbles(v.label, seed=p, n_sections=n, tissue=v.tissue > 0)
                     result = segment(v.image, s, models["munet"], cut_params=cut_params, ddml_config=ddml_config,
                                      seed=args.seed, features=outputs[id(v)].munet)
                     ious["M-Unet+DDML"].append(evaluate(result.probability > 0.5, v.label)["iou"])

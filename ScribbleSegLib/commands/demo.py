@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         models[arch] = load_model(path, device=args.device)
 
     step("simulating scribbles on every 10th heart section of the test volume")
-    scrib = scribbles.simulate_scribbles(test.label, seed=args.seed, every=10)
+    scrib = scribbles.simulate_scribbles(test.label, seed=args.seed, every=10, tissue=test.tissue > 0)
     step("segmenting the test volume: M-Unet, U-Net, DDML + head, 3D graph cut")
     outputs = protocol.compute_outputs(test.image.array, models["munet"], models["unet"], device=args.device,
                                        progress=bar)
