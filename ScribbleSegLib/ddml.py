@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -130,7 +130,7 @@ class DDMLNet(nn.Module):
     layer the features are standardised with the per-channel mean and standard
     deviation of the training pixels (fixed buffers, not trained): M-Unet
     features after ELU have no fixed scale, and tanh layers saturate on large
-    inputs.
+    inputs.  Weights start from torch's default ``nn.Linear`` initialisation.
 
     Attributes
     ----------
@@ -210,7 +210,7 @@ class AdaptResult:
     f: DDMLNet
     head: Head
     losses: np.ndarray
-    head_losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    head_losses: np.ndarray
 
 
 # ---------------------------------------------------------------------------
@@ -624,6 +624,7 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
                 if done % max(1, len(slabs) // 100) == 0 or done == len(slabs):
                     z = slabs[done - 1][0]
                     report(progress, "probability", done / len(slabs), f"section {z + 1}/{depth}")
+                check(cancel)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return h

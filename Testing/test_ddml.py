@@ -210,6 +210,14 @@ def test_progress_is_reported_and_cancel_stops():
     token.cancel()
     with pytest.raises(CancelledError):
         ddml.adapt(features, scribbles, bank, bank_labels, config=config, cancel=token)
+    # Cancelled while h is being computed by the worker threads.
+    x, y, _ = ddml.sample_pixels(features, scribbles, bank, bank_labels, 200)
+    f = ddml.train_ddml(x, y, config)
+    head = ddml.train_head(f, x, y, config)
+    token = CancelToken()
+    with pytest.raises(CancelledError):
+        ddml.predict_h(features, f, head, workers=2, cancel=token,
+                       progress=lambda stage, fraction, message: token.cancel())
 
 
 @pytest.mark.parametrize("edit, message", [
