@@ -8,11 +8,18 @@ delta 0.05).  Each (case, size, mode) runs in a fresh subprocess, so that the
 peak resident memory (``VmHWM``) of one cut does not mix with another's.
 
     python benchmarks/bench_graphcut.py                       # both cases, 64x256x256 and 64x512x512
-    python benchmarks/bench_graphcut.py --sizes 32x128x128 --cases hard
+    python benchmarks/bench_graphcut.py --sizes 32x128x128 --cases hard --phantom-gammas ""
 
 Columns: wall and CPU seconds of ``graph_cut`` alone; peak RSS of the whole
 process, and the part above the RSS after loading the inputs (the cut's own
 memory); Dice of banded against full, and of each against the ground truth.
+
+A second table cuts the project's H&E phantom (``ScribbleSegLib.phantom``,
+default 64x192x192, sections twice as thick as the pixels) with simulated
+scribbles and an h made from its label (sigmoid of the signed distance,
+smooth plus pixel noise, standing in for the network), for several gamma:
+agreement of the banded with the full cut where the image has real texture.
+It needs scipy (bench extra) for the distance transform.
 """
 
 from __future__ import annotations
@@ -103,11 +110,47 @@ def run_mode(folder: str, mode: str, gamma: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def phantom_table(gammas, seed: int) -> None:
+    """Banded against full cut on the H&E phantom, one row per gamma."""
+    from scipy import ndimage
+
+    from ScribbleSegLib.graphcut import GraphCutParams, graph_cut
+    from ScribbleSegLib.phantom import make_phantom
+    from ScribbleSegLib.scribbles import simulate_scribbles
+
+    phantom = make_phantom(seed)
+    image, truth = phantom.image.array, phantom.label.astype(bool)
+    spacing = phantom.image.geometry.spacing_zyx
+    scribbles = simulate_scribbles(phantom.label, seed=seed)
+    rng = np.random.default_rng(seed)
+    signed = (ndimage.distance_transform_edt(truth, sampling=spacing)
+              - ndimage.distance_transform_edt(~truth, sampling=spacing))
+    smooth = ndimage.gaussian_filter(rng.normal(0, 1, truth.shape), (1, 4, 4))
+    h = 1 / (1 + np.exp(-signed / 0.03)) + 0.12 * smooth / smooth.std() + rng.normal(0, 0.05, truth.shape)
+    h = np.clip(h, 0, 1).astype(np.float32)
+    print(f"\nH&E phantom seed {seed}, {'x'.join(map(str, truth.shape))}, spacing (z, y, x) {spacing} mm; "
+          f"Dice of h > 0.5 against the truth {dice(h > 0.5, truth):.4f}\n")
+    print("| gamma | full s | banded s | band vs full Dice | differing voxels | full vs truth | banded vs truth |")
+    print("|---|---|---|---|---|---|---|")
+    for gamma in gammas:
+        params = GraphCutParams(gamma=gamma)
+        t0 = time.perf_counter()
+        full = graph_cut(h, image, scribbles, spacing, params, mode="full")
+        t1 = time.perf_counter()
+        banded = graph_cut(h, image, scribbles, spacing, params, mode="banded")
+        t2 = time.perf_counter()
+        print(f"| {gamma:g} | {t1 - t0:.2f} | {t2 - t1:.2f} | {dice(banded, full):.5f} "
+              f"| {np.count_nonzero(banded != full)} | {dice(full, truth):.4f} | {dice(banded, truth):.4f} |",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="64x256x256,64x512x512", help="comma-separated ZxYxX sizes")
     parser.add_argument("--cases", default="easy,hard", help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phantom-gammas", default="0.5,1,2,4",
+                        help="gammas for the H&E phantom table; empty to skip it")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -137,6 +180,8 @@ def main() -> None:
             print(f"|  |  | full / banded | {full['wall'] / band['wall']:.1f}x | {full['cpu'] / band['cpu']:.1f}x "
                   f"| {full['peak'] / band['peak']:.1f}x | {(full['peak'] - full['base']) / (band['peak'] - band['base']):.1f}x "
                   "|  |  |", flush=True)
+    if args.phantom_gammas:
+        phantom_table([float(g) for g in args.phantom_gammas.split(",")], args.seed)
 
 
 if __name__ == "__main__":
