@@ -317,12 +317,14 @@ def render_surface_png(polydata: vtkPolyData, path: PathLike, size: Tuple[int, i
     camera.Azimuth(30.0)  # towards +x, the patient's left
     camera.Elevation(20.0)
     camera.OrthogonalizeViewUp()
-    renderer.ResetCamera()
 
     window = vtkRenderWindow()
     window.SetOffScreenRendering(1)
     window.SetSize(width, height)
     window.AddRenderer(renderer)
+    # Fits the projected surface to the image (ResetCamera fits its bounding sphere,
+    # which leaves wide margins); needs the window's aspect ratio, hence here.
+    renderer.ResetCameraScreenSpace()
     try:
         if not window.SupportsOpenGL():
             raise ScribbleSegError(f"{path}: no usable OpenGL for offscreen rendering; on Linux install "
