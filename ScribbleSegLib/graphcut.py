@@ -61,7 +61,6 @@ module) run the cut in a subprocess.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from dataclasses import dataclass
