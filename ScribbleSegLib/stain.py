@@ -682,8 +682,8 @@ def normalize_volume(
     By default each section's stain is fitted on its own strided copy, which also
     evens out the section-to-section intensity differences of serial sections
     (thickness, staining time): on two phantom stacks it cut the section-to-section
-    change of the mean normalized concentrations from 9-14 % (one volume stain)
-    to 1-3 % (``benchmarks/bench_stain.py --volume``).  A section that cannot be fitted (too little
+    change of the mean normalized concentrations from 7-9 % (one volume stain)
+    to 1.5-2.6 % (``benchmarks/bench_stain.py --volume``).  A section that cannot be fitted (too little
     tissue, one stain) uses the volume's stain instead, which is fitted once on
     strided copies of ``sections`` sections spread over the stack.  With
     ``per_section=False`` every section uses the volume's stain: cheaper, and
