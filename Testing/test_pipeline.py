@@ -1,0 +1,90 @@
+"""pipeline.segment and `scribbleseg segment` end to end on a tiny phantom with a tiny model."""
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import cli, phantom, pipeline, scribbles, volume_io
+from ScribbleSegLib.errors import ScribbleSegError
+from ScribbleSegLib.nets import ModelConfig
+from ScribbleSegLib.training import train_model
+
+TINY_NET = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline")
+    cfg = phantom.PhantomConfig(shape=(12, 48, 48))
+    train = phantom.make_phantom(seed=1, config=cfg)
+    test = phantom.make_phantom(seed=2, config=cfg)
+    model = train_model([train.image], [train.label], folder / "tiny.model", TINY_NET, max_iters=30, seed=0)
+    scrib = scribbles.simulate_scribbles(test.label, seed=0, every=4)
+    return folder, test, scrib, model
+
+
+def test_methods_and_seeds(case):
+    _, test, scrib, model = case
+    full = pipeline.segment(test.image, scrib, model, method="full")
+    assert full.labels.shape == test.label.shape and full.labels.dtype == np.uint8
+    assert (full.labels[scrib == 1] == 1).all() and (full.labels[scrib == 2] == 0).all()
+    assert full.probability.min() >= 0 and full.probability.max() <= 1
+    ddml = pipeline.segment(test.image, scrib, model, method="ddml")
+    np.testing.assert_array_equal(ddml.labels, ddml.probability > 0.5)
+    munet = pipeline.segment(test.image, None, model, method="munet")
+    np.testing.assert_array_equal(munet.labels, munet.munet_probability > 0.5)
+    np.testing.assert_allclose(munet.munet_probability, full.munet_probability, atol=1e-6)
+
+
+def test_second_run_reuses_cached_features(case, tmp_path):
+    _, test, scrib, model = case
+    first = pipeline.segment(test.image, scrib, model, cache_dir=tmp_path)
+    more = scrib.copy()
+    more[test.label.astype(bool) & (scrib == 0)] = 0  # same scribbles; a re-run after edits
+    second = pipeline.segment(test.image, more, model, cache_dir=tmp_path)
+    assert not first.features_cached and second.features_cached
+    np.testing.assert_array_equal(first.munet_probability, second.munet_probability)
+    np.testing.assert_array_equal(first.labels, second.labels)
+
+
+def test_bad_inputs(case):
+    _, test, scrib, model = case
+    with pytest.raises(ScribbleSegError, match="method"):
+        pipeline.segment(test.image, scrib, model, method="magic")
+    with pytest.raises(ScribbleSegError, match="shape"):
+        pipeline.segment(test.image, scrib[:-1], model)
+    only_heart = np.where(scrib == 2, 0, scrib).astype(np.uint8)
+    with pytest.raises(ScribbleSegError):
+        pipeline.segment(test.image, only_heart, model)
+
+
+def test_segment_command_writes_every_output(case, tmp_path, capsys):
+    folder, test, scrib, model = case
+    image = tmp_path / "image.nrrd"
+    volume_io.write_rgb_volume(image, test.image)
+    scrib_path = tmp_path / "scribbles.seg.nrrd"
+    volume_io.write_segmentation(scrib_path, [("Heart", scrib == 1, volume_io.HEART_COLOR),
+                                              ("background", scrib == 2, volume_io.BACKGROUND_COLOR)],
+                                 test.image.geometry)
+    out = tmp_path / "out.seg.nrrd"
+    args = ["segment", "--image", str(image), "--scribbles", str(scrib_path), "--model", str(model),
+            "--out", str(out), "--probability", str(tmp_path / "p.nrrd"), "--surface", str(tmp_path / "s.vtp"),
+            "--render", str(tmp_path / "r.png"), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert cli.main(args) == 0
+    masks, geometry = volume_io.read_segmentation(out)
+    assert set(masks) == {"heart"}
+    assert geometry.mismatch(test.image.geometry) == ""
+    for name in ("p.nrrd", "s.vtp", "r.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "features computed" in capsys.readouterr().out
+    assert cli.main(args) == 0
+    assert "reused from cache" in capsys.readouterr().out
+
+
+def test_segment_command_refuses_bad_output_before_work(case, tmp_path, capsys):
+    folder, test, scrib, model = case
+    image = tmp_path / "image.nrrd"
+    volume_io.write_rgb_volume(image, test.image)
+    status = cli.main(["segment", "--image", str(image), "--model", str(model), "--method", "munet",
+                       "--out", str(tmp_path / "missing" / "o.seg.nrrd"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "missing" in err
