@@ -179,12 +179,12 @@ class ScribbleSegParameterNode:
     trainMinutes: Annotated[float, WithinRange(0.5, 10000.0)] = 30.0
     scribbleSegmentation: vtkMRMLSegmentationNode
     method: Method = Method.FULL
-    gamma: Annotated[float, WithinRange(0.0, 1000.0)] = 1.0
+    gamma: Annotated[float, WithinRange(0.0, 1000.0)] = 16.0
     sigma: Annotated[float, WithinRange(0.001, 10.0)] = 0.1
     delta: Annotated[float, WithinRange(0.0, 10.0)] = 0.05
     ddmlSteps: Annotated[int, WithinRange(0, 100000)] = 400
     headSteps: Annotated[int, WithinRange(0, 100000)] = 200
-    scribbleShare: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    scribbleShare: Annotated[float, WithinRange(0.0, 1.0)] = 0.2
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     outputSegmentation: vtkMRMLSegmentationNode
     createProbability: bool = False

@@ -74,11 +74,14 @@ import numpy as np
 from .errors import ScribbleSegError
 from .progress import CancelToken, ProgressCallback, check, report, sub_progress
 
-#: Default boundary weight gamma (provisional; tuned on the validation phantoms).
-DEFAULT_GAMMA = 1.0
-#: Default colour-contrast scale sigma, in RGB units scaled to [0, 1] (provisional).
+# The defaults are chosen on the validation phantoms (volumes 2 and 3 of `scribbleseg bench`, which
+# searches around them and reports its choice in BENCHMARKS.md): the data term |l - h| is weak next
+# to the boundary term, so gamma is large.
+#: Default boundary weight gamma.
+DEFAULT_GAMMA = 16.0
+#: Default colour-contrast scale sigma, in RGB units scaled to [0, 1].
 DEFAULT_SIGMA = 0.1
-#: Default constant delta added to the contrast weight (provisional).
+#: Default constant delta added to the contrast weight.
 DEFAULT_DELTA = 0.05
 #: Ways of forming the colour x_v of a voxel.
 COLOURS = ("rgb", "luminance")
