@@ -46,7 +46,7 @@ def forest_segment(image: np.ndarray, scribbles: np.ndarray, seed: int = 0, max_
     feature = _require("skimage.feature")
     ensemble = _require("sklearn.ensemble")
     feats = feature.multiscale_basic_features(image, channel_axis=-1, sigma_min=1.0, sigma_max=sigma_max,
-                                              num_workers=1).astype(np.float32)
+                                              workers=1).astype(np.float32)
     idx = np.flatnonzero(scribbles.ravel() > 0)
     rng = np.random.default_rng(seed)
     if idx.size > max_samples:

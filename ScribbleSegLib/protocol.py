@@ -35,6 +35,45 @@ class Outputs:
     unet_probability: np.ndarray
 
 
+def make_volumes(n: int, seed: int = 0, shape: Optional[Sequence[int]] = None) -> list:
+    """Phantom volumes ``seed * 100 + i`` for i < n, as ``scribbleseg phantom`` writes them."""
+    import dataclasses
+
+    from . import phantom
+
+    config = phantom.PhantomConfig()
+    if shape is not None:
+        config = dataclasses.replace(config, shape=tuple(shape))
+    return [phantom.make_phantom(seed=seed * 100 + i, config=config) for i in range(n)]
+
+
+def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, device: str = "auto", seed: int = 0,
+                   progress=None, log=None, timed=None) -> Dict[str, object]:
+    """Train the small M-Unet and the small plain U-Net on phantoms; return both loaded models.
+
+    ``log(message)`` is told when each training starts; ``timed(name)`` may give a
+    context manager (e.g. :func:`measure.stage`) that wraps each training.
+    """
+    import contextlib
+    from pathlib import Path
+
+    from .model_file import load_model
+    from .nets import ModelConfig
+    from .training import train_model
+
+    models = {}
+    for arch, name in (("munet", "M-Unet"), ("unet", "U-Net")):
+        if log:
+            log(f"training the small {name} (budget {minutes:g} min)")
+        with (timed(f"train {name}") if timed else contextlib.nullcontext()):
+            path = Path(out_dir) / f"{arch}.model"
+            train_model([v.image for v in train], [v.label for v in train], path, ModelConfig.small(arch),
+                        val_images=[v.image for v in val], val_labels=[v.label for v in val],
+                        max_minutes=minutes, device=device, seed=seed, progress=progress)
+            models[arch] = load_model(path, device=device)
+    return models
+
+
 def compute_outputs(image: np.ndarray, munet, unet, device: str = "auto", progress=None) -> Outputs:
     """Run both networks on a volume (the M-Unet's features are kept for DDML)."""
     from .pipeline import compute_features

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_device_option
+from .common import add_experiment_options, make_output_folder
 
 SECTION_START = "<!-- scribbleseg bench: start -->"
 SECTION_END = "<!-- scribbleseg bench: end -->"
@@ -21,18 +21,11 @@ SECTION_END = "<!-- scribbleseg bench: end -->"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
-    parser.add_argument("--out", default="scribbleseg-bench", help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, scribbles and training")
-    add_device_option(parser)
-    parser.add_argument("--train-minutes", type=float, default=8.0,
-                        help="training budget of each network in minutes (default: %(default)s)")
-    parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
-                        help="phantom size (default: the phantom's default)")
+    add_experiment_options(parser, "scribbleseg-bench", 6.0)
     parser.add_argument("--no-peers", action="store_true", help="skip the random walker and random forest")
     parser.add_argument("--update", metavar="BENCHMARKS.md",
                         help=f"replace the section between '{SECTION_START}' and '{SECTION_END}' in this "
                              "markdown file with the results")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _tune(val, val_scribbles, outputs, munet, seed, log):
@@ -86,8 +79,6 @@ def _diff(cfg, base) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    import dataclasses
-    import datetime
     import json
     import shlex
     import sys
@@ -95,18 +86,13 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from .. import phantom, protocol, scribbles, training
+    from .. import protocol, scribbles
     from ..errors import ScribbleSegError
     from ..measure import machine_summary, stage
     from ..metrics import evaluate, summarize
-    from ..model_file import load_model
-    from ..nets import ModelConfig
     from ..pipeline import segment
     from ..progress import TqdmProgress
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ScribbleSegError(f"--out {out}: the folder {out.parent} does not exist")
     if args.update and not Path(args.update).is_file():
         raise ScribbleSegError(f"--update {args.update}: no such file")
     if not args.no_peers:
@@ -114,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
         _require("skimage")
         _require("sklearn")
-    out.mkdir(exist_ok=True)
+    out = make_output_folder(args.out)
     command = "scribbleseg bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     started = time.perf_counter()
     bar = TqdmProgress(disable=args.quiet)
@@ -124,22 +110,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
 
-    config = phantom.PhantomConfig() if args.shape is None else dataclasses.replace(
-        phantom.PhantomConfig(), shape=tuple(args.shape))
     log("phantoms: 2 train, 2 validation, 2 test")
     with stage(records, "phantoms (6 volumes)"):
-        vols = [phantom.make_phantom(seed=args.seed * 100 + i, config=config) for i in range(6)]
+        vols = protocol.make_volumes(6, args.seed, args.shape)
     train, val, test = vols[:2], vols[2:4], vols[4:]
-
-    models = {}
-    for arch, name in (("munet", "M-Unet"), ("unet", "U-Net")):
-        log(f"training the small {name} (budget {args.train_minutes:g} min)")
-        with stage(records, f"train {name}"):
-            path = out / f"{arch}.model"
-            training.train_model([v.image for v in train], [v.label for v in train], path, ModelConfig.small(arch),
-                                 val_images=[v.image for v in val], val_labels=[v.label for v in val],
-                                 max_minutes=args.train_minutes, device=args.device, seed=args.seed, progress=bar)
-            models[arch] = load_model(path, device=args.device)
+    models = protocol.train_networks(train, val, out, args.train_minutes, args.device, args.seed, progress=bar,
+                                     log=log, timed=lambda name: stage(records, name))
 
     log("M-Unet and U-Net inference on the validation and test volumes")
     with stage(records, "inference (4 volumes, both networks)"):

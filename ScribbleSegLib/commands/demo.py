@@ -10,60 +10,33 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_device_option
+from .common import add_experiment_options, make_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
-    parser.add_argument("--out", default="scribbleseg-demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the phantoms, scribbles and training")
-    add_device_option(parser)
-    parser.add_argument("--train-minutes", type=float, default=4.0,
-                        help="training budget of each network in minutes (default: %(default)s)")
-    parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
-                        help="phantom size (default: the phantom's default)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_experiment_options(parser, "scribbleseg-demo", 4.0)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    import dataclasses
-    from pathlib import Path
-
-    from .. import phantom, protocol, scribbles, surface, training, volume_io
-    from ..errors import ScribbleSegError
-    from ..model_file import load_model
-    from ..nets import ModelConfig
+    from .. import protocol, scribbles, surface, volume_io
     from ..overlay import write_overlay_png
     from ..progress import TqdmProgress
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ScribbleSegError(f"--out {out}: the folder {out.parent} does not exist")
-    out.mkdir(exist_ok=True)
+    out = make_output_folder(args.out)
     started = time.perf_counter()
     bar = TqdmProgress(disable=args.quiet)
-    config = phantom.PhantomConfig() if args.shape is None else dataclasses.replace(
-        phantom.PhantomConfig(), shape=tuple(args.shape))
 
     def step(message: str) -> None:
         bar.close()
         print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
 
     step("making 4 phantom volumes (2 train, 1 validation, 1 test)")
-    vols = [phantom.make_phantom(seed=args.seed * 100 + i, config=config) for i in range(4)]
+    vols = protocol.make_volumes(4, args.seed, args.shape)
     train, val, test = vols[:2], vols[2:3], vols[3]
-
-    models = {}
-    for arch in ("munet", "unet"):
-        step(f"training the small {'M-Unet' if arch == 'munet' else 'U-Net'} "
-             f"(budget {args.train_minutes:g} min)")
-        path = out / f"{arch}.model"
-        training.train_model([v.image for v in train], [v.label for v in train], path,
-                             ModelConfig.small(arch), val_images=[v.image for v in val],
-                             val_labels=[v.label for v in val], max_minutes=args.train_minutes,
-                             device=args.device, seed=args.seed, progress=bar)
-        models[arch] = load_model(path, device=args.device)
+    models = protocol.train_networks(train, val, out, args.train_minutes, args.device, args.seed, progress=bar,
+                                     log=step)
 
     step("simulating scribbles on every 10th heart section of the test volume")
     scrib = scribbles.simulate_scribbles(test.label, seed=args.seed, every=10, tissue=test.tissue > 0)
@@ -93,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "table.md").write_text(table + "\n")
 
     print()
-    print(f"Table I on the demo's test phantom (one scribble pattern on every 10th heart section; "
-          f"metrics over all voxels):")
+    print("Table I on the demo's test phantom (one scribble pattern on every 10th heart section; "
+          "metrics over all voxels):")
     print(table)
     print()
     print(f"wrote {out}/: heart.seg.nrrd (result), heart.stl + heart.png (surface), overlay.png "
