@@ -7,9 +7,10 @@ network would compute for the whole section at once.  Tiles therefore meet
 without seams and need no blending, and the result does not depend on the tile
 size.  The outer fields of view read past the section border by reflection.
 
-Memory is the section, its pyramid (1/3 of the section), the outputs and one
-batch of tiles; features go to a memory-mapped ``.npy`` file when a path is
-given (or when they would be large).  On a CUDA out-of-memory error the tile
+Memory is the section, its pyramid (1/3 of the section), the probability, one
+band of tile rows and one batch of tiles.  Features go to a ``.npy`` file,
+returned memory-mapped, when a path is given or when they would be large
+(written band by band, so they never sit in memory whole).  On a CUDA out-of-memory error the tile
 batch halves and the run goes on.
 """
 
@@ -29,7 +30,7 @@ from .fileio import atomic_output
 from .geometry import Volume
 from .nets import NetOutput, geometry_for_tile, to_input
 from .progress import CancelToken, ProgressCallback, check, report
-from .runtime import resolve_device
+from .runtime import resolve_device, torch_threads
 
 #: Features larger than this go to a temporary memory-mapped file when no path is given.
 IN_MEMORY_FEATURE_BYTES = 2 * 1024 ** 3
@@ -43,7 +44,17 @@ def default_tile(device: torch.device) -> Tuple[int, int]:
     """Tile core size and tiles per batch: what fits a GPU well, and what runs fastest on a CPU."""
     if device.type == "cuda":
         return 1024, 4
-    return 256, 1
+    return 512, 1
+
+
+def cpu_threads() -> int:
+    """Torch intra-op threads for convolution work on the CPU.
+
+    On a 2-core machine two threads were up to 10x slower than one whenever
+    another process kept a core busy (spin-waiting OpenMP workers), and at best
+    1.2x faster when idle (benchmarks/bench_inference.py), so small machines use one.
+    """
+    return 1 if (os.cpu_count() or 1) <= 2 else torch.get_num_threads()
 
 
 def tile_origins(length: int, tile: int, align: int) -> List[int]:
@@ -88,29 +99,57 @@ class SectionPredictor:
             self._geoms[core] = geometry_for_tile(self.net, core)
         return self._geoms[core]
 
-    def predict(self, section: np.ndarray, prob_out: np.ndarray, feat_out: Optional[np.ndarray],
+    def predict(self, section: np.ndarray, prob_out: np.ndarray, feat_out=None,
                 cancel: Optional[CancelToken] = None) -> None:
-        """Write the probability ``(H, W)`` and features ``(H, W, C)`` of one ``(H, W, 3)`` section."""
+        """Write the probability and features of one ``(H, W, 3)`` section.
+
+        Parameters
+        ----------
+        section : numpy.ndarray
+        prob_out : numpy.ndarray
+            float32 ``(H, W)``, filled in place.
+        feat_out : numpy.ndarray or RowWriter or None
+            float16 ``(H, W, C)`` filled in place, or a writer that receives one
+            band of full rows at a time (so that features of a huge section
+            never sit in memory whole), or None for no features.
+        cancel : CancelToken, optional
+        """
+        if self.device.type == "cpu":
+            with torch_threads(cpu_threads()):
+                self._predict(section, prob_out, feat_out, cancel)
+        else:
+            self._predict(section, prob_out, feat_out, cancel)
+
+    def _predict(self, section: np.ndarray, prob_out: np.ndarray, feat_out, cancel: Optional[CancelToken]) -> None:
         h, w = section.shape[:2]
         core = (min(self.tile, -(-h // self.align) * self.align), min(self.tile, -(-w // self.align) * self.align))
         geom = self._geometry(core)
         pyramid = multifov.build_pyramid(section, max(win.level for win in geom.windows) + 1)
-        anchors = [(y, x) for y in tile_origins(h, core[0], self.align) for x in tile_origins(w, core[1], self.align)]
-        i = 0
-        while i < len(anchors):
-            check(cancel)
-            group = anchors[i:i + self.batch]
-            out = self._run(pyramid, geom, group)
-            if out is None:  # out of GPU memory: try again with half the batch
-                continue
-            prob = torch.sigmoid(out.logit.float())[:, 0].cpu().numpy()
-            feats = out.features.to(torch.float16).permute(0, 2, 3, 1).cpu().numpy() if feat_out is not None else None
-            for j, (y, x) in enumerate(group):
-                ye, xe = min(h, y + core[0]), min(w, x + core[1])
-                prob_out[y:ye, x:xe] = prob[j, :ye - y, :xe - x]
-                if feats is not None:
-                    feat_out[y:ye, x:xe] = feats[j, :ye - y, :xe - x]
-            i += len(group)
+        xs = tile_origins(w, core[1], self.align)
+        for y in tile_origins(h, core[0], self.align):
+            ye = min(h, y + core[0])
+            band = None
+            if isinstance(feat_out, np.ndarray):
+                band = feat_out[y:ye]
+            elif feat_out is not None:
+                band = np.empty((ye - y, w, self.channels), np.float16)
+            i = 0
+            while i < len(xs):
+                check(cancel)
+                group = xs[i:i + self.batch]
+                out = self._run(pyramid, geom, [(y, x) for x in group])
+                if out is None:  # out of GPU memory: try again with half the batch
+                    continue
+                prob = torch.sigmoid(out.logit.float())[:, 0].cpu().numpy()
+                feats = None if band is None else out.features.to(torch.float16).permute(0, 2, 3, 1).cpu().numpy()
+                for j, x in enumerate(group):
+                    xe = min(w, x + core[1])
+                    prob_out[y:ye, x:xe] = prob[j, :ye - y, :xe - x]
+                    if feats is not None:
+                        band[:, x:xe] = feats[j, :ye - y, :xe - x]
+                i += len(group)
+            if band is not None and not isinstance(feat_out, np.ndarray):
+                feat_out.write(y, band)
 
     def _run(self, pyramid: Sequence[np.ndarray], geom: multifov.FovGeometry,
              anchors: Sequence[Tuple[int, int]]) -> Optional[NetOutput]:
@@ -145,17 +184,35 @@ def _as_array(image: Union[Volume, np.ndarray]) -> np.ndarray:
     return array
 
 
-def _feature_array(shape: Tuple[int, ...], path: Optional[os.PathLike]) -> np.ndarray:
-    """A float16 array: memory-mapped on ``path`` or, when large, on an unnamed temporary file."""
+class RowWriter:
+    """Writes bands of full rows of one section into a float16 ``(Z, Y, X, C)`` file.
+
+    Ordinary file writes, not a memory map: the pages go to the page cache,
+    not into the process, so a section's features need never be in memory whole.
+    """
+
+    def __init__(self, handle, offset: int, shape: Tuple[int, ...], section: int) -> None:
+        self.handle = handle
+        self.row_bytes = int(np.prod(shape[2:])) * 2
+        self.base = offset + section * shape[1] * self.row_bytes
+
+    def write(self, y: int, band: np.ndarray) -> None:
+        """Write ``band`` (rows ``y ..``, all columns) of this section."""
+        self.handle.seek(self.base + y * self.row_bytes)
+        self.handle.write(np.ascontiguousarray(band, dtype=np.float16).tobytes())
+
+
+def _feature_file(shape: Tuple[int, ...], path: Optional[os.PathLike]):
+    """An open file for the features and the data offset: ``path`` as ``.npy``, or an unnamed temporary file."""
     if path is not None:
-        return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
-    nbytes = int(np.prod(shape)) * 2
-    if nbytes <= IN_MEMORY_FEATURE_BYTES:
-        return np.empty(shape, dtype=np.float16)
-    # The operating system removes an unnamed temporary file once the array is gone.
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+        offset = header.offset
+        del header
+        return open(path, "r+b"), offset
+    # The operating system removes an unnamed temporary file once it is closed and unmapped.
     handle = tempfile.TemporaryFile(prefix="scribbleseg-features-")
-    handle.truncate(nbytes)
-    return np.memmap(handle, dtype=np.float16, mode="r+", shape=shape)
+    handle.truncate(int(np.prod(shape)) * 2)
+    return handle, 0
 
 
 def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[str] = None,
@@ -174,7 +231,7 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
     device : str, optional
         ``auto``, ``cpu`` or ``cuda``; default the model's device.
     tile : int, optional
-        Tile core side in pixels; default 256 on a CPU, 1024 on a GPU.  The
+        Tile core side in pixels; default 512 on a CPU, 1024 on a GPU.  The
         result does not depend on it.
     batch : int, optional
         Tiles per forward pass; default 1 on a CPU, 4 on a GPU.
@@ -203,11 +260,18 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
     z = array.shape[0]
     prob = np.empty(array.shape[:3], dtype=np.float32)
     shape = array.shape[:3] + (predictor.channels,)
+    on_disk = feature_path is not None or int(np.prod(shape)) * 2 > IN_MEMORY_FEATURE_BYTES
     # Stain normalization copies its input: do it in slabs of sections to bound the memory.
     slab = max(1, NORMALIZE_SLAB_BYTES // max(1, array[0].nbytes))
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_output(feature_path)) if feature_path is not None else None
-        feats = _feature_array(shape, tmp)
+        feats = handle = None
+        if not on_disk:
+            feats = np.empty(shape, dtype=np.float16)
+        else:
+            tmp = stack.enter_context(atomic_output(feature_path)) if feature_path is not None else None
+            handle, offset = _feature_file(shape, tmp)
+            if tmp is not None:
+                stack.callback(handle.close)  # runs before the rename
         for z0 in range(0, z, slab):
             check(cancel)
             sections = array[z0:z0 + slab]
@@ -217,10 +281,12 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
             for k, section in enumerate(sections, start=z0):
                 check(cancel)
                 report(progress, _STAGE, k / z, f"section {k + 1}/{z}")
-                predictor.predict(section, prob[k], feats[k], cancel)
-        if tmp is not None:
-            feats.flush()
-            del feats
+                out = feats[k] if feats is not None else RowWriter(handle, offset, shape, k)
+                predictor.predict(section, prob[k], out, cancel)
+        if handle is not None:
+            handle.flush()
+            if feature_path is None:
+                feats = np.memmap(handle, dtype=np.float16, mode="r", shape=shape)
     report(progress, _STAGE, 1.0, f"{z} sections")
     if feature_path is not None:
         feats = np.load(feature_path, mmap_mode="r")

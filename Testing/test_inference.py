@@ -81,6 +81,19 @@ def test_single_section_and_bad_images():
         inference.predict_volume(model, np.zeros((1, 8, 8, 4), np.uint8))
 
 
+def test_feature_writer_gives_the_same_features(tmp_path):
+    model = make_model()
+    image = random_volume((2, 40, 56))
+    _, feats = inference.predict_volume(model, image, tile=16)
+    shape = feats.shape
+    with open(tmp_path / "raw", "w+b") as handle:
+        handle.truncate(feats.nbytes)
+        predictor = inference.SectionPredictor(model.net, torch.device("cpu"), 16, 2)
+        for k in range(2):
+            predictor.predict(image[k], np.empty((40, 56), np.float32), inference.RowWriter(handle, 0, shape, k))
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "raw", np.float16).reshape(shape), feats)
+
+
 def test_feature_path_gives_a_memory_map(tmp_path):
     model = make_model()
     image = random_volume((2, 24, 30))
@@ -113,7 +126,7 @@ def test_large_features_go_to_a_temporary_memory_map(monkeypatch):
 
 def test_out_of_memory_halves_the_batch():
     model = make_model()
-    image = random_volume((1, 64, 64))
+    image = random_volume((1, 32, 128))  # two bands of eight 16-pixel tiles
     expected, _ = inference.predict_volume(model, image, tile=16, batch=8)
     real_forward = model.net.forward
     calls = []
@@ -126,7 +139,7 @@ def test_out_of_memory_halves_the_batch():
 
     model.net.forward = flaky
     predictor = inference.SectionPredictor(model.net, torch.device("cpu"), 16, 8)
-    prob = np.empty((64, 64), np.float32)
+    prob = np.empty((32, 128), np.float32)
     predictor.predict(image[0], prob, None)
     assert calls[:3] == [8, 4, 2] and predictor.batch == 2
     np.testing.assert_allclose(prob, expected[0], atol=1e-6)

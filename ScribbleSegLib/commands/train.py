@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--downsample", type=int, default=1, metavar="N",
                         help="in-plane reduction of the images on reading (default: %(default)s)")
     parser.add_argument("--max-minutes", type=float, default=None,
-                        help="time budget of the optimisation (default: none, or 6 for --config small)")
-    parser.add_argument("--max-iters", type=int, default=None, help="iteration budget (default: 3000)")
+                        help="time budget of the optimisation (default: 6 for --config small, none for paper)")
+    parser.add_argument("--max-iters", type=int, default=None,
+                        help="iteration budget (default: 1000 for --config small, 20000 for paper)")
     parser.add_argument("--batch", type=int, default=8, help="patches per step (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--no-stain-normalization", action="store_true",
@@ -63,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
     config = ModelConfig.preset(args.config, args.arch)
     images, labels = _read_pairs(args.images, args.labels, args.spacing, args.downsample, "")
     val_images, val_labels = _read_pairs(args.val_images, args.val_labels, args.spacing, args.downsample, "val-")
-    max_minutes = args.max_minutes
-    if max_minutes is None and args.config == "small":
-        max_minutes = 6.0
+    small = args.config == "small"
+    max_minutes = args.max_minutes if args.max_minutes is not None else 6.0 if small else None
+    max_iters = args.max_iters if args.max_iters is not None else 1000 if small else 20000
     options = TrainOptions(batch=args.batch, lr=args.lr, normalize=not args.no_stain_normalization)
     bar = TqdmProgress(disable=args.quiet)
     try:
         path = train_model(images, labels, args.out, config, val_images=val_images, val_labels=val_labels,
-                           options=options, max_iters=args.max_iters, max_minutes=max_minutes,
+                           options=options, max_iters=max_iters, max_minutes=max_minutes,
                            device=args.device, seed=args.seed, names=args.labels, val_names=args.val_labels,
                            progress=bar)
     finally:
