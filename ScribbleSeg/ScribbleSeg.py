@@ -179,7 +179,7 @@ class ScribbleSegParameterNode:
     trainMinutes: Annotated[float, WithinRange(0.5, 10000.0)] = 30.0
     scribbleSegmentation: vtkMRMLSegmentationNode
     method: Method = Method.FULL
-    gamma: Annotated[float, WithinRange(0.0, 1000.0)] = 16.0
+    gamma: Annotated[float, WithinRange(0.0, 1000.0)] = 8.0
     sigma: Annotated[float, WithinRange(0.001, 10.0)] = 0.1
     delta: Annotated[float, WithinRange(0.0, 10.0)] = 0.05
     ddmlSteps: Annotated[int, WithinRange(0, 100000)] = 400

@@ -29,8 +29,11 @@ def random_walker_segment(image: np.ndarray, scribbles: np.ndarray, spacing_zyx=
     """
     segmentation = _require("skimage.segmentation")
     data = image.astype(np.float32) / 255.0
+    # random_walker divides squared gradients by spacing**2: spacing in mm (~0.01) would make every
+    # weight vanish, so pass it relative to the finest axis.
+    spacing = np.asarray(spacing_zyx, float) / min(spacing_zyx)
     labels = segmentation.random_walker(data, scribbles.astype(np.int32), beta=beta, mode="cg_j", tol=1e-3,
-                                        channel_axis=-1, spacing=np.asarray(spacing_zyx, float))
+                                        channel_axis=-1, spacing=spacing)
     return (labels == 1).astype(np.uint8)
 
 

@@ -91,7 +91,7 @@ class DDMLConfig:
 
     hidden: Tuple[int, ...] = (64, 64)
     out_dim: int = 32
-    tau: float = 3.0
+    tau: float = 2.0
     beta: float = 2.0
     weight_decay: float = 1e-4
     lr: float = 1e-3

@@ -78,7 +78,7 @@ from .progress import CancelToken, ProgressCallback, check, report, sub_progress
 # searches around them and reports its choice in BENCHMARKS.md): the data term |l - h| is weak next
 # to the boundary term, so gamma is large.
 #: Default boundary weight gamma.
-DEFAULT_GAMMA = 16.0
+DEFAULT_GAMMA = 8.0
 #: Default colour-contrast scale sigma, in RGB units scaled to [0, 1].
 DEFAULT_SIGMA = 0.1
 #: Default constant delta added to the contrast weight.
