@@ -208,7 +208,7 @@ def _report(command, machine, table, fig7, peer_runs, records, pattern_timings, 
     for n, row in fig7.items():
         lines.append(f"| {n} | " + " | ".join(f"{row[k][0]:.3f} ± {row[k][1]:.3f}"
                                               for k in ("M-Unet+DDML", "M-Unet+DDML+GC")) + " |")
-    lines += ["", "![Fig. 7](fig7.png) (written to the bench output folder)", "",
+    lines += ["", "The plot of this table is `fig7.png` in the bench's output folder.", "",
               f"Settings chosen on the validation volumes: graph cut {dataclasses.asdict(cut_params)}; "
               f"DDML {dataclasses.asdict(ddml_config)}.", "",
               "### Time and peak memory per stage", "", "| stage | time | peak RSS (process) |", "|---|---|---|"]
