@@ -7,10 +7,10 @@ network would compute for the whole section at once.  Tiles therefore meet
 without seams and need no blending, and the result does not depend on the tile
 size.  The outer fields of view read past the section border by reflection.
 
-Memory is the section, its pyramid (1/3 of the section), the probability, one
-band of tile rows and one batch of tiles.  Features go to a ``.npy`` file,
-returned memory-mapped, when a path is given or when they would be large
-(written band by band, so they never sit in memory whole).  On a CUDA out-of-memory error the tile
+Memory is the section, its pyramid (1/3 of the section), the probability and
+one batch of tiles.  Features go to a ``.npy`` file, returned memory-mapped,
+when a path is given or when they would be large; they are written tile by
+tile and never sit in memory whole.  On a CUDA out-of-memory error the tile
 batch halves and the run goes on.
 """
 
@@ -50,9 +50,10 @@ def default_tile(device: torch.device) -> Tuple[int, int]:
 def cpu_threads() -> int:
     """Torch intra-op threads for convolution work on the CPU.
 
-    On a 2-core machine two threads were up to 10x slower than one whenever
-    another process kept a core busy (spin-waiting OpenMP workers), and at best
-    1.2x faster when idle (benchmarks/bench_inference.py), so small machines use one.
+    On a 2-core machine with other processes busy, two threads ran 2.4-2.9x
+    slower than one (``benchmarks/bench_inference.py --threads``, small M-Unet,
+    1024x1024 section), and at best 1.2x faster when the machine was idle, so
+    machines with two cores or fewer use one.
     """
     return 1 if (os.cpu_count() or 1) <= 2 else torch.get_num_threads()
 
@@ -108,10 +109,10 @@ class SectionPredictor:
         section : numpy.ndarray
         prob_out : numpy.ndarray
             float32 ``(H, W)``, filled in place.
-        feat_out : numpy.ndarray or RowWriter or None
-            float16 ``(H, W, C)`` filled in place, or a writer that receives one
-            band of full rows at a time (so that features of a huge section
-            never sit in memory whole), or None for no features.
+        feat_out : numpy.ndarray or FeatureWriter or None
+            float16 ``(H, W, C)`` filled in place, or a writer that receives
+            tile by tile (so that the features of a huge section never sit in
+            memory whole), or None for no features.
         cancel : CancelToken, optional
         """
         if self.device.type == "cpu":
@@ -126,30 +127,26 @@ class SectionPredictor:
         geom = self._geometry(core)
         pyramid = multifov.build_pyramid(section, max(win.level for win in geom.windows) + 1)
         xs = tile_origins(w, core[1], self.align)
-        for y in tile_origins(h, core[0], self.align):
-            ye = min(h, y + core[0])
-            band = None
-            if isinstance(feat_out, np.ndarray):
-                band = feat_out[y:ye]
-            elif feat_out is not None:
-                band = np.empty((ye - y, w, self.channels), np.float16)
-            i = 0
-            while i < len(xs):
-                check(cancel)
-                group = xs[i:i + self.batch]
-                out = self._run(pyramid, geom, [(y, x) for x in group])
-                if out is None:  # out of GPU memory: try again with half the batch
+        anchors = [(y, x) for y in tile_origins(h, core[0], self.align) for x in xs]
+        i = 0
+        while i < len(anchors):
+            check(cancel)
+            group = anchors[i:i + self.batch]
+            out = self._run(pyramid, geom, group)
+            if out is None:  # out of GPU memory: try again with half the batch
+                continue
+            prob = torch.sigmoid(out.logit.float())[:, 0].cpu().numpy()
+            feats = None if feat_out is None else out.features.to(torch.float16).permute(0, 2, 3, 1).cpu().numpy()
+            for j, (y, x) in enumerate(group):
+                ye, xe = min(h, y + core[0]), min(w, x + core[1])
+                prob_out[y:ye, x:xe] = prob[j, :ye - y, :xe - x]
+                if feats is None:
                     continue
-                prob = torch.sigmoid(out.logit.float())[:, 0].cpu().numpy()
-                feats = None if band is None else out.features.to(torch.float16).permute(0, 2, 3, 1).cpu().numpy()
-                for j, x in enumerate(group):
-                    xe = min(w, x + core[1])
-                    prob_out[y:ye, x:xe] = prob[j, :ye - y, :xe - x]
-                    if feats is not None:
-                        band[:, x:xe] = feats[j, :ye - y, :xe - x]
-                i += len(group)
-            if band is not None and not isinstance(feat_out, np.ndarray):
-                feat_out.write(y, band)
+                if isinstance(feat_out, np.ndarray):
+                    feat_out[y:ye, x:xe] = feats[j, :ye - y, :xe - x]
+                else:
+                    feat_out.write(y, x, feats[j, :ye - y, :xe - x])
+            i += len(group)
 
     def _run(self, pyramid: Sequence[np.ndarray], geom: multifov.FovGeometry,
              anchors: Sequence[Tuple[int, int]]) -> Optional[NetOutput]:
@@ -184,22 +181,26 @@ def _as_array(image: Union[Volume, np.ndarray]) -> np.ndarray:
     return array
 
 
-class RowWriter:
-    """Writes bands of full rows of one section into a float16 ``(Z, Y, X, C)`` file.
+class FeatureWriter:
+    """Writes tiles of one section's features into a float16 ``(Z, Y, X, C)`` file.
 
-    Ordinary file writes, not a memory map: the pages go to the page cache,
-    not into the process, so a section's features need never be in memory whole.
+    Ordinary file writes, one per tile row, not a memory map: the pages go to
+    the page cache, not into the process, so a section's features are never in
+    memory whole.
     """
 
     def __init__(self, handle, offset: int, shape: Tuple[int, ...], section: int) -> None:
         self.handle = handle
-        self.row_bytes = int(np.prod(shape[2:])) * 2
-        self.base = offset + section * shape[1] * self.row_bytes
+        self.pixel_bytes = int(shape[3]) * 2
+        self.row_bytes = int(shape[2]) * self.pixel_bytes
+        self.base = offset + section * int(shape[1]) * self.row_bytes
 
-    def write(self, y: int, band: np.ndarray) -> None:
-        """Write ``band`` (rows ``y ..``, all columns) of this section."""
-        self.handle.seek(self.base + y * self.row_bytes)
-        self.handle.write(np.ascontiguousarray(band, dtype=np.float16).tobytes())
+    def write(self, y: int, x: int, block: np.ndarray) -> None:
+        """Write ``block`` ``(h, w, C)`` at rows ``y ..`` and columns ``x ..`` of this section."""
+        block = np.ascontiguousarray(block, dtype=np.float16)
+        for r in range(block.shape[0]):
+            self.handle.seek(self.base + (y + r) * self.row_bytes + x * self.pixel_bytes)
+            self.handle.write(block[r].tobytes())
 
 
 def _feature_file(shape: Tuple[int, ...], path: Optional[os.PathLike]):
@@ -281,7 +282,7 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
             for k, section in enumerate(sections, start=z0):
                 check(cancel)
                 report(progress, _STAGE, k / z, f"section {k + 1}/{z}")
-                out = feats[k] if feats is not None else RowWriter(handle, offset, shape, k)
+                out = feats[k] if feats is not None else FeatureWriter(handle, offset, shape, k)
                 predictor.predict(section, prob[k], out, cancel)
         if handle is not None:
             handle.flush()

@@ -9,7 +9,9 @@ use it:
 * each expert's heart probability ``p`` becomes the two-class map ``(p, 1-p)``,
   is cropped and upsampled onto the full-magnification region
   (:class:`multifov.Alignment`), optionally scaled by the expert's weight, and
-  the maps are concatenated;
+  the maps are concatenated (with ``expert_features``, together with each
+  expert's aligned last hidden layer: the small preset does this, because it
+  learns faster and gives richer features; AWMF-CNN passes the maps only);
 * an aggregating CNN (3x3 convs, BN, ELU) whose last hidden layer is the
   per-pixel *feature* (``feature_channels``, 32 by default) and whose final
   1x1 conv gives the heart logit;

@@ -470,7 +470,7 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
                     reason = "early stopping"
                     break
         done = it / options.max_iters if budget is None else max(it / options.max_iters, elapsed / budget)
-        report(progress, "training", done, f"step {it} loss {ema:.3f} val {best:.3f}")
+        report(progress, "training", done, f"step {it} loss {ema:.3f}" + (f" val {best:.3f}" if history else ""))
         if budget is not None and elapsed >= budget:
             reason = "time budget"
             break

@@ -90,7 +90,7 @@ def test_feature_writer_gives_the_same_features(tmp_path):
         handle.truncate(feats.nbytes)
         predictor = inference.SectionPredictor(model.net, torch.device("cpu"), 16, 2)
         for k in range(2):
-            predictor.predict(image[k], np.empty((40, 56), np.float32), inference.RowWriter(handle, 0, shape, k))
+            predictor.predict(image[k], np.empty((40, 56), np.float32), inference.FeatureWriter(handle, 0, shape, k))
     np.testing.assert_array_equal(np.fromfile(tmp_path / "raw", np.float16).reshape(shape), feats)
 
 

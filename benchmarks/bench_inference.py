@@ -1,8 +1,10 @@
 """Inference throughput and peak memory of the M-Unet / U-Net (tiled, probability + features).
 
 Each case runs in its own process so that its peak memory (``ru_maxrss``) is
-its own.  Weights are random (throughput does not depend on them); stain
-normalization is off.  Per case it reports megapixels per second, the
+its own.  Weights are random (throughput does not depend on them).  Sections
+are random pixels without stain normalization, or, with ``--stain``, a phantom
+section repeated over the area and normalized to the phantom's fitted stain
+(the whole inference path).  Per case it reports megapixels per second, the
 network's floating-point operations per output pixel (counted by
 ``torch.utils.flop_counter`` on one tile, halo included) and the rate they
 reach, and the peak resident memory.  With CUDA it also reports the peak GPU
@@ -13,7 +15,7 @@ Run from the repository root::
 
     python benchmarks/bench_inference.py [--configs small paper] [--archs munet unet]
         [--size H W] [--tile N] [--threads N] [--device auto]
-    python benchmarks/bench_inference.py --configs small --archs munet --size 5700 10000 --features-to-disk
+    python benchmarks/bench_inference.py --configs small --archs munet --size 5700 10000 --features-to-disk --stain
 
 ``--features-to-disk`` writes the features to a temporary ``.npy`` file (what a
 full-size section needs: 3.6 GB of float16 features for 5700 x 10000 pixels).
@@ -87,17 +89,28 @@ def child(args) -> dict:
     model = SegModel(config=config, net=net, stain=None, voxel_size=(1.0, 1.0, 1.0),
                      bank_features=np.zeros((0, 32), np.float32), bank_labels=np.zeros(0, np.uint8), device=device)
     h, w = args.size
-    rng = np.random.default_rng(0)
-    # Random texture in row blocks (a 5700 x 10000 section is 171 MB).
     section = np.empty((1, h, w, 3), np.uint8)
-    for y in range(0, h, 512):
-        section[0, y:y + 512] = rng.integers(0, 256, section[0, y:y + 512].shape, dtype=np.uint8)
+    if args.stain:
+        # A phantom section repeated over the area, normalized to the phantom's fitted stain.
+        from ScribbleSegLib import phantom, stain
+
+        vol = phantom.make_phantom(seed=0).image.array
+        model.stain = stain.fit_reference([vol]).to_dict()
+        tile_img = vol[vol.shape[0] // 2]
+        reps = (-(-h // tile_img.shape[0]), -(-w // tile_img.shape[1]), 1)
+        section[0] = np.tile(tile_img, reps)[:h, :w]
+        del vol
+    else:
+        rng = np.random.default_rng(0)
+        for y in range(0, h, 512):  # random texture in row blocks (a 5700 x 10000 section is 171 MB)
+            section[0, y:y + 512] = rng.integers(0, 256, section[0, y:y + 512].shape, dtype=np.uint8)
     default_core, default_batch = inference.default_tile(device)
     tile = args.tile or default_core
     predictor = inference.SectionPredictor(net, device, tile, default_batch)
     flops_px = _flops_per_pixel(net, predictor, section[0])
     # Warm up on a small crop (allocator, kernels), then time the whole section.
-    inference.predict_volume(model, section[:, :min(h, 2 * tile), :min(w, 2 * tile)], tile=tile, normalize=False)
+    inference.predict_volume(model, section[:, :min(h, 2 * tile), :min(w, 2 * tile)], tile=tile,
+                             normalize=args.stain)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -105,7 +118,7 @@ def child(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "features.npy") if args.features_to_disk else None
         t = time.perf_counter()
-        prob, feats = inference.predict_volume(model, section, tile=tile, normalize=False, feature_path=path)
+        prob, feats = inference.predict_volume(model, section, tile=tile, normalize=args.stain, feature_path=path)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t
@@ -116,7 +129,8 @@ def child(args) -> dict:
               "seconds": round(seconds, 2), "mpix_per_s": round(mpix / seconds, 4),
               "gflop_per_pixel": round(flops_px / 1e9, 6), "tflop_per_s": round(flops_px * h * w / seconds / 1e12, 4),
               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 3),
-              "rss_before_run_gb": round(rss_before / 1024, 3), "features_to_disk": bool(args.features_to_disk)}
+              "rss_before_run_gb": round(rss_before / 1024, 3), "features_to_disk": bool(args.features_to_disk),
+              "stain_normalization": bool(args.stain)}
     if device.type == "cuda":
         peak = _matmul_peak(device, torch.bfloat16, 8192, 20)
         result.update(gpu=torch.cuda.get_device_name(device),
@@ -146,6 +160,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: the library's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--features-to-disk", action="store_true")
+    parser.add_argument("--stain", action="store_true",
+                        help="tiled phantom sections with stain normalization instead of random pixels")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -166,6 +182,8 @@ def main() -> None:
                 cmd += ["--threads", str(args.threads)]
             if args.features_to_disk:
                 cmd.append("--features-to-disk")
+            if args.stain:
+                cmd.append("--stain")
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             result = json.loads(out.strip().splitlines()[-1])
             results.append(result)
