@@ -15,7 +15,7 @@ from .common import add_experiment_options, make_output_folder
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
-    add_experiment_options(parser, "scribbleseg-demo", 4.0)
+    add_experiment_options(parser, "scribbleseg-demo", 6.0)
 
 
 def run(args: argparse.Namespace) -> int:
