@@ -2,6 +2,8 @@
 
 import argparse
 
+from .common import add_device_option, add_image_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
@@ -15,15 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", choices=("small", "paper"), default="small",
                         help="network size: small trains on a CPU in minutes, paper is the published "
                              "size for a GPU (default: %(default)s)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where to train (default: %(default)s)")
+    add_device_option(parser)
     parser.add_argument("--val-images", nargs="+", default=[], metavar="IMAGE",
                         help="validation images for early stopping (default: every 5th training section)")
     parser.add_argument("--val-labels", nargs="+", default=[], metavar="LABEL", help="their labels")
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
-                        help="voxel size in mm (required for folders of sections; overrides a file's)")
-    parser.add_argument("--downsample", type=int, default=1, metavar="N",
-                        help="in-plane reduction of the images on reading (default: %(default)s)")
+    add_image_options(parser)
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="time budget of the optimisation (default: 6 for --config small, none for paper)")
     parser.add_argument("--max-iters", type=int, default=None,
