@@ -98,7 +98,7 @@ class DDMLConfig:
     steps: int = 400
     batch_size: int = 512
     pool_size: int = 20000
-    scribble_share: float = 0.2
+    scribble_share: float = 0.05
     head_steps: int = 200
     head_lr: float = 0.05
     head_weight_decay: float = 0.0

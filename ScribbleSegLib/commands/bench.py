@@ -66,7 +66,7 @@ def _tune(val, val_scribbles, outputs, munet, seed, log):
 
 
 #: DDML variants tried on the validation volumes (changes to the defaults).
-DDML_VARIANTS = ({"scribble_share": 0.05}, {"scribble_share": 0.5}, {"tau": 3.0})
+DDML_VARIANTS = ({"scribble_share": 0.2}, {"scribble_share": 0.5}, {"tau": 3.0})
 #: Factors applied to the default gamma, sigma and delta on the validation volumes.
 CUT_GRID = ((0.25, 0.5, 1.0, 2.0), (0.5, 0.75, 1.0, 1.5), (0.5, 1.0, 2.0))
 
