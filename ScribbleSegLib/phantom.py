@@ -570,13 +570,18 @@ def _tissue_sections(tissue: np.ndarray, exclude: Sequence[int]) -> np.ndarray:
     return np.setdiff1d(np.flatnonzero(area > 0.05), np.asarray(exclude, int))
 
 
-def _add_folds(conc: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, count: int, r: float,
-               exclude: Sequence[int] = ()) -> List[int]:
-    """Fold a flap of tissue over itself on ``count`` sections: a band of doubled OD."""
+def _pick_sections(tissue: np.ndarray, rng: np.random.Generator, count: int, exclude: Sequence[int]) -> List[int]:
+    """Up to ``count`` distinct sections with enough tissue, not in ``exclude``, in order."""
     candidates = _tissue_sections(tissue, exclude)
     if count <= 0 or candidates.size == 0:
         return []
-    chosen = sorted(int(k) for k in rng.choice(candidates, min(count, candidates.size), replace=False))
+    return sorted(int(k) for k in rng.choice(candidates, min(count, candidates.size), replace=False))
+
+
+def _add_folds(conc: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, count: int, r: float,
+               exclude: Sequence[int] = ()) -> List[int]:
+    """Fold a flap of tissue over itself on ``count`` sections: a band of doubled OD."""
+    chosen = _pick_sections(tissue, rng, count, exclude)
     _, Y, X = tissue.shape
     yy, xx = np.mgrid[0:Y, 0:X].astype(np.float32)
     for k in chosen:
@@ -598,10 +603,7 @@ def _add_folds(conc: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, c
 def _add_tears(conc: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, count: int, r: float,
                exclude: Sequence[int] = ()) -> List[int]:
     """Crack ``count`` sections: thin wandering white lines through the tissue."""
-    candidates = _tissue_sections(tissue, exclude)
-    if count <= 0 or candidates.size == 0:
-        return []
-    chosen = sorted(int(k) for k in rng.choice(candidates, min(count, candidates.size), replace=False))
+    chosen = _pick_sections(tissue, rng, count, exclude)
     _, Y, X = tissue.shape
     for k in chosen:
         ys, xs = np.nonzero(tissue[k])
