@@ -569,7 +569,10 @@ class WorkerProcess:
     python : str, optional
         The interpreter to run (``PythonSlicer`` inside Slicer); default ``sys.executable``.
     pythonpath : sequence of str
-        Folders put in front of ``PYTHONPATH`` so that ``ScribbleSegLib`` is importable.
+        Folders put in front of ``PYTHONPATH``.  The folder that holds this
+        ``ScribbleSegLib`` always follows them, so the child runs the same
+        package as its parent, installed or not (a source checkout, Slicer's
+        module folder).
     env : dict, optional
         Base environment (default ``os.environ``).
     cwd : path, optional
@@ -583,7 +586,10 @@ class WorkerProcess:
                  cwd: Optional[Union[str, os.PathLike]] = None, tail: int = 40) -> None:
         self.request = Path(request)
         self.python = python or sys.executable
+        own_root = str(Path(__file__).resolve().parent.parent)
         self.pythonpath = [str(p) for p in pythonpath]
+        if own_root not in self.pythonpath:
+            self.pythonpath.append(own_root)
         self.env = dict(os.environ if env is None else env)
         self.cwd = str(cwd) if cwd is not None else str(self.request.resolve().parent)
         self.result: Optional[Event] = None
