@@ -13,8 +13,10 @@ Vahadane et al. (IEEE TMI 2016) normalization, as implemented here:
    :func:`order_stains`).
 3. Per-pixel stain concentrations by non-negative least squares, or non-negative
    lasso with ``lasso_lambda`` (0.01).
-4. Concentrations are scaled so that their 99th percentile over tissue matches the
-   target's, then recomposed with the target's stain matrix.
+4. Concentrations are scaled so that their 99th percentile over tissue (near-saturated
+   pixels left out: ink, thick folds) matches the target's, then recomposed with the
+   target's stain matrix.  A tissue whose two fitted stain vectors are too close to
+   tell apart (a pale-eosin tile) uses the target's stain vectors, with a warning.
 
 With two stains every per-pixel problem in steps 2 and 3 is a 2-variable
 non-negative quadratic program, which :func:`_solve_concentrations` solves exactly
@@ -48,6 +50,11 @@ _TABLE_MIN_PIXELS = 1 << 25
 
 #: Percentile of the tissue concentrations that is matched to the target's.
 _PERCENTILE = 99.0
+
+#: Pixels this dark or darker in every channel (OD above about 2.1 in red, green and blue) are
+#: near-saturated, near-black: ink, thick folds, debris.  No H&E mix is that dark in blue, so
+#: they are kept out of the stain fit and the concentration percentile.
+_SATURATED_RGB = 30
 
 _STAGE = "stain normalization"
 _log = logging.getLogger(__name__)
@@ -291,6 +298,7 @@ class VahadaneNormalizer:
         mask: Optional[np.ndarray] = None,
         max_pixels: int = 50_000,
         seed: int = 0,
+        fallback_stains: Optional[np.ndarray] = None,
     ) -> "VahadaneNormalizer":
         """Estimate the stain matrix and concentration percentiles of ``rgb``.
 
@@ -304,6 +312,10 @@ class VahadaneNormalizer:
             Learn from at most this many randomly chosen tissue pixels.
         seed : int
             Seed of that random choice; equal inputs and seed give equal fits.
+        fallback_stains : ndarray (2, 3), optional
+            Stain vectors to use, with a one-line logged warning, when the two
+            fitted vectors are closer than :data:`MAX_STAIN_COSINE` (a pale-eosin
+            tile, say); without it such tissue is refused.
 
         Returns
         -------
@@ -315,7 +327,7 @@ class VahadaneNormalizer:
         ScribbleSegError
             If fewer than :data:`MIN_TISSUE_PIXELS` tissue pixels remain (an empty,
             white image), or if the tissue holds no two distinct stains (a grey or
-            single-stain image).
+            single-stain image) and no ``fallback_stains`` were given.
         """
         rgb = _check_rgb(rgb)
         _check_max_pixels(max_pixels)
@@ -331,23 +343,32 @@ class VahadaneNormalizer:
         rng = np.random.default_rng(seed)
         if len(pixels) > max_pixels:
             pixels = pixels[rng.choice(len(pixels), size=max_pixels, replace=False)]
-        self._fit_pixels(pixels)
+        self._fit_pixels(pixels, fallback_stains)
         return self
 
-    def _fit_pixels(self, pixels: np.ndarray) -> None:
+    def _fit_pixels(self, pixels: np.ndarray, fallback_stains: Optional[np.ndarray] = None) -> None:
         """Fit on tissue pixels (N, 3) uint8; raise ScribbleSegError if they do not allow it."""
         if len(pixels) < MIN_TISSUE_PIXELS:
             raise ScribbleSegError(
                 f"stain normalization: only {len(pixels)} tissue pixels (darker than lightness "
                 f"{self.luminosity_threshold}), need {MIN_TISSUE_PIXELS}; is the image empty or white?"
             )
+        # Near-saturated pixels (ink, thick folds) fit neither stain: leave them out of both the
+        # dictionary and the percentile, as long as enough tissue remains.
+        clean = _unsaturated(pixels)
+        if clean.sum() >= MIN_TISSUE_PIXELS:
+            pixels = pixels[clean]
         stains = learn_stains(_OD_LUT[pixels], self.dictionary_lambda)
         cosine = float(stains[0] @ stains[1])
         if cosine > MAX_STAIN_COSINE:
-            raise ScribbleSegError(
-                f"stain normalization: the tissue shows one stain, not two (stain vectors at cosine "
-                f"{cosine:.3f}); is the image grey or single-stained?"
-            )
+            if fallback_stains is None:
+                raise ScribbleSegError(
+                    f"stain normalization: the tissue shows one stain, not two (stain vectors at cosine "
+                    f"{cosine:.3f}); is the image grey or single-stained?"
+                )
+            _log.warning("stain normalization: the two stains are hard to tell apart here (cosine %.3f); "
+                         "using the reference stain vectors", cosine)
+            stains = np.asarray(fallback_stains, dtype=np.float64).reshape(2, 3)
         self.stain_matrix = stains
         with torch_threads(1):
             conc = self._concentrations_of(pixels)
@@ -490,6 +511,16 @@ class VahadaneNormalizer:
         return f"VahadaneNormalizer(H={h}, E={e}, max_c={np.round(self.max_concentrations, 3).tolist()})"
 
 
+def _unsaturated(pixels: np.ndarray) -> np.ndarray:
+    """Mask of the tissue pixels (N, 3) uint8 that may set the concentration percentile.
+
+    Near-saturated pixels (every channel at or below :data:`_SATURATED_RGB`) are ink,
+    thick folds and debris: a share of 1-2 % of them would otherwise set the 99th
+    percentile and render the whole image pale.
+    """
+    return pixels.max(axis=1) > _SATURATED_RGB
+
+
 def _stain_projection(pixels: torch.Tensor, stains: torch.Tensor) -> torch.Tensor:
     """``OD @ stains.T`` (N, 2) of uint8 pixels (N, 3), written elementwise (tiling-exact)."""
     od = torch.as_tensor(_OD_LUT)[pixels.long()]
@@ -589,11 +620,11 @@ def _settings(norm: VahadaneNormalizer) -> dict:
 
 
 def _fit_sections(sections: Sequence[np.ndarray], settings: dict, downsample: int, max_pixels: int,
-                  seed: int) -> VahadaneNormalizer:
+                  seed: int, fallback_stains: Optional[np.ndarray] = None) -> VahadaneNormalizer:
     norm = VahadaneNormalizer(**settings)
     pixels = _sample_pixels(sections, downsample, norm.luminosity_threshold, max_pixels,
                             np.random.default_rng(seed))
-    norm._fit_pixels(pixels)
+    norm._fit_pixels(pixels, fallback_stains)
     return norm
 
 
@@ -734,7 +765,9 @@ def normalize_volume(
     chosen = [volume[i] for i in _spread(sections, n_sections)]
     _progress.report(progress, _STAGE, 0.0, "fitting the volume's stain")
     try:
-        volume_stain: Optional[VahadaneNormalizer] = _fit_sections(chosen, settings, downsample, max_pixels, seed)
+        # Stain vectors too close to tell apart (pale eosin) fall back to the target's, with a message.
+        volume_stain: Optional[VahadaneNormalizer] = _fit_sections(chosen, settings, downsample, max_pixels, seed,
+                                                                   fallback_stains=target.stain_matrix)
     except ScribbleSegError as exc:
         volume_stain = None
         if not per_section:

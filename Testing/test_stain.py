@@ -273,3 +273,56 @@ def test_fit_reference_samples_sections_of_several_images(target_b):
     assert np.allclose(ref.max_concentrations, target_b.max_concentrations, rtol=0.1)
     with pytest.raises(ScribbleSegError, match="no reference images"):
         stain.fit_reference([])
+
+
+def test_a_little_ink_does_not_set_the_concentration_percentile(image_a):
+    rgb, conc = image_a
+    clean = stain.VahadaneNormalizer().fit(rgb)
+    inked = rgb.copy()
+    rng = np.random.default_rng(5)
+    # 2 % of the pixels are ink: near-black, as on a real slide's pen marks.
+    spots = rng.random(rgb.shape[:2]) < 0.02
+    inked[spots] = rng.integers(0, 12, (int(spots.sum()), 3))
+    fitted = stain.VahadaneNormalizer().fit(inked)
+    np.testing.assert_allclose(fitted.max_concentrations, clean.max_concentrations, rtol=0.05)
+    # Without the outlier rule the ink would have moved the percentile far (the point of the rule).
+    conc_all = fitted._concentrations_of(inked[stain.tissue_mask(inked)])
+    assert np.percentile(conc_all, 99.0, axis=0).max() > 1.3 * clean.max_concentrations.max()
+
+
+def _pale_eosin_image(seed=3):
+    # Real H&E vectors with a tenth of the eosin: the fitted vectors come out at cosine ~0.995.
+    conc = concentrations((128, 128), seed=seed)
+    conc[..., 1] *= 0.1
+    return render(conc, STAIN_A)
+
+
+@pytest.fixture(scope="module")
+def reference_a():
+    return stain.VahadaneNormalizer().fit(render(concentrations((256, 256), seed=6), STAIN_A))
+
+
+def test_close_stain_vectors_fall_back_to_the_reference_with_one_line(reference_a, target_b, caplog):
+    rgb = _pale_eosin_image()
+    with pytest.raises(ScribbleSegError, match="one stain"):
+        stain.VahadaneNormalizer().fit(rgb)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib.stain"):
+        source = stain.VahadaneNormalizer().fit(rgb, fallback_stains=reference_a.stain_matrix)
+    assert np.array_equal(source.stain_matrix, reference_a.stain_matrix)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "reference stain vectors" in lines[0] and "\n" not in lines[0]
+    assert source.max_concentrations[1] > 0, "the faint eosin is still measured"
+    out = source.transform(rgb, target_b)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+
+
+def test_normalize_volume_normalizes_a_pale_eosin_stack(reference_a, caplog):
+    volume = np.stack([_pale_eosin_image(seed) for seed in (3, 4)])
+    with caplog.at_level("WARNING", logger="ScribbleSegLib.stain"):
+        out = stain.normalize_volume(volume, reference_a, fit_downsample=1, per_section=False)
+    assert any("reference stain vectors" in r.getMessage() for r in caplog.records)
+    # The pale eosin is brought up to the reference's strength: the stack gets redder.
+    assert not np.array_equal(out, volume), "the stack was mapped, not left as it was"
+    tissue = stain.tissue_mask(volume)
+    assert out[..., 0][tissue].mean() - out[..., 1][tissue].mean() > \
+        volume[..., 0][tissue].mean() - volume[..., 1][tissue].mean() + 5
