@@ -128,6 +128,20 @@ class PhantomConfig:
         Number of lost or twice-imaged sections (each chosen at random).
     noise : float
         Standard deviation of the per-pixel OD noise.
+    zoom : float
+        Magnification of the anatomy in pixels: 1 fills the field of view with the
+        body; 1.25 shows it 1.25 times larger (cropped at the edges), as a scan at
+        a higher magnification would.  Give ``spacing`` the matching pixel size.
+    hematoxylin_od, eosin_od : (3,) float
+        Centre of the per-volume variation of the stain OD vectors.
+    intensity : (2,) float
+        Mean haematoxylin and eosin strength (1 = the reference staining).
+    striation, grain, nuclear_density : float
+        Factors on the muscle striation, the cytoplasm grain and the nucleus
+        density of every tissue (textures that differ between labs and ages).
+    bubbles, debris : int
+        Number of air bubbles (pale discs with a dark rim) and of specks of dark
+        debris in the whole stack; the label is unchanged under them.
 
     Notes
     -----
@@ -149,6 +163,15 @@ class PhantomConfig:
     folds: int = 2
     skipped_sections: int = 1
     noise: float = 0.02
+    zoom: float = 1.0
+    hematoxylin_od: Tuple[float, float, float] = HEMATOXYLIN_OD
+    eosin_od: Tuple[float, float, float] = EOSIN_OD
+    intensity: Tuple[float, float] = (1.0, 1.0)
+    striation: float = 1.0
+    grain: float = 1.0
+    nuclear_density: float = 1.0
+    bubbles: int = 0
+    debris: int = 0
 
     def validate(self) -> None:
         """Raise :class:`ScribbleSegError` if a value is out of range."""
@@ -169,9 +192,47 @@ class PhantomConfig:
             raise ScribbleSegError(f"phantom heart_scale must be in [0.3, 1.5], got {self.heart_scale!r}")
         if not float(self.nucleus_px) > 0:
             raise ScribbleSegError(f"phantom nucleus_px must be > 0, got {self.nucleus_px!r}")
-        for name in ("tears", "folds", "skipped_sections"):
+        for name in ("zoom", "striation", "grain", "nuclear_density"):
+            if not float(getattr(self, name)) > 0:
+                raise ScribbleSegError(f"phantom {name} must be > 0, got {getattr(self, name)!r}")
+        for name, n in (("hematoxylin_od", 3), ("eosin_od", 3), ("intensity", 2)):
+            value = getattr(self, name)
+            if len(value) != n or not all(float(v) >= 0 for v in value) or not any(float(v) > 0 for v in value):
+                raise ScribbleSegError(f"phantom {name} must be {n} non-negative numbers, not all 0, got {value!r}")
+        for name in ("tears", "folds", "skipped_sections", "bubbles", "debris"):
             if int(getattr(self, name)) < 0:
                 raise ScribbleSegError(f"phantom {name} must be >= 0, got {getattr(self, name)!r}")
+
+
+#: Phantom families: embryos as two labs would section, stain and scan them.  ``"a"`` is the
+#: default; ``"b"`` differs the way real labs differ: other stain vectors (a bluer haematoxylin,
+#: a more orange eosin) and strengths, a younger embryo (a larger heart relative to the body),
+#: a 1.3x higher scan magnification (finer pixels, bigger objects in pixels), other textures
+#: (fainter striation, coarser grain, denser nuclei), more tears and folds, air bubbles and debris.
+FAMILIES: Dict[str, PhantomConfig] = {
+    "a": PhantomConfig(),
+    "b": PhantomConfig(spacing=(0.0154, 0.0154, 0.03), zoom=1.3, nucleus_px=1.45, heart_scale=1.15,
+                       mimicry=0.8, pericardial_space=0.09, hematoxylin_od=(0.56, 0.72, 0.41),
+                       eosin_od=(0.21, 0.80, 0.56), intensity=(0.85, 1.3), striation=0.5, grain=1.5,
+                       nuclear_density=1.4, tears=6, folds=4, skipped_sections=2, misalignment_px=2.5,
+                       noise=0.03, bubbles=4, debris=40),
+}
+
+
+def family_config(family: str = "a", shape: Optional[Sequence[int]] = None) -> PhantomConfig:
+    """The :class:`PhantomConfig` of a phantom family, optionally with another shape.
+
+    Examples
+    --------
+    >>> family_config("b", shape=(16, 64, 64)).zoom
+    1.3
+    """
+    if family not in FAMILIES:
+        raise ScribbleSegError(f"phantom family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    config = FAMILIES[family]
+    if shape is not None:
+        config = dataclasses.replace(config, shape=tuple(int(s) for s in shape))
+    return config
 
 
 @dataclass
@@ -446,7 +507,8 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
     levels -= (levels[-1] - (Z - 1)) / 2  # keep the stack centred on the body
 
     # Body coordinates of every voxel: rotation of the body relative to the stack, section misalignment.
-    half_fov = min(X * sx, Y * sy) / 2
+    # Body units are half the field of view at zoom 1; a zoom > 1 shows fewer body units per pixel.
+    half_fov = min(X * sx, Y * sy) / 2 * float(cfg.zoom)
     tilt = _rotation((*rng_geo.standard_normal(2), 0.0), np.deg2rad(rng_geo.uniform(0, cfg.max_tilt_deg)))
     spin = _rotation((0, 0, 1), np.deg2rad(rng_geo.uniform(-cfg.max_spin_deg, cfg.max_spin_deg)))
     rot = (spin @ tilt).astype(np.float32)
@@ -471,7 +533,7 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
     tissue, label = _paint_anatomy(_Body(p, noise), rng_anat, cfg)
     del p, noise
 
-    stains = _random_stains(rng_stain, cfg.stain_variation)
+    stains = _random_stains(rng_stain, cfg)
     conc = _concentrations(tissue, rng_tex, cfg, stains["intensity"])
     repeated = [i for i, k in skips if k == "repeated"]
     info: Dict = {"seed": int(seed), "stains": {k: np.asarray(v).round(4).tolist() for k, v in stains.items()},
@@ -485,8 +547,13 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
         tissue[index] = tissue[index - 1]
         label[index] = label[index - 1]
 
+    dark = np.zeros(tissue.shape, np.float32)
+    info["bubbles"] = _add_bubbles(conc, dark, tissue, rng_art, cfg.bubbles, cfg.nucleus_px)
+    info["debris"] = _add_debris(dark, rng_art, cfg.debris, cfg.nucleus_px)
     od = conc[0][..., None] * np.asarray(stains["hematoxylin"], np.float32)
     od += conc[1][..., None] * np.asarray(stains["eosin"], np.float32)
+    od += dark[..., None] * np.float32(_DARK_OD)[None, None, None, :]
+    del dark
     od += np.float32(_GLASS_OD)
     if cfg.noise > 0:
         od += rng_tex.normal(0, cfg.noise, od.shape).astype(np.float32)
@@ -506,15 +573,17 @@ def _plan_skips(rng: np.random.Generator, n_sections: int, count: int) -> List[T
     return [(k, "lost" if rng.random() < 0.5 else "repeated") for k in picks]
 
 
-def _random_stains(rng: np.random.Generator, variation: float) -> Dict[str, np.ndarray]:
+def _random_stains(rng: np.random.Generator, cfg: PhantomConfig) -> Dict[str, np.ndarray]:
     """Per-volume stain OD vectors (unit length) and concentration scales."""
+    variation = cfg.stain_variation
+
     def jitter(vector, amount):
         v = np.asarray(vector) + rng.normal(0, amount * variation, 3)
         v = np.maximum(v, 0.02)
         return v / np.linalg.norm(v)
 
-    return {"hematoxylin": jitter(HEMATOXYLIN_OD, 0.05), "eosin": jitter(EOSIN_OD, 0.08),
-            "intensity": np.exp(rng.normal(0, 0.18 * variation, 2))}
+    return {"hematoxylin": jitter(cfg.hematoxylin_od, 0.05), "eosin": jitter(cfg.eosin_od, 0.08),
+            "intensity": np.asarray(cfg.intensity, float) * np.exp(rng.normal(0, 0.18 * variation, 2))}
 
 
 def _concentrations(tissue: np.ndarray, rng: np.random.Generator, cfg: PhantomConfig,
@@ -523,6 +592,9 @@ def _concentrations(tissue: np.ndarray, rng: np.random.Generator, cfg: PhantomCo
     table = _appearance_table(cfg.mimicry)
     shape = tissue.shape
     r = float(cfg.nucleus_px)
+    table[:, 2] *= np.float32(cfg.nuclear_density)
+    table[:, 4] *= np.float32(cfg.striation)
+    table[:, 5] *= np.float32(cfg.grain)
     h_base, e_base, density, nuc_h, striation, grain, rbc = (table[:, c][tissue] for c in range(7))
 
     # Nuclei: random seeds at a tissue-dependent density, blurred into blobs of radius ~r.
@@ -618,6 +690,38 @@ def _add_tears(conc: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, c
         tissue[k][mask] = Tissue.EMPTY
     return chosen
 
+
+
+#: OD of the rim of a bubble and of debris: dark grey-brown, neither stain.
+_DARK_OD = np.array([0.55, 0.62, 0.70], np.float32)
+
+
+def _add_bubbles(conc: np.ndarray, dark: np.ndarray, tissue: np.ndarray, rng: np.random.Generator, count: int,
+                 r: float) -> List[int]:
+    """Air bubbles under the cover slip: a pale disc (the tissue seen faintly) with a dark rim."""
+    chosen = _pick_sections(tissue, rng, count, ())
+    _, Y, X = tissue.shape
+    yy, xx = np.mgrid[0:Y, 0:X].astype(np.float32)
+    for k in chosen:
+        ys, xs = np.nonzero(tissue[k])
+        pick = rng.integers(ys.size)
+        radius = rng.uniform(0.05, 0.12) * min(Y, X)
+        d = np.hypot(yy - ys[pick], xx - xs[pick])
+        conc[:, k][:, d < radius] *= np.float32(0.35)
+        dark[k] += np.clip(1.0 - np.abs(d - radius) / max(1.0, 0.8 * r), 0, 1).astype(np.float32)
+    return chosen
+
+
+def _add_debris(dark: np.ndarray, rng: np.random.Generator, count: int, r: float) -> int:
+    """Specks of dark debris anywhere on the slides, a few nuclei across."""
+    Z, Y, X = dark.shape
+    if count <= 0:
+        return 0
+    specks = np.zeros(dark.shape, np.float32)
+    specks[rng.integers(Z, size=count), rng.integers(Y, size=count), rng.integers(X, size=count)] = 1.0
+    sigma = 1.5 * max(r, 1.0)
+    dark += np.minimum(_blur_sections(specks, sigma) * np.float32(2 * np.pi * sigma ** 2 * 0.8), 1.5)
+    return int(count)
 
 
 # --- a set of volumes on disk ---------------------------------------------------------------------------------

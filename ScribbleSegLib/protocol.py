@@ -35,15 +35,11 @@ class Outputs:
     unet_probability: np.ndarray
 
 
-def make_volumes(n: int, seed: int = 0, shape: Optional[Sequence[int]] = None) -> list:
-    """Phantom volumes ``seed * 100 + i`` for i < n, as ``scribbleseg phantom`` writes them."""
-    import dataclasses
-
+def make_volumes(n: int, seed: int = 0, shape: Optional[Sequence[int]] = None, family: str = "a") -> list:
+    """Phantom volumes ``seed * 100 + i`` for i < n of a family, as ``scribbleseg phantom`` writes them."""
     from . import phantom
 
-    config = phantom.PhantomConfig()
-    if shape is not None:
-        config = dataclasses.replace(config, shape=tuple(shape))
+    config = phantom.family_config(family, shape)
     return [phantom.make_phantom(seed=seed * 100 + i, config=config) for i in range(n)]
 
 

@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed; volume i is made with seed S*100+i, as in 'scribbleseg bench' (default 0)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
                         help="sections, rows, columns (default 64 192 192)")
+    parser.add_argument("--family", default="a", choices=("a", "b"),
+                        help="phantom family: a (default) or b, another lab's stain, scale, anatomy and artefacts")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -21,12 +23,12 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..errors import ScribbleSegError
-    from ..phantom import PhantomConfig, write_phantom_set
+    from ..phantom import family_config, write_phantom_set
     from ..progress import TqdmProgress
 
     if args.volumes < 1:
         raise ScribbleSegError(f"--volumes {args.volumes}: must be at least 1")
-    config = PhantomConfig()
+    config = family_config(args.family)
     if args.shape is not None:
         config = dataclasses.replace(config, shape=tuple(args.shape))
         try:
