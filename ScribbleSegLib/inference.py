@@ -219,6 +219,7 @@ def _feature_file(shape: Tuple[int, ...], path: Optional[os.PathLike]):
 def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[str] = None,
                    tile: Optional[int] = None, batch: Optional[int] = None, normalize: bool = True,
                    feature_path: Optional[Union[str, os.PathLike]] = None,
+                   scale: Tuple[float, float] = (1.0, 1.0),
                    progress: Optional[ProgressCallback] = None,
                    cancel: Optional[CancelToken] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Heart probability and per-pixel features of every section of a volume.
@@ -240,6 +241,10 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
         Render the sections in the model's reference stain first (when the model has one).
     feature_path : path, optional
         Write the features to this ``.npy`` file (atomically) and return it memory-mapped.
+    scale : (float, float)
+        ``(y, x)`` factors by which each section is resized before the network, so
+        that its pixels have the size the network was trained on (see
+        :func:`network_scale`); the outputs are resized back to the section's grid.
     progress, cancel
         See :mod:`progress`.
 
@@ -251,6 +256,9 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
         float16 ``(Z, Y, X, C)``; a read-only memory map of ``feature_path`` when given.
     """
     array = _as_array(image)
+    scale = tuple(float(f) for f in scale)
+    if len(scale) != 2 or not all(0.05 <= f <= 20 for f in scale):
+        raise ScribbleSegError(f"scale must be two factors (y, x) between 0.05 and 20, got {scale!r}")
     dev = resolve_device(device) if device is not None else model.device
     net = model.net
     if next(net.parameters()).device != dev:
@@ -283,7 +291,10 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
                 check(cancel)
                 report(progress, _STAGE, k / z, f"section {k + 1}/{z}")
                 out = feats[k] if feats is not None else FeatureWriter(handle, offset, shape, k)
-                predictor.predict(section, prob[k], out, cancel)
+                if scale == (1.0, 1.0):
+                    predictor.predict(section, prob[k], out, cancel)
+                else:
+                    _predict_rescaled(predictor, section, scale, prob[k], out, cancel)
         if handle is not None:
             handle.flush()
             if feature_path is None:
@@ -292,6 +303,76 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
     if feature_path is not None:
         feats = np.load(feature_path, mmap_mode="r")
     return prob, feats
+
+
+def network_scale(image_spacing_xy: Sequence[float], model_spacing_xy: Sequence[float],
+                  tolerance: float = 0.05) -> Tuple[float, float]:
+    """``(y, x)`` factors that bring a stack's pixels to the size the network was trained on.
+
+    1 where the sizes agree within ``tolerance`` (relative), so a stack scanned like
+    the training data is never resampled.
+
+    Examples
+    --------
+    >>> network_scale((0.0154, 0.0154), (0.02, 0.02))
+    (0.77, 0.77)
+    >>> network_scale((0.0202, 0.02), (0.02, 0.02))
+    (1.0, 1.0)
+    """
+    factors = []
+    for image_mm, model_mm in zip(image_spacing_xy[::-1], model_spacing_xy[::-1]):
+        ratio = float(image_mm) / float(model_mm)
+        factors.append(1.0 if abs(ratio - 1.0) <= tolerance else ratio)
+    return factors[0], factors[1]
+
+
+def _resize(block: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(N, C, H, W)`` float, with antialiasing when shrinking."""
+    shrink = size[0] < block.shape[-2] or size[1] < block.shape[-1]
+    return torch.nn.functional.interpolate(block, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def _predict_rescaled(predictor: "SectionPredictor", section: np.ndarray, scale: Tuple[float, float],
+                      prob_out: np.ndarray, feat_out, cancel: Optional[CancelToken]) -> None:
+    """Run the network on the section resized by ``scale`` and resize its outputs back."""
+    rows, cols = section.shape[:2]
+    small = (max(1, int(round(rows * scale[0]))), max(1, int(round(cols * scale[1]))))
+    with torch.inference_mode():
+        rgb = torch.from_numpy(np.ascontiguousarray(section)).permute(2, 0, 1)[None].float()
+        resized = _resize(rgb, small).round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    prob_small = np.empty(small, np.float32)
+    feat_small = np.empty(small + (predictor.channels,), np.float16)
+    predictor.predict(np.ascontiguousarray(resized), prob_small, feat_small, cancel)
+    with torch.inference_mode():
+        prob_out[...] = _resize(torch.from_numpy(prob_small)[None, None], (rows, cols))[0, 0].numpy()
+        # Back to the section's grid in bands of rows, so the full-size float32 copy is never whole.
+        band = max(1, (1 << 22) // max(1, cols * predictor.channels))
+        feats = torch.from_numpy(feat_small).permute(2, 0, 1)[None].float()
+        full = _resize(feats, (rows, cols)) if rows * cols * predictor.channels <= (1 << 26) else None
+        for y0 in range(0, rows, band):
+            y1 = min(rows, y0 + band)
+            if full is not None:
+                part = full[0, :, y0:y1]
+            else:  # rows y0:y1 of the bilinear resize, from the small rows that feed them
+                s0 = max(0, int(np.floor((y0 + 0.5) / rows * small[0] - 0.5)) - 1)
+                s1 = min(small[0], int(np.ceil((y1 - 0.5) / rows * small[0] - 0.5)) + 2)
+                part = _resize_rows(feats[:, :, s0:s1], s0, small[0], rows, y0, y1, cols)
+            block = part.permute(1, 2, 0).numpy().astype(np.float16)
+            if isinstance(feat_out, np.ndarray):
+                feat_out[y0:y1] = block
+            else:
+                feat_out.write(y0, 0, block)
+
+
+def _resize_rows(src: torch.Tensor, s0: int, n_small: int, rows: int, y0: int, y1: int, cols: int) -> torch.Tensor:
+    """Rows ``y0:y1`` of a bilinear resize of ``n_small`` rows to ``rows``, from source rows ``s0:``."""
+    y = (torch.arange(y0, y1, dtype=torch.float32) + 0.5) * n_small / rows - 0.5
+    y = y.clamp(0, n_small - 1)
+    lo = y.floor().long().clamp(max=n_small - 1)
+    hi = (lo + 1).clamp(max=n_small - 1)
+    w = (y - lo.float())[None, :, None]
+    src = torch.nn.functional.interpolate(src, size=(src.shape[2], cols), mode="bilinear", align_corners=False)[0]
+    return src[:, lo - s0] * (1 - w) + src[:, hi - s0] * w
 
 
 def _target_stain(model):

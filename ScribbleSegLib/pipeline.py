@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -44,6 +44,11 @@ class SegmentResult:
         Whether the M-Unet outputs came from the cache.
     timings : dict
         Seconds per stage.
+    warnings : list of str
+        One line each: what the user should know about this run (spacing far from the
+        model's, scribbles that give little to learn from, ...).
+    suggestions : list of Suggestion
+        Sections where another stroke would help most, best first (see :mod:`suggest`).
     """
 
     labels: np.ndarray
@@ -52,6 +57,8 @@ class SegmentResult:
     method: str
     features_cached: bool = False
     timings: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    suggestions: list = field(default_factory=list)
 
 
 def as_model(model, device: str = "auto"):
@@ -63,8 +70,40 @@ def as_model(model, device: str = "auto"):
     return model
 
 
+#: Stacks whose pixel size differs from the model's by more than this factor (either way) are not
+#: resampled: such a spacing is more likely missing or wrong (1 mm) than a real scan.
+MAX_RESAMPLING = 4.0
+
+
+def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Optional[List[str]] = None
+                  ) -> Tuple[float, float]:
+    """``(y, x)`` factors that bring the stack's pixels to the model's training pixel size.
+
+    A stack without a spacing, or with one more than :data:`MAX_RESAMPLING` times off
+    the model's, runs at its own pixel scale, and a one-line warning goes to ``warnings``.
+    """
+    from .inference import network_scale as factors
+
+    model_xy = tuple(float(v) for v in getattr(model, "voxel_size", (1.0, 1.0, 1.0))[:2])
+    if model_xy == (1.0, 1.0):  # a model that never knew its training pixel size
+        return 1.0, 1.0
+    if spacing_xy is None:
+        if warnings is not None:
+            warnings.append(f"the stack has no pixel size; the model was trained at {model_xy[0]:g} mm per pixel, "
+                            "so results may be poor if the scales differ (give the spacing)")
+        return 1.0, 1.0
+    scale = factors(spacing_xy, model_xy)
+    if max(max(f, 1.0 / f) for f in scale) > MAX_RESAMPLING:
+        if warnings is not None:
+            warnings.append(f"the stack's pixel size {float(spacing_xy[0]):g} mm is far from the model's "
+                            f"{model_xy[0]:g} mm; not resampling (is the spacing right?)")
+        return 1.0, 1.0
+    return scale
+
+
 def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str, os.PathLike]] = None,
                      cache_dir: Optional[Union[str, os.PathLike]] = None, device: str = "auto",
+                     scale: Tuple[float, float] = (1.0, 1.0),
                      progress: Optional[ProgressCallback] = None,
                      cancel: Optional[CancelToken] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
     """M-Unet probability and features of a volume, from the cache when possible.
@@ -79,6 +118,8 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
         The model's file; together with ``cache_dir`` it enables the cache.
     cache_dir : path, optional
         Folder of cached outputs (see :mod:`feature_cache`).
+    scale : (float, float)
+        ``(y, x)`` resize factors of the sections before the network (:func:`network_scale`).
 
     Returns
     -------
@@ -92,16 +133,17 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
     from .inference import predict_volume
 
     if cache_dir is None or model_path is None:
-        prob, feats = predict_volume(model, image, device=device, progress=progress, cancel=cancel)
+        prob, feats = predict_volume(model, image, device=device, scale=scale, progress=progress, cancel=cancel)
         return prob, feats, False
-    key = feature_cache.cache_key(image, model_path)
+    scale = tuple(float(f) for f in scale)
+    key = feature_cache.cache_key(image, model_path, "" if scale == (1.0, 1.0) else f"scale={scale}")
     hit = feature_cache.load(cache_dir, key)
     if hit is not None:
         report(progress, "M-Unet features", 1.0, "reused cached features")
         return hit[0], hit[1], True
     with feature_cache.new_entry(cache_dir, key, {"model": str(model_path), "shape": list(image.shape)}) as tmp:
         prob, feats = predict_volume(model, image, device=device, feature_path=tmp / "features.npy",
-                                     progress=progress, cancel=cancel)
+                                     scale=scale, progress=progress, cancel=cancel)
         np.save(tmp / "probability.npy", np.asarray(prob, dtype=np.float32))
         if isinstance(feats, np.memmap):
             feats.flush()
