@@ -49,7 +49,7 @@ SETTINGS_MODEL_PATH = "ScribbleSeg/ModelPath"  # empty: the starter model
 SETTINGS_DEVICE = "ScribbleSeg/Device"
 SETTINGS_CACHE_MAX_GB = "ScribbleSeg/FeatureCacheMaxGB"
 DEFAULT_CACHE_MAX_GB = 20.0  # a few dozen volumes of 100 sections at 512 x 512
-FINETUNE_STEPS = 300  # ScribbleSegLib.training.FINETUNE_ITERS: about 2 minutes on a 2-core CPU
+FINETUNE_STEPS = 300  # ScribbleSegLib.training.FINETUNE_ITERS: 3.5 minutes on a shared 2-core CPU
 FINETUNE_MINUTES = 15.0  # a cap for slow machines; the step budget ends the run on most
 SELF_TEST_SHAPE = (24, 96, 96)
 # Import names of the pip packages of requirements.txt: if Slicer's own process has one loaded when pip

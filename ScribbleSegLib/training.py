@@ -68,7 +68,7 @@ FINETUNE_LR = 3e-4
 overwrite what the parent learnt."""
 
 FINETUNE_ITERS = 300
-"""Default step budget when fine-tuning (about 2 minutes of the small preset on a 2-core CPU)."""
+"""Default step budget when fine-tuning (3.5 minutes of the small preset on a shared 2-core CPU, BENCHMARKS.md)."""
 
 # The eight flips and quarter turns, as 2x2 matrices acting on (x, y).
 _D4 = np.array([[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],

@@ -967,3 +967,9 @@ def test_the_panel_connects_the_gui_only_through_the_binding(tree):
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
              and n.func.attr in ("connectGui", "disconnectGui")]
     assert calls and all(id(call) in inside for call in calls)
+
+
+def test_the_panel_fine_tunes_with_the_library_defaults(tree):
+    from ScribbleSegLib.training import FINETUNE_ITERS
+
+    assert module_constant(tree, "FINETUNE_STEPS") == FINETUNE_ITERS

@@ -9,11 +9,15 @@ requests headless, as child processes started the way the module starts them
 (``python -m ScribbleSegLib.worker REQUEST --control-stdin``), and prints the
 wall time from starting the segment process to its ``done`` event (process
 start and imports included), for a first run (features computed) and a second
-run (features cached), and the IoU against the phantom's truth.
+run (features cached), and the IoU against the phantom's truth.  Then it
+times "Add this volume to the model": a ``train`` request that fine-tunes the
+starter model on the phantom and the first run's labels (``--finetune-steps``
+steps each; 3 is what the self-test does, 300 what the panel does).
 
 Run from the repository root::
 
     python benchmarks/bench_first_result.py [--shape 32 128 128] [--seed 0] [--model PATH] [--out DIR]
+        [--finetune-steps 3 300]
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="default: the starter model")
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
+    parser.add_argument("--finetune-steps", type=int, nargs="*", default=[3, 300],
+                        help="step budgets of the fine-tuning runs (default: 3 300; none: skip)")
     args = parser.parse_args()
 
     import numpy as np
@@ -87,6 +93,14 @@ def main() -> int:
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in done["timings"].items())
         print(f"{name} run ({'features cached' if done['metrics']['features_cached'] else 'features computed'}): "
               f"{elapsed:.1f} s from process start to result; IoU {iou:.3f}; stages: {timings}", flush=True)
+    for steps in args.finetune_steps:
+        request = worker.write_request(folder / f"finetune{steps}.json", {
+            "task": "train", "images": ["image.nrrd"], "labels": ["first_labels.nrrd"],
+            "output": f"finetuned{steps}.model", "init": str(model), "max_iters": steps, "max_minutes": 60,
+            "names": [f"Phantom{args.seed}"], "device": "cpu", "seed": 0})
+        elapsed, done, _stages = run(request)
+        print(f"add this volume to the model, {steps} steps: {elapsed:.1f} s from process start to the model file",
+              flush=True)
     print(f"model {model} ({model.stat().st_size / 2**20:.2f} MiB); files in {folder}")
     return 0
 
