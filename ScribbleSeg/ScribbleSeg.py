@@ -45,8 +45,16 @@ BACKGROUND_COLOR = (0.2, 0.4, 0.85)
 DEVICES = ("auto", "cpu", "cuda")  # the order of the items of deviceComboBox
 TORCH_REQUIREMENT = ">=2.1"
 OUTPUT_VOLUME_ATTRIBUTE = "ScribbleSeg.InputVolumeID"  # on result nodes: the volume they were computed from
-SETTINGS_MODEL_PATH = "ScribbleSeg/ModelPath"
+SETTINGS_MODEL_PATH = "ScribbleSeg/ModelPath"  # empty: the starter model
 SETTINGS_DEVICE = "ScribbleSeg/Device"
+SETTINGS_CACHE_MAX_GB = "ScribbleSeg/FeatureCacheMaxGB"
+DEFAULT_CACHE_MAX_GB = 20.0  # a few dozen volumes of 100 sections at 512 x 512
+FINETUNE_STEPS = 300  # ScribbleSegLib.training.FINETUNE_ITERS: 3.5 minutes on a shared 2-core CPU
+FINETUNE_MINUTES = 15.0  # a cap for slow machines; the step budget ends the run on most
+SELF_TEST_SHAPE = (24, 96, 96)
+# Import names of the pip packages of requirements.txt: if Slicer's own process has one loaded when pip
+# replaces it, only a restart makes Slicer use the new one (the worker process always starts fresh).
+IMPORT_NAMES = {"pymaxflow": "maxflow", "slicerio": "slicerio", "torch": "torch"}
 POLL_INTERVAL_MS = 100
 CANCEL_GRACE_MS = 3000  # a graph cut cannot stop at a check; after this the process tree is killed
 PHANTOM_SHAPE = (32, 128, 128)
@@ -193,6 +201,57 @@ class ScribbleSegParameterNode:
 
 
 #
+# Binding the panel to the parameter node
+#
+
+
+class ParameterNodeGuiBinding:
+    """Connects the panel's widgets to the parameter node, each node once.
+
+    Why not ``connectGui`` on every module entry, as the module template does:
+    ``logic.getParameterNode()`` returns a new wrapper each time, and in Slicer
+    5.6 and 5.8 ``connectGui`` returns None instead of its tag (fixed in 5.10),
+    so ``disconnectGui(tag)`` removes nothing and the old wrapper's connectors
+    stay live.  5.6's ``QComboBoxToEnumConnector`` also empties and refills its
+    combo box when it is created; the still-connected old connector then
+    writes the first item ("M-Unet only") into the node.  So this class keeps
+    the wrapper it connected and connects again only when the underlying MRML
+    node really changes, and it disconnects with the tag the wrapper actually
+    used (``_nextParameterGUIsTag - 1`` in 5.6/5.8, where it is not returned;
+    both attributes exist in every supported version's ``wrapper.py``).
+    """
+
+    def __init__(self, gui) -> None:
+        self.gui = gui
+        self.wrapper = None
+        self.tag = None
+
+    @property
+    def node(self):
+        """The MRML node the GUI is connected to, or None."""
+        return self.wrapper.parameterNode if self.wrapper is not None else None
+
+    def bind(self, wrapper) -> bool:
+        """Connect the GUI to ``wrapper``'s node (None: disconnect); return whether anything changed."""
+        newNode = wrapper.parameterNode if wrapper is not None else None
+        if newNode is self.node:
+            return False  # the same node: the connected wrapper keeps serving it
+        self.unbind()
+        if wrapper is not None:
+            tag = wrapper.connectGui(self.gui)
+            if tag is None:  # Slicer 5.6 and 5.8: the tag just used is not returned
+                tag = wrapper._nextParameterGUIsTag - 1
+            self.wrapper, self.tag = wrapper, tag
+        return True
+
+    def unbind(self) -> None:
+        """Disconnect the GUI from its node, if connected."""
+        if self.wrapper is not None:
+            self.wrapper.disconnectGui(self.tag)
+        self.wrapper, self.tag = None, None
+
+
+#
 # ScribbleSegWidget
 #
 
@@ -209,6 +268,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._segmentEditorNode = None
         self._savedOverwriteMode = None
         self._devicesDetected = False
+        self._binding: Optional[ParameterNodeGuiBinding] = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -217,6 +277,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = ScribbleSegLogic()
+        self._binding = ParameterNodeGuiBinding(self.ui)
 
         self.ui.progressBar.hide()
         self.ui.sectionFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Readable
@@ -228,6 +289,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainOutputPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Writable
         self.ui.trainOutputPathLineEdit.nameFilters = [_("ScribbleSeg models (*.model)")]
         self.ui.deviceComboBox.currentIndex = DEVICES.index(self.logic.device())
+        self.ui.cacheMaxSizeSpinBox.value = self.logic.featureCacheMaxGB()
         self._setupSegmentEditor()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -235,18 +297,22 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.phantomButton.connect("clicked(bool)", self.onPhantomButton)
         self.ui.loadSectionsButton.connect("clicked(bool)", self.onLoadSectionsButton)
-        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.logic.setModelPath)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        self.ui.useStarterModelButton.connect("clicked(bool)", self.onUseStarterModelButton)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", lambda i: self.logic.setDevice(DEVICES[i]))
         self.ui.detectDevicesButton.connect("clicked(bool)", self.onDetectDevicesButton)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
         self.ui.paintHeartButton.connect("clicked(bool)", lambda: self.onPaintButton(HEART))
         self.ui.paintBackgroundButton.connect("clicked(bool)", lambda: self.onPaintButton(BACKGROUND))
         self.ui.clearCacheButton.connect("clicked(bool)", self.onClearCacheButton)
+        self.ui.cacheMaxSizeSpinBox.connect("valueChanged(double)", self.onCacheMaxSizeChanged)
+        self.ui.addToModelButton.connect("clicked(bool)", self.onAddToModelButton)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3DToggled)
         self.ui.exportSurfaceButton.connect("clicked(bool)", self.onExportSurfaceButton)
 
         self.initializeParameterNode()
+        self._updateModelInfo()
         self._updateCacheInfo()
         self._updateBusyState()
 
@@ -277,6 +343,8 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Called when the application closes or the module is reloaded."""
         self.logic.cleanup()
         self.removeObservers()
+        if self._binding is not None:
+            self._binding.unbind()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -286,7 +354,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentEditorWidget.updateWidgetFromMRML()
         self._updateEditorNodes()
         if not self._devicesDetected and self.logic.torchInstalled():
-            self.onDetectDevicesButton()
+            self.onDetectDevicesButton()  # in the background: nothing is locked meanwhile
 
     def _setOverwriteNone(self) -> None:
         """Scribbles of one class must not erase those of the other; the mode is restored on exit."""
@@ -302,15 +370,16 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._segmentEditorNode is not None and self._savedOverwriteMode is not None:
             self._segmentEditorNode.SetOverwriteMode(self._savedOverwriteMode)
             self._savedOverwriteMode = None
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        # The GUI stays connected (see ParameterNodeGuiBinding); only the panel's reactions stop, so that a
+        # hidden panel never changes the Segment Editor the user is working in.
+        self._stopObservingParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         self.logic.cancel()
         self.setParameterNode(None)
         self._segmentEditorNode = None
+        # The mode was saved from the closing scene's editor node: never restore it onto the next scene's.
+        self._savedOverwriteMode = None
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self.ui.segmentEditorWidget.removeViewObservations()
 
@@ -339,14 +408,22 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = volume
 
     def setParameterNode(self, inputParameterNode: Optional[ScribbleSegParameterNode]) -> None:
+        """Show ``inputParameterNode`` in the panel (None: none).
+
+        The GUI is connected once per MRML node (see :class:`ParameterNodeGuiBinding`);
+        a new wrapper of the same node keeps the connected one.
+        """
+        self._stopObservingParameterNode()
+        self._binding.bind(inputParameterNode)
+        self._parameterNode = self._binding.wrapper
+        self._parameterNodeGuiTag = self._binding.tag
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
+
+    def _stopObservingParameterNode(self) -> None:
+        if self._parameterNode:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         self._updateEditorNodes()
@@ -368,6 +445,9 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateResultWidgets(self) -> None:
         output = self._parameterNode.outputSegmentation if self._parameterNode else None
         self.ui.exportSurfaceButton.enabled = output is not None and not self.logic.busy
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        self.ui.addToModelButton.enabled = (not self.logic.busy and volume is not None
+                                            and ScribbleSegLogic.resultOf(output, volume) is not None)
         if output is None:
             self.ui.resultLabel.text = _("no result yet")
 
@@ -375,10 +455,16 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @contextlib.contextmanager
     def _reportErrors(self, title: str):
-        """Show a ScribbleSegError as its one-line message, anything else with its traceback."""
+        """Show a ScribbleSegError as its one-line message, anything else with its traceback.
+
+        An action that fails before its job starts leaves no progress bar or
+        "Segmenting..." status behind.
+        """
         try:
             yield
         except Exception as exc:
+            if not self.logic.busy:
+                self._endJob()
             if isUserError(exc):
                 slicer.util.errorDisplay(str(exc), windowTitle=title)
             else:
@@ -424,10 +510,11 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             finally:
                 dialog.close()
             self._parameterNode.inputVolume = volume
+            self.ui.sectionFolderPathLineEdit.addCurrentPathToHistory()
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
 
     def onDetectDevicesButton(self) -> None:
-        if self.logic.busy:
+        if self.logic.detectingDevices:
             return
         self._devicesDetected = True
         if not self.logic.torchInstalled():
@@ -439,11 +526,9 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             message = (job.errorMessage or _("detection failed")).splitlines()[0]
             self.ui.deviceInfoLabel.text = (ScribbleSegLogic.describeDevices(job.result["outputs"])
                                             if job.succeeded else message)
-            self._updateBusyState()
 
         with self._reportErrors(_("Cannot detect devices")):
             self.logic.detectDevices(onFinished=finished)
-        self._updateBusyState()
 
     def onTrainButton(self) -> None:
         if self.logic.busy:
@@ -465,10 +550,49 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._endJob(job)
         if job.succeeded:
             self.ui.modelPathLineEdit.currentPath = job.result["outputs"]["model"]
-            slicer.util.infoDisplay(_("The new model is now in use:\n{path}").format(path=job.result["outputs"]["model"]),
+            self.ui.modelPathLineEdit.addCurrentPathToHistory()
+            if job.purpose == "train":
+                self.ui.trainOutputPathLineEdit.addCurrentPathToHistory()
+            message = (_("The model now in use learnt from this volume; the next volume starts from it:\n{path}")
+                       if job.purpose == "finetune" else _("The new model is now in use:\n{path}"))
+            slicer.util.infoDisplay(message.format(path=job.result["outputs"]["model"]),
                                     windowTitle=_("Training finished"))
         elif not job.cancelled:
             slicer.util.errorDisplay(job.errorMessage, windowTitle=_("Training failed"))
+
+    def onModelPathChanged(self, path: str) -> None:
+        self.logic.setModelPath(path)
+        self._updateModelInfo()
+
+    def onUseStarterModelButton(self) -> None:
+        self.ui.modelPathLineEdit.currentPath = ""
+        self.onModelPathChanged("")
+
+    def _updateModelInfo(self) -> None:
+        self.ui.modelInfoLabel.text = self.logic.describeModel(self.logic.modelPath())
+
+    def onAddToModelButton(self) -> None:
+        if self.logic.busy:
+            if self.logic.job.purpose == "finetune":
+                self.logic.cancel()
+                self.ui.statusLabel.text = _("Cancelling...")
+            return
+        p = self._parameterNode
+        with self._reportErrors(_("Cannot add the volume to the model")):
+            volume = p.inputVolume
+            result = ScribbleSegLogic.resultOf(p.outputSegmentation, volume)
+            if volume is None or result is None:
+                raise userError(_("Segment this volume first; correct the result if needed, then add it."))
+            parent = self.logic.resolvedModelPath()
+            path = qt.QFileDialog.getSaveFileName(
+                slicer.util.mainWindow(), _("Save the fine-tuned model as"),
+                self.logic.suggestFineTunedModelPath(parent, volume.GetName()), _("ScribbleSeg models (*.model)"))
+            if not path:
+                return
+            self._showJobStarted(_("Adding {volume} to the model").format(volume=volume.GetName()))
+            self.logic.startFineTuning(volume, result, parent, path, device=self.logic.device(), seed=p.seed,
+                                       onEvent=self._onJobEvent, onFinished=self._onTrainingFinished)
+        self._updateBusyState()
 
     def onPaintButton(self, segmentName: str) -> None:
         with self._reportErrors(_("Cannot start painting")):
@@ -485,11 +609,19 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             editor.setActiveEffectByName("Paint")
 
     def onClearCacheButton(self) -> None:
+        if self.logic.busy:  # the worker may be writing into the cache
+            return
         size = self.logic.featureCacheSize()
         if size and slicer.util.confirmOkCancelDisplay(
                 _("Delete {size:.1f} GB of cached M-Unet features? The next run on each volume computes them again.")
                 .format(size=size / 2**30), windowTitle=_("Clear feature cache")):
             self.logic.clearFeatureCache()
+        self._updateCacheInfo()
+
+    def onCacheMaxSizeChanged(self, gigabytes: float) -> None:
+        self.logic.setFeatureCacheMaxGB(gigabytes)
+        if not self.logic.busy:
+            self.logic.pruneFeatureCache()
         self._updateCacheInfo()
 
     def _updateCacheInfo(self) -> None:
@@ -510,16 +642,19 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             outputNode = ScribbleSegLogic.resultOf(p.outputSegmentation, p.inputVolume)
             probabilityNode = ScribbleSegLogic.resultOf(p.outputProbability, p.inputVolume)
             self.logic.startSegmentation(
-                p.inputVolume, p.scribbleSegmentation, self.logic.modelPath(), method=p.method.value,
+                p.inputVolume, p.scribbleSegmentation, self.logic.resolvedModelPath(), method=p.method.value,
                 cut={"gamma": p.gamma, "sigma": p.sigma, "delta": p.delta},
                 ddml={"steps": p.ddmlSteps, "head_steps": p.headSteps, "scribble_share": p.scribbleShare},
                 seed=p.seed, device=self.logic.device(), outputNode=outputNode,
                 createProbability=p.createProbability, probabilityNode=probabilityNode, show3D=p.show3D,
                 onEvent=self._onJobEvent, onFinished=self._onSegmentationFinished)
+            if self.ui.modelPathLineEdit.currentPath:
+                self.ui.modelPathLineEdit.addCurrentPathToHistory()
         self._updateBusyState()
 
     def _onSegmentationFinished(self, job) -> None:
         self._endJob(job)
+        self.logic.pruneFeatureCache()
         self._updateCacheInfo()
         if job.succeeded:
             self._parameterNode.outputSegmentation = job.outputNode
@@ -585,20 +720,28 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateBusyState()
 
     def _updateBusyState(self) -> None:
-        """While a job runs: Apply or Train turns into Cancel and the inputs are locked."""
+        """While a job runs: its button turns into Cancel and the inputs are locked.
+
+        Device detection is not a job: it runs beside everything and locks nothing.
+        """
         busy = self.logic.busy
-        kind = self.logic.job.kind if busy else None
+        purpose = self.logic.job.purpose if busy else None
         for widget in (self.ui.inputVolumeSelector, self.ui.phantomButton, self.ui.loadSectionsButton,
-                       self.ui.modelPathLineEdit, self.ui.deviceComboBox, self.ui.detectDevicesButton,
+                       self.ui.modelPathLineEdit, self.ui.useStarterModelButton, self.ui.deviceComboBox,
                        self.ui.scribbleSelector, self.ui.methodComboBox, self.ui.advancedGroupBox,
                        self.ui.outputSegmentationSelector, self.ui.createProbabilityCheckBox,
-                       self.ui.trainingSegmentationsSelector, self.ui.exportSurfaceButton):
+                       self.ui.trainingSegmentationsSelector, self.ui.exportSurfaceButton,
+                       self.ui.clearCacheButton, self.ui.cacheMaxSizeSpinBox):
             widget.enabled = not busy
-        self.ui.applyButton.text = _("Cancel") if kind == "segment" else _("Apply")
-        self.ui.applyButton.enabled = not busy or kind == "segment"
-        self.ui.trainButton.text = _("Cancel training") if kind == "train" else _("Train")
-        self.ui.trainButton.enabled = not busy or kind == "train"
-        if not busy:
+        self.ui.applyButton.text = _("Cancel") if purpose == "segment" else _("Apply")
+        self.ui.applyButton.enabled = not busy or purpose == "segment"
+        self.ui.trainButton.text = _("Cancel training") if purpose == "train" else _("Train")
+        self.ui.trainButton.enabled = not busy or purpose == "train"
+        self.ui.addToModelButton.text = (_("Cancel adding the volume") if purpose == "finetune"
+                                         else _("Add this volume to the model"))
+        if busy:
+            self.ui.addToModelButton.enabled = purpose == "finetune"
+        else:
             self._updateResultWidgets()
 
 
@@ -618,6 +761,9 @@ class ScribbleSegJob:
     ----------
     kind : str
         The request's task: ``segment``, ``train``, ``phantom`` or ``devices``.
+    purpose : str
+        What the user asked for: the task, or ``finetune`` for a ``train`` task that
+        fine-tunes a model ("Add this volume to the model").
     result : dict or None
         The worker's ``done`` event.
     succeeded, cancelled : bool
@@ -626,9 +772,10 @@ class ScribbleSegJob:
     """
 
     def __init__(self, kind: str, tempDir: str, request: Dict, onEvent: Optional[Callable[[Dict], None]] = None,
-                 onFinished: Optional[Callable[["ScribbleSegJob"], None]] = None) -> None:
+                 onFinished: Optional[Callable[["ScribbleSegJob"], None]] = None, purpose: Optional[str] = None) -> None:
         worker = lib("worker")
         self.kind = kind
+        self.purpose = purpose or kind
         self.tempDir = tempDir
         self.onEvent = onEvent
         self.onFinished = onFinished
@@ -713,6 +860,14 @@ class ScribbleSegJob:
             self.onFinished(self)
 
 
+def _requirementName(line: str) -> str:
+    """The lower-case package name of a requirement line (``PyMaxflow>=1.3.0`` -> ``pymaxflow``)."""
+    name = line.strip()
+    for separator in "<>=!~;[ ":
+        name = name.split(separator)[0]
+    return name.lower()
+
+
 def pythonExecutable() -> str:
     """Slicer's ``PythonSlicer`` (which sets up the environment for Slicer's Python), else this interpreter."""
     # Same lookup as slicer.util.executePythonModule; that function cannot start a process group, which a
@@ -734,12 +889,14 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         logic = ScribbleSeg.ScribbleSegLogic()
         result = logic.segment(volumeNode, scribbleSegmentationNode, "/models/heart.model")
 
-    One job (segmentation, training, phantom, device detection) runs at a time.
+    One job (segmentation, training, fine-tuning, phantom) runs at a time;
+    device detection runs beside it.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.job: Optional[ScribbleSegJob] = None
+        self.deviceJob: Optional[ScribbleSegJob] = None
 
     def getParameterNode(self):
         return ScribbleSegParameterNode(super().getParameterNode())
@@ -754,18 +911,61 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         if self.busy:
             self.job.cancel()
 
+    @property
+    def detectingDevices(self) -> bool:
+        """Whether device detection is running."""
+        return self.deviceJob is not None and not self.deviceJob.finished
+
     def cleanup(self) -> None:
-        """Kill a running job (the application is closing or the module reloading); its callbacks are dropped."""
-        if self.busy:
-            self.job.onEvent = self.job.onFinished = None
-            self.job.kill()
+        """Kill running jobs (the application is closing or the module reloading); their callbacks are dropped."""
+        for job, running in ((self.job, self.busy), (self.deviceJob, self.detectingDevices)):
+            if running:
+                job.onEvent = job.onFinished = None
+                job.kill()
 
     # Per-user settings
 
     @staticmethod
     def modelPath() -> str:
-        """The model file last chosen (remembered between sessions)."""
+        """The model file last chosen (remembered between sessions); empty for the starter model."""
         return str(qt.QSettings().value(SETTINGS_MODEL_PATH, ""))
+
+    @staticmethod
+    def starterModelPath() -> str:
+        """The starter model shipped with ScribbleSeg, or ``""`` if this installation has none."""
+        path = lib("starter").starter_model_path()
+        return str(path) if path is not None else ""
+
+    def resolvedModelPath(self, path: Optional[str] = None) -> str:
+        """The model file a run uses: ``path`` (default: the chosen one), or the starter model if empty.
+
+        Raises
+        ------
+        ScribbleSegError
+            If the starter model is needed and missing.
+        """
+        return str(lib("starter").resolve_model(self.modelPath() if path is None else path))
+
+    def describeModel(self, path: str) -> str:
+        """What the panel says about the model in use."""
+        starter = lib("starter")
+        if not path or starter.is_starter_model(path):
+            if starter.starter_model_path() is None:
+                return _("No model chosen, and this installation has no starter model: choose or train a model.")
+            return _("Starter model (trained on synthetic phantoms): a starting point. Paint scribbles to adapt it "
+                     "to your volume; when a result is right, use 'Add this volume to the model' (Result section) "
+                     "so that the next volume starts from a model that knows your data.")
+        return _("Model: {name}").format(name=os.path.basename(path))
+
+    @staticmethod
+    def suggestFineTunedModelPath(parentPath: str, volumeName: str) -> str:
+        """A file name for a model fine-tuned on ``volumeName``: beside the parent, unless that is the starter."""
+        folder = os.path.dirname(parentPath)
+        if not folder or lib("starter").is_starter_model(parentPath) or not os.access(folder, os.W_OK):
+            folder = os.path.expanduser("~")
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in volumeName) or "volume"
+        stem = os.path.splitext(os.path.basename(parentPath))[0] or "model"
+        return os.path.join(folder, f"{stem}+{safe}.model")
 
     @staticmethod
     def setModelPath(path: str) -> None:
@@ -816,26 +1016,96 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 missing.append(line)
         return missing
 
+    def torchProblem(self) -> str:
+        """Why the installed torch cannot be used (a wrong version), or ``""``."""
+        import importlib.metadata
+
+        from packaging.specifiers import SpecifierSet
+
+        if not self.torchInstalled():
+            return ""
+        version = importlib.metadata.version("torch")
+        if SpecifierSet(TORCH_REQUIREMENT).contains(version, prereleases=True):
+            return ""
+        return (f"PyTorch {version} is installed but ScribbleSeg needs torch{TORCH_REQUIREMENT}: open the "
+                "'PyTorch Util' module, uninstall PyTorch, restart Slicer and install it again")
+
+    def missingDependencies(self, torch: bool = True) -> List[str]:
+        """Everything to install before a run, one line per package (torch first), for the user."""
+        missing = []
+        if torch and not self.torchInstalled():
+            missing.append(f"PyTorch (torch{TORCH_REQUIREMENT}), through the PyTorch extension")
+        return missing + [f"{line}, from PyPI" for line in self.missingRequirements()]
+
     def ensureDependencies(self, torch: bool = True) -> None:
-        """Install what is missing, after the user agrees; call on the main thread.
+        """Install what is missing after one confirmation that lists every package; call on the main thread.
 
         torch comes from the PyTorch extension's PyTorchUtils (the build that
         matches the GPU driver); the other packages from pip, with numpy,
         SimpleITK and torch pinned to their installed versions so that pip
-        never replaces Slicer's own.
+        never replaces Slicer's own.  A restart is offered when pip replaced a
+        package that Slicer's own process has already imported (the worker
+        process always starts fresh, so it needs none).
 
         Raises
         ------
         ScribbleSegError
-            If something is missing and cannot be installed, or the user declines.
+            If something is missing and cannot be installed, or the user declines;
+            never a raw pip or PyTorchUtils exception.
         """
-        if torch:
-            self._ensureTorch()
-        missing = self.missingRequirements()
+        problem = self.torchProblem() if torch else ""
+        if problem:
+            raise userError(problem)
+        missing = self.missingDependencies(torch)
         if not missing:
             return
         if slicer.app.testingEnabled():
-            raise userError(f"Python packages missing: {', '.join(missing)}; install them before testing")
+            raise userError(f"Python packages missing: {'; '.join(missing)}; install them before testing")
+        needTorch = torch and not self.torchInstalled()
+        pipMissing = self.missingRequirements()
+        pyTorchUtils = None
+        if needTorch:
+            try:
+                import PyTorchUtils as pyTorchUtils
+            except ModuleNotFoundError:
+                raise userError("ScribbleSeg needs the PyTorch extension: install 'PyTorch' from the Extensions "
+                                "Manager, restart Slicer, and try again") from None
+        if not slicer.util.confirmOkCancelDisplay(
+                _("ScribbleSeg needs these Python packages, which will be downloaded and installed into Slicer's "
+                  "Python (this can take several minutes):\n\n{packages}").format(
+                    packages="\n".join(f"- {line}" for line in missing)),
+                windowTitle=_("Install Python packages")):
+            raise userError(_("ScribbleSeg cannot run without: {packages}.").format(packages="; ".join(missing)))
+        loaded = [IMPORT_NAMES.get(_requirementName(line), "") for line in pipMissing]
+        loaded = [name for name in loaded if name and name in sys.modules]
+        try:
+            if needTorch:
+                torchModule = pyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT)
+                if torchModule is None:
+                    raise userError("PyTorch was not installed; ScribbleSeg cannot run without it")
+            if pipMissing:
+                self._pipInstall(pipMissing)
+        except subprocess.CalledProcessError as exc:
+            what = "PyTorch" if needTorch and not self.torchInstalled() else ", ".join(pipMissing)
+            raise userError(f"installing {what} failed (exit status {exc.returncode}); its output is in the Python "
+                            "console. See Troubleshooting in the ScribbleSeg documentation") from None
+        except Exception as exc:
+            if isUserError(exc):
+                raise
+            logging.exception("ScribbleSeg: installing dependencies failed")
+            raise userError(f"installing the Python packages failed ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); see the Python console") from None
+        stillMissing = self.missingDependencies(torch)
+        if stillMissing:
+            raise userError(f"Installing {'; '.join(stillMissing)} failed; see the Python console for pip's output")
+        if loaded and slicer.util.confirmYesNoDisplay(
+                _("Slicer had already loaded {packages}, which were just updated. Restart Slicer now so that it "
+                  "uses the new versions?").format(packages=", ".join(loaded)), windowTitle=_("Restart Slicer")):
+            slicer.util.restart()
+
+    def _pipInstall(self, requirements: List[str]) -> None:
+        """pip-install ``requirements`` (already confirmed) with Slicer's packages pinned."""
         constraints = self._writeConstraints()
         try:
             try:
@@ -843,48 +1113,13 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             except ImportError:
                 slicerPackaging = None
             if slicerPackaging is not None:
-                slicerPackaging.pip_ensure(missing, constraints=constraints, requester="ScribbleSeg")
+                # The user has agreed in our dialog; pip_ensure still offers a restart when one is needed.
+                slicerPackaging.pip_ensure(requirements, constraints=constraints, prompt_install=False,
+                                           requester="ScribbleSeg")
             else:
-                if not slicer.util.confirmOkCancelDisplay(
-                        _("ScribbleSeg needs these Python packages, which will be downloaded and installed "
-                          "into Slicer's Python:\n\n{packages}").format(packages="\n".join(missing)),
-                        windowTitle=_("Install Python packages")):
-                    raise userError(_("ScribbleSeg cannot run without {packages}.").format(packages=", ".join(missing)))
-                slicer.util.pip_install(["-c", constraints, *missing])
-        except RuntimeError as exc:  # pip_ensure: the user declined
-            raise userError(str(exc)) from None
-        except subprocess.CalledProcessError:
-            raise userError(f"pip could not install {', '.join(missing)}; its output is in the Python console. "
-                            "See Troubleshooting in the ScribbleSeg documentation") from None
+                slicer.util.pip_install(["-c", constraints, *requirements])
         finally:
             os.remove(constraints)
-        stillMissing = self.missingRequirements()
-        if stillMissing:
-            raise userError(f"Installing {', '.join(stillMissing)} failed; see the Python console for pip's output")
-
-    def _ensureTorch(self) -> None:
-        import importlib.metadata
-
-        from packaging.specifiers import SpecifierSet
-
-        if self.torchInstalled():
-            version = importlib.metadata.version("torch")
-            if not SpecifierSet(TORCH_REQUIREMENT).contains(version, prereleases=True):
-                raise userError(
-                    f"PyTorch {version} is installed but ScribbleSeg needs torch{TORCH_REQUIREMENT}: open the "
-                    "'PyTorch Util' module, uninstall PyTorch, restart Slicer and install it again")
-            return
-        if slicer.app.testingEnabled():
-            raise userError("PyTorch is not installed; install it with the PyTorch extension before testing")
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            raise userError("ScribbleSeg needs the PyTorch extension: install 'PyTorch' from the Extensions "
-                            "Manager, restart Slicer, and try again") from None
-        torchModule = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
-                                                                    torchVersionRequirement=TORCH_REQUIREMENT)
-        if torchModule is None:
-            raise userError("PyTorch was not installed; ScribbleSeg cannot run without it")
 
     @staticmethod
     def _writeConstraints() -> str:
@@ -911,16 +1146,29 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         return slicer.util.tempDirectory("ScribbleSeg")
 
     def _startJob(self, kind: str, folder: str, request: Dict, onEvent=None, onFinished=None,
-                  finisher: Optional[Callable[[ScribbleSegJob], None]] = None) -> ScribbleSegJob:
-        """Start the worker on ``request``; ``finisher`` imports its results on the main thread."""
+                  finisher: Optional[Callable[[ScribbleSegJob], None]] = None, purpose: Optional[str] = None,
+                  exclusive: bool = True) -> ScribbleSegJob:
+        """Start the worker on ``request``; ``finisher`` imports its results on the main thread.
+
+        ``folder`` is deleted if the worker cannot be started.  A non-exclusive
+        job (device detection) does not count as the running job.
+        """
         try:
-            job = ScribbleSegJob(kind, folder, {"task": kind, **request}, onEvent, onFinished)
+            job = ScribbleSegJob(kind, folder, {"task": kind, **request}, onEvent, onFinished, purpose)
+            if finisher is not None:
+                job.addFinisher(finisher)
+            job.start()
+        except OSError as exc:  # e.g. no Python executable to run the worker with
+            shutil.rmtree(folder, ignore_errors=True)
+            raise userError(f"cannot start the ScribbleSeg worker process ({exc.strerror or exc}): "
+                            f"{pythonExecutable()}") from None
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        if finisher is not None:
-            job.addFinisher(finisher)
-        self.job = job.start()
+        if exclusive:
+            self.job = job
+        else:
+            self.deviceJob = job
         return job
 
     @staticmethod
@@ -931,8 +1179,15 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             raise userError(job.errorMessage)
 
     def detectDevices(self, onFinished=None) -> ScribbleSegJob:
-        """Ask the worker which devices torch sees; ``job.result["outputs"]`` lists them."""
-        return self._startJob("devices", self._jobFolder(), {}, onFinished=onFinished)
+        """Ask the worker which devices torch sees; ``job.result["outputs"]`` lists them.
+
+        It runs beside any other job and does not make the logic busy: importing
+        torch takes seconds, and nothing in the panel should wait for it.
+        """
+        if self.detectingDevices:
+            return self.deviceJob
+        return self._startJob("devices", slicer.util.tempDirectory("ScribbleSeg"), {}, onFinished=onFinished,
+                              exclusive=False)
 
     @staticmethod
     def describeDevices(outputs: Dict) -> str:
@@ -988,7 +1243,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         files = {key: os.path.join(folder, f"{key}{suffix}") for key, suffix in
                  (("image", ".nrrd"), ("label", ".seg.nrrd"), ("scribbles", ".seg.nrrd"))}
         if not all(os.path.isfile(p) for p in files.values()):
-            self.ensureDependencies()
+            self.ensureDependencies(torch=False)  # the phantom task never imports torch
             os.makedirs(folder, exist_ok=True)
             request = {"seed": int(seed), "shape": [int(s) for s in shape], "outputs": files}
             self._raiseIfFailed(self._startJob("phantom", self._jobFolder(), request, onEvent).wait())
@@ -1099,8 +1354,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             raise userError(_("Select an input volume (Input section)."))
         if method not in ("munet", "ddml", "full"):
             raise userError(f"method {method!r}: expected munet, ddml or full")
-        if not modelPath:
-            raise userError(_("Choose a model file (Model section), or train one."))
+        modelPath = self.resolvedModelPath(modelPath)  # empty: the starter model
         if not os.path.isfile(modelPath):
             raise userError(_("{path}: no such model file").format(path=modelPath))
         if method != "munet" and scribbleNode is None:
@@ -1148,8 +1402,34 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def featureCacheFolder() -> str:
-        """Where M-Unet features are cached (shared with the ``scribbleseg`` command line)."""
-        return str(lib("commands.common").default_cache_dir())
+        """Where M-Unet features are cached: ``ScribbleSeg/features`` in Slicer's cache folder.
+
+        Slicer's cache folder (``slicer.app.cachePath``, set in Application
+        settings) is where Slicer keeps data it can download or compute again,
+        so users find, cap and clear it in one place.
+        """
+        return os.path.join(slicer.app.cachePath, "ScribbleSeg", "features")
+
+    @staticmethod
+    def featureCacheMaxGB() -> float:
+        """Largest size of the feature cache in GB (remembered between sessions)."""
+        try:
+            value = float(qt.QSettings().value(SETTINGS_CACHE_MAX_GB, DEFAULT_CACHE_MAX_GB))
+        except (TypeError, ValueError):
+            return DEFAULT_CACHE_MAX_GB
+        return value if value > 0 else DEFAULT_CACHE_MAX_GB
+
+    @staticmethod
+    def setFeatureCacheMaxGB(gigabytes: float) -> None:
+        if not gigabytes > 0:
+            raise ValueError(f"the cache size must be positive, got {gigabytes!r}")
+        qt.QSettings().setValue(SETTINGS_CACHE_MAX_GB, float(gigabytes))
+
+    def pruneFeatureCache(self) -> List[str]:
+        """Delete the least recently written cache entries beyond the size cap; return the deleted keys."""
+        if self.busy:  # the worker may be writing an entry
+            return []
+        return lib("feature_cache").prune(self.featureCacheFolder(), int(self.featureCacheMaxGB() * 2**30))
 
     def featureCacheSize(self) -> int:
         """Bytes used by the feature cache."""
@@ -1161,6 +1441,10 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         return total
 
     def clearFeatureCache(self) -> None:
+        """Delete every cached feature volume; refused while a job runs (it may be writing there)."""
+        if self.busy:
+            raise userError(_("Wait for the {kind} job to finish before clearing the cache.").format(
+                kind=self.job.kind))
         shutil.rmtree(self.featureCacheFolder(), ignore_errors=True)
 
     @staticmethod
@@ -1362,6 +1646,69 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         self._raiseIfFailed(job)
         return job.result["outputs"]["model"]
 
+    # Learning from corrections
+
+    def startFineTuning(self, volumeNode, segmentationNode, parentModelPath: str, outputPath: str, *,
+                        maxIters: int = FINETUNE_STEPS, maxMinutes: float = FINETUNE_MINUTES,
+                        device: Optional[str] = None, seed: int = 0, onEvent=None,
+                        onFinished=None) -> ScribbleSegJob:
+        """Fine-tune a model on one volume and its accepted segmentation, in the background.
+
+        The segmentation's ``heart`` segment, as it is now (the result, with any
+        corrections made in the Segment Editor), is the truth.  The worker runs
+        ``train`` with ``init`` = the parent model (``scribbleseg train --init``);
+        the new file records its parent and this volume in its provenance and
+        becomes the model in use when the job succeeds.
+
+        Parameters
+        ----------
+        parentModelPath : str
+            The model to start from; empty for the starter model.
+        outputPath : str
+            The new model file (never the parent: a failed run must not lose it).
+        maxIters, maxMinutes
+            Step and time budgets of the fine-tuning.
+        """
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise userError(_("Select an input volume (Input section)."))
+        if segmentationNode is None:
+            raise userError(_("There is no result for this volume yet: segment it first."))
+        parent = self.resolvedModelPath(parentModelPath)
+        if not os.path.isfile(parent):
+            raise userError(_("{path}: no such model file").format(path=parent))
+        if not outputPath:
+            raise userError(_("Choose where to save the new model."))
+        if os.path.abspath(outputPath) == os.path.abspath(parent):
+            raise userError(f"{outputPath}: save the fine-tuned model under a new name; the model it starts from "
+                            "is kept")
+        segmentId = self.segmentId(segmentationNode, HEART)
+        if not segmentId:
+            raise userError(f"'{segmentationNode.GetName()}' has no segment named '{HEART}'")
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
+        if not mask.any() or mask.all():
+            raise userError(f"'{segmentationNode.GetName()}': the '{HEART}' segment must mark some voxels of "
+                            f"'{volumeNode.GetName()}' as heart and some as background")
+        self.ensureDependencies()
+
+        folder = self._jobFolder()
+        try:
+            request = {"images": [self._writeVolume(volumeNode, os.path.join(folder, "image0.nrrd"))],
+                       "labels": [self._writeLabelmap(mask, volumeNode, os.path.join(folder, "label0.nrrd"))],
+                       "output": os.path.abspath(outputPath), "init": parent, "max_iters": int(maxIters),
+                       "max_minutes": float(maxMinutes), "names": [volumeNode.GetName()],
+                       "device": device or self.device(), "seed": int(seed)}
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return self._startJob("train", folder, request, onEvent, onFinished,
+                              lambda job: self.setModelPath(job.result["outputs"]["model"]), purpose="finetune")
+
+    def fineTune(self, volumeNode, segmentationNode, parentModelPath: str, outputPath: str, **options) -> str:
+        """Fine-tune and wait (see :meth:`startFineTuning`); return the new model's path, now the model in use."""
+        job = self.startFineTuning(volumeNode, segmentationNode, parentModelPath, outputPath, **options).wait()
+        self._raiseIfFailed(job)
+        return job.result["outputs"]["model"]
+
 
 #
 # ScribbleSegTest
@@ -1369,24 +1716,40 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
 
 class ScribbleSegTest(ScriptedLoadableModuleTest):
-    """Self-test: a phantom, scribbles painted from its truth, a tiny model, and the IoU of the result.
+    """Self-test: a phantom, scribbles painted from its truth, the starter model, and the IoU of the result.
 
-    Needs torch and the packages of requirements.txt.  It trains a small model
-    for ``SCRIBBLESEG_TEST_TRAIN_MINUTES`` minutes (default 3) unless
-    ``SCRIBBLESEG_TEST_MODEL`` names a model file.  Outside Slicer, the same
-    phantoms, scribbles and 3-minute CPU budget gave an IoU of 0.64.
+    Needs torch and the packages of requirements.txt; without them every test
+    is skipped (extension build machines have none of them), not failed.  It
+    segments with the starter model, or with the model file named by
+    ``SCRIBBLESEG_TEST_MODEL``, and fine-tunes for a few steps; on a 2-core
+    CPU it takes well under a minute (BENCHMARKS.md).
     """
 
+    def _missingDependencies(self) -> List[str]:
+        logic = ScribbleSegLogic()
+        missing = logic.missingDependencies(torch=True)
+        problem = logic.torchProblem()
+        return missing + ([problem] if problem else [])
+
     def setUp(self):
+        # unittest (ctest, runUnitTest) calls setUp before each test_* method: skip, do not fail, without deps.
+        missing = self._missingDependencies()
+        if missing:
+            self.skipTest(f"ScribbleSeg's Python packages are not installed: {'; '.join(missing)}")
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        # "Reload and Test" calls this directly, outside unittest: report the skip instead of raising it.
+        missing = self._missingDependencies()
+        if missing:
+            self.delayDisplay(f"Skipped: ScribbleSeg's Python packages are not installed: {'; '.join(missing)}")
+            return
         self.setUp()
         self.test_bad_inputs_leave_the_scene_unchanged()
         self.setUp()
         self.test_scribbles_are_resampled_onto_the_volume()
         self.setUp()
-        self.test_segment_phantom()
+        self.test_segment_phantom_and_add_it_to_the_model()
 
     @staticmethod
     def _paintScribbles(truth, every: int = 4):
@@ -1414,13 +1777,15 @@ class ScribbleSegTest(ScriptedLoadableModuleTest):
             background[k] = grow(section, 8) & ~grow(section, 4)
         return heart, background
 
-    def test_segment_phantom(self):
+    def test_segment_phantom_and_add_it_to_the_model(self):
         import numpy as np
 
         logic = ScribbleSegLogic()
-        logic.ensureDependencies()
+        model = os.environ.get("SCRIBBLESEG_TEST_MODEL") or logic.starterModelPath()
+        if not model:
+            self.skipTest("no starter model in this installation and SCRIBBLESEG_TEST_MODEL is not set")
         self.delayDisplay("Building a phantom in the scene")
-        volume, truth, _unused = logic.createPhantom(seed=1, shape=(24, 96, 96))
+        volume, truth, _unused = logic.createPhantom(seed=1, shape=SELF_TEST_SHAPE)
         truthArray = slicer.util.arrayFromSegmentBinaryLabelmap(truth, logic.segmentId(truth, HEART), volume) > 0
         scribbleNode = logic.createScribbleSegmentation(volume)
         heartId, backgroundId = logic.ensureScribbleSegments(scribbleNode)
@@ -1438,15 +1803,7 @@ class ScribbleSegTest(ScriptedLoadableModuleTest):
             logic.segment(volume, scribbleNode, corrupt, device="cpu")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
 
-        model = os.environ.get("SCRIBBLESEG_TEST_MODEL")
-        if not model:
-            self.delayDisplay("Training a tiny model on another phantom")
-            _trainVolume, trainTruth, _trainScribbles = logic.createPhantom(seed=2, shape=(24, 96, 96))
-            model = logic.train([trainTruth], os.path.join(slicer.app.temporaryPath, "ScribbleSegTest.model"),
-                                maxMinutes=float(os.environ.get("SCRIBBLESEG_TEST_TRAIN_MINUTES", "3")),
-                                device="cpu")
-
-        self.delayDisplay("Segmenting")
+        self.delayDisplay(f"Segmenting with {os.path.basename(model)}")
         result = logic.segment(volume, scribbleNode, model, method="full", device="cpu")
         self.assertEqual(result.GetName(), f"{volume.GetName()} heart")
         predicted = slicer.util.arrayFromSegmentBinaryLabelmap(result, logic.segmentId(result, HEART), volume) > 0
@@ -1459,6 +1816,16 @@ class ScribbleSegTest(ScriptedLoadableModuleTest):
         job = logic.startSegmentation(volume, scribbleNode, model, device="cpu", outputNode=result).wait()
         self.assertTrue(job.succeeded, job.errorMessage)
         self.assertTrue(job.result["metrics"]["features_cached"])
+
+        self.delayDisplay("Add this volume to the model (a few fine-tuning steps)")
+        tuned = os.path.join(slicer.app.temporaryPath, "ScribbleSegTest-tuned.model")
+        previous = logic.modelPath()
+        try:
+            path = logic.fineTune(volume, result, model, tuned, maxIters=3, device="cpu")
+            self.assertEqual(logic.modelPath(), path)
+        finally:
+            logic.setModelPath(previous)
+        self.assertTrue(os.path.isfile(tuned))
         self.delayDisplay("Test passed")
 
     def test_bad_inputs_leave_the_scene_unchanged(self):
@@ -1474,8 +1841,6 @@ class ScribbleSegTest(ScriptedLoadableModuleTest):
         slicer.util.updateSegmentBinaryLabelmapFromArray(heart, scribbles, heartId, volume)
         nodes = slicer.mrmlScene.GetNumberOfNodes()
         errors = lib("errors")
-        with self.assertRaisesRegex(errors.ScribbleSegError, "model"):
-            logic.startSegmentation(volume, scribbles, "")
         with self.assertRaisesRegex(errors.ScribbleSegError, "no such model"):
             logic.startSegmentation(volume, scribbles, "/nonexistent/heart.model")
         with self.assertRaisesRegex(errors.ScribbleSegError, "background"):

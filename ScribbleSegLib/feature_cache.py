@@ -77,3 +77,46 @@ def new_entry(cache_dir: Union[str, os.PathLike], key: str, meta: Optional[dict]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def entry_sizes(cache_dir: Union[str, os.PathLike]) -> list:
+    """``[(key, bytes, mtime)]`` of the finished entries, least recently written first."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return []
+    entries = []
+    for entry in cache_dir.iterdir():
+        if entry.name.startswith(".") or not entry.is_dir():  # temporary folders of runs in progress
+            continue
+        size = 0
+        for root, _dirs, files in os.walk(entry):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    size += os.path.getsize(os.path.join(root, name))
+        with contextlib.suppress(OSError):
+            entries.append((entry.name, size, entry.stat().st_mtime))
+    return sorted(entries, key=lambda e: e[2])
+
+
+def prune(cache_dir: Union[str, os.PathLike], max_bytes: int) -> list:
+    """Delete the least recently written entries until the finished entries fit in ``max_bytes``.
+
+    The most recent entry is always kept, even alone over the cap: it is the
+    volume the user is working on.  Temporary folders of runs in progress are
+    neither counted nor touched.
+
+    Returns
+    -------
+    list of str
+        The keys deleted.
+    """
+    entries = entry_sizes(cache_dir)
+    total = sum(size for _key, size, _mtime in entries)
+    deleted = []
+    for key, size, _mtime in entries[:-1]:
+        if total <= max_bytes:
+            break
+        shutil.rmtree(Path(cache_dir) / key, ignore_errors=True)
+        total -= size
+        deleted.append(key)
+    return deleted

@@ -9,10 +9,18 @@ executes code.  Its top level is a dict:
 training record), ``state`` (the network's state dict), ``bank_features``
 (float16 ``(N, C)``) and ``bank_labels`` (uint8 ``(N,)``): features of training
 pixels and their labels (1 heart, 0 background), class-balanced, for DDML.
+
+Format versions: 1, the first; 2 adds ``meta["provenance"]``, where the model
+came from (see :func:`make_provenance`): the volumes it learnt from, the
+optimisation steps, when, and its parent model when it was fine-tuned from one
+(``scribbleseg train --init``).  Version-1 files still load, with an empty
+provenance.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import pickle
@@ -30,7 +38,11 @@ from .nets import ModelConfig, build_net
 from .runtime import resolve_device
 
 FORMAT = "scribbleseg-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version this code writes."""
+
+READABLE_VERSIONS = (1, 2)
+"""Every version this code reads (older files must keep working after an update)."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -74,12 +86,70 @@ class SegModel:
         """Channels of the per-pixel features."""
         return self.config.feature_channels
 
+    @property
+    def provenance(self) -> Dict[str, Any]:
+        """Where the model came from (``{}`` for a format-1 file); see :func:`make_provenance`."""
+        return dict(self.meta.get("provenance") or {})
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (identifies a parent model whatever its name)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_provenance(volumes: Sequence[str], steps: int, parent: Optional["SegModel"] = None,
+                    **extra: Any) -> Dict[str, Any]:
+    """The provenance record stored in a model file (JSON-able).
+
+    Parameters
+    ----------
+    volumes : list of str
+        What the model learnt from in this run (file names, or a description of generated data).
+    steps : int
+        Optimisation steps of this run.
+    parent : SegModel, optional
+        The model this one was fine-tuned from.  Its file name, SHA-256 and own
+        provenance are kept, so a chain of fine-tunings can be traced back to
+        the first model.
+    **extra
+        Anything else worth keeping (e.g. the command that made the model).
+
+    Returns
+    -------
+    dict
+        ``created`` (ISO 8601, UTC), ``volumes``, ``steps``, ``parent`` (None or
+        ``{"file", "sha256", "provenance"}``), ``generation`` (0 for a model trained
+        from scratch, parent's + 1 for a fine-tuned one) and ``extra``'s keys.
+    """
+    record: Dict[str, Any] = {
+        "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+        "volumes": [str(v) for v in volumes],
+        "steps": int(steps),
+        "parent": None,
+        "generation": 0,
+    }
+    if parent is not None:
+        parent_record = parent.provenance
+        record["parent"] = {
+            "file": parent.path.name if parent.path is not None else None,
+            "sha256": file_sha256(parent.path) if parent.path is not None and parent.path.is_file() else None,
+            "provenance": parent_record,
+        }
+        record["generation"] = int(parent_record.get("generation", 0)) + 1
+    record.update(extra)
+    return record
+
 
 def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
                stain: Optional[Dict[str, Any]] = None,
                voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
                bank_features: Optional[np.ndarray] = None, bank_labels: Optional[np.ndarray] = None,
-               training: Optional[Dict[str, Any]] = None) -> Path:
+               training: Optional[Dict[str, Any]] = None,
+               provenance: Optional[Dict[str, Any]] = None) -> Path:
     """Write a model file atomically.
 
     Parameters
@@ -96,6 +166,8 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
         ``(N, C)`` features and ``(N,)`` labels (0/1) of training pixels.
     training : dict, optional
         JSON-able record of the training run.
+    provenance : dict, optional
+        Where the model came from (:func:`make_provenance`); default: nothing known.
 
     Returns
     -------
@@ -108,7 +180,7 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
         raise ScribbleSegError(f"{path}: the feature bank must be (N, {c}) with N labels, got {feats.shape} "
                                f"and {labels.shape}")
     meta = {"config": config.to_dict(), "stain": stain, "voxel_size": [float(v) for v in voxel_size],
-            "training": training or {}}
+            "training": training or {}, "provenance": provenance or {}}
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -139,9 +211,11 @@ def _read(path: Path) -> Dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ScribbleSegError(f"{path}: not a ScribbleSeg model file")
     version = payload.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
+        hint = "; update ScribbleSeg" if isinstance(version, int) and version > FORMAT_VERSION else ""
         raise ScribbleSegError(f"{path}: model file format version {version!r}; this ScribbleSeg reads "
-                               f"version {FORMAT_VERSION}")
+                               f"versions {readable}{hint}")
     return payload
 
 
@@ -174,6 +248,8 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
     payload = _read(path)
     try:
         meta = json.loads(payload["meta"])
+        meta.setdefault("provenance", {})  # format 1 had none
+        meta["format_version"] = payload["format_version"]
         config = ModelConfig.from_dict(meta["config"])
         voxel_size = tuple(float(v) for v in meta["voxel_size"])
         stain = meta.get("stain")

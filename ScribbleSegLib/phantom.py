@@ -54,7 +54,7 @@ from .fileio import PathLike, atomic_output
 from .geometry import Geometry, Volume
 from .progress import CancelToken, ProgressCallback
 from .scribbles import draw_path
-from .stain import od_to_rgb
+from .optical_density import od_to_rgb  # not stain: the phantom must not need torch
 
 #: Format version of ``phantom.json``.
 MANIFEST_VERSION = 1

@@ -60,15 +60,8 @@ _STAGE = "stain normalization"
 _log = logging.getLogger(__name__)
 
 
-def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
-    """Optical density of 8-bit RGB values (any shape ending in 3), float32 >= 0."""
-    return (-np.log((np.asarray(rgb, dtype=np.float32) + 1.0) / _I0)).astype(np.float32)
-
-
-def od_to_rgb(od: np.ndarray) -> np.ndarray:
-    """8-bit RGB values of optical densities (inverse of :func:`rgb_to_od`)."""
-    rgb = _I0 * np.exp(-np.asarray(od, dtype=np.float32)) - 1.0
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+# rgb_to_od and od_to_rgb live in a torch-free module (the phantom needs them without torch).
+from .optical_density import od_to_rgb, rgb_to_od  # noqa: E402,F401
 
 
 # OD of every 8-bit value, and the sRGB-to-linear-light table for the tissue mask.

@@ -25,6 +25,15 @@ What a training run does (:func:`train_model`):
 
 With the iteration budget (not the time budget) ending the run, a fixed seed
 gives the same model on the CPU.
+
+Fine-tuning (``init=``, ``scribbleseg train --init MODEL``) starts from an
+existing model instead of random weights: the parent's architecture and
+reference stain are kept (the new volumes are rendered in the parent's stain,
+so the features the parent's users cached stay comparable), the learning rate
+and step budget default to :data:`FINETUNE_LR` and :data:`FINETUNE_ITERS`,
+and the DDML bank is computed again, on the new volumes, with the fine-tuned
+network: the parent's bank holds features of the parent's network, which no
+longer match.  The new file records its parent in ``meta["provenance"]``.
 """
 
 from __future__ import annotations
@@ -47,12 +56,19 @@ from .errors import ScribbleSegError
 from .fileio import check_output_path
 from .geometry import Volume
 from .inference import SectionPredictor, cpu_threads, default_tile
-from .model_file import save_model
+from .model_file import SegModel, load_model, make_provenance, save_model
 from .nets import ModelConfig, build_net, scale_input
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import resolve_device, torch_threads
 
 _log = logging.getLogger(__name__)
+
+FINETUNE_LR = 3e-4
+"""Default Adam learning rate when fine-tuning: a third of training's, so a few volumes nudge rather than
+overwrite what the parent learnt."""
+
+FINETUNE_ITERS = 300
+"""Default step budget when fine-tuning (3.5 minutes of the small preset on a shared 2-core CPU, BENCHMARKS.md)."""
 
 # The eight flips and quarter turns, as 2x2 matrices acting on (x, y).
 _D4 = np.array([[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
@@ -291,8 +307,10 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
                 options: Optional[TrainOptions] = None, max_iters: Optional[int] = None,
                 max_minutes: Optional[float] = None, device: str = "auto", seed: int = 0,
                 names: Optional[Sequence[str]] = None, val_names: Optional[Sequence[str]] = None,
+                init: Optional[Union[str, os.PathLike, SegModel]] = None,
+                provenance: Optional[Dict[str, object]] = None,
                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Path:
-    """Train a network on labelled volumes and write its model file.
+    """Train a network on labelled volumes, or fine-tune an existing one, and write its model file.
 
     Parameters
     ----------
@@ -303,7 +321,8 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     out_path : path
         The model file to write.
     config : nets.ModelConfig, optional
-        Default ``ModelConfig.small("munet")``.
+        Default ``ModelConfig.small("munet")``, or the parent's when fine-tuning
+        (another config is then an error).
     val_images, val_labels : lists, optional
         Validation volumes for early stopping; without them every fifth section
         of the training volumes is held out.
@@ -315,7 +334,12 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     seed : int
         Seeds the initialisation, the patches and the augmentation.
     names, val_names : lists of str, optional
-        How error messages name the volumes (e.g. their files).
+        How error messages and the model's provenance name the volumes (e.g. their files).
+    init : path or model_file.SegModel, optional
+        Fine-tune this model (see the module docstring) instead of starting from random weights.
+    provenance : dict, optional
+        Extra JSON-able fields for the model's provenance record (e.g. the command); a ``volumes``
+        entry replaces ``names`` there.
     progress, cancel
         See :mod:`progress`.
 
@@ -329,8 +353,16 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     ScribbleSegError
         On a bad volume (see :func:`check_pair`) or output path; nothing is written.
     """
+    parent = None
+    if init is not None:
+        parent = init if isinstance(init, SegModel) else load_model(init, device=device)
+        if config is not None and config != parent.config:
+            raise ScribbleSegError(f"{parent.path}: a fine-tuned model keeps its parent's architecture "
+                                   f"({parent.config.arch}); do not ask for another one")
+        config = parent.config
     config = config or ModelConfig.small("munet")
-    options = copy.copy(options or TrainOptions())
+    options = copy.copy(options or TrainOptions(**({"lr": FINETUNE_LR, "max_iters": FINETUNE_ITERS}
+                                                   if parent is not None else {})))
     if max_iters is not None:
         options.max_iters = int(max_iters)
     if max_minutes is not None:
@@ -350,14 +382,22 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     val = [check_pair(i, l, n) for i, l, n in zip(val_images, val_labels, val_names)]
     dev = resolve_device(device)
     with torch_threads(cpu_threads() if dev.type == "cpu" else torch.get_num_threads()):
-        return _train(train, val, out_path, config, options, dev, seed, _voxel_size(images), progress, cancel)
+        return _train(train, val, out_path, config, options, dev, seed, _voxel_size(images), progress, cancel,
+                      parent=parent, volume_names=names, provenance=provenance)
 
 
 def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOptions, dev: torch.device, seed: int,
-           voxel_size, progress, cancel) -> Path:
+           voxel_size, progress, cancel, parent: Optional[SegModel] = None, volume_names: Sequence[str] = (),
+           provenance: Optional[Dict[str, object]] = None) -> Path:
     started = time.perf_counter()
     stain_dict, stain_note = None, "off"
-    if options.normalize:
+    if parent is not None:
+        stain_dict = parent.stain
+        if options.normalize and stain_dict is not None:
+            report(progress, "stain reference", 0.0, "rendering the volumes in the parent model's stain")
+            train, val = _render_in_stain(train, val, stain_dict, seed, cancel)
+            stain_note = "vahadane (parent's reference)"
+    elif options.normalize:
         report(progress, "stain reference", 0.0, "fitting")
         stain_dict, stain_note, train, val = _normalize_stains(train, val, seed, cancel)
 
@@ -376,7 +416,7 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
         except ScribbleSegError:  # too few sections to hold out: validate on training patches
             val_source = source
 
-    net = build_net(config).to(dev)
+    net = copy.deepcopy(parent.net).to(dev) if parent is not None else build_net(config).to(dev)
     record = _optimise(net, source, val_source, options, dev, rng, progress, cancel)
 
     report(progress, "training-pixel bank", 0.0, "features of training sections")
@@ -385,9 +425,11 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
     check(cancel)
     record.update(seed=int(seed), stain_normalization=stain_note, device=str(dev), torch=torch.__version__,
                   options=asdict(options), minutes=round((time.perf_counter() - started) / 60, 3),
-                  bank_pixels=int(len(bank_y)))
+                  bank_pixels=int(len(bank_y)), fine_tuned=parent is not None)
+    extra = dict(provenance or {})
+    origin = make_provenance(extra.pop("volumes", volume_names), record["steps"], parent=parent, **extra)
     return save_model(out_path, net, config, stain=stain_dict, voxel_size=voxel_size,
-                      bank_features=bank_x, bank_labels=bank_y, training=record)
+                      bank_features=bank_x, bank_labels=bank_y, training=record, provenance=origin)
 
 
 def _check_options(options: TrainOptions) -> None:
@@ -422,6 +464,16 @@ def _normalize_stains(train, val, seed: int, cancel):
     norm = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in train]
     norm_val = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in val]
     return target.to_dict(), "vahadane", norm, norm_val
+
+
+def _render_in_stain(train, val, stain_dict: Dict[str, object], seed: int, cancel):
+    """Render every volume in a given reference stain (the parent model's, when fine-tuning)."""
+    from . import stain
+
+    target = stain.VahadaneNormalizer.from_dict(stain_dict)
+    norm = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in train]
+    norm_val = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in val]
+    return norm, norm_val
 
 
 def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainOptions, dev: torch.device,

@@ -40,7 +40,10 @@ Requests (relative paths are relative to the request file's folder)::
     {"protocol": 1, "task": "train",
      "images": ["img0.nrrd", ...], "labels": ["lab0.nrrd", ...], "output": "new.model",
      "arch": "munet", "preset": "small", "max_minutes": 10,
-     "val_images": [], "val_labels": [], "device": "auto", "seed": 0}
+     "val_images": [], "val_labels": [], "device": "auto", "seed": 0,
+     "init": "/models/parent.model",            # optional: fine-tune this model ("starter": the shipped one)
+     "max_iters": 300,                          # optional step budget (default: training's)
+     "names": ["Embryo 7"]}                     # optional: how the model's provenance names the volumes
 
     {"protocol": 1, "task": "phantom", "seed": 0, "shape": [32, 128, 128], "every": 8,
      "outputs": {"image": "image.nrrd", "label": "label.seg.nrrd", "scribbles": "scribbles.seg.nrrd"}}
@@ -248,13 +251,22 @@ class _RequestChecker:
         max_minutes = self.value("max_minutes", 10.0, (int, float))
         if not max_minutes > 0:
             raise self.fail("max_minutes", f"must be positive, got {max_minutes!r}")
+        max_iters = self.value("max_iters", None, (int,))
+        if max_iters is not None and max_iters < 1:
+            raise self.fail("max_iters", f"must be a positive integer, got {max_iters!r}")
+        init = self.value("init", None, (str,))
+        if init is not None and init != "starter":
+            init = self.path_value(init, "init", must_exist=True)
+        names = self.value("names", None, (list,))
+        if names is not None and (len(names) != len(images) or not all(isinstance(n, str) for n in names)):
+            raise self.fail("names", "must give one name (a string) per image")
         return {
             **self.common("train"),
             "images": images, "labels": labels, "val_images": val_images, "val_labels": val_labels,
             "output": self.path_value(self.value("output"), "output", must_exist=False),
             "arch": self.choice("arch", ("munet", "unet"), "munet"),
             "preset": self.choice("preset", ("small", "paper"), "small"),
-            "max_minutes": float(max_minutes),
+            "max_minutes": float(max_minutes), "max_iters": max_iters, "init": init, "names": names,
         }
 
 
@@ -427,16 +439,28 @@ def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelTok
             masks.append(volume_io.read_label(label_path, volume.shape, volume.geometry))
         return volumes, masks
 
+    init = request.get("init")
+    if init is not None:
+        from .starter import resolve_model
+
+        init = str(resolve_model(init))
+        emitter.emit("log", level="info", message=f"fine-tuning {init}")
     emitter.progress("read", 0.0, f"reading {len(request['images'])} training volume(s)")
     images, labels = read_pairs(request["images"], request["labels"])
     val_images, val_labels = read_pairs(request["val_images"], request["val_labels"])
     started = time.perf_counter()
-    training.train_model(images, labels, request["output"], ModelConfig.preset(request["preset"], request["arch"]),
+    # A fine-tuned model keeps its parent's architecture: no config then.
+    config = None if init is not None else ModelConfig.preset(request["preset"], request["arch"])
+    names = request.get("names") or [Path(p).name for p in request["images"]]
+    training.train_model(images, labels, request["output"], config,
                          val_images=val_images or None, val_labels=val_labels or None,
-                         max_minutes=request["max_minutes"], device=request["device"], seed=request["seed"],
+                         max_minutes=request["max_minutes"], max_iters=request.get("max_iters"),
+                         device=request["device"], seed=request["seed"], init=init,
+                         provenance={"volumes": list(names), "command": "ScribbleSeg worker (3D Slicer)"},
                          progress=emitter.progress, cancel=cancel)
     return {"outputs": {"model": request["output"]},
-            "metrics": {"volumes": len(images), "validation_volumes": len(val_images)},
+            "metrics": {"volumes": len(images), "validation_volumes": len(val_images),
+                        "fine_tuned_from": init},
             "timings": {"train": time.perf_counter() - started}}
 
 

@@ -71,6 +71,21 @@ def test_every_library_file_is_listed_and_every_listed_file_exists():
     assert "commands/__init__.py" in listed and "worker.py" in listed
 
 
+def test_the_starter_model_is_installed_with_the_library():
+    from ScribbleSegLib import starter
+
+    cmake = LIB / "CMakeLists.txt"
+    (arguments,) = calls(cmake, "slicermacrobuildscriptedmodule")
+    resources = expand(keyword_values(arguments, "RESOURCES"), variables(cmake))
+    expected = (starter.MODELS_FOLDER / starter.STARTER_MODEL_NAME).relative_to(LIB).as_posix()
+    assert resources == [expected]
+    assert (LIB / expected).is_file(), "make it with: python benchmarks/make_starter_model.py"
+    # pip installs it too (pyproject package data).
+    tomllib = pytest.importorskip("tomllib")
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(Path(expected).match(pattern) for pattern in data["ScribbleSegLib"])
+
+
 def test_the_library_installs_as_a_package_folder_like_dicomlib():
     (arguments,) = calls(LIB / "CMakeLists.txt", "slicermacrobuildscriptedmodule")
     assert expand(keyword_values(arguments, "NAME"), variables(LIB / "CMakeLists.txt")) == ["ScribbleSegLib"]

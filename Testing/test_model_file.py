@@ -68,10 +68,45 @@ def test_truncated_file_is_refused(saved, tmp_path):
 
 
 def test_other_format_version_is_refused(tmp_path):
-    path = tmp_path / "v2.model"
-    torch.save({"format": model_file.FORMAT, "format_version": model_file.FORMAT_VERSION + 1}, path)
-    with pytest.raises(ScribbleSegError, match="v2.model: model file format version 2"):
+    newer = model_file.FORMAT_VERSION + 1
+    path = tmp_path / "newer.model"
+    torch.save({"format": model_file.FORMAT, "format_version": newer}, path)
+    with pytest.raises(ScribbleSegError, match=f"newer.model: model file format version {newer};.*update"):
         load_model(path)
+    torch.save({"format": model_file.FORMAT, "format_version": 0}, path)
+    with pytest.raises(ScribbleSegError, match="format version 0"):
+        load_model(path)
+
+
+def test_a_format_1_file_still_loads_with_an_empty_provenance(saved, tmp_path):
+    # Format 1 had no provenance: what a model file written before format 2 looks like.
+    payload = torch.load(saved[0], weights_only=True)
+    meta = __import__("json").loads(payload["meta"])
+    del meta["provenance"]
+    payload.update(format_version=1, meta=__import__("json").dumps(meta))
+    old = tmp_path / "old.model"
+    torch.save(payload, old)
+    model = load_model(old, device="cpu")
+    assert model.provenance == {}
+    assert model.meta["format_version"] == 1
+    assert model.meta["training"] == {"steps": 3}
+
+
+def test_provenance_is_saved_and_chains_to_the_parent(saved, tmp_path):
+    path, net, config, feats, labels = saved
+    parent = load_model(path, device="cpu")
+    assert parent.meta["format_version"] == model_file.FORMAT_VERSION
+    record = model_file.make_provenance(["embryo7.nrrd"], 120, parent=parent, command="test")
+    child = save_model(tmp_path / "child.model", net, config, bank_features=feats, bank_labels=labels,
+                       provenance=record)
+    loaded = load_model(child, device="cpu").provenance
+    assert loaded["volumes"] == ["embryo7.nrrd"] and loaded["steps"] == 120 and loaded["command"] == "test"
+    assert loaded["parent"]["file"] == "m.model"
+    assert loaded["parent"]["sha256"] == model_file.file_sha256(path)
+    assert loaded["generation"] == 1
+    grandchild = model_file.make_provenance(["embryo8.nrrd"], 50, parent=load_model(child, device="cpu"))
+    assert grandchild["generation"] == 2
+    assert grandchild["parent"]["provenance"]["parent"]["file"] == "m.model"
 
 
 def test_foreign_files_are_refused(tmp_path):

@@ -367,7 +367,9 @@ def scribbleseg(monkeypatch, tmp_path):
         path.mkdir()
         return str(path)
 
-    util = types.SimpleNamespace(VTKObservationMixin=type("VTKObservationMixin", (), {}), tempDirectory=temp_directory)
+    displayed = []
+    util = types.SimpleNamespace(VTKObservationMixin=type("VTKObservationMixin", (), {}), tempDirectory=temp_directory,
+                                 displayed=displayed)
     slicer = types.ModuleType("slicer")
     slicer.app = app
     slicer.util = util
@@ -377,9 +379,13 @@ def scribbleseg(monkeypatch, tmp_path):
     slicer.parameterNodeWrapper = types.SimpleNamespace(parameterNodeWrapper=lambda cls: cls,
                                                         WithinRange=lambda low, high: (low, high))
     base = type("Base", (), {"__init__": lambda self, *args: None})
+    import unittest
+
+    test_base = type("ScriptedLoadableModuleTest", (unittest.TestCase,),
+                     {"delayDisplay": lambda self, message, msec=100: displayed.append(message)})
     slicer.ScriptedLoadableModule = types.SimpleNamespace(
         ScriptedLoadableModule=base, ScriptedLoadableModuleLogic=base, ScriptedLoadableModuleWidget=base,
-        ScriptedLoadableModuleTest=base)
+        ScriptedLoadableModuleTest=test_base)
     for name, module in {"qt": qt, "ctk": types.SimpleNamespace(), "slicer": slicer, "slicer.util": util,
                          "slicer.i18n": slicer.i18n, "slicer.parameterNodeWrapper": slicer.parameterNodeWrapper,
                          "slicer.ScriptedLoadableModule": slicer.ScriptedLoadableModule}.items():
@@ -493,3 +499,477 @@ def test_device_and_model_path_are_remembered(scribbleseg):
     assert (logic.device(), logic.modelPath()) == ("cpu", "/models/heart.model")
     with pytest.raises(ValueError):
         logic.setDevice("tpu")
+
+
+# ---------------------------------------------------------------------------
+# The panel, with stand-in widgets
+# ---------------------------------------------------------------------------
+
+
+class _FakeWidget:
+    """A Qt widget stand-in: any property can be set; any method call is recorded and returns None."""
+
+    def __init__(self):
+        self.__dict__["calls"] = []
+        self.__dict__["visible"] = True
+        self.__dict__["enabled"] = True
+
+    def hide(self):
+        self.visible = False
+
+    def show(self):
+        self.visible = True
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self.calls.append((name, args))
+
+
+class _FakeUi:
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        widget = _FakeWidget()
+        setattr(self, name, widget)
+        return widget
+
+
+def _panel(scribbleseg, **parameters):
+    """A ScribbleSegWidget with stand-in widgets, a logic and a parameter node stand-in (no setup())."""
+    import types
+
+    widget = scribbleseg.ScribbleSegWidget()
+    widget.ui = _FakeUi()
+    widget.logic = scribbleseg.ScribbleSegLogic()
+    widget._binding = scribbleseg.ParameterNodeGuiBinding(widget.ui)
+    fields = dict(inputVolume=None, scribbleSegmentation=None, outputSegmentation=None, outputProbability=None,
+                  method=scribbleseg.Method.FULL, gamma=8.0, sigma=0.1, delta=0.05, ddmlSteps=400, headSteps=200,
+                  scribbleShare=0.05, seed=0, createProbability=False, show3D=True, sectionPixelSize=0.001,
+                  sectionSpacing=0.005, sectionDownsample=1)
+    fields.update(parameters)
+    widget._parameterNode = types.SimpleNamespace(**fields)
+    widget.removeObserver = widget.addObserver = lambda *args: None
+    return widget
+
+
+def test_an_early_error_leaves_no_progress_bar_or_status_behind(scribbleseg):
+    errors = []
+    scribbleseg.slicer.util.errorDisplay = lambda text, **kwargs: errors.append(text)
+    panel = _panel(scribbleseg)
+    panel.onApplyButton()  # no input volume: refused before any job starts
+    assert errors and "input volume" in errors[0]
+    assert panel.ui.progressBar.visible is False
+    assert panel.ui.statusLabel.text == ""
+    assert panel.ui.applyButton.enabled and panel.ui.applyButton.text == "Apply"
+
+
+def test_loaded_section_folders_go_into_the_path_history(scribbleseg, tmp_path):
+    import types
+
+    panel = _panel(scribbleseg)
+    panel.ui.sectionFolderPathLineEdit.currentPath = str(tmp_path)
+    scribbleseg.slicer.util.createProgressDialog = lambda **kwargs: _FakeWidget()
+    scribbleseg.slicer.util.setSliceViewerLayers = lambda **kwargs: None
+    scribbleseg.slicer.util.errorDisplay = lambda text, **kwargs: None
+    panel.logic.ensureDependencies = lambda torch=True: None
+    panel.logic.loadSectionFolder = lambda *args, **kwargs: (_ for _ in ()).throw(
+        scribbleseg.userError("no images"))
+    panel.onLoadSectionsButton()
+    history = [c for c in panel.ui.sectionFolderPathLineEdit.calls if c[0] == "addCurrentPathToHistory"]
+    assert history == [], "a folder that did not load is not remembered"
+    panel.logic.loadSectionFolder = lambda *args, **kwargs: types.SimpleNamespace(name="volume")
+    panel.onLoadSectionsButton()
+    history = [c for c in panel.ui.sectionFolderPathLineEdit.calls if c[0] == "addCurrentPathToHistory"]
+    assert len(history) == 1
+
+
+def test_the_overwrite_mode_of_a_closed_scene_is_not_restored_onto_the_next(scribbleseg):
+    import types
+
+    class EditorNode:
+        def __init__(self, mode):
+            self.mode = mode
+
+        def GetOverwriteMode(self):
+            return self.mode
+
+        def SetOverwriteMode(self, mode):
+            self.mode = mode
+
+    scribbleseg.slicer.vtkMRMLSegmentEditorNode = types.SimpleNamespace(OverwriteNone=2)
+    panel = _panel(scribbleseg)
+    first, second = EditorNode(0), EditorNode(1)
+    panel._segmentEditorNode = first
+    panel._setOverwriteNone()
+    assert first.mode == 2
+    panel.onSceneStartClose(None, None)
+    panel.parent = types.SimpleNamespace(isEntered=True)
+    panel.initializeParameterNode = lambda: None
+
+    def select():
+        panel._segmentEditorNode = second
+
+    panel._selectSegmentEditorNode = select
+    panel.onSceneEndClose(None, None)
+    assert second.mode == 2
+    panel.exit()
+    assert second.mode == 1, "the new scene's editor node gets its own mode back, not the closed scene's"
+
+
+def test_the_cache_cannot_be_cleared_or_pruned_while_a_job_runs(scribbleseg):
+    import types
+
+    panel = _panel(scribbleseg)
+    logic = panel.logic
+    folder = Path(logic.featureCacheFolder())
+    assert folder == Path(scribbleseg.slicer.app.cachePath) / "ScribbleSeg" / "features"
+    (folder / "entry").mkdir(parents=True)
+    (folder / "entry" / "features.npy").write_bytes(b"x" * 100)
+    logic.job = types.SimpleNamespace(finished=False, kind="segment", purpose="segment")
+    with pytest.raises(Exception, match="before clearing the cache"):
+        logic.clearFeatureCache()
+    logic.setFeatureCacheMaxGB(1e-9)
+    assert logic.pruneFeatureCache() == []
+    panel._updateBusyState()
+    assert not panel.ui.clearCacheButton.enabled and not panel.ui.cacheMaxSizeSpinBox.enabled
+    assert panel.ui.applyButton.text == "Cancel" and panel.ui.applyButton.enabled
+    panel.onClearCacheButton()
+    assert (folder / "entry" / "features.npy").exists()
+    logic.job = None
+    panel._updateBusyState()
+    assert panel.ui.clearCacheButton.enabled
+    logic.clearFeatureCache()
+    assert not folder.exists()
+
+
+def test_the_cache_size_cap_is_remembered(scribbleseg):
+    logic = scribbleseg.ScribbleSegLogic()
+    assert logic.featureCacheMaxGB() == scribbleseg.DEFAULT_CACHE_MAX_GB
+    logic.setFeatureCacheMaxGB(2.5)
+    assert logic.featureCacheMaxGB() == 2.5
+    with pytest.raises(ValueError):
+        logic.setFeatureCacheMaxGB(0)
+
+
+def test_a_worker_that_cannot_start_leaves_no_folder_and_no_job(scribbleseg, monkeypatch):
+    logic = scribbleseg.ScribbleSegLogic()
+    monkeypatch.setattr(scribbleseg, "pythonExecutable", lambda: "/nonexistent/PythonSlicer")
+    folder = logic._jobFolder()
+    with pytest.raises(Exception, match="cannot start the ScribbleSeg worker process") as info:
+        logic._startJob("devices", folder, {})
+    assert scribbleseg.isUserError(info.value)
+    assert not Path(folder).exists()
+    assert not logic.busy and logic.job is None
+
+
+def test_device_detection_runs_beside_jobs_and_locks_nothing(scribbleseg):
+    panel = _panel(scribbleseg)
+    logic = panel.logic
+    finished = []
+    job = logic.detectDevices(onFinished=finished.append)
+    assert logic.detectingDevices and not logic.busy
+    assert logic.detectDevices() is job, "one detection at a time"
+    panel._updateBusyState()
+    assert panel.ui.applyButton.enabled and panel.ui.trainButton.enabled and panel.ui.inputVolumeSelector.enabled
+    folder = Path(logic._jobFolder())  # another job may start meanwhile
+    assert folder.is_dir()
+    job.wait()
+    assert finished == [job] and job.succeeded and not logic.detectingDevices
+    assert job.result["outputs"]["devices"][0]["id"] == "cpu"
+
+
+def test_the_sample_phantom_needs_no_pytorch(scribbleseg, monkeypatch):
+    import types
+
+    class Node:
+        def __init__(self, path):
+            self.path = path
+
+        def __getattr__(self, name):
+            return lambda *args: types.SimpleNamespace(SetVisibility=lambda visible: None)
+
+    asked = []
+    scribbleseg.slicer.util.loadVolume = lambda path, properties: Node(path)
+    scribbleseg.slicer.util.loadSegmentation = lambda path, properties: Node(path)
+    scribbleseg.slicer.vtkMRMLVolumeNode = types.SimpleNamespace(VoxelVectorTypeColorRGB=4)
+    logic = scribbleseg.ScribbleSegLogic()
+    logic.ensureDependencies = lambda torch=True: asked.append(torch)
+    logic.ensureScribbleSegments = lambda *args: ("1", "2")
+    volume, truth, scribbles = logic.createPhantom(seed=0, shape=(6, 32, 32))
+    assert asked == [False]
+    assert Path(volume.path).is_file() and Path(scribbles.path).is_file()
+
+
+def test_the_worker_makes_the_phantom_without_torch(tmp_path):
+    code = ("import sys, io; sys.modules['torch'] = None; sys.modules['maxflow'] = None\n"
+            "from ScribbleSegLib import worker\n"
+            "request = worker.write_request('r.json', {'task': 'phantom', 'seed': 0, 'shape': [6, 32, 32], "
+            "'outputs': {'image': 'i.nrrd', 'label': 'l.seg.nrrd', 'scribbles': 's.seg.nrrd'}})\n"
+            "worker.run_request(worker.load_request(request), worker.Emitter(io.StringIO()))\n")
+    env = dict(__import__("os").environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True)
+    assert (tmp_path / "s.seg.nrrd").is_file()
+
+
+def _dependency_logic(scribbleseg, monkeypatch, torch_installed, pip_missing):
+    """A logic whose dependency checks see what the test says, with stand-ins for Slicer's dialogs."""
+    import types
+
+    logic = scribbleseg.ScribbleSegLogic()
+    state = {"torch": torch_installed, "pip": list(pip_missing), "dialogs": [], "restarted": False}
+    monkeypatch.setattr(scribbleseg.ScribbleSegLogic, "torchInstalled", staticmethod(lambda: state["torch"]))
+    logic.missingRequirements = lambda: list(state["pip"])
+    logic.torchProblem = lambda: ""
+    util = scribbleseg.slicer.util
+    util.confirmOkCancelDisplay = lambda text, **kwargs: state["dialogs"].append(text) or state.get("agree", True)
+    util.confirmYesNoDisplay = lambda text, **kwargs: state["dialogs"].append(text) or True
+    util.restart = lambda: state.update(restarted=True)
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace())
+    return logic, state
+
+
+def test_one_dialog_lists_every_missing_package_and_declining_is_a_plain_error(scribbleseg, monkeypatch):
+    logic, state = _dependency_logic(scribbleseg, monkeypatch, torch_installed=False,
+                                     pip_missing=["PyMaxflow>=1.3.0", "slicerio>=1.0"])
+    state["agree"] = False
+    with pytest.raises(Exception, match="cannot run without") as info:
+        logic.ensureDependencies()
+    assert scribbleseg.isUserError(info.value)
+    (dialog,) = state["dialogs"]
+    assert "PyTorch" in dialog and "PyMaxflow>=1.3.0" in dialog and "slicerio>=1.0" in dialog
+
+
+def test_a_failed_pytorch_install_is_a_one_line_error(scribbleseg, monkeypatch):
+    import types
+
+    logic, state = _dependency_logic(scribbleseg, monkeypatch, torch_installed=False, pip_missing=[])
+
+    def install_torch(**kwargs):
+        raise subprocess.CalledProcessError(1, ["PythonSlicer", "-m", "light_the_torch", "install", "torch"])
+
+    sys.modules["PyTorchUtils"].PyTorchUtilsLogic = lambda: types.SimpleNamespace(installTorch=install_torch)
+    with pytest.raises(Exception, match=r"installing PyTorch failed \(exit status 1\)") as info:
+        logic.ensureDependencies()
+    assert scribbleseg.isUserError(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_restart_is_offered_when_slicer_had_loaded_a_replaced_package(scribbleseg, monkeypatch):
+    logic, state = _dependency_logic(scribbleseg, monkeypatch, torch_installed=True, pip_missing=["slicerio>=1.0"])
+    installed = []
+
+    def pip_install(requirements):
+        installed.extend(requirements)
+        state["pip"] = []
+
+    logic._pipInstall = pip_install
+    monkeypatch.setitem(sys.modules, "slicerio", object())  # loaded in Slicer's process, e.g. by another module
+    logic.ensureDependencies()
+    assert installed == ["slicerio>=1.0"] and state["restarted"]
+    assert len(state["dialogs"]) == 2 and "Restart" in state["dialogs"][1]
+    state.update(pip=["PyMaxflow>=1.3.0"], dialogs=[], restarted=False)
+    monkeypatch.delitem(sys.modules, "maxflow", raising=False)
+    logic.ensureDependencies()
+    assert len(state["dialogs"]) == 1 and not state["restarted"], "nothing loaded: no restart"
+
+
+def test_the_self_test_skips_without_its_dependencies(scribbleseg, monkeypatch):
+    import unittest
+
+    monkeypatch.setattr(scribbleseg.ScribbleSegLogic, "missingDependencies",
+                        lambda self, torch=True: ["PyTorch (torch>=2.1), through the PyTorch extension"])
+    suite = unittest.TestLoader().loadTestsFromTestCase(scribbleseg.ScribbleSegTest)
+    result = unittest.TextTestRunner(stream=__import__("io").StringIO()).run(suite)
+    assert result.wasSuccessful() and result.testsRun >= 3
+    assert len(result.skipped) == result.testsRun
+    assert all("not installed" in reason for _test, reason in result.skipped)
+    scribbleseg.ScribbleSegTest().runTest()  # "Reload and Test": reported, not raised
+    assert any(message.startswith("Skipped") for message in scribbleseg.slicer.util.displayed)
+
+
+def test_the_self_test_uses_the_starter_model_and_trains_nothing(tree):
+    test_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ScribbleSegTest")
+    source = ast.unparse(test_class)
+    assert "starterModelPath()" in source
+    assert ".train(" not in source and "startTraining" not in source
+
+
+def test_the_starter_model_is_the_default_and_is_labelled_as_a_starting_point(scribbleseg):
+    from ScribbleSegLib import starter
+
+    logic = scribbleseg.ScribbleSegLogic()
+    assert logic.modelPath() == ""
+    assert logic.resolvedModelPath() == str(starter.starter_model_path())
+    assert logic.resolvedModelPath("/models/mine.model") == "/models/mine.model"
+    text = logic.describeModel("")
+    assert "Starter model" in text and "starting point" in text and "Add this volume to the model" in text
+    assert logic.describeModel(logic.starterModelPath()) == text
+    assert logic.describeModel("/models/mine.model") == "Model: mine.model"
+    suggested = logic.suggestFineTunedModelPath(logic.starterModelPath(), "Embryo 7")
+    assert Path(suggested).parent == Path.home() and Path(suggested).name == "starter+Embryo_7.model"
+
+
+def test_adding_a_volume_to_the_model_is_refused_without_a_result(scribbleseg):
+    errors = []
+    scribbleseg.slicer.util.errorDisplay = lambda text, **kwargs: errors.append(text)
+    panel = _panel(scribbleseg)
+    panel.onAddToModelButton()
+    assert errors and "Segment this volume first" in errors[0]
+    assert panel.ui.progressBar.visible is False and panel.ui.statusLabel.text == ""
+
+
+# ---------------------------------------------------------------------------
+# Slicer 5.6/5.8 parameter node wrappers: connectGui on every entry must not reset the method
+# ---------------------------------------------------------------------------
+
+
+class _Combo:
+    """A QComboBox: emits currentIndexChanged when the index changes; an empty box takes its first item."""
+
+    def __init__(self):
+        self.items, self.index, self.slots = [], -1, []
+
+    def _set(self, index):
+        if not 0 <= index < len(self.items):  # QComboBox: an index without an item means no current item
+            index = -1
+        if index != self.index:
+            self.index = index
+            for slot in list(self.slots):
+                slot()
+
+    def clear(self):
+        self.items = []
+        self._set(-1)
+
+    def addItem(self, label):
+        self.items.append(label)
+        if self.index == -1:
+            self._set(0)
+
+
+class _EnumConnector56:
+    """Slicer 5.6.2's QComboBoxToEnumConnector (guiConnectors.py): refills the box without keeping the selection."""
+
+    def __init__(self, widget, enum_type):
+        self.widget, self.values, self.callback = widget, list(enum_type), None
+        widget.clear()
+        for value in self.values:
+            widget.addItem(value.name)
+
+    def onChanged(self, callback):
+        self.callback = callback
+        if callback is None:
+            self.widget.slots.remove(self.changed)
+        else:
+            self.widget.slots.append(self.changed)
+
+    def changed(self):
+        if self.callback:
+            self.callback()
+
+    def read(self):
+        return self.values[self.widget.index]
+
+    def write(self, value):
+        self.widget._set(self.values.index(value))
+
+
+class _MRMLNode:
+    def __init__(self, method):
+        self.values, self.observers = {"method": method}, []
+
+    def Modified(self):
+        for observer in list(self.observers):
+            observer()
+
+
+class _Wrapper56:
+    """What @parameterNodeWrapper makes in Slicer 5.6/5.8 (wrapper.py): connectGui returns None there."""
+
+    def __init__(self, node, enum_type, returns_tag=False):
+        self.parameterNode, self.enum_type, self.returns_tag = node, enum_type, returns_tag
+        self._parameterGUIs, self._nextParameterGUIsTag, self._updating = {}, 0, False
+
+    @property
+    def method(self):
+        return self.parameterNode.values["method"]
+
+    def connectGui(self, gui):
+        connectors = {"method": _EnumConnector56(gui.methodComboBox, self.enum_type)}
+        tag = self._nextParameterGUIsTag
+        self._nextParameterGUIsTag += 1
+        self._parameterGUIs[tag] = connectors
+        for name, connector in connectors.items():
+            connector.write(self.parameterNode.values[name])
+            connector.onChanged(lambda n=name, c=connector: self._set(n, c.read()))
+        self.parameterNode.observers.append(self._updateGui)
+        return tag if self.returns_tag else None
+
+    def disconnectGui(self, tag):
+        if tag in self._parameterGUIs:
+            for connector in self._parameterGUIs.pop(tag).values():
+                connector.onChanged(None)
+
+    def _set(self, name, value):
+        if not self._updating:
+            self.parameterNode.values[name] = value
+            self.parameterNode.Modified()
+
+    def _updateGui(self):
+        if self._updating:
+            return
+        self._updating = True
+        for connectors in self._parameterGUIs.values():
+            for name, connector in connectors.items():
+                connector.write(self.parameterNode.values[name])
+        self._updating = False
+
+
+def test_the_stand_in_reproduces_the_slicer_56_reset_with_the_template_pattern(scribbleseg):
+    import types
+
+    Method = scribbleseg.Method
+    gui = types.SimpleNamespace(methodComboBox=_Combo())
+    node = _MRMLNode(Method.FULL)
+    first = _Wrapper56(node, Method)
+    tag = first.connectGui(gui)  # enter
+    first.disconnectGui(tag)  # exit: tag is None in 5.6/5.8, so nothing is disconnected
+    second = _Wrapper56(node, Method)
+    second.connectGui(gui)  # enter again, with the new wrapper logic.getParameterNode() returns
+    assert node.values["method"] == Method.MUNET, "the defect: the method is reset to the first item"
+
+
+@pytest.mark.parametrize("returns_tag", [False, True], ids=["5.6-5.8", "5.10+"])
+def test_the_panel_binding_keeps_the_method_across_entries_and_scene_closes(scribbleseg, returns_tag):
+    import types
+
+    Method = scribbleseg.Method
+    gui = types.SimpleNamespace(methodComboBox=_Combo())
+    node = _MRMLNode(Method.FULL)
+    binding = scribbleseg.ParameterNodeGuiBinding(gui)
+    assert binding.bind(_Wrapper56(node, Method, returns_tag))
+    for _entry in range(3):  # enter/exit: a new wrapper of the same node each time
+        assert not binding.bind(_Wrapper56(node, Method, returns_tag))
+    assert node.values["method"] == Method.FULL
+    binding.unbind()  # scene close
+    assert gui.methodComboBox.slots == []
+    assert binding.bind(_Wrapper56(node, Method, returns_tag))  # scene end close
+    assert node.values["method"] == Method.FULL
+    assert len(gui.methodComboBox.slots) == 1, "exactly one live connector"
+    gui.methodComboBox._set(1)  # the user picks DDML
+    assert node.values["method"] == Method.DDML
+
+
+def test_the_panel_connects_the_gui_only_through_the_binding(tree):
+    binding = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ParameterNodeGuiBinding")
+    inside = {id(n) for n in ast.walk(binding)}
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr in ("connectGui", "disconnectGui")]
+    assert calls and all(id(call) in inside for call in calls)
+
+
+def test_the_panel_fine_tunes_with_the_library_defaults(tree):
+    from ScribbleSegLib.training import FINETUNE_ITERS
+
+    assert module_constant(tree, "FINETUNE_STEPS") == FINETUNE_ITERS

@@ -159,3 +159,63 @@ def test_train_command(tmp_path, capsys):
         assert main(args + ["--device", "cuda"]) == 2
         assert "CUDA" in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_fine_tuning_starts_from_the_parent_and_records_it(tmp_path):
+    from ScribbleSegLib import model_file
+    from ScribbleSegLib.training import FINETUNE_LR
+
+    image, label = tiny_volume()
+    parent_path = train_model([image], [label], tmp_path / "parent.model", TINY, options=FAST, max_iters=30,
+                              seed=1, names=["first.nrrd"])
+    parent = load_model(parent_path, device="cpu")
+    assert parent.provenance["volumes"] == ["first.nrrd"] and parent.provenance["parent"] is None
+    other_image, other_label = tiny_volume(seed=3)
+    # Zero steps' worth of change would be the parent itself: the child starts from its weights, so its first
+    # validation loss is close to the parent's last, far below a fresh network's.
+    child_path = train_model([other_image], [other_label], tmp_path / "child.model", options=FAST, max_iters=10,
+                             seed=2, init=parent_path, names=["second.nrrd"], provenance={"command": "test"})
+    child = load_model(child_path, device="cpu")
+    fresh = load_model(train_model([other_image], [other_label], tmp_path / "fresh.model", TINY, options=FAST,
+                                   max_iters=10, seed=2), device="cpu")
+    assert child.config == parent.config
+    assert child.meta["training"]["history"][0][2] < 0.8 * fresh.meta["training"]["history"][0][2]
+    record = child.provenance
+    assert record["volumes"] == ["second.nrrd"] and record["steps"] == 10 and record["command"] == "test"
+    assert record["parent"]["file"] == "parent.model"
+    assert record["parent"]["sha256"] == model_file.file_sha256(parent_path)
+    assert record["parent"]["provenance"]["volumes"] == ["first.nrrd"]
+    assert child.meta["training"]["fine_tuned"] is True
+    # Without options, fine-tuning uses its own gentler learning rate.
+    assert child.meta["training"]["options"]["lr"] == FAST.lr
+    default = load_model(train_model([other_image], [other_label], tmp_path / "d.model", max_iters=1,
+                                     init=parent, options=None), device="cpu")
+    assert default.meta["training"]["options"]["lr"] == FINETUNE_LR
+    # The bank is the child's own: features of the new volume through the fine-tuned network.
+    assert not np.array_equal(child.bank_features[:5], parent.bank_features[:5])
+    with pytest.raises(ScribbleSegError, match="parent's architecture"):
+        train_model([other_image], [other_label], tmp_path / "x.model", ModelConfig.small("unet"), init=parent)
+
+
+def test_train_command_fine_tunes_with_init(tmp_path, capsys):
+    from ScribbleSegLib import volume_io
+
+    image, label = tiny_volume(shape=(5, 24, 24))
+    volume_io.write_rgb_volume(tmp_path / "img.nrrd", image)
+    volume_io.write_labelmap(tmp_path / "lab.nrrd", label, image.geometry)
+    parent = train_model([image], [label], tmp_path / "parent.model", TINY, options=FAST, max_iters=2)
+    out = tmp_path / "child.model"
+    args = ["train", "--images", str(tmp_path / "img.nrrd"), "--labels", str(tmp_path / "lab.nrrd"),
+            "--out", str(out), "--init", str(parent), "--max-iters", "3", "--quiet", "--no-stain-normalization"]
+    assert main(args) == 0
+    child = load_model(out, device="cpu")
+    assert child.config == TINY
+    assert child.provenance["steps"] == 3 and child.provenance["parent"]["file"] == "parent.model"
+    assert child.provenance["volumes"] == [f"{tmp_path / 'img.nrrd'} (label {tmp_path / 'lab.nrrd'})"]
+    out.unlink()
+    assert main(args + ["--config", "paper"]) == 2
+    assert "keeps the size of its parent" in capsys.readouterr().err and not out.exists()
+    bad = list(args)
+    bad[bad.index("--init") + 1] = str(tmp_path / "missing.model")
+    assert main(bad) == 2
+    assert "missing.model: no such model file" in capsys.readouterr().err and not out.exists()

@@ -107,6 +107,12 @@ def test_request_paths_are_resolved_against_the_request_folder(tmp_path):
     ({"task": "train", "images": ["i.nrrd"], "labels": [], "output": "m.model"}, "one label per image"),
     ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "max_minutes": 0},
      "'max_minutes' must be positive"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "init": "missing.nrrd"},
+     "no such file or folder (request field 'init')"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "max_iters": 0},
+     "'max_iters' must be a positive integer"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "names": ["a", "b"]},
+     "'names' must give one name"),
     ({"task": "phantom", "shape": [8, 48], "outputs": {}}, "'shape' must be three positive integers"),
     ({"task": "phantom", "outputs": {"image": "a.png", "label": "l.seg.nrrd", "scribbles": "s.seg.nrrd"}},
      "'outputs.image' must end in .nrrd"),
@@ -184,6 +190,37 @@ def test_train_request_reaches_train_model_with_its_settings(tmp_path, phantom_f
     assert seen["images"][0].array.shape == tuple(PHANTOM_SHAPE) + (3,)
     assert seen["labels"][0].shape == tuple(PHANTOM_SHAPE) and seen["labels"][0].any()
     assert seen["cancel"] is None and callable(seen["progress"])
+    assert seen["init"] is None and seen["max_iters"] is None
+    assert seen["provenance"]["volumes"] == ["image.nrrd"]
+
+
+def test_a_train_request_with_init_fine_tunes_that_model(tmp_path, phantom_files, tiny_model, monkeypatch):
+    from ScribbleSegLib import starter, training
+
+    files, _ = phantom_files
+    seen = {}
+
+    def fake_train_model(images, labels, out_path, config, **kwargs):
+        seen.update(config=config, **kwargs)
+        Path(out_path).write_bytes(b"model")
+        return Path(out_path)
+
+    monkeypatch.setattr(training, "train_model", fake_train_model)
+    fields = {"task": "train", "images": [str(files["image"])], "labels": [str(files["label"])],
+              "output": "tuned.model", "init": str(tiny_model), "max_iters": 40, "names": ["Phantom0"]}
+    done = worker.run_request(worker.load_request(worker.write_request(tmp_path / "t.json", fields)),
+                              worker.Emitter(io.StringIO()))
+    assert seen["config"] is None, "a fine-tuned model keeps its parent's architecture"
+    assert (seen["init"], seen["max_iters"]) == (str(tiny_model), 40)
+    assert seen["provenance"]["volumes"] == ["Phantom0"]
+    assert done["metrics"]["fine_tuned_from"] == str(tiny_model)
+    monkeypatch.setattr(starter, "MODELS_FOLDER", tmp_path / "models")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / starter.STARTER_MODEL_NAME).write_bytes(Path(tiny_model).read_bytes())
+    fields["init"] = "starter"
+    worker.run_request(worker.load_request(worker.write_request(tmp_path / "s.json", fields)),
+                       worker.Emitter(io.StringIO()))
+    assert seen["init"] == str(tmp_path / "models" / starter.STARTER_MODEL_NAME)
 
 
 def test_devices_lists_the_cpu():

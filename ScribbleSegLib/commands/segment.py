@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="3D image file or folder of sections")
     parser.add_argument("--scribbles", help="labelmap (1 heart, 2 background) or .seg.nrrd with segments "
                         "'heart' and 'background' (not needed for --method munet)")
-    parser.add_argument("--model", required=True, help="model file from 'scribbleseg train'")
+    parser.add_argument("--model", required=True,
+                        help="model file from 'scribbleseg train', or 'starter' for the shipped starter model")
     parser.add_argument("--out", required=True, help="output segmentation (.seg.nrrd; other extensions: labelmap)")
     parser.add_argument("--method", default="full", choices=("munet", "ddml", "full"),
                         help="stop after the M-Unet, after DDML + head, or run the graph cut (default)")
@@ -70,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     bar = TqdmProgress(disable=args.quiet)
     try:
-        result = pipeline.segment(image, scribbles, args.model, method=args.method,
+        from ..starter import resolve_model
+
+        result = pipeline.segment(image, scribbles, str(resolve_model(args.model)), method=args.method,
                                   cut_params=cut_params_from_args(args), device=args.device,
                                   cache_dir=cache_dir, seed=args.seed, progress=bar)
     finally:

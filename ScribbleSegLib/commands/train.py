@@ -1,4 +1,10 @@
-"""``scribbleseg train``: train an M-Unet (or a plain U-Net) on labelled volumes."""
+"""``scribbleseg train``: train an M-Unet (or a plain U-Net) on labelled volumes, or fine-tune a model.
+
+With ``--init MODEL`` the command fine-tunes MODEL (``starter`` names the shipped
+starter model) on the given volumes instead of training from random weights;
+the new file keeps the parent's architecture and reference stain and records
+its parent in its provenance (see ``ScribbleSegLib.training``).
+"""
 
 import argparse
 
@@ -12,22 +18,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", nargs="+", required=True, metavar="LABEL",
                         help="one label per image: a labelmap (>0 = heart) or a .seg.nrrd with a 'heart' segment")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
-    parser.add_argument("--arch", choices=("munet", "unet"), default="munet",
-                        help="multi-field-of-view U-Net or plain U-Net (default: %(default)s)")
-    parser.add_argument("--config", choices=("small", "paper"), default="small",
+    parser.add_argument("--arch", choices=("munet", "unet"), default=None,
+                        help="multi-field-of-view U-Net or plain U-Net (default: munet; with --init, the parent's)")
+    parser.add_argument("--config", choices=("small", "paper"), default=None,
                         help="network size: small trains on a CPU in minutes, paper is the published "
-                             "size for a GPU (default: %(default)s)")
+                             "size for a GPU (default: small; with --init, the parent's)")
+    parser.add_argument("--init", metavar="MODEL", default=None,
+                        help="fine-tune this model file on the volumes instead of training from scratch "
+                             "('starter': the shipped starter model)")
     add_device_option(parser)
     parser.add_argument("--val-images", nargs="+", default=[], metavar="IMAGE",
                         help="validation images for early stopping (default: every 5th training section)")
     parser.add_argument("--val-labels", nargs="+", default=[], metavar="LABEL", help="their labels")
     add_image_options(parser)
     parser.add_argument("--max-minutes", type=float, default=None,
-                        help="time budget of the optimisation (default: 6 for --config small, none for paper)")
+                        help="time budget of the optimisation (default: 6 for --config small, none for paper "
+                             "or --init)")
     parser.add_argument("--max-iters", type=int, default=None,
-                        help="iteration budget (default: 1000 for --config small, 20000 for paper)")
+                        help="iteration budget (default: 1000 for --config small, 20000 for paper, 300 with --init)")
     parser.add_argument("--batch", type=int, default=8, help="patches per step (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="Adam learning rate (default: 1e-3, or 3e-4 with --init)")
     parser.add_argument("--no-stain-normalization", action="store_true",
                         help="train on the colours as they are")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling (default: 0)")
@@ -51,26 +62,54 @@ def _read_pairs(images, labels, spacing, downsample, role: str):
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    import shlex
+    import sys
+
+    from ..errors import ScribbleSegError
     from ..fileio import check_output_path
     from ..nets import ModelConfig
     from ..progress import TqdmProgress
     from ..runtime import resolve_device
-    from ..training import TrainOptions, train_model
+    from ..starter import resolve_model
+    from ..training import FINETUNE_ITERS, FINETUNE_LR, TrainOptions, train_model
 
     check_output_path(args.out)
     resolve_device(args.device)  # a clear error before reading anything
-    config = ModelConfig.preset(args.config, args.arch)
+    parent = None
+    if args.init is not None:
+        from ..model_file import load_model
+
+        parent = load_model(resolve_model(args.init), device=args.device)  # a bad model fails before reading
+        if args.arch is not None and args.arch != parent.config.arch:
+            raise ScribbleSegError(f"--arch {args.arch}: --init {args.init} is a {parent.config.arch}; a "
+                                   "fine-tuned model keeps its parent's architecture")
+        if args.config is not None:
+            raise ScribbleSegError(f"--config {args.config}: a fine-tuned model keeps the size of its parent "
+                                   f"(--init {args.init}); leave --config out")
+        config = None
+        max_minutes = args.max_minutes
+        max_iters = args.max_iters if args.max_iters is not None else FINETUNE_ITERS
+        lr = args.lr if args.lr is not None else FINETUNE_LR
+    else:
+        size = args.config or "small"
+        config = ModelConfig.preset(size, args.arch or "munet")
+        small = size == "small"
+        max_minutes = args.max_minutes if args.max_minutes is not None else 6.0 if small else None
+        max_iters = args.max_iters if args.max_iters is not None else 1000 if small else 20000
+        lr = args.lr if args.lr is not None else 1e-3
     images, labels = _read_pairs(args.images, args.labels, args.spacing, args.downsample, "")
     val_images, val_labels = _read_pairs(args.val_images, args.val_labels, args.spacing, args.downsample, "val-")
-    small = args.config == "small"
-    max_minutes = args.max_minutes if args.max_minutes is not None else 6.0 if small else None
-    max_iters = args.max_iters if args.max_iters is not None else 1000 if small else 20000
-    options = TrainOptions(batch=args.batch, lr=args.lr, normalize=not args.no_stain_normalization)
+    options = TrainOptions(batch=args.batch, lr=lr, normalize=not args.no_stain_normalization)
+    command = "scribbleseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] \
+        else "scribbleseg train"
     bar = TqdmProgress(disable=args.quiet)
     try:
         path = train_model(images, labels, args.out, config, val_images=val_images, val_labels=val_labels,
                            options=options, max_iters=max_iters, max_minutes=max_minutes,
-                           device=args.device, seed=args.seed, names=args.labels, val_names=args.val_labels,
+                           device=args.device, seed=args.seed,
+                           names=args.labels, val_names=args.val_labels, init=parent,
+                           provenance={"command": command,
+                                       "volumes": [f"{i} (label {l})" for i, l in zip(args.images, args.labels)]},
                            progress=bar)
     finally:
         bar.close()
