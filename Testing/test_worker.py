@@ -129,10 +129,14 @@ def test_a_request_from_another_protocol_version_is_refused(tmp_path):
         worker.load_request(path)
 
 
-def test_unknown_settings_are_refused_with_the_known_ones():
-    request = {"cut": {"gama": 1.0}, "ddml": {}}
-    with pytest.raises(ScribbleSegError, match=r"unknown settings \['gama'\].*'gamma'"):
-        worker._settings(request)
+def test_unknown_settings_are_refused_with_the_known_ones(tmp_path):
+    # The worker's segment task runs jobs.segment_files; its settings are checked before any input is read.
+    from ScribbleSegLib import jobs
+
+    job = jobs.SegmentFiles(image=str(tmp_path / "i.nrrd"), model="m", labels=str(tmp_path / "o.nrrd"),
+                            cut={"gama": 1.0}, names={"cut": "request field 'cut'"})
+    with pytest.raises(ScribbleSegError, match=r"request field 'cut': unknown settings \['gama'\].*'gamma'"):
+        jobs.settings(job)
 
 
 # ---------------------------------------------------------------------------
