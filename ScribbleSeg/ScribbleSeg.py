@@ -42,6 +42,8 @@ BACKGROUND = "background"
 HEART_COLOR = (0.85, 0.2, 0.2)
 BACKGROUND_COLOR = (0.2, 0.4, 0.85)
 
+# Literal copies of ScribbleSegLib.choices (this file must not import the library at file scope;
+# Testing/test_slicer_module.py checks that they agree).
 DEVICES = ("auto", "cpu", "cuda")  # the order of the items of deviceComboBox
 TORCH_REQUIREMENT = ">=2.1"
 OUTPUT_VOLUME_ATTRIBUTE = "ScribbleSeg.InputVolumeID"  # on result nodes: the volume they were computed from
@@ -1149,7 +1151,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def featureCacheFolder() -> str:
         """Where M-Unet features are cached (shared with the ``scribbleseg`` command line)."""
-        return str(lib("commands.common").default_cache_dir())
+        return str(lib("choices").default_cache_dir())
 
     def featureCacheSize(self) -> int:
         """Bytes used by the feature cache."""

@@ -185,6 +185,9 @@ def test_train_request_reaches_train_model_with_its_settings(tmp_path, phantom_f
     assert done["outputs"] == {"model": str(tmp_path / "new.model")}
     assert seen["config"].arch == "unet"
     assert (seen["max_minutes"], seen["device"], seen["seed"]) == (2.5, "cpu", 7)
+    from ScribbleSegLib.choices import PRESETS
+
+    assert seen["max_iters"] == PRESETS["small"].max_iters  # the preset's step budget reaches training
     assert seen["images"][0].array.shape == tuple(PHANTOM_SHAPE) + (3,)
     assert seen["labels"][0].shape == tuple(PHANTOM_SHAPE) and seen["labels"][0].any()
     assert seen["cancel"] is None and callable(seen["progress"])
