@@ -465,10 +465,7 @@ def check_outputs(outputs: Mapping[str, Optional[PathLike]],
         if value is None or value == "":
             continue
         path = Path(value)
-        allowed = tuple(s.lower() for s in suffixes.get(name, ()))
-        if allowed and not path.name.lower().endswith(allowed):
-            raise ScribbleSegError(f"{path} ({name}): expected a file name ending in {' or '.join(allowed)}")
-        check_output_path(path, name)
+        # The gravest mistake first: an output that would replace an input.
         for input_name, input_value in inputs.items():
             if input_value is None or input_value == "":
                 continue
@@ -483,6 +480,10 @@ def check_outputs(outputs: Mapping[str, Optional[PathLike]],
             if _same_file(path, other):
                 raise ScribbleSegError(f"{path}: is given for both {other_name} and {name}; "
                                        "each output needs its own file")
+        allowed = tuple(s.lower() for s in suffixes.get(name, ()))
+        if allowed and not path.name.lower().endswith(allowed):
+            raise ScribbleSegError(f"{path} ({name}): expected a file name ending in {' or '.join(allowed)}")
+        check_output_path(path, name)
         checked[name] = path
     for path in checked.values():
         sweep_stale_temps(_parent(path))
