@@ -119,7 +119,8 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
     }
     nbytes = sum(t.numel() * t.element_size() for t in payload["state"].values()) + feats.nbytes + labels.nbytes
     with atomic_output(path, nbytes + len(payload["meta"])) as tmp:  # a full disk: one line, no partial file
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as f:  # our own handle: closed even when torch's zip writer fails (disk full)
+            torch.save(payload, f)
     return Path(path)
 
 
