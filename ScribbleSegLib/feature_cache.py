@@ -360,8 +360,10 @@ class FeatureCache:
             total -= entry.size
             removed.append(entry.key)
         if removed:
-            log.info("feature cache: evicted %d least recently used entr%s to stay under %.1f GB",
-                     len(removed), "y" if len(removed) == 1 else "ies", self.max_bytes / 2**30)
+            cap = (f"{self.max_bytes / 2**30:.1f} GB" if self.max_bytes >= 2**30 / 10
+                   else f"{self.max_bytes / 2**20:.1f} MB")
+            log.info("feature cache: evicted %d least recently used entr%s to stay under %s",
+                     len(removed), "y" if len(removed) == 1 else "ies", cap)
         return removed
 
     def make_room(self, nbytes: int) -> Optional[str]:

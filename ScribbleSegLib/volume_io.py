@@ -17,10 +17,14 @@ failed write never leaves a half-written file, and compresses its output.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
+import tempfile
 import zlib
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -408,8 +412,35 @@ def _with_geometry(image, geometry: Geometry):
     return image
 
 
+@contextlib.contextmanager
+def _native_stderr_kept_unless_failed() -> Iterator[None]:
+    """Hold back what native code prints on fd 2 (NIfTI's "** ERROR: NWAD: wrote only ..." on a full
+    disk) and pass it on only if the body succeeds: a failure is reported in one line of our own."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        capture = tempfile.TemporaryFile()
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+        capture.seek(0)
+        held = capture.read()
+        if held:
+            os.write(2, held)
+    finally:
+        os.close(saved)
+        capture.close()
+
+
 def _write_sitk(path: PathLike, image, expected_bytes: Optional[int] = None) -> None:
-    with atomic_output(path, expected_bytes) as tmp:
+    # Outermost, so that a truncated write that atomic_output reports also drops the native complaint.
+    with _native_stderr_kept_unless_failed(), atomic_output(path, expected_bytes) as tmp:
         try:
             sitk.WriteImage(image, str(tmp), True)
         except RuntimeError:
