@@ -361,7 +361,7 @@ class FeatureCache:
             removed.append(entry.key)
         if removed:
             cap = (f"{self.max_bytes / 2**30:.1f} GB" if self.max_bytes >= 2**30 / 10
-                   else f"{self.max_bytes / 2**20:.1f} MB")
+                   else f"{self.max_bytes / 2**20:.3g} MB")
             log.info("feature cache: evicted %d least recently used entr%s to stay under %s",
                      len(removed), "y" if len(removed) == 1 else "ies", cap)
         return removed

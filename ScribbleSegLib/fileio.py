@@ -242,7 +242,7 @@ def check_free_space(needs: Mapping[PathLike, int]) -> None:
     ------
     DiskFullError
         ``"disk full writing X (N MB needed, M MB free)"`` for the first file
-        system that is short.
+        system that is short; N includes :data:`FULL_MARGIN_BYTES`, kept free for others.
 
     Examples
     --------
@@ -262,7 +262,8 @@ def check_free_space(needs: Mapping[PathLike, int]) -> None:
         free = free_bytes(parent)
         # Keep the margin free as well: a disk filled to the last byte breaks other programs.
         if total and free < total + FULL_MARGIN_BYTES:
-            raise DiskFullError(disk_full_message(", ".join(str(p) for p in paths), total, free))
+            raise DiskFullError(disk_full_message(", ".join(str(p) for p in paths), total + FULL_MARGIN_BYTES,
+                                                  free))
 
 
 # ---------------------------------------------------------------------------

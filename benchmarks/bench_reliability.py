@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,8 +85,9 @@ class Battery:
             self.rows.append([str(self.count), what, "skipped", "needs root to mount a tmpfs", "", "", "", ""])
             return
         err = [line for line in done.stderr.splitlines() if line.strip()]
-        flagged = [line for line in err if any(w in line for w in ("error", "warning", "interrupted", "Error"))]
-        shown = (flagged or err or done.stdout.strip().splitlines() or [""])[0]
+        errors = [line for line in err if "error" in line or "Error" in line or "interrupted" in line]
+        warnings = [line for line in err if "warning" in line]
+        shown = (errors or warnings or err or done.stdout.strip().splitlines() or [""])[0]
         shown = shown.replace(str(self.base), "$W")
         left = sorted(listing(work) - expected(work)) + sorted(listing(self.inputs[0].parent) - before_data)
         self.rows.append([
@@ -180,13 +182,22 @@ def run_battery(b: Battery) -> None:
 
     # Signals
     def terminated(w, sig):
-        proc = cli(*b.segment(w / "o.seg.nrrd", "--probability", w / "p.nrrd"), cwd=w, wait=False)
-        time.sleep(6.0)  # well into the computation (model loaded, features or DDML running)
+        args = [a for a in b.segment(w / "o.seg.nrrd", "--probability", w / "p.nrrd") if a != "--quiet"]
+        proc = cli(*args, cwd=w, wait=False)
+        seen, deadline = b"", time.monotonic() + 120
+        while b"metric learning" not in seen and time.monotonic() < deadline:  # the progress bar shows the stage
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
         proc.send_signal(sig)
         out, err = proc.communicate()
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    b.case("segment, SIGTERM after 6 s", lambda w: terminated(w, signal.SIGTERM))
-    b.case("segment, SIGINT after 6 s", lambda w: terminated(w, signal.SIGINT))
+        # Keep what the program said, without the progress bars it drew before.
+        text = seen.decode(errors="replace") + err
+        said = re.findall(r"(scribbleseg \w+: [^\r\n]*|Traceback[^\r\n]*|time: [^\r\n]*)", text)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, "\n".join(said))
+    b.case("segment, SIGTERM during DDML", lambda w: terminated(w, signal.SIGTERM))
+    b.case("segment, SIGINT (Ctrl-C) during DDML", lambda w: terminated(w, signal.SIGINT))
 
     def killed_then_rerun(w):
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
