@@ -42,6 +42,8 @@ BACKGROUND = "background"
 HEART_COLOR = (0.85, 0.2, 0.2)
 BACKGROUND_COLOR = (0.2, 0.4, 0.85)
 
+# Literal copies of ScribbleSegLib.choices (this file must not import the library at file scope;
+# Testing/test_slicer_module.py checks that they agree).
 DEVICES = ("auto", "cpu", "cuda")  # the order of the items of deviceComboBox
 TORCH_REQUIREMENT = ">=2.1"
 OUTPUT_VOLUME_ATTRIBUTE = "ScribbleSeg.InputVolumeID"  # on result nodes: the volume they were computed from
@@ -1429,7 +1431,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         """Delete the least recently written cache entries beyond the size cap; return the deleted keys."""
         if self.busy:  # the worker may be writing an entry
             return []
-        return lib("feature_cache").prune(self.featureCacheFolder(), int(self.featureCacheMaxGB() * 2**30))
+        cache = lib("feature_cache").FeatureCache(self.featureCacheFolder(), int(self.featureCacheMaxGB() * 2**30))
+        return cache.evict()
 
     def featureCacheSize(self) -> int:
         """Bytes used by the feature cache."""

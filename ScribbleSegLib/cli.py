@@ -8,9 +8,12 @@ heavy packages inside ``run`` so that ``scribbleseg --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import logging
 import sys
-from typing import List, Optional
+from typing import Iterator, List, NoReturn, Optional
 
 from . import __version__
 from .errors import ScribbleSegError
@@ -22,12 +25,49 @@ COMMANDS = {
     "segment": "segment a volume from scribbles with a trained model",
     "evaluate": "compare a prediction with a label: precision, recall, F1, IoU",
     "bench": "reproduce the paper's evaluation on phantoms and write BENCHMARKS tables",
+    "cache": "list or clear the cache of M-Unet features, or set its size cap",
 }
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (the usage block stays one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
+
+
+class _LogFormatter(logging.Formatter):
+    def __init__(self, command: str) -> None:
+        super().__init__()
+        self.command = command
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "warning" if record.levelno >= logging.WARNING else "note"
+        return f"scribbleseg {self.command}: {kind}: {' '.join(record.getMessage().split())}"
+
+
+@contextlib.contextmanager
+def _library_log_to_stderr(command: str) -> Iterator[None]:
+    """Show the library's warnings (a damaged cache entry, ...) as one line each on stderr."""
+    logger = logging.getLogger("ScribbleSegLib")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter(command))
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="scribbleseg",
         description="Scribble-guided 3D segmentation of histological section stacks "
         "(M-Unet + DDML + 3D graph cut).",
@@ -44,17 +84,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    Every failure the user can act on ends with one line on stderr and a
+    non-zero status: 2 for bad input (argparse included) or a full disk,
+    1 for out of memory, 128 + N for signal N (130 for Ctrl-C).
+    """
+    from .errors import Interrupted
+    from .fileio import signals_raise
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    prefix = f"scribbleseg {args.command}"
     try:
-        return int(args._module.run(args) or 0)
+        with _library_log_to_stderr(args.command), signals_raise():
+            return int(args._module.run(args) or 0)
     except ScribbleSegError as exc:
-        print(f"scribbleseg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"scribbleseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return exc.exit_status if isinstance(exc, Interrupted) else 130
+    except MemoryError:
+        print(f"{prefix}: error: out of memory; use a smaller volume (--downsample) or a larger machine",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        print(f"{prefix}: error: disk full writing {exc.filename or 'a file'} ({exc.strerror})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

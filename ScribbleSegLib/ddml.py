@@ -263,7 +263,7 @@ def _draw(rng: np.random.Generator, candidates: np.ndarray, k: int) -> np.ndarra
 
 def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
                   bank_labels: Optional[np.ndarray], n: int, seed: int = 0,
-                  scribble_share: float = 0.5) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  scribble_share: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw a class-balanced pool of training pixels from the scribbles and the bank.
 
     Half of the ``n`` pixels are heart, half background.  Of each class,
@@ -286,8 +286,8 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
     n : int
         Pool size.
     seed : int
-    scribble_share : float
-        In [0, 1].
+    scribble_share : float, optional
+        In [0, 1]; default ``DDMLConfig().scribble_share`` (one source for the default).
 
     Returns
     -------
@@ -305,6 +305,8 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
         shapes that do not match, or a bank whose feature size differs from the
         volume's.
     """
+    if scribble_share is None:
+        scribble_share = DDMLConfig().scribble_share
     if features.ndim != 4:
         raise ScribbleSegError(f"features must be (Z, Y, X, C), got shape {features.shape}")
     if tuple(scribbles.shape) != tuple(features.shape[:3]):

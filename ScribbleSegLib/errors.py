@@ -15,3 +15,19 @@ class CancelledError(ScribbleSegError):
 
     def __init__(self, message: str = "cancelled by the user") -> None:
         super().__init__(message)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived while a run was writing or computing (see ``fileio.signals_raise``).
+
+    A ``KeyboardInterrupt``, so that every cleanup that handles Ctrl-C handles
+    it too; ``exit_status`` is the shell's convention, 128 + the signal number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = int(signum)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum

@@ -1,10 +1,38 @@
 """On-disk cache of M-Unet outputs, so that a re-run with new scribbles skips inference.
 
-An entry is a folder ``<cache_dir>/<key>/`` holding ``probability.npy`` (float32),
-``features.npy`` (float16, opened memory-mapped) and ``meta.json``.  The key
-hashes the image bytes, its shape and the model file's bytes, so a changed image
-or model never reuses a stale entry.  Entries are written to a temporary folder
-and renamed into place, so a crash leaves no half-written entry.
+An entry is a folder ``<cache_dir>/<key>/`` holding ``probability.npy``
+(float32), ``features.npy`` (float16, opened memory-mapped) and
+``meta.json``.  The key hashes the image bytes, its shape and the model file's
+bytes, so a changed image or model never reuses a stale entry.
+
+The cache heals itself:
+
+- ``meta.json`` is the entry's manifest: each file's size and a checksum of
+  a few sampled blocks (a full hash of a multi-GB feature file would cost
+  as much as reading it).  An entry whose manifest is missing or does not
+  match -- truncated, partly overwritten, half deleted -- is removed with one
+  warning and recomputed.
+- Entries are written into a temporary folder named
+  ``.KEY.scribbleseg-tmp-PID-XXXXXXXX`` and renamed into place; the next
+  run removes the temporaries of runs that were killed.
+- A cache folder that cannot be used (it is a file, or read-only) means one
+  warning and a run without the cache, never a failure.
+- The cache has a size cap (:func:`~ScribbleSegLib.choices.default_cache_max_gb`);
+  after each new entry the least recently used ones are evicted beyond it.
+
+Warnings go to the ``ScribbleSegLib`` logger: the command line prints them as
+one line each, the worker forwards them to the Slicer module.
+
+Examples
+--------
+>>> import tempfile, numpy as np
+>>> cache = FeatureCache(tempfile.mkdtemp())
+>>> with cache.new_entry("0" * 32) as tmp:
+...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+>>> prob, feats = cache.load("0" * 32)
+>>> feats.shape
+(1, 2, 2, 3)
 """
 
 from __future__ import annotations
@@ -12,15 +40,36 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
-import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from . import choices
+from .fileio import FULL_MARGIN_BYTES, free_bytes, sweep_stale_temps, temp_path
+
+log = logging.getLogger("ScribbleSegLib")
+
+PathLike = Union[str, os.PathLike]
+
+FILES = ("probability.npy", "features.npy")
+MANIFEST = "meta.json"
+SETTINGS = "settings.json"
+MANIFEST_VERSION = 1
+
 _CHUNK = 1 << 24
+_SAMPLE_BLOCKS = 16
+_SAMPLE_BYTES = 1 << 16
+_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
+# Temporary folders of versions before the manifest (``.KEY.XXXXXXXX`` from mkdtemp): no pid to check.
+_LEGACY_TEMP_RE = re.compile(r"^\.[0-9a-f]{32}\.[A-Za-z0-9_]{8}$")
+_LEGACY_TEMP_AGE_S = 24 * 3600
 
 
 def _hash_array(h: "hashlib._Hash", array: np.ndarray) -> None:
@@ -29,8 +78,17 @@ def _hash_array(h: "hashlib._Hash", array: np.ndarray) -> None:
         h.update(memoryview(flat[start:start + _CHUNK]))
 
 
-def cache_key(image: np.ndarray, model_path: Union[str, os.PathLike], extra: str = "") -> str:
-    """A hex digest that identifies an (image, model file, settings) combination."""
+def cache_key(image: np.ndarray, model_path: PathLike, extra: str = "") -> str:
+    """A hex digest that identifies an (image, model file, settings) combination.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np
+    >>> model = os.path.join(tempfile.mkdtemp(), "m.model")
+    >>> _ = open(model, "wb").write(b"weights")
+    >>> len(cache_key(np.zeros((1, 2, 2, 3), np.uint8), model))
+    32
+    """
     h = hashlib.sha256()
     h.update(repr((image.shape, str(image.dtype), extra)).encode())
     _hash_array(h, image)
@@ -40,83 +98,338 @@ def cache_key(image: np.ndarray, model_path: Union[str, os.PathLike], extra: str
     return h.hexdigest()[:32]
 
 
-def load(cache_dir: Union[str, os.PathLike], key: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """Return ``(probability, features)`` for ``key``, or ``None`` if absent or unreadable.
+def sampled_checksum(path: PathLike, size: Optional[int] = None) -> str:
+    """A cheap checksum of a file: its size and :data:`_SAMPLE_BLOCKS` blocks at evenly spaced offsets.
 
-    The features are memory-mapped read-only, so a cached volume larger than
-    RAM costs only the pages a later stage touches.
+    The first and the last block are always among them, so a truncated or
+    re-headed file changes it; damage that falls between the samples does
+    not (the ``.npy`` header and the size checks catch the rest that
+    matters for a cache: partial and cut-off entries).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "f.bin")
+    >>> _ = open(path, "wb").write(b"x" * 1000)
+    >>> sampled_checksum(path) == sampled_checksum(path)
+    True
     """
-    entry = Path(cache_dir) / key
-    try:
-        prob = np.load(entry / "probability.npy")
-        feats = np.load(entry / "features.npy", mmap_mode="r")
-    except (OSError, ValueError):
-        return None
-    return prob, feats
-
-
-@contextlib.contextmanager
-def new_entry(cache_dir: Union[str, os.PathLike], key: str, meta: Optional[dict] = None) -> Iterator[Path]:
-    """Yield a temporary folder to fill with ``probability.npy`` and ``features.npy``.
-
-    On success the folder is renamed to ``<cache_dir>/<key>``; on failure it is
-    removed.  Writing the features straight into the entry (a memory-mapped
-    ``.npy``) keeps a large volume's features out of RAM.
-    """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    final = cache_dir / key
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
-    try:
-        yield tmp
-        (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=1))
-        if final.exists():  # another run stored the same entry meanwhile
-            shutil.rmtree(tmp)
+    size = os.path.getsize(path) if size is None else size
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= _SAMPLE_BLOCKS * _SAMPLE_BYTES:
+            h.update(f.read())
         else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            step = (size - _SAMPLE_BYTES) / (_SAMPLE_BLOCKS - 1)
+            for i in range(_SAMPLE_BLOCKS):
+                f.seek(int(round(i * step)))
+                h.update(f.read(_SAMPLE_BYTES))
+    return h.hexdigest()
 
 
-def entry_sizes(cache_dir: Union[str, os.PathLike]) -> list:
-    """``[(key, bytes, mtime)]`` of the finished entries, least recently written first."""
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_dir():
-        return []
-    entries = []
-    for entry in cache_dir.iterdir():
-        if entry.name.startswith(".") or not entry.is_dir():  # temporary folders of runs in progress
-            continue
-        size = 0
-        for root, _dirs, files in os.walk(entry):
-            for name in files:
-                with contextlib.suppress(OSError):
-                    size += os.path.getsize(os.path.join(root, name))
-        with contextlib.suppress(OSError):
-            entries.append((entry.name, size, entry.stat().st_mtime))
-    return sorted(entries, key=lambda e: e[2])
+@dataclass
+class CacheEntry:
+    """One entry as :meth:`FeatureCache.entries` lists it.
 
-
-def prune(cache_dir: Union[str, os.PathLike], max_bytes: int) -> list:
-    """Delete the least recently written entries until the finished entries fit in ``max_bytes``.
-
-    The most recent entry is always kept, even alone over the cap: it is the
-    volume the user is working on.  Temporary folders of runs in progress are
-    neither counted nor touched.
-
-    Returns
-    -------
-    list of str
-        The keys deleted.
+    Attributes
+    ----------
+    key : str
+    path : pathlib.Path
+    size : int
+        Bytes on disk.
+    last_used : float
+        Seconds since the epoch of the last store or reuse.
+    meta : dict
+        The manifest (empty if unreadable).
     """
-    entries = entry_sizes(cache_dir)
-    total = sum(size for _key, size, _mtime in entries)
-    deleted = []
-    for key, size, _mtime in entries[:-1]:
-        if total <= max_bytes:
-            break
-        shutil.rmtree(Path(cache_dir) / key, ignore_errors=True)
-        total -= size
-        deleted.append(key)
-    return deleted
+
+    key: str
+    path: Path
+    size: int
+    last_used: float
+    meta: Dict
+
+
+def _folder_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+class FeatureCache:
+    """A cache folder with its size cap.
+
+    Parameters
+    ----------
+    folder : path
+        Created if missing (its parent too).
+    max_bytes : int, optional
+        Size cap; default :func:`~ScribbleSegLib.choices.default_cache_max_gb`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> FeatureCache(tempfile.mkdtemp(), max_bytes=10 << 30).entries()
+    []
+    """
+
+    def __init__(self, folder: PathLike, max_bytes: Optional[int] = None) -> None:
+        self.folder = Path(folder)
+        if max_bytes is None:
+            max_bytes = int(self.configured_cap_gb() * 2**30)
+        self.max_bytes = int(max_bytes)
+
+    def configured_cap_gb(self) -> float:
+        """The cap in GB: ``$SCRIBBLESEG_CACHE_MAX_GB``, else the one ``scribbleseg cache --max-gb`` stored
+        in the folder (``settings.json``), else :data:`~ScribbleSegLib.choices.DEFAULT_CACHE_MAX_GB`."""
+        if os.environ.get("SCRIBBLESEG_CACHE_MAX_GB"):
+            return choices.default_cache_max_gb()
+        try:
+            value = float(json.loads((self.folder / SETTINGS).read_text(encoding="utf-8"))["max_gb"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return choices.default_cache_max_gb()
+        return value if value > 0 else choices.default_cache_max_gb()
+
+    def set_cap_gb(self, max_gb: float) -> None:
+        """Store ``max_gb`` as this folder's cap (every later run reads it) and evict beyond it."""
+        from .fileio import atomic_output
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_output(self.folder / SETTINGS) as tmp:
+            tmp.write_text(json.dumps({"max_gb": float(max_gb)}) + "\n", encoding="utf-8")
+        self.max_bytes = int(max_gb * 2**30)
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def problem(self) -> Optional[str]:
+        """Why the folder cannot hold a cache (create it if missing), or None if it can."""
+        if self.folder.exists() and not self.folder.is_dir():
+            return "is not a folder"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot be created ({exc.strerror or exc})"
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            return "is not writable"
+        return None
+
+    def sweep(self) -> List[Path]:
+        """Remove what killed runs left: temporaries of dead processes, old pre-manifest temporaries."""
+        removed = sweep_stale_temps(self.folder)
+        now = time.time()
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.folder):
+                if _LEGACY_TEMP_RE.match(entry.name) and entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_TEMP_AGE_S:
+                            shutil.rmtree(entry.path)
+                            removed.append(Path(entry.path))
+        return removed
+
+    # -- entries -------------------------------------------------------------------------------
+
+    def _check(self, entry: Path) -> Optional[str]:
+        """What is wrong with an entry, or None if its files match its manifest."""
+        try:
+            meta = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "its manifest is missing or unreadable"
+        files = meta.get("files") if isinstance(meta, dict) else None
+        if not isinstance(files, dict) or set(files) != set(FILES):
+            return "its manifest lists no files"
+        for name, recorded in files.items():
+            path = entry / name
+            try:
+                size = path.stat().st_size
+            except OSError:
+                return f"{name} is missing"
+            if not isinstance(recorded, dict) or size != recorded.get("size"):
+                return f"{name} has {size} bytes, the manifest says {recorded.get('size') if isinstance(recorded, dict) else '?'}"
+            try:
+                if sampled_checksum(path, size) != recorded.get("checksum"):
+                    return f"{name} does not match its checksum"
+            except OSError as exc:
+                return f"{name} cannot be read ({exc.strerror or exc})"
+        return None
+
+    def _discard(self, entry: Path, reason: str) -> None:
+        log.warning("feature cache: entry %s is damaged (%s); removed, the features are computed again",
+                    entry.name, reason)
+        shutil.rmtree(entry, ignore_errors=True)
+
+    def load(self, key: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """Return ``(probability, features)`` for ``key``, or None if absent or damaged.
+
+        A damaged entry is removed (one warning), so the caller recomputes and
+        stores it again.  The features are memory-mapped read-only, so a cached
+        volume larger than RAM costs only the pages a later stage touches.
+        """
+        entry = self.folder / key
+        if not entry.is_dir():
+            return None
+        problem = self._check(entry)
+        if problem is None:
+            try:
+                prob = np.load(entry / "probability.npy")
+                feats = np.load(entry / "features.npy", mmap_mode="r")
+            except (OSError, ValueError, EOFError) as exc:
+                problem = f"unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            else:
+                if prob.ndim != 3 or feats.ndim != 4 or feats.shape[:3] != prob.shape:
+                    problem = f"shapes {prob.shape} and {feats.shape} do not fit together"
+        if problem is not None:
+            self._discard(entry, problem)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(entry / MANIFEST)  # the least-recently-used order
+        return prob, feats
+
+    @contextlib.contextmanager
+    def new_entry(self, key: str, meta: Optional[dict] = None) -> Iterator[Path]:
+        """Yield a temporary folder to fill with ``probability.npy`` and ``features.npy``.
+
+        On success the manifest is written and the folder renamed to
+        ``<folder>/<key>``, then entries beyond the size cap are evicted; on
+        failure (or SIGINT/SIGTERM) it is removed.  Writing the features straight
+        into the entry (a memory-mapped ``.npy``) keeps a large volume's
+        features out of RAM.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / key
+        tmp = temp_path(final)
+        tmp.mkdir()
+        try:
+            yield tmp
+            files = {}
+            for name in FILES:
+                size = (tmp / name).stat().st_size
+                files[name] = {"size": size, "checksum": sampled_checksum(tmp / name, size)}
+            manifest = {"format": "scribbleseg-feature-cache", "version": MANIFEST_VERSION,
+                        "created": time.time(), **(meta or {}), "files": files}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            if final.exists() and self._check(final) is None:
+                shutil.rmtree(tmp)  # another run stored the same entry meanwhile
+            else:
+                if final.exists():
+                    shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.evict(keep=key)
+
+    def entries(self) -> List[CacheEntry]:
+        """Every entry, least recently used first (temporaries and foreign files are not entries)."""
+        found = []
+        with contextlib.suppress(OSError):
+            for item in os.scandir(self.folder):
+                if not _KEY_RE.match(item.name) or not item.is_dir(follow_symlinks=False):
+                    continue
+                path = Path(item.path)
+                try:
+                    last_used = (path / MANIFEST).stat().st_mtime
+                    meta = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    last_used, meta = 0.0, {}
+                found.append(CacheEntry(item.name, path, _folder_size(path), last_used,
+                                        meta if isinstance(meta, dict) else {}))
+        return sorted(found, key=lambda e: e.last_used)
+
+    def size(self) -> int:
+        """Bytes held by entries and temporaries."""
+        return sum(e.size for e in self.entries())
+
+    def evict(self, keep: Optional[str] = None, extra_bytes: int = 0) -> List[str]:
+        """Remove least-recently-used entries until the cache plus ``extra_bytes`` fits the cap.
+
+        ``keep`` (the entry just stored or in use) is never removed.  Returns the removed keys.
+        """
+        entries = self.entries()
+        total = sum(e.size for e in entries) + int(extra_bytes)
+        removed = []
+        for entry in entries:
+            if total <= self.max_bytes:
+                break
+            if entry.key == keep:
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            total -= entry.size
+            removed.append(entry.key)
+        if removed:
+            cap = (f"{self.max_bytes / 2**30:.1f} GB" if self.max_bytes >= 2**30 / 10
+                   else f"{self.max_bytes / 2**20:.3g} MB")
+            log.info("feature cache: evicted %d least recently used entr%s to stay under %s",
+                     len(removed), "y" if len(removed) == 1 else "ies", cap)
+        return removed
+
+    def make_room(self, nbytes: int) -> Optional[str]:
+        """Evict what is needed for a new entry of ``nbytes``; return why it still cannot be stored, or None."""
+        if nbytes > self.max_bytes:
+            return (f"the features need {nbytes / 2**30:.2f} GB, more than the cache's cap of "
+                    f"{self.max_bytes / 2**30:.2f} GB")
+        self.evict(extra_bytes=nbytes)
+        free = free_bytes(self.folder)
+        if free < nbytes + FULL_MARGIN_BYTES:
+            return f"the features need {nbytes / 2**20:.0f} MB, {free / 2**20:.0f} MB free"
+        return None
+
+    def clear(self) -> Tuple[int, int]:
+        """Remove every entry and every temporary; return (entries removed, bytes freed).
+
+        Only entries and ScribbleSeg temporaries are removed, never other files
+        that happen to be in the folder.
+        """
+        count = freed = 0
+        for entry in self.entries():
+            shutil.rmtree(entry.path, ignore_errors=True)
+            count += 1
+            freed += entry.size
+        from .fileio import is_temp_name
+
+        with contextlib.suppress(OSError):
+            for item in os.scandir(self.folder):
+                if is_temp_name(item.name) or _LEGACY_TEMP_RE.match(item.name):
+                    path = Path(item.path)
+                    freed += _folder_size(path) if path.is_dir() else path.stat().st_size
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+        return count, freed
+
+
+def open_cache(folder: Optional[PathLike], max_bytes: Optional[int] = None) -> Optional[FeatureCache]:
+    """The cache in ``folder``, swept of stale temporaries; None (with one warning) if it cannot be used.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> open_cache(os.path.join(tempfile.mkdtemp(), "cache")) is not None
+    True
+    """
+    if folder is None:
+        return None
+    cache = FeatureCache(folder, max_bytes)
+    problem = cache.problem()
+    if problem is not None:
+        log.warning("feature cache: %s %s; running without the cache", cache.folder, problem)
+        return None
+    cache.sweep()
+    return cache
+
+
+# Functions of the first version, kept for callers that hold only a folder.
+
+
+def load(cache_dir: PathLike, key: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``FeatureCache(cache_dir).load(key)``."""
+    return FeatureCache(cache_dir).load(key)
+
+
+def new_entry(cache_dir: PathLike, key: str, meta: Optional[dict] = None):
+    """``FeatureCache(cache_dir).new_entry(key, meta)``."""
+    return FeatureCache(cache_dir).new_entry(key, meta)

@@ -1,60 +1,611 @@
-"""Safe output files: checked paths and write-to-temporary-then-rename."""
+"""Safe output files: checked paths, disk-space checks, write-to-temporary-then-rename.
+
+Every file ScribbleSeg writes appears only once complete.  A writer gets a
+temporary path beside its target, named recognisably
+(``.NAME.scribbleseg-tmp-PID-XXXXXX.SUFFIXES``); on success the temporary
+file is renamed onto the target, on any error (a full disk included) it is
+removed.  A run killed with SIGKILL cannot clean up: the next run sweeps the
+temporaries whose process is gone (:func:`sweep_stale_temps`).
+
+A job with several outputs checks all of them before any computation
+(:func:`check_outputs`) and writes them through one :class:`OutputSet`, which
+renames them together at the end.
+
+This module imports only the standard library: the Slicer module imports it in
+Slicer's own process.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> with atomic_output(folder / "a.txt") as tmp:
+...     _ = tmp.write_text("hello")
+>>> (folder / "a.txt").read_text()
+'hello'
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import re
+import secrets
+import shutil
+import signal
+import threading
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import ScribbleSegError
+from .errors import Interrupted, ScribbleSegError
 
 PathLike = Union[str, os.PathLike]
 
+TEMP_TAG = ".scribbleseg-tmp-"
+"""Marks every temporary file and folder ScribbleSeg creates beside an output or in its cache."""
 
-def check_output_path(path: PathLike) -> Path:
+_TEMP_RE = re.compile(r"^\..*" + re.escape(TEMP_TAG) + r"(?P<pid>\d+)-[0-9a-z]+")
+
+FULL_MARGIN_BYTES = 1 << 20
+"""A write that fails (or a writer that ends) with less than this free on its disk ran out of space.
+
+Native writers (SimpleITK, vtk, torch's zip writer) report a full disk as a
+generic error, a 0-byte file or a silently truncated file; the free space left
+afterwards is the one reliable sign."""
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+
+_MB = 1 << 20
+
+
+class DiskFullError(ScribbleSegError):
+    """An output did not fit on its disk; nothing of it was left behind."""
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / _MB:.1f}" if nbytes < 10 * _MB else f"{nbytes / _MB:.0f}"
+
+
+def disk_full_message(path: PathLike, needed: int, free: int) -> str:
+    """The one line that reports a full disk.
+
+    Examples
+    --------
+    >>> disk_full_message("out.nrrd", 50 << 20, 3 << 20)
+    'disk full writing out.nrrd (50 MB needed, 3.0 MB free)'
+    """
+    return f"disk full writing {path} ({_mb(needed)} MB needed, {_mb(free)} MB free)"
+
+
+def free_bytes(folder: PathLike) -> int:
+    """Bytes an unprivileged user can still write in ``folder``'s file system (0 if unknown).
+
+    Examples
+    --------
+    >>> free_bytes(".") >= 0
+    True
+    """
+    try:
+        return int(shutil.disk_usage(folder).free)
+    except OSError:
+        return 0
+
+
+def _parent(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def check_output_path(path: PathLike, name: Optional[str] = None) -> Path:
     """Return ``path`` as a Path after checking that its folder exists and is writable.
+
+    Parameters
+    ----------
+    path : path
+        The output file.
+    name : str, optional
+        How the caller names this output (a CLI option, a request field); it
+        follows the file name in the message.
 
     Raises
     ------
     ScribbleSegError
         If the folder does not exist, is not a folder, or cannot be written,
         or if ``path`` is an existing folder.
+
+    Examples
+    --------
+    >>> check_output_path("result.nrrd").name
+    'result.nrrd'
     """
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
+    label = f"{path} ({name})" if name else str(path)
+    if not str(path) or path.name in ("", ".", ".."):
+        raise ScribbleSegError(f"{label}: expected a file name")
+    parent = _parent(path)
     if not parent.is_dir():
-        raise ScribbleSegError(f"{path}: the output folder {parent} does not exist")
+        raise ScribbleSegError(f"{label}: the output folder {parent} does not exist")
     if path.is_dir():
-        raise ScribbleSegError(f"{path}: is a folder, expected a file name")
-    if not os.access(parent, os.W_OK):
-        raise ScribbleSegError(f"{path}: the output folder {parent} is not writable")
+        raise ScribbleSegError(f"{label}: is a folder, expected a file name")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ScribbleSegError(f"{label}: the output folder {parent} is not writable")
     return path
 
 
+# ---------------------------------------------------------------------------
+# Temporary names and the sweep of what a killed run left
+# ---------------------------------------------------------------------------
+
+
+def temp_path(path: PathLike) -> Path:
+    """A fresh, recognisable temporary name beside ``path`` that keeps its suffixes.
+
+    Writers that pick a format by extension (``.seg.nrrd``, ``.nii.gz``) still
+    work on it; the process id in the name lets a later run tell a live
+    run's temporary from one a killed run left.
+
+    Examples
+    --------
+    >>> temp_path("/data/out.seg.nrrd").name.endswith(".seg.nrrd")
+    True
+    """
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]) if path.suffixes else ""
+    return _parent(path) / f".{path.name}{TEMP_TAG}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        ctypes.windll.kernel32.CloseHandle(handle)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a ScribbleSeg temporary (see :func:`temp_path`).
+
+    Examples
+    --------
+    >>> is_temp_name(".out.nrrd.scribbleseg-tmp-42-0a1b2c3d.nrrd"), is_temp_name("out.nrrd")
+    (True, False)
+    """
+    return _TEMP_RE.match(name) is not None
+
+
+def sweep_stale_temps(folder: PathLike) -> List[Path]:
+    """Remove the temporaries in ``folder`` whose process no longer runs; return what was removed.
+
+    Only names made by :func:`temp_path` are touched, never other files.  A
+    folder that cannot be listed is left alone.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> sweep_stale_temps(tempfile.mkdtemp())
+    []
+    """
+    removed: List[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_RE.match(entry.name)
+        if match is None or _pid_alive(int(match.group("pid"))):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+# ---------------------------------------------------------------------------
+# Disk space
+# ---------------------------------------------------------------------------
+
+
+def _looks_full(folder: Path) -> bool:
+    return free_bytes(folder) < FULL_MARGIN_BYTES
+
+
+def _is_disk_full_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
+
+
+def check_free_space(needs: Mapping[PathLike, int]) -> None:
+    """Refuse before any work when the outputs will not fit on their disks.
+
+    Parameters
+    ----------
+    needs : mapping of path to bytes
+        Each output file and the bytes it needs at most.  Outputs on the same
+        file system are added up.
+
+    Raises
+    ------
+    DiskFullError
+        ``"disk full writing X (N MB needed, M MB free)"`` for the first file
+        system that is short; N includes :data:`FULL_MARGIN_BYTES`, kept free for others.
+
+    Examples
+    --------
+    >>> check_free_space({"small.txt": 10})
+    """
+    groups: Dict[object, Tuple[List[Path], int, Path]] = {}
+    for path, nbytes in needs.items():
+        path = Path(path)
+        parent = _parent(path)
+        try:
+            device: object = os.stat(parent).st_dev
+        except OSError:
+            device = str(parent)
+        paths, total, _ = groups.get(device, ([], 0, parent))
+        groups[device] = (paths + [path], total + max(0, int(nbytes)), parent)
+    for paths, total, parent in groups.values():
+        free = free_bytes(parent)
+        # Keep the margin free as well: a disk filled to the last byte breaks other programs.
+        if total and free < total + FULL_MARGIN_BYTES:
+            raise DiskFullError(disk_full_message(", ".join(str(p) for p in paths), total + FULL_MARGIN_BYTES,
+                                                  free))
+
+
+# ---------------------------------------------------------------------------
+# One output file
+# ---------------------------------------------------------------------------
+
+_staged_lock = threading.Lock()
+_staged: Dict[Path, Path] = {}  # temp path of an OutputSet -> its target
+
+
+def _fsync(path: Path) -> None:
+    # Delayed-allocation and network file systems report a full disk only when data is flushed.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if _is_disk_full_error(exc):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _finish_write(tmp: Path, shown: PathLike, expected_bytes: Optional[int]) -> None:
+    """Raise if the file just written is incomplete because its disk filled up."""
+    _fsync(tmp)
+    size = _size(tmp)
+    if _looks_full(_parent(tmp)) or size == 0:
+        needed = max(int(expected_bytes or 0), size)
+        if _looks_full(_parent(tmp)):
+            raise DiskFullError(disk_full_message(shown, needed, free_bytes(_parent(tmp)) + size))
+        raise ScribbleSegError(f"{shown}: the writer produced an empty file")
+
+
+def _translate_failure(exc: BaseException, tmp: Path, shown: PathLike,
+                       expected_bytes: Optional[int]) -> Optional[BaseException]:
+    """The error to raise instead of ``exc`` when a write failed because the disk is full."""
+    if not isinstance(exc, Exception) or isinstance(exc, DiskFullError):
+        return None  # KeyboardInterrupt, SystemExit: not a write failure
+    if _is_disk_full_error(exc) or _looks_full(_parent(tmp)):
+        size = _size(tmp)
+        needed = max(int(expected_bytes or 0), size)
+        free = free_bytes(_parent(tmp)) + size  # what is free once the temporary is gone
+        return DiskFullError(disk_full_message(shown, needed, free))
+    return None
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
 @contextlib.contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
+def atomic_output(path: PathLike, expected_bytes: Optional[int] = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     If the body raises, the temporary file is removed and ``path`` is left as it
     was, so no half-written output is ever seen.  The temporary name keeps the
     final suffixes (``.seg.nrrd``, ``.nii.gz``) so that writers choosing a
     format by extension still work.
+
+    A full disk -- an ``ENOSPC`` error, or any failure, empty or silently
+    truncated file that leaves less than :data:`FULL_MARGIN_BYTES` free --
+    raises :class:`DiskFullError` with one line.  Inside an
+    :class:`OutputSet`, ``path`` may be one of its staged temporaries: it is
+    then written in place and renamed with the rest of the set.
+
+    Parameters
+    ----------
+    path : path
+        The output file.
+    expected_bytes : int, optional
+        The most the file can take (e.g. its uncompressed size): checked
+        against the free space before writing, and reported if the disk fills.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.bin"
+    >>> with atomic_output(target, expected_bytes=3) as tmp:
+    ...     _ = tmp.write_bytes(b"abc")
+    >>> target.read_bytes()
+    b'abc'
     """
+    path = Path(path)
+    with _staged_lock:
+        staged_target = _staged.get(path)
+    if staged_target is not None:
+        # The OutputSet owns the temporary: write it in place, report failures under the target's name.
+        try:
+            yield path
+            _finish_write(path, staged_target, expected_bytes)
+        except BaseException as exc:
+            replacement = _translate_failure(exc, path, staged_target, expected_bytes)
+            if replacement is not None:
+                raise replacement from None
+            raise
+        return
+
     path = check_output_path(path)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp creates the file 0600; give the output the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    if expected_bytes:
+        check_free_space({path: expected_bytes})
+    tmp = temp_path(path)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        # Created empty with the permissions a plain open() gives (mkstemp would make it 0600).
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        if _is_disk_full_error(exc):
+            raise DiskFullError(disk_full_message(path, expected_bytes or 0, free_bytes(_parent(path)))) from None
+        raise ScribbleSegError(f"{path}: cannot create a file in {_parent(path)} ({exc.strerror})") from None
+    try:
+        yield tmp
+        _finish_write(tmp, path, expected_bytes)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        replacement = _translate_failure(exc, tmp, path, expected_bytes)
+        _remove(tmp)
+        if replacement is not None:
+            raise replacement from None
         raise
+
+
+# ---------------------------------------------------------------------------
+# Several outputs of one job
+# ---------------------------------------------------------------------------
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Same resolved path (case-insensitively where the OS is), or the same existing file (inode)."""
+    try:
+        if os.path.normcase(str(a.resolve())) == os.path.normcase(str(b.resolve())):
+            return True
+    except OSError:
+        pass
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def check_outputs(outputs: Mapping[str, Optional[PathLike]],
+                  inputs: Mapping[str, Optional[PathLike]] = {},
+                  suffixes: Mapping[str, Sequence[str]] = {},
+                  needs: Mapping[str, int] = {}) -> Dict[str, Path]:
+    """Check every output of a job before any computation.
+
+    Parameters
+    ----------
+    outputs : mapping of name to path or None
+        The outputs, keyed by how the caller names them (``--out``,
+        ``outputs.labels``); None entries are skipped.
+    inputs : mapping of name to path or None
+        The job's inputs (files or folders of sections); no output may be one
+        of them or lie inside an input folder.
+    suffixes : mapping of name to suffixes
+        Accepted endings per output (case-insensitive); missing: any.
+    needs : mapping of name to bytes
+        Expected size of each output, checked against the free space.
+
+    Returns
+    -------
+    dict
+        Name -> Path of every output given.
+
+    Raises
+    ------
+    ScribbleSegError
+        One line naming the file and the problem: a wrong extension, a missing
+        or read-only folder, a folder where a file is expected, an output that
+        is an input or another output (same path or same file), or too little
+        free space (:class:`DiskFullError`).
+
+    Examples
+    --------
+    >>> check_outputs({"--out": "a.nrrd"}, {"--image": "b.nrrd"})
+    {'--out': PosixPath('a.nrrd')}
+    """
+    checked: Dict[str, Path] = {}
+    for name, value in outputs.items():
+        if value is None or value == "":
+            continue
+        path = Path(value)
+        # The gravest mistake first: an output that would replace an input.
+        for input_name, input_value in inputs.items():
+            if input_value is None or input_value == "":
+                continue
+            source = Path(input_value)
+            if _same_file(path, source):
+                raise ScribbleSegError(f"{path} ({name}): is the input {input_name}; "
+                                       "choose another output file, inputs are never overwritten")
+            if source.is_dir() and _inside(path, source):
+                raise ScribbleSegError(f"{path} ({name}): lies inside the input folder {source} ({input_name}); "
+                                       "write outputs elsewhere, inputs are never modified")
+        for other_name, other in checked.items():
+            if _same_file(path, other):
+                raise ScribbleSegError(f"{path}: is given for both {other_name} and {name}; "
+                                       "each output needs its own file")
+        allowed = tuple(s.lower() for s in suffixes.get(name, ()))
+        if allowed and not path.name.lower().endswith(allowed):
+            raise ScribbleSegError(f"{path} ({name}): expected a file name ending in {' or '.join(allowed)}")
+        check_output_path(path, name)
+        checked[name] = path
+    for path in checked.values():
+        sweep_stale_temps(_parent(path))
+    check_free_space({checked[name]: nbytes for name, nbytes in needs.items() if name in checked})
+    return checked
+
+
+class OutputSet:
+    """Stage several outputs as temporaries and rename them onto their targets together.
+
+    Use as a context manager: on leaving normally nothing happens until
+    :meth:`commit`; on any exception (a full disk, a cancel, SIGINT or
+    SIGTERM through :func:`signals_raise`) every temporary is removed and no
+    target is touched.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with OutputSet({"a": folder / "a.txt", "b": folder / "b.txt"}) as outputs:
+    ...     _ = outputs.path("a").write_text("1")
+    ...     _ = outputs.path("b").write_text("2")
+    ...     outputs.commit()
+    >>> sorted(p.name for p in folder.iterdir())
+    ['a.txt', 'b.txt']
+    """
+
+    def __init__(self, targets: Mapping[str, PathLike]) -> None:
+        self.targets: Dict[str, Path] = {k: Path(v) for k, v in targets.items()}
+        self._temps: Dict[str, Path] = {}
+        self.committed = False
+
+    def path(self, key: str) -> Path:
+        """The temporary to write for output ``key`` (writers given it write in place)."""
+        if key not in self._temps:
+            target = self.targets[key]
+            tmp = temp_path(target)
+            self._temps[key] = tmp
+            with _staged_lock:
+                _staged[tmp] = target
+        return self._temps[key]
+
+    @contextlib.contextmanager
+    def writing(self, key: str) -> Iterator[Path]:
+        """Like :meth:`path`, with the temporary's name replaced by the target's in any error message."""
+        tmp = self.path(key)
+        try:
+            yield tmp
+        except ScribbleSegError as exc:
+            message = str(exc).replace(str(tmp), str(self.targets[key]))
+            if message != str(exc):
+                raise type(exc)(message) from None
+            raise
+
+    def commit(self) -> List[Path]:
+        """Rename every written temporary onto its target; return the targets."""
+        missing = [k for k in self.targets if k not in self._temps or not self._temps[k].exists()]
+        if missing:
+            raise RuntimeError(f"outputs never written: {missing}")
+        for key, tmp in self._temps.items():
+            os.replace(tmp, self.targets[key])
+        self.committed = True
+        self._forget()
+        return list(self.targets.values())
+
+    def discard(self) -> None:
+        """Remove every temporary."""
+        for tmp in self._temps.values():
+            _remove(tmp)
+        self._forget()
+
+    def _forget(self) -> None:
+        with _staged_lock:
+            for tmp in self._temps.values():
+                _staged.pop(tmp, None)
+
+    def __enter__(self) -> "OutputSet":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.committed:
+            self.discard()
+
+
+# ---------------------------------------------------------------------------
+# Signals
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def signals_raise(signals: Sequence[str] = ("SIGTERM", "SIGHUP")) -> Iterator[None]:
+    """Turn SIGTERM (and SIGHUP) into :class:`~ScribbleSegLib.errors.Interrupted` in the body.
+
+    Python raises ``KeyboardInterrupt`` for SIGINT by itself; SIGTERM would
+    end the process at once and leave temporaries behind.  Raising instead
+    lets every ``finally`` and ``except`` remove them.  Outside the main
+    thread (where handlers cannot be set) the body runs unchanged.
+
+    Examples
+    --------
+    >>> with signals_raise():
+    ...     pass
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
+        raise Interrupted(signum)
+
+    for name in signals:
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            previous[number] = signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(number, old)
+

@@ -189,8 +189,10 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
         "bank_features": torch.from_numpy(feats.copy()),
         "bank_labels": torch.from_numpy(labels.copy()),
     }
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    nbytes = sum(t.numel() * t.element_size() for t in payload["state"].values()) + feats.nbytes + labels.nbytes
+    with atomic_output(path, nbytes + len(payload["meta"])) as tmp:  # a full disk: one line, no partial file
+        with open(tmp, "wb") as f:  # our own handle: closed even when torch's zip writer fails (disk full)
+            torch.save(payload, f)
     return Path(path)
 
 

@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import multifov
+from . import choices, multifov
 from .errors import ScribbleSegError
 
-ARCHS = ("munet", "unet")
+ARCHS = choices.ARCHITECTURES
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,8 @@ class ModelConfig:
     @classmethod
     def preset(cls, name: str, arch: str = "munet") -> "ModelConfig":
         """``small`` or ``paper``."""
-        if name not in ("small", "paper"):
-            raise ScribbleSegError(f"--config {name}: expected small or paper")
+        if name not in choices.PRESETS:
+            raise ScribbleSegError(f"preset {name!r}: expected one of {', '.join(choices.PRESETS)}")
         return getattr(cls, name)(arch)
 
     @property

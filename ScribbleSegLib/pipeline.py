@@ -17,12 +17,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import feature_cache
+from . import choices, feature_cache
+from .checks import check_model, check_segment_args
 from .errors import ScribbleSegError
-from .geometry import Geometry, Volume
+from .geometry import Volume
 from .progress import CancelToken, ProgressCallback, check, report
 
-METHODS = ("munet", "ddml", "full")
+METHODS = choices.METHODS
 
 
 @dataclass
@@ -62,7 +63,16 @@ class SegmentResult:
 
 
 def as_model(model, device: str = "auto"):
-    """Return a loaded model: ``model`` itself, or the model file it names."""
+    """Return a loaded model: ``model`` itself, or the model file it names.
+
+    Examples
+    --------
+    >>> as_model(None)
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: model is None: pass a model file or a model from model_file.load_model
+    """
+    check_model(model)
     if isinstance(model, (str, os.PathLike)):
         from .model_file import load_model
 
@@ -130,34 +140,52 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
     cached : bool
         True if nothing was computed.
     """
-    from .inference import predict_volume
+    from .fileio import DiskFullError
+    from .inference import IN_MEMORY_FEATURE_BYTES, predict_volume
+    from .resources import require_memory, voxels
 
-    if cache_dir is None or model_path is None:
-        prob, feats = predict_volume(model, image, device=device, scale=scale, progress=progress, cancel=cancel)
+    n = voxels(image.shape[:3])
+    feature_bytes = n * int(getattr(model, "feature_channels", 0) or 0) * 2
+    # The probability is always in memory; the features are when small (else a file on disk).
+    in_memory = n * 4 + (feature_bytes if feature_bytes <= IN_MEMORY_FEATURE_BYTES else 0)
+    require_memory(in_memory, f"M-Unet outputs of a {'x'.join(map(str, image.shape[:3]))} volume",
+                   "read the volume downsampled")
+
+    def uncached():
+        prob, feats = predict_volume(model, image, device=device, scale=scale, progress=progress,
+                                     cancel=cancel)
         return prob, feats, False
+
+    cache = feature_cache.open_cache(cache_dir) if model_path is not None else None
+    if cache is None:
+        return uncached()
     scale = tuple(float(f) for f in scale)
     key = feature_cache.cache_key(image, model_path, "" if scale == (1.0, 1.0) else f"scale={scale}")
-    hit = feature_cache.load(cache_dir, key)
+    hit = cache.load(key)
     if hit is not None:
         report(progress, "M-Unet features", 1.0, "reused cached features")
         return hit[0], hit[1], True
-    with feature_cache.new_entry(cache_dir, key, {"model": str(model_path), "shape": list(image.shape)}) as tmp:
-        prob, feats = predict_volume(model, image, device=device, feature_path=tmp / "features.npy",
-                                     scale=scale, progress=progress, cancel=cancel)
-        np.save(tmp / "probability.npy", np.asarray(prob, dtype=np.float32))
-        if isinstance(feats, np.memmap):
-            feats.flush()
-        del feats
-    prob, feats = feature_cache.load(cache_dir, key)
-    return prob, feats, False
-
-
-def _rgb(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 3:  # greyscale volume: the network expects RGB
-        return np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise ScribbleSegError(f"image must be (Z, Y, X) or (Z, Y, X, 3), got shape {array.shape}")
-    return array
+    problem = cache.make_room(feature_bytes + n * 4)
+    if problem is not None:
+        feature_cache.log.warning("feature cache: %s: %s; running without the cache", cache.folder, problem)
+        return uncached()
+    try:
+        with cache.new_entry(key, {"model": str(model_path), "shape": list(image.shape)}) as tmp:
+            prob, feats = predict_volume(model, image, device=device, feature_path=tmp / "features.npy",
+                                         scale=scale, progress=progress, cancel=cancel)
+            np.save(tmp / "probability.npy", np.asarray(prob, dtype=np.float32))
+            if isinstance(feats, np.memmap):
+                feats.flush()
+            del feats
+    except DiskFullError as exc:
+        feature_cache.log.warning("feature cache: %s; running without the cache", exc)
+        return uncached()
+    hit = cache.load(key)
+    if hit is None:  # removed meanwhile by another run's eviction or by hand: the numbers are gone
+        feature_cache.log.warning("feature cache: the entry just stored in %s is gone; computing again "
+                                  "without the cache", cache.folder)
+        return uncached()
+    return hit[0], hit[1], False
 
 
 def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], model, *,
@@ -200,22 +228,14 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     -------
     SegmentResult
     """
-    if method not in METHODS:
-        raise ScribbleSegError(f"--method {method}: expected one of {', '.join(METHODS)}")
-    if isinstance(image, Volume):
-        array, geometry = image.array, image.geometry
-    else:
-        array, geometry = image, Geometry(spacing or (1.0, 1.0, 1.0))
-    array = _rgb(np.asarray(array))
-    if scribbles is not None and tuple(scribbles.shape) != tuple(array.shape[:3]):
-        raise ScribbleSegError(f"scribbles have shape {scribbles.shape}, the image {array.shape[:3]}")
-    if method != "munet" and scribbles is None:
-        raise ScribbleSegError(f"--method {method} needs scribbles")
+    array, geometry, scribbles = check_segment_args(
+        image, scribbles, model, spacing=spacing, method=method, cut_params=cut_params, ddml_config=ddml_config,
+        device=device, cache_dir=cache_dir, seed=seed, features=features)
 
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
     loaded = as_model(model, device)
-    model_path = model if isinstance(model, (str, os.PathLike)) else None
+    model_path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "path", None)
     timings["load model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from .choices import DEVICES
 from .errors import ScribbleSegError
 
-DEVICES = ("auto", "cpu", "cuda")
+__all__ = ["DEVICES", "resolve_device", "torch_threads"]
 
 
 def resolve_device(name: str = "auto"):
@@ -28,10 +29,10 @@ def resolve_device(name: str = "auto"):
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ScribbleSegError(
-                f"--device {name}: this torch ({torch.__version__}) sees no CUDA device; use --device cpu or auto"
+                f"device {name}: this torch ({torch.__version__}) sees no CUDA device; use cpu or auto"
             )
         return torch.device(name)
-    raise ScribbleSegError(f"--device {name}: unknown device, expected one of {', '.join(DEVICES)}")
+    raise ScribbleSegError(f"device {name}: unknown device, expected one of {', '.join(DEVICES)}")
 
 
 @contextlib.contextmanager

@@ -17,10 +17,14 @@ failed write never leaves a half-written file, and compresses its output.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
+import tempfile
 import zlib
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -284,6 +288,9 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     else:
         progress_start = 0.0
 
+    # The output plus one full-resolution section (decoded, and converted to float when not uint8).
+    _require_memory(len(files) * out_y * out_x * 3 + height * width * 3 * (1 if dtype == np.uint8 else 9),
+                    folder, f"{len(files)} sections of {width}x{height}")
     out = np.empty((len(files), out_y, out_x, 3), dtype=np.uint8)
     for k, file in enumerate(files):
         check(cancel)
@@ -337,8 +344,29 @@ def _folder_value_range(files: List[Path], size_yx: Tuple[int, int], dtype,
     return lo, hi
 
 
+def _require_memory(nbytes: int, path: Path, what: str) -> None:
+    from .resources import require_memory
+
+    require_memory(nbytes, f"{path}: reading {what}", "read it downsampled or on a larger machine")
+
+
+def _file_read_bytes(path: Path) -> Tuple[int, str]:
+    """Peak bytes of reading a 3D file (SimpleITK's image plus the uint8 RGB output) and its size in words."""
+    info = _read_sitk(path, image_information_only=True)
+    size = [int(s) for s in info.GetSize()]
+    voxels = 1
+    for s in size:
+        voxels *= s
+    pixel = sitk.GetPixelIDValueAsString(info.GetPixelID())
+    component_bytes = 8 if "64" in pixel or "double" in pixel else 4 if "32" in pixel or "float" in pixel \
+        else 2 if "16" in pixel else 1
+    return voxels * (info.GetNumberOfComponents() * component_bytes + 3), "x".join(map(str, size))
+
+
 def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]], factor: int,
                       progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Volume:
+    nbytes, size_text = _file_read_bytes(path)
+    _require_memory(nbytes, path, f"a {size_text} volume")
     image = _read_sitk(path)
     if image.GetDimension() != 3:
         raise ScribbleSegError(
@@ -384,8 +412,35 @@ def _with_geometry(image, geometry: Geometry):
     return image
 
 
-def _write_sitk(path: PathLike, image) -> None:
-    with atomic_output(path) as tmp:
+@contextlib.contextmanager
+def _native_stderr_kept_unless_failed() -> Iterator[None]:
+    """Hold back what native code prints on fd 2 (NIfTI's "** ERROR: NWAD: wrote only ..." on a full
+    disk) and pass it on only if the body succeeds: a failure is reported in one line of our own."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        capture = tempfile.TemporaryFile()
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+        capture.seek(0)
+        held = capture.read()
+        if held:
+            os.write(2, held)
+    finally:
+        os.close(saved)
+        capture.close()
+
+
+def _write_sitk(path: PathLike, image, expected_bytes: Optional[int] = None) -> None:
+    # Outermost, so that a truncated write that atomic_output reports also drops the native complaint.
+    with _native_stderr_kept_unless_failed(), atomic_output(path, expected_bytes) as tmp:
         try:
             sitk.WriteImage(image, str(tmp), True)
         except RuntimeError:
@@ -417,7 +472,7 @@ def write_rgb_volume(path: PathLike, volume: Volume) -> None:
     if array.dtype != np.uint8:
         raise ScribbleSegError(f"{path}: an RGB image must be uint8, got {array.dtype}")
     image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=True)
-    _write_sitk(path, _with_geometry(image, volume.geometry))
+    _write_sitk(path, _with_geometry(image, volume.geometry), array.nbytes)
 
 
 def write_labelmap(path: PathLike, labels: np.ndarray, geometry: Geometry) -> None:
@@ -428,7 +483,7 @@ def write_labelmap(path: PathLike, labels: np.ndarray, geometry: Geometry) -> No
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         raise ScribbleSegError(f"{path}: labelmap values must lie in 0..255")
     image = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
-    _write_sitk(path, _with_geometry(image, geometry))
+    _write_sitk(path, _with_geometry(image, geometry), labels.size)
 
 
 def write_probability(path: PathLike, prob: np.ndarray, geometry: Geometry) -> None:
@@ -443,7 +498,7 @@ def write_probability(path: PathLike, prob: np.ndarray, geometry: Geometry) -> N
     prob = np.ascontiguousarray(prob, dtype=np.float32)
     if not np.isfinite(prob).all():
         raise ScribbleSegError(f"{path}: the probability map contains NaN or infinite values; nothing written")
-    _write_sitk(path, _with_geometry(sitk.GetImageFromArray(prob), geometry))
+    _write_sitk(path, _with_geometry(sitk.GetImageFromArray(prob), geometry), prob.nbytes)
 
 
 def write_segmentation(
@@ -490,7 +545,7 @@ def write_segmentation(
             "id": name, "name": name, "color": [float(c) for c in color],
             "nameAutoGenerated": False, "colorAutoGenerated": False,
         })
-    with atomic_output(path) as tmp:
+    with atomic_output(path, len(segments) * int(np.prod(shape))) as tmp:
         slicerio.write_segmentation(str(tmp), segmentation, compression_level=6)
 
 
@@ -652,6 +707,7 @@ def read_label(
         placed onto the image grid instead.
     """
     path = Path(path)
+    shape, geometry = _check_grid(shape, geometry)
     array, own, is_segmentation = _read_label_file(path, single_segment)
     return _onto_grid(array, own, shape, geometry, path, is_segmentation, reference)
 
@@ -680,6 +736,7 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         As :func:`read_label`, and if there is no heart or no background voxel.
     """
     path = Path(path)
+    shape, geometry = _check_grid(shape, geometry)
     if not path.is_file():
         raise ScribbleSegError(f"{path}: no such file")
     if is_segmentation_file(path):
@@ -706,6 +763,16 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
                 f"{path}: the scribbles have no {name} voxel; scribble both heart and background"
             )
     return array
+
+
+def _check_grid(shape: Sequence[int], geometry: Geometry) -> Tuple[Tuple[int, int, int], Geometry]:
+    """The target grid of :func:`read_label` / :func:`read_scribbles`, checked."""
+    from .checks import check_shape
+
+    shape = check_shape(shape, "shape")
+    if not isinstance(geometry, Geometry):
+        raise ScribbleSegError(f"geometry must be a Geometry, got {type(geometry).__name__}")
+    return shape, geometry
 
 
 def _size_text(shape_zyx: Sequence[int]) -> str:

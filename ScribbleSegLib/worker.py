@@ -39,11 +39,15 @@ Requests (relative paths are relative to the request file's folder)::
 
     {"protocol": 1, "task": "train",
      "images": ["img0.nrrd", ...], "labels": ["lab0.nrrd", ...], "output": "new.model",
-     "arch": "munet", "preset": "small", "max_minutes": 10,
+     "arch": "munet", "preset": "small", "max_minutes": 10,   # max_iters, max_minutes: default the preset's
      "val_images": [], "val_labels": [], "device": "auto", "seed": 0,
      "init": "/models/parent.model",            # optional: fine-tune this model ("starter": the shipped one)
-     "max_iters": 300,                          # optional step budget (default: training's)
+     "max_iters": 300,                          # optional step budget (default: the preset's, 300 with init)
      "names": ["Embryo 7"]}                     # optional: how the model's provenance names the volumes
+
+A segmentation runs :func:`ScribbleSegLib.jobs.segment_files`, the same path
+from files to results as ``scribbleseg segment``: every output is checked before
+any work and written at the end, all or none.
 
     {"protocol": 1, "task": "phantom", "seed": 0, "shape": [32, 128, 128], "every": 8,
      "outputs": {"image": "image.nrrd", "label": "label.seg.nrrd", "scribbles": "scribbles.seg.nrrd"}}
@@ -75,15 +79,17 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TextIO, Union
 
+from . import choices
 from .errors import CancelledError, ScribbleSegError
+from .fileio import signals_raise
 from .progress import CancelToken
 
 PROTOCOL = 1
 """Version of the request and event format; a request with another version is refused."""
 
 TASKS = ("segment", "train", "phantom", "devices")
-METHODS = ("munet", "ddml", "full")
-DEVICES = ("auto", "cpu", "cuda")
+METHODS = choices.METHODS
+DEVICES = choices.DEVICES
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -197,10 +203,13 @@ class _RequestChecker:
 
     def common(self, task: str) -> Dict[str, Any]:
         seed = self.value("seed", 0, (int,))
-        return {"protocol": PROTOCOL, "task": task, "device": self.choice("device", DEVICES, "auto"), "seed": seed}
+        if seed < 0:
+            raise self.fail("seed", f"must be a non-negative integer, got {seed!r}")
+        return {"protocol": PROTOCOL, "task": task,
+                "device": self.choice("device", DEVICES, choices.DEFAULT_DEVICE), "seed": seed}
 
     def segment(self) -> Dict[str, Any]:
-        method = self.choice("method", METHODS, "full")
+        method = self.choice("method", METHODS, choices.DEFAULT_METHOD)
         inputs = {
             "image": self.input_path("image"),
             "scribbles": self.input_path("scribbles", None if method == "munet" else ...),
@@ -248,15 +257,17 @@ class _RequestChecker:
         val_images, val_labels = self.path_list("val_images", []), self.path_list("val_labels", [])
         if len(val_images) != len(val_labels):
             raise self.fail("val_labels", "must name one label per validation image")
-        max_minutes = self.value("max_minutes", 10.0, (int, float))
-        if not max_minutes > 0:
+        preset = choices.PRESETS[self.choice("preset", tuple(choices.PRESETS), choices.DEFAULT_PRESET)]
+        max_minutes = self.value("max_minutes", preset.max_minutes, (int, float))
+        if max_minutes is not None and not max_minutes > 0:
             raise self.fail("max_minutes", f"must be positive, got {max_minutes!r}")
-        max_iters = self.value("max_iters", None, (int,))
-        if max_iters is not None and max_iters < 1:
-            raise self.fail("max_iters", f"must be a positive integer, got {max_iters!r}")
         init = self.value("init", None, (str,))
         if init is not None and init != "starter":
             init = self.path_value(init, "init", must_exist=True)
+        # A fine-tune has its own step budget (training.FINETUNE_ITERS) unless the request gives one.
+        max_iters = self.value("max_iters", None if init is not None else preset.max_iters, (int,))
+        if max_iters is not None and max_iters < 1:
+            raise self.fail("max_iters", f"must be a positive integer, got {max_iters!r}")
         names = self.value("names", None, (list,))
         if names is not None and (len(names) != len(images) or not all(isinstance(n, str) for n in names)):
             raise self.fail("names", "must give one name (a string) per image")
@@ -264,9 +275,10 @@ class _RequestChecker:
             **self.common("train"),
             "images": images, "labels": labels, "val_images": val_images, "val_labels": val_labels,
             "output": self.path_value(self.value("output"), "output", must_exist=False),
-            "arch": self.choice("arch", ("munet", "unet"), "munet"),
-            "preset": self.choice("preset", ("small", "paper"), "small"),
-            "max_minutes": float(max_minutes), "max_iters": max_iters, "init": init, "names": names,
+            "arch": self.choice("arch", choices.ARCHITECTURES, choices.DEFAULT_ARCHITECTURE),
+            "preset": preset.name,
+            "max_minutes": None if max_minutes is None else float(max_minutes),
+            "max_iters": max_iters, "init": init, "names": names,
         }
 
 
@@ -363,66 +375,20 @@ def _describe_device(name: str) -> str:
 
 
 def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
-    import numpy as np
+    from .jobs import SegmentFiles, segment_files
 
-    from . import pipeline, volume_io
-    from .progress import check
-
-    emitter.progress("read", 0.0, "reading the image")
-    image = volume_io.read_image(request["image"], progress=emitter.progress, cancel=cancel)
-    scribbles = None
-    if request["scribbles"] is not None:
-        scribbles = volume_io.read_scribbles(request["scribbles"], image.shape, image.geometry)
-    cut_params, ddml_config = _settings(request)
-    emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
-    result = pipeline.segment(image, scribbles, request["model"], method=request["method"],
-                              cut_params=cut_params, ddml_config=ddml_config, device=request["device"],
-                              cache_dir=request["cache_dir"], seed=request["seed"],
-                              progress=emitter.progress, cancel=cancel)
-    check(cancel)
-    emitter.progress("write", 0.0, "writing the result")
     outputs = request["outputs"]
-    volume_io.write_labelmap(outputs["labels"], result.labels, image.geometry)
-    written = {"labels": outputs["labels"]}
-    if outputs["probability"]:
-        volume_io.write_probability(outputs["probability"], result.probability, image.geometry)
-        written["probability"] = outputs["probability"]
-    emitter.progress("write", 1.0, "done")
-    voxels = int(np.count_nonzero(result.labels))
-    sx, sy, sz = image.geometry.spacing
-    metrics = {
-        "heart_voxels": voxels,
-        "heart_volume_mm3": voxels * sx * sy * sz,
-        "shape_zyx": list(image.shape),
-        "features_cached": bool(result.features_cached),
-        "method": result.method,
-    }
-    if scribbles is not None:
-        metrics["scribbled_voxels"] = {"heart": int(np.count_nonzero(scribbles == 1)),
-                                       "background": int(np.count_nonzero(scribbles == 2))}
-    return {"outputs": written, "metrics": metrics, "timings": dict(result.timings)}
-
-
-def _settings(request: Dict[str, Any]):
-    """``GraphCutParams`` and ``DDMLConfig`` from the request's ``cut`` and ``ddml`` fields (None if empty)."""
-    cut_params = ddml_config = None
-    if request["cut"]:
-        from .graphcut import GraphCutParams
-
-        cut_params = _replace(GraphCutParams(), request["cut"], "cut")
-    if request["ddml"]:
-        from .ddml import DDMLConfig
-
-        ddml_config = _replace(DDMLConfig(), request["ddml"], "ddml")
-    return cut_params, ddml_config
-
-
-def _replace(defaults: Any, values: Dict[str, Any], field: str) -> Any:
-    names = {f.name for f in dataclasses.fields(defaults)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ScribbleSegError(f"request field '{field}': unknown settings {unknown}; known: {sorted(names)}")
-    return dataclasses.replace(defaults, **values)
+    job = SegmentFiles(
+        image=request["image"], model=request["model"], labels=outputs["labels"], scribbles=request["scribbles"],
+        probability=outputs["probability"], method=request["method"], device=request["device"],
+        seed=request["seed"], cache_dir=request["cache_dir"], cut=request["cut"], ddml=request["ddml"],
+        names={"labels": "request field 'outputs.labels'", "probability": "request field 'outputs.probability'",
+               "image": "request field 'image'", "scribbles": "request field 'scribbles'",
+               "model": "request field 'model'", "cut": "request field 'cut'", "ddml": "request field 'ddml'",
+               "method": "request field 'method'", "device": "request field 'device'"})
+    emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
+    done = segment_files(job, progress=emitter.progress, cancel=cancel)
+    return {"outputs": done.outputs, "metrics": done.metrics, "timings": done.timings}
 
 
 def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
@@ -470,9 +436,15 @@ def _phantom(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelT
     from . import phantom, scribbles, volume_io
     from .progress import check
 
+    from .fileio import check_outputs
+    from .resources import check_phantom_memory
+
     config = phantom.PhantomConfig()
     if request["shape"] is not None:
         config = dataclasses.replace(config, shape=tuple(request["shape"]))
+    config.validate()
+    check_phantom_memory(config.shape, "request field 'shape'")
+    check_outputs({f"request field 'outputs.{k}'": v for k, v in request["outputs"].items()})
     emitter.progress("phantom", 0.0, "making the phantom")
     made = phantom.make_phantom(seed=request["seed"], config=config)
     check(cancel)
@@ -537,11 +509,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.control_stdin:
         threading.Thread(target=_watch_stdin, args=(token,), name="cancel-watcher", daemon=True).start()
     try:
-        request = load_request(args.request)
-        emitter.emit("started", protocol=PROTOCOL, task=request["task"], pid=os.getpid())
-        done = run_request(request, emitter, token)
+        with signals_raise():
+            request = load_request(args.request)
+            emitter.emit("started", protocol=PROTOCOL, task=request["task"], pid=os.getpid())
+            done = run_request(request, emitter, token)
     except CancelledError as exc:
         emitter.emit("error", kind="cancelled", message=str(exc))
+        return EXIT_CANCELLED
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM/SIGHUP through signals_raise: temporaries are gone
+        emitter.emit("error", kind="cancelled", message=f"stopped ({exc or 'interrupted'})")
         return EXIT_CANCELLED
     except ScribbleSegError as exc:
         emitter.emit("error", kind="input", message=str(exc))

@@ -11,7 +11,7 @@ from ScribbleSegLib import cli
 def test_every_design_command_is_registered():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"demo", "phantom", "train", "segment", "evaluate", "bench"}
+    assert set(sub.choices) == {"demo", "phantom", "train", "segment", "evaluate", "bench", "cache"}
 
 
 def test_help_does_not_import_heavy_packages():

@@ -45,23 +45,3 @@ def test_failed_entry_leaves_nothing(tmp_path):
             raise RuntimeError("inference died")
     assert list(tmp_path.iterdir()) == []
     assert feature_cache.load(tmp_path, "k") is None
-
-
-def test_prune_deletes_the_least_recently_written_entries_beyond_the_cap(tmp_path):
-    import os
-
-    from ScribbleSegLib import feature_cache
-
-    for index, key in enumerate(["old", "middle", "new"]):
-        entry = tmp_path / key
-        entry.mkdir()
-        (entry / "features.npy").write_bytes(b"x" * 1000)
-        os.utime(entry, (1000 + index, 1000 + index))
-    (tmp_path / ".running.tmp").mkdir()  # a run in progress: never counted or touched
-    (tmp_path / ".running.tmp" / "features.npy").write_bytes(b"x" * 10000)
-    assert [k for k, _s, _t in feature_cache.entry_sizes(tmp_path)] == ["old", "middle", "new"]
-    assert feature_cache.prune(tmp_path, 5000) == []
-    assert feature_cache.prune(tmp_path, 2000) == ["old"]
-    assert feature_cache.prune(tmp_path, 0) == ["middle"], "the newest entry is kept even over the cap"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".running.tmp", "new"]
-    assert feature_cache.prune(tmp_path / "missing", 0) == []

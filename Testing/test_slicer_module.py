@@ -170,13 +170,44 @@ def test_cut_and_ddml_settings_the_module_sends_are_library_fields(tree):
 
 
 def test_choices_match_the_library(tree):
-    from ScribbleSegLib import worker
+    # The panel keeps literal copies (no library import at file scope); ScribbleSegLib.choices is the source.
+    from ScribbleSegLib import choices, worker
     from ScribbleSegLib.nets import ARCHS
 
-    assert set(enum_values(tree, "Method")) == set(worker.METHODS)
-    assert set(enum_values(tree, "Architecture")) == set(ARCHS)
-    assert set(enum_values(tree, "NetworkSize")) == {"small", "paper"}
-    assert set(module_constant(tree, "DEVICES")) == set(worker.DEVICES)
+    assert tuple(enum_values(tree, "Method")) == choices.METHODS == worker.METHODS
+    assert tuple(enum_values(tree, "Architecture")) == choices.ARCHITECTURES == ARCHS
+    assert tuple(enum_values(tree, "NetworkSize")) == tuple(choices.PRESETS)
+    assert module_constant(tree, "DEVICES") == choices.DEVICES == worker.DEVICES
+
+
+def test_panel_defaults_are_the_library_defaults(tree):
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ScribbleSegParameterNode")
+    defaults = {n.target.id: ast.unparse(n.value) for n in node.body if isinstance(n, ast.AnnAssign) and n.value}
+    from ScribbleSegLib import choices
+
+    members = {"Method": "method", "Architecture": "trainArchitecture", "NetworkSize": "trainSize"}
+    values = {}
+    for enum_name, field in members.items():
+        member = defaults[field].split(".")[1]
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == enum_name)
+        values[field] = next(ast.literal_eval(a.value) for a in cls.body
+                             if isinstance(a, ast.Assign) and a.targets[0].id == member)
+    assert values == {"method": choices.DEFAULT_METHOD, "trainArchitecture": choices.DEFAULT_ARCHITECTURE,
+                      "trainSize": choices.DEFAULT_PRESET}
+
+
+def test_paper_training_gets_the_presets_step_budget(tmp_path):
+    # The panel sends only the preset and minutes; the worker fills in the preset's step budget.
+    from ScribbleSegLib import choices, worker
+
+    for name, preset in choices.PRESETS.items():
+        (tmp_path / "i.nrrd").write_bytes(b"x")
+        path = worker.write_request(tmp_path / "r.json", {
+            "task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model",
+            "preset": name, "max_minutes": 30.0})
+        request = worker.load_request(path)
+        assert request["max_iters"] == preset.max_iters
+    assert choices.PRESETS["paper"].max_iters > choices.PRESETS["small"].max_iters
 
 
 def test_segment_colours_are_those_of_the_files(tree):

@@ -135,10 +135,14 @@ def test_a_request_from_another_protocol_version_is_refused(tmp_path):
         worker.load_request(path)
 
 
-def test_unknown_settings_are_refused_with_the_known_ones():
-    request = {"cut": {"gama": 1.0}, "ddml": {}}
-    with pytest.raises(ScribbleSegError, match=r"unknown settings \['gama'\].*'gamma'"):
-        worker._settings(request)
+def test_unknown_settings_are_refused_with_the_known_ones(tmp_path):
+    # The worker's segment task runs jobs.segment_files; its settings are checked before any input is read.
+    from ScribbleSegLib import jobs
+
+    job = jobs.SegmentFiles(image=str(tmp_path / "i.nrrd"), model="m", labels=str(tmp_path / "o.nrrd"),
+                            cut={"gama": 1.0}, names={"cut": "request field 'cut'"})
+    with pytest.raises(ScribbleSegError, match=r"request field 'cut': unknown settings \['gama'\].*'gamma'"):
+        jobs.settings(job)
 
 
 # ---------------------------------------------------------------------------
@@ -187,6 +191,9 @@ def test_train_request_reaches_train_model_with_its_settings(tmp_path, phantom_f
     assert done["outputs"] == {"model": str(tmp_path / "new.model")}
     assert seen["config"].arch == "unet"
     assert (seen["max_minutes"], seen["device"], seen["seed"]) == (2.5, "cpu", 7)
+    from ScribbleSegLib.choices import PRESETS
+
+    assert seen["max_iters"] == PRESETS["small"].max_iters  # the preset's step budget reaches training
     assert seen["images"][0].array.shape == tuple(PHANTOM_SHAPE) + (3,)
     assert seen["labels"][0].shape == tuple(PHANTOM_SHAPE) and seen["labels"][0].any()
     assert seen["cancel"] is None and callable(seen["progress"])

@@ -1,50 +1,110 @@
-"""Options and helpers shared by several subcommands."""
+"""Options and helpers shared by several subcommands.
+
+The choices and defaults come from :mod:`ScribbleSegLib.choices`; the value
+checkers here make argparse refuse a bad number at once, before any work.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 from pathlib import Path
+from typing import Callable
+
+from .. import choices
+
+
+def _number(kind: Callable, test: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    parse.__name__ = wanted  # argparse names the type in some messages
+    return parse
+
+
+positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+"""argparse type: a finite number > 0.
+
+Examples
+--------
+>>> positive_float("2.5")
+2.5
+"""
+nonnegative_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+positive_int = _number(int, lambda v: v > 0, "a positive integer")
+nonnegative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:
     """``--spacing`` and ``--downsample``, for images given as a folder of sections."""
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+    parser.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"),
                         help="voxel size in mm (required for a folder of sections; overrides a file's)")
-    parser.add_argument("--downsample", type=int, default=1, metavar="N",
+    parser.add_argument("--downsample", type=positive_int, default=1, metavar="N",
                         help="read sections downsampled in-plane by N (area average)")
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """``--device auto|cpu|cuda``."""
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    parser.add_argument("--device", default=choices.DEFAULT_DEVICE, choices=choices.DEVICES,
                         help="where torch runs (default: cuda if available)")
 
 
 def default_cache_dir() -> Path:
-    """The per-user cache of M-Unet features (``$XDG_CACHE_HOME/scribbleseg/features``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "scribbleseg" / "features"
+    """The per-user cache of M-Unet features (see :func:`ScribbleSegLib.choices.default_cache_dir`)."""
+    return choices.default_cache_dir()
 
 
 def add_experiment_options(parser: argparse.ArgumentParser, out_default: str, minutes_default: float) -> None:
     """Options shared by ``demo`` and ``bench``: output folder, seed, device, budget, phantom size."""
     parser.add_argument("--out", default=out_default, help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the phantoms, scribbles and training")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the phantoms, scribbles and training")
     add_device_option(parser)
-    parser.add_argument("--train-minutes", type=float, default=minutes_default,
+    parser.add_argument("--train-minutes", type=positive_float, default=minutes_default,
                         help="training budget of each network in minutes (default: %(default)s)")
-    parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
+    parser.add_argument("--shape", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
                         help="phantom size (default: the phantom's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def check_phantom_shape(shape) -> None:
+    """Refuse a ``--shape`` the phantom cannot be made with (too small, or too big for memory), before any work."""
+    if shape is None:
+        return
+    import dataclasses
+
+    from ..errors import ScribbleSegError
+    from ..phantom import PhantomConfig
+    from ..resources import check_phantom_memory
+
+    text = " ".join(map(str, shape))
+    try:
+        dataclasses.replace(PhantomConfig(), shape=tuple(shape)).validate()
+    except ScribbleSegError as exc:
+        raise ScribbleSegError(f"--shape {text}: {exc}") from None
+    check_phantom_memory(shape, "--shape")
+
+
 def make_output_folder(out: str) -> Path:
-    """Create ``out`` (its parent must exist) and return it."""
+    """Create ``out`` (its parent must exist and be writable) and return it."""
+    import os
+
     from ..errors import ScribbleSegError
 
     path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ScribbleSegError(f"--out {path}: is a file, expected a folder")
     if not path.parent.is_dir():
         raise ScribbleSegError(f"--out {path}: the folder {path.parent} does not exist")
-    path.mkdir(exist_ok=True)
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ScribbleSegError(f"--out {path}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ScribbleSegError(f"--out {path}: the folder is not writable")
     return path

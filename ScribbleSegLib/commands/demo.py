@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_experiment_options, make_output_folder
+from .common import add_experiment_options, check_phantom_shape, make_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..overlay import write_overlay_png
     from ..progress import TqdmProgress
 
+    check_phantom_shape(args.shape)  # before any work: a shape the phantom or the memory cannot take
     out = make_output_folder(args.out)
     started = time.perf_counter()
     bar = TqdmProgress(disable=args.quiet)

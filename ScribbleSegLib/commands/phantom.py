@@ -2,16 +2,18 @@
 
 import argparse
 
+from .common import check_phantom_shape, make_output_folder, nonnegative_int, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder (created if its parent exists)")
-    parser.add_argument("--volumes", type=int, default=6, metavar="N",
+    parser.add_argument("--volumes", type=positive_int, default=6, metavar="N",
                         help="number of volumes (default 6: 2 train, 2 val, 2 test)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
+    parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                         help="seed; volume i is made with seed S*100+i, as in 'scribbleseg bench' (default 0)")
-    parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
+    parser.add_argument("--shape", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
                         help="sections, rows, columns (default 64 192 192)")
     parser.add_argument("--family", default="a", choices=("a", "b"),
                         help="phantom family: a (default) or b, another lab's stain, scale, anatomy and artefacts")
@@ -22,19 +24,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the command."""
     import dataclasses
 
-    from ..errors import ScribbleSegError
     from ..phantom import family_config, write_phantom_set
     from ..progress import TqdmProgress
 
-    if args.volumes < 1:
-        raise ScribbleSegError(f"--volumes {args.volumes}: must be at least 1")
+    check_phantom_shape(args.shape)
+    make_output_folder(args.out)
     config = family_config(args.family)
     if args.shape is not None:
         config = dataclasses.replace(config, shape=tuple(args.shape))
-        try:
-            config.validate()
-        except ScribbleSegError as exc:
-            raise ScribbleSegError(f"--shape {' '.join(map(str, args.shape))}: {exc}") from None
     bar = TqdmProgress(disable=args.quiet)
     try:
         manifest = write_phantom_set(args.out, n_volumes=args.volumes, seed=args.seed, config=config, progress=bar)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_device_option, add_image_options, default_cache_dir
+from .. import choices
+from .common import add_device_option, add_image_options, nonnegative_float, nonnegative_int, positive_float
 
 SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
+
+# How the job's fields are called on the command line, for its messages.
+OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--model", "labels": "--out",
+                "probability": "--probability", "surface": "--surface", "render": "--render",
+                "method": "--method", "device": "--device", "seed": "--seed", "cut": "graph cut options"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "'heart' and 'background' (not needed for --method munet)")
     parser.add_argument("--model", required=True,
                         help="model file from 'scribbleseg train', or 'starter' for the shipped starter model")
-    parser.add_argument("--out", required=True, help="output segmentation (.seg.nrrd; other extensions: labelmap)")
-    parser.add_argument("--method", default="full", choices=("munet", "ddml", "full"),
+    parser.add_argument("--out", required=True,
+                        help="output segmentation (.seg.nrrd; .nrrd, .nii, .nii.gz, .mha: labelmap)")
+    parser.add_argument("--method", default=choices.DEFAULT_METHOD, choices=choices.METHODS,
                         help="stop after the M-Unet, after DDML + head, or run the graph cut (default)")
     parser.add_argument("--probability", metavar="P.nrrd", help="also write the final probability volume")
     parser.add_argument("--surface", metavar="X.stl|X.vtp|X.obj", help="also write the closed surface (LPS mm)")
@@ -26,13 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_image_options(parser)
     add_device_option(parser)
     cut = parser.add_argument_group("graph cut (paper eq. 4-6)")
-    cut.add_argument("--gamma", type=float, help="weight of the boundary term")
-    cut.add_argument("--sigma", type=float, help="colour-contrast scale of the boundary term")
-    cut.add_argument("--delta", type=float, help="constant added to the contrast weight")
+    cut.add_argument("--gamma", type=nonnegative_float, help="weight of the boundary term")
+    cut.add_argument("--sigma", type=positive_float, help="colour-contrast scale of the boundary term")
+    cut.add_argument("--delta", type=nonnegative_float, help="constant added to the contrast weight")
     parser.add_argument("--cache-dir", default=None,
-                        help=f"where M-Unet features are cached (default {default_cache_dir()})")
+                        help=f"where M-Unet features are cached (default {choices.default_cache_dir()}, "
+                             "or $SCRIBBLESEG_CACHE_DIR)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the DDML and head training")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the DDML and head training")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -46,58 +54,33 @@ def cut_params_from_args(args: argparse.Namespace):
     return dataclasses.replace(GraphCutParams(), **given)
 
 
+def job_from_args(args: argparse.Namespace):
+    """The :class:`~ScribbleSegLib.jobs.SegmentFiles` job of the command line."""
+    from ..jobs import SegmentFiles
+
+    cache_dir = None if args.no_cache else args.cache_dir or str(choices.default_cache_dir())
+    return SegmentFiles(
+        image=args.image, model=args.model, labels=args.out, scribbles=args.scribbles,
+        probability=args.probability, surface=args.surface, render=args.render, method=args.method,
+        spacing=args.spacing, downsample=args.downsample, device=args.device, seed=args.seed, cache_dir=cache_dir,
+        cut={k: getattr(args, k) for k in ("gamma", "sigma", "delta") if getattr(args, k) is not None},
+        names=dict(OPTION_NAMES))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from pathlib import Path
-
-    from .. import pipeline, volume_io
-    from ..errors import ScribbleSegError
-    from ..fileio import check_output_path
+    from ..jobs import segment_files
     from ..progress import TqdmProgress
 
-    outputs = [args.out] + [p for p in (args.probability, args.surface, args.render) if p]
-    for path in outputs:
-        check_output_path(path)
-    if args.surface and not args.surface.lower().endswith(SURFACE_SUFFIXES):
-        raise ScribbleSegError(f"--surface {args.surface}: expected a .stl, .vtp or .obj file name")
-    if args.render and not args.render.lower().endswith(".png"):
-        raise ScribbleSegError(f"--render {args.render}: expected a .png file name")
-    if args.method != "munet" and not args.scribbles:
-        raise ScribbleSegError(f"--method {args.method} needs --scribbles")
-
-    image = volume_io.read_image(args.image, spacing=args.spacing, downsample=args.downsample)
-    scribbles = (volume_io.read_scribbles(args.scribbles, image.shape, image.geometry)
-                 if args.scribbles else None)
-    cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    job = job_from_args(args)
     bar = TqdmProgress(disable=args.quiet)
     try:
-        from ..starter import resolve_model
-
-        result = pipeline.segment(image, scribbles, str(resolve_model(args.model)), method=args.method,
-                                  cut_params=cut_params_from_args(args), device=args.device,
-                                  cache_dir=cache_dir, seed=args.seed, progress=bar)
+        done = segment_files(job, progress=bar)
     finally:
         bar.close()
-
-    if args.out.lower().endswith(".seg.nrrd"):
-        volume_io.write_segmentation(args.out, [("heart", result.labels, volume_io.HEART_COLOR)], image.geometry)
-    else:
-        volume_io.write_labelmap(args.out, result.labels, image.geometry)
-    if args.probability:
-        volume_io.write_probability(args.probability, result.probability, image.geometry)
-    if args.surface or args.render:
-        from .. import surface
-
-        poly = surface.labelmap_to_surface(result.labels, image.geometry)
-        if args.surface:
-            surface.write_surface(args.surface, poly)
-        if args.render:
-            surface.render_surface_png(poly, args.render)
-
-    voxels = int(result.labels.sum())
-    sx, sy, sz = image.geometry.spacing
-    print(f"heart: {voxels} voxels, {voxels * sx * sy * sz:.4g} mm^3 ({args.method}; "
-          f"features {'reused from cache' if result.features_cached else 'computed'})")
-    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()), file=sys.stderr)
-    print(f"wrote {', '.join(outputs)}")
+    metrics = done.metrics
+    print(f"heart: {metrics['heart_voxels']} voxels, {metrics['heart_volume_mm3']:.4g} mm^3 ({args.method}; "
+          f"features {'reused from cache' if metrics['features_cached'] else 'computed'})")
+    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in done.timings.items()), file=sys.stderr)
+    print(f"wrote {', '.join(done.outputs.values())}")
     return 0

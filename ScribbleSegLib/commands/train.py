@@ -8,7 +8,8 @@ its parent in its provenance (see ``ScribbleSegLib.training``).
 
 import argparse
 
-from .common import add_device_option, add_image_options
+from .. import choices
+from .common import add_device_option, add_image_options, nonnegative_int, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", nargs="+", required=True, metavar="LABEL",
                         help="one label per image: a labelmap (>0 = heart) or a .seg.nrrd with a 'heart' segment")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
-    parser.add_argument("--arch", choices=("munet", "unet"), default=None,
-                        help="multi-field-of-view U-Net or plain U-Net (default: munet; with --init, the parent's)")
-    parser.add_argument("--config", choices=("small", "paper"), default=None,
+    parser.add_argument("--arch", choices=choices.ARCHITECTURES, default=None,
+                        help=f"multi-field-of-view U-Net or plain U-Net (default: {choices.DEFAULT_ARCHITECTURE}; "
+                             "with --init, the parent's)")
+    parser.add_argument("--config", choices=tuple(choices.PRESETS), default=None,
                         help="network size: small trains on a CPU in minutes, paper is the published "
                              "size for a GPU (default: small; with --init, the parent's)")
     parser.add_argument("--init", metavar="MODEL", default=None,
@@ -31,17 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validation images for early stopping (default: every 5th training section)")
     parser.add_argument("--val-labels", nargs="+", default=[], metavar="LABEL", help="their labels")
     add_image_options(parser)
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="time budget of the optimisation (default: 6 for --config small, none for paper "
-                             "or --init)")
-    parser.add_argument("--max-iters", type=int, default=None,
-                        help="iteration budget (default: 1000 for --config small, 20000 for paper, 300 with --init)")
-    parser.add_argument("--batch", type=int, default=8, help="patches per step (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=None,
+    budgets = {name: (p.max_minutes, p.max_iters) for name, p in choices.PRESETS.items()}
+    parser.add_argument("--max-minutes", type=positive_float, default=None,
+                        help="time budget of the optimisation (default: " + ", ".join(
+                            f"{m if m is not None else 'none'} for --config {n}" for n, (m, _) in budgets.items())
+                        + ", none with --init)")
+    parser.add_argument("--max-iters", type=positive_int, default=None,
+                        help="iteration budget (default: " + ", ".join(
+                            f"{i} for --config {n}" for n, (_, i) in budgets.items()) + ", 300 with --init)")
+    parser.add_argument("--batch", type=positive_int, default=8, help="patches per step (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=None,
                         help="Adam learning rate (default: 1e-3, or 3e-4 with --init)")
     parser.add_argument("--no-stain-normalization", action="store_true",
                         help="train on the colours as they are")
-    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling (default: 0)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of initialisation and sampling (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -66,15 +71,25 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..errors import ScribbleSegError
-    from ..fileio import check_output_path
+    from ..fileio import check_outputs
     from ..nets import ModelConfig
     from ..progress import TqdmProgress
     from ..runtime import resolve_device
     from ..starter import resolve_model
     from ..training import FINETUNE_ITERS, FINETUNE_LR, TrainOptions, train_model
 
-    check_output_path(args.out)
-    resolve_device(args.device)  # a clear error before reading anything
+    if len(args.images) != len(args.labels):
+        raise ScribbleSegError(f"--images and --labels: {len(args.images)} images but {len(args.labels)} labels")
+    inputs = {f"{option} {path}": path for option, paths in (("--images", args.images), ("--labels", args.labels),
+                                                             ("--val-images", args.val_images),
+                                                             ("--val-labels", args.val_labels)) for path in paths}
+    if args.init is not None and args.init != "starter":
+        inputs[f"--init {args.init}"] = args.init
+    check_outputs({"--out": args.out}, inputs)
+    try:
+        resolve_device(args.device)  # a clear error before reading anything
+    except ScribbleSegError as exc:
+        raise ScribbleSegError(f"--{exc}") from None
     parent = None
     if args.init is not None:
         from ..model_file import load_model
@@ -91,11 +106,10 @@ def run(args: argparse.Namespace) -> int:
         max_iters = args.max_iters if args.max_iters is not None else FINETUNE_ITERS
         lr = args.lr if args.lr is not None else FINETUNE_LR
     else:
-        size = args.config or "small"
-        config = ModelConfig.preset(size, args.arch or "munet")
-        small = size == "small"
-        max_minutes = args.max_minutes if args.max_minutes is not None else 6.0 if small else None
-        max_iters = args.max_iters if args.max_iters is not None else 1000 if small else 20000
+        preset = choices.PRESETS[args.config or choices.DEFAULT_PRESET]
+        config = ModelConfig.preset(preset.name, args.arch or choices.DEFAULT_ARCHITECTURE)
+        max_minutes = args.max_minutes if args.max_minutes is not None else preset.max_minutes
+        max_iters = args.max_iters if args.max_iters is not None else preset.max_iters
         lr = args.lr if args.lr is not None else 1e-3
     images, labels = _read_pairs(args.images, args.labels, args.spacing, args.downsample, "")
     val_images, val_labels = _read_pairs(args.val_images, args.val_labels, args.spacing, args.downsample, "val-")

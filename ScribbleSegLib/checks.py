@@ -1,0 +1,279 @@
+"""Argument checks of the Python API: one clear sentence naming the parameter, never a stray numpy error.
+
+Library messages name parameters (``method``, ``scribbles``); the command
+line and the worker name their own options and request fields.
+
+Examples
+--------
+>>> import numpy as np
+>>> check_method("full")
+'full'
+>>> check_array(np.zeros((2, 3, 4), np.uint8), "scribbles", ndim=3).shape
+(2, 3, 4)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import choices
+from .errors import ScribbleSegError
+
+
+def _type_name(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def check_method(method: Any) -> str:
+    """``method`` as one of :data:`~ScribbleSegLib.choices.METHODS`.
+
+    Examples
+    --------
+    >>> check_method("magic")
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: method 'magic': expected one of munet, ddml, full
+    """
+    if not isinstance(method, str) or method not in choices.METHODS:
+        raise ScribbleSegError(f"method {method!r}: expected one of {', '.join(choices.METHODS)}")
+    return method
+
+
+def check_device(device: Any) -> str:
+    """``device`` as ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Examples
+    --------
+    >>> check_device("cuda:1")
+    'cuda:1'
+    """
+    ok = isinstance(device, str) and (device.lower() in choices.DEVICES
+                                      or (device.lower().startswith("cuda:") and device[5:].isdigit()))
+    if not ok:
+        raise ScribbleSegError(f"device {device!r}: expected one of {', '.join(choices.DEVICES)} (or cuda:N)")
+    return device
+
+
+def check_seed(seed: Any) -> int:
+    """A non-negative integer seed.
+
+    Examples
+    --------
+    >>> check_seed(3)
+    3
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ScribbleSegError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def check_spacing(spacing: Any, name: str = "spacing") -> Optional[Tuple[float, float, float]]:
+    """``None`` or three positive finite numbers (x, y, z) in mm.
+
+    Examples
+    --------
+    >>> check_spacing((1, 1, 2))
+    (1.0, 1.0, 2.0)
+    """
+    if spacing is None:
+        return None
+    try:
+        values = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ScribbleSegError(f"{name} must be three positive numbers (x, y, z) in mm, got {spacing!r}")
+    return values  # type: ignore[return-value]
+
+
+def check_shape(shape: Any, name: str = "shape") -> Tuple[int, int, int]:
+    """Three positive integers ``(Z, Y, X)``.
+
+    Examples
+    --------
+    >>> check_shape([4, 5, 6])
+    (4, 5, 6)
+    """
+    try:
+        values = tuple(shape)
+    except TypeError:
+        values = ()
+    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+                                   for v in values):
+        raise ScribbleSegError(f"{name} must be three positive integers (Z, Y, X), got {shape!r}")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def check_array(value: Any, name: str, ndim: Sequence[int] = (3,), kinds: str = "uib",
+                shape: Optional[Sequence[int]] = None) -> np.ndarray:
+    """A numpy array with one of the dimensions in ``ndim``, no empty axis, a dtype kind in ``kinds``.
+
+    Parameters
+    ----------
+    value : numpy.ndarray
+        Lists and other sequences are refused: the API takes arrays, so that a
+        wrong argument order cannot pass silently.
+    name : str
+        The parameter's name, for the message.
+    ndim : int or sequence of int
+    kinds : str
+        numpy dtype kinds accepted (``u`` unsigned, ``i`` signed, ``b`` bool, ``f`` float).
+    shape : sequence of int, optional
+        The first three axes must be this.
+
+    Examples
+    --------
+    >>> check_array([1, 2], "scribbles")
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: scribbles must be a numpy array, got list
+    """
+    ndims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if not isinstance(value, np.ndarray):
+        raise ScribbleSegError(f"{name} must be a numpy array, got {_type_name(value)}")
+    if value.ndim not in ndims:
+        raise ScribbleSegError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {value.shape}")
+    if 0 in value.shape:
+        raise ScribbleSegError(f"{name} is empty (shape {value.shape})")
+    if value.dtype.kind not in kinds:
+        raise ScribbleSegError(f"{name} has dtype {value.dtype}, expected "
+                               + {"uib": "integers", "u": "uint8", "uibf": "numbers"}.get(kinds, kinds))
+    if shape is not None and tuple(value.shape[:3]) != tuple(shape):
+        raise ScribbleSegError(f"{name} have shape {tuple(value.shape[:3])}, the image {tuple(shape)}")
+    return value
+
+
+def check_image(image: Any, spacing: Any = None):
+    """The ``(array, geometry)`` of a :class:`~ScribbleSegLib.geometry.Volume` or a bare array.
+
+    The array must be uint8, ``(Z, Y, X)`` grey or ``(Z, Y, X, 3)`` RGB, with
+    at least one voxel.
+
+    Examples
+    --------
+    >>> array, geometry = check_image(np.zeros((2, 8, 8, 3), np.uint8), (1, 1, 2))
+    >>> geometry.spacing
+    (1.0, 1.0, 2.0)
+    """
+    from .geometry import Geometry, Volume
+
+    if isinstance(image, Volume):
+        array, geometry = image.array, image.geometry
+        if spacing is not None:
+            raise ScribbleSegError("spacing is given twice: the image is a Volume with its own geometry")
+    else:
+        array = image
+        geometry = Geometry(check_spacing(spacing) or (1.0, 1.0, 1.0))
+    array = check_array(array, "image", ndim=(3, 4), kinds="u")
+    if array.dtype != np.uint8:
+        raise ScribbleSegError(f"image has dtype {array.dtype}, expected uint8 (0-255)")
+    if array.ndim == 4 and array.shape[3] != 3:
+        raise ScribbleSegError(f"image must be (Z, Y, X) or (Z, Y, X, 3), got shape {array.shape}")
+    return array, geometry
+
+
+def check_scribbles(scribbles: Any, shape: Sequence[int], method: str) -> Optional[np.ndarray]:
+    """Scribbles for ``method``: None only for ``munet``, else an integer ``(Z, Y, X)`` array of 0, 1, 2.
+
+    Examples
+    --------
+    >>> check_scribbles(None, (1, 2, 2), "munet") is None
+    True
+    """
+    if scribbles is None:
+        if method != "munet":
+            raise ScribbleSegError(f"method {method!r} needs scribbles (a (Z, Y, X) array: 1 heart, 2 background)")
+        return None
+    scribbles = check_array(scribbles, "scribbles", ndim=3, kinds="uib", shape=shape)
+    values = np.unique(scribbles)
+    if not set(values.tolist()) <= {0, 1, 2}:
+        shown = ", ".join(str(v) for v in values if v not in (0, 1, 2))[:60]
+        raise ScribbleSegError(f"scribbles must hold 0 (none), 1 (heart) and 2 (background) only; found {shown}")
+    return scribbles
+
+
+def check_model(model: Any) -> None:
+    """A model file path or a loaded :class:`~ScribbleSegLib.model_file.SegModel`.
+
+    Examples
+    --------
+    >>> check_model(None)
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: model is None: pass a model file or a model from model_file.load_model
+    """
+    if model is None:
+        raise ScribbleSegError("model is None: pass a model file or a model from model_file.load_model")
+    if isinstance(model, (str, os.PathLike)):
+        if not str(model):
+            raise ScribbleSegError("model is an empty file name")
+        return
+    if not all(hasattr(model, a) for a in ("net", "config", "bank_features", "bank_labels")):
+        raise ScribbleSegError(f"model must be a model file or a model from model_file.load_model, "
+                               f"got {_type_name(model)}")
+
+
+def check_instance(value: Any, name: str, cls: type) -> None:
+    """``None`` or an instance of ``cls``.
+
+    Examples
+    --------
+    >>> check_instance(None, "cut_params", int)
+    """
+    if value is not None and not isinstance(value, cls):
+        raise ScribbleSegError(f"{name} must be a {cls.__name__} or None, got {_type_name(value)}")
+
+
+def check_features(features: Any, shape: Sequence[int]) -> None:
+    """``None`` or ``(probability (Z, Y, X), features (Z, Y, X, C))`` for an image of ``shape``.
+
+    Examples
+    --------
+    >>> check_features(None, (1, 2, 2))
+    """
+    if features is None:
+        return
+    if not isinstance(features, (tuple, list)) or len(features) != 2:
+        raise ScribbleSegError(f"features must be a (probability, features) pair, got {_type_name(features)}")
+    check_array(features[0], "features[0] (probability)", ndim=3, kinds="f", shape=shape)
+    check_array(features[1], "features[1] (features)", ndim=4, kinds="f", shape=shape)
+
+
+def check_segment_args(image: Any, scribbles: Any, model: Any, *, spacing: Any, method: Any, cut_params: Any,
+                       ddml_config: Any, device: Any, cache_dir: Any, seed: Any, features: Any):
+    """Every check of :func:`ScribbleSegLib.pipeline.segment`; returns ``(array, geometry, scribbles)``.
+
+    The array is RGB (a grey image is repeated into three channels).
+
+    Examples
+    --------
+    >>> array, geometry, s = check_segment_args(np.zeros((1, 4, 4), np.uint8), None, "m.model", spacing=None,
+    ...     method="munet", cut_params=None, ddml_config=None, device="cpu", cache_dir=None, seed=0,
+    ...     features=None)
+    >>> array.shape
+    (1, 4, 4, 3)
+    """
+    method = check_method(method)
+    array, geometry = check_image(image, spacing)
+    scribbles = check_scribbles(scribbles, array.shape[:3], method)
+    check_model(model)
+    check_device(device)
+    check_seed(seed)
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise ScribbleSegError(f"cache_dir must be a folder name or None, got {_type_name(cache_dir)}")
+    if cut_params is not None:
+        from .graphcut import GraphCutParams
+
+        check_instance(cut_params, "cut_params", GraphCutParams)
+    if ddml_config is not None:
+        from .ddml import DDMLConfig
+
+        check_instance(ddml_config, "ddml_config", DDMLConfig)
+    check_features(features, array.shape[:3])
+    if array.ndim == 3:  # greyscale volume: the network expects RGB
+        array = np.repeat(array[..., None], 3, axis=-1)
+    return array, geometry, scribbles

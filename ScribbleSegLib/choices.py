@@ -1,0 +1,107 @@
+"""The one place that names the choices and defaults shared by the CLI, the worker and the Slicer panel.
+
+Methods, devices, architectures, network presets with their training budgets,
+and the feature cache's folder and size cap are defined here once.  The DDML
+and graph-cut hyper-parameters are not: their single source is
+:class:`ScribbleSegLib.ddml.DDMLConfig` and
+:class:`ScribbleSegLib.graphcut.GraphCutParams`.
+
+This module imports only the standard library, so the command line's
+``--help`` and the Slicer module can read it without loading torch.
+
+Examples
+--------
+>>> from ScribbleSegLib import choices
+>>> choices.METHODS
+('munet', 'ddml', 'full')
+>>> choices.PRESETS["paper"].max_iters
+20000
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+METHODS: Tuple[str, ...] = ("munet", "ddml", "full")
+"""Where a segmentation stops: M-Unet probability, DDML + head, or the 3D graph cut."""
+DEFAULT_METHOD = "full"
+
+DEVICES: Tuple[str, ...] = ("auto", "cpu", "cuda")
+"""Where torch runs; ``auto`` picks CUDA when torch sees a device."""
+DEFAULT_DEVICE = "auto"
+
+ARCHITECTURES: Tuple[str, ...] = ("munet", "unet")
+"""Multi-field-of-view U-Net (the paper's M-Unet) or a plain U-Net."""
+DEFAULT_ARCHITECTURE = "munet"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A network size with the training budget it is meant for.
+
+    Attributes
+    ----------
+    name : str
+        ``ModelConfig.preset`` name.
+    max_iters : int
+        Optimisation steps.
+    max_minutes : float or None
+        Wall-clock budget of the optimisation (None: only ``max_iters``).
+    """
+
+    name: str
+    max_iters: int
+    max_minutes: Optional[float]
+
+
+PRESETS: Dict[str, Preset] = {
+    # small trains on a CPU in minutes; paper is the published size, for a GPU.
+    "small": Preset("small", max_iters=1000, max_minutes=6.0),
+    "paper": Preset("paper", max_iters=20000, max_minutes=None),
+}
+DEFAULT_PRESET = "small"
+
+DEFAULT_CACHE_MAX_GB = 20.0
+"""Size cap of the feature cache; least-recently-used entries are evicted beyond it.
+
+One 100x512x512 volume's features take about 1.7 GB (32 float16 channels),
+so the default keeps about ten volumes warm."""
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache of M-Unet features.
+
+    ``$SCRIBBLESEG_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/scribbleseg/features``
+    (``~/.cache/scribbleseg/features``).  The command line, the worker and the
+    Slicer module all use this folder, so a volume's features computed by one
+    are reused by the others.
+
+    Examples
+    --------
+    >>> default_cache_dir().name
+    'features'
+    """
+    own = os.environ.get("SCRIBBLESEG_CACHE_DIR")
+    if own:
+        return Path(own)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "scribbleseg" / "features"
+
+
+def default_cache_max_gb() -> float:
+    """The cache's size cap in GB: ``$SCRIBBLESEG_CACHE_MAX_GB`` if set to a positive number, else the default.
+
+    Examples
+    --------
+    >>> default_cache_max_gb() > 0
+    True
+    """
+    text = os.environ.get("SCRIBBLESEG_CACHE_MAX_GB", "")
+    try:
+        value = float(text)
+    except ValueError:
+        return DEFAULT_CACHE_MAX_GB
+    return value if value > 0 else DEFAULT_CACHE_MAX_GB

@@ -1,0 +1,65 @@
+"""``scribbleseg cache``: list or clear the cache of M-Unet features, or apply a size cap."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from .. import choices
+from .common import positive_float
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the command's options."""
+    parser.add_argument("action", nargs="?", default="list", choices=("list", "clear"),
+                        help="list the entries (default) or remove them all")
+    parser.add_argument("--max-gb", type=positive_float, metavar="G",
+                        help="set the cache's size cap to G GB (kept in the cache folder for every later run) "
+                             "and evict least-recently-used entries beyond it (default cap: "
+                             f"{choices.DEFAULT_CACHE_MAX_GB:g} GB; $SCRIBBLESEG_CACHE_MAX_GB overrides)")
+    parser.add_argument("--cache-dir", default=None,
+                        help=f"the cache folder (default {choices.default_cache_dir()}, or $SCRIBBLESEG_CACHE_DIR)")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MB"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command."""
+    from pathlib import Path
+
+    from ..errors import ScribbleSegError
+    from ..feature_cache import FeatureCache
+
+    folder = Path(args.cache_dir) if args.cache_dir else choices.default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise ScribbleSegError(f"{folder}: is not a folder (--cache-dir)")
+    cache = FeatureCache(folder)
+    if args.max_gb is not None:
+        try:
+            cache.set_cap_gb(args.max_gb)
+        except OSError as exc:
+            raise ScribbleSegError(f"{folder}: cannot store the size cap ({exc.strerror or exc})") from None
+    if not folder.exists():
+        print(f"{folder}: no cache yet (0 entries)")
+        return 0
+    if args.action == "clear":
+        count, freed = cache.clear()
+        print(f"{folder}: removed {count} entr{'y' if count == 1 else 'ies'}, {_size(freed)} freed")
+        return 0
+    cache.sweep()
+    if args.max_gb is not None:
+        removed = cache.evict()
+        print(f"{folder}: size cap {args.max_gb:g} GB; evicted {len(removed)} least recently used "
+              f"entr{'y' if len(removed) == 1 else 'ies'}")
+    entries = cache.entries()
+    for entry in reversed(entries):  # most recently used first
+        shape = "x".join(str(s) for s in entry.meta.get("shape", [])[:3]) or "?"
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used)) if entry.last_used else "?"
+        print(f"{entry.key}  {_size(entry.size):>10}  last used {used}  image {shape}  "
+              f"model {entry.meta.get('model', '?')}")
+    total = sum(e.size for e in entries)
+    print(f"{folder}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_size(total)} "
+          f"(cap {_size(cache.max_bytes)})")
+    return 0

@@ -1,0 +1,320 @@
+"""The one path from files to results, shared by ``scribbleseg segment`` and the Slicer worker.
+
+:func:`segment_files` does, in this order:
+
+1. check the settings and every output before reading anything: extension,
+   folder exists and is writable, no output is an input (or lies in an input
+   folder) or another output -- same path or same file;
+2. read the inputs (memory checked first) and load the model;
+3. check the free space against the outputs' expected sizes;
+4. compute (:func:`ScribbleSegLib.pipeline.segment`);
+5. write every output to a temporary beside its target and rename them
+   together at the end (:class:`~ScribbleSegLib.fileio.OutputSet`).  Any
+   error, a full disk, a cancel, SIGINT or SIGTERM removes the temporaries;
+   the targets are untouched until the last output is written.
+
+Messages name the inputs and outputs the way the caller does (``--out`` on
+the command line, ``outputs.labels`` in a worker request) through
+:attr:`SegmentFiles.names`.
+
+Examples
+--------
+>>> job = SegmentFiles(image="image.nrrd", model="heart.model", labels="out.seg.nrrd", method="munet")
+>>> job.outputs()
+{'labels': 'out.seg.nrrd'}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from . import choices
+from .errors import ScribbleSegError
+from .progress import CancelToken, ProgressCallback, check, report
+
+VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
+"""Single-file formats an output volume can be written in (``.mhd``/``.nhdr`` pairs cannot be renamed atomically)."""
+LABEL_SUFFIXES = (".seg.nrrd",) + VOLUME_SUFFIXES
+SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
+RENDER_SUFFIXES = (".png",)
+RENDER_SIZE = (800, 600)
+
+OUTPUT_SUFFIXES = {"labels": LABEL_SUFFIXES, "probability": VOLUME_SUFFIXES, "surface": SURFACE_SUFFIXES,
+                   "render": RENDER_SUFFIXES}
+
+
+@dataclass
+class SegmentFiles:
+    """A segmentation job on files.
+
+    Attributes
+    ----------
+    image : str
+        3D image file or folder of sections.
+    model : str
+        Model file.
+    labels : str
+        Output segmentation: ``.seg.nrrd`` (segment ``heart``) or a labelmap
+        (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``).
+    scribbles : str, optional
+        Labelmap or ``.seg.nrrd``; needed unless ``method`` is ``munet``.
+    probability, surface, render : str, optional
+        Further outputs: the final probability volume, the closed surface
+        (``.stl``/``.vtp``/``.obj``), an offscreen PNG render of it.
+    method, device, seed : see :func:`ScribbleSegLib.pipeline.segment`
+    spacing, downsample : see :func:`ScribbleSegLib.volume_io.read_image`
+    cache_dir : str, optional
+        Feature cache folder; None: no cache.
+    cut, ddml : dict
+        Fields of ``GraphCutParams`` / ``DDMLConfig`` that replace their defaults.
+    names : dict
+        How the caller names each field in messages (``{"labels": "--out"}``);
+        fields not in it are named as they are.
+    """
+
+    image: str
+    model: str
+    labels: str
+    scribbles: Optional[str] = None
+    probability: Optional[str] = None
+    surface: Optional[str] = None
+    render: Optional[str] = None
+    method: str = choices.DEFAULT_METHOD
+    spacing: Optional[Sequence[float]] = None
+    downsample: int = 1
+    device: str = choices.DEFAULT_DEVICE
+    seed: int = 0
+    cache_dir: Optional[str] = None
+    cut: Dict[str, float] = field(default_factory=dict)
+    ddml: Dict[str, float] = field(default_factory=dict)
+    names: Dict[str, str] = field(default_factory=dict)
+
+    def name(self, key: str) -> str:
+        """How messages name field ``key``."""
+        return self.names.get(key, key)
+
+    def outputs(self) -> Dict[str, str]:
+        """The outputs given, by field."""
+        return {k: getattr(self, k) for k in OUTPUT_SUFFIXES if getattr(self, k)}
+
+    def inputs(self) -> Dict[str, str]:
+        """The inputs given, by field (the model resolved: ``starter`` is the shipped starter model)."""
+        from .starter import resolve_model
+
+        found = {k: getattr(self, k) for k in ("image", "scribbles") if getattr(self, k)}
+        found["model"] = str(resolve_model(self.model))
+        return found
+
+
+@dataclass
+class SegmentFilesResult:
+    """What :func:`segment_files` returns.
+
+    Attributes
+    ----------
+    outputs : dict
+        Field -> path of every file written.
+    metrics : dict
+        Heart voxels and volume, shape, whether features came from the cache, method.
+    timings : dict
+        Seconds per stage.
+    """
+
+    outputs: Dict[str, str]
+    metrics: Dict[str, Any]
+    timings: Dict[str, float]
+
+
+def replace_fields(defaults: Any, values: Dict[str, Any], name: str) -> Any:
+    """``dataclasses.replace(defaults, **values)`` with one-line errors naming ``name``.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.choices import Preset
+    >>> replace_fields(Preset("x", 1, None), {"max_iters": 5}, "preset").max_iters
+    5
+    """
+    names = {f.name for f in dataclasses.fields(defaults)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ScribbleSegError(f"{name}: unknown settings {unknown}; known: {sorted(names)}")
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ScribbleSegError(f"{name}.{key} must be a number, got {value!r}")
+    try:
+        return dataclasses.replace(defaults, **values)
+    except (TypeError, ValueError) as exc:
+        raise ScribbleSegError(f"{name}: {exc}") from None
+
+
+def settings(job: SegmentFiles):
+    """``(GraphCutParams, DDMLConfig)`` of a job (None where it sets nothing).
+
+    Examples
+    --------
+    >>> settings(SegmentFiles(image="i", model="m", labels="o.nrrd"))
+    (None, None)
+    """
+    cut_params = ddml_config = None
+    if job.cut:
+        from .graphcut import GraphCutParams
+
+        cut_params = replace_fields(GraphCutParams(), job.cut, job.name("cut"))
+    if job.ddml:
+        from .ddml import DDMLConfig
+
+        ddml_config = replace_fields(DDMLConfig(), job.ddml, job.name("ddml"))
+    return cut_params, ddml_config
+
+
+def check_job(job: SegmentFiles) -> None:
+    """Every check that needs no input read: settings, input paths, and all outputs.
+
+    Raises
+    ------
+    ScribbleSegError
+        One line naming the option (or file) and the problem.
+    """
+    from .checks import check_device, check_seed
+    from .fileio import check_outputs
+
+    if job.method not in choices.METHODS:
+        raise ScribbleSegError(f"{job.name('method')} {job.method!r}: expected one of {', '.join(choices.METHODS)}")
+    if job.method != "munet" and not job.scribbles:
+        raise ScribbleSegError(f"{job.name('method')} {job.method} needs {job.name('scribbles')}")
+    for key, checker in (("device", check_device), ("seed", check_seed)):
+        try:
+            checker(getattr(job, key))
+        except ScribbleSegError:
+            raise ScribbleSegError(f"{job.name(key)} {getattr(job, key)!r}: expected "
+                                   + ("one of " + ", ".join(choices.DEVICES) if key == "device"
+                                      else "a non-negative integer")) from None
+    if job.device.lower().startswith("cuda"):
+        from .runtime import resolve_device
+
+        try:
+            resolve_device(job.device)
+        except ScribbleSegError as exc:
+            raise ScribbleSegError(f"{job.name('device')} {str(exc).split(' ', 1)[1]}") from None
+    for key, value in job.inputs().items():
+        if not Path(value).exists():
+            raise ScribbleSegError(f"{value}: no such file or folder ({job.name(key)})")
+    check_outputs({job.name(k): v for k, v in job.outputs().items()},
+                  {job.name(k): v for k, v in job.inputs().items()},
+                  suffixes={job.name(k): OUTPUT_SUFFIXES[k] for k in job.outputs()})
+
+
+def expected_bytes(job: SegmentFiles, shape_zyx: Sequence[int]) -> Dict[str, int]:
+    """The most each output can take on disk (uncompressed sizes; the surface is not known in advance).
+
+    Examples
+    --------
+    >>> expected_bytes(SegmentFiles(image="i", model="m", labels="o.nrrd", probability="p.nrrd"), (2, 3, 4))
+    {'labels': 24, 'probability': 96}
+    """
+    z, y, x = (int(s) for s in shape_zyx)
+    sizes = {"labels": z * y * x, "probability": 4 * z * y * x, "render": RENDER_SIZE[0] * RENDER_SIZE[1] * 3}
+    return {k: sizes[k] for k in job.outputs() if k in sizes}
+
+
+def segment_files(job: SegmentFiles, *, progress: Optional[ProgressCallback] = None,
+                  cancel: Optional[CancelToken] = None) -> SegmentFilesResult:
+    """Run a segmentation job from input files to output files (see the module docstring).
+
+    Parameters
+    ----------
+    job : SegmentFiles
+    progress, cancel
+        See :mod:`ScribbleSegLib.progress`.
+
+    Returns
+    -------
+    SegmentFilesResult
+
+    Raises
+    ------
+    ScribbleSegError
+        Bad input, settings or output, not enough memory or disk
+        (:class:`~ScribbleSegLib.fileio.DiskFullError`); nothing is written then.
+    CancelledError
+        If ``cancel`` was set; nothing is written.
+
+    Examples
+    --------
+    >>> segment_files(SegmentFiles(image="missing.nrrd", model="m", labels="o.nrrd", method="munet"))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: missing.nrrd: no such file or folder (image)
+    """
+    import numpy as np
+
+    from . import pipeline, volume_io
+    from .fileio import OutputSet, check_free_space, signals_raise
+    from .model_file import load_model
+
+    check_job(job)
+    cut_params, ddml_config = settings(job)
+    timings: Dict[str, float] = {}
+    with signals_raise():
+        t0 = time.perf_counter()
+        report(progress, "read", 0.0, "reading the image")
+        image = volume_io.read_image(job.image, spacing=job.spacing, downsample=job.downsample,
+                                     progress=progress, cancel=cancel)
+        scribbles = (volume_io.read_scribbles(job.scribbles, image.shape, image.geometry)
+                     if job.scribbles and job.method != "munet" else None)
+        timings["read"] = time.perf_counter() - t0
+        model = load_model(job.inputs()["model"], device=job.device)
+        targets = job.outputs()
+        check_free_space({targets[k]: n for k, n in expected_bytes(job, image.shape).items()})
+        check(cancel)
+
+        result = pipeline.segment(image, scribbles, model, method=job.method, cut_params=cut_params,
+                                  ddml_config=ddml_config, device=job.device, cache_dir=job.cache_dir,
+                                  seed=job.seed, progress=progress, cancel=cancel)
+        timings.update(result.timings)
+        check(cancel)
+
+        t0 = time.perf_counter()
+        geometry = image.geometry
+        with OutputSet(targets) as out:
+            report(progress, "write", 0.0, "writing the results")
+            with out.writing("labels") as tmp:
+                if str(targets["labels"]).lower().endswith(".seg.nrrd"):
+                    volume_io.write_segmentation(tmp, [("heart", result.labels, volume_io.HEART_COLOR)], geometry)
+                else:
+                    volume_io.write_labelmap(tmp, result.labels, geometry)
+            if "probability" in targets:
+                with out.writing("probability") as tmp:
+                    volume_io.write_probability(tmp, result.probability, geometry)
+            if "surface" in targets or "render" in targets:
+                from . import surface
+
+                poly = surface.labelmap_to_surface(result.labels, geometry, cancel=cancel)
+                if "surface" in targets:
+                    with out.writing("surface") as tmp:
+                        surface.write_surface(tmp, poly)
+                if "render" in targets:
+                    with out.writing("render") as tmp:
+                        surface.render_surface_png(poly, tmp, size=RENDER_SIZE)
+            check(cancel)  # the last moment a cancel still leaves everything as it was
+            out.commit()
+        report(progress, "write", 1.0, "done")
+        timings["write"] = time.perf_counter() - t0
+
+    voxels = int(np.count_nonzero(result.labels))
+    sx, sy, sz = geometry.spacing
+    metrics: Dict[str, Any] = {
+        "heart_voxels": voxels,
+        "heart_volume_mm3": voxels * sx * sy * sz,
+        "shape_zyx": list(image.shape),
+        "features_cached": bool(result.features_cached),
+        "method": result.method,
+    }
+    if scribbles is not None:
+        metrics["scribbled_voxels"] = {"heart": int(np.count_nonzero(scribbles == 1)),
+                                       "background": int(np.count_nonzero(scribbles == 2))}
+    return SegmentFilesResult({k: str(v) for k, v in targets.items()}, metrics, timings)

@@ -1,0 +1,534 @@
+"""Nothing lost: outputs never touch inputs, faults leave no trace, every failure is one line (issue 9).
+
+Each test drives a failure a user met or could meet -- an output that is an
+input, a damaged cache, a full disk, a kill while writing, a huge shape, a bad
+option, a wrong API argument -- and checks the contract: non-zero exit, one
+line naming the file or option, inputs byte-identical, nothing left behind.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import cli, feature_cache, fileio, phantom, pipeline, scribbles, volume_io
+from ScribbleSegLib.errors import ScribbleSegError
+from ScribbleSegLib.nets import ModelConfig
+from ScribbleSegLib.training import train_model
+
+TINY_NET = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reliability")
+    cfg = phantom.PhantomConfig(shape=(8, 40, 40))
+    made = phantom.make_phantom(seed=3, config=cfg)
+    model = train_model([made.image], [made.label], folder / "tiny.model", TINY_NET, max_iters=10, seed=0)
+    strokes = scribbles.simulate_scribbles(made.label, seed=0, every=2)
+    image = folder / "image.nrrd"
+    volume_io.write_rgb_volume(image, made.image)
+    scrib = folder / "scribbles.seg.nrrd"
+    volume_io.write_segmentation(scrib, [("heart", strokes == 1, volume_io.HEART_COLOR),
+                                         ("background", strokes == 2, volume_io.BACKGROUND_COLOR)],
+                                 made.image.geometry)
+    return {"folder": folder, "image": image, "scribbles": scrib, "model": Path(model), "phantom": made,
+            "strokes": strokes}
+
+
+def digest(paths):
+    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+def inputs_of(case):
+    return [case["image"], case["scribbles"], case["model"]]
+
+
+def run_cli(capsys, args):
+    status = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.strip()
+
+
+def segment_args(case, out, *extra, cache=None):
+    args = ["segment", "--image", case["image"], "--scribbles", case["scribbles"], "--model", case["model"],
+            "--out", out, "--quiet", "--device", "cpu"]
+    args += ["--cache-dir", cache] if cache else ["--no-cache"]
+    return args + list(extra)
+
+
+def leftovers(folder):
+    return sorted(p.name for p in Path(folder).iterdir() if fileio.is_temp_name(p.name))
+
+
+def assert_one_line_error(status, err, *words):
+    assert status != 0
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert str(word) in err, err
+
+
+# ---------------------------------------------------------------------------
+# An output can destroy an input
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["scribbles", "image", "model"])
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(case, capsys, which):
+    before = digest(inputs_of(case))
+    status, _, err = run_cli(capsys, segment_args(case, case[which]))
+    assert_one_line_error(status, err, case[which], "--out", f"--{which}")
+    assert digest(inputs_of(case)) == before
+    assert leftovers(case["folder"]) == []
+
+
+def test_an_output_that_is_the_same_file_under_another_name_is_refused(case, capsys, tmp_path):
+    link = tmp_path / "also_scribbles.seg.nrrd"
+    os.link(case["scribbles"], link)
+    before = digest(inputs_of(case))
+    status, _, err = run_cli(capsys, segment_args(case, link))
+    assert_one_line_error(status, err, link, "--scribbles")
+    assert digest(inputs_of(case)) == before
+
+
+def test_two_outputs_on_one_file_are_refused_before_any_work(case, capsys, tmp_path):
+    out = tmp_path / "o.nrrd"
+    status, _, err = run_cli(capsys, segment_args(case, out, "--probability", out))
+    assert_one_line_error(status, err, out, "--out", "--probability")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_inside_an_input_folder_of_sections_is_refused(case, capsys, tmp_path):
+    sections = tmp_path / "sections"
+    sections.mkdir()
+    for k in range(4):
+        (sections / f"s{k}.png").write_bytes(b"not read: the output check comes first")
+    status, _, err = run_cli(capsys, ["segment", "--image", sections, "--spacing", 1, 1, 1, "--model",
+                                      case["model"], "--method", "munet", "--out", sections / "o.nrrd",
+                                      "--render", sections / "r.png", "--no-cache", "--quiet"])
+    assert_one_line_error(status, err, "inside the input folder")
+    assert sorted(p.name for p in sections.iterdir()) == [f"s{k}.png" for k in range(4)]
+
+
+def test_bad_output_extension_fails_before_the_computation(case, capsys, tmp_path, monkeypatch):
+    def no_computation(*args, **kwargs):
+        raise AssertionError("segment ran although an output was bad")
+
+    monkeypatch.setattr(pipeline, "segment", no_computation)
+    status, _, err = run_cli(capsys, segment_args(case, tmp_path / "out.seg.nrrd", "--probability",
+                                                  tmp_path / "p.xyz"))
+    assert_one_line_error(status, err, "p.xyz", "--probability")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_refuses_an_output_that_is_a_training_image(case, capsys):
+    before = digest(inputs_of(case))
+    status, _, err = run_cli(capsys, ["train", "--images", case["image"], "--labels", case["scribbles"],
+                                      "--out", case["image"], "--quiet"])
+    assert_one_line_error(status, err, case["image"], "--out")
+    assert digest(inputs_of(case)) == before
+
+
+# ---------------------------------------------------------------------------
+# Outputs are written all together, or not at all
+# ---------------------------------------------------------------------------
+
+
+def test_a_failure_while_writing_the_last_output_leaves_no_output(case, capsys, tmp_path, monkeypatch):
+    from ScribbleSegLib import surface
+
+    def broken_render(poly, path, **kwargs):
+        Path(path).write_bytes(b"half a png")
+        raise ScribbleSegError(f"{path}: vtk could not write the PNG")
+
+    monkeypatch.setattr(surface, "render_surface_png", broken_render)
+    out = tmp_path / "out.seg.nrrd"
+    status, _, err = run_cli(capsys, segment_args(case, out, "--probability", tmp_path / "p.nrrd",
+                                                  "--render", tmp_path / "r.png"))
+    assert_one_line_error(status, err, tmp_path / "r.png")
+    assert "scribbleseg-tmp" not in err  # the message names the target, not the temporary
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_during_the_computation_removes_every_temporary(case, capsys, tmp_path, monkeypatch):
+    real_segment = pipeline.segment
+
+    def segment_then_terminated(*args, **kwargs):
+        result = real_segment(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives here; the handler raises at the next bytecode
+        return result
+
+    monkeypatch.setattr(pipeline, "segment", segment_then_terminated)
+    status, _, err = run_cli(capsys, segment_args(case, tmp_path / "out.seg.nrrd", "--probability",
+                                                  tmp_path / "p.nrrd"))
+    assert status == 128 + signal.SIGTERM and "interrupted" in err
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored after the run
+
+
+def test_temporaries_a_killed_run_left_are_swept_by_the_next_run(case, capsys, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.seg.nrrd{fileio.TEMP_TAG}{dead.pid}-0a1b2c3d.seg.nrrd"
+    stale.write_bytes(b"partial")
+    live = tmp_path / f".other.nrrd{fileio.TEMP_TAG}{os.getpid()}-0a1b2c3d.nrrd"
+    live.write_bytes(b"being written by a live run")
+    foreign = tmp_path / ".out.seg.nrrd.someone-elses.tmp"
+    foreign.write_bytes(b"not ours")
+    status, _, err = run_cli(capsys, segment_args(case, tmp_path / "out.seg.nrrd"))
+    assert status == 0, err
+    assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def test_sigkill_while_writing_leaves_only_temporaries_and_no_target(case, tmp_path):
+    # A child writes through atomic_output and is killed before the rename: the target never appears,
+    # and what it left is recognisable and swept afterwards.
+    code = ("import os, signal, sys; from ScribbleSegLib.fileio import atomic_output\n"
+            "with atomic_output(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'x' * 1000)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    target = tmp_path / "out.nrrd"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], env=env)
+    assert proc.returncode == -signal.SIGKILL
+    assert not target.exists() and len(leftovers(tmp_path)) == 1
+    assert fileio.sweep_stale_temps(tmp_path) and leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------
+# The feature cache heals itself
+# ---------------------------------------------------------------------------
+
+
+def only_entry(cache):
+    entries = [p for p in Path(cache).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(entries) == 1
+    return entries[0]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite", "delete", "manifest"])
+def test_a_damaged_cache_entry_is_recomputed_with_one_warning(case, capsys, tmp_path, damage):
+    cache = tmp_path / "cache"
+    out = tmp_path / "out.seg.nrrd"
+    status, _, _ = run_cli(capsys, segment_args(case, out, cache=cache))
+    assert status == 0
+    first = volume_io.read_segmentation(out)[0]["heart"]
+    features = only_entry(cache) / "features.npy"
+    if damage == "truncate":
+        with open(features, "r+b") as f:
+            f.truncate(features.stat().st_size // 2)
+    elif damage == "overwrite":
+        with open(features, "r+b") as f:  # same size, different bytes at the end
+            f.seek(-64, os.SEEK_END)
+            f.write(b"\xff" * 64)
+    elif damage == "delete":
+        features.unlink()
+    else:
+        (features.parent / "meta.json").write_text("{not json")
+    status, stdout, err = run_cli(capsys, segment_args(case, out, cache=cache))
+    assert status == 0, err
+    assert "features computed" in stdout
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "damaged" in warnings[0]
+    np.testing.assert_array_equal(volume_io.read_segmentation(out)[0]["heart"], first)
+    status, stdout, err = run_cli(capsys, segment_args(case, out, cache=cache))
+    assert status == 0 and "reused from cache" in stdout and "warning" not in err
+
+
+def test_a_cache_folder_that_is_a_file_means_a_run_without_cache(case, capsys, tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_bytes(b"a file, not a folder")
+    status, stdout, err = run_cli(capsys, segment_args(case, tmp_path / "out.seg.nrrd", cache=cache))
+    assert status == 0
+    assert [line for line in err.splitlines() if "warning" in line] == [
+        f"scribbleseg segment: warning: feature cache: {cache} is not a folder; running without the cache"]
+    assert cache.read_bytes() == b"a file, not a folder"
+
+
+def test_a_cache_folder_that_cannot_be_created_means_a_run_without_cache(case, capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"x")
+    status, _, err = run_cli(capsys, segment_args(case, tmp_path / "out.seg.nrrd", cache=blocker / "cache"))
+    assert status == 0
+    assert f"{blocker / 'cache'} cannot be created (" in err and "running without the cache" in err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_cache_folder_means_a_run_without_cache(case, capsys, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    try:
+        status, _, err = run_cli(capsys, segment_args(case, tmp_path / "out.seg.nrrd", cache=cache))
+    finally:
+        cache.chmod(0o755)
+    assert status == 0 and "is not writable; running without the cache" in err
+
+
+def test_stale_cache_temporaries_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".{'a' * 32}{fileio.TEMP_TAG}{dead.pid}-00000000"
+    stale.mkdir()
+    (stale / "features.npy").write_bytes(b"partial")
+    live = tmp_path / f".{'b' * 32}{fileio.TEMP_TAG}{os.getpid()}-00000000"
+    live.mkdir()
+    assert feature_cache.open_cache(tmp_path) is not None
+    assert not stale.exists() and live.exists()
+
+
+def store(cache, key, voxels=15_000):
+    """An entry of about 6 bytes per voxel (float32 probability, one float16 feature)."""
+    with cache.new_entry(key, {"shape": [1, 1, voxels, 3]}) as tmp:
+        np.save(tmp / "probability.npy", np.zeros((1, 1, voxels), np.float32))
+        np.save(tmp / "features.npy", np.zeros((1, 1, voxels, 1), np.float16))
+
+
+def test_the_size_cap_evicts_the_least_recently_used_entries(tmp_path):
+    cache = feature_cache.FeatureCache(tmp_path, max_bytes=250_000)
+    keys = [f"{k:032x}" for k in range(4)]
+    for number, key in enumerate(keys[:2]):
+        store(cache, key)
+        os.utime(tmp_path / key / "meta.json", (1000 + number, 1000 + number))
+    assert cache.load(keys[0]) is not None  # key 0 is now the most recently used
+    store(cache, keys[2])
+    assert sorted(e.key for e in cache.entries()) == [keys[0], keys[2]]
+    assert cache.size() <= cache.max_bytes
+
+
+def test_cache_command_lists_caps_and_clears(tmp_path, capsys):
+    cache = feature_cache.FeatureCache(tmp_path / "c", max_bytes=10**9)
+    for k in range(3):
+        store(cache, f"{k:032x}")
+    other = tmp_path / "c" / "notes.txt"
+    other.write_text("the user's own file")
+    status, out, _ = run_cli(capsys, ["cache", "list", "--cache-dir", tmp_path / "c"])
+    assert status == 0 and "3 entries" in out
+    status, out, _ = run_cli(capsys, ["cache", "--max-gb", 0.0001, "--cache-dir", tmp_path / "c"])
+    assert status == 0 and "1 entry" in out.splitlines()[-1]
+    assert feature_cache.FeatureCache(tmp_path / "c").max_bytes == int(0.0001 * 2**30)  # kept for later runs
+    status, out, _ = run_cli(capsys, ["cache", "clear", "--cache-dir", tmp_path / "c"])
+    assert status == 0 and "removed 1 entry" in out
+    assert feature_cache.FeatureCache(tmp_path / "c").entries() == [] and other.exists()
+
+
+# ---------------------------------------------------------------------------
+# A full disk
+# ---------------------------------------------------------------------------
+
+
+def enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_writer_that_hits_enospc_gives_one_line_and_no_file(tmp_path):
+    with pytest.raises(fileio.DiskFullError, match=r"^disk full writing .*x\.bin \(3\.0 MB needed, [\d.]+ MB free\)$"):
+        with fileio.atomic_output(tmp_path / "x.bin", expected_bytes=3 << 20) as tmp:
+            tmp.write_bytes(b"partial")
+            enospc()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_that_fails_silently_on_a_full_disk_is_caught(tmp_path, monkeypatch):
+    # SimpleITK wrote a truncated .nii and returned normally: the free space left is the sign.
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 1000)
+    with pytest.raises(fileio.DiskFullError, match="disk full writing"):
+        with fileio.atomic_output(tmp_path / "x.nii") as tmp:
+            tmp.write_bytes(b"truncated")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_segment_refuses_before_computing_when_the_outputs_cannot_fit(case, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 4096)
+    status, _, err = run_cli(capsys, segment_args(case, tmp_path / "o.nrrd", "--probability", tmp_path / "p.nrrd"))
+    assert_one_line_error(status, err, "disk full writing", "o.nrrd", "p.nrrd", "MB needed", "MB free")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 kB tmpfs (root only), filled to the last byte; skipped where it cannot be mounted."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if os.name != "posix" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        # Leave 12 kB: enough to start each file, never enough to finish it.
+        (mount / "filler").write_bytes(b"\0" * (fileio.free_bytes(mount) - 12 * 1024))
+        yield mount
+    finally:
+        import gc
+
+        gc.collect()  # a writer's file left open would keep the tmpfs busy
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("writer", ["labelmap.nii", "labelmap.nrrd", "probability.nrrd", "segmentation.seg.nrrd",
+                                    "model", "surface.stl", "render.png"])
+def test_every_writer_reports_a_full_disk_in_one_line_and_leaves_nothing(case, full_disk, writer, monkeypatch,
+                                                                        capfd):
+    monkeypatch.setattr(fileio, "check_free_space", lambda needs: None)  # reach the write itself
+    made = case["phantom"]
+    geometry = made.image.geometry
+    path = full_disk / writer
+    noise = np.random.default_rng(0).random(made.label.shape)  # does not compress to nothing
+    before = sorted(p.name for p in full_disk.iterdir())
+    with pytest.raises(fileio.DiskFullError) as error:
+        if writer.startswith("labelmap"):
+            volume_io.write_labelmap(path, (noise * 255).astype(np.uint8), geometry)
+        elif writer.startswith("probability"):
+            volume_io.write_probability(path, noise.astype(np.float32), geometry)
+        elif writer.startswith("segmentation"):
+            volume_io.write_segmentation(path, [("heart", noise > 0.5, volume_io.HEART_COLOR)], geometry)
+        elif writer == "model":
+            from ScribbleSegLib.model_file import load_model, save_model
+
+            loaded = load_model(case["model"], device="cpu")
+            save_model(path, loaded.net, loaded.config, bank_features=np.zeros((20000, 8), np.float16),
+                       bank_labels=np.zeros(20000, np.uint8))
+        else:
+            from ScribbleSegLib import surface
+
+            poly = surface.labelmap_to_surface((noise > 0.5).astype(np.uint8), geometry, smoothing=0)
+            if writer.startswith("surface"):
+                surface.write_surface(path, poly)
+            else:
+                surface.render_surface_png(poly, path, size=(1600, 1200))
+    message = str(error.value)
+    assert message.startswith(f"disk full writing {path} (") and message.endswith(" MB free)")
+    if os.path.isdir("/proc/self/fd"):  # no handle left open on the failed file
+        open_files = [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
+        assert not [f for f in open_files if f.startswith(str(full_disk))]
+    assert "\n" not in message
+    assert "NWAD" not in capfd.readouterr().err  # NIfTI's own complaint is held back: one line is ours
+    assert sorted(p.name for p in full_disk.iterdir()) == before
+
+
+# ---------------------------------------------------------------------------
+# Memory, options, the API
+# ---------------------------------------------------------------------------
+
+
+def test_a_huge_phantom_is_refused_before_allocating(capsys, tmp_path):
+    status, _, err = run_cli(capsys, ["phantom", "--out", tmp_path / "p", "--shape", 5000, 5000, 5000])
+    assert_one_line_error(status, err, "--shape 5000 5000 5000", "memory")
+    assert not (tmp_path / "p").exists()
+
+
+def test_reading_a_volume_that_cannot_fit_is_refused(case, monkeypatch):
+    from ScribbleSegLib import resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 1000)
+    with pytest.raises(ScribbleSegError, match=r"image\.nrrd: reading a 40x40x8 volume needs about .* of memory"):
+        volume_io.read_image(case["image"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["demo", "--train-minutes", "-1"], ["--train-minutes", "positive"]),
+    (["phantom", "--out", "x", "--volumes", "0"], ["--volumes"]),
+    (["segment", "--image", "i"], ["required", "--model"]),
+    (["segment", "--image", "i", "--model", "m", "--out", "o", "--method", "magic"], ["--method", "magic"]),
+    (["segment", "--image", "i", "--model", "m", "--out", "o", "--sigma", "0"], ["--sigma"]),
+    (["train", "--images", "a", "--labels", "b", "--out", "m", "--max-iters", "-5"], ["--max-iters"]),
+    (["cache", "--max-gb", "-1"], ["--max-gb"]),
+    (["nosuchcommand"], ["nosuchcommand"]),
+])
+def test_option_errors_are_one_line_at_once(args, words, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "ScribbleSegLib", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert_one_line_error(done.returncode, done.stderr.strip(), "error", *words)
+    assert list(tmp_path.iterdir()) == []  # nothing made: not even the demo's folder
+
+
+def test_help_still_prints_the_usage():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "ScribbleSegLib", "segment", "--help"], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0 and done.stdout.startswith("usage: scribbleseg segment")
+    assert "--probability" in done.stdout
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda a: dict(a, scribbles=a["scribbles"].tolist()), "scribbles must be a numpy array, got list"),
+    (lambda a: dict(a, model=None), "model is None"),
+    (lambda a: dict(a, image=a["image"][:0]), "image is empty"),
+    (lambda a: dict(a, image=a["image"].astype(np.float32)), "image has dtype float32, expected uint8"),
+    (lambda a: dict(a, image=[[1]]), "image must be a numpy array, got list"),
+    (lambda a: dict(a, scribbles=a["scribbles"] * 3), "scribbles must hold 0 (none), 1 (heart) and 2"),
+    (lambda a: dict(a, scribbles=a["scribbles"][1:]), "scribbles have shape"),
+    (lambda a: dict(a, method="magic"), "method 'magic': expected one of munet, ddml, full"),
+    (lambda a: dict(a, seed=-1), "seed must be a non-negative integer"),
+    (lambda a: dict(a, spacing=(1, 0, 1)), "spacing must be three positive numbers"),
+    (lambda a: dict(a, cut_params={"gamma": 1}), "cut_params must be a GraphCutParams or None, got dict"),
+    (lambda a: dict(a, model=42), "model must be a model file or a model from model_file.load_model, got int"),
+])
+def test_the_api_raises_one_clear_sentence(case, change, words):
+    made = case["phantom"]
+    arguments = change({"image": made.image.array, "scribbles": case["strokes"], "model": case["model"],
+                        "method": "full", "seed": 0, "spacing": None, "cut_params": None})
+    with pytest.raises(ScribbleSegError) as error:
+        pipeline.segment(arguments.pop("image"), arguments.pop("scribbles"), arguments.pop("model"), **arguments)
+    assert words in str(error.value) and "\n" not in str(error.value) and "--" not in str(error.value)
+
+
+def test_read_scribbles_with_a_wrong_grid_is_refused(case):
+    made = case["phantom"]
+    with pytest.raises(ScribbleSegError, match=r"shape must be three positive integers \(Z, Y, X\), got \(8, 40\)"):
+        volume_io.read_scribbles(case["scribbles"], (8, 40), made.image.geometry)
+    with pytest.raises(ScribbleSegError, match="geometry must be a Geometry, got tuple"):
+        volume_io.read_scribbles(case["scribbles"], made.label.shape, (1.0, 1.0, 1.0))
+
+
+def test_sample_pixels_takes_its_default_share_from_ddml_config():
+    import inspect
+
+    from ScribbleSegLib import ddml
+
+    features = np.random.default_rng(0).random((2, 30, 30, 4)).astype(np.float32)
+    strokes = np.zeros((2, 30, 30), np.uint8)
+    strokes[0, :10] = 1
+    strokes[1, :10] = 2
+    bank = np.random.default_rng(1).random((400, 4)).astype(np.float32)
+    bank_labels = np.repeat([0, 1], 200).astype(np.uint8)
+    assert inspect.signature(ddml.sample_pixels).parameters["scribble_share"].default is None
+    _, _, source = ddml.sample_pixels(features, strokes, bank, bank_labels, n=400, seed=0)
+    share = float(np.mean(source == ddml.SOURCE_SCRIBBLE))
+    assert share == pytest.approx(ddml.DDMLConfig().scribble_share, abs=0.01)
+
+
+def test_worker_segment_refuses_an_output_that_is_an_input(case, tmp_path):
+    from ScribbleSegLib import worker
+
+    path = worker.write_request(tmp_path / "r.json", {
+        "task": "segment", "image": str(case["image"]), "scribbles": str(case["scribbles"]),
+        "model": str(case["model"]), "device": "cpu", "cache_dir": None,
+        "outputs": {"labels": str(case["scribbles"])}})
+    before = digest(inputs_of(case))
+    with pytest.raises(ScribbleSegError, match="outputs.labels.*is the input request field 'scribbles'"):
+        worker.run_request(worker.load_request(path), worker.Emitter(open(os.devnull, "w")))
+    assert digest(inputs_of(case)) == before
+
+
+def test_manifest_of_a_cache_entry_records_sizes_and_checksums(tmp_path):
+    cache = feature_cache.FeatureCache(tmp_path)
+    store(cache, "c" * 32, 500)
+    manifest = json.loads((tmp_path / ("c" * 32) / "meta.json").read_text())
+    for name in feature_cache.FILES:
+        path = tmp_path / ("c" * 32) / name
+        assert manifest["files"][name] == {"size": path.stat().st_size,
+                                           "checksum": feature_cache.sampled_checksum(path)}

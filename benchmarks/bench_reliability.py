@@ -1,0 +1,290 @@
+"""Reliability battery: bad inputs and faults against the real command line, as a markdown table.
+
+Makes a tiny phantom and model with the command line, then runs each case in a
+subprocess (``python -m ScribbleSegLib ...``) in a fresh folder, and records:
+the exit status, the last line of stderr and how many lines it had, whether
+a traceback appeared, whether the inputs are byte-identical afterwards, and
+which files the case left behind (outputs of failed runs, temporaries).
+A few cases call the Python API in a subprocess instead.  The full-disk
+cases mount a small tmpfs and need root (they are marked skipped otherwise).
+
+    python benchmarks/bench_reliability.py            # prints the table
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def cli(*args, cwd: Path, wait: bool = True, env: Optional[Dict[str, str]] = None):
+    command = [sys.executable, "-m", "ScribbleSegLib", *[str(a) for a in args]]
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    return subprocess.run(command, cwd=cwd, env=env or ENV, capture_output=True, text=True)
+
+
+def api(code: str, cwd: Path):
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=ENV, capture_output=True, text=True)
+
+
+def digest(paths) -> Dict[str, str]:
+    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+def listing(folder: Path) -> set:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+class Battery:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.rows: List[List[str]] = []
+        data = base / "data"
+        data.mkdir()
+        done = cli("phantom", "--out", data, "--volumes", 1, "--shape", 8, 48, 48, "--quiet", cwd=base)
+        assert done.returncode == 0, done.stderr
+        self.image, self.scribbles = data / "vol00_image.nrrd", data / "vol00_scribbles_p0.seg.nrrd"
+        self.label = data / "vol00_label.seg.nrrd"
+        self.model = data / "tiny.model"
+        done = cli("train", "--images", self.image, "--labels", self.label, "--out", self.model, "--max-iters", 3,
+                   "--max-minutes", 1, "--device", "cpu", "--quiet", cwd=base)
+        assert done.returncode == 0, done.stderr
+        self.inputs = [self.image, self.scribbles, self.label, self.model]
+        self.count = 0
+
+    def segment(self, out, *extra, cache: Optional[Path] = None) -> List:
+        return ["segment", "--image", self.image, "--scribbles", self.scribbles, "--model", self.model,
+                "--out", out, "--device", "cpu", "--quiet",
+                *(["--cache-dir", cache] if cache else ["--no-cache"]), *extra]
+
+    def case(self, what: str, action: Callable[[Path], subprocess.CompletedProcess],
+             expected: Callable[[Path], set] = lambda work: set()) -> None:
+        """Run one case in a fresh folder; ``expected`` names what it should leave (relative paths)."""
+        self.count += 1
+        work = self.base / f"case{self.count:02d}"
+        work.mkdir()
+        before_inputs = digest(self.inputs)
+        before_data = listing(self.inputs[0].parent)
+        done = action(work)
+        if done is None:
+            self.rows.append([str(self.count), what, "skipped", "needs root to mount a tmpfs", "", "", "", ""])
+            return
+        err = [line for line in done.stderr.splitlines() if line.strip()]
+        errors = [line for line in err if "error" in line or "Error" in line or "interrupted" in line]
+        warnings = [line for line in err if "warning" in line]
+        shown = (errors or warnings or err or done.stdout.strip().splitlines() or [""])[0]
+        shown = shown.replace(str(self.base), "$W")
+        left = sorted(listing(work) - expected(work)) + sorted(listing(self.inputs[0].parent) - before_data)
+        self.rows.append([
+            str(self.count), what, str(done.returncode), f"`{shown.replace('|', '/')[:200]}`",
+            str(len(err)), "yes" if "Traceback" in done.stderr else "no",
+            "yes" if digest(self.inputs) == before_inputs else "**NO**",
+            ", ".join(left) if left else "nothing"])
+
+    def table(self) -> str:
+        head = ["#", "what was tried", "exit", "stderr: first error/warning line, else first line ($W: work folder)", "stderr lines", "traceback",
+                "inputs identical", "left behind"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+def mount_tmpfs(folder: Path, size: str) -> bool:
+    if os.name != "posix" or os.geteuid() != 0:
+        return False
+    folder.mkdir(exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True).returncode == 0
+
+
+def umount(folder: Path) -> None:
+    if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def run_battery(b: Battery) -> None:
+    img, scr, model = b.image, b.scribbles, b.model
+
+    # Outputs that would destroy an input, or each other
+    b.case("segment `--out` = the scribbles file", lambda w: cli(*b.segment(scr), cwd=w))
+    b.case("segment `--out` = the image file", lambda w: cli(*b.segment(img), cwd=w))
+    b.case("segment `--out` = the model file", lambda w: cli(*b.segment(model), cwd=w))
+
+    def hardlink(w):
+        os.link(scr, w / "link.seg.nrrd")
+        return cli(*b.segment(w / "link.seg.nrrd"), cwd=w)
+    b.case("segment `--out` = a hard link to the scribbles", hardlink, lambda w: {"link.seg.nrrd"})
+    b.case("segment `--out o.nrrd --probability o.nrrd`",
+           lambda w: cli(*b.segment(w / "o.nrrd", "--probability", w / "o.nrrd"), cwd=w))
+    b.case("segment `--probability p.xyz` (bad extension)",
+           lambda w: cli(*b.segment(w / "out.seg.nrrd", "--probability", w / "p.xyz"), cwd=w))
+    b.case("segment `--surface s.ply` (bad extension)",
+           lambda w: cli(*b.segment(w / "out.seg.nrrd", "--surface", w / "s.ply"), cwd=w))
+    b.case("segment `--out` in a missing folder", lambda w: cli(*b.segment(w / "missing" / "o.seg.nrrd"), cwd=w))
+
+    def out_is_folder(w):
+        (w / "dir.nrrd").mkdir()
+        return cli(*b.segment(w / "dir.nrrd"), cwd=w)
+    b.case("segment `--out` is an existing folder", out_is_folder, lambda w: {"dir.nrrd"})
+    b.case("train `--out` = the training image",
+           lambda w: cli("train", "--images", img, "--labels", b.label, "--out", img, "--quiet", cwd=w))
+    b.case("segment, every output (control)",
+           lambda w: cli(*b.segment(w / "o.seg.nrrd", "--probability", w / "p.nrrd", "--surface", w / "s.stl",
+                                    "--render", w / "r.png"), cwd=w),
+           lambda w: {"o.seg.nrrd", "p.nrrd", "s.stl", "r.png"})
+
+    # The feature cache
+    def damaged_cache(w):
+        cache = w / "cache"
+        cli(*b.segment(w / "o.seg.nrrd", cache=cache), cwd=w)
+        entry = next(p for p in cache.iterdir() if p.is_dir())
+        with open(entry / "features.npy", "r+b") as f:
+            f.truncate((entry / "features.npy").stat().st_size // 2)
+        return cli(*b.segment(w / "o.seg.nrrd", cache=cache), cwd=w)
+    b.case("segment after a cache entry was truncated", damaged_cache,
+           lambda w: {"o.seg.nrrd", "cache"} | {str(p.relative_to(w)) for p in (w / "cache").rglob("*")
+                                                 if "scribbleseg-tmp" not in str(p)})
+
+    def cache_is_file(w):
+        (w / "cache").write_bytes(b"x")
+        return cli(*b.segment(w / "o.seg.nrrd", cache=w / "cache"), cwd=w)
+    b.case("segment with a cache folder that is a file", cache_is_file, lambda w: {"o.seg.nrrd", "cache"})
+
+    def stale_cache_temp(w):
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (w / "cache" / f".{'a' * 32}.scribbleseg-tmp-{dead.pid}-00000000").mkdir(parents=True)
+        return cli(*b.segment(w / "o.seg.nrrd", cache=w / "cache"), cwd=w)
+    b.case("segment with a temp entry a killed run left in the cache", stale_cache_temp,
+           lambda w: {"o.seg.nrrd", "cache"} | {str(p.relative_to(w)) for p in (w / "cache").rglob("*")
+                                                 if "scribbleseg-tmp" not in str(p)})
+
+    def cache_cap(w):
+        cli(*b.segment(w / "o.seg.nrrd", cache=w / "cache"), cwd=w)
+        return cli("cache", "--max-gb", 0.00001, "--cache-dir", w / "cache", cwd=w)
+    b.case("`cache --max-gb 0.00001` after one run (LRU eviction)", cache_cap,
+           lambda w: {"o.seg.nrrd", "cache", "cache/settings.json"})
+
+    # Signals
+    def terminated(w, sig):
+        args = [a for a in b.segment(w / "o.seg.nrrd", "--probability", w / "p.nrrd") if a != "--quiet"]
+        proc = cli(*args, cwd=w, wait=False)
+        seen, deadline = b"", time.monotonic() + 120
+        while b"metric learning" not in seen and time.monotonic() < deadline:  # the progress bar shows the stage
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+        proc.send_signal(sig)
+        out, err = proc.communicate()
+        # Keep what the program said, without the progress bars it drew before.
+        text = seen.decode(errors="replace") + err
+        said = re.findall(r"(scribbleseg \w+: [^\r\n]*|Traceback[^\r\n]*|time: [^\r\n]*)", text)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, "\n".join(said))
+    b.case("segment, SIGTERM during DDML", lambda w: terminated(w, signal.SIGTERM))
+    b.case("segment, SIGINT (Ctrl-C) during DDML", lambda w: terminated(w, signal.SIGINT))
+
+    def killed_then_rerun(w):
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (w / f".o.seg.nrrd.scribbleseg-tmp-{dead.pid}-0a1b2c3d.seg.nrrd").write_bytes(b"half")
+        return cli(*b.segment(w / "o.seg.nrrd"), cwd=w)
+    b.case("segment after a SIGKILLed run left a temp beside `--out`", killed_then_rerun, lambda w: {"o.seg.nrrd"})
+
+    # Full disk (a 256 kB tmpfs)
+    def full_disk(w, action):
+        disk = w / "disk"
+        if not mount_tmpfs(disk, "256k"):
+            return None
+        try:
+            return action(disk)
+        finally:
+            umount(disk)
+    b.case("segment, outputs on a 256 kB disk", lambda w: full_disk(
+        w, lambda d: cli(*b.segment(d / "o.nii", "--probability", d / "p.nrrd"), cwd=w)), lambda w: {"disk"})
+    b.case("train, model on a 256 kB disk", lambda w: full_disk(
+        w, lambda d: cli("train", "--images", img, "--labels", b.label, "--out", d / "m.model", "--max-iters", 1,
+                         "--device", "cpu", "--quiet", cwd=w)), lambda w: {"disk"})
+    for writer, call in (
+            ("labelmap .nii", "volume_io.write_labelmap(d + '/o.nii', (n * 255).astype('uint8'), g)"),
+            ("`.seg.nrrd`", "volume_io.write_segmentation(d + '/o.seg.nrrd', [('heart', n > .5, (1, 0, 0))], g)"),
+            ("probability", "volume_io.write_probability(d + '/p.nrrd', n.astype('float32'), g)")):
+        code = ("import sys, numpy as np; from ScribbleSegLib import fileio, volume_io\n"
+                "from ScribbleSegLib.geometry import Geometry\n"
+                "fileio.check_free_space = lambda needs: None  # reach the write itself\n"
+                "d = sys.argv[1]; g = Geometry((1, 1, 1)); n = np.random.default_rng(0).random((16, 64, 64))\n"
+                "open(d + '/filler', 'wb').write(bytes(fileio.free_bytes(d) - 12 * 1024))\n"
+                "try:\n    " + call + "\nexcept Exception as e:\n    print(type(e).__name__ + ': ' + str(e),"
+                " file=sys.stderr); sys.exit(2)\n")
+        b.case(f"API: {writer} written to a full disk, free-space check bypassed", lambda w, code=code: full_disk(
+            w, lambda d: subprocess.run([sys.executable, "-c", code, str(d)], env=ENV, capture_output=True,
+                                        text=True)), lambda w: {"disk"})
+
+    # Memory and options
+    b.case("`phantom --shape 5000 5000 5000`", lambda w: cli("phantom", "--out", w / "p", "--shape", 5000, 5000,
+                                                              5000, cwd=w))
+    b.case("`demo --train-minutes -1`", lambda w: cli("demo", "--out", w / "demo", "--train-minutes", -1, cwd=w))
+    b.case("segment without `--model` (argparse)", lambda w: cli("segment", "--image", img, "--out", "o.nrrd", cwd=w))
+    b.case("segment `--method magic`", lambda w: cli(*b.segment(w / "o.nrrd", "--method", "magic"), cwd=w))
+    b.case("segment `--downsample 0`", lambda w: cli(*b.segment(w / "o.nrrd", "--downsample", 0), cwd=w))
+    b.case("segment `--device cuda` on a machine without CUDA" if not _has_cuda() else "segment `--device cuda`",
+           lambda w: cli(*b.segment(w / "o.nrrd"), "--device", "cuda", cwd=w),
+           (lambda w: set()) if not _has_cuda() else (lambda w: {"o.nrrd"}))
+    b.case("`segment --help` (control)", lambda w: cli("segment", "--help", cwd=w))
+
+    # The Python API
+    setup = (f"import numpy as np; from ScribbleSegLib import pipeline, volume_io\n"
+             f"v = volume_io.read_image({str(img)!r}); s = volume_io.read_scribbles({str(scr)!r}, v.shape, v.geometry)\n")
+    for what, call in (("scribbles as a list", f"pipeline.segment(v, s.tolist(), {str(model)!r})"),
+                       ("`model=None`", "pipeline.segment(v, s, None)"),
+                       ("a 0-section image", f"pipeline.segment(v.array[:0], s[:0], {str(model)!r})"),
+                       ("a float image", f"pipeline.segment(v.array.astype('f4'), s, {str(model)!r})"),
+                       ("`read_scribbles` with a 2-value shape",
+                        f"volume_io.read_scribbles({str(scr)!r}, v.shape[:2], v.geometry)")):
+        code = setup + ("try:\n    " + call + "\nexcept Exception as e:\n"
+                        "    import sys; print(type(e).__name__ + ': ' + str(e), file=sys.stderr); sys.exit(2)\n")
+        b.case(f"API: {what}", lambda w, code=code: api(code, w))
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="scribbleseg-reliability-"))
+    try:
+        battery = Battery(base)
+        run_battery(battery)
+        print(battery.table())
+    finally:
+        if args.keep:
+            print(f"work folder: {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
