@@ -64,7 +64,6 @@ module) run the cut in a subprocess.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Tuple
 
@@ -72,6 +71,7 @@ import maxflow
 import numpy as np
 
 from .errors import ScribbleSegError
+from .resources import available_memory  # noqa: F401  (part of this module's API: the cut's budget)
 from .progress import CancelToken, ProgressCallback, check, report, sub_progress
 
 # The defaults are chosen on the validation phantoms (volumes 2 and 3 of `scribbleseg bench`, which
@@ -413,36 +413,6 @@ def estimate_banded_cut_bytes(shape: Sequence[int], spacing_zyx: Sequence[float]
     """
     budget = math.inf if memory_budget is None else memory_budget
     return _banded_bytes(tuple(int(n) for n in shape), tuple(float(s) for s in spacing_zyx), band_fraction, budget)
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation without swapping (best effort).
-
-    Linux: ``MemAvailable`` of ``/proc/meminfo``; Windows:
-    ``GlobalMemoryStatusEx``; elsewhere half the physical memory.
-    """
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    if os.name == "nt":
-        import ctypes
-
-        class _MemoryStatus(ctypes.Structure):
-            _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
-                        ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
-                        ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
-                        ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
-                        ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
-
-        status = _MemoryStatus()
-        status.dwLength = ctypes.sizeof(_MemoryStatus)
-        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
-            return int(status.ullAvailPhys)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 # ----------------------------------------------------------------------------------------------

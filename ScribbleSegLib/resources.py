@@ -2,7 +2,7 @@
 
 The estimates are upper bounds of the peak of each step, measured with
 ``tracemalloc`` on small inputs (see the constants).  The memory available is
-:func:`ScribbleSegLib.graphcut.available_memory` (``MemAvailable`` on Linux).
+:func:`available_memory` (``MemAvailable`` on Linux).
 
 Examples
 --------
@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 from .errors import ScribbleSegError
@@ -22,16 +23,38 @@ RGB_BYTES_PER_VOXEL = 3
 
 
 def available_memory() -> int:
-    """Bytes that a new allocation can take without swapping (best effort).
+    """Bytes of memory available to a new allocation without swapping (best effort).
+
+    Linux: ``MemAvailable`` of ``/proc/meminfo``; Windows:
+    ``GlobalMemoryStatusEx``; elsewhere half the physical memory.
 
     Examples
     --------
     >>> available_memory() > 0
     True
     """
-    from .graphcut import available_memory as _available
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if os.name == "nt":
+        import ctypes
 
-    return int(_available())
+        class _MemoryStatus(ctypes.Structure):
+            _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                        ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                        ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                        ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                        ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+
+        status = _MemoryStatus()
+        status.dwLength = ctypes.sizeof(_MemoryStatus)
+        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+            return int(status.ullAvailPhys)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def _gb(nbytes: float) -> str:

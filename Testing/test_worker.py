@@ -197,7 +197,7 @@ def test_train_request_reaches_train_model_with_its_settings(tmp_path, phantom_f
     assert seen["images"][0].array.shape == tuple(PHANTOM_SHAPE) + (3,)
     assert seen["labels"][0].shape == tuple(PHANTOM_SHAPE) and seen["labels"][0].any()
     assert seen["cancel"] is None and callable(seen["progress"])
-    assert seen["init"] is None and seen["max_iters"] is None
+    assert seen["init"] is None
     assert seen["provenance"]["volumes"] == ["image.nrrd"]
 
 
