@@ -87,6 +87,11 @@ class DDMLConfig:
         Adam learning rate for the head.
     head_weight_decay : float
         L2 weight decay of the head.
+    network_weight : float
+        Share of the network's own probability in the result:
+        ``h = (1 - w) head(f(x)) + w p_network``.  0 is the paper's method; a
+        positive weight anchors the adaptation to the network where the scribbles
+        say little (see :meth:`paper` for the paper's settings).
     """
 
     hidden: Tuple[int, ...] = (64, 64)
@@ -102,6 +107,18 @@ class DDMLConfig:
     head_steps: int = 200
     head_lr: float = 0.05
     head_weight_decay: float = 0.0
+    network_weight: float = 0.0
+
+    @classmethod
+    def paper(cls) -> "DDMLConfig":
+        """The paper's adaptation as published: DDML + head alone (no network anchor), scribble share 0.05.
+
+        Examples
+        --------
+        >>> DDMLConfig.paper().network_weight
+        0.0
+        """
+        return cls(scribble_share=0.05, network_weight=0.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -121,6 +138,8 @@ class DDMLConfig:
                                    f"{self.pool_size}")
         if not 0.0 <= self.scribble_share <= 1.0:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
+        if not 0.0 <= self.network_weight <= 1.0:
+            raise ScribbleSegError(f"DDML network_weight must be in [0, 1], got {self.network_weight}")
 
 
 class DDMLNet(nn.Module):
@@ -634,6 +653,7 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
 
 def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
           bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
+          network_probability: Optional[np.ndarray] = None,
           progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> AdaptResult:
     """Adapt to this volume's scribbles: DDML, head, and ``h`` for every voxel.
 
@@ -652,6 +672,9 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
         labels (1 heart, 0 background).  ``None`` uses the scribbles alone.
     config : DDMLConfig, optional
     seed : int
+    network_probability : numpy.ndarray, optional
+        ``(Z, Y, X)`` the network's own probability; needed when
+        ``config.network_weight > 0``, blended into ``h`` with that weight.
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
 
@@ -671,5 +694,14 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
     head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
     h = predict_h(features, f, head, progress=progress, cancel=cancel)
+    if config.network_weight > 0:
+        if network_probability is None or np.shape(network_probability) != h.shape:
+            raise ScribbleSegError(f"network_weight {config.network_weight} needs the network's probability "
+                                   f"of shape {h.shape}")
+        # In place, section by section: no second full-size array.
+        w = np.float32(config.network_weight)
+        for z in range(h.shape[0]):
+            h[z] *= 1 - w
+            h[z] += w * np.asarray(network_probability[z], np.float32)
     return AdaptResult(h, f, head, np.asarray(f.loss_history, np.float32),
                        np.asarray(head.loss_history, np.float32))

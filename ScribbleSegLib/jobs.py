@@ -74,6 +74,8 @@ class SegmentFiles:
     names : dict
         How the caller names each field in messages (``{"labels": "--out"}``);
         fields not in it are named as they are.
+    suggest : int
+        How many sections to suggest for the next strokes (in ``metrics["suggestions"]``).
     """
 
     image: str
@@ -92,6 +94,7 @@ class SegmentFiles:
     cut: Dict[str, float] = field(default_factory=dict)
     ddml: Dict[str, float] = field(default_factory=dict)
     names: Dict[str, str] = field(default_factory=dict)
+    suggest: int = 3
 
     def name(self, key: str) -> str:
         """How messages name field ``key``."""
@@ -274,7 +277,7 @@ def segment_files(job: SegmentFiles, *, progress: Optional[ProgressCallback] = N
 
         result = pipeline.segment(image, scribbles, model, method=job.method, cut_params=cut_params,
                                   ddml_config=ddml_config, device=job.device, cache_dir=job.cache_dir,
-                                  seed=job.seed, progress=progress, cancel=cancel)
+                                  seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel)
         timings.update(result.timings)
         check(cancel)
 
@@ -314,6 +317,11 @@ def segment_files(job: SegmentFiles, *, progress: Optional[ProgressCallback] = N
         "features_cached": bool(result.features_cached),
         "method": result.method,
     }
+    if result.suggestions:
+        metrics["suggestions"] = [{"section": s.section, "reason": s.reason, "score": s.score,
+                                   "text": s.describe()} for s in result.suggestions]
+    if result.warnings:
+        metrics["warnings"] = list(result.warnings)
     if scribbles is not None:
         metrics["scribbled_voxels"] = {"heart": int(np.count_nonzero(scribbles == 1)),
                                        "background": int(np.count_nonzero(scribbles == 2))}

@@ -10,6 +10,7 @@ command line and the Slicer worker process::
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from .checks import check_model, check_segment_args
 from .errors import ScribbleSegError
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback, check, report
+from .suggest import DEFAULT_COUNT as DEFAULT_SUGGESTIONS
+
+log = logging.getLogger(__name__)
 
 METHODS = choices.METHODS
 
@@ -192,7 +196,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
             spacing: Optional[Tuple[float, float, float]] = None, method: str = "full",
             cut_params=None, ddml_config=None, device: str = "auto",
             cache_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
-            features: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+            features: Optional[Tuple[np.ndarray, np.ndarray]] = None, suggest: int = DEFAULT_SUGGESTIONS,
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> SegmentResult:
     """Segment the heart in a volume from scribbles.
 
@@ -221,6 +225,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         M-Unet outputs already computed for this image with this model (see
         :func:`compute_features`); evaluation loops pass them to try many
         scribble patterns on one volume.
+    suggest : int
+        How many sections to suggest for the next strokes (:mod:`suggest`).
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
 
@@ -231,6 +237,12 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     array, geometry, scribbles = check_segment_args(
         image, scribbles, model, spacing=spacing, method=method, cut_params=cut_params, ddml_config=ddml_config,
         device=device, cache_dir=cache_dir, seed=seed, features=features)
+    spacing_known = isinstance(image, Volume) or spacing is not None
+    warnings: List[str] = []
+    if scribbles is not None and method != "munet":
+        warnings += scribble_warnings(scribbles, geometry.spacing_zyx)
+        for line in warnings:
+            log.warning(line)
 
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
@@ -242,28 +254,82 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     if features is not None:
         (prob, feats), cached = features, True
     else:
+        before = len(warnings)
+        scale = network_scale(geometry.spacing[:2] if spacing_known else None, loaded, warnings)
+        for line in warnings[before:]:
+            log.warning(line)
         prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir,
-                                               device=device, progress=progress, cancel=cancel)
+                                               device=device, scale=scale, progress=progress, cancel=cancel)
     timings["M-Unet features"] = time.perf_counter() - t0
     if method == "munet":
-        return SegmentResult((prob > 0.5).astype(np.uint8), prob, prob, method, cached, timings)
+        return SegmentResult((prob > 0.5).astype(np.uint8), prob, prob, method, cached, timings, warnings)
     check(cancel)
 
     from .ddml import adapt
 
     t0 = time.perf_counter()
     adapted = adapt(feats, scribbles, loaded.bank_features, loaded.bank_labels, config=ddml_config, seed=seed,
-                    progress=progress, cancel=cancel)
+                    network_probability=prob, progress=progress, cancel=cancel)
     h = adapted.h
     timings["DDML + head"] = time.perf_counter() - t0
     if method == "ddml":
-        return SegmentResult((h > 0.5).astype(np.uint8), h, prob, method, cached, timings)
-    check(cancel)
+        labels = (h > 0.5).astype(np.uint8)
+    else:
+        check(cancel)
+        from .graphcut import graph_cut
 
-    from .graphcut import graph_cut
+        t0 = time.perf_counter()
+        labels = graph_cut(h, array, scribbles, spacing_zyx=geometry.spacing_zyx, params=cut_params,
+                           progress=progress, cancel=cancel)
+        timings["graph cut"] = time.perf_counter() - t0
+    from .suggest import suggest_sections
 
-    t0 = time.perf_counter()
-    labels = graph_cut(h, array, scribbles, spacing_zyx=geometry.spacing_zyx, params=cut_params,
-                       progress=progress, cancel=cancel)
-    timings["graph cut"] = time.perf_counter() - t0
-    return SegmentResult(labels, h, prob, method, cached, timings)
+    suggestions = suggest_sections(h, labels, prob, scribbles, count=suggest)
+    return SegmentResult(labels, h, prob, method, cached, timings, warnings, suggestions)
+
+
+def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> List[str]:
+    """One-line warnings about scribbles that leave much to the network (the run still goes on).
+
+    Strokes on one section only; heart and background strokes that touch; background strokes
+    only far from the heart strokes (nothing tells the heart from the tissue around it).
+
+    Examples
+    --------
+    >>> s = np.zeros((3, 20, 20), np.uint8); s[1, 5, 5:8] = 1; s[1, 15, 5:8] = 2
+    >>> scribble_warnings(s)[0].startswith("all strokes lie on section 1")
+    True
+    """
+    warnings = []
+    n = scribbles.shape[0]
+    heart, background = scribbles == 1, scribbles == 2
+    sections = np.flatnonzero(scribbles.reshape(n, -1).any(axis=1))
+    if sections.size == 1 and n > 1:
+        warnings.append(f"all strokes lie on section {int(sections[0])}; the other sections follow the network "
+                        "alone: add strokes on a few more sections")
+    touching = np.zeros(n, bool)
+    for axis in (1, 2):
+        for a, b in ((heart, background), (background, heart)):
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+            touching |= (a[tuple(lo)] & b[tuple(hi)]).reshape(n, -1).any(axis=1)
+    if touching.any():
+        warnings.append(f"heart and background strokes touch on {int(touching.sum())} section(s) (first: "
+                        f"{int(np.flatnonzero(touching)[0])}); the boundary there is taken as drawn")
+    if heart.any() and background.any():
+        import SimpleITK as sitk
+
+        # Distance (mm) from every voxel to the nearest heart stroke, read at the background strokes.
+        image = sitk.GetImageFromArray(heart.astype(np.uint8))
+        image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
+        dist = sitk.GetArrayViewFromImage(sitk.SignedMaurerDistanceMap(
+            image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
+        nearest = float(dist[background].min())
+        zs, ys, xs = np.nonzero(heart)
+        extent = max(float((ys.max() - ys.min() + 1) * spacing_zyx[1]), float((xs.max() - xs.min() + 1)
+                                                                              * spacing_zyx[2]))
+        if nearest > max(extent, 10 * float(min(spacing_zyx))):
+            warnings.append(f"the background strokes are all far from the heart strokes (nearest {nearest:.3g} mm); "
+                            "draw background next to the heart, where it touches other tissue")
+    return warnings

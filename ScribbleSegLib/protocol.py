@@ -32,7 +32,7 @@ class Outputs:
     """M-Unet and U-Net outputs of one volume, computed once and reused for every pattern."""
 
     munet: Tuple[np.ndarray, np.ndarray]
-    unet_probability: np.ndarray
+    unet_probability: Optional[np.ndarray]
 
 
 def make_volumes(n: int, seed: int = 0, shape: Optional[Sequence[int]] = None, family: str = "a") -> list:
@@ -70,12 +70,17 @@ def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, devi
     return models
 
 
-def compute_outputs(image: np.ndarray, munet, unet, device: str = "auto", progress=None) -> Outputs:
-    """Run both networks on a volume (the M-Unet's features are kept for DDML)."""
+def compute_outputs(image: np.ndarray, munet, unet, device: str = "auto", progress=None,
+                    scale: Tuple[float, float] = (1.0, 1.0)) -> Outputs:
+    """Run both networks on a volume (the M-Unet's features are kept for DDML); ``unet`` may be None.
+
+    ``scale`` resizes the sections to the networks' training pixel size (see :func:`pipeline.network_scale`).
+    """
     from .pipeline import compute_features
 
-    prob, feats, _ = compute_features(image, munet, device=device, progress=progress)
-    unet_prob, _, _ = compute_features(image, unet, device=device, progress=progress)
+    prob, feats, _ = compute_features(image, munet, device=device, scale=scale, progress=progress)
+    unet_prob = None if unet is None else compute_features(image, unet, device=device, scale=scale,
+                                                           progress=progress)[0]
     return Outputs((prob, np.asarray(feats)), unet_prob)
 
 
@@ -142,3 +147,89 @@ def pick_overlay_sections(label: np.ndarray, scribbles: Optional[np.ndarray], co
         step = max(1, len(others) // max(1, count - len(chosen)))
         chosen += others[step // 2::step][: count - len(chosen)]
     return sorted(int(z) for z in chosen)
+
+
+# --------------------------------------------------------------------------------------------------
+# Interactive rounds: the paper's user who "fixes the incorrect regions by adding annotations"
+
+#: Corrective rounds after the first run, the sections corrected per round and the strokes per section.
+ROUNDS = 3
+CORRECTED_SECTIONS = 3
+STROKES_PER_SECTION = 2
+#: A drop of more than this IoU between consecutive rounds is flagged.
+DROP_TOLERANCE = 0.01
+
+
+@dataclass
+class Round:
+    """One run of the interactive loop on a volume.
+
+    Attributes
+    ----------
+    adapted, final : dict
+        :func:`metrics.evaluate` of ``h > 0.5`` and of the final labels.
+    suggested : list of int
+        Sections the run suggested for the next strokes (best first).
+    worst : list of int
+        The sections with the most wrong voxels by the truth (worst first), as many.
+    suggestion_hits : int
+        How many suggested sections are among the worst ``2 x len(suggested)`` by the truth.
+    scribbled_voxels : int
+    """
+
+    adapted: dict
+    final: dict
+    suggested: List[int]
+    worst: List[int]
+    suggestion_hits: int
+    scribbled_voxels: int
+
+
+def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features, *, rounds: int = ROUNDS,
+               cut_params=None, ddml_config=None, seed: int = 0, method: str = "full") -> List[Round]:
+    """Run, correct, run again: round 1 with ``scribbles``, then ``rounds - 1`` corrective rounds.
+
+    Each corrective round adds :func:`scribbles.corrective_scribbles` strokes (inside the largest
+    wrong regions of the :data:`CORRECTED_SECTIONS` worst sections, never over earlier strokes)
+    and runs again on the same features.
+    """
+    from .pipeline import segment
+    from .scribbles import corrective_scribbles, section_errors
+
+    out = []
+    current = scribbles
+    for r in range(int(rounds)):
+        result = segment(volume, current, model, method=method, cut_params=cut_params, ddml_config=ddml_config,
+                         seed=seed, features=features, suggest=CORRECTED_SECTIONS)
+        errors = section_errors(label, result.labels)
+        suggested = [s.section for s in result.suggestions]
+        worst = [int(z) for z in np.argsort(-errors, kind="stable")[: 2 * max(1, len(suggested))] if errors[z] > 0]
+        out.append(Round(evaluate(result.probability > 0.5, label), evaluate(result.labels, label), suggested,
+                         worst[: len(suggested)], len(set(suggested) & set(worst)), int(np.count_nonzero(current))))
+        if r + 1 < rounds:
+            current = corrective_scribbles(label, result.labels, current, seed=1000 * seed + r,
+                                           sections=CORRECTED_SECTIONS, strokes=STROKES_PER_SECTION,
+                                           spacing=volume.image.geometry.spacing if hasattr(volume, "image")
+                                           else volume.geometry.spacing)
+    return out
+
+
+def rounds_table(runs: Dict[str, List[List[Round]]], names: Optional[Dict[str, List[str]]] = None) -> str:
+    """Markdown: per protocol, the mean IoU of each round (adapted and final), drops and suggestion hits."""
+    lines = ["| protocol | round | M-Unet+adaptation IoU | final IoU | min final IoU | drops > 0.01 | "
+             "suggested among truth's worst |", "|---|---|---|---|---|---|---|"]
+    for name, volume_runs in runs.items():
+        if not volume_runs:
+            continue
+        n_rounds = len(volume_runs[0])
+        for r in range(n_rounds):
+            adapted = [run[r].adapted["iou"] for run in volume_runs]
+            final = [run[r].final["iou"] for run in volume_runs]
+            drops = sum(1 for run in volume_runs
+                        if r > 0 and run[r].final["iou"] < run[r - 1].final["iou"] - DROP_TOLERANCE)
+            hits = sum(run[r].suggestion_hits for run in volume_runs)
+            total = sum(len(run[r].suggested) for run in volume_runs)
+            lines.append(f"| {name} | {r + 1} | {np.mean(adapted):.3f} ± {np.std(adapted):.3f} | "
+                         f"{np.mean(final):.3f} ± {np.std(final):.3f} | {np.min(final):.3f} | "
+                         f"{drops if r else '–'} | {hits}/{total} |")
+    return "\n".join(lines)

@@ -1,11 +1,25 @@
-"""``scribbleseg bench``: the paper's evaluation (Table I, Fig. 7) on phantoms, with two peer tools.
+"""``scribbleseg bench``: the paper's evaluation on two phantom families, in-family and cross-family.
 
-Protocol (Harada et al., §IV): 6 phantom volumes, 2 to train the networks, 2 to
-choose the graph-cut parameters (gamma, sigma, delta) and the DDML settings,
-2 to test; three scribble patterns per test volume on every 10th heart section.
-Table I is the mean (± std) over test volumes and patterns; Fig. 7 is the IoU
-with 1 to 6 annotated sections.  scikit-image's random walker and an
-ilastik-style random forest run on the same volumes and scribbles.
+Protocol (Harada et al., §IV, on each family): 6 phantom volumes, 2 to train the
+networks, 2 to validate, 2 to test; three scribble patterns per test volume on
+every 10th heart section.  Two families (:data:`ScribbleSegLib.phantom.FAMILIES`)
+differ the way two labs do (stain, scale, anatomy, textures, artefacts); the
+networks trained on one family are tested on its own test volumes (in-family)
+and on the other family's (cross-family), both ways.
+
+- **Settings** (DDML variant, graph-cut gamma and data term) are chosen on the
+  validation volumes of all four protocols together: the mean of the in-family
+  and the cross-family IoU, so a default never holds only where it was tuned.
+  The paper's own method (DDML + head alone, linear data term) gets its gamma on
+  the same volumes and is reported beside it.
+- **Table I** per protocol: U-net, M-Unet, M-Unet+DDML and +GC with the paper's
+  settings, and the adaptation and cut with the chosen defaults.
+- **Rounds**: round 1 with the sparse strokes, then corrective rounds
+  (:func:`ScribbleSegLib.protocol.run_rounds`); IoU per round and volume, drops
+  flagged, and how often the suggested sections are among the truth's worst.
+- **Fig. 7**: IoU with 1 to 6 annotated sections, per protocol (one pattern).
+- **Peers** (optional): scikit-image's random walker and an ilastik-style
+  random forest on the in-family test volumes of the first family.
 """
 
 from __future__ import annotations
@@ -13,72 +27,39 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_experiment_options, make_output_folder
+from .common import add_experiment_options, check_phantom_shape, make_output_folder
 
 SECTION_START = "<!-- scribbleseg bench: start -->"
 SECTION_END = "<!-- scribbleseg bench: end -->"
+
+#: DDML variants tried on validation: the paper's, with the network as an anchor, with more scribble pixels.
+DDML_VARIANTS = ({"scribble_share": 0.05, "network_weight": 0.0}, {"scribble_share": 0.05, "network_weight": 0.5},
+                 {"scribble_share": 0.3, "network_weight": 0.0}, {"scribble_share": 0.3, "network_weight": 0.5})
+#: Graph-cut settings tried on validation: (gamma, data term).
+CUT_GRID = ((4.0, "linear"), (8.0, "linear"), (16.0, "linear"), (2.0, "log"), (4.0, "log"), (8.0, "log"))
+#: Test scribble patterns (seeds); validation uses 100 + the first of them.
+PATTERNS = (0, 1, 2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     add_experiment_options(parser, "scribbleseg-bench", 6.0)
     parser.add_argument("--no-peers", action="store_true", help="skip the random walker and random forest")
+    parser.add_argument("--reuse-models", action="store_true",
+                        help="load munet_F.model / unet_F.model from --out when they are there instead of training "
+                             "(they must come from an earlier bench run with the same --seed and --shape)")
     parser.add_argument("--update", metavar="BENCHMARKS.md",
                         help=f"replace the section between '{SECTION_START}' and '{SECTION_END}' in this "
                              "markdown file with the results")
 
 
-def _tune(val, val_scribbles, outputs, munet, seed, log):
-    """Choose DDML settings, then gamma/sigma/delta, by mean IoU on the validation volumes."""
-    import dataclasses
-    import itertools
-
-    import numpy as np
-
-    from ..ddml import DDMLConfig
-    from ..graphcut import GraphCutParams, graph_cut
-    from ..metrics import evaluate
-    from ..pipeline import segment
-
-    base = DDMLConfig()
-    candidates = [base] + [dataclasses.replace(base, **change) for change in DDML_VARIANTS]
-    best_cfg, best_iou, hs = base, -1.0, None
-    for cfg in candidates:
-        runs = [(v, s, segment(v.image, s, munet, method="ddml", ddml_config=cfg, seed=seed,
-                               features=outputs[id(v)].munet).probability)
-                for v in val for s in val_scribbles[id(v)]]
-        iou = float(np.mean([evaluate(h > 0.5, v.label)["iou"] for v, s, h in runs]))
-        log(f"  DDML {_diff(cfg, base) or 'defaults'}: validation IoU {iou:.3f}")
-        if iou > best_iou:
-            best_cfg, best_iou, hs = cfg, iou, runs
-    base_cut = GraphCutParams()
-    best_cut, best_iou = base_cut, -1.0
-    for g, s_, d in itertools.product(*CUT_GRID):
-        params = dataclasses.replace(base_cut, gamma=base_cut.gamma * g, sigma=base_cut.sigma * s_,
-                                     delta=base_cut.delta * d)
-        iou = float(np.mean([evaluate(graph_cut(h, v.image.array, s, v.image.geometry.spacing_zyx, params),
-                                      v.label)["iou"] for v, s, h in hs]))
-        if iou > best_iou:
-            best_cut, best_iou = params, iou
-    log(f"  graph cut: gamma {best_cut.gamma:g}, sigma {best_cut.sigma:g}, delta {best_cut.delta:g} "
-        f"-> validation IoU {best_iou:.3f}")
-    return best_cfg, best_cut
-
-
-#: DDML variants tried on the validation volumes (changes to the defaults).
-DDML_VARIANTS = ({"scribble_share": 0.2}, {"scribble_share": 0.5}, {"tau": 3.0})
-#: Factors applied to the default gamma, sigma and delta on the validation volumes.
-CUT_GRID = ((0.25, 0.5, 1.0, 2.0), (0.5, 0.75, 1.0, 1.5), (0.5, 1.0, 2.0))
-
-
-def _diff(cfg, base) -> str:
-    import dataclasses
-
-    return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items() if getattr(base, k) != v)
+def _name(train: str, test: str) -> str:
+    return f"{train}→{test} ({'in-family' if train == test else 'cross-family'})"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    import dataclasses
     import json
     import shlex
     import sys
@@ -87,10 +68,14 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import protocol, scribbles
+    from ..ddml import DDMLConfig
     from ..errors import ScribbleSegError
+    from ..graphcut import GraphCutParams
     from ..measure import machine_summary, stage
-    from ..metrics import evaluate, summarize
-    from ..pipeline import segment
+    from ..metrics import evaluate
+    from ..model_file import load_model
+    from ..phantom import FAMILIES
+    from ..pipeline import network_scale, segment
     from ..progress import TqdmProgress
 
     if args.update and not Path(args.update).is_file():
@@ -100,82 +85,182 @@ def run(args: argparse.Namespace) -> int:
 
         _require("skimage")
         _require("sklearn")
+    check_phantom_shape(args.shape)
     out = make_output_folder(args.out)
     command = "scribbleseg bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     started = time.perf_counter()
     bar = TqdmProgress(disable=args.quiet)
-    records = {}
+    records: dict = {}
 
     def log(message: str) -> None:
         bar.close()
         print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
 
-    log("phantoms: 2 train, 2 validation, 2 test")
-    with stage(records, "phantoms (6 volumes)"):
-        vols = protocol.make_volumes(6, args.seed, args.shape)
-    train, val, test = vols[:2], vols[2:4], vols[4:]
-    models = protocol.train_networks(train, val, out, args.train_minutes, args.device, args.seed, progress=bar,
-                                     log=log, timed=lambda name: stage(records, name))
+    families = list(FAMILIES)
+    log(f"phantoms: families {', '.join(families)}, 2 train, 2 validation, 2 test each")
+    with stage(records, f"phantoms ({6 * len(families)} volumes)"):
+        vols = {f: protocol.make_volumes(6, args.seed, args.shape, f) for f in families}
 
-    log("M-Unet and U-Net inference on the validation and test volumes")
-    with stage(records, "inference (4 volumes, both networks)"):
-        outputs = {id(v): protocol.compute_outputs(v.image.array, models["munet"], models["unet"],
-                                                   device=args.device, progress=bar) for v in val + test}
-    val_scribbles = {id(v): [scribbles.simulate_scribbles(v.label, seed=100 + p, every=10, tissue=v.tissue > 0) for p in range(3)]
-                     for v in val}
-    log("choosing DDML settings and gamma/sigma/delta on the validation volumes")
-    with stage(records, "tuning on validation"):
-        ddml_config, cut_params = _tune(val, val_scribbles, outputs, models["munet"], args.seed, log)
+    models = {}
+    for f in families:
+        paths = {arch: out / f"{arch}_{f}.model" for arch in ("munet", "unet")}
+        if args.reuse_models and all(p.is_file() for p in paths.values()):
+            log(f"family {f}: reusing {paths['munet'].name} and {paths['unet'].name}")
+            models[f] = {arch: load_model(p, device=args.device) for arch, p in paths.items()}
+            continue
+        trained = protocol.train_networks(vols[f][:2], vols[f][2:4], out, args.train_minutes, args.device,
+                                          args.seed, progress=bar, log=log,
+                                          timed=lambda name, f=f: stage(records, f"{name} (family {f})"))
+        for arch, path in paths.items():
+            (out / f"{arch}.model").replace(path)
+        models[f] = {arch: load_model(p, device=args.device) for arch, p in paths.items()}
 
-    log("Table I: 2 test volumes x 3 scribble patterns, every 10th heart section")
-    runs, peer_runs, pattern_timings = [], [], []
-    with stage(records, "Table I (6 runs of DDML + head + cut)"):
-        test_scribbles = {id(v): [scribbles.simulate_scribbles(v.label, seed=p, every=10, tissue=v.tissue > 0) for p in range(3)]
-                          for v in test}
-        for v in test:
-            for s in test_scribbles[id(v)]:
-                metrics, result = protocol.evaluate_pattern(v.image, v.label, s, models["munet"], outputs[id(v)],
-                                                            cut_params=cut_params, ddml_config=ddml_config,
+    pairs = [(t, o) for t in families for o in families]
+    log("M-Unet and U-Net inference: validation and test volumes of every protocol")
+    outputs = {}
+    with stage(records, f"inference ({len(pairs)} protocols x 4 volumes)"):
+        for t, o in pairs:
+            for i in range(2, 6):
+                v = vols[o][i]
+                scale = network_scale(v.image.geometry.spacing[:2], models[t]["munet"])
+                outputs[t, o, i] = protocol.compute_outputs(v.image.array, models[t]["munet"],
+                                                            models[t]["unet"] if i >= 4 else None,
+                                                            device=args.device, progress=bar, scale=scale)
+
+    def strokes(v, seed, **kw):
+        return scribbles.simulate_scribbles(v.label, seed=seed, tissue=v.tissue > 0,
+                                            spacing=v.image.geometry.spacing, **kw)
+
+    # --- settings on validation -------------------------------------------------------------------
+    log("choosing the settings on the validation volumes of all protocols")
+    base = DDMLConfig()
+    val = [(t, o, i, strokes(vols[o][i], 100 + PATTERNS[0], every=10)) for t, o in pairs for i in (2, 3)]
+    scores = {}
+    with stage(records, "choosing settings on validation"):
+        for variant in DDML_VARIANTS:
+            cfg = dataclasses.replace(base, **variant)
+            hs = [(t, o, i, s, segment(vols[o][i].image, s, models[t]["munet"], method="ddml", ddml_config=cfg,
+                                       seed=args.seed, features=outputs[t, o, i].munet, suggest=0).probability)
+                  for t, o, i, s in val]
+            for gamma, term in CUT_GRID:
+                cut = GraphCutParams(gamma=gamma, data_term=term)
+                per_pair = {}
+                for t, o, i, s, h in hs:
+                    from ..graphcut import graph_cut
+
+                    v = vols[o][i]
+                    labels = graph_cut(h, v.image.array, s, v.image.geometry.spacing_zyx, cut)
+                    per_pair.setdefault((t, o), []).append(evaluate(labels, v.label)["iou"])
+                inside = np.mean([np.mean(x) for (t, o), x in per_pair.items() if t == o])
+                across = np.mean([np.mean(x) for (t, o), x in per_pair.items() if t != o])
+                scores[json.dumps(variant), gamma, term] = (0.5 * (inside + across), inside, across)
+            log(f"  DDML {variant}: best cut "
+                + max(((k[1], k[2], v) for k, v in scores.items() if k[0] == json.dumps(variant)),
+                      key=lambda x: x[2][0]).__repr__())
+    best = max(scores, key=lambda k: scores[k][0])
+    chosen_ddml = dataclasses.replace(base, **json.loads(best[0]))
+    chosen_cut = GraphCutParams(gamma=best[1], data_term=best[2])
+    paper_key = max((k for k in scores if json.loads(k[0]) == DDML_VARIANTS[0] and k[2] == "linear"),
+                    key=lambda k: scores[k][0])
+    paper_ddml = DDMLConfig.paper()
+    paper_cut = GraphCutParams(gamma=paper_key[1], data_term="linear")
+    log(f"chosen: DDML {json.loads(best[0])}, gamma {best[1]:g} ({best[2]}); validation IoU "
+        f"{scores[best][0]:.3f} (in-family {scores[best][1]:.3f}, cross-family {scores[best][2]:.3f}); "
+        f"paper's method: gamma {paper_key[1]:g}, IoU {scores[paper_key][0]:.3f}")
+
+    # --- Table I ------------------------------------------------------------------------------------
+    log("Table I: every protocol, 2 test volumes x 3 patterns, every 10th heart section")
+    tables, timings = {}, []
+    with stage(records, "Table I"):
+        for t, o in pairs:
+            runs = []
+            for i in (4, 5):
+                v, outs = vols[o][i], outputs[t, o, i]
+                for p in PATTERNS:
+                    s = strokes(v, p, every=10)
+                    row, result = protocol.evaluate_pattern(v.image, v.label, s, models[t]["munet"], outs,
+                                                            cut_params=paper_cut, ddml_config=paper_ddml,
                                                             seed=args.seed)
-                runs.append(metrics)
-                pattern_timings.append(result.timings)
+                    ours = segment(v.image, s, models[t]["munet"], cut_params=chosen_cut, ddml_config=chosen_ddml,
+                                   seed=args.seed, features=outs.munet, suggest=0)
+                    row["M-Unet+adaptation (default)"] = evaluate(ours.probability > 0.5, v.label)
+                    row["M-Unet+adaptation+GC (default)"] = evaluate(ours.labels, v.label)
+                    runs.append(row)
+                    timings.append(ours.timings)
+            tables[t, o] = runs
+            log(f"  {_name(t, o)}: " + ", ".join(
+                f"{m} {np.mean([r[m]['iou'] for r in runs]):.3f}" for m in runs[0]))
 
-    log("Fig. 7: IoU with 1 to 6 annotated sections")
+    # --- rounds ---------------------------------------------------------------------------------------
+    log(f"interactive rounds: {protocol.ROUNDS} rounds, {protocol.CORRECTED_SECTIONS} sections corrected per round")
+    rounds_ours, rounds_paper = {}, {}
+    with stage(records, "interactive rounds"):
+        for t, o in pairs:
+            name = _name(t, o)
+            rounds_ours[name], rounds_paper[name] = [], []
+            for i in (4, 5):
+                v, outs = vols[o][i], outputs[t, o, i]
+                for p in PATTERNS:
+                    s = strokes(v, p, every=10)
+                    rounds_ours[name].append(protocol.run_rounds(v.image, v.label, s, models[t]["munet"], outs.munet,
+                                                                 cut_params=chosen_cut, ddml_config=chosen_ddml,
+                                                                 seed=args.seed))
+                    if p == PATTERNS[0]:
+                        rounds_paper[name].append(protocol.run_rounds(
+                            v.image, v.label, s, models[t]["munet"], outs.munet, cut_params=paper_cut,
+                            ddml_config=paper_ddml, seed=args.seed))
+            final = [run[-1].final["iou"] for run in rounds_ours[name]]
+            log(f"  {name}: round {protocol.ROUNDS} IoU {np.mean(final):.3f} (min {np.min(final):.3f})")
+
+    # --- Fig. 7 ---------------------------------------------------------------------------------------
+    log("Fig. 7: 1 to 6 annotated sections (one pattern)")
     fig7 = {}
-    with stage(records, "Fig. 7 (36 runs)"):
-        for n in range(1, 7):
-            ious = {"M-Unet+DDML": [], "M-Unet+DDML+GC": []}
-            for v in test:
-                for p in range(3):
-                    s = scribbles.simulate_scribbles(v.label, seed=p, n_sections=n, tissue=v.tissue > 0)
-                    result = segment(v.image, s, models["munet"], cut_params=cut_params, ddml_config=ddml_config,
-                                     seed=args.seed, features=outputs[id(v)].munet)
-                    ious["M-Unet+DDML"].append(evaluate(result.probability > 0.5, v.label)["iou"])
-                    ious["M-Unet+DDML+GC"].append(evaluate(result.labels, v.label)["iou"])
-            fig7[n] = {k: (float(np.mean(x)), float(np.std(x))) for k, x in ious.items()}
-            log(f"  {n} section(s): IoU {fig7[n]['M-Unet+DDML+GC'][0]:.3f} ± {fig7[n]['M-Unet+DDML+GC'][1]:.3f}")
+    with stage(records, "Fig. 7"):
+        for t, o in pairs:
+            rows = {}
+            for n in range(1, 7):
+                ious = {"adapted": [], "final": []}
+                for i in (4, 5):
+                    v, outs = vols[o][i], outputs[t, o, i]
+                    s = strokes(v, PATTERNS[0], n_sections=n)
+                    result = segment(v.image, s, models[t]["munet"], cut_params=chosen_cut, ddml_config=chosen_ddml,
+                                     seed=args.seed, features=outs.munet, suggest=0)
+                    ious["adapted"].append(evaluate(result.probability > 0.5, v.label)["iou"])
+                    ious["final"].append(evaluate(result.labels, v.label)["iou"])
+                rows[n] = {k: (float(np.mean(x)), float(np.std(x))) for k, x in ious.items()}
+            fig7[_name(t, o)] = rows
 
+    peer_runs = []
     if not args.no_peers:
         from ..baselines import forest_segment, random_walker_segment
+        from ..metrics import summarize
 
+        f = families[0]
         for name, fn in (("random walker (scikit-image)", random_walker_segment),
                          ("random forest on multiscale features (ilastik-style)", forest_segment)):
             log(f"peer: {name}")
             rows = []
-            with stage(records, f"peer: {name} (6 runs)"):
-                for v in test:
-                    for s in test_scribbles[id(v)]:
+            with stage(records, f"peer: {name}"):
+                for i in (4, 5):
+                    v = vols[f][i]
+                    for p in PATTERNS:
+                        s = strokes(v, p, every=10)
                         labels = (fn(v.image.array, s, v.image.geometry.spacing_zyx) if fn is random_walker_segment
                                   else fn(v.image.array, s, seed=args.seed))
                         rows.append(evaluate(labels, v.label))
             peer_runs.append((name, summarize(rows)))
 
-    table = protocol.table_i(runs)
-    md = _report(command, machine_summary(), table, fig7, peer_runs, records, pattern_timings, ddml_config,
-                 cut_params, time.perf_counter() - started)
+    md = _report(command, machine_summary(), tables, rounds_ours, rounds_paper, fig7, peer_runs, records, timings,
+                 (chosen_ddml, chosen_cut, paper_cut, scores, best, paper_key), time.perf_counter() - started)
     (out / "bench.md").write_text(md)
-    (out / "results.json").write_text(json.dumps({"table_i": runs, "fig7": fig7,
-                                                  "peers": peer_runs}, indent=1, default=float))
+    (out / "results.json").write_text(json.dumps({
+        "table_i": {_name(*k): v for k, v in tables.items()},
+        "rounds": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_ours.items()},
+        "rounds_paper": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_paper.items()},
+        "fig7": fig7, "peers": peer_runs,
+        "validation": [{"ddml": json.loads(k[0]), "gamma": k[1], "data_term": k[2], "iou": v[0],
+                        "in_family": v[1], "cross_family": v[2]} for k, v in scores.items()]},
+        indent=1, default=float))
     _plot_fig7(fig7, out / "fig7.png")
     if args.update:
         _update_section(Path(args.update), md)
@@ -184,40 +269,79 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(command, machine, table, fig7, peer_runs, records, pattern_timings, ddml_config, cut_params,
+def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs, records, timings, chosen,
             total) -> str:
     import dataclasses
     import datetime
+    import json
 
     import numpy as np
 
-    lines = [SECTION_START, "## Table I and Fig. 7 on the phantom (`scribbleseg bench`)", "",
+    from .. import protocol
+    from ..metrics import summarize
+
+    chosen_ddml, chosen_cut, paper_cut, scores, best, paper_key = chosen
+    lines = [SECTION_START, "## Table I, rounds and Fig. 7 on two phantom families (`scribbleseg bench`)", "",
              f"- Command: `{command}`", f"- Machine: {machine}",
-             f"- Date: {datetime.date.today().isoformat()}; total time {total / 60:.1f} min", "",
-             "### Table I (2 test volumes × 3 scribble patterns, every 10th heart section; metrics over all voxels)",
-             "", table, ""]
+             f"- Date: {datetime.date.today().isoformat()}; total time {total / 60:.1f} min",
+             "- Protocols: networks trained on family F are tested on F's test volumes (in-family) and on the "
+             "other family's (cross-family); 2 test volumes × 3 scribble patterns on every 10th heart section; "
+             "metrics over all voxels.", "",
+             f"Settings chosen on the validation volumes of all four protocols (mean of in-family and cross-family "
+             f"IoU): DDML {json.loads(best[0])}, graph cut gamma {best[1]:g} with the {best[2]} data term — "
+             f"validation IoU {scores[best][0]:.3f} (in-family {scores[best][1]:.3f}, cross-family "
+             f"{scores[best][2]:.3f}). The paper's method (DDML + head alone, share 0.05, linear data term) got "
+             f"gamma {paper_key[1]:g} on the same volumes: {scores[paper_key][0]:.3f} "
+             f"({scores[paper_key][1]:.3f}, {scores[paper_key][2]:.3f}).", ""]
+    methods = list(protocol.METHODS) + ["M-Unet+adaptation (default)", "M-Unet+adaptation+GC (default)"]
+    lines += ["### Table I (IoU, mean ± std over 2 volumes × 3 patterns; the first four rows use the paper's "
+              "settings)", "", "| method | " + " | ".join(_name(*k) for k in tables) + " | paper |",
+              "|---" * (len(tables) + 2) + "|"]
+    for m in methods:
+        cells = []
+        for runs in tables.values():
+            x = [r[m]["iou"] for r in runs if m in r]
+            cells.append(f"{np.mean(x):.3f} ± {np.std(x):.3f}" if x else "–")
+        paper = f"{protocol.PAPER_TABLE_I[m][3]:.3f}" if m in protocol.PAPER_TABLE_I else "–"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {paper} |")
+    lines += ["", "Precision / recall of the final result (default settings): " + "; ".join(
+        f"{_name(*k)} {summarize([r['M-Unet+adaptation+GC (default)'] for r in runs])['precision']['mean']:.3f} / "
+        f"{summarize([r['M-Unet+adaptation+GC (default)'] for r in runs])['recall']['mean']:.3f}"
+        for k, runs in tables.items()) + ".", ""]
+    lines += [f"### Interactive rounds (default settings; round 1: every 10th heart section; each later round adds "
+              f"{protocol.STROKES_PER_SECTION} corrective strokes on each of the {protocol.CORRECTED_SECTIONS} worst "
+              "sections, inside the largest wrong regions)", "", protocol.rounds_table(rounds_ours), "",
+              "Per volume and pattern (final IoU by round):", ""]
+    for name, runs in rounds_ours.items():
+        lines.append(f"- {name}: " + "; ".join(" → ".join(f"{r.final['iou']:.3f}" for r in run) for run in runs))
+    lines += ["", "The paper's settings on the same rounds (pattern 0 only):", "", protocol.rounds_table(rounds_paper),
+              "", "\"Suggested among truth's worst\": the sections the run suggested for the next strokes "
+              f"({protocol.CORRECTED_SECTIONS} per run) that are among the {2 * protocol.CORRECTED_SECTIONS} sections "
+              "with the most wrong voxels by the truth.", ""]
+    lines += ["### Fig. 7: IoU vs number of annotated sections (default settings, pattern 0, mean ± std over 2 "
+              "volumes)", "", "| sections | " + " | ".join(f"{k} adapted / final" for k in fig7) + " |",
+              "|---" * (len(fig7) + 1) + "|"]
+    for n in range(1, 7):
+        lines.append(f"| {n} | " + " | ".join(
+            f"{rows[n]['adapted'][0]:.3f} / {rows[n]['final'][0]:.3f} ± {rows[n]['final'][1]:.3f}"
+            for rows in fig7.values()) + " |")
+    lines += ["", "The plot of this table is `fig7.png` in the bench's output folder.", ""]
     if peer_runs:
-        lines += ["### Peer tools on the same test volumes and scribbles", "",
+        lines += ["### Peer tools (first family's in-family test volumes, same scribbles)", "",
                   "| tool | precision | recall | F1 | IoU |", "|---|---|---|---|---|"]
         for name, s in peer_runs:
             lines.append(f"| {name} | " + " | ".join(f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}"
                                                       for m in ("precision", "recall", "f1", "iou")) + " |")
         lines.append("")
-    lines += ["### Fig. 7: IoU vs number of annotated sections (mean ± std over 2 volumes × 3 patterns)", "",
-              "| sections | M-Unet+DDML | M-Unet+DDML+GC |", "|---|---|---|"]
-    for n, row in fig7.items():
-        lines.append(f"| {n} | " + " | ".join(f"{row[k][0]:.3f} ± {row[k][1]:.3f}"
-                                              for k in ("M-Unet+DDML", "M-Unet+DDML+GC")) + " |")
-    lines += ["", "The plot of this table is `fig7.png` in the bench's output folder.", "",
-              f"Settings chosen on the validation volumes: graph cut {dataclasses.asdict(cut_params)}; "
-              f"DDML {dataclasses.asdict(ddml_config)}.", "",
+    lines += [f"Full settings: DDML {dataclasses.asdict(chosen_ddml)}; graph cut {dataclasses.asdict(chosen_cut)}; "
+              f"paper's cut {dataclasses.asdict(paper_cut)}.", "",
               "### Time and peak memory per stage", "", "| stage | time | peak RSS (process) |", "|---|---|---|"]
     for name, rec in records.items():
         lines.append(f"| {name} | {rec.seconds:.1f} s | {rec.peak_rss / 2**30:.2f} GiB |")
-    if pattern_timings:
-        keys = pattern_timings[0].keys()
-        lines += ["", "Per segmentation with cached features (mean of the Table I runs): " + ", ".join(
-            f"{k} {np.mean([t[k] for t in pattern_timings]):.2f} s" for k in keys) + "."]
+    if timings:
+        keys = timings[0].keys()
+        lines += ["", "Per segmentation with cached features (mean of the Table I runs, default settings): " + ", ".join(
+            f"{k} {np.mean([t[k] for t in timings]):.2f} s" for k in keys) + "."]
     lines.append(SECTION_END)
     return "\n".join(lines) + "\n"
 
@@ -232,16 +356,16 @@ def _plot_fig7(fig7, path) -> None:
         return
     from ..fileio import atomic_output
 
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    ns = sorted(fig7)
-    for key, colour in (("M-Unet+DDML", "tab:blue"), ("M-Unet+DDML+GC", "tab:red")):
-        ax.errorbar(ns, [fig7[n][key][0] for n in ns], yerr=[fig7[n][key][1] for n in ns], marker="o",
-                    capsize=3, color=colour, label=key)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name, rows in fig7.items():
+        ns = sorted(rows)
+        ax.errorbar(ns, [rows[n]["final"][0] for n in ns], yerr=[rows[n]["final"][1] for n in ns], marker="o",
+                    capsize=3, label=name)
     ax.set_xlabel("annotated sections")
-    ax.set_ylabel("IoU")
+    ax.set_ylabel("IoU (final)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or $SCRIBBLESEG_CACHE_DIR)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the DDML and head training")
+    parser.add_argument("--suggest", type=nonnegative_int, default=3, metavar="N",
+                        help="print the N sections where another stroke would most likely help (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -64,7 +66,7 @@ def job_from_args(args: argparse.Namespace):
         probability=args.probability, surface=args.surface, render=args.render, method=args.method,
         spacing=args.spacing, downsample=args.downsample, device=args.device, seed=args.seed, cache_dir=cache_dir,
         cut={k: getattr(args, k) for k in ("gamma", "sigma", "delta") if getattr(args, k) is not None},
-        names=dict(OPTION_NAMES))
+        names=dict(OPTION_NAMES), suggest=args.suggest)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,5 +84,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"heart: {metrics['heart_voxels']} voxels, {metrics['heart_volume_mm3']:.4g} mm^3 ({args.method}; "
           f"features {'reused from cache' if metrics['features_cached'] else 'computed'})")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in done.timings.items()), file=sys.stderr)
+    for k, suggestion in enumerate(metrics.get("suggestions", []), start=1):
+        print(f"look next at {suggestion['text']}" if k == 1 else f"        then {suggestion['text']}")
     print(f"wrote {', '.join(done.outputs.values())}")
     return 0

@@ -1,0 +1,145 @@
+"""Where to scribble next: sections ranked by the error a run probably made there.
+
+After a run the user should look where the result is most likely wrong.  Three
+signs point there, all computed without the truth:
+
+- **unsure**: voxels whose adapted probability ``h`` is close to 0.5 (``1 - |2h - 1|``,
+  summed over the section);
+- **changed a lot**: voxels where the final labels disagree with the network alone
+  (M-Unet probability > 0.5) -- the scribbles or the cut overruled it there, and
+  the neighbouring voxels may need the same;
+- **far from any stroke**: sections many sections away from the nearest scribbled
+  one, where nothing the user drew constrains the result directly.
+
+The score of a section is ``(unsure + changed) * (1 + distance / spread)``: the
+voxel counts say how much may be wrong, the distance how little the user's strokes
+hold it.  Sections that hold no heart in the result, in ``h`` or in the network
+are left out (nothing to look at there).
+
+Examples
+--------
+>>> import numpy as np
+>>> h = np.zeros((5, 8, 8), np.float32); h[2, 2:6, 2:6] = 0.5
+>>> labels = (h > 0.4).astype(np.uint8)
+>>> scribbles = np.zeros((5, 8, 8), np.uint8); scribbles[0, 0, 0] = 2
+>>> [s.section for s in suggest_sections(h, labels, h, scribbles, count=1)]
+[2]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+
+from .errors import ScribbleSegError
+
+#: How many suggestions the command line prints and the API returns by default.
+DEFAULT_COUNT = 3
+
+#: Reasons, as the panel and the command line show them.
+REASONS = {"unsure": "unsure", "changed": "changed a lot", "far": "far from any stroke"}
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One section to look at.
+
+    Attributes
+    ----------
+    section : int
+        Section index (array axis 0).
+    score : float
+        Expected wrong voxels, weighted by the distance to the strokes (higher first).
+    reason : str
+        The main sign: ``"unsure"``, ``"changed a lot"`` or ``"far from any stroke"``.
+    unsure, changed : int
+        Voxel counts behind the score.
+    distance : int
+        Sections to the nearest scribbled section (-1 when nothing is scribbled).
+    """
+
+    section: int
+    score: float
+    reason: str
+    unsure: int
+    changed: int
+    distance: int
+
+    def describe(self) -> str:
+        """One line for a person: ``section 12 (unsure: 340 voxels, 4 sections from a stroke)``."""
+        where = "no stroke yet" if self.distance < 0 else (
+            "on a scribbled section" if self.distance == 0 else f"{self.distance} sections from a stroke")
+        return (f"section {self.section} ({self.reason}: {self.unsure} unsure, {self.changed} changed voxels, "
+                f"{where})")
+
+
+def section_scores(h: np.ndarray, labels: np.ndarray, network: np.ndarray,
+                   scribbles: Optional[np.ndarray]) -> List[Suggestion]:
+    """A :class:`Suggestion` for every section that holds heart in the result, ``h`` or the network.
+
+    Parameters
+    ----------
+    h : numpy.ndarray
+        ``(Z, Y, X)`` float adapted probability in [0, 1].
+    labels : numpy.ndarray
+        ``(Z, Y, X)`` final labels (> 0 heart).
+    network : numpy.ndarray
+        ``(Z, Y, X)`` float M-Unet probability in [0, 1].
+    scribbles : numpy.ndarray or None
+        ``(Z, Y, X)`` uint8 scribbles (0 none).
+
+    Returns
+    -------
+    list of Suggestion
+        In section order (unranked).
+    """
+    h = np.asarray(h)
+    if h.ndim != 3:
+        raise ScribbleSegError(f"h must be a (Z, Y, X) array, got shape {h.shape}")
+    for name, a in (("labels", labels), ("network", network), ("scribbles", scribbles)):
+        if a is not None and np.shape(a) != h.shape:
+            raise ScribbleSegError(f"{name} has shape {np.shape(a)}, h has {h.shape}")
+    n = h.shape[0]
+    fg = np.asarray(labels) > 0
+    net = np.asarray(network) > 0.5
+    unsure = (1.0 - np.abs(2.0 * h.astype(np.float32) - 1.0)).reshape(n, -1).sum(axis=1)
+    changed = (fg != net).reshape(n, -1).sum(axis=1)
+    present = (fg | net | (h > 0.5)).reshape(n, -1).any(axis=1)
+    scribbled = (np.flatnonzero(np.asarray(scribbles).reshape(n, -1).any(axis=1))
+                 if scribbles is not None else np.zeros(0, int))
+    heart_span = np.flatnonzero(present)
+    spread = max(1.0, (heart_span[-1] - heart_span[0] + 1) / 4.0) if heart_span.size else 1.0
+    out = []
+    for z in np.flatnonzero(present):
+        distance = int(np.min(np.abs(scribbled - z))) if scribbled.size else -1
+        weight = 1.0 + (max(distance, 0) if distance >= 0 else n) / spread
+        score = float(unsure[z] + changed[z]) * weight
+        if distance != 0 and weight > 2.0:
+            reason = REASONS["far"]
+        else:
+            reason = REASONS["unsure"] if unsure[z] >= changed[z] else REASONS["changed"]
+        out.append(Suggestion(int(z), score, reason, int(round(float(unsure[z]))), int(changed[z]), distance))
+    return out
+
+
+def suggest_sections(h: np.ndarray, labels: np.ndarray, network: np.ndarray, scribbles: Optional[np.ndarray],
+                     count: int = DEFAULT_COUNT) -> List[Suggestion]:
+    """The ``count`` sections where another stroke would most likely help, best first.
+
+    Parameters
+    ----------
+    h, labels, network, scribbles
+        See :func:`section_scores`.
+    count : int
+        How many to return (fewer if fewer sections hold heart).
+
+    Returns
+    -------
+    list of Suggestion
+    """
+    if int(count) < 0:
+        raise ScribbleSegError(f"count must be >= 0, got {count!r}")
+    ranked = sorted(section_scores(h, labels, network, scribbles), key=lambda s: (-s.score, s.section))
+    return ranked[: int(count)]
