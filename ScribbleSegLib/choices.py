@@ -33,6 +33,11 @@ DEVICES: Tuple[str, ...] = ("auto", "cpu", "cuda")
 """Where torch runs; ``auto`` picks CUDA when torch sees a device."""
 DEFAULT_DEVICE = "auto"
 
+PHANTOM_FAMILIES: Tuple[str, ...] = ("a", "b")
+"""Phantom families (:data:`ScribbleSegLib.phantom.FAMILIES` holds their configs): ``a`` is the default,
+``b`` another lab's stain, scale, anatomy and artefacts."""
+DEFAULT_PHANTOM_FAMILY = "a"
+
 ARCHITECTURES: Tuple[str, ...] = ("munet", "unet")
 """Multi-field-of-view U-Net (the paper's M-Unet) or a plain U-Net."""
 DEFAULT_ARCHITECTURE = "munet"

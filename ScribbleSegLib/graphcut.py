@@ -141,9 +141,10 @@ class GraphCutParams:
         ``linear`` is eq. 5, ``|l - h|``: a confident wrong ``h`` costs as little to
         overrule as an unsure one.  ``log`` uses the log-likelihood ratio, clipped
         at :data:`LOGIT_CLIP`: the cost of label 1 minus that of label 0 is
-        ``-logit(h) / (2 LOGIT_CLIP)`` instead of ``1 - 2h``, so the cut follows
-        ``h`` where it is sure and leaves the unsure voxels to the boundary term.
-        It is applied as ``h' = 1/2 + clip(logit h) / (2 LOGIT_CLIP)`` in eq. 5.
+        ``-clip(logit h) / LOGIT_CLIP`` instead of ``1 - 2h`` (both span [-1, 1]),
+        so moderately sure voxels weigh less than in eq. 5 and the boundary term
+        decides more of them.  It is applied as ``h' = 1/2 + clip(logit h) /
+        (2 LOGIT_CLIP)`` in eq. 5.
     """
 
     gamma: float = DEFAULT_GAMMA

@@ -48,6 +48,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import choices
 from . import progress as _progress
 from .errors import ScribbleSegError
 from .fileio import PathLike, atomic_output
@@ -219,7 +220,7 @@ FAMILIES: Dict[str, PhantomConfig] = {
 }
 
 
-def family_config(family: str = "a", shape: Optional[Sequence[int]] = None) -> PhantomConfig:
+def family_config(family: str = choices.DEFAULT_PHANTOM_FAMILY, shape: Optional[Sequence[int]] = None) -> PhantomConfig:
     """The :class:`PhantomConfig` of a phantom family, optionally with another shape.
 
     Examples

@@ -770,6 +770,7 @@ def normalize_volume(
 
     out = np.empty_like(volume)
     pixels_per_section = volume.shape[1] * volume.shape[2]
+    unfitted: list = []
     with torch_threads(threads):
         shared = None
         if volume_stain is not None and not per_section:
@@ -782,7 +783,9 @@ def normalize_volume(
                 try:
                     stain = _fit_sections([volume[z]], settings, downsample, max_pixels, seed)
                 except ScribbleSegError as exc:
-                    _log.info("section %d: %s; using the volume's stain", z, exc)
+                    # Routine for the sections at the ends of a stack: one summary line below, details at debug.
+                    _log.debug("section %d: %s; using the volume's stain", z, exc)
+                    unfitted.append(z)
                 mapping = None if stain is None else _StainMapping(
                     stain, target, pixels_per_section >= _TABLE_MIN_PIXELS, cancel)
             if mapping is None:
@@ -790,4 +793,7 @@ def normalize_volume(
             else:
                 mapping.apply(volume[z], out[z], tile, cancel)
             _progress.report(progress, _STAGE, (z + 1) / n_sections, f"section {z + 1}/{n_sections}")
+    if unfitted and volume_stain is not None:
+        _log.info("stain normalization: %d of %d sections hold too little tissue or one stain to fit on their own "
+                  "(first: %d); they use the volume's stain", len(unfitted), n_sections, unfitted[0])
     return out

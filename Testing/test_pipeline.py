@@ -88,3 +88,33 @@ def test_segment_command_refuses_bad_output_before_work(case, tmp_path, capsys):
                        "--out", str(tmp_path / "missing" / "o.seg.nrrd"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1 and "missing" in err
+
+
+def test_segment_command_suggests_sections_and_warns_in_one_line(case, tmp_path, capsys):
+    folder, test, scrib, model = case
+    image = tmp_path / "image.nrrd"
+    volume_io.write_rgb_volume(image, test.image)
+    one = np.zeros_like(scrib)
+    z = int(np.flatnonzero(scrib.reshape(len(scrib), -1).any(1))[0])
+    one[z] = scrib[z]  # every stroke on one section: the run goes on, with one warning
+    path = tmp_path / "one.nrrd"
+    volume_io.write_labelmap(path, one, test.image.geometry)
+    status = cli.main(["segment", "--image", str(image), "--scribbles", str(path), "--model", str(model),
+                       "--out", str(tmp_path / "o.nrrd"), "--suggest", "2", "--no-cache", "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 0
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and f"all strokes lie on section {z}" in warnings[0]
+    assert "Traceback" not in captured.err
+    lines = captured.out.splitlines()
+    assert sum(line.startswith("look next at section") for line in lines) == 1
+    assert sum(line.strip().startswith("then section") for line in lines) == 1
+
+
+def test_segment_returns_suggestions_and_warnings(case):
+    _, test, scrib, model = case
+    result = pipeline.segment(test.image, scrib, model, suggest=2)
+    assert len(result.suggestions) == 2 and result.suggestions[0].score >= result.suggestions[1].score
+    assert result.warnings == []
+    bare = pipeline.segment(test.image.array, None, model, method="munet")
+    assert any("no pixel size" in w for w in bare.warnings)

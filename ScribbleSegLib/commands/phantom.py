@@ -2,6 +2,8 @@
 
 import argparse
 
+from .. import choices
+
 from .common import check_phantom_shape, make_output_folder, nonnegative_int, positive_int
 
 
@@ -15,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed; volume i is made with seed S*100+i, as in 'scribbleseg bench' (default 0)")
     parser.add_argument("--shape", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
                         help="sections, rows, columns (default 64 192 192)")
-    parser.add_argument("--family", default="a", choices=("a", "b"),
+    parser.add_argument("--family", default=choices.DEFAULT_PHANTOM_FAMILY, choices=choices.PHANTOM_FAMILIES,
                         help="phantom family: a (default) or b, another lab's stain, scale, anatomy and artefacts")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

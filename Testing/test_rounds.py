@@ -1,0 +1,228 @@
+"""Interactive rounds: corrective strokes, suggestions of where to look, scribble warnings, scale."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import ddml, graphcut, inference, phantom, pipeline, protocol, scribbles, suggest
+from ScribbleSegLib.errors import ScribbleSegError
+
+
+def _square_case():
+    label = np.zeros((4, 40, 40), np.uint8)
+    label[:, 10:30, 10:30] = 1
+    prediction = label.copy()
+    prediction[1, 10:30, 10:18] = 0  # missed heart on section 1 (160 voxels)
+    prediction[2, 2:8, 2:30] = 1  # false heart on section 2 (168 voxels)
+    return label, prediction
+
+
+def test_corrective_strokes_go_inside_the_wrong_regions_and_keep_the_old_ones():
+    label, prediction = _square_case()
+    previous = np.zeros_like(label)
+    previous[0, 15, 15:20] = scribbles.HEART
+    previous[3, 35, 5:30] = scribbles.BACKGROUND
+    new = scribbles.corrective_scribbles(label, prediction, previous, seed=3, sections=2, strokes=2)
+    assert np.array_equal(new[previous > 0], previous[previous > 0]), "earlier strokes are kept"
+    added = (new > 0) & (previous == 0)
+    assert added[1].any() and added[2].any(), "both wrong sections got a stroke"
+    assert not added[0].any() and not added[3].any(), "sections without errors get none"
+    # Heart strokes only in missed heart, background strokes only in false heart: never against the truth.
+    assert (label[added & (new == scribbles.HEART)] == 1).all()
+    assert (prediction[added & (new == scribbles.HEART)] == 0).all()
+    assert (label[added & (new == scribbles.BACKGROUND)] == 0).all()
+    assert (prediction[added & (new == scribbles.BACKGROUND)] == 1).all()
+    assert np.array_equal(new, scribbles.corrective_scribbles(label, prediction, previous, seed=3, sections=2,
+                                                              strokes=2)), "deterministic for a seed"
+
+
+def test_corrective_strokes_pick_the_worst_sections_and_skip_tiny_regions():
+    label, prediction = _square_case()
+    errors = scribbles.section_errors(label, prediction)
+    assert errors.tolist() == [0, 160, 168, 0]
+    one = scribbles.corrective_scribbles(label, prediction, np.zeros_like(label), sections=1)
+    assert np.flatnonzero(one.reshape(4, -1).any(1)).tolist() == [2]
+    tiny = label.copy()
+    tiny[1, 0, 0] = 1  # one wrong pixel: too small to scribble in
+    assert not scribbles.corrective_scribbles(label, tiny, np.zeros_like(label)).any()
+    with pytest.raises(ScribbleSegError, match="shape"):
+        scribbles.corrective_scribbles(label, prediction[:2], np.zeros_like(label))
+
+
+def test_suggestions_rank_unsure_and_far_sections_first():
+    h = np.zeros((9, 16, 16), np.float32)
+    labels = np.zeros((9, 16, 16), np.uint8)
+    network = np.zeros_like(h)
+    for z in range(1, 8):  # a heart on sections 1-7, sure everywhere...
+        h[z, 4:12, 4:12], labels[z, 4:12, 4:12], network[z, 4:12, 4:12] = 0.95, 1, 0.95
+    h[4, 4:12, 4:12] = 0.55  # ...but unsure on section 4
+    network[6, 4:12, 4:12] = 0.1  # and the network disagreed with the result on section 6
+    strokes = np.zeros_like(labels)
+    strokes[4, 8, 8], strokes[6, 8, 8], strokes[4, 0, 0] = 1, 1, 2
+    ranked = suggest.suggest_sections(h, labels, network, strokes, count=2)
+    assert [s.section for s in ranked] == [6, 4]
+    assert ranked[0].reason == "changed a lot" and ranked[1].reason == "unsure"
+    assert "section 6" in ranked[0].describe()
+    # Far from every stroke, a section outranks an equally unsure one on a scribbled section.
+    h[1, 4:12, 4:12] = 0.55
+    top = suggest.suggest_sections(h, labels, network, strokes, count=1)[0]
+    assert top.section == 1 and top.reason == "far from any stroke" and top.distance == 3
+    assert suggest.suggest_sections(h, labels, network, strokes, count=0) == []
+    with pytest.raises(ScribbleSegError, match="shape"):
+        suggest.section_scores(h, labels[:3], network, strokes)
+
+
+def test_scribble_warnings_name_one_section_touching_and_far_strokes():
+    s = np.zeros((6, 60, 60), np.uint8)
+    s[2, 20, 20:30] = 1
+    s[2, 24, 5:55] = 2
+    (one,) = pipeline.scribble_warnings(s)
+    assert one.startswith("all strokes lie on section 2") and "\n" not in one
+    s[4, 21, 20:30] = 2  # background right beside the heart stroke's neighbour row, another section
+    s[4, 20, 20:30] = 1
+    warnings = pipeline.scribble_warnings(s)
+    assert any("touch on 1 section" in w for w in warnings) and not any("all strokes" in w for w in warnings)
+    far = np.zeros((4, 200, 200), np.uint8)
+    far[1, 10, 10:14] = 1
+    far[2, 190, 150:190] = 2
+    assert any("far from the heart strokes" in w for w in pipeline.scribble_warnings(far))
+    near = far.copy()
+    near[1, 14, 10:14] = 2
+    assert not any("far from" in w for w in pipeline.scribble_warnings(near))
+
+
+def test_network_scale_resamples_only_stacks_with_a_known_nearby_pixel_size():
+    model = dataclasses.make_dataclass("M", [("voxel_size", tuple)])((0.02, 0.02, 0.04))
+    warnings = []
+    assert pipeline.network_scale((0.0154, 0.0154), model, warnings) == pytest.approx((0.77, 0.77))
+    assert pipeline.network_scale((0.0201, 0.0199), model, warnings) == (1.0, 1.0) and warnings == []
+    assert pipeline.network_scale(None, model, warnings) == (1.0, 1.0)
+    assert pipeline.network_scale((1.0, 1.0), model, warnings) == (1.0, 1.0)
+    assert len(warnings) == 2 and "no pixel size" in warnings[0] and "far from the model's" in warnings[1]
+
+
+def test_rescaled_inference_runs_the_network_at_the_model_scale_and_returns_the_stack_grid():
+    import torch
+
+    from ScribbleSegLib.model_file import SegModel
+    from ScribbleSegLib.nets import ModelConfig, build_net
+
+    torch.manual_seed(0)
+    config = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
+    model = SegModel(config=config, net=build_net(config).eval(), stain=None, voxel_size=(0.02, 0.02, 0.04),
+                     bank_features=np.zeros((0, 8), np.float32), bank_labels=np.zeros(0, np.uint8),
+                     device=torch.device("cpu"))
+    image = np.random.default_rng(1).integers(0, 256, (2, 40, 52, 3), dtype=np.uint8)
+    prob, feats = inference.predict_volume(model, image, scale=(0.5, 0.5))
+    assert prob.shape == (2, 40, 52) and feats.shape == (2, 40, 52, 8)
+    small = torch.nn.functional.interpolate(torch.from_numpy(image[0]).permute(2, 0, 1)[None].float(),
+                                            size=(20, 26), mode="bilinear", align_corners=False, antialias=True)
+    small = small.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    p_small, _ = inference.predict_volume(model, small[None])
+    back = torch.nn.functional.interpolate(torch.from_numpy(p_small)[None], size=(40, 52), mode="bilinear",
+                                           align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(prob[0], back, atol=1e-5)
+    # The band-wise resize used for huge sections gives the same features as the whole-section one.
+    part = inference._resize_rows(torch.from_numpy(feats[0][::2, ::2].astype(np.float32)).permute(2, 0, 1)[None],
+                                  0, 20, 40, 5, 17, 52)
+    whole = inference._resize(torch.from_numpy(feats[0][::2, ::2].astype(np.float32)).permute(2, 0, 1)[None],
+                              (40, 52))[0, :, 5:17]
+    np.testing.assert_allclose(part.numpy(), whole.numpy(), atol=1e-4)
+    with pytest.raises(ScribbleSegError, match="scale"):
+        inference.predict_volume(model, image, scale=(0.0, 1.0))
+
+
+def test_log_data_term_keeps_h_order_and_half_and_clips():
+    h = np.array([0.0, 0.01, 0.3, 0.5, 0.7, 0.99, 1.0], np.float32)
+    t = graphcut.log_data_term(h)
+    assert np.all(np.diff(t) >= 0) and t[3] == pytest.approx(0.5)
+    assert t[0] == 0.0 and t[-1] == pytest.approx(1.0)
+    # The cost difference of the two labels is the clipped log-likelihood ratio (scaled).
+    assert 1 - 2 * t[4] == pytest.approx(-np.log(0.7 / 0.3) / graphcut.LOGIT_CLIP, rel=1e-5)
+    with pytest.raises(ScribbleSegError, match="data_term"):
+        graphcut.GraphCutParams(data_term="quadratic")
+
+
+def test_the_log_term_cut_is_the_exact_minimum_of_its_energy():
+    from itertools import product
+
+    rng = np.random.default_rng(4)
+    shape = (2, 2, 3)
+    h = rng.random(shape).astype(np.float32)
+    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    seeds = np.zeros(shape, np.uint8)
+    seeds[0, 0, 0], seeds[1, 1, 2] = 1, 2
+    params = graphcut.GraphCutParams(gamma=0.6, sigma=0.3, delta=0.1, data_term="log")
+    best = min(graphcut.energy(np.array(bits, np.uint8).reshape(shape), h, image, seeds, params=params)
+               for bits in product((0, 1), repeat=h.size))
+    labels = graphcut.graph_cut(h, image, seeds, params=params, mode="full")
+    assert graphcut.energy(labels, h, image, seeds, params=params) == pytest.approx(best, abs=1e-5)
+    # It is the linear term's energy with h replaced by log_data_term(h).
+    linear = dataclasses.replace(params, data_term="linear")
+    assert graphcut.energy(labels, h, image, seeds, params=params) == pytest.approx(
+        graphcut.energy(labels, graphcut.log_data_term(h), image, seeds, params=linear), abs=1e-6)
+
+
+def test_network_weight_blends_the_network_probability_into_h():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(2, 12, 12, 6)).astype(np.float16)
+    s = np.zeros((2, 12, 12), np.uint8)
+    s[0, :3], s[1, -3:] = 1, 2
+    network = rng.random((2, 12, 12)).astype(np.float32)
+    cfg = ddml.DDMLConfig(steps=5, head_steps=5, pool_size=64, batch_size=16)
+    alone = ddml.adapt(feats, s, None, None, cfg).h
+    blended = ddml.adapt(feats, s, None, None, dataclasses.replace(cfg, network_weight=0.25),
+                         network_probability=network).h
+    np.testing.assert_allclose(blended, 0.75 * alone + 0.25 * network, atol=1e-6)
+    with pytest.raises(ScribbleSegError, match="network's probability"):
+        ddml.adapt(feats, s, None, None, dataclasses.replace(cfg, network_weight=0.25))
+    with pytest.raises(ScribbleSegError, match="network_weight"):
+        ddml.DDMLConfig(network_weight=1.5)
+    assert ddml.DDMLConfig.paper().network_weight == 0.0 and ddml.DDMLConfig.paper().scribble_share == 0.05
+
+
+def test_phantom_families_differ_in_stain_scale_and_artefacts():
+    a = phantom.make_phantom(seed=3, config=phantom.family_config("a", (16, 64, 64)))
+    b = phantom.make_phantom(seed=3, config=phantom.family_config("b", (16, 64, 64)))
+    assert b.label.mean() > 1.5 * a.label.mean(), "family b shows the heart bigger in pixels"
+    assert b.image.geometry.spacing[0] < a.image.geometry.spacing[0], "with finer pixels"
+    tissue_a, tissue_b = a.tissue > 0, b.tissue > 0
+    assert abs(a.image.array[tissue_a].mean(0) - b.image.array[tissue_b].mean(0)).max() > 8, "another stain"
+    assert b.info["bubbles"] and b.info["debris"] and len(b.info["tears"]) > len(a.info["tears"])
+    with pytest.raises(ScribbleSegError, match="family"):
+        phantom.family_config("c")
+
+
+def test_rounds_run_and_report_on_a_tiny_case():
+    from ScribbleSegLib.nets import ModelConfig
+    from ScribbleSegLib.training import train_model
+
+    cfg = phantom.PhantomConfig(shape=(12, 48, 48))
+    train, test = phantom.make_phantom(seed=1, config=cfg), phantom.make_phantom(seed=2, config=cfg)
+    import tempfile
+    from pathlib import Path
+
+    from ScribbleSegLib.model_file import load_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = train_model([train.image], [train.label], Path(folder) / "tiny.model",
+                           ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8),
+                           max_iters=20, seed=0)
+        model = load_model(path, device="cpu")
+    outputs = protocol.compute_outputs(test.image.array, model, None)
+    start = scribbles.simulate_scribbles(test.label, seed=0, every=4)
+    fast = dataclasses.replace(ddml.DDMLConfig(), steps=20, head_steps=20, pool_size=500, batch_size=32)
+    runs = protocol.run_rounds(test.image, test.label, start, model, outputs.munet, rounds=3, ddml_config=fast)
+    assert len(runs) == 3
+    assert runs[2].scribbled_voxels > runs[1].scribbled_voxels > runs[0].scribbled_voxels, "strokes were added"
+    assert all(0 <= r.final["iou"] <= 1 and len(r.suggested) <= protocol.CORRECTED_SECTIONS for r in runs)
+    table = protocol.rounds_table({"tiny": [runs]})
+    assert table.count("| tiny |") == 3
+
+
+def test_the_phantom_families_are_the_ones_the_choices_name():
+    from ScribbleSegLib import choices
+
+    assert tuple(phantom.FAMILIES) == choices.PHANTOM_FAMILIES
+    assert choices.DEFAULT_PHANTOM_FAMILY in phantom.FAMILIES
