@@ -3,7 +3,6 @@
 import argparse
 
 from .. import choices
-
 from .common import check_phantom_shape, make_output_folder, nonnegative_int, positive_int
 
 
