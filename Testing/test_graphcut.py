@@ -335,3 +335,48 @@ def test_progress_and_cancel():
     token.cancel()
     with pytest.raises(CancelledError):
         graph_cut(h, image, scribbles, params=SYNTH, cancel=token)
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_the_10_neighbourhood_cut_is_the_brute_force_minimum(trial):
+    from itertools import product
+
+    rng = np.random.default_rng(100 + trial)
+    shape = (1, 3, 4) if trial % 2 else (2, 2, 3)
+    h = rng.random(shape).astype(np.float32)
+    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
+    params = GraphCutParams(gamma=(0.3, 0.8)[trial % 2], sigma=0.3, delta=0.1, neighbourhood=10)
+    best = min(energy(np.array(bits, np.uint8).reshape(shape), h, image, scribbles, params=params)
+               for bits in product((0, 1), repeat=h.size))
+    labels = graph_cut(h, image, scribbles, params=params, mode="full")
+    assert energy(labels, h, image, scribbles, params=params) == pytest.approx(best, abs=1e-5)
+
+
+def test_a_45_degree_boundary_costs_its_euclidean_length_with_diagonals():
+    # A straight boundary at 45 degrees vs an axis-aligned one of the same Euclidean length.
+    n = 40
+    h = np.full((1, n, n), 0.5, np.float32)
+    image = np.zeros((1, n, n, 3), np.uint8)
+    none = np.zeros((1, n, n), np.uint8)
+    yy, xx = np.mgrid[0:n, 0:n]
+    axis = (xx < n // 2)[None].astype(np.uint8)  # boundary length n
+    diagonal = (xx + yy < n)[None].astype(np.uint8)  # boundary length n * sqrt 2
+    for nb, ratio in ((6, 2.0), (10, np.sqrt(2))):  # L1 counts 2n pairs on the diagonal; Crofton about n sqrt 2
+        p = GraphCutParams(gamma=1.0, sigma=1.0, delta=0.0, neighbourhood=nb)
+        cost = [energy(lab, h, image, none, params=p) - 0.5 * h.size for lab in (axis, diagonal)]
+        assert cost[1] / cost[0] == pytest.approx(ratio, rel=0.06), nb
+
+
+def test_the_10_neighbourhood_falls_back_where_it_cannot_cut(caplog):
+    h, image, scribbles, _ = ellipsoid_case((6, 24, 24), 0.3, 0)
+    params = GraphCutParams(gamma=1.0, neighbourhood=10)
+    with caplog.at_level("INFO", logger="ScribbleSegLib.graphcut"):
+        banded = graph_cut(h, image, scribbles, params=params, mode="banded")
+        oblong = graph_cut(h, image, scribbles, spacing_zyx=(1.0, 1.0, 2.0), params=params)
+    assert banded.shape == oblong.shape == h.shape
+    notes = [r.getMessage() for r in caplog.records]
+    assert any("banded" in m for m in notes) and any("square pixels" in m for m in notes)
+    with pytest.raises(ScribbleSegError, match="neighbourhood"):
+        GraphCutParams(neighbourhood=8)

@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cut.add_argument("--gamma", type=nonnegative_float, help="weight of the boundary term")
     cut.add_argument("--sigma", type=positive_float, help="colour-contrast scale of the boundary term")
     cut.add_argument("--delta", type=nonnegative_float, help="constant added to the contrast weight")
+    cut.add_argument("--neighbourhood", type=int, choices=(6, 10),
+                     help="6: the paper's grid; 10: in-plane diagonals too (outlines that follow round shapes)")
+    cut.add_argument("--data-term", choices=("linear", "log"),
+                     help="the paper's |l - h| (linear) or the clipped log-likelihood ratio (log)")
     parser.add_argument("--cache-dir", default=None,
                         help=f"where M-Unet features are cached (default {choices.default_cache_dir()}, "
                              "or $SCRIBBLESEG_CACHE_DIR)")
@@ -46,13 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+#: Fields of GraphCutParams the command line sets (argparse turns --data-term into data_term).
+CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term")
+
+
 def cut_params_from_args(args: argparse.Namespace):
     """``GraphCutParams`` with the defaults replaced by any of --gamma/--sigma/--delta."""
     import dataclasses
 
     from ..graphcut import GraphCutParams
 
-    given = {k: getattr(args, k) for k in ("gamma", "sigma", "delta") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in CUT_OPTIONS if getattr(args, k) is not None}
     return dataclasses.replace(GraphCutParams(), **given)
 
 
@@ -65,7 +73,7 @@ def job_from_args(args: argparse.Namespace):
         image=args.image, model=args.model, labels=args.out, scribbles=args.scribbles,
         probability=args.probability, surface=args.surface, render=args.render, method=args.method,
         spacing=args.spacing, downsample=args.downsample, device=args.device, seed=args.seed, cache_dir=cache_dir,
-        cut={k: getattr(args, k) for k in ("gamma", "sigma", "delta") if getattr(args, k) is not None},
+        cut={k: getattr(args, k) for k in CUT_OPTIONS if getattr(args, k) is not None},
         names=dict(OPTION_NAMES), suggest=args.suggest)
 
 
