@@ -38,6 +38,11 @@ PHANTOM_FAMILIES: Tuple[str, ...] = ("a", "b")
 ``b`` another lab's stain, scale, anatomy and artefacts."""
 DEFAULT_PHANTOM_FAMILY = "a"
 
+CUT_NEIGHBOURHOODS: Tuple[int, ...] = (6, 10)
+"""Graph-cut neighbourhoods (see :class:`ScribbleSegLib.graphcut.GraphCutParams`)."""
+CUT_DATA_TERMS: Tuple[str, ...] = ("linear", "log")
+"""Graph-cut data terms: the paper's ``|l - h|`` or the clipped log-likelihood ratio."""
+
 ARCHITECTURES: Tuple[str, ...] = ("munet", "unet")
 """Multi-field-of-view U-Net (the paper's M-Unet) or a plain U-Net."""
 DEFAULT_ARCHITECTURE = "munet"

@@ -72,6 +72,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import maxflow
 import numpy as np
 
+from . import choices
 from .errors import ScribbleSegError
 from .resources import available_memory  # noqa: F401  (part of this module's API: the cut's budget)
 from .progress import CancelToken, ProgressCallback, check, report, sub_progress
@@ -88,7 +89,7 @@ DEFAULT_DELTA = 0.05
 #: Ways of forming the colour x_v of a voxel.
 COLOURS = ("rgb", "luminance")
 #: Data terms: the paper's ``|l - h|`` (eq. 5), or the log-likelihood ratio ``-log h`` vs ``-log(1 - h)``.
-DATA_TERMS = ("linear", "log")
+DATA_TERMS = choices.CUT_DATA_TERMS
 #: The log data term clips the logit of h to +-LOGIT_CLIP (h in [0.018, 0.982]): a voxel's vote is
 #: bounded, so a scribble's hard seed and the boundary term can still overrule a confident error.
 LOGIT_CLIP = 4.0
@@ -96,7 +97,7 @@ LOGIT_CLIP = 4.0
 MODES = ("auto", "full", "banded")
 #: Neighbourhoods: 6 (the paper's grid: 4 in-plane neighbours and 2 across sections) or 10 (8 in-plane
 #: neighbours, diagonals included, and 2 across sections).
-NEIGHBOURHOODS = (6, 10)
+NEIGHBOURHOODS = choices.CUT_NEIGHBOURHOODS
 # Cauchy-Crofton weights of the 8-neighbourhood (Boykov & Kolmogorov, ICCV 2003): pi/8 for the axis pairs
 # and pi/(8 sqrt 2) for the diagonals, then scaled so that an axis-aligned boundary costs what it costs
 # on the 4-neighbourhood; a boundary at 45 degrees then costs its Euclidean length too (not sqrt 2 more).

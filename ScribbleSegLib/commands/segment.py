@@ -36,9 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cut.add_argument("--gamma", type=nonnegative_float, help="weight of the boundary term")
     cut.add_argument("--sigma", type=positive_float, help="colour-contrast scale of the boundary term")
     cut.add_argument("--delta", type=nonnegative_float, help="constant added to the contrast weight")
-    cut.add_argument("--neighbourhood", type=int, choices=(6, 10),
+    cut.add_argument("--neighbourhood", type=int, choices=choices.CUT_NEIGHBOURHOODS,
                      help="6: the paper's grid; 10: in-plane diagonals too (outlines that follow round shapes)")
-    cut.add_argument("--data-term", choices=("linear", "log"),
+    cut.add_argument("--data-term", choices=choices.CUT_DATA_TERMS,
                      help="the paper's |l - h| (linear) or the clipped log-likelihood ratio (log)")
     parser.add_argument("--cache-dir", default=None,
                         help=f"where M-Unet features are cached (default {choices.default_cache_dir()}, "
