@@ -399,9 +399,11 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
         # Distance (mm) from every voxel to the nearest heart stroke, read at the background strokes.
         image = sitk.GetImageFromArray(heart.astype(np.uint8))
         image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
-        dist = sitk.GetArrayViewFromImage(sitk.SignedMaurerDistanceMap(
-            image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
-        nearest = float(dist[background].min())
+        # Keep the image: a view of a temporary SimpleITK image reads freed memory (a segfault).
+        distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                useImageSpacing=True)
+        nearest = float(sitk.GetArrayViewFromImage(distance)[background].min())
+        del distance
         zs, ys, xs = np.nonzero(heart)
         extent = max(float((ys.max() - ys.min() + 1) * spacing_zyx[1]), float((xs.max() - xs.min() + 1)
                                                                               * spacing_zyx[2]))
