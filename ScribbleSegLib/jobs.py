@@ -13,6 +13,10 @@
    error, a full disk, a cancel, SIGINT or SIGTERM removes the temporaries;
    the targets are untouched until the last output is written.
 
+:func:`open_session` does step 2 once and computes the M-Unet features
+(:class:`ScribbleSegLib.session.Session`); :func:`session_files` then does
+steps 1, 3, 4 (adaptation and cut only) and 5 for each new set of scribbles.
+
 Messages name the inputs and outputs the way the caller does (``--out`` on
 the command line, ``outputs.labels`` in a worker request) through
 :attr:`SegmentFiles.names`.
@@ -253,26 +257,18 @@ def segment_files(job: SegmentFiles, *, progress: Optional[ProgressCallback] = N
     ...
     ScribbleSegLib.errors.ScribbleSegError: missing.nrrd: no such file or folder (image)
     """
-    import numpy as np
-
-    from . import pipeline, volume_io
-    from .fileio import OutputSet, check_free_space, signals_raise
+    from . import pipeline
+    from .fileio import signals_raise
     from .model_file import load_model
 
     check_job(job)
     cut_params, ddml_config = settings(job)
     timings: Dict[str, float] = {}
     with signals_raise():
-        t0 = time.perf_counter()
-        report(progress, "read", 0.0, "reading the image")
-        image = volume_io.read_image(job.image, spacing=job.spacing, downsample=job.downsample,
-                                     progress=progress, cancel=cancel)
-        scribbles = (volume_io.read_scribbles(job.scribbles, image.shape, image.geometry)
-                     if job.scribbles and job.method != "munet" else None)
-        timings["read"] = time.perf_counter() - t0
+        image = read_job_image(job, timings, progress=progress, cancel=cancel)
+        scribbles = read_job_scribbles(job, image, timings)
         model = load_model(job.inputs()["model"], device=job.device)
-        targets = job.outputs()
-        check_free_space({targets[k]: n for k, n in expected_bytes(job, image.shape).items()})
+        check_job_space(job, image.shape)
         check(cancel)
 
         result = pipeline.segment(image, scribbles, model, method=job.method, cut_params=cut_params,
@@ -280,40 +276,90 @@ def segment_files(job: SegmentFiles, *, progress: Optional[ProgressCallback] = N
                                   seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel)
         timings.update(result.timings)
         check(cancel)
+        write_results(job, result, image.geometry, timings, progress=progress, cancel=cancel)
+    return SegmentFilesResult({k: str(v) for k, v in job.outputs().items()},
+                              result_metrics(result, image.shape, image.geometry, scribbles), timings)
 
-        t0 = time.perf_counter()
-        geometry = image.geometry
-        with OutputSet(targets) as out:
-            report(progress, "write", 0.0, "writing the results")
-            with out.writing("labels") as tmp:
-                if str(targets["labels"]).lower().endswith(".seg.nrrd"):
-                    volume_io.write_segmentation(tmp, [("heart", result.labels, volume_io.HEART_COLOR)], geometry)
-                else:
-                    volume_io.write_labelmap(tmp, result.labels, geometry)
-            if "probability" in targets:
-                with out.writing("probability") as tmp:
-                    volume_io.write_probability(tmp, result.probability, geometry)
-            if "surface" in targets or "render" in targets:
-                from . import surface
 
-                poly = surface.labelmap_to_surface(result.labels, geometry, cancel=cancel)
-                if "surface" in targets:
-                    with out.writing("surface") as tmp:
-                        surface.write_surface(tmp, poly)
-                if "render" in targets:
-                    with out.writing("render") as tmp:
-                        surface.render_surface_png(poly, tmp, size=RENDER_SIZE)
-            check(cancel)  # the last moment a cancel still leaves everything as it was
-            out.commit()
-        report(progress, "write", 1.0, "done")
-        timings["write"] = time.perf_counter() - t0
+def read_job_image(job: SegmentFiles, timings: Dict[str, float], *, progress: Optional[ProgressCallback] = None,
+                   cancel: Optional[CancelToken] = None):
+    """Read the job's image as a :class:`~ScribbleSegLib.geometry.Volume` (memory checked first).
+
+    Adds the seconds spent to ``timings["read"]``.
+    """
+    from . import volume_io
+
+    t0 = time.perf_counter()
+    report(progress, "read", 0.0, "reading the image")
+    image = volume_io.read_image(job.image, spacing=job.spacing, downsample=job.downsample,
+                                 progress=progress, cancel=cancel)
+    timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
+    return image
+
+
+def read_job_scribbles(job: SegmentFiles, image, timings: Dict[str, float]):
+    """The job's scribbles on ``image``'s grid (geometry checked), or None for ``munet``."""
+    from . import volume_io
+
+    t0 = time.perf_counter()
+    scribbles = (volume_io.read_scribbles(job.scribbles, image.shape, image.geometry)
+                 if job.scribbles and job.method != "munet" else None)
+    timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
+    return scribbles
+
+
+def check_job_space(job: SegmentFiles, shape_zyx: Sequence[int]) -> None:
+    """Refuse the job before computing when its outputs cannot fit on their disks."""
+    from .fileio import check_free_space
+
+    targets = job.outputs()
+    check_free_space({targets[k]: n for k, n in expected_bytes(job, shape_zyx).items()})
+
+
+def write_results(job: SegmentFiles, result, geometry, timings: Dict[str, float], *,
+                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
+    """Write every output of ``job`` from a :class:`~ScribbleSegLib.pipeline.SegmentResult`, all or none."""
+    from . import volume_io
+    from .fileio import OutputSet
+
+    t0 = time.perf_counter()
+    targets = job.outputs()
+    with OutputSet(targets) as out:
+        report(progress, "write", 0.0, "writing the results")
+        with out.writing("labels") as tmp:
+            if str(targets["labels"]).lower().endswith(".seg.nrrd"):
+                volume_io.write_segmentation(tmp, [("heart", result.labels, volume_io.HEART_COLOR)], geometry)
+            else:
+                volume_io.write_labelmap(tmp, result.labels, geometry)
+        if "probability" in targets:
+            with out.writing("probability") as tmp:
+                volume_io.write_probability(tmp, result.probability, geometry)
+        if "surface" in targets or "render" in targets:
+            from . import surface
+
+            poly = surface.labelmap_to_surface(result.labels, geometry, cancel=cancel)
+            if "surface" in targets:
+                with out.writing("surface") as tmp:
+                    surface.write_surface(tmp, poly)
+            if "render" in targets:
+                with out.writing("render") as tmp:
+                    surface.render_surface_png(poly, tmp, size=RENDER_SIZE)
+        check(cancel)  # the last moment a cancel still leaves everything as it was
+        out.commit()
+    report(progress, "write", 1.0, "done")
+    timings["write"] = time.perf_counter() - t0
+
+
+def result_metrics(result, shape_zyx: Sequence[int], geometry, scribbles) -> Dict[str, Any]:
+    """The ``metrics`` of a :class:`SegmentFilesResult` (heart voxels and volume, suggestions, warnings, ...)."""
+    import numpy as np
 
     voxels = int(np.count_nonzero(result.labels))
     sx, sy, sz = geometry.spacing
     metrics: Dict[str, Any] = {
         "heart_voxels": voxels,
         "heart_volume_mm3": voxels * sx * sy * sz,
-        "shape_zyx": list(image.shape),
+        "shape_zyx": list(shape_zyx),
         "features_cached": bool(result.features_cached),
         "method": result.method,
     }
@@ -325,4 +371,70 @@ def segment_files(job: SegmentFiles, *, progress: Optional[ProgressCallback] = N
     if scribbles is not None:
         metrics["scribbled_voxels"] = {"heart": int(np.count_nonzero(scribbles == 1)),
                                        "background": int(np.count_nonzero(scribbles == 2))}
-    return SegmentFilesResult({k: str(v) for k, v in targets.items()}, metrics, timings)
+    return metrics
+
+
+def open_session(job: SegmentFiles, *, progress: Optional[ProgressCallback] = None,
+                 cancel: Optional[CancelToken] = None):
+    """Read the job's image and model and compute (or reuse) its M-Unet features: a warm session.
+
+    Only the image, model, device, spacing, downsample and cache settings of ``job``
+    are used; each :func:`session_files` call then brings its own scribbles and outputs.
+
+    Returns
+    -------
+    ScribbleSegLib.session.Session
+        With ``timings["read"]`` added.
+    """
+    from .checks import check_device
+    from .fileio import signals_raise
+    from .model_file import load_model
+    from .session import Session
+
+    try:
+        check_device(job.device)
+    except ScribbleSegError:
+        raise ScribbleSegError(f"{job.name('device')} {job.device!r}: expected one of "
+                               + ", ".join(choices.DEVICES)) from None
+    for key, value in job.inputs().items():
+        if key != "scribbles" and not Path(value).exists():
+            raise ScribbleSegError(f"{value}: no such file or folder ({job.name(key)})")
+    timings: Dict[str, float] = {}
+    with signals_raise():
+        image = read_job_image(job, timings, progress=progress, cancel=cancel)
+        model = load_model(job.inputs()["model"], device=job.device)
+        session = Session(image, model, device=job.device, cache_dir=job.cache_dir, progress=progress,
+                          cancel=cancel)
+    session.timings.update(timings)
+    return session
+
+
+def session_files(session, job: SegmentFiles, *, progress: Optional[ProgressCallback] = None,
+                  cancel: Optional[CancelToken] = None) -> SegmentFilesResult:
+    """:func:`segment_files` on a warm session: read the scribbles, adapt, cut, write (all or none).
+
+    ``job.image`` and ``job.model`` name the session's inputs (outputs must not
+    overwrite them); the image is not read again and the M-Unet does not run.
+
+    Returns
+    -------
+    SegmentFilesResult
+        ``timings`` holds this run's stages.
+    """
+    from .fileio import signals_raise
+
+    check_job(job)
+    cut_params, ddml_config = settings(job)
+    timings: Dict[str, float] = {}
+    image = session.volume
+    with signals_raise():
+        scribbles = read_job_scribbles(job, image, timings)
+        check_job_space(job, image.shape)
+        check(cancel)
+        result = session.run(scribbles, method=job.method, cut_params=cut_params, ddml_config=ddml_config,
+                             seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel)
+        timings.update(result.timings)
+        check(cancel)
+        write_results(job, result, image.geometry, timings, progress=progress, cancel=cancel)
+    return SegmentFilesResult({k: str(v) for k, v in job.outputs().items()},
+                              result_metrics(result, image.shape, image.geometry, scribbles), timings)

@@ -238,11 +238,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         image, scribbles, model, spacing=spacing, method=method, cut_params=cut_params, ddml_config=ddml_config,
         device=device, cache_dir=cache_dir, seed=seed, features=features)
     spacing_known = isinstance(image, Volume) or spacing is not None
-    warnings: List[str] = []
-    if scribbles is not None and method != "munet":
-        warnings += scribble_warnings(scribbles, geometry.spacing_zyx)
-        for line in warnings:
-            log.warning(line)
+    warnings = run_warnings(scribbles, method, geometry.spacing_zyx)
 
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
@@ -254,21 +250,101 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     if features is not None:
         (prob, feats), cached = features, True
     else:
-        before = len(warnings)
-        scale = network_scale(geometry.spacing[:2] if spacing_known else None, loaded, warnings)
-        for line in warnings[before:]:
-            log.warning(line)
+        scale = logged_network_scale(geometry.spacing[:2] if spacing_known else None, loaded, warnings)
         prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir,
                                                device=device, scale=scale, progress=progress, cancel=cancel)
     timings["M-Unet features"] = time.perf_counter() - t0
+    return adapt_and_cut(array, geometry.spacing_zyx, scribbles, loaded, prob, feats, method=method,
+                         cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,
+                         features_cached=cached, timings=timings, warnings=warnings, progress=progress,
+                         cancel=cancel)
+
+
+def run_warnings(scribbles: Optional[np.ndarray], method: str, spacing_zyx: Sequence[float]) -> List[str]:
+    """The scribble warnings of one run (:func:`scribble_warnings`), each logged; none for ``munet``.
+
+    Examples
+    --------
+    >>> run_warnings(None, "munet", (1.0, 1.0, 1.0))
+    []
+    """
+    warnings: List[str] = []
+    if scribbles is not None and method != "munet":
+        warnings += scribble_warnings(scribbles, spacing_zyx)
+        for line in warnings:
+            log.warning(line)
+    return warnings
+
+
+def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: List[str]
+                         ) -> Tuple[float, float]:
+    """:func:`network_scale`, logging the warnings it appends to ``warnings``.
+
+    Examples
+    --------
+    >>> class Model: voxel_size = (1.0, 1.0, 1.0)
+    >>> logged_network_scale((0.5, 0.5), Model(), [])
+    (1.0, 1.0)
+    """
+    before = len(warnings)
+    scale = network_scale(spacing_xy, model, warnings)
+    for line in warnings[before:]:
+        log.warning(line)
+    return scale
+
+
+def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Optional[np.ndarray], model,
+                  prob: np.ndarray, feats: np.ndarray, *, method: str = "full", cut_params=None, ddml_config=None,
+                  seed: int = 0, suggest: int = DEFAULT_SUGGESTIONS, features_cached: bool = True,
+                  timings: Optional[Dict[str, float]] = None, warnings: Optional[List[str]] = None,
+                  progress: Optional[ProgressCallback] = None,
+                  cancel: Optional[CancelToken] = None) -> SegmentResult:
+    """Features -> DDML + head -> graph cut -> suggestions: the part of a run after the M-Unet.
+
+    The one code path shared by :func:`segment` and :class:`ScribbleSegLib.session.Session`;
+    the arguments are already checked (:func:`ScribbleSegLib.checks.check_segment_args`).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        ``(Z, Y, X, 3)`` uint8 RGB (the cut's colour term).
+    spacing_zyx : tuple of 3 float
+        Voxel size in mm, array-axis order.
+    scribbles : numpy.ndarray or None
+        uint8 ``(Z, Y, X)``; None only for ``munet``.
+    model : SegModel
+        The loaded model (its training-pixel bank).
+    prob, feats : numpy.ndarray
+        The M-Unet probability ``(Z, Y, X)`` and features ``(Z, Y, X, C)`` (:func:`compute_features`).
+    method, cut_params, ddml_config, seed, suggest
+        See :func:`segment`.
+    features_cached : bool
+        Goes to :attr:`SegmentResult.features_cached`.
+    timings, warnings
+        Filled further and returned in the result (new ones if None).
+    progress, cancel
+        See :mod:`ScribbleSegLib.progress`.
+
+    Returns
+    -------
+    SegmentResult
+
+    Examples
+    --------
+    >>> p = np.array([[[0.2, 0.9]]], np.float32)
+    >>> adapt_and_cut(np.zeros((1, 1, 2, 3), np.uint8), (1, 1, 1), None, None, p, None, method="munet").labels
+    array([[[0, 1]]], dtype=uint8)
+    """
+    timings = {} if timings is None else timings
+    warnings = [] if warnings is None else warnings
     if method == "munet":
-        return SegmentResult((prob > 0.5).astype(np.uint8), prob, prob, method, cached, timings, warnings)
+        return SegmentResult((prob > 0.5).astype(np.uint8), prob, prob, method, features_cached, timings, warnings)
     check(cancel)
 
     from .ddml import adapt
 
     t0 = time.perf_counter()
-    adapted = adapt(feats, scribbles, loaded.bank_features, loaded.bank_labels, config=ddml_config, seed=seed,
+    adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=ddml_config, seed=seed,
                     network_probability=prob, progress=progress, cancel=cancel)
     h = adapted.h
     timings["DDML + head"] = time.perf_counter() - t0
@@ -279,13 +355,13 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         from .graphcut import graph_cut
 
         t0 = time.perf_counter()
-        labels = graph_cut(h, array, scribbles, spacing_zyx=geometry.spacing_zyx, params=cut_params,
+        labels = graph_cut(h, array, scribbles, spacing_zyx=spacing_zyx, params=cut_params,
                            progress=progress, cancel=cancel)
         timings["graph cut"] = time.perf_counter() - t0
     from .suggest import suggest_sections
 
     suggestions = suggest_sections(h, labels, prob, scribbles, count=suggest)
-    return SegmentResult(labels, h, prob, method, cached, timings, warnings, suggestions)
+    return SegmentResult(labels, h, prob, method, features_cached, timings, warnings, suggestions)
 
 
 def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> List[str]:
@@ -323,9 +399,11 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
         # Distance (mm) from every voxel to the nearest heart stroke, read at the background strokes.
         image = sitk.GetImageFromArray(heart.astype(np.uint8))
         image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
-        dist = sitk.GetArrayViewFromImage(sitk.SignedMaurerDistanceMap(
-            image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
-        nearest = float(dist[background].min())
+        # Keep the image: a view of a temporary SimpleITK image reads freed memory (a segfault).
+        distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                useImageSpacing=True)
+        nearest = float(sitk.GetArrayViewFromImage(distance)[background].min())
+        del distance
         zs, ys, xs = np.nonzero(heart)
         extent = max(float((ys.max() - ys.min() + 1) * spacing_zyx[1]), float((xs.max() - xs.min() + 1)
                                                                               * spacing_zyx[2]))

@@ -54,6 +54,29 @@ any work and written at the end, all or none.
 
     {"protocol": 1, "task": "devices"}
 
+A persistent worker keeps the model, the volume and its M-Unet features warm
+(:class:`ScribbleSegLib.session.Session`) and runs one segmentation per line
+it reads on stdin::
+
+    {"protocol": 1, "task": "session", "image": "image.nrrd", "model": "/models/heart.model",
+     "device": "auto", "cache_dir": "/cache/features"}
+
+It answers ``started``, progress, then ``{"event": "ready", "metrics": {...},
+"timings": {...}}`` once the features are there (or ``error`` and exits).  Each
+further stdin line is a run, one JSON object with the fields of a ``segment``
+request except ``image``/``model``/``device``/``cache_dir`` (paths relative
+to the session request's folder), and an optional ``id`` echoed in its events::
+
+    {"id": 1, "scribbles": "scribbles2.nrrd", "method": "full", "ddml": {}, "cut": {}, "seed": 0,
+     "outputs": {"labels": "labels2.nrrd"}}
+
+Each run ends with exactly one ``done`` or ``error`` (with its ``id``).  A bad
+run (``input``) or a ``cancel`` line (``cancelled``) leaves the session
+running; ``memory`` and ``internal`` errors end it (exit 1).  A line ``quit``
+ends it after the runs already sent (exit 0); stdin closing (the parent is
+gone) cancels the current run and ends it.
+:class:`SessionProcess` is the parent's side.
+
 :class:`WorkerProcess` is the parent's side: it starts the worker in its own
 process group, reads both streams on background threads and hands the events
 to whoever polls it (the Slicer module polls from a Qt timer), and can cancel
@@ -87,7 +110,7 @@ from .progress import CancelToken
 PROTOCOL = 1
 """Version of the request and event format; a request with another version is refused."""
 
-TASKS = ("segment", "train", "phantom", "devices")
+TASKS = ("segment", "train", "phantom", "devices", "session")
 METHODS = choices.METHODS
 DEVICES = choices.DEVICES
 
@@ -148,19 +171,65 @@ def load_request(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         return checker.train()
     if task == "phantom":
         return checker.phantom()
+    if task == "session":
+        return checker.session()
     return {"protocol": PROTOCOL, "task": task}
+
+
+def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
+    """Read and check one run line of a session (see the module docstring).
+
+    Returns
+    -------
+    dict
+        The run as a ``segment`` request (the session's image, model, device and
+        cache), with every path made absolute and ``id`` (None if not given).
+
+    Raises
+    ------
+    ScribbleSegError
+        With one line naming the run and the field that is wrong.
+
+    Examples
+    --------
+    >>> load_run("{", {"path": "s.json"})
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: run line: is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))
+    """
+    try:
+        run = json.loads(line)
+    except ValueError as exc:
+        raise ScribbleSegError(f"run line: is not valid JSON ({exc})") from None
+    if not isinstance(run, dict):
+        raise ScribbleSegError("run line: must be a JSON object")
+    run_id = run.get("id")
+    label = "run" if run_id is None else f"run {run_id}"
+    fixed = {k: session_request[k] for k in ("image", "model", "device", "cache_dir") if k in session_request}
+    stray = sorted(set(run) & {"image", "model", "device", "cache_dir", "task"})
+    if stray:
+        raise ScribbleSegError(f"{label}: {', '.join(stray)} belong to the session request, not to a run")
+    checker = _RequestChecker(Path(session_request["path"]), {**run, **fixed}, label=label)
+    checked = checker.segment()
+    checked["id"] = run_id
+    suggest = checker.value("suggest", 3, (int,))
+    if suggest < 0:
+        raise checker.fail("suggest", f"must be a non-negative integer, got {suggest!r}")
+    checked["suggest"] = suggest
+    return checked
 
 
 class _RequestChecker:
     """Field checks that name the request file and the field."""
 
-    def __init__(self, path: Path, request: Dict[str, Any]) -> None:
+    def __init__(self, path: Path, request: Dict[str, Any], label: Optional[str] = None) -> None:
         self.path = path
         self.request = request
         self.base = path.resolve().parent
+        self.label = label or str(path)
 
     def fail(self, field: str, problem: str) -> ScribbleSegError:
-        return ScribbleSegError(f"{self.path}: '{field}' {problem}")
+        return ScribbleSegError(f"{self.label}: '{field}' {problem}")
 
     def value(self, field: str, default: Any = ..., types: tuple = ()) -> Any:
         if field not in self.request or self.request[field] is None:
@@ -231,6 +300,16 @@ class _RequestChecker:
                 "probability": (self.path_value(outputs["probability"], "outputs.probability", must_exist=False)
                                 if outputs.get("probability") else None),
             },
+        }
+
+    def session(self) -> Dict[str, Any]:
+        cache_dir = self.value("cache_dir", None, (str,))
+        return {
+            **self.common("session"),
+            "image": self.input_path("image"),
+            "model": self.input_path("model"),
+            "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
+            "path": str(self.path.resolve()),
         }
 
     def phantom(self) -> Dict[str, Any]:
@@ -374,18 +453,25 @@ def _describe_device(name: str) -> str:
     return str(device)
 
 
-def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
-    from .jobs import SegmentFiles, segment_files
+def _job(request: Dict[str, Any], field: str = "request field"):
+    """The :class:`~ScribbleSegLib.jobs.SegmentFiles` of a checked segment request (or session run)."""
+    from .jobs import SegmentFiles
 
-    outputs = request["outputs"]
-    job = SegmentFiles(
-        image=request["image"], model=request["model"], labels=outputs["labels"], scribbles=request["scribbles"],
-        probability=outputs["probability"], method=request["method"], device=request["device"],
-        seed=request["seed"], cache_dir=request["cache_dir"], cut=request["cut"], ddml=request["ddml"],
-        names={"labels": "request field 'outputs.labels'", "probability": "request field 'outputs.probability'",
-               "image": "request field 'image'", "scribbles": "request field 'scribbles'",
-               "model": "request field 'model'", "cut": "request field 'cut'", "ddml": "request field 'ddml'",
-               "method": "request field 'method'", "device": "request field 'device'"})
+    outputs = request.get("outputs") or {"labels": "", "probability": None}
+    names = {key: f"{field} '{key}'" for key in ("image", "scribbles", "model", "cut", "ddml", "method", "device")}
+    names.update(labels=f"{field} 'outputs.labels'", probability=f"{field} 'outputs.probability'")
+    extra = {"suggest": request["suggest"]} if "suggest" in request else {}
+    return SegmentFiles(
+        image=request["image"], model=request["model"], labels=outputs["labels"], scribbles=request.get("scribbles"),
+        probability=outputs["probability"], method=request.get("method", choices.DEFAULT_METHOD),
+        device=request["device"], seed=request["seed"], cache_dir=request["cache_dir"], cut=request.get("cut", {}),
+        ddml=request.get("ddml", {}), names=names, **extra)
+
+
+def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
+    from .jobs import segment_files
+
+    job = _job(request)
     emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
     done = segment_files(job, progress=emitter.progress, cancel=cancel)
     return {"outputs": done.outputs, "metrics": done.metrics, "timings": done.timings}
@@ -484,6 +570,88 @@ def _devices() -> Event:
             "metrics": {}, "timings": {}}
 
 
+def _run_id(line: str) -> Any:
+    """The ``id`` of a run line, None if it has none or is not a JSON object."""
+    try:
+        run = json.loads(line)
+    except ValueError:
+        return None
+    return run.get("id") if isinstance(run, dict) else None
+
+
+class _RunReader:
+    """Reads a session's stdin on a thread: run lines into a queue, ``cancel`` cancels the newest run.
+
+    Each run gets its own :class:`CancelToken` when its line arrives, so a
+    ``cancel`` sent right after a run always reaches that run.
+    """
+
+    def __init__(self) -> None:
+        self.runs: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self.token = CancelToken()  # the session's opening, then the newest run
+        self.closed = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, name="run-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in sys.stdin:
+                text = line.strip()
+                if text == "cancel":
+                    self.token.cancel()
+                elif text == "quit":
+                    self.runs.put(None)
+                    return
+                elif text:
+                    self.token = CancelToken()
+                    self.runs.put((text, self.token))
+        except (OSError, ValueError):
+            pass
+        self.closed.set()  # the parent is gone: stop now
+        self.token.cancel()
+        self.runs.put(None)
+
+
+def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
+    """Open a warm session, announce ``ready``, then run each stdin line; return the exit status."""
+    from .jobs import open_session, session_files
+
+    reader = _RunReader()
+    reader.start()
+    emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
+    session = open_session(_job(request), progress=emitter.progress, cancel=reader.token)
+    emitter.emit("ready", metrics={"shape_zyx": list(session.shape), "features_cached": session.features_cached,
+                                   "warnings": list(session.warnings)},
+                 timings=session.timings)
+    while True:
+        item = reader.runs.get()
+        if item is None or reader.closed.is_set():
+            return EXIT_DONE
+        line, token = item
+        run_id = _run_id(line)
+        try:
+            run = load_run(line, request)
+            files = session_files(session, _job(run, "run field"), progress=emitter.progress, cancel=token)
+            done = {"outputs": files.outputs, "metrics": files.metrics, "timings": files.timings}
+        except CancelledError as exc:
+            emitter.emit("error", id=run_id, kind="cancelled", message=str(exc))
+            continue
+        except ScribbleSegError as exc:
+            emitter.emit("error", id=run_id, kind="input", message=str(exc))
+            continue
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the session's state is unknown now: end it, the parent restarts one
+            traceback.print_exc()
+            kind = "memory" if _is_out_of_memory(exc) else "internal"
+            message = (f"out of memory ({type(exc).__name__}): use the CPU device, or load the volume downsampled"
+                       if kind == "memory" else f"{type(exc).__name__}: {exc}")
+            emitter.emit("error", id=run_id, kind=kind, message=message)
+            return EXIT_FAILED
+        emitter.emit("done", id=run_id, **done)
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
     # torch.cuda.OutOfMemoryError, without importing torch here.
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
@@ -506,12 +674,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger().setLevel(logging.INFO)
     logging.captureWarnings(True)
     token = CancelToken()
-    if args.control_stdin:
-        threading.Thread(target=_watch_stdin, args=(token,), name="cancel-watcher", daemon=True).start()
     try:
         with signals_raise():
             request = load_request(args.request)
             emitter.emit("started", protocol=PROTOCOL, task=request["task"], pid=os.getpid())
+            if request["task"] == "session":
+                return _serve_session(request, emitter)
+            if args.control_stdin:
+                threading.Thread(target=_watch_stdin, args=(token,), name="cancel-watcher", daemon=True).start()
             done = run_request(request, emitter, token)
     except CancelledError as exc:
         emitter.emit("error", kind="cancelled", message=str(exc))
@@ -729,6 +899,105 @@ class WorkerProcess:
         status = "still running" if self.returncode is None else f"exit status {self.returncode}"
         return (f"The ScribbleSeg worker process stopped without a result ({status})."
                 + (f" Its last output:\n{last}" if last else " It printed nothing."))
+
+
+class SessionProcess(WorkerProcess):
+    """The parent's side of a persistent worker (``task: session``): start once, send runs.
+
+    Start it on a session request (:func:`write_request`), :meth:`poll` or
+    :meth:`wait_ready` for ``ready``, then :meth:`send` each run and
+    :meth:`wait_run` (or poll) for its ``done``/``error``.  :meth:`cancel` asks
+    the current run to stop and keeps the session; :meth:`kill` ends it at once
+    (a graph cut cannot be interrupted otherwise); :meth:`close` ends it after
+    the runs sent.  After a crash, :meth:`failure_message` names the last
+    output lines; the caller starts a new session.
+
+    Attributes
+    ----------
+    ready : dict or None
+        The ``ready`` event once the features are there.
+    runs : dict
+        ``id`` -> the ``done`` or ``error`` event that ended that run.
+    """
+
+    def __init__(self, request: Union[str, os.PathLike], **kwargs: Any) -> None:
+        super().__init__(request, **kwargs)
+        self.ready: Optional[Event] = None
+        self.runs: Dict[Any, Event] = {}
+        self._next_id = 1
+
+    def poll(self) -> List[Event]:
+        """Events that arrived since the last call (see :meth:`WorkerProcess.poll`)."""
+        events = super().poll()
+        for event in events:
+            if event["event"] == "ready":
+                self.ready = event
+            elif event["event"] in ("done", "error") and "id" in event:
+                self.runs[event["id"]] = event
+        return events
+
+    def send(self, run: Dict[str, Any]) -> Any:
+        """Send one run (the fields of a run line); return its ``id`` (given, or numbered here).
+
+        Raises
+        ------
+        RuntimeError
+            If the session is not running.
+        """
+        if self._proc is None or self._proc.poll() is not None or self._proc.stdin.closed:
+            raise RuntimeError("the ScribbleSeg session is not running")
+        run = dict(run)
+        if run.get("id") is None:
+            run["id"] = self._next_id
+            self._next_id += 1
+        self.result = self.error = None
+        try:
+            self._proc.stdin.write(json.dumps(run) + "\n")
+            self._proc.stdin.flush()
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"the ScribbleSeg session is not running ({exc})") from None
+        return run["id"]
+
+    def cancel(self) -> None:
+        """Ask the current run to stop at its next check; the session stays."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self._proc.stdin.write("cancel\n")
+            self._proc.stdin.flush()
+
+    def close(self) -> None:
+        """End the session after the runs already sent."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self._proc.stdin.write("quit\n")
+            self._proc.stdin.flush()
+
+    def _wait_for(self, done: Callable[[], bool], on_event: Optional[Callable[[Event], None]],
+                  timeout: Optional[float], interval: float) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done() and not self._finished:
+            for event in self.poll():
+                if on_event is not None:
+                    on_event(event)
+            if done() or self._finished:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the ScribbleSeg session did not answer within {timeout} s")
+            time.sleep(interval)
+
+    def wait_ready(self, on_event: Optional[Callable[[Event], None]] = None, timeout: Optional[float] = None,
+                   interval: float = 0.05) -> Optional[Event]:
+        """Poll until ``ready`` (returned) or the end of the process (None: see :meth:`failure_message`)."""
+        self._wait_for(lambda: self.ready is not None, on_event, timeout, interval)
+        return self.ready
+
+    def wait_run(self, run_id: Any, on_event: Optional[Callable[[Event], None]] = None,
+                 timeout: Optional[float] = None, interval: float = 0.05) -> Optional[Event]:
+        """Poll until run ``run_id`` ends; return its ``done``/``error`` event, or None if the process ended."""
+        self._wait_for(lambda: run_id in self.runs, on_event, timeout, interval)
+        return self.runs.get(run_id)
 
 
 if __name__ == "__main__":

@@ -368,3 +368,129 @@ def test_out_of_memory_is_reported_as_such(tmp_path):
     assert process.error["kind"] == "memory"
     assert "CPU" in process.error["message"]
     assert any("MemoryError" in line for line in process.lines), "the traceback is in the log"
+
+
+# ---------------------------------------------------------------------------
+# The persistent worker (task: session)
+# ---------------------------------------------------------------------------
+
+
+def session_request(folder, phantom_files, model, name, **fields):
+    files, _ = phantom_files
+    request = {"task": "session", "image": str(files["image"]), "model": str(model), "device": "cpu",
+               "cache_dir": "cache"}
+    request.update(fields)
+    return worker.write_request(folder / f"{name}.json", request)
+
+
+def start_session(request, **kwargs):
+    process = worker.SessionProcess(request, **kwargs)
+    process.start()
+    ready = process.wait_ready(timeout=120)
+    assert ready is not None, process.failure_message()
+    return process, ready
+
+
+def test_load_run_checks_fields_and_names_the_run(tmp_path):
+    for name in ("s.nrrd", "i.nrrd", "m.model"):
+        (tmp_path / name).write_text("")
+    session = {"path": str(tmp_path / "session.json"), "image": str(tmp_path / "i.nrrd"),
+               "model": str(tmp_path / "m.model"), "device": "cpu", "cache_dir": None}
+    run = worker.load_run(json.dumps({"id": 7, "scribbles": "s.nrrd", "outputs": {"labels": "l.nrrd"}}), session)
+    assert run["scribbles"] == str(tmp_path / "s.nrrd") and run["outputs"]["labels"] == str(tmp_path / "l.nrrd")
+    assert run["id"] == 7 and run["image"] == session["image"] and run["suggest"] == 3
+    with pytest.raises(ScribbleSegError, match=r"^run 8: 'method' must be one of"):
+        worker.load_run(json.dumps({"id": 8, "scribbles": "s.nrrd", "method": "x", "outputs": {"labels": "l.nrrd"}}),
+                        session)
+    with pytest.raises(ScribbleSegError, match="image belong to the session request"):
+        worker.load_run(json.dumps({"image": "other.nrrd", "outputs": {"labels": "l.nrrd"}}), session)
+    with pytest.raises(ScribbleSegError, match="run line: must be a JSON object"):
+        worker.load_run("[1]", session)
+
+
+def test_a_session_runs_many_scribbles_on_warm_features(folder, phantom_files, tiny_model):
+    from ScribbleSegLib import volume_io
+
+    files, _ = phantom_files
+    process, ready = start_session(session_request(folder, phantom_files, tiny_model, "session"))
+    try:
+        assert ready["metrics"]["shape_zyx"] == PHANTOM_SHAPE
+        assert "M-Unet features" in ready["timings"]
+        first = process.send({"scribbles": str(files["scribbles"]), "ddml": FAST_DDML,
+                              "outputs": {"labels": "s1_labels.nrrd", "probability": "s1_probability.nrrd"}})
+        done = process.wait_run(first, timeout=120)
+        assert done is not None and done["event"] == "done", process.failure_message()
+        assert done["id"] == first
+        assert "M-Unet features" not in done["timings"] and "graph cut" in done["timings"]
+        assert done["metrics"]["features_cached"] is True
+
+        # A bad run is an input error for that run only; the session keeps serving.
+        bad = process.send({"scribbles": "missing.nrrd", "outputs": {"labels": "bad.nrrd"}})
+        error = process.wait_run(bad, timeout=60)
+        assert error["event"] == "error" and error["kind"] == "input" and "missing.nrrd" in error["message"]
+
+        # New scribbles (a background stroke in a corner of section 0): a new result from the same session.
+        image = volume_io.read_image(files["image"])
+        more = volume_io.read_scribbles(files["scribbles"], image.shape, image.geometry)
+        more[0, :4, :4] = 2
+        volume_io.write_labelmap(folder / "more_scribbles.nrrd", more, image.geometry)
+        second = process.send({"scribbles": "more_scribbles.nrrd", "ddml": FAST_DDML,
+                               "outputs": {"labels": "s2_labels.nrrd"}})
+        done2 = process.wait_run(second, timeout=120)
+        assert done2["event"] == "done", done2
+        assert done2["metrics"]["scribbled_voxels"]["background"] == int(np.count_nonzero(more == 2))
+        assert (volume_io.read_label(done2["outputs"]["labels"], image.shape, image.geometry)[0, :4, :4] == 0).all()
+    finally:
+        process.close()
+    assert process.wait(timeout=60) == worker.EXIT_DONE
+
+    # The session's first run gives what the one-shot segment task gives.
+    status, _, oneshot = run(segment_request(folder, phantom_files, tiny_model, "oneshot"))
+    assert status == worker.EXIT_DONE, oneshot.failure_message()
+    np.testing.assert_array_equal(
+        volume_io.read_label(folder / "s1_labels.nrrd", image.shape, image.geometry),
+        volume_io.read_label(oneshot.result["outputs"]["labels"], image.shape, image.geometry))
+
+
+def test_cancel_stops_a_session_run_and_the_session_goes_on(folder, phantom_files, tiny_model):
+    files, _ = phantom_files
+    process, _ = start_session(session_request(folder, phantom_files, tiny_model, "session_cancel"))
+    try:
+        slow = process.send({"scribbles": str(files["scribbles"]), "ddml": {**FAST_DDML, "steps": 100000},
+                             "outputs": {"labels": "cancelled_run.nrrd"}})
+        process.cancel()
+        error = process.wait_run(slow, timeout=120)
+        assert error["event"] == "error" and error["kind"] == "cancelled"
+        assert not (folder / "cancelled_run.nrrd").exists()
+        again = process.send({"scribbles": str(files["scribbles"]), "ddml": FAST_DDML,
+                              "outputs": {"labels": "after_cancel.nrrd"}})
+        assert process.wait_run(again, timeout=120)["event"] == "done"
+        assert (folder / "after_cancel.nrrd").is_file()
+    finally:
+        process.kill()
+    assert process.wait(timeout=30) != worker.EXIT_DONE
+    assert "exit status" in process.failure_message()
+    with pytest.raises(RuntimeError, match="not running"):
+        process.send({"scribbles": str(files["scribbles"]), "outputs": {"labels": "never.nrrd"}})
+
+
+def test_a_session_that_cannot_open_ends_with_the_reason(tmp_path, tiny_model):
+    (tmp_path / "image.nrrd").write_text("not an image")
+    request = worker.write_request(tmp_path / "s.json", {"task": "session", "image": "image.nrrd",
+                                                         "model": str(tiny_model), "device": "cpu"})
+    process = worker.SessionProcess(request)
+    process.start()
+    assert process.wait_ready(timeout=120) is None
+    assert process.wait(timeout=30) == worker.EXIT_BAD_INPUT
+    assert process.error["kind"] == "input" and "image.nrrd" in process.failure_message()
+
+
+def test_a_session_that_crashes_is_reported_with_its_last_output(tmp_path, folder, phantom_files, tiny_model):
+    fake = _fake_torch(tmp_path, "import os, sys\nprint('fatal: CUDA driver crashed', file=sys.stderr, flush=True)\n"
+                                 "os._exit(7)\n")
+    process = worker.SessionProcess(session_request(folder, phantom_files, tiny_model, "crash"), pythonpath=[fake])
+    process.start()
+    assert process.wait_ready(timeout=120) is None
+    assert process.wait(timeout=30) == 7
+    message = process.failure_message()
+    assert "exit status 7" in message and "fatal: CUDA driver crashed" in message

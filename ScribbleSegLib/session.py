@@ -1,0 +1,151 @@
+"""A warm session: the model, one volume and its M-Unet features kept in memory between runs.
+
+Each :meth:`Session.run` takes a new set of scribbles and runs only the
+adaptation (DDML + head) and the graph cut; the M-Unet ran once, when the
+session was opened.  A run returns exactly what :func:`ScribbleSegLib.pipeline.segment`
+would for the same arguments (same labels, probability, warnings and
+suggestions): both go through :func:`ScribbleSegLib.pipeline.adapt_and_cut`.
+Numpy in, numpy out, no Qt; the Slicer module's persistent worker
+(``task: session`` in :mod:`ScribbleSegLib.worker`) is built on it::
+
+    from ScribbleSegLib.session import Session
+    session = Session(volume, "heart.model", cache_dir="cache")
+    first = session.run(scribbles)
+    scribbles[12, 40:60, 80] = 2          # another background stroke
+    second = session.run(scribbles)       # adaptation + cut only
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from . import pipeline
+from .checks import check_instance, check_method, check_scribbles, check_seed, check_segment_args
+from .geometry import Volume
+from .progress import CancelToken, ProgressCallback
+from .suggest import DEFAULT_COUNT as DEFAULT_SUGGESTIONS
+
+
+class Session:
+    """The model, a volume and its M-Unet outputs, kept warm for repeated runs.
+
+    Parameters
+    ----------
+    image : Volume or numpy.ndarray
+        ``(Z, Y, X, 3)`` uint8 RGB or ``(Z, Y, X)`` grey, as a :class:`Volume`
+        or a bare array with ``spacing`` (as for :func:`pipeline.segment`).
+    model : path or SegModel
+        A model file or a loaded model.
+    spacing : tuple of 3 float, optional
+        ``(x, y, z)`` mm when ``image`` is a bare array.
+    device : {"auto", "cpu", "cuda"}
+    cache_dir : path, optional
+        Feature cache folder (with a model *file*): a new session on a volume seen
+        before reads its features from there.
+    features : (probability, features), optional
+        M-Unet outputs already computed for this image with this model.
+    progress, cancel
+        See :mod:`ScribbleSegLib.progress`; they cover the M-Unet.
+
+    Attributes
+    ----------
+    array : numpy.ndarray
+        The volume, ``(Z, Y, X, 3)`` uint8.
+    geometry : Geometry
+    model : SegModel
+        The loaded model.
+    probability, features : numpy.ndarray
+        The M-Unet outputs (``features`` may be memory-mapped from the cache).
+    features_cached : bool
+        Whether the M-Unet outputs came from the cache (or ``features``).
+    warnings : list of str
+        Warnings about the volume itself (pixel size far from the model's, ...);
+        every run's result repeats them after its own scribble warnings.
+    timings : dict
+        Seconds spent opening the session: ``load model``, ``M-Unet features``.
+
+    Examples
+    --------
+    >>> Session(np.zeros((2, 8, 8, 3), np.uint8), None)
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: model is None: pass a model file or a model from model_file.load_model
+    """
+
+    def __init__(self, image: Union[Volume, np.ndarray], model, *,
+                 spacing: Optional[Tuple[float, float, float]] = None, device: str = "auto",
+                 cache_dir: Optional[Union[str, os.PathLike]] = None,
+                 features: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
+        self.array, self.geometry, _ = check_segment_args(
+            image, None, model, spacing=spacing, method="munet", cut_params=None, ddml_config=None,
+            device=device, cache_dir=cache_dir, seed=0, features=features)
+        spacing_known = isinstance(image, Volume) or spacing is not None
+        self.device = device
+        self.timings: Dict[str, float] = {}
+        self.warnings: List[str] = []
+        t0 = time.perf_counter()
+        self.model = pipeline.as_model(model, device)
+        self.model_path = model if isinstance(model, (str, os.PathLike)) else getattr(self.model, "path", None)
+        self.timings["load model"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if features is not None:
+            (self.probability, self.features), self.features_cached = features, True
+        else:
+            scale = pipeline.logged_network_scale(self.geometry.spacing[:2] if spacing_known else None,
+                                                  self.model, self.warnings)
+            self.probability, self.features, self.features_cached = pipeline.compute_features(
+                self.array, self.model, model_path=self.model_path, cache_dir=cache_dir, device=device, scale=scale,
+                progress=progress, cancel=cancel)
+        self.timings["M-Unet features"] = time.perf_counter() - t0
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """``(Z, Y, X)`` of the volume."""
+        return tuple(int(s) for s in self.array.shape[:3])
+
+    @property
+    def volume(self) -> Volume:
+        """The volume with its geometry."""
+        return Volume(self.array, self.geometry)
+
+    def run(self, scribbles: Optional[np.ndarray], *, method: str = "full", cut_params=None, ddml_config=None,
+            seed: int = 0, suggest: int = DEFAULT_SUGGESTIONS, progress: Optional[ProgressCallback] = None,
+            cancel: Optional[CancelToken] = None) -> pipeline.SegmentResult:
+        """Segment with a new set of scribbles: DDML + head and the graph cut only.
+
+        Parameters
+        ----------
+        scribbles : numpy.ndarray or None
+            uint8 ``(Z, Y, X)``: 0 none, 1 heart, 2 background.  Not needed for ``munet``.
+        method, cut_params, ddml_config, seed, suggest, progress, cancel
+            See :func:`ScribbleSegLib.pipeline.segment`.
+
+        Returns
+        -------
+        SegmentResult
+            What :func:`pipeline.segment` returns for the same volume, model and
+            arguments; ``features_cached`` is True (nothing was computed) and
+            ``timings`` holds this run's stages only.
+        """
+        method = check_method(method)
+        scribbles = check_scribbles(scribbles, self.shape, method)
+        check_seed(seed)
+        if cut_params is not None:
+            from .graphcut import GraphCutParams
+
+            check_instance(cut_params, "cut_params", GraphCutParams)
+        if ddml_config is not None:
+            from .ddml import DDMLConfig
+
+            check_instance(ddml_config, "ddml_config", DDMLConfig)
+        warnings = pipeline.run_warnings(scribbles, method, self.geometry.spacing_zyx) + list(self.warnings)
+        return pipeline.adapt_and_cut(self.array, self.geometry.spacing_zyx, scribbles, self.model,
+                                      self.probability, self.features, method=method, cut_params=cut_params,
+                                      ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=True,
+                                      timings={}, warnings=warnings, progress=progress, cancel=cancel)
+

@@ -1,0 +1,89 @@
+"""session.Session: a warm volume and model give what pipeline.segment gives, running only adaptation + cut."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import phantom, pipeline, scribbles
+from ScribbleSegLib.ddml import DDMLConfig
+from ScribbleSegLib.errors import ScribbleSegError
+from ScribbleSegLib.geometry import Volume
+from ScribbleSegLib.nets import ModelConfig
+from ScribbleSegLib.session import Session
+from ScribbleSegLib.training import train_model
+
+TINY_NET = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
+FAST_DDML = DDMLConfig(steps=40, head_steps=40, pool_size=2000, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("session")
+    cfg = phantom.PhantomConfig(shape=(10, 48, 48))
+    train = phantom.make_phantom(seed=1, config=cfg)
+    test = phantom.make_phantom(seed=2, config=cfg)
+    model = train_model([train.image], [train.label], folder / "tiny.model", TINY_NET, max_iters=20, seed=0)
+    scrib = scribbles.simulate_scribbles(test.label, seed=0, every=3)
+    return folder, test, scrib, model
+
+
+@pytest.mark.parametrize("method", ["full", "ddml", "munet"])
+def test_a_session_run_equals_segment(case, method):
+    folder, test, scrib, model = case
+    session = Session(test.image, model, cache_dir=folder / "cache")
+    kwargs = dict(method=method, ddml_config=FAST_DDML, seed=3)
+    warm = session.run(None if method == "munet" else scrib, **kwargs)
+    cold = pipeline.segment(test.image, scrib, model, cache_dir=folder / "cache", **kwargs)
+    assert warm.method == cold.method == method
+    np.testing.assert_array_equal(warm.labels, cold.labels)
+    np.testing.assert_allclose(warm.probability, cold.probability, atol=1e-6)
+    np.testing.assert_allclose(warm.munet_probability, cold.munet_probability, atol=1e-6)
+    assert warm.warnings == cold.warnings
+    assert [(s.section, s.reason) for s in warm.suggestions] == [(s.section, s.reason) for s in cold.suggestions]
+    assert warm.features_cached
+    assert "M-Unet features" not in warm.timings and "load model" not in warm.timings
+    if method == "full":
+        assert set(warm.timings) == {"DDML + head", "graph cut"}
+
+
+def test_new_scribbles_change_the_result_and_the_features_stay(case):
+    _, test, scrib, model = case
+    session = Session(test.image, model)
+    features = session.features
+    first = session.run(scrib, ddml_config=FAST_DDML)
+    # Heart strokes on a section that had none: the cut must follow the new seeds there.
+    more = scrib.copy()
+    empty = [z for z in range(len(scrib)) if not scrib[z].any() and test.label[z].any()][0]
+    more[empty][test.label[empty].astype(bool)] = 1
+    second = session.run(more, ddml_config=FAST_DDML)
+    assert session.features is features
+    assert (second.labels[empty][test.label[empty].astype(bool)] == 1).all()
+    assert not np.allclose(first.probability, second.probability, atol=1e-4), "the adaptation did not rerun"
+
+
+def test_warnings_about_the_volume_repeat_in_every_run(case):
+    _, test, scrib, model = case
+    far = dataclasses.replace(test.image.geometry, spacing=(1.0, 1.0, 1.0))  # 50x the model's pixel size
+    volume = Volume(test.image.array, far)
+    session = Session(volume, model)
+    assert session.warnings and "not resampling" in session.warnings[0]
+    single = np.zeros_like(scrib)
+    single[4] = scrib[4]
+    result = session.run(single, ddml_config=FAST_DDML)
+    cold = pipeline.segment(volume, single, model, ddml_config=FAST_DDML)
+    assert result.warnings == cold.warnings
+    assert result.warnings[0].startswith("all strokes lie on section 4")
+    assert result.warnings[-1] == session.warnings[0]
+
+
+def test_bad_runs_are_one_line_errors_and_the_session_survives(case):
+    _, test, scrib, model = case
+    session = Session(test.image, model)
+    with pytest.raises(ScribbleSegError, match="shape"):
+        session.run(scrib[:-1])
+    with pytest.raises(ScribbleSegError, match="method"):
+        session.run(scrib, method="magic")
+    with pytest.raises(ScribbleSegError):
+        session.run(np.where(scrib == 2, 0, scrib).astype(np.uint8), ddml_config=FAST_DDML)
+    assert session.run(scrib, ddml_config=FAST_DDML).labels.shape == session.shape
