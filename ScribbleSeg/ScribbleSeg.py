@@ -194,7 +194,7 @@ class ScribbleSegParameterNode:
     delta: Annotated[float, WithinRange(0.0, 10.0)] = 0.05
     ddmlSteps: Annotated[int, WithinRange(0, 100000)] = 400
     headSteps: Annotated[int, WithinRange(0, 100000)] = 200
-    scribbleShare: Annotated[float, WithinRange(0.0, 1.0)] = 0.05
+    scribbleShare: Annotated[float, WithinRange(0.0, 1.0)] = 0.3
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     outputSegmentation: vtkMRMLSegmentationNode
     createProbability: bool = False

@@ -47,9 +47,10 @@ _HEART, _BACKGROUND = 1, 2  # scribble values
 class DDMLConfig:
     """Hyper-parameters of the DDML network ``f`` and of the head.
 
-    The defaults are provisional: they were chosen on synthetic data for speed
-    (DDML + head in about 2 s on a 2-core CPU) and are meant to be tuned on
-    validation volumes, as the paper tuned its own.
+    The defaults were chosen by ``scribbleseg bench`` on the validation volumes of
+    two phantom families, in-family and cross-family together (BENCHMARKS.md):
+    a scribble share of 0.3 and the network's probability blended in at 0.5.
+    :meth:`paper` gives the paper's own adaptation (share 0.05, no blend).
 
     Attributes
     ----------
@@ -103,11 +104,11 @@ class DDMLConfig:
     steps: int = 400
     batch_size: int = 512
     pool_size: int = 20000
-    scribble_share: float = 0.05
+    scribble_share: float = 0.3
     head_steps: int = 200
     head_lr: float = 0.05
     head_weight_decay: float = 0.0
-    network_weight: float = 0.0
+    network_weight: float = 0.5
 
     @classmethod
     def paper(cls) -> "DDMLConfig":
@@ -673,8 +674,9 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     config : DDMLConfig, optional
     seed : int
     network_probability : numpy.ndarray, optional
-        ``(Z, Y, X)`` the network's own probability; needed when
-        ``config.network_weight > 0``, blended into ``h`` with that weight.
+        ``(Z, Y, X)`` the network's own probability, blended into ``h`` with
+        ``config.network_weight`` (:func:`pipeline.segment` always passes it;
+        without it ``h`` is DDML + head alone).
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
 
@@ -694,10 +696,10 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
     head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
     h = predict_h(features, f, head, progress=progress, cancel=cancel)
-    if config.network_weight > 0:
-        if network_probability is None or np.shape(network_probability) != h.shape:
-            raise ScribbleSegError(f"network_weight {config.network_weight} needs the network's probability "
-                                   f"of shape {h.shape}")
+    if config.network_weight > 0 and network_probability is not None:
+        if np.shape(network_probability) != h.shape:
+            raise ScribbleSegError(f"network_probability has shape {np.shape(network_probability)}, the volume "
+                                   f"{h.shape}")
         # In place, section by section: no second full-size array.
         w = np.float32(config.network_weight)
         for z in range(h.shape[0]):

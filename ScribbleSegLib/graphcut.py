@@ -77,9 +77,9 @@ from .errors import ScribbleSegError
 from .resources import available_memory  # noqa: F401  (part of this module's API: the cut's budget)
 from .progress import CancelToken, ProgressCallback, check, report, sub_progress
 
-# The defaults are chosen on the validation phantoms (volumes 2 and 3 of `scribbleseg bench`, which
-# searches around them and reports its choice in BENCHMARKS.md): the data term |l - h| is weak next
-# to the boundary term, so gamma is large.
+# The defaults are chosen by `scribbleseg bench` on the validation volumes of two phantom families,
+# in-family and cross-family together (BENCHMARKS.md): gamma 8 with the log data term; sigma and delta
+# were chosen earlier on the first family's validation volumes.
 #: Default boundary weight gamma.
 DEFAULT_GAMMA = 8.0
 #: Default colour-contrast scale sigma, in RGB units scaled to [0, 1].
@@ -174,8 +174,19 @@ class GraphCutParams:
     sigma: float = DEFAULT_SIGMA
     delta: float = DEFAULT_DELTA
     colour: str = "rgb"
-    data_term: str = "linear"
+    data_term: str = "log"
     neighbourhood: int = 6
+
+    @classmethod
+    def paper(cls, gamma: float = DEFAULT_GAMMA) -> "GraphCutParams":
+        """The paper's energy: eq. 5's linear data term on the 6-neighbourhood.
+
+        Examples
+        --------
+        >>> GraphCutParams.paper().data_term
+        'linear'
+        """
+        return cls(gamma=gamma, data_term="linear", neighbourhood=6)
 
     def __post_init__(self) -> None:
         for name, low, strict in (("gamma", 0.0, False), ("sigma", 0.0, True), ("delta", 0.0, False)):

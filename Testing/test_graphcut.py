@@ -78,7 +78,7 @@ def test_full_cut_is_the_brute_force_minimum(trial):
     scribbles = np.zeros(shape, np.uint8)
     scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
     spacing = ((1.0, 1.0, 1.0), (3.0, 1.0, 1.0), (0.5, 2.0, 1.0))[trial % 3]
-    params = GraphCutParams(gamma=(0.3, 0.8, 1.5)[trial % 3], sigma=0.3, delta=0.1)
+    params = GraphCutParams(gamma=(0.3, 0.8, 1.5)[trial % 3], sigma=0.3, delta=0.1, data_term="linear")
 
     all_labels, energies = brute_force(h, image, scribbles, spacing, params)
     labels = graph_cut(h, image, scribbles, spacing, params, mode="full")
@@ -98,7 +98,7 @@ def test_energy_matches_the_formula():
     h = rng.random(shape)
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     scribbles = np.zeros(shape, np.uint8)
-    spacing, params = (2.0, 1.0, 0.5), GraphCutParams(gamma=0.7, sigma=0.2, delta=0.3)
+    spacing, params = (2.0, 1.0, 0.5), GraphCutParams(gamma=0.7, sigma=0.2, delta=0.3, data_term="linear")
     all_labels, energies = brute_force(h, image, scribbles, spacing, params)
     for k in rng.choice(len(all_labels), 20, replace=False):
         labels = all_labels[k].reshape(shape).astype(np.uint8)
@@ -214,7 +214,7 @@ def test_thick_sections_smooth_less_across_z():
     scribbles[1, 0, 0] = 2
     image[1, 0, 0] = (255, 255, 255)  # the background seed has no pull on its neighbours (delta = 0)
     image[0, 0, 0] = (0, 0, 0)
-    params = GraphCutParams(gamma=0.5, sigma=0.1, delta=0.0)
+    params = GraphCutParams(gamma=0.5, sigma=0.1, delta=0.0, data_term="linear")
     # Isotropic: a z pair weighs 0.5 > 0.2, so section 1 follows section 0.  Sections 4x thicker: 0.125 < 0.2.
     for mode in ("full", "banded"):
         iso = graph_cut(h, image, scribbles, (1.0, 1.0, 1.0), params, mode=mode)

@@ -170,13 +170,16 @@ def test_network_weight_blends_the_network_probability_into_h():
     s = np.zeros((2, 12, 12), np.uint8)
     s[0, :3], s[1, -3:] = 1, 2
     network = rng.random((2, 12, 12)).astype(np.float32)
-    cfg = ddml.DDMLConfig(steps=5, head_steps=5, pool_size=64, batch_size=16)
+    cfg = ddml.DDMLConfig(steps=5, head_steps=5, pool_size=64, batch_size=16, network_weight=0.0)
     alone = ddml.adapt(feats, s, None, None, cfg).h
     blended = ddml.adapt(feats, s, None, None, dataclasses.replace(cfg, network_weight=0.25),
                          network_probability=network).h
     np.testing.assert_allclose(blended, 0.75 * alone + 0.25 * network, atol=1e-6)
-    with pytest.raises(ScribbleSegError, match="network's probability"):
-        ddml.adapt(feats, s, None, None, dataclasses.replace(cfg, network_weight=0.25))
+    np.testing.assert_array_equal(ddml.adapt(feats, s, None, None, dataclasses.replace(cfg, network_weight=0.25)).h,
+                                  alone)  # without the network's probability: DDML + head alone
+    with pytest.raises(ScribbleSegError, match="network_probability has shape"):
+        ddml.adapt(feats, s, None, None, dataclasses.replace(cfg, network_weight=0.25),
+                   network_probability=network[:1])
     with pytest.raises(ScribbleSegError, match="network_weight"):
         ddml.DDMLConfig(network_weight=1.5)
     assert ddml.DDMLConfig.paper().network_weight == 0.0 and ddml.DDMLConfig.paper().scribble_share == 0.05
