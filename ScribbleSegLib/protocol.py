@@ -189,6 +189,9 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
                cut_params=None, ddml_config=None, seed: int = 0, method: str = "full") -> List[Round]:
     """Run, correct, run again: round 1 with ``scribbles``, then ``rounds - 1`` corrective rounds.
 
+    ``volume`` is a :class:`~ScribbleSegLib.geometry.Volume` (its spacing shapes the strokes) or an
+    array; ``features`` the M-Unet ``(probability, features)`` of it, computed once for all rounds.
+
     Each corrective round adds :func:`scribbles.corrective_scribbles` strokes (inside the largest
     wrong regions of the :data:`CORRECTED_SECTIONS` worst sections, never over earlier strokes)
     and runs again on the same features.
@@ -209,8 +212,7 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
         if r + 1 < rounds:
             current = corrective_scribbles(label, result.labels, current, seed=1000 * seed + r,
                                            sections=CORRECTED_SECTIONS, strokes=STROKES_PER_SECTION,
-                                           spacing=volume.image.geometry.spacing if hasattr(volume, "image")
-                                           else volume.geometry.spacing)
+                                           spacing=getattr(getattr(volume, "geometry", None), "spacing", None))
     return out
 
 
