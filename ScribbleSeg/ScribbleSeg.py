@@ -1559,12 +1559,17 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             segmentationNode.RemoveClosedSurfaceRepresentation()
 
     def describeResult(self, job: ScribbleSegJob) -> str:
-        """One line about a finished segmentation: heart volume, time, cache use."""
+        """One line about a finished segmentation: heart volume, time, cache use, sections to look at next."""
         metrics = job.result.get("metrics", {})
         cached = _("features reused") if metrics.get("features_cached") else _("features computed")
-        return _("heart {volume:.4g} mm³ ({voxels} voxels); {seconds:.0f} s, {cached}").format(
+        text = _("heart {volume:.4g} mm³ ({voxels} voxels); {seconds:.0f} s, {cached}").format(
             volume=metrics.get("heart_volume_mm3", 0.0), voxels=metrics.get("heart_voxels", 0),
             seconds=job.elapsed, cached=cached)
+        # The worker ranks the sections where another stroke would most likely help (ScribbleSegLib.suggest).
+        sections = [str(s["section"]) for s in metrics.get("suggestions", []) if "section" in s]
+        if sections:
+            text += _("; look next at sections {sections}").format(sections=", ".join(sections))
+        return text
 
     def exportSurface(self, segmentationNode, path: str) -> str:
         """Write the ``heart`` segment's closed surface to ``path`` (.stl, .obj or .vtp) in LPS mm.

@@ -1004,3 +1004,15 @@ def test_the_panel_fine_tunes_with_the_library_defaults(tree):
     from ScribbleSegLib.training import FINETUNE_ITERS
 
     assert module_constant(tree, "FINETUNE_STEPS") == FINETUNE_ITERS
+
+
+def test_the_result_line_names_the_sections_to_look_at_next(scribbleseg):
+    import types
+
+    logic = scribbleseg.ScribbleSegLogic()
+    metrics = {"heart_volume_mm3": 1.25, "heart_voxels": 1000, "features_cached": True,
+               "suggestions": [{"section": 12, "reason": "unsure"}, {"section": 30, "reason": "changed a lot"}]}
+    line = logic.describeResult(types.SimpleNamespace(result={"metrics": metrics}, elapsed=3.0))
+    assert "1.25 mm³" in line and "features reused" in line and line.endswith("look next at sections 12, 30")
+    del metrics["suggestions"]
+    assert "look next" not in logic.describeResult(types.SimpleNamespace(result={"metrics": metrics}, elapsed=3.0))
