@@ -274,9 +274,15 @@ def segment_files(job: SegmentFiles, *, progress: Optional[ProgressCallback] = N
         result = pipeline.segment(image, scribbles, model, method=job.method, cut_params=cut_params,
                                   ddml_config=ddml_config, device=job.device, cache_dir=job.cache_dir,
                                   seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel)
-        timings.update(result.timings)
-        check(cancel)
-        write_results(job, result, image.geometry, timings, progress=progress, cancel=cancel)
+        return _write_and_report(job, result, image, scribbles, timings, progress, cancel)
+
+
+def _write_and_report(job: SegmentFiles, result, image, scribbles, timings: Dict[str, float],
+                      progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> "SegmentFilesResult":
+    """The end of every segmentation job (one-shot or session run): write all outputs, then report."""
+    timings.update(result.timings)
+    check(cancel)
+    write_results(job, result, image.geometry, timings, progress=progress, cancel=cancel)
     return SegmentFilesResult({k: str(v) for k, v in job.outputs().items()},
                               result_metrics(result, image.shape, image.geometry, scribbles), timings)
 
@@ -433,8 +439,4 @@ def session_files(session, job: SegmentFiles, *, progress: Optional[ProgressCall
         check(cancel)
         result = session.run(scribbles, method=job.method, cut_params=cut_params, ddml_config=ddml_config,
                              seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel)
-        timings.update(result.timings)
-        check(cancel)
-        write_results(job, result, image.geometry, timings, progress=progress, cancel=cancel)
-    return SegmentFilesResult({k: str(v) for k, v in job.outputs().items()},
-                              result_metrics(result, image.shape, image.geometry, scribbles), timings)
+        return _write_and_report(job, result, image, scribbles, timings, progress, cancel)

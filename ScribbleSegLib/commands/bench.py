@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import protocol, scribbles
     from ..ddml import DDMLConfig
     from ..errors import ScribbleSegError
-    from ..graphcut import GraphCutParams
+    from ..graphcut import GraphCutParams, graph_cut
     from ..measure import machine_summary, stage
     from ..metrics import evaluate
     from ..model_file import load_model
@@ -148,8 +148,6 @@ def run(args: argparse.Namespace) -> int:
                 cut = GraphCutParams(gamma=gamma, data_term=term, neighbourhood=nb)
                 per_pair = {}
                 for t, o, i, s, h in hs:
-                    from ..graphcut import graph_cut
-
                     v = vols[o][i]
                     labels = graph_cut(h, v.image.array, s, v.image.geometry.spacing_zyx, cut)
                     per_pair.setdefault((t, o), []).append(evaluate(labels, v.label)["iou"])
