@@ -96,3 +96,20 @@ def test_summarize_of_evaluate_results():
     assert s["f1"] == {"mean": pytest.approx(4 / 7), "std": 0.0, "n": 2}
     with pytest.raises(ValueError):
         metrics.summarize([])
+
+
+def test_error_regions_split_ends_outline_and_missed_regions():
+    from ScribbleSegLib.metrics import error_regions
+
+    label = np.zeros((20, 16, 16), np.uint8)
+    label[5:15, 4:12, 4:12] = 1
+    pred = label.copy()
+    pred[5] = 0                      # the first section: an end
+    pred[10, 4, 4:12] = 0            # one outline row
+    pred[9, 0:2, 14:16] = 1          # a false region far from the outline
+    r = error_regions(pred, label)
+    assert (r["ends"]["voxels"], r["boundary"]["voxels"], r["elsewhere"]["voxels"]) == (64, 8, 4)
+    assert abs(sum(part["share"] for part in r.values()) - 1) < 1e-9
+    # Fixing the false region removes it from the union: TP 568 of union 644 -> 568 / 640.
+    assert abs(r["elsewhere"]["iou_if_fixed"] - 568 / 640) < 1e-9
+    assert abs(r["ends"]["iou_if_fixed"] - 632 / 644) < 1e-9
