@@ -1197,3 +1197,107 @@ def test_the_one_shot_worker_is_the_fallback(scribbleseg, loop_case, monkeypatch
     assert job.succeeded, job.errorMessage
     assert type(job) is scribbleseg.ScribbleSegJob and logic.session is None
     assert job.outputNode == "result" and scene.heat[-1][0] == "run" and job.suggestions
+
+
+def _loop_panel(scribbleseg):
+    volume = _Volume((12, 96, 96), (0.02, 0.02, 0.04))
+    panel = _panel(scribbleseg, inputVolume=volume, heatMapOpacity=0.4, showChanges=True)
+    panel._suggestions, panel._suggestionRow, panel._heatMapShown, panel._shortcuts = [], None, False, []
+    jumps = []
+    panel.logic.jumpToSection = lambda volume, section: jumps.append(section)
+    return panel, volume, jumps
+
+
+def test_clicking_a_suggested_section_and_the_next_key_jump_there(scribbleseg):
+    panel, _volume, jumps = _loop_panel(scribbleseg)
+    panel.onNextSection()
+    assert jumps == [] and "No sections suggested yet" in panel.ui.statusLabel.text
+    suggestions = [{"section": 9, "reason": "unsure", "text": "section 9 (unsure: ...)"},
+                   {"section": 2, "reason": "far from any stroke", "text": "section 2 (far ...)"},
+                   {"section": 5, "reason": "changed a lot", "text": "section 5 (changed ...)"}]
+    panel._showSuggestions(suggestions)
+    rows = [args[0] for name, args in panel.ui.suggestionsListWidget.calls if name == "addItem"]
+    assert rows == ["Section 9: unsure", "Section 2: far from any stroke", "Section 5: changed a lot"]
+    assert panel.ui.nextSectionButton.enabled
+    panel.onSuggestionSelected(2)  # a click on the third row
+    assert jumps == [5] and panel.ui.statusLabel.text == "section 5 (changed ...)"
+    for _press in range(3):
+        panel.onNextSection()
+    assert jumps == [5, 9, 2, 5], "the key continues after the clicked row and wraps round"
+    panel.onSuggestionSelected(-1)  # Qt's "no current row" after clear()
+    assert len(jumps) == 4
+    panel._showSuggestions([])
+    assert not panel.ui.nextSectionButton.enabled
+
+
+def test_the_heat_map_is_computed_once_per_volume_and_model_then_toggled(scribbleseg):
+    panel, volume, _jumps = _loop_panel(scribbleseg)
+    shown, started = [], []
+    panel.logic.showHeatMap = lambda node, show=True, opacity=0.5: shown.append((node, show, opacity))
+    panel.logic.heatMapNode = lambda volume, model=None: None
+    panel.logic.startHeatMap = lambda *args, **kwargs: started.append(kwargs["onFinished"])
+    panel.onHeatMapButton()
+    assert len(started) == 1 and shown == []  # computing: the worker's job
+    import types
+
+    job = types.SimpleNamespace(succeeded=True, cancelled=False, elapsed=4.0, heatMapNode="heat map",
+                                suggestions=[{"section": 3, "reason": "unsure", "text": "section 3"}])
+    started[0](job)
+    assert shown == [("heat map", True, 0.4)] and panel._heatMapShown
+    assert panel.ui.heatMapButton.text == "Hide heat map"
+    assert "Heat map ready in 4 s" in panel.ui.statusLabel.text
+    assert [c[1][0] for c in panel.ui.suggestionsListWidget.calls if c[0] == "addItem"] == ["Section 3: unsure"]
+    panel.onHeatMapButton()  # the key h again: hidden
+    assert shown[-1][1] is False and not panel._heatMapShown
+    panel.logic.heatMapNode = lambda volume, model=None: "heat map"  # made before for this volume and model
+    panel.onHeatMapButton()
+    assert shown[-1] == ("heat map", True, 0.4) and len(started) == 1, "reused, not computed again"
+
+
+def test_a_finished_run_updates_the_list_the_status_line_and_undo(scribbleseg):
+    import types
+
+    panel, volume, _jumps = _loop_panel(scribbleseg)
+    result = types.SimpleNamespace(GetAttribute=lambda name: volume.GetID())
+    shown_changes, undone = [], []
+    panel.logic.showChanges = lambda volume, show=True: shown_changes.append(show)
+    panel.logic.canUndo = lambda volume: True
+    panel.logic.pruneFeatureCache = lambda: []
+    panel._updateCacheInfo = lambda: None
+    job = types.SimpleNamespace(
+        succeeded=True, cancelled=False, elapsed=2.0, outputNode=result, probabilityNode=None,
+        changesNode="changes", changeText="heart 1.2 mm³ (+0.1 mm³, +9.1% since the previous run; 40 voxels changed)",
+        suggestions=[{"section": 4, "reason": "unsure", "text": "section 4"}],
+        result={"metrics": {"heart_volume_mm3": 1.2, "heart_voxels": 40, "features_cached": True}})
+    panel._onSegmentationFinished(job)
+    assert panel.ui.statusLabel.text == ("Done in 2 s: heart 1.2 mm³ (+0.1 mm³, +9.1% since the previous run; "
+                                         "40 voxels changed).")
+    assert panel._parameterNode.outputSegmentation is result and shown_changes == [True]
+    assert panel._suggestions == job.suggestions and panel.ui.undoRunButton.enabled
+    panel.logic.undoLastRun = lambda volume, output, show3D: undone.append(output) or "heart 1.1 mm³"
+    panel.onUndoRunButton()
+    assert undone == [result], "the result node itself, updated in place"
+    assert panel.ui.statusLabel.text == "Back to the run before: heart 1.1 mm³."
+
+
+def test_undo_without_an_earlier_run_is_a_one_line_error(scribbleseg):
+    errors = []
+    scribbleseg.slicer.util.errorDisplay = lambda text, **kwargs: errors.append(text)
+    panel, volume, _jumps = _loop_panel(scribbleseg)
+    panel.onUndoRunButton()
+    assert errors == ["There is no earlier run of this volume to go back to."]
+
+
+def test_run_again_updates_the_same_result_node(scribbleseg):
+    import types
+
+    panel, volume, _jumps = _loop_panel(scribbleseg)
+    result = types.SimpleNamespace(GetAttribute=lambda name: volume.GetID())
+    other = types.SimpleNamespace(GetAttribute=lambda name: "vtkMRMLVectorVolumeNode9")
+    sent = []
+    panel.logic.startSegmentation = lambda *args, **kwargs: sent.append(kwargs["outputNode"])
+    panel._parameterNode.outputSegmentation = result
+    panel.onApplyButton()
+    panel._parameterNode.outputSegmentation = other  # the result of another volume is kept
+    panel.onApplyButton()
+    assert sent == [result, None]
