@@ -290,6 +290,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._binding: Optional[ParameterNodeGuiBinding] = None
         self._suggestions: List[Dict] = []  # the sections listed to look at next
         self._suggestionRow: Optional[int] = None
+        self._suggestionsVolume = None
         self._heatMapShown = False
         self._shortcuts: List = []
 
@@ -491,6 +492,10 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         self._updateEditorNodes()
         self._updateResultWidgets()
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        volumeId = volume.GetID() if volume is not None else None
+        if self._suggestions and volumeId != self._suggestionsVolume:  # they were sections of another volume
+            self._showSuggestions([])
 
     def _updateEditorNodes(self) -> None:
         if not self._parameterNode:
@@ -791,6 +796,8 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """List the sections to look at next (dicts with ``section``, ``reason`` and ``text``)."""
         self._suggestions = list(suggestions)
         self._suggestionRow = None
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        self._suggestionsVolume = volume.GetID() if volume is not None else None
         listWidget = self.ui.suggestionsListWidget
         listWidget.clear()
         if self._suggestions:
@@ -1169,6 +1176,9 @@ class ScribbleSegSessionJob(ScribbleSegJob):
         try:
             if event is not None and event["event"] == "done" and not self.cancelled:
                 self.result = event
+                if not self.warm and self.process.ready is not None:  # this job opened the worker
+                    cached = self.process.ready.get("metrics", {}).get("features_cached", False)
+                    event.setdefault("metrics", {})["features_cached"] = bool(cached)
                 for finisher in self._finishers:
                     finisher(self)
                 self.succeeded = True
@@ -1920,6 +1930,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         if self.busy:
             raise userError(_("Wait for the {kind} job to finish before clearing the cache.").format(
                 kind=self.job.kind))
+        self.closeSession()  # its features may be mapped from the cache
         shutil.rmtree(self.featureCacheFolder(), ignore_errors=True)
 
     @staticmethod

@@ -1112,6 +1112,7 @@ def test_the_loop_runs_on_one_warm_worker_and_restarts_it_after_a_crash(scribble
         heat = logic.startHeatMap(volume, None, "", device="cpu", onEvent=events.append).wait()
         assert heat.succeeded, heat.errorMessage
         pid = logic.session.process.pid
+        assert not heat.warm and heat.result["metrics"]["features_cached"] is False, "this job ran the M-Unet"
         assert heat.heatMapNode == "heat" and scene.heat[-1][0] == "network"
         assert scene.labels == [], "the heat map leaves the result alone"
         probability = scene.heat[-1][1]
@@ -1301,3 +1302,14 @@ def test_run_again_updates_the_same_result_node(scribbleseg):
     panel._parameterNode.outputSegmentation = other  # the result of another volume is kept
     panel.onApplyButton()
     assert sent == [result, None]
+
+
+def test_the_list_is_cleared_when_another_volume_is_selected(scribbleseg):
+    panel, volume, jumps = _loop_panel(scribbleseg)
+    panel._updateEditorNodes = panel._updateResultWidgets = lambda: None
+    panel._showSuggestions([{"section": 3, "reason": "unsure"}])
+    panel._onParameterNodeModified()
+    assert panel._suggestions, "the same volume: kept"
+    panel._parameterNode.inputVolume = _Volume((5, 8, 8), (1, 1, 1), node_id="vtkMRMLVectorVolumeNode2")
+    panel._onParameterNodeModified()
+    assert panel._suggestions == [] and not panel.ui.nextSectionButton.enabled
