@@ -60,6 +60,21 @@ IMPORT_NAMES = {"pymaxflow": "maxflow", "slicerio": "slicerio", "torch": "torch"
 POLL_INTERVAL_MS = 100
 CANCEL_GRACE_MS = 3000  # a graph cut cannot stop at a check; after this the process tree is killed
 PHANTOM_SHAPE = (32, 128, 128)
+# The interactive loop: literal copies of ScribbleSegLib.choices (checked by Testing/test_slicer_module.py).
+LOOP_SUGGESTIONS = 5
+UNDO_DEPTH = 5
+HEAT_MAP_KEY = "h"
+NEXT_SECTION_KEY = "n"
+# Slicer's "ColdToHotRainbow" table (Base/Logic/Resources/ColorFiles/ColdToHotRainbow.txt, loaded at startup;
+# vtkMRMLColorLogic names file tables "vtkMRMLColorTableNode" + "File" + file name in 5.6 to main).
+HEAT_MAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
+HEAT_MAP_LOWER = 0.05  # probabilities below are transparent over the section images
+HEAT_MAP_ATTRIBUTE = "ScribbleSeg.HeatMapID"  # on input volumes: their heat map volume node
+HEAT_MAP_MODEL_ATTRIBUTE = "ScribbleSeg.HeatMapModel"  # on heat maps: the model that made them
+HEAT_MAP_SOURCE_ATTRIBUTE = "ScribbleSeg.HeatMapSource"  # "network" (M-Unet) or "run" (h of the last run)
+CHANGES_ATTRIBUTE = "ScribbleSeg.ChangesID"  # on input volumes: the segmentation showing what the last run changed
+ADDED_COLOR = (0.1, 0.85, 0.2)
+REMOVED_COLOR = (0.9, 0.2, 0.9)
 
 
 #
@@ -200,6 +215,8 @@ class ScribbleSegParameterNode:
     createProbability: bool = False
     outputProbability: vtkMRMLScalarVolumeNode
     show3D: bool = True
+    heatMapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    showChanges: bool = True
 
 
 #
@@ -271,6 +288,11 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._savedOverwriteMode = None
         self._devicesDetected = False
         self._binding: Optional[ParameterNodeGuiBinding] = None
+        self._suggestions: List[Dict] = []  # the sections listed to look at next
+        self._suggestionRow: Optional[int] = None
+        self._suggestionsVolume = None
+        self._heatMapShown = False
+        self._shortcuts: List = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -312,6 +334,15 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3DToggled)
         self.ui.exportSurfaceButton.connect("clicked(bool)", self.onExportSurfaceButton)
+        self.ui.heatMapButton.connect("clicked(bool)", self.onHeatMapButton)
+        self.ui.heatMapOpacitySlider.connect("valueChanged(double)", self.onHeatMapOpacityChanged)
+        self.ui.suggestionsListWidget.connect("currentRowChanged(int)", self.onSuggestionSelected)
+        self.ui.suggestionsListWidget.connect(
+            "itemClicked(QListWidgetItem*)", lambda item: self.onSuggestionSelected(self.ui.suggestionsListWidget.currentRow))
+        self.ui.nextSectionButton.connect("clicked(bool)", self.onNextSection)
+        self.ui.undoRunButton.connect("clicked(bool)", self.onUndoRunButton)
+        self.ui.showChangesCheckBox.connect("toggled(bool)", self.onShowChangesToggled)
+        self._setupShortcuts()
 
         self.initializeParameterNode()
         self._updateModelInfo()
@@ -341,9 +372,34 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._segmentEditorNode = node
             self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(node)
 
+    def _setupShortcuts(self) -> None:
+        """Keys of the loop (see HEAT_MAP_KEY, NEXT_SECTION_KEY), active while the module is entered.
+
+        As in Slicer's script repository ("Register keyboard shortcut"): a
+        QShortcut on the main window.  Neither key is used by the slice views
+        (vtkMRMLSliceIntersectionWidget) or the Segment Editor's shortcuts.
+        """
+        mainWindow = slicer.util.mainWindow()
+        if mainWindow is None:
+            return
+        for key, callback in ((HEAT_MAP_KEY, self.onHeatMapButton), (NEXT_SECTION_KEY, self.onNextSection)):
+            shortcut = qt.QShortcut(mainWindow)
+            shortcut.setKey(qt.QKeySequence(key))
+            shortcut.connect("activated()", callback)
+            shortcut.setEnabled(False)
+            self._shortcuts.append(shortcut)
+
+    def _enableShortcuts(self, enabled: bool) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(enabled)
+
     def cleanup(self) -> None:
         """Called when the application closes or the module is reloaded."""
         self.logic.cleanup()
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(False)
+            shortcut.setParent(None)
+        self._shortcuts = []
         self.removeObservers()
         if self._binding is not None:
             self._binding.unbind()
@@ -355,6 +411,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentEditorWidget.installKeyboardShortcuts()
         self.ui.segmentEditorWidget.updateWidgetFromMRML()
         self._updateEditorNodes()
+        self._enableShortcuts(True)
         if not self._devicesDetected and self.logic.torchInstalled():
             self.onDetectDevicesButton()  # in the background: nothing is locked meanwhile
 
@@ -369,6 +426,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setActiveEffect(None)
         editor.uninstallKeyboardShortcuts()
         editor.removeViewObservations()
+        self._enableShortcuts(False)
         if self._segmentEditorNode is not None and self._savedOverwriteMode is not None:
             self._segmentEditorNode.SetOverwriteMode(self._savedOverwriteMode)
             self._savedOverwriteMode = None
@@ -378,6 +436,10 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.logic.cancel()
+        self.logic.closeSession()  # the next scene's volumes reuse the node IDs
+        self.logic.forgetRuns()
+        self._showSuggestions([])
+        self._heatMapShown = False
         self.setParameterNode(None)
         self._segmentEditorNode = None
         # The mode was saved from the closing scene's editor node: never restore it onto the next scene's.
@@ -430,6 +492,10 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         self._updateEditorNodes()
         self._updateResultWidgets()
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        volumeId = volume.GetID() if volume is not None else None
+        if self._suggestions and volumeId != self._suggestionsVolume:  # they were sections of another volume
+            self._showSuggestions([])
 
     def _updateEditorNodes(self) -> None:
         if not self._parameterNode:
@@ -452,6 +518,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                             and ScribbleSegLogic.resultOf(output, volume) is not None)
         if output is None:
             self.ui.resultLabel.text = _("no result yet")
+        self.ui.undoRunButton.enabled = not self.logic.busy and self.logic.canUndo(volume)
 
     # Actions
 
@@ -633,7 +700,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         if self.logic.busy:
-            if self.logic.job.kind == "segment":
+            if self.logic.job.purpose == "segment":
                 self.logic.cancel()
                 self.ui.statusLabel.text = _("Cancelling...")
             return
@@ -659,12 +726,126 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.pruneFeatureCache()
         self._updateCacheInfo()
         if job.succeeded:
-            self._parameterNode.outputSegmentation = job.outputNode
+            p = self._parameterNode
+            p.outputSegmentation = job.outputNode
             if job.probabilityNode is not None:
-                self._parameterNode.outputProbability = job.probabilityNode
+                p.outputProbability = job.probabilityNode
             self.ui.resultLabel.text = self.logic.describeResult(job)
+            if job.changeText:
+                self.ui.statusLabel.text = _("Done in {seconds:.0f} s: {change}.").format(seconds=job.elapsed,
+                                                                                       change=job.changeText)
+            if job.changesNode is not None:
+                self.logic.showChanges(p.inputVolume, p.showChanges)
+            self._showSuggestions(job.suggestions)
         elif not job.cancelled:
             slicer.util.errorDisplay(job.errorMessage, windowTitle=_("Segmentation failed"))
+        self._updateBusyState()
+
+    # The loop: heat map, where to look next, undo, what changed
+
+    def onHeatMapButton(self) -> None:
+        """Show the heat map (computed on first use for this volume and model), or hide it; key h."""
+        if self.logic.busy:
+            if self.logic.job.purpose == "heatmap":
+                self.logic.cancel()
+                self.ui.statusLabel.text = _("Cancelling...")
+            return
+        if self._heatMapShown:
+            self.logic.showHeatMap(None, False)
+            self._heatMapShown = False
+            self._updateBusyState()
+            return
+        p = self._parameterNode
+        with self._reportErrors(_("Cannot show the heat map")):
+            volume = p.inputVolume if p else None
+            if volume is None:
+                raise userError(_("Select the input volume first."))
+            node = self.logic.heatMapNode(volume, self.logic.modelPath())
+            if node is not None:  # computed before for this volume and model: reused
+                self._showHeatMap(node)
+                if not self._suggestions:
+                    self._showSuggestions(self.logic.heatMapSuggestions(volume, p.scribbleSegmentation))
+                return
+            self._showJobStarted(_("Computing the heat map"))
+            self.logic.startHeatMap(volume, p.scribbleSegmentation, self.logic.modelPath(),
+                                    device=self.logic.device(), onEvent=self._onJobEvent,
+                                    onFinished=self._onHeatMapFinished)
+        self._updateBusyState()
+
+    def _onHeatMapFinished(self, job) -> None:
+        self._endJob(job)
+        if job.succeeded:
+            self._showHeatMap(job.heatMapNode)
+            self._showSuggestions(job.suggestions)
+            self.ui.statusLabel.text = _("Heat map ready in {seconds:.0f} s: look at the listed sections, scribble "
+                                         "there, then Apply.").format(seconds=job.elapsed)
+        elif not job.cancelled:
+            slicer.util.errorDisplay(job.errorMessage, windowTitle=_("The heat map failed"))
+        self._updateBusyState()
+
+    def _showHeatMap(self, node) -> None:
+        self.logic.showHeatMap(node, True, self._parameterNode.heatMapOpacity)
+        self._heatMapShown = True
+        self._updateBusyState()
+
+    def onHeatMapOpacityChanged(self, opacity: float) -> None:
+        if self._heatMapShown:
+            self.logic.setHeatMapOpacity(opacity)
+
+    def _showSuggestions(self, suggestions: Sequence[Dict]) -> None:
+        """List the sections to look at next (dicts with ``section``, ``reason`` and ``text``)."""
+        self._suggestions = list(suggestions)
+        self._suggestionRow = None
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        self._suggestionsVolume = volume.GetID() if volume is not None else None
+        listWidget = self.ui.suggestionsListWidget
+        listWidget.clear()
+        if self._suggestions:
+            loop = lib("loop")
+            for row, suggestion in enumerate(self._suggestions):
+                listWidget.addItem(loop.suggestion_row(suggestion))
+                item = listWidget.item(row)
+                if item is not None and suggestion.get("text"):
+                    item.setToolTip(suggestion["text"])
+        self.ui.nextSectionButton.enabled = bool(self._suggestions)
+
+    def onSuggestionSelected(self, row: int) -> None:
+        """Show the suggested section of list row ``row`` in the Red slice view."""
+        if not 0 <= row < len(self._suggestions) or not self._parameterNode:
+            return
+        self._suggestionRow = row
+        suggestion = self._suggestions[row]
+        with self._reportErrors(_("Cannot show the section")):
+            volume = self._parameterNode.inputVolume
+            if volume is None:
+                raise userError(_("Select the input volume first."))
+            self.logic.jumpToSection(volume, int(suggestion["section"]))
+            self.ui.statusLabel.text = suggestion.get("text") or lib("loop").suggestion_row(suggestion)
+
+    def onNextSection(self) -> None:
+        """Go to the next suggested section (wrapping round); key n."""
+        row = lib("loop").next_suggestion(self._suggestionRow, len(self._suggestions))
+        if row is None:
+            self.ui.statusLabel.text = _("No sections suggested yet: show the heat map or run first.")
+            return
+        self.ui.suggestionsListWidget.setCurrentRow(row)
+        self.onSuggestionSelected(row)
+
+    def onUndoRunButton(self) -> None:
+        p = self._parameterNode
+        with self._reportErrors(_("Cannot undo the last run")):
+            if self.logic.busy:
+                raise userError(_("Wait for the running job to finish."))
+            volume = p.inputVolume
+            text = self.logic.undoLastRun(volume, ScribbleSegLogic.resultOf(p.outputSegmentation, volume), p.show3D)
+            self.logic.showChanges(volume, p.showChanges)
+            self.ui.statusLabel.text = _("Back to the run before: {change}.").format(change=text)
+        self._updateBusyState()
+
+    def onShowChangesToggled(self, show: bool) -> None:
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        if volume is not None:
+            self.logic.showChanges(volume, show)
 
     def onShow3DToggled(self, show: bool) -> None:
         output = self._parameterNode.outputSegmentation if self._parameterNode else None
@@ -736,6 +917,9 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self.ui.clearCacheButton, self.ui.cacheMaxSizeSpinBox):
             widget.enabled = not busy
         self.ui.applyButton.text = _("Cancel") if purpose == "segment" else _("Apply")
+        self.ui.heatMapButton.text = (_("Cancel") if purpose == "heatmap" else
+                                      _("Hide heat map") if self._heatMapShown else _("Show heat map"))
+        self.ui.heatMapButton.enabled = not busy or purpose == "heatmap"
         self.ui.applyButton.enabled = not busy or purpose == "segment"
         self.ui.trainButton.text = _("Cancel training") if purpose == "train" else _("Train")
         self.ui.trainButton.enabled = not busy or purpose == "train"
@@ -743,6 +927,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          else _("Add this volume to the model"))
         if busy:
             self.ui.addToModelButton.enabled = purpose == "finetune"
+            self.ui.undoRunButton.enabled = False
         else:
             self._updateResultWidgets()
 
@@ -787,6 +972,10 @@ class ScribbleSegJob:
         self.errorMessage = ""
         self.outputNode = None
         self.probabilityNode = None
+        self.heatMapNode = None
+        self.changesNode = None
+        self.suggestions: List[Dict] = []
+        self.changeText = ""
         self.elapsed = 0.0
         requestPath = worker.write_request(os.path.join(tempDir, "request.json"), request)
         self.process = worker.WorkerProcess(requestPath, python=pythonExecutable(), pythonpath=[libraryFolder()])
@@ -862,6 +1051,154 @@ class ScribbleSegJob:
             self.onFinished(self)
 
 
+class ScribbleSegSession:
+    """The warm worker of one (volume, model, device, cache): a ``SessionProcess`` and its folder.
+
+    Attributes
+    ----------
+    key : tuple
+        What the worker was opened on (see :meth:`ScribbleSegLogic.sessionKey`).
+    folder : str
+        The session's files (the volume, and one sub-folder per run); deleted by :meth:`close`.
+    process : ScribbleSegLib.worker.SessionProcess
+    """
+
+    def __init__(self, key: Tuple, folder: str, process) -> None:
+        self.key = key
+        self.folder = folder
+        self.process = process
+
+    def alive(self) -> bool:
+        """Not started yet, or running; a worker that died while idle is noticed here."""
+        if self.process.pid is None:
+            return True
+        self.process.poll()  # nothing listens while idle: only the exit matters
+        return not self.process.finished
+
+    def close(self) -> None:
+        """End the worker (at once: it holds no result anyone waits for) and delete its files."""
+        self.process.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ScribbleSegSessionJob(ScribbleSegJob):
+    """One run on the warm worker: it opens the session first if needed, then sends only the scribbles.
+
+    Behaves as :class:`ScribbleSegJob` for the panel and the logic.  Cancel asks
+    the run to stop and kills the worker if it has not stopped after a grace
+    period (a graph cut cannot be interrupted); a killed or crashed worker is
+    replaced by a new one on the next run.
+    """
+
+    def __init__(self, session: ScribbleSegSession, run: Dict, runDir: str,
+                 onEvent: Optional[Callable[[Dict], None]] = None,
+                 onFinished: Optional[Callable[["ScribbleSegJob"], None]] = None, purpose: str = "segment",
+                 notice: str = "") -> None:
+        self.kind = "segment"
+        self.purpose = purpose
+        self.tempDir = runDir
+        self.onEvent = onEvent
+        self.onFinished = onFinished
+        self.result: Optional[Dict] = None
+        self.succeeded = False
+        self.cancelled = False
+        self.errorMessage = ""
+        self.outputNode = None
+        self.probabilityNode = None
+        self.heatMapNode = None
+        self.changesNode = None
+        self.suggestions: List[Dict] = []
+        self.changeText = ""
+        self.elapsed = 0.0
+        self.session = session
+        self.process = session.process
+        self.run = run
+        self.runId = None
+        self.warm = session.process.pid is not None  # the worker was already running
+        self.notice = notice
+        self._done = False
+        self._finishers: List[Callable[["ScribbleSegJob"], None]] = []
+        self._started = 0.0
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._poll)
+
+    @property
+    def finished(self) -> bool:
+        return self._done and not self._timer.isActive()
+
+    def start(self) -> "ScribbleSegSessionJob":
+        self._started = time.monotonic()
+        if self.process.pid is None:
+            self.process.start()
+        if self.notice and self.onEvent is not None:
+            self.onEvent({"event": "log", "level": "warning", "message": self.notice})
+        self._timer.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the run to stop; kill the worker if it is still running it after a grace period."""
+        if self._done:
+            return
+        self.cancelled = True
+        self.process.cancel()
+        qt.QTimer.singleShot(CANCEL_GRACE_MS, self._killIfRunning)
+
+    def _killIfRunning(self) -> None:
+        if not self._done:
+            self.process.kill()
+
+    def kill(self) -> None:
+        self.cancelled = True
+        self.process.kill()
+
+    def _poll(self) -> None:
+        for event in self.process.poll():
+            if self.onEvent is not None:
+                self.onEvent(event)
+        if self.runId is None and self.process.ready is not None and not self.process.finished:
+            if self.cancelled:  # cancelled while the worker was opening: nothing to run
+                self._finish(None)
+                return
+            try:
+                self.runId = self.process.send(self.run)
+            except RuntimeError:
+                pass  # the worker just ended: reported below
+        if self.runId is not None and self.runId in self.process.runs:
+            self._finish(self.process.runs[self.runId])
+        elif self.process.finished:
+            self._finish(None)
+
+    def _finish(self, event: Optional[Dict]) -> None:
+        self._timer.stop()
+        self._done = True
+        self.elapsed = time.monotonic() - self._started
+        try:
+            if event is not None and event["event"] == "done" and not self.cancelled:
+                self.result = event
+                if not self.warm and self.process.ready is not None:  # this job opened the worker
+                    cached = self.process.ready.get("metrics", {}).get("features_cached", False)
+                    event.setdefault("metrics", {})["features_cached"] = bool(cached)
+                for finisher in self._finishers:
+                    finisher(self)
+                self.succeeded = True
+            elif self.cancelled or (event is not None and event.get("kind") == "cancelled"):
+                self.cancelled = True
+                self.errorMessage = _("Cancelled.")
+            elif (event or self.process.error or {}).get("kind") == "input":  # bad input: the run's or the opening's
+                self.errorMessage = str((event or self.process.error).get("message", ""))
+            else:  # the worker crashed, ran out of memory or was killed: the next run starts a new one
+                self.errorMessage = (self.process.failure_message()
+                                     + "\n" + _("The next run starts a new worker process."))
+        except Exception as exc:
+            logging.exception("ScribbleSeg: importing the result failed")
+            self.errorMessage = str(exc)
+        finally:
+            shutil.rmtree(self.tempDir, ignore_errors=True)
+        if self.onFinished is not None:
+            self.onFinished(self)
+
+
 def _requirementName(line: str) -> str:
     """The lower-case package name of a requirement line (``PyMaxflow>=1.3.0`` -> ``pymaxflow``)."""
     name = line.strip()
@@ -899,6 +1236,11 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.job: Optional[ScribbleSegJob] = None
         self.deviceJob: Optional[ScribbleSegJob] = None
+        # The warm worker (one per volume, model, device): each run sends only the scribbles.
+        # False: every run starts the one-shot worker, which reads the volume and the features again.
+        self.useWarmWorker = True
+        self.session: Optional[ScribbleSegSession] = None
+        self.histories: Dict[str, object] = {}  # input volume ID -> ScribbleSegLib.loop.RunHistory
 
     def getParameterNode(self):
         return ScribbleSegParameterNode(super().getParameterNode())
@@ -919,11 +1261,25 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         return self.deviceJob is not None and not self.deviceJob.finished
 
     def cleanup(self) -> None:
-        """Kill running jobs (the application is closing or the module reloading); their callbacks are dropped."""
+        """Kill running jobs and the warm worker (the application is closing or the module reloading).
+
+        The jobs' callbacks are dropped.
+        """
         for job, running in ((self.job, self.busy), (self.deviceJob, self.detectingDevices)):
             if running:
                 job.onEvent = job.onFinished = None
                 job.kill()
+        self.closeSession()
+
+    def closeSession(self) -> None:
+        """End the warm worker, if any (scene closed, module reloaded); the next run starts a new one."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def forgetRuns(self) -> None:
+        """Forget the run histories (the scene is closing: its node IDs will be reused)."""
+        self.histories.clear()
 
     # Per-user settings
 
@@ -1140,11 +1496,14 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
     # Jobs
 
-    def _jobFolder(self) -> str:
-        """A new temporary folder for a job's files; refused while another job runs."""
+    def _refuseIfBusy(self) -> None:
         if self.busy:
             raise userError(_("ScribbleSeg is already running a {kind} job; wait for it or cancel it.")
                             .format(kind=self.job.kind))
+
+    def _jobFolder(self) -> str:
+        """A new temporary folder for a job's files; refused while another job runs."""
+        self._refuseIfBusy()
         return slicer.util.tempDirectory("ScribbleSeg")
 
     def _startJob(self, kind: str, folder: str, request: Dict, onEvent=None, onFinished=None,
@@ -1334,13 +1693,26 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
     def startSegmentation(self, volumeNode, scribbleNode, modelPath: str, *, method: str = "full",
                           cut: Optional[Dict] = None, ddml: Optional[Dict] = None, seed: int = 0,
                           device: Optional[str] = None, outputNode=None, createProbability: bool = False,
-                          probabilityNode=None, show3D: bool = True, onEvent=None, onFinished=None) -> ScribbleSegJob:
+                          probabilityNode=None, show3D: bool = True, onEvent=None, onFinished=None,
+                          purpose: str = "segment") -> ScribbleSegJob:
         """Start segmenting ``volumeNode`` in the background and return the job at once.
 
         The inputs are written on the calling (main) thread, so later edits of
         the scribbles do not affect this run.  When the worker is done, the
         result is imported into ``outputNode`` (a new segmentation named after
-        the volume if None) on the main thread; the scribbles are never changed.
+        the volume if None; the same node again on the next run, updated in
+        place) on the main thread; the scribbles are never changed.
+
+        The run goes to the warm worker of this volume, model and device
+        (:attr:`useWarmWorker`; started on the first run, it keeps the volume and
+        its M-Unet features, so each further run sends only the scribbles), or to
+        a one-shot worker if the warm one cannot be started.  After the run:
+
+        - ``job.outputNode``: the result; ``job.heatMapNode``: the volume's heat map,
+          updated with the run's probability (``h``, or the network's for ``munet``);
+        - ``job.suggestions``: the sections to look at next (dicts with ``section``,
+          ``reason``, ``text``); ``job.changeText``: the heart volume and its change
+          since the previous run; ``job.changesNode``: what the run changed.
 
         Parameters
         ----------
@@ -1351,6 +1723,9 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             ``DDMLConfig`` fields, e.g. ``steps``, ``head_steps``, ``scribble_share``.
         device : {"auto", "cpu", "cuda"}, optional
             Default: the per-user setting.
+        purpose : {"segment", "heatmap"}
+            ``heatmap``: only the network's probability, into the heat map (see
+            :meth:`startHeatMap`); the result segmentation is not touched.
         """
         if volumeNode is None or volumeNode.GetImageData() is None:
             raise userError(_("Select an input volume (Input section)."))
@@ -1362,30 +1737,137 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         if method != "munet" and scribbleNode is None:
             raise userError(_("Select or create the scribbles (Scribbles section)."))
         scribbles = self.scribbleArray(volumeNode, scribbleNode) if method != "munet" else None
+        if scribbles is None and scribbleNode is not None:  # for ranking the sections only
+            with contextlib.suppress(Exception):
+                scribbles = self.scribbleArray(volumeNode, scribbleNode)
         self.ensureDependencies()
+        self._refuseIfBusy()
+        device = device or self.device()
+        modelPath = os.path.abspath(modelPath)
+
+        def importResult(job: ScribbleSegJob) -> None:
+            import numpy as np
+
+            loop = lib("loop")
+            outputs = job.result["outputs"]
+            probability = (self._readArray(outputs["probability"], volumeNode).astype(np.float32)
+                           if outputs.get("probability") else None)
+            job.suggestions = list(job.result.get("metrics", {}).get("suggestions", []))
+            if probability is not None:
+                job.heatMapNode = self.updateHeatMap(probability, volumeNode, modelPath,
+                                                     "network" if method == "munet" else "run")
+                if not job.suggestions:  # munet: ranked from the network's probability alone
+                    job.suggestions = loop.heat_map_suggestions(probability, scribbles, LOOP_SUGGESTIONS)
+            if purpose == "heatmap":
+                return
+            labels = (self._readArray(outputs["labels"], volumeNode) > 0).astype(np.uint8)
+            job.outputNode = self.importLabelsArray(labels, volumeNode, outputNode, show3D)
+            if createProbability and probability is not None:
+                job.probabilityNode = self.importProbabilityArray(probability, volumeNode, probabilityNode)
+            job.changeText, changed = self.recordRun(volumeNode, labels)
+            job.changesNode = self.updateChanges(volumeNode, changed)
+
+        if self.useWarmWorker:
+            job = self._startSessionRun(volumeNode, modelPath, device, scribbles if method != "munet" else None, {
+                "method": method, "cut": dict(cut or {}), "ddml": dict(ddml or {}), "seed": int(seed),
+                "suggest": LOOP_SUGGESTIONS}, importResult, onEvent, onFinished, purpose)
+            if job is not None:
+                return job
 
         folder = self._jobFolder()
         try:
             request = {
                 "image": self._writeVolume(volumeNode, os.path.join(folder, "image.nrrd")),
-                "model": os.path.abspath(modelPath), "method": method,
-                "cut": dict(cut or {}), "ddml": dict(ddml or {}), "device": device or self.device(),
+                "model": modelPath, "method": method,
+                "cut": dict(cut or {}), "ddml": dict(ddml or {}), "device": device,
                 "seed": int(seed), "cache_dir": self.featureCacheFolder(),
-                "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd" if createProbability else None},
+                "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"},
             }
-            if scribbles is not None:
+            if scribbles is not None and method != "munet":
                 request["scribbles"] = self._writeLabelmap(scribbles, volumeNode, os.path.join(folder, "scribbles.nrrd"))
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        return self._startJob("segment", folder, request, onEvent, onFinished, importResult, purpose=purpose)
 
-        def importResult(job: ScribbleSegJob) -> None:
-            outputs = job.result["outputs"]
-            job.outputNode = self.importLabels(outputs["labels"], volumeNode, outputNode, show3D)
-            if outputs.get("probability"):
-                job.probabilityNode = self.importProbability(outputs["probability"], volumeNode, probabilityNode)
+    def startHeatMap(self, volumeNode, scribbleNode, modelPath: str, *, device: Optional[str] = None,
+                     onEvent=None, onFinished=None) -> ScribbleSegJob:
+        """Compute the network's heart probability of ``volumeNode`` into its heat map; no scribbles needed.
 
-        return self._startJob("segment", folder, request, onEvent, onFinished, importResult)
+        The warm worker computes the M-Unet once per volume and model (or reads
+        it from the feature cache) and keeps it for the runs that follow.  The
+        job's ``heatMapNode`` and ``suggestions`` (ranked from the probability,
+        and the scribbles if ``scribbleNode`` has some) are set when it is done.
+        """
+        return self.startSegmentation(volumeNode, scribbleNode, modelPath, method="munet", device=device,
+                                      onEvent=onEvent, onFinished=onFinished, purpose="heatmap")
+
+    # The warm worker
+
+    def sessionKey(self, volumeNode, modelPath: str, device: str) -> Tuple:
+        """What a warm worker is opened on: a change of any of these needs another worker.
+
+        The image data's modification time is in it, so a volume whose voxels
+        were replaced gets a new worker.
+        """
+        return (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), os.path.abspath(modelPath), device,
+                self.featureCacheFolder())
+
+    def _openSession(self, volumeNode, modelPath: str, device: str) -> Tuple[ScribbleSegSession, str]:
+        """The warm worker for this volume, model and device (a new one if needed), and a notice for the log.
+
+        The notice is not empty when the previous worker of the same key had
+        stopped (crashed, killed): it names that worker's last output lines.
+        """
+        key = self.sessionKey(volumeNode, modelPath, device)
+        notice = ""
+        if self.session is not None and not self.session.alive():
+            if self.session.key == key and self.session.process.ready is not None:
+                notice = _("The warm worker process had stopped; starting a new one. {message}").format(
+                    message=self.session.process.failure_message())
+            self.closeSession()
+        if self.session is not None and self.session.key != key:
+            self.closeSession()
+        if self.session is None:
+            worker = lib("worker")
+            folder = slicer.util.tempDirectory("ScribbleSegSession")
+            try:
+                image = self._writeVolume(volumeNode, os.path.join(folder, "image.nrrd"))
+                request = worker.write_request(os.path.join(folder, "session.json"), {
+                    "task": "session", "image": image, "model": modelPath, "device": device,
+                    "cache_dir": self.featureCacheFolder()})
+                process = worker.SessionProcess(request, python=pythonExecutable(), pythonpath=[libraryFolder()])
+            except Exception:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            self.session = ScribbleSegSession(key, folder, process)
+        return self.session, notice
+
+    def _startSessionRun(self, volumeNode, modelPath: str, device: str, scribbles, settings: Dict,
+                         finisher, onEvent, onFinished, purpose: str) -> Optional[ScribbleSegSessionJob]:
+        """Send one run to the warm worker; None if the worker cannot be started (then the one-shot one runs)."""
+        import tempfile
+
+        session, notice = self._openSession(volumeNode, modelPath, device)
+        runDir = tempfile.mkdtemp(prefix="run", dir=session.folder)
+        try:
+            run = {**settings, "outputs": {"labels": os.path.join(runDir, "labels.nrrd"),
+                                           "probability": os.path.join(runDir, "probability.nrrd")}}
+            if scribbles is not None:
+                run["scribbles"] = self._writeLabelmap(scribbles, volumeNode, os.path.join(runDir, "scribbles.nrrd"))
+            job = ScribbleSegSessionJob(session, run, runDir, onEvent, onFinished, purpose, notice)
+            job.addFinisher(finisher)
+            job.start()
+        except OSError as exc:  # e.g. no Python executable: the one-shot worker reports it
+            logging.warning(f"ScribbleSeg: the warm worker could not start ({exc}); running a one-shot worker")
+            shutil.rmtree(runDir, ignore_errors=True)
+            self.closeSession()
+            return None
+        except Exception:
+            shutil.rmtree(runDir, ignore_errors=True)
+            raise
+        self.job = job
+        return job
 
     def segment(self, volumeNode, scribbleNode, modelPath: str, **options):
         """Segment and wait; return the result segmentation node.
@@ -1448,6 +1930,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         if self.busy:
             raise userError(_("Wait for the {kind} job to finish before clearing the cache.").format(
                 kind=self.job.kind))
+        self.closeSession()  # its features may be mapped from the cache
         shutil.rmtree(self.featureCacheFolder(), ignore_errors=True)
 
     @staticmethod
@@ -1484,9 +1967,18 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
     def importLabels(self, path: str, volumeNode, outputNode=None, show3D: bool = True):
         """Put the worker's labelmap into the ``heart`` segment of ``outputNode`` (created if None)."""
         import numpy as np
+
+        return self.importLabelsArray((self._readArray(path, volumeNode) > 0).astype(np.uint8), volumeNode,
+                                      outputNode, show3D)
+
+    def importLabelsArray(self, labels, volumeNode, outputNode=None, show3D: bool = True):
+        """Put ``(Z, Y, X)`` 0/1 labels on the volume's grid into the ``heart`` segment of ``outputNode``.
+
+        A new segmentation named after the volume if ``outputNode`` is None;
+        otherwise the segment is replaced in place (its closed surface follows).
+        """
         from vtk.util.numpy_support import vtk_to_numpy
 
-        labels = (self._readArray(path, volumeNode) > 0).astype(np.uint8)
         if outputNode is None:
             outputNode = slicer.mrmlScene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} heart"))
@@ -1509,7 +2001,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         segmentIds.InsertNextValue(segmentId)
         # The image is in the segmentation's coordinates (both under the volume's transform): no transform.
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(image, outputNode, segmentIds):
-            raise userError(f"{path}: importing the result into '{outputNode.GetName()}' failed")
+            raise userError(f"importing the result into '{outputNode.GetName()}' failed")
         self.showSurface(outputNode, show3D)
         return outputNode
 
@@ -1517,11 +2009,16 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         """Put the worker's probability map into a scalar volume (created if None)."""
         import numpy as np
 
-        probability = self._readArray(path, volumeNode).astype(np.float32)
+        return self.importProbabilityArray(self._readArray(path, volumeNode).astype(np.float32), volumeNode,
+                                           probabilityNode)
+
+    def importProbabilityArray(self, probability, volumeNode, probabilityNode=None,
+                               name: Optional[str] = None):
+        """Put a ``(Z, Y, X)`` probability on the volume's grid into a scalar volume (created if None)."""
         if probabilityNode is None:
             probabilityNode = slicer.mrmlScene.AddNewNodeByClass(
                 "vtkMRMLScalarVolumeNode",
-                slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} heart probability"))
+                slicer.mrmlScene.GenerateUniqueName(name or f"{volumeNode.GetName()} heart probability"))
             self._placeBeside(probabilityNode, volumeNode)
         probabilityNode.SetAttribute(OUTPUT_VOLUME_ATTRIBUTE, volumeNode.GetID())
         matrix = vtk.vtkMatrix4x4()
@@ -1534,6 +2031,177 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         display.SetAutoWindowLevel(False)
         display.SetWindowLevelMinMax(0.0, 1.0)
         return probabilityNode
+
+    # The interactive loop: heat map, where to look, undo, what changed
+
+    @staticmethod
+    def _referencedNode(volumeNode, attribute: str):
+        """The node whose ID ``volumeNode`` keeps in ``attribute``, if it is still in the scene."""
+        nodeId = volumeNode.GetAttribute(attribute) if volumeNode is not None else None
+        return slicer.mrmlScene.GetNodeByID(nodeId) if nodeId else None
+
+    def heatMapNode(self, volumeNode, modelPath: Optional[str] = None):
+        """The heat map of ``volumeNode`` (of the model ``modelPath``, if given), or None."""
+        node = self._referencedNode(volumeNode, HEAT_MAP_ATTRIBUTE)
+        if node is not None and modelPath is not None:
+            if node.GetAttribute(HEAT_MAP_MODEL_ATTRIBUTE) != os.path.abspath(self.resolvedModelPath(modelPath)):
+                return None
+        return node
+
+    def updateHeatMap(self, probability, volumeNode, modelPath: str, source: str):
+        """Put a probability (the network's, or ``h`` of a run) into the volume's heat map, in a heat colour map.
+
+        One heat map node per volume, updated in place, so the slice views that
+        show it follow.  Probabilities below ``HEAT_MAP_LOWER`` are transparent.
+        """
+        node = self.importProbabilityArray(probability, volumeNode, self.heatMapNode(volumeNode),
+                                           name=f"{volumeNode.GetName()} heat map")
+        volumeNode.SetAttribute(HEAT_MAP_ATTRIBUTE, node.GetID())
+        node.SetAttribute(HEAT_MAP_MODEL_ATTRIBUTE, os.path.abspath(modelPath))
+        node.SetAttribute(HEAT_MAP_SOURCE_ATTRIBUTE, source)
+        display = node.GetDisplayNode()
+        if slicer.mrmlScene.GetNodeByID(HEAT_MAP_COLOR_NODE_ID) is not None:
+            display.SetAndObserveColorNodeID(HEAT_MAP_COLOR_NODE_ID)
+        display.SetAutoThreshold(0)
+        display.SetLowerThreshold(HEAT_MAP_LOWER)
+        display.SetUpperThreshold(1.0)
+        display.SetApplyThreshold(1)
+        return node
+
+    @staticmethod
+    def showHeatMap(heatMapNode, show: bool = True, opacity: float = 0.5) -> None:
+        """Show ``heatMapNode`` over the slice views as their foreground layer, or hide it."""
+        if show:
+            slicer.util.setSliceViewerLayers(foreground=heatMapNode, foregroundOpacity=opacity)
+        else:
+            slicer.util.setSliceViewerLayers(foreground=None)
+
+    @staticmethod
+    def setHeatMapOpacity(opacity: float) -> None:
+        slicer.util.setSliceViewerLayers(foregroundOpacity=opacity)
+
+    def heatMapSuggestions(self, volumeNode, scribbleNode=None) -> List[Dict]:
+        """The sections to look at, ranked from the volume's heat map (and the scribbles, if any)."""
+        node = self.heatMapNode(volumeNode)
+        if node is None:
+            return []
+        scribbles = None
+        if scribbleNode is not None:
+            with contextlib.suppress(Exception):
+                scribbles = self.scribbleArray(volumeNode, scribbleNode)
+        return lib("loop").heat_map_suggestions(slicer.util.arrayFromVolume(node), scribbles, LOOP_SUGGESTIONS)
+
+    def _history(self, volumeNode):
+        history = self.histories.get(volumeNode.GetID())
+        if history is None:
+            history = self.histories[volumeNode.GetID()] = lib("loop").RunHistory(UNDO_DEPTH)
+        return history
+
+    def recordRun(self, volumeNode, labels) -> Tuple[str, object]:
+        """Remember a run's labels for undo; return the status text and what changed (``loop.changed_labels``).
+
+        Nothing counts as changed on the first run of a volume.
+        """
+        history = self._history(volumeNode)
+        if history.current is not None and history.current.shape != labels.shape:
+            history.clear()
+        history.push(labels)
+        return self._describeHistory(volumeNode, history)
+
+    def _describeHistory(self, volumeNode, history) -> Tuple[str, object]:
+        import numpy as np
+
+        loop = lib("loop")
+        spacing = volumeNode.GetSpacing()
+        now = loop.heart_volume_mm3(history.current, spacing)
+        if history.previous is None:
+            return loop.describe_change(now), np.zeros(history.current.shape, np.uint8)
+        changed = loop.changed_labels(history.previous, history.current)
+        return (loop.describe_change(now, loop.heart_volume_mm3(history.previous, spacing),
+                                     int(np.count_nonzero(changed))), changed)
+
+    def canUndo(self, volumeNode) -> bool:
+        """Whether "Undo last run" has an earlier run of ``volumeNode`` to go back to."""
+        history = self.histories.get(volumeNode.GetID()) if volumeNode is not None else None
+        return history is not None and history.can_undo
+
+    def undoLastRun(self, volumeNode, outputNode, show3D: bool = True) -> str:
+        """Put the labels of the run before the last back into ``outputNode``; return the status text.
+
+        Raises
+        ------
+        ScribbleSegError
+            If there is no earlier run of this volume.
+        """
+        if volumeNode is None or outputNode is None or not self.canUndo(volumeNode):
+            raise userError(_("There is no earlier run of this volume to go back to."))
+        history = self._history(volumeNode)
+        self.importLabelsArray(history.undo(), volumeNode, outputNode, show3D)
+        text, changed = self._describeHistory(volumeNode, history)
+        self.updateChanges(volumeNode, changed)
+        return text
+
+    def changesNode(self, volumeNode):
+        """The segmentation that shows what the last run on ``volumeNode`` changed, or None."""
+        return self._referencedNode(volumeNode, CHANGES_ATTRIBUTE)
+
+    def updateChanges(self, volumeNode, changed):
+        """Show what a run changed: segments ``added`` and ``removed`` of the volume's changes segmentation.
+
+        ``changed`` is :func:`ScribbleSegLib.loop.changed_labels`.  The node is
+        made once per volume and updated in place; it is not shown in 3D.
+        """
+        import numpy as np
+
+        loop = lib("loop")
+        node = self.changesNode(volumeNode)
+        if node is None:
+            node = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} changes"))
+            node.CreateDefaultDisplayNodes()
+            node.GetDisplayNode().SetVisibility3D(False)
+            node.SetAttribute(OUTPUT_VOLUME_ATTRIBUTE, volumeNode.GetID())
+            node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            self._placeBeside(node, volumeNode)
+            volumeNode.SetAttribute(CHANGES_ATTRIBUTE, node.GetID())
+        for name, value, color in (("added", loop.ADDED, ADDED_COLOR), ("removed", loop.REMOVED, REMOVED_COLOR)):
+            segmentId = self.segmentId(node, name)
+            if not segmentId:
+                segmentId = node.GetSegmentation().AddEmptySegment(name, name, color)
+            slicer.util.updateSegmentBinaryLabelmapFromArray((changed == value).astype(np.uint8), node, segmentId,
+                                                             volumeNode)
+        return node
+
+    def showChanges(self, volumeNode, show: bool = True) -> None:
+        """Show or hide the changes segmentation of ``volumeNode`` (if it has one)."""
+        node = self.changesNode(volumeNode)
+        if node is not None and node.GetDisplayNode() is not None:
+            node.GetDisplayNode().SetVisibility(bool(show))
+
+    @staticmethod
+    def sectionCenter(volumeNode, section: int) -> Tuple[float, float, float]:
+        """World RAS of the centre of section ``section`` (K index) of ``volumeNode``, its transform applied."""
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        ijkToRAS = [[matrix.GetElement(row, column) for column in range(4)] for row in range(4)]
+        shape = tuple(reversed(volumeNode.GetImageData().GetDimensions()))
+        ras = lib("loop").section_center_ras(ijkToRAS, shape, section)
+        parent = volumeNode.GetParentTransformNode()
+        if parent is not None:
+            toWorld = vtk.vtkGeneralTransform()
+            slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(parent, None, toWorld)
+            ras = tuple(toWorld.TransformPoint(ras))
+        return ras
+
+    def jumpToSection(self, volumeNode, section: int, viewName: str = "Red") -> Tuple[float, float, float]:
+        """Centre the ``viewName`` slice view on section ``section`` of ``volumeNode``; return the point."""
+        ras = self.sectionCenter(volumeNode, section)
+        layoutManager = slicer.app.layoutManager()
+        sliceWidget = layoutManager.sliceWidget(viewName) if layoutManager is not None else None
+        if sliceWidget is not None:
+            sliceWidget.mrmlSliceNode().JumpSliceByCentering(*ras)
+        return ras
 
     @staticmethod
     def resultOf(node, volumeNode):

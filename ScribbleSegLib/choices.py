@@ -74,6 +74,18 @@ PRESETS: Dict[str, Preset] = {
 }
 DEFAULT_PRESET = "small"
 
+# The panel's interactive loop (ScribbleSegLib.loop; ScribbleSeg.py keeps literal copies, checked by tests).
+LOOP_SUGGESTIONS = 5
+"""How many sections the panel lists to look at next (after the heat map and after each run)."""
+UNDO_DEPTH = 5
+"""How many runs on one volume the panel keeps for "Undo last run"."""
+HEAT_MAP_OPACITY = 0.5
+"""Default opacity of the heat map over the section images."""
+HEAT_MAP_KEY = "h"
+"""Key that shows or hides the heat map (free in Slicer's slice views and Segment Editor)."""
+NEXT_SECTION_KEY = "n"
+"""Key that jumps to the next suggested section."""
+
 DEFAULT_CACHE_MAX_GB = 20.0
 """Size cap of the feature cache; least-recently-used entries are evicted beyond it.
 

@@ -1016,3 +1016,300 @@ def test_the_result_line_names_the_sections_to_look_at_next(scribbleseg):
     assert "1.25 mm³" in line and "features reused" in line and line.endswith("look next at sections 12, 30")
     del metrics["suggestions"]
     assert "look next" not in logic.describeResult(types.SimpleNamespace(result={"metrics": metrics}, elapsed=3.0))
+
+
+# ---------------------------------------------------------------------------
+# The interactive loop: the warm worker, the heat map, suggestions, undo, what changed
+# ---------------------------------------------------------------------------
+
+
+def test_the_loop_settings_are_copies_of_the_library_choices(tree):
+    from ScribbleSegLib import choices
+
+    for name in ("LOOP_SUGGESTIONS", "UNDO_DEPTH", "HEAT_MAP_KEY", "NEXT_SECTION_KEY"):
+        assert module_constant(tree, name) == getattr(choices, name), name
+    assert parameters(tree)["heatMapOpacity"][1] == repr(choices.HEAT_MAP_OPACITY)
+    assert len({module_constant(tree, "HEAT_MAP_KEY"), module_constant(tree, "NEXT_SECTION_KEY")}) == 2
+    # Keys of Slicer's slice views (vtkMRMLSliceIntersectionWidget) and Segment Editor shortcuts: not ours.
+    taken = set("gtfbvVrzyqwi0123456789/*,.<> ")
+    assert not {choices.HEAT_MAP_KEY, choices.NEXT_SECTION_KEY} & taken
+
+
+def test_the_heat_map_colour_table_is_one_slicer_ships(tree):
+    # vtkMRMLColorLogic: "vtkMRMLColorTableNode" + "File" + the file name, for Base/Logic/Resources/ColorFiles.
+    assert module_constant(tree, "HEAT_MAP_COLOR_NODE_ID") == "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
+
+
+class _Image:
+    def __init__(self, shape_zyx):
+        self.shape = shape_zyx
+
+    def GetMTime(self):
+        return 7
+
+    def GetDimensions(self):
+        return tuple(reversed(self.shape))
+
+
+class _Volume:
+    def __init__(self, shape_zyx, spacing, node_id="vtkMRMLVectorVolumeNode1"):
+        self.image, self.spacing, self.node_id = _Image(shape_zyx), spacing, node_id
+
+    def GetImageData(self):
+        return self.image
+
+    def GetID(self):
+        return self.node_id
+
+    def GetSpacing(self):
+        return self.spacing
+
+
+@pytest.fixture(scope="module")
+def loop_case(tmp_path_factory):
+    """A small phantom on disk with two sets of scribbles (the second has more strokes)."""
+    from ScribbleSegLib import phantom, scribbles, volume_io
+
+    folder = tmp_path_factory.mktemp("loop")
+    made = phantom.make_phantom(seed=3, config=phantom.PhantomConfig(shape=(12, 96, 96)))
+    volume_io.write_rgb_volume(folder / "image.nrrd", made.image)
+    first = scribbles.simulate_scribbles(made.label, seed=0, every=4)
+    second = scribbles.simulate_scribbles(made.label, seed=1, every=2)
+    second[first > 0] = first[first > 0]
+    return folder, made, first, second
+
+
+def _loop_logic(scribbleseg, loop_case, monkeypatch):
+    """A logic whose scene side is replaced by records; the worker, the files and ScribbleSegLib are real."""
+    import shutil as _shutil
+    import types
+
+    from ScribbleSegLib import volume_io
+
+    folder, made, first, second = loop_case
+    logic = scribbleseg.ScribbleSegLogic()
+    scene = types.SimpleNamespace(labels=[], heat=[], changes=[], scribbles=first)
+    logic.ensureDependencies = lambda torch=True: None
+    logic.scribbleArray = lambda volume, node: scene.scribbles
+    logic._writeVolume = lambda volume, path: _shutil.copy(folder / "image.nrrd", path)
+    logic._writeLabelmap = lambda array, volume, path: volume_io.write_labelmap(
+        path, array, made.image.geometry) or path
+    logic.importLabelsArray = lambda labels, volume, node=None, show3D=True: scene.labels.append(labels) or "result"
+    logic.updateHeatMap = lambda probability, volume, model, source: scene.heat.append((source, probability)) or "heat"
+    logic.updateChanges = lambda volume, changed: scene.changes.append(changed) or "changes"
+    volume = _Volume(made.image.shape, made.image.geometry.spacing)
+    return logic, scene, volume
+
+
+FAST = {"ddml": {"steps": 20, "head_steps": 20}}
+
+
+def test_the_loop_runs_on_one_warm_worker_and_restarts_it_after_a_crash(scribbleseg, loop_case, monkeypatch):
+    logic, scene, volume = _loop_logic(scribbleseg, loop_case, monkeypatch)
+    events = []
+    try:
+        # Heat map first: no scribbles needed, the network's probability and sections to look at.
+        heat = logic.startHeatMap(volume, None, "", device="cpu", onEvent=events.append).wait()
+        assert heat.succeeded, heat.errorMessage
+        pid = logic.session.process.pid
+        assert not heat.warm and heat.result["metrics"]["features_cached"] is False, "this job ran the M-Unet"
+        assert heat.heatMapNode == "heat" and scene.heat[-1][0] == "network"
+        assert scene.labels == [], "the heat map leaves the result alone"
+        probability = scene.heat[-1][1]
+        assert probability.shape == volume.image.shape and 0.0 <= probability.min() <= probability.max() <= 1.0
+        assert heat.suggestions and all({"section", "reason", "text"} <= set(s) for s in heat.suggestions)
+
+        # Run: the same worker, only the scribbles sent; the result in place, h into the heat map.
+        run1 = logic.startSegmentation(volume, object(), "", device="cpu", onEvent=events.append, **FAST).wait()
+        assert run1.succeeded, run1.errorMessage
+        assert isinstance(run1, scribbleseg.ScribbleSegSessionJob) and run1.warm
+        assert logic.session.process.pid == pid
+        assert run1.result["metrics"]["features_cached"]
+        assert run1.outputNode == "result" and scene.heat[-1][0] == "run"
+        assert 0 < len(run1.suggestions) <= scribbleseg.LOOP_SUGGESTIONS
+        assert run1.changeText.startswith("heart ") and "previous run" not in run1.changeText
+        assert not scene.changes[-1].any(), "nothing changed on the first run"
+        assert not logic.canUndo(volume)
+
+        # More strokes, run again: what changed, the volume change, and undo.
+        scene.scribbles = loop_case[3]
+        run2 = logic.startSegmentation(volume, object(), "", device="cpu", **FAST).wait()
+        assert run2.succeeded, run2.errorMessage
+        assert logic.session.process.pid == pid
+        assert "since the previous run" in run2.changeText
+        from ScribbleSegLib import loop
+
+        np = pytest.importorskip("numpy")
+        np.testing.assert_array_equal(scene.changes[-1], loop.changed_labels(scene.labels[0], scene.labels[1]))
+        assert logic.canUndo(volume)
+        text = logic.undoLastRun(volume, "result")
+        np.testing.assert_array_equal(scene.labels[-1], scene.labels[0])
+        assert text.startswith("heart ") and not logic.canUndo(volume)
+
+        # The worker dies while idle: the next run starts a new one and says why, naming its last output.
+        logic.session.process.kill()
+        while not logic.session.process.finished:  # it is gone before the user runs again
+            logic.session.process.poll()
+            time.sleep(0.01)
+        run3 = logic.startSegmentation(volume, object(), "", device="cpu", onEvent=events.append, **FAST).wait()
+        assert run3.succeeded, run3.errorMessage
+        assert logic.session.process.pid != pid and not run3.warm
+        assert "had stopped" in run3.notice and "exit status" in run3.notice
+        assert any("had stopped" in e.get("message", "") for e in events if e["event"] == "log")
+    finally:
+        logic.cleanup()
+    assert logic.session is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="exit status of a killed process")
+def test_a_crash_during_a_run_is_reported_with_the_last_output_and_cancel_keeps_the_scene(
+        scribbleseg, loop_case, monkeypatch):
+    logic, scene, volume = _loop_logic(scribbleseg, loop_case, monkeypatch)
+    try:
+        assert logic.startHeatMap(volume, None, "", device="cpu").wait().succeeded
+        job = logic.startSegmentation(volume, object(), "", device="cpu", ddml={"steps": 100000})
+        assert logic.busy
+        while job.runId is None:
+            _process_events()
+            time.sleep(0.01)
+        logic.session.process.kill()  # a crash in the middle of the run
+        job.wait()
+        assert not job.succeeded and not job.cancelled
+        assert "stopped without a result" in job.errorMessage and "next run starts a new worker" in job.errorMessage
+        assert scene.labels == []
+
+        scribbleseg.CANCEL_GRACE_MS = 200
+        job = logic.startSegmentation(volume, object(), "", device="cpu", ddml={"steps": 100000})
+        while job.runId is None:
+            _process_events()
+            time.sleep(0.01)
+        logic.cancel()
+        job.wait()
+        assert job.cancelled and job.errorMessage == "Cancelled." and scene.labels == []
+        assert not logic.busy
+    finally:
+        logic.cleanup()
+
+
+def test_the_one_shot_worker_is_the_fallback(scribbleseg, loop_case, monkeypatch):
+    logic, scene, volume = _loop_logic(scribbleseg, loop_case, monkeypatch)
+    logic.useWarmWorker = False
+    job = logic.startSegmentation(volume, object(), "", device="cpu", **FAST).wait()
+    assert job.succeeded, job.errorMessage
+    assert type(job) is scribbleseg.ScribbleSegJob and logic.session is None
+    assert job.outputNode == "result" and scene.heat[-1][0] == "run" and job.suggestions
+
+
+def _loop_panel(scribbleseg):
+    volume = _Volume((12, 96, 96), (0.02, 0.02, 0.04))
+    panel = _panel(scribbleseg, inputVolume=volume, heatMapOpacity=0.4, showChanges=True)
+    panel._suggestions, panel._suggestionRow, panel._heatMapShown, panel._shortcuts = [], None, False, []
+    jumps = []
+    panel.logic.jumpToSection = lambda volume, section: jumps.append(section)
+    return panel, volume, jumps
+
+
+def test_clicking_a_suggested_section_and_the_next_key_jump_there(scribbleseg):
+    panel, _volume, jumps = _loop_panel(scribbleseg)
+    panel.onNextSection()
+    assert jumps == [] and "No sections suggested yet" in panel.ui.statusLabel.text
+    suggestions = [{"section": 9, "reason": "unsure", "text": "section 9 (unsure: ...)"},
+                   {"section": 2, "reason": "far from any stroke", "text": "section 2 (far ...)"},
+                   {"section": 5, "reason": "changed a lot", "text": "section 5 (changed ...)"}]
+    panel._showSuggestions(suggestions)
+    rows = [args[0] for name, args in panel.ui.suggestionsListWidget.calls if name == "addItem"]
+    assert rows == ["Section 9: unsure", "Section 2: far from any stroke", "Section 5: changed a lot"]
+    assert panel.ui.nextSectionButton.enabled
+    panel.onSuggestionSelected(2)  # a click on the third row
+    assert jumps == [5] and panel.ui.statusLabel.text == "section 5 (changed ...)"
+    for _press in range(3):
+        panel.onNextSection()
+    assert jumps == [5, 9, 2, 5], "the key continues after the clicked row and wraps round"
+    panel.onSuggestionSelected(-1)  # Qt's "no current row" after clear()
+    assert len(jumps) == 4
+    panel._showSuggestions([])
+    assert not panel.ui.nextSectionButton.enabled
+
+
+def test_the_heat_map_is_computed_once_per_volume_and_model_then_toggled(scribbleseg):
+    panel, volume, _jumps = _loop_panel(scribbleseg)
+    shown, started = [], []
+    panel.logic.showHeatMap = lambda node, show=True, opacity=0.5: shown.append((node, show, opacity))
+    panel.logic.heatMapNode = lambda volume, model=None: None
+    panel.logic.startHeatMap = lambda *args, **kwargs: started.append(kwargs["onFinished"])
+    panel.onHeatMapButton()
+    assert len(started) == 1 and shown == []  # computing: the worker's job
+    import types
+
+    job = types.SimpleNamespace(succeeded=True, cancelled=False, elapsed=4.0, heatMapNode="heat map",
+                                suggestions=[{"section": 3, "reason": "unsure", "text": "section 3"}])
+    started[0](job)
+    assert shown == [("heat map", True, 0.4)] and panel._heatMapShown
+    assert panel.ui.heatMapButton.text == "Hide heat map"
+    assert "Heat map ready in 4 s" in panel.ui.statusLabel.text
+    assert [c[1][0] for c in panel.ui.suggestionsListWidget.calls if c[0] == "addItem"] == ["Section 3: unsure"]
+    panel.onHeatMapButton()  # the key h again: hidden
+    assert shown[-1][1] is False and not panel._heatMapShown
+    panel.logic.heatMapNode = lambda volume, model=None: "heat map"  # made before for this volume and model
+    panel.onHeatMapButton()
+    assert shown[-1] == ("heat map", True, 0.4) and len(started) == 1, "reused, not computed again"
+
+
+def test_a_finished_run_updates_the_list_the_status_line_and_undo(scribbleseg):
+    import types
+
+    panel, volume, _jumps = _loop_panel(scribbleseg)
+    result = types.SimpleNamespace(GetAttribute=lambda name: volume.GetID())
+    shown_changes, undone = [], []
+    panel.logic.showChanges = lambda volume, show=True: shown_changes.append(show)
+    panel.logic.canUndo = lambda volume: True
+    panel.logic.pruneFeatureCache = lambda: []
+    panel._updateCacheInfo = lambda: None
+    job = types.SimpleNamespace(
+        succeeded=True, cancelled=False, elapsed=2.0, outputNode=result, probabilityNode=None,
+        changesNode="changes", changeText="heart 1.2 mm³ (+0.1 mm³, +9.1% since the previous run; 40 voxels changed)",
+        suggestions=[{"section": 4, "reason": "unsure", "text": "section 4"}],
+        result={"metrics": {"heart_volume_mm3": 1.2, "heart_voxels": 40, "features_cached": True}})
+    panel._onSegmentationFinished(job)
+    assert panel.ui.statusLabel.text == ("Done in 2 s: heart 1.2 mm³ (+0.1 mm³, +9.1% since the previous run; "
+                                         "40 voxels changed).")
+    assert panel._parameterNode.outputSegmentation is result and shown_changes == [True]
+    assert panel._suggestions == job.suggestions and panel.ui.undoRunButton.enabled
+    panel.logic.undoLastRun = lambda volume, output, show3D: undone.append(output) or "heart 1.1 mm³"
+    panel.onUndoRunButton()
+    assert undone == [result], "the result node itself, updated in place"
+    assert panel.ui.statusLabel.text == "Back to the run before: heart 1.1 mm³."
+
+
+def test_undo_without_an_earlier_run_is_a_one_line_error(scribbleseg):
+    errors = []
+    scribbleseg.slicer.util.errorDisplay = lambda text, **kwargs: errors.append(text)
+    panel, volume, _jumps = _loop_panel(scribbleseg)
+    panel.onUndoRunButton()
+    assert errors == ["There is no earlier run of this volume to go back to."]
+
+
+def test_run_again_updates_the_same_result_node(scribbleseg):
+    import types
+
+    panel, volume, _jumps = _loop_panel(scribbleseg)
+    result = types.SimpleNamespace(GetAttribute=lambda name: volume.GetID())
+    other = types.SimpleNamespace(GetAttribute=lambda name: "vtkMRMLVectorVolumeNode9")
+    sent = []
+    panel.logic.startSegmentation = lambda *args, **kwargs: sent.append(kwargs["outputNode"])
+    panel._parameterNode.outputSegmentation = result
+    panel.onApplyButton()
+    panel._parameterNode.outputSegmentation = other  # the result of another volume is kept
+    panel.onApplyButton()
+    assert sent == [result, None]
+
+
+def test_the_list_is_cleared_when_another_volume_is_selected(scribbleseg):
+    panel, volume, jumps = _loop_panel(scribbleseg)
+    panel._updateEditorNodes = panel._updateResultWidgets = lambda: None
+    panel._showSuggestions([{"section": 3, "reason": "unsure"}])
+    panel._onParameterNodeModified()
+    assert panel._suggestions, "the same volume: kept"
+    panel._parameterNode.inputVolume = _Volume((5, 8, 8), (1, 1, 1), node_id="vtkMRMLVectorVolumeNode2")
+    panel._onParameterNodeModified()
+    assert panel._suggestions == [] and not panel.ui.nextSectionButton.enabled
