@@ -344,7 +344,8 @@ def _predict_rescaled(predictor: "SectionPredictor", section: np.ndarray, scale:
     feat_small = np.empty(small + (predictor.channels,), np.float16)
     predictor.predict(np.ascontiguousarray(resized), prob_small, feat_small, cancel)
     with torch.inference_mode():
-        prob_out[...] = _resize(torch.from_numpy(prob_small)[None, None], (rows, cols))[0, 0].numpy()
+        # Interpolation weights summing to 1 can still round a little past [0, 1].
+        prob_out[...] = _resize(torch.from_numpy(prob_small)[None, None], (rows, cols))[0, 0].clamp_(0, 1).numpy()
         # Back to the section's grid in bands of rows, so the full-size float32 copy is never whole.
         band = max(1, (1 << 22) // max(1, cols * predictor.channels))
         feats = torch.from_numpy(feat_small).permute(2, 0, 1)[None].float()

@@ -102,7 +102,11 @@ class PhantomConfig:
         Sections, rows, columns.  The anatomy scales with the in-plane field of
         view, so a small shape gives the same embryo at a coarser resolution.
     spacing : (x, y, z)
-        Voxel size in mm.
+        Voxel size in mm at the reference in-plane size :data:`REFERENCE_SIZE`.
+        A phantom of another size shows the same embryo, so its voxels are that
+        much larger or smaller (:func:`voxel_size`): the embryo keeps its size
+        in mm, and a model trained on one size sees the others at its own scale
+        once the sections are resampled to its pixel size.
     max_tilt_deg : float
         Largest angle between the body axis and the stack axis.
     max_spin_deg : float
@@ -218,6 +222,28 @@ FAMILIES: Dict[str, PhantomConfig] = {
                        nuclear_density=1.4, tears=6, folds=4, skipped_sections=2, misalignment_px=2.5,
                        noise=0.03, bubbles=4, debris=40),
 }
+
+
+#: In-plane size (pixels, the smaller of Y and X) at which :attr:`PhantomConfig.spacing` is the voxel size.
+REFERENCE_SIZE = 192
+
+
+def voxel_size(config: PhantomConfig) -> Tuple[float, float, float]:
+    """``(x, y, z)`` voxel size in mm of a phantom made with ``config``.
+
+    The embryo fills the same share of the field of view at every shape, so its
+    voxels scale with ``REFERENCE_SIZE / min(Y, X)`` on all three axes (the
+    sections scale with the field of view too).
+
+    Examples
+    --------
+    >>> voxel_size(PhantomConfig())
+    (0.02, 0.02, 0.04)
+    >>> voxel_size(PhantomConfig(shape=(32, 128, 128)))
+    (0.03, 0.03, 0.06)
+    """
+    factor = REFERENCE_SIZE / min(int(config.shape[1]), int(config.shape[2]))
+    return tuple(round(float(s) * factor, 9) for s in config.spacing)
 
 
 def family_config(family: str = choices.DEFAULT_PHANTOM_FAMILY, shape: Optional[Sequence[int]] = None) -> PhantomConfig:
@@ -495,7 +521,7 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
     cfg = config or PhantomConfig()
     cfg.validate()
     Z, Y, X = (int(s) for s in cfg.shape)
-    sx, sy, sz = (float(s) for s in cfg.spacing)
+    sx, sy, sz = voxel_size(cfg)
     streams = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5EC7])
     rng_geo, rng_anat, rng_tex, rng_stain, rng_art = (np.random.default_rng(s) for s in streams.spawn(5))
 
@@ -811,7 +837,7 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
         entries.append(entry)
 
     manifest = {"format": "scribbleseg-phantom", "format_version": MANIFEST_VERSION, "seed": int(seed),
-                "shape": [int(s) for s in cfg.shape], "spacing": [float(s) for s in cfg.spacing],
+                "shape": [int(s) for s in cfg.shape], "spacing": [float(s) for s in voxel_size(cfg)],
                 "config": dataclasses.asdict(cfg), "scribble_patterns": list(patterns), "volumes": entries}
     path = out / "phantom.json"
     with atomic_output(path) as tmp:

@@ -37,7 +37,7 @@ def test_shapes_dtypes_geometry(small):
     assert set(np.unique(small.label)) == {0, 1}
     assert small.tissue.shape == (z, y, x)
     assert set(np.unique(small.tissue)) <= {int(t) for t in Tissue}
-    assert small.image.geometry.spacing == SMALL.spacing
+    assert small.image.geometry.spacing == pytest.approx(tuple(s * 192 / 80 for s in SMALL.spacing))
     assert small.image.shape == (z, y, x)
 
 
@@ -125,7 +125,7 @@ def test_command_writes_files_that_volume_io_and_slicerio_read(tmp_path):
     assert cli.main(["phantom", "--out", str(out), "--volumes", "2", "--shape", "12", "48", "48", "--quiet"]) == 0
     manifest = json.loads((out / "phantom.json").read_text())
     assert manifest["format_version"] == phantom.MANIFEST_VERSION
-    assert manifest["shape"] == [12, 48, 48] and manifest["spacing"] == list(TINY.spacing)
+    assert manifest["shape"] == [12, 48, 48] and manifest["spacing"] == pytest.approx([s * 4 for s in TINY.spacing])
     assert [v["role"] for v in manifest["volumes"]] == ["train", "test"]
     expected = phantom.make_phantom(seed=1, config=TINY)
     entry = manifest["volumes"][1]
@@ -164,3 +164,17 @@ def test_cancel_stops_before_the_manifest(tmp_path):
     with pytest.raises(CancelledError):
         phantom.write_phantom_set(tmp_path / "set", n_volumes=2, config=TINY, progress=progress, cancel=token)
     assert stages and not (tmp_path / "set" / "phantom.json").exists()
+
+
+def test_a_smaller_shape_is_the_same_embryo_in_mm():
+    """Smaller phantoms have larger voxels, so the heart keeps its size in mm (a model's resampling relies on it)."""
+    from ScribbleSegLib.phantom import make_phantom, voxel_size
+
+    big, small = (PhantomConfig(shape=s, skipped_sections=0) for s in ((32, 96, 96), (16, 48, 48)))
+    assert voxel_size(small) == pytest.approx(tuple(2 * s for s in voxel_size(big)))
+    volumes = []
+    for config in (big, small):
+        ph = make_phantom(seed=3, config=config)
+        sx, sy, sz = ph.image.geometry.spacing
+        volumes.append(np.count_nonzero(ph.label) * sx * sy * sz)
+    assert volumes[1] == pytest.approx(volumes[0], rel=0.25)

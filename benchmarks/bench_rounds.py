@@ -10,6 +10,7 @@ this script is for one model and one family, e.g. a model of your own::
 
     python benchmarks/bench_rounds.py --model scribbleseg-bench/munet_a.model --family b \\
         [--volumes 4 5] [--patterns 0 1 2] [--rounds 3] [--gamma G] [--data-term linear|log] [--paper]
+        [--shape Z Y X]
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=protocol.ROUNDS)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
+    parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="phantom shape (default the family's; the Slicer sample phantom is 32 128 128)")
     parser.add_argument("--gamma", type=float, default=None)
     parser.add_argument("--data-term", choices=("linear", "log"), default=None)
     parser.add_argument("--paper", action="store_true", help="the paper's adaptation (DDMLConfig.paper())")
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
     cut = dataclasses.replace(cut, **{k: v for k, v in (("gamma", args.gamma), ("data_term", args.data_term))
                                      if v is not None})
     ddml = DDMLConfig.paper() if args.paper else DDMLConfig()
-    vols = protocol.make_volumes(max(args.volumes) + 1, args.seed, None, args.family)
+    vols = protocol.make_volumes(max(args.volumes) + 1, args.seed, args.shape, args.family)
     started = time.perf_counter()
     runs = []
     for i in args.volumes:
