@@ -59,7 +59,7 @@ SELF_TEST_SHAPE = (24, 96, 96)
 IMPORT_NAMES = {"pymaxflow": "maxflow", "slicerio": "slicerio", "torch": "torch"}
 POLL_INTERVAL_MS = 100
 CANCEL_GRACE_MS = 3000  # a graph cut cannot stop at a check; after this the process tree is killed
-PHANTOM_SHAPE = (32, 128, 128)
+SAMPLE_PHANTOM_SHAPE = (64, 192, 192)  # a literal copy of ScribbleSegLib.choices (checked by the tests)
 # The interactive loop: literal copies of ScribbleSegLib.choices (checked by Testing/test_slicer_module.py).
 LOOP_SUGGESTIONS = 5
 UNDO_DEPTH = 5
@@ -1588,7 +1588,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         node.SetVoxelVectorType(slicer.vtkMRMLVolumeNode.VoxelVectorTypeColorRGB)
         return node
 
-    def createPhantom(self, seed: int = 0, shape: Sequence[int] = PHANTOM_SHAPE, onEvent=None):
+    def createPhantom(self, seed: int = 0, shape: Sequence[int] = SAMPLE_PHANTOM_SHAPE, onEvent=None):
         """Make a synthetic H&E stack with its heart and example scribbles, and load it.
 
         The files are kept in Slicer's cache folder (like Sample Data downloads),

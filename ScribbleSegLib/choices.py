@@ -37,6 +37,9 @@ PHANTOM_FAMILIES: Tuple[str, ...] = ("a", "b")
 """Phantom families (:data:`ScribbleSegLib.phantom.FAMILIES` holds their configs): ``a`` is the default,
 ``b`` another lab's stain, scale, anatomy and artefacts."""
 DEFAULT_PHANTOM_FAMILY = "a"
+#: The Slicer module's sample phantom, ``(Z, Y, X)``: the full-size phantom the starter model learnt from
+#: (a smaller one is the same embryo in coarser voxels, where the heart's outline costs more IoU).
+SAMPLE_PHANTOM_SHAPE: Tuple[int, int, int] = (64, 192, 192)
 
 CUT_NEIGHBOURHOODS: Tuple[int, ...] = (6, 10)
 """Graph-cut neighbourhoods (see :class:`ScribbleSegLib.graphcut.GraphCutParams`)."""

@@ -49,7 +49,7 @@ A segmentation runs :func:`ScribbleSegLib.jobs.segment_files`, the same path
 from files to results as ``scribbleseg segment``: every output is checked before
 any work and written at the end, all or none.
 
-    {"protocol": 1, "task": "phantom", "seed": 0, "shape": [32, 128, 128], "every": 8,
+    {"protocol": 1, "task": "phantom", "seed": 0, "shape": [64, 192, 192], "every": 8,
      "outputs": {"image": "image.nrrd", "label": "label.seg.nrrd", "scribbles": "scribbles.seg.nrrd"}}
 
     {"protocol": 1, "task": "devices"}

@@ -2,7 +2,7 @@
 
 What the tutorial does (README, "Tutorial: the synthetic phantom"): the panel's
 "Create a synthetic test volume" makes phantom seed 0 at the module's
-``PHANTOM_SHAPE`` with example scribbles (the worker's ``phantom`` task), and
+``SAMPLE_PHANTOM_SHAPE`` with example scribbles (the worker's ``phantom`` task), and
 Apply runs the worker's ``segment`` task with the default settings and the
 starter model (no model chosen).  This script runs the same two worker
 requests headless, as child processes started the way the module starts them
@@ -16,7 +16,7 @@ steps each; 3 is what the self-test does, 300 what the panel does).
 
 Run from the repository root::
 
-    python benchmarks/bench_first_result.py [--shape 32 128 128] [--seed 0] [--model PATH] [--out DIR]
+    python benchmarks/bench_first_result.py [--shape 64 192 192] [--seed 0] [--model PATH] [--out DIR]
         [--finetune-steps 3 300]
 """
 
@@ -59,7 +59,7 @@ def run(request_path: Path) -> tuple:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=list(module_constant("PHANTOM_SHAPE")))
+    parser.add_argument("--shape", type=int, nargs=3, default=list(module_constant("SAMPLE_PHANTOM_SHAPE")))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="default: the starter model")
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
     parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                        help="phantom shape (default the family's; the Slicer sample phantom is 32 128 128)")
+                        help="phantom shape (default the family's; e.g. 32 128 128 for a coarser one)")
     parser.add_argument("--gamma", type=float, default=None)
     parser.add_argument("--data-term", choices=("linear", "log"), default=None)
     parser.add_argument("--paper", action="store_true", help="the paper's adaptation (DDMLConfig.paper())")
