@@ -599,11 +599,18 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with self._reportErrors(_("Cannot detect devices")):
             self.logic.detectDevices(onFinished=finished)
 
+    def _cancelIfBusy(self, attribute: str, value: str) -> bool:
+        """Whether a job runs; if its ``attribute`` (``kind`` or ``purpose``) is ``value`` -- the job this
+        button started -- it is cancelled (a button that starts a job also stops it)."""
+        if not self.logic.busy:
+            return False
+        if getattr(self.logic.job, attribute) == value:
+            self.logic.cancel()
+            self.ui.statusLabel.text = _("Cancelling...")
+        return True
+
     def onTrainButton(self) -> None:
-        if self.logic.busy:
-            if self.logic.job.kind == "train":
-                self.logic.cancel()
-                self.ui.statusLabel.text = _("Cancelling...")
+        if self._cancelIfBusy("kind", "train"):
             return
         with self._reportErrors(_("Cannot train")):
             nodes = list(self.ui.trainingSegmentationsSelector.checkedNodes())
@@ -641,10 +648,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelInfoLabel.text = self.logic.describeModel(self.logic.modelPath())
 
     def onAddToModelButton(self) -> None:
-        if self.logic.busy:
-            if self.logic.job.purpose == "finetune":
-                self.logic.cancel()
-                self.ui.statusLabel.text = _("Cancelling...")
+        if self._cancelIfBusy("purpose", "finetune"):
             return
         p = self._parameterNode
         with self._reportErrors(_("Cannot add the volume to the model")):
@@ -699,10 +703,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                                               folder=self.logic.featureCacheFolder())
 
     def onApplyButton(self) -> None:
-        if self.logic.busy:
-            if self.logic.job.purpose == "segment":
-                self.logic.cancel()
-                self.ui.statusLabel.text = _("Cancelling...")
+        if self._cancelIfBusy("purpose", "segment"):
             return
         p = self._parameterNode
         with self._reportErrors(_("Cannot segment")):
@@ -745,10 +746,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onHeatMapButton(self) -> None:
         """Show the heat map (computed on first use for this volume and model), or hide it; key h."""
-        if self.logic.busy:
-            if self.logic.job.purpose == "heatmap":
-                self.logic.cancel()
-                self.ui.statusLabel.text = _("Cancelling...")
+        if self._cancelIfBusy("purpose", "heatmap"):
             return
         if self._heatMapShown:
             self.logic.showHeatMap(None, False)
@@ -961,8 +959,14 @@ class ScribbleSegJob:
     def __init__(self, kind: str, tempDir: str, request: Dict, onEvent: Optional[Callable[[Dict], None]] = None,
                  onFinished: Optional[Callable[["ScribbleSegJob"], None]] = None, purpose: Optional[str] = None) -> None:
         worker = lib("worker")
+        self._initState(kind, purpose or kind, tempDir, onEvent, onFinished)
+        requestPath = worker.write_request(os.path.join(tempDir, "request.json"), request)
+        self.process = worker.WorkerProcess(requestPath, python=pythonExecutable(), pythonpath=[libraryFolder()])
+
+    def _initState(self, kind: str, purpose: str, tempDir: str, onEvent, onFinished) -> None:
+        """The state every job starts with (shared with the warm worker's runs) and its polling timer."""
         self.kind = kind
-        self.purpose = purpose or kind
+        self.purpose = purpose
         self.tempDir = tempDir
         self.onEvent = onEvent
         self.onFinished = onFinished
@@ -977,8 +981,6 @@ class ScribbleSegJob:
         self.suggestions: List[Dict] = []
         self.changeText = ""
         self.elapsed = 0.0
-        requestPath = worker.write_request(os.path.join(tempDir, "request.json"), request)
-        self.process = worker.WorkerProcess(requestPath, python=pythonExecutable(), pythonpath=[libraryFolder()])
         self._finishers: List[Callable[["ScribbleSegJob"], None]] = []
         self._started = 0.0
         self._timer = qt.QTimer()
@@ -1033,7 +1035,8 @@ class ScribbleSegJob:
         error = self.process.error
         if error is not None and error.get("kind") == "cancelled":
             self.cancelled = True
-        try:
+
+        def conclude():
             if self.result is not None and not self.cancelled:
                 for finisher in self._finishers:
                     finisher(self)
@@ -1042,6 +1045,13 @@ class ScribbleSegJob:
                 self.errorMessage = _("Cancelled.")
             else:
                 self.errorMessage = self.process.failure_message()
+
+        self._conclude(conclude)
+
+    def _conclude(self, conclude: Callable[[], None]) -> None:
+        """Run ``conclude`` (import the result or say what went wrong), delete the job's folder, call back."""
+        try:
+            conclude()
         except Exception as exc:
             logging.exception("ScribbleSeg: importing the result failed")
             self.errorMessage = str(exc)
@@ -1094,22 +1104,7 @@ class ScribbleSegSessionJob(ScribbleSegJob):
                  onEvent: Optional[Callable[[Dict], None]] = None,
                  onFinished: Optional[Callable[["ScribbleSegJob"], None]] = None, purpose: str = "segment",
                  notice: str = "") -> None:
-        self.kind = "segment"
-        self.purpose = purpose
-        self.tempDir = runDir
-        self.onEvent = onEvent
-        self.onFinished = onFinished
-        self.result: Optional[Dict] = None
-        self.succeeded = False
-        self.cancelled = False
-        self.errorMessage = ""
-        self.outputNode = None
-        self.probabilityNode = None
-        self.heatMapNode = None
-        self.changesNode = None
-        self.suggestions: List[Dict] = []
-        self.changeText = ""
-        self.elapsed = 0.0
+        self._initState("segment", purpose, runDir, onEvent, onFinished)
         self.session = session
         self.process = session.process
         self.run = run
@@ -1117,11 +1112,6 @@ class ScribbleSegSessionJob(ScribbleSegJob):
         self.warm = session.process.pid is not None  # the worker was already running
         self.notice = notice
         self._done = False
-        self._finishers: List[Callable[["ScribbleSegJob"], None]] = []
-        self._started = 0.0
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self._poll)
 
     @property
     def finished(self) -> bool:
@@ -1173,7 +1163,8 @@ class ScribbleSegSessionJob(ScribbleSegJob):
         self._timer.stop()
         self._done = True
         self.elapsed = time.monotonic() - self._started
-        try:
+
+        def conclude():
             if event is not None and event["event"] == "done" and not self.cancelled:
                 self.result = event
                 if not self.warm and self.process.ready is not None:  # this job opened the worker
@@ -1190,13 +1181,8 @@ class ScribbleSegSessionJob(ScribbleSegJob):
             else:  # the worker crashed, ran out of memory or was killed: the next run starts a new one
                 self.errorMessage = (self.process.failure_message()
                                      + "\n" + _("The next run starts a new worker process."))
-        except Exception as exc:
-            logging.exception("ScribbleSeg: importing the result failed")
-            self.errorMessage = str(exc)
-        finally:
-            shutil.rmtree(self.tempDir, ignore_errors=True)
-        if self.onFinished is not None:
-            self.onFinished(self)
+
+        self._conclude(conclude)
 
 
 def _requirementName(line: str) -> str:
