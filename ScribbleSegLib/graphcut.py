@@ -155,7 +155,7 @@ class GraphCutParams:
     neighbourhood : {6, 10}
         6: each voxel's 4 in-plane and 2 cross-section neighbours (the paper's
         grid; the boundary is measured in the L1 metric in-plane, so round
-        outlines come out blocky).  10: the in-plane diagonals too, with
+        outlines come out blocky).  10 (the default): the in-plane diagonals too, with
         Cauchy-Crofton weights, so in-plane outlines follow the tissue at any
         angle.  Needs square in-plane pixels and the full cut; where either is
         missing (a volume cut coarse-to-fine), the 6-neighbourhood is used, with a
@@ -175,7 +175,8 @@ class GraphCutParams:
     delta: float = DEFAULT_DELTA
     colour: str = "rgb"
     data_term: str = "log"
-    neighbourhood: int = 6
+    # Chosen by `scribbleseg bench` on the validation volumes of both phantom families (BENCHMARKS.md).
+    neighbourhood: int = 10
 
     @classmethod
     def paper(cls, gamma: float = DEFAULT_GAMMA) -> "GraphCutParams":

@@ -44,7 +44,7 @@ def brute_force(h, image, scribbles, spacing, params):
 
 
 #: The synthetic ellipsoid cases below were made for a weak boundary term (the phantom's default is stronger).
-SYNTH = GraphCutParams(gamma=1.0)
+SYNTH = GraphCutParams(gamma=1.0, neighbourhood=6)  # the paper's grid, which every mode can cut
 
 
 def ellipsoid_case(shape=(24, 64, 64), h_noise=0.3, image_noise=8.0, seed=0):
@@ -78,7 +78,8 @@ def test_full_cut_is_the_brute_force_minimum(trial):
     scribbles = np.zeros(shape, np.uint8)
     scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
     spacing = ((1.0, 1.0, 1.0), (3.0, 1.0, 1.0), (0.5, 2.0, 1.0))[trial % 3]
-    params = GraphCutParams(gamma=(0.3, 0.8, 1.5)[trial % 3], sigma=0.3, delta=0.1, data_term="linear")
+    params = GraphCutParams(gamma=(0.3, 0.8, 1.5)[trial % 3], sigma=0.3, delta=0.1, data_term="linear",
+                            neighbourhood=6)
 
     all_labels, energies = brute_force(h, image, scribbles, spacing, params)
     labels = graph_cut(h, image, scribbles, spacing, params, mode="full")
@@ -98,7 +99,8 @@ def test_energy_matches_the_formula():
     h = rng.random(shape)
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     scribbles = np.zeros(shape, np.uint8)
-    spacing, params = (2.0, 1.0, 0.5), GraphCutParams(gamma=0.7, sigma=0.2, delta=0.3, data_term="linear")
+    spacing, params = (2.0, 1.0, 0.5), GraphCutParams(gamma=0.7, sigma=0.2, delta=0.3, data_term="linear",
+                                                         neighbourhood=6)
     all_labels, energies = brute_force(h, image, scribbles, spacing, params)
     for k in rng.choice(len(all_labels), 20, replace=False):
         labels = all_labels[k].reshape(shape).astype(np.uint8)
@@ -155,7 +157,7 @@ def test_coarse_energy_is_the_fine_energy_of_block_constant_labels(spacing):
     h = rng.random(shape).astype(np.float32)
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     scribbles = np.zeros(shape, np.uint8)
-    params = GraphCutParams(gamma=1.3, sigma=0.4, delta=0.2)
+    params = GraphCutParams(gamma=1.3, sigma=0.4, delta=0.2, neighbourhood=6)
     levels = [graphcut._top_level(h, image, scribbles, spacing, params)]
     factors = []
     for _ in range(2):  # two levels down: the coarse energy is exact at each
@@ -190,7 +192,7 @@ def test_spacing_weights_scale_with_the_inverse_section_thickness():
     h = np.full(shape, 0.5, np.float32)
     image = np.full(shape + (3,), 100, np.uint8)  # no contrast: every pair weighs gamma * s * (1 + delta)
     scribbles = np.zeros(shape, np.uint8)
-    params = GraphCutParams(gamma=2.0, delta=0.5)
+    params = GraphCutParams(gamma=2.0, delta=0.5, neighbourhood=6)
     z_cut = np.zeros(shape, np.uint8)
     z_cut[2:] = 1  # a boundary across z: 5 * 6 pairs
     x_cut = np.zeros(shape, np.uint8)
