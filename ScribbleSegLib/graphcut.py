@@ -537,9 +537,19 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
     [0.5, 1.0, 0.0]
     """
     eps = np.float32(1.0 / (1.0 + math.exp(LOGIT_CLIP)))
-    p = np.clip(np.asarray(h, np.float32), eps, 1 - eps)
-    logit = np.log(p) - np.log1p(-p)
-    return (np.float32(0.5) + np.clip(logit, -LOGIT_CLIP, LOGIT_CLIP) / np.float32(2 * LOGIT_CLIP)).astype(np.float32)
+    h = np.asarray(h)
+    out = np.empty(h.shape, np.float32)
+    flat_in, flat_out = h.reshape(-1), out.reshape(-1)
+    # In slabs: whole-volume temporaries (five of them) would add 0.5 GB at 100x512x512.
+    for start in range(0, flat_in.size, _SLAB_VOXELS):
+        p = np.clip(flat_in[start:start + _SLAB_VOXELS].astype(np.float32), eps, 1 - eps)
+        logit = np.log(p)
+        logit -= np.log1p(-p)
+        np.clip(logit, -LOGIT_CLIP, LOGIT_CLIP, out=logit)
+        logit *= np.float32(1.0 / (2 * LOGIT_CLIP))
+        logit += np.float32(0.5)
+        flat_out[start:start + _SLAB_VOXELS] = logit
+    return out
 
 
 def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:

@@ -348,6 +348,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                     network_probability=prob, progress=progress, cancel=cancel)
     h = adapted.h
     timings["DDML + head"] = time.perf_counter() - t0
+    timings.update(adapted.timings)  # its steps, for benchmarks and the worker's report
     if method == "ddml":
         labels = (h > 0.5).astype(np.uint8)
     else:

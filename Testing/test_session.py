@@ -44,7 +44,8 @@ def test_a_session_run_equals_segment(case, method):
     assert warm.features_cached
     assert "M-Unet features" not in warm.timings and "load model" not in warm.timings
     if method == "full":
-        assert set(warm.timings) == {"DDML + head", "graph cut"}
+        assert {"DDML + head", "graph cut"} <= set(warm.timings) <= {
+            "DDML + head", "graph cut", "training pixels", "DDML training", "head training", "probability"}
 
 
 def test_new_scribbles_change_the_result_and_the_features_stay(case):
