@@ -50,6 +50,10 @@ interpolation could matter (near 0.5, where it varies, near the network's bounda
 ``exact`` evaluates every voxel.  Read through ``DDMLConfig.evaluation``."""
 DEFAULT_H_EVALUATION = "coarse"
 
+SESSION_REUSES_CUT = True
+"""Whether a warm :class:`ScribbleSegLib.session.Session` starts each cut from its last one
+(:class:`ScribbleSegLib.graphcut.CutMemory`) instead of cutting from scratch."""
+
 ARCHITECTURES: Tuple[str, ...] = ("munet", "unet")
 """Multi-field-of-view U-Net (the paper's M-Unet) or a plain U-Net."""
 DEFAULT_ARCHITECTURE = "munet"
