@@ -121,8 +121,10 @@ BAND_RADIUS = 3
 BAND_GROWTH_PASSES = 8
 #: Fraction of the voxels assumed to fall in the band when estimating memory ahead of a cut.
 ASSUMED_BAND_FRACTION = 0.15
-#: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows).
-AUTO_FULL_MAX_VOXELS = 2**23
+#: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows).  At 2**22 (a
+#: graph of about 1 GB) the coarse level of a 100x512x512 stack of thick sections (100x256x256) is
+#: itself cut coarse-to-fine: its full graph (1.6 GB) was the peak memory of a whole run.
+AUTO_FULL_MAX_VOXELS = 2**22
 #: Default memory budget: this fraction of the memory available when the cut starts.
 BUDGET_FRACTION = 0.75
 
@@ -413,11 +415,15 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
             level.params = dataclasses.replace(params, neighbourhood=6)
     report(progress, "graph cut", 0.0, f"{_fmt_shape(level.shape)} voxels")
     # The band re-cut has no diagonal pairs: a 10-neighbourhood cut always starts from scratch.
-    warm = memory is not None and memory.matches(level, image, mode) and level.params.neighbourhood == 6
-    labels = _cut_from_memory(level, memory, budget, progress, cancel) if warm else \
-        _solve(level, mode, budget, progress, cancel)
+    weights = None
     if memory is not None:
-        memory.remember(level, image, mode, labels)
+        memory.follow(level, image, mode)
+        weights = memory.coarse_weights
+    warm = memory is not None and memory.labels is not None and level.params.neighbourhood == 6
+    labels = _cut_from_memory(level, memory, budget, progress, cancel) if warm else \
+        _solve(level, mode, budget, progress, cancel, weights)
+    if memory is not None:
+        memory.remember(level, labels)
     report(progress, "graph cut", 1.0, "done")
     return labels
 
@@ -425,24 +431,35 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
 #: A warm cut (:class:`CutMemory`) re-cuts the voxels whose data term ``h'`` moved by more than this
 #: since the last cut (with a band of :data:`BAND_RADIUS` voxels around them).
 REUSE_DATA_CHANGE = 0.05
-#: ... unless the band would hold more than this fraction of the volume's blocks: then it cuts from scratch.
-REUSE_MAX_BAND = 0.5
+#: ... when the change is against the voxel's last label and leaves it within this of favouring the other.
+REUSE_MARGIN = 0.1
+#: ... unless the band would hold more than this fraction of the volume's blocks: then it cuts from scratch
+#: (with the kept coarse weights).  A band re-cut costs several times more per voxel than a grid cut, and
+#: a coarse-to-fine cut re-cuts about 4% of a 100x512x512 phantom at full resolution anyway.
+REUSE_MAX_BAND = 0.05
 
 
 class CutMemory:
-    """What a cut leaves for the next cut of the same image: its labels, data term and seeds.
+    """What a cut leaves for the next cut of the same image: coarse pair weights, labels, data term, seeds.
 
-    A warm session (:class:`ScribbleSegLib.session.Session`) keeps one.  The next
-    :func:`graph_cut` with it starts from the last labels and re-cuts, at full
+    A warm session (:class:`ScribbleSegLib.session.Session`) keeps one.  The pair
+    weights of the coarse levels of a coarse-to-fine cut depend only on the image,
+    the spacing and the parameters: they are kept and reused as they are (the cut
+    is the same, without recomputing the colour contrasts of every voxel pair).
+    The next :func:`graph_cut` with it also starts from the last labels and re-cuts, at full
     resolution and with everything else fixed, only the blocks within
     :data:`BAND_RADIUS` voxels of the last boundary, of voxels whose data term moved
-    by more than :data:`REUSE_DATA_CHANGE`, and of voxels whose seed changed; where
+    by more than :data:`REUSE_DATA_CHANGE` against their last label (and now favour the
+    other label, or nearly: :data:`REUSE_MARGIN`), and of voxels whose seed changed; where
     the new boundary reaches the edge of that band it grows, as in the banded cut
     (:data:`BAND_GROWTH_PASSES`).  That skips the coarse cut (or the whole-volume
-    cut) and its graph.  Like the banded cut it can miss parts of the optimum that
+    cut) and its graph, unless the band would hold more than :data:`REUSE_MAX_BAND` of
+    the volume (the adaptation moved a lot): then it cuts from scratch, with the kept
+    weights.  Like the banded cut it can miss parts of the optimum that
     move further than the band in one piece without touching its edge; on the
     benchmark volumes it agreed with a cut from scratch to Dice >= 0.999
-    (BENCHMARKS.md, "Interactive speed").  It holds about 4 bytes per voxel.
+    (BENCHMARKS.md, "Interactive speed").  It holds about 4 bytes per voxel, plus
+    12 bytes per coarse voxel for the weights.
 
     Examples
     --------
@@ -456,10 +473,12 @@ class CutMemory:
         self.labels: Optional[np.ndarray] = None
         self.data: Optional[np.ndarray] = None  # float16 h' of the last cut: half the memory, ample precision
         self.seeds: Optional[np.ndarray] = None
+        self.coarse_weights: dict = {}  # level shape -> its coarse level's pair weights
 
     def clear(self) -> None:
         """Forget the last cut: the next one starts from scratch."""
         self.key = self.labels = self.data = self.seeds = None
+        self.coarse_weights = {}
 
     @staticmethod
     def _key(level: "_ImageLevel", image: np.ndarray, mode: str) -> tuple:
@@ -469,13 +488,16 @@ class CutMemory:
         return (level.shape, level.spacing, level.params, mode, image.__array_interface__["data"][0],
                 image.dtype.str, image.shape, hash(sample.tobytes()))
 
-    def matches(self, level: "_ImageLevel", image: np.ndarray, mode: str) -> bool:
-        """Whether the last cut was of this image with these parameters (so this one can start from it)."""
-        return self.labels is not None and self.key == self._key(level, image, mode)
+    def follow(self, level: "_ImageLevel", image: np.ndarray, mode: str) -> None:
+        """Get ready for a cut of ``image``: forget everything if the last cut was of another image or
+        with other parameters."""
+        key = self._key(level, image, mode)
+        if key != self.key:
+            self.clear()
+            self.key = key
 
-    def remember(self, level: "_ImageLevel", image: np.ndarray, mode: str, labels: np.ndarray) -> None:
+    def remember(self, level: "_ImageLevel", labels: np.ndarray) -> None:
         """Keep this cut's labels, data term and seeds for the next."""
-        self.key = self._key(level, image, mode)
         self.labels = labels.copy()
         self.data = level.h.astype(np.float16)
         self.seeds = level.seeds.copy()
@@ -498,7 +520,14 @@ def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int]) -> np.nd
             edge[lo] |= change
             edge[hi] |= change
         mask = edge[z0 - a0: z0 - a0 + (z1 - z0)]
-        mask |= np.abs(level.h[z0:z1] - memory.data[z0:z1].astype(np.float32)) > REUSE_DATA_CHANGE
+        # Only a data term that moved against the last label and now favours the other label, or nearly,
+        # can make voxels flip: one that moved towards its label, or still clearly favours it, cannot
+        # lower the energy by flipping (flipping also costs boundary).
+        new, old = level.h[z0:z1], memory.data[z0:z1].astype(np.float32)
+        heart = labels[z0:z1] == 1
+        against = np.where(heart, old - new, new - old) > REUSE_DATA_CHANGE
+        against &= np.where(heart, new < 0.5 + REUSE_MARGIN, new > 0.5 - REUSE_MARGIN)
+        mask |= against
         mask |= level.seeds[z0:z1] != memory.seeds[z0:z1]
         blocks[z0 // f[0]: -(-z1 // f[0])] |= _block_reduce(mask, f, "or").astype(bool)
     return blocks
@@ -515,7 +544,7 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     band = _grow(_changed_blocks(level, memory, f), _band_steps(f))
     if np.count_nonzero(band) > REUSE_MAX_BAND * band.size:
         # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
-        return _solve(level, memory.key[3], budget, progress, cancel)
+        return _solve(level, memory.key[3], budget, progress, cancel, memory.coarse_weights)
     labels = memory.labels.copy()
     explored = band.copy()
     passes = 1 + BAND_GROWTH_PASSES
@@ -722,8 +751,13 @@ def _fmt_bytes(n: float) -> str:
 
 
 def _solve(level: _Level, mode: str, budget: int,
-           progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
-    """Cut ``level`` in ``mode``, after checking the memory estimate against ``budget``."""
+           progress: Optional[ProgressCallback], cancel: Optional[CancelToken],
+           weights: Optional[dict] = None) -> np.ndarray:
+    """Cut ``level`` in ``mode``, after checking the memory estimate against ``budget``.
+
+    ``weights`` (level shape -> pair weights of its coarse level) is read and filled by a
+    coarse-to-fine cut, so that the next cut of the same image skips computing them.
+    """
     shape, voxels = level.shape, level.h.size
     full_bytes = estimate_full_cut_bytes(shape)
     can_band = any(f > 1 for f in _coarsen_factors(shape, level.spacing))
@@ -740,7 +774,7 @@ def _solve(level: _Level, mode: str, budget: int,
                 f"graph cut: even a coarse-to-fine cut of {_fmt_shape(shape)} voxels needs about "
                 f"{_fmt_bytes(band_bytes)}, more than the memory budget of {_fmt_bytes(budget)}; "
                 "downsample the volume or free memory")
-        return _cut_banded(level, budget, progress, cancel)
+        return _cut_banded(level, budget, progress, cancel, weights)
     if full_bytes > budget:
         raise ScribbleSegError(
             f"graph cut: a full cut of {_fmt_shape(shape)} voxels needs about {_fmt_bytes(full_bytes)}, "
@@ -875,8 +909,12 @@ def _block_reduce(a: np.ndarray, f: Sequence[int], how: str) -> np.ndarray:
     return a
 
 
-def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelToken]) -> _CoarseLevel:
+def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelToken],
+                weights: Optional[Sequence[np.ndarray]] = None) -> _CoarseLevel:
     """``level`` on ``f`` blocks, with the energy of ``level`` restricted to block-constant labels.
+
+    ``weights``: the coarse pair weights of an earlier call on the same image (they depend on
+    nothing else), used instead of being computed again.
 
     On block-constant labels the data term of a block of ``n`` voxels is
     ``n |l - mean(h)|``, and the pair term across a block face is the sum of the
@@ -887,13 +925,14 @@ def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelT
     coarse_shape = tuple(-(-n // k) for n, k in zip(level.shape, f))
     h = np.empty(coarse_shape, np.float32)
     seeds = np.empty(coarse_shape, np.uint8)
-    weights = [np.empty(coarse_shape, np.float32) for _ in range(3)]
+    known = weights is not None
+    weights = list(weights) if known else [np.empty(coarse_shape, np.float32) for _ in range(3)]
     for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2], f[0]):
         check(cancel)
         c0, c1 = z0 // f[0], -(-z1 // f[0])
         h[c0:c1] = _block_reduce(level.h[z0:z1], f, "mean")
         seeds[c0:c1] = _block_reduce(level.seeds[z0:z1], f, "or")
-        for axis in range(3):
+        for axis in range(0 if known else 3):
             # The pairs that leave each block through its far face along the axis.
             faces = level.forward_weights(axis, z0, z1, every=f[axis])
             across = tuple(1 if a == axis else k for a, k in enumerate(f))
@@ -1035,12 +1074,14 @@ class _BandChunk:
 
 
 def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
-                cancel: Optional[CancelToken]) -> np.ndarray:
+                cancel: Optional[CancelToken], weights: Optional[dict] = None) -> np.ndarray:
     name = _fmt_shape(level.shape)
     f = _coarsen_factors(level.shape, level.spacing)
     report(progress, "graph cut", 0.0, f"{name}: downsampling by {_fmt_shape(f)}")
-    coarse = _downsample(level, f, cancel)
-    coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel)
+    coarse = _downsample(level, f, cancel, None if weights is None else weights.get(level.shape))
+    if weights is not None:
+        weights[level.shape] = coarse.weights
+    coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel, weights)
     band = _coarse_band(coarse_labels, coarse.seeds, f)
     del coarse  # only its labels and the band are needed from here on
     labels = _upsample(coarse_labels, f, level.shape)

@@ -164,6 +164,26 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monke
     assert memory.key[2] == other
 
 
+def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
+    params = GraphCutParams(gamma=2.0)
+    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 0.0)  # never start from the last labels here
+    monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # and cut the coarse levels banded too
+    memory = CutMemory()
+    graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
+    assert len(memory.coarse_weights) >= 2  # the full level's coarse level and that one's
+    h2 = np.clip(h + 0.2 * (np.arange(64) > 40), 0, 1).astype(np.float32)
+    fresh = graph_cut(h2, image, scribbles, params=params, mode="banded")
+
+    def no_colour_contrasts(*args, **kwargs):
+        raise AssertionError("the coarse pair weights were computed again")
+
+    monkeypatch.setattr(graphcut._ImageLevel, "forward_weights", no_colour_contrasts)
+    assert np.array_equal(graph_cut(h2, image, scribbles, params=params, mode="banded", memory=memory), fresh)
+    with pytest.raises(AssertionError, match="computed again"):  # another image: nothing to reuse
+        graph_cut(h2, image[::-1].copy(), scribbles, params=params, mode="banded", memory=memory)
+
+
 def test_banded_cut_recursing_over_several_levels(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=3)
     params = GraphCutParams(gamma=2.0)
