@@ -437,6 +437,10 @@ REUSE_MARGIN = 0.1
 #: (with the kept coarse weights).  A band re-cut costs several times more per voxel than a grid cut, and
 #: a coarse-to-fine cut re-cuts about 4% of a 100x512x512 phantom at full resolution anyway.
 REUSE_MAX_BAND = 0.05
+#: The same limit where a cut from scratch would be a full cut (a small volume): it has no coarse level to
+#: save on, so a band up to this fraction is still cheaper (40x256x256: 0.4 s from the last labels, 1.0 s
+#: from scratch; BENCHMARKS.md).
+REUSE_MAX_BAND_FULL = 0.3
 
 
 class CutMemory:
@@ -454,7 +458,8 @@ class CutMemory:
     the new boundary reaches the edge of that band it grows, as in the banded cut
     (:data:`BAND_GROWTH_PASSES`).  That skips the coarse cut (or the whole-volume
     cut) and its graph, unless the band would hold more than :data:`REUSE_MAX_BAND` of
-    the volume (the adaptation moved a lot): then it cuts from scratch, with the kept
+    the volume (:data:`REUSE_MAX_BAND_FULL` where the cut from scratch would be a
+    full cut; the adaptation moved a lot): then it cuts from scratch, with the kept
     weights.  Like the banded cut it can miss parts of the optimum that
     move further than the band in one piece without touching its edge; on the
     benchmark volumes it agreed with a cut from scratch to Dice >= 0.999
@@ -542,9 +547,12 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
         return _solve(level, "full", budget, progress, cancel)
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
     band = _grow(_changed_blocks(level, memory, f), _band_steps(f))
-    if np.count_nonzero(band) > REUSE_MAX_BAND * band.size:
+    mode = memory.key[3]
+    full = mode == "full" or (mode == "auto" and level.h.size <= AUTO_FULL_MAX_VOXELS
+                              and estimate_full_cut_bytes(level.shape) <= budget)
+    if np.count_nonzero(band) > (REUSE_MAX_BAND_FULL if full else REUSE_MAX_BAND) * band.size:
         # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
-        return _solve(level, memory.key[3], budget, progress, cancel, memory.coarse_weights)
+        return _solve(level, mode, budget, progress, cancel, memory.coarse_weights)
     labels = memory.labels.copy()
     explored = band.copy()
     passes = 1 + BAND_GROWTH_PASSES

@@ -139,6 +139,7 @@ def test_banded_equals_full_on_a_phantom(shape):
 def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monkeypatch):
     # Small volumes are mostly band: make sure the band re-cut runs rather than a cut from scratch.
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 1.0)
+    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)
     h, image, scribbles, truth = ellipsoid_case(shape)
     params = GraphCutParams(gamma=2.0)
     memory = CutMemory()
@@ -168,6 +169,7 @@ def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
     params = GraphCutParams(gamma=2.0)
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 0.0)  # never start from the last labels here
+    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 0.0)
     monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # and cut the coarse levels banded too
     memory = CutMemory()
     graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)

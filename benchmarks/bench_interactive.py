@@ -9,11 +9,20 @@ that its peak RSS (``VmHWM``) is its own::
     python benchmarks/bench_interactive.py session --work /tmp/bi100      # warm Session: stages, peak RSS
     python benchmarks/bench_interactive.py cli --work /tmp/bi100          # scribbleseg segment, cached features
     python benchmarks/bench_interactive.py agree --work /tmp/bi100        # coarse-to-fine vs exact h: final labels
+    python benchmarks/bench_interactive.py cut --work /tmp/bi100          # the re-run's cut: from scratch vs reused
+    python benchmarks/bench_interactive.py steps --work /tmp/bi40         # DDML steps, warm-started f: time vs IoU
 
 ``session`` opens a :class:`~ScribbleSegLib.session.Session` on the cached
 features, runs ``first`` once and ``more`` ``--repeats`` times and prints each
 run's stage times.  ``agree`` trains f and the head once per scribble pattern,
 evaluates ``h`` both ways and cuts both, and prints the Dice of the final labels.
+``cut`` adapts to ``first`` and ``more`` once, then times the cut of ``more``: from
+scratch, and after the cut of ``first`` with a :class:`~ScribbleSegLib.graphcut.CutMemory`
+(kept coarse weights; starting from the last labels by the library's rule, and always).
+``steps`` is a proposal, not the library's behaviour: the re-run with ``more`` with
+fewer DDML steps, and with ``f`` started from the weights the run with ``first``
+learnt (patched in here; the library always starts ``f`` afresh), against the IoU
+of the default.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("prepare", "session", "cli", "agree")
+MODES = ("prepare", "session", "cli", "agree", "cut", "steps")
 
 
 def peak_rss_gib() -> float:
@@ -163,6 +172,104 @@ def agree(work: Path, model: str, patterns: int) -> None:
               f"coarse {evaluate(lc, truth)['iou']:.4f}; predict_h exact {te:.2f} s, coarse {tc:.2f} s")
 
 
+def cut(work: Path, model: str) -> None:
+    from ScribbleSegLib import graphcut, volume_io
+    from ScribbleSegLib.session import Session
+
+    image = volume_io.read_image(work / "image.nrrd")
+    s = Session(image, model, device="cpu", cache_dir=work / "cache", reuse_cut=False)
+    strokes = {name: _read(work, name, image) for name in ("first", "more")}
+    h = {name: s.run(strokes[name], method="ddml").probability for name in strokes}
+    del s
+
+    def timed(name, memory=None):
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        labels = graphcut.graph_cut(h[name], image.array, strokes[name], spacing_zyx=image.geometry.spacing_zyx,
+                                    memory=memory)
+        return labels, time.perf_counter() - t0, time.process_time() - cpu0
+
+    def dice(a, b):
+        return 2 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b))
+
+    def energy(labels):
+        return graphcut.energy(labels, h["more"], image.array, strokes["more"], image.geometry.spacing_zyx)
+
+    fresh, wall, cpu = timed("more")
+    print(f"cut of 'more' from scratch: {wall:.2f} s wall, {cpu:.2f} s CPU; energy {energy(fresh):.1f}")
+    defaults = graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL
+    for label, limits in (("library's rule", defaults), ("always from the last labels", (1.0, 1.0)),
+                          ("coarse weights only", (0.0, 0.0))):
+        graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL = limits
+        memory = graphcut.CutMemory()
+        timed("first", memory)
+        labels, wall, cpu = timed("more", memory)
+        print(f"cut of 'more' after 'first' ({label}): {wall:.2f} s wall, {cpu:.2f} s CPU; Dice vs scratch "
+              f"{dice(labels, fresh):.5f}, {np.count_nonzero(labels != fresh)} voxels differ; energy "
+              f"{energy(labels):.1f}; memory holds "
+              f"{sum(a.nbytes for a in (memory.labels, memory.data, memory.seeds)) / 2**20:.0f} MiB + coarse "
+              f"weights {sum(w.nbytes for ws in memory.coarse_weights.values() for w in ws) / 2**20:.0f} MiB")
+    graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL = defaults
+    print(json.dumps({"peak_rss_gib": round(peak_rss_gib(), 3)}))
+
+
+def steps(work: Path, model: str, seeds: int) -> None:
+    import copy
+    import dataclasses
+
+    from ScribbleSegLib import ddml, volume_io
+    from ScribbleSegLib.metrics import evaluate
+    from ScribbleSegLib.session import Session
+
+    image = volume_io.read_image(work / "image.nrrd")
+    truth = _read(work, "truth", image)
+    first, more = _read(work, "first", image), _read(work, "more", image)
+    s = Session(image, model, device="cpu", cache_dir=work / "cache", reuse_cut=False)
+    base = ddml.DDMLConfig()
+    original = ddml._seeded
+    previous = {}
+
+    def warm_seeded(seed, build):  # f starts from the previous run's weights (the standardisation is redone)
+        made = original(seed, build)
+        if isinstance(made, ddml.DDMLNet) and "f" in previous:
+            state = {k: v for k, v in previous["f"].state_dict().items() if k not in ("mean", "inv_std")}
+            made.load_state_dict(state, strict=False)
+            made.requires_grad_(True)
+        return made
+
+    rows = {}
+    for seed in range(seeds):
+        previous.clear()
+        ddml._seeded = original
+        captured = {}
+        real_adapt = ddml.adapt
+
+        def capture(*args, **kwargs):
+            result = real_adapt(*args, **kwargs)
+            captured["f"] = copy.deepcopy(result.f)
+            return result
+
+        ddml.adapt = capture
+        s.run(first, seed=seed)
+        ddml.adapt = real_adapt
+        for label, n, warm in (("default (400 steps)", base.steps, False), ("200 steps", 200, False),
+                               ("100 steps", 100, False), ("50 steps", 50, False),
+                               ("100 steps, f warm-started", 100, True), ("50 steps, f warm-started", 50, True),
+                               ("0 steps (previous f), head retrained", 0, True)):
+            previous.clear()
+            if warm:
+                previous["f"] = captured["f"]
+            ddml._seeded = warm_seeded if warm else original
+            t0 = time.perf_counter()
+            result = s.run(more, seed=seed, ddml_config=dataclasses.replace(base, steps=n))
+            ddml._seeded = original
+            rows.setdefault(label, []).append((evaluate(result.labels, truth)["iou"], result.timings["DDML training"],
+                                               time.perf_counter() - t0))
+    for label, values in rows.items():
+        iou, train, total = (np.array(v) for v in zip(*values))
+        print(f"{label}: IoU {iou.mean():.4f} (per seed {' '.join(f'{x:.4f}' for x in iou)}); DDML training "
+              f"{train.mean():.2f} s; run {total.mean():.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=MODES)
@@ -171,7 +278,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(100, 512, 512), metavar=("Z", "Y", "X"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--patterns", type=int, default=3)
+    parser.add_argument("--patterns", type=int, default=3, help="scribble patterns (agree) or seeds (steps)")
     parser.add_argument("--evaluation", default="", help="h evaluation (coarse or exact; default: the library's)")
     args = parser.parse_args()
     from ScribbleSegLib.measure import machine_summary
@@ -185,6 +292,10 @@ def main() -> None:
         session(args.work, model, args.repeats, args.evaluation)
     elif args.mode == "cli":
         cli(args.work, model, args.evaluation)
+    elif args.mode == "cut":
+        cut(args.work, model)
+    elif args.mode == "steps":
+        steps(args.work, model, args.patterns)
     else:
         agree(args.work, model, args.patterns)
 
