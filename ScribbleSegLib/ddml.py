@@ -36,6 +36,7 @@ from torch import nn
 from . import choices
 from .errors import ScribbleSegError
 from .progress import CancelToken, ProgressCallback, check, report
+from .resources import release_free_memory
 from .runtime import torch_threads
 
 SOURCE_SCRIBBLE = 0
@@ -357,8 +358,7 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
         in_bank = np.flatnonzero(bank_y == label)
         k_scribble = k if in_bank.size == 0 else int(round(k * scribble_share))
         picked = _draw(rng, voxels, k_scribble)
-        # Index with (z, y, x) arrays: reshaping a non-contiguous volume would copy all of it.
-        xs.append(np.asarray(features[np.unravel_index(picked, features.shape[:3])], dtype=np.float32))
+        xs.append(_RowReader(features).voxels(picked))
         sources.append(np.full(picked.size, SOURCE_SCRIBBLE, np.uint8))
         picked_bank = _draw(rng, in_bank, k - k_scribble)
         xs.append(np.asarray(bank_x[picked_bank], dtype=np.float32))
@@ -640,6 +640,22 @@ class _RowReader:
             first = features.offset - features.offset % mmap.ALLOCATIONGRANULARITY
             self.path, self.offset = features.filename, first + features.ctypes.data - start
 
+    def voxels(self, flat: np.ndarray) -> np.ndarray:
+        """float32 ``(N, C)`` features of the voxels at flat indices ``flat`` (sorted: reads in file order)."""
+        flat = np.asarray(flat, np.int64)
+        channels = self.features.shape[3]
+        if self.path is None:
+            # Index with (z, y, x) arrays: reshaping a non-contiguous volume would copy all of it.
+            return np.asarray(self.features[np.unravel_index(flat, self.features.shape[:3])], dtype=np.float32)
+        out = np.empty((flat.size, channels), self.features.dtype)
+        size = channels * out.itemsize
+        with open(self.path, "rb", buffering=0) as handle:
+            for row, index in enumerate(flat.tolist()):
+                handle.seek(self.offset + index * size)
+                if handle.readinto(memoryview(out[row]).cast("B")) != size:
+                    raise ScribbleSegError(f"the feature file {self.path} ended early (truncated?)")
+        return out.astype(np.float32)
+
     def rows(self, z: int, y0: int, y1: int) -> np.ndarray:
         """Rows ``y0:y1`` of section ``z``, ``(y1 - y0, X, C)``, a writable array of the features' dtype."""
         if self.path is None:
@@ -850,6 +866,7 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
         pool.shutdown(wait=True, cancel_futures=True)
     if stats is not None:
         stats["evaluated"] = evaluated
+    release_free_memory()  # the threads' freed buffers: the cut, the peak of a run, comes next
     return h
 
 

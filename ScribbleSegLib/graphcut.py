@@ -121,10 +121,11 @@ BAND_RADIUS = 3
 BAND_GROWTH_PASSES = 8
 #: Fraction of the voxels assumed to fall in the band when estimating memory ahead of a cut.
 ASSUMED_BAND_FRACTION = 0.15
-#: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows).  At 2**22 (a
-#: graph of about 1 GB) the coarse level of a 100x512x512 stack of thick sections (100x256x256) is
-#: itself cut coarse-to-fine: its full graph (1.6 GB) was the peak memory of a whole run.
-AUTO_FULL_MAX_VOXELS = 2**22
+#: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows).  Not lower: at
+#: 2**22 the coarse level of a 100x512x512 phantom (100x256x256) was itself cut coarse-to-fine, which
+#: saved 1.3 GB of peak memory but moved the result from Dice 0.964 to 0.926 against the full cut
+#: (BENCHMARKS.md, "Interactive speed").
+AUTO_FULL_MAX_VOXELS = 2**23
 #: Default memory budget: this fraction of the memory available when the cut starts.
 BUDGET_FRACTION = 0.75
 
@@ -214,17 +215,40 @@ class _Level:
     constraint) are C-contiguous ``(Z, Y, X)`` arrays; ``spacing`` is in mm,
     ``(z, y, x)``; ``max_weights`` bounds the pair weights per axis.
     Subclasses give the weights of the pairs ``(v, v + e_axis)``.
+
+    With ``transform`` (the log data term), ``h`` is the probability and the
+    data term is ``transform(h)``: :meth:`data` computes it slab by slab, and
+    the whole array (:attr:`h`) is only made when a band re-cut reads it by
+    voxel index -- after the coarse cut, whose graph is the peak memory.
     """
 
     def __init__(self, h: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-                 max_weights: Sequence[float]) -> None:
-        self.h, self.seeds = h, seeds
+                 max_weights: Sequence[float], transform=None) -> None:
+        self._raw, self._transform = h, transform
+        self._h = None if transform is not None else h
+        self.seeds = seeds
         self.spacing = tuple(float(s) for s in spacing)
         self.max_weights = tuple(float(w) for w in max_weights)
 
     @property
+    def h(self) -> np.ndarray:
+        """The data term of every voxel (made on first use when there is a ``transform``)."""
+        if self._h is None:
+            self._h = self._transform(self._raw)
+        return self._h
+
+    def data(self, z0: int, z1: int) -> np.ndarray:
+        """The data term of planes ``z0:z1``."""
+        return self._h[z0:z1] if self._h is not None else self._transform(self._raw[z0:z1])
+
+    @property
     def shape(self) -> Tuple[int, int, int]:
-        return tuple(int(n) for n in self.h.shape)
+        return tuple(int(n) for n in self._raw.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of voxels."""
+        return int(self._raw.size)
 
     @property
     def seed_capacity(self) -> float:
@@ -274,12 +298,12 @@ class _ImageLevel(_Level):
     """The full-resolution level: pair weights from the colour contrast of the image (eq. 6)."""
 
     def __init__(self, h: np.ndarray, colour: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-                 params: GraphCutParams) -> None:
+                 params: GraphCutParams, transform=None) -> None:
         self.colour = colour  # (Z, Y, X, C), uint8 (read as value / 255) or float
         self.luminance = params.colour == "luminance" and colour.shape[3] == 3
         self.params = params
         self.scale = tuple(min(spacing) / s for s in spacing)
-        super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale])
+        super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform)
 
     def _features(self, block: np.ndarray) -> np.ndarray:
         x = block.astype(np.float32)
@@ -463,8 +487,9 @@ class CutMemory:
     weights.  Like the banded cut it can miss parts of the optimum that
     move further than the band in one piece without touching its edge; on the
     benchmark volumes it agreed with a cut from scratch to Dice >= 0.999
-    (BENCHMARKS.md, "Interactive speed").  It holds about 4 bytes per voxel, plus
-    12 bytes per coarse voxel for the weights.
+    (BENCHMARKS.md, "Interactive speed").  It holds 2 bytes per voxel (labels with
+    seeds, and the data term in steps of 1/250), plus 12 bytes per coarse voxel for the
+    weights.
 
     Examples
     --------
@@ -473,16 +498,33 @@ class CutMemory:
     True
     """
 
+    #: The data term is kept as ``round(h' * DATA_STEPS)`` in uint8: a step of 0.004, well below
+    #: :data:`REUSE_DATA_CHANGE`, in a quarter of float32's memory.
+    DATA_STEPS = 250
+
     def __init__(self) -> None:
         self.key: Optional[tuple] = None
-        self.labels: Optional[np.ndarray] = None
-        self.data: Optional[np.ndarray] = None  # float16 h' of the last cut: half the memory, ample precision
-        self.seeds: Optional[np.ndarray] = None
+        self._packed: Optional[np.ndarray] = None  # uint8: label in bit 0, seed code in bits 1-2
+        self.data: Optional[np.ndarray] = None  # uint8 h' of the last cut, see DATA_STEPS
         self.coarse_weights: dict = {}  # level shape -> its coarse level's pair weights
+
+    @property
+    def labels(self) -> Optional[np.ndarray]:
+        """The last cut's labels (uint8, 1 heart), or None."""
+        return None if self._packed is None else self._packed & np.uint8(1)
+
+    @property
+    def seeds(self) -> Optional[np.ndarray]:
+        """The last cut's seed codes (uint8), or None."""
+        return None if self._packed is None else self._packed >> np.uint8(1)
+
+    def data_term(self, z0: int, z1: int) -> np.ndarray:
+        """float32 data term ``h'`` of planes ``z0:z1`` of the last cut."""
+        return self.data[z0:z1].astype(np.float32) * np.float32(1.0 / self.DATA_STEPS)
 
     def clear(self) -> None:
         """Forget the last cut: the next one starts from scratch."""
-        self.key = self.labels = self.data = self.seeds = None
+        self.key = self._packed = self.data = None
         self.coarse_weights = {}
 
     @staticmethod
@@ -503,9 +545,11 @@ class CutMemory:
 
     def remember(self, level: "_ImageLevel", labels: np.ndarray) -> None:
         """Keep this cut's labels, data term and seeds for the next."""
-        self.labels = labels.copy()
-        self.data = level.h.astype(np.float16)
-        self.seeds = level.seeds.copy()
+        self._packed = np.empty(level.shape, np.uint8)
+        self.data = np.empty(level.shape, np.uint8)
+        for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2]):
+            self._packed[z0:z1] = (labels[z0:z1] != 0) | (level.seeds[z0:z1] << np.uint8(1))
+            self.data[z0:z1] = np.rint(level.data(z0, z1) * self.DATA_STEPS)
 
 
 def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int]) -> np.ndarray:
@@ -528,12 +572,12 @@ def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int]) -> np.nd
         # Only a data term that moved against the last label and now favours the other label, or nearly,
         # can make voxels flip: one that moved towards its label, or still clearly favours it, cannot
         # lower the energy by flipping (flipping also costs boundary).
-        new, old = level.h[z0:z1], memory.data[z0:z1].astype(np.float32)
+        new, old = level.data(z0, z1), memory.data_term(z0, z1)
         heart = labels[z0:z1] == 1
         against = np.where(heart, old - new, new - old) > REUSE_DATA_CHANGE
         against &= np.where(heart, new < 0.5 + REUSE_MARGIN, new > 0.5 - REUSE_MARGIN)
         mask |= against
-        mask |= level.seeds[z0:z1] != memory.seeds[z0:z1]
+        mask |= level.seeds[z0:z1] != (memory._packed[z0:z1] >> np.uint8(1))
         blocks[z0 // f[0]: -(-z1 // f[0])] |= _block_reduce(mask, f, "or").astype(bool)
     return blocks
 
@@ -548,12 +592,12 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
     band = _grow(_changed_blocks(level, memory, f), _band_steps(f))
     mode = memory.key[3]
-    full = mode == "full" or (mode == "auto" and level.h.size <= AUTO_FULL_MAX_VOXELS
+    full = mode == "full" or (mode == "auto" and level.size <= AUTO_FULL_MAX_VOXELS
                               and estimate_full_cut_bytes(level.shape) <= budget)
     if np.count_nonzero(band) > (REUSE_MAX_BAND_FULL if full else REUSE_MAX_BAND) * band.size:
         # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
         return _solve(level, mode, budget, progress, cancel, memory.coarse_weights)
-    labels = memory.labels.copy()
+    labels = memory.labels  # a new array (unpacked)
     explored = band.copy()
     passes = 1 + BAND_GROWTH_PASSES
     for band_pass in range(passes):
@@ -678,11 +722,10 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
     spacing = tuple(float(s) for s in spacing_zyx)
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
-    if params.data_term == "log":
-        h = log_data_term(h)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
-                       np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params)
+                       np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
+                       log_data_term if params.data_term == "log" else None)
 
 
 def log_data_term(h: np.ndarray) -> np.ndarray:
@@ -719,7 +762,7 @@ def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:
     if mode == "banded":
         return "in-plane diagonals need the full cut, not the banded one"
     needed = estimate_full_cut_bytes(level.shape, 10)
-    if needed > budget or (mode == "auto" and level.h.size > AUTO_FULL_MAX_VOXELS):
+    if needed > budget or (mode == "auto" and level.size > AUTO_FULL_MAX_VOXELS):
         return (f"a full cut of {_fmt_shape(level.shape)} voxels with in-plane diagonals needs about "
                 f"{_fmt_bytes(needed)} (budget {_fmt_bytes(budget)})" if needed > budget else
                 f"{_fmt_shape(level.shape)} voxels are cut coarse-to-fine, which has no diagonal pairs")
@@ -766,7 +809,7 @@ def _solve(level: _Level, mode: str, budget: int,
     ``weights`` (level shape -> pair weights of its coarse level) is read and filled by a
     coarse-to-fine cut, so that the next cut of the same image skips computing them.
     """
-    shape, voxels = level.shape, level.h.size
+    shape, voxels = level.shape, level.size
     full_bytes = estimate_full_cut_bytes(shape)
     can_band = any(f > 1 for f in _coarsen_factors(shape, level.spacing))
     diagonals = getattr(getattr(level, "params", None), "neighbourhood", 6) == 10
@@ -878,7 +921,7 @@ def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optio
                 structure[1, 1 + dy, 1 + dx] = 1.0
                 graph.add_grid_edges(ids[z0:z1], weights=level.diagonal_weights(dy, dx, z0, z1),
                                      structure=structure, symmetric=True)
-        source, sink = _unary(level.h[z0:z1], level.seeds[z0:z1], level.seed_capacity)
+        source, sink = _unary(level.data(z0, z1), level.seeds[z0:z1], level.seed_capacity)
         graph.add_grid_tedges(ids[z0:z1], source, sink)
         report(progress, "graph cut", 0.5 * z1 / Z, f"{name}: building the graph")
     check(cancel)
@@ -938,7 +981,7 @@ def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelT
     for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2], f[0]):
         check(cancel)
         c0, c1 = z0 // f[0], -(-z1 // f[0])
-        h[c0:c1] = _block_reduce(level.h[z0:z1], f, "mean")
+        h[c0:c1] = _block_reduce(level.data(z0, z1), f, "mean")
         seeds[c0:c1] = _block_reduce(level.seeds[z0:z1], f, "or")
         for axis in range(0 if known else 3):
             # The pairs that leave each block through its far face along the axis.

@@ -231,6 +231,11 @@ def test_coarse_evaluation_is_exact_where_it_matters_and_reads_less(tmp_path):
     np.testing.assert_allclose(coarse[near], exact[near], atol=1e-5)
     np.testing.assert_allclose(coarse, exact, atol=0.1)
     assert np.array_equal(coarse > 0.5, exact > 0.5)
+    # The file reader reads what the mapping holds (after the .npy header).
+    picked = np.array([0, 5, 777, features[..., 0].size - 1])
+    assert ddml._RowReader(features).path is not None
+    np.testing.assert_array_equal(ddml._RowReader(features).voxels(picked), flat[picked])
+    np.testing.assert_array_equal(ddml._RowReader(features).rows(2, 3, 7), features[2, 3:7])
     # The grid points themselves are exact everywhere.
     step = ddml.COARSE_STRIDE
     np.testing.assert_allclose(coarse[:, ::step, ::step], exact[:, ::step, ::step], atol=1e-5)
