@@ -727,7 +727,11 @@ def _coarse_to_fine(block: np.ndarray, network: Optional[np.ndarray], scribbles:
     on_grid = np.empty(len(ys) * len(xs), np.float32)
     _evaluate(block[ys][:, xs].reshape(-1, channels), on_grid, layers, chunk)
     on_grid = on_grid.reshape(len(ys), len(xs))
-    np.matmul(_interpolation(rows, ys) @ on_grid, _interpolation(cols, xs).T, out=h)
+    # Through torch, which runs on this thread alone: numpy's BLAS would start its own threads in every
+    # worker, and on 2 cores those spin against each other (predict_h took twice as long).
+    with torch.inference_mode():
+        torch.matmul(torch.from_numpy(_interpolation(rows, ys)) @ torch.from_numpy(on_grid),
+                     torch.from_numpy(_interpolation(cols, xs)).T, out=torch.from_numpy(h))
     corners = np.stack([on_grid[:-1, :-1], on_grid[1:, :-1], on_grid[:-1, 1:], on_grid[1:, 1:]])
     low, high = corners.min(axis=0), corners.max(axis=0)
     exact = (high - low > COARSE_RANGE) | ((high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN))
