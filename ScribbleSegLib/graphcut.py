@@ -51,7 +51,8 @@ Memory and the coarse-to-fine banded cut
     block (which a weak boundary term lets through on noisy data), or a stretch of
     boundary that moves further than the band in one piece without touching the
     band's edge first. On the benchmark volumes it agreed with the full cut to Dice
-    0.999 or better (benchmarks/bench_graphcut.py). Peak memory is the coarse graph
+    0.999 or better (benchmarks/bench_graphcut.py); on the 100x512x512 H&E phantom of
+    BENCHMARKS.md ("Interactive speed") 0.964, with 0.34% more energy. Peak memory is the coarse graph
     or the band graph, whichever is larger, plus about one byte per voxel. Every cut
     checks its memory estimate against the budget before it starts, and the band
     re-cut checks its actual size again.
@@ -485,9 +486,11 @@ class CutMemory:
     the volume (:data:`REUSE_MAX_BAND_FULL` where the cut from scratch would be a
     full cut; the adaptation moved a lot): then it cuts from scratch, with the kept
     weights.  Like the banded cut it can miss parts of the optimum that
-    move further than the band in one piece without touching its edge; on the
-    benchmark volumes it agreed with a cut from scratch to Dice >= 0.999
-    (BENCHMARKS.md, "Interactive speed").  It holds 2 bytes per voxel (labels with
+    move further than the band in one piece without touching its edge.  On the
+    benchmark volumes (BENCHMARKS.md, "Interactive speed"), where this rule started from
+    the last labels (40x256x256) the labels equalled a cut from scratch; forced on
+    100x512x512 they differed (Dice 0.971) with a lower energy than the coarse-to-fine
+    cut from scratch, whose own approximation is the difference.  It holds 2 bytes per voxel (labels with
     seeds, and the data term in steps of 1/250), plus 12 bytes per coarse voxel for the
     weights.
 

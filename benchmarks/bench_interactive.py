@@ -214,7 +214,7 @@ def cut(work: Path, model: str) -> None:
         print(f"cut of 'more' after 'first' ({label}): {wall:.2f} s wall, {cpu:.2f} s CPU; Dice vs scratch "
               f"{dice(labels, fresh):.5f}, {np.count_nonzero(labels != fresh)} voxels differ; energy "
               f"{energy(labels):.1f}; memory holds "
-              f"{sum(a.nbytes for a in (memory.labels, memory.data, memory.seeds)) / 2**20:.0f} MiB + coarse "
+              f"{(memory._packed.nbytes + memory.data.nbytes) / 2**20:.0f} MiB + coarse "
               f"weights {sum(w.nbytes for ws in memory.coarse_weights.values() for w in ws) / 2**20:.0f} MiB")
     graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL = defaults
     print(json.dumps({"peak_rss_gib": round(peak_rss_gib(), 3)}))
