@@ -46,6 +46,17 @@ CUT_NEIGHBOURHOODS: Tuple[int, ...] = (6, 10)
 CUT_DATA_TERMS: Tuple[str, ...] = ("linear", "log")
 """Graph-cut data terms: the paper's ``|l - h|`` or the clipped log-likelihood ratio."""
 
+H_EVALUATIONS: Tuple[str, ...] = ("coarse", "exact")
+"""How ``h = head(f(x))`` is evaluated over the volume (:func:`ScribbleSegLib.ddml.predict_h`): ``coarse``
+evaluates it on an in-plane grid of every few pixels, interpolates, and evaluates exactly wherever the
+interpolation could matter (near 0.5, where it varies, near the network's boundary, near scribbles);
+``exact`` evaluates every voxel.  Read through ``DDMLConfig.evaluation``."""
+DEFAULT_H_EVALUATION = "coarse"
+
+SESSION_REUSES_CUT = True
+"""Whether a warm :class:`ScribbleSegLib.session.Session` starts each cut from its last one
+(:class:`ScribbleSegLib.graphcut.CutMemory`) instead of cutting from scratch."""
+
 ARCHITECTURES: Tuple[str, ...] = ("munet", "unet")
 """Multi-field-of-view U-Net (the paper's M-Unet) or a plain U-Net."""
 DEFAULT_ARCHITECTURE = "munet"

@@ -21,18 +21,22 @@ labels).  Everything runs on the CPU in a few seconds::
 
 from __future__ import annotations
 
+import mmap
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import choices
 from .errors import ScribbleSegError
 from .progress import CancelToken, ProgressCallback, check, report
+from .resources import release_free_memory
 from .runtime import torch_threads
 
 SOURCE_SCRIBBLE = 0
@@ -93,6 +97,11 @@ class DDMLConfig:
         ``h = (1 - w) head(f(x)) + w p_network``.  0 is the paper's method; a
         positive weight anchors the adaptation to the network where the scribbles
         say little (see :meth:`paper` for the paper's settings).
+    evaluation : {"coarse", "exact"}
+        How :func:`predict_h` evaluates ``h`` over the volume (``choices.H_EVALUATIONS``):
+        ``coarse`` on an in-plane grid, exactly only where interpolation could
+        change the result (same final labels, several times faster); ``exact``
+        at every voxel.  It does not change what is learnt.
     """
 
     hidden: Tuple[int, ...] = (64, 64)
@@ -109,6 +118,7 @@ class DDMLConfig:
     head_lr: float = 0.05
     head_weight_decay: float = 0.0
     network_weight: float = 0.5
+    evaluation: str = choices.DEFAULT_H_EVALUATION
 
     @classmethod
     def paper(cls) -> "DDMLConfig":
@@ -141,6 +151,9 @@ class DDMLConfig:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
         if not 0.0 <= self.network_weight <= 1.0:
             raise ScribbleSegError(f"DDML network_weight must be in [0, 1], got {self.network_weight}")
+        if self.evaluation not in choices.H_EVALUATIONS:
+            raise ScribbleSegError(f"DDML evaluation must be one of {', '.join(choices.H_EVALUATIONS)}, "
+                                   f"got {self.evaluation!r}")
 
 
 class DDMLNet(nn.Module):
@@ -224,6 +237,8 @@ class AdaptResult:
         float32, the DDML loss of every training step.
     head_losses : numpy.ndarray
         float32, the head's loss of every training step.
+    timings : dict
+        Seconds per step: ``training pixels``, ``DDML training``, ``head training``, ``probability``.
     """
 
     h: np.ndarray
@@ -231,6 +246,7 @@ class AdaptResult:
     head: Head
     losses: np.ndarray
     head_losses: np.ndarray
+    timings: Dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -342,8 +358,7 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
         in_bank = np.flatnonzero(bank_y == label)
         k_scribble = k if in_bank.size == 0 else int(round(k * scribble_share))
         picked = _draw(rng, voxels, k_scribble)
-        # Index with (z, y, x) arrays: reshaping a non-contiguous volume would copy all of it.
-        xs.append(np.asarray(features[np.unravel_index(picked, features.shape[:3])], dtype=np.float32))
+        xs.append(_RowReader(features).voxels(picked))
         sources.append(np.full(picked.size, SOURCE_SCRIBBLE, np.uint8))
         picked_bank = _draw(rng, in_bank, k - k_scribble)
         xs.append(np.asarray(bank_x[picked_bank], dtype=np.float32))
@@ -562,6 +577,19 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
 # Prediction
 
 
+#: In-plane step, in pixels, of the grid on which ``evaluation="coarse"`` evaluates ``h`` first.
+COARSE_STRIDE = 4
+#: A grid cell (the pixels between four neighbouring grid points) is evaluated exactly when the head's
+#: output varies by more than this across its corners: the interpolation may be off inside it.
+COARSE_RANGE = 0.05
+#: ... or when a corner, or the network's probability anywhere in the cell, lies within this of 0.5
+#: (or the cell straddles 0.5): there the cut is most sensitive to the data term.
+COARSE_MARGIN = 0.3
+#: ... or when the network's probability varies by more than this inside the cell: detail (a thin
+#: wall, an edge) that the grid may have stepped over.
+NETWORK_RANGE = 0.05
+
+
 def _fused_layers(f: DDMLNet, head: Head) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """``(W, b)`` of every layer, with the input standardisation folded into the first."""
     layers = [(layer.weight.detach().clone(), layer.bias.detach().clone()) for layer in f.layers]
@@ -572,18 +600,15 @@ def _fused_layers(f: DDMLNet, head: Head) -> List[Tuple[torch.Tensor, torch.Tens
     return layers
 
 
-def _predict_slab(slab: np.ndarray, out: np.ndarray, layers, chunk: int,
-                  cancel: Optional[CancelToken]) -> None:
-    """Write ``h`` of one slab of features ``(..., C)`` into ``out`` (same leading shape, float32)."""
-    check(cancel)
-    slab = np.ascontiguousarray(slab).reshape(-1, slab.shape[-1])
-    if not slab.flags.writeable:  # a read-only memmap; torch wants writable memory
-        slab = slab.copy()
-    slab_t = torch.from_numpy(slab)
-    out_t = torch.from_numpy(out.reshape(-1))
+def _evaluate(x: np.ndarray, out: np.ndarray, layers, chunk: int) -> None:
+    """Write ``head(f(x))`` of the rows of ``x`` ``(N, C)`` into ``out`` ``(N,)`` float32."""
+    if not x.flags.writeable:  # a read-only memmap; torch wants writable memory
+        x = x.copy()
+    x_t = torch.from_numpy(np.ascontiguousarray(x))
+    out_t = torch.from_numpy(out)
     with torch.inference_mode():
-        for start in range(0, len(slab_t), chunk):
-            a = slab_t[start:start + chunk].to(torch.float32)
+        for start in range(0, len(x_t), chunk):
+            a = x_t[start:start + chunk].to(torch.float32)
             for w, b in layers[:-1]:
                 a = torch.addmm(b, a, w.T)
                 torch.tanh(a, out=a)
@@ -591,17 +616,167 @@ def _predict_slab(slab: np.ndarray, out: np.ndarray, layers, chunk: int,
             torch.sigmoid(torch.addmm(b, a, w.T).reshape(-1), out=out_t[start:start + len(a)])
 
 
-def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, workers: Optional[int] = None,
-              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> np.ndarray:
-    """``h = head(f(x))`` for every voxel.
+class _RowReader:
+    """Reads rows of sections of a ``(Z, Y, X, C)`` feature array.
 
-    Reads ``features`` slab by slab (about 256 k voxels each), so a
-    memory-mapped feature cache is never loaded whole, and evaluates each slab
-    in chunks of ``chunk`` voxels, which keeps the working set in cache.  Slabs
-    are shared among ``workers`` threads that each run torch with one intra-op
-    thread.  On a 2-core CPU this is as fast as torch's two intra-op threads
-    when the machine is idle, and 4-20x faster than them when another process
-    keeps a core busy (their barriers then stall; see ``benchmarks/bench_ddml.py``).
+    A C-contiguous memory-mapped array (the feature cache) is read with plain
+    file reads instead of through its mapping: the pages then stay in the
+    operating system's file cache and do not count in the process's resident
+    memory, which would otherwise grow by the whole feature file (1.6 GB at
+    100x512x512) on every pass over the volume.  Anything else is sliced.
+    """
+
+    def __init__(self, features: np.ndarray) -> None:
+        self.features = features
+        self.path, self.offset = None, 0
+        mapping = getattr(features, "_mmap", None)
+        if isinstance(features, np.memmap) and mapping is not None and features.flags.c_contiguous \
+                and getattr(features, "filename", None):
+            try:
+                start = np.frombuffer(mapping, np.uint8).ctypes.data
+            except (TypeError, ValueError):  # a closed or unusual mapping: slice it instead
+                return
+            # np.memmap maps the file from its offset rounded down to the allocation granularity.
+            first = features.offset - features.offset % mmap.ALLOCATIONGRANULARITY
+            self.path, self.offset = features.filename, first + features.ctypes.data - start
+
+    def voxels(self, flat: np.ndarray) -> np.ndarray:
+        """float32 ``(N, C)`` features of the voxels at flat indices ``flat`` (sorted: reads in file order)."""
+        flat = np.asarray(flat, np.int64)
+        channels = self.features.shape[3]
+        if self.path is None:
+            # Index with (z, y, x) arrays: reshaping a non-contiguous volume would copy all of it.
+            return np.asarray(self.features[np.unravel_index(flat, self.features.shape[:3])], dtype=np.float32)
+        out = np.empty((flat.size, channels), self.features.dtype)
+        size = channels * out.itemsize
+        with open(self.path, "rb", buffering=0) as handle:
+            for row, index in enumerate(flat.tolist()):
+                handle.seek(self.offset + index * size)
+                if handle.readinto(memoryview(out[row]).cast("B")) != size:
+                    raise ScribbleSegError(f"the feature file {self.path} ended early (truncated?)")
+        return out.astype(np.float32)
+
+    def rows(self, z: int, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0:y1`` of section ``z``, ``(y1 - y0, X, C)``, a writable array of the features' dtype."""
+        if self.path is None:
+            return np.array(self.features[z, y0:y1])
+        _, rows, cols, channels = self.features.shape
+        out = np.empty((y1 - y0, cols, channels), self.features.dtype)
+        row_bytes = cols * channels * out.itemsize
+        # One handle per read: threads read different slabs at once and must not share a file position.
+        with open(self.path, "rb", buffering=0) as handle:
+            handle.seek(self.offset + (z * rows + y0) * row_bytes)
+            view = memoryview(out).cast("B")
+            done = 0
+            while done < out.nbytes:
+                n = handle.readinto(view[done:])
+                if not n:
+                    raise ScribbleSegError(f"the feature file {self.path} ended early (truncated?)")
+                done += n
+        return out
+
+
+def _grid(n: int, stride: int) -> np.ndarray:
+    """Every ``stride``-th index of ``range(n)``, and the last one."""
+    grid = np.arange(0, n, stride)
+    return grid if grid[-1] == n - 1 else np.append(grid, n - 1)
+
+
+def _interpolation(n: int, grid: np.ndarray) -> np.ndarray:
+    """``(n, len(grid))`` float32 matrix of linear interpolation from ``grid`` to ``range(n)``."""
+    index = np.arange(n)
+    cell = np.minimum(np.searchsorted(grid, index, side="right") - 1, len(grid) - 2)
+    t = ((index - grid[cell]) / (grid[cell + 1] - grid[cell])).astype(np.float32)
+    matrix = np.zeros((n, len(grid)), np.float32)
+    matrix[index, cell] = 1 - t
+    matrix[index, cell + 1] = t
+    return matrix
+
+
+def _cell_range(a: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Minimum and maximum of ``a`` ``(R, X)`` over the grid cells ``[ys[i], ys[i+1]) x [xs[j], xs[j+1])``
+    (the last cell of each axis runs to the end)."""
+    low = np.minimum.reduceat(np.minimum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1)
+    high = np.maximum.reduceat(np.maximum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1)
+    return low, high
+
+
+def _grow_cells(flags: np.ndarray) -> np.ndarray:
+    """``flags`` grown by one cell in the 8-neighbourhood."""
+    out = flags.copy()
+    out[1:] |= flags[:-1]
+    out[:-1] |= flags[1:]
+    grown = out.copy()
+    grown[:, 1:] |= out[:, :-1]
+    grown[:, :-1] |= out[:, 1:]
+    return grown
+
+
+def _coarse_to_fine(block: np.ndarray, network: Optional[np.ndarray], scribbles: Optional[np.ndarray],
+                    layers, chunk: int, stride: int) -> Tuple[np.ndarray, int]:
+    """``h`` of a block of rows ``(R, X, C)``: on the grid, interpolated, exact where it could matter.
+
+    Returns ``(h (R, X) float32, voxels evaluated)``.
+    """
+    rows, cols, channels = block.shape
+    ys, xs = _grid(rows, stride), _grid(cols, stride)
+    h = np.empty((rows, cols), np.float32)
+    if len(ys) < 2 or len(xs) < 2:  # a block one pixel thin: nothing to interpolate
+        _evaluate(block.reshape(-1, channels), h.reshape(-1), layers, chunk)
+        return h, h.size
+    on_grid = np.empty(len(ys) * len(xs), np.float32)
+    _evaluate(block[ys][:, xs].reshape(-1, channels), on_grid, layers, chunk)
+    on_grid = on_grid.reshape(len(ys), len(xs))
+    # Through torch, which runs on this thread alone: numpy's BLAS would start its own threads in every
+    # worker, and on 2 cores those spin against each other (predict_h took twice as long).
+    with torch.inference_mode():
+        torch.matmul(torch.from_numpy(_interpolation(rows, ys)) @ torch.from_numpy(on_grid),
+                     torch.from_numpy(_interpolation(cols, xs)).T, out=torch.from_numpy(h))
+    corners = np.stack([on_grid[:-1, :-1], on_grid[1:, :-1], on_grid[:-1, 1:], on_grid[1:, 1:]])
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    exact = (high - low > COARSE_RANGE) | ((high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN))
+    if network is not None:
+        low, high = _cell_range(network, ys, xs)
+        exact |= (high - low > NETWORK_RANGE) | ((high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN))
+    if scribbles is not None:
+        exact |= _cell_range(scribbles, ys, xs)[1] > 0
+    # One more cell around each: a boundary that runs along a cell's edge shows in its neighbours.
+    exact = _grow_cells(exact)
+    cell_y = np.minimum(np.searchsorted(ys, np.arange(rows), side="right") - 1, len(ys) - 2)
+    cell_x = np.minimum(np.searchsorted(xs, np.arange(cols), side="right") - 1, len(xs) - 2)
+    mask = exact[cell_y][:, cell_x]
+    h[np.ix_(ys, xs)] = on_grid  # the grid itself is exact already (the product rounds)
+    mask[np.ix_(ys, xs)] = False
+    picked = np.empty(int(np.count_nonzero(mask)), np.float32)
+    if picked.size:
+        _evaluate(block[mask], picked, layers, chunk)
+        h[mask] = picked
+    return h, on_grid.size + picked.size
+
+
+def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, workers: Optional[int] = None,
+              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None, *,
+              evaluation: Optional[str] = None, scribbles: Optional[np.ndarray] = None,
+              network_probability: Optional[np.ndarray] = None, stats: Optional[dict] = None) -> np.ndarray:
+    """``h = head(f(x))`` over the volume: at every voxel, or coarse-to-fine.
+
+    Reads ``features`` in slabs of rows (about 256 k voxels each; a
+    memory-mapped feature cache with file reads, so it never enters the
+    process's resident memory) and evaluates each slab in chunks of ``chunk``
+    voxels.  Slabs are shared among ``workers`` threads that each run torch with
+    one intra-op thread: on a 2-core CPU as fast as torch's two intra-op threads
+    when the machine is idle, and 4-20x faster when another process keeps a core
+    busy (see ``benchmarks/bench_ddml.py``).
+
+    ``evaluation="coarse"`` evaluates each section on a grid of every
+    :data:`COARSE_STRIDE`-th pixel and row, interpolates linearly in-plane, and
+    evaluates exactly every grid cell (grown by one cell) where the
+    interpolation could change the cut: where the head's output varies across
+    the cell (:data:`COARSE_RANGE`) or comes near 0.5 (:data:`COARSE_MARGIN`),
+    where the network's probability does either (``network_probability``: an
+    edge or a thin wall the grid may step over), and where there are
+    scribbles.  On the benchmark volumes the final labels after the cut agree
+    with ``exact`` to Dice >= 0.999 (BENCHMARKS.md, "Interactive speed").
 
     Parameters
     ----------
@@ -615,40 +790,87 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
         Threads; default ``min(os.cpu_count(), 8)``.
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
+    evaluation : {"coarse", "exact"}, optional
+        Default :data:`ScribbleSegLib.choices.DEFAULT_H_EVALUATION` (``DDMLConfig.evaluation``).
+    scribbles : numpy.ndarray, optional
+        ``(Z, Y, X)`` scribbles (nonzero: drawn); ``coarse`` evaluates exactly around them.
+    network_probability : numpy.ndarray, optional
+        ``(Z, Y, X)`` the network's probability; ``coarse`` uses it to find detail.
+    stats : dict, optional
+        Filled with ``evaluated``: the number of voxels at which ``f`` and the head ran.
 
     Returns
     -------
     numpy.ndarray
         float32 ``(Z, Y, X)`` in [0, 1].
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(64, 4)).astype(np.float32), np.arange(64) % 2
+    >>> config = DDMLConfig(hidden=(8,), out_dim=4, steps=2, batch_size=8, head_steps=2)
+    >>> f = train_ddml(x, y, config); head = train_head(f, x, y, config)
+    >>> features = rng.normal(size=(2, 16, 16, 4)).astype(np.float16)
+    >>> coarse = predict_h(features, f, head, evaluation="coarse")
+    >>> exact = predict_h(features, f, head, evaluation="exact")
+    >>> coarse.shape, bool(np.abs(coarse - exact).max() < 0.05)
+    ((2, 16, 16), True)
     """
     if features.ndim != 4:
         raise ScribbleSegError(f"features must be (Z, Y, X, C), got shape {features.shape}")
     channels = features.shape[3]
     if channels != f.in_dim:
         raise ScribbleSegError(f"the volume's features have {channels} channels, the DDML network expects {f.in_dim}")
+    evaluation = choices.DEFAULT_H_EVALUATION if evaluation is None else evaluation
+    if evaluation not in choices.H_EVALUATIONS:
+        raise ScribbleSegError(f"evaluation must be one of {', '.join(choices.H_EVALUATIONS)}, got {evaluation!r}")
+    depth, rows, cols = features.shape[:3]
+    for name, guide in (("scribbles", scribbles), ("network_probability", network_probability)):
+        if guide is not None and tuple(np.shape(guide)) != (depth, rows, cols):
+            raise ScribbleSegError(f"{name} has shape {tuple(np.shape(guide))}, the features "
+                                   f"{(depth, rows, cols)}")
     chunk = max(1, int(chunk))
     workers = max(1, int(workers or min(os.cpu_count() or 1, 8)))
-    depth, rows, cols = features.shape[:3]
     h = np.empty((depth, rows, cols), dtype=np.float32)
-    # Slabs of whole sections, or of rows of one section when sections are big.
+    coarse = evaluation == "coarse"
+    # Slabs of whole sections, or of rows of one section when sections are big (whole grid cells when coarse).
     rows_per_slab = max(1, min(rows, (1 << 18) // max(1, cols)))
+    if coarse:
+        rows_per_slab = max(COARSE_STRIDE, rows_per_slab - rows_per_slab % COARSE_STRIDE)
     slabs = [(z, y0, min(rows, y0 + rows_per_slab)) for z in range(depth) for y0 in range(0, rows, rows_per_slab)]
     layers = _fused_layers(f, head)
+    reader = _RowReader(features)
 
-    def run(slab):
+    def run(slab) -> int:
         z, y0, y1 = slab
-        _predict_slab(features[z, y0:y1], h[z, y0:y1], layers, chunk, cancel)
+        check(cancel)
+        if not coarse:
+            block = reader.rows(z, y0, y1)
+            _evaluate(block.reshape(-1, channels), h[z, y0:y1].reshape(-1), layers, chunk)
+            return block.shape[0] * cols
+        # One more row: the grid row where the next slab starts closes this slab's last cells.
+        end = min(rows, y1 + 1)
+        guide = None if network_probability is None else np.asarray(network_probability[z, y0:end], np.float32)
+        drawn = None if scribbles is None else np.asarray(scribbles[z, y0:end])
+        block_h, evaluated = _coarse_to_fine(reader.rows(z, y0, end), guide, drawn, layers, chunk, COARSE_STRIDE)
+        h[z, y0:y1] = block_h[: y1 - y0]
+        return evaluated
 
+    evaluated = 0
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         with torch_threads(1):
-            for done, _ in enumerate(pool.map(run, slabs), start=1):
+            for done, count in enumerate(pool.map(run, slabs), start=1):
+                evaluated += count
                 if done % max(1, len(slabs) // 100) == 0 or done == len(slabs):
                     z = slabs[done - 1][0]
                     report(progress, "probability", done / len(slabs), f"section {z + 1}/{depth}")
                 check(cancel)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if stats is not None:
+        stats["evaluated"] = evaluated
+    release_free_memory()  # the threads' freed buffers: the cut, the peak of a run, comes next
     return h
 
 
@@ -690,12 +912,21 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
         See :func:`sample_pixels`.
     """
     config = config or DDMLConfig()
+    t0 = time.perf_counter()
     report(progress, "metric learning", 0.0, "drawing training pixels")
     x, y, _ = sample_pixels(features, scribbles, bank_features, bank_labels, config.pool_size, seed=seed,
                             scribble_share=config.scribble_share)
+    timings = {"training pixels": time.perf_counter() - t0}
+    t0 = time.perf_counter()
     f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
+    timings["DDML training"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
-    h = predict_h(features, f, head, progress=progress, cancel=cancel)
+    timings["head training"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    # The network's probability guides where a coarse evaluation looks closer, blended in or not.
+    h = predict_h(features, f, head, progress=progress, cancel=cancel, evaluation=config.evaluation,
+                  scribbles=scribbles, network_probability=network_probability)
     if config.network_weight > 0 and network_probability is not None:
         if np.shape(network_probability) != h.shape:
             raise ScribbleSegError(f"network_probability has shape {np.shape(network_probability)}, the volume "
@@ -705,5 +936,6 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
         for z in range(h.shape[0]):
             h[z] *= 1 - w
             h[z] += w * np.asarray(network_probability[z], np.float32)
+    timings["probability"] = time.perf_counter() - t0
     return AdaptResult(h, f, head, np.asarray(f.loss_history, np.float32),
-                       np.asarray(head.loss_history, np.float32))
+                       np.asarray(head.loss_history, np.float32), timings)

@@ -51,7 +51,8 @@ Memory and the coarse-to-fine banded cut
     block (which a weak boundary term lets through on noisy data), or a stretch of
     boundary that moves further than the band in one piece without touching the
     band's edge first. On the benchmark volumes it agreed with the full cut to Dice
-    0.999 or better (benchmarks/bench_graphcut.py). Peak memory is the coarse graph
+    0.999 or better (benchmarks/bench_graphcut.py); on the 100x512x512 H&E phantom of
+    BENCHMARKS.md ("Interactive speed") 0.964, with 0.34% more energy. Peak memory is the coarse graph
     or the band graph, whichever is larger, plus about one byte per voxel. Every cut
     checks its memory estimate against the budget before it starts, and the band
     re-cut checks its actual size again.
@@ -121,7 +122,10 @@ BAND_RADIUS = 3
 BAND_GROWTH_PASSES = 8
 #: Fraction of the voxels assumed to fall in the band when estimating memory ahead of a cut.
 ASSUMED_BAND_FRACTION = 0.15
-#: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows).
+#: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows).  Not lower: at
+#: 2**22 the coarse level of a 100x512x512 phantom (100x256x256) was itself cut coarse-to-fine, which
+#: saved 1.3 GB of peak memory but moved the result from Dice 0.964 to 0.926 against the full cut
+#: (BENCHMARKS.md, "Interactive speed").
 AUTO_FULL_MAX_VOXELS = 2**23
 #: Default memory budget: this fraction of the memory available when the cut starts.
 BUDGET_FRACTION = 0.75
@@ -213,17 +217,40 @@ class _Level:
     constraint) are C-contiguous ``(Z, Y, X)`` arrays; ``spacing`` is in mm,
     ``(z, y, x)``; ``max_weights`` bounds the pair weights per axis.
     Subclasses give the weights of the pairs ``(v, v + e_axis)``.
+
+    With ``transform`` (the log data term), ``h`` is the probability and the
+    data term is ``transform(h)``: :meth:`data` computes it slab by slab, and
+    the whole array (:attr:`h`) is only made when a band re-cut reads it by
+    voxel index -- after the coarse cut, whose graph is the peak memory.
     """
 
     def __init__(self, h: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-                 max_weights: Sequence[float]) -> None:
-        self.h, self.seeds = h, seeds
+                 max_weights: Sequence[float], transform=None) -> None:
+        self._raw, self._transform = h, transform
+        self._h = None if transform is not None else h
+        self.seeds = seeds
         self.spacing = tuple(float(s) for s in spacing)
         self.max_weights = tuple(float(w) for w in max_weights)
 
     @property
+    def h(self) -> np.ndarray:
+        """The data term of every voxel (made on first use when there is a ``transform``)."""
+        if self._h is None:
+            self._h = self._transform(self._raw)
+        return self._h
+
+    def data(self, z0: int, z1: int) -> np.ndarray:
+        """The data term of planes ``z0:z1``."""
+        return self._h[z0:z1] if self._h is not None else self._transform(self._raw[z0:z1])
+
+    @property
     def shape(self) -> Tuple[int, int, int]:
-        return tuple(int(n) for n in self.h.shape)
+        return tuple(int(n) for n in self._raw.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of voxels."""
+        return int(self._raw.size)
 
     @property
     def seed_capacity(self) -> float:
@@ -273,12 +300,12 @@ class _ImageLevel(_Level):
     """The full-resolution level: pair weights from the colour contrast of the image (eq. 6)."""
 
     def __init__(self, h: np.ndarray, colour: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-                 params: GraphCutParams) -> None:
+                 params: GraphCutParams, transform=None) -> None:
         self.colour = colour  # (Z, Y, X, C), uint8 (read as value / 255) or float
         self.luminance = params.colour == "luminance" and colour.shape[3] == 3
         self.params = params
         self.scale = tuple(min(spacing) / s for s in spacing)
-        super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale])
+        super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform)
 
     def _features(self, block: np.ndarray) -> np.ndarray:
         x = block.astype(np.float32)
@@ -354,7 +381,8 @@ class _CoarseLevel(_Level):
 def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
               spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), params: Optional[GraphCutParams] = None,
               mode: str = "auto", memory_budget: Optional[int] = None,
-              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> np.ndarray:
+              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+              memory: Optional["CutMemory"] = None) -> np.ndarray:
     """Segment the heart by minimising eq. 4-6 with the scribbles as hard seeds.
 
     Parameters
@@ -380,6 +408,11 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.  Cancellation is honoured between
         stages and slabs, not inside a max-flow.
+    memory : CutMemory, optional
+        What the previous cut of the same image (same spacing and parameters)
+        left: this cut then starts from its labels and re-cuts only around its
+        boundary and where the data term or the seeds changed (see
+        :class:`CutMemory`); it is updated with this cut.  None: a cut from scratch.
 
     Returns
     -------
@@ -407,8 +440,180 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
             _log.info("graph cut: %s; using the 6-neighbourhood", problem)
             level.params = dataclasses.replace(params, neighbourhood=6)
     report(progress, "graph cut", 0.0, f"{_fmt_shape(level.shape)} voxels")
-    labels = _solve(level, mode, budget, progress, cancel)
+    # The band re-cut has no diagonal pairs: a 10-neighbourhood cut always starts from scratch.
+    weights = None
+    if memory is not None:
+        memory.follow(level, image, mode)
+        weights = memory.coarse_weights
+    warm = memory is not None and memory.labels is not None and level.params.neighbourhood == 6
+    labels = _cut_from_memory(level, memory, budget, progress, cancel) if warm else \
+        _solve(level, mode, budget, progress, cancel, weights)
+    if memory is not None:
+        memory.remember(level, labels)
     report(progress, "graph cut", 1.0, "done")
+    return labels
+
+
+#: A warm cut (:class:`CutMemory`) re-cuts the voxels whose data term ``h'`` moved by more than this
+#: since the last cut (with a band of :data:`BAND_RADIUS` voxels around them).
+REUSE_DATA_CHANGE = 0.05
+#: ... when the change is against the voxel's last label and leaves it within this of favouring the other.
+REUSE_MARGIN = 0.1
+#: ... unless the band would hold more than this fraction of the volume's blocks: then it cuts from scratch
+#: (with the kept coarse weights).  A band re-cut costs several times more per voxel than a grid cut, and
+#: a coarse-to-fine cut re-cuts about 4% of a 100x512x512 phantom at full resolution anyway.
+REUSE_MAX_BAND = 0.05
+#: The same limit where a cut from scratch would be a full cut (a small volume): it has no coarse level to
+#: save on, so a band up to this fraction is still cheaper (40x256x256: 0.4 s from the last labels, 1.0 s
+#: from scratch; BENCHMARKS.md).
+REUSE_MAX_BAND_FULL = 0.3
+
+
+class CutMemory:
+    """What a cut leaves for the next cut of the same image: coarse pair weights, labels, data term, seeds.
+
+    A warm session (:class:`ScribbleSegLib.session.Session`) keeps one.  The pair
+    weights of the coarse levels of a coarse-to-fine cut depend only on the image,
+    the spacing and the parameters: they are kept and reused as they are (the cut
+    is the same, without recomputing the colour contrasts of every voxel pair).
+    The next :func:`graph_cut` with it also starts from the last labels and re-cuts, at full
+    resolution and with everything else fixed, only the blocks within
+    :data:`BAND_RADIUS` voxels of the last boundary, of voxels whose data term moved
+    by more than :data:`REUSE_DATA_CHANGE` against their last label (and now favour the
+    other label, or nearly: :data:`REUSE_MARGIN`), and of voxels whose seed changed; where
+    the new boundary reaches the edge of that band it grows, as in the banded cut
+    (:data:`BAND_GROWTH_PASSES`).  That skips the coarse cut (or the whole-volume
+    cut) and its graph, unless the band would hold more than :data:`REUSE_MAX_BAND` of
+    the volume (:data:`REUSE_MAX_BAND_FULL` where the cut from scratch would be a
+    full cut; the adaptation moved a lot): then it cuts from scratch, with the kept
+    weights.  Like the banded cut it can miss parts of the optimum that
+    move further than the band in one piece without touching its edge.  On the
+    benchmark volumes (BENCHMARKS.md, "Interactive speed"), where this rule started from
+    the last labels (40x256x256) the labels equalled a cut from scratch; forced on
+    100x512x512 they differed (Dice 0.971) with a lower energy than the coarse-to-fine
+    cut from scratch, whose own approximation is the difference.  It holds 2 bytes per voxel (labels with
+    seeds, and the data term in steps of 1/250), plus 12 bytes per coarse voxel for the
+    weights.
+
+    Examples
+    --------
+    >>> memory = CutMemory()
+    >>> memory.labels is None
+    True
+    """
+
+    #: The data term is kept as ``round(h' * DATA_STEPS)`` in uint8: a step of 0.004, well below
+    #: :data:`REUSE_DATA_CHANGE`, in a quarter of float32's memory.
+    DATA_STEPS = 250
+
+    def __init__(self) -> None:
+        self.key: Optional[tuple] = None
+        self._packed: Optional[np.ndarray] = None  # uint8: label in bit 0, seed code in bits 1-2
+        self.data: Optional[np.ndarray] = None  # uint8 h' of the last cut, see DATA_STEPS
+        self.coarse_weights: dict = {}  # level shape -> its coarse level's pair weights
+
+    @property
+    def labels(self) -> Optional[np.ndarray]:
+        """The last cut's labels (uint8, 1 heart), or None."""
+        return None if self._packed is None else self._packed & np.uint8(1)
+
+    @property
+    def seeds(self) -> Optional[np.ndarray]:
+        """The last cut's seed codes (uint8), or None."""
+        return None if self._packed is None else self._packed >> np.uint8(1)
+
+    def data_term(self, z0: int, z1: int) -> np.ndarray:
+        """float32 data term ``h'`` of planes ``z0:z1`` of the last cut."""
+        return self.data[z0:z1].astype(np.float32) * np.float32(1.0 / self.DATA_STEPS)
+
+    def clear(self) -> None:
+        """Forget the last cut: the next one starts from scratch."""
+        self.key = self._packed = self.data = None
+        self.coarse_weights = {}
+
+    @staticmethod
+    def _key(level: "_ImageLevel", image: np.ndarray, mode: str) -> tuple:
+        image = np.asarray(image)
+        # The image by identity and a sample of its values: a session keeps one array for all its runs.
+        sample = image.reshape(-1)[:: max(1, image.size // 4096)]
+        return (level.shape, level.spacing, level.params, mode, image.__array_interface__["data"][0],
+                image.dtype.str, image.shape, hash(sample.tobytes()))
+
+    def follow(self, level: "_ImageLevel", image: np.ndarray, mode: str) -> None:
+        """Get ready for a cut of ``image``: forget everything if the last cut was of another image or
+        with other parameters."""
+        key = self._key(level, image, mode)
+        if key != self.key:
+            self.clear()
+            self.key = key
+
+    def remember(self, level: "_ImageLevel", labels: np.ndarray) -> None:
+        """Keep this cut's labels, data term and seeds for the next."""
+        self._packed = np.empty(level.shape, np.uint8)
+        self.data = np.empty(level.shape, np.uint8)
+        for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2]):
+            self._packed[z0:z1] = (labels[z0:z1] != 0) | (level.seeds[z0:z1] << np.uint8(1))
+            self.data[z0:z1] = np.rint(level.data(z0, z1) * self.DATA_STEPS)
+
+
+def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int]) -> np.ndarray:
+    """Blocks of ``f`` voxels holding the last boundary, a moved data term or a changed seed."""
+    shape = level.shape
+    coarse_shape = tuple(-(-n // k) for n, k in zip(shape, f))
+    blocks = np.zeros(coarse_shape, bool)
+    labels = memory.labels
+    for z0, z1 in _slabs(shape[0], shape[1] * shape[2], f[0]):
+        # One plane more each way, for the pairs across the slab's faces.
+        a0, a1 = max(0, z0 - 1), min(shape[0], z1 + 1)
+        part = labels[a0:a1]
+        edge = np.zeros(part.shape, bool)
+        for axis in range(3):
+            lo, hi = _pair_slices(axis)
+            change = part[lo] != part[hi]
+            edge[lo] |= change
+            edge[hi] |= change
+        mask = edge[z0 - a0: z0 - a0 + (z1 - z0)]
+        # Only a data term that moved against the last label and now favours the other label, or nearly,
+        # can make voxels flip: one that moved towards its label, or still clearly favours it, cannot
+        # lower the energy by flipping (flipping also costs boundary).
+        new, old = level.data(z0, z1), memory.data_term(z0, z1)
+        heart = labels[z0:z1] == 1
+        against = np.where(heart, old - new, new - old) > REUSE_DATA_CHANGE
+        against &= np.where(heart, new < 0.5 + REUSE_MARGIN, new > 0.5 - REUSE_MARGIN)
+        mask |= against
+        mask |= level.seeds[z0:z1] != (memory._packed[z0:z1] >> np.uint8(1))
+        blocks[z0 // f[0]: -(-z1 // f[0])] |= _block_reduce(mask, f, "or").astype(bool)
+    return blocks
+
+
+def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progress: Optional[ProgressCallback],
+                     cancel: Optional[CancelToken]) -> np.ndarray:
+    """The cut of ``level`` started from the last cut in ``memory`` (see :class:`CutMemory`)."""
+    name = _fmt_shape(level.shape)
+    f = _coarsen_factors(level.shape, level.spacing)
+    if max(f) == 1:  # a volume too thin to group into blocks: cut it whole
+        return _solve(level, "full", budget, progress, cancel)
+    report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
+    band = _grow(_changed_blocks(level, memory, f), _band_steps(f))
+    mode = memory.key[3]
+    full = mode == "full" or (mode == "auto" and level.size <= AUTO_FULL_MAX_VOXELS
+                              and estimate_full_cut_bytes(level.shape) <= budget)
+    if np.count_nonzero(band) > (REUSE_MAX_BAND_FULL if full else REUSE_MAX_BAND) * band.size:
+        # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
+        return _solve(level, mode, budget, progress, cancel, memory.coarse_weights)
+    labels = memory.labels  # a new array (unpacked)
+    explored = band.copy()
+    passes = 1 + BAND_GROWTH_PASSES
+    for band_pass in range(passes):
+        if not band.any():
+            break
+        start = band_pass / passes
+        contact = _recut_band(level, labels, _Band(band, f, level.shape), explored, budget,
+                              sub_progress(progress, start, start + 1.0 / passes), cancel)
+        if not contact.any():
+            break
+        band = _grow(contact, _band_steps(f))
+        explored |= band
     return labels
 
 
@@ -521,11 +726,10 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
     spacing = tuple(float(s) for s in spacing_zyx)
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
-    if params.data_term == "log":
-        h = log_data_term(h)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
-                       np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params)
+                       np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
+                       log_data_term if params.data_term == "log" else None)
 
 
 def log_data_term(h: np.ndarray) -> np.ndarray:
@@ -538,9 +742,19 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
     [0.5, 1.0, 0.0]
     """
     eps = np.float32(1.0 / (1.0 + math.exp(LOGIT_CLIP)))
-    p = np.clip(np.asarray(h, np.float32), eps, 1 - eps)
-    logit = np.log(p) - np.log1p(-p)
-    return (np.float32(0.5) + np.clip(logit, -LOGIT_CLIP, LOGIT_CLIP) / np.float32(2 * LOGIT_CLIP)).astype(np.float32)
+    h = np.asarray(h)
+    out = np.empty(h.shape, np.float32)
+    flat_in, flat_out = h.reshape(-1), out.reshape(-1)
+    # In slabs: whole-volume temporaries (five of them) would add 0.5 GB at 100x512x512.
+    for start in range(0, flat_in.size, _SLAB_VOXELS):
+        p = np.clip(flat_in[start:start + _SLAB_VOXELS].astype(np.float32), eps, 1 - eps)
+        logit = np.log(p)
+        logit -= np.log1p(-p)
+        np.clip(logit, -LOGIT_CLIP, LOGIT_CLIP, out=logit)
+        logit *= np.float32(1.0 / (2 * LOGIT_CLIP))
+        logit += np.float32(0.5)
+        flat_out[start:start + _SLAB_VOXELS] = logit
+    return out
 
 
 def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:
@@ -552,7 +766,7 @@ def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:
     if mode == "banded":
         return "in-plane diagonals need the full cut, not the banded one"
     needed = estimate_full_cut_bytes(level.shape, 10)
-    if needed > budget or (mode == "auto" and level.h.size > AUTO_FULL_MAX_VOXELS):
+    if needed > budget or (mode == "auto" and level.size > AUTO_FULL_MAX_VOXELS):
         return (f"a full cut of {_fmt_shape(level.shape)} voxels with in-plane diagonals needs about "
                 f"{_fmt_bytes(needed)} (budget {_fmt_bytes(budget)})" if needed > budget else
                 f"{_fmt_shape(level.shape)} voxels are cut coarse-to-fine, which has no diagonal pairs")
@@ -592,9 +806,14 @@ def _fmt_bytes(n: float) -> str:
 
 
 def _solve(level: _Level, mode: str, budget: int,
-           progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
-    """Cut ``level`` in ``mode``, after checking the memory estimate against ``budget``."""
-    shape, voxels = level.shape, level.h.size
+           progress: Optional[ProgressCallback], cancel: Optional[CancelToken],
+           weights: Optional[dict] = None) -> np.ndarray:
+    """Cut ``level`` in ``mode``, after checking the memory estimate against ``budget``.
+
+    ``weights`` (level shape -> pair weights of its coarse level) is read and filled by a
+    coarse-to-fine cut, so that the next cut of the same image skips computing them.
+    """
+    shape, voxels = level.shape, level.size
     full_bytes = estimate_full_cut_bytes(shape)
     can_band = any(f > 1 for f in _coarsen_factors(shape, level.spacing))
     diagonals = getattr(getattr(level, "params", None), "neighbourhood", 6) == 10
@@ -610,7 +829,7 @@ def _solve(level: _Level, mode: str, budget: int,
                 f"graph cut: even a coarse-to-fine cut of {_fmt_shape(shape)} voxels needs about "
                 f"{_fmt_bytes(band_bytes)}, more than the memory budget of {_fmt_bytes(budget)}; "
                 "downsample the volume or free memory")
-        return _cut_banded(level, budget, progress, cancel)
+        return _cut_banded(level, budget, progress, cancel, weights)
     if full_bytes > budget:
         raise ScribbleSegError(
             f"graph cut: a full cut of {_fmt_shape(shape)} voxels needs about {_fmt_bytes(full_bytes)}, "
@@ -706,7 +925,7 @@ def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optio
                 structure[1, 1 + dy, 1 + dx] = 1.0
                 graph.add_grid_edges(ids[z0:z1], weights=level.diagonal_weights(dy, dx, z0, z1),
                                      structure=structure, symmetric=True)
-        source, sink = _unary(level.h[z0:z1], level.seeds[z0:z1], level.seed_capacity)
+        source, sink = _unary(level.data(z0, z1), level.seeds[z0:z1], level.seed_capacity)
         graph.add_grid_tedges(ids[z0:z1], source, sink)
         report(progress, "graph cut", 0.5 * z1 / Z, f"{name}: building the graph")
     check(cancel)
@@ -745,8 +964,12 @@ def _block_reduce(a: np.ndarray, f: Sequence[int], how: str) -> np.ndarray:
     return a
 
 
-def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelToken]) -> _CoarseLevel:
+def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelToken],
+                weights: Optional[Sequence[np.ndarray]] = None) -> _CoarseLevel:
     """``level`` on ``f`` blocks, with the energy of ``level`` restricted to block-constant labels.
+
+    ``weights``: the coarse pair weights of an earlier call on the same image (they depend on
+    nothing else), used instead of being computed again.
 
     On block-constant labels the data term of a block of ``n`` voxels is
     ``n |l - mean(h)|``, and the pair term across a block face is the sum of the
@@ -757,13 +980,14 @@ def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelT
     coarse_shape = tuple(-(-n // k) for n, k in zip(level.shape, f))
     h = np.empty(coarse_shape, np.float32)
     seeds = np.empty(coarse_shape, np.uint8)
-    weights = [np.empty(coarse_shape, np.float32) for _ in range(3)]
+    known = weights is not None
+    weights = list(weights) if known else [np.empty(coarse_shape, np.float32) for _ in range(3)]
     for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2], f[0]):
         check(cancel)
         c0, c1 = z0 // f[0], -(-z1 // f[0])
-        h[c0:c1] = _block_reduce(level.h[z0:z1], f, "mean")
+        h[c0:c1] = _block_reduce(level.data(z0, z1), f, "mean")
         seeds[c0:c1] = _block_reduce(level.seeds[z0:z1], f, "or")
-        for axis in range(3):
+        for axis in range(0 if known else 3):
             # The pairs that leave each block through its far face along the axis.
             faces = level.forward_weights(axis, z0, z1, every=f[axis])
             across = tuple(1 if a == axis else k for a, k in enumerate(f))
@@ -905,12 +1129,14 @@ class _BandChunk:
 
 
 def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
-                cancel: Optional[CancelToken]) -> np.ndarray:
+                cancel: Optional[CancelToken], weights: Optional[dict] = None) -> np.ndarray:
     name = _fmt_shape(level.shape)
     f = _coarsen_factors(level.shape, level.spacing)
     report(progress, "graph cut", 0.0, f"{name}: downsampling by {_fmt_shape(f)}")
-    coarse = _downsample(level, f, cancel)
-    coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel)
+    coarse = _downsample(level, f, cancel, None if weights is None else weights.get(level.shape))
+    if weights is not None:
+        weights[level.shape] = coarse.weights
+    coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel, weights)
     band = _coarse_band(coarse_labels, coarse.seeds, f)
     del coarse  # only its labels and the band are needed from here on
     labels = _upsample(coarse_labels, f, level.shape)

@@ -150,7 +150,10 @@ def replace_fields(defaults: Any, values: Dict[str, Any], name: str) -> Any:
     if unknown:
         raise ScribbleSegError(f"{name}: unknown settings {unknown}; known: {sorted(names)}")
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(getattr(defaults, key), str):  # a choice (data_term, evaluation): the class checks it
+            if not isinstance(value, str):
+                raise ScribbleSegError(f"{name}.{key} must be a string, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ScribbleSegError(f"{name}.{key} must be a number, got {value!r}")
     try:
         return dataclasses.replace(defaults, **values)

@@ -298,7 +298,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                   seed: int = 0, suggest: int = DEFAULT_SUGGESTIONS, features_cached: bool = True,
                   timings: Optional[Dict[str, float]] = None, warnings: Optional[List[str]] = None,
                   progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelToken] = None) -> SegmentResult:
+                  cancel: Optional[CancelToken] = None, cut_memory=None) -> SegmentResult:
     """Features -> DDML + head -> graph cut -> suggestions: the part of a run after the M-Unet.
 
     The one code path shared by :func:`segment` and :class:`ScribbleSegLib.session.Session`;
@@ -324,6 +324,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         Filled further and returned in the result (new ones if None).
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
+    cut_memory : graphcut.CutMemory, optional
+        The last cut of this volume, to start the cut from (a warm session's); None: a cut from scratch.
 
     Returns
     -------
@@ -348,6 +350,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                     network_probability=prob, progress=progress, cancel=cancel)
     h = adapted.h
     timings["DDML + head"] = time.perf_counter() - t0
+    timings.update(adapted.timings)  # its steps, for benchmarks and the worker's report
     if method == "ddml":
         labels = (h > 0.5).astype(np.uint8)
     else:
@@ -356,7 +359,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
 
         t0 = time.perf_counter()
         labels = graph_cut(h, array, scribbles, spacing_zyx=spacing_zyx, params=cut_params,
-                           progress=progress, cancel=cancel)
+                           progress=progress, cancel=cancel, memory=cut_memory)
         timings["graph cut"] = time.perf_counter() - t0
     from .suggest import suggest_sections
 

@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional, Sequence
 
 from .errors import ScribbleSegError
@@ -55,6 +56,27 @@ def available_memory() -> int:
         if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
             return int(status.ullAvailPhys)
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def release_free_memory() -> None:
+    """Give memory that the C allocator keeps after frees back to the operating system (glibc only).
+
+    Worker threads' allocator arenas keep what they freed; after a pass of the
+    adaptation over a whole volume that is 0.1-0.2 GB of resident memory which the
+    graph cut, the peak of a run, would otherwise stack on top of.  Elsewhere a no-op.
+
+    Examples
+    --------
+    >>> release_free_memory()
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl): nothing to trim this way
+        pass
 
 
 def _gb(nbytes: float) -> str:

@@ -2,9 +2,14 @@
 
 Each :meth:`Session.run` takes a new set of scribbles and runs only the
 adaptation (DDML + head) and the graph cut; the M-Unet ran once, when the
-session was opened.  A run returns exactly what :func:`ScribbleSegLib.pipeline.segment`
-would for the same arguments (same labels, probability, warnings and
-suggestions): both go through :func:`ScribbleSegLib.pipeline.adapt_and_cut`.
+session was opened.  Both go through :func:`ScribbleSegLib.pipeline.adapt_and_cut`:
+the first run returns exactly what :func:`ScribbleSegLib.pipeline.segment` would
+for the same arguments (same labels, probability, warnings and suggestions).
+Later runs start the cut from the last one (``reuse_cut``,
+:class:`ScribbleSegLib.graphcut.CutMemory`: kept coarse pair weights, exact; and
+where little changed, a re-cut around the last boundary, which gave the same
+labels as a cut from scratch on the benchmark volumes); ``reuse_cut=False``
+makes every run equal to :func:`pipeline.segment`.
 Numpy in, numpy out, no Qt; the Slicer module's persistent worker
 (``task: session`` in :mod:`ScribbleSegLib.worker`) is built on it::
 
@@ -23,7 +28,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from . import pipeline
+from . import choices, pipeline
 from .checks import check_instance, check_method, check_scribbles, check_seed, check_segment_args
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback
@@ -50,6 +55,9 @@ class Session:
         M-Unet outputs already computed for this image with this model.
     progress, cancel
         See :mod:`ScribbleSegLib.progress`; they cover the M-Unet.
+    reuse_cut : bool
+        Start each run's graph cut from the previous run's (default
+        :data:`ScribbleSegLib.choices.SESSION_REUSES_CUT`); False: every cut from scratch.
 
     Attributes
     ----------
@@ -67,6 +75,8 @@ class Session:
         every run's result repeats them after its own scribble warnings.
     timings : dict
         Seconds spent opening the session: ``load model``, ``M-Unet features``.
+    cut_memory : graphcut.CutMemory or None
+        The last cut, which the next run's cut starts from (None without ``reuse_cut``).
 
     Examples
     --------
@@ -80,7 +90,8 @@ class Session:
                  spacing: Optional[Tuple[float, float, float]] = None, device: str = "auto",
                  cache_dir: Optional[Union[str, os.PathLike]] = None,
                  features: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
+                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+                 reuse_cut: bool = choices.SESSION_REUSES_CUT) -> None:
         self.array, self.geometry, _ = check_segment_args(
             image, None, model, spacing=spacing, method="munet", cut_params=None, ddml_config=None,
             device=device, cache_dir=cache_dir, seed=0, features=features)
@@ -102,6 +113,11 @@ class Session:
                 self.array, self.model, model_path=self.model_path, cache_dir=cache_dir, device=device, scale=scale,
                 progress=progress, cancel=cancel)
         self.timings["M-Unet features"] = time.perf_counter() - t0
+        self.cut_memory = None
+        if reuse_cut:
+            from .graphcut import CutMemory
+
+            self.cut_memory = CutMemory()
 
     @property
     def shape(self) -> Tuple[int, int, int]:
@@ -130,7 +146,8 @@ class Session:
         SegmentResult
             What :func:`pipeline.segment` returns for the same volume, model and
             arguments; ``features_cached`` is True (nothing was computed) and
-            ``timings`` holds this run's stages only.
+            ``timings`` holds this run's stages only.  With ``reuse_cut``, the cut of
+            a later run starts from the previous run's (see :class:`Session`).
         """
         method = check_method(method)
         scribbles = check_scribbles(scribbles, self.shape, method)
@@ -147,5 +164,6 @@ class Session:
         return pipeline.adapt_and_cut(self.array, self.geometry.spacing_zyx, scribbles, self.model,
                                       self.probability, self.features, method=method, cut_params=cut_params,
                                       ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=True,
-                                      timings={}, warnings=warnings, progress=progress, cancel=cancel)
+                                      timings={}, warnings=warnings, progress=progress, cancel=cancel,
+                                      cut_memory=self.cut_memory)
 

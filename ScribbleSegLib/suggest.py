@@ -102,11 +102,15 @@ def section_scores(h: np.ndarray, labels: np.ndarray, network: np.ndarray,
         if a is not None and np.shape(a) != h.shape:
             raise ScribbleSegError(f"{name} has shape {np.shape(a)}, h has {h.shape}")
     n = h.shape[0]
-    fg = np.asarray(labels) > 0
-    net = np.asarray(network) > 0.5
-    unsure = (1.0 - np.abs(2.0 * h.astype(np.float32) - 1.0)).reshape(n, -1).sum(axis=1)
-    changed = (fg != net).reshape(n, -1).sum(axis=1)
-    present = (fg | net | (h > 0.5)).reshape(n, -1).any(axis=1)
+    unsure, changed, present = np.zeros(n), np.zeros(n, np.int64), np.zeros(n, bool)
+    # Section by section: whole-volume temporaries would add several h-sized arrays to the peak memory.
+    for z in range(n):
+        hz = h[z].astype(np.float32)
+        fg = np.asarray(labels[z]) > 0
+        net = np.asarray(network[z]) > 0.5
+        unsure[z] = float((1.0 - np.abs(2.0 * hz - 1.0)).sum(dtype=np.float64))
+        changed[z] = np.count_nonzero(fg != net)
+        present[z] = bool((fg | net | (hz > 0.5)).any())
     scribbled = (np.flatnonzero(np.asarray(scribbles).reshape(n, -1).any(axis=1))
                  if scribbles is not None else np.zeros(0, int))
     heart_span = np.flatnonzero(present)

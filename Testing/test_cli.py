@@ -46,3 +46,16 @@ def test_atomic_output_has_ordinary_permissions(tmp_path):
         os.umask(umask)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_segment_h_evaluation_reaches_the_ddml_settings():
+    from ScribbleSegLib.commands.segment import job_from_args
+    from ScribbleSegLib.jobs import settings
+
+    parser = cli.build_parser()
+    base = ["segment", "--image", "i.nrrd", "--scribbles", "s.nrrd", "--model", "m.model", "--out", "o.nrrd"]
+    assert job_from_args(parser.parse_args(base)).ddml == {}
+    job = job_from_args(parser.parse_args(base + ["--h-evaluation", "exact"]))
+    assert settings(job)[1].evaluation == "exact"
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--h-evaluation", "sparse"])

@@ -8,7 +8,7 @@ import pytest
 
 from ScribbleSegLib import graphcut
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
-from ScribbleSegLib.graphcut import (GraphCutParams, energy, estimate_banded_cut_bytes, estimate_full_cut_bytes,
+from ScribbleSegLib.graphcut import (CutMemory, GraphCutParams, energy, estimate_banded_cut_bytes, estimate_full_cut_bytes,
                                      graph_cut)
 from ScribbleSegLib.progress import CancelToken
 
@@ -135,6 +135,57 @@ def test_banded_equals_full_on_a_phantom(shape):
     e_full = energy(full, h, image, scribbles, params=params)
     e_banded = energy(banded, h, image, scribbles, params=params)
     assert e_full <= e_banded + 1e-6 and e_banded <= e_full * 1.0005
+
+
+@pytest.mark.parametrize("shape", [(24, 64, 64), (13, 45, 51)])
+def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monkeypatch):
+    # Small volumes are mostly band: make sure the band re-cut runs rather than a cut from scratch.
+    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 1.0)
+    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)
+    h, image, scribbles, truth = ellipsoid_case(shape)
+    params = GraphCutParams(gamma=2.0)
+    memory = CutMemory()
+    first = graph_cut(h, image, scribbles, params=params, memory=memory)
+    assert memory.labels is not None and np.array_equal(memory.labels, first)
+    # Same inputs again: nothing changed, nothing moves.
+    assert np.array_equal(graph_cut(h, image, scribbles, params=params, memory=memory), first)
+    # New data (other noise, and two thirds of the heart now say background) and a new background stroke.
+    h2, _, _, _ = ellipsoid_case(shape, seed=5)
+    h2[:, :, shape[2] // 3:] *= 0.1
+    scribbles2 = scribbles.copy()
+    scribbles2[shape[0] // 2, 2, :] = 2
+    warm = graph_cut(h2, image, scribbles2, params=params, memory=memory)
+    fresh = graph_cut(h2, image, scribbles2, params=params)
+    assert dice(warm, fresh) >= 0.999
+    assert np.count_nonzero(warm != first) > 100  # it did move with the data
+    e_warm, e_fresh = (energy(l, h2, image, scribbles2, params=params) for l in (warm, fresh))
+    assert e_fresh <= e_warm + 1e-6 and e_warm <= e_fresh * 1.001
+    # Other parameters or another image: a cut from scratch, and the memory follows it.
+    other = GraphCutParams(gamma=4.0)
+    assert np.array_equal(graph_cut(h2, image, scribbles2, params=other, memory=memory),
+                          graph_cut(h2, image, scribbles2, params=other))
+    assert memory.key[2] == other
+
+
+def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
+    params = GraphCutParams(gamma=2.0)
+    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 0.0)  # never start from the last labels here
+    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 0.0)
+    monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # and cut the coarse levels banded too
+    memory = CutMemory()
+    graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
+    assert len(memory.coarse_weights) >= 2  # the full level's coarse level and that one's
+    h2 = np.clip(h + 0.2 * (np.arange(64) > 40), 0, 1).astype(np.float32)
+    fresh = graph_cut(h2, image, scribbles, params=params, mode="banded")
+
+    def no_colour_contrasts(*args, **kwargs):
+        raise AssertionError("the coarse pair weights were computed again")
+
+    monkeypatch.setattr(graphcut._ImageLevel, "forward_weights", no_colour_contrasts)
+    assert np.array_equal(graph_cut(h2, image, scribbles, params=params, mode="banded", memory=memory), fresh)
+    with pytest.raises(AssertionError, match="computed again"):  # another image: nothing to reuse
+        graph_cut(h2, image[::-1].copy(), scribbles, params=params, mode="banded", memory=memory)
 
 
 def test_banded_cut_recursing_over_several_levels(monkeypatch):

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="6: the paper's grid; 10: in-plane diagonals too (outlines that follow round shapes)")
     cut.add_argument("--data-term", choices=choices.CUT_DATA_TERMS,
                      help="the paper's |l - h| (linear) or the clipped log-likelihood ratio (log)")
+    parser.add_argument("--h-evaluation", choices=choices.H_EVALUATIONS, default=None,
+                        help="evaluate the adapted probability coarse-to-fine (default: "
+                             f"{choices.DEFAULT_H_EVALUATION}; same labels, faster) or exactly at every voxel")
     parser.add_argument("--cache-dir", default=None,
                         help=f"where M-Unet features are cached (default {choices.default_cache_dir()}, "
                              "or $SCRIBBLESEG_CACHE_DIR)")
@@ -74,6 +77,7 @@ def job_from_args(args: argparse.Namespace):
         probability=args.probability, surface=args.surface, render=args.render, method=args.method,
         spacing=args.spacing, downsample=args.downsample, device=args.device, seed=args.seed, cache_dir=cache_dir,
         cut={k: getattr(args, k) for k in CUT_OPTIONS if getattr(args, k) is not None},
+        ddml={} if args.h_evaluation is None else {"evaluation": args.h_evaluation},
         names=dict(OPTION_NAMES), suggest=args.suggest)
 
 
