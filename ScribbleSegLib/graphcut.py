@@ -602,16 +602,26 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
         # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
         return _solve(level, mode, budget, progress, cancel, memory.coarse_weights)
     labels = memory.labels  # a new array (unpacked)
+    return _recut_until_settled(level, labels, band, f, budget, progress, 0.0, 1.0, cancel)
+
+
+def _recut_until_settled(level: "_Level", labels: np.ndarray, band: np.ndarray, f, budget: int,
+                         progress: Optional[ProgressCallback], low: float, high: float,
+                         cancel: Optional[CancelToken]) -> np.ndarray:
+    """Re-cut ``band`` of ``labels`` in place, the rest fixed; where the new boundary reaches the band's edge,
+    grow the band there and re-cut again (:data:`BAND_GROWTH_PASSES` times at most).  Progress runs from
+    ``low`` to ``high``."""
     explored = band.copy()
     passes = 1 + BAND_GROWTH_PASSES
     for band_pass in range(passes):
         if not band.any():
             break
-        start = band_pass / passes
+        start = low + (high - low) * band_pass / passes
         contact = _recut_band(level, labels, _Band(band, f, level.shape), explored, budget,
-                              sub_progress(progress, start, start + 1.0 / passes), cancel)
+                              sub_progress(progress, start, start + (high - low) / passes), cancel)
         if not contact.any():
             break
+        # The boundary reached voxels no band held yet: re-cut around there, the rest fixed.
         band = _grow(contact, _band_steps(f))
         explored |= band
     return labels
@@ -1141,17 +1151,7 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
     del coarse  # only its labels and the band are needed from here on
     labels = _upsample(coarse_labels, f, level.shape)
     del coarse_labels
-    passes = 1 + BAND_GROWTH_PASSES
-    explored = band.copy()
-    for band_pass in range(passes):
-        start = 0.5 + 0.5 * band_pass / passes
-        contact = _recut_band(level, labels, _Band(band, f, level.shape), explored, budget,
-                              sub_progress(progress, start, start + 0.5 / passes), cancel)
-        if not contact.any():
-            break
-        # The boundary reached voxels no band held yet: re-cut around there, the rest fixed.
-        band = _grow(contact, _band_steps(f))
-        explored |= band
+    _recut_until_settled(level, labels, band, f, budget, progress, 0.5, 1.0, cancel)
     report(progress, "graph cut", 1.0, f"{name}: done")
     return labels
 
