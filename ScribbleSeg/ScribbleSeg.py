@@ -2186,7 +2186,11 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         layoutManager = slicer.app.layoutManager()
         sliceWidget = layoutManager.sliceWidget(viewName) if layoutManager is not None else None
         if sliceWidget is not None:
-            sliceWidget.mrmlSliceNode().JumpSliceByCentering(*ras)
+            sliceNode = sliceWidget.mrmlSliceNode()
+            # Turn the view to the volume's grid first (vtkMRMLSliceNode::RotateToVolumePlane, in MRML since
+            # Slicer 4): on an oblique stack an axial view would cut across several sections.
+            sliceNode.RotateToVolumePlane(volumeNode)
+            sliceNode.JumpSliceByCentering(*ras)
         return ras
 
     @staticmethod

@@ -13,6 +13,7 @@ import dataclasses
 import struct
 import subprocess
 import sys
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -1313,3 +1314,16 @@ def test_the_list_is_cleared_when_another_volume_is_selected(scribbleseg):
     panel._parameterNode.inputVolume = _Volume((5, 8, 8), (1, 1, 1), node_id="vtkMRMLVectorVolumeNode2")
     panel._onParameterNodeModified()
     assert panel._suggestions == [] and not panel.ui.nextSectionButton.enabled
+
+
+def test_jumping_to_a_section_turns_the_red_view_to_the_volume_plane_then_centres_it(scribbleseg, monkeypatch):
+    calls = []
+    node = types.SimpleNamespace(RotateToVolumePlane=lambda volume: calls.append(("rotate", volume)),
+                                 JumpSliceByCentering=lambda *ras: calls.append(("jump", ras)))
+    widget = types.SimpleNamespace(mrmlSliceNode=lambda: node)
+    manager = types.SimpleNamespace(sliceWidget=lambda name: widget if name == "Red" else None)
+    monkeypatch.setattr(scribbleseg.slicer.app, "layoutManager", lambda: manager, raising=False)
+    logic = scribbleseg.ScribbleSegLogic()
+    monkeypatch.setattr(logic, "sectionCenter", lambda volume, section: (1.0, 2.0, 3.0 * section))
+    assert logic.jumpToSection("volume", 4) == (1.0, 2.0, 12.0)
+    assert calls == [("rotate", "volume"), ("jump", (1.0, 2.0, 12.0))]
