@@ -43,6 +43,22 @@ def make_volumes(n: int, seed: int = 0, shape: Optional[Sequence[int]] = None, f
     return [phantom.make_phantom(seed=seed * 100 + i, config=config) for i in range(n)]
 
 
+def rerun_case(shape: Sequence[int], seed: int = 7):
+    """A phantom of ``shape`` and two scribble sets for timing a re-run: ``first`` (every 20th heart
+    section) and ``more`` (``first`` plus strokes on every 10th), as the re-run benchmarks use them.
+
+    Returns
+    -------
+    (phantom.Phantom, numpy.ndarray, numpy.ndarray)
+    """
+    from . import phantom, scribbles
+
+    vol = phantom.make_phantom(seed=seed, config=phantom.PhantomConfig(shape=tuple(int(s) for s in shape)))
+    first = scribbles.simulate_scribbles(vol.label, seed=0, every=20, tissue=vol.tissue > 0)
+    more = np.maximum(first, scribbles.simulate_scribbles(vol.label, seed=1, every=10, tissue=vol.tissue > 0))
+    return vol, first, more
+
+
 def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, device: str = "auto", seed: int = 0,
                    progress=None, log=None, timed=None) -> Dict[str, object]:
     """Train the small M-Unet and the small plain U-Net on phantoms; return both loaded models.

@@ -869,12 +869,17 @@ class WorkerProcess:
 
     def cancel(self) -> None:
         """Ask the worker to stop at its next check (it then reports ``cancelled``)."""
+        self._send_cancel(close=True)
+
+    def _send_cancel(self, close: bool) -> None:
+        """Write ``cancel`` to a running worker's stdin (and close it: a one-shot worker reads nothing more)."""
         if self._proc is None or self._proc.poll() is not None:
             return
         with contextlib.suppress(OSError, ValueError):
             self._proc.stdin.write("cancel\n")
             self._proc.stdin.flush()
-            self._proc.stdin.close()
+            if close:
+                self._proc.stdin.close()
 
     def kill(self) -> None:
         """Kill the child and everything it started, at once."""
@@ -960,11 +965,7 @@ class SessionProcess(WorkerProcess):
 
     def cancel(self) -> None:
         """Ask the current run to stop at its next check; the session stays."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            self._proc.stdin.write("cancel\n")
-            self._proc.stdin.flush()
+        self._send_cancel(close=False)
 
     def close(self) -> None:
         """End the session after the runs already sent."""

@@ -48,15 +48,13 @@ def peak_rss_gib() -> float:
 
 
 def prepare(work: Path, shape, seed: int, model: str) -> None:
-    from ScribbleSegLib import phantom, pipeline, scribbles, volume_io
+    from ScribbleSegLib import pipeline, protocol, volume_io
 
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "image.nrrd").exists():
         t0 = time.perf_counter()
-        vol = phantom.make_phantom(seed=seed, config=phantom.PhantomConfig(shape=tuple(shape)))
+        vol, first, more = protocol.rerun_case(shape, seed)
         print(f"phantom {tuple(shape)}: {time.perf_counter() - t0:.1f} s")
-        first = scribbles.simulate_scribbles(vol.label, seed=0, every=20, tissue=vol.tissue > 0)
-        more = np.maximum(first, scribbles.simulate_scribbles(vol.label, seed=1, every=10, tissue=vol.tissue > 0))
         volume_io.write_labelmap(work / "first.nrrd", first, vol.image.geometry)
         volume_io.write_labelmap(work / "more.nrrd", more, vol.image.geometry)
         volume_io.write_labelmap(work / "truth.nrrd", vol.label, vol.image.geometry)

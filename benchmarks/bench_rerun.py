@@ -15,9 +15,7 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
-
-from ScribbleSegLib import phantom, pipeline, scribbles
+from ScribbleSegLib import pipeline, protocol
 from ScribbleSegLib.measure import machine_summary
 from ScribbleSegLib.metrics import evaluate
 
@@ -31,10 +29,8 @@ def main() -> None:
 
     print(machine_summary())
     t0 = time.perf_counter()
-    vol = phantom.make_phantom(seed=args.seed, config=phantom.PhantomConfig(shape=tuple(args.shape)))
+    vol, first, more = protocol.rerun_case(args.shape, args.seed)
     print(f"phantom {tuple(args.shape)}: {time.perf_counter() - t0:.1f} s")
-    first = scribbles.simulate_scribbles(vol.label, seed=0, every=20, tissue=vol.tissue > 0)
-    more = np.maximum(first, scribbles.simulate_scribbles(vol.label, seed=1, every=10, tissue=vol.tissue > 0))
     with tempfile.TemporaryDirectory() as cache:
         for name, scrib in (("first run (M-Unet inference + cache)", first), ("re-run, more scribbles", more)):
             t0 = time.perf_counter()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ScribbleSegLib import phantom, scribbles, volume_io, worker
+from ScribbleSegLib import protocol, volume_io, worker
 from ScribbleSegLib.measure import machine_summary
 from ScribbleSegLib.metrics import evaluate
 from ScribbleSegLib.starter import resolve_model
@@ -69,10 +69,8 @@ def main() -> None:
 
     print(machine_summary())
     t0 = time.perf_counter()
-    vol = phantom.make_phantom(seed=args.seed, config=phantom.PhantomConfig(shape=tuple(args.shape)))
+    vol, first, more = protocol.rerun_case(args.shape, args.seed)
     print(f"phantom {tuple(args.shape)}: {time.perf_counter() - t0:.1f} s")
-    first = scribbles.simulate_scribbles(vol.label, seed=0, every=20, tissue=vol.tissue > 0)
-    more = np.maximum(first, scribbles.simulate_scribbles(vol.label, seed=1, every=10, tissue=vol.tissue > 0))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         volume_io.write_rgb_volume(folder / "image.nrrd", vol.image)
