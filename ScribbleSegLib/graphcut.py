@@ -87,6 +87,12 @@ DEFAULT_GAMMA = 8.0
 DEFAULT_SIGMA = 0.1
 #: Default constant delta added to the contrast weight.
 DEFAULT_DELTA = 0.05
+#: Default object radius (in-plane pixels, see :func:`object_radius`) at and above which ``gamma`` applies as
+#: given.  gamma 8 was chosen on phantom hearts of radius 16-25 px; on objects of radius ~10 px (nuclei on
+#: 40x H&E tiles) it erased whole objects the network had found (``benchmarks/bench_nuclei.py``).
+DEFAULT_REFERENCE_RADIUS = 16.0
+#: The boundary weight is never scaled below this fraction of ``gamma``.
+MIN_GAMMA_FACTOR = 0.25
 #: Ways of forming the colour x_v of a voxel.
 COLOURS = ("rgb", "luminance")
 #: Data terms: the paper's ``|l - h|`` (eq. 5), or the log-likelihood ratio ``-log h`` vs ``-log(1 - h)``.
@@ -172,6 +178,15 @@ class GraphCutParams:
         so moderately sure voxels weigh less than in eq. 5 and the boundary term
         decides more of them.  It is applied as ``h' = 1/2 + clip(logit h) /
         (2 LOGIT_CLIP)`` in eq. 5.
+    reference_radius : float or None
+        Scale the boundary term to the objects' size: when the in-plane radius
+        ``R`` of ``h > 1/2`` (:func:`object_radius`) is below this many pixels,
+        ``gamma`` is multiplied by ``R / reference_radius`` (in quarter-octave
+        steps, at least :data:`MIN_GAMMA_FACTOR`).  The boundary term grows with an
+        object's outline and the data term with its area, so a ``gamma`` that
+        cleans up a large organ erases small objects whole; scaling it with ``R``
+        keeps the trade-off the same at every size.  ``None`` (the paper) uses
+        ``gamma`` as given.
     """
 
     gamma: float = DEFAULT_GAMMA
@@ -181,17 +196,18 @@ class GraphCutParams:
     data_term: str = "log"
     # Chosen by `scribbleseg bench` on the validation volumes of both phantom families (BENCHMARKS.md).
     neighbourhood: int = 10
+    reference_radius: Optional[float] = DEFAULT_REFERENCE_RADIUS
 
     @classmethod
     def paper(cls, gamma: float = DEFAULT_GAMMA) -> "GraphCutParams":
-        """The paper's energy: eq. 5's linear data term on the 6-neighbourhood.
+        """The paper's energy: eq. 5's linear data term on the 6-neighbourhood, ``gamma`` as given.
 
         Examples
         --------
         >>> GraphCutParams.paper().data_term
         'linear'
         """
-        return cls(gamma=gamma, data_term="linear", neighbourhood=6)
+        return cls(gamma=gamma, data_term="linear", neighbourhood=6, reference_radius=None)
 
     def __post_init__(self) -> None:
         for name, low, strict in (("gamma", 0.0, False), ("sigma", 0.0, True), ("delta", 0.0, False)):
@@ -208,6 +224,10 @@ class GraphCutParams:
         if self.data_term not in DATA_TERMS:
             raise ScribbleSegError(f"graph cut: data_term must be one of {', '.join(DATA_TERMS)}, "
                                    f"got {self.data_term!r}")
+        r = self.reference_radius
+        if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r) and r > 0):
+            raise ScribbleSegError(f"graph cut: reference_radius must be a positive number of pixels or None, "
+                                   f"got {r!r}")
 
 
 class _Level:
@@ -438,7 +458,7 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
         if problem:
             # The 6-neighbourhood gives the same kind of result, with blockier in-plane outlines.
             _log.info("graph cut: %s; using the 6-neighbourhood", problem)
-            level.params = dataclasses.replace(params, neighbourhood=6)
+            level.params = dataclasses.replace(level.params, neighbourhood=6)
     report(progress, "graph cut", 0.0, f"{_fmt_shape(level.shape)} voxels")
     # The band re-cut has no diagonal pairs: a 10-neighbourhood cut always starts from scratch.
     weights = None
@@ -736,10 +756,61 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
     spacing = tuple(float(s) for s in spacing_zyx)
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
+    params = scaled_to_objects(params, h)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
                        np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
                        log_data_term if params.data_term == "log" else None)
+
+
+def object_radius(mask: np.ndarray) -> float:
+    """Mean in-plane radius ``2 A / P`` of the objects in a ``(Z, Y, X)`` mask, in pixels.
+
+    ``A`` is the mask's area summed over the sections and ``P`` its outline
+    length: the 4-neighbour boundary edges times pi/4, which is the Euclidean
+    length on average over orientations.  A disc of radius ``r`` gives about
+    ``r``; many small objects give a small radius even when they cover much of
+    the section.  ``inf`` for an empty mask or one without outline.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> round(object_radius(((yy - 32) ** 2 + (xx - 32) ** 2 < 20 ** 2)[None]))
+    20
+    """
+    area, edges = 0, 0
+    for z0, z1 in _slabs(mask.shape[0], mask.shape[1] * mask.shape[2]):
+        m = np.asarray(mask[z0:z1], bool)
+        area += int(np.count_nonzero(m))
+        edges += int(np.count_nonzero(m[:, 1:] != m[:, :-1])) + int(np.count_nonzero(m[:, :, 1:] != m[:, :, :-1]))
+    return 2.0 * area / (edges * math.pi / 4) if area and edges else math.inf
+
+
+def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
+    """``params`` with ``gamma`` scaled to the size of the objects in ``h`` (see ``reference_radius``).
+
+    The factor is ``R / reference_radius`` for the radius ``R`` of ``h > 1/2``
+    (:func:`object_radius`), rounded to a quarter octave (so that a re-run with
+    slightly different ``h`` keeps its cut memory), between
+    :data:`MIN_GAMMA_FACTOR` and 1.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> h = ((yy - 32) ** 2 + (xx - 32) ** 2 < 8 ** 2)[None].astype(np.float32)
+    >>> scaled_to_objects(GraphCutParams(), h).gamma
+    4.0
+    """
+    if params.reference_radius is None:
+        return params
+    radius = object_radius(np.asarray(h) > 0.5) if h.size else math.inf
+    factor = min(1.0, radius / float(params.reference_radius))
+    if factor >= 1.0:
+        return params
+    factor = max(MIN_GAMMA_FACTOR, 2.0 ** (round(4 * math.log2(max(factor, 1e-6))) / 4))
+    _log.info("graph cut: objects of radius %.1f px (reference %g px): boundary weight gamma %g x %.3g",
+              radius, params.reference_radius, params.gamma, factor)
+    return dataclasses.replace(params, gamma=params.gamma * factor)
 
 
 def log_data_term(h: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ def brute_force(h, image, scribbles, spacing, params):
 
 
 #: The synthetic ellipsoid cases below were made for a weak boundary term (the phantom's default is stronger).
-SYNTH = GraphCutParams(gamma=1.0, neighbourhood=6)  # the paper's grid, which every mode can cut
+SYNTH = GraphCutParams(reference_radius=None, gamma=1.0, neighbourhood=6)  # the paper's grid, which every mode can cut
 
 
 def ellipsoid_case(shape=(24, 64, 64), h_noise=0.3, image_noise=8.0, seed=0):
@@ -79,7 +79,7 @@ def test_full_cut_is_the_brute_force_minimum(trial):
     scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
     spacing = ((1.0, 1.0, 1.0), (3.0, 1.0, 1.0), (0.5, 2.0, 1.0))[trial % 3]
     params = GraphCutParams(gamma=(0.3, 0.8, 1.5)[trial % 3], sigma=0.3, delta=0.1, data_term="linear",
-                            neighbourhood=6)
+                            neighbourhood=6, reference_radius=None)
 
     all_labels, energies = brute_force(h, image, scribbles, spacing, params)
     labels = graph_cut(h, image, scribbles, spacing, params, mode="full")
@@ -99,7 +99,7 @@ def test_energy_matches_the_formula():
     h = rng.random(shape)
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     scribbles = np.zeros(shape, np.uint8)
-    spacing, params = (2.0, 1.0, 0.5), GraphCutParams(gamma=0.7, sigma=0.2, delta=0.3, data_term="linear",
+    spacing, params = (2.0, 1.0, 0.5), GraphCutParams(reference_radius=None, gamma=0.7, sigma=0.2, delta=0.3, data_term="linear",
                                                          neighbourhood=6)
     all_labels, energies = brute_force(h, image, scribbles, spacing, params)
     for k in rng.choice(len(all_labels), 20, replace=False):
@@ -127,7 +127,7 @@ def test_every_seed_is_honoured_against_the_data(mode):
 @pytest.mark.parametrize("shape", [(24, 64, 64), (13, 45, 51)])  # odd sizes: blocks cut off by the edges
 def test_banded_equals_full_on_a_phantom(shape):
     h, image, scribbles, truth = ellipsoid_case(shape)
-    params = GraphCutParams(gamma=2.0)
+    params = GraphCutParams(reference_radius=None, gamma=2.0)
     full = graph_cut(h, image, scribbles, params=params, mode="full")
     banded = graph_cut(h, image, scribbles, params=params, mode="banded")
     assert dice(banded, full) >= 0.999
@@ -143,7 +143,7 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monke
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 1.0)
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)
     h, image, scribbles, truth = ellipsoid_case(shape)
-    params = GraphCutParams(gamma=2.0)
+    params = GraphCutParams(reference_radius=None, gamma=2.0)
     memory = CutMemory()
     first = graph_cut(h, image, scribbles, params=params, memory=memory)
     assert memory.labels is not None and np.array_equal(memory.labels, first)
@@ -161,7 +161,7 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monke
     e_warm, e_fresh = (energy(l, h2, image, scribbles2, params=params) for l in (warm, fresh))
     assert e_fresh <= e_warm + 1e-6 and e_warm <= e_fresh * 1.001
     # Other parameters or another image: a cut from scratch, and the memory follows it.
-    other = GraphCutParams(gamma=4.0)
+    other = GraphCutParams(reference_radius=None, gamma=4.0)
     assert np.array_equal(graph_cut(h2, image, scribbles2, params=other, memory=memory),
                           graph_cut(h2, image, scribbles2, params=other))
     assert memory.key[2] == other
@@ -169,7 +169,7 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monke
 
 def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
-    params = GraphCutParams(gamma=2.0)
+    params = GraphCutParams(reference_radius=None, gamma=2.0)
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 0.0)  # never start from the last labels here
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 0.0)
     monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # and cut the coarse levels banded too
@@ -190,7 +190,7 @@ def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
 
 def test_banded_cut_recursing_over_several_levels(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=3)
-    params = GraphCutParams(gamma=2.0)
+    params = GraphCutParams(reference_radius=None, gamma=2.0)
     full = graph_cut(h, image, scribbles, params=params, mode="full")
     monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # coarse levels are banded again
     messages = []
@@ -208,7 +208,7 @@ def test_coarse_energy_is_the_fine_energy_of_block_constant_labels(spacing):
     h = rng.random(shape).astype(np.float32)
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     scribbles = np.zeros(shape, np.uint8)
-    params = GraphCutParams(gamma=1.3, sigma=0.4, delta=0.2, neighbourhood=6)
+    params = GraphCutParams(reference_radius=None, gamma=1.3, sigma=0.4, delta=0.2, neighbourhood=6)
     levels = [graphcut._top_level(h, image, scribbles, spacing, params)]
     factors = []
     for _ in range(2):  # two levels down: the coarse energy is exact at each
@@ -243,7 +243,7 @@ def test_spacing_weights_scale_with_the_inverse_section_thickness():
     h = np.full(shape, 0.5, np.float32)
     image = np.full(shape + (3,), 100, np.uint8)  # no contrast: every pair weighs gamma * s * (1 + delta)
     scribbles = np.zeros(shape, np.uint8)
-    params = GraphCutParams(gamma=2.0, delta=0.5, neighbourhood=6)
+    params = GraphCutParams(reference_radius=None, gamma=2.0, delta=0.5, neighbourhood=6)
     z_cut = np.zeros(shape, np.uint8)
     z_cut[2:] = 1  # a boundary across z: 5 * 6 pairs
     x_cut = np.zeros(shape, np.uint8)
@@ -267,7 +267,7 @@ def test_thick_sections_smooth_less_across_z():
     scribbles[1, 0, 0] = 2
     image[1, 0, 0] = (255, 255, 255)  # the background seed has no pull on its neighbours (delta = 0)
     image[0, 0, 0] = (0, 0, 0)
-    params = GraphCutParams(gamma=0.5, sigma=0.1, delta=0.0, data_term="linear")
+    params = GraphCutParams(reference_radius=None, gamma=0.5, sigma=0.1, delta=0.0, data_term="linear")
     # Isotropic: a z pair weighs 0.5 > 0.2, so section 1 follows section 0.  Sections 4x thicker: 0.125 < 0.2.
     for mode in ("full", "banded"):
         iso = graph_cut(h, image, scribbles, (1.0, 1.0, 1.0), params, mode=mode)
@@ -296,7 +296,7 @@ def test_grey_and_float_images():
     a = graph_cut(h, grey, scribbles, params=SYNTH, mode="full")
     b = graph_cut(h, grey.astype(np.float32) / 255, scribbles, params=SYNTH, mode="full")
     np.testing.assert_array_equal(a, b)
-    c = graph_cut(h, image, scribbles, params=GraphCutParams(gamma=1.0, colour="luminance"), mode="full")
+    c = graph_cut(h, image, scribbles, params=GraphCutParams(reference_radius=None, gamma=1.0, colour="luminance"), mode="full")
     assert dice(a, c) > 0.99
 
 
@@ -400,7 +400,7 @@ def test_the_10_neighbourhood_cut_is_the_brute_force_minimum(trial):
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     scribbles = np.zeros(shape, np.uint8)
     scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
-    params = GraphCutParams(gamma=(0.3, 0.8)[trial % 2], sigma=0.3, delta=0.1, neighbourhood=10)
+    params = GraphCutParams(reference_radius=None, gamma=(0.3, 0.8)[trial % 2], sigma=0.3, delta=0.1, neighbourhood=10)
     best = min(energy(np.array(bits, np.uint8).reshape(shape), h, image, scribbles, params=params)
                for bits in product((0, 1), repeat=h.size))
     labels = graph_cut(h, image, scribbles, params=params, mode="full")
@@ -417,7 +417,7 @@ def test_a_45_degree_boundary_costs_its_euclidean_length_with_diagonals():
     axis = (xx < n // 2)[None].astype(np.uint8)  # boundary length n
     diagonal = (xx + yy < n)[None].astype(np.uint8)  # boundary length n * sqrt 2
     for nb, ratio in ((6, 2.0), (10, np.sqrt(2))):  # L1 counts 2n pairs on the diagonal; Crofton about n sqrt 2
-        p = GraphCutParams(gamma=1.0, sigma=1.0, delta=0.0, neighbourhood=nb)
+        p = GraphCutParams(reference_radius=None, gamma=1.0, sigma=1.0, delta=0.0, neighbourhood=nb)
         cost = [energy(lab, h, image, none, params=p) - 0.5 * h.size for lab in (axis, diagonal)]
         assert cost[1] / cost[0] == pytest.approx(ratio, rel=0.06), nb
 
@@ -433,3 +433,55 @@ def test_the_10_neighbourhood_falls_back_where_it_cannot_cut(caplog):
     assert any("banded" in m for m in notes) and any("square pixels" in m for m in notes)
     with pytest.raises(ScribbleSegError, match="neighbourhood"):
         GraphCutParams(neighbourhood=8)
+
+
+def _discs(radius, centres, size=96):
+    """One section of discs of ``radius`` px: mask, a confident h and a faint contrast image."""
+    yy, xx = np.mgrid[:size, :size]
+    mask = np.zeros((1, size, size), bool)
+    for cy, cx in centres:
+        mask[0] |= (yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2
+    h = np.where(mask, 0.95, 0.05).astype(np.float32)
+    image = np.where(mask[..., None], 160, 170).astype(np.uint8).repeat(3, axis=3)
+    return mask, h, image
+
+
+@pytest.mark.parametrize("radius", [5, 12, 30])
+def test_object_radius_of_discs(radius):
+    mask = np.zeros((1, 2 * radius + 40, 2 * radius + 40), bool)
+    yy, xx = np.mgrid[:mask.shape[1], :mask.shape[2]]
+    mask[0] = (yy - radius - 20) ** 2 + (xx - radius - 20) ** 2 < radius ** 2
+    assert graphcut.object_radius(mask) == pytest.approx(radius, rel=0.12)
+    assert graphcut.object_radius(np.zeros((2, 8, 8), bool)) == math.inf
+
+
+def test_small_objects_the_network_found_survive_the_cut():
+    # Ten discs of radius 5 px with h = 0.95 and a faint edge; only one is seeded.  With gamma 8 as
+    # given, the outline costs more than the area's data term: unseeded discs vanish.
+    centres = [(16 + 32 * (k // 3), 16 + 32 * (k % 3)) for k in range(9)]
+    mask, h, image = _discs(5, centres)
+    scribbles = np.zeros(mask.shape, np.uint8)
+    scribbles[0, 16, 16] = 1
+    scribbles[0, 0, 0] = 2
+    fixed = graph_cut(h, image, scribbles, params=GraphCutParams(reference_radius=None), mode="full")
+    scaled = graph_cut(h, image, scribbles, params=GraphCutParams(), mode="full")
+    assert (fixed > 0).sum() < 0.5 * mask.sum()
+    assert ((scaled > 0) & mask).sum() / ((scaled > 0) | mask).sum() > 0.9
+
+
+def test_large_objects_keep_gamma():
+    h = np.zeros((1, 128, 128), np.float32)
+    h[0, 20:108, 20:108] = 0.9
+    params = GraphCutParams()
+    assert graphcut.scaled_to_objects(params, h) == params
+    small = np.zeros_like(h)
+    small[0, 10:14, 10:14] = 0.9
+    assert graphcut.scaled_to_objects(params, small).gamma == pytest.approx(params.gamma * graphcut.MIN_GAMMA_FACTOR)
+    assert graphcut.scaled_to_objects(GraphCutParams.paper(), small).gamma == GraphCutParams.paper().gamma
+
+
+def test_reference_radius_is_checked():
+    with pytest.raises(ScribbleSegError, match="reference_radius"):
+        GraphCutParams(reference_radius=0)
+    with pytest.raises(ScribbleSegError, match="reference_radius"):
+        GraphCutParams(reference_radius=float("inf"))

@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     best = {}
     for gamma in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
         for nb in (6, 10):
-            params = GraphCutParams(gamma=gamma, sigma=0.15, delta=0.05, neighbourhood=nb)
+            params = GraphCutParams(gamma=gamma, sigma=0.15, delta=0.05, neighbourhood=nb, reference_radius=None)
             ious, dists = [], []
             for image, h, truth, scribbles in cases:
                 labels = graph_cut(h, image, scribbles, params=params, mode="full")
@@ -111,8 +111,8 @@ def _picture(case, best, path: Path) -> None:
     image, h, truth, scribbles = case
     panels = []
     for nb, colour in ((6, (220, 30, 30)), (10, (30, 60, 230))):
-        labels = graph_cut(h, image, scribbles, params=GraphCutParams(gamma=best[nb][1], sigma=0.15, delta=0.05,
-                                                                      neighbourhood=nb), mode="full")[0]
+        params = GraphCutParams(gamma=best[nb][1], sigma=0.15, delta=0.05, neighbourhood=nb, reference_radius=None)
+        labels = graph_cut(h, image, scribbles, params=params, mode="full")[0]
         rgb = image[0].copy()
         for mask, c in ((truth[0], (0, 170, 0)), (labels, colour)):
             m = mask.astype(bool)

@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     paper_key = max((k for k in scores if json.loads(k[0]) == DDML_VARIANTS[0] and k[2] == "linear" and k[3] == 6),
                     key=lambda k: scores[k][0])
     paper_ddml = DDMLConfig.paper()
-    paper_cut = GraphCutParams(gamma=paper_key[1], data_term="linear")
+    paper_cut = GraphCutParams.paper(gamma=paper_key[1])
     log(f"chosen: DDML {json.loads(best[0])}, gamma {best[1]:g} ({best[2]}, neighbourhood {best[3]}); validation IoU "
         f"{scores[best][0]:.3f} (in-family {scores[best][1]:.3f}, cross-family {scores[best][2]:.3f}); "
         f"paper's method: gamma {paper_key[1]:g}, IoU {scores[paper_key][0]:.3f}")
