@@ -808,7 +808,7 @@ def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
     if factor >= 1.0:
         return params
     factor = max(MIN_GAMMA_FACTOR, 2.0 ** (round(4 * math.log2(max(factor, 1e-6))) / 4))
-    _log.info("graph cut: objects of radius %.1f px (reference %g px): boundary weight gamma %g x %.3g",
+    _log.debug("graph cut: objects of radius %.1f px (reference %g px): boundary weight gamma %g x %.3g",
               radius, params.reference_radius, params.gamma, factor)
     return dataclasses.replace(params, gamma=params.gamma * factor)
 
