@@ -68,6 +68,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Iterator, Optional, Sequence, Tuple
 
 import maxflow
@@ -93,6 +94,17 @@ DEFAULT_DELTA = 0.05
 DEFAULT_REFERENCE_RADIUS = 16.0
 #: The boundary weight is never scaled below this fraction of ``gamma``.
 MIN_GAMMA_FACTOR = 0.25
+#: Default RMS colour difference of in-plane neighbours (RGB in [0, 1], see :func:`image_contrast`) at and above
+#: which ``sigma`` applies as given: just under the 0.086-0.119 of the phantom stacks on which sigma 0.1 was
+#: chosen.  Nuclei tiles at 2x magnification measured 0.049 (``benchmarks/bench_nuclei.py``).
+DEFAULT_REFERENCE_CONTRAST = 0.085
+#: The contrast scale is never scaled below this fraction of ``sigma``.
+MIN_SIGMA_FACTOR = 0.25
+#: :func:`image_contrast` reads at most this many sections, evenly spaced.
+CONTRAST_SECTIONS = 16
+#: Keyword arguments of :class:`GraphCutParams` that use gamma and sigma as given instead of scaling them to
+#: the objects and the image: the paper's energy, and sweeps or tests of the formula itself.
+AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_contrast": None})
 #: Ways of forming the colour x_v of a voxel.
 COLOURS = ("rgb", "luminance")
 #: Data terms: the paper's ``|l - h|`` (eq. 5), or the log-likelihood ratio ``-log h`` vs ``-log(1 - h)``.
@@ -187,6 +199,16 @@ class GraphCutParams:
         cleans up a large organ erases small objects whole; scaling it with ``R``
         keeps the trade-off the same at every size.  ``None`` (the paper) uses
         ``gamma`` as given.
+    reference_contrast : float or None
+        Scale ``sigma`` to the image's contrast: when the RMS colour difference
+        of in-plane neighbours (:func:`image_contrast`, in the space of
+        ``colour``) is below this, ``sigma`` is multiplied by contrast /
+        ``reference_contrast`` (quarter-octave steps, at least
+        :data:`MIN_SIGMA_FACTOR`).  ``sigma`` says what colour difference counts
+        as an edge; a softer image (higher magnification, blur, a paler stain)
+        has smaller differences at the same edges, and with ``sigma`` as given its
+        boundaries cost as much as flat tissue.  ``None`` (the paper) uses
+        ``sigma`` as given.
     """
 
     gamma: float = DEFAULT_GAMMA
@@ -197,6 +219,7 @@ class GraphCutParams:
     # Chosen by `scribbleseg bench` on the validation volumes of both phantom families (BENCHMARKS.md).
     neighbourhood: int = 10
     reference_radius: Optional[float] = DEFAULT_REFERENCE_RADIUS
+    reference_contrast: Optional[float] = DEFAULT_REFERENCE_CONTRAST
 
     @classmethod
     def paper(cls, gamma: float = DEFAULT_GAMMA) -> "GraphCutParams":
@@ -207,7 +230,7 @@ class GraphCutParams:
         >>> GraphCutParams.paper().data_term
         'linear'
         """
-        return cls(gamma=gamma, data_term="linear", neighbourhood=6, reference_radius=None)
+        return cls(gamma=gamma, data_term="linear", neighbourhood=6, **AS_GIVEN)
 
     def __post_init__(self) -> None:
         for name, low, strict in (("gamma", 0.0, False), ("sigma", 0.0, True), ("delta", 0.0, False)):
@@ -224,10 +247,11 @@ class GraphCutParams:
         if self.data_term not in DATA_TERMS:
             raise ScribbleSegError(f"graph cut: data_term must be one of {', '.join(DATA_TERMS)}, "
                                    f"got {self.data_term!r}")
-        r = self.reference_radius
-        if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r) and r > 0):
-            raise ScribbleSegError(f"graph cut: reference_radius must be a positive number of pixels or None, "
-                                   f"got {r!r}")
+        for name, unit in (("reference_radius", "pixels"), ("reference_contrast", "colour units")):
+            r = getattr(self, name)
+            if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r)
+                                      and r > 0):
+                raise ScribbleSegError(f"graph cut: {name} must be a positive number of {unit} or None, got {r!r}")
 
 
 class _Level:
@@ -756,7 +780,7 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
     spacing = tuple(float(s) for s in spacing_zyx)
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
-    params = scaled_to_objects(params, h)
+    params = scaled_to_contrast(scaled_to_objects(params, h), image)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
                        np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
@@ -804,13 +828,73 @@ def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
     if params.reference_radius is None:
         return params
     radius = object_radius(np.asarray(h) > 0.5) if h.size else math.inf
-    factor = min(1.0, radius / float(params.reference_radius))
+    factor = _quarter_octaves(radius / float(params.reference_radius), MIN_GAMMA_FACTOR)
     if factor >= 1.0:
         return params
-    factor = max(MIN_GAMMA_FACTOR, 2.0 ** (round(4 * math.log2(max(factor, 1e-6))) / 4))
     _log.debug("graph cut: objects of radius %.1f px (reference %g px): boundary weight gamma %g x %.3g",
               radius, params.reference_radius, params.gamma, factor)
     return dataclasses.replace(params, gamma=params.gamma * factor)
+
+
+def _quarter_octaves(ratio: float, lowest: float) -> float:
+    """``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``."""
+    if ratio >= 1.0:
+        return 1.0
+    return max(lowest, 2.0 ** (round(4 * math.log2(max(ratio, 1e-6))) / 4))
+
+
+def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:
+    """RMS colour difference of in-plane neighbour pairs, as the boundary term sees the colours.
+
+    ``image`` is ``(Z, Y, X, 3)`` RGB or ``(Z, Y, X[, 1])`` grey, uint8 (read as
+    value / 255) or float in [0, 1]; ``colour`` as :attr:`GraphCutParams.colour`.
+    At most :data:`CONTRAST_SECTIONS` evenly spaced sections are read.
+
+    Examples
+    --------
+    >>> stripes = np.zeros((1, 8, 8, 3), np.uint8)
+    >>> stripes[:, :, ::2] = 255
+    >>> round(image_contrast(stripes), 3)  # half the pairs differ by sqrt(3)
+    1.225
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., None]
+    step = max(1, -(-image.shape[0] // CONTRAST_SECTIONS))
+    total, count = 0.0, 0
+    for z in range(0, image.shape[0], step):
+        x = image[z].astype(np.float32)
+        if image.dtype == np.uint8:
+            x *= np.float32(1.0 / 255.0)
+        if colour == "luminance" and x.shape[-1] == 3:
+            x = (x @ _LUMA)[..., None]
+        for d in (x[1:] - x[:-1], x[:, 1:] - x[:, :-1]):
+            total += float(np.square(d, dtype=np.float64).sum())
+            count += d.shape[0] * d.shape[1]
+    return math.sqrt(total / count) if count else 0.0
+
+
+def scaled_to_contrast(params: GraphCutParams, image: np.ndarray) -> GraphCutParams:
+    """``params`` with ``sigma`` scaled to the contrast of ``image`` (see ``reference_contrast``).
+
+    The factor is ``image_contrast / reference_contrast`` rounded to a quarter
+    octave, between :data:`MIN_SIGMA_FACTOR` and 1.
+
+    Examples
+    --------
+    >>> flat = np.full((1, 8, 8, 3), 128, np.uint8)
+    >>> scaled_to_contrast(GraphCutParams(), flat).sigma == DEFAULT_SIGMA * MIN_SIGMA_FACTOR
+    True
+    """
+    if params.reference_contrast is None:
+        return params
+    contrast = image_contrast(image, params.colour)
+    factor = _quarter_octaves(contrast / float(params.reference_contrast), MIN_SIGMA_FACTOR)
+    if factor >= 1.0:
+        return params
+    _log.debug("graph cut: image contrast %.3f (reference %g): colour scale sigma %g x %.3g",
+               contrast, params.reference_contrast, params.sigma, factor)
+    return dataclasses.replace(params, sigma=params.sigma * factor)
 
 
 def log_data_term(h: np.ndarray) -> np.ndarray:

@@ -8,8 +8,8 @@ import pytest
 
 from ScribbleSegLib import graphcut
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
-from ScribbleSegLib.graphcut import (CutMemory, GraphCutParams, energy, estimate_banded_cut_bytes, estimate_full_cut_bytes,
-                                     graph_cut)
+from ScribbleSegLib.graphcut import (AS_GIVEN, CutMemory, GraphCutParams, energy, estimate_banded_cut_bytes,
+                                     estimate_full_cut_bytes, graph_cut)
 from ScribbleSegLib.progress import CancelToken
 
 
@@ -44,7 +44,7 @@ def brute_force(h, image, scribbles, spacing, params):
 
 
 #: The synthetic ellipsoid cases below were made for a weak boundary term (the phantom's default is stronger).
-SYNTH = GraphCutParams(reference_radius=None, gamma=1.0, neighbourhood=6)  # the paper's grid, which every mode can cut
+SYNTH = GraphCutParams(gamma=1.0, neighbourhood=6, **AS_GIVEN)  # the paper's grid, which every mode can cut
 
 
 def ellipsoid_case(shape=(24, 64, 64), h_noise=0.3, image_noise=8.0, seed=0):
@@ -79,7 +79,7 @@ def test_full_cut_is_the_brute_force_minimum(trial):
     scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
     spacing = ((1.0, 1.0, 1.0), (3.0, 1.0, 1.0), (0.5, 2.0, 1.0))[trial % 3]
     params = GraphCutParams(gamma=(0.3, 0.8, 1.5)[trial % 3], sigma=0.3, delta=0.1, data_term="linear",
-                            neighbourhood=6, reference_radius=None)
+                            neighbourhood=6, **AS_GIVEN)
 
     all_labels, energies = brute_force(h, image, scribbles, spacing, params)
     labels = graph_cut(h, image, scribbles, spacing, params, mode="full")
@@ -99,8 +99,8 @@ def test_energy_matches_the_formula():
     h = rng.random(shape)
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     scribbles = np.zeros(shape, np.uint8)
-    spacing, params = (2.0, 1.0, 0.5), GraphCutParams(reference_radius=None, gamma=0.7, sigma=0.2, delta=0.3, data_term="linear",
-                                                         neighbourhood=6)
+    spacing = (2.0, 1.0, 0.5)
+    params = GraphCutParams(gamma=0.7, sigma=0.2, delta=0.3, data_term="linear", neighbourhood=6, **AS_GIVEN)
     all_labels, energies = brute_force(h, image, scribbles, spacing, params)
     for k in rng.choice(len(all_labels), 20, replace=False):
         labels = all_labels[k].reshape(shape).astype(np.uint8)
@@ -127,7 +127,7 @@ def test_every_seed_is_honoured_against_the_data(mode):
 @pytest.mark.parametrize("shape", [(24, 64, 64), (13, 45, 51)])  # odd sizes: blocks cut off by the edges
 def test_banded_equals_full_on_a_phantom(shape):
     h, image, scribbles, truth = ellipsoid_case(shape)
-    params = GraphCutParams(reference_radius=None, gamma=2.0)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
     full = graph_cut(h, image, scribbles, params=params, mode="full")
     banded = graph_cut(h, image, scribbles, params=params, mode="banded")
     assert dice(banded, full) >= 0.999
@@ -143,7 +143,7 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monke
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 1.0)
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)
     h, image, scribbles, truth = ellipsoid_case(shape)
-    params = GraphCutParams(reference_radius=None, gamma=2.0)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
     memory = CutMemory()
     first = graph_cut(h, image, scribbles, params=params, memory=memory)
     assert memory.labels is not None and np.array_equal(memory.labels, first)
@@ -161,7 +161,7 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monke
     e_warm, e_fresh = (energy(l, h2, image, scribbles2, params=params) for l in (warm, fresh))
     assert e_fresh <= e_warm + 1e-6 and e_warm <= e_fresh * 1.001
     # Other parameters or another image: a cut from scratch, and the memory follows it.
-    other = GraphCutParams(reference_radius=None, gamma=4.0)
+    other = GraphCutParams(**AS_GIVEN, gamma=4.0)
     assert np.array_equal(graph_cut(h2, image, scribbles2, params=other, memory=memory),
                           graph_cut(h2, image, scribbles2, params=other))
     assert memory.key[2] == other
@@ -169,7 +169,7 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monke
 
 def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
-    params = GraphCutParams(reference_radius=None, gamma=2.0)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 0.0)  # never start from the last labels here
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 0.0)
     monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # and cut the coarse levels banded too
@@ -190,7 +190,7 @@ def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
 
 def test_banded_cut_recursing_over_several_levels(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=3)
-    params = GraphCutParams(reference_radius=None, gamma=2.0)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
     full = graph_cut(h, image, scribbles, params=params, mode="full")
     monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # coarse levels are banded again
     messages = []
@@ -208,7 +208,7 @@ def test_coarse_energy_is_the_fine_energy_of_block_constant_labels(spacing):
     h = rng.random(shape).astype(np.float32)
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     scribbles = np.zeros(shape, np.uint8)
-    params = GraphCutParams(reference_radius=None, gamma=1.3, sigma=0.4, delta=0.2, neighbourhood=6)
+    params = GraphCutParams(**AS_GIVEN, gamma=1.3, sigma=0.4, delta=0.2, neighbourhood=6)
     levels = [graphcut._top_level(h, image, scribbles, spacing, params)]
     factors = []
     for _ in range(2):  # two levels down: the coarse energy is exact at each
@@ -243,7 +243,7 @@ def test_spacing_weights_scale_with_the_inverse_section_thickness():
     h = np.full(shape, 0.5, np.float32)
     image = np.full(shape + (3,), 100, np.uint8)  # no contrast: every pair weighs gamma * s * (1 + delta)
     scribbles = np.zeros(shape, np.uint8)
-    params = GraphCutParams(reference_radius=None, gamma=2.0, delta=0.5, neighbourhood=6)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0, delta=0.5, neighbourhood=6)
     z_cut = np.zeros(shape, np.uint8)
     z_cut[2:] = 1  # a boundary across z: 5 * 6 pairs
     x_cut = np.zeros(shape, np.uint8)
@@ -267,7 +267,7 @@ def test_thick_sections_smooth_less_across_z():
     scribbles[1, 0, 0] = 2
     image[1, 0, 0] = (255, 255, 255)  # the background seed has no pull on its neighbours (delta = 0)
     image[0, 0, 0] = (0, 0, 0)
-    params = GraphCutParams(reference_radius=None, gamma=0.5, sigma=0.1, delta=0.0, data_term="linear")
+    params = GraphCutParams(**AS_GIVEN, gamma=0.5, sigma=0.1, delta=0.0, data_term="linear")
     # Isotropic: a z pair weighs 0.5 > 0.2, so section 1 follows section 0.  Sections 4x thicker: 0.125 < 0.2.
     for mode in ("full", "banded"):
         iso = graph_cut(h, image, scribbles, (1.0, 1.0, 1.0), params, mode=mode)
@@ -296,7 +296,7 @@ def test_grey_and_float_images():
     a = graph_cut(h, grey, scribbles, params=SYNTH, mode="full")
     b = graph_cut(h, grey.astype(np.float32) / 255, scribbles, params=SYNTH, mode="full")
     np.testing.assert_array_equal(a, b)
-    c = graph_cut(h, image, scribbles, params=GraphCutParams(reference_radius=None, gamma=1.0, colour="luminance"), mode="full")
+    c = graph_cut(h, image, scribbles, params=GraphCutParams(gamma=1.0, colour="luminance", **AS_GIVEN), mode="full")
     assert dice(a, c) > 0.99
 
 
@@ -400,7 +400,7 @@ def test_the_10_neighbourhood_cut_is_the_brute_force_minimum(trial):
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     scribbles = np.zeros(shape, np.uint8)
     scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
-    params = GraphCutParams(reference_radius=None, gamma=(0.3, 0.8)[trial % 2], sigma=0.3, delta=0.1, neighbourhood=10)
+    params = GraphCutParams(**AS_GIVEN, gamma=(0.3, 0.8)[trial % 2], sigma=0.3, delta=0.1, neighbourhood=10)
     best = min(energy(np.array(bits, np.uint8).reshape(shape), h, image, scribbles, params=params)
                for bits in product((0, 1), repeat=h.size))
     labels = graph_cut(h, image, scribbles, params=params, mode="full")
@@ -417,7 +417,7 @@ def test_a_45_degree_boundary_costs_its_euclidean_length_with_diagonals():
     axis = (xx < n // 2)[None].astype(np.uint8)  # boundary length n
     diagonal = (xx + yy < n)[None].astype(np.uint8)  # boundary length n * sqrt 2
     for nb, ratio in ((6, 2.0), (10, np.sqrt(2))):  # L1 counts 2n pairs on the diagonal; Crofton about n sqrt 2
-        p = GraphCutParams(reference_radius=None, gamma=1.0, sigma=1.0, delta=0.0, neighbourhood=nb)
+        p = GraphCutParams(**AS_GIVEN, gamma=1.0, sigma=1.0, delta=0.0, neighbourhood=nb)
         cost = [energy(lab, h, image, none, params=p) - 0.5 * h.size for lab in (axis, diagonal)]
         assert cost[1] / cost[0] == pytest.approx(ratio, rel=0.06), nb
 
@@ -463,7 +463,7 @@ def test_small_objects_the_network_found_survive_the_cut():
     scribbles = np.zeros(mask.shape, np.uint8)
     scribbles[0, 16, 16] = 1
     scribbles[0, 0, 0] = 2
-    fixed = graph_cut(h, image, scribbles, params=GraphCutParams(reference_radius=None), mode="full")
+    fixed = graph_cut(h, image, scribbles, params=GraphCutParams(**AS_GIVEN), mode="full")
     scaled = graph_cut(h, image, scribbles, params=GraphCutParams(), mode="full")
     assert (fixed > 0).sum() < 0.5 * mask.sum()
     assert ((scaled > 0) & mask).sum() / ((scaled > 0) | mask).sum() > 0.9
@@ -480,8 +480,48 @@ def test_large_objects_keep_gamma():
     assert graphcut.scaled_to_objects(GraphCutParams.paper(), small).gamma == GraphCutParams.paper().gamma
 
 
-def test_reference_radius_is_checked():
-    with pytest.raises(ScribbleSegError, match="reference_radius"):
-        GraphCutParams(reference_radius=0)
-    with pytest.raises(ScribbleSegError, match="reference_radius"):
-        GraphCutParams(reference_radius=float("inf"))
+@pytest.mark.parametrize("name", ["reference_radius", "reference_contrast"])
+def test_references_are_checked(name):
+    for bad in (0, -1.0, float("inf"), "16"):
+        with pytest.raises(ScribbleSegError, match=name):
+            GraphCutParams(**{name: bad})
+
+
+def test_soft_edges_still_count_as_edges():
+    # A large disc (radius 20 px: gamma is not scaled) with a blurred, faint edge, and h = 0.7 that spills
+    # 4 px past it.  With sigma as given the edge costs nearly what flat tissue costs and gamma 8 erases the
+    # disc; with sigma scaled to the image's contrast the edge is cheap, and the cut follows it.
+    from ScribbleSegLib.phantom import _blur_sections
+
+    yy, xx = np.mgrid[:128, :128]
+    truth = ((yy - 64) ** 2 + (xx - 64) ** 2 < 20 ** 2)[None]
+    wide = ((yy - 64) ** 2 + (xx - 64) ** 2 < 24 ** 2)[None]
+    soft = _blur_sections(truth.astype(np.float32), 1.5)
+    image = np.clip(200 - 30 * soft, 0, 255).astype(np.uint8)[..., None].repeat(3, axis=3)
+    h = np.where(wide, 0.7, 0.1).astype(np.float32)
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 64, 64], scribbles[0, 2, 2] = 1, 2
+    contrast = graphcut.image_contrast(image)
+    assert contrast < graphcut.DEFAULT_REFERENCE_CONTRAST
+    scaled_sigma = graphcut.scaled_to_contrast(GraphCutParams(), image).sigma
+    assert scaled_sigma < GraphCutParams().sigma
+    as_given = graph_cut(h, image, scribbles, params=GraphCutParams(reference_contrast=None), mode="full") > 0
+    scaled = graph_cut(h, image, scribbles, params=GraphCutParams(), mode="full") > 0
+
+    def iou(a):
+        return (a & truth).sum() / (a | truth).sum()
+
+    assert iou(as_given) < 0.5
+    assert iou(scaled) > 0.95
+
+
+def test_image_contrast_in_the_cut_s_colour_space():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    rgb = graphcut.image_contrast(image)
+    assert graphcut.image_contrast(image.astype(np.float32) / 255) == pytest.approx(rgb, rel=1e-5)
+    assert graphcut.image_contrast(image, "luminance") < rgb
+    grey = image[..., 0]
+    assert graphcut.image_contrast(grey) == pytest.approx(graphcut.image_contrast(grey[..., None]))
+    assert graphcut.scaled_to_contrast(GraphCutParams(), image) == GraphCutParams()  # noise: high contrast
+    assert graphcut.scaled_to_contrast(GraphCutParams.paper(), np.zeros_like(image)) == GraphCutParams.paper()

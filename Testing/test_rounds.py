@@ -153,7 +153,7 @@ def test_the_log_term_cut_is_the_exact_minimum_of_its_energy():
     image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
     seeds = np.zeros(shape, np.uint8)
     seeds[0, 0, 0], seeds[1, 1, 2] = 1, 2
-    params = graphcut.GraphCutParams(reference_radius=None, gamma=0.6, sigma=0.3, delta=0.1, data_term="log")
+    params = graphcut.GraphCutParams(**graphcut.AS_GIVEN, gamma=0.6, sigma=0.3, delta=0.1, data_term="log")
     best = min(graphcut.energy(np.array(bits, np.uint8).reshape(shape), h, image, seeds, params=params)
                for bits in product((0, 1), repeat=h.size))
     labels = graphcut.graph_cut(h, image, seeds, params=params, mode="full")

@@ -10,8 +10,8 @@ them) on held-out tiles.  Test tiles come in the training stain and in another
 magnification and at twice it (the same tissue with nuclei twice as large in
 pixels: the network sees it resampled to its own pixel size, the cut at full
 resolution).  Prints pooled IoU per stage, for the default settings, for the
-default cut with ``gamma`` as given (``reference_radius=None``) and for the
-paper's settings::
+default cut with ``gamma`` and ``sigma`` as given (``graphcut.AS_GIVEN``: not
+scaled to the objects and the image) and for the paper's settings::
 
     python benchmarks/bench_nuclei.py [--model nuclei.model] [--tiles 4]
 
@@ -137,14 +137,14 @@ def main(argv=None) -> int:
     model = load_model(args.model, device="cpu")
     settings: Dict[str, Tuple] = {
         "default": (ddml.DDMLConfig(), graphcut.GraphCutParams()),
-        "default, gamma as given": (ddml.DDMLConfig(), graphcut.GraphCutParams(reference_radius=None)),
+        "default, gamma and sigma as given": (ddml.DDMLConfig(), graphcut.GraphCutParams(**graphcut.AS_GIVEN)),
         "paper": (ddml.DDMLConfig.paper(), graphcut.GraphCutParams.paper()),
     }
     sums: Dict[Tuple[str, str], np.ndarray] = {}
     conditions = [(f"{stain_name}, {m}x magnification", m, stain)
                   for m in (1, 2) for stain_name, stain in (("training stain", None), ("other stain", OTHER_STAIN))]
     for name, m, stain in conditions:
-        radii = []
+        radii, contrasts = [], []
         for seed in range(10, 10 + args.tiles):
             volume, truth = make_tile(seed, m, stain)
             outputs = protocol.compute_outputs(volume.array, model, None,
@@ -160,12 +160,14 @@ def main(argv=None) -> int:
             for label, (cfg, cut) in settings.items():
                 r = pipeline.segment(volume, strokes, model, features=outputs, ddml_config=cfg, cut_params=cut,
                                      suggest=0)
-                if label != "default, gamma as given":
+                if label != "default, gamma and sigma as given":
                     add(f"+ adaptation ({label})", r.probability > 0.5)
                 add(f"+ cut ({label})", r.labels > 0)
                 if label == "default":
                     radii.append(graphcut.object_radius(r.probability > 0.5))
-        print(f"{name}: object radius of h > 0.5 {np.mean(radii):.1f} px", flush=True)
+                    contrasts.append(graphcut.image_contrast(volume.array))
+        print(f"{name}: object radius of h > 0.5 {np.mean(radii):.1f} px, image contrast {np.mean(contrasts):.3f}",
+              flush=True)
     stages = list(dict.fromkeys(stage for _, stage in sums))
     print("\n| stage | " + " | ".join(name for name, _, _ in conditions) + " |")
     print("|---|" + "---|" * len(conditions))

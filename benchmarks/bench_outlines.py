@@ -74,7 +74,7 @@ def outline_distances(labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from ScribbleSegLib.graphcut import GraphCutParams, graph_cut
+    from ScribbleSegLib.graphcut import AS_GIVEN, GraphCutParams, graph_cut
     from ScribbleSegLib.metrics import evaluate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     best = {}
     for gamma in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
         for nb in (6, 10):
-            params = GraphCutParams(gamma=gamma, sigma=0.15, delta=0.05, neighbourhood=nb, reference_radius=None)
+            params = GraphCutParams(gamma=gamma, sigma=0.15, delta=0.05, neighbourhood=nb, **AS_GIVEN)
             ious, dists = [], []
             for image, h, truth, scribbles in cases:
                 labels = graph_cut(h, image, scribbles, params=params, mode="full")
@@ -106,12 +106,12 @@ def main(argv=None) -> int:
 def _picture(case, best, path: Path) -> None:
     from PIL import Image
 
-    from ScribbleSegLib.graphcut import GraphCutParams, graph_cut
+    from ScribbleSegLib.graphcut import AS_GIVEN, GraphCutParams, graph_cut
 
     image, h, truth, scribbles = case
     panels = []
     for nb, colour in ((6, (220, 30, 30)), (10, (30, 60, 230))):
-        params = GraphCutParams(gamma=best[nb][1], sigma=0.15, delta=0.05, neighbourhood=nb, reference_radius=None)
+        params = GraphCutParams(gamma=best[nb][1], sigma=0.15, delta=0.05, neighbourhood=nb, **AS_GIVEN)
         labels = graph_cut(h, image, scribbles, params=params, mode="full")[0]
         rgb = image[0].copy()
         for mask, c in ((truth[0], (0, 170, 0)), (labels, colour)):
