@@ -787,14 +787,16 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
                        log_data_term if params.data_term == "log" else None)
 
 
-def object_radius(mask: np.ndarray) -> float:
+def object_radius(mask: np.ndarray, threshold: Optional[float] = None) -> float:
     """Mean in-plane radius ``2 A / P`` of the objects in a ``(Z, Y, X)`` mask, in pixels.
 
     ``A`` is the mask's area summed over the sections and ``P`` its outline
     length: the 4-neighbour boundary edges times pi/4, which is the Euclidean
     length on average over orientations.  A disc of radius ``r`` gives about
     ``r``; many small objects give a small radius even when they cover much of
-    the section.  ``inf`` for an empty mask or one without outline.
+    the section.  ``inf`` for an empty mask or one without outline.  With
+    ``threshold``, the mask is ``mask > threshold``, formed slab by slab (no
+    full-size copy of a large probability volume).
 
     Examples
     --------
@@ -804,7 +806,7 @@ def object_radius(mask: np.ndarray) -> float:
     """
     area, edges = 0, 0
     for z0, z1 in _slabs(mask.shape[0], mask.shape[1] * mask.shape[2]):
-        m = np.asarray(mask[z0:z1], bool)
+        m = np.asarray(mask[z0:z1]) > threshold if threshold is not None else np.asarray(mask[z0:z1], bool)
         area += int(np.count_nonzero(m))
         edges += int(np.count_nonzero(m[:, 1:] != m[:, :-1])) + int(np.count_nonzero(m[:, :, 1:] != m[:, :, :-1]))
     return 2.0 * area / (edges * math.pi / 4) if area and edges else math.inf
@@ -827,7 +829,7 @@ def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
     """
     if params.reference_radius is None:
         return params
-    radius = object_radius(np.asarray(h) > 0.5) if h.size else math.inf
+    radius = object_radius(h, threshold=0.5) if h.size else math.inf
     factor = _quarter_octaves(radius / float(params.reference_radius), MIN_GAMMA_FACTOR)
     if factor >= 1.0:
         return params

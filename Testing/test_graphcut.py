@@ -453,6 +453,8 @@ def test_object_radius_of_discs(radius):
     mask[0] = (yy - radius - 20) ** 2 + (xx - radius - 20) ** 2 < radius ** 2
     assert graphcut.object_radius(mask) == pytest.approx(radius, rel=0.12)
     assert graphcut.object_radius(np.zeros((2, 8, 8), bool)) == math.inf
+    h = np.where(mask, 0.9, 0.2).astype(np.float32)
+    assert graphcut.object_radius(h, threshold=0.5) == graphcut.object_radius(mask)
 
 
 def test_small_objects_the_network_found_survive_the_cut():
