@@ -145,11 +145,13 @@ def replace_fields(defaults: Any, values: Dict[str, Any], name: str) -> Any:
     >>> replace_fields(Preset("x", 1, None), {"max_iters": 5}, "preset").max_iters
     5
     """
-    names = {f.name for f in dataclasses.fields(defaults)}
-    unknown = sorted(set(values) - names)
+    fields = {f.name: f for f in dataclasses.fields(defaults)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ScribbleSegError(f"{name}: unknown settings {unknown}; known: {sorted(names)}")
+        raise ScribbleSegError(f"{name}: unknown settings {unknown}; known: {sorted(fields)}")
     for key, value in values.items():
+        if value is None and "Optional" in str(fields[key].type):  # e.g. cut.reference_radius: null turns it off
+            continue
         if isinstance(getattr(defaults, key), str):  # a choice (data_term, evaluation): the class checks it
             if not isinstance(value, str):
                 raise ScribbleSegError(f"{name}.{key} must be a string, got {value!r}")

@@ -32,7 +32,7 @@ Requests (relative paths are relative to the request file's folder)::
     {"protocol": 1, "task": "segment",
      "image": "image.nrrd", "scribbles": "scribbles.nrrd", "model": "/models/heart.model",
      "method": "full",                          # munet | ddml | full
-     "cut": {"gamma": 1.0},                     # optional GraphCutParams fields
+     "cut": {"gamma": 1.0},                     # optional GraphCutParams fields (null: off, where optional)
      "ddml": {"steps": 400},                    # optional DDMLConfig fields
      "device": "auto", "seed": 0, "cache_dir": "/cache/features",   # cache_dir may be null
      "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"}}   # probability optional
@@ -263,10 +263,11 @@ class _RequestChecker:
         values = self.value(field, default, (list,))
         return [self.path_value(v, f"{field}[{i}]", must_exist=True) for i, v in enumerate(values)]
 
-    def number_dict(self, field: str) -> Dict[str, Union[int, float]]:
+    def number_dict(self, field: str) -> Dict[str, Optional[Union[int, float]]]:
         values = self.value(field, {}, (dict,))
         for key, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # null turns an optional setting off (cut.reference_radius); jobs.settings refuses it for the others.
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise self.fail(f"{field}.{key}", f"must be a number, got {value!r}")
         return dict(values)
 

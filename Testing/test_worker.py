@@ -145,6 +145,26 @@ def test_unknown_settings_are_refused_with_the_known_ones(tmp_path):
         jobs.settings(job)
 
 
+def test_optional_settings_may_be_turned_off_and_others_may_not(tmp_path):
+    from ScribbleSegLib import jobs
+
+    for name in ("i.nrrd", "m.model"):
+        (tmp_path / name).write_bytes(b"")
+    path = worker.write_request(tmp_path / "r.json", {"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd",
+                                                      "model": "m.model", "cut": {"reference_radius": None},
+                                                      "outputs": {"labels": "l.nrrd"}})
+    assert worker.load_request(path)["cut"] == {"reference_radius": None}
+
+    def job(cut):
+        return jobs.SegmentFiles(image=str(tmp_path / "i.nrrd"), model="m", labels=str(tmp_path / "o.nrrd"),
+                                 cut=cut, names={"cut": "request field 'cut'"})
+
+    cut = jobs.settings(job({"reference_radius": None, "reference_contrast": None, "gamma": 4.0}))[0]
+    assert (cut.reference_radius, cut.reference_contrast, cut.gamma) == (None, None, 4.0)
+    with pytest.raises(ScribbleSegError, match=r"gamma must be a number, got None"):
+        jobs.settings(job({"gamma": None}))
+
+
 # ---------------------------------------------------------------------------
 # Protocol lines
 # ---------------------------------------------------------------------------
