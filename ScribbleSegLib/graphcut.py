@@ -834,7 +834,7 @@ def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
     if factor >= 1.0:
         return params
     _log.debug("graph cut: objects of radius %.1f px (reference %g px): boundary weight gamma %g x %.3g",
-              radius, params.reference_radius, params.gamma, factor)
+               radius, params.reference_radius, params.gamma, factor)
     return dataclasses.replace(params, gamma=params.gamma * factor)
 
 
