@@ -97,10 +97,11 @@ def read_image(
     ----------
     path : str or Path
         A folder of section images (see :func:`list_section_files`), all of
-        the same size, or a 3D file SimpleITK reads (NRRD, NIfTI, MHA, ...).
+        the same size, a 3D file SimpleITK reads (NRRD, NIfTI, MHA, ...), or a
+        2D image file, read as a one-section volume (a tile).
     spacing : sequence of 3 float, optional
-        Voxel size ``(x, y, z)`` in mm.  Required for a folder (sections carry
-        no usable spacing); for a 3D file it overrides the file's spacing and
+        Voxel size ``(x, y, z)`` in mm.  Required for a folder and a 2D file
+        (sections carry no usable spacing); for a 3D file it overrides the file's spacing and
         keeps its origin and direction.  Given at full resolution.
     downsample : int
         In-plane (x and y) reduction factor.  Each output pixel is the mean of
@@ -126,8 +127,8 @@ def read_image(
     ------
     ScribbleSegError
         With one line naming the file: missing path, empty folder, sections of
-        different sizes or pixel types, unreadable or truncated file, a 2D
-        file where a volume is expected, missing or non-positive spacing, a
+        different sizes or pixel types, unreadable or truncated file, a file
+        of other than 2 or 3 dimensions, missing or non-positive spacing, a
         ``downsample`` that is not a positive integer or exceeds the section.
 
     Notes
@@ -368,11 +369,13 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     nbytes, size_text = _file_read_bytes(path)
     _require_memory(nbytes, path, f"a {size_text} volume")
     image = _read_sitk(path)
-    if image.GetDimension() != 3:
-        raise ScribbleSegError(
-            f"{path}: is a {image.GetDimension()}D image; expected a 3D volume "
-            "(for 2D sections give the folder that holds them, with --spacing)"
-        )
+    if image.GetDimension() == 2:
+        # One section (a tile): a one-section volume.  A 2D file's spacing is rarely the scan's.
+        if spacing is None:
+            raise ScribbleSegError(f"{path}: a single 2D section needs the voxel spacing X Y Z in mm (--spacing)")
+        image = sitk.JoinSeries(image)
+    elif image.GetDimension() != 3:
+        raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")
     geometry = _geometry_of(image, path)
     if spacing is not None:
         geometry = Geometry(spacing, geometry.origin, geometry.direction)
@@ -596,6 +599,20 @@ def _geometry_from_ijk_to_lps(matrix, path: Path) -> Geometry:
     return Geometry(tuple(spacing), tuple(matrix[:3, 3]), tuple(direction.ravel()))
 
 
+def is_section_file(path: PathLike) -> bool:
+    """Whether ``path`` holds a single 2D section (a tile), which takes the grid of the image it goes with.
+
+    Examples
+    --------
+    >>> import tempfile, SimpleITK as sitk
+    >>> path = Path(tempfile.mkdtemp()) / "tile.png"
+    >>> sitk.WriteImage(sitk.Image(8, 8, sitk.sitkUInt8), str(path))
+    >>> is_section_file(path)
+    True
+    """
+    return _read_sitk(Path(path), image_information_only=True).GetDimension() == 2
+
+
 def is_segmentation_file(path: PathLike) -> bool:
     """Whether ``path`` is a Slicer segmentation: named ``*.seg.nrrd``, or a NRRD with ``Segment*`` fields."""
     path = Path(path)
@@ -608,10 +625,14 @@ def is_segmentation_file(path: PathLike) -> bool:
     return any(key.startswith("Segment0_") for key in reader.GetMetaDataKeys())
 
 
-def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Geometry]:
+def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
+    """The labelmap and its geometry; ``None`` for a 2D file (one section), which takes the image's."""
     image = _read_sitk(path)
-    if image.GetDimension() != 3:
-        raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D labelmap")
+    flat = image.GetDimension() == 2
+    if flat:
+        image = sitk.JoinSeries(image)
+    elif image.GetDimension() != 3:
+        raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D labelmap or a 2D section")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ScribbleSegError(
             f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per pixel; expected a scalar labelmap"
@@ -621,7 +642,7 @@ def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Geometry]:
         raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not a labelmap type")
     if array.dtype.kind == "f" and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
         raise ScribbleSegError(f"{path}: a labelmap must hold whole numbers; found non-integer values")
-    return array, _geometry_of(image, path)
+    return array, None if flat else _geometry_of(image, path)
 
 
 def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, single_segment: bool) -> np.ndarray:
@@ -633,8 +654,8 @@ def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, single_segm
     raise ScribbleSegError(f"{path}: has no segment named '{name}' (segments: {found})")
 
 
-def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Geometry, bool]:
-    """Label mask, its own geometry, and whether it is a segmentation (which may be cropped)."""
+def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Optional[Geometry], bool]:
+    """Label mask, its own geometry (None: a 2D file), and whether it is a segmentation (which may be cropped)."""
     if not path.is_file():
         raise ScribbleSegError(f"{path}: no such file")
     if is_segmentation_file(path):
@@ -665,7 +686,7 @@ def read_label_volume(path: PathLike, *, single_segment: bool = False) -> Volume
     """
     path = Path(path)
     array, geometry, _ = _read_label_file(path, single_segment)
-    return Volume(array, geometry)
+    return Volume(array, geometry or Geometry((1.0, 1.0, 1.0)))
 
 
 def read_label(
@@ -683,7 +704,8 @@ def read_label(
     path : str or Path
         A labelmap file (values > 0 are heart; negative or non-integer values
         are refused) or a ``.seg.nrrd`` with a segment named ``heart`` (any
-        case).
+        case).  A 2D labelmap file (one section) takes the image's grid and
+        must have its size.
     shape : sequence of 3 int
         The image's ``(Z, Y, X)``.
     geometry : Geometry
@@ -779,10 +801,15 @@ def _size_text(shape_zyx: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape_zyx[::-1])
 
 
-def _onto_grid(array: np.ndarray, own: Geometry, shape: Sequence[int], target: Geometry, path: Path,
+def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int], target: Geometry, path: Path,
                may_be_cropped: bool, reference: str) -> np.ndarray:
-    """``array`` (on ``own``) placed on the ``shape``/``target`` grid, or a one-line error."""
+    """``array`` (on ``own``; None: a 2D file, on the target's grid) placed on the ``shape``/``target`` grid,
+    or a one-line error."""
     shape = tuple(int(s) for s in shape)
+    if own is None:
+        if array.shape != shape:
+            raise ScribbleSegError(f"{path}: has size {_size_text(array.shape)}, the {reference} {_size_text(shape)}")
+        return array
     difference = target.mismatch(own, reference=reference)
     if not difference and array.shape == shape:
         return array

@@ -100,3 +100,19 @@ def test_missing_file_names_it(files, capsys, which):
     status, _, err = evaluate(capsys, *[str(x) for pair in argv.items() for x in pair])
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and "absent.nrrd" in err and which in err
+
+
+def test_a_2d_label_tile_is_compared_on_the_prediction_grid(tmp_path, capsys):
+    import SimpleITK as sitk
+
+    label = np.zeros((10, 12), np.uint8)
+    label[2:8, 2:8] = 255  # 36 pixels
+    pred = np.zeros((1, 10, 12), np.uint8)
+    pred[0, 2:8, 3:9] = 1  # 30 right, 6 wrong, 6 missed
+    sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / "label.png"))
+    volume_io.write_segmentation(tmp_path / "pred.seg.nrrd", [("heart", pred, volume_io.HEART_COLOR)], GEOMETRY)
+    status, out, err = evaluate(capsys, "--prediction", tmp_path / "pred.seg.nrrd", "--label", tmp_path / "label.png",
+                                "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert (result["tp"], result["fp"], result["fn"]) == (30, 6, 6)

@@ -518,3 +518,35 @@ def test_missing_or_damaged_label_files(tmp_path, reader):
     with pytest.raises(ScribbleSegError) as excinfo:
         reader(tmp_path / "s.seg.nrrd", ball().shape, Geometry(SPACING))
     one_line_error(excinfo, "s.seg.nrrd", "cannot be read")
+
+
+# --- one 2D section (a tile) as a one-section volume -------------------------------------------------------
+def test_a_2d_section_file_is_a_one_section_volume(tmp_path):
+    plane = rgb_stack((1, 18, 26))[0]
+    sitk.WriteImage(sitk.GetImageFromArray(plane, isVector=True), str(tmp_path / "tile.png"))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "tile.png")
+    one_line_error(excinfo, "tile.png", "--spacing")
+    volume = vio.read_image(tmp_path / "tile.png", spacing=(0.00025, 0.00025, 0.001))
+    assert volume.shape == (1, 18, 26)
+    np.testing.assert_array_equal(volume.array[0], plane)
+    assert volume.geometry.spacing == (0.00025, 0.00025, 0.001)
+    assert vio.is_section_file(tmp_path / "tile.png")
+
+
+def test_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
+    geometry = Geometry((0.00025, 0.00025, 0.001), (5.0, -3.0, 1.0))
+    label = np.zeros((18, 26), np.uint8)
+    label[4:10, 5:12] = 255
+    sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / "label.png"))
+    got = vio.read_label(tmp_path / "label.png", (1, 18, 26), geometry)
+    np.testing.assert_array_equal(got[0], label > 0)
+    strokes = np.zeros((18, 26), np.uint8)
+    strokes[6, 6:10], strokes[15, 2:20] = 1, 2
+    sitk.WriteImage(sitk.GetImageFromArray(strokes), str(tmp_path / "strokes.png"))
+    np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "strokes.png", (1, 18, 26), geometry)[0], strokes)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(tmp_path / "label.png", (1, 20, 26), geometry)
+    one_line_error(excinfo, "label.png", "26x18x1", "26x20x1")
+    vio.write_labelmap(tmp_path / "label.nrrd", (got > 0).astype(np.uint8), geometry)
+    assert vio.is_section_file(tmp_path / "strokes.png") and not vio.is_section_file(tmp_path / "label.nrrd")

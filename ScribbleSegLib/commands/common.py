@@ -44,7 +44,7 @@ nonnegative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 def add_image_options(parser: argparse.ArgumentParser) -> None:
     """``--spacing`` and ``--downsample``, for images given as a folder of sections."""
     parser.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"),
-                        help="voxel size in mm (required for a folder of sections; overrides a file's)")
+                        help="voxel size in mm (required for a folder of sections or a 2D section; overrides a file's)")
     parser.add_argument("--downsample", type=positive_int, default=1, metavar="N",
                         help="read sections downsampled in-plane by N (area average)")
 

@@ -27,10 +27,17 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not Path(value).is_file():
             raise ScribbleSegError(f"{value}: no such file ({option})")
 
-    # The label's grid is the reference; a prediction saved cropped by Slicer is placed back onto it.
-    label = volume_io.read_label_volume(args.label)
-    prediction = volume_io.read_label(args.prediction, label.shape, label.geometry,
-                                      single_segment=True, reference="label")
+    # The label's grid is the reference; a prediction saved cropped by Slicer is placed back onto it.  A label
+    # that is one 2D section has no grid of its own: then the prediction's is the reference.
+    if volume_io.is_section_file(args.label) and not volume_io.is_section_file(args.prediction):
+        own = volume_io.read_label_volume(args.prediction, single_segment=True)
+        label = volume_io.Volume(volume_io.read_label(args.label, own.shape, own.geometry, reference="prediction"),
+                                 own.geometry)
+        prediction = own.array
+    else:
+        label = volume_io.read_label_volume(args.label)
+        prediction = volume_io.read_label(args.prediction, label.shape, label.geometry,
+                                          single_segment=True, reference="label")
     ignore = None
     if args.ignore_scribbles:
         ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label") > 0

@@ -15,7 +15,7 @@ from .common import add_device_option, add_image_options, nonnegative_int, posit
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
-                        help="training images: 3D RGB files or folders of sections")
+                        help="training images: 3D RGB files, folders of sections or 2D section files (tiles)")
     parser.add_argument("--labels", nargs="+", required=True, metavar="LABEL",
                         help="one label per image: a labelmap (>0 = heart) or a .seg.nrrd with a 'heart' segment")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
