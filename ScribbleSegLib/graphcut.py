@@ -830,19 +830,19 @@ def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
     if params.reference_radius is None:
         return params
     radius = object_radius(h, threshold=0.5) if h.size else math.inf
-    factor = _quarter_octaves(radius / float(params.reference_radius), MIN_GAMMA_FACTOR)
+    return _scaled_down(params, "gamma", radius / float(params.reference_radius), MIN_GAMMA_FACTOR,
+                        f"objects of radius {radius:.1f} px")
+
+
+def _scaled_down(params: GraphCutParams, name: str, ratio: float, lowest: float, why: str) -> GraphCutParams:
+    """``params`` with field ``name`` times ``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``."""
+    if ratio >= 1.0:
+        return params
+    factor = max(lowest, 2.0 ** (round(4 * math.log2(max(ratio, 1e-6))) / 4))
     if factor >= 1.0:
         return params
-    _log.debug("graph cut: objects of radius %.1f px (reference %g px): boundary weight gamma %g x %.3g",
-               radius, params.reference_radius, params.gamma, factor)
-    return dataclasses.replace(params, gamma=params.gamma * factor)
-
-
-def _quarter_octaves(ratio: float, lowest: float) -> float:
-    """``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``."""
-    if ratio >= 1.0:
-        return 1.0
-    return max(lowest, 2.0 ** (round(4 * math.log2(max(ratio, 1e-6))) / 4))
+    _log.debug("graph cut: %s: %s %g x %.3g", why, name, getattr(params, name), factor)
+    return dataclasses.replace(params, **{name: getattr(params, name) * factor})
 
 
 def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:
@@ -891,12 +891,8 @@ def scaled_to_contrast(params: GraphCutParams, image: np.ndarray) -> GraphCutPar
     if params.reference_contrast is None:
         return params
     contrast = image_contrast(image, params.colour)
-    factor = _quarter_octaves(contrast / float(params.reference_contrast), MIN_SIGMA_FACTOR)
-    if factor >= 1.0:
-        return params
-    _log.debug("graph cut: image contrast %.3f (reference %g): colour scale sigma %g x %.3g",
-               contrast, params.reference_contrast, params.sigma, factor)
-    return dataclasses.replace(params, sigma=params.sigma * factor)
+    return _scaled_down(params, "sigma", contrast / float(params.reference_contrast), MIN_SIGMA_FACTOR,
+                        f"image contrast {contrast:.3f}")
 
 
 def log_data_term(h: np.ndarray) -> np.ndarray:
