@@ -682,10 +682,15 @@ def _grid(n: int, stride: int) -> np.ndarray:
     return grid if grid[-1] == n - 1 else np.append(grid, n - 1)
 
 
+def _cells(n: int, grid: np.ndarray) -> np.ndarray:
+    """The grid cell ``[grid[i], grid[i + 1])`` of every index of ``range(n)`` (the last cell holds the end)."""
+    return np.minimum(np.searchsorted(grid, np.arange(n), side="right") - 1, len(grid) - 2)
+
+
 def _interpolation(n: int, grid: np.ndarray) -> np.ndarray:
     """``(n, len(grid))`` float32 matrix of linear interpolation from ``grid`` to ``range(n)``."""
     index = np.arange(n)
-    cell = np.minimum(np.searchsorted(grid, index, side="right") - 1, len(grid) - 2)
+    cell = _cells(n, grid)
     t = ((index - grid[cell]) / (grid[cell + 1] - grid[cell])).astype(np.float32)
     matrix = np.zeros((n, len(grid)), np.float32)
     matrix[index, cell] = 1 - t
@@ -742,9 +747,7 @@ def _coarse_to_fine(block: np.ndarray, network: Optional[np.ndarray], scribbles:
         exact |= _cell_range(scribbles, ys, xs)[1] > 0
     # One more cell around each: a boundary that runs along a cell's edge shows in its neighbours.
     exact = _grow_cells(exact)
-    cell_y = np.minimum(np.searchsorted(ys, np.arange(rows), side="right") - 1, len(ys) - 2)
-    cell_x = np.minimum(np.searchsorted(xs, np.arange(cols), side="right") - 1, len(xs) - 2)
-    mask = exact[cell_y][:, cell_x]
+    mask = exact[_cells(rows, ys)][:, _cells(cols, xs)]
     h[np.ix_(ys, xs)] = on_grid  # the grid itself is exact already (the product rounds)
     mask[np.ix_(ys, xs)] = False
     picked = np.empty(int(np.count_nonzero(mask)), np.float32)

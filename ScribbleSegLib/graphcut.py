@@ -95,7 +95,7 @@ DEFAULT_REFERENCE_RADIUS = 16.0
 #: The boundary weight is never scaled below this fraction of ``gamma``.
 MIN_GAMMA_FACTOR = 0.25
 #: Default RMS colour difference of in-plane neighbours (RGB in [0, 1], see :func:`image_contrast`) at and above
-#: which ``sigma`` applies as given: just under the 0.086-0.119 of the phantom stacks on which sigma 0.1 was
+#: which ``sigma`` applies as given: just under the 0.0855-0.120 of the bench's phantom stacks on which sigma 0.1 was
 #: chosen.  Nuclei tiles at 2x magnification measured 0.049 (``benchmarks/bench_nuclei.py``).
 DEFAULT_REFERENCE_CONTRAST = 0.085
 #: The contrast scale is never scaled below this fraction of ``sigma``.
@@ -640,8 +640,7 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
     band = _grow(_changed_blocks(level, memory, f), _band_steps(f))
     mode = memory.key[3]
-    full = mode == "full" or (mode == "auto" and level.size <= AUTO_FULL_MAX_VOXELS
-                              and estimate_full_cut_bytes(level.shape) <= budget)
+    full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget))
     if np.count_nonzero(band) > (REUSE_MAX_BAND_FULL if full else REUSE_MAX_BAND) * band.size:
         # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
         return _solve(level, mode, budget, progress, cancel, memory.coarse_weights)
@@ -976,15 +975,14 @@ def _solve(level: _Level, mode: str, budget: int,
     ``weights`` (level shape -> pair weights of its coarse level) is read and filled by a
     coarse-to-fine cut, so that the next cut of the same image skips computing them.
     """
-    shape, voxels = level.shape, level.size
+    shape = level.shape
     full_bytes = estimate_full_cut_bytes(shape)
     can_band = any(f > 1 for f in _coarsen_factors(shape, level.spacing))
     diagonals = getattr(getattr(level, "params", None), "neighbourhood", 6) == 10
     if diagonals:  # checked by _check_diagonals: the full cut fits
         return _cut_full(level, progress, cancel)
     if mode == "auto":
-        small = full_bytes <= budget and voxels <= AUTO_FULL_MAX_VOXELS
-        mode = "full" if small or not can_band else "banded"
+        mode = "full" if _auto_cuts_full(shape, level.spacing, budget) else "banded"
     if mode == "banded" and can_band:
         band_bytes = _banded_bytes(shape, level.spacing, ASSUMED_BAND_FRACTION, budget)
         if band_bytes > budget:
@@ -1006,11 +1004,16 @@ def _coarsen_factors(shape: Sequence[int], spacing: Sequence[float]) -> Tuple[in
     return tuple(2 if n >= 2 and s <= 1.5 * finest else 1 for n, s in zip(shape, spacing))
 
 
-def _auto_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
-    full = estimate_full_cut_bytes(shape)
+def _auto_cuts_full(shape, spacing, budget: float) -> bool:
+    """Whether ``mode="auto"`` cuts a volume in full: it is small and fits the budget, or cannot be coarsened."""
     voxels = int(np.prod(shape, dtype=np.int64))
-    if (full <= budget and voxels <= AUTO_FULL_MAX_VOXELS) or max(_coarsen_factors(shape, spacing)) == 1:
-        return full
+    return ((estimate_full_cut_bytes(shape) <= budget and voxels <= AUTO_FULL_MAX_VOXELS)
+            or max(_coarsen_factors(shape, spacing)) == 1)
+
+
+def _auto_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
+    if _auto_cuts_full(shape, spacing, budget):
+        return estimate_full_cut_bytes(shape)
     return _banded_bytes(shape, spacing, band_fraction, budget)
 
 
