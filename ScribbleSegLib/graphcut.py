@@ -45,7 +45,10 @@ Memory and the coarse-to-fine banded cut
     voxels keep the coarse label, and their pairs with band voxels become terminal
     capacities. Where the new boundary reaches voxels that no band held yet, the
     region around them is re-cut with everything else fixed, up to
-    :data:`BAND_GROWTH_PASSES` times. Every re-cut minimises the energy over its
+    :data:`BAND_GROWTH_PASSES` times. With the 10-neighbourhood the band re-cut has
+    the in-plane diagonals too (as the full cut); the coarse levels, which only place
+    the band, have the 6 axis pairs, whose summed face weights approximate the
+    diagonals' share of a block face. Every re-cut minimises the energy over its
     voxels exactly, so the energy only goes down. What the banded cut can miss are
     parts of the full optimum away from the coarse boundary: specks smaller than a
     block (which a weak boundary term lets through on noisy data), or a stretch of
@@ -132,6 +135,12 @@ GRAPH_BYTES_PER_VOXEL = 240
 FULL_CUT_BYTES_PER_VOXEL = GRAPH_BYTES_PER_VOXEL + 8 + 1
 #: Bytes per band voxel of the band re-cut: the graph and node ids.
 BAND_BYTES_PER_VOXEL = GRAPH_BYTES_PER_VOXEL + 16
+#: Bytes per voxel that the in-plane diagonals add to a graph: two more pairs, four arcs of 32 B.
+DIAGONAL_BYTES_PER_VOXEL = 128
+
+
+def _band_bytes_per_voxel(neighbourhood: int) -> int:
+    return BAND_BYTES_PER_VOXEL + (DIAGONAL_BYTES_PER_VOXEL if neighbourhood == 10 else 0)
 #: Working memory of the slab- and chunk-wise computations, independent of the volume size (generous).
 WORKING_BYTES = 256 * 2**20
 #: Half-width, in full-resolution voxels, of the band re-cut around the coarse boundary.
@@ -179,9 +188,9 @@ class GraphCutParams:
         grid; the boundary is measured in the L1 metric in-plane, so round
         outlines come out blocky).  10 (the default): the in-plane diagonals too, with
         Cauchy-Crofton weights, so in-plane outlines follow the tissue at any
-        angle.  Needs square in-plane pixels and the full cut; where either is
-        missing (a volume cut coarse-to-fine), the 6-neighbourhood is used, with a
-        logged note.
+        angle.  Needs square in-plane pixels (else the 6-neighbourhood is used, with
+        a logged note).  A coarse-to-fine cut has the diagonals in its
+        full-resolution band; its coarse levels, which only place the band, have 6.
     data_term : {"linear", "log"}
         ``linear`` is eq. 5, ``|l - h|``: a confident wrong ``h`` costs as little to
         overrule as an unsure one.  ``log`` uses the log-likelihood ratio, clipped
@@ -484,12 +493,11 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
             _log.info("graph cut: %s; using the 6-neighbourhood", problem)
             level.params = dataclasses.replace(level.params, neighbourhood=6)
     report(progress, "graph cut", 0.0, f"{_fmt_shape(level.shape)} voxels")
-    # The band re-cut has no diagonal pairs: a 10-neighbourhood cut always starts from scratch.
     weights = None
     if memory is not None:
         memory.follow(level, image, mode)
         weights = memory.coarse_weights
-    warm = memory is not None and memory.labels is not None and level.params.neighbourhood == 6
+    warm = memory is not None and memory.labels is not None
     labels = _cut_from_memory(level, memory, budget, progress, cancel) if warm else \
         _solve(level, mode, budget, progress, cancel, weights)
     if memory is not None:
@@ -640,7 +648,8 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
     band = _grow(_changed_blocks(level, memory, f), _band_steps(f))
     mode = memory.key[3]
-    full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget))
+    full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget,
+                                                                  _neighbourhood(level)))
     if np.count_nonzero(band) > (REUSE_MAX_BAND_FULL if full else REUSE_MAX_BAND) * band.size:
         # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
         return _solve(level, mode, budget, progress, cancel, memory.coarse_weights)
@@ -717,11 +726,11 @@ def energy(labels: np.ndarray, h: np.ndarray, image: np.ndarray, scribbles: np.n
 def estimate_full_cut_bytes(shape: Sequence[int], neighbourhood: int = 6) -> int:
     """Bytes a full cut of a ``(Z, Y, X)`` volume needs beyond its inputs.
 
-    About :data:`FULL_CUT_BYTES_PER_VOXEL` per voxel (64 more with the
-    in-plane diagonals: two more pairs, four arcs of 32 B... counted as 2 x 32)
-    plus a fixed :data:`WORKING_BYTES` for the slab-wise weights.
+    About :data:`FULL_CUT_BYTES_PER_VOXEL` per voxel (:data:`DIAGONAL_BYTES_PER_VOXEL`
+    more with the in-plane diagonals) plus a fixed :data:`WORKING_BYTES` for the
+    slab-wise weights.
     """
-    per_voxel = FULL_CUT_BYTES_PER_VOXEL + (128 if neighbourhood == 10 else 0)
+    per_voxel = FULL_CUT_BYTES_PER_VOXEL + (DIAGONAL_BYTES_PER_VOXEL if neighbourhood == 10 else 0)
     return int(np.prod([int(n) for n in shape], dtype=np.int64)) * per_voxel + WORKING_BYTES
 
 
@@ -920,18 +929,16 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
 
 
 def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:
-    """Why the 10-neighbourhood cannot be used here ("" if it can): it needs square in-plane pixels and a
-    full cut that fits the budget (the coarse-to-fine cut has no diagonal pairs)."""
+    """Why the 10-neighbourhood cannot be used here ("" if it can): it needs square in-plane pixels, and
+    ``mode="full"`` a full cut with the diagonals that fits the budget (``auto`` then cuts coarse-to-fine,
+    whose band re-cut has the diagonals too)."""
     sy, sx = level.spacing[1], level.spacing[2]
     if abs(sy - sx) > 0.01 * max(sy, sx):
         return f"in-plane diagonals need square pixels, not {sy:g} x {sx:g} mm"
-    if mode == "banded":
-        return "in-plane diagonals need the full cut, not the banded one"
     needed = estimate_full_cut_bytes(level.shape, 10)
-    if needed > budget or (mode == "auto" and level.size > AUTO_FULL_MAX_VOXELS):
+    if mode == "full" and needed > budget:
         return (f"a full cut of {_fmt_shape(level.shape)} voxels with in-plane diagonals needs about "
-                f"{_fmt_bytes(needed)} (budget {_fmt_bytes(budget)})" if needed > budget else
-                f"{_fmt_shape(level.shape)} voxels are cut coarse-to-fine, which has no diagonal pairs")
+                f"{_fmt_bytes(needed)} (budget {_fmt_bytes(budget)})")
     return ""
 
 
@@ -976,15 +983,13 @@ def _solve(level: _Level, mode: str, budget: int,
     coarse-to-fine cut, so that the next cut of the same image skips computing them.
     """
     shape = level.shape
-    full_bytes = estimate_full_cut_bytes(shape)
+    nb = _neighbourhood(level)
+    full_bytes = estimate_full_cut_bytes(shape, nb)
     can_band = any(f > 1 for f in _coarsen_factors(shape, level.spacing))
-    diagonals = getattr(getattr(level, "params", None), "neighbourhood", 6) == 10
-    if diagonals:  # checked by _check_diagonals: the full cut fits
-        return _cut_full(level, progress, cancel)
     if mode == "auto":
-        mode = "full" if _auto_cuts_full(shape, level.spacing, budget) else "banded"
+        mode = "full" if _auto_cuts_full(shape, level.spacing, budget, nb) else "banded"
     if mode == "banded" and can_band:
-        band_bytes = _banded_bytes(shape, level.spacing, ASSUMED_BAND_FRACTION, budget)
+        band_bytes = _banded_bytes(shape, level.spacing, ASSUMED_BAND_FRACTION, budget, nb)
         if band_bytes > budget:
             raise ScribbleSegError(
                 f"graph cut: even a coarse-to-fine cut of {_fmt_shape(shape)} voxels needs about "
@@ -1004,10 +1009,15 @@ def _coarsen_factors(shape: Sequence[int], spacing: Sequence[float]) -> Tuple[in
     return tuple(2 if n >= 2 and s <= 1.5 * finest else 1 for n, s in zip(shape, spacing))
 
 
-def _auto_cuts_full(shape, spacing, budget: float) -> bool:
+def _neighbourhood(level: "_Level") -> int:
+    """6 or 10: the in-plane diagonals are pairs of the full-resolution level only (coarse levels have 6)."""
+    return getattr(getattr(level, "params", None), "neighbourhood", 6)
+
+
+def _auto_cuts_full(shape, spacing, budget: float, neighbourhood: int = 6) -> bool:
     """Whether ``mode="auto"`` cuts a volume in full: it is small and fits the budget, or cannot be coarsened."""
     voxels = int(np.prod(shape, dtype=np.int64))
-    return ((estimate_full_cut_bytes(shape) <= budget and voxels <= AUTO_FULL_MAX_VOXELS)
+    return ((estimate_full_cut_bytes(shape, neighbourhood) <= budget and voxels <= AUTO_FULL_MAX_VOXELS)
             or max(_coarsen_factors(shape, spacing)) == 1)
 
 
@@ -1017,10 +1027,10 @@ def _auto_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
     return _banded_bytes(shape, spacing, band_fraction, budget)
 
 
-def _banded_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
+def _banded_bytes(shape, spacing, band_fraction: float, budget: float, neighbourhood: int = 6) -> int:
     f = _coarsen_factors(shape, spacing)
     if max(f) == 1:  # nothing to downsample: the banded cut is a full cut
-        return estimate_full_cut_bytes(shape)
+        return estimate_full_cut_bytes(shape, neighbourhood)
     coarse_shape = tuple(-(-n // k) for n, k in zip(shape, f))
     coarse_spacing = tuple(s * k for s, k in zip(spacing, f))
     voxels = int(np.prod(shape, dtype=np.int64))
@@ -1028,7 +1038,7 @@ def _banded_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
     # Kept throughout: the labels (1 B/voxel) and the coarse h, pair weights, seeds and labels.
     kept = voxels + coarse_voxels * (4 + 12 + 1 + 1)
     coarse = _auto_bytes(coarse_shape, coarse_spacing, band_fraction, budget)
-    band = int(band_fraction * voxels) * BAND_BYTES_PER_VOXEL + WORKING_BYTES
+    band = int(band_fraction * voxels) * _band_bytes_per_voxel(neighbourhood) + WORKING_BYTES
     return kept + max(coarse, band)
 
 
@@ -1071,7 +1081,7 @@ def _slabs(n: int, plane: int, multiple: int = 1) -> Iterator[Tuple[int, int]]:
 def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
     Z, Y, X = level.shape
     name = _fmt_shape(level.shape)
-    diagonals = getattr(getattr(level, "params", None), "neighbourhood", 6) == 10
+    diagonals = _neighbourhood(level) == 10
     pairs = (Z - 1) * Y * X + Z * (Y - 1) * X + Z * Y * (X - 1) + (2 * Z * (Y - 1) * (X - 1) if diagonals else 0)
     graph = maxflow.Graph[float](Z * Y * X, pairs)
     ids = graph.add_grid_nodes((Z, Y, X))
@@ -1293,6 +1303,28 @@ class _BandChunk:
                     u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
                 yield axis, step, face, sel, u, u_block, u_ids
 
+    def diagonal_pairs(self) -> Iterator[tuple]:
+        """The in-plane diagonal pairs of every voxel, per offset (all four, so that each voxel sees all).
+
+        Yields ``(forward, sel, u, u_ids)``: ``forward`` is true for the offsets of
+        :data:`_DIAGONALS` (a pair between two band voxels is added once, from
+        those); ``sel`` marks the voxels the volume has whose neighbour it has too;
+        ``u`` are the neighbours' flat indices (clipped into the volume where not
+        ``sel``) and ``u_ids`` their node ids, -1 where not ``sel`` or outside the band.
+        """
+        band = self.band
+        _, Y, X = band.shape
+        fz, fy, fx = band.f
+        _, BY, BX = band.mask.shape
+        z = self.coords[0]
+        for dy, dx in _DIAGONALS + tuple((-dy, -dx) for dy, dx in _DIAGONALS):
+            y, x = self.coords[1] + dy, self.coords[2] + dx
+            sel = self.valid & (y >= 0) & (y < Y) & (x >= 0) & (x < X)
+            y, x = np.clip(y, 0, Y - 1), np.clip(x, 0, X - 1)
+            rank = np.where(sel, band.rank[((z // fz) * BY + y // fy) * BX + x // fx], -1)
+            local = ((z % fz) * fy + y % fy) * fx + x % fx
+            yield (dy, dx) in _DIAGONALS, sel, (z * Y + y) * X + x, np.where(rank >= 0, rank * band.per_block + local, -1)
+
 
 def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
                 cancel: Optional[CancelToken], weights: Optional[dict] = None) -> np.ndarray:
@@ -1326,7 +1358,8 @@ def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.nda
     lies on the edge of the explored region and may want to move further.
     """
     name = _fmt_shape(level.shape)
-    needed = band.nodes * BAND_BYTES_PER_VOXEL + WORKING_BYTES
+    diagonals = _neighbourhood(level) == 10
+    needed = band.nodes * _band_bytes_per_voxel(_neighbourhood(level)) + WORKING_BYTES
     if needed > budget:
         raise ScribbleSegError(
             f"graph cut: the band around the coarse boundary of {name} voxels has {band.nodes} voxels and needs "
@@ -1335,30 +1368,44 @@ def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.nda
     check(cancel)
     report(progress, "graph cut", 0.0, f"{name}: band of {band.nodes} voxels, building the graph")
     flat_labels, h, seeds = labels.reshape(-1), level.h.reshape(-1), level.seeds.reshape(-1)
-    graph = maxflow.Graph[float](band.nodes, 3 * band.nodes)
+    # With the diagonals, in-plane axis pairs take their Cauchy-Crofton share, as in the full cut.
+    scale = (1.0, _CROFTON_AXIS, _CROFTON_AXIS) if diagonals else (1.0, 1.0, 1.0)
+    graph = maxflow.Graph[float](band.nodes, (5 if diagonals else 3) * band.nodes)
     graph.add_nodes(band.nodes)
     for chunk in band.chunks():
         check(cancel)
         source, sink = _unary(h[chunk.flat], seeds[chunk.flat], level.seed_capacity)
         source[~chunk.valid] = sink[~chunk.valid] = 0.0
         data = level.voxel_data(chunk.flat)
+
+        def link(index, w, forward, u, u_ids):
+            """Pairs of the voxels ``chunk.flat[index]`` with ``u``: an edge where ``u`` is in the band
+            (from the forward side only), else the fixed neighbour's label in the data term."""
+            in_band = u_ids >= 0
+            if forward:
+                graph.add_edges(chunk.ids[index][in_band], u_ids[in_band], w[in_band], w[in_band])
+            # A fixed neighbour makes the band voxel pay w for taking the other label.
+            w[in_band] = 0.0
+            heart = flat_labels[u] == 1
+            sink[index] += w * heart
+            source[index] += w * ~heart
+
         for axis in range(3):
             if band.f[axis] > 1:
                 lo, hi = chunk.inner_pairs(axis)
                 w = level.pair_weights(axis, chunk.flat[lo], chunk.flat[hi], _part(data, lo), _part(data, hi))
-                w *= chunk.valid[lo] & chunk.valid[hi]  # no pairs with voxels the volume lacks
+                w *= (chunk.valid[lo] & chunk.valid[hi]) * scale[axis]  # no pairs with voxels the volume lacks
                 graph.add_edges(chunk.ids[lo], chunk.ids[hi], w, w)
         for axis, step, face, sel, u, _, u_ids in chunk.face_pairs():
             w = level.pair_weights(axis, chunk.flat[face], u, _part(data, face))
-            w *= sel
-            in_band = u_ids >= 0
-            if step == 1:  # a pair between two band blocks is added once, from its first block
-                graph.add_edges(chunk.ids[face][in_band], u_ids[in_band], w[in_band], w[in_band])
-            # A fixed neighbour makes the band voxel pay w for taking the other label.
-            w[in_band] = 0.0
-            heart = flat_labels[u] == 1
-            sink[face] += w * heart
-            source[face] += w * ~heart
+            w *= sel * scale[axis]
+            link(face, w, step == 1, u, u_ids)  # a pair between two band blocks is added from its first block
+        if diagonals:
+            whole = (slice(None),) * 4
+            for forward, sel, u, u_ids in chunk.diagonal_pairs():
+                w = level.pair_weights(2, chunk.flat, u, data) * _CROFTON_DIAGONAL
+                w *= sel
+                link(whole, w, forward, u, u_ids)
         graph.add_grid_tedges(chunk.ids, source, sink)
     check(cancel)
     report(progress, "graph cut", 0.5, f"{name}: band max-flow")

@@ -124,10 +124,11 @@ def test_every_seed_is_honoured_against_the_data(mode):
     assert np.all(labels[scribbles == 2] == 0)
 
 
+@pytest.mark.parametrize("neighbourhood", [6, 10])
 @pytest.mark.parametrize("shape", [(24, 64, 64), (13, 45, 51)])  # odd sizes: blocks cut off by the edges
-def test_banded_equals_full_on_a_phantom(shape):
+def test_banded_equals_full_on_a_phantom(shape, neighbourhood):
     h, image, scribbles, truth = ellipsoid_case(shape)
-    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0, neighbourhood=neighbourhood)
     full = graph_cut(h, image, scribbles, params=params, mode="full")
     banded = graph_cut(h, image, scribbles, params=params, mode="banded")
     assert dice(banded, full) >= 0.999
@@ -137,13 +138,17 @@ def test_banded_equals_full_on_a_phantom(shape):
     assert e_full <= e_banded + 1e-6 and e_banded <= e_full * 1.0005
 
 
+@pytest.mark.parametrize("neighbourhood", [6, 10])
 @pytest.mark.parametrize("shape", [(24, 64, 64), (13, 45, 51)])
-def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monkeypatch):
+def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, neighbourhood, monkeypatch):
     # Small volumes are mostly band: make sure the band re-cut runs rather than a cut from scratch.
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 1.0)
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)
+    recuts = []
+    real_recut = graphcut._recut_band
+    monkeypatch.setattr(graphcut, "_recut_band", lambda *a, **k: recuts.append(1) or real_recut(*a, **k))
     h, image, scribbles, truth = ellipsoid_case(shape)
-    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0, neighbourhood=neighbourhood)
     memory = CutMemory()
     first = graph_cut(h, image, scribbles, params=params, memory=memory)
     assert memory.labels is not None and np.array_equal(memory.labels, first)
@@ -154,7 +159,9 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, monke
     h2[:, :, shape[2] // 3:] *= 0.1
     scribbles2 = scribbles.copy()
     scribbles2[shape[0] // 2, 2, :] = 2
+    recuts.clear()
     warm = graph_cut(h2, image, scribbles2, params=params, memory=memory)
+    assert recuts  # started from the last labels
     fresh = graph_cut(h2, image, scribbles2, params=params)
     assert dice(warm, fresh) >= 0.999
     assert np.count_nonzero(warm != first) > 100  # it did move with the data
@@ -426,13 +433,45 @@ def test_the_10_neighbourhood_falls_back_where_it_cannot_cut(caplog):
     h, image, scribbles, _ = ellipsoid_case((6, 24, 24), 0.3, 0)
     params = GraphCutParams(gamma=1.0, neighbourhood=10)
     with caplog.at_level("INFO", logger="ScribbleSegLib.graphcut"):
-        banded = graph_cut(h, image, scribbles, params=params, mode="banded")
         oblong = graph_cut(h, image, scribbles, spacing_zyx=(1.0, 1.0, 2.0), params=params)
-    assert banded.shape == oblong.shape == h.shape
+        tight = graph_cut(h, image, scribbles, params=params, mode="full",
+                          memory_budget=graphcut.estimate_full_cut_bytes(h.shape, 6))
+    assert oblong.shape == tight.shape == h.shape
     notes = [r.getMessage() for r in caplog.records]
-    assert any("banded" in m for m in notes) and any("square pixels" in m for m in notes)
+    assert any("square pixels" in m for m in notes) and any("with in-plane diagonals needs" in m for m in notes)
     with pytest.raises(ScribbleSegError, match="neighbourhood"):
         GraphCutParams(neighbourhood=8)
+
+
+@pytest.mark.parametrize("neighbourhood", [6, 10])
+@pytest.mark.parametrize("blocks", [(0, 4), (0, 1), (1, 3), (2, 4)])  # corner-to-corner, side by side, ...
+def test_a_band_re_cut_is_the_minimum_with_the_rest_fixed(blocks, neighbourhood):
+    # Two of the six 1x2x2 blocks of a 1x4x6 volume are re-cut, the rest fixed: brute force over their 8 voxels.
+    # A weak boundary term against a data term near 1/2, so that data and pairs compete; 8 random cases each.
+    from itertools import product
+
+    shape = (1, 4, 6)
+    mask = np.zeros((1, 2, 3), bool)
+    mask.flat[list(blocks)] = True
+    in_band = mask.repeat(2, axis=1).repeat(2, axis=2)
+    params = GraphCutParams(**AS_GIVEN, gamma=0.1, sigma=0.3, delta=0.1, neighbourhood=neighbourhood)
+    for trial in range(8):
+        rng = np.random.default_rng(10 * trial + sum(blocks))
+        h = (0.5 + 0.4 * (rng.random(shape) - 0.5)).astype(np.float32)
+        image = rng.integers(100, 140, shape + (3,)).astype(np.uint8)
+        scribbles = np.zeros(shape, np.uint8)
+        scribbles[0, 0, 0], scribbles[0, 3, 5] = 1, 2
+        start = rng.integers(0, 2, shape).astype(np.uint8)
+        energies = {}
+        for bits in product((0, 1), repeat=8):
+            labels = start.copy()
+            labels[in_band] = bits
+            energies[bits] = energy(labels, h, image, scribbles, params=params)
+        level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0), params)
+        labels = start.copy()
+        graphcut._recut_band(level, labels, graphcut._Band(mask, (1, 2, 2), shape), mask.copy(), 2**30, None, None)
+        assert np.array_equal(labels[~in_band], start[~in_band])
+        assert energies[tuple(labels[in_band])] == pytest.approx(min(energies.values()), abs=1e-6), trial
 
 
 def _discs(radius, centres, size=96):
