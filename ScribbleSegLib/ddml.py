@@ -469,6 +469,38 @@ def _seeded(seed: int, build):
         return build()
 
 
+class _Adam:
+    """Adam with L2 weight decay (Kingma & Ba), the update of ``torch.optim.Adam``'s single-tensor path.
+
+    Why not ``torch.optim.Adam``: its constructor imports ``torch._dynamo`` (with sympy, about 800
+    modules), which costs 1-2 s on the first re-run of every process -- as much as the training itself.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        beta1, beta2 = self.betas
+        step_size = self.lr / (1 - beta1 ** self.steps)
+        correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
+        for p, (m, v) in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            grad = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            p.addcdiv_(m, (v.sqrt() / correction2_sqrt).add_(self.eps), value=-step_size)
+
+
 def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None, seed: int = 0,
                progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> DDMLNet:
     """Train the DDML network ``f`` on labelled pixels (paper eq. 1-3).
@@ -501,7 +533,7 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
     with torch.no_grad():
         f.mean.copy_(xt.mean(dim=0))
         f.inv_std.copy_(1.0 / xt.std(dim=0).clamp_min(1e-3))
-    optimizer = torch.optim.Adam(f.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _Adam(f.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     by_class = [torch.nonzero(yt == c).reshape(-1) for c in (0, 1)]
     half = config.batch_size // 2
@@ -516,7 +548,7 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
             check(cancel)
             batch = torch.cat([idx[torch.randint(len(idx), (half,), generator=generator)] for idx in by_class])
             loss = _pair_loss(f(xt[batch]), *pair_terms, config.beta)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             f.loss_history.append(float(loss.detach()))
@@ -556,13 +588,13 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
     target = yt.to(torch.float32)
     counts = torch.bincount(yt, minlength=2).to(torch.float32)
     sample_weight = (0.5 / counts)[yt]
-    optimizer = torch.optim.Adam(head.parameters(), lr=config.head_lr, weight_decay=config.head_weight_decay)
+    optimizer = _Adam(head.parameters(), lr=config.head_lr, weight_decay=config.head_weight_decay)
     report_every = max(1, config.head_steps // 20)
     with torch_threads(1):
         for step in range(config.head_steps):
             check(cancel)
             loss = F.binary_cross_entropy_with_logits(head.logit(z), target, weight=sample_weight, reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             head.loss_history.append(float(loss.detach()))

@@ -314,3 +314,45 @@ def test_bad_config_is_refused():
         DDMLConfig(scribble_share=1.5)
     with pytest.raises(ScribbleSegError, match="beta"):
         DDMLConfig(beta=0)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_takes_the_steps_of_torch_adam(weight_decay):
+    # The same small regression trained with ddml._Adam and with torch.optim.Adam: the same trajectory.
+    rng = np.random.default_rng(3)
+    x = torch.as_tensor(rng.normal(size=(64, 5)), dtype=torch.float32)
+    y = torch.as_tensor(rng.normal(size=(64, 1)), dtype=torch.float32)
+    nets = []
+    for make in (lambda p: ddml._Adam(p, lr=0.05, weight_decay=weight_decay),
+                 lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=weight_decay)):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        optimizer = make(net.parameters())
+        for _ in range(50):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(net(x), y).backward()
+            optimizer.step()
+        nets.append(net)
+    torch.manual_seed(0)
+    start = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    for mine, theirs in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(nets[0].parameters(), start.parameters()))
+    assert moved > 0.05  # it did train
+
+
+def test_adaptation_does_not_import_the_torch_compiler():
+    # torch.optim's optimizers import torch._dynamo (and sympy) on first use: 1-2 s added to a re-run.
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, torch\n"
+            "from ScribbleSegLib import ddml\n"
+            "before = set(sys.modules)\n"
+            "rng = np.random.default_rng(0)\n"
+            "x, y = rng.normal(size=(400, 8)).astype(np.float32), np.arange(400) % 2\n"
+            "c = ddml.DDMLConfig(steps=3, head_steps=3, batch_size=16)\n"
+            "ddml.train_head(ddml.train_ddml(x, y, c), x, y, c)\n"
+            "print(sorted(m for m in set(sys.modules) - before if m.startswith(('torch._dynamo', 'sympy')))[:3])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
