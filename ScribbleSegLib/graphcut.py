@@ -736,7 +736,7 @@ def estimate_full_cut_bytes(shape: Sequence[int], neighbourhood: int = 6) -> int
 
 def estimate_banded_cut_bytes(shape: Sequence[int], spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
                               band_fraction: float = ASSUMED_BAND_FRACTION,
-                              memory_budget: Optional[int] = None) -> int:
+                              memory_budget: Optional[int] = None, neighbourhood: int = 6) -> int:
     """Bytes a coarse-to-fine banded cut of a ``(Z, Y, X)`` volume needs beyond its inputs.
 
     Parameters
@@ -750,9 +750,12 @@ def estimate_banded_cut_bytes(shape: Sequence[int], spacing_zyx: Sequence[float]
     memory_budget : int, optional
         The budget :func:`graph_cut` would use; it decides, as there, whether the
         coarse level is itself cut in full or banded.  ``None``: unlimited.
+    neighbourhood : {6, 10}
+        With 10, the band's graph has the in-plane diagonals too (:data:`DIAGONAL_BYTES_PER_VOXEL`).
     """
     budget = math.inf if memory_budget is None else memory_budget
-    return _banded_bytes(tuple(int(n) for n in shape), tuple(float(s) for s in spacing_zyx), band_fraction, budget)
+    return _banded_bytes(tuple(int(n) for n in shape), tuple(float(s) for s in spacing_zyx), band_fraction, budget,
+                         neighbourhood)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -935,9 +938,15 @@ def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:
     sy, sx = level.spacing[1], level.spacing[2]
     if abs(sy - sx) > 0.01 * max(sy, sx):
         return f"in-plane diagonals need square pixels, not {sy:g} x {sx:g} mm"
-    needed = estimate_full_cut_bytes(level.shape, 10)
-    if mode == "full" and needed > budget:
-        return (f"a full cut of {_fmt_shape(level.shape)} voxels with in-plane diagonals needs about "
+    if mode == "full":
+        needed, how = estimate_full_cut_bytes(level.shape, 10), "full"
+    elif mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget, 10):
+        return ""
+    else:  # auto then cuts coarse-to-fine too
+        needed = _banded_bytes(level.shape, level.spacing, ASSUMED_BAND_FRACTION, budget, 10)
+        how = "coarse-to-fine"
+    if needed > budget:
+        return (f"a {how} cut of {_fmt_shape(level.shape)} voxels with in-plane diagonals needs about "
                 f"{_fmt_bytes(needed)} (budget {_fmt_bytes(budget)})")
     return ""
 

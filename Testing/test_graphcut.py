@@ -363,6 +363,9 @@ def test_memory_estimates():
     full = estimate_full_cut_bytes((64, 512, 512))
     assert 257 * voxels < full < 300 * voxels + 2**30
     assert estimate_banded_cut_bytes((64, 512, 512)) * 3 < full
+    # The in-plane diagonals add four arcs per band voxel.
+    extra = estimate_banded_cut_bytes((64, 512, 512), neighbourhood=10) - estimate_banded_cut_bytes((64, 512, 512))
+    assert extra == pytest.approx(graphcut.ASSUMED_BAND_FRACTION * voxels * graphcut.DIAGONAL_BYTES_PER_VOXEL, rel=0.01)
     # Thick sections are only downsampled in-plane, so the coarse level is larger.
     assert estimate_banded_cut_bytes((64, 512, 512), (4.0, 1.0, 1.0)) > estimate_banded_cut_bytes((64, 512, 512))
     assert graphcut.available_memory() > 0
@@ -432,13 +435,19 @@ def test_a_45_degree_boundary_costs_its_euclidean_length_with_diagonals():
 def test_the_10_neighbourhood_falls_back_where_it_cannot_cut(caplog):
     h, image, scribbles, _ = ellipsoid_case((6, 24, 24), 0.3, 0)
     params = GraphCutParams(gamma=1.0, neighbourhood=10)
+    h2, image2, scribbles2, _ = ellipsoid_case((32, 128, 128), 0.05, 0)
+    # Enough for this volume's band with 6 neighbours (a fifth of it), not for the estimate with diagonals.
+    six_only = graphcut.estimate_banded_cut_bytes(h2.shape, neighbourhood=10) - 2**20
     with caplog.at_level("INFO", logger="ScribbleSegLib.graphcut"):
         oblong = graph_cut(h, image, scribbles, spacing_zyx=(1.0, 1.0, 2.0), params=params)
         tight = graph_cut(h, image, scribbles, params=params, mode="full",
                           memory_budget=graphcut.estimate_full_cut_bytes(h.shape, 6))
-    assert oblong.shape == tight.shape == h.shape
+        tight_band = graph_cut(h2, image2, scribbles2, params=params, mode="banded", memory_budget=six_only)
+    assert oblong.shape == tight.shape == h.shape and tight_band.shape == h2.shape
     notes = [r.getMessage() for r in caplog.records]
-    assert any("square pixels" in m for m in notes) and any("with in-plane diagonals needs" in m for m in notes)
+    assert any("square pixels" in m for m in notes)
+    assert any("a full cut" in m and "with in-plane diagonals needs" in m for m in notes)
+    assert any("a coarse-to-fine cut" in m and "with in-plane diagonals needs" in m for m in notes)
     with pytest.raises(ScribbleSegError, match="neighbourhood"):
         GraphCutParams(neighbourhood=8)
 
