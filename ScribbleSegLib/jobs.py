@@ -159,7 +159,7 @@ def replace_fields(defaults: Any, values: Dict[str, Any], name: str) -> Any:
             raise ScribbleSegError(f"{name}.{key} must be a number, got {value!r}")
     try:
         return dataclasses.replace(defaults, **values)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ScribbleSegError) as exc:  # the class's own checks, named by where they came from
         raise ScribbleSegError(f"{name}: {exc}") from None
 
 

@@ -263,12 +263,13 @@ class _RequestChecker:
         values = self.value(field, default, (list,))
         return [self.path_value(v, f"{field}[{i}]", must_exist=True) for i, v in enumerate(values)]
 
-    def number_dict(self, field: str) -> Dict[str, Optional[Union[int, float]]]:
+    def settings_dict(self, field: str) -> Dict[str, Optional[Union[int, float, str]]]:
+        """A dict of JSON scalars; each field's type and value are checked by ``jobs.settings``, as for
+        job files (numbers; strings for choices such as ``cut.data_term``; null for optional settings)."""
         values = self.value(field, {}, (dict,))
         for key, value in values.items():
-            # null turns an optional setting off (cut.reference_radius); jobs.settings refuses it for the others.
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise self.fail(f"{field}.{key}", f"must be a number, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+                raise self.fail(f"{field}.{key}", f"must be a number or a string, got {value!r}")
         return dict(values)
 
     def common(self, task: str) -> Dict[str, Any]:
@@ -293,8 +294,8 @@ class _RequestChecker:
             **self.common("segment"),
             **inputs,
             "method": method,
-            "cut": self.number_dict("cut"),
-            "ddml": self.number_dict("ddml"),
+            "cut": self.settings_dict("cut"),
+            "ddml": self.settings_dict("ddml"),
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
             "outputs": {
                 "labels": self.path_value(outputs["labels"], "outputs.labels", must_exist=False),

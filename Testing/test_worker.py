@@ -100,8 +100,8 @@ def test_request_paths_are_resolved_against_the_request_folder(tmp_path):
     ({"task": "segment", "image": "i.nrrd", "model": "i.nrrd"}, "'scribbles' is missing"),
     ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "method": "magic",
       "outputs": {"labels": "l.nrrd"}}, "'method' must be one of munet, ddml, full"),
-    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "cut": {"gamma": "big"},
-      "outputs": {"labels": "l.nrrd"}}, "'cut.gamma' must be a number"),
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "cut": {"gamma": [8]},
+      "outputs": {"labels": "l.nrrd"}}, "'cut.gamma' must be a number or a string"),
     ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "device": "tpu",
       "outputs": {"labels": "l.nrrd"}}, "'device' must be one of auto, cpu, cuda"),
     ({"task": "train", "images": ["i.nrrd"], "labels": [], "output": "m.model"}, "one label per image"),
@@ -163,6 +163,29 @@ def test_optional_settings_may_be_turned_off_and_others_may_not(tmp_path):
     assert (cut.reference_radius, cut.reference_contrast, cut.gamma) == (None, None, 4.0)
     with pytest.raises(ScribbleSegError, match=r"gamma must be a number, got None"):
         jobs.settings(job({"gamma": None}))
+
+
+def test_choice_settings_pass_a_request_and_are_checked_as_in_job_files(tmp_path):
+    # Strings reach jobs.settings, which checks each field's type and value (one check for requests and jobs).
+    from ScribbleSegLib import jobs
+
+    for name in ("i.nrrd", "m.model"):
+        (tmp_path / name).write_bytes(b"")
+    fields = {"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "m.model",
+              "cut": {"data_term": "linear", "neighbourhood": 6}, "ddml": {"evaluation": "exact"},
+              "outputs": {"labels": "l.nrrd"}}
+    request = worker.load_request(worker.write_request(tmp_path / "r.json", fields))
+
+    def job(cut, ddml):
+        return jobs.SegmentFiles(image=str(tmp_path / "i.nrrd"), model="m", labels=str(tmp_path / "o.nrrd"),
+                                 cut=cut, ddml=ddml, names={"cut": "request field 'cut'", "ddml": "request field 'ddml'"})
+
+    cut, config = jobs.settings(job(request["cut"], request["ddml"]))
+    assert (cut.data_term, cut.neighbourhood, config.evaluation) == ("linear", 6, "exact")
+    with pytest.raises(ScribbleSegError, match=r"gamma must be a number, got 'big'"):
+        jobs.settings(job({"gamma": "big"}, {}))
+    with pytest.raises(ScribbleSegError, match=r"request field 'cut'.*data_term"):
+        jobs.settings(job({"data_term": "cubic"}, {}))
 
 
 # ---------------------------------------------------------------------------
