@@ -1,0 +1,131 @@
+"""Candidate settings on the bench's validation volumes, in-family and cross-family.
+
+Runs the pipeline with each candidate setting (``DDMLConfig`` and ``GraphCutParams``
+fields, as a job file gives them) on the validation volumes of ``scribbleseg
+bench`` (volumes 2 and 3 of each phantom family) with the networks it trained,
+for every protocol (networks of family F on volumes of family G) and scribble
+pattern (round 1: every 10th heart section), and prints the IoU of each stage
+(M-Unet ``p > 1/2``, adapted ``h > 1/2``, the cut) as the mean over the four
+protocols, in-family and cross-family.  This is how a default is checked before
+it changes; the test volumes (4 and 5) stay out of it::
+
+    python benchmarks/bench_settings.py --models scribbleseg-bench \\
+        --settings '{"name": "100 steps", "ddml": {"steps": 100}}' '{"name": "gamma 12", "cut": {"gamma": 12}}'
+
+The defaults are always run first.  ``--cache DIR`` keeps the networks' outputs per
+volume (``<model family>_<volume family><index>.npz``), so a second run skips the
+M-Unet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+STAGES = ("M-Unet", "+ adaptation", "+ cut")
+
+
+def _outputs(volume, model, cache: Path, name: str):
+    """The M-Unet's probability and features of a volume, from ``cache`` when there."""
+    from ScribbleSegLib import protocol
+    from ScribbleSegLib.pipeline import network_scale
+
+    path = None if cache is None else cache / f"{name}.npz"
+    if path is not None and path.exists():
+        with np.load(path) as stored:
+            return stored["prob"], stored["feats"]
+    scale = network_scale(volume.image.geometry.spacing[:2], model)
+    prob, feats = protocol.compute_outputs(volume.image.array, model, None, scale=scale).munet
+    prob, feats = np.asarray(prob), np.asarray(feats)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, prob=prob, feats=feats)
+    return prob, feats
+
+
+def _iou(truth: np.ndarray, pred: np.ndarray) -> float:
+    union = np.count_nonzero(truth | pred)
+    return float(np.count_nonzero(truth & pred) / union) if union else 1.0
+
+
+def main(argv=None) -> int:
+    from ScribbleSegLib import scribbles
+    from ScribbleSegLib.ddml import DDMLConfig
+    from ScribbleSegLib.graphcut import GraphCutParams
+    from ScribbleSegLib.jobs import replace_fields
+    from ScribbleSegLib.model_file import load_model
+    from ScribbleSegLib.phantom import FAMILIES
+    from ScribbleSegLib.pipeline import segment
+    from ScribbleSegLib.protocol import make_volumes
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, required=True, help="folder with munet_<family>.model files")
+    parser.add_argument("--settings", nargs="*", default=[],
+                        help='candidates, each a JSON object {"name": ..., "ddml": {...}, "cut": {...}}')
+    parser.add_argument("--volumes", type=int, nargs="+", default=[2, 3], help="phantom indices (bench: 2 3 validation)")
+    parser.add_argument("--patterns", type=int, default=2, help="scribble patterns per volume")
+    parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
+    parser.add_argument("--cache", type=Path, help="folder for the networks' outputs per volume")
+    args = parser.parse_args(argv)
+
+    candidates = [("defaults", DDMLConfig(), GraphCutParams())]
+    for text in args.settings:
+        spec = json.loads(text)
+        unknown = set(spec) - {"name", "ddml", "cut"}
+        if unknown or "name" not in spec:
+            parser.error(f"--settings {text!r}: expected {{\"name\": ..., \"ddml\": {{...}}, \"cut\": {{...}}}}")
+        candidates.append((spec["name"], replace_fields(DDMLConfig(), spec.get("ddml", {}), "ddml"),
+                           replace_fields(GraphCutParams(), spec.get("cut", {}), "cut")))
+
+    families = tuple(FAMILIES)
+    vols = {f: make_volumes(max(args.volumes) + 1, args.seed, None, f) for f in families}
+    iou: Dict[tuple, List[float]] = {}
+    for train in families:
+        model = load_model(args.models / f"munet_{train}.model", device="cpu")
+        for test in families:
+            protocol_name = f"{train}→{test}"
+            for i in args.volumes:
+                v = vols[test][i]
+                features = _outputs(v, model, args.cache, f"{train}_{test}{i}")
+                truth = v.label > 0
+                for pattern in range(args.patterns):
+                    s = scribbles.simulate_scribbles(v.label, seed=pattern, every=10, tissue=v.tissue > 0,
+                                                     spacing=v.image.geometry.spacing)
+                    for name, config, cut in candidates:
+                        r = segment(v.image, s, model, features=features, ddml_config=config, cut_params=cut,
+                                    suggest=0)
+                        for stage, pred in zip(STAGES, (r.munet_probability > 0.5, r.probability > 0.5,
+                                                        r.labels > 0)):
+                            iou.setdefault((name, stage, protocol_name), []).append(_iou(truth, pred))
+            print(f"{protocol_name} done", file=sys.stderr, flush=True)
+
+    protocols = [f"{a}→{b}" for a in families for b in families]
+    in_family = [p for p in protocols if p[0] == p[-1]]
+    cross = [p for p in protocols if p[0] != p[-1]]
+
+    def mean(name, stage, which):
+        return float(np.mean([np.mean(iou[(name, stage, p)]) for p in which]))
+
+    print(f"Validation volumes {args.volumes} of each family, {args.patterns} scribble pattern(s), round 1 "
+          f"(every 10th heart section); networks from {args.models}.\n")
+    print("| setting | stage | mean of 4 protocols | in-family | cross-family | " + " | ".join(protocols) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(protocols))
+    for name, _, _ in candidates:
+        for stage in STAGES:
+            cells = [mean(name, stage, protocols), mean(name, stage, in_family), mean(name, stage, cross)]
+            cells += [mean(name, stage, [p]) for p in protocols]
+            print(f"| {name} | {stage} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
