@@ -161,6 +161,22 @@ _log = logging.getLogger(__name__)
 
 _SLAB_VOXELS = 2**20
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
+
+
+def _colour_features(block: np.ndarray, luminance: bool) -> np.ndarray:
+    """``x_v`` of eq. 6 for a block of pixels: float32 colour in [0, 1] (uint8 read as value / 255),
+    or its BT.601 luminance as one channel."""
+    x = block.astype(np.float32)
+    if block.dtype == np.uint8:
+        x *= np.float32(1.0 / 255.0)
+    if luminance:
+        x = (x @ _LUMA)[..., None]
+    return x
+
+
+def _axis_share(axis: int, diagonals: bool) -> float:
+    """Factor of an axis pair's weight: its Cauchy-Crofton share in-plane when the diagonals are pairs too."""
+    return _CROFTON_AXIS if diagonals and axis > 0 else 1.0
 _HEART, _BACKGROUND, _BOTH = 1, 2, 3  # seed codes; _BOTH marks coarse blocks holding both classes
 
 
@@ -361,12 +377,7 @@ class _ImageLevel(_Level):
         super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform)
 
     def _features(self, block: np.ndarray) -> np.ndarray:
-        x = block.astype(np.float32)
-        if block.dtype == np.uint8:
-            x *= np.float32(1.0 / 255.0)
-        if self.luminance:
-            x = (x @ _LUMA)[..., None]
-        return x
+        return _colour_features(block, self.luminance)
 
     def _contrast(self, xa: np.ndarray, xb: np.ndarray, axis: int) -> np.ndarray:
         """``gamma * s_axis * (exp(-||xa - xb||^2 / sigma^2) + delta)`` as float64."""
@@ -710,8 +721,7 @@ def energy(labels: np.ndarray, h: np.ndarray, image: np.ndarray, scribbles: np.n
     for axis in range(3):
         lo, hi = _pair_slices(axis)
         weights = level.forward_weights(axis, 0, level.shape[0])
-        if diagonals and axis > 0:
-            weights *= _CROFTON_AXIS
+        weights *= _axis_share(axis, diagonals)
         total += float(weights[lo][fg[lo] != fg[hi]].sum())
     if diagonals:
         _, Y, X = level.shape
@@ -876,11 +886,7 @@ def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:
     step = max(1, -(-image.shape[0] // CONTRAST_SECTIONS))
     total, count = 0.0, 0
     for z in range(0, image.shape[0], step):
-        x = image[z].astype(np.float32)
-        if image.dtype == np.uint8:
-            x *= np.float32(1.0 / 255.0)
-        if colour == "luminance" and x.shape[-1] == 3:
-            x = (x @ _LUMA)[..., None]
+        x = _colour_features(image[z], colour == "luminance" and image.shape[-1] == 3)
         for d in (x[1:] - x[:-1], x[:, 1:] - x[:, :-1]):
             total += float(np.square(d, dtype=np.float64).sum())
             count += d.shape[0] * d.shape[1]
@@ -1101,8 +1107,7 @@ def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optio
             # The z pairs leaving the slab need the ids of the next plane.
             z_end = min(Z, z1 + 1) if axis == 0 else z1
             weights = level.forward_weights(axis, z0, z_end)
-            if diagonals and axis > 0:
-                weights *= _CROFTON_AXIS
+            weights *= _axis_share(axis, diagonals)
             graph.add_grid_edges(ids[z0:z_end], weights=weights, structure=structures[axis], symmetric=True)
         if diagonals:
             for dy, dx in _DIAGONALS:
@@ -1332,7 +1337,8 @@ class _BandChunk:
             y, x = np.clip(y, 0, Y - 1), np.clip(x, 0, X - 1)
             rank = np.where(sel, band.rank[((z // fz) * BY + y // fy) * BX + x // fx], -1)
             local = ((z % fz) * fy + y % fy) * fx + x % fx
-            yield (dy, dx) in _DIAGONALS, sel, (z * Y + y) * X + x, np.where(rank >= 0, rank * band.per_block + local, -1)
+            u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
+            yield (dy, dx) in _DIAGONALS, sel, (z * Y + y) * X + x, u_ids
 
 
 def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
@@ -1367,8 +1373,9 @@ def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.nda
     lies on the edge of the explored region and may want to move further.
     """
     name = _fmt_shape(level.shape)
-    diagonals = _neighbourhood(level) == 10
-    needed = band.nodes * _band_bytes_per_voxel(_neighbourhood(level)) + WORKING_BYTES
+    nb = _neighbourhood(level)
+    diagonals = nb == 10
+    needed = band.nodes * _band_bytes_per_voxel(nb) + WORKING_BYTES
     if needed > budget:
         raise ScribbleSegError(
             f"graph cut: the band around the coarse boundary of {name} voxels has {band.nodes} voxels and needs "
@@ -1377,8 +1384,6 @@ def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.nda
     check(cancel)
     report(progress, "graph cut", 0.0, f"{name}: band of {band.nodes} voxels, building the graph")
     flat_labels, h, seeds = labels.reshape(-1), level.h.reshape(-1), level.seeds.reshape(-1)
-    # With the diagonals, in-plane axis pairs take their Cauchy-Crofton share, as in the full cut.
-    scale = (1.0, _CROFTON_AXIS, _CROFTON_AXIS) if diagonals else (1.0, 1.0, 1.0)
     graph = maxflow.Graph[float](band.nodes, (5 if diagonals else 3) * band.nodes)
     graph.add_nodes(band.nodes)
     for chunk in band.chunks():
@@ -1403,11 +1408,11 @@ def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.nda
             if band.f[axis] > 1:
                 lo, hi = chunk.inner_pairs(axis)
                 w = level.pair_weights(axis, chunk.flat[lo], chunk.flat[hi], _part(data, lo), _part(data, hi))
-                w *= (chunk.valid[lo] & chunk.valid[hi]) * scale[axis]  # no pairs with voxels the volume lacks
+                w *= (chunk.valid[lo] & chunk.valid[hi]) * _axis_share(axis, diagonals)  # none with voxels it lacks
                 graph.add_edges(chunk.ids[lo], chunk.ids[hi], w, w)
         for axis, step, face, sel, u, _, u_ids in chunk.face_pairs():
             w = level.pair_weights(axis, chunk.flat[face], u, _part(data, face))
-            w *= sel * scale[axis]
+            w *= sel * _axis_share(axis, diagonals)
             link(face, w, step == 1, u, u_ids)  # a pair between two band blocks is added from its first block
         if diagonals:
             whole = (slice(None),) * 4

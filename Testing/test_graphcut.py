@@ -365,7 +365,8 @@ def test_memory_estimates():
     assert estimate_banded_cut_bytes((64, 512, 512)) * 3 < full
     # The in-plane diagonals add four arcs per band voxel.
     extra = estimate_banded_cut_bytes((64, 512, 512), neighbourhood=10) - estimate_banded_cut_bytes((64, 512, 512))
-    assert extra == pytest.approx(graphcut.ASSUMED_BAND_FRACTION * voxels * graphcut.DIAGONAL_BYTES_PER_VOXEL, rel=0.01)
+    per_band_voxel = graphcut.ASSUMED_BAND_FRACTION * graphcut.DIAGONAL_BYTES_PER_VOXEL
+    assert extra == pytest.approx(per_band_voxel * voxels, rel=0.01)
     # Thick sections are only downsampled in-plane, so the coarse level is larger.
     assert estimate_banded_cut_bytes((64, 512, 512), (4.0, 1.0, 1.0)) > estimate_banded_cut_bytes((64, 512, 512))
     assert graphcut.available_memory() > 0

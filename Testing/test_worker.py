@@ -178,7 +178,8 @@ def test_choice_settings_pass_a_request_and_are_checked_as_in_job_files(tmp_path
 
     def job(cut, ddml):
         return jobs.SegmentFiles(image=str(tmp_path / "i.nrrd"), model="m", labels=str(tmp_path / "o.nrrd"),
-                                 cut=cut, ddml=ddml, names={"cut": "request field 'cut'", "ddml": "request field 'ddml'"})
+                                 cut=cut, ddml=ddml,
+                                 names={"cut": "request field 'cut'", "ddml": "request field 'ddml'"})
 
     cut, config = jobs.settings(job(request["cut"], request["ddml"]))
     assert (cut.data_term, cut.neighbourhood, config.evaluation) == ("linear", 6, "exact")

@@ -178,7 +178,7 @@ def agree(work: Path, model: str, patterns: int) -> None:
               f"coarse {evaluate(lc, truth)['iou']:.4f}; predict_h exact {te:.2f} s, coarse {tc:.2f} s")
 
 
-def cut(work: Path, model: str) -> None:
+def cut(work: Path, model: str, profile: bool = False) -> None:
     from ScribbleSegLib import graphcut, volume_io
     from ScribbleSegLib.session import Session
 
@@ -200,8 +200,21 @@ def cut(work: Path, model: str) -> None:
     def energy(labels):
         return graphcut.energy(labels, h["more"], image.array, strokes["more"], image.geometry.spacing_zyx)
 
+    if profile:  # where the time of a cut from scratch goes, by graphcut function
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     fresh, wall, cpu = timed("more")
+    if profile:
+        profiler.disable()
     print(f"cut of 'more' from scratch: {wall:.2f} s wall, {cpu:.2f} s CPU; energy {energy(fresh):.1f}")
+    if profile:
+        stats = pstats.Stats(profiler)
+        for (path, _, function), (_, _, own, total, _) in sorted(stats.stats.items(), key=lambda i: -i[1][3]):
+            if path.endswith("graphcut.py") and total >= 0.1:
+                print(f"  graphcut.{function}: {total:.2f} s (own {own:.2f} s)")
     defaults = graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL
     for label, limits in (("library's rule", defaults), ("always from the last labels", (1.0, 1.0)),
                           ("coarse weights only", (0.0, 0.0))):
@@ -287,6 +300,7 @@ def main() -> None:
     parser.add_argument("--patterns", type=int, default=3, help="scribble patterns (agree) or seeds (steps)")
     parser.add_argument("--first-run", action="store_true", help="cli: with an empty cache (M-Unet included)")
     parser.add_argument("--evaluation", default="", help="h evaluation (coarse or exact; default: the library's)")
+    parser.add_argument("--profile", action="store_true", help="cut: where the cut from scratch spends its time")
     args = parser.parse_args()
     from ScribbleSegLib.measure import machine_summary
     from ScribbleSegLib.starter import resolve_model
@@ -300,7 +314,7 @@ def main() -> None:
     elif args.mode == "cli":
         cli(args.work, model, args.evaluation, args.first_run)
     elif args.mode == "cut":
-        cut(args.work, model)
+        cut(args.work, model, args.profile)
     elif args.mode == "steps":
         steps(args.work, model, args.patterns)
     else:

@@ -52,16 +52,12 @@ def _outputs(volume, model, cache: Path, name: str):
     return prob, feats
 
 
-def _iou(truth: np.ndarray, pred: np.ndarray) -> float:
-    union = np.count_nonzero(truth | pred)
-    return float(np.count_nonzero(truth & pred) / union) if union else 1.0
-
-
 def main(argv=None) -> int:
     from ScribbleSegLib import scribbles
     from ScribbleSegLib.ddml import DDMLConfig
     from ScribbleSegLib.graphcut import GraphCutParams
     from ScribbleSegLib.jobs import replace_fields
+    from ScribbleSegLib.metrics import confusion, scores
     from ScribbleSegLib.model_file import load_model
     from ScribbleSegLib.phantom import FAMILIES
     from ScribbleSegLib.pipeline import segment
@@ -71,7 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", type=Path, required=True, help="folder with munet_<family>.model files")
     parser.add_argument("--settings", nargs="*", default=[],
                         help='candidates, each a JSON object {"name": ..., "ddml": {...}, "cut": {...}}')
-    parser.add_argument("--volumes", type=int, nargs="+", default=[2, 3], help="phantom indices (bench: 2 3 validation)")
+    parser.add_argument("--volumes", type=int, nargs="+", default=[2, 3],
+                        help="phantom indices (bench: 2 3 validation)")
     parser.add_argument("--patterns", type=int, default=2, help="scribble patterns per volume")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
     parser.add_argument("--cache", type=Path, help="folder for the networks' outputs per volume")
@@ -105,7 +102,8 @@ def main(argv=None) -> int:
                                     suggest=0)
                         for stage, pred in zip(STAGES, (r.munet_probability > 0.5, r.probability > 0.5,
                                                         r.labels > 0)):
-                            iou.setdefault((name, stage, protocol_name), []).append(_iou(truth, pred))
+                            tp, fp, fn, _ = confusion(pred, truth)
+                            iou.setdefault((name, stage, protocol_name), []).append(scores(tp, fp, fn)["iou"])
             print(f"{protocol_name} done", file=sys.stderr, flush=True)
 
     protocols = [f"{a}→{b}" for a in families for b in families]
