@@ -2,7 +2,8 @@
 
 The estimates are upper bounds of the peak of each step, measured with
 ``tracemalloc`` on small inputs (see the constants).  The memory available is
-:func:`available_memory` (``MemAvailable`` on Linux).
+:func:`available_memory` (``MemAvailable`` on Linux, less under a control group's
+memory limit).
 
 Examples
 --------
@@ -23,24 +24,37 @@ PHANTOM_BYTES_PER_VOXEL = 140
 RGB_BYTES_PER_VOXEL = 3
 
 
-def available_memory() -> int:
+def available_memory(proc: str = "/proc") -> int:
     """Bytes of memory available to a new allocation without swapping (best effort).
 
-    Linux: ``MemAvailable`` of ``/proc/meminfo``; Windows:
-    ``GlobalMemoryStatusEx``; elsewhere half the physical memory.
+    Linux: ``MemAvailable`` of ``/proc/meminfo``, or less where the process's
+    control group has a memory limit (a container, a Slurm job, ``systemd-run -p
+    MemoryMax``): there the kernel kills the process at the group's limit,
+    whatever the machine has free (see :func:`cgroup_available_memory`).
+    Windows: ``GlobalMemoryStatusEx``; elsewhere half the physical memory.
+
+    Parameters
+    ----------
+    proc : str
+        Where procfs is mounted (tests point it at a fake tree).
 
     Examples
     --------
     >>> available_memory() > 0
     True
     """
+    free = None
     try:
-        with open("/proc/meminfo") as f:
+        with open(os.path.join(proc, "meminfo")) as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
+    if free is not None:
+        group = cgroup_available_memory(proc)
+        return free if group is None else min(free, group)
     if os.name == "nt":
         import ctypes
 
@@ -56,6 +70,107 @@ def available_memory() -> int:
         if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
             return int(status.ullAvailPhys)
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+#: A cgroup v1 limit at or above this means "no limit" (the kernel writes 2**63 rounded to a page).
+_NO_LIMIT = 2**60
+
+
+def cgroup_available_memory(proc: str = "/proc") -> Optional[int]:
+    """Bytes left under the memory limit of this process's control group, or ``None`` without a limit.
+
+    The limit minus what the group uses, not counting inactive file cache (which
+    the kernel drops before it kills): cached features read with file reads stay
+    in that cache.  Both cgroup versions are read, through ``proc/self/cgroup``
+    and ``proc/self/mountinfo``; for cgroup v2 every ancestor group's
+    ``memory.max`` counts, for v1 the ``hierarchical_memory_limit``.
+
+    Parameters
+    ----------
+    proc : str
+        Where procfs is mounted (tests point it at a fake tree).
+
+    Examples
+    --------
+    >>> left = cgroup_available_memory()
+    >>> left is None or left >= 0
+    True
+    """
+    try:
+        with open(os.path.join(proc, "self", "cgroup")) as f:
+            groups = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
+        with open(os.path.join(proc, "self", "mountinfo")) as f:
+            mounts = [line.split() for line in f]
+    except OSError:
+        return None
+    v2 = next((path for hier, ctrl, path in groups if hier == "0" and ctrl == ""), None)
+    v1 = next((path for _, ctrl, path in groups if "memory" in ctrl.split(",")), None)
+    lefts = []
+    for fields in mounts:
+        if "-" not in fields:
+            continue
+        tail = fields[fields.index("-") + 1:]
+        fstype, options = tail[0], (tail[2] if len(tail) > 2 else "")
+        root, point = fields[3], fields[4]
+        if fstype == "cgroup2" and v2 is not None:
+            left = _cgroup2_left(_group_dir(point, root, v2), point)
+        elif fstype == "cgroup" and v1 is not None and "memory" in options.split(","):
+            left = _cgroup1_left(_group_dir(point, root, v1))
+        else:
+            continue
+        if left is not None:
+            lefts.append(left)
+    return min(lefts) if lefts else None
+
+
+def _group_dir(point: str, root: str, path: str) -> str:
+    """The group's folder under a cgroup mount whose root is ``root`` (a container sees only its part)."""
+    rel = os.path.relpath(path, root) if path == root or path.startswith(root.rstrip("/") + "/") else path
+    rel = "" if rel == "." else rel.lstrip("/")
+    return os.path.join(point, rel)
+
+
+def _read_int(path: str) -> Optional[int]:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (cgroup v2): no limit
+
+
+def _stat(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cgroup2_left(folder: str, mount_point: str) -> Optional[int]:
+    lefts = []
+    while True:
+        limit = _read_int(os.path.join(folder, "memory.max"))
+        used = _read_int(os.path.join(folder, "memory.current"))
+        if limit is not None and used is not None:
+            lefts.append(max(0, limit - used + _stat(os.path.join(folder, "memory.stat"), "inactive_file")))
+        if os.path.normpath(folder) == os.path.normpath(mount_point) or folder in ("", "/"):
+            break
+        folder = os.path.dirname(folder.rstrip("/"))
+    return min(lefts) if lefts else None
+
+
+def _cgroup1_left(folder: str) -> Optional[int]:
+    stat = os.path.join(folder, "memory.stat")
+    limit = _stat(stat, "hierarchical_memory_limit") or _read_int(os.path.join(folder, "memory.limit_in_bytes"))
+    used = _read_int(os.path.join(folder, "memory.usage_in_bytes"))
+    if not limit or limit >= _NO_LIMIT or used is None:
+        return None
+    return max(0, limit - used + _stat(stat, "total_inactive_file"))
 
 
 def release_free_memory() -> None:
