@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from .errors import ScribbleSegError
 
-PHANTOM_BYTES_PER_VOXEL = 140
-"""Peak bytes per voxel of ``phantom.make_phantom`` (measured: 124-136 on 16x64x64 and 32x128x128)."""
+PHANTOM_BYTES_PER_VOXEL = 32
+"""Peak bytes per voxel of ``phantom.make_phantom``, which makes per-voxel work a slab of sections at a
+time (measured with ``ru_maxrss``: 30.7 at 250x712x1250, 42.1 at 16x1024x1024 with the fixed part below)."""
+PHANTOM_FIXED_BYTES = 2**29
+"""... plus the slab temporaries, whatever the volume's size (at most 0.2-0.5 GB measured)."""
 
 RGB_BYTES_PER_VOXEL = 3
 
@@ -79,9 +82,10 @@ _NO_LIMIT = 2**60
 def cgroup_available_memory(proc: str = "/proc") -> Optional[int]:
     """Bytes left under the memory limit of this process's control group, or ``None`` without a limit.
 
-    The limit minus what the group uses, not counting inactive file cache (which
-    the kernel drops before it kills): cached features read with file reads stay
-    in that cache.  Both cgroup versions are read, through ``proc/self/cgroup``
+    The limit minus what the group uses, not counting its file cache (which the
+    kernel writes back and drops before it kills; shared memory is not file
+    cache): a run that has just written gigabytes of cached features has that
+    much cache charged to its group.  Both cgroup versions are read, through ``proc/self/cgroup``
     and ``proc/self/mountinfo``; for cgroup v2 every ancestor group's
     ``memory.max`` counts, for v1 the ``hierarchical_memory_limit``.
 
@@ -96,16 +100,36 @@ def cgroup_available_memory(proc: str = "/proc") -> Optional[int]:
     >>> left is None or left >= 0
     True
     """
+    lefts = []
+    for version, folder, mount_point in cgroup_memory_folders(proc):
+        left = _cgroup2_left(folder, mount_point) if version == 2 else _cgroup1_left(folder)
+        if left is not None:
+            lefts.append(left)
+    return min(lefts) if lefts else None
+
+
+def cgroup_memory_folders(proc: str = "/proc") -> List[Tuple[int, str, str]]:
+    """``(version, group folder, mount point)`` of this process's memory control groups (Linux).
+
+    Read from ``proc/self/cgroup`` and ``proc/self/mountinfo``; empty where there
+    are none (or elsewhere than Linux).  Benchmarks put a child process in a
+    sub-group of these to give it a memory limit.
+
+    Examples
+    --------
+    >>> all(version in (1, 2) for version, _, _ in cgroup_memory_folders())
+    True
+    """
     try:
         with open(os.path.join(proc, "self", "cgroup")) as f:
             groups = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
         with open(os.path.join(proc, "self", "mountinfo")) as f:
             mounts = [line.split() for line in f]
     except OSError:
-        return None
+        return []
     v2 = next((path for hier, ctrl, path in groups if hier == "0" and ctrl == ""), None)
     v1 = next((path for _, ctrl, path in groups if "memory" in ctrl.split(",")), None)
-    lefts = []
+    found = []
     for fields in mounts:
         if "-" not in fields:
             continue
@@ -113,14 +137,10 @@ def cgroup_available_memory(proc: str = "/proc") -> Optional[int]:
         fstype, options = tail[0], (tail[2] if len(tail) > 2 else "")
         root, point = fields[3], fields[4]
         if fstype == "cgroup2" and v2 is not None:
-            left = _cgroup2_left(_group_dir(point, root, v2), point)
+            found.append((2, _group_dir(point, root, v2), point))
         elif fstype == "cgroup" and v1 is not None and "memory" in options.split(","):
-            left = _cgroup1_left(_group_dir(point, root, v1))
-        else:
-            continue
-        if left is not None:
-            lefts.append(left)
-    return min(lefts) if lefts else None
+            found.append((1, _group_dir(point, root, v1), point))
+    return found
 
 
 def _group_dir(point: str, root: str, path: str) -> str:
@@ -157,7 +177,8 @@ def _cgroup2_left(folder: str, mount_point: str) -> Optional[int]:
         limit = _read_int(os.path.join(folder, "memory.max"))
         used = _read_int(os.path.join(folder, "memory.current"))
         if limit is not None and used is not None:
-            lefts.append(max(0, limit - used + _stat(os.path.join(folder, "memory.stat"), "inactive_file")))
+            stat = os.path.join(folder, "memory.stat")
+            lefts.append(max(0, limit - used + _stat(stat, "file") - _stat(stat, "shmem")))
         if os.path.normpath(folder) == os.path.normpath(mount_point) or folder in ("", "/"):
             break
         folder = os.path.dirname(folder.rstrip("/"))
@@ -170,7 +191,7 @@ def _cgroup1_left(folder: str) -> Optional[int]:
     used = _read_int(os.path.join(folder, "memory.usage_in_bytes"))
     if not limit or limit >= _NO_LIMIT or used is None:
         return None
-    return max(0, limit - used + _stat(stat, "total_inactive_file"))
+    return max(0, limit - used + _stat(stat, "total_cache") - _stat(stat, "total_shmem"))
 
 
 def release_free_memory() -> None:
@@ -248,5 +269,5 @@ def check_phantom_memory(shape: Sequence[int], what: str = "phantom shape") -> N
     >>> check_phantom_memory((8, 32, 32))
     """
     shape_text = " ".join(str(int(s)) for s in shape)
-    require_memory(voxels(shape) * PHANTOM_BYTES_PER_VOXEL, f"{what} {shape_text}",
+    require_memory(voxels(shape) * PHANTOM_BYTES_PER_VOXEL + PHANTOM_FIXED_BYTES, f"{what} {shape_text}",
                    "choose a smaller shape")
