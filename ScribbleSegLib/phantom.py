@@ -39,6 +39,7 @@ Everything is deterministic given the seed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import json
@@ -357,15 +358,46 @@ def _blur_sections(stack: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.fft.irfft2(spectrum * transfer[None], s=stack.shape[1:], axes=(1, 2)).astype(np.float32)
 
 
+#: Voxels per slab of sections: wherever the arithmetic is per voxel or per section, the phantom is
+#: made a slab at a time, so its peak is a few whole-volume arrays (about 25 bytes per voxel) instead
+#: of dozens of whole-volume temporaries.  Random fields are still drawn whole, in the same order.
+_SLAB_VOXELS = 1 << 22
+
+
+def _slabs(shape: Sequence[int]) -> List[slice]:
+    """Consecutive slices of sections covering ``shape[0]``, about ``_SLAB_VOXELS`` voxels each."""
+    step = max(1, _SLAB_VOXELS // max(1, int(np.prod(shape[1:3]))))
+    return [slice(z0, min(int(shape[0]), z0 + step)) for z0 in range(0, int(shape[0]), step)]
+
+
+def _draw(draw, shape: Sequence[int]) -> np.ndarray:
+    """A float32 array of ``draw(size)`` values, drawn slab by slab (the same values as one whole draw:
+    a generator's stream does not depend on how it is split) without a whole float64 temporary."""
+    out = np.empty(tuple(shape), np.float32)
+    for sl in _slabs(shape):
+        out[sl] = draw((sl.stop - sl.start,) + tuple(shape[1:]))
+    return out
+
+
 def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma: Sequence[float]) -> np.ndarray:
     """White noise filtered with a Gaussian (per-axis sigma in voxels, 0 = unfiltered), unit std."""
-    white = rng.standard_normal(tuple(shape), dtype=np.float32)
+    field_ = _draw(lambda size: rng.standard_normal(size, dtype=np.float32), shape)
     # Transform only along the filtered axes (section-wise noise needs no FFT across sections).
     axes = tuple(a for a, s in enumerate(sigma) if s > 0)
     transfer = _gaussian_filter_fft([shape[a] for a in axes], [sigma[a] for a in axes])
     transfer = transfer.reshape([transfer.shape[axes.index(a)] if a in axes else 1 for a in range(len(shape))])
     size = [shape[a] for a in axes]
-    field_ = np.fft.irfftn(np.fft.rfftn(white, axes=axes) * transfer, s=size, axes=axes).astype(np.float32)
+    if 0 in axes:  # filtered across sections: one transform of the whole volume
+        spectrum = np.fft.rfftn(field_, axes=axes)
+        del field_
+        spectrum *= transfer
+        field_ = np.fft.irfftn(spectrum, s=size, axes=axes).astype(np.float32, copy=False)
+        del spectrum
+    elif axes:  # in-plane only: section by section, in place
+        for sl in _slabs(shape):
+            spectrum = np.fft.rfftn(field_[sl], axes=axes)
+            spectrum *= transfer
+            field_[sl] = np.fft.irfftn(spectrum, s=size, axes=axes)
     field_ -= field_.mean()
     field_ /= max(float(field_.std()), 1e-12)
     return field_
@@ -546,19 +578,25 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
     i = (np.arange(X, dtype=np.float32) + 0.5 - X / 2)[None, None, :]
     j = (np.arange(Y, dtype=np.float32) + 0.5 - Y / 2)[None, :, None]
     cos_t, sin_t = np.cos(turns)[:, None, None], np.sin(turns)[:, None, None]
-    u = (cos_t * i - sin_t * j + shifts[:, 0, None, None]) * np.float32(sx / half_fov)
-    v = (sin_t * i + cos_t * j + shifts[:, 1, None, None]) * np.float32(sy / half_fov)
-    w = ((levels + 0.5 - Z / 2) * np.float32(sz / half_fov))[:, None, None]
-    p = np.empty((3, Z, Y, X), np.float32)
-    for axis in range(3):
-        p[axis] = rot[0, axis] * u + rot[1, axis] * v + rot[2, axis] * w + offset[axis]
 
     # Shape noise: smooth 3D fields with correlation lengths fixed in body units (so, in mm).
     per_unit = np.array([half_fov / sz, half_fov / sy, half_fov / sx])  # voxels per body unit, (z, y, x)
     noise = {"coarse": _smooth_noise(rng_anat, (Z, Y, X), 0.12 * per_unit),
              "fine": _smooth_noise(rng_anat, (Z, Y, X), 0.035 * per_unit)}
-    tissue, label = _paint_anatomy(_Body(p, noise), rng_anat, cfg)
-    del p, noise
+    tissue = np.empty((Z, Y, X), np.uint8)
+    label = np.empty((Z, Y, X), np.uint8)
+    for sl in _slabs((Z, Y, X)):
+        u = (cos_t[sl] * i - sin_t[sl] * j + shifts[sl, 0, None, None]) * np.float32(sx / half_fov)
+        v = (sin_t[sl] * i + cos_t[sl] * j + shifts[sl, 1, None, None]) * np.float32(sy / half_fov)
+        w = ((levels[sl] + 0.5 - Z / 2) * np.float32(sz / half_fov))[:, None, None]
+        p = np.empty((3,) + u.shape, np.float32)
+        for axis in range(3):
+            p[axis] = rot[0, axis] * u + rot[1, axis] * v + rot[2, axis] * w + offset[axis]
+        # Each slab draws the organs' positions and sizes from the same point of the stream.
+        tissue[sl], label[sl] = _paint_anatomy(_Body(p, {k: f[sl] for k, f in noise.items()}),
+                                               copy.deepcopy(rng_anat), cfg)
+        del u, v, p
+    del noise
 
     stains = _random_stains(rng_stain, cfg)
     conc = _concentrations(tissue, rng_tex, cfg, stains["intensity"])
@@ -577,15 +615,17 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
     dark = np.zeros(tissue.shape, np.float32)
     info["bubbles"] = _add_bubbles(conc, dark, tissue, rng_art, cfg.bubbles, cfg.nucleus_px)
     info["debris"] = _add_debris(dark, rng_art, cfg.debris, cfg.nucleus_px)
-    od = conc[0][..., None] * np.asarray(stains["hematoxylin"], np.float32)
-    od += conc[1][..., None] * np.asarray(stains["eosin"], np.float32)
-    od += dark[..., None] * np.float32(_DARK_OD)[None, None, None, :]
-    del dark
-    od += np.float32(_GLASS_OD)
-    if cfg.noise > 0:
-        od += rng_tex.normal(0, cfg.noise, od.shape).astype(np.float32)
-    image = od_to_rgb(od)
-    del od, conc
+    image = np.empty((Z, Y, X, 3), np.uint8)
+    hematoxylin, eosin = (np.asarray(stains[k], np.float32) for k in ("hematoxylin", "eosin"))
+    for sl in _slabs((Z, Y, X)):  # camera noise drawn slab by slab: the same stream as one draw
+        od = conc[0, sl][..., None] * hematoxylin
+        od += conc[1, sl][..., None] * eosin
+        od += dark[sl][..., None] * np.float32(_DARK_OD)[None, None, None, :]
+        od += np.float32(_GLASS_OD)
+        if cfg.noise > 0:
+            od += rng_tex.normal(0, cfg.noise, od.shape).astype(np.float32)
+        image[sl] = od_to_rgb(od)
+    del od, conc, dark
     geometry = Geometry(spacing=(sx, sy, sz))
     return Phantom(image=Volume(image, geometry), label=label, tissue=tissue, info=info)
 
@@ -622,44 +662,69 @@ def _concentrations(tissue: np.ndarray, rng: np.random.Generator, cfg: PhantomCo
     table[:, 2] *= np.float32(cfg.nuclear_density)
     table[:, 4] *= np.float32(cfg.striation)
     table[:, 5] *= np.float32(cfg.grain)
-    h_base, e_base, density, nuc_h, striation, grain, rbc = (table[:, c][tissue] for c in range(7))
+    columns = {name: c for c, name in enumerate(("h_base", "e_base", "density", "nuc_h", "striation", "grain",
+                                                  "rbc"))}
+
+    def column(name: str, sl: slice) -> np.ndarray:
+        return table[:, columns[name]][tissue[sl]]
+
+    slabs = _slabs(shape)
+    conc = np.empty((2,) + tuple(shape), np.float32)
+    h, e = conc[0], conc[1]
 
     # Nuclei: random seeds at a tissue-dependent density, blurred into blobs of radius ~r.
-    seeds = (rng.random(shape, dtype=np.float32) < density / (r * r)).astype(np.float32)
-    seeds *= rng.uniform(0.6, 1.0, shape).astype(np.float32)
-    blobs = _blur_sections(seeds, 0.8 * r) * np.float32(2 * np.pi * (0.8 * r) ** 2)
-    h = h_base + nuc_h * np.minimum(blobs, 1.2)
-    del seeds, blobs
+    draws = _draw(lambda size: rng.random(size, dtype=np.float32), shape)
+    weights = _draw(lambda size: rng.uniform(0.6, 1.0, size), shape)
+    for sl in slabs:
+        seeds = (draws[sl] < column("density", sl) / (r * r)).astype(np.float32)
+        seeds *= weights[sl]
+        blobs = _blur_sections(seeds, 0.8 * r) * np.float32(2 * np.pi * (0.8 * r) ** 2)
+        h[sl] = column("h_base", sl) + column("nuc_h", sl) * np.minimum(blobs, 1.2)
+    del weights, seeds, blobs
 
     # Red blood cells: packed eosin blobs, patchy where the blood is thinner.
     patch = _smooth_noise(rng, shape, (0, 6 * r, 6 * r))
-    rbc_p = rbc * np.clip(0.75 + 0.5 * patch, 0.1, 1.5) / (r * r)
-    cells = (rng.random(shape, dtype=np.float32) < rbc_p).astype(np.float32)
-    cells = np.minimum(_blur_sections(cells, 0.9 * r) * np.float32(2 * np.pi * (0.9 * r) ** 2), 1.0)
-    h += np.float32(_RBC_HEMATOXYLIN) * cells * (rbc > 0)
-    e = e_base + np.float32(_RBC_EOSIN) * cells
-    del cells, patch
+    draws = _draw(lambda size: rng.random(size, dtype=np.float32), shape)
+    for sl in slabs:
+        rbc = column("rbc", sl)
+        rbc_p = rbc * np.clip(0.75 + 0.5 * patch[sl], 0.1, 1.5) / (r * r)
+        cells = (draws[sl] < rbc_p).astype(np.float32)
+        cells = np.minimum(_blur_sections(cells, 0.9 * r) * np.float32(2 * np.pi * (0.9 * r) ** 2), 1.0)
+        h[sl] += np.float32(_RBC_HEMATOXYLIN) * cells * (rbc > 0)
+        e[sl] = column("e_base", sl) + np.float32(_RBC_EOSIN) * cells
+    del draws, patch, cells, rbc_p
 
     # Cytoplasm grain and striated muscle: oriented stripes with a slowly varying direction.
-    e *= 1.0 + grain * _smooth_noise(rng, shape, (0, 0.7 * r, 0.7 * r))
-    if np.any(striation > 0):
+    grain = _smooth_noise(rng, shape, (0, 0.7 * r, 0.7 * r))
+    for sl in slabs:
+        e[sl] *= 1.0 + column("grain", sl) * grain[sl]
+    del grain
+    present = np.zeros(len(table), bool)
+    for sl in slabs:
+        present[np.bincount(tissue[sl].ravel(), minlength=len(table)) > 0] = True
+    if np.any(table[present, columns["striation"]] > 0):
         # Stripes of one direction per section, bent into wavy fibres by a smooth warp of their phase.
         angle = rng.uniform(0, np.pi, (shape[0], 1, 1)).astype(np.float32)
         yy = np.arange(shape[1], dtype=np.float32)[None, :, None]
         xx = np.arange(shape[2], dtype=np.float32)[None, None, :]
-        phase = (np.cos(angle) * xx + np.sin(angle) * yy) * np.float32(2 * np.pi / (3.0 * r))
-        e *= 1.0 + striation * np.sin(phase + 4.0 * _smooth_noise(rng, shape, (0, 5 * r, 5 * r)))
-        del phase
+        warp = _smooth_noise(rng, shape, (0, 5 * r, 5 * r))
+        for sl in slabs:
+            phase = (np.cos(angle[sl]) * xx + np.sin(angle[sl]) * yy) * np.float32(2 * np.pi / (3.0 * r))
+            e[sl] *= 1.0 + column("striation", sl) * np.sin(phase + 4.0 * warp[sl])
+        del warp, phase
 
     # Uneven staining: smooth variation across a section and from section to section.
-    for conc, scale in ((h, intensity[0]), (e, intensity[1])):
+    for amount, scale in ((h, intensity[0]), (e, intensity[1])):
         uneven = _smooth_noise(rng, shape, (0, shape[1] / 4, shape[2] / 4))
-        conc *= np.float32(scale) * (1.0 + 0.08 * uneven) * rng.uniform(0.93, 1.07, (shape[0], 1, 1)).astype(np.float32)
-    conc = np.stack([h, e])
+        level = rng.uniform(0.93, 1.07, (shape[0], 1, 1)).astype(np.float32)
+        for sl in slabs:
+            amount[sl] *= np.float32(scale) * (1.0 + 0.08 * uneven[sl]) * level[sl]
+        del uneven
     np.maximum(conc, 0, out=conc)
     # The microscope's optics soften everything a little.
-    conc[0] = _blur_sections(conc[0], 0.5)
-    conc[1] = _blur_sections(conc[1], 0.5)
+    for sl in slabs:
+        conc[0, sl] = _blur_sections(conc[0, sl], 0.5)
+        conc[1, sl] = _blur_sections(conc[1, sl], 0.5)
     return conc
 
 
@@ -744,10 +809,15 @@ def _add_debris(dark: np.ndarray, rng: np.random.Generator, count: int, r: float
     Z, Y, X = dark.shape
     if count <= 0:
         return 0
-    specks = np.zeros(dark.shape, np.float32)
-    specks[rng.integers(Z, size=count), rng.integers(Y, size=count), rng.integers(X, size=count)] = 1.0
+    zs, ys, xs = rng.integers(Z, size=count), rng.integers(Y, size=count), rng.integers(X, size=count)
     sigma = 1.5 * max(r, 1.0)
-    dark += np.minimum(_blur_sections(specks, sigma) * np.float32(2 * np.pi * sigma ** 2 * 0.8), 1.5)
+    for sl in _slabs(dark.shape):
+        here = (zs >= sl.start) & (zs < sl.stop)
+        if not here.any():  # blurring nothing adds nothing
+            continue
+        specks = np.zeros((sl.stop - sl.start, Y, X), np.float32)
+        specks[zs[here] - sl.start, ys[here], xs[here]] = 1.0
+        dark[sl] += np.minimum(_blur_sections(specks, sigma) * np.float32(2 * np.pi * sigma ** 2 * 0.8), 1.5)
     return int(count)
 
 
