@@ -367,11 +367,18 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     return SegmentResult(labels, h, prob, method, features_cached, timings, warnings, suggestions)
 
 
+#: Voxels of the strokes' bounding box above which the heart-to-background distance of
+#: :func:`scribble_warnings` is measured on in-plane blocks (max-pooled) instead of voxels.
+WARNING_DISTANCE_VOXELS = 1 << 22
+
+
 def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> List[str]:
     """One-line warnings about scribbles that leave much to the network (the run still goes on).
 
     Strokes on one section only; heart and background strokes that touch; background strokes
     only far from the heart strokes (nothing tells the heart from the tissue around it).
+    Everything but finding the stroked sections looks only inside the strokes' bounding box,
+    so a re-run of a large stack does not pay for whole-volume arrays here.
 
     Examples
     --------
@@ -381,36 +388,58 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
     """
     warnings = []
     n = scribbles.shape[0]
-    heart, background = scribbles == 1, scribbles == 2
     sections = np.flatnonzero(scribbles.reshape(n, -1).any(axis=1))
+    if sections.size == 0:
+        return warnings
     if sections.size == 1 and n > 1:
         warnings.append(f"all strokes lie on section {int(sections[0])}; the other sections follow the network "
                         "alone: add strokes on a few more sections")
-    touching = np.zeros(n, bool)
+    z0, z1 = int(sections[0]), int(sections[-1]) + 1
+    rows = np.flatnonzero(scribbles[z0:z1].any(axis=(0, 2)))
+    cols = np.flatnonzero(scribbles[z0:z1].any(axis=(0, 1)))
+    box = scribbles[z0:z1, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    heart, background = box == 1, box == 2
+    touching = np.zeros(box.shape[0], bool)
     for axis in (1, 2):
         for a, b in ((heart, background), (background, heart)):
             lo = [slice(None)] * 3
             hi = [slice(None)] * 3
             lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-            touching |= (a[tuple(lo)] & b[tuple(hi)]).reshape(n, -1).any(axis=1)
+            touching |= (a[tuple(lo)] & b[tuple(hi)]).reshape(box.shape[0], -1).any(axis=1)
     if touching.any():
         warnings.append(f"heart and background strokes touch on {int(touching.sum())} section(s) (first: "
-                        f"{int(np.flatnonzero(touching)[0])}); the boundary there is taken as drawn")
+                        f"{z0 + int(np.flatnonzero(touching)[0])}); the boundary there is taken as drawn")
     if heart.any() and background.any():
-        import SimpleITK as sitk
-
-        # Distance (mm) from every voxel to the nearest heart stroke, read at the background strokes.
-        image = sitk.GetImageFromArray(heart.astype(np.uint8))
-        image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
-        # Keep the image: a view of a temporary SimpleITK image reads freed memory (a segfault).
-        distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                                useImageSpacing=True)
-        nearest = float(sitk.GetArrayViewFromImage(distance)[background].min())
-        del distance
-        zs, ys, xs = np.nonzero(heart)
+        nearest = _nearest_distance(heart, background, spacing_zyx)
+        _, ys, xs = np.nonzero(heart)
         extent = max(float((ys.max() - ys.min() + 1) * spacing_zyx[1]), float((xs.max() - xs.min() + 1)
                                                                               * spacing_zyx[2]))
         if nearest > max(extent, 10 * float(min(spacing_zyx))):
             warnings.append(f"the background strokes are all far from the heart strokes (nearest {nearest:.3g} mm); "
                             "draw background next to the heart, where it touches other tissue")
     return warnings
+
+
+def _nearest_distance(heart: np.ndarray, background: np.ndarray, spacing_zyx: Sequence[float]) -> float:
+    """Distance (mm) from the background strokes to the nearest heart stroke, in the strokes' box.
+
+    Exact (a distance map of the box holds every heart voxel, so nothing outside it is nearer);
+    on boxes over :data:`WARNING_DISTANCE_VOXELS` both masks are max-pooled in-plane by ``k``
+    first, which is within ``k`` pixels of the exact distance.
+    """
+    import SimpleITK as sitk
+
+    k = max(1, int(np.ceil(np.sqrt(heart.size / WARNING_DISTANCE_VOXELS))))
+    spacing = [float(s) for s in spacing_zyx]
+    if k > 1:
+        z, y, x = heart.shape
+        pad = ((0, 0), (0, -y % k), (0, -x % k))
+        heart, background = (np.pad(m, pad).reshape(z, (y + pad[1][1]) // k, k, (x + pad[2][1]) // k, k)
+                             .any(axis=(2, 4)) for m in (heart, background))
+        spacing[1:] = [s * k for s in spacing[1:]]
+    image = sitk.GetImageFromArray(heart.astype(np.uint8))
+    image.SetSpacing(tuple(spacing[::-1]))
+    # Keep the image: a view of a temporary SimpleITK image reads freed memory (a segfault).
+    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=True)
+    return max(0.0, float(sitk.GetArrayViewFromImage(distance)[background].min()))

@@ -82,7 +82,7 @@ def test_scribble_warnings_name_one_section_touching_and_far_strokes():
     s[4, 21, 20:30] = 2  # background right beside the heart stroke's neighbour row, another section
     s[4, 20, 20:30] = 1
     warnings = pipeline.scribble_warnings(s)
-    assert any("touch on 1 section" in w for w in warnings) and not any("all strokes" in w for w in warnings)
+    assert any("touch on 1 section(s) (first: 4)" in w for w in warnings) and not any("all strokes" in w for w in warnings)
     far = np.zeros((4, 200, 200), np.uint8)
     far[1, 10, 10:14] = 1
     far[2, 190, 150:190] = 2
@@ -91,6 +91,24 @@ def test_scribble_warnings_name_one_section_touching_and_far_strokes():
     near[1, 14, 10:14] = 2
     assert not any("far from" in w for w in pipeline.scribble_warnings(near))
 
+
+
+def test_the_stroke_distance_looks_only_in_the_strokes_box_and_blocks_stay_close(monkeypatch):
+    """The far-strokes check crops to the strokes' bounding box and pools large boxes in-plane: same verdicts,
+    and a distance within a block of the exact one."""
+    spacing = (0.02, 0.01, 0.01)
+    s = np.zeros((9, 300, 320), np.uint8)
+    s[3, 100:103, 100:140] = 1
+    s[6, 180:183, 30:260] = 2  # nearest heart voxel: 78 rows and 3 sections away
+    exact = float(np.hypot(78 * 0.01, 3 * 0.02))
+    heart, background = s == 1, s == 2
+    assert pipeline._nearest_distance(heart, background, spacing) == pytest.approx(exact, abs=1e-6)
+    monkeypatch.setattr(pipeline, "WARNING_DISTANCE_VOXELS", 20000)  # blocks of 7 x 7 pixels here
+    pooled = pipeline._nearest_distance(heart, background, spacing)
+    assert pooled != pytest.approx(exact, abs=1e-6) and abs(pooled - exact) <= 7 * 0.01 * np.sqrt(2)
+    assert any("far from the heart strokes" in w for w in pipeline.scribble_warnings(s, spacing))
+    s[6, 104, 100:140] = 2
+    assert not any("far from" in w for w in pipeline.scribble_warnings(s, spacing))
 
 def test_network_scale_resamples_only_stacks_with_a_known_nearby_pixel_size():
     model = dataclasses.make_dataclass("M", [("voxel_size", tuple)])((0.02, 0.02, 0.04))
