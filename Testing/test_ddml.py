@@ -43,6 +43,25 @@ def test_loss_equals_double_loop_of_eq2():
         assert float(got) == pytest.approx(expected, rel=1e-12)
 
 
+
+def test_the_written_out_gradient_is_the_gradient_of_eq2():
+    """The pair loss's own backward against autograd through eq. 2 written pair by pair (float64),
+    including identical pixels (d = 0) as sampling with replacement makes them."""
+    rng = np.random.default_rng(4)
+    z0 = rng.normal(scale=0.6, size=(10, 4))
+    z0[7] = z0[2]  # a pixel drawn twice
+    y = torch.tensor([1, 0, 0, 1, 1, 0, 1, 0, 1, 0])
+    for tau, beta in ((2.0, 2.0), (0.5, 0.7)):
+        z = torch.tensor(z0, requires_grad=True)
+        ddml.ddml_loss(z, y, tau, beta).backward()
+        reference = torch.tensor(z0, requires_grad=True)
+        l = (y[:, None] == y[None, :]).double() * 2 - 1
+        d2 = ((reference[:, None, :] - reference[None, :, :]) ** 2).sum(-1)
+        w = ddml.pair_weights(y, torch.float64)
+        (0.5 * (w * torch.nn.functional.softplus(1 - l * (tau - d2), beta=beta)).sum()).backward()
+        torch.testing.assert_close(z.grad, reference.grad, rtol=1e-10, atol=1e-12)
+        assert z.grad.abs().max() > 1e-3
+
 def test_loss_with_one_class_uses_same_pairs_only():
     rng = np.random.default_rng(2)
     z = rng.normal(size=(5, 3))
