@@ -36,8 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ScribbleSegLib import ddml
-from ScribbleSegLib.runtime import torch_threads
+# The library of this checkout, not an installed one (comparing commits runs this file from each).
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ScribbleSegLib import ddml  # noqa: E402
+from ScribbleSegLib.runtime import torch_threads  # noqa: E402
 
 
 def write_features(path: Path, shape, channels: int, seed: int = 0):

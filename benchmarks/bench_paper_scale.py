@@ -190,7 +190,7 @@ def run(work: Path, model: str, limit_gib: Optional[float], rerun: bool) -> int:
             group.rmdir()
         except OSError:
             pass
-    print("\n".join(lines[-12:]))
+    print("\n".join(lines))
     print(f"\nscribbleseg segment ({'re-run, cached features' if rerun else 'first run'}): exit "
           f"{child.returncode}, {wall:.1f} s wall, {usage.ru_utime + usage.ru_stime:.1f} s CPU, peak RSS "
           f"{usage.ru_maxrss / 2**20:.2f} GiB" + (f" (limit {limit_gib:g} GiB, reached {failcnt} times: the kernel "
