@@ -85,9 +85,10 @@ def cgroup_available_memory(proc: str = "/proc") -> Optional[int]:
     The limit minus what the group uses, not counting its file cache (which the
     kernel writes back and drops before it kills; shared memory is not file
     cache): a run that has just written gigabytes of cached features has that
-    much cache charged to its group.  Both cgroup versions are read, through ``proc/self/cgroup``
-    and ``proc/self/mountinfo``; for cgroup v2 every ancestor group's
-    ``memory.max`` counts, for v1 the ``hierarchical_memory_limit``.
+    much cache charged to its group.  Both cgroup versions are read, through
+    ``proc/self/cgroup`` and ``proc/self/mountinfo``; for cgroup v2 every
+    ancestor group's ``memory.max`` counts, for v1 the
+    ``hierarchical_memory_limit``.
 
     Parameters
     ----------
