@@ -207,6 +207,9 @@ class GraphCutParams:
         angle.  Needs square in-plane pixels (else the 6-neighbourhood is used, with
         a logged note).  A coarse-to-fine cut has the diagonals in its
         full-resolution band; its coarse levels, which only place the band, have 6.
+        Where the memory budget cannot hold them (a full cut: by its estimate; a
+        coarse-to-fine cut: by the band the coarse cut placed), the cut uses 6,
+        with a logged note.
     data_term : {"linear", "log"}
         ``linear`` is eq. 5, ``|l - h|``: a confident wrong ``h`` costs as little to
         overrule as an unsure one.  ``log`` uses the log-likelihood ratio, clipped
@@ -674,6 +677,15 @@ def _recut_until_settled(level: "_Level", labels: np.ndarray, band: np.ndarray, 
     """Re-cut ``band`` of ``labels`` in place, the rest fixed; where the new boundary reaches the band's edge,
     grow the band there and re-cut again (:data:`BAND_GROWTH_PASSES` times at most).  Progress runs from
     ``low`` to ``high``."""
+    if _neighbourhood(level) == 10 and band.any():
+        nodes = _Band(band, f, level.shape).nodes
+        needed = nodes * _band_bytes_per_voxel(10) + WORKING_BYTES
+        if needed > budget:
+            # The 6-neighbourhood gives the same kind of result, with blockier in-plane outlines.
+            _log.info("graph cut: the band of %d voxels of %s with in-plane diagonals needs about %s (budget %s); "
+                      "using the 6-neighbourhood", nodes, _fmt_shape(level.shape), _fmt_bytes(needed),
+                      _fmt_bytes(budget))
+            level.params = dataclasses.replace(level.params, neighbourhood=6)
     explored = band.copy()
     passes = 1 + BAND_GROWTH_PASSES
     for band_pass in range(passes):
@@ -949,6 +961,8 @@ def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:
     elif mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget, 10):
         return ""
     else:  # auto then cuts coarse-to-fine too
+        if _banded_bytes(level.shape, level.spacing, ASSUMED_BAND_FRACTION, budget, 6) <= budget:
+            return ""  # the band's true size decides, once the coarse cut has placed it (_recut_until_settled)
         needed = _banded_bytes(level.shape, level.spacing, ASSUMED_BAND_FRACTION, budget, 10)
         how = "coarse-to-fine"
     if needed > budget:
@@ -1004,7 +1018,8 @@ def _solve(level: _Level, mode: str, budget: int,
     if mode == "auto":
         mode = "full" if _auto_cuts_full(shape, level.spacing, budget, nb) else "banded"
     if mode == "banded" and can_band:
-        band_bytes = _banded_bytes(shape, level.spacing, ASSUMED_BAND_FRACTION, budget, nb)
+        # With the 6-neighbourhood's band: the diagonals are dropped if the true band cannot hold them.
+        band_bytes = _banded_bytes(shape, level.spacing, ASSUMED_BAND_FRACTION, budget, 6)
         if band_bytes > budget:
             raise ScribbleSegError(
                 f"graph cut: even a coarse-to-fine cut of {_fmt_shape(shape)} voxels needs about "

@@ -1,5 +1,6 @@
 """Tests of the 3D graph cut (paper eq. 4-6): optimality, seeds, spacing, banded cut, memory checks."""
 
+import dataclasses
 import itertools
 import math
 
@@ -436,21 +437,48 @@ def test_a_45_degree_boundary_costs_its_euclidean_length_with_diagonals():
 def test_the_10_neighbourhood_falls_back_where_it_cannot_cut(caplog):
     h, image, scribbles, _ = ellipsoid_case((6, 24, 24), 0.3, 0)
     params = GraphCutParams(gamma=1.0, neighbourhood=10)
-    h2, image2, scribbles2, _ = ellipsoid_case((32, 128, 128), 0.05, 0)
-    # Enough for this volume's band with 6 neighbours (a fifth of it), not for the estimate with diagonals.
-    six_only = graphcut.estimate_banded_cut_bytes(h2.shape, neighbourhood=10) - 2**20
     with caplog.at_level("INFO", logger="ScribbleSegLib.graphcut"):
         oblong = graph_cut(h, image, scribbles, spacing_zyx=(1.0, 1.0, 2.0), params=params)
         tight = graph_cut(h, image, scribbles, params=params, mode="full",
                           memory_budget=graphcut.estimate_full_cut_bytes(h.shape, 6))
-        tight_band = graph_cut(h2, image2, scribbles2, params=params, mode="banded", memory_budget=six_only)
-    assert oblong.shape == tight.shape == h.shape and tight_band.shape == h2.shape
+    assert oblong.shape == tight.shape == h.shape
     notes = [r.getMessage() for r in caplog.records]
     assert any("square pixels" in m for m in notes)
     assert any("a full cut" in m and "with in-plane diagonals needs" in m for m in notes)
-    assert any("a coarse-to-fine cut" in m and "with in-plane diagonals needs" in m for m in notes)
     with pytest.raises(ScribbleSegError, match="neighbourhood"):
         GraphCutParams(neighbourhood=8)
+
+
+def test_a_coarse_to_fine_cut_keeps_the_diagonals_when_its_true_band_holds_them(caplog, monkeypatch):
+    """The diagonals are decided on the band the coarse cut placed, not on the assumed 15 % of the voxels."""
+    h, image, scribbles, _ = ellipsoid_case((32, 128, 128), 0.3, 0)  # noisy enough for 6 and 10 to differ
+    params = GraphCutParams(gamma=1.0, neighbourhood=10)
+    messages = []
+    free = graph_cut(h, image, scribbles, params=params, mode="banded",
+                     progress=lambda stage, fraction, message: messages.append(message))
+    largest = max(int(m.split("band of ")[1].split()[0]) for m in messages if "band of " in m)
+    # Assume a band larger than this one, and a budget halfway between the estimates with and without the
+    # diagonals: it holds the true band with diagonals, but not the assumed one.
+    six, ten = graphcut._band_bytes_per_voxel(6), graphcut._band_bytes_per_voxel(10)
+    assumed = 2 * largest * ten / ((six + ten) * h.size) + 0.01
+    monkeypatch.setattr(graphcut, "ASSUMED_BAND_FRACTION", assumed)
+    estimates = [graphcut._banded_bytes(h.shape, (1.0, 1.0, 1.0), assumed, 2**40, nb) for nb in (6, 10)]
+    tight = sum(estimates) // 2
+    assert estimates[0] < tight < estimates[1] and largest * ten + graphcut.WORKING_BYTES < tight
+    with caplog.at_level("INFO", logger="ScribbleSegLib.graphcut"):
+        kept = graph_cut(h, image, scribbles, params=params, mode="banded", memory_budget=tight)
+    assert not any("6-neighbourhood" in r.getMessage() for r in caplog.records)
+    assert np.array_equal(kept, free)
+    # A band that cannot hold the diagonals (their arcs made very dear) is cut with 6 neighbours, and says so.
+    six = graph_cut(h, image, scribbles, params=dataclasses.replace(params, neighbourhood=6), mode="banded")
+    per_voxel = graphcut._band_bytes_per_voxel
+    monkeypatch.setattr(graphcut, "_band_bytes_per_voxel", lambda nb: per_voxel(nb) * (10**6 if nb == 10 else 1))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ScribbleSegLib.graphcut"):
+        dropped = graph_cut(h, image, scribbles, params=params, mode="banded")
+    assert any("the band of" in r.getMessage() and "using the 6-neighbourhood" in r.getMessage()
+               for r in caplog.records)
+    assert np.array_equal(dropped, six) and not np.array_equal(dropped, free)
 
 
 @pytest.mark.parametrize("neighbourhood", [6, 10])
