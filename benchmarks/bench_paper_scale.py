@@ -152,7 +152,8 @@ def run(work: Path, model: str, limit_gib: Optional[float], rerun: bool) -> int:
     lines: List[str] = []
     order: List[str] = ["start"]
 
-    def follow(stream, keep_lines: bool) -> None:
+    def follow(stream) -> None:
+        """Track the last progress bar shown and keep the other lines, from a child's output stream."""
         text = ""
         for chunk in iter(lambda: stream.read1(4096), b""):
             text += chunk.decode(errors="replace")
@@ -164,13 +165,12 @@ def run(work: Path, model: str, limit_gib: Optional[float], rerun: bool) -> int:
                     if m.group(1) != stage[0]:
                         stage[0] = m.group(1)
                         order.append(stage[0])
-                elif part.strip() and keep_lines:
+                elif part.strip():
                     lines.append(part)
-        if text.strip() and keep_lines:
+        if text.strip():
             lines.append(text)
 
-    readers = [threading.Thread(target=follow, args=(child.stderr, True), daemon=True),
-               threading.Thread(target=follow, args=(child.stdout, True), daemon=True)]
+    readers = [threading.Thread(target=follow, args=(stream,), daemon=True) for stream in (child.stderr, child.stdout)]
     for reader in readers:
         reader.start()
     peaks: Dict[str, int] = {}
