@@ -141,6 +141,11 @@ DIAGONAL_BYTES_PER_VOXEL = 128
 
 def _band_bytes_per_voxel(neighbourhood: int) -> int:
     return BAND_BYTES_PER_VOXEL + (DIAGONAL_BYTES_PER_VOXEL if neighbourhood == 10 else 0)
+
+
+def _band_cut_bytes(nodes: int, neighbourhood: int) -> int:
+    """Memory of a band re-cut of ``nodes`` voxels."""
+    return nodes * _band_bytes_per_voxel(neighbourhood) + WORKING_BYTES
 #: Working memory of the slab- and chunk-wise computations, independent of the volume size (generous).
 WORKING_BYTES = 256 * 2**20
 #: Half-width, in full-resolution voxels, of the band re-cut around the coarse boundary.
@@ -161,6 +166,7 @@ _log = logging.getLogger(__name__)
 
 _SLAB_VOXELS = 2**20
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
+_HEART, _BACKGROUND, _BOTH = 1, 2, 3  # seed codes; _BOTH marks coarse blocks holding both classes
 
 
 def _colour_features(block: np.ndarray, luminance: bool) -> np.ndarray:
@@ -177,7 +183,6 @@ def _colour_features(block: np.ndarray, luminance: bool) -> np.ndarray:
 def _axis_share(axis: int, diagonals: bool) -> float:
     """Factor of an axis pair's weight: its Cauchy-Crofton share in-plane when the diagonals are pairs too."""
     return _CROFTON_AXIS if diagonals and axis > 0 else 1.0
-_HEART, _BACKGROUND, _BOTH = 1, 2, 3  # seed codes; _BOTH marks coarse blocks holding both classes
 
 
 @dataclass(frozen=True)
@@ -677,22 +682,21 @@ def _recut_until_settled(level: "_Level", labels: np.ndarray, band: np.ndarray, 
     """Re-cut ``band`` of ``labels`` in place, the rest fixed; where the new boundary reaches the band's edge,
     grow the band there and re-cut again (:data:`BAND_GROWTH_PASSES` times at most).  Progress runs from
     ``low`` to ``high``."""
-    if _neighbourhood(level) == 10 and band.any():
-        nodes = _Band(band, f, level.shape).nodes
-        needed = nodes * _band_bytes_per_voxel(10) + WORKING_BYTES
-        if needed > budget:
-            # The 6-neighbourhood gives the same kind of result, with blockier in-plane outlines.
-            _log.info("graph cut: the band of %d voxels of %s with in-plane diagonals needs about %s (budget %s); "
-                      "using the 6-neighbourhood", nodes, _fmt_shape(level.shape), _fmt_bytes(needed),
-                      _fmt_bytes(budget))
-            level.params = dataclasses.replace(level.params, neighbourhood=6)
     explored = band.copy()
     passes = 1 + BAND_GROWTH_PASSES
     for band_pass in range(passes):
         if not band.any():
             break
+        voxels = _Band(band, f, level.shape)
+        if band_pass == 0 and _neighbourhood(level) == 10 and _band_cut_bytes(voxels.nodes, 10) > budget:
+            # Decided once, on the band the coarse cut placed: every pass then minimises the same energy.
+            # The 6-neighbourhood gives the same kind of result, with blockier in-plane outlines.
+            _log.info("graph cut: the band of %d voxels of %s with in-plane diagonals needs about %s (budget %s); "
+                      "using the 6-neighbourhood", voxels.nodes, _fmt_shape(level.shape),
+                      _fmt_bytes(_band_cut_bytes(voxels.nodes, 10)), _fmt_bytes(budget))
+            level.params = dataclasses.replace(level.params, neighbourhood=6)
         start = low + (high - low) * band_pass / passes
-        contact = _recut_band(level, labels, _Band(band, f, level.shape), explored, budget,
+        contact = _recut_band(level, labels, voxels, explored, budget,
                               sub_progress(progress, start, start + (high - low) / passes), cancel)
         if not contact.any():
             break
@@ -1390,7 +1394,7 @@ def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.nda
     name = _fmt_shape(level.shape)
     nb = _neighbourhood(level)
     diagonals = nb == 10
-    needed = band.nodes * _band_bytes_per_voxel(nb) + WORKING_BYTES
+    needed = _band_cut_bytes(band.nodes, nb)
     if needed > budget:
         raise ScribbleSegError(
             f"graph cut: the band around the coarse boundary of {name} voxels has {band.nodes} voxels and needs "

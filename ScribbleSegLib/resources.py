@@ -20,7 +20,8 @@ from .errors import ScribbleSegError
 
 PHANTOM_BYTES_PER_VOXEL = 32
 """Peak bytes per voxel of ``phantom.make_phantom``, which makes per-voxel work a slab of sections at a
-time (measured with ``ru_maxrss``: 30.7 at 250x712x1250, 42.1 at 16x1024x1024 with the fixed part below)."""
+time (maximum RSS: 30.7 at 250x712x1250, 42.1 at 16x1024x1024 with the fixed part below; the commands
+are in BENCHMARKS.md, "Interactive speed", item 5)."""
 PHANTOM_FIXED_BYTES = 2**29
 """... plus the slab temporaries, whatever the volume's size (at most 0.2-0.5 GB measured)."""
 
@@ -160,16 +161,18 @@ def _read_int(path: str) -> Optional[int]:
     return int(text) if text.isdigit() else None  # "max" (cgroup v2): no limit
 
 
-def _stat(path: str, key: str) -> int:
+def _stats(path: str) -> dict:
+    """The ``name value`` lines of a cgroup ``memory.stat`` file ({} if unreadable)."""
+    stats = {}
     try:
         with open(path) as f:
             for line in f:
                 name, _, value = line.partition(" ")
-                if name == key:
-                    return int(value)
-    except (OSError, ValueError):
+                if value.strip().isdigit():
+                    stats[name] = int(value)
+    except OSError:
         pass
-    return 0
+    return stats
 
 
 def _cgroup2_left(folder: str, mount_point: str) -> Optional[int]:
@@ -178,8 +181,8 @@ def _cgroup2_left(folder: str, mount_point: str) -> Optional[int]:
         limit = _read_int(os.path.join(folder, "memory.max"))
         used = _read_int(os.path.join(folder, "memory.current"))
         if limit is not None and used is not None:
-            stat = os.path.join(folder, "memory.stat")
-            lefts.append(max(0, limit - used + _stat(stat, "file") - _stat(stat, "shmem")))
+            stats = _stats(os.path.join(folder, "memory.stat"))
+            lefts.append(max(0, limit - used + stats.get("file", 0) - stats.get("shmem", 0)))
         if os.path.normpath(folder) == os.path.normpath(mount_point) or folder in ("", "/"):
             break
         folder = os.path.dirname(folder.rstrip("/"))
@@ -187,12 +190,12 @@ def _cgroup2_left(folder: str, mount_point: str) -> Optional[int]:
 
 
 def _cgroup1_left(folder: str) -> Optional[int]:
-    stat = os.path.join(folder, "memory.stat")
-    limit = _stat(stat, "hierarchical_memory_limit") or _read_int(os.path.join(folder, "memory.limit_in_bytes"))
+    stats = _stats(os.path.join(folder, "memory.stat"))
+    limit = stats.get("hierarchical_memory_limit") or _read_int(os.path.join(folder, "memory.limit_in_bytes"))
     used = _read_int(os.path.join(folder, "memory.usage_in_bytes"))
     if not limit or limit >= _NO_LIMIT or used is None:
         return None
-    return max(0, limit - used + _stat(stat, "total_cache") - _stat(stat, "total_shmem"))
+    return max(0, limit - used + stats.get("total_cache", 0) - stats.get("total_shmem", 0))
 
 
 def release_free_memory() -> None:

@@ -6,8 +6,9 @@ A warm session trains ``f`` afresh on every run (400 steps by default, most of a
 corrective strokes) on the bench's validation volumes (2 and 3 of each family, with the
 networks ``scribbleseg bench`` trained), once as the library does and once per
 ``--steps`` value with ``f`` of rounds 2 and later started from the previous round's
-``f`` (weights and input standardisation) and trained for that many steps: patched in
-here, the library does not do it.  It prints the final IoU per round, mean over the 4
+weights (its input standardisation redone on the new pool, as ``bench_interactive.py
+steps`` does) and trained for that many steps: patched in here, the library does not
+do it.  It prints the final IoU per round, mean over the 4
 protocols, in-family and cross-family::
 
     python benchmarks/bench_warm_start.py --models scribbleseg-bench --cache /tmp/feat --steps 100 50
@@ -16,6 +17,8 @@ protocols, in-family and cross-family::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -27,49 +30,35 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _warm_trainer(ddml, steps: int, last: dict):
-    """A ``train_ddml`` that starts from ``last["f"]`` (when set) and takes ``steps`` steps."""
-    import torch
+@contextlib.contextmanager
+def _warm_started(steps: int):
+    """Within: every run after the first starts ``f`` from the last run's (``bench_interactive.warm_seeded``)
+    and trains it for ``steps`` steps; the first run is the library's."""
+    from bench_interactive import warm_seeded
 
-    from ScribbleSegLib.runtime import torch_threads
+    from ScribbleSegLib import ddml
 
-    cold = ddml.train_ddml
+    previous: dict = {}
+    seeded, adapt = ddml._seeded, ddml.adapt
 
-    def train(x, y, config=None, seed=0, progress=None, cancel=None):
-        config = config or ddml.DDMLConfig()
-        if last.get("f") is None:
-            last["f"] = cold(x, y, config, seed, progress, cancel)
-            return last["f"]
-        xt, yt = ddml._tensors(x, y)
-        f = ddml._seeded(seed, lambda: ddml.DDMLNet(xt.shape[1], config.hidden, config.out_dim))
-        f.load_state_dict(last["f"].state_dict())
-        f.requires_grad_(True)
-        optimizer = ddml._Adam(f.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        generator = torch.Generator().manual_seed(seed)
-        by_class = [torch.nonzero(yt == c).reshape(-1) for c in (0, 1)]
-        half = config.batch_size // 2
-        terms = ddml._pair_terms(torch.arange(2 * half) >= half, config.tau, torch.float32)
-        f.train()
-        with torch_threads(1):
-            for _ in range(steps):
-                batch = torch.cat([idx[torch.randint(len(idx), (half,), generator=generator)] for idx in by_class])
-                loss = ddml._pair_loss(f(xt[batch]), *terms, config.beta)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                f.loss_history.append(float(loss.detach()))
-        f.eval()
-        f.requires_grad_(False)
-        last["f"] = f
-        return f
+    def warm_adapt(*args, config=None, **kwargs):
+        if "f" in previous:
+            config = dataclasses.replace(config or ddml.DDMLConfig(), steps=steps)
+        result = adapt(*args, config=config, **kwargs)
+        previous["f"] = result.f
+        return result
 
-    return train
+    ddml._seeded, ddml.adapt = warm_seeded(previous), warm_adapt
+    try:
+        yield
+    finally:
+        ddml._seeded, ddml.adapt = seeded, adapt
 
 
 def main(argv=None) -> int:
     from bench_settings import _outputs
 
-    from ScribbleSegLib import ddml, protocol, scribbles
+    from ScribbleSegLib import protocol, scribbles
     from ScribbleSegLib.model_file import load_model
     from ScribbleSegLib.phantom import FAMILIES
 
@@ -80,7 +69,6 @@ def main(argv=None) -> int:
     parser.add_argument("--volumes", type=int, nargs="+", default=[2, 3])
     args = parser.parse_args(argv)
 
-    cold = ddml.train_ddml
     modes = [("library (cold, 400 steps)", None)] + [(f"warm start, {n} steps", n) for n in args.steps]
     results = {name: {} for name, _ in modes}
     volumes = {f: protocol.make_volumes(max(args.volumes) + 1, 0, None, f) for f in FAMILIES}
@@ -93,12 +81,9 @@ def main(argv=None) -> int:
                 strokes = scribbles.simulate_scribbles(v.label, seed=0, every=10, tissue=v.tissue > 0,
                                                        spacing=v.image.geometry.spacing)
                 for name, steps in modes:
-                    ddml.train_ddml = cold if steps is None else _warm_trainer(ddml, steps, {})
-                    try:
-                        t0 = time.perf_counter()
+                    t0 = time.perf_counter()
+                    with contextlib.nullcontext() if steps is None else _warm_started(steps):
                         rounds = protocol.run_rounds(v.image, v.label, strokes, model, outputs)
-                    finally:
-                        ddml.train_ddml = cold
                     ious = [r.final["iou"] for r in rounds]
                     results[name].setdefault(train + test, []).append(ious)
                     print(f"{train}→{test} volume {i}, {name}: final IoU by round "
