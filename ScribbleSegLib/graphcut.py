@@ -39,7 +39,8 @@ Memory and the coarse-to-fine banded cut
     of 2x2x2 blocks (2x2 in-plane only while the sections are thicker than the
     pixels) whose energy is that of eq. 4-6 restricted to block-constant labels: the
     block mean of ``h`` and, per block face, the sum of the pair weights crossing
-    it. The coarse volume is cut the same way (full or banded again). Then only the
+    it. The coarse volume is cut the same way: in full up to :data:`COARSE_FULL_MAX_VOXELS`,
+    banded again above (with a wider band, :data:`COARSE_BAND_RADIUS`). Then only the
     whole blocks within :data:`BAND_RADIUS` voxels of the coarse boundary (and
     blocks holding both scribble classes) are re-cut at full resolution; the other
     voxels keep the coarse label, and their pairs with band voxels become terminal
@@ -55,7 +56,8 @@ Memory and the coarse-to-fine banded cut
     boundary that moves further than the band in one piece without touching the
     band's edge first. On the benchmark volumes it agreed with the full cut to Dice
     0.999 or better (benchmarks/bench_graphcut.py); on the 100x512x512 H&E phantom of
-    BENCHMARKS.md ("Interactive speed") 0.964, with 0.34% more energy. Peak memory is the coarse graph
+    BENCHMARKS.md ("Interactive speed", ``bench_interactive.py cut --full``) 0.9935, with 0.08% more
+    energy. Peak memory is the coarse graph
     or the band graph, whichever is larger, plus about one byte per voxel. Every cut
     checks its memory estimate against the budget before it starts, and the band
     re-cut checks its actual size again.
@@ -150,15 +152,22 @@ def _band_cut_bytes(nodes: int, neighbourhood: int) -> int:
 WORKING_BYTES = 256 * 2**20
 #: Half-width, in full-resolution voxels, of the band re-cut around the coarse boundary.
 BAND_RADIUS = 3
+#: The same for a coarse level cut coarse-to-fine (see :data:`COARSE_FULL_MAX_VOXELS`), in its own voxels:
+#: what its band misses, the band of every level above misses too.
+COARSE_BAND_RADIUS = 6
 #: Extra band re-cuts, each around where the boundary reached the edge of the previous band.
 BAND_GROWTH_PASSES = 8
 #: Fraction of the voxels assumed to fall in the band when estimating memory ahead of a cut.
 ASSUMED_BAND_FRACTION = 0.15
-#: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows).  Not lower: at
-#: 2**22 the coarse level of a 100x512x512 phantom (100x256x256) was itself cut coarse-to-fine, which
-#: saved 1.3 GB of peak memory but moved the result from Dice 0.964 to 0.926 against the full cut
-#: (BENCHMARKS.md, "Interactive speed").
+#: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows): the exact optimum,
+#: where a coarse-to-fine cut can miss parts of it away from the coarse boundary.
 AUTO_FULL_MAX_VOXELS = 2**23
+#: A coarse level, which only places the band of the level above it, is cut in full up to this many
+#: voxels and coarse-to-fine itself above.  The full cut of the 100x256x256 coarse level of a 100x512x512
+#: stack was most of a re-run's cut; since the band re-cuts grow where the boundary leaves the band and
+#: have the diagonals, cutting that level coarse-to-fine too costs little energy (BENCHMARKS.md,
+#: "Interactive speed").
+COARSE_FULL_MAX_VOXELS = 2**21
 #: Default memory budget: this fraction of the memory available when the cut starts.
 BUDGET_FRACTION = 0.75
 
@@ -701,7 +710,7 @@ def _recut_until_settled(level: "_Level", labels: np.ndarray, band: np.ndarray, 
         if not contact.any():
             break
         # The boundary reached voxels no band held yet: re-cut around there, the rest fixed.
-        band = _grow(contact, _band_steps(f))
+        band = _grow(contact, _band_steps(f, _band_radius(level)))
         explored |= band
     return labels
 
@@ -1009,18 +1018,20 @@ def _fmt_bytes(n: float) -> str:
 
 def _solve(level: _Level, mode: str, budget: int,
            progress: Optional[ProgressCallback], cancel: Optional[CancelToken],
-           weights: Optional[dict] = None) -> np.ndarray:
+           weights: Optional[dict] = None, full_max: Optional[int] = None) -> np.ndarray:
     """Cut ``level`` in ``mode``, after checking the memory estimate against ``budget``.
 
     ``weights`` (level shape -> pair weights of its coarse level) is read and filled by a
     coarse-to-fine cut, so that the next cut of the same image skips computing them.
+    ``full_max``: the most voxels ``mode="auto"`` cuts in full (default :data:`AUTO_FULL_MAX_VOXELS`;
+    :data:`COARSE_FULL_MAX_VOXELS` for a coarse level).
     """
     shape = level.shape
     nb = _neighbourhood(level)
     full_bytes = estimate_full_cut_bytes(shape, nb)
     can_band = any(f > 1 for f in _coarsen_factors(shape, level.spacing))
     if mode == "auto":
-        mode = "full" if _auto_cuts_full(shape, level.spacing, budget, nb) else "banded"
+        mode = "full" if _auto_cuts_full(shape, level.spacing, budget, nb, full_max) else "banded"
     if mode == "banded" and can_band:
         # With the 6-neighbourhood's band: the diagonals are dropped if the true band cannot hold them.
         band_bytes = _banded_bytes(shape, level.spacing, ASSUMED_BAND_FRACTION, budget, 6)
@@ -1048,15 +1059,19 @@ def _neighbourhood(level: "_Level") -> int:
     return getattr(getattr(level, "params", None), "neighbourhood", 6)
 
 
-def _auto_cuts_full(shape, spacing, budget: float, neighbourhood: int = 6) -> bool:
-    """Whether ``mode="auto"`` cuts a volume in full: it is small and fits the budget, or cannot be coarsened."""
+def _auto_cuts_full(shape, spacing, budget: float, neighbourhood: int = 6,
+                    full_max: Optional[int] = None) -> bool:
+    """Whether ``mode="auto"`` cuts a volume in full: it has at most ``full_max`` voxels (default
+    :data:`AUTO_FULL_MAX_VOXELS`) and fits the budget, or cannot be coarsened."""
+    full_max = AUTO_FULL_MAX_VOXELS if full_max is None else full_max
     voxels = int(np.prod(shape, dtype=np.int64))
-    return ((estimate_full_cut_bytes(shape, neighbourhood) <= budget and voxels <= AUTO_FULL_MAX_VOXELS)
+    return ((estimate_full_cut_bytes(shape, neighbourhood) <= budget and voxels <= full_max)
             or max(_coarsen_factors(shape, spacing)) == 1)
 
 
-def _auto_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
-    if _auto_cuts_full(shape, spacing, budget):
+def _coarse_bytes(shape, spacing, band_fraction: float, budget: float) -> int:
+    """Estimated bytes of the cut of a coarse level (full, or coarse-to-fine again)."""
+    if _auto_cuts_full(shape, spacing, budget, 6, COARSE_FULL_MAX_VOXELS):
         return estimate_full_cut_bytes(shape)
     return _banded_bytes(shape, spacing, band_fraction, budget)
 
@@ -1071,7 +1086,7 @@ def _banded_bytes(shape, spacing, band_fraction: float, budget: float, neighbour
     coarse_voxels = int(np.prod(coarse_shape, dtype=np.int64))
     # Kept throughout: the labels (1 B/voxel) and the coarse h, pair weights, seeds and labels.
     kept = voxels + coarse_voxels * (4 + 12 + 1 + 1)
-    coarse = _auto_bytes(coarse_shape, coarse_spacing, band_fraction, budget)
+    coarse = _coarse_bytes(coarse_shape, coarse_spacing, band_fraction, budget)
     band = int(band_fraction * voxels) * _band_bytes_per_voxel(neighbourhood) + WORKING_BYTES
     return kept + max(coarse, band)
 
@@ -1221,17 +1236,22 @@ def _grow(mask: np.ndarray, steps: Sequence[int]) -> np.ndarray:
     return mask
 
 
-def _band_steps(f: Sequence[int]) -> list:
-    """Blocks to grow a band by, per axis, so that it reaches :data:`BAND_RADIUS` voxels further."""
-    return [-(-BAND_RADIUS // k) for k in f]
+def _band_radius(level: _Level) -> int:
+    """:data:`BAND_RADIUS` for the full-resolution level, :data:`COARSE_BAND_RADIUS` for a coarse one."""
+    return COARSE_BAND_RADIUS if isinstance(level, _CoarseLevel) else BAND_RADIUS
 
 
-def _coarse_band(labels: np.ndarray, seeds: np.ndarray, f: Sequence[int]) -> np.ndarray:
-    """Coarse blocks whose full-resolution voxels are re-cut.
+def _band_steps(f: Sequence[int], radius: int = BAND_RADIUS) -> list:
+    """Blocks to grow a band by, per axis, so that it reaches ``radius`` voxels further."""
+    return [-(-radius // k) for k in f]
+
+
+def _coarse_band(labels: np.ndarray, seeds: np.ndarray, f: Sequence[int], radius: int = BAND_RADIUS) -> np.ndarray:
+    """Coarse blocks whose finer voxels are re-cut.
 
     Blocks next to a label change hold the fine voxels within ``f_a`` of the
-    boundary along axis ``a``; growing them by ``ceil(BAND_RADIUS / f_a) - 1``
-    blocks per axis widens that to :data:`BAND_RADIUS`.  Blocks with both
+    boundary along axis ``a``; growing them by ``ceil(radius / f_a) - 1``
+    blocks per axis widens that to ``radius``.  Blocks with both
     scribble classes are added, so that every scribble can be honoured.
     """
     band = seeds == _BOTH
@@ -1240,7 +1260,7 @@ def _coarse_band(labels: np.ndarray, seeds: np.ndarray, f: Sequence[int]) -> np.
         change = labels[lo] != labels[hi]
         band[lo] |= change
         band[hi] |= change
-    return _grow(band, [n - 1 for n in _band_steps(f)])
+    return _grow(band, [n - 1 for n in _band_steps(f, radius)])
 
 
 def _upsample(coarse: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> np.ndarray:
@@ -1368,8 +1388,9 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
     coarse = _downsample(level, f, cancel, None if weights is None else weights.get(level.shape))
     if weights is not None:
         weights[level.shape] = coarse.weights
-    coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel, weights)
-    band = _coarse_band(coarse_labels, coarse.seeds, f)
+    coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel, weights,
+                           COARSE_FULL_MAX_VOXELS)
+    band = _coarse_band(coarse_labels, coarse.seeds, f, _band_radius(level))
     del coarse  # only its labels and the band are needed from here on
     labels = _upsample(coarse_labels, f, level.shape)
     del coarse_labels

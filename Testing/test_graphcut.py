@@ -180,7 +180,7 @@ def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
     params = GraphCutParams(**AS_GIVEN, gamma=2.0)
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 0.0)  # never start from the last labels here
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 0.0)
-    monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # and cut the coarse levels banded too
+    monkeypatch.setattr(graphcut, "COARSE_FULL_MAX_VOXELS", 2000)  # and cut the coarse levels banded too
     memory = CutMemory()
     graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
     assert len(memory.coarse_weights) >= 2  # the full level's coarse level and that one's
@@ -200,7 +200,7 @@ def test_banded_cut_recursing_over_several_levels(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=3)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0)
     full = graph_cut(h, image, scribbles, params=params, mode="full")
-    monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 2000)  # coarse levels are banded again
+    monkeypatch.setattr(graphcut, "COARSE_FULL_MAX_VOXELS", 2000)  # coarse levels are banded again
     messages = []
     banded = graph_cut(h, image, scribbles, params=params, mode="banded",
                        progress=lambda stage, fraction, message: messages.append(message))
@@ -604,3 +604,18 @@ def test_image_contrast_in_the_cut_s_colour_space():
     assert graphcut.image_contrast(grey) == pytest.approx(graphcut.image_contrast(grey[..., None]))
     assert graphcut.scaled_to_contrast(GraphCutParams(), image) == GraphCutParams()  # noise: high contrast
     assert graphcut.scaled_to_contrast(GraphCutParams.paper(), np.zeros_like(image)) == GraphCutParams.paper()
+
+
+def test_coarse_levels_are_cut_in_full_only_up_to_their_own_limit(monkeypatch):
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=3)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
+    monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 16 * 64 * 64 - 1)  # the volume itself: banded
+
+    def levels(coarse_limit):
+        monkeypatch.setattr(graphcut, "COARSE_FULL_MAX_VOXELS", coarse_limit)
+        messages = []
+        graph_cut(h, image, scribbles, params=params, progress=lambda stage, fraction, m: messages.append(m))
+        return sum("downsampling" in m for m in messages)
+
+    assert levels(8 * 32 * 32) == 1  # the 8x32x32 coarse level is cut in full
+    assert levels(8 * 32 * 32 - 1) == 2  # ... or coarse-to-fine itself

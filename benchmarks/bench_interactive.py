@@ -10,6 +10,7 @@ that its peak RSS (``VmHWM``) is its own::
     python benchmarks/bench_interactive.py cli --work /tmp/bi100          # scribbleseg segment, cached features
     python benchmarks/bench_interactive.py agree --work /tmp/bi100        # coarse-to-fine vs exact h: final labels
     python benchmarks/bench_interactive.py cut --work /tmp/bi100          # the re-run's cut: from scratch vs reused
+    python benchmarks/bench_interactive.py cut --work /tmp/bi100 --full   # ... and against the full cut (the optimum)
     python benchmarks/bench_interactive.py steps --work /tmp/bi40         # DDML steps, warm-started f: time vs IoU
 
 ``session`` opens a :class:`~ScribbleSegLib.session.Session` on the cached
@@ -178,7 +179,7 @@ def agree(work: Path, model: str, patterns: int) -> None:
               f"coarse {evaluate(lc, truth)['iou']:.4f}; predict_h exact {te:.2f} s, coarse {tc:.2f} s")
 
 
-def cut(work: Path, model: str, profile: bool = False) -> None:
+def cut(work: Path, model: str, profile: bool = False, full: bool = False) -> None:
     from ScribbleSegLib import graphcut, volume_io
     from ScribbleSegLib.session import Session
 
@@ -210,6 +211,15 @@ def cut(work: Path, model: str, profile: bool = False) -> None:
     if profile:
         profiler.disable()
     print(f"cut of 'more' from scratch: {wall:.2f} s wall, {cpu:.2f} s CPU; energy {energy(fresh):.1f}")
+    if full:  # the exact optimum, for how far the coarse-to-fine cut is from it
+        t0 = time.perf_counter()
+        best = graphcut.graph_cut(h["more"], image.array, strokes["more"], spacing_zyx=image.geometry.spacing_zyx,
+                                  mode="full", memory_budget=int(0.9 * graphcut.available_memory()))
+        optimum = energy(best)
+        print(f"full cut of 'more': {time.perf_counter() - t0:.2f} s wall; energy {optimum:.1f}; the cut from "
+              f"scratch has {100 * (energy(fresh) - optimum) / optimum:+.3f}% energy, Dice {dice(fresh, best):.5f} "
+              f"against it")
+        del best
     if profile:
         stats = pstats.Stats(profiler)
         for (path, _, function), (_, _, own, total, _) in sorted(stats.stats.items(), key=lambda i: -i[1][3]):
@@ -313,6 +323,7 @@ def main() -> None:
     parser.add_argument("--first-run", action="store_true", help="cli: with an empty cache (M-Unet included)")
     parser.add_argument("--evaluation", default="", help="h evaluation (coarse or exact; default: the library's)")
     parser.add_argument("--profile", action="store_true", help="cut: where the cut from scratch spends its time")
+    parser.add_argument("--full", action="store_true", help="cut: against the full cut too (about 380 B/voxel)")
     args = parser.parse_args()
     from ScribbleSegLib.measure import machine_summary
     from ScribbleSegLib.starter import resolve_model
@@ -326,7 +337,7 @@ def main() -> None:
     elif args.mode == "cli":
         cli(args.work, model, args.evaluation, args.first_run)
     elif args.mode == "cut":
-        cut(args.work, model, args.profile)
+        cut(args.work, model, args.profile, args.full)
     elif args.mode == "steps":
         steps(args.work, model, args.patterns)
     else:
