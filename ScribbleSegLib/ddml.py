@@ -652,9 +652,9 @@ def _fused_layers(f: DDMLNet, head: Head) -> List[Tuple[torch.Tensor, torch.Tens
     The input standardisation is folded into the first layer, and every tanh is written as
     ``tanh(u) = 2 sigmoid(2u) - 1`` with the factors folded into the weights: a layer computes
     ``2u`` for the sigmoid, and the next one takes ``2 s - 1`` as its input.  torch's sigmoid
-    is about 2.7x faster than its tanh on CPU, and the tanh layers were two thirds of
-    evaluating ``h`` (``benchmarks/bench_interactive.py``); the result differs from
-    ``head(f(x))`` by float32 rounding only.
+    is several times cheaper than its tanh on a CPU, and the tanh layers were most of evaluating
+    ``h`` (BENCHMARKS.md, "Interactive speed" item 8); the result differs from ``head(f(x))``
+    by float32 rounding only.
     """
     weights = [layer.weight.detach().double() for layer in f.layers] + [head.linear.weight.detach().double()]
     biases = [layer.bias.detach().double() for layer in f.layers] + [head.linear.bias.detach().double()]
