@@ -570,8 +570,9 @@ class CutMemory:
     move further than the band in one piece without touching its edge.  On the
     benchmark volumes (BENCHMARKS.md, "Interactive speed"), where this rule started from
     the last labels (40x256x256) the labels equalled a cut from scratch; forced on
-    100x512x512 they differed (Dice 0.971) with a lower energy than the coarse-to-fine
-    cut from scratch, whose own approximation is the difference.  It holds 2 bytes per voxel (labels with
+    100x512x512 they differed (Dice 0.994) with a lower energy than the coarse-to-fine
+    cut from scratch (within 0.0004% of the full cut's), whose own approximation is the
+    difference (``benchmarks/bench_interactive.py cut --full``).  It holds 2 bytes per voxel (labels with
     seeds, and the data term in steps of 1/250), plus 12 bytes per coarse voxel for the
     weights.
 
