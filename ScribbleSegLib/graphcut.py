@@ -1247,7 +1247,7 @@ def _band_steps(f: Sequence[int], radius: int = BAND_RADIUS) -> list:
     return [-(-radius // k) for k in f]
 
 
-def _coarse_band(labels: np.ndarray, seeds: np.ndarray, f: Sequence[int], radius: int = BAND_RADIUS) -> np.ndarray:
+def _coarse_band(labels: np.ndarray, seeds: np.ndarray, f: Sequence[int], radius: int) -> np.ndarray:
     """Coarse blocks whose finer voxels are re-cut.
 
     Blocks next to a label change hold the fine voxels within ``f_a`` of the
