@@ -14,7 +14,9 @@ it changes; the test volumes (4 and 5) stay out of it::
 
 The defaults are always run first.  ``--cache DIR`` keeps the networks' outputs per
 volume (``<model family>_<volume family><index>.npz``), so a second run skips the
-M-Unet.
+M-Unet.  ``--rounds R`` runs the bench's interactive rounds (round 1, then corrective
+strokes on the worst sections, :func:`ScribbleSegLib.protocol.run_rounds`) and prints
+the adapted and final IoU of every round and the largest drop between rounds.
 """
 
 from __future__ import annotations
@@ -52,11 +54,68 @@ def _outputs(volume, model, cache: Path, name: str):
     return prob, feats
 
 
-def main(argv=None) -> int:
-    from ScribbleSegLib import scribbles
+def candidates_of(args, parser) -> list:
+    """``[(name, DDMLConfig, GraphCutParams)]``: the defaults, then each ``--settings`` candidate."""
     from ScribbleSegLib.ddml import DDMLConfig
     from ScribbleSegLib.graphcut import GraphCutParams
     from ScribbleSegLib.jobs import replace_fields
+
+    candidates = [("defaults", DDMLConfig(), GraphCutParams())]
+    for text in args.settings:
+        spec = json.loads(text)
+        unknown = set(spec) - {"name", "ddml", "cut"}
+        if unknown or "name" not in spec:
+            parser.error(f"--settings {text!r}: expected {{\"name\": ..., \"ddml\": {{...}}, \"cut\": {{...}}}}")
+        candidates.append((spec["name"], replace_fields(DDMLConfig(), spec.get("ddml", {}), "ddml"),
+                           replace_fields(GraphCutParams(), spec.get("cut", {}), "cut")))
+    return candidates
+
+
+def _rounds(args, candidates) -> int:
+    """The interactive rounds of every candidate: adapted and final IoU per round, mean per protocol."""
+    from ScribbleSegLib import protocol, scribbles
+    from ScribbleSegLib.metrics import evaluate
+    from ScribbleSegLib.model_file import load_model
+    from ScribbleSegLib.phantom import FAMILIES
+
+    families = tuple(FAMILIES)
+    vols = {f: protocol.make_volumes(max(args.volumes) + 1, args.seed, None, f) for f in families}
+    runs: Dict[tuple, List[List[float]]] = {}
+    for train in families:
+        model = load_model(args.models / f"munet_{train}.model", device="cpu")
+        for test in families:
+            for i in args.volumes:
+                v = vols[test][i]
+                features = _outputs(v, model, args.cache, f"{train}_{test}{i}")
+                munet = evaluate(features[0] > 0.5, v.label)["iou"]
+                for pattern in range(args.patterns):
+                    s = scribbles.simulate_scribbles(v.label, seed=pattern, every=10, tissue=v.tissue > 0,
+                                                     spacing=v.image.geometry.spacing)
+                    for name, config, cut in candidates:
+                        run = protocol.run_rounds(v.image, v.label, s, model, features, rounds=args.rounds,
+                                                  cut_params=cut, ddml_config=config)
+                        runs.setdefault((name, f"{train}→{test}"), []).append(
+                            [munet] + [r.adapted["iou"] for r in run] + [r.final["iou"] for r in run])
+            print(f"{train}→{test} done", file=sys.stderr, flush=True)
+    print(f"Validation volumes {args.volumes} of each family, {args.patterns} scribble pattern(s), "
+          f"{args.rounds} rounds; networks from {args.models}.\n")
+    rounds = range(1, args.rounds + 1)
+    print("| setting | protocol | M-Unet | " + " | ".join(f"adapted r{r}" for r in rounds) + " | "
+          + " | ".join(f"final r{r}" for r in rounds) + " | largest drop |")
+    print("|---|---|---|" + "---|" * (2 * args.rounds + 1))
+    for name, _, _ in candidates:
+        means = []
+        for protocol_name in (f"{a}→{b}" for a in families for b in families):
+            table = np.array(runs[(name, protocol_name)])
+            means.append(table.mean(axis=0))
+            drop = -float(np.min(np.diff(table[:, 1 + args.rounds:], axis=1)))
+            print(f"| {name} | {protocol_name} | " + " | ".join(f"{x:.4f}" for x in means[-1]) + f" | {drop:+.3f} |")
+        print(f"| {name} | mean | " + " | ".join(f"{x:.4f}" for x in np.mean(means, axis=0)) + " | |")
+    return 0
+
+
+def main(argv=None) -> int:
+    from ScribbleSegLib import scribbles
     from ScribbleSegLib.metrics import confusion, scores
     from ScribbleSegLib.model_file import load_model
     from ScribbleSegLib.phantom import FAMILIES
@@ -72,16 +131,12 @@ def main(argv=None) -> int:
     parser.add_argument("--patterns", type=int, default=2, help="scribble patterns per volume")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
     parser.add_argument("--cache", type=Path, help="folder for the networks' outputs per volume")
+    parser.add_argument("--rounds", type=int, default=1, help="interactive rounds per run (bench: 3)")
     args = parser.parse_args(argv)
+    if args.rounds > 1:
+        return _rounds(args, candidates_of(args, parser))
 
-    candidates = [("defaults", DDMLConfig(), GraphCutParams())]
-    for text in args.settings:
-        spec = json.loads(text)
-        unknown = set(spec) - {"name", "ddml", "cut"}
-        if unknown or "name" not in spec:
-            parser.error(f"--settings {text!r}: expected {{\"name\": ..., \"ddml\": {{...}}, \"cut\": {{...}}}}")
-        candidates.append((spec["name"], replace_fields(DDMLConfig(), spec.get("ddml", {}), "ddml"),
-                           replace_fields(GraphCutParams(), spec.get("cut", {}), "cut")))
+    candidates = candidates_of(args, parser)
 
     families = tuple(FAMILIES)
     vols = {f: make_volumes(max(args.volumes) + 1, args.seed, None, f) for f in families}
