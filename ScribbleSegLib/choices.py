@@ -53,13 +53,6 @@ interpolation could matter (near 0.5, where it varies, near the network's bounda
 ``exact`` evaluates every voxel.  Read through ``DDMLConfig.evaluation``."""
 DEFAULT_H_EVALUATION = "coarse"
 
-NETWORK_ANCHORS: Tuple[str, ...] = ("blend", "prior")
-"""How the adaptation keeps to the network's own probability ``p`` (``DDMLConfig.anchor``): ``blend``
-mixes it in, ``h = (1 - w) head(f(x)) + w p`` (``w = DDMLConfig.network_weight``; 0 is the paper's
-method); ``prior`` makes the head a correction of the network's logit, ``h = sigmoid(logit p + head
-logit)``, learnt with the network's logit of every training pixel as a fixed offset."""
-DEFAULT_NETWORK_ANCHOR = "blend"
-
 SESSION_REUSES_CUT = True
 """Whether a warm :class:`ScribbleSegLib.session.Session` starts each cut from its last one
 (:class:`ScribbleSegLib.graphcut.CutMemory`) instead of cutting from scratch."""

@@ -97,15 +97,6 @@ class DDMLConfig:
         ``h = (1 - w) head(f(x)) + w p_network``.  0 is the paper's method; a
         positive weight anchors the adaptation to the network where the scribbles
         say little (see :meth:`paper` for the paper's settings).
-    anchor : {"blend", "prior"}
-        How ``h`` keeps to the network (``choices.NETWORK_ANCHORS``).  ``blend``:
-        ``network_weight`` as above.  ``prior``: the network's own logit is the
-        head's prior, and the head learns a correction,
-        ``h = sigmoid(logit(p_network) + w . f(x) + b)``, trained with the network's
-        logit of every training pixel as a fixed offset and started at zero.  Where
-        the network already separates the scribbles and the bank there is little to
-        correct and ``h`` stays the network's; where it does not, the correction
-        learns from them.  ``network_weight`` is not used.
     evaluation : {"coarse", "exact"}
         How :func:`predict_h` evaluates ``h`` over the volume (``choices.H_EVALUATIONS``):
         ``coarse`` on an in-plane grid, exactly only where interpolation could
@@ -127,7 +118,6 @@ class DDMLConfig:
     head_lr: float = 0.05
     head_weight_decay: float = 0.0
     network_weight: float = 0.5
-    anchor: str = choices.DEFAULT_NETWORK_ANCHOR
     evaluation: str = choices.DEFAULT_H_EVALUATION
 
     @classmethod
@@ -139,7 +129,7 @@ class DDMLConfig:
         >>> DDMLConfig.paper().network_weight
         0.0
         """
-        return cls(scribble_share=0.05, network_weight=0.0, anchor="blend")
+        return cls(scribble_share=0.05, network_weight=0.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -161,9 +151,6 @@ class DDMLConfig:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
         if not 0.0 <= self.network_weight <= 1.0:
             raise ScribbleSegError(f"DDML network_weight must be in [0, 1], got {self.network_weight}")
-        if self.anchor not in choices.NETWORK_ANCHORS:
-            raise ScribbleSegError(f"DDML anchor must be one of {', '.join(choices.NETWORK_ANCHORS)}, "
-                                   f"got {self.anchor!r}")
         if self.evaluation not in choices.H_EVALUATIONS:
             raise ScribbleSegError(f"DDML evaluation must be one of {', '.join(choices.H_EVALUATIONS)}, "
                                    f"got {self.evaluation!r}")
@@ -597,8 +584,7 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
 
 
 def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None, seed: int = 0,
-               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-               offset: Optional[np.ndarray] = None) -> Head:
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Head:
     """Fine-tune the 1x1 head on ``f(x)`` with ``f`` frozen (paper Fig. 3, step 4).
 
     Logistic regression on the embeddings, trained full-batch with Adam on the
@@ -610,10 +596,6 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
         The trained DDML network; it is not changed.
     x, y, config, seed, progress, cancel
         As for :func:`train_ddml`.
-    offset : numpy.ndarray, optional
-        ``(N,)`` a fixed logit added to the head's for each pixel (the network's
-        logit, ``DDMLConfig.anchor`` "prior"); the head then starts at zero and
-        learns the correction.
 
     Returns
     -------
@@ -627,14 +609,6 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
     with torch.no_grad(), torch_threads(1):
         z = f(xt)
     head = _seeded(seed, lambda: Head(f.out_dim))
-    prior = None
-    if offset is not None:
-        prior = torch.as_tensor(np.asarray(offset, np.float32).reshape(-1))
-        if len(prior) != len(yt):
-            raise ScribbleSegError(f"offset has {len(prior)} values for {len(yt)} training pixels")
-        with torch.no_grad():  # the correction starts at zero: h starts as the network's
-            head.linear.weight.zero_()
-            head.linear.bias.zero_()
     target = yt.to(torch.float32)
     counts = torch.bincount(yt, minlength=2).to(torch.float32)
     sample_weight = (0.5 / counts)[yt]
@@ -643,8 +617,7 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
     with torch_threads(1):
         for step in range(config.head_steps):
             check(cancel)
-            logit = head.logit(z) if prior is None else head.logit(z) + prior
-            loss = F.binary_cross_entropy_with_logits(logit, target, weight=sample_weight, reduction="sum")
+            loss = F.binary_cross_entropy_with_logits(head.logit(z), target, weight=sample_weight, reduction="sum")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -819,13 +792,10 @@ def _grow_cells(flags: np.ndarray) -> np.ndarray:
 
 
 def _coarse_to_fine(block: np.ndarray, network: Optional[np.ndarray], scribbles: Optional[np.ndarray],
-                    layers, chunk: int, stride: int, prior: bool = False) -> Tuple[np.ndarray, int]:
+                    layers, chunk: int, stride: int) -> Tuple[np.ndarray, int]:
     """``h`` of a block of rows ``(R, X, C)``: on the grid, interpolated, exact where it could matter.
 
-    With ``prior`` the head's output is a correction of ``network`` (:func:`_add_prior`), and it is
-    the corrected probability whose nearness to 0.5 asks for an exact evaluation.
-
-    Returns ``(h (R, X) float32, voxels evaluated)`` (the head's output, before any prior).
+    Returns ``(h (R, X) float32, voxels evaluated)``.
     """
     rows, cols, channels = block.shape
     ys, xs = _grid(rows, stride), _grid(cols, stride)
@@ -843,13 +813,7 @@ def _coarse_to_fine(block: np.ndarray, network: Optional[np.ndarray], scribbles:
                      torch.from_numpy(_interpolation(cols, xs)).T, out=torch.from_numpy(h))
     corners = np.stack([on_grid[:-1, :-1], on_grid[1:, :-1], on_grid[:-1, 1:], on_grid[1:, 1:]])
     low, high = corners.min(axis=0), corners.max(axis=0)
-    exact = high - low > COARSE_RANGE
-    if prior:
-        corrected = on_grid.copy()
-        _add_prior(corrected[None], network[ys][:, xs][None])
-        corners = np.stack([corrected[:-1, :-1], corrected[1:, :-1], corrected[:-1, 1:], corrected[1:, 1:]])
-        low, high = corners.min(axis=0), corners.max(axis=0)
-    exact |= (high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN)
+    exact = (high - low > COARSE_RANGE) | ((high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN))
     if network is not None:
         low, high = _cell_range(network, ys, xs)
         exact |= (high - low > NETWORK_RANGE) | ((high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN))
@@ -870,8 +834,7 @@ def _coarse_to_fine(block: np.ndarray, network: Optional[np.ndarray], scribbles:
 def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, workers: Optional[int] = None,
               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None, *,
               evaluation: Optional[str] = None, scribbles: Optional[np.ndarray] = None,
-              network_probability: Optional[np.ndarray] = None, stats: Optional[dict] = None,
-              network_prior: bool = False) -> np.ndarray:
+              network_probability: Optional[np.ndarray] = None, stats: Optional[dict] = None) -> np.ndarray:
     """``h = head(f(x))`` over the volume: at every voxel, or coarse-to-fine.
 
     Reads ``features`` in slabs of rows (about 256 k voxels each; a
@@ -912,9 +875,6 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
         ``(Z, Y, X)`` the network's probability; ``coarse`` uses it to find detail.
     stats : dict, optional
         Filled with ``evaluated``: the number of voxels at which ``f`` and the head ran.
-    network_prior : bool
-        The head corrects the network (``DDMLConfig.anchor`` "prior"): return
-        ``sigmoid(logit(network_probability) + head logit)``; needs ``network_probability``.
 
     Returns
     -------
@@ -946,8 +906,6 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
         if guide is not None and tuple(np.shape(guide)) != (depth, rows, cols):
             raise ScribbleSegError(f"{name} has shape {tuple(np.shape(guide))}, the features "
                                    f"{(depth, rows, cols)}")
-    if network_prior and network_probability is None:
-        raise ScribbleSegError("network_prior needs network_probability")
     chunk = max(1, int(chunk))
     workers = max(1, int(workers or min(os.cpu_count() or 1, 8)))
     h = np.empty((depth, rows, cols), dtype=np.float32)
@@ -966,17 +924,13 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
         if not coarse:
             block = reader.rows(z, y0, y1)
             _evaluate(block.reshape(-1, channels), h[z, y0:y1].reshape(-1), layers, chunk)
-            evaluated = block.shape[0] * cols
-        else:
-            # One more row: the grid row where the next slab starts closes this slab's last cells.
-            end = min(rows, y1 + 1)
-            guide = None if network_probability is None else np.asarray(network_probability[z, y0:end], np.float32)
-            drawn = None if scribbles is None else np.asarray(scribbles[z, y0:end])
-            block_h, evaluated = _coarse_to_fine(reader.rows(z, y0, end), guide, drawn, layers, chunk,
-                                                 COARSE_STRIDE, prior=network_prior)
-            h[z, y0:y1] = block_h[: y1 - y0]
-        if network_prior:
-            _add_prior(h[z:z + 1, y0:y1], network_probability[z:z + 1, y0:y1])
+            return block.shape[0] * cols
+        # One more row: the grid row where the next slab starts closes this slab's last cells.
+        end = min(rows, y1 + 1)
+        guide = None if network_probability is None else np.asarray(network_probability[z, y0:end], np.float32)
+        drawn = None if scribbles is None else np.asarray(scribbles[z, y0:end])
+        block_h, evaluated = _coarse_to_fine(reader.rows(z, y0, end), guide, drawn, layers, chunk, COARSE_STRIDE)
+        h[z, y0:y1] = block_h[: y1 - y0]
         return evaluated
 
     evaluated = 0
@@ -997,52 +951,10 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
     return h
 
 
-#: Probabilities are clipped to [PRIOR_EPS, 1 - PRIOR_EPS] before their logit is taken
-#: (``DDMLConfig.anchor`` "prior"): the logits stay within +-13.8.
-PRIOR_EPS = 1e-6
-
-
-def network_logit(x: np.ndarray, network_head: Tuple[np.ndarray, float]) -> np.ndarray:
-    """The network's heart logit of feature rows, from its 1x1 output layer, clipped like :func:`_add_prior`'s.
-
-    Parameters
-    ----------
-    x : numpy.ndarray
-        ``(N, C)`` M-Unet features.
-    network_head : (numpy.ndarray, float)
-        The output layer's ``(C,)`` weights and its bias.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 ``(N,)``.
-
-    Examples
-    --------
-    >>> network_logit(np.array([[1.0, 2.0]]), (np.array([0.5, -1.0]), 0.25))
-    array([-1.25], dtype=float32)
-    """
-    weights, bias = network_head
-    logit = np.asarray(x, np.float32) @ np.asarray(weights, np.float32).reshape(-1) + np.float32(bias)
-    bound = np.float32(np.log((1 - PRIOR_EPS) / PRIOR_EPS))
-    return np.clip(logit, -bound, bound).astype(np.float32)
-
-
-def _add_prior(h: np.ndarray, network_probability: np.ndarray) -> None:
-    """``h <- sigmoid(logit(p_network) + logit(h))`` in place, section by section (``(Z, Y, X)`` both)."""
-    with torch.inference_mode():
-        for z in range(h.shape[0]):
-            out = torch.from_numpy(h[z])
-            p = np.asarray(network_probability[z], np.float32)
-            p = torch.from_numpy(p if p.flags.writeable else p.copy())  # torch wants writable memory
-            torch.sigmoid(torch.logit(out, PRIOR_EPS).add_(torch.logit(p, PRIOR_EPS)), out=out)
-
-
 def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
           bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
           network_probability: Optional[np.ndarray] = None,
-          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-          network_head: Optional[Tuple[np.ndarray, float]] = None) -> AdaptResult:
+          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> AdaptResult:
     """Adapt to this volume's scribbles: DDML, head, and ``h`` for every voxel.
 
     Draws a pool of training pixels (:func:`sample_pixels`), trains ``f``
@@ -1063,13 +975,9 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     network_probability : numpy.ndarray, optional
         ``(Z, Y, X)`` the network's own probability, blended into ``h`` with
         ``config.network_weight`` (:func:`pipeline.segment` always passes it;
-        without it ``h`` is DDML + head alone).  With ``config.anchor`` "prior" its
-        logit is the prior that the head corrects.
+        without it ``h`` is DDML + head alone).
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
-    network_head : (numpy.ndarray, float), optional
-        The network's 1x1 output layer (:func:`network_logit`), which gives the
-        training pixels' prior with ``config.anchor`` "prior".
 
     Returns
     -------
@@ -1081,10 +989,6 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
         See :func:`sample_pixels`.
     """
     config = config or DDMLConfig()
-    prior = config.anchor == "prior"
-    if prior and (network_probability is None or network_head is None):
-        raise ScribbleSegError("DDML anchor 'prior' needs the network's probability and its output layer "
-                               "(network_probability, network_head)")
     t0 = time.perf_counter()
     report(progress, "metric learning", 0.0, "drawing training pixels")
     x, y, _ = sample_pixels(features, scribbles, bank_features, bank_labels, config.pool_size, seed=seed,
@@ -1094,14 +998,16 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
     timings["DDML training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    offset = network_logit(x, network_head) if prior else None
-    head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel, offset=offset)
+    head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
     timings["head training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     # The network's probability guides where a coarse evaluation looks closer, blended in or not.
     h = predict_h(features, f, head, progress=progress, cancel=cancel, evaluation=config.evaluation,
-                  scribbles=scribbles, network_probability=network_probability, network_prior=prior)
-    if not prior and config.network_weight > 0 and network_probability is not None:
+                  scribbles=scribbles, network_probability=network_probability)
+    if config.network_weight > 0 and network_probability is not None:
+        if np.shape(network_probability) != h.shape:
+            raise ScribbleSegError(f"network_probability has shape {np.shape(network_probability)}, the volume "
+                                   f"{h.shape}")
         # In place, section by section: no second full-size array.
         w = np.float32(config.network_weight)
         for z in range(h.shape[0]):

@@ -87,13 +87,6 @@ class SegModel:
         return self.config.feature_channels
 
     @property
-    def output_layer(self) -> Tuple[np.ndarray, float]:
-        """The network's 1x1 output layer as ``(weights (C,), bias)``: heart logit = ``weights . feature + bias``."""
-        conv = self.net.head
-        weights = conv.weight.detach().float().cpu().numpy().reshape(-1)
-        return weights, float(conv.bias.detach().float().cpu())
-
-    @property
     def provenance(self) -> Dict[str, Any]:
         """Where the model came from (``{}`` for a format-1 file); see :func:`make_provenance`."""
         return dict(self.meta.get("provenance") or {})

@@ -347,7 +347,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
 
     t0 = time.perf_counter()
     adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=ddml_config, seed=seed,
-                    network_probability=prob, progress=progress, cancel=cancel, network_head=model.output_layer)
+                    network_probability=prob, progress=progress, cancel=cancel)
     h = adapted.h
     timings["DDML + head"] = time.perf_counter() - t0
     timings.update(adapted.timings)  # its steps, for benchmarks and the worker's report

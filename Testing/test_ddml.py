@@ -164,45 +164,6 @@ def test_adapt_with_scribbles_fixes_a_misleading_bank():
     assert len(result.losses) == FAST.steps and len(result.head_losses) == FAST.head_steps
 
 
-def _bank_classifier(features, bank, bank_labels):
-    """``(weights, bias)`` of a logistic layer fitted to the bank (least squares on +-4 logits)."""
-    x = np.c_[np.asarray(bank, np.float64), np.ones(len(bank))]
-    target = np.where(bank_labels == 1, 4.0, -4.0)
-    coef = np.linalg.lstsq(x, target, rcond=None)[0]
-    weights, bias = coef[:-1].astype(np.float32), float(coef[-1])
-    logit = np.asarray(features, np.float32) @ weights + bias
-    return (weights, bias), (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
-
-
-def test_network_prior_corrects_the_network_where_the_scribbles_contradict_it():
-    features, scribbles, bank, bank_labels, truth = _volume_with_misleading_bank(np.random.default_rng(5))
-    layer, network = _bank_classifier(features, bank, bank_labels)
-    assert ((network > 0.5) == truth).mean() < 0.5  # the network follows the bank: wrong here
-    config = DDMLConfig(steps=150, batch_size=256, pool_size=4000, head_steps=100, anchor="prior")
-    result = ddml.adapt(features, scribbles, bank, bank_labels, config=config, network_probability=network,
-                        network_head=layer)
-    assert ((result.h > 0.5) == truth).mean() > 0.97
-
-
-def test_network_prior_starts_at_the_network():
-    features, scribbles, bank, bank_labels, _ = _volume_with_misleading_bank(np.random.default_rng(5))
-    layer, network = _bank_classifier(features, bank, bank_labels)
-    config = DDMLConfig(steps=20, batch_size=64, pool_size=1000, head_steps=0, anchor="prior")
-    result = ddml.adapt(features, scribbles, bank, bank_labels, config=config, network_probability=network,
-                        network_head=layer)
-    np.testing.assert_allclose(result.h, np.clip(network, ddml.PRIOR_EPS, 1 - ddml.PRIOR_EPS), atol=1e-5)
-    with pytest.raises(ScribbleSegError, match="network_head"):
-        ddml.adapt(features, scribbles, bank, bank_labels, config=config, network_probability=network)
-
-
-def test_network_logit_matches_the_probability_it_gives():
-    features, _, bank, bank_labels, _ = _volume_with_misleading_bank(np.random.default_rng(5))
-    layer, network = _bank_classifier(features, bank, bank_labels)
-    rows = np.asarray(features, np.float32).reshape(-1, features.shape[-1])[::97]
-    logit = ddml.network_logit(rows, layer)
-    np.testing.assert_allclose(1.0 / (1.0 + np.exp(-logit)), network.reshape(-1)[::97], atol=1e-5)
-
-
 def test_adapt_is_deterministic_for_a_seed():
     features, scribbles, bank, bank_labels, _ = _volume_with_misleading_bank(np.random.default_rng(6))
     config = DDMLConfig(steps=30, batch_size=64, pool_size=1000, head_steps=20)
@@ -299,31 +260,6 @@ def test_coarse_evaluation_is_exact_where_it_matters_and_reads_less(tmp_path):
     np.testing.assert_allclose(coarse[:, ::step, ::step], exact[:, ::step, ::step], atol=1e-5)
 
 
-def test_coarse_evaluation_with_the_network_prior_is_exact_where_it_matters(tmp_path):
-    features, label = _blob_features(tmp_path)
-    z, y, x = np.meshgrid(*(np.arange(n) for n in label.shape), indexing="ij")
-    # A network whose heart is 3 pixels too wide: the head learns the correction.
-    network = (1 / (1 + np.exp((np.hypot(y - 20, x - 26) - (15 - 2 * abs(z - 1))) / 1.5))).astype(np.float32)
-    config = DDMLConfig(hidden=(8,), out_dim=4, steps=60, batch_size=64, head_steps=60)
-    flat = np.asarray(features, np.float32).reshape(-1, features.shape[3])
-    labels = label.reshape(-1)[::7].astype(np.uint8)
-    offset = np.log(network.reshape(-1)[::7]) - np.log1p(-network.reshape(-1)[::7])
-    f = ddml.train_ddml(flat[::7], labels, config)
-    head = ddml.train_head(f, flat[::7], labels, config, offset=offset)
-    exact = ddml.predict_h(features, f, head, evaluation="exact", network_probability=network, network_prior=True)
-    stats = {}
-    coarse = ddml.predict_h(features, f, head, evaluation="coarse", network_probability=network,
-                            network_prior=True, stats=stats, workers=2)
-    assert 0 < stats["evaluated"] < exact.size
-    near = np.abs(exact - 0.5) < 0.2
-    np.testing.assert_allclose(coarse[near], exact[near], atol=1e-5)
-    assert np.array_equal(coarse > 0.5, exact > 0.5)
-    # The correction moved the outline towards the truth.
-    assert ((exact > 0.5) == label).mean() > ((network > 0.5) == label).mean()
-    with pytest.raises(ScribbleSegError, match="network_prior needs network_probability"):
-        ddml.predict_h(features, f, head, network_prior=True)
-
-
 def test_coarse_evaluation_is_exact_next_to_scribbles_and_network_detail(tmp_path):
     features, label = _blob_features(tmp_path)
     rng = np.random.default_rng(3)
@@ -397,8 +333,6 @@ def test_bad_config_is_refused():
         DDMLConfig(scribble_share=1.5)
     with pytest.raises(ScribbleSegError, match="beta"):
         DDMLConfig(beta=0)
-    with pytest.raises(ScribbleSegError, match="anchor must be one of blend, prior"):
-        DDMLConfig(anchor="mix")
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])

@@ -35,21 +35,6 @@ def test_methods_and_seeds(case):
     np.testing.assert_allclose(munet.munet_probability, full.munet_probability, atol=1e-6)
 
 
-def test_the_output_layer_gives_the_networks_probability_and_the_prior_anchor_runs(case):
-    from ScribbleSegLib.ddml import DDMLConfig, network_logit
-    from ScribbleSegLib.model_file import load_model
-
-    _, test, scrib, model = case
-    loaded = load_model(model, device="cpu")
-    prob, feats, _ = pipeline.compute_features(test.image.array, loaded)
-    logit = network_logit(np.asarray(feats, np.float32).reshape(-1, feats.shape[-1]), loaded.output_layer)
-    # The features are stored as float16; the probability came from the float32 ones.
-    np.testing.assert_allclose(1 / (1 + np.exp(-logit)), prob.reshape(-1), atol=2e-2)
-    prior = pipeline.segment(test.image, scrib, loaded, method="ddml", features=(prob, feats),
-                             ddml_config=DDMLConfig(anchor="prior", steps=40, head_steps=40, pool_size=2000))
-    assert prior.probability.shape == prob.shape and 0 <= prior.probability.min() <= prior.probability.max() <= 1
-
-
 def test_second_run_reuses_cached_features(case, tmp_path):
     _, test, scrib, model = case
     first = pipeline.segment(test.image, scrib, model, cache_dir=tmp_path)
