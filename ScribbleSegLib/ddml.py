@@ -168,7 +168,8 @@ class DDMLNet(nn.Module):
     Attributes
     ----------
     loss_history : list of float
-        The DDML loss of every training step (filled by :func:`train_ddml`).
+        The DDML loss of every :data:`LOSS_EVERY`-th training step and of the last
+        (filled by :func:`train_ddml`).
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int) -> None:
@@ -234,7 +235,7 @@ class AdaptResult:
     head : Head
         The trained head (eval mode).
     losses : numpy.ndarray
-        float32, the DDML loss of every training step.
+        float32, the DDML loss of every :data:`LOSS_EVERY`-th training step and of the last.
     head_losses : numpy.ndarray
         float32, the head's loss of every training step.
     timings : dict
@@ -440,9 +441,14 @@ def _pair_terms(y: torch.Tensor, tau: float, dtype: torch.dtype) -> Tuple[torch.
     return l, 1.0 - tau * l, pair_weights(y, dtype)
 
 
-def _pair_loss(z: torch.Tensor, l: torch.Tensor, offset: torch.Tensor, w: torch.Tensor, beta: float) -> torch.Tensor:
-    """``1/2 sum_ij w_ij g(offset_ij + l_ij d_ij^2)`` with ``offset = 1 - l tau``: eq. 2 rewritten."""
-    return _PairLoss.apply(z, l, offset, w, beta)
+def _pair_loss(z: torch.Tensor, l: torch.Tensor, offset: torch.Tensor, w: torch.Tensor, beta: float,
+               value: bool = True) -> torch.Tensor:
+    """``1/2 sum_ij w_ij g(offset_ij + l_ij d_ij^2)`` with ``offset = 1 - l tau``: eq. 2 rewritten.
+
+    With ``value=False`` the returned scalar is 0 and only its gradient is right: the
+    softplus over all pairs, needed for the value alone, is a quarter of a training step.
+    """
+    return _PairLoss.apply(z, l, offset, w, beta, value)
 
 
 class _PairLoss(torch.autograd.Function):
@@ -456,13 +462,15 @@ class _PairLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, l, offset, w, beta):  # noqa: D102  (see the class)
+    def forward(ctx, z, l, offset, w, beta, value=True):  # noqa: D102  (see the class)
         sq = (z * z).sum(dim=1)
         d2 = torch.addmm(sq[:, None] + sq[None, :], z, z.T, alpha=-2.0).clamp_min_(0.0)
         a = torch.addcmul(offset, l, d2, out=d2)
-        g = F.softplus(a, beta=beta)
         ctx.save_for_backward(z, a, l, w)
         ctx.beta = beta
+        if not value:
+            return z.new_zeros(())
+        g = F.softplus(a, beta=beta)
         return 0.5 * torch.dot(w.reshape(-1), g.reshape(-1))
 
     @staticmethod
@@ -471,7 +479,7 @@ class _PairLoss(torch.autograd.Function):
         s = torch.sigmoid_(a.mul(ctx.beta))
         s.mul_(w).mul_(l).mul_(0.5 * grad)
         gz = torch.addmm(s.sum(dim=1, keepdim=True) * z, s, z, alpha=-1.0).mul_(4.0)
-        return gz, None, None, None, None
+        return gz, None, None, None, None, None
 
 
 def _tensors(x: np.ndarray, y: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -525,6 +533,11 @@ class _Adam:
             p.addcdiv_(m, (v.sqrt() / correction2_sqrt).add_(self.eps), value=-step_size)
 
 
+#: :func:`train_ddml` keeps the loss of every LOSS_EVERY-th step (and of the last): computing the value
+#: is a quarter of a step's time, and the gradient does not need it (BENCHMARKS.md, "Interactive speed").
+LOSS_EVERY = 10
+
+
 def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None, seed: int = 0,
                progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> DDMLNet:
     """Train the DDML network ``f`` on labelled pixels (paper eq. 1-3).
@@ -571,11 +584,14 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
         for step in range(config.steps):
             check(cancel)
             batch = torch.cat([idx[torch.randint(len(idx), (half,), generator=generator)] for idx in by_class])
-            loss = _pair_loss(f(xt[batch]), *pair_terms, config.beta)
+            # The loss value is kept every LOSS_EVERY-th step only: the gradient does not need it.
+            record = step % LOSS_EVERY == 0 or step == config.steps - 1
+            loss = _pair_loss(f(xt[batch]), *pair_terms, config.beta, value=record)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            f.loss_history.append(float(loss.detach()))
+            if record:
+                f.loss_history.append(float(loss.detach()))
             if step % report_every == 0 or step == config.steps - 1:
                 report(progress, "metric learning", (step + 1) / config.steps, f"loss {f.loss_history[-1]:.4f}")
     f.eval()

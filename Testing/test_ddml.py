@@ -62,6 +62,21 @@ def test_the_written_out_gradient_is_the_gradient_of_eq2():
         torch.testing.assert_close(z.grad, reference.grad, rtol=1e-10, atol=1e-12)
         assert z.grad.abs().max() > 1e-3
 
+def test_the_loss_without_its_value_has_the_same_gradient():
+    rng = np.random.default_rng(3)
+    y = torch.tensor(rng.integers(0, 2, 40))
+    terms = ddml._pair_terms(y, 2.0, torch.float64)
+    z_data = rng.normal(size=(40, 5))
+    grads = []
+    for value in (True, False):
+        z = torch.tensor(z_data, requires_grad=True)
+        loss = ddml._pair_loss(z, *terms, 2.0, value=value)
+        loss.backward()
+        grads.append((float(loss.detach()), z.grad.numpy().copy()))
+    assert grads[0][0] > 0 and grads[1][0] == 0.0
+    np.testing.assert_allclose(grads[1][1], grads[0][1], rtol=1e-12, atol=1e-15)
+
+
 def test_loss_with_one_class_uses_same_pairs_only():
     rng = np.random.default_rng(2)
     z = rng.normal(size=(5, 3))
@@ -124,7 +139,7 @@ def test_training_pulls_same_class_pairs_below_tau_and_pushes_others_above():
     same_d2, diff_d2, correct_after = _side_of_tau(f, x_test, y_test, config.tau)
     assert same_d2 < config.tau < diff_d2
     assert correct_after > correct_before + 0.2
-    assert np.mean(f.loss_history[-20:]) < np.mean(f.loss_history[:20])
+    assert np.mean(f.loss_history[-5:]) < np.mean(f.loss_history[:5])
 
 
 def _volume_with_misleading_bank(rng):
@@ -161,7 +176,8 @@ def test_adapt_with_scribbles_fixes_a_misleading_bank():
     assert result.h.shape == truth.shape and result.h.dtype == np.float32
     assert 0.0 <= result.h.min() and result.h.max() <= 1.0
     assert ((result.h > 0.5) == truth).mean() > 0.97
-    assert len(result.losses) == FAST.steps and len(result.head_losses) == FAST.head_steps
+    recorded = set(range(0, FAST.steps, ddml.LOSS_EVERY)) | {FAST.steps - 1}
+    assert len(result.losses) == len(recorded) and len(result.head_losses) == FAST.head_steps
 
 
 def test_adapt_is_deterministic_for_a_seed():

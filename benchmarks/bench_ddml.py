@@ -15,11 +15,15 @@ times each step of :func:`ScribbleSegLib.ddml.adapt` with the default
   8192-voxel chunks, at 1 and 2 intra-op threads.
 
 ``--busy`` runs the timings again while a second process keeps one core busy
-(what another program, or Slicer's GUI, does to a 2-core machine).
+(what another program, or Slicer's GUI, does to a 2-core machine).  ``--loss-every
+N [N ...]`` also times ``train_ddml`` with its loss value kept every N-th step
+(:data:`ScribbleSegLib.ddml.LOSS_EVERY`; 1 is every step, as before it existed), the
+values in turn within each run, so that they share the machine's state.
 
 Run from the repository root::
 
     python benchmarks/bench_ddml.py [--shape 100 512 512] [--channels 32] [--repeats 2] [--busy]
+        [--loss-every 1 10]
 """
 
 from __future__ import annotations
@@ -119,7 +123,19 @@ def intraop_comparison(features, f, head, config: ddml.DDMLConfig, x, y):
     return rows
 
 
-def run_once(features, scribbles, bank, bank_labels, config, label: str):
+def loss_every_comparison(x, y, config, values, label: str) -> None:
+    """``train_ddml``'s time with the loss value kept every N-th step, for each N in turn."""
+    kept = ddml.LOSS_EVERY
+    try:
+        for n in values:
+            ddml.LOSS_EVERY = n
+            _, wall, cpu = timed(ddml.train_ddml, x, y, config)
+            print(f"[{label}]   train_ddml with the loss kept every {n} step(s): {wall:.2f} s ({cpu:.2f} s CPU)")
+    finally:
+        ddml.LOSS_EVERY = kept
+
+
+def run_once(features, scribbles, bank, bank_labels, config, label: str, loss_every=()):
     (x, y, _), *t_sample = timed(ddml.sample_pixels, features, scribbles, bank, bank_labels, config.pool_size,
                                  seed=0, scribble_share=config.scribble_share)
     f, *t_ddml = timed(ddml.train_ddml, x, y, config)
@@ -131,6 +147,8 @@ def run_once(features, scribbles, bank, bank_labels, config, label: str):
     print(f"[{label}] wall (CPU) seconds: sample_pixels {_fmt(t_sample)} | train_ddml {_fmt(t_ddml)} "
           f"= {1e3 * t_ddml[0] / max(1, config.steps):.1f} ms/step | train_head {_fmt(t_head)} | "
           f"predict_h 1 worker {_fmt(t_pred1)}, 2 workers {_fmt(t_pred2)} | re-run total (2 workers) {_fmt(total)}")
+    if loss_every:
+        loss_every_comparison(x, y, config, loss_every, label)
     rows = intraop_comparison(features, f, head, config, x, y)
     for threads, (step_ms, volume_s) in rows.items():
         print(f"[{label}]   torch intra-op {threads} thread(s): DDML step {step_ms:.1f} ms, "
@@ -144,6 +162,8 @@ def main(argv=None) -> int:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--busy", action="store_true", help="also time with another process keeping a core busy")
+    parser.add_argument("--loss-every", type=int, nargs="+", default=[], metavar="N",
+                        help="also time train_ddml with its loss kept every N-th step, each N in turn")
     args = parser.parse_args(argv)
 
     config = ddml.DDMLConfig()
@@ -167,7 +187,7 @@ def main(argv=None) -> int:
         print(f"first train_ddml call of the process (one-time imports): {t_first:.2f} s")
         h = None
         for repeat in range(args.repeats):
-            h = run_once(features, scribbles, bank, bank_labels, config, f"run #{repeat + 1}")
+            h = run_once(features, scribbles, bank, bank_labels, config, f"run #{repeat + 1}", args.loss_every)
         if args.busy:
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             try:
