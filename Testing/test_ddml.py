@@ -77,6 +77,21 @@ def test_the_loss_without_its_value_has_the_same_gradient():
     np.testing.assert_allclose(grads[1][1], grads[0][1], rtol=1e-12, atol=1e-15)
 
 
+def test_keeping_the_loss_less_often_trains_the_same_f(monkeypatch):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(600, 6)).astype(np.float32)
+    y = (np.arange(600) % 2).astype(np.uint8)
+    config = DDMLConfig(hidden=(8,), out_dim=4, steps=25, batch_size=64)
+    trained = {}
+    for every in (1, 10):
+        monkeypatch.setattr(ddml, "LOSS_EVERY", every)
+        f = ddml.train_ddml(x, y, config, seed=2)
+        trained[every] = (torch.cat([p.reshape(-1) for p in f.parameters()]).numpy(), f.loss_history)
+    np.testing.assert_allclose(trained[10][0], trained[1][0], rtol=0, atol=1e-6)
+    assert len(trained[1][1]) == 25 and len(trained[10][1]) == 4  # steps 0, 10, 20 and the last
+    np.testing.assert_allclose(trained[10][1], np.asarray(trained[1][1])[[0, 10, 20, 24]], rtol=1e-6)
+
+
 def test_loss_with_one_class_uses_same_pairs_only():
     rng = np.random.default_rng(2)
     z = rng.normal(size=(5, 3))
