@@ -58,6 +58,21 @@ def check_device(device: Any) -> str:
     return device
 
 
+def check_orientations(orientations: Any) -> int:
+    """One of ``choices.ORIENTATIONS`` (test-time flips of the M-Unet), as an int.
+
+    Examples
+    --------
+    >>> check_orientations(4)
+    4
+    """
+    if isinstance(orientations, bool) or not isinstance(orientations, (int, np.integer)) or \
+            orientations not in choices.ORIENTATIONS:
+        raise ScribbleSegError(f"orientations must be one of {', '.join(map(str, choices.ORIENTATIONS))}, "
+                               f"got {orientations!r}")
+    return int(orientations)
+
+
 def check_seed(seed: Any) -> int:
     """A non-negative integer seed.
 
@@ -244,7 +259,8 @@ def check_features(features: Any, shape: Sequence[int]) -> None:
 
 
 def check_segment_args(image: Any, scribbles: Any, model: Any, *, spacing: Any, method: Any, cut_params: Any,
-                       ddml_config: Any, device: Any, cache_dir: Any, seed: Any, features: Any):
+                       ddml_config: Any, device: Any, cache_dir: Any, seed: Any, features: Any,
+                       orientations: Any = choices.DEFAULT_ORIENTATIONS):
     """Every check of :func:`ScribbleSegLib.pipeline.segment`; returns ``(array, geometry, scribbles)``.
 
     The array is RGB (a grey image is repeated into three channels).
@@ -263,6 +279,7 @@ def check_segment_args(image: Any, scribbles: Any, model: Any, *, spacing: Any, 
     check_model(model)
     check_device(device)
     check_seed(seed)
+    check_orientations(orientations)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise ScribbleSegError(f"cache_dir must be a folder name or None, got {_type_name(cache_dir)}")
     if cut_params is not None:

@@ -53,6 +53,12 @@ interpolation could matter (near 0.5, where it varies, near the network's bounda
 ``exact`` evaluates every voxel.  Read through ``DDMLConfig.evaluation``."""
 DEFAULT_H_EVALUATION = "coarse"
 
+ORIENTATIONS: Tuple[int, ...] = (1, 2, 4)
+"""Test-time flips of the M-Unet (:func:`ScribbleSegLib.inference.predict_volume`): each section as it is
+(1), also flipped left-right (2), and also top-bottom and both (4); the logits and features are averaged.
+Each costs one more run of the network."""
+DEFAULT_ORIENTATIONS = 1
+
 SESSION_REUSES_CUT = True
 """Whether a warm :class:`ScribbleSegLib.session.Session` starts each cut from its last one
 (:class:`ScribbleSegLib.graphcut.CutMemory`) instead of cutting from scratch."""

@@ -8,7 +8,9 @@ without seams and need no blending, and the result does not depend on the tile
 size.  The outer fields of view read past the section border by reflection.
 
 Memory is the section, its pyramid (1/3 of the section), the probability and
-one batch of tiles.  Features go to a ``.npy`` file, returned memory-mapped,
+one batch of tiles.  With ``orientations`` > 1 (test-time flips) each section is
+also run flipped and the outputs averaged, which adds float32 sums of the
+section's logit and features.  Features go to a ``.npy`` file, returned memory-mapped,
 when a path is given or when they would be large; they are written tile by
 tile and never sit in memory whole.  On a CUDA out-of-memory error the tile
 batch halves and the run goes on.
@@ -24,7 +26,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import multifov
+from . import choices, multifov
+from .checks import check_orientations
 from .errors import ScribbleSegError
 from .fileio import atomic_output
 from .geometry import Volume
@@ -71,6 +74,11 @@ def tile_origins(length: int, tile: int, align: int) -> List[int]:
     return origins
 
 
+#: The flips of a section, as ``(H, W)`` axes, in the order ``orientations`` takes them: none, left-right,
+#: top-bottom, both.
+FLIPS: Tuple[Tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
+
+
 class SectionPredictor:
     """Runs a network over whole sections, tile by tile.
 
@@ -83,9 +91,13 @@ class SectionPredictor:
         Side of a tile's core in full-magnification pixels (rounded to the alignment).
     batch : int
         Tiles per forward pass; halves on CUDA out-of-memory.
+    orientations : int
+        How many of the section's :data:`FLIPS` the network sees (``choices.ORIENTATIONS``);
+        their logits and features, flipped back, are averaged.  1: the section as it is.
     """
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, tile: int, batch: int) -> None:
+    def __init__(self, net: torch.nn.Module, device: torch.device, tile: int, batch: int,
+                 orientations: int = choices.DEFAULT_ORIENTATIONS) -> None:
         self.net = net
         self.config = net.config
         self.device = device
@@ -93,6 +105,7 @@ class SectionPredictor:
         self.tile = max(self.align, int(tile) // self.align * self.align)
         self.batch = max(1, int(batch))
         self.channels = self.config.feature_channels
+        self.orientations = check_orientations(orientations)
         self._geoms = {}
 
     def _geometry(self, core: Tuple[int, int]) -> multifov.FovGeometry:
@@ -115,11 +128,39 @@ class SectionPredictor:
             memory whole), or None for no features.
         cancel : CancelToken, optional
         """
+        run = self._predict if self.orientations == 1 else self._predict_flipped
         if self.device.type == "cpu":
             with torch_threads(cpu_threads()):
-                self._predict(section, prob_out, feat_out, cancel)
+                run(section, prob_out, feat_out, cancel)
         else:
-            self._predict(section, prob_out, feat_out, cancel)
+            run(section, prob_out, feat_out, cancel)
+
+    def _predict_flipped(self, section: np.ndarray, prob_out: np.ndarray, feat_out,
+                         cancel: Optional[CancelToken]) -> None:
+        """The mean of the logits and features of the section's first ``orientations`` flips."""
+        h, w = section.shape[:2]
+        prob = np.empty((h, w), np.float32)
+        logit_sum = np.zeros((h, w), np.float32)
+        feats = None if feat_out is None else np.empty((h, w, self.channels), np.float16)
+        feat_sum = None if feat_out is None else np.zeros((h, w, self.channels), np.float32)
+        for axes in FLIPS[:self.orientations]:
+            flipped = np.ascontiguousarray(np.flip(section, axes)) if axes else section
+            # Into flipped views of the buffers: they then hold the outputs the right way round.
+            self._predict(flipped, np.flip(prob, axes), None if feats is None else np.flip(feats, axes), cancel)
+            with torch.inference_mode():
+                logit_sum += torch.logit(torch.from_numpy(prob), LOGIT_EPS).numpy()
+            if feat_sum is not None:
+                feat_sum += feats
+        n = np.float32(self.orientations)
+        with torch.inference_mode():
+            prob_out[...] = torch.sigmoid(torch.from_numpy(logit_sum / n)).numpy()
+        if feat_out is None:
+            return
+        block = (feat_sum / n).astype(np.float16)
+        if isinstance(feat_out, np.ndarray):
+            feat_out[...] = block
+        else:
+            feat_out.write(0, 0, block)
 
     def _predict(self, section: np.ndarray, prob_out: np.ndarray, feat_out, cancel: Optional[CancelToken]) -> None:
         h, w = section.shape[:2]
@@ -164,6 +205,10 @@ class SectionPredictor:
                     "use a smaller tile or --device cpu") from None
             self.batch //= 2
             return None
+
+
+#: Probabilities are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before their logits are averaged.
+LOGIT_EPS = 1e-6
 
 
 def _autocast(device: torch.device):
@@ -221,7 +266,8 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
                    feature_path: Optional[Union[str, os.PathLike]] = None,
                    scale: Tuple[float, float] = (1.0, 1.0),
                    progress: Optional[ProgressCallback] = None,
-                   cancel: Optional[CancelToken] = None) -> Tuple[np.ndarray, np.ndarray]:
+                   cancel: Optional[CancelToken] = None,
+                   orientations: int = choices.DEFAULT_ORIENTATIONS) -> Tuple[np.ndarray, np.ndarray]:
     """Heart probability and per-pixel features of every section of a volume.
 
     Parameters
@@ -247,6 +293,10 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
         :func:`network_scale`); the outputs are resized back to the section's grid.
     progress, cancel
         See :mod:`progress`.
+    orientations : int
+        Test-time flips (``choices.ORIENTATIONS``): the network also sees each section
+        flipped left-right (2), and top-bottom and both (4), and the logits and features
+        are averaged; as many times the network's time.  1: no flips.
 
     Returns
     -------
@@ -264,7 +314,7 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
     if next(net.parameters()).device != dev:
         net = net.to(dev)
     default_core, default_batch = default_tile(dev)
-    predictor = SectionPredictor(net.eval(), dev, tile or default_core, batch or default_batch)
+    predictor = SectionPredictor(net.eval(), dev, tile or default_core, batch or default_batch, orientations)
     target = _target_stain(model) if normalize else None
     z = array.shape[0]
     prob = np.empty(array.shape[:3], dtype=np.float32)

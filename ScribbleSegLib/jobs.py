@@ -80,6 +80,8 @@ class SegmentFiles:
         fields not in it are named as they are.
     suggest : int
         How many sections to suggest for the next strokes (in ``metrics["suggestions"]``).
+    orientations : int
+        Test-time flips of the M-Unet (``choices.ORIENTATIONS``, :func:`pipeline.segment`).
     """
 
     image: str
@@ -99,6 +101,7 @@ class SegmentFiles:
     ddml: Dict[str, float] = field(default_factory=dict)
     names: Dict[str, str] = field(default_factory=dict)
     suggest: int = 3
+    orientations: int = choices.DEFAULT_ORIENTATIONS
 
     def name(self, key: str) -> str:
         """How messages name field ``key``."""
@@ -191,20 +194,20 @@ def check_job(job: SegmentFiles) -> None:
     ScribbleSegError
         One line naming the option (or file) and the problem.
     """
-    from .checks import check_device, check_seed
+    from .checks import check_device, check_orientations, check_seed
     from .fileio import check_outputs
 
     if job.method not in choices.METHODS:
         raise ScribbleSegError(f"{job.name('method')} {job.method!r}: expected one of {', '.join(choices.METHODS)}")
     if job.method != "munet" and not job.scribbles:
         raise ScribbleSegError(f"{job.name('method')} {job.method} needs {job.name('scribbles')}")
-    for key, checker in (("device", check_device), ("seed", check_seed)):
+    expected = {"device": "one of " + ", ".join(choices.DEVICES), "seed": "a non-negative integer",
+                "orientations": "one of " + ", ".join(map(str, choices.ORIENTATIONS))}
+    for key, checker in (("device", check_device), ("seed", check_seed), ("orientations", check_orientations)):
         try:
             checker(getattr(job, key))
         except ScribbleSegError:
-            raise ScribbleSegError(f"{job.name(key)} {getattr(job, key)!r}: expected "
-                                   + ("one of " + ", ".join(choices.DEVICES) if key == "device"
-                                      else "a non-negative integer")) from None
+            raise ScribbleSegError(f"{job.name(key)} {getattr(job, key)!r}: expected {expected[key]}") from None
     if job.device.lower().startswith("cuda"):
         from .runtime import resolve_device
 
@@ -278,7 +281,8 @@ def segment_files(job: SegmentFiles, *, progress: Optional[ProgressCallback] = N
 
         result = pipeline.segment(image, scribbles, model, method=job.method, cut_params=cut_params,
                                   ddml_config=ddml_config, device=job.device, cache_dir=job.cache_dir,
-                                  seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel)
+                                  seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel,
+                                  orientations=job.orientations)
         return _write_and_report(job, result, image, scribbles, timings, progress, cancel)
 
 
@@ -415,7 +419,7 @@ def open_session(job: SegmentFiles, *, progress: Optional[ProgressCallback] = No
         image = read_job_image(job, timings, progress=progress, cancel=cancel)
         model = load_model(job.inputs()["model"], device=job.device)
         session = Session(image, model, device=job.device, cache_dir=job.cache_dir, progress=progress,
-                          cancel=cancel)
+                          cancel=cancel, orientations=job.orientations)
     session.timings.update(timings)
     return session
 

@@ -119,7 +119,8 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
                      cache_dir: Optional[Union[str, os.PathLike]] = None, device: str = "auto",
                      scale: Tuple[float, float] = (1.0, 1.0),
                      progress: Optional[ProgressCallback] = None,
-                     cancel: Optional[CancelToken] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
+                     cancel: Optional[CancelToken] = None,
+                     orientations: int = choices.DEFAULT_ORIENTATIONS) -> Tuple[np.ndarray, np.ndarray, bool]:
     """M-Unet probability and features of a volume, from the cache when possible.
 
     Parameters
@@ -134,6 +135,9 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
         Folder of cached outputs (see :mod:`feature_cache`).
     scale : (float, float)
         ``(y, x)`` resize factors of the sections before the network (:func:`network_scale`).
+    orientations : int
+        Test-time flips averaged (``choices.ORIENTATIONS``, :func:`inference.predict_volume`);
+        part of the cache key.
 
     Returns
     -------
@@ -157,14 +161,16 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
 
     def uncached():
         prob, feats = predict_volume(model, image, device=device, scale=scale, progress=progress,
-                                     cancel=cancel)
+                                     cancel=cancel, orientations=orientations)
         return prob, feats, False
 
     cache = feature_cache.open_cache(cache_dir) if model_path is not None else None
     if cache is None:
         return uncached()
     scale = tuple(float(f) for f in scale)
-    key = feature_cache.cache_key(image, model_path, "" if scale == (1.0, 1.0) else f"scale={scale}")
+    extra = ("" if scale == (1.0, 1.0) else f"scale={scale}") + (
+        "" if orientations == 1 else f"orientations={int(orientations)}")
+    key = feature_cache.cache_key(image, model_path, extra)
     hit = cache.load(key)
     if hit is not None:
         report(progress, "M-Unet features", 1.0, "reused cached features")
@@ -176,7 +182,7 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
     try:
         with cache.new_entry(key, {"model": str(model_path), "shape": list(image.shape)}) as tmp:
             prob, feats = predict_volume(model, image, device=device, feature_path=tmp / "features.npy",
-                                         scale=scale, progress=progress, cancel=cancel)
+                                         scale=scale, progress=progress, cancel=cancel, orientations=orientations)
             np.save(tmp / "probability.npy", np.asarray(prob, dtype=np.float32))
             if isinstance(feats, np.memmap):
                 feats.flush()
@@ -197,7 +203,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
             cut_params=None, ddml_config=None, device: str = "auto",
             cache_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
             features: Optional[Tuple[np.ndarray, np.ndarray]] = None, suggest: int = DEFAULT_SUGGESTIONS,
-            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> SegmentResult:
+            progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+            orientations: int = choices.DEFAULT_ORIENTATIONS) -> SegmentResult:
     """Segment the heart in a volume from scribbles.
 
     Parameters
@@ -229,6 +236,9 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         How many sections to suggest for the next strokes (:mod:`suggest`).
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
+    orientations : {1, 2, 4}
+        Test-time flips of the M-Unet (``choices.ORIENTATIONS``): the network also sees
+        each section flipped, and its outputs are averaged; 2 or 4 times its time.
 
     Returns
     -------
@@ -236,7 +246,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     """
     array, geometry, scribbles = check_segment_args(
         image, scribbles, model, spacing=spacing, method=method, cut_params=cut_params, ddml_config=ddml_config,
-        device=device, cache_dir=cache_dir, seed=seed, features=features)
+        device=device, cache_dir=cache_dir, seed=seed, features=features, orientations=orientations)
     spacing_known = isinstance(image, Volume) or spacing is not None
     warnings = run_warnings(scribbles, method, geometry.spacing_zyx)
 
@@ -252,7 +262,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     else:
         scale = logged_network_scale(geometry.spacing[:2] if spacing_known else None, loaded, warnings)
         prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir,
-                                               device=device, scale=scale, progress=progress, cancel=cancel)
+                                               device=device, scale=scale, progress=progress, cancel=cancel,
+                                               orientations=orientations)
     timings["M-Unet features"] = time.perf_counter() - t0
     return adapt_and_cut(array, geometry.spacing_zyx, scribbles, loaded, prob, feats, method=method,
                          cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,

@@ -87,14 +87,16 @@ def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, devi
 
 
 def compute_outputs(image: np.ndarray, munet, unet, device: str = "auto", progress=None,
-                    scale: Tuple[float, float] = (1.0, 1.0)) -> Outputs:
+                    scale: Tuple[float, float] = (1.0, 1.0), orientations: int = 1) -> Outputs:
     """Run both networks on a volume (the M-Unet's features are kept for DDML); ``unet`` may be None.
 
-    ``scale`` resizes the sections to the networks' training pixel size (see :func:`pipeline.network_scale`).
+    ``scale`` resizes the sections to the networks' training pixel size (see :func:`pipeline.network_scale`);
+    ``orientations`` are the M-Unet's test-time flips (:func:`pipeline.segment`).
     """
     from .pipeline import compute_features
 
-    prob, feats, _ = compute_features(image, munet, device=device, scale=scale, progress=progress)
+    prob, feats, _ = compute_features(image, munet, device=device, scale=scale, progress=progress,
+                                      orientations=orientations)
     unet_prob = None if unet is None else compute_features(image, unet, device=device, scale=scale,
                                                            progress=progress)[0]
     return Outputs((prob, np.asarray(feats)), unet_prob)

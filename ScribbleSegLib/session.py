@@ -58,6 +58,8 @@ class Session:
     reuse_cut : bool
         Start each run's graph cut from the previous run's (default
         :data:`ScribbleSegLib.choices.SESSION_REUSES_CUT`); False: every cut from scratch.
+    orientations : {1, 2, 4}
+        Test-time flips of the M-Unet (see :func:`pipeline.segment`).
 
     Attributes
     ----------
@@ -91,10 +93,11 @@ class Session:
                  cache_dir: Optional[Union[str, os.PathLike]] = None,
                  features: Optional[Tuple[np.ndarray, np.ndarray]] = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-                 reuse_cut: bool = choices.SESSION_REUSES_CUT) -> None:
+                 reuse_cut: bool = choices.SESSION_REUSES_CUT,
+                 orientations: int = choices.DEFAULT_ORIENTATIONS) -> None:
         self.array, self.geometry, _ = check_segment_args(
             image, None, model, spacing=spacing, method="munet", cut_params=None, ddml_config=None,
-            device=device, cache_dir=cache_dir, seed=0, features=features)
+            device=device, cache_dir=cache_dir, seed=0, features=features, orientations=orientations)
         spacing_known = isinstance(image, Volume) or spacing is not None
         self.device = device
         self.timings: Dict[str, float] = {}
@@ -111,7 +114,7 @@ class Session:
                                                   self.model, self.warnings)
             self.probability, self.features, self.features_cached = pipeline.compute_features(
                 self.array, self.model, model_path=self.model_path, cache_dir=cache_dir, device=device, scale=scale,
-                progress=progress, cancel=cancel)
+                progress=progress, cancel=cancel, orientations=orientations)
         self.timings["M-Unet features"] = time.perf_counter() - t0
         self.cut_memory = None
         if reuse_cut:

@@ -59,3 +59,20 @@ def test_segment_h_evaluation_reaches_the_ddml_settings():
     assert settings(job)[1].evaluation == "exact"
     with pytest.raises(SystemExit):
         parser.parse_args(base + ["--h-evaluation", "sparse"])
+
+
+def test_segment_orientations_reach_the_job_and_a_bad_value_in_a_job_names_its_field(tmp_path):
+    from ScribbleSegLib.commands.segment import job_from_args
+    from ScribbleSegLib.errors import ScribbleSegError
+    from ScribbleSegLib.jobs import SegmentFiles, check_job
+
+    parser = cli.build_parser()
+    base = ["segment", "--image", "i.nrrd", "--scribbles", "s.nrrd", "--model", "m.model", "--out", "o.nrrd"]
+    assert job_from_args(parser.parse_args(base)).orientations == 1
+    assert job_from_args(parser.parse_args(base + ["--orientations", "4"])).orientations == 4
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--orientations", "3"])
+    job = SegmentFiles(image=str(tmp_path / "i.nrrd"), model="m", labels=str(tmp_path / "o.nrrd"), method="munet",
+                       orientations=8, names={"orientations": "--orientations"})
+    with pytest.raises(ScribbleSegError, match=r"^--orientations 8: expected one of 1, 2, 4$"):
+        check_job(job)

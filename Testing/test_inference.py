@@ -109,6 +109,33 @@ def test_feature_path_gives_a_memory_map(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.npy"]  # no temporary left
 
 
+@pytest.mark.parametrize("orientations", [2, 4])
+def test_orientations_average_the_flipped_sections(tmp_path, orientations):
+    model = make_model()
+    image = random_volume((2, 36, 45))
+    flips = inference.FLIPS[:orientations]
+    logits, features = [], []
+    for axes in flips:  # the network on each flipped volume, its outputs flipped back
+        p, f = inference.predict_volume(model, np.ascontiguousarray(np.flip(image, [a + 1 for a in axes])))
+        p, f = np.flip(p, [a + 1 for a in axes]), np.flip(f, [a + 1 for a in axes]).astype(np.float32)
+        logits.append(np.log(p) - np.log1p(-p))
+        features.append(f)
+    expected_p = 1 / (1 + np.exp(-np.mean(logits, axis=0)))
+    expected_f = np.mean(features, axis=0)
+    prob, feats = inference.predict_volume(model, image, orientations=orientations)
+    np.testing.assert_allclose(prob, expected_p, atol=1e-5)
+    np.testing.assert_allclose(feats.astype(np.float32), expected_f, rtol=4e-3, atol=4e-3)
+    # The same through the file writer (features on disk) and with resampled sections.
+    _, mapped = inference.predict_volume(model, image, orientations=orientations, feature_path=tmp_path / "f.npy")
+    np.testing.assert_allclose(np.asarray(mapped, np.float32), feats.astype(np.float32), rtol=4e-3, atol=4e-3)
+    plain, _ = inference.predict_volume(model, image)
+    assert np.abs(plain - prob).max() > 1e-3  # the flips did change the result
+    rescaled, _ = inference.predict_volume(model, image, orientations=orientations, scale=(0.5, 0.5))
+    assert rescaled.shape == prob.shape and np.isfinite(rescaled).all()
+    with pytest.raises(ScribbleSegError, match="orientations must be one of 1, 2, 4"):
+        inference.predict_volume(model, image, orientations=3)
+
+
 def test_cancel_leaves_no_feature_file(tmp_path):
     from ScribbleSegLib.progress import CancelToken
     from ScribbleSegLib.errors import CancelledError

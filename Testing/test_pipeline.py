@@ -46,6 +46,18 @@ def test_second_run_reuses_cached_features(case, tmp_path):
     np.testing.assert_array_equal(first.labels, second.labels)
 
 
+def test_orientations_have_their_own_cache_entry_and_bad_ones_are_refused(case, tmp_path):
+    _, test, scrib, model = case
+    flipped = pipeline.segment(test.image, None, model, method="munet", cache_dir=tmp_path, orientations=2)
+    plain = pipeline.segment(test.image, None, model, method="munet", cache_dir=tmp_path)
+    again = pipeline.segment(test.image, None, model, method="munet", cache_dir=tmp_path, orientations=2)
+    assert not flipped.features_cached and not plain.features_cached and again.features_cached
+    np.testing.assert_array_equal(again.munet_probability, flipped.munet_probability)
+    assert not np.allclose(plain.munet_probability, flipped.munet_probability, atol=1e-4)
+    with pytest.raises(ScribbleSegError, match="orientations must be one of 1, 2, 4, got 3"):
+        pipeline.segment(test.image, scrib, model, orientations=3)
+
+
 def test_bad_inputs(case):
     _, test, scrib, model = case
     with pytest.raises(ScribbleSegError, match="method"):

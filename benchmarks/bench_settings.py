@@ -14,7 +14,7 @@ it changes; the test volumes (4 and 5) stay out of it::
 
 The defaults are always run first.  ``--cache DIR`` keeps the networks' outputs per
 volume (``<model family>_<volume family><index>.npz``), so a second run skips the
-M-Unet.  ``--rounds R`` runs the bench's interactive rounds (round 1, then corrective
+M-Unet (a cache folder holds one ``--orientations``).  ``--rounds R`` runs the bench's interactive rounds (round 1, then corrective
 strokes on the worst sections, :func:`ScribbleSegLib.protocol.run_rounds`) and prints
 the adapted and final IoU of every round and the largest drop between rounds.
 """
@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 STAGES = ("M-Unet", "+ adaptation", "+ cut")
 
 
-def _outputs(volume, model, cache: Path, name: str):
+def _outputs(volume, model, cache: Path, name: str, orientations: int = 1):
     """The M-Unet's probability and features of a volume, from ``cache`` when there."""
     from ScribbleSegLib import protocol
     from ScribbleSegLib.pipeline import network_scale
@@ -46,7 +46,8 @@ def _outputs(volume, model, cache: Path, name: str):
         with np.load(path) as stored:
             return stored["prob"], stored["feats"]
     scale = network_scale(volume.image.geometry.spacing[:2], model)
-    prob, feats = protocol.compute_outputs(volume.image.array, model, None, scale=scale).munet
+    prob, feats = protocol.compute_outputs(volume.image.array, model, None, scale=scale,
+                                           orientations=orientations).munet
     prob, feats = np.asarray(prob), np.asarray(feats)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,7 @@ def _rounds(args, candidates) -> int:
         for test in families:
             for i in args.volumes:
                 v = vols[test][i]
-                features = _outputs(v, model, args.cache, f"{train}_{test}{i}")
+                features = _outputs(v, model, args.cache, f"{train}_{test}{i}", args.orientations)
                 munet = evaluate(features[0] > 0.5, v.label)["iou"]
                 for pattern in range(args.patterns):
                     s = scribbles.simulate_scribbles(v.label, seed=pattern, every=10, tissue=v.tissue > 0,
@@ -115,7 +116,7 @@ def _rounds(args, candidates) -> int:
 
 
 def main(argv=None) -> int:
-    from ScribbleSegLib import scribbles
+    from ScribbleSegLib import choices, scribbles
     from ScribbleSegLib.metrics import confusion, scores
     from ScribbleSegLib.model_file import load_model
     from ScribbleSegLib.phantom import FAMILIES
@@ -132,6 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
     parser.add_argument("--cache", type=Path, help="folder for the networks' outputs per volume")
     parser.add_argument("--rounds", type=int, default=1, help="interactive rounds per run (bench: 3)")
+    parser.add_argument("--orientations", type=int, default=choices.DEFAULT_ORIENTATIONS, choices=choices.ORIENTATIONS,
+                        help="test-time flips of the M-Unet (give each its own --cache folder)")
     args = parser.parse_args(argv)
     if args.rounds > 1:
         return _rounds(args, candidates_of(args, parser))
@@ -147,7 +150,7 @@ def main(argv=None) -> int:
             protocol_name = f"{train}→{test}"
             for i in args.volumes:
                 v = vols[test][i]
-                features = _outputs(v, model, args.cache, f"{train}_{test}{i}")
+                features = _outputs(v, model, args.cache, f"{train}_{test}{i}", args.orientations)
                 truth = v.label > 0
                 for pattern in range(args.patterns):
                     s = scribbles.simulate_scribbles(v.label, seed=pattern, every=10, tissue=v.tissue > 0,

@@ -13,7 +13,8 @@ SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
 # How the job's fields are called on the command line, for its messages.
 OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--model", "labels": "--out",
                 "probability": "--probability", "surface": "--surface", "render": "--render",
-                "method": "--method", "device": "--device", "seed": "--seed", "cut": "graph cut options"}
+                "method": "--method", "device": "--device", "seed": "--seed", "cut": "graph cut options",
+                "orientations": "--orientations"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--h-evaluation", choices=choices.H_EVALUATIONS, default=None,
                         help="evaluate the adapted probability coarse-to-fine (default: "
                              f"{choices.DEFAULT_H_EVALUATION}; same labels, faster) or exactly at every voxel")
+    parser.add_argument("--orientations", type=int, choices=choices.ORIENTATIONS, default=choices.DEFAULT_ORIENTATIONS,
+                        help="test-time flips of the M-Unet: also run it on each section flipped left-right (2), "
+                             "and top-bottom and both (4), and average; 2 or 4 times its time (default "
+                             f"{choices.DEFAULT_ORIENTATIONS})")
     parser.add_argument("--cache-dir", default=None,
                         help=f"where M-Unet features are cached (default {choices.default_cache_dir()}, "
                              "or $SCRIBBLESEG_CACHE_DIR)")
@@ -78,7 +83,7 @@ def job_from_args(args: argparse.Namespace):
         spacing=args.spacing, downsample=args.downsample, device=args.device, seed=args.seed, cache_dir=cache_dir,
         cut={k: getattr(args, k) for k in CUT_OPTIONS if getattr(args, k) is not None},
         ddml={} if args.h_evaluation is None else {"evaluation": args.h_evaluation},
-        names=dict(OPTION_NAMES), suggest=args.suggest)
+        names=dict(OPTION_NAMES), suggest=args.suggest, orientations=args.orientations)
 
 
 def run(args: argparse.Namespace) -> int:
