@@ -35,6 +35,7 @@ Requests (relative paths are relative to the request file's folder)::
      "cut": {"gamma": 1.0},                     # optional GraphCutParams fields (null: off, where optional)
      "ddml": {"steps": 400},                    # optional DDMLConfig fields
      "device": "auto", "seed": 0, "cache_dir": "/cache/features",   # cache_dir may be null
+     "orientations": 1,                         # optional test-time flips of the M-Unet: 1, 2 or 4
      "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"}}   # probability optional
 
     {"protocol": 1, "task": "train",
@@ -59,12 +60,12 @@ A persistent worker keeps the model, the volume and its M-Unet features warm
 it reads on stdin::
 
     {"protocol": 1, "task": "session", "image": "image.nrrd", "model": "/models/heart.model",
-     "device": "auto", "cache_dir": "/cache/features"}
+     "device": "auto", "cache_dir": "/cache/features", "orientations": 1}   # orientations optional
 
 It answers ``started``, progress, then ``{"event": "ready", "metrics": {...},
 "timings": {...}}`` once the features are there (or ``error`` and exits).  Each
 further stdin line is a run, one JSON object with the fields of a ``segment``
-request except ``image``/``model``/``device``/``cache_dir`` (paths relative
+request except ``image``/``model``/``device``/``cache_dir``/``orientations`` (paths relative
 to the session request's folder), and an optional ``id`` echoed in its events::
 
     {"id": 1, "scribbles": "scribbles2.nrrd", "method": "full", "ddml": {}, "cut": {}, "seed": 0,
@@ -205,8 +206,8 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
         raise ScribbleSegError("run line: must be a JSON object")
     run_id = run.get("id")
     label = "run" if run_id is None else f"run {run_id}"
-    fixed = {k: session_request[k] for k in ("image", "model", "device", "cache_dir") if k in session_request}
-    stray = sorted(set(run) & {"image", "model", "device", "cache_dir", "task"})
+    fixed = {k: session_request[k] for k in SESSION_FIELDS if k in session_request}
+    stray = sorted(set(run) & {*SESSION_FIELDS, "task"})
     if stray:
         raise ScribbleSegError(f"{label}: {', '.join(stray)} belong to the session request, not to a run")
     checker = _RequestChecker(Path(session_request["path"]), {**run, **fixed}, label=label)
@@ -217,6 +218,10 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
         raise checker.fail("suggest", f"must be a non-negative integer, got {suggest!r}")
     checked["suggest"] = suggest
     return checked
+
+
+#: Fields of a session request that its runs take from it (a run line must not give them).
+SESSION_FIELDS = ("image", "model", "device", "cache_dir", "orientations")
 
 
 class _RequestChecker:
@@ -272,6 +277,13 @@ class _RequestChecker:
                 raise self.fail(f"{field}.{key}", f"must be a number or a string, got {value!r}")
         return dict(values)
 
+    def orientations(self) -> int:
+        value = self.value("orientations", choices.DEFAULT_ORIENTATIONS, (int,))
+        if value not in choices.ORIENTATIONS:
+            raise self.fail("orientations", f"must be one of {', '.join(map(str, choices.ORIENTATIONS))}, "
+                                            f"got {value!r}")
+        return value
+
     def common(self, task: str) -> Dict[str, Any]:
         seed = self.value("seed", 0, (int,))
         if seed < 0:
@@ -297,6 +309,7 @@ class _RequestChecker:
             "cut": self.settings_dict("cut"),
             "ddml": self.settings_dict("ddml"),
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
+            "orientations": self.orientations(),
             "outputs": {
                 "labels": self.path_value(outputs["labels"], "outputs.labels", must_exist=False),
                 "probability": (self.path_value(outputs["probability"], "outputs.probability", must_exist=False)
@@ -311,6 +324,7 @@ class _RequestChecker:
             "image": self.input_path("image"),
             "model": self.input_path("model"),
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
+            "orientations": self.orientations(),
             "path": str(self.path.resolve()),
         }
 
@@ -460,14 +474,16 @@ def _job(request: Dict[str, Any], field: str = "request field"):
     from .jobs import SegmentFiles
 
     outputs = request.get("outputs") or {"labels": "", "probability": None}
-    names = {key: f"{field} '{key}'" for key in ("image", "scribbles", "model", "cut", "ddml", "method", "device")}
+    names = {key: f"{field} '{key}'" for key in ("image", "scribbles", "model", "cut", "ddml", "method", "device",
+                                                  "orientations")}
     names.update(labels=f"{field} 'outputs.labels'", probability=f"{field} 'outputs.probability'")
     extra = {"suggest": request["suggest"]} if "suggest" in request else {}
     return SegmentFiles(
         image=request["image"], model=request["model"], labels=outputs["labels"], scribbles=request.get("scribbles"),
         probability=outputs["probability"], method=request.get("method", choices.DEFAULT_METHOD),
         device=request["device"], seed=request["seed"], cache_dir=request["cache_dir"], cut=request.get("cut", {}),
-        ddml=request.get("ddml", {}), names=names, **extra)
+        ddml=request.get("ddml", {}), names=names,
+        orientations=request.get("orientations", choices.DEFAULT_ORIENTATIONS), **extra)
 
 
 def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:

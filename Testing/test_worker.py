@@ -104,6 +104,10 @@ def test_request_paths_are_resolved_against_the_request_folder(tmp_path):
       "outputs": {"labels": "l.nrrd"}}, "'cut.gamma' must be a number or a string"),
     ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "device": "tpu",
       "outputs": {"labels": "l.nrrd"}}, "'device' must be one of auto, cpu, cuda"),
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "orientations": 3,
+      "outputs": {"labels": "l.nrrd"}}, "'orientations' must be one of 1, 2, 4, got 3"),
+    ({"task": "session", "image": "i.nrrd", "model": "i.nrrd", "orientations": "4"},
+     "'orientations' must be int, got '4'"),
     ({"task": "train", "images": ["i.nrrd"], "labels": [], "output": "m.model"}, "one label per image"),
     ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "max_minutes": 0},
      "'max_minutes' must be positive"),
@@ -448,6 +452,11 @@ def test_load_run_checks_fields_and_names_the_run(tmp_path):
                         session)
     with pytest.raises(ScribbleSegError, match="image belong to the session request"):
         worker.load_run(json.dumps({"image": "other.nrrd", "outputs": {"labels": "l.nrrd"}}), session)
+    with pytest.raises(ScribbleSegError, match="orientations belong to the session request"):
+        worker.load_run(json.dumps({"orientations": 2, "outputs": {"labels": "l.nrrd"}}), session)
+    flipped = worker.load_run(json.dumps({"scribbles": "s.nrrd", "outputs": {"labels": "l.nrrd"}}),
+                              {**session, "orientations": 4})
+    assert flipped["orientations"] == 4 and worker._job(flipped).orientations == 4
     with pytest.raises(ScribbleSegError, match="run line: must be a JSON object"):
         worker.load_run("[1]", session)
 
