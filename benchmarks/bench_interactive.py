@@ -110,7 +110,7 @@ def session(work: Path, model: str, repeats: int, evaluation: str) -> None:
     print(json.dumps({"peak_rss_gib": round(peak_rss_gib(), 3)}))
 
 
-def cli(work: Path, model: str, evaluation: str, first_run: bool = False) -> None:
+def cli(work: Path, model: str, evaluation: str, first_run: bool = False, orientations: int = 1) -> None:
     cache = work / ("cache_first_run" if first_run else "cache")
     if first_run:  # an empty cache: the M-Unet runs (and its features are cached)
         import shutil
@@ -121,6 +121,8 @@ def cli(work: Path, model: str, evaluation: str, first_run: bool = False) -> Non
             "--out", str(work / "cli_more.seg.nrrd"), "--cache-dir", str(cache), "--device", "cpu", "--quiet"]
     if evaluation:
         args += ["--h-evaluation", evaluation]
+    if orientations != 1:  # the M-Unet's test-time flips (their features have their own cache entry)
+        args += ["--orientations", str(orientations)]
     # /usr/bin/time -v gives the child's maximum resident set size.
     timed = ["/usr/bin/time", "-v"] + args if os.path.exists("/usr/bin/time") else args
     t0 = time.perf_counter()
@@ -321,6 +323,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--patterns", type=int, default=3, help="scribble patterns (agree) or seeds (steps)")
     parser.add_argument("--first-run", action="store_true", help="cli: with an empty cache (M-Unet included)")
+    parser.add_argument("--orientations", type=int, default=1, help="cli: the M-Unet's test-time flips (1, 2 or 4)")
     parser.add_argument("--evaluation", default="", help="h evaluation (coarse or exact; default: the library's)")
     parser.add_argument("--profile", action="store_true", help="cut: where the cut from scratch spends its time")
     parser.add_argument("--full", action="store_true", help="cut: against the full cut too (about 380 B/voxel)")
@@ -335,7 +338,7 @@ def main() -> None:
     elif args.mode == "session":
         session(args.work, model, args.repeats, args.evaluation)
     elif args.mode == "cli":
-        cli(args.work, model, args.evaluation, args.first_run)
+        cli(args.work, model, args.evaluation, args.first_run, args.orientations)
     elif args.mode == "cut":
         cut(args.work, model, args.profile, args.full)
     elif args.mode == "steps":
