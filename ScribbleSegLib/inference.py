@@ -77,6 +77,8 @@ def tile_origins(length: int, tile: int, align: int) -> List[int]:
 #: The flips of a section, as ``(H, W)`` axes, in the order ``orientations`` takes them: none, left-right,
 #: top-bottom, both.
 FLIPS: Tuple[Tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
+#: Probabilities are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before the flips' logits are averaged.
+LOGIT_EPS = 1e-6
 
 
 class SectionPredictor:
@@ -205,10 +207,6 @@ class SectionPredictor:
                     "use a smaller tile or --device cpu") from None
             self.batch //= 2
             return None
-
-
-#: Probabilities are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before their logits are averaged.
-LOGIT_EPS = 1e-6
 
 
 def _autocast(device: torch.device):
