@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import choices
 from .metrics import evaluate, summarize
 
 METHODS = ("U-net", "M-Unet", "M-Unet+DDML", "M-Unet+DDML+GC")
@@ -87,7 +88,8 @@ def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, devi
 
 
 def compute_outputs(image: np.ndarray, munet, unet, device: str = "auto", progress=None,
-                    scale: Tuple[float, float] = (1.0, 1.0), orientations: int = 1) -> Outputs:
+                    scale: Tuple[float, float] = (1.0, 1.0),
+                    orientations: int = choices.DEFAULT_ORIENTATIONS) -> Outputs:
     """Run both networks on a volume (the M-Unet's features are kept for DDML); ``unet`` may be None.
 
     ``scale`` resizes the sections to the networks' training pixel size (see :func:`pipeline.network_scale`);

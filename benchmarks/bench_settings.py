@@ -14,9 +14,10 @@ it changes; the test volumes (4 and 5) stay out of it::
 
 The defaults are always run first.  ``--cache DIR`` keeps the networks' outputs per
 volume (``<model family>_<volume family><index>.npz``), so a second run skips the
-M-Unet (a cache folder holds one ``--orientations``).  ``--rounds R`` runs the bench's interactive rounds (round 1, then corrective
-strokes on the worst sections, :func:`ScribbleSegLib.protocol.run_rounds`) and prints
-the adapted and final IoU of every round and the largest drop between rounds.
+M-Unet (a cache folder holds one ``--orientations``).  ``--rounds R`` runs the
+bench's interactive rounds (round 1, then corrective strokes on the worst sections,
+:func:`ScribbleSegLib.protocol.run_rounds`) and prints the adapted and final IoU of
+every round and the largest drop between rounds.
 """
 
 from __future__ import annotations
