@@ -104,7 +104,6 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TextIO, Union
 
 from . import choices
-from .checks import check_orientations
 from .errors import CancelledError, ScribbleSegError
 from .fileio import signals_raise
 from .progress import CancelToken
@@ -279,11 +278,12 @@ class _RequestChecker:
         return dict(values)
 
     def orientations(self) -> int:
+        # Not checks.check_orientations: Slicer's own process imports this module, which must not pull numpy in.
         value = self.value("orientations", choices.DEFAULT_ORIENTATIONS, (int,))
-        try:
-            return check_orientations(value)
-        except ScribbleSegError as exc:  # "orientations must be ...": name the request field instead
-            raise self.fail("orientations", str(exc).split(" ", 1)[1]) from None
+        if value not in choices.ORIENTATIONS:
+            raise self.fail("orientations", f"must be one of {', '.join(map(str, choices.ORIENTATIONS))}, "
+                                            f"got {value!r}")
+        return value
 
     def common(self, task: str) -> Dict[str, Any]:
         seed = self.value("seed", 0, (int,))
