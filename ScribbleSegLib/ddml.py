@@ -43,8 +43,6 @@ SOURCE_SCRIBBLE = 0
 """``source`` value of a pixel drawn from this volume's scribbles."""
 SOURCE_BANK = 1
 """``source`` value of a pixel drawn from the model file's training-pixel bank."""
-SOURCE_PSEUDO = 2
-"""``source`` value of a pixel of this volume labelled by the network's confident probability."""
 
 _HEART, _BACKGROUND = 1, 2  # scribble values
 
@@ -94,14 +92,6 @@ class DDMLConfig:
         Adam learning rate for the head.
     head_weight_decay : float
         L2 weight decay of the head.
-    pseudo_share : float
-        Share of each class's pool drawn from this volume's unscribbled voxels
-        where the network is confident (see ``pseudo_confidence``), labelled by
-        the network; it comes out of the bank's share.  It gives ``f`` and the
-        head this stack's own features beyond the scribbles.
-    pseudo_confidence : float
-        A voxel is a heart pseudo-label where the network's probability is at
-        least this, a background one where it is at most ``1 - pseudo_confidence``.
     network_weight : float
         Share of the network's own probability in the result:
         ``h = (1 - w) head(f(x)) + w p_network``.  0 is the paper's method; a
@@ -127,8 +117,6 @@ class DDMLConfig:
     head_steps: int = 200
     head_lr: float = 0.05
     head_weight_decay: float = 0.0
-    pseudo_share: float = 0.0
-    pseudo_confidence: float = 0.95
     network_weight: float = 0.5
     evaluation: str = choices.DEFAULT_H_EVALUATION
 
@@ -161,10 +149,6 @@ class DDMLConfig:
                                    f"{self.pool_size}")
         if not 0.0 <= self.scribble_share <= 1.0:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
-        if not 0.0 <= self.pseudo_share <= 1.0 - self.scribble_share:
-            raise ScribbleSegError(f"DDML pseudo_share must be in [0, 1 - scribble_share], got {self.pseudo_share}")
-        if not 0.5 < self.pseudo_confidence < 1.0:
-            raise ScribbleSegError(f"DDML pseudo_confidence must be in (0.5, 1), got {self.pseudo_confidence}")
         if not 0.0 <= self.network_weight <= 1.0:
             raise ScribbleSegError(f"DDML network_weight must be in [0, 1], got {self.network_weight}")
         if self.evaluation not in choices.H_EVALUATIONS:
@@ -314,38 +298,9 @@ def _draw(rng: np.random.Generator, candidates: np.ndarray, k: int) -> np.ndarra
     return np.sort(rng.choice(candidates, size=k, replace=replace))
 
 
-def _confident_voxels(rng: np.random.Generator, probability: np.ndarray, scribbles: np.ndarray, label: int,
-                      confidence: float, k: int) -> np.ndarray:
-    """Up to ``k`` distinct flat indices of unscribbled voxels where the network is confident of ``label``.
-
-    ``label`` is 1 (heart: probability >= ``confidence``) or 0 (background:
-    probability <= ``1 - confidence``).  Drawn by rejection from uniform voxel
-    draws, so a large (or memory-mapped) volume is read only at the drawn
-    voxels; fewer come back where such voxels are rare.
-    """
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    shape, size = probability.shape, int(np.prod(probability.shape))
-    found = np.zeros(0, np.int64)
-    for _ in range(8):
-        draws = np.unique(rng.integers(0, size, size=max(8 * k, 65536)))
-        where = np.unravel_index(draws, shape)
-        p = np.asarray(probability[where], np.float32)
-        keep = (p >= confidence) if label == 1 else (p <= 1.0 - confidence)
-        keep &= np.asarray(scribbles[where]) == 0
-        found = np.union1d(found, draws[keep])
-        if found.size >= k:
-            break
-    if found.size > k:
-        found = np.sort(rng.choice(found, size=k, replace=False))
-    return found
-
-
 def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
                   bank_labels: Optional[np.ndarray], n: int, seed: int = 0,
-                  scribble_share: Optional[float] = None, network_probability: Optional[np.ndarray] = None,
-                  pseudo_share: float = 0.0,
-                  pseudo_confidence: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  scribble_share: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw a class-balanced pool of training pixels from the scribbles and the bank.
 
     Half of the ``n`` pixels are heart, half background.  Of each class,
@@ -370,13 +325,6 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
     seed : int
     scribble_share : float, optional
         In [0, 1]; default ``DDMLConfig().scribble_share`` (one source for the default).
-    network_probability : numpy.ndarray, optional
-        ``(Z, Y, X)`` the network's probability; needed for pseudo-labels.
-    pseudo_share : float
-        Share of each class drawn from unscribbled voxels where the network is
-        confident (:attr:`DDMLConfig.pseudo_share`), out of the bank's share.
-    pseudo_confidence : float, optional
-        Default ``DDMLConfig().pseudo_confidence``.
 
     Returns
     -------
@@ -385,7 +333,7 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
     y : numpy.ndarray
         uint8 ``(n,)``: 1 heart, 0 background.
     source : numpy.ndarray
-        uint8 ``(n,)``: :data:`SOURCE_SCRIBBLE`, :data:`SOURCE_BANK` or :data:`SOURCE_PSEUDO`.
+        uint8 ``(n,)``: :data:`SOURCE_SCRIBBLE` or :data:`SOURCE_BANK`.
 
     Raises
     ------
@@ -407,29 +355,13 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
     rng = np.random.default_rng(seed)
 
     xs, ys, sources = [], [], []
-    if pseudo_confidence is None:
-        pseudo_confidence = DDMLConfig().pseudo_confidence
-    if pseudo_share > 0 and network_probability is not None \
-            and tuple(np.shape(network_probability)) != tuple(scribbles.shape):
-        raise ScribbleSegError(f"network_probability has shape {np.shape(network_probability)}, the scribbles "
-                               f"{tuple(scribbles.shape)}")
-    reader = _RowReader(features)
     for label, voxels, k in ((1, heart, (n + 1) // 2), (0, background, n // 2)):
         in_bank = np.flatnonzero(bank_y == label)
         k_scribble = k if in_bank.size == 0 else int(round(k * scribble_share))
-        pseudo = np.zeros(0, np.int64)
-        if pseudo_share > 0 and network_probability is not None:
-            k_pseudo = int(round(k * pseudo_share)) if in_bank.size == 0 else \
-                min(int(round(k * pseudo_share)), k - k_scribble)
-            pseudo = _confident_voxels(rng, network_probability, scribbles, label, pseudo_confidence, k_pseudo)
-            if in_bank.size == 0:  # the scribbles make up the rest
-                k_scribble = k - pseudo.size
         picked = _draw(rng, voxels, k_scribble)
-        xs.append(reader.voxels(picked))
+        xs.append(_RowReader(features).voxels(picked))
         sources.append(np.full(picked.size, SOURCE_SCRIBBLE, np.uint8))
-        xs.append(reader.voxels(pseudo))
-        sources.append(np.full(pseudo.size, SOURCE_PSEUDO, np.uint8))
-        picked_bank = _draw(rng, in_bank, k - k_scribble - pseudo.size)
+        picked_bank = _draw(rng, in_bank, k - k_scribble)
         xs.append(np.asarray(bank_x[picked_bank], dtype=np.float32))
         sources.append(np.full(picked_bank.size, SOURCE_BANK, np.uint8))
         ys.append(np.full(k, label, np.uint8))
@@ -1076,8 +1008,7 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     t0 = time.perf_counter()
     report(progress, "metric learning", 0.0, "drawing training pixels")
     x, y, _ = sample_pixels(features, scribbles, bank_features, bank_labels, config.pool_size, seed=seed,
-                            scribble_share=config.scribble_share, network_probability=network_probability,
-                            pseudo_share=config.pseudo_share, pseudo_confidence=config.pseudo_confidence)
+                            scribble_share=config.scribble_share)
     timings = {"training pixels": time.perf_counter() - t0}
     t0 = time.perf_counter()
     f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
