@@ -167,6 +167,22 @@ class Method(enum.Enum):
         }[self.value]
 
 
+class Orientations(enum.Enum):
+    """Test-time flips of the M-Unet (``--orientations`` of ``scribbleseg segment``)."""
+
+    ONE = 1
+    TWO = 2
+    FOUR = 4
+
+    def label(self) -> str:
+        """Text shown in the flips combo box."""
+        return {
+            1: _("None"),
+            2: _("Left-right (2 network runs)"),
+            4: _("Left-right and top-bottom (4 network runs)"),
+        }[self.value]
+
+
 class Architecture(enum.Enum):
     """Network trained by the Train section."""
 
@@ -211,6 +227,7 @@ class ScribbleSegParameterNode:
     headSteps: Annotated[int, WithinRange(0, 100000)] = 200
     scribbleShare: Annotated[float, WithinRange(0.0, 1.0)] = 0.3
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    orientations: Orientations = Orientations.ONE
     outputSegmentation: vtkMRMLSegmentationNode
     createProbability: bool = False
     outputProbability: vtkMRMLScalarVolumeNode
@@ -715,7 +732,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 p.inputVolume, p.scribbleSegmentation, self.logic.resolvedModelPath(), method=p.method.value,
                 cut={"gamma": p.gamma, "sigma": p.sigma, "delta": p.delta},
                 ddml={"steps": p.ddmlSteps, "head_steps": p.headSteps, "scribble_share": p.scribbleShare},
-                seed=p.seed, device=self.logic.device(), outputNode=outputNode,
+                seed=p.seed, orientations=p.orientations.value, device=self.logic.device(), outputNode=outputNode,
                 createProbability=p.createProbability, probabilityNode=probabilityNode, show3D=p.show3D,
                 onEvent=self._onJobEvent, onFinished=self._onSegmentationFinished)
             if self.ui.modelPathLineEdit.currentPath:
@@ -766,7 +783,8 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self._showJobStarted(_("Computing the heat map"))
             self.logic.startHeatMap(volume, p.scribbleSegmentation, self.logic.modelPath(),
-                                    device=self.logic.device(), onEvent=self._onJobEvent,
+                                    device=self.logic.device(), orientations=p.orientations.value,
+                                    onEvent=self._onJobEvent,
                                     onFinished=self._onHeatMapFinished)
         self._updateBusyState()
 
@@ -1678,7 +1696,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
     def startSegmentation(self, volumeNode, scribbleNode, modelPath: str, *, method: str = "full",
                           cut: Optional[Dict] = None, ddml: Optional[Dict] = None, seed: int = 0,
-                          device: Optional[str] = None, outputNode=None, createProbability: bool = False,
+                          orientations: Optional[int] = None, device: Optional[str] = None, outputNode=None, createProbability: bool = False,
                           probabilityNode=None, show3D: bool = True, onEvent=None, onFinished=None,
                           purpose: str = "segment") -> ScribbleSegJob:
         """Start segmenting ``volumeNode`` in the background and return the job at once.
@@ -1707,6 +1725,10 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             ``gamma``, ``sigma``, ``delta`` of the graph cut (library defaults if None).
         ddml : dict, optional
             ``DDMLConfig`` fields, e.g. ``steps``, ``head_steps``, ``scribble_share``.
+        orientations : {1, 2, 4}, optional
+            Test-time flips of the M-Unet (:class:`Orientations`); None: the library's
+            default (``choices.DEFAULT_ORIENTATIONS``).  The warm worker keeps the
+            features of one choice, so a change starts a new one.
         device : {"auto", "cpu", "cuda"}, optional
             Default: the per-user setting.
         purpose : {"segment", "heatmap"}
@@ -1717,6 +1739,12 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             raise userError(_("Select an input volume (Input section)."))
         if method not in ("munet", "ddml", "full"):
             raise userError(f"method {method!r}: expected munet, ddml or full")
+        choices = lib("choices")
+        if orientations is None:
+            orientations = choices.DEFAULT_ORIENTATIONS
+        if orientations not in choices.ORIENTATIONS:
+            raise userError(f"orientations {orientations!r}: expected one of "
+                            f"{', '.join(map(str, choices.ORIENTATIONS))}")
         modelPath = self.resolvedModelPath(modelPath)  # empty: the starter model
         if not os.path.isfile(modelPath):
             raise userError(_("{path}: no such model file").format(path=modelPath))
@@ -1754,7 +1782,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             job.changesNode = self.updateChanges(volumeNode, changed)
 
         if self.useWarmWorker:
-            job = self._startSessionRun(volumeNode, modelPath, device, scribbles if method != "munet" else None, {
+            job = self._startSessionRun(volumeNode, modelPath, device, orientations,
+                                        scribbles if method != "munet" else None, {
                 "method": method, "cut": dict(cut or {}), "ddml": dict(ddml or {}), "seed": int(seed),
                 "suggest": LOOP_SUGGESTIONS}, importResult, onEvent, onFinished, purpose)
             if job is not None:
@@ -1769,6 +1798,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 "seed": int(seed), "cache_dir": self.featureCacheFolder(),
                 "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"},
             }
+            request["orientations"] = int(orientations)
             if scribbles is not None and method != "munet":
                 request["scribbles"] = self._writeLabelmap(scribbles, volumeNode, os.path.join(folder, "scribbles.nrrd"))
         except Exception:
@@ -1777,7 +1807,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         return self._startJob("segment", folder, request, onEvent, onFinished, importResult, purpose=purpose)
 
     def startHeatMap(self, volumeNode, scribbleNode, modelPath: str, *, device: Optional[str] = None,
-                     onEvent=None, onFinished=None) -> ScribbleSegJob:
+                     orientations: Optional[int] = None, onEvent=None, onFinished=None) -> ScribbleSegJob:
         """Compute the network's heart probability of ``volumeNode`` into its heat map; no scribbles needed.
 
         The warm worker computes the M-Unet once per volume and model (or reads
@@ -1786,26 +1816,29 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         and the scribbles if ``scribbleNode`` has some) are set when it is done.
         """
         return self.startSegmentation(volumeNode, scribbleNode, modelPath, method="munet", device=device,
-                                      onEvent=onEvent, onFinished=onFinished, purpose="heatmap")
+                                      orientations=orientations, onEvent=onEvent, onFinished=onFinished,
+                                      purpose="heatmap")
 
     # The warm worker
 
-    def sessionKey(self, volumeNode, modelPath: str, device: str) -> Tuple:
+    def sessionKey(self, volumeNode, modelPath: str, device: str, orientations: int) -> Tuple:
         """What a warm worker is opened on: a change of any of these needs another worker.
 
         The image data's modification time is in it, so a volume whose voxels
-        were replaced gets a new worker.
+        were replaced gets a new worker; so are the test-time flips, which the
+        worker's features were computed with.
         """
         return (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), os.path.abspath(modelPath), device,
-                self.featureCacheFolder())
+                self.featureCacheFolder(), orientations)
 
-    def _openSession(self, volumeNode, modelPath: str, device: str) -> Tuple[ScribbleSegSession, str]:
+    def _openSession(self, volumeNode, modelPath: str, device: str,
+                     orientations: int) -> Tuple[ScribbleSegSession, str]:
         """The warm worker for this volume, model and device (a new one if needed), and a notice for the log.
 
         The notice is not empty when the previous worker of the same key had
         stopped (crashed, killed): it names that worker's last output lines.
         """
-        key = self.sessionKey(volumeNode, modelPath, device)
+        key = self.sessionKey(volumeNode, modelPath, device, orientations)
         notice = ""
         if self.session is not None and not self.session.alive():
             if self.session.key == key and self.session.process.ready is not None:
@@ -1821,7 +1854,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 image = self._writeVolume(volumeNode, os.path.join(folder, "image.nrrd"))
                 request = worker.write_request(os.path.join(folder, "session.json"), {
                     "task": "session", "image": image, "model": modelPath, "device": device,
-                    "cache_dir": self.featureCacheFolder()})
+                    "cache_dir": self.featureCacheFolder(), "orientations": int(orientations)})
                 process = worker.SessionProcess(request, python=pythonExecutable(), pythonpath=[libraryFolder()])
             except Exception:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -1829,12 +1862,13 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             self.session = ScribbleSegSession(key, folder, process)
         return self.session, notice
 
-    def _startSessionRun(self, volumeNode, modelPath: str, device: str, scribbles, settings: Dict,
-                         finisher, onEvent, onFinished, purpose: str) -> Optional[ScribbleSegSessionJob]:
+    def _startSessionRun(self, volumeNode, modelPath: str, device: str, orientations: int, scribbles,
+                         settings: Dict, finisher, onEvent, onFinished,
+                         purpose: str) -> Optional[ScribbleSegSessionJob]:
         """Send one run to the warm worker; None if the worker cannot be started (then the one-shot one runs)."""
         import tempfile
 
-        session, notice = self._openSession(volumeNode, modelPath, device)
+        session, notice = self._openSession(volumeNode, modelPath, device, orientations)
         runDir = tempfile.mkdtemp(prefix="run", dir=session.folder)
         try:
             run = {**settings, "outputs": {"labels": os.path.join(runDir, "labels.nrrd"),

@@ -114,7 +114,7 @@ def test_every_ui_name_the_module_uses_exists_in_the_ui(tree, ui):
 
 def test_parameter_bound_widgets_can_represent_their_parameters(tree, ui):
     # The widget types that slicer.parameterNodeWrapper connects (its guiConnectors.py) for each type.
-    enums = {"Method", "Architecture", "NetworkSize"}
+    enums = {"Method", "Architecture", "NetworkSize", "Orientations"}
     accepted = {"float": {"QDoubleSpinBox", "ctkSliderWidget"}, "int": {"QSpinBox", "QSlider"},
                 "bool": {"QCheckBox"}, "node": {"qMRMLNodeComboBox"}, "enum": {"QComboBox"}}
     fields = parameters(tree)
@@ -178,6 +178,7 @@ def test_choices_match_the_library(tree):
     assert tuple(enum_values(tree, "Method")) == choices.METHODS == worker.METHODS
     assert tuple(enum_values(tree, "Architecture")) == choices.ARCHITECTURES == ARCHS
     assert tuple(enum_values(tree, "NetworkSize")) == tuple(choices.PRESETS)
+    assert tuple(enum_values(tree, "Orientations")) == choices.ORIENTATIONS
     assert module_constant(tree, "DEVICES") == choices.DEVICES == worker.DEVICES
 
 
@@ -186,7 +187,8 @@ def test_panel_defaults_are_the_library_defaults(tree):
     defaults = {n.target.id: ast.unparse(n.value) for n in node.body if isinstance(n, ast.AnnAssign) and n.value}
     from ScribbleSegLib import choices
 
-    members = {"Method": "method", "Architecture": "trainArchitecture", "NetworkSize": "trainSize"}
+    members = {"Method": "method", "Architecture": "trainArchitecture", "NetworkSize": "trainSize",
+               "Orientations": "orientations"}
     values = {}
     for enum_name, field in members.items():
         member = defaults[field].split(".")[1]
@@ -194,7 +196,7 @@ def test_panel_defaults_are_the_library_defaults(tree):
         values[field] = next(ast.literal_eval(a.value) for a in cls.body
                              if isinstance(a, ast.Assign) and a.targets[0].id == member)
     assert values == {"method": choices.DEFAULT_METHOD, "trainArchitecture": choices.DEFAULT_ARCHITECTURE,
-                      "trainSize": choices.DEFAULT_PRESET}
+                      "trainSize": choices.DEFAULT_PRESET, "orientations": choices.DEFAULT_ORIENTATIONS}
 
 
 def test_paper_training_gets_the_presets_step_budget(tmp_path):
@@ -577,7 +579,7 @@ def _panel(scribbleseg, **parameters):
     widget._binding = scribbleseg.ParameterNodeGuiBinding(widget.ui)
     fields = dict(inputVolume=None, scribbleSegmentation=None, outputSegmentation=None, outputProbability=None,
                   method=scribbleseg.Method.FULL, gamma=8.0, sigma=0.1, delta=0.05, ddmlSteps=400, headSteps=200,
-                  scribbleShare=0.05, seed=0, createProbability=False, show3D=True, sectionPixelSize=0.001,
+                  scribbleShare=0.05, seed=0, orientations=scribbleseg.Orientations.ONE, createProbability=False, show3D=True, sectionPixelSize=0.001,
                   sectionSpacing=0.005, sectionDownsample=1)
     fields.update(parameters)
     widget._parameterNode = types.SimpleNamespace(**fields)
@@ -1188,6 +1190,29 @@ def test_a_crash_during_a_run_is_reported_with_the_last_output_and_cancel_keeps_
         job.wait()
         assert job.cancelled and job.errorMessage == "Cancelled." and scene.labels == []
         assert not logic.busy
+    finally:
+        logic.cleanup()
+
+
+def test_the_flips_chosen_in_the_panel_reach_the_network_and_a_change_starts_a_new_worker(
+        scribbleseg, loop_case, monkeypatch):
+    logic, scene, volume = _loop_logic(scribbleseg, loop_case, monkeypatch)
+    try:
+        with pytest.raises(Exception, match="orientations 3: expected one of 1, 2, 4"):
+            logic.startSegmentation(volume, object(), "", device="cpu", orientations=3)
+        assert logic.session is None and not logic.busy
+        plain = logic.startHeatMap(volume, None, "", device="cpu").wait()
+        assert plain.succeeded, plain.errorMessage
+        pid = logic.session.process.pid
+        flipped = logic.startHeatMap(volume, None, "", device="cpu", orientations=2).wait()
+        assert flipped.succeeded, flipped.errorMessage
+        assert logic.session.process.pid != pid, "features of other flips need another worker"
+        assert not flipped.result["metrics"]["features_cached"], "the flipped network ran"
+        plain_p, flipped_p = scene.heat[0][1], scene.heat[1][1]
+        assert plain_p.shape == flipped_p.shape and abs(plain_p - flipped_p).max() > 1e-3
+        run = logic.startSegmentation(volume, object(), "", device="cpu", orientations=2, **FAST).wait()
+        assert run.succeeded and run.warm and run.result["metrics"]["features_cached"]
+        assert logic.session.key[-1] == 2
     finally:
         logic.cleanup()
 
