@@ -114,7 +114,6 @@ class DDMLConfig:
     batch_size: int = 512
     pool_size: int = 20000
     scribble_share: float = 0.3
-    scribble_sampling: str = "voxels"
     head_steps: int = 200
     head_lr: float = 0.05
     head_weight_decay: float = 0.0
@@ -150,9 +149,6 @@ class DDMLConfig:
                                    f"{self.pool_size}")
         if not 0.0 <= self.scribble_share <= 1.0:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
-        if self.scribble_sampling not in ("voxels", "sections", "errors"):
-            raise ScribbleSegError(f"DDML scribble_sampling must be voxels, sections or errors, got "
-                                   f"{self.scribble_sampling!r}")
         if not 0.0 <= self.network_weight <= 1.0:
             raise ScribbleSegError(f"DDML network_weight must be in [0, 1], got {self.network_weight}")
         if self.evaluation not in choices.H_EVALUATIONS:
@@ -302,39 +298,9 @@ def _draw(rng: np.random.Generator, candidates: np.ndarray, k: int) -> np.ndarra
     return np.sort(rng.choice(candidates, size=k, replace=replace))
 
 
-def _weighted_draw(rng: np.random.Generator, candidates: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
-    """``k`` of ``candidates`` drawn with probability proportional to ``weights``, sorted.
-
-    Without replacement while there are enough (Efraimidis-Spirakis keys), the rest again.
-    """
-    if k <= 0:
-        return candidates[:0]
-    picked = []
-    while k > 0:
-        keys = np.log(rng.random(candidates.size)) / weights
-        take = min(k, candidates.size)
-        picked.append(candidates[np.argpartition(keys, -take)[-take:]])
-        k -= take
-    return np.sort(np.concatenate(picked))
-
-
-def _scribble_weights(voxels: np.ndarray, shape, how: str, label: int,
-                      network_probability: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    """Sampling weights of the scribbled ``voxels`` of one class; None for uniform."""
-    if how == "sections":
-        z = voxels // int(np.prod(shape[1:]))
-        counts = np.bincount(z)
-        return 1.0 / counts[z]
-    if how == "errors" and network_probability is not None:
-        p = np.asarray(network_probability[np.unravel_index(voxels, shape)], np.float64)
-        return 0.05 + np.abs(label - p)
-    return None
-
-
 def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
                   bank_labels: Optional[np.ndarray], n: int, seed: int = 0,
-                  scribble_share: Optional[float] = None, scribble_sampling: str = "voxels",
-                  network_probability: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  scribble_share: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw a class-balanced pool of training pixels from the scribbles and the bank.
 
     Half of the ``n`` pixels are heart, half background.  Of each class,
@@ -392,8 +358,7 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
     for label, voxels, k in ((1, heart, (n + 1) // 2), (0, background, n // 2)):
         in_bank = np.flatnonzero(bank_y == label)
         k_scribble = k if in_bank.size == 0 else int(round(k * scribble_share))
-        weights = _scribble_weights(voxels, scribbles.shape, scribble_sampling, label, network_probability)
-        picked = _draw(rng, voxels, k_scribble) if weights is None else _weighted_draw(rng, voxels, weights, k_scribble)
+        picked = _draw(rng, voxels, k_scribble)
         xs.append(_RowReader(features).voxels(picked))
         sources.append(np.full(picked.size, SOURCE_SCRIBBLE, np.uint8))
         picked_bank = _draw(rng, in_bank, k - k_scribble)
@@ -1043,8 +1008,7 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     t0 = time.perf_counter()
     report(progress, "metric learning", 0.0, "drawing training pixels")
     x, y, _ = sample_pixels(features, scribbles, bank_features, bank_labels, config.pool_size, seed=seed,
-                            scribble_share=config.scribble_share, scribble_sampling=config.scribble_sampling,
-                            network_probability=network_probability)
+                            scribble_share=config.scribble_share)
     timings = {"training pixels": time.perf_counter() - t0}
     t0 = time.perf_counter()
     f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
