@@ -107,9 +107,14 @@ DEFAULT_REFERENCE_CONTRAST = 0.085
 MIN_SIGMA_FACTOR = 0.25
 #: :func:`image_contrast` reads at most this many sections, evenly spaced.
 CONTRAST_SECTIONS = 16
-#: Keyword arguments of :class:`GraphCutParams` that use gamma and sigma as given instead of scaling them to
-#: the objects and the image: the paper's energy, and sweeps or tests of the formula itself.
-AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_contrast": None})
+#: Keyword arguments of :class:`GraphCutParams` that use gamma, sigma and ``h`` as given instead of scaling
+#: gamma and sigma to the objects and the image and pulling ``h`` towards the strokes: the paper's energy,
+#: and sweeps or tests of the formula itself.
+AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_contrast": None, "seed_reach": 0.0})
+#: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels (BENCHMARKS.md, issue 8: 2 against 4 and 8).
+DEFAULT_SEED_REACH = 2.0
+#: :func:`pulled_to_seeds` stops at this many ``reach`` from a stroke (its weight there: exp(-3) = 0.05).
+SEED_REACH_CUTOFF = 3.0
 #: Ways of forming the colour x_v of a voxel.
 COLOURS = ("rgb", "luminance")
 #: Data terms: the paper's ``|l - h|`` (eq. 5), or the log-likelihood ratio ``-log h`` vs ``-log(1 - h)``.
@@ -251,6 +256,11 @@ class GraphCutParams:
         has smaller differences at the same edges, and with ``sigma`` as given its
         boundaries cost as much as flat tissue.  ``None`` (the paper) uses
         ``sigma`` as given.
+    seed_reach : float
+        In-plane pixels over which a stroke pulls the data term towards its label
+        (:func:`pulled_to_seeds`): a stroke then speaks for the tissue right around
+        it, not only for the voxels it covers.  Chosen on the validation volumes'
+        interactive rounds (BENCHMARKS.md); 0 (the paper) leaves ``h`` as it is.
     """
 
     gamma: float = DEFAULT_GAMMA
@@ -262,6 +272,7 @@ class GraphCutParams:
     neighbourhood: int = 10
     reference_radius: Optional[float] = DEFAULT_REFERENCE_RADIUS
     reference_contrast: Optional[float] = DEFAULT_REFERENCE_CONTRAST
+    seed_reach: float = DEFAULT_SEED_REACH
 
     @classmethod
     def paper(cls, gamma: float = DEFAULT_GAMMA) -> "GraphCutParams":
@@ -289,6 +300,9 @@ class GraphCutParams:
         if self.data_term not in DATA_TERMS:
             raise ScribbleSegError(f"graph cut: data_term must be one of {', '.join(DATA_TERMS)}, "
                                    f"got {self.data_term!r}")
+        r = self.seed_reach
+        if not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r) and r >= 0):
+            raise ScribbleSegError(f"graph cut: seed_reach must be a finite non-negative number of pixels, got {r!r}")
         for name, unit in (("reference_radius", "pixels"), ("reference_contrast", "colour units")):
             r = getattr(self, name)
             if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r)
@@ -828,10 +842,103 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
     params = scaled_to_contrast(scaled_to_objects(params, h), image)
+    if params.seed_reach > 0:
+        h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
                        np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
                        log_data_term if params.data_term == "log" else None)
+
+
+def _stroked_slabs(scribbles: np.ndarray, margin: int) -> Iterator[Tuple[int, int]]:
+    """``(z0, z1)`` runs of sections within ``margin`` sections of a stroked one, merged where they meet."""
+    stroked = np.flatnonzero(scribbles.reshape(len(scribbles), -1).any(axis=1))
+    start = end = None
+    for z in stroked.tolist():
+        lo, hi = max(0, z - margin), min(len(scribbles), z + margin + 1)
+        if end is not None and lo <= end:
+            end = max(end, hi)
+            continue
+        if end is not None:
+            yield start, end
+        start, end = lo, hi
+    if end is not None:
+        yield start, end
+
+
+def _distance_in_pixels(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float) -> np.ndarray:
+    """Euclidean distance of every voxel of ``mask``'s block to the nearest ``True`` voxel, in pixels of size ``pixel``."""
+    import SimpleITK as sitk  # only here: the rest of the cut does not need it
+
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.SetSpacing([float(spacing_zyx[2]), float(spacing_zyx[1]), float(spacing_zyx[0])])
+    d = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                            useImageSpacing=True))
+    return np.maximum(d, 0.0) / pixel
+
+
+def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float) -> np.ndarray:
+    """The heart probability pulled towards each stroke's label near the strokes.
+
+    A voxel at distance ``d`` (in in-plane pixels; across sections by the
+    sections' real spacing) from the nearest heart stroke and ``d'`` from the
+    nearest background stroke gets ``(h + w) / (1 + w + w')`` with ``w =
+    exp(-d / reach)`` and ``w' = exp(-d' / reach)``, each 0 beyond
+    :data:`SEED_REACH_CUTOFF` ``* reach``.  So a stroke weighs as much as the
+    network on its own voxels, half as much ``reach * ln 2`` pixels from it, and
+    nothing beyond a few ``reach``; the cut's contrast term still decides where
+    the boundary goes.
+    Only the sections near stroked ones and the strokes' in-plane bounding box
+    are computed.
+
+    Parameters
+    ----------
+    h : numpy.ndarray
+        ``(Z, Y, X)`` heart probability in [0, 1].
+    scribbles : numpy.ndarray
+        ``(Z, Y, X)``: 0 none, 1 heart, 2 background.
+    spacing_zyx : tuple of 3 float
+        Voxel size in array-axis order.
+    reach : float
+        In in-plane pixels (of the finer in-plane spacing); 0 returns ``h``.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new float32 array (``h`` itself when nothing is pulled).
+
+    Examples
+    --------
+    >>> h = np.full((1, 1, 5), 0.4, np.float32); s = np.zeros((1, 1, 5), np.uint8); s[0, 0, 0] = 1
+    >>> np.round(pulled_to_seeds(h, s, (1.0, 1.0, 1.0), 2.0)[0, 0], 2)
+    array([0.7 , 0.63, 0.56, 0.51, 0.47], dtype=float32)
+    """
+    if reach <= 0 or not np.any(scribbles):
+        return h
+    pixel = float(min(spacing_zyx[1], spacing_zyx[2]))
+    cutoff = SEED_REACH_CUTOFF * reach
+    margin = int(cutoff * pixel / float(spacing_zyx[0]))
+    grow = int(math.ceil(cutoff))
+    out = np.array(h, dtype=np.float32)
+    for z0, z1 in _stroked_slabs(scribbles, margin):
+        block = scribbles[z0:z1]
+        ys = np.flatnonzero(block.any(axis=(0, 2)))
+        xs = np.flatnonzero(block.any(axis=(0, 1)))
+        y0, y1 = max(0, ys[0] - grow), min(block.shape[1], ys[-1] + grow + 1)
+        x0, x1 = max(0, xs[0] - grow), min(block.shape[2], xs[-1] + grow + 1)
+        block = block[:, y0:y1, x0:x1]
+        region = out[z0:z1, y0:y1, x0:x1]
+        total = np.ones(region.shape, np.float32)
+        for value, target in ((1, 1.0), (2, 0.0)):
+            mask = block == value
+            if not mask.any():
+                continue
+            d = _distance_in_pixels(mask, spacing_zyx, pixel)
+            w = np.where(d <= cutoff, np.exp(-d / reach), 0.0).astype(np.float32)
+            region += w * target
+            total += w
+        region /= total
+    return out
 
 
 def object_radius(mask: np.ndarray, threshold: Optional[float] = None) -> float:

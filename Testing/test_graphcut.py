@@ -619,3 +619,48 @@ def test_coarse_levels_are_cut_in_full_only_up_to_their_own_limit(monkeypatch):
 
     assert levels(8 * 32 * 32) == 1  # the 8x32x32 coarse level is cut in full
     assert levels(8 * 32 * 32 - 1) == 2  # ... or coarse-to-fine itself
+
+
+def test_strokes_pull_h_only_near_them_and_across_sections_by_their_spacing():
+    h = np.full((5, 24, 24), 0.4, np.float32)
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[2, 12, 6:10] = 1
+    scribbles[2, 2, 2:20] = 2
+    before = h.copy()
+    assert graphcut.pulled_to_seeds(h, scribbles, (3.0, 1.0, 1.0), 0.0) is h
+    pulled = graphcut.pulled_to_seeds(h, scribbles, (3.0, 1.0, 1.0), 2.0)
+    np.testing.assert_array_equal(h, before)  # the input is not changed
+    assert pulled[2, 12, 7] == pytest.approx((0.4 + 1.0) / 2.0)  # on the stroke: as much as the network
+    assert pulled[2, 13, 7] == pytest.approx((0.4 + np.exp(-0.5)) / (1.0 + np.exp(-0.5)))
+    assert pulled[2, 12, 7] > pulled[2, 14, 7] > pulled[2, 16, 7] > 0.4  # falling off with the distance
+    assert pulled[2, 4, 10] < 0.4  # a background stroke pulls down
+    assert pulled[1, 12, 7] == pytest.approx((0.4 + np.exp(-1.5)) / (1.0 + np.exp(-1.5)))  # one 3-pixel section away
+    assert pulled[0, 12, 7] == pytest.approx((0.4 + np.exp(-3.0)) / (1.0 + np.exp(-3.0)))  # 3 reaches: the last
+    assert pulled[2, 20, 7] == pytest.approx(0.4)  # beyond 3 reaches: nothing
+    thick = graphcut.pulled_to_seeds(h, scribbles, (10.0, 1.0, 1.0), 2.0)
+    assert thick[1, 12, 7] == pytest.approx(0.4) and thick[2, 13, 7] == pytest.approx(pulled[2, 13, 7])
+
+
+def test_a_stroke_claims_the_tissue_right_around_it_only_with_a_seed_reach():
+    h = np.full((3, 32, 32), 0.45, np.float32)
+    image = np.full(h.shape + (3,), 200, np.uint8)  # no edges: the data term decides
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[1, 16, 10:20] = 1
+    scribbles[1, 2, :] = 2
+
+    def heart(reach):
+        params = GraphCutParams(gamma=0.01, neighbourhood=6, reference_radius=None, reference_contrast=None,
+                                data_term="linear", seed_reach=reach)
+        return graph_cut(h, image, scribbles, params=params, mode="full") > 0
+
+    np.testing.assert_array_equal(heart(0.0), scribbles == 1)  # the stroke alone
+    wide = heart(2.0)
+    assert wide[1, 15:18, 10:20].all() and wide[1, 16, 8:22].all()  # its neighbours too
+    assert not wide[1, 24, 15] and not wide[1, 16, 28]  # but not the tissue further away
+
+
+def test_seed_reach_is_checked_and_off_in_the_papers_energy():
+    assert GraphCutParams.paper().seed_reach == 0.0 and GraphCutParams().seed_reach > 0
+    for bad in (-1.0, float("nan"), "2"):
+        with pytest.raises(ScribbleSegError, match="seed_reach"):
+            GraphCutParams(seed_reach=bad)
