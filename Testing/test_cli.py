@@ -61,6 +61,19 @@ def test_segment_h_evaluation_reaches_the_ddml_settings():
         parser.parse_args(base + ["--h-evaluation", "sparse"])
 
 
+def test_segment_seed_reach_reaches_the_cut_settings():
+    from ScribbleSegLib.commands.segment import job_from_args
+    from ScribbleSegLib.jobs import settings
+
+    parser = cli.build_parser()
+    base = ["segment", "--image", "i.nrrd", "--scribbles", "s.nrrd", "--model", "m.model", "--out", "o.nrrd"]
+    assert settings(job_from_args(parser.parse_args(base)))[0] is None  # no cut option: the library's defaults
+    job = job_from_args(parser.parse_args(base + ["--seed-reach", "2.5"]))
+    assert settings(job)[0].seed_reach == 2.5
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--seed-reach", "-1"])
+
+
 def test_segment_orientations_reach_the_job_and_a_bad_value_in_a_job_names_its_field(tmp_path):
     from ScribbleSegLib.commands.segment import job_from_args
     from ScribbleSegLib.errors import ScribbleSegError

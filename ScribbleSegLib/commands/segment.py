@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="6: the paper's grid; 10: in-plane diagonals too (outlines that follow round shapes)")
     cut.add_argument("--data-term", choices=choices.CUT_DATA_TERMS,
                      help="the paper's |l - h| (linear) or the clipped log-likelihood ratio (log)")
+    cut.add_argument("--seed-reach", type=nonnegative_float, metavar="PIXELS",
+                     help="pull the data term within a few PIXELS of each stroke towards its label (default 0: off)")
     parser.add_argument("--h-evaluation", choices=choices.H_EVALUATIONS, default=None,
                         help="evaluate the adapted probability coarse-to-fine (default: "
                              f"{choices.DEFAULT_H_EVALUATION}; same labels, faster) or exactly at every voxel")
@@ -59,11 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: Fields of GraphCutParams the command line sets (argparse turns --data-term into data_term).
-CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term")
+CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term", "seed_reach")
 
 
 def cut_params_from_args(args: argparse.Namespace):
-    """``GraphCutParams`` with the defaults replaced by any of --gamma/--sigma/--delta."""
+    """``GraphCutParams`` with the defaults replaced by any of the cut's options (:data:`CUT_OPTIONS`)."""
     import dataclasses
 
     from ..graphcut import GraphCutParams
