@@ -1696,9 +1696,9 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
     def startSegmentation(self, volumeNode, scribbleNode, modelPath: str, *, method: str = "full",
                           cut: Optional[Dict] = None, ddml: Optional[Dict] = None, seed: int = 0,
-                          orientations: Optional[int] = None, device: Optional[str] = None, outputNode=None, createProbability: bool = False,
-                          probabilityNode=None, show3D: bool = True, onEvent=None, onFinished=None,
-                          purpose: str = "segment") -> ScribbleSegJob:
+                          orientations: Optional[int] = None, device: Optional[str] = None, outputNode=None,
+                          createProbability: bool = False, probabilityNode=None, show3D: bool = True, onEvent=None,
+                          onFinished=None, purpose: str = "segment") -> ScribbleSegJob:
         """Start segmenting ``volumeNode`` in the background and return the job at once.
 
         The inputs are written on the calling (main) thread, so later edits of
@@ -1795,10 +1795,9 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 "image": self._writeVolume(volumeNode, os.path.join(folder, "image.nrrd")),
                 "model": modelPath, "method": method,
                 "cut": dict(cut or {}), "ddml": dict(ddml or {}), "device": device,
-                "seed": int(seed), "cache_dir": self.featureCacheFolder(),
+                "seed": int(seed), "cache_dir": self.featureCacheFolder(), "orientations": int(orientations),
                 "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"},
             }
-            request["orientations"] = int(orientations)
             if scribbles is not None and method != "munet":
                 request["scribbles"] = self._writeLabelmap(scribbles, volumeNode, os.path.join(folder, "scribbles.nrrd"))
         except Exception:

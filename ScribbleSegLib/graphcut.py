@@ -111,8 +111,7 @@ CONTRAST_SECTIONS = 16
 #: gamma and sigma to the objects and the image and pulling ``h`` towards the strokes: the paper's energy,
 #: and sweeps or tests of the formula itself.
 AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_contrast": None, "seed_reach": 0.0})
-#: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels: off.  2 helped the corrective rounds of the
-#: validation volumes, but with it the bench chose another cut, worse on its test volumes (BENCHMARKS.md).
+#: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels: off (see its docstring).
 DEFAULT_SEED_REACH = 0.0
 #: :func:`pulled_to_seeds` stops at this many ``reach`` from a stroke (its weight there: exp(-3) = 0.05).
 SEED_REACH_CUTOFF = 3.0
@@ -261,9 +260,9 @@ class GraphCutParams:
         In-plane pixels over which a stroke pulls the data term towards its label
         (:func:`pulled_to_seeds`): a stroke then speaks for the tissue right around
         it, not only for the voxels it covers.  0 (the default, and the paper)
-        leaves ``h`` as it is; 2 is the best of 2, 4 and 8 on the validation
-        volumes' interactive rounds (BENCHMARKS.md, "Strokes that pull the data
-        term around them").
+        leaves ``h`` as it is.  2 and 4 raised every interactive round on the
+        validation volumes, but with 2 the bench chose another cut, worse on its
+        test volumes (BENCHMARKS.md, "Strokes that pull the data term around them").
     """
 
     gamma: float = DEFAULT_GAMMA
@@ -870,7 +869,7 @@ def _stroked_slabs(scribbles: np.ndarray, margin: int) -> Iterator[Tuple[int, in
 
 
 def _distance_in_pixels(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float) -> np.ndarray:
-    """Euclidean distance of every voxel of ``mask``'s block to the nearest ``True`` voxel, in pixels of size ``pixel``."""
+    """Euclidean distance of each voxel of ``mask`` to its nearest ``True`` voxel, in pixels of size ``pixel``."""
     import SimpleITK as sitk  # only here: the rest of the cut does not need it
 
     image = sitk.GetImageFromArray(mask.astype(np.uint8))

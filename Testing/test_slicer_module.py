@@ -579,7 +579,8 @@ def _panel(scribbleseg, **parameters):
     widget._binding = scribbleseg.ParameterNodeGuiBinding(widget.ui)
     fields = dict(inputVolume=None, scribbleSegmentation=None, outputSegmentation=None, outputProbability=None,
                   method=scribbleseg.Method.FULL, gamma=8.0, sigma=0.1, delta=0.05, ddmlSteps=400, headSteps=200,
-                  scribbleShare=0.05, seed=0, orientations=scribbleseg.Orientations.ONE, createProbability=False, show3D=True, sectionPixelSize=0.001,
+                  scribbleShare=0.05, seed=0, orientations=scribbleseg.Orientations.ONE,
+                  createProbability=False, show3D=True, sectionPixelSize=0.001,
                   sectionSpacing=0.005, sectionDownsample=1)
     fields.update(parameters)
     widget._parameterNode = types.SimpleNamespace(**fields)
