@@ -889,9 +889,8 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     :data:`SEED_REACH_CUTOFF` ``* reach``.  So a stroke weighs as much as the
     network on its own voxels, half as much ``reach * ln 2`` pixels from it, and
     nothing beyond a few ``reach``; the cut's contrast term still decides where
-    the boundary goes.
-    Only the sections near stroked ones and the strokes' in-plane bounding box
-    are computed.
+    the boundary goes.  Only the sections near stroked ones and the strokes'
+    in-plane bounding box are computed.
 
     Parameters
     ----------
