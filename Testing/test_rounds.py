@@ -247,3 +247,55 @@ def test_the_phantom_families_are_the_ones_the_choices_name():
 
     assert tuple(phantom.FAMILIES) == choices.PHANTOM_FAMILIES
     assert choices.DEFAULT_PHANTOM_FAMILY in phantom.FAMILIES
+
+
+def test_the_bench_picks_over_the_rounds_and_skips_settings_that_drop():
+    from ScribbleSegLib.commands.bench import pick_over_rounds
+
+    rounds = {"high but drops": {"iou": 0.93, "largest_drop": 0.02}, "steady": {"iou": 0.90, "largest_drop": 0.01},
+              "steady, lower": {"iou": 0.89, "largest_drop": -0.01}}
+    assert pick_over_rounds(rounds) == "steady"
+    del rounds["steady"], rounds["steady, lower"]
+    rounds["drops more"] = {"iou": 0.95, "largest_drop": 0.05}
+    assert pick_over_rounds(rounds) == "high but drops", "when every candidate drops, the smallest drop wins"
+
+
+def test_the_bench_chooses_its_settings_over_the_rounds_on_a_tiny_case(monkeypatch):
+    from ScribbleSegLib.commands import bench
+    from ScribbleSegLib.nets import ModelConfig
+    from ScribbleSegLib.training import train_model
+
+    cfg = phantom.PhantomConfig(shape=(12, 48, 48))
+    volumes = [phantom.make_phantom(seed=s, config=cfg) for s in (1, 2, 3)]
+    import tempfile
+    from pathlib import Path
+
+    from ScribbleSegLib.model_file import load_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = train_model([volumes[0].image], [volumes[0].label], Path(folder) / "tiny.model",
+                           ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8),
+                           max_iters=20, seed=0)
+        models = {"a": {"munet": load_model(path, device="cpu")}}
+    # One model, an "in-family" and a "cross-family" volume; small DDML and grids keep it quick.
+    vols = {"a": {2: volumes[1]}, "b": {2: volumes[2]}}
+    outputs = {("a", o, 2): protocol.compute_outputs(vols[o][2].image.array, models["a"]["munet"], None)
+               for o in ("a", "b")}
+    val = [("a", o, 2, scribbles.simulate_scribbles(vols[o][2].label, seed=0, every=4)) for o in ("a", "b")]
+    monkeypatch.setattr(bench, "DDML_VARIANTS", ({"steps": 20, "head_steps": 20, "pool_size": 500, "batch_size": 32},))
+    monkeypatch.setattr(bench, "CUT_GRID", ((8.0, "linear", 6), (8.0, "log", 10)))
+    monkeypatch.setattr(bench, "SEED_REACHES", (0.0, 2.0))
+    monkeypatch.setattr(bench, "ROUND_CANDIDATES", 2)
+    selection = bench._choose_settings(vols, models, outputs, val, 0, lambda message: None)
+    assert len(selection.scores) == 4 and len(selection.rounds) == 2
+    ranked = sorted(selection.scores, key=lambda k: -selection.scores[k][0])
+    assert set(selection.rounds) == set(ranked[:2]), "the best of round 1 go on to the rounds"
+    assert selection.key == bench.pick_over_rounds(selection.rounds)
+    assert (selection.cut.gamma, selection.cut.data_term, selection.cut.neighbourhood,
+            selection.cut.seed_reach) == selection.key[1:]
+    assert selection.ddml.steps == 20
+    assert selection.paper_key[2:] == ("linear", 6, 0.0), "the paper's method has no pull"
+    for key, r in selection.rounds.items():
+        assert len(r["per_round"]) == protocol.ROUNDS and 0 <= r["iou"] <= 1
+        assert abs(r["per_round"][0] - selection.scores[key][0]) < 1e-6, "round 1 is the run that was ranked"
+        assert abs(r["iou"] - np.mean(r["per_round"])) < 1e-9

@@ -7,11 +7,14 @@ differ the way two labs do (stain, scale, anatomy, textures, artefacts); the
 networks trained on one family are tested on its own test volumes (in-family)
 and on the other family's (cross-family), both ways.
 
-- **Settings** (DDML variant, graph-cut gamma and data term) are chosen on the
-  validation volumes of all four protocols together: the mean of the in-family
-  and the cross-family IoU, so a default never holds only where it was tuned.
-  The paper's own method (DDML + head alone, linear data term) gets its gamma on
-  the same volumes and is reported beside it.
+- **Settings** (DDML variant, graph-cut gamma, data term, neighbourhood and
+  stroke pull) are chosen on the validation volumes of all four protocols
+  together: the mean of the in-family and the cross-family IoU, so a default
+  never holds only where it was tuned.  Round 1 ranks them; the best few are run
+  over the interactive rounds, and the best mean over the rounds wins among
+  those that never dropped (:func:`pick_over_rounds`).  The paper's own method
+  (DDML + head alone, linear data term) gets its gamma on the same volumes and
+  is reported beside it.
 - **Table I** per protocol: U-net, M-Unet, M-Unet+DDML and +GC with the paper's
   settings, and the adaptation and cut with the chosen defaults.
 - **Rounds**: round 1 with the sparse strokes, then corrective rounds
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
 
 from .common import add_experiment_options, check_phantom_shape, make_output_folder
 
@@ -39,6 +44,12 @@ DDML_VARIANTS = ({"scribble_share": 0.05, "network_weight": 0.0}, {"scribble_sha
 #: judged on the linear, 6-neighbourhood ones.
 CUT_GRID = ((8.0, "linear", 6), (16.0, "linear", 6), (32.0, "linear", 6), (4.0, "log", 6), (8.0, "log", 6),
             (8.0, "linear", 10), (16.0, "linear", 10), (4.0, "log", 10), (8.0, "log", 10))
+#: Stroke pulls (:attr:`~ScribbleSegLib.graphcut.GraphCutParams.seed_reach`, in-plane pixels) tried with every
+#: cut of CUT_GRID; the paper's method has none.
+SEED_REACHES = (0.0, 2.0, 4.0)
+#: The best candidates of round 1 that are run again over the interactive rounds, where the choice is made:
+#: a default must serve the corrective rounds too, and never let a correct stroke lower the result.
+ROUND_CANDIDATES = 3
 #: Test scribble patterns (seeds); validation uses 100 + the first of them.
 PATTERNS = (0, 1, 2)
 
@@ -55,6 +66,132 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--update", metavar="BENCHMARKS.md",
                         help=f"replace the section between '{SECTION_START}' and '{SECTION_END}' in this "
                              "markdown file with the results")
+
+
+@dataclass
+class Selection:
+    """What the validation volumes chose (:func:`_choose_settings`).
+
+    Attributes
+    ----------
+    ddml, cut
+        The chosen DDML settings and graph cut.
+    key, paper_key
+        ``(DDML variant as JSON, gamma, data term, neighbourhood, seed_reach)`` of the chosen settings and of
+        the paper's method (its variant, the linear data term, the 6-neighbourhood, no pull).
+    scores
+        Round 1 per key: ``(mean of in-family and cross-family IoU, in-family, cross-family)``.
+    rounds
+        Per key judged over the rounds: ``{"iou", "in_family", "cross_family"}`` (means over the rounds),
+        ``"per_round"`` (the mean of in-family and cross-family per round) and ``"largest_drop"``.
+    """
+
+    ddml: object
+    cut: object
+    key: tuple
+    paper_key: tuple
+    scores: Dict[tuple, tuple]
+    rounds: Dict[tuple, dict]
+
+
+def _cut_of(key: tuple):
+    from ..graphcut import GraphCutParams
+
+    return GraphCutParams(gamma=key[1], data_term=key[2], neighbourhood=key[3], seed_reach=key[4])
+
+
+def _family_means(per_protocol: Dict[tuple, List[float]]) -> Tuple[float, float, float]:
+    """``(mean of the two, in-family, cross-family)`` of per-protocol IoU lists keyed by (train, test)."""
+    import numpy as np
+
+    inside = float(np.mean([np.mean(x) for (t, o), x in per_protocol.items() if t == o]))
+    across = float(np.mean([np.mean(x) for (t, o), x in per_protocol.items() if t != o]))
+    return 0.5 * (inside + across), inside, across
+
+
+def _choose_settings(vols, models, outputs, val, seed: int, log) -> Selection:
+    """Choose the DDML variant and the cut on the validation runs ``val`` = ``[(train, test, index, strokes)]``.
+
+    Round 1 ranks every DDML variant x cut x stroke pull; the :data:`ROUND_CANDIDATES` best are run over
+    the interactive rounds, and the one with the best mean over the rounds wins among those whose final
+    IoU never fell by more than :data:`~ScribbleSegLib.protocol.DROP_TOLERANCE` between two rounds (the
+    smallest such fall if none).
+    """
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    from .. import protocol
+    from ..ddml import DDMLConfig
+    from ..graphcut import graph_cut
+    from ..metrics import evaluate
+    from ..pipeline import segment
+
+    scores = {}
+    for variant in DDML_VARIANTS:
+        cfg = dataclasses.replace(DDMLConfig(), **variant)
+        hs = [(t, o, i, s, segment(vols[o][i].image, s, models[t]["munet"], method="ddml", ddml_config=cfg,
+                                   seed=seed, features=outputs[t, o, i].munet, suggest=0).probability)
+              for t, o, i, s in val]
+        for (gamma, term, nb), reach in ((c, r) for c in CUT_GRID for r in SEED_REACHES):
+            key = (json.dumps(variant), gamma, term, nb, reach)
+            per_pair: Dict[tuple, List[float]] = {}
+            for t, o, i, s, h in hs:
+                v = vols[o][i]
+                labels = graph_cut(h, v.image.array, s, v.image.geometry.spacing_zyx, _cut_of(key))
+                per_pair.setdefault((t, o), []).append(evaluate(labels, v.label)["iou"])
+            scores[key] = _family_means(per_pair)
+        top = max((k for k in scores if k[0] == json.dumps(variant)), key=lambda k: scores[k][0])
+        log(f"  DDML {variant}: best cut gamma {top[1]:g}, {top[2]}, neighbourhood {top[3]}, seed reach {top[4]:g}: "
+            f"validation IoU {scores[top][0]:.3f} (in-family {scores[top][1]:.3f}, cross-family {scores[top][2]:.3f})")
+    paper_key = max((k for k in scores if json.loads(k[0]) == DDML_VARIANTS[0] and k[2] == "linear" and k[3] == 6
+                     and k[4] == 0), key=lambda k: scores[k][0])
+    log(f"  paper's method: gamma {paper_key[1]:g}, IoU {scores[paper_key][0]:.3f}")
+
+    rounds = {}
+    for key in sorted(scores, key=lambda k: -scores[k][0])[:ROUND_CANDIDATES]:
+        cfg = dataclasses.replace(DDMLConfig(), **json.loads(key[0]))
+        per_round: List[Dict[tuple, List[float]]] = [{} for _ in range(protocol.ROUNDS)]
+        drops = []
+        for t, o, i, s in val:
+            v = vols[o][i]
+            run = protocol.run_rounds(v.image, v.label, s, models[t]["munet"], outputs[t, o, i].munet,
+                                      cut_params=_cut_of(key), ddml_config=cfg, seed=seed)
+            for r, result in enumerate(run):
+                per_round[r].setdefault((t, o), []).append(result.final["iou"])
+            drops += [a.final["iou"] - b.final["iou"] for a, b in zip(run[:-1], run[1:])]
+        means = [_family_means(x) for x in per_round]
+        rounds[key] = {"iou": float(np.mean([m[0] for m in means])), "in_family": float(np.mean([m[1] for m in means])),
+                       "cross_family": float(np.mean([m[2] for m in means])),
+                       "per_round": [m[0] for m in means], "largest_drop": float(max(drops, default=0.0))}
+        log(f"  rounds with DDML {json.loads(key[0])}, gamma {key[1]:g}, {key[2]}, neighbourhood {key[3]}, seed reach "
+            f"{key[4]:g}: " + " / ".join(f"{x:.3f}" for x in rounds[key]["per_round"])
+            + f", largest drop {rounds[key]['largest_drop']:.3f}")
+    best = pick_over_rounds(rounds)
+    log(f"chosen: DDML {json.loads(best[0])}, gamma {best[1]:g} ({best[2]}, neighbourhood {best[3]}, seed reach "
+        f"{best[4]:g}); validation IoU over the rounds {rounds[best]['iou']:.3f}")
+    return Selection(dataclasses.replace(DDMLConfig(), **json.loads(best[0])), _cut_of(best), best, paper_key,
+                     scores, rounds)
+
+
+def pick_over_rounds(rounds: Dict[tuple, dict]) -> tuple:
+    """The key with the best mean IoU over the rounds among those that never dropped by more than the tolerance.
+
+    ``rounds`` maps each candidate to ``{"iou": mean over the rounds, "largest_drop": ...}``; when every
+    candidate dropped by more than :data:`~ScribbleSegLib.protocol.DROP_TOLERANCE`, the smallest drop wins.
+
+    Examples
+    --------
+    >>> pick_over_rounds({"a": {"iou": 0.90, "largest_drop": 0.02}, "b": {"iou": 0.88, "largest_drop": 0.0}})
+    'b'
+    """
+    from ..protocol import DROP_TOLERANCE
+
+    steady = [k for k in rounds if rounds[k]["largest_drop"] <= DROP_TOLERANCE]
+    if steady:
+        return max(steady, key=lambda k: rounds[k]["iou"])
+    return min(rounds, key=lambda k: rounds[k]["largest_drop"])
 
 
 def _name(train: str, test: str) -> str:
@@ -137,38 +274,12 @@ def run(args: argparse.Namespace) -> int:
 
     # --- settings on validation -------------------------------------------------------------------
     log("choosing the settings on the validation volumes of all protocols")
-    base = DDMLConfig()
     val = [(t, o, i, strokes(vols[o][i], 100 + PATTERNS[0], every=10)) for t, o in pairs for i in (2, 3)]
-    scores = {}
     with stage(records, "choosing settings on validation"):
-        for variant in DDML_VARIANTS:
-            cfg = dataclasses.replace(base, **variant)
-            hs = [(t, o, i, s, segment(vols[o][i].image, s, models[t]["munet"], method="ddml", ddml_config=cfg,
-                                       seed=args.seed, features=outputs[t, o, i].munet, suggest=0).probability)
-                  for t, o, i, s in val]
-            for gamma, term, nb in CUT_GRID:
-                cut = GraphCutParams(gamma=gamma, data_term=term, neighbourhood=nb)
-                per_pair = {}
-                for t, o, i, s, h in hs:
-                    v = vols[o][i]
-                    labels = graph_cut(h, v.image.array, s, v.image.geometry.spacing_zyx, cut)
-                    per_pair.setdefault((t, o), []).append(evaluate(labels, v.label)["iou"])
-                inside = np.mean([np.mean(x) for (t, o), x in per_pair.items() if t == o])
-                across = np.mean([np.mean(x) for (t, o), x in per_pair.items() if t != o])
-                scores[json.dumps(variant), gamma, term, nb] = (0.5 * (inside + across), inside, across)
-            top = max((k for k in scores if k[0] == json.dumps(variant)), key=lambda k: scores[k][0])
-            log(f"  DDML {variant}: best cut gamma {top[1]:g}, {top[2]}, neighbourhood {top[3]}: validation IoU "
-                f"{scores[top][0]:.3f} (in-family {scores[top][1]:.3f}, cross-family {scores[top][2]:.3f})")
-    best = max(scores, key=lambda k: scores[k][0])
-    chosen_ddml = dataclasses.replace(base, **json.loads(best[0]))
-    chosen_cut = GraphCutParams(gamma=best[1], data_term=best[2], neighbourhood=best[3])
-    paper_key = max((k for k in scores if json.loads(k[0]) == DDML_VARIANTS[0] and k[2] == "linear" and k[3] == 6),
-                    key=lambda k: scores[k][0])
+        selection = _choose_settings(vols, models, outputs, val, args.seed, log)
+    chosen_ddml, chosen_cut = selection.ddml, selection.cut
     paper_ddml = DDMLConfig.paper()
-    paper_cut = GraphCutParams.paper(gamma=paper_key[1])
-    log(f"chosen: DDML {json.loads(best[0])}, gamma {best[1]:g} ({best[2]}, neighbourhood {best[3]}); validation IoU "
-        f"{scores[best][0]:.3f} (in-family {scores[best][1]:.3f}, cross-family {scores[best][2]:.3f}); "
-        f"paper's method: gamma {paper_key[1]:g}, IoU {scores[paper_key][0]:.3f}")
+    paper_cut = GraphCutParams.paper(gamma=selection.paper_key[1])
 
     # --- Table I ------------------------------------------------------------------------------------
     log("Table I: every protocol, 2 test volumes x 3 patterns, every 10th heart section")
@@ -253,15 +364,18 @@ def run(args: argparse.Namespace) -> int:
             peer_runs.append((name, summarize(rows)))
 
     md = _report(command, machine_summary(), tables, rounds_ours, rounds_paper, fig7, peer_runs, records, timings,
-                 (chosen_ddml, chosen_cut, paper_cut, scores, best, paper_key), time.perf_counter() - started)
+                 selection, paper_cut, time.perf_counter() - started)
     (out / "bench.md").write_text(md)
     (out / "results.json").write_text(json.dumps({
         "table_i": {_name(*k): v for k, v in tables.items()},
         "rounds": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_ours.items()},
         "rounds_paper": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_paper.items()},
         "fig7": fig7, "peers": peer_runs,
-        "validation": [{"ddml": json.loads(k[0]), "gamma": k[1], "data_term": k[2], "neighbourhood": k[3], "iou": v[0],
-                        "in_family": v[1], "cross_family": v[2]} for k, v in scores.items()]},
+        "validation": [{"ddml": json.loads(k[0]), "gamma": k[1], "data_term": k[2], "neighbourhood": k[3],
+                        "seed_reach": k[4], "iou": v[0], "in_family": v[1], "cross_family": v[2]}
+                       for k, v in selection.scores.items()],
+        "validation_rounds": [{"ddml": json.loads(k[0]), "gamma": k[1], "data_term": k[2], "neighbourhood": k[3],
+                               "seed_reach": k[4], **v} for k, v in selection.rounds.items()]},
         indent=1, default=float))
     _plot_fig7(fig7, out / "fig7.png")
     if args.update:
@@ -271,8 +385,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs, records, timings, chosen,
-            total) -> str:
+def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs, records, timings,
+            selection: Selection, paper_cut, total) -> str:
     import dataclasses
     import datetime
     import json
@@ -282,21 +396,34 @@ def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs
     from .. import protocol
     from ..metrics import summarize
 
-    chosen_ddml, chosen_cut, paper_cut, scores, best, paper_key = chosen
+    chosen_ddml, chosen_cut, scores, best, paper_key = (selection.ddml, selection.cut, selection.scores,
+                                                        selection.key, selection.paper_key)
+
+    def settings(key):
+        return (f"DDML {json.loads(key[0])}, graph cut gamma {key[1]:g} with the {key[2]} data term, the "
+                f"{key[3]}-neighbourhood and seed reach {key[4]:g}")
+
     lines = [SECTION_START, "## Table I, rounds and Fig. 7 on two phantom families (`scribbleseg bench`)", "",
              f"- Command: `{command}`", f"- Machine: {machine}",
              f"- Date: {datetime.date.today().isoformat()}; total time {total / 60:.1f} min",
              "- Protocols: networks trained on family F are tested on F's test volumes (in-family) and on the "
              "other family's (cross-family); 2 test volumes × 3 scribble patterns on every 10th heart section; "
              "metrics over all voxels.", "",
-             f"Settings chosen on the validation volumes of all four protocols (mean of in-family and cross-family "
-             f"IoU): DDML {json.loads(best[0])}, graph cut gamma {best[1]:g} with the {best[2]} data term and the "
-             f"{best[3]}-neighbourhood — "
-             f"validation IoU {scores[best][0]:.3f} (in-family {scores[best][1]:.3f}, cross-family "
-             f"{scores[best][2]:.3f}). The paper's method (DDML + head alone, share 0.05, linear data term, "
-             f"6-neighbourhood) got "
-             f"gamma {paper_key[1]:g} on the same volumes: {scores[paper_key][0]:.3f} "
-             f"({scores[paper_key][1]:.3f}, {scores[paper_key][2]:.3f}).", ""]
+             f"Settings chosen on the validation volumes of all four protocols (the mean of in-family and "
+             f"cross-family IoU): round 1 ranks every DDML variant, cut and seed reach; the {ROUND_CANDIDATES} best "
+             f"are run over the {protocol.ROUNDS} interactive rounds, and the best mean over the rounds wins "
+             f"among those whose final IoU never fell by more than {protocol.DROP_TOLERANCE:g} between rounds.", "",
+             "| settings | round 1 (in-family, cross-family) | rounds " + " / ".join(
+                 str(r + 1) for r in range(protocol.ROUNDS)) + " | mean over rounds | largest drop |",
+             "|---|---|---|---|---|"]
+    for key, r in selection.rounds.items():
+        mark = " **(chosen)**" if key == best else ""
+        lines.append(f"| {settings(key)}{mark} | {scores[key][0]:.3f} ({scores[key][1]:.3f}, {scores[key][2]:.3f}) | "
+                     + " / ".join(f"{x:.3f}" for x in r["per_round"])
+                     + f" | {r['iou']:.3f} | {r['largest_drop']:+.3f} |")
+    lines += ["", f"The paper's method (DDML + head alone, share 0.05, linear data term, 6-neighbourhood, no pull) "
+              f"got gamma {paper_key[1]:g} on the same volumes in round 1: {scores[paper_key][0]:.3f} "
+              f"({scores[paper_key][1]:.3f}, {scores[paper_key][2]:.3f}).", ""]
     methods = list(protocol.METHODS) + ["M-Unet+adaptation (default)", "M-Unet+adaptation+GC (default)"]
     lines += ["### Table I (IoU, mean ± std over 2 volumes × 3 patterns; the first four rows use the paper's "
               "settings)", "", "| method | " + " | ".join(_name(*k) for k in tables) + " | paper |",
