@@ -21,9 +21,6 @@ labels).  Everything runs on the CPU in a few seconds::
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
 import mmap
 import os
 import time
@@ -122,7 +119,6 @@ class DDMLConfig:
     head_weight_decay: float = 0.0
     network_weight: float = 0.5
     evaluation: str = choices.DEFAULT_H_EVALUATION
-    bank_steps: int = 0
 
     @classmethod
     def paper(cls) -> "DDMLConfig":
@@ -543,8 +539,7 @@ LOSS_EVERY = 10
 
 
 def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None, seed: int = 0,
-               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-               start: Optional[DDMLNet] = None) -> DDMLNet:
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> DDMLNet:
     """Train the DDML network ``f`` on labelled pixels (paper eq. 1-3).
 
     Each of ``config.steps`` Adam steps draws a minibatch of
@@ -571,15 +566,10 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
     """
     config = config or DDMLConfig()
     xt, yt = _tensors(x, y)
-    if start is None:
-        f = _seeded(seed, lambda: DDMLNet(xt.shape[1], config.hidden, config.out_dim))
-        with torch.no_grad():
-            f.mean.copy_(xt.mean(dim=0))
-            f.inv_std.copy_(1.0 / xt.std(dim=0).clamp_min(1e-3))
-    else:
-        f = copy.deepcopy(start)
-        f.requires_grad_(True)
-        f.loss_history = []
+    f = _seeded(seed, lambda: DDMLNet(xt.shape[1], config.hidden, config.out_dim))
+    with torch.no_grad():
+        f.mean.copy_(xt.mean(dim=0))
+        f.inv_std.copy_(1.0 / xt.std(dim=0).clamp_min(1e-3))
     optimizer = _Adam(f.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     by_class = [torch.nonzero(yt == c).reshape(-1) for c in (0, 1)]
@@ -977,19 +967,6 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
     return h
 
 
-_BANK_STARTS = {}
-
-
-def _bank_start(bank_features, bank_labels, config, seed):
-    key = (hashlib.sha1(np.ascontiguousarray(bank_features).tobytes()).hexdigest(), len(bank_features), config.hidden, config.out_dim, config.tau, config.beta,
-           config.weight_decay, config.lr, config.batch_size, config.bank_steps, seed)
-    if key not in _BANK_STARTS:
-        x, y = _check_bank(bank_features, bank_labels, bank_features.shape[1])
-        _BANK_STARTS[key] = train_ddml(x, y.astype(np.int64), dataclasses.replace(config, steps=config.bank_steps),
-                                       seed=seed)
-    return _BANK_STARTS[key]
-
-
 def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
           bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
           network_probability: Optional[np.ndarray] = None,
@@ -1034,12 +1011,7 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
                             scribble_share=config.scribble_share)
     timings = {"training pixels": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    start = None
-    if config.bank_steps > 0 and bank_features is not None and len(bank_features):
-        start = _bank_start(bank_features, bank_labels, config, seed)
-    timings["bank start"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel, start=start)
+    f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
     timings["DDML training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
