@@ -852,28 +852,12 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
                        log_data_term if params.data_term == "log" else None)
 
 
-def _stroked_slabs(scribbles: np.ndarray, margin: int) -> Iterator[Tuple[int, int]]:
-    """``(z0, z1)`` runs of sections within ``margin`` sections of a stroked one, merged where they meet."""
-    stroked = np.flatnonzero(scribbles.reshape(len(scribbles), -1).any(axis=1))
-    start = end = None
-    for z in stroked.tolist():
-        lo, hi = max(0, z - margin), min(len(scribbles), z + margin + 1)
-        if end is not None and lo <= end:
-            end = max(end, hi)
-            continue
-        if end is not None:
-            yield start, end
-        start, end = lo, hi
-    if end is not None:
-        yield start, end
-
-
-def _distance_in_pixels(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float) -> np.ndarray:
-    """Euclidean distance of each voxel of ``mask`` to its nearest ``True`` voxel, in pixels of size ``pixel``."""
+def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float) -> np.ndarray:
+    """In-plane Euclidean distance of each pixel of the ``(Y, X)`` ``mask`` to its nearest ``True`` pixel, in pixels of size ``pixel``."""
     import SimpleITK as sitk  # only here: the rest of the cut does not need it
 
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    image.SetSpacing([float(spacing_zyx[2]), float(spacing_zyx[1]), float(spacing_zyx[0])])
+    image.SetSpacing([float(spacing_zyx[2]), float(spacing_zyx[1])])
     d = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
                                                             useImageSpacing=True))
     return np.maximum(d, 0.0) / pixel
@@ -889,8 +873,9 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     :data:`SEED_REACH_CUTOFF` ``* reach``.  So a stroke weighs as much as the
     network on its own voxels, half as much ``reach * ln 2`` pixels from it, and
     nothing beyond a few ``reach``; the cut's contrast term still decides where
-    the boundary goes.  Only the sections near stroked ones and the strokes'
-    in-plane bounding box are computed.
+    the boundary goes.  Strokes lie on sections, so the distance is computed in
+    the plane of each stroked section (within the strokes' bounding box) and
+    combined across the sections within reach: ``d^2 = min_k (d_k^2 + dz_k^2)``.
 
     Parameters
     ----------
@@ -918,23 +903,37 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
         return h
     pixel = float(min(spacing_zyx[1], spacing_zyx[2]))
     cutoff = SEED_REACH_CUTOFF * reach
-    margin = int(cutoff * pixel / float(spacing_zyx[0]))
+    step = float(spacing_zyx[0]) / pixel  # one section, in in-plane pixels
+    margin = int(cutoff / step)
     grow = int(math.ceil(cutoff))
+    depth, rows, cols = scribbles.shape
+    stroked = np.flatnonzero(scribbles.reshape(depth, -1).any(axis=1))
+    box = np.zeros((rows, cols), bool)
+    for k in stroked:
+        box |= scribbles[k] > 0
+    ys, xs = np.flatnonzero(box.any(axis=1)), np.flatnonzero(box.any(axis=0))
+    y0, y1 = max(0, ys[0] - grow), min(rows, ys[-1] + grow + 1)
+    x0, x1 = max(0, xs[0] - grow), min(cols, xs[-1] + grow + 1)
+    # Squared in-plane distance to each class's strokes on each stroked section (None: no stroke of that class).
+    planes = {int(k): [None if not (scribbles[k, y0:y1, x0:x1] == value).any()
+                       else _plane_distance(scribbles[k, y0:y1, x0:x1] == value, spacing_zyx, pixel) ** 2
+                       for value in (1, 2)] for k in stroked}
     out = np.array(h, dtype=np.float32)
-    for z0, z1 in _stroked_slabs(scribbles, margin):
-        block = scribbles[z0:z1]
-        ys = np.flatnonzero(block.any(axis=(0, 2)))
-        xs = np.flatnonzero(block.any(axis=(0, 1)))
-        y0, y1 = max(0, ys[0] - grow), min(block.shape[1], ys[-1] + grow + 1)
-        x0, x1 = max(0, xs[0] - grow), min(block.shape[2], xs[-1] + grow + 1)
-        block = block[:, y0:y1, x0:x1]
-        region = out[z0:z1, y0:y1, x0:x1]
+    for z in range(max(0, int(stroked[0]) - margin), min(depth, int(stroked[-1]) + margin + 1)):
+        near = [k for k in planes if abs(k - z) <= margin]
+        if not near:
+            continue
+        region = out[z, y0:y1, x0:x1]
         total = np.ones(region.shape, np.float32)
-        for value, target in ((1, 1.0), (2, 0.0)):
-            mask = block == value
-            if not mask.any():
+        for c, target in ((0, 1.0), (1, 0.0)):
+            d2 = None
+            for k in near:
+                if planes[k][c] is not None:
+                    candidate = planes[k][c] + np.float32(((k - z) * step) ** 2)
+                    d2 = candidate if d2 is None else np.minimum(d2, candidate, out=d2)
+            if d2 is None:
                 continue
-            d = _distance_in_pixels(mask, spacing_zyx, pixel)
+            d = np.sqrt(d2)
             w = np.where(d <= cutoff, np.exp(-d / reach), 0.0).astype(np.float32)
             region += w * target
             total += w
