@@ -45,6 +45,10 @@ CUT_NEIGHBOURHOODS: Tuple[int, ...] = (6, 10)
 """Graph-cut neighbourhoods (see :class:`ScribbleSegLib.graphcut.GraphCutParams`)."""
 CUT_DATA_TERMS: Tuple[str, ...] = ("linear", "log")
 """Graph-cut data terms: the paper's ``|l - h|`` or the clipped log-likelihood ratio."""
+DEFAULT_SEED_REACH = 4.0
+"""In-plane pixels over which each stroke pulls the graph cut's data term towards its label
+(:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_reach`); 0 turns the pull off.  Chosen by
+``scribbleseg bench`` over the interactive rounds (BENCHMARKS.md)."""
 
 H_EVALUATIONS: Tuple[str, ...] = ("coarse", "exact")
 """How ``h = head(f(x))`` is evaluated over the volume (:func:`ScribbleSegLib.ddml.predict_h`): ``coarse``

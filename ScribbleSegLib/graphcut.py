@@ -111,8 +111,8 @@ CONTRAST_SECTIONS = 16
 #: gamma and sigma to the objects and the image and pulling ``h`` towards the strokes: the paper's energy,
 #: and sweeps or tests of the formula itself.
 AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_contrast": None, "seed_reach": 0.0})
-#: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels: off (see its docstring).
-DEFAULT_SEED_REACH = 0.0
+#: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels (see its docstring).
+DEFAULT_SEED_REACH = choices.DEFAULT_SEED_REACH
 #: :func:`pulled_to_seeds` stops at this many ``reach`` from a stroke (its weight there: exp(-3) = 0.05).
 SEED_REACH_CUTOFF = 3.0
 #: Ways of forming the colour x_v of a voxel.
@@ -259,10 +259,9 @@ class GraphCutParams:
     seed_reach : float
         In-plane pixels over which a stroke pulls the data term towards its label
         (:func:`pulled_to_seeds`): a stroke then speaks for the tissue right around
-        it, not only for the voxels it covers.  0 (the default, and the paper)
-        leaves ``h`` as it is.  2 and 4 raised every interactive round on the
-        validation volumes, but with 2 the bench chose another cut, worse on its
-        test volumes (BENCHMARKS.md, "Strokes that pull the data term around them").
+        it, not only for the voxels it covers.  0 (the paper) leaves ``h`` as it
+        is.  The default, 4, is what ``scribbleseg bench`` chose over the
+        interactive rounds on its validation volumes (BENCHMARKS.md).
     """
 
     gamma: float = DEFAULT_GAMMA

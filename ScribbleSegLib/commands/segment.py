@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cut.add_argument("--data-term", choices=choices.CUT_DATA_TERMS,
                      help="the paper's |l - h| (linear) or the clipped log-likelihood ratio (log)")
     cut.add_argument("--seed-reach", type=nonnegative_float, metavar="PIXELS",
-                     help="pull the data term within a few PIXELS of each stroke towards its label (default 0: off)")
+                     help="pull the data term within a few PIXELS of each stroke towards its label (default "
+                          f"{choices.DEFAULT_SEED_REACH:g}; 0 turns it off)")
     parser.add_argument("--h-evaluation", choices=choices.H_EVALUATIONS, default=None,
                         help="evaluate the adapted probability coarse-to-fine (default: "
                              f"{choices.DEFAULT_H_EVALUATION}; same labels, faster) or exactly at every voxel")
