@@ -930,7 +930,7 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
             d2 = None
             for k in near:
                 if planes[k][c] is not None:
-                    candidate = planes[k][c] + np.float32(((k - z) * step) ** 2 if k != z else 0.0)
+                    candidate = planes[k][c] + np.float32(((k - z) * step) ** 2)
                     d2 = candidate if d2 is None else np.minimum(d2, candidate, out=d2)
             if d2 is None:
                 continue
