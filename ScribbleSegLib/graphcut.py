@@ -274,7 +274,6 @@ class GraphCutParams:
     reference_radius: Optional[float] = DEFAULT_REFERENCE_RADIUS
     reference_contrast: Optional[float] = DEFAULT_REFERENCE_CONTRAST
     seed_reach: float = DEFAULT_SEED_REACH
-    seed_across: float = 1.0
 
     @classmethod
     def paper(cls, gamma: float = DEFAULT_GAMMA) -> "GraphCutParams":
@@ -845,7 +844,7 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
     params = scaled_to_contrast(scaled_to_objects(params, h), image)
     if params.seed_reach > 0:
-        h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach, params.seed_across)
+        h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
                        np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
@@ -863,8 +862,7 @@ def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float
     return np.maximum(d, 0.0) / pixel
 
 
-def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float,
-                    across: float = 1.0) -> np.ndarray:
+def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float) -> np.ndarray:
     """The heart probability pulled towards each stroke's label near the strokes.
 
     A voxel at distance ``d`` (in in-plane pixels; across sections by the
@@ -904,7 +902,7 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
         return h
     pixel = float(min(spacing_zyx[1], spacing_zyx[2]))
     cutoff = SEED_REACH_CUTOFF * reach
-    step = float(spacing_zyx[0]) / pixel / across if across > 0 else math.inf  # one section, in in-plane pixels
+    step = float(spacing_zyx[0]) / pixel  # one section, in in-plane pixels
     margin = int(cutoff / step)
     grow = int(math.ceil(cutoff))
     depth, rows, cols = scribbles.shape
