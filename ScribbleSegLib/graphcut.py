@@ -852,7 +852,7 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
 
 
 def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float) -> np.ndarray:
-    """In-plane Euclidean distance of each pixel of the ``(Y, X)`` ``mask`` to its nearest ``True`` pixel, in pixels of size ``pixel``."""
+    """Distance of each pixel of the ``(Y, X)`` ``mask`` to its nearest ``True`` pixel, in pixels of size ``pixel``."""
     import SimpleITK as sitk  # only here: the rest of the cut does not need it
 
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
