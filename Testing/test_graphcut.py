@@ -641,6 +641,32 @@ def test_strokes_pull_h_only_near_them_and_across_sections_by_their_spacing():
     assert thick[1, 12, 7] == pytest.approx(0.4) and thick[2, 13, 7] == pytest.approx(pulled[2, 13, 7])
 
 
+def test_the_stroke_pull_equals_the_formula_with_brute_force_distances():
+    rng = np.random.default_rng(3)
+    h = rng.random((7, 18, 21)).astype(np.float32)
+    scribbles = np.zeros(h.shape, np.uint8)
+    for z, value in ((1, 1), (1, 2), (4, 1), (5, 2), (6, 1)):  # strokes of both classes on several sections
+        y, x = rng.integers(0, 18), rng.integers(0, 21)
+        scribbles[z, y, max(0, x - 3):x + 3] = value
+    spacing, reach = (1.7, 1.0, 0.8), 2.5
+    pixel, cutoff = 0.8, graphcut.SEED_REACH_CUTOFF * reach
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(h.shape, spacing)], indexing="ij"), -1)
+    expected = h.astype(np.float64)
+    total = np.ones(h.shape)
+    near_cutoff = np.zeros(h.shape, bool)
+    for value, target in ((1, 1.0), (2, 0.0)):
+        points = grid[scribbles == value]
+        d = np.sqrt(((grid[..., None, :] - points) ** 2).sum(-1)).min(-1) / pixel
+        w = np.where(d <= cutoff, np.exp(-d / reach), 0.0)
+        expected += w * target
+        total += w
+        near_cutoff |= np.abs(d - cutoff) < 1e-4  # where float rounding may fall either side
+    expected /= total
+    pulled = graphcut.pulled_to_seeds(h, scribbles, spacing, reach)
+    assert near_cutoff.mean() < 0.05
+    np.testing.assert_allclose(pulled[~near_cutoff], expected[~near_cutoff], atol=1e-5)
+
+
 def test_a_stroke_claims_the_tissue_right_around_it_only_with_a_seed_reach():
     h = np.full((3, 32, 32), 0.45, np.float32)
     image = np.full(h.shape + (3,), 200, np.uint8)  # no edges: the data term decides
