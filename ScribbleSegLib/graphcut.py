@@ -914,9 +914,10 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     y0, y1 = max(0, ys[0] - grow), min(rows, ys[-1] + grow + 1)
     x0, x1 = max(0, xs[0] - grow), min(cols, xs[-1] + grow + 1)
     # Squared in-plane distance to each class's strokes on each stroked section (None: no stroke of that class).
-    planes = {int(k): [None if not (scribbles[k, y0:y1, x0:x1] == value).any()
-                       else _plane_distance(scribbles[k, y0:y1, x0:x1] == value, spacing_zyx, pixel) ** 2
-                       for value in (1, 2)] for k in stroked}
+    planes = {}
+    for k in stroked:
+        masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
+        planes[int(k)] = [_plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]
     out = np.array(h, dtype=np.float32)
     for z in range(max(0, int(stroked[0]) - margin), min(depth, int(stroked[-1]) + margin + 1)):
         near = [k for k in planes if abs(k - z) <= margin]

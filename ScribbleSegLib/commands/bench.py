@@ -100,6 +100,14 @@ def _cut_of(key: tuple):
     return GraphCutParams(gamma=key[1], data_term=key[2], neighbourhood=key[3], seed_reach=key[4])
 
 
+def _key_fields(key: tuple) -> dict:
+    """A settings key as named fields (for ``results.json``)."""
+    import json
+
+    return {"ddml": json.loads(key[0]), "gamma": key[1], "data_term": key[2], "neighbourhood": key[3],
+            "seed_reach": key[4]}
+
+
 def _family_means(per_protocol: Dict[tuple, List[float]]) -> Tuple[float, float, float]:
     """``(mean of the two, in-family, cross-family)`` of per-protocol IoU lists keyed by (train, test)."""
     import numpy as np
@@ -211,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import protocol, scribbles
     from ..ddml import DDMLConfig
     from ..errors import ScribbleSegError
-    from ..graphcut import GraphCutParams, graph_cut
+    from ..graphcut import GraphCutParams
     from ..measure import machine_summary, stage
     from ..metrics import evaluate
     from ..model_file import load_model
@@ -371,11 +379,9 @@ def run(args: argparse.Namespace) -> int:
         "rounds": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_ours.items()},
         "rounds_paper": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_paper.items()},
         "fig7": fig7, "peers": peer_runs,
-        "validation": [{"ddml": json.loads(k[0]), "gamma": k[1], "data_term": k[2], "neighbourhood": k[3],
-                        "seed_reach": k[4], "iou": v[0], "in_family": v[1], "cross_family": v[2]}
+        "validation": [{**_key_fields(k), "iou": v[0], "in_family": v[1], "cross_family": v[2]}
                        for k, v in selection.scores.items()],
-        "validation_rounds": [{"ddml": json.loads(k[0]), "gamma": k[1], "data_term": k[2], "neighbourhood": k[3],
-                               "seed_reach": k[4], **v} for k, v in selection.rounds.items()]},
+        "validation_rounds": [{**_key_fields(k), **v} for k, v in selection.rounds.items()]},
         indent=1, default=float))
     _plot_fig7(fig7, out / "fig7.png")
     if args.update:
