@@ -113,6 +113,8 @@ CONTRAST_SECTIONS = 16
 AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_contrast": None, "seed_reach": 0.0})
 #: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels (see its docstring).
 DEFAULT_SEED_REACH = choices.DEFAULT_SEED_REACH
+#: Default :attr:`GraphCutParams.seed_across` (see its docstring).
+DEFAULT_SEED_ACROSS = choices.DEFAULT_SEED_ACROSS
 #: :func:`pulled_to_seeds` stops at this many ``reach`` from a stroke (its weight there: exp(-3) = 0.05).
 SEED_REACH_CUTOFF = 3.0
 #: Ways of forming the colour x_v of a voxel.
@@ -262,6 +264,12 @@ class GraphCutParams:
         it, not only for the voxels it covers.  0 (the paper) leaves ``h`` as it
         is.  The default, 4, is what ``scribbleseg bench`` chose over the
         interactive rounds on its validation volumes (BENCHMARKS.md).
+    seed_across : float
+        How far the pull reaches across sections, as a share of ``seed_reach``:
+        1 as far as in-plane (by the sections' real spacing), 0.5 half as far,
+        0 the stroke's own section only.  Tissue changes across sections more
+        than within one where an organ ends, and a background stroke there can
+        pull the sections beside it off the organ.
     """
 
     gamma: float = DEFAULT_GAMMA
@@ -274,6 +282,7 @@ class GraphCutParams:
     reference_radius: Optional[float] = DEFAULT_REFERENCE_RADIUS
     reference_contrast: Optional[float] = DEFAULT_REFERENCE_CONTRAST
     seed_reach: float = DEFAULT_SEED_REACH
+    seed_across: float = DEFAULT_SEED_ACROSS
 
     @classmethod
     def paper(cls, gamma: float = DEFAULT_GAMMA) -> "GraphCutParams":
@@ -301,9 +310,10 @@ class GraphCutParams:
         if self.data_term not in DATA_TERMS:
             raise ScribbleSegError(f"graph cut: data_term must be one of {', '.join(DATA_TERMS)}, "
                                    f"got {self.data_term!r}")
-        r = self.seed_reach
-        if not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r) and r >= 0):
-            raise ScribbleSegError(f"graph cut: seed_reach must be a finite non-negative number of pixels, got {r!r}")
+        for name, unit in (("seed_reach", " of pixels"), ("seed_across", "")):
+            r = getattr(self, name)
+            if not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r) and r >= 0):
+                raise ScribbleSegError(f"graph cut: {name} must be a finite non-negative number{unit}, got {r!r}")
         for name, unit in (("reference_radius", "pixels"), ("reference_contrast", "colour units")):
             r = getattr(self, name)
             if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r)
@@ -844,7 +854,7 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
     params = scaled_to_contrast(scaled_to_objects(params, h), image)
     if params.seed_reach > 0:
-        h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach)
+        h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach, params.seed_across)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
                        np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
@@ -862,7 +872,8 @@ def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float
     return np.maximum(d, 0.0) / pixel
 
 
-def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float) -> np.ndarray:
+def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float,
+                    across: float = 1.0) -> np.ndarray:
     """The heart probability pulled towards each stroke's label near the strokes.
 
     A voxel at distance ``d`` (in in-plane pixels; across sections by the
@@ -874,7 +885,8 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     nothing beyond a few ``reach``; the cut's contrast term still decides where
     the boundary goes.  Strokes lie on sections, so the distance is computed in
     the plane of each stroked section (within the strokes' bounding box) and
-    combined across the sections within reach: ``d^2 = min_k (d_k^2 + dz_k^2)``.
+    combined across the sections within reach: ``d^2 = min_k (d_k^2 + dz_k^2)``,
+    with ``dz_k`` the distance to section ``k`` divided by ``across``.
 
     Parameters
     ----------
@@ -886,6 +898,9 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
         Voxel size in array-axis order.
     reach : float
         In in-plane pixels (of the finer in-plane spacing); 0 returns ``h``.
+    across : float
+        The reach across sections as a share of ``reach``; 0 pulls each
+        stroke's own section only.
 
     Returns
     -------
@@ -902,8 +917,9 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
         return h
     pixel = float(min(spacing_zyx[1], spacing_zyx[2]))
     cutoff = SEED_REACH_CUTOFF * reach
-    step = float(spacing_zyx[0]) / pixel  # one section, in in-plane pixels
-    margin = int(cutoff / step)
+    # One section, in in-plane pixels, stretched by 1 / across (infinitely far when across is 0).
+    step = float(spacing_zyx[0]) / pixel / across if across > 0 else math.inf
+    margin = int(cutoff / step) if math.isfinite(step) else 0
     grow = int(math.ceil(cutoff))
     depth, rows, cols = scribbles.shape
     stroked = np.flatnonzero(scribbles.reshape(depth, -1).any(axis=1))
@@ -929,7 +945,8 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
             d2 = None
             for k in near:
                 if planes[k][c] is not None:
-                    candidate = planes[k][c] + np.float32(((k - z) * step) ** 2)
+                    # k == z is spelled out: with across 0 the step is infinite, and inf * 0 is nan.
+                    candidate = planes[k][c] + np.float32(((k - z) * step) ** 2 if k != z else 0.0)
                     d2 = candidate if d2 is None else np.minimum(d2, candidate, out=d2)
             if d2 is None:
                 continue

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ScribbleSegLib import cli
+from ScribbleSegLib import choices, cli
 
 
 def test_every_design_command_is_registered():
@@ -61,7 +61,7 @@ def test_segment_h_evaluation_reaches_the_ddml_settings():
         parser.parse_args(base + ["--h-evaluation", "sparse"])
 
 
-def test_segment_seed_reach_reaches_the_cut_settings():
+def test_segment_seed_reach_and_across_reach_the_cut_settings():
     from ScribbleSegLib.commands.segment import job_from_args
     from ScribbleSegLib.jobs import settings
 
@@ -70,8 +70,11 @@ def test_segment_seed_reach_reaches_the_cut_settings():
     assert settings(job_from_args(parser.parse_args(base)))[0] is None  # no cut option: the library's defaults
     job = job_from_args(parser.parse_args(base + ["--seed-reach", "2.5"]))
     assert settings(job)[0].seed_reach == 2.5
-    with pytest.raises(SystemExit):
-        parser.parse_args(base + ["--seed-reach", "-1"])
+    job = job_from_args(parser.parse_args(base + ["--seed-across", "0.5"]))
+    assert (settings(job)[0].seed_across, settings(job)[0].seed_reach) == (0.5, choices.DEFAULT_SEED_REACH)
+    for flag in ("--seed-reach", "--seed-across"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(base + [flag, "-1"])
 
 
 def test_segment_orientations_reach_the_job_and_a_bad_value_in_a_job_names_its_field(tmp_path):

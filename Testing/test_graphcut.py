@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ScribbleSegLib import graphcut
+from ScribbleSegLib import choices, graphcut
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
 from ScribbleSegLib.graphcut import (AS_GIVEN, CutMemory, GraphCutParams, energy, estimate_banded_cut_bytes,
                                      estimate_full_cut_bytes, graph_cut)
@@ -639,9 +639,16 @@ def test_strokes_pull_h_only_near_them_and_across_sections_by_their_spacing():
     assert pulled[2, 20, 7] == pytest.approx(0.4)  # beyond 3 reaches: nothing
     thick = graphcut.pulled_to_seeds(h, scribbles, (10.0, 1.0, 1.0), 2.0)
     assert thick[1, 12, 7] == pytest.approx(0.4) and thick[2, 13, 7] == pytest.approx(pulled[2, 13, 7])
+    half = graphcut.pulled_to_seeds(h, scribbles, (3.0, 1.0, 1.0), 2.0, across=0.5)
+    assert half[1, 12, 7] == pytest.approx((0.4 + np.exp(-3.0)) / (1.0 + np.exp(-3.0)))  # a section counts double
+    assert half[0, 12, 7] == pytest.approx(0.4) and half[2, 13, 7] == pytest.approx(pulled[2, 13, 7])
+    own = graphcut.pulled_to_seeds(h, scribbles, (3.0, 1.0, 1.0), 2.0, across=0.0)
+    np.testing.assert_array_equal(own[[0, 1, 3, 4]], h[[0, 1, 3, 4]])  # the stroke's own section only
+    np.testing.assert_allclose(own[2], pulled[2], atol=1e-6)
 
 
-def test_the_stroke_pull_equals_the_formula_with_brute_force_distances():
+@pytest.mark.parametrize("across", [1.0, 0.6])
+def test_the_stroke_pull_equals_the_formula_with_brute_force_distances(across):
     rng = np.random.default_rng(3)
     h = rng.random((7, 18, 21)).astype(np.float32)
     scribbles = np.zeros(h.shape, np.uint8)
@@ -650,7 +657,9 @@ def test_the_stroke_pull_equals_the_formula_with_brute_force_distances():
         scribbles[z, y, max(0, x - 3):x + 3] = value
     spacing, reach = (1.7, 1.0, 0.8), 2.5
     pixel, cutoff = 0.8, graphcut.SEED_REACH_CUTOFF * reach
-    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(h.shape, spacing)], indexing="ij"), -1)
+    # Across sections the distance counts 1 / across times: the section spacing stretched by it.
+    stretched = (spacing[0] / across,) + spacing[1:]
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(h.shape, stretched)], indexing="ij"), -1)
     expected = h.astype(np.float64)
     total = np.ones(h.shape)
     near_cutoff = np.zeros(h.shape, bool)
@@ -662,7 +671,7 @@ def test_the_stroke_pull_equals_the_formula_with_brute_force_distances():
         total += w
         near_cutoff |= np.abs(d - cutoff) < 1e-4  # where float rounding may fall either side
     expected /= total
-    pulled = graphcut.pulled_to_seeds(h, scribbles, spacing, reach)
+    pulled = graphcut.pulled_to_seeds(h, scribbles, spacing, reach, across)
     assert near_cutoff.mean() < 0.05
     np.testing.assert_allclose(pulled[~near_cutoff], expected[~near_cutoff], atol=1e-5)
 
@@ -691,3 +700,6 @@ def test_seed_reach_is_checked_and_off_in_the_papers_energy():
     for bad in (-1.0, float("nan"), "2"):
         with pytest.raises(ScribbleSegError, match="seed_reach"):
             GraphCutParams(seed_reach=bad)
+        with pytest.raises(ScribbleSegError, match="seed_across"):
+            GraphCutParams(seed_across=bad)
+    assert GraphCutParams().seed_across == graphcut.DEFAULT_SEED_ACROSS == choices.DEFAULT_SEED_ACROSS

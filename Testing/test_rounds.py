@@ -285,17 +285,22 @@ def test_the_bench_chooses_its_settings_over_the_rounds_on_a_tiny_case(monkeypat
     monkeypatch.setattr(bench, "DDML_VARIANTS", ({"steps": 20, "head_steps": 20, "pool_size": 500, "batch_size": 32},))
     monkeypatch.setattr(bench, "CUT_GRID", ((8.0, "linear", 6), (8.0, "log", 10)))
     monkeypatch.setattr(bench, "SEED_REACHES", (0.0, 2.0))
-    monkeypatch.setattr(bench, "ROUND_CANDIDATES", 2)
+    monkeypatch.setattr(bench, "SEED_ACROSSES", (1.0, 0.0))
+    monkeypatch.setattr(bench, "ROUND_CANDIDATES", 3)  # of 4, so at least one with a pull
     selection = bench._choose_settings(vols, models, outputs, val, 0, lambda message: None)
-    assert len(selection.scores) == 4 and len(selection.rounds) == 2
-    ranked = sorted(selection.scores, key=lambda k: -selection.scores[k][0])
-    assert set(selection.rounds) == set(ranked[:2]), "the best of round 1 go on to the rounds"
+    assert len(selection.scores) == 4 and all(k[5] == 1.0 for k in selection.scores), "round 1: the first across"
+    ranked = sorted(selection.scores, key=lambda k: -selection.scores[k][0])[:3]
+    # The best of round 1 go on to the rounds, those with a pull also with the other reach across sections.
+    expected = set(ranked) | {k[:5] + (0.0,) for k in ranked if k[4] > 0}
+    assert set(selection.rounds) == expected and len(expected) > 3
     assert selection.key == bench.pick_over_rounds(selection.rounds)
     assert (selection.cut.gamma, selection.cut.data_term, selection.cut.neighbourhood,
-            selection.cut.seed_reach) == selection.key[1:]
+            selection.cut.seed_reach, selection.cut.seed_across) == selection.key[1:]
     assert selection.ddml.steps == 20
-    assert selection.paper_key[2:] == ("linear", 6, 0.0), "the paper's method has no pull"
+    assert selection.paper_key[2:] == ("linear", 6, 0.0, 1.0), "the paper's method has no pull"
     for key, r in selection.rounds.items():
         assert len(r["per_round"]) == protocol.ROUNDS and 0 <= r["iou"] <= 1
-        assert abs(r["per_round"][0] - selection.scores[key][0]) < 1e-6, "round 1 is the run that was ranked"
+        assert abs(r["per_round"][0] - r["round_1"][0]) < 1e-9
+        if key in selection.scores:
+            assert abs(r["per_round"][0] - selection.scores[key][0]) < 1e-6, "round 1 is the run that was ranked"
         assert abs(r["iou"] - np.mean(r["per_round"])) < 1e-9

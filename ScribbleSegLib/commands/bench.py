@@ -47,6 +47,10 @@ CUT_GRID = ((8.0, "linear", 6), (16.0, "linear", 6), (32.0, "linear", 6), (4.0, 
 #: Stroke pulls (:attr:`~ScribbleSegLib.graphcut.GraphCutParams.seed_reach`, in-plane pixels) tried with every
 #: cut of CUT_GRID; the paper's method has none.
 SEED_REACHES = (0.0, 2.0, 4.0)
+#: How far a pull reaches across sections (:attr:`~ScribbleSegLib.graphcut.GraphCutParams.seed_across`): round 1
+#: ranks with the first; each candidate with a pull is then run over the rounds with every one of these, since
+#: the pull across sections matters where corrective strokes go (near an organ's ends), not in round 1.
+SEED_ACROSSES = (1.0, 0.5)
 #: The best candidates of round 1 that are run again over the interactive rounds, where the choice is made:
 #: a default must serve the corrective rounds too, and never let a correct stroke lower the result.
 ROUND_CANDIDATES = 3
@@ -77,13 +81,14 @@ class Selection:
     ddml, cut
         The chosen DDML settings and graph cut.
     key, paper_key
-        ``(DDML variant as JSON, gamma, data term, neighbourhood, seed_reach)`` of the chosen settings and of
-        the paper's method (its variant, the linear data term, the 6-neighbourhood, no pull).
+        ``(DDML variant as JSON, gamma, data term, neighbourhood, seed_reach, seed_across)`` of the chosen
+        settings and of the paper's method (its variant, the linear data term, the 6-neighbourhood, no pull).
     scores
         Round 1 per key: ``(mean of in-family and cross-family IoU, in-family, cross-family)``.
     rounds
         Per key judged over the rounds: ``{"iou", "in_family", "cross_family"}`` (means over the rounds),
-        ``"per_round"`` (the mean of in-family and cross-family per round) and ``"largest_drop"``.
+        ``"per_round"`` (the mean of in-family and cross-family per round), ``"round_1"`` (as in ``scores``)
+        and ``"largest_drop"``.
     """
 
     ddml: object
@@ -97,7 +102,8 @@ class Selection:
 def _cut_of(key: tuple):
     from ..graphcut import GraphCutParams
 
-    return GraphCutParams(gamma=key[1], data_term=key[2], neighbourhood=key[3], seed_reach=key[4])
+    return GraphCutParams(gamma=key[1], data_term=key[2], neighbourhood=key[3], seed_reach=key[4],
+                          seed_across=key[5])
 
 
 def _key_fields(key: tuple) -> dict:
@@ -105,7 +111,7 @@ def _key_fields(key: tuple) -> dict:
     import json
 
     return {"ddml": json.loads(key[0]), "gamma": key[1], "data_term": key[2], "neighbourhood": key[3],
-            "seed_reach": key[4]}
+            "seed_reach": key[4], "seed_across": key[5]}
 
 
 def _family_means(per_protocol: Dict[tuple, List[float]]) -> Tuple[float, float, float]:
@@ -121,7 +127,7 @@ def _choose_settings(vols, models, outputs, val, seed: int, log) -> Selection:
     """Choose the DDML variant and the cut on the validation runs ``val`` = ``[(train, test, index, strokes)]``.
 
     Round 1 ranks every DDML variant x cut x stroke pull; the :data:`ROUND_CANDIDATES` best are run over
-    the interactive rounds, and the one with the best mean over the rounds wins among those whose final
+    the interactive rounds (those with a pull with each of :data:`SEED_ACROSSES`), and the one with the best mean over the rounds wins among those whose final
     IoU never fell by more than :data:`~ScribbleSegLib.protocol.DROP_TOLERANCE` between two rounds (the
     smallest such fall if none).
     """
@@ -143,7 +149,7 @@ def _choose_settings(vols, models, outputs, val, seed: int, log) -> Selection:
                                    seed=seed, features=outputs[t, o, i].munet, suggest=0).probability)
               for t, o, i, s in val]
         for (gamma, term, nb), reach in ((c, r) for c in CUT_GRID for r in SEED_REACHES):
-            key = (json.dumps(variant), gamma, term, nb, reach)
+            key = (json.dumps(variant), gamma, term, nb, reach, SEED_ACROSSES[0])
             per_pair: Dict[tuple, List[float]] = {}
             for t, o, i, s, h in hs:
                 v = vols[o][i]
@@ -158,7 +164,8 @@ def _choose_settings(vols, models, outputs, val, seed: int, log) -> Selection:
     log(f"  paper's method: gamma {paper_key[1]:g}, IoU {scores[paper_key][0]:.3f}")
 
     rounds = {}
-    for key in sorted(scores, key=lambda k: -scores[k][0])[:ROUND_CANDIDATES]:
+    ranked = sorted(scores, key=lambda k: -scores[k][0])[:ROUND_CANDIDATES]
+    for key in [k[:5] + (a,) for k in ranked for a in (SEED_ACROSSES if k[4] > 0 else SEED_ACROSSES[:1])]:
         cfg = dataclasses.replace(DDMLConfig(), **json.loads(key[0]))
         per_round: List[Dict[tuple, List[float]]] = [{} for _ in range(protocol.ROUNDS)]
         drops = []
@@ -172,13 +179,14 @@ def _choose_settings(vols, models, outputs, val, seed: int, log) -> Selection:
         means = [_family_means(x) for x in per_round]
         rounds[key] = {"iou": float(np.mean([m[0] for m in means])), "in_family": float(np.mean([m[1] for m in means])),
                        "cross_family": float(np.mean([m[2] for m in means])),
-                       "per_round": [m[0] for m in means], "largest_drop": float(max(drops, default=0.0))}
+                       "per_round": [m[0] for m in means], "round_1": means[0],
+                       "largest_drop": float(max(drops, default=0.0))}
         log(f"  rounds with DDML {json.loads(key[0])}, gamma {key[1]:g}, {key[2]}, neighbourhood {key[3]}, seed reach "
-            f"{key[4]:g}: " + " / ".join(f"{x:.3f}" for x in rounds[key]["per_round"])
+            f"{key[4]:g} (across {key[5]:g}): " + " / ".join(f"{x:.3f}" for x in rounds[key]["per_round"])
             + f", largest drop {rounds[key]['largest_drop']:.3f}")
     best = pick_over_rounds(rounds)
     log(f"chosen: DDML {json.loads(best[0])}, gamma {best[1]:g} ({best[2]}, neighbourhood {best[3]}, seed reach "
-        f"{best[4]:g}); validation IoU over the rounds {rounds[best]['iou']:.3f}")
+        f"{best[4]:g}, across {best[5]:g}); validation IoU over the rounds {rounds[best]['iou']:.3f}")
     return Selection(dataclasses.replace(DDMLConfig(), **json.loads(best[0])), _cut_of(best), best, paper_key,
                      scores, rounds)
 
@@ -407,7 +415,8 @@ def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs
 
     def settings(key):
         return (f"DDML {json.loads(key[0])}, graph cut gamma {key[1]:g} with the {key[2]} data term, the "
-                f"{key[3]}-neighbourhood and seed reach {key[4]:g}")
+                f"{key[3]}-neighbourhood and seed reach {key[4]:g}"
+                + (f" ({key[5]:g} of it across sections)" if key[4] > 0 else ""))
 
     lines = [SECTION_START, "## Table I, rounds and Fig. 7 on two phantom families (`scribbleseg bench`)", "",
              f"- Command: `{command}`", f"- Machine: {machine}",
@@ -417,14 +426,16 @@ def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs
              "metrics over all voxels.", "",
              f"Settings chosen on the validation volumes of all four protocols (the mean of in-family and "
              f"cross-family IoU): round 1 ranks every DDML variant, cut and seed reach; the {ROUND_CANDIDATES} best "
-             f"are run over the {protocol.ROUNDS} interactive rounds, and the best mean over the rounds wins "
+             f"are run over the {protocol.ROUNDS} interactive rounds (those with a pull with its reach across "
+             f"sections {' and '.join(f'{a:g}' for a in SEED_ACROSSES)} times the in-plane one), and the best mean over the rounds wins "
              f"among those whose final IoU never fell by more than {protocol.DROP_TOLERANCE:g} between rounds.", "",
              "| settings | round 1 (in-family, cross-family) | rounds " + " / ".join(
                  str(r + 1) for r in range(protocol.ROUNDS)) + " | mean over rounds | largest drop |",
              "|---|---|---|---|---|"]
     for key, r in selection.rounds.items():
         mark = " **(chosen)**" if key == best else ""
-        lines.append(f"| {settings(key)}{mark} | {scores[key][0]:.3f} ({scores[key][1]:.3f}, {scores[key][2]:.3f}) | "
+        first = r["round_1"]
+        lines.append(f"| {settings(key)}{mark} | {first[0]:.3f} ({first[1]:.3f}, {first[2]:.3f}) | "
                      + " / ".join(f"{x:.3f}" for x in r["per_round"])
                      + f" | {r['iou']:.3f} | {r['largest_drop']:+.3f} |")
     lines += ["", f"The paper's method (DDML + head alone, share 0.05, linear data term, 6-neighbourhood, no pull) "

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cut.add_argument("--seed-reach", type=nonnegative_float, metavar="PIXELS",
                      help="pull the data term within a few PIXELS of each stroke towards its label (default "
                           f"{choices.DEFAULT_SEED_REACH:g}; 0 turns it off)")
+    cut.add_argument("--seed-across", type=nonnegative_float, metavar="SHARE",
+                     help="how far that pull reaches across sections, as a share of its in-plane reach (default "
+                          f"{choices.DEFAULT_SEED_ACROSS:g}; 0: each stroke's own section only)")
     parser.add_argument("--h-evaluation", choices=choices.H_EVALUATIONS, default=None,
                         help="evaluate the adapted probability coarse-to-fine (default: "
                              f"{choices.DEFAULT_H_EVALUATION}; same labels, faster) or exactly at every voxel")
@@ -62,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: Fields of GraphCutParams the command line sets (argparse turns --data-term into data_term).
-CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term", "seed_reach")
+CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term", "seed_reach", "seed_across")
 
 
 def cut_params_from_args(args: argparse.Namespace):
