@@ -55,12 +55,6 @@ DEFAULT_SEED_ACROSS = 1.0
 spacing), 0.5 half as far, 0 the stroke's own section only.  Chosen by ``scribbleseg bench`` over the
 interactive rounds (BENCHMARKS.md)."""
 
-HEAD_PRIORS: Tuple[str, ...] = ("balanced", "estimated")
-"""The heart's prior in the DDML head's output (``DDMLConfig.prior``): ``balanced`` as trained, on a pool of
-half heart and half background pixels (the paper); ``estimated`` shifted to the share of heart that the head
-itself finds in this volume (:func:`ScribbleSegLib.ddml.estimate_prior`)."""
-DEFAULT_HEAD_PRIOR = "balanced"
-
 H_EVALUATIONS: Tuple[str, ...] = ("coarse", "exact")
 """How ``h = head(f(x))`` is evaluated over the volume (:func:`ScribbleSegLib.ddml.predict_h`): ``coarse``
 evaluates it on an in-plane grid of every few pixels, interpolates, and evaluates exactly wherever the

@@ -21,7 +21,6 @@ labels).  Everything runs on the CPU in a few seconds::
 
 from __future__ import annotations
 
-import copy
 import mmap
 import os
 import time
@@ -98,14 +97,6 @@ class DDMLConfig:
         ``h = (1 - w) head(f(x)) + w p_network``.  0 is the paper's method; a
         positive weight anchors the adaptation to the network where the scribbles
         say little (see :meth:`paper` for the paper's settings).
-    prior : {"balanced", "estimated"}
-        The heart's prior in the head's output (``choices.HEAD_PRIORS``).  The
-        pool is half heart and half background, so the head learns the odds of a
-        volume that is half heart; a stack holds far less heart, and the head's
-        ``h > 1/2`` then claims doubtful tissue for the heart.  ``balanced`` (the
-        paper) keeps the head as trained; ``estimated`` shifts its bias by the
-        log-odds of the heart's share in this volume, estimated from the head's
-        own output (:func:`estimate_prior`).
     evaluation : {"coarse", "exact"}
         How :func:`predict_h` evaluates ``h`` over the volume (``choices.H_EVALUATIONS``):
         ``coarse`` on an in-plane grid, exactly only where interpolation could
@@ -127,7 +118,6 @@ class DDMLConfig:
     head_lr: float = 0.05
     head_weight_decay: float = 0.0
     network_weight: float = 0.5
-    prior: str = choices.DEFAULT_HEAD_PRIOR
     evaluation: str = choices.DEFAULT_H_EVALUATION
 
     @classmethod
@@ -139,7 +129,7 @@ class DDMLConfig:
         >>> DDMLConfig.paper().network_weight
         0.0
         """
-        return cls(scribble_share=0.05, network_weight=0.0, prior="balanced")
+        return cls(scribble_share=0.05, network_weight=0.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -161,8 +151,6 @@ class DDMLConfig:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
         if not 0.0 <= self.network_weight <= 1.0:
             raise ScribbleSegError(f"DDML network_weight must be in [0, 1], got {self.network_weight}")
-        if self.prior not in choices.HEAD_PRIORS:
-            raise ScribbleSegError(f"DDML prior must be one of {', '.join(choices.HEAD_PRIORS)}, got {self.prior!r}")
         if self.evaluation not in choices.H_EVALUATIONS:
             raise ScribbleSegError(f"DDML evaluation must be one of {', '.join(choices.H_EVALUATIONS)}, "
                                    f"got {self.evaluation!r}")
@@ -252,9 +240,6 @@ class AdaptResult:
         float32, the head's loss of every training step.
     timings : dict
         Seconds per step: ``training pixels``, ``DDML training``, ``head training``, ``probability``.
-    prior : float
-        The heart's prior in ``head``: 0.5 as trained, or this volume's estimate
-        (``DDMLConfig.prior``).
     """
 
     h: np.ndarray
@@ -263,7 +248,6 @@ class AdaptResult:
     losses: np.ndarray
     head_losses: np.ndarray
     timings: Dict[str, float] = field(default_factory=dict)
-    prior: float = 0.5
 
 
 # ---------------------------------------------------------------------------
@@ -983,82 +967,6 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
     return h
 
 
-#: :func:`estimate_prior` reads about this many voxels: every PRIOR_STRIDE-th pixel and row of evenly spaced
-#: sections.
-PRIOR_VOXELS = 1 << 20
-PRIOR_STRIDE = 4
-
-
-def estimate_prior(features: np.ndarray, f: DDMLNet, head: Head, iterations: int = 100) -> float:
-    """The heart's share of a volume by the head's own output, for a head trained on a balanced pool.
-
-    The head's output ``q`` is the heart's posterior at a prior of 1/2.  At a
-    prior ``pi`` it is ``pi q / (pi q + (1 - pi) (1 - q))``, and ``pi`` is the
-    mean of that over the volume: the fixed point that expectation-maximisation
-    finds from ``pi = 1/2`` (Saerens, Latinne & Decaestecker, Neural Computation
-    2002).  ``q`` is evaluated on about :data:`PRIOR_VOXELS` voxels of a grid
-    (every :data:`PRIOR_STRIDE`-th pixel and row of evenly spaced sections).
-
-    Parameters
-    ----------
-    features : numpy.ndarray
-        ``(Z, Y, X, C)`` M-Unet features, possibly a memmap.
-    f, head
-        The trained DDML network and head.
-    iterations : int
-        At most this many EM steps (it stops when ``pi`` moves by less than 1e-6).
-
-    Returns
-    -------
-    float
-        ``pi`` in (0, 1).
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> x, y = rng.normal(size=(64, 4)).astype(np.float32), np.arange(64) % 2
-    >>> config = DDMLConfig(hidden=(8,), out_dim=4, steps=2, batch_size=8, head_steps=2)
-    >>> f = train_ddml(x, y, config); head = train_head(f, x, y, config)
-    >>> 0 < estimate_prior(rng.normal(size=(2, 16, 16, 4)).astype(np.float16), f, head) < 1
-    True
-    """
-    depth, rows, cols, channels = features.shape
-    per_section = len(range(0, rows, PRIOR_STRIDE)) * len(range(0, cols, PRIOR_STRIDE))
-    sections = range(0, depth, max(1, -(-depth * per_section // PRIOR_VOXELS)))
-    reader = _RowReader(features)
-    x = np.concatenate([reader.rows(z, y, y + 1)[0, ::PRIOR_STRIDE] for z in sections
-                        for y in range(0, rows, PRIOR_STRIDE)])
-    q = np.empty(len(x), np.float32)
-    with torch_threads(1):
-        _evaluate(x.reshape(-1, channels), q, _fused_layers(f, head), 8192)
-    q = np.clip(q.astype(np.float64), 1e-6, 1 - 1e-6)
-    prior = 0.5
-    for _ in range(iterations):
-        odds = prior / (1 - prior)
-        updated = float(np.mean(odds * q / (odds * q + 1 - q)))
-        done = abs(updated - prior) < 1e-6
-        prior = min(max(updated, 1e-4), 1 - 1e-4)
-        if done:
-            break
-    return prior
-
-
-def with_prior(head: Head, prior: float) -> Head:
-    """A copy of ``head`` (trained on a balanced pool) whose output is the posterior at the heart's ``prior``.
-
-    Examples
-    --------
-    >>> head = Head(2); _ = head.linear.bias.data.zero_()
-    >>> z = torch.zeros(1, 2)
-    >>> round(float(with_prior(head, 0.2)(z)), 3), round(float(head(z)), 3)
-    (0.2, 0.5)
-    """
-    shifted = copy.deepcopy(head)  # not Head(...): its initialisation would draw from torch's global RNG
-    with torch.no_grad():
-        shifted.linear.bias += float(np.log(prior / (1 - prior)))
-    return shifted
-
-
 def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
           bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
           network_probability: Optional[np.ndarray] = None,
@@ -1109,10 +1017,6 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
     timings["head training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    prior = 0.5
-    if config.prior == "estimated":
-        prior = estimate_prior(features, f, head)
-        head = with_prior(head, prior)
     # The network's probability guides where a coarse evaluation looks closer, blended in or not.
     h = predict_h(features, f, head, progress=progress, cancel=cancel, evaluation=config.evaluation,
                   scribbles=scribbles, network_probability=network_probability)
@@ -1127,4 +1031,4 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
             h[z] += w * np.asarray(network_probability[z], np.float32)
     timings["probability"] = time.perf_counter() - t0
     return AdaptResult(h, f, head, np.asarray(f.loss_history, np.float32),
-                       np.asarray(head.loss_history, np.float32), timings, prior)
+                       np.asarray(head.loss_history, np.float32), timings)

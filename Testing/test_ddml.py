@@ -1,13 +1,12 @@
 """Tests of ScribbleSegLib.ddml: the DDML loss (paper eq. 1-3), training, the head and adapt()."""
 
-import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from ScribbleSegLib import choices, ddml
+from ScribbleSegLib import ddml
 from ScribbleSegLib.ddml import DDMLConfig
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
 from ScribbleSegLib.progress import CancelToken
@@ -207,47 +206,6 @@ def test_adapt_is_deterministic_for_a_seed():
     assert not np.array_equal(a.h, c.h)
 
 
-def test_the_estimated_prior_finds_the_heart_share_where_the_mean_output_does_not(tmp_path):
-    rng = np.random.default_rng(8)
-    x, y = _overlapping_gaussians(4000, rng, shift=1.0)  # overlapping: the head is unsure of many pixels
-    config = DDMLConfig(steps=100, batch_size=128, head_steps=100)
-    f = ddml.train_ddml(x, y, config)
-    head = ddml.train_head(f, x, y, config)
-    # A volume with 10 % heart, as a memmap (how the feature cache is read).
-    shape = (4, 48, 64)
-    labels = (rng.random(shape) < 0.1).astype(np.uint8)
-    values, _ = _overlapping_gaussians(labels.size * 2, rng, shift=1.0)
-    volume = np.where(labels.reshape(-1, 1) == 1, values[1::2], values[0::2])
-    features = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float16, shape=shape + (32,))
-    features[:] = volume.reshape(shape + (32,))
-    features.flush()
-    features = np.load(tmp_path / "f.npy", mmap_mode="r")
-    q = ddml.predict_h(features, f, head, evaluation="exact")
-    prior = ddml.estimate_prior(features, f, head)
-    assert abs(prior - 0.1) < 0.03 < abs(float(q.mean()) - 0.1)
-    shifted = ddml.predict_h(features, f, ddml.with_prior(head, prior), evaluation="exact")
-    odds = prior / (1 - prior)
-    np.testing.assert_allclose(shifted, odds * q / (odds * q + 1 - q), atol=1e-5)
-    hits = lambda h: ((h > 0.5) == labels).mean()  # noqa: E731
-    assert hits(shifted) > hits(q)  # the balanced head claims too much for the heart
-
-
-def test_adapt_with_an_estimated_prior_shifts_the_head_only():
-    features, scribbles, bank, bank_labels, truth = _volume_with_misleading_bank(np.random.default_rng(9))
-    config = DDMLConfig(steps=30, batch_size=64, pool_size=1000, head_steps=20, network_weight=0.0,
-                        evaluation="exact")
-    balanced = ddml.adapt(features, scribbles, bank, bank_labels, config=config)
-    estimated = ddml.adapt(features, scribbles, bank, bank_labels,
-                           config=dataclasses.replace(config, prior="estimated"))
-    assert balanced.prior == 0.5 and 0 < estimated.prior < 0.5  # the disc is a quarter of the volume
-    for name, a in balanced.f.state_dict().items():
-        torch.testing.assert_close(a, estimated.f.state_dict()[name])
-    torch.testing.assert_close(estimated.head.linear.weight, balanced.head.linear.weight)
-    odds = estimated.prior / (1 - estimated.prior)
-    expected = odds * balanced.h / (odds * balanced.h + 1 - balanced.h)
-    np.testing.assert_allclose(estimated.h, expected, atol=1e-5)
-
-
 def test_sample_pixels_is_class_balanced_and_reads_the_right_voxels():
     rng = np.random.default_rng(7)
     features = rng.normal(size=(3, 10, 12, 4)).astype(np.float16)
@@ -406,9 +364,6 @@ def test_bad_config_is_refused():
         DDMLConfig(scribble_share=1.5)
     with pytest.raises(ScribbleSegError, match="beta"):
         DDMLConfig(beta=0)
-    with pytest.raises(ScribbleSegError, match="prior"):
-        DDMLConfig(prior="uniform")
-    assert DDMLConfig.paper().prior == "balanced" and DDMLConfig().prior == choices.DEFAULT_HEAD_PRIOR
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
