@@ -127,9 +127,9 @@ def _choose_settings(vols, models, outputs, val, seed: int, log) -> Selection:
     """Choose the DDML variant and the cut on the validation runs ``val`` = ``[(train, test, index, strokes)]``.
 
     Round 1 ranks every DDML variant x cut x stroke pull; the :data:`ROUND_CANDIDATES` best are run over
-    the interactive rounds (those with a pull with each of :data:`SEED_ACROSSES`), and the one with the best mean over the rounds wins among those whose final
-    IoU never fell by more than :data:`~ScribbleSegLib.protocol.DROP_TOLERANCE` between two rounds (the
-    smallest such fall if none).
+    the interactive rounds (those with a pull with each of :data:`SEED_ACROSSES`), and the one with the
+    best mean over the rounds wins among those whose final IoU never fell by more than
+    :data:`~ScribbleSegLib.protocol.DROP_TOLERANCE` between two rounds (the smallest such fall if none).
     """
     import dataclasses
     import json
@@ -427,8 +427,9 @@ def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs
              f"Settings chosen on the validation volumes of all four protocols (the mean of in-family and "
              f"cross-family IoU): round 1 ranks every DDML variant, cut and seed reach; the {ROUND_CANDIDATES} best "
              f"are run over the {protocol.ROUNDS} interactive rounds (those with a pull with its reach across "
-             f"sections {' and '.join(f'{a:g}' for a in SEED_ACROSSES)} times the in-plane one), and the best mean over the rounds wins "
-             f"among those whose final IoU never fell by more than {protocol.DROP_TOLERANCE:g} between rounds.", "",
+             f"sections {' and '.join(f'{a:g}' for a in SEED_ACROSSES)} times the in-plane one), and the best "
+             f"mean over the rounds wins among those whose final IoU never fell by more than "
+             f"{protocol.DROP_TOLERANCE:g} between rounds.", "",
              "| settings | round 1 (in-family, cross-family) | rounds " + " / ".join(
                  str(r + 1) for r in range(protocol.ROUNDS)) + " | mean over rounds | largest drop |",
              "|---|---|---|---|---|"]
