@@ -265,11 +265,11 @@ def run(args: argparse.Namespace) -> int:
             log(f"family {f}: reusing {paths['munet'].name} and {paths['unet'].name}")
             models[f] = {arch: load_model(p, device=args.device) for arch, p in paths.items()}
             continue
-        trained = protocol.train_networks(vols[f][:2], vols[f][2:4], out, args.train_minutes, args.device,
-                                          args.seed, progress=bar, log=log,
-                                          timed=lambda name, f=f: stage(records, f"{name} (family {f})"))
+        protocol.train_networks(vols[f][:2], vols[f][2:4], out, args.train_minutes, args.device, args.seed,
+                                progress=bar, log=log, timed=lambda name, f=f: stage(records, f"{name} (family {f})"))
         for arch, path in paths.items():
             (out / f"{arch}.model").replace(path)
+        # Loaded again from their new names, so that each model's path is where its file is.
         models[f] = {arch: load_model(p, device=args.device) for arch, p in paths.items()}
 
     pairs = [(t, o) for t in families for o in families]
