@@ -1078,8 +1078,11 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
     # In slabs: whole-volume temporaries (five of them) would add 0.5 GB at 100x512x512.
     for start in range(0, flat_in.size, _SLAB_VOXELS):
         p = np.clip(flat_in[start:start + _SLAB_VOXELS].astype(np.float32), eps, 1 - eps)
-        logit = np.log(p)
-        logit -= np.log1p(-p)
+        # One log of the odds, not log(p) - log1p(-p): the logarithm is most of the cost (BENCHMARKS.md,
+        # "Interactive speed" item 12), and p is at least eps from 0 and 1, so the odds lose no precision.
+        logit = np.subtract(np.float32(1.0), p)
+        np.divide(p, logit, out=logit)
+        np.log(logit, out=logit)
         np.clip(logit, -LOGIT_CLIP, LOGIT_CLIP, out=logit)
         logit *= np.float32(1.0 / (2 * LOGIT_CLIP))
         logit += np.float32(0.5)

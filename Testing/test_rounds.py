@@ -162,6 +162,14 @@ def test_log_data_term_keeps_h_order_and_half_and_clips():
         graphcut.GraphCutParams(data_term="quadratic")
 
 
+def test_log_data_term_equals_its_formula_in_double_precision():
+    h = np.concatenate([np.linspace(0, 1, 100001), np.geomspace(1e-9, 1e-2, 2000), 1 - np.geomspace(1e-7, 1e-2, 2000)])
+    clip = graphcut.LOGIT_CLIP
+    p = np.clip(h, 1 / (1 + np.exp(clip)), 1 - 1 / (1 + np.exp(clip)))
+    expected = 0.5 + np.clip(np.log(p) - np.log1p(-p), -clip, clip) / (2 * clip)
+    np.testing.assert_allclose(graphcut.log_data_term(h.astype(np.float32)), expected, atol=1e-6)
+
+
 def test_the_log_term_cut_is_the_exact_minimum_of_its_energy():
     from itertools import product
 
