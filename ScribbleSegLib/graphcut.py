@@ -919,7 +919,7 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     cutoff = SEED_REACH_CUTOFF * reach
     # One section, in in-plane pixels, stretched by 1 / across (infinitely far when across is 0).
     step = float(spacing_zyx[0]) / pixel / across if across > 0 else math.inf
-    margin = int(cutoff / step) if math.isfinite(step) else 0
+    margin = int(cutoff / step)  # sections within reach (0 when the step is infinite)
     grow = int(math.ceil(cutoff))
     depth, rows, cols = scribbles.shape
     stroked = np.flatnonzero(scribbles.reshape(depth, -1).any(axis=1))
