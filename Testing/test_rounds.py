@@ -268,6 +268,30 @@ def test_the_bench_picks_over_the_rounds_and_skips_settings_that_drop():
     assert pick_over_rounds(rounds) == "high but drops", "when every candidate drops, the smallest drop wins"
 
 
+def test_the_bench_rules_out_a_reach_across_sections_with_which_any_candidate_dropped():
+    from ScribbleSegLib.commands.bench import _across, pick_over_rounds
+
+    def key(gamma, reach, across):
+        return ("{}", gamma, "log", 10, reach, across)
+
+    rounds = {key(8, 4, 1.0): {"iou": 0.872, "largest_drop": -0.001},
+              key(16, 4, 1.0): {"iou": 0.867, "largest_drop": 0.016},
+              key(8, 4, 0.5): {"iou": 0.871, "largest_drop": -0.003},
+              key(16, 4, 0.5): {"iou": 0.868, "largest_drop": 0.002}}
+    assert pick_over_rounds(rounds) == key(8, 4, 1.0), "without the rule: the best steady candidate"
+    assert pick_over_rounds(rounds, shared=_across) == key(8, 4, 0.5), "gamma 16 dropped with across 1"
+    # Without a pull the reach across sections does nothing, so such a candidate is neither ruled out by
+    # nor rules out the value its key carries.
+    rounds[key(8, 0, 1.0)] = {"iou": 0.875, "largest_drop": 0.0}
+    assert pick_over_rounds(rounds, shared=_across) == key(8, 0, 1.0)
+    rounds[key(8, 0, 1.0)]["largest_drop"] = 0.02
+    rounds[key(16, 4, 1.0)]["largest_drop"] = 0.0
+    assert pick_over_rounds(rounds, shared=_across) == key(8, 4, 1.0)
+    # If every steady candidate shares a risky value, the rule gives way to the plain one.
+    only = {key(8, 4, 1.0): {"iou": 0.87, "largest_drop": 0.0}, key(16, 4, 1.0): {"iou": 0.88, "largest_drop": 0.02}}
+    assert pick_over_rounds(only, shared=_across) == key(8, 4, 1.0)
+
+
 def test_the_bench_chooses_its_settings_over_the_rounds_on_a_tiny_case(monkeypatch):
     from ScribbleSegLib.commands import bench
     from ScribbleSegLib.nets import ModelConfig
@@ -301,7 +325,7 @@ def test_the_bench_chooses_its_settings_over_the_rounds_on_a_tiny_case(monkeypat
     # The best of round 1 go on to the rounds, those with a pull also with the other reach across sections.
     expected = set(ranked) | {k[:5] + (0.0,) for k in ranked if k[4] > 0}
     assert set(selection.rounds) == expected and len(expected) > 3
-    assert selection.key == bench.pick_over_rounds(selection.rounds)
+    assert selection.key == bench.pick_over_rounds(selection.rounds, shared=bench._across)
     assert (selection.cut.gamma, selection.cut.data_term, selection.cut.neighbourhood,
             selection.cut.seed_reach, selection.cut.seed_across) == selection.key[1:]
     assert selection.ddml.steps == 20
