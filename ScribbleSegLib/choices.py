@@ -49,11 +49,11 @@ DEFAULT_SEED_REACH = 4.0
 """In-plane pixels over which each stroke pulls the graph cut's data term towards its label
 (:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_reach`); 0 turns the pull off.  Chosen by
 ``scribbleseg bench`` over the interactive rounds (BENCHMARKS.md)."""
-DEFAULT_SEED_ACROSS = 1.0
+DEFAULT_SEED_ACROSS = 0.5
 """How far the stroke pull reaches across sections, as a share of its in-plane reach
 (:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_across`): 1 as far as in-plane (by the sections' real
 spacing), 0.5 half as far, 0 the stroke's own section only.  Chosen by ``scribbleseg bench`` over the
-interactive rounds (BENCHMARKS.md)."""
+interactive rounds: with 1 a candidate's result fell between two rounds on validation (BENCHMARKS.md)."""
 
 H_EVALUATIONS: Tuple[str, ...] = ("coarse", "exact")
 """How ``h = head(f(x))`` is evaluated over the volume (:func:`ScribbleSegLib.ddml.predict_h`): ``coarse``

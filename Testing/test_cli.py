@@ -70,8 +70,9 @@ def test_segment_seed_reach_and_across_reach_the_cut_settings():
     assert settings(job_from_args(parser.parse_args(base)))[0] is None  # no cut option: the library's defaults
     job = job_from_args(parser.parse_args(base + ["--seed-reach", "2.5"]))
     assert settings(job)[0].seed_reach == 2.5
-    job = job_from_args(parser.parse_args(base + ["--seed-across", "0.5"]))
-    assert (settings(job)[0].seed_across, settings(job)[0].seed_reach) == (0.5, choices.DEFAULT_SEED_REACH)
+    job = job_from_args(parser.parse_args(base + ["--seed-across", "0.25"]))
+    assert 0.25 != choices.DEFAULT_SEED_ACROSS, "a value the default would give anyway would prove nothing"
+    assert (settings(job)[0].seed_across, settings(job)[0].seed_reach) == (0.25, choices.DEFAULT_SEED_REACH)
     for flag in ("--seed-reach", "--seed-across"):
         with pytest.raises(SystemExit):
             parser.parse_args(base + [flag, "-1"])
