@@ -12,6 +12,7 @@ that its peak RSS (``VmHWM``) is its own::
     python benchmarks/bench_interactive.py cut --work /tmp/bi100          # the re-run's cut: from scratch vs reused
     python benchmarks/bench_interactive.py cut --work /tmp/bi100 --full   # ... and against the full cut (the optimum)
     python benchmarks/bench_interactive.py steps --work /tmp/bi40         # DDML steps, warm-started f: time vs IoU
+    python benchmarks/bench_interactive.py rounds --work /tmp/bi40 --seed-across 1 0.5  # corrective rounds: IoU
 
 ``session`` opens a :class:`~ScribbleSegLib.session.Session` on the cached
 features, runs ``first`` once and ``more`` ``--repeats`` times and prints each
@@ -23,7 +24,10 @@ scratch, and after the cut of ``first`` with a :class:`~ScribbleSegLib.graphcut.
 ``steps`` is a proposal, not the library's behaviour: the re-run with ``more`` with
 fewer DDML steps, and with ``f`` started from the weights the run with ``first``
 learnt (patched in here; the library always starts ``f`` afresh), against the IoU
-of the default.
+of the default.  ``rounds`` runs the interactive rounds of ``scribbleseg bench``
+(:func:`~ScribbleSegLib.protocol.run_rounds`) on this phantom: the ``first`` strokes and
+``--patterns`` more patterns of simulated strokes on every 10th heart section, once per
+``--seed-across`` value (the stroke pull's reach across sections), and prints the final IoU by round.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("prepare", "session", "cli", "agree", "cut", "steps")
+MODES = ("prepare", "session", "cli", "agree", "cut", "steps", "rounds")
 
 
 def peak_rss_gib() -> float:
@@ -313,6 +317,27 @@ def warm_seeded(previous: dict):
     return seeded
 
 
+def rounds(work: Path, model: str, patterns: int, acrosses) -> None:
+    from ScribbleSegLib import pipeline, protocol, scribbles as scr, volume_io
+    from ScribbleSegLib.graphcut import GraphCutParams
+
+    image = volume_io.read_image(work / "image.nrrd")
+    truth = (_read(work, "truth", image) > 0).astype(np.uint8)
+    loaded = pipeline.as_model(model, "cpu")
+    outputs = pipeline.compute_features(image.array, loaded, model_path=model, cache_dir=work / "cache",
+                                        device="cpu", scale=pipeline.network_scale(image.geometry.spacing[:2],
+                                                                                   loaded))[:2]
+    sets = [("first", _read(work, "first", image))] + [
+        (f"pattern {k}", scr.simulate_scribbles(truth, seed=k, every=10, spacing=image.geometry.spacing))
+        for k in range(1, patterns + 1)]
+    for name, strokes in sets:
+        for across in acrosses:
+            run = protocol.run_rounds(image, truth, strokes, loaded, outputs,
+                                      cut_params=GraphCutParams(seed_across=across))
+            print(f"{name}, seed_across {across:g}: final IoU by round "
+                  + " / ".join(f"{r.final['iou']:.4f}" for r in run), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=MODES)
@@ -321,12 +346,14 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(100, 512, 512), metavar=("Z", "Y", "X"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--patterns", type=int, default=3, help="scribble patterns (agree) or seeds (steps)")
+    parser.add_argument("--patterns", type=int, default=3, help="scribble patterns (agree, rounds: beside `first`) or seeds (steps)")
     parser.add_argument("--first-run", action="store_true", help="cli: with an empty cache (M-Unet included)")
     parser.add_argument("--orientations", type=int, default=1, help="cli: the M-Unet's test-time flips (1, 2 or 4)")
     parser.add_argument("--evaluation", default="", help="h evaluation (coarse or exact; default: the library's)")
     parser.add_argument("--profile", action="store_true", help="cut: where the cut from scratch spends its time")
     parser.add_argument("--full", action="store_true", help="cut: against the full cut too (about 380 B/voxel)")
+    parser.add_argument("--seed-across", type=float, nargs="+", default=[1.0, 0.5],
+                        help="rounds: the stroke pull's reach across sections to compare")
     args = parser.parse_args()
     from ScribbleSegLib.measure import machine_summary
     from ScribbleSegLib.starter import resolve_model
@@ -343,6 +370,8 @@ def main() -> None:
         cut(args.work, model, args.profile, args.full)
     elif args.mode == "steps":
         steps(args.work, model, args.patterns)
+    elif args.mode == "rounds":
+        rounds(args.work, model, args.patterns, args.seed_across)
     else:
         agree(args.work, model, args.patterns)
 
