@@ -346,7 +346,8 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(100, 512, 512), metavar=("Z", "Y", "X"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--patterns", type=int, default=3, help="scribble patterns (agree, rounds: beside `first`) or seeds (steps)")
+    parser.add_argument("--patterns", type=int, default=3,
+                        help="scribble patterns (agree; rounds: beside `first`) or seeds (steps)")
     parser.add_argument("--first-run", action="store_true", help="cli: with an empty cache (M-Unet included)")
     parser.add_argument("--orientations", type=int, default=1, help="cli: the M-Unet's test-time flips (1, 2 or 4)")
     parser.add_argument("--evaluation", default="", help="h evaluation (coarse or exact; default: the library's)")
