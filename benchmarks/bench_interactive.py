@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ScribbleSegLib.commands.bench import SEED_ACROSSES
+
 MODES = ("prepare", "session", "cli", "agree", "cut", "steps", "rounds")
 
 
@@ -68,9 +70,7 @@ def prepare(work: Path, shape, seed: int, model: str) -> None:
     image = volume_io.read_image(work / "image.nrrd")
     t0 = time.perf_counter()
     loaded = pipeline.as_model(model, "cpu")
-    _, _, cached = pipeline.compute_features(image.array, loaded, model_path=model, cache_dir=work / "cache",
-                                             device="cpu", scale=pipeline.network_scale(image.geometry.spacing[:2],
-                                                                                        loaded))
+    _, _, cached = _features(work, image, loaded, model)
     print(f"features ({'cached' if cached else 'computed'}): {time.perf_counter() - t0:.1f} s; "
           f"peak RSS {peak_rss_gib():.2f} GiB")
 
@@ -81,6 +81,14 @@ def _read(work: Path, name: str, image):
     if name == "truth":
         return volume_io.read_label(work / f"{name}.nrrd", image.shape, image.geometry)
     return volume_io.read_scribbles(work / f"{name}.nrrd", image.shape, image.geometry)
+
+
+def _features(work: Path, image, loaded, model: str):
+    """``(probability, features, cached)`` of the M-Unet on ``image``, from the work folder's cache when it has them."""
+    from ScribbleSegLib import pipeline
+
+    return pipeline.compute_features(image.array, loaded, model_path=model, cache_dir=work / "cache", device="cpu",
+                                     scale=pipeline.network_scale(image.geometry.spacing[:2], loaded))
 
 
 def session(work: Path, model: str, repeats: int, evaluation: str) -> None:
@@ -152,9 +160,7 @@ def agree(work: Path, model: str, patterns: int) -> None:
     image = volume_io.read_image(work / "image.nrrd")
     truth = _read(work, "truth", image)
     loaded = pipeline.as_model(model, "cpu")
-    prob, feats, _ = pipeline.compute_features(image.array, loaded, model_path=model, cache_dir=work / "cache",
-                                               device="cpu", scale=pipeline.network_scale(
-                                                   image.geometry.spacing[:2], loaded))
+    prob, feats, _ = _features(work, image, loaded, model)
     config = ddml.DDMLConfig()
     w = np.float32(config.network_weight)
     for pattern in range(patterns):
@@ -324,9 +330,7 @@ def rounds(work: Path, model: str, patterns: int, acrosses) -> None:
     image = volume_io.read_image(work / "image.nrrd")
     truth = (_read(work, "truth", image) > 0).astype(np.uint8)
     loaded = pipeline.as_model(model, "cpu")
-    outputs = pipeline.compute_features(image.array, loaded, model_path=model, cache_dir=work / "cache",
-                                        device="cpu", scale=pipeline.network_scale(image.geometry.spacing[:2],
-                                                                                   loaded))[:2]
+    outputs = _features(work, image, loaded, model)[:2]
     sets = [("first", _read(work, "first", image))] + [
         (f"pattern {k}", scr.simulate_scribbles(truth, seed=k, every=10, spacing=image.geometry.spacing))
         for k in range(1, patterns + 1)]
@@ -353,8 +357,8 @@ def main() -> None:
     parser.add_argument("--evaluation", default="", help="h evaluation (coarse or exact; default: the library's)")
     parser.add_argument("--profile", action="store_true", help="cut: where the cut from scratch spends its time")
     parser.add_argument("--full", action="store_true", help="cut: against the full cut too (about 380 B/voxel)")
-    parser.add_argument("--seed-across", type=float, nargs="+", default=[1.0, 0.5],
-                        help="rounds: the stroke pull's reach across sections to compare")
+    parser.add_argument("--seed-across", type=float, nargs="+", default=list(SEED_ACROSSES),
+                        help="rounds: the stroke pull's reach across sections to compare (default: the bench's)")
     args = parser.parse_args()
     from ScribbleSegLib.measure import machine_summary
     from ScribbleSegLib.starter import resolve_model
