@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import multifov
+from . import choices, multifov
 from .errors import ScribbleSegError
 from .fileio import check_output_path
 from .geometry import Volume
@@ -89,8 +89,8 @@ class TrainOptions:
         Let the learning rate fall along a cosine to 5 % of ``lr`` over the
         budget (the larger of the spent fractions of iterations and time).
     max_iters : int
-        Iteration budget (1000 suits the small networks; the paper-sized ones
-        want tens of thousands).
+        Iteration budget (default: the small preset's, :data:`choices.PRESETS`;
+        the paper-sized networks want tens of thousands).
     max_minutes : float or None
         Wall-clock budget of the optimisation (the bank and the file come after).
     eval_every : int
@@ -115,7 +115,7 @@ class TrainOptions:
 
     batch: int = 8
     lr: float = 1e-3
-    max_iters: int = 1000
+    max_iters: int = choices.PRESETS[choices.DEFAULT_PRESET].max_iters
     max_minutes: Optional[float] = None
     eval_every: int = 100
     patience: int = 6
