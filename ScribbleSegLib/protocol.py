@@ -61,11 +61,14 @@ def rerun_case(shape: Sequence[int], seed: int = 7):
 
 
 def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, device: str = "auto", seed: int = 0,
-                   progress=None, log=None, timed=None) -> Dict[str, object]:
+                   progress=None, log=None, timed=None, max_iters: Optional[int] = None,
+                   archs: Sequence[str] = ("munet", "unet")) -> Dict[str, object]:
     """Train the small M-Unet and the small plain U-Net on phantoms; return both loaded models.
 
-    ``log(message)`` is told when each training starts; ``timed(name)`` may give a
-    context manager (e.g. :func:`measure.stage`) that wraps each training.
+    Each writes ``<arch>.model`` in ``out_dir``, trained for the small preset's
+    steps (or ``max_iters``) within ``minutes``.  ``log(message)`` is told when
+    each training starts; ``timed(name)`` may give a context manager (e.g.
+    :func:`measure.stage`) that wraps each training.
     """
     import contextlib
     from pathlib import Path
@@ -75,14 +78,15 @@ def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, devi
     from .training import train_model
 
     models = {}
-    for arch, name in (("munet", "M-Unet"), ("unet", "U-Net")):
+    for arch in archs:
+        name = {"munet": "M-Unet", "unet": "U-Net"}[arch]
         if log:
             log(f"training the small {name} (budget {minutes:g} min)")
         with (timed(f"train {name}") if timed else contextlib.nullcontext()):
             path = Path(out_dir) / f"{arch}.model"
             train_model([v.image for v in train], [v.label for v in train], path, ModelConfig.small(arch),
                         val_images=[v.image for v in val], val_labels=[v.label for v in val],
-                        max_minutes=minutes, device=device, seed=seed, progress=progress)
+                        max_minutes=minutes, max_iters=max_iters, device=device, seed=seed, progress=progress)
             models[arch] = load_model(path, device=device)
     return models
 

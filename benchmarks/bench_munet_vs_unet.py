@@ -3,8 +3,8 @@
 Trains the small (or paper) M-Unet and U-Net on phantom volumes with seeds 0
 and 1, validates (early stopping) on seeds 2 and 3, and reports the IoU of
 ``probability > 0.5`` on seeds 4 and 5, with the training and inference times.
-Both networks get the same number of steps (the training default, 1000, or
-``--iters``), each capped at ``--minutes``; a short cap instead compares them
+Both networks get the same number of steps (the training default, the small
+preset's, or ``--iters``), each capped at ``--minutes``; a short cap instead compares them
 at equal time, where the cheaper U-Net takes about 2.6x as many steps.
 The paper reports IoU 0.681 for the U-Net and 0.807 for the M-Unet on real
 mouse-embryo sections.
@@ -50,7 +50,7 @@ def _override(config: ModelConfig, items) -> ModelConfig:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="time cap of each network's training")
-    parser.add_argument("--iters", type=int, default=None, help="steps per network (default: the training's, 1000)")
+    parser.add_argument("--iters", type=int, default=None, help="steps per network (default: the small preset's)")
     parser.add_argument("--config", choices=("small", "paper"), default="small")
     parser.add_argument("--archs", nargs="+", default=["munet", "unet"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
