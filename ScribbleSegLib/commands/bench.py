@@ -62,7 +62,7 @@ PATTERNS = (0, 1, 2)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     # A cap, not the budget: the small preset's steps (or early stopping) end each training first on a
-    # 2-core CPU (at most 24 min there), so the networks (and every number after them) do not depend on how
+    # 2-core CPU (up to 26 min there), so the networks (and every number after them) do not depend on how
     # busy the machine is.
     add_experiment_options(parser, "scribbleseg-bench", 40.0)
     parser.add_argument("--no-peers", action="store_true", help="skip the random walker and random forest")
