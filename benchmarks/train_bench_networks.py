@@ -2,7 +2,7 @@
 
 The bench trains its four networks (the small M-Unet and U-Net of each family) one after
 the other.  This script trains those of one family with the same volumes, seed and
-preset (:func:`ScribbleSegLib.protocol.train_networks`), so that two families can train
+preset (:func:`ScribbleSegLib.commands.bench.train_family`), so that two families can train
 at once on two cores (each training uses one intra-op thread there), and names the files
 as the bench's ``--reuse-models`` reads them (``munet_<family>.model``,
 ``unet_<family>.model``).  ``--iters`` sets another step budget, for studies of how long
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,31 +29,27 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv=None) -> None:
-    from ScribbleSegLib import protocol
+    from ScribbleSegLib import choices, protocol
+    from ScribbleSegLib.commands import bench
     from ScribbleSegLib.phantom import FAMILIES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", required=True, choices=tuple(FAMILIES))
     parser.add_argument("--out", type=Path, required=True, help="folder for <arch>_<family>.model")
     parser.add_argument("--iters", type=int, default=None, help="steps per network (default: the small preset's)")
-    parser.add_argument("--minutes", type=float, default=40.0, help="time cap per network (the bench's default)")
-    parser.add_argument("--archs", nargs="+", default=["munet", "unet"], choices=("munet", "unet"))
+    parser.add_argument("--minutes", type=float, default=bench.TRAIN_MINUTES_CAP,
+                        help="time cap per network (default: the bench's, %(default)s)")
+    parser.add_argument("--archs", nargs="+", default=list(choices.ARCHITECTURES), choices=choices.ARCHITECTURES)
     parser.add_argument("--seed", type=int, default=0, help="the bench's --seed (phantoms and training)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    vols = protocol.make_volumes(6, args.seed, None, args.family)
+    vols = protocol.make_volumes(bench.VOLUMES_PER_FAMILY, args.seed, None, args.family)
     started = time.perf_counter()
-    # Each family trains in its own folder first: train_networks names its files <arch>.model.
-    with tempfile.TemporaryDirectory(dir=args.out) as work:
-        protocol.train_networks(vols[:2], vols[2:4], work, args.minutes, args.device, args.seed,
-                                max_iters=args.iters, archs=args.archs,
-                                log=lambda message: print(f"family {args.family}: {message}", flush=True))
-        for arch in args.archs:
-            (Path(work) / f"{arch}.model").replace(args.out / f"{arch}_{args.family}.model")
+    bench.train_family(vols, args.family, args.out, args.minutes, args.device, args.seed, max_iters=args.iters,
+                       archs=args.archs, log=lambda message: print(f"family {args.family}: {message}", flush=True))
     print(f"family {args.family}: {', '.join(args.archs)} in {(time.perf_counter() - started) / 60:.1f} min")
-
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .common import add_experiment_options, check_phantom_shape, make_output_folder
@@ -57,14 +58,50 @@ SEED_ACROSSES = (1.0, 0.5)
 ROUND_CANDIDATES = 3
 #: Test scribble patterns (seeds); validation uses 100 + the first of them.
 PATTERNS = (0, 1, 2)
+#: Phantom volumes per family: 2 to train the networks, 2 to validate, 2 to test.
+VOLUMES_PER_FAMILY = 6
+#: ``--train-minutes``: a cap, not the budget: the small preset's steps (or early stopping) end each training
+#: first on a 2-core CPU (up to 26 min there), so the networks (and every number after them) do not depend on
+#: how busy the machine is.
+TRAIN_MINUTES_CAP = 40.0
+
+
+def model_path(out, arch: str, family: str) -> Path:
+    """Where the bench keeps (and ``--reuse-models`` finds) a family's network: ``out/<arch>_<family>.model``."""
+    return Path(out) / f"{arch}_{family}.model"
+
+
+def train_family(vols, family: str, out, minutes: float, device: str = "auto", seed: int = 0,
+                 max_iters: Optional[int] = None, archs=("munet", "unet"), progress=None, log=None,
+                 timed=None) -> Dict[str, Path]:
+    """Train one family's networks as the bench does; return ``{arch: out/<arch>_<family>.model}``.
+
+    ``vols`` are the family's :data:`VOLUMES_PER_FAMILY` phantoms: the first two train, the next two
+    validate (early stopping).  Training runs in a folder of its own inside ``out``, so two families
+    can train at once into the same ``out`` (``benchmarks/train_bench_networks.py``).  The other
+    arguments are those of :func:`ScribbleSegLib.protocol.train_networks`.
+
+    Examples
+    --------
+    >>> train_family(vols["a"], "a", out, 40.0)  # doctest: +SKIP
+    {'munet': PosixPath('.../munet_a.model'), 'unet': PosixPath('.../unet_a.model')}
+    """
+    import tempfile
+
+    from .. import protocol
+
+    paths = {arch: model_path(out, arch, family) for arch in archs}
+    with tempfile.TemporaryDirectory(dir=out) as work:
+        protocol.train_networks(vols[:2], vols[2:4], work, minutes, device, seed, progress=progress, log=log,
+                                timed=timed, max_iters=max_iters, archs=archs)
+        for arch, path in paths.items():
+            (Path(work) / f"{arch}.model").replace(path)
+    return paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
-    # A cap, not the budget: the small preset's steps (or early stopping) end each training first on a
-    # 2-core CPU (up to 26 min there), so the networks (and every number after them) do not depend on how
-    # busy the machine is.
-    add_experiment_options(parser, "scribbleseg-bench", 40.0)
+    add_experiment_options(parser, "scribbleseg-bench", TRAIN_MINUTES_CAP)
     parser.add_argument("--no-peers", action="store_true", help="skip the random walker and random forest")
     parser.add_argument("--reuse-models", action="store_true",
                         help="load munet_F.model / unet_F.model from --out when they are there instead of training "
@@ -241,7 +278,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     import shlex
     import sys
-    from pathlib import Path
 
     import numpy as np
 
@@ -277,20 +313,18 @@ def run(args: argparse.Namespace) -> int:
     families = list(FAMILIES)
     log(f"phantoms: families {', '.join(families)}, 2 train, 2 validation, 2 test each")
     with stage(records, f"phantoms ({6 * len(families)} volumes)"):
-        vols = {f: protocol.make_volumes(6, args.seed, args.shape, f) for f in families}
+        vols = {f: protocol.make_volumes(VOLUMES_PER_FAMILY, args.seed, args.shape, f) for f in families}
 
     models = {}
     for f in families:
-        paths = {arch: out / f"{arch}_{f}.model" for arch in ("munet", "unet")}
+        paths = {arch: model_path(out, arch, f) for arch in ("munet", "unet")}
         if args.reuse_models and all(p.is_file() for p in paths.values()):
             log(f"family {f}: reusing {paths['munet'].name} and {paths['unet'].name}")
             models[f] = {arch: load_model(p, device=args.device) for arch, p in paths.items()}
             continue
-        protocol.train_networks(vols[f][:2], vols[f][2:4], out, args.train_minutes, args.device, args.seed,
-                                progress=bar, log=log, timed=lambda name, f=f: stage(records, f"{name} (family {f})"))
-        for arch, path in paths.items():
-            (out / f"{arch}.model").replace(path)
-        # Loaded again from their new names, so that each model's path is where its file is.
+        paths = train_family(vols[f], f, out, args.train_minutes, args.device, args.seed, progress=bar, log=log,
+                             timed=lambda name, f=f: stage(records, f"{name} (family {f})"))
+        # Loaded again from their final names, so that each model's path is where its file is.
         models[f] = {arch: load_model(p, device=args.device) for arch, p in paths.items()}
 
     pairs = [(t, o) for t in families for o in families]
