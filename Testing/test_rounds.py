@@ -1,6 +1,7 @@
 """Interactive rounds: corrective strokes, suggestions of where to look, scribble warnings, scale."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -292,6 +293,41 @@ def test_the_bench_rules_out_a_reach_across_sections_with_which_any_candidate_dr
     assert pick_over_rounds(only, shared=_across) == key(8, 4, 1.0)
 
 
+def test_the_bench_keeps_the_library_defaults_unless_a_candidate_wins_by_the_margin():
+    from ScribbleSegLib.commands.bench import _across, pick_over_rounds
+
+    def key(gamma, across):
+        return ("{}", gamma, "log", 10, 4.0, across)
+
+    own = key(8, 0.5)
+    rounds = {own: {"iou": 0.870, "largest_drop": 0.0}, key(16, 0.5): {"iou": 0.874, "largest_drop": 0.0}}
+    assert pick_over_rounds(rounds, shared=_across) == key(16, 0.5), "without keep: the best"
+    assert pick_over_rounds(rounds, shared=_across, keep=own, margin=0.005) == own, "0.004 is within the margin"
+    rounds[key(16, 0.5)]["iou"] = 0.876
+    assert pick_over_rounds(rounds, shared=_across, keep=own, margin=0.005) == key(16, 0.5), "0.006 beats it"
+    # Defaults that fell by more than the tolerance, or share a reach across sections with which a candidate
+    # fell, are not kept.
+    rounds[key(16, 0.5)]["iou"] = 0.872
+    rounds[own]["largest_drop"] = 0.02
+    assert pick_over_rounds(rounds, shared=_across, keep=own, margin=0.005) == key(16, 0.5)
+    rounds[own]["largest_drop"] = 0.0
+    rounds[key(16, 1.0)] = {"iou": 0.860, "largest_drop": 0.0}
+    rounds[key(12, 0.5)] = {"iou": 0.850, "largest_drop": 0.03}
+    assert pick_over_rounds(rounds, shared=_across, keep=own, margin=0.005) == key(16, 1.0)
+
+
+def test_the_bench_runs_the_library_defaults_over_the_rounds():
+    from ScribbleSegLib.commands import bench
+    from ScribbleSegLib.ddml import DDMLConfig
+    from ScribbleSegLib.graphcut import GraphCutParams
+
+    key = bench.defaults_key()
+    assert key is not None, "the library's defaults must be among the settings the bench judges"
+    assert json.loads(key[0]) in bench.DDML_VARIANTS and key[1:4] in bench.CUT_GRID
+    assert bench._cut_of(key) == GraphCutParams()
+    assert dataclasses.replace(DDMLConfig(), **json.loads(key[0])) == DDMLConfig()
+
+
 def test_the_bench_chooses_its_settings_over_the_rounds_on_a_tiny_case(monkeypatch):
     from ScribbleSegLib.commands import bench
     from ScribbleSegLib.nets import ModelConfig
@@ -319,13 +355,18 @@ def test_the_bench_chooses_its_settings_over_the_rounds_on_a_tiny_case(monkeypat
     monkeypatch.setattr(bench, "SEED_REACHES", (0.0, 2.0))
     monkeypatch.setattr(bench, "SEED_ACROSSES", (1.0, 0.0))
     monkeypatch.setattr(bench, "ROUND_CANDIDATES", 3)  # of 4, so at least one with a pull
+    own = (json.dumps(bench.DDML_VARIANTS[0]), 8.0, "linear", 6, 2.0, 0.0)  # stands in for the library's defaults
+    monkeypatch.setattr(bench, "defaults_key", lambda: own)
     selection = bench._choose_settings(vols, models, outputs, val, 0, lambda message: None)
     assert len(selection.scores) == 4 and all(k[5] == 1.0 for k in selection.scores), "round 1: the first across"
     ranked = sorted(selection.scores, key=lambda k: -selection.scores[k][0])[:3]
-    # The best of round 1 go on to the rounds, those with a pull also with the other reach across sections.
-    expected = set(ranked) | {k[:5] + (0.0,) for k in ranked if k[4] > 0}
+    # The best of round 1 go on to the rounds, those with a pull also with the other reach across sections,
+    # and the library's defaults always.
+    expected = set(ranked) | {k[:5] + (0.0,) for k in ranked if k[4] > 0} | {own}
     assert set(selection.rounds) == expected and len(expected) > 3
-    assert selection.key == bench.pick_over_rounds(selection.rounds, shared=bench._across)
+    assert selection.defaults == own
+    assert selection.key == bench.pick_over_rounds(selection.rounds, shared=bench._across, keep=own,
+                                                   margin=bench.DEFAULTS_MARGIN)
     assert (selection.cut.gamma, selection.cut.data_term, selection.cut.neighbourhood,
             selection.cut.seed_reach, selection.cut.seed_across) == selection.key[1:]
     assert selection.ddml.steps == 20
