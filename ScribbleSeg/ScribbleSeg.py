@@ -51,6 +51,7 @@ SETTINGS_MODEL_PATH = "ScribbleSeg/ModelPath"  # empty: the starter model
 SETTINGS_DEVICE = "ScribbleSeg/Device"
 SETTINGS_CACHE_MAX_GB = "ScribbleSeg/FeatureCacheMaxGB"
 DEFAULT_CACHE_MAX_GB = 20.0  # a few dozen volumes of 100 sections at 512 x 512
+TRAIN_MINUTES = 30.0  # ScribbleSegLib.choices.PRESETS[DEFAULT_PRESET].max_minutes: the small preset's time budget
 FINETUNE_STEPS = 300  # ScribbleSegLib.training.FINETUNE_ITERS: 3.5 minutes on a shared 2-core CPU
 FINETUNE_MINUTES = 15.0  # a cap for slow machines; the step budget ends the run on most
 SELF_TEST_SHAPE = (24, 96, 96)
@@ -217,7 +218,7 @@ class ScribbleSegParameterNode:
     sectionDownsample: Annotated[int, WithinRange(1, 64)] = 4
     trainArchitecture: Architecture = Architecture.MUNET
     trainSize: NetworkSize = NetworkSize.SMALL
-    trainMinutes: Annotated[float, WithinRange(0.5, 10000.0)] = 30.0
+    trainMinutes: Annotated[float, WithinRange(0.5, 10000.0)] = TRAIN_MINUTES
     scribbleSegmentation: vtkMRMLSegmentationNode
     method: Method = Method.FULL
     gamma: Annotated[float, WithinRange(0.0, 1000.0)] = 8.0
@@ -2300,7 +2301,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
     # Training
 
     def startTraining(self, segmentationNodes: Sequence, outputPath: str, *, architecture: str = "munet",
-                      size: str = "small", maxMinutes: float = 30.0, device: Optional[str] = None, seed: int = 0,
+                      size: str = "small", maxMinutes: float = TRAIN_MINUTES, device: Optional[str] = None, seed: int = 0,
                       onEvent=None, onFinished=None) -> ScribbleSegJob:
         """Start training a model on labelled volumes; return the job at once.
 

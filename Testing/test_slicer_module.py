@@ -199,6 +199,23 @@ def test_panel_defaults_are_the_library_defaults(tree):
                       "trainSize": choices.DEFAULT_PRESET, "orientations": choices.DEFAULT_ORIENTATIONS}
 
 
+def test_the_panels_training_time_is_the_default_presets(tree, ui):
+    # The panel's time budget (parameter, logic default, .ui spin box) is the default preset's, defined once
+    # in ScribbleSegLib.choices; the panel keeps a literal copy.
+    from ScribbleSegLib import choices
+
+    budget = choices.PRESETS[choices.DEFAULT_PRESET].max_minutes
+    assert module_constant(tree, "TRAIN_MINUTES") == budget
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ScribbleSegParameterNode")
+    default = next(n.value for n in node.body if isinstance(n, ast.AnnAssign) and n.target.id == "trainMinutes")
+    assert ast.unparse(default) == "TRAIN_MINUTES"
+    start = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "startTraining")
+    keywords = dict(zip((a.arg for a in start.args.kwonlyargs), start.args.kw_defaults))
+    assert ast.unparse(keywords["maxMinutes"]) == "TRAIN_MINUTES"
+    spin = widgets(ui)["trainMinutesSpinBox"]
+    assert float(widget_property(spin, "value").findtext("double")) == budget
+
+
 def test_paper_training_gets_the_presets_step_budget(tmp_path):
     # The panel sends only the preset and minutes; the worker fills in the preset's step budget.
     from ScribbleSegLib import choices, worker
