@@ -62,11 +62,12 @@ def rerun_case(shape: Sequence[int], seed: int = 7):
 
 def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, device: str = "auto", seed: int = 0,
                    progress=None, log=None, timed=None, max_iters: Optional[int] = None,
-                   archs: Sequence[str] = ("munet", "unet")) -> Dict[str, object]:
+                   archs: Sequence[str] = ("munet", "unet"), options=None) -> Dict[str, object]:
     """Train the small M-Unet and the small plain U-Net on phantoms; return both loaded models.
 
     Each writes ``<arch>.model`` in ``out_dir``, trained for the small preset's
-    steps (or ``max_iters``) within ``minutes``.  ``log(message)`` is told when
+    steps (or ``max_iters``) within ``minutes``, with ``options``
+    (:class:`~ScribbleSegLib.training.TrainOptions`, default its defaults).  ``log(message)`` is told when
     each training starts; ``timed(name)`` may give a context manager (e.g.
     :func:`measure.stage`) that wraps each training.
     """
@@ -86,7 +87,8 @@ def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, devi
             path = Path(out_dir) / f"{arch}.model"
             train_model([v.image for v in train], [v.label for v in train], path, ModelConfig.small(arch),
                         val_images=[v.image for v in val], val_labels=[v.label for v in val],
-                        max_minutes=minutes, max_iters=max_iters, device=device, seed=seed, progress=progress)
+                        options=options, max_minutes=minutes, max_iters=max_iters, device=device, seed=seed,
+                        progress=progress)
             models[arch] = load_model(path, device=device)
     return models
 

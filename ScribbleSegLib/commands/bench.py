@@ -79,7 +79,7 @@ def model_path(out, arch: str, family: str) -> Path:
 
 def train_family(vols, family: str, out, minutes: float, device: str = "auto", seed: int = 0,
                  max_iters: Optional[int] = None, archs=("munet", "unet"), progress=None, log=None,
-                 timed=None) -> Dict[str, Path]:
+                 timed=None, options=None) -> Dict[str, Path]:
     """Train one family's networks as the bench does; return ``{arch: out/<arch>_<family>.model}``.
 
     ``vols`` are the family's :data:`VOLUMES_PER_FAMILY` phantoms: the first two train, the next two
@@ -99,7 +99,7 @@ def train_family(vols, family: str, out, minutes: float, device: str = "auto", s
     paths = {arch: model_path(out, arch, family) for arch in archs}
     with tempfile.TemporaryDirectory(dir=out) as work:
         protocol.train_networks(vols[:2], vols[2:4], work, minutes, device, seed, progress=progress, log=log,
-                                timed=timed, max_iters=max_iters, archs=archs)
+                                timed=timed, max_iters=max_iters, archs=archs, options=options)
         for arch, path in paths.items():
             (Path(work) / f"{arch}.model").replace(path)
     return paths
