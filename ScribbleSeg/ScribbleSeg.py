@@ -2301,8 +2301,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
     # Training
 
     def startTraining(self, segmentationNodes: Sequence, outputPath: str, *, architecture: str = "munet",
-                      size: str = "small", maxMinutes: float = TRAIN_MINUTES, device: Optional[str] = None, seed: int = 0,
-                      onEvent=None, onFinished=None) -> ScribbleSegJob:
+                      size: str = "small", maxMinutes: float = TRAIN_MINUTES, device: Optional[str] = None,
+                      seed: int = 0, onEvent=None, onFinished=None) -> ScribbleSegJob:
         """Start training a model on labelled volumes; return the job at once.
 
         Each segmentation node must have a segment named ``heart`` and a

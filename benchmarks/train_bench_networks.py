@@ -55,8 +55,10 @@ def main(argv=None) -> None:
     vols = protocol.make_volumes(bench.VOLUMES_PER_FAMILY, args.seed, None, args.family)
     started = time.perf_counter()
     bench.train_family(vols, args.family, args.out, args.minutes, args.device, args.seed, max_iters=args.iters,
-                       archs=args.archs, options=options, log=lambda message: print(f"family {args.family}: {message}", flush=True))
+                       archs=args.archs, options=options,
+                       log=lambda message: print(f"family {args.family}: {message}", flush=True))
     print(f"family {args.family}: {', '.join(args.archs)} in {(time.perf_counter() - started) / 60:.1f} min")
+
 
 if __name__ == "__main__":
     main()
