@@ -26,6 +26,12 @@ PAPER_TABLE_I = {
     "M-Unet+DDML+GC": (0.983, 0.981, 0.982, 0.965),
 }
 METRICS = ("precision", "recall", "f1", "iou")
+#: Table I's rows for the library's default adaptation and cut, beside the paper's method run with the
+#: paper's settings (``METHODS``' last two rows).
+DEFAULT_ADAPTED = "M-Unet+adaptation (default)"
+DEFAULT_FINAL = "M-Unet+adaptation+GC (default)"
+#: What ``evaluate_pattern`` run with the library's defaults gives under the paper's names: the rows' real names.
+DEFAULT_ROWS = {"M-Unet+DDML": DEFAULT_ADAPTED, "M-Unet+DDML+GC": DEFAULT_FINAL}
 
 
 @dataclass
@@ -142,8 +148,20 @@ def evaluate_pattern(volume, label: np.ndarray, scribbles: np.ndarray, munet, ou
     return results, result
 
 
-def table_i(runs: List[Dict[str, dict]], with_paper: bool = True) -> str:
-    """A markdown Table I: mean (± std over volumes and patterns) of each metric per method."""
+def table_i(runs: List[Dict[str, dict]], with_paper: bool = True,
+            labels: Optional[Dict[str, str]] = None) -> str:
+    """A markdown Table I: mean (± std over volumes and patterns) of each metric per method.
+
+    ``labels`` renames rows (e.g. :data:`DEFAULT_ROWS` when the DDML rows ran the library's
+    defaults, not the paper's settings); the paper column stays the paper's method's.
+
+    Examples
+    --------
+    >>> run = {"M-Unet": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "iou": 0.74}}
+    >>> table_i([run], with_paper=False).splitlines()[-1]
+    '| M-Unet | 0.900 | 0.800 | 0.850 | 0.740 |'
+    """
+    labels = labels or {}
     header = "| method | precision | recall | F1 | IoU |" + (" paper IoU |" if with_paper else "")
     lines = [header, "|---" * (5 + with_paper) + "|"]
     for method in METHODS:
@@ -154,7 +172,7 @@ def table_i(runs: List[Dict[str, dict]], with_paper: bool = True) -> str:
         cells = [f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" if len(rows) > 1 else f"{s[m]['mean']:.3f}"
                  for m in METRICS]
         paper = f" {PAPER_TABLE_I[method][3]:.3f} |" if with_paper else ""
-        lines.append(f"| {method} | " + " | ".join(cells) + " |" + paper)
+        lines.append(f"| {labels.get(method, method)} | " + " | ".join(cells) + " |" + paper)
     return "\n".join(lines)
 
 

@@ -420,8 +420,8 @@ def run(args: argparse.Namespace) -> int:
                                                             seed=args.seed)
                     ours = segment(v.image, s, models[t]["munet"], cut_params=chosen_cut, ddml_config=chosen_ddml,
                                    seed=args.seed, features=outs.munet, suggest=0)
-                    row["M-Unet+adaptation (default)"] = evaluate(ours.probability > 0.5, v.label)
-                    row["M-Unet+adaptation+GC (default)"] = evaluate(ours.labels, v.label)
+                    row[protocol.DEFAULT_ADAPTED] = evaluate(ours.probability > 0.5, v.label)
+                    row[protocol.DEFAULT_FINAL] = evaluate(ours.labels, v.label)
                     runs.append(row)
                     timings.append(ours.timings)
             tables[t, o] = runs
@@ -556,7 +556,7 @@ def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs
     lines += ["", f"The paper's method (DDML + head alone, share 0.05, linear data term, 6-neighbourhood, no pull) "
               f"got gamma {paper_key[1]:g} on the same volumes in round 1: {scores[paper_key][0]:.3f} "
               f"({scores[paper_key][1]:.3f}, {scores[paper_key][2]:.3f}).", ""]
-    methods = list(protocol.METHODS) + ["M-Unet+adaptation (default)", "M-Unet+adaptation+GC (default)"]
+    methods = list(protocol.METHODS) + [protocol.DEFAULT_ADAPTED, protocol.DEFAULT_FINAL]
     lines += ["### Table I (IoU, mean ± std over 2 volumes × 3 patterns; the first four rows use the paper's "
               "settings)", "", "| method | " + " | ".join(_name(*k) for k in tables) + " | paper |",
               "|---" * (len(tables) + 2) + "|"]
@@ -568,8 +568,8 @@ def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs
         paper = f"{protocol.PAPER_TABLE_I[m][3]:.3f}" if m in protocol.PAPER_TABLE_I else "–"
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {paper} |")
     lines += ["", "Precision / recall of the final result (default settings): " + "; ".join(
-        f"{_name(*k)} {summarize([r['M-Unet+adaptation+GC (default)'] for r in runs])['precision']['mean']:.3f} / "
-        f"{summarize([r['M-Unet+adaptation+GC (default)'] for r in runs])['recall']['mean']:.3f}"
+        f"{_name(*k)} {summarize([r[protocol.DEFAULT_FINAL] for r in runs])['precision']['mean']:.3f} / "
+        f"{summarize([r[protocol.DEFAULT_FINAL] for r in runs])['recall']['mean']:.3f}"
         for k, runs in tables.items()) + ".", ""]
     lines += [f"### Interactive rounds (default settings; round 1: every 10th heart section; each later round adds "
               f"{protocol.STROKES_PER_SECTION} corrective strokes on each of the {protocol.CORRECTED_SECTIONS} worst "
