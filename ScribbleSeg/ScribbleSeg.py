@@ -51,7 +51,9 @@ SETTINGS_MODEL_PATH = "ScribbleSeg/ModelPath"  # empty: the starter model
 SETTINGS_DEVICE = "ScribbleSeg/Device"
 SETTINGS_CACHE_MAX_GB = "ScribbleSeg/FeatureCacheMaxGB"
 DEFAULT_CACHE_MAX_GB = 20.0  # a few dozen volumes of 100 sections at 512 x 512
-TRAIN_MINUTES = 30.0  # ScribbleSegLib.choices.PRESETS[DEFAULT_PRESET].max_minutes: the small preset's time budget
+# The panel's training time budget when none is set: 0 sends none, and the worker gives each network size its
+# own (ScribbleSegLib.choices.PRESETS: 30 minutes for Small, none for Paper), defined there only.
+OWN_BUDGET = 0.0
 FINETUNE_STEPS = 300  # ScribbleSegLib.training.FINETUNE_ITERS: 3.5 minutes on a shared 2-core CPU
 FINETUNE_MINUTES = 15.0  # a cap for slow machines; the step budget ends the run on most
 SELF_TEST_SHAPE = (24, 96, 96)
@@ -218,7 +220,7 @@ class ScribbleSegParameterNode:
     sectionDownsample: Annotated[int, WithinRange(1, 64)] = 4
     trainArchitecture: Architecture = Architecture.MUNET
     trainSize: NetworkSize = NetworkSize.SMALL
-    trainMinutes: Annotated[float, WithinRange(0.5, 10000.0)] = TRAIN_MINUTES
+    trainMinutes: Annotated[float, WithinRange(OWN_BUDGET, 10000.0)] = OWN_BUDGET
     scribbleSegmentation: vtkMRMLSegmentationNode
     method: Method = Method.FULL
     gamma: Annotated[float, WithinRange(0.0, 1000.0)] = 8.0
@@ -2301,12 +2303,14 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
     # Training
 
     def startTraining(self, segmentationNodes: Sequence, outputPath: str, *, architecture: str = "munet",
-                      size: str = "small", maxMinutes: float = TRAIN_MINUTES, device: Optional[str] = None,
+                      size: str = "small", maxMinutes: Optional[float] = None, device: Optional[str] = None,
                       seed: int = 0, onEvent=None, onFinished=None) -> ScribbleSegJob:
         """Start training a model on labelled volumes; return the job at once.
 
         Each segmentation node must have a segment named ``heart`` and a
-        reference geometry volume (the image it was drawn on).
+        reference geometry volume (the image it was drawn on).  ``maxMinutes``
+        caps the training time; ``None`` or 0 leaves the size's own budget
+        (Small: 30 minutes, Paper: none), which the worker fills in.
         """
         if not segmentationNodes:
             raise userError(_("Check at least one labelled volume (a segmentation with a 'heart' segment)."))
@@ -2335,7 +2339,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             shutil.rmtree(folder, ignore_errors=True)
             raise
         request = {"images": images, "labels": labels, "output": os.path.abspath(outputPath),
-                   "arch": architecture, "preset": size, "max_minutes": float(maxMinutes),
+                   "arch": architecture, "preset": size,
+                   "max_minutes": float(maxMinutes) if maxMinutes else None,
                    "device": device or self.device(), "seed": int(seed)}
         return self._startJob("train", folder, request, onEvent, onFinished,
                               lambda job: self.setModelPath(job.result["outputs"]["model"]))

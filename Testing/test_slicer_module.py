@@ -199,21 +199,36 @@ def test_panel_defaults_are_the_library_defaults(tree):
                       "trainSize": choices.DEFAULT_PRESET, "orientations": choices.DEFAULT_ORIENTATIONS}
 
 
-def test_the_panels_training_time_is_the_default_presets(tree, ui):
-    # The panel's time budget (parameter, logic default, .ui spin box) is the default preset's, defined once
-    # in ScribbleSegLib.choices; the panel keeps a literal copy.
-    from ScribbleSegLib import choices
+def test_the_panel_leaves_the_training_time_to_the_network_size(tree, ui, tmp_path):
+    # The time budget of each size is defined once (ScribbleSegLib.choices.PRESETS) and filled in by the
+    # worker: by default the panel (parameter, logic, .ui spin box at its special value) sends none, so a
+    # Paper network is not cut off at the Small one's 30 minutes.
+    from ScribbleSegLib import choices, worker
 
-    budget = choices.PRESETS[choices.DEFAULT_PRESET].max_minutes
-    assert module_constant(tree, "TRAIN_MINUTES") == budget
-    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ScribbleSegParameterNode")
-    default = next(n.value for n in node.body if isinstance(n, ast.AnnAssign) and n.target.id == "trainMinutes")
-    assert ast.unparse(default) == "TRAIN_MINUTES"
+    own = module_constant(tree, "OWN_BUDGET")
+    assert own == 0.0
+    node = parameter_class(tree)
+    field = next(n for n in node.body if isinstance(n, ast.AnnAssign) and n.target.id == "trainMinutes")
+    assert ast.unparse(field.value) == "OWN_BUDGET"
+    assert "WithinRange(OWN_BUDGET," in ast.unparse(field.annotation)
     start = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "startTraining")
     keywords = dict(zip((a.arg for a in start.args.kwonlyargs), start.args.kw_defaults))
-    assert ast.unparse(keywords["maxMinutes"]) == "TRAIN_MINUTES"
+    assert ast.unparse(keywords["maxMinutes"]) == "None"
+    assert "'max_minutes': float(maxMinutes) if maxMinutes else None" in ast.unparse(start)
     spin = widgets(ui)["trainMinutesSpinBox"]
-    assert float(widget_property(spin, "value").findtext("double")) == budget
+    assert float(widget_property(spin, "value").findtext("double")) == own
+    assert float(widget_property(spin, "minimum").findtext("double")) == own  # where Qt shows the special text
+    special = widget_property(spin, "specialValueText").findtext("string")
+    tip = widget_property(spin, "toolTip").findtext("string")
+    small, paper = choices.PRESETS["small"].max_minutes, choices.PRESETS["paper"].max_minutes
+    assert paper is None and f"Small: {small:g} min" in special and "Paper: none" in special
+    assert f"{small:g} minutes for Small, none for Paper" in tip
+    for name, preset in choices.PRESETS.items():
+        (tmp_path / "i.nrrd").write_bytes(b"x")
+        path = worker.write_request(tmp_path / "r.json", {
+            "task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model",
+            "preset": name, "max_minutes": None})
+        assert worker.load_request(path)["max_minutes"] == preset.max_minutes, name
 
 
 def test_paper_training_gets_the_presets_step_budget(tmp_path):
