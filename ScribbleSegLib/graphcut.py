@@ -97,6 +97,14 @@ DEFAULT_DELTA = 0.05
 #: given.  gamma 8 was chosen on phantom hearts of radius 16-25 px; on objects of radius ~10 px (nuclei on
 #: 40x H&E tiles) it erased whole objects the network had found (``benchmarks/bench_nuclei.py``).
 DEFAULT_REFERENCE_RADIUS = 16.0
+#: Default unsure share (see :func:`unsure_share`) at and above which ``gamma`` applies as given.  On the 48 runs
+#: of the bench's validation and test hearts (both families, in- and cross-family, 3 stroke patterns) the adapted
+#: ``h`` had shares of 0.236-0.600, and 0.2 leaves every one of them as it was; on the nuclei tiles of
+#: ``benchmarks/bench_nuclei.py``, where the network places each outline to within a pixel, 0.11-0.14 at 1x
+#: and 0.18-0.20 at 2x (BENCHMARKS.md, "Nuclei on H&E tiles").
+DEFAULT_REFERENCE_UNSURE = 0.2
+#: ``h`` strictly between these counts as unsure in :func:`unsure_share`.
+UNSURE_RANGE = (0.1, 0.9)
 #: The boundary weight is never scaled below this fraction of ``gamma``.
 MIN_GAMMA_FACTOR = 0.25
 #: Default RMS colour difference of in-plane neighbours (RGB in [0, 1], see :func:`image_contrast`) at and above
@@ -110,7 +118,8 @@ CONTRAST_SECTIONS = 16
 #: Keyword arguments of :class:`GraphCutParams` that use gamma, sigma and ``h`` as given instead of scaling
 #: gamma and sigma to the objects and the image and pulling ``h`` towards the strokes: the paper's energy,
 #: and sweeps or tests of the formula itself.
-AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_contrast": None, "seed_reach": 0.0})
+AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_unsure": None, "reference_contrast": None,
+                             "seed_reach": 0.0})
 #: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels (see its docstring).
 DEFAULT_SEED_REACH = choices.DEFAULT_SEED_REACH
 #: Default :attr:`GraphCutParams.seed_across` (see its docstring).
@@ -248,6 +257,16 @@ class GraphCutParams:
         cleans up a large organ erases small objects whole; scaling it with ``R``
         keeps the trade-off the same at every size.  ``None`` (the paper) uses
         ``gamma`` as given.
+    reference_unsure : float or None
+        Scale the boundary term to how sure ``h`` is of the outlines: when the
+        voxels with ``h`` in :data:`UNSURE_RANGE` number fewer than this share of
+        the voxels with ``h > 1/2`` (:func:`unsure_share`), ``gamma`` is
+        multiplied by their share / ``reference_unsure`` as well (the product of
+        both factors in quarter-octave steps, at least :data:`MIN_GAMMA_FACTOR`).
+        The boundary term is there to decide where ``h`` cannot; where ``h``
+        already places every outline to within a pixel it has nothing to decide,
+        and its pull towards shorter outlines only shrinks the objects and cuts
+        off their corners.  ``None`` (the paper) leaves ``gamma`` to the radius.
     reference_contrast : float or None
         Scale ``sigma`` to the image's contrast: when the RMS colour difference
         of in-plane neighbours (:func:`image_contrast`, in the space of
@@ -281,6 +300,7 @@ class GraphCutParams:
     # Chosen by `scribbleseg bench` on the validation volumes of both phantom families (BENCHMARKS.md).
     neighbourhood: int = 10
     reference_radius: Optional[float] = DEFAULT_REFERENCE_RADIUS
+    reference_unsure: Optional[float] = DEFAULT_REFERENCE_UNSURE
     reference_contrast: Optional[float] = DEFAULT_REFERENCE_CONTRAST
     seed_reach: float = DEFAULT_SEED_REACH
     seed_across: float = DEFAULT_SEED_ACROSS
@@ -315,7 +335,8 @@ class GraphCutParams:
             r = getattr(self, name)
             if not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r) and r >= 0):
                 raise ScribbleSegError(f"graph cut: {name} must be a finite non-negative number{unit}, got {r!r}")
-        for name, unit in (("reference_radius", "pixels"), ("reference_contrast", "colour units")):
+        for name, unit in (("reference_radius", "pixels"), ("reference_unsure", "voxels per object voxel"),
+                           ("reference_contrast", "colour units")):
             r = getattr(self, name)
             if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r)
                                       and r > 0):
@@ -959,6 +980,30 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     return out
 
 
+def _outline_counts(h: np.ndarray, threshold: Optional[float],
+                    unsure: Optional[Tuple[float, float]] = None) -> Tuple[int, int, int]:
+    """``(area, edges, unsure)``: voxels of the mask, its 4-neighbour outline edges, and voxels of ``h`` in ``unsure``.
+
+    The mask is ``h > threshold`` (``h`` as booleans without one), formed slab by slab: no full-size
+    copy of a large probability volume.  ``unsure`` counts 0 without a range.
+    """
+    area, edges, unsure_count = 0, 0, 0
+    for z0, z1 in _slabs(h.shape[0], h.shape[1] * h.shape[2]):
+        block = np.asarray(h[z0:z1])
+        m = block > threshold if threshold is not None else block.astype(bool, copy=False)
+        area += int(np.count_nonzero(m))
+        edges += int(np.count_nonzero(m[:, 1:] != m[:, :-1])) + int(np.count_nonzero(m[:, :, 1:] != m[:, :, :-1]))
+        if unsure is not None:
+            # Two counts instead of a combined mask: one temporary fewer on a large volume.
+            unsure_count += int(np.count_nonzero(block > unsure[0])) - int(np.count_nonzero(block >= unsure[1]))
+    return area, edges, unsure_count
+
+
+def _radius(area: int, edges: int) -> float:
+    """``2 A / P`` with the outline length ``P`` = edges * pi / 4 (see :func:`object_radius`)."""
+    return 2.0 * area / (edges * math.pi / 4) if area and edges else math.inf
+
+
 def object_radius(mask: np.ndarray, threshold: Optional[float] = None) -> float:
     """Mean in-plane radius ``2 A / P`` of the objects in a ``(Z, Y, X)`` mask, in pixels.
 
@@ -976,34 +1021,59 @@ def object_radius(mask: np.ndarray, threshold: Optional[float] = None) -> float:
     >>> round(object_radius(((yy - 32) ** 2 + (xx - 32) ** 2 < 20 ** 2)[None]))
     20
     """
-    area, edges = 0, 0
-    for z0, z1 in _slabs(mask.shape[0], mask.shape[1] * mask.shape[2]):
-        m = np.asarray(mask[z0:z1]) > threshold if threshold is not None else np.asarray(mask[z0:z1], bool)
-        area += int(np.count_nonzero(m))
-        edges += int(np.count_nonzero(m[:, 1:] != m[:, :-1])) + int(np.count_nonzero(m[:, :, 1:] != m[:, :, :-1]))
-    return 2.0 * area / (edges * math.pi / 4) if area and edges else math.inf
+    return _radius(*_outline_counts(mask, threshold)[:2])
+
+
+def unsure_share(h: np.ndarray) -> float:
+    """Voxels with ``h`` in :data:`UNSURE_RANGE`, per voxel with ``h > 1/2``.
+
+    How wide a band of doubt ``h`` leaves around its objects, relative to
+    their size: a network that places every outline to within a pixel leaves
+    a thin band (a small share), a blurred or noisy ``h`` a wide one, and doubt
+    away from the objects (tissue the network half believes) adds to it.
+    ``inf`` when no voxel has ``h > 1/2``.
+
+    Examples
+    --------
+    >>> h = np.zeros((1, 1, 10), np.float32); h[0, 0, 2:6] = 0.95; h[0, 0, 6] = 0.4
+    >>> unsure_share(h)  # 1 unsure voxel, 4 object voxels
+    0.25
+    """
+    area, _, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
+    return unsure / area if area else math.inf
 
 
 def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
-    """``params`` with ``gamma`` scaled to the size of the objects in ``h`` (see ``reference_radius``).
+    """``params`` with ``gamma`` scaled to the objects in ``h``: their size, and how sure ``h`` is of them.
 
-    The factor is ``R / reference_radius`` for the radius ``R`` of ``h > 1/2``
-    (:func:`object_radius`), rounded to a quarter octave (so that a re-run with
-    slightly different ``h`` keeps its cut memory), between
-    :data:`MIN_GAMMA_FACTOR` and 1.
+    The factor is ``min(1, R / reference_radius) * min(1, u / reference_unsure)``
+    for the radius ``R`` of ``h > 1/2`` (:func:`object_radius`) and the unsure
+    share ``u`` of ``h`` (:func:`unsure_share`), a ``None`` reference leaving its
+    part at 1, rounded to a quarter octave (so that a re-run with slightly
+    different ``h`` keeps its cut memory), between :data:`MIN_GAMMA_FACTOR` and 1.
 
     Examples
     --------
     >>> yy, xx = np.mgrid[:64, :64]
-    >>> h = ((yy - 32) ** 2 + (xx - 32) ** 2 < 8 ** 2)[None].astype(np.float32)
-    >>> scaled_to_objects(GraphCutParams(), h).gamma
+    >>> r = np.sqrt((yy - 32.0) ** 2 + (xx - 32.0) ** 2)
+    >>> soft = (1 / (1 + np.exp(r - 8)))[None].astype(np.float32)  # radius 8, doubt 2 px either side
+    >>> scaled_to_objects(GraphCutParams(), soft).gamma  # the radius's factor 1/2 only
     4.0
+    >>> crisp = (r < 8)[None].astype(np.float32)  # the same disc without doubt
+    >>> scaled_to_objects(GraphCutParams(), crisp).gamma == GraphCutParams().gamma * MIN_GAMMA_FACTOR
+    True
     """
-    if params.reference_radius is None:
+    if (params.reference_radius is None and params.reference_unsure is None) or not h.size:
         return params
-    radius = object_radius(h, threshold=0.5) if h.size else math.inf
-    return _scaled_down(params, "gamma", radius / float(params.reference_radius), MIN_GAMMA_FACTOR,
-                        f"objects of radius {radius:.1f} px")
+    area, edges, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
+    radius, share = _radius(area, edges), (unsure / area if area else math.inf)
+    ratio = 1.0
+    if params.reference_radius is not None:
+        ratio *= min(1.0, radius / float(params.reference_radius))
+    if params.reference_unsure is not None:
+        ratio *= min(1.0, share / float(params.reference_unsure))
+    return _scaled_down(params, "gamma", ratio, MIN_GAMMA_FACTOR,
+                        f"objects of radius {radius:.1f} px, unsure share {share:.3f}")
 
 
 def _scaled_down(params: GraphCutParams, name: str, ratio: float, lowest: float, why: str) -> GraphCutParams:

@@ -548,18 +548,53 @@ def test_small_objects_the_network_found_survive_the_cut():
     assert ((scaled > 0) & mask).sum() / ((scaled > 0) | mask).sum() > 0.9
 
 
+def _soft_square(lo: int, hi: int, width: float, size: int = 128) -> np.ndarray:
+    """``h`` of a square [lo, hi)^2 whose edge rises over about ``width`` pixels (a logistic ramp)."""
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    inside = np.minimum(np.minimum(yy - lo, hi - yy), np.minimum(xx - lo, hi - xx))
+    return (1 / (1 + np.exp(-4 * inside / width)))[None].astype(np.float32)
+
+
 def test_large_objects_keep_gamma():
-    h = np.zeros((1, 128, 128), np.float32)
-    h[0, 20:108, 20:108] = 0.9
-    params = GraphCutParams()
-    assert graphcut.scaled_to_objects(params, h) == params
+    # Radius 44 px with a 6-pixel band of doubt (unsure share above the reference): gamma as given.
+    params = GraphCutParams(reference_unsure=None)
+    h = _soft_square(20, 108, 6.0)
+    assert graphcut.unsure_share(h) > graphcut.DEFAULT_REFERENCE_UNSURE
+    assert graphcut.scaled_to_objects(GraphCutParams(), h) == GraphCutParams()
     small = np.zeros_like(h)
     small[0, 10:14, 10:14] = 0.9
     assert graphcut.scaled_to_objects(params, small).gamma == pytest.approx(params.gamma * graphcut.MIN_GAMMA_FACTOR)
     assert graphcut.scaled_to_objects(GraphCutParams.paper(), small).gamma == GraphCutParams.paper().gamma
 
 
-@pytest.mark.parametrize("name", ["reference_radius", "reference_contrast"])
+def test_unsure_share_counts_doubt_per_object_voxel():
+    h = np.zeros((2, 8, 8), np.float32)
+    h[0, :4, :4] = 0.95  # 16 object voxels
+    h[1, 0, :3] = (0.5, 0.1, 0.9)  # 0.5 unsure (not an object voxel); 0.1 and 0.9 not (the range is open)
+    h[1, 1, :3] = (0.3, 0.7, 0.11)  # 3 unsure, one of them (0.7) an object voxel too
+    assert graphcut.unsure_share(h) == pytest.approx(4 / 18)  # 16 + 0.9 + 0.7 object voxels
+    assert graphcut.unsure_share(np.full((1, 4, 4), 0.3, np.float32)) == math.inf
+
+
+def test_gamma_follows_how_sure_h_is_of_its_outlines():
+    # The same large square: with an outline h is sure of to a pixel the boundary term weighs less (in
+    # quarter octaves, never below MIN_GAMMA_FACTOR); with a wide band of doubt it stays as given.
+    params = GraphCutParams()
+    sure = _soft_square(20, 108, 1.0)
+    share = graphcut.unsure_share(sure)
+    assert 0 < share < params.reference_unsure / 2
+    factor = graphcut.scaled_to_objects(params, sure).gamma / params.gamma
+    assert factor == pytest.approx(2 ** (round(4 * math.log2(share / params.reference_unsure)) / 4))
+    assert graphcut.MIN_GAMMA_FACTOR <= factor < 1
+    assert graphcut.scaled_to_objects(GraphCutParams(reference_unsure=None), sure) == GraphCutParams(
+        reference_unsure=None)
+    assert graphcut.scaled_to_objects(params, np.round(sure)).gamma == params.gamma * graphcut.MIN_GAMMA_FACTOR
+    unsure = _soft_square(20, 108, 12.0)
+    assert graphcut.scaled_to_objects(params, unsure) == params
+    assert GraphCutParams(**graphcut.AS_GIVEN).reference_unsure is None
+
+
+@pytest.mark.parametrize("name", ["reference_radius", "reference_unsure", "reference_contrast"])
 def test_references_are_checked(name):
     for bad in (0, -1.0, float("inf"), "16"):
         with pytest.raises(ScribbleSegError, match=name):
