@@ -613,9 +613,24 @@ def is_section_file(path: PathLike) -> bool:
     return _read_sitk(Path(path), image_information_only=True).GetDimension() == 2
 
 
+def takes_image_grid(path: PathLike) -> bool:
+    """Whether a label or scribble ``path`` has no grid of its own: a 2D section file, or a folder of them.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> takes_image_grid(tempfile.mkdtemp())  # a folder of label sections
+    True
+    """
+    path = Path(path)
+    return path.is_dir() or is_section_file(path)
+
+
 def is_segmentation_file(path: PathLike) -> bool:
     """Whether ``path`` is a Slicer segmentation: named ``*.seg.nrrd``, or a NRRD with ``Segment*`` fields."""
     path = Path(path)
+    if path.is_dir():
+        return False
     name = path.name.lower()
     if name.endswith(".seg.nrrd"):
         return True
@@ -625,8 +640,29 @@ def is_segmentation_file(path: PathLike) -> bool:
     return any(key.startswith("Segment0_") for key in reader.GetMetaDataKeys())
 
 
+def _read_label_sections(folder: Path) -> np.ndarray:
+    """A folder of 2D labelmap sections (natural order, as :func:`list_section_files`), stacked ``(Z, Y, X)``."""
+    files = list_section_files(folder)
+    if not files:
+        raise ScribbleSegError(
+            f"{folder}: contains no section images ({', '.join(s.lstrip('.') for s in SECTION_SUFFIXES)})")
+    planes = []
+    for file in files:
+        plane, own = _read_labelmap_file(file)
+        if own is not None:
+            raise ScribbleSegError(f"{file}: is a 3D file; a folder of label sections holds 2D images")
+        if planes and plane.shape != planes[0].shape:
+            raise ScribbleSegError(f"{file}: has size {_size_text(plane.shape)}, the folder's first section "
+                                   f"{files[0].name} {_size_text(planes[0].shape)}")
+        planes.append(plane)
+    return np.concatenate(planes)
+
+
 def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
-    """The labelmap and its geometry; ``None`` for a 2D file (one section), which takes the image's."""
+    """The labelmap and its geometry; ``None`` for a 2D file (one section) or a folder of them, which take
+    the image's."""
+    if path.is_dir():
+        return _read_label_sections(path), None
     image = _read_sitk(path)
     flat = image.GetDimension() == 2
     if flat:
@@ -655,9 +691,10 @@ def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, single_segm
 
 
 def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Optional[Geometry], bool]:
-    """Label mask, its own geometry (None: a 2D file), and whether it is a segmentation (which may be cropped)."""
-    if not path.is_file():
-        raise ScribbleSegError(f"{path}: no such file")
+    """Label mask, its own geometry (None: a 2D file or a folder of them), and whether it is a segmentation
+    (which may be cropped)."""
+    if not (path.is_file() or path.is_dir()):
+        raise ScribbleSegError(f"{path}: no such file or folder")
     if is_segmentation_file(path):
         masks, geometry = read_segmentation(path)
         return _named_mask(masks, "heart", path, single_segment), geometry, True
@@ -704,7 +741,8 @@ def read_label(
     path : str or Path
         A labelmap file (values > 0 are heart; negative or non-integer values
         are refused) or a ``.seg.nrrd`` with a segment named ``heart`` (any
-        case).  A 2D labelmap file (one section) takes the image's grid and
+        case).  A 2D labelmap file (one section), or a folder of them (one per
+        section of the image, in natural order), takes the image's grid and
         must have its size.
     shape : sequence of 3 int
         The image's ``(Z, Y, X)``.
@@ -743,7 +781,8 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         A labelmap with values 0 (none), 1 (heart) and 2 (background) only, or
         a ``.seg.nrrd`` with segments named ``heart`` and ``background`` (any
         case; other segments are ignored).  Voxels in both segments count as
-        not scribbled.
+        not scribbled.  A 2D labelmap or a folder of them takes the image's
+        grid, as in :func:`read_label`.
     shape, geometry, reference
         As in :func:`read_label`.
 
@@ -759,8 +798,8 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
     """
     path = Path(path)
     shape, geometry = _check_grid(shape, geometry)
-    if not path.is_file():
-        raise ScribbleSegError(f"{path}: no such file")
+    if not (path.is_file() or path.is_dir()):
+        raise ScribbleSegError(f"{path}: no such file or folder")
     if is_segmentation_file(path):
         masks, own = read_segmentation(path)
         heart = _named_mask(masks, "heart", path, False) > 0

@@ -116,3 +116,22 @@ def test_a_2d_label_tile_is_compared_on_the_prediction_grid(tmp_path, capsys):
     assert status == 0, err
     result = json.loads(out)
     assert (result["tp"], result["fp"], result["fn"]) == (30, 6, 6)
+
+
+def test_a_folder_of_label_sections_is_compared_on_the_prediction_grid(files, tmp_path, capsys):
+    # The label of the fixture as one PNG per section (natural order: s2 before s10); no spacing needed.
+    import SimpleITK as sitk
+
+    label = volume_io.read_label_volume(files / "label.nrrd").array
+    folder = tmp_path / "label_sections"
+    folder.mkdir()
+    for z, name in enumerate(["s1.png", "s2.png", "s10.png", "s11.png"]):
+        sitk.WriteImage(sitk.GetImageFromArray(label[z] * 255), str(folder / name))
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", folder, "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (60, 12, 12, 396)
+    assert result["sections"] == [1, 2]
+    (folder / "s11.png").unlink()  # one section short of the prediction: one line naming the folder
+    status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", folder)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "label_sections" in err and "12x10x4" in err

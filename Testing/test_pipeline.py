@@ -92,6 +92,30 @@ def test_segment_command_writes_every_output(case, tmp_path, capsys):
     assert "reused from cache" in capsys.readouterr().out
 
 
+def test_segment_command_takes_a_stack_of_section_images_with_scribbles_as_sections(case, tmp_path):
+    # A lab's stack as it often comes: one PNG per section for the image and one for the strokes. The
+    # strokes' folder takes the image's grid and gives the same result as the strokes in one labelmap file.
+    import SimpleITK as sitk
+
+    _, test, scrib, model = case
+    spacing = [str(s) for s in test.image.geometry.spacing]
+    for name, planes, vector in (("image", test.image.array, True), ("strokes", scrib, False)):
+        (tmp_path / name).mkdir()
+        for z, plane in enumerate(planes):
+            sitk.WriteImage(sitk.GetImageFromArray(plane, isVector=vector), str(tmp_path / name / f"s{z + 1}.png"))
+    read = volume_io.read_image(tmp_path / "image", spacing=test.image.geometry.spacing)
+    volume_io.write_labelmap(tmp_path / "strokes.nrrd", scrib, read.geometry)
+    outputs = {}
+    for strokes in ("strokes", "strokes.nrrd"):
+        out = tmp_path / f"{strokes.split('.')[0]}_{len(outputs)}.seg.nrrd"
+        assert cli.main(["segment", "--image", str(tmp_path / "image"), "--spacing", *spacing, "--scribbles",
+                         str(tmp_path / strokes), "--model", str(model), "--method", "ddml", "--out", str(out),
+                         "--no-cache", "--quiet"]) == 0
+        outputs[strokes] = volume_io.read_segmentation(out)[0]["heart"]
+    assert outputs["strokes"].any()
+    np.testing.assert_array_equal(outputs["strokes"], outputs["strokes.nrrd"])
+
+
 def test_segment_command_refuses_bad_output_before_work(case, tmp_path, capsys):
     folder, test, scrib, model = case
     image = tmp_path / "image.nrrd"

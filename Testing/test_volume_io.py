@@ -550,3 +550,36 @@ def test_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
     one_line_error(excinfo, "label.png", "26x18x1", "26x20x1")
     vio.write_labelmap(tmp_path / "label.nrrd", (got > 0).astype(np.uint8), geometry)
     assert vio.is_section_file(tmp_path / "strokes.png") and not vio.is_section_file(tmp_path / "label.nrrd")
+
+
+def test_folders_of_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
+    # One label (and one stroke) image per section of the image, in natural order, as a stack of sections
+    # comes: the folder takes the image's grid.
+    geometry = Geometry((0.00025, 0.00025, 0.004), (5.0, -3.0, 1.0))
+    label = ball((3, 18, 26), (1, 9, 13), 6)
+    names = ["m1.png", "m2.png", "m10.png"]
+    write_sections(tmp_path / "labels", label * 255, names=names, is_vector=False)
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "labels", label.shape, geometry), label)
+    strokes = np.zeros_like(label)
+    strokes[1, 9, 10:16], strokes[2, 1, :] = 1, 2
+    write_sections(tmp_path / "strokes", strokes, names=names, is_vector=False)
+    np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "strokes", label.shape, geometry), strokes)
+    vio.write_labelmap(tmp_path / "label.nrrd", label, geometry)
+    assert vio.takes_image_grid(tmp_path / "labels") and vio.takes_image_grid(tmp_path / "labels" / "m1.png")
+    assert not vio.takes_image_grid(tmp_path / "label.nrrd")
+    # Too few sections, a section of another size, an empty folder, an RGB section: one line naming the file.
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(tmp_path / "labels", (4, 18, 26), geometry)
+    one_line_error(excinfo, "labels", "26x18x3", "26x18x4")
+    write_sections(tmp_path / "odd", [label[0], label[1, :17]], is_vector=False)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(tmp_path / "odd", (2, 18, 26), geometry)
+    one_line_error(excinfo, "sec2.png", "26x17x1", "sec1.png")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "empty", label.shape, geometry)
+    one_line_error(excinfo, "empty", "no section images")
+    write_sections(tmp_path / "rgb", rgb_stack((1, 18, 26)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(tmp_path / "rgb", (1, 18, 26), geometry)
+    one_line_error(excinfo, "sec1.png", "components")

@@ -10,9 +10,11 @@ from ..errors import ScribbleSegError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("--prediction", required=True, metavar="P",
-                        help="predicted labelmap (> 0 = heart) or .seg.nrrd (segment 'heart', or its only segment)")
+                        help="predicted labelmap (> 0 = heart; a file or a folder of 2D sections) or .seg.nrrd "
+                             "(segment 'heart', or its only segment)")
     parser.add_argument("--label", required=True, metavar="L",
-                        help="ground-truth labelmap (> 0 = heart) or .seg.nrrd with a segment 'heart'")
+                        help="ground-truth labelmap (> 0 = heart; a file or a folder of 2D sections) or .seg.nrrd "
+                             "with a segment 'heart'")
     parser.add_argument("--ignore-scribbles", metavar="S",
                         help="scribbles (labelmap or .seg.nrrd); their voxels are left out of every count")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -24,12 +26,12 @@ def run(args: argparse.Namespace) -> int:
 
     for option, value in (("--prediction", args.prediction), ("--label", args.label),
                           ("--ignore-scribbles", args.ignore_scribbles)):
-        if value is not None and not Path(value).is_file():
-            raise ScribbleSegError(f"{value}: no such file ({option})")
+        if value is not None and not (Path(value).is_file() or Path(value).is_dir()):
+            raise ScribbleSegError(f"{value}: no such file or folder ({option})")
 
     # The label's grid is the reference; a prediction saved cropped by Slicer is placed back onto it.  A label
-    # that is one 2D section has no grid of its own: then the prediction's is the reference.
-    if volume_io.is_section_file(args.label) and not volume_io.is_section_file(args.prediction):
+    # that is one 2D section, or a folder of them, has no grid of its own: then the prediction's is the reference.
+    if volume_io.takes_image_grid(args.label) and not volume_io.takes_image_grid(args.prediction):
         own = volume_io.read_label_volume(args.prediction, single_segment=True)
         label = volume_io.Volume(volume_io.read_label(args.label, own.shape, own.geometry, reference="prediction"),
                                  own.geometry)

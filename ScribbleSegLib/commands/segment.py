@@ -20,8 +20,9 @@ OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--mode
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("--image", required=True, help="3D image file, folder of sections, or one 2D section (a tile)")
-    parser.add_argument("--scribbles", help="labelmap (1 heart, 2 background) or .seg.nrrd with segments "
-                        "'heart' and 'background' (not needed for --method munet)")
+    parser.add_argument("--scribbles", help="labelmap (1 heart, 2 background; a file, or a folder of 2D sections "
+                        "like the image's) or .seg.nrrd with segments 'heart' and 'background' (not needed for "
+                        "--method munet)")
     parser.add_argument("--model", required=True,
                         help="model file from 'scribbleseg train', or 'starter' for the shipped starter model")
     parser.add_argument("--out", required=True,

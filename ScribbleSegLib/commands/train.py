@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
                         help="training images: 3D RGB files, folders of sections or 2D section files (tiles)")
     parser.add_argument("--labels", nargs="+", required=True, metavar="LABEL",
-                        help="one label per image: a labelmap (>0 = heart) or a .seg.nrrd with a 'heart' segment")
+                        help="one label per image: a labelmap (>0 = heart; a file, or a folder of 2D sections like "
+                             "the image's) or a .seg.nrrd with a 'heart' segment")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
     parser.add_argument("--arch", choices=choices.ARCHITECTURES, default=None,
                         help=f"multi-field-of-view U-Net or plain U-Net (default: {choices.DEFAULT_ARCHITECTURE}; "
