@@ -663,6 +663,10 @@ def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
     the image's."""
     if path.is_dir():
         return _read_label_sections(path), None
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        # JPEG's compression moves values along every edge: a mask read as "> 0" would grow a halo of heart.
+        raise ScribbleSegError(f"{path}: a JPEG labelmap is lossy (its compression changes the values along every "
+                               "edge); save labels and scribbles as PNG or TIFF")
     image = _read_sitk(path)
     flat = image.GetDimension() == 2
     if flat:

@@ -583,3 +583,17 @@ def test_folders_of_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_label(tmp_path / "rgb", (1, 18, 26), geometry)
     one_line_error(excinfo, "sec1.png", "components")
+
+
+def test_a_jpeg_label_is_refused_not_read_with_a_halo(tmp_path):
+    # Saved as JPEG, a 0/255 mask comes back with small values beside every edge, which "> 0" would read as
+    # heart: refused with one line, for a single section and in a folder.
+    mask = ball((1, 32, 32), (0, 15, 17), 9) * 255
+    write_sections(tmp_path / "labels", mask, ".jpg", is_vector=False)
+    halo = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "labels" / "sec1.jpg"))) > 0
+    assert halo.sum() > (mask > 0).sum()  # what reading it would have given
+    geometry = Geometry((0.00025, 0.00025, 0.001))
+    for path in (tmp_path / "labels" / "sec1.jpg", tmp_path / "labels"):
+        with pytest.raises(ScribbleSegError) as excinfo:
+            vio.read_label(path, mask.shape, geometry)
+        one_line_error(excinfo, "sec1.jpg", "JPEG", "PNG")
