@@ -135,6 +135,22 @@ def test_cancel_stops_training_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("max_iters, max_minutes, warned", [(20000, None, True), (20000, 60.0, False),
+                                                          (50, None, False)])
+def test_a_long_training_on_a_cpu_without_a_time_budget_is_announced(tmp_path, caplog, max_iters, max_minutes,
+                                                                      warned):
+    # The paper preset (20000 steps, no time budget) on a CPU: one warning before it starts (stopped here at
+    # once); with a budget, or with the small preset's steps, none.
+    image, label = tiny_volume()
+    token = CancelToken()
+    token.cancel()
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"), pytest.raises(CancelledError):
+        train_model([image], [label], tmp_path / "m.model", TINY, options=FAST, max_iters=max_iters,
+                    max_minutes=max_minutes, device="cpu", cancel=token)
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("without a time budget can take days" in m and "20000 steps" in m for m in messages) == warned
+
+
 def test_train_command(tmp_path, capsys):
     from ScribbleSegLib import volume_io
 
