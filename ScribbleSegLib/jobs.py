@@ -317,7 +317,7 @@ def read_job_scribbles(job: SegmentFiles, image, timings: Dict[str, float]):
     from . import volume_io
 
     t0 = time.perf_counter()
-    scribbles = (volume_io.read_scribbles(job.scribbles, image.shape, image.geometry)
+    scribbles = (volume_io.read_scribbles(job.scribbles, image.shape, image.geometry, downsample=job.downsample)
                  if job.scribbles and job.method != "munet" else None)
     timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
     return scribbles

@@ -708,6 +708,24 @@ def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Opti
     return (array > 0).astype(np.uint8), geometry, False
 
 
+def _reduced(array: np.ndarray, shape: Sequence[int], factor: int, strokes: bool) -> np.ndarray:
+    """A grid-less label or strokes read at ``factor`` times the image's in-plane size, reduced as
+    :func:`read_image` reduces the image (``factor`` x ``factor`` blocks, the remainder cropped).
+
+    A label block is heart when at least half of it is; a stroke block takes a class when any of its
+    pixels has it and none has the other (thin strokes survive).  An array of another size is
+    returned as it is, for the grid check to name.
+    """
+    z, y, x = (int(s) for s in shape)
+    if factor <= 1 or array.shape[0] != z or (array.shape[1] // factor, array.shape[2] // factor) != (y, x):
+        return array
+    blocks = array[:, :y * factor, :x * factor].reshape(z, y, factor, x, factor)
+    if not strokes:
+        return (blocks.mean(axis=(2, 4), dtype=np.float32) >= 0.5).astype(np.uint8)
+    heart, background = (blocks == 1).any(axis=(2, 4)), (blocks == 2).any(axis=(2, 4))
+    return (heart & ~background).astype(np.uint8) + 2 * (background & ~heart).astype(np.uint8)
+
+
 def read_label_volume(path: PathLike, *, single_segment: bool = False) -> Volume:
     """Read a label (0/1) on its own voxel grid.
 
@@ -737,6 +755,7 @@ def read_label(
     *,
     single_segment: bool = False,
     reference: str = "image",
+    downsample: int = 1,
 ) -> np.ndarray:
     """Read a label onto an image's voxel grid.
 
@@ -756,6 +775,10 @@ def read_label(
         Accept a ``.seg.nrrd`` whose only segment has another name.
     reference : str
         What owns ``shape`` and ``geometry``, for error messages.
+    downsample : int
+        The image was read with this ``downsample``: a 2D label file or folder
+        at ``downsample`` times its in-plane size is reduced the same way (a
+        block is heart when at least half of it is).
 
     Returns
     -------
@@ -773,10 +796,13 @@ def read_label(
     path = Path(path)
     shape, geometry = _check_grid(shape, geometry)
     array, own, is_segmentation = _read_label_file(path, single_segment)
+    if own is None:
+        array = _reduced(array, shape, int(downsample), strokes=False)
     return _onto_grid(array, own, shape, geometry, path, is_segmentation, reference)
 
 
-def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, reference: str = "image") -> np.ndarray:
+def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, reference: str = "image",
+                   downsample: int = 1) -> np.ndarray:
     """Read scribbles onto an image's voxel grid.
 
     Parameters
@@ -789,6 +815,9 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         grid, as in :func:`read_label`.
     shape, geometry, reference
         As in :func:`read_label`.
+    downsample : int
+        As in :func:`read_label`; a block of strokes takes a class when any of
+        its pixels has it and none has the other, so thin strokes survive.
 
     Returns
     -------
@@ -821,6 +850,8 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
             )
         array = values.astype(np.uint8)
         may_be_cropped = False
+        if own is None:
+            array = _reduced(array, shape, int(downsample), strokes=True)
     array = _onto_grid(array, own, shape, geometry, path, may_be_cropped, reference)
     for value, name in ((1, "heart"), (2, "background")):
         if not (array == value).any():
@@ -851,7 +882,13 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
     shape = tuple(int(s) for s in shape)
     if own is None:
         if array.shape != shape:
-            raise ScribbleSegError(f"{path}: has size {_size_text(array.shape)}, the {reference} {_size_text(shape)}")
+            # A full-size label of an image read downsampled: say which downsample would read it.
+            factor = array.shape[1] // shape[1] if shape[1] else 0
+            reduced_size = (array.shape[0], array.shape[1] // max(factor, 1), array.shape[2] // max(factor, 1))
+            multiple = factor > 1 and reduced_size == tuple(shape)
+            hint = f" ({factor} times its size in-plane: read it with downsample {factor})" if multiple else ""
+            raise ScribbleSegError(f"{path}: has size {_size_text(array.shape)}, the {reference} "
+                                   f"{_size_text(shape)}{hint}")
         return array
     difference = target.mismatch(own, reference=reference)
     if not difference and array.shape == shape:

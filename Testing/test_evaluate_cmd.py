@@ -135,3 +135,23 @@ def test_a_folder_of_label_sections_is_compared_on_the_prediction_grid(files, tm
     (folder / "s11.png").unlink()  # one section short of the prediction: one line naming the folder
     status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", folder)
     assert status == 2 and len(err.strip().splitlines()) == 1 and "label_sections" in err and "12x10x4" in err
+
+
+def test_a_full_size_folder_label_against_a_downsampled_prediction(files, tmp_path, capsys):
+    # The fixture's label as sections at twice the prediction's in-plane size (each pixel a 2x2 block):
+    # --downsample 2 reduces it back, and the counts are the fixture's.
+    import SimpleITK as sitk
+
+    label = volume_io.read_label_volume(files / "label.nrrd").array
+    folder = tmp_path / "full_size"
+    folder.mkdir()
+    for z in range(label.shape[0]):
+        big = np.kron(label[z], np.ones((2, 2), np.uint8)) * 255
+        sitk.WriteImage(sitk.GetImageFromArray(big), str(folder / f"s{z + 1}.png"))
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", folder, "--downsample",
+                                2, "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (60, 12, 12, 396)
+    status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", folder)
+    assert status == 2 and "24x20x4" in err and "12x10x4" in err and "downsample 2" in err

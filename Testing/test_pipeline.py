@@ -114,6 +114,13 @@ def test_segment_command_takes_a_stack_of_section_images_with_scribbles_as_secti
         outputs[strokes] = volume_io.read_segmentation(out)[0]["heart"]
     assert outputs["strokes"].any()
     np.testing.assert_array_equal(outputs["strokes"], outputs["strokes.nrrd"])
+    # The stack read at half size: the full-size strokes follow it.
+    out = tmp_path / "half.seg.nrrd"
+    assert cli.main(["segment", "--image", str(tmp_path / "image"), "--spacing", *spacing, "--downsample", "2",
+                     "--scribbles", str(tmp_path / "strokes"), "--model", str(model), "--method", "ddml",
+                     "--out", str(out), "--no-cache", "--quiet"]) == 0
+    half = volume_io.read_segmentation(out)[0]["heart"]
+    assert half.shape == (scrib.shape[0], scrib.shape[1] // 2, scrib.shape[2] // 2) and half.any()
 
 
 def test_segment_command_refuses_bad_output_before_work(case, tmp_path, capsys):

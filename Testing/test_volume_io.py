@@ -585,6 +585,38 @@ def test_folders_of_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
     one_line_error(excinfo, "sec1.png", "components")
 
 
+def test_2d_labels_and_strokes_at_full_size_follow_a_downsampled_image(tmp_path):
+    # A stack read with downsample 2: its full-size label and stroke sections are reduced the same way
+    # (2x2 blocks, the odd last row and column cropped): a label block is heart when at least half of it
+    # is, a stroke block takes a class when any pixel has it and none has the other.
+    geometry = Geometry((0.0005, 0.0005, 0.004))
+    label = np.zeros((2, 9, 11), np.uint8)
+    label[0, 0:2, 0:2] = 1  # a whole block: heart
+    label[0, 2, 2:4] = 1  # half a block: heart
+    label[0, 4, 4] = 1  # a quarter: not
+    label[1, 8, :] = 1  # the cropped row: gone
+    write_sections(tmp_path / "labels", label * 255, is_vector=False)
+    got = vio.read_label(tmp_path / "labels", (2, 4, 5), geometry, downsample=2)
+    expected = np.zeros((2, 4, 5), np.uint8)
+    expected[0, 0, 0] = expected[0, 1, 1] = 1
+    np.testing.assert_array_equal(got, expected)
+    strokes = np.zeros((2, 9, 11), np.uint8)
+    strokes[0, 1, 0:6] = 1  # a one-pixel line: blocks (0, 0..2)
+    strokes[1, 5, 0:10] = 2  # blocks (2, 0..4)
+    strokes[1, 4, 8] = 1  # shares block (2, 4) with the background line: unscribbled
+    write_sections(tmp_path / "strokes", strokes, is_vector=False)
+    got = vio.read_scribbles(tmp_path / "strokes", (2, 4, 5), geometry, downsample=2)
+    expected = np.zeros((2, 4, 5), np.uint8)
+    expected[0, 0, 0:3] = 1
+    expected[1, 2, 0:4] = 2
+    np.testing.assert_array_equal(got, expected)
+    # Already at the image's size: read as it is; at another size: one line with both sizes.
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "labels", (2, 9, 11), geometry, downsample=2), label)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(tmp_path / "labels", (2, 3, 5), geometry, downsample=2)
+    one_line_error(excinfo, "labels", "11x9x2", "5x3x2")
+
+
 def test_a_jpeg_label_is_refused_not_read_with_a_halo(tmp_path):
     # Saved as JPEG, a 0/255 mask comes back with small values beside every edge, which "> 0" would read as
     # heart: refused with one line, for a single section and in a folder.

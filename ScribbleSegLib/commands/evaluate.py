@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from ..errors import ScribbleSegError
+from .common import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with a segment 'heart'")
     parser.add_argument("--ignore-scribbles", metavar="S",
                         help="scribbles (labelmap or .seg.nrrd); their voxels are left out of every count")
+    parser.add_argument("--downsample", type=positive_int, default=1, metavar="N",
+                        help="the prediction is of an image read with --downsample N: a label (or scribbles) "
+                             "given as 2D sections at full size is reduced the same way")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -33,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     # that is one 2D section, or a folder of them, has no grid of its own: then the prediction's is the reference.
     if volume_io.takes_image_grid(args.label) and not volume_io.takes_image_grid(args.prediction):
         own = volume_io.read_label_volume(args.prediction, single_segment=True)
-        label = volume_io.Volume(volume_io.read_label(args.label, own.shape, own.geometry, reference="prediction"),
-                                 own.geometry)
+        label = volume_io.Volume(volume_io.read_label(args.label, own.shape, own.geometry, reference="prediction",
+                                                      downsample=args.downsample), own.geometry)
         prediction = own.array
     else:
         label = volume_io.read_label_volume(args.label)
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
                                           single_segment=True, reference="label")
     ignore = None
     if args.ignore_scribbles:
-        ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label") > 0
+        ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
+                                          downsample=args.downsample) > 0
     result = metrics.evaluate(prediction, label.array, ignore)
 
     if args.json:

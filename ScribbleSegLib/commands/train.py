@@ -60,7 +60,7 @@ def _read_pairs(images, labels, spacing, downsample, role: str):
     vols, labs = [], []
     for image_path, label_path in zip(images, labels):
         vol = read_image(image_path, spacing=spacing, downsample=downsample)
-        lab = read_label(label_path, vol.shape, vol.geometry)
+        lab = read_label(label_path, vol.shape, vol.geometry, downsample=downsample)
         vols.append(vol)
         labs.append(lab)
     return vols, labs
