@@ -127,6 +127,8 @@ def main(argv=None) -> int:
                         help="trained M-Unet to reuse; trained on 4 tiles and written here if missing")
     parser.add_argument("--train-minutes", type=float, default=None, help="training budget (default: the preset's)")
     parser.add_argument("--tiles", type=int, default=4, help="test tiles per condition")
+    parser.add_argument("--first-tile", type=int, default=10,
+                        help="seed of the first test tile (default 10; the network trains on tiles 0-5)")
     parser.add_argument("--cut", nargs="*", default=[], metavar="JSON",
                         help='more rows: the default adaptation with another cut, each {"name": ..., "cut": {...}} '
                              '(GraphCutParams fields, as bench_settings.py takes them)')
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
                   for m in (1, 2) for stain_name, stain in (("training stain", None), ("other stain", OTHER_STAIN))]
     for name, m, stain in conditions:
         radii, contrasts = [], []
-        for seed in range(10, 10 + args.tiles):
+        for seed in range(args.first_tile, args.first_tile + args.tiles):
             volume, truth = make_tile(seed, m, stain)
             outputs = protocol.compute_outputs(volume.array, model, None,
                                                scale=pipeline.network_scale(volume.geometry.spacing[:2], model)).munet
