@@ -1004,6 +1004,11 @@ def _radius(area: int, edges: int) -> float:
     return 2.0 * area / (edges * math.pi / 4) if area and edges else math.inf
 
 
+def _share(area: int, unsure: int) -> float:
+    """Unsure voxels per object voxel (see :func:`unsure_share`); ``inf`` without objects."""
+    return unsure / area if area else math.inf
+
+
 def object_radius(mask: np.ndarray, threshold: Optional[float] = None) -> float:
     """Mean in-plane radius ``2 A / P`` of the objects in a ``(Z, Y, X)`` mask, in pixels.
 
@@ -1040,7 +1045,7 @@ def unsure_share(h: np.ndarray) -> float:
     0.25
     """
     area, _, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
-    return unsure / area if area else math.inf
+    return _share(area, unsure)
 
 
 def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
@@ -1066,7 +1071,7 @@ def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
     if (params.reference_radius is None and params.reference_unsure is None) or not h.size:
         return params
     area, edges, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
-    radius, share = _radius(area, edges), (unsure / area if area else math.inf)
+    radius, share = _radius(area, edges), _share(area, unsure)
     ratio = 1.0
     if params.reference_radius is not None:
         ratio *= min(1.0, radius / float(params.reference_radius))

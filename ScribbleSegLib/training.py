@@ -384,8 +384,8 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     small = choices.PRESETS[choices.DEFAULT_PRESET]
     if dev.type == "cpu" and options.max_minutes is None and options.max_iters > small.max_iters:
         # The paper preset has no time budget of its own: on a CPU it would run for days, unannounced.
-        _log.warning("training %d steps on a CPU without a time budget can take days; give one (max_minutes, "
-                     "'--max-minutes', the panel's Time budget) or train on a GPU", options.max_iters)
+        _log.warning("training %d steps on a CPU without a time budget can take days; give one (max_minutes) "
+                     "or train on a GPU", options.max_iters)
     with torch_threads(cpu_threads() if dev.type == "cpu" else torch.get_num_threads()):
         return _train(train, val, out_path, config, options, dev, seed, _voxel_size(images), progress, cancel,
                       parent=parent, volume_names=names, provenance=provenance)

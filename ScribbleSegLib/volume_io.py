@@ -708,6 +708,12 @@ def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Opti
     return (array > 0).astype(np.uint8), geometry, False
 
 
+def _reduces_to(full: Sequence[int], shape: Sequence[int], factor: int) -> bool:
+    """Whether a ``(Z, Y, X)`` grid ``full`` read with in-plane downsample ``factor`` > 1 gives ``shape``
+    (as :func:`read_image` reduces: the remainder cropped)."""
+    return factor > 1 and (full[0], full[1] // factor, full[2] // factor) == tuple(int(s) for s in shape)
+
+
 def _reduced(array: np.ndarray, shape: Sequence[int], factor: int, strokes: bool) -> np.ndarray:
     """A grid-less label or strokes read at ``factor`` times the image's in-plane size, reduced as
     :func:`read_image` reduces the image (``factor`` x ``factor`` blocks, the remainder cropped).
@@ -716,9 +722,9 @@ def _reduced(array: np.ndarray, shape: Sequence[int], factor: int, strokes: bool
     pixels has it and none has the other (thin strokes survive).  An array of another size is
     returned as it is, for the grid check to name.
     """
-    z, y, x = (int(s) for s in shape)
-    if factor <= 1 or array.shape[0] != z or (array.shape[1] // factor, array.shape[2] // factor) != (y, x):
+    if not _reduces_to(array.shape, shape, factor):
         return array
+    z, y, x = (int(s) for s in shape)
     blocks = array[:, :y * factor, :x * factor].reshape(z, y, factor, x, factor)
     if not strokes:
         return (blocks.mean(axis=(2, 4), dtype=np.float32) >= 0.5).astype(np.uint8)
@@ -884,9 +890,8 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
         if array.shape != shape:
             # A full-size label of an image read downsampled: say which downsample would read it.
             factor = array.shape[1] // shape[1] if shape[1] else 0
-            reduced_size = (array.shape[0], array.shape[1] // max(factor, 1), array.shape[2] // max(factor, 1))
-            multiple = factor > 1 and reduced_size == tuple(shape)
-            hint = f" ({factor} times its size in-plane: read it with downsample {factor})" if multiple else ""
+            hint = (f" ({factor} times its size in-plane: read it with downsample {factor})"
+                    if _reduces_to(array.shape, shape, factor) else "")
             raise ScribbleSegError(f"{path}: has size {_size_text(array.shape)}, the {reference} "
                                    f"{_size_text(shape)}{hint}")
         return array
