@@ -44,13 +44,16 @@ def test_loss_equals_double_loop_of_eq2():
 
 
 
-def test_the_written_out_gradient_is_the_gradient_of_eq2():
+@pytest.mark.parametrize("labels", [[1, 0, 0, 1, 1, 0, 1, 0, 1, 0],  # mixed: the loss sorts them
+                                    [0, 0, 0, 0, 0, 0, 1, 1, 1, 1],  # background first, as in training
+                                    [1] * 10])                       # one class: no background block
+def test_the_written_out_gradient_is_the_gradient_of_eq2(labels):
     """The pair loss's own backward against autograd through eq. 2 written pair by pair (float64),
     including identical pixels (d = 0) as sampling with replacement makes them."""
     rng = np.random.default_rng(4)
     z0 = rng.normal(scale=0.6, size=(10, 4))
     z0[7] = z0[2]  # a pixel drawn twice
-    y = torch.tensor([1, 0, 0, 1, 1, 0, 1, 0, 1, 0])
+    y = torch.tensor(labels)
     for tau, beta in ((2.0, 2.0), (0.5, 0.7)):
         z = torch.tensor(z0, requires_grad=True)
         ddml.ddml_loss(z, y, tau, beta).backward()
@@ -65,12 +68,12 @@ def test_the_written_out_gradient_is_the_gradient_of_eq2():
 def test_the_loss_without_its_value_has_the_same_gradient():
     rng = np.random.default_rng(3)
     y = torch.tensor(rng.integers(0, 2, 40))
-    terms = ddml._pair_terms(y, 2.0, torch.float64)
+    terms = ddml._pair_terms(y, 2.0)
     z_data = rng.normal(size=(40, 5))
     grads = []
     for value in (True, False):
         z = torch.tensor(z_data, requires_grad=True)
-        loss = ddml._pair_loss(z, *terms, 2.0, value=value)
+        loss = ddml._pair_loss(z, terms, 2.0, value=value)
         loss.backward()
         grads.append((float(loss.detach()), z.grad.numpy().copy()))
     assert grads[0][0] > 0 and grads[1][0] == 0.0
