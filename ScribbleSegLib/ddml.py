@@ -480,6 +480,34 @@ def _augmented(z: torch.Tensor, beta: float, sign: float, offset: float) -> Tupl
     return rows, cols
 
 
+def _pair_blocks(z: torch.Tensor, terms: _PairTerms, beta: float) -> List[torch.Tensor]:
+    """``beta a`` of the pair blocks background-background, background-heart and heart-heart (see
+    :class:`_PairLoss`) of background-first embeddings ``z``."""
+    b, h = z[:terms.n_background], z[terms.n_background:]
+    same_b, same_h = _augmented(b, beta, 1.0, 1.0 - terms.tau), _augmented(h, beta, 1.0, 1.0 - terms.tau)
+    diff_h = _augmented(h, beta, -1.0, 1.0 + terms.tau)
+    return [same_b[0] @ same_b[1].T, same_b[0] @ diff_h[1].T, same_h[0] @ same_h[1].T]
+
+
+def _pair_value(blocks: List[torch.Tensor], terms: _PairTerms, beta: float) -> torch.Tensor:
+    """The loss value from :func:`_pair_blocks` (the diagonal left out)."""
+    g = [F.softplus(p) for p in blocks]
+    same_sum = g[0].sum() + g[2].sum() - torch.diagonal(g[0]).sum() - torch.diagonal(g[2]).sum()
+    return 0.5 / beta * (terms.same * same_sum + terms.diff * 2.0 * g[1].sum())
+
+
+def _pair_gradient(z: torch.Tensor, blocks: List[torch.Tensor], terms: _PairTerms, scale: float) -> torch.Tensor:
+    """``scale dL/dz`` from :func:`_pair_blocks`, whose blocks it overwrites with their sigmoid."""
+    z1 = torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
+    b1, h1 = z1[:terms.n_background], z1[terms.n_background:]
+    bb, bh, hh = (torch.sigmoid_(p) for p in blocks)
+    same, diff = 0.5 * terms.same * scale, -0.5 * terms.diff * scale
+    # S [z, 1] by rows: background rows, then heart rows
+    s_z1 = torch.cat([torch.addmm(bh @ h1, bb, b1, beta=diff, alpha=same),
+                      torch.addmm(hh @ h1, bh.T, b1, beta=same, alpha=diff)])
+    return torch.addcmul(-s_z1[:, :-1], s_z1[:, -1:], z).mul_(4.0)
+
+
 class _PairLoss(torch.autograd.Function):
     """The pair loss of background-first pixels, with its gradient written out, block by block.
 
@@ -498,33 +526,16 @@ class _PairLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, terms, beta, value=True):  # noqa: D102  (see the class)
-        b, h = z[:terms.n_background], z[terms.n_background:]
-        same_b, same_h = _augmented(b, beta, 1.0, 1.0 - terms.tau), _augmented(h, beta, 1.0, 1.0 - terms.tau)
-        diff_h = _augmented(h, beta, -1.0, 1.0 + terms.tau)
-        # beta a of the blocks background-background, background-heart, heart-heart
-        blocks = [same_b[0] @ same_b[1].T, same_b[0] @ diff_h[1].T, same_h[0] @ same_h[1].T]
-        ctx.blocks = blocks
+        ctx.blocks = _pair_blocks(z, terms, beta)
         ctx.save_for_backward(z)
         ctx.terms = terms
-        if not value:
-            return z.new_zeros(())
-        g = [F.softplus(p) for p in blocks]
-        same_sum = g[0].sum() + g[2].sum() - torch.diagonal(g[0]).sum() - torch.diagonal(g[2]).sum()
-        return 0.5 / beta * (terms.same * same_sum + terms.diff * 2.0 * g[1].sum())
+        return _pair_value(ctx.blocks, terms, beta) if value else z.new_zeros(())
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         (z,) = ctx.saved_tensors
-        terms = ctx.terms
-        z1 = torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
-        b1, h1 = z1[:terms.n_background], z1[terms.n_background:]
-        bb, bh, hh = (torch.sigmoid_(p) for p in ctx.blocks)
+        gz = _pair_gradient(z, ctx.blocks, ctx.terms, float(grad))
         del ctx.blocks
-        same, diff = 0.5 * terms.same * float(grad), -0.5 * terms.diff * float(grad)
-        # S [z, 1] by rows: background rows, then heart rows
-        s_z1 = torch.cat([torch.addmm(bh @ h1, bb, b1, beta=diff, alpha=same),
-                          torch.addmm(hh @ h1, bh.T, b1, beta=same, alpha=diff)])
-        gz = torch.addcmul(-s_z1[:, :-1], s_z1[:, -1:], z).mul_(4.0)
         return gz, None, None, None
 
 
@@ -567,7 +578,9 @@ class _Adam:
             for p in self.params:
                 p.data = self.flat[start:start + p.numel()].view_as(p)
                 start += p.numel()
-        self.m, self.v = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
+        self.m, self.v, self.grad = (torch.zeros_like(self.flat) for _ in range(3))
+        self.grads = [g.view_as(p) for g, p in zip(torch.split(self.grad, [p.numel() for p in self.params]),
+                                                   self.params)]
         self.steps = 0
 
     def zero_grad(self) -> None:
@@ -575,12 +588,17 @@ class _Adam:
             p.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, written: bool = False) -> None:
+        """One Adam step on the parameters' ``.grad``, or, with ``written``, on what the caller wrote
+        into :attr:`grads` (views of one flat gradient, shaped like the parameters)."""
         self.steps += 1
         beta1, beta2 = self.betas
         step_size = self.lr / (1 - beta1 ** self.steps)
         correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
-        grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
+        grad = self.grad
+        if not written:
+            torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params],
+                      out=grad)
         if self.weight_decay != 0:
             grad.add_(self.flat, alpha=self.weight_decay)
         self.m.lerp_(grad, 1 - beta1)
@@ -591,6 +609,34 @@ class _Adam:
 #: :func:`train_ddml` keeps the loss of every LOSS_EVERY-th step (and of the last): computing the value
 #: is a quarter of a step's time, and the gradient does not need it (BENCHMARKS.md, "Interactive speed").
 LOSS_EVERY = 10
+
+
+def _ddml_step(f: DDMLNet, grads: List[torch.Tensor], x: torch.Tensor, terms: _PairTerms, beta: float,
+               value: bool) -> Optional[torch.Tensor]:
+    """Write the pair loss's gradient for the parameters of ``f`` into ``grads`` (weight, bias per layer).
+
+    ``x`` is a background-first minibatch, already standardised.  The backward pass of the tanh
+    layers is written out rather than left to autograd: with a few hundred pixels and layers of
+    64, a DDML step is mostly the cost of dispatching operations, and autograd's bookkeeping
+    (graph nodes, gradient accumulation) took about a fifth of a step (BENCHMARKS.md, "Interactive
+    speed" item 13).  Returns the loss value with ``value``, else None.
+    """
+    acts = [x]
+    for layer in f.layers:
+        # tanh(u) = 2 sigmoid(2u) - 1: torch's tanh takes several times its sigmoid's time on a CPU.
+        u2 = torch.addmm(layer.bias, acts[-1], layer.weight.T, beta=2.0, alpha=2.0)
+        acts.append(torch.sigmoid_(u2).mul_(2.0).sub_(1.0))
+    z = acts[-1]
+    blocks = _pair_blocks(z, terms, beta)
+    loss = _pair_value(blocks, terms, beta) if value else None
+    g = _pair_gradient(z, blocks, terms, 1.0)
+    for k in range(len(f.layers) - 1, -1, -1):
+        g.mul_(1.0 - acts[k + 1] * acts[k + 1])  # through tanh: 1 - tanh^2
+        torch.mm(g.T, acts[k], out=grads[2 * k])
+        torch.sum(g, dim=0, out=grads[2 * k + 1])
+        if k:
+            g = g @ f.layers[k].weight
+    return loss
 
 
 def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None, seed: int = 0,
@@ -631,23 +677,22 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
     half = config.batch_size // 2
     # Every batch is [half background, half heart], so the pair terms are fixed.
     pair_terms = _pair_terms(torch.arange(2 * half) >= half, config.tau)
-    f.train()
     report_every = max(1, config.steps // 50)
     # Steps on a few hundred pixels: one intra-op thread is 2x slower than two on
     # an idle 2-core machine but 10x faster when another process is busy.
-    with torch_threads(1):
+    with torch_threads(1), torch.no_grad():
+        standardised = (xt - f.mean) * f.inv_std  # what f's forward does first, once for the pool
         for step in range(config.steps):
             check(cancel)
             batch = torch.cat([idx[torch.randint(len(idx), (half,), generator=generator)] for idx in by_class])
             # index_select, not xt[batch]: the same rows, five times faster than advanced indexing.
             # The loss value is kept every LOSS_EVERY-th step only: the gradient does not need it.
             record = step % LOSS_EVERY == 0 or step == config.steps - 1
-            loss = _pair_loss(f(torch.index_select(xt, 0, batch)), pair_terms, config.beta, value=record)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss = _ddml_step(f, optimizer.grads, torch.index_select(standardised, 0, batch), pair_terms,
+                              config.beta, record)
+            optimizer.step(written=True)
             if record:
-                f.loss_history.append(float(loss.detach()))
+                f.loss_history.append(float(loss))
             if step % report_every == 0 or step == config.steps - 1:
                 report(progress, "metric learning", (step + 1) / config.steps, f"loss {f.loss_history[-1]:.4f}")
     f.eval()

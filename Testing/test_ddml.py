@@ -65,6 +65,29 @@ def test_the_written_out_gradient_is_the_gradient_of_eq2(labels):
         torch.testing.assert_close(z.grad, reference.grad, rtol=1e-10, atol=1e-12)
         assert z.grad.abs().max() > 1e-3
 
+def test_the_written_out_training_step_is_autograds_gradient():
+    """train_ddml's step (tanh layers' backward written out, parameters views of Adam's flat tensor)
+    against autograd through f and ddml_loss, in float64."""
+    rng = np.random.default_rng(5)
+    torch.manual_seed(0)
+    f = ddml.DDMLNet(6, (5, 4), 3).double()
+    f.mean.copy_(torch.tensor(rng.normal(size=6)))
+    f.inv_std.copy_(torch.tensor(rng.uniform(0.5, 2.0, size=6)))
+    x = torch.tensor(rng.normal(size=(12, 6)))
+    y = torch.tensor([0] * 5 + [1] * 7)  # background first, as train_ddml's batches
+    ddml.ddml_loss(f(x), y, 2.0, 2.0).backward()
+    expected = [p.grad.clone() for p in f.parameters()]
+    optimizer = ddml._Adam(f.parameters(), lr=0.01)
+    with torch.no_grad():
+        value = ddml._ddml_step(f, optimizer.grads, (x - f.mean) * f.inv_std, ddml._pair_terms(y, 2.0), 2.0, True)
+        reference = ddml.ddml_loss(f(x), y, 2.0, 2.0)
+    assert float(value) == pytest.approx(float(reference), rel=1e-12)
+    assert len(optimizer.grads) == len(expected) == 6
+    for got, want in zip(optimizer.grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert max(float(g.abs().max()) for g in expected) > 1e-3
+
+
 def test_the_loss_without_its_value_has_the_same_gradient():
     rng = np.random.default_rng(3)
     y = torch.tensor(rng.integers(0, 2, 40))
