@@ -731,14 +731,17 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
     sample_weight = (0.5 / counts)[yt]
     optimizer = _Adam(head.parameters(), lr=config.head_lr, weight_decay=config.head_weight_decay)
     report_every = max(1, config.head_steps // 20)
-    with torch_threads(1):
+    weight, bias = optimizer.grads  # the gradient of the loss, written out: sum_i weight_i (h_i - target_i) z_i
+    with torch_threads(1), torch.no_grad():
         for step in range(config.head_steps):
             check(cancel)
-            loss = F.binary_cross_entropy_with_logits(head.logit(z), target, weight=sample_weight, reduction="sum")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            head.loss_history.append(float(loss.detach()))
+            logit = head.logit(z)
+            loss = F.binary_cross_entropy_with_logits(logit, target, weight=sample_weight, reduction="sum")
+            g = torch.sigmoid_(logit).sub_(target).mul_(sample_weight)
+            torch.mm(g[None, :], z, out=weight)
+            torch.sum(g, dim=0, keepdim=True, out=bias)
+            optimizer.step(written=True)
+            head.loss_history.append(float(loss))
             if step % report_every == 0 or step == config.head_steps - 1:
                 report(progress, "head", (step + 1) / config.head_steps, f"loss {head.loss_history[-1]:.4f}")
     head.eval()

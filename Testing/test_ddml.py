@@ -88,6 +88,36 @@ def test_the_written_out_training_step_is_autograds_gradient():
     assert max(float(g.abs().max()) for g in expected) > 1e-3
 
 
+def test_the_head_trains_as_autograd_and_torch_adam_would():
+    """train_head's written-out gradient and flat Adam against autograd and torch.optim.Adam."""
+    rng = np.random.default_rng(6)
+    torch.manual_seed(0)
+    f = ddml.DDMLNet(5, (6,), 4)
+    f.requires_grad_(False)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    y = (x[:, 0] + 0.3 * rng.normal(size=300) > 0.5).astype(np.uint8)  # unbalanced: the class weights matter
+    config = DDMLConfig(head_steps=20, head_lr=0.05)
+    head = ddml.train_head(f, x, y, config, seed=3)
+    reference = ddml._seeded(3, lambda: ddml.Head(4))
+    z = f(torch.tensor(x))
+    target = torch.tensor(y, dtype=torch.float32)
+    counts = torch.bincount(torch.tensor(y, dtype=torch.int64), minlength=2).float()
+    weight = (0.5 / counts)[torch.tensor(y, dtype=torch.int64)]
+    optimizer = torch.optim.Adam(reference.parameters(), lr=0.05)
+    losses = []
+    for _ in range(20):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(reference.logit(z), target, weight=weight,
+                                                                    reduction="sum")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    np.testing.assert_allclose(head.loss_history, losses, rtol=1e-5)
+    for mine, theirs in zip(head.parameters(), reference.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    assert losses[-1] < losses[0] - 0.02  # it did train
+
+
 def test_the_loss_without_its_value_has_the_same_gradient():
     rng = np.random.default_rng(3)
     y = torch.tensor(rng.integers(0, 2, 40))
