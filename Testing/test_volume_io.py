@@ -332,12 +332,32 @@ def test_segmentation_round_trip_through_slicerio(tmp_path):
     np.testing.assert_allclose(raw["ijkToLPS"], TILTED.ijk_to_lps(), atol=1e-12)
     np.testing.assert_array_equal(slicerio.segment_mask(raw, "heart"), heart.transpose(2, 1, 0) > 0)
 
+    # The layers, label values and extents are those slicerio.add_segment gives (the writer does its work itself).
+    reference = slicerio.create_segmentation(heart.shape[::-1], TILTED.ijk_to_lps())
+    for name, mask, color in (("heart", heart, vio.HEART_COLOR), ("background", background, vio.BACKGROUND_COLOR),
+                              ("Core", overlap, (0.1, 0.9, 0.3))):
+        slicerio.add_segment(reference, mask.transpose(2, 1, 0) != 0, {"id": name, "name": name})
+    assert [(s["layer"], s["labelValue"], s["extent"]) for s in raw["segments"]] == \
+        [(s["layer"], s["labelValue"], s["extent"]) for s in reference["segments"]]
+    assert raw["segments"][2]["layer"] == 1  # the overlapping segment did take a second layer
+    np.testing.assert_array_equal(raw["voxels"], reference["voxels"])
+
     masks, geometry = vio.read_segmentation(path)
     assert set(masks) == {"heart", "background", "core"}
     for name, mask in (("heart", heart), ("background", background), ("core", overlap)):
         assert masks[name].dtype == np.uint8
         np.testing.assert_array_equal(masks[name], mask)
     assert not TILTED.mismatch(geometry, rtol=1e-9)
+
+
+def test_an_empty_segment_is_written_as_slicerio_writes_it(tmp_path):
+    path = tmp_path / "s.seg.nrrd"
+    vio.write_segmentation(path, [("heart", np.zeros((4, 5, 6), np.uint8), vio.HEART_COLOR)], Geometry(SPACING))
+    reference = slicerio.create_segmentation((6, 5, 4), Geometry(SPACING).ijk_to_lps())
+    expected = slicerio.add_segment(reference, np.zeros((6, 5, 4), bool), {"id": "heart"})
+    (segment,) = slicerio.read_segmentation(str(path))["segments"]
+    assert (segment["layer"], segment["labelValue"], segment["extent"]) == \
+        (expected["layer"], expected["labelValue"], expected["extent"]) == (0, 1, [0, -1, 0, -1, 0, -1])
 
 
 def test_segmentation_writer_refuses_bad_requests(tmp_path):
