@@ -892,12 +892,29 @@ def _interpolation(n: int, grid: np.ndarray) -> np.ndarray:
     return matrix
 
 
+def _reduce_cells(a: np.ndarray, grid: np.ndarray, axis: int, op: np.ufunc) -> np.ndarray:
+    """``op`` (``np.minimum`` or ``np.maximum``) of ``a`` over the cells ``[grid[i], grid[i+1])`` along
+    ``axis`` (0 or 1), the last cell running to the end.
+
+    A :func:`_grid` has cells of one width but the last: those are reduced as a reshaped block, which
+    is several times faster than ``op.reduceat`` (most of the coarse evaluation's own time).
+    """
+    regular = len(grid) - 2
+    width = int(grid[1] - grid[0])
+    if regular < 1 or not np.array_equal(grid[:regular + 1], np.arange(regular + 1) * width):
+        return op.reduceat(a, grid[:-1], axis=axis)
+    start = regular * width
+    if axis == 0:
+        blocks = op.reduce(a[:start].reshape(regular, width, *a.shape[1:]), axis=1)
+        return np.concatenate([blocks, op.reduce(a[start:], axis=0, keepdims=True)])
+    blocks = op.reduce(a[:, :start].reshape(a.shape[0], regular, width), axis=2)
+    return np.concatenate([blocks, op.reduce(a[:, start:], axis=1, keepdims=True)], axis=1)
+
+
 def _cell_range(a: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Minimum and maximum of ``a`` ``(R, X)`` over the grid cells ``[ys[i], ys[i+1]) x [xs[j], xs[j+1])``
     (the last cell of each axis runs to the end)."""
-    low = np.minimum.reduceat(np.minimum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1)
-    high = np.maximum.reduceat(np.maximum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1)
-    return low, high
+    return tuple(_reduce_cells(_reduce_cells(a, ys, 0, op), xs, 1, op) for op in (np.minimum, np.maximum))
 
 
 def _grow_cells(flags: np.ndarray) -> np.ndarray:
@@ -938,16 +955,18 @@ def _coarse_to_fine(block: np.ndarray, network: Optional[np.ndarray], scribbles:
         low, high = _cell_range(network, ys, xs)
         exact |= (high - low > NETWORK_RANGE) | ((high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN))
     if scribbles is not None:
-        exact |= _cell_range(scribbles, ys, xs)[1] > 0
+        exact |= _reduce_cells(_reduce_cells(scribbles, ys, 0, np.maximum), xs, 1, np.maximum) > 0
     # One more cell around each: a boundary that runs along a cell's edge shows in its neighbours.
     exact = _grow_cells(exact)
     mask = exact[_cells(rows, ys)][:, _cells(cols, xs)]
     h[np.ix_(ys, xs)] = on_grid  # the grid itself is exact already (the product rounds)
     mask[np.ix_(ys, xs)] = False
-    picked = np.empty(int(np.count_nonzero(mask)), np.float32)
+    # By flat index: block[mask] and h[mask] = ... took several times as long as take and put.
+    picked = np.flatnonzero(mask)
     if picked.size:
-        _evaluate(block[mask], picked, layers, chunk)
-        h[mask] = picked
+        values = np.empty(picked.size, np.float32)
+        _evaluate(block.reshape(-1, channels).take(picked, axis=0), values, layers, chunk)
+        h.reshape(-1)[picked] = values
     return h, on_grid.size + picked.size
 
 

@@ -462,3 +462,15 @@ def test_adaptation_does_not_import_the_torch_compiler():
             "print(sorted(m for m in set(sys.modules) - before if m.startswith(('torch._dynamo', 'sympy')))[:3])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("shape", [(513, 512), (65, 300), (9, 17), (6, 5), (5, 9)])
+def test_cell_extremes_are_those_of_reduceat(shape):
+    # The coarse evaluation's per-cell minimum and maximum, by blocks, against numpy's reduceat.
+    rng = np.random.default_rng(9)
+    a = rng.random(shape).astype(np.float32)
+    ys, xs = ddml._grid(shape[0], ddml.COARSE_STRIDE), ddml._grid(shape[1], ddml.COARSE_STRIDE)
+    low, high = ddml._cell_range(a, ys, xs)
+    np.testing.assert_array_equal(low, np.minimum.reduceat(np.minimum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1))
+    np.testing.assert_array_equal(high, np.maximum.reduceat(np.maximum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1))
+    assert low.shape == (len(ys) - 1, len(xs) - 1)
