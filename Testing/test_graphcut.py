@@ -738,3 +738,38 @@ def test_seed_reach_is_checked_and_off_in_the_papers_energy():
         with pytest.raises(ScribbleSegError, match="seed_across"):
             GraphCutParams(seed_across=bad)
     assert GraphCutParams().seed_across == graphcut.DEFAULT_SEED_ACROSS == choices.DEFAULT_SEED_ACROSS
+
+
+@pytest.mark.parametrize("colour", ["rgb", "luminance"])
+def test_pair_weights_from_the_kept_slab_are_those_of_each_direction_alone(colour):
+    # forward_weights and diagonal_weights read the colour features of a slab converted once
+    # (_ImageLevel._planes); the weights must be those of converting each direction's blocks alone.
+    rng = np.random.default_rng(11)
+    image = rng.integers(0, 256, size=(7, 9, 10, 3), dtype=np.uint8)
+    h = rng.random((7, 9, 10)).astype(np.float32)
+    level = graphcut._ImageLevel(h, image, np.zeros((7, 9, 10), np.uint8), (2.0, 1.0, 1.0),
+                                 GraphCutParams(colour=colour, neighbourhood=10))
+
+    def alone(axis, z0, z1, every):
+        out, first, pairs = level._empty_forward(axis, z0, z1, every)
+        if pairs:
+            a = level._features(image[graphcut._strided(axis, first, pairs, every, z0, z1)])
+            b = level._features(image[graphcut._strided(axis, first + 1, pairs, every, z0, z1)])
+            out[graphcut._strided(axis, 0, pairs, 1, 0, z1 - z0)] = level._contrast(a, b, axis)
+        return out
+
+    for z0, z1 in ((0, 3), (3, 7), (2, 5)):  # slabs in turn, as the cuts read them, and a fresh range
+        for every in (1, 2, 3):
+            for axis in range(3):
+                z_end = min(7, z1 + 1) if axis == 0 and every == 1 else z1
+                got = level.forward_weights(axis, z0, z_end, every)
+                np.testing.assert_array_equal(got, alone(axis, z0, z_end, every))
+                assert got.any()
+        for dy, dx in ((1, 1), (1, -1)):
+            Y, X = 9, 10
+            expected = np.zeros((z1 - z0, Y, X))
+            xa, xb = (slice(0, X - dx), slice(dx, X)) if dx > 0 else (slice(-dx, X), slice(0, X + dx))
+            a = level._features(image[z0:z1, 0:Y - dy, xa])
+            b = level._features(image[z0:z1, dy:Y, xb])
+            expected[:, 0:Y - dy, xa] = level._contrast(a, b, 2) * graphcut._CROFTON_DIAGONAL
+            np.testing.assert_array_equal(level.diagonal_weights(dy, dx, z0, z1), expected)
