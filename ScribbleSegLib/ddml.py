@@ -565,8 +565,8 @@ class _Adam:
     modules), which costs 1-2 s on the first re-run of every process -- as much as the training itself.
     The parameters become views of one flat tensor, so that a step is a few operations on it
     rather than a few per parameter: with the small networks here each operation costs more to
-    dispatch than to compute.  A parameter without a gradient takes a zero one (every parameter
-    of ``f`` and of the head gets one).
+    dispatch than to compute.  The caller writes the gradient into :attr:`grads` (views of one
+    flat gradient, shaped like the parameters) before each :meth:`step`.
     """
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
@@ -583,22 +583,14 @@ class _Adam:
                                                    self.params)]
         self.steps = 0
 
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
     @torch.no_grad()
-    def step(self, written: bool = False) -> None:
-        """One Adam step on the parameters' ``.grad``, or, with ``written``, on what the caller wrote
-        into :attr:`grads` (views of one flat gradient, shaped like the parameters)."""
+    def step(self) -> None:
+        """One Adam step on what the caller wrote into :attr:`grads`."""
         self.steps += 1
         beta1, beta2 = self.betas
         step_size = self.lr / (1 - beta1 ** self.steps)
         correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
         grad = self.grad
-        if not written:
-            torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params],
-                      out=grad)
         if self.weight_decay != 0:
             grad.add_(self.flat, alpha=self.weight_decay)
         self.m.lerp_(grad, 1 - beta1)
@@ -690,7 +682,7 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
             record = step % LOSS_EVERY == 0 or step == config.steps - 1
             loss = _ddml_step(f, optimizer.grads, torch.index_select(standardised, 0, batch), pair_terms,
                               config.beta, record)
-            optimizer.step(written=True)
+            optimizer.step()
             if record:
                 f.loss_history.append(float(loss))
             if step % report_every == 0 or step == config.steps - 1:
@@ -740,7 +732,7 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
             g = torch.sigmoid_(logit).sub_(target).mul_(sample_weight)
             torch.mm(g[None, :], z, out=weight)
             torch.sum(g, dim=0, keepdim=True, out=bias)
-            optimizer.step(written=True)
+            optimizer.step()
             head.loss_history.append(float(loss))
             if step % report_every == 0 or step == config.head_steps - 1:
                 report(progress, "head", (step + 1) / config.head_steps, f"loss {head.loss_history[-1]:.4f}")
@@ -893,16 +885,14 @@ def _interpolation(n: int, grid: np.ndarray) -> np.ndarray:
 
 
 def _reduce_cells(a: np.ndarray, grid: np.ndarray, axis: int, op: np.ufunc) -> np.ndarray:
-    """``op`` (``np.minimum`` or ``np.maximum``) of ``a`` over the cells ``[grid[i], grid[i+1])`` along
-    ``axis`` (0 or 1), the last cell running to the end.
+    """``op`` (``np.minimum`` or ``np.maximum``) of ``a`` over the cells ``[grid[i], grid[i+1])`` of a
+    :func:`_grid` (two points at least) along ``axis`` (0 or 1), the last cell running to the end.
 
-    A :func:`_grid` has cells of one width but the last: those are reduced as a reshaped block, which
-    is several times faster than ``op.reduceat`` (most of the coarse evaluation's own time).
+    The cells of a :func:`_grid` are of one width but the last: those are reduced as a reshaped block,
+    which is several times faster than ``op.reduceat`` (most of the coarse evaluation's own time).
     """
     regular = len(grid) - 2
     width = int(grid[1] - grid[0])
-    if regular < 1 or not np.array_equal(grid[:regular + 1], np.arange(regular + 1) * width):
-        return op.reduceat(a, grid[:-1], axis=axis)
     start = regular * width
     if axis == 0:
         blocks = op.reduce(a[:start].reshape(regular, width, *a.shape[1:]), axis=1)

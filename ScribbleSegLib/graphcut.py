@@ -438,6 +438,7 @@ class _ImageLevel(_Level):
         self.luminance = params.colour == "luminance" and colour.shape[3] == 3
         self.params = params
         self.scale = tuple(min(spacing) / s for s in spacing)
+        self._kept: Optional[Tuple[int, int, np.ndarray]] = None  # the slab of :meth:`_planes`
         super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform)
 
     def _features(self, block: np.ndarray) -> np.ndarray:
@@ -450,7 +451,7 @@ class _ImageLevel(_Level):
         with the plane after the slab): converting the colour once per slab instead of twice per
         direction.  The features are elementwise, so the weights are the same bit for bit.
         """
-        kept = getattr(self, "_kept", None)
+        kept = self._kept
         if kept is None or not kept[0] <= z0 <= z1 <= kept[1]:
             kept = self._kept = (z0, z1, self._features(self.colour[z0:z1]))
         return kept[2][z0 - kept[0]:z1 - kept[0]]

@@ -582,7 +582,8 @@ def write_segmentation(
     segmentation["containedRepresentationNames"] = ["Binary labelmap"]
     layers = _segment_layers(segmentation, segments)
     # (i, j, k) views of our (z, y, x) arrays: the NRRD writer's Fortran-order bytes are then a plain copy.
-    segmentation["voxels"] = layers[0].transpose(2, 1, 0) if len(layers) == 1 else np.stack(layers).transpose(0, 3, 2, 1)
+    segmentation["voxels"] = (layers[0].transpose(2, 1, 0) if len(layers) == 1
+                              else np.stack(layers).transpose(0, 3, 2, 1))
     with atomic_output(path, len(segments) * int(np.prod(shape))) as tmp:
         slicerio.write_segmentation(str(tmp), segmentation, compression_level=6)
 
