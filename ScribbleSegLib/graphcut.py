@@ -449,7 +449,8 @@ class _ImageLevel(_Level):
 
         A slab's pairs along three axes and two diagonals all read its features (the z pairs first,
         with the plane after the slab): converting the colour once per slab instead of twice per
-        direction.  The features are elementwise, so the weights are the same bit for bit.
+        direction.  The rgb features are elementwise, so the weights are the same bit for bit (the
+        luminance's per-pixel dot product to float32 rounding).
         """
         kept = self._kept
         if kept is None or not kept[0] <= z0 <= z1 <= kept[1]:
