@@ -166,7 +166,8 @@ def _band_cut_bytes(nodes: int, neighbourhood: int) -> int:
     return nodes * _band_bytes_per_voxel(neighbourhood) + WORKING_BYTES
 #: Working memory of the slab- and chunk-wise computations, independent of the volume size (generous).
 WORKING_BYTES = 256 * 2**20
-#: Half-width, in full-resolution voxels, of the band re-cut around the coarse boundary.
+#: Half-width of the band re-cut around the coarse boundary, in full-resolution voxels along the finest
+#: axis; along a coarser axis (thick sections) the band reaches as far in millimetres, in fewer voxels.
 BAND_RADIUS = 3
 #: The same for a coarse level cut coarse-to-fine (see :data:`COARSE_FULL_MAX_VOXELS`), in its own voxels:
 #: what its band misses, the band of every level above misses too.
@@ -740,7 +741,7 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     if max(f) == 1:  # a volume too thin to group into blocks: cut it whole
         return _solve(level, "full", budget, progress, cancel)
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
-    band = _grow(_changed_blocks(level, memory, f), _band_steps(f))
+    band = _grow(_changed_blocks(level, memory, f), _band_steps(f, level.spacing))
     mode = memory.key[3]
     full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget,
                                                                   _neighbourhood(level)))
@@ -776,7 +777,7 @@ def _recut_until_settled(level: "_Level", labels: np.ndarray, band: np.ndarray, 
         if not contact.any():
             break
         # The boundary reached voxels no band held yet: re-cut around there, the rest fixed.
-        band = _grow(contact, _band_steps(f, _band_radius(level)))
+        band = _grow(contact, _band_steps(f, level.spacing, _band_radius(level)))
         explored |= band
     return labels
 
@@ -1463,17 +1464,28 @@ def _band_radius(level: _Level) -> int:
     return COARSE_BAND_RADIUS if isinstance(level, _CoarseLevel) else BAND_RADIUS
 
 
-def _band_steps(f: Sequence[int], radius: int = BAND_RADIUS) -> list:
-    """Blocks to grow a band by, per axis, so that it reaches ``radius`` voxels further."""
-    return [-(-radius // k) for k in f]
+def _band_steps(f: Sequence[int], spacing: Sequence[float], radius: int = BAND_RADIUS) -> list:
+    """Blocks of ``f`` voxels to grow a band by, per axis, so that it reaches ``radius`` voxels of the finest
+    axis further: ``radius * min(spacing) / spacing_a`` voxels along axis ``a`` (at least one block).
+
+    Examples
+    --------
+    >>> _band_steps((1, 2, 2), (0.015, 0.0075, 0.0075))  # sections twice as thick as the pixels
+    [2, 2, 2]
+    >>> _band_steps((2, 2, 2), (1.0, 1.0, 1.0))
+    [2, 2, 2]
+    """
+    finest = min(spacing)
+    # The tolerance keeps a reach of exactly n voxels from rounding up to n + 1 blocks' worth.
+    return [max(1, math.ceil(radius * finest / s / k - 1e-6)) for k, s in zip(f, spacing)]
 
 
-def _coarse_band(labels: np.ndarray, seeds: np.ndarray, f: Sequence[int], radius: int) -> np.ndarray:
+def _coarse_band(labels: np.ndarray, seeds: np.ndarray, steps: Sequence[int]) -> np.ndarray:
     """Coarse blocks whose finer voxels are re-cut.
 
-    Blocks next to a label change hold the fine voxels within ``f_a`` of the
-    boundary along axis ``a``; growing them by ``ceil(radius / f_a) - 1``
-    blocks per axis widens that to ``radius``.  Blocks with both
+    Blocks next to a label change hold the fine voxels within one block of
+    the boundary; growing them by ``steps[a] - 1`` blocks along axis ``a``
+    (:func:`_band_steps`) widens that to the band's radius.  Blocks with both
     scribble classes are added, so that every scribble can be honoured.
     """
     band = seeds == _BOTH
@@ -1482,7 +1494,7 @@ def _coarse_band(labels: np.ndarray, seeds: np.ndarray, f: Sequence[int], radius
         change = labels[lo] != labels[hi]
         band[lo] |= change
         band[hi] |= change
-    return _grow(band, [n - 1 for n in _band_steps(f, radius)])
+    return _grow(band, [n - 1 for n in steps])
 
 
 def _upsample(coarse: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> np.ndarray:
@@ -1612,7 +1624,7 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
         weights[level.shape] = coarse.weights
     coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel, weights,
                            COARSE_FULL_MAX_VOXELS)
-    band = _coarse_band(coarse_labels, coarse.seeds, f, _band_radius(level))
+    band = _coarse_band(coarse_labels, coarse.seeds, _band_steps(f, level.spacing, _band_radius(level)))
     del coarse  # only its labels and the band are needed from here on
     labels = _upsample(coarse_labels, f, level.shape)
     del coarse_labels

@@ -139,6 +139,27 @@ def test_banded_equals_full_on_a_phantom(shape, neighbourhood):
     assert e_full <= e_banded + 1e-6 and e_banded <= e_full * 1.0005
 
 
+def test_the_band_reaches_as_far_in_millimetres_along_thick_sections():
+    f, spacing = (1, 2, 2), (0.015, 0.0075, 0.0075)  # sections twice as thick as the pixels
+    steps = graphcut._band_steps(f, spacing, radius=3)
+    reach = [n * k * s for n, k, s in zip(steps, f, spacing)]  # millimetres, per axis
+    assert all(r >= 3 * 0.0075 - 1e-12 for r in reach)
+    assert steps[0] < 3  # fewer sections than a band counted in voxels would take
+    assert graphcut._band_steps((2, 2, 2), (0.5, 0.5, 0.5), radius=3) == [2, 2, 2]
+    assert graphcut._band_steps((1, 1, 1), (0.1, 0.1, 0.1), radius=3) == [3, 3, 3]
+
+
+def test_banded_equals_full_with_thick_sections():
+    h, image, scribbles, _ = ellipsoid_case((24, 64, 64), seed=2)
+    spacing = (2.0, 1.0, 1.0)  # z is not coarsened, and its band is counted in millimetres
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0, neighbourhood=10)
+    full = graph_cut(h, image, scribbles, spacing_zyx=spacing, params=params, mode="full")
+    banded = graph_cut(h, image, scribbles, spacing_zyx=spacing, params=params, mode="banded")
+    assert dice(banded, full) >= 0.999
+    e_full, e_banded = (energy(l, h, image, scribbles, spacing, params=params) for l in (full, banded))
+    assert e_full <= e_banded + 1e-6 and e_banded <= e_full * 1.0005
+
+
 @pytest.mark.parametrize("neighbourhood", [6, 10])
 @pytest.mark.parametrize("shape", [(24, 64, 64), (13, 45, 51)])
 def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, neighbourhood, monkeypatch):
