@@ -149,9 +149,10 @@ def test_the_band_reaches_as_far_in_millimetres_along_thick_sections():
     assert graphcut._band_steps((1, 1, 1), (0.1, 0.1, 0.1), radius=3) == [3, 3, 3]
 
 
-def test_banded_equals_full_with_thick_sections():
+@pytest.mark.parametrize("thickness", [2.0, 6.0])  # z is not coarsened, and its band is counted in millimetres
+def test_banded_equals_full_with_thick_sections(thickness):
     h, image, scribbles, _ = ellipsoid_case((24, 64, 64), seed=2)
-    spacing = (2.0, 1.0, 1.0)  # z is not coarsened, and its band is counted in millimetres
+    spacing = (thickness, 1.0, 1.0)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0, neighbourhood=10)
     full = graph_cut(h, image, scribbles, spacing_zyx=spacing, params=params, mode="full")
     banded = graph_cut(h, image, scribbles, spacing_zyx=spacing, params=params, mode="banded")
