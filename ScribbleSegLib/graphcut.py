@@ -167,7 +167,8 @@ def _band_cut_bytes(nodes: int, neighbourhood: int) -> int:
 #: Working memory of the slab- and chunk-wise computations, independent of the volume size (generous).
 WORKING_BYTES = 256 * 2**20
 #: Half-width of the band re-cut around the coarse boundary, in full-resolution voxels along the finest
-#: axis; along a coarser axis (thick sections) the band reaches as far in millimetres, in fewer voxels.
+#: axis; along thick sections the band reaches as far in millimetres, in fewer sections (at least one
+#: block beyond the boundary's).
 BAND_RADIUS = 3
 #: The same for a coarse level cut coarse-to-fine (see :data:`COARSE_FULL_MAX_VOXELS`), in its own voxels:
 #: what its band misses, the band of every level above misses too.
@@ -741,7 +742,7 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     if max(f) == 1:  # a volume too thin to group into blocks: cut it whole
         return _solve(level, "full", budget, progress, cancel)
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
-    band = _grow(_changed_blocks(level, memory, f), _band_steps(f, level.spacing))
+    band = _grow(_changed_blocks(level, memory, f), _level_band_steps(level, f))
     mode = memory.key[3]
     full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget,
                                                                   _neighbourhood(level)))
@@ -777,7 +778,7 @@ def _recut_until_settled(level: "_Level", labels: np.ndarray, band: np.ndarray, 
         if not contact.any():
             break
         # The boundary reached voxels no band held yet: re-cut around there, the rest fixed.
-        band = _grow(contact, _band_steps(f, level.spacing, _band_radius(level)))
+        band = _grow(contact, _level_band_steps(level, f))
         explored |= band
     return labels
 
@@ -1459,25 +1460,35 @@ def _grow(mask: np.ndarray, steps: Sequence[int]) -> np.ndarray:
     return mask
 
 
-def _band_radius(level: _Level) -> int:
-    """:data:`BAND_RADIUS` for the full-resolution level, :data:`COARSE_BAND_RADIUS` for a coarse one."""
-    return COARSE_BAND_RADIUS if isinstance(level, _CoarseLevel) else BAND_RADIUS
+def _band_steps(f: Sequence[int], radius: int, spacing: Optional[Sequence[float]] = None) -> list:
+    """Blocks of ``f`` voxels to grow a band by, per axis, so that it reaches ``radius`` voxels further.
 
-
-def _band_steps(f: Sequence[int], spacing: Sequence[float], radius: int = BAND_RADIUS) -> list:
-    """Blocks of ``f`` voxels to grow a band by, per axis, so that it reaches ``radius`` voxels of the finest
-    axis further: ``radius * min(spacing) / spacing_a`` voxels along axis ``a`` (at least one block).
+    With ``spacing``, ``radius`` counts voxels of the finest axis and the band reaches as far in
+    millimetres along the others (``radius * min(spacing) / spacing_a`` voxels along axis ``a``),
+    but at least one block beyond the blocks at the boundary.
 
     Examples
     --------
-    >>> _band_steps((1, 2, 2), (0.015, 0.0075, 0.0075))  # sections twice as thick as the pixels
-    [2, 2, 2]
-    >>> _band_steps((2, 2, 2), (1.0, 1.0, 1.0))
+    >>> _band_steps((2, 2, 2), 6)
+    [3, 3, 3]
+    >>> _band_steps((1, 2, 2), 3, (0.015, 0.0075, 0.0075))  # sections twice as thick as the pixels
     [2, 2, 2]
     """
+    if spacing is None:
+        return [-(-radius // k) for k in f]
     finest = min(spacing)
     # The tolerance keeps a reach of exactly n voxels from rounding up to n + 1 blocks' worth.
-    return [max(1, math.ceil(radius * finest / s / k - 1e-6)) for k, s in zip(f, spacing)]
+    return [max(2, math.ceil(radius * finest / s / k - 1e-6)) for k, s in zip(f, spacing)]
+
+
+def _level_band_steps(level: _Level, f: Sequence[int]) -> list:
+    """:func:`_band_steps` of a level's band: :data:`BAND_RADIUS` at full resolution, as far in millimetres
+    along thick sections; :data:`COARSE_BAND_RADIUS` voxels along every axis at a coarse level, whose
+    band places every band above it (narrowing it along thick sections cost energy there: BENCHMARKS.md,
+    "Interactive speed" item 18)."""
+    if isinstance(level, _CoarseLevel):
+        return _band_steps(f, COARSE_BAND_RADIUS)
+    return _band_steps(f, BAND_RADIUS, level.spacing)
 
 
 def _coarse_band(labels: np.ndarray, seeds: np.ndarray, steps: Sequence[int]) -> np.ndarray:
@@ -1624,7 +1635,7 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
         weights[level.shape] = coarse.weights
     coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel, weights,
                            COARSE_FULL_MAX_VOXELS)
-    band = _coarse_band(coarse_labels, coarse.seeds, _band_steps(f, level.spacing, _band_radius(level)))
+    band = _coarse_band(coarse_labels, coarse.seeds, _level_band_steps(level, f))
     del coarse  # only its labels and the band are needed from here on
     labels = _upsample(coarse_labels, f, level.shape)
     del coarse_labels

@@ -141,12 +141,15 @@ def test_banded_equals_full_on_a_phantom(shape, neighbourhood):
 
 def test_the_band_reaches_as_far_in_millimetres_along_thick_sections():
     f, spacing = (1, 2, 2), (0.015, 0.0075, 0.0075)  # sections twice as thick as the pixels
-    steps = graphcut._band_steps(f, spacing, radius=3)
+    steps = graphcut._band_steps(f, 3, spacing)
     reach = [n * k * s for n, k, s in zip(steps, f, spacing)]  # millimetres, per axis
     assert all(r >= 3 * 0.0075 - 1e-12 for r in reach)
     assert steps[0] < 3  # fewer sections than a band counted in voxels would take
-    assert graphcut._band_steps((2, 2, 2), (0.5, 0.5, 0.5), radius=3) == [2, 2, 2]
-    assert graphcut._band_steps((1, 1, 1), (0.1, 0.1, 0.1), radius=3) == [3, 3, 3]
+    # Very thick sections: still one block beyond the blocks at the boundary.
+    assert graphcut._band_steps((1, 2, 2), 3, (0.1, 0.0075, 0.0075)) == [2, 2, 2]
+    assert graphcut._band_steps((2, 2, 2), 3, (0.5, 0.5, 0.5)) == [2, 2, 2]
+    assert graphcut._band_steps((1, 1, 1), 3, (0.1, 0.1, 0.1)) == [3, 3, 3]
+    assert graphcut._band_steps((1, 2, 2), 6) == [6, 3, 3]  # in voxels (a coarse level's band)
 
 
 @pytest.mark.parametrize("thickness", [2.0, 6.0])  # z is not coarsened, and its band is counted in millimetres
