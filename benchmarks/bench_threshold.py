@@ -41,6 +41,7 @@ def counts(prob: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def main(argv=None) -> int:
     from bench_settings import _outputs
 
+    from ScribbleSegLib.commands.bench import model_path
     from ScribbleSegLib.model_file import load_model
     from ScribbleSegLib.phantom import FAMILIES
     from ScribbleSegLib.protocol import make_volumes
@@ -48,7 +49,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, required=True, help="folder with munet_<family>.model files")
     parser.add_argument("--cache", type=Path, help="folder for the networks' outputs per volume (bench_settings.py's)")
-    parser.add_argument("--volumes", type=int, nargs="+", default=[2, 3], help="phantom indices (bench: 2 3 validation)")
+    parser.add_argument("--volumes", type=int, nargs="+", default=[2, 3],
+                        help="phantom indices (bench: 2 3 validation)")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
     args = parser.parse_args(argv)
 
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     print("| network → volumes | IoU at 1/2 | precision | recall | best offset | its IoU |")
     print("|---|---|---|---|---|---|")
     for train in FAMILIES:
-        model = load_model(args.models / f"munet_{train}.model", device="cpu")
+        model = load_model(model_path(args.models, "munet", train), device="cpu")
         for test in FAMILIES:
             total = sum(counts(_outputs(vols[test][i], model, args.cache, f"{train}_{test}{i}")[0],
                                vols[test][i].label > 0) for i in args.volumes)
