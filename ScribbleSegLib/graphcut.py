@@ -45,8 +45,8 @@ Memory and the coarse-to-fine banded cut
     blocks holding both scribble classes) are re-cut at full resolution; the other
     voxels keep the coarse label, and their pairs with band voxels become terminal
     capacities. Where the new boundary reaches voxels that no band held yet, the
-    region around them is re-cut with everything else fixed, up to
-    :data:`BAND_GROWTH_PASSES` times. With the 10-neighbourhood the band re-cut has
+    blocks around them join the band's graph, whose max-flow goes on from the last
+    flow (BK's tree reuse), up to :data:`BAND_GROWTH_PASSES` times. With the 10-neighbourhood the band re-cut has
     the in-plane diagonals too (as the full cut); the coarse levels, which only place
     the band, have the 6 axis pairs, whose summed face weights approximate the
     diagonals' share of a block face. Every re-cut minimises the energy over its
@@ -593,10 +593,11 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
         memory.follow(level, image, mode)
         weights = memory.coarse_weights
     warm = memory is not None and memory.labels is not None
-    labels = _cut_from_memory(level, memory, budget, progress, cancel) if warm else \
-        _solve(level, mode, budget, progress, cancel, weights)
+    keep = [] if memory is not None else None  # the full-resolution band's graph, for the next cut
+    labels = _cut_from_memory(level, memory, budget, progress, cancel, keep) if warm else \
+        _solve(level, mode, budget, progress, cancel, weights, keep=keep)
     if memory is not None:
-        memory.remember(level, labels)
+        memory.remember(level, labels, keep[0] if keep else None)
     report(progress, "graph cut", 1.0, "done")
     return labels
 
@@ -606,8 +607,8 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
 REUSE_DATA_CHANGE = 0.05
 #: ... when the change is against the voxel's last label and leaves it within this of favouring the other.
 REUSE_MARGIN = 0.1
-#: ... unless the band would hold more than this fraction of the volume's blocks: then it cuts from scratch
-#: (with the kept coarse weights).  A band re-cut costs several times more per voxel than a grid cut, and its
+#: Without a kept band graph (after a full cut), it re-cuts a new band unless the band would hold more than
+#: this fraction of the volume's blocks: then it cuts from scratch (with the kept coarse weights).  A band re-cut costs several times more per voxel than a grid cut, and its
 #: max-flow grows faster than the band: on a 100x512x512 phantom a band of 4.3% of the volume (the last
 #: boundary alone, 1.1 M voxels) took 10.2 s where the cut from scratch, whose full-resolution band holds
 #: 0.69 M voxels, took 8.3 s (BENCHMARKS.md, "Interactive speed", item 19).
@@ -616,34 +617,45 @@ REUSE_MAX_BAND = 0.025
 #: save on, so a band up to this fraction is still cheaper (40x256x256: 0.4 s from the last labels, 1.0 s
 #: from scratch; BENCHMARKS.md).
 REUSE_MAX_BAND_FULL = 0.3
+#: A warm cut grows the last cut's band graph (:class:`_Region`) by the blocks around what changed outside
+#: it, as long as the graph then holds at most this fraction of the volume's blocks (where a cut from
+#: scratch would be a full cut, :data:`REUSE_MAX_BAND_FULL`); beyond, a cut from scratch starts a smaller one.
+#: The graph stays in memory between cuts (about 370 bytes per voxel with the diagonals): at 100x512x512 this
+#: bounds it to about 0.6 GiB, where one warm cut after new strokes grew it from 2.8% to 3.9%
+#: (BENCHMARKS.md, "Interactive speed", item 20).
+REUSE_MAX_REGION = 0.06
 
 
 class CutMemory:
-    """What a cut leaves for the next cut of the same image: coarse pair weights, labels, data term, seeds.
+    """What a cut leaves for the next cut of the same image: coarse pair weights, labels, data term, seeds,
+    and the graph of its full-resolution band.
 
     A warm session (:class:`ScribbleSegLib.session.Session`) keeps one.  The pair
     weights of the coarse levels of a coarse-to-fine cut depend only on the image,
     the spacing and the parameters: they are kept and reused as they are (the cut
     is the same, without recomputing the colour contrasts of every voxel pair).
-    The next :func:`graph_cut` with it also starts from the last labels and re-cuts, at full
-    resolution and with everything else fixed, only the blocks within
-    :data:`BAND_RADIUS` voxels of the last boundary, of voxels whose data term moved
-    by more than :data:`REUSE_DATA_CHANGE` against their last label (and now favour the
-    other label, or nearly: :data:`REUSE_MARGIN`), and of voxels whose seed changed; where
-    the new boundary reaches the edge of that band it grows, as in the banded cut
-    (:data:`BAND_GROWTH_PASSES`).  That skips the coarse cut (or the whole-volume
-    cut) and its graph, unless the band would hold more than :data:`REUSE_MAX_BAND` of
-    the volume (:data:`REUSE_MAX_BAND_FULL` where the cut from scratch would be a
-    full cut; the adaptation moved a lot): then it cuts from scratch, with the kept
-    weights.  Like the banded cut it can miss parts of the optimum that
-    move further than the band in one piece without touching its edge.  On the
-    benchmark volumes (BENCHMARKS.md, "Interactive speed"), where this rule started from
-    the last labels (40x256x256) the labels equalled a cut from scratch; forced on
-    100x512x512 they differed (Dice 0.994) with a lower energy than the coarse-to-fine
-    cut from scratch (within 0.0004% of the full cut's), whose own approximation is the
-    difference (``benchmarks/bench_interactive.py cut --full``).  It holds 2 bytes per voxel (labels with
-    seeds, and the data term in steps of 1/250), plus 12 bytes per coarse voxel for the
-    weights.
+    The next :func:`graph_cut` with it starts from the last labels and re-cuts at full
+    resolution, with everything else fixed, the blocks within :data:`BAND_RADIUS` voxels
+    of the last boundary, of voxels whose data term ``h'`` moved by more than
+    :data:`REUSE_DATA_CHANGE` against their last label (and now favour the other label, or
+    nearly: :data:`REUSE_MARGIN`), and of seeds against the last label or taken away (a seed
+    on a voxel of its own label, or a data term that moved towards the label, cannot make
+    the last labels worse than another labelling).  Where the new boundary reaches the edge
+    of that band it grows, as in the banded cut (:data:`BAND_GROWTH_PASSES`).
+
+    The band's graph (:class:`_Region`) is kept, solved, from one cut to the next: the
+    next cut gives its voxels the new data term and seeds, adds the blocks around what
+    changed outside it, and runs BK's max-flow from the last flow and search trees
+    (Kohli and Torr 2005), so that only the change costs.  A cut from scratch (the first,
+    or one whose band would exceed :data:`REUSE_MAX_REGION` of the volume, or
+    :data:`REUSE_MAX_BAND_FULL` where the cut from scratch would be a full cut) keeps its
+    own full-resolution band's graph.  Like the banded cut this can miss parts of the
+    optimum that move further than the band in one piece without touching its edge.  On
+    the 100x512x512 benchmark volume the warm cut's energy was below that of the
+    coarse-to-fine cut from scratch (BENCHMARKS.md, "Interactive speed", item 20).  It holds
+    2 bytes per voxel (labels with seeds, and the data term in steps of 1/250), 12 bytes
+    per coarse voxel for the weights, and the band's graph (about 300-400 bytes per band
+    voxel, :func:`_band_cut_bytes`).
 
     Examples
     --------
@@ -661,6 +673,7 @@ class CutMemory:
         self._packed: Optional[np.ndarray] = None  # uint8: label in bit 0, seed code in bits 1-2
         self.data: Optional[np.ndarray] = None  # uint8 h' of the last cut, see DATA_STEPS
         self.coarse_weights: dict = {}  # level shape -> its coarse level's pair weights
+        self.region: Optional[_Region] = None  # the last cut's full-resolution band graph, solved
 
     @property
     def labels(self) -> Optional[np.ndarray]:
@@ -678,7 +691,7 @@ class CutMemory:
 
     def clear(self) -> None:
         """Forget the last cut: the next one starts from scratch."""
-        self.key = self._packed = self.data = None
+        self.key = self._packed = self.data = self.region = None
         self.coarse_weights = {}
 
     @staticmethod
@@ -697,8 +710,9 @@ class CutMemory:
             self.clear()
             self.key = key
 
-    def remember(self, level: "_ImageLevel", labels: np.ndarray) -> None:
-        """Keep this cut's labels, data term and seeds for the next."""
+    def remember(self, level: "_ImageLevel", labels: np.ndarray, region: Optional["_Region"] = None) -> None:
+        """Keep this cut's labels, data term and seeds for the next, and the graph of its full-resolution band."""
+        self.region = region
         self._packed = np.empty(level.shape, np.uint8)
         self.data = np.empty(level.shape, np.uint8)
         for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2]):
@@ -707,7 +721,8 @@ class CutMemory:
 
 
 def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int]) -> np.ndarray:
-    """Blocks of ``f`` voxels holding the last boundary, a moved data term or a changed seed."""
+    """Blocks of ``f`` voxels holding the last boundary, a data term moved against the last label, a seed
+    against it or a seed taken away."""
     shape = level.shape
     coarse_shape = tuple(-(-n // k) for n, k in zip(shape, f))
     blocks = np.zeros(coarse_shape, bool)
@@ -731,58 +746,88 @@ def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int]) -> np.nd
         against = np.where(heart, old - new, new - old) > REUSE_DATA_CHANGE
         against &= np.where(heart, new < 0.5 + REUSE_MARGIN, new > 0.5 - REUSE_MARGIN)
         mask |= against
-        mask |= level.seeds[z0:z1] != (memory._packed[z0:z1] >> np.uint8(1))
+        # Likewise a new seed on a voxel of its own label cannot move anything (the last labels already meet it):
+        # only a seed against the last label, or one taken away, can.
+        seeds, last_seeds = level.seeds[z0:z1], memory._packed[z0:z1] >> np.uint8(1)
+        mask |= (seeds == _HEART) & ~heart
+        mask |= (seeds == _BACKGROUND) & heart
+        mask |= (seeds == 0) & (last_seeds != 0)
         blocks[z0 // f[0]: -(-z1 // f[0])] |= _block_reduce(mask, f, "or").astype(bool)
     return blocks
 
 
 def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progress: Optional[ProgressCallback],
-                     cancel: Optional[CancelToken]) -> np.ndarray:
-    """The cut of ``level`` started from the last cut in ``memory`` (see :class:`CutMemory`)."""
+                     cancel: Optional[CancelToken], keep: list) -> np.ndarray:
+    """The cut of ``level`` started from the last cut in ``memory`` (see :class:`CutMemory`); the graph
+    it leaves is appended to ``keep``."""
     name = _fmt_shape(level.shape)
     f = _coarsen_factors(level.shape, level.spacing)
     if max(f) == 1:  # a volume too thin to group into blocks: cut it whole
         return _solve(level, "full", budget, progress, cancel)
+    # Detached until this cut ends: a cut that fails or is cancelled half-way leaves no graph behind.
+    region, memory.region = memory.region, None
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
-    band = _grow(_changed_blocks(level, memory, f), _level_band_steps(level, f))
+    changed = _changed_blocks(level, memory, f)
+    steps = _level_band_steps(level, f)
     mode = memory.key[3]
     full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget,
                                                                   _neighbourhood(level)))
-    if np.count_nonzero(band) > (REUSE_MAX_BAND_FULL if full else REUSE_MAX_BAND) * band.size:
-        # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
-        return _solve(level, mode, budget, progress, cancel, memory.coarse_weights)
-    labels = memory.labels  # a new array (unpacked)
-    return _recut_until_settled(level, labels, band, f, budget, progress, 0.0, 1.0, cancel)
+    if region is not None:
+        # Only what changed outside the graph is new to it; inside, the new data term and seeds go in.
+        band = _grow(changed & ~region.band.mask, steps) & ~region.band.mask
+        added = int(np.count_nonzero(band))
+        limit = REUSE_MAX_BAND_FULL if full else REUSE_MAX_REGION
+        if region.band.blocks.size + added <= limit * band.size and region.bytes_with(added) <= budget:
+            if region.neighbourhood != _neighbourhood(level):  # the last cut dropped the diagonals: as it did
+                level.params = dataclasses.replace(level.params, neighbourhood=region.neighbourhood)
+            labels = memory.labels  # a new array (unpacked)
+            region.refresh(level, cancel)
+            keep.append(_recut_until_settled(level, labels, band, f, budget, progress, 0.0, 1.0, cancel, region))
+            return labels
+        del region  # the graph would grow too big: its memory goes before the cut from scratch
+    else:
+        band = _grow(changed, steps)
+        if np.count_nonzero(band) <= (REUSE_MAX_BAND_FULL if full else REUSE_MAX_BAND) * band.size:
+            labels = memory.labels
+            keep.append(_recut_until_settled(level, labels, band, f, budget, progress, 0.0, 1.0, cancel))
+            return labels
+    # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
+    return _solve(level, mode, budget, progress, cancel, memory.coarse_weights, keep=keep)
 
 
 def _recut_until_settled(level: "_Level", labels: np.ndarray, band: np.ndarray, f, budget: int,
                          progress: Optional[ProgressCallback], low: float, high: float,
-                         cancel: Optional[CancelToken]) -> np.ndarray:
+                         cancel: Optional[CancelToken], region: Optional[_Region] = None) -> _Region:
     """Re-cut ``band`` of ``labels`` in place, the rest fixed; where the new boundary reaches the band's edge,
-    grow the band there and re-cut again (:data:`BAND_GROWTH_PASSES` times at most).  Progress runs from
-    ``low`` to ``high``."""
-    explored = band.copy()
-    passes = 1 + BAND_GROWTH_PASSES
-    for band_pass in range(passes):
-        if not band.any():
-            break
-        voxels = _Band(band, f, level.shape)
-        if band_pass == 0 and _neighbourhood(level) == 10 and _band_cut_bytes(voxels.nodes, 10) > budget:
+    grow the band there and re-cut again (:data:`BAND_GROWTH_PASSES` times at most), on one graph.
+    ``region``: a graph kept from an earlier cut of the same level (refreshed by the caller) to grow
+    instead of a new one.  Progress runs from ``low`` to ``high``.  Returns the graph."""
+    name = _fmt_shape(level.shape)
+    if region is None:
+        blocks = int(np.count_nonzero(band))
+        nodes = blocks * int(np.prod(f))
+        if _neighbourhood(level) == 10 and _band_cut_bytes(nodes, 10) > budget:
             # Decided once, on the band the coarse cut placed: every pass then minimises the same energy.
             # The 6-neighbourhood gives the same kind of result, with blockier in-plane outlines.
             _log.info("graph cut: the band of %d voxels of %s with in-plane diagonals needs about %s (budget %s); "
-                      "using the 6-neighbourhood", voxels.nodes, _fmt_shape(level.shape),
-                      _fmt_bytes(_band_cut_bytes(voxels.nodes, 10)), _fmt_bytes(budget))
+                      "using the 6-neighbourhood", nodes, name, _fmt_bytes(_band_cut_bytes(nodes, 10)),
+                      _fmt_bytes(budget))
             level.params = dataclasses.replace(level.params, neighbourhood=6)
+        region = _Region(level, f, budget, nodes)
+    passes = 1 + BAND_GROWTH_PASSES
+    for band_pass in range(passes):
         start = low + (high - low) * band_pass / passes
-        contact = _recut_band(level, labels, voxels, explored, budget,
-                              sub_progress(progress, start, start + (high - low) / passes), cancel)
+        report(progress, "graph cut", start, f"{name}: building the band's graph")
+        region.add(level, labels, band, cancel)
+        report(progress, "graph cut", start + 0.5 * (high - low) / passes,
+               f"{name}: band of {region.nodes} voxels, max-flow")
+        contact = region.solve(labels, cancel)
         if not contact.any():
             break
-        # The boundary reached voxels no band held yet: re-cut around there, the rest fixed.
+        # The boundary reached voxels no band held yet: re-cut around there too.
         band = _grow(contact, _level_band_steps(level, f))
-        explored |= band
-    return labels
+    report(progress, "graph cut", high, f"{name}: band done")
+    return region
 
 
 def energy(labels: np.ndarray, h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
@@ -1244,13 +1289,15 @@ def _fmt_bytes(n: float) -> str:
 
 def _solve(level: _Level, mode: str, budget: int,
            progress: Optional[ProgressCallback], cancel: Optional[CancelToken],
-           weights: Optional[dict] = None, full_max: Optional[int] = None) -> np.ndarray:
+           weights: Optional[dict] = None, full_max: Optional[int] = None,
+           keep: Optional[list] = None) -> np.ndarray:
     """Cut ``level`` in ``mode``, after checking the memory estimate against ``budget``.
 
     ``weights`` (level shape -> pair weights of its coarse level) is read and filled by a
     coarse-to-fine cut, so that the next cut of the same image skips computing them.
     ``full_max``: the most voxels ``mode="auto"`` cuts in full (default :data:`AUTO_FULL_MAX_VOXELS`;
-    :data:`COARSE_FULL_MAX_VOXELS` for a coarse level).
+    :data:`COARSE_FULL_MAX_VOXELS` for a coarse level).  ``keep``: a list that a coarse-to-fine cut
+    appends its full-resolution band's graph (:class:`_Region`) to, for the next cut to grow.
     """
     shape = level.shape
     nb = _neighbourhood(level)
@@ -1266,7 +1313,7 @@ def _solve(level: _Level, mode: str, budget: int,
                 f"graph cut: even a coarse-to-fine cut of {_fmt_shape(shape)} voxels needs about "
                 f"{_fmt_bytes(band_bytes)}, more than the memory budget of {_fmt_bytes(budget)}; "
                 "downsample the volume or free memory")
-        return _cut_banded(level, budget, progress, cancel, weights)
+        return _cut_banded(level, budget, progress, cancel, weights, keep)
     if full_bytes > budget:
         raise ScribbleSegError(
             f"graph cut: a full cut of {_fmt_shape(shape)} voxels needs about {_fmt_bytes(full_bytes)}, "
@@ -1519,25 +1566,38 @@ def _upsample(coarse: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> np.
 
 
 class _Band:
-    """The full-resolution voxels of a set of coarse blocks, numbered as graph nodes.
+    """The full-resolution voxels of a growing set of coarse blocks, numbered as graph nodes.
 
     Node ``rank * P + local`` is the voxel at C-order position ``local`` inside
-    the ``rank``-th band block, ``P`` being the voxels per block; the nodes of
+    the ``rank``-th block added, ``P`` being the voxels per block; the nodes of
     voxels that a block at the volume's edge lacks exist but stay unconnected.
     """
 
     def __init__(self, mask: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> None:
-        self.mask, self.f, self.shape = mask, tuple(f), tuple(shape)
-        self.blocks = np.flatnonzero(mask)
+        self.f, self.shape = tuple(f), tuple(shape)
+        self.mask = np.zeros(mask.shape, bool)
+        self.blocks = np.empty(0, np.int64)
         self.rank = np.full(mask.size, -1, np.int64)
-        self.rank[self.blocks] = np.arange(self.blocks.size)
         self.per_block = int(np.prod(self.f))
-        self.nodes = self.blocks.size * self.per_block
+        self.extend(mask)
 
-    def chunks(self) -> Iterator["_BandChunk"]:
-        """The band blocks, about ``_SLAB_VOXELS`` voxels at a time."""
+    @property
+    def nodes(self) -> int:
+        return self.blocks.size * self.per_block
+
+    def extend(self, mask: np.ndarray) -> int:
+        """Add the blocks of ``mask`` not held yet, after the others; returns the rank of the first added."""
+        new = np.flatnonzero(mask & ~self.mask)
+        first = self.blocks.size
+        self.rank[new] = np.arange(first, first + new.size)
+        self.blocks = np.concatenate([self.blocks, new])
+        self.mask.reshape(-1)[new] = True
+        return first
+
+    def chunks(self, first: int = 0) -> Iterator["_BandChunk"]:
+        """The band blocks from rank ``first`` on, about ``_SLAB_VOXELS`` voxels at a time."""
         step = max(1, _SLAB_VOXELS // self.per_block)
-        for b0 in range(0, self.blocks.size, step):
+        for b0 in range(first, self.blocks.size, step):
             yield _BandChunk(self, b0, min(self.blocks.size, b0 + step))
 
 
@@ -1628,7 +1688,8 @@ class _BandChunk:
 
 
 def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
-                cancel: Optional[CancelToken], weights: Optional[dict] = None) -> np.ndarray:
+                cancel: Optional[CancelToken], weights: Optional[dict] = None,
+                keep: Optional[list] = None) -> np.ndarray:
     name = _fmt_shape(level.shape)
     f = _coarsen_factors(level.shape, level.spacing)
     report(progress, "graph cut", 0.0, f"{name}: downsampling by {_fmt_shape(f)}")
@@ -1641,7 +1702,10 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
     del coarse  # only its labels and the band are needed from here on
     labels = _upsample(coarse_labels, f, level.shape)
     del coarse_labels
-    _recut_until_settled(level, labels, band, f, budget, progress, 0.5, 1.0, cancel)
+    region = _recut_until_settled(level, labels, band, f, budget, progress, 0.5, 1.0, cancel)
+    if keep is not None:
+        keep.append(region)
+    del region
     report(progress, "graph cut", 1.0, f"{name}: done")
     return labels
 
@@ -1651,75 +1715,163 @@ def _part(data: Optional[np.ndarray], index: tuple) -> Optional[np.ndarray]:
     return None if data is None else data[index]
 
 
-def _recut_band(level: _Level, labels: np.ndarray, band: _Band, explored: np.ndarray, budget: int,
-                progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
-    """Minimise the energy over the band voxels of ``labels`` (in place), the others fixed.
+class _Region:
+    """A max-flow graph over a growing band of a level's full-resolution voxels, the others fixed.
 
-    Returns the coarse blocks that no band has held yet (outside ``explored``)
-    next to a band voxel of the other label after the cut: where the boundary
-    lies on the edge of the explored region and may want to move further.
+    The band voxels are the nodes; their pairs with voxels outside the band become terminal
+    capacities from the fixed label there (a band voxel pays the pair weight for taking the other
+    label).  Blocks can be added after a max-flow (:meth:`add`: the pairs with the voxels held before
+    become edges, and those voxels give back the capacity they had for them) and the data term and
+    seeds of the held voxels changed (:meth:`refresh`).  Every :meth:`solve` after the first then
+    starts from the last flow and search trees instead of from nothing (BK's tree reuse: Kohli and
+    Torr, "Efficiently solving dynamic Markov random fields using graph cuts", ICCV 2005): the
+    growth passes of a cut, and a warm session's next cut (:class:`CutMemory`), cost what changed.
+    Each solve minimises the energy over the band voxels exactly, the rest fixed.
     """
-    name = _fmt_shape(level.shape)
-    nb = _neighbourhood(level)
-    diagonals = nb == 10
-    needed = _band_cut_bytes(band.nodes, nb)
-    if needed > budget:
-        raise ScribbleSegError(
-            f"graph cut: the band around the coarse boundary of {name} voxels has {band.nodes} voxels and needs "
-            f"about {_fmt_bytes(needed)}, more than the memory budget of {_fmt_bytes(budget)}; "
-            "downsample the volume or free memory")
-    check(cancel)
-    report(progress, "graph cut", 0.0, f"{name}: band of {band.nodes} voxels, building the graph")
-    flat_labels, h, seeds = labels.reshape(-1), level.h.reshape(-1), level.seeds.reshape(-1)
-    graph = maxflow.Graph[float](band.nodes, (5 if diagonals else 3) * band.nodes)
-    graph.add_nodes(band.nodes)
-    for chunk in band.chunks():
+
+    def __init__(self, level: _Level, f: Sequence[int], budget: int, nodes: int = 0) -> None:
+        self.shape = level.shape
+        self.band = _Band(np.zeros(tuple(-(-n // k) for n, k in zip(self.shape, f)), bool), f, self.shape)
+        self.neighbourhood = _neighbourhood(level)
+        self.budget = budget
+        # Room for ``nodes`` voxels and their pairs up front: it grows by reallocating beyond.
+        self.graph = maxflow.Graph[float](nodes, (5 if self.neighbourhood == 10 else 3) * nodes)
+        self.data = np.empty(0, np.float32)  # per node: the data term its terminal capacities hold
+        self.seeds = np.empty(0, np.uint8)  # per node: its seed code (0 for the voxels a block lacks)
+        self.solved = False
+        self._marked: list = []  # node ids changed since the last max-flow
+        self._chunks: list = []  # the band's chunks, made once (their voxel indices cost to compute)
+
+    @property
+    def nodes(self) -> int:
+        return self.band.nodes
+
+    def bytes_with(self, blocks: int) -> int:
+        """Memory of this graph with ``blocks`` more blocks."""
+        return _band_cut_bytes(self.nodes + blocks * self.band.per_block, self.neighbourhood)
+
+    def _node_data(self, level: _Level, chunk: "_BandChunk") -> Tuple[np.ndarray, np.ndarray]:
+        """The data term and seed code of a chunk's voxels (0 for the voxels the volume lacks)."""
+        data = np.where(chunk.valid, level.h.reshape(-1)[chunk.flat], np.float32(0))
+        seeds = np.where(chunk.valid, level.seeds.reshape(-1)[chunk.flat], np.uint8(0))
+        return data.astype(np.float32, copy=False), seeds.astype(np.uint8, copy=False)
+
+    def _unary(self, level: _Level, data: np.ndarray, seeds: np.ndarray, valid: np.ndarray):
+        source, sink = _unary(data, seeds, level.seed_capacity)
+        source[~valid] = sink[~valid] = 0.0
+        return source, sink
+
+    def add(self, level: _Level, labels: np.ndarray, mask: np.ndarray,
+            cancel: Optional[CancelToken] = None) -> None:
+        """Hold the voxels of the blocks of ``mask`` too, with ``labels`` fixed outside the band."""
+        new_blocks = int(np.count_nonzero(mask & ~self.band.mask))
+        if not new_blocks:
+            return
+        needed = self.bytes_with(new_blocks)
+        if needed > self.budget:
+            raise ScribbleSegError(
+                f"graph cut: the band around the coarse boundary of {_fmt_shape(self.shape)} voxels has "
+                f"{self.nodes + new_blocks * self.band.per_block} voxels and needs about {_fmt_bytes(needed)}, "
+                f"more than the memory budget of {_fmt_bytes(self.budget)}; downsample the volume or free memory")
+        graph, P = self.graph, self.band.per_block
+        held = self.nodes  # the nodes before this call
+        first = self.band.extend(mask)
+        graph.add_nodes(self.nodes - held)
+        diagonals = self.neighbourhood == 10
+        flat_labels = labels.reshape(-1)
+        datas, seed_codes = [self.data], [self.seeds]
+        for chunk in self.band.chunks(first):
+            check(cancel)
+            self._chunks.append(chunk)
+            data_term, seed_code = self._node_data(level, chunk)
+            datas.append(data_term.reshape(-1))
+            seed_codes.append(seed_code.reshape(-1))
+            source, sink = self._unary(level, data_term, seed_code, chunk.valid)
+            data = level.voxel_data(chunk.flat)
+
+            def link(index, w, forward, u, u_ids):
+                """Pairs of the voxels ``chunk.flat[index]`` with ``u``: an edge where ``u`` is in the band
+                (added from the forward side between two new blocks), else the fixed neighbour's label in
+                the data term."""
+                in_band = u_ids >= 0
+                older = in_band & (u_ids < held)
+                edge = in_band if forward else older
+                graph.add_edges(chunk.ids[index][edge], u_ids[edge], w[edge], w[edge])
+                if older.any():
+                    # The held voxel paid w for taking the other label than this one: it is a node now.
+                    heart = flat_labels[chunk.flat[index][older]] == 1
+                    paid = w[older]
+                    graph.add_grid_tedges(u_ids[older], -paid * ~heart, -paid * heart)
+                    self._marked.append(u_ids[older])
+                w[in_band] = 0.0
+                heart = flat_labels[u] == 1
+                sink[index] += w * heart
+                source[index] += w * ~heart
+
+            for axis in range(3):
+                if self.band.f[axis] > 1:
+                    lo, hi = chunk.inner_pairs(axis)
+                    w = level.pair_weights(axis, chunk.flat[lo], chunk.flat[hi], _part(data, lo), _part(data, hi))
+                    w *= (chunk.valid[lo] & chunk.valid[hi]) * _axis_share(axis, diagonals)  # none with voxels it lacks
+                    graph.add_edges(chunk.ids[lo], chunk.ids[hi], w, w)
+            for axis, step, face, sel, u, _, u_ids in chunk.face_pairs():
+                w = level.pair_weights(axis, chunk.flat[face], u, _part(data, face))
+                w *= sel * _axis_share(axis, diagonals)
+                link(face, w, step == 1, u, u_ids)
+            if diagonals:
+                whole = (slice(None),) * 4
+                for forward, sel, u, u_ids in chunk.diagonal_pairs():
+                    w = level.pair_weights(2, chunk.flat, u, data) * _CROFTON_DIAGONAL
+                    w *= sel
+                    link(whole, w, forward, u, u_ids)
+            graph.add_grid_tedges(chunk.ids, source, sink)
+            self._marked.append(chunk.ids.reshape(-1))
+        self.data, self.seeds = np.concatenate(datas), np.concatenate(seed_codes)
+
+    def refresh(self, level: _Level, cancel: Optional[CancelToken] = None) -> int:
+        """Give the held voxels ``level``'s data term and seeds; returns how many changed."""
+        changed_count = 0
+        for chunk in self._chunks:
+            check(cancel)
+            ids = chunk.ids.reshape(-1)
+            part = slice(int(ids[0]), int(ids[-1]) + 1)
+            data_term, seed_code = (a.reshape(-1) for a in self._node_data(level, chunk))
+            changed = (data_term != self.data[part]) | (seed_code != self.seeds[part])
+            if not changed.any():
+                continue
+            valid = chunk.valid.reshape(-1)[changed]
+            new = self._unary(level, data_term[changed], seed_code[changed], valid)
+            old = self._unary(level, self.data[part][changed], self.seeds[part][changed], valid)
+            self.graph.add_grid_tedges(ids[changed], new[0] - old[0], new[1] - old[1])
+            self._marked.append(ids[changed])
+            self.data[part], self.seeds[part] = data_term, seed_code
+            changed_count += int(np.count_nonzero(changed))
+        return changed_count
+
+    def solve(self, labels: np.ndarray, cancel: Optional[CancelToken] = None) -> np.ndarray:
+        """Minimise the energy over the band voxels of ``labels`` (in place), the others fixed.
+
+        Returns the coarse blocks outside the band next to a band voxel of the other label after
+        the cut: where the boundary lies on the band's edge and may want to move further.
+        """
         check(cancel)
-        source, sink = _unary(h[chunk.flat], seeds[chunk.flat], level.seed_capacity)
-        source[~chunk.valid] = sink[~chunk.valid] = 0.0
-        data = level.voxel_data(chunk.flat)
-
-        def link(index, w, forward, u, u_ids):
-            """Pairs of the voxels ``chunk.flat[index]`` with ``u``: an edge where ``u`` is in the band
-            (from the forward side only), else the fixed neighbour's label in the data term."""
-            in_band = u_ids >= 0
-            if forward:
-                graph.add_edges(chunk.ids[index][in_band], u_ids[in_band], w[in_band], w[in_band])
-            # A fixed neighbour makes the band voxel pay w for taking the other label.
-            w[in_band] = 0.0
-            heart = flat_labels[u] == 1
-            sink[index] += w * heart
-            source[index] += w * ~heart
-
-        for axis in range(3):
-            if band.f[axis] > 1:
-                lo, hi = chunk.inner_pairs(axis)
-                w = level.pair_weights(axis, chunk.flat[lo], chunk.flat[hi], _part(data, lo), _part(data, hi))
-                w *= (chunk.valid[lo] & chunk.valid[hi]) * _axis_share(axis, diagonals)  # none with voxels it lacks
-                graph.add_edges(chunk.ids[lo], chunk.ids[hi], w, w)
-        for axis, step, face, sel, u, _, u_ids in chunk.face_pairs():
-            w = level.pair_weights(axis, chunk.flat[face], u, _part(data, face))
-            w *= sel * _axis_share(axis, diagonals)
-            link(face, w, step == 1, u, u_ids)  # a pair between two band blocks is added from its first block
-        if diagonals:
-            whole = (slice(None),) * 4
-            for forward, sel, u, u_ids in chunk.diagonal_pairs():
-                w = level.pair_weights(2, chunk.flat, u, data) * _CROFTON_DIAGONAL
-                w *= sel
-                link(whole, w, forward, u, u_ids)
-        graph.add_grid_tedges(chunk.ids, source, sink)
-    check(cancel)
-    report(progress, "graph cut", 0.5, f"{name}: band max-flow")
-    graph.maxflow()
-    for chunk in band.chunks():
-        flat_labels[chunk.flat[chunk.valid]] = graph.get_grid_segments(chunk.ids[chunk.valid])
-    del graph
-    contact = np.zeros(band.mask.size, bool)
-    unexplored = ~explored.reshape(-1)
-    for chunk in band.chunks():
-        mine = flat_labels[chunk.flat]
-        for axis, step, face, sel, u, u_block, _ in chunk.face_pairs(ids=False):
-            touch = sel & unexplored[u_block] & (flat_labels[u] != mine[face])
-            contact[u_block[touch]] = True
-    report(progress, "graph cut", 1.0, f"{name}: band done")
-    return contact.reshape(band.mask.shape)
+        if self.solved and self._marked:
+            self.graph.mark_grid_nodes(np.concatenate(self._marked))
+        self._marked = []
+        self.graph.maxflow(reuse_trees=self.solved)
+        flat_labels = labels.reshape(-1)
+        contact = np.zeros(self.band.mask.size, bool)
+        outside = ~self.band.mask.reshape(-1)
+        for chunk in self._chunks:
+            voxels = chunk.flat[chunk.valid]
+            segments = self.graph.get_grid_segments(chunk.ids[chunk.valid]).astype(np.uint8)
+            if self.solved and np.array_equal(segments, flat_labels[voxels]):
+                # Contact comes from a label that moved (or a first cut): the band's edge held still here.
+                continue
+            flat_labels[voxels] = segments
+            mine = flat_labels[chunk.flat]
+            for axis, step, face, sel, u, u_block, _ in chunk.face_pairs(ids=False):
+                touch = sel & outside[u_block] & (flat_labels[u] != mine[face])
+                contact[u_block[touch]] = True
+        self.solved = True
+        return contact.reshape(self.band.mask.shape)

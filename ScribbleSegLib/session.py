@@ -7,8 +7,9 @@ the first run returns exactly what :func:`ScribbleSegLib.pipeline.segment` would
 for the same arguments (same labels, probability, warnings and suggestions).
 Later runs start the cut from the last one (``reuse_cut``,
 :class:`ScribbleSegLib.graphcut.CutMemory`: kept coarse pair weights, exact; and
-where little changed, a re-cut around the last boundary, which gave the same
-labels as a cut from scratch on the benchmark volumes); ``reuse_cut=False``
+the last cut's band graph, grown around what changed and cut on from its last
+flow, whose energy was closer to the exact optimum than a cut from scratch on
+the benchmark volumes); ``reuse_cut=False``
 makes every run equal to :func:`pipeline.segment`.
 Numpy in, numpy out, no Qt; the Slicer module's persistent worker
 (``task: session`` in :mod:`ScribbleSegLib.worker`) is built on it::

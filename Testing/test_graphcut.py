@@ -170,29 +170,39 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, neigh
     # Small volumes are mostly band: make sure the band re-cut runs rather than a cut from scratch.
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 1.0)
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)
-    recuts = []
-    real_recut = graphcut._recut_band
-    monkeypatch.setattr(graphcut, "_recut_band", lambda *a, **k: recuts.append(1) or real_recut(*a, **k))
+    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION", 1.0)
+    solves = []  # per max-flow: whether it started from the last one
+    real_solve = graphcut._Region.solve
+    monkeypatch.setattr(graphcut._Region, "solve", lambda self, *a, **k: solves.append(self.solved)
+                        or real_solve(self, *a, **k))
     h, image, scribbles, truth = ellipsoid_case(shape)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0, neighbourhood=neighbourhood)
     memory = CutMemory()
     first = graph_cut(h, image, scribbles, params=params, memory=memory)
     assert memory.labels is not None and np.array_equal(memory.labels, first)
-    # Same inputs again: nothing changed, nothing moves.
+    # Same inputs again: nothing changed, nothing moves (a band around the last boundary, cut on a new graph).
     assert np.array_equal(graph_cut(h, image, scribbles, params=params, memory=memory), first)
-    # New data (other noise, and two thirds of the heart now say background) and a new background stroke.
+    assert solves == [False] and memory.region is not None
+    region = memory.region
+    # New data (other noise, and two thirds of the heart now say background), a background stroke on the heart
+    # and a heart stroke on the background; then other data again: the graph of the last cut grows each time.
     h2, _, _, _ = ellipsoid_case(shape, seed=5)
     h2[:, :, shape[2] // 3:] *= 0.1
     scribbles2 = scribbles.copy()
-    scribbles2[shape[0] // 2, 2, :] = 2
-    recuts.clear()
-    warm = graph_cut(h2, image, scribbles2, params=params, memory=memory)
-    assert recuts  # started from the last labels
-    fresh = graph_cut(h2, image, scribbles2, params=params)
-    assert dice(warm, fresh) >= 0.999
-    assert np.count_nonzero(warm != first) > 100  # it did move with the data
-    e_warm, e_fresh = (energy(l, h2, image, scribbles2, params=params) for l in (warm, fresh))
-    assert e_fresh <= e_warm + 1e-6 and e_warm <= e_fresh * 1.001
+    scribbles2[shape[0] // 2, shape[1] // 2, shape[2] // 2: shape[2] // 2 + 4] = 2
+    scribbles2[shape[0] // 2, 3, 3:9] = 1
+    h3, _, _, _ = ellipsoid_case(shape, seed=6)
+    h3[:, : shape[1] // 4] *= 0.2
+    warm = {}
+    for case, (h_, scribbles_) in enumerate(((h2, scribbles2), (h3, scribbles2))):
+        solves.clear()
+        warm[case] = graph_cut(h_, image, scribbles_, params=params, memory=memory)
+        assert solves[0] and memory.region is region  # the last cut's graph, started from its last flow
+        fresh = graph_cut(h_, image, scribbles_, params=params)
+        assert dice(warm[case], fresh) >= 0.999
+        e_warm, e_fresh = (energy(l, h_, image, scribbles_, params=params) for l in (warm[case], fresh))
+        assert e_fresh <= e_warm + 1e-6 and e_warm <= e_fresh * 1.001
+    assert np.count_nonzero(warm[0] != first) > 100 and np.count_nonzero(warm[1] != warm[0]) > 100  # it moved
     # Other parameters or another image: a cut from scratch, and the memory follows it.
     other = GraphCutParams(**AS_GIVEN, gamma=4.0)
     assert np.array_equal(graph_cut(h2, image, scribbles2, params=other, memory=memory),
@@ -200,11 +210,36 @@ def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, neigh
     assert memory.key[2] == other
 
 
+def test_only_seeds_against_the_last_labels_or_taken_away_make_a_warm_cut_re_cut():
+    h, image, scribbles, _ = ellipsoid_case((8, 32, 32), seed=1)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
+    memory = CutMemory()
+    labels = graph_cut(h, image, scribbles, params=params, memory=memory)
+    background = np.argwhere((labels == 0) & (scribbles == 0))[0]
+
+    def changed(new_scribbles):
+        level = graphcut._top_level(h, image, new_scribbles, (1.0, 1.0, 1.0), params)
+        return set(map(tuple, np.argwhere(graphcut._changed_blocks(level, memory, (1, 1, 1)))))
+
+    last_boundary = changed(scribbles)
+    agreeing = scribbles.copy()
+    agreeing[tuple(background)] = 2
+    assert changed(agreeing) == last_boundary  # a background seed on background: nothing to re-cut
+    against = scribbles.copy()
+    against[tuple(background)] = 1
+    assert changed(against) == last_boundary | {tuple(background)}
+    taken = scribbles.copy()
+    seed = next(tuple(v) for v in np.argwhere(scribbles == 2) if tuple(v) not in last_boundary)
+    taken[seed] = 0
+    assert changed(taken) == last_boundary | {seed}
+
+
 def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0)
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 0.0)  # never start from the last labels here
     monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 0.0)
+    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION", 0.0)
     monkeypatch.setattr(graphcut, "COARSE_FULL_MAX_VOXELS", 2000)  # and cut the coarse levels banded too
     memory = CutMemory()
     graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
@@ -506,11 +541,14 @@ def test_a_coarse_to_fine_cut_keeps_the_diagonals_when_its_true_band_holds_them(
     assert np.array_equal(dropped, six) and not np.array_equal(dropped, free)
 
 
+@pytest.mark.parametrize("grown", [False, True])
 @pytest.mark.parametrize("neighbourhood", [6, 10])
 @pytest.mark.parametrize("blocks", [(0, 4), (0, 1), (1, 3), (2, 4)])  # corner-to-corner, side by side, ...
-def test_a_band_re_cut_is_the_minimum_with_the_rest_fixed(blocks, neighbourhood):
+def test_a_band_re_cut_is_the_minimum_with_the_rest_fixed(blocks, neighbourhood, grown):
     # Two of the six 1x2x2 blocks of a 1x4x6 volume are re-cut, the rest fixed: brute force over their 8 voxels.
     # A weak boundary term against a data term near 1/2, so that data and pairs compete; 8 random cases each.
+    # grown: the graph first holds one block, cut with other data and seeds, then gets the second block and
+    # this data term and seeds, and its max-flow starts from the last one (a warm session's next cut).
     from itertools import product
 
     shape = (1, 4, 6)
@@ -532,7 +570,19 @@ def test_a_band_re_cut_is_the_minimum_with_the_rest_fixed(blocks, neighbourhood)
             energies[bits] = energy(labels, h, image, scribbles, params=params)
         level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0), params)
         labels = start.copy()
-        graphcut._recut_band(level, labels, graphcut._Band(mask, (1, 2, 2), shape), mask.copy(), 2**30, None, None)
+        region = graphcut._Region(level, (1, 2, 2), 2**30)
+        if grown:
+            other_scribbles = np.zeros(shape, np.uint8)
+            other_scribbles[0, 1, 1], other_scribbles[0, 2, 4] = 2, 1  # against this case's seeds
+            other = graphcut._top_level(rng.random(shape).astype(np.float32), image, other_scribbles,
+                                        (1.0, 1.0, 1.0), params)
+            first = np.zeros_like(mask)
+            first.flat[blocks[0]] = True
+            region.add(other, labels, first)
+            region.solve(labels)
+            assert region.refresh(level) > 0
+        region.add(level, labels, mask)
+        region.solve(labels)
         assert np.array_equal(labels[~in_band], start[~in_band])
         assert energies[tuple(labels[in_band])] == pytest.approx(min(energies.values()), abs=1e-6), trial
 

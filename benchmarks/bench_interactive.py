@@ -15,8 +15,9 @@ that its peak RSS (``VmHWM``) is its own::
     python benchmarks/bench_interactive.py rounds --work /tmp/bi40 --seed-across 1 0.5  # corrective rounds: IoU
 
 ``session`` opens a :class:`~ScribbleSegLib.session.Session` on the cached
-features, runs ``first`` once and ``more`` ``--repeats`` times and prints each
-run's stage times.  ``agree`` trains f and the head once per scribble pattern,
+features, runs ``first`` once, ``more`` ``--repeats`` times and then ``--corrective``
+runs that each add simulated corrective strokes (:func:`~ScribbleSegLib.scribbles.corrective_scribbles`
+on the last result), and prints each run's stage times.  ``agree`` trains f and the head once per scribble pattern,
 evaluates ``h`` both ways and cuts both, and prints the Dice of the final labels.
 ``cut`` adapts to ``first`` and ``more`` once, then times the cut of ``more``: from
 scratch, and after the cut of ``first`` with a :class:`~ScribbleSegLib.graphcut.CutMemory`
@@ -91,7 +92,7 @@ def _features(work: Path, image, loaded, model: str):
                                      scale=pipeline.network_scale(image.geometry.spacing[:2], loaded))
 
 
-def session(work: Path, model: str, repeats: int, evaluation: str) -> None:
+def session(work: Path, model: str, repeats: int, evaluation: str, corrective: int = 0) -> None:
     import dataclasses
 
     from ScribbleSegLib import volume_io
@@ -108,9 +109,15 @@ def session(work: Path, model: str, repeats: int, evaluation: str) -> None:
     s = Session(image, model, device="cpu", cache_dir=work / "cache")
     print(f"session open: {time.perf_counter() - t0:.2f} s (features cached: {s.features_cached}); "
           f"peak RSS so far {peak_rss_gib():.2f} GiB")
-    runs = ["first"] + ["more"] * repeats
-    for name in runs:
-        strokes = _read(work, name, image)
+    from ScribbleSegLib.scribbles import corrective_scribbles
+
+    runs = ["first"] + ["more"] * repeats + ["corrective"] * corrective
+    labels = None
+    for k, name in enumerate(runs):
+        if name == "corrective":  # the user's next strokes, inside the largest wrong regions of the worst sections
+            strokes = corrective_scribbles(truth, labels, strokes, seed=k, spacing=image.geometry.spacing)
+        else:
+            strokes = _read(work, name, image)
         t0 = time.perf_counter()
         cpu0 = time.process_time()
         result = s.run(strokes, ddml_config=config)
@@ -118,6 +125,7 @@ def session(work: Path, model: str, repeats: int, evaluation: str) -> None:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
         print(f"warm run ({name}): {wall:.2f} s wall, {cpu:.2f} s CPU ({stages}); "
               f"IoU {evaluate(result.labels, truth)['iou']:.4f}; peak RSS {peak_rss_gib():.2f} GiB")
+        labels = result.labels
         del result  # the persistent worker writes a run's outputs and drops them before the next run
     print(json.dumps({"peak_rss_gib": round(peak_rss_gib(), 3)}))
 
@@ -237,10 +245,10 @@ def cut(work: Path, model: str, profile: bool = False, full: bool = False) -> No
         for (path, _, function), (_, _, own, total, _) in sorted(stats.stats.items(), key=lambda i: -i[1][3]):
             if path.endswith("graphcut.py") and total >= 0.1:
                 print(f"  graphcut.{function}: {total:.2f} s (own {own:.2f} s)")
-    defaults = graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL
-    for label, limits in (("library's rule", defaults), ("always from the last labels", (1.0, 1.0)),
-                          ("coarse weights only", (0.0, 0.0))):
-        graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL = limits
+    defaults = graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL, graphcut.REUSE_MAX_REGION
+    for label, limits in (("library's rule", defaults), ("always from the last labels", (1.0, 1.0, 1.0)),
+                          ("coarse weights only", (0.0, 0.0, 0.0))):
+        graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL, graphcut.REUSE_MAX_REGION = limits
         memory = graphcut.CutMemory()
         timed("first", memory)
         labels, wall, cpu = timed("more", memory)
@@ -249,7 +257,7 @@ def cut(work: Path, model: str, profile: bool = False, full: bool = False) -> No
               f"{energy(labels):.1f}; memory holds "
               f"{(memory._packed.nbytes + memory.data.nbytes) / 2**20:.0f} MiB + coarse "
               f"weights {sum(w.nbytes for ws in memory.coarse_weights.values() for w in ws) / 2**20:.0f} MiB")
-    graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL = defaults
+    graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL, graphcut.REUSE_MAX_REGION = defaults
     print(json.dumps({"peak_rss_gib": round(peak_rss_gib(), 3)}))
 
 
@@ -350,6 +358,9 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(100, 512, 512), metavar=("Z", "Y", "X"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--corrective", type=int, default=0,
+                        help="session: runs after the 'more' ones, each adding simulated corrective strokes "
+                             "(2 on each of the 3 worst sections, as the interactive rounds of the bench)")
     parser.add_argument("--patterns", type=int, default=3,
                         help="scribble patterns (agree; rounds: beside `first`) or seeds (steps)")
     parser.add_argument("--first-run", action="store_true", help="cli: with an empty cache (M-Unet included)")
@@ -368,7 +379,7 @@ def main() -> None:
     if args.mode == "prepare":
         prepare(args.work, args.shape, args.seed, model)
     elif args.mode == "session":
-        session(args.work, model, args.repeats, args.evaluation)
+        session(args.work, model, args.repeats, args.evaluation, args.corrective)
     elif args.mode == "cli":
         cli(args.work, model, args.evaluation, args.first_run, args.orientations)
     elif args.mode == "cut":
