@@ -611,7 +611,8 @@ REUSE_MARGIN = 0.1
 #: this fraction of the volume's blocks: then it cuts from scratch (with the kept coarse weights).  A band
 #: re-cut costs several times more per voxel than a grid cut, and its max-flow grows faster than the band:
 #: on a 100x512x512 phantom a band of 4.3% of the volume (the last boundary alone, 1.1 M voxels) took 10.2 s
-#: where the cut from scratch, whose full-resolution band holds 0.69 M voxels, took 8.3 s (BENCHMARKS.md, "Interactive speed", item 19).
+#: where the cut from scratch, whose full-resolution band holds 0.69 M voxels, took 8.3 s (BENCHMARKS.md,
+#: "Interactive speed", item 19).
 REUSE_MAX_BAND = 0.025
 #: The same limit where a cut from scratch would be a full cut (a small volume): it has no coarse level to
 #: save on, so a band up to this fraction is still cheaper (40x256x256: 0.4 s from the last labels, 1.0 s
