@@ -721,24 +721,27 @@ class CutMemory:
             self.data[z0:z1] = np.rint(level.data(z0, z1) * self.DATA_STEPS)
 
 
-def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int]) -> np.ndarray:
-    """Blocks of ``f`` voxels holding the last boundary, a data term moved against the last label, a seed
-    against it or a seed taken away."""
+def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int], boundary: bool = True) -> np.ndarray:
+    """Blocks of ``f`` voxels holding the last boundary (unless not ``boundary``), a data term moved against
+    the last label, a seed against it or a seed taken away."""
     shape = level.shape
     coarse_shape = tuple(-(-n // k) for n, k in zip(shape, f))
     blocks = np.zeros(coarse_shape, bool)
     labels = memory.labels
     for z0, z1 in _slabs(shape[0], shape[1] * shape[2], f[0]):
-        # One plane more each way, for the pairs across the slab's faces.
-        a0, a1 = max(0, z0 - 1), min(shape[0], z1 + 1)
-        part = labels[a0:a1]
-        edge = np.zeros(part.shape, bool)
-        for axis in range(3):
-            lo, hi = _pair_slices(axis)
-            change = part[lo] != part[hi]
-            edge[lo] |= change
-            edge[hi] |= change
-        mask = edge[z0 - a0: z0 - a0 + (z1 - z0)]
+        if boundary:
+            # One plane more each way, for the pairs across the slab's faces.
+            a0, a1 = max(0, z0 - 1), min(shape[0], z1 + 1)
+            part = labels[a0:a1]
+            edge = np.zeros(part.shape, bool)
+            for axis in range(3):
+                lo, hi = _pair_slices(axis)
+                change = part[lo] != part[hi]
+                edge[lo] |= change
+                edge[hi] |= change
+            mask = edge[z0 - a0: z0 - a0 + (z1 - z0)]
+        else:
+            mask = np.zeros((z1 - z0,) + shape[1:], bool)
         # Only a data term that moved against the last label and now favours the other label, or nearly,
         # can make voxels flip: one that moved towards its label, or still clearly favours it, cannot
         # lower the energy by flipping (flipping also costs boundary).
@@ -768,7 +771,10 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     # Detached until this cut ends: a cut that fails or is cancelled half-way leaves no graph behind.
     region, memory.region = memory.region, None
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
-    changed = _changed_blocks(level, memory, f)
+    # With a kept graph, the last boundary lies inside it, but where its growth passes ran out (``pending``).
+    changed = _changed_blocks(level, memory, f, boundary=region is None)
+    if region is not None and region.pending is not None:
+        changed |= region.pending
     steps = _level_band_steps(level, f)
     mode = memory.key[3]
     full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget,
@@ -823,7 +829,8 @@ def _recut_until_settled(level: "_Level", labels: np.ndarray, band: np.ndarray, 
         report(progress, "graph cut", start + 0.5 * (high - low) / passes,
                f"{name}: band of {region.nodes} voxels, max-flow")
         contact = region.solve(labels, cancel)
-        if not contact.any():
+        region.pending = contact if contact.any() else None
+        if region.pending is None:
             break
         # The boundary reached voxels no band held yet: re-cut around there too.
         band = _grow(contact, _level_band_steps(level, f))
@@ -1742,6 +1749,8 @@ class _Region:
         self.solved = False
         self._marked: list = []  # node ids changed since the last max-flow
         self._chunks: list = []  # the band's chunks, made once (their voxel indices cost to compute)
+        #: Blocks outside the band that the boundary touched when the growth passes ran out, or None.
+        self.pending: Optional[np.ndarray] = None
 
     @property
     def nodes(self) -> int:

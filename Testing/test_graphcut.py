@@ -234,6 +234,21 @@ def test_only_seeds_against_the_last_labels_or_taken_away_make_a_warm_cut_re_cut
     assert changed(taken) == last_boundary | {seed}
 
 
+def test_where_the_growth_passes_ran_out_the_next_warm_cut_goes_on(monkeypatch):
+    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION", 1.0)
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
+    memory = CutMemory()
+    first = graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
+    region = memory.region
+    assert region is not None and region.pending is None
+    outside = np.argwhere(~region.band.mask)[0]
+    region.pending = np.zeros_like(region.band.mask)  # as if the boundary had touched this block last time
+    region.pending[tuple(outside)] = True
+    assert np.array_equal(graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory), first)
+    assert memory.region is region and region.band.mask[tuple(outside)] and region.pending is None
+
+
 def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0)
