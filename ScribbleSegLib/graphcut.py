@@ -625,6 +625,9 @@ REUSE_MAX_BAND_FULL = 0.3
 #: bounds it to about 0.6 GiB, where one warm cut after new strokes grew it from 2.8% to 3.9%
 #: (BENCHMARKS.md, "Interactive speed", item 20).
 REUSE_MAX_REGION = 0.06
+#: ... and at most this many bytes of graph, which stay in memory between cuts (a paper-scale stack's band
+#: would otherwise hold several GiB while the adaptation runs): a bigger band's graph is not kept.
+REUSE_MAX_REGION_BYTES = 2**30
 
 
 class CutMemory:
@@ -712,8 +715,9 @@ class CutMemory:
             self.key = key
 
     def remember(self, level: "_ImageLevel", labels: np.ndarray, region: Optional["_Region"] = None) -> None:
-        """Keep this cut's labels, data term and seeds for the next, and the graph of its full-resolution band."""
-        self.region = region
+        """Keep this cut's labels, data term and seeds for the next, and the graph of its full-resolution band
+        (unless it holds more than :data:`REUSE_MAX_REGION_BYTES`)."""
+        self.region = region if region is not None and region.graph_bytes() <= REUSE_MAX_REGION_BYTES else None
         self._packed = np.empty(level.shape, np.uint8)
         self.data = np.empty(level.shape, np.uint8)
         for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2]):
@@ -784,7 +788,8 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
         band = _grow(changed & ~region.band.mask, steps) & ~region.band.mask
         added = int(np.count_nonzero(band))
         limit = REUSE_MAX_BAND_FULL if full else REUSE_MAX_REGION
-        if region.band.blocks.size + added <= limit * band.size and region.bytes_with(added) <= budget:
+        if (region.band.blocks.size + added <= limit * band.size and region.bytes_with(added) <= budget
+                and region.graph_bytes(added) <= REUSE_MAX_REGION_BYTES):
             if region.neighbourhood != _neighbourhood(level):  # the last cut dropped the diagonals: as it did
                 level.params = dataclasses.replace(level.params, neighbourhood=region.neighbourhood)
             labels = memory.labels  # a new array (unpacked)
@@ -1757,8 +1762,12 @@ class _Region:
         return self.band.nodes
 
     def bytes_with(self, blocks: int) -> int:
-        """Memory of this graph with ``blocks`` more blocks."""
+        """Memory of a cut of this graph with ``blocks`` more blocks (with :data:`WORKING_BYTES`)."""
         return _band_cut_bytes(self.nodes + blocks * self.band.per_block, self.neighbourhood)
+
+    def graph_bytes(self, blocks: int = 0) -> int:
+        """Memory of the graph itself with ``blocks`` more blocks."""
+        return (self.nodes + blocks * self.band.per_block) * _band_bytes_per_voxel(self.neighbourhood)
 
     def _node_data(self, level: _Level, chunk: "_BandChunk") -> Tuple[np.ndarray, np.ndarray]:
         """The data term and seed code of a chunk's voxels (0 for the voxels the volume lacks)."""

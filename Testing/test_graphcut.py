@@ -247,6 +247,10 @@ def test_where_the_growth_passes_ran_out_the_next_warm_cut_goes_on(monkeypatch):
     region.pending[tuple(outside)] = True
     assert np.array_equal(graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory), first)
     assert memory.region is region and region.band.mask[tuple(outside)] and region.pending is None
+    # A band's graph over the memory limit is not kept between cuts.
+    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION_BYTES", 0)
+    graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
+    assert memory.region is None and memory.labels is not None
 
 
 def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
