@@ -653,7 +653,7 @@ class CutMemory:
     (Kohli and Torr 2005), so that only the change costs.  A cut from scratch (the first,
     or one whose band would exceed :data:`REUSE_MAX_REGION` of the volume, or
     :data:`REUSE_MAX_BAND_FULL` where the cut from scratch would be a full cut) keeps its
-    own full-resolution band's graph.  Like the banded cut this can miss parts of the
+    own full-resolution band's graph; none over :data:`REUSE_MAX_REGION_BYTES` is kept.  Like the banded cut this can miss parts of the
     optimum that move further than the band in one piece without touching its edge.  On
     the 100x512x512 benchmark volume the warm cut's energy was below that of the
     coarse-to-fine cut from scratch (BENCHMARKS.md, "Interactive speed", item 20).  It holds
