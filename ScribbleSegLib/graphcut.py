@@ -775,6 +775,7 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     # Detached until this cut ends: a cut that fails or is cancelled half-way leaves no graph behind.
     region, memory.region = memory.region, None
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
+    level.h  # the data term of every voxel, made once: the band's graph and the checks below all read it
     # With a kept graph, the last boundary lies inside it, but where its growth passes ran out (``pending``).
     changed = _changed_blocks(level, memory, f, boundary=region is None)
     if region is not None and region.pending is not None:
