@@ -204,7 +204,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
             cache_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
             features: Optional[Tuple[np.ndarray, np.ndarray]] = None, suggest: int = DEFAULT_SUGGESTIONS,
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-            orientations: int = choices.DEFAULT_ORIENTATIONS) -> SegmentResult:
+            orientations: int = choices.DEFAULT_ORIENTATIONS, cut_memory=None) -> SegmentResult:
     """Segment the heart in a volume from scribbles.
 
     Parameters
@@ -239,6 +239,9 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     orientations : {1, 2, 4}
         Test-time flips of the M-Unet (``choices.ORIENTATIONS``): the network also sees
         each section flipped, and its outputs are averaged; 2 or 4 times its time.
+    cut_memory : graphcut.CutMemory, optional
+        The last cut of this image, to start the cut from (see :func:`adapt_and_cut`); a warm
+        :class:`~ScribbleSegLib.session.Session` keeps one.  None: a cut from scratch.
 
     Returns
     -------
@@ -268,7 +271,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     return adapt_and_cut(array, geometry.spacing_zyx, scribbles, loaded, prob, feats, method=method,
                          cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,
                          features_cached=cached, timings=timings, warnings=warnings, progress=progress,
-                         cancel=cancel)
+                         cancel=cancel, cut_memory=cut_memory)
 
 
 def run_warnings(scribbles: Optional[np.ndarray], method: str, spacing_zyx: Sequence[float]) -> List[str]:

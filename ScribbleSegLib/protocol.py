@@ -230,7 +230,8 @@ class Round:
 
 
 def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features, *, rounds: int = ROUNDS,
-               cut_params=None, ddml_config=None, seed: int = 0, method: str = "full") -> List[Round]:
+               cut_params=None, ddml_config=None, seed: int = 0, method: str = "full",
+               warm: bool = False) -> List[Round]:
     """Run, correct, run again: round 1 with ``scribbles``, then ``rounds - 1`` corrective rounds.
 
     ``volume`` is a :class:`~ScribbleSegLib.geometry.Volume` (its spacing shapes the strokes) or an
@@ -238,16 +239,20 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
 
     Each corrective round adds :func:`scribbles.corrective_scribbles` strokes (inside the largest
     wrong regions of the :data:`CORRECTED_SECTIONS` worst sections, never over earlier strokes)
-    and runs again on the same features.
+    and runs again on the same features.  With ``warm``, each round's cut starts from the last
+    round's (a :class:`~ScribbleSegLib.graphcut.CutMemory` kept across rounds, as the warm session
+    of the Slicer module's worker keeps one); otherwise every round cuts from scratch.
     """
+    from .graphcut import CutMemory
     from .pipeline import segment
     from .scribbles import corrective_scribbles, section_errors
 
     out = []
     current = scribbles
+    memory = CutMemory() if warm else None
     for r in range(int(rounds)):
         result = segment(volume, current, model, method=method, cut_params=cut_params, ddml_config=ddml_config,
-                         seed=seed, features=features, suggest=CORRECTED_SECTIONS)
+                         seed=seed, features=features, suggest=CORRECTED_SECTIONS, cut_memory=memory)
         errors = section_errors(label, result.labels)
         suggested = [s.section for s in result.suggestions]
         worst = [int(z) for z in np.argsort(-errors, kind="stable")[: 2 * max(1, len(suggested))] if errors[z] > 0]

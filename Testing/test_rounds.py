@@ -224,7 +224,7 @@ def test_phantom_families_differ_in_stain_scale_and_artefacts():
         phantom.family_config("c")
 
 
-def test_rounds_run_and_report_on_a_tiny_case():
+def test_rounds_run_and_report_on_a_tiny_case(monkeypatch):
     from ScribbleSegLib.nets import ModelConfig
     from ScribbleSegLib.training import train_model
 
@@ -249,6 +249,22 @@ def test_rounds_run_and_report_on_a_tiny_case():
     assert all(0 <= r.final["iou"] <= 1 and len(r.suggested) <= protocol.CORRECTED_SECTIONS for r in runs)
     table = protocol.rounds_table({"tiny": [runs]})
     assert table.count("| tiny |") == 3
+    # Warm: every round's cut is handed the memory of the rounds before (one CutMemory), as a session does.
+    from ScribbleSegLib import graphcut, pipeline
+
+    memories = []
+    real = pipeline.segment
+
+    def recording(*args, **kwargs):
+        memories.append(kwargs.get("cut_memory"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "segment", recording)
+    warm = protocol.run_rounds(test.image, test.label, start, model, outputs.munet, rounds=3, ddml_config=fast,
+                               warm=True)
+    assert isinstance(memories[0], graphcut.CutMemory) and all(m is memories[0] for m in memories)
+    assert memories[0].labels is not None and len(warm) == 3
+    assert warm[0].final == runs[0].final  # the first round has nothing to start from: the same cut
 
 
 def test_the_phantom_families_are_the_ones_the_choices_name():

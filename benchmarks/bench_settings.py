@@ -17,7 +17,8 @@ volume (``<model family>_<volume family><index>.npz``), so a second run skips th
 M-Unet (a cache folder holds one ``--orientations``).  ``--rounds R`` runs the
 bench's interactive rounds (round 1, then corrective strokes on the worst sections,
 :func:`ScribbleSegLib.protocol.run_rounds`) and prints the adapted and final IoU of
-every round and the largest drop between rounds.
+every round and the largest drop between rounds; with ``--warm`` each round's cut starts from the
+last round's, as in the warm session that the Slicer module runs.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _rounds(args, candidates) -> int:
                                                      spacing=v.image.geometry.spacing)
                     for name, config, cut in candidates:
                         run = protocol.run_rounds(v.image, v.label, s, model, features, rounds=args.rounds,
-                                                  cut_params=cut, ddml_config=config)
+                                                  cut_params=cut, ddml_config=config, warm=args.warm)
                         runs.setdefault((name, f"{train}→{test}"), []).append(
                             [munet] + [r.adapted["iou"] for r in run] + [r.final["iou"] for r in run])
             print(f"{train}→{test} done", file=sys.stderr, flush=True)
@@ -134,6 +135,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
     parser.add_argument("--cache", type=Path, help="folder for the networks' outputs per volume")
     parser.add_argument("--rounds", type=int, default=1, help="interactive rounds per run (bench: 3)")
+    parser.add_argument("--warm", action="store_true",
+                        help="with --rounds: each round's cut starts from the last round's, as in a warm session")
     parser.add_argument("--orientations", type=int, default=choices.DEFAULT_ORIENTATIONS, choices=choices.ORIENTATIONS,
                         help="test-time flips of the M-Unet (give each its own --cache folder)")
     args = parser.parse_args(argv)
