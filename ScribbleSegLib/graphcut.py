@@ -653,8 +653,9 @@ class CutMemory:
     (Kohli and Torr 2005), so that only the change costs.  A cut from scratch (the first,
     or one whose band would exceed :data:`REUSE_MAX_REGION` of the volume, or
     :data:`REUSE_MAX_BAND_FULL` where the cut from scratch would be a full cut) keeps its
-    own full-resolution band's graph; none over :data:`REUSE_MAX_REGION_BYTES` is kept.  Like the banded cut this can miss parts of the
-    optimum that move further than the band in one piece without touching its edge.  On
+    own full-resolution band's graph; none over :data:`REUSE_MAX_REGION_BYTES` is kept.  Like
+    the banded cut this can miss parts of the optimum that move further than the band in
+    one piece without touching its edge.  On
     the 100x512x512 benchmark volume the warm cut's energy was below that of the
     coarse-to-fine cut from scratch (BENCHMARKS.md, "Interactive speed", item 20).  It holds
     2 bytes per voxel (labels with seeds, and the data term in steps of 1/250), 12 bytes
@@ -1776,7 +1777,9 @@ class _Region:
         seeds = np.where(chunk.valid, level.seeds.reshape(-1)[chunk.flat], np.uint8(0))
         return data.astype(np.float32, copy=False), seeds.astype(np.uint8, copy=False)
 
-    def _unary(self, level: _Level, data: np.ndarray, seeds: np.ndarray, valid: np.ndarray):
+    def _capacities(self, level: _Level, data: np.ndarray, seeds: np.ndarray, valid: np.ndarray):
+        """Source and sink capacities of voxels from their data term and seeds (none for the voxels the
+        volume lacks)."""
         source, sink = _unary(data, seeds, level.seed_capacity)
         source[~valid] = sink[~valid] = 0.0
         return source, sink
@@ -1793,7 +1796,7 @@ class _Region:
                 f"graph cut: the band around the coarse boundary of {_fmt_shape(self.shape)} voxels has "
                 f"{self.nodes + new_blocks * self.band.per_block} voxels and needs about {_fmt_bytes(needed)}, "
                 f"more than the memory budget of {_fmt_bytes(self.budget)}; downsample the volume or free memory")
-        graph, P = self.graph, self.band.per_block
+        graph = self.graph
         held = self.nodes  # the nodes before this call
         first = self.band.extend(mask)
         graph.add_nodes(self.nodes - held)
@@ -1806,7 +1809,7 @@ class _Region:
             data_term, seed_code = self._node_data(level, chunk)
             datas.append(data_term.reshape(-1))
             seed_codes.append(seed_code.reshape(-1))
-            source, sink = self._unary(level, data_term, seed_code, chunk.valid)
+            source, sink = self._capacities(level, data_term, seed_code, chunk.valid)
             data = level.voxel_data(chunk.flat)
 
             def link(index, w, forward, u, u_ids):
@@ -1860,8 +1863,8 @@ class _Region:
             if not changed.any():
                 continue
             valid = chunk.valid.reshape(-1)[changed]
-            new = self._unary(level, data_term[changed], seed_code[changed], valid)
-            old = self._unary(level, self.data[part][changed], self.seeds[part][changed], valid)
+            new = self._capacities(level, data_term[changed], seed_code[changed], valid)
+            old = self._capacities(level, self.data[part][changed], self.seeds[part][changed], valid)
             self.graph.add_grid_tedges(ids[changed], new[0] - old[0], new[1] - old[1])
             self._marked.append(ids[changed])
             self.data[part], self.seeds[part] = data_term, seed_code

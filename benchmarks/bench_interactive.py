@@ -98,6 +98,7 @@ def session(work: Path, model: str, repeats: int, evaluation: str, corrective: i
     from ScribbleSegLib import volume_io
     from ScribbleSegLib.ddml import DDMLConfig
     from ScribbleSegLib.metrics import evaluate
+    from ScribbleSegLib.scribbles import corrective_scribbles
     from ScribbleSegLib.session import Session
 
     image = volume_io.read_image(work / "image.nrrd")
@@ -109,8 +110,6 @@ def session(work: Path, model: str, repeats: int, evaluation: str, corrective: i
     s = Session(image, model, device="cpu", cache_dir=work / "cache")
     print(f"session open: {time.perf_counter() - t0:.2f} s (features cached: {s.features_cached}); "
           f"peak RSS so far {peak_rss_gib():.2f} GiB")
-    from ScribbleSegLib.scribbles import corrective_scribbles
-
     runs = ["first"] + ["more"] * repeats + ["corrective"] * corrective
     labels = None
     for k, name in enumerate(runs):
