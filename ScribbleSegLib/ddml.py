@@ -102,10 +102,6 @@ class DDMLConfig:
         ``coarse`` on an in-plane grid, exactly only where interpolation could
         change the result (same final labels, several times faster); ``exact``
         at every voxel.  It does not change what is learnt.
-    head_reach : float or None
-        Experimental: the head's share ``1 - network_weight`` falls off with the
-        distance ``d`` in sections from the nearest section with strokes, by
-        ``exp(-d^2 / (2 head_reach^2))``; None: the same share everywhere.
     """
 
     hidden: Tuple[int, ...] = (64, 64)
@@ -123,7 +119,6 @@ class DDMLConfig:
     head_weight_decay: float = 0.0
     network_weight: float = 0.5
     evaluation: str = choices.DEFAULT_H_EVALUATION
-    head_reach: Optional[float] = None
 
     @classmethod
     def paper(cls) -> "DDMLConfig":
@@ -156,8 +151,6 @@ class DDMLConfig:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
         if not 0.0 <= self.network_weight <= 1.0:
             raise ScribbleSegError(f"DDML network_weight must be in [0, 1], got {self.network_weight}")
-        if self.head_reach is not None and not self.head_reach > 0:
-            raise ScribbleSegError(f"DDML head_reach must be positive or None, got {self.head_reach}")
         if self.evaluation not in choices.H_EVALUATIONS:
             raise ScribbleSegError(f"DDML evaluation must be one of {', '.join(choices.H_EVALUATIONS)}, "
                                    f"got {self.evaluation!r}")
@@ -1087,19 +1080,6 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
     return h
 
 
-def _head_share(scribbles: np.ndarray, config: DDMLConfig) -> np.ndarray:
-    """The head's share of ``h`` per section (``DDMLConfig.head_reach``)."""
-    depth = scribbles.shape[0]
-    share = np.full(depth, 1.0 - config.network_weight)
-    if config.head_reach is None:
-        return share
-    drawn = np.flatnonzero(np.asarray(scribbles).reshape(depth, -1).any(axis=1))
-    if drawn.size == 0:
-        return share
-    dz = np.abs(np.arange(depth)[:, None] - drawn[None, :]).min(axis=1)
-    return share * np.exp(-0.5 * (dz / config.head_reach) ** 2)
-
-
 def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
           bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
           network_probability: Optional[np.ndarray] = None,
@@ -1158,9 +1138,8 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
             raise ScribbleSegError(f"network_probability has shape {np.shape(network_probability)}, the volume "
                                    f"{h.shape}")
         # In place, section by section: no second full-size array.
-        share = _head_share(scribbles, config)
+        w = np.float32(config.network_weight)
         for z in range(h.shape[0]):
-            w = np.float32(1 - share[z])
             h[z] *= 1 - w
             h[z] += w * np.asarray(network_probability[z], np.float32)
     timings["probability"] = time.perf_counter() - t0
