@@ -45,7 +45,7 @@ CUT_NEIGHBOURHOODS: Tuple[int, ...] = (6, 10)
 """Graph-cut neighbourhoods (see :class:`ScribbleSegLib.graphcut.GraphCutParams`)."""
 CUT_DATA_TERMS: Tuple[str, ...] = ("linear", "log")
 """Graph-cut data terms: the paper's ``|l - h|`` or the clipped log-likelihood ratio."""
-DEFAULT_SEED_REACH = 4.0
+DEFAULT_SEED_REACH = 8.0
 """In-plane pixels over which each stroke pulls the graph cut's data term towards its label
 (:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_reach`); 0 turns the pull off.  Chosen by
 ``scribbleseg bench`` over the interactive rounds (BENCHMARKS.md)."""
@@ -54,6 +54,16 @@ DEFAULT_SEED_ACROSS = 0.5
 (:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_across`): 1 as far as in-plane (by the sections' real
 spacing), 0.5 half as far, 0 the stroke's own section only.  Chosen by ``scribbleseg bench`` over the
 interactive rounds: with 1 a candidate's result fell between two rounds on validation (BENCHMARKS.md)."""
+DEFAULT_SEED_WEIGHT = 30.0
+"""How many times a stroke outweighs the network's ``h`` on its own voxels in the stroke pull
+(:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_weight`); the weight falls off with the distance.  Chosen
+on the bench's validation volumes over the interactive rounds (BENCHMARKS.md, "Strokes that speak for the
+tissue they lie in")."""
+DEFAULT_SEED_EDGES = 3.0
+"""How much colour edges lengthen the stroke pull's way through the tissue
+(:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_edges`): 0 measures straight-line distance; 3 makes a
+step across an edge as long as ``1 + 3 g / g_median`` steps, ``g`` the colour gradient there.  Chosen with
+:data:`DEFAULT_SEED_WEIGHT` (BENCHMARKS.md)."""
 
 H_EVALUATIONS: Tuple[str, ...] = ("coarse", "exact")
 """How ``h = head(f(x))`` is evaluated over the volume (:func:`ScribbleSegLib.ddml.predict_h`): ``coarse``

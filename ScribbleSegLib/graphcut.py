@@ -124,6 +124,13 @@ AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_unsure": None,
 DEFAULT_SEED_REACH = choices.DEFAULT_SEED_REACH
 #: Default :attr:`GraphCutParams.seed_across` (see its docstring).
 DEFAULT_SEED_ACROSS = choices.DEFAULT_SEED_ACROSS
+#: Default :attr:`GraphCutParams.seed_weight` (see its docstring).
+DEFAULT_SEED_WEIGHT = choices.DEFAULT_SEED_WEIGHT
+#: Default :attr:`GraphCutParams.seed_edges` (see its docstring).
+DEFAULT_SEED_EDGES = choices.DEFAULT_SEED_EDGES
+#: Scale in pixels of the Gaussian that smooths a section before its colour gradient is taken for the pull's
+#: way through the tissue (:func:`pulled_to_seeds`): texture finer than this does not count as an edge.
+SEED_EDGE_SMOOTHING = 1.0
 #: :func:`pulled_to_seeds` stops at this many ``reach`` from a stroke (its weight there: exp(-3) = 0.05).
 SEED_REACH_CUTOFF = 3.0
 #: Ways of forming the colour x_v of a voxel.
@@ -281,10 +288,11 @@ class GraphCutParams:
         ``sigma`` as given.
     seed_reach : float
         In-plane pixels over which a stroke pulls the data term towards its label
-        (:func:`pulled_to_seeds`): a stroke then speaks for the tissue right around
-        it, not only for the voxels it covers.  0 (the paper) leaves ``h`` as it
-        is.  The default, 4, is what ``scribbleseg bench`` chose over the
-        interactive rounds on its validation volumes (BENCHMARKS.md).
+        (:func:`pulled_to_seeds`): a stroke then speaks for the tissue around it,
+        not only for the voxels it covers.  Its weight halves every ``reach * ln 2``
+        pixels of the way and stops after ``3 * reach``.  0 (the paper) leaves ``h``
+        as it is.  The default, 8, was chosen with ``seed_weight`` and
+        ``seed_edges`` on the bench's validation volumes (BENCHMARKS.md).
     seed_across : float
         How far the pull reaches across sections, as a share of ``seed_reach``:
         1 as far as in-plane (by the sections' real spacing), 0.5 half as far,
@@ -292,6 +300,18 @@ class GraphCutParams:
         than within one where an organ ends, and a background stroke there can
         pull the sections beside it off the organ.  The default, 0.5, is what
         ``scribbleseg bench`` chose over the interactive rounds (BENCHMARKS.md).
+    seed_weight : float
+        How many times a stroke outweighs ``h`` on its own voxels.  1 makes
+        them equal, so a stroke tips only the voxels where ``h`` was unsure; the
+        default, 30, lets a stroke drawn in tissue the network gets wrong claim the
+        tissue around it, as far as ``seed_edges`` lets the pull go.
+    seed_edges : float
+        How much colour edges lengthen the pull's way (:func:`pulled_to_seeds`):
+        0 measures the straight-line distance; with the default, 3, a step across
+        an edge counts ``1 + 3 g / g_median`` steps, ``g`` the colour gradient.
+        So a strong pull fills the tissue a stroke lies in and stops at its
+        edges.  With a weight of 30, a straight-line pull reaching 8 pixels claimed
+        the neighbouring tissue too (BENCHMARKS.md).
     """
 
     gamma: float = DEFAULT_GAMMA
@@ -306,6 +326,8 @@ class GraphCutParams:
     reference_contrast: Optional[float] = DEFAULT_REFERENCE_CONTRAST
     seed_reach: float = DEFAULT_SEED_REACH
     seed_across: float = DEFAULT_SEED_ACROSS
+    seed_weight: float = DEFAULT_SEED_WEIGHT
+    seed_edges: float = DEFAULT_SEED_EDGES
 
     @classmethod
     def paper(cls, gamma: float = DEFAULT_GAMMA) -> "GraphCutParams":
@@ -333,10 +355,13 @@ class GraphCutParams:
         if self.data_term not in DATA_TERMS:
             raise ScribbleSegError(f"graph cut: data_term must be one of {', '.join(DATA_TERMS)}, "
                                    f"got {self.data_term!r}")
-        for name, unit in (("seed_reach", " of pixels"), ("seed_across", "")):
+        for name, unit in (("seed_reach", " of pixels"), ("seed_across", ""), ("seed_edges", ""),
+                           ("seed_weight", "")):
             r = getattr(self, name)
             if not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r) and r >= 0):
                 raise ScribbleSegError(f"graph cut: {name} must be a finite non-negative number{unit}, got {r!r}")
+        if not self.seed_weight > 0:
+            raise ScribbleSegError(f"graph cut: seed_weight must be positive, got {self.seed_weight!r}")
         for name, unit in (("reference_radius", "pixels"), ("reference_unsure", "voxels per object voxel"),
                            ("reference_contrast", "colour units")):
             r = getattr(self, name)
@@ -958,7 +983,8 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
     params = scaled_to_contrast(scaled_to_objects(params, h), image)
     if params.seed_reach > 0:
-        h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach, params.seed_across)
+        h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach, params.seed_across, weight=params.seed_weight,
+                            image=image, edges=params.seed_edges)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
                        np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
@@ -976,21 +1002,64 @@ def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float
     return np.maximum(d, 0.0) / pixel
 
 
+def _edge_speed(section: np.ndarray, spacing_zyx: Sequence[float], pixel: float, edges: float):
+    """The speed ``1 / (1 + edges g / g_median)`` of a ``(Y, X, C)`` section, as a SimpleITK image in
+    units of ``pixel``: ``g`` is the colour gradient (root sum of squares over the channels) after a Gaussian
+    of :data:`SEED_EDGE_SMOOTHING` pixels, ``g_median`` its median over the section."""
+    import SimpleITK as sitk
+
+    x = section.astype(np.float32)
+    if section.dtype == np.uint8:
+        x *= np.float32(1.0 / 255.0)
+    spacing = [float(spacing_zyx[2]) / pixel, float(spacing_zyx[1]) / pixel]
+    g2 = np.zeros(section.shape[:2], np.float32)
+    for c in range(section.shape[2]):
+        channel = sitk.GetImageFromArray(np.ascontiguousarray(x[..., c]))
+        channel.SetSpacing(spacing)
+        g2 += sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(channel, SEED_EDGE_SMOOTHING)) ** 2
+    g = np.sqrt(g2)
+    # The median: the section's own contrast, so that stain strength and magnification do not change the scale.
+    speed = sitk.GetImageFromArray(1.0 / (1.0 + edges * g / (float(np.median(g)) + 1e-6)))
+    speed.SetSpacing(spacing)
+    return speed
+
+
+def _plane_geodesic(mask: np.ndarray, speed, cutoff: float) -> np.ndarray:
+    """Length in pixels of the shortest way from each pixel to the ``(Y, X)`` ``mask`` at ``speed``
+    (fast marching); ``inf`` beyond ``cutoff``."""
+    import SimpleITK as sitk
+
+    marching = sitk.FastMarchingImageFilter()
+    ys, xs = np.nonzero(mask)
+    marching.SetTrialPoints([[int(x), int(y)] for y, x in zip(ys, xs)])
+    marching.SetStoppingValue(float(cutoff) + 1.0)
+    arrival = sitk.GetArrayFromImage(marching.Execute(speed))  # float64: unreached pixels hold a huge value
+    return np.where(arrival <= cutoff + 1.0, arrival, np.inf).astype(np.float32)
+
+
 def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float,
-                    across: float = 1.0) -> np.ndarray:
+                    across: float = 1.0, *, weight: float = 1.0, image: Optional[np.ndarray] = None,
+                    edges: float = 0.0) -> np.ndarray:
     """The heart probability pulled towards each stroke's label near the strokes.
 
     A voxel at distance ``d`` (in in-plane pixels; across sections by the
     sections' real spacing) from the nearest heart stroke and ``d'`` from the
     nearest background stroke gets ``(h + w) / (1 + w + w')`` with ``w =
-    exp(-d / reach)`` and ``w' = exp(-d' / reach)``, each 0 beyond
-    :data:`SEED_REACH_CUTOFF` ``* reach``.  So a stroke weighs as much as the
-    network on its own voxels, half as much ``reach * ln 2`` pixels from it, and
-    nothing beyond a few ``reach``; the cut's contrast term still decides where
-    the boundary goes.  Strokes lie on sections, so the distance is computed in
-    the plane of each stroked section (within the strokes' bounding box) and
-    combined across the sections within reach: ``d^2 = min_k (d_k^2 + dz_k^2)``,
-    with ``dz_k`` the distance to section ``k`` divided by ``across``.
+    weight exp(-d / reach)`` and ``w' = weight exp(-d' / reach)``, each 0 beyond
+    :data:`SEED_REACH_CUTOFF` ``* reach``.  So a stroke weighs ``weight`` times as
+    much as the network on its own voxels, half that ``reach * ln 2`` pixels from
+    it, and nothing beyond a few ``reach``; the cut's contrast term still decides
+    where the boundary goes.  Strokes lie on sections, so the distance is
+    computed in the plane of each stroked section (within the strokes' bounding
+    box) and combined across the sections within reach: ``d^2 = min_k (d_k^2 +
+    dz_k^2)``, with ``dz_k`` the distance to section ``k`` divided by ``across``.
+
+    With ``edges > 0`` the in-plane distance is the length of the shortest way
+    through ``image``, where a step counts ``1 + edges g / g_median`` (``g``:
+    the colour gradient of the section, smoothed over
+    :data:`SEED_EDGE_SMOOTHING` pixels; ``g_median`` its median): a geodesic
+    distance (fast marching), so that the pull fills the tissue a stroke lies in
+    and fades at its edges.
 
     Parameters
     ----------
@@ -1005,6 +1074,12 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     across : float
         The reach across sections as a share of ``reach``; 0 pulls each
         stroke's own section only.
+    weight : float
+        A stroke's weight against ``h`` on its own voxels (positive).
+    image : numpy.ndarray, optional
+        ``(Z, Y, X)`` or ``(Z, Y, X, C)`` the image; needed when ``edges > 0``.
+    edges : float
+        How much colour edges lengthen the way (0: straight-line distance).
 
     Returns
     -------
@@ -1017,6 +1092,12 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     >>> np.round(pulled_to_seeds(h, s, (1.0, 1.0, 1.0), 2.0)[0, 0], 2)
     array([0.7 , 0.63, 0.56, 0.51, 0.47], dtype=float32)
     """
+    if not weight > 0 or not edges >= 0:
+        raise ScribbleSegError(f"pulled_to_seeds: weight must be positive and edges non-negative, got {weight!r} "
+                               f"and {edges!r}")
+    if edges > 0 and (image is None or np.shape(image)[:3] != np.shape(scribbles)):
+        raise ScribbleSegError(f"pulled_to_seeds: edges > 0 needs the image of the scribbles' shape "
+                               f"{np.shape(scribbles)}, got {None if image is None else np.shape(image)}")
     if reach <= 0 or not np.any(scribbles):
         return h
     pixel = float(min(spacing_zyx[1], spacing_zyx[2]))
@@ -1037,7 +1118,12 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     planes = {}
     for k in stroked:
         masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
-        planes[int(k)] = [_plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]
+        if edges > 0:
+            section = np.asarray(image[k, y0:y1, x0:x1])
+            speed = _edge_speed(section[..., None] if section.ndim == 2 else section, spacing_zyx, pixel, edges)
+            planes[int(k)] = [_plane_geodesic(m, speed, cutoff) ** 2 if m.any() else None for m in masks]
+        else:
+            planes[int(k)] = [_plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]
     out = np.array(h, dtype=np.float32)
     for z in range(max(0, int(stroked[0]) - margin), min(depth, int(stroked[-1]) + margin + 1)):
         near = [k for k in planes if abs(k - z) <= margin]
@@ -1055,7 +1141,7 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
             if d2 is None:
                 continue
             d = np.sqrt(d2)
-            w = np.where(d <= cutoff, np.exp(-d / reach), 0.0).astype(np.float32)
+            w = np.where(d <= cutoff, np.float32(weight) * np.exp(-d / reach), 0.0).astype(np.float32)
             region += w * target
             total += w
         region /= total

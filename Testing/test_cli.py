@@ -61,7 +61,7 @@ def test_segment_h_evaluation_reaches_the_ddml_settings():
         parser.parse_args(base + ["--h-evaluation", "sparse"])
 
 
-def test_segment_seed_reach_and_across_reach_the_cut_settings():
+def test_segment_seed_pull_options_reach_the_cut_settings():
     from ScribbleSegLib.commands.segment import job_from_args
     from ScribbleSegLib.jobs import settings
 
@@ -73,9 +73,14 @@ def test_segment_seed_reach_and_across_reach_the_cut_settings():
     job = job_from_args(parser.parse_args(base + ["--seed-across", "0.25"]))
     assert 0.25 != choices.DEFAULT_SEED_ACROSS, "a value the default would give anyway would prove nothing"
     assert (settings(job)[0].seed_across, settings(job)[0].seed_reach) == (0.25, choices.DEFAULT_SEED_REACH)
-    for flag in ("--seed-reach", "--seed-across"):
+    job = job_from_args(parser.parse_args(base + ["--seed-weight", "5", "--seed-edges", "0"]))
+    assert (5.0, 0.0) != (choices.DEFAULT_SEED_WEIGHT, choices.DEFAULT_SEED_EDGES)
+    assert (settings(job)[0].seed_weight, settings(job)[0].seed_edges) == (5.0, 0.0)
+    for flag in ("--seed-reach", "--seed-across", "--seed-weight", "--seed-edges"):
         with pytest.raises(SystemExit):
             parser.parse_args(base + [flag, "-1"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--seed-weight", "0"])
 
 
 def test_segment_orientations_reach_the_job_and_a_bad_value_in_a_job_names_its_field(tmp_path):

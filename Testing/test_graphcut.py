@@ -823,6 +823,62 @@ def test_a_stroke_claims_the_tissue_right_around_it_only_with_a_seed_reach():
     assert not wide[1, 24, 15] and not wide[1, 16, 28]  # but not the tissue further away
 
 
+def _two_tissues(noise_seed: int = 0):
+    """A 1x40x40 RGB section: two textured tissues meeting at x = 20, and ``h`` that calls both background."""
+    rng = np.random.default_rng(noise_seed)
+    image = np.empty((1, 40, 40, 3), np.float32)
+    image[..., :20, :] = (0.8, 0.5, 0.7)
+    image[..., 20:, :] = (0.5, 0.3, 0.6)
+    image += rng.normal(0.0, 0.02, image.shape).astype(np.float32)  # texture: the gradient's median is not 0
+    image = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+    return image, np.full((1, 40, 40), 0.1, np.float32)
+
+
+def test_a_strong_stroke_pull_claims_the_tissue_it_lies_in_but_not_across_its_edge():
+    image, h = _two_tissues()
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 18:22, 6:9] = 1  # a heart stroke in the left tissue, which the network calls background
+    spacing = (2.0, 1.0, 1.0)
+    straight = graphcut.pulled_to_seeds(h, scribbles, spacing, 8.0, weight=30.0)
+    geodesic = graphcut.pulled_to_seeds(h, scribbles, spacing, 8.0, weight=30.0, image=image, edges=3.0)
+    # 3 pixels away in the same tissue: heart either way (the texture makes each step count about 4).
+    assert geodesic[0, 20, 11] > 0.5 and straight[0, 20, 11] > 0.5
+    assert straight[0, 20, 23] > 0.5  # a straight-line pull also claims the tissue across the edge, 15 pixels away
+    assert geodesic[0, 20, 23] < 0.2  # the way across the edge is too long
+    assert geodesic[0, 20, 11] > geodesic[0, 20, 14] > geodesic[0, 20, 23]
+    weak = graphcut.pulled_to_seeds(h, scribbles, spacing, 8.0, weight=1.0, image=image, edges=3.0)
+    assert weak[0, 20, 7] == pytest.approx((0.1 + 1.0) / 2.0)  # weight 1: on the stroke as much as the network
+    assert weak[0, 20, 11] < 0.5  # and it tips nothing the network is sure of
+
+
+def test_the_pulls_way_without_edges_is_the_straight_line_distance():
+    rng = np.random.default_rng(5)
+    mask = np.zeros((30, 24), bool)
+    mask[rng.integers(0, 30, 4), rng.integers(0, 24, 4)] = True
+    for spacing in ((1.0, 1.0, 1.0), (1.0, 0.5, 1.0)):  # square pixels, and pixels twice as wide as high
+        pixel = min(spacing[1:])
+        flat = np.zeros(mask.shape + (3,), np.uint8)
+        speed = graphcut._edge_speed(flat, spacing, pixel, 3.0)  # no gradient anywhere: speed 1
+        way = graphcut._plane_geodesic(mask, speed, cutoff=100.0)
+        straight = graphcut._plane_distance(mask, spacing, pixel)
+        # Fast marching is first order: within a pixel or so of the exact distance.
+        assert np.abs(way - straight).max() < 1.5
+    near = graphcut._plane_geodesic(mask, speed, cutoff=3.0)
+    assert np.isinf(near[straight > 5]).all() and np.isfinite(near[straight < 2.5]).all()
+
+
+def test_the_stroke_pull_checks_its_weight_and_needs_the_image_for_edges():
+    image, h = _two_tissues()
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 5, 5] = 1
+    with pytest.raises(ScribbleSegError, match="weight"):
+        graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 2.0, weight=0.0)
+    with pytest.raises(ScribbleSegError, match="image"):
+        graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 2.0, edges=3.0)
+    grey = image.mean(axis=-1).astype(np.uint8)  # a grey image has one channel: the same way through it
+    assert graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 2.0, image=grey, edges=3.0).shape == h.shape
+
+
 def test_seed_reach_is_checked_and_off_in_the_papers_energy():
     assert GraphCutParams(seed_reach=2.0).seed_reach == 2.0
     assert GraphCutParams.paper().seed_reach == 0.0 and GraphCutParams().seed_reach == graphcut.DEFAULT_SEED_REACH
@@ -832,6 +888,14 @@ def test_seed_reach_is_checked_and_off_in_the_papers_energy():
         with pytest.raises(ScribbleSegError, match="seed_across"):
             GraphCutParams(seed_across=bad)
     assert GraphCutParams().seed_across == graphcut.DEFAULT_SEED_ACROSS == choices.DEFAULT_SEED_ACROSS
+    assert GraphCutParams().seed_weight == graphcut.DEFAULT_SEED_WEIGHT == choices.DEFAULT_SEED_WEIGHT
+    assert GraphCutParams().seed_edges == graphcut.DEFAULT_SEED_EDGES == choices.DEFAULT_SEED_EDGES
+    for bad in (-1.0, float("nan"), "2", 0.0):
+        with pytest.raises(ScribbleSegError, match="seed_weight"):
+            GraphCutParams(seed_weight=bad)
+    for bad in (-1.0, float("nan"), "2"):
+        with pytest.raises(ScribbleSegError, match="seed_edges"):
+            GraphCutParams(seed_edges=bad)
 
 
 @pytest.mark.parametrize("colour", ["rgb", "luminance"])

@@ -46,9 +46,9 @@ DDML_VARIANTS = ({"scribble_share": 0.05, "network_weight": 0.0}, {"scribble_sha
 #: judged on the linear, 6-neighbourhood ones.
 CUT_GRID = ((8.0, "linear", 6), (16.0, "linear", 6), (32.0, "linear", 6), (4.0, "log", 6), (8.0, "log", 6),
             (8.0, "linear", 10), (16.0, "linear", 10), (4.0, "log", 10), (8.0, "log", 10))
-#: Stroke pulls (:attr:`~ScribbleSegLib.graphcut.GraphCutParams.seed_reach`, in-plane pixels) tried with every
-#: cut of CUT_GRID; the paper's method has none.
-SEED_REACHES = (0.0, 2.0, 4.0)
+#: Stroke pulls (:attr:`~ScribbleSegLib.graphcut.GraphCutParams.seed_reach`, in-plane pixels, with the library's
+#: ``seed_weight`` and ``seed_edges``) tried with every cut of CUT_GRID; the paper's method has none.
+SEED_REACHES = (0.0, 4.0, 8.0)
 #: How far a pull reaches across sections (:attr:`~ScribbleSegLib.graphcut.GraphCutParams.seed_across`): round 1
 #: ranks with the first; each candidate with a pull is then run over the rounds with every one of these, since
 #: the pull across sections matters where corrective strokes go (near an organ's ends), not in round 1.
@@ -171,7 +171,7 @@ def defaults_key() -> Optional[tuple]:
     Examples
     --------
     >>> key = defaults_key()
-    >>> key is not None and key[1:] == (8.0, "log", 10, 4.0, 0.5)
+    >>> key is not None and key[1:] == (8.0, "log", 10, 8.0, 0.5)
     True
     """
     import dataclasses

@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cut.add_argument("--seed-across", type=nonnegative_float, metavar="SHARE",
                      help="how far that pull reaches across sections, as a share of its in-plane reach (default "
                           f"{choices.DEFAULT_SEED_ACROSS:g}; 0: each stroke's own section only)")
+    cut.add_argument("--seed-weight", type=positive_float, metavar="TIMES",
+                     help="how many times a stroke outweighs the adapted probability on its own voxels in that "
+                          f"pull (default {choices.DEFAULT_SEED_WEIGHT:g})")
+    cut.add_argument("--seed-edges", type=nonnegative_float, metavar="FACTOR",
+                     help="how much colour edges lengthen the pull's way through the tissue (default "
+                          f"{choices.DEFAULT_SEED_EDGES:g}; 0: straight-line distance)")
     parser.add_argument("--h-evaluation", choices=choices.H_EVALUATIONS, default=None,
                         help="evaluate the adapted probability coarse-to-fine (default: "
                              f"{choices.DEFAULT_H_EVALUATION}; same labels, faster) or exactly at every voxel")
@@ -66,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: Fields of GraphCutParams the command line sets (argparse turns --data-term into data_term).
-CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term", "seed_reach", "seed_across")
+CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term", "seed_reach", "seed_across", "seed_weight",
+               "seed_edges")
 
 
 def cut_params_from_args(args: argparse.Namespace):
