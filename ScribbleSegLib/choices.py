@@ -61,8 +61,8 @@ on the bench's validation volumes over the interactive rounds (BENCHMARKS.md, "S
 tissue they lie in")."""
 DEFAULT_SEED_EDGES = 3.0
 """How much colour edges lengthen the stroke pull's way through the tissue
-(:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_edges`): 0 measures straight-line distance; 3 makes a
-step across an edge as long as ``1 + 3 g / g_median`` steps, ``g`` the colour gradient there.  Chosen with
+(:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_edges`): 0 measures straight-line distance; 3 makes
+each step as long as ``1 + 3 g / g_median`` steps, ``g`` the colour gradient there.  Chosen with
 :data:`DEFAULT_SEED_WEIGHT` (BENCHMARKS.md)."""
 
 H_EVALUATIONS: Tuple[str, ...] = ("coarse", "exact")

@@ -307,10 +307,10 @@ class GraphCutParams:
         tissue around it, as far as ``seed_edges`` lets the pull go.
     seed_edges : float
         How much colour edges lengthen the pull's way (:func:`pulled_to_seeds`):
-        0 measures the straight-line distance; with the default, 3, a step across
-        an edge counts ``1 + 3 g / g_median`` steps, ``g`` the colour gradient.
-        So a strong pull fills the tissue a stroke lies in and stops at its
-        edges.  With a weight of 30, a straight-line pull reaching 8 pixels claimed
+        0 measures the straight-line distance; with the default, 3, each step
+        counts ``1 + 3 g / g_median`` steps, ``g`` the colour gradient where it is
+        taken (about 4 in textured tissue, many more across an edge).  So a strong
+        pull fills the tissue a stroke lies in and fades at its edges.  With a weight of 30, a straight-line pull reaching 8 pixels claimed
         the neighbouring tissue too (BENCHMARKS.md).
     """
 
@@ -1002,10 +1002,11 @@ def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float
     return np.maximum(d, 0.0) / pixel
 
 
-def _edge_speed(section: np.ndarray, spacing_zyx: Sequence[float], pixel: float, edges: float):
-    """The speed ``1 / (1 + edges g / g_median)`` of a ``(Y, X, C)`` section, as a SimpleITK image in
-    units of ``pixel``: ``g`` is the colour gradient (root sum of squares over the channels) after a Gaussian
-    of :data:`SEED_EDGE_SMOOTHING` pixels, ``g_median`` its median over the section."""
+def _edge_speed(section: np.ndarray, spacing_zyx: Sequence[float], pixel: float, edges: float,
+                box: Tuple[slice, slice]):
+    """The speed ``1 / (1 + edges g / g_median)`` within ``box`` of a ``(Y, X, C)`` section, as a SimpleITK
+    image in units of ``pixel``: ``g`` is the colour gradient (root sum of squares over the channels) after a
+    Gaussian of :data:`SEED_EDGE_SMOOTHING` pixels, ``g_median`` its median over the whole section."""
     import SimpleITK as sitk
 
     x = section.astype(np.float32)
@@ -1018,8 +1019,9 @@ def _edge_speed(section: np.ndarray, spacing_zyx: Sequence[float], pixel: float,
         channel.SetSpacing(spacing)
         g2 += sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(channel, SEED_EDGE_SMOOTHING)) ** 2
     g = np.sqrt(g2)
-    # The median: the section's own contrast, so that stain strength and magnification do not change the scale.
-    speed = sitk.GetImageFromArray(1.0 / (1.0 + edges * g / (float(np.median(g)) + 1e-6)))
+    # The median of the whole section: its own contrast, so that stain strength and magnification do not
+    # change the scale, and strokes elsewhere do not change the way here.
+    speed = sitk.GetImageFromArray(1.0 / (1.0 + edges * g[box] / (float(np.median(g)) + 1e-6)))
     speed.SetSpacing(spacing)
     return speed
 
@@ -1035,6 +1037,29 @@ def _plane_geodesic(mask: np.ndarray, speed, cutoff: float) -> np.ndarray:
     marching.SetStoppingValue(float(cutoff) + 1.0)
     arrival = sitk.GetArrayFromImage(marching.Execute(speed))  # float64: unreached pixels hold a huge value
     return np.where(arrival <= cutoff + 1.0, arrival, np.inf).astype(np.float32)
+
+
+def _geodesic_planes(masks: Sequence[np.ndarray], section: np.ndarray, spacing_zyx: Sequence[float], pixel: float,
+                     edges: float, cutoff: float, grow: int) -> list:
+    """Squared geodesic distances to each of ``masks`` (the heart and background strokes of one ``(Y, X)``
+    section, None where a class has none) through ``section`` (``(Y, X)`` or ``(Y, X, C)``), ``inf`` beyond
+    ``cutoff``.  The way is followed within the strokes' own box grown by ``grow`` pixels (the cutoff), which
+    no way within the cutoff leaves."""
+    drawn = np.logical_or(*masks)
+    ys, xs = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
+    box = (slice(max(0, ys[0] - grow), min(drawn.shape[0], ys[-1] + grow + 1)),
+           slice(max(0, xs[0] - grow), min(drawn.shape[1], xs[-1] + grow + 1)))
+    section = np.asarray(section)
+    speed = _edge_speed(section[..., None] if section.ndim == 2 else section, spacing_zyx, pixel, edges, box)
+    planes = []
+    for m in masks:
+        if not m[box].any():
+            planes.append(None)
+            continue
+        plane = np.full(drawn.shape, np.inf, np.float32)
+        plane[box] = _plane_geodesic(m[box], speed, cutoff) ** 2
+        planes.append(plane)
+    return planes
 
 
 def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float,
@@ -1119,9 +1144,9 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     for k in stroked:
         masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
         if edges > 0:
-            section = np.asarray(image[k, y0:y1, x0:x1])
-            speed = _edge_speed(section[..., None] if section.ndim == 2 else section, spacing_zyx, pixel, edges)
-            planes[int(k)] = [_plane_geodesic(m, speed, cutoff) ** 2 if m.any() else None for m in masks]
+            whole = [scribbles[k] == value for value in (1, 2)]
+            planes[int(k)] = [None if p is None else p[y0:y1, x0:x1]
+                              for p in _geodesic_planes(whole, image[k], spacing_zyx, pixel, edges, cutoff, grow)]
         else:
             planes[int(k)] = [_plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]
     out = np.array(h, dtype=np.float32)

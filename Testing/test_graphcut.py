@@ -858,13 +858,25 @@ def test_the_pulls_way_without_edges_is_the_straight_line_distance():
     for spacing in ((1.0, 1.0, 1.0), (1.0, 0.5, 1.0)):  # square pixels, and pixels twice as wide as high
         pixel = min(spacing[1:])
         flat = np.zeros(mask.shape + (3,), np.uint8)
-        speed = graphcut._edge_speed(flat, spacing, pixel, 3.0)  # no gradient anywhere: speed 1
+        speed = graphcut._edge_speed(flat, spacing, pixel, 3.0, (slice(None), slice(None)))  # no gradient: speed 1
         way = graphcut._plane_geodesic(mask, speed, cutoff=100.0)
         straight = graphcut._plane_distance(mask, spacing, pixel)
         # Fast marching is first order: within a pixel or so of the exact distance.
         assert np.abs(way - straight).max() < 1.5
     near = graphcut._plane_geodesic(mask, speed, cutoff=3.0)
     assert np.isinf(near[straight > 5]).all() and np.isfinite(near[straight < 2.5]).all()
+
+
+def test_the_pulls_way_on_a_section_does_not_depend_on_strokes_elsewhere():
+    image, h = _two_tissues()
+    image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])  # two sections
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 18:22, 6:9] = 1
+    alone = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, 0.0, weight=30.0, image=image, edges=3.0)
+    scribbles[1, 2:5, 30:38] = 2  # a stroke on the other section, far from the first: its edges are its own
+    both = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, 0.0, weight=30.0, image=image, edges=3.0)
+    np.testing.assert_array_equal(both[0], alone[0])
+    assert both[0, 20, 11] > 0.5 and both[1, 3, 34] < h[1, 3, 34]
 
 
 def test_the_stroke_pull_checks_its_weight_and_needs_the_image_for_edges():
