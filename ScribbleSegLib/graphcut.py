@@ -310,8 +310,9 @@ class GraphCutParams:
         0 measures the straight-line distance; with the default, 3, each step
         counts ``1 + 3 g / g_median`` steps, ``g`` the colour gradient where it is
         taken (about 4 in textured tissue, many more across an edge).  So a strong
-        pull fills the tissue a stroke lies in and fades at its edges.  With a weight of 30, a straight-line pull reaching 8 pixels claimed
-        the neighbouring tissue too (BENCHMARKS.md).
+        pull fills the tissue a stroke lies in and fades at its edges.  With a
+        weight of 30, a straight-line pull reaching 8 pixels claimed the
+        neighbouring tissue too (BENCHMARKS.md).
     """
 
     gamma: float = DEFAULT_GAMMA
