@@ -1003,40 +1003,47 @@ def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float
     return np.maximum(d, 0.0) / pixel
 
 
-def _edge_speed(section: np.ndarray, spacing_zyx: Sequence[float], pixel: float, edges: float,
-                box: Tuple[slice, slice]):
-    """The speed ``1 / (1 + edges g / g_median)`` within ``box`` of a ``(Y, X, C)`` section, as a SimpleITK
-    image in units of ``pixel``: ``g`` is the colour gradient (root sum of squares over the channels) after a
-    Gaussian of :data:`SEED_EDGE_SMOOTHING` pixels, ``g_median`` its median over the whole section."""
+def _edge_speed(section: np.ndarray, spacing: Sequence[float], edges: float, box: Tuple[slice, slice]) -> np.ndarray:
+    """The speed ``1 / (1 + edges g / g_median)`` within ``box`` of a ``(Y, X, C)`` section, float32: ``g`` is the
+    colour gradient (root sum of squares over the channels) after a Gaussian of :data:`SEED_EDGE_SMOOTHING`
+    pixels, ``g_median`` its median over the whole section; ``spacing`` is the ``(x, y)`` pixel size in pixels
+    of the finer axis."""
     import SimpleITK as sitk
 
     x = section.astype(np.float32)
     if section.dtype == np.uint8:
         x *= np.float32(1.0 / 255.0)
-    spacing = [float(spacing_zyx[2]) / pixel, float(spacing_zyx[1]) / pixel]
     g2 = np.zeros(section.shape[:2], np.float32)
     for c in range(section.shape[2]):
         channel = sitk.GetImageFromArray(np.ascontiguousarray(x[..., c]))
-        channel.SetSpacing(spacing)
+        channel.SetSpacing(list(spacing))
         g2 += sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(channel, SEED_EDGE_SMOOTHING)) ** 2
     g = np.sqrt(g2)
     # The median of the whole section: its own contrast, so that stain strength and magnification do not
     # change the scale, and strokes elsewhere do not change the way here.
-    speed = sitk.GetImageFromArray(1.0 / (1.0 + edges * g[box] / (float(np.median(g)) + 1e-6)))
-    speed.SetSpacing(spacing)
-    return speed
+    return (1.0 / (1.0 + edges * g[box] / (float(np.median(g)) + 1e-6))).astype(np.float32)
 
 
-def _plane_geodesic(mask: np.ndarray, speed, cutoff: float) -> np.ndarray:
-    """Length in pixels of the shortest way from each pixel to the ``(Y, X)`` ``mask`` at ``speed``
-    (fast marching); ``inf`` beyond ``cutoff``."""
+def _plane_geodesic(mask: np.ndarray, speed: np.ndarray, spacing: Sequence[float], cutoff: float) -> np.ndarray:
+    """Length in pixels of the shortest way from each pixel to the ``(Y, X)`` ``mask`` at ``speed`` (fast
+    marching, ``spacing`` as for :func:`_edge_speed`); ``inf`` beyond ``cutoff``, 0 on the mask."""
     import SimpleITK as sitk
 
+    # Every way in from outside meets the mask at its edge: the march starts there and stays out of the
+    # mask's inside (speed near 0), so that a stroke painted over a whole region costs no more than its outline.
+    inside = mask.copy()
+    inside[1:] &= mask[:-1]
+    inside[:-1] &= mask[1:]
+    inside[:, 1:] &= mask[:, :-1]
+    inside[:, :-1] &= mask[:, 1:]
+    image = sitk.GetImageFromArray(np.where(inside, np.float32(1e-6), speed))
+    image.SetSpacing(list(spacing))
     marching = sitk.FastMarchingImageFilter()
-    ys, xs = np.nonzero(mask)
+    ys, xs = np.nonzero(mask & ~inside)
     marching.SetTrialPoints([[int(x), int(y)] for y, x in zip(ys, xs)])
     marching.SetStoppingValue(float(cutoff) + 1.0)
-    arrival = sitk.GetArrayFromImage(marching.Execute(speed))  # float64: unreached pixels hold a huge value
+    arrival = sitk.GetArrayFromImage(marching.Execute(image))  # float64: unreached pixels hold a huge value
+    arrival[mask] = 0.0
     return np.where(arrival <= cutoff + 1.0, arrival, np.inf).astype(np.float32)
 
 
@@ -1051,14 +1058,15 @@ def _geodesic_planes(masks: Sequence[np.ndarray], section: np.ndarray, spacing_z
     box = (slice(max(0, ys[0] - grow), min(drawn.shape[0], ys[-1] + grow + 1)),
            slice(max(0, xs[0] - grow), min(drawn.shape[1], xs[-1] + grow + 1)))
     section = np.asarray(section)
-    speed = _edge_speed(section[..., None] if section.ndim == 2 else section, spacing_zyx, pixel, edges, box)
+    spacing = (float(spacing_zyx[2]) / pixel, float(spacing_zyx[1]) / pixel)
+    speed = _edge_speed(section[..., None] if section.ndim == 2 else section, spacing, edges, box)
     planes = []
     for m in masks:
         if not m[box].any():
             planes.append(None)
             continue
         plane = np.full(drawn.shape, np.inf, np.float32)
-        plane[box] = _plane_geodesic(m[box], speed, cutoff) ** 2
+        plane[box] = _plane_geodesic(m[box], speed, spacing, cutoff) ** 2
         planes.append(plane)
     return planes
 

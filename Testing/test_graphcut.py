@@ -855,15 +855,17 @@ def test_the_pulls_way_without_edges_is_the_straight_line_distance():
     rng = np.random.default_rng(5)
     mask = np.zeros((30, 24), bool)
     mask[rng.integers(0, 30, 4), rng.integers(0, 24, 4)] = True
+    mask[10:18, 4:12] = True  # a stroke painted over a region: the march starts at its outline
     for spacing in ((1.0, 1.0, 1.0), (1.0, 0.5, 1.0)):  # square pixels, and pixels twice as wide as high
         pixel = min(spacing[1:])
         flat = np.zeros(mask.shape + (3,), np.uint8)
-        speed = graphcut._edge_speed(flat, spacing, pixel, 3.0, (slice(None), slice(None)))  # no gradient: speed 1
-        way = graphcut._plane_geodesic(mask, speed, cutoff=100.0)
+        scale = (spacing[2] / pixel, spacing[1] / pixel)
+        speed = graphcut._edge_speed(flat, scale, 3.0, (slice(None), slice(None)))  # no gradient: speed 1
+        way = graphcut._plane_geodesic(mask, speed, scale, cutoff=100.0)
         straight = graphcut._plane_distance(mask, spacing, pixel)
         # Fast marching is first order: within a pixel or so of the exact distance.
-        assert np.abs(way - straight).max() < 1.5
-    near = graphcut._plane_geodesic(mask, speed, cutoff=3.0)
+        assert np.abs(way - straight).max() < 1.5 and (way[mask] == 0).all()
+    near = graphcut._plane_geodesic(mask, speed, scale, cutoff=3.0)
     assert np.isinf(near[straight > 5]).all() and np.isfinite(near[straight < 2.5]).all()
 
 
