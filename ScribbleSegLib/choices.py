@@ -47,8 +47,9 @@ CUT_DATA_TERMS: Tuple[str, ...] = ("linear", "log")
 """Graph-cut data terms: the paper's ``|l - h|`` or the clipped log-likelihood ratio."""
 DEFAULT_SEED_REACH = 8.0
 """In-plane pixels over which each stroke pulls the graph cut's data term towards its label
-(:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_reach`); 0 turns the pull off.  Chosen by
-``scribbleseg bench`` over the interactive rounds (BENCHMARKS.md)."""
+(:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_reach`); 0 turns the pull off.  Chosen with
+:data:`DEFAULT_SEED_WEIGHT` and :data:`DEFAULT_SEED_EDGES` on the bench's validation volumes over the
+interactive rounds (BENCHMARKS.md)."""
 DEFAULT_SEED_ACROSS = 0.5
 """How far the stroke pull reaches across sections, as a share of its in-plane reach
 (:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_across`): 1 as far as in-plane (by the sections' real
@@ -57,7 +58,7 @@ interactive rounds: with 1 a candidate's result fell between two rounds on valid
 DEFAULT_SEED_WEIGHT = 30.0
 """How many times a stroke outweighs the network's ``h`` on its own voxels in the stroke pull
 (:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_weight`); the weight falls off with the distance.  Chosen
-on the bench's validation volumes over the interactive rounds (BENCHMARKS.md, "Strokes that speak for the
+on the bench's validation volumes over the interactive rounds (BENCHMARKS.md, "Strokes that claim the
 tissue they lie in")."""
 DEFAULT_SEED_EDGES = 3.0
 """How much colour edges lengthen the stroke pull's way through the tissue

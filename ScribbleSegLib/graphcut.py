@@ -1047,26 +1047,29 @@ def _plane_geodesic(mask: np.ndarray, speed: np.ndarray, spacing: Sequence[float
     return np.where(arrival <= cutoff + 1.0, arrival, np.inf).astype(np.float32)
 
 
-def _geodesic_planes(masks: Sequence[np.ndarray], section: np.ndarray, spacing_zyx: Sequence[float], pixel: float,
-                     edges: float, cutoff: float, grow: int) -> list:
-    """Squared geodesic distances to each of ``masks`` (the heart and background strokes of one ``(Y, X)``
-    section, None where a class has none) through ``section`` (``(Y, X)`` or ``(Y, X, C)``), ``inf`` beyond
-    ``cutoff``.  The way is followed within the strokes' own box grown by ``grow`` pixels (the cutoff), which
-    no way within the cutoff leaves."""
-    drawn = np.logical_or(*masks)
-    ys, xs = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
-    box = (slice(max(0, ys[0] - grow), min(drawn.shape[0], ys[-1] + grow + 1)),
-           slice(max(0, xs[0] - grow), min(drawn.shape[1], xs[-1] + grow + 1)))
+def _geodesic_planes(strokes: np.ndarray, section: np.ndarray, spacing_zyx: Sequence[float], pixel: float,
+                     edges: float, cutoff: float, grow: int, region: Tuple[slice, slice]) -> list:
+    """Squared geodesic distances to the heart and to the background strokes of one ``(Y, X)`` section's
+    ``strokes`` (None where a class has none) through ``section`` (``(Y, X)`` or ``(Y, X, C)``), within
+    ``region`` (which holds the strokes' box grown by ``grow``), ``inf`` beyond ``cutoff``.  The way is followed
+    within the strokes' own box grown by ``grow`` pixels (the cutoff), which no way within the cutoff leaves."""
+    ys, xs = np.flatnonzero((strokes > 0).any(axis=1)), np.flatnonzero((strokes > 0).any(axis=0))
+    box = (slice(max(0, ys[0] - grow), min(strokes.shape[0], ys[-1] + grow + 1)),
+           slice(max(0, xs[0] - grow), min(strokes.shape[1], xs[-1] + grow + 1)))
     section = np.asarray(section)
     spacing = (float(spacing_zyx[2]) / pixel, float(spacing_zyx[1]) / pixel)
     speed = _edge_speed(section[..., None] if section.ndim == 2 else section, spacing, edges, box)
+    # The box within the region: the region is the box of every section's strokes grown the same way.
+    inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
+    shape = tuple(r.stop - r.start for r in region)
     planes = []
-    for m in masks:
-        if not m[box].any():
+    for value in (1, 2):
+        m = strokes[box] == value
+        if not m.any():
             planes.append(None)
             continue
-        plane = np.full(drawn.shape, np.inf, np.float32)
-        plane[box] = _plane_geodesic(m[box], speed, spacing, cutoff) ** 2
+        plane = np.full(shape, np.inf, np.float32)
+        plane[inner] = _plane_geodesic(m, speed, spacing, cutoff) ** 2
         planes.append(plane)
     return planes
 
@@ -1151,12 +1154,11 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     # Squared in-plane distance to each class's strokes on each stroked section (None: no stroke of that class).
     planes = {}
     for k in stroked:
-        masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
         if edges > 0:
-            whole = [scribbles[k] == value for value in (1, 2)]
-            planes[int(k)] = [None if p is None else p[y0:y1, x0:x1]
-                              for p in _geodesic_planes(whole, image[k], spacing_zyx, pixel, edges, cutoff, grow)]
+            planes[int(k)] = _geodesic_planes(scribbles[k], image[k], spacing_zyx, pixel, edges, cutoff, grow,
+                                              (slice(y0, y1), slice(x0, x1)))
         else:
+            masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
             planes[int(k)] = [_plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]
     out = np.array(h, dtype=np.float32)
     for z in range(max(0, int(stroked[0]) - margin), min(depth, int(stroked[-1]) + margin + 1)):
