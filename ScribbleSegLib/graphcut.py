@@ -133,6 +133,9 @@ DEFAULT_SEED_EDGES = choices.DEFAULT_SEED_EDGES
 SEED_EDGE_SMOOTHING = 1.0
 #: :func:`pulled_to_seeds` stops at this many ``reach`` from a stroke (its weight there: exp(-3) = 0.05).
 SEED_REACH_CUTOFF = 3.0
+#: :class:`ImageMeasures` keeps at most this many bytes of section gradients (1 MiB per 512x512 section);
+#: beyond, the sections read longest ago go first.
+MEASURES_MAX_BYTES = 256 * 2**20
 #: Ways of forming the colour x_v of a voxel.
 COLOURS = ("rgb", "luminance")
 #: Data terms: the paper's ``|l - h|`` (eq. 5), or the log-likelihood ratio ``-log h`` vs ``-log(1 - h)``.
@@ -604,7 +607,7 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
     params = params if params is not None else GraphCutParams()
     if mode not in MODES:
         raise ScribbleSegError(f"graph cut: mode must be one of {', '.join(MODES)}, got {mode!r}")
-    level = _top_level(h, image, scribbles, spacing_zyx, params)
+    level = _top_level(h, image, scribbles, spacing_zyx, params, memory.measures if memory is not None else None)
     _check_seed_classes(scribbles)
     budget = _budget(memory_budget)
     if params.neighbourhood == 10:
@@ -686,7 +689,8 @@ class CutMemory:
     coarse-to-fine cut from scratch (BENCHMARKS.md, "Interactive speed", item 20).  It holds
     2 bytes per voxel (labels with seeds, and the data term in steps of 1/250), 12 bytes
     per coarse voxel for the weights, and the band's graph (about 300-400 bytes per band
-    voxel, :func:`_band_cut_bytes`).
+    voxel, :func:`_band_cut_bytes`).  Its :class:`ImageMeasures` keep the image's contrast and the colour
+    gradients of the stroked sections from one run to the next.
 
     Examples
     --------
@@ -705,6 +709,7 @@ class CutMemory:
         self.data: Optional[np.ndarray] = None  # uint8 h' of the last cut, see DATA_STEPS
         self.coarse_weights: dict = {}  # level shape -> its coarse level's pair weights
         self.region: Optional[_Region] = None  # the last cut's full-resolution band graph, solved
+        self.measures = ImageMeasures()  # the image's contrast and section gradients: they outlive the cut
 
     @property
     def labels(self) -> Optional[np.ndarray]:
@@ -727,11 +732,7 @@ class CutMemory:
 
     @staticmethod
     def _key(level: "_ImageLevel", image: np.ndarray, mode: str) -> tuple:
-        image = np.asarray(image)
-        # The image by identity and a sample of its values: a session keeps one array for all its runs.
-        sample = image.reshape(-1)[:: max(1, image.size // 4096)]
-        return (level.shape, level.spacing, level.params, mode, image.__array_interface__["data"][0],
-                image.dtype.str, image.shape, hash(sample.tobytes()))
+        return (level.shape, level.spacing, level.params, mode) + _image_key(image)
 
     def follow(self, level: "_ImageLevel", image: np.ndarray, mode: str) -> None:
         """Get ready for a cut of ``image``: forget everything if the last cut was of another image or
@@ -953,8 +954,10 @@ def estimate_banded_cut_bytes(shape: Sequence[int], spacing_zyx: Sequence[float]
 # Input checks
 
 
-def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _ImageLevel:
-    """Check the inputs and wrap them (without copying) as the full-resolution level."""
+def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams,
+               measures: Optional[ImageMeasures] = None) -> _ImageLevel:
+    """Check the inputs and wrap them (without copying) as the full-resolution level; ``measures``: what is
+    known of the image from earlier cuts."""
     h = np.asarray(h)
     if h.ndim != 3 or h.size == 0:
         raise ScribbleSegError(f"graph cut: h must be a non-empty (Z, Y, X) array, got shape {h.shape}")
@@ -982,10 +985,10 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams) -> _Ima
     spacing = tuple(float(s) for s in spacing_zyx)
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
-    params = scaled_to_contrast(scaled_to_objects(params, h), image)
+    params = scaled_to_contrast(scaled_to_objects(params, h), image, measures)
     if params.seed_reach > 0:
         h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach, params.seed_across, weight=params.seed_weight,
-                            image=image, edges=params.seed_edges)
+                            image=image, edges=params.seed_edges, measures=measures)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
                        np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
@@ -1003,11 +1006,10 @@ def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float
     return np.maximum(d, 0.0) / pixel
 
 
-def _edge_speed(section: np.ndarray, spacing: Sequence[float], edges: float, box: Tuple[slice, slice]) -> np.ndarray:
-    """The speed ``1 / (1 + edges g / g_median)`` within ``box`` of a ``(Y, X, C)`` section, float32: ``g`` is the
-    colour gradient (root sum of squares over the channels) after a Gaussian of :data:`SEED_EDGE_SMOOTHING`
-    pixels, ``g_median`` its median over the whole section; ``spacing`` is the ``(x, y)`` pixel size in pixels
-    of the finer axis."""
+def _section_gradient(section: np.ndarray, spacing: Sequence[float]) -> Tuple[np.ndarray, float]:
+    """The colour gradient ``g`` of a ``(Y, X, C)`` section (root sum of squares over the channels, float32)
+    after a Gaussian of :data:`SEED_EDGE_SMOOTHING` pixels, and its median; ``spacing`` is the ``(x, y)`` pixel
+    size in pixels of the finer axis."""
     import SimpleITK as sitk
 
     x = section.astype(np.float32)
@@ -1019,9 +1021,73 @@ def _edge_speed(section: np.ndarray, spacing: Sequence[float], edges: float, box
         channel.SetSpacing(list(spacing))
         g2 += sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(channel, SEED_EDGE_SMOOTHING)) ** 2
     g = np.sqrt(g2)
+    return g, float(np.median(g))
+
+
+def _edge_speed(gradient: Tuple[np.ndarray, float], edges: float, box: Tuple[slice, slice]) -> np.ndarray:
+    """The speed ``1 / (1 + edges g / g_median)`` within ``box`` of a section, float32, from its
+    :func:`_section_gradient` ``(g, g_median)``."""
+    g, median = gradient
     # The median of the whole section: its own contrast, so that stain strength and magnification do not
     # change the scale, and strokes elsewhere do not change the way here.
-    return (1.0 / (1.0 + edges * g[box] / (float(np.median(g)) + 1e-6))).astype(np.float32)
+    return (1.0 / (1.0 + edges * g[box] / (median + 1e-6))).astype(np.float32)
+
+
+class ImageMeasures:
+    """What the cut measures on an image alone, kept between cuts of the same image.
+
+    A warm session's :class:`CutMemory` holds one: its runs then compute the
+    image's contrast (:func:`image_contrast`) once, and the colour gradient of a
+    stroked section (the stroke pull's way, :func:`pulled_to_seeds`) once per
+    section, not on every run.  The values are the ones computed without it.  It
+    forgets everything when handed another image, and keeps at most
+    :data:`MEASURES_MAX_BYTES` of gradients.
+
+    Examples
+    --------
+    >>> image = np.zeros((2, 8, 8, 3), np.uint8); image[:, :, 4:] = 200
+    >>> measures = ImageMeasures()
+    >>> measures.contrast(image, "rgb") == image_contrast(image, "rgb")
+    True
+    """
+
+    def __init__(self, max_bytes: int = MEASURES_MAX_BYTES) -> None:
+        self.max_bytes = int(max_bytes)
+        self.key: Optional[tuple] = None
+        self._contrast: dict = {}  # colour mode -> contrast
+        self._gradients: dict = {}  # (section, spacing) -> (g, median), oldest first
+
+    def follow(self, image: np.ndarray) -> None:
+        """Forget everything unless ``image`` is the image measured so far."""
+        key = _image_key(image)
+        if key != self.key:
+            self.key, self._contrast, self._gradients = key, {}, {}
+
+    def contrast(self, image: np.ndarray, colour: str) -> float:
+        """:func:`image_contrast` of ``image``, computed once."""
+        self.follow(image)
+        if colour not in self._contrast:
+            self._contrast[colour] = image_contrast(image, colour)
+        return self._contrast[colour]
+
+    def gradient(self, image: np.ndarray, z: int, spacing: Sequence[float]) -> Tuple[np.ndarray, float]:
+        """:func:`_section_gradient` of section ``z`` of ``image`` (``(Z, Y, X, C)``), computed once."""
+        self.follow(image)
+        key = (int(z), tuple(float(s) for s in spacing))
+        found = self._gradients.pop(key, None)  # re-inserted below: the newest last
+        if found is None:
+            found = _section_gradient(image[z], spacing)
+        self._gradients[key] = found
+        while sum(g.nbytes for g, _ in self._gradients.values()) > self.max_bytes and len(self._gradients) > 1:
+            del self._gradients[next(iter(self._gradients))]
+        return found
+
+
+def _image_key(image: np.ndarray) -> tuple:
+    """An image by identity and a sample of its values: a session keeps one array for all its runs."""
+    image = np.asarray(image)
+    sample = image.reshape(-1)[:: max(1, image.size // 4096)]
+    return image.__array_interface__["data"][0], image.dtype.str, image.shape, hash(sample.tobytes())
 
 
 def _plane_geodesic(mask: np.ndarray, speed: np.ndarray, spacing: Sequence[float], cutoff: float) -> np.ndarray:
@@ -1047,18 +1113,17 @@ def _plane_geodesic(mask: np.ndarray, speed: np.ndarray, spacing: Sequence[float
     return np.where(arrival <= cutoff + 1.0, arrival, np.inf).astype(np.float32)
 
 
-def _geodesic_planes(strokes: np.ndarray, section: np.ndarray, spacing_zyx: Sequence[float], pixel: float,
+def _geodesic_planes(strokes: np.ndarray, gradient: Tuple[np.ndarray, float], spacing: Sequence[float],
                      edges: float, cutoff: float, grow: int, region: Tuple[slice, slice]) -> list:
     """Squared geodesic distances to the heart and to the background strokes of one ``(Y, X)`` section's
-    ``strokes`` (None where a class has none) through ``section`` (``(Y, X)`` or ``(Y, X, C)``), within
+    ``strokes`` (None where a class has none) through the section of :func:`_section_gradient` ``gradient``
+    (``spacing`` as there), within
     ``region`` (which holds the strokes' box grown by ``grow``), ``inf`` beyond ``cutoff``.  The way is followed
     within the strokes' own box grown by ``grow`` pixels (the cutoff), which no way within the cutoff leaves."""
     ys, xs = np.flatnonzero((strokes > 0).any(axis=1)), np.flatnonzero((strokes > 0).any(axis=0))
     box = (slice(max(0, ys[0] - grow), min(strokes.shape[0], ys[-1] + grow + 1)),
            slice(max(0, xs[0] - grow), min(strokes.shape[1], xs[-1] + grow + 1)))
-    section = np.asarray(section)
-    spacing = (float(spacing_zyx[2]) / pixel, float(spacing_zyx[1]) / pixel)
-    speed = _edge_speed(section[..., None] if section.ndim == 2 else section, spacing, edges, box)
+    speed = _edge_speed(gradient, edges, box)
     # The box within the region: the region is the box of every section's strokes grown the same way.
     inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
     shape = tuple(r.stop - r.start for r in region)
@@ -1076,7 +1141,7 @@ def _geodesic_planes(strokes: np.ndarray, section: np.ndarray, spacing_zyx: Sequ
 
 def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float,
                     across: float = 1.0, *, weight: float = 1.0, image: Optional[np.ndarray] = None,
-                    edges: float = 0.0) -> np.ndarray:
+                    edges: float = 0.0, measures: Optional[ImageMeasures] = None) -> np.ndarray:
     """The heart probability pulled towards each stroke's label near the strokes.
 
     A voxel at distance ``d`` (in in-plane pixels; across sections by the
@@ -1117,6 +1182,8 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
         ``(Z, Y, X)`` or ``(Z, Y, X, C)`` the image; needed when ``edges > 0``.
     edges : float
         How much colour edges lengthen the way (0: straight-line distance).
+    measures : ImageMeasures, optional
+        Where the section gradients of ``image`` are kept from one call to the next.
 
     Returns
     -------
@@ -1153,9 +1220,15 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     x0, x1 = max(0, xs[0] - grow), min(cols, xs[-1] + grow + 1)
     # Squared in-plane distance to each class's strokes on each stroked section (None: no stroke of that class).
     planes = {}
+    if edges > 0:
+        image = np.asarray(image)
+        image = image[..., None] if image.ndim == 3 else image
+        spacing = (float(spacing_zyx[2]) / pixel, float(spacing_zyx[1]) / pixel)
     for k in stroked:
         if edges > 0:
-            planes[int(k)] = _geodesic_planes(scribbles[k], image[k], spacing_zyx, pixel, edges, cutoff, grow,
+            gradient = (measures.gradient(image, k, spacing) if measures is not None
+                        else _section_gradient(image[k], spacing))
+            planes[int(k)] = _geodesic_planes(scribbles[k], gradient, spacing, edges, cutoff, grow,
                                               (slice(y0, y1), slice(x0, x1)))
         else:
             masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
@@ -1323,11 +1396,12 @@ def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:
     return math.sqrt(total / count) if count else 0.0
 
 
-def scaled_to_contrast(params: GraphCutParams, image: np.ndarray) -> GraphCutParams:
+def scaled_to_contrast(params: GraphCutParams, image: np.ndarray,
+                       measures: Optional[ImageMeasures] = None) -> GraphCutParams:
     """``params`` with ``sigma`` scaled to the contrast of ``image`` (see ``reference_contrast``).
 
     The factor is ``image_contrast / reference_contrast`` rounded to a quarter
-    octave, between :data:`MIN_SIGMA_FACTOR` and 1.
+    octave, between :data:`MIN_SIGMA_FACTOR` and 1.  ``measures`` keeps the contrast for the next call.
 
     Examples
     --------
@@ -1337,7 +1411,8 @@ def scaled_to_contrast(params: GraphCutParams, image: np.ndarray) -> GraphCutPar
     """
     if params.reference_contrast is None:
         return params
-    contrast = image_contrast(image, params.colour)
+    contrast = (measures.contrast(image, params.colour) if measures is not None
+                else image_contrast(image, params.colour))
     return _scaled_down(params, "sigma", contrast / float(params.reference_contrast), MIN_SIGMA_FACTOR,
                         f"image contrast {contrast:.3f}")
 

@@ -11,6 +11,7 @@ command line and the Slicer worker process::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -381,9 +382,9 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     return SegmentResult(labels, h, prob, method, features_cached, timings, warnings, suggestions)
 
 
-#: Voxels of the strokes' bounding box above which the heart-to-background distance of
-#: :func:`scribble_warnings` is measured on in-plane blocks (max-pooled) instead of voxels.
-WARNING_DISTANCE_VOXELS = 1 << 22
+#: In-plane pixels of the strokes' bounding box above which the heart-to-background distance of
+#: :func:`scribble_warnings` is measured on in-plane blocks (max-pooled) instead of pixels.
+WARNING_DISTANCE_PIXELS = 1 << 18
 
 
 def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> List[str]:
@@ -391,8 +392,8 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
 
     Strokes on one section only; heart and background strokes that touch; background strokes
     only far from the heart strokes (nothing tells the heart from the tissue around it).
-    Everything but finding the stroked sections looks only inside the strokes' bounding box,
-    so a re-run of a large stack does not pay for whole-volume arrays here.
+    Everything but finding the stroked sections looks only at those sections, inside the strokes'
+    bounding box, so a re-run of a large stack does not pay for whole-volume arrays here.
 
     Examples
     --------
@@ -408,10 +409,11 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
     if sections.size == 1 and n > 1:
         warnings.append(f"all strokes lie on section {int(sections[0])}; the other sections follow the network "
                         "alone: add strokes on a few more sections")
-    z0, z1 = int(sections[0]), int(sections[-1]) + 1
-    rows = np.flatnonzero(scribbles[z0:z1].any(axis=(0, 2)))
-    cols = np.flatnonzero(scribbles[z0:z1].any(axis=(0, 1)))
-    box = scribbles[z0:z1, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    # The stroked sections only, cropped to the strokes' box: the rest holds no stroke.
+    stack = scribbles[sections]
+    rows = np.flatnonzero(stack.any(axis=(0, 2)))
+    cols = np.flatnonzero(stack.any(axis=(0, 1)))
+    box = stack[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     heart, background = box == 1, box == 2
     touching = np.zeros(box.shape[0], bool)
     for axis in (1, 2):
@@ -422,9 +424,9 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
             touching |= (a[tuple(lo)] & b[tuple(hi)]).reshape(box.shape[0], -1).any(axis=1)
     if touching.any():
         warnings.append(f"heart and background strokes touch on {int(touching.sum())} section(s) (first: "
-                        f"{z0 + int(np.flatnonzero(touching)[0])}); the boundary there is taken as drawn")
+                        f"{int(sections[np.flatnonzero(touching)[0]])}); the boundary there is taken as drawn")
     if heart.any() and background.any():
-        nearest = _nearest_distance(heart, background, spacing_zyx)
+        nearest = _nearest_distance(heart, background, sections, spacing_zyx)
         _, ys, xs = np.nonzero(heart)
         extent = max(float((ys.max() - ys.min() + 1) * spacing_zyx[1]), float((xs.max() - xs.min() + 1)
                                                                               * spacing_zyx[2]))
@@ -434,16 +436,19 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
     return warnings
 
 
-def _nearest_distance(heart: np.ndarray, background: np.ndarray, spacing_zyx: Sequence[float]) -> float:
-    """Distance (mm) from the background strokes to the nearest heart stroke, in the strokes' box.
+def _nearest_distance(heart: np.ndarray, background: np.ndarray, sections: np.ndarray,
+                      spacing_zyx: Sequence[float]) -> float:
+    """Distance (mm) from the background strokes to the nearest heart stroke.
 
-    Exact (a distance map of the box holds every heart voxel, so nothing outside it is nearer);
-    on boxes over :data:`WARNING_DISTANCE_VOXELS` both masks are max-pooled in-plane by ``k``
-    first, which is within ``k`` pixels of the exact distance.
+    ``heart`` and ``background`` are ``(S, Y, X)`` masks of the stroked sections ``sections`` (their
+    indices, increasing), cropped alike.  Exact: each heart section's in-plane distance map, combined
+    with the distance between sections (``d^2 = d_plane^2 + dz^2``); pairs of sections further apart
+    than the nearest distance found so far are skipped.  Boxes over :data:`WARNING_DISTANCE_PIXELS` pixels
+    a section are max-pooled in-plane by ``k`` first, which is within ``k`` pixels of the exact distance.
     """
     import SimpleITK as sitk
 
-    k = max(1, int(np.ceil(np.sqrt(heart.size / WARNING_DISTANCE_VOXELS))))
+    k = max(1, int(np.ceil(np.sqrt(heart[0].size / WARNING_DISTANCE_PIXELS))))
     spacing = [float(s) for s in spacing_zyx]
     if k > 1:
         z, y, x = heart.shape
@@ -451,9 +456,20 @@ def _nearest_distance(heart: np.ndarray, background: np.ndarray, spacing_zyx: Se
         heart, background = (np.pad(m, pad).reshape(z, (y + pad[1][1]) // k, k, (x + pad[2][1]) // k, k)
                              .any(axis=(2, 4)) for m in (heart, background))
         spacing[1:] = [s * k for s in spacing[1:]]
-    image = sitk.GetImageFromArray(heart.astype(np.uint8))
-    image.SetSpacing(tuple(spacing[::-1]))
-    # Keep the image: a view of a temporary SimpleITK image reads freed memory (a segfault).
-    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                            useImageSpacing=True)
-    return max(0.0, float(sitk.GetArrayViewFromImage(distance)[background].min()))
+    drawn = [i for i in range(len(sections)) if background[i].any()]
+    best = math.inf
+    for i in np.flatnonzero(heart.reshape(len(sections), -1).any(axis=1)):
+        gaps = sorted(((abs(int(sections[j]) - int(sections[i])) * spacing[0], j) for j in drawn))
+        if gaps[0][0] >= best:
+            continue
+        image = sitk.GetImageFromArray(heart[i].astype(np.uint8))
+        image.SetSpacing((spacing[2], spacing[1]))
+        # Keep the image: a view of a temporary SimpleITK image reads freed memory (a segfault).
+        distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                useImageSpacing=True)
+        plane = sitk.GetArrayViewFromImage(distance)
+        for gap, j in gaps:
+            if gap >= best:
+                break  # the rest are further apart than the nearest pair found
+            best = min(best, math.hypot(max(0.0, float(plane[background[j]].min())), gap))
+    return best

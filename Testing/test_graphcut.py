@@ -860,7 +860,8 @@ def test_the_pulls_way_without_edges_is_the_straight_line_distance():
         pixel = min(spacing[1:])
         flat = np.zeros(mask.shape + (3,), np.uint8)
         scale = (spacing[2] / pixel, spacing[1] / pixel)
-        speed = graphcut._edge_speed(flat, scale, 3.0, (slice(None), slice(None)))  # no gradient: speed 1
+        gradient = graphcut._section_gradient(flat, scale)
+        speed = graphcut._edge_speed(gradient, 3.0, (slice(None), slice(None)))  # no gradient: speed 1
         way = graphcut._plane_geodesic(mask, speed, scale, cutoff=100.0)
         straight = graphcut._plane_distance(mask, spacing, pixel)
         # Fast marching is first order: within a pixel or so of the exact distance.
@@ -879,6 +880,59 @@ def test_the_pulls_way_on_a_section_does_not_depend_on_strokes_elsewhere():
     both = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, 0.0, weight=30.0, image=image, edges=3.0)
     np.testing.assert_array_equal(both[0], alone[0])
     assert both[0, 20, 11] > 0.5 and both[1, 3, 34] < h[1, 3, 34]
+
+
+def test_image_measures_give_the_pull_what_it_computes_alone_and_compute_each_section_once(monkeypatch):
+    image, h = _two_tissues()
+    image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 18:22, 6:9] = 1
+    scribbles[1, 2:5, 30:38] = 2
+    alone = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=image, edges=3.0)
+    computed = []
+    original = graphcut._section_gradient
+    monkeypatch.setattr(graphcut, "_section_gradient", lambda *a: computed.append(1) or original(*a))
+    measures = graphcut.ImageMeasures()
+    for _ in range(2):
+        kept = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=image, edges=3.0,
+                                        measures=measures)
+        np.testing.assert_array_equal(kept, alone)
+    assert len(computed) == 2  # two stroked sections, each measured once over both calls
+    other = image.copy()
+    other[0, :, :20] //= 2  # another image: measured anew, with its own edges
+    changed = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=other, edges=3.0,
+                                       measures=measures)
+    assert len(computed) == 4 and not np.array_equal(changed[0], alone[0])
+    small = graphcut.ImageMeasures(max_bytes=image[0, ..., 0].size * 4)  # room for one section's gradient
+    graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=image, edges=3.0,
+                             measures=small)
+    assert len(small._gradients) == 1
+    assert small.contrast(image, "rgb") == graphcut.image_contrast(image, "rgb")
+
+
+def test_a_warm_cut_measures_the_image_once(monkeypatch):
+    image, h = _two_tissues()
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 18:22, 6:9] = 1
+    scribbles[0, 2:5, 30:38] = 2
+    calls = {"gradient": 0, "contrast": 0}
+    gradient, contrast = graphcut._section_gradient, graphcut.image_contrast
+
+    def counted(name, f):
+        def wrapper(*a):
+            calls[name] += 1
+            return f(*a)
+        return wrapper
+
+    monkeypatch.setattr(graphcut, "_section_gradient", counted("gradient", gradient))
+    monkeypatch.setattr(graphcut, "image_contrast", counted("contrast", contrast))
+    memory = CutMemory()
+    graph_cut(h, image, scribbles, memory=memory)
+    scribbles[0, 30:33, 6:9] = 1  # a new stroke on the same section
+    warm = graph_cut(h, image, scribbles, memory=memory)
+    assert calls == {"gradient": 1, "contrast": 1}
+    assert np.array_equal(warm, graph_cut(h, image, scribbles))  # one section: cut whole, as from scratch
+    assert calls == {"gradient": 2, "contrast": 2}
 
 
 def test_the_stroke_pull_checks_its_weight_and_needs_the_image_for_edges():

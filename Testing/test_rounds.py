@@ -95,17 +95,21 @@ def test_scribble_warnings_name_one_section_touching_and_far_strokes():
 
 
 def test_the_stroke_distance_looks_only_in_the_strokes_box_and_blocks_stay_close(monkeypatch):
-    """The far-strokes check crops to the strokes' bounding box and pools large boxes in-plane: same verdicts,
-    and a distance within a block of the exact one."""
+    """The far-strokes distance is exact across sections, and pools large boxes in-plane: same verdicts, and a
+    distance within a block of the exact one."""
     spacing = (0.02, 0.01, 0.01)
     s = np.zeros((9, 300, 320), np.uint8)
     s[3, 100:103, 100:140] = 1
     s[6, 180:183, 30:260] = 2  # nearest heart voxel: 78 rows and 3 sections away
     exact = float(np.hypot(78 * 0.01, 3 * 0.02))
+    sections = np.arange(9)  # every section passed, stroked or not
     heart, background = s == 1, s == 2
-    assert pipeline._nearest_distance(heart, background, spacing) == pytest.approx(exact, abs=1e-6)
-    monkeypatch.setattr(pipeline, "WARNING_DISTANCE_VOXELS", 20000)  # blocks of 7 x 7 pixels here
-    pooled = pipeline._nearest_distance(heart, background, spacing)
+    assert pipeline._nearest_distance(heart, background, sections, spacing) == pytest.approx(exact, abs=1e-6)
+    s[8, 0, 0] = 1  # a heart stroke further away changes nothing
+    assert pipeline._nearest_distance(s == 1, background, sections, spacing) == pytest.approx(exact, abs=1e-6)
+    s[8, 0, 0] = 0
+    monkeypatch.setattr(pipeline, "WARNING_DISTANCE_PIXELS", 2000)  # blocks of 7 x 7 pixels here
+    pooled = pipeline._nearest_distance(heart, background, sections, spacing)
     assert pooled != pytest.approx(exact, abs=1e-6) and abs(pooled - exact) <= 7 * 0.01 * np.sqrt(2)
     assert any("far from the heart strokes" in w for w in pipeline.scribble_warnings(s, spacing))
     s[6, 104, 100:140] = 2
