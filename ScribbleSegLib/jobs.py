@@ -152,12 +152,18 @@ def replace_fields(defaults: Any, values: Dict[str, Any], name: str) -> Any:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ScribbleSegError(f"{name}: unknown settings {unknown}; known: {sorted(fields)}")
-    for key, value in values.items():
+    values = dict(values)
+    for key, value in list(values.items()):
         if value is None and "Optional" in str(fields[key].type):  # e.g. cut.reference_radius: null turns it off
             continue
         if isinstance(getattr(defaults, key), str):  # a choice (data_term, evaluation): the class checks it
             if not isinstance(value, str):
                 raise ScribbleSegError(f"{name}.{key} must be a string, got {value!r}")
+        elif isinstance(getattr(defaults, key), tuple):  # sizes (ddml.hidden): a list of numbers in JSON
+            if not isinstance(value, (list, tuple)) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise ScribbleSegError(f"{name}.{key} must be a list of numbers, got {value!r}")
+            values[key] = tuple(value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ScribbleSegError(f"{name}.{key} must be a number, got {value!r}")
     try:

@@ -193,6 +193,18 @@ def test_choice_settings_pass_a_request_and_are_checked_as_in_job_files(tmp_path
         jobs.settings(job({"data_term": "cubic"}, {}))
 
 
+def test_size_settings_are_lists_of_numbers():
+    from ScribbleSegLib import jobs
+    from ScribbleSegLib.ddml import DDMLConfig
+
+    assert jobs.replace_fields(DDMLConfig(), {"hidden": [32, 32], "out_dim": 16}, "ddml").hidden == (32, 32)
+    for bad in (32, [32, "wide"], [True]):
+        with pytest.raises(ScribbleSegError, match=r"ddml.hidden must be a list of numbers"):
+            jobs.replace_fields(DDMLConfig(), {"hidden": bad}, "ddml")
+    with pytest.raises(ScribbleSegError, match=r"ddml: DDML layer sizes must be positive"):
+        jobs.replace_fields(DDMLConfig(), {"hidden": [0]}, "ddml")
+
+
 # ---------------------------------------------------------------------------
 # Protocol lines
 # ---------------------------------------------------------------------------
