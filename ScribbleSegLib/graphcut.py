@@ -1117,9 +1117,9 @@ def _geodesic_planes(strokes: np.ndarray, gradient: Tuple[np.ndarray, float], sp
                      edges: float, cutoff: float, grow: int, region: Tuple[slice, slice]) -> list:
     """Squared geodesic distances to the heart and to the background strokes of one ``(Y, X)`` section's
     ``strokes`` (None where a class has none) through the section of :func:`_section_gradient` ``gradient``
-    (``spacing`` as there), within
-    ``region`` (which holds the strokes' box grown by ``grow``), ``inf`` beyond ``cutoff``.  The way is followed
-    within the strokes' own box grown by ``grow`` pixels (the cutoff), which no way within the cutoff leaves."""
+    (``spacing`` as there), within ``region`` (which holds the strokes' box grown by ``grow``), ``inf`` beyond
+    ``cutoff``.  The way is followed within the strokes' own box grown by ``grow`` pixels (the cutoff), which no
+    way within the cutoff leaves."""
     ys, xs = np.flatnonzero((strokes > 0).any(axis=1)), np.flatnonzero((strokes > 0).any(axis=0))
     box = (slice(max(0, ys[0] - grow), min(strokes.shape[0], ys[-1] + grow + 1)),
            slice(max(0, xs[0] - grow), min(strokes.shape[1], xs[-1] + grow + 1)))
