@@ -100,7 +100,7 @@ def _rounds(args, candidates) -> int:
                         runs.setdefault((name, f"{train}→{test}"), []).append(
                             [munet] + [r.adapted["iou"] for r in run] + [r.final["iou"] for r in run])
             print(f"{train}→{test} done", file=sys.stderr, flush=True)
-    print(f"Validation volumes {args.volumes} of each family, {args.patterns} scribble pattern(s), "
+    print(f"{_volumes(args.volumes)} {args.volumes} of each family, {args.patterns} scribble pattern(s), "
           f"{args.rounds} rounds; networks from {args.models}.\n")
     rounds = range(1, args.rounds + 1)
     print("| setting | protocol | M-Unet | " + " | ".join(f"adapted r{r}" for r in rounds) + " | "
@@ -115,6 +115,12 @@ def _rounds(args, candidates) -> int:
             print(f"| {name} | {protocol_name} | " + " | ".join(f"{x:.4f}" for x in means[-1]) + f" | {drop:+.3f} |")
         print(f"| {name} | mean | " + " | ".join(f"{x:.4f}" for x in np.mean(means, axis=0)) + " | |")
     return 0
+
+
+def _volumes(indices) -> str:
+    """What the phantom indices are in the bench: its validation volumes (2 and 3), or others (its test
+    volumes are 4 and 5)."""
+    return "Validation volumes" if sorted(indices) == [2, 3] else "Volumes"
 
 
 def main(argv=None) -> int:
@@ -175,7 +181,7 @@ def main(argv=None) -> int:
     def mean(name, stage, which):
         return float(np.mean([np.mean(iou[(name, stage, p)]) for p in which]))
 
-    print(f"Validation volumes {args.volumes} of each family, {args.patterns} scribble pattern(s), round 1 "
+    print(f"{_volumes(args.volumes)} {args.volumes} of each family, {args.patterns} scribble pattern(s), round 1 "
           f"(every 10th heart section); networks from {args.models}.\n")
     print("| setting | stage | mean of 4 protocols | in-family | cross-family | " + " | ".join(protocols) + " |")
     print("|---|---|---|---|---|" + "---|" * len(protocols))
