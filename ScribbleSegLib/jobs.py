@@ -152,8 +152,8 @@ def replace_fields(defaults: Any, values: Dict[str, Any], name: str) -> Any:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ScribbleSegError(f"{name}: unknown settings {unknown}; known: {sorted(fields)}")
-    values = dict(values)
-    for key, value in list(values.items()):
+    values = dict(values)  # a copy: tuple settings are converted in it
+    for key, value in values.items():
         if value is None and "Optional" in str(fields[key].type):  # e.g. cut.reference_radius: null turns it off
             continue
         if isinstance(getattr(defaults, key), str):  # a choice (data_term, evaluation): the class checks it

@@ -446,7 +446,7 @@ def _nearest_distance(heart: np.ndarray, background: np.ndarray, sections: np.nd
     than the nearest distance found so far are skipped.  Boxes over :data:`WARNING_DISTANCE_PIXELS` pixels
     a section are max-pooled in-plane by ``k`` first, which is within ``k`` pixels of the exact distance.
     """
-    import SimpleITK as sitk
+    from .graphcut import _plane_distance  # the cut's in-plane distance map (SimpleITK's Maurer)
 
     k = max(1, int(np.ceil(np.sqrt(heart[0].size / WARNING_DISTANCE_PIXELS))))
     spacing = [float(s) for s in spacing_zyx]
@@ -462,14 +462,9 @@ def _nearest_distance(heart: np.ndarray, background: np.ndarray, sections: np.nd
         gaps = sorted(((abs(int(sections[j]) - int(sections[i])) * spacing[0], j) for j in drawn))
         if gaps[0][0] >= best:
             continue
-        image = sitk.GetImageFromArray(heart[i].astype(np.uint8))
-        image.SetSpacing((spacing[2], spacing[1]))
-        # Keep the image: a view of a temporary SimpleITK image reads freed memory (a segfault).
-        distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                                useImageSpacing=True)
-        plane = sitk.GetArrayViewFromImage(distance)
+        plane = _plane_distance(heart[i], spacing, 1.0)  # in mm: pixels of size 1
         for gap, j in gaps:
             if gap >= best:
                 break  # the rest are further apart than the nearest pair found
-            best = min(best, math.hypot(max(0.0, float(plane[background[j]].min())), gap))
+            best = min(best, math.hypot(float(plane[background[j]].min()), gap))
     return best
