@@ -163,6 +163,27 @@ def summarize(results: Sequence[Dict[str, object]], keys: Sequence[str] = METRIC
 ERROR_REGIONS = ("ends", "boundary", "elsewhere")
 
 
+def end_sections(label: np.ndarray, end_fraction: float = 0.1) -> np.ndarray:
+    """The sections where an object tapers off: outside the first-axis extent of ``label`` (non-zero =
+    object), or within ``end_fraction`` of that extent from either end.
+
+    Returns a boolean array of one value per section (all True when ``label`` is empty).
+
+    Examples
+    --------
+    >>> label = np.zeros((20, 4, 4), np.uint8); label[5:15, 1:3, 1:3] = 1
+    >>> np.flatnonzero(~end_sections(label))
+    array([ 6,  7,  8,  9, 10, 11, 12, 13])
+    """
+    t = np.asarray(label) != 0
+    sections = np.nonzero(t.reshape(t.shape[0], -1).any(axis=1))[0]
+    ends = np.ones(t.shape[0], bool)
+    if sections.size:
+        reach = int(end_fraction * (sections[-1] - sections[0] + 1))
+        ends[sections[0] + reach: sections[-1] - reach + 1] = False
+    return ends
+
+
 def error_regions(pred: np.ndarray, label: np.ndarray, end_fraction: float = 0.1,
                   band: int = 2) -> Dict[str, Dict[str, float]]:
     """Split the wrong voxels of a prediction by where they lie, and say what fixing each part would give.
@@ -204,11 +225,7 @@ def error_regions(pred: np.ndarray, label: np.ndarray, end_fraction: float = 0.1
     if p.shape != t.shape or p.ndim != 3:
         raise ValueError(f"pred and label must be 3-D arrays of one shape, got {p.shape} and {t.shape}")
     wrong = p ^ t
-    sections = np.nonzero(t.any(axis=(1, 2)))[0]
-    ends = np.ones(t.shape[0], bool)
-    if sections.size:
-        reach = int(end_fraction * (sections[-1] - sections[0] + 1))
-        ends[sections[0] + reach: sections[-1] - reach + 1] = False
+    ends = end_sections(t, end_fraction)
     outline = np.zeros_like(t)
     for z in np.nonzero(~ends)[0]:
         outline[z] = (ndimage.binary_dilation(t[z], iterations=band)

@@ -113,3 +113,13 @@ def test_error_regions_split_ends_outline_and_missed_regions():
     # Fixing the false region removes it from the union: TP 568 of union 644 -> 568 / 640.
     assert abs(r["elsewhere"]["iou_if_fixed"] - 568 / 640) < 1e-9
     assert abs(r["ends"]["iou_if_fixed"] - 632 / 644) < 1e-9
+
+
+def test_end_sections_are_outside_the_object_or_within_a_share_of_its_extent():
+    from ScribbleSegLib.metrics import end_sections
+
+    label = np.zeros((30, 4, 4), np.uint8)
+    label[10:30, 1:3, 1:3] = 1  # 20 sections, to the volume's last
+    assert np.flatnonzero(~end_sections(label, 0.1)).tolist() == list(range(12, 28))
+    assert np.flatnonzero(~end_sections(label, 0.0)).tolist() == list(range(10, 30))
+    assert end_sections(np.zeros((3, 2, 2)), 0.1).all()
