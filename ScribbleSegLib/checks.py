@@ -74,15 +74,15 @@ def check_orientations(orientations: Any) -> int:
 
 
 def check_seed(seed: Any) -> int:
-    """A non-negative integer seed.
+    """A seed: an integer from 0 to :data:`~ScribbleSegLib.choices.MAX_SEED`.
 
     Examples
     --------
     >>> check_seed(3)
     3
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ScribbleSegError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= choices.MAX_SEED:
+        raise ScribbleSegError(f"seed must be an integer from 0 to 2^63 - 1, got {seed!r}")
     return int(seed)
 
 

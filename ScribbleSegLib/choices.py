@@ -20,6 +20,8 @@ Examples
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +135,11 @@ DEFAULT_CACHE_MAX_GB = 20.0
 
 One 100x512x512 volume's features take about 1.7 GB (32 float16 channels),
 so the default keeps about ten volumes warm."""
+MAX_CACHE_GB = 1e6
+"""The largest size cap a cache accepts (a petabyte): a bigger one is a typo, and an infinite one has no bytes."""
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: torch's generators take 64-bit seeds, and the same seed must work everywhere."""
 
 
 def default_cache_dir() -> Path:
@@ -155,8 +162,27 @@ def default_cache_dir() -> Path:
     return Path(base) / "scribbleseg" / "features"
 
 
+def cache_cap_problem(max_gb: float) -> Optional[str]:
+    """Why ``max_gb`` cannot be a cache's size cap in GB (it must be a positive number up to
+    :data:`MAX_CACHE_GB`), or None when it can.
+
+    Examples
+    --------
+    >>> cache_cap_problem(20) is None, cache_cap_problem(float("inf"))
+    (True, 'must be a positive number of GB up to 1e+06, got inf')
+    """
+    try:
+        value = float(max_gb)
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isfinite(value) and 0 < value <= MAX_CACHE_GB:
+        return None
+    return f"must be a positive number of GB up to {MAX_CACHE_GB:g}, got {max_gb!r}"
+
+
 def default_cache_max_gb() -> float:
-    """The cache's size cap in GB: ``$SCRIBBLESEG_CACHE_MAX_GB`` if set to a positive number, else the default.
+    """The cache's size cap in GB: ``$SCRIBBLESEG_CACHE_MAX_GB`` if set to a valid cap
+    (:func:`cache_cap_problem`), else the default (with a warning when it is set to something else).
 
     Examples
     --------
@@ -164,8 +190,11 @@ def default_cache_max_gb() -> float:
     True
     """
     text = os.environ.get("SCRIBBLESEG_CACHE_MAX_GB", "")
-    try:
-        value = float(text)
-    except ValueError:
+    if not text:
         return DEFAULT_CACHE_MAX_GB
-    return value if value > 0 else DEFAULT_CACHE_MAX_GB
+    problem = cache_cap_problem(text.strip())
+    if problem is not None:
+        logging.getLogger("ScribbleSegLib").warning("$SCRIBBLESEG_CACHE_MAX_GB %s; using %g GB", problem,
+                                                    DEFAULT_CACHE_MAX_GB)
+        return DEFAULT_CACHE_MAX_GB
+    return float(text)

@@ -188,16 +188,34 @@ class FeatureCache:
         in the folder (``settings.json``), else :data:`~ScribbleSegLib.choices.DEFAULT_CACHE_MAX_GB`."""
         if os.environ.get("SCRIBBLESEG_CACHE_MAX_GB"):
             return choices.default_cache_max_gb()
+        path = self.folder / SETTINGS
         try:
-            value = float(json.loads((self.folder / SETTINGS).read_text(encoding="utf-8"))["max_gb"])
-        except (OSError, ValueError, KeyError, TypeError):
+            stored = json.loads(path.read_text(encoding="utf-8"))["max_gb"]
+        except OSError:  # none stored, or no folder to hold it (which the run reports itself)
             return choices.default_cache_max_gb()
-        return value if value > 0 else choices.default_cache_max_gb()
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("feature cache: %s holds no cap (%s); using the default of %g GB", path,
+                        type(exc).__name__, choices.default_cache_max_gb())
+            return choices.default_cache_max_gb()
+        problem = choices.cache_cap_problem(stored)
+        if problem is not None:  # written by hand, or by a version that checked less: never fatal
+            log.warning("feature cache: the cap in %s %s; using the default of %g GB", path, problem,
+                        choices.default_cache_max_gb())
+            return choices.default_cache_max_gb()
+        return float(stored)
 
     def set_cap_gb(self, max_gb: float) -> None:
-        """Store ``max_gb`` as this folder's cap (every later run reads it) and evict beyond it."""
+        """Store ``max_gb`` as this folder's cap (every later run reads it); :meth:`evict` applies it.
+
+        Raises ScribbleSegError unless ``max_gb`` is a positive number up to
+        :data:`~ScribbleSegLib.choices.MAX_CACHE_GB`; nothing is stored then.
+        """
+        from .errors import ScribbleSegError
         from .fileio import atomic_output
 
+        problem = choices.cache_cap_problem(max_gb)
+        if problem is not None:
+            raise ScribbleSegError(f"max_gb {problem}")
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_output(self.folder / SETTINGS) as tmp:
             tmp.write_text(json.dumps({"max_gb": float(max_gb)}) + "\n", encoding="utf-8")

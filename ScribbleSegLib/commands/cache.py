@@ -6,14 +6,14 @@ import argparse
 import time
 
 from .. import choices
-from .common import positive_float
+from .common import cache_gb
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("action", nargs="?", default="list", choices=("list", "clear"),
                         help="list the entries (default) or remove them all")
-    parser.add_argument("--max-gb", type=positive_float, metavar="G",
+    parser.add_argument("--max-gb", type=cache_gb, metavar="G",
                         help="set the cache's size cap to G GB (kept in the cache folder for every later run) "
                              "and evict least-recently-used entries beyond it (default cap: "
                              f"{choices.DEFAULT_CACHE_MAX_GB:g} GB; $SCRIBBLESEG_CACHE_MAX_GB overrides)")

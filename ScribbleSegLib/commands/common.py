@@ -39,6 +39,11 @@ Examples
 nonnegative_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 positive_int = _number(int, lambda v: v > 0, "a positive integer")
 nonnegative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+seed_int = _number(int, lambda v: 0 <= v <= choices.MAX_SEED, "an integer from 0 to 2^63 - 1")
+"""argparse type: a seed (:data:`ScribbleSegLib.choices.MAX_SEED`)."""
+cache_gb = _number(float, lambda v: choices.cache_cap_problem(v) is None,
+                   f"a positive number of GB up to {choices.MAX_CACHE_GB:g}")
+"""argparse type: a cache size cap (:func:`ScribbleSegLib.choices.cache_cap_problem`)."""
 
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +68,7 @@ def default_cache_dir() -> Path:
 def add_experiment_options(parser: argparse.ArgumentParser, out_default: str, minutes_default: float) -> None:
     """Options shared by ``demo`` and ``bench``: output folder, seed, device, budget, phantom size."""
     parser.add_argument("--out", default=out_default, help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the phantoms, scribbles and training")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the phantoms, scribbles and training")
     add_device_option(parser)
     parser.add_argument("--train-minutes", type=positive_float, default=minutes_default,
                         help="training budget of each network in minutes (default: %(default)s)")

@@ -3,7 +3,7 @@
 import argparse
 
 from .. import choices
-from .common import check_phantom_shape, make_output_folder, nonnegative_int, positive_int
+from .common import check_phantom_shape, make_output_folder, positive_int, seed_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (created if its parent exists)")
     parser.add_argument("--volumes", type=positive_int, default=6, metavar="N",
                         help="number of volumes (default 6: 2 train, 2 val, 2 test)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+    parser.add_argument("--seed", type=seed_int, default=0, metavar="S",
                         help="seed; volume i is made with seed S*100+i, as in 'scribbleseg bench' (default 0)")
     parser.add_argument("--shape", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
                         help="sections, rows, columns (default 64 192 192); another size shows the same embryo, "

@@ -9,7 +9,7 @@ its parent in its provenance (see ``ScribbleSegLib.training``).
 import argparse
 
 from .. import choices
-from .common import add_device_option, add_image_options, nonnegative_int, positive_float, positive_int
+from .common import add_device_option, add_image_options, positive_float, positive_int, seed_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Adam learning rate (default: 1e-3, or 3e-4 with --init)")
     parser.add_argument("--no-stain-normalization", action="store_true",
                         help="train on the colours as they are")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of initialisation and sampling (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of initialisation and sampling (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
