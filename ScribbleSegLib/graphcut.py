@@ -1009,9 +1009,12 @@ def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float
 def _section_gradient(section: np.ndarray, spacing: Sequence[float]) -> Tuple[np.ndarray, float]:
     """The colour gradient ``g`` of a ``(Y, X, C)`` section (root sum of squares over the channels, float32)
     after a Gaussian of :data:`SEED_EDGE_SMOOTHING` pixels, and its median; ``spacing`` is the ``(x, y)`` pixel
-    size in pixels of the finer axis."""
+    size in pixels of the finer axis.  A section under 4 pixels on a side (too small for the recursive Gaussian)
+    has no gradient: zeros, median 0, and the pull's way through it is straight."""
     import SimpleITK as sitk
 
+    if min(section.shape[:2]) < 4:
+        return np.zeros(section.shape[:2], np.float32), 0.0
     x = section.astype(np.float32)
     if section.dtype == np.uint8:
         x *= np.float32(1.0 / 255.0)

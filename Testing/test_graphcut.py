@@ -870,6 +870,24 @@ def test_the_pulls_way_without_edges_is_the_straight_line_distance():
     assert np.isinf(near[straight > 5]).all() and np.isfinite(near[straight < 2.5]).all()
 
 
+def test_sections_under_four_pixels_on_a_side_are_pulled_along_straight_lines():
+    # The recursive Gaussian of the colour gradient needs 4 pixels along each axis: a section of 3 rows
+    # (a stack read heavily downsampled) has no gradient, and its pull is that of straight-line distances.
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (3, 3, 40, 3), np.uint8)
+    h = np.full((3, 3, 40), 0.4, np.float32)
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[1, 1, 5] = 1
+    scribbles[1, 1, 35] = 2
+    g, median = graphcut._section_gradient(image[1], (1.0, 1.0))
+    assert median == 0.0 and not g.any()
+    edged = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 4.0, 0.5, weight=30.0, image=image, edges=3.0)
+    straight = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 4.0, 0.5, weight=30.0)
+    np.testing.assert_allclose(edged[1], straight[1], atol=0.05)  # fast marching: first order
+    labels = graph_cut(h, image, scribbles)  # the defaults pull along edges: no error from the tiny sections
+    assert labels[1, 1, 5] == 1 and labels[1, 1, 35] == 0
+
+
 def test_the_pulls_way_on_a_section_does_not_depend_on_strokes_elsewhere():
     image, h = _two_tissues()
     image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])  # two sections
