@@ -73,7 +73,11 @@ def disk_full_message(path: PathLike, needed: int, free: int) -> str:
     --------
     >>> disk_full_message("out.nrrd", 50 << 20, 3 << 20)
     'disk full writing out.nrrd (50 MB needed, 3.0 MB free)'
+    >>> disk_full_message("out.stl", 0, 3 << 20)  # a size not known in advance
+    'disk full writing out.stl (3.0 MB free)'
     """
+    if needed < _MB / 20:  # not known in advance (or only what was written before the disk filled): not shown
+        return f"disk full writing {path} ({_mb(free)} MB free)"
     return f"disk full writing {path} ({_mb(needed)} MB needed, {_mb(free)} MB free)"
 
 
@@ -484,6 +488,10 @@ def check_outputs(outputs: Mapping[str, Optional[PathLike]],
         allowed = tuple(s.lower() for s in suffixes.get(name, ()))
         if allowed and not path.name.lower().endswith(allowed):
             raise ScribbleSegError(f"{path} ({name}): expected a file name ending in {' or '.join(allowed)}")
+        if allowed and path.name.lower().endswith(".seg.nrrd") and ".seg.nrrd" not in allowed:
+            # It ends in .nrrd, but Slicer and slicerio would take a plain volume of that name for a segmentation.
+            raise ScribbleSegError(f"{path} ({name}): .seg.nrrd names a segmentation; this output is a volume "
+                                   f"({' or '.join(s for s in allowed if s != '.seg.nrrd')})")
         check_output_path(path, name)
         checked[name] = path
     for path in checked.values():
@@ -507,7 +515,7 @@ class OutputSet:
     >>> with OutputSet({"a": folder / "a.txt", "b": folder / "b.txt"}) as outputs:
     ...     _ = outputs.path("a").write_text("1")
     ...     _ = outputs.path("b").write_text("2")
-    ...     outputs.commit()
+    ...     written = outputs.commit()
     >>> sorted(p.name for p in folder.iterdir())
     ['a.txt', 'b.txt']
     """

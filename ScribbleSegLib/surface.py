@@ -15,15 +15,16 @@ libegl-mesa0 libgl1-mesa-dri``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 from vtkmodules.util.numpy_support import numpy_to_vtk
-from vtkmodules.vtkCommonCore import vtkStringArray
+from vtkmodules.vtkCommonCore import vtkLogger, vtkOutputWindow, vtkStringArray, vtkStringOutputWindow
 from vtkmodules.vtkCommonDataModel import vtkImageData, vtkPolyData
 from vtkmodules.vtkCommonTransforms import vtkTransform
 from vtkmodules.vtkFiltersCore import (vtkDecimatePro, vtkMassProperties, vtkPolyDataNormals, vtkReverseSense,
@@ -236,10 +237,33 @@ def write_surface(path: PathLike, polydata: vtkPolyData) -> None:
             raise ScribbleSegError(f"{path}: vtk could not write the surface")
 
 
+@contextlib.contextmanager
+def _vtk_messages_kept() -> Iterator[vtkStringOutputWindow]:
+    """vtk's own error and warning text kept in a string while a writer runs, instead of printed: a failed
+    write (a full disk) is reported as one line by the caller, not as vtk's screenful.
+
+    vtk prints through its output window and, since 9.0, its logger (to stderr); both are held back.
+    """
+    previous = vtkOutputWindow.GetInstance()
+    previous.Register(None)  # keep it alive while it is not the instance
+    kept = vtkStringOutputWindow()
+    vtkOutputWindow.SetInstance(kept)
+    # The cutoff is the most verbose of the logger's sinks: stderr's own, unless a program added a log file.
+    verbosity = vtkLogger.GetCurrentVerbosityCutoff()
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_OFF)
+    try:
+        yield kept
+    finally:
+        vtkLogger.SetStderrVerbosity(vtkLogger.ConvertToVerbosity(verbosity))
+        vtkOutputWindow.SetInstance(previous)
+        previous.UnRegister(None)
+
+
 def _write(writer, polydata: vtkPolyData, path: Path) -> bool:
     writer.SetInputData(polydata)
     writer.SetFileName(str(path))
-    return bool(writer.Write())
+    with _vtk_messages_kept():
+        return bool(writer.Write())
 
 
 def _write_obj(polydata: vtkPolyData, path: Path) -> bool:
@@ -346,5 +370,6 @@ def render_surface_png(polydata: vtkPolyData, path: PathLike, size: Tuple[int, i
 def _write_image(writer, source, path: Path) -> bool:
     writer.SetInputConnection(source.GetOutputPort())
     writer.SetFileName(str(path))
-    writer.Write()
+    with _vtk_messages_kept():
+        writer.Write()
     return path.exists() and path.stat().st_size > 0

@@ -79,9 +79,14 @@ def test_cropped_prediction_is_placed_on_the_label_grid(files, capsys):
     origin = np.asarray(GEOMETRY.origin) + np.array([3, 2, 1]) * np.asarray(GEOMETRY.spacing)
     cropped = Geometry(GEOMETRY.spacing, tuple(origin), GEOMETRY.direction)
     volume_io.write_segmentation(files / "crop.seg.nrrd", [("heart", pred[1:3, 2:8, 3:9], (1, 0, 0))], cropped)
-    status, out, _ = evaluate(capsys, "--prediction", files / "crop.seg.nrrd", "--label", files / "label.nrrd",
-                              "--json")
+    status, out, err = evaluate(capsys, "--prediction", files / "crop.seg.nrrd", "--label", files / "label.nrrd",
+                                "--json")
     assert status == 0 and json.loads(out)["tp"] == 60
+    # It may as well be a result for another image: one warning says what is counted.
+    assert len(err.strip().splitlines()) == 1
+    assert "warning" in err and "crop.seg.nrrd" in err and "covers 6x6x2 voxels of the label's 12x10x4" in err
+    status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd")
+    assert status == 0 and err == ""  # a prediction on the label's whole grid: nothing to say
 
 
 def test_geometry_mismatch_is_one_line_error(files, capsys):

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         label = volume_io.read_label_volume(args.label)
         prediction = volume_io.read_label(args.prediction, label.shape, label.geometry,
                                           single_segment=True, reference="label")
+        if volume_io.is_segmentation_file(args.prediction):
+            _warn_if_cropped(args.prediction, label.shape)
     ignore = None
     if args.ignore_scribbles:
         ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
@@ -56,6 +58,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(result, args.ignore_scribbles is not None))
     return 0
+
+
+def _warn_if_cropped(path: str, shape) -> None:
+    """One warning when a .seg.nrrd prediction covers only part of the label's grid: the rest counts as not
+    heart.  Slicer can save a segmentation cropped to its segments, but ``segment`` writes the whole image grid,
+    so a smaller grid may as well be another image's result."""
+    import logging
+
+    from .. import volume_io
+
+    masks, _ = volume_io.read_segmentation(path)
+    own = next(iter(masks.values())).shape if masks else tuple(shape)
+    if tuple(own) != tuple(shape):
+        size = "x".join(str(int(n)) for n in reversed(tuple(own)))
+        full = "x".join(str(int(n)) for n in reversed(tuple(shape)))
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: covers %s voxels of the label's %s; the rest counts as not heart (check that it is a result "
+            "for this image: a segmentation saved cropped in Slicer looks the same)", path, size, full)
 
 
 def format_table(result: dict, scribbles_ignored: bool) -> str:
