@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,7 +208,7 @@ def check_job(job: SegmentFiles) -> None:
         raise ScribbleSegError(f"{job.name('method')} {job.method!r}: expected one of {', '.join(choices.METHODS)}")
     if job.method != "munet" and not job.scribbles:
         raise ScribbleSegError(f"{job.name('method')} {job.method} needs {job.name('scribbles')}")
-    expected = {"device": "one of " + ", ".join(choices.DEVICES), "seed": "a non-negative integer",
+    expected = {"device": "one of " + ", ".join(choices.DEVICES), "seed": "an integer from 0 to 2^63 - 1",
                 "orientations": "one of " + ", ".join(map(str, choices.ORIENTATIONS))}
     for key, checker in (("device", check_device), ("seed", check_seed), ("orientations", check_orientations)):
         try:
@@ -297,9 +298,8 @@ def _write_and_report(job: SegmentFiles, result, image, scribbles, timings: Dict
     """The end of every segmentation job (one-shot or session run): write all outputs, then report."""
     timings.update(result.timings)
     check(cancel)
-    write_results(job, result, image.geometry, timings, progress=progress, cancel=cancel)
-    return SegmentFilesResult({k: str(v) for k, v in job.outputs().items()},
-                              result_metrics(result, image.shape, image.geometry, scribbles), timings)
+    written = write_results(job, result, image.geometry, timings, progress=progress, cancel=cancel)
+    return SegmentFilesResult(written, result_metrics(result, image.shape, image.geometry, scribbles), timings)
 
 
 def read_job_image(job: SegmentFiles, timings: Dict[str, float], *, progress: Optional[ProgressCallback] = None,
@@ -323,10 +323,44 @@ def read_job_scribbles(job: SegmentFiles, image, timings: Dict[str, float]):
     from . import volume_io
 
     t0 = time.perf_counter()
-    scribbles = (volume_io.read_scribbles(job.scribbles, image.shape, image.geometry, downsample=job.downsample)
-                 if job.scribbles and job.method != "munet" else None)
+    scribbles = None
+    if job.scribbles and job.method != "munet":
+        try:
+            scribbles = volume_io.read_scribbles(job.scribbles, image.shape, image.geometry,
+                                                 downsample=job.downsample)
+        except ScribbleSegError:
+            scribbles = _scribbles_on_file_grid(job, image)
+            if scribbles is None:
+                raise
     timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
     return scribbles
+
+
+def _scribbles_on_file_grid(job: SegmentFiles, image):
+    """Scribbles drawn on the image file as its header states it (its voxel size, full size in-plane), when
+    ``spacing`` or ``downsample`` changed how the image was read: placed on the image as read, reduced as the
+    image was.  None when they are not on that grid (the caller then reports the first error)."""
+    from . import volume_io
+
+    if not job.spacing and job.downsample == 1:
+        return None
+    grid = volume_io.image_file_grid(job.image)
+    if grid is None:
+        return None
+    shape, geometry = grid
+    try:
+        strokes = volume_io.read_scribbles(job.scribbles, shape, geometry)
+    except ScribbleSegError:
+        return None
+    strokes = volume_io.reduce_strokes(strokes, image.shape, job.downsample)
+    if strokes.shape != tuple(image.shape):
+        return None
+    for value, name in ((1, "heart"), (2, "background")):
+        if not (strokes == value).any():
+            raise ScribbleSegError(f"{job.scribbles}: the scribbles have no {name} voxel left after reducing them "
+                                   f"by downsample {job.downsample} ({job.name('downsample')}): a block that "
+                                   "holds both classes counts as not scribbled")
+    return strokes
 
 
 def check_job_space(job: SegmentFiles, shape_zyx: Sequence[int]) -> None:
@@ -338,13 +372,22 @@ def check_job_space(job: SegmentFiles, shape_zyx: Sequence[int]) -> None:
 
 
 def write_results(job: SegmentFiles, result, geometry, timings: Dict[str, float], *,
-                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
-    """Write every output of ``job`` from a :class:`~ScribbleSegLib.pipeline.SegmentResult`, all or none."""
+                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
+                  ) -> Dict[str, str]:
+    """Write every output of ``job`` from a :class:`~ScribbleSegLib.pipeline.SegmentResult`, all or none;
+    return field -> path of each written (a surface and its picture are left out, with a warning, when the
+    result has no heart voxel)."""
     from . import volume_io
     from .fileio import OutputSet
 
     t0 = time.perf_counter()
     targets = job.outputs()
+    meshes = [k for k in ("surface", "render") if k in targets]
+    if meshes and not result.labels.any():
+        # An empty result is still a result: written, with one line on what could not be made of it.
+        logging.getLogger("ScribbleSegLib").warning(
+            "the result has no heart voxel: no surface to write (%s)", ", ".join(job.name(k) for k in meshes))
+        targets = {k: v for k, v in targets.items() if k not in meshes}
     with OutputSet(targets) as out:
         report(progress, "write", 0.0, "writing the results")
         with out.writing("labels") as tmp:
@@ -369,6 +412,7 @@ def write_results(job: SegmentFiles, result, geometry, timings: Dict[str, float]
         out.commit()
     report(progress, "write", 1.0, "done")
     timings["write"] = time.perf_counter() - t0
+    return {k: str(v) for k, v in targets.items()}
 
 
 def result_metrics(result, shape_zyx: Sequence[int], geometry, scribbles) -> Dict[str, Any]:

@@ -396,6 +396,40 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     return Volume(out, geometry)
 
 
+def image_file_grid(path: PathLike) -> Optional[Tuple[Tuple[int, int, int], Geometry]]:
+    """The voxel grid a 3D image file's header states, ``((Z, Y, X), geometry)``, before any ``spacing`` or
+    ``downsample`` of :func:`read_image`; None for a folder of sections or a 2D file (they have none).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> image_file_grid(tempfile.mkdtemp()) is None
+    True
+    """
+    path = Path(path)
+    if path.is_dir() or is_section_file(path):
+        return None
+    reader = _read_sitk(path, image_information_only=True)
+    if reader.GetDimension() != 3:
+        return None
+    size = tuple(int(n) for n in reversed(reader.GetSize()))
+    return size, _geometry_of(reader, path)
+
+
+def reduce_strokes(strokes: np.ndarray, shape: Sequence[int], downsample: int) -> np.ndarray:
+    """Strokes (0 none, 1 heart, 2 background) drawn at ``downsample`` times an image's in-plane size,
+    reduced onto the image's ``shape`` as :func:`read_image` reduces it: a block takes a class when any of its
+    pixels has it and none has the other.  Returned as they are when they are not of that size.
+
+    Examples
+    --------
+    >>> s = np.zeros((1, 4, 4), np.uint8); s[0, 0, 0] = 1; s[0, 3, 3] = 2
+    >>> reduce_strokes(s, (1, 2, 2), 2)[0].tolist()
+    [[1, 0], [0, 2]]
+    """
+    return _reduced(np.asarray(strokes), shape, int(downsample), strokes=True)
+
+
 def _geometry_of(image, path: Path) -> Geometry:
     try:
         return Geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
@@ -880,9 +914,14 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         heart = _named_mask(masks, "heart", path, False) > 0
         background = _named_mask(masks, "background", path, False) > 0
         array = heart.astype(np.uint8) + 2 * background.astype(np.uint8)
-        array[heart & background] = 0
+        both = heart & background
+        array[both] = 0
+        overlapped = {name: mask.any() and not (mask & ~both).any()
+                      for name, mask in (("heart", heart), ("background", background))}
+        lost = {}
         may_be_cropped = True
     else:
+        overlapped, lost = {}, {}
         values, own = _read_labelmap_file(path)
         unexpected = (values != 0) & (values != 1) & (values != 2)
         if unexpected.any():
@@ -892,14 +931,23 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
             )
         array = values.astype(np.uint8)
         may_be_cropped = False
-        if own is None:
+        if own is None and int(downsample) > 1:
+            drawn = {name: bool((array == value).any()) for value, name in ((1, "heart"), (2, "background"))}
             array = _reduced(array, shape, int(downsample), strokes=True)
+            lost = {name: had and not (array == value).any()
+                    for (value, name), had in zip(((1, "heart"), (2, "background")), drawn.values())}
     array = _onto_grid(array, own, shape, geometry, path, may_be_cropped, reference)
     for value, name in ((1, "heart"), (2, "background")):
         if not (array == value).any():
-            raise ScribbleSegError(
-                f"{path}: the scribbles have no {name} voxel; scribble both heart and background"
-            )
+            if overlapped.get(name):
+                why = (f"every voxel of segment '{name}' is also in the other segment, and such voxels count as "
+                       "not scribbled")
+            elif lost.get(name):
+                why = (f"its strokes were lost reducing it by downsample {int(downsample)}: a block that holds "
+                       "both classes counts as not scribbled (draw them further apart, or downsample less)")
+            else:
+                why = "scribble both heart and background"
+            raise ScribbleSegError(f"{path}: the scribbles have no {name} voxel; {why}")
     return array
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ScribbleSegLib import cli, feature_cache, fileio, phantom, pipeline, scribbles, volume_io
+from ScribbleSegLib import choices, cli, feature_cache, fileio, phantom, pipeline, scribbles, volume_io
 from ScribbleSegLib.errors import ScribbleSegError
 from ScribbleSegLib.nets import ModelConfig
 from ScribbleSegLib.training import train_model
@@ -128,6 +128,51 @@ def test_bad_output_extension_fails_before_the_computation(case, capsys, tmp_pat
                                                   tmp_path / "p.xyz"))
     assert_one_line_error(status, err, "p.xyz", "--probability")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_volume_output_named_like_a_segmentation_is_refused(case, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "segment", lambda *a, **k: pytest.fail("segment ran although an output was bad"))
+    status, _, err = run_cli(capsys, segment_args(case, tmp_path / "out.seg.nrrd", "--probability",
+                                                  tmp_path / "p.seg.nrrd"))
+    assert_one_line_error(status, err, "p.seg.nrrd", "--probability", "segmentation")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_result_is_written_and_its_surface_left_out_with_one_warning(case, tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from ScribbleSegLib import jobs
+
+    made = case["phantom"]
+    job = jobs.SegmentFiles(image=str(case["image"]), model=str(case["model"]), labels=str(tmp_path / "o.seg.nrrd"),
+                            method="munet", surface=str(tmp_path / "o.stl"), render=str(tmp_path / "o.png"),
+                            names={"surface": "--surface", "render": "--render"})
+    empty = np.zeros(made.label.shape, np.uint8)
+    result = SimpleNamespace(labels=empty, probability=np.zeros(empty.shape, np.float32))
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        written = jobs.write_results(job, result, made.image.geometry, {})
+    assert written == {"labels": str(tmp_path / "o.seg.nrrd")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.seg.nrrd"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the result has no heart voxel: no surface to write (--surface, --render)"]
+
+
+@pytest.mark.parametrize("spacing, downsample", [((0.3, 0.3, 0.9), 1), (None, 2), ((0.3, 0.3, 0.9), 4)])
+def test_scribbles_drawn_on_the_image_file_follow_its_spacing_and_downsample(case, spacing, downsample):
+    from ScribbleSegLib import jobs
+
+    job = jobs.SegmentFiles(image=str(case["image"]), model=str(case["model"]), labels="o.seg.nrrd",
+                            scribbles=str(case["scribbles"]), spacing=spacing, downsample=downsample)
+    image = jobs.read_job_image(job, {})
+    assert image.geometry != case["phantom"].image.geometry  # the file's grid is not the image as read
+    got = jobs.read_job_scribbles(job, image, {})
+    np.testing.assert_array_equal(got, volume_io.reduce_strokes(case["strokes"], image.shape, downsample))
+    # Scribbles on neither grid are still refused with the first error.
+    other = volume_io.Geometry((0.7, 0.7, 0.7), (0.0, 0.0, 0.0))
+    volume_io.write_labelmap(case["folder"] / "elsewhere.nrrd", case["strokes"], other)
+    elsewhere = jobs.SegmentFiles(**{**job.__dict__, "scribbles": str(case["folder"] / "elsewhere.nrrd")})
+    with pytest.raises(ScribbleSegError, match="elsewhere.nrrd: does not match the image"):
+        jobs.read_job_scribbles(elsewhere, image, {})
 
 
 def test_train_refuses_an_output_that_is_a_training_image(case, capsys):
@@ -321,6 +366,37 @@ def test_cache_command_lists_caps_and_clears(tmp_path, capsys):
     assert feature_cache.FeatureCache(tmp_path / "c").entries() == [] and other.exists()
 
 
+def test_a_cache_cap_no_disk_holds_is_refused_and_a_bad_stored_one_never_breaks_a_run(tmp_path, capsys,
+                                                                                      monkeypatch, caplog):
+    folder = tmp_path / "c"
+    with pytest.raises(SystemExit) as refused:  # argparse's way: status 2 and one line
+        cli.main(["cache", "--max-gb", "1e308", "--cache-dir", str(folder)])
+    assert_one_line_error(refused.value.code, capsys.readouterr().err.strip(), "--max-gb", "up to")
+    assert not (folder / feature_cache.SETTINGS).exists()
+    with pytest.raises(ScribbleSegError, match="max_gb must be a positive number"):
+        feature_cache.FeatureCache(folder).set_cap_gb(float("inf"))
+    # A cap stored by hand (or by an older version) that no disk holds: the default, one warning, and the
+    # commands that list, clear and repair the cache still work.
+    folder.mkdir()
+    default = int(choices.DEFAULT_CACHE_MAX_GB * 2**30)
+    for stored in ('{"max_gb": 1e308}', '{"max_gb": "abc"}', "not json"):
+        (folder / feature_cache.SETTINGS).write_text(stored)
+        with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+            caplog.clear()
+            assert feature_cache.FeatureCache(folder).max_bytes == default
+        assert "using the default" in caplog.text
+    status, out, _ = run_cli(capsys, ["cache", "list", "--cache-dir", folder])
+    assert status == 0 and "0 entries" in out
+    status, _, _ = run_cli(capsys, ["cache", "--max-gb", "5", "--cache-dir", folder])
+    assert status == 0 and feature_cache.FeatureCache(folder).max_bytes == 5 * 2**30
+    # The variable, when set to something no disk holds: the default, with a warning.
+    monkeypatch.setenv("SCRIBBLESEG_CACHE_MAX_GB", "inf")
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        caplog.clear()
+        assert feature_cache.FeatureCache(folder).max_bytes == default
+    assert "SCRIBBLESEG_CACHE_MAX_GB" in caplog.text
+
+
 # ---------------------------------------------------------------------------
 # A full disk
 # ---------------------------------------------------------------------------
@@ -413,7 +489,10 @@ def test_every_writer_reports_a_full_disk_in_one_line_and_leaves_nothing(case, f
         open_files = [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
         assert not [f for f in open_files if f.startswith(str(full_disk))]
     assert "\n" not in message
-    assert "NWAD" not in capfd.readouterr().err  # NIfTI's own complaint is held back: one line is ours
+    err = capfd.readouterr().err
+    assert "NWAD" not in err  # NIfTI's own complaint is held back: one line is ours
+    assert "ERR|" not in err and "vtk" not in err  # and vtk's logger and output window too
+    assert "0.0 MB needed" not in message  # a size not known in advance is not made up
     assert sorted(p.name for p in full_disk.iterdir()) == before
 
 
@@ -444,6 +523,9 @@ def test_reading_a_volume_that_cannot_fit_is_refused(case, monkeypatch):
     (["segment", "--image", "i", "--model", "m", "--out", "o", "--sigma", "0"], ["--sigma"]),
     (["train", "--images", "a", "--labels", "b", "--out", "m", "--max-iters", "-5"], ["--max-iters"]),
     (["cache", "--max-gb", "-1"], ["--max-gb"]),
+    (["cache", "--max-gb", "1e308"], ["--max-gb", "up to"]),
+    (["segment", "--image", "i", "--model", "m", "--out", "o", "--seed", str(2**64)], ["--seed", "2^63"]),
+    (["phantom", "--out", "x", "--seed", str(2**63)], ["--seed"]),
     (["nosuchcommand"], ["nosuchcommand"]),
 ])
 def test_option_errors_are_one_line_at_once(args, words, tmp_path):
@@ -472,7 +554,8 @@ def test_help_still_prints_the_usage():
     (lambda a: dict(a, scribbles=a["scribbles"] * 3), "scribbles must hold 0 (none), 1 (heart) and 2"),
     (lambda a: dict(a, scribbles=a["scribbles"][1:]), "scribbles have shape"),
     (lambda a: dict(a, method="magic"), "method 'magic': expected one of munet, ddml, full"),
-    (lambda a: dict(a, seed=-1), "seed must be a non-negative integer"),
+    (lambda a: dict(a, seed=-1), "seed must be an integer from 0 to 2^63 - 1"),
+    (lambda a: dict(a, seed=2**64), "seed must be an integer from 0 to 2^63 - 1"),
     (lambda a: dict(a, spacing=(1, 0, 1)), "spacing must be three positive numbers"),
     (lambda a: dict(a, cut_params={"gamma": 1}), "cut_params must be a GraphCutParams or None, got dict"),
     (lambda a: dict(a, model=42), "model must be a model file or a model from model_file.load_model, got int"),

@@ -456,6 +456,27 @@ def test_scribbles_need_heart_and_background(tmp_path, missing):
     one_line_error(excinfo, "s.seg.nrrd", missing)
 
 
+def test_scribbles_lost_to_an_overlap_or_a_downsample_say_so(tmp_path):
+    heart = ball()
+    background = np.zeros_like(heart)
+    background[:, :2, :] = 1
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", heart, vio.HEART_COLOR),
+                                                     ("background", background | heart, vio.BACKGROUND_COLOR)],
+                           TILTED)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "s.seg.nrrd", heart.shape, TILTED)
+    one_line_error(excinfo, "s.seg.nrrd", "no heart voxel", "also in the other segment")
+    # 2D strokes at 4 times the image's size, each heart stroke next to a background one: every block holds both.
+    strokes = np.zeros((24, 24), np.uint8)
+    strokes[5, 4] = 1
+    strokes[5, 5] = 2
+    strokes[20, 20] = 2
+    write_sections(tmp_path / "strokes", [strokes], is_vector=False)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "strokes", (1, 6, 6), TILTED, downsample=4)
+    one_line_error(excinfo, "strokes", "no heart voxel", "downsample 4")
+
+
 def test_scribble_segmentation_without_background_segment(tmp_path):
     vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", ball(), vio.HEART_COLOR)], TILTED)
     with pytest.raises(ScribbleSegError) as excinfo:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import choices
-from .common import add_device_option, add_image_options, nonnegative_float, nonnegative_int, positive_float
+from .common import add_device_option, add_image_options, nonnegative_float, nonnegative_int, positive_float, seed_int
 
 SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
 
@@ -14,7 +14,7 @@ SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
 OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--model", "labels": "--out",
                 "probability": "--probability", "surface": "--surface", "render": "--render",
                 "method": "--method", "device": "--device", "seed": "--seed", "cut": "graph cut options",
-                "orientations": "--orientations"}
+                "orientations": "--orientations", "spacing": "--spacing", "downsample": "--downsample"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"where M-Unet features are cached (default {choices.default_cache_dir()}, "
                              "or $SCRIBBLESEG_CACHE_DIR)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the DDML and head training")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the DDML and head training")
     parser.add_argument("--suggest", type=nonnegative_int, default=3, metavar="N",
                         help="print the N sections where another stroke would most likely help (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
