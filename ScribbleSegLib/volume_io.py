@@ -18,6 +18,7 @@ failed write never leaves a half-written file, and compresses its output.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -215,9 +216,15 @@ def _check_pixel_type(array: np.ndarray, path: Path) -> None:
         raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not supported; expected integer or float")
 
 
-def _value_range(array: np.ndarray) -> Tuple[float, float]:
+def _value_range(array: np.ndarray, path: Optional[Path] = None) -> Tuple[float, float]:
+    """The finite minimum and maximum of ``array``; a float ``array`` of ``path`` with NaN or infinite values
+    gets one warning (they are read as the range's ends: NaN and -inf as the darkest, +inf as the brightest)."""
     if array.dtype.kind == "f":
         finite = np.isfinite(array)
+        bad = int(finite.size - np.count_nonzero(finite))
+        if bad and path is not None:
+            logging.getLogger("ScribbleSegLib").warning(
+                "%s: %d NaN or infinite values, read as the darkest (NaN, -inf) or brightest (+inf) value", path, bad)
         if not finite.any():
             return 0.0, 0.0
         return float(array[finite].min()), float(array[finite].max())
@@ -338,7 +345,8 @@ def _folder_value_range(files: List[Path], size_yx: Tuple[int, int], dtype,
         check(cancel)
         image, plane = _read_section(file)
         _check_section(file, plane, files[0], size_yx, dtype)
-        section_lo, section_hi = _value_range(_channel_view(plane, image.GetNumberOfComponentsPerPixel(), file))
+        channels = _channel_view(plane, image.GetNumberOfComponentsPerPixel(), file)
+        section_lo, section_hi = _value_range(channels, file)
         lo, hi = min(lo, section_lo), max(hi, section_hi)
         del image, plane
         report(progress, "read", 0.5 * (k + 1) / len(files), f"intensity range, section {k + 1}/{len(files)}")
@@ -385,7 +393,7 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     depth, height, width = channels.shape[:3]
     if height // factor == 0 or width // factor == 0:
         raise ScribbleSegError(f"{path}: downsample factor {factor} is larger than the sections ({width}x{height})")
-    value_range = None if channels.dtype == np.uint8 else _value_range(channels)
+    value_range = None if channels.dtype == np.uint8 else _value_range(channels, path)
     out = np.empty((depth, height // factor, width // factor, 3), dtype=np.uint8)
     for k in range(depth):
         check(cancel)

@@ -125,16 +125,20 @@ def test_sixteen_bit_sections_rescale_with_the_stack_range(tmp_path):
     assert volume.array[1, 0, 0, 0] == 255
 
 
-def test_scalar_float_volume_rescales_from_min_max(tmp_path):
+def test_scalar_float_volume_rescales_from_min_max(tmp_path, caplog):
     data = np.linspace(-1.0, 3.0, 2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
     data[0, 0, 1] = np.nan
+    data[0, 0, 2] = np.inf
     image = sitk.GetImageFromArray(data)
     image.SetSpacing((0.3, 0.3, 1.5))
     sitk.WriteImage(image, str(tmp_path / "f.nrrd"))
-    volume = vio.read_image(tmp_path / "f.nrrd")
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        volume = vio.read_image(tmp_path / "f.nrrd")
     assert volume.array.shape == (2, 3, 5, 3)
     assert volume.array[0, 0, 0, 0] == 0 and volume.array[-1, -1, -1, 0] == 255
-    assert volume.array[0, 0, 1, 0] == 0  # NaN
+    assert volume.array[0, 0, 1, 0] == 0 and volume.array[0, 0, 2, 0] == 255  # NaN, +inf
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'f.nrrd'}: 2 NaN or infinite values, read as the darkest (NaN, -inf) or brightest (+inf) value"]
     assert volume.geometry.spacing == (0.3, 0.3, 1.5)
 
 
