@@ -86,7 +86,8 @@ class Battery:
             return
         err = [line for line in done.stderr.splitlines() if line.strip()]
         errors = [line for line in err if "error" in line or "Error" in line or "interrupted" in line]
-        warnings = [line for line in err if "warning" in line]
+        # The tiny phantom's strokes lie on one section: every segment run warns so; another warning says more.
+        warnings = [line for line in err if "warning" in line and "all strokes lie on section" not in line]
         shown = (errors or warnings or err or done.stdout.strip().splitlines() or [""])[0]
         shown = shown.replace(str(self.base), "$W")
         left = sorted(listing(work) - expected(work)) + sorted(listing(self.inputs[0].parent) - before_data)
@@ -259,6 +260,68 @@ def run_battery(b: Battery) -> None:
         code = setup + ("try:\n    " + call + "\nexcept Exception as e:\n"
                         "    import sys; print(type(e).__name__ + ': ' + str(e), file=sys.stderr); sys.exit(2)\n")
         b.case(f"API: {what}", lambda w, code=code: api(code, w))
+    run_later_cases(b)
+
+
+def run_later_cases(b: Battery) -> None:
+    """Cases added on 2026-12-03, after a fuzzing round of the command line (BENCHMARKS.md, *Reliability*)."""
+    import numpy as np
+
+    from ScribbleSegLib import volume_io
+    from ScribbleSegLib.geometry import Geometry, Volume
+
+    img, scr, label = b.image, b.scribbles, b.label
+    b.case("`cache --max-gb 1e308` (a cap no disk holds)",
+           lambda w: cli("cache", "--max-gb", "1e308", "--cache-dir", w / "cache", cwd=w))
+
+    def stored_bad_cap(w):
+        (w / "cache").mkdir()
+        (w / "cache" / "settings.json").write_text('{"max_gb": 1e308}')  # by hand, or an older version
+        return cli(*b.segment(w / "o.seg.nrrd", cache=w / "cache"), cwd=w)
+    b.case("segment with a cap no disk holds stored in the cache folder", stored_bad_cap,
+           lambda w: {str(p.relative_to(w)) for p in w.rglob("*") if "scribbleseg-tmp" not in str(p)})
+    b.case("segment `--seed 2^64`", lambda w: cli(*b.segment(w / "o.nrrd", "--seed", 2**64), cwd=w))
+
+    def thin_sections(w):
+        # 3 rows of the phantom: too few for the colour gradient the stroke pull follows.
+        image = volume_io.read_image(img)
+        strokes = volume_io.read_scribbles(scr, image.shape, image.geometry)
+        rows = int(np.argmax((strokes == 1).any(axis=(0, 2))))
+        rows = slice(max(0, rows - 1), max(0, rows - 1) + 3)
+        g = image.geometry
+        axes = np.asarray(g.direction).reshape(3, 3) * np.asarray(g.spacing)[None, :]
+        origin = tuple(np.asarray(g.origin) + axes[:, 1] * rows.start)
+        thin = Geometry(g.spacing, origin, g.direction)
+        cut = strokes[:, rows].copy()
+        cut[:, :, :2] = 2  # background at the section's edge, in case the rows held none
+        volume_io.write_rgb_volume(w / "thin.nrrd", Volume(np.ascontiguousarray(image.array[:, rows]), thin))
+        volume_io.write_labelmap(w / "thin_scribbles.nrrd", cut, thin)
+        return cli("segment", "--image", w / "thin.nrrd", "--scribbles", w / "thin_scribbles.nrrd", "--model",
+                   b.model, "--out", w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment on sections 3 pixels tall", thin_sections,
+           lambda w: {"thin.nrrd", "thin_scribbles.nrrd", "o.seg.nrrd"})
+
+    def empty_result(w):
+        image = volume_io.read_image(img)
+        volume_io.write_rgb_volume(w / "white.nrrd", Volume(np.full_like(image.array, 240), image.geometry))
+        return cli("segment", "--image", w / "white.nrrd", "--method", "munet", "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--surface", w / "o.stl", "--render", w / "o.png", "--device", "cpu",
+                   "--quiet", "--no-cache", cwd=w)
+    b.case("segment `--method munet --surface --render` on a white image (no heart)", empty_result,
+           lambda w: {"white.nrrd", "o.seg.nrrd"})
+    b.case("segment `--probability p.seg.nrrd`",
+           lambda w: cli(*b.segment(w / "o.nrrd", "--probability", w / "p.seg.nrrd"), cwd=w))
+
+    def part_of_the_grid(w):
+        # A result for the first 4 sections only (another image, or saved cropped in Slicer).
+        image = volume_io.read_image(img)
+        volume_io.write_segmentation(w / "four.seg.nrrd", [("heart", np.ones((4,) + image.shape[1:], np.uint8),
+                                                            volume_io.HEART_COLOR)], image.geometry)
+        return cli("evaluate", "--prediction", w / "four.seg.nrrd", "--label", label, cwd=w)
+    b.case("evaluate a `.seg.nrrd` prediction covering half the label's sections", part_of_the_grid,
+           lambda w: {"four.seg.nrrd"})
+    b.case("segment `--spacing` other than the file's, scribbles drawn on the file",
+           lambda w: cli(*b.segment(w / "o.seg.nrrd", "--spacing", 0.5, 0.5, 1.5), cwd=w), lambda w: {"o.seg.nrrd"})
 
 
 def _has_cuda() -> bool:
