@@ -940,10 +940,10 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         array = values.astype(np.uint8)
         may_be_cropped = False
         if own is None and int(downsample) > 1:
-            drawn = {name: bool((array == value).any()) for value, name in ((1, "heart"), (2, "background"))}
-            array = _reduced(array, shape, int(downsample), strokes=True)
-            lost = {name: had and not (array == value).any()
-                    for (value, name), had in zip(((1, "heart"), (2, "background")), drawn.values())}
+            drawn = {value: bool((array == value).any()) for value in (1, 2)}
+            array = reduce_strokes(array, shape, downsample)
+            lost = {name: drawn[value] and not (array == value).any() for value, name in ((1, "heart"),
+                                                                                          (2, "background"))}
     array = _onto_grid(array, own, shape, geometry, path, may_be_cropped, reference)
     for value, name in ((1, "heart"), (2, "background")):
         if not (array == value).any():
