@@ -155,8 +155,8 @@ def load_request(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         request = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScribbleSegError(f"{path}: cannot read the request ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise ScribbleSegError(f"{path}: is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+        raise ScribbleSegError(f"{path}: is not valid JSON ({_json_problem(exc)})") from None
     if not isinstance(request, dict):
         raise ScribbleSegError(f"{path}: the request must be a JSON object")
     checker = _RequestChecker(path, request)
@@ -200,8 +200,8 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
     """
     try:
         run = json.loads(line)
-    except ValueError as exc:
-        raise ScribbleSegError(f"run line: is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ScribbleSegError(f"run line: is not valid JSON ({_json_problem(exc)})") from None
     if not isinstance(run, dict):
         raise ScribbleSegError("run line: must be a JSON object")
     run_id = run.get("id")
@@ -367,10 +367,22 @@ class _RequestChecker:
         names = self.value("names", None, (list,))
         if names is not None and (len(names) != len(images) or not all(isinstance(n, str) for n in names)):
             raise self.fail("names", "must give one name (a string) per image")
+        from .fileio import check_outputs
+
+        output = self.path_value(self.value("output"), "output", must_exist=False)
+        # Before any work: the model must not replace a training file, the parent model or this request.
+        inputs = {"the request": str(self.path), "'init'": init}
+        for field, paths in (("images", images), ("labels", labels), ("val_images", val_images),
+                             ("val_labels", val_labels)):
+            inputs.update({f"'{field}[{k}]'": v for k, v in enumerate(paths)})
+        try:
+            check_outputs({"'output'": output}, {k: v for k, v in inputs.items() if v != "starter"})
+        except ScribbleSegError as exc:
+            raise ScribbleSegError(f"{self.label}: {exc}") from None
         return {
             **self.common("train"),
             "images": images, "labels": labels, "val_images": val_images, "val_labels": val_labels,
-            "output": self.path_value(self.value("output"), "output", must_exist=False),
+            "output": output,
             "arch": self.choice("arch", choices.ARCHITECTURES, choices.DEFAULT_ARCHITECTURE),
             "preset": preset.name,
             "max_minutes": None if max_minutes is None else float(max_minutes),
@@ -541,7 +553,7 @@ def _phantom(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelT
     from . import phantom, scribbles, volume_io
     from .progress import check
 
-    from .fileio import check_outputs
+    from .fileio import OutputSet, check_outputs
     from .resources import check_phantom_memory
 
     config = phantom.PhantomConfig()
@@ -561,11 +573,16 @@ def _phantom(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelT
     emitter.progress("write", 0.8, "writing the phantom")
     outputs = request["outputs"]
     geometry = made.image.geometry
-    volume_io.write_rgb_volume(outputs["image"], made.image)
-    volume_io.write_segmentation(outputs["label"], [("heart", made.label, volume_io.HEART_COLOR)], geometry)
-    volume_io.write_segmentation(outputs["scribbles"],
-                                 [("heart", strokes == 1, volume_io.HEART_COLOR),
-                                  ("background", strokes == 2, volume_io.BACKGROUND_COLOR)], geometry)
+    with OutputSet(outputs) as out:  # the three files together, or none (a cancel, a full disk)
+        with out.writing("image") as tmp:
+            volume_io.write_rgb_volume(tmp, made.image)
+        with out.writing("label") as tmp:
+            volume_io.write_segmentation(tmp, [("heart", made.label, volume_io.HEART_COLOR)], geometry)
+        with out.writing("scribbles") as tmp:
+            volume_io.write_segmentation(tmp, [("heart", strokes == 1, volume_io.HEART_COLOR),
+                                               ("background", strokes == 2, volume_io.BACKGROUND_COLOR)], geometry)
+        check(cancel)
+        out.commit()
     emitter.progress("write", 1.0, "done")
     return {"outputs": dict(outputs),
             "metrics": {"shape_zyx": list(made.image.shape), "heart_voxels": int(np.count_nonzero(made.label)),
@@ -589,11 +606,16 @@ def _devices() -> Event:
             "metrics": {}, "timings": {}}
 
 
+def _json_problem(exc: Exception) -> str:
+    """What json.loads found wrong (its RecursionError's text says nothing about the JSON)."""
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
 def _run_id(line: str) -> Any:
     """The ``id`` of a run line, None if it has none or is not a JSON object."""
     try:
         run = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return run.get("id") if isinstance(run, dict) else None
 
@@ -614,8 +636,11 @@ class _RunReader:
         threading.Thread(target=self._read, name="run-reader", daemon=True).start()
 
     def _read(self) -> None:
+        # Bytes, decoded line by line: a line that is not UTF-8 is one bad run (its JSON fails), not the end.
+        source = getattr(sys.stdin, "buffer", None)
+        lines = (raw.decode("utf-8", errors="replace") for raw in source) if source is not None else sys.stdin
         try:
-            for line in sys.stdin:
+            for line in lines:
                 text = line.strip()
                 if text == "cancel":
                     self.token.cancel()
@@ -967,10 +992,14 @@ class SessionProcess(WorkerProcess):
         ------
         RuntimeError
             If the session is not running.
+        ValueError
+            If the run's ``id`` is neither an integer nor a string (it keys the run's events).
         """
+        run = dict(run)
+        if run.get("id") is not None and (isinstance(run["id"], bool) or not isinstance(run["id"], (int, str))):
+            raise ValueError(f"a run's id must be an integer or a string, got {run['id']!r}")
         if self._proc is None or self._proc.poll() is not None or self._proc.stdin.closed:
             raise RuntimeError("the ScribbleSeg session is not running")
-        run = dict(run)
         if run.get("id") is None:
             run["id"] = self._next_id
             self._next_id += 1
@@ -983,7 +1012,11 @@ class SessionProcess(WorkerProcess):
         return run["id"]
 
     def cancel(self) -> None:
-        """Ask the current run to stop at its next check; the session stays."""
+        """Ask the newest run sent to stop at its next check; the session stays.
+
+        The worker's ``cancel`` line cancels the newest run (module docstring): while that run still waits
+        behind an earlier one, the earlier one runs on to its end.
+        """
         self._send_cancel(close=False)
 
     def close(self) -> None:

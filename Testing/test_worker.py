@@ -117,6 +117,10 @@ def test_request_paths_are_resolved_against_the_request_folder(tmp_path):
      "'max_iters' must be a positive integer"),
     ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "names": ["a", "b"]},
      "'names' must give one name"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "i.nrrd"},
+     "i.nrrd ('output'): is the input 'images[0]'; choose another output file"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "r.json"},
+     "is the input the request"),
     ({"task": "phantom", "shape": [8, 48], "outputs": {}}, "'shape' must be three positive integers"),
     ({"task": "phantom", "outputs": {"image": "a.png", "label": "l.seg.nrrd", "scribbles": "s.seg.nrrd"}},
      "'outputs.image' must end in .nrrd"),
@@ -203,6 +207,43 @@ def test_size_settings_are_lists_of_numbers():
             jobs.replace_fields(DDMLConfig(), {"hidden": bad}, "ddml")
     with pytest.raises(ScribbleSegError, match=r"ddml: DDML layer sizes must be positive"):
         jobs.replace_fields(DDMLConfig(), {"hidden": [0]}, "ddml")
+
+
+def test_counts_are_whole_numbers_and_sizes_have_an_upper_bound():
+    from ScribbleSegLib import jobs
+    from ScribbleSegLib.ddml import DDMLConfig
+
+    assert jobs.replace_fields(DDMLConfig(), {"steps": 100.0}, "ddml").steps == 100  # JSON may write 100.0
+    for field, value, problem in (("steps", 2.5, "ddml.steps must be a whole number"),
+                                  ("batch_size", float("inf"), "ddml.batch_size must be a whole number"),
+                                  ("steps", 10**12, "DDML steps must be at most"),
+                                  ("out_dim", 10**7, "DDML layer sizes must be at most"),
+                                  ("batch_size", 10**9, "DDML batch_size must be at most"),
+                                  ("pool_size", 10**12, "DDML pool_size must be at most"),
+                                  ("hidden", [64.5], "DDML hidden must hold whole numbers")):
+        with pytest.raises(ScribbleSegError, match=problem):
+            jobs.replace_fields(DDMLConfig(), {field: value}, "ddml")
+
+
+def test_a_run_line_that_is_not_utf8_or_nests_too_deep_is_one_bad_run(monkeypatch):
+    session = {"path": "s.json"}
+    with pytest.raises(ScribbleSegError, match=r"^run line: is not valid JSON \(nested too deeply\)$"):
+        worker.load_run("[" * 100_000 + "]" * 100_000, session)
+    # The reader takes bytes: a line that is not UTF-8 is read (and then refused as JSON), the next one too.
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe garbage\n{\"id\": 2}\nquit\n")))
+    reader = worker._RunReader()
+    reader._read()
+    first, second, end = reader.runs.get(), reader.runs.get(), reader.runs.get()
+    assert first[0].endswith("garbage") and second[0] == '{"id": 2}' and end is None
+    with pytest.raises(ScribbleSegError, match="run line: is not valid JSON"):
+        worker.load_run(first[0], session)
+
+
+def test_a_session_refuses_a_run_id_that_cannot_key_its_events(tmp_path):
+    process = worker.SessionProcess(tmp_path / "session.json")
+    for bad in ([1, 2], {"a": 1}, True, 1.5):
+        with pytest.raises(ValueError, match="id must be an integer or a string"):
+            process.send({"id": bad, "scribbles": "s.nrrd"})
 
 
 # ---------------------------------------------------------------------------
