@@ -131,11 +131,24 @@ class DDMLConfig:
         """
         return cls(scribble_share=0.05, network_weight=0.0)
 
+    #: Upper bounds of the sizes, far above any useful value, so that a typo is an error and not hours of
+    #: work or the machine's memory: layer widths, the batch (its pairs grow as its square), the pool, steps.
+    LIMITS = {"width": 4096, "batch_size": 4096, "pool_size": 1_000_000, "steps": 100_000}
+
     def __post_init__(self) -> None:
+        if not all(float(h) == int(h) for h in self.hidden):
+            raise ScribbleSegError(f"DDML hidden must hold whole numbers, got {self.hidden}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if any(h < 1 for h in self.hidden) or self.out_dim < 1:
             raise ScribbleSegError(f"DDML layer sizes must be positive, got hidden={self.hidden}, "
                                    f"out_dim={self.out_dim}")
+        if max(self.hidden + (self.out_dim,)) > self.LIMITS["width"]:
+            raise ScribbleSegError(f"DDML layer sizes must be at most {self.LIMITS['width']}, got "
+                                   f"hidden={self.hidden}, out_dim={self.out_dim}")
+        for name, limit in (("batch_size", "batch_size"), ("pool_size", "pool_size"), ("steps", "steps"),
+                            ("head_steps", "steps")):
+            if getattr(self, name) > self.LIMITS[limit]:
+                raise ScribbleSegError(f"DDML {name} must be at most {self.LIMITS[limit]}, got {getattr(self, name)}")
         for name in ("beta", "lr", "head_lr"):
             if not getattr(self, name) > 0:
                 raise ScribbleSegError(f"DDML {name} must be positive, got {getattr(self, name)}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,11 @@ def replace_fields(defaults: Any, values: Dict[str, Any], name: str) -> Any:
             values[key] = tuple(value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ScribbleSegError(f"{name}.{key} must be a number, got {value!r}")
+        elif isinstance(getattr(defaults, key), int) and not isinstance(getattr(defaults, key), bool):
+            # A count (ddml.steps, batch_size): JSON may give 400.0, never 2.5 or 1e400.
+            if not (isinstance(value, int) or (math.isfinite(value) and float(value).is_integer())):
+                raise ScribbleSegError(f"{name}.{key} must be a whole number, got {value!r}")
+            values[key] = int(value)
     try:
         return dataclasses.replace(defaults, **values)
     except (TypeError, ValueError, ScribbleSegError) as exc:  # the class's own checks, named by where they came from
