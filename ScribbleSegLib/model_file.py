@@ -265,6 +265,11 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
     if len(voxel_size) != 3 or feats.ndim != 2 or feats.shape[1:] != (config.feature_channels,) \
             or labels.shape != (len(feats),):
         raise ScribbleSegError(f"{path}: damaged model file (voxel size or feature bank has the wrong shape)")
+    # Bytes overwritten inside a tensor load as numbers; NaN or infinite ones are damage, found here and not
+    # as a NaN result (or "training diverged") later.
+    if not (np.isfinite(feats).all() and all(not torch.is_floating_point(t) or bool(torch.isfinite(t).all())
+                                             for t in state.values() if isinstance(t, torch.Tensor))):
+        raise ScribbleSegError(f"{path}: damaged model file (weights or feature bank hold NaN or infinite values)")
     net = build_net(config)
     try:
         net.load_state_dict(state)

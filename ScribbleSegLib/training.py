@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from . import choices, multifov
 from .errors import ScribbleSegError
-from .fileio import check_output_path
+from .fileio import check_output_path, check_outputs
 from .geometry import Volume
 from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, load_model, make_provenance, save_model
@@ -369,6 +369,9 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
         options.max_minutes = float(max_minutes)
     _check_options(options)
     out_path = check_output_path(out_path)
+    parent_path = getattr(parent, "path", None)
+    if parent_path is not None:  # a fine-tune never replaces its parent model
+        check_outputs({"out_path": out_path}, {"init": parent_path})
     if len(images) != len(labels) or not images:
         raise ScribbleSegError(f"training needs one label per image, got {len(images)} images and "
                                f"{len(labels)} labels")
@@ -449,10 +452,21 @@ def _check_options(options: TrainOptions) -> None:
         raise ScribbleSegError("training options scale_jitter and od_jitter must lie in [0, 1)")
 
 
+#: Training volumes whose pixel sizes differ by more than this factor get a warning: the network learns one
+#: scale (the model records the median pixel size, and stacks are resampled to it).
+MIXED_PIXEL_SIZES = 1.5
+
+
 def _voxel_size(images: Sequence[Union[Volume, np.ndarray]]) -> Tuple[float, float, float]:
+    """The median voxel size of the training volumes, ``(x, y, z)`` mm ((1, 1, 1) for bare arrays)."""
     spacings = [im.geometry.spacing for im in images if isinstance(im, Volume)]
     if not spacings:
         return (1.0, 1.0, 1.0)
+    pixels = [min(s[0], s[1]) for s in spacings]
+    if max(pixels) > MIXED_PIXEL_SIZES * min(pixels):
+        _log.warning("the training volumes' pixel sizes differ by %.1fx (%g to %g mm): the network learns them "
+                     "at their own scales, and the model records the median", max(pixels) / min(pixels),
+                     min(pixels), max(pixels))
     return tuple(float(v) for v in np.median(np.asarray(spacings), axis=0))
 
 
@@ -539,6 +553,9 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
+    if reason == "time budget" and it < options.max_iters / 2:
+        _log.warning("training stopped by its time budget (max_minutes %g) after %d of %d steps: the model may be "
+                     "undertrained; give it more time", options.max_minutes, it, options.max_iters)
     report(progress, "training", 1.0, f"{reason} after {it} steps, best val {best:.3f} at {best_iter}")
     return {"steps": it, "stopped_by": reason, "best_step": best_iter, "best_val_loss": round(best, 5),
             "train_minutes": round((time.perf_counter() - loop_start) / 60, 3), "history": history}

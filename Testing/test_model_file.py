@@ -153,6 +153,22 @@ def test_weights_that_do_not_fit_the_config_are_refused(saved, tmp_path):
         load_model(broken)
 
 
+@pytest.mark.parametrize("where", ["weights", "bank"])
+def test_nan_or_infinite_numbers_in_a_model_are_damage(saved, tmp_path, where):
+    # Overwritten bytes inside a tensor still load as numbers: NaN ones must not reach a segmentation.
+    payload = torch.load(saved[0], weights_only=True)
+    if where == "weights":
+        name = next(k for k, v in payload["state"].items() if torch.is_floating_point(v))
+        payload["state"][name] = payload["state"][name].clone().fill_(float("nan"))
+    else:
+        payload["bank_features"] = payload["bank_features"].clone()
+        payload["bank_features"][0, 0] = float("inf")
+    damaged = tmp_path / "nan.model"
+    torch.save(payload, damaged)
+    with pytest.raises(ScribbleSegError, match="nan.model: damaged model file .*NaN or infinite"):
+        load_model(damaged)
+
+
 def test_damaged_meta_is_refused(saved, tmp_path):
     payload = torch.load(saved[0], weights_only=True)
     payload["meta"] = "{not json"

@@ -151,6 +151,27 @@ def test_a_long_training_on_a_cpu_without_a_time_budget_is_announced(tmp_path, c
     assert any("without a time budget can take days" in m and "20000 steps" in m for m in messages) == warned
 
 
+def test_a_fine_tune_never_replaces_its_parent(tmp_path):
+    image, label = tiny_volume()
+    parent = train_model([image], [label], tmp_path / "p.model", TINY, options=FAST, max_iters=1)
+    before = open(parent, "rb").read()
+    with pytest.raises(ScribbleSegError, match=r"p\.model \(out_path\): is the input init"):
+        train_model([image], [label], parent, options=FAST, max_iters=1, init=parent)
+    assert open(parent, "rb").read() == before
+
+
+def test_a_training_cut_short_or_on_mixed_pixel_sizes_says_so(tmp_path, caplog):
+    image, label = tiny_volume()
+    coarse = Volume(image.array, Geometry((0.05, 0.05, 0.05)))  # 5 times the other's pixel size
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        train_model([image, coarse], [label, label], tmp_path / "m.model", TINY, options=FAST, max_iters=200,
+                    max_minutes=1e-9)
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("pixel sizes differ by 5.0x" in m for m in messages), messages
+    assert any("stopped by its time budget" in m and "of 200 steps" in m for m in messages), messages
+    assert load_model(tmp_path / "m.model").meta["training"]["stopped_by"] == "time budget"
+
+
 def test_train_command(tmp_path, capsys):
     from ScribbleSegLib import volume_io
 
