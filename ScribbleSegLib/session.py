@@ -44,6 +44,9 @@ class Session:
     image : Volume or numpy.ndarray
         ``(Z, Y, X, 3)`` uint8 RGB or ``(Z, Y, X)`` grey, as a :class:`Volume`
         or a bare array with ``spacing`` (as for :func:`pipeline.segment`).
+        The session keeps this array, not a copy (a volume can take GBs): do
+        not change it while the session is open.  Its M-Unet outputs were
+        computed once; another image needs another session.
     model : path or SegModel
         A model file or a loaded model.
     spacing : tuple of 3 float, optional
