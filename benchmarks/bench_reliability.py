@@ -323,6 +323,30 @@ def run_later_cases(b: Battery) -> None:
     b.case("segment `--spacing` other than the file's, scribbles drawn on the file",
            lambda w: cli(*b.segment(w / "o.seg.nrrd", "--spacing", 0.5, 0.5, 1.5), cwd=w), lambda w: {"o.seg.nrrd"})
 
+    def worker_train_over_its_label(w):
+        # The Slicer module's worker, asked to write the model over its own training label.
+        shutil.copy(label, w / "label.seg.nrrd")
+        request = {"protocol": 1, "task": "train", "images": [str(img)], "labels": ["label.seg.nrrd"],
+                   "max_iters": 2, "output": "label.seg.nrrd"}
+        (w / "train.json").write_text(__import__("json").dumps(request))
+        done = subprocess.run([sys.executable, "-m", "ScribbleSegLib.worker", "train.json"], cwd=w,
+                              capture_output=True, text=True, env=ENV)
+        # The worker speaks JSON lines on stdout: its error event is the line to show.
+        return subprocess.CompletedProcess(done.args, done.returncode, "", done.stdout + done.stderr)
+    b.case("worker `train` request whose output is its training label", worker_train_over_its_label,
+           lambda w: {"label.seg.nrrd", "train.json"})
+
+    def nan_model(w):
+        import torch
+
+        payload = torch.load(b.model, weights_only=True)
+        name = next(k for k, v in payload["state"].items() if torch.is_floating_point(v))
+        payload["state"][name] = payload["state"][name].clone().fill_(float("nan"))
+        torch.save(payload, w / "nan.model")
+        return cli("segment", "--image", img, "--scribbles", scr, "--model", w / "nan.model", "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment with a model whose weights were overwritten with NaN", nan_model, lambda w: {"nan.model"})
+
 
 def _has_cuda() -> bool:
     try:
