@@ -86,6 +86,19 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def check_suggest(suggest: Any) -> int:
+    """How many sections to suggest: a non-negative integer.
+
+    Examples
+    --------
+    >>> check_suggest(3)
+    3
+    """
+    if isinstance(suggest, bool) or not isinstance(suggest, (int, np.integer)) or suggest < 0:
+        raise ScribbleSegError(f"suggest must be a non-negative integer, got {suggest!r}")
+    return int(suggest)
+
+
 def check_spacing(spacing: Any, name: str = "spacing") -> Optional[Tuple[float, float, float]]:
     """``None`` or three positive finite numbers (x, y, z) in mm.
 
@@ -188,6 +201,10 @@ def check_image(image: Any, spacing: Any = None):
         raise ScribbleSegError(f"image has dtype {array.dtype}, expected uint8 (0-255)")
     if array.ndim == 4 and array.shape[3] != 3:
         raise ScribbleSegError(f"image must be (Z, Y, X) or (Z, Y, X, 3), got shape {array.shape}")
+    if array.ndim == 3 and array.shape[2] == 3:
+        # Read as (Z, Y, X) this would be a grey volume 3 pixels wide: surely one RGB section instead.
+        raise ScribbleSegError(f"image of shape {array.shape} looks like one RGB section; pass it as "
+                               f"(1, Y, X, 3) (image[None]), or a grey volume as (Z, Y, X)")
     return array, geometry
 
 

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import choices, feature_cache
-from .checks import check_model, check_segment_args
+from .checks import check_model, check_segment_args, check_suggest
 from .errors import ScribbleSegError
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback, check, report
@@ -251,6 +251,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     array, geometry, scribbles = check_segment_args(
         image, scribbles, model, spacing=spacing, method=method, cut_params=cut_params, ddml_config=ddml_config,
         device=device, cache_dir=cache_dir, seed=seed, features=features, orientations=orientations)
+    check_suggest(suggest)
     spacing_known = isinstance(image, Volume) or spacing is not None
     warnings = run_warnings(scribbles, method, geometry.spacing_zyx)
 

@@ -30,7 +30,8 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import choices, pipeline
-from .checks import check_instance, check_method, check_scribbles, check_seed, check_segment_args
+from .checks import (check_instance, check_method, check_scribbles, check_seed, check_segment_args,
+                     check_suggest)
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback
 from .suggest import DEFAULT_COUNT as DEFAULT_SUGGESTIONS
@@ -159,6 +160,7 @@ class Session:
         method = check_method(method)
         scribbles = check_scribbles(scribbles, self.shape, method)
         check_seed(seed)
+        check_suggest(suggest)
         if cut_params is not None:
             from .graphcut import GraphCutParams
 

@@ -557,6 +557,9 @@ def test_help_still_prints_the_usage():
     (lambda a: dict(a, seed=-1), "seed must be an integer from 0 to 2^63 - 1"),
     (lambda a: dict(a, seed=2**64), "seed must be an integer from 0 to 2^63 - 1"),
     (lambda a: dict(a, spacing=(1, 0, 1)), "spacing must be three positive numbers"),
+    (lambda a: dict(a, suggest=-1), "suggest must be a non-negative integer, got -1"),
+    (lambda a: dict(a, suggest=2.5), "suggest must be a non-negative integer, got 2.5"),
+    (lambda a: dict(a, image=a["image"][0], scribbles=a["scribbles"][0]), "looks like one RGB section"),
     (lambda a: dict(a, cut_params={"gamma": 1}), "cut_params must be a GraphCutParams or None, got dict"),
     (lambda a: dict(a, model=42), "model must be a model file or a model from model_file.load_model, got int"),
 ])
