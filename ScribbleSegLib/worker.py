@@ -360,6 +360,10 @@ class _RequestChecker:
         init = self.value("init", None, (str,))
         if init is not None and init != "starter":
             init = self.path_value(init, "init", must_exist=True)
+        given = [field for field in ("arch", "preset") if self.request.get(field) is not None]
+        if init is not None and given:  # as the command line: a fine-tune keeps its parent's network
+            raise self.fail(given[0], "cannot be given with 'init': a fine-tuned model keeps its parent's "
+                                      "architecture and size")
         # A fine-tune has its own step budget (training.FINETUNE_ITERS) unless the request gives one.
         max_iters = self.value("max_iters", None if init is not None else preset.max_iters, (int,))
         if max_iters is not None and max_iters < 1:

@@ -121,6 +121,8 @@ def test_request_paths_are_resolved_against_the_request_folder(tmp_path):
      "i.nrrd ('output'): is the input 'images[0]'; choose another output file"),
     ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "r.json"},
      "is the input the request"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "init": "i.nrrd",
+      "arch": "unet"}, "'arch' cannot be given with 'init'"),
     ({"task": "phantom", "shape": [8, 48], "outputs": {}}, "'shape' must be three positive integers"),
     ({"task": "phantom", "outputs": {"image": "a.png", "label": "l.seg.nrrd", "scribbles": "s.seg.nrrd"}},
      "'outputs.image' must end in .nrrd"),
