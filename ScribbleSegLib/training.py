@@ -452,8 +452,8 @@ def _check_options(options: TrainOptions) -> None:
         raise ScribbleSegError("training options scale_jitter and od_jitter must lie in [0, 1)")
 
 
-#: Training volumes whose pixel sizes differ by more than this factor get a warning: the network learns one
-#: scale (the model records the median pixel size, and stacks are resampled to it).
+#: Training volumes whose pixel sizes differ by more than this factor get a warning: the network sees each at
+#: its own scale, but the model records one pixel size (the median), to which stacks are resampled.
 MIXED_PIXEL_SIZES = 1.5
 
 
