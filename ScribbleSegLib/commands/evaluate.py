@@ -68,8 +68,8 @@ def _warn_if_cropped(path: str, shape) -> None:
 
     from .. import volume_io
 
-    masks, _ = volume_io.read_segmentation(path)
-    own = next(iter(masks.values())).shape if masks else tuple(shape)
+    grid = volume_io.image_file_grid(path)  # the header only: the voxels were read already
+    own = grid[0] if grid is not None else tuple(shape)
     if tuple(own) != tuple(shape):
         size = "x".join(str(int(n)) for n in reversed(tuple(own)))
         full = "x".join(str(int(n)) for n in reversed(tuple(shape)))
