@@ -8,7 +8,8 @@ without seams and need no blending, and the result does not depend on the tile
 size.  The outer fields of view read past the section border by reflection.
 
 Memory is the section, its pyramid (1/3 of the section), the probability and
-one batch of tiles.  With ``orientations`` > 1 (test-time flips) each section is
+one batch of tiles; twice that on a 2-core CPU, which runs two sections at a
+time (:func:`section_workers`).  With ``orientations`` > 1 (test-time flips) each section is
 also run flipped and the outputs averaged, which adds float32 sums of the
 section's logit and features.  Features go to a ``.npy`` file, returned memory-mapped,
 when a path is given or when they would be large; they are written tile by
@@ -21,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -39,6 +42,9 @@ from .runtime import resolve_device, torch_threads
 IN_MEMORY_FEATURE_BYTES = 2 * 1024 ** 3
 #: Sections are stain-normalized in slabs of about this size.
 NORMALIZE_SLAB_BYTES = 256 * 1024 ** 2
+#: Sections of at most this many pixels run two at a time on a 2-core CPU (:func:`section_workers`);
+#: larger ones one at a time, so that the memory of a run stays that of one section.
+PARALLEL_SECTION_MAX_PIXELS = 2 ** 24
 
 _STAGE = "M-Unet inference"
 
@@ -59,6 +65,21 @@ def cpu_threads() -> int:
     machines with two cores or fewer use one.
     """
     return 1 if (os.cpu_count() or 1) <= 2 else torch.get_num_threads()
+
+
+def section_workers(device: torch.device, section_pixels: int) -> int:
+    """How many sections the network runs on at once.
+
+    On a CPU of two cores, two sections, each on a thread of its own with one torch
+    thread: convolutions release Python's lock, so the two run side by side without
+    the spinning that two intra-op threads cost on a busy machine (:func:`cpu_threads`).
+    The outputs are those of one section at a time, bit for bit.  Elsewhere one: a GPU
+    takes the sections in turn, and more cores are torch's intra-op threads' to use.
+    Sections over :data:`PARALLEL_SECTION_MAX_PIXELS` run one at a time.
+    """
+    if device.type != "cpu" or section_pixels > PARALLEL_SECTION_MAX_PIXELS:
+        return 1
+    return 2 if (os.cpu_count() or 1) == 2 else 1
 
 
 def tile_origins(length: int, tile: int, align: int) -> List[int]:
@@ -232,8 +253,10 @@ class FeatureWriter:
     memory whole.
     """
 
-    def __init__(self, handle, offset: int, shape: Tuple[int, ...], section: int) -> None:
+    def __init__(self, handle, offset: int, shape: Tuple[int, ...], section: int,
+                 lock: Optional[threading.Lock] = None) -> None:
         self.handle = handle
+        self.lock = lock or threading.Lock()  # one per file when sections are written from several threads
         self.pixel_bytes = int(shape[3]) * 2
         self.row_bytes = int(shape[2]) * self.pixel_bytes
         self.base = offset + section * int(shape[1]) * self.row_bytes
@@ -241,9 +264,10 @@ class FeatureWriter:
     def write(self, y: int, x: int, block: np.ndarray) -> None:
         """Write ``block`` ``(h, w, C)`` at rows ``y ..`` and columns ``x ..`` of this section."""
         block = np.ascontiguousarray(block, dtype=np.float16)
-        for r in range(block.shape[0]):
-            self.handle.seek(self.base + (y + r) * self.row_bytes + x * self.pixel_bytes)
-            self.handle.write(block[r].tobytes())
+        with self.lock:  # a seek and its write must not be split by another thread's
+            for r in range(block.shape[0]):
+                self.handle.seek(self.base + (y + r) * self.row_bytes + x * self.pixel_bytes)
+                self.handle.write(block[r].tobytes())
 
 
 def _feature_file(shape: Tuple[int, ...], path: Optional[os.PathLike]):
@@ -320,6 +344,8 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
     on_disk = feature_path is not None or int(np.prod(shape)) * 2 > IN_MEMORY_FEATURE_BYTES
     # Stain normalization copies its input: do it in slabs of sections to bound the memory.
     slab = max(1, NORMALIZE_SLAB_BYTES // max(1, array[0].nbytes))
+    network_pixels = int(np.prod([max(1, round(n * f)) for n, f in zip(array.shape[1:3], scale)]))
+    workers = section_workers(dev, max(array.shape[1] * array.shape[2], network_pixels))
     with contextlib.ExitStack() as stack:
         feats = handle = None
         if not on_disk:
@@ -329,20 +355,42 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
             handle, offset = _feature_file(shape, tmp)
             if tmp is not None:
                 stack.callback(handle.close)  # runs before the rename
+        lock = threading.Lock()
+
+        def run(k: int, section: np.ndarray) -> None:
+            out = feats[k] if feats is not None else FeatureWriter(handle, offset, shape, k, lock)
+            if scale == (1.0, 1.0):
+                predictor.predict(section, prob[k], out, cancel)
+            else:
+                _predict_rescaled(predictor, section, scale, prob[k], out, cancel)
+
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers)) if workers > 1 else None
+        # The threads' torch runs on one thread each (set once: the setting is the process's).
+        stack.enter_context(torch_threads(1) if pool is not None else contextlib.nullcontext())
         for z0 in range(0, z, slab):
             check(cancel)
             sections = array[z0:z0 + slab]
             if target is not None:
                 report(progress, _STAGE, z0 / z, f"stain normalization of sections {z0 + 1}-{z0 + len(sections)}")
                 sections = _normalize(sections, target, cancel)
-            for k, section in enumerate(sections, start=z0):
-                check(cancel)
-                report(progress, _STAGE, k / z, f"section {k + 1}/{z}")
-                out = feats[k] if feats is not None else FeatureWriter(handle, offset, shape, k)
-                if scale == (1.0, 1.0):
-                    predictor.predict(section, prob[k], out, cancel)
-                else:
-                    _predict_rescaled(predictor, section, scale, prob[k], out, cancel)
+            if pool is None:
+                for k, section in enumerate(sections, start=z0):
+                    check(cancel)
+                    report(progress, _STAGE, k / z, f"section {k + 1}/{z}")
+                    run(k, section)
+                continue
+            futures = [pool.submit(run, k, section) for k, section in enumerate(sections, start=z0)]
+            try:
+                for k, future in enumerate(futures, start=z0):
+                    future.result()
+                    report(progress, _STAGE, (k + 1) / z, f"section {k + 1}/{z}")
+                    check(cancel)
+            finally:
+                for future in futures:  # on an error or a cancel: none left to write after we return
+                    future.cancel()
+                for future in futures:
+                    if not future.cancelled():
+                        future.exception()
         if handle is not None:
             handle.flush()
             if feature_path is None:

@@ -148,6 +148,52 @@ def test_cancel_leaves_no_feature_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_two_sections_at_a_time_give_what_one_at_a_time_gives(tmp_path, monkeypatch, on_disk):
+    model = make_model()
+    image = random_volume((5, 40, 56))
+    runs = []
+    for workers in (1, 2):
+        monkeypatch.setattr(inference, "section_workers", lambda device, pixels, n=workers: n)
+        path = tmp_path / f"features{workers}.npy" if on_disk else None
+        runs.append(inference.predict_volume(model, image, tile=16, feature_path=path))
+    (p1, f1), (p2, f2) = runs
+    # Each section runs the same code on one torch thread either way; a section or tile row written to
+    # the wrong place, or two threads' writes to one file interleaved, would differ by far more.
+    np.testing.assert_allclose(p2, p1, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(f2, np.float32), np.asarray(f1, np.float32), rtol=1e-3, atol=1e-3)
+
+
+def test_section_workers_two_on_two_cores_for_sections_that_fit(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)
+    assert inference.section_workers(cpu, 512 * 512) == 2
+    assert inference.section_workers(cpu, inference.PARALLEL_SECTION_MAX_PIXELS + 1) == 1
+    assert inference.section_workers(torch.device("cuda"), 512 * 512) == 1
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 16)  # torch's intra-op threads use them
+    assert inference.section_workers(cpu, 512 * 512) == 1
+
+
+def test_cancel_while_two_sections_run_leaves_no_feature_file(tmp_path, monkeypatch):
+    from ScribbleSegLib.errors import CancelledError
+    from ScribbleSegLib.progress import CancelToken
+
+    monkeypatch.setattr(inference, "section_workers", lambda device, pixels: 2)
+    token = CancelToken()
+    seen = []
+
+    def progress(stage, fraction, message):
+        seen.append(message)
+        if message.startswith("section 2/"):
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        inference.predict_volume(make_model(), random_volume((8, 24, 24)), feature_path=tmp_path / "f.npy",
+                                 progress=progress, cancel=token)
+    assert list(tmp_path.iterdir()) == []
+    assert not any(m.startswith("section 8/") for m in seen)
+
+
 def test_large_features_go_to_a_temporary_memory_map(monkeypatch):
     monkeypatch.setattr(inference, "IN_MEMORY_FEATURE_BYTES", 100)
     _, feats = inference.predict_volume(make_model(), random_volume((1, 16, 16)))
