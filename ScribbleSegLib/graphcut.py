@@ -72,9 +72,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import maxflow
 import numpy as np
@@ -453,6 +456,33 @@ class _Level:
         raise NotImplementedError
 
 
+#: Threads that compute the slabs of a level's pair weights at once (:func:`_in_threads`); each slab's
+#: temporaries are about ``_SLAB_VOXELS`` voxels of float64.
+MAX_SLAB_THREADS = 4
+
+
+def _in_threads(work: Callable[[int, int], None], slabs: Sequence[Tuple[int, int]]) -> None:
+    """``work(z0, z1)`` for every slab, on up to :data:`MAX_SLAB_THREADS` threads (one per core).
+
+    The work must write disjoint parts of its outputs.  numpy's elementwise kernels release
+    Python's lock, so on 2 cores two slabs compute side by side.  An error (or a cancel) in
+    one slab is raised here after the slabs already running have ended.
+    """
+    workers = max(1, min(MAX_SLAB_THREADS, os.cpu_count() or 1, len(slabs)))
+    if workers == 1:
+        for z0, z1 in slabs:
+            work(z0, z1)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(work, z0, z1) for z0, z1 in slabs]
+        try:
+            for future in futures:
+                future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
 def _strided(axis: int, start: int, count: int, every: int, z0: int, z1: int) -> tuple:
     """Index tuple of planes ``z0:z1`` taking ``count`` indices from ``start`` by ``every`` along ``axis``."""
     index = [slice(z0, z1), slice(None), slice(None)]
@@ -469,7 +499,7 @@ class _ImageLevel(_Level):
         self.luminance = params.colour == "luminance" and colour.shape[3] == 3
         self.params = params
         self.scale = tuple(min(spacing) / s for s in spacing)
-        self._kept: Optional[Tuple[int, int, np.ndarray]] = None  # the slab of :meth:`_planes`
+        self._kept = threading.local()  # per thread: ``slab``, the planes of :meth:`_planes`
         super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform)
 
     def _features(self, block: np.ndarray) -> np.ndarray:
@@ -483,9 +513,9 @@ class _ImageLevel(_Level):
         direction.  The rgb features are elementwise, so the weights are the same bit for bit (the
         luminance's per-pixel dot product to float32 rounding).
         """
-        kept = self._kept
+        kept = getattr(self._kept, "slab", None)  # each thread's own: threads compute different slabs
         if kept is None or not kept[0] <= z0 <= z1 <= kept[1]:
-            kept = self._kept = (z0, z1, self._features(self.colour[z0:z1]))
+            kept = self._kept.slab = (z0, z1, self._features(self.colour[z0:z1]))
         return kept[2][z0 - kept[0]:z1 - kept[0]]
 
     def _contrast(self, xa: np.ndarray, xb: np.ndarray, axis: int) -> np.ndarray:
@@ -1694,7 +1724,7 @@ def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelT
     seeds = np.empty(coarse_shape, np.uint8)
     known = weights is not None
     weights = list(weights) if known else [np.empty(coarse_shape, np.float32) for _ in range(3)]
-    for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2], f[0]):
+    def slab(z0: int, z1: int) -> None:
         check(cancel)
         c0, c1 = z0 // f[0], -(-z1 // f[0])
         h[c0:c1] = _block_reduce(level.data(z0, z1), f, "mean")
@@ -1704,6 +1734,8 @@ def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelT
             faces = level.forward_weights(axis, z0, z1, every=f[axis])
             across = tuple(1 if a == axis else k for a, k in enumerate(f))
             weights[axis][c0:c1] = _block_reduce(faces, across, "sum") / np.prod(f)
+
+    _in_threads(slab, list(_slabs(level.shape[0], level.shape[1] * level.shape[2], f[0])))
     return _CoarseLevel(h, seeds, tuple(s * k for s, k in zip(level.spacing, f)), weights)
 
 

@@ -315,6 +315,42 @@ def test_coarse_energy_is_the_fine_energy_of_block_constant_labels(spacing):
         assert e * n == pytest.approx(energy(fine, h, image, scribbles, spacing, params), rel=1e-5)
 
 
+def test_slabs_in_threads_give_the_coarse_level_of_one_slab_at_a_time(monkeypatch):
+    rng = np.random.default_rng(9)
+    shape = (12, 20, 24)
+    h = rng.random(shape).astype(np.float32)
+    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles[3, 2:5, 2:9], scribbles[8, 10:12, 4:20] = 1, 2
+    monkeypatch.setattr(graphcut, "_SLAB_VOXELS", 2 * 20 * 24)  # 6 slabs of 2 planes
+    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 4)
+    coarse = {}
+    for threads in (4, 1):
+        monkeypatch.setattr(graphcut, "MAX_SLAB_THREADS", threads)
+        level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams(neighbourhood=10))
+        coarse[threads] = graphcut._downsample(level, (2, 2, 2), None)
+    # Each slab runs the same code either way; a slab written to the wrong planes, or a thread reading
+    # another's kept colour features, would differ by far more than float rounding.
+    np.testing.assert_allclose(coarse[4].h, coarse[1].h, rtol=1e-6)
+    np.testing.assert_array_equal(coarse[4].seeds, coarse[1].seeds)
+    for a, b in zip(coarse[4].weights, coarse[1].weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_an_error_in_one_slab_thread_is_raised(monkeypatch):
+    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 2)
+    done = []
+
+    def work(z0, z1):
+        if z0 == 2:
+            raise ScribbleSegError("slab 2 failed")
+        done.append(z0)
+
+    with pytest.raises(ScribbleSegError, match="slab 2 failed"):
+        graphcut._in_threads(work, [(0, 1), (1, 2), (2, 3), (3, 4)])
+    assert 0 in done and 1 in done
+
+
 def test_in_plane_only_downsampling_for_thick_sections():
     assert graphcut._coarsen_factors((30, 100, 100), (4.0, 1.0, 1.0)) == (1, 2, 2)
     assert graphcut._coarsen_factors((30, 100, 100), (1.2, 1.0, 1.0)) == (2, 2, 2)
