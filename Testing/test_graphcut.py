@@ -64,6 +64,13 @@ def ellipsoid_case(shape=(24, 64, 64), h_noise=0.3, image_noise=8.0, seed=0):
     return h.astype(np.float32), image, scribbles, truth
 
 
+def random_case(rng, shape):
+    """A random ``h`` and RGB image of ``shape``, drawn in that order from ``rng``, and no scribbles."""
+    h = rng.random(shape).astype(np.float32)
+    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    return h, image, np.zeros(shape, np.uint8)
+
+
 def dice(a, b):
     a, b = a.astype(bool), b.astype(bool)
     return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
@@ -73,10 +80,8 @@ def dice(a, b):
 def test_full_cut_is_the_brute_force_minimum(trial):
     rng = np.random.default_rng(trial)
     shape = (2, 2, 3)
-    h = rng.random(shape).astype(np.float32)
-    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    h, image, scribbles = random_case(rng, shape)
     image[rng.random(shape) < 0.5] = 128  # some equal colours, so that some pairs weigh 1 + delta
-    scribbles = np.zeros(shape, np.uint8)
     scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
     spacing = ((1.0, 1.0, 1.0), (3.0, 1.0, 1.0), (0.5, 2.0, 1.0))[trial % 3]
     params = GraphCutParams(gamma=(0.3, 0.8, 1.5)[trial % 3], sigma=0.3, delta=0.1, data_term="linear",
@@ -114,9 +119,7 @@ def test_energy_matches_the_formula():
 def test_every_seed_is_honoured_against_the_data(mode):
     rng = np.random.default_rng(1)
     shape = (8, 24, 24)
-    h = rng.random(shape).astype(np.float32)
-    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
-    scribbles = np.zeros(shape, np.uint8)
+    h, image, scribbles = random_case(rng, shape)
     scribbles.flat[rng.choice(h.size, 300, replace=False)] = rng.integers(1, 3, 300)
     # The data term says the opposite of every scribble, and strongly.
     h[scribbles == 1], h[scribbles == 2] = 0.0, 1.0
@@ -292,9 +295,7 @@ def test_banded_cut_recursing_over_several_levels(monkeypatch):
 def test_coarse_energy_is_the_fine_energy_of_block_constant_labels(spacing):
     rng = np.random.default_rng(8)
     shape = (8, 12, 16)
-    h = rng.random(shape).astype(np.float32)
-    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
-    scribbles = np.zeros(shape, np.uint8)
+    h, image, scribbles = random_case(rng, shape)
     params = GraphCutParams(**AS_GIVEN, gamma=1.3, sigma=0.4, delta=0.2, neighbourhood=6)
     levels = [graphcut._top_level(h, image, scribbles, spacing, params)]
     factors = []
@@ -318,9 +319,7 @@ def test_coarse_energy_is_the_fine_energy_of_block_constant_labels(spacing):
 def test_slabs_in_threads_give_the_coarse_level_of_one_slab_at_a_time(monkeypatch):
     rng = np.random.default_rng(9)
     shape = (12, 20, 24)
-    h = rng.random(shape).astype(np.float32)
-    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
-    scribbles = np.zeros(shape, np.uint8)
+    h, image, scribbles = random_case(rng, shape)
     scribbles[3, 2:5, 2:9], scribbles[8, 10:12, 4:20] = 1, 2
     monkeypatch.setattr(graphcut, "_SLAB_VOXELS", 2 * 20 * 24)  # 6 slabs of 2 planes
     monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 4)
@@ -523,9 +522,7 @@ def test_the_10_neighbourhood_cut_is_the_brute_force_minimum(trial):
 
     rng = np.random.default_rng(100 + trial)
     shape = (1, 3, 4) if trial % 2 else (2, 2, 3)
-    h = rng.random(shape).astype(np.float32)
-    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
-    scribbles = np.zeros(shape, np.uint8)
+    h, image, scribbles = random_case(rng, shape)
     scribbles.flat[rng.choice(h.size, 2, replace=False)] = (1, 2)
     params = GraphCutParams(**AS_GIVEN, gamma=(0.3, 0.8)[trial % 2], sigma=0.3, delta=0.1, neighbourhood=10)
     best = min(energy(np.array(bits, np.uint8).reshape(shape), h, image, scribbles, params=params)
