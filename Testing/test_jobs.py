@@ -1,0 +1,22 @@
+"""Jobs (jobs.py): what a job does around the pipeline itself."""
+
+import subprocess
+import sys
+
+from ScribbleSegLib import jobs
+
+
+def test_the_heavy_modules_are_imported_on_their_thread():
+    # In a fresh process, where nothing has imported torch yet.
+    code = ("import sys; from ScribbleSegLib import jobs; assert 'torch' not in sys.modules; "
+            "jobs.import_in_background().join(); print(all(m in sys.modules for m in jobs.HEAVY_MODULES + ('torch',)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+
+
+def test_a_failed_import_on_the_thread_is_left_to_the_job(monkeypatch, capsys):
+    # The job's own import says what is wrong, once; the thread adds no traceback of its own.
+    monkeypatch.setattr(jobs, "HEAVY_MODULES", ("ScribbleSegLib.no_such_module", "ScribbleSegLib.ddml"))
+    jobs.import_in_background().join()
+    assert capsys.readouterr().err == ""
