@@ -307,7 +307,15 @@ class MUNet(nn.Module):
         """Receptive-field radius of the aggregating CNN (one pixel per 3x3 conv)."""
         return len(self.config.aggregator) + 1
 
-    def forward(self, inputs: Sequence[torch.Tensor], geom: multifov.FovGeometry) -> NetOutput:
+    def expert(self, k: int, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Expert ``k``'s hidden map and logit over its input window ``x``."""
+        hidden = self.experts[k](x)
+        return hidden, self.expert_heads[k](hidden)
+
+    def forward(self, inputs: Sequence[torch.Tensor], geom: multifov.FovGeometry,
+                experts: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]] = None) -> NetOutput:
+        """The network's outputs; ``experts``: each expert's :meth:`expert` outputs, when computed already
+        (training runs the experts on threads of their own: :func:`training.backward_step`)."""
         n = self.config.n_fov
         weights = None
         if self.weight_net is not None:
@@ -317,8 +325,7 @@ class MUNet(nn.Module):
                 weights = align(self.weight_net(inputs[n], geom.box, geom.weight_crop), geom.weights)
         logits, probs, maps = [], [], []
         for k in range(n):
-            hidden = self.experts[k](inputs[k])
-            logit = self.expert_heads[k](hidden)
+            hidden, logit = experts[k] if experts is not None else self.expert(k, inputs[k])
             logits.append(logit)
             p = torch.sigmoid(align(logit, geom.experts[k]).float())
             probs.append(p)

@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -57,7 +58,7 @@ from .fileio import check_output_path, check_outputs
 from .geometry import Volume
 from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, load_model, make_provenance, save_model
-from .nets import ModelConfig, build_net, scale_input
+from .nets import ModelConfig, MUNet, build_net, scale_input
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import resolve_device, torch_threads
 
@@ -298,6 +299,50 @@ def training_loss(out, targets: Sequence[torch.Tensor], config: ModelConfig) -> 
     return loss
 
 
+def expert_workers(net: torch.nn.Module, device: torch.device) -> int:
+    """Threads that run the experts of an M-Unet's training step side by side: one per expert on a CPU
+    of two cores, else 1.
+
+    The same rule as :func:`inference.section_workers`: on two cores torch runs on one thread
+    (:func:`inference.cpu_threads`), and the experts on threads of their own share both cores.
+    A thread per expert rather than per core: three experts on two threads leave a core idle for
+    the third (a small M-Unet's step took 397 ms on one thread, 349 ms on two, 296 ms on three;
+    BENCHMARKS.md, "Interactive speed" item 28).
+    """
+    if not isinstance(net, MUNet) or device.type != "cpu" or cpu_threads() != 1:
+        return 1
+    return net.config.n_fov if (os.cpu_count() or 1) == 2 else 1
+
+
+def backward_step(net: torch.nn.Module, inputs, targets, geom, config: ModelConfig,
+                  pool: Optional[ThreadPoolExecutor] = None) -> torch.Tensor:
+    """The training loss of a batch, with its gradients accumulated into the network's parameters.
+
+    With ``pool`` (an M-Unet), the experts, whose parameters are disjoint, run their forward and
+    backward passes on the pool's threads: the network's forward from the experts' outputs on,
+    and the loss's backward to those outputs, run here, and each expert's backward then starts
+    from the gradients at its outputs.  The operations are those of one backward pass, so the
+    gradients are the same (``Testing/test_training.py``).
+    """
+    if pool is None:
+        loss = training_loss(net(inputs, geom), targets, config)
+        loss.backward()
+        return loss
+    n = config.n_fov
+    outputs = list(pool.map(lambda k: net.expert(k, inputs[k]), range(n)))
+    cut = [tuple(t.detach().requires_grad_() for t in pair) for pair in outputs]
+    loss = training_loss(net(inputs, geom, experts=cut), targets, config)
+    loss.backward()
+
+    def expert_backward(k: int) -> None:
+        pairs = [(t, c.grad) for t, c in zip(outputs[k], cut[k]) if c.grad is not None]
+        if pairs:
+            torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+
+    list(pool.map(expert_backward, range(n)))
+    return loss
+
+
 # --------------------------------------------------------------------------- training
 
 def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np.ndarray],
@@ -509,42 +554,46 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     ema, it, reason, done = None, 0, "iteration budget", 0.0
     loop_start = time.perf_counter()
     history = []
-    while it < options.max_iters:
-        check(cancel)
-        if options.cosine:
-            for group in opt.param_groups:
-                group["lr"] = options.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * done)))
-        net.train()
-        inputs, targets = source.batch(source.centres(rng, options.batch), geom, dev, rng if options.augment
-                                       else None, options)
-        with _autocast(dev):
-            out = net(inputs, geom)
-        loss = training_loss(out, targets, config)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        it += 1
-        value = loss.item()
-        if not math.isfinite(value):
-            raise ScribbleSegError(f"training diverged at step {it} (loss {value}); try a lower learning rate")
-        ema = value if ema is None else 0.95 * ema + 0.05 * value
-        elapsed = time.perf_counter() - loop_start
-        if it % options.eval_every == 0 or it == options.max_iters:
-            val_loss = _validate(net, val_batches, geom, dev)
-            history.append([it, round(ema, 4), round(val_loss, 4)])
-            if val_loss < best - 1e-4:
-                best, best_iter, waited = val_loss, it, 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= options.patience:
-                    reason = "early stopping"
-                    break
-        done = it / options.max_iters if budget is None else max(it / options.max_iters, elapsed / budget)
-        report(progress, "training", done, f"step {it} loss {ema:.3f}" + (f" val {best:.3f}" if history else ""))
-        if budget is not None and elapsed >= budget:
-            reason = "time budget"
-            break
+    workers = expert_workers(net, dev)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        while it < options.max_iters:
+            check(cancel)
+            if options.cosine:
+                for group in opt.param_groups:
+                    group["lr"] = options.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * done)))
+            net.train()
+            inputs, targets = source.batch(source.centres(rng, options.batch), geom, dev, rng if options.augment
+                                           else None, options)
+            opt.zero_grad(set_to_none=True)
+            with _autocast(dev):
+                loss = backward_step(net, inputs, targets, geom, config, pool)
+            opt.step()
+            it += 1
+            value = loss.item()
+            if not math.isfinite(value):
+                raise ScribbleSegError(f"training diverged at step {it} (loss {value}); try a lower learning rate")
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            elapsed = time.perf_counter() - loop_start
+            if it % options.eval_every == 0 or it == options.max_iters:
+                val_loss = _validate(net, val_batches, geom, dev)
+                history.append([it, round(ema, 4), round(val_loss, 4)])
+                if val_loss < best - 1e-4:
+                    best, best_iter, waited = val_loss, it, 0
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                else:
+                    waited += 1
+                    if waited >= options.patience:
+                        reason = "early stopping"
+                        break
+            done = it / options.max_iters if budget is None else max(it / options.max_iters, elapsed / budget)
+            report(progress, "training", done, f"step {it} loss {ema:.3f}" + (f" val {best:.3f}" if history else ""))
+            if budget is not None and elapsed >= budget:
+                reason = "time budget"
+                break
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if not history or history[-1][0] != it:
         val_loss = _validate(net, val_batches, geom, dev)
         history.append([it, round(ema, 4), round(val_loss, 4)])
