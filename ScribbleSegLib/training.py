@@ -576,7 +576,7 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             elapsed = time.perf_counter() - loop_start
             if it % options.eval_every == 0 or it == options.max_iters:
-                val_loss = _validate(net, val_batches, geom, dev)
+                val_loss = _validate(net, val_batches, geom, dev, pool)
                 history.append([it, round(ema, 4), round(val_loss, 4)])
                 if val_loss < best - 1e-4:
                     best, best_iter, waited = val_loss, it, 0
@@ -616,13 +616,19 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _validate(net, batches, geom, dev) -> float:
+def _validate(net, batches, geom, dev, pool: Optional[ThreadPoolExecutor] = None) -> float:
+    """The mean validation loss; with ``pool``, the batches run on its threads (summed in order, as without)."""
     net.eval()
-    total = 0.0
-    with torch.inference_mode(), _autocast(dev):
-        for inputs, targets in batches:
+
+    def loss(batch) -> float:
+        inputs, targets = batch
+        with torch.inference_mode(), _autocast(dev):  # both are per thread
             out = net(inputs, geom)
-            total += float(F.binary_cross_entropy_with_logits(out.logit.float(), targets[0]))
+            return float(F.binary_cross_entropy_with_logits(out.logit.float(), targets[0]))
+
+    total = 0.0
+    for value in (pool.map(loss, batches) if pool is not None else map(loss, batches)):
+        total += value
     return total / len(batches)
 
 

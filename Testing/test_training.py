@@ -150,6 +150,27 @@ def test_experts_on_threads_give_the_gradients_of_one_backward_pass(extra):
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_validation_on_threads_gives_the_loss_of_one_batch_after_another():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ScribbleSegLib.nets import build_net
+    from ScribbleSegLib.training import _validate
+
+    image, label = tiny_volume()
+    source = PatchSource([image.array], [label], TINY)
+    geom = multifov.patch_geometry(TINY)
+    rng = np.random.default_rng(4)
+    batches = [source.batch(source.centres(rng, 4), geom, torch.device("cpu")) for _ in range(5)]
+    torch.manual_seed(1)
+    net = build_net(TINY)
+    alone = _validate(net, batches, geom, torch.device("cpu"))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        threaded = _validate(net, batches, geom, torch.device("cpu"), pool)
+    # A batch left out or counted twice moves the mean by about a fifth of a batch's loss.
+    assert threaded == pytest.approx(alone, rel=1e-6)
+    assert _validate(net, batches[:4], geom, torch.device("cpu")) != pytest.approx(alone, rel=1e-3)
+
+
 def test_training_with_the_experts_on_threads_gives_the_same_model(tmp_path, monkeypatch):
     from ScribbleSegLib import training
 
