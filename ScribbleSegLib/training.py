@@ -315,17 +315,21 @@ def expert_workers(net: torch.nn.Module, device: torch.device) -> int:
 
 
 def backward_step(net: torch.nn.Module, inputs, targets, geom, config: ModelConfig,
-                  pool: Optional[ThreadPoolExecutor] = None) -> torch.Tensor:
+                  pool: Optional[ThreadPoolExecutor] = None, device: torch.device = torch.device("cpu")
+                  ) -> torch.Tensor:
     """The training loss of a batch, with its gradients accumulated into the network's parameters.
 
-    With ``pool`` (an M-Unet), the experts, whose parameters are disjoint, run their forward and
-    backward passes on the pool's threads: the network's forward from the experts' outputs on,
+    With ``pool`` (an M-Unet on a CPU), the experts, whose parameters are disjoint, run their forward
+    and backward passes on the pool's threads: the network's forward from the experts' outputs on,
     and the loss's backward to those outputs, run here, and each expert's backward then starts
     from the gradients at its outputs.  The operations are those of one backward pass, so the
-    gradients are the same (``Testing/test_training.py``).
+    gradients are the same (``Testing/test_training.py``).  Without, the forward pass runs under
+    ``device``'s autocast (bfloat16 on a GPU).
     """
     if pool is None:
-        loss = training_loss(net(inputs, geom), targets, config)
+        with _autocast(device):
+            out = net(inputs, geom)
+        loss = training_loss(out, targets, config)
         loss.backward()
         return loss
     n = config.n_fov
@@ -566,8 +570,7 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
             inputs, targets = source.batch(source.centres(rng, options.batch), geom, dev, rng if options.augment
                                            else None, options)
             opt.zero_grad(set_to_none=True)
-            with _autocast(dev):
-                loss = backward_step(net, inputs, targets, geom, config, pool)
+            loss = backward_step(net, inputs, targets, geom, config, pool, dev)
             opt.step()
             it += 1
             value = loss.item()
