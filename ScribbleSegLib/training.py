@@ -38,6 +38,7 @@ longer match.  The new file records its parent in ``meta["provenance"]``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -56,7 +57,7 @@ from . import choices, multifov
 from .errors import ScribbleSegError
 from .fileio import check_output_path, check_outputs
 from .geometry import Volume
-from .inference import SectionPredictor, cpu_threads, default_tile
+from .inference import SectionPredictor, cpu_threads, default_tile, section_workers
 from .model_file import SegModel, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .progress import CancelToken, ProgressCallback, check, report
@@ -664,25 +665,36 @@ def feature_bank(net, volumes: Sequence[Tuple[np.ndarray, np.ndarray]], device: 
         chosen += [(v, int(z)) for z in sorted(picks)]
     pools: Dict[Tuple[int, bool], List[np.ndarray]] = {(c, b): [] for c in (0, 1) for b in (False, True)}
     per_pool = per_class // 2
-    for i, (v, z) in enumerate(chosen):
-        check(cancel)
-        report(progress, "training-pixel bank", i / len(chosen), f"section {i + 1}/{len(chosen)}")
-        image, label = volumes[v]
+
+    def features(pick: Tuple[int, int]) -> np.ndarray:
+        image, label = volumes[pick[0]]
         h, w = label.shape[1:]
-        prob = np.empty((h, w), np.float32)
         feats = np.empty((h, w, predictor.channels), np.float16)
-        predictor.predict(image[z], prob, feats, cancel)
-        band = _boundary_band(label[z], boundary_px)
-        for c in (0, 1):
-            for near in (False, True):
-                idx = np.flatnonzero((label[z] == c) & (band == near))
-                take = min(len(idx), math.ceil(4 * per_pool / len(chosen)))
-                if take:
-                    pools[(c, near)].append(feats.reshape(-1, predictor.channels)[rng.choice(idx, take, replace=False)])
+        predictor.predict(image[pick[1]], np.empty((h, w), np.float32), feats, cancel)
+        return feats
+
+    largest = max(int(np.prod(label.shape[1:])) for _, label in volumes)
+    workers = section_workers(device, largest)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        # A few sections at a time on the pool (their features are whole sections); the pixels are drawn
+        # here, in the sections' order, so the bank is the same whichever thread ran a section.
+        for first in range(0, len(chosen), workers):
+            picks = chosen[first:first + workers]
+            with torch_threads(1) if pool is not None else contextlib.nullcontext():
+                computed = list(pool.map(features, picks)) if pool is not None else [features(picks[0])]
+            for i, ((v, z), feats) in enumerate(zip(picks, computed), start=first):
+                check(cancel)
+                report(progress, "training-pixel bank", (i + 1) / len(chosen), f"section {i + 1}/{len(chosen)}")
+                _draw_bank_pixels(pools, feats, volumes[v][1][z], boundary_px, per_pool, len(chosen), rng)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     xs, ys = [], []
+    channels = predictor.channels
     for c in (0, 1):
-        near = _concat(pools[(c, True)], predictor.channels)
-        far = _concat(pools[(c, False)], predictor.channels)
+        near = _concat(pools[(c, True)], channels)
+        far = _concat(pools[(c, False)], channels)
         n_near = min(len(near), max(per_pool, per_class - len(far)))
         n_far = min(len(far), per_class - n_near)
         for part, n in ((near, n_near), (far, n_far)):
@@ -690,6 +702,18 @@ def feature_bank(net, volumes: Sequence[Tuple[np.ndarray, np.ndarray]], device: 
             ys.append(np.full(n, c, np.uint8))
     report(progress, "training-pixel bank", 1.0, f"{sum(len(y) for y in ys)} pixels")
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def _draw_bank_pixels(pools: Dict[Tuple[int, bool], List[np.ndarray]], feats: np.ndarray, label: np.ndarray,
+                      boundary_px: int, per_pool: int, sections: int, rng: np.random.Generator) -> None:
+    """Add one section's share of pixels to each pool of :func:`feature_bank` (class, near the boundary)."""
+    band = _boundary_band(label, boundary_px)
+    for c in (0, 1):
+        for near in (False, True):
+            idx = np.flatnonzero((label == c) & (band == near))
+            take = min(len(idx), math.ceil(4 * per_pool / sections))
+            if take:
+                pools[(c, near)].append(feats.reshape(-1, feats.shape[-1])[rng.choice(idx, take, replace=False)])
 
 
 def _evenly(items: np.ndarray, n: int) -> np.ndarray:

@@ -184,6 +184,23 @@ def test_training_with_the_experts_on_threads_gives_the_same_model(tmp_path, mon
         torch.testing.assert_close(states[1][name], states[0][name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_the_bank_from_sections_on_threads_is_the_bank_of_one_section_after_another(monkeypatch):
+    from ScribbleSegLib import training
+    from ScribbleSegLib.nets import build_net
+
+    volumes = [(tiny_volume(seed)[0].array, tiny_volume(seed)[1]) for seed in (0, 1)]
+    torch.manual_seed(2)
+    net = build_net(TINY)
+    banks = []
+    for workers in (1, 2):
+        monkeypatch.setattr(training, "section_workers", lambda device, pixels, n=workers: n)
+        banks.append(training.feature_bank(net, volumes, torch.device("cpu"), np.random.default_rng(7), 200, 4))
+    (x1, y1), (x2, y2) = banks
+    np.testing.assert_array_equal(y2, y1)
+    # The same pixels drawn in the same order: a section's features in another's place differ by far more.
+    np.testing.assert_allclose(x2, x1, rtol=1e-3, atol=1e-3)
+
+
 def test_cancel_stops_training_and_writes_nothing(tmp_path):
     image, label = tiny_volume()
     token = CancelToken()
