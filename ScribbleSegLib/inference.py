@@ -36,15 +36,12 @@ from .fileio import atomic_output
 from .geometry import Volume
 from .nets import NetOutput, geometry_for_tile, to_input
 from .progress import CancelToken, ProgressCallback, check, report
-from .runtime import resolve_device, torch_threads
+from .runtime import resolve_device, section_workers, torch_threads
 
 #: Features larger than this go to a temporary memory-mapped file when no path is given.
 IN_MEMORY_FEATURE_BYTES = 2 * 1024 ** 3
 #: Sections are stain-normalized in slabs of about this size.
 NORMALIZE_SLAB_BYTES = 256 * 1024 ** 2
-#: Sections of at most this many pixels run two at a time on a 2-core CPU (:func:`section_workers`);
-#: larger ones one at a time, so that the memory of a run stays that of one section.
-PARALLEL_SECTION_MAX_PIXELS = 2 ** 24
 
 _STAGE = "M-Unet inference"
 
@@ -65,21 +62,6 @@ def cpu_threads() -> int:
     machines with two cores or fewer use one.
     """
     return 1 if (os.cpu_count() or 1) <= 2 else torch.get_num_threads()
-
-
-def section_workers(device: torch.device, section_pixels: int) -> int:
-    """How many sections the network runs on at once.
-
-    On a CPU of two cores, two sections, each on a thread of its own with one torch
-    thread: convolutions release Python's lock, so the two run side by side without
-    the spinning that two intra-op threads cost on a busy machine (:func:`cpu_threads`).
-    The outputs are those of one section at a time, bit for bit.  Elsewhere one: a GPU
-    takes the sections in turn, and more cores are torch's intra-op threads' to use.
-    Sections over :data:`PARALLEL_SECTION_MAX_PIXELS` run one at a time.
-    """
-    if device.type != "cpu" or section_pixels > PARALLEL_SECTION_MAX_PIXELS:
-        return 1
-    return 2 if (os.cpu_count() or 1) == 2 else 1
 
 
 def tile_origins(length: int, tile: int, align: int) -> List[int]:

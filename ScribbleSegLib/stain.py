@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -34,7 +35,7 @@ import torch
 
 from . import progress as _progress
 from .errors import ScribbleSegError
-from .runtime import torch_threads
+from .runtime import section_workers, torch_threads
 
 #: Background light intensity; the +1 offset keeps log() finite at I = 0.
 _I0 = 256.0
@@ -770,29 +771,46 @@ def normalize_volume(
 
     out = np.empty_like(volume)
     pixels_per_section = volume.shape[1] * volume.shape[2]
+
+    def render(z: int) -> Optional[str]:
+        """Section ``z`` into ``out[z]``; the reason it could not be fitted on its own, or None."""
+        _progress.check(cancel)
+        mapping, reason = shared, None
+        if per_section:
+            stain = volume_stain
+            try:
+                stain = _fit_sections([volume[z]], settings, downsample, max_pixels, seed)
+            except ScribbleSegError as exc:
+                reason = str(exc)
+            mapping = None if stain is None else _StainMapping(
+                stain, target, pixels_per_section >= _TABLE_MIN_PIXELS, cancel)
+        if mapping is None:
+            out[z] = volume[z]
+        else:
+            mapping.apply(volume[z], out[z], tile, cancel)
+        return reason
+
     unfitted: list = []
-    with torch_threads(threads):
-        shared = None
-        if volume_stain is not None and not per_section:
-            shared = _StainMapping(volume_stain, target, pixels_per_section * n_sections >= _TABLE_MIN_PIXELS, cancel)
-        for z in range(n_sections):
-            _progress.check(cancel)
-            mapping = shared
-            if per_section:
-                stain = volume_stain
-                try:
-                    stain = _fit_sections([volume[z]], settings, downsample, max_pixels, seed)
-                except ScribbleSegError as exc:
+    # Sections side by side on a 2-core CPU (each its own fit and map, into its own plane); the messages and
+    # the progress follow the sections' order, whichever thread ran them.
+    workers = section_workers("cpu", pixels_per_section) if threads == 1 else 1
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        with torch_threads(threads):
+            shared = None
+            if volume_stain is not None and not per_section:
+                shared = _StainMapping(volume_stain, target, pixels_per_section * n_sections >= _TABLE_MIN_PIXELS,
+                                       cancel)
+            reasons = pool.map(render, range(n_sections)) if pool is not None else map(render, range(n_sections))
+            for z, reason in enumerate(reasons):
+                if reason is not None:
                     # Routine for the sections at the ends of a stack: one summary line below, details at debug.
-                    _log.debug("section %d: %s; using the volume's stain", z, exc)
+                    _log.debug("section %d: %s; using the volume's stain", z, reason)
                     unfitted.append(z)
-                mapping = None if stain is None else _StainMapping(
-                    stain, target, pixels_per_section >= _TABLE_MIN_PIXELS, cancel)
-            if mapping is None:
-                out[z] = volume[z]
-            else:
-                mapping.apply(volume[z], out[z], tile, cancel)
-            _progress.report(progress, _STAGE, (z + 1) / n_sections, f"section {z + 1}/{n_sections}")
+                _progress.report(progress, _STAGE, (z + 1) / n_sections, f"section {z + 1}/{n_sections}")
+    finally:
+        if pool is not None:  # after an error or a cancel, the sections not started are dropped
+            pool.shutdown(wait=True, cancel_futures=True)
     if unfitted and volume_stain is not None:
         _log.info("stain normalization: %d of %d sections hold too little tissue or one stain to fit on their own "
                   "(first: %d); they use the volume's stain", len(unfitted), n_sections, unfitted[0])

@@ -57,11 +57,11 @@ from . import choices, multifov
 from .errors import ScribbleSegError
 from .fileio import check_output_path, check_outputs
 from .geometry import Volume
-from .inference import SectionPredictor, cpu_threads, default_tile, section_workers
+from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .progress import CancelToken, ProgressCallback, check, report
-from .runtime import resolve_device, torch_threads
+from .runtime import resolve_device, section_workers, torch_threads
 
 _log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def expert_workers(net: torch.nn.Module, device: torch.device) -> int:
     """Threads that run the experts of an M-Unet's training step side by side: one per expert on a CPU
     of two cores, else 1.
 
-    The same rule as :func:`inference.section_workers`: on two cores torch runs on one thread
+    The same rule as :func:`runtime.section_workers`: on two cores torch runs on one thread
     (:func:`inference.cpu_threads`), and the experts on threads of their own share both cores.
     A thread per expert rather than per core: three experts on two threads leave a core idle for
     the third (a small M-Unet's step took 397 ms on one thread, 349 ms on two, 296 ms on three;

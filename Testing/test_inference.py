@@ -165,13 +165,16 @@ def test_two_sections_at_a_time_give_what_one_at_a_time_gives(tmp_path, monkeypa
 
 
 def test_section_workers_two_on_two_cores_for_sections_that_fit(monkeypatch):
+    from ScribbleSegLib import runtime
+
     cpu = torch.device("cpu")
-    monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)
-    assert inference.section_workers(cpu, 512 * 512) == 2
-    assert inference.section_workers(cpu, inference.PARALLEL_SECTION_MAX_PIXELS + 1) == 1
-    assert inference.section_workers(torch.device("cuda"), 512 * 512) == 1
-    monkeypatch.setattr(inference.os, "cpu_count", lambda: 16)  # torch's intra-op threads use them
-    assert inference.section_workers(cpu, 512 * 512) == 1
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    assert runtime.section_workers(cpu, 512 * 512) == 2
+    assert runtime.section_workers("cpu", 512 * 512) == 2
+    assert runtime.section_workers(cpu, runtime.PARALLEL_SECTION_MAX_PIXELS + 1) == 1
+    assert runtime.section_workers(torch.device("cuda"), 512 * 512) == 1
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 16)  # torch's intra-op threads use them
+    assert runtime.section_workers(cpu, 512 * 512) == 1
 
 
 def test_cancel_while_two_sections_run_leaves_no_feature_file(tmp_path, monkeypatch):

@@ -265,6 +265,28 @@ def test_normalize_volume_is_deterministic_reports_progress_and_cancels(volume_a
         stain.normalize_volume(vol, target_b, cancel=token)
 
 
+@pytest.mark.parametrize("per_section", [True, False])
+def test_normalize_volume_on_two_threads_gives_one_section_after_another(volume_a, target_b, monkeypatch,
+                                                                         caplog, per_section):
+    import logging
+
+    vol, _ = volume_a
+    outs, logs = [], []
+    for workers in (1, 2):
+        monkeypatch.setattr(stain, "section_workers", lambda device, pixels, n=workers: n)
+        seen = []
+        with caplog.at_level(logging.DEBUG, logger="ScribbleSegLib.stain"):
+            caplog.clear()
+            outs.append(stain.normalize_volume(vol, target_b, fit_downsample=1, per_section=per_section,
+                                               progress=lambda *a: seen.append(a[1])))
+            logs.append([r.getMessage() for r in caplog.records])
+        assert seen == sorted(seen) and seen[-1] == 1.0  # progress in the sections' order
+    # Each section's own fit and map, on whichever thread: the same pixels (one grey level for a float rounding
+    # on another CPU; a section in another's place differs by far more), the same messages in the same order.
+    assert np.abs(outs[1].astype(int) - outs[0].astype(int)).max() <= 1
+    assert logs[1] == logs[0]
+
+
 def test_fit_reference_samples_sections_of_several_images(target_b):
     images = [render(concentrations((2, 64, 64), seed=s), STAIN_B) for s in (8, 9)]
     images.append(render(concentrations((64, 64), seed=10), STAIN_B))
