@@ -74,7 +74,6 @@ import logging
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Iterator, Optional, Sequence, Tuple
@@ -86,6 +85,7 @@ from . import choices
 from .errors import ScribbleSegError
 from .resources import available_memory  # noqa: F401  (part of this module's API: the cut's budget)
 from .progress import CancelToken, ProgressCallback, check, report, sub_progress
+from .runtime import in_order
 
 # The defaults are chosen by `scribbleseg bench` on the validation volumes of two phantom families,
 # in-family and cross-family together (BENCHMARKS.md): gamma 8 with the log data term; sigma and delta
@@ -468,19 +468,7 @@ def _in_threads(work: Callable[[int, int], None], slabs: Sequence[Tuple[int, int
     Python's lock, so on 2 cores two slabs compute side by side.  An error (or a cancel) in
     one slab is raised here after the slabs already running have ended.
     """
-    workers = max(1, min(MAX_SLAB_THREADS, os.cpu_count() or 1, len(slabs)))
-    if workers == 1:
-        for z0, z1 in slabs:
-            work(z0, z1)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(work, z0, z1) for z0, z1 in slabs]
-        try:
-            for future in futures:
-                future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+    in_order(lambda slab: work(*slab), slabs, max(1, min(MAX_SLAB_THREADS, os.cpu_count() or 1, len(slabs))))
 
 
 def _strided(axis: int, start: int, count: int, every: int, z0: int, z1: int) -> tuple:

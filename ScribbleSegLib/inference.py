@@ -23,7 +23,6 @@ import contextlib
 import os
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -36,7 +35,7 @@ from .fileio import atomic_output
 from .geometry import Volume
 from .nets import NetOutput, geometry_for_tile, to_input
 from .progress import CancelToken, ProgressCallback, check, report
-from .runtime import resolve_device, section_workers, torch_threads
+from .runtime import in_order, resolve_device, section_workers, torch_threads
 
 #: Features larger than this go to a temporary memory-mapped file when no path is given.
 IN_MEMORY_FEATURE_BYTES = 2 * 1024 ** 3
@@ -346,33 +345,25 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
             else:
                 _predict_rescaled(predictor, section, scale, prob[k], out, cancel)
 
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers)) if workers > 1 else None
+        def done(item: Tuple[int, np.ndarray], _) -> None:
+            report(progress, _STAGE, (item[0] + 1) / z, f"section {item[0] + 1}/{z}")
+            check(cancel)
+
         # The threads' torch runs on one thread each (set once: the setting is the process's).
-        stack.enter_context(torch_threads(1) if pool is not None else contextlib.nullcontext())
+        stack.enter_context(torch_threads(1) if workers > 1 else contextlib.nullcontext())
         for z0 in range(0, z, slab):
             check(cancel)
             sections = array[z0:z0 + slab]
             if target is not None:
                 report(progress, _STAGE, z0 / z, f"stain normalization of sections {z0 + 1}-{z0 + len(sections)}")
                 sections = _normalize(sections, target, cancel)
-            if pool is None:
-                for k, section in enumerate(sections, start=z0):
-                    check(cancel)
-                    report(progress, _STAGE, k / z, f"section {k + 1}/{z}")
-                    run(k, section)
+            if workers > 1:
+                in_order(lambda item: run(*item), list(enumerate(sections, start=z0)), workers, done)
                 continue
-            futures = [pool.submit(run, k, section) for k, section in enumerate(sections, start=z0)]
-            try:
-                for k, future in enumerate(futures, start=z0):
-                    future.result()
-                    report(progress, _STAGE, (k + 1) / z, f"section {k + 1}/{z}")
-                    check(cancel)
-            finally:
-                for future in futures:  # on an error or a cancel: none left to write after we return
-                    future.cancel()
-                for future in futures:
-                    if not future.cancelled():
-                        future.exception()
+            for k, section in enumerate(sections, start=z0):
+                check(cancel)
+                report(progress, _STAGE, k / z, f"section {k + 1}/{z}")
+                run(k, section)
         if handle is not None:
             handle.flush()
             if feature_path is None:

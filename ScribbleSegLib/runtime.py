@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
-from typing import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Optional
 
 from .choices import DEVICES
 from .errors import ScribbleSegError
 
-__all__ = ["DEVICES", "PARALLEL_SECTION_MAX_PIXELS", "resolve_device", "section_workers", "torch_threads"]
+__all__ = ["DEVICES", "PARALLEL_SECTION_MAX_PIXELS", "in_order", "resolve_device", "section_workers",
+           "torch_threads"]
 
 #: Sections of at most this many pixels run two at a time on a 2-core CPU (:func:`section_workers`);
 #: larger ones one at a time, so that the memory of a run stays that of one section.
@@ -72,3 +75,47 @@ def section_workers(device, section_pixels: int) -> int:
     if kind != "cpu" or section_pixels > PARALLEL_SECTION_MAX_PIXELS:
         return 1
     return 2 if (os.cpu_count() or 1) == 2 else 1
+
+
+def in_order(work: Callable, items: Iterable, workers: int, use: Optional[Callable] = None) -> None:
+    """``use(item, work(item))`` for every item, in the items' order, with ``work`` on ``workers`` threads.
+
+    ``work`` runs at most ``workers`` items ahead of ``use``, which runs on the calling thread
+    (so that it may report progress, or add to something only one thread may touch); with one
+    worker, both run here, one item after the other.  ``work`` must write disjoint outputs.
+    An error or a cancel in either is raised here, after the items running have ended; the
+    items not started are dropped, so nothing writes after this returns.
+
+    Examples
+    --------
+    >>> squares = []
+    >>> in_order(lambda x: x * x, range(5), 2, lambda x, y: squares.append((x, y)))
+    >>> squares
+    [(0, 0), (1, 1), (2, 4), (3, 9), (4, 16)]
+    """
+    if workers <= 1:
+        for item in items:
+            result = work(item)
+            if use is not None:
+                use(item, result)
+        return
+    pending: collections.deque = collections.deque()
+
+    def use_first() -> None:
+        item, future = pending.popleft()
+        result = future.result()
+        if use is not None:
+            use(item, result)
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for item in items:
+            pending.append((item, pool.submit(work, item)))
+            if len(pending) > workers:
+                use_first()
+        while pending:
+            use_first()
+    finally:
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -35,7 +34,7 @@ import torch
 
 from . import progress as _progress
 from .errors import ScribbleSegError
-from .runtime import section_workers, torch_threads
+from .runtime import in_order, section_workers, torch_threads
 
 #: Background light intensity; the +1 offset keeps log() finite at I = 0.
 _I0 = 256.0
@@ -791,26 +790,21 @@ def normalize_volume(
         return reason
 
     unfitted: list = []
-    # Sections side by side on a 2-core CPU (each its own fit and map, into its own plane); the messages and
-    # the progress follow the sections' order, whichever thread ran them.
-    workers = section_workers("cpu", pixels_per_section) if threads == 1 else 1
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
-        with torch_threads(threads):
-            shared = None
-            if volume_stain is not None and not per_section:
-                shared = _StainMapping(volume_stain, target, pixels_per_section * n_sections >= _TABLE_MIN_PIXELS,
-                                       cancel)
-            reasons = pool.map(render, range(n_sections)) if pool is not None else map(render, range(n_sections))
-            for z, reason in enumerate(reasons):
-                if reason is not None:
-                    # Routine for the sections at the ends of a stack: one summary line below, details at debug.
-                    _log.debug("section %d: %s; using the volume's stain", z, reason)
-                    unfitted.append(z)
-                _progress.report(progress, _STAGE, (z + 1) / n_sections, f"section {z + 1}/{n_sections}")
-    finally:
-        if pool is not None:  # after an error or a cancel, the sections not started are dropped
-            pool.shutdown(wait=True, cancel_futures=True)
+
+    def done(z: int, reason: Optional[str]) -> None:
+        if reason is not None:
+            # Routine for the sections at the ends of a stack: one summary line below, details at debug.
+            _log.debug("section %d: %s; using the volume's stain", z, reason)
+            unfitted.append(z)
+        _progress.report(progress, _STAGE, (z + 1) / n_sections, f"section {z + 1}/{n_sections}")
+
+    with torch_threads(threads):
+        shared = None
+        if volume_stain is not None and not per_section:
+            shared = _StainMapping(volume_stain, target, pixels_per_section * n_sections >= _TABLE_MIN_PIXELS, cancel)
+        # Sections side by side on a 2-core CPU (each its own fit and map, into its own plane); the messages and
+        # the progress follow the sections' order, whichever thread ran them.
+        in_order(render, range(n_sections), section_workers("cpu", pixels_per_section) if threads == 1 else 1, done)
     if unfitted and volume_stain is not None:
         _log.info("stain normalization: %d of %d sections hold too little tissue or one stain to fit on their own "
                   "(first: %d); they use the volume's stain", len(unfitted), n_sections, unfitted[0])

@@ -61,7 +61,7 @@ from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .progress import CancelToken, ProgressCallback, check, report
-from .runtime import resolve_device, section_workers, torch_threads
+from .runtime import in_order, resolve_device, section_workers, torch_threads
 
 _log = logging.getLogger(__name__)
 
@@ -673,23 +673,16 @@ def feature_bank(net, volumes: Sequence[Tuple[np.ndarray, np.ndarray]], device: 
         predictor.predict(image[pick[1]], np.empty((h, w), np.float32), feats, cancel)
         return feats
 
-    largest = max(int(np.prod(label.shape[1:])) for _, label in volumes)
-    workers = section_workers(device, largest)
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
-        # A few sections at a time on the pool (their features are whole sections); the pixels are drawn
-        # here, in the sections' order, so the bank is the same whichever thread ran a section.
-        for first in range(0, len(chosen), workers):
-            picks = chosen[first:first + workers]
-            with torch_threads(1) if pool is not None else contextlib.nullcontext():
-                computed = list(pool.map(features, picks)) if pool is not None else [features(picks[0])]
-            for i, ((v, z), feats) in enumerate(zip(picks, computed), start=first):
-                check(cancel)
-                report(progress, "training-pixel bank", (i + 1) / len(chosen), f"section {i + 1}/{len(chosen)}")
-                _draw_bank_pixels(pools, feats, volumes[v][1][z], boundary_px, per_pool, len(chosen), rng)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    def draw(item: Tuple[int, Tuple[int, int]], feats: np.ndarray) -> None:
+        # Here, in the sections' order: the bank is the same whichever thread ran a section.
+        i, (v, z) = item
+        check(cancel)
+        report(progress, "training-pixel bank", (i + 1) / len(chosen), f"section {i + 1}/{len(chosen)}")
+        _draw_bank_pixels(pools, feats, volumes[v][1][z], boundary_px, per_pool, len(chosen), rng)
+
+    workers = section_workers(device, max(int(np.prod(label.shape[1:])) for _, label in volumes))
+    with torch_threads(1) if workers > 1 else contextlib.nullcontext():
+        in_order(lambda item: features(item[1]), list(enumerate(chosen)), workers, draw)
     xs, ys = [], []
     channels = predictor.channels
     for c in (0, 1):
