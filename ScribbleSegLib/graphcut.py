@@ -70,6 +70,7 @@ module) run the cut in a subprocess.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -136,8 +137,8 @@ DEFAULT_SEED_EDGES = choices.DEFAULT_SEED_EDGES
 SEED_EDGE_SMOOTHING = 1.0
 #: :func:`pulled_to_seeds` stops at this many ``reach`` from a stroke (its weight there: exp(-3) = 0.05).
 SEED_REACH_CUTOFF = 3.0
-#: :class:`ImageMeasures` keeps at most this many bytes of section gradients (1 MiB per 512x512 section);
-#: beyond, the sections read longest ago go first.
+#: :class:`ImageMeasures` keeps at most this many bytes of section gradients (1 MiB per 512x512 section) and
+#: stroke-pull ways; beyond, the ones used longest ago go first.
 MEASURES_MAX_BYTES = 256 * 2**20
 #: Ways of forming the colour x_v of a voxel.
 COLOURS = ("rgb", "luminance")
@@ -577,7 +578,7 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
               spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0), params: Optional[GraphCutParams] = None,
               mode: str = "auto", memory_budget: Optional[int] = None,
               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-              memory: Optional["CutMemory"] = None) -> np.ndarray:
+              memory: Optional["CutMemory"] = None, measures: Optional["ImageMeasures"] = None) -> np.ndarray:
     """Segment the heart by minimising eq. 4-6 with the scribbles as hard seeds.
 
     Parameters
@@ -608,6 +609,9 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
         left: this cut then starts from its labels and re-cuts only around its
         boundary and where the data term or the seeds changed (see
         :class:`CutMemory`); it is updated with this cut.  None: a cut from scratch.
+    measures : ImageMeasures, optional
+        What is known of the image and the strokes (:func:`measure_ahead`), used
+        and filled by this cut; ``memory`` has its own, which takes precedence.
 
     Returns
     -------
@@ -625,7 +629,8 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
     params = params if params is not None else GraphCutParams()
     if mode not in MODES:
         raise ScribbleSegError(f"graph cut: mode must be one of {', '.join(MODES)}, got {mode!r}")
-    level = _top_level(h, image, scribbles, spacing_zyx, params, memory.measures if memory is not None else None)
+    known = memory.measures if memory is not None else measures
+    level = _top_level(h, image, scribbles, spacing_zyx, params, known)
     _check_seed_classes(scribbles)
     budget = _budget(memory_budget)
     if params.neighbourhood == 10:
@@ -707,8 +712,8 @@ class CutMemory:
     coarse-to-fine cut from scratch (BENCHMARKS.md, "Interactive speed", item 20).  It holds
     2 bytes per voxel (labels with seeds, and the data term in steps of 1/250), 12 bytes
     per coarse voxel for the weights, and the band's graph (about 300-400 bytes per band
-    voxel, :func:`_band_cut_bytes`).  Its :class:`ImageMeasures` keep the image's contrast and the colour
-    gradients of the stroked sections from one run to the next.
+    voxel, :func:`_band_cut_bytes`).  Its :class:`ImageMeasures` keep the image's contrast, the colour
+    gradients of the stroked sections and the stroke pull's ways through them from one run to the next.
 
     Examples
     --------
@@ -1037,10 +1042,15 @@ def _section_gradient(section: np.ndarray, spacing: Sequence[float]) -> Tuple[np
     if section.dtype == np.uint8:
         x *= np.float32(1.0 / 255.0)
     g2 = np.zeros(section.shape[:2], np.float32)
+    gradient = sitk.GradientMagnitudeRecursiveGaussianImageFilter()
+    gradient.SetSigma(SEED_EDGE_SMOOTHING)
+    # One thread: as fast as two on a 512x512 section, and it leaves the other core to the adaptation that
+    # runs beside it (measure_ahead).  Each image line is filtered on its own, so the result is the same.
+    gradient.SetNumberOfThreads(1)
     for c in range(section.shape[2]):
         channel = sitk.GetImageFromArray(np.ascontiguousarray(x[..., c]))
         channel.SetSpacing(list(spacing))
-        g2 += sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(channel, SEED_EDGE_SMOOTHING)) ** 2
+        g2 += sitk.GetArrayFromImage(gradient.Execute(channel)) ** 2
     g = np.sqrt(g2)
     return g, float(np.median(g))
 
@@ -1055,14 +1065,15 @@ def _edge_speed(gradient: Tuple[np.ndarray, float], edges: float, box: Tuple[sli
 
 
 class ImageMeasures:
-    """What the cut measures on an image alone, kept between cuts of the same image.
+    """What the cut measures on an image and its strokes alone, kept between cuts of the same image.
 
     A warm session's :class:`CutMemory` holds one: its runs then compute the
-    image's contrast (:func:`image_contrast`) once, and the colour gradient of a
-    stroked section (the stroke pull's way, :func:`pulled_to_seeds`) once per
-    section, not on every run.  The values are the ones computed without it.  It
-    forgets everything when handed another image, and keeps at most
-    :data:`MEASURES_MAX_BYTES` of gradients.
+    image's contrast (:func:`image_contrast`) once, the colour gradient of a
+    stroked section once per section, and the stroke pull's ways through a section
+    (:func:`pulled_to_seeds`) once per section and set of strokes on it, not on every run.
+    :func:`measure_ahead` fills one while the adaptation runs (:func:`ScribbleSegLib.pipeline.adapt_and_cut`).
+    The values are the ones computed without it.  It forgets everything when handed another image, and
+    keeps at most :data:`MEASURES_MAX_BYTES` of gradients and ways.
 
     Examples
     --------
@@ -1077,12 +1088,13 @@ class ImageMeasures:
         self.key: Optional[tuple] = None
         self._contrast: dict = {}  # colour mode -> contrast
         self._gradients: dict = {}  # (section, spacing) -> (g, median), oldest first
+        self._ways: dict = {}  # section -> (key, (box, planes)) of its last strokes, oldest first
 
     def follow(self, image: np.ndarray) -> None:
         """Forget everything unless ``image`` is the image measured so far."""
         key = _image_key(image)
         if key != self.key:
-            self.key, self._contrast, self._gradients = key, {}, {}
+            self.key, self._contrast, self._gradients, self._ways = key, {}, {}, {}
 
     def contrast(self, image: np.ndarray, colour: str) -> float:
         """:func:`image_contrast` of ``image``, computed once."""
@@ -1099,9 +1111,72 @@ class ImageMeasures:
         if found is None:
             found = _section_gradient(image[z], spacing)
         self._gradients[key] = found
-        while sum(g.nbytes for g, _ in self._gradients.values()) > self.max_bytes and len(self._gradients) > 1:
-            del self._gradients[next(iter(self._gradients))]
+        self._trim()
         return found
+
+    def ways(self, image: np.ndarray, strokes: np.ndarray, z: int, spacing: Sequence[float], edges: float,
+             cutoff: float, grow: int) -> tuple:
+        """:func:`_geodesic_planes` of the ``(Y, X)`` ``strokes`` on section ``z`` of ``image``, computed once
+        per set of strokes on the section (a section's other strokes replace them)."""
+        self.follow(image)
+        key = (tuple(float(s) for s in spacing), float(edges), float(cutoff), int(grow),
+               hashlib.blake2b(np.ascontiguousarray(strokes, np.uint8).tobytes(), digest_size=16).digest())
+        kept = self._ways.pop(int(z), None)
+        if kept is None or kept[0] != key:
+            kept = (key, _geodesic_planes(strokes, self.gradient(image, z, spacing), spacing, edges, cutoff, grow))
+        self._ways[int(z)] = kept
+        self._trim()
+        return kept[1]
+
+    def _trim(self) -> None:
+        """Drop the gradients, then the ways, used longest ago while they hold more than :attr:`max_bytes` (the
+        newest of each kind stays): a run reuses the ways, and a gradient only serves new strokes on its section."""
+        def size(kind: dict, nbytes) -> int:
+            return sum(nbytes(v) for v in kind.values())
+
+        def ways_bytes(v) -> int:
+            return sum(p.nbytes for p in v[1][1] if p is not None)
+
+        def gradient_bytes(v) -> int:
+            return v[0].nbytes
+
+        while size(self._gradients, gradient_bytes) + size(self._ways, ways_bytes) > self.max_bytes:
+            kind = self._gradients if len(self._gradients) > 1 else self._ways
+            if len(kind) <= 1:
+                return
+            del kind[next(iter(kind))]
+
+
+def measure_ahead(image: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float],
+                  params: Optional[GraphCutParams], measures: ImageMeasures,
+                  cancel: Optional[CancelToken] = None) -> None:
+    """Fill ``measures`` with what a :func:`graph_cut` of ``image`` with ``scribbles`` and ``params`` will ask of
+    it: the image's contrast and the stroke pull's ways through each stroked section.
+
+    None of it depends on ``h``: :func:`ScribbleSegLib.pipeline.adapt_and_cut` runs this on a thread of its own
+    while the adaptation trains, and hands ``measures`` to the cut.  ``cancel`` is checked between sections.
+
+    Examples
+    --------
+    >>> image = np.zeros((1, 16, 16, 3), np.uint8); image[:, :, 8:] = 200
+    >>> scribbles = np.zeros((1, 16, 16), np.uint8); scribbles[0, 4, 2] = 1; scribbles[0, 4, 12] = 2
+    >>> measures = ImageMeasures()
+    >>> measure_ahead(image, scribbles, (1.0, 1.0, 1.0), GraphCutParams(), measures)
+    >>> sorted(measures._ways)
+    [0]
+    """
+    params = params if params is not None else GraphCutParams()
+    image = np.asarray(image)
+    image = image[..., None] if image.ndim == 3 else image
+    if params.reference_contrast is not None:
+        measures.contrast(image, params.colour)
+    if not (params.seed_reach > 0 and params.seed_edges > 0):
+        return
+    _, cutoff, grow, spacing = _pull_geometry(spacing_zyx, params.seed_reach)
+    depth = scribbles.shape[0]
+    for k in np.flatnonzero(np.asarray(scribbles).reshape(depth, -1).any(axis=1)):
+        check(cancel)
+        measures.ways(image, scribbles[k], int(k), spacing, params.seed_edges, cutoff, grow)
 
 
 def _image_key(image: np.ndarray) -> tuple:
@@ -1135,29 +1210,42 @@ def _plane_geodesic(mask: np.ndarray, speed: np.ndarray, spacing: Sequence[float
 
 
 def _geodesic_planes(strokes: np.ndarray, gradient: Tuple[np.ndarray, float], spacing: Sequence[float],
-                     edges: float, cutoff: float, grow: int, region: Tuple[slice, slice]) -> list:
+                     edges: float, cutoff: float, grow: int) -> Tuple[Tuple[slice, slice], list]:
     """Squared geodesic distances to the heart and to the background strokes of one ``(Y, X)`` section's
-    ``strokes`` (None where a class has none) through the section of :func:`_section_gradient` ``gradient``
-    (``spacing`` as there), within ``region`` (which holds the strokes' box grown by ``grow``), ``inf`` beyond
-    ``cutoff``.  The way is followed within the strokes' own box grown by ``grow`` pixels (the cutoff), which no
-    way within the cutoff leaves."""
+    ``strokes`` through the section of :func:`_section_gradient` ``gradient`` (``spacing`` as there), ``inf``
+    beyond ``cutoff``: ``(box, [heart, background])``, each plane over ``box`` (the strokes' own box grown by
+    ``grow`` pixels, the cutoff, which no way within the cutoff leaves), None where a class has no stroke."""
     ys, xs = np.flatnonzero((strokes > 0).any(axis=1)), np.flatnonzero((strokes > 0).any(axis=0))
     box = (slice(max(0, ys[0] - grow), min(strokes.shape[0], ys[-1] + grow + 1)),
            slice(max(0, xs[0] - grow), min(strokes.shape[1], xs[-1] + grow + 1)))
     speed = _edge_speed(gradient, edges, box)
-    # The box within the region: the region is the box of every section's strokes grown the same way.
-    inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
-    shape = tuple(r.stop - r.start for r in region)
     planes = []
     for value in (1, 2):
         m = strokes[box] == value
-        if not m.any():
-            planes.append(None)
-            continue
-        plane = np.full(shape, np.inf, np.float32)
-        plane[inner] = _plane_geodesic(m, speed, spacing, cutoff) ** 2
-        planes.append(plane)
-    return planes
+        planes.append(_plane_geodesic(m, speed, spacing, cutoff) ** 2 if m.any() else None)
+    return box, planes
+
+
+def _in_region(box: Tuple[slice, slice], planes: list, region: Tuple[slice, slice]) -> list:
+    """The ``planes`` over ``box`` (:func:`_geodesic_planes`) placed in ``region`` (which holds ``box``),
+    ``inf`` around."""
+    inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
+    placed = []
+    for plane in planes:
+        if plane is not None:
+            full = np.full(tuple(r.stop - r.start for r in region), np.inf, np.float32)
+            full[inner] = plane
+            plane = full
+        placed.append(plane)
+    return placed
+
+
+def _pull_geometry(spacing_zyx: Sequence[float], reach: float) -> Tuple[float, float, int, Tuple[float, float]]:
+    """``(pixel, cutoff, grow, spacing)`` of :func:`pulled_to_seeds`: the finer in-plane spacing, the pull's
+    cutoff and its whole pixels, and the ``(x, y)`` pixel size in pixels of the finer axis."""
+    pixel = float(min(spacing_zyx[1], spacing_zyx[2]))
+    cutoff = SEED_REACH_CUTOFF * reach
+    return pixel, cutoff, int(math.ceil(cutoff)), (float(spacing_zyx[2]) / pixel, float(spacing_zyx[1]) / pixel)
 
 
 def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float,
@@ -1204,7 +1292,7 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     edges : float
         How much colour edges lengthen the way (0: straight-line distance).
     measures : ImageMeasures, optional
-        Where the section gradients of ``image`` are kept from one call to the next.
+        Where the section gradients of ``image`` and the ways through them are kept from one call to the next.
 
     Returns
     -------
@@ -1225,12 +1313,10 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
                                f"{np.shape(scribbles)}, got {None if image is None else np.shape(image)}")
     if reach <= 0 or not np.any(scribbles):
         return h
-    pixel = float(min(spacing_zyx[1], spacing_zyx[2]))
-    cutoff = SEED_REACH_CUTOFF * reach
+    pixel, cutoff, grow, spacing = _pull_geometry(spacing_zyx, reach)
     # One section, in in-plane pixels, stretched by 1 / across (infinitely far when across is 0).
     step = float(spacing_zyx[0]) / pixel / across if across > 0 else math.inf
     margin = int(cutoff / step)  # sections within reach (0 when the step is infinite)
-    grow = int(math.ceil(cutoff))
     depth, rows, cols = scribbles.shape
     stroked = np.flatnonzero(scribbles.reshape(depth, -1).any(axis=1))
     box = np.zeros((rows, cols), bool)
@@ -1244,13 +1330,12 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     if edges > 0:
         image = np.asarray(image)
         image = image[..., None] if image.ndim == 3 else image
-        spacing = (float(spacing_zyx[2]) / pixel, float(spacing_zyx[1]) / pixel)
     for k in stroked:
         if edges > 0:
-            gradient = (measures.gradient(image, k, spacing) if measures is not None
-                        else _section_gradient(image[k], spacing))
-            planes[int(k)] = _geodesic_planes(scribbles[k], gradient, spacing, edges, cutoff, grow,
-                                              (slice(y0, y1), slice(x0, x1)))
+            ways = (measures.ways(image, scribbles[k], int(k), spacing, edges, cutoff, grow) if measures is not None
+                    else _geodesic_planes(scribbles[k], _section_gradient(image[k], spacing), spacing, edges, cutoff,
+                                          grow))
+            planes[int(k)] = _in_region(*ways, (slice(y0, y1), slice(x0, x1)))
         else:
             masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
             planes[int(k)] = [_plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]

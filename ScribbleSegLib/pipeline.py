@@ -360,23 +360,30 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     check(cancel)
 
     from .ddml import adapt
+    from .graphcut import ImageMeasures, graph_cut, measure_ahead
+    from .runtime import beside
 
+    # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
+    # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
+    # adaptation's training leaves idle.
+    measures = cut_memory.measures if cut_memory is not None else ImageMeasures()
+    ahead = (lambda token: measure_ahead(array, scribbles, spacing_zyx, cut_params, measures, token)) \
+        if method == "full" else (lambda token: None)
     t0 = time.perf_counter()
-    adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=ddml_config, seed=seed,
-                    network_probability=prob, progress=progress, cancel=cancel)
+    with beside(ahead):
+        adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=ddml_config, seed=seed,
+                        network_probability=prob, progress=progress, cancel=cancel)
+        t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
     h = adapted.h
-    timings["DDML + head"] = time.perf_counter() - t0
+    timings["DDML + head"] = t1 - t0
     timings.update(adapted.timings)  # its steps, for benchmarks and the worker's report
     if method == "ddml":
         labels = (h > 0.5).astype(np.uint8)
     else:
         check(cancel)
-        from .graphcut import graph_cut
-
-        t0 = time.perf_counter()
         labels = graph_cut(h, array, scribbles, spacing_zyx=spacing_zyx, params=cut_params,
-                           progress=progress, cancel=cancel, memory=cut_memory)
-        timings["graph cut"] = time.perf_counter() - t0
+                           progress=progress, cancel=cancel, memory=cut_memory, measures=measures)
+        timings["graph cut"] = time.perf_counter() - t1
     from .suggest import suggest_sections
 
     suggestions = suggest_sections(h, labels, prob, scribbles, count=suggest)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional
 
 from .choices import DEVICES
-from .errors import ScribbleSegError
+from .errors import CancelledError, ScribbleSegError
+from .progress import CancelToken
 
-__all__ = ["DEVICES", "PARALLEL_SECTION_MAX_PIXELS", "in_order", "resolve_device", "section_workers",
+__all__ = ["DEVICES", "PARALLEL_SECTION_MAX_PIXELS", "beside", "in_order", "resolve_device", "section_workers",
            "torch_threads"]
 
 #: Sections of at most this many pixels run two at a time on a 2-core CPU (:func:`section_workers`);
@@ -119,3 +121,43 @@ def in_order(work: Callable, items: Iterable, workers: int, use: Optional[Callab
         for _, future in pending:
             future.cancel()
         pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def beside(work: Callable[[CancelToken], None]) -> Iterator[None]:
+    """Run ``work(cancel)`` on a thread of its own while the body runs, and wait for it at the end.
+
+    For work that the body's result will need but that does not need the body: on a CPU whose
+    other core the body leaves idle (one torch thread), it then costs no time.  ``work`` must
+    check its :class:`~ScribbleSegLib.progress.CancelToken` between steps: when the body raises,
+    ``work`` is cancelled and waited for before the error goes on, so that nothing runs after.
+    An error of ``work`` is raised after the body.
+
+    Examples
+    --------
+    >>> done = []
+    >>> with beside(lambda cancel: done.append("ahead")):
+    ...     done.append("body")
+    >>> sorted(done)
+    ['ahead', 'body']
+    """
+    cancel = CancelToken()
+    errors: list = []
+
+    def run() -> None:
+        try:
+            work(cancel)
+        except BaseException as error:  # noqa: BLE001  (raised on the caller's thread below)
+            errors.append(error)
+
+    thread = threading.Thread(target=run, name="scribbleseg-beside", daemon=True)
+    thread.start()
+    try:
+        yield
+    except BaseException:
+        cancel.cancel()
+        thread.join()
+        raise
+    thread.join()
+    if errors and not isinstance(errors[0], CancelledError):
+        raise errors[0]

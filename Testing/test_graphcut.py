@@ -961,6 +961,59 @@ def test_image_measures_give_the_pull_what_it_computes_alone_and_compute_each_se
     assert small.contrast(image, "rgb") == graphcut.image_contrast(image, "rgb")
 
 
+def test_the_ways_of_a_section_are_kept_for_its_strokes_and_made_anew_when_they_change(monkeypatch):
+    image, h = _two_tissues()
+    image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 18:22, 6:9] = 1
+    scribbles[1, 2:5, 30:38] = 2
+    marched = []
+    original = graphcut._geodesic_planes
+    monkeypatch.setattr(graphcut, "_geodesic_planes", lambda *a: marched.append(1) or original(*a))
+    measures = graphcut.ImageMeasures()
+
+    def pulled(strokes, kept=None):
+        return graphcut.pulled_to_seeds(h, strokes, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=image, edges=3.0,
+                                        measures=kept)
+
+    pulled(scribbles, measures)
+    assert len(marched) == 2
+    scribbles[1, 30:33, 6:9] = 1  # a new stroke on the second section: only its ways are made again
+    again = pulled(scribbles, measures)
+    assert len(marched) == 3 and len(measures._ways) == 2
+    np.testing.assert_array_equal(again, pulled(scribbles))
+
+
+def test_measured_ahead_the_cut_computes_nothing_of_the_image_again_and_cuts_the_same(monkeypatch):
+    image, h = _two_tissues()
+    image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])
+    h[:, 10:30, 4:16] = 0.7
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 18:22, 6:9] = 1
+    scribbles[1, 2:5, 30:38] = 2
+    params = graphcut.GraphCutParams()
+    alone = graph_cut(h, image, scribbles, params=params)
+    measures = graphcut.ImageMeasures()
+    graphcut.measure_ahead(image, scribbles, (1.0, 1.0, 1.0), params, measures)
+    calls = []
+    for name in ("_section_gradient", "_geodesic_planes", "image_contrast"):
+        monkeypatch.setattr(graphcut, name, lambda *a, name=name: calls.append(name))
+    np.testing.assert_array_equal(graph_cut(h, image, scribbles, params=params, measures=measures), alone)
+    assert calls == []
+
+
+def test_measuring_ahead_stops_when_cancelled():
+    image, h = _two_tissues()
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 18:22, 6:9] = 1
+    token = CancelToken()
+    token.cancel()
+    measures = graphcut.ImageMeasures()
+    with pytest.raises(CancelledError):
+        graphcut.measure_ahead(image, scribbles, (1.0, 1.0, 1.0), None, measures, token)
+    assert measures._ways == {}
+
+
 def test_a_warm_cut_measures_the_image_once(monkeypatch):
     image, h = _two_tissues()
     scribbles = np.zeros(h.shape, np.uint8)

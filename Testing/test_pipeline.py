@@ -1,5 +1,7 @@
 """pipeline.segment and `scribbleseg segment` end to end on a tiny phantom with a tiny model."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -33,6 +35,26 @@ def test_methods_and_seeds(case):
     munet = pipeline.segment(test.image, None, model, method="munet")
     np.testing.assert_array_equal(munet.labels, munet.munet_probability > 0.5)
     np.testing.assert_allclose(munet.munet_probability, full.munet_probability, atol=1e-6)
+
+
+def test_the_cut_is_measured_beside_the_adaptation_and_cuts_as_it_would_alone(case, monkeypatch):
+    from ScribbleSegLib import graphcut
+
+    _, test, scrib, model = case
+    threads = []
+    original = graphcut.measure_ahead
+
+    def measured(*args):
+        threads.append(threading.current_thread())
+        original(*args)
+
+    monkeypatch.setattr(graphcut, "measure_ahead", measured)
+    full = pipeline.segment(test.image, scrib, model, method="full")
+    assert threads and threads[0] is not threading.current_thread()
+    alone = graphcut.graph_cut(full.probability, test.image.array, scrib, spacing_zyx=test.image.geometry.spacing_zyx)
+    np.testing.assert_array_equal(full.labels, alone)
+    pipeline.segment(test.image, scrib, model, method="ddml")
+    assert len(threads) == 1  # nothing to measure without a cut
 
 
 def test_second_run_reuses_cached_features(case, tmp_path):
