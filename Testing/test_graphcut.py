@@ -933,12 +933,19 @@ def test_the_pulls_way_on_a_section_does_not_depend_on_strokes_elsewhere():
     assert both[0, 20, 11] > 0.5 and both[1, 3, 34] < h[1, 3, 34]
 
 
-def test_image_measures_give_the_pull_what_it_computes_alone_and_compute_each_section_once(monkeypatch):
+def _two_stroked_sections():
+    """:func:`_two_tissues` and its mirror as two sections, a heart stroke on the first and a background stroke
+    on the second."""
     image, h = _two_tissues()
     image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])
     scribbles = np.zeros(h.shape, np.uint8)
     scribbles[0, 18:22, 6:9] = 1
     scribbles[1, 2:5, 30:38] = 2
+    return image, h, scribbles
+
+
+def test_image_measures_give_the_pull_what_it_computes_alone_and_compute_each_section_once(monkeypatch):
+    image, h, scribbles = _two_stroked_sections()
     alone = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=image, edges=3.0)
     computed = []
     original = graphcut._section_gradient
@@ -962,11 +969,7 @@ def test_image_measures_give_the_pull_what_it_computes_alone_and_compute_each_se
 
 
 def test_the_ways_of_a_section_are_kept_for_its_strokes_and_made_anew_when_they_change(monkeypatch):
-    image, h = _two_tissues()
-    image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])
-    scribbles = np.zeros(h.shape, np.uint8)
-    scribbles[0, 18:22, 6:9] = 1
-    scribbles[1, 2:5, 30:38] = 2
+    image, h, scribbles = _two_stroked_sections()
     marched = []
     original = graphcut._geodesic_planes
     monkeypatch.setattr(graphcut, "_geodesic_planes", lambda *a: marched.append(1) or original(*a))
@@ -985,12 +988,8 @@ def test_the_ways_of_a_section_are_kept_for_its_strokes_and_made_anew_when_they_
 
 
 def test_measured_ahead_the_cut_computes_nothing_of_the_image_again_and_cuts_the_same(monkeypatch):
-    image, h = _two_tissues()
-    image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])
+    image, h, scribbles = _two_stroked_sections()
     h[:, 10:30, 4:16] = 0.7
-    scribbles = np.zeros(h.shape, np.uint8)
-    scribbles[0, 18:22, 6:9] = 1
-    scribbles[1, 2:5, 30:38] = 2
     params = graphcut.GraphCutParams()
     alone = graph_cut(h, image, scribbles, params=params)
     measures = graphcut.ImageMeasures()
