@@ -10,6 +10,7 @@ command line and the Slicer worker process::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -367,10 +368,10 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
     # adaptation's training leaves idle.
     measures = cut_memory.measures if cut_memory is not None else ImageMeasures()
-    ahead = (lambda token: measure_ahead(array, scribbles, spacing_zyx, cut_params, measures, token)) \
-        if method == "full" else (lambda token: None)
+    ahead = beside(lambda token: measure_ahead(array, scribbles, spacing_zyx, cut_params, measures, token)) \
+        if method == "full" else contextlib.nullcontext()
     t0 = time.perf_counter()
-    with beside(ahead):
+    with ahead:
         adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=ddml_config, seed=seed,
                         network_probability=prob, progress=progress, cancel=cancel)
         t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
