@@ -783,7 +783,8 @@ def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int], boundary
     coarse_shape = tuple(-(-n // k) for n, k in zip(shape, f))
     blocks = np.zeros(coarse_shape, bool)
     labels = memory.labels
-    for z0, z1 in _slabs(shape[0], shape[1] * shape[2], f[0]):
+
+    def slab(z0: int, z1: int) -> None:
         if boundary:
             # One plane more each way, for the pairs across the slab's faces.
             a0, a1 = max(0, z0 - 1), min(shape[0], z1 + 1)
@@ -812,6 +813,9 @@ def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int], boundary
         mask |= (seeds == _BACKGROUND) & heart
         mask |= (seeds == 0) & (last_seeds != 0)
         blocks[z0 // f[0]: -(-z1 // f[0])] |= _block_reduce(mask, f, "or").astype(bool)
+
+    # Slabs start at multiples of f[0], so each writes its own blocks; numpy's passes release Python's lock.
+    _in_threads(slab, list(_slabs(shape[0], shape[1] * shape[2], f[0])))
     return blocks
 
 
@@ -1340,10 +1344,11 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
             masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
             planes[int(k)] = [_plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]
     out = np.array(h, dtype=np.float32)
-    for z in range(max(0, int(stroked[0]) - margin), min(depth, int(stroked[-1]) + margin + 1)):
+
+    def pull(z: int, _: int) -> None:
         near = [k for k in planes if abs(k - z) <= margin]
         if not near:
-            continue
+            return
         region = out[z, y0:y1, x0:x1]
         total = np.ones(region.shape, np.float32)
         for c, target in ((0, 1.0), (1, 0.0)):
@@ -1360,6 +1365,10 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
             region += w * target
             total += w
         region /= total
+
+    # Each section writes only its own plane; numpy's passes release Python's lock.
+    _in_threads(pull, [(z, z + 1) for z in range(max(0, int(stroked[0]) - margin),
+                                                 min(depth, int(stroked[-1]) + margin + 1))])
     return out
 
 

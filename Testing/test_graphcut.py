@@ -336,6 +336,42 @@ def test_slabs_in_threads_give_the_coarse_level_of_one_slab_at_a_time(monkeypatc
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+@pytest.mark.parametrize("boundary", [True, False])
+def test_what_changed_since_the_last_cut_is_found_the_same_in_slab_threads(monkeypatch, boundary):
+    rng = np.random.default_rng(4)
+    shape = (12, 20, 24)
+    h, image, scribbles = random_case(rng, shape)
+    scribbles[3, 2:5, 2:9], scribbles[8, 10:12, 4:20] = 1, 2
+    memory = CutMemory()
+    graph_cut(h, image, scribbles, memory=memory)
+    moved = np.clip(h + rng.normal(0, 0.2, shape).astype(np.float32), 0, 1)
+    scribbles[3] = 0  # a stroke taken away
+    scribbles[10, 2:6, 2:6] = 1
+    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 4)
+    found = {}
+    for threads, slab in ((1, 2**20), (4, 2 * 20 * 24)):  # one slab; 6 slabs of 2 planes on 4 threads
+        monkeypatch.setattr(graphcut, "MAX_SLAB_THREADS", threads)
+        monkeypatch.setattr(graphcut, "_SLAB_VOXELS", slab)
+        level = graphcut._top_level(moved, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams())
+        found[threads] = graphcut._changed_blocks(level, memory, (2, 2, 2), boundary=boundary)
+    assert found[1].any() and not found[1].all()
+    np.testing.assert_array_equal(found[4], found[1])
+
+
+def test_the_stroke_pull_gives_each_section_the_same_in_threads(monkeypatch):
+    rng = np.random.default_rng(5)
+    h, image, scribbles = random_case(rng, (9, 20, 24))
+    scribbles[2, 2:5, 2:9], scribbles[6, 10:12, 4:20], scribbles[6, 15:18, 3:6] = 1, 2, 1
+    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 4)
+    pulled = {}
+    for threads in (1, 4):
+        monkeypatch.setattr(graphcut, "MAX_SLAB_THREADS", threads)
+        pulled[threads] = graphcut.pulled_to_seeds(h, scribbles, (2.0, 1.0, 1.0), 3.0, 1.0, weight=5.0, image=image,
+                                                   edges=3.0)
+    assert not np.array_equal(pulled[1], h)
+    np.testing.assert_allclose(pulled[4], pulled[1], rtol=1e-6)  # a section written to another's plane: far more
+
+
 def test_an_error_in_one_slab_thread_is_raised(monkeypatch):
     monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 2)
     done = []
