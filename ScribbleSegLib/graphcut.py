@@ -771,9 +771,12 @@ class CutMemory:
         self.region = region if region is not None and region.graph_bytes() <= REUSE_MAX_REGION_BYTES else None
         self._packed = np.empty(level.shape, np.uint8)
         self.data = np.empty(level.shape, np.uint8)
-        for z0, z1 in _slabs(level.shape[0], level.shape[1] * level.shape[2]):
+
+        def slab(z0: int, z1: int) -> None:
             self._packed[z0:z1] = (labels[z0:z1] != 0) | (level.seeds[z0:z1] << np.uint8(1))
             self.data[z0:z1] = np.rint(level.data(z0, z1) * self.DATA_STEPS)
+
+        _in_threads(slab, list(_slabs(level.shape[0], level.shape[1] * level.shape[2])))
 
 
 def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int], boundary: bool = True) -> np.ndarray:
@@ -990,10 +993,11 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams,
         raise ScribbleSegError(f"graph cut: h must be a non-empty (Z, Y, X) array, got shape {h.shape}")
     if not np.issubdtype(h.dtype, np.floating):
         raise ScribbleSegError(f"graph cut: h must be a float array of probabilities, got {h.dtype}")
-    if not np.isfinite(h).all():
+    # A NaN makes the minimum NaN and an infinity makes an end infinite: no separate pass for them.
+    low, high = float(h.min()), float(h.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ScribbleSegError(f"graph cut: h (the heart probability) contains {_count_nonfinite(h)} "
                                "NaN or infinite values")
-    low, high = float(h.min()), float(h.max())
     if low < 0.0 or high > 1.0:
         raise ScribbleSegError(f"graph cut: h must lie in [0, 1], got values in [{low:g}, {high:g}]")
     image = np.asarray(image)
@@ -1545,9 +1549,9 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
     h = np.asarray(h)
     out = np.empty(h.shape, np.float32)
     flat_in, flat_out = h.reshape(-1), out.reshape(-1)
-    # In slabs: whole-volume temporaries (five of them) would add 0.5 GB at 100x512x512.
-    for start in range(0, flat_in.size, _SLAB_VOXELS):
-        p = np.clip(flat_in[start:start + _SLAB_VOXELS].astype(np.float32), eps, 1 - eps)
+
+    def slab(start: int, stop: int) -> None:
+        p = np.clip(flat_in[start:stop].astype(np.float32), eps, 1 - eps)
         # One log of the odds, not log(p) - log1p(-p): the logarithm is most of the cost (BENCHMARKS.md,
         # "Interactive speed" item 12), and p is at least eps from 0 and 1, so the odds lose no precision.
         logit = np.subtract(np.float32(1.0), p)
@@ -1556,7 +1560,11 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
         np.clip(logit, -LOGIT_CLIP, LOGIT_CLIP, out=logit)
         logit *= np.float32(1.0 / (2 * LOGIT_CLIP))
         logit += np.float32(0.5)
-        flat_out[start:start + _SLAB_VOXELS] = logit
+        flat_out[start:stop] = logit
+
+    # In slabs, one thread per core: whole-volume temporaries (five of them) would add 0.5 GB at 100x512x512.
+    _in_threads(slab, [(start, min(flat_in.size, start + _SLAB_VOXELS))
+                       for start in range(0, flat_in.size, _SLAB_VOXELS)])
     return out
 
 

@@ -372,6 +372,17 @@ def test_the_stroke_pull_gives_each_section_the_same_in_threads(monkeypatch):
     np.testing.assert_allclose(pulled[4], pulled[1], rtol=1e-6)  # a section written to another's plane: far more
 
 
+def test_the_log_data_term_in_slab_threads_is_the_clipped_logit(monkeypatch):
+    h = np.random.default_rng(6).random((5, 7, 9)).astype(np.float32)
+    h[0, 0, :3] = (0.0, 1.0, 0.5)
+    monkeypatch.setattr(graphcut, "_SLAB_VOXELS", 50)  # 7 slabs, the last one short
+    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 2)
+    p = np.clip(h.astype(np.float64), 1e-12, 1 - 1e-12)
+    expected = 0.5 + np.clip(np.log(p) - np.log1p(-p), -graphcut.LOGIT_CLIP, graphcut.LOGIT_CLIP) / (
+        2 * graphcut.LOGIT_CLIP)
+    np.testing.assert_allclose(graphcut.log_data_term(h), expected, atol=1e-6)
+
+
 def test_an_error_in_one_slab_thread_is_raised(monkeypatch):
     monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 2)
     done = []
@@ -468,9 +479,10 @@ def test_inputs_are_not_modified():
 
 def test_nan_in_h_is_a_clear_error():
     h, image, scribbles, _ = ellipsoid_case((4, 16, 16))
-    h[1, 2, 3] = np.nan
-    with pytest.raises(ScribbleSegError, match="NaN"):
-        graph_cut(h, image, scribbles)
+    for bad in (np.nan, np.inf, -np.inf):
+        h[1, 2, 3] = bad
+        with pytest.raises(ScribbleSegError, match="contains 1 NaN or infinite"):
+            graph_cut(h, image, scribbles)
     h[1, 2, 3] = 1.5
     with pytest.raises(ScribbleSegError, match=r"\[0, 1\]"):
         graph_cut(h, image, scribbles)
