@@ -128,7 +128,7 @@ def beside(work: Callable[[CancelToken], None]) -> Iterator[None]:
     """Run ``work(cancel)`` on a thread of its own while the body runs, and wait for it at the end.
 
     For work that the body's result will need but that does not need the body: on a CPU whose
-    other core the body leaves idle (one torch thread), it then costs no time.  ``work`` must
+    other core the body leaves idle (one torch thread), it then costs little wall time.  ``work`` must
     check its :class:`~ScribbleSegLib.progress.CancelToken` between steps: when the body raises,
     ``work`` is cancelled and waited for before the error goes on, so that nothing runs after.
     An error of ``work`` is raised after the body.
