@@ -189,7 +189,8 @@ BAND_RADIUS = 3
 COARSE_BAND_RADIUS = 6
 #: Extra band re-cuts, each around where the boundary reached the edge of the previous band.
 BAND_GROWTH_PASSES = 8
-#: Fraction of the voxels assumed to fall in the band when estimating memory ahead of a cut.
+#: Fraction of the voxels assumed to fall in the band when estimating memory ahead of a cut
+#: (:func:`estimate_banded_cut_bytes`); a cut itself checks the band its coarse cut places.
 ASSUMED_BAND_FRACTION = 0.15
 #: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows): the exact optimum,
 #: where a coarse-to-fine cut can miss parts of it away from the coarse boundary.
@@ -1572,22 +1573,15 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
 
 def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:
     """Why the 10-neighbourhood cannot be used here ("" if it can): it needs square in-plane pixels, and
-    ``mode="full"`` a full cut with the diagonals that fits the budget (``auto`` then cuts coarse-to-fine,
-    whose band re-cut has the diagonals too)."""
+    ``mode="full"`` a full cut with the diagonals that fits the budget.  ``auto`` cuts in full only where the
+    diagonals fit, and coarse-to-fine otherwise, where the band's true size decides once the coarse cut has
+    placed it (:func:`_recut_until_settled`)."""
     sy, sx = level.spacing[1], level.spacing[2]
     if abs(sy - sx) > 0.01 * max(sy, sx):
         return f"in-plane diagonals need square pixels, not {sy:g} x {sx:g} mm"
-    if mode == "full":
-        needed, how = estimate_full_cut_bytes(level.shape, 10), "full"
-    elif mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget, 10):
-        return ""
-    else:  # auto then cuts coarse-to-fine too
-        if _banded_bytes(level.shape, level.spacing, ASSUMED_BAND_FRACTION, budget, 6) <= budget:
-            return ""  # the band's true size decides, once the coarse cut has placed it (_recut_until_settled)
-        needed = _banded_bytes(level.shape, level.spacing, ASSUMED_BAND_FRACTION, budget, 10)
-        how = "coarse-to-fine"
-    if needed > budget:
-        return (f"a {how} cut of {_fmt_shape(level.shape)} voxels with in-plane diagonals needs about "
+    needed = estimate_full_cut_bytes(level.shape, 10)
+    if mode == "full" and needed > budget:
+        return (f"a full cut of {_fmt_shape(level.shape)} voxels with in-plane diagonals needs about "
                 f"{_fmt_bytes(needed)} (budget {_fmt_bytes(budget)})")
     return ""
 
@@ -1643,12 +1637,16 @@ def _solve(level: _Level, mode: str, budget: int,
     if mode == "auto":
         mode = "full" if _auto_cuts_full(shape, level.spacing, budget, nb, full_max) else "banded"
     if mode == "banded" and can_band:
-        # With the 6-neighbourhood's band: the diagonals are dropped if the true band cannot hold them.
-        band_bytes = _banded_bytes(shape, level.spacing, ASSUMED_BAND_FRACTION, budget, 6)
-        if band_bytes > budget:
+        # Refused here only if what must fit before the band is placed does not: the kept arrays and the coarse
+        # level's cut.  The band's true size is known once the coarse cut has placed it, and checked then
+        # (_recut_until_settled drops the diagonals if they do not fit, _Region.add refuses a band that does not):
+        # the assumed band (ASSUMED_BAND_FRACTION) refused a 250x712x1250 stack within 16 GiB (BENCHMARKS.md,
+        # "Interactive speed", item 34).
+        before_band = _banded_bytes(shape, level.spacing, 0.0, budget, 6)
+        if before_band > budget:
             raise ScribbleSegError(
-                f"graph cut: even a coarse-to-fine cut of {_fmt_shape(shape)} voxels needs about "
-                f"{_fmt_bytes(band_bytes)}, more than the memory budget of {_fmt_bytes(budget)}; "
+                f"graph cut: even the coarse levels of a coarse-to-fine cut of {_fmt_shape(shape)} voxels need "
+                f"about {_fmt_bytes(before_band)}, more than the memory budget of {_fmt_bytes(budget)}; "
                 "downsample the volume or free memory")
         return _cut_banded(level, budget, progress, cancel, weights, keep)
     if full_bytes > budget:

@@ -551,6 +551,27 @@ def test_memory_budget_is_checked_before_the_cut():
     assert dice(auto, graph_cut(h, image, scribbles, params=SYNTH, mode="full")) >= 0.999
 
 
+def test_a_coarse_to_fine_cut_is_refused_by_its_true_band_not_by_the_assumed_one(monkeypatch):
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=2)
+    monkeypatch.setattr(graphcut, "WORKING_BYTES", 0)  # the estimates of so small a volume are then its own
+    # An assumption above this volume's true band (about a third of its voxels), as 15 % is above a large
+    # stack's (a few per cent).
+    monkeypatch.setattr(graphcut, "ASSUMED_BAND_FRACTION", 0.9)
+    free = graph_cut(h, image, scribbles, params=SYNTH, mode="banded")
+    before_band = graphcut._banded_bytes(h.shape, (1.0, 1.0, 1.0), 0.0, 2**40, 6)
+    assumed = estimate_banded_cut_bytes(h.shape, band_fraction=0.9, memory_budget=2**40)
+    assert before_band < assumed
+    # A budget the assumed band exceeds, but the band the coarse cut places fits: cut, as without a budget.
+    np.testing.assert_array_equal(graph_cut(h, image, scribbles, params=SYNTH, mode="banded",
+                                            memory_budget=(before_band + assumed) // 2), free)
+    # Less than the coarse levels need: refused before any work.
+    with pytest.raises(ScribbleSegError, match="even the coarse levels of a coarse-to-fine cut"):
+        graph_cut(h, image, scribbles, params=SYNTH, mode="banded", memory_budget=before_band - 1)
+    # A budget the true band exceeds: refused when the band is placed, naming it.
+    with pytest.raises(ScribbleSegError, match="the band around the coarse boundary"):
+        graph_cut(h, image, scribbles, params=SYNTH, mode="banded", memory_budget=before_band + 1)
+
+
 def test_progress_and_cancel():
     h, image, scribbles, _ = ellipsoid_case((8, 32, 32))
     seen = []
