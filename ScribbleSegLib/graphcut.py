@@ -1140,16 +1140,11 @@ class ImageMeasures:
     def _trim(self) -> None:
         """Drop the gradients, then the ways, used longest ago while they hold more than :attr:`max_bytes` (the
         newest of each kind stays): a run reuses the ways, and a gradient only serves new strokes on its section."""
-        def size(kind: dict, nbytes) -> int:
-            return sum(nbytes(v) for v in kind.values())
+        def held() -> int:
+            return (sum(g.nbytes for g, _ in self._gradients.values())
+                    + sum(p.nbytes for _, (_, planes) in self._ways.values() for p in planes if p is not None))
 
-        def ways_bytes(v) -> int:
-            return sum(p.nbytes for p in v[1][1] if p is not None)
-
-        def gradient_bytes(v) -> int:
-            return v[0].nbytes
-
-        while size(self._gradients, gradient_bytes) + size(self._ways, ways_bytes) > self.max_bytes:
+        while held() > self.max_bytes:
             kind = self._gradients if len(self._gradients) > 1 else self._ways
             if len(kind) <= 1:
                 return
@@ -1184,8 +1179,7 @@ def measure_ahead(image: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequenc
     if not (params.seed_reach > 0 and params.seed_edges > 0):
         return
     _, cutoff, grow, spacing = _pull_geometry(spacing_zyx, params.seed_reach)
-    depth = scribbles.shape[0]
-    for k in np.flatnonzero(np.asarray(scribbles).reshape(depth, -1).any(axis=1)):
+    for k in _stroked_sections(scribbles):
         check(cancel)
         measures.ways(image, scribbles[k], int(k), spacing, params.seed_edges, cutoff, grow)
 
@@ -1235,6 +1229,12 @@ def _geodesic_planes(strokes: np.ndarray, gradient: Tuple[np.ndarray, float], sp
         m = strokes[box] == value
         planes.append(_plane_geodesic(m, speed, spacing, cutoff) ** 2 if m.any() else None)
     return box, planes
+
+
+def _stroked_sections(scribbles: np.ndarray) -> np.ndarray:
+    """Indices of the sections of ``(Z, Y, X)`` ``scribbles`` that hold a stroke."""
+    scribbles = np.asarray(scribbles)
+    return np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))
 
 
 def _in_region(box: Tuple[slice, slice], planes: list, region: Tuple[slice, slice]) -> list:
@@ -1329,7 +1329,7 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     step = float(spacing_zyx[0]) / pixel / across if across > 0 else math.inf
     margin = int(cutoff / step)  # sections within reach (0 when the step is infinite)
     depth, rows, cols = scribbles.shape
-    stroked = np.flatnonzero(scribbles.reshape(depth, -1).any(axis=1))
+    stroked = _stroked_sections(scribbles)
     box = np.zeros((rows, cols), bool)
     for k in stroked:
         box |= scribbles[k] > 0
@@ -1579,8 +1579,7 @@ def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:
     sy, sx = level.spacing[1], level.spacing[2]
     if abs(sy - sx) > 0.01 * max(sy, sx):
         return f"in-plane diagonals need square pixels, not {sy:g} x {sx:g} mm"
-    needed = estimate_full_cut_bytes(level.shape, 10)
-    if mode == "full" and needed > budget:
+    if mode == "full" and (needed := estimate_full_cut_bytes(level.shape, 10)) > budget:
         return (f"a full cut of {_fmt_shape(level.shape)} voxels with in-plane diagonals needs about "
                 f"{_fmt_bytes(needed)} (budget {_fmt_bytes(budget)})")
     return ""

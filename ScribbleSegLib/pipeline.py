@@ -367,9 +367,10 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
     # adaptation's training leaves idle.
-    measures = cut_memory.measures if cut_memory is not None else ImageMeasures()
-    ahead = beside(lambda token: measure_ahead(array, scribbles, spacing_zyx, cut_params, measures, token)) \
-        if method == "full" else contextlib.nullcontext()
+    measures, ahead = None, contextlib.nullcontext()
+    if method == "full":
+        measures = cut_memory.measures if cut_memory is not None else ImageMeasures()
+        ahead = beside(lambda token: measure_ahead(array, scribbles, spacing_zyx, cut_params, measures, token))
     t0 = time.perf_counter()
     with ahead:
         adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=ddml_config, seed=seed,
