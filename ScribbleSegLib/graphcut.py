@@ -65,28 +65,32 @@ Memory and the coarse-to-fine banded cut
 PyMaxflow holds the GIL during graph building and max-flow, and the max-flow
 itself cannot be cancelled: callers that must stay responsive (the Slicer
 module) run the cut in a subprocess.
+
+Two parts of the cut live in modules of their own: how ``gamma`` and ``sigma`` are
+scaled to the objects and the image (:mod:`ScribbleSegLib.cut_scaling`), and the
+strokes' pull on ``h`` with what it keeps of the image (:mod:`ScribbleSegLib.stroke_pull`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
-import os
 import threading
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import maxflow
 import numpy as np
 
-from . import choices
+from . import choices, runtime
+from .cut_scaling import colour_features, scaled_to_contrast, scaled_to_objects
 from .errors import ScribbleSegError
 from .resources import available_memory  # noqa: F401  (part of this module's API: the cut's budget)
 from .progress import CancelToken, ProgressCallback, check, report, sub_progress
-from .runtime import in_order
+from .runtime import in_threads, slabs
+from .stroke_pull import ImageMeasures, image_key, measure_ways, pulled_to_seeds
 
 # The defaults are chosen by `scribbleseg bench` on the validation volumes of two phantom families,
 # in-family and cross-family together (BENCHMARKS.md): gamma 8 with the log data term; sigma and delta
@@ -97,28 +101,20 @@ DEFAULT_GAMMA = 8.0
 DEFAULT_SIGMA = 0.1
 #: Default constant delta added to the contrast weight.
 DEFAULT_DELTA = 0.05
-#: Default object radius (in-plane pixels, see :func:`object_radius`) at and above which ``gamma`` applies as
-#: given.  gamma 8 was chosen on phantom hearts of radius 16-25 px; on objects of radius ~10 px (nuclei on
+#: Default object radius (in-plane pixels, see :func:`cut_scaling.object_radius`) at and above which ``gamma``
+#: applies as given.  gamma 8 was chosen on phantom hearts of radius 16-25 px; on objects of radius ~10 px (nuclei on
 #: 40x H&E tiles) it erased whole objects the network had found (``benchmarks/bench_nuclei.py``).
 DEFAULT_REFERENCE_RADIUS = 16.0
-#: Default unsure share (see :func:`unsure_share`) at and above which ``gamma`` applies as given.  On the 48 runs
-#: of the bench's validation and test hearts (both families, in- and cross-family, 3 stroke patterns) the adapted
-#: ``h`` had shares of 0.236-0.600, and 0.2 leaves every one of them as it was; on the nuclei tiles of
-#: ``benchmarks/bench_nuclei.py``, where the network places each outline to within a pixel, 0.11-0.14 at 1x
-#: and 0.18-0.20 at 2x (BENCHMARKS.md, "Nuclei on H&E tiles").
+#: Default unsure share (see :func:`cut_scaling.unsure_share`) at and above which ``gamma`` applies as given.
+#: On the 48 runs of the bench's validation and test hearts (both families, in- and cross-family, 3 stroke
+#: patterns) the adapted ``h`` had shares of 0.236-0.600, and 0.2 leaves every one of them as it was; on the
+#: nuclei tiles of ``benchmarks/bench_nuclei.py``, where the network places each outline to within a pixel,
+#: 0.11-0.14 at 1x and 0.18-0.20 at 2x (BENCHMARKS.md, "Nuclei on H&E tiles").
 DEFAULT_REFERENCE_UNSURE = 0.2
-#: ``h`` strictly between these counts as unsure in :func:`unsure_share`.
-UNSURE_RANGE = (0.1, 0.9)
-#: The boundary weight is never scaled below this fraction of ``gamma``.
-MIN_GAMMA_FACTOR = 0.25
-#: Default RMS colour difference of in-plane neighbours (RGB in [0, 1], see :func:`image_contrast`) at and above
-#: which ``sigma`` applies as given: just under the 0.0855-0.120 of the bench's phantom stacks on which sigma 0.1 was
-#: chosen.  Nuclei tiles at 2x magnification measured 0.049 (``benchmarks/bench_nuclei.py``).
+#: Default RMS colour difference of in-plane neighbours (RGB in [0, 1], see :func:`cut_scaling.image_contrast`)
+#: at and above which ``sigma`` applies as given: just under the 0.0855-0.120 of the bench's phantom stacks on
+#: which sigma 0.1 was chosen.  Nuclei tiles at 2x magnification measured 0.049 (``benchmarks/bench_nuclei.py``).
 DEFAULT_REFERENCE_CONTRAST = 0.085
-#: The contrast scale is never scaled below this fraction of ``sigma``.
-MIN_SIGMA_FACTOR = 0.25
-#: :func:`image_contrast` reads at most this many sections, evenly spaced.
-CONTRAST_SECTIONS = 16
 #: Keyword arguments of :class:`GraphCutParams` that use gamma, sigma and ``h`` as given instead of scaling
 #: gamma and sigma to the objects and the image and pulling ``h`` towards the strokes: the paper's energy,
 #: and sweeps or tests of the formula itself.
@@ -132,14 +128,6 @@ DEFAULT_SEED_ACROSS = choices.DEFAULT_SEED_ACROSS
 DEFAULT_SEED_WEIGHT = choices.DEFAULT_SEED_WEIGHT
 #: Default :attr:`GraphCutParams.seed_edges` (see its docstring).
 DEFAULT_SEED_EDGES = choices.DEFAULT_SEED_EDGES
-#: Scale in pixels of the Gaussian that smooths a section before its colour gradient is taken for the pull's
-#: way through the tissue (:func:`pulled_to_seeds`): texture finer than this does not count as an edge.
-SEED_EDGE_SMOOTHING = 1.0
-#: :func:`pulled_to_seeds` stops at this many ``reach`` from a stroke (its weight there: exp(-3) = 0.05).
-SEED_REACH_CUTOFF = 3.0
-#: :class:`ImageMeasures` keeps at most this many bytes of section gradients (1 MiB per 512x512 section) and
-#: stroke-pull ways; beyond, the ones used longest ago go first.
-MEASURES_MAX_BYTES = 256 * 2**20
 #: Ways of forming the colour x_v of a voxel.
 COLOURS = ("rgb", "luminance")
 #: Data terms: the paper's ``|l - h|`` (eq. 5), or the log-likelihood ratio ``-log h`` vs ``-log(1 - h)``.
@@ -206,20 +194,7 @@ BUDGET_FRACTION = 0.75
 
 _log = logging.getLogger(__name__)
 
-_SLAB_VOXELS = 2**20
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
 _HEART, _BACKGROUND, _BOTH = 1, 2, 3  # seed codes; _BOTH marks coarse blocks holding both classes
-
-
-def _colour_features(block: np.ndarray, luminance: bool) -> np.ndarray:
-    """``x_v`` of eq. 6 for a block of pixels: float32 colour in [0, 1] (uint8 read as value / 255),
-    or its BT.601 luminance as one channel."""
-    x = block.astype(np.float32)
-    if block.dtype == np.uint8:
-        x *= np.float32(1.0 / 255.0)
-    if luminance:
-        x = (x @ _LUMA)[..., None]
-    return x
 
 
 def _axis_share(axis: int, diagonals: bool) -> float:
@@ -267,36 +242,36 @@ class GraphCutParams:
         (2 LOGIT_CLIP)`` in eq. 5.
     reference_radius : float or None
         Scale the boundary term to the objects' size: when the in-plane radius
-        ``R`` of ``h > 1/2`` (:func:`object_radius`) is below this many pixels,
+        ``R`` of ``h > 1/2`` (:func:`cut_scaling.object_radius`) is below this many pixels,
         ``gamma`` is multiplied by ``R / reference_radius`` (in quarter-octave
-        steps, at least :data:`MIN_GAMMA_FACTOR`).  The boundary term grows with an
+        steps, at least :data:`cut_scaling.MIN_GAMMA_FACTOR`).  The boundary term grows with an
         object's outline and the data term with its area, so a ``gamma`` that
         cleans up a large organ erases small objects whole; scaling it with ``R``
         keeps the trade-off the same at every size.  ``None`` (the paper) uses
         ``gamma`` as given.
     reference_unsure : float or None
         Scale the boundary term to how sure ``h`` is of the outlines: when the
-        voxels with ``h`` in :data:`UNSURE_RANGE` number fewer than this share of
-        the voxels with ``h > 1/2`` (:func:`unsure_share`), ``gamma`` is
+        voxels with ``h`` in :data:`cut_scaling.UNSURE_RANGE` number fewer than this share of
+        the voxels with ``h > 1/2`` (:func:`cut_scaling.unsure_share`), ``gamma`` is
         multiplied by their share / ``reference_unsure`` as well (the product of
-        both factors in quarter-octave steps, at least :data:`MIN_GAMMA_FACTOR`).
+        both factors in quarter-octave steps, at least :data:`cut_scaling.MIN_GAMMA_FACTOR`).
         The boundary term is there to decide where ``h`` cannot; where ``h``
         already places every outline to within a pixel it has nothing to decide,
         and its pull towards shorter outlines only shrinks the objects and cuts
         off their corners.  ``None`` (the paper) leaves ``gamma`` to the radius.
     reference_contrast : float or None
         Scale ``sigma`` to the image's contrast: when the RMS colour difference
-        of in-plane neighbours (:func:`image_contrast`, in the space of
+        of in-plane neighbours (:func:`cut_scaling.image_contrast`, in the space of
         ``colour``) is below this, ``sigma`` is multiplied by contrast /
         ``reference_contrast`` (quarter-octave steps, at least
-        :data:`MIN_SIGMA_FACTOR`).  ``sigma`` says what colour difference counts
+        :data:`cut_scaling.MIN_SIGMA_FACTOR`).  ``sigma`` says what colour difference counts
         as an edge; a softer image (higher magnification, blur, a paler stain)
         has smaller differences at the same edges, and with ``sigma`` as given its
         boundaries cost as much as flat tissue.  ``None`` (the paper) uses
         ``sigma`` as given.
     seed_reach : float
         In-plane pixels over which a stroke pulls the data term towards its label
-        (:func:`pulled_to_seeds`): a stroke then speaks for the tissue around it,
+        (:func:`stroke_pull.pulled_to_seeds`): a stroke then speaks for the tissue around it,
         not only for the voxels it covers.  Its weight halves every ``reach * ln 2``
         pixels of the way and stops after ``3 * reach``.  0 (the paper) leaves ``h``
         as it is.  The default, 8, was chosen with ``seed_weight`` and
@@ -314,7 +289,7 @@ class GraphCutParams:
         default, 30, lets a stroke drawn in tissue the network gets wrong claim the
         tissue around it, as far as ``seed_edges`` lets the pull go.
     seed_edges : float
-        How much colour edges lengthen the pull's way (:func:`pulled_to_seeds`):
+        How much colour edges lengthen the pull's way (:func:`stroke_pull.pulled_to_seeds`):
         0 measures the straight-line distance; with the default, 3, each step
         counts ``1 + 3 g / g_median`` steps, ``g`` the colour gradient where it is
         taken (about 4 in textured tissue, many more across an edge).  So a strong
@@ -458,21 +433,6 @@ class _Level:
         raise NotImplementedError
 
 
-#: Threads that compute the slabs of a level's pair weights at once (:func:`_in_threads`); each slab's
-#: temporaries are about ``_SLAB_VOXELS`` voxels of float64.
-MAX_SLAB_THREADS = 4
-
-
-def _in_threads(work: Callable[[int, int], None], slabs: Sequence[Tuple[int, int]]) -> None:
-    """``work(z0, z1)`` for every slab, on up to :data:`MAX_SLAB_THREADS` threads (one per core).
-
-    The work must write disjoint parts of its outputs.  numpy's elementwise kernels release
-    Python's lock, so on 2 cores two slabs compute side by side.  An error (or a cancel) in
-    one slab is raised here after the slabs already running have ended.
-    """
-    in_order(lambda slab: work(*slab), slabs, max(1, min(MAX_SLAB_THREADS, os.cpu_count() or 1, len(slabs))))
-
-
 def _strided(axis: int, start: int, count: int, every: int, z0: int, z1: int) -> tuple:
     """Index tuple of planes ``z0:z1`` taking ``count`` indices from ``start`` by ``every`` along ``axis``."""
     index = [slice(z0, z1), slice(None), slice(None)]
@@ -493,7 +453,7 @@ class _ImageLevel(_Level):
         super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform)
 
     def _features(self, block: np.ndarray) -> np.ndarray:
-        return _colour_features(block, self.luminance)
+        return colour_features(block, self.luminance)
 
     def _planes(self, z0: int, z1: int) -> np.ndarray:
         """The colour features of planes ``z0:z1``, from the slab kept by the last call where it holds them.
@@ -713,7 +673,7 @@ class CutMemory:
     coarse-to-fine cut from scratch (BENCHMARKS.md, "Interactive speed", item 20).  It holds
     2 bytes per voxel (labels with seeds, and the data term in steps of 1/250), 12 bytes
     per coarse voxel for the weights, and the band's graph (about 300-400 bytes per band
-    voxel, :func:`_band_cut_bytes`).  Its :class:`ImageMeasures` keep the image's contrast, the colour
+    voxel, :func:`_band_cut_bytes`).  Its :class:`stroke_pull.ImageMeasures` keep the image's contrast, the colour
     gradients of the stroked sections and the stroke pull's ways through them from one run to the next.
 
     Examples
@@ -756,7 +716,7 @@ class CutMemory:
 
     @staticmethod
     def _key(level: "_ImageLevel", image: np.ndarray, mode: str) -> tuple:
-        return (level.shape, level.spacing, level.params, mode) + _image_key(image)
+        return (level.shape, level.spacing, level.params, mode) + image_key(image)
 
     def follow(self, level: "_ImageLevel", image: np.ndarray, mode: str) -> None:
         """Get ready for a cut of ``image``: forget everything if the last cut was of another image or
@@ -777,7 +737,7 @@ class CutMemory:
             self._packed[z0:z1] = (labels[z0:z1] != 0) | (level.seeds[z0:z1] << np.uint8(1))
             self.data[z0:z1] = np.rint(level.data(z0, z1) * self.DATA_STEPS)
 
-        _in_threads(slab, list(_slabs(level.shape[0], level.shape[1] * level.shape[2])))
+        in_threads(slab, list(slabs(level.shape[0], level.shape[1] * level.shape[2])))
 
 
 def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int], boundary: bool = True) -> np.ndarray:
@@ -819,7 +779,7 @@ def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int], boundary
         blocks[z0 // f[0]: -(-z1 // f[0])] |= _block_reduce(mask, f, "or").astype(bool)
 
     # Slabs start at multiples of f[0], so each writes its own blocks; numpy's passes release Python's lock.
-    _in_threads(slab, list(_slabs(shape[0], shape[1] * shape[2], f[0])))
+    in_threads(slab, list(slabs(shape[0], shape[1] * shape[2], f[0])))
     return blocks
 
 
@@ -1027,130 +987,6 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams,
                        log_data_term if params.data_term == "log" else None)
 
 
-def _plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float) -> np.ndarray:
-    """Distance of each pixel of the ``(Y, X)`` ``mask`` to its nearest ``True`` pixel, in pixels of size ``pixel``."""
-    import SimpleITK as sitk  # only here: the rest of the cut does not need it
-
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    image.SetSpacing([float(spacing_zyx[2]), float(spacing_zyx[1])])
-    d = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                                            useImageSpacing=True))
-    return np.maximum(d, 0.0) / pixel
-
-
-def _section_gradient(section: np.ndarray, spacing: Sequence[float]) -> Tuple[np.ndarray, float]:
-    """The colour gradient ``g`` of a ``(Y, X, C)`` section (root sum of squares over the channels, float32)
-    after a Gaussian of :data:`SEED_EDGE_SMOOTHING` pixels, and its median; ``spacing`` is the ``(x, y)`` pixel
-    size in pixels of the finer axis.  A section under 4 pixels on a side (too small for the recursive Gaussian)
-    has no gradient: zeros, median 0, and the pull's way through it is straight."""
-    import SimpleITK as sitk
-
-    if min(section.shape[:2]) < 4:
-        return np.zeros(section.shape[:2], np.float32), 0.0
-    x = section.astype(np.float32)
-    if section.dtype == np.uint8:
-        x *= np.float32(1.0 / 255.0)
-    g2 = np.zeros(section.shape[:2], np.float32)
-    gradient = sitk.GradientMagnitudeRecursiveGaussianImageFilter()
-    gradient.SetSigma(SEED_EDGE_SMOOTHING)
-    # One thread: as fast as two on a 512x512 section, and it leaves the other core to the adaptation that
-    # runs beside it (measure_ahead).  Each image line is filtered on its own, so the result is the same.
-    gradient.SetNumberOfThreads(1)
-    for c in range(section.shape[2]):
-        channel = sitk.GetImageFromArray(np.ascontiguousarray(x[..., c]))
-        channel.SetSpacing(list(spacing))
-        g2 += sitk.GetArrayFromImage(gradient.Execute(channel)) ** 2
-    g = np.sqrt(g2)
-    return g, float(np.median(g))
-
-
-def _edge_speed(gradient: Tuple[np.ndarray, float], edges: float, box: Tuple[slice, slice]) -> np.ndarray:
-    """The speed ``1 / (1 + edges g / g_median)`` within ``box`` of a section, float32, from its
-    :func:`_section_gradient` ``(g, g_median)``."""
-    g, median = gradient
-    # The median of the whole section: its own contrast, so that stain strength and magnification do not
-    # change the scale, and strokes elsewhere do not change the way here.
-    return (1.0 / (1.0 + edges * g[box] / (median + 1e-6))).astype(np.float32)
-
-
-class ImageMeasures:
-    """What the cut measures on an image and its strokes alone, kept between cuts of the same image.
-
-    A warm session's :class:`CutMemory` holds one: its runs then compute the
-    image's contrast (:func:`image_contrast`) once, the colour gradient of a
-    stroked section once per section, and the stroke pull's ways through a section
-    (:func:`pulled_to_seeds`) once per section and set of strokes on it, not on every run.
-    :func:`measure_ahead` fills one while the adaptation runs (:func:`ScribbleSegLib.pipeline.adapt_and_cut`).
-    The values are the ones computed without it.  It forgets everything when handed another image, and
-    keeps at most :data:`MEASURES_MAX_BYTES` of gradients and ways.
-
-    Examples
-    --------
-    >>> image = np.zeros((2, 8, 8, 3), np.uint8); image[:, :, 4:] = 200
-    >>> measures = ImageMeasures()
-    >>> measures.contrast(image, "rgb") == image_contrast(image, "rgb")
-    True
-    """
-
-    def __init__(self, max_bytes: int = MEASURES_MAX_BYTES) -> None:
-        self.max_bytes = int(max_bytes)
-        self.key: Optional[tuple] = None
-        self._contrast: dict = {}  # colour mode -> contrast
-        self._gradients: dict = {}  # (section, spacing) -> (g, median), oldest first
-        self._ways: dict = {}  # section -> (key, (box, planes)) of its last strokes, oldest first
-
-    def follow(self, image: np.ndarray) -> None:
-        """Forget everything unless ``image`` is the image measured so far."""
-        key = _image_key(image)
-        if key != self.key:
-            self.key, self._contrast, self._gradients, self._ways = key, {}, {}, {}
-
-    def contrast(self, image: np.ndarray, colour: str) -> float:
-        """:func:`image_contrast` of ``image``, computed once."""
-        self.follow(image)
-        if colour not in self._contrast:
-            self._contrast[colour] = image_contrast(image, colour)
-        return self._contrast[colour]
-
-    def gradient(self, image: np.ndarray, z: int, spacing: Sequence[float]) -> Tuple[np.ndarray, float]:
-        """:func:`_section_gradient` of section ``z`` of ``image`` (``(Z, Y, X, C)``), computed once."""
-        self.follow(image)
-        key = (int(z), tuple(float(s) for s in spacing))
-        found = self._gradients.pop(key, None)  # re-inserted below: the newest last
-        if found is None:
-            found = _section_gradient(image[z], spacing)
-        self._gradients[key] = found
-        self._trim()
-        return found
-
-    def ways(self, image: np.ndarray, strokes: np.ndarray, z: int, spacing: Sequence[float], edges: float,
-             cutoff: float, grow: int) -> tuple:
-        """:func:`_geodesic_planes` of the ``(Y, X)`` ``strokes`` on section ``z`` of ``image``, computed once
-        per set of strokes on the section (a section's other strokes replace them)."""
-        self.follow(image)
-        key = (tuple(float(s) for s in spacing), float(edges), float(cutoff), int(grow),
-               hashlib.blake2b(np.ascontiguousarray(strokes, np.uint8).tobytes(), digest_size=16).digest())
-        kept = self._ways.pop(int(z), None)
-        if kept is None or kept[0] != key:
-            kept = (key, _geodesic_planes(strokes, self.gradient(image, z, spacing), spacing, edges, cutoff, grow))
-        self._ways[int(z)] = kept
-        self._trim()
-        return kept[1]
-
-    def _trim(self) -> None:
-        """Drop the gradients, then the ways, used longest ago while they hold more than :attr:`max_bytes` (the
-        newest of each kind stays): a run reuses the ways, and a gradient only serves new strokes on its section."""
-        def held() -> int:
-            return (sum(g.nbytes for g, _ in self._gradients.values())
-                    + sum(p.nbytes for _, (_, planes) in self._ways.values() for p in planes if p is not None))
-
-        while held() > self.max_bytes:
-            kind = self._gradients if len(self._gradients) > 1 else self._ways
-            if len(kind) <= 1:
-                return
-            del kind[next(iter(kind))]
-
-
 def measure_ahead(image: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float],
                   params: Optional[GraphCutParams], measures: ImageMeasures,
                   cancel: Optional[CancelToken] = None) -> None:
@@ -1176,367 +1012,8 @@ def measure_ahead(image: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequenc
     image = image[..., None] if image.ndim == 3 else image
     if params.reference_contrast is not None:
         measures.contrast(image, params.colour)
-    if not (params.seed_reach > 0 and params.seed_edges > 0):
-        return
-    _, cutoff, grow, spacing = _pull_geometry(spacing_zyx, params.seed_reach)
-    for k in _stroked_sections(scribbles):
-        check(cancel)
-        measures.ways(image, scribbles[k], int(k), spacing, params.seed_edges, cutoff, grow)
-
-
-def _image_key(image: np.ndarray) -> tuple:
-    """An image by identity and a sample of its values: a session keeps one array for all its runs."""
-    image = np.asarray(image)
-    sample = image.reshape(-1)[:: max(1, image.size // 4096)]
-    return image.__array_interface__["data"][0], image.dtype.str, image.shape, hash(sample.tobytes())
-
-
-def _plane_geodesic(mask: np.ndarray, speed: np.ndarray, spacing: Sequence[float], cutoff: float) -> np.ndarray:
-    """Length in pixels of the shortest way from each pixel to the ``(Y, X)`` ``mask`` at ``speed`` (fast
-    marching, ``spacing`` as for :func:`_edge_speed`); ``inf`` beyond ``cutoff``, 0 on the mask."""
-    import SimpleITK as sitk
-
-    # Every way in from outside meets the mask at its edge: the march starts there and stays out of the
-    # mask's inside (speed near 0), so that a stroke painted over a whole region costs no more than its outline.
-    inside = mask.copy()
-    inside[1:] &= mask[:-1]
-    inside[:-1] &= mask[1:]
-    inside[:, 1:] &= mask[:, :-1]
-    inside[:, :-1] &= mask[:, 1:]
-    image = sitk.GetImageFromArray(np.where(inside, np.float32(1e-6), speed))
-    image.SetSpacing(list(spacing))
-    marching = sitk.FastMarchingImageFilter()
-    ys, xs = np.nonzero(mask & ~inside)
-    marching.SetTrialPoints([[int(x), int(y)] for y, x in zip(ys, xs)])
-    marching.SetStoppingValue(float(cutoff) + 1.0)
-    arrival = sitk.GetArrayFromImage(marching.Execute(image))  # float64: unreached pixels hold a huge value
-    arrival[mask] = 0.0
-    return np.where(arrival <= cutoff + 1.0, arrival, np.inf).astype(np.float32)
-
-
-def _geodesic_planes(strokes: np.ndarray, gradient: Tuple[np.ndarray, float], spacing: Sequence[float],
-                     edges: float, cutoff: float, grow: int) -> Tuple[Tuple[slice, slice], list]:
-    """Squared geodesic distances to the heart and to the background strokes of one ``(Y, X)`` section's
-    ``strokes`` through the section of :func:`_section_gradient` ``gradient`` (``spacing`` as there), ``inf``
-    beyond ``cutoff``: ``(box, [heart, background])``, each plane over ``box`` (the strokes' own box grown by
-    ``grow`` pixels, the cutoff, which no way within the cutoff leaves), None where a class has no stroke."""
-    ys, xs = np.flatnonzero((strokes > 0).any(axis=1)), np.flatnonzero((strokes > 0).any(axis=0))
-    box = (slice(max(0, ys[0] - grow), min(strokes.shape[0], ys[-1] + grow + 1)),
-           slice(max(0, xs[0] - grow), min(strokes.shape[1], xs[-1] + grow + 1)))
-    speed = _edge_speed(gradient, edges, box)
-    planes = []
-    for value in (1, 2):
-        m = strokes[box] == value
-        planes.append(_plane_geodesic(m, speed, spacing, cutoff) ** 2 if m.any() else None)
-    return box, planes
-
-
-def _stroked_sections(scribbles: np.ndarray) -> np.ndarray:
-    """Indices of the sections of ``(Z, Y, X)`` ``scribbles`` that hold a stroke."""
-    scribbles = np.asarray(scribbles)
-    return np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))
-
-
-def _in_region(box: Tuple[slice, slice], planes: list, region: Tuple[slice, slice]) -> list:
-    """The ``planes`` over ``box`` (:func:`_geodesic_planes`) placed in ``region`` (which holds ``box``),
-    ``inf`` around."""
-    inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
-    placed = []
-    for plane in planes:
-        if plane is not None:
-            full = np.full(tuple(r.stop - r.start for r in region), np.inf, np.float32)
-            full[inner] = plane
-            plane = full
-        placed.append(plane)
-    return placed
-
-
-def _pull_geometry(spacing_zyx: Sequence[float], reach: float) -> Tuple[float, float, int, Tuple[float, float]]:
-    """``(pixel, cutoff, grow, spacing)`` of :func:`pulled_to_seeds`: the finer in-plane spacing, the pull's
-    cutoff and its whole pixels, and the ``(x, y)`` pixel size in pixels of the finer axis."""
-    pixel = float(min(spacing_zyx[1], spacing_zyx[2]))
-    cutoff = SEED_REACH_CUTOFF * reach
-    return pixel, cutoff, int(math.ceil(cutoff)), (float(spacing_zyx[2]) / pixel, float(spacing_zyx[1]) / pixel)
-
-
-def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float,
-                    across: float = 1.0, *, weight: float = 1.0, image: Optional[np.ndarray] = None,
-                    edges: float = 0.0, measures: Optional[ImageMeasures] = None) -> np.ndarray:
-    """The heart probability pulled towards each stroke's label near the strokes.
-
-    A voxel at distance ``d`` (in in-plane pixels; across sections by the
-    sections' real spacing) from the nearest heart stroke and ``d'`` from the
-    nearest background stroke gets ``(h + w) / (1 + w + w')`` with ``w =
-    weight exp(-d / reach)`` and ``w' = weight exp(-d' / reach)``, each 0 beyond
-    :data:`SEED_REACH_CUTOFF` ``* reach``.  So a stroke weighs ``weight`` times as
-    much as the network on its own voxels, half that ``reach * ln 2`` pixels from
-    it, and nothing beyond a few ``reach``; the cut's contrast term still decides
-    where the boundary goes.  Strokes lie on sections, so the distance is
-    computed in the plane of each stroked section (within the strokes' bounding
-    box) and combined across the sections within reach: ``d^2 = min_k (d_k^2 +
-    dz_k^2)``, with ``dz_k`` the distance to section ``k`` divided by ``across``.
-
-    With ``edges > 0`` the in-plane distance is the length of the shortest way
-    through ``image``, where a step counts ``1 + edges g / g_median`` (``g``:
-    the colour gradient of the section, smoothed over
-    :data:`SEED_EDGE_SMOOTHING` pixels; ``g_median`` its median): a geodesic
-    distance (fast marching), so that the pull fills the tissue a stroke lies in
-    and fades at its edges.
-
-    Parameters
-    ----------
-    h : numpy.ndarray
-        ``(Z, Y, X)`` heart probability in [0, 1].
-    scribbles : numpy.ndarray
-        ``(Z, Y, X)``: 0 none, 1 heart, 2 background.
-    spacing_zyx : tuple of 3 float
-        Voxel size in array-axis order.
-    reach : float
-        In in-plane pixels (of the finer in-plane spacing); 0 returns ``h``.
-    across : float
-        The reach across sections as a share of ``reach``; 0 pulls each
-        stroke's own section only.
-    weight : float
-        A stroke's weight against ``h`` on its own voxels (positive).
-    image : numpy.ndarray, optional
-        ``(Z, Y, X)`` or ``(Z, Y, X, C)`` the image; needed when ``edges > 0``.
-    edges : float
-        How much colour edges lengthen the way (0: straight-line distance).
-    measures : ImageMeasures, optional
-        Where the section gradients of ``image`` and the ways through them are kept from one call to the next.
-
-    Returns
-    -------
-    numpy.ndarray
-        A new float32 array (``h`` itself when nothing is pulled).
-
-    Examples
-    --------
-    >>> h = np.full((1, 1, 5), 0.4, np.float32); s = np.zeros((1, 1, 5), np.uint8); s[0, 0, 0] = 1
-    >>> np.round(pulled_to_seeds(h, s, (1.0, 1.0, 1.0), 2.0)[0, 0], 2)
-    array([0.7 , 0.63, 0.56, 0.51, 0.47], dtype=float32)
-    """
-    if not weight > 0 or not edges >= 0:
-        raise ScribbleSegError(f"pulled_to_seeds: weight must be positive and edges non-negative, got {weight!r} "
-                               f"and {edges!r}")
-    if edges > 0 and (image is None or np.shape(image)[:3] != np.shape(scribbles)):
-        raise ScribbleSegError(f"pulled_to_seeds: edges > 0 needs the image of the scribbles' shape "
-                               f"{np.shape(scribbles)}, got {None if image is None else np.shape(image)}")
-    if reach <= 0 or not np.any(scribbles):
-        return h
-    pixel, cutoff, grow, spacing = _pull_geometry(spacing_zyx, reach)
-    # One section, in in-plane pixels, stretched by 1 / across (infinitely far when across is 0).
-    step = float(spacing_zyx[0]) / pixel / across if across > 0 else math.inf
-    margin = int(cutoff / step)  # sections within reach (0 when the step is infinite)
-    depth, rows, cols = scribbles.shape
-    stroked = _stroked_sections(scribbles)
-    box = np.zeros((rows, cols), bool)
-    for k in stroked:
-        box |= scribbles[k] > 0
-    ys, xs = np.flatnonzero(box.any(axis=1)), np.flatnonzero(box.any(axis=0))
-    y0, y1 = max(0, ys[0] - grow), min(rows, ys[-1] + grow + 1)
-    x0, x1 = max(0, xs[0] - grow), min(cols, xs[-1] + grow + 1)
-    # Squared in-plane distance to each class's strokes on each stroked section (None: no stroke of that class).
-    planes = {}
-    if edges > 0:
-        image = np.asarray(image)
-        image = image[..., None] if image.ndim == 3 else image
-    for k in stroked:
-        if edges > 0:
-            ways = (measures.ways(image, scribbles[k], int(k), spacing, edges, cutoff, grow) if measures is not None
-                    else _geodesic_planes(scribbles[k], _section_gradient(image[k], spacing), spacing, edges, cutoff,
-                                          grow))
-            planes[int(k)] = _in_region(*ways, (slice(y0, y1), slice(x0, x1)))
-        else:
-            masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
-            planes[int(k)] = [_plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]
-    out = np.array(h, dtype=np.float32)
-
-    def pull(z: int, _: int) -> None:
-        near = [k for k in planes if abs(k - z) <= margin]
-        if not near:
-            return
-        region = out[z, y0:y1, x0:x1]
-        total = np.ones(region.shape, np.float32)
-        for c, target in ((0, 1.0), (1, 0.0)):
-            d2 = None
-            for k in near:
-                if planes[k][c] is not None:
-                    # k == z is spelled out: with across 0 the step is infinite, and inf * 0 is nan.
-                    candidate = planes[k][c] + np.float32(((k - z) * step) ** 2 if k != z else 0.0)
-                    d2 = candidate if d2 is None else np.minimum(d2, candidate, out=d2)
-            if d2 is None:
-                continue
-            d = np.sqrt(d2)
-            w = np.where(d <= cutoff, np.float32(weight) * np.exp(-d / reach), 0.0).astype(np.float32)
-            region += w * target
-            total += w
-        region /= total
-
-    # Each section writes only its own plane; numpy's passes release Python's lock.
-    _in_threads(pull, [(z, z + 1) for z in range(max(0, int(stroked[0]) - margin),
-                                                 min(depth, int(stroked[-1]) + margin + 1))])
-    return out
-
-
-def _outline_counts(h: np.ndarray, threshold: Optional[float],
-                    unsure: Optional[Tuple[float, float]] = None) -> Tuple[int, int, int]:
-    """``(area, edges, unsure)``: voxels of the mask, its 4-neighbour outline edges, and voxels of ``h`` in ``unsure``.
-
-    The mask is ``h > threshold`` (``h`` as booleans without one), formed slab by slab: no full-size
-    copy of a large probability volume.  ``unsure`` counts 0 without a range.
-    """
-    area, edges, unsure_count = 0, 0, 0
-    for z0, z1 in _slabs(h.shape[0], h.shape[1] * h.shape[2]):
-        block = np.asarray(h[z0:z1])
-        m = block > threshold if threshold is not None else block.astype(bool, copy=False)
-        area += int(np.count_nonzero(m))
-        edges += int(np.count_nonzero(m[:, 1:] != m[:, :-1])) + int(np.count_nonzero(m[:, :, 1:] != m[:, :, :-1]))
-        if unsure is not None:
-            # Two counts instead of a combined mask: one temporary fewer on a large volume.
-            unsure_count += int(np.count_nonzero(block > unsure[0])) - int(np.count_nonzero(block >= unsure[1]))
-    return area, edges, unsure_count
-
-
-def _radius(area: int, edges: int) -> float:
-    """``2 A / P`` with the outline length ``P`` = edges * pi / 4 (see :func:`object_radius`)."""
-    return 2.0 * area / (edges * math.pi / 4) if area and edges else math.inf
-
-
-def _share(area: int, unsure: int) -> float:
-    """Unsure voxels per object voxel (see :func:`unsure_share`); ``inf`` without objects."""
-    return unsure / area if area else math.inf
-
-
-def object_radius(mask: np.ndarray, threshold: Optional[float] = None) -> float:
-    """Mean in-plane radius ``2 A / P`` of the objects in a ``(Z, Y, X)`` mask, in pixels.
-
-    ``A`` is the mask's area summed over the sections and ``P`` its outline
-    length: the 4-neighbour boundary edges times pi/4, which is the Euclidean
-    length on average over orientations.  A disc of radius ``r`` gives about
-    ``r``; many small objects give a small radius even when they cover much of
-    the section.  ``inf`` for an empty mask or one without outline.  With
-    ``threshold``, the mask is ``mask > threshold``, formed slab by slab (no
-    full-size copy of a large probability volume).
-
-    Examples
-    --------
-    >>> yy, xx = np.mgrid[:64, :64]
-    >>> round(object_radius(((yy - 32) ** 2 + (xx - 32) ** 2 < 20 ** 2)[None]))
-    20
-    """
-    return _radius(*_outline_counts(mask, threshold)[:2])
-
-
-def unsure_share(h: np.ndarray) -> float:
-    """Voxels with ``h`` in :data:`UNSURE_RANGE`, per voxel with ``h > 1/2``.
-
-    How wide a band of doubt ``h`` leaves around its objects, relative to
-    their size: a network that places every outline to within a pixel leaves
-    a thin band (a small share), a blurred or noisy ``h`` a wide one, and doubt
-    away from the objects (tissue the network half believes) adds to it.
-    ``inf`` when no voxel has ``h > 1/2``.
-
-    Examples
-    --------
-    >>> h = np.zeros((1, 1, 10), np.float32); h[0, 0, 2:6] = 0.95; h[0, 0, 6] = 0.4
-    >>> unsure_share(h)  # 1 unsure voxel, 4 object voxels
-    0.25
-    """
-    area, _, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
-    return _share(area, unsure)
-
-
-def scaled_to_objects(params: GraphCutParams, h: np.ndarray) -> GraphCutParams:
-    """``params`` with ``gamma`` scaled to the objects in ``h``: their size, and how sure ``h`` is of them.
-
-    The factor is ``min(1, R / reference_radius) * min(1, u / reference_unsure)``
-    for the radius ``R`` of ``h > 1/2`` (:func:`object_radius`) and the unsure
-    share ``u`` of ``h`` (:func:`unsure_share`), a ``None`` reference leaving its
-    part at 1, rounded to a quarter octave (so that a re-run with slightly
-    different ``h`` keeps its cut memory), between :data:`MIN_GAMMA_FACTOR` and 1.
-
-    Examples
-    --------
-    >>> yy, xx = np.mgrid[:64, :64]
-    >>> r = np.sqrt((yy - 32.0) ** 2 + (xx - 32.0) ** 2)
-    >>> soft = (1 / (1 + np.exp(r - 8)))[None].astype(np.float32)  # radius 8, doubt 2 px either side
-    >>> scaled_to_objects(GraphCutParams(), soft).gamma  # the radius's factor 1/2 only
-    4.0
-    >>> crisp = (r < 8)[None].astype(np.float32)  # the same disc without doubt
-    >>> scaled_to_objects(GraphCutParams(), crisp).gamma == GraphCutParams().gamma * MIN_GAMMA_FACTOR
-    True
-    """
-    if (params.reference_radius is None and params.reference_unsure is None) or not h.size:
-        return params
-    area, edges, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
-    radius, share = _radius(area, edges), _share(area, unsure)
-    ratio = 1.0
-    if params.reference_radius is not None:
-        ratio *= min(1.0, radius / float(params.reference_radius))
-    if params.reference_unsure is not None:
-        ratio *= min(1.0, share / float(params.reference_unsure))
-    return _scaled_down(params, "gamma", ratio, MIN_GAMMA_FACTOR,
-                        f"objects of radius {radius:.1f} px, unsure share {share:.3f}")
-
-
-def _scaled_down(params: GraphCutParams, name: str, ratio: float, lowest: float, why: str) -> GraphCutParams:
-    """``params`` with field ``name`` times ``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``."""
-    if ratio >= 1.0:
-        return params
-    factor = max(lowest, 2.0 ** (round(4 * math.log2(max(ratio, 1e-6))) / 4))
-    if factor >= 1.0:
-        return params
-    _log.debug("graph cut: %s: %s %g x %.3g", why, name, getattr(params, name), factor)
-    return dataclasses.replace(params, **{name: getattr(params, name) * factor})
-
-
-def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:
-    """RMS colour difference of in-plane neighbour pairs, as the boundary term sees the colours.
-
-    ``image`` is ``(Z, Y, X, 3)`` RGB or ``(Z, Y, X[, 1])`` grey, uint8 (read as
-    value / 255) or float in [0, 1]; ``colour`` as :attr:`GraphCutParams.colour`.
-    At most :data:`CONTRAST_SECTIONS` evenly spaced sections are read.
-
-    Examples
-    --------
-    >>> stripes = np.zeros((1, 8, 8, 3), np.uint8)
-    >>> stripes[:, :, ::2] = 255
-    >>> round(image_contrast(stripes), 3)  # half the pairs differ by sqrt(3)
-    1.225
-    """
-    image = np.asarray(image)
-    if image.ndim == 3:
-        image = image[..., None]
-    step = max(1, -(-image.shape[0] // CONTRAST_SECTIONS))
-    total, count = 0.0, 0
-    for z in range(0, image.shape[0], step):
-        x = _colour_features(image[z], colour == "luminance" and image.shape[-1] == 3)
-        for d in (x[1:] - x[:-1], x[:, 1:] - x[:, :-1]):
-            total += float(np.square(d, dtype=np.float64).sum())
-            count += d.shape[0] * d.shape[1]
-    return math.sqrt(total / count) if count else 0.0
-
-
-def scaled_to_contrast(params: GraphCutParams, image: np.ndarray,
-                       measures: Optional[ImageMeasures] = None) -> GraphCutParams:
-    """``params`` with ``sigma`` scaled to the contrast of ``image`` (see ``reference_contrast``).
-
-    The factor is ``image_contrast / reference_contrast`` rounded to a quarter
-    octave, between :data:`MIN_SIGMA_FACTOR` and 1.  ``measures`` keeps the contrast for the next call.
-
-    Examples
-    --------
-    >>> flat = np.full((1, 8, 8, 3), 128, np.uint8)
-    >>> scaled_to_contrast(GraphCutParams(), flat).sigma == DEFAULT_SIGMA * MIN_SIGMA_FACTOR
-    True
-    """
-    if params.reference_contrast is None:
-        return params
-    contrast = (measures.contrast(image, params.colour) if measures is not None
-                else image_contrast(image, params.colour))
-    return _scaled_down(params, "sigma", contrast / float(params.reference_contrast), MIN_SIGMA_FACTOR,
-                        f"image contrast {contrast:.3f}")
+    if params.seed_reach > 0 and params.seed_edges > 0:
+        measure_ways(image, scribbles, spacing_zyx, params.seed_reach, params.seed_edges, measures, cancel)
 
 
 def log_data_term(h: np.ndarray) -> np.ndarray:
@@ -1566,8 +1043,8 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
         flat_out[start:stop] = logit
 
     # In slabs, one thread per core: whole-volume temporaries (five of them) would add 0.5 GB at 100x512x512.
-    _in_threads(slab, [(start, min(flat_in.size, start + _SLAB_VOXELS))
-                       for start in range(0, flat_in.size, _SLAB_VOXELS)])
+    in_threads(slab, [(start, min(flat_in.size, start + runtime.SLAB_VOXELS))
+                       for start in range(0, flat_in.size, runtime.SLAB_VOXELS)])
     return out
 
 
@@ -1727,13 +1204,6 @@ def _unary(h: np.ndarray, seeds: np.ndarray, capacity: float) -> Tuple[np.ndarra
     return source, sink
 
 
-def _slabs(n: int, plane: int, multiple: int = 1) -> Iterator[Tuple[int, int]]:
-    """``(z0, z1)`` ranges of about ``_SLAB_VOXELS`` voxels, starting at multiples of ``multiple``."""
-    step = max(1, _SLAB_VOXELS // max(1, plane * multiple)) * multiple
-    for z0 in range(0, n, step):
-        yield z0, min(n, z0 + step)
-
-
 def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
     Z, Y, X = level.shape
     name = _fmt_shape(level.shape)
@@ -1742,7 +1212,7 @@ def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optio
     graph = maxflow.Graph[float](Z * Y * X, pairs)
     ids = graph.add_grid_nodes((Z, Y, X))
     structures = [_forward_structure(axis) for axis in range(3)]
-    for z0, z1 in _slabs(Z, Y * X):
+    for z0, z1 in slabs(Z, Y * X):
         check(cancel)
         for axis in range(3):
             # The z pairs leaving the slab need the ids of the next plane.
@@ -1763,7 +1233,7 @@ def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optio
     report(progress, "graph cut", 0.5, f"{name}: max-flow")
     graph.maxflow()
     labels = np.empty((Z, Y, X), np.uint8)
-    for z0, z1 in _slabs(Z, Y * X):
+    for z0, z1 in slabs(Z, Y * X):
         labels[z0:z1] = graph.get_grid_segments(ids[z0:z1])
     report(progress, "graph cut", 1.0, f"{name}: done")
     return labels
@@ -1824,7 +1294,7 @@ def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelT
             across = tuple(1 if a == axis else k for a, k in enumerate(f))
             weights[axis][c0:c1] = _block_reduce(faces, across, "sum") / np.prod(f)
 
-    _in_threads(slab, list(_slabs(level.shape[0], level.shape[1] * level.shape[2], f[0])))
+    in_threads(slab, list(slabs(level.shape[0], level.shape[1] * level.shape[2], f[0])))
     return _CoarseLevel(h, seeds, tuple(s * k for s, k in zip(level.spacing, f)), weights)
 
 
@@ -1895,7 +1365,7 @@ def _coarse_band(labels: np.ndarray, seeds: np.ndarray, steps: Sequence[int]) ->
 
 def _upsample(coarse: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> np.ndarray:
     out = np.empty(tuple(shape), np.uint8)
-    for z0, z1 in _slabs(shape[0], shape[1] * shape[2], f[0]):
+    for z0, z1 in slabs(shape[0], shape[1] * shape[2], f[0]):
         block = coarse[z0 // f[0]: -(-z1 // f[0])].repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
         out[z0:z1] = block[: z1 - z0, : shape[1], : shape[2]]
     return out
@@ -1931,8 +1401,8 @@ class _Band:
         return first
 
     def chunks(self, first: int = 0) -> Iterator["_BandChunk"]:
-        """The band blocks from rank ``first`` on, about ``_SLAB_VOXELS`` voxels at a time."""
-        step = max(1, _SLAB_VOXELS // self.per_block)
+        """The band blocks from rank ``first`` on, about ``runtime.SLAB_VOXELS`` voxels at a time."""
+        step = max(1, runtime.SLAB_VOXELS // self.per_block)
         for b0 in range(first, self.blocks.size, step):
             yield _BandChunk(self, b0, min(self.blocks.size, b0 + step))
 

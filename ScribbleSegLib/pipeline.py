@@ -361,7 +361,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     check(cancel)
 
     from .ddml import adapt
-    from .graphcut import ImageMeasures, graph_cut, measure_ahead
+    from .graphcut import graph_cut, measure_ahead
+    from .stroke_pull import ImageMeasures
     from .runtime import beside
 
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
@@ -456,7 +457,7 @@ def _nearest_distance(heart: np.ndarray, background: np.ndarray, sections: np.nd
     than the nearest distance found so far are skipped.  Boxes over :data:`WARNING_DISTANCE_PIXELS` pixels
     a section are max-pooled in-plane by ``k`` first, which is within ``k`` pixels of the exact distance.
     """
-    from .graphcut import _plane_distance  # the cut's in-plane distance map (SimpleITK's Maurer)
+    from .stroke_pull import plane_distance  # the stroke pull's in-plane distance map (SimpleITK's Maurer)
 
     k = max(1, int(np.ceil(np.sqrt(heart[0].size / WARNING_DISTANCE_PIXELS))))
     spacing = [float(s) for s in spacing_zyx]
@@ -472,7 +473,7 @@ def _nearest_distance(heart: np.ndarray, background: np.ndarray, sections: np.nd
         gaps = sorted(((abs(int(sections[j]) - int(sections[i])) * spacing[0], j) for j in drawn))
         if gaps[0][0] >= best:
             continue
-        plane = _plane_distance(heart[i], spacing, 1.0)  # in mm: pixels of size 1
+        plane = plane_distance(heart[i], spacing, 1.0)  # in mm: pixels of size 1
         for gap, j in gaps:
             if gap >= best:
                 break  # the rest are further apart than the nearest pair found

@@ -7,18 +7,23 @@ import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
 
 from .choices import DEVICES
 from .errors import CancelledError, ScribbleSegError
 from .progress import CancelToken
 
-__all__ = ["DEVICES", "PARALLEL_SECTION_MAX_PIXELS", "beside", "in_order", "resolve_device", "section_workers",
-           "torch_threads"]
+__all__ = ["DEVICES", "MAX_SLAB_THREADS", "PARALLEL_SECTION_MAX_PIXELS", "SLAB_VOXELS", "beside", "in_order",
+           "in_threads", "resolve_device", "section_workers", "slabs", "torch_threads"]
 
 #: Sections of at most this many pixels run two at a time on a 2-core CPU (:func:`section_workers`);
 #: larger ones one at a time, so that the memory of a run stays that of one section.
 PARALLEL_SECTION_MAX_PIXELS = 2 ** 24
+#: Voxels of one slab of a pass over a volume (:func:`slabs`): its temporaries stay small beside the volume.
+SLAB_VOXELS = 2**20
+#: Threads that work on a volume's slabs at once (:func:`in_threads`); each slab's temporaries are about
+#: :data:`SLAB_VOXELS` voxels of float64.
+MAX_SLAB_THREADS = 4
 
 
 def resolve_device(name: str = "auto"):
@@ -161,3 +166,35 @@ def beside(work: Callable[[CancelToken], None]) -> Iterator[None]:
     thread.join()
     if errors and not isinstance(errors[0], CancelledError):
         raise errors[0]
+
+
+def slabs(n: int, plane: int, multiple: int = 1) -> Iterator[Tuple[int, int]]:
+    """``(z0, z1)`` ranges over ``n`` planes of ``plane`` voxels, about :data:`SLAB_VOXELS` voxels each and starting
+    at multiples of ``multiple``.
+
+    Examples
+    --------
+    >>> list(slabs(5, SLAB_VOXELS // 2))
+    [(0, 2), (2, 4), (4, 5)]
+    """
+    step = max(1, SLAB_VOXELS // max(1, plane * multiple)) * multiple
+    for z0 in range(0, n, step):
+        yield z0, min(n, z0 + step)
+
+
+def in_threads(work: Callable[[int, int], None], ranges: Sequence[Tuple[int, int]]) -> None:
+    """``work(z0, z1)`` for every range (a slab, :func:`slabs`), on up to :data:`MAX_SLAB_THREADS` threads, one
+    per core.
+
+    The work must write disjoint parts of its outputs.  numpy's elementwise kernels release
+    Python's lock, so on 2 cores two slabs compute side by side.  An error (or a cancel) in
+    one slab is raised here after the slabs already running have ended.
+
+    Examples
+    --------
+    >>> out = [0] * 6
+    >>> in_threads(lambda z0, z1: out.__setitem__(slice(z0, z1), [z0] * (z1 - z0)), [(0, 3), (3, 6)])
+    >>> out
+    [0, 0, 0, 3, 3, 3]
+    """
+    in_order(lambda r: work(*r), ranges, max(1, min(MAX_SLAB_THREADS, os.cpu_count() or 1, len(ranges))))

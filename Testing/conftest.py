@@ -2,5 +2,32 @@
 
 import os
 
+import numpy as np
+import pytest
+
 # Offscreen vtk rendering without an X server (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri).
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+
+@pytest.fixture
+def two_tissues():
+    """A 1x40x40 RGB section: two textured tissues meeting at x = 20, and ``h`` that calls both background."""
+    rng = np.random.default_rng(0)
+    image = np.empty((1, 40, 40, 3), np.float32)
+    image[..., :20, :] = (0.8, 0.5, 0.7)
+    image[..., 20:, :] = (0.5, 0.3, 0.6)
+    image += rng.normal(0.0, 0.02, image.shape).astype(np.float32)  # texture: the gradient's median is not 0
+    image = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+    return image, np.full((1, 40, 40), 0.1, np.float32)
+
+
+@pytest.fixture
+def two_stroked_sections(two_tissues):
+    """``two_tissues`` and its mirror as two sections, a heart stroke on the first and a background stroke
+    on the second: ``(image, h, scribbles)``."""
+    image, h = two_tissues
+    image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 18:22, 6:9] = 1
+    scribbles[1, 2:5, 30:38] = 2
+    return image, h, scribbles

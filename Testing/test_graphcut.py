@@ -3,15 +3,17 @@
 import dataclasses
 import itertools
 import math
+import os
 
 import numpy as np
 import pytest
 
-from ScribbleSegLib import choices, graphcut
+from ScribbleSegLib import choices, cut_scaling, graphcut, runtime, stroke_pull
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
 from ScribbleSegLib.graphcut import (AS_GIVEN, CutMemory, GraphCutParams, energy, estimate_banded_cut_bytes,
                                      estimate_full_cut_bytes, graph_cut)
 from ScribbleSegLib.progress import CancelToken
+from ScribbleSegLib.stroke_pull import ImageMeasures, pulled_to_seeds
 
 
 def reference_pairs(image, spacing, params):
@@ -321,11 +323,11 @@ def test_slabs_in_threads_give_the_coarse_level_of_one_slab_at_a_time(monkeypatc
     shape = (12, 20, 24)
     h, image, scribbles = random_case(rng, shape)
     scribbles[3, 2:5, 2:9], scribbles[8, 10:12, 4:20] = 1, 2
-    monkeypatch.setattr(graphcut, "_SLAB_VOXELS", 2 * 20 * 24)  # 6 slabs of 2 planes
-    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(runtime, "SLAB_VOXELS", 2 * 20 * 24)  # 6 slabs of 2 planes
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
     coarse = {}
     for threads in (4, 1):
-        monkeypatch.setattr(graphcut, "MAX_SLAB_THREADS", threads)
+        monkeypatch.setattr(runtime, "MAX_SLAB_THREADS", threads)
         level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams(neighbourhood=10))
         coarse[threads] = graphcut._downsample(level, (2, 2, 2), None)
     # Each slab runs the same code either way; a slab written to the wrong planes, or a thread reading
@@ -347,54 +349,26 @@ def test_what_changed_since_the_last_cut_is_found_the_same_in_slab_threads(monke
     moved = np.clip(h + rng.normal(0, 0.2, shape).astype(np.float32), 0, 1)
     scribbles[3] = 0  # a stroke taken away
     scribbles[10, 2:6, 2:6] = 1
-    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
     found = {}
     for threads, slab in ((1, 2**20), (4, 2 * 20 * 24)):  # one slab; 6 slabs of 2 planes on 4 threads
-        monkeypatch.setattr(graphcut, "MAX_SLAB_THREADS", threads)
-        monkeypatch.setattr(graphcut, "_SLAB_VOXELS", slab)
+        monkeypatch.setattr(runtime, "MAX_SLAB_THREADS", threads)
+        monkeypatch.setattr(runtime, "SLAB_VOXELS", slab)
         level = graphcut._top_level(moved, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams())
         found[threads] = graphcut._changed_blocks(level, memory, (2, 2, 2), boundary=boundary)
     assert found[1].any() and not found[1].all()
     np.testing.assert_array_equal(found[4], found[1])
 
 
-def test_the_stroke_pull_gives_each_section_the_same_in_threads(monkeypatch):
-    rng = np.random.default_rng(5)
-    h, image, scribbles = random_case(rng, (9, 20, 24))
-    scribbles[2, 2:5, 2:9], scribbles[6, 10:12, 4:20], scribbles[6, 15:18, 3:6] = 1, 2, 1
-    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 4)
-    pulled = {}
-    for threads in (1, 4):
-        monkeypatch.setattr(graphcut, "MAX_SLAB_THREADS", threads)
-        pulled[threads] = graphcut.pulled_to_seeds(h, scribbles, (2.0, 1.0, 1.0), 3.0, 1.0, weight=5.0, image=image,
-                                                   edges=3.0)
-    assert not np.array_equal(pulled[1], h)
-    np.testing.assert_allclose(pulled[4], pulled[1], rtol=1e-6)  # a section written to another's plane: far more
-
-
 def test_the_log_data_term_in_slab_threads_is_the_clipped_logit(monkeypatch):
     h = np.random.default_rng(6).random((5, 7, 9)).astype(np.float32)
     h[0, 0, :3] = (0.0, 1.0, 0.5)
-    monkeypatch.setattr(graphcut, "_SLAB_VOXELS", 50)  # 7 slabs, the last one short
-    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime, "SLAB_VOXELS", 50)  # 7 slabs, the last one short
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     p = np.clip(h.astype(np.float64), 1e-12, 1 - 1e-12)
     expected = 0.5 + np.clip(np.log(p) - np.log1p(-p), -graphcut.LOGIT_CLIP, graphcut.LOGIT_CLIP) / (
         2 * graphcut.LOGIT_CLIP)
     np.testing.assert_allclose(graphcut.log_data_term(h), expected, atol=1e-6)
-
-
-def test_an_error_in_one_slab_thread_is_raised(monkeypatch):
-    monkeypatch.setattr(graphcut.os, "cpu_count", lambda: 2)
-    done = []
-
-    def work(z0, z1):
-        if z0 == 2:
-            raise ScribbleSegError("slab 2 failed")
-        done.append(z0)
-
-    with pytest.raises(ScribbleSegError, match="slab 2 failed"):
-        graphcut._in_threads(work, [(0, 1), (1, 2), (2, 3), (3, 4)])
-    assert 0 in done and 1 in done
 
 
 def test_in_plane_only_downsampling_for_thick_sections():
@@ -719,17 +693,6 @@ def _discs(radius, centres, size=96):
     return mask, h, image
 
 
-@pytest.mark.parametrize("radius", [5, 12, 30])
-def test_object_radius_of_discs(radius):
-    mask = np.zeros((1, 2 * radius + 40, 2 * radius + 40), bool)
-    yy, xx = np.mgrid[:mask.shape[1], :mask.shape[2]]
-    mask[0] = (yy - radius - 20) ** 2 + (xx - radius - 20) ** 2 < radius ** 2
-    assert graphcut.object_radius(mask) == pytest.approx(radius, rel=0.12)
-    assert graphcut.object_radius(np.zeros((2, 8, 8), bool)) == math.inf
-    h = np.where(mask, 0.9, 0.2).astype(np.float32)
-    assert graphcut.object_radius(h, threshold=0.5) == graphcut.object_radius(mask)
-
-
 def test_small_objects_the_network_found_survive_the_cut():
     # Ten discs of radius 5 px with h = 0.95 and a faint edge; only one is seeded.  With gamma 8 as
     # given, the outline costs more than the area's data term: unseeded discs vanish.
@@ -742,52 +705,6 @@ def test_small_objects_the_network_found_survive_the_cut():
     scaled = graph_cut(h, image, scribbles, params=GraphCutParams(), mode="full")
     assert (fixed > 0).sum() < 0.5 * mask.sum()
     assert ((scaled > 0) & mask).sum() / ((scaled > 0) | mask).sum() > 0.9
-
-
-def _soft_square(lo: int, hi: int, width: float, size: int = 128) -> np.ndarray:
-    """``h`` of a square [lo, hi)^2 whose edge rises over about ``width`` pixels (a logistic ramp)."""
-    yy, xx = np.mgrid[:size, :size] + 0.5
-    inside = np.minimum(np.minimum(yy - lo, hi - yy), np.minimum(xx - lo, hi - xx))
-    return (1 / (1 + np.exp(-4 * inside / width)))[None].astype(np.float32)
-
-
-def test_large_objects_keep_gamma():
-    # Radius 44 px with a 6-pixel band of doubt (unsure share above the reference): gamma as given.
-    params = GraphCutParams(reference_unsure=None)
-    h = _soft_square(20, 108, 6.0)
-    assert graphcut.unsure_share(h) > graphcut.DEFAULT_REFERENCE_UNSURE
-    assert graphcut.scaled_to_objects(GraphCutParams(), h) == GraphCutParams()
-    small = np.zeros_like(h)
-    small[0, 10:14, 10:14] = 0.9
-    assert graphcut.scaled_to_objects(params, small).gamma == pytest.approx(params.gamma * graphcut.MIN_GAMMA_FACTOR)
-    assert graphcut.scaled_to_objects(GraphCutParams.paper(), small).gamma == GraphCutParams.paper().gamma
-
-
-def test_unsure_share_counts_doubt_per_object_voxel():
-    h = np.zeros((2, 8, 8), np.float32)
-    h[0, :4, :4] = 0.95  # 16 object voxels
-    h[1, 0, :3] = (0.5, 0.1, 0.9)  # 0.5 unsure (not an object voxel); 0.1 and 0.9 not (the range is open)
-    h[1, 1, :3] = (0.3, 0.7, 0.11)  # 3 unsure, one of them (0.7) an object voxel too
-    assert graphcut.unsure_share(h) == pytest.approx(4 / 18)  # 16 + 0.9 + 0.7 object voxels
-    assert graphcut.unsure_share(np.full((1, 4, 4), 0.3, np.float32)) == math.inf
-
-
-def test_gamma_follows_how_sure_h_is_of_its_outlines():
-    # The same large square: with an outline h is sure of to a pixel the boundary term weighs less (in
-    # quarter octaves, never below MIN_GAMMA_FACTOR); with a wide band of doubt it stays as given.
-    params = GraphCutParams()
-    sure = _soft_square(20, 108, 1.0)
-    share = graphcut.unsure_share(sure)
-    assert 0 < share < params.reference_unsure / 2
-    factor = graphcut.scaled_to_objects(params, sure).gamma / params.gamma
-    assert factor == pytest.approx(2 ** (round(4 * math.log2(share / params.reference_unsure)) / 4))
-    assert graphcut.MIN_GAMMA_FACTOR <= factor < 1
-    assert graphcut.scaled_to_objects(GraphCutParams(reference_unsure=None), sure) == GraphCutParams(
-        reference_unsure=None)
-    assert graphcut.scaled_to_objects(params, np.round(sure)).gamma == params.gamma * graphcut.MIN_GAMMA_FACTOR
-    unsure = _soft_square(20, 108, 12.0)
-    assert graphcut.scaled_to_objects(params, unsure) == params
-    assert GraphCutParams(**graphcut.AS_GIVEN).reference_unsure is None
 
 
 @pytest.mark.parametrize("name", ["reference_radius", "reference_unsure", "reference_contrast"])
@@ -811,9 +728,9 @@ def test_soft_edges_still_count_as_edges():
     h = np.where(wide, 0.7, 0.1).astype(np.float32)
     scribbles = np.zeros(h.shape, np.uint8)
     scribbles[0, 64, 64], scribbles[0, 2, 2] = 1, 2
-    contrast = graphcut.image_contrast(image)
+    contrast = cut_scaling.image_contrast(image)
     assert contrast < graphcut.DEFAULT_REFERENCE_CONTRAST
-    scaled_sigma = graphcut.scaled_to_contrast(GraphCutParams(), image).sigma
+    scaled_sigma = cut_scaling.scaled_to_contrast(GraphCutParams(), image).sigma
     assert scaled_sigma < GraphCutParams().sigma
     as_given = graph_cut(h, image, scribbles, params=GraphCutParams(reference_contrast=None), mode="full") > 0
     scaled = graph_cut(h, image, scribbles, params=GraphCutParams(), mode="full") > 0
@@ -823,18 +740,6 @@ def test_soft_edges_still_count_as_edges():
 
     assert iou(as_given) < 0.5
     assert iou(scaled) > 0.95
-
-
-def test_image_contrast_in_the_cut_s_colour_space():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
-    rgb = graphcut.image_contrast(image)
-    assert graphcut.image_contrast(image.astype(np.float32) / 255) == pytest.approx(rgb, rel=1e-5)
-    assert graphcut.image_contrast(image, "luminance") < rgb
-    grey = image[..., 0]
-    assert graphcut.image_contrast(grey) == pytest.approx(graphcut.image_contrast(grey[..., None]))
-    assert graphcut.scaled_to_contrast(GraphCutParams(), image) == GraphCutParams()  # noise: high contrast
-    assert graphcut.scaled_to_contrast(GraphCutParams.paper(), np.zeros_like(image)) == GraphCutParams.paper()
 
 
 def test_coarse_levels_are_cut_in_full_only_up_to_their_own_limit(monkeypatch):
@@ -850,61 +755,6 @@ def test_coarse_levels_are_cut_in_full_only_up_to_their_own_limit(monkeypatch):
 
     assert levels(8 * 32 * 32) == 1  # the 8x32x32 coarse level is cut in full
     assert levels(8 * 32 * 32 - 1) == 2  # ... or coarse-to-fine itself
-
-
-def test_strokes_pull_h_only_near_them_and_across_sections_by_their_spacing():
-    h = np.full((5, 24, 24), 0.4, np.float32)
-    scribbles = np.zeros(h.shape, np.uint8)
-    scribbles[2, 12, 6:10] = 1
-    scribbles[2, 2, 2:20] = 2
-    before = h.copy()
-    assert graphcut.pulled_to_seeds(h, scribbles, (3.0, 1.0, 1.0), 0.0) is h
-    pulled = graphcut.pulled_to_seeds(h, scribbles, (3.0, 1.0, 1.0), 2.0)
-    np.testing.assert_array_equal(h, before)  # the input is not changed
-    assert pulled[2, 12, 7] == pytest.approx((0.4 + 1.0) / 2.0)  # on the stroke: as much as the network
-    assert pulled[2, 13, 7] == pytest.approx((0.4 + np.exp(-0.5)) / (1.0 + np.exp(-0.5)))
-    assert pulled[2, 12, 7] > pulled[2, 14, 7] > pulled[2, 16, 7] > 0.4  # falling off with the distance
-    assert pulled[2, 4, 10] < 0.4  # a background stroke pulls down
-    assert pulled[1, 12, 7] == pytest.approx((0.4 + np.exp(-1.5)) / (1.0 + np.exp(-1.5)))  # one 3-pixel section away
-    assert pulled[0, 12, 7] == pytest.approx((0.4 + np.exp(-3.0)) / (1.0 + np.exp(-3.0)))  # 3 reaches: the last
-    assert pulled[2, 20, 7] == pytest.approx(0.4)  # beyond 3 reaches: nothing
-    thick = graphcut.pulled_to_seeds(h, scribbles, (10.0, 1.0, 1.0), 2.0)
-    assert thick[1, 12, 7] == pytest.approx(0.4) and thick[2, 13, 7] == pytest.approx(pulled[2, 13, 7])
-    half = graphcut.pulled_to_seeds(h, scribbles, (3.0, 1.0, 1.0), 2.0, across=0.5)
-    assert half[1, 12, 7] == pytest.approx((0.4 + np.exp(-3.0)) / (1.0 + np.exp(-3.0)))  # a section counts double
-    assert half[0, 12, 7] == pytest.approx(0.4) and half[2, 13, 7] == pytest.approx(pulled[2, 13, 7])
-    own = graphcut.pulled_to_seeds(h, scribbles, (3.0, 1.0, 1.0), 2.0, across=0.0)
-    np.testing.assert_array_equal(own[[0, 1, 3, 4]], h[[0, 1, 3, 4]])  # the stroke's own section only
-    np.testing.assert_allclose(own[2], pulled[2], atol=1e-6)
-
-
-@pytest.mark.parametrize("across", [1.0, 0.6])
-def test_the_stroke_pull_equals_the_formula_with_brute_force_distances(across):
-    rng = np.random.default_rng(3)
-    h = rng.random((7, 18, 21)).astype(np.float32)
-    scribbles = np.zeros(h.shape, np.uint8)
-    for z, value in ((1, 1), (1, 2), (4, 1), (5, 2), (6, 1)):  # strokes of both classes on several sections
-        y, x = rng.integers(0, 18), rng.integers(0, 21)
-        scribbles[z, y, max(0, x - 3):x + 3] = value
-    spacing, reach = (1.7, 1.0, 0.8), 2.5
-    pixel, cutoff = 0.8, graphcut.SEED_REACH_CUTOFF * reach
-    # Across sections the distance counts 1 / across times: the section spacing stretched by it.
-    stretched = (spacing[0] / across,) + spacing[1:]
-    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(h.shape, stretched)], indexing="ij"), -1)
-    expected = h.astype(np.float64)
-    total = np.ones(h.shape)
-    near_cutoff = np.zeros(h.shape, bool)
-    for value, target in ((1, 1.0), (2, 0.0)):
-        points = grid[scribbles == value]
-        d = np.sqrt(((grid[..., None, :] - points) ** 2).sum(-1)).min(-1) / pixel
-        w = np.where(d <= cutoff, np.exp(-d / reach), 0.0)
-        expected += w * target
-        total += w
-        near_cutoff |= np.abs(d - cutoff) < 1e-4  # where float rounding may fall either side
-    expected /= total
-    pulled = graphcut.pulled_to_seeds(h, scribbles, spacing, reach, across)
-    assert near_cutoff.mean() < 0.05
-    np.testing.assert_allclose(pulled[~near_cutoff], expected[~near_cutoff], atol=1e-5)
 
 
 def test_a_stroke_claims_the_tissue_right_around_it_only_with_a_seed_reach():
@@ -925,53 +775,6 @@ def test_a_stroke_claims_the_tissue_right_around_it_only_with_a_seed_reach():
     assert not wide[1, 24, 15] and not wide[1, 16, 28]  # but not the tissue further away
 
 
-def _two_tissues(noise_seed: int = 0):
-    """A 1x40x40 RGB section: two textured tissues meeting at x = 20, and ``h`` that calls both background."""
-    rng = np.random.default_rng(noise_seed)
-    image = np.empty((1, 40, 40, 3), np.float32)
-    image[..., :20, :] = (0.8, 0.5, 0.7)
-    image[..., 20:, :] = (0.5, 0.3, 0.6)
-    image += rng.normal(0.0, 0.02, image.shape).astype(np.float32)  # texture: the gradient's median is not 0
-    image = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-    return image, np.full((1, 40, 40), 0.1, np.float32)
-
-
-def test_a_strong_stroke_pull_claims_the_tissue_it_lies_in_but_not_across_its_edge():
-    image, h = _two_tissues()
-    scribbles = np.zeros(h.shape, np.uint8)
-    scribbles[0, 18:22, 6:9] = 1  # a heart stroke in the left tissue, which the network calls background
-    spacing = (2.0, 1.0, 1.0)
-    straight = graphcut.pulled_to_seeds(h, scribbles, spacing, 8.0, weight=30.0)
-    geodesic = graphcut.pulled_to_seeds(h, scribbles, spacing, 8.0, weight=30.0, image=image, edges=3.0)
-    # 3 pixels away in the same tissue: heart either way (the texture makes each step count about 4).
-    assert geodesic[0, 20, 11] > 0.5 and straight[0, 20, 11] > 0.5
-    assert straight[0, 20, 23] > 0.5  # a straight-line pull also claims the tissue across the edge, 15 pixels away
-    assert geodesic[0, 20, 23] < 0.2  # the way across the edge is too long
-    assert geodesic[0, 20, 11] > geodesic[0, 20, 14] > geodesic[0, 20, 23]
-    weak = graphcut.pulled_to_seeds(h, scribbles, spacing, 8.0, weight=1.0, image=image, edges=3.0)
-    assert weak[0, 20, 7] == pytest.approx((0.1 + 1.0) / 2.0)  # weight 1: on the stroke as much as the network
-    assert weak[0, 20, 11] < 0.5  # and it tips nothing the network is sure of
-
-
-def test_the_pulls_way_without_edges_is_the_straight_line_distance():
-    rng = np.random.default_rng(5)
-    mask = np.zeros((30, 24), bool)
-    mask[rng.integers(0, 30, 4), rng.integers(0, 24, 4)] = True
-    mask[10:18, 4:12] = True  # a stroke painted over a region: the march starts at its outline
-    for spacing in ((1.0, 1.0, 1.0), (1.0, 0.5, 1.0)):  # square pixels, and pixels twice as wide as high
-        pixel = min(spacing[1:])
-        flat = np.zeros(mask.shape + (3,), np.uint8)
-        scale = (spacing[2] / pixel, spacing[1] / pixel)
-        gradient = graphcut._section_gradient(flat, scale)
-        speed = graphcut._edge_speed(gradient, 3.0, (slice(None), slice(None)))  # no gradient: speed 1
-        way = graphcut._plane_geodesic(mask, speed, scale, cutoff=100.0)
-        straight = graphcut._plane_distance(mask, spacing, pixel)
-        # Fast marching is first order: within a pixel or so of the exact distance.
-        assert np.abs(way - straight).max() < 1.5 and (way[mask] == 0).all()
-    near = graphcut._plane_geodesic(mask, speed, scale, cutoff=3.0)
-    assert np.isinf(near[straight > 5]).all() and np.isfinite(near[straight < 2.5]).all()
-
-
 def test_sections_under_four_pixels_on_a_side_are_pulled_along_straight_lines():
     # The recursive Gaussian of the colour gradient needs 4 pixels along each axis: a section of 3 rows
     # (a stack read heavily downsampled) has no gradient, and its pull is that of straight-line distances.
@@ -981,114 +784,50 @@ def test_sections_under_four_pixels_on_a_side_are_pulled_along_straight_lines():
     scribbles = np.zeros(h.shape, np.uint8)
     scribbles[1, 1, 5] = 1
     scribbles[1, 1, 35] = 2
-    g, median = graphcut._section_gradient(image[1], (1.0, 1.0))
+    g, median = stroke_pull._section_gradient(image[1], (1.0, 1.0))
     assert median == 0.0 and not g.any()
-    edged = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 4.0, 0.5, weight=30.0, image=image, edges=3.0)
-    straight = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 4.0, 0.5, weight=30.0)
+    edged = pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 4.0, 0.5, weight=30.0, image=image, edges=3.0)
+    straight = pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 4.0, 0.5, weight=30.0)
     np.testing.assert_allclose(edged[1], straight[1], atol=0.05)  # fast marching: first order
     labels = graph_cut(h, image, scribbles)  # the defaults pull along edges: no error from the tiny sections
     assert labels[1, 1, 5] == 1 and labels[1, 1, 35] == 0
 
 
-def test_the_pulls_way_on_a_section_does_not_depend_on_strokes_elsewhere():
-    image, h = _two_tissues()
-    image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])  # two sections
-    scribbles = np.zeros(h.shape, np.uint8)
-    scribbles[0, 18:22, 6:9] = 1
-    alone = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, 0.0, weight=30.0, image=image, edges=3.0)
-    scribbles[1, 2:5, 30:38] = 2  # a stroke on the other section, far from the first: its edges are its own
-    both = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, 0.0, weight=30.0, image=image, edges=3.0)
-    np.testing.assert_array_equal(both[0], alone[0])
-    assert both[0, 20, 11] > 0.5 and both[1, 3, 34] < h[1, 3, 34]
-
-
-def _two_stroked_sections():
-    """:func:`_two_tissues` and its mirror as two sections, a heart stroke on the first and a background stroke
-    on the second."""
-    image, h = _two_tissues()
-    image, h = np.concatenate([image, image[:, ::-1]]), np.concatenate([h, h])
-    scribbles = np.zeros(h.shape, np.uint8)
-    scribbles[0, 18:22, 6:9] = 1
-    scribbles[1, 2:5, 30:38] = 2
-    return image, h, scribbles
-
-
-def test_image_measures_give_the_pull_what_it_computes_alone_and_compute_each_section_once(monkeypatch):
-    image, h, scribbles = _two_stroked_sections()
-    alone = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=image, edges=3.0)
-    computed = []
-    original = graphcut._section_gradient
-    monkeypatch.setattr(graphcut, "_section_gradient", lambda *a: computed.append(1) or original(*a))
-    measures = graphcut.ImageMeasures()
-    for _ in range(2):
-        kept = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=image, edges=3.0,
-                                        measures=measures)
-        np.testing.assert_array_equal(kept, alone)
-    assert len(computed) == 2  # two stroked sections, each measured once over both calls
-    other = image.copy()
-    other[0, :, :20] //= 2  # another image: measured anew, with its own edges
-    changed = graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=other, edges=3.0,
-                                       measures=measures)
-    assert len(computed) == 4 and not np.array_equal(changed[0], alone[0])
-    small = graphcut.ImageMeasures(max_bytes=image[0, ..., 0].size * 4)  # room for one section's gradient
-    graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=image, edges=3.0,
-                             measures=small)
-    assert len(small._gradients) == 1
-    assert small.contrast(image, "rgb") == graphcut.image_contrast(image, "rgb")
-
-
-def test_the_ways_of_a_section_are_kept_for_its_strokes_and_made_anew_when_they_change(monkeypatch):
-    image, h, scribbles = _two_stroked_sections()
-    marched = []
-    original = graphcut._geodesic_planes
-    monkeypatch.setattr(graphcut, "_geodesic_planes", lambda *a: marched.append(1) or original(*a))
-    measures = graphcut.ImageMeasures()
-
-    def pulled(strokes, kept=None):
-        return graphcut.pulled_to_seeds(h, strokes, (1.0, 1.0, 1.0), 8.0, weight=30.0, image=image, edges=3.0,
-                                        measures=kept)
-
-    pulled(scribbles, measures)
-    assert len(marched) == 2
-    scribbles[1, 30:33, 6:9] = 1  # a new stroke on the second section: only its ways are made again
-    again = pulled(scribbles, measures)
-    assert len(marched) == 3 and len(measures._ways) == 2
-    np.testing.assert_array_equal(again, pulled(scribbles))
-
-
-def test_measured_ahead_the_cut_computes_nothing_of_the_image_again_and_cuts_the_same(monkeypatch):
-    image, h, scribbles = _two_stroked_sections()
+def test_measured_ahead_the_cut_computes_nothing_of_the_image_again_and_cuts_the_same(
+        monkeypatch, two_stroked_sections):
+    image, h, scribbles = two_stroked_sections
     h[:, 10:30, 4:16] = 0.7
     params = graphcut.GraphCutParams()
     alone = graph_cut(h, image, scribbles, params=params)
-    measures = graphcut.ImageMeasures()
+    measures = ImageMeasures()
     graphcut.measure_ahead(image, scribbles, (1.0, 1.0, 1.0), params, measures)
     calls = []
-    for name in ("_section_gradient", "_geodesic_planes", "image_contrast"):
-        monkeypatch.setattr(graphcut, name, lambda *a, name=name: calls.append(name))
+    for module, name in ((stroke_pull, "_section_gradient"), (stroke_pull, "_geodesic_planes"),
+                         (stroke_pull, "image_contrast"), (cut_scaling, "image_contrast")):
+        monkeypatch.setattr(module, name, lambda *a, name=name: calls.append(name))
     np.testing.assert_array_equal(graph_cut(h, image, scribbles, params=params, measures=measures), alone)
     assert calls == []
 
 
-def test_measuring_ahead_stops_when_cancelled():
-    image, h = _two_tissues()
+def test_measuring_ahead_stops_when_cancelled(two_tissues):
+    image, h = two_tissues
     scribbles = np.zeros(h.shape, np.uint8)
     scribbles[0, 18:22, 6:9] = 1
     token = CancelToken()
     token.cancel()
-    measures = graphcut.ImageMeasures()
+    measures = ImageMeasures()
     with pytest.raises(CancelledError):
         graphcut.measure_ahead(image, scribbles, (1.0, 1.0, 1.0), None, measures, token)
     assert measures._ways == {}
 
 
-def test_a_warm_cut_measures_the_image_once(monkeypatch):
-    image, h = _two_tissues()
+def test_a_warm_cut_measures_the_image_once(monkeypatch, two_tissues):
+    image, h = two_tissues
     scribbles = np.zeros(h.shape, np.uint8)
     scribbles[0, 18:22, 6:9] = 1
     scribbles[0, 2:5, 30:38] = 2
     calls = {"gradient": 0, "contrast": 0}
-    gradient, contrast = graphcut._section_gradient, graphcut.image_contrast
+    gradient, contrast = stroke_pull._section_gradient, cut_scaling.image_contrast
 
     def counted(name, f):
         def wrapper(*a):
@@ -1096,8 +835,10 @@ def test_a_warm_cut_measures_the_image_once(monkeypatch):
             return f(*a)
         return wrapper
 
-    monkeypatch.setattr(graphcut, "_section_gradient", counted("gradient", gradient))
-    monkeypatch.setattr(graphcut, "image_contrast", counted("contrast", contrast))
+    monkeypatch.setattr(stroke_pull, "_section_gradient", counted("gradient", gradient))
+    # A cut with memory asks its ImageMeasures (stroke_pull), one without asks cut_scaling.
+    monkeypatch.setattr(stroke_pull, "image_contrast", counted("contrast", contrast))
+    monkeypatch.setattr(cut_scaling, "image_contrast", counted("contrast", contrast))
     memory = CutMemory()
     graph_cut(h, image, scribbles, memory=memory)
     scribbles[0, 30:33, 6:9] = 1  # a new stroke on the same section
@@ -1105,18 +846,6 @@ def test_a_warm_cut_measures_the_image_once(monkeypatch):
     assert calls == {"gradient": 1, "contrast": 1}
     assert np.array_equal(warm, graph_cut(h, image, scribbles))  # one section: cut whole, as from scratch
     assert calls == {"gradient": 2, "contrast": 2}
-
-
-def test_the_stroke_pull_checks_its_weight_and_needs_the_image_for_edges():
-    image, h = _two_tissues()
-    scribbles = np.zeros(h.shape, np.uint8)
-    scribbles[0, 5, 5] = 1
-    with pytest.raises(ScribbleSegError, match="weight"):
-        graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 2.0, weight=0.0)
-    with pytest.raises(ScribbleSegError, match="image"):
-        graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 2.0, edges=3.0)
-    grey = image.mean(axis=-1).astype(np.uint8)  # a grey image has one channel: the same way through it
-    assert graphcut.pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 2.0, image=grey, edges=3.0).shape == h.shape
 
 
 def test_seed_reach_is_checked_and_off_in_the_papers_energy():

@@ -1,11 +1,13 @@
-"""runtime.beside: work on a thread of its own while the caller goes on."""
+"""runtime: work on a thread of its own while the caller goes on (beside), and on slabs in threads."""
 
+import os
 import threading
 
 import pytest
 
+from ScribbleSegLib import runtime
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
-from ScribbleSegLib.runtime import beside
+from ScribbleSegLib.runtime import beside, in_threads, slabs
 
 
 def test_the_work_beside_runs_on_another_thread_and_has_ended_after_the_body():
@@ -58,3 +60,24 @@ def test_a_cancelled_body_raises_its_own_cancel():
     with pytest.raises(CancelledError, match="stop"):
         with beside(work):
             raise CancelledError("stop")
+
+
+def test_an_error_in_one_slab_thread_is_raised_after_the_running_slabs(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    done = []
+
+    def work(z0, z1):
+        if z0 == 2:
+            raise ScribbleSegError("slab 2 failed")
+        done.append(z0)
+
+    with pytest.raises(ScribbleSegError, match="slab 2 failed"):
+        in_threads(work, [(0, 1), (1, 2), (2, 3), (3, 4)])
+    assert 0 in done and 1 in done
+
+
+def test_slabs_cover_the_planes_once_in_steps_of_their_multiple(monkeypatch):
+    monkeypatch.setattr(runtime, "SLAB_VOXELS", 100)
+    assert list(slabs(7, 30)) == [(0, 3), (3, 6), (6, 7)]  # 3 planes of 30 voxels fit in 100
+    assert list(slabs(7, 30, multiple=2)) == [(0, 2), (2, 4), (4, 6), (6, 7)]  # 4 would not: 2 planes
+    assert list(slabs(3, 1000)) == [(0, 1), (1, 2), (2, 3)]  # at least one plane a slab

@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv=None) -> int:
-    from ScribbleSegLib import graphcut, protocol, scribbles
+    from ScribbleSegLib import cut_scaling, graphcut, protocol, scribbles
     from ScribbleSegLib.metrics import ERROR_REGIONS, error_regions, evaluate
     from ScribbleSegLib.model_file import load_model
     from ScribbleSegLib.phantom import FAMILIES
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                                     ("+ adaptation", result.probability > 0.5), ("+ cut", result.labels)):
                     parts = error_regions(pred, v.label)
                     rows.setdefault(stage, []).append((evaluate(pred, v.label)["iou"], parts))
-                sigma = graphcut.scaled_to_contrast(graphcut.GraphCutParams(), v.image.array).sigma
+                sigma = cut_scaling.scaled_to_contrast(graphcut.GraphCutParams(), v.image.array).sigma
                 rings.setdefault(f"{train}→{test}", []).append(outline_rings(result.labels, v.label, v.image.array,
                                                                              sigma, result.probability))
             for stage, runs in rows.items():
@@ -97,11 +97,11 @@ def outline_rings(pred: np.ndarray, label: np.ndarray, image: np.ndarray, sigma:
     ``error_regions`` counts them): how many pixels lie on a colour edge the cut sees, how many of each
     kind ``pred`` gets wrong, and at how many of the wrong ones on an edge the adapted ``h`` (the cut's data
     term before the strokes' pull) already favours the wrong label."""
-    from ScribbleSegLib import graphcut
+    from ScribbleSegLib import cut_scaling
     from ScribbleSegLib.metrics import end_sections
 
     p, t = np.asarray(pred) != 0, np.asarray(label) != 0
-    x = graphcut._colour_features(np.asarray(image), False)
+    x = cut_scaling.colour_features(np.asarray(image), False)
     ring = np.zeros_like(t)
     edge = np.zeros_like(t)
     for axis in (1, 2):  # the 4 in-plane neighbours: pairs across the true outline

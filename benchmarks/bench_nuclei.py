@@ -134,7 +134,7 @@ def main(argv=None) -> int:
                              '(GraphCutParams fields, as bench_settings.py takes them)')
     args = parser.parse_args(argv)
 
-    from ScribbleSegLib import ddml, graphcut, pipeline, protocol, scribbles
+    from ScribbleSegLib import cut_scaling, ddml, graphcut, pipeline, protocol, scribbles
     from ScribbleSegLib.jobs import replace_fields
     from ScribbleSegLib.model_file import load_model
 
@@ -178,8 +178,8 @@ def main(argv=None) -> int:
                     add(f"+ adaptation ({label})", r.probability > 0.5)
                 add(f"+ cut ({label})", r.labels > 0)
                 if label == "default":
-                    radii.append(graphcut.object_radius(r.probability > 0.5))
-                    contrasts.append(graphcut.image_contrast(volume.array))
+                    radii.append(cut_scaling.object_radius(r.probability > 0.5))
+                    contrasts.append(cut_scaling.image_contrast(volume.array))
         print(f"{name}: object radius of h > 0.5 {np.mean(radii):.1f} px, image contrast {np.mean(contrasts):.3f}",
               flush=True)
     stages = list(dict.fromkeys(stage for _, stage in sums))

@@ -1,0 +1,212 @@
+"""The graph cut's boundary term scaled to what it segments: ``gamma`` to the objects, ``sigma`` to the image.
+
+``gamma`` and ``sigma`` were chosen on phantom hearts (objects of radius 16-25 px, RMS colour
+difference of in-plane neighbours 0.0855-0.120).  Smaller objects, an ``h`` with a thin band of
+doubt, or an image with softer edges make the same values erase objects the network found
+(BENCHMARKS.md, "Nuclei on H&E tiles").  :func:`scaled_to_objects` and :func:`scaled_to_contrast`
+scale them down, in quarter-octave steps and never up, by the references of
+:class:`ScribbleSegLib.graphcut.GraphCutParams`; :func:`ScribbleSegLib.graphcut.graph_cut` applies both
+once per cut.  The measures they read, :func:`object_radius`, :func:`unsure_share` and
+:func:`image_contrast`, are functions over arrays of their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import TYPE_CHECKING, Optional, Tuple
+
+import numpy as np
+
+from .runtime import slabs
+
+if TYPE_CHECKING:  # types only: the cut imports this module
+    from .graphcut import GraphCutParams
+    from .stroke_pull import ImageMeasures
+
+_log = logging.getLogger(__name__)
+
+#: ``h`` strictly between these counts as unsure in :func:`unsure_share`.
+UNSURE_RANGE = (0.1, 0.9)
+#: The boundary weight is never scaled below this fraction of ``gamma``.
+MIN_GAMMA_FACTOR = 0.25
+#: The contrast scale is never scaled below this fraction of ``sigma``.
+MIN_SIGMA_FACTOR = 0.25
+#: :func:`image_contrast` reads at most this many sections, evenly spaced.
+CONTRAST_SECTIONS = 16
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
+
+
+def colour_features(block: np.ndarray, luminance: bool) -> np.ndarray:
+    """``x_v`` of eq. 6 for a block of pixels: float32 colour in [0, 1] (uint8 read as value / 255),
+    or its BT.601 luminance as one channel."""
+    x = block.astype(np.float32)
+    if block.dtype == np.uint8:
+        x *= np.float32(1.0 / 255.0)
+    if luminance:
+        x = (x @ _LUMA)[..., None]
+    return x
+
+
+def _outline_counts(h: np.ndarray, threshold: Optional[float],
+                    unsure: Optional[Tuple[float, float]] = None) -> Tuple[int, int, int]:
+    """``(area, edges, unsure)``: voxels of the mask, its 4-neighbour outline edges, and voxels of ``h`` in ``unsure``.
+
+    The mask is ``h > threshold`` (``h`` as booleans without one), formed slab by slab: no full-size
+    copy of a large probability volume.  ``unsure`` counts 0 without a range.
+    """
+    area, edges, unsure_count = 0, 0, 0
+    for z0, z1 in slabs(h.shape[0], h.shape[1] * h.shape[2]):
+        block = np.asarray(h[z0:z1])
+        m = block > threshold if threshold is not None else block.astype(bool, copy=False)
+        area += int(np.count_nonzero(m))
+        edges += int(np.count_nonzero(m[:, 1:] != m[:, :-1])) + int(np.count_nonzero(m[:, :, 1:] != m[:, :, :-1]))
+        if unsure is not None:
+            # Two counts instead of a combined mask: one temporary fewer on a large volume.
+            unsure_count += int(np.count_nonzero(block > unsure[0])) - int(np.count_nonzero(block >= unsure[1]))
+    return area, edges, unsure_count
+
+
+def _radius(area: int, edges: int) -> float:
+    """``2 A / P`` with the outline length ``P`` = edges * pi / 4 (see :func:`object_radius`)."""
+    return 2.0 * area / (edges * math.pi / 4) if area and edges else math.inf
+
+
+def _share(area: int, unsure: int) -> float:
+    """Unsure voxels per object voxel (see :func:`unsure_share`); ``inf`` without objects."""
+    return unsure / area if area else math.inf
+
+
+def object_radius(mask: np.ndarray, threshold: Optional[float] = None) -> float:
+    """Mean in-plane radius ``2 A / P`` of the objects in a ``(Z, Y, X)`` mask, in pixels.
+
+    ``A`` is the mask's area summed over the sections and ``P`` its outline
+    length: the 4-neighbour boundary edges times pi/4, which is the Euclidean
+    length on average over orientations.  A disc of radius ``r`` gives about
+    ``r``; many small objects give a small radius even when they cover much of
+    the section.  ``inf`` for an empty mask or one without outline.  With
+    ``threshold``, the mask is ``mask > threshold``, formed slab by slab (no
+    full-size copy of a large probability volume).
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> round(object_radius(((yy - 32) ** 2 + (xx - 32) ** 2 < 20 ** 2)[None]))
+    20
+    """
+    return _radius(*_outline_counts(mask, threshold)[:2])
+
+
+def unsure_share(h: np.ndarray) -> float:
+    """Voxels with ``h`` in :data:`UNSURE_RANGE`, per voxel with ``h > 1/2``.
+
+    How wide a band of doubt ``h`` leaves around its objects, relative to
+    their size: a network that places every outline to within a pixel leaves
+    a thin band (a small share), a blurred or noisy ``h`` a wide one, and doubt
+    away from the objects (tissue the network half believes) adds to it.
+    ``inf`` when no voxel has ``h > 1/2``.
+
+    Examples
+    --------
+    >>> h = np.zeros((1, 1, 10), np.float32); h[0, 0, 2:6] = 0.95; h[0, 0, 6] = 0.4
+    >>> unsure_share(h)  # 1 unsure voxel, 4 object voxels
+    0.25
+    """
+    area, _, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
+    return _share(area, unsure)
+
+
+def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParams":
+    """``params`` with ``gamma`` scaled to the objects in ``h``: their size, and how sure ``h`` is of them.
+
+    The factor is ``min(1, R / reference_radius) * min(1, u / reference_unsure)``
+    for the radius ``R`` of ``h > 1/2`` (:func:`object_radius`) and the unsure
+    share ``u`` of ``h`` (:func:`unsure_share`), a ``None`` reference leaving its
+    part at 1, rounded to a quarter octave (so that a re-run with slightly
+    different ``h`` keeps its cut memory), between :data:`MIN_GAMMA_FACTOR` and 1.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.graphcut import GraphCutParams
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> r = np.sqrt((yy - 32.0) ** 2 + (xx - 32.0) ** 2)
+    >>> soft = (1 / (1 + np.exp(r - 8)))[None].astype(np.float32)  # radius 8, doubt 2 px either side
+    >>> scaled_to_objects(GraphCutParams(), soft).gamma  # the radius's factor 1/2 only
+    4.0
+    >>> crisp = (r < 8)[None].astype(np.float32)  # the same disc without doubt
+    >>> scaled_to_objects(GraphCutParams(), crisp).gamma == GraphCutParams().gamma * MIN_GAMMA_FACTOR
+    True
+    """
+    if (params.reference_radius is None and params.reference_unsure is None) or not h.size:
+        return params
+    area, edges, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
+    radius, share = _radius(area, edges), _share(area, unsure)
+    ratio = 1.0
+    if params.reference_radius is not None:
+        ratio *= min(1.0, radius / float(params.reference_radius))
+    if params.reference_unsure is not None:
+        ratio *= min(1.0, share / float(params.reference_unsure))
+    return _scaled_down(params, "gamma", ratio, MIN_GAMMA_FACTOR,
+                        f"objects of radius {radius:.1f} px, unsure share {share:.3f}")
+
+
+def _scaled_down(params: "GraphCutParams", name: str, ratio: float, lowest: float,
+                 why: str) -> "GraphCutParams":
+    """``params`` with field ``name`` times ``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``."""
+    if ratio >= 1.0:
+        return params
+    factor = max(lowest, 2.0 ** (round(4 * math.log2(max(ratio, 1e-6))) / 4))
+    if factor >= 1.0:
+        return params
+    _log.debug("graph cut: %s: %s %g x %.3g", why, name, getattr(params, name), factor)
+    return dataclasses.replace(params, **{name: getattr(params, name) * factor})
+
+
+def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:
+    """RMS colour difference of in-plane neighbour pairs, as the boundary term sees the colours.
+
+    ``image`` is ``(Z, Y, X, 3)`` RGB or ``(Z, Y, X[, 1])`` grey, uint8 (read as
+    value / 255) or float in [0, 1]; ``colour`` as :attr:`GraphCutParams.colour`.
+    At most :data:`CONTRAST_SECTIONS` evenly spaced sections are read.
+
+    Examples
+    --------
+    >>> stripes = np.zeros((1, 8, 8, 3), np.uint8)
+    >>> stripes[:, :, ::2] = 255
+    >>> round(image_contrast(stripes), 3)  # half the pairs differ by sqrt(3)
+    1.225
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., None]
+    step = max(1, -(-image.shape[0] // CONTRAST_SECTIONS))
+    total, count = 0.0, 0
+    for z in range(0, image.shape[0], step):
+        x = colour_features(image[z], colour == "luminance" and image.shape[-1] == 3)
+        for d in (x[1:] - x[:-1], x[:, 1:] - x[:, :-1]):
+            total += float(np.square(d, dtype=np.float64).sum())
+            count += d.shape[0] * d.shape[1]
+    return math.sqrt(total / count) if count else 0.0
+
+
+def scaled_to_contrast(params: "GraphCutParams", image: np.ndarray,
+                       measures: Optional["ImageMeasures"] = None) -> "GraphCutParams":
+    """``params`` with ``sigma`` scaled to the contrast of ``image`` (see ``reference_contrast``).
+
+    The factor is ``image_contrast / reference_contrast`` rounded to a quarter
+    octave, between :data:`MIN_SIGMA_FACTOR` and 1.  ``measures`` keeps the contrast for the next call.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.graphcut import GraphCutParams
+    >>> flat = np.full((1, 8, 8, 3), 128, np.uint8)
+    >>> scaled_to_contrast(GraphCutParams(), flat).sigma == GraphCutParams().sigma * MIN_SIGMA_FACTOR
+    True
+    """
+    if params.reference_contrast is None:
+        return params
+    contrast = (measures.contrast(image, params.colour) if measures is not None
+                else image_contrast(image, params.colour))
+    return _scaled_down(params, "sigma", contrast / float(params.reference_contrast), MIN_SIGMA_FACTOR,
+                        f"image contrast {contrast:.3f}")

@@ -1,0 +1,79 @@
+"""gamma and sigma scaled to the objects and the image (cut_scaling), and the measures they read."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import cut_scaling, graphcut
+from ScribbleSegLib.graphcut import GraphCutParams
+
+
+@pytest.mark.parametrize("radius", [5, 12, 30])
+def test_object_radius_of_discs(radius):
+    mask = np.zeros((1, 2 * radius + 40, 2 * radius + 40), bool)
+    yy, xx = np.mgrid[:mask.shape[1], :mask.shape[2]]
+    mask[0] = (yy - radius - 20) ** 2 + (xx - radius - 20) ** 2 < radius ** 2
+    assert cut_scaling.object_radius(mask) == pytest.approx(radius, rel=0.12)
+    assert cut_scaling.object_radius(np.zeros((2, 8, 8), bool)) == math.inf
+    h = np.where(mask, 0.9, 0.2).astype(np.float32)
+    assert cut_scaling.object_radius(h, threshold=0.5) == cut_scaling.object_radius(mask)
+
+
+def test_unsure_share_counts_doubt_per_object_voxel():
+    h = np.zeros((2, 8, 8), np.float32)
+    h[0, :4, :4] = 0.95  # 16 object voxels
+    h[1, 0, :3] = (0.5, 0.1, 0.9)  # 0.5 unsure (not an object voxel); 0.1 and 0.9 not (the range is open)
+    h[1, 1, :3] = (0.3, 0.7, 0.11)  # 3 unsure, one of them (0.7) an object voxel too
+    assert cut_scaling.unsure_share(h) == pytest.approx(4 / 18)  # 16 + 0.9 + 0.7 object voxels
+    assert cut_scaling.unsure_share(np.full((1, 4, 4), 0.3, np.float32)) == math.inf
+
+
+def _soft_square(lo: int, hi: int, width: float, size: int = 128) -> np.ndarray:
+    """``h`` of a square [lo, hi)^2 whose edge rises over about ``width`` pixels (a logistic ramp)."""
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    inside = np.minimum(np.minimum(yy - lo, hi - yy), np.minimum(xx - lo, hi - xx))
+    return (1 / (1 + np.exp(-4 * inside / width)))[None].astype(np.float32)
+
+
+def test_large_objects_keep_gamma():
+    # Radius 44 px with a 6-pixel band of doubt (unsure share above the reference): gamma as given.
+    params = GraphCutParams(reference_unsure=None)
+    h = _soft_square(20, 108, 6.0)
+    assert cut_scaling.unsure_share(h) > graphcut.DEFAULT_REFERENCE_UNSURE
+    assert cut_scaling.scaled_to_objects(GraphCutParams(), h) == GraphCutParams()
+    small = np.zeros_like(h)
+    small[0, 10:14, 10:14] = 0.9
+    expected = params.gamma * cut_scaling.MIN_GAMMA_FACTOR
+    assert cut_scaling.scaled_to_objects(params, small).gamma == pytest.approx(expected)
+    assert cut_scaling.scaled_to_objects(GraphCutParams.paper(), small).gamma == GraphCutParams.paper().gamma
+
+
+def test_gamma_follows_how_sure_h_is_of_its_outlines():
+    # The same large square: with an outline h is sure of to a pixel the boundary term weighs less (in
+    # quarter octaves, never below MIN_GAMMA_FACTOR); with a wide band of doubt it stays as given.
+    params = GraphCutParams()
+    sure = _soft_square(20, 108, 1.0)
+    share = cut_scaling.unsure_share(sure)
+    assert 0 < share < params.reference_unsure / 2
+    factor = cut_scaling.scaled_to_objects(params, sure).gamma / params.gamma
+    assert factor == pytest.approx(2 ** (round(4 * math.log2(share / params.reference_unsure)) / 4))
+    assert cut_scaling.MIN_GAMMA_FACTOR <= factor < 1
+    assert cut_scaling.scaled_to_objects(GraphCutParams(reference_unsure=None), sure) == GraphCutParams(
+        reference_unsure=None)
+    assert cut_scaling.scaled_to_objects(params, np.round(sure)).gamma == params.gamma * cut_scaling.MIN_GAMMA_FACTOR
+    unsure = _soft_square(20, 108, 12.0)
+    assert cut_scaling.scaled_to_objects(params, unsure) == params
+    assert GraphCutParams(**graphcut.AS_GIVEN).reference_unsure is None
+
+
+def test_image_contrast_in_the_cut_s_colour_space():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    rgb = cut_scaling.image_contrast(image)
+    assert cut_scaling.image_contrast(image.astype(np.float32) / 255) == pytest.approx(rgb, rel=1e-5)
+    assert cut_scaling.image_contrast(image, "luminance") < rgb
+    grey = image[..., 0]
+    assert cut_scaling.image_contrast(grey) == pytest.approx(cut_scaling.image_contrast(grey[..., None]))
+    assert cut_scaling.scaled_to_contrast(GraphCutParams(), image) == GraphCutParams()  # noise: high contrast
+    assert cut_scaling.scaled_to_contrast(GraphCutParams.paper(), np.zeros_like(image)) == GraphCutParams.paper()
