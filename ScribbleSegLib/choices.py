@@ -69,7 +69,7 @@ each step as long as ``1 + 3 g / g_median`` steps, ``g`` the colour gradient the
 :data:`DEFAULT_SEED_WEIGHT` (BENCHMARKS.md)."""
 
 H_EVALUATIONS: Tuple[str, ...] = ("coarse", "exact")
-"""How ``h = head(f(x))`` is evaluated over the volume (:func:`ScribbleSegLib.ddml.predict_h`): ``coarse``
+"""How ``h = head(f(x))`` is evaluated over the volume (:func:`ScribbleSegLib.h_evaluation.predict_h`): ``coarse``
 evaluates it on an in-plane grid of every few pixels, interpolates, and evaluates exactly wherever the
 interpolation could matter (near 0.5, where it varies, near the network's boundary, near scribbles);
 ``exact`` evaluates every voxel.  Read through ``DDMLConfig.evaluation``."""

@@ -1,4 +1,4 @@
-"""Torch runtime helpers: device choice and intra-op thread control."""
+"""Runtime helpers: the torch device and its intra-op threads, and work on threads (sections, slabs, beside)."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ import torch
 from ScribbleSegLib import ddml
 from ScribbleSegLib.ddml import DDMLConfig
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
+from ScribbleSegLib.h_evaluation import predict_h
 from ScribbleSegLib.progress import CancelToken
 
 FAST = DDMLConfig(steps=150, batch_size=256, pool_size=4000, head_steps=100)
@@ -41,7 +42,6 @@ def test_loss_equals_double_loop_of_eq2():
         expected = _loss_double_loop(z.tolist(), y.tolist(), tau, beta)
         got = ddml.ddml_loss(torch.tensor(z, dtype=torch.float64), torch.tensor(y), tau, beta)
         assert float(got) == pytest.approx(expected, rel=1e-12)
-
 
 
 @pytest.mark.parametrize("labels", [[1, 0, 0, 1, 1, 0, 1, 0, 1, 0],  # mixed: the loss sorts them
@@ -285,91 +285,6 @@ def test_sample_pixels_is_class_balanced_and_reads_the_right_voxels():
     assert (source_none == ddml.SOURCE_SCRIBBLE).all() and len(x_none) == 40
 
 
-def test_predict_h_matches_the_networks_on_a_read_only_memmap(tmp_path):
-    rng = np.random.default_rng(8)
-    x, y = _overlapping_gaussians(500, rng, channels=6)
-    config = DDMLConfig(hidden=(7,), out_dim=5, steps=20, batch_size=32, head_steps=20)
-    f = ddml.train_ddml(x, y, config)
-    head = ddml.train_head(f, x, y, config)
-    volume = np.lib.format.open_memmap(tmp_path / "features.npy", mode="w+", dtype=np.float16, shape=(3, 9, 11, 6))
-    volume[:] = rng.normal(size=volume.shape)
-    volume.flush()
-    features = np.load(tmp_path / "features.npy", mmap_mode="r")
-    with torch.no_grad():
-        expected = head(f(torch.from_numpy(np.asarray(features, np.float32).reshape(-1, 6)))).numpy()
-    for chunk, workers in ((7, 1), (1000, 2)):
-        h = ddml.predict_h(features, f, head, chunk=chunk, workers=workers, evaluation="exact")
-        assert h.shape == (3, 9, 11) and h.dtype == np.float32
-        np.testing.assert_allclose(h.reshape(-1), expected, rtol=1e-5, atol=1e-6)
-
-
-def _blob_features(tmp_path, shape=(3, 40, 52), channels=6):
-    """A memory-mapped feature volume with a round 'heart' (smooth features, noise) and its label."""
-    rng = np.random.default_rng(12)
-    z, y, x = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
-    label = ((y - 20) ** 2 + (x - 26) ** 2 < (12 - 2 * abs(z - 1)) ** 2)
-    noise = rng.normal(0, 0.3, shape + (channels,))
-    # Network features vary smoothly at the pixel scale (receptive fields of many pixels): blur the noise.
-    for axis in (1, 2):
-        noise = sum(np.roll(noise, k, axis=axis) for k in range(-3, 4)) / 7 ** 0.5
-    values = label[..., None] * rng.normal(1.5, 0.2, channels) + noise
-    # A header of another length than a page: the reader must find the data after it.
-    path = tmp_path / "blob.npy"
-    memmap = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape + (channels,))
-    memmap[:] = values
-    memmap.flush()
-    return np.load(path, mmap_mode="r"), label
-
-
-def test_coarse_evaluation_is_exact_where_it_matters_and_reads_less(tmp_path):
-    features, label = _blob_features(tmp_path)
-    config = DDMLConfig(hidden=(8,), out_dim=4, steps=60, batch_size=64, head_steps=60)
-    flat = np.asarray(features, np.float32).reshape(-1, features.shape[3])
-    f = ddml.train_ddml(flat[::7], label.reshape(-1)[::7].astype(np.uint8), config)
-    head = ddml.train_head(f, flat[::7], label.reshape(-1)[::7].astype(np.uint8), config)
-    exact = ddml.predict_h(features, f, head, evaluation="exact")
-    stats = {}
-    coarse = ddml.predict_h(features, f, head, evaluation="coarse", stats=stats, workers=2)
-    assert coarse.shape == exact.shape and coarse.dtype == np.float32
-    # Fewer evaluations than voxels, yet every voxel near 0.5 or near the boundary is exact.
-    assert 0 < stats["evaluated"] < exact.size
-    near = (np.abs(exact - 0.5) < 0.2)
-    np.testing.assert_allclose(coarse[near], exact[near], atol=1e-5)
-    np.testing.assert_allclose(coarse, exact, atol=0.1)
-    assert np.array_equal(coarse > 0.5, exact > 0.5)
-    # The file reader reads what the mapping holds (after the .npy header).
-    picked = np.array([0, 5, 777, features[..., 0].size - 1])
-    assert ddml._RowReader(features).path is not None
-    np.testing.assert_array_equal(ddml._RowReader(features).voxels(picked), flat[picked])
-    np.testing.assert_array_equal(ddml._RowReader(features).rows(2, 3, 7), features[2, 3:7])
-    # The grid points themselves are exact everywhere.
-    step = ddml.COARSE_STRIDE
-    np.testing.assert_allclose(coarse[:, ::step, ::step], exact[:, ::step, ::step], atol=1e-5)
-
-
-def test_coarse_evaluation_is_exact_next_to_scribbles_and_network_detail(tmp_path):
-    features, label = _blob_features(tmp_path)
-    rng = np.random.default_rng(3)
-    x, y = rng.normal(size=(200, 6)).astype(np.float32), np.arange(200) % 2
-    config = DDMLConfig(hidden=(8,), out_dim=4, steps=5, batch_size=16, head_steps=5)
-    f = ddml.train_ddml(x, y, config)
-    head = ddml.train_head(f, x, y, config)
-    exact = ddml.predict_h(features, f, head, evaluation="exact")
-    scribbles = np.zeros(label.shape, np.uint8)
-    scribbles[1, 30, 5:9] = 2
-    network = np.zeros(label.shape, np.float32)
-    network[2, 10, 40] = 1.0  # a one-pixel detail between grid points
-    coarse = ddml.predict_h(features, f, head, evaluation="coarse", scribbles=scribbles, network_probability=network)
-    np.testing.assert_allclose(coarse[1, 29:32, 5:9], exact[1, 29:32, 5:9], atol=1e-5)
-    assert abs(float(coarse[2, 10, 40]) - float(exact[2, 10, 40])) < 1e-5
-    with pytest.raises(ScribbleSegError, match="evaluation"):
-        ddml.predict_h(features, f, head, evaluation="sparse")
-    with pytest.raises(ScribbleSegError, match="network_probability"):
-        ddml.predict_h(features, f, head, network_probability=network[:, :5])
-    with pytest.raises(ScribbleSegError, match="evaluation"):
-        DDMLConfig(evaluation="fast")
-
-
 def test_progress_is_reported_and_cancel_stops():
     features, scribbles, bank, bank_labels, _ = _volume_with_misleading_bank(np.random.default_rng(9))
     config = DDMLConfig(steps=20, batch_size=32, pool_size=500, head_steps=10)
@@ -389,7 +304,7 @@ def test_progress_is_reported_and_cancel_stops():
     head = ddml.train_head(f, x, y, config)
     token = CancelToken()
     with pytest.raises(CancelledError):
-        ddml.predict_h(features, f, head, workers=2, cancel=token,
+        predict_h(features, f, head, workers=2, cancel=token,
                        progress=lambda stage, fraction, message: token.cancel())
 
 
@@ -465,15 +380,3 @@ def test_adaptation_does_not_import_the_torch_compiler():
             "print(sorted(m for m in set(sys.modules) - before if m.startswith(('torch._dynamo', 'sympy')))[:3])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-@pytest.mark.parametrize("shape", [(513, 512), (65, 300), (9, 17), (6, 5), (5, 9)])
-def test_cell_extremes_are_those_of_reduceat(shape):
-    # The coarse evaluation's per-cell minimum and maximum, by blocks, against numpy's reduceat.
-    rng = np.random.default_rng(9)
-    a = rng.random(shape).astype(np.float32)
-    ys, xs = ddml._grid(shape[0], ddml.COARSE_STRIDE), ddml._grid(shape[1], ddml.COARSE_STRIDE)
-    low, high = ddml._cell_range(a, ys, xs)
-    np.testing.assert_array_equal(low, np.minimum.reduceat(np.minimum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1))
-    np.testing.assert_array_equal(high, np.maximum.reduceat(np.maximum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1))
-    assert low.shape == (len(ys) - 1, len(xs) - 1)

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ScribbleSegLib import ddml  # noqa: E402
+from ScribbleSegLib import ddml, h_evaluation  # noqa: E402
 from ScribbleSegLib.runtime import torch_threads  # noqa: E402
 
 
@@ -140,8 +140,8 @@ def run_once(features, scribbles, bank, bank_labels, config, label: str, loss_ev
                                  seed=0, scribble_share=config.scribble_share)
     f, *t_ddml = timed(ddml.train_ddml, x, y, config)
     head, *t_head = timed(ddml.train_head, f, x, y, config)
-    h1, *t_pred1 = timed(ddml.predict_h, features, f, head, workers=1)
-    h2, *t_pred2 = timed(ddml.predict_h, features, f, head, workers=2)
+    h1, *t_pred1 = timed(h_evaluation.predict_h, features, f, head, workers=1)
+    h2, *t_pred2 = timed(h_evaluation.predict_h, features, f, head, workers=2)
     assert np.array_equal(h1, h2)
     total = [a + b + c + d for a, b, c, d in zip(t_sample, t_ddml, t_head, t_pred2)]
     print(f"[{label}] wall (CPU) seconds: sample_pixels {_fmt(t_sample)} | train_ddml {_fmt(t_ddml)} "

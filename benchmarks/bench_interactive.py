@@ -160,7 +160,7 @@ def cli(work: Path, model: str, evaluation: str, first_run: bool = False, orient
 
 
 def agree(work: Path, model: str, patterns: int) -> None:
-    from ScribbleSegLib import ddml, pipeline, scribbles as scr, volume_io
+    from ScribbleSegLib import ddml, h_evaluation, pipeline, scribbles as scr, volume_io
     from ScribbleSegLib.graphcut import graph_cut
     from ScribbleSegLib.metrics import evaluate
 
@@ -181,8 +181,8 @@ def agree(work: Path, model: str, patterns: int) -> None:
         for evaluation in ("exact", "coarse"):
             t0 = time.perf_counter()
             stats = {}
-            h = ddml.predict_h(feats, f, head, evaluation=evaluation, scribbles=strokes, network_probability=prob,
-                               stats=stats)
+            h = h_evaluation.predict_h(feats, f, head, evaluation=evaluation, scribbles=strokes,
+                                       network_probability=prob, stats=stats)
             t_h = time.perf_counter() - t0
             if evaluation == "coarse":
                 print(f"  coarse evaluated {stats['evaluated'] / h.size:.1%} of the voxels")

@@ -1,0 +1,118 @@
+"""h = head(f(x)) over a volume (h_evaluation): exact, coarse-to-fine, and the features it reads."""
+
+import numpy as np
+import pytest
+import torch
+
+from ScribbleSegLib import ddml, h_evaluation
+from ScribbleSegLib.ddml import DDMLConfig
+from ScribbleSegLib.errors import ScribbleSegError
+from ScribbleSegLib.feature_reader import FeatureReader
+from ScribbleSegLib.h_evaluation import predict_h
+
+
+def test_predict_h_matches_the_networks_on_a_read_only_memmap(tmp_path):
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(500, 6)).astype(np.float32), np.arange(500) % 2
+    config = DDMLConfig(hidden=(7,), out_dim=5, steps=20, batch_size=32, head_steps=20)
+    f = ddml.train_ddml(x, y, config)
+    head = ddml.train_head(f, x, y, config)
+    volume = np.lib.format.open_memmap(tmp_path / "features.npy", mode="w+", dtype=np.float16, shape=(3, 9, 11, 6))
+    volume[:] = rng.normal(size=volume.shape)
+    volume.flush()
+    features = np.load(tmp_path / "features.npy", mmap_mode="r")
+    with torch.no_grad():
+        expected = head(f(torch.from_numpy(np.asarray(features, np.float32).reshape(-1, 6)))).numpy()
+    for chunk, workers in ((7, 1), (1000, 2)):
+        h = predict_h(features, f, head, chunk=chunk, workers=workers, evaluation="exact")
+        assert h.shape == (3, 9, 11) and h.dtype == np.float32
+        np.testing.assert_allclose(h.reshape(-1), expected, rtol=1e-5, atol=1e-6)
+
+
+def _blob_features(tmp_path, shape=(3, 40, 52), channels=6):
+    """A memory-mapped feature volume with a round 'heart' (smooth features, noise) and its label."""
+    rng = np.random.default_rng(12)
+    z, y, x = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    label = ((y - 20) ** 2 + (x - 26) ** 2 < (12 - 2 * abs(z - 1)) ** 2)
+    noise = rng.normal(0, 0.3, shape + (channels,))
+    # Network features vary smoothly at the pixel scale (receptive fields of many pixels): blur the noise.
+    for axis in (1, 2):
+        noise = sum(np.roll(noise, k, axis=axis) for k in range(-3, 4)) / 7 ** 0.5
+    values = label[..., None] * rng.normal(1.5, 0.2, channels) + noise
+    # A header of another length than a page: the reader must find the data after it.
+    path = tmp_path / "blob.npy"
+    memmap = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape + (channels,))
+    memmap[:] = values
+    memmap.flush()
+    return np.load(path, mmap_mode="r"), label
+
+
+def test_coarse_evaluation_is_exact_where_it_matters_and_reads_less(tmp_path):
+    features, label = _blob_features(tmp_path)
+    config = DDMLConfig(hidden=(8,), out_dim=4, steps=60, batch_size=64, head_steps=60)
+    flat = np.asarray(features, np.float32).reshape(-1, features.shape[3])
+    f = ddml.train_ddml(flat[::7], label.reshape(-1)[::7].astype(np.uint8), config)
+    head = ddml.train_head(f, flat[::7], label.reshape(-1)[::7].astype(np.uint8), config)
+    exact = predict_h(features, f, head, evaluation="exact")
+    stats = {}
+    coarse = predict_h(features, f, head, evaluation="coarse", stats=stats, workers=2)
+    assert coarse.shape == exact.shape and coarse.dtype == np.float32
+    # Fewer evaluations than voxels, yet every voxel near 0.5 or near the boundary is exact.
+    assert 0 < stats["evaluated"] < exact.size
+    near = (np.abs(exact - 0.5) < 0.2)
+    np.testing.assert_allclose(coarse[near], exact[near], atol=1e-5)
+    np.testing.assert_allclose(coarse, exact, atol=0.1)
+    assert np.array_equal(coarse > 0.5, exact > 0.5)
+    # The grid points themselves are exact everywhere.
+    step = h_evaluation.COARSE_STRIDE
+    np.testing.assert_allclose(coarse[:, ::step, ::step], exact[:, ::step, ::step], atol=1e-5)
+
+
+def test_coarse_evaluation_is_exact_next_to_scribbles_and_network_detail(tmp_path):
+    features, label = _blob_features(tmp_path)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(200, 6)).astype(np.float32), np.arange(200) % 2
+    config = DDMLConfig(hidden=(8,), out_dim=4, steps=5, batch_size=16, head_steps=5)
+    f = ddml.train_ddml(x, y, config)
+    head = ddml.train_head(f, x, y, config)
+    exact = predict_h(features, f, head, evaluation="exact")
+    scribbles = np.zeros(label.shape, np.uint8)
+    scribbles[1, 30, 5:9] = 2
+    network = np.zeros(label.shape, np.float32)
+    network[2, 10, 40] = 1.0  # a one-pixel detail between grid points
+    coarse = predict_h(features, f, head, evaluation="coarse", scribbles=scribbles, network_probability=network)
+    np.testing.assert_allclose(coarse[1, 29:32, 5:9], exact[1, 29:32, 5:9], atol=1e-5)
+    assert abs(float(coarse[2, 10, 40]) - float(exact[2, 10, 40])) < 1e-5
+    with pytest.raises(ScribbleSegError, match="evaluation"):
+        predict_h(features, f, head, evaluation="sparse")
+    with pytest.raises(ScribbleSegError, match="network_probability"):
+        predict_h(features, f, head, network_probability=network[:, :5])
+    with pytest.raises(ScribbleSegError, match="evaluation"):
+        DDMLConfig(evaluation="fast")
+
+
+@pytest.mark.parametrize("shape", [(513, 512), (65, 300), (9, 17), (6, 5), (5, 9)])
+def test_cell_extremes_are_those_of_reduceat(shape):
+    # The coarse evaluation's per-cell minimum and maximum, by blocks, against numpy's reduceat.
+    rng = np.random.default_rng(9)
+    a = rng.random(shape).astype(np.float32)
+    stride = h_evaluation.COARSE_STRIDE
+    ys, xs = h_evaluation._grid(shape[0], stride), h_evaluation._grid(shape[1], stride)
+    low, high = h_evaluation._cell_range(a, ys, xs)
+    np.testing.assert_array_equal(low, np.minimum.reduceat(np.minimum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1))
+    np.testing.assert_array_equal(high, np.maximum.reduceat(np.maximum.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1))
+    assert low.shape == (len(ys) - 1, len(xs) - 1)
+
+
+def test_the_feature_reader_reads_what_the_mapping_holds(tmp_path):
+    features, _ = _blob_features(tmp_path)  # a .npy header of another length than a page
+    flat = np.asarray(features, np.float32).reshape(-1, features.shape[3])
+    picked = np.array([0, 5, 777, features[..., 0].size - 1])
+    reader = FeatureReader(features)
+    assert reader.path is not None  # read from the file, not through the mapping
+    np.testing.assert_array_equal(reader.voxels(picked), flat[picked])
+    np.testing.assert_array_equal(reader.rows(2, 3, 7), features[2, 3:7])
+    in_memory = FeatureReader(np.array(features))  # an array in memory is sliced
+    assert in_memory.path is None
+    np.testing.assert_array_equal(in_memory.voxels(picked), flat[picked])
+
