@@ -595,7 +595,7 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
     _check_seed_classes(scribbles)
     budget = _budget(memory_budget)
     if params.neighbourhood == 10:
-        problem = _diagonal_problem(level, mode, budget)
+        problem = _diagonal_problem(level.shape, level.spacing, mode, budget)
         if problem:
             # The 6-neighbourhood gives the same kind of result, with blockier in-plane outlines.
             _log.info("graph cut: %s; using the 6-neighbourhood", problem)
@@ -1048,16 +1048,16 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
     return out
 
 
-def _diagonal_problem(level: "_ImageLevel", mode: str, budget: int) -> str:
+def _diagonal_problem(shape: Sequence[int], spacing: Sequence[float], mode: str, budget: int) -> str:
     """Why the 10-neighbourhood cannot be used here ("" if it can): it needs square in-plane pixels, and
     ``mode="full"`` a full cut with the diagonals that fits the budget.  ``auto`` cuts in full only where the
     diagonals fit, and coarse-to-fine otherwise, where the band's true size decides once the coarse cut has
     placed it (:func:`_recut_until_settled`)."""
-    sy, sx = level.spacing[1], level.spacing[2]
+    sy, sx = spacing[1], spacing[2]
     if abs(sy - sx) > 0.01 * max(sy, sx):
         return f"in-plane diagonals need square pixels, not {sy:g} x {sx:g} mm"
-    if mode == "full" and (needed := estimate_full_cut_bytes(level.shape, 10)) > budget:
-        return (f"a full cut of {_fmt_shape(level.shape)} voxels with in-plane diagonals needs about "
+    if mode == "full" and (needed := estimate_full_cut_bytes(shape, 10)) > budget:
+        return (f"a full cut of {_fmt_shape(shape)} voxels with in-plane diagonals needs about "
                 f"{_fmt_bytes(needed)} (budget {_fmt_bytes(budget)})")
     return ""
 
@@ -1106,30 +1106,67 @@ def _solve(level: _Level, mode: str, budget: int,
     :data:`COARSE_FULL_MAX_VOXELS` for a coarse level).  ``keep``: a list that a coarse-to-fine cut
     appends its full-resolution band's graph (:class:`_Region`) to, for the next cut to grow.
     """
-    shape = level.shape
-    nb = _neighbourhood(level)
-    full_bytes = estimate_full_cut_bytes(shape, nb)
-    can_band = any(f > 1 for f in _coarsen_factors(shape, level.spacing))
+    if _cut_mode(level.shape, level.spacing, _neighbourhood(level), mode, budget, full_max) == "banded":
+        return _cut_banded(level, budget, progress, cancel, weights, keep)
+    return _cut_full(level, progress, cancel)
+
+
+def _cut_mode(shape: Sequence[int], spacing: Sequence[float], neighbourhood: int, mode: str, budget: int,
+              full_max: Optional[int] = None) -> str:
+    """``"full"`` or ``"banded"``: how a cut of a ``shape`` volume in ``mode`` runs; raises if what it needs
+    before any band is placed does not fit ``budget`` (``full_max`` as in :func:`_solve`)."""
     if mode == "auto":
-        mode = "full" if _auto_cuts_full(shape, level.spacing, budget, nb, full_max) else "banded"
-    if mode == "banded" and can_band:
+        mode = "full" if _auto_cuts_full(shape, spacing, budget, neighbourhood, full_max) else "banded"
+    if mode == "banded" and any(f > 1 for f in _coarsen_factors(shape, spacing)):
         # Refused here only if what must fit before the band is placed does not: the kept arrays and the coarse
         # level's cut.  The band's true size is known once the coarse cut has placed it, and checked then
         # (_recut_until_settled drops the diagonals if they do not fit, _Region.add refuses a band that does not):
         # the assumed band (ASSUMED_BAND_FRACTION) refused a 250x712x1250 stack within 16 GiB (BENCHMARKS.md,
         # "Interactive speed", item 34).
-        before_band = _banded_bytes(shape, level.spacing, 0.0, budget, 6)
+        before_band = _banded_bytes(shape, spacing, 0.0, budget, 6)
         if before_band > budget:
             raise ScribbleSegError(
                 f"graph cut: even the coarse levels of a coarse-to-fine cut of {_fmt_shape(shape)} voxels need "
                 f"about {_fmt_bytes(before_band)}, more than the memory budget of {_fmt_bytes(budget)}; "
                 "downsample the volume or free memory")
-        return _cut_banded(level, budget, progress, cancel, weights, keep)
+        return "banded"
+    full_bytes = estimate_full_cut_bytes(shape, neighbourhood)
     if full_bytes > budget:
         raise ScribbleSegError(
             f"graph cut: a full cut of {_fmt_shape(shape)} voxels needs about {_fmt_bytes(full_bytes)}, "
             f"more than the memory budget of {_fmt_bytes(budget)}; use the banded (coarse-to-fine) cut")
-    return _cut_full(level, progress, cancel)
+    return "full"
+
+
+def check_cut_fits(shape: Sequence[int], spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0),
+                   params: Optional[GraphCutParams] = None, mode: str = "auto",
+                   memory_budget: Optional[int] = None) -> None:
+    """Raise the error :func:`graph_cut` would raise, for memory, before it cuts a ``(Z, Y, X)`` volume of ``shape``.
+
+    A job calls this before the network and the adaptation run (minutes, or hours on a large stack): a stack
+    whose cut cannot fit is then refused before that work, not after it.  The budget is taken from the memory
+    available now, as :func:`graph_cut` takes it when it starts; the cut, which runs later with less memory
+    free, still checks again, and so does a band once it is placed.
+
+    Examples
+    --------
+    >>> check_cut_fits((100, 512, 512), (0.01, 0.002, 0.002), memory_budget=2**32)  # fits: returns None
+    >>> try:
+    ...     check_cut_fits((2000, 4096, 4096), memory_budget=2**32)
+    ... except ScribbleSegError as error:
+    ...     print(str(error).split(" need ")[0])
+    graph cut: even the coarse levels of a coarse-to-fine cut of 2000x4096x4096 voxels
+    """
+    params = params if params is not None else GraphCutParams()
+    if mode not in MODES:
+        raise ScribbleSegError(f"graph cut: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    shape = tuple(int(n) for n in shape)
+    spacing = tuple(float(s) for s in spacing_zyx)
+    budget = _budget(memory_budget)
+    neighbourhood = params.neighbourhood
+    if neighbourhood == 10 and _diagonal_problem(shape, spacing, mode, budget):
+        neighbourhood = 6  # as graph_cut falls back
+    _cut_mode(shape, spacing, neighbourhood, mode, budget)
 
 
 def _coarsen_factors(shape: Sequence[int], spacing: Sequence[float]) -> Tuple[int, int, int]:

@@ -253,6 +253,11 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         image, scribbles, model, spacing=spacing, method=method, cut_params=cut_params, ddml_config=ddml_config,
         device=device, cache_dir=cache_dir, seed=seed, features=features, orientations=orientations)
     check_suggest(suggest)
+    if method == "full":
+        from .graphcut import check_cut_fits
+
+        # Now, before the network and the adaptation run: a stack whose cut cannot fit is refused before that work.
+        check_cut_fits(array.shape[:3], geometry.spacing_zyx, cut_params)
     spacing_known = isinstance(image, Volume) or spacing is not None
     warnings = run_warnings(scribbles, method, geometry.spacing_zyx)
 

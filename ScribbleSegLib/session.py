@@ -103,6 +103,10 @@ class Session:
         self.array, self.geometry, _ = check_segment_args(
             image, None, model, spacing=spacing, method="munet", cut_params=None, ddml_config=None,
             device=device, cache_dir=cache_dir, seed=0, features=features, orientations=orientations)
+        from .graphcut import check_cut_fits
+
+        # Its runs cut (method "full" by default): a stack whose cut cannot fit is refused before the network runs.
+        check_cut_fits(self.array.shape[:3], self.geometry.spacing_zyx)
         spacing_known = isinstance(image, Volume) or spacing is not None
         self.device = device
         self.timings: Dict[str, float] = {}

@@ -546,6 +546,25 @@ def test_a_coarse_to_fine_cut_is_refused_by_its_true_band_not_by_the_assumed_one
         graph_cut(h, image, scribbles, params=SYNTH, mode="banded", memory_budget=before_band + 1)
 
 
+def test_a_cut_that_cannot_fit_is_refused_before_any_work_with_the_cut_s_own_message():
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=2)
+    before_band = graphcut._banded_bytes(h.shape, (1.0, 1.0, 1.0), 0.0, 2**40, 6)
+    for mode, budget in (("banded", before_band - 1), ("full", estimate_full_cut_bytes(h.shape) - 1)):
+        with pytest.raises(ScribbleSegError) as cut:
+            graph_cut(h, image, scribbles, params=SYNTH, mode=mode, memory_budget=budget)
+        with pytest.raises(ScribbleSegError) as ahead:
+            graphcut.check_cut_fits(h.shape, params=SYNTH, mode=mode, memory_budget=budget)
+        assert str(ahead.value) == str(cut.value)
+    graphcut.check_cut_fits(h.shape, params=SYNTH, mode="banded", memory_budget=before_band)  # fits: no error
+    # Thick sections keep z whole: the coarse level is larger, and the check follows the spacing as the cut does.
+    thick = graphcut._banded_bytes(h.shape, (5.0, 1.0, 1.0), 0.0, 2**40, 6)
+    assert thick > before_band
+    with pytest.raises(ScribbleSegError, match="even the coarse levels"):
+        graphcut.check_cut_fits(h.shape, (5.0, 1.0, 1.0), mode="banded", memory_budget=thick - 1)
+    with pytest.raises(ScribbleSegError, match="mode"):
+        graphcut.check_cut_fits(h.shape, mode="fast")
+
+
 def test_progress_and_cancel():
     h, image, scribbles, _ = ellipsoid_case((8, 32, 32))
     seen = []

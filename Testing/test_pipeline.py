@@ -57,6 +57,28 @@ def test_the_cut_is_measured_beside_the_adaptation_and_cuts_as_it_would_alone(ca
     assert len(threads) == 1  # nothing to measure without a cut
 
 
+def test_a_stack_whose_cut_cannot_fit_is_refused_before_the_network_runs(case, monkeypatch):
+    from ScribbleSegLib import graphcut
+    from ScribbleSegLib.session import Session
+
+    _, test, scrib, model = case
+    ran = []
+
+    def network(*args, **kwargs):
+        ran.append(1)
+        raise RuntimeError("the network ran")
+
+    monkeypatch.setattr(pipeline, "compute_features", network)
+    monkeypatch.setattr(graphcut, "available_memory", lambda: 2**16)  # 64 KiB free: no cut of 12x48x48 fits
+    for run in (lambda: pipeline.segment(test.image, scrib, model, method="full"), lambda: Session(test.image, model)):
+        with pytest.raises(ScribbleSegError, match="graph cut: .* more than the memory budget"):
+            run()
+    assert ran == []  # refused before the network
+    with pytest.raises(RuntimeError, match="the network ran"):  # no cut, no check: on to the network
+        pipeline.segment(test.image, scrib, model, method="ddml")
+    assert ran == [1]
+
+
 def test_second_run_reuses_cached_features(case, tmp_path):
     _, test, scrib, model = case
     first = pipeline.segment(test.image, scrib, model, cache_dir=tmp_path)
