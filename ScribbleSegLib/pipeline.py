@@ -248,6 +248,12 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     Returns
     -------
     SegmentResult
+
+    Raises
+    ------
+    ScribbleSegError
+        On bad arguments; for ``method="full"``, before the M-Unet runs, when the graph cut of the volume
+        could not fit in the memory available (:func:`graphcut.check_cut_fits`).
     """
     array, geometry, scribbles = check_segment_args(
         image, scribbles, model, spacing=spacing, method=method, cut_params=cut_params, ddml_config=ddml_config,

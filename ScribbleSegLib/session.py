@@ -85,6 +85,12 @@ class Session:
     cut_memory : graphcut.CutMemory or None
         The last cut, which the next run's cut starts from (None without ``reuse_cut``).
 
+    Raises
+    ------
+    ScribbleSegError
+        On bad arguments, and, before the M-Unet runs, when a graph cut of the volume could not fit in the
+        memory available (:func:`graphcut.check_cut_fits`).
+
     Examples
     --------
     >>> Session(np.zeros((2, 8, 8, 3), np.uint8), None)
