@@ -75,6 +75,14 @@ interpolation could matter (near 0.5, where it varies, near the network's bounda
 ``exact`` evaluates every voxel.  Read through ``DDMLConfig.evaluation``."""
 DEFAULT_H_EVALUATION = "coarse"
 
+NETWORK_DOUBT = 0.5
+"""Share of one class's stroked voxels that the network labels the other way
+(:func:`ScribbleSegLib.pipeline.network_doubt`) above which a run says that the model was likely not
+trained for what the strokes mark, and by default (``DDMLConfig.bank_doubt``) leaves the model's
+training pixels out of the adaptation.  Heart strokes on the bench's phantoms stay far below it, also
+with a model trained on the other family; strokes on other organs with the heart's starter model go
+far above it (BENCHMARKS.md, "Strokes on another organ than the model's")."""
+
 ORIENTATIONS: Tuple[int, ...] = (1, 2, 4)
 """Test-time flips of the M-Unet (:func:`ScribbleSegLib.inference.predict_volume`): each section as it is
 (1), also flipped left-right (2), and also top-bottom and both (4); the logits and features are averaged.

@@ -95,6 +95,12 @@ class DDMLConfig:
         ``h = (1 - w) head(f(x)) + w p_network``.  0 is the paper's method; a
         positive weight anchors the adaptation to the network where the scribbles
         say little (see :meth:`paper` for the paper's settings).
+    bank_doubt : float or None
+        When the network labels more than this share of one class's strokes the other way
+        (:func:`ScribbleSegLib.pipeline.network_doubt`), the strokes mark another target than the
+        model's, whose bank labels do not hold for it: :func:`ScribbleSegLib.pipeline.adapt_and_cut`
+        then draws the whole pool from the scribbles (``scribble_share`` 1).  None never does;
+        the paper's settings do not.  Default :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
     evaluation : {"coarse", "exact"}
         How :func:`predict_h` evaluates ``h`` over the volume (``choices.H_EVALUATIONS``):
         ``coarse`` on an in-plane grid, exactly only where interpolation could
@@ -116,6 +122,7 @@ class DDMLConfig:
     head_lr: float = 0.05
     head_weight_decay: float = 0.0
     network_weight: float = 0.5
+    bank_doubt: Optional[float] = choices.NETWORK_DOUBT
     evaluation: str = choices.DEFAULT_H_EVALUATION
 
     @classmethod
@@ -127,7 +134,7 @@ class DDMLConfig:
         >>> DDMLConfig.paper().network_weight
         0.0
         """
-        return cls(scribble_share=0.05, network_weight=0.0)
+        return cls(scribble_share=0.05, network_weight=0.0, bank_doubt=None)
 
     #: Upper bounds of the sizes, far above any useful value, so that a typo is an error and not hours of
     #: work or the machine's memory: layer widths, the batch (its pairs grow as its square), the pool, steps.
@@ -162,6 +169,9 @@ class DDMLConfig:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
         if not 0.0 <= self.network_weight <= 1.0:
             raise ScribbleSegError(f"DDML network_weight must be in [0, 1], got {self.network_weight}")
+        if self.bank_doubt is not None and not (isinstance(self.bank_doubt, (int, float, np.floating, np.integer))
+                                                and 0.0 <= self.bank_doubt <= 1.0):
+            raise ScribbleSegError(f"DDML bank_doubt must be in [0, 1] or None, got {self.bank_doubt!r}")
         if self.evaluation not in choices.H_EVALUATIONS:
             raise ScribbleSegError(f"DDML evaluation must be one of {', '.join(choices.H_EVALUATIONS)}, "
                                    f"got {self.evaluation!r}")

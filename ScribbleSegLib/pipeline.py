@@ -11,6 +11,7 @@ command line and the Slicer worker process::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -371,7 +372,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         return SegmentResult((prob > 0.5).astype(np.uint8), prob, prob, method, features_cached, timings, warnings)
     check(cancel)
 
-    from .ddml import adapt
+    from .ddml import DDMLConfig, adapt
     from .graphcut import graph_cut, measure_ahead
     from .stroke_pull import ImageMeasures
     from .runtime import beside
@@ -379,13 +380,23 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
     # adaptation's training leaves idle.
+    # Strokes that the network mostly contradicts mark another target than the model's: say so, and
+    # (DDMLConfig.bank_doubt) leave out its training pixels, whose labels are the model's target's.
+    config = ddml_config or DDMLConfig()
+    doubt = network_doubt(scribbles, prob)
+    left_out = config.bank_doubt is not None and max(doubt) > config.bank_doubt
+    if left_out:
+        config = dataclasses.replace(config, scribble_share=1.0)
+    for line in network_warnings(doubt, left_out):
+        log.warning(line)
+        warnings.append(line)
     measures, ahead = None, contextlib.nullcontext()
     if method == "full":
         measures = cut_memory.measures if cut_memory is not None else ImageMeasures()
         ahead = beside(lambda token: measure_ahead(array, scribbles, spacing_zyx, cut_params, measures, token))
     t0 = time.perf_counter()
     with ahead:
-        adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=ddml_config, seed=seed,
+        adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=config, seed=seed,
                         network_probability=prob, progress=progress, cancel=cancel)
         t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
     h = adapted.h
@@ -456,6 +467,82 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
             warnings.append(f"the background strokes are all far from the heart strokes (nearest {nearest:.3g} mm); "
                             "draw background next to the heart, where it touches other tissue")
     return warnings
+
+
+def network_doubt(scribbles: np.ndarray, network_probability: np.ndarray) -> Tuple[float, float]:
+    """How much of the strokes the network labels the other way: ``(heart, background)`` shares.
+
+    The share of the heart-stroke voxels with a network probability below 1/2, and of the
+    background-stroke voxels above it (0 for a class without strokes).  Only the stroked sections
+    are read, so a re-run of a large stack does not pay for whole-volume arrays.
+
+    Parameters
+    ----------
+    scribbles : numpy.ndarray
+        uint8 ``(Z, Y, X)``: 0 none, 1 heart, 2 background.
+    network_probability : numpy.ndarray
+        float ``(Z, Y, X)``: the M-Unet's heart probability (a memmap is fine).
+
+    Returns
+    -------
+    tuple of 2 float
+        Each in [0, 1].
+
+    Examples
+    --------
+    >>> s = np.zeros((2, 4, 4), np.uint8); s[1, 0, :] = 1; s[1, 3, :] = 2
+    >>> p = np.zeros((2, 4, 4), np.float32); p[1, 0, :2] = 0.9
+    >>> network_doubt(s, p)
+    (0.5, 0.0)
+    """
+    n = scribbles.shape[0]
+    sections = np.flatnonzero(scribbles.reshape(n, -1).any(axis=1))
+    if sections.size == 0:
+        return 0.0, 0.0
+    stack = np.asarray(scribbles[sections])
+    network = np.asarray(network_probability[sections])
+    shares = []
+    for code, wrong in ((1, network < 0.5), (2, network > 0.5)):
+        drawn = stack == code
+        total = int(np.count_nonzero(drawn))
+        shares.append(np.count_nonzero(wrong & drawn) / total if total else 0.0)
+    return float(shares[0]), float(shares[1])
+
+
+def network_warnings(doubt: Tuple[float, float], bank_left_out: bool = False) -> List[str]:
+    """A one-line warning when the network labels most of the strokes of one class the other way.
+
+    That is what strokes on a target that the model was not trained for look like (another organ
+    than the model's heart, or an image far from anything it has seen): the adaptation then has to
+    learn the target from the strokes.  :func:`adapt_and_cut` logs it and adds it to the run's warnings.
+
+    Parameters
+    ----------
+    doubt : tuple of 2 float
+        :func:`network_doubt` of the run's strokes; a share over
+        :data:`~ScribbleSegLib.choices.NETWORK_DOUBT` warns.
+    bank_left_out : bool
+        Whether the run left the model's training pixels out (``DDMLConfig.bank_doubt``); the line says so.
+
+    Returns
+    -------
+    list of str
+        Empty, or one line naming the class and the share.
+
+    Examples
+    --------
+    >>> network_warnings((1.0, 0.1))[0].startswith("the model's network calls 100% of the heart strokes background")
+    True
+    >>> network_warnings((0.2, 0.5))
+    []
+    """
+    for share, name, other in zip(doubt, ("heart", "background"), ("background", "heart")):
+        if share > choices.NETWORK_DOUBT:
+            left_out = "its training pixels were left out, " if bank_left_out else ""
+            return [f"the model's network calls {share:.0%} of the {name} strokes {other}: it was likely not "
+                    f"trained for what they mark; {left_out}away from the strokes the result may be poor; train a "
+                    "model on stacks where it is traced"]
+    return []
 
 
 def _nearest_distance(heart: np.ndarray, background: np.ndarray, sections: np.ndarray,

@@ -219,6 +219,9 @@ class Round:
     suggestion_hits : int
         How many suggested sections are among the worst ``2 x len(suggested)`` by the truth.
     scribbled_voxels : int
+    network_doubt : float
+        The larger share of one class's stroked voxels that the network labels the other way
+        (:func:`ScribbleSegLib.pipeline.network_doubt`).
     """
 
     adapted: dict
@@ -227,6 +230,7 @@ class Round:
     worst: List[int]
     suggestion_hits: int
     scribbled_voxels: int
+    network_doubt: float = 0.0
 
 
 def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features, *, rounds: int = ROUNDS,
@@ -244,7 +248,7 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
     of the Slicer module's worker keeps one); otherwise every round cuts from scratch.
     """
     from .graphcut import CutMemory
-    from .pipeline import segment
+    from .pipeline import network_doubt, segment
     from .scribbles import corrective_scribbles, section_errors
 
     out = []
@@ -257,7 +261,8 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
         suggested = [s.section for s in result.suggestions]
         worst = [int(z) for z in np.argsort(-errors, kind="stable")[: 2 * max(1, len(suggested))] if errors[z] > 0]
         out.append(Round(evaluate(result.probability > 0.5, label), evaluate(result.labels, label), suggested,
-                         worst[: len(suggested)], len(set(suggested) & set(worst)), int(np.count_nonzero(current))))
+                         worst[: len(suggested)], len(set(suggested) & set(worst)), int(np.count_nonzero(current)),
+                         max(network_doubt(current, result.munet_probability))))
         if r + 1 < rounds:
             current = corrective_scribbles(label, result.labels, current, seed=1000 * seed + r,
                                            sections=CORRECTED_SECTIONS, strokes=STROKES_PER_SECTION,

@@ -198,6 +198,31 @@ def test_segment_command_suggests_sections_and_warns_in_one_line(case, tmp_path,
     assert sum(line.strip().startswith("then section") for line in lines) == 1
 
 
+def test_a_run_whose_network_contradicts_the_strokes_warns_leaves_the_bank_out_and_finishes(case, monkeypatch):
+    from ScribbleSegLib import ddml
+
+    _, test, scrib, model = case
+    prob, feats, _ = pipeline.compute_features(test.image.array, pipeline.as_model(model, "cpu"))
+    shares = []
+    real = ddml.adapt
+
+    def recording(*args, config=None, **kwargs):
+        shares.append(config.scribble_share)
+        return real(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(ddml, "adapt", recording)
+    unaware = np.zeros_like(prob)  # a network that sees no heart anywhere: another organ than its own
+    result = pipeline.segment(test.image, scrib, model, features=(unaware, feats))
+    assert len(result.warnings) == 1 and "training pixels were left out" in result.warnings[0]
+    assert result.warnings[0].startswith("the model's network calls 100% of the heart strokes background")
+    assert (result.labels[scrib == 1] == 1).all() and shares == [1.0]
+    paper = pipeline.segment(test.image, scrib, model, features=(unaware, feats), ddml_config=ddml.DDMLConfig.paper())
+    assert len(paper.warnings) == 1 and "left out" not in paper.warnings[0] and shares[1] == 0.05
+    agreeing = np.where(scrib == 1, 1.0, 0.0).astype(np.float32)
+    assert pipeline.segment(test.image, scrib, model, features=(agreeing, feats)).warnings == []
+    assert shares[2] == ddml.DDMLConfig().scribble_share
+
+
 def test_segment_returns_suggestions_and_warnings(case):
     _, test, scrib, model = case
     result = pipeline.segment(test.image, scrib, model, suggest=2)

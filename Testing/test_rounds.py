@@ -94,6 +94,42 @@ def test_scribble_warnings_name_one_section_touching_and_far_strokes():
 
 
 
+def test_network_doubt_counts_the_strokes_the_network_labels_the_other_way_on_stroked_sections_only(monkeypatch):
+    from ScribbleSegLib import choices
+
+    monkeypatch.setattr(choices, "NETWORK_DOUBT", 0.5)
+    s = np.zeros((5, 8, 10), np.uint8)
+    s[1, 2, :] = 1  # 10 heart-stroke voxels
+    s[3, 6, :4] = 2  # 4 background-stroke voxels
+    network = np.full(s.shape, 0.9, np.float32)
+    network[1, 2, :5] = 0.2  # the network calls half of the heart strokes background
+    network[3, 6, 0] = 0.3
+
+    class Sections:  # records which sections are read
+        def __init__(self, array):
+            self.array, self.read = array, []
+
+        def __getitem__(self, index):
+            self.read.append(np.asarray(index).tolist())
+            return self.array[index]
+
+    recorded = Sections(network)
+    assert pipeline.network_doubt(s, recorded) == pytest.approx((0.5, 0.75))
+    assert recorded.read == [[1, 3]]
+    (line,) = pipeline.network_warnings(pipeline.network_doubt(s, network))  # 3 of 4 background strokes: heart
+    assert line.startswith("the model's network calls 75% of the background strokes heart") and "\n" not in line
+    assert "training pixels were left out" not in line
+    assert "training pixels were left out" in pipeline.network_warnings((0.0, 0.75), bank_left_out=True)[0]
+    network[3, 6, :] = 0.3
+    # 1/2 of the heart strokes is not over NETWORK_DOUBT
+    assert pipeline.network_warnings(pipeline.network_doubt(s, network)) == []
+    network[1, 2, 5] = 0.2
+    assert "60% of the heart strokes background" in pipeline.network_warnings(pipeline.network_doubt(s, network))[0]
+    assert pipeline.network_doubt(np.zeros_like(s), network) == (0.0, 0.0)
+    only_heart = np.where(s == 1, s, 0).astype(np.uint8)
+    assert pipeline.network_doubt(only_heart, network)[1] == 0.0
+
+
 def test_the_stroke_distance_looks_only_in_the_strokes_box_and_blocks_stay_close(monkeypatch):
     """The far-strokes distance is exact across sections, and pools large boxes in-plane: same verdicts, and a
     distance within a block of the exact one."""
@@ -214,6 +250,10 @@ def test_network_weight_blends_the_network_probability_into_h():
     with pytest.raises(ScribbleSegError, match="network_weight"):
         ddml.DDMLConfig(network_weight=1.5)
     assert ddml.DDMLConfig.paper().network_weight == 0.0 and ddml.DDMLConfig.paper().scribble_share == 0.05
+    assert ddml.DDMLConfig.paper().bank_doubt is None and ddml.DDMLConfig(bank_doubt=None).bank_doubt is None
+    for bad in (1.5, -0.1, "half"):
+        with pytest.raises(ScribbleSegError, match="bank_doubt"):
+            ddml.DDMLConfig(bank_doubt=bad)
 
 
 def test_phantom_families_differ_in_stain_scale_and_artefacts():

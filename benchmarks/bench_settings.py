@@ -17,8 +17,9 @@ volume (``<model family>_<volume family><index>.npz``), so a second run skips th
 M-Unet (a cache folder holds one ``--orientations``).  ``--rounds R`` runs the
 bench's interactive rounds (round 1, then corrective strokes on the worst sections,
 :func:`ScribbleSegLib.protocol.run_rounds`) and prints the adapted and final IoU of
-every round and the largest drop between rounds; with ``--warm`` each round's cut starts from the
-last round's, as in the warm session that the Slicer module runs.
+every round, the largest drop between rounds and the largest share of one class's strokes that the
+network labels the other way in any round (``pipeline.network_doubt``); with ``--warm`` each round's
+cut starts from the last round's, as in the warm session that the Slicer module runs.
 """
 
 from __future__ import annotations
@@ -98,22 +99,27 @@ def _rounds(args, candidates) -> int:
                         run = protocol.run_rounds(v.image, v.label, s, model, features, rounds=args.rounds,
                                                   cut_params=cut, ddml_config=config, warm=args.warm)
                         runs.setdefault((name, f"{train}→{test}"), []).append(
-                            [munet] + [r.adapted["iou"] for r in run] + [r.final["iou"] for r in run])
+                            [munet] + [r.adapted["iou"] for r in run] + [r.final["iou"] for r in run]
+                            + [r.network_doubt for r in run])
             print(f"{train}→{test} done", file=sys.stderr, flush=True)
     print(f"{_volumes(args.volumes)} {args.volumes} of each family, {args.patterns} scribble pattern(s), "
           f"{args.rounds} rounds; networks from {args.models}.\n")
     rounds = range(1, args.rounds + 1)
     print("| setting | protocol | M-Unet | " + " | ".join(f"adapted r{r}" for r in rounds) + " | "
-          + " | ".join(f"final r{r}" for r in rounds) + " | largest drop |")
-    print("|---|---|---|" + "---|" * (2 * args.rounds + 1))
+          + " | ".join(f"final r{r}" for r in rounds) + " | largest drop | largest network doubt |")
+    print("|---|---|---|" + "---|" * (2 * args.rounds + 2))
+    final = slice(1 + args.rounds, 1 + 2 * args.rounds)
     for name, _, _ in candidates:
         means = []
         for protocol_name in (f"{a}→{b}" for a in families for b in families):
             table = np.array(runs[(name, protocol_name)])
-            means.append(table.mean(axis=0))
-            drop = -float(np.min(np.diff(table[:, 1 + args.rounds:], axis=1)))
-            print(f"| {name} | {protocol_name} | " + " | ".join(f"{x:.4f}" for x in means[-1]) + f" | {drop:+.3f} |")
-        print(f"| {name} | mean | " + " | ".join(f"{x:.4f}" for x in np.mean(means, axis=0)) + " | |")
+            means.append(table[:, :final.stop].mean(axis=0))
+            drop = -float(np.min(np.diff(table[:, final], axis=1)))
+            # The network's disagreement with any round's strokes (pipeline.NETWORK_DOUBT warns above it).
+            doubt = float(table[:, final.stop:].max())
+            print(f"| {name} | {protocol_name} | " + " | ".join(f"{x:.4f}" for x in means[-1])
+                  + f" | {drop:+.3f} | {doubt:.3f} |")
+        print(f"| {name} | mean | " + " | ".join(f"{x:.4f}" for x in np.mean(means, axis=0)) + " | | |")
     return 0
 
 
