@@ -377,9 +377,6 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     from .stroke_pull import ImageMeasures
     from .runtime import beside
 
-    # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
-    # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
-    # adaptation's training leaves idle.
     # Strokes that the network mostly contradicts mark another target than the model's: say so, and
     # (DDMLConfig.bank_doubt) leave out its training pixels, whose labels are the model's target's.
     config = ddml_config or DDMLConfig()
@@ -390,6 +387,9 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     for line in network_warnings(doubt, left_out):
         log.warning(line)
         warnings.append(line)
+    # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
+    # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
+    # adaptation's training leaves idle.
     measures, ahead = None, contextlib.nullcontext()
     if method == "full":
         measures = cut_memory.measures if cut_memory is not None else ImageMeasures()
@@ -538,10 +538,10 @@ def network_warnings(doubt: Tuple[float, float], bank_left_out: bool = False) ->
     """
     for share, name, other in zip(doubt, ("heart", "background"), ("background", "heart")):
         if share > choices.NETWORK_DOUBT:
-            left_out = "its training pixels were left out, " if bank_left_out else ""
+            left_out = " (its training pixels were left out of the adaptation)" if bank_left_out else ""
             return [f"the model's network calls {share:.0%} of the {name} strokes {other}: it was likely not "
-                    f"trained for what they mark; {left_out}away from the strokes the result may be poor; train a "
-                    "model on stacks where it is traced"]
+                    f"trained for what they mark{left_out}, and away from the strokes the result may be poor; "
+                    "train a model on stacks where it is traced"]
     return []
 
 
