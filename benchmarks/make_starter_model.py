@@ -17,7 +17,7 @@ steps and date are stored in the model's provenance (``meta["provenance"]``).
 Run from the repository root::
 
     nice -n 10 python benchmarks/make_starter_model.py [--out ScribbleSegLib/models/starter.model]
-        [--volumes 2] [--iters 3000] [--minutes 40] [--bank-per-class 10000] [--seed 0] [--shape Z Y X]
+        [--volumes 2] [--iters 1000] [--minutes 8] [--bank-per-class 10000] [--seed 0] [--shape Z Y X]
 """
 
 from __future__ import annotations
@@ -94,14 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="model file to write (default: %(default)s)")
     parser.add_argument("--volumes", type=int, default=2, help="training phantoms per family (default 2)")
-    from ScribbleSegLib.choices import PRESETS
-
-    small = PRESETS["small"]  # the budget of `scribbleseg train`'s default preset; the step budget should end it
-    parser.add_argument("--iters", type=int, default=small.max_iters,
-                        help="step budget (default: the small preset's, %(default)s)")
-    parser.add_argument("--minutes", type=float, default=40.0,
-                        help="time budget of the optimisation, above the small preset's %g so that the step budget "
-                             "or early stopping ends it on a 2-core CPU (default %%(default)s)" % small.max_minutes)
+    parser.add_argument("--iters", type=int, default=1000, help="step budget (default 1000)")
+    parser.add_argument("--minutes", type=float, default=8.0, help="time budget of the optimisation (default 8)")
     parser.add_argument("--bank-per-class", type=int, default=10000,
                         help="DDML bank pixels per class (default 10000: half the training default, so the file "
                              "stays small)")
