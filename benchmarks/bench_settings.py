@@ -115,7 +115,7 @@ def _rounds(args, candidates) -> int:
             table = np.array(runs[(name, protocol_name)])
             means.append(table[:, :final.stop].mean(axis=0))
             drop = -float(np.min(np.diff(table[:, final], axis=1)))
-            # The network's disagreement with any round's strokes (pipeline.NETWORK_DOUBT warns above it).
+            # The network's disagreement with any round's strokes (choices.NETWORK_DOUBT warns above it).
             doubt = float(table[:, final.stop:].max())
             print(f"| {name} | {protocol_name} | " + " | ".join(f"{x:.4f}" for x in means[-1])
                   + f" | {drop:+.3f} | {doubt:.3f} |")
