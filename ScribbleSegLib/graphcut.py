@@ -588,18 +588,15 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
         volume must be downsampled).
     """
     params = params if params is not None else GraphCutParams()
-    if mode not in MODES:
-        raise ScribbleSegError(f"graph cut: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    _check_mode(mode)
     known = memory.measures if memory is not None else measures
     level = _top_level(h, image, scribbles, spacing_zyx, params, known)
     _check_seed_classes(scribbles)
     budget = _budget(memory_budget)
-    if params.neighbourhood == 10:
-        problem = _diagonal_problem(level.shape, level.spacing, mode, budget)
-        if problem:
-            # The 6-neighbourhood gives the same kind of result, with blockier in-plane outlines.
-            _log.info("graph cut: %s; using the 6-neighbourhood", problem)
-            level.params = dataclasses.replace(level.params, neighbourhood=6)
+    neighbourhood, problem = _usable_neighbourhood(level.shape, level.spacing, params.neighbourhood, mode, budget)
+    if problem:
+        _log.info("graph cut: %s; using the 6-neighbourhood", problem)
+        level.params = dataclasses.replace(level.params, neighbourhood=neighbourhood)
     report(progress, "graph cut", 0.0, f"{_fmt_shape(level.shape)} voxels")
     weights = None
     if memory is not None:
@@ -1048,6 +1045,20 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
     return out
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ScribbleSegError(f"graph cut: mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def _usable_neighbourhood(shape: Sequence[int], spacing: Sequence[float], neighbourhood: int, mode: str,
+                          budget: int) -> Tuple[int, str]:
+    """``(neighbourhood, why it fell back or "")``: the 10-neighbourhood falls back to 6 where its in-plane
+    diagonals cannot be used (:func:`_diagonal_problem`); 6 gives the same kind of result, with blockier
+    in-plane outlines."""
+    problem = _diagonal_problem(shape, spacing, mode, budget) if neighbourhood == 10 else ""
+    return (6 if problem else neighbourhood), problem
+
+
 def _diagonal_problem(shape: Sequence[int], spacing: Sequence[float], mode: str, budget: int) -> str:
     """Why the 10-neighbourhood cannot be used here ("" if it can): it needs square in-plane pixels, and
     ``mode="full"`` a full cut with the diagonals that fits the budget.  ``auto`` cuts in full only where the
@@ -1158,14 +1169,11 @@ def check_cut_fits(shape: Sequence[int], spacing_zyx: Sequence[float] = (1.0, 1.
     graph cut: even the coarse levels of a coarse-to-fine cut of 2000x4096x4096 voxels
     """
     params = params if params is not None else GraphCutParams()
-    if mode not in MODES:
-        raise ScribbleSegError(f"graph cut: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    _check_mode(mode)
     shape = tuple(int(n) for n in shape)
     spacing = tuple(float(s) for s in spacing_zyx)
     budget = _budget(memory_budget)
-    neighbourhood = params.neighbourhood
-    if neighbourhood == 10 and _diagonal_problem(shape, spacing, mode, budget):
-        neighbourhood = 6  # as graph_cut falls back
+    neighbourhood, _ = _usable_neighbourhood(shape, spacing, params.neighbourhood, mode, budget)
     _cut_mode(shape, spacing, neighbourhood, mode, budget)
 
 

@@ -57,6 +57,8 @@ class SegmentResult:
         model's, scribbles that give little to learn from, ...).
     suggestions : list of Suggestion
         Sections where another stroke would help most, best first (see :mod:`suggest`).
+    network_doubt : tuple of 2 float
+        :func:`network_doubt` of the run's strokes (``(0, 0)`` for ``munet``, which has none).
     """
 
     labels: np.ndarray
@@ -67,6 +69,7 @@ class SegmentResult:
     timings: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
     suggestions: list = field(default_factory=list)
+    network_doubt: Tuple[float, float] = (0.0, 0.0)
 
 
 def as_model(model, device: str = "auto"):
@@ -412,7 +415,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     from .suggest import suggest_sections
 
     suggestions = suggest_sections(h, labels, prob, scribbles, count=suggest)
-    return SegmentResult(labels, h, prob, method, features_cached, timings, warnings, suggestions)
+    return SegmentResult(labels, h, prob, method, features_cached, timings, warnings, suggestions, doubt)
 
 
 #: In-plane pixels of the strokes' bounding box above which the heart-to-background distance of

@@ -248,7 +248,7 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
     of the Slicer module's worker keeps one); otherwise every round cuts from scratch.
     """
     from .graphcut import CutMemory
-    from .pipeline import network_doubt, segment
+    from .pipeline import segment
     from .scribbles import corrective_scribbles, section_errors
 
     out = []
@@ -262,7 +262,7 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
         worst = [int(z) for z in np.argsort(-errors, kind="stable")[: 2 * max(1, len(suggested))] if errors[z] > 0]
         out.append(Round(evaluate(result.probability > 0.5, label), evaluate(result.labels, label), suggested,
                          worst[: len(suggested)], len(set(suggested) & set(worst)), int(np.count_nonzero(current)),
-                         max(network_doubt(current, result.munet_probability))))
+                         max(result.network_doubt)))
         if r + 1 < rounds:
             current = corrective_scribbles(label, result.labels, current, seed=1000 * seed + r,
                                            sections=CORRECTED_SECTIONS, strokes=STROKES_PER_SECTION,
