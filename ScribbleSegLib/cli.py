@@ -12,8 +12,9 @@ import contextlib
 import errno
 import importlib
 import logging
+import re
 import sys
-from typing import Iterator, List, NoReturn, Optional
+from typing import Dict, Iterator, List, NoReturn, Optional
 
 from . import __version__
 from .errors import ScribbleSegError
@@ -37,22 +38,35 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
 
 
+def _one_line(message: str, flags: Dict[str, str]) -> str:
+    """``message`` on one line, with the library's parameter names given as the command's flags.
+
+    The library names its parameters (``max_minutes``); a command that takes one
+    as a flag maps it in its module's ``PARAMETER_FLAGS`` (``"--max-minutes"``).
+    """
+    text = " ".join(str(message).split())
+    for name, flag in flags.items():
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", flag, text)
+    return text
+
+
 class _LogFormatter(logging.Formatter):
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, flags: Dict[str, str]) -> None:
         super().__init__()
         self.command = command
+        self.flags = flags
 
     def format(self, record: logging.LogRecord) -> str:
         kind = "warning" if record.levelno >= logging.WARNING else "note"
-        return f"scribbleseg {self.command}: {kind}: {' '.join(record.getMessage().split())}"
+        return f"scribbleseg {self.command}: {kind}: {_one_line(record.getMessage(), self.flags)}"
 
 
 @contextlib.contextmanager
-def _library_log_to_stderr(command: str) -> Iterator[None]:
+def _library_log_to_stderr(command: str, flags: Dict[str, str]) -> Iterator[None]:
     """Show the library's warnings (a damaged cache entry, ...) as one line each on stderr."""
     logger = logging.getLogger("ScribbleSegLib")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogFormatter(command))
+    handler.setFormatter(_LogFormatter(command, flags))
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -96,11 +110,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prefix = f"scribbleseg {args.command}"
+    flags = getattr(args._module, "PARAMETER_FLAGS", {})
     try:
-        with _library_log_to_stderr(args.command), signals_raise():
+        with _library_log_to_stderr(args.command, flags), signals_raise():
             return int(args._module.run(args) or 0)
     except ScribbleSegError as exc:
-        print(f"{prefix}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{prefix}: error: {_one_line(str(exc), flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print(f"{prefix}: interrupted", file=sys.stderr)

@@ -266,6 +266,13 @@ def test_train_command(tmp_path, capsys):
     model = load_model(out, device="cpu")
     assert model.config.arch == "unet" and model.voxel_size == pytest.approx((0.01, 0.01, 0.05))
     out.unlink()
+    # The library's warning names its parameter (max_minutes); the command names its flag.
+    capsys.readouterr()
+    assert main(args[:args.index("--max-iters")] + ["--max-iters", "50", "--max-minutes", "1e-9"]
+                + args[args.index("--max-iters") + 2:]) == 0
+    err = capsys.readouterr().err
+    assert "stopped by its time budget (--max-minutes 1e-09)" in err and "max_minutes" not in err, err
+    out.unlink()
     bad = list(args)
     bad[bad.index("--labels") + 1] = str(tmp_path / "zero.nrrd")
     assert main(bad) == 2
