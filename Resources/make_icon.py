@@ -170,7 +170,8 @@ def main() -> None:
     parser.add_argument("--screenshot", action="store_true", help="also draw Resources/Screenshot01.png")
     args = parser.parse_args()
     icon = draw_icon()
-    for path in (ROOT / "Resources" / "ScribbleSeg.png", ROOT / "ScribbleSeg" / "Resources" / "Icons" / "ScribbleSeg.png"):
+    for path in (ROOT / "Resources" / "ScribbleSeg.png",
+                 ROOT / "ScribbleSeg" / "Resources" / "Icons" / "ScribbleSeg.png"):
         write_png(path, icon)
         print(f"wrote {path.relative_to(ROOT)}")
     if args.screenshot:

@@ -358,7 +358,8 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.heatMapOpacitySlider.connect("valueChanged(double)", self.onHeatMapOpacityChanged)
         self.ui.suggestionsListWidget.connect("currentRowChanged(int)", self.onSuggestionSelected)
         self.ui.suggestionsListWidget.connect(
-            "itemClicked(QListWidgetItem*)", lambda item: self.onSuggestionSelected(self.ui.suggestionsListWidget.currentRow))
+            "itemClicked(QListWidgetItem*)",
+            lambda item: self.onSuggestionSelected(self.ui.suggestionsListWidget.currentRow))
         self.ui.nextSectionButton.connect("clicked(bool)", self.onNextSection)
         self.ui.undoRunButton.connect("clicked(bool)", self.onUndoRunButton)
         self.ui.showChangesCheckBox.connect("toggled(bool)", self.onShowChangesToggled)
@@ -978,7 +979,8 @@ class ScribbleSegJob:
     """
 
     def __init__(self, kind: str, tempDir: str, request: Dict, onEvent: Optional[Callable[[Dict], None]] = None,
-                 onFinished: Optional[Callable[["ScribbleSegJob"], None]] = None, purpose: Optional[str] = None) -> None:
+                 onFinished: Optional[Callable[["ScribbleSegJob"], None]] = None,
+                 purpose: Optional[str] = None) -> None:
         worker = lib("worker")
         self._initState(kind, purpose or kind, tempDir, onEvent, onFinished)
         requestPath = worker.write_request(os.path.join(tempDir, "request.json"), request)
@@ -1652,8 +1654,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
     def createScribbleSegmentation(self, volumeNode):
         """A new segmentation for scribbles on ``volumeNode``, with empty ``heart`` and ``background`` segments."""
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                  slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} scribbles"))
+        name = slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} scribbles")
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         node.CreateDefaultDisplayNodes()
         node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         self.ensureScribbleSegments(node, volumeNode)
@@ -1802,7 +1804,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"},
             }
             if scribbles is not None and method != "munet":
-                request["scribbles"] = self._writeLabelmap(scribbles, volumeNode, os.path.join(folder, "scribbles.nrrd"))
+                request["scribbles"] = self._writeLabelmap(scribbles, volumeNode,
+                                                           os.path.join(folder, "scribbles.nrrd"))
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -2496,7 +2499,8 @@ class ScribbleSegTest(ScriptedLoadableModuleTest):
         heartId, backgroundId = logic.ensureScribbleSegments(scribbleNode)
         heart, background = self._paintScribbles(truthArray)
         slicer.util.updateSegmentBinaryLabelmapFromArray(heart.astype(np.uint8), scribbleNode, heartId, volume)
-        slicer.util.updateSegmentBinaryLabelmapFromArray(background.astype(np.uint8), scribbleNode, backgroundId, volume)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(background.astype(np.uint8), scribbleNode, backgroundId,
+                                                         volume)
         scribblesBefore = logic.scribbleArray(volume, scribbleNode)
 
         self.delayDisplay("A model file that does not load: a clear message, the scene unchanged")

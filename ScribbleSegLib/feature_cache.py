@@ -266,7 +266,8 @@ class FeatureCache:
             except OSError:
                 return f"{name} is missing"
             if not isinstance(recorded, dict) or size != recorded.get("size"):
-                return f"{name} has {size} bytes, the manifest says {recorded.get('size') if isinstance(recorded, dict) else '?'}"
+                expected = recorded.get("size") if isinstance(recorded, dict) else "?"
+                return f"{name} has {size} bytes, the manifest says {expected}"
             try:
                 if sampled_checksum(path, size) != recorded.get("checksum"):
                     return f"{name} does not match its checksum"

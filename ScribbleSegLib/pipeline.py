@@ -23,7 +23,6 @@ import numpy as np
 
 from . import choices, feature_cache
 from .checks import check_model, check_segment_args, check_suggest
-from .errors import ScribbleSegError
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback, check, report
 from .suggest import DEFAULT_COUNT as DEFAULT_SUGGESTIONS

@@ -196,7 +196,7 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
     >>> load_run("{", {"path": "s.json"})
     Traceback (most recent call last):
     ...
-    ScribbleSegLib.errors.ScribbleSegError: run line: is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))
+    ScribbleSegLib.errors.ScribbleSegError: run line: is not valid JSON (Expecting property name ...)
     """
     try:
         run = json.loads(line)

@@ -123,7 +123,8 @@ def test_module_registers_its_self_test_and_testing_folder():
     assert ["Testing"] in calls(cmake, "add_subdirectory")
     assert ["Python"] in calls(MODULE_DIR / "Testing" / "CMakeLists.txt", "add_subdirectory")
     python = MODULE_DIR / "Testing" / "Python"
-    scripts = [args[args.index("SCRIPT") + 1] for args in calls(python / "CMakeLists.txt", "slicer_add_python_unittest")]
+    scripts = [args[args.index("SCRIPT") + 1]
+               for args in calls(python / "CMakeLists.txt", "slicer_add_python_unittest")]
     assert scripts
     for script in scripts:
         assert (python / script).is_file(), script

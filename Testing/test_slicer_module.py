@@ -56,7 +56,8 @@ def widget_property(widget, name):
 
 
 def parameter_class(tree):
-    return next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "ScribbleSegParameterNode")
+    return next(node for node in tree.body
+                if isinstance(node, ast.ClassDef) and node.name == "ScribbleSegParameterNode")
 
 
 def parameters(tree):
@@ -64,7 +65,8 @@ def parameters(tree):
     out = {}
     for node in parameter_class(tree).body:
         if isinstance(node, ast.AnnAssign):
-            out[node.target.id] = (ast.unparse(node.annotation), None if node.value is None else ast.unparse(node.value))
+            value = None if node.value is None else ast.unparse(node.value)
+            out[node.target.id] = (ast.unparse(node.annotation), value)
     return out
 
 
@@ -341,7 +343,7 @@ def test_code_that_runs_in_slicer_is_python_39(path):
     # Slicer 5.6 and 5.8 run the module and the worker (ScribbleSegLib) with Python 3.9.
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source, filename=str(path), feature_version=(3, 9))
-    assert not _runtime_union_annotations(tree), f"X | Y annotations need 'from __future__ import annotations'"
+    assert not _runtime_union_annotations(tree), "X | Y annotations need 'from __future__ import annotations'"
 
 
 # ---------------------------------------------------------------------------

@@ -67,8 +67,6 @@ def main() -> int:
                         help="step budgets of the fine-tuning runs (default: 3 300; none: skip)")
     args = parser.parse_args()
 
-    import numpy as np
-
     from ScribbleSegLib import starter, volume_io, worker
     from ScribbleSegLib.metrics import evaluate
 

@@ -14,7 +14,8 @@ default cut without the stroke pull (``seed_reach`` 0), with ``gamma`` and ``sig
 as given (``graphcut.AS_GIVEN``: not scaled to the objects and the image, no pull)
 and for the paper's settings::
 
-    python benchmarks/bench_nuclei.py [--model nuclei.model] [--tiles 4] [--cut '{"name": "gamma 4", "cut": {"gamma": 4}}']
+    python benchmarks/bench_nuclei.py [--model nuclei.model] [--tiles 4] \\
+        [--cut '{"name": "gamma 4", "cut": {"gamma": 4}}']
 
 ``--model`` reuses (or writes, if missing) the trained network.
 """

@@ -98,8 +98,8 @@ class Battery:
             ", ".join(left) if left else "nothing"])
 
     def table(self) -> str:
-        head = ["#", "what was tried", "exit", "stderr: first error/warning line, else first line ($W: work folder)", "stderr lines", "traceback",
-                "inputs identical", "left behind"]
+        head = ["#", "what was tried", "exit", "stderr: first error/warning line, else first line ($W: work folder)",
+                "stderr lines", "traceback", "inputs identical", "left behind"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
         return "\n".join(lines)
@@ -250,7 +250,8 @@ def run_battery(b: Battery) -> None:
 
     # The Python API
     setup = (f"import numpy as np; from ScribbleSegLib import pipeline, volume_io\n"
-             f"v = volume_io.read_image({str(img)!r}); s = volume_io.read_scribbles({str(scr)!r}, v.shape, v.geometry)\n")
+             f"v = volume_io.read_image({str(img)!r})\n"
+             f"s = volume_io.read_scribbles({str(scr)!r}, v.shape, v.geometry)\n")
     for what, call in (("scribbles as a list", f"pipeline.segment(v, s.tolist(), {str(model)!r})"),
                        ("`model=None`", "pipeline.segment(v, s, None)"),
                        ("a 0-section image", f"pipeline.segment(v.array[:0], s[:0], {str(model)!r})"),

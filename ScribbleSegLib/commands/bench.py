@@ -603,8 +603,8 @@ def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs
         lines.append(f"| {name} | {rec.seconds:.1f} s | {rec.peak_rss / 2**30:.2f} GiB |")
     if timings:
         keys = timings[0].keys()
-        lines += ["", "Per segmentation with cached features (mean of the Table I runs, default settings): " + ", ".join(
-            f"{k} {np.mean([t[k] for t in timings]):.2f} s" for k in keys) + "."]
+        means = ", ".join(f"{k} {np.mean([t[k] for t in timings]):.2f} s" for k in keys)
+        lines += ["", f"Per segmentation with cached features (mean of the Table I runs, default settings): {means}."]
     lines.append(SECTION_END)
     return "\n".join(lines) + "\n"
 
