@@ -359,11 +359,17 @@ def read_job_scribbles(job: SegmentFiles, image, timings: Dict[str, float]):
     t0 = time.perf_counter()
     scribbles = None
     if job.scribbles and job.method != "munet":
+        # With the image's spacing or size changed as it was read, strokes on a finer grid could as well be on
+        # the file's own grid: that reading comes first, and theirs only after it.
+        changed = bool(job.spacing) or job.downsample > 1
         try:
             scribbles = volume_io.read_scribbles(job.scribbles, image.shape, image.geometry,
-                                                 downsample=job.downsample)
+                                                 downsample=job.downsample, finer_grids=not changed)
         except ScribbleSegError:
-            scribbles = _scribbles_on_file_grid(job, image)
+            scribbles = _scribbles_on_file_grid(job, image) if changed else None
+            if scribbles is None and changed:
+                scribbles = volume_io.read_scribbles(job.scribbles, image.shape, image.geometry,
+                                                     downsample=job.downsample)
             if scribbles is None:
                 raise
     timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
@@ -383,7 +389,7 @@ def _scribbles_on_file_grid(job: SegmentFiles, image):
         return None
     shape, geometry = grid
     try:
-        strokes = volume_io.read_scribbles(job.scribbles, shape, geometry)
+        strokes = volume_io.read_scribbles(job.scribbles, shape, geometry, finer_grids=False)
     except ScribbleSegError:
         return None
     strokes = volume_io.reduce_strokes(strokes, image.shape, job.downsample)

@@ -31,6 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 import slicerio
 
+from . import grids
 from .errors import ScribbleSegError
 from .fileio import PathLike, atomic_output
 from .geometry import Geometry, Volume
@@ -46,8 +47,6 @@ SECTION_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 """File name endings (case-insensitive) of section images in a folder."""
 
 _SEGMENTATION_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zlib.error)
-# Slicer writes segment offsets with float precision; a hundredth of a voxel is far above that noise.
-_GRID_TOLERANCE_VOXELS = 0.01
 
 
 # ---------------------------------------------------------------------------
@@ -772,18 +771,17 @@ def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, single_segm
     raise ScribbleSegError(f"{path}: has no segment named '{name}' (segments: {found})")
 
 
-def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Optional[Geometry], bool]:
-    """Label mask, its own geometry (None: a 2D file or a folder of them), and whether it is a segmentation
-    (which may be cropped)."""
+def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Optional[Geometry]]:
+    """Label mask and its own geometry (None: a 2D file or a folder of them)."""
     if not (path.is_file() or path.is_dir()):
         raise ScribbleSegError(f"{path}: no such file or folder")
     if is_segmentation_file(path):
         masks, geometry = read_segmentation(path)
-        return _named_mask(masks, "heart", path, single_segment), geometry, True
+        return _named_mask(masks, "heart", path, single_segment), geometry
     array, geometry = _read_labelmap_file(path)
     if array.dtype.kind in "if" and array.size and array.min() < 0:
         raise ScribbleSegError(f"{path}: a label must not hold negative values (found {array.min():g})")
-    return (array > 0).astype(np.uint8), geometry, False
+    return (array > 0).astype(np.uint8), geometry
 
 
 def _reduces_to(full: Sequence[int], shape: Sequence[int], factor: int) -> bool:
@@ -828,7 +826,7 @@ def read_label_volume(path: PathLike, *, single_segment: bool = False) -> Volume
         As :func:`read_label`, except for the grid checks.
     """
     path = Path(path)
-    array, geometry, _ = _read_label_file(path, single_segment)
+    array, geometry = _read_label_file(path, single_segment)
     return Volume(array, geometry or Geometry((1.0, 1.0, 1.0)))
 
 
@@ -873,20 +871,22 @@ def read_label(
     ------
     ScribbleSegError
         If the file is missing or unreadable, its values or segments are not
-        as described, or its grid does not match the image.  A ``.seg.nrrd``
-        on the image's grid but cropped (or extended with empty voxels) is
-        placed onto the image grid instead.
+        as described, or its grid does not match the image.  A file on a box
+        of the image's grid (cropped to what it marks, as Slicer saves
+        segmentations and exports labelmaps, or extended with empty voxels) is
+        placed onto the image's grid; one that marks voxels outside the image
+        is refused.
     """
     path = Path(path)
     shape, geometry = _check_grid(shape, geometry)
-    array, own, is_segmentation = _read_label_file(path, single_segment)
+    array, own = _read_label_file(path, single_segment)
     if own is None:
         array = _reduced(array, shape, int(downsample), strokes=False)
-    return _onto_grid(array, own, shape, geometry, path, is_segmentation, reference)
+    return _onto_grid(array, own, shape, geometry, path, False, reference)
 
 
 def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, reference: str = "image",
-                   downsample: int = 1) -> np.ndarray:
+                   downsample: int = 1, finer_grids: bool = True) -> np.ndarray:
     """Read scribbles onto an image's voxel grid.
 
     Parameters
@@ -902,6 +902,8 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
     downsample : int
         As in :func:`read_label`; a block of strokes takes a class when any of
         its pixels has it and none has the other, so thin strokes survive.
+    finer_grids : bool
+        Accept strokes drawn on a finer grid than the image's (see Raises).
 
     Returns
     -------
@@ -912,6 +914,10 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
     ------
     ScribbleSegError
         As :func:`read_label`, and if there is no heart or no background voxel.
+        Unlike a label, strokes may also be drawn on a finer grid than the
+        image's (any origin and direction, such as Slicer's oversampled
+        segmentations): each stroke voxel then marks the image voxel that
+        holds its centre.
     """
     path = Path(path)
     shape, geometry = _check_grid(shape, geometry)
@@ -927,7 +933,6 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         overlapped = {name: mask.any() and not (mask & ~both).any()
                       for name, mask in (("heart", heart), ("background", background))}
         lost = {}
-        may_be_cropped = True
     else:
         overlapped, lost = {}, {}
         values, own = _read_labelmap_file(path)
@@ -938,13 +943,12 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
                 f"{path}: scribble labelmap values must be 0 (none), 1 (heart) or 2 (background); found {shown}"
             )
         array = values.astype(np.uint8)
-        may_be_cropped = False
         if own is None and int(downsample) > 1:
             drawn = {value: bool((array == value).any()) for value in (1, 2)}
             array = reduce_strokes(array, shape, downsample)
             lost = {name: drawn[value] and not (array == value).any() for value, name in ((1, "heart"),
                                                                                           (2, "background"))}
-    array = _onto_grid(array, own, shape, geometry, path, may_be_cropped, reference)
+    array = _onto_grid(array, own, shape, geometry, path, finer_grids, reference)
     for value, name in ((1, "heart"), (2, "background")):
         if not (array == value).any():
             if overlapped.get(name):
@@ -974,9 +978,13 @@ def _size_text(shape_zyx: Sequence[int]) -> str:
 
 
 def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int], target: Geometry, path: Path,
-               may_be_cropped: bool, reference: str) -> np.ndarray:
+               finer: bool, reference: str) -> np.ndarray:
     """``array`` (on ``own``; None: a 2D file, on the target's grid) placed on the ``shape``/``target`` grid,
-    or a one-line error."""
+    or a one-line error.
+
+    A box of the target's grid (a file cropped to what it marks, or padded with empty voxels) is placed as it
+    is; with ``finer``, strokes on a finer grid mark the voxels that hold their centres
+    (:mod:`ScribbleSegLib.grids`)."""
     shape = tuple(int(s) for s in shape)
     if own is None:
         if array.shape != shape:
@@ -987,37 +995,26 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
             raise ScribbleSegError(f"{path}: has size {_size_text(array.shape)}, the {reference} "
                                    f"{_size_text(shape)}{hint}")
         return array
-    difference = target.mismatch(own, reference=reference)
-    if not difference and array.shape == shape:
+    if array.shape == shape and not target.mismatch(own, reference=reference):
         return array
-    if not may_be_cropped:
-        if difference:
-            raise ScribbleSegError(f"{path}: does not match the {reference}: {difference}")
-        raise ScribbleSegError(
-            f"{path}: has size {_size_text(array.shape)}, the {reference} {_size_text(shape)}"
-        )
-    # A cropped segmentation shares spacing and direction; only its origin moves by whole voxels.
-    difference = target.mismatch(Geometry(own.spacing, target.origin, own.direction), reference=reference)
-    if difference:
-        raise ScribbleSegError(f"{path}: does not match the {reference}: {difference}")
-    axes = np.asarray(target.direction).reshape(3, 3) * np.asarray(target.spacing)[None, :]
-    offset_ijk = np.linalg.solve(axes, np.asarray(own.origin) - np.asarray(target.origin))
-    whole = np.rint(offset_ijk)
-    if np.any(np.abs(offset_ijk - whole) > _GRID_TOLERANCE_VOXELS):
-        shift = ", ".join(f"{v:.3g}" for v in offset_ijk)
-        raise ScribbleSegError(
-            f"{path}: is not on the {reference}'s voxel grid (origin shifted by ({shift}) voxels)"
-        )
-    offset = whole[::-1].astype(int)  # (z, y, x)
-    src_lo = np.maximum(0, -offset)
-    src_hi = np.minimum(array.shape, np.asarray(shape) - offset)
-    out = np.zeros(shape, dtype=array.dtype)
-    if np.all(src_hi > src_lo):
-        src = tuple(slice(lo, hi) for lo, hi in zip(src_lo, src_hi))
-        dst = tuple(slice(lo + o, hi + o) for lo, hi, o in zip(src_lo, src_hi, offset))
-        out[dst] = array[src]
-    if np.count_nonzero(out) != np.count_nonzero(array):
-        raise ScribbleSegError(
-            f"{path}: has voxels outside the {reference} ({_size_text(shape)} voxels)"
-        )
-    return out
+    if not grids.overlaps(target, shape, own, array.shape):
+        raise ScribbleSegError(f"{path}: lies outside the {reference} (no voxel in common with its "
+                               f"{_size_text(shape)} voxels)")
+    offset = grids.whole_voxel_offset(target, own)
+    if offset is not None:
+        placed, lost = grids.place(array, offset, shape)
+    elif finer and grids.finer_or_equal(target, own):
+        placed, lost = grids.strokes_by_centre(array, own, shape, target)
+    else:
+        difference = target.mismatch(Geometry(own.spacing, target.origin, own.direction), reference=reference)
+        if not difference:  # the same spacing and direction, the origin between voxels
+            _, shift = grids.index_in(target, own)
+            difference = (f"is not on the {reference}'s voxel grid (origin shifted by "
+                          f"({', '.join(f'{v:.3g}' for v in shift)}) voxels)")
+            raise ScribbleSegError(f"{path}: {difference}")
+        hint = " (strokes may be drawn on a finer grid, not a coarser one)" if finer else ""
+        raise ScribbleSegError(f"{path}: does not match the {reference}: {difference}{hint}")
+    if lost:
+        raise ScribbleSegError(f"{path}: has {lost} marked voxels outside the {reference} "
+                               f"({_size_text(shape)} voxels)")
+    return placed

@@ -84,9 +84,42 @@ def test_cropped_prediction_is_placed_on_the_label_grid(files, capsys):
     assert status == 0 and json.loads(out)["tp"] == 60
     # It may as well be a result for another image: one warning says what is counted.
     assert len(err.strip().splitlines()) == 1
-    assert "warning" in err and "crop.seg.nrrd" in err and "covers 6x6x2 voxels of the label's 12x10x4" in err
+    assert "warning" in err and "crop.seg.nrrd covers 6x6x2 voxels and the label" in err
+    assert "label.nrrd 12x10x4 voxels of one grid; compared on the 12x10x4 voxels" in err
     status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd")
     assert status == 0 and err == ""  # a prediction on the label's whole grid: nothing to say
+
+
+@pytest.mark.parametrize("kind", ["label.seg.nrrd", "label.nrrd"])
+def test_a_cropped_label_is_compared_on_the_box_that_holds_both(files, capsys, kind):
+    # Slicer saves a segmentation, and by default exports a labelmap, cropped to what it marks.
+    label = np.zeros((4, 10, 12), np.uint8)
+    label[1:3, 2:8, 2:8] = 1
+    origin = np.asarray(GEOMETRY.origin) + np.array([2, 2, 1]) * np.asarray(GEOMETRY.spacing)
+    cropped = Geometry(GEOMETRY.spacing, tuple(origin), GEOMETRY.direction)
+    if kind.endswith(".seg.nrrd"):
+        volume_io.write_segmentation(files / kind, [("heart", label[1:3, 2:8, 2:8], (1, 0, 0))], cropped)
+    else:
+        volume_io.write_labelmap(files / kind, label[1:3, 2:8, 2:8], cropped)
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / kind,
+                                "--ignore-scribbles", files / "scribbles.nrrd", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    # As against the full label (test_ignore_scribbles): the prediction's heart outside the label's box counts.
+    assert (result["tp"], result["fp"], result["fn"], result["ignored"]) == (55, 12, 12, 17)
+    assert len(err.strip().splitlines()) == 1 and "compared on the 12x10x4 voxels that hold both" in err
+
+
+def test_predictions_on_another_grid_or_elsewhere_are_refused(files, capsys):
+    pred = np.ones((2, 3, 3), np.uint8)
+    half = np.asarray(GEOMETRY.origin) + 0.5 * np.asarray(GEOMETRY.spacing)
+    far = np.asarray(GEOMETRY.origin) + 100.0
+    for name, geometry, needle in (("half.nrrd", Geometry(GEOMETRY.spacing, tuple(half)), "voxel grid"),
+                                   ("far.nrrd", Geometry(GEOMETRY.spacing, tuple(far)), "lies outside the label")):
+        volume_io.write_labelmap(files / name, pred, geometry)
+        status, out, err = evaluate(capsys, "--prediction", files / name, "--label", files / "label.nrrd")
+        assert status == 2 and out == "" and len(err.strip().splitlines()) == 1
+        assert name in err and needle in err, err
 
 
 def test_geometry_mismatch_is_one_line_error(files, capsys):

@@ -533,15 +533,78 @@ def test_segmentation_off_the_voxel_grid_is_refused(tmp_path):
     one_line_error(excinfo, "l.seg.nrrd", "voxel grid")
 
 
-def test_labelmap_geometry_and_size_must_match(tmp_path):
+def test_labelmap_geometry_must_match_and_its_box_lie_within_the_image(tmp_path):
     heart = ball()
     vio.write_labelmap(tmp_path / "l.nrrd", heart, Geometry((1.0, 1.0, 2.0)))
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_label(tmp_path / "l.nrrd", heart.shape, Geometry((1.0, 1.0, 3.0)))
     one_line_error(excinfo, "l.nrrd", "spacing")
+    # A box of the image's grid (Slicer exports labelmaps cropped to their segments by default) is placed.
+    wider = vio.read_label(tmp_path / "l.nrrd", (6, 20, 25), Geometry((1.0, 1.0, 2.0)))
+    np.testing.assert_array_equal(wider[..., :24], heart)
+    assert not wider[..., 24].any()
+    with pytest.raises(ScribbleSegError) as excinfo:  # ... but not one that marks voxels beyond the image
+        vio.read_label(tmp_path / "l.nrrd", (6, 20, 12), Geometry((1.0, 1.0, 2.0)))
+    one_line_error(excinfo, "l.nrrd", "marked voxels outside the image", "12x20x6")
+
+
+def test_labelmap_scribbles_cropped_to_their_strokes_are_placed(tmp_path):
+    # What Slicer's ExportSegmentsToLabelmapNode writes by default: the box the segments fill.
+    strokes = np.zeros((6, 20, 24), np.uint8)
+    strokes[2, 5:9, 6] = 1
+    strokes[3, 15, 10:20] = 2
+    lo, hi = (2, 5, 6), (4, 16, 20)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    vio.write_labelmap(tmp_path / "s.nrrd", strokes[box], crop_geometry(TILTED, lo))
+    np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape, TILTED), strokes)
+
+
+def test_a_labelmap_origin_off_by_single_precision_is_on_the_grid(tmp_path):
+    # NIfTI stores the origin in single precision: far from 0 and with 2 um pixels, that is a few thousandths
+    # of a voxel off.
+    image = Geometry((0.002, 0.002, 0.01), (300.123456, -250.456789, 120.789012))
+    moved = Geometry(image.spacing, (300.123456 + 1.4e-5, -250.456789, 120.789012 - 3e-5))
+    label = ball()
+    vio.write_labelmap(tmp_path / "l.nrrd", label, moved)
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "l.nrrd", label.shape, image), label)
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_strokes_on_a_finer_grid_mark_the_voxels_holding_their_centres(tmp_path, factor):
+    # Slicer's oversampled segmentations: a finer grid over the same space, in any direction.
+    image = Geometry((0.5, 0.5, 2.0), (10.0, -4.0, 3.5), TILTED.direction)
+    shape = (6, 20, 24)
+    fine_spacing = (0.5 / factor, 0.5 / factor, 2.0)
+    # The fine grid's voxel 0 shares its corner with the image's voxel 0.
+    corner = np.asarray(TILTED.direction).reshape(3, 3) @ (0.5 * (np.asarray(fine_spacing) - image.spacing))
+    fine = Geometry(fine_spacing, tuple(np.asarray(image.origin) + corner), image.direction)
+    strokes = np.zeros((6, 20 * factor, 24 * factor), np.uint8)
+    strokes[2, 5 * factor:9 * factor, 6 * factor] = 1  # one thin line of fine voxels: rows 5-8, column 6
+    strokes[3, 15 * factor + 1, 10 * factor:20 * factor] = 2
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", strokes == 1, vio.HEART_COLOR),
+                                                     ("background", strokes == 2, vio.BACKGROUND_COLOR)], fine)
+    got = vio.read_scribbles(tmp_path / "s.seg.nrrd", shape, image)
+    expected = np.zeros(shape, np.uint8)
+    expected[2, 5:9, 6] = 1
+    expected[3, 15, 10:20] = 2
+    np.testing.assert_array_equal(got, expected)
+    # A label (the truth) is not resampled, nor are strokes on a coarser grid.
     with pytest.raises(ScribbleSegError) as excinfo:
-        vio.read_scribbles(tmp_path / "l.nrrd", (6, 20, 25), Geometry((1.0, 1.0, 2.0)))
-    one_line_error(excinfo, "l.nrrd", "24x20x6", "25x20x6")
+        vio.read_label(tmp_path / "s.seg.nrrd", shape, image)
+    one_line_error(excinfo, "s.seg.nrrd", "spacing")
+    coarse = Geometry((1.0, 1.0, 2.0), image.origin, image.direction)
+    vio.write_labelmap(tmp_path / "c.nrrd", expected[:, :10, :12], coarse)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "c.nrrd", shape, image)
+    one_line_error(excinfo, "c.nrrd", "spacing", "not a coarser one")
+
+
+def test_a_file_that_lies_outside_the_image_says_so(tmp_path):
+    far = Geometry(TILTED.spacing, tuple(np.asarray(TILTED.origin) + 1000.3), TILTED.direction)
+    vio.write_labelmap(tmp_path / "s.nrrd", 1 + ball(), far)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "s.nrrd", (6, 20, 24), TILTED)
+    one_line_error(excinfo, "s.nrrd", "lies outside the image")
 
 
 def test_segmentation_with_another_spacing_is_refused(tmp_path):

@@ -33,19 +33,20 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not (Path(value).is_file() or Path(value).is_dir()):
             raise ScribbleSegError(f"{value}: no such file or folder ({option})")
 
-    # The label's grid is the reference; a prediction saved cropped by Slicer is placed back onto it.  A label
-    # that is one 2D section, or a folder of them, has no grid of its own: then the prediction's is the reference.
+    # Both are read on their own grids.  Slicer saves segmentations, and exports labelmaps, cropped to what they
+    # mark: two boxes of one voxel grid are compared on the box that holds both.  A label that is one 2D section,
+    # or a folder of them, has no grid of its own: then the prediction's is the reference, and the other way round.
     if volume_io.takes_image_grid(args.label) and not volume_io.takes_image_grid(args.prediction):
         own = volume_io.read_label_volume(args.prediction, single_segment=True)
         label = volume_io.Volume(volume_io.read_label(args.label, own.shape, own.geometry, reference="prediction",
                                                       downsample=args.downsample), own.geometry)
         prediction = own.array
-    else:
+    elif volume_io.takes_image_grid(args.prediction):
         label = volume_io.read_label_volume(args.label)
         prediction = volume_io.read_label(args.prediction, label.shape, label.geometry,
                                           single_segment=True, reference="label")
-        if volume_io.is_segmentation_file(args.prediction):
-            _warn_if_cropped(args.prediction, label.shape)
+    else:
+        label, prediction = _on_one_grid(args.prediction, args.label)
     ignore = None
     if args.ignore_scribbles:
         ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
@@ -60,22 +61,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_if_cropped(path: str, shape) -> None:
-    """One warning when a .seg.nrrd prediction covers only part of the label's grid: the rest counts as not
-    heart.  Slicer can save a segmentation cropped to its segments, but ``segment`` writes the whole image grid,
-    so a smaller grid may as well be another image's result."""
+def _on_one_grid(prediction_path: str, label_path: str):
+    """The label (a Volume) and the prediction (an array) on one grid: the label's, or the box of its grid that
+    holds both files' boxes, with one warning when the boxes differ.  A prediction on no box of the label's grid
+    is refused as :func:`ScribbleSegLib.volume_io.read_label` words it."""
     import logging
 
-    from .. import volume_io
+    from .. import grids, volume_io
 
-    grid = volume_io.image_file_grid(path)  # the header only: the voxels were read already
-    own = grid[0] if grid is not None else tuple(shape)
-    if tuple(own) != tuple(shape):
-        size = "x".join(str(int(n)) for n in reversed(tuple(own)))
-        full = "x".join(str(int(n)) for n in reversed(tuple(shape)))
+    label = volume_io.read_label_volume(label_path)
+    own = volume_io.read_label_volume(prediction_path, single_segment=True)
+    if own.shape == label.shape and not label.geometry.mismatch(own.geometry):
+        return label, own.array
+    offset = grids.whole_voxel_offset(label.geometry, own.geometry)
+    if offset is None or not grids.overlaps(label.geometry, label.shape, own.geometry, own.shape):
+        volume_io.read_label(prediction_path, label.shape, label.geometry, single_segment=True, reference="label")
+        raise AssertionError("read_label placed a prediction that is on no box of the label's grid")
+    shape, at_label, at_prediction = grids.union_box(label.shape, own.shape, offset)
+    if tuple(shape) != tuple(label.shape) or tuple(own.shape) != tuple(label.shape):
         logging.getLogger("ScribbleSegLib").warning(
-            "%s: covers %s voxels of the label's %s; the rest counts as not heart (check that it is a result "
-            "for this image: a segmentation saved cropped in Slicer looks the same)", path, size, full)
+            "%s covers %s voxels and the label %s %s voxels of one grid; compared on the %s voxels that hold both, "
+            "each counting as not heart outside its own box (check that the prediction is for this image: a "
+            "segmentation saved cropped in Slicer looks the same)", prediction_path, _size(own.shape), label_path,
+            _size(label.shape), _size(shape))
+    geometry = grids.box_geometry(label.geometry, -at_label)
+    return (volume_io.Volume(grids.place(label.array, at_label, shape)[0], geometry),
+            grids.place(own.array, at_prediction, shape)[0])
+
+
+def _size(shape_zyx) -> str:
+    return "x".join(str(int(n)) for n in reversed(tuple(shape_zyx)))
 
 
 def format_table(result: dict, scribbles_ignored: bool) -> str:
