@@ -617,3 +617,43 @@ def signals_raise(signals: Sequence[str] = ("SIGTERM", "SIGHUP")) -> Iterator[No
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(number, old)
 
+
+@contextlib.contextmanager
+def signals_held(signals: Sequence[str] = ("SIGINT", "SIGTERM", "SIGHUP")) -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the body is done, then deliver the first that came.
+
+    For imports of compiled modules that must not be cut short: a
+    ``KeyboardInterrupt`` raised while VTK initialises a module leaves it half
+    made, and the process can crash on it later (a segmentation fault, with
+    temporaries left behind).  Held, the signal reaches the handler that was in
+    place (``KeyboardInterrupt``, :class:`~ScribbleSegLib.errors.Interrupted`)
+    once the import is whole.  Outside the main thread the body runs unchanged.
+
+    Examples
+    --------
+    >>> with signals_held():
+    ...     import json
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: List[int] = []
+    previous = {}
+
+    def hold(signum, frame):  # noqa: ARG001 - the signal module's signature
+        received.append(signum)
+
+    for name in signals:
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            previous[number] = signal.signal(number, hold)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(number, old)
+        if received:
+            signal.raise_signal(received[0])

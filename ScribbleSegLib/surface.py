@@ -23,16 +23,19 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
-from vtkmodules.util.numpy_support import numpy_to_vtk
-from vtkmodules.vtkCommonCore import vtkLogger, vtkOutputWindow, vtkStringArray, vtkStringOutputWindow
-from vtkmodules.vtkCommonDataModel import vtkImageData, vtkPolyData
-from vtkmodules.vtkCommonTransforms import vtkTransform
-from vtkmodules.vtkFiltersCore import (vtkDecimatePro, vtkMassProperties, vtkPolyDataNormals, vtkReverseSense,
-                                       vtkTriangleFilter, vtkWindowedSincPolyDataFilter)
-from vtkmodules.vtkFiltersGeneral import vtkDiscreteFlyingEdges3D, vtkTransformFilter
 
 from .errors import ScribbleSegError
-from .fileio import PathLike, atomic_output
+from .fileio import PathLike, atomic_output, signals_held
+
+# VTK's modules are imported with interrupts held (fileio.signals_held): one cut short can crash the process.
+with signals_held():
+    from vtkmodules.util.numpy_support import numpy_to_vtk
+    from vtkmodules.vtkCommonCore import vtkLogger, vtkOutputWindow, vtkStringArray, vtkStringOutputWindow
+    from vtkmodules.vtkCommonDataModel import vtkImageData, vtkPolyData
+    from vtkmodules.vtkCommonTransforms import vtkTransform
+    from vtkmodules.vtkFiltersCore import (vtkDecimatePro, vtkMassProperties, vtkPolyDataNormals, vtkReverseSense,
+                                           vtkTriangleFilter, vtkWindowedSincPolyDataFilter)
+    from vtkmodules.vtkFiltersGeneral import vtkDiscreteFlyingEdges3D, vtkTransformFilter
 from .geometry import Geometry
 from .progress import CancelToken, ProgressCallback, check, report
 
@@ -212,14 +215,16 @@ def write_surface(path: PathLike, polydata: vtkPolyData) -> None:
         raise ScribbleSegError(f"{path}: the surface is empty, nothing to write")
     with atomic_output(path) as tmp:
         if suffix == ".stl":
-            from vtkmodules.vtkIOGeometry import vtkSTLWriter
+            with signals_held():
+                from vtkmodules.vtkIOGeometry import vtkSTLWriter
 
             writer = vtkSTLWriter()
             writer.SetFileTypeToBinary()
             writer.SetHeader(f"ScribbleSeg surface. {_SPACE_TAG}")
             ok = _write(writer, polydata, tmp)
         elif suffix == ".vtp":
-            from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+            with signals_held():
+                from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
 
             tagged = vtkPolyData()
             tagged.ShallowCopy(polydata)
@@ -268,7 +273,8 @@ def _write(writer, polydata: vtkPolyData, path: Path) -> bool:
 
 def _write_obj(polydata: vtkPolyData, path: Path) -> bool:
     """OBJ through vtkOBJWriter, with a leading comment line (it has no comment option)."""
-    from vtkmodules.vtkIOGeometry import vtkOBJWriter
+    with signals_held():
+        from vtkmodules.vtkIOGeometry import vtkOBJWriter
 
     body = path.with_name(path.name + ".body.obj")
     try:
@@ -319,10 +325,11 @@ def render_surface_png(polydata: vtkPolyData, path: PathLike, size: Tuple[int, i
     if polydata.GetNumberOfPolys() == 0:
         raise ScribbleSegError(f"{path}: the surface is empty, nothing to render")
     _use_egl_without_display()
-    import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (registers the OpenGL render window)
-    from vtkmodules.vtkIOImage import vtkPNGWriter
-    from vtkmodules.vtkRenderingCore import (vtkActor, vtkPolyDataMapper, vtkRenderer, vtkRenderWindow,
-                                             vtkWindowToImageFilter)
+    with signals_held():
+        import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (registers the OpenGL render window)
+        from vtkmodules.vtkIOImage import vtkPNGWriter
+        from vtkmodules.vtkRenderingCore import (vtkActor, vtkPolyDataMapper, vtkRenderer, vtkRenderWindow,
+                                                 vtkWindowToImageFilter)
 
     mapper = vtkPolyDataMapper()
     mapper.SetInputData(polydata)

@@ -220,6 +220,26 @@ def test_sigterm_during_the_computation_removes_every_temporary(case, capsys, tm
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored after the run
 
 
+def test_a_signal_during_a_held_import_arrives_when_the_import_is_whole():
+    # VTK's imports run with signals held: a KeyboardInterrupt inside a module's initialisation left it half
+    # made, and the run crashed later (a segmentation fault, temporaries left behind).
+    from ScribbleSegLib.errors import Interrupted
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the body ran to its end")
+    assert done == ["the body ran to its end"]
+    with pytest.raises(Interrupted) as excinfo:
+        with fileio.signals_raise(), fileio.signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("again")
+    assert done[-1] == "again" and excinfo.value.exit_status == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
 def test_temporaries_a_killed_run_left_are_swept_by_the_next_run(case, capsys, tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
