@@ -200,6 +200,15 @@ def _read(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise ScribbleSegError(f"{path}: no such model file")
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise ScribbleSegError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    # torch saves a zip archive; older files are a pickle (protocol 2 or later starts with 0x80).  Anything else
+    # (a text file, an image) is not a model, whatever torch's unpickler says about it; a shorter file is cut.
+    if len(head) == 4 and not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise ScribbleSegError(f"{path}: not a ScribbleSeg model file")
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" from a hostile file
             payload = torch.load(path, map_location="cpu", weights_only=True)
