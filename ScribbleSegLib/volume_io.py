@@ -215,17 +215,18 @@ def _check_pixel_type(array: np.ndarray, path: Path) -> None:
         raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not supported; expected integer or float")
 
 
-def _value_range(array: np.ndarray, path: Optional[Path] = None) -> Tuple[float, float]:
-    """The finite minimum and maximum of ``array``; a float ``array`` of ``path`` with NaN or infinite values
-    gets one warning (they are read as the range's ends: NaN and -inf as the darkest, +inf as the brightest)."""
+def _value_range(array: np.ndarray, path: Optional[Path] = None) -> Optional[Tuple[float, float]]:
+    """The finite minimum and maximum of ``array`` (None if it has no finite value); a float ``array`` of
+    ``path`` with NaN or infinite values gets one warning (they are read as the range's ends: NaN and -inf as the
+    darkest, +inf as the brightest)."""
     if array.dtype.kind == "f":
         finite = np.isfinite(array)
+        if not finite.any():
+            return None
         bad = int(finite.size - np.count_nonzero(finite))
         if bad and path is not None:
             logging.getLogger("ScribbleSegLib").warning(
                 "%s: %d NaN or infinite values, read as the darkest (NaN, -inf) or brightest (+inf) value", path, bad)
-        if not finite.any():
-            return 0.0, 0.0
         return float(array[finite].min()), float(array[finite].max())
     return float(array.min()), float(array.max())
 
@@ -345,10 +346,13 @@ def _folder_value_range(files: List[Path], size_yx: Tuple[int, int], dtype,
         image, plane = _read_section(file)
         _check_section(file, plane, files[0], size_yx, dtype)
         channels = _channel_view(plane, image.GetNumberOfComponentsPerPixel(), file)
-        section_lo, section_hi = _value_range(channels, file)
-        lo, hi = min(lo, section_lo), max(hi, section_hi)
+        section = _value_range(channels, file)
+        if section is not None:
+            lo, hi = min(lo, section[0]), max(hi, section[1])
         del image, plane
         report(progress, "read", 0.5 * (k + 1) / len(files), f"intensity range, section {k + 1}/{len(files)}")
+    if lo > hi:
+        raise ScribbleSegError(f"{files[0].parent}: no section holds a finite value (all NaN or infinite)")
     return lo, hi
 
 
@@ -393,6 +397,8 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     if height // factor == 0 or width // factor == 0:
         raise ScribbleSegError(f"{path}: downsample factor {factor} is larger than the sections ({width}x{height})")
     value_range = None if channels.dtype == np.uint8 else _value_range(channels, path)
+    if channels.dtype != np.uint8 and value_range is None:
+        raise ScribbleSegError(f"{path}: holds no finite value (all NaN or infinite)")
     out = np.empty((depth, height // factor, width // factor, 3), dtype=np.uint8)
     for k in range(depth):
         check(cancel)

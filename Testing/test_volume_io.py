@@ -142,6 +142,26 @@ def test_scalar_float_volume_rescales_from_min_max(tmp_path, caplog):
     assert volume.geometry.spacing == (0.3, 0.3, 1.5)
 
 
+def test_a_float_image_or_folder_without_one_finite_value_is_refused(tmp_path, caplog):
+    image = sitk.GetImageFromArray(np.full((2, 3, 5), np.nan, np.float32))
+    sitk.WriteImage(image, str(tmp_path / "nan.nrrd"))
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"), pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "nan.nrrd")
+    one_line_error(excinfo, "nan.nrrd", "no finite value")
+    assert caplog.records == []  # the error alone, no warning about the NaN values before it
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for k in range(2):
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((3, 5), np.nan, np.float32)), str(folder / f"{k}.tif"))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(folder, spacing=(0.3, 0.3, 1.5))
+    one_line_error(excinfo, "sections", "no section holds a finite value")
+    # One section of NaN among finite ones is read (as the darkest value), with the warning.
+    sitk.WriteImage(sitk.GetImageFromArray(np.linspace(0, 1, 15, dtype=np.float32).reshape(3, 5)),
+                    str(folder / "1.tif"))
+    assert vio.read_image(folder, spacing=(0.3, 0.3, 1.5)).array[0].max() == 0
+
+
 def test_spacing_given_overrides_a_files_spacing_only(tmp_path):
     vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(rgb_stack((2, 4, 4)), TILTED))
     volume = vio.read_image(tmp_path / "v.nrrd", spacing=(1.0, 1.0, 3.0))
