@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f".commands.{name}", __package__)
         p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
         module.add_arguments(p)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _parser=p)
     return parser
 
 
@@ -108,7 +108,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .fileio import signals_raise
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse would name the top-level command; the subcommand's usage is the one that helps
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     prefix = f"scribbleseg {args.command}"
     flags = getattr(args._module, "PARAMETER_FLAGS", {})
     try:

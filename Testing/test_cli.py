@@ -33,6 +33,16 @@ def test_user_error_is_one_line_and_exit_2(capsys):
     assert "/nonexistent/" in err
 
 
+def test_an_unknown_argument_is_named_by_the_subcommand(capsys):
+    # One value too many for --spacing: argparse alone would name the top-level command and its usage.
+    with pytest.raises(SystemExit) as excinfo:
+        cli.main(["segment", "--image", "i", "--scribbles", "s", "--model", "m", "--out", "o.seg.nrrd",
+                  "--spacing", "0.03", "0.03", "0.06", "1"])
+    err = capsys.readouterr().err.strip()
+    assert excinfo.value.code == 2 and len(err.splitlines()) == 1
+    assert err == "scribbleseg segment: error: unrecognized arguments: 1 (see 'scribbleseg segment --help')"
+
+
 def test_atomic_output_has_ordinary_permissions(tmp_path):
     import os
 
