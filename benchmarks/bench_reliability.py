@@ -348,6 +348,76 @@ def run_later_cases(b: Battery) -> None:
                    w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
     b.case("segment with a model whose weights were overwritten with NaN", nan_model, lambda w: {"nan.model"})
 
+    def text_model(w):
+        (w / "notes.model").write_text("not a model\n")
+        return cli("segment", "--image", img, "--scribbles", scr, "--model", w / "notes.model", "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment `--model` a text file", text_model, lambda w: {"notes.model"})
+
+    def nan_image(w):
+        import SimpleITK as sitk
+
+        image = volume_io.read_image(img)
+        nan = sitk.GetImageFromArray(np.full(image.array.shape, np.nan, np.float32), isVector=True)
+        nan.SetSpacing(image.geometry.spacing)
+        nan.SetOrigin(image.geometry.origin)
+        nan.SetDirection(image.geometry.direction)
+        sitk.WriteImage(nan, str(w / "nan.nrrd"))
+        return cli("segment", "--image", w / "nan.nrrd", "--scribbles", scr, "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment on a float image that is all NaN", nan_image, lambda w: {"nan.nrrd"})
+
+    def strokes_in(w, name, placed):
+        image = volume_io.read_image(img)
+        strokes = volume_io.read_scribbles(scr, image.shape, image.geometry)
+        array, geometry = placed(strokes, image.geometry)
+        volume_io.write_labelmap(w / name, array, geometry)
+        return cli("segment", "--image", img, "--scribbles", w / name, "--model", b.model, "--out", w / "o.seg.nrrd",
+                   "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+
+    def cropped(strokes, geometry):
+        from ScribbleSegLib import grids
+
+        lo = np.argwhere(strokes).min(axis=0)
+        hi = np.argwhere(strokes).max(axis=0) + 1
+        return strokes[tuple(slice(a, c) for a, c in zip(lo, hi))], grids.box_geometry(geometry, lo)
+
+    def finer(strokes, geometry):
+        fine = np.repeat(np.repeat(strokes, 2, axis=1), 2, axis=2)
+        spacing = (geometry.spacing[0] / 2, geometry.spacing[1] / 2, geometry.spacing[2])
+        corner = np.asarray(geometry.direction).reshape(3, 3) @ (0.5 * (np.asarray(spacing) - geometry.spacing))
+        return fine, Geometry(spacing, tuple(np.asarray(geometry.origin) + corner), geometry.direction)
+    b.case("segment, scribbles a labelmap cropped to its strokes (Slicer's default labelmap export)",
+           lambda w: strokes_in(w, "cropped.nrrd", cropped), lambda w: {"cropped.nrrd", "o.seg.nrrd"})
+    b.case("segment, scribbles on a grid twice as fine in-plane (Slicer's oversampling)",
+           lambda w: strokes_in(w, "fine.nrrd", finer), lambda w: {"fine.nrrd", "o.seg.nrrd"})
+
+    def cropped_label(w):
+        from ScribbleSegLib import grids
+
+        truth = volume_io.read_label_volume(label)
+        lo = np.argwhere(truth.array).min(axis=0)
+        hi = np.argwhere(truth.array).max(axis=0) + 1
+        box = tuple(slice(a, c) for a, c in zip(lo, hi))
+        volume_io.write_segmentation(w / "truth.seg.nrrd", [("heart", truth.array[box], volume_io.HEART_COLOR)],
+                                     grids.box_geometry(truth.geometry, lo))
+        volume_io.write_labelmap(w / "pred.nrrd", np.roll(truth.array, 1, axis=2), truth.geometry)
+        return cli("evaluate", "--prediction", w / "pred.nrrd", "--label", w / "truth.seg.nrrd", cwd=w)
+    b.case("evaluate against a label `.seg.nrrd` cropped to its segment", cropped_label,
+           lambda w: {"truth.seg.nrrd", "pred.nrrd"})
+
+    def interrupted_render(w):
+        args = b.segment(w / "o.seg.nrrd", "--surface", w / "o.stl", "--render", w / "o.png")
+        proc = cli(*args, cwd=w, wait=False)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not list(w.glob(".o.stl*")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.1)  # the surface is written: the render's VTK modules are being imported
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    b.case("segment `--surface --render`, SIGINT (Ctrl-C) as the render starts", interrupted_render)
+
 
 def _has_cuda() -> bool:
     try:
