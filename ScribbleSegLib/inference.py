@@ -206,7 +206,7 @@ class SectionPredictor:
             if self.batch == 1:
                 raise ScribbleSegError(
                     f"out of GPU memory with a single {geom.core[1][0]}x{geom.core[1][1]} tile; "
-                    "use a smaller tile or --device cpu") from None
+                    "use a smaller tile or device 'cpu'") from None
             self.batch //= 2
             return None
 

@@ -74,7 +74,8 @@ class Session:
     model : SegModel
         The loaded model.
     probability, features : numpy.ndarray
-        The M-Unet outputs (``features`` may be memory-mapped from the cache).
+        The M-Unet outputs (``features`` may be memory-mapped from the cache), as read-only views: each
+        run's ``munet_probability`` is ``probability``.
     features_cached : bool
         Whether the M-Unet outputs came from the cache (or ``features``).
     warnings : list of str
@@ -130,6 +131,9 @@ class Session:
             self.probability, self.features, self.features_cached = pipeline.compute_features(
                 self.array, self.model, model_path=self.model_path, cache_dir=cache_dir, device=device, scale=scale,
                 progress=progress, cancel=cancel, orientations=orientations)
+        # Every run's result holds the probability (``munet_probability``): read-only views keep a change made to
+        # a result from reaching the next run.
+        self.probability, self.features = _read_only(self.probability), _read_only(self.features)
         self.timings["M-Unet features"] = time.perf_counter() - t0
         self.cut_memory = None
         if reuse_cut:
@@ -169,7 +173,7 @@ class Session:
         """
         method = check_method(method)
         scribbles = check_scribbles(scribbles, self.shape, method)
-        check_seed(seed)
+        seed = check_seed(seed)  # a Python int: torch's generator takes no numpy integer
         check_suggest(suggest)
         if cut_params is not None:
             from .graphcut import GraphCutParams
@@ -186,3 +190,9 @@ class Session:
                                       timings={}, warnings=warnings, progress=progress, cancel=cancel,
                                       cut_memory=self.cut_memory)
 
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array`` (``array`` itself, perhaps the caller's, keeps its flags)."""
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view

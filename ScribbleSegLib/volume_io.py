@@ -142,7 +142,7 @@ def read_image(
     factor = _check_downsample(downsample, path)
     if path.is_dir():
         if spacing is None:
-            raise ScribbleSegError(f"{path}: a folder of sections needs the voxel spacing X Y Z in mm (--spacing)")
+            raise ScribbleSegError(f"{path}: a folder of sections needs the voxel spacing X Y Z in mm (spacing)")
         return _read_folder(path, _check_spacing(spacing, path), factor, progress, cancel)
     if not path.exists():
         raise ScribbleSegError(f"{path}: no such file or folder")
@@ -383,7 +383,7 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     if image.GetDimension() == 2:
         # One section (a tile): a one-section volume.  A 2D file's spacing is rarely the scan's.
         if spacing is None:
-            raise ScribbleSegError(f"{path}: a single 2D section needs the voxel spacing X Y Z in mm (--spacing)")
+            raise ScribbleSegError(f"{path}: a single 2D section needs the voxel spacing X Y Z in mm (spacing)")
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")

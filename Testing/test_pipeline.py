@@ -34,6 +34,8 @@ def test_methods_and_seeds(case):
     np.testing.assert_array_equal(ddml.labels, ddml.probability > 0.5)
     munet = pipeline.segment(test.image, None, model, method="munet")
     np.testing.assert_array_equal(munet.labels, munet.munet_probability > 0.5)
+    again = pipeline.segment(test.image, scrib, model, method="ddml", seed=np.int64(0))  # a numpy seed too
+    np.testing.assert_allclose(again.probability, ddml.probability, atol=1e-6)
     np.testing.assert_allclose(munet.munet_probability, full.munet_probability, atol=1e-6)
 
 

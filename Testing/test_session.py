@@ -32,9 +32,10 @@ def case(tmp_path_factory):
 def test_a_session_run_equals_segment(case, method):
     folder, test, scrib, model = case
     session = Session(test.image, model, cache_dir=folder / "cache")
-    kwargs = dict(method=method, ddml_config=FAST_DDML, seed=3)
-    warm = session.run(None if method == "munet" else scrib, **kwargs)
-    cold = pipeline.segment(test.image, scrib, model, cache_dir=folder / "cache", **kwargs)
+    kwargs = dict(method=method, ddml_config=FAST_DDML)
+    # A numpy integer is a seed like any other (torch's generator takes only a Python int).
+    warm = session.run(None if method == "munet" else scrib, seed=np.int64(3), **kwargs)
+    cold = pipeline.segment(test.image, scrib, model, cache_dir=folder / "cache", seed=3, **kwargs)
     assert warm.method == cold.method == method
     np.testing.assert_array_equal(warm.labels, cold.labels)
     np.testing.assert_allclose(warm.probability, cold.probability, atol=1e-6)
@@ -61,6 +62,12 @@ def test_new_scribbles_change_the_result_and_the_features_stay(case):
     assert session.features is features
     assert (second.labels[empty][test.label[empty].astype(bool)] == 1).all()
     assert not np.allclose(first.probability, second.probability, atol=1e-4), "the adaptation did not rerun"
+    # A result shares the session's network outputs, read-only: a change to it cannot reach the next run.
+    assert np.shares_memory(second.munet_probability, session.probability)
+    with pytest.raises(ValueError, match="read-only"):
+        second.munet_probability[...] = 0
+    with pytest.raises(ValueError, match="read-only"):
+        session.run(None, method="munet").probability[...] = 0
 
 
 def test_a_later_run_starts_its_cut_from_the_last_one_and_agrees_with_a_fresh_cut(case):

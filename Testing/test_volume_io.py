@@ -162,6 +162,23 @@ def test_a_float_image_or_folder_without_one_finite_value_is_refused(tmp_path, c
     assert vio.read_image(folder, spacing=(0.3, 0.3, 1.5)).array[0].max() == 0
 
 
+def test_sections_without_a_spacing_are_refused_naming_the_parameter(tmp_path, capsys):
+    from ScribbleSegLib import cli
+
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for k in range(2):
+        sitk.WriteImage(sitk.GetImageFromArray(rgb_stack((1, 8, 8))[0], isVector=True), str(folder / f"{k}.png"))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(folder)
+    one_line_error(excinfo, "sections", "needs the voxel spacing X Y Z in mm (spacing)")
+    assert "--" not in str(excinfo.value)  # the library names its parameter; the command line, its flag
+    (tmp_path / "s.nrrd").write_bytes(b"")
+    assert cli.main(["segment", "--image", str(folder), "--scribbles", str(tmp_path / "s.nrrd"), "--model",
+                     "starter", "--out", str(tmp_path / "o.seg.nrrd"), "--quiet"]) == 2
+    assert "needs the voxel spacing X Y Z in mm (--spacing)" in capsys.readouterr().err
+
+
 def test_spacing_given_overrides_a_files_spacing_only(tmp_path):
     vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(rgb_stack((2, 4, 4)), TILTED))
     volume = vio.read_image(tmp_path / "v.nrrd", spacing=(1.0, 1.0, 3.0))

@@ -10,6 +10,9 @@ from .common import add_device_option, add_image_options, nonnegative_float, non
 
 SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
 
+# The library's parameters as this command's flags, in the library's messages (see cli._one_line).
+PARAMETER_FLAGS = {"(spacing)": "(--spacing)", "device 'cpu'": "--device cpu"}
+
 # How the job's fields are called on the command line, for its messages.
 OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--model", "labels": "--out",
                 "probability": "--probability", "surface": "--surface", "render": "--render",

@@ -12,7 +12,8 @@ from .. import choices
 from .common import add_device_option, add_image_options, positive_float, positive_int, seed_int
 
 # The library's parameters this command takes as flags: its messages are shown with the flags' names.
-PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters"}
+PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", "(spacing)": "(--spacing)",
+                   "device 'cpu'": "--device cpu"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
