@@ -535,7 +535,9 @@ class _StainMapping:
     def __call__(self, block: np.ndarray) -> np.ndarray:
         """The mapped copy of a uint8 block (..., 3)."""
         shape = block.shape
-        pixels = torch.from_numpy(np.ascontiguousarray(block).reshape(-1, 3))
+        array = np.ascontiguousarray(block).reshape(-1, 3)
+        # torch warns on a read-only array (a read-only or memory-mapped input): read it from a copy instead.
+        pixels = torch.from_numpy(array if array.flags.writeable else array.copy())
         conc = _solve_concentrations(_stain_projection(pixels, self.source), self.gram, self.lam) * self.scale
         od = conc[:, :1] * self.target[0] + conc[:, 1:] * self.target[1]
         return od_to_rgb(od.numpy()).reshape(shape)
@@ -613,10 +615,15 @@ def _settings(norm: VahadaneNormalizer) -> dict:
 
 
 def _fit_sections(sections: Sequence[np.ndarray], settings: dict, downsample: int, max_pixels: int,
-                  seed: int, fallback_stains: Optional[np.ndarray] = None) -> VahadaneNormalizer:
+                  seed: int, fallback_stains: Optional[np.ndarray] = None, *,
+                  every_pixel_if_few: bool = False) -> VahadaneNormalizer:
     norm = VahadaneNormalizer(**settings)
     pixels = _sample_pixels(sections, downsample, norm.luminosity_threshold, max_pixels,
                             np.random.default_rng(seed))
+    if every_pixel_if_few and len(pixels) < MIN_TISSUE_PIXELS and downsample > 1:
+        # A small stack or tile, strided, can hold too few tissue pixels where its every pixel holds enough.
+        # (Not for one section of a stack: that one falls back to the stack's stain.)
+        pixels = _sample_pixels(sections, 1, norm.luminosity_threshold, max_pixels, np.random.default_rng(seed))
     norm._fit_pixels(pixels, fallback_stains)
     return norm
 
@@ -685,7 +692,8 @@ def fit_reference(
     all_sections = _as_sections(images)
     chosen = [all_sections[i] for i in _spread(sections, len(all_sections))]
     settings = _settings(VahadaneNormalizer(concentration_method=concentration_method))
-    return _fit_sections(chosen, settings, _check_downsample(fit_downsample), max_pixels, seed)
+    return _fit_sections(chosen, settings, _check_downsample(fit_downsample), max_pixels, seed,
+                         every_pixel_if_few=True)
 
 
 def normalize_volume(
@@ -760,7 +768,8 @@ def normalize_volume(
     try:
         # Stain vectors too close to tell apart (pale eosin) fall back to the target's, with a message.
         volume_stain: Optional[VahadaneNormalizer] = _fit_sections(chosen, settings, downsample, max_pixels, seed,
-                                                                   fallback_stains=target.stain_matrix)
+                                                                   fallback_stains=target.stain_matrix,
+                                                                   every_pixel_if_few=True)
     except ScribbleSegError as exc:
         volume_stain = None
         if not per_section:

@@ -1,6 +1,7 @@
 """Vahadane stain normalization on synthetic Beer–Lambert images with known stains."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -238,6 +239,22 @@ def test_normalize_volume_with_the_volume_stain_keeps_section_intensity(volume_a
     assert all(np.array_equal(out[z], volume_stain.transform(vol[z], target_b)) for z in range(len(vol)))
     expected = render(conc[:3] / np.array([1.0, 1.3, 1.0])[:, None, None, None], STAIN_B)
     assert np.abs(out[:3].astype(int) - expected.astype(int)).mean() > 2.0
+
+
+def test_a_small_stack_too_sparse_for_the_strided_fit_is_fitted_on_every_pixel(target_b):
+    # 4 sections of 40x40 at 60 % tissue: about 960 tissue pixels in all, 60 at the default stride of 4 (the fit
+    # needs 500). Such a stack, or a small tile, used to be left unnormalized.
+    conc = concentrations((4, 40, 40), seed=5)
+    vol = render(conc, STAIN_A)
+    out = stain.normalize_volume(vol, target_b, per_section=False)
+    volume_stain = stain.fit_reference([vol], fit_downsample=1)
+    assert np.array_equal(out, np.stack([volume_stain.transform(s, target_b) for s in vol]))
+    assert np.abs(out.astype(int) - render(conc, STAIN_B).astype(int)).mean() < 2.0
+    # A read-only stack (a memory-mapped file) is read without torch's warning about it.
+    vol.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(stain.normalize_volume(vol, target_b, per_section=False), out)
 
 
 def test_normalize_volume_leaves_unfittable_volumes_unchanged(target_b):
