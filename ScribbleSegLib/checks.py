@@ -86,6 +86,28 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def check_progress_cancel(progress: Any, cancel: Any) -> None:
+    """A progress callback (callable or None) and a cancel token (a :class:`~ScribbleSegLib.progress.CancelToken`
+    or None).
+
+    Examples
+    --------
+    >>> check_progress_cancel(print, None)
+    >>> check_progress_cancel(None, True)
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: cancel must be a CancelToken (ScribbleSegLib.progress) or None, got bool
+    """
+    from .progress import CancelToken
+
+    if progress is not None and not callable(progress):
+        raise ScribbleSegError(f"progress must be a callable (stage, fraction, message) or None, got "
+                               f"{_type_name(progress)}")
+    if cancel is not None and not isinstance(cancel, CancelToken):
+        raise ScribbleSegError(f"cancel must be a CancelToken (ScribbleSegLib.progress) or None, got "
+                               f"{_type_name(cancel)}")
+
+
 def check_suggest(suggest: Any) -> int:
     """How many sections to suggest: a non-negative integer.
 
@@ -169,7 +191,7 @@ def check_array(value: Any, name: str, ndim: Sequence[int] = (3,), kinds: str = 
         raise ScribbleSegError(f"{name} is empty (shape {value.shape})")
     if value.dtype.kind not in kinds:
         raise ScribbleSegError(f"{name} has dtype {value.dtype}, expected "
-                               + {"uib": "integers", "u": "uint8", "uibf": "numbers"}.get(kinds, kinds))
+                               + {"uib": "integers", "u": "uint8", "uibf": "numbers", "f": "floats"}.get(kinds, kinds))
     if shape is not None and tuple(value.shape[:3]) != tuple(shape):
         raise ScribbleSegError(f"{name} have shape {tuple(value.shape[:3])}, the image {tuple(shape)}")
     return value
@@ -187,10 +209,11 @@ def check_image(image: Any, spacing: Any = None):
     >>> geometry.spacing
     (1.0, 1.0, 2.0)
     """
-    from .geometry import Geometry, Volume
+    from .geometry import Geometry, Volume, check_geometry
 
     if isinstance(image, Volume):
         array, geometry = image.array, image.geometry
+        check_geometry(geometry, "image.geometry")
         if spacing is not None:
             raise ScribbleSegError("spacing is given twice: the image is a Volume with its own geometry")
     else:

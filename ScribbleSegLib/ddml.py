@@ -141,8 +141,22 @@ class DDMLConfig:
     LIMITS = {"width": 4096, "batch_size": 4096, "pool_size": 1_000_000, "steps": 100_000}
 
     def __post_init__(self) -> None:
-        if not all(float(h) == int(h) for h in self.hidden):
-            raise ScribbleSegError(f"DDML hidden must hold whole numbers, got {self.hidden}")
+        for name in ("batch_size", "pool_size", "steps", "head_steps", "out_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ScribbleSegError(f"DDML {name} must be a whole number, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("tau", "beta", "weight_decay", "lr", "scribble_share", "head_lr", "head_weight_decay",
+                     "network_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ScribbleSegError(f"DDML {name} must be a number, got {value!r}")
+        try:
+            whole = all(float(h) == int(h) for h in self.hidden)
+        except (TypeError, ValueError):
+            whole = False
+        if not whole:
+            raise ScribbleSegError(f"DDML hidden must hold whole numbers, got {self.hidden!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if any(h < 1 for h in self.hidden) or self.out_dim < 1:
             raise ScribbleSegError(f"DDML layer sizes must be positive, got hidden={self.hidden}, "

@@ -11,7 +11,7 @@ columns are the i, j, k axis directions in LPS.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,14 +39,17 @@ class Geometry:
     direction: Tuple[float, ...] = field(default=IDENTITY)
 
     def __post_init__(self) -> None:
-        spacing = tuple(float(s) for s in self.spacing)
-        if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        spacing = _floats(self.spacing)
+        if spacing is None or len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
             raise ScribbleSegError(f"spacing must be three positive numbers in mm, got {self.spacing!r}")
+        origin = _floats(self.origin)
+        if origin is None or len(origin) != 3 or not all(np.isfinite(o) for o in origin):
+            raise ScribbleSegError(f"origin must be three numbers in mm, got {self.origin!r}")
+        direction = _floats(self.direction)
+        if direction is None or len(direction) != 9 or not all(np.isfinite(d) for d in direction):
+            raise ScribbleSegError(f"direction must be nine numbers (a row-major 3x3 matrix), got {self.direction!r}")
         object.__setattr__(self, "spacing", spacing)
-        object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
-        direction = tuple(float(d) for d in self.direction)
-        if len(direction) != 9:
-            raise ScribbleSegError(f"direction must have 9 entries, got {len(direction)}")
+        object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "direction", direction)
 
     @property
@@ -95,6 +98,31 @@ class Geometry:
         if not np.allclose(self.direction, other.direction, atol=1e-3):
             return f"direction differs from the {reference}'s"
         return ""
+
+
+def check_geometry(value, name: str = "geometry") -> Geometry:
+    """``value`` if it is a :class:`Geometry`, else a one-line error naming ``name``.
+
+    Examples
+    --------
+    >>> check_geometry((1.0, 1.0, 1.0))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: geometry must be a Geometry (ScribbleSegLib.geometry), got tuple
+    """
+    if not isinstance(value, Geometry):
+        raise ScribbleSegError(f"{name} must be a Geometry (ScribbleSegLib.geometry), got {type(value).__name__}")
+    return value
+
+
+def _floats(values) -> Optional[Tuple[float, ...]]:
+    """``values`` as a tuple of floats, or None if they are not a sequence of numbers (a string is not)."""
+    if isinstance(values, (str, bytes)):
+        return None
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
 
 
 def _fmt(values: Sequence[float]) -> str:

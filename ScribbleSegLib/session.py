@@ -30,8 +30,8 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import choices, pipeline
-from .checks import (check_instance, check_method, check_scribbles, check_seed, check_segment_args,
-                     check_suggest)
+from .checks import (check_instance, check_method, check_progress_cancel, check_scribbles, check_seed,
+                     check_segment_args, check_suggest)
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback
 from .suggest import DEFAULT_COUNT as DEFAULT_SUGGESTIONS
@@ -110,6 +110,7 @@ class Session:
         self.array, self.geometry, _ = check_segment_args(
             image, None, model, spacing=spacing, method="munet", cut_params=None, ddml_config=None,
             device=device, cache_dir=cache_dir, seed=0, features=features, orientations=orientations)
+        check_progress_cancel(progress, cancel)
         from .graphcut import check_cut_fits
 
         # Its runs cut (method "full" by default): a stack whose cut cannot fit is refused before the network runs.
@@ -175,6 +176,7 @@ class Session:
         scribbles = check_scribbles(scribbles, self.shape, method)
         seed = check_seed(seed)  # a Python int: torch's generator takes no numpy integer
         check_suggest(suggest)
+        check_progress_cancel(progress, cancel)
         if cut_params is not None:
             from .graphcut import GraphCutParams
 

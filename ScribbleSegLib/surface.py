@@ -36,7 +36,7 @@ with signals_held():
     from vtkmodules.vtkFiltersCore import (vtkDecimatePro, vtkMassProperties, vtkPolyDataNormals, vtkReverseSense,
                                            vtkTriangleFilter, vtkWindowedSincPolyDataFilter)
     from vtkmodules.vtkFiltersGeneral import vtkDiscreteFlyingEdges3D, vtkTransformFilter
-from .geometry import Geometry
+from .geometry import Geometry, check_geometry
 from .progress import CancelToken, ProgressCallback, check, report
 
 #: Surface colour of the heart (Slicer's "heart" in its generic anatomy colour table), RGB in [0, 1].
@@ -97,6 +97,10 @@ def labelmap_to_surface(labels: np.ndarray, geometry: Geometry, smoothing: float
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ScribbleSegError(f"a labelmap must be (Z, Y, X), got shape {labels.shape}")
+    check_geometry(geometry)
+    for name, value in (("smoothing", smoothing), ("decimation", decimation)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ScribbleSegError(f"surface {name} must be a number, got {value!r}")
     if not 0.0 <= smoothing <= 1.0:
         raise ScribbleSegError(f"surface smoothing must be in [0, 1], got {smoothing}")
     if not 0.0 <= decimation < 1.0:
@@ -211,6 +215,8 @@ def write_surface(path: PathLike, polydata: vtkPolyData) -> None:
     if suffix not in SURFACE_FORMATS:
         raise ScribbleSegError(f"{path}: unknown surface format {suffix or '(no extension)'!r}; "
                                f"expected one of {', '.join(SURFACE_FORMATS)}")
+    if not isinstance(polydata, vtkPolyData):
+        raise ScribbleSegError(f"{path}: the surface must be a vtkPolyData, got {type(polydata).__name__}")
     if polydata.GetNumberOfPoints() == 0:
         raise ScribbleSegError(f"{path}: the surface is empty, nothing to write")
     with atomic_output(path) as tmp:

@@ -34,7 +34,7 @@ import slicerio
 from . import grids
 from .errors import ScribbleSegError
 from .fileio import PathLike, atomic_output
-from .geometry import Geometry, Volume
+from .geometry import Geometry, Volume, check_geometry
 from .progress import CancelToken, ProgressCallback, check, report
 
 HEART_COLOR = (0.85, 0.2, 0.2)
@@ -456,6 +456,7 @@ def _geometry_of(image, path: Path) -> Geometry:
 
 
 def _with_geometry(image, geometry: Geometry):
+    check_geometry(geometry)
     image.SetSpacing(geometry.spacing)
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
@@ -625,6 +626,7 @@ def write_segmentation(
             raise ScribbleSegError(f"{path}: segment '{name}' colour must be three numbers in [0, 1], got {color!r}")
 
     # slicerio's default index order is (i, j, k), i.e. the transpose of our [z, y, x] arrays.
+    check_geometry(geometry)
     segmentation = slicerio.create_segmentation(shape[::-1], geometry.ijk_to_lps())
     segmentation["containedRepresentationNames"] = ["Binary labelmap"]
     layers = _segment_layers(segmentation, segments)

@@ -115,6 +115,29 @@ def test_bad_inputs(case):
         pipeline.segment(test.image, only_heart, model)
 
 
+def test_arguments_of_the_wrong_kind_are_one_line_errors_naming_the_parameter(case):
+    import threading
+
+    from ScribbleSegLib.ddml import DDMLConfig
+    from ScribbleSegLib.geometry import Geometry, Volume
+
+    _, test, scrib, model = case
+    calls = {
+        "image.geometry": lambda: pipeline.segment(Volume(test.image.array, (0.01, 0.01, 0.05)), scrib, model),
+        "progress": lambda: pipeline.segment(test.image, scrib, model, progress=5),
+        "cancel": lambda: pipeline.segment(test.image, scrib, model, cancel=threading.Event()),
+        "DDML steps": lambda: pipeline.segment(test.image, scrib, model, ddml_config=DDMLConfig(steps=2.5)),
+        "DDML lr": lambda: DDMLConfig(lr="fast"),
+        "spacing": lambda: Geometry("abc"),
+        "origin": lambda: Geometry((1, 1, 1), None),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ScribbleSegError) as excinfo:
+            call()
+        message = str(excinfo.value)
+        assert message.startswith(name) and len(message.splitlines()) == 1, message
+
+
 def test_segment_command_writes_every_output(case, tmp_path, capsys):
     folder, test, scrib, model = case
     image = tmp_path / "image.nrrd"
