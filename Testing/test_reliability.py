@@ -71,7 +71,9 @@ def leftovers(folder):
 
 def assert_one_line_error(status, err, *words):
     assert status != 0
-    assert len(err.splitlines()) == 1, err
+    # A run that fails late may have said what it did first: the tiny phantom's end sections hold too little
+    # tissue for a stain fit of their own, a note. The failure itself is one line.
+    assert len([line for line in err.splitlines() if ": note: " not in line]) == 1, err
     assert "Traceback" not in err
     for word in words:
         assert str(word) in err, err

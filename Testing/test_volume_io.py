@@ -1,5 +1,6 @@
 """volume_io: section folders, 3D files, labels, scribbles, segmentations, writers and their errors."""
 
+import threading
 import tracemalloc
 
 import numpy as np
@@ -177,6 +178,10 @@ def test_sections_without_a_spacing_are_refused_naming_the_parameter(tmp_path, c
     assert cli.main(["segment", "--image", str(folder), "--scribbles", str(tmp_path / "s.nrrd"), "--model",
                      "starter", "--out", str(tmp_path / "o.seg.nrrd"), "--quiet"]) == 2
     assert "needs the voxel spacing X Y Z in mm (--spacing)" in capsys.readouterr().err
+    # The command imports torch on a thread while it reads; let it end here, not inside a later test's count.
+    for thread in threading.enumerate():
+        if thread.name == "scribbleseg-imports":
+            thread.join()
 
 
 def test_spacing_given_overrides_a_files_spacing_only(tmp_path):
@@ -671,7 +676,7 @@ def test_a_2d_section_file_is_a_one_section_volume(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(plane, isVector=True), str(tmp_path / "tile.png"))
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_image(tmp_path / "tile.png")
-    one_line_error(excinfo, "tile.png", "--spacing")
+    one_line_error(excinfo, "tile.png", "(spacing)")
     volume = vio.read_image(tmp_path / "tile.png", spacing=(0.00025, 0.00025, 0.001))
     assert volume.shape == (1, 18, 26)
     np.testing.assert_array_equal(volume.array[0], plane)
