@@ -596,26 +596,11 @@ def signals_raise(signals: Sequence[str] = ("SIGTERM", "SIGHUP")) -> Iterator[No
     >>> with signals_raise():
     ...     pass
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
     def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
         raise Interrupted(signum)
 
-    for name in signals:
-        number = getattr(signal, name, None)
-        if number is None:
-            continue
-        with contextlib.suppress(ValueError, OSError):
-            previous[number] = signal.signal(number, handler)
-    try:
+    with _signal_handlers(signals, handler):
         yield
-    finally:
-        for number, old in previous.items():
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(number, old)
 
 
 @contextlib.contextmanager
@@ -634,26 +619,38 @@ def signals_held(signals: Sequence[str] = ("SIGINT", "SIGTERM", "SIGHUP")) -> It
     >>> with signals_held():
     ...     import json
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: List[int] = []
-    previous = {}
 
     def hold(signum, frame):  # noqa: ARG001 - the signal module's signature
         received.append(signum)
 
+    try:
+        with _signal_handlers(signals, hold):
+            yield
+    finally:
+        if received:  # the handlers in place again: the first signal reaches its own
+            signal.raise_signal(received[0])
+
+
+@contextlib.contextmanager
+def _signal_handlers(signals: Sequence[str], handler) -> Iterator[None]:
+    """``handler`` for the named signals during the body, the previous handlers after it.
+
+    Only the main thread can set handlers; elsewhere the body runs with the handlers as they are.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
     for name in signals:
         number = getattr(signal, name, None)
         if number is None:
             continue
         with contextlib.suppress(ValueError, OSError):
-            previous[number] = signal.signal(number, hold)
+            previous[number] = signal.signal(number, handler)
     try:
         yield
     finally:
         for number, old in previous.items():
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(number, old)
-        if received:
-            signal.raise_signal(received[0])
