@@ -894,7 +894,7 @@ def read_label(
 
 
 def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, reference: str = "image",
-                   downsample: int = 1, finer_grids: bool = True) -> np.ndarray:
+                   downsample: int = 1, finer_grids: bool = True, both_classes: bool = True) -> np.ndarray:
     """Read scribbles onto an image's voxel grid.
 
     Parameters
@@ -912,6 +912,9 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         its pixels has it and none has the other, so thin strokes survive.
     finer_grids : bool
         Accept strokes drawn on a finer grid than the image's (see Raises).
+    both_classes : bool
+        Require heart and background strokes (False: any stroke will do, as
+        for strokes that are only left out of a count).
 
     Returns
     -------
@@ -921,7 +924,8 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
     Raises
     ------
     ScribbleSegError
-        As :func:`read_label`, and if there is no heart or no background voxel.
+        As :func:`read_label`, and if there is no heart or no background voxel
+        (with ``both_classes=False``: no stroke at all).
         Unlike a label, strokes may also be drawn on a finer grid than the
         image's (any origin and direction, such as Slicer's oversampled
         segmentations): each stroke voxel then marks the image voxel that
@@ -957,6 +961,10 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
             lost = {name: drawn[value] and not (array == value).any() for value, name in ((1, "heart"),
                                                                                           (2, "background"))}
     array = _onto_grid(array, own, shape, geometry, path, finer_grids, reference)
+    if not both_classes:
+        if not array.any():
+            raise ScribbleSegError(f"{path}: the scribbles mark no voxel")
+        return array
     for value, name in ((1, "heart"), (2, "background")):
         if not (array == value).any():
             if overlapped.get(name):

@@ -71,6 +71,13 @@ def test_ignore_scribbles(files, capsys):
     status, out, _ = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
                               "--ignore-scribbles", files / "scribbles.nrrd")
     assert "17 scribbled voxels" in out
+    # Strokes of one class are enough to leave out of the counts.
+    scribbles = volume_io.read_scribbles(files / "scribbles.nrrd", (4, 10, 12), GEOMETRY)
+    volume_io.write_labelmap(files / "background.nrrd", np.where(scribbles == 2, 2, 0).astype(np.uint8), GEOMETRY)
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
+                                "--ignore-scribbles", files / "background.nrrd", "--json")
+    assert status == 0, err
+    assert json.loads(out)["ignored"] == 12
 
 
 def test_cropped_prediction_is_placed_on_the_label_grid(files, capsys):

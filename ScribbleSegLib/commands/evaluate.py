@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     ignore = None
     if args.ignore_scribbles:
         ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
-                                          downsample=args.downsample) > 0
+                                          downsample=args.downsample, both_classes=False) > 0
     result = metrics.evaluate(prediction, label.array, ignore)
 
     if args.json:
