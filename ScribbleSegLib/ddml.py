@@ -699,7 +699,7 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
         f.mean.copy_(xt.mean(dim=0))
         f.inv_std.copy_(1.0 / xt.std(dim=0).clamp_min(1e-3))
     optimizer = _Adam(f.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(seed))  # a numpy integer seed too: it takes only int
     by_class = [torch.nonzero(yt == c).reshape(-1) for c in (0, 1)]
     half = config.batch_size // 2
     # Every batch is [half background, half heart], so the pair terms are fixed.

@@ -366,12 +366,12 @@ def read_job_scribbles(job: SegmentFiles, image, timings: Dict[str, float]):
             scribbles = volume_io.read_scribbles(job.scribbles, image.shape, image.geometry,
                                                  downsample=job.downsample, finer_grids=not changed)
         except ScribbleSegError:
-            scribbles = _scribbles_on_file_grid(job, image) if changed else None
-            if scribbles is None and changed:
+            if not changed:
+                raise
+            scribbles = _scribbles_on_file_grid(job, image)
+            if scribbles is None:  # strokes on a finer grid than the image as read, or that reading's error
                 scribbles = volume_io.read_scribbles(job.scribbles, image.shape, image.geometry,
                                                      downsample=job.downsample)
-            if scribbles is None:
-                raise
     timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
     return scribbles
 

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import choices, feature_cache
-from .checks import check_model, check_progress_cancel, check_seed, check_segment_args, check_suggest
+from .checks import check_model, check_progress_cancel, check_segment_args, check_suggest
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback, check, report
 from .suggest import DEFAULT_COUNT as DEFAULT_SUGGESTIONS
@@ -261,7 +261,6 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     array, geometry, scribbles = check_segment_args(
         image, scribbles, model, spacing=spacing, method=method, cut_params=cut_params, ddml_config=ddml_config,
         device=device, cache_dir=cache_dir, seed=seed, features=features, orientations=orientations)
-    seed = check_seed(seed)  # a Python int: torch's generator takes no numpy integer
     check_suggest(suggest)
     check_progress_cancel(progress, cancel)
     if method == "full":

@@ -174,7 +174,7 @@ class Session:
         """
         method = check_method(method)
         scribbles = check_scribbles(scribbles, self.shape, method)
-        seed = check_seed(seed)  # a Python int: torch's generator takes no numpy integer
+        check_seed(seed)
         check_suggest(suggest)
         check_progress_cancel(progress, cancel)
         if cut_params is not None:

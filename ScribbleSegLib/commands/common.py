@@ -46,6 +46,13 @@ cache_gb = _number(float, lambda v: choices.cache_cap_problem(v) is None,
 """argparse type: a cache size cap (:func:`ScribbleSegLib.choices.cache_cap_problem`)."""
 
 
+IMAGE_PARAMETER_FLAGS = {"(spacing)": "(--spacing)"}
+"""How the library's messages name what :func:`add_image_options` takes, as its flag (``cli._one_line``)."""
+
+DEVICE_PARAMETER_FLAGS = {"device 'cpu'": "--device cpu"}
+"""How the library's messages name what :func:`add_device_option` takes, as its flag (``cli._one_line``)."""
+
+
 def add_image_options(parser: argparse.ArgumentParser) -> None:
     """``--spacing`` and ``--downsample``, for images given as a folder of sections."""
     parser.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"),

@@ -6,12 +6,13 @@ import argparse
 import sys
 
 from .. import choices
-from .common import add_device_option, add_image_options, nonnegative_float, nonnegative_int, positive_float, seed_int
+from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
+                     nonnegative_float, nonnegative_int, positive_float, seed_int)
 
 SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
 
 # The library's parameters as this command's flags, in the library's messages (see cli._one_line).
-PARAMETER_FLAGS = {"(spacing)": "(--spacing)", "device 'cpu'": "--device cpu"}
+PARAMETER_FLAGS = {**IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS}
 
 # How the job's fields are called on the command line, for its messages.
 OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--model", "labels": "--out",

@@ -9,11 +9,12 @@ its parent in its provenance (see ``ScribbleSegLib.training``).
 import argparse
 
 from .. import choices
-from .common import add_device_option, add_image_options, positive_float, positive_int, seed_int
+from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
+                     positive_float, positive_int, seed_int)
 
 # The library's parameters this command takes as flags: its messages are shown with the flags' names.
-PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", "(spacing)": "(--spacing)",
-                   "device 'cpu'": "--device cpu"}
+PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", **IMAGE_PARAMETER_FLAGS,
+                   **DEVICE_PARAMETER_FLAGS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
