@@ -8,6 +8,7 @@ import pytest
 from ScribbleSegLib import phantom, pipeline, scribbles
 from ScribbleSegLib.ddml import DDMLConfig
 from ScribbleSegLib.errors import ScribbleSegError
+from ScribbleSegLib.feature_reader import FeatureReader
 from ScribbleSegLib.geometry import Volume
 from ScribbleSegLib.nets import ModelConfig
 from ScribbleSegLib.session import Session
@@ -26,6 +27,21 @@ def case(tmp_path_factory):
     model = train_model([train.image], [train.label], folder / "tiny.model", TINY_NET, max_iters=20, seed=0)
     scrib = scribbles.simulate_scribbles(test.label, seed=0, every=3)
     return folder, test, scrib, model
+
+
+def test_cached_features_stay_memory_mapped_and_are_read_from_the_file(case):
+    """Read-only as they are, the cached features keep their mapping: the feature reader then reads the file,
+    and the adaptation's passes do not take the whole feature file into the process's memory."""
+    folder, test, _, model = case
+    Session(test.image, model, cache_dir=folder / "cache")  # fills the cache
+    session = Session(test.image, model, cache_dir=folder / "cache")
+    assert session.features_cached
+    assert isinstance(session.features, np.memmap) and not session.features.flags.writeable
+    reader = FeatureReader(session.features)
+    assert reader.path is not None
+    rows = reader.rows(3, 5, 9)
+    np.testing.assert_array_equal(rows, session.features[3, 5:9])
+    assert rows.flags.writeable
 
 
 @pytest.mark.parametrize("method", ["full", "ddml", "munet"])
