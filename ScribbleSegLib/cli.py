@@ -12,7 +12,9 @@ import contextlib
 import errno
 import importlib
 import logging
+import os
 import re
+import signal
 import sys
 from typing import Dict, Iterator, List, NoReturn, Optional
 
@@ -102,7 +104,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     Every failure the user can act on ends with one line on stderr and a
     non-zero status: 2 for bad input (argparse included) or a full disk,
-    1 for out of memory, 128 + N for signal N (130 for Ctrl-C).
+    1 for out of memory, 128 + N for signal N (130 for Ctrl-C; 141 when the reader of the output went
+    away, as for SIGPIPE).
     """
     from .errors import Interrupted
     from .fileio import signals_raise
@@ -122,6 +125,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return exc.exit_status if isinstance(exc, Interrupted) else 130
+    except BrokenPipeError:
+        # The reader of our output went away (``| head``): nothing left to tell it. Point stdout at
+        # /dev/null, or the interpreter's own flush at exit fails once more, and end as a shell's
+        # commands do on SIGPIPE.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + int(getattr(signal, "SIGPIPE", 13))  # no SIGPIPE on Windows
     except MemoryError:
         print(f"{prefix}: error: out of memory; use a smaller volume (--downsample) or a larger machine",
               file=sys.stderr)

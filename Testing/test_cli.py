@@ -108,3 +108,18 @@ def test_segment_orientations_reach_the_job_and_a_bad_value_in_a_job_names_its_f
                        orientations=8, names={"orientations": "--orientations"})
     with pytest.raises(ScribbleSegError, match=r"^--orientations 8: expected one of 1, 2, 4$"):
         check_job(job)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """``scribbleseg cache | head``: the closed pipe ends the run as SIGPIPE would (141), not with a traceback."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        done = subprocess.run([sys.executable, "-m", "ScribbleSegLib", "cache", "--cache-dir", str(tmp_path)],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
