@@ -52,6 +52,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from . import choices
+from .errors import ScribbleSegError
 from .fileio import FULL_MARGIN_BYTES, free_bytes, sweep_stale_temps, temp_path
 
 log = logging.getLogger("ScribbleSegLib")
@@ -210,7 +211,6 @@ class FeatureCache:
         Raises ScribbleSegError unless ``max_gb`` is a positive number up to
         :data:`~ScribbleSegLib.choices.MAX_CACHE_GB`; nothing is stored then.
         """
-        from .errors import ScribbleSegError
         from .fileio import atomic_output
 
         problem = choices.cache_cap_problem(max_gb)
@@ -400,11 +400,28 @@ class FeatureCache:
         """Remove every entry and every temporary; return (entries removed, bytes freed).
 
         Only entries and ScribbleSeg temporaries are removed, never other files
-        that happen to be in the folder.
+        that happen to be in the folder.  An entry counts as removed only once it is
+        gone: in a folder this user cannot write, nothing is.
+
+        Raises
+        ------
+        ScribbleSegError
+            The folder cannot be read, or some entries could not be removed (after
+            removing all it could).
         """
+        try:
+            os.scandir(self.folder).close()
+        except FileNotFoundError:
+            return 0, 0
+        except OSError as exc:
+            raise ScribbleSegError(f"{self.folder}: cannot read the cache folder ({exc.strerror or exc})") from None
         count = freed = 0
+        kept = []
         for entry in self.entries():
             shutil.rmtree(entry.path, ignore_errors=True)
+            if entry.path.exists():
+                kept.append(entry.key)
+                continue
             count += 1
             freed += entry.size
         from .fileio import is_temp_name
@@ -418,6 +435,9 @@ class FeatureCache:
                         shutil.rmtree(path, ignore_errors=True)
                     else:
                         path.unlink(missing_ok=True)
+        if kept:
+            raise ScribbleSegError(f"{self.folder}: removed {count} entr{'y' if count == 1 else 'ies'}, but "
+                                   f"{len(kept)} could not be removed (no permission to write the folder?)")
         return count, freed
 
 

@@ -388,6 +388,30 @@ def test_cache_command_lists_caps_and_clears(tmp_path, capsys):
     assert feature_cache.FeatureCache(tmp_path / "c").entries() == [] and other.exists()
 
 
+def test_cache_command_on_an_empty_folder_name_a_damaged_manifest_and_entries_it_cannot_remove(
+        tmp_path, capsys, monkeypatch):
+    # An empty --cache-dir (an unset shell variable) is refused: it must not mean the default cache.
+    monkeypatch.setenv("SCRIBBLESEG_CACHE_DIR", str(tmp_path / "default"))
+    store(feature_cache.FeatureCache(tmp_path / "default"), "0" * 32)
+    for command in (["cache", "clear", "--cache-dir", ""], ["segment", "--cache-dir", " "]):
+        with pytest.raises(SystemExit) as refused:
+            cli.main(command)
+        assert_one_line_error(refused.value.code, capsys.readouterr().err.strip(), "--cache-dir", "empty path")
+    assert [e.key for e in feature_cache.FeatureCache(tmp_path / "default").entries()] == ["0" * 32]
+    # A manifest whose shape is not a list is listed with "?".
+    cache = feature_cache.FeatureCache(tmp_path / "c")
+    store(cache, "1" * 32)
+    manifest = cache.entries()[0].path / feature_cache.MANIFEST
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "shape": None}))
+    status, out, err = run_cli(capsys, ["cache", "--cache-dir", tmp_path / "c"])
+    assert status == 0 and "image ?" in out and err == ""
+    # Entries that cannot be removed (a folder this user cannot write) are not counted as removed.
+    monkeypatch.setattr(feature_cache.shutil, "rmtree", lambda path, ignore_errors=False: None)
+    status, out, err = run_cli(capsys, ["cache", "clear", "--cache-dir", tmp_path / "c"])
+    assert_one_line_error(status, err, "removed 0 entries", "1 could not be removed")
+    assert len(cache.entries()) == 1
+
+
 def test_a_cache_cap_no_disk_holds_is_refused_and_a_bad_stored_one_never_breaks_a_run(tmp_path, capsys,
                                                                                       monkeypatch, caplog):
     folder = tmp_path / "c"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from .. import choices
-from .common import cache_gb
+from .common import cache_gb, folder_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,12 +18,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set the cache's size cap to G GB (kept in the cache folder for every later run) "
                              "and evict least-recently-used entries beyond it (default cap: "
                              f"{choices.DEFAULT_CACHE_MAX_GB:g} GB; $SCRIBBLESEG_CACHE_MAX_GB overrides)")
-    parser.add_argument("--cache-dir", default=None,
+    parser.add_argument("--cache-dir", type=folder_path, default=None,
                         help=f"the cache folder (default {choices.default_cache_dir()}, or $SCRIBBLESEG_CACHE_DIR)")
 
 
 def _size(nbytes: int) -> str:
     return f"{nbytes / 2**30:.2f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MB"
+
+
+def _shape_text(shape) -> str:
+    """``ZxYxX`` of an entry's stored image shape, or ``?`` when its manifest holds none that reads as one."""
+    if not isinstance(shape, (list, tuple)) or not shape:
+        return "?"
+    return "x".join(str(s) for s in shape[:3])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ScribbleSegError
     from ..feature_cache import FeatureCache
 
-    folder = Path(args.cache_dir) if args.cache_dir else choices.default_cache_dir()
+    folder = Path(args.cache_dir) if args.cache_dir is not None else choices.default_cache_dir()
     if folder.exists() and not folder.is_dir():
         raise ScribbleSegError(f"{folder}: is not a folder (--cache-dir)")
     cache = FeatureCache(folder)
@@ -44,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     if not folder.exists():
         print(f"{folder}: no cache yet (0 entries)")
         return 0
+    try:
+        os.scandir(folder).close()
+    except OSError as exc:
+        raise ScribbleSegError(f"{folder}: cannot read the cache folder ({exc.strerror or exc})") from None
     if args.action == "clear":
         count, freed = cache.clear()
         print(f"{folder}: removed {count} entr{'y' if count == 1 else 'ies'}, {_size(freed)} freed")
@@ -55,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
               f"entr{'y' if len(removed) == 1 else 'ies'}")
     entries = cache.entries()
     for entry in reversed(entries):  # most recently used first
-        shape = "x".join(str(s) for s in entry.meta.get("shape", [])[:3]) or "?"
+        shape = _shape_text(entry.meta.get("shape"))
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used)) if entry.last_used else "?"
         print(f"{entry.key}  {_size(entry.size):>10}  last used {used}  image {shape}  "
               f"model {entry.meta.get('model', '?')}")

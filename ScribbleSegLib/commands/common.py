@@ -46,6 +46,23 @@ cache_gb = _number(float, lambda v: choices.cache_cap_problem(v) is None,
 """argparse type: a cache size cap (:func:`ScribbleSegLib.choices.cache_cap_problem`)."""
 
 
+def folder_path(text: str) -> str:
+    """argparse type: a folder's path, not empty (an unset shell variable gives an empty one, which must not
+    mean the default folder: ``cache clear`` would then empty the user's real cache).
+
+    Examples
+    --------
+    >>> folder_path("/tmp/cache")
+    '/tmp/cache'
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+    return text
+
+
+folder_path.__name__ = "a folder"
+
+
 IMAGE_PARAMETER_FLAGS = {"(spacing)": "(--spacing)"}
 """How the library's messages name what :func:`add_image_options` takes, as its flag (``cli._one_line``)."""
 

@@ -7,7 +7,7 @@ import sys
 
 from .. import choices
 from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
-                     nonnegative_float, nonnegative_int, positive_float, seed_int)
+                     folder_path, nonnegative_float, nonnegative_int, positive_float, seed_int)
 
 SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
 
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time flips of the M-Unet: also run it on each section flipped left-right (2), "
                              "and top-bottom and both (4), and average; 2 or 4 times its time (default "
                              f"{choices.DEFAULT_ORIENTATIONS})")
-    parser.add_argument("--cache-dir", default=None,
+    parser.add_argument("--cache-dir", type=folder_path, default=None,
                         help=f"where M-Unet features are cached (default {choices.default_cache_dir()}, "
                              "or $SCRIBBLESEG_CACHE_DIR)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
@@ -94,7 +94,8 @@ def job_from_args(args: argparse.Namespace):
     """The :class:`~ScribbleSegLib.jobs.SegmentFiles` job of the command line."""
     from ..jobs import SegmentFiles
 
-    cache_dir = None if args.no_cache else args.cache_dir or str(choices.default_cache_dir())
+    cache_dir = args.cache_dir if args.cache_dir is not None else str(choices.default_cache_dir())
+    cache_dir = None if args.no_cache else cache_dir
     return SegmentFiles(
         image=args.image, model=args.model, labels=args.out, scribbles=args.scribbles,
         probability=args.probability, surface=args.surface, render=args.render, method=args.method,
