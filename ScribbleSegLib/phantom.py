@@ -52,7 +52,7 @@ import numpy as np
 from . import choices
 from . import progress as _progress
 from .errors import ScribbleSegError
-from .fileio import PathLike, atomic_output
+from .fileio import OutputSet, PathLike, check_free_space
 from .geometry import Geometry, Volume
 from .progress import CancelToken, ProgressCallback
 from .scribbles import draw_path
@@ -844,7 +844,8 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
     uses for the same seed).  Files, per volume ``NN``: ``volNN_image.nrrd`` (RGB),
     ``volNN_label.seg.nrrd`` (segment ``heart``) and ``volNN_scribbles_pK.seg.nrrd`` (segments
     ``heart`` and ``background``; pattern K = 0, 1, 2 is :func:`~ScribbleSegLib.scribbles.simulate_scribbles`
-    with ``seed=K`` on every 10th heart section); then ``phantom.json``, written last.
+    with ``seed=K`` on every 10th heart section); then ``phantom.json``.  The files are staged and renamed
+    into place together at the end: an interrupt, a cancel or a full disk leaves none of them.
 
     Parameters
     ----------
@@ -880,37 +881,48 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
 
     roles = volume_roles(n_volumes)
     patterns = (0, 1, 2)
+    names = [f"vol{index:02d}" for index in range(len(roles))]
+    files = [f"{name}_{kind}" for name in names
+             for kind in ("image.nrrd", "label.seg.nrrd", *(f"scribbles_p{k}.seg.nrrd" for k in patterns))]
+    # At most its raw size per file (the writers compress); all of them are held until the set is complete.
+    check_free_space({out: len(roles) * int(np.prod(cfg.shape)) * (3 + 1 + len(patterns))})
     entries = []
-    for index, role in enumerate(roles):
-        _progress.check(cancel)
-        name = f"vol{index:02d}"
-        _progress.report(progress, "phantom", index / len(roles), f"{name}: making")
-        ph = make_phantom(seed=int(seed) * 100 + index, config=cfg)
-        geometry = ph.image.geometry
-        entry = {"name": name, "role": role, "seed": int(seed) * 100 + index, "image": f"{name}_image.nrrd",
-                 "label": f"{name}_label.seg.nrrd", "scribbles": [], "scribbled_sections": [],
-                 "heart_sections": int(ph.label.reshape(len(ph.label), -1).any(axis=1).sum()),
-                 "artefacts": {k: v for k, v in ph.info.items() if k not in ("seed",)}}
-        _progress.report(progress, "phantom", (index + 0.5) / len(roles), f"{name}: writing")
-        volume_io.write_rgb_volume(out / entry["image"], ph.image)
-        volume_io.write_segmentation(out / entry["label"], [("heart", ph.label, volume_io.HEART_COLOR)], geometry)
-        for k in patterns:
+    # Every file is staged and the set renamed into place at the end: an interrupt or a full disk leaves none.
+    with OutputSet({file: out / file for file in files + ["phantom.json"]}) as outputs:
+        for index, (name, role) in enumerate(zip(names, roles)):
             _progress.check(cancel)
-            strokes = simulate_scribbles(ph.label, seed=k, every=10, spacing=geometry.spacing,
-                                         tissue=ph.tissue != Tissue.EMPTY)
-            file = f"{name}_scribbles_p{k}.seg.nrrd"
-            volume_io.write_segmentation(out / file, [("heart", strokes == 1, volume_io.HEART_COLOR),
-                                                      ("background", strokes == 2, volume_io.BACKGROUND_COLOR)],
-                                         geometry)
-            entry["scribbles"].append(file)
-            entry["scribbled_sections"].append(scribbled_sections(ph.label, seed=k, every=10).tolist())
-        entries.append(entry)
+            _progress.report(progress, "phantom", index / len(roles), f"{name}: making")
+            ph = make_phantom(seed=int(seed) * 100 + index, config=cfg)
+            geometry = ph.image.geometry
+            entry = {"name": name, "role": role, "seed": int(seed) * 100 + index, "image": f"{name}_image.nrrd",
+                     "label": f"{name}_label.seg.nrrd", "scribbles": [], "scribbled_sections": [],
+                     "heart_sections": int(ph.label.reshape(len(ph.label), -1).any(axis=1).sum()),
+                     "artefacts": {k: v for k, v in ph.info.items() if k not in ("seed",)}}
+            _progress.report(progress, "phantom", (index + 0.5) / len(roles), f"{name}: writing")
+            with outputs.writing(entry["image"]) as tmp:
+                volume_io.write_rgb_volume(tmp, ph.image)
+            with outputs.writing(entry["label"]) as tmp:
+                volume_io.write_segmentation(tmp, [("heart", ph.label, volume_io.HEART_COLOR)], geometry)
+            for k in patterns:
+                _progress.check(cancel)
+                strokes = simulate_scribbles(ph.label, seed=k, every=10, spacing=geometry.spacing,
+                                             tissue=ph.tissue != Tissue.EMPTY)
+                file = f"{name}_scribbles_p{k}.seg.nrrd"
+                with outputs.writing(file) as tmp:
+                    volume_io.write_segmentation(tmp, [("heart", strokes == 1, volume_io.HEART_COLOR),
+                                                       ("background", strokes == 2, volume_io.BACKGROUND_COLOR)],
+                                                 geometry)
+                entry["scribbles"].append(file)
+                entry["scribbled_sections"].append(scribbled_sections(ph.label, seed=k, every=10).tolist())
+            entries.append(entry)
 
-    manifest = {"format": "scribbleseg-phantom", "format_version": MANIFEST_VERSION, "seed": int(seed),
-                "shape": [int(s) for s in cfg.shape], "spacing": [float(s) for s in voxel_size(cfg)],
-                "config": dataclasses.asdict(cfg), "scribble_patterns": list(patterns), "volumes": entries}
+        manifest = {"format": "scribbleseg-phantom", "format_version": MANIFEST_VERSION, "seed": int(seed),
+                    "shape": [int(s) for s in cfg.shape], "spacing": [float(s) for s in voxel_size(cfg)],
+                    "config": dataclasses.asdict(cfg), "scribble_patterns": list(patterns), "volumes": entries}
+        with outputs.writing("phantom.json") as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        _progress.check(cancel)
+        outputs.commit()
     path = out / "phantom.json"
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     _progress.report(progress, "phantom", 1.0, f"{len(roles)} volumes")
     return path

@@ -164,6 +164,43 @@ def test_cancel_stops_before_the_manifest(tmp_path):
     with pytest.raises(CancelledError):
         phantom.write_phantom_set(tmp_path / "set", n_volumes=2, config=TINY, progress=progress, cancel=token)
     assert stages and not (tmp_path / "set" / "phantom.json").exists()
+    # The volumes written before the cancel go with it: a set is whole or absent.
+    assert list((tmp_path / "set").iterdir()) == []
+
+
+def test_an_interrupted_command_leaves_neither_files_nor_the_folder_it_made(tmp_path, capsys, monkeypatch):
+    real = phantom.make_phantom
+    made = []
+
+    def interrupted_second(*args, **kwargs):
+        if made:
+            raise KeyboardInterrupt
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(phantom, "make_phantom", interrupted_second)
+    status = cli.main(["phantom", "--out", str(tmp_path / "set"), "--volumes", "2", "--shape", "8", "48", "48",
+                       "--quiet"])
+    assert status == 130 and capsys.readouterr().err.strip() == "scribbleseg phantom: interrupted"
+    assert made and list(tmp_path.iterdir()) == []
+    # A folder that was there before is kept, and left as it was.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    made.clear()
+    assert cli.main(["phantom", "--out", str(tmp_path / "mine"), "--volumes", "2", "--shape", "8", "48", "48",
+                     "--quiet"]) == 130
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_a_set_that_cannot_fit_is_refused_before_any_volume(tmp_path, capsys, monkeypatch):
+    from ScribbleSegLib import fileio
+
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 100_000)
+    monkeypatch.setattr(phantom, "make_phantom", lambda *a, **k: pytest.fail("made a volume"))
+    status = cli.main(["phantom", "--out", str(tmp_path / "set"), "--shape", "8", "48", "48", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "disk full writing" in err and "set" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_smaller_shape_is_the_same_embryo_in_mm():

@@ -7,9 +7,10 @@ checkers here make argparse refuse a bad number at once, before any work.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .. import choices
 
@@ -117,6 +118,21 @@ def check_phantom_shape(shape) -> None:
     except ScribbleSegError as exc:
         raise ScribbleSegError(f"--shape {text}: {exc}") from None
     check_phantom_memory(shape, "--shape")
+
+
+@contextlib.contextmanager
+def output_folder_kept_on_success(out: str) -> Iterator[Path]:
+    """:func:`make_output_folder` for the body; a folder it created is removed again if the body fails and
+    leaves it empty (a fault leaves no trace)."""
+    created = not Path(out).exists()
+    path = make_output_folder(out)
+    try:
+        yield path
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):  # not empty, or gone: leave it
+                path.rmdir()
+        raise
 
 
 def make_output_folder(out: str) -> Path:

@@ -1,9 +1,10 @@
 """``scribbleseg phantom``: write synthetic H&E section stacks with labels and scribbles."""
 
 import argparse
+import contextlib
 
 from .. import choices
-from .common import check_phantom_shape, make_output_folder, positive_int, seed_int
+from .common import check_phantom_shape, output_folder_kept_on_success, positive_int, seed_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,14 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
 
     check_phantom_shape(args.shape)
-    make_output_folder(args.out)
     config = family_config(args.family)
     if args.shape is not None:
         config = dataclasses.replace(config, shape=tuple(args.shape))
     bar = TqdmProgress(disable=args.quiet)
-    try:
-        manifest = write_phantom_set(args.out, n_volumes=args.volumes, seed=args.seed, config=config, progress=bar)
-    finally:
-        bar.close()
+    with output_folder_kept_on_success(args.out) as folder, contextlib.closing(bar):
+        manifest = write_phantom_set(folder, n_volumes=args.volumes, seed=args.seed, config=config, progress=bar)
     print(f"wrote {args.volumes} phantom volume(s) to {manifest.parent}; manifest {manifest}")
     return 0
