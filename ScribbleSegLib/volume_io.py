@@ -712,16 +712,24 @@ def takes_image_grid(path: PathLike) -> bool:
 
 
 def is_segmentation_file(path: PathLike) -> bool:
-    """Whether ``path`` is a Slicer segmentation: named ``*.seg.nrrd``, or a NRRD with ``Segment*`` fields."""
+    """Whether ``path`` is a Slicer segmentation: a NRRD with ``Segment*`` fields.
+
+    A file named ``*.seg.nrrd`` is one unless its header reads and holds no segment (a plain labelmap saved
+    under that name, which is read as a labelmap); one whose header does not read is left to the
+    segmentation reader, whose message says so.
+    """
     path = Path(path)
     if path.is_dir():
         return False
     name = path.name.lower()
-    if name.endswith(".seg.nrrd"):
-        return True
     if not name.endswith(".nrrd"):
         return False
-    reader = _read_sitk(path, image_information_only=True)
+    try:
+        reader = _read_sitk(path, image_information_only=True)
+    except ScribbleSegError:
+        if name.endswith(".seg.nrrd"):
+            return True
+        raise
     return any(key.startswith("Segment0_") for key in reader.GetMetaDataKeys())
 
 

@@ -779,3 +779,23 @@ def test_a_jpeg_label_is_refused_not_read_with_a_halo(tmp_path):
         with pytest.raises(ScribbleSegError) as excinfo:
             vio.read_label(path, mask.shape, geometry)
         one_line_error(excinfo, "sec1.jpg", "JPEG", "PNG")
+
+
+def test_a_plain_labelmap_named_like_a_segmentation_reads_as_a_labelmap(tmp_path):
+    """A labelmap saved as ``*.seg.nrrd`` holds no segment fields: it reads as the labelmap it is, not as a
+    segmentation without a 'heart' segment; a real ``.seg.nrrd`` still reads by its segments, and one whose
+    header does not read gets the segmentation reader's message."""
+    geometry = Geometry((0.5, 0.5, 1.0))
+    label = np.zeros((3, 8, 8), np.uint8)
+    label[1, 2:5, 2:6] = 1
+    plain = sitk.GetImageFromArray(label)
+    plain.SetSpacing(geometry.spacing)
+    sitk.WriteImage(plain, str(tmp_path / "plain.seg.nrrd"), True)
+    assert not vio.is_segmentation_file(tmp_path / "plain.seg.nrrd")
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "plain.seg.nrrd", label.shape, geometry), label)
+    vio.write_segmentation(tmp_path / "real.seg.nrrd", [("heart", label, vio.HEART_COLOR)], geometry)
+    assert vio.is_segmentation_file(tmp_path / "real.seg.nrrd")
+    (tmp_path / "cut.seg.nrrd").write_bytes((tmp_path / "real.seg.nrrd").read_bytes()[:40])
+    assert vio.is_segmentation_file(tmp_path / "cut.seg.nrrd")
+    with pytest.raises(ScribbleSegError, match="cut.seg.nrrd"):
+        vio.read_label(tmp_path / "cut.seg.nrrd", label.shape, geometry)
