@@ -382,18 +382,9 @@ def _scribbles_on_file_grid(job: SegmentFiles, image):
     image was.  None when they are not on that grid (the caller then reports the first error)."""
     from . import volume_io
 
-    if not job.spacing and job.downsample == 1:
-        return None
-    grid = volume_io.image_file_grid(job.image)
-    if grid is None:
-        return None
-    shape, geometry = grid
-    try:
-        strokes = volume_io.read_scribbles(job.scribbles, shape, geometry, finer_grids=False)
-    except ScribbleSegError:
-        return None
-    strokes = volume_io.reduce_strokes(strokes, image.shape, job.downsample)
-    if strokes.shape != tuple(image.shape):
+    strokes = volume_io.marks_on_file_grid(job.scribbles, job.image, image.shape, spacing=job.spacing,
+                                           downsample=job.downsample, strokes=True)
+    if strokes is None:
         return None
     for value, name in ((1, "heart"), (2, "background")):
         if not (strokes == value).any():

@@ -144,6 +144,28 @@ def make_provenance(volumes: Sequence[str], steps: int, parent: Optional["SegMod
     return record
 
 
+def expected_model_bytes(config: ModelConfig, bank_pixels: int) -> int:
+    """About how many bytes :func:`save_model` writes for a network of ``config`` and a bank of
+    ``bank_pixels`` training pixels, so that a training run can check the free space before it starts.
+
+    The network is built on torch's ``meta`` device, which allocates nothing.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.nets import ModelConfig
+    >>> config = ModelConfig.preset("small", "munet")
+    >>> expected_model_bytes(config, 40000) > 40000 * config.feature_channels * 2
+    True
+    """
+    from .nets import build_net
+
+    with torch.device("meta"):
+        net = build_net(config)
+    state = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    # float16 features and a uint8 label per bank pixel, plus the metadata and the archive's own records.
+    return int(state + int(bank_pixels) * (2 * config.feature_channels + 1) + (64 << 10))
+
+
 def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
                stain: Optional[Dict[str, Any]] = None,
                voxel_size: Sequence[float] = (1.0, 1.0, 1.0),

@@ -443,6 +443,37 @@ def reduce_strokes(strokes: np.ndarray, shape: Sequence[int], downsample: int) -
     return _reduced(np.asarray(strokes), shape, int(downsample), strokes=True)
 
 
+def marks_on_file_grid(path: PathLike, image_path: PathLike, shape: Sequence[int], *, spacing=None,
+                       downsample: int = 1, strokes: bool) -> Optional[np.ndarray]:
+    """A label (``strokes=False``) or strokes drawn on an image file's own grid, onto the image as it was read.
+
+    ``spacing`` or ``downsample`` (:func:`read_image`) change the image's grid as it is read, but a label or
+    strokes made on the file itself (in Slicer, or by ``scribbleseg phantom``) lie on the grid its header
+    states.  They are read on that grid and reduced as the image was (a label block is heart when at least
+    half of it is, a stroke block takes a class when any of its pixels has it and none has the other).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(Z, Y, X)`` uint8 on ``shape`` (the image as read); None when neither ``spacing`` nor
+        ``downsample`` was given, the image file has no grid of its own (a folder or a 2D section), or the
+        file is not on that grid (the caller then reports its own reading's error).
+    """
+    if not spacing and int(downsample) == 1:
+        return None
+    grid = image_file_grid(image_path)
+    if grid is None:
+        return None
+    file_shape, geometry = grid
+    try:
+        marks = (read_scribbles(path, file_shape, geometry, finer_grids=False) if strokes
+                 else read_label(path, file_shape, geometry))
+    except ScribbleSegError:
+        return None
+    marks = _reduced(marks, shape, int(downsample), strokes=strokes)
+    return marks if marks.shape == tuple(int(n) for n in shape) else None
+
+
 def _geometry_of(image, path: Path) -> Geometry:
     try:
         return Geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection())

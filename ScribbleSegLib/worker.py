@@ -513,18 +513,11 @@ def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelT
 
 
 def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
-    from . import training, volume_io
+    from . import training
     from .nets import ModelConfig
+    from .training_files import read_training_pairs
 
     emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
-
-    def read_pairs(images: List[str], labels: List[str]):
-        volumes, masks = [], []
-        for image_path, label_path in zip(images, labels):
-            volume = volume_io.read_image(image_path, cancel=cancel)
-            volumes.append(volume)
-            masks.append(volume_io.read_label(label_path, volume.shape, volume.geometry))
-        return volumes, masks
 
     init = request.get("init")
     if init is not None:
@@ -533,8 +526,9 @@ def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelTok
         init = str(resolve_model(init))
         emitter.emit("log", level="info", message=f"fine-tuning {init}")
     emitter.progress("read", 0.0, f"reading {len(request['images'])} training volume(s)")
-    images, labels = read_pairs(request["images"], request["labels"])
-    val_images, val_labels = read_pairs(request["val_images"], request["val_labels"])
+    images, labels = read_training_pairs(request["images"], request["labels"], cancel=cancel)
+    val_images, val_labels = read_training_pairs(request["val_images"], request["val_labels"], cancel=cancel,
+                                                 names=("val_images", "val_labels"))
     started = time.perf_counter()
     # A fine-tuned model keeps its parent's architecture: no config then.
     config = None if init is not None else ModelConfig.preset(request["preset"], request["arch"])

@@ -343,3 +343,61 @@ def test_train_command_fine_tunes_with_init(tmp_path, capsys):
     bad[bad.index("--init") + 1] = str(tmp_path / "missing.model")
     assert main(bad) == 2
     assert "missing.model: no such model file" in capsys.readouterr().err and not out.exists()
+
+
+def test_train_command_takes_every_repeated_images_flag_and_labels_that_follow_downsample(tmp_path, capsys):
+    """``--images a --images b`` trains on both (argparse kept only the last); a label made on the image
+    file's own grid follows ``--downsample`` and ``--spacing`` as the image does."""
+    from ScribbleSegLib import volume_io
+
+    paths = []
+    for k in range(2):
+        image, label = tiny_volume(seed=k, shape=(5, 24, 24))
+        volume_io.write_rgb_volume(tmp_path / f"img{k}.nrrd", image)
+        volume_io.write_labelmap(tmp_path / f"lab{k}.nrrd", label, image.geometry)
+        paths.append((str(tmp_path / f"img{k}.nrrd"), str(tmp_path / f"lab{k}.nrrd")))
+    out = tmp_path / "m.model"
+    common = ["--out", str(out), "--arch", "unet", "--max-iters", "1", "--quiet", "--no-stain-normalization"]
+    assert main(["train", "--images", paths[0][0], "--labels", paths[0][1], "--images", paths[1][0],
+                 "--labels", paths[1][1]] + common) == 0
+    assert [v.split(" ")[0] for v in load_model(out, device="cpu").provenance["volumes"]] == [p for p, _ in paths]
+    for extra in (["--downsample", "2"], ["--spacing", "0.02", "0.02", "0.1"]):
+        out.unlink()
+        assert main(["train", "--images", paths[0][0], "--labels", paths[0][1]] + common + extra) == 0, \
+            capsys.readouterr().err
+    capsys.readouterr()
+    # A label on neither grid is still refused, with its own reading's message.
+    image, label = tiny_volume(shape=(5, 24, 24))
+    volume_io.write_labelmap(tmp_path / "elsewhere.nrrd", label, Geometry((0.7, 0.7, 0.7)))
+    out.unlink()
+    assert main(["train", "--images", paths[0][0], "--labels", str(tmp_path / "elsewhere.nrrd")] + common
+                + ["--downsample", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "elsewhere.nrrd" in err and not out.exists()
+
+
+def test_train_command_refuses_a_disk_too_small_for_the_model_before_training(tmp_path, capsys, monkeypatch):
+    from ScribbleSegLib import fileio, training, volume_io
+    from ScribbleSegLib.model_file import expected_model_bytes
+
+    image, label = tiny_volume(shape=(5, 24, 24))
+    volume_io.write_rgb_volume(tmp_path / "img.nrrd", image)
+    volume_io.write_labelmap(tmp_path / "lab.nrrd", label, image.geometry)
+    needed = expected_model_bytes(ModelConfig.preset("small", "munet"), 2 * TrainOptions().bank_per_class)
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: needed // 2)
+    monkeypatch.setattr(training, "train_model", lambda *a, **k: pytest.fail("trained on a full disk"))
+    assert main(["train", "--images", str(tmp_path / "img.nrrd"), "--labels", str(tmp_path / "lab.nrrd"),
+                 "--out", str(tmp_path / "m.model"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "disk full writing" in err and "m.model" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.nrrd", "lab.nrrd"]
+
+
+def test_expected_model_bytes_is_close_to_the_written_file(tmp_path):
+    from ScribbleSegLib.model_file import expected_model_bytes
+
+    image, label = tiny_volume()
+    path = train_model([image], [label], tmp_path / "m.model", TINY, options=FAST, max_iters=1)
+    bank = len(load_model(path, device="cpu").bank_labels)
+    size = path.stat().st_size
+    assert size <= expected_model_bytes(TINY, bank) <= size + (128 << 10)

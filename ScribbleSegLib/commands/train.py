@@ -19,9 +19,9 @@ PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", *
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
-    parser.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
+    parser.add_argument("--images", nargs="+", action="extend", required=True, metavar="IMAGE",
                         help="training images: 3D RGB files, folders of sections or 2D section files (tiles)")
-    parser.add_argument("--labels", nargs="+", required=True, metavar="LABEL",
+    parser.add_argument("--labels", nargs="+", action="extend", required=True, metavar="LABEL",
                         help="one label per image: a labelmap (>0 = heart; a file, or a folder of 2D sections like "
                              "the image's) or a .seg.nrrd with a 'heart' segment")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fine-tune this model file on the volumes instead of training from scratch "
                              "('starter': the shipped starter model)")
     add_device_option(parser)
-    parser.add_argument("--val-images", nargs="+", default=[], metavar="IMAGE",
+    parser.add_argument("--val-images", nargs="+", action="extend", default=[], metavar="IMAGE",
                         help="validation images for early stopping (default: every 5th training section)")
-    parser.add_argument("--val-labels", nargs="+", default=[], metavar="LABEL", help="their labels")
+    parser.add_argument("--val-labels", nargs="+", action="extend", default=[], metavar="LABEL", help="their labels")
     add_image_options(parser)
     budgets = {name: (p.max_minutes, p.max_iters) for name, p in choices.PRESETS.items()}
     parser.add_argument("--max-minutes", type=positive_float, default=None,
@@ -56,36 +56,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _read_pairs(images, labels, spacing, downsample, role: str):
-    from ..errors import ScribbleSegError
-    from ..volume_io import read_image, read_label
-
-    if len(images) != len(labels):
-        raise ScribbleSegError(f"--{role}images and --{role}labels: {len(images)} images but {len(labels)} labels")
-    vols, labs = [], []
-    for image_path, label_path in zip(images, labels):
-        vol = read_image(image_path, spacing=spacing, downsample=downsample)
-        lab = read_label(label_path, vol.shape, vol.geometry, downsample=downsample)
-        vols.append(vol)
-        labs.append(lab)
-    return vols, labs
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
     import shlex
     import sys
 
     from ..errors import ScribbleSegError
-    from ..fileio import check_outputs
+    from ..fileio import check_free_space, check_outputs
+    from ..model_file import expected_model_bytes
     from ..nets import ModelConfig
     from ..progress import TqdmProgress
     from ..runtime import resolve_device
     from ..starter import resolve_model
     from ..training import FINETUNE_ITERS, FINETUNE_LR, TrainOptions, train_model
+    from ..training_files import check_pairs, read_training_pairs
 
-    if len(args.images) != len(args.labels):
-        raise ScribbleSegError(f"--images and --labels: {len(args.images)} images but {len(args.labels)} labels")
+    check_pairs(args.images, args.labels, ("--images", "--labels"))  # before any work
+    check_pairs(args.val_images, args.val_labels, ("--val-images", "--val-labels"))
     inputs = {f"{option} {path}": path for option, paths in (("--images", args.images), ("--labels", args.labels),
                                                              ("--val-images", args.val_images),
                                                              ("--val-labels", args.val_labels)) for path in paths}
@@ -117,9 +104,14 @@ def run(args: argparse.Namespace) -> int:
         max_minutes = args.max_minutes if args.max_minutes is not None else preset.max_minutes
         max_iters = args.max_iters if args.max_iters is not None else preset.max_iters
         lr = args.lr if args.lr is not None else 1e-3
-    images, labels = _read_pairs(args.images, args.labels, args.spacing, args.downsample, "")
-    val_images, val_labels = _read_pairs(args.val_images, args.val_labels, args.spacing, args.downsample, "val-")
     options = TrainOptions(batch=args.batch, lr=lr, normalize=not args.no_stain_normalization)
+    # The model file's size is known from its network and bank: a disk too full for it is refused now,
+    # not after the whole training budget.
+    check_free_space({args.out: expected_model_bytes(config or parent.config, 2 * options.bank_per_class)})
+    images, labels = read_training_pairs(args.images, args.labels, spacing=args.spacing,
+                                         downsample=args.downsample, names=("--images", "--labels"))
+    val_images, val_labels = read_training_pairs(args.val_images, args.val_labels, spacing=args.spacing,
+                                                 downsample=args.downsample, names=("--val-images", "--val-labels"))
     command = "scribbleseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] \
         else "scribbleseg train"
     bar = TqdmProgress(disable=args.quiet)

@@ -1,0 +1,108 @@
+"""Training volumes and their labels read from files: the one way ``scribbleseg train`` and the worker read them.
+
+A label may lie on the image's grid as read, or, when ``spacing`` or ``downsample``
+changed how the image was read, on the grid the image file's header states (a
+label made on the file itself); it is then reduced as the image was.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import ScribbleSegError
+from .fileio import PathLike
+from .geometry import Volume
+from .progress import CancelToken
+
+
+def read_training_pair(image_path: PathLike, label_path: PathLike, *, spacing: Optional[Sequence[float]] = None,
+                       downsample: int = 1, cancel: Optional[CancelToken] = None) -> Tuple[Volume, np.ndarray]:
+    """One training image and its label on the image's grid as read.
+
+    Parameters
+    ----------
+    image_path, label_path : str or Path
+        An image (3D file, folder of sections or 2D section) and its label (see
+        :func:`ScribbleSegLib.volume_io.read_label`).
+    spacing, downsample
+        As for :func:`ScribbleSegLib.volume_io.read_image`.  A label on the image
+        file's own grid is then placed and reduced as the image was.
+    cancel
+        See :mod:`ScribbleSegLib.progress`.
+
+    Returns
+    -------
+    (Volume, numpy.ndarray)
+        The image and its ``(Z, Y, X)`` uint8 label (1 heart).
+
+    Raises
+    ------
+    ScribbleSegError
+        One line naming the file and the problem: the first reading's, when the
+        label is on neither grid.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from ScribbleSegLib import phantom
+    >>> folder = tempfile.mkdtemp()
+    >>> p = phantom.make_phantom(seed=0, config=phantom.PhantomConfig(shape=(4, 32, 32)))
+    >>> from ScribbleSegLib.volume_io import write_labelmap, write_rgb_volume
+    >>> write_rgb_volume(os.path.join(folder, "i.nrrd"), p.image)
+    >>> write_labelmap(os.path.join(folder, "l.nrrd"), p.label, p.image.geometry)
+    >>> image, label = read_training_pair(os.path.join(folder, "i.nrrd"), os.path.join(folder, "l.nrrd"),
+    ...                                   downsample=2)
+    >>> image.shape[:3], label.shape
+    ((4, 16, 16), (4, 16, 16))
+    """
+    from . import volume_io
+
+    image = volume_io.read_image(image_path, spacing=spacing, downsample=downsample, cancel=cancel)
+    try:
+        label = volume_io.read_label(label_path, image.shape, image.geometry, downsample=downsample)
+    except ScribbleSegError:
+        label = volume_io.marks_on_file_grid(label_path, image_path, image.shape, spacing=spacing,
+                                             downsample=downsample, strokes=False)
+        if label is None:
+            raise
+    return image, label
+
+
+def check_pairs(images: Sequence[PathLike], labels: Sequence[PathLike],
+                names: Tuple[str, str] = ("images", "labels")) -> None:
+    """Refuse lists of images and labels of different lengths (``names``: how the caller names them).
+
+    Examples
+    --------
+    >>> check_pairs(["a.nrrd"], ["b.nrrd", "c.nrrd"], ("--images", "--labels"))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: --images and --labels: 1 images but 2 labels
+    """
+    if len(images) != len(labels):
+        raise ScribbleSegError(f"{names[0]} and {names[1]}: {len(images)} images but {len(labels)} labels")
+
+
+def read_training_pairs(images: Sequence[PathLike], labels: Sequence[PathLike], *,
+                        spacing: Optional[Sequence[float]] = None, downsample: int = 1,
+                        cancel: Optional[CancelToken] = None,
+                        names: Tuple[str, str] = ("images", "labels")) -> Tuple[List[Volume], List[np.ndarray]]:
+    """Images and labels given as two lists of files, paired in order (:func:`read_training_pair`).
+
+    ``names`` are how the caller names the two lists, for the message when their lengths differ.
+
+    Examples
+    --------
+    >>> read_training_pairs([], [])
+    ([], [])
+    """
+    check_pairs(images, labels, names)
+    volumes, masks = [], []
+    for image_path, label_path in zip(images, labels):
+        image, label = read_training_pair(image_path, label_path, spacing=spacing, downsample=downsample,
+                                          cancel=cancel)
+        volumes.append(image)
+        masks.append(label)
+    return volumes, masks
