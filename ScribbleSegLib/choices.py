@@ -89,6 +89,10 @@ ORIENTATIONS: Tuple[int, ...] = (1, 2, 4)
 Each costs one more run of the network."""
 DEFAULT_ORIENTATIONS = 1
 
+DEFAULT_SUGGESTIONS = 3
+"""How many sections a run suggests for the next strokes (``segment --suggest``, ``pipeline.segment(suggest=)``,
+a worker request's ``suggest``); the panel asks for its own number (``LOOP_SUGGESTIONS``)."""
+
 SESSION_REUSES_CUT = True
 """Whether a warm :class:`ScribbleSegLib.session.Session` starts each cut from its last one
 (:class:`ScribbleSegLib.graphcut.CutMemory`) instead of cutting from scratch."""
@@ -154,9 +158,11 @@ def default_cache_dir() -> Path:
     """The per-user cache of M-Unet features.
 
     ``$SCRIBBLESEG_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/scribbleseg/features``
-    (``~/.cache/scribbleseg/features``).  The command line, the worker and the
-    Slicer module all use this folder, so a volume's features computed by one
-    are reused by the others.
+    (``~/.cache/scribbleseg/features``).  The command line uses this folder
+    (``segment``, ``cache``); a worker request names its own (``cache_dir``; none:
+    no cache), and the Slicer module keeps its features in Slicer's cache folder
+    (``ScribbleSeg/features`` there), where its users clear and cap what Slicer
+    keeps.
 
     Examples
     --------

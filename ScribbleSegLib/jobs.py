@@ -104,7 +104,7 @@ class SegmentFiles:
     cut: Dict[str, float] = field(default_factory=dict)
     ddml: Dict[str, float] = field(default_factory=dict)
     names: Dict[str, str] = field(default_factory=dict)
-    suggest: int = 3
+    suggest: int = choices.DEFAULT_SUGGESTIONS
     orientations: int = choices.DEFAULT_ORIENTATIONS
 
     def name(self, key: str) -> str:

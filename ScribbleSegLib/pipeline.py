@@ -25,7 +25,6 @@ from . import choices, feature_cache
 from .checks import check_model, check_progress_cancel, check_segment_args, check_suggest
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback, check, report
-from .suggest import DEFAULT_COUNT as DEFAULT_SUGGESTIONS
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +206,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
             spacing: Optional[Tuple[float, float, float]] = None, method: str = "full",
             cut_params=None, ddml_config=None, device: str = "auto",
             cache_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
-            features: Optional[Tuple[np.ndarray, np.ndarray]] = None, suggest: int = DEFAULT_SUGGESTIONS,
+            features: Optional[Tuple[np.ndarray, np.ndarray]] = None, suggest: int = choices.DEFAULT_SUGGESTIONS,
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
             orientations: int = choices.DEFAULT_ORIENTATIONS, cut_memory=None) -> SegmentResult:
     """Segment the heart in a volume from scribbles.
@@ -327,7 +326,7 @@ def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings:
 
 def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Optional[np.ndarray], model,
                   prob: np.ndarray, feats: np.ndarray, *, method: str = "full", cut_params=None, ddml_config=None,
-                  seed: int = 0, suggest: int = DEFAULT_SUGGESTIONS, features_cached: bool = True,
+                  seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS, features_cached: bool = True,
                   timings: Optional[Dict[str, float]] = None, warnings: Optional[List[str]] = None,
                   progress: Optional[ProgressCallback] = None,
                   cancel: Optional[CancelToken] = None, cut_memory=None) -> SegmentResult:

@@ -34,7 +34,6 @@ from .checks import (check_instance, check_method, check_progress_cancel, check_
                      check_segment_args, check_suggest)
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback
-from .suggest import DEFAULT_COUNT as DEFAULT_SUGGESTIONS
 
 
 class Session:
@@ -153,7 +152,7 @@ class Session:
         return Volume(self.array, self.geometry)
 
     def run(self, scribbles: Optional[np.ndarray], *, method: str = "full", cut_params=None, ddml_config=None,
-            seed: int = 0, suggest: int = DEFAULT_SUGGESTIONS, progress: Optional[ProgressCallback] = None,
+            seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelToken] = None) -> pipeline.SegmentResult:
         """Segment with a new set of scribbles: DDML + head and the graph cut only.
 

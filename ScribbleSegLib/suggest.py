@@ -33,10 +33,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from . import choices
 from .errors import ScribbleSegError
-
-#: How many suggestions the command line prints and the API returns by default.
-DEFAULT_COUNT = 3
 
 #: Reasons, as the panel and the command line show them.
 REASONS = {"unsure": "unsure", "changed": "changed a lot", "far": "far from any stroke"}
@@ -129,7 +127,7 @@ def section_scores(h: np.ndarray, labels: np.ndarray, network: np.ndarray,
 
 
 def suggest_sections(h: np.ndarray, labels: np.ndarray, network: np.ndarray, scribbles: Optional[np.ndarray],
-                     count: int = DEFAULT_COUNT) -> List[Suggestion]:
+                     count: int = choices.DEFAULT_SUGGESTIONS) -> List[Suggestion]:
     """The ``count`` sections where another stroke would most likely help, best first.
 
     Parameters

@@ -167,14 +167,17 @@ def load_request(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         )
     task = checker.choice("task", TASKS)
     if task == "segment":
-        return checker.segment()
-    if task == "train":
-        return checker.train()
-    if task == "phantom":
-        return checker.phantom()
-    if task == "session":
-        return checker.session()
-    return {"protocol": PROTOCOL, "task": task}
+        checked = checker.segment()
+    elif task == "train":
+        checked = checker.train()
+    elif task == "phantom":
+        checked = checker.phantom()
+    elif task == "session":
+        checked = checker.session()
+    else:
+        checked = {"protocol": PROTOCOL, "task": task}
+    checker.refuse_unknown({"segment": SEGMENT_OUTPUTS, "phantom": PHANTOM_OUTPUTS}.get(task, ()))
+    return checked
 
 
 def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
@@ -205,6 +208,8 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
     if not isinstance(run, dict):
         raise ScribbleSegError("run line: must be a JSON object")
     run_id = run.get("id")
+    if not _is_run_id(run_id):
+        raise ScribbleSegError(f"run line: 'id' must be an integer or a string, got {run_id!r}")
     label = "run" if run_id is None else f"run {run_id}"
     fixed = {k: session_request[k] for k in SESSION_FIELDS if k in session_request}
     stray = sorted(set(run) & {*SESSION_FIELDS, "task"})
@@ -212,13 +217,17 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
         raise ScribbleSegError(f"{label}: {', '.join(stray)} belong to the session request, not to a run")
     checker = _RequestChecker(Path(session_request["path"]), {**run, **fixed}, label=label)
     checked = checker.segment()
+    checker.refuse_unknown(SEGMENT_OUTPUTS)
     checked["id"] = run_id
-    suggest = checker.value("suggest", 3, (int,))
-    if suggest < 0:
-        raise checker.fail("suggest", f"must be a non-negative integer, got {suggest!r}")
-    checked["suggest"] = suggest
     return checked
 
+
+#: Fields every request or run line may hold besides its task's (``path``: where a session request was read).
+FRAMING_FIELDS = frozenset({"protocol", "task", "id", "path"})
+
+#: The outputs a segment request (or a session's run) names, and a phantom request.
+SEGMENT_OUTPUTS = ("labels", "probability")
+PHANTOM_OUTPUTS = ("image", "label", "scribbles")
 
 #: Fields of a session request that its runs take from it (a run line must not give them).
 SESSION_FIELDS = ("image", "model", "device", "cache_dir", "orientations")
@@ -232,11 +241,28 @@ class _RequestChecker:
         self.request = request
         self.base = path.resolve().parent
         self.label = label or str(path)
+        self.read = set(FRAMING_FIELDS)  # the fields looked at; any other is refused
 
     def fail(self, field: str, problem: str) -> ScribbleSegError:
         return ScribbleSegError(f"{self.label}: '{field}' {problem}")
 
+    def refuse_unknown(self, outputs: Sequence[str] = ()) -> None:
+        """Refuse a field no check looked at (and, with ``outputs``, an output not among them): a misspelt
+        field must not leave its setting at the default without a word."""
+        unknown = sorted(set(self.request) - self.read)
+        if unknown:
+            run = "task" not in self.request  # a session's run line: the session's own fields are not its
+            known = self.read - FRAMING_FIELDS - (set(SESSION_FIELDS) if run else set())
+            raise self.fail(unknown[0], f"is not a field of a {'run' if run else self.request['task']} request "
+                                        f"(misspelt?); the fields are {', '.join(sorted(known))}")
+        given = self.request.get("outputs") or {}
+        unknown = sorted(set(given) - set(outputs)) if outputs else []
+        if unknown:
+            raise self.fail(f"outputs.{unknown[0]}", f"is not an output of this request (misspelt?); the outputs "
+                                                    f"are {', '.join(outputs)}")
+
     def value(self, field: str, default: Any = ..., types: tuple = ()) -> Any:
+        self.read.add(field)
         if field not in self.request or self.request[field] is None:
             if default is ...:
                 raise self.fail(field, "is missing")
@@ -303,10 +329,14 @@ class _RequestChecker:
         if not outputs.get("labels"):
             raise self.fail("outputs.labels", "is missing")
         cache_dir = self.value("cache_dir", None, (str,))
+        suggest = self.value("suggest", choices.DEFAULT_SUGGESTIONS, (int,))
+        if suggest < 0:
+            raise self.fail("suggest", f"must be a non-negative integer, got {suggest!r}")
         return {
             **self.common("segment"),
             **inputs,
             "method": method,
+            "suggest": suggest,
             "cut": self.settings_dict("cut"),
             "ddml": self.settings_dict("ddml"),
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
@@ -338,7 +368,7 @@ class _RequestChecker:
             raise self.fail("every", f"must be a positive integer, got {every!r}")
         outputs = self.value("outputs", types=(dict,))
         paths = {}
-        for key, suffix in (("image", ".nrrd"), ("label", ".seg.nrrd"), ("scribbles", ".seg.nrrd")):
+        for key, suffix in zip(PHANTOM_OUTPUTS, (".nrrd", ".seg.nrrd", ".seg.nrrd")):
             path = self.path_value(outputs.get(key), f"outputs.{key}", must_exist=False)
             if not path.lower().endswith(suffix):
                 raise self.fail(f"outputs.{key}", f"must end in {suffix}")
@@ -494,7 +524,7 @@ def _job(request: Dict[str, Any], field: str = "request field"):
     names = {key: f"{field} '{key}'" for key in ("image", "scribbles", "model", "cut", "ddml", "method", "device",
                                                   "orientations")}
     names.update(labels=f"{field} 'outputs.labels'", probability=f"{field} 'outputs.probability'")
-    extra = {"suggest": request["suggest"]} if "suggest" in request else {}
+    extra = {"suggest": request["suggest"]} if "suggest" in request else {}  # a checked request has it
     return SegmentFiles(
         image=request["image"], model=request["model"], labels=outputs["labels"], scribbles=request.get("scribbles"),
         probability=outputs["probability"], method=request.get("method", choices.DEFAULT_METHOD),
@@ -615,7 +645,13 @@ def _run_id(line: str) -> Any:
         run = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    return run.get("id") if isinstance(run, dict) else None
+    run_id = run.get("id") if isinstance(run, dict) else None
+    return run_id if _is_run_id(run_id) else None  # an id that cannot key the parent's answers is not echoed
+
+
+def _is_run_id(value: Any) -> bool:
+    """Whether ``value`` can be a run's ``id`` (None: not given)."""
+    return value is None or (isinstance(value, (int, str)) and not isinstance(value, bool))
 
 
 class _RunReader:
@@ -629,6 +665,7 @@ class _RunReader:
         self.runs: "queue.Queue[Optional[tuple]]" = queue.Queue()
         self.token = CancelToken()  # the session's opening, then the newest run
         self.closed = threading.Event()
+        self.failure: Optional[str] = None  # why reading stopped, when the parent did not close stdin
 
     def start(self) -> None:
         threading.Thread(target=self._read, name="run-reader", daemon=True).start()
@@ -650,7 +687,9 @@ class _RunReader:
                     self.runs.put((text, self.token))
         except (OSError, ValueError):
             pass
-        self.closed.set()  # the parent is gone: stop now
+        except MemoryError:  # a line larger than memory: the session cannot read on, and must say so
+            self.failure = "out of memory reading a run line: send runs as short JSON lines"
+        self.closed.set()  # the parent is gone (or unreadable): stop now
         self.token.cancel()
         self.runs.put(None)
 
@@ -668,6 +707,9 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
                  timings=session.timings)
     while True:
         item = reader.runs.get()
+        if reader.failure is not None:
+            emitter.emit("error", kind="memory", message=reader.failure)
+            return EXIT_FAILED
         if item is None or reader.closed.is_set():
             return EXIT_DONE
         line, token = item
@@ -682,8 +724,9 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
         except ScribbleSegError as exc:
             emitter.emit("error", id=run_id, kind="input", message=str(exc))
             continue
-        except KeyboardInterrupt:
-            raise
+        except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM/SIGHUP: this run's answer, then the session ends
+            emitter.emit("error", id=run_id, kind="cancelled", message=_stopped(exc))
+            return EXIT_CANCELLED
         except BaseException as exc:  # the session's state is unknown now: end it, the parent restarts one
             traceback.print_exc()
             kind = "memory" if _is_out_of_memory(exc) else "internal"
@@ -692,6 +735,11 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
             emitter.emit("error", id=run_id, kind=kind, message=message)
             return EXIT_FAILED
         emitter.emit("done", id=run_id, **done)
+
+
+def _stopped(exc: KeyboardInterrupt) -> str:
+    """The message of a run stopped by a signal (``Interrupted`` names it; a plain Ctrl-C says nothing)."""
+    return str(exc) or "stopped by an interrupt (SIGINT)"
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -729,7 +777,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         emitter.emit("error", kind="cancelled", message=str(exc))
         return EXIT_CANCELLED
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM/SIGHUP through signals_raise: temporaries are gone
-        emitter.emit("error", kind="cancelled", message=f"stopped ({exc or 'interrupted'})")
+        emitter.emit("error", kind="cancelled", message=_stopped(exc))
         return EXIT_CANCELLED
     except ScribbleSegError as exc:
         emitter.emit("error", kind="input", message=str(exc))
@@ -981,6 +1029,10 @@ class SessionProcess(WorkerProcess):
                 self.ready = event
             elif event["event"] in ("done", "error") and "id" in event:
                 self.runs[event["id"]] = event
+                if event.get("kind") in ("input", "cancelled"):
+                    # A run's bad input or cancel leaves the session running: it is that run's answer, not the
+                    # process's failure, which failure_message must name if the process stops later.
+                    self.error = None
         return events
 
     def send(self, run: Dict[str, Any]) -> Any:
@@ -994,7 +1046,7 @@ class SessionProcess(WorkerProcess):
             If the run's ``id`` is neither an integer nor a string (it keys the run's events).
         """
         run = dict(run)
-        if run.get("id") is not None and (isinstance(run["id"], bool) or not isinstance(run["id"], (int, str))):
+        if not _is_run_id(run.get("id")):
             raise ValueError(f"a run's id must be an integer or a string, got {run['id']!r}")
         if self._proc is None or self._proc.poll() is not None or self._proc.stdin.closed:
             raise RuntimeError("the ScribbleSeg session is not running")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ScribbleSegLib import worker
+from ScribbleSegLib import choices, worker
 from ScribbleSegLib.errors import ScribbleSegError
 
 POSIX = os.name == "posix"
@@ -126,6 +126,16 @@ def test_request_paths_are_resolved_against_the_request_folder(tmp_path):
     ({"task": "phantom", "shape": [8, 48], "outputs": {}}, "'shape' must be three positive integers"),
     ({"task": "phantom", "outputs": {"image": "a.png", "label": "l.seg.nrrd", "scribbles": "s.seg.nrrd"}},
      "'outputs.image' must end in .nrrd"),
+    # A misspelt field would leave its setting at the default without a word.
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "methd": "munet",
+      "outputs": {"labels": "l.nrrd"}}, "'methd' is not a field of a segment request (misspelt?)"),
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd",
+      "outputs": {"labels": "l.nrrd", "probabilty": "p.nrrd"}}, "'outputs.probabilty' is not an output"),
+    ({"task": "session", "image": "i.nrrd", "model": "i.nrrd", "orientation": 4},
+     "'orientation' is not a field of a session request"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "max_minute": 5},
+     "'max_minute' is not a field of a train request"),
+    ({"task": "devices", "verbose": True}, "'verbose' is not a field of a devices request"),
 ])
 def test_bad_requests_are_one_line_errors_naming_the_request(tmp_path, fields, problem):
     (tmp_path / "i.nrrd").write_bytes(b"")
@@ -501,7 +511,10 @@ def test_load_run_checks_fields_and_names_the_run(tmp_path):
                "model": str(tmp_path / "m.model"), "device": "cpu", "cache_dir": None}
     run = worker.load_run(json.dumps({"id": 7, "scribbles": "s.nrrd", "outputs": {"labels": "l.nrrd"}}), session)
     assert run["scribbles"] == str(tmp_path / "s.nrrd") and run["outputs"]["labels"] == str(tmp_path / "l.nrrd")
-    assert run["id"] == 7 and run["image"] == session["image"] and run["suggest"] == 3
+    assert run["id"] == 7 and run["image"] == session["image"] and run["suggest"] == choices.DEFAULT_SUGGESTIONS
+    with pytest.raises(ScribbleSegError, match=r"^run 9: 'cuts' is not a field of a run request \(misspelt\?\)"):
+        worker.load_run(json.dumps({"id": 9, "scribbles": "s.nrrd", "cuts": {"gamma": 4},
+                                    "outputs": {"labels": "l.nrrd"}}), session)
     with pytest.raises(ScribbleSegError, match=r"^run 8: 'method' must be one of"):
         worker.load_run(json.dumps({"id": 8, "scribbles": "s.nrrd", "method": "x", "outputs": {"labels": "l.nrrd"}}),
                         session)
@@ -514,6 +527,11 @@ def test_load_run_checks_fields_and_names_the_run(tmp_path):
     assert flipped["orientations"] == 4 and worker._job(flipped).orientations == 4
     with pytest.raises(ScribbleSegError, match="run line: must be a JSON object"):
         worker.load_run("[1]", session)
+    # An id that cannot key the parent's answers is refused, and not echoed in the error event.
+    line = json.dumps({"id": [1, 2], "scribbles": "s.nrrd", "outputs": {"labels": "l.nrrd"}})
+    with pytest.raises(ScribbleSegError, match="run line: 'id' must be an integer or a string"):
+        worker.load_run(line, session)
+    assert worker._run_id(line) is None
 
 
 def test_a_session_runs_many_scribbles_on_warm_features(folder, phantom_files, tiny_model):
@@ -602,3 +620,13 @@ def test_a_session_that_crashes_is_reported_with_its_last_output(tmp_path, folde
     assert process.wait(timeout=30) == 7
     message = process.failure_message()
     assert "exit status 7" in message and "fatal: CUDA driver crashed" in message
+
+
+def test_a_one_shot_segment_request_takes_how_many_sections_to_suggest(tmp_path):
+    (tmp_path / "i.nrrd").write_bytes(b"")
+    fields = {"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd",
+              "outputs": {"labels": "l.nrrd"}}
+    assert worker.load_request(worker.write_request(tmp_path / "r.json", fields))["suggest"] == \
+        choices.DEFAULT_SUGGESTIONS
+    request = worker.load_request(worker.write_request(tmp_path / "r.json", {**fields, "suggest": 5}))
+    assert request["suggest"] == 5 and worker._job(request).suggest == 5
