@@ -160,7 +160,11 @@ def _scaled_down(params: "GraphCutParams", name: str, ratio: float, lowest: floa
     if factor >= 1.0:
         return params
     _log.debug("graph cut: %s: %s %g x %.3g", why, name, getattr(params, name), factor)
-    return dataclasses.replace(params, **{name: getattr(params, name) * factor})
+    from .graphcut import MIN_SIGMA
+
+    # A sigma given near its lower bound stays at the bound: the scaled one is the cut's own choice.
+    floor = MIN_SIGMA if name == "sigma" else 0.0
+    return dataclasses.replace(params, **{name: max(floor, getattr(params, name) * factor)})
 
 
 def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:

@@ -21,6 +21,7 @@ labels).  Everything runs on the CPU in a few seconds::
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -137,8 +138,9 @@ class DDMLConfig:
         return cls(scribble_share=0.05, network_weight=0.0, bank_doubt=None)
 
     #: Upper bounds of the sizes, far above any useful value, so that a typo is an error and not hours of
-    #: work or the machine's memory: layer widths, the batch (its pairs grow as its square), the pool, steps.
-    LIMITS = {"width": 4096, "batch_size": 4096, "pool_size": 1_000_000, "steps": 100_000}
+    #: work or the machine's memory: layer widths, the batch (its pairs grow as its square), the pool, steps;
+    #: and of every real-valued setting's size (step sizes, weights, margins).
+    LIMITS = {"width": 4096, "batch_size": 4096, "pool_size": 1_000_000, "steps": 100_000, "number": 1e6}
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "pool_size", "steps", "head_steps", "out_dim"):
@@ -151,6 +153,10 @@ class DDMLConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ScribbleSegError(f"DDML {name} must be a number, got {value!r}")
+            # A step size or weight beyond this trains to infinities in float32, whatever the stack.
+            if not (math.isfinite(value) and abs(value) <= self.LIMITS["number"]):
+                raise ScribbleSegError(f"DDML {name} must be a finite number of at most {self.LIMITS['number']:g} "
+                                       f"in size, got {value!r}")
         try:
             whole = all(float(h) == int(h) for h in self.hidden)
         except (TypeError, ValueError):
@@ -776,6 +782,14 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
     return head
 
 
+def _check_trained(net: nn.Module, name: str, settings: str) -> None:
+    """Refuse weights that training drove to infinity or NaN (a step size far too large): the cut would
+    otherwise report the NaN in ``h`` as its own problem."""
+    if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+        raise ScribbleSegError(f"the adaptation diverged: {name} has weights that are not finite numbers; "
+                               f"use smaller DDML {settings}")
+
+
 def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
           bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
           network_probability: Optional[np.ndarray] = None,
@@ -821,9 +835,11 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     timings = {"training pixels": time.perf_counter() - t0}
     t0 = time.perf_counter()
     f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
+    _check_trained(f, "the DDML network f", "lr and weight_decay")
     timings["DDML training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
+    _check_trained(head, "the head", "head_lr and head_weight_decay")
     timings["head training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     # The network's probability guides where a coarse evaluation looks closer, blended in or not.

@@ -202,6 +202,13 @@ def _axis_share(axis: int, diagonals: bool) -> float:
     return _CROFTON_AXIS if diagonals and axis > 0 else 1.0
 
 
+#: Largest value of any graph-cut setting: far above any useful one, and far below where the capacities made
+#: of them (``gamma * delta``, pair weights) overflow.
+MAX_SETTING = 1e6
+#: Smallest ``sigma``: colour differences come in steps of 1/255, and below this every pair weight is 0.
+MIN_SIGMA = 1e-4
+
+
 @dataclass(frozen=True)
 class GraphCutParams:
     """Parameters of the energy, eq. 4-6.
@@ -352,6 +359,16 @@ class GraphCutParams:
             if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r)
                                       and r > 0):
                 raise ScribbleSegError(f"graph cut: {name} must be a positive number of {unit} or None, got {r!r}")
+        # Finite is not enough: the capacities are products and squares of these (gamma * delta, sigma^2), and
+        # beyond these bounds they overflow or vanish, and the max-flow never ends or divides by zero.
+        for name in ("gamma", "sigma", "delta", "seed_reach", "seed_across", "seed_edges", "seed_weight",
+                     "reference_radius", "reference_unsure", "reference_contrast"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_SETTING:
+                raise ScribbleSegError(f"graph cut: {name} must be at most {MAX_SETTING:g}, got {value!r}")
+        if self.sigma < MIN_SIGMA:
+            raise ScribbleSegError(f"graph cut: sigma must be at least {MIN_SIGMA:g} (colours differ in steps of "
+                                   f"1/255), got {self.sigma!r}")
 
 
 class _Level:

@@ -335,6 +335,31 @@ def test_bad_config_is_refused():
         DDMLConfig(scribble_share=1.5)
     with pytest.raises(ScribbleSegError, match="beta"):
         DDMLConfig(beta=0)
+    # Numbers that train to infinities: refused by name, not found later as NaN in h by the cut.
+    for field, value in (("lr", float("inf")), ("tau", float("nan")), ("head_lr", 1e308),
+                         ("head_weight_decay", 1e300)):
+        with pytest.raises(ScribbleSegError, match=f"DDML {field} must be a finite number of at most"):
+            DDMLConfig(**{field: value})
+
+
+def test_an_adaptation_that_diverges_names_the_step_sizes(monkeypatch):
+    # Weights that training drove to NaN (a step size far too large for the data): the run names the
+    # settings, where the cut would have found NaN in h.
+    real = ddml.train_ddml
+
+    def diverged(*args, **kwargs):
+        f = real(*args, **kwargs)
+        f.layers[0].weight.data[0, 0] = float("nan")
+        return f
+
+    monkeypatch.setattr(ddml, "train_ddml", diverged)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 16, 16, 4)).astype(np.float32)
+    scribbles = np.zeros((2, 16, 16), np.uint8)
+    scribbles[:, :4], scribbles[:, -4:] = 1, 2
+    config = DDMLConfig(hidden=(8,), out_dim=4, steps=3, head_steps=3, batch_size=16, pool_size=200)
+    with pytest.raises(ScribbleSegError, match="the adaptation diverged: the DDML network f .* use smaller DDML lr"):
+        ddml.adapt(features, scribbles, None, None, config)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])

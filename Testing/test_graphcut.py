@@ -493,6 +493,19 @@ def test_bad_parameters_are_clear_errors():
         GraphCutParams(gamma=float("nan"))
     with pytest.raises(ScribbleSegError, match="colour"):
         GraphCutParams(colour="hsv")
+    # Finite but beyond what the capacities hold: the max-flow would never end, or divide by zero.
+    with pytest.raises(ScribbleSegError, match="delta must be at most"):
+        GraphCutParams(delta=1e308)
+    with pytest.raises(ScribbleSegError, match="sigma must be at least"):
+        GraphCutParams(sigma=1e-300)
+
+
+def test_a_sigma_at_its_lower_bound_stays_there_when_scaled_to_a_soft_image():
+    from ScribbleSegLib.cut_scaling import scaled_to_contrast
+    from ScribbleSegLib.graphcut import MIN_SIGMA
+
+    flat = np.full((1, 8, 8, 3), 128, np.uint8)
+    assert scaled_to_contrast(GraphCutParams(sigma=MIN_SIGMA), flat).sigma == MIN_SIGMA
 
 
 def test_memory_estimates():
