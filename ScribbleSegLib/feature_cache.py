@@ -335,7 +335,14 @@ class FeatureCache:
             else:
                 if final.exists():
                     shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
+                try:
+                    os.replace(tmp, final)
+                except OSError:
+                    # Another run renamed the same entry into place between the check and the rename (a
+                    # folder is not replaced over a full one): that entry serves, when it is whole.
+                    if not final.exists() or self._check(final) is not None:
+                        raise
+                    shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

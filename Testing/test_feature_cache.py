@@ -45,3 +45,29 @@ def test_failed_entry_leaves_nothing(tmp_path):
             raise RuntimeError("inference died")
     assert list(tmp_path.iterdir()) == []
     assert feature_cache.load(tmp_path, "k") is None
+
+
+def test_an_entry_stored_by_another_run_during_the_rename_is_reused(tmp_path, monkeypatch):
+    """Two runs store the same entry: the other's rename lands between the check and this one's rename,
+    which then fails (a folder does not replace a full one). The other's whole entry serves."""
+    import os
+
+    key = "a" * 32
+    mine, other = feature_cache.FeatureCache(tmp_path), feature_cache.FeatureCache(tmp_path)
+    real_replace = os.replace
+
+    def fill(folder):
+        np.save(folder / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        np.save(folder / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+
+    def other_run_first(src, dst):
+        monkeypatch.setattr(feature_cache.os, "replace", real_replace)
+        with other.new_entry(key) as tmp:
+            fill(tmp)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(feature_cache.os, "replace", other_run_first)
+    with mine.new_entry(key) as tmp:
+        fill(tmp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [key]
+    assert mine.load(key) is not None
