@@ -49,8 +49,6 @@ TORCH_REQUIREMENT = ">=2.1"
 OUTPUT_VOLUME_ATTRIBUTE = "ScribbleSeg.InputVolumeID"  # on result nodes: the volume they were computed from
 SETTINGS_MODEL_PATH = "ScribbleSeg/ModelPath"  # empty: the starter model
 SETTINGS_DEVICE = "ScribbleSeg/Device"
-SETTINGS_CACHE_MAX_GB = "ScribbleSeg/FeatureCacheMaxGB"
-DEFAULT_CACHE_MAX_GB = 20.0  # a few dozen volumes of 100 sections at 512 x 512
 # The panel's training time budget when none is set: 0 sends none, and the worker gives each network size its
 # own (ScribbleSegLib.choices.PRESETS: 30 minutes for Small, none for Paper), defined there only.
 OWN_BUDGET = 0.0
@@ -1801,7 +1799,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 "model": modelPath, "method": method,
                 "cut": dict(cut or {}), "ddml": dict(ddml or {}), "device": device,
                 "seed": int(seed), "cache_dir": self.featureCacheFolder(), "orientations": int(orientations),
-                "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"},
+                "suggest": LOOP_SUGGESTIONS, "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"},
             }
             if scribbles is not None and method != "munet":
                 request["scribbles"] = self._writeLabelmap(scribbles, volumeNode,
@@ -1831,9 +1829,17 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
         The image data's modification time is in it, so a volume whose voxels
         were replaced gets a new worker; so are the test-time flips, which the
-        worker's features were computed with.
+        worker's features were computed with, and the model file's size and
+        modification time: a model written over the one in use (Train with the
+        same output file, or a copy) must not leave the worker on the old weights.
         """
-        return (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), os.path.abspath(modelPath), device,
+        path = os.path.abspath(modelPath)
+        try:
+            stat = os.stat(path)
+            written = (stat.st_size, stat.st_mtime_ns)
+        except OSError:  # gone: the worker that would open it reports that
+            written = None
+        return (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), path, written, device,
                 self.featureCacheFolder(), orientations)
 
     def _openSession(self, volumeNode, modelPath: str, device: str,
@@ -1919,27 +1925,25 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         """
         return os.path.join(slicer.app.cachePath, "ScribbleSeg", "features")
 
-    @staticmethod
-    def featureCacheMaxGB() -> float:
-        """Largest size of the feature cache in GB (remembered between sessions)."""
-        try:
-            value = float(qt.QSettings().value(SETTINGS_CACHE_MAX_GB, DEFAULT_CACHE_MAX_GB))
-        except (TypeError, ValueError):
-            return DEFAULT_CACHE_MAX_GB
-        return value if value > 0 else DEFAULT_CACHE_MAX_GB
+    def featureCacheMaxGB(self) -> float:
+        """Largest size of the feature cache in GB.
 
-    @staticmethod
-    def setFeatureCacheMaxGB(gigabytes: float) -> None:
+        The cap is the cache folder's own (``settings.json``, as ``scribbleseg cache --max-gb`` stores it), which
+        the worker reads when it stores features: one cap for the panel, the worker and the command line.
+        """
+        return lib("feature_cache").FeatureCache(self.featureCacheFolder()).max_bytes / 2**30
+
+    def setFeatureCacheMaxGB(self, gigabytes: float) -> None:
+        """Store the cache's size cap in its folder, for the worker and every later session."""
         if not gigabytes > 0:
             raise ValueError(f"the cache size must be positive, got {gigabytes!r}")
-        qt.QSettings().setValue(SETTINGS_CACHE_MAX_GB, float(gigabytes))
+        lib("feature_cache").FeatureCache(self.featureCacheFolder()).set_cap_gb(float(gigabytes))
 
     def pruneFeatureCache(self) -> List[str]:
         """Delete the least recently written cache entries beyond the size cap; return the deleted keys."""
         if self.busy:  # the worker may be writing an entry
             return []
-        cache = lib("feature_cache").FeatureCache(self.featureCacheFolder(), int(self.featureCacheMaxGB() * 2**30))
-        return cache.evict()
+        return lib("feature_cache").FeatureCache(self.featureCacheFolder()).evict()
 
     def featureCacheSize(self) -> int:
         """Bytes used by the feature cache."""
@@ -1956,7 +1960,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             raise userError(_("Wait for the {kind} job to finish before clearing the cache.").format(
                 kind=self.job.kind))
         self.closeSession()  # its features may be mapped from the cache
-        shutil.rmtree(self.featureCacheFolder(), ignore_errors=True)
+        # The entries only: the folder's stored size cap and any file that is not the cache's stay.
+        lib("feature_cache").FeatureCache(self.featureCacheFolder()).clear()
 
     @staticmethod
     def _writeVolume(volumeNode, path: str) -> str:

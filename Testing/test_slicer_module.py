@@ -8,6 +8,7 @@ and the icons, colours and dependency lists agree with the library.
 """
 
 import ast
+import os
 import time
 import dataclasses
 import struct
@@ -693,8 +694,9 @@ def test_the_cache_cannot_be_cleared_or_pruned_while_a_job_runs(scribbleseg):
     logic = panel.logic
     folder = Path(logic.featureCacheFolder())
     assert folder == Path(scribbleseg.slicer.app.cachePath) / "ScribbleSeg" / "features"
-    (folder / "entry").mkdir(parents=True)
-    (folder / "entry" / "features.npy").write_bytes(b"x" * 100)
+    key = "0" * 32  # the cache's own entry name
+    (folder / key).mkdir(parents=True)
+    (folder / key / "features.npy").write_bytes(b"x" * 100)
     logic.job = types.SimpleNamespace(finished=False, kind="segment", purpose="segment")
     with pytest.raises(Exception, match="before clearing the cache"):
         logic.clearFeatureCache()
@@ -704,19 +706,26 @@ def test_the_cache_cannot_be_cleared_or_pruned_while_a_job_runs(scribbleseg):
     assert not panel.ui.clearCacheButton.enabled and not panel.ui.cacheMaxSizeSpinBox.enabled
     assert panel.ui.applyButton.text == "Cancel" and panel.ui.applyButton.enabled
     panel.onClearCacheButton()
-    assert (folder / "entry" / "features.npy").exists()
+    assert (folder / key / "features.npy").exists()
     logic.job = None
     panel._updateBusyState()
     assert panel.ui.clearCacheButton.enabled
+    logic.setFeatureCacheMaxGB(3.0)
     logic.clearFeatureCache()
-    assert not folder.exists()
+    assert not (folder / key).exists()
+    assert logic.featureCacheMaxGB() == 3.0  # clearing the entries keeps the folder's cap
 
 
-def test_the_cache_size_cap_is_remembered(scribbleseg):
+def test_the_cache_size_cap_is_remembered_where_the_worker_reads_it(scribbleseg, monkeypatch):
+    from ScribbleSegLib import choices, feature_cache
+
+    monkeypatch.delenv("SCRIBBLESEG_CACHE_MAX_GB", raising=False)
     logic = scribbleseg.ScribbleSegLogic()
-    assert logic.featureCacheMaxGB() == scribbleseg.DEFAULT_CACHE_MAX_GB
+    assert logic.featureCacheMaxGB() == choices.DEFAULT_CACHE_MAX_GB
     logic.setFeatureCacheMaxGB(2.5)
     assert logic.featureCacheMaxGB() == 2.5
+    # The worker's cache, opened on the same folder as it stores features, has the panel's cap.
+    assert feature_cache.FeatureCache(logic.featureCacheFolder()).max_bytes == int(2.5 * 2**30)
     with pytest.raises(ValueError):
         logic.setFeatureCacheMaxGB(0)
 
@@ -1259,6 +1268,20 @@ def test_the_one_shot_worker_is_the_fallback(scribbleseg, loop_case, monkeypatch
     assert job.succeeded, job.errorMessage
     assert type(job) is scribbleseg.ScribbleSegJob and logic.session is None
     assert job.outputNode == "result" and scene.heat[-1][0] == "run" and job.suggestions
+    # As many sections to look at as the warm worker lists (the one-shot request asks for them too).
+    assert len(job.suggestions) == scribbleseg.LOOP_SUGGESTIONS
+
+
+def test_a_model_file_written_over_the_one_in_use_needs_another_worker(scribbleseg, tmp_path):
+    logic = scribbleseg.ScribbleSegLogic()
+    volume = _Volume((4, 8, 8), (1.0, 1.0, 1.0))
+    model = tmp_path / "m.model"
+    model.write_bytes(b"old weights")
+    key = logic.sessionKey(volume, str(model), "cpu", 1)
+    assert logic.sessionKey(volume, str(model), "cpu", 1) == key
+    model.write_bytes(b"new weights, a train run's")  # same path, another file
+    os.utime(model, ns=(1, 10**18))
+    assert logic.sessionKey(volume, str(model), "cpu", 1) != key
 
 
 def _loop_panel(scribbleseg):
