@@ -420,6 +420,59 @@ def run_later_cases(b: Battery) -> None:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     b.case("segment `--surface --render`, SIGINT (Ctrl-C) as the render starts", interrupted_render)
 
+    def interrupted_phantom(w):
+        proc = cli("phantom", "--out", w / "set", "--volumes", 3, "--shape", 8, 48, 48, cwd=w, wait=False)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not any(w.rglob("*vol01*")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    b.case("phantom, SIGINT (Ctrl-C) once the second volume is being written", interrupted_phantom)
+    b.case("train `--images A --labels L --images A --labels L` (flags repeated)",
+           lambda w: cli("train", "--images", img, "--labels", label, "--images", img, "--labels", label,
+                         "--out", w / "m.model", "--max-iters", 1, "--device", "cpu", "--quiet", cwd=w),
+           lambda w: {"m.model"})
+    b.case("train `--downsample 2` with the label the phantom wrote",
+           lambda w: cli("train", "--images", img, "--labels", label, "--downsample", 2, "--out", w / "m.model",
+                         "--max-iters", 1, "--device", "cpu", "--quiet", cwd=w),
+           lambda w: {"m.model"})
+
+    def empty_cache_dir(w):
+        cli(*b.segment(w / "o.seg.nrrd", cache=w / "default"), cwd=w)
+        return cli("cache", "clear", "--cache-dir", "", cwd=w, env=dict(ENV, SCRIBBLESEG_CACHE_DIR=str(w / "default")))
+    b.case("`cache clear --cache-dir \"\"` (an unset variable), the default cache full", empty_cache_dir,
+           lambda w: {"o.seg.nrrd"} | {str(p.relative_to(w)) for p in w.rglob("*") if "default" in str(p)})
+
+    def closed_pipe(w):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            done = subprocess.run([sys.executable, "-m", "ScribbleSegLib", "evaluate", "--prediction", label,
+                                   "--label", label], cwd=w, env=ENV, stdout=write, stderr=subprocess.PIPE,
+                                  text=True)
+        finally:
+            os.close(write)
+        return subprocess.CompletedProcess(done.args, done.returncode, "", done.stderr)
+    b.case("`evaluate ... / head` whose reader is gone before the first line", closed_pipe)
+
+    def misspelt_run(w):
+        from ScribbleSegLib import worker
+
+        request = worker.write_request(w / "session.json", {"task": "session", "image": str(img),
+                                                            "model": str(b.model), "device": "cpu"})
+        session = worker.SessionProcess(request)
+        session.start()
+        try:
+            session.wait_ready(timeout=120)
+            run = session.send({"scribbles": str(scr), "methd": "munet", "outputs": {"labels": str(w / "o.nrrd")}})
+            answer = session.wait_run(run, timeout=120) or {}
+        finally:
+            session.close()
+            session.wait(timeout=60)
+        return subprocess.CompletedProcess([], session.returncode, "", f"{answer.get('message', answer)}\n")
+    b.case("warm worker: a run line with a misspelt field (`methd`)", misspelt_run, lambda w: {"session.json"})
+
 
 def _has_cuda() -> bool:
     try:
