@@ -52,7 +52,7 @@ import numpy as np
 from . import choices
 from . import progress as _progress
 from .errors import ScribbleSegError
-from .fileio import OutputSet, PathLike, check_free_space
+from .fileio import OutputSet, PathLike, check_free_space, sweep_stale_temps
 from .geometry import Geometry, Volume
 from .progress import CancelToken, ProgressCallback
 from .scribbles import draw_path
@@ -884,6 +884,7 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
     names = [f"vol{index:02d}" for index in range(len(roles))]
     files = [f"{name}_{kind}" for name in names
              for kind in ("image.nrrd", "label.seg.nrrd", *(f"scribbles_p{k}.seg.nrrd" for k in patterns))]
+    sweep_stale_temps(out)  # what a killed run left staged here
     # At most its raw size per file (the writers compress); all of them are held until the set is complete.
     check_free_space({out: len(roles) * int(np.prod(cfg.shape)) * (3 + 1 + len(patterns))})
     entries = []
