@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .common import add_experiment_options, check_phantom_shape, make_output_folder
+from .common import add_experiment_options, check_device_flag, check_phantom_shape, output_folder_kept_on_success
 
 SECTION_START = "<!-- scribbleseg bench: start -->"
 SECTION_END = "<!-- scribbleseg bench: end -->"
@@ -327,6 +327,39 @@ def _name(train: str, test: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    if not args.no_peers:
+        from ..baselines import _require
+
+        _require("skimage")
+        _require("sklearn")
+    check_phantom_shape(args.shape)
+    check_device_flag(args.device)
+    # Everything the run could only find wrong at its end, or after its phantoms, is checked first.
+    with output_folder_kept_on_success(args.out) as out:
+        if args.update:
+            check_update(args.update, [out / name for name in REPORT_FILES])
+        reused = _reused_models(args.reuse_models, out, args.device)
+        return _run(args, out, reused)
+
+
+def _reused_models(reuse: bool, out: Path, device: str) -> dict:
+    """``{family: {arch: model}}`` of the families whose networks ``--reuse-models`` finds in ``out``."""
+    from ..errors import ScribbleSegError
+    from ..model_file import load_model
+    from ..phantom import FAMILIES
+
+    found = {}
+    for f in FAMILIES if reuse else ():
+        paths = {arch: model_path(out, arch, f) for arch in ("munet", "unet")}
+        if all(p.is_file() for p in paths.values()):
+            try:
+                found[f] = {arch: load_model(p, device=device) for arch, p in paths.items()}
+            except ScribbleSegError as exc:
+                raise ScribbleSegError(f"--reuse-models: {exc}") from None
+    return found
+
+
+def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
     import dataclasses
     import json
     import shlex
@@ -336,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import protocol, scribbles
     from ..ddml import DDMLConfig
-    from ..errors import ScribbleSegError
+    from ..fileio import atomic_output
     from ..graphcut import GraphCutParams
     from ..measure import machine_summary, stage
     from ..metrics import evaluate
@@ -345,15 +378,6 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import network_scale, segment
     from ..progress import TqdmProgress
 
-    if args.update and not Path(args.update).is_file():
-        raise ScribbleSegError(f"--update {args.update}: no such file")
-    if not args.no_peers:
-        from ..baselines import _require
-
-        _require("skimage")
-        _require("sklearn")
-    check_phantom_shape(args.shape)
-    out = make_output_folder(args.out)
     command = "scribbleseg bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     started = time.perf_counter()
     bar = TqdmProgress(disable=args.quiet)
@@ -370,10 +394,9 @@ def run(args: argparse.Namespace) -> int:
 
     models = {}
     for f in families:
-        paths = {arch: model_path(out, arch, f) for arch in ("munet", "unet")}
-        if args.reuse_models and all(p.is_file() for p in paths.values()):
-            log(f"family {f}: reusing {paths['munet'].name} and {paths['unet'].name}")
-            models[f] = {arch: load_model(p, device=args.device) for arch, p in paths.items()}
+        if f in reused:
+            log(f"family {f}: reusing {model_path(out, 'munet', f).name} and {model_path(out, 'unet', f).name}")
+            models[f] = reused[f]
             continue
         paths = train_family(vols[f], f, out, args.train_minutes, args.device, args.seed, progress=bar, log=log,
                              timed=lambda name, f=f: stage(records, f"{name} (family {f})"))
@@ -489,8 +512,10 @@ def run(args: argparse.Namespace) -> int:
 
     md = _report(command, machine_summary(), tables, rounds_ours, rounds_paper, fig7, peer_runs, records, timings,
                  selection, paper_cut, time.perf_counter() - started)
-    (out / "bench.md").write_text(md)
-    (out / "results.json").write_text(json.dumps({
+    with atomic_output(out / "bench.md") as tmp:
+        tmp.write_text(md)
+    with atomic_output(out / "results.json") as tmp:
+        tmp.write_text(json.dumps({
         "table_i": {_name(*k): v for k, v in tables.items()},
         "rounds": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_ours.items()},
         "rounds_paper": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_paper.items()},
@@ -498,7 +523,7 @@ def run(args: argparse.Namespace) -> int:
         "validation": [{**_key_fields(k), "iou": v[0], "in_family": v[1], "cross_family": v[2]}
                        for k, v in selection.scores.items()],
         "validation_rounds": [{**_key_fields(k), **v} for k, v in selection.rounds.items()]},
-        indent=1, default=float))
+            indent=1, default=float))
     _plot_fig7(fig7, out / "fig7.png")
     if args.update:
         _update_section(Path(args.update), md)
@@ -635,18 +660,53 @@ def _plot_fig7(fig7, path) -> None:
     plt.close(fig)
 
 
-def _update_section(path, md: str) -> None:
+#: The report files ``--out`` receives besides the models.
+REPORT_FILES = ("bench.md", "results.json", "fig7.png")
+
+
+def check_update(path, outputs) -> None:
+    """Refuse an ``--update`` file the run could only fail on at its end: not a text file, its markers not a
+    pair in order, in a folder that cannot be written, or one of the run's own ``outputs``."""
     from ..errors import ScribbleSegError
+    from ..fileio import check_outputs
+
+    path = Path(path)
+    if not path.is_file():
+        raise ScribbleSegError(f"--update {path}: no such file" if not path.exists() else
+                               f"--update {path}: is not a file")
+    _updated_text(_read_update(path), "", path)
+    check_outputs({"--update": path, **{f"the report {p.name}": p for p in outputs}})
+
+
+def _read_update(path: Path) -> str:
+    from ..errors import ScribbleSegError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ScribbleSegError(f"--update {path}: is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ScribbleSegError(f"--update {path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _updated_text(text: str, md: str, path: Path) -> str:
+    """``text`` with the bench's section (between its markers) replaced by ``md``, or ``md`` appended."""
+    from ..errors import ScribbleSegError
+
+    start, end = text.find(SECTION_START), text.find(SECTION_END)
+    if start < 0 and end < 0:
+        return text.rstrip("\n") + "\n\n" + md
+    if start < 0 or end < 0:
+        raise ScribbleSegError(f"--update {path}: has only one of the bench section markers")
+    if end < start:
+        raise ScribbleSegError(f"--update {path}: its bench section's end marker comes before its start marker")
+    return text[:start] + md.rstrip("\n") + text[end + len(SECTION_END):]
+
+
+def _update_section(path, md: str) -> None:
     from ..fileio import atomic_output
 
-    text = path.read_text()
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        tail = rest.split(SECTION_END, 1)[1]
-        new = head + md.rstrip("\n") + tail
-    elif SECTION_START in text or SECTION_END in text:
-        raise ScribbleSegError(f"--update {path}: has only one of the bench section markers")
-    else:
-        new = text.rstrip("\n") + "\n\n" + md
+    path = Path(path)
+    new = _updated_text(_read_update(path), md, path)
     with atomic_output(path) as tmp:
         tmp.write_text(new)

@@ -79,6 +79,17 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
                         help="read sections downsampled in-plane by N (area average)")
 
 
+def check_device_flag(device: str) -> None:
+    """Refuse ``--device`` at once when this machine cannot give it (``cuda`` without a GPU), before any work."""
+    from ..errors import ScribbleSegError
+    from ..runtime import resolve_device
+
+    try:
+        resolve_device(device)
+    except ScribbleSegError as exc:
+        raise ScribbleSegError(f"--{exc}") from None
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """``--device auto|cpu|cuda``."""
     parser.add_argument("--device", default=choices.DEFAULT_DEVICE, choices=choices.DEVICES,
@@ -92,7 +103,7 @@ def default_cache_dir() -> Path:
 
 def add_experiment_options(parser: argparse.ArgumentParser, out_default: str, minutes_default: float) -> None:
     """Options shared by ``demo`` and ``bench``: output folder, seed, device, budget, phantom size."""
-    parser.add_argument("--out", default=out_default, help="output folder (default: %(default)s)")
+    parser.add_argument("--out", type=folder_path, default=out_default, help="output folder (default: %(default)s)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the phantoms, scribbles and training")
     add_device_option(parser)
     parser.add_argument("--train-minutes", type=positive_float, default=minutes_default,
@@ -121,17 +132,22 @@ def check_phantom_shape(shape) -> None:
 
 
 @contextlib.contextmanager
-def output_folder_kept_on_success(out: str) -> Iterator[Path]:
-    """:func:`make_output_folder` for the body; a folder it created is removed again if the body fails and
-    leaves it empty (a fault leaves no trace)."""
+def output_folder_kept_on_success(out: str, *, with_contents: bool = False) -> Iterator[Path]:
+    """:func:`make_output_folder` for the body; a folder it created is removed again if the body fails (a
+    fault leaves no trace): when it is empty, or with ``with_contents``, with what the body wrote there."""
     created = not Path(out).exists()
     path = make_output_folder(out)
     try:
         yield path
     except BaseException:
         if created:
+            import shutil
+
             with contextlib.suppress(OSError):  # not empty, or gone: leave it
-                path.rmdir()
+                if with_contents:
+                    shutil.rmtree(path)
+                else:
+                    path.rmdir()
         raise
 
 

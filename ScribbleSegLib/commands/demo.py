@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from .common import add_experiment_options, check_phantom_shape, make_output_folder
+from .common import add_experiment_options, check_device_flag, check_phantom_shape, output_folder_kept_on_success
+
+#: What the demo writes besides its two models, all at once at the end.
+RESULT_FILES = ("test_image.nrrd", "test_label.seg.nrrd", "scribbles.seg.nrrd", "heart.seg.nrrd", "heart.stl",
+                "heart.png", "overlay.png", "table.md")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,12 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    check_phantom_shape(args.shape)  # before any work: a shape the phantom or the memory cannot take
+    check_device_flag(args.device)
+    # A demo that fails leaves no folder it made (the models are the demo's own): it is the same demo again.
+    with output_folder_kept_on_success(args.out, with_contents=True) as out:
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     from .. import protocol, scribbles, surface, volume_io
+    from ..fileio import OutputSet
     from ..overlay import write_overlay_png
     from ..progress import TqdmProgress
 
-    check_phantom_shape(args.shape)  # before any work: a shape the phantom or the memory cannot take
-    out = make_output_folder(args.out)
     started = time.perf_counter()
     bar = TqdmProgress(disable=args.quiet)
 
@@ -51,22 +63,26 @@ def run(args: argparse.Namespace) -> int:
 
     step("writing results")
     geometry = test.image.geometry
-    volume_io.write_rgb_volume(out / "test_image.nrrd", test.image)
-    volume_io.write_segmentation(out / "test_label.seg.nrrd", [("heart", test.label, volume_io.HEART_COLOR)],
-                                 geometry)
-    volume_io.write_segmentation(out / "scribbles.seg.nrrd",
-                                 [("heart", scrib == 1, volume_io.HEART_COLOR),
-                                  ("background", scrib == 2, volume_io.BACKGROUND_COLOR)], geometry)
-    volume_io.write_segmentation(out / "heart.seg.nrrd", [("heart", final, volume_io.HEART_COLOR)], geometry)
-    poly = surface.labelmap_to_surface(final, geometry)
-    surface.write_surface(out / "heart.stl", poly)
-    surface.render_surface_png(poly, out / "heart.png")
-    sections = protocol.pick_overlay_sections(test.label, scrib)
-    write_overlay_png(out / "overlay.png", test.image.array, sections, prediction=final, truth=test.label,
-                      scribbles=scrib)
     # evaluate_pattern ran the library's default adaptation and cut: name the rows for what they ran.
     table = protocol.table_i([run_], labels=protocol.DEFAULT_ROWS)
-    (out / "table.md").write_text(table + "\n")
+    # Staged and renamed together: a fault while writing leaves none of them.
+    with OutputSet({name: out / name for name in RESULT_FILES}) as results:
+        volume_io.write_rgb_volume(results.path("test_image.nrrd"), test.image)
+        volume_io.write_segmentation(results.path("test_label.seg.nrrd"),
+                                     [("heart", test.label, volume_io.HEART_COLOR)], geometry)
+        volume_io.write_segmentation(results.path("scribbles.seg.nrrd"),
+                                     [("heart", scrib == 1, volume_io.HEART_COLOR),
+                                      ("background", scrib == 2, volume_io.BACKGROUND_COLOR)], geometry)
+        volume_io.write_segmentation(results.path("heart.seg.nrrd"), [("heart", final, volume_io.HEART_COLOR)],
+                                     geometry)
+        poly = surface.labelmap_to_surface(final, geometry)
+        surface.write_surface(results.path("heart.stl"), poly)
+        surface.render_surface_png(poly, results.path("heart.png"))
+        sections = protocol.pick_overlay_sections(test.label, scrib)
+        write_overlay_png(results.path("overlay.png"), test.image.array, sections, prediction=final,
+                          truth=test.label, scribbles=scrib)
+        results.path("table.md").write_text(table + "\n")
+        results.commit()
 
     print()
     print("Table I on the demo's test phantom (one scribble pattern on every 10th heart section; "

@@ -10,7 +10,7 @@ import argparse
 
 from .. import choices
 from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
-                     positive_float, positive_int, seed_int)
+                     check_device_flag, positive_float, positive_int, seed_int)
 
 # The library's parameters this command takes as flags: its messages are shown with the flags' names.
 PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", **IMAGE_PARAMETER_FLAGS,
@@ -66,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     from ..model_file import expected_model_bytes
     from ..nets import ModelConfig
     from ..progress import TqdmProgress
-    from ..runtime import resolve_device
     from ..starter import resolve_model
     from ..training import FINETUNE_ITERS, FINETUNE_LR, TrainOptions, train_model
     from ..training_files import check_pairs, read_training_pairs
@@ -79,10 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init is not None and args.init != "starter":
         inputs[f"--init {args.init}"] = args.init
     check_outputs({"--out": args.out}, inputs)
-    try:
-        resolve_device(args.device)  # a clear error before reading anything
-    except ScribbleSegError as exc:
-        raise ScribbleSegError(f"--{exc}") from None
+    check_device_flag(args.device)  # a clear error before reading anything
     parent = None
     if args.init is not None:
         from ..model_file import load_model
