@@ -34,7 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .common import add_experiment_options, check_device_flag, check_phantom_shape, output_folder_kept_on_success
+from .common import (EXPERIMENT_PARAMETER_FLAGS, add_experiment_options, check_device_flag, check_phantom_shape,
+                     output_folder_kept_on_success)
+
+# The library's parameters this command takes as flags: its messages are shown with the flags' names.
+PARAMETER_FLAGS = EXPERIMENT_PARAMETER_FLAGS
 
 SECTION_START = "<!-- scribbleseg bench: start -->"
 SECTION_END = "<!-- scribbleseg bench: end -->"

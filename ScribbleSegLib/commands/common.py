@@ -101,6 +101,10 @@ def default_cache_dir() -> Path:
     return choices.default_cache_dir()
 
 
+EXPERIMENT_PARAMETER_FLAGS = {"max_minutes": "--train-minutes", **DEVICE_PARAMETER_FLAGS}
+"""How the library's messages name what :func:`add_experiment_options` takes, as its flags (``cli._one_line``)."""
+
+
 def add_experiment_options(parser: argparse.ArgumentParser, out_default: str, minutes_default: float) -> None:
     """Options shared by ``demo`` and ``bench``: output folder, seed, device, budget, phantom size."""
     parser.add_argument("--out", type=folder_path, default=out_default, help="output folder (default: %(default)s)")

@@ -12,7 +12,11 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import add_experiment_options, check_device_flag, check_phantom_shape, output_folder_kept_on_success
+from .common import (EXPERIMENT_PARAMETER_FLAGS, add_experiment_options, check_device_flag, check_phantom_shape,
+                     output_folder_kept_on_success)
+
+# The library's parameters this command takes as flags: its messages are shown with the flags' names.
+PARAMETER_FLAGS = EXPERIMENT_PARAMETER_FLAGS
 
 #: What the demo writes besides its two models, all at once at the end.
 RESULT_FILES = ("test_image.nrrd", "test_label.seg.nrrd", "scribbles.seg.nrrd", "heart.seg.nrrd", "heart.stl",
