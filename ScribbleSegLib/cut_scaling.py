@@ -152,18 +152,15 @@ def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParam
 
 
 def _scaled_down(params: "GraphCutParams", name: str, ratio: float, lowest: float,
-                 why: str) -> "GraphCutParams":
-    """``params`` with field ``name`` times ``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``."""
+                 why: str, floor: float = 0.0) -> "GraphCutParams":
+    """``params`` with field ``name`` times ``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``;
+    the scaled value is at least ``floor``."""
     if ratio >= 1.0:
         return params
     factor = max(lowest, 2.0 ** (round(4 * math.log2(max(ratio, 1e-6))) / 4))
     if factor >= 1.0:
         return params
     _log.debug("graph cut: %s: %s %g x %.3g", why, name, getattr(params, name), factor)
-    from .graphcut import MIN_SIGMA
-
-    # A sigma given near its lower bound stays at the bound: the scaled one is the cut's own choice.
-    floor = MIN_SIGMA if name == "sigma" else 0.0
     return dataclasses.replace(params, **{name: max(floor, getattr(params, name) * factor)})
 
 
@@ -212,5 +209,8 @@ def scaled_to_contrast(params: "GraphCutParams", image: np.ndarray,
         return params
     contrast = (measures.contrast(image, params.colour) if measures is not None
                 else image_contrast(image, params.colour))
+    from .graphcut import MIN_SIGMA
+
+    # A sigma given near its lower bound stays at the bound: the scaled one is the cut's own choice.
     return _scaled_down(params, "sigma", contrast / float(params.reference_contrast), MIN_SIGMA_FACTOR,
-                        f"image contrast {contrast:.3f}")
+                        f"image contrast {contrast:.3f}", floor=MIN_SIGMA)

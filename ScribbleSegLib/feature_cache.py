@@ -403,6 +403,17 @@ class FeatureCache:
             return f"the features need {nbytes / 2**20:.0f} MB, {free / 2**20:.0f} MB free"
         return None
 
+    def check_readable(self) -> bool:
+        """Whether the folder exists; ScribbleSegError if it exists but cannot be listed (its entries would
+        look like none)."""
+        try:
+            os.scandir(self.folder).close()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ScribbleSegError(f"{self.folder}: cannot read the cache folder ({exc.strerror or exc})") from None
+        return True
+
     def clear(self) -> Tuple[int, int]:
         """Remove every entry and every temporary; return (entries removed, bytes freed).
 
@@ -416,12 +427,8 @@ class FeatureCache:
             The folder cannot be read, or some entries could not be removed (after
             removing all it could).
         """
-        try:
-            os.scandir(self.folder).close()
-        except FileNotFoundError:
+        if not self.check_readable():
             return 0, 0
-        except OSError as exc:
-            raise ScribbleSegError(f"{self.folder}: cannot read the cache folder ({exc.strerror or exc})") from None
         count = freed = 0
         kept = []
         for entry in self.entries():

@@ -516,10 +516,7 @@ def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
 
     md = _report(command, machine_summary(), tables, rounds_ours, rounds_paper, fig7, peer_runs, records, timings,
                  selection, paper_cut, time.perf_counter() - started)
-    with atomic_output(out / "bench.md") as tmp:
-        tmp.write_text(md)
-    with atomic_output(out / "results.json") as tmp:
-        tmp.write_text(json.dumps({
+    results = json.dumps({
         "table_i": {_name(*k): v for k, v in tables.items()},
         "rounds": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_ours.items()},
         "rounds_paper": {k: [[dataclasses.asdict(r) for r in run] for run in v] for k, v in rounds_paper.items()},
@@ -527,7 +524,10 @@ def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
         "validation": [{**_key_fields(k), "iou": v[0], "in_family": v[1], "cross_family": v[2]}
                        for k, v in selection.scores.items()],
         "validation_rounds": [{**_key_fields(k), **v} for k, v in selection.rounds.items()]},
-            indent=1, default=float))
+        indent=1, default=float)
+    for name, text in (("bench.md", md), ("results.json", results)):
+        with atomic_output(out / name) as tmp:
+            tmp.write_text(text)
     _plot_fig7(fig7, out / "fig7.png")
     if args.update:
         _update_section(Path(args.update), md)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 from .. import choices
@@ -49,13 +48,9 @@ def run(args: argparse.Namespace) -> int:
             cache.set_cap_gb(args.max_gb)
         except OSError as exc:
             raise ScribbleSegError(f"{folder}: cannot store the size cap ({exc.strerror or exc})") from None
-    if not folder.exists():
+    if not cache.check_readable():
         print(f"{folder}: no cache yet (0 entries)")
         return 0
-    try:
-        os.scandir(folder).close()
-    except OSError as exc:
-        raise ScribbleSegError(f"{folder}: cannot read the cache folder ({exc.strerror or exc})") from None
     if args.action == "clear":
         count, freed = cache.clear()
         print(f"{folder}: removed {count} entr{'y' if count == 1 else 'ies'}, {_size(freed)} freed")
