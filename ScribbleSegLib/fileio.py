@@ -33,6 +33,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import threading
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -114,7 +115,7 @@ def check_output_path(path: PathLike, name: Optional[str] = None) -> Path:
     ------
     ScribbleSegError
         If the folder does not exist, is not a folder, or cannot be written,
-        or if ``path`` is an existing folder.
+        or if ``path`` is an existing folder or an existing read-only file.
 
     Examples
     --------
@@ -132,7 +133,20 @@ def check_output_path(path: PathLike, name: Optional[str] = None) -> Path:
         raise ScribbleSegError(f"{label}: is a folder, expected a file name")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ScribbleSegError(f"{label}: the output folder {parent} is not writable")
+    if _write_protected(path):
+        # The atomic rename would replace it regardless of its mode, as `mv` does; a file someone made read-only
+        # is one they meant to keep.
+        raise ScribbleSegError(f"{label}: exists and is read-only; make it writable or choose another output file")
     return path
+
+
+def _write_protected(path: Path) -> bool:
+    """Whether ``path`` is an existing file its owner made read-only (no write bit, or not writable for us)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing (the usual case) or unreadable: the write itself will tell
+        return False
+    return not stat.S_IMODE(mode) & 0o222 or not os.access(path, os.W_OK)
 
 
 # ---------------------------------------------------------------------------

@@ -121,6 +121,22 @@ def test_an_output_inside_an_input_folder_of_sections_is_refused(case, capsys, t
     assert sorted(p.name for p in sections.iterdir()) == [f"s{k}.png" for k in range(4)]
 
 
+def test_a_read_only_output_file_is_refused_before_any_work_and_kept(case, capsys, tmp_path, monkeypatch):
+    # The atomic rename replaces a file whatever its mode; a result someone made read-only is one to keep.
+    def no_computation(*args, **kwargs):
+        raise AssertionError("segment ran although an output was read-only")
+
+    monkeypatch.setattr(pipeline, "segment", no_computation)
+    kept = tmp_path / "kept.seg.nrrd"
+    kept.write_bytes(b"an earlier result")
+    kept.chmod(0o444)
+    status, _, err = run_cli(capsys, segment_args(case, kept))
+    assert_one_line_error(status, err, kept, "--out", "read-only")
+    assert kept.read_bytes() == b"an earlier result"
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.seg.nrrd"]
+    assert fileio.check_output_path(tmp_path / "new.seg.nrrd").name == "new.seg.nrrd"  # a new file is fine
+
+
 def test_bad_output_extension_fails_before_the_computation(case, capsys, tmp_path, monkeypatch):
     def no_computation(*args, **kwargs):
         raise AssertionError("segment ran although an output was bad")
