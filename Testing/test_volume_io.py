@@ -641,6 +641,21 @@ def test_strokes_on_a_finer_grid_mark_the_voxels_holding_their_centres(tmp_path,
     one_line_error(excinfo, "c.nrrd", "spacing", "not a coarser one")
 
 
+def test_strokes_of_the_image_size_on_a_finer_grid_mean_a_missing_spacing_not_a_finer_grid(tmp_path):
+    # An image whose header lacks its spacing is read at 1 mm: strokes drawn on it in Slicer, with the real
+    # 0.06 mm, would crowd into a corner and lose a class. Say what is wrong instead.
+    strokes = np.zeros((4, 16, 16), np.uint8)
+    strokes[1, 3:6, 3] = 1
+    strokes[2, 12, 8:14] = 2
+    vio.write_labelmap(tmp_path / "s.nrrd", strokes, Geometry((0.06, 0.06, 0.12)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape, Geometry((1.0, 1.0, 1.0)))
+    one_line_error(excinfo, "s.nrrd", "has the image's size (16x16x4) but voxel size (0.06, 0.06, 0.12) mm",
+                   "the image (1, 1, 1) mm", "(spacing)")
+    np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape,
+                                                     Geometry((0.06, 0.06, 0.12))), strokes)
+
+
 def test_a_file_that_lies_outside_the_image_says_so(tmp_path):
     far = Geometry(TILTED.spacing, tuple(np.asarray(TILTED.origin) + 1000.3), TILTED.direction)
     vio.write_labelmap(tmp_path / "s.nrrd", 1 + ball(), far)
