@@ -103,8 +103,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; return the exit status.
 
     Every failure the user can act on ends with one line on stderr and a
-    non-zero status: 2 for bad input (argparse included) or a full disk,
-    1 for out of memory, 128 + N for signal N (130 for Ctrl-C; 141 when the reader of the output went
+    non-zero status: 2 for bad input (argparse included), a full disk or a file the system would not
+    read or write, 1 for out of memory, 128 + N for signal N (130 for Ctrl-C; 141 when the reader of the output went
     away, as for SIGPIPE).
     """
     from .errors import Interrupted
@@ -137,9 +137,13 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 1
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            raise
-        print(f"{prefix}: error: disk full writing {exc.filename or 'a file'} ({exc.strerror})", file=sys.stderr)
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            print(f"{prefix}: error: disk full writing {exc.filename or 'a file'} ({exc.strerror})", file=sys.stderr)
+            return 2
+        if exc.filename is None or not exc.strerror:
+            raise  # not a file's problem the user can act on: keep the whole story
+        # A file system that went read-only, an I/O error, a file that vanished: the file and the reason.
+        print(f"{prefix}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
 
 

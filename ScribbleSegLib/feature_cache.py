@@ -13,7 +13,7 @@ The cache heals itself:
   match -- truncated, partly overwritten, half deleted -- is removed with one
   warning and recomputed.
 - Entries are written into a temporary folder named
-  ``.KEY.scribbleseg-tmp-PID-XXXXXXXX`` and renamed into place; the next
+  ``.KEY.scribbleseg-tmp-HOST-PID-XXXXXXXX`` and renamed into place; the next
   run removes the temporaries of runs that were killed.
 - A cache folder that cannot be used (it is a file, or read-only) means one
   warning and a run without the cache, never a failure.

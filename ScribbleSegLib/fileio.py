@@ -2,10 +2,11 @@
 
 Every file ScribbleSeg writes appears only once complete.  A writer gets a
 temporary path beside its target, named recognisably
-(``.NAME.scribbleseg-tmp-PID-XXXXXX.SUFFIXES``); on success the temporary
+(``.NAME.scribbleseg-tmp-HOST-PID-XXXXXXXX.SUFFIXES``); on success the temporary
 file is renamed onto the target, on any error (a full disk included) it is
 removed.  A run killed with SIGKILL cannot clean up: the next run sweeps the
-temporaries whose process is gone (:func:`sweep_stale_temps`).
+temporaries whose process is gone, or, made on another machine, that are a day old
+(:func:`sweep_stale_temps`).
 
 A job with several outputs checks all of them before any computation
 (:func:`check_outputs`) and writes them through one :class:`OutputSet`, which
@@ -28,13 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import secrets
 import shutil
 import signal
+import socket
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -45,7 +49,18 @@ PathLike = Union[str, os.PathLike]
 TEMP_TAG = ".scribbleseg-tmp-"
 """Marks every temporary file and folder ScribbleSeg creates beside an output or in its cache."""
 
-_TEMP_RE = re.compile(r"^\..*" + re.escape(TEMP_TAG) + r"(?P<pid>\d+)-[0-9a-z]+")
+NAME_MAX_BYTES = 255
+"""The longest file name (bytes) the common file systems take (ext4, XFS, btrfs, APFS; NTFS counts UTF-16 units)."""
+
+FOREIGN_TEMP_AGE_SECONDS = 24 * 3600
+"""A temporary another machine made (a shared or network folder) is swept only once this old: its process
+cannot be asked whether it still runs."""
+
+# This machine, in temporary names: a process id means something only on the machine that gave it.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+# The host part is optional: temporaries of earlier versions had a process id alone.
+_TEMP_RE = re.compile(r"^\..*" + re.escape(TEMP_TAG) + r"(?:(?P<host>[0-9a-f]{8})-)?(?P<pid>\d+)-[0-9a-z]+")
 
 FULL_MARGIN_BYTES = 1 << 20
 """A write that fails (or a writer that ends) with less than this free on its disk ran out of space.
@@ -126,8 +141,11 @@ def check_output_path(path: PathLike, name: Optional[str] = None) -> Path:
     label = f"{path} ({name})" if name else str(path)
     if not str(path) or path.name in ("", ".", ".."):
         raise ScribbleSegError(f"{label}: expected a file name")
+    if len(path.name.encode()) > NAME_MAX_BYTES:
+        raise ScribbleSegError(f"{label}: the file name is too long ({len(path.name.encode())} bytes; "
+                               f"at most {NAME_MAX_BYTES})")
     parent = _parent(path)
-    if not parent.is_dir():
+    if not _is_dir(parent):
         raise ScribbleSegError(f"{label}: the output folder {parent} does not exist")
     if path.is_dir():
         raise ScribbleSegError(f"{label}: is a folder, expected a file name")
@@ -138,6 +156,13 @@ def check_output_path(path: PathLike, name: Optional[str] = None) -> Path:
         # is one they meant to keep.
         raise ScribbleSegError(f"{label}: exists and is read-only; make it writable or choose another output file")
     return path
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long, a folder we may not enter: not a folder we can write into
+        return False
 
 
 def _write_protected(path: Path) -> bool:
@@ -158,7 +183,7 @@ def temp_path(path: PathLike) -> Path:
     """A fresh, recognisable temporary name beside ``path`` that keeps its suffixes.
 
     Writers that pick a format by extension (``.seg.nrrd``, ``.nii.gz``) still
-    work on it; the process id in the name lets a later run tell a live
+    work on it; the machine and process id in the name let a later run tell a live
     run's temporary from one a killed run left.
 
     Examples
@@ -168,7 +193,11 @@ def temp_path(path: PathLike) -> Path:
     """
     path = Path(path)
     suffix = "".join(path.suffixes[-2:]) if path.suffixes else ""
-    return _parent(path) / f".{path.name}{TEMP_TAG}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+    tail = f"{TEMP_TAG}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+    # A valid output name can be too long once tagged: shorten the copy of the name, never the tag or suffix.
+    room = NAME_MAX_BYTES - len(f".{tail}".encode())
+    head = path.name.encode()[:max(room, 1)].decode(errors="ignore")
+    return _parent(path) / f".{head}{tail}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -202,11 +231,23 @@ def is_temp_name(name: str) -> bool:
     return _TEMP_RE.match(name) is not None
 
 
+def _stale(match: "re.Match[str]", entry: os.DirEntry) -> bool:
+    if match.group("host") in (None, _HOST):
+        return not _pid_alive(int(match.group("pid")))
+    try:  # another machine's: its process cannot be asked, so age decides
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime > FOREIGN_TEMP_AGE_SECONDS
+    except OSError:
+        return False
+
+
 def sweep_stale_temps(folder: PathLike) -> List[Path]:
-    """Remove the temporaries in ``folder`` whose process no longer runs; return what was removed.
+    """Remove the temporaries in ``folder`` a killed run left; return what was removed.
 
     Only names made by :func:`temp_path` are touched, never other files.  A
-    folder that cannot be listed is left alone.
+    temporary made on this machine goes when its process no longer runs; one
+    another machine made (a shared folder) when it is
+    :data:`FOREIGN_TEMP_AGE_SECONDS` old.  A folder that cannot be listed is
+    left alone.
 
     Examples
     --------
@@ -221,7 +262,7 @@ def sweep_stale_temps(folder: PathLike) -> List[Path]:
         return removed
     for entry in entries:
         match = _TEMP_RE.match(entry.name)
-        if match is None or _pid_alive(int(match.group("pid"))):
+        if match is None or not _stale(match, entry):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -315,7 +356,9 @@ def _size(path: Path) -> int:
 
 
 def _finish_write(tmp: Path, shown: PathLike, expected_bytes: Optional[int]) -> None:
-    """Raise if the file just written is incomplete because its disk filled up."""
+    """Raise if the file just written is incomplete because its disk filled up or its folder went away."""
+    if not _parent(tmp).is_dir():
+        raise ScribbleSegError(f"{shown}: the output folder {_parent(Path(shown))} no longer exists")
     _fsync(tmp)
     size = _size(tmp)
     if _looks_full(_parent(tmp)) or size == 0:
@@ -327,19 +370,29 @@ def _finish_write(tmp: Path, shown: PathLike, expected_bytes: Optional[int]) -> 
 
 def _translate_failure(exc: BaseException, tmp: Path, shown: PathLike,
                        expected_bytes: Optional[int]) -> Optional[BaseException]:
-    """The error to raise instead of ``exc`` when a write failed because the disk is full."""
+    """The one-line error to raise instead of ``exc`` when writing ``shown`` failed (None: keep ``exc``).
+
+    A vanished output folder, a full disk, or any other error of the file system (read-only,
+    an I/O error, no permission) is said in the target's name; an error of the writer itself is kept.
+    """
     if not isinstance(exc, Exception) or isinstance(exc, DiskFullError):
-        return None  # KeyboardInterrupt, SystemExit: not a write failure
+        return None  # KeyboardInterrupt, SystemExit: not a write failure; a full disk already said so
+    folder = _parent(Path(shown))
+    if not folder.is_dir():  # a removed folder has no free space either: say what really happened
+        return ScribbleSegError(f"{shown}: the output folder {folder} no longer exists")
     if _is_disk_full_error(exc) or _looks_full(_parent(tmp)):
         size = _size(tmp)
         needed = max(int(expected_bytes or 0), size)
         free = free_bytes(_parent(tmp)) + size  # what is free once the temporary is gone
         return DiskFullError(disk_full_message(shown, needed, free))
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return ScribbleSegError(f"{shown}: cannot write ({exc.strerror or os.strerror(exc.errno)})")
     return None
 
 
 def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    # Cleanup after a failure must not hide it: a folder gone read-only or removed keeps what it keeps.
+    with contextlib.suppress(OSError):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -567,7 +620,10 @@ class OutputSet:
         if missing:
             raise RuntimeError(f"outputs never written: {missing}")
         for key, tmp in self._temps.items():
-            os.replace(tmp, self.targets[key])
+            try:
+                os.replace(tmp, self.targets[key])
+            except OSError as exc:
+                raise _translate_failure(exc, tmp, self.targets[key], None) or exc from None
         self.committed = True
         self._forget()
         return list(self.targets.values())

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +273,25 @@ def test_temporaries_a_killed_run_left_are_swept_by_the_next_run(case, capsys, t
     assert not stale.exists() and live.exists() and foreign.exists()
 
 
+def test_temporaries_another_machine_made_in_a_shared_folder_are_swept_only_when_a_day_old(tmp_path):
+    # Its process id means nothing here: a live run on another node of the cluster must keep its file.
+    ours = fileio.temp_path(tmp_path / "o.nrrd").name
+    other = "0" * 8 if fileio._HOST != "0" * 8 else "1" * 8
+    assert fileio.is_temp_name(ours) and f"{fileio.TEMP_TAG}{fileio._HOST}-{os.getpid()}-" in ours
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {"ours_dead": f".a.nrrd{fileio.TEMP_TAG}{fileio._HOST}-{dead.pid}-0a1b2c3d.nrrd",
+             "theirs_fresh": f".b.nrrd{fileio.TEMP_TAG}{other}-{dead.pid}-0a1b2c3d.nrrd",
+             "theirs_old": f".c.nrrd{fileio.TEMP_TAG}{other}-{os.getpid()}-0a1b2c3d.nrrd"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * fileio.FOREIGN_TEMP_AGE_SECONDS
+    os.utime(tmp_path / names["theirs_old"], (two_days_ago, two_days_ago))
+    removed = {p.name for p in fileio.sweep_stale_temps(tmp_path)}
+    assert removed == {names["ours_dead"], names["theirs_old"]}
+    assert (tmp_path / names["theirs_fresh"]).exists()
+
+
 def test_sigkill_while_writing_leaves_only_temporaries_and_no_target(case, tmp_path):
     # A child writes through atomic_output and is killed before the rename: the target never appears,
     # and what it left is recognisable and swept afterwards.
@@ -483,6 +503,58 @@ def test_a_writer_that_fails_silently_on_a_full_disk_is_caught(tmp_path, monkeyp
         with fileio.atomic_output(tmp_path / "x.nii") as tmp:
             tmp.write_bytes(b"truncated")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_on_a_file_system_gone_read_only_gives_one_line_and_cleanup_never_hides_it(tmp_path, monkeypatch):
+    # A disk error or an NFS server turns the file system read-only mid-run: writing and removing both fail.
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with pytest.raises(ScribbleSegError, match=r"^.*x\.nrrd: cannot write \(Read-only file system\)$"):
+        with fileio.atomic_output(tmp_path / "x.nrrd") as tmp:
+            tmp.write_bytes(b"partial")
+            monkeypatch.setattr(Path, "unlink", read_only)
+            read_only()
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] != ["x.nrrd"]  # no target: only the temporary that could not go
+
+
+def test_a_file_system_error_anywhere_in_a_command_is_one_line_naming_the_file(case, capsys, tmp_path,
+                                                                                monkeypatch):
+    def io_error(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(case["image"]))
+
+    monkeypatch.setattr(pipeline, "segment", io_error)
+    status, _, err = run_cli(capsys, segment_args(case, tmp_path / "o.seg.nrrd"))
+    assert status == 2
+    assert err.splitlines()[-1] == f"scribbleseg segment: error: {case['image']}: Input/output error"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_folder_removed_during_the_run_is_said_so_not_a_full_disk(tmp_path):
+    folder = tmp_path / "usb"
+    folder.mkdir()
+    for fail in (True, False):  # the writer fails, or it "succeeds" into a folder that is gone
+        with pytest.raises(ScribbleSegError, match=r"x\.nrrd: the output folder .*usb no longer exists$"):
+            with fileio.atomic_output(folder / "x.nrrd") as tmp:
+                tmp.write_bytes(b"partial")
+                tmp.unlink()
+                folder.rmdir()
+                if fail:
+                    raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp))
+        folder.mkdir()
+
+
+def test_a_long_output_name_gets_a_temporary_that_fits_and_a_too_long_one_is_refused(tmp_path):
+    name = "h" * 240 + ".seg.nrrd"  # valid (249 bytes) but too long once tagged in full
+    tmp = fileio.temp_path(tmp_path / name)
+    assert len(tmp.name.encode()) <= fileio.NAME_MAX_BYTES and tmp.name.endswith(".seg.nrrd")
+    assert fileio.is_temp_name(tmp.name)
+    with fileio.atomic_output(tmp_path / name) as tmp:
+        tmp.write_bytes(b"ok")
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    with pytest.raises(ScribbleSegError, match=r"the file name is too long \(265 bytes; at most 255\)"):
+        fileio.check_output_path(tmp_path / ("h" * 256 + ".seg.nrrd"))
 
 
 def test_segment_refuses_before_computing_when_the_outputs_cannot_fit(case, capsys, tmp_path, monkeypatch):
