@@ -1478,9 +1478,10 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             except ImportError:
                 slicerPackaging = None
             if slicerPackaging is not None:
-                # The user has agreed in our dialog; pip_ensure still offers a restart when one is needed.
+                # The user has agreed in our dialog, and ensureDependencies offers the restart itself
+                # (on every version): one question each, not two.
                 slicerPackaging.pip_ensure(requirements, constraints=constraints, prompt_install=False,
-                                           requester="ScribbleSeg")
+                                           prompt_restart=False, requester="ScribbleSeg")
             else:
                 slicer.util.pip_install(["-c", constraints, *requirements])
         finally:
@@ -1917,13 +1918,14 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def featureCacheFolder() -> str:
-        """Where M-Unet features are cached: ``ScribbleSeg/features`` in Slicer's cache folder.
+        """Where M-Unet features are cached: the per-user folder the command line uses too
+        (``ScribbleSegLib.choices.default_cache_dir``, ``~/.cache/scribbleseg/features``).
 
-        Slicer's cache folder (``slicer.app.cachePath``, set in Application
-        settings) is where Slicer keeps data it can download or compute again,
-        so users find, cap and clear it in one place.
+        Not in Slicer's cache folder: from Slicer 5.12 on, Slicer prunes that folder at every start to its
+        own limit (1 GB by default) and would delete the features, with their size cap, whole. One folder
+        also means one cap, and features the command line computed are reused here.
         """
-        return os.path.join(slicer.app.cachePath, "ScribbleSeg", "features")
+        return str(lib("choices").default_cache_dir())
 
     def featureCacheMaxGB(self) -> float:
         """Largest size of the feature cache in GB.

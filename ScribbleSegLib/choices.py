@@ -159,10 +159,9 @@ def default_cache_dir() -> Path:
 
     ``$SCRIBBLESEG_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/scribbleseg/features``
     (``~/.cache/scribbleseg/features``).  The command line uses this folder
-    (``segment``, ``cache``); a worker request names its own (``cache_dir``; none:
-    no cache), and the Slicer module keeps its features in Slicer's cache folder
-    (``ScribbleSeg/features`` there), where its users clear and cap what Slicer
-    keeps.
+    (``segment``, ``cache``) and so does the Slicer module (not Slicer's own cache
+    folder, which Slicer 5.12+ prunes at every start); a worker request names its
+    own (``cache_dir``; none: no cache).
 
     Examples
     --------

@@ -423,6 +423,7 @@ def scribbleseg(monkeypatch, tmp_path):
     import types
 
     settings = {}
+    monkeypatch.setenv("SCRIBBLESEG_CACHE_DIR", str(tmp_path / "features"))
     qt = types.SimpleNamespace(
         QTimer=_FakeTimer,
         QSettings=lambda: types.SimpleNamespace(value=lambda key, default="": settings.get(key, default),
@@ -693,7 +694,9 @@ def test_the_cache_cannot_be_cleared_or_pruned_while_a_job_runs(scribbleseg):
     panel = _panel(scribbleseg)
     logic = panel.logic
     folder = Path(logic.featureCacheFolder())
-    assert folder == Path(scribbleseg.slicer.app.cachePath) / "ScribbleSeg" / "features"
+    # The command line's folder, out of Slicer's cache (pruned at every start from Slicer 5.12 on).
+    assert folder == Path(os.environ["SCRIBBLESEG_CACHE_DIR"])
+    assert Path(scribbleseg.slicer.app.cachePath) not in folder.parents
     key = "0" * 32  # the cache's own entry name
     (folder / key).mkdir(parents=True)
     (folder / key / "features.npy").write_bytes(b"x" * 100)
@@ -850,6 +853,22 @@ def test_a_restart_is_offered_when_slicer_had_loaded_a_replaced_package(scribble
     monkeypatch.delitem(sys.modules, "maxflow", raising=False)
     logic.ensureDependencies()
     assert len(state["dialogs"]) == 1 and not state["restarted"], "nothing loaded: no restart"
+
+
+def test_slicer_packaging_installs_without_its_own_prompts(scribbleseg, monkeypatch):
+    # Slicer 5.12+: pip_ensure would ask to install and to restart again after ScribbleSeg's own questions.
+    import types
+
+    calls = []
+    packaging = types.ModuleType("slicer.packaging")
+    packaging.pip_ensure = lambda requirements, **kwargs: calls.append((list(requirements), kwargs))
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    monkeypatch.setattr(scribbleseg.slicer, "packaging", packaging, raising=False)
+    scribbleseg.ScribbleSegLogic()._pipInstall(["slicerio>=1.0"])
+    ((requirements, kwargs),) = calls
+    assert requirements == ["slicerio>=1.0"]
+    assert kwargs["prompt_install"] is False and kwargs["prompt_restart"] is False
+    assert not Path(kwargs["constraints"]).exists(), "the constraints file is removed after the install"
 
 
 def test_the_self_test_skips_without_its_dependencies(scribbleseg, monkeypatch):
