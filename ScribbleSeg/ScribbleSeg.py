@@ -414,6 +414,9 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         """Called when the application closes or the module is reloaded."""
+        # A reload calls cleanup() without exit(): the old panel's editor would keep its effect, shortcuts and
+        # view observations, and the shared editor node ScribbleSeg's overwrite mode.
+        self._releaseSegmentEditor()
         self.logic.cleanup()
         for shortcut in self._shortcuts:
             shortcut.setEnabled(False)
@@ -422,6 +425,18 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self._binding is not None:
             self._binding.unbind()
+
+    def _releaseSegmentEditor(self) -> None:
+        """Stop the embedded Segment Editor (as the Segment Editor module does on exit) and give the shared
+        editor node back the overwrite mode it had."""
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        editor.uninstallKeyboardShortcuts()
+        editor.removeViewObservations()
+        self._enableShortcuts(False)
+        if self._segmentEditorNode is not None and self._savedOverwriteMode is not None:
+            self._segmentEditorNode.SetOverwriteMode(self._savedOverwriteMode)
+            self._savedOverwriteMode = None
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -441,14 +456,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._segmentEditorNode.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
 
     def exit(self) -> None:
-        editor = self.ui.segmentEditorWidget
-        editor.setActiveEffect(None)
-        editor.uninstallKeyboardShortcuts()
-        editor.removeViewObservations()
-        self._enableShortcuts(False)
-        if self._segmentEditorNode is not None and self._savedOverwriteMode is not None:
-            self._segmentEditorNode.SetOverwriteMode(self._savedOverwriteMode)
-            self._savedOverwriteMode = None
+        self._releaseSegmentEditor()
         # The GUI stays connected (see ParameterNodeGuiBinding); only the panel's reactions stop, so that a
         # hidden panel never changes the Segment Editor the user is working in.
         self._stopObservingParameterNode()
@@ -543,7 +551,8 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @contextlib.contextmanager
     def _reportErrors(self, title: str):
-        """Show a ScribbleSegError as its one-line message, anything else with its traceback.
+        """Show a ScribbleSegError as its one-line message, anything else with its traceback; a cancel
+        (the user's own choice) with nothing.
 
         An action that fails before its job starts leaves no progress bar or
         "Segmenting..." status behind.
@@ -553,7 +562,9 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as exc:
             if not self.logic.busy:
                 self._endJob()
-            if isUserError(exc):
+            if isinstance(exc, lib("errors").CancelledError):
+                logging.info("ScribbleSeg: %s: cancelled", title)
+            elif isUserError(exc):
                 slicer.util.errorDisplay(str(exc), windowTitle=title)
             else:
                 import traceback
@@ -1215,10 +1226,24 @@ def _requirementName(line: str) -> str:
 
 
 def pythonExecutable() -> str:
-    """Slicer's ``PythonSlicer`` (which sets up the environment for Slicer's Python), else this interpreter."""
-    # Same lookup as slicer.util.executePythonModule; that function cannot start a process group, which a
+    """Slicer's ``PythonSlicer`` (which sets up the environment for Slicer's Python), else this interpreter
+    when it is a plain Python (the console, the tests).
+
+    Inside Slicer ``sys.executable`` is Slicer itself: starting it would open a second Slicer, so a missing
+    PythonSlicer is an error, as in ``slicer.util.executePythonModule``.
+    """
+    # The same lookup as slicer.util.executePythonModule; that function cannot start a process group, which a
     # hard cancel needs, so the worker is started with subprocess directly.
-    return shutil.which("PythonSlicer") or sys.executable
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    beside = os.path.join(os.path.dirname(sys.executable), "PythonSlicer" + (".exe" if os.name == "nt" else ""))
+    if os.path.isfile(beside):
+        return beside
+    if "python" in os.path.basename(sys.executable).lower():
+        return sys.executable
+    raise userError(f"PythonSlicer executable not found (on PATH or beside {sys.executable}); ScribbleSeg runs "
+                    "its work in Slicer's Python. Reinstall Slicer")
 
 
 #
@@ -2009,8 +2034,6 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         A new segmentation named after the volume if ``outputNode`` is None;
         otherwise the segment is replaced in place (its closed surface follows).
         """
-        from vtk.util.numpy_support import vtk_to_numpy
-
         if outputNode is None:
             outputNode = slicer.mrmlScene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} heart"))
@@ -2022,20 +2045,33 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         segmentId = self.segmentId(outputNode, HEART)
         if not segmentId:
             segmentId = outputNode.GetSegmentation().AddEmptySegment(HEART, HEART, HEART_COLOR)
+        self._importLabelValues(labels, volumeNode, outputNode, [segmentId])
+        self.showSurface(outputNode, show3D)
+        return outputNode
+
+    @staticmethod
+    def _importLabelValues(values, volumeNode, node, segmentIds: Sequence[str]) -> None:
+        """Replace segments ``segmentIds`` of ``node`` with ``(Z, Y, X)`` label values on the volume's grid
+        (value i + 1 -> ``segmentIds[i]``), in one call.
+
+        Not ``slicer.util.updateSegmentBinaryLabelmapFromArray``: with an RGB volume as reference it makes a
+        label volume from a deep copy of the RGB image, about 15 bytes a voxel, once per segment.
+        """
+        from vtk.util.numpy_support import vtk_to_numpy
+
         image = slicer.vtkOrientedImageData()
         image.SetDimensions(*volumeNode.GetImageData().GetDimensions())
         image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-        vtk_to_numpy(image.GetPointData().GetScalars())[:] = labels.ravel()
+        vtk_to_numpy(image.GetPointData().GetScalars())[:] = values.ravel()
         matrix = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(matrix)
         image.SetImageToWorldMatrix(matrix)
-        segmentIds = vtk.vtkStringArray()
-        segmentIds.InsertNextValue(segmentId)
+        ids = vtk.vtkStringArray()
+        for segmentId in segmentIds:
+            ids.InsertNextValue(segmentId)
         # The image is in the segmentation's coordinates (both under the volume's transform): no transform.
-        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(image, outputNode, segmentIds):
-            raise userError(f"importing the result into '{outputNode.GetName()}' failed")
-        self.showSurface(outputNode, show3D)
-        return outputNode
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(image, node, ids):
+            raise userError(f"importing the result into '{node.GetName()}' failed")
 
     def importProbability(self, path: str, volumeNode, probabilityNode=None):
         """Put the worker's probability map into a scalar volume (created if None)."""
@@ -2197,12 +2233,16 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
             self._placeBeside(node, volumeNode)
             volumeNode.SetAttribute(CHANGES_ATTRIBUTE, node.GetID())
-        for name, value, color in (("added", loop.ADDED, ADDED_COLOR), ("removed", loop.REMOVED, REMOVED_COLOR)):
+        segmentIds = []
+        for name, color in (("added", ADDED_COLOR), ("removed", REMOVED_COLOR)):
             segmentId = self.segmentId(node, name)
             if not segmentId:
                 segmentId = node.GetSegmentation().AddEmptySegment(name, name, color)
-            slicer.util.updateSegmentBinaryLabelmapFromArray((changed == value).astype(np.uint8), node, segmentId,
-                                                             volumeNode)
+            segmentIds.append(segmentId)
+        values = np.zeros(changed.shape, np.uint8)  # label i + 1 goes to segmentIds[i]
+        values[changed == loop.ADDED] = 1
+        values[changed == loop.REMOVED] = 2
+        self._importLabelValues(values, volumeNode, node, segmentIds)
         return node
 
     def showChanges(self, volumeNode, show: bool = True) -> None:
@@ -2232,10 +2272,18 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         layoutManager = slicer.app.layoutManager()
         sliceWidget = layoutManager.sliceWidget(viewName) if layoutManager is not None else None
         if sliceWidget is not None:
+            # Turn the view to the sections' plane first: on an oblique stack an axial view would cut across
+            # several sections. RotateToVolumePlane would pick the volume axis nearest the view's normal, which
+            # need not be K; RotateToAxes (as it does, with the normal fixed to K) always shows one section.
+            ijkToWorld = vtk.vtkMatrix4x4()
+            volumeNode.GetIJKToRASMatrix(ijkToWorld)
+            parent = volumeNode.GetParentTransformNode()
+            if parent is not None and parent.IsTransformToWorldLinear():
+                toWorld = vtk.vtkMatrix4x4()
+                parent.GetMatrixTransformToWorld(toWorld)
+                vtk.vtkMatrix4x4.Multiply4x4(toWorld, ijkToWorld, ijkToWorld)
             sliceNode = sliceWidget.mrmlSliceNode()
-            # Turn the view to the volume's grid first (vtkMRMLSliceNode::RotateToVolumePlane, in MRML since
-            # Slicer 4): on an oblique stack an axial view would cut across several sections.
-            sliceNode.RotateToVolumePlane(volumeNode)
+            sliceNode.RotateToAxes(ijkToWorld, 2)
             sliceNode.JumpSliceByCentering(*ras)
         return ras
 

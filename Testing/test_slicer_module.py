@@ -635,6 +635,27 @@ def test_an_early_error_leaves_no_progress_bar_or_status_behind(scribbleseg):
     assert panel.ui.applyButton.enabled and panel.ui.applyButton.text == "Apply"
 
 
+def test_cancelling_the_loading_of_sections_shows_no_error(scribbleseg, tmp_path):
+    from ScribbleSegLib.errors import CancelledError
+
+    errors = []
+    panel = _panel(scribbleseg)
+    panel.ui.sectionFolderPathLineEdit.currentPath = str(tmp_path)
+    scribbleseg.slicer.util.createProgressDialog = lambda **kwargs: _FakeWidget()
+    scribbleseg.slicer.util.errorDisplay = lambda text, **kwargs: errors.append(text)
+    panel.logic.ensureDependencies = lambda torch=True: None
+
+    def cancelled(*args, **kwargs):
+        raise CancelledError()
+
+    panel.logic.loadSectionFolder = cancelled
+    panel.onLoadSectionsButton()
+    assert errors == []
+    panel.logic.loadSectionFolder = lambda *args, **kwargs: (_ for _ in ()).throw(scribbleseg.userError("no images"))
+    panel.onLoadSectionsButton()
+    assert errors == ["no images"], "a real error is still shown"
+
+
 def test_loaded_section_folders_go_into_the_path_history(scribbleseg, tmp_path):
     import types
 
@@ -653,6 +674,29 @@ def test_loaded_section_folders_go_into_the_path_history(scribbleseg, tmp_path):
     panel.onLoadSectionsButton()
     history = [c for c in panel.ui.sectionFolderPathLineEdit.calls if c[0] == "addCurrentPathToHistory"]
     assert len(history) == 1
+
+
+def test_a_reload_releases_the_embedded_editor_and_restores_the_overwrite_mode(scribbleseg):
+    # Slicer's reload calls cleanup() only, never exit().
+    import types
+
+    scribbleseg.slicer.vtkMRMLSegmentEditorNode = types.SimpleNamespace(OverwriteNone=2)
+    panel = _panel(scribbleseg)
+    node = types.SimpleNamespace(mode=0)
+    node.GetOverwriteMode = lambda: node.mode
+    node.SetOverwriteMode = lambda mode: setattr(node, "mode", mode)
+    panel._segmentEditorNode = node
+    panel._setOverwriteNone()
+    assert node.mode == 2
+    calls = []
+    editor = types.SimpleNamespace(setActiveEffect=lambda effect: calls.append(("setActiveEffect", effect)),
+                                   uninstallKeyboardShortcuts=lambda: calls.append("uninstallKeyboardShortcuts"),
+                                   removeViewObservations=lambda: calls.append("removeViewObservations"))
+    panel.ui.segmentEditorWidget = editor
+    panel.removeObservers = lambda: None  # VTKObservationMixin's, not stood in for
+    panel.cleanup()
+    assert node.mode == 0
+    assert calls == [("setActiveEffect", None), "uninstallKeyboardShortcuts", "removeViewObservations"]
 
 
 def test_the_overwrite_mode_of_a_closed_scene_is_not_restored_onto_the_next(scribbleseg):
@@ -853,6 +897,23 @@ def test_a_restart_is_offered_when_slicer_had_loaded_a_replaced_package(scribble
     monkeypatch.delitem(sys.modules, "maxflow", raising=False)
     logic.ensureDependencies()
     assert len(state["dialogs"]) == 1 and not state["restarted"], "nothing loaded: no restart"
+
+
+def test_the_worker_runs_in_pythonslicer_never_in_a_second_slicer(scribbleseg, monkeypatch, tmp_path):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    slicer_exe = tmp_path / "Slicer"
+    slicer_exe.write_bytes(b"")
+    monkeypatch.setattr(sys, "executable", str(slicer_exe))  # what sys.executable is inside Slicer
+    with pytest.raises(Exception, match="PythonSlicer executable not found") as info:
+        scribbleseg.pythonExecutable()
+    assert scribbleseg.isUserError(info.value)
+    beside = tmp_path / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+    beside.write_bytes(b"")
+    assert scribbleseg.pythonExecutable() == str(beside)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python3"))  # the console, the tests
+    assert scribbleseg.pythonExecutable() == str(tmp_path / "bin" / "python3")
 
 
 def test_slicer_packaging_installs_without_its_own_prompts(scribbleseg, monkeypatch):
@@ -1418,14 +1479,72 @@ def test_the_list_is_cleared_when_another_volume_is_selected(scribbleseg):
     assert panel._suggestions == [] and not panel.ui.nextSectionButton.enabled
 
 
-def test_jumping_to_a_section_turns_the_red_view_to_the_volume_plane_then_centres_it(scribbleseg, monkeypatch):
+def test_the_changes_go_into_their_two_segments_in_one_import_without_a_label_volume(scribbleseg, monkeypatch):
+    # Not updateSegmentBinaryLabelmapFromArray: with an RGB reference it deep-copies the image per segment.
+    import numpy as np
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    from ScribbleSegLib import loop
+
+    class OrientedImage(vtk.vtkImageData):
+        def SetImageToWorldMatrix(self, matrix):
+            self.matrix = matrix
+
+    imports = []
+
+    def import_labelmap(image, node, ids):
+        dims = image.GetDimensions()
+        values = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1]).copy()
+        imports.append((values, [ids.GetValue(i) for i in range(ids.GetNumberOfValues())], node))
+        return True
+
+    slicer = scribbleseg.slicer
+    monkeypatch.setattr(slicer, "vtkOrientedImageData", OrientedImage, raising=False)
+    monkeypatch.setattr(slicer, "vtkSlicerSegmentationsModuleLogic",
+                        types.SimpleNamespace(ImportLabelmapToSegmentationNode=import_labelmap), raising=False)
+    monkeypatch.setattr(slicer.util, "updateSegmentBinaryLabelmapFromArray",
+                        lambda *args: pytest.fail("the slow path"), raising=False)
+    segments = {}
+    segmentation = types.SimpleNamespace(AddEmptySegment=lambda sid, name, color: segments.setdefault(name, name))
+    node = types.SimpleNamespace(GetSegmentation=lambda: segmentation, GetName=lambda: "v changes")
+    volume = types.SimpleNamespace(GetImageData=lambda: types.SimpleNamespace(GetDimensions=lambda: (4, 3, 2)),
+                                   GetIJKToRASMatrix=lambda matrix: None)
+    logic = scribbleseg.ScribbleSegLogic()
+    monkeypatch.setattr(logic, "changesNode", lambda volume: node)
+    monkeypatch.setattr(logic, "segmentId", lambda node, name: segments.get(name, ""))
+    changed = np.zeros((2, 3, 4), np.uint8)
+    changed[0, 1, 2] = loop.ADDED
+    changed[1, 2, 3] = loop.REMOVED
+    assert logic.updateChanges(volume, changed) is node
+    ((values, ids, target),) = imports
+    assert target is node and ids == ["added", "removed"]
+    np.testing.assert_array_equal(values == 1, changed == loop.ADDED)
+    np.testing.assert_array_equal(values == 2, changed == loop.REMOVED)
+
+
+def test_jumping_to_a_section_turns_the_red_view_to_the_section_plane_then_centres_it(scribbleseg, monkeypatch):
     calls = []
-    node = types.SimpleNamespace(RotateToVolumePlane=lambda volume: calls.append(("rotate", volume)),
-                                 JumpSliceByCentering=lambda *ras: calls.append(("jump", ras)))
+    node = types.SimpleNamespace(
+        RotateToAxes=lambda matrix, normal: calls.append(("rotate", [matrix.GetElement(r, c) for r in range(3)
+                                                                     for c in range(4)], normal)),
+        JumpSliceByCentering=lambda *ras: calls.append(("jump", ras)))
     widget = types.SimpleNamespace(mrmlSliceNode=lambda: node)
     manager = types.SimpleNamespace(sliceWidget=lambda name: widget if name == "Red" else None)
     monkeypatch.setattr(scribbleseg.slicer.app, "layoutManager", lambda: manager, raising=False)
-    logic = scribbleseg.ScribbleSegLogic()
-    monkeypatch.setattr(logic, "sectionCenter", lambda volume, section: (1.0, 2.0, 3.0 * section))
-    assert logic.jumpToSection("volume", 4) == (1.0, 2.0, 12.0)
-    assert calls == [("rotate", "volume"), ("jump", (1.0, 2.0, 12.0))]
+
+    def ijk_to_ras(matrix):  # 2 mm sections along R, 0.5 mm pixels: K is not the axis nearest an axial view
+        matrix.DeepCopy([0, 0, 2, 10, 0.5, 0, 0, 20, 0, 0.5, 0, 30, 0, 0, 0, 1])
+
+    def shift_to_world(matrix):
+        matrix.DeepCopy([1, 0, 0, 100, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1])
+
+    shifted = types.SimpleNamespace(IsTransformToWorldLinear=lambda: True, GetMatrixTransformToWorld=shift_to_world)
+    for parent, x in ((None, 10.0), (shifted, 110.0)):
+        volume = types.SimpleNamespace(GetIJKToRASMatrix=ijk_to_ras, GetParentTransformNode=lambda: parent)
+        logic = scribbleseg.ScribbleSegLogic()
+        monkeypatch.setattr(logic, "sectionCenter", lambda volume, section: (1.0, 2.0, 3.0 * section))
+        calls.clear()
+        assert logic.jumpToSection(volume, 4) == (1.0, 2.0, 12.0)
+        # The normal is K, the sections' axis, in world coordinates (the volume's linear transform applied).
+        assert calls == [("rotate", [0, 0, 2, x, 0.5, 0, 0, 20, 0, 0.5, 0, 30], 2), ("jump", (1.0, 2.0, 12.0))]
