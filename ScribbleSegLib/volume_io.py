@@ -443,6 +443,29 @@ def reduce_strokes(strokes: np.ndarray, shape: Sequence[int], downsample: int) -
     return _reduced(np.asarray(strokes), shape, int(downsample), strokes=True)
 
 
+def reduce_label_volume(label: "Volume", downsample: int) -> "Volume":
+    """A label on its own grid, reduced as :func:`read_image` reduces an image read with ``downsample``:
+    ``downsample`` x ``downsample`` blocks in-plane (a block is heart when at least half of it is, the
+    remainder cropped), on the grid such an image has.
+
+    Examples
+    --------
+    >>> full = Volume(np.ones((1, 4, 5), np.uint8), Geometry((0.5, 0.5, 2.0)))
+    >>> small = reduce_label_volume(full, 2)
+    >>> small.shape, small.geometry.spacing
+    ((1, 2, 2), (1.0, 1.0, 2.0))
+    """
+    factor = _check_downsample(downsample, Path("label"))
+    z, y, x = label.shape
+    if factor == 1:
+        return label
+    if y < factor or x < factor:
+        raise ScribbleSegError(f"the label ({_size_text(label.shape)} voxels) is smaller than one block of "
+                               f"downsample {factor}")
+    return Volume(_reduced(label.array, (z, y // factor, x // factor), factor, strokes=False),
+                  label.geometry.scaled((factor, factor, 1)))
+
+
 def marks_on_file_grid(path: PathLike, image_path: PathLike, shape: Sequence[int], *, spacing=None,
                        downsample: int = 1, strokes: bool) -> Optional[np.ndarray]:
     """A label (``strokes=False``) or strokes drawn on an image file's own grid, onto the image as it was read.

@@ -200,3 +200,26 @@ def test_a_full_size_folder_label_against_a_downsampled_prediction(files, tmp_pa
     assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (60, 12, 12, 396)
     status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", folder)
     assert status == 2 and "24x20x4" in err and "12x10x4" in err and "downsample 2" in err
+
+
+def test_a_full_size_3d_label_against_a_downsampled_prediction(files, tmp_path, capsys):
+    # The label of the image file itself (its own grid, as the phantom and Slicer save it) and a prediction of
+    # that image read with --downsample 2: the label is reduced as the image was, on the grid the image had.
+    label = volume_io.read_label_volume(files / "label.nrrd")
+    fine = Geometry((0.25, 0.25, 2.0), (1.0 - 0.125, 2.0 - 0.125, 3.0))  # 2x2 voxels per fixture voxel
+    assert fine.scaled((2, 2, 1)).mismatch(GEOMETRY) == ""
+    big = np.kron(label.array, np.ones((1, 2, 2), np.uint8))
+    volume_io.write_segmentation(tmp_path / "full.seg.nrrd", [("heart", big, volume_io.HEART_COLOR)], fine)
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", tmp_path / "full.seg.nrrd",
+                                "--downsample", 2, "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (60, 12, 12, 396)
+    # Without it: the grids differ, and the error says which --downsample would compare them.
+    status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", tmp_path / "full.seg.nrrd")
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "spacing" in err and "give --downsample 2" in err
+    # A label already on the prediction's grid is used as it is, --downsample or not.
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
+                                "--downsample", 2, "--json")
+    assert status == 0 and json.loads(out)["tp"] == 60

@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore-scribbles", metavar="S",
                         help="scribbles (labelmap or .seg.nrrd); their voxels are left out of every count")
     parser.add_argument("--downsample", type=positive_int, default=1, metavar="N",
-                        help="the prediction is of an image read with --downsample N: a label (or scribbles) "
-                             "given as 2D sections at full size is reduced the same way")
+                        help="the prediction is of an image read with --downsample N: a full-size label (a 3D "
+                             "file on the image file's grid, or 2D sections) and scribbles are reduced the same way")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
         prediction = volume_io.read_label(args.prediction, label.shape, label.geometry,
                                           single_segment=True, reference="label")
     else:
-        label, prediction = _on_one_grid(args.prediction, args.label)
+        label = volume_io.read_label_volume(args.label)
+        own = volume_io.read_label_volume(args.prediction, single_segment=True)
+        label, prediction = _on_one_grid(args.prediction, args.label,
+                                         _as_read_with_downsample(label, own, args.downsample), own)
     ignore = None
     if args.ignore_scribbles:
         ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
@@ -61,7 +64,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _on_one_grid(prediction_path: str, label_path: str):
+def _as_read_with_downsample(label, prediction, downsample: int):
+    """The label (on its own grid) reduced as the image was read with ``downsample``, unless it already has the
+    prediction's voxel size (a label drawn on the reduced image)."""
+    from .. import volume_io
+
+    if downsample == 1 or _same_spacing(label.geometry.spacing, prediction.geometry.spacing):
+        return label
+    return volume_io.reduce_label_volume(label, downsample)
+
+
+def _same_spacing(a, b) -> bool:
+    return all(abs(p - q) <= 1e-3 * max(abs(p), abs(q)) for p, q in zip(a, b))
+
+
+def _downsample_hint(label, prediction) -> str:
+    """`` (... --downsample K)`` when the prediction's voxels are K x K of the label's in-plane, else ``""``."""
+    (lx, ly, lz), (px, py, pz) = label.geometry.spacing, prediction.geometry.spacing
+    factor = round(px / lx)
+    if factor > 1 and _same_spacing((px, py, pz), (lx * factor, ly * factor, lz)):
+        return (f" (the prediction looks like one of an image read with --downsample {factor}: give "
+                f"--downsample {factor} to reduce the label the same way)")
+    return ""
+
+
+def _on_one_grid(prediction_path: str, label_path: str, label, own):
     """The label (a Volume) and the prediction (an array) on one grid: the label's, or the box of its grid that
     holds both files' boxes, with one warning when the boxes differ.  A prediction on no box of the label's grid
     is refused as :func:`ScribbleSegLib.volume_io.read_label` words it."""
@@ -69,13 +96,15 @@ def _on_one_grid(prediction_path: str, label_path: str):
 
     from .. import grids, volume_io
 
-    label = volume_io.read_label_volume(label_path)
-    own = volume_io.read_label_volume(prediction_path, single_segment=True)
     if own.shape == label.shape and not label.geometry.mismatch(own.geometry):
         return label, own.array
     offset = grids.whole_voxel_offset(label.geometry, own.geometry)
     if offset is None or not grids.overlaps(label.geometry, label.shape, own.geometry, own.shape):
-        volume_io.read_label(prediction_path, label.shape, label.geometry, single_segment=True, reference="label")
+        try:
+            volume_io.read_label(prediction_path, label.shape, label.geometry, single_segment=True,
+                                 reference="label")
+        except ScribbleSegError as exc:
+            raise ScribbleSegError(f"{exc}{_downsample_hint(label, own)}") from None
         raise AssertionError("read_label placed a prediction that is on no box of the label's grid")
     shape, at_label, at_prediction = grids.union_box(label.shape, own.shape, offset)
     if tuple(shape) != tuple(label.shape) or tuple(own.shape) != tuple(label.shape):
