@@ -37,6 +37,8 @@ import shutil
 import signal
 import socket
 import stat
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -467,6 +469,42 @@ def atomic_output(path: PathLike, expected_bytes: Optional[int] = None) -> Itera
         if replacement is not None:
             raise replacement from None
         raise
+
+
+@contextlib.contextmanager
+def native_stderr_held() -> Iterator[None]:
+    """Hold back what native code prints on fd 2 and pass it on only if the body succeeds.
+
+    Native writers complain on stderr as they fail (NIfTI's ``** ERROR: NWAD: wrote only ...``, libpng's
+    ``libpng error: Write Error`` on a full disk); a failure is reported in one line of our own, so theirs
+    would be a stray second line.  Use it outside :func:`atomic_output`, so that a failure that function
+    finds (a truncated file) also drops the complaint.
+
+    Examples
+    --------
+    >>> with native_stderr_held():
+    ...     pass
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        capture = tempfile.TemporaryFile()
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+        capture.seek(0)
+        held = capture.read()
+        if held:
+            os.write(2, held)
+    finally:
+        os.close(saved)
+        capture.close()
 
 
 # ---------------------------------------------------------------------------

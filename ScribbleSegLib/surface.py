@@ -25,7 +25,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import ScribbleSegError
-from .fileio import PathLike, atomic_output, signals_held
+from .fileio import PathLike, atomic_output, native_stderr_held, signals_held
 
 # VTK's modules are imported with interrupts held (fileio.signals_held): one cut short can crash the process.
 with signals_held():
@@ -372,7 +372,7 @@ def render_surface_png(polydata: vtkPolyData, path: PathLike, size: Tuple[int, i
         grab.SetInputBufferTypeToRGB()
         grab.ReadFrontBufferOff()
         grab.Update()
-        with atomic_output(path) as tmp:
+        with native_stderr_held(), atomic_output(path) as tmp:  # libpng's own "Write Error" on a full disk
             writer = vtkPNGWriter()
             if not _write_image(writer, grab, tmp):
                 raise ScribbleSegError(f"{path}: vtk could not write the PNG")

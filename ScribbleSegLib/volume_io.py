@@ -17,15 +17,12 @@ failed write never leaves a half-written file, and compresses its output.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import sys
-import tempfile
+import tempfile  # noqa: F401 - the doctests' temporary folders
 import zlib
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,7 +30,7 @@ import slicerio
 
 from . import grids
 from .errors import ScribbleSegError
-from .fileio import PathLike, atomic_output
+from .fileio import PathLike, atomic_output, native_stderr_held
 from .geometry import Geometry, Volume, check_geometry
 from .progress import CancelToken, ProgressCallback, check, report
 
@@ -517,35 +514,9 @@ def _with_geometry(image, geometry: Geometry):
     return image
 
 
-@contextlib.contextmanager
-def _native_stderr_kept_unless_failed() -> Iterator[None]:
-    """Hold back what native code prints on fd 2 (NIfTI's "** ERROR: NWAD: wrote only ..." on a full
-    disk) and pass it on only if the body succeeds: a failure is reported in one line of our own."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        capture = tempfile.TemporaryFile()
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-        capture.seek(0)
-        held = capture.read()
-        if held:
-            os.write(2, held)
-    finally:
-        os.close(saved)
-        capture.close()
-
-
 def _write_sitk(path: PathLike, image, expected_bytes: Optional[int] = None) -> None:
     # Outermost, so that a truncated write that atomic_output reports also drops the native complaint.
-    with _native_stderr_kept_unless_failed(), atomic_output(path, expected_bytes) as tmp:
+    with native_stderr_held(), atomic_output(path, expected_bytes) as tmp:
         try:
             sitk.WriteImage(image, str(tmp), True)
         except RuntimeError:
@@ -1004,11 +975,12 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         array = heart.astype(np.uint8) + 2 * background.astype(np.uint8)
         both = heart & background
         array[both] = 0
+        in_both = int(np.count_nonzero(both))
         overlapped = {name: mask.any() and not (mask & ~both).any()
                       for name, mask in (("heart", heart), ("background", background))}
         lost = {}
     else:
-        overlapped, lost = {}, {}
+        overlapped, lost, in_both = {}, {}, 0
         values, own = _read_labelmap_file(path)
         unexpected = (values != 0) & (values != 1) & (values != 2)
         if unexpected.any():
@@ -1026,7 +998,18 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
     if not both_classes:
         if not array.any():
             raise ScribbleSegError(f"{path}: the scribbles mark no voxel")
-        return array
+    else:
+        _check_both_classes(array, path, overlapped, lost, downsample)
+    if in_both:  # Slicer's "overwrite: none" keeps both segments there: say the strokes lost voxels
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: %d voxels are in both segments 'heart' and 'background' and count as not scribbled", path, in_both)
+    return array
+
+
+def _check_both_classes(array: np.ndarray, path: Path, overlapped: Dict[str, bool], lost: Dict[str, bool],
+                        downsample: int) -> None:
+    """Refuse scribbles without a heart or a background voxel, saying why when an overlap or a downsample
+    took them."""
     for value, name in ((1, "heart"), (2, "background")):
         if not (array == value).any():
             if overlapped.get(name):
@@ -1038,7 +1021,6 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
             else:
                 why = "scribble both heart and background"
             raise ScribbleSegError(f"{path}: the scribbles have no {name} voxel; {why}")
-    return array
 
 
 def _check_grid(shape: Sequence[int], geometry: Geometry) -> Tuple[Tuple[int, int, int], Geometry]:

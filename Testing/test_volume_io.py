@@ -1,5 +1,6 @@
 """volume_io: section folders, 3D files, labels, scribbles, segmentations, writers and their errors."""
 
+import logging
 import threading
 import tracemalloc
 
@@ -521,6 +522,24 @@ def test_scribbles_lost_to_an_overlap_or_a_downsample_say_so(tmp_path):
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_scribbles(tmp_path / "strokes", (1, 6, 6), TILTED, downsample=4)
     one_line_error(excinfo, "strokes", "no heart voxel", "downsample 4")
+
+
+def test_strokes_in_both_segments_are_left_out_with_one_warning(tmp_path, caplog):
+    # Slicer's Segment Editor with "overwrite: none" lets a background stroke cross a heart stroke.
+    heart = ball()
+    background = np.zeros_like(heart)
+    background[:, :2, :] = 1
+    crossing = np.argwhere(heart)[:3]
+    background[tuple(crossing.T)] = 1
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", heart, vio.HEART_COLOR),
+                                                     ("background", background, vio.BACKGROUND_COLOR)], TILTED)
+    with caplog.at_level(logging.WARNING, logger="ScribbleSegLib"):
+        got = vio.read_scribbles(tmp_path / "s.seg.nrrd", heart.shape, TILTED)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 's.seg.nrrd'}: 3 voxels are in both segments 'heart' and 'background' and count as not "
+        "scribbled"]
+    assert (got[tuple(crossing.T)] == 0).all()
+    assert np.count_nonzero(got == 1) == np.count_nonzero(heart) - 3
 
 
 def test_scribble_segmentation_without_background_segment(tmp_path):
