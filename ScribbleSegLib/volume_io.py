@@ -143,6 +143,10 @@ def read_image(
         return _read_folder(path, _check_spacing(spacing, path), factor, progress, cancel)
     if not path.exists():
         raise ScribbleSegError(f"{path}: no such file or folder")
+    if path.is_file() and is_segmentation_file(path):
+        # It reads as a volume of small numbers, and the network would segment its segments without a word.
+        raise ScribbleSegError(f"{path}: is a segmentation (segments, not stained sections); give the image it "
+                               "was drawn on")
     return _read_volume_file(path, None if spacing is None else _check_spacing(spacing, path), factor,
                              progress, cancel)
 

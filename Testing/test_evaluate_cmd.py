@@ -223,3 +223,13 @@ def test_a_full_size_3d_label_against_a_downsampled_prediction(files, tmp_path, 
     status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
                                 "--downsample", 2, "--json")
     assert status == 0 and json.loads(out)["tp"] == 60
+
+
+def test_an_empty_label_gets_one_warning(files, capsys):
+    empty = np.zeros((4, 10, 12), np.uint8)
+    volume_io.write_labelmap(files / "empty.nrrd", empty, GEOMETRY)
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "empty.nrrd",
+                                "--json")
+    assert status == 0 and json.loads(out)["fp"] == 72
+    assert err.splitlines() == [f"scribbleseg evaluate: warning: {files / 'empty.nrrd'}: the label marks no heart "
+                                "voxel: every predicted voxel counts as a false positive"]

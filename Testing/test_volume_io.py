@@ -524,6 +524,13 @@ def test_scribbles_lost_to_an_overlap_or_a_downsample_say_so(tmp_path):
     one_line_error(excinfo, "strokes", "no heart voxel", "downsample 4")
 
 
+def test_a_segmentation_given_as_the_image_is_refused(tmp_path):
+    vio.write_segmentation(tmp_path / "label.seg.nrrd", [("heart", ball(), vio.HEART_COLOR)], TILTED)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "label.seg.nrrd")
+    one_line_error(excinfo, "label.seg.nrrd", "is a segmentation", "give the image")
+
+
 def test_strokes_in_both_segments_are_left_out_with_one_warning(tmp_path, caplog):
     # Slicer's Segment Editor with "overwrite: none" lets a background stroke cross a heart stroke.
     heart = ball()
