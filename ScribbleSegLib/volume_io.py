@@ -689,7 +689,8 @@ def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
     try:
         segmentation = slicerio.read_segmentation(str(path))
     except _SEGMENTATION_READ_ERRORS as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # The parser's own words ("not enough values to unpack") say nothing to the user; the system's do.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "a damaged or truncated file"
         raise ScribbleSegError(f"{path}: cannot be read as a segmentation ({reason})") from None
     voxels = segmentation["voxels"]
     if voxels.ndim not in (3, 4):

@@ -709,6 +709,13 @@ def test_missing_or_damaged_label_files(tmp_path, reader):
     with pytest.raises(ScribbleSegError) as excinfo:
         reader(tmp_path / "s.seg.nrrd", ball().shape, Geometry(SPACING))
     one_line_error(excinfo, "s.seg.nrrd", "cannot be read")
+    # Cut inside its header: the parser's own words ("not enough values to unpack") are not shown.
+    header_end = data.index(b"\n\n")
+    (tmp_path / "s.seg.nrrd").write_bytes(data[:data.index(b"\n", header_end // 2) + 4])
+    with pytest.raises(ScribbleSegError) as excinfo:
+        reader(tmp_path / "s.seg.nrrd", ball().shape, Geometry(SPACING))
+    assert str(excinfo.value) == f"{tmp_path / 's.seg.nrrd'}: cannot be read as a segmentation (a damaged or " \
+                                 "truncated file)"
 
 
 # --- one 2D section (a tile) as a one-section volume -------------------------------------------------------
