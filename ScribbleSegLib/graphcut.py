@@ -983,12 +983,21 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams,
                                f"got shape {np.shape(image)}")
     if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
         raise ScribbleSegError(f"graph cut: image must be uint8 or float in [0, 1], got {image.dtype}")
+    if image.dtype != np.uint8:
+        # A float copy of a uint8 image (0-255) would make sigma 255 times too fine a colour step, silently.
+        low, high = float(image.min()), float(image.max())
+        if not (math.isfinite(low) and math.isfinite(high)) or low < 0.0 or high > 1.0:
+            raise ScribbleSegError(f"graph cut: a float image must lie in [0, 1], got values in [{low:g}, {high:g}]"
+                                   " (a 0-255 image: pass it as uint8)")
     scribbles = np.asarray(scribbles)
     if scribbles.shape != h.shape:
         raise ScribbleSegError(f"graph cut: scribbles have shape {scribbles.shape}, h has {h.shape}")
     if not np.issubdtype(scribbles.dtype, np.integer) or int(scribbles.min()) < 0 or int(scribbles.max()) > 2:
         raise ScribbleSegError("graph cut: scribbles must hold 0 (none), 1 (heart) and 2 (background) only")
-    spacing = tuple(float(s) for s in spacing_zyx)
+    try:
+        spacing = tuple(float(s) for s in spacing_zyx)
+    except (TypeError, ValueError):
+        spacing = ()
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
     params = scaled_to_contrast(scaled_to_objects(params, h), image, measures)

@@ -18,23 +18,41 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import ScribbleSegError
+
 METRICS = ("precision", "recall", "f1", "iou", "mean_section_f1")
 """The per-volume values that :func:`summarize` averages."""
 
 
+def _mask(value, name: str) -> np.ndarray:
+    """``value != 0`` for a ``(Z, Y, X)`` array of labels; anything else (a file name, a probability, NaN)
+    is refused rather than scored: a string or a probability map would give a number without a word."""
+    if not isinstance(value, np.ndarray):
+        raise ScribbleSegError(f"{name} must be a (Z, Y, X) numpy array of labels (0 = not heart), "
+                               f"got {type(value).__name__}")
+    if value.ndim != 3 or 0 in value.shape:
+        raise ScribbleSegError(f"{name} must be a non-empty (Z, Y, X) array, got shape {value.shape}")
+    if value.dtype.kind not in "uibf":
+        raise ScribbleSegError(f"{name} has dtype {value.dtype}, expected labels (integers or bool)")
+    if value.dtype.kind == "f":
+        if not np.isfinite(value).all():
+            raise ScribbleSegError(f"{name} holds NaN or infinite values")
+        if not np.array_equal(value, np.round(value)):
+            raise ScribbleSegError(f"{name} holds values between whole numbers (a probability?); threshold it "
+                                   f"first, e.g. {name} > 0.5")
+    return value != 0
+
+
 def _masks(pred: np.ndarray, label: np.ndarray, ignore: Optional[np.ndarray]):
-    pred = np.asarray(pred)
-    label = np.asarray(label)
-    if pred.shape != label.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from label shape {label.shape}")
-    p = pred != 0
-    l = label != 0
+    p = _mask(pred, "pred")
+    l = _mask(label, "label")
+    if p.shape != l.shape:
+        raise ScribbleSegError(f"pred has shape {p.shape}, label {l.shape}")
     keep = None
     if ignore is not None:
-        ignore = np.asarray(ignore)
-        if ignore.shape != label.shape:
-            raise ValueError(f"ignore mask shape {ignore.shape} differs from label shape {label.shape}")
-        keep = ignore == 0
+        keep = ~_mask(ignore, "ignore")
+        if keep.shape != l.shape:
+            raise ScribbleSegError(f"ignore has shape {keep.shape}, label {l.shape}")
         p &= keep
         l &= keep
     return p, l, keep

@@ -476,6 +476,8 @@ def test_scribbles_need_both_classes(keep, missing):
     (lambda a: {"image": a["image"][..., :2]}, "image must be"),
     (lambda a: {"h": (a["h"] > 0.5).astype(np.uint8)}, "float array"),
     (lambda a: {"spacing_zyx": (1.0, 0.0, 1.0)}, "spacing"),
+    (lambda a: {"spacing_zyx": None}, "spacing must be three positive numbers"),
+    (lambda a: {"image": a["image"].astype(np.float32) * 255}, "a float image must lie in \\[0, 1\\]"),
     (lambda a: {"mode": "fast"}, "mode"),
 ])
 def test_bad_inputs_are_clear_errors(change, message):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ScribbleSegLib import metrics
+from ScribbleSegLib.errors import ScribbleSegError
 
 
 def volume(*sections):
@@ -74,10 +75,22 @@ def test_zero_denominators_with_errors_score_zero():
 
 
 def test_shape_mismatch_is_an_error():
-    with pytest.raises(ValueError):
+    with pytest.raises(ScribbleSegError, match=r"pred has shape \(2, 3, 3\), label \(2, 3, 4\)"):
         metrics.confusion(np.zeros((2, 3, 3)), np.zeros((2, 3, 4)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ScribbleSegError, match="ignore must be a non-empty"):
         metrics.evaluate(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)), ignore=np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("pred, words", [
+    ("pred.nrrd", "pred must be a (Z, Y, X) numpy array of labels"),  # two strings once scored IoU 1.0
+    (np.full((2, 3, 3), 0.3), "a probability?"),  # every p > 0 once counted as heart
+    (np.full((2, 3, 3), np.nan), "NaN"),
+    (np.zeros((3, 3), np.uint8), "non-empty (Z, Y, X)"),
+])
+def test_what_is_not_a_label_is_refused_not_scored(pred, words):
+    with pytest.raises(ScribbleSegError) as excinfo:
+        metrics.evaluate(pred, np.zeros((2, 3, 3), np.uint8))
+    assert words in str(excinfo.value)
 
 
 def test_summarize_mean_and_population_std():
