@@ -108,6 +108,19 @@ def check_progress_cancel(progress: Any, cancel: Any) -> None:
                                f"{_type_name(cancel)}")
 
 
+def check_count(value: Any, name: str) -> int:
+    """A count: a non-negative integer (``-1`` would slice from the end, ``2.5`` be cut to 2, silently).
+
+    Examples
+    --------
+    >>> check_count(3, "sections")
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ScribbleSegError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def check_suggest(suggest: Any) -> int:
     """How many sections to suggest: a non-negative integer.
 
@@ -116,9 +129,24 @@ def check_suggest(suggest: Any) -> int:
     >>> check_suggest(3)
     3
     """
-    if isinstance(suggest, bool) or not isinstance(suggest, (int, np.integer)) or suggest < 0:
-        raise ScribbleSegError(f"suggest must be a non-negative integer, got {suggest!r}")
-    return int(suggest)
+    return check_count(suggest, "suggest")
+
+
+def check_width(width: Any, name: str = "width") -> float:
+    """A brush width in pixels: a positive finite number.
+
+    Examples
+    --------
+    >>> check_width(5)
+    5.0
+    """
+    try:
+        value = float(width)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(width, bool) or not (math.isfinite(value) and value > 0):
+        raise ScribbleSegError(f"{name} must be a positive number of pixels, got {width!r}")
+    return value
 
 
 def check_spacing(spacing: Any, name: str = "spacing") -> Optional[Tuple[float, float, float]]:
@@ -232,24 +260,38 @@ def check_image(image: Any, spacing: Any = None):
 
 
 def check_scribbles(scribbles: Any, shape: Sequence[int], method: str) -> Optional[np.ndarray]:
-    """Scribbles for ``method``: None only for ``munet``, else an integer ``(Z, Y, X)`` array of 0, 1, 2.
+    """Scribbles for ``method``: None only for ``munet``, else an integer ``(Z, Y, X)`` array of 0, 1, 2, with
+    heart and background strokes for the methods that learn from them.
+
+    Checked before any work, so that a missing class is said at once, not after the network has run.
 
     Examples
     --------
     >>> check_scribbles(None, (1, 2, 2), "munet") is None
     True
+    >>> check_scribbles(np.array([[[1, 0], [0, 0]]], np.uint8), (1, 2, 2), "full")
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: scribbles have no background (2) voxel; method 'full' needs heart and background strokes
     """
     if scribbles is None:
         if method != "munet":
             raise ScribbleSegError(f"method {method!r} needs scribbles (a (Z, Y, X) array: 1 heart, 2 background)")
         return None
-    scribbles = check_array(scribbles, "scribbles", ndim=3, kinds="uib", shape=shape)
-    if scribbles.size == 0 or (int(scribbles.min()) >= 0 and int(scribbles.max()) <= 2):
-        return scribbles  # min and max: a re-run of a large stack does not pay for np.unique's sort
-    values = np.unique(scribbles)
-    if not set(values.tolist()) <= {0, 1, 2}:
+    if isinstance(scribbles, np.ndarray) and scribbles.dtype.kind == "b":  # a mask: which class would True be?
+        raise ScribbleSegError("scribbles are bool (a mask); give an integer array with 1 for heart and 2 for "
+                               "background strokes")
+    scribbles = check_array(scribbles, "scribbles", ndim=3, kinds="ui", shape=shape)
+    low, high = int(scribbles.min()), int(scribbles.max())  # not np.unique: a large stack's re-run skips its sort
+    if low < 0 or high > 2:
+        values = np.unique(scribbles)
         shown = ", ".join(str(v) for v in values if v not in (0, 1, 2))[:60]
         raise ScribbleSegError(f"scribbles must hold 0 (none), 1 (heart) and 2 (background) only; found {shown}")
+    if method != "munet":
+        for value, name in ((1, "heart"), (2, "background")):
+            if not (scribbles == value).any():
+                raise ScribbleSegError(f"scribbles have no {name} ({value}) voxel; method {method!r} needs heart "
+                                       "and background strokes")
     return scribbles
 
 
@@ -296,8 +338,16 @@ def check_features(features: Any, shape: Sequence[int]) -> None:
         return
     if not isinstance(features, (tuple, list)) or len(features) != 2:
         raise ScribbleSegError(f"features must be a (probability, features) pair, got {_type_name(features)}")
-    check_array(features[0], "features[0] (probability)", ndim=3, kinds="f", shape=shape)
-    check_array(features[1], "features[1] (features)", ndim=4, kinds="f", shape=shape)
+    probability = check_array(features[0], "features[0] (probability)", ndim=3, kinds="f", shape=shape)
+    feats = check_array(features[1], "features[1] (features)", ndim=4, kinds="f", shape=shape)
+    # Section by section: a memory-mapped (Z, Y, X, C) file may not fit in memory whole.
+    for z in range(probability.shape[0]):
+        plane = probability[z]
+        if not np.isfinite(plane).all() or plane.min() < 0 or plane.max() > 1:
+            raise ScribbleSegError(f"features[0] (probability) must be finite and in [0, 1]; section {z} is not")
+        if not np.isfinite(feats[z]).all():
+            raise ScribbleSegError(f"features[1] (features) must be finite; section {z} holds NaN or infinite "
+                                   "values")
 
 
 def check_segment_args(image: Any, scribbles: Any, model: Any, *, spacing: Any, method: Any, cut_params: Any,

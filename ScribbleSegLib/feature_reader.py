@@ -72,3 +72,22 @@ class FeatureReader:
                     raise ScribbleSegError(f"the feature file {self.path} ended early (truncated?)")
                 done += n
         return out
+
+
+def read_only_view(array: np.ndarray) -> np.ndarray:
+    """A read-only view of the M-Unet's ``array`` (``array`` itself, perhaps the caller's, keeps its flags).
+
+    Results hold the probability they were made from: a change made to one must not reach the next run.
+    A memory-mapped cache stays an ``np.memmap``: :class:`FeatureReader` reads one with file reads, which
+    keep its pages out of the process's resident memory (``np.asarray`` would drop the subclass, and every
+    pass over the features would then map in the whole file, 1.6 GB at 100x512x512).
+
+    Examples
+    --------
+    >>> a = np.zeros(3)
+    >>> read_only_view(a).flags.writeable, a.flags.writeable
+    (False, True)
+    """
+    view = array.view() if isinstance(array, np.ndarray) else np.asarray(array).view()
+    view.flags.writeable = False
+    return view

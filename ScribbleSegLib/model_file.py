@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import pickle
 import warnings
@@ -32,6 +33,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .checks import check_spacing
 from .errors import ScribbleSegError
 from .fileio import atomic_output
 from .nets import ModelConfig, build_net
@@ -195,24 +197,49 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
     -------
     pathlib.Path
     """
+    # Everything load_model will check, checked here: a file it would call damaged is never written.
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ScribbleSegError(f"path must be a model file name, got {path!r}")
+    if not isinstance(config, ModelConfig):
+        raise ScribbleSegError(f"config must be a ModelConfig, got {type(config).__name__}")
+    if not isinstance(net, torch.nn.Module):
+        raise ScribbleSegError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    try:
+        build_net(config).load_state_dict(net.state_dict())
+    except (RuntimeError, TypeError) as exc:
+        raise ScribbleSegError(f"net does not fit config ({_first_line(exc)})") from None
+    size = check_spacing(voxel_size, "voxel_size")
+    if size is None:
+        raise ScribbleSegError("voxel_size must be three positive numbers (x, y, z) in mm, got None")
     c = config.feature_channels
-    feats = np.zeros((0, c), np.float16) if bank_features is None else np.asarray(bank_features, np.float16)
-    labels = np.zeros((0,), np.uint8) if bank_labels is None else np.asarray(bank_labels, np.uint8).reshape(-1)
+    raw = np.zeros((0, c), np.float32) if bank_features is None else np.asarray(bank_features, np.float32)
+    if raw.size and not (np.isfinite(raw).all() and np.abs(raw).max() <= np.finfo(np.float16).max):
+        raise ScribbleSegError("bank_features must be finite and within float16's range (it is stored as float16)")
+    feats = raw.astype(np.float16)
+    raw_labels = np.zeros(0, np.uint8) if bank_labels is None else np.asarray(bank_labels).reshape(-1)
+    if raw_labels.size and not np.isin(raw_labels, (0, 1)).all():
+        raise ScribbleSegError("bank_labels must be 0 (background) or 1 (heart)")
+    labels = raw_labels.astype(np.uint8)
     if feats.ndim != 2 or feats.shape[1] != c or len(labels) != len(feats):
         raise ScribbleSegError(f"{path}: the feature bank must be (N, {c}) with N labels, got {feats.shape} "
                                f"and {labels.shape}")
-    meta = {"config": config.to_dict(), "stain": stain, "voxel_size": [float(v) for v in voxel_size],
+    meta = {"config": config.to_dict(), "stain": stain, "voxel_size": list(size),
             "training": training or {}, "provenance": provenance or {}}
+    try:
+        meta_text = json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ScribbleSegError(f"stain, training and provenance must be plain JSON data ({_first_line(exc)})") \
+            from None
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "meta": json.dumps(meta),
+        "meta": meta_text,
         "state": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
         "bank_features": torch.from_numpy(feats.copy()),
         "bank_labels": torch.from_numpy(labels.copy()),
     }
     nbytes = sum(t.numel() * t.element_size() for t in payload["state"].values()) + feats.nbytes + labels.nbytes
-    with atomic_output(path, nbytes + len(payload["meta"])) as tmp:  # a full disk: one line, no partial file
+    with atomic_output(path, nbytes + len(meta_text)) as tmp:  # a full disk: one line, no partial file
         with open(tmp, "wb") as f:  # our own handle: closed even when torch's zip writer fails (disk full)
             torch.save(payload, f)
     return Path(path)
@@ -263,6 +290,7 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
     Parameters
     ----------
     path : path
+        A model file, or ``"starter"`` for the starter model that comes with ScribbleSeg.
     device : str
         ``auto``, ``cpu`` or ``cuda``.
 
@@ -276,7 +304,12 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
         If the file is missing, truncated or corrupt, of another format version,
         holds anything but tensors and plain data, or does not fit its config.
     """
-    path = Path(path)
+    from .starter import STARTER, resolve_model
+
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        shown = "an empty file name" if isinstance(path, str) else f"a {type(path).__name__}"
+        raise ScribbleSegError(f"path must be a model file name (or {STARTER!r}), got {shown}")
+    path = resolve_model(path) if str(path) == STARTER else Path(path)
     dev = resolve_device(device)
     payload = _read(path)
     try:
@@ -293,8 +326,8 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
         raise ScribbleSegError(f"{path}: damaged model file ({_first_line(exc)})") from None
     except ScribbleSegError as exc:
         raise ScribbleSegError(f"{path}: {exc}") from None
-    if len(voxel_size) != 3 or feats.ndim != 2 or feats.shape[1:] != (config.feature_channels,) \
-            or labels.shape != (len(feats),):
+    if len(voxel_size) != 3 or not all(math.isfinite(v) and v > 0 for v in voxel_size) or feats.ndim != 2 \
+            or feats.shape[1:] != (config.feature_channels,) or labels.shape != (len(feats),):
         raise ScribbleSegError(f"{path}: damaged model file (voxel size or feature bank has the wrong shape)")
     # Bytes overwritten inside a tensor load as numbers; NaN or infinite ones are damage, found here and not
     # as a NaN result (or "training diverged") later.

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import choices, feature_cache
 from .checks import check_model, check_progress_cancel, check_segment_args, check_suggest
+from .feature_reader import read_only_view
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback, check, report
 
@@ -273,12 +274,13 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
     loaded = as_model(model, device)
-    model_path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "path", None)
+    model_path = getattr(loaded, "path", None)  # the file it came from ("starter" resolved), for the cache key
     timings["load model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if features is not None:
-        (prob, feats), cached = features, True
+        # The caller's arrays: the result holds the probability, and a change made to it must not reach them.
+        (prob, feats), cached = (read_only_view(features[0]), read_only_view(features[1])), True
     else:
         scale = logged_network_scale(geometry.spacing[:2] if spacing_known else None, loaded, warnings)
         prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir,

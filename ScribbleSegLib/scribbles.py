@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .checks import check_array, check_count, check_seed, check_spacing, check_width
 from .errors import ScribbleSegError
 
 #: Scribble codes.
@@ -93,16 +94,16 @@ def simulate_scribbles(label: np.ndarray, seed: int = 0, every: int = 10, n_sect
         and every annotated section has both (background only if the section has any).
     """
     label = _check_label(label)
-    low, high = (int(s) for s in strokes)
+    try:
+        low, high = (check_count(s, "strokes") for s in strokes)
+    except (TypeError, ValueError, ScribbleSegError):
+        low = high = 0
     if not 1 <= low <= high:
         raise ScribbleSegError(f"strokes must be (fewest, most) with 1 <= fewest <= most, got {strokes!r}")
-    if not float(width) > 0:
-        raise ScribbleSegError(f"width must be a positive number of pixels, got {width!r}")
-    aspect = 1.0
-    if spacing is not None:
-        if len(spacing) != 3 or not all(float(s) > 0 for s in spacing):
-            raise ScribbleSegError(f"spacing must be three positive numbers (x, y, z) in mm, got {spacing!r}")
-        aspect = float(spacing[1]) / float(spacing[0])
+    width = _check_brush(width, label.shape)
+    check_seed(seed)
+    spacing = check_spacing(spacing)
+    aspect = 1.0 if spacing is None else spacing[1] / spacing[0]
     if tissue is not None and tuple(np.shape(tissue)) != label.shape:
         raise ScribbleSegError(f"tissue has shape {np.shape(tissue)}, the label {label.shape}")
 
@@ -117,9 +118,17 @@ def simulate_scribbles(label: np.ndarray, seed: int = 0, every: int = 10, n_sect
 
 def _check_label(label: np.ndarray) -> np.ndarray:
     label = np.asarray(label)
-    if label.ndim != 3:
-        raise ScribbleSegError(f"the label must be a 3D (Z, Y, X) array, got shape {label.shape}")
+    if label.ndim != 3 or 0 in label.shape:
+        raise ScribbleSegError(f"the label must be a non-empty 3D (Z, Y, X) array, got shape {label.shape}")
     return label
+
+
+def _check_brush(width, shape) -> float:
+    """A brush ``width`` in pixels that fits a section of ``shape`` (a huge one would allocate terabytes)."""
+    value = check_width(width)
+    if value > max(shape[1:]):
+        raise ScribbleSegError(f"width must be at most the section's size ({max(shape[1:])} pixels), got {width!r}")
+    return value
 
 
 def _distance(mask: np.ndarray, aspect: float) -> np.ndarray:
@@ -317,13 +326,17 @@ def corrective_scribbles(label: np.ndarray, prediction: np.ndarray, previous: np
     import SimpleITK as sitk
 
     label = _check_label(label) > 0
-    previous = np.asarray(previous)
-    if previous.shape != label.shape:
-        raise ScribbleSegError(f"previous scribbles have shape {previous.shape}, the label {label.shape}")
+    previous = check_array(np.asarray(previous), "previous", ndim=3, kinds="ui", shape=label.shape)
+    if int(previous.min()) < NONE or int(previous.max()) > BACKGROUND:
+        raise ScribbleSegError("previous must hold 0 (none), 1 (heart) and 2 (background) only")
+    sections, strokes, min_area = (check_count(v, n) for v, n in ((sections, "sections"), (strokes, "strokes"),
+                                                                  (min_area, "min_area")))
+    check_seed(seed)
+    spacing = check_spacing(spacing)
     errors = section_errors(label, prediction)
     prediction = np.asarray(prediction) > 0
-    aspect = 1.0 if spacing is None else float(spacing[1]) / float(spacing[0])
-    radius = float(width) / 2
+    aspect = 1.0 if spacing is None else spacing[1] / spacing[0]
+    radius = _check_brush(width, label.shape) / 2
     out = previous.astype(np.uint8, copy=True)
     order = [int(k) for k in np.argsort(-errors, kind="stable")[: int(sections)] if errors[k] > 0]
     children = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5C83]).spawn(max(1, len(order)))

@@ -32,6 +32,7 @@ import numpy as np
 from . import choices, pipeline
 from .checks import (check_instance, check_method, check_progress_cancel, check_scribbles, check_seed,
                      check_segment_args, check_suggest)
+from .feature_reader import read_only_view
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback
 
@@ -120,7 +121,7 @@ class Session:
         self.warnings: List[str] = []
         t0 = time.perf_counter()
         self.model = pipeline.as_model(model, device)
-        self.model_path = model if isinstance(model, (str, os.PathLike)) else getattr(self.model, "path", None)
+        self.model_path = getattr(self.model, "path", None)  # its file ("starter" resolved), for the cache key
         self.timings["load model"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if features is not None:
@@ -133,7 +134,7 @@ class Session:
                 progress=progress, cancel=cancel, orientations=orientations)
         # Every run's result holds the probability (``munet_probability``): read-only views keep a change made to
         # a result from reaching the next run.
-        self.probability, self.features = _read_only(self.probability), _read_only(self.features)
+        self.probability, self.features = read_only_view(self.probability), read_only_view(self.features)
         self.timings["M-Unet features"] = time.perf_counter() - t0
         self.cut_memory = None
         if reuse_cut:
@@ -190,16 +191,3 @@ class Session:
                                       ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=True,
                                       timings={}, warnings=warnings, progress=progress, cancel=cancel,
                                       cut_memory=self.cut_memory)
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    """A read-only view of ``array`` (``array`` itself, perhaps the caller's, keeps its flags).
-
-    A memory-mapped cache stays an ``np.memmap``: :class:`~ScribbleSegLib.feature_reader.FeatureReader` reads
-    one with file reads, which keep its pages out of the process's resident memory (``np.asarray`` would
-    drop the subclass, and every pass over the features would then map in the whole file, 1.6 GB at
-    100x512x512).
-    """
-    view = array.view() if isinstance(array, np.ndarray) else np.asarray(array).view()
-    view.flags.writeable = False
-    return view

@@ -58,6 +58,26 @@ def test_save_is_atomic_and_checks_the_bank(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("change, words", [
+    # Each was once saved without a word and then refused by load_model, or failed later.
+    ({"voxel_size": (0.02, 0.02)}, "voxel_size must be three positive numbers"),
+    ({"voxel_size": (float("nan"), 1, 1)}, "voxel_size must be three positive numbers"),
+    ({"bank_features": np.full((4, 8), 1e6)}, "bank_features must be finite and within float16's range"),
+    ({"bank_labels": np.full(4, 0.5)}, "bank_labels must be 0 (background) or 1 (heart)"),  # once: all background
+    ({"net": build_net(ModelConfig(**dict(TINY, width=6)))}, "net does not fit config"),
+    ({"config": TINY}, "config must be a ModelConfig, got dict"),
+    ({"training": {"when": object()}}, "must be plain JSON data"),
+])
+def test_save_refuses_what_load_would_call_damaged(tmp_path, change, words):
+    config = ModelConfig(**TINY)
+    arguments = {"net": build_net(config), "config": config, "voxel_size": (0.01, 0.01, 0.05),
+                 "bank_features": np.zeros((4, 8), np.float32), "bank_labels": np.zeros(4, np.uint8), **change}
+    with pytest.raises(ScribbleSegError) as excinfo:
+        save_model(tmp_path / "m.model", arguments.pop("net"), arguments.pop("config"), **arguments)
+    assert words in str(excinfo.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_truncated_file_is_refused(saved, tmp_path):
     data = saved[0].read_bytes()
     for n in (0, 10, len(data) // 2, len(data) - 100):

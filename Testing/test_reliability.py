@@ -696,14 +696,38 @@ def test_help_still_prints_the_usage():
     (lambda a: dict(a, image=a["image"][0], scribbles=a["scribbles"][0]), "looks like one RGB section"),
     (lambda a: dict(a, cut_params={"gamma": 1}), "cut_params must be a GraphCutParams or None, got dict"),
     (lambda a: dict(a, model=42), "model must be a model file or a model from model_file.load_model, got int"),
+    (lambda a: dict(a, scribbles=a["scribbles"] > 0), "scribbles are bool (a mask)"),
+    (lambda a: dict(a, scribbles=np.where(a["scribbles"] == 2, 0, a["scribbles"])),
+     "scribbles have no background (2) voxel; method 'full' needs heart and background strokes"),
+    (lambda a: dict(a, features=(np.full(a["scribbles"].shape, 2.0, np.float32),
+                                 np.zeros(a["scribbles"].shape + (4,), np.float16))),
+     "features[0] (probability) must be finite and in [0, 1]"),
 ])
-def test_the_api_raises_one_clear_sentence(case, change, words):
+def test_the_api_raises_one_clear_sentence(case, change, words, monkeypatch):
+    # Every one of these is refused before the model is loaded or the network runs.
+    monkeypatch.setattr(pipeline, "as_model", lambda *a, **k: pytest.fail("the model was loaded"))
     made = case["phantom"]
     arguments = change({"image": made.image.array, "scribbles": case["strokes"], "model": case["model"],
                         "method": "full", "seed": 0, "spacing": None, "cut_params": None})
     with pytest.raises(ScribbleSegError) as error:
         pipeline.segment(arguments.pop("image"), arguments.pop("scribbles"), arguments.pop("model"), **arguments)
     assert words in str(error.value) and "\n" not in str(error.value) and "--" not in str(error.value)
+
+
+def test_the_starter_model_is_taken_by_name_in_the_api_and_a_result_never_aliases_the_features(case):
+    from ScribbleSegLib.model_file import load_model
+
+    assert load_model("starter", device="cpu").path.name == "starter.model"
+    with pytest.raises(ScribbleSegError, match=r"path must be a model file name \(or 'starter'\), got a NoneType"):
+        load_model(None)
+    made = case["phantom"]
+    loaded = load_model(case["model"], device="cpu")
+    probability, features = pipeline.compute_features(made.image.array, loaded)[:2]
+    probability = np.array(probability)  # the caller's own, writable
+    result = pipeline.segment(made.image.array, None, loaded, method="munet", features=(probability, features),
+                              suggest=0)
+    assert not result.probability.flags.writeable and np.shares_memory(result.probability, probability)
+    assert probability.flags.writeable, "the caller's array keeps its flags"
 
 
 def test_read_scribbles_with_a_wrong_grid_is_refused(case):

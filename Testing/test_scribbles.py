@@ -109,12 +109,34 @@ def test_anisotropic_pixels_and_tissue_mask(label):
     _check_inside_and_both(label, s)
 
 
-@pytest.mark.parametrize("kwargs", [{"every": 0}, {"n_sections": 0}, {"strokes": (3, 2)}, {"width": 0},
-                                    {"spacing": (0.1, -1, 1)}, {"tissue": np.ones((2, 2, 2), bool)}])
+@pytest.mark.parametrize("kwargs", [{"every": 0}, {"n_sections": 0}, {"strokes": (3, 2)}, {"strokes": 5},
+                                    {"width": 0}, {"width": float("inf")}, {"width": 1e6}, {"seed": -1},
+                                    {"spacing": (0.1, -1, 1)}, {"spacing": (1, float("inf"), 1)},
+                                    {"tissue": np.ones((2, 2, 2), bool)}])
 def test_bad_arguments_are_one_line_errors(label, kwargs):
     with pytest.raises(ScribbleSegError) as err:
         scribbles.simulate_scribbles(label, **kwargs)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"sections": -1}, "sections must be a non-negative integer"),  # once: every section but one
+    ({"strokes": 1.5}, "strokes must be a non-negative integer"),
+    ({"previous": "float"}, "previous has dtype float64"),  # once: every old stroke lost
+    ({"previous": "minus one"}, "previous must hold 0 (none), 1 (heart) and 2"),
+    ({"width": -3}, "width must be a positive number of pixels"),
+    ({"spacing": (0, 1, 1)}, "spacing must be three positive numbers"),
+])
+def test_corrective_strokes_refuse_what_would_make_wrong_strokes(label, kwargs, words):
+    previous = scribbles.simulate_scribbles(label, seed=0, every=4)
+    if kwargs.get("previous") == "float":
+        kwargs["previous"] = previous * 1.0
+    elif kwargs.get("previous") == "minus one":
+        kwargs["previous"] = previous.astype(np.int16) - 1
+    arguments = {"previous": previous, **kwargs}
+    with pytest.raises(ScribbleSegError) as err:
+        scribbles.corrective_scribbles(label, np.zeros_like(label), **arguments)
+    assert words in str(err.value) and "\n" not in str(err.value)
 
 
 def test_empty_label_is_an_error():
