@@ -43,6 +43,7 @@ import copy
 import dataclasses
 import enum
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -180,34 +181,67 @@ class PhantomConfig:
     debris: int = 0
 
     def validate(self) -> None:
-        """Raise :class:`ScribbleSegError` if a value is out of range."""
-        if len(self.shape) != 3 or min(int(s) for s in self.shape) < 1:
+        """Raise :class:`ScribbleSegError` if a value is out of range.
+
+        The bounds are wide; they keep out what would give an empty or black phantom, or a traceback, without
+        a word (an infinite zoom, NaN noise, 2.5 tears).
+        """
+        try:
+            z, y, x = (_whole(s) for s in self.shape)
+        except (TypeError, ValueError):
+            raise ScribbleSegError(f"phantom shape must be three positive sizes (Z Y X), got {self.shape!r}") from None
+        if min(z, y, x) < 1:
             raise ScribbleSegError(f"phantom shape must be three positive sizes (Z Y X), got {self.shape!r}")
-        z, y, x = (int(s) for s in self.shape)
         if z < 4 or y < 16 or x < 16:
             raise ScribbleSegError(f"phantom shape {z} {y} {x} is too small: at least 4 sections of 16x16 pixels")
-        if len(self.spacing) != 3 or not all(float(s) > 0 for s in self.spacing):
+        spacing = _numbers(self.spacing, 3)
+        if spacing is None or not all(v > 0 for v in spacing):
             raise ScribbleSegError(f"phantom spacing must be three positive numbers in mm, got {self.spacing!r}")
-        for name in ("max_tilt_deg", "max_spin_deg", "misalignment_px", "stain_variation", "pericardial_space",
-                     "noise"):
-            if not float(getattr(self, name)) >= 0:
-                raise ScribbleSegError(f"phantom {name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0 <= float(self.mimicry) <= 1:
-            raise ScribbleSegError(f"phantom mimicry must be in [0, 1], got {self.mimicry!r}")
-        if not 0.3 <= float(self.heart_scale) <= 1.5:
-            raise ScribbleSegError(f"phantom heart_scale must be in [0.3, 1.5], got {self.heart_scale!r}")
-        if not float(self.nucleus_px) > 0:
-            raise ScribbleSegError(f"phantom nucleus_px must be > 0, got {self.nucleus_px!r}")
-        for name in ("zoom", "striation", "grain", "nuclear_density"):
-            if not float(getattr(self, name)) > 0:
-                raise ScribbleSegError(f"phantom {name} must be > 0, got {getattr(self, name)!r}")
+        side = min(y, x)
+        for name, low, high, low_open in (
+                ("max_tilt_deg", 0, 90, False), ("max_spin_deg", 0, 180, False),
+                ("misalignment_px", 0, side / 4, False), ("stain_variation", 0, 10, False),
+                ("pericardial_space", 0, 1, False), ("noise", 0, 1, False), ("mimicry", 0, 1, False),
+                ("heart_scale", 0.3, 1.5, False), ("nucleus_px", 0, side / 4, True), ("zoom", 0.25, 4, False),
+                ("striation", 0, 100, True), ("grain", 0, 100, True), ("nuclear_density", 0, 100, True)):
+            value = _numbers([getattr(self, name)], 1)
+            if value is None or not (low < value[0] <= high if low_open else low <= value[0] <= high):
+                interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+                raise ScribbleSegError(f"phantom {name} must be in {interval}, got {getattr(self, name)!r}")
         for name, n in (("hematoxylin_od", 3), ("eosin_od", 3), ("intensity", 2)):
             value = getattr(self, name)
-            if len(value) != n or not all(float(v) >= 0 for v in value) or not any(float(v) > 0 for v in value):
-                raise ScribbleSegError(f"phantom {name} must be {n} non-negative numbers, not all 0, got {value!r}")
+            numbers = _numbers(value, n)
+            if numbers is None or not all(0 <= v <= 10 for v in numbers) or not any(v > 0 for v in numbers):
+                raise ScribbleSegError(f"phantom {name} must be {n} numbers from 0 to 10, not all 0, got {value!r}")
         for name in ("tears", "folds", "skipped_sections", "bubbles", "debris"):
-            if int(getattr(self, name)) < 0:
-                raise ScribbleSegError(f"phantom {name} must be >= 0, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            try:
+                count = _whole(value)
+            except (TypeError, ValueError):
+                count = -1
+            if not 0 <= count <= 10**6:
+                raise ScribbleSegError(f"phantom {name} must be a whole number from 0 to 10^6, got {value!r}")
+
+
+def _whole(value) -> int:
+    """``value`` as an int if it is a whole number (``3`` or ``3.0``), else ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(value)
+    return int(number)
+
+
+def _numbers(values, n: int):
+    """``n`` finite floats, or None."""
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == n and all(math.isfinite(v) for v in numbers) else None
 
 
 #: Phantom families: embryos as two labs would section, stain and scan them.  ``"a"`` is the
@@ -550,8 +584,14 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
         ``image`` (RGB :class:`~ScribbleSegLib.geometry.Volume`), ``label`` (heart 0/1),
         ``tissue`` (:class:`Tissue` codes) and ``info``.
     """
+    from .checks import check_instance, check_seed
+    from .resources import check_phantom_memory
+
+    check_seed(seed)
+    check_instance(config, "config", PhantomConfig)
     cfg = config or PhantomConfig()
     cfg.validate()
+    check_phantom_memory(cfg.shape)  # the command line checks it too, with its option's name
     Z, Y, X = (int(s) for s in cfg.shape)
     sx, sy, sz = voxel_size(cfg)
     streams = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5EC7])
@@ -868,8 +908,14 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
     from . import volume_io
     from .scribbles import scribbled_sections, simulate_scribbles
 
+    from .checks import check_instance, check_seed
+    from .resources import check_phantom_memory
+
+    check_seed(seed)
+    check_instance(config, "config", PhantomConfig)
     cfg = config or PhantomConfig()
     cfg.validate()
+    check_phantom_memory(cfg.shape)  # the command line checks it too, with its option's name
     if int(n_volumes) < 1:
         raise ScribbleSegError(f"the number of volumes must be at least 1, got {n_volumes!r}")
     out = Path(out_dir)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -698,7 +698,7 @@ def fit_reference(
 
 def normalize_volume(
     volume: np.ndarray,
-    target: VahadaneNormalizer,
+    target: Union[VahadaneNormalizer, dict],
     fit_downsample: int = 4,
     per_section: bool = True,
     sections: int = 16,
@@ -729,8 +729,8 @@ def normalize_volume(
     Parameters
     ----------
     volume : ndarray, uint8, shape (Z, Y, X, 3)
-    target : VahadaneNormalizer
-        The fitted reference stain (e.g. from the model file).
+    target : VahadaneNormalizer or dict
+        The fitted reference stain, or its dict as a model file holds it (``model.stain``).
     fit_downsample : int
         In-plane stride of the copies the fits see.
     per_section : bool
@@ -756,6 +756,11 @@ def normalize_volume(
     volume = _check_rgb(volume, "volume")
     if volume.ndim != 4:
         raise ScribbleSegError(f"stain normalization: the volume must have shape (Z, Y, X, 3), got {volume.shape}")
+    if isinstance(target, dict):  # what a model file holds (model.stain): the obvious thing to pass
+        target = VahadaneNormalizer.from_dict(target)
+    if not isinstance(target, VahadaneNormalizer):
+        raise ScribbleSegError(f"target must be a fitted VahadaneNormalizer or its dict (model.stain), "
+                               f"got {type(target).__name__}")
     target._require_fitted("target stain")
     _check_tile(tile)
     _check_max_pixels(max_pixels)

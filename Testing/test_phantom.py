@@ -101,12 +101,23 @@ def test_no_artefacts_config_is_clean():
     assert info["lost_sections"] == [] and info["repeated_sections"] == []
 
 
-@pytest.mark.parametrize("change", [{"shape": (2, 48, 48)}, {"spacing": (0.02, 0.0, 0.04)}, {"mimicry": 1.5},
-                                    {"tears": -1}, {"heart_scale": 5.0}])
+@pytest.mark.parametrize("change", [
+    {"shape": (2, 48, 48)}, {"spacing": (0.02, 0.0, 0.04)}, {"mimicry": 1.5}, {"tears": -1}, {"heart_scale": 5.0},
+    # Once an empty or black phantom without a word, or a traceback:
+    {"zoom": float("inf")}, {"zoom": 1e-9}, {"misalignment_px": 1e9}, {"noise": float("inf")},
+    {"intensity": (float("inf"), 1.0)}, {"striation": float("nan")}, {"max_tilt_deg": float("inf")},
+    {"tears": 2.5}, {"spacing": "abc"}, {"nucleus_px": 1e9}, {"shape": (100000, 10000, 10000)}])
 def test_bad_config_is_a_one_line_error(change):
     with pytest.raises(ScribbleSegError) as err:
         phantom.make_phantom(config=dataclasses.replace(TINY, **change))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, words", [({"config": {"zoom": 2}}, "config must be a PhantomConfig or None, got dict"),
+                                           ({"seed": -1}, "seed must be an integer")])
+def test_bad_arguments_of_make_phantom_are_one_line_errors(kwargs, words):
+    with pytest.raises(ScribbleSegError, match=words):
+        phantom.make_phantom(**kwargs)
 
 
 def test_roles():

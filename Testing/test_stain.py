@@ -230,6 +230,10 @@ def test_normalize_volume_per_section_evens_out_section_intensity(volume_a, targ
     # The near-empty section fell back to the volume's stain.
     volume_stain = stain.fit_reference([vol], fit_downsample=1)
     assert np.array_equal(out[3], volume_stain.transform(vol[3], target_b))
+    # The stain as a model file holds it (model.stain, a dict) is the same target.
+    assert np.array_equal(stain.normalize_volume(vol, target_b.to_dict(), fit_downsample=1), out)
+    with pytest.raises(ScribbleSegError, match="target must be a fitted VahadaneNormalizer or its dict"):
+        stain.normalize_volume(vol, None)
 
 
 def test_normalize_volume_with_the_volume_stain_keeps_section_intensity(volume_a, target_b):
