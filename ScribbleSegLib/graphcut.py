@@ -604,6 +604,11 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
         memory than the budget (``mode="full"``: use ``banded``; otherwise the
         volume must be downsampled).
     """
+    from .checks import check_instance, check_progress_cancel
+
+    check_instance(params, "params", GraphCutParams)
+    check_instance(memory, "memory", CutMemory)
+    check_progress_cancel(progress, cancel)
     params = params if params is not None else GraphCutParams()
     _check_mode(mode)
     known = memory.measures if memory is not None else measures
@@ -979,6 +984,10 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams,
     if image.ndim == 3:
         image = image[..., None]
     if image.ndim != 4 or image.shape[:3] != h.shape or image.shape[3] not in (1, 3):
+        if image.ndim == 4 and image.shape[3] in (1, 3) and image.shape[:3] == np.shape(scribbles):
+            # The image and the scribbles agree: h is the one of another volume.
+            raise ScribbleSegError(f"graph cut: h has shape {h.shape}, the image and the scribbles "
+                                   f"{image.shape[:3]}")
         raise ScribbleSegError(f"graph cut: image must be {h.shape + (3,)} RGB or {h.shape} grey, "
                                f"got shape {np.shape(image)}")
     if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
@@ -1114,9 +1123,10 @@ def _check_seed_classes(scribbles: np.ndarray) -> None:
 def _budget(memory_budget: Optional[int]) -> int:
     if memory_budget is None:
         return int(available_memory() * BUDGET_FRACTION)
-    if memory_budget <= 0:
-        raise ScribbleSegError(f"graph cut: memory budget must be a positive number of bytes, got {memory_budget}")
-    return int(memory_budget)
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float, np.integer, np.floating)) \
+            or not memory_budget > 0:  # not "> 0" alone: NaN and a string fail it differently
+        raise ScribbleSegError(f"graph cut: memory budget must be a positive number of bytes, got {memory_budget!r}")
+    return int(min(memory_budget, 2**62))
 
 
 def _fmt_shape(shape: Sequence[int]) -> str:

@@ -34,6 +34,7 @@ import dataclasses
 import importlib
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -212,6 +213,17 @@ def check_job(job: SegmentFiles) -> None:
     from .checks import check_device, check_orientations, check_seed
     from .fileio import check_outputs
 
+    if not isinstance(job, SegmentFiles):
+        raise ScribbleSegError(f"job must be a SegmentFiles, got {type(job).__name__}")
+    if not isinstance(job.names, dict):
+        raise ScribbleSegError(f"names must be a dict of field -> name in messages, got {type(job.names).__name__}")
+    for key in ("image", "model", "labels", "scribbles", "probability", "surface", "render"):
+        value = getattr(job, key)
+        required = key in ("image", "model", "labels")
+        if (value is None and required) or (value is not None and not isinstance(value, (str, os.PathLike))):
+            # An array here means the in-memory API: say which one.
+            raise ScribbleSegError(f"{job.name(key)} must be a file or folder name (arrays go to pipeline.segment), "
+                                   f"got {type(value).__name__}")
     if job.method not in choices.METHODS:
         raise ScribbleSegError(f"{job.name('method')} {job.method!r}: expected one of {', '.join(choices.METHODS)}")
     if job.method != "munet" and not job.scribbles:

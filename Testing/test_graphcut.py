@@ -479,6 +479,10 @@ def test_scribbles_need_both_classes(keep, missing):
     (lambda a: {"spacing_zyx": None}, "spacing must be three positive numbers"),
     (lambda a: {"image": a["image"].astype(np.float32) * 255}, "a float image must lie in \\[0, 1\\]"),
     (lambda a: {"mode": "fast"}, "mode"),
+    (lambda a: {"params": {"gamma": 8}}, "params must be a GraphCutParams or None, got dict"),
+    (lambda a: {"memory_budget": "1GB"}, "memory budget must be a positive number of bytes"),
+    (lambda a: {"progress": 1}, "progress must be a callable"),
+    (lambda a: {"h": a["h"][:-1]}, "h has shape \\(3, 16, 16\\), the image and the scribbles \\(4, 16, 16\\)"),
 ])
 def test_bad_inputs_are_clear_errors(change, message):
     h, image, scribbles, _ = ellipsoid_case((4, 16, 16))

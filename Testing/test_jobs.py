@@ -20,3 +20,21 @@ def test_a_failed_import_on_the_thread_is_left_to_the_job(monkeypatch, capsys):
     monkeypatch.setattr(jobs, "HEAVY_MODULES", ("ScribbleSegLib.no_such_module", "ScribbleSegLib.ddml"))
     jobs.import_in_background().join()
     assert capsys.readouterr().err == ""
+
+
+def test_a_job_of_arrays_or_of_another_type_is_one_line_naming_the_field(tmp_path):
+    import numpy as np
+    import pytest
+
+    from ScribbleSegLib.errors import ScribbleSegError
+
+    arrays = jobs.SegmentFiles(image=np.zeros((2, 8, 8), np.uint8), model="starter", labels=str(tmp_path / "o.nrrd"))
+    with pytest.raises(ScribbleSegError, match=r"^image must be a file or folder name \(arrays go to "
+                                               r"pipeline.segment\), got ndarray$"):
+        jobs.segment_files(arrays)
+    named = jobs.SegmentFiles(image=str(tmp_path / "i.nrrd"), model="starter", labels=None,
+                              names={"labels": "--out"})
+    with pytest.raises(ScribbleSegError, match=r"^--out must be a file or folder name"):
+        jobs.check_job(named)
+    with pytest.raises(ScribbleSegError, match=r"^job must be a SegmentFiles, got dict$"):
+        jobs.segment_files({"image": "i.nrrd"})

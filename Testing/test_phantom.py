@@ -113,8 +113,9 @@ def test_bad_config_is_a_one_line_error(change):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("kwargs, words", [({"config": {"zoom": 2}}, "config must be a PhantomConfig or None, got dict"),
-                                           ({"seed": -1}, "seed must be an integer")])
+@pytest.mark.parametrize("kwargs, words", [
+    ({"config": {"zoom": 2}}, "config must be a PhantomConfig or None, got dict"),
+    ({"seed": -1}, "seed must be an integer")])
 def test_bad_arguments_of_make_phantom_are_one_line_errors(kwargs, words):
     with pytest.raises(ScribbleSegError, match=words):
         phantom.make_phantom(**kwargs)
