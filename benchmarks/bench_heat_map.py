@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--opacity", type=float, default=0.5)
     args = parser.parse_args(argv)
 
-    image_path = args.phantom / f"vol{args.volume:02d}_image.nrrd"
+    image_path = args.phantom.resolve() / f"vol{args.volume:02d}_image.nrrd"  # the worker runs in a folder of its own
     model = starter.starter_model_path()
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
