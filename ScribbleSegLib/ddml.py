@@ -827,6 +827,15 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     ScribbleSegError
         See :func:`sample_pixels`.
     """
+    from .checks import check_array, check_instance, check_progress_cancel, check_seed
+
+    features = check_array(features, "features", ndim=4, kinds="f")
+    scribbles = check_array(scribbles, "scribbles", ndim=3, kinds="ui", shape=features.shape[:3])
+    if network_probability is not None:
+        check_array(network_probability, "network_probability", ndim=3, kinds="f", shape=features.shape[:3])
+    check_instance(config, "config", DDMLConfig)
+    check_seed(seed)
+    check_progress_cancel(progress, cancel)
     config = config or DDMLConfig()
     t0 = time.perf_counter()
     report(progress, "metric learning", 0.0, "drawing training pixels")

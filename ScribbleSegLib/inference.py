@@ -308,8 +308,17 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
     features : numpy.ndarray
         float16 ``(Z, Y, X, C)``; a read-only memory map of ``feature_path`` when given.
     """
+    from .checks import check_progress_cancel
+
+    if not all(hasattr(model, a) for a in ("net", "device", "config")):
+        raise ScribbleSegError(f"model must be a loaded model (model_file.load_model, or pipeline.as_model for a "
+                               f"file name), got {type(model).__name__}")
+    check_progress_cancel(progress, cancel)
     array = _as_array(image)
-    scale = tuple(float(f) for f in scale)
+    try:
+        scale = tuple(float(f) for f in scale)
+    except (TypeError, ValueError):
+        scale = ()
     if len(scale) != 2 or not all(0.05 <= f <= 20 for f in scale):
         raise ScribbleSegError(f"scale must be two factors (y, x) between 0.05 and 20, got {scale!r}")
     dev = resolve_device(device) if device is not None else model.device

@@ -32,6 +32,7 @@ import numpy as np
 from . import choices, pipeline
 from .checks import (check_instance, check_method, check_progress_cancel, check_scribbles, check_seed,
                      check_segment_args, check_suggest)
+from .errors import ScribbleSegError
 from .feature_reader import read_only_view
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback
@@ -111,6 +112,8 @@ class Session:
             image, None, model, spacing=spacing, method="munet", cut_params=None, ddml_config=None,
             device=device, cache_dir=cache_dir, seed=0, features=features, orientations=orientations)
         check_progress_cancel(progress, cancel)
+        if not isinstance(reuse_cut, (bool, np.bool_)):  # "no" would be taken as True
+            raise ScribbleSegError(f"reuse_cut must be True or False, got {reuse_cut!r}")
         from .graphcut import check_cut_fits
 
         # Its runs cut (method "full" by default): a stack whose cut cannot fit is refused before the network runs.

@@ -570,20 +570,25 @@ class _StainMapping:
                     out[y : y + tile, x : x + tile] = self.table[code]
 
 
+def _whole_at_least(value, low: int, name: str, unit: str = "") -> int:
+    """``value`` as an int if it is a whole number >= ``low`` (not a float: 2.5 sections, inf pixels)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ScribbleSegError(f"stain normalization: {name} must be a whole number of at least {low}{unit}, "
+                               f"got {value!r}")
+    return int(value)
+
+
 def _check_max_pixels(max_pixels: int) -> None:
-    if int(max_pixels) < MIN_TISSUE_PIXELS:
-        raise ScribbleSegError(f"stain normalization: max_pixels {max_pixels} must be at least {MIN_TISSUE_PIXELS}")
+    _whole_at_least(max_pixels, MIN_TISSUE_PIXELS, "max_pixels")
 
 
 def _check_tile(tile: int) -> None:
-    if int(tile) < 1:
-        raise ScribbleSegError(f"stain normalization: tile {tile} must be at least 1 pixel")
+    _whole_at_least(tile, 1, "tile", " pixel")
 
 
 def _spread(count: int, total: int) -> np.ndarray:
     """``count`` evenly spaced indices in ``range(total)`` (all of them if ``count >= total``)."""
-    if int(count) < 1:
-        raise ScribbleSegError(f"stain normalization: sections {count} must be at least 1")
+    _whole_at_least(count, 1, "sections")
     return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
 
 
@@ -647,9 +652,7 @@ def _as_sections(images: Iterable[np.ndarray]) -> list:
 
 
 def _check_downsample(downsample: int) -> int:
-    if int(downsample) < 1:
-        raise ScribbleSegError(f"stain normalization: fit_downsample {downsample} must be at least 1")
-    return int(downsample)
+    return _whole_at_least(downsample, 1, "fit_downsample")
 
 
 def fit_reference(
@@ -764,6 +767,11 @@ def normalize_volume(
     target._require_fitted("target stain")
     _check_tile(tile)
     _check_max_pixels(max_pixels)
+    _whole_at_least(threads, 1, "threads")
+    from .checks import check_progress_cancel, check_seed
+
+    check_seed(seed)
+    check_progress_cancel(progress, cancel)
     downsample = _check_downsample(fit_downsample)
     settings = _settings(target)
     n_sections = volume.shape[0]

@@ -730,6 +730,19 @@ def test_the_starter_model_is_taken_by_name_in_the_api_and_a_result_never_aliase
     assert probability.flags.writeable, "the caller's array keeps its flags"
 
 
+def test_the_lower_level_steps_name_their_parameters(case):
+    from ScribbleSegLib import ddml, inference
+
+    made = case["phantom"]
+    features = np.zeros(case["strokes"].shape + (4,), np.float32)
+    with pytest.raises(ScribbleSegError, match="^scribbles must be a numpy array, got list$"):
+        ddml.adapt(features, case["strokes"].tolist(), None, None)
+    with pytest.raises(ScribbleSegError, match="^config must be a DDMLConfig or None, got dict$"):
+        ddml.adapt(features, case["strokes"], None, None, config={"steps": 3})
+    with pytest.raises(ScribbleSegError, match=r"^model must be a loaded model \(model_file.load_model"):
+        inference.predict_volume(str(case["model"]), made.image.array)
+
+
 def test_read_scribbles_with_a_wrong_grid_is_refused(case):
     made = case["phantom"]
     with pytest.raises(ScribbleSegError, match=r"shape must be three positive integers \(Z, Y, X\), got \(8, 40\)"):

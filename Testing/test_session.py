@@ -126,6 +126,8 @@ def test_bad_runs_are_one_line_errors_and_the_session_survives(case):
         session.run(scrib[:-1])
     with pytest.raises(ScribbleSegError, match="method"):
         session.run(scrib, method="magic")
-    with pytest.raises(ScribbleSegError):
+    with pytest.raises(ScribbleSegError, match="scribbles have no background"):
         session.run(np.where(scrib == 2, 0, scrib).astype(np.uint8), ddml_config=FAST_DDML)
     assert session.run(scrib, ddml_config=FAST_DDML).labels.shape == session.shape
+    with pytest.raises(ScribbleSegError, match="reuse_cut must be True or False, got 'no'"):
+        Session(test.image, model, reuse_cut="no")

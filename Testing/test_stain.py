@@ -200,6 +200,15 @@ def test_bad_inputs_raise_one_line_errors(image_a, target_b):
         stain.normalize_volume(rgb[None], target_b, max_pixels=10)
     with pytest.raises(ScribbleSegError, match="sections"):
         stain.normalize_volume(rgb[None], target_b, sections=0)
+    # Once numpy's or Python's own errors (a float count, an infinite pixel budget, a negative seed):
+    for kwargs, words in (({"sections": 2.5}, "sections must be a whole number of at least 1, got 2.5"),
+                          ({"tile": 1.5}, "tile must be a whole number of at least 1 pixel"),
+                          ({"max_pixels": float("inf")}, "max_pixels must be a whole number"),
+                          ({"threads": 0}, "threads must be a whole number of at least 1"),
+                          ({"seed": -1}, "seed must be an integer from 0")):
+        with pytest.raises(ScribbleSegError) as excinfo:
+            stain.normalize_volume(rgb[None], target_b, **kwargs)
+        assert words in str(excinfo.value)
 
 
 def test_fit_with_a_mask_uses_only_the_masked_pixels(image_a):
