@@ -221,6 +221,16 @@ def learn_stains(
         return order_stains((stains / norm).numpy())
 
 
+def _number(value) -> float:
+    """``value`` as a float; NaN for what is not a number (a string, a bool, None)."""
+    if isinstance(value, (bool, str)):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 class VahadaneNormalizer:
     """A fitted stain: two stain OD vectors and the 99th-percentile concentrations.
 
@@ -260,10 +270,17 @@ class VahadaneNormalizer:
             raise ScribbleSegError(
                 f"stain normalization: concentration_method {concentration_method!r} is not 'nnls' or 'lasso'"
             )
-        if not 0.0 < luminosity_threshold <= 1.0:
+        given = {"luminosity_threshold": luminosity_threshold, "dictionary_lambda": dictionary_lambda,
+                 "lasso_lambda": lasso_lambda}
+        values = {name: _number(value) for name, value in given.items()}
+        if not 0.0 < values["luminosity_threshold"] <= 1.0:
             raise ScribbleSegError(
-                f"stain normalization: luminosity_threshold {luminosity_threshold} is not in (0, 1]"
+                f"stain normalization: luminosity_threshold {luminosity_threshold!r} is not in (0, 1]"
             )
+        for name in ("dictionary_lambda", "lasso_lambda"):  # a negative one fits an all-zero stain, silently
+            if not (math.isfinite(values[name]) and values[name] >= 0):
+                raise ScribbleSegError(f"stain normalization: {name} must be a finite number >= 0, got "
+                                       f"{given[name]!r}")
         self.luminosity_threshold = float(luminosity_threshold)
         self.dictionary_lambda = float(dictionary_lambda)
         self.concentration_method = concentration_method

@@ -194,6 +194,10 @@ def test_bad_inputs_raise_one_line_errors(image_a, target_b):
         stain.VahadaneNormalizer().transform(rgb, target_b)
     with pytest.raises(ScribbleSegError, match="concentration_method"):
         stain.VahadaneNormalizer(concentration_method="ista")
+    with pytest.raises(ScribbleSegError, match="dictionary_lambda must be a finite number >= 0, got -1"):
+        stain.VahadaneNormalizer(dictionary_lambda=-1)  # once: an all-zero eosin vector, fitted without a word
+    with pytest.raises(ScribbleSegError, match="lasso_lambda must be a finite number >= 0, got nan"):
+        stain.VahadaneNormalizer(lasso_lambda=float("nan"))
     with pytest.raises(ScribbleSegError, match=r"\(Z, Y, X, 3\)"):
         stain.normalize_volume(rgb, target_b)
     with pytest.raises(ScribbleSegError, match="max_pixels"):
