@@ -831,8 +831,8 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
 
     features = check_array(features, "features", ndim=4, kinds="f")
     scribbles = check_array(scribbles, "scribbles", ndim=3, kinds="ui", shape=features.shape[:3])
-    if network_probability is not None:
-        check_array(network_probability, "network_probability", ndim=3, kinds="f", shape=features.shape[:3])
+    if network_probability is not None:  # its shape is checked where it is blended in, with its own words
+        check_array(network_probability, "network_probability", ndim=3, kinds="f")
     check_instance(config, "config", DDMLConfig)
     check_seed(seed)
     check_progress_cancel(progress, cancel)
