@@ -369,10 +369,11 @@ class FeatureCache:
         """Bytes held by entries and temporaries."""
         return sum(e.size for e in self.entries())
 
-    def evict(self, keep: Optional[str] = None, extra_bytes: int = 0) -> List[str]:
+    def evict(self, keep: Optional[str] = None, extra_bytes: int = 0, report: bool = True) -> List[str]:
         """Remove least-recently-used entries until the cache plus ``extra_bytes`` fits the cap.
 
-        ``keep`` (the entry just stored or in use) is never removed.  Returns the removed keys.
+        ``keep`` (the entry just stored or in use) is never removed.  Returns the removed keys, and logs
+        how many unless ``report`` is False (a caller that says so itself).
         """
         entries = self.entries()
         total = sum(e.size for e in entries) + int(extra_bytes)
@@ -385,7 +386,7 @@ class FeatureCache:
             shutil.rmtree(entry.path, ignore_errors=True)
             total -= entry.size
             removed.append(entry.key)
-        if removed:
+        if removed and report:
             cap = (f"{self.max_bytes / 2**30:.1f} GB" if self.max_bytes >= 2**30 / 10
                    else f"{self.max_bytes / 2**20:.3g} MB")
             log.info("feature cache: evicted %d least recently used entr%s to stay under %s",

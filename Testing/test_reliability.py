@@ -416,8 +416,9 @@ def test_cache_command_lists_caps_and_clears(tmp_path, capsys):
     other.write_text("the user's own file")
     status, out, _ = run_cli(capsys, ["cache", "list", "--cache-dir", tmp_path / "c"])
     assert status == 0 and "3 entries" in out
-    status, out, _ = run_cli(capsys, ["cache", "--max-gb", 0.0001, "--cache-dir", tmp_path / "c"])
+    status, out, err = run_cli(capsys, ["cache", "--max-gb", 0.0001, "--cache-dir", tmp_path / "c"])
     assert status == 0 and "1 entry" in out.splitlines()[-1]
+    assert "evicted 2 least recently used entries" in out and "evicted" not in err  # said once, not twice
     assert feature_cache.FeatureCache(tmp_path / "c").max_bytes == int(0.0001 * 2**30)  # kept for later runs
     status, out, _ = run_cli(capsys, ["cache", "clear", "--cache-dir", tmp_path / "c"])
     assert status == 0 and "removed 1 entry" in out

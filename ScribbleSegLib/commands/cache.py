@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cache.sweep()
     if args.max_gb is not None:
-        removed = cache.evict()
+        removed = cache.evict(report=False)  # the line below says it
         print(f"{folder}: size cap {args.max_gb:g} GB; evicted {len(removed)} least recently used "
               f"entr{'y' if len(removed) == 1 else 'ies'}")
     entries = cache.entries()
