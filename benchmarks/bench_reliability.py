@@ -91,10 +91,12 @@ class Battery:
         warnings = [line for line in err if "warning" in line and "all strokes lie on section" not in line
                     and "the model's network calls" not in line]
         shown = (errors or warnings or err or done.stdout.strip().splitlines() or [""])[0]
-        shown = shown.replace(str(self.base), "$W")
+        shown = shown.replace(str(self.base), "$W").replace("|", "/")
+        if len(shown) > 200:  # the start and the end: a long path must not hide what the line says
+            shown = shown[:90] + " … " + shown[-107:]
         left = sorted(listing(work) - expected(work)) + sorted(listing(self.inputs[0].parent) - before_data)
         self.rows.append([
-            str(self.count), what, str(done.returncode), f"`{shown.replace('|', '/')[:200]}`",
+            str(self.count), what, str(done.returncode), f"`{shown}`",
             str(len(err)), "yes" if "Traceback" in done.stderr else "no",
             "yes" if digest(self.inputs) == before_inputs else "**NO**",
             ", ".join(left) if left else "nothing"])
@@ -472,6 +474,75 @@ def run_later_cases(b: Battery) -> None:
             session.wait(timeout=60)
         return subprocess.CompletedProcess([], session.returncode, "", f"{answer.get('message', answer)}\n")
     b.case("warm worker: a run line with a misspelt field (`methd`)", misspelt_run, lambda w: {"session.json"})
+    run_output_cases(b)
+
+
+def run_output_cases(b: Battery) -> None:
+    """Cases added on 2026-12-04 after audits of the outputs, the Python API and the README (BENCHMARKS.md,
+    *Reliability*)."""
+    import numpy as np
+    import slicerio
+
+    from ScribbleSegLib import fileio, volume_io
+
+    img, scr, label = b.image, b.scribbles, b.label
+
+    def read_only_out(w):
+        (w / "kept.seg.nrrd").write_bytes(b"an earlier result")
+        (w / "kept.seg.nrrd").chmod(0o444)
+        return cli(*b.segment(w / "kept.seg.nrrd"), cwd=w)
+    b.case("segment `--out` an existing file made read-only", read_only_out, lambda w: {"kept.seg.nrrd"})
+    long_name = "h" * 230 + ".seg.nrrd"
+    b.case("segment `--out` a 239-byte name (its temporary's would be 289 bytes)",
+           lambda w: cli(*b.segment(w / long_name), cwd=w), lambda w: {long_name})
+    b.case("segment `--out` a 309-byte name", lambda w: cli(*b.segment(w / ("h" * 300 + ".seg.nrrd")), cwd=w))
+
+    def shared_folder(w):
+        # Another machine's temporaries in a shared folder: its process id means nothing here.
+        other = "0" * 8 if fileio._HOST != "0" * 8 else "1" * 8
+        fresh = w / f".a.nrrd{fileio.TEMP_TAG}{other}-1-0a1b2c3d.nrrd"
+        old = w / f".b.nrrd{fileio.TEMP_TAG}{other}-1-0a1b2c3d.nrrd"
+        for path in (fresh, old):
+            path.write_bytes(b"being written elsewhere")
+        os.utime(old, (time.time() - 2 * 86400,) * 2)
+        return cli(*b.segment(w / "o.seg.nrrd"), cwd=w)
+    b.case("segment beside another machine's temporaries in a shared folder (one fresh, one 2 days old)",
+           shared_folder, lambda w: {"o.seg.nrrd", next(p.name for p in w.iterdir() if p.name.startswith(".a."))})
+
+    def no_spacing_image(w):
+        array = volume_io.read_image(img).array
+        z, y, x = array.shape[:3]
+        with open(w / "nospacing.nrrd", "wb") as f:  # an NRRD header without spacing: read as 1 mm
+            f.write(f"NRRD0004\ntype: uint8\ndimension: 4\nsizes: 3 {x} {y} {z}\nkinds: vector domain domain "
+                    f"domain\nencoding: raw\n\n".encode())
+            f.write(np.ascontiguousarray(array).tobytes())
+        return cli("segment", "--image", w / "nospacing.nrrd", "--scribbles", scr, "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment, an image whose header lacks the spacing, strokes drawn with it", no_spacing_image,
+           lambda w: {"nospacing.nrrd"})
+    b.case("segment `--image` a `.seg.nrrd`", lambda w: cli("segment", "--image", label, "--scribbles", scr,
+                                                              "--model", b.model, "--out", w / "o.seg.nrrd",
+                                                              "--quiet", "--no-cache", cwd=w))
+
+    def crossing_strokes(w):
+        made = slicerio.read_segmentation(str(scr))
+        voxels = made["voxels"]
+        heart, background = voxels == 1, voxels == 2
+        for k, j, i in np.argwhere(heart)[:3]:
+            background[k, j, i] = True
+        made["voxels"] = np.stack([heart, background]).astype(np.uint8)
+        made["segments"][1]["layer"], made["segments"][1]["labelValue"] = 1, 1
+        slicerio.write_segmentation(str(w / "layers.seg.nrrd"), made)
+        return cli("segment", "--image", img, "--scribbles", w / "layers.seg.nrrd", "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment, heart and background strokes crossing in a two-layer `.seg.nrrd`", crossing_strokes,
+           lambda w: {"layers.seg.nrrd", "o.seg.nrrd"})
+
+    def evaluate_downsampled(w):
+        cli(*b.segment(w / "half.seg.nrrd", "--downsample", 2), cwd=w)
+        return cli("evaluate", "--prediction", w / "half.seg.nrrd", "--label", label, "--downsample", 2, cwd=w)
+    b.case("`evaluate --downsample 2`: the image's full-size label against a result of `--downsample 2`",
+           evaluate_downsampled, lambda w: {"half.seg.nrrd"})
 
 
 def _has_cuda() -> bool:
