@@ -403,34 +403,47 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     ScribbleSegError
         On a bad volume (see :func:`check_pair`) or output path; nothing is written.
     """
+    from .checks import check_instance, check_progress_cancel, check_seed
+
+    # Every argument checked before any work (the stain fit alone can take minutes).
+    check_instance(config, "config", ModelConfig)
+    check_instance(options, "options", TrainOptions)
+    check_seed(seed)
+    check_progress_cancel(progress, cancel)
+    if not isinstance(out_path, (str, os.PathLike)) or not str(out_path):
+        raise ScribbleSegError(f"out_path must be a model file name, got {out_path!r}")
+    images, labels = _volume_list(images, "images"), _volume_list(labels, "labels")
+    val_images, val_labels = _volume_list(val_images, "val_images"), _volume_list(val_labels, "val_labels")
+    if not images:
+        raise ScribbleSegError("images is empty: training needs at least one labelled volume")
+    if len(images) != len(labels):
+        raise ScribbleSegError(f"training needs one label per image, got {len(images)} images and "
+                               f"{len(labels)} labels")
+    if len(val_images) != len(val_labels):
+        raise ScribbleSegError(f"validation needs one label per image, got {len(val_images)} images and "
+                               f"{len(val_labels)} labels")
+    # A shorter list of names would cut the volumes short without a word (zip).
+    names = _names(names, len(images), "names", "training volume")
+    val_names = _names(val_names, len(val_images), "val_names", "validation volume")
     parent = None
     if init is not None:
         parent = init if isinstance(init, SegModel) else load_model(init, device=device)
         if config is not None and config != parent.config:
-            raise ScribbleSegError(f"{parent.path}: a fine-tuned model keeps its parent's architecture "
-                                   f"({parent.config.arch}); do not ask for another one")
+            raise ScribbleSegError(f"config: a fine-tuned model keeps its parent's architecture "
+                                   f"({parent.config.arch}, {parent.path}); leave config out with init")
         config = parent.config
     config = config or ModelConfig.small("munet")
     options = copy.copy(options or TrainOptions(**({"lr": FINETUNE_LR, "max_iters": FINETUNE_ITERS}
                                                    if parent is not None else {})))
     if max_iters is not None:
-        options.max_iters = int(max_iters)
+        options.max_iters = _whole_number(max_iters, "max_iters")
     if max_minutes is not None:
-        options.max_minutes = float(max_minutes)
+        options.max_minutes = _positive_finite(max_minutes, "max_minutes")
     _check_options(options)
-    out_path = check_output_path(out_path)
+    out_path = check_output_path(out_path, "out_path")
     parent_path = getattr(parent, "path", None)
     if parent_path is not None:  # a fine-tune never replaces its parent model
         check_outputs({"out_path": out_path}, {"init": parent_path})
-    if len(images) != len(labels) or not images:
-        raise ScribbleSegError(f"training needs one label per image, got {len(images)} images and "
-                               f"{len(labels)} labels")
-    val_images, val_labels = list(val_images or []), list(val_labels or [])
-    if len(val_images) != len(val_labels):
-        raise ScribbleSegError(f"validation needs one label per image, got {len(val_images)} images and "
-                               f"{len(val_labels)} labels")
-    names = list(names or [f"training volume {i + 1}" for i in range(len(images))])
-    val_names = list(val_names or [f"validation volume {i + 1}" for i in range(len(val_images))])
     train = [check_pair(i, l, n) for i, l, n in zip(images, labels, names)]
     val = [check_pair(i, l, n) for i, l, n in zip(val_images, val_labels, val_names)]
     dev = resolve_device(device)
@@ -481,6 +494,9 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
     bank_x, bank_y = feature_bank(net, train, dev, rng, options.bank_per_class, options.bank_sections,
                                   progress=progress, cancel=cancel)
     check(cancel)
+    if not (np.isfinite(bank_x).all() and np.abs(bank_x).max(initial=0) <= np.finfo(np.float16).max):
+        raise ScribbleSegError("training diverged: the network's features run out of range; try a lower learning "
+                               "rate (lr)")
     record.update(seed=int(seed), stain_normalization=stain_note, device=str(dev), torch=torch.__version__,
                   options=asdict(options), minutes=round((time.perf_counter() - started) / 60, 3),
                   bank_pixels=int(len(bank_y)), fine_tuned=parent is not None)
@@ -490,14 +506,47 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
                       bank_features=bank_x, bank_labels=bank_y, training=record, provenance=origin)
 
 
+def _volume_list(values, name: str) -> list:
+    """``values`` (a list or tuple of volumes or arrays; None: none) as a list, or a one-line error."""
+    if values is None:
+        return []
+    if not isinstance(values, (list, tuple)):
+        raise ScribbleSegError(f"{name} must be a list of volumes, got {type(values).__name__}")
+    return list(values)
+
+
+def _names(names, count: int, name: str, default: str) -> List[str]:
+    if names is None:
+        return [f"{default} {i + 1}" for i in range(count)]
+    names = [str(n) for n in names]
+    if len(names) != count:
+        raise ScribbleSegError(f"{name}: {len(names)} names for {count} volumes")
+    return names
+
+
+def _whole_number(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ScribbleSegError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def _positive_finite(value, name: str) -> float:
+    try:
+        number = float(value) if not isinstance(value, (bool, str)) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):  # an infinite budget fails only at the save, hours later
+        raise ScribbleSegError(f"{name} must be a positive finite number, got {value!r}")
+    return number
+
+
 def _check_options(options: TrainOptions) -> None:
     for name in ("batch", "max_iters", "eval_every", "patience", "val_patches", "bank_per_class", "bank_sections"):
         if int(getattr(options, name)) < 1:
             raise ScribbleSegError(f"training option {name} must be at least 1, got {getattr(options, name)}")
-    if not options.lr > 0:
-        raise ScribbleSegError(f"training option lr must be positive, got {options.lr}")
-    if options.max_minutes is not None and not options.max_minutes > 0:
-        raise ScribbleSegError(f"training option max_minutes must be positive, got {options.max_minutes}")
+    _positive_finite(options.lr, "training option lr")
+    if options.max_minutes is not None:
+        _positive_finite(options.max_minutes, "training option max_minutes")
     if not 0 <= options.scale_jitter < 1 or not 0 <= options.od_jitter < 1:
         raise ScribbleSegError("training options scale_jitter and od_jitter must lie in [0, 1)")
 
@@ -553,6 +602,7 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     val_rng = np.random.default_rng(rng.integers(2 ** 32))
     val_batches = [val_source.batch(val_source.centres(val_rng, options.batch), geom, dev)
                    for _ in range(max(1, options.val_patches // options.batch))]
+    guess = _constant_guess_loss(val_batches)
     opt = torch.optim.Adam(net.parameters(), lr=options.lr)
     budget = None if options.max_minutes is None else 60.0 * options.max_minutes
     best, best_state, best_iter, waited = math.inf, None, 0, 0
@@ -576,7 +626,8 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
             it += 1
             value = loss.item()
             if not math.isfinite(value):
-                raise ScribbleSegError(f"training diverged at step {it} (loss {value}); try a lower learning rate")
+                raise ScribbleSegError(f"training diverged at step {it} (loss {value}); try a lower learning "
+                                       "rate (lr)")
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             elapsed = time.perf_counter() - loop_start
             if it % options.eval_every == 0 or it == options.max_iters:
@@ -606,12 +657,32 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
+    if best > DIVERGED_LOSS:
+        # Far worse than the untrained network (logits near 0): the weights ran away, and the model would call
+        # everything heart, or nothing.
+        raise ScribbleSegError(f"training diverged (best validation loss {best:.3g}; an untrained network's is "
+                               f"{math.log(2):.3g}); try a lower learning rate (lr)")
+    if best > guess and it >= options.eval_every:
+        _log.warning("training did not learn: its best validation loss %.3g is no better than %.3g, a constant "
+                     "guess of the heart's share; try a lower learning rate (lr) or more steps", best, guess)
     if reason == "time budget" and it < options.max_iters / 2:
         _log.warning("training stopped by its time budget (max_minutes %g) after %d of %d steps: the model may be "
                      "undertrained; give it more time", options.max_minutes, it, options.max_iters)
     report(progress, "training", 1.0, f"{reason} after {it} steps, best val {best:.3f} at {best_iter}")
     return {"steps": it, "stopped_by": reason, "best_step": best_iter, "best_val_loss": round(best, 5),
             "train_minutes": round((time.perf_counter() - loop_start) / 60, 3), "history": history}
+
+
+#: Twice the binary cross-entropy of logits at 0, as an untrained network gives them: a best validation loss
+#: above it means the training diverged (a learning rate of 1 or more gave 70 to 47000).
+DIVERGED_LOSS = 2 * math.log(2.0)
+
+
+def _constant_guess_loss(batches) -> float:
+    """The validation loss of the best constant prediction: the entropy of the heart's share in ``batches``."""
+    share = float(np.mean([float(targets[0].float().mean()) for _, targets in batches]))
+    share = min(max(share, 1e-6), 1 - 1e-6)
+    return -(share * math.log(share) + (1 - share) * math.log(1 - share))
 
 
 def _autocast(device: torch.device):

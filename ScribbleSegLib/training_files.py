@@ -7,6 +7,7 @@ label made on the file itself); it is then reduced as the image was.
 
 from __future__ import annotations
 
+import logging
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -67,6 +68,11 @@ def read_training_pair(image_path: PathLike, label_path: PathLike, *, spacing: O
                                              downsample=downsample, strokes=False)
         if label is None:
             raise
+    why = volume_io.scribbles_like(label_path)
+    if why is not None:
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: looks like scribbles, not a label (%s): training takes every value > 0 (or the 'heart' segment) "
+            "as the whole heart", label_path, why)
     return image, label
 
 

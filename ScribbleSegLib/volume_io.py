@@ -854,6 +854,32 @@ def _reduced(array: np.ndarray, shape: Sequence[int], factor: int, strokes: bool
     return (heart & ~background).astype(np.uint8) + 2 * (background & ~heart).astype(np.uint8)
 
 
+def scribbles_like(path: PathLike) -> Optional[str]:
+    """Why a label file looks like scribbles rather than a label (None when it does not).
+
+    A scribbles file given as a training label would teach background strokes as heart (every value > 0
+    is heart), or a few strokes as the whole heart.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.nrrd")
+    >>> write_labelmap(path, np.array([[[0, 1], [2, 0]]], np.uint8), Geometry((1, 1, 1)))
+    >>> scribbles_like(path)
+    'its values are 0, 1 and 2, as those of scribbles are'
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if is_segmentation_file(path):
+        masks, _ = read_segmentation(path)
+        return "it has a 'background' segment, as scribbles have" if "background" in masks else None
+    values, _ = _read_labelmap_file(path)
+    if set(np.unique(values).tolist()) == {0, 1, 2}:
+        return "its values are 0, 1 and 2, as those of scribbles are"
+    return None
+
+
 def read_label_volume(path: PathLike, *, single_segment: bool = False) -> Volume:
     """Read a label (0/1) on its own voxel grid.
 

@@ -92,6 +92,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import queue
 import signal
@@ -201,6 +202,9 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
     ...
     ScribbleSegLib.errors.ScribbleSegError: run line: is not valid JSON (Expecting property name ...)
     """
+    if not line.lstrip().startswith(("{", "[")):  # a word: a misspelt command rather than broken JSON
+        shown = line.strip()[:40]
+        raise ScribbleSegError(f"run line {shown!r}: not a run (a JSON object), 'cancel' or 'quit'")
     try:
         run = json.loads(line)
     except (ValueError, RecursionError) as exc:
@@ -214,7 +218,8 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
     fixed = {k: session_request[k] for k in SESSION_FIELDS if k in session_request}
     stray = sorted(set(run) & {*SESSION_FIELDS, "task"})
     if stray:
-        raise ScribbleSegError(f"{label}: {', '.join(stray)} belong to the session request, not to a run")
+        verb = "belongs" if len(stray) == 1 else "belong"
+        raise ScribbleSegError(f"{label}: {', '.join(stray)} {verb} to the session request, not to a run")
     checker = _RequestChecker(Path(session_request["path"]), {**run, **fixed}, label=label)
     checked = checker.segment()
     checker.refuse_unknown(SEGMENT_OUTPUTS)
@@ -385,8 +390,9 @@ class _RequestChecker:
             raise self.fail("val_labels", "must name one label per validation image")
         preset = choices.PRESETS[self.choice("preset", tuple(choices.PRESETS), choices.DEFAULT_PRESET)]
         max_minutes = self.value("max_minutes", preset.max_minutes, (int, float))
-        if max_minutes is not None and not max_minutes > 0:
-            raise self.fail("max_minutes", f"must be positive, got {max_minutes!r}")
+        if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+            # JSON's Infinity would run the whole training, then fail to be stored in the model's record.
+            raise self.fail("max_minutes", f"must be a positive finite number, got {max_minutes!r}")
         init = self.value("init", None, (str,))
         if init is not None and init != "starter":
             init = self.path_value(init, "init", must_exist=True)
@@ -563,8 +569,10 @@ def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelTok
     # A fine-tuned model keeps its parent's architecture: no config then.
     config = None if init is not None else ModelConfig.preset(request["preset"], request["arch"])
     names = request.get("names") or [Path(p).name for p in request["images"]]
+    # A bad label is named by its file, as the command line names it (the provenance keeps `names`).
     training.train_model(images, labels, request["output"], config,
                          val_images=val_images or None, val_labels=val_labels or None,
+                         names=list(request["labels"]), val_names=list(request["val_labels"]) or None,
                          max_minutes=request["max_minutes"], max_iters=request.get("max_iters"),
                          device=request["device"], seed=request["seed"], init=init,
                          provenance={"volumes": list(names), "command": "ScribbleSeg worker (3D Slicer)"},

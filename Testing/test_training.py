@@ -59,7 +59,27 @@ def test_train_model_refuses_bad_input_and_writes_nothing(tmp_path):
         train_model([image], [], out, TINY, options=FAST)
     with pytest.raises(ScribbleSegError, match="lr"):
         train_model([image], [label], out, TINY, options=TrainOptions(lr=0))
+    # Once: the second volume dropped (zip) and its empty label never checked; an infinite budget failed at the save.
+    for kwargs, words in (({"names": ["first"]}, "names: 1 names for 2 volumes"),
+                          ({"max_minutes": float("inf")}, "max_minutes must be a positive finite number"),
+                          ({"config": "small"}, "config must be a ModelConfig or None, got str"),
+                          ({"seed": -1}, "seed must be an integer"),
+                          ({"max_iters": "abc"}, "max_iters must be a whole number")):
+        with pytest.raises(ScribbleSegError) as excinfo:
+            train_model([image, image], [label, np.zeros_like(label)], out, **{"config": TINY, "options": FAST,
+                                                                               **kwargs})
+        assert words in str(excinfo.value)
     assert not out.exists()
+
+
+def test_a_training_that_diverges_writes_nothing_and_says_so(tmp_path):
+    # A learning rate of 10 once wrote a model that called every voxel heart, with exit 0.
+    image, label = tiny_volume()
+    with pytest.raises(ScribbleSegError, match=r"training diverged .*try a lower learning rate \(lr\)"):
+        train_model([image], [label], tmp_path / "m.model", TINY, options=TrainOptions(
+            lr=10.0, eval_every=5, patience=100, val_patches=16, normalize=False, bank_per_class=300,
+            bank_sections=2), max_iters=10)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_patches_are_balanced_and_augmentation_keeps_the_fields_of_view_aligned():
@@ -401,3 +421,28 @@ def test_expected_model_bytes_is_close_to_the_written_file(tmp_path):
     bank = len(load_model(path, device="cpu").bank_labels)
     size = path.stat().st_size
     assert size <= expected_model_bytes(TINY, bank) <= size + (128 << 10)
+
+
+def test_scribbles_given_as_a_training_label_get_one_warning(tmp_path, caplog):
+    # Every value > 0 is heart: background strokes would be taught as heart, a few strokes as the whole heart.
+    import logging
+
+    from ScribbleSegLib import volume_io
+    from ScribbleSegLib.training_files import read_training_pair
+
+    image, label = tiny_volume()
+    volume_io.write_rgb_volume(tmp_path / "i.nrrd", image)
+    strokes = np.zeros_like(label)
+    strokes[2, 20, 15:25] = 1
+    strokes[2, 2, :] = 2
+    volume_io.write_labelmap(tmp_path / "strokes.nrrd", strokes, image.geometry)
+    volume_io.write_segmentation(tmp_path / "strokes.seg.nrrd", [("heart", strokes == 1, volume_io.HEART_COLOR),
+                                 ("background", strokes == 2, volume_io.BACKGROUND_COLOR)], image.geometry)
+    volume_io.write_labelmap(tmp_path / "label.nrrd", label * 255, image.geometry)
+    for name, why in (("strokes.nrrd", "its values are 0, 1 and 2"), ("strokes.seg.nrrd", "a 'background' segment"),
+                      ("label.nrrd", None)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ScribbleSegLib"):
+            read_training_pair(tmp_path / "i.nrrd", tmp_path / name)
+        warnings = [r.getMessage() for r in caplog.records if "looks like scribbles" in r.getMessage()]
+        assert (warnings == []) if why is None else (len(warnings) == 1 and why in warnings[0]), (name, warnings)

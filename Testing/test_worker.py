@@ -110,7 +110,9 @@ def test_request_paths_are_resolved_against_the_request_folder(tmp_path):
      "'orientations' must be int, got '4'"),
     ({"task": "train", "images": ["i.nrrd"], "labels": [], "output": "m.model"}, "one label per image"),
     ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "max_minutes": 0},
-     "'max_minutes' must be positive"),
+     "'max_minutes' must be a positive finite number"),
+    ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model",
+      "max_minutes": float("inf")}, "'max_minutes' must be a positive finite number, got inf"),
     ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "init": "missing.nrrd"},
      "no such file or folder (request field 'init')"),
     ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "max_iters": 0},
@@ -247,8 +249,11 @@ def test_a_run_line_that_is_not_utf8_or_nests_too_deep_is_one_bad_run(monkeypatc
     reader._read()
     first, second, end = reader.runs.get(), reader.runs.get(), reader.runs.get()
     assert first[0].endswith("garbage") and second[0] == '{"id": 2}' and end is None
-    with pytest.raises(ScribbleSegError, match="run line: is not valid JSON"):
+    with pytest.raises(ScribbleSegError, match="not a run \\(a JSON object\\), 'cancel' or 'quit'"):
         worker.load_run(first[0], session)
+    # A misspelt command is said to be one, not a JSON parse error at "line 1 column 1".
+    with pytest.raises(ScribbleSegError, match="^run line 'pause': not a run \\(a JSON object\\), 'cancel' or 'quit'$"):
+        worker.load_run("pause", session)
 
 
 def test_a_session_refuses_a_run_id_that_cannot_key_its_events(tmp_path):
@@ -518,9 +523,9 @@ def test_load_run_checks_fields_and_names_the_run(tmp_path):
     with pytest.raises(ScribbleSegError, match=r"^run 8: 'method' must be one of"):
         worker.load_run(json.dumps({"id": 8, "scribbles": "s.nrrd", "method": "x", "outputs": {"labels": "l.nrrd"}}),
                         session)
-    with pytest.raises(ScribbleSegError, match="image belong to the session request"):
+    with pytest.raises(ScribbleSegError, match="image belongs to the session request"):
         worker.load_run(json.dumps({"image": "other.nrrd", "outputs": {"labels": "l.nrrd"}}), session)
-    with pytest.raises(ScribbleSegError, match="orientations belong to the session request"):
+    with pytest.raises(ScribbleSegError, match="orientations belongs to the session request"):
         worker.load_run(json.dumps({"orientations": 2, "outputs": {"labels": "l.nrrd"}}), session)
     flipped = worker.load_run(json.dumps({"scribbles": "s.nrrd", "outputs": {"labels": "l.nrrd"}}),
                               {**session, "orientations": 4})

@@ -13,8 +13,8 @@ from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_o
                      check_device_flag, positive_float, positive_int, seed_int)
 
 # The library's parameters this command takes as flags: its messages are shown with the flags' names.
-PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", **IMAGE_PARAMETER_FLAGS,
-                   **DEVICE_PARAMETER_FLAGS}
+PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", "lr": "--lr",
+                   **IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
