@@ -202,12 +202,14 @@ def end_sections(label: np.ndarray, end_fraction: float = 0.1) -> np.ndarray:
     return ends
 
 
-def _grown(mask: np.ndarray, steps: int) -> np.ndarray:
+def grow_mask(mask: np.ndarray, steps: int) -> np.ndarray:
     """``mask`` (2D bool) grown by ``steps`` pixels in the 4-neighbourhood; nothing comes in from outside.
+
+    ``~grow_mask(~mask, n)`` shrinks it (with the outside counted as inside).
 
     Examples
     --------
-    >>> _grown(np.eye(3, dtype=bool)[:1], 1).astype(int).tolist()
+    >>> grow_mask(np.eye(3, dtype=bool)[:1], 1).astype(int).tolist()
     [[1, 1, 0]]
     """
     out = mask.copy()
@@ -265,7 +267,7 @@ def error_regions(pred: np.ndarray, label: np.ndarray, end_fraction: float = 0.1
     for z in np.nonzero(~ends)[0]:
         # The heart grown by `band` pixels, less the heart shrunk by `band`: what the grown background does not
         # reach (nothing comes in from outside the image, so a heart at its edge is not shrunk from there).
-        outline[z] = _grown(t[z], band) & _grown(~t[z], band)
+        outline[z] = grow_mask(t[z], band) & grow_mask(~t[z], band)
     parts = {"ends": wrong & ends[:, None, None]}
     parts["boundary"] = wrong & outline & ~parts["ends"]
     parts["elsewhere"] = wrong & ~outline & ~parts["ends"]

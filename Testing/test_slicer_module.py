@@ -1548,3 +1548,14 @@ def test_jumping_to_a_section_turns_the_red_view_to_the_section_plane_then_centr
         assert logic.jumpToSection(volume, 4) == (1.0, 2.0, 12.0)
         # The normal is K, the sections' axis, in world coordinates (the volume's linear transform applied).
         assert calls == [("rotate", [0, 0, 2, x, 0.5, 0, 0, 20, 0, 0.5, 0, 30], 2), ("jump", (1.0, 2.0, 12.0))]
+
+
+def test_the_self_test_paints_strokes_inside_the_heart_and_in_a_ring_around_it(scribbleseg):
+    import numpy as np
+
+    truth = np.zeros((5, 40, 40), np.uint8)
+    truth[:, 10:30, 12:32] = 1
+    heart, background = scribbleseg.ScribbleSegTest._paintScribbles(truth, every=2)
+    assert heart[0].any() and background[0].any() and not heart[1].any()
+    assert (heart <= (truth > 0)).all() and not (background & (truth > 0)).any()
+    assert heart[0].sum() == (20 - 6) * (20 - 6)  # the heart shrunk by 3 pixels on every side
