@@ -446,6 +446,10 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
         check_outputs({"out_path": out_path}, {"init": parent_path})
     train = [check_pair(i, l, n) for i, l, n in zip(images, labels, names)]
     val = [check_pair(i, l, n) for i, l, n in zip(val_images, val_labels, val_names)]
+    side = max(max(a.shape[1:3]) for a, _ in train)
+    if config.patch > 2 * side:  # the paper preset's 256-pixel patches on a tile: mostly padding, and slow
+        _log.warning("the network's training patches (%d pixels) are over twice the sections' size (%d pixels): "
+                     "most of each patch is padding; a smaller preset fits these volumes", config.patch, side)
     dev = resolve_device(device)
     small = choices.PRESETS[choices.DEFAULT_PRESET]
     if dev.type == "cpu" and options.max_minutes is None and options.max_iters > small.max_iters:

@@ -446,3 +446,16 @@ def test_scribbles_given_as_a_training_label_get_one_warning(tmp_path, caplog):
             read_training_pair(tmp_path / "i.nrrd", tmp_path / name)
         warnings = [r.getMessage() for r in caplog.records if "looks like scribbles" in r.getMessage()]
         assert (warnings == []) if why is None else (len(warnings) == 1 and why in warnings[0]), (name, warnings)
+
+
+def test_patches_far_larger_than_the_sections_get_one_warning(tmp_path, caplog):
+    import dataclasses
+    import logging
+
+    image, label = tiny_volume()  # 40x40 sections
+    big = dataclasses.replace(TINY, patch=96)
+    with caplog.at_level(logging.WARNING, logger="ScribbleSegLib"):
+        train_model([image], [label], tmp_path / "m.model", big, options=FAST, max_iters=1)
+    assert [r.getMessage() for r in caplog.records if "patches" in r.getMessage()] == [
+        "the network's training patches (96 pixels) are over twice the sections' size (40 pixels): most of each "
+        "patch is padding; a smaller preset fits these volumes"]
