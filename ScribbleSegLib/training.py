@@ -492,7 +492,7 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
             val_source = source
 
     net = copy.deepcopy(parent.net).to(dev) if parent is not None else build_net(config).to(dev)
-    record = _optimise(net, source, val_source, options, dev, rng, progress, cancel)
+    record = _optimise(net, source, val_source, options, dev, rng, progress, cancel, fine_tune=parent is not None)
 
     report(progress, "training-pixel bank", 0.0, "features of training sections")
     bank_x, bank_y = feature_bank(net, train, dev, rng, options.bank_per_class, options.bank_sections,
@@ -599,14 +599,20 @@ def _render_in_stain(train, val, stain_dict: Dict[str, object], seed: int, cance
 
 
 def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainOptions, dev: torch.device,
-              rng: np.random.Generator, progress, cancel) -> Dict[str, object]:
-    """The optimisation loop with validation, early stopping and budgets; leaves the best weights in ``net``."""
+              rng: np.random.Generator, progress, cancel, fine_tune: bool = False) -> Dict[str, object]:
+    """The optimisation loop with validation, early stopping and budgets; leaves the best weights in ``net``.
+
+    A fine-tune is said to diverge against where its parent started on these volumes (a parent far from them
+    may start above an untrained network), a new network against an untrained one.
+    """
     config = source.config
     geom = multifov.patch_geometry(config)
     val_rng = np.random.default_rng(rng.integers(2 ** 32))
     val_batches = [val_source.batch(val_source.centres(val_rng, options.batch), geom, dev)
                    for _ in range(max(1, options.val_patches // options.batch))]
     guess = _constant_guess_loss(val_batches)
+    start_loss = _validate(net, val_batches, geom, dev) if fine_tune else math.log(2.0)
+    diverged_above = max(DIVERGED_LOSS, 2 * start_loss)
     opt = torch.optim.Adam(net.parameters(), lr=options.lr)
     budget = None if options.max_minutes is None else 60.0 * options.max_minutes
     best, best_state, best_iter, waited = math.inf, None, 0, 0
@@ -661,11 +667,12 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
-    if best > DIVERGED_LOSS:
-        # Far worse than the untrained network (logits near 0): the weights ran away, and the model would call
-        # everything heart, or nothing.
-        raise ScribbleSegError(f"training diverged (best validation loss {best:.3g}; an untrained network's is "
-                               f"{math.log(2):.3g}); try a lower learning rate (lr)")
+    if best > diverged_above:
+        # Far worse than where it started: the weights ran away, and the model would call everything heart, or
+        # nothing.
+        start = "the parent's was" if fine_tune else "an untrained network's is"
+        raise ScribbleSegError(f"training diverged (best validation loss {best:.3g}; {start} {start_loss:.3g}); "
+                               "try a lower learning rate (lr)")
     if best > guess and it >= options.eval_every:
         _log.warning("training did not learn: its best validation loss %.3g is no better than %.3g, a constant "
                      "guess of the heart's share; try a lower learning rate (lr) or more steps", best, guess)

@@ -459,3 +459,19 @@ def test_patches_far_larger_than_the_sections_get_one_warning(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records if "patches" in r.getMessage()] == [
         "the network's training patches (96 pixels) are over twice the sections' size (40 pixels): most of each "
         "patch is padding; a smaller preset fits these volumes"]
+
+
+def test_a_fine_tune_is_said_to_diverge_against_where_its_parent_started(tmp_path, monkeypatch):
+    # A parent far from the new volumes may start above an untrained network's loss: that alone is no divergence.
+    from ScribbleSegLib import training
+
+    image, label = tiny_volume()
+    parent = train_model([image], [label], tmp_path / "p.model", TINY, options=FAST, max_iters=2)
+    losses = iter([5.0] + [4.0] * 50)  # the parent's start on these volumes, then every evaluation
+    monkeypatch.setattr(training, "_validate", lambda *args, **kwargs: next(losses))
+    out = train_model([image], [label], tmp_path / "f.model", options=FAST, max_iters=10, init=parent)
+    assert out.exists()
+    losses = iter([0.5] + [40.0] * 50)
+    with pytest.raises(ScribbleSegError, match=r"training diverged \(best validation loss 40; the parent's was 0.5\)"):
+        train_model([image], [label], tmp_path / "g.model", options=FAST, max_iters=10, init=parent)
+    assert not (tmp_path / "g.model").exists()
