@@ -8,6 +8,7 @@ label made on the file itself); it is then reduced as the image was.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -112,3 +113,15 @@ def read_training_pairs(images: Sequence[PathLike], labels: Sequence[PathLike], 
         volumes.append(image)
         masks.append(label)
     return volumes, masks
+
+
+def volume_records(images: Sequence[PathLike], labels: Sequence[PathLike]) -> List[str]:
+    """How a model's provenance names its training volumes: each image and its label, as absolute paths
+    (a path as typed means nothing once the folder it was typed in is forgotten).
+
+    Examples
+    --------
+    >>> volume_records(["/data/a.nrrd"], ["/data/a_label.nrrd"])
+    ['/data/a.nrrd (label /data/a_label.nrrd)']
+    """
+    return [f"{Path(i).absolute()} (label {Path(l).absolute()})" for i, l in zip(images, labels)]

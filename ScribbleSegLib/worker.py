@@ -551,7 +551,7 @@ def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelT
 def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
     from . import training
     from .nets import ModelConfig
-    from .training_files import read_training_pairs
+    from .training_files import read_training_pairs, volume_records
 
     emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
 
@@ -568,7 +568,7 @@ def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelTok
     started = time.perf_counter()
     # A fine-tuned model keeps its parent's architecture: no config then.
     config = None if init is not None else ModelConfig.preset(request["preset"], request["arch"])
-    names = request.get("names") or [Path(p).name for p in request["images"]]
+    names = request.get("names") or volume_records(request["images"], request["labels"])
     # A bad label is named by its file, as the command line names it (the provenance keeps `names`).
     training.train_model(images, labels, request["output"], config,
                          val_images=val_images or None, val_labels=val_labels or None,

@@ -316,7 +316,9 @@ def test_train_request_reaches_train_model_with_its_settings(tmp_path, phantom_f
     assert seen["labels"][0].shape == tuple(PHANTOM_SHAPE) and seen["labels"][0].any()
     assert seen["cancel"] is None and callable(seen["progress"])
     assert seen["init"] is None
-    assert seen["provenance"]["volumes"] == ["image.nrrd"]
+    # The provenance names each volume by its image and label, as absolute paths (as the command line does).
+    assert seen["provenance"]["volumes"] == [f"{files['image']} (label {files['label']})"]
+    assert seen["names"] == [str(files["label"])]  # a bad label is named by its file
 
 
 def test_a_train_request_with_init_fine_tunes_that_model(tmp_path, phantom_files, tiny_model, monkeypatch):

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
     from ..starter import resolve_model
     from ..training import FINETUNE_ITERS, FINETUNE_LR, TrainOptions, train_model
-    from ..training_files import check_pairs, read_training_pairs
+    from ..training_files import check_pairs, read_training_pairs, volume_records
 
     check_pairs(args.images, args.labels, ("--images", "--labels"))  # before any work
     check_pairs(args.val_images, args.val_labels, ("--val-images", "--val-labels"))
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                            device=args.device, seed=args.seed,
                            names=args.labels, val_names=args.val_labels, init=parent,
                            provenance={"command": command,
-                                       "volumes": [f"{i} (label {l})" for i, l in zip(args.images, args.labels)]},
+                                       "volumes": volume_records(args.images, args.labels)},
                            progress=bar)
     finally:
         bar.close()
