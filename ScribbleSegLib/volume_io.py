@@ -813,8 +813,18 @@ def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, single_segm
         return masks[name]
     if single_segment and len(masks) == 1:
         return next(iter(masks.values()))
-    found = ", ".join(f"'{n}'" for n in masks) or "none"
+    found = ", ".join(f"'{n}'" for n in _segment_names(path, masks)) or "none"
     raise ScribbleSegError(f"{path}: has no segment named '{name}' (segments: {found})")
+
+
+def _segment_names(path: Path, masks: Dict[str, np.ndarray]) -> List[str]:
+    """The segments' names as the file spells them (``masks`` keys them lower-cased, for matching)."""
+    try:
+        segments = slicerio.read_segmentation(str(path), skip_voxels=True)["segments"]
+        names = [str(s.get("name", s.get("id", ""))).strip() for s in segments]
+    except _SEGMENTATION_READ_ERRORS:
+        return list(masks)
+    return list(dict.fromkeys(names))  # merged names once, in the file's order
 
 
 def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Optional[Geometry]]:

@@ -446,7 +446,7 @@ def test_label_segment_must_be_named_heart_unless_single_segment(tmp_path):
     vio.write_segmentation(path, [("Segment_1", heart, vio.HEART_COLOR)], TILTED)
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_label(path, heart.shape, TILTED)
-    one_line_error(excinfo, "p.seg.nrrd", "'heart'", "segment_1")
+    one_line_error(excinfo, "p.seg.nrrd", "'heart'", "(segments: 'Segment_1')")
     np.testing.assert_array_equal(vio.read_label(path, heart.shape, TILTED, single_segment=True), heart)
 
 
@@ -550,10 +550,12 @@ def test_strokes_in_both_segments_are_left_out_with_one_warning(tmp_path, caplog
 
 
 def test_scribble_segmentation_without_background_segment(tmp_path):
-    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", ball(), vio.HEART_COLOR)], TILTED)
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("Heart", ball(), vio.HEART_COLOR),
+                                                     ("Tissue BG", 1 - ball(), vio.BACKGROUND_COLOR)], TILTED)
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_scribbles(tmp_path / "s.seg.nrrd", ball().shape, TILTED)
-    one_line_error(excinfo, "s.seg.nrrd", "'background'")
+    # The segments as the file spells them, for the user to find them in Slicer.
+    one_line_error(excinfo, "s.seg.nrrd", "has no segment named 'background' (segments: 'Heart', 'Tissue BG')")
 
 
 def crop_geometry(geometry, offset_zyx):
