@@ -2055,7 +2055,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         (value i + 1 -> ``segmentIds[i]``), in one call.
 
         Not ``slicer.util.updateSegmentBinaryLabelmapFromArray``: with an RGB volume as reference it makes a
-        label volume from a deep copy of the RGB image, about 15 bytes a voxel, once per segment.
+        label volume from a deep copy of the RGB image (and a 3-component short image of it), once per segment.
         """
         from vtk.util.numpy_support import vtk_to_numpy
 

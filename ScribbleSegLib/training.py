@@ -685,7 +685,7 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
 
 
 #: Twice the binary cross-entropy of logits at 0, as an untrained network gives them: a best validation loss
-#: above it means the training diverged (a learning rate of 1 or more gave 70 to 47000).
+#: above it means the training diverged (learning rates of 1, 10 and 100 gave 70, 47000 and 427; BENCHMARKS.md).
 DIVERGED_LOSS = 2 * math.log(2.0)
 
 
