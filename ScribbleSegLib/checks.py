@@ -121,6 +121,19 @@ def check_count(value: Any, name: str) -> int:
     return int(value)
 
 
+def check_whole(value: Any, name: str, minimum: int = 1, unit: str = "") -> int:
+    """A whole number of at least ``minimum`` (not a float: 2.5 sections, an infinite pixel budget).
+
+    Examples
+    --------
+    >>> check_whole(3, "max_iters")
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ScribbleSegError(f"{name} must be a whole number of at least {minimum}{unit}, got {value!r}")
+    return int(value)
+
+
 def check_suggest(suggest: Any) -> int:
     """How many sections to suggest: a non-negative integer.
 

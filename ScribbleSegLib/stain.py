@@ -588,11 +588,9 @@ class _StainMapping:
 
 
 def _whole_at_least(value, low: int, name: str, unit: str = "") -> int:
-    """``value`` as an int if it is a whole number >= ``low`` (not a float: 2.5 sections, inf pixels)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ScribbleSegError(f"stain normalization: {name} must be a whole number of at least {low}{unit}, "
-                               f"got {value!r}")
-    return int(value)
+    from .checks import check_whole
+
+    return check_whole(value, f"stain normalization: {name}", low, unit)
 
 
 def _check_max_pixels(max_pixels: int) -> None:

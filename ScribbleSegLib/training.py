@@ -403,7 +403,7 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     ScribbleSegError
         On a bad volume (see :func:`check_pair`) or output path; nothing is written.
     """
-    from .checks import check_instance, check_progress_cancel, check_seed
+    from .checks import check_instance, check_progress_cancel, check_seed, check_whole
 
     # Every argument checked before any work (the stain fit alone can take minutes).
     check_instance(config, "config", ModelConfig)
@@ -436,7 +436,7 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     options = copy.copy(options or TrainOptions(**({"lr": FINETUNE_LR, "max_iters": FINETUNE_ITERS}
                                                    if parent is not None else {})))
     if max_iters is not None:
-        options.max_iters = _whole_number(max_iters, "max_iters")
+        options.max_iters = check_whole(max_iters, "max_iters")
     if max_minutes is not None:
         options.max_minutes = _positive_finite(max_minutes, "max_minutes")
     _check_options(options)
@@ -526,12 +526,6 @@ def _names(names, count: int, name: str, default: str) -> List[str]:
     if len(names) != count:
         raise ScribbleSegError(f"{name}: {len(names)} names for {count} volumes")
     return names
-
-
-def _whole_number(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ScribbleSegError(f"{name} must be a whole number of at least 1, got {value!r}")
-    return int(value)
 
 
 def _positive_finite(value, name: str) -> float:

@@ -881,9 +881,9 @@ def scribbles_like(path: PathLike) -> Optional[str]:
     path = Path(path)
     if not path.is_file():
         return None
-    if is_segmentation_file(path):
-        masks, _ = read_segmentation(path)
-        return "it has a 'background' segment, as scribbles have" if "background" in masks else None
+    if is_segmentation_file(path):  # the names are in its header: its voxels were just read for the label
+        names = [n.lower() for n in _segment_names(path, {})]
+        return "it has a 'background' segment, as scribbles have" if "background" in names else None
     values, _ = _read_labelmap_file(path)
     if set(np.unique(values).tolist()) == {0, 1, 2}:
         return "its values are 0, 1 and 2, as those of scribbles are"
