@@ -13,12 +13,14 @@ from .choices import DEVICES
 from .errors import CancelledError, ScribbleSegError
 from .progress import CancelToken
 
-__all__ = ["DEVICES", "MAX_SLAB_THREADS", "PARALLEL_SECTION_MAX_PIXELS", "SLAB_VOXELS", "beside", "in_order",
+__all__ = ["DEVICES", "GPU_SECTION_WORKERS", "MAX_SLAB_THREADS", "PARALLEL_SECTION_MAX_PIXELS", "SLAB_VOXELS", "beside", "in_order",
            "in_threads", "resolve_device", "section_workers", "slabs", "torch_threads"]
 
 #: Sections of at most this many pixels run two at a time on a 2-core CPU (:func:`section_workers`);
 #: larger ones one at a time, so that the memory of a run stays that of one section.
 PARALLEL_SECTION_MAX_PIXELS = 2 ** 24
+#: Sections at once beside a GPU (:func:`section_workers`), on a machine of at least twice as many cores.
+GPU_SECTION_WORKERS = 4
 #: Voxels of one slab of a pass over a volume (:func:`slabs`): its temporaries stay small beside the volume.
 SLAB_VOXELS = 2**20
 #: Threads that work on a volume's slabs at once (:func:`in_threads`); each slab's temporaries are about
@@ -73,15 +75,22 @@ def section_workers(device, section_pixels: int) -> int:
     On a CPU of two cores, two sections, each on a thread of its own with one torch
     thread: convolutions and large tensor operations release Python's lock, so the two
     run side by side without the spinning that two intra-op threads cost on a busy
-    machine (:func:`inference.cpu_threads`).  The outputs are those of one section at a
-    time, bit for bit.  Elsewhere one: a GPU takes the sections in turn, and more cores
-    are torch's intra-op threads' to use.  Sections over :data:`PARALLEL_SECTION_MAX_PIXELS`
-    run one at a time.  ``device``: a ``torch.device`` or its type (``"cpu"``).
+    machine (:func:`inference.cpu_threads`).  Other CPUs: one, and torch's intra-op
+    threads take the cores.  Beside a GPU, :data:`GPU_SECTION_WORKERS` (at most half the
+    cores): there the network's share of a 512x512 section is under a millisecond and the
+    host's (stain normalization, the pyramid and crops, copying the outputs) about 90 ms,
+    so sections on threads of their own keep the GPU fed (1.7x on an H200 with 16 cores,
+    ``benchmarks/gpu_check.py``).  The outputs are those of one section at a time, bit for
+    bit.  Sections over :data:`PARALLEL_SECTION_MAX_PIXELS` run one at a time.
+    ``device``: a ``torch.device`` or its type (``"cpu"``).
     """
     kind = getattr(device, "type", device)
-    if kind != "cpu" or section_pixels > PARALLEL_SECTION_MAX_PIXELS:
+    cores = os.cpu_count() or 1
+    if section_pixels > PARALLEL_SECTION_MAX_PIXELS:
         return 1
-    return 2 if (os.cpu_count() or 1) == 2 else 1
+    if kind != "cpu":
+        return max(1, min(GPU_SECTION_WORKERS, cores // 2))
+    return 2 if cores == 2 else 1
 
 
 def in_order(work: Callable, items: Iterable, workers: int, use: Optional[Callable] = None) -> None:

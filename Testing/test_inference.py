@@ -164,7 +164,7 @@ def test_two_sections_at_a_time_give_what_one_at_a_time_gives(tmp_path, monkeypa
     np.testing.assert_allclose(np.asarray(f2, np.float32), np.asarray(f1, np.float32), rtol=1e-3, atol=1e-3)
 
 
-def test_section_workers_two_on_two_cores_for_sections_that_fit(monkeypatch):
+def test_section_workers_two_on_two_cores_and_several_beside_a_gpu(monkeypatch):
     from ScribbleSegLib import runtime
 
     cpu = torch.device("cpu")
@@ -172,9 +172,12 @@ def test_section_workers_two_on_two_cores_for_sections_that_fit(monkeypatch):
     assert runtime.section_workers(cpu, 512 * 512) == 2
     assert runtime.section_workers("cpu", 512 * 512) == 2
     assert runtime.section_workers(cpu, runtime.PARALLEL_SECTION_MAX_PIXELS + 1) == 1
-    assert runtime.section_workers(torch.device("cuda"), 512 * 512) == 1
+    assert runtime.section_workers(torch.device("cuda"), 512 * 512) == 1  # half the cores: one
     monkeypatch.setattr(runtime.os, "cpu_count", lambda: 16)  # torch's intra-op threads use them
     assert runtime.section_workers(cpu, 512 * 512) == 1
+    # Beside a GPU the host's work per section is the bottleneck: several sections at once.
+    assert runtime.section_workers(torch.device("cuda"), 512 * 512) == runtime.GPU_SECTION_WORKERS
+    assert runtime.section_workers("cuda", runtime.PARALLEL_SECTION_MAX_PIXELS + 1) == 1
 
 
 def test_cancel_while_two_sections_run_leaves_no_feature_file(tmp_path, monkeypatch):
