@@ -594,7 +594,8 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
     check_phantom_memory(cfg.shape)  # the command line checks it too, with its option's name
     Z, Y, X = (int(s) for s in cfg.shape)
     sx, sy, sz = voxel_size(cfg)
-    streams = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5EC7])
+    # The whole seed (numpy splits it into 32-bit words): seeds of 2^32 and more make phantoms of their own.
+    streams = np.random.SeedSequence([int(seed), 0x5EC7])
     rng_geo, rng_anat, rng_tex, rng_stain, rng_art = (np.random.default_rng(s) for s in streams.spawn(5))
 
     # Artefact plan: sections lost or imaged twice decide which anatomical level each section shows.

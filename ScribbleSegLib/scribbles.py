@@ -43,10 +43,13 @@ def scribbled_sections(label: np.ndarray, seed: int = 0, every: int = 10,
         Sorted section indices (at least one).
     """
     label = _check_label(label)
+    seed = check_seed(seed)
     heart = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
     if heart.size == 0:
         raise ScribbleSegError("the label has no heart voxels, so there is nothing to scribble on")
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5C81])
+    # The whole seed: numpy splits it into 32-bit words, so seeds of 2^32 and more get streams of their own,
+    # and those below keep the streams they always had (the seed was once cut to 32 bits here).
+    rng = np.random.default_rng([int(seed), 0x5C81])
     if n_sections is not None:
         if int(n_sections) < 1:
             raise ScribbleSegError(f"n_sections must be at least 1, got {n_sections!r}")
@@ -109,7 +112,7 @@ def simulate_scribbles(label: np.ndarray, seed: int = 0, every: int = 10, n_sect
 
     sections = scribbled_sections(label, seed=seed, every=every, n_sections=n_sections)
     out = np.zeros(label.shape, np.uint8)
-    children = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5C82]).spawn(len(sections))
+    children = np.random.SeedSequence([int(seed), 0x5C82]).spawn(len(sections))
     for k, child in zip(sections, children):
         out[k] = _scribble_section(label[k] > 0, np.random.default_rng(child), (low, high), float(width) / 2,
                                    aspect, None if tissue is None else np.asarray(tissue[k], bool))
@@ -339,7 +342,7 @@ def corrective_scribbles(label: np.ndarray, prediction: np.ndarray, previous: np
     radius = _check_brush(width, label.shape) / 2
     out = previous.astype(np.uint8, copy=True)
     order = [int(k) for k in np.argsort(-errors, kind="stable")[: int(sections)] if errors[k] > 0]
-    children = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5C83]).spawn(max(1, len(order)))
+    children = np.random.SeedSequence([int(seed), 0x5C83]).spawn(max(1, len(order)))
     for k, child in zip(order, children):
         rng = np.random.default_rng(child)
         regions = []

@@ -28,6 +28,8 @@ def test_same_seed_same_arrays_other_seed_other_arrays():
     assert a.info == b.info
     assert not np.array_equal(a.image.array, c.image.array)
     assert not np.array_equal(a.label, c.label)
+    # A seed of 2^32 and more is a phantom of its own, not that of the seed's low 32 bits.
+    assert not np.array_equal(phantom.make_phantom(seed=2 ** 32 + 5, config=TINY).image.array, a.image.array)
 
 
 def test_shapes_dtypes_geometry(small):

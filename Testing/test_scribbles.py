@@ -72,6 +72,12 @@ def test_patterns_differ_by_seed_and_repeat_by_seed(label):
     b = scribbles.simulate_scribbles(label, seed=1, every=3)
     assert not np.array_equal(a, b)
     assert np.array_equal(a, scribbles.simulate_scribbles(label, seed=0, every=3))
+    # Seeds of 2^32 and more are patterns of their own, not those of the seed's low 32 bits.
+    big = scribbles.simulate_scribbles(label, seed=2 ** 32, every=3)
+    assert not np.array_equal(a, big)
+    assert np.array_equal(big, scribbles.simulate_scribbles(label, seed=2 ** 32, every=3))
+    with pytest.raises(ScribbleSegError, match="seed must be an integer"):
+        scribbles.scribbled_sections(label, seed=-1)
 
 
 def test_stroke_counts_and_width(label):
