@@ -19,8 +19,8 @@ input or settings, the message names the file or option), ``cancelled``,
 ``memory`` (out of RAM or GPU memory) or ``internal`` (a bug; the traceback
 is in the log).  Everything else the process prints, Python tracebacks and
 native libraries included, goes to stderr, which the client passes on as log
-lines, so nothing can corrupt the stdout protocol.  Exit status: 0 done,
-2 bad input, 3 cancelled, 1 anything else.
+lines, so nothing can corrupt the stdout protocol; a broken worker command line is
+an ``input`` error event too.  Exit status: 0 done, 2 bad input, 3 cancelled, 1 anything else.
 
 With ``--control-stdin`` a line ``cancel`` on stdin, or stdin closing (the
 parent died), cancels the run at its next check.  A graph cut cannot be
@@ -102,7 +102,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TextIO, Union
+from typing import Any, Callable, Deque, Dict, List, NoReturn, Optional, Sequence, TextIO, Union
 
 from . import choices
 from .errors import CancelledError, ScribbleSegError
@@ -755,9 +755,18 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
+class _ProtocolParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one protocol ``error`` line (exit 2): the parent reads events,
+    and argparse's usage text would reach it only as stray log lines."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102
+        Emitter(sys.stdout).emit("error", kind="input", message=f"worker command line: {message}")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one request; return the exit status (see the module docstring)."""
-    parser = argparse.ArgumentParser(
+    parser = _ProtocolParser(
         prog="python -m ScribbleSegLib.worker",
         description="Run one ScribbleSeg request and report progress as JSON lines on stdout.",
     )

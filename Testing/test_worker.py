@@ -357,6 +357,19 @@ def test_devices_lists_the_cpu():
     assert all(d["id"].startswith("cuda:") and d["memory_gb"] > 0 for d in devices[1:])
 
 
+def test_a_broken_worker_command_line_is_one_error_event(capsys):
+    for argv in ([], ["request.json", "--no-such-option"]):
+        with pytest.raises(SystemExit) as stop:
+            worker.main(argv)
+        assert stop.value.code == worker.EXIT_BAD_INPUT
+        out, err = capsys.readouterr()
+        assert err == "" and len(out.splitlines()) == 1
+        event = worker.parse_line(out.strip())
+        assert event["event"] == "error" and event["kind"] == "input"
+        assert event["message"].startswith("worker command line: ")
+        assert ("request" if not argv else "--no-such-option") in event["message"]
+
+
 # ---------------------------------------------------------------------------
 # End to end: the real worker in a child process
 # ---------------------------------------------------------------------------
