@@ -103,6 +103,28 @@ def file_sha256(path: PathLike) -> str:
     return h.hexdigest()
 
 
+def array_sha256(array: np.ndarray) -> str:
+    """Hex SHA-256 of an array's shape, dtype and values (C order): identifies training data whatever
+    file format held it.
+
+    A model's provenance keeps it for each volume it learnt from (``data_sha256``), so that
+    ``array_sha256(volume_io.read_image(path).array)`` tells whether a file still holds those
+    voxels.  A section at a time: a memory map is never read whole.
+
+    Examples
+    --------
+    >>> array_sha256(np.zeros((2, 3), np.uint8)) == array_sha256(np.zeros((2, 3), np.uint8))
+    True
+    >>> array_sha256(np.zeros((2, 3), np.uint8)) == array_sha256(np.zeros((3, 2), np.uint8))
+    False
+    """
+    array = np.asarray(array)
+    h = hashlib.sha256(f"{array.dtype.str} {array.shape}\n".encode("ascii"))
+    for part in (array if array.ndim > 1 else [array]):
+        h.update(np.ascontiguousarray(part).data)
+    return h.hexdigest()
+
+
 def make_provenance(volumes: Sequence[str], steps: int, parent: Optional["SegModel"] = None,
                     **extra: Any) -> Dict[str, Any]:
     """The provenance record stored in a model file (JSON-able).

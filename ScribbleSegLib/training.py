@@ -58,7 +58,7 @@ from .errors import ScribbleSegError
 from .fileio import check_output_path, check_outputs
 from .geometry import Volume
 from .inference import SectionPredictor, cpu_threads, default_tile
-from .model_file import SegModel, load_model, make_provenance, save_model
+from .model_file import SegModel, array_sha256, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import in_order, resolve_device, section_workers, torch_threads
@@ -389,7 +389,9 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
         Fine-tune this model (see the module docstring) instead of starting from random weights.
     provenance : dict, optional
         Extra JSON-able fields for the model's provenance record (e.g. the command); a ``volumes``
-        entry replaces ``names`` there.
+        entry replaces ``names`` there.  The record always gets ``data_sha256`` and
+        ``validation_sha256``: per volume, :func:`model_file.array_sha256` of the image as given and
+        of its 0/1 label.
     progress, cancel
         See :mod:`progress`.
 
@@ -465,6 +467,7 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
            voxel_size, progress, cancel, parent: Optional[SegModel] = None, volume_names: Sequence[str] = (),
            provenance: Optional[Dict[str, object]] = None) -> Path:
     started = time.perf_counter()
+    data, val_data = list(train), list(val)  # as given: stain normalization below replaces the pairs
     stain_dict, stain_note = None, "off"
     if parent is not None:
         stain_dict = parent.stain
@@ -505,6 +508,9 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
                   options=asdict(options), minutes=round((time.perf_counter() - started) / 60, 3),
                   bank_pixels=int(len(bank_y)), fine_tuned=parent is not None)
     extra = dict(provenance or {})
+    # The voxels learnt from, whatever files held them (model_file.array_sha256), in the volumes' order.
+    extra["data_sha256"] = [{"image": array_sha256(a), "label": array_sha256(l)} for a, l in data]
+    extra["validation_sha256"] = [{"image": array_sha256(a), "label": array_sha256(l)} for a, l in val_data]
     origin = make_provenance(extra.pop("volumes", volume_names), record["steps"], parent=parent, **extra)
     return save_model(out_path, net, config, stain=stain_dict, voxel_size=voxel_size,
                       bank_features=bank_x, bank_labels=bank_y, training=record, provenance=origin)

@@ -317,6 +317,10 @@ def test_fine_tuning_starts_from_the_parent_and_records_it(tmp_path):
                               seed=1, names=["first.nrrd"])
     parent = load_model(parent_path, device="cpu")
     assert parent.provenance["volumes"] == ["first.nrrd"] and parent.provenance["parent"] is None
+    # The voxels learnt from, as given (before stain normalization), whatever file held them.
+    as_given = {"image": model_file.array_sha256(getattr(image, "array", image)),
+                "label": model_file.array_sha256((np.asarray(label) > 0).astype(np.uint8))}
+    assert parent.provenance["data_sha256"] == [as_given] and parent.provenance["validation_sha256"] == []
     other_image, other_label = tiny_volume(seed=3)
     # Zero steps' worth of change would be the parent itself: the child starts from its weights, so its first
     # validation loss is close to the parent's last, far below a fresh network's.
@@ -332,6 +336,8 @@ def test_fine_tuning_starts_from_the_parent_and_records_it(tmp_path):
     assert record["parent"]["file"] == "parent.model"
     assert record["parent"]["sha256"] == model_file.file_sha256(parent_path)
     assert record["parent"]["provenance"]["volumes"] == ["first.nrrd"]
+    assert record["data_sha256"][0]["image"] != as_given["image"]
+    assert record["parent"]["provenance"]["data_sha256"] == [as_given]
     assert child.meta["training"]["fine_tuned"] is True
     # Without options, fine-tuning uses its own gentler learning rate.
     assert child.meta["training"]["options"]["lr"] == FAST.lr
