@@ -9,12 +9,12 @@ size.  The outer fields of view read past the section border by reflection.
 
 Memory is the section, its pyramid (1/3 of the section), the probability and
 one batch of tiles; twice that on a 2-core CPU, which runs two sections at a
-time, and four times beside a GPU, which runs four (:func:`section_workers`).  With ``orientations`` > 1 (test-time flips) each section is
-also run flipped and the outputs averaged, which adds float32 sums of the
-section's logit and features.  Features go to a ``.npy`` file, returned memory-mapped,
-when a path is given or when they would be large; they are written tile by
-tile and never sit in memory whole.  On a CUDA out-of-memory error the tile
-batch halves and the run goes on.
+time, and four times beside a GPU, which runs four (:func:`section_workers`).
+With ``orientations`` > 1 (test-time flips) each section is also run flipped and
+the outputs averaged, which adds float32 sums of the section's logit and features.
+Features go to a ``.npy`` file, returned memory-mapped, when a path is given or
+when they would be large; they are written tile by tile and never sit in memory whole.
+On a CUDA out-of-memory error the tile batch halves and the run goes on.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from .choices import DEVICES
 from .errors import CancelledError, ScribbleSegError
 from .progress import CancelToken
 
-__all__ = ["DEVICES", "GPU_SECTION_WORKERS", "MAX_SLAB_THREADS", "PARALLEL_SECTION_MAX_PIXELS", "SLAB_VOXELS", "beside", "in_order",
-           "in_threads", "resolve_device", "section_workers", "slabs", "torch_threads"]
+__all__ = ["DEVICES", "GPU_SECTION_WORKERS", "MAX_SLAB_THREADS", "PARALLEL_SECTION_MAX_PIXELS", "SLAB_VOXELS",
+           "beside", "in_order", "in_threads", "resolve_device", "section_workers", "slabs", "torch_threads"]
 
 #: Sections of at most this many pixels run two at a time on a 2-core CPU (:func:`section_workers`);
 #: larger ones one at a time, so that the memory of a run stays that of one section.
