@@ -9,7 +9,7 @@ size.  The outer fields of view read past the section border by reflection.
 
 Memory is the section, its pyramid (1/3 of the section), the probability and
 one batch of tiles; twice that on a 2-core CPU, which runs two sections at a
-time, and four times beside a GPU, which runs four (:func:`section_workers`).
+time, and up to four times beside a GPU, which runs up to four (:func:`section_workers`).
 With ``orientations`` > 1 (test-time flips) each section is also run flipped and
 the outputs averaged, which adds float32 sums of the section's logit and features.
 Features go to a ``.npy`` file, returned memory-mapped, when a path is given or

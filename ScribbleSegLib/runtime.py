@@ -13,14 +13,19 @@ from .choices import DEVICES
 from .errors import CancelledError, ScribbleSegError
 from .progress import CancelToken
 
-__all__ = ["DEVICES", "GPU_SECTION_WORKERS", "MAX_SLAB_THREADS", "PARALLEL_SECTION_MAX_PIXELS", "SLAB_VOXELS",
-           "beside", "in_order", "in_threads", "resolve_device", "section_workers", "slabs", "torch_threads"]
+__all__ = ["DEVICES", "GPU_MEMORY_PER_SECTION_GIB", "GPU_SECTION_WORKERS", "MAX_SLAB_THREADS",
+           "PARALLEL_SECTION_MAX_PIXELS", "SLAB_VOXELS", "beside", "in_order", "in_threads", "resolve_device",
+           "section_workers", "slabs", "torch_threads"]
 
 #: Sections of at most this many pixels run two at a time on a 2-core CPU (:func:`section_workers`);
 #: larger ones one at a time, so that the memory of a run stays that of one section.
 PARALLEL_SECTION_MAX_PIXELS = 2 ** 24
 #: Sections at once beside a GPU (:func:`section_workers`), on a machine of at least twice as many cores.
 GPU_SECTION_WORKERS = 4
+#: Free GPU memory each of those sections needs, in GiB: one batch of four 1024-pixel tiles through the paper
+#: preset's network peaked at 6.9 GiB in float32 on a CPU (BENCHMARKS.md, "Interactive speed", item 37).
+#: A GPU with less free memory than two sections' runs one at a time, as before.
+GPU_MEMORY_PER_SECTION_GIB = 8
 #: Voxels of one slab of a pass over a volume (:func:`slabs`): its temporaries stay small beside the volume.
 SLAB_VOXELS = 2**20
 #: Threads that work on a volume's slabs at once (:func:`in_threads`); each slab's temporaries are about
@@ -80,17 +85,29 @@ def section_workers(device, section_pixels: int) -> int:
     cores): there the network's share of a 512x512 section is under a millisecond and the
     host's (stain normalization, the pyramid and crops, copying the outputs) about 90 ms,
     so sections on threads of their own keep the GPU fed (1.7x on an H200 with 16 cores,
-    ``benchmarks/gpu_check.py``).  The outputs are those of one section at a time, bit for
-    bit.  Sections over :data:`PARALLEL_SECTION_MAX_PIXELS` run one at a time.
-    ``device``: a ``torch.device`` or its type (``"cpu"``).
+    ``benchmarks/gpu_check.py``); each needs :data:`GPU_MEMORY_PER_SECTION_GIB` of the GPU's
+    free memory.  The outputs are those of one section at a time, bit for bit.  Sections over
+    :data:`PARALLEL_SECTION_MAX_PIXELS` run one at a time.
+    ``device``: a ``torch.device`` or its type (``"cpu"``, ``"cuda"``).
     """
     kind = getattr(device, "type", device)
     cores = os.cpu_count() or 1
     if section_pixels > PARALLEL_SECTION_MAX_PIXELS:
         return 1
     if kind != "cpu":
-        return max(1, min(GPU_SECTION_WORKERS, cores // 2))
+        return max(1, min(GPU_SECTION_WORKERS, cores // 2, _gpu_free_gib(device) // GPU_MEMORY_PER_SECTION_GIB))
     return 2 if cores == 2 else 1
+
+
+def _gpu_free_gib(device) -> int:
+    """Whole GiB free on ``device``'s GPU; 0 where torch cannot say (one section at a time then)."""
+    import torch
+
+    try:
+        free, _ = torch.cuda.mem_get_info(device if isinstance(device, torch.device) else torch.device(device))
+    except (RuntimeError, AssertionError, ValueError, TypeError):  # no CUDA build, no such device
+        return 0
+    return int(free // 2**30)
 
 
 def in_order(work: Callable, items: Iterable, workers: int, use: Optional[Callable] = None) -> None:

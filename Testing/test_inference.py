@@ -175,9 +175,19 @@ def test_section_workers_two_on_two_cores_and_several_beside_a_gpu(monkeypatch):
     assert runtime.section_workers(torch.device("cuda"), 512 * 512) == 1  # half the cores: one
     monkeypatch.setattr(runtime.os, "cpu_count", lambda: 16)  # torch's intra-op threads use them
     assert runtime.section_workers(cpu, 512 * 512) == 1
-    # Beside a GPU the host's work per section is the bottleneck: several sections at once.
+    # Beside a GPU the host's work per section is the bottleneck: several sections at once, as many as the
+    # GPU's free memory holds, and one where torch cannot say how much is free.
+    per_section = runtime.GPU_MEMORY_PER_SECTION_GIB
+    monkeypatch.setattr(runtime, "_gpu_free_gib", lambda device: 100 * per_section)
     assert runtime.section_workers(torch.device("cuda"), 512 * 512) == runtime.GPU_SECTION_WORKERS
     assert runtime.section_workers("cuda", runtime.PARALLEL_SECTION_MAX_PIXELS + 1) == 1
+    monkeypatch.setattr(runtime, "_gpu_free_gib", lambda device: 2 * per_section + 1)
+    assert runtime.section_workers("cuda", 512 * 512) == 2
+    monkeypatch.setattr(runtime, "_gpu_free_gib", lambda device: per_section - 1)
+    assert runtime.section_workers("cuda", 512 * 512) == 1
+    monkeypatch.undo()
+    if not torch.cuda.is_available():
+        assert runtime._gpu_free_gib("cuda") == 0
 
 
 def test_cancel_while_two_sections_run_leaves_no_feature_file(tmp_path, monkeypatch):
