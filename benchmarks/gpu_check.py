@@ -24,8 +24,8 @@ import sys
 import tempfile
 import time
 import traceback
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from ScribbleSegLib.measure import machine_summary
 from ScribbleSegLib.metrics import evaluate
 from ScribbleSegLib.model_file import load_model
 from ScribbleSegLib.nets import ModelConfig
+from ScribbleSegLib.runtime import section_workers
 from ScribbleSegLib.session import Session
 from ScribbleSegLib.starter import resolve_model
 from ScribbleSegLib.training import train_model
@@ -79,6 +80,14 @@ def synced(device: str, fn):
     if device == "cuda":
         torch.cuda.synchronize()
     return out, time.perf_counter() - t0
+
+
+def gpu_peak(device: str) -> str:
+    """``, GPU peak N GiB`` since the last reset of torch's peak statistics, and the sections run at once."""
+    if device != "cuda":
+        return ""
+    workers = section_workers(torch.device(device), 512 * 512)
+    return f", GPU peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB with {workers} sections at once"
 
 
 def flops_per_voxel(model, volume, device: str) -> float:
@@ -134,7 +143,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         state["features"], t = synced(device, lambda: predict_volume(model, vol.image, device=device))
         rate = vol.label.size / t
-        memory = f", GPU peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device == "cuda" else ""
+        memory = gpu_peak(device)
         table.add(f"starter inference {'x'.join(map(str, big))}", f"{t:.2f} s",
                   f"{rate / 1e6:.1f} M voxels/s{memory}")
         # The same sections one at a time (the default before runtime.GPU_SECTION_WORKERS): speed and outputs.
@@ -195,11 +204,13 @@ def main() -> None:
         predict_volume(model, small.image, device=device)
         per_voxel = flops_per_voxel(model, small, device)
         vol = phantom.make_phantom(seed=4, config=phantom.PhantomConfig(shape=paper_shape))
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         _, t = synced(device, lambda: predict_volume(model, vol.image, device=device))
         rate = vol.label.size / t
         table.add(f"{preset}-preset inference {'x'.join(map(str, paper_shape))}", f"{t:.2f} s",
                   f"{rate / 1e6:.2f} M voxels/s; {100 * rate * per_voxel / state['peak']:.1f} % of the bf16 peak "
-                  f"({per_voxel / 1e6:.3f} MFLOP/voxel)")
+                  f"({per_voxel / 1e6:.3f} MFLOP/voxel){gpu_peak(device)}")
 
     for name, work in (("matmul", matmul_peak), ("phantom", phantoms), ("inference", starter_inference),
                        ("re-run", rerun), ("GPU vs CPU", gpu_vs_cpu), ("training", paper_training)):
