@@ -1,0 +1,26 @@
+"""benchmarks/gpu_check.py at tiny sizes on the CPU (``--smoke``): the check that a lent GPU runs must not
+fail for a reason a CPU could have shown (device time is scarce: 15 minutes a session)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_gpu_check_runs_every_stage_at_tiny_sizes_on_the_cpu(tmp_path):
+    table = tmp_path / "gpu_check.md"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--table",
+                           str(table)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = table.read_text().splitlines()
+    assert rows[:2] == ["| check | result | note |", "|---|---|---|"]
+    assert not [r for r in rows if "FAILED" in r], done.stderr[-3000:]
+    names = [r.split(" | ")[0].lstrip("| ") for r in rows[2:]]
+    for start in ("bf16 matmul peak", "phantom", "starter inference", "Session.run", "warm re-run",
+                  "M-Unet probability, GPU", "full run labels, GPU vs CPU", "training", "small-preset inference"):
+        assert any(n.startswith(start) for n in names), (start, names)
+    # On one device the two sides of each comparison run the same code: they agree exactly.
+    assert "outputs identical: True" in table.read_text() and "Dice 1.0000" in table.read_text()
