@@ -11,6 +11,7 @@ Prints one table and writes it to ``--table``:
   full run's labels;
 - training steps/s of the paper preset, and that network's inference share of the peak.
 
+Needs torch with CUDA, numpy, SimpleITK and PyMaxflow; the test suite also needs vtk, slicerio and pynrrd.
 Each stage is timed on its own and a failed stage is a row, not the end of the check::
 
     sh benchmarks/gpu_check.sh                      # on the GPU machine
