@@ -21,6 +21,7 @@ Each stage is timed on its own and a failed stage is a row, not the end of the c
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -91,9 +92,18 @@ def gpu_peak(device: str) -> str:
     return f", GPU peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB with {workers} sections at once"
 
 
-def flops_per_voxel(model, volume, device: str) -> float:
-    """The network's FLOPs per voxel, counted on ``volume``, one section at a time on this thread (the
-    counter is per thread: it would miss the sections that a 2-core CPU runs on threads of their own)."""
+@functools.lru_cache(maxsize=None)
+def count_volume(shape: tuple) -> phantom.Phantom:
+    """The phantom each network's FLOPs are counted on (made once for all of them)."""
+    return phantom.make_phantom(seed=3, config=phantom.PhantomConfig(shape=shape))
+
+
+def flops_per_voxel(model, shape: tuple, device: str) -> float:
+    """The network's FLOPs per voxel, counted on :func:`count_volume` after a warm-up pass, one section at a
+    time on this thread (the counter is per thread: it would miss the sections that a 2-core CPU runs on
+    threads of their own)."""
+    volume = count_volume(shape)
+    predict_volume(model, volume.image, device=device)  # warm-up: kernels chosen, memory taken
     with mock.patch("ScribbleSegLib.inference.section_workers", return_value=1), \
             FlopCounterMode(display=False) as counter:
         predict_volume(model, volume.image, device=device)
@@ -136,9 +146,7 @@ def main() -> None:
     def starter_inference():
         model = load_model(str(resolve_model(args.model)), device=device)
         state["model"] = model
-        small = phantom.make_phantom(seed=3, config=phantom.PhantomConfig(shape=count_shape))
-        predict_volume(model, small.image, device=device)  # warm-up: kernels chosen, memory taken
-        per_voxel = flops_per_voxel(model, small, device)
+        per_voxel = flops_per_voxel(model, count_shape, device)
         vol = state["vol"]
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -201,9 +209,7 @@ def main() -> None:
             table.add(f"training, {preset} preset", f"{(long - short) / (times[long] - times[short]):.2f} steps/s",
                       f"{long - short} steps, set-up excluded; {short} steps with set-up {times[short]:.1f} s")
             model = load_model(f"{tmp}/p.model", device=device)
-        small = phantom.make_phantom(seed=3, config=phantom.PhantomConfig(shape=count_shape))
-        predict_volume(model, small.image, device=device)
-        per_voxel = flops_per_voxel(model, small, device)
+        per_voxel = flops_per_voxel(model, count_shape, device)
         vol = phantom.make_phantom(seed=4, config=phantom.PhantomConfig(shape=paper_shape))
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
