@@ -75,6 +75,15 @@ interpolation could matter (near 0.5, where it varies, near the network's bounda
 ``exact`` evaluates every voxel.  Read through ``DDMLConfig.evaluation``."""
 DEFAULT_H_EVALUATION = "coarse"
 
+HEAD_BIASES: Tuple[str, ...] = ("balanced", "network")
+"""Where the adaptation's head puts its threshold (:attr:`ScribbleSegLib.ddml.DDMLConfig.head_bias`).
+``balanced``: as trained on the class-balanced pool, the paper's head, which weighs a missed heart pixel like a
+false one, the odds of a stack that is half heart; on stacks that are mostly background it claims doubtful
+tissue for the heart.  ``network``: the head's bias moved so that, on the model's training pixels (its bank),
+it calls as many of them heart as the network itself does: the network learnt the real odds from whole
+patches, and the head keeps its lean (:func:`ScribbleSegLib.ddml.network_rate_shift`)."""
+DEFAULT_HEAD_BIAS = "network"
+
 NETWORK_DOUBT = 0.5
 """Share of one class's stroked voxels that the network labels the other way
 (:func:`ScribbleSegLib.pipeline.network_doubt`) above which a run says that the model was likely not

@@ -102,6 +102,13 @@ class DDMLConfig:
         model's, whose bank labels do not hold for it: :func:`ScribbleSegLib.pipeline.adapt_and_cut`
         then draws the whole pool from the scribbles (``scribble_share`` 1).  None never does;
         the paper's settings do not.  Default :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
+    head_bias : {"network", "balanced"}
+        Where the head puts its threshold (``choices.HEAD_BIASES``): ``balanced`` leaves it
+        where the class-balanced training put it (the paper's); ``network`` moves the head's
+        bias so that it calls as many of the bank's pixels heart as the network does
+        (:func:`network_rate_shift`).  Only when the pool holds bank pixels and the network's
+        logits of them are given (:func:`adapt`'s ``bank_network_logit``).  Default
+        :data:`ScribbleSegLib.choices.DEFAULT_HEAD_BIAS`.
     evaluation : {"coarse", "exact"}
         How :func:`predict_h` evaluates ``h`` over the volume (``choices.H_EVALUATIONS``):
         ``coarse`` on an in-plane grid, exactly only where interpolation could
@@ -124,18 +131,20 @@ class DDMLConfig:
     head_weight_decay: float = 0.0
     network_weight: float = 0.5
     bank_doubt: Optional[float] = choices.NETWORK_DOUBT
+    head_bias: str = choices.DEFAULT_HEAD_BIAS
     evaluation: str = choices.DEFAULT_H_EVALUATION
 
     @classmethod
     def paper(cls) -> "DDMLConfig":
-        """The paper's adaptation as published: DDML + head alone (no network anchor), scribble share 0.05.
+        """The paper's adaptation as published: DDML + head alone (no network anchor), scribble share 0.05,
+        the head as trained.
 
         Examples
         --------
         >>> DDMLConfig.paper().network_weight
         0.0
         """
-        return cls(scribble_share=0.05, network_weight=0.0, bank_doubt=None)
+        return cls(scribble_share=0.05, network_weight=0.0, bank_doubt=None, head_bias="balanced")
 
     #: Upper bounds of the sizes, far above any useful value, so that a typo is an error and not hours of
     #: work or the machine's memory: layer widths, the batch (its pairs grow as its square), the pool, steps;
@@ -192,6 +201,9 @@ class DDMLConfig:
         if self.bank_doubt is not None and not (isinstance(self.bank_doubt, (int, float, np.floating, np.integer))
                                                 and 0.0 <= self.bank_doubt <= 1.0):
             raise ScribbleSegError(f"DDML bank_doubt must be in [0, 1] or None, got {self.bank_doubt!r}")
+        if self.head_bias not in choices.HEAD_BIASES:
+            raise ScribbleSegError(f"DDML head_bias must be one of {', '.join(choices.HEAD_BIASES)}, "
+                                   f"got {self.head_bias!r}")
         if self.evaluation not in choices.H_EVALUATIONS:
             raise ScribbleSegError(f"DDML evaluation must be one of {', '.join(choices.H_EVALUATIONS)}, "
                                    f"got {self.evaluation!r}")
@@ -281,6 +293,9 @@ class AdaptResult:
         float32, the head's loss of every training step.
     timings : dict
         Seconds per step: ``training pixels``, ``DDML training``, ``head training``, ``probability``.
+    head_shift : float
+        What :func:`network_rate_shift` added to the head's bias (``DDMLConfig.head_bias``); 0 when
+        the head was left as trained.
     """
 
     h: np.ndarray
@@ -289,6 +304,7 @@ class AdaptResult:
     losses: np.ndarray
     head_losses: np.ndarray
     timings: Dict[str, float] = field(default_factory=dict)
+    head_shift: float = 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -782,6 +798,59 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
     return head
 
 
+#: The largest move of the head's bias by :func:`network_rate_shift`, in logits: the bench's hearts and nuclei
+#: needed 1-2.2 (BENCHMARKS.md, "The head's threshold set by the network's own odds"); a network that calls
+#: nearly all or none of its balanced bank heart is broken, and its lean is not followed further than this.
+MAX_HEAD_SHIFT = 4.0
+
+
+def network_rate_shift(f: DDMLNet, head: Head, bank_features: np.ndarray, bank_network_logit: np.ndarray) -> float:
+    """The shift of the head's bias after which it calls as many bank pixels heart as the network does.
+
+    The head is trained on a class-balanced pool, so it weighs a missed heart pixel like a false one: the
+    odds of a stack that is half heart, where most stacks are mostly background.  The network learnt the
+    real odds from whole patches.  Both are measured on the same pixels, the model's training pixels,
+    whose labels hold for the network's target, so the shift is a property of the model and the head,
+    not an estimate from this stack.
+
+    Parameters
+    ----------
+    f, head : DDMLNet, Head
+        Trained; not changed.
+    bank_features : numpy.ndarray
+        ``(N, C)`` the bank's features.
+    bank_network_logit : numpy.ndarray
+        ``(N,)`` the network's own heart logit of the same pixels
+        (:func:`ScribbleSegLib.model_file.bank_network_logit`).
+
+    Returns
+    -------
+    float
+        Add it to the head's bias; within ``±MAX_HEAD_SHIFT``, 0 if the network calls all or none of the
+        bank heart.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f, head = DDMLNet(2, (4,), 2), Head(2)
+    >>> x = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+    >>> shift = network_rate_shift(f, head, x, np.full(100, -5.0))  # the network calls none heart
+    >>> shift
+    0.0
+    """
+    logit = np.asarray(bank_network_logit, np.float32).reshape(-1)
+    if len(logit) != len(bank_features):
+        raise ScribbleSegError(f"bank_network_logit has {len(logit)} values, the bank {len(bank_features)} pixels")
+    rate = float(np.mean(logit > 0)) if len(logit) else 0.0
+    if not 0.0 < rate < 1.0:
+        return 0.0
+    with torch.no_grad(), torch_threads(1):
+        own = head.logit(f(torch.from_numpy(np.asarray(bank_features, np.float32)))).numpy()
+    # The head's logit that as many bank pixels exceed as the network calls heart becomes 0.
+    shift = -float(np.quantile(own, 1.0 - rate))
+    return float(np.clip(shift, -MAX_HEAD_SHIFT, MAX_HEAD_SHIFT))
+
+
 def _check_trained(net: nn.Module, name: str, settings: str) -> None:
     """Refuse weights that training drove to infinity or NaN (a step size far too large): the cut would
     otherwise report the NaN in ``h`` as its own problem."""
@@ -792,7 +861,7 @@ def _check_trained(net: nn.Module, name: str, settings: str) -> None:
 
 def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
           bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
-          network_probability: Optional[np.ndarray] = None,
+          network_probability: Optional[np.ndarray] = None, bank_network_logit: Optional[np.ndarray] = None,
           progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> AdaptResult:
     """Adapt to this volume's scribbles: DDML, head, and ``h`` for every voxel.
 
@@ -815,6 +884,10 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
         ``(Z, Y, X)`` the network's own probability, blended into ``h`` with
         ``config.network_weight`` (:func:`pipeline.segment` always passes it;
         without it ``h`` is DDML + head alone).
+    bank_network_logit : numpy.ndarray, optional
+        ``(N,)`` the network's own heart logit of each bank pixel
+        (:func:`ScribbleSegLib.model_file.bank_network_logit`), for ``config.head_bias``
+        ``"network"``; without it, or when the pool holds no bank pixels, the head stays as trained.
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
 
@@ -849,6 +922,12 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     t0 = time.perf_counter()
     head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
     _check_trained(head, "the head", "head_lr and head_weight_decay")
+    shift = 0.0
+    if (config.head_bias == "network" and bank_network_logit is not None and bank_features is not None
+            and len(bank_features) and config.scribble_share < 1.0):
+        shift = network_rate_shift(f, head, bank_features, bank_network_logit)
+        with torch.no_grad():
+            head.linear.bias += shift
     timings["head training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     # The network's probability guides where a coarse evaluation looks closer, blended in or not.
@@ -865,4 +944,4 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
             h[z] += w * np.asarray(network_probability[z], np.float32)
     timings["probability"] = time.perf_counter() - t0
     return AdaptResult(h, f, head, np.asarray(f.loss_history, np.float32),
-                       np.asarray(head.loss_history, np.float32), timings)
+                       np.asarray(head.loss_history, np.float32), timings, shift)

@@ -125,6 +125,32 @@ def array_sha256(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def bank_network_logit(model: Any) -> Optional[np.ndarray]:
+    """The network's own heart logit of each pixel of a model's bank: its 1x1 output layer on the stored features.
+
+    The features are the ones the output layer reads, so ``sigmoid`` of this is the network's probability of
+    those pixels (to the float16 rounding of the stored features).  None when the model has no bank or its
+    network no 1x1 output layer named ``head``.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.nets import ModelConfig, build_net
+    >>> config = ModelConfig.small("munet")
+    >>> model = SegModel(config, build_net(config), None, (1.0, 1.0, 1.0),
+    ...                  np.zeros((3, config.feature_channels), np.float32), np.array([0, 1, 1], np.uint8),
+    ...                  torch.device("cpu"))
+    >>> bank_network_logit(model).shape
+    (3,)
+    """
+    head = getattr(getattr(model, "net", None), "head", None)
+    bank = getattr(model, "bank_features", None)
+    if bank is None or not len(bank) or not isinstance(head, torch.nn.Conv2d) or head.kernel_size != (1, 1):
+        return None
+    weight = head.weight.detach().float().cpu().numpy().reshape(-1)
+    bias = 0.0 if head.bias is None else float(head.bias.detach().float().cpu())
+    return np.asarray(bank, np.float32) @ weight + np.float32(bias)
+
+
 def make_provenance(volumes: Sequence[str], steps: int, parent: Optional["SegModel"] = None,
                     **extra: Any) -> Dict[str, Any]:
     """The provenance record stored in a model file (JSON-able).

@@ -378,6 +378,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
 
     from .ddml import DDMLConfig, adapt
     from .graphcut import graph_cut, measure_ahead
+    from .model_file import bank_network_logit
     from .stroke_pull import ImageMeasures
     from .runtime import beside
 
@@ -401,7 +402,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     t0 = time.perf_counter()
     with ahead:
         adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=config, seed=seed,
-                        network_probability=prob, progress=progress, cancel=cancel)
+                        network_probability=prob, bank_network_logit=bank_network_logit(model),
+                        progress=progress, cancel=cancel)
         t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
     h = adapted.h
     timings["DDML + head"] = t1 - t0

@@ -1,5 +1,6 @@
 """Tests of ScribbleSegLib.ddml: the DDML loss (paper eq. 1-3), training, the head and adapt()."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -405,3 +406,62 @@ def test_adaptation_does_not_import_the_torch_compiler():
             "print(sorted(m for m in set(sys.modules) - before if m.startswith(('torch._dynamo', 'sympy')))[:3])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _bank_and_volume(rng):
+    """Overlapping bank classes, a volume of the same features and strokes in it."""
+    bank_labels = (np.arange(2000) % 2).astype(np.uint8)
+    bank = (rng.normal(size=(2000, 4)) + bank_labels[:, None] * 1.2).astype(np.float32)
+    shape = (3, 24, 24)
+    truth = np.zeros(shape, np.uint8)
+    truth[:, 6:18, 6:18] = 1
+    features = (rng.normal(size=shape + (4,)) + truth[..., None] * 1.2).astype(np.float16)
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles[1, 11:13, 8:16] = 1
+    scribbles[1, 1:3, 2:22] = 2
+    return features, scribbles, bank, bank_labels
+
+
+@pytest.mark.parametrize("network_rate", [0.3, 0.6])
+def test_the_head_calls_as_many_bank_pixels_heart_as_the_network(network_rate):
+    rng = np.random.default_rng(7)
+    features, scribbles, bank, bank_labels = _bank_and_volume(rng)
+    # A network that calls the bank's first pixels heart, network_rate of them.
+    logit = np.where(np.arange(len(bank)) < network_rate * len(bank), 2.0, -2.0).astype(np.float32)
+    config = DDMLConfig(steps=40, batch_size=64, pool_size=1000, head_steps=50, network_weight=0.0)
+    shifted = ddml.adapt(features, scribbles, bank, bank_labels, config=config, bank_network_logit=logit)
+    with torch.no_grad():
+        own = shifted.head.logit(shifted.f(torch.from_numpy(bank))).numpy()
+    assert abs(np.mean(own > 0) - network_rate) <= 2 / len(bank)
+    assert shifted.head_shift != 0.0
+    # The paper's head, and a run whose pool holds no bank pixels, keep the head as trained.
+    for other in (dataclasses.replace(config, head_bias="balanced"), dataclasses.replace(config, scribble_share=1.0)):
+        kept = ddml.adapt(features, scribbles, bank, bank_labels, config=other, bank_network_logit=logit)
+        assert kept.head_shift == 0.0
+    as_trained = ddml.adapt(features, scribbles, bank, bank_labels, config=config)
+    assert as_trained.head_shift == 0.0
+    # The same training, only the bias moved: h moves towards the side the network leans to.
+    if network_rate < 0.5:
+        assert shifted.h.mean() < as_trained.h.mean()
+    else:
+        assert shifted.h.mean() > as_trained.h.mean()
+
+
+def test_the_head_shift_is_bounded_and_skipped_for_a_network_that_calls_one_class():
+    rng = np.random.default_rng(8)
+    _, _, bank, bank_labels = _bank_and_volume(rng)
+    f = ddml.train_ddml(bank, bank_labels, DDMLConfig(steps=20, batch_size=64))
+    head = ddml.train_head(f, bank, bank_labels, DDMLConfig(head_steps=30))
+    for everything in (-3.0, 3.0):
+        assert ddml.network_rate_shift(f, head, bank, np.full(len(bank), everything)) == 0.0
+    one_pixel = np.full(len(bank), -3.0)
+    one_pixel[0] = 3.0  # one pixel in 2000 heart: the head's bias would have to move far
+    assert abs(ddml.network_rate_shift(f, head, bank, one_pixel)) == ddml.MAX_HEAD_SHIFT
+    with pytest.raises(ScribbleSegError, match="bank_network_logit has 3 values, the bank 2000 pixels"):
+        ddml.network_rate_shift(f, head, bank, np.zeros(3))
+
+
+def test_the_paper_keeps_the_head_as_trained_and_a_bad_head_bias_is_refused():
+    assert DDMLConfig.paper().head_bias == "balanced"
+    with pytest.raises(ScribbleSegError, match="DDML head_bias must be one of balanced, network"):
+        DDMLConfig(head_bias="prior")

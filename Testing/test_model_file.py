@@ -207,3 +207,24 @@ def test_damaged_meta_is_refused(saved, tmp_path):
 def test_cuda_without_cuda_is_a_clear_error(saved):
     with pytest.raises(ScribbleSegError, match="CUDA"):
         load_model(saved[0], device="cuda")
+
+
+def test_the_bank_network_logit_is_the_networks_own_probability_of_those_pixels(tmp_path):
+    from ScribbleSegLib.inference import predict_volume
+    from ScribbleSegLib.model_file import SegModel, bank_network_logit
+
+    torch.manual_seed(1)
+    config = ModelConfig(**TINY)
+    image = np.random.default_rng(2).integers(0, 256, size=(1, 40, 40, 3), dtype=np.uint8)
+    bare = SegModel(config, build_net(config).eval(), None, (1.0, 1.0, 1.0), np.zeros((0, 8), np.float32),
+                    np.zeros(0, np.uint8), torch.device("cpu"))
+    assert bank_network_logit(bare) is None  # no bank
+    prob, feats = predict_volume(bare, image, device="cpu")
+    picks = np.array([0, 7, 123, 999, 1599])
+    bank = np.asarray(feats, np.float32).reshape(-1, 8)[picks]
+    model = SegModel(config, bare.net, None, (1.0, 1.0, 1.0), bank, np.zeros(len(picks), np.uint8),
+                     torch.device("cpu"))
+    logit = bank_network_logit(model)
+    assert logit.shape == (len(picks),) and logit.dtype == np.float32
+    # The stored features are float16: the same probability to their rounding.
+    np.testing.assert_allclose(1 / (1 + np.exp(-logit)), prob.reshape(-1)[picks], atol=2e-3)

@@ -255,3 +255,26 @@ def test_segment_returns_suggestions_and_warnings(case):
     assert result.warnings == []
     bare = pipeline.segment(test.image.array, None, model, method="munet")
     assert any("no pixel size" in w for w in bare.warnings)
+
+
+def test_the_adaptation_gets_the_networks_logits_of_the_models_training_pixels(case, monkeypatch):
+    from ScribbleSegLib import ddml
+    from ScribbleSegLib.model_file import bank_network_logit, load_model
+
+    _, test, scrib, path = case
+    model = load_model(path, device="cpu")
+    shifts, given = [], []
+    real = ddml.adapt
+
+    def recording(*args, bank_network_logit=None, **kwargs):
+        given.append(bank_network_logit)
+        result = real(*args, bank_network_logit=bank_network_logit, **kwargs)
+        shifts.append(result.head_shift)
+        return result
+
+    monkeypatch.setattr(ddml, "adapt", recording)
+    pipeline.segment(test.image, scrib, model, method="ddml")
+    np.testing.assert_array_equal(given[0], bank_network_logit(model))
+    assert shifts[0] != 0.0  # the default moves the head to the network's odds
+    pipeline.segment(test.image, scrib, model, method="ddml", ddml_config=ddml.DDMLConfig.paper())
+    assert shifts[1] == 0.0

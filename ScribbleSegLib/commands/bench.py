@@ -43,8 +43,10 @@ PARAMETER_FLAGS = EXPERIMENT_PARAMETER_FLAGS
 SECTION_START = "<!-- scribbleseg bench: start -->"
 SECTION_END = "<!-- scribbleseg bench: end -->"
 
-#: DDML variants tried on validation: the paper's, with the network as an anchor, with more scribble pixels.
-DDML_VARIANTS = ({"scribble_share": 0.05, "network_weight": 0.0}, {"scribble_share": 0.05, "network_weight": 0.5},
+#: DDML variants tried on validation: the paper's (its head as trained), with the network as an anchor, with more
+#: scribble pixels; all but the paper's with the library's head bias (``DDMLConfig.head_bias``).
+DDML_VARIANTS = ({"scribble_share": 0.05, "network_weight": 0.0, "head_bias": "balanced"},
+                 {"scribble_share": 0.05, "network_weight": 0.5},
                  {"scribble_share": 0.3, "network_weight": 0.0}, {"scribble_share": 0.3, "network_weight": 0.5})
 #: Graph-cut settings tried on validation: (gamma, data term, neighbourhood).  The paper's method is
 #: judged on the linear, 6-neighbourhood ones.
