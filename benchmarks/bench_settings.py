@@ -76,20 +76,34 @@ def candidates_of(args, parser) -> list:
 
 
 def _rounds(args, candidates) -> int:
-    """The interactive rounds of every candidate: adapted and final IoU per round, mean per protocol."""
-    from ScribbleSegLib import protocol, scribbles
-    from ScribbleSegLib.metrics import evaluate
-    from ScribbleSegLib.model_file import load_model
+    """The interactive rounds of every candidate on the bench's own families, in-family and cross-family."""
+    from ScribbleSegLib import protocol
     from ScribbleSegLib.phantom import FAMILIES
 
     families = tuple(FAMILIES)
     vols = {f: protocol.make_volumes(max(args.volumes) + 1, args.seed, None, f) for f in families}
+    print(f"{_volumes(args.volumes)} {args.volumes} of each family, {args.patterns} scribble pattern(s), "
+          f"{args.rounds} rounds; networks from {args.models}.\n")
+    return rounds_table(args, candidates, families, {f: {i: vols[f][i] for i in args.volumes} for f in families})
+
+
+def rounds_table(args, candidates, trains, tests: Dict[str, Dict[int, object]]) -> int:
+    """Run the interactive rounds of every candidate with the networks of ``trains`` (``munet_<family>.model`` in
+    ``args.models``) on ``tests`` (family -> {index: phantom}) and print, per candidate and protocol, the mean
+    M-Unet, adapted and final IoU of every round, the largest drop between rounds and the largest network doubt.
+
+    ``args`` gives ``models``, ``cache``, ``patterns``, ``rounds``, ``warm`` and ``orientations`` (this script's
+    options); ``benchmarks/bench_held_out.py`` calls it with a family the bench never sees.
+    """
+    from ScribbleSegLib import protocol, scribbles
+    from ScribbleSegLib.metrics import evaluate
+    from ScribbleSegLib.model_file import load_model
+
     runs: Dict[tuple, List[List[float]]] = {}
-    for train in families:
+    for train in trains:
         model = load_model(args.models / f"munet_{train}.model", device="cpu")
-        for test in families:
-            for i in args.volumes:
-                v = vols[test][i]
+        for test, volumes in tests.items():
+            for i, v in volumes.items():
                 features = _outputs(v, model, args.cache, f"{train}_{test}{i}", args.orientations)
                 munet = evaluate(features[0] > 0.5, v.label)["iou"]
                 for pattern in range(args.patterns):
@@ -102,8 +116,6 @@ def _rounds(args, candidates) -> int:
                             [munet] + [r.adapted["iou"] for r in run] + [r.final["iou"] for r in run]
                             + [r.network_doubt for r in run])
             print(f"{train}→{test} done", file=sys.stderr, flush=True)
-    print(f"{_volumes(args.volumes)} {args.volumes} of each family, {args.patterns} scribble pattern(s), "
-          f"{args.rounds} rounds; networks from {args.models}.\n")
     rounds = range(1, args.rounds + 1)
     print("| setting | protocol | M-Unet | " + " | ".join(f"adapted r{r}" for r in rounds) + " | "
           + " | ".join(f"final r{r}" for r in rounds) + " | largest drop | largest network doubt |")
@@ -111,7 +123,7 @@ def _rounds(args, candidates) -> int:
     final = slice(1 + args.rounds, 1 + 2 * args.rounds)
     for name, _, _ in candidates:
         means = []
-        for protocol_name in (f"{a}→{b}" for a in families for b in families):
+        for protocol_name in (f"{a}→{b}" for a in trains for b in tests):
             table = np.array(runs[(name, protocol_name)])
             means.append(table[:, :final.stop].mean(axis=0))
             drop = -float(np.min(np.diff(table[:, final], axis=1)))
