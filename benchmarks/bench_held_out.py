@@ -2,7 +2,7 @@
 
 ``scribbleseg bench`` chooses its settings on the validation volumes of families ``a`` and ``b``
 (:data:`ScribbleSegLib.phantom.FAMILIES`) and reports the test volumes of the same two.  This
-script makes volumes of a third family, :data:`HELD_OUT`, that differs from both the way another
+script makes volumes of a third family (:func:`held_out_config`) that differs from both the way another
 lab would: a lower scan magnification (0.025 mm pixels, the embryo 0.8 times as large in pixels,
 so the network sees it resampled up to its own pixel size), thicker sections (0.05 mm), other
 stain vectors at a paler strength (0.75 and 0.7 of the reference), a liver and body wall that look
