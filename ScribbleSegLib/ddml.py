@@ -12,7 +12,8 @@ networks that turn those features into the data term ``h`` of the graph cut:
 
 Training pixels come from this volume's scribbles and from the model file's
 training-pixel bank (features of pixels of the training volumes with their
-labels).  Everything runs on the CPU in a few seconds::
+labels).  Everything runs on the CPU in a few seconds (on a GPU, see
+:mod:`ScribbleSegLib.gpu_adaptation`)::
 
     from ScribbleSegLib import ddml
     result = ddml.adapt(features, scribbles, model.bank_features, model.bank_labels)
@@ -34,7 +35,8 @@ from torch import nn
 from . import choices
 from .errors import ScribbleSegError
 from .feature_reader import FeatureReader
-from .h_evaluation import predict_h
+from .gpu_adaptation import Resident, evaluate_h, is_gpu, replay
+from .h_evaluation import fused_layers, predict_h
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import torch_threads
 
@@ -639,10 +641,15 @@ class _Adam:
         self.grads = [g.view_as(p) for g, p in zip(torch.split(self.grad, [p.numel() for p in self.params]),
                                                    self.params)]
         self.steps = 0
+        # The step count on a GPU, for _step_counted.
+        self.count = torch.zeros((), dtype=torch.float64, device=self.flat.device) if self.flat.is_cuda else None
 
     @torch.no_grad()
     def step(self) -> None:
         """One Adam step on what the caller wrote into :attr:`grads`."""
+        if self.flat.is_cuda:
+            self._step_counted()
+            return
         self.steps += 1
         beta1, beta2 = self.betas
         step_size = self.lr / (1 - beta1 ** self.steps)
@@ -653,6 +660,20 @@ class _Adam:
         self.m.lerp_(grad, 1 - beta1)
         self.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         self.flat.addcdiv_(self.m, (self.v.sqrt() / correction2_sqrt).add_(self.eps), value=-step_size)
+
+    def _step_counted(self) -> None:
+        """:meth:`step` with the step count in a tensor on the parameters' device: a step replayed from a
+        CUDA graph (:func:`ScribbleSegLib.gpu_adaptation.replay`) cannot take a new Python number."""
+        self.count += 1
+        beta1, beta2 = self.betas
+        grad = self.grad
+        if self.weight_decay != 0:
+            grad.add_(self.flat, alpha=self.weight_decay)
+        self.m.lerp_(grad, 1 - beta1)
+        self.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = torch.pow(beta1, self.count).sub_(1.0).reciprocal_().mul_(self.lr)  # -lr / (1 - beta1^t)
+        denominator = self.v.sqrt().div_(torch.pow(beta2, self.count).neg_().add_(1.0).sqrt_()).add_(self.eps)
+        self.flat.addcdiv_(self.m * step_size, denominator)
 
 
 #: :func:`train_ddml` keeps the loss of every LOSS_EVERY-th step (and of the last): computing the value
@@ -689,7 +710,8 @@ def _ddml_step(f: DDMLNet, grads: List[torch.Tensor], x: torch.Tensor, terms: _P
 
 
 def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None, seed: int = 0,
-               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> DDMLNet:
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+               device=None) -> DDMLNet:
     """Train the DDML network ``f`` on labelled pixels (paper eq. 1-3).
 
     Each of ``config.steps`` Adam steps draws a minibatch of
@@ -708,42 +730,76 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
         torch thread, so the result is deterministic on the CPU.
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
+    device : torch.device or str, optional
+        Where to train (default the CPU).  On a GPU the steps are replayed as a CUDA graph
+        (:func:`ScribbleSegLib.gpu_adaptation.replay`); the initial weights and the minibatches
+        are the CPU's, and the network is returned on ``device``.
 
     Returns
     -------
     DDMLNet
         In eval mode, with ``loss_history`` filled.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    >>> f = train_ddml(x, np.arange(64) % 2, DDMLConfig(hidden=(8,), out_dim=4, steps=12, batch_size=8))
+    >>> len(f.loss_history)  # steps 0 and 10, and the last
+    3
     """
     config = config or DDMLConfig()
+    device = torch.device(device or "cpu")
+    gpu = is_gpu(device)
     xt, yt = _tensors(x, y)
     f = _seeded(seed, lambda: DDMLNet(xt.shape[1], config.hidden, config.out_dim))
     with torch.no_grad():
         f.mean.copy_(xt.mean(dim=0))
         f.inv_std.copy_(1.0 / xt.std(dim=0).clamp_min(1e-3))
+        standardised = ((xt - f.mean) * f.inv_std).to(device)  # what f's forward does first, once for the pool
+    f.to(device)
     optimizer = _Adam(f.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(int(seed))  # a numpy integer seed too: it takes only int
     by_class = [torch.nonzero(yt == c).reshape(-1) for c in (0, 1)]
     half = config.batch_size // 2
     # Every batch is [half background, half heart], so the pair terms are fixed.
     pair_terms = _pair_terms(torch.arange(2 * half) >= half, config.tau)
-    report_every = max(1, config.steps // 50)
+    steps = config.steps
+
+    def draw() -> torch.Tensor:
+        return torch.cat([idx[torch.randint(len(idx), (half,), generator=generator)] for idx in by_class])
+
+    counter = torch.zeros(1, dtype=torch.long, device=device)
+    losses = torch.zeros(max(steps, 1), device=device)
+    done = [0]
+
+    def step() -> None:
+        # The loss value is kept every LOSS_EVERY-th step only on a CPU: the gradient does not need it.
+        record = gpu or done[0] % LOSS_EVERY == 0 or done[0] == steps - 1
+        batch = batches.index_select(0, counter).reshape(-1) if gpu else draw()
+        # index_select, not standardised[batch]: the same rows, five times faster than advanced indexing.
+        loss = _ddml_step(f, optimizer.grads, torch.index_select(standardised, 0, batch), pair_terms,
+                          config.beta, record)
+        optimizer.step()
+        if record:
+            losses.index_copy_(0, counter, loss.reshape(1))
+        counter.add_(1)
+        done[0] += 1
+
+    report_every = max(1, steps // 50)
+
+    def between(i: int) -> None:
+        if progress is not None and (i % report_every == 0 or i == steps - 1):
+            shown = i if i == steps - 1 else i - i % LOSS_EVERY  # the last step whose loss was kept
+            report(progress, "metric learning", (i + 1) / steps, f"loss {float(losses[shown]):.4f}")
+
     # Steps on a few hundred pixels: one intra-op thread is 2x slower than two on
     # an idle 2-core machine but 10x faster when another process is busy.
     with torch_threads(1), torch.no_grad():
-        standardised = (xt - f.mean) * f.inv_std  # what f's forward does first, once for the pool
-        for step in range(config.steps):
-            check(cancel)
-            batch = torch.cat([idx[torch.randint(len(idx), (half,), generator=generator)] for idx in by_class])
-            # index_select, not xt[batch]: the same rows, five times faster than advanced indexing.
-            # The loss value is kept every LOSS_EVERY-th step only: the gradient does not need it.
-            record = step % LOSS_EVERY == 0 or step == config.steps - 1
-            loss = _ddml_step(f, optimizer.grads, torch.index_select(standardised, 0, batch), pair_terms,
-                              config.beta, record)
-            optimizer.step()
-            if record:
-                f.loss_history.append(float(loss))
-            if step % report_every == 0 or step == config.steps - 1:
-                report(progress, "metric learning", (step + 1) / config.steps, f"loss {f.loss_history[-1]:.4f}")
+        # A GPU's steps cannot draw (a replayed graph holds no Python): its batches are drawn up front, the same.
+        batches = torch.stack([draw() for _ in range(steps)]).to(device) if gpu and steps else None
+        replay(step, steps, device, cancel, between)
+    kept = losses.cpu().tolist()
+    f.loss_history.extend(kept[i] for i in range(steps) if i % LOSS_EVERY == 0 or i == steps - 1)
     f.eval()
     f.requires_grad_(False)
     return f
@@ -759,7 +815,8 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
     Parameters
     ----------
     f : DDMLNet
-        The trained DDML network; it is not changed.
+        The trained DDML network; it is not changed.  The head is trained, and returned, on its
+        device (on a GPU with its steps replayed as a CUDA graph).
     x, y, config, seed, progress, cancel
         As for :func:`train_ddml`.
 
@@ -767,32 +824,52 @@ def train_head(f: DDMLNet, x: np.ndarray, y: np.ndarray, config: Optional[DDMLCo
     -------
     Head
         In eval mode, with ``loss_history`` filled.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    >>> config = DDMLConfig(hidden=(8,), out_dim=4, steps=4, batch_size=8, head_steps=5)
+    >>> head = train_head(train_ddml(x, np.arange(64) % 2, config), x, np.arange(64) % 2, config)
+    >>> len(head.loss_history)
+    5
     """
     config = config or DDMLConfig()
     xt, yt = _tensors(x, y)
     if xt.shape[1] != f.in_dim:
         raise ScribbleSegError(f"training pixels have {xt.shape[1]} channels, the DDML network expects {f.in_dim}")
+    device = f.mean.device
+    xt, yt = xt.to(device), yt.to(device)
     with torch.no_grad(), torch_threads(1):
         z = f(xt)
-    head = _seeded(seed, lambda: Head(f.out_dim))
+    head = _seeded(seed, lambda: Head(f.out_dim)).to(device)
     target = yt.to(torch.float32)
     counts = torch.bincount(yt, minlength=2).to(torch.float32)
     sample_weight = (0.5 / counts)[yt]
     optimizer = _Adam(head.parameters(), lr=config.head_lr, weight_decay=config.head_weight_decay)
-    report_every = max(1, config.head_steps // 20)
     weight, bias = optimizer.grads  # the gradient of the loss, written out: sum_i weight_i (h_i - target_i) z_i
+    steps = config.head_steps
+    counter = torch.zeros(1, dtype=torch.long, device=device)
+    losses = torch.zeros(max(steps, 1), device=device)
+
+    def step() -> None:
+        logit = head.logit(z)
+        loss = F.binary_cross_entropy_with_logits(logit, target, weight=sample_weight, reduction="sum")
+        g = torch.sigmoid_(logit).sub_(target).mul_(sample_weight)
+        torch.mm(g[None, :], z, out=weight)
+        torch.sum(g, dim=0, keepdim=True, out=bias)
+        optimizer.step()
+        losses.index_copy_(0, counter, loss.reshape(1))
+        counter.add_(1)
+
+    report_every = max(1, steps // 20)
+
+    def between(i: int) -> None:
+        if progress is not None and (i % report_every == 0 or i == steps - 1):
+            report(progress, "head", (i + 1) / steps, f"loss {float(losses[i]):.4f}")
+
     with torch_threads(1), torch.no_grad():
-        for step in range(config.head_steps):
-            check(cancel)
-            logit = head.logit(z)
-            loss = F.binary_cross_entropy_with_logits(logit, target, weight=sample_weight, reduction="sum")
-            g = torch.sigmoid_(logit).sub_(target).mul_(sample_weight)
-            torch.mm(g[None, :], z, out=weight)
-            torch.sum(g, dim=0, keepdim=True, out=bias)
-            optimizer.step()
-            head.loss_history.append(float(loss))
-            if step % report_every == 0 or step == config.head_steps - 1:
-                report(progress, "head", (step + 1) / config.head_steps, f"loss {head.loss_history[-1]:.4f}")
+        replay(step, steps, device, cancel, between)
+    head.loss_history.extend(losses.cpu().tolist()[:steps])
     head.eval()
     head.requires_grad_(False)
     return head
@@ -869,7 +946,8 @@ def _check_trained(net: nn.Module, name: str, settings: str) -> None:
 def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[np.ndarray],
           bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
           network_probability: Optional[np.ndarray] = None, bank_network_logit: Optional[np.ndarray] = None,
-          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> AdaptResult:
+          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None, device=None,
+          resident: Optional[Resident] = None) -> AdaptResult:
     """Adapt to this volume's scribbles: DDML, head, and ``h`` for every voxel.
 
     Draws a pool of training pixels (:func:`sample_pixels`), trains ``f``
@@ -897,6 +975,13 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
         ``"network"``; without it, or when the pool holds no bank pixels, the head stays as trained.
     progress, cancel
         See :mod:`ScribbleSegLib.progress`.
+    device : torch.device or str, optional
+        Where ``f`` and the head are trained (default the CPU; see :func:`train_ddml`).  They are
+        returned on the CPU.
+    resident : gpu_adaptation.Resident, optional
+        ``features`` and ``network_probability`` already on a GPU
+        (:func:`ScribbleSegLib.gpu_adaptation.upload`): ``h`` is then computed there, exactly at
+        every voxel, whatever ``config.evaluation``.
 
     Returns
     -------
@@ -923,12 +1008,13 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
                             scribble_share=config.scribble_share)
     timings = {"training pixels": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel)
+    f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel, device=device)
     _check_trained(f, "the DDML network f", "lr and weight_decay")
     timings["DDML training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
     _check_trained(head, "the head", "head_lr and head_weight_decay")
+    f, head = f.cpu(), head.cpu()
     shift = 0.0
     if (config.head_bias == "network" and bank_network_logit is not None and bank_features is not None
             and len(bank_features) and config.scribble_share < 1.0):
@@ -937,10 +1023,19 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
             head.linear.bias += shift
     timings["head training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    # The network's probability guides where a coarse evaluation looks closer, blended in or not.
-    h = predict_h(features, f, head, progress=progress, cancel=cancel, evaluation=config.evaluation,
-                  scribbles=scribbles, network_probability=network_probability)
-    if config.network_weight > 0 and network_probability is not None:
+    if resident is not None:
+        if tuple(resident.features.shape) != features.shape:
+            raise ScribbleSegError(f"resident features have shape {tuple(resident.features.shape)}, the volume's "
+                                   f"{features.shape}")
+        check(cancel)
+        h = evaluate_h(resident, fused_layers(f, head), config.network_weight if network_probability is not None
+                       else 0.0)
+        report(progress, "probability", 1.0, "on the GPU")
+    else:
+        # The network's probability guides where a coarse evaluation looks closer, blended in or not.
+        h = predict_h(features, f, head, progress=progress, cancel=cancel, evaluation=config.evaluation,
+                      scribbles=scribbles, network_probability=network_probability)
+    if resident is None and config.network_weight > 0 and network_probability is not None:
         if np.shape(network_probability) != h.shape:
             raise ScribbleSegError(f"network_probability has shape {np.shape(network_probability)}, the volume "
                                    f"{h.shape}")

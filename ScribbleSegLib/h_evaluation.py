@@ -4,7 +4,7 @@ After :func:`ScribbleSegLib.ddml.train_ddml` and :func:`~ScribbleSegLib.ddml.tra
 networks are evaluated on every voxel's M-Unet features (26 M voxels at 100x512x512), read from the
 feature cache in slabs of rows (:class:`~ScribbleSegLib.feature_reader.FeatureReader`: file reads that
 keep the cache out of the process's resident memory), on one thread per core.  The layers are fused for
-the CPU (:func:`_fused_layers`), and ``evaluation="coarse"`` evaluates a grid first, and exactly only
+the CPU (:func:`fused_layers`), and ``evaluation="coarse"`` evaluates a grid first, and exactly only
 where the cut could see the difference (BENCHMARKS.md, "Interactive speed" item 1).
 """
 
@@ -40,7 +40,7 @@ COARSE_MARGIN = 0.3
 NETWORK_RANGE = 0.05
 
 
-def _fused_layers(f: DDMLNet, head: Head) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+def fused_layers(f: DDMLNet, head: Head) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """``(W, b)`` of every layer for :func:`_evaluate`, which applies a sigmoid after each.
 
     The input standardisation is folded into the first layer, and every tanh is written as
@@ -49,6 +49,13 @@ def _fused_layers(f: DDMLNet, head: Head) -> List[Tuple[torch.Tensor, torch.Tens
     is several times cheaper than its tanh on a CPU, and the tanh layers were most of evaluating
     ``h`` (BENCHMARKS.md, "Interactive speed" item 8); the result differs from ``head(f(x))``
     by float32 rounding only.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.ddml import DDMLNet, Head
+    >>> f, head = DDMLNet(4, (8,), 2), Head(2)
+    >>> [tuple(w.shape) for w, _ in fused_layers(f, head)]
+    [(8, 4), (2, 8), (1, 2)]
     """
     weights = [layer.weight.detach().double() for layer in f.layers] + [head.linear.weight.detach().double()]
     biases = [layer.bias.detach().double() for layer in f.layers] + [head.linear.bias.detach().double()]
@@ -69,7 +76,7 @@ def _fused_layers(f: DDMLNet, head: Head) -> List[Tuple[torch.Tensor, torch.Tens
 
 def _evaluate(x: np.ndarray, out: np.ndarray, layers, chunk: int) -> None:
     """Write ``head(f(x))`` of the rows of ``x`` ``(N, C)`` into ``out`` ``(N,)`` float32 (``layers``:
-    :func:`_fused_layers`)."""
+    :func:`fused_layers`)."""
     if not x.flags.writeable:  # a read-only memmap; torch wants writable memory
         x = x.copy()
     x_t = torch.from_numpy(np.ascontiguousarray(x))
@@ -79,7 +86,7 @@ def _evaluate(x: np.ndarray, out: np.ndarray, layers, chunk: int) -> None:
             a = x_t[start:start + chunk].to(torch.float32)
             for w, b in layers[:-1]:
                 a = torch.addmm(b, a, w.T)
-                torch.sigmoid(a, out=a)  # tanh, folded into the weights (_fused_layers)
+                torch.sigmoid(a, out=a)  # tanh, folded into the weights (fused_layers)
             w, b = layers[-1]
             torch.sigmoid(torch.addmm(b, a, w.T).reshape(-1), out=out_t[start:start + len(a)])
 
@@ -267,7 +274,7 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
     if coarse:
         rows_per_slab = max(COARSE_STRIDE, rows_per_slab - rows_per_slab % COARSE_STRIDE)
     slabs = [(z, y0, min(rows, y0 + rows_per_slab)) for z in range(depth) for y0 in range(0, rows, rows_per_slab)]
-    layers = _fused_layers(f, head)
+    layers = fused_layers(f, head)
     reader = FeatureReader(features)
 
     def run(slab) -> int:

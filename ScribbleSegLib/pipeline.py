@@ -290,7 +290,29 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     return adapt_and_cut(array, geometry.spacing_zyx, scribbles, loaded, prob, feats, method=method,
                          cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,
                          features_cached=cached, timings=timings, warnings=warnings, progress=progress,
-                         cancel=cancel, cut_memory=cut_memory)
+                         cancel=cancel, cut_memory=cut_memory,
+                         resident=None if method == "munet" else to_gpu(prob, feats, loaded, timings))
+
+
+def to_gpu(prob: np.ndarray, feats: np.ndarray, model, timings: Dict[str, float]):
+    """The M-Unet outputs on the model's GPU for the adaptation (:func:`ScribbleSegLib.gpu_adaptation.upload`),
+    or None on a CPU; the time it took goes into ``timings["features to GPU"]`` when it ran.
+
+    Examples
+    --------
+    >>> p, x = np.zeros((1, 2, 2), np.float32), np.zeros((1, 2, 2, 4), np.float16)
+    >>> to_gpu(p, x, None, {}) is None
+    True
+    """
+    from .gpu_adaptation import is_gpu, upload
+
+    device = getattr(model, "device", None)
+    if not is_gpu(device):
+        return None
+    t0 = time.perf_counter()
+    resident = upload(prob, feats, device)
+    timings["features to GPU"] = time.perf_counter() - t0
+    return resident
 
 
 def run_warnings(scribbles: Optional[np.ndarray], method: str, spacing_zyx: Sequence[float]) -> List[str]:
@@ -331,7 +353,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                   seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS, features_cached: bool = True,
                   timings: Optional[Dict[str, float]] = None, warnings: Optional[List[str]] = None,
                   progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelToken] = None, cut_memory=None) -> SegmentResult:
+                  cancel: Optional[CancelToken] = None, cut_memory=None, resident=None) -> SegmentResult:
     """Features -> DDML + head -> graph cut -> suggestions: the part of a run after the M-Unet.
 
     The one code path shared by :func:`segment` and :class:`ScribbleSegLib.session.Session`;
@@ -359,6 +381,9 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         See :mod:`ScribbleSegLib.progress`.
     cut_memory : graphcut.CutMemory, optional
         The last cut of this volume, to start the cut from (a warm session's); None: a cut from scratch.
+    resident : gpu_adaptation.Resident, optional
+        ``prob`` and ``feats`` on the model's GPU (:func:`to_gpu`): ``h`` is computed there.  The
+        adaptation trains on the model's device in any case.
 
     Returns
     -------
@@ -403,7 +428,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     with ahead:
         adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=config, seed=seed,
                         network_probability=prob, bank_network_logit=bank_network_logit(model),
-                        progress=progress, cancel=cancel)
+                        progress=progress, cancel=cancel, device=getattr(model, "device", None), resident=resident)
         t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
     h = adapted.h
     timings["DDML + head"] = t1 - t0

@@ -83,7 +83,11 @@ class Session:
         Warnings about the volume itself (pixel size far from the model's, ...);
         every run's result repeats them after its own scribble warnings.
     timings : dict
-        Seconds spent opening the session: ``load model``, ``M-Unet features``.
+        Seconds spent opening the session: ``load model``, ``M-Unet features``, and on a GPU
+        ``features to GPU``.
+    resident : gpu_adaptation.Resident or None
+        On a GPU, the M-Unet outputs kept there for every run's ``h``
+        (:func:`ScribbleSegLib.pipeline.to_gpu`); None on a CPU.
     cut_memory : graphcut.CutMemory or None
         The last cut, which the next run's cut starts from (None without ``reuse_cut``).
 
@@ -139,6 +143,8 @@ class Session:
         # a result from reaching the next run.
         self.probability, self.features = read_only_view(self.probability), read_only_view(self.features)
         self.timings["M-Unet features"] = time.perf_counter() - t0
+        # On a GPU the features stay there for every run's h (None on a CPU, or where they would not fit).
+        self.resident = pipeline.to_gpu(self.probability, self.features, self.model, self.timings)
         self.cut_memory = None
         if reuse_cut:
             from .graphcut import CutMemory
@@ -193,4 +199,4 @@ class Session:
                                       self.probability, self.features, method=method, cut_params=cut_params,
                                       ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=True,
                                       timings={}, warnings=warnings, progress=progress, cancel=cancel,
-                                      cut_memory=self.cut_memory)
+                                      cut_memory=self.cut_memory, resident=self.resident)
