@@ -19,7 +19,8 @@ def test_the_gpu_check_runs_every_stage_at_tiny_sizes_on_the_cpu(tmp_path):
     assert rows[:2] == ["| check | result | note |", "|---|---|---|"]
     assert not [r for r in rows if "FAILED" in r], done.stderr[-3000:]
     names = [r.split(" | ")[0].lstrip("| ") for r in rows[2:]]
-    for start in ("bf16 matmul peak", "phantom", "starter inference", "Session.run", "warm re-run",
+    for start in ("bf16 matmul peak", "phantom", "starter inference", "features to the GPU", "Session.run",
+                  "... adaptation on the CPU instead",
                   "M-Unet probability, GPU", "full run labels, GPU vs CPU", "training", "small-preset inference"):
         assert any(n.startswith(start) for n in names), (start, names)
     # On one device both sides of the GPU-vs-CPU rows are the CPU: their labels agree. (Sections one at a time
@@ -27,3 +28,6 @@ def test_the_gpu_check_runs_every_stage_at_tiny_sizes_on_the_cpu(tmp_path):
     labels_row = next(r for r in rows if r.startswith("| full run labels, GPU vs CPU"))
     assert float(labels_row.split("Dice ")[1].split(" ")[0]) >= 0.999
     assert any(r.startswith("| starter inference") and "outputs identical" in r for r in rows)
+    # Five warm runs, each beside the same run with the adaptation on the CPU: here both are the CPU's.
+    both = [r for r in rows if r.startswith("| ... adaptation on the CPU instead")]
+    assert len(both) == 5 and all(float(r.split("Dice ")[1].split(";")[0]) >= 0.999 for r in both), both

@@ -5,8 +5,10 @@ Prints one table and writes it to ``--table``:
 - the measured bf16 matrix-product peak (8192^3);
 - M-Unet inference at 100x512x512 (the shipped starter model): time, voxels/s, and its share of
   that peak, FLOPs counted with ``torch.utils.flop_counter`` on a smaller volume;
-- the warm re-run after new scribbles at 100x512x512 (:class:`ScribbleSegLib.session.Session` on
-  ``cuda``; DDML + head run on the CPU), its stage times and IoU;
+- warm runs at 100x512x512 (:class:`ScribbleSegLib.session.Session` on ``cuda``: DDML + head trained on
+  the GPU as replayed CUDA graphs, ``h`` from the features kept there, :mod:`ScribbleSegLib.gpu_adaptation`):
+  first scribbles, more, two rounds of corrective strokes, and the last strokes again; stage times and IoU
+  of each, and the same runs with the adaptation on the CPU (labels compared);
 - the GPU against the CPU on one volume: M-Unet probability (bf16 autocast against float32) and the
   full run's labels;
 - training steps/s of the paper preset, and that network's inference share of the peak.
@@ -21,7 +23,9 @@ Each stage is timed on its own and a failed stage is a row, not the end of the c
 from __future__ import annotations
 
 import argparse
+import cProfile
 import functools
+import pstats
 import sys
 import tempfile
 import time
@@ -118,6 +122,7 @@ def main() -> None:
     parser.add_argument("--model", default="starter", help="model file (default: the shipped starter model)")
     parser.add_argument("--table", default="gpu_check.md", help="where the table is written")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, to test this script")
+    parser.add_argument("--profile", help="write a profile of one more corrective run (cProfile, cumulative) here")
     args = parser.parse_args()
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -167,19 +172,48 @@ def main() -> None:
 
     def rerun():
         vol = state["vol"]
-        session, t_open = synced(device, lambda: Session(vol.image, state["model"], device=device,
-                                                         features=state["features"]))
-        first, t_first = synced(device, lambda: session.run(state["first"]))
-        best = None
-        for _ in range(2):
-            more, t = synced(device, lambda: session.run(state["more"]))
-            best = t if best is None else min(best, t)
-        stages = ", ".join(f"{k} {v:.2f} s" for k, v in more.timings.items()
-                           if k in ("DDML training", "head training", "probability", "graph cut"))
-        table.add("Session.run, first scribbles", f"{t_first:.2f} s",
-                  f"IoU {evaluate(first.labels, vol.label)['iou']:.3f}")
-        table.add(f"warm re-run after new scribbles {'x'.join(map(str, big))}", f"{best:.2f} s",
-                  f"best of 2; {stages}; IoU {evaluate(more.labels, vol.label)['iou']:.3f}; target <= 0.5 s")
+        spacing = vol.image.geometry.spacing
+        cpu_model = load_model(str(resolve_model(args.model)), device="cpu")
+        sessions = {"GPU": Session(vol.image, state["model"], device=device, features=state["features"]),
+                    "CPU": Session(vol.image, cpu_model, device="cpu", features=state["features"])}
+        # The runs of a user: first strokes, more strokes, then two rounds of corrective strokes drawn on the
+        # GPU session's last result, each new to the session; then the last strokes once more, unchanged
+        # (all a cut from memory has to do then is check them).  The CPU session runs the same strokes.
+        names = ["first scribbles", "more scribbles", "corrective strokes 1", "corrective strokes 2",
+                 "the same strokes again"]
+        runs = {name: {} for name in names}
+        strokes = None
+        for k, name in enumerate(names):
+            if name == "first scribbles":
+                strokes = state["first"]
+            elif name == "more scribbles":
+                strokes = state["more"]
+            elif name.startswith("corrective"):
+                strokes = scribbles.corrective_scribbles(vol.label, runs[names[k - 1]]["GPU"][0].labels, strokes,
+                                                         seed=k, spacing=spacing)
+            for side, session in sessions.items():
+                runs[name][side] = synced(device if side == "GPU" else "cpu", lambda: session.run(strokes))
+        resident = "features kept on the GPU" if sessions["GPU"].resident is not None else "features on the CPU"
+        table.add("features to the GPU, at the session's start",
+                  f"{sessions['GPU'].timings.get('features to GPU', 0.0):.2f} s", resident)
+        for name in names:
+            (gpu, t_gpu), (cpu, t_cpu) = runs[name]["GPU"], runs[name]["CPU"]
+            stages = ", ".join(f"{k} {v:.3f} s" for k, v in gpu.timings.items() if k != "DDML + head")
+            cpu_stages = ", ".join(f"{k} {cpu.timings[k]:.3f} s" for k in ("DDML training", "probability",
+                                                                              "graph cut") if k in cpu.timings)
+            target = "; target <= 0.5 s" if name.startswith(("more", "corrective")) else ""
+            table.add(f"Session.run {'x'.join(map(str, big))}, {name}", f"{t_gpu:.2f} s",
+                      f"{stages}; IoU {evaluate(gpu.labels, vol.label)['iou']:.3f}{target}")
+            table.add(f"... adaptation on the CPU instead, {name}", f"{t_cpu:.2f} s",
+                      f"{cpu_stages}; labels against the GPU's: Dice {evaluate(gpu.labels, cpu.labels)['f1']:.4f}; "
+                      f"largest h difference {float(np.abs(gpu.probability - cpu.probability).max()):.4f}")
+        if args.profile:  # one more round of corrective strokes, profiled
+            strokes = scribbles.corrective_scribbles(vol.label, runs[names[-1]]["GPU"][0].labels, strokes,
+                                                     seed=len(names), spacing=spacing)
+            profiler = cProfile.Profile()
+            profiler.runcall(sessions["GPU"].run, strokes)
+            with open(args.profile, "w") as out:
+                pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(50)
 
     def gpu_vs_cpu():
         vol = phantom.make_phantom(seed=5, config=phantom.PhantomConfig(shape=compare_shape))
