@@ -138,9 +138,12 @@ def upload(probability: np.ndarray, features: np.ndarray, device) -> Optional[Re
     if free - need < RESIDENT_HEADROOM_GIB * 2**30:
         return None
     feats = torch.empty(tuple(features.shape), dtype=torch.float16, device=device)
-    for z in range(features.shape[0]):  # a section at a time: a memory-mapped cache never enters RAM whole
-        feats[z].copy_(torch.from_numpy(np.ascontiguousarray(features[z], np.float16)))
-    prob = torch.from_numpy(np.ascontiguousarray(probability, np.float32)).to(device)
+    prob = torch.empty(tuple(probability.shape), dtype=torch.float32, device=device)
+    # A section at a time: a memory-mapped cache never enters RAM whole.  Copied first: the session's
+    # arrays are read-only views, which torch will not wrap.
+    for z in range(features.shape[0]):
+        feats[z].copy_(torch.from_numpy(np.array(features[z], np.float16)))
+        prob[z].copy_(torch.from_numpy(np.array(probability[z], np.float32)))
     return Resident(feats, prob)
 
 

@@ -80,6 +80,21 @@ def test_upload_keeps_nothing_on_a_cpu():
     assert not gpu_adaptation.is_gpu("cpu") and gpu_adaptation.is_gpu("cuda:0")
 
 
+def test_upload_copies_read_only_outputs_and_keeps_them_only_with_room_to_spare(monkeypatch):
+    # The copy and the memory rule, run on the CPU's memory: the device check and its free memory are patched.
+    features, probability, _ = _case()
+    features.flags.writeable = probability.flags.writeable = False  # a session's read-only views
+    monkeypatch.setattr(gpu_adaptation, "is_gpu", lambda device: True)
+    need = features.size * 2 + probability.size * 4
+    room = int(gpu_adaptation.RESIDENT_HEADROOM_GIB * 2**30)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (need + room, 2 * (need + room)))
+    resident = gpu_adaptation.upload(probability, features, "cpu")
+    np.testing.assert_array_equal(resident.features.numpy(), features)
+    np.testing.assert_array_equal(resident.probability.numpy(), probability)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (need + room - 1, 2 * (need + room)))
+    assert gpu_adaptation.upload(probability, features, "cpu") is None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_replayed_on_the_gpu_follows_the_cpu():
     features, probability, scribbles = _case(2)
