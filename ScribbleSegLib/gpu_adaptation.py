@@ -137,8 +137,11 @@ def upload(probability: np.ndarray, features: np.ndarray, device) -> Optional[Re
         return None
     if free - need < RESIDENT_HEADROOM_GIB * 2**30:
         return None
-    feats = torch.empty(tuple(features.shape), dtype=torch.float16, device=device)
-    prob = torch.empty(tuple(probability.shape), dtype=torch.float32, device=device)
+    try:
+        feats = torch.empty(tuple(features.shape), dtype=torch.float16, device=device)
+        prob = torch.empty(tuple(probability.shape), dtype=torch.float32, device=device)
+    except torch.cuda.OutOfMemoryError:  # another process took the memory since it was measured
+        return None
     # A section at a time: a memory-mapped cache never enters RAM whole.  Copied first: the session's
     # arrays are read-only views, which torch will not wrap.
     for z in range(features.shape[0]):

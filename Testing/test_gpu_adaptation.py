@@ -93,6 +93,14 @@ def test_upload_copies_read_only_outputs_and_keeps_them_only_with_room_to_spare(
     np.testing.assert_array_equal(resident.probability.numpy(), probability)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (need + room - 1, 2 * (need + room)))
     assert gpu_adaptation.upload(probability, features, "cpu") is None
+    # Memory that another process took after it was measured: h stays on the CPU, no error.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (need + room, 2 * (need + room)))
+
+    def taken(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(torch, "empty", taken)
+    assert gpu_adaptation.upload(probability, features, "cpu") is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
