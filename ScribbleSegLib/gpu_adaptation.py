@@ -78,23 +78,24 @@ def replay(step: Callable[[], None], count: int, device, cancel: Optional[Cancel
                 between(i)
         return
     check(cancel)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        step()
-    torch.cuda.current_stream(device).wait_stream(side)
-    if between is not None:
-        between(0)
-    if count == 1:
-        return
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    for i in range(1, count):
-        check(cancel)
-        graph.replay()
+    with torch.cuda.device(device):  # capture takes the current device's streams: this GPU's, not cuda:0's
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream().wait_stream(side)
         if between is not None:
-            between(i)
+            between(0)
+        if count == 1:
+            return
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        for i in range(1, count):
+            check(cancel)
+            graph.replay()
+            if between is not None:
+                between(i)
 
 
 @dataclass
