@@ -22,6 +22,7 @@ labels).  Everything runs on the CPU in a few seconds (on a GPU, see
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from .gpu_adaptation import Resident, evaluate_h, is_gpu, replay
 from .h_evaluation import fused_layers, predict_h
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import torch_threads
+
+_log = logging.getLogger(__name__)
 
 SOURCE_SCRIBBLE = 0
 """``source`` value of a pixel drawn from this volume's scribbles."""
@@ -1023,15 +1026,20 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
             head.linear.bias += shift
     timings["head training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    h = None
     if resident is not None:
         if tuple(resident.features.shape) != features.shape:
             raise ScribbleSegError(f"resident features have shape {tuple(resident.features.shape)}, the volume's "
                                    f"{features.shape}")
         check(cancel)
-        h = evaluate_h(resident, fused_layers(f, head), config.network_weight if network_probability is not None
-                       else 0.0)
-        report(progress, "probability", 1.0, "on the GPU")
-    else:
+        try:
+            h = evaluate_h(resident, fused_layers(f, head), config.network_weight if network_probability is not None
+                           else 0.0)
+            report(progress, "probability", 1.0, "on the GPU")
+        except torch.cuda.OutOfMemoryError:  # the GPU's memory went to another process: h on the CPU, as without
+            resident = None
+            _log.warning("h: the GPU ran out of memory; computing it on the CPU")
+    if h is None:
         # The network's probability guides where a coarse evaluation looks closer, blended in or not.
         h = predict_h(features, f, head, progress=progress, cancel=cancel, evaluation=config.evaluation,
                       scribbles=scribbles, network_probability=network_probability)

@@ -74,6 +74,21 @@ def test_adapt_with_resident_features_gives_the_exact_evaluations_h():
                    resident=_resident(features[:2], probability[:2]))
 
 
+def test_a_gpu_out_of_memory_while_computing_h_falls_back_to_the_cpu(monkeypatch, caplog):
+    features, probability, scribbles = _case(3)
+    plain = ddml.adapt(features, scribbles, None, None, SMALL, network_probability=probability)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(ddml, "evaluate_h", out_of_memory)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib.ddml"):
+        kept = ddml.adapt(features, scribbles, None, None, SMALL, network_probability=probability,
+                          resident=_resident(features, probability))
+    np.testing.assert_array_equal(kept.h, plain.h)  # the same CPU path, the same machine
+    assert [r.getMessage() for r in caplog.records] == ["h: the GPU ran out of memory; computing it on the CPU"]
+
+
 def test_upload_keeps_nothing_on_a_cpu():
     features, probability, _ = _case()
     assert gpu_adaptation.upload(probability, features, "cpu") is None
