@@ -228,6 +228,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     cut_params : graphcut.GraphCutParams, optional
     ddml_config : ddml.DDMLConfig, optional
     device : {"auto", "cpu", "cuda"}
+        Where the M-Unet and the adaptation run (a loaded ``model`` runs where it was loaded); on a GPU the
+        M-Unet's outputs are kept there for ``h`` when they fit (:func:`to_gpu`).
     cache_dir : path, optional
         With a model *file*, caches the M-Unet outputs so that a re-run with new
         scribbles runs only DDML, the head and the cut.
