@@ -168,6 +168,15 @@ def evaluate_h(resident: Resident, layers: List[Tuple[torch.Tensor, torch.Tensor
     -------
     numpy.ndarray
         float32 ``(Z, Y, X)``.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.ddml import DDMLNet, Head
+    >>> from ScribbleSegLib.h_evaluation import fused_layers
+    >>> kept = Resident(torch.zeros(1, 2, 2, 4, dtype=torch.float16), torch.full((1, 2, 2), 0.8))  # CPU tensors
+    >>> h = evaluate_h(kept, fused_layers(DDMLNet(4, (8,), 2), Head(2)), network_weight=1.0)
+    >>> h.shape, round(float(h.max()), 3)  # all the network's
+    ((1, 2, 2), 0.8)
     """
     device = resident.device
     layers = [(w.to(device), b.to(device)) for w, b in layers]
