@@ -170,12 +170,16 @@ def main() -> None:
         table.add("starter inference share of bf16 peak", f"{100 * rate * per_voxel / state['peak']:.2f} %",
                   f"{per_voxel / 1e3:.1f} kFLOP/voxel counted")
 
+    @functools.lru_cache(maxsize=None)
+    def cpu_model():
+        """The same model on the CPU, loaded once for the stages that compare with it."""
+        return load_model(str(resolve_model(args.model)), device="cpu")
+
     def rerun():
         vol = state["vol"]
         spacing = vol.image.geometry.spacing
-        cpu_model = load_model(str(resolve_model(args.model)), device="cpu")
         sessions = {"GPU": Session(vol.image, state["model"], device=device, features=state["features"]),
-                    "CPU": Session(vol.image, cpu_model, device="cpu", features=state["features"])}
+                    "CPU": Session(vol.image, cpu_model(), device="cpu", features=state["features"])}
         # The runs of a user: first strokes, more strokes, then two rounds of corrective strokes drawn on the
         # GPU session's last result, each new to the session; then the last strokes once more, unchanged
         # (all a cut from memory has to do then is check them).  The CPU session runs the same strokes.
@@ -218,14 +222,13 @@ def main() -> None:
     def gpu_vs_cpu():
         vol = phantom.make_phantom(seed=5, config=phantom.PhantomConfig(shape=compare_shape))
         strokes = scribbles.simulate_scribbles(vol.label, seed=0, every=3, tissue=vol.tissue > 0)
-        cpu_model = load_model(str(resolve_model(args.model)), device="cpu")
-        cpu_prob, _ = predict_volume(cpu_model, vol.image, device="cpu")
+        cpu_prob, _ = predict_volume(cpu_model(), vol.image, device="cpu")
         dev_prob, _ = predict_volume(state["model"], vol.image, device=device)
         diff = np.abs(cpu_prob.astype(np.float32) - dev_prob.astype(np.float32))
         agree = evaluate((dev_prob > 0.5).astype(np.uint8), (cpu_prob > 0.5).astype(np.uint8))["f1"]
         table.add("M-Unet probability, GPU (bf16) vs CPU (float32)", f"largest difference {diff.max():.4f}",
                   f"mean {diff.mean():.5f}; Dice of p > 0.5: {agree:.4f}")
-        cpu = Session(vol.image, cpu_model, device="cpu").run(strokes).labels
+        cpu = Session(vol.image, cpu_model(), device="cpu").run(strokes).labels
         dev = Session(vol.image, state["model"], device=device).run(strokes).labels
         table.add("full run labels, GPU vs CPU", f"Dice {evaluate(dev, cpu)['f1']:.4f}",
                   f"IoU to truth: GPU {evaluate(dev, vol.label)['iou']:.3f}, CPU {evaluate(cpu, vol.label)['iou']:.3f}")
