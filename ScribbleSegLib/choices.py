@@ -106,6 +106,10 @@ SESSION_REUSES_CUT = True
 """Whether a warm :class:`ScribbleSegLib.session.Session` starts each cut from its last one
 (:class:`ScribbleSegLib.graphcut.CutMemory`) instead of cutting from scratch."""
 
+WARM_DDML_STEPS = 100
+"""Adam steps of a warm session's DDML training when it starts from its last run's ``f``
+(``DDMLConfig.warm_steps``, :class:`ScribbleSegLib.ddml.AdaptMemory`); 0 trains every run from scratch."""
+
 ARCHITECTURES: Tuple[str, ...] = ("munet", "unet")
 """Multi-field-of-view U-Net (the paper's M-Unet) or a plain U-Net."""
 DEFAULT_ARCHITECTURE = "munet"

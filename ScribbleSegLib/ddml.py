@@ -114,6 +114,12 @@ class DDMLConfig:
         (:func:`network_rate_shift`).  Only when the pool holds bank pixels and the network's
         logits of them are given (:func:`adapt`'s ``bank_network_logit``).  Default
         :data:`ScribbleSegLib.choices.DEFAULT_HEAD_BIAS`.
+    warm_steps : int
+        Adam steps for ``f`` when a warm session starts it from its last run's ``f``
+        (:class:`AdaptMemory`) instead of from random weights: the last ``f`` has learnt the
+        earlier strokes, and a few steps on the new pool add what the new strokes say.  0
+        trains every run from scratch, as :func:`ScribbleSegLib.pipeline.segment` does.
+        Default :data:`ScribbleSegLib.choices.WARM_DDML_STEPS`.
     evaluation : {"coarse", "exact"}
         How :func:`predict_h` evaluates ``h`` over the volume (``choices.H_EVALUATIONS``):
         ``coarse`` on an in-plane grid, exactly only where interpolation could
@@ -138,18 +144,19 @@ class DDMLConfig:
     bank_doubt: Optional[float] = choices.NETWORK_DOUBT
     head_bias: str = choices.DEFAULT_HEAD_BIAS
     evaluation: str = choices.DEFAULT_H_EVALUATION
+    warm_steps: int = choices.WARM_DDML_STEPS
 
     @classmethod
     def paper(cls) -> "DDMLConfig":
         """The paper's adaptation as published: DDML + head alone (no network anchor), scribble share 0.05,
-        the head as trained.
+        the head as trained, ``f`` trained from scratch on every run.
 
         Examples
         --------
         >>> DDMLConfig.paper().network_weight
         0.0
         """
-        return cls(scribble_share=0.05, network_weight=0.0, bank_doubt=None, head_bias="balanced")
+        return cls(scribble_share=0.05, network_weight=0.0, bank_doubt=None, head_bias="balanced", warm_steps=0)
 
     #: Upper bounds of the sizes, far above any useful value, so that a typo is an error and not hours of
     #: work or the machine's memory: layer widths, the batch (its pairs grow as its square), the pool, steps;
@@ -157,7 +164,7 @@ class DDMLConfig:
     LIMITS = {"width": 4096, "batch_size": 4096, "pool_size": 1_000_000, "steps": 100_000, "number": 1e6}
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "pool_size", "steps", "head_steps", "out_dim"):
+        for name in ("batch_size", "pool_size", "steps", "head_steps", "out_dim", "warm_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ScribbleSegError(f"DDML {name} must be a whole number, got {value!r}")
@@ -185,7 +192,7 @@ class DDMLConfig:
             raise ScribbleSegError(f"DDML layer sizes must be at most {self.LIMITS['width']}, got "
                                    f"hidden={self.hidden}, out_dim={self.out_dim}")
         for name, limit in (("batch_size", "batch_size"), ("pool_size", "pool_size"), ("steps", "steps"),
-                            ("head_steps", "steps")):
+                            ("head_steps", "steps"), ("warm_steps", "steps")):
             if getattr(self, name) > self.LIMITS[limit]:
                 raise ScribbleSegError(f"DDML {name} must be at most {self.LIMITS[limit]}, got {getattr(self, name)}")
         for name in ("beta", "lr", "head_lr"):
@@ -194,8 +201,9 @@ class DDMLConfig:
         for name in ("weight_decay", "head_weight_decay"):
             if not getattr(self, name) >= 0:
                 raise ScribbleSegError(f"DDML {name} must be >= 0, got {getattr(self, name)}")
-        if self.steps < 0 or self.head_steps < 0:
-            raise ScribbleSegError(f"DDML steps must be >= 0, got steps={self.steps}, head_steps={self.head_steps}")
+        if min(self.steps, self.head_steps, self.warm_steps) < 0:
+            raise ScribbleSegError(f"DDML steps must be >= 0, got steps={self.steps}, head_steps={self.head_steps}, "
+                                   f"warm_steps={self.warm_steps}")
         if self.batch_size < 4 or self.pool_size < 4:
             raise ScribbleSegError(f"DDML batch_size and pool_size must be >= 4, got {self.batch_size}, "
                                    f"{self.pool_size}")
@@ -278,6 +286,35 @@ class Head(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logit(z))
+
+
+class AdaptMemory:
+    """What a run's adaptation leaves for the next run of a warm session: its DDML network ``f``.
+
+    A warm :class:`ScribbleSegLib.session.Session` keeps one.  :func:`adapt` with it starts ``f``
+    from the last run's ``f`` and trains ``DDMLConfig.warm_steps`` steps on the new pool instead of
+    ``steps`` from random weights (when ``warm_steps`` is positive and the last ``f`` has the layers
+    the config asks for), then keeps the new ``f``.  The head is trained from scratch on every run.
+
+    Examples
+    --------
+    >>> AdaptMemory().f is None
+    True
+    """
+
+    def __init__(self) -> None:
+        self.f: Optional[DDMLNet] = None
+
+    def start(self, in_dim: int, config: "DDMLConfig") -> Optional["DDMLNet"]:
+        """The ``f`` to start from for pixels of ``in_dim`` channels and ``config``, or None."""
+        f = self.f
+        if f is None or config.warm_steps <= 0 or f.in_dim != in_dim or f.out_dim != config.out_dim:
+            return None
+        return f if tuple(layer.out_features for layer in f.layers[:-1]) == config.hidden else None
+
+    def clear(self) -> None:
+        """Forget the last ``f``: the next run trains from scratch."""
+        self.f = None
 
 
 @dataclass
@@ -714,7 +751,7 @@ def _ddml_step(f: DDMLNet, grads: List[torch.Tensor], x: torch.Tensor, terms: _P
 
 def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None, seed: int = 0,
                progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-               device=None) -> DDMLNet:
+               device=None, init: Optional[DDMLNet] = None, steps: Optional[int] = None) -> DDMLNet:
     """Train the DDML network ``f`` on labelled pixels (paper eq. 1-3).
 
     Each of ``config.steps`` Adam steps draws a minibatch of
@@ -737,6 +774,11 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
         Where to train (default the CPU).  On a GPU the steps are replayed as a CUDA graph
         (:func:`ScribbleSegLib.gpu_adaptation.replay`); the initial weights and the minibatches
         are the CPU's, and the network is returned on ``device``.
+    init : DDMLNet, optional
+        Start from this network's weights and input standardisation (a warm session's last ``f``,
+        :class:`AdaptMemory`) instead of random ones; it is not changed.
+    steps : int, optional
+        Adam steps instead of ``config.steps``.
 
     Returns
     -------
@@ -756,8 +798,11 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
     xt, yt = _tensors(x, y)
     f = _seeded(seed, lambda: DDMLNet(xt.shape[1], config.hidden, config.out_dim))
     with torch.no_grad():
-        f.mean.copy_(xt.mean(dim=0))
-        f.inv_std.copy_(1.0 / xt.std(dim=0).clamp_min(1e-3))
+        if init is not None:
+            f.load_state_dict(init.state_dict())
+        else:
+            f.mean.copy_(xt.mean(dim=0))
+            f.inv_std.copy_(1.0 / xt.std(dim=0).clamp_min(1e-3))
         standardised = ((xt - f.mean) * f.inv_std).to(device)  # what f's forward does first, once for the pool
     f.to(device)
     optimizer = _Adam(f.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -766,7 +811,7 @@ def train_ddml(x: np.ndarray, y: np.ndarray, config: Optional[DDMLConfig] = None
     half = config.batch_size // 2
     # Every batch is [half background, half heart], so the pair terms are fixed.
     pair_terms = _pair_terms(torch.arange(2 * half) >= half, config.tau)
-    steps = config.steps
+    steps = config.steps if steps is None else int(steps)
 
     def draw() -> torch.Tensor:
         return torch.cat([idx[torch.randint(len(idx), (half,), generator=generator)] for idx in by_class])
@@ -950,7 +995,7 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
           bank_labels: Optional[np.ndarray], config: Optional[DDMLConfig] = None, seed: int = 0,
           network_probability: Optional[np.ndarray] = None, bank_network_logit: Optional[np.ndarray] = None,
           progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None, device=None,
-          resident: Optional[Resident] = None) -> AdaptResult:
+          resident: Optional[Resident] = None, memory: Optional[AdaptMemory] = None) -> AdaptResult:
     """Adapt to this volume's scribbles: DDML, head, and ``h`` for every voxel.
 
     Draws a pool of training pixels (:func:`sample_pixels`), trains ``f``
@@ -985,6 +1030,9 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
         ``features`` and ``network_probability`` already on a GPU
         (:func:`ScribbleSegLib.gpu_adaptation.upload`): ``h`` is then computed there, exactly at
         every voxel, whatever ``config.evaluation``.
+    memory : AdaptMemory, optional
+        A warm session's: ``f`` starts from its last ``f`` (``config.warm_steps``), and the new ``f``
+        is kept there.
 
     Returns
     -------
@@ -1011,13 +1059,17 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
                             scribble_share=config.scribble_share)
     timings = {"training pixels": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel, device=device)
+    init = None if memory is None else memory.start(x.shape[1], config)
+    f = train_ddml(x, y, config, seed=seed, progress=progress, cancel=cancel, device=device, init=init,
+                   steps=None if init is None else config.warm_steps)
     _check_trained(f, "the DDML network f", "lr and weight_decay")
     timings["DDML training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     head = train_head(f, x, y, config, seed=seed, progress=progress, cancel=cancel)
     _check_trained(head, "the head", "head_lr and head_weight_decay")
     f, head = f.cpu(), head.cpu()
+    if memory is not None:
+        memory.f = f
     shift = 0.0
     if (config.head_bias == "network" and bank_network_logit is not None and bank_features is not None
             and len(bank_features) and config.scribble_share < 1.0):

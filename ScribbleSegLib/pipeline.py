@@ -209,7 +209,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
             cache_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
             features: Optional[Tuple[np.ndarray, np.ndarray]] = None, suggest: int = choices.DEFAULT_SUGGESTIONS,
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-            orientations: int = choices.DEFAULT_ORIENTATIONS, cut_memory=None) -> SegmentResult:
+            orientations: int = choices.DEFAULT_ORIENTATIONS, cut_memory=None, adapt_memory=None) -> SegmentResult:
     """Segment the heart in a volume from scribbles.
 
     Parameters
@@ -249,6 +249,9 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     cut_memory : graphcut.CutMemory, optional
         The last cut of this image, to start the cut from (see :func:`adapt_and_cut`); a warm
         :class:`~ScribbleSegLib.session.Session` keeps one.  None: a cut from scratch.
+    adapt_memory : ddml.AdaptMemory, optional
+        The last run's DDML network, to start this run's from (see :func:`adapt_and_cut`); a warm
+        session keeps one.  None: trained from scratch.
 
     Returns
     -------
@@ -292,7 +295,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     return adapt_and_cut(array, geometry.spacing_zyx, scribbles, loaded, prob, feats, method=method,
                          cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,
                          features_cached=cached, timings=timings, warnings=warnings, progress=progress,
-                         cancel=cancel, cut_memory=cut_memory,
+                         cancel=cancel, cut_memory=cut_memory, adapt_memory=adapt_memory,
                          resident=None if method == "munet" else to_gpu(prob, feats, loaded, timings))
 
 
@@ -355,7 +358,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                   seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS, features_cached: bool = True,
                   timings: Optional[Dict[str, float]] = None, warnings: Optional[List[str]] = None,
                   progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelToken] = None, cut_memory=None, resident=None) -> SegmentResult:
+                  cancel: Optional[CancelToken] = None, cut_memory=None, resident=None,
+                  adapt_memory=None) -> SegmentResult:
     """Features -> DDML + head -> graph cut -> suggestions: the part of a run after the M-Unet.
 
     The one code path shared by :func:`segment` and :class:`ScribbleSegLib.session.Session`;
@@ -386,6 +390,9 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     resident : gpu_adaptation.Resident, optional
         ``prob`` and ``feats`` on the model's GPU (:func:`to_gpu`): ``h`` is computed there.  The
         adaptation trains on the model's device in any case.
+    adapt_memory : ddml.AdaptMemory, optional
+        The last run's DDML network, to start this run's from (a warm session's; see
+        ``DDMLConfig.warm_steps``); None: trained from scratch.
 
     Returns
     -------
@@ -430,7 +437,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     with ahead:
         adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=config, seed=seed,
                         network_probability=prob, bank_network_logit=bank_network_logit(model),
-                        progress=progress, cancel=cancel, device=getattr(model, "device", None), resident=resident)
+                        progress=progress, cancel=cancel, device=getattr(model, "device", None), resident=resident,
+                        memory=adapt_memory)
         t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
     h = adapted.h
     timings["DDML + head"] = t1 - t0

@@ -244,19 +244,22 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
     Each corrective round adds :func:`scribbles.corrective_scribbles` strokes (inside the largest
     wrong regions of the :data:`CORRECTED_SECTIONS` worst sections, never over earlier strokes)
     and runs again on the same features.  With ``warm``, each round's cut starts from the last
-    round's (a :class:`~ScribbleSegLib.graphcut.CutMemory` kept across rounds, as the warm session
-    of the Slicer module's worker keeps one); otherwise every round cuts from scratch.
+    round's and its DDML network from the last round's (a :class:`~ScribbleSegLib.graphcut.CutMemory`
+    and a :class:`~ScribbleSegLib.ddml.AdaptMemory` kept across rounds, as the warm session of the
+    Slicer module's worker keeps them); otherwise every round runs from scratch.
     """
+    from .ddml import AdaptMemory
     from .graphcut import CutMemory
     from .pipeline import segment
     from .scribbles import corrective_scribbles, section_errors
 
     out = []
     current = scribbles
-    memory = CutMemory() if warm else None
+    memory, adapt_memory = (CutMemory(), AdaptMemory()) if warm else (None, None)
     for r in range(int(rounds)):
         result = segment(volume, current, model, method=method, cut_params=cut_params, ddml_config=ddml_config,
-                         seed=seed, features=features, suggest=CORRECTED_SECTIONS, cut_memory=memory)
+                         seed=seed, features=features, suggest=CORRECTED_SECTIONS, cut_memory=memory,
+                         adapt_memory=adapt_memory)
         errors = section_errors(label, result.labels)
         suggested = [s.section for s in result.suggestions]
         worst = [int(z) for z in np.argsort(-errors, kind="stable")[: 2 * max(1, len(suggested))] if errors[z] > 0]

@@ -64,6 +64,8 @@ class Session:
     reuse_cut : bool
         Start each run's graph cut from the previous run's (default
         :data:`ScribbleSegLib.choices.SESSION_REUSES_CUT`); False: every cut from scratch.
+        Each run's DDML network ``f`` starts from the previous run's in any case, unless its
+        ``DDMLConfig.warm_steps`` is 0 (:class:`ScribbleSegLib.ddml.AdaptMemory`).
     orientations : {1, 2, 4}
         Test-time flips of the M-Unet (see :func:`pipeline.segment`).
 
@@ -90,6 +92,8 @@ class Session:
         (:func:`ScribbleSegLib.pipeline.to_gpu`); None on a CPU.
     cut_memory : graphcut.CutMemory or None
         The last cut, which the next run's cut starts from (None without ``reuse_cut``).
+    adapt_memory : ddml.AdaptMemory
+        The last run's DDML network ``f``, which the next run's starts from.
 
     Raises
     ------
@@ -145,6 +149,9 @@ class Session:
         self.timings["M-Unet features"] = time.perf_counter() - t0
         # On a GPU the features stay there for every run's h (None on a CPU, or where they would not fit).
         self.resident = pipeline.to_gpu(self.probability, self.features, self.model, self.timings)
+        from .ddml import AdaptMemory
+
+        self.adapt_memory = AdaptMemory()
         self.cut_memory = None
         if reuse_cut:
             from .graphcut import CutMemory
@@ -179,7 +186,8 @@ class Session:
             What :func:`pipeline.segment` returns for the same volume, model and
             arguments; ``features_cached`` is True (nothing was computed) and
             ``timings`` holds this run's stages only.  With ``reuse_cut``, the cut of
-            a later run starts from the previous run's (see :class:`Session`).
+            a later run starts from the previous run's, and with ``DDMLConfig.warm_steps``
+            (by default) its DDML network too (see :class:`Session`).
         """
         method = check_method(method)
         scribbles = check_scribbles(scribbles, self.shape, method)
@@ -199,4 +207,5 @@ class Session:
                                       self.probability, self.features, method=method, cut_params=cut_params,
                                       ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=True,
                                       timings={}, warnings=warnings, progress=progress, cancel=cancel,
-                                      cut_memory=self.cut_memory, resident=self.resident)
+                                      cut_memory=self.cut_memory, resident=self.resident,
+                                      adapt_memory=self.adapt_memory)

@@ -263,6 +263,49 @@ def test_adapt_is_deterministic_for_a_seed():
     assert not np.array_equal(a.h, c.h)
 
 
+def test_a_warm_start_continues_from_the_last_f_and_leaves_it_unchanged():
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(400, 6)).astype(np.float32), np.arange(400) % 2
+    x[y == 1] += 1.5
+    config = DDMLConfig(hidden=(8,), out_dim=4, steps=60, batch_size=32, head_steps=5, lr=0.01)
+    last = ddml.train_ddml(x, y, config, seed=1)
+    before = {k: v.clone() for k, v in last.state_dict().items()}
+    # Zero steps: the last f itself, its standardisation included (this pool has other statistics).
+    shifted = x + 0.2
+    same = ddml.train_ddml(shifted, y, config, seed=2, init=last, steps=0)
+    with torch.no_grad():
+        np.testing.assert_array_equal(same(torch.from_numpy(x)).numpy(), last(torch.from_numpy(x)).numpy())
+    # A few steps start where the last f ended: their first loss is the trained one's, not a random f's.
+    warm = ddml.train_ddml(shifted, y, config, seed=2, init=last, steps=12)
+    cold = ddml.train_ddml(shifted, y, config, seed=2, steps=12)
+    assert len(warm.loss_history) == len(cold.loss_history) == 3  # steps 0, 10 and 11
+    assert warm.loss_history[0] < 0.5 * cold.loss_history[0]
+    for key, value in last.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_adapt_memory_starts_from_a_matching_f_only():
+    features, scribbles, bank, bank_labels, _ = _volume_with_misleading_bank(np.random.default_rng(7))
+    config = DDMLConfig(steps=30, batch_size=64, pool_size=1000, head_steps=20, warm_steps=10)
+    memory = ddml.AdaptMemory()
+    first = ddml.adapt(features, scribbles, bank, bank_labels, config=config, memory=memory)
+    assert memory.f is first.f and len(first.losses) == 4  # steps 0, 10, 20 and 29: from scratch
+    second = ddml.adapt(features, scribbles, bank, bank_labels, config=config, memory=memory)
+    assert memory.f is second.f and len(second.losses) == 2  # steps 0 and 9: warm
+    assert memory.start(features.shape[3], config) is second.f
+    # Another network, another feature size or warm_steps 0: trained from scratch.
+    assert memory.start(features.shape[3], dataclasses.replace(config, hidden=(32,))) is None
+    assert memory.start(features.shape[3], dataclasses.replace(config, out_dim=8)) is None
+    assert memory.start(features.shape[3] + 1, config) is None
+    cold = dataclasses.replace(config, warm_steps=0)
+    assert memory.start(features.shape[3], cold) is None
+    third = ddml.adapt(features, scribbles, bank, bank_labels, config=cold, memory=memory)
+    np.testing.assert_array_equal(third.h, ddml.adapt(features, scribbles, bank, bank_labels, config=cold).h)
+    memory.clear()
+    assert memory.f is None
+    assert DDMLConfig.paper().warm_steps == 0
+
+
 def test_sample_pixels_is_class_balanced_and_reads_the_right_voxels():
     rng = np.random.default_rng(7)
     features = rng.normal(size=(3, 10, 12, 4)).astype(np.float16)
@@ -336,6 +379,10 @@ def test_bad_config_is_refused():
         DDMLConfig(scribble_share=1.5)
     with pytest.raises(ScribbleSegError, match="beta"):
         DDMLConfig(beta=0)
+    with pytest.raises(ScribbleSegError, match="warm_steps=-1"):
+        DDMLConfig(warm_steps=-1)
+    with pytest.raises(ScribbleSegError, match="warm_steps must be a whole number"):
+        DDMLConfig(warm_steps=2.5)
     # Numbers that train to infinities: refused by name, not found later as NaN in h by the cut.
     for field, value in (("lr", float("inf")), ("tau", float("nan")), ("head_lr", 1e308),
                          ("head_weight_decay", 1e300)):

@@ -294,14 +294,17 @@ def test_rounds_run_and_report_on_a_tiny_case(monkeypatch):
     assert all(0 <= r.final["iou"] <= 1 and len(r.suggested) <= protocol.CORRECTED_SECTIONS for r in runs)
     table = protocol.rounds_table({"tiny": [runs]})
     assert table.count("| tiny |") == 3
-    # Warm: every round's cut is handed the memory of the rounds before (one CutMemory), as a session does.
+    # Warm: every round's cut and DDML network are handed the memory of the rounds before (one CutMemory, one
+    # AdaptMemory), as a session does.
     from ScribbleSegLib import graphcut, pipeline
 
-    memories = []
+    memories, adapt_memories, started_from = [], [], []
     real = pipeline.segment
 
     def recording(*args, **kwargs):
         memories.append(kwargs.get("cut_memory"))
+        adapt_memories.append(kwargs.get("adapt_memory"))
+        started_from.append(adapt_memories[-1].f)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "segment", recording)
@@ -310,6 +313,8 @@ def test_rounds_run_and_report_on_a_tiny_case(monkeypatch):
     assert isinstance(memories[0], graphcut.CutMemory) and all(m is memories[0] for m in memories)
     assert memories[0].labels is not None and len(warm) == 3
     assert warm[0].final == runs[0].final  # the first round has nothing to start from: the same cut
+    assert isinstance(adapt_memories[0], ddml.AdaptMemory) and all(m is adapt_memories[0] for m in adapt_memories)
+    assert started_from[0] is None and started_from[1] is not None and started_from[2] is not started_from[1]
 
 
 def test_the_phantom_families_are_the_ones_the_choices_name():

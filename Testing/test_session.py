@@ -104,6 +104,30 @@ def test_a_later_run_starts_its_cut_from_the_last_one_and_agrees_with_a_fresh_cu
     assert (a.labels[empty][test.label[empty].astype(bool)] == 1).all()  # the new seeds hold
 
 
+def test_a_later_run_trains_f_on_from_the_last_one_unless_warm_steps_is_0(case):
+    folder, test, scrib, model = case
+    more = scrib.copy()
+    empty = [z for z in range(len(scrib)) if not scrib[z].any() and test.label[z].any()][0]
+    more[empty][test.label[empty].astype(bool)] = 1
+    warm_config = dataclasses.replace(FAST_DDML, warm_steps=12)
+    session = Session(test.image, model, cache_dir=folder / "cache")
+    assert session.adapt_memory.f is None
+    session.run(scrib, ddml_config=warm_config)
+    first_f = session.adapt_memory.f
+    assert len(first_f.loss_history) == 5  # 40 steps from scratch: 0, 10, 20, 30, 39
+    second = session.run(more, ddml_config=warm_config)
+    assert session.adapt_memory.f is not first_f and len(session.adapt_memory.f.loss_history) == 3  # 12: 0, 10, 11
+    assert (second.labels[empty][test.label[empty].astype(bool)] == 1).all()
+    # warm_steps 0 and no kept cut: every run is pipeline.segment's, whatever came before.
+    cold_config = dataclasses.replace(FAST_DDML, warm_steps=0)
+    cold_session = Session(test.image, model, cache_dir=folder / "cache", reuse_cut=False)
+    cold_session.run(scrib, ddml_config=cold_config)
+    again = cold_session.run(more, ddml_config=cold_config, seed=5)
+    fresh = pipeline.segment(test.image, more, model, cache_dir=folder / "cache", ddml_config=cold_config, seed=5)
+    np.testing.assert_allclose(again.probability, fresh.probability, atol=1e-6)
+    np.testing.assert_array_equal(again.labels, fresh.labels)
+
+
 def test_warnings_about_the_volume_repeat_in_every_run(case):
     _, test, scrib, model = case
     far = dataclasses.replace(test.image.geometry, spacing=(1.0, 1.0, 1.0))  # 50x the model's pixel size

@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--patterns", type=int, default=2, help="scribble patterns per volume")
     parser.add_argument("--cache", type=Path, help="folder for the networks' outputs per volume")
     parser.add_argument("--rounds", type=int, default=3, help="interactive rounds per run (bench: 3)")
-    parser.add_argument("--warm", action="store_true", help="each round's cut starts from the last round's")
+    parser.add_argument("--warm", action="store_true",
+                        help="each round's cut and DDML network start from the last round's")
     parser.add_argument("--orientations", type=int, default=choices.DEFAULT_ORIENTATIONS, choices=choices.ORIENTATIONS,
                         help="test-time flips of the M-Unet (give each its own --cache folder)")
     args = parser.parse_args(argv)

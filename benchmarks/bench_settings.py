@@ -19,7 +19,7 @@ bench's interactive rounds (round 1, then corrective strokes on the worst sectio
 :func:`ScribbleSegLib.protocol.run_rounds`) and prints the adapted and final IoU of
 every round, the largest drop between rounds and the largest share of one class's strokes that the
 network labels the other way in any round (``pipeline.network_doubt``); with ``--warm`` each round's
-cut starts from the last round's, as in the warm session that the Slicer module runs.
+cut and DDML network start from the last round's, as in the warm session that the Slicer module runs.
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", type=Path, help="folder for the networks' outputs per volume")
     parser.add_argument("--rounds", type=int, default=1, help="interactive rounds per run (bench: 3)")
     parser.add_argument("--warm", action="store_true",
-                        help="with --rounds: each round's cut starts from the last round's, as in a warm session")
+                        help="with --rounds: each round's cut and DDML network start from the last round's, as in a "
+                             "warm session")
     parser.add_argument("--orientations", type=int, default=choices.DEFAULT_ORIENTATIONS, choices=choices.ORIENTATIONS,
                         help="test-time flips of the M-Unet (give each its own --cache folder)")
     args = parser.parse_args(argv)
