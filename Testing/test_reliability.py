@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -223,12 +224,23 @@ def test_a_failure_while_writing_the_last_output_leaves_no_output(case, capsys, 
     assert list(tmp_path.iterdir()) == []
 
 
+def _signal_to_main_thread(signum):
+    """Send ``signum`` to this process's main thread, as a terminal's Ctrl-C or ``kill`` reaches an idle one.
+
+    Not ``os.kill(os.getpid(), ...)``: a signal to the process may be taken by another of its threads
+    (torch's and the cut's workers, left by earlier tests), and CPython only looks for a signal that another
+    thread took when the main thread next gives up and retakes the GIL, so it can arrive long after the
+    body that the test holds it in.
+    """
+    signal.pthread_kill(threading.main_thread().ident, signum)
+
+
 def test_sigterm_during_the_computation_removes_every_temporary(case, capsys, tmp_path, monkeypatch):
     real_segment = pipeline.segment
 
     def segment_then_terminated(*args, **kwargs):
         result = real_segment(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)  # arrives here; the handler raises at the next bytecode
+        _signal_to_main_thread(signal.SIGTERM)  # arrives here; the handler raises at the next bytecode
         return result
 
     monkeypatch.setattr(pipeline, "segment", segment_then_terminated)
@@ -247,12 +259,12 @@ def test_a_signal_during_a_held_import_arrives_when_the_import_is_whole():
     done = []
     with pytest.raises(KeyboardInterrupt):
         with fileio.signals_held():
-            os.kill(os.getpid(), signal.SIGINT)
+            _signal_to_main_thread(signal.SIGINT)
             done.append("the body ran to its end")
     assert done == ["the body ran to its end"]
     with pytest.raises(Interrupted) as excinfo:
         with fileio.signals_raise(), fileio.signals_held():
-            os.kill(os.getpid(), signal.SIGTERM)
+            _signal_to_main_thread(signal.SIGTERM)
             done.append("again")
     assert done[-1] == "again" and excinfo.value.exit_status == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
