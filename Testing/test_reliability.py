@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -224,23 +223,12 @@ def test_a_failure_while_writing_the_last_output_leaves_no_output(case, capsys, 
     assert list(tmp_path.iterdir()) == []
 
 
-def _signal_to_main_thread(signum):
-    """Send ``signum`` to this process's main thread, as a terminal's Ctrl-C or ``kill`` reaches an idle one.
-
-    Not ``os.kill(os.getpid(), ...)``: a signal to the process may be taken by another of its threads
-    (torch's and the cut's workers, left by earlier tests), and CPython only looks for a signal that another
-    thread took when the main thread next gives up and retakes the GIL, so it can arrive long after the
-    body that the test holds it in.
-    """
-    signal.pthread_kill(threading.main_thread().ident, signum)
-
-
 def test_sigterm_during_the_computation_removes_every_temporary(case, capsys, tmp_path, monkeypatch):
     real_segment = pipeline.segment
 
     def segment_then_terminated(*args, **kwargs):
         result = real_segment(*args, **kwargs)
-        _signal_to_main_thread(signal.SIGTERM)  # arrives here; the handler raises at the next bytecode
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives here; the handler raises at the next bytecode
         return result
 
     monkeypatch.setattr(pipeline, "segment", segment_then_terminated)
@@ -256,19 +244,39 @@ def test_a_signal_during_a_held_import_arrives_when_the_import_is_whole():
     # made, and the run crashed later (a segmentation fault, temporaries left behind).
     from ScribbleSegLib.errors import Interrupted
 
-    done = []
-    with pytest.raises(KeyboardInterrupt):
+    # The held signal goes to the handler that was in place: here Python's own for SIGINT.  Set, not assumed:
+    # a shell starts a background job (`pytest &`, nohup) with SIGINT ignored, and Python keeps it ignored.
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    before_term = signal.getsignal(signal.SIGTERM)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with fileio.signals_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("the body ran to its end")
+        assert done == ["the body ran to its end"]
+        with pytest.raises(Interrupted) as excinfo:
+            with fileio.signals_raise(), fileio.signals_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("again")
+        assert done[-1] == "again" and excinfo.value.exit_status == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) == before_term
+    finally:
+        signal.signal(signal.SIGINT, before_int)
+
+
+def test_a_held_signal_that_was_ignored_stays_ignored():
+    before_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        done = []
         with fileio.signals_held():
-            _signal_to_main_thread(signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
             done.append("the body ran to its end")
-    assert done == ["the body ran to its end"]
-    with pytest.raises(Interrupted) as excinfo:
-        with fileio.signals_raise(), fileio.signals_held():
-            _signal_to_main_thread(signal.SIGTERM)
-            done.append("again")
-    assert done[-1] == "again" and excinfo.value.exit_status == 128 + signal.SIGTERM
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        assert done == ["the body ran to its end"]
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before_int)
 
 
 def test_temporaries_a_killed_run_left_are_swept_by_the_next_run(case, capsys, tmp_path):
