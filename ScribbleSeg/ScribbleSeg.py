@@ -1273,6 +1273,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         self.useWarmWorker = True
         self.session: Optional[ScribbleSegSession] = None
         self.histories: Dict[str, object] = {}  # input volume ID -> ScribbleSegLib.loop.RunHistory
+        # Volumes whose last run was undone: their next warm run forgets the runs before it ("forget").
+        self.undoneVolumes: set = set()
 
     def getParameterNode(self):
         return ScribbleSegParameterNode(super().getParameterNode())
@@ -1912,6 +1914,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                                            "probability": os.path.join(runDir, "probability.nrrd")}}
             if scribbles is not None:
                 run["scribbles"] = self._writeLabelmap(scribbles, volumeNode, os.path.join(runDir, "scribbles.nrrd"))
+            if volumeNode.GetID() in self.undoneVolumes:
+                run["forget"] = True
             job = ScribbleSegSessionJob(session, run, runDir, onEvent, onFinished, purpose, notice)
             job.addFinisher(finisher)
             job.start()
@@ -1923,6 +1927,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         except Exception:
             shutil.rmtree(runDir, ignore_errors=True)
             raise
+        self.undoneVolumes.discard(volumeNode.GetID())
         self.job = job
         return job
 
@@ -2205,6 +2210,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             raise userError(_("There is no earlier run of this volume to go back to."))
         history = self._history(volumeNode)
         self.importLabelsArray(history.undo(), volumeNode, outputNode, show3D)
+        # The warm worker's next run would start from the undone run's DDML network and cut.
+        self.undoneVolumes.add(volumeNode.GetID())
         text, changed = self._describeHistory(volumeNode, history)
         self.updateChanges(volumeNode, changed)
         return text

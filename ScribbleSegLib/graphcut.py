@@ -733,6 +733,20 @@ class CutMemory:
         self.key = self._packed = self.data = self.region = None
         self.coarse_weights = {}
 
+    def forget_labels(self) -> None:
+        """Forget the last cut's labels and band, keep what depends on the image alone: the next cut starts
+        from scratch, with the same labels as without a memory, but skips the coarse levels' weights.
+
+        Examples
+        --------
+        >>> memory = CutMemory()
+        >>> memory.coarse_weights[(2, 2, 2)] = "weights"
+        >>> memory.forget_labels()
+        >>> memory.labels is None, list(memory.coarse_weights)
+        (True, [(2, 2, 2)])
+        """
+        self._packed = self.data = self.region = None
+
     @staticmethod
     def _key(level: "_ImageLevel", image: np.ndarray, mode: str) -> tuple:
         return (level.shape, level.spacing, level.params, mode) + image_key(image)

@@ -158,6 +158,24 @@ class Session:
 
             self.cut_memory = CutMemory()
 
+    def forget_runs(self) -> None:
+        """Let the next run start as the first did: its DDML network ``f`` from random weights and its cut from
+        scratch, as if no run had come before (what the image alone gives, the features and the cut's coarse
+        weights, is kept).  For a run after "undo", whose last run the user took back.
+
+        Examples
+        --------
+        >>> from ScribbleSegLib.ddml import AdaptMemory
+        >>> session = Session.__new__(Session)
+        >>> session.adapt_memory, session.cut_memory = AdaptMemory(), None
+        >>> session.forget_runs()
+        >>> session.adapt_memory.f is None
+        True
+        """
+        self.adapt_memory.clear()
+        if self.cut_memory is not None:
+            self.cut_memory.forget_labels()
+
     @property
     def shape(self) -> Tuple[int, int, int]:
         """``(Z, Y, X)`` of the volume."""

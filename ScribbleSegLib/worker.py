@@ -71,6 +71,9 @@ to the session request's folder), and an optional ``id`` echoed in its events::
     {"id": 1, "scribbles": "scribbles2.nrrd", "method": "full", "ddml": {}, "cut": {}, "seed": 0,
      "outputs": {"labels": "labels2.nrrd"}}
 
+A run starts from the last run's DDML network and cut (:class:`~ScribbleSegLib.session.Session`);
+``"forget": true`` makes it start as the first run did (the panel sends it after "Undo last run").
+
 Each run ends with exactly one ``done`` or ``error`` (with its ``id``).  A bad
 run (``input``) or a ``cancel`` line (``cancelled``) leaves the session
 running; ``memory`` and ``internal`` errors end it (exit 1).  A line ``quit``
@@ -215,6 +218,9 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
     if not _is_run_id(run_id):
         raise ScribbleSegError(f"run line: 'id' must be an integer or a string, got {run_id!r}")
     label = "run" if run_id is None else f"run {run_id}"
+    forget = run.pop("forget", False)
+    if not isinstance(forget, bool):  # "no" would be taken as true
+        raise ScribbleSegError(f"{label}: 'forget' must be true or false, got {forget!r}")
     fixed = {k: session_request[k] for k in SESSION_FIELDS if k in session_request}
     stray = sorted(set(run) & {*SESSION_FIELDS, "task"})
     if stray:
@@ -223,7 +229,7 @@ def load_run(line: str, session_request: Dict[str, Any]) -> Dict[str, Any]:
     checker = _RequestChecker(Path(session_request["path"]), {**run, **fixed}, label=label)
     checked = checker.segment()
     checker.refuse_unknown(SEGMENT_OUTPUTS)
-    checked["id"] = run_id
+    checked["id"], checked["forget"] = run_id, forget
     return checked
 
 
@@ -724,6 +730,8 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
         run_id = _run_id(line)
         try:
             run = load_run(line, request)
+            if run["forget"]:
+                session.forget_runs()
             files = session_files(session, _job(run, "run field"), progress=emitter.progress, cancel=token)
             done = {"outputs": files.outputs, "metrics": files.metrics, "timings": files.timings}
         except CancelledError as exc:

@@ -128,6 +128,29 @@ def test_a_later_run_trains_f_on_from_the_last_one_unless_warm_steps_is_0(case):
     np.testing.assert_array_equal(again.labels, fresh.labels)
 
 
+def test_after_forget_runs_the_next_run_is_a_first_run(case):
+    """After "undo" the panel's next run must not start from the run taken back: forget_runs makes it the
+    same as a first run (pipeline.segment), with the image's coarse weights kept."""
+    folder, test, scrib, model = case
+    more = scrib.copy()
+    empty = [z for z in range(len(scrib)) if not scrib[z].any() and test.label[z].any()][0]
+    more[empty][test.label[empty].astype(bool)] = 1
+    config = dataclasses.replace(FAST_DDML, warm_steps=12)
+    session = Session(test.image, model, cache_dir=folder / "cache")
+    session.run(scrib, ddml_config=config)
+    session.run(more, ddml_config=config)  # the run the user takes back
+    assert session.adapt_memory.f is not None and session.cut_memory.labels is not None
+    weights = dict(session.cut_memory.coarse_weights)
+    session.forget_runs()
+    assert session.adapt_memory.f is None and session.cut_memory.labels is None
+    assert session.cut_memory.coarse_weights == weights
+    again = session.run(scrib, ddml_config=config, seed=4)
+    assert len(session.adapt_memory.f.loss_history) == 5  # all 40 steps from scratch, not 12 from the last f
+    first = pipeline.segment(test.image, scrib, model, cache_dir=folder / "cache", ddml_config=config, seed=4)
+    np.testing.assert_allclose(again.probability, first.probability, atol=1e-6)
+    np.testing.assert_array_equal(again.labels, first.labels)
+
+
 def test_warnings_about_the_volume_repeat_in_every_run(case):
     _, test, scrib, model = case
     far = dataclasses.replace(test.image.geometry, spacing=(1.0, 1.0, 1.0))  # 50x the model's pixel size

@@ -1272,6 +1272,12 @@ def test_the_loop_runs_on_one_warm_worker_and_restarts_it_after_a_crash(scribble
         text = logic.undoLastRun(volume, "result")
         np.testing.assert_array_equal(scene.labels[-1], scene.labels[0])
         assert text.startswith("heart ") and not logic.canUndo(volume)
+        # The next run forgets the run taken back (its DDML network and cut), then runs warm again.
+        run2b = logic.startSegmentation(volume, object(), "", device="cpu", **FAST).wait()
+        assert run2b.succeeded, run2b.errorMessage
+        assert run2b.run.get("forget") is True and logic.session.process.pid == pid
+        run2c = logic.startSegmentation(volume, object(), "", device="cpu", **FAST).wait()
+        assert run2c.succeeded and "forget" not in run2c.run
 
         # The worker dies while idle: the next run starts a new one and says why, naming its last output.
         logic.session.process.kill()

@@ -532,6 +532,12 @@ def test_load_run_checks_fields_and_names_the_run(tmp_path):
     run = worker.load_run(json.dumps({"id": 7, "scribbles": "s.nrrd", "outputs": {"labels": "l.nrrd"}}), session)
     assert run["scribbles"] == str(tmp_path / "s.nrrd") and run["outputs"]["labels"] == str(tmp_path / "l.nrrd")
     assert run["id"] == 7 and run["image"] == session["image"] and run["suggest"] == choices.DEFAULT_SUGGESTIONS
+    assert run["forget"] is False
+    forget = worker.load_run(json.dumps({"forget": True, "scribbles": "s.nrrd", "outputs": {"labels": "l.nrrd"}}),
+                             session)
+    assert forget["forget"] is True
+    with pytest.raises(ScribbleSegError, match=r"^run 6: 'forget' must be true or false, got 'yes'$"):
+        worker.load_run(json.dumps({"id": 6, "forget": "yes", "outputs": {"labels": "l.nrrd"}}), session)
     with pytest.raises(ScribbleSegError, match=r"^run 9: 'cuts' is not a field of a run request \(misspelt\?\)"):
         worker.load_run(json.dumps({"id": 9, "scribbles": "s.nrrd", "cuts": {"gamma": 4},
                                     "outputs": {"labels": "l.nrrd"}}), session)
@@ -586,6 +592,14 @@ def test_a_session_runs_many_scribbles_on_warm_features(folder, phantom_files, t
         assert done2["event"] == "done", done2
         assert done2["metrics"]["scribbled_voxels"]["background"] == int(np.count_nonzero(more == 2))
         assert (volume_io.read_label(done2["outputs"]["labels"], image.shape, image.geometry)[0, :4, :4] == 0).all()
+
+        # "forget": the first scribbles again, as the first run saw them (its DDML network and cut from scratch).
+        third = process.send({"scribbles": str(files["scribbles"]), "ddml": FAST_DDML, "forget": True,
+                              "outputs": {"labels": "s3_labels.nrrd"}})
+        done3 = process.wait_run(third, timeout=120)
+        assert done3["event"] == "done", done3
+        np.testing.assert_array_equal(volume_io.read_label(folder / "s3_labels.nrrd", image.shape, image.geometry),
+                                      volume_io.read_label(folder / "s1_labels.nrrd", image.shape, image.geometry))
     finally:
         process.close()
     assert process.wait(timeout=60) == worker.EXIT_DONE
