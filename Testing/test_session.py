@@ -29,6 +29,14 @@ def case(tmp_path_factory):
     return folder, test, scrib, model
 
 
+def _heart_strokes_on_a_new_section(test, scrib):
+    """The strokes plus the whole heart of the first heart section without strokes, and that section."""
+    more = scrib.copy()
+    empty = [z for z in range(len(scrib)) if not scrib[z].any() and test.label[z].any()][0]
+    more[empty][test.label[empty].astype(bool)] = 1
+    return more, empty
+
+
 def test_cached_features_stay_memory_mapped_and_are_read_from_the_file(case):
     """Read-only as they are, the cached features keep their mapping: the feature reader then reads the file,
     and the adaptation's passes do not take the whole feature file into the process's memory."""
@@ -71,9 +79,7 @@ def test_new_scribbles_change_the_result_and_the_features_stay(case):
     features = session.features
     first = session.run(scrib, ddml_config=FAST_DDML)
     # Heart strokes on a section that had none: the cut must follow the new seeds there.
-    more = scrib.copy()
-    empty = [z for z in range(len(scrib)) if not scrib[z].any() and test.label[z].any()][0]
-    more[empty][test.label[empty].astype(bool)] = 1
+    more, empty = _heart_strokes_on_a_new_section(test, scrib)
     second = session.run(more, ddml_config=FAST_DDML)
     assert session.features is features
     assert (second.labels[empty][test.label[empty].astype(bool)] == 1).all()
@@ -93,9 +99,7 @@ def test_a_later_run_starts_its_cut_from_the_last_one_and_agrees_with_a_fresh_cu
     for session in (warm, fresh):
         session.run(scrib, ddml_config=FAST_DDML)
     assert warm.cut_memory.labels is not None
-    more = scrib.copy()
-    empty = [z for z in range(len(scrib)) if not scrib[z].any() and test.label[z].any()][0]
-    more[empty][test.label[empty].astype(bool)] = 1
+    more, empty = _heart_strokes_on_a_new_section(test, scrib)
     a, b = warm.run(more, ddml_config=FAST_DDML), fresh.run(more, ddml_config=FAST_DDML)
     np.testing.assert_allclose(a.probability, b.probability, atol=1e-6)  # only the cut differs in how it starts
     assert np.array_equal(warm.cut_memory.labels, a.labels)
@@ -106,9 +110,7 @@ def test_a_later_run_starts_its_cut_from_the_last_one_and_agrees_with_a_fresh_cu
 
 def test_a_later_run_trains_f_on_from_the_last_one_unless_warm_steps_is_0(case):
     folder, test, scrib, model = case
-    more = scrib.copy()
-    empty = [z for z in range(len(scrib)) if not scrib[z].any() and test.label[z].any()][0]
-    more[empty][test.label[empty].astype(bool)] = 1
+    more, empty = _heart_strokes_on_a_new_section(test, scrib)
     warm_config = dataclasses.replace(FAST_DDML, warm_steps=12)
     session = Session(test.image, model, cache_dir=folder / "cache")
     assert session.adapt_memory.f is None
@@ -132,9 +134,7 @@ def test_after_forget_runs_the_next_run_is_a_first_run(case):
     """After "undo" the panel's next run must not start from the run taken back: forget_runs makes it the
     same as a first run (pipeline.segment), with the image's coarse weights kept."""
     folder, test, scrib, model = case
-    more = scrib.copy()
-    empty = [z for z in range(len(scrib)) if not scrib[z].any() and test.label[z].any()][0]
-    more[empty][test.label[empty].astype(bool)] = 1
+    more, empty = _heart_strokes_on_a_new_section(test, scrib)
     config = dataclasses.replace(FAST_DDML, warm_steps=12)
     session = Session(test.image, model, cache_dir=folder / "cache")
     session.run(scrib, ddml_config=config)
