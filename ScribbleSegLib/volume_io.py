@@ -796,16 +796,34 @@ def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D labelmap or a 2D section")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ScribbleSegError(
-            f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per pixel; expected a scalar labelmap"
-        )
     array = sitk.GetArrayFromImage(image)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        array = _grey_of_colour_labelmap(array, path)
     if array.dtype.kind not in "uif":
         raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not a labelmap type")
     if array.dtype.kind == "f" and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
         raise ScribbleSegError(f"{path}: a labelmap must hold whole numbers; found non-integer values")
     return array, None if flat else _geometry_of(image, path)
+
+
+def _grey_of_colour_labelmap(array: np.ndarray, path: Path) -> np.ndarray:
+    """The grey values of a labelmap saved as RGB or RGBA with the same value in its three colour channels
+    (many image editors and slide viewers save a black-and-white mask so), ``(Z, Y, X)``.
+
+    A mask whose colour channels differ (colour-coded classes) or whose transparency varies (an overlay)
+    could mean several things, and is refused with one line.
+    """
+    components = array.shape[-1]
+    if components not in (3, 4):
+        raise ScribbleSegError(f"{path}: has {components} components per pixel; expected a scalar labelmap")
+    grey = array[..., 0]
+    if not (np.array_equal(grey, array[..., 1]) and np.array_equal(grey, array[..., 2])):
+        raise ScribbleSegError(f"{path}: is a colour image whose channels differ (a colour-coded mask?); save the "
+                               "labelmap as a grey image (0 outside, a value > 0 inside; strokes 1 and 2)")
+    if components == 4 and not (array[..., 3] == array[..., 3].flat[0]).all():
+        raise ScribbleSegError(f"{path}: its transparency varies from pixel to pixel (an overlay?); save the "
+                               "labelmap as a grey image without transparency")
+    return np.ascontiguousarray(grey)
 
 
 def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, single_segment: bool) -> np.ndarray:

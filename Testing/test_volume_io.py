@@ -782,7 +782,7 @@ def test_folders_of_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
     write_sections(tmp_path / "rgb", rgb_stack((1, 18, 26)))
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_label(tmp_path / "rgb", (1, 18, 26), geometry)
-    one_line_error(excinfo, "sec1.png", "components")
+    one_line_error(excinfo, "sec1.png", "channels differ")
 
 
 def test_2d_labels_and_strokes_at_full_size_follow_a_downsampled_image(tmp_path):
@@ -849,3 +849,34 @@ def test_a_plain_labelmap_named_like_a_segmentation_reads_as_a_labelmap(tmp_path
     assert vio.is_segmentation_file(tmp_path / "cut.seg.nrrd")
     with pytest.raises(ScribbleSegError, match="cut.seg.nrrd"):
         vio.read_label(tmp_path / "cut.seg.nrrd", label.shape, geometry)
+
+
+def test_a_grey_mask_saved_as_rgb_or_rgba_reads_as_its_grey(tmp_path):
+    # Image editors and slide viewers often save a black-and-white mask with three (or four) equal channels.
+    geometry = Geometry((0.00025, 0.00025, 0.001))
+    label = np.zeros((18, 26), np.uint8)
+    label[4:10, 5:12] = 255
+    strokes = np.zeros((18, 26), np.uint8)
+    strokes[6, 6:10], strokes[15, 2:20] = 1, 2
+    for name, planes in (("rgb", 3), ("rgba", 4)):
+        for what, plane in (("label", label), ("strokes", strokes)):
+            colour = np.repeat(plane[..., None], planes, axis=-1)
+            if planes == 4:
+                colour[..., 3] = 255  # opaque
+            sitk.WriteImage(sitk.GetImageFromArray(colour, isVector=True), str(tmp_path / f"{what}_{name}.png"))
+        np.testing.assert_array_equal(vio.read_label(tmp_path / f"label_{name}.png", (1, 18, 26), geometry)[0],
+                                      label > 0)
+        np.testing.assert_array_equal(
+            vio.read_scribbles(tmp_path / f"strokes_{name}.png", (1, 18, 26), geometry)[0], strokes)
+    # Colour-coded classes, or an overlay whose transparency marks the mask: refused with one line each.
+    coded = np.zeros((18, 26, 3), np.uint8)
+    coded[4:10, 5:12] = (255, 0, 0)
+    overlay = np.zeros((18, 26, 4), np.uint8)
+    overlay[4:10, 5:12] = 255
+    two = np.zeros((18, 26, 2), np.uint8)
+    for name, array, words in (("coded.png", coded, "channels differ"), ("overlay.png", overlay, "transparency"),
+                               ("two.nrrd", two, "2 components per pixel")):
+        sitk.WriteImage(sitk.GetImageFromArray(array, isVector=True), str(tmp_path / name))
+        with pytest.raises(ScribbleSegError) as excinfo:
+            vio.read_label(tmp_path / name, (1, 18, 26), geometry)
+        one_line_error(excinfo, name, words)
