@@ -763,15 +763,16 @@ def is_segmentation_file(path: PathLike) -> bool:
     return any(key.startswith("Segment0_") for key in reader.GetMetaDataKeys())
 
 
-def _read_label_sections(folder: Path) -> np.ndarray:
-    """A folder of 2D labelmap sections (natural order, as :func:`list_section_files`), stacked ``(Z, Y, X)``."""
+def _read_label_sections(folder: Path, binary: bool = False) -> np.ndarray:
+    """A folder of 2D labelmap sections (natural order, as :func:`list_section_files`), stacked ``(Z, Y, X)``;
+    ``binary`` as :func:`_read_labelmap_file`."""
     files = list_section_files(folder)
     if not files:
         raise ScribbleSegError(
             f"{folder}: contains no section images ({', '.join(s.lstrip('.') for s in SECTION_SUFFIXES)})")
     planes = []
     for file in files:
-        plane, own = _read_labelmap_file(file)
+        plane, own = _read_labelmap_file(file, binary)
         if own is not None:
             raise ScribbleSegError(f"{file}: is a 3D file; a folder of label sections holds 2D images")
         if planes and plane.shape != planes[0].shape:
@@ -781,11 +782,12 @@ def _read_label_sections(folder: Path) -> np.ndarray:
     return np.concatenate(planes)
 
 
-def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
+def _read_labelmap_file(path: Path, binary: bool = False) -> Tuple[np.ndarray, Optional[Geometry]]:
     """The labelmap and its geometry; ``None`` for a 2D file (one section) or a folder of them, which take
-    the image's."""
+    the image's.  ``binary``: only ``> 0`` will be read (a label, not scribbles), so a colour mask of one
+    colour on black is read too (:func:`_grey_of_colour_labelmap`)."""
     if path.is_dir():
-        return _read_label_sections(path), None
+        return _read_label_sections(path, binary), None
     if path.suffix.lower() in (".jpg", ".jpeg"):
         # JPEG's compression moves values along every edge: a mask read as "> 0" would grow a halo of heart.
         raise ScribbleSegError(f"{path}: a JPEG labelmap is lossy (its compression changes the values along every "
@@ -798,7 +800,7 @@ def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D labelmap or a 2D section")
     array = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() != 1:
-        array = _grey_of_colour_labelmap(array, path)
+        array = _grey_of_colour_labelmap(array, path, binary)
     if array.dtype.kind not in "uif":
         raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not a labelmap type")
     if array.dtype.kind == "f" and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
@@ -806,24 +808,33 @@ def _read_labelmap_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
     return array, None if flat else _geometry_of(image, path)
 
 
-def _grey_of_colour_labelmap(array: np.ndarray, path: Path) -> np.ndarray:
+def _grey_of_colour_labelmap(array: np.ndarray, path: Path, binary: bool = False) -> np.ndarray:
     """The grey values of a labelmap saved as RGB or RGBA with the same value in its three colour channels
     (many image editors and slide viewers save a black-and-white mask so), ``(Z, Y, X)``.
 
-    A mask whose colour channels differ (colour-coded classes) or whose transparency varies (an overlay)
-    could mean several things, and is refused with one line.
+    With ``binary`` (a label, read as ``> 0``), a mask of one colour on black (a palette PNG of one class, as
+    labelling tools export) gives 1 where it is not black.  A mask whose colour channels differ otherwise
+    (colour-coded classes, or strokes) or whose transparency varies (an overlay) could mean several things,
+    and is refused with one line.
     """
     components = array.shape[-1]
     if components not in (3, 4):
         raise ScribbleSegError(f"{path}: has {components} components per pixel; expected a scalar labelmap")
-    grey = array[..., 0]
-    if not (np.array_equal(grey, array[..., 1]) and np.array_equal(grey, array[..., 2])):
-        raise ScribbleSegError(f"{path}: is a colour image whose channels differ (a colour-coded mask?); save the "
-                               "labelmap as a grey image (0 outside, a value > 0 inside; strokes 1 and 2)")
     if components == 4 and not (array[..., 3] == array[..., 3].flat[0]).all():
         raise ScribbleSegError(f"{path}: its transparency varies from pixel to pixel (an overlay?); save the "
                                "labelmap as a grey image without transparency")
-    return np.ascontiguousarray(grey)
+    grey = array[..., 0]
+    if np.array_equal(grey, array[..., 1]) and np.array_equal(grey, array[..., 2]):
+        return np.ascontiguousarray(grey)
+    if not binary:
+        raise ScribbleSegError(f"{path}: is a colour image whose channels differ; save scribbles as a grey image "
+                               "(0 none, 1 heart, 2 background)")
+    coloured = array[..., :3].any(axis=-1)
+    colours = array[..., :3][coloured]  # not empty: black pixels have equal channels
+    if not (colours == colours[0]).all():
+        raise ScribbleSegError(f"{path}: is a colour image of several colours (colour-coded classes, or not a "
+                               "mask?); save the label as a grey image (0 outside, > 0 inside) or one colour on black")
+    return coloured.astype(np.uint8)
 
 
 def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, single_segment: bool) -> np.ndarray:
@@ -852,7 +863,7 @@ def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Opti
     if is_segmentation_file(path):
         masks, geometry = read_segmentation(path)
         return _named_mask(masks, "heart", path, single_segment), geometry
-    array, geometry = _read_labelmap_file(path)
+    array, geometry = _read_labelmap_file(path, binary=True)
     if array.dtype.kind in "if" and array.size and array.min() < 0:
         raise ScribbleSegError(f"{path}: a label must not hold negative values (found {array.min():g})")
     return (array > 0).astype(np.uint8), geometry
@@ -902,7 +913,7 @@ def scribbles_like(path: PathLike) -> Optional[str]:
     if is_segmentation_file(path):  # the names are in its header: its voxels were just read for the label
         names = [n.lower() for n in _segment_names(path, {})]
         return "it has a 'background' segment, as scribbles have" if "background" in names else None
-    values, _ = _read_labelmap_file(path)
+    values, _ = _read_labelmap_file(path, binary=True)  # as the label is read
     if set(np.unique(values).tolist()) == {0, 1, 2}:
         return "its values are 0, 1 and 2, as those of scribbles are"
     return None

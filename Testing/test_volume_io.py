@@ -782,7 +782,7 @@ def test_folders_of_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
     write_sections(tmp_path / "rgb", rgb_stack((1, 18, 26)))
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_label(tmp_path / "rgb", (1, 18, 26), geometry)
-    one_line_error(excinfo, "sec1.png", "channels differ")
+    one_line_error(excinfo, "sec1.png", "several colours")
 
 
 def test_2d_labels_and_strokes_at_full_size_follow_a_downsampled_image(tmp_path):
@@ -868,13 +868,23 @@ def test_a_grey_mask_saved_as_rgb_or_rgba_reads_as_its_grey(tmp_path):
                                       label > 0)
         np.testing.assert_array_equal(
             vio.read_scribbles(tmp_path / f"strokes_{name}.png", (1, 18, 26), geometry)[0], strokes)
-    # Colour-coded classes, or an overlay whose transparency marks the mask: refused with one line each.
+    # One colour on black (a palette PNG of one class): a label reads it as where it is not black; strokes in
+    # colour could mean anything, and several colours in a label too: refused with one line each, as an
+    # overlay whose transparency marks the mask.
     coded = np.zeros((18, 26, 3), np.uint8)
-    coded[4:10, 5:12] = (255, 0, 0)
+    coded[4:10, 5:12] = (128, 0, 0)
+    sitk.WriteImage(sitk.GetImageFromArray(coded, isVector=True), str(tmp_path / "coded.png"))
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "coded.png", (1, 18, 26), geometry)[0], label > 0)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "coded.png", (1, 18, 26), geometry)
+    one_line_error(excinfo, "coded.png", "channels differ", "1 heart, 2 background")
+    two_classes = coded.copy()
+    two_classes[12:14, 2:6] = (0, 128, 0)
     overlay = np.zeros((18, 26, 4), np.uint8)
     overlay[4:10, 5:12] = 255
     two = np.zeros((18, 26, 2), np.uint8)
-    for name, array, words in (("coded.png", coded, "channels differ"), ("overlay.png", overlay, "transparency"),
+    for name, array, words in (("classes.png", two_classes, "several colours"), ("overlay.png", overlay,
+                                                                                  "transparency"),
                                ("two.nrrd", two, "2 components per pixel")):
         sitk.WriteImage(sitk.GetImageFromArray(array, isVector=True), str(tmp_path / name))
         with pytest.raises(ScribbleSegError) as excinfo:
