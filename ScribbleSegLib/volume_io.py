@@ -411,19 +411,34 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
 
 
 def image_file_grid(path: PathLike) -> Optional[Tuple[Tuple[int, int, int], Geometry]]:
-    """The voxel grid a 3D image file's header states, ``((Z, Y, X), geometry)``, before any ``spacing`` or
-    ``downsample`` of :func:`read_image`; None for a folder of sections or a 2D file (they have none).
+    """The voxel grid an image file's header states, ``((Z, Y, X), geometry)``, before any ``spacing`` or
+    ``downsample`` of :func:`read_image`; None for a folder of sections (it has none).
+
+    A 2D file (a tile) is one section on the grid Slicer (through ITK) loads it on: the file's pixel size,
+    1 mm between sections, origin 0 along them; strokes drawn on it in Slicer lie on that grid.
 
     Examples
     --------
     >>> import tempfile, os
     >>> image_file_grid(tempfile.mkdtemp()) is None
     True
+    >>> tile = os.path.join(tempfile.mkdtemp(), "tile.png")
+    >>> sitk.WriteImage(sitk.Image(5, 3, sitk.sitkUInt8), tile)
+    >>> shape, geometry = image_file_grid(tile)
+    >>> shape, geometry.spacing, geometry.origin
+    ((1, 3, 5), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     """
     path = Path(path)
-    if path.is_dir() or is_section_file(path):
+    if path.is_dir():
         return None
     reader = _read_sitk(path, image_information_only=True)
+    if reader.GetDimension() == 2:
+        (sx, sy), (ox, oy), d = reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+        try:
+            geometry = Geometry((sx, sy, 1.0), (ox, oy, 0.0), (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0))
+        except ScribbleSegError:  # a header no grid can be made of: the caller reports its own error
+            return None
+        return (1, int(reader.GetSize()[1]), int(reader.GetSize()[0])), geometry
     if reader.GetDimension() != 3:
         return None
     size = tuple(int(n) for n in reversed(reader.GetSize()))
@@ -480,7 +495,7 @@ def marks_on_file_grid(path: PathLike, image_path: PathLike, shape: Sequence[int
     -------
     numpy.ndarray or None
         ``(Z, Y, X)`` uint8 on ``shape`` (the image as read); None when neither ``spacing`` nor
-        ``downsample`` was given, the image file has no grid of its own (a folder or a 2D section), or the
+        ``downsample`` was given, the image has no grid of its own (a folder of sections), or the
         file is not on that grid (the caller then reports its own reading's error).
     """
     if not spacing and int(downsample) == 1:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from ScribbleSegLib import choices, cli, feature_cache, fileio, phantom, pipeline, scribbles, volume_io
 from ScribbleSegLib.errors import ScribbleSegError
@@ -191,6 +192,35 @@ def test_scribbles_drawn_on_the_image_file_follow_its_spacing_and_downsample(cas
     volume_io.write_labelmap(case["folder"] / "elsewhere.nrrd", case["strokes"], other)
     elsewhere = jobs.SegmentFiles(**{**job.__dict__, "scribbles": str(case["folder"] / "elsewhere.nrrd")})
     with pytest.raises(ScribbleSegError, match="elsewhere.nrrd: (does not match the image|has .* outside the image)"):
+        jobs.read_job_scribbles(elsewhere, image, {})
+
+
+def test_strokes_drawn_in_slicer_on_a_tile_follow_the_spacing_it_is_read_with(case, tmp_path):
+    """Slicer loads a 2D tile (PNG) with the file's pixel size (1 mm here) and 1 mm between sections; strokes
+    drawn on it there, saved as a 3D .seg.nrrd, are placed on the tile read with its real spacing."""
+    from ScribbleSegLib import jobs
+
+    made, z = case["phantom"], 3
+    sitk.WriteImage(sitk.GetImageFromArray(made.image.array[z], isVector=True), str(tmp_path / "tile.png"))
+    strokes = case["strokes"][z:z + 1]
+    slicer_grid = volume_io.Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    volume_io.write_segmentation(tmp_path / "strokes.seg.nrrd", [
+        ("heart", strokes == 1, volume_io.HEART_COLOR), ("background", strokes == 2, volume_io.BACKGROUND_COLOR)],
+        slicer_grid)
+    job = jobs.SegmentFiles(image=str(tmp_path / "tile.png"), model=str(case["model"]), labels="o.seg.nrrd",
+                            scribbles=str(tmp_path / "strokes.seg.nrrd"), spacing=(0.02, 0.02, 0.05))
+    image = jobs.read_job_image(job, {})
+    assert image.shape == (1,) + made.image.shape[1:] and image.geometry.spacing == (0.02, 0.02, 0.05)
+    np.testing.assert_array_equal(jobs.read_job_scribbles(job, image, {}), strokes)
+    # A training label drawn there too (its 'heart' segment).
+    from ScribbleSegLib.training_files import read_training_pair
+
+    _, label = read_training_pair(tmp_path / "tile.png", tmp_path / "strokes.seg.nrrd", spacing=(0.02, 0.02, 0.05))
+    np.testing.assert_array_equal(label, strokes == 1)
+    # Strokes on another grid are still refused with the first error.
+    volume_io.write_labelmap(tmp_path / "elsewhere.nrrd", strokes, volume_io.Geometry((0.7, 0.7, 0.7)))
+    elsewhere = jobs.SegmentFiles(**{**job.__dict__, "scribbles": str(tmp_path / "elsewhere.nrrd")})
+    with pytest.raises(ScribbleSegError, match="elsewhere.nrrd: does not match the image"):
         jobs.read_job_scribbles(elsewhere, image, {})
 
 
