@@ -223,6 +223,24 @@ def test_segment_command_suggests_sections_and_warns_in_one_line(case, tmp_path,
     assert sum(line.strip().startswith("then section") for line in lines) == 1
 
 
+def test_segment_command_on_a_tile_gives_an_area_and_no_section_to_look_at(case, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    _, test, scrib, model = case
+    z = int(np.flatnonzero(scrib.reshape(len(scrib), -1).any(1))[0])
+    sitk.WriteImage(sitk.GetImageFromArray(test.image.array[z], isVector=True), str(tmp_path / "tile.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(scrib[z]), str(tmp_path / "strokes.png"))
+    status = cli.main(["segment", "--image", str(tmp_path / "tile.png"), "--scribbles", str(tmp_path / "strokes.png"),
+                       "--model", str(model), "--out", str(tmp_path / "o.seg.nrrd"), "--spacing", "0.02", "0.02",
+                       "0.05", "--no-cache", "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    heart = [line for line in captured.out.splitlines() if line.startswith("heart: ")]
+    voxels = int(heart[0].split()[1])
+    assert len(heart) == 1 and f"{voxels * 0.02 * 0.02:.4g} mm^2" in heart[0] and "mm^3" not in heart[0]
+    assert "look next" not in captured.out
+
+
 def test_a_run_whose_network_contradicts_the_strokes_warns_leaves_the_bank_out_and_finishes(case, monkeypatch):
     from ScribbleSegLib import ddml
 

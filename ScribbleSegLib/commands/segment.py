@@ -117,10 +117,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     metrics = done.metrics
-    print(f"heart: {metrics['heart_voxels']} voxels, {metrics['heart_volume_mm3']:.4g} mm^3 ({args.method}; "
+    tile = metrics["shape_zyx"][0] == 1  # one section: an area, and no other section to look at next
+    size = f"{metrics['heart_area_mm2']:.4g} mm^2" if tile else f"{metrics['heart_volume_mm3']:.4g} mm^3"
+    print(f"heart: {metrics['heart_voxels']} voxels, {size} ({args.method}; "
           f"features {'reused from cache' if metrics['features_cached'] else 'computed'})")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in done.timings.items()), file=sys.stderr)
-    for k, suggestion in enumerate(metrics.get("suggestions", []), start=1):
+    for k, suggestion in enumerate([] if tile else metrics.get("suggestions", []), start=1):
         print(f"look next at {suggestion['text']}" if k == 1 else f"        then {suggestion['text']}")
     print(f"wrote {', '.join(done.outputs.values())}")
     return 0
