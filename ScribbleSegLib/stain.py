@@ -54,7 +54,7 @@ _PERCENTILE = 99.0
 #: Pixels this dark or darker in every channel (OD above about 2.1 in red, green and blue) are
 #: near-saturated, near-black: ink, thick folds, debris.  No H&E mix is that dark in blue, so
 #: they are kept out of the stain fit and the concentration percentile.
-_SATURATED_RGB = 30
+SATURATED_RGB = 30
 
 _STAGE = "stain normalization"
 _log = logging.getLogger(__name__)
@@ -358,16 +358,15 @@ class VahadaneNormalizer:
 
     def _fit_pixels(self, pixels: np.ndarray, fallback_stains: Optional[np.ndarray] = None) -> None:
         """Fit on tissue pixels (N, 3) uint8; raise ScribbleSegError if they do not allow it."""
+        # Near-saturated pixels (ink, thick folds, the black a registration pads sections with) fit neither
+        # stain: they stay out of both the dictionary and the percentile.  Where they were kept for want of
+        # other tissue, a stack's black border set a section's stain and rendered its tissue wrong.
+        pixels = pixels[_unsaturated(pixels)]
         if len(pixels) < MIN_TISSUE_PIXELS:
             raise ScribbleSegError(
                 f"stain normalization: only {len(pixels)} tissue pixels (darker than lightness "
-                f"{self.luminosity_threshold}), need {MIN_TISSUE_PIXELS}; is the image empty or white?"
+                f"{self.luminosity_threshold}, not black), need {MIN_TISSUE_PIXELS}; is the image empty or white?"
             )
-        # Near-saturated pixels (ink, thick folds) fit neither stain: leave them out of both the
-        # dictionary and the percentile, as long as enough tissue remains.
-        clean = _unsaturated(pixels)
-        if clean.sum() >= MIN_TISSUE_PIXELS:
-            pixels = pixels[clean]
         stains = learn_stains(_OD_LUT[pixels], self.dictionary_lambda)
         cosine = float(stains[0] @ stains[1])
         if cosine > MAX_STAIN_COSINE:
@@ -524,11 +523,11 @@ class VahadaneNormalizer:
 def _unsaturated(pixels: np.ndarray) -> np.ndarray:
     """Mask of the tissue pixels (N, 3) uint8 that may set the concentration percentile.
 
-    Near-saturated pixels (every channel at or below :data:`_SATURATED_RGB`) are ink,
+    Near-saturated pixels (every channel at or below :data:`SATURATED_RGB`) are ink,
     thick folds and debris: a share of 1-2 % of them would otherwise set the 99th
     percentile and render the whole image pale.
     """
-    return pixels.max(axis=1) > _SATURATED_RGB
+    return pixels.max(axis=1) > SATURATED_RGB
 
 
 def _stain_projection(pixels: torch.Tensor, stains: torch.Tensor) -> torch.Tensor:
@@ -620,6 +619,7 @@ def _sample_pixels(sections: Sequence[np.ndarray], downsample: int, luminosity_t
     for section in sections:
         small = section[::downsample, ::downsample]
         pixels = small[tissue_mask(small, luminosity_threshold)]
+        pixels = pixels[_unsaturated(pixels)]  # the quota goes to tissue, not to black borders
         if len(pixels) > quota:
             pixels = pixels[rng.choice(len(pixels), size=quota, replace=False)]
         parts.append(pixels)

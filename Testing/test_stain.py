@@ -382,3 +382,24 @@ def test_normalize_volume_normalizes_a_pale_eosin_stack(reference_a, caplog):
     tissue = stain.tissue_mask(volume)
     assert out[..., 0][tissue].mean() - out[..., 1][tissue].mean() > \
         volume[..., 0][tissue].mean() - volume[..., 1][tissue].mean() + 5
+
+
+def test_a_section_with_little_tissue_and_much_black_fill_is_not_fitted_on_the_black(volume_a, target_b):
+    # Registration pads aligned sections with black.  A section with too little tissue of its own once
+    # kept the black in its fit (for want of other pixels) and rendered its tissue in a wrong stain; now
+    # the fit refuses, and the section takes the volume's stain, as a section without the black does.
+    vol, _ = volume_a
+    sparse = vol.copy()
+    sparse[1, 6:] = 255  # section 1: little tissue left
+    padded = sparse.copy()
+    padded[1, 30:] = 0  # ... and black fill where the glass was
+    pixels = padded[1][stain.tissue_mask(padded[1])]
+    assert len(pixels) >= stain.MIN_TISSUE_PIXELS > int(stain._unsaturated(pixels).sum())
+    with pytest.raises(ScribbleSegError, match="tissue pixels .*not black"):
+        stain.VahadaneNormalizer().fit(padded[1])
+    out_white = stain.normalize_volume(sparse, target_b, fit_downsample=1)
+    out_black = stain.normalize_volume(padded, target_b, fit_downsample=1)
+    tissue = np.zeros(vol.shape[1:3], bool)
+    tissue[:6] = True
+    tissue &= stain.tissue_mask(sparse[1])
+    np.testing.assert_allclose(out_black[1][tissue].mean(0), out_white[1][tissue].mean(0), atol=3)
