@@ -79,6 +79,12 @@ def _hash_array(h: "hashlib._Hash", array: np.ndarray) -> None:
         h.update(memoryview(flat[start:start + _CHUNK]))
 
 
+#: What the M-Unet computes from an image and a model file: part of every key, so that a change to it (2: black
+#: registration fill shown to the network as glass, and no stain fit on near-black pixels) leaves the entries
+#: of the code before unused instead of returning its features.
+FEATURES_VERSION = 2
+
+
 def cache_key(image: np.ndarray, model_path: PathLike, extra: str = "") -> str:
     """A hex digest that identifies an (image, model file, settings) combination.
 
@@ -91,7 +97,7 @@ def cache_key(image: np.ndarray, model_path: PathLike, extra: str = "") -> str:
     32
     """
     h = hashlib.sha256()
-    h.update(repr((image.shape, str(image.dtype), extra)).encode())
+    h.update(repr((image.shape, str(image.dtype), extra, FEATURES_VERSION)).encode())
     _hash_array(h, image)
     with open(model_path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):

@@ -32,6 +32,7 @@ from . import choices, multifov
 from .checks import check_orientations
 from .errors import ScribbleSegError
 from .fileio import atomic_output
+from .padding import padding_to_glass
 from .geometry import Volume
 from .nets import NetOutput, geometry_for_tile, to_input
 from .progress import CancelToken, ProgressCallback, check, report
@@ -362,7 +363,7 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
         stack.enter_context(torch_threads(1) if workers > 1 else contextlib.nullcontext())
         for z0 in range(0, z, slab):
             check(cancel)
-            sections = array[z0:z0 + slab]
+            sections = padding_to_glass(array[z0:z0 + slab])  # a copy only where a section has black fill
             if target is not None:
                 report(progress, _STAGE, z0 / z, f"stain normalization of sections {z0 + 1}-{z0 + len(sections)}")
                 sections = _normalize(sections, target, cancel)

@@ -71,3 +71,12 @@ def test_an_entry_stored_by_another_run_during_the_rename_is_reused(tmp_path, mo
         fill(tmp)
     assert sorted(p.name for p in tmp_path.iterdir()) == [key]
     assert mine.load(key) is not None
+
+
+def test_a_change_to_what_the_network_computes_changes_every_key(tmp_path, monkeypatch):
+    model = tmp_path / "m.model"
+    model.write_bytes(b"weights")
+    image = np.zeros((1, 4, 4, 3), np.uint8)
+    before = feature_cache.cache_key(image, model)
+    monkeypatch.setattr(feature_cache, "FEATURES_VERSION", feature_cache.FEATURES_VERSION + 1)
+    assert feature_cache.cache_key(image, model) != before

@@ -219,7 +219,8 @@ def test_large_features_go_to_a_temporary_memory_map(monkeypatch):
 def test_out_of_memory_halves_the_batch():
     model = make_model()
     image = random_volume((1, 32, 128))  # two bands of eight 16-pixel tiles
-    expected, _ = inference.predict_volume(model, image, tile=16, batch=8)
+    expected = np.empty((1, 32, 128), np.float32)
+    inference.SectionPredictor(model.net, torch.device("cpu"), 16, 8).predict(image[0], expected[0], None)
     real_forward = model.net.forward
     calls = []
 
