@@ -39,23 +39,32 @@ def targets() -> dict:
             "lung": (Tissue.LUNG,), "neural tube": (Tissue.NEURAL,)}
 
 
-def main(argv=None) -> int:
-    from ScribbleSegLib import pipeline, protocol, scribbles
-    from ScribbleSegLib.ddml import DDMLConfig
-    from ScribbleSegLib.metrics import evaluate
+def model_and_volumes(description: str, argv=None):
+    """``(args, model, volumes)`` of a script that runs a model on the bench's volumes of one family:
+    its ``--model``, ``--family``, ``--volumes`` and ``--seed``, the loaded model (on the CPU) and the
+    phantom volumes up to the last one asked for.  The runs' warnings are silenced."""
+    from ScribbleSegLib import pipeline, protocol
     from ScribbleSegLib.phantom import FAMILIES
     from ScribbleSegLib.starter import resolve_model
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="starter", help="model file (default: the shipped starter model)")
     parser.add_argument("--family", default="a", choices=tuple(FAMILIES), help="phantom family of the volumes")
     parser.add_argument("--volumes", type=int, nargs="+", default=[4, 5], help="phantom indices (bench: 4 5 test)")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
     args = parser.parse_args(argv)
-    logging.disable(logging.WARNING)  # the runs' warnings are the table's "warned" column
-
+    logging.disable(logging.WARNING)
     model = pipeline.as_model(str(resolve_model(args.model)), "cpu")
-    volumes = protocol.make_volumes(max(args.volumes) + 1, args.seed, None, args.family)
+    return args, model, protocol.make_volumes(max(args.volumes) + 1, args.seed, None, args.family)
+
+
+def main(argv=None) -> int:
+    from ScribbleSegLib import pipeline, scribbles
+    from ScribbleSegLib.ddml import DDMLConfig
+    from ScribbleSegLib.metrics import evaluate
+
+    # The runs' warnings are the table's "warned" column.
+    args, model, volumes = model_and_volumes(__doc__.split("\n\n")[0], argv)
     print(f"Model {args.model}; family {args.family}, volumes {args.volumes}; strokes on every 10th section of "
           "the target.\n")
     print("| target | volume | target's share of the voxels | network doubt (heart / background strokes) | warned | "
