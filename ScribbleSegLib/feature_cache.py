@@ -80,8 +80,8 @@ def _hash_array(h: "hashlib._Hash", array: np.ndarray) -> None:
 
 
 #: What the M-Unet computes from an image and a model file: part of every key, so that a change to it (2: black
-#: registration fill shown to the network as glass, and no stain fit on near-black pixels) leaves the entries
-#: of the code before unused instead of returning its features.
+#: registration fill and grey glass shown to the network as white glass, and no stain fit on near-black pixels)
+#: leaves the entries of the code before unused instead of returning its features.
 FEATURES_VERSION = 2
 
 

@@ -33,6 +33,7 @@ from .checks import check_orientations
 from .errors import ScribbleSegError
 from .fileio import atomic_output
 from .padding import padding_to_glass
+from .white_point import glass_white, to_white
 from .geometry import Volume
 from .nets import NetOutput, geometry_for_tile, to_input
 from .progress import CancelToken, ProgressCallback, check, report
@@ -347,6 +348,7 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
             if tmp is not None:
                 stack.callback(handle.close)  # runs before the rename
         lock = threading.Lock()
+        white = glass_white(array)  # once for the stack: every slab is scaled alike
 
         def run(k: int, section: np.ndarray) -> None:
             out = feats[k] if feats is not None else FeatureWriter(handle, offset, shape, k, lock)
@@ -363,7 +365,8 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
         stack.enter_context(torch_threads(1) if workers > 1 else contextlib.nullcontext())
         for z0 in range(0, z, slab):
             check(cancel)
-            sections = padding_to_glass(array[z0:z0 + slab])  # a copy only where a section has black fill
+            # Copies only where a section has black fill, or the stack grey glass.
+            sections = to_white(padding_to_glass(array[z0:z0 + slab]), white)
             if target is not None:
                 report(progress, _STAGE, z0 / z, f"stain normalization of sections {z0 + 1}-{z0 + len(sections)}")
                 sections = _normalize(sections, target, cancel)

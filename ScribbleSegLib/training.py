@@ -61,6 +61,7 @@ from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, array_sha256, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .padding import padding_to_glass
+from .white_point import glass_white, to_white
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import in_order, resolve_device, section_workers, torch_threads
 
@@ -469,9 +470,10 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
            provenance: Optional[Dict[str, object]] = None) -> Path:
     started = time.perf_counter()
     data, val_data = list(train), list(val)  # as given: stain normalization below replaces the pairs
-    # The network sees black registration fill as glass, in training as in inference (padding.py).
-    train = [(padding_to_glass(a), l) for a, l in train]
-    val = [(padding_to_glass(a), l) for a, l in val]
+    # The network sees black registration fill and grey glass as white glass, in training as in inference
+    # (padding.py, white_point.py).
+    train = [(to_white(padding_to_glass(a), glass_white(a)), l) for a, l in train]
+    val = [(to_white(padding_to_glass(a), glass_white(a)), l) for a, l in val]
     stain_dict, stain_note = None, "off"
     if parent is not None:
         stain_dict = parent.stain
