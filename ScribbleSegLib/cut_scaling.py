@@ -35,7 +35,7 @@ MIN_GAMMA_FACTOR = 0.25
 MIN_SIGMA_FACTOR = 0.25
 #: :func:`image_contrast` reads at most this many sections, evenly spaced.
 CONTRAST_SECTIONS = 16
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
 
 
 def colour_features(block: np.ndarray, luminance: bool) -> np.ndarray:
@@ -45,7 +45,7 @@ def colour_features(block: np.ndarray, luminance: bool) -> np.ndarray:
     if block.dtype == np.uint8:
         x *= np.float32(1.0 / 255.0)
     if luminance:
-        x = (x @ _LUMA)[..., None]
+        x = (x @ LUMA)[..., None]
     return x
 
 

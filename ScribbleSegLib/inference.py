@@ -32,12 +32,12 @@ from . import choices, multifov
 from .checks import check_orientations
 from .errors import ScribbleSegError
 from .fileio import atomic_output
-from .padding import padding_to_glass
-from .white_point import glass_white, to_white
 from .geometry import Volume
 from .nets import NetOutput, geometry_for_tile, to_input
+from .padding import padding_to_glass
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import in_order, resolve_device, section_workers, torch_threads
+from .white_point import glass_white, to_white
 
 #: Features larger than this go to a temporary memory-mapped file when no path is given.
 IN_MEMORY_FEATURE_BYTES = 2 * 1024 ** 3

@@ -467,7 +467,7 @@ def result_metrics(result, shape_zyx: Sequence[int], geometry, scribbles) -> Dic
     metrics: Dict[str, Any] = {
         "heart_voxels": voxels,
         "heart_volume_mm3": voxels * sx * sy * sz,
-        "heart_area_mm2": voxels * sx * sy,  # of a tile (one section) what counts; summed over the sections
+        "heart_area_mm2": voxels * sx * sy,  # what a tile (one section) has; over a stack, the sections' sum
         "shape_zyx": list(shape_zyx),
         "features_cached": bool(result.features_cached),
         "method": result.method,

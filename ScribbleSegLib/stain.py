@@ -600,7 +600,7 @@ def _check_tile(tile: int) -> None:
     _whole_at_least(tile, 1, "tile", " pixel")
 
 
-def _spread(count: int, total: int) -> np.ndarray:
+def spread(count: int, total: int) -> np.ndarray:
     """``count`` evenly spaced indices in ``range(total)`` (all of them if ``count >= total``)."""
     _whole_at_least(count, 1, "sections")
     return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
@@ -708,7 +708,7 @@ def fit_reference(
     """
     _check_max_pixels(max_pixels)
     all_sections = _as_sections(images)
-    chosen = [all_sections[i] for i in _spread(sections, len(all_sections))]
+    chosen = [all_sections[i] for i in spread(sections, len(all_sections))]
     settings = _settings(VahadaneNormalizer(concentration_method=concentration_method))
     return _fit_sections(chosen, settings, _check_downsample(fit_downsample), max_pixels, seed,
                          every_pixel_if_few=True)
@@ -791,7 +791,7 @@ def normalize_volume(
     settings = _settings(target)
     n_sections = volume.shape[0]
 
-    chosen = [volume[i] for i in _spread(sections, n_sections)]
+    chosen = [volume[i] for i in spread(sections, n_sections)]
     _progress.report(progress, _STAGE, 0.0, "fitting the volume's stain")
     try:
         # Stain vectors too close to tell apart (pale eosin) fall back to the target's, with a message.

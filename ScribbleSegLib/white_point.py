@@ -2,8 +2,8 @@
 
 Stain normalization (Beer–Lambert) measures optical density against white light, 255.  A scan
 whose glass came out at 230 (exposure, an older scanner, a lamp) adds the same density to every
-pixel; the stain fit takes it for stain, and on the bench's phantoms the network lost 0.08 IoU at
-glass 242 and 0.25 at 230 (BENCHMARKS.md, "Grey glass").  :func:`glass_white` finds the glass's
+pixel; the stain fit takes it for stain, and on the bench's phantoms the network lost up to 0.08 IoU
+at glass 242 and up to 0.26 at 230 (BENCHMARKS.md, "Grey glass").  :func:`glass_white` finds the glass's
 colour from the brightest pixels of a stack, and :func:`to_white` scales each channel so that it
 becomes white.  Only a bright, near-neutral colour that a sizeable share of the pixels hold counts
 as glass: a tile covered with tissue, whose brightest pixels are pale pink, is left as it is.
@@ -14,6 +14,9 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+
+from .cut_scaling import LUMA
+from .stain import spread
 
 #: Glass at or above this in every channel is white already: nothing is changed.
 WHITE = 248
@@ -26,7 +29,6 @@ GLASS_SHARE = 0.05
 GLASS_SPREAD = 8
 #: The glass's colour is the median of this brightest share of the sampled pixels.
 BRIGHTEST = 0.02
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def glass_white(volume: np.ndarray, sections: int = 16, stride: int = 4) -> Optional[np.ndarray]:
@@ -45,11 +47,11 @@ def glass_white(volume: np.ndarray, sections: int = 16, stride: int = 4) -> Opti
     >>> glass_white(np.full((1, 8, 8, 3), 253, np.uint8)) is None
     True
     """
-    picks = np.unique(np.linspace(0, len(volume) - 1, min(sections, len(volume))).round().astype(int))
-    pixels = np.concatenate([volume[z, ::stride, ::stride].reshape(-1, 3) for z in picks]).astype(np.float32)
+    pixels = np.concatenate([volume[z, ::stride, ::stride].reshape(-1, 3)
+                             for z in spread(sections, len(volume))]).astype(np.float32)
     if not len(pixels):
         return None
-    luma = pixels @ _LUMA
+    luma = pixels @ LUMA
     white = np.median(pixels[luma >= np.quantile(luma, 1.0 - BRIGHTEST)], axis=0)
     if white.min() >= WHITE or white.min() < GLASS_MIN or white.max() - white.min() > GLASS_TINT:
         return None
