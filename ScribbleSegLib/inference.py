@@ -37,7 +37,7 @@ from .nets import NetOutput, geometry_for_tile, to_input
 from .padding import padding_to_glass
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import in_order, resolve_device, section_workers, torch_threads
-from .white_point import glass_white, to_white
+from .white_point import glass_white, white_glass
 
 #: Features larger than this go to a temporary memory-mapped file when no path is given.
 IN_MEMORY_FEATURE_BYTES = 2 * 1024 ** 3
@@ -348,7 +348,7 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
             if tmp is not None:
                 stack.callback(handle.close)  # runs before the rename
         lock = threading.Lock()
-        white = glass_white(array)  # once for the stack: every slab is scaled alike
+        white = glass_white(array)  # the stack's glass: for sections with too little glass of their own
 
         def run(k: int, section: np.ndarray) -> None:
             out = feats[k] if feats is not None else FeatureWriter(handle, offset, shape, k, lock)
@@ -365,8 +365,8 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
         stack.enter_context(torch_threads(1) if workers > 1 else contextlib.nullcontext())
         for z0 in range(0, z, slab):
             check(cancel)
-            # Copies only where a section has black fill, or the stack grey glass.
-            sections = to_white(padding_to_glass(array[z0:z0 + slab]), white)
+            # Copies only where a section has black fill, or glass that is not white.
+            sections = white_glass(padding_to_glass(array[z0:z0 + slab]), white)
             if target is not None:
                 report(progress, _STAGE, z0 / z, f"stain normalization of sections {z0 + 1}-{z0 + len(sections)}")
                 sections = _normalize(sections, target, cancel)

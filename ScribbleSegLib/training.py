@@ -61,7 +61,7 @@ from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, array_sha256, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .padding import padding_to_glass
-from .white_point import glass_white, to_white
+from .white_point import glass_white, white_glass
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import in_order, resolve_device, section_workers, torch_threads
 
@@ -472,7 +472,7 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
     data, val_data = list(train), list(val)  # as given: stain normalization below replaces the pairs
     # The network sees black registration fill and grey glass as white glass, in training as in inference
     # (padding.py, white_point.py).
-    train, val = ([(to_white(padding_to_glass(a), glass_white(a)), l) for a, l in pairs] for pairs in (train, val))
+    train, val = ([(white_glass(padding_to_glass(a), glass_white(a)), l) for a, l in pairs] for pairs in (train, val))
     stain_dict, stain_note = None, "off"
     if parent is not None:
         stain_dict = parent.stain

@@ -4,7 +4,7 @@ import numpy as np
 
 from ScribbleSegLib import phantom, pipeline
 from ScribbleSegLib.inference import predict_volume
-from ScribbleSegLib.white_point import glass_white, to_white
+from ScribbleSegLib.white_point import glass_field, glass_white, white_glass
 
 
 def _slide(glass, tissue=(190, 100, 180), glass_share=0.5):
@@ -26,14 +26,48 @@ def test_grey_glass_is_found_and_white_glass_or_pale_tissue_is_left_alone():
     assert glass_white(_slide((228, 228, 225), glass_share=0.01)) is None    # too few pixels hold it
 
 
-def test_to_white_scales_each_channel_and_leaves_the_input():
+def test_white_glass_scales_each_channel_and_leaves_the_input():
     stack = _slide((228, 228, 225))
     before = stack.copy()
-    white = glass_white(stack)
-    out = to_white(stack, white)
+    out = white_glass(stack, glass_white(stack))
     np.testing.assert_array_equal(stack, before)
     np.testing.assert_allclose(out[:, -1].reshape(-1, 3).mean(0), 255, atol=5)
-    assert to_white(stack, None) is stack
+    white = _slide((252, 252, 252))
+    assert white_glass(white, glass_white(white)) is white
+
+
+def _vignetted(section, strength=0.3):
+    y, x = section.shape[:2]
+    yy, xx = np.mgrid[:y, :x]
+    light = 1 - strength * ((yy - y / 2) ** 2 + (xx - x / 2) ** 2) / ((y / 2) ** 2 + (x / 2) ** 2)
+    return np.clip(np.rint(section * light[..., None]), 0, 255).astype(np.uint8), light
+
+
+def test_the_glass_field_follows_vignetting_and_white_glass_evens_it():
+    rng = np.random.default_rng(1)
+    section = np.full((96, 128, 3), 250, np.uint8)
+    section[30:70, 40:90] = (180, 90, 170)
+    section = np.clip(section + rng.integers(-3, 4, section.shape), 0, 255).astype(np.uint8)
+    dim, light = _vignetted(section)
+    field = glass_field(dim)
+    glass = np.ones(section.shape[:2], bool)
+    glass[30:70, 40:90] = False
+    # The field has the shape of the glass as lit (25 % darker at the corners than in the middle): their
+    # ratio varies by less than 6 % over the glass; the tissue is not taken for glass.
+    ratio = field[glass] / light[glass][:, None]
+    assert ratio.max() / ratio.min() < 1.06
+    out = white_glass(dim[None])[0]
+    low, high = np.percentile(out[glass].mean(axis=1), [1, 99])
+    assert high >= 250 and high - low < 16                          # the vignetted glass: 188-250
+    assert np.abs(out[~glass].astype(float).mean(0) - (180, 90, 170)).max() < 12
+
+
+def test_tissue_or_pale_pink_or_white_glass_gives_no_field():
+    assert glass_field(_slide((252, 252, 252))[0]) is None                          # white already
+    assert glass_field(_slide((240, 222, 238))[0]) is None                          # pale pink tissue
+    assert glass_field(_slide((228, 228, 225), glass_share=0.02)[0]) is None        # too little glass
+    covered = np.random.default_rng(2).integers(90, 230, (64, 64, 3)).astype(np.uint8)
+    assert glass_field(covered) is None                                             # textured tissue only
 
 
 def test_the_network_sees_a_darker_scan_as_the_original():
@@ -44,3 +78,14 @@ def test_the_network_sees_a_darker_scan_as_the_original():
     # Without the white point the darker scan moved p by 0.035 on average and 3.4 % of the labels.
     assert np.abs(darker - original).mean() < 0.005
     assert ((darker > 0.5) != (original > 0.5)).mean() < 0.005
+
+
+def test_the_network_sees_a_vignetted_scan_as_the_original():
+    made = phantom.make_phantom(seed=4, config=phantom.PhantomConfig(shape=(4, 96, 96)))
+    model = pipeline.as_model("starter", "cpu")
+    original = predict_volume(model, made.image.array, device="cpu")[0]
+    dim = np.stack([_vignetted(s)[0] for s in made.image.array])
+    seen = predict_volume(model, dim, device="cpu")[0]
+    # Without the glass field the vignetted scan moved p by 0.13 on average and 14 % of the labels.
+    assert np.abs(seen - original).mean() < 0.01
+    assert ((seen > 0.5) != (original > 0.5)).mean() < 0.01
