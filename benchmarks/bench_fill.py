@@ -62,9 +62,8 @@ def with_fill(image: np.ndarray, value) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from bench_other_target import model_and_volumes
-    from ScribbleSegLib import pipeline, scribbles
-    from ScribbleSegLib.metrics import evaluate
+    from bench_other_target import model_and_volumes, stage_ious
+    from ScribbleSegLib import scribbles
 
     args, model, volumes = model_and_volumes(__doc__.split("\n\n")[0], argv)
     print(f"Model {args.model}; family {args.family}, volumes {args.volumes}; strokes on every 10th heart section.\n")
@@ -82,10 +81,7 @@ def main(argv=None) -> int:
         variants += [(f"vignetting (corners x {1 - k:g})", lit(v.image.array, vignetting=k), "0") for k in VIGNETTING]
         variants += [("exposure drifting by section", lit(v.image.array, drift=DRIFT), "0")]
         for name, image, share in variants:
-            result = pipeline.segment(image, strokes, model, spacing=v.image.geometry.spacing, device="cpu")
-            ious = [evaluate(labels, v.label)["iou"] for labels in
-                    (result.munet_probability > 0.5, result.probability > 0.5, result.labels)]
-            print(f"| {i} | {name} | {share} | " + " | ".join(f"{x:.4f}" for x in ious) + " |")
+            print(f"| {i} | {name} | {share} | {stage_ious(image, strokes, model, v)} |", flush=True)
     return 0
 
 

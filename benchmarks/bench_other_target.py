@@ -58,6 +58,17 @@ def model_and_volumes(description: str, argv=None):
     return args, model, protocol.make_volumes(max(args.volumes) + 1, args.seed, None, args.family)
 
 
+def stage_ious(image: np.ndarray, strokes: np.ndarray, model, volume) -> str:
+    """The IoU of the M-Unet, the adapted stage and the cut of ``image`` with ``strokes`` against
+    ``volume``'s truth, as table cells (``0.8173 | 0.8265 | 0.9006``)."""
+    from ScribbleSegLib import pipeline
+    from ScribbleSegLib.metrics import evaluate
+
+    result = pipeline.segment(image, strokes, model, spacing=volume.image.geometry.spacing, device="cpu")
+    return " | ".join(f"{evaluate(labels, volume.label)['iou']:.4f}" for labels in
+                      (result.munet_probability > 0.5, result.probability > 0.5, result.labels))
+
+
 def main(argv=None) -> int:
     from ScribbleSegLib import pipeline, scribbles
     from ScribbleSegLib.ddml import DDMLConfig
