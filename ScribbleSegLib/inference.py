@@ -366,7 +366,7 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
         for z0 in range(0, z, slab):
             check(cancel)
             # Copies only where a section has black fill, or glass that is not white.
-            sections = white_glass(padding_to_glass(array[z0:z0 + slab]), white)
+            sections = padding_to_glass(white_glass(array[z0:z0 + slab], white))
             if target is not None:
                 report(progress, _STAGE, z0 / z, f"stain normalization of sections {z0 + 1}-{z0 + len(sections)}")
                 sections = _normalize(sections, target, cancel)

@@ -472,7 +472,7 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
     data, val_data = list(train), list(val)  # as given: stain normalization below replaces the pairs
     # The network sees black registration fill and grey glass as white glass, in training as in inference
     # (padding.py, white_point.py).
-    train, val = ([(white_glass(padding_to_glass(a), glass_white(a)), l) for a, l in pairs] for pairs in (train, val))
+    train, val = ([(padding_to_glass(white_glass(a, glass_white(a))), l) for a, l in pairs] for pairs in (train, val))
     stain_dict, stain_note = None, "off"
     if parent is not None:
         stain_dict = parent.stain

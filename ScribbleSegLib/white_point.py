@@ -51,6 +51,8 @@ FIELD_MIN_SHARE = 0.1
 FIELD_BELOW = 0.02
 #: The field goes at most this factor below the darkest glass block (the fit does not run away).
 FIELD_REACH = 0.9
+#: Glass blocks each quadrant of a section must hold for a quadratic field; else the field is one colour.
+FIELD_QUADRANT_BLOCKS = 2
 
 
 def glass_white(volume: np.ndarray, sections: int = 16, stride: int = 4) -> Optional[np.ndarray]:
@@ -88,7 +90,8 @@ def glass_field(section: np.ndarray) -> Optional[np.ndarray]:
     blocks of :data:`FIELD_BLOCK` sampled pixels.  A block is glass when its brightest quarter is
     bright and near-neutral (as in :func:`glass_white`) and flat: at least :data:`FIELD_FLAT` of its
     pixels lie near that colour, as glass does and tissue seldom does.  The log of the glass blocks'
-    colours is fitted, per channel, with a quadratic in the section's coordinates; blocks that fall
+    colours is fitted, per channel, with a quadratic in the section's coordinates (a constant unless
+    every quadrant of the section holds :data:`FIELD_QUADRANT_BLOCKS` glass blocks); blocks that fall
     more than :data:`FIELD_BELOW` below the fit are dropped as tissue and the fit is repeated, so the
     field follows the upper envelope.  The field stays at most 255 and goes at most :data:`FIELD_REACH`
     below the darkest glass block: where the fit runs away from the glass it saw, it does not
@@ -133,10 +136,15 @@ def glass_field(section: np.ndarray) -> Optional[np.ndarray]:
     cx = ((np.arange(bx) + 0.5) * FIELD_BLOCK * stride) / x * 2 - 1
     terms = _quadratic(*np.meshgrid(cy, cx, indexing="ij")).reshape(-1, 6)
     target = np.log(np.maximum(bright, 1.0) / 255.0)
+    quadrant = (terms[:, 2] > 0) * 2 + (terms[:, 1] > 0)
     for _ in range(3):
         if glass.sum() < max(FIELD_MIN_BLOCKS, FIELD_MIN_SHARE * by * bx):
             return None
-        coef = np.linalg.lstsq(terms[glass], target[glass], rcond=None)[0]
+        # A quadratic only where the glass surrounds the section (every quadrant holds some): fitted to
+        # glass on one side, it would run off over the tissue on the other.  Else one colour.
+        used = 6 if np.bincount(quadrant[glass], minlength=4).min() >= FIELD_QUADRANT_BLOCKS else 1
+        coef = np.zeros((6, 3))
+        coef[:used] = np.linalg.lstsq(terms[glass][:, :used], target[glass], rcond=None)[0]
         glass &= (target - terms @ coef).mean(axis=1) >= -FIELD_BELOW
     # A corner lies half a block beyond the outermost block centres: a little below the darkest block.
     low = FIELD_REACH * bright[glass].min(axis=0)
@@ -170,7 +178,9 @@ def white_glass(sections: np.ndarray, stack_white: Optional[np.ndarray] = None) 
     """``sections`` ``(Z, Y, X, 3)`` uint8 with each one's glass made white (:func:`glass_field`).
 
     A section without a field of its own is scaled by ``stack_white`` (the stack's glass colour
-    from :func:`glass_white`), or left as it is when that is None.
+    from :func:`glass_white`), or left as it is when that is None.  Run it before
+    :func:`padding.padding_to_glass`: black registration fill is never taken for glass, but once made
+    white it would pass for white glass beside the vignetted glass and hold the field up.
 
     Returns
     -------

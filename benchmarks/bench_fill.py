@@ -8,7 +8,8 @@ white (glass), or leaves the volume as it was; it also darkens whole volumes as 
 glass came out grey (every value times 0.95, 0.9 and 0.85: glass at about 242, 230 and 217), lights
 them as a microscope camera with vignetting does (every value times 1 - k r^2, r the distance from the
 centre, 1 at the corners; k = 0.25 and 0.4), and changes the exposure from section to section (times
-1, 0.95, 0.9, 0.85 in turn) as a lamp or camera that drifts while a series is imaged.
+1, 0.95, 0.9, 0.85 in turn) as a lamp or camera that drifts while a series is imaged, and puts the
+strongest vignetting and the black fill together.
 Each stage runs with strokes on every 10th heart section (outside the fill), and the IoU of
 each against the truth is printed::
 
@@ -80,6 +81,8 @@ def main(argv=None) -> int:
                      for k in EXPOSURES]
         variants += [(f"vignetting (corners x {1 - k:g})", lit(v.image.array, vignetting=k), "0") for k in VIGNETTING]
         variants += [("exposure drifting by section", lit(v.image.array, drift=DRIFT), "0")]
+        variants += [(f"vignetting (corners x {1 - VIGNETTING[-1]:g}) and black fill",
+                      with_fill(lit(v.image.array, vignetting=VIGNETTING[-1]), 0), f"{edge.mean():.2f}")]
         for name, image, share in variants:
             print(f"| {i} | {name} | {share} | {stage_ious(image, strokes, model, v)} |", flush=True)
     return 0
