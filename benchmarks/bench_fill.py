@@ -63,13 +63,11 @@ def with_fill(image: np.ndarray, value) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from bench_other_target import model_and_volumes, stage_ious
+    from bench_other_target import model_and_volumes, print_table_head, stage_ious
     from ScribbleSegLib import scribbles
 
     args, model, volumes = model_and_volumes(__doc__.split("\n\n")[0], argv)
-    print(f"Model {args.model}; family {args.family}, volumes {args.volumes}; strokes on every 10th heart section.\n")
-    print("| volume | variant | share of the pixels filled | M-Unet | + adaptation | + cut |")
-    print("|---|---|---|---|---|---|")
+    print_table_head(args, ["variant", "share of the pixels filled"])
     for i in args.volumes:
         v = volumes[i]
         edge = with_fill(np.zeros(v.image.array.shape[:3] + (1,), np.uint8), 1)[..., 0] > 0

@@ -58,13 +58,11 @@ VARIANTS = {
 
 
 def main(argv=None) -> int:
-    from bench_other_target import model_and_volumes, stage_ious
+    from bench_other_target import model_and_volumes, print_table_head, stage_ious
     from ScribbleSegLib import scribbles
 
     args, model, volumes = model_and_volumes(__doc__.split("\n\n")[0], argv)
-    print(f"Model {args.model}; family {args.family}, volumes {args.volumes}; strokes on every 10th heart section.\n")
-    print("| volume | variant | M-Unet | + adaptation | + cut |")
-    print("|---|---|---|---|---|")
+    print_table_head(args, ["variant"])
     for i in args.volumes:
         v = volumes[i]
         strokes = scribbles.simulate_scribbles(v.label, seed=0, every=10, spacing=v.image.geometry.spacing)

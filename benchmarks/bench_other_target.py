@@ -58,6 +58,15 @@ def model_and_volumes(description: str, argv=None):
     return args, model, protocol.make_volumes(max(args.volumes) + 1, args.seed, None, args.family)
 
 
+def print_table_head(args, columns) -> None:
+    """The line naming the model, family and volumes of a script of :func:`model_and_volumes` whose runs
+    stroke every 10th heart section, and the head of its table: ``volume``, ``columns``, the three stages."""
+    print(f"Model {args.model}; family {args.family}, volumes {args.volumes}; strokes on every 10th heart section.\n")
+    names = ["volume", *columns, "M-Unet", "+ adaptation", "+ cut"]
+    print("| " + " | ".join(names) + " |")
+    print("|" + "---|" * len(names))
+
+
 def stage_ious(image: np.ndarray, strokes: np.ndarray, model, volume) -> str:
     """The IoU of the M-Unet, the adapted stage and the cut of ``image`` with ``strokes`` against
     ``volume``'s truth, as table cells (``0.8173 | 0.8265 | 0.9006``)."""
