@@ -5,8 +5,9 @@ whose glass came out at 230 (exposure, an older scanner, a lamp) adds the same d
 pixel; the stain fit takes it for stain, and on the bench's phantoms the network lost up to 0.08 IoU
 at glass 242 and up to 0.26 at 230 (BENCHMARKS.md, "Grey glass").  :func:`glass_white` finds the glass's
 colour from the brightest pixels of a stack, and :func:`white_glass` scales each channel so that it
-becomes white.  Only a bright, near-neutral colour that a sizeable share of the pixels hold counts
-as glass: a tile covered with tissue, whose brightest pixels are pale pink, is left as it is.
+becomes white.  Only a bright colour that a sizeable share of the pixels hold counts as glass, and
+only if it is near-neutral or cast in a hue that no H&E tissue has (yellow, blue, green: the lamp's
+or the camera's): a tile covered with tissue, whose brightest pixels are pale pink, is left as it is.
 
 A microscope camera also lights the field unevenly (vignetting: corners 20-30 % darker than the
 centre), and the exposure can change from section to section.  :func:`glass_field` therefore fits
@@ -28,8 +29,12 @@ from .stain import spread
 WHITE = 248
 #: Darker than this in any channel is not glass, however many pixels hold it.
 GLASS_MIN = 150
-#: Glass is near-neutral: its channels differ by at most this.
+#: Glass is near-neutral: its channels differ by at most this where green is its darkest channel, as in
+#: pale H&E tissue (eosin and haematoxylin both absorb green most), so that pale pink is never glass...
 GLASS_TINT = 8
+#: ... and by at most this where another channel is darkest: a cast of the light (a yellow halogen lamp,
+#: a blue LED, a camera's white balance), which no H&E tissue shows.
+GLASS_CAST = 40
 #: At least this share of the sampled pixels lie within :data:`GLASS_SPREAD` of the glass's colour.
 GLASS_SHARE = 0.05
 GLASS_SPREAD = 8
@@ -60,7 +65,7 @@ def glass_white(volume: np.ndarray, sections: int = 16, stride: int = 4) -> Opti
 
     Read from strided copies of up to ``sections`` sections spread over the stack.  None when the
     glass is white already (:data:`WHITE`) or when no colour of the brightest pixels looks like
-    glass (bright, near-neutral and held by a sizeable share of the pixels).
+    glass (bright, near-neutral or cast in a hue unlike tissue, and held by a sizeable share of the pixels).
 
     Examples
     --------
@@ -77,10 +82,18 @@ def glass_white(volume: np.ndarray, sections: int = 16, stride: int = 4) -> Opti
         return None
     luma = pixels @ LUMA
     white = np.median(pixels[luma >= np.quantile(luma, 1.0 - BRIGHTEST)], axis=0)
-    if white.min() >= WHITE or white.min() < GLASS_MIN or white.max() - white.min() > GLASS_TINT:
+    if white.min() >= WHITE or not _glass_colour(white):
         return None
     near = np.abs(pixels - white).max(axis=1) <= GLASS_SPREAD
     return white if near.mean() >= GLASS_SHARE else None
+
+
+def _glass_colour(rgb: np.ndarray) -> np.ndarray:
+    """Whether colours ``(..., 3)`` may be glass: bright (:data:`GLASS_MIN`) and near-neutral, or cast in a
+    hue that no H&E tissue has (:data:`GLASS_TINT`, :data:`GLASS_CAST`)."""
+    tint = rgb.max(axis=-1) - rgb.min(axis=-1)
+    green_darkest = (rgb[..., 1] <= rgb[..., 0]) & (rgb[..., 1] <= rgb[..., 2])
+    return (rgb.min(axis=-1) >= GLASS_MIN) & (tint <= np.where(green_darkest, GLASS_TINT, GLASS_CAST))
 
 
 def glass_field(section: np.ndarray) -> Optional[np.ndarray]:
@@ -88,7 +101,7 @@ def glass_field(section: np.ndarray) -> Optional[np.ndarray]:
 
     The section is sampled to about :data:`FIELD_SAMPLES` pixels along its longer side and cut into
     blocks of :data:`FIELD_BLOCK` sampled pixels.  A block is glass when its brightest quarter is
-    bright and near-neutral (as in :func:`glass_white`) and flat: at least :data:`FIELD_FLAT` of its
+    bright and near-neutral or cast (as in :func:`glass_white`) and flat: at least :data:`FIELD_FLAT` of its
     pixels lie near that colour, as glass does and tissue seldom does.  The log of the glass blocks'
     colours is fitted, per channel, with a quadratic in the section's coordinates (a constant unless
     every quadrant of the section holds :data:`FIELD_QUADRANT_BLOCKS` glass blocks); blocks that fall
@@ -129,8 +142,7 @@ def glass_field(section: np.ndarray) -> Optional[np.ndarray]:
     flat = near.mean(axis=1)
     # The mean of the pixels near the brightest quarter: a block's glass, not its brightest glass.
     bright = (blocks * near[..., None]).sum(axis=1) / np.maximum(near.sum(axis=1), 1)[:, None]
-    glass = ((flat >= FIELD_FLAT) & (bright.min(axis=1) >= GLASS_MIN)
-             & (bright.max(axis=1) - bright.min(axis=1) <= GLASS_TINT))
+    glass = (flat >= FIELD_FLAT) & _glass_colour(bright)
     # Block centres in section coordinates scaled to [-1, 1].
     cy = ((np.arange(by) + 0.5) * FIELD_BLOCK * stride) / y * 2 - 1
     cx = ((np.arange(bx) + 0.5) * FIELD_BLOCK * stride) / x * 2 - 1

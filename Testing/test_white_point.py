@@ -26,6 +26,18 @@ def test_grey_glass_is_found_and_white_glass_or_pale_tissue_is_left_alone():
     assert glass_white(_slide((228, 228, 225), glass_share=0.01)) is None    # too few pixels hold it
 
 
+def test_glass_cast_in_a_hue_unlike_tissue_is_found_but_pale_pink_or_lilac_is_not():
+    # A yellow lamp and a blue LED: their darkest channel is not green, which no H&E tissue shows.
+    np.testing.assert_allclose(glass_white(_slide((250, 240, 215))), (250, 240, 215), atol=4)
+    np.testing.assert_allclose(glass_white(_slide((220, 238, 250))), (220, 238, 250), atol=4)
+    assert glass_field(_slide((250, 240, 215))[0]) is not None
+    # Pale eosin and pale haematoxylin absorb green most: tinted that way, the colour is tissue.
+    assert glass_white(_slide((240, 222, 238))) is None
+    assert glass_white(_slide((232, 220, 240))) is None
+    assert glass_field(_slide((240, 222, 238))[0]) is None
+    assert glass_white(_slide((250, 240, 190))) is None                   # a cast beyond GLASS_CAST
+
+
 def test_white_glass_scales_each_channel_and_leaves_the_input():
     stack = _slide((228, 228, 225))
     before = stack.copy()

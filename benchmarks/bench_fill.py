@@ -8,8 +8,8 @@ white (glass), or leaves the volume as it was; it also darkens whole volumes as 
 glass came out grey (every value times 0.95, 0.9 and 0.85: glass at about 242, 230 and 217), lights
 them as a microscope camera with vignetting does (every value times 1 - k r^2, r the distance from the
 centre, 1 at the corners; k = 0.25 and 0.4), and changes the exposure from section to section (times
-1, 0.95, 0.9, 0.85 in turn) as a lamp or camera that drifts while a series is imaged, and puts the
-strongest vignetting and the black fill together.
+1, 0.95, 0.9, 0.85 in turn) as a lamp or camera that drifts while a series is imaged, puts the
+strongest vignetting and the black fill together, and casts the light yellow, blue or magenta.
 Each stage runs with strokes on every 10th heart section (outside the fill), and the IoU of
 each against the truth is printed::
 
@@ -35,6 +35,9 @@ EXPOSURES = (0.95, 0.9, 0.85)
 VIGNETTING = (0.25, 0.4)
 #: Exposures of the sections of the drifting-exposure variant, in turn.
 DRIFT = (1.0, 0.95, 0.9, 0.85)
+#: Colour casts of the light (every channel times its factor): a yellow halogen lamp, a blue LED, and a
+#: magenta cast, the hue of pale H&E tissue, which the glass is not told apart from.
+CASTS = {"yellow light": (1.0, 0.96, 0.86), "blue light": (0.88, 0.95, 1.0), "magenta cast": (0.94, 0.90, 0.98)}
 
 
 def lit(image: np.ndarray, vignetting: float = 0.0, drift=(1.0,)) -> np.ndarray:
@@ -79,6 +82,8 @@ def main(argv=None) -> int:
                      for k in EXPOSURES]
         variants += [(f"vignetting (corners x {1 - k:g})", lit(v.image.array, vignetting=k), "0") for k in VIGNETTING]
         variants += [("exposure drifting by section", lit(v.image.array, drift=DRIFT), "0")]
+        variants += [(f"{name} {cast}", np.rint(v.image.array * np.float32(cast)).astype(np.uint8), "0")
+                     for name, cast in CASTS.items()]
         variants += [(f"vignetting (corners x {1 - VIGNETTING[-1]:g}) and black fill",
                       with_fill(lit(v.image.array, vignetting=VIGNETTING[-1]), 0), f"{edge.mean():.2f}")]
         for name, image, share in variants:
