@@ -58,6 +58,8 @@ FIELD_BELOW = 0.02
 FIELD_REACH = 0.9
 #: Glass blocks each quadrant of a section must hold for a quadratic field; else the field is one colour.
 FIELD_QUADRANT_BLOCKS = 2
+#: Points along each side at which a field is first looked at, before it is computed at every pixel.
+FIELD_COARSE = 33
 
 
 def glass_white(volume: np.ndarray, sections: int = 16, stride: int = 4) -> Optional[np.ndarray]:
@@ -80,12 +82,17 @@ def glass_white(volume: np.ndarray, sections: int = 16, stride: int = 4) -> Opti
                              for z in spread(sections, len(volume))]).astype(np.float32)
     if not len(pixels):
         return None
-    luma = pixels @ LUMA
-    white = np.median(pixels[luma >= np.quantile(luma, 1.0 - BRIGHTEST)], axis=0)
+    white = _brightest(pixels)
     if white.min() >= WHITE or not _glass_colour(white):
         return None
     near = np.abs(pixels - white).max(axis=1) <= GLASS_SPREAD
     return white if near.mean() >= GLASS_SHARE else None
+
+
+def _brightest(pixels: np.ndarray) -> np.ndarray:
+    """The median colour of the :data:`BRIGHTEST` share of ``pixels`` ``(N, 3)`` by luma."""
+    luma = pixels @ LUMA
+    return np.median(pixels[luma >= np.quantile(luma, 1.0 - BRIGHTEST)], axis=0)
 
 
 def _glass_colour(rgb: np.ndarray) -> np.ndarray:
@@ -146,7 +153,7 @@ def glass_field(section: np.ndarray) -> Optional[np.ndarray]:
     # Block centres in section coordinates scaled to [-1, 1].
     cy = ((np.arange(by) + 0.5) * FIELD_BLOCK * stride) / y * 2 - 1
     cx = ((np.arange(bx) + 0.5) * FIELD_BLOCK * stride) / x * 2 - 1
-    terms = _quadratic(*np.meshgrid(cy, cx, indexing="ij")).reshape(-1, 6)
+    terms = np.stack(np.broadcast_arrays(*_quadratic(cy[:, None], cx[None, :])), axis=-1).reshape(-1, 6)
     target = np.log(np.maximum(bright, 1.0) / 255.0)
     quadrant = (terms[:, 2] > 0) * 2 + (terms[:, 1] > 0)
     for _ in range(3):
@@ -162,28 +169,25 @@ def glass_field(section: np.ndarray) -> Optional[np.ndarray]:
     low = FIELD_REACH * bright[glass].min(axis=0)
     # The fit follows the glass's mean (its shape); it is raised so that the brightest 2 % of the glass,
     # evened by it, become 255 as in glass_white: a scan that is only darker then gives the original back.
-    evened = (blocks[glass] / np.exp(terms[glass] @ coef)[:, None, :]).reshape(-1, 3)
-    luma = evened @ LUMA
-    level = np.median(evened[luma >= np.quantile(luma, 1.0 - BRIGHTEST)], axis=0)
+    level = _brightest((blocks[glass] / np.exp(terms[glass] @ coef)[:, None, :]).reshape(-1, 3))
 
     def field_at(rows: int, cols: int) -> np.ndarray:
         v = ((np.arange(rows, dtype=np.float32) + 0.5) / rows * 2 - 1)[:, None, None]
         u = ((np.arange(cols, dtype=np.float32) + 0.5) / cols * 2 - 1)[None, :, None]
-        c = coef.astype(np.float32)
-        log = c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
+        # Term by term, broadcast: no (Y, X, 6) array of the terms at full resolution.
+        log = sum(t * c for t, c in zip(_quadratic(v, u), coef.astype(np.float32)))
         return np.clip(np.exp(log) * level.astype(np.float32), low, 255.0).astype(np.float32)
 
     # A coarse look first (a quadratic has no detail finer than this): most sections stop here.
-    if field_at(min(y, 33), min(x, 33)).min() >= FIELD_WHITE:
+    if field_at(min(y, FIELD_COARSE), min(x, FIELD_COARSE)).min() >= FIELD_WHITE:
         return None
     field = field_at(y, x)
     return None if field.min() >= FIELD_WHITE else field
 
 
-def _quadratic(v: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """The terms ``1, u, v, u^2, uv, v^2`` stacked on a last axis."""
-    one = np.ones_like(u)
-    return np.stack([one, u, v, u * u, u * v, v * v], axis=-1)
+def _quadratic(v: np.ndarray, u: np.ndarray) -> tuple:
+    """The terms ``1, u, v, u^2, uv, v^2`` of a quadratic in ``(v, u)``, each broadcast as numpy does."""
+    return 1.0, u, v, u * u, u * v, v * v
 
 
 def white_glass(sections: np.ndarray, stack_white: Optional[np.ndarray] = None) -> np.ndarray:
