@@ -61,9 +61,9 @@ from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, array_sha256, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .padding import padding_to_glass
-from .white_point import glass_white, white_glass
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import in_order, resolve_device, section_workers, torch_threads
+from .white_point import glass_white, white_glass
 
 _log = logging.getLogger(__name__)
 
@@ -470,8 +470,8 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
            provenance: Optional[Dict[str, object]] = None) -> Path:
     started = time.perf_counter()
     data, val_data = list(train), list(val)  # as given: stain normalization below replaces the pairs
-    # The network sees black registration fill and grey glass as white glass, in training as in inference
-    # (padding.py, white_point.py).
+    # The network sees black registration fill and grey, unevenly lit or cast glass as white glass, in training
+    # as in inference (white_point.py first, then padding.py).
     train, val = ([(padding_to_glass(white_glass(a, glass_white(a))), l) for a, l in pairs] for pairs in (train, val))
     stain_dict, stain_note = None, "off"
     if parent is not None:
