@@ -6,8 +6,9 @@ doubt, or an image with softer edges make the same values erase objects the netw
 (BENCHMARKS.md, "Nuclei on H&E tiles").  :func:`scaled_to_objects` and :func:`scaled_to_contrast`
 scale them down, in quarter-octave steps and never up, by the references of
 :class:`ScribbleSegLib.graphcut.GraphCutParams`; :func:`ScribbleSegLib.graphcut.graph_cut` applies both
-once per cut.  The measures they read, :func:`object_radius`, :func:`unsure_share` and
-:func:`image_contrast`, are functions over arrays of their own.
+once per cut, and :func:`section_sharpness` scales ``sigma`` further in sections out of focus.
+The measures they read, :func:`object_radius`, :func:`unsure_share`, :func:`image_contrast` and
+:func:`section_differences`, are functions over arrays of their own.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ MIN_GAMMA_FACTOR = 0.25
 MIN_SIGMA_FACTOR = 0.25
 #: :func:`image_contrast` reads at most this many sections, evenly spaced.
 CONTRAST_SECTIONS = 16
+#: A section out of focus (:func:`section_sharpness`) is compared with the sharp sections at most this many
+#: sections away.
+SECTION_NEIGHBOURS = 2
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
 
 
@@ -189,6 +193,79 @@ def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:
             total += float(np.square(d, dtype=np.float64).sum())
             count += d.shape[0] * d.shape[1]
     return math.sqrt(total / count) if count else 0.0
+
+
+def section_differences(image: np.ndarray, colour: str = "rgb") -> np.ndarray:
+    """Each section's RMS colour difference of in-plane pixels 2 and 4 apart: float64 ``(Z, 2)``.
+
+    As :func:`image_contrast` sees the colours, on the grid of every other row and column (a
+    quarter of the pixels): neighbours there are 2 pixels apart, and the pixels one step further
+    4 apart.  Out of focus, a section loses its fine detail first: its first column falls against
+    its second (:func:`section_sharpness`).  ``image`` as for :func:`image_contrast`.
+
+    Examples
+    --------
+    >>> stripes = np.zeros((2, 16, 16), np.uint8)  # grey
+    >>> stripes[:, :, ::4] = 255  # on the grid, every other column: half the pairs 2 apart differ by 1
+    >>> stripes[1] = 128  # a flat section
+    >>> section_differences(stripes).round(3).tolist()
+    [[0.707, 0.0], [0.0, 0.0]]
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., None]
+    out = np.zeros((image.shape[0], 2))
+    for z in range(image.shape[0]):
+        x = colour_features(image[z, ::2, ::2], colour == "luminance" and image.shape[-1] == 3)
+        for k, step in enumerate((1, 2)):
+            total, count = 0.0, 0
+            for d in (x[step:] - x[:-step], x[:, step:] - x[:, :-step]):
+                total += float(np.square(d, dtype=np.float64).sum())
+                count += d.shape[0] * d.shape[1]
+            out[z, k] = math.sqrt(total / count) if count else 0.0
+    return out
+
+
+def section_sharpness(image: np.ndarray, colour: str, focus: float) -> Optional[np.ndarray]:
+    """Per section, the factor of ``1 / sigma^2`` that scales ``sigma`` to a section out of focus.
+
+    A section counts as out of focus where its fine detail, the ratio of its two columns of
+    :func:`section_differences`, is below ``focus`` times the stack's median ratio: blur lowers the
+    differences of near pixels more than those of pixels further apart, whatever the share of tissue
+    in the section or the strength of its stain.  Its ``sigma`` is then scaled as :func:`scaled_to_contrast`
+    scales it to a whole image: by its contrast (differences 2 pixels apart) over the median contrast of the
+    sharp sections within :data:`SECTION_NEIGHBOURS` of it, which hold nearly the same tissue (of all sharp
+    sections where none is that near), in quarter-octave steps, at least :data:`MIN_SIGMA_FACTOR`.  Its edges
+    are softer, and with the stack's ``sigma`` they would cost what flat tissue costs.  Returns float32 ``(Z,)``,
+    ``1 / factor^2`` per section, or None where no section is out of focus.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> stack = rng.integers(0, 256, (5, 32, 32, 1)).repeat(2, 1).repeat(2, 2).astype(np.uint8)  # 2 px grain
+    >>> soft = stack.astype(np.float32)
+    >>> soft[2] = (soft[2] + np.roll(soft[2], 2, 0) + np.roll(soft[2], 2, 1) + np.roll(soft[2], 2, (0, 1))) / 4
+    >>> stack[2] = soft[2].astype(np.uint8)  # section 2 blurred
+    >>> section_sharpness(stack, "rgb", 0.92).round(2).tolist()
+    [1.0, 1.0, 8.0, 1.0, 1.0]
+    >>> section_sharpness(stack[[0, 1, 3, 4]], "rgb", 0.92) is None
+    True
+    """
+    differences = section_differences(image, colour)
+    near, far = differences[:, 0], differences[:, 1]
+    detail = np.divide(near, far, out=np.ones_like(near), where=far > 0)
+    soft = detail < focus * float(np.median(detail))
+    if not soft.any():
+        return None
+    sharp = np.flatnonzero(~soft)
+    factor = np.ones(len(near))
+    for z in np.flatnonzero(soft):
+        around = sharp[np.abs(sharp - z) <= SECTION_NEIGHBOURS]
+        reference = float(np.median(near[around if around.size else sharp]))
+        if reference > 0:
+            step = round(4 * math.log2(max(near[z] / reference, 1e-6))) / 4
+            factor[z] = min(1.0, max(MIN_SIGMA_FACTOR, 2.0 ** step))
+    return (1.0 / factor ** 2).astype(np.float32)
 
 
 def scaled_to_contrast(params: "GraphCutParams", image: np.ndarray,

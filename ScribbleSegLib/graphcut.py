@@ -85,7 +85,7 @@ import maxflow
 import numpy as np
 
 from . import choices, runtime
-from .cut_scaling import colour_features, scaled_to_contrast, scaled_to_objects
+from .cut_scaling import colour_features, scaled_to_contrast, scaled_to_objects, section_sharpness
 from .errors import ScribbleSegError
 from .resources import available_memory  # noqa: F401  (part of this module's API: the cut's budget)
 from .progress import CancelToken, ProgressCallback, check, report, sub_progress
@@ -115,11 +115,16 @@ DEFAULT_REFERENCE_UNSURE = 0.2
 #: at and above which ``sigma`` applies as given: just under the 0.0855-0.120 of the bench's phantom stacks on
 #: which sigma 0.1 was chosen.  Nuclei tiles at 2x magnification measured 0.049 (``benchmarks/bench_nuclei.py``).
 DEFAULT_REFERENCE_CONTRAST = 0.085
+#: Default share of the stack's median fine detail below which a section counts as out of focus and gets a
+#: ``sigma`` of its own (:attr:`GraphCutParams.section_focus`).  On the bench's phantom test stacks as made every
+#: section's detail is at least 0.978 of the median; a section blurred by a Gaussian of 0.8 pixels has 0.87-0.90,
+#: of 1.5 pixels 0.76-0.81 (BENCHMARKS.md, "Sections out of focus").
+DEFAULT_SECTION_FOCUS = 0.92
 #: Keyword arguments of :class:`GraphCutParams` that use gamma, sigma and ``h`` as given instead of scaling
 #: gamma and sigma to the objects and the image and pulling ``h`` towards the strokes: the paper's energy,
 #: and sweeps or tests of the formula itself.
 AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_unsure": None, "reference_contrast": None,
-                             "seed_reach": 0.0})
+                             "section_focus": None, "seed_reach": 0.0})
 #: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels (see its docstring).
 DEFAULT_SEED_REACH = choices.DEFAULT_SEED_REACH
 #: Default :attr:`GraphCutParams.seed_across` (see its docstring).
@@ -276,6 +281,17 @@ class GraphCutParams:
         has smaller differences at the same edges, and with ``sigma`` as given its
         boundaries cost as much as flat tissue.  ``None`` (the paper) uses
         ``sigma`` as given.
+    section_focus : float or None
+        Scale ``sigma`` further in a section out of focus: where a section's fine detail
+        (its colour differences of near pixels against those of pixels further apart) is
+        below this share of the stack's median, its in-plane pairs take ``sigma`` times its
+        contrast over that of the sharp sections beside it
+        (:func:`cut_scaling.section_sharpness`; quarter-octave steps, at least
+        :data:`cut_scaling.MIN_SIGMA_FACTOR`).  A section out of focus now and then is common
+        in a real series; with the stack's ``sigma`` its edges cost what flat tissue costs,
+        and the cut there leans on ``h`` and on the sections beside it.  A pair across two
+        sections takes the sharper one's ``sigma``.  ``None`` (the paper) uses one ``sigma``
+        for every section.
     seed_reach : float
         In-plane pixels over which a stroke pulls the data term towards its label
         (:func:`stroke_pull.pulled_to_seeds`): a stroke then speaks for the tissue around it,
@@ -315,6 +331,7 @@ class GraphCutParams:
     reference_radius: Optional[float] = DEFAULT_REFERENCE_RADIUS
     reference_unsure: Optional[float] = DEFAULT_REFERENCE_UNSURE
     reference_contrast: Optional[float] = DEFAULT_REFERENCE_CONTRAST
+    section_focus: Optional[float] = DEFAULT_SECTION_FOCUS
     seed_reach: float = DEFAULT_SEED_REACH
     seed_across: float = DEFAULT_SEED_ACROSS
     seed_weight: float = DEFAULT_SEED_WEIGHT
@@ -359,6 +376,10 @@ class GraphCutParams:
             if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r)
                                       and r > 0):
                 raise ScribbleSegError(f"graph cut: {name} must be a positive number of {unit} or None, got {r!r}")
+        r = self.section_focus
+        if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and 0 < r <= 1):
+            raise ScribbleSegError(f"graph cut: section_focus must be a share in (0, 1] of the stack's median fine "
+                                   f"detail, or None, got {r!r}")
         # Finite is not enough: the capacities are products and squares of these (gamma * delta, sigma^2), and
         # beyond these bounds they overflow or vanish, and the max-flow never ends or divides by zero.
         for name in ("gamma", "sigma", "delta", "seed_reach", "seed_across", "seed_edges", "seed_weight",
@@ -467,6 +488,8 @@ class _ImageLevel(_Level):
         self.params = params
         self.scale = tuple(min(spacing) / s for s in spacing)
         self._kept = threading.local()  # per thread: ``slab``, the planes of :meth:`_planes`
+        #: Per section, the factor of ``1 / sigma^2`` (:func:`cut_scaling.section_sharpness`), or None: 1 everywhere.
+        self.sharpness: Optional[np.ndarray] = None
         super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform)
 
     def _features(self, block: np.ndarray) -> np.ndarray:
@@ -485,11 +508,15 @@ class _ImageLevel(_Level):
             kept = self._kept.slab = (z0, z1, self._features(self.colour[z0:z1]))
         return kept[2][z0 - kept[0]:z1 - kept[0]]
 
-    def _contrast(self, xa: np.ndarray, xb: np.ndarray, axis: int) -> np.ndarray:
-        """``gamma * s_axis * (exp(-||xa - xb||^2 / sigma^2) + delta)`` as float64."""
+    def _contrast(self, xa: np.ndarray, xb: np.ndarray, axis: int, sharpness: Optional[np.ndarray] = None
+                  ) -> np.ndarray:
+        """``gamma * s_axis * (exp(-k ||xa - xb||^2 / sigma^2) + delta)`` as float64, ``k`` the pairs'
+        ``sharpness`` (broadcast against the pairs; None: 1)."""
         d = xa - xb
         d2 = np.einsum("...c,...c->...", d, d)  # several times faster than square().sum(-1) for 3 channels
         d2 *= np.float32(-1.0 / self.params.sigma ** 2)
+        if sharpness is not None:
+            d2 *= sharpness
         w = np.exp(d2, out=d2).astype(np.float64)
         w += self.params.delta
         w *= self.params.gamma * self.scale[axis]
@@ -504,8 +531,17 @@ class _ImageLevel(_Level):
             start = 0 if axis == 0 else first
             x_first = x[_strided(axis, start, pairs, every, 0, hi - lo)]
             x_second = x[_strided(axis, start + 1, pairs, every, 0, hi - lo)]
-            out[_strided(axis, 0, pairs, 1, 0, z1 - z0)] = self._contrast(x_first, x_second, axis)
+            sharpness = None
+            if self.sharpness is not None:  # one value per plane of pairs
+                planes = np.arange(first, first + pairs * every, every) if axis == 0 else np.arange(z0, z1)
+                sharpness = self._pair_sharpness(planes, planes + 1 if axis == 0 else planes)[:, None, None]
+            out[_strided(axis, 0, pairs, 1, 0, z1 - z0)] = self._contrast(x_first, x_second, axis, sharpness)
         return out
+
+    def _pair_sharpness(self, za: np.ndarray, zb: np.ndarray) -> np.ndarray:
+        """The ``sharpness`` of pairs between sections ``za`` and ``zb``: the sharper section's, so that a pair
+        across a blurred section and a sharp one is weighed as the sharp section's pairs are."""
+        return np.minimum(self.sharpness[za], self.sharpness[zb])
 
     def diagonal_weights(self, dy: int, dx: int, z0: int, z1: int) -> np.ndarray:
         """float64 weights of the in-plane diagonal pairs ``(v, v + (0, dy, dx))`` for planes ``z0:z1``.
@@ -519,7 +555,8 @@ class _ImageLevel(_Level):
         xa, xb = (slice(0, X - dx), slice(dx, X)) if dx > 0 else (slice(-dx, X), slice(0, X + dx))
         x = self._planes(z0, z1)
         first, second = x[:, ys, xa], x[:, slice(dy, Y), xb]
-        out[:, ys, xa] = self._contrast(first, second, 2) * _CROFTON_DIAGONAL
+        sharpness = None if self.sharpness is None else self.sharpness[z0:z1, None, None]
+        out[:, ys, xa] = self._contrast(first, second, 2, sharpness) * _CROFTON_DIAGONAL
         return out
 
     def voxel_data(self, v: np.ndarray) -> np.ndarray:
@@ -528,7 +565,9 @@ class _ImageLevel(_Level):
     def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None, data_u=None) -> np.ndarray:
         x_v = self.voxel_data(v) if data_v is None else data_v
         x_u = self.voxel_data(u) if data_u is None else data_u
-        return self._contrast(x_v, x_u, axis)
+        plane = self.shape[1] * self.shape[2]
+        sharpness = None if self.sharpness is None else self._pair_sharpness(v // plane, u // plane)
+        return self._contrast(x_v, x_u, axis, sharpness)
 
 
 class _CoarseLevel(_Level):
@@ -1028,9 +1067,13 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams,
         h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach, params.seed_across, weight=params.seed_weight,
                             image=image, edges=params.seed_edges, measures=measures)
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
-    return _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
-                       np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
-                       log_data_term if params.data_term == "log" else None)
+    level = _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
+                        np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
+                        log_data_term if params.data_term == "log" else None)
+    if params.section_focus is not None:
+        level.sharpness = (measures.sharpness(image, params.colour, params.section_focus) if measures is not None
+                           else section_sharpness(image, params.colour, params.section_focus))
+    return level
 
 
 def measure_ahead(image: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float],
@@ -1058,6 +1101,8 @@ def measure_ahead(image: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequenc
     image = image[..., None] if image.ndim == 3 else image
     if params.reference_contrast is not None:
         measures.contrast(image, params.colour)
+    if params.section_focus is not None:
+        measures.sharpness(image, params.colour, params.section_focus)
     if params.seed_reach > 0 and params.seed_edges > 0:
         measure_ways(image, scribbles, spacing_zyx, params.seed_reach, params.seed_edges, measures, cancel)
 

@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cut_scaling import image_contrast
+from .cut_scaling import image_contrast, section_sharpness
 from .errors import ScribbleSegError
 from .progress import CancelToken, check
 from .runtime import in_threads
@@ -81,7 +81,8 @@ class ImageMeasures:
     """What the cut measures on an image and its strokes alone, kept between cuts of the same image.
 
     A warm session's :class:`CutMemory` holds one: its runs then compute the
-    image's contrast (:func:`image_contrast`) once, the colour gradient of a
+    image's contrast (:func:`image_contrast`) and its sections' (:func:`cut_scaling.section_sharpness`) once,
+    the colour gradient of a
     stroked section once per section, and the stroke pull's ways through a section
     (:func:`pulled_to_seeds`) once per section and set of strokes on it, not on every run.
     :func:`measure_ahead` fills one while the adaptation runs (:func:`ScribbleSegLib.pipeline.adapt_and_cut`).
@@ -100,6 +101,7 @@ class ImageMeasures:
         self.max_bytes = int(max_bytes)
         self.key: Optional[tuple] = None
         self._contrast: dict = {}  # colour mode -> contrast
+        self._sharpness: dict = {}  # (colour mode, focus) -> per-section factor of 1 / sigma^2, or None
         self._gradients: dict = {}  # (section, spacing) -> (g, median), oldest first
         self._ways: dict = {}  # section -> (key, (box, planes)) of its last strokes, oldest first
 
@@ -107,7 +109,7 @@ class ImageMeasures:
         """Forget everything unless ``image`` is the image measured so far."""
         key = image_key(image)
         if key != self.key:
-            self.key, self._contrast, self._gradients, self._ways = key, {}, {}, {}
+            self.key, self._contrast, self._sharpness, self._gradients, self._ways = key, {}, {}, {}, {}
 
     def contrast(self, image: np.ndarray, colour: str) -> float:
         """:func:`image_contrast` of ``image``, computed once."""
@@ -115,6 +117,14 @@ class ImageMeasures:
         if colour not in self._contrast:
             self._contrast[colour] = image_contrast(image, colour)
         return self._contrast[colour]
+
+    def sharpness(self, image: np.ndarray, colour: str, focus: float) -> Optional[np.ndarray]:
+        """:func:`cut_scaling.section_sharpness` of ``image``, computed once."""
+        self.follow(image)
+        key = (colour, float(focus))
+        if key not in self._sharpness:
+            self._sharpness[key] = section_sharpness(image, colour, focus)
+        return self._sharpness[key]
 
     def gradient(self, image: np.ndarray, z: int, spacing: Sequence[float]) -> Tuple[np.ndarray, float]:
         """:func:`_section_gradient` of section ``z`` of ``image`` (``(Z, Y, X, C)``), computed once."""

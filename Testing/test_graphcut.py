@@ -780,6 +780,70 @@ def test_soft_edges_still_count_as_edges():
     assert iou(scaled) > 0.95
 
 
+def _stack_with_a_blurred_section():
+    """Five sections of a disc with a sharp edge, the middle one blurred (Gaussian, 2 px): h, image, scribbles."""
+    from ScribbleSegLib.phantom import _blur_sections
+
+    yy, xx = np.mgrid[:64, :64]
+    disc = ((yy - 32) ** 2 + (xx - 32) ** 2 < 16 ** 2).astype(np.float32)
+    planes = np.stack([disc] * 5)
+    planes[2] = _blur_sections(disc[None], 2.0)[0]
+    image = np.clip(220 - 120 * planes, 0, 255).astype(np.uint8)[..., None].repeat(3, axis=3)
+    h = np.where(planes > 0.5, 0.8, 0.2).astype(np.float32)
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[:, 32, 32], scribbles[:, 2, 2] = 1, 2
+    return h, image, scribbles
+
+
+def test_a_section_softer_than_the_stack_gets_a_sigma_of_its_own():
+    """A blurred section's in-plane edge weights fall to what its own contrast says; the sharp sections' weights
+    and the pairs across sections (the sharper section's sigma) stay as with one sigma for the stack."""
+    h, image, scribbles = _stack_with_a_blurred_section()
+    sharpness = cut_scaling.section_sharpness(image, "rgb", graphcut.DEFAULT_SECTION_FOCUS)
+    assert sharpness is not None and sharpness[2] > 1 and np.all(sharpness[[0, 1, 3, 4]] == 1)
+    levels = {sc: graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0),
+                                      GraphCutParams(**{**AS_GIVEN, "section_focus": sc}))
+              for sc in (None, graphcut.DEFAULT_SECTION_FOCUS)}
+    one, own = (levels[sc].forward_weights(2, 0, 5) for sc in levels)
+    edge = (slice(None), 32, slice(14, 18))  # x pairs across the disc's left edge on row 32
+    assert np.all(own[2][edge[1:]] < one[2][edge[1:]])  # the blurred section's edge counts as an edge again
+    np.testing.assert_array_equal(own[[0, 1, 3, 4]], one[[0, 1, 3, 4]])
+    np.testing.assert_array_equal(levels[None].forward_weights(0, 0, 5),
+                                  levels[graphcut.DEFAULT_SECTION_FOCUS].forward_weights(0, 0, 5))
+
+
+def test_a_band_reads_the_weights_of_a_soft_section_as_the_grid_does():
+    """The band re-cut (pair_weights, by voxel index) and the full cut (forward_weights, by slab) weigh every
+    pair alike, along every axis and the in-plane diagonals."""
+    h, image, scribbles = _stack_with_a_blurred_section()
+    level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0),
+                                GraphCutParams(**{**AS_GIVEN, "section_focus": 0.92}))
+    assert level.sharpness is not None
+    Z, Y, X = level.shape
+    index = np.arange(Z * Y * X).reshape(Z, Y, X)
+    for axis in range(3):
+        lo, hi = graphcut._pair_slices(axis)
+        grid = level.forward_weights(axis, 0, Z)[lo]
+        np.testing.assert_allclose(level.pair_weights(axis, index[lo].ravel(), index[hi].ravel()), grid.ravel(),
+                                   rtol=1e-6)
+    grid = level.diagonal_weights(1, 1, 0, Z)[:, :Y - 1, :X - 1]
+    np.testing.assert_allclose(level.pair_weights(2, index[:, :-1, :-1].ravel(), index[:, 1:, 1:].ravel())
+                               * graphcut._CROFTON_DIAGONAL, grid.ravel(), rtol=1e-6)
+
+
+def test_a_stack_of_even_contrast_is_cut_as_with_one_sigma():
+    h, image, scribbles, _ = ellipsoid_case((12, 48, 48), seed=2)
+    assert cut_scaling.section_sharpness(image, "rgb", graphcut.DEFAULT_SECTION_FOCUS) is None
+    np.testing.assert_array_equal(graph_cut(h, image, scribbles),
+                                  graph_cut(h, image, scribbles, params=GraphCutParams(section_focus=None)))
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, float("nan"), "0.9"])
+def test_section_focus_is_checked(bad):
+    with pytest.raises(ScribbleSegError, match="section_focus"):
+        GraphCutParams(section_focus=bad)
+
+
 def test_coarse_levels_are_cut_in_full_only_up_to_their_own_limit(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=3)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0)
