@@ -189,10 +189,17 @@ def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:
     total, count = 0.0, 0
     for z in range(0, image.shape[0], step):
         x = colour_features(image[z], colour == "luminance" and image.shape[-1] == 3)
-        for d in (x[1:] - x[:-1], x[:, 1:] - x[:, :-1]):
-            total += float(np.square(d, dtype=np.float64).sum())
-            count += d.shape[0] * d.shape[1]
+        total, count = _squared_differences(x, 1, total, count)
     return math.sqrt(total / count) if count else 0.0
+
+
+def _squared_differences(x: np.ndarray, step: int, total: float = 0.0, count: int = 0) -> Tuple[float, int]:
+    """``(total, count)`` with the sum and the number of the squared colour differences of the pixels ``step``
+    apart along the columns and the rows of ``x`` ``(Y, X, C)`` added."""
+    for d in (x[step:] - x[:-step], x[:, step:] - x[:, :-step]):
+        total += float(np.square(d, dtype=np.float64).sum())
+        count += d.shape[0] * d.shape[1]
+    return total, count
 
 
 def section_differences(image: np.ndarray, colour: str = "rgb") -> np.ndarray:
@@ -218,10 +225,7 @@ def section_differences(image: np.ndarray, colour: str = "rgb") -> np.ndarray:
     for z in range(image.shape[0]):
         x = colour_features(image[z, ::2, ::2], colour == "luminance" and image.shape[-1] == 3)
         for k, step in enumerate((1, 2)):
-            total, count = 0.0, 0
-            for d in (x[step:] - x[:-step], x[:, step:] - x[:, :-step]):
-                total += float(np.square(d, dtype=np.float64).sum())
-                count += d.shape[0] * d.shape[1]
+            total, count = _squared_differences(x, step)
             out[z, k] = math.sqrt(total / count) if count else 0.0
     return out
 

@@ -116,9 +116,9 @@ DEFAULT_REFERENCE_UNSURE = 0.2
 #: which sigma 0.1 was chosen.  Nuclei tiles at 2x magnification measured 0.049 (``benchmarks/bench_nuclei.py``).
 DEFAULT_REFERENCE_CONTRAST = 0.085
 #: Default share of the stack's median fine detail below which a section counts as out of focus and gets a
-#: ``sigma`` of its own (:attr:`GraphCutParams.section_focus`).  On the bench's phantom test stacks as made every
-#: section's detail is at least 0.978 of the median; a section blurred by a Gaussian of 0.8 pixels has 0.87-0.90,
-#: of 1.5 pixels 0.76-0.81 (BENCHMARKS.md, "Sections out of focus").
+#: ``sigma`` of its own (:attr:`GraphCutParams.section_focus`).  On the phantom stacks as made (families a, b and the
+#: held-out c) every section's detail is at least 0.973 of the median; a section blurred by a Gaussian of 0.8 pixels
+#: has 0.87-0.90, of 1.5 pixels 0.76-0.81 (BENCHMARKS.md, "Sections out of focus").
 DEFAULT_SECTION_FOCUS = 0.92
 #: Keyword arguments of :class:`GraphCutParams` that use gamma, sigma and ``h`` as given instead of scaling
 #: gamma and sigma to the objects and the image and pulling ``h`` towards the strokes: the paper's energy,

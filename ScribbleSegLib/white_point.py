@@ -130,7 +130,7 @@ def glass_field(section: np.ndarray) -> Optional[np.ndarray]:
     >>> section = np.rint(250 * light[..., None].repeat(3, axis=2)).astype(np.uint8)
     >>> section[20:44, 20:44] = (170, 80, 160)                          # tissue
     >>> field = glass_field(section)
-    >>> round(float(field[0, 0, 0])), round(float(field[32, 32, 0]))   # lit: 188 and 250
+    >>> round(float(field[0, 0, 0])), round(float(field[32, 32, 0]))   # the scan: 188 and 250
     (200, 255)
     >>> glass_field(np.full((64, 64, 3), 253, np.uint8)) is None
     True
