@@ -1,14 +1,14 @@
 """The graph cut's boundary term scaled to what it segments: ``gamma`` to the objects, ``sigma`` to the image.
 
-``gamma`` and ``sigma`` were chosen on phantom hearts (objects of radius 16-25 px, RMS colour
-difference of in-plane neighbours 0.0855-0.120).  Smaller objects, an ``h`` with a thin band of
-doubt, or an image with softer edges make the same values erase objects the network found
+``gamma`` and ``sigma`` were chosen on phantom hearts (one organ per section, objects of radius 16-25 px,
+RMS colour difference of in-plane neighbours 0.0855-0.120).  Smaller objects, many objects side by side,
+an ``h`` with a thin band of doubt, or an image with softer edges make the same values erase objects the network found
 (BENCHMARKS.md, "Nuclei on H&E tiles").  :func:`scaled_to_objects` and :func:`scaled_to_contrast`
 scale them down, in quarter-octave steps and never up, by the references of
 :class:`ScribbleSegLib.graphcut.GraphCutParams`; :func:`ScribbleSegLib.graphcut.graph_cut` applies both
 once per cut, and :func:`section_sharpness` scales ``sigma`` further in sections out of focus.
-The measures they read, :func:`object_radius`, :func:`unsure_share`, :func:`image_contrast` and
-:func:`section_differences`, are functions over arrays of their own.
+The measures they read, :func:`object_radius`, :func:`unsure_share`, :func:`object_count`,
+:func:`image_contrast` and :func:`section_differences`, are functions over arrays of their own.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ MIN_GAMMA_FACTOR = 0.25
 MIN_SIGMA_FACTOR = 0.25
 #: :func:`image_contrast` reads at most this many sections, evenly spaced.
 CONTRAST_SECTIONS = 16
+#: :func:`object_count` reads at most this many sections, evenly spaced.
+OBJECT_SECTIONS = 16
 #: A section out of focus (:func:`section_sharpness`) is compared with the sharp sections at most this many
 #: sections away.
 SECTION_NEIGHBOURS = 2
@@ -121,13 +123,48 @@ def unsure_share(h: np.ndarray) -> float:
     return _share(area, unsure)
 
 
+def object_count(h: np.ndarray, threshold: float = 0.5) -> float:
+    """Effective number of objects per section of ``h > threshold``: ``(sum A)^2 / sum A^2`` over the areas ``A``
+    of its 4-connected pieces in a section, averaged over the sections with any.
+
+    One organ per section gives about 1, whatever specks of noise lie beside it (a
+    piece counts by its share of the area); a tile of 30 nuclei of similar size about
+    30.  At most :data:`OBJECT_SECTIONS` evenly spaced sections are read.  0 when no
+    read section has an object.
+
+    Examples
+    --------
+    >>> mask = np.zeros((1, 32, 32), np.float32)
+    >>> mask[0, 2:12, 2:12] = mask[0, 20:30, 20:30] = 1  # two equal squares
+    >>> object_count(mask)
+    2.0
+    >>> mask[0, 14, 14] = 1  # a speck beside them hardly counts
+    >>> round(object_count(mask), 2)
+    2.02
+    """
+    import SimpleITK as sitk
+
+    step = max(1, -(-h.shape[0] // OBJECT_SECTIONS))
+    total, sections = 0.0, 0
+    for z in range(0, h.shape[0], step):
+        mask = np.asarray(h[z]) > threshold
+        if not mask.any():
+            continue
+        pieces = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8))))
+        areas = np.bincount(pieces.ravel())[1:].astype(np.float64)
+        total += float(areas.sum() ** 2 / np.square(areas).sum())
+        sections += 1
+    return total / sections if sections else 0.0
+
+
 def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParams":
     """``params`` with ``gamma`` scaled to the objects in ``h``: their size, and how sure ``h`` is of them.
 
-    The factor is ``min(1, R / reference_radius) * min(1, u / reference_unsure)``
-    for the radius ``R`` of ``h > 1/2`` (:func:`object_radius`) and the unsure
-    share ``u`` of ``h`` (:func:`unsure_share`), a ``None`` reference leaving its
-    part at 1, rounded to a quarter octave (so that a re-run with slightly
+    The factor is ``min(1, R / reference_radius) * min(1, u / reference_unsure) *
+    min(1, reference_objects / n)`` for the radius ``R`` of ``h > 1/2``
+    (:func:`object_radius`), the unsure share ``u`` of ``h`` (:func:`unsure_share`)
+    and the objects per section ``n`` (:func:`object_count`), a ``None`` reference
+    leaving its part at 1, rounded to a quarter octave (so that a re-run with slightly
     different ``h`` keeps its cut memory), between :data:`MIN_GAMMA_FACTOR` and 1.
 
     Examples
@@ -142,7 +179,8 @@ def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParam
     >>> scaled_to_objects(GraphCutParams(), crisp).gamma == GraphCutParams().gamma * MIN_GAMMA_FACTOR
     True
     """
-    if (params.reference_radius is None and params.reference_unsure is None) or not h.size:
+    if (params.reference_radius is None and params.reference_unsure is None
+            and params.reference_objects is None) or not h.size:
         return params
     area, edges, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
     radius, share = _radius(area, edges), _share(area, unsure)
@@ -151,8 +189,11 @@ def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParam
         ratio *= min(1.0, radius / float(params.reference_radius))
     if params.reference_unsure is not None:
         ratio *= min(1.0, share / float(params.reference_unsure))
+    count = object_count(h) if params.reference_objects is not None and area else 0.0
+    if count:
+        ratio *= min(1.0, float(params.reference_objects) / count)
     return _scaled_down(params, "gamma", ratio, MIN_GAMMA_FACTOR,
-                        f"objects of radius {radius:.1f} px, unsure share {share:.3f}")
+                        f"objects of radius {radius:.1f} px, unsure share {share:.3f}, {count:.1f} objects per section")
 
 
 def _scaled_down(params: "GraphCutParams", name: str, ratio: float, lowest: float,

@@ -111,6 +111,12 @@ DEFAULT_REFERENCE_RADIUS = 16.0
 #: nuclei tiles of ``benchmarks/bench_nuclei.py``, where the network places each outline to within a pixel,
 #: 0.11-0.14 at 1x and 0.18-0.20 at 2x (BENCHMARKS.md, "Nuclei on H&E tiles").
 DEFAULT_REFERENCE_UNSURE = 0.2
+#: Default effective number of objects per section (see :func:`cut_scaling.object_count`) at and below which
+#: ``gamma`` applies as given.  The phantom hearts on which gamma 8 was chosen have 1.1-1.6 (the adapted ``h`` of
+#: both families, both networks, round 1, every image variant of ``benchmarks/bench_focus.py``); the nuclei tiles of
+#: ``benchmarks/bench_nuclei.py`` 8-27, where gamma 8 bridges neighbours and erases whole nuclei (BENCHMARKS.md,
+#: "Many objects side by side").
+DEFAULT_REFERENCE_OBJECTS = 4.0
 #: Default RMS colour difference of in-plane neighbours (RGB in [0, 1], see :func:`cut_scaling.image_contrast`)
 #: at and above which ``sigma`` applies as given: just under the 0.0855-0.120 of the bench's phantom stacks on
 #: which sigma 0.1 was chosen.  Nuclei tiles at 2x magnification measured 0.049 (``benchmarks/bench_nuclei.py``).
@@ -123,8 +129,8 @@ DEFAULT_SECTION_FOCUS = 0.92
 #: Keyword arguments of :class:`GraphCutParams` that use gamma, sigma and ``h`` as given instead of scaling
 #: gamma and sigma to the objects and the image and pulling ``h`` towards the strokes: the paper's energy,
 #: and sweeps or tests of the formula itself.
-AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_unsure": None, "reference_contrast": None,
-                             "section_focus": None, "seed_reach": 0.0})
+AS_GIVEN = MappingProxyType({"reference_radius": None, "reference_unsure": None, "reference_objects": None,
+                             "reference_contrast": None, "section_focus": None, "seed_reach": 0.0})
 #: Default :attr:`GraphCutParams.seed_reach` in in-plane pixels (see its docstring).
 DEFAULT_SEED_REACH = choices.DEFAULT_SEED_REACH
 #: Default :attr:`GraphCutParams.seed_across` (see its docstring).
@@ -271,6 +277,16 @@ class GraphCutParams:
         already places every outline to within a pixel it has nothing to decide,
         and its pull towards shorter outlines only shrinks the objects and cuts
         off their corners.  ``None`` (the paper) leaves ``gamma`` to the radius.
+    reference_objects : float or None
+        Scale the boundary term to how many objects lie side by side: when ``h > 1/2``
+        has more than this many objects per section (:func:`cut_scaling.object_count`,
+        pieces counted by their share of the area, so specks hardly count), ``gamma`` is
+        multiplied by ``reference_objects`` / their number as well (the product of all
+        factors in quarter-octave steps, at least :data:`cut_scaling.MIN_GAMMA_FACTOR`).
+        ``gamma`` was chosen on one organ per section, where the boundary term closes
+        holes, removes islands and moves one outline onto the organ's edge.  Among
+        dozens of nuclei it also joins neighbours a few pixels apart and erases whole
+        ones the network found.  ``None`` (the paper) leaves ``gamma`` to the other factors.
     reference_contrast : float or None
         Scale ``sigma`` to the image's contrast: when the RMS colour difference
         of in-plane neighbours (:func:`cut_scaling.image_contrast`, in the space of
@@ -330,6 +346,7 @@ class GraphCutParams:
     neighbourhood: int = 10
     reference_radius: Optional[float] = DEFAULT_REFERENCE_RADIUS
     reference_unsure: Optional[float] = DEFAULT_REFERENCE_UNSURE
+    reference_objects: Optional[float] = DEFAULT_REFERENCE_OBJECTS
     reference_contrast: Optional[float] = DEFAULT_REFERENCE_CONTRAST
     section_focus: Optional[float] = DEFAULT_SECTION_FOCUS
     seed_reach: float = DEFAULT_SEED_REACH
@@ -371,7 +388,7 @@ class GraphCutParams:
         if not self.seed_weight > 0:
             raise ScribbleSegError(f"graph cut: seed_weight must be positive, got {self.seed_weight!r}")
         for name, unit in (("reference_radius", "pixels"), ("reference_unsure", "voxels per object voxel"),
-                           ("reference_contrast", "colour units")):
+                           ("reference_objects", "objects per section"), ("reference_contrast", "colour units")):
             r = getattr(self, name)
             if r is not None and not (isinstance(r, (int, float, np.floating, np.integer)) and math.isfinite(r)
                                       and r > 0):
@@ -383,7 +400,7 @@ class GraphCutParams:
         # Finite is not enough: the capacities are products and squares of these (gamma * delta, sigma^2), and
         # beyond these bounds they overflow or vanish, and the max-flow never ends or divides by zero.
         for name in ("gamma", "sigma", "delta", "seed_reach", "seed_across", "seed_edges", "seed_weight",
-                     "reference_radius", "reference_unsure", "reference_contrast"):
+                     "reference_radius", "reference_unsure", "reference_objects", "reference_contrast"):
             value = getattr(self, name)
             if value is not None and value > MAX_SETTING:
                 raise ScribbleSegError(f"graph cut: {name} must be at most {MAX_SETTING:g}, got {value!r}")

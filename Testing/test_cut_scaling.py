@@ -67,6 +67,83 @@ def test_gamma_follows_how_sure_h_is_of_its_outlines():
     assert GraphCutParams(**graphcut.AS_GIVEN).reference_unsure is None
 
 
+def _discs(rows: int, radius: int, gap: int, small_every: int = 0) -> np.ndarray:
+    """A ``rows`` x ``rows`` grid of discs ``gap`` px apart, every ``small_every``-th (along the diagonals) at 0.6 of
+    ``radius``: bool ``(Y, X)``."""
+    size = rows * (2 * radius + gap) + 10
+    yy, xx = np.mgrid[:size, :size]
+    mask = np.zeros((size, size), bool)
+    for i in range(rows):
+        for j in range(rows):
+            r = radius * (0.6 if small_every and (i + j) % small_every == 0 else 1.0)
+            mask |= (yy - 5 - radius - i * (2 * radius + gap)) ** 2 + (xx - 5 - radius - j * (2 * radius + gap)) ** 2 < r * r
+    return mask
+
+
+def test_object_count_counts_pieces_by_their_share_of_the_area():
+    nine = _discs(3, 8, 6)
+    assert cut_scaling.object_count(nine[None]) == pytest.approx(9)
+    one = np.zeros_like(nine)
+    one[10:60, 10:60] = True
+    one[70, ::7] = True  # specks of noise beside one organ
+    assert 1 < cut_scaling.object_count(one[None]) < 1.02
+    # Averaged over the sections with objects: an empty section does not count.
+    stack = np.stack([nine, one, np.zeros_like(one)]).astype(np.float32)
+    assert cut_scaling.object_count(stack) == pytest.approx((cut_scaling.object_count(nine[None])
+                                                             + cut_scaling.object_count(one[None])) / 2)
+    assert cut_scaling.object_count(np.full((2, 8, 8), 0.4, np.float32)) == 0.0
+    # Pieces touching only at a corner are two (4-connected), as the outline edges of object_radius see them.
+    corner = np.zeros((1, 4, 4), bool)
+    corner[0, 0, 0] = corner[0, 1, 1] = True
+    assert cut_scaling.object_count(corner) == pytest.approx(2)
+
+
+def test_gamma_follows_how_many_objects_lie_side_by_side():
+    # Large discs (radius 20: no radius factor) with a wide band of doubt (no unsure factor): 9 of them scale gamma
+    # by 4/9 in quarter octaves, 4 or fewer leave it as given, and so does the paper's setting.
+    params = GraphCutParams()
+    nine = cut_scaling.object_count(_discs(3, 20, 10)[None])
+    h = (0.2 + 0.6 * _discs(3, 20, 10))[None].astype(np.float32)
+    assert cut_scaling.object_radius(h, 0.5) > params.reference_radius
+    assert cut_scaling.unsure_share(h) > params.reference_unsure
+    factor = cut_scaling.scaled_to_objects(params, h).gamma / params.gamma
+    assert factor == pytest.approx(2 ** (round(4 * math.log2(params.reference_objects / nine)) / 4))
+    assert factor < 1
+    assert cut_scaling.scaled_to_objects(GraphCutParams(reference_objects=None), h) == GraphCutParams(
+        reference_objects=None)
+    four = (0.2 + 0.6 * _discs(2, 20, 10))[None].astype(np.float32)
+    assert cut_scaling.scaled_to_objects(params, four) == params
+    assert GraphCutParams(**graphcut.AS_GIVEN).reference_objects is None
+    assert GraphCutParams.paper().reference_objects is None
+
+
+def test_many_objects_side_by_side_are_kept_apart():
+    # 25 nuclei 3 px apart, some small, an h that is unsure everywhere, one heart stroke: gamma as the radius
+    # alone scales it joins neighbours and erases small ones; scaled to the number of objects the cut keeps them.
+    from ScribbleSegLib.phantom import _blur_sections
+
+    truth = _discs(5, 10, 3, small_every=3)
+    rng = np.random.default_rng(0)
+    h = (0.2 + 0.6 * _blur_sections(truth[None].astype(np.float32), 2.0)).astype(np.float32)
+    dark = _blur_sections(truth[None].astype(np.float32), 1.5)[0][..., None]
+    image = np.clip(230 - 120 * dark + rng.normal(0, 4, dark.shape[:2] + (3,)), 0, 255).astype(np.uint8)[None]
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[0, 5 + 10 + 23, 5 + 10 + 23] = 1  # the centre of a large nucleus
+    scribbles[0, 0, :] = 2
+    for params, kept in ((GraphCutParams(), True), (GraphCutParams(reference_objects=None), False)):
+        labels = graphcut.graph_cut(h, image, scribbles, params=params, mode="full")[0] > 0
+        iou = (labels & truth).sum() / (labels | truth).sum()
+        assert (_pieces(labels) == _pieces(truth)) is kept
+        assert bool(iou > 0.95) is kept
+
+
+def _pieces(mask: np.ndarray) -> int:
+    """The number of 4-connected pieces of a 2D mask."""
+    import SimpleITK as sitk
+
+    return int(sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)))).max())
+
+
 def test_image_contrast_in_the_cut_s_colour_space():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)

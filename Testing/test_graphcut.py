@@ -745,7 +745,8 @@ def test_small_objects_the_network_found_survive_the_cut():
     assert ((scaled > 0) & mask).sum() / ((scaled > 0) | mask).sum() > 0.9
 
 
-@pytest.mark.parametrize("name", ["reference_radius", "reference_unsure", "reference_contrast"])
+@pytest.mark.parametrize("name", ["reference_radius", "reference_unsure", "reference_objects",
+                                  "reference_contrast"])
 def test_references_are_checked(name):
     for bad in (0, -1.0, float("inf"), "16"):
         with pytest.raises(ScribbleSegError, match=name):

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     conditions = [(f"{stain_name}, {m}x magnification", m, stain)
                   for m in (1, 2) for stain_name, stain in (("training stain", None), ("other stain", OTHER_STAIN))]
     for name, m, stain in conditions:
-        radii, contrasts = [], []
+        radii, contrasts, counts = [], [], []
         for seed in range(args.first_tile, args.first_tile + args.tiles):
             volume, truth = make_tile(seed, m, stain)
             outputs = protocol.compute_outputs(volume.array, model, None,
@@ -180,9 +180,10 @@ def main(argv=None) -> int:
                 add(f"+ cut ({label})", r.labels > 0)
                 if label == "default":
                     radii.append(cut_scaling.object_radius(r.probability > 0.5))
+                    counts.append(cut_scaling.object_count(r.probability))
                     contrasts.append(cut_scaling.image_contrast(volume.array))
-        print(f"{name}: object radius of h > 0.5 {np.mean(radii):.1f} px, image contrast {np.mean(contrasts):.3f}",
-              flush=True)
+        print(f"{name}: object radius of h > 0.5 {np.mean(radii):.1f} px, objects per section "
+              f"{min(counts):.1f}-{max(counts):.1f}, image contrast {np.mean(contrasts):.3f}", flush=True)
     stages = list(dict.fromkeys(stage for _, stage in sums))
     print("\n| stage | " + " | ".join(name for name, _, _ in conditions) + " |")
     print("|---|" + "---|" * len(conditions))
