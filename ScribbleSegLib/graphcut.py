@@ -112,9 +112,9 @@ DEFAULT_REFERENCE_RADIUS = 16.0
 #: 0.11-0.14 at 1x and 0.18-0.20 at 2x (BENCHMARKS.md, "Nuclei on H&E tiles").
 DEFAULT_REFERENCE_UNSURE = 0.2
 #: Default effective number of objects per section (see :func:`cut_scaling.object_count`) at and below which
-#: ``gamma`` applies as given.  The phantom hearts on which gamma 8 was chosen have 1.1-1.6 (the adapted ``h`` of
-#: both families, both networks, round 1, every image variant of ``benchmarks/bench_focus.py``); the nuclei tiles of
-#: ``benchmarks/bench_nuclei.py`` 8-27, where gamma 8 bridges neighbours and erases whole nuclei (BENCHMARKS.md,
+#: ``gamma`` applies as given.  The phantom hearts on which gamma 8 was chosen have 1.05-1.70 (the adapted ``h`` of
+#: round 1 on families a, b and the held-out c, the starter and the bench's networks); the nuclei tiles of
+#: ``benchmarks/bench_nuclei.py`` 8-27, where gamma 8 joins neighbours and erases whole nuclei (BENCHMARKS.md,
 #: "Many objects side by side").
 DEFAULT_REFERENCE_OBJECTS = 4.0
 #: Default RMS colour difference of in-plane neighbours (RGB in [0, 1], see :func:`cut_scaling.image_contrast`)
