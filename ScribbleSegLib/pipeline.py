@@ -92,21 +92,26 @@ def as_model(model, device: str = "auto"):
 #: Stacks whose pixel size differs from the model's by more than this factor (either way) are not
 #: resampled: such a spacing is more likely missing or wrong (1 mm) than a real scan.
 MAX_RESAMPLING = 4.0
+#: The in-plane pixel size ``(x, y)`` in mm that stands for "not known": what a file format states when it stores
+#: none (a PNG, a tile read without a spacing), and what a model trained on bare arrays records.
+UNKNOWN_PIXEL = (1.0, 1.0)
 
 
 def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Optional[List[str]] = None
                   ) -> Tuple[float, float]:
     """``(y, x)`` factors that bring the stack's pixels to the model's training pixel size.
 
-    A stack without a spacing, or with one more than :data:`MAX_RESAMPLING` times off
-    the model's, runs at its own pixel scale, and a one-line warning goes to ``warnings``.
+    A stack without a spacing (``None``, or 1 mm per pixel: what a file format states when it
+    stores none, as a 2D tile read without a spacing has), or with one more than
+    :data:`MAX_RESAMPLING` times off the model's, runs at its own pixel scale, and a one-line
+    warning goes to ``warnings``.
     """
     from .inference import network_scale as factors
 
     model_xy = tuple(float(v) for v in getattr(model, "voxel_size", (1.0, 1.0, 1.0))[:2])
-    if model_xy == (1.0, 1.0):  # a model that never knew its training pixel size
+    if model_xy == UNKNOWN_PIXEL:  # a model that never knew its training pixel size
         return 1.0, 1.0
-    if spacing_xy is None:
+    if spacing_xy is None or tuple(float(v) for v in spacing_xy[:2]) == UNKNOWN_PIXEL:
         if warnings is not None:
             warnings.append(f"the stack has no pixel size; the model was trained at {model_xy[0]:g} mm per pixel, "
                             "so results may be poor if the scales differ (give the spacing)")

@@ -382,9 +382,14 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     _require_memory(nbytes, path, f"a {size_text} volume")
     image = _read_sitk(path)
     if image.GetDimension() == 2:
-        # One section (a tile): a one-section volume.  A 2D file's spacing is rarely the scan's.
+        # One section (a tile): a one-section volume.  Without a spacing it lies on the grid Slicer loads it on
+        # (image_file_grid: the file's pixel size, 1 mm between sections), so strokes drawn there line up.  A 2D
+        # file's pixel size is rarely the scan's (a PNG states 1 mm); the pipeline checks it against the model's
+        # before it resamples (pipeline.network_scale) and says so when it cannot.
         if spacing is None:
-            raise ScribbleSegError(f"{path}: a single 2D section needs the voxel spacing X Y Z in mm (spacing)")
+            sx, sy = image.GetSpacing()
+            logging.getLogger("ScribbleSegLib").info(
+                "%s: one 2D section without a spacing: read at the file's pixel size, %g x %g mm", path, sx, sy)
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")

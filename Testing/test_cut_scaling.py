@@ -76,7 +76,8 @@ def _discs(rows: int, radius: int, gap: int, small_every: int = 0) -> np.ndarray
     for i in range(rows):
         for j in range(rows):
             r = radius * (0.6 if small_every and (i + j) % small_every == 0 else 1.0)
-            mask |= (yy - 5 - radius - i * (2 * radius + gap)) ** 2 + (xx - 5 - radius - j * (2 * radius + gap)) ** 2 < r * r
+            cy, cx = 5 + radius + i * (2 * radius + gap), 5 + radius + j * (2 * radius + gap)
+            mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
     return mask
 
 

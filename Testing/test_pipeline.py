@@ -241,6 +241,31 @@ def test_segment_command_on_a_tile_gives_an_area_and_no_section_to_look_at(case,
     assert "look next" not in captured.out
 
 
+def test_segment_command_on_a_tile_without_a_spacing_runs_at_the_tiles_own_scale(case, tmp_path, capsys):
+    # A PNG tile states no pixel size: without --spacing it is read at 1 mm per pixel, the network runs at the
+    # tile's own scale (no resampling to the model's 0.02 mm), and one warning says so; the labels are those of
+    # the same tile given the model's own spacing, which needs no resampling either.
+    import SimpleITK as sitk
+
+    _, test, scrib, model = case
+    z = int(np.flatnonzero(scrib.reshape(len(scrib), -1).any(1))[0])
+    sitk.WriteImage(sitk.GetImageFromArray(test.image.array[z], isVector=True), str(tmp_path / "tile.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(scrib[z]), str(tmp_path / "strokes.png"))
+    common = ["segment", "--image", str(tmp_path / "tile.png"), "--scribbles", str(tmp_path / "strokes.png"),
+              "--model", str(model), "--no-cache", "--quiet"]
+    status = cli.main(common + ["--out", str(tmp_path / "own.nrrd")])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    scale = [line for line in captured.err.splitlines() if "pixel size" in line]
+    assert len(scale) == 2 and "note: " in scale[0] and "warning: the stack has no pixel size" in scale[1], captured.err
+    assert "Traceback" not in captured.err
+    spacing = pipeline.as_model(model, "cpu").voxel_size
+    assert cli.main(common + ["--out", str(tmp_path / "given.nrrd"), "--spacing", *map(str, spacing)]) == 0
+    own, given = (volume_io.read_label_volume(tmp_path / name) for name in ("own.nrrd", "given.nrrd"))
+    assert own.geometry.spacing == (1.0, 1.0, 1.0) and own.array.any()
+    np.testing.assert_array_equal(own.array, given.array)
+
+
 def test_a_run_whose_network_contradicts_the_strokes_warns_leaves_the_bank_out_and_finishes(case, monkeypatch):
     from ScribbleSegLib import ddml
 

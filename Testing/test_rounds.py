@@ -158,8 +158,11 @@ def test_network_scale_resamples_only_stacks_with_a_known_nearby_pixel_size():
     assert pipeline.network_scale((0.0154, 0.0154), model, warnings) == pytest.approx((0.77, 0.77))
     assert pipeline.network_scale((0.0201, 0.0199), model, warnings) == (1.0, 1.0) and warnings == []
     assert pipeline.network_scale(None, model, warnings) == (1.0, 1.0)
+    assert pipeline.network_scale((0.5, 0.5), model, warnings) == (1.0, 1.0)
+    # 1 mm per pixel is what a file states when it stores no pixel size (a PNG tile): not known either.
     assert pipeline.network_scale((1.0, 1.0), model, warnings) == (1.0, 1.0)
-    assert len(warnings) == 2 and "no pixel size" in warnings[0] and "far from the model's" in warnings[1]
+    assert len(warnings) == 3 and "no pixel size" in warnings[0] and "far from the model's" in warnings[1]
+    assert warnings[2] == warnings[0]
 
 
 def test_rescaled_inference_runs_the_network_at_the_model_scale_and_returns_the_stack_grid():

@@ -282,13 +282,6 @@ def test_not_an_image(tmp_path):
     one_line_error(excinfo, tmp_path / "v.nrrd", "cannot be read")
 
 
-def test_a_2d_file_is_not_a_volume(tmp_path):
-    sitk.WriteImage(sitk.GetImageFromArray(rgb_stack((1, 8, 8))[0], isVector=True), str(tmp_path / "one.png"))
-    with pytest.raises(ScribbleSegError) as excinfo:
-        vio.read_image(tmp_path / "one.png")
-    one_line_error(excinfo, "one.png", "2D")
-
-
 @pytest.mark.parametrize("spacing", [None, (0.1, 0.1), (0.1, 0.0, 0.1), (0.1, -1, 0.1), (0.1, float("nan"), 1)])
 def test_folder_needs_positive_spacing(tmp_path, spacing):
     write_sections(tmp_path / "sec", rgb_stack((2, 4, 4)))
@@ -721,12 +714,16 @@ def test_missing_or_damaged_label_files(tmp_path, reader):
 
 
 # --- one 2D section (a tile) as a one-section volume -------------------------------------------------------
-def test_a_2d_section_file_is_a_one_section_volume(tmp_path):
+def test_a_2d_section_file_is_a_one_section_volume(tmp_path, caplog):
     plane = rgb_stack((1, 18, 26))[0]
     sitk.WriteImage(sitk.GetImageFromArray(plane, isVector=True), str(tmp_path / "tile.png"))
-    with pytest.raises(ScribbleSegError) as excinfo:
-        vio.read_image(tmp_path / "tile.png")
-    one_line_error(excinfo, "tile.png", "(spacing)")
+    # Without a spacing: on the grid Slicer loads it on (the file's pixel size, 1 mm for a PNG), said in one note.
+    with caplog.at_level(logging.INFO, logger="ScribbleSegLib"):
+        own = vio.read_image(tmp_path / "tile.png")
+    assert own.shape == (1, 18, 26)
+    assert (own.shape, own.geometry) == vio.image_file_grid(tmp_path / "tile.png")
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 1 and "tile.png" in notes[0] and "without a spacing" in notes[0] and "1 x 1 mm" in notes[0]
     volume = vio.read_image(tmp_path / "tile.png", spacing=(0.00025, 0.00025, 0.001))
     assert volume.shape == (1, 18, 26)
     np.testing.assert_array_equal(volume.array[0], plane)

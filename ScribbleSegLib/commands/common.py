@@ -74,7 +74,8 @@ DEVICE_PARAMETER_FLAGS = {"device 'cpu'": "--device cpu"}
 def add_image_options(parser: argparse.ArgumentParser) -> None:
     """``--spacing`` and ``--downsample``, for images given as a folder of sections."""
     parser.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"),
-                        help="voxel size in mm (required for a folder of sections or a 2D section; overrides a file's)")
+                        help="voxel size in mm (required for a folder of sections; a 2D section without it has "
+                             "the file's pixel size, 1 mm for most formats; overrides a file's)")
     parser.add_argument("--downsample", type=positive_int, default=1, metavar="N",
                         help="read sections downsampled in-plane by N (area average)")
 
