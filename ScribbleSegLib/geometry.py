@@ -18,6 +18,9 @@ import numpy as np
 from .errors import ScribbleSegError
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+#: The in-plane pixel size ``(x, y)`` in mm that stands for "not known": what a file format states when it stores
+#: none (a PNG; a tile read without a spacing), and what a model trained on bare arrays records.
+UNKNOWN_PIXEL = (1.0, 1.0)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 from . import choices, feature_cache
 from .checks import check_model, check_progress_cancel, check_segment_args, check_suggest
 from .feature_reader import read_only_view
-from .geometry import Volume
+from .geometry import UNKNOWN_PIXEL, Volume
 from .progress import CancelToken, ProgressCallback, check, report
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,6 @@ def as_model(model, device: str = "auto"):
 #: Stacks whose pixel size differs from the model's by more than this factor (either way) are not
 #: resampled: such a spacing is more likely missing or wrong (1 mm) than a real scan.
 MAX_RESAMPLING = 4.0
-#: The in-plane pixel size ``(x, y)`` in mm that stands for "not known": what a file format states when it stores
-#: none (a PNG, a tile read without a spacing), and what a model trained on bare arrays records.
-UNKNOWN_PIXEL = (1.0, 1.0)
 
 
 def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Optional[List[str]] = None

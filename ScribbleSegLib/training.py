@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from . import choices, multifov
 from .errors import ScribbleSegError
 from .fileio import check_output_path, check_outputs
-from .geometry import Volume
+from .geometry import UNKNOWN_PIXEL, Volume
 from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, array_sha256, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
@@ -569,7 +569,7 @@ def _voxel_size(images: Sequence[Union[Volume, np.ndarray]]) -> Tuple[float, flo
     """The median voxel size of the training volumes, ``(x, y, z)`` mm ((1, 1, 1) for bare arrays)."""
     spacings = [im.geometry.spacing for im in images if isinstance(im, Volume)]
     if not spacings:
-        return (1.0, 1.0, 1.0)
+        return UNKNOWN_PIXEL + (1.0,)
     pixels = [min(s[0], s[1]) for s in spacings]
     if max(pixels) > MIXED_PIXEL_SIZES * min(pixels):
         _log.warning("the training volumes' pixel sizes differ by %.1fx (%g to %g mm): the network learns them "
