@@ -370,7 +370,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     Parameters
     ----------
     array : numpy.ndarray
-        ``(Z, Y, X, 3)`` uint8 RGB (the cut's colour term).
+        ``(Z, Y, X, 3)`` uint8 RGB (the cut's colour term, with its glass made white as the network saw it:
+        :meth:`stroke_pull.ImageMeasures.evened`).
     spacing_zyx : tuple of 3 float
         Voxel size in mm, array-axis order.
     scribbles : numpy.ndarray or None
@@ -430,11 +431,14 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         warnings.append(line)
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
-    # adaptation's training leaves idle.
+    # adaptation's training leaves idle.  The cut sees the image with its glass made white, as the network did:
+    # light that drifts from section to section or a grey glass otherwise reads as edges between the sections
+    # and as a softer contrast within them (BENCHMARKS.md, "The cut on the image the network saw").
     measures, ahead = None, contextlib.nullcontext()
     if method == "full":
         measures = cut_memory.measures if cut_memory is not None else ImageMeasures()
-        ahead = beside(lambda token: measure_ahead(array, scribbles, spacing_zyx, cut_params, measures, token))
+        ahead = beside(lambda token: measure_ahead(measures.evened(array), scribbles, spacing_zyx, cut_params,
+                                                   measures, token))
     t0 = time.perf_counter()
     with ahead:
         adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=config, seed=seed,
@@ -449,7 +453,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         labels = (h > 0.5).astype(np.uint8)
     else:
         check(cancel)
-        labels = graph_cut(h, array, scribbles, spacing_zyx=spacing_zyx, params=cut_params,
+        labels = graph_cut(h, measures.evened(array), scribbles, spacing_zyx=spacing_zyx, params=cut_params,
                            progress=progress, cancel=cancel, memory=cut_memory, measures=measures)
         timings["graph cut"] = time.perf_counter() - t1
     from .suggest import suggest_sections

@@ -104,12 +104,30 @@ class ImageMeasures:
         self._sharpness: dict = {}  # (colour mode, focus) -> per-section factor of 1 / sigma^2, or None
         self._gradients: dict = {}  # (section, spacing) -> (g, median), oldest first
         self._ways: dict = {}  # section -> (key, (box, planes)) of its last strokes, oldest first
+        self._evened: Optional[tuple] = None  # (key of the image as given, the image with its glass made white)
 
     def follow(self, image: np.ndarray) -> None:
         """Forget everything unless ``image`` is the image measured so far."""
         key = image_key(image)
         if key != self.key:
             self.key, self._contrast, self._sharpness, self._gradients, self._ways = key, {}, {}, {}, {}
+
+    def evened(self, image: np.ndarray) -> np.ndarray:
+        """``image`` ``(Z, Y, X, 3)`` uint8 with its glass made white as the network sees it
+        (:func:`white_point.white_glass` with the stack's glass colour), computed once; ``image`` itself when no
+        section changes (:func:`white_point.glass_is_white`, on a sample of the sections), or when it is not
+        RGB.  Kept apart from the measures, which follow the evened image."""
+        from .white_point import glass_is_white, glass_white, white_glass
+
+        key = image_key(image)
+        if self._evened is None or self._evened[0] != key:
+            evened = image
+            if image.ndim == 4 and image.shape[-1] == 3 and image.dtype == np.uint8:
+                white = glass_white(image)
+                if not glass_is_white(image, white):
+                    evened = white_glass(image, white)
+            self._evened = (key, evened)
+        return self._evened[1]
 
     def contrast(self, image: np.ndarray, colour: str) -> float:
         """:func:`image_contrast` of ``image``, computed once."""

@@ -190,6 +190,27 @@ def _quadratic(v: np.ndarray, u: np.ndarray) -> tuple:
     return 1.0, u, v, u * u, u * v, v * v
 
 
+#: Sections :func:`glass_is_white` looks at, spread over the stack.
+CHECK_SECTIONS = 16
+
+
+def glass_is_white(volume: np.ndarray, stack_white: Optional[np.ndarray] = None,
+                   sections: int = CHECK_SECTIONS) -> bool:
+    """Whether :func:`white_glass` would leave ``volume`` ``(Z, Y, X, 3)`` uint8 as it is, judged on up to
+    ``sections`` sections spread over the stack: no stack colour (``stack_white``, from :func:`glass_white`)
+    and no glass field in any of them.  A check for a stack that is read again and again (a re-run's cut):
+    a field in none of the sections looked at is taken for a field in none.
+
+    Examples
+    --------
+    >>> stack = np.full((4, 64, 64, 3), 252, np.uint8)
+    >>> stack[:, 20:44, 20:44] = (170, 80, 160)
+    >>> glass_is_white(stack), glass_is_white((stack * 0.9).astype(np.uint8))
+    (True, False)
+    """
+    return stack_white is None and all(glass_field(volume[z]) is None for z in spread(sections, len(volume)))
+
+
 def white_glass(sections: np.ndarray, stack_white: Optional[np.ndarray] = None) -> np.ndarray:
     """``sections`` ``(Z, Y, X, 3)`` uint8 with each one's glass made white (:func:`glass_field`).
 

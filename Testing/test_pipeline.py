@@ -321,3 +321,18 @@ def test_the_adaptation_gets_the_networks_logits_of_the_models_training_pixels(c
     assert shifts[0] != 0.0  # the default moves the head to the network's odds
     pipeline.segment(test.image, scrib, model, method="ddml", ddml_config=ddml.DDMLConfig.paper())
     assert shifts[1] == 0.0
+
+
+def test_the_cut_sees_the_glass_made_white_as_the_network_does(case):
+    # A grey glass (every value x 0.85): the network sees the image with its glass made white, and so does the cut.
+    from ScribbleSegLib.graphcut import GraphCutParams, graph_cut
+    from ScribbleSegLib.white_point import glass_white, white_glass
+
+    _, test, scrib, model = case
+    grey = np.rint(test.image.array * np.float32(0.85)).astype(np.uint8)
+    evened = white_glass(grey, glass_white(grey))
+    assert evened is not grey and evened.max() == 255
+    result = pipeline.segment(grey, scrib, model, spacing=test.image.geometry.spacing, suggest=0)
+    expected = graph_cut(result.probability, evened, scrib, spacing_zyx=test.image.geometry.spacing_zyx,
+                         params=GraphCutParams())
+    np.testing.assert_array_equal(result.labels, expected)

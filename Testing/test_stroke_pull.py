@@ -200,3 +200,20 @@ def test_ways_measured_beforehand_are_the_ones_the_pull_asks_for(monkeypatch, tw
     np.testing.assert_array_equal(kept, pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 8.0, weight=30.0,
                                                         image=image, edges=3.0))
     assert len(marched) == 2  # without the measures, each section is marched
+
+
+def test_image_measures_even_the_glass_once_per_image():
+    from ScribbleSegLib.white_point import glass_white, white_glass
+
+    white = np.full((2, 32, 32, 3), 252, np.uint8)
+    white[:, 8:24, 8:24] = (180, 90, 170)
+    grey = np.rint(white * np.float32(0.85)).astype(np.uint8)
+    measures = ImageMeasures()
+    assert measures.evened(white) is white  # white glass: nothing to even, no copy
+    evened = measures.evened(grey)
+    np.testing.assert_array_equal(evened, white_glass(grey, glass_white(grey)))
+    assert measures.evened(grey) is evened  # computed once
+    one_channel = grey[..., :1]
+    assert measures.evened(one_channel) is one_channel  # another image, grey levels: as given
+    assert measures.evened(grey) is not evened  # the grey image again after another: computed again
+    np.testing.assert_array_equal(measures.evened(grey), evened)
