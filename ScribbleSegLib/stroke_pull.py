@@ -11,6 +11,7 @@ of the image and the strokes alone (the section gradients and the ways, and the 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -20,6 +21,8 @@ from .cut_scaling import image_contrast, section_sharpness
 from .errors import ScribbleSegError
 from .progress import CancelToken, check
 from .runtime import in_threads
+
+_log = logging.getLogger(__name__)
 
 #: Scale in pixels of the Gaussian that smooths a section before its colour gradient is taken for the pull's
 #: way through the tissue (:func:`pulled_to_seeds`): texture finer than this does not count as an edge.
@@ -77,6 +80,10 @@ def _edge_speed(gradient: Tuple[np.ndarray, float], edges: float, box: Tuple[sli
     return (1.0 / (1.0 + edges * g[box] / (median + 1e-6))).astype(np.float32)
 
 
+#: :meth:`ImageMeasures.evened` copies an image only when the copy takes at most this share of the memory available.
+EVEN_MEMORY_SHARE = 0.25
+
+
 class ImageMeasures:
     """What the cut measures on an image and its strokes alone, kept between cuts of the same image.
 
@@ -115,8 +122,11 @@ class ImageMeasures:
     def evened(self, image: np.ndarray) -> np.ndarray:
         """``image`` ``(Z, Y, X, 3)`` uint8 with its glass made white as the network sees it
         (:func:`white_point.white_glass` with the stack's glass colour), computed once; ``image`` itself when no
-        section changes (:func:`white_point.glass_is_white`, on a sample of the sections), or when it is not
-        RGB.  Kept apart from the measures, which follow the evened image."""
+        section changes (:func:`white_point.glass_is_white`, on a sample of the sections), when it is not RGB,
+        or when a copy would take more than :data:`EVEN_MEMORY_SHARE` of the memory available (a stack near
+        the machine's limit is cut as it is rather than not at all).  Kept apart from the measures, which
+        follow the evened image."""
+        from .resources import available_memory
         from .white_point import glass_is_white, glass_white, white_glass
 
         key = image_key(image)
@@ -125,7 +135,10 @@ class ImageMeasures:
             if image.ndim == 4 and image.shape[-1] == 3 and image.dtype == np.uint8:
                 white = glass_white(image)
                 if not glass_is_white(image, white):
-                    evened = white_glass(image, white)
+                    if image.nbytes <= EVEN_MEMORY_SHARE * available_memory():
+                        evened = white_glass(image, white)
+                    else:
+                        _log.info("the cut sees the image's glass as it is: a copy with white glass would not fit")
             self._evened = (key, evened)
         return self._evened[1]
 

@@ -217,3 +217,19 @@ def test_image_measures_even_the_glass_once_per_image():
     assert measures.evened(one_channel) is one_channel  # another image, grey levels: as given
     assert measures.evened(grey) is not evened  # the grey image again after another: computed again
     np.testing.assert_array_equal(measures.evened(grey), evened)
+
+
+def test_image_measures_cut_the_glass_as_it_is_when_a_copy_would_not_fit(monkeypatch, caplog):
+    import logging
+
+    from ScribbleSegLib import resources
+
+    white = np.full((2, 32, 32, 3), 252, np.uint8)
+    white[:, 8:24, 8:24] = (180, 90, 170)
+    grey = np.rint(white * np.float32(0.85)).astype(np.uint8)
+    monkeypatch.setattr(resources, "available_memory", lambda: 3 * grey.nbytes)  # a copy would take a third
+    with caplog.at_level(logging.INFO, logger="ScribbleSegLib"):
+        assert ImageMeasures().evened(grey) is grey
+    assert any("would not fit" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(resources, "available_memory", lambda: 4 * grey.nbytes)
+    assert ImageMeasures().evened(grey) is not grey
