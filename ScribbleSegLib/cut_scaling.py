@@ -144,9 +144,8 @@ def object_count(h: np.ndarray, threshold: float = 0.5) -> float:
     """
     import SimpleITK as sitk
 
-    step = max(1, -(-h.shape[0] // OBJECT_SECTIONS))
     total, sections = 0.0, 0
-    for z in range(0, h.shape[0], step):
+    for z in _sections(h.shape[0], OBJECT_SECTIONS):
         mask = np.asarray(h[z]) > threshold
         if not mask.any():
             continue
@@ -196,13 +195,30 @@ def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParam
                         f"objects of radius {radius:.1f} px, unsure share {share:.3f}, {count:.1f} objects per section")
 
 
+def _quarter_octave(ratio: float, lowest: float) -> float:
+    """``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``: the steps every scaling of this module
+    takes, so that a re-run with slightly different measures keeps the same weights (and its cut memory).
+
+    Examples
+    --------
+    >>> _quarter_octave(0.6, 0.25), _quarter_octave(0.01, 0.25), _quarter_octave(3.0, 0.25)
+    (0.5946035575013605, 0.25, 1.0)
+    """
+    if ratio >= 1.0:
+        return 1.0
+    return min(1.0, max(lowest, 2.0 ** (round(4 * math.log2(max(ratio, 1e-6))) / 4)))
+
+
+def _sections(count: int, most: int) -> range:
+    """Indices of at most about ``most`` evenly spaced sections of ``count``: every ``ceil(count / most)``-th."""
+    return range(0, count, max(1, -(-count // most)))
+
+
 def _scaled_down(params: "GraphCutParams", name: str, ratio: float, lowest: float,
                  why: str, floor: float = 0.0) -> "GraphCutParams":
     """``params`` with field ``name`` times ``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``;
     the scaled value is at least ``floor``."""
-    if ratio >= 1.0:
-        return params
-    factor = max(lowest, 2.0 ** (round(4 * math.log2(max(ratio, 1e-6))) / 4))
+    factor = _quarter_octave(ratio, lowest)
     if factor >= 1.0:
         return params
     _log.debug("graph cut: %s: %s %g x %.3g", why, name, getattr(params, name), factor)
@@ -226,9 +242,8 @@ def image_contrast(image: np.ndarray, colour: str = "rgb") -> float:
     image = np.asarray(image)
     if image.ndim == 3:
         image = image[..., None]
-    step = max(1, -(-image.shape[0] // CONTRAST_SECTIONS))
     total, count = 0.0, 0
-    for z in range(0, image.shape[0], step):
+    for z in _sections(image.shape[0], CONTRAST_SECTIONS):
         x = colour_features(image[z], colour == "luminance" and image.shape[-1] == 3)
         total, count = _squared_differences(x, 1, total, count)
     return math.sqrt(total / count) if count else 0.0
@@ -308,8 +323,7 @@ def section_sharpness(image: np.ndarray, colour: str, focus: float) -> Optional[
         around = sharp[np.abs(sharp - z) <= SECTION_NEIGHBOURS]
         reference = float(np.median(near[around if around.size else sharp]))
         if reference > 0:
-            step = round(4 * math.log2(max(near[z] / reference, 1e-6))) / 4
-            factor[z] = min(1.0, max(MIN_SIGMA_FACTOR, 2.0 ** step))
+            factor[z] = _quarter_octave(near[z] / reference, MIN_SIGMA_FACTOR)
     return (1.0 / factor ** 2).astype(np.float32)
 
 
