@@ -13,10 +13,17 @@ Vahadane et al. (IEEE TMI 2016) normalization, as implemented here:
    :func:`order_stains`).
 3. Per-pixel stain concentrations by non-negative least squares, or non-negative
    lasso with ``lasso_lambda`` (0.01).
-4. Concentrations are scaled so that their 99th percentile over tissue (near-saturated
-   pixels left out: ink, thick folds) matches the target's, then recomposed with the
-   target's stain matrix.  A tissue whose two fitted stain vectors are too close to
-   tell apart (a pale-eosin tile) uses the target's stain vectors, with a warning.
+4. Each stain's concentrations are scaled so that a high percentile of them matches
+   the target's, then recomposed with the target's stain matrix.  The percentile is
+   taken over the pixels the stain dominates (``scale_pixels`` "dominant": the 95th
+   percentile over the tissue pixels where the stain makes at least
+   :data:`DOMINANT_SHARE` of the concentration), so it measures how dark the nuclei
+   are, not how much of the tissue they cover.  Models made before this rule keep
+   theirs (``scale_pixels`` "tissue": the 99th percentile over all tissue), which a
+   tile with few nuclei reads far too low.  Near-saturated pixels (ink, thick
+   folds) are left out of both.  A tissue whose two fitted stain vectors are too
+   close to tell apart (a pale-eosin tile) uses the target's stain vectors, with a
+   warning.
 
 With two stains every per-pixel problem in steps 2 and 3 is a 2-variable
 non-negative quadratic program, which :func:`_solve_concentrations` solves exactly
@@ -48,8 +55,21 @@ MAX_STAIN_COSINE = 0.98
 #: Maps over at least this many pixels go through a full colour lookup table.
 _TABLE_MIN_PIXELS = 1 << 25
 
-#: Percentile of the tissue concentrations that is matched to the target's.
-_PERCENTILE = 99.0
+#: Which pixels set the concentration scale, and the percentile of a stain's concentration over them that is
+#: matched to the target's.  "tissue": all tissue pixels, the rule of models made before 2026-12-05 (their
+#: stored stain has no ``scale_pixels``).  "dominant": the pixels where the stain makes at least
+#: ``DOMINANT_SHARE`` of the concentration.  Over all tissue the 99th percentile of haematoxylin reads the
+#: nuclei only where they cover more than about 1 % of the tissue; on a tile of stroma with few nuclei it read
+#: a half to a quarter of their darkness, and the stroma's faint haematoxylin was rendered as nuclei.  The 95th
+#: and not the 99th percentile over the dominant pixels: that subset's top percent lies where a strong eosin
+#: clips the 8-bit green channel, which biased a thick section's scale (BENCHMARKS "Stain normalization").
+SCALE_PERCENTILES = {"tissue": 99.0, "dominant": 95.0}
+#: The rule of new fits.
+DEFAULT_SCALE_PIXELS = "dominant"
+#: A pixel is a stain's when the stain makes at least this share of its concentration.
+DOMINANT_SHARE = 0.7
+#: Fewer dominant pixels than this in a fit: the share is lowered (to 1/2, then to any) until there are as many.
+MIN_DOMINANT_PIXELS = 100
 
 #: Pixels this dark or darker in every channel (OD above about 2.1 in red, green and blue) are
 #: near-saturated, near-black: ink, thick folds, debris.  No H&E mix is that dark in blue, so
@@ -232,7 +252,7 @@ def _number(value) -> float:
 
 
 class VahadaneNormalizer:
-    """A fitted stain: two stain OD vectors and the 99th-percentile concentrations.
+    """A fitted stain: two stain OD vectors and each stain's concentration scale.
 
     Fit one on the reference (target) data and one on the image to normalize (the
     source); ``source.transform(image, target)`` renders the image in the target's
@@ -250,13 +270,18 @@ class VahadaneNormalizer:
         stain contributions and so changes colours slightly).
     lasso_lambda : float
         L1 weight of the lasso concentrations.
+    scale_pixels : {"dominant", "tissue"}
+        Which pixels set the concentration scale (:data:`SCALE_PERCENTILES`): the
+        pixels each stain dominates (new fits), or all tissue (models made before
+        2026-12-05).  A source and its target must use the same.
 
     Attributes
     ----------
     stain_matrix : ndarray (2, 3) or None
         Rows: haematoxylin and eosin OD vectors, unit norm.
     max_concentrations : ndarray (2,) or None
-        99th percentile of each stain's concentration over tissue.
+        Each stain's concentration scale: its percentile over the pixels
+        ``scale_pixels`` names.
     """
 
     def __init__(
@@ -265,11 +290,15 @@ class VahadaneNormalizer:
         dictionary_lambda: float = 0.1,
         concentration_method: str = "nnls",
         lasso_lambda: float = 0.01,
+        scale_pixels: str = DEFAULT_SCALE_PIXELS,
     ) -> None:
         if concentration_method not in ("nnls", "lasso"):
             raise ScribbleSegError(
                 f"stain normalization: concentration_method {concentration_method!r} is not 'nnls' or 'lasso'"
             )
+        if scale_pixels not in SCALE_PERCENTILES:
+            raise ScribbleSegError(f"stain normalization: scale_pixels {scale_pixels!r} is not one of "
+                                   f"{', '.join(map(repr, SCALE_PERCENTILES))}")
         given = {"luminosity_threshold": luminosity_threshold, "dictionary_lambda": dictionary_lambda,
                  "lasso_lambda": lasso_lambda}
         values = {name: _number(value) for name, value in given.items()}
@@ -285,6 +314,7 @@ class VahadaneNormalizer:
         self.dictionary_lambda = float(dictionary_lambda)
         self.concentration_method = concentration_method
         self.lasso_lambda = float(lasso_lambda)
+        self.scale_pixels = scale_pixels
         self.stain_matrix: Optional[np.ndarray] = None
         self.max_concentrations: Optional[np.ndarray] = None
 
@@ -381,10 +411,10 @@ class VahadaneNormalizer:
         self.stain_matrix = stains
         with torch_threads(1):
             conc = self._concentrations_of(pixels)
-        self.max_concentrations = np.percentile(conc, _PERCENTILE, axis=0).astype(np.float64)
+        self.max_concentrations = concentration_scale(conc, self.scale_pixels)
         if not np.all(self.max_concentrations > 0):
             raise ScribbleSegError(
-                "stain normalization: a stain is absent from the tissue (99th-percentile concentration 0)"
+                "stain normalization: a stain is absent from the tissue (its concentration scale is 0)"
             )
 
     # -- per-pixel concentrations ------------------------------------------------------------
@@ -453,6 +483,7 @@ class VahadaneNormalizer:
             raise ScribbleSegError(f"stain normalization: transform expects one (Y, X, 3) image, got {rgb.shape}")
         self._require_fitted("source stain")
         target._require_fitted("target stain")
+        _check_same_scale(self, target)
         _check_tile(tile)
         out = np.empty_like(rgb)
         with torch_threads(threads):
@@ -472,6 +503,7 @@ class VahadaneNormalizer:
             "dictionary_lambda": self.dictionary_lambda,
             "concentration_method": self.concentration_method,
             "lasso_lambda": self.lasso_lambda,
+            "scale_pixels": self.scale_pixels,
         }
 
     @classmethod
@@ -491,11 +523,15 @@ class VahadaneNormalizer:
                 dictionary_lambda=float(d["dictionary_lambda"]),
                 concentration_method=str(d["concentration_method"]),
                 lasso_lambda=float(d["lasso_lambda"]),
+                # A stain stored before the rule was recorded was scaled over all tissue.
+                scale_pixels=d.get("scale_pixels", "tissue"),
             )
             stains = np.asarray(d["stain_matrix"], dtype=np.float64)
             max_conc = np.asarray(d["max_concentrations"], dtype=np.float64)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ScribbleSegError(f"stain normalization: bad stored stain ({exc})") from None
+        except ScribbleSegError as exc:
+            raise ScribbleSegError(f"stain normalization: bad stored stain ({str(exc).split(': ', 1)[1]})") from None
         if stains.shape != (2, 3) or max_conc.shape != (2,):
             raise ScribbleSegError(
                 f"stain normalization: bad stored stain (stain_matrix {stains.shape}, "
@@ -520,12 +556,63 @@ class VahadaneNormalizer:
         return f"VahadaneNormalizer(H={h}, E={e}, max_c={np.round(self.max_concentrations, 3).tolist()})"
 
 
+def concentration_scale(conc: np.ndarray, scale_pixels: str = DEFAULT_SCALE_PIXELS) -> np.ndarray:
+    """Each stain's concentration scale: a percentile over the pixels ``scale_pixels`` names.
+
+    Parameters
+    ----------
+    conc : ndarray, shape (N, 2)
+        Haematoxylin and eosin concentrations of tissue pixels (near-saturated ones
+        left out).
+    scale_pixels : {"dominant", "tissue"}
+        "tissue": the 99th percentile over all of them.  "dominant": for each stain,
+        the 95th percentile over the pixels where it makes at least
+        :data:`DOMINANT_SHARE` of the concentration; where fewer than
+        :data:`MIN_DOMINANT_PIXELS` pixels are that much one stain's, over those
+        where it makes half, then over all.
+
+    Returns
+    -------
+    ndarray, float64, shape (2,)
+
+    Examples
+    --------
+    Nuclei (dark haematoxylin) on 0.5 % of a stroma with a little haematoxylin:
+    over the pixels haematoxylin dominates, the scale reads the nuclei.
+
+    >>> conc = np.tile([[0.06, 0.45]], (39800, 1))
+    >>> conc = np.concatenate([conc, np.tile([[0.9, 0.2]], (200, 1))])
+    >>> concentration_scale(conc, "dominant").round(2).tolist()
+    [0.9, 0.45]
+    >>> concentration_scale(conc, "tissue").round(2).tolist()
+    [0.06, 0.45]
+    """
+    if scale_pixels not in SCALE_PERCENTILES:
+        raise ScribbleSegError(f"stain normalization: scale_pixels {scale_pixels!r} is not one of "
+                               f"{', '.join(map(repr, SCALE_PERCENTILES))}")
+    conc = np.asarray(conc, dtype=np.float64)
+    q = SCALE_PERCENTILES[scale_pixels]
+    if len(conc) == 0:
+        return np.zeros(2)
+    if scale_pixels == "tissue":
+        return np.percentile(conc, q, axis=0)
+    share = conc / np.maximum(conc.sum(axis=1, keepdims=True), 1e-12)
+    scale = np.zeros(2)
+    for s in range(2):
+        for least in (DOMINANT_SHARE, 0.5, 0.0):
+            own = conc[share[:, s] >= least, s]
+            if len(own) >= MIN_DOMINANT_PIXELS or least == 0.0:
+                scale[s] = np.percentile(own, q)
+                break
+    return scale
+
+
 def _unsaturated(pixels: np.ndarray) -> np.ndarray:
     """Mask of the tissue pixels (N, 3) uint8 that may set the concentration percentile.
 
     Near-saturated pixels (every channel at or below :data:`SATURATED_RGB`) are ink,
-    thick folds and debris: a share of 1-2 % of them would otherwise set the 99th
-    percentile and render the whole image pale.
+    thick folds and debris: a share of 1-2 % of them would otherwise set the
+    concentration scale and render the whole image pale.
     """
     return pixels.max(axis=1) > SATURATED_RGB
 
@@ -534,6 +621,12 @@ def _stain_projection(pixels: torch.Tensor, stains: torch.Tensor) -> torch.Tenso
     """``OD @ stains.T`` (N, 2) of uint8 pixels (N, 3), written elementwise (tiling-exact)."""
     od = torch.as_tensor(_OD_LUT)[pixels.long()]
     return torch.stack([od[:, 0] * s[0] + od[:, 1] * s[1] + od[:, 2] * s[2] for s in stains], dim=1)
+
+
+def _check_same_scale(source: VahadaneNormalizer, target: VahadaneNormalizer) -> None:
+    if source.scale_pixels != target.scale_pixels:
+        raise ScribbleSegError(f"stain normalization: the source stain's scale_pixels {source.scale_pixels!r} is not "
+                               f"the target's {target.scale_pixels!r}; fit the source with the target's")
 
 
 class _StainMapping:
@@ -631,7 +724,8 @@ def _sample_pixels(sections: Sequence[np.ndarray], downsample: int, luminosity_t
 
 def _settings(norm: VahadaneNormalizer) -> dict:
     return {"luminosity_threshold": norm.luminosity_threshold, "dictionary_lambda": norm.dictionary_lambda,
-            "concentration_method": norm.concentration_method, "lasso_lambda": norm.lasso_lambda}
+            "concentration_method": norm.concentration_method, "lasso_lambda": norm.lasso_lambda,
+            "scale_pixels": norm.scale_pixels}
 
 
 def _fit_sections(sections: Sequence[np.ndarray], settings: dict, downsample: int, max_pixels: int,

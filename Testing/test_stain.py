@@ -157,12 +157,67 @@ def test_to_dict_from_dict_round_trip_through_json(image_a, target_b):
     lambda d: d.update(stain_matrix=[[0.6, 0.8, 0.0], [0.6, 0.8, 0.0]]),
     lambda d: d.update(max_concentrations=[1.0, -1.0]),
     lambda d: d.update(concentration_method="ista"),
+    lambda d: d.update(scale_pixels="nuclei"),
 ])
 def test_from_dict_rejects_bad_stored_stains(target_b, change):
     d = target_b.to_dict()
     change(d)
     with pytest.raises(ScribbleSegError, match="stain"):
         stain.VahadaneNormalizer.from_dict(d)
+
+
+def test_a_stain_stored_without_its_scale_rule_keeps_the_rule_of_its_time(image_a, target_b):
+    rgb, _ = image_a
+    stored = target_b.to_dict()
+    assert stored["scale_pixels"] == stain.DEFAULT_SCALE_PIXELS == "dominant"
+    del stored["scale_pixels"]  # a model made before the rule was recorded
+    old = stain.VahadaneNormalizer.from_dict(stored)
+    assert old.scale_pixels == "tissue"
+    with pytest.raises(ScribbleSegError, match="scale_pixels 'dominant' is not the target's 'tissue'"):
+        stain.VahadaneNormalizer().fit(rgb).transform(rgb, old)
+    # A volume normalized to it fits its sections by the same rule.
+    vol = rgb[None]
+    source = stain.VahadaneNormalizer(scale_pixels="tissue").fit(rgb, max_pixels=10**6)
+    np.testing.assert_allclose(source.max_concentrations, stain.concentration_scale(
+        source._concentrations_of(rgb[stain.tissue_mask(rgb)]), "tissue"), rtol=1e-6)
+    assert np.array_equal(stain.normalize_volume(vol, old, fit_downsample=1, max_pixels=10**6)[0],
+                          source.transform(rgb, old))
+
+
+def _stroma_with_nuclei(share, seed):
+    """Concentrations (256, 256, 2) of eosin stroma with faint haematoxylin and dark nuclei on ``share`` of it."""
+    rng = np.random.default_rng(seed)
+    conc = np.stack([rng.gamma(8.0, 0.06 / 8, (256, 256)), rng.gamma(8.0, 0.45 / 8, (256, 256))], axis=-1)
+    nuclei = rng.random((256, 256)) < share
+    conc[nuclei] = np.stack([rng.uniform(0.5, 1.1, int(nuclei.sum())), np.full(int(nuclei.sum()), 0.2)], axis=-1)
+    return conc, nuclei
+
+
+def test_a_tile_with_few_nuclei_is_scaled_by_how_dark_its_nuclei_are_not_how_many():
+    dense, _ = _stroma_with_nuclei(0.15, seed=1)
+    sparse, nuclei = _stroma_with_nuclei(0.005, seed=2)
+    target = stain.VahadaneNormalizer().fit(render(dense, STAIN_A))
+    source = stain.VahadaneNormalizer().fit(render(sparse, STAIN_A))
+    # The nuclei are as dark on both tiles: the haematoxylin scale agrees, and the stroma stays stroma.
+    assert source.max_concentrations[0] == pytest.approx(target.max_concentrations[0], rel=0.1)
+    out = source.concentrations(source.transform(render(sparse, STAIN_A), target))
+    assert np.median(out[~nuclei][:, 0]) < 0.05
+    # Over all tissue (the rule of older models) the nuclei's 0.5 % do not reach the 99th percentile: the
+    # sparse tile's haematoxylin is read as less than half as dark, and its stroma rendered darker.
+    old_target = stain.VahadaneNormalizer(scale_pixels="tissue").fit(render(dense, STAIN_A))
+    old_source = stain.VahadaneNormalizer(scale_pixels="tissue").fit(render(sparse, STAIN_A))
+    assert old_source.max_concentrations[0] < 0.5 * old_target.max_concentrations[0]
+    old_out = old_source.concentrations(old_source.transform(render(sparse, STAIN_A), old_target))
+    assert np.median(old_out[~nuclei][:, 0]) > 0.1
+
+
+def test_concentration_scale_lowers_the_share_where_a_stain_rarely_dominates():
+    conc = np.tile([[0.3, 0.7]], (1000, 1))  # haematoxylin never makes half of any pixel
+    assert stain.concentration_scale(conc)[0] == pytest.approx(0.3)
+    conc[:150] = [0.55, 0.45]  # makes half of 150 pixels: those set the scale
+    assert stain.concentration_scale(conc)[0] == pytest.approx(0.55)
+    with pytest.raises(ScribbleSegError, match="scale_pixels 'nuclei'"):
+        stain.concentration_scale(conc, "nuclei")
 
 
 def test_tissue_mask_uses_cie_lightness():
@@ -239,7 +294,9 @@ def test_normalize_volume_per_section_evens_out_section_intensity(volume_a, targ
     assert out.shape == vol.shape and out.dtype == np.uint8
     expected = render(conc[:3] / np.array([1.0, 1.3, 1.0])[:, None, None, None], STAIN_B)
     per_section_error = np.abs(out[:3].astype(int) - expected.astype(int)).mean(axis=(1, 2, 3))
-    assert np.all(per_section_error < 1.0), per_section_error
+    # The thick section's darkest eosin clips the 8-bit green channel, where the percentile over the pixels
+    # eosin dominates lies: it is rendered a little less exactly (one stain for the volume: 5.2 levels).
+    assert np.all(per_section_error < [1.0, 1.25, 1.0]), per_section_error
     # The near-empty section fell back to the volume's stain.
     volume_stain = stain.fit_reference([vol], fit_downsample=1)
     assert np.array_equal(out[3], volume_stain.transform(vol[3], target_b))
