@@ -107,12 +107,45 @@ def read_training_pairs(images: Sequence[PathLike], labels: Sequence[PathLike], 
     """
     check_pairs(images, labels, names)
     volumes, masks = [], []
-    for image_path, label_path in zip(images, labels):
-        image, label = read_training_pair(image_path, label_path, spacing=spacing, downsample=downsample,
-                                          cancel=cancel)
-        volumes.append(image)
-        masks.append(label)
+    repeats = _RepeatedTileNotes()
+    log = logging.getLogger("ScribbleSegLib")
+    log.addFilter(repeats)
+    try:
+        for image_path, label_path in zip(images, labels):
+            image, label = read_training_pair(image_path, label_path, spacing=spacing, downsample=downsample,
+                                              cancel=cancel)
+            volumes.append(image)
+            masks.append(label)
+    finally:
+        log.removeFilter(repeats)
+    if repeats.held:
+        log.info("%d more 2D files without a spacing were read at their file's pixel size, as said above",
+                 repeats.held)
     return volumes, masks
+
+
+class _RepeatedTileNotes(logging.Filter):
+    """Lets through the first note of each pixel size that tiles read without a spacing give, and counts the rest.
+
+    A hundred training tiles would otherwise print a hundred lines that say the same.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: set = set()
+        self.held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .volume_io import TILE_GRID_NOTE
+
+        if record.msg is not TILE_GRID_NOTE:
+            return True
+        size = tuple(record.args[1:]) if isinstance(record.args, tuple) else ()
+        if size in self.sizes:
+            self.held += 1
+            return False
+        self.sizes.add(size)
+        return True
 
 
 def volume_records(images: Sequence[PathLike], labels: Sequence[PathLike]) -> List[str]:

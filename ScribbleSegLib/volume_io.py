@@ -376,6 +376,10 @@ def _file_read_bytes(path: Path) -> Tuple[int, str]:
     return voxels * (info.GetNumberOfComponents() * component_bytes + 3), "x".join(map(str, size))
 
 
+#: The note a 2D file read without a spacing gives (arguments: the path and its pixel size in mm).
+TILE_GRID_NOTE = "%s: one 2D section without a spacing: read at the file's pixel size, %g x %g mm"
+
+
 def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]], factor: int,
                       progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Volume:
     nbytes, size_text = _file_read_bytes(path)
@@ -388,8 +392,7 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
         # before it resamples (pipeline.network_scale) and says so when it cannot.
         if spacing is None:
             sx, sy = image.GetSpacing()
-            logging.getLogger("ScribbleSegLib").info(
-                "%s: one 2D section without a spacing: read at the file's pixel size, %g x %g mm", path, sx, sy)
+            logging.getLogger("ScribbleSegLib").info(TILE_GRID_NOTE, path, sx, sy)
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")

@@ -457,6 +457,38 @@ def test_scribbles_given_as_a_training_label_get_one_warning(tmp_path, caplog):
         assert (warnings == []) if why is None else (len(warnings) == 1 and why in warnings[0]), (name, warnings)
 
 
+def test_tiles_read_without_a_spacing_give_one_note_per_pixel_size(tmp_path, caplog):
+    import logging
+
+    import SimpleITK as sitk
+
+    from ScribbleSegLib.training_files import read_training_pairs
+
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for i in range(4):
+        tile = sitk.GetImageFromArray(rng.integers(0, 255, (16, 20, 3), dtype=np.uint8), isVector=True)
+        if i == 3:
+            tile.SetSpacing((0.5, 0.5))  # a TIFF-like file that states another pixel size
+        images.append(tmp_path / (f"t{i}.png" if i < 3 else "t3.nrrd"))
+        sitk.WriteImage(tile, str(images[-1]))
+        labels.append(tmp_path / f"l{i}.png")
+        sitk.WriteImage(sitk.GetImageFromArray((rng.random((16, 20)) > 0.5).astype(np.uint8) * 255), str(labels[-1]))
+    with caplog.at_level(logging.INFO, logger="ScribbleSegLib"):
+        volumes, _ = read_training_pairs(images, labels)
+    assert [v.geometry.spacing[:2] for v in volumes] == [(1.0, 1.0)] * 3 + [(0.5, 0.5)]
+    notes = [r.getMessage() for r in caplog.records if "without a spacing" in r.getMessage()]
+    assert len(notes) == 3, notes
+    assert "t0.png" in notes[0] and "1 x 1 mm" in notes[0]
+    assert "t3.nrrd" in notes[1] and "0.5 x 0.5 mm" in notes[1]
+    assert notes[2] == "2 more 2D files without a spacing were read at their file's pixel size, as said above"
+    # The filter is gone afterwards: a single read still says it.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ScribbleSegLib"):
+        read_training_pairs(images[:1], labels[:1])
+    assert len([r for r in caplog.records if "without a spacing" in r.getMessage()]) == 1
+
+
 def test_patches_far_larger_than_the_sections_get_one_warning(tmp_path, caplog):
     import dataclasses
     import logging
