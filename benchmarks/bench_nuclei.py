@@ -13,8 +13,9 @@ resolution), and, in the training stain, as 1024x1024 tiles with as many nuclei
 as a 256x256 one (they cover about 1 % of it: a stain normalization must read
 how dark the nuclei are, not how much of the tissue they cover).  Prints pooled
 IoU per stage, for the default settings, for the default cut without the stroke
-pull (``seed_reach`` 0), with ``gamma`` and ``sigma`` as given (``graphcut.AS_GIVEN``: not scaled to the objects and the image, no pull)
-and for the paper's settings::
+pull (``seed_reach`` 0), with ``gamma`` and ``sigma`` as given
+(``graphcut.AS_GIVEN``: not scaled to the objects and the image, no pull) and
+for the paper's settings::
 
     python benchmarks/bench_nuclei.py [--model nuclei.model] [--tiles 4] \\
         [--cut '{"name": "gamma 4", "cut": {"gamma": 4}}']
