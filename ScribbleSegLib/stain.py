@@ -296,9 +296,7 @@ class VahadaneNormalizer:
             raise ScribbleSegError(
                 f"stain normalization: concentration_method {concentration_method!r} is not 'nnls' or 'lasso'"
             )
-        if scale_pixels not in SCALE_PERCENTILES:
-            raise ScribbleSegError(f"stain normalization: scale_pixels {scale_pixels!r} is not one of "
-                                   f"{', '.join(map(repr, SCALE_PERCENTILES))}")
+        _check_scale_pixels(scale_pixels)
         given = {"luminosity_threshold": luminosity_threshold, "dictionary_lambda": dictionary_lambda,
                  "lasso_lambda": lasso_lambda}
         values = {name: _number(value) for name, value in given.items()}
@@ -556,6 +554,12 @@ class VahadaneNormalizer:
         return f"VahadaneNormalizer(H={h}, E={e}, max_c={np.round(self.max_concentrations, 3).tolist()})"
 
 
+def _check_scale_pixels(scale_pixels) -> None:
+    if scale_pixels not in SCALE_PERCENTILES:
+        raise ScribbleSegError(f"stain normalization: scale_pixels {scale_pixels!r} is not one of "
+                               f"{', '.join(map(repr, SCALE_PERCENTILES))}")
+
+
 def concentration_scale(conc: np.ndarray, scale_pixels: str = DEFAULT_SCALE_PIXELS) -> np.ndarray:
     """Each stain's concentration scale: a percentile over the pixels ``scale_pixels`` names.
 
@@ -587,9 +591,7 @@ def concentration_scale(conc: np.ndarray, scale_pixels: str = DEFAULT_SCALE_PIXE
     >>> concentration_scale(conc, "tissue").round(2).tolist()
     [0.06, 0.45]
     """
-    if scale_pixels not in SCALE_PERCENTILES:
-        raise ScribbleSegError(f"stain normalization: scale_pixels {scale_pixels!r} is not one of "
-                               f"{', '.join(map(repr, SCALE_PERCENTILES))}")
+    _check_scale_pixels(scale_pixels)
     conc = np.asarray(conc, dtype=np.float64)
     q = SCALE_PERCENTILES[scale_pixels]
     if len(conc) == 0:
