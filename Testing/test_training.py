@@ -481,7 +481,12 @@ def test_tiles_read_without_a_spacing_give_one_note_per_pixel_size(tmp_path, cap
     assert len(notes) == 3, notes
     assert "t0.png" in notes[0] and "1 x 1 mm" in notes[0]
     assert "t3.nrrd" in notes[1] and "0.5 x 0.5 mm" in notes[1]
-    assert notes[2] == "2 more 2D files without a spacing were read at their file's pixel size, as said above"
+    assert notes[2] == "2 more 2D files without a spacing were read the same way"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ScribbleSegLib"):
+        read_training_pairs(images[:2], labels[:2])
+    assert caplog.records[-1].getMessage() == \
+        "1 more 2D file without a spacing was read the same way"
     # The filter is gone afterwards: a single read still says it.
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ScribbleSegLib"):
