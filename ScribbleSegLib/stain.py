@@ -481,7 +481,6 @@ class VahadaneNormalizer:
             raise ScribbleSegError(f"stain normalization: transform expects one (Y, X, 3) image, got {rgb.shape}")
         self._require_fitted("source stain")
         target._require_fitted("target stain")
-        _check_same_scale(self, target)
         _check_tile(tile)
         out = np.empty_like(rgb)
         with torch_threads(threads):
@@ -625,17 +624,14 @@ def _stain_projection(pixels: torch.Tensor, stains: torch.Tensor) -> torch.Tenso
     return torch.stack([od[:, 0] * s[0] + od[:, 1] * s[1] + od[:, 2] * s[2] for s in stains], dim=1)
 
 
-def _check_same_scale(source: VahadaneNormalizer, target: VahadaneNormalizer) -> None:
-    if source.scale_pixels != target.scale_pixels:
-        raise ScribbleSegError(f"stain normalization: the source stain's scale_pixels {source.scale_pixels!r} is not "
-                               f"the target's {target.scale_pixels!r}; fit the source with the target's")
-
-
 class _StainMapping:
     """The per-pixel map from a source stain to a target stain, on uint8 blocks."""
 
     def __init__(self, source: VahadaneNormalizer, target: VahadaneNormalizer, use_table: bool = False,
                  cancel: Optional[_progress.CancelToken] = None) -> None:
+        if source.scale_pixels != target.scale_pixels:  # the scales would not measure the same thing
+            raise ScribbleSegError(f"stain normalization: the source stain's scale_pixels {source.scale_pixels!r} "
+                                   f"is not the target's {target.scale_pixels!r}; fit the source with the target's")
         self.source = torch.as_tensor(source.stain_matrix, dtype=torch.float32)
         self.gram = self.source @ self.source.T
         self.lam = source._lambda
