@@ -89,7 +89,7 @@ from .cut_scaling import colour_features, scaled_to_contrast, scaled_to_objects,
 from .errors import ScribbleSegError
 from .resources import available_memory  # noqa: F401  (part of this module's API: the cut's budget)
 from .progress import CancelToken, ProgressCallback, check, report, sub_progress
-from .runtime import in_threads, slabs
+from .runtime import in_order, in_threads, slab_threads, slabs
 from .stroke_pull import ImageMeasures, image_key, measure_ways, pulled_to_seeds
 
 # The defaults are chosen by `scribbleseg bench` on the validation volumes of two phantom families,
@@ -1594,9 +1594,15 @@ class _BandChunk:
         return tuple(lo), tuple(hi)
 
     def face_pairs(self, ids: bool = True) -> Iterator[tuple]:
-        """The pairs through the blocks' faces, per axis and step +-1.
+        """The pairs through the blocks' faces, per axis and step +-1: :meth:`face_pair` of each."""
+        for axis in range(3):
+            for step in (1, -1):
+                yield self.face_pair(axis, step, ids)
 
-        Yields ``(axis, step, face, sel, u, u_block, u_ids)``: ``face`` indexes
+    def face_pair(self, axis: int, step: int, ids: bool = True) -> tuple:
+        """The pairs through the blocks' faces along ``axis`` with step ``step`` (+-1).
+
+        Returns ``(axis, step, face, sel, u, u_block, u_ids)``: ``face`` indexes
         the voxels on that face of every block; ``sel`` (shaped like them) marks
         those whose neighbour lies in the volume; ``u`` (flat voxel indices) and
         ``u_block`` (flat block indices) are the neighbours and their blocks
@@ -1607,29 +1613,33 @@ class _BandChunk:
         band = self.band
         strides = (band.shape[1] * band.shape[2], band.shape[2], 1)
         block_strides = (band.mask.shape[1] * band.mask.shape[2], band.mask.shape[2], 1)
-        for axis in range(3):
-            k = band.f[axis]
-            local_stride = band.per_block // int(np.prod(band.f[:axis + 1]))
-            for step in (1, -1):
-                face = [slice(None)] * 4
-                face[axis + 1] = k - 1 if step > 0 else 0
-                face = tuple(face)
-                moved = self.coords[axis][face] + step
-                sel = (moved >= 0) & (moved < band.shape[axis]) & self.valid[face]
-                u = self.flat[face] + sel * (step * strides[axis])
-                u_block = self.blocks[:, None, None] + sel * (step * block_strides[axis])
-                u_ids = None
-                if ids:
-                    # The neighbour sits on the opposite face of its block.
-                    rank = np.where(sel, band.rank[u_block], -1)
-                    local = self.ids[face] % band.per_block - step * (k - 1) * local_stride
-                    u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
-                yield axis, step, face, sel, u, u_block, u_ids
+        k = band.f[axis]
+        local_stride = band.per_block // int(np.prod(band.f[:axis + 1]))
+        face = [slice(None)] * 4
+        face[axis + 1] = k - 1 if step > 0 else 0
+        face = tuple(face)
+        moved = self.coords[axis][face] + step
+        sel = (moved >= 0) & (moved < band.shape[axis]) & self.valid[face]
+        u = self.flat[face] + sel * (step * strides[axis])
+        u_block = self.blocks[:, None, None] + sel * (step * block_strides[axis])
+        u_ids = None
+        if ids:
+            # The neighbour sits on the opposite face of its block.
+            rank = np.where(sel, band.rank[u_block], -1)
+            local = self.ids[face] % band.per_block - step * (k - 1) * local_stride
+            u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
+        return axis, step, face, sel, u, u_block, u_ids
 
     def diagonal_pairs(self) -> Iterator[tuple]:
-        """The in-plane diagonal pairs of every voxel, per offset (all four, so that each voxel sees all).
+        """The in-plane diagonal pairs of every voxel, per offset (all four, so that each voxel sees all):
+        :meth:`diagonal_pair` of each."""
+        for dy, dx in _DIAGONALS + tuple((-dy, -dx) for dy, dx in _DIAGONALS):
+            yield self.diagonal_pair(dy, dx)
 
-        Yields ``(forward, sel, u, u_ids)``: ``forward`` is true for the offsets of
+    def diagonal_pair(self, dy: int, dx: int) -> tuple:
+        """The in-plane diagonal pairs of every voxel with offset ``(dy, dx)``.
+
+        Returns ``(forward, sel, u, u_ids)``: ``forward`` is true for the offsets of
         :data:`_DIAGONALS` (a pair between two band voxels is added once, from
         those); ``sel`` marks the voxels the volume has whose neighbour it has too;
         ``u`` are the neighbours' flat indices (clipped into the volume where not
@@ -1640,14 +1650,13 @@ class _BandChunk:
         fz, fy, fx = band.f
         _, BY, BX = band.mask.shape
         z = self.coords[0]
-        for dy, dx in _DIAGONALS + tuple((-dy, -dx) for dy, dx in _DIAGONALS):
-            y, x = self.coords[1] + dy, self.coords[2] + dx
-            sel = self.valid & (y >= 0) & (y < Y) & (x >= 0) & (x < X)
-            y, x = np.clip(y, 0, Y - 1), np.clip(x, 0, X - 1)
-            rank = np.where(sel, band.rank[((z // fz) * BY + y // fy) * BX + x // fx], -1)
-            local = ((z % fz) * fy + y % fy) * fx + x % fx
-            u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
-            yield (dy, dx) in _DIAGONALS, sel, (z * Y + y) * X + x, u_ids
+        y, x = self.coords[1] + dy, self.coords[2] + dx
+        sel = self.valid & (y >= 0) & (y < Y) & (x >= 0) & (x < X)
+        y, x = np.clip(y, 0, Y - 1), np.clip(x, 0, X - 1)
+        rank = np.where(sel, band.rank[((z // fz) * BY + y // fy) * BX + x // fx], -1)
+        local = ((z % fz) * fy + y % fy) * fx + x % fx
+        u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
+        return (dy, dx) in _DIAGONALS, sel, (z * Y + y) * X + x, u_ids
 
 
 def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
@@ -1760,41 +1769,60 @@ class _Region:
             source, sink = self._capacities(level, data_term, seed_code, chunk.valid)
             data = level.voxel_data(chunk.flat)
 
-            def link(index, w, forward, u, u_ids):
+            def link(index, w, forward, u, u_ids) -> tuple:
                 """Pairs of the voxels ``chunk.flat[index]`` with ``u``: an edge where ``u`` is in the band
                 (added from the forward side between two new blocks), else the fixed neighbour's label in
-                the data term."""
+                the data term.  Returns what :func:`insert` adds to the graph and the terminal capacities."""
                 in_band = u_ids >= 0
                 older = in_band & (u_ids < held)
                 edge = in_band if forward else older
-                graph.add_edges(chunk.ids[index][edge], u_ids[edge], w[edge], w[edge])
+                edges = chunk.ids[index][edge], u_ids[edge], w[edge]
+                paid = None
                 if older.any():
                     # The held voxel paid w for taking the other label than this one: it is a node now.
                     heart = flat_labels[chunk.flat[index][older]] == 1
-                    paid = w[older]
-                    graph.add_grid_tedges(u_ids[older], -paid * ~heart, -paid * heart)
-                    self._marked.append(u_ids[older])
+                    paid = u_ids[older], -w[older] * ~heart, -w[older] * heart
                 w[in_band] = 0.0
                 heart = flat_labels[u] == 1
-                sink[index] += w * heart
-                source[index] += w * ~heart
+                return edges, paid, index, w * heart, w * ~heart
 
-            for axis in range(3):
-                if self.band.f[axis] > 1:
-                    lo, hi = chunk.inner_pairs(axis)
-                    w = level.pair_weights(axis, chunk.flat[lo], chunk.flat[hi], _part(data, lo), _part(data, hi))
-                    w *= (chunk.valid[lo] & chunk.valid[hi]) * _axis_share(axis, diagonals)  # none with voxels it lacks
-                    graph.add_edges(chunk.ids[lo], chunk.ids[hi], w, w)
-            for axis, step, face, sel, u, _, u_ids in chunk.face_pairs():
-                w = level.pair_weights(axis, chunk.flat[face], u, _part(data, face))
-                w *= sel * _axis_share(axis, diagonals)
-                link(face, w, step == 1, u, u_ids)
+            def pairs(group: tuple) -> tuple:
+                """One group of the chunk's pairs, weighed (numpy alone: it runs on a worker thread)."""
+                check(cancel)
+                kind, a, b = group
+                if kind == "inner":
+                    lo, hi = chunk.inner_pairs(a)
+                    w = level.pair_weights(a, chunk.flat[lo], chunk.flat[hi], _part(data, lo), _part(data, hi))
+                    w *= (chunk.valid[lo] & chunk.valid[hi]) * _axis_share(a, diagonals)  # none with voxels it lacks
+                    return (chunk.ids[lo], chunk.ids[hi], w), None, None, None, None
+                if kind == "face":
+                    axis, step, face, sel, u, _, u_ids = chunk.face_pair(a, b)
+                    w = level.pair_weights(axis, chunk.flat[face], u, _part(data, face))
+                    w *= sel * _axis_share(axis, diagonals)
+                    return link(face, w, step == 1, u, u_ids)
+                forward, sel, u, u_ids = chunk.diagonal_pair(a, b)
+                w = level.pair_weights(2, chunk.flat, u, data) * _CROFTON_DIAGONAL
+                w *= sel
+                return link((slice(None),) * 4, w, forward, u, u_ids)
+
+            def insert(group: tuple, made: tuple) -> None:
+                """Add a group's pairs to the graph, in the groups' order (so the same graph, to the bit, as
+                one thread builds)."""
+                (a, b, w), paid, index, to_sink, to_source = made
+                graph.add_edges(a, b, w, w)
+                if paid is not None:
+                    graph.add_grid_tedges(*paid)
+                    self._marked.append(paid[0])
+                if index is not None:
+                    sink[index] += to_sink
+                    source[index] += to_source
+
+            groups = [("inner", axis, 0) for axis in range(3) if self.band.f[axis] > 1]
+            groups += [("face", axis, step) for axis in range(3) for step in (1, -1)]
             if diagonals:
-                whole = (slice(None),) * 4
-                for forward, sel, u, u_ids in chunk.diagonal_pairs():
-                    w = level.pair_weights(2, chunk.flat, u, data) * _CROFTON_DIAGONAL
-                    w *= sel
-                    link(whole, w, forward, u, u_ids)
+                groups += [("diagonal", dy, dx) for dy, dx in _DIAGONALS + tuple((-dy, -dx) for dy, dx in _DIAGONALS)]
+            # The weights on worker threads (numpy's passes release Python's lock), the graph on this one.
+            in_order(pairs, groups, slab_threads(len(groups)), insert)
             graph.add_grid_tedges(chunk.ids, source, sink)
             self._marked.append(chunk.ids.reshape(-1))
         self.data, self.seeds = np.concatenate(datas), np.concatenate(seed_codes)

@@ -223,4 +223,15 @@ def in_threads(work: Callable[[int, int], None], ranges: Sequence[Tuple[int, int
     >>> out
     [0, 0, 0, 3, 3, 3]
     """
-    in_order(lambda r: work(*r), ranges, max(1, min(MAX_SLAB_THREADS, os.cpu_count() or 1, len(ranges))))
+    in_order(lambda r: work(*r), ranges, slab_threads(len(ranges)))
+
+
+def slab_threads(items: int) -> int:
+    """Threads for ``items`` independent pieces of numpy work: one per core, at most :data:`MAX_SLAB_THREADS`.
+
+    Examples
+    --------
+    >>> 1 <= slab_threads(2) <= 2
+    True
+    """
+    return max(1, min(MAX_SLAB_THREADS, os.cpu_count() or 1, items))

@@ -318,6 +318,24 @@ def test_coarse_energy_is_the_fine_energy_of_block_constant_labels(spacing):
         assert e * n == pytest.approx(energy(fine, h, image, scribbles, spacing, params), rel=1e-5)
 
 
+@pytest.mark.parametrize("neighbourhood", [6, 10])
+def test_a_band_graph_weighed_on_threads_cuts_as_one_thread_builds_it(monkeypatch, neighbourhood):
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=6)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0, neighbourhood=neighbourhood)
+    monkeypatch.setattr(runtime, "SLAB_VOXELS", 4096)  # a band of several chunks, each weighed on threads
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    built = {}
+    for threads in (4, 1):
+        monkeypatch.setattr(runtime, "MAX_SLAB_THREADS", threads)
+        memory = CutMemory()
+        labels = graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
+        built[threads] = labels, memory.region
+    # The groups of pairs are added to the graph in the same order either way: the same graph, the same cut.
+    np.testing.assert_array_equal(built[4][0], built[1][0])
+    assert built[4][1].nodes == built[1][1].nodes > 0
+    np.testing.assert_array_equal(built[4][1].data, built[1][1].data)
+
+
 def test_slabs_in_threads_give_the_coarse_level_of_one_slab_at_a_time(monkeypatch):
     rng = np.random.default_rng(9)
     shape = (12, 20, 24)
