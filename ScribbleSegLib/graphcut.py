@@ -1713,6 +1713,7 @@ class _Region:
         self.solved = False
         self._marked: list = []  # node ids changed since the last max-flow
         self._chunks: list = []  # the band's chunks, made once (their voxel indices cost to compute)
+        self._edges: dict = {}  # chunk index -> its pairs to blocks outside the band (:meth:`_edge_pairs`)
         #: Blocks outside the band that the boundary touched when the growth passes ran out, or None.
         self.pending: Optional[np.ndarray] = None
 
@@ -1861,16 +1862,29 @@ class _Region:
         flat_labels = labels.reshape(-1)
         contact = np.zeros(self.band.mask.size, bool)
         outside = ~self.band.mask.reshape(-1)
-        for chunk in self._chunks:
+        for index, chunk in enumerate(self._chunks):
             voxels = chunk.flat[chunk.valid]
             segments = self.graph.get_grid_segments(chunk.ids[chunk.valid]).astype(np.uint8)
             if self.solved and np.array_equal(segments, flat_labels[voxels]):
                 # Contact comes from a label that moved (or a first cut): the band's edge held still here.
                 continue
             flat_labels[voxels] = segments
-            mine = flat_labels[chunk.flat]
-            for axis, step, face, sel, u, u_block, _ in chunk.face_pairs(ids=False):
-                touch = sel & outside[u_block] & (flat_labels[u] != mine[face])
+            for v, u, u_block in self._edge_pairs(index, chunk, outside):
+                touch = outside[u_block] & (flat_labels[u] != flat_labels[v])
                 contact[u_block[touch]] = True
         self.solved = True
         return contact.reshape(self.band.mask.shape)
+
+    def _edge_pairs(self, index: int, chunk: "_BandChunk", outside: np.ndarray) -> list:
+        """The pairs through the faces of the chunk's blocks that lead out of the band, as first asked (``outside``:
+        the blocks outside it then): per face, the flat voxel indices ``v`` in the chunk and ``u`` beyond, and
+        ``u``'s blocks.  The band only grows, so these hold every pair that leads out of it later too (the caller
+        checks ``outside`` again); kept, they spare each later max-flow the faces of the whole chunk."""
+        kept = self._edges.get(index)
+        if kept is None:
+            kept = []
+            for _, _, face, sel, u, u_block, _ in chunk.face_pairs(ids=False):
+                leaves = sel & outside[u_block]
+                kept.append((chunk.flat[face][leaves], u[leaves], u_block[leaves]))
+            self._edges[index] = kept
+        return kept

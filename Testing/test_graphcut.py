@@ -738,6 +738,43 @@ def test_a_band_re_cut_is_the_minimum_with_the_rest_fixed(blocks, neighbourhood,
         assert energies[tuple(labels[in_band])] == pytest.approx(min(energies.values()), abs=1e-6), trial
 
 
+def test_a_grown_band_finds_its_edge_from_the_pairs_it_kept(monkeypatch):
+    # The pairs that lead out of the band are kept from the first max-flow; after the band grows, the edge they
+    # give must be the one the whole chunks' faces give.
+    rng = np.random.default_rng(12)
+    shape = (6, 16, 16)
+    h = rng.random(shape).astype(np.float32)
+    image = rng.integers(60, 200, shape + (3,)).astype(np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles[0, 0, 0], scribbles[5, 15, 15] = 1, 2
+    level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams(**AS_GIVEN, gamma=0.3))
+    blocks = np.zeros((6, 8, 8), bool)
+    steps = [blocks.copy() for _ in range(3)]
+    steps[0][1:4, 2:5, 2:5] = True
+    steps[1][2:5, 1:6, 4:7] = True
+    steps[2][0:6, 5:8, 0:3] = True
+    runs = {}
+    for kept in (True, False):
+        if not kept:  # every max-flow looks at the faces of every chunk again
+            monkeypatch.setattr(graphcut._Region, "_edge_pairs",
+                                lambda self, index, chunk, outside: [
+                                    (chunk.flat[face][sel & outside[u_block]], u[sel & outside[u_block]],
+                                     u_block[sel & outside[u_block]])
+                                    for _, _, face, sel, u, u_block, _ in chunk.face_pairs(ids=False)])
+        labels = (rng.random(shape) < 0.5).astype(np.uint8) if kept else runs[True][0].copy()
+        start = labels.copy()
+        region = graphcut._Region(level, (1, 2, 2), 2**30)
+        contacts = []
+        for mask in steps:
+            region.add(level, labels, mask)
+            contacts.append(region.solve(labels))
+        runs[kept] = start, labels, contacts
+    np.testing.assert_array_equal(runs[True][1], runs[False][1])
+    assert sum(c.any() for c in runs[True][2]) >= 2  # the edge was touched: something to find
+    for a, b in zip(runs[True][2], runs[False][2]):
+        np.testing.assert_array_equal(a, b)
+
+
 def _discs(radius, centres, size=96):
     """One section of discs of ``radius`` px: mask, a confident h and a faint contrast image."""
     yy, xx = np.mgrid[:size, :size]
