@@ -179,6 +179,11 @@ def _band_cut_bytes(nodes: int, neighbourhood: int) -> int:
     return nodes * _band_bytes_per_voxel(neighbourhood) + WORKING_BYTES
 #: Working memory of the slab- and chunk-wise computations, independent of the volume size (generous).
 WORKING_BYTES = 256 * 2**20
+#: Threads that weigh a band chunk's groups of pairs while the calling thread adds them to the graph.  Each holds
+#: a group's weights and indices meanwhile (two raised the cut's peak at 100x512x512 by 0.04 GiB), and more would
+#: mostly wait: at 100x512x512 the additions took 0.20-0.28 s of the 0.55 s (BENCHMARKS.md, "Interactive speed"
+#: item 48).
+BAND_WEIGHING_THREADS = 2
 #: Half-width of the band re-cut around the coarse boundary, in full-resolution voxels along the finest
 #: axis; along thick sections the band reaches as far in millimetres, in fewer sections (at least one
 #: block beyond the boundary's).
@@ -1823,7 +1828,7 @@ class _Region:
             if diagonals:
                 groups += [("diagonal", dy, dx) for dy, dx in _DIAGONALS + tuple((-dy, -dx) for dy, dx in _DIAGONALS)]
             # The weights on worker threads (numpy's passes release Python's lock), the graph on this one.
-            in_order(pairs, groups, slab_threads(len(groups)), insert)
+            in_order(pairs, groups, slab_threads(min(len(groups), BAND_WEIGHING_THREADS)), insert)
             graph.add_grid_tedges(chunk.ids, source, sink)
             self._marked.append(chunk.ids.reshape(-1))
         self.data, self.seeds = np.concatenate(datas), np.concatenate(seed_codes)
