@@ -47,7 +47,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -461,6 +461,96 @@ class FeatureCache:
             raise ScribbleSegError(f"{self.folder}: removed {count} entr{'y' if count == 1 else 'ies'}, but "
                                    f"{len(kept)} could not be removed (no permission to write the folder?)")
         return count, freed
+
+
+#: Name of a cut's coarse pair weights in a cache entry: ``cut-weights-<key>.npy`` and its manifest ``.json``.
+CUT_WEIGHTS = "cut-weights-"
+
+
+class CutWeights:
+    """The coarse-to-fine cut's coarse pair weights of a cached image, kept in its cache entry.
+
+    They depend on the image, its spacing and the cut's settings alone, and cost a cut of a large volume
+    about half a second (BENCHMARKS.md, "Interactive speed" item 49): a re-run that reuses the entry's
+    features reads them instead.  One set per entry (``cut-weights-<key>.npy``, float32 ``(3, Z, Y, X)``),
+    with a manifest of its size and sampled checksum beside it; a set that does not match it, or has another
+    shape, is removed and computed again.  Every problem is one warning and a cut that computes them, never an
+    error: they are a shortcut, not a result.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> store = CutWeights(pathlib.Path(tempfile.mkdtemp()))
+    >>> store.save("k", [np.ones((1, 2, 2), np.float32)] * 3)
+    >>> [w.shape for w in store.load("k", (1, 2, 2))]
+    [(1, 2, 2), (1, 2, 2), (1, 2, 2)]
+    >>> store.load("other", (1, 2, 2)) is None
+    True
+    """
+
+    def __init__(self, entry: PathLike) -> None:
+        self.entry = Path(entry)
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> Optional["CutWeights"]:
+        """The store of the cache entry that ``features`` were read from (memory-mapped), or None."""
+        filename = getattr(features, "filename", None)
+        if not isinstance(features, np.memmap) or not filename or Path(filename).name != "features.npy":
+            return None
+        entry = Path(filename).parent
+        return cls(entry) if _KEY_RE.match(entry.name) and (entry / MANIFEST).is_file() else None
+
+    def _paths(self, key: str) -> Tuple[Path, Path]:
+        return self.entry / f"{CUT_WEIGHTS}{key}.npy", self.entry / f"{CUT_WEIGHTS}{key}.json"
+
+    def load(self, key: str, shape: Tuple[int, int, int]) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The three float32 ``shape`` arrays stored under ``key``, or None."""
+        data, manifest = self._paths(key)
+        if not data.is_file():
+            return None
+        try:
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))
+            size = data.stat().st_size
+            if size != recorded["size"] or sampled_checksum(data, size) != recorded["checksum"]:
+                raise ValueError("it does not match its manifest")
+            weights = np.load(data)
+            expected = (3,) + tuple(shape)
+            if weights.dtype != np.float32 or weights.shape != expected:
+                raise ValueError(f"it holds {weights.dtype} {weights.shape}, the cut needs float32 {expected}")
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+            log.warning("feature cache: the cut's pair weights in entry %s are not usable (%s); removed, computed "
+                        "again", self.entry.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            for path in (data, manifest):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(self.entry / MANIFEST)  # the entry was used: the least-recently-used order
+        return weights[0], weights[1], weights[2]
+
+    def save(self, key: str, weights: Sequence[np.ndarray]) -> None:
+        """Keep ``weights`` (three arrays of one shape) under ``key``, in place of any other set; a failure (a full
+        disk, a folder removed meanwhile) is a log line."""
+        from .fileio import atomic_output
+
+        data, manifest = self._paths(key)
+        stacked = np.stack([np.asarray(w, np.float32) for w in weights])
+        sweep_stale_temps(self.entry)  # what a run killed while saving left
+        try:
+            for old in self.entry.glob(f"{CUT_WEIGHTS}*"):
+                if old not in (data, manifest):
+                    old.unlink()
+            with atomic_output(data, expected_bytes=stacked.nbytes + 4096) as tmp:
+                np.save(tmp, stacked)
+            size = data.stat().st_size
+            with atomic_output(manifest) as tmp:
+                tmp.write_text(json.dumps({"size": size, "checksum": sampled_checksum(data, size)}), encoding="utf-8")
+        except (OSError, ScribbleSegError) as exc:
+            log.warning("feature cache: the cut's pair weights were not kept in %s (%s)", self.entry, exc)
+            with contextlib.suppress(OSError):
+                data.unlink()
+            return
+        FeatureCache(self.entry.parent).evict(keep=self.entry.name)  # the entry grew: the cap still holds
 
 
 def open_cache(folder: Optional[PathLike], max_bytes: Optional[int] = None) -> Optional[FeatureCache]:

@@ -74,6 +74,7 @@ strokes' pull on ``h`` with what it keeps of the image (:mod:`ScribbleSegLib.str
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import threading
@@ -686,13 +687,44 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
         memory.follow(level, image, mode)
         weights = memory.coarse_weights
     warm = memory is not None and memory.labels is not None
+    store = None if warm or known is None else known.weights_store
+    stored = _stored_weights(level, store, weights) if store is not None else None
+    if stored is not None:
+        weights = stored[1]
     keep = [] if memory is not None else None  # the full-resolution band's graph, for the next cut
     labels = _cut_from_memory(level, memory, budget, progress, cancel, keep) if warm else \
         _solve(level, mode, budget, progress, cancel, weights, keep=keep)
+    if stored is not None and stored[0] is not None and level.shape in weights:  # computed by this cut: keep them
+        store.save(stored[0], weights[level.shape])
     if memory is not None:
         memory.remember(level, labels, keep[0] if keep else None)
     report(progress, "graph cut", 1.0, "done")
     return labels
+
+
+#: Part of the key of the coarse pair weights kept in a cache entry (:class:`feature_cache.CutWeights`): raised
+#: when what they are computed from changes (the image the cut sees, the weights' formula), so that no set made
+#: before is read.
+CUT_WEIGHTS_VERSION = 1
+
+
+def _stored_weights(level: _ImageLevel, store, weights: Optional[dict]) -> Optional[Tuple[Optional[str], dict]]:
+    """``(key, weights)`` for a coarse-to-fine cut of ``level`` with a ``store`` (:class:`feature_cache.CutWeights`):
+    ``weights`` (level shape -> coarse pair weights, a new dict if None) with the first coarse level's from the
+    store where it has them (key None: nothing to keep after the cut), else the key to keep them under.  None
+    where the level has no coarse level or ``weights`` holds its weights already."""
+    f = _coarsen_factors(level.shape, level.spacing)
+    if max(f) == 1 or (weights is not None and level.shape in weights):
+        return None
+    p = level.params
+    key = hashlib.sha256(repr((CUT_WEIGHTS_VERSION, level.shape, level.spacing, f, p.gamma, p.sigma, p.delta,
+                               p.colour, p.section_focus)).encode()).hexdigest()[:32]
+    weights = {} if weights is None else weights
+    found = store.load(key, tuple(-(-n // k) for n, k in zip(level.shape, f)))
+    if found is not None:
+        weights[level.shape] = found
+        key = None
+    return key, weights
 
 
 #: A warm cut (:class:`CutMemory`) re-cuts the voxels whose data term ``h'`` moved by more than this

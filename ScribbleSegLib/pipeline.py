@@ -437,6 +437,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     measures, ahead = None, contextlib.nullcontext()
     if method == "full":
         measures = cut_memory.measures if cut_memory is not None else ImageMeasures()
+        # The cut's coarse pair weights of this image, kept in its feature cache entry: a re-run reads them.
+        measures.weights_store = feature_cache.CutWeights.of(feats)
         ahead = beside(lambda token: measure_ahead(measures.evened(array), scribbles, spacing_zyx, cut_params,
                                                    measures, token))
     t0 = time.perf_counter()

@@ -112,6 +112,9 @@ class ImageMeasures:
         self._gradients: dict = {}  # (section, spacing) -> (g, median), oldest first
         self._ways: dict = {}  # section -> (key, (box, planes)) of its last strokes, oldest first
         self._evened: Optional[tuple] = None  # (key of the image as given, the image with its glass made white)
+        #: Where the cut's coarse pair weights of this image are kept between processes (a
+        #: :class:`feature_cache.CutWeights` of the image's cache entry), or None.
+        self.weights_store = None
 
     def follow(self, image: np.ndarray) -> None:
         """Forget everything unless ``image`` is the image measured so far."""

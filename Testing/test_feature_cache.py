@@ -1,5 +1,7 @@
 """The M-Unet output cache: keys, atomic entries, memory-mapped features."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,76 @@ def test_a_change_to_what_the_network_computes_changes_every_key(tmp_path, monke
     before = feature_cache.cache_key(image, model)
     monkeypatch.setattr(feature_cache, "FEATURES_VERSION", feature_cache.FEATURES_VERSION + 1)
     assert feature_cache.cache_key(image, model) != before
+
+
+def _entry(tmp_path, key="0" * 32):
+    """A cache entry with tiny outputs; returns its features as a run reads them (memory-mapped)."""
+    with feature_cache.new_entry(tmp_path, key) as tmp:
+        np.save(tmp / "probability.npy", np.zeros((2, 4, 4), np.float32))
+        np.save(tmp / "features.npy", np.zeros((2, 4, 4, 3), np.float16))
+    return feature_cache.load(tmp_path, key)[1]
+
+
+def test_the_cuts_weights_are_kept_in_the_entry_the_features_came_from(tmp_path):
+    feats = _entry(tmp_path)
+    store = feature_cache.CutWeights.of(feats)
+    assert store is not None and store.entry == tmp_path / ("0" * 32)
+    assert feature_cache.CutWeights.of(np.zeros((2, 4, 4, 3), np.float16)) is None  # not from a cache
+    rng = np.random.default_rng(3)
+    weights = [rng.random((2, 3, 3)).astype(np.float32) for _ in range(3)]
+    assert store.load("a", (2, 3, 3)) is None
+    store.save("a", weights)
+    for got, kept in zip(store.load("a", (2, 3, 3)), weights):
+        np.testing.assert_array_equal(got, kept)
+    assert store.load("a", (2, 3, 4)) is None  # another shape: removed, computed again
+    assert not list(store.entry.glob("cut-weights-*"))
+    store.save("a", weights)
+    store.save("b", weights)  # one set per entry: the settings changed
+    assert sorted(p.name for p in store.entry.glob("cut-weights-*")) == ["cut-weights-b.json", "cut-weights-b.npy"]
+    # The entry stays whole, and its size counts the weights (the cache's cap holds them too).
+    assert feature_cache.load(tmp_path, "0" * 32) is not None
+    entry, = feature_cache.FeatureCache(tmp_path).entries()
+    assert entry.size > sum(w.nbytes for w in weights)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten", "no manifest"])
+def test_damaged_cut_weights_are_removed_and_not_read(tmp_path, caplog, damage):
+    store = feature_cache.CutWeights.of(_entry(tmp_path))
+    store.save("a", [np.ones((4, 8, 8), np.float32)] * 3)
+    data = store.entry / "cut-weights-a.npy"
+    if damage == "truncated":
+        data.write_bytes(data.read_bytes()[:-100])
+    elif damage == "overwritten":
+        raw = bytearray(data.read_bytes())
+        raw[-8:] = b"\xff" * 8
+        data.write_bytes(bytes(raw))
+    else:
+        (store.entry / "cut-weights-a.json").unlink()
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        assert store.load("a", (4, 8, 8)) is None
+    assert "not usable" in caplog.text
+    assert not data.exists()
+    assert feature_cache.load(tmp_path, "0" * 32) is not None  # the features stay
+
+
+def test_cut_weights_that_cannot_be_kept_are_a_log_line(tmp_path, caplog, monkeypatch):
+    from ScribbleSegLib import fileio
+
+    store = feature_cache.CutWeights.of(_entry(tmp_path))
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 0)  # a full disk
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        store.save("a", [np.ones((4, 8, 8), np.float32)] * 3)
+    assert "not kept" in caplog.text
+    assert not list(store.entry.glob("cut-weights-*")) and not list(store.entry.glob(".*"))
+
+
+def test_what_a_run_killed_while_keeping_cut_weights_left_goes_with_the_next_save(tmp_path):
+    from ScribbleSegLib import fileio
+
+    store = feature_cache.CutWeights.of(_entry(tmp_path))
+    # The temporary of a save in a process that no longer runs (this one's pid, swapped for one no process has).
+    name = fileio.temp_path(store.entry / "cut-weights-a.npy").name.replace(f"-{os.getpid()}-", "-999999999-")
+    dead = store.entry / name
+    dead.write_bytes(b"half")
+    store.save("a", [np.ones((2, 2, 2), np.float32)] * 3)
+    assert not dead.exists() and store.load("a", (2, 2, 2)) is not None

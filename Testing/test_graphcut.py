@@ -280,6 +280,35 @@ def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
         graph_cut(h2, image[::-1].copy(), scribbles, params=params, mode="banded", memory=memory)
 
 
+def test_a_cut_keeps_its_coarse_weights_in_a_store_and_reads_them_back(tmp_path, monkeypatch):
+    from ScribbleSegLib import feature_cache
+
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
+    with feature_cache.new_entry(tmp_path, "0" * 32) as tmp:  # the cache entry of this image's features
+        np.save(tmp / "probability.npy", np.zeros(h.shape, np.float32))
+        np.save(tmp / "features.npy", np.zeros(h.shape + (2,), np.float16))
+    store = feature_cache.CutWeights.of(feature_cache.load(tmp_path, "0" * 32)[1])
+    fresh = graph_cut(h, image, scribbles, params=params, mode="banded")
+
+    def cut(params=params):
+        measures = ImageMeasures()
+        measures.weights_store = store
+        return graph_cut(h, image, scribbles, params=params, mode="banded", measures=measures)
+
+    np.testing.assert_array_equal(cut(), fresh)
+    kept, = store.entry.glob("cut-weights-*.npy")
+
+    def no_colour_contrasts(*args, **kwargs):
+        raise AssertionError("the coarse pair weights were computed again")
+
+    monkeypatch.setattr(graphcut._ImageLevel, "forward_weights", no_colour_contrasts)
+    np.testing.assert_array_equal(cut(), fresh)  # read back: the same cut
+    with pytest.raises(AssertionError, match="computed again"):  # another gamma scales them: not these
+        cut(dataclasses.replace(params, gamma=3.0))
+    assert kept.exists()
+
+
 def test_banded_cut_recursing_over_several_levels(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=3)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0)

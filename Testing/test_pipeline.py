@@ -92,6 +92,27 @@ def test_second_run_reuses_cached_features(case, tmp_path):
     np.testing.assert_array_equal(first.labels, second.labels)
 
 
+def test_a_re_run_reads_the_cuts_coarse_weights_from_the_cache(case, tmp_path, monkeypatch):
+    from ScribbleSegLib import graphcut
+    from ScribbleSegLib.session import Session
+
+    _, test, scrib, model = case
+    monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 1000)  # a coarse-to-fine cut, as a large stack gets
+    first = pipeline.segment(test.image, scrib, model, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*/cut-weights-*.npy"))) == 1
+
+    def no_colour_contrasts(*args, **kwargs):
+        raise AssertionError("the coarse pair weights were computed again")
+
+    monkeypatch.setattr(graphcut._ImageLevel, "forward_weights", no_colour_contrasts)
+    again = pipeline.segment(test.image, scrib, model, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    warm = Session(test.image, model, cache_dir=tmp_path).run(scrib)  # a new session's first cut reads them too
+    np.testing.assert_array_equal(warm.labels, first.labels)
+    with pytest.raises(AssertionError, match="computed again"):  # other settings: other weights
+        pipeline.segment(test.image, scrib, model, cache_dir=tmp_path, cut_params=graphcut.GraphCutParams(delta=0.1))
+
+
 def test_orientations_have_their_own_cache_entry_and_bad_ones_are_refused(case, tmp_path):
     _, test, scrib, model = case
     flipped = pipeline.segment(test.image, None, model, method="munet", cache_dir=tmp_path, orientations=2)
