@@ -688,14 +688,10 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
         weights = memory.coarse_weights
     warm = memory is not None and memory.labels is not None
     store = None if warm or known is None else known.weights_store
-    stored = _stored_weights(level, store, weights) if store is not None else None
-    if stored is not None:
-        weights = stored[1]
+    stored = _StoredWeights.of(level, store, weights) if store is not None else None
     keep = [] if memory is not None else None  # the full-resolution band's graph, for the next cut
     labels = _cut_from_memory(level, memory, budget, progress, cancel, keep) if warm else \
-        _solve(level, mode, budget, progress, cancel, weights, keep=keep)
-    if stored is not None and stored[0] is not None and level.shape in weights:  # computed by this cut: keep them
-        store.save(stored[0], weights[level.shape])
+        _solve(level, mode, budget, progress, cancel, weights, keep=keep, stored=stored)
     if memory is not None:
         memory.remember(level, labels, keep[0] if keep else None)
     report(progress, "graph cut", 1.0, "done")
@@ -708,23 +704,35 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
 CUT_WEIGHTS_VERSION = 1
 
 
-def _stored_weights(level: _ImageLevel, store, weights: Optional[dict]) -> Optional[Tuple[Optional[str], dict]]:
-    """``(key, weights)`` for a coarse-to-fine cut of ``level`` with a ``store`` (:class:`feature_cache.CutWeights`):
-    ``weights`` (level shape -> coarse pair weights, a new dict if None) with the first coarse level's from the
-    store where it has them (key None: nothing to keep after the cut), else the key to keep them under.  None
-    where the level has no coarse level or ``weights`` holds its weights already."""
-    f = _coarsen_factors(level.shape, level.spacing)
-    if max(f) == 1 or (weights is not None and level.shape in weights):
-        return None
-    p = level.params
-    key = hashlib.sha256(repr((CUT_WEIGHTS_VERSION, level.shape, level.spacing, f, p.gamma, p.sigma, p.delta,
-                               p.colour, p.section_focus)).encode()).hexdigest()[:32]
-    weights = {} if weights is None else weights
-    found = store.load(key, tuple(-(-n // k) for n, k in zip(level.shape, f)))
-    if found is not None:
-        weights[level.shape] = found
-        key = None
-    return key, weights
+class _StoredWeights:
+    """The first coarse level's pair weights of a cut whose image has a store (:class:`feature_cache.CutWeights`):
+    read from it, or kept in it once the cut has computed them.
+
+    ``given`` is a list that the cut pops the weights read from (so that nothing holds them longer than the cut's
+    coarse level); :meth:`computed` keeps what the cut computed instead.
+    """
+
+    def __init__(self, store, key: str, shape: Tuple[int, int, int]) -> None:
+        found = store.load(key, shape)
+        self.given = [] if found is None else [found]
+        self._keep = (lambda weights: store.save(key, weights)) if found is None else None
+
+    @classmethod
+    def of(cls, level: _ImageLevel, store, weights: Optional[dict]) -> Optional["_StoredWeights"]:
+        """For a cut of ``level``; None where it has no coarse level or ``weights`` (a :class:`CutMemory`'s) holds
+        its coarse level's already."""
+        f = _coarsen_factors(level.shape, level.spacing)
+        if max(f) == 1 or (weights is not None and level.shape in weights):
+            return None
+        p = level.params
+        key = hashlib.sha256(repr((CUT_WEIGHTS_VERSION, level.shape, level.spacing, f, p.gamma, p.sigma, p.delta,
+                                   p.colour, p.section_focus)).encode()).hexdigest()[:32]
+        return cls(store, key, tuple(-(-n // k) for n, k in zip(level.shape, f)))
+
+    def computed(self, weights: Sequence[np.ndarray]) -> None:
+        """Keep the weights the cut computed (none were read)."""
+        if self._keep is not None:
+            self._keep(weights)
 
 
 #: A warm cut (:class:`CutMemory`) re-cuts the voxels whose data term ``h'`` moved by more than this
@@ -1257,17 +1265,18 @@ def _fmt_bytes(n: float) -> str:
 def _solve(level: _Level, mode: str, budget: int,
            progress: Optional[ProgressCallback], cancel: Optional[CancelToken],
            weights: Optional[dict] = None, full_max: Optional[int] = None,
-           keep: Optional[list] = None) -> np.ndarray:
+           keep: Optional[list] = None, stored: Optional[_StoredWeights] = None) -> np.ndarray:
     """Cut ``level`` in ``mode``, after checking the memory estimate against ``budget``.
 
     ``weights`` (level shape -> pair weights of its coarse level) is read and filled by a
     coarse-to-fine cut, so that the next cut of the same image skips computing them.
     ``full_max``: the most voxels ``mode="auto"`` cuts in full (default :data:`AUTO_FULL_MAX_VOXELS`;
     :data:`COARSE_FULL_MAX_VOXELS` for a coarse level).  ``keep``: a list that a coarse-to-fine cut
-    appends its full-resolution band's graph (:class:`_Region`) to, for the next cut to grow.
+    appends its full-resolution band's graph (:class:`_Region`) to, for the next cut to grow.  ``stored``: where
+    ``level``'s coarse pair weights are read from or kept (:class:`_StoredWeights`).
     """
     if _cut_mode(level.shape, level.spacing, _neighbourhood(level), mode, budget, full_max) == "banded":
-        return _cut_banded(level, budget, progress, cancel, weights, keep)
+        return _cut_banded(level, budget, progress, cancel, weights, keep, stored)
     return _cut_full(level, progress, cancel)
 
 
@@ -1698,11 +1707,17 @@ class _BandChunk:
 
 def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
                 cancel: Optional[CancelToken], weights: Optional[dict] = None,
-                keep: Optional[list] = None) -> np.ndarray:
+                keep: Optional[list] = None, stored: Optional[_StoredWeights] = None) -> np.ndarray:
     name = _fmt_shape(level.shape)
     f = _coarsen_factors(level.shape, level.spacing)
     report(progress, "graph cut", 0.0, f"{name}: downsampling by {_fmt_shape(f)}")
-    coarse = _downsample(level, f, cancel, None if weights is None else weights.get(level.shape))
+    known = None if weights is None else weights.get(level.shape)
+    if known is None and stored is not None and stored.given:
+        known = stored.given.pop()
+    coarse = _downsample(level, f, cancel, known)
+    if known is None and stored is not None:
+        stored.computed(coarse.weights)
+    del known
     if weights is not None:
         weights[level.shape] = coarse.weights
     coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel, weights,
