@@ -530,7 +530,7 @@ class CutWeights:
 
     def save(self, key: str, weights: Sequence[np.ndarray]) -> None:
         """Keep ``weights`` (three arrays of one shape) under ``key``, in place of any other set; a failure (a full
-        disk, a folder removed meanwhile) is a log line."""
+        disk, a folder removed meanwhile) is one warning."""
         from .fileio import atomic_output
 
         data, manifest = self._paths(key)
