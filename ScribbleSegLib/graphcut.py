@@ -706,16 +706,12 @@ CUT_WEIGHTS_VERSION = 1
 
 class _StoredWeights:
     """The first coarse level's pair weights of a cut whose image has a store (:class:`feature_cache.CutWeights`):
-    read from it, or kept in it once the cut has computed them.
-
-    ``given`` is a list that the cut pops the weights read from (so that nothing holds them longer than the cut's
-    coarse level); :meth:`computed` keeps what the cut computed instead.
+    read from it when the cut gets to its coarse level (:meth:`take`; the cut alone then holds them, no longer
+    than its coarse level), or kept in it once the cut has computed them (:meth:`computed`).
     """
 
     def __init__(self, store, key: str, shape: Tuple[int, int, int]) -> None:
-        found = store.load(key, shape)
-        self.given = [] if found is None else [found]
-        self._keep = (lambda weights: store.save(key, weights)) if found is None else None
+        self.store, self.key, self.shape = store, key, shape
 
     @classmethod
     def of(cls, level: _ImageLevel, store, weights: Optional[dict]) -> Optional["_StoredWeights"]:
@@ -729,10 +725,13 @@ class _StoredWeights:
                                    p.colour, p.section_focus)).encode()).hexdigest()[:32]
         return cls(store, key, tuple(-(-n // k) for n, k in zip(level.shape, f)))
 
+    def take(self) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The weights the store holds for this cut, or None."""
+        return self.store.load(self.key, self.shape)
+
     def computed(self, weights: Sequence[np.ndarray]) -> None:
-        """Keep the weights the cut computed (none were read)."""
-        if self._keep is not None:
-            self._keep(weights)
+        """Keep the weights the cut computed because :meth:`take` found none."""
+        self.store.save(self.key, weights)
 
 
 #: A warm cut (:class:`CutMemory`) re-cuts the voxels whose data term ``h'`` moved by more than this
@@ -1712,8 +1711,8 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
     f = _coarsen_factors(level.shape, level.spacing)
     report(progress, "graph cut", 0.0, f"{name}: downsampling by {_fmt_shape(f)}")
     known = None if weights is None else weights.get(level.shape)
-    if known is None and stored is not None and stored.given:
-        known = stored.given.pop()
+    if known is None and stored is not None:
+        known = stored.take()
     coarse = _downsample(level, f, cancel, known)
     if known is None and stored is not None:
         stored.computed(coarse.weights)
