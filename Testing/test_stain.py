@@ -429,6 +429,19 @@ def test_close_stain_vectors_fall_back_to_the_reference_with_one_line(reference_
     assert out.shape == rgb.shape and out.dtype == np.uint8
 
 
+def test_purple_stain_vectors_as_close_as_real_h_and_e_are_fitted_as_they_are(reference_a, caplog):
+    # The vectors fitted on a real purple H&E tile, at cosine 0.985: two stains, not one, and the target's
+    # vectors would misread them.  The fit must keep its own, without the fallback's warning.
+    purple = np.array([[0.518, 0.750, 0.411], [0.366, 0.793, 0.488]])
+    purple /= np.linalg.norm(purple, axis=1, keepdims=True)
+    rgb = render(concentrations((256, 256), seed=3), purple)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib.stain"):
+        fitted = stain.VahadaneNormalizer().fit(rgb, fallback_stains=reference_a.stain_matrix)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    assert np.all(np.sum(fitted.stain_matrix * purple, axis=1) > 0.999)
+    assert fitted.stain_matrix[0] @ fitted.stain_matrix[1] > 0.98, "as close as the real tile's"
+
+
 def test_normalize_volume_normalizes_a_pale_eosin_stack(reference_a, caplog):
     volume = np.stack([_pale_eosin_image(seed) for seed in (3, 4)])
     with caplog.at_level("WARNING", logger="ScribbleSegLib.stain"):
