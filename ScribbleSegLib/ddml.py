@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import choices
-from .errors import ScribbleSegError
+from . import choices, feature_cache
+from .errors import DamagedFeatures, ScribbleSegError
 from .feature_reader import FeatureReader
 from .gpu_adaptation import Resident, evaluate_h, is_gpu, replay
 from .h_evaluation import fused_layers, predict_h
@@ -440,6 +440,8 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
         No scribbles, scribbles of one class only, values other than 0/1/2,
         shapes that do not match, or a bank whose feature size differs from the
         volume's.
+    DamagedFeatures
+        The features of a drawn scribbled voxel are not numbers (a damaged cache entry).
     """
     if scribble_share is None:
         scribble_share = DDMLConfig().scribble_share
@@ -458,7 +460,11 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
         in_bank = np.flatnonzero(bank_y == label)
         k_scribble = k if in_bank.size == 0 else int(round(k * scribble_share))
         picked = _draw(rng, voxels, k_scribble)
-        xs.append(FeatureReader(features).voxels(picked))
+        drawn = FeatureReader(features).voxels(picked)
+        if not math.isfinite(float(drawn.sum(dtype=np.float64))):  # training on them would only diverge
+            raise DamagedFeatures(f"{feature_cache.features_origin(features)} hold values that are not numbers at "
+                                  "scribbled voxels")
+        xs.append(drawn)
         sources.append(np.full(picked.size, SOURCE_SCRIBBLE, np.uint8))
         picked_bank = _draw(rng, in_bank, k - k_scribble)
         xs.append(np.asarray(bank_x[picked_bank], dtype=np.float32))

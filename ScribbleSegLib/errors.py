@@ -10,6 +10,12 @@ class ScribbleSegError(Exception):
     """
 
 
+class DamagedFeatures(ScribbleSegError):
+    """The M-Unet features hold values that are not numbers where a run reads them: a feature cache entry
+    damaged between the samples of its checksum (the run removes it and computes the features again,
+    :func:`ScribbleSegLib.pipeline.heal_features`), or features a caller passed."""
+
+
 class CancelledError(ScribbleSegError):
     """The user cancelled a long-running call through its cancel token."""
 

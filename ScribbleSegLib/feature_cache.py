@@ -11,7 +11,10 @@ The cache heals itself:
   a few sampled blocks (a full hash of a multi-GB feature file would cost
   as much as reading it).  An entry whose manifest is missing or does not
   match -- truncated, partly overwritten, half deleted -- is removed with one
-  warning and recomputed.
+  warning and recomputed.  Damage between the sampled blocks that turns
+  values into NaN is found where a run reads them (the probability as the
+  entry loads, the features where the adaptation reads them), and the entry
+  goes the same way (:func:`discard_entry`).
 - Entries are written into a temporary folder named
   ``.KEY.scribbleseg-tmp-HOST-PID-XXXXXXXX`` and renamed into place; the next
   run removes the temporaries of runs that were killed.
@@ -41,6 +44,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -283,9 +287,7 @@ class FeatureCache:
         return None
 
     def _discard(self, entry: Path, reason: str) -> None:
-        log.warning("feature cache: entry %s is damaged (%s); removed, the features are computed again",
-                    entry.name, reason)
-        shutil.rmtree(entry, ignore_errors=True)
+        discard_entry(entry, reason)
 
     def load(self, key: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         """Return ``(probability, features)`` for ``key``, or None if absent or damaged.
@@ -307,6 +309,9 @@ class FeatureCache:
             else:
                 if prob.ndim != 3 or feats.ndim != 4 or feats.shape[:3] != prob.shape:
                     problem = f"shapes {prob.shape} and {feats.shape} do not fit together"
+                elif not math.isfinite(float(np.sum(prob, dtype=np.float64))):
+                    # Bytes overwritten between the checksum's samples; a sum sees a NaN anywhere (0.02 s).
+                    problem = "probability.npy holds values that are not numbers"
         if problem is not None:
             self._discard(entry, problem)
             return None
@@ -494,11 +499,8 @@ class CutWeights:
     @classmethod
     def of(cls, features: np.ndarray) -> Optional["CutWeights"]:
         """The store of the cache entry that ``features`` were read from (memory-mapped), or None."""
-        filename = getattr(features, "filename", None)
-        if not isinstance(features, np.memmap) or not filename or Path(filename).name != "features.npy":
-            return None
-        entry = Path(filename).parent
-        return cls(entry) if _KEY_RE.match(entry.name) and (entry / MANIFEST).is_file() else None
+        entry = entry_of(features)
+        return None if entry is None else cls(entry)
 
     def _paths(self, key: str) -> Tuple[Path, Path]:
         return self.entry / f"{CUT_WEIGHTS}{key}.npy", self.entry / f"{CUT_WEIGHTS}{key}.json"
@@ -551,6 +553,51 @@ class CutWeights:
                 data.unlink()
             return
         FeatureCache(self.entry.parent).evict(keep=self.entry.name)  # the entry grew: the cap still holds
+
+
+def entry_of(features: np.ndarray) -> Optional[Path]:
+    """The folder of the cache entry that ``features`` were read from (memory-mapped), or None.
+
+    Examples
+    --------
+    >>> entry_of(np.zeros((1, 2, 2, 3), np.float16)) is None
+    True
+    """
+    filename = getattr(features, "filename", None)
+    if not isinstance(features, np.memmap) or not filename or Path(filename).name != "features.npy":
+        return None
+    entry = Path(filename).parent
+    return entry if _KEY_RE.match(entry.name) and (entry / MANIFEST).is_file() else None
+
+
+def features_origin(features: np.ndarray) -> str:
+    """Where ``features`` come from, for a message: the cache entry's folder, or the network.
+
+    Examples
+    --------
+    >>> features_origin(np.zeros((1, 2, 2, 3), np.float16))
+    'the M-Unet features'
+    """
+    entry = entry_of(features)
+    return "the M-Unet features" if entry is None else f"the cached M-Unet features in {entry}"
+
+
+def discard_entry(entry: PathLike, reason: str) -> None:
+    """Remove a damaged cache entry, with the one warning that says why and that its features are computed again.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> entry = Path(tempfile.mkdtemp()) / ("0" * 32)
+    >>> entry.mkdir()
+    >>> discard_entry(entry, "a test")
+    >>> entry.exists()
+    False
+    """
+    entry = Path(entry)
+    log.warning("feature cache: entry %s is damaged (%s); removed, the features are computed again",
+                entry.name, reason)
+    shutil.rmtree(entry, ignore_errors=True)
 
 
 def open_cache(folder: Optional[PathLike], max_bytes: Optional[int] = None) -> Optional[FeatureCache]:

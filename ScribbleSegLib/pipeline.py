@@ -23,6 +23,7 @@ import numpy as np
 
 from . import choices, feature_cache
 from .checks import check_model, check_progress_cancel, check_segment_args, check_suggest
+from .errors import DamagedFeatures
 from .feature_reader import read_only_view
 from .geometry import UNKNOWN_PIXEL, Volume
 from .progress import CancelToken, ProgressCallback, check, report
@@ -30,6 +31,40 @@ from .progress import CancelToken, ProgressCallback, check, report
 log = logging.getLogger(__name__)
 
 METHODS = choices.METHODS
+
+
+def check_h_finite(h: np.ndarray, feats: np.ndarray) -> None:
+    """Raise :class:`DamagedFeatures` if ``h`` holds a NaN or an infinity, naming where ``feats`` came from.
+
+    Examples
+    --------
+    >>> check_h_finite(np.array([0.5, np.nan], np.float32), np.zeros((1, 1, 2, 3), np.float16))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.DamagedFeatures: the M-Unet features give the heart probability values that are not numbers
+    """
+    # One sum sees a NaN or an infinity anywhere: 0.02 s at 100x512x512, where np.isfinite would allocate a mask.
+    if math.isfinite(float(np.sum(h, dtype=np.float64))):
+        return
+    raise DamagedFeatures(f"{feature_cache.features_origin(feats)} give the heart probability values that are "
+                          "not numbers")
+
+
+def heal_features(feats: np.ndarray) -> bool:
+    """Remove the cache entry ``feats`` were read from, after they turned out to hold values that are not
+    numbers (:class:`~ScribbleSegLib.errors.DamagedFeatures`; one warning); False if they come from no cache
+    entry (nothing to compute again).
+
+    Examples
+    --------
+    >>> heal_features(np.zeros((1, 1, 2, 3), np.float16))
+    False
+    """
+    entry = feature_cache.entry_of(feats)
+    if entry is None:
+        return False
+    feature_cache.discard_entry(entry, "its features hold values that are not numbers")
+    return True
 
 
 @dataclass
@@ -294,11 +329,28 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
                                                device=device, scale=scale, progress=progress, cancel=cancel,
                                                orientations=orientations)
     timings["M-Unet features"] = time.perf_counter() - t0
-    return adapt_and_cut(array, geometry.spacing_zyx, scribbles, loaded, prob, feats, method=method,
-                         cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,
-                         features_cached=cached, timings=timings, warnings=warnings, progress=progress,
-                         cancel=cancel, cut_memory=cut_memory, adapt_memory=adapt_memory,
-                         resident=None if method == "munet" else to_gpu(prob, feats, loaded, timings))
+
+    def finish(prob, feats, cached):
+        return adapt_and_cut(array, geometry.spacing_zyx, scribbles, loaded, prob, feats, method=method,
+                             cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,
+                             features_cached=cached, timings=timings, warnings=list(warnings), progress=progress,
+                             cancel=cancel, cut_memory=cut_memory, adapt_memory=adapt_memory,
+                             resident=None if method == "munet" else to_gpu(prob, feats, loaded, timings))
+
+    try:
+        return finish(prob, feats, cached)
+    except DamagedFeatures:
+        if features is not None or not heal_features(feats):
+            raise
+    # The entry is gone: the network runs again and stores them anew.
+    if adapt_memory is not None:
+        adapt_memory.clear()  # it may hold a network trained on the damaged values
+    del prob, feats
+    t0 = time.perf_counter()
+    prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir, device=device,
+                                           scale=scale, progress=progress, cancel=cancel, orientations=orientations)
+    timings["M-Unet features"] += time.perf_counter() - t0
+    return finish(prob, feats, cached)
 
 
 def to_gpu(prob: np.ndarray, feats: np.ndarray, model, timings: Dict[str, float]):
@@ -449,6 +501,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                         memory=adapt_memory)
         t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
     h = adapted.h
+    check_h_finite(h, feats)
     timings["DDML + head"] = t1 - t0
     timings.update(adapted.timings)  # its steps, for benchmarks and the worker's report
     if method == "ddml":

@@ -32,7 +32,7 @@ import numpy as np
 from . import choices, pipeline
 from .checks import (check_instance, check_method, check_progress_cancel, check_scribbles, check_seed,
                      check_segment_args, check_suggest)
-from .errors import ScribbleSegError
+from .errors import DamagedFeatures, ScribbleSegError
 from .feature_reader import read_only_view
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback
@@ -135,20 +135,22 @@ class Session:
         self.model_path = getattr(self.model, "path", None)  # its file ("starter" resolved), for the cache key
         self.timings["load model"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        self._compute = None  # how to compute the features again when their cache entry turns out damaged
         if features is not None:
             (self.probability, self.features), self.features_cached = features, True
         else:
             scale = pipeline.logged_network_scale(self.geometry.spacing[:2] if spacing_known else None,
                                                   self.model, self.warnings)
-            self.probability, self.features, self.features_cached = pipeline.compute_features(
-                self.array, self.model, model_path=self.model_path, cache_dir=cache_dir, device=device, scale=scale,
-                progress=progress, cancel=cancel, orientations=orientations)
-        # Every run's result holds the probability (``munet_probability``): read-only views keep a change made to
-        # a result from reaching the next run.
-        self.probability, self.features = read_only_view(self.probability), read_only_view(self.features)
+
+            def compute(progress=progress, cancel=cancel):
+                return pipeline.compute_features(self.array, self.model, model_path=self.model_path,
+                                                 cache_dir=cache_dir, device=device, scale=scale, progress=progress,
+                                                 cancel=cancel, orientations=orientations)
+
+            self._compute = compute
+            self.probability, self.features, self.features_cached = compute()
+        self._hold(self.probability, self.features)
         self.timings["M-Unet features"] = time.perf_counter() - t0
-        # On a GPU the features stay there for every run's h (None on a CPU, or where they would not fit).
-        self.resident = pipeline.to_gpu(self.probability, self.features, self.model, self.timings)
         from .ddml import AdaptMemory
 
         self.adapt_memory = AdaptMemory()
@@ -157,6 +159,14 @@ class Session:
             from .graphcut import CutMemory
 
             self.cut_memory = CutMemory()
+
+    def _hold(self, probability: np.ndarray, features: np.ndarray) -> None:
+        """Keep the M-Unet outputs for every run."""
+        # Every run's result holds the probability (``munet_probability``): read-only views keep a change made to
+        # a result from reaching the next run.
+        self.probability, self.features = read_only_view(probability), read_only_view(features)
+        # On a GPU the features stay there for every run's h (None on a CPU, or where they would not fit).
+        self.resident = pipeline.to_gpu(self.probability, self.features, self.model, self.timings)
 
     def forget_runs(self) -> None:
         """Let the next run start as the first did: its DDML network ``f`` from random weights and its cut from
@@ -221,9 +231,23 @@ class Session:
 
             check_instance(ddml_config, "ddml_config", DDMLConfig)
         warnings = pipeline.run_warnings(scribbles, method, self.geometry.spacing_zyx) + list(self.warnings)
-        return pipeline.adapt_and_cut(self.array, self.geometry.spacing_zyx, scribbles, self.model,
-                                      self.probability, self.features, method=method, cut_params=cut_params,
-                                      ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=True,
-                                      timings={}, warnings=warnings, progress=progress, cancel=cancel,
-                                      cut_memory=self.cut_memory, resident=self.resident,
-                                      adapt_memory=self.adapt_memory)
+
+        def run() -> pipeline.SegmentResult:
+            return pipeline.adapt_and_cut(self.array, self.geometry.spacing_zyx, scribbles, self.model,
+                                          self.probability, self.features, method=method, cut_params=cut_params,
+                                          ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=True,
+                                          timings={}, warnings=list(warnings), progress=progress, cancel=cancel,
+                                          cut_memory=self.cut_memory, resident=self.resident,
+                                          adapt_memory=self.adapt_memory)
+
+        try:
+            return run()
+        except DamagedFeatures:
+            if self._compute is None or not pipeline.heal_features(self.features):
+                raise
+        # Their cache entry is gone: the network runs again (and stores them anew), and the runs start afresh.
+        self.forget_runs()
+        self.probability = self.features = self.resident = None
+        probability, features, _ = self._compute(progress, cancel)
+        self._hold(probability, features)
+        return run()

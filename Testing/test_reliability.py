@@ -368,11 +368,26 @@ def only_entry(cache):
     return entries[0]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "overwrite", "delete", "manifest"])
+def not_numbers_between_the_samples(path):
+    """Fill an entry's array with NaN and record the new checksum: damage that falls between the sampled
+    blocks of a large file, which the manifest's checksum does not see."""
+    array = np.load(path, mmap_mode="r+")
+    array[...] = np.nan
+    array.flush()
+    del array
+    manifest = path.parent / feature_cache.MANIFEST
+    meta = json.loads(manifest.read_text())
+    meta["files"][path.name]["checksum"] = feature_cache.sampled_checksum(path)
+    manifest.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite", "delete", "manifest", "nan features", "nan probability",
+                                    "nan features ddml"])
 def test_a_damaged_cache_entry_is_recomputed_with_one_warning(case, capsys, tmp_path, damage):
     cache = tmp_path / "cache"
     out = tmp_path / "out.seg.nrrd"
-    status, _, _ = run_cli(capsys, segment_args(case, out, cache=cache))
+    method = ["--method", "ddml"] if damage.endswith("ddml") else []  # the method whose suggestions met NaN
+    status, _, _ = run_cli(capsys, segment_args(case, out, *method, cache=cache))
     assert status == 0
     first = volume_io.read_segmentation(out)[0]["heart"]
     features = only_entry(cache) / "features.npy"
@@ -385,15 +400,17 @@ def test_a_damaged_cache_entry_is_recomputed_with_one_warning(case, capsys, tmp_
             f.write(b"\xff" * 64)
     elif damage == "delete":
         features.unlink()
+    elif damage.startswith("nan"):
+        not_numbers_between_the_samples(features.parent / f"{damage.split()[1]}.npy")
     else:
         (features.parent / "meta.json").write_text("{not json")
-    status, stdout, err = run_cli(capsys, segment_args(case, out, cache=cache))
+    status, stdout, err = run_cli(capsys, segment_args(case, out, *method, cache=cache))
     assert status == 0, err
     assert "features computed" in stdout
     warnings = [line for line in err.splitlines() if "warning" in line]
-    assert len(warnings) == 1 and "damaged" in warnings[0]
+    assert len(warnings) == 1 and "damaged" in warnings[0], err
     np.testing.assert_array_equal(volume_io.read_segmentation(out)[0]["heart"], first)
-    status, stdout, err = run_cli(capsys, segment_args(case, out, cache=cache))
+    status, stdout, err = run_cli(capsys, segment_args(case, out, *method, cache=cache))
     assert status == 0 and "reused from cache" in stdout and "warning" not in err
 
 

@@ -52,6 +52,31 @@ def test_cached_features_stay_memory_mapped_and_are_read_from_the_file(case):
     assert rows.flags.writeable
 
 
+def test_a_session_whose_cached_features_turn_out_damaged_computes_them_again(case, tmp_path, caplog):
+    """Bytes damaged between the samples of the entry's checksum reach a warm session as values that are not
+    numbers: the run removes the entry, computes the features again and gives the result of clean ones."""
+    import json
+
+    from ScribbleSegLib import feature_cache
+
+    _, test, scrib, model = case
+    clean = Session(test.image, model, cache_dir=tmp_path).run(scrib, ddml_config=FAST_DDML)
+    session = Session(test.image, model, cache_dir=tmp_path)
+    entry = feature_cache.entry_of(session.features)
+    damaged = np.load(entry / "features.npy", mmap_mode="r+")
+    damaged[...] = np.nan  # the session maps this file: it sees the damage
+    damaged.flush()
+    manifest = json.loads((entry / feature_cache.MANIFEST).read_text())
+    manifest["files"]["features.npy"]["checksum"] = feature_cache.sampled_checksum(entry / "features.npy")
+    (entry / feature_cache.MANIFEST).write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        again = session.run(scrib, ddml_config=FAST_DDML)
+    lines = [r.getMessage() for r in caplog.records if "feature cache" in r.getMessage()]
+    assert len(lines) == 1 and entry.name in lines[0] and "not numbers" in lines[0], lines
+    np.testing.assert_array_equal(again.labels, clean.labels)
+    assert np.isfinite(session.features[:]).all() and (entry / "features.npy").is_file()  # stored anew
+
+
 @pytest.mark.parametrize("method", ["full", "ddml", "munet"])
 def test_a_session_run_equals_segment(case, method):
     folder, test, scrib, model = case
