@@ -66,9 +66,18 @@ class Suggestion:
     distance: int
 
     def describe(self) -> str:
-        """One line for a person: ``section 12 (unsure: 340 voxels, 4 sections from a stroke)``."""
+        """One line for a person.
+
+        Examples
+        --------
+        >>> Suggestion(12, 1.0, "unsure", 340, 20, 1).describe()
+        'section 12 (unsure: 340 unsure, 20 changed voxels, 1 section from a stroke)'
+        >>> Suggestion(12, 1.0, "unsure", 340, 20, 4).describe()
+        'section 12 (unsure: 340 unsure, 20 changed voxels, 4 sections from a stroke)'
+        """
         where = "no stroke yet" if self.distance < 0 else (
-            "on a scribbled section" if self.distance == 0 else f"{self.distance} sections from a stroke")
+            "on a scribbled section" if self.distance == 0 else
+            f"{self.distance} section{'' if self.distance == 1 else 's'} from a stroke")
         return (f"section {self.section} ({self.reason}: {self.unsure} unsure, {self.changed} changed voxels, "
                 f"{where})")
 

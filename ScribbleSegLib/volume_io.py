@@ -1157,9 +1157,11 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
     if offset is not None:
         placed, lost = grids.place(array, offset, shape)
     elif finer and grids.finer_or_equal(target, own):
-        if array.shape == shape:
+        if array.shape == shape and not np.allclose(own.spacing, target.spacing, rtol=1e-3, atol=0):
             # A finer grid of the same size covers a smaller region: strokes drawn on this image whose header
             # lacks its spacing (read as 1 mm), or the other way round, would all crowd into a few voxels.
+            # (With the spacing the same, only the direction differs: an axis flipped, say, and each stroke
+            # voxel marks the image voxel at its centre.)
             sizes = [", ".join(f"{v:.4g}" for v in g.spacing) for g in (own, target)]
             raise ScribbleSegError(f"{path}: has the {reference}'s size ({_size_text(shape)}) but voxel size "
                                    f"({sizes[0]}) mm, the {reference} ({sizes[1]}) mm: one of the two files lacks "

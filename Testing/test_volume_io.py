@@ -677,6 +677,22 @@ def test_strokes_of_the_image_size_on_a_finer_grid_mean_a_missing_spacing_not_a_
                                                      Geometry((0.06, 0.06, 0.12))), strokes)
 
 
+def test_strokes_on_the_same_voxels_with_an_axis_flipped_are_read_onto_the_image(tmp_path):
+    # The same grid written with x running the other way (direction -1, origin at the far end): every stroke
+    # voxel is an image voxel. It was once refused as a missing spacing, naming two equal spacings.
+    strokes = np.zeros((4, 16, 16), np.uint8)
+    strokes[1, 3:6, 3] = 1
+    strokes[2, 12, 8:14] = 2
+    image = Geometry((0.06, 0.06, 0.12), (1.0, 2.0, 3.0))
+    flipped = Geometry(image.spacing, (1.0 + 0.06 * 15, 2.0, 3.0), (-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    vio.write_labelmap(tmp_path / "s.nrrd", strokes[..., ::-1].copy(), flipped)
+    np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape, image), strokes)
+    # A label is not resampled: the direction is named.
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(tmp_path / "s.nrrd", strokes.shape, image)
+    one_line_error(excinfo, "s.nrrd", "direction differs")
+
+
 def test_a_file_that_lies_outside_the_image_says_so(tmp_path):
     far = Geometry(TILTED.spacing, tuple(np.asarray(TILTED.origin) + 1000.3), TILTED.direction)
     vio.write_labelmap(tmp_path / "s.nrrd", 1 + ball(), far)
