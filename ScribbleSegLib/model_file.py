@@ -382,12 +382,22 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
     if not (np.isfinite(feats).all() and all(not torch.is_floating_point(t) or bool(torch.isfinite(t).all())
                                              for t in state.values() if isinstance(t, torch.Tensor))):
         raise ScribbleSegError(f"{path}: damaged model file (weights or feature bank hold NaN or infinite values)")
+    if stain is not None:  # checked here, where the file can be named, not when a volume is first normalized
+        from .stain import VahadaneNormalizer
+
+        try:
+            VahadaneNormalizer.from_dict(stain)
+        except ScribbleSegError as exc:
+            raise ScribbleSegError(f"{path}: damaged model file ({exc})") from None
     net = build_net(config)
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
+        # torch's message opens with "Error(s) in loading state_dict for MUNet:"; the problem is on the next line.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else _first_line(exc)
         raise ScribbleSegError(f"{path}: the weights do not fit the stored architecture "
-                               f"({_first_line(exc)})") from None
+                               f"({detail[:200]})") from None
     net.to(dev).eval()
     return SegModel(config=config, net=net, stain=stain, voxel_size=voxel_size, bank_features=feats,
                     bank_labels=labels, device=dev, meta=meta, path=path)

@@ -13,7 +13,9 @@ from ScribbleSegLib.model_file import load_model, save_model
 from ScribbleSegLib.nets import ModelConfig, build_net
 
 TINY = dict(patch=32, width=4, depth=3, aggregator=(8,), feature_channels=8)
-STAIN = {"method": "vahadane", "stain_matrix": [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]],
+# Unit-norm stain vectors, as every fitted stain has (a model whose stain has others is refused as damaged).
+_VECTORS = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
+STAIN = {"method": "vahadane", "stain_matrix": (_VECTORS / np.linalg.norm(_VECTORS, axis=1, keepdims=True)).tolist(),
          "max_concentrations": [1.5, 1.2], "luminosity_threshold": 0.8, "dictionary_lambda": 0.1,
          "concentration_method": "nnls", "lasso_lambda": 0.01}
 
@@ -201,6 +203,26 @@ def test_damaged_meta_is_refused(saved, tmp_path):
     torch.save(payload, damaged)
     with pytest.raises(ScribbleSegError, match="damaged.model: damaged model file"):
         load_model(damaged)
+
+
+def test_a_damaged_stored_stain_or_weights_name_the_file_and_what_is_wrong(saved, tmp_path):
+    import json
+
+    payload = torch.load(saved[0], weights_only=True)
+    meta = json.loads(payload["meta"])
+    meta["stain"] = "garbage"
+    torch.save(dict(payload, meta=json.dumps(meta)), tmp_path / "stain.model")
+    # Refused as it loads, naming the file, not later as a volume's stain is normalized.
+    with pytest.raises(ScribbleSegError, match=r"stain.model: damaged model file \(stain normalization: bad stored"):
+        load_model(tmp_path / "stain.model")
+    state = dict(payload["state"])
+    removed = next(iter(state))
+    del state[removed]
+    torch.save(dict(payload, state=state), tmp_path / "key.model")
+    with pytest.raises(ScribbleSegError) as excinfo:
+        load_model(tmp_path / "key.model")
+    message = str(excinfo.value)
+    assert "key.model: the weights do not fit" in message and "Missing key" in message and removed in message
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
