@@ -30,6 +30,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -39,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from . import choices
 from .errors import ScribbleSegError
@@ -426,10 +427,15 @@ def write_results(job: SegmentFiles, result, geometry, timings: Dict[str, float]
     t0 = time.perf_counter()
     targets = job.outputs()
     meshes = [k for k in ("surface", "render") if k in targets]
+    stale: List[Path] = []
     if meshes and not result.labels.any():
-        # An empty result is still a result: written, with one line on what could not be made of it.
+        # An empty result is still a result: written, with one line on what could not be made of it.  A surface
+        # or picture an earlier run left at those paths would sit beside it as if it were this one's: it goes
+        # when the rest is written.
+        stale = [Path(targets[k]) for k in meshes if Path(targets[k]).is_file()]
+        gone = f"; removed the earlier {', '.join(map(str, stale))}" if stale else ""
         logging.getLogger("ScribbleSegLib").warning(
-            "the result has no heart voxel: no surface to write (%s)", ", ".join(job.name(k) for k in meshes))
+            "the result has no heart voxel: no surface to write (%s)%s", ", ".join(job.name(k) for k in meshes), gone)
         targets = {k: v for k, v in targets.items() if k not in meshes}
     with OutputSet(targets) as out:
         report(progress, "write", 0.0, "writing the results")
@@ -453,6 +459,9 @@ def write_results(job: SegmentFiles, result, geometry, timings: Dict[str, float]
                     surface.render_surface_png(poly, tmp, size=RENDER_SIZE)
         check(cancel)  # the last moment a cancel still leaves everything as it was
         out.commit()
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     report(progress, "write", 1.0, "done")
     timings["write"] = time.perf_counter() - t0
     return {k: str(v) for k, v in targets.items()}

@@ -175,6 +175,16 @@ def test_an_empty_result_is_written_and_its_surface_left_out_with_one_warning(ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.seg.nrrd"]
     assert [r.getMessage() for r in caplog.records] == [
         "the result has no heart voxel: no surface to write (--surface, --render)"]
+    # An earlier run's surface and picture at those paths go with the new result: they are not this one's.
+    (tmp_path / "o.stl").write_bytes(b"an earlier surface")
+    (tmp_path / "o.png").write_bytes(b"an earlier picture")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        jobs.write_results(job, result, made.image.geometry, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.seg.nrrd"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the result has no heart voxel: no surface to write (--surface, --render); removed the earlier "
+        f"{tmp_path / 'o.stl'}, {tmp_path / 'o.png'}"]
 
 
 @pytest.mark.parametrize("spacing, downsample", [((0.3, 0.3, 0.9), 1), (None, 2), ((0.3, 0.3, 0.9), 4)])
