@@ -351,7 +351,8 @@ def _write_and_report(job: SegmentFiles, result, image, scribbles, timings: Dict
 
 def read_job_image(job: SegmentFiles, timings: Dict[str, float], *, progress: Optional[ProgressCallback] = None,
                    cancel: Optional[CancelToken] = None):
-    """Read the job's image as a :class:`~ScribbleSegLib.geometry.Volume` (memory checked first).
+    """Read the job's image as a :class:`~ScribbleSegLib.geometry.Volume` (memory checked first; a blank scan,
+    one colour throughout, is refused: :func:`~ScribbleSegLib.volume_io.check_not_blank`).
 
     Adds the seconds spent to ``timings["read"]``.
     """
@@ -359,8 +360,9 @@ def read_job_image(job: SegmentFiles, timings: Dict[str, float], *, progress: Op
 
     t0 = time.perf_counter()
     report(progress, "read", 0.0, "reading the image")
-    image = volume_io.read_image(job.image, spacing=job.spacing, downsample=job.downsample,
-                                 progress=progress, cancel=cancel)
+    image = volume_io.check_not_blank(volume_io.read_image(job.image, spacing=job.spacing,
+                                                           downsample=job.downsample, progress=progress,
+                                                           cancel=cancel), job.image)
     timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
     return image
 

@@ -151,6 +151,35 @@ def read_image(
                              progress, cancel)
 
 
+def check_not_blank(volume: Volume, path: PathLike) -> Volume:
+    """``volume`` as it is, or a one-line error naming ``path`` if every voxel has one colour.
+
+    A white, black or grey scan holds no tissue; the network would still call some of it heart, and a run
+    would end as if it had found one.
+
+    Examples
+    --------
+    >>> check_not_blank(Volume(np.full((1, 4, 4, 3), 255, np.uint8), Geometry((1.0, 1.0, 1.0))), "white.png")
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: white.png: every voxel has the same colour (255, 255, 255): there is no \
+tissue to segment (an empty or blank scan?)
+    """
+    array = volume.array
+    # A strided look decides almost every real stack at once; only a uniform look reads the whole volume.
+    sample = array[::max(1, array.shape[0] // 8), ::7, ::7].reshape(-1, array.shape[-1])
+    if sample.size and np.any(sample != sample[0]):
+        return volume
+    flat = array.reshape(-1, array.shape[-1])
+    first = flat[0]
+    for start in range(0, len(flat), 1 << 22):  # in blocks: no full-size comparison mask
+        if np.any(flat[start:start + (1 << 22)] != first):
+            return volume
+    colour = ", ".join(str(int(v)) for v in first)
+    raise ScribbleSegError(f"{path}: every voxel has the same colour ({colour}): there is no tissue to segment "
+                           "(an empty or blank scan?)")
+
+
 def _check_spacing(spacing: Sequence[float], path: Path) -> Tuple[float, float, float]:
     try:
         values = tuple(float(s) for s in spacing)

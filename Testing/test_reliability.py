@@ -158,6 +158,19 @@ def test_a_volume_output_named_like_a_segmentation_is_refused(case, capsys, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("colour", [255, 0, 128])
+def test_a_blank_scan_is_refused_with_one_line(case, capsys, tmp_path, colour):
+    made = case["phantom"]
+    blank = tmp_path / "blank.nrrd"
+    volume_io.write_rgb_volume(blank, type(made.image)(np.full_like(made.image.array, colour), made.image.geometry))
+    args = segment_args(case, tmp_path / "out.seg.nrrd")
+    args[args.index("--image") + 1] = blank
+    status, _, err = run_cli(capsys, args)
+    assert_one_line_error(status, err, "blank.nrrd", f"every voxel has the same colour ({colour}, {colour}, "
+                                                     f"{colour})")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.nrrd"]
+
+
 def test_an_empty_result_is_written_and_its_surface_left_out_with_one_warning(case, tmp_path, caplog):
     from types import SimpleNamespace
 
