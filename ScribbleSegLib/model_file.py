@@ -216,6 +216,34 @@ def expected_model_bytes(config: ModelConfig, bank_pixels: int) -> int:
     return int(state + int(bank_pixels) * (2 * config.feature_channels + 1) + (64 << 10))
 
 
+#: Endings of the files the other commands read and write (images, segmentations, surfaces): a model file given
+#: one of them is a slip for another output, and the next run would take it for that kind of file.
+NOT_MODEL_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii", ".nii.gz", ".mha", ".mhd", ".png", ".tif", ".tiff", ".jpg",
+                      ".jpeg", ".stl", ".vtp", ".obj")
+
+
+def check_model_name(path: PathLike, name: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path`, or a one-line error naming ``name`` if it ends like an image, a
+    segmentation or a surface (:data:`NOT_MODEL_SUFFIXES`).
+
+    Examples
+    --------
+    >>> check_model_name("heart.model", "out_path")
+    PosixPath('heart.model')
+    >>> check_model_name("heart.seg.nrrd", "out_path")
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: heart.seg.nrrd (out_path): ends in .seg.nrrd, as an image, a \
+segmentation or a surface does; a model file goes here (heart.model, say)
+    """
+    path = Path(path)
+    ending = next((s for s in NOT_MODEL_SUFFIXES if path.name.lower().endswith(s)), None)
+    if ending is not None:
+        raise ScribbleSegError(f"{path} ({name}): ends in {ending}, as an image, a segmentation or a surface does; "
+                               "a model file goes here (heart.model, say)")
+    return path
+
+
 def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
                stain: Optional[Dict[str, Any]] = None,
                voxel_size: Sequence[float] = (1.0, 1.0, 1.0),

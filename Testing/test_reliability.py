@@ -123,6 +123,22 @@ def test_an_output_inside_an_input_folder_of_sections_is_refused(case, capsys, t
     assert sorted(p.name for p in sections.iterdir()) == [f"s{k}.png" for k in range(4)]
 
 
+
+def test_train_refuses_a_model_named_as_another_output_and_the_starter_as_its_out(case, capsys, tmp_path):
+    from ScribbleSegLib.starter import resolve_model
+
+    label = tmp_path / "label.nrrd"
+    volume_io.write_labelmap(label, case["phantom"].label, case["phantom"].image.geometry)
+    train = ["train", "--images", case["image"], "--labels", label, "--max-iters", 1, "--quiet"]
+    status, _, err = run_cli(capsys, train + ["--out", tmp_path / "heart.seg.nrrd"])
+    assert_one_line_error(status, err, "heart.seg.nrrd (--out): ends in .seg.nrrd", "heart.model")
+    starter = resolve_model("starter")
+    before = hashlib.sha256(starter.read_bytes()).hexdigest()
+    status, _, err = run_cli(capsys, train + ["--init", "starter", "--out", starter])
+    assert_one_line_error(status, err, "(--out): is the input --init starter")
+    assert hashlib.sha256(starter.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["label.nrrd"]
+
 def test_a_read_only_output_file_is_refused_before_any_work_and_kept(case, capsys, tmp_path, monkeypatch):
     # The atomic rename replaces a file whatever its mode; a result someone made read-only is one to keep.
     def no_computation(*args, **kwargs):

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ScribbleSegError
     from ..fileio import check_free_space, check_outputs
-    from ..model_file import expected_model_bytes
+    from ..model_file import check_model_name, expected_model_bytes
     from ..nets import ModelConfig
     from ..progress import TqdmProgress
     from ..starter import resolve_model
@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     inputs = {f"{option} {path}": path for option, paths in (("--images", args.images), ("--labels", args.labels),
                                                              ("--val-images", args.val_images),
                                                              ("--val-labels", args.val_labels)) for path in paths}
-    if args.init is not None and args.init != "starter":
-        inputs[f"--init {args.init}"] = args.init
+    if args.init is not None:  # the shipped starter model too: a fine-tune never replaces its parent
+        inputs[f"--init {args.init}"] = resolve_model(args.init) if args.init == "starter" else args.init
+    check_model_name(args.out, "--out")
     check_outputs({"--out": args.out}, inputs)
     check_device_flag(args.device)  # a clear error before reading anything
     parent = None
