@@ -14,6 +14,13 @@ def test_every_design_command_is_registered():
     assert set(sub.choices) == {"demo", "phantom", "train", "segment", "evaluate", "bench", "cache"}
 
 
+def test_every_command_takes_quiet_as_the_readme_says():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        assert any("--quiet" in a.option_strings for a in command._actions), name
+
+
 def test_help_does_not_import_heavy_packages():
     code = (
         "import sys; from ScribbleSegLib import cli; cli.build_parser();"

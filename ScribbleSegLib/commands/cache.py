@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set the cache's size cap to G GB (kept in the cache folder for every later run) "
                              "and evict least-recently-used entries beyond it (default cap: "
                              f"{choices.DEFAULT_CACHE_MAX_GB:g} GB; $SCRIBBLESEG_CACHE_MAX_GB overrides)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="taken, as every command takes it; this one shows no progress bar")
     parser.add_argument("--cache-dir", type=folder_path, default=None,
                         help=f"the cache folder (default {choices.default_cache_dir()}, or $SCRIBBLESEG_CACHE_DIR)")
 

@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", required=True, metavar="L",
                         help="ground-truth labelmap (> 0 = heart; a file or a folder of 2D sections) or .seg.nrrd "
                              "with a segment 'heart'")
+    parser.add_argument("--quiet", action="store_true",
+                        help="taken, as every command takes it; this one shows no progress bar")
     parser.add_argument("--ignore-scribbles", metavar="S",
                         help="scribbles (labelmap or .seg.nrrd); their voxels are left out of every count")
     parser.add_argument("--downsample", type=positive_int, default=1, metavar="N",
