@@ -330,14 +330,25 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     _require_memory(len(files) * out_y * out_x * 3 + height * width * 3 * (1 if dtype == np.uint8 else 9),
                     folder, f"{len(files)} sections of {width}x{height}")
     out = np.empty((len(files), out_y, out_x, 3), dtype=np.uint8)
+    grey = []
     for k, file in enumerate(files):
         check(cancel)
         image, plane = _read_section(file)
         _check_section(file, plane, files[0], (height, width), dtype)
-        out[k] = _to_rgb8(_channel_view(plane, image.GetNumberOfComponentsPerPixel(), file), factor, value_range)
+        components = image.GetNumberOfComponentsPerPixel()
+        if components <= 2:
+            grey.append(file.name)
+        out[k] = _to_rgb8(_channel_view(plane, components, file), factor, value_range)
         del image, plane
         report(progress, "read", progress_start + (1.0 - progress_start) * (k + 1) / len(files),
                f"section {k + 1}/{len(files)}")
+    if grey and len(grey) < len(files):
+        # A stained stack scanned in colour with a few grey images among it: a mask saved beside the sections,
+        # or a scan in another mode. Each is read as grey tissue, which the network has never seen.
+        shown = ", ".join(grey[:3]) + (f" and {len(grey) - 3} more" if len(grey) > 3 else "")
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: %d of %d sections are grey, the others in colour (%s): are they sections of this stack?",
+            folder, len(grey), len(files), shown)
     geometry = Geometry(spacing)
     if factor > 1:
         geometry = geometry.scaled((factor, factor, 1))

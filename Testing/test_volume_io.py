@@ -903,3 +903,18 @@ def test_a_grey_mask_saved_as_rgb_or_rgba_reads_as_its_grey(tmp_path):
         with pytest.raises(ScribbleSegError) as excinfo:
             vio.read_label(tmp_path / name, (1, 18, 26), geometry)
         one_line_error(excinfo, name, words)
+
+
+def test_a_folder_mixing_grey_and_colour_sections_is_read_with_one_warning(tmp_path, caplog):
+    stack = rgb_stack((4, 12, 20))
+    folder = write_sections(tmp_path / "sec", stack)
+    sitk.WriteImage(sitk.GetImageFromArray(stack[2, ..., 0]), str(folder / "sec3.png"))  # a grey image among them
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        volume = vio.read_image(folder, spacing=SPACING)
+    assert volume.array.shape == stack.shape
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "1 of 4 sections are grey" in lines[0] and "sec3.png" in lines[0], lines
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        vio.read_image(write_sections(tmp_path / "all_grey", stack[..., 0], is_vector=False), spacing=SPACING)
+    assert not caplog.records  # a grey stack is what it is
