@@ -114,7 +114,8 @@ def read_image(
     -------
     Volume
         ``array`` is ``(Z, Y, X, 3)`` uint8 RGB.  Grey images are replicated
-        to the three channels; an alpha channel is dropped.  Pixel types other
+        to the three channels; an 8-bit alpha channel is applied over white
+        (transparent glass reads as white glass), a wider one dropped.  Pixel types other
         than 8-bit unsigned (16-bit, signed, float) are rescaled linearly so
         that the volume's minimum maps to 0 and its maximum to 255 (for a
         folder, the minimum and maximum over all sections, found in a first
@@ -230,14 +231,34 @@ def _check_jpeg_complete(path: Path) -> None:
 
 
 def _channel_view(plane: np.ndarray, components: int, path: Path) -> np.ndarray:
-    """``(Y, X, 1)`` grey or ``(Y, X, 3)`` RGB view of a plane with 1-4 components."""
+    """``(Y, X, 1)`` grey or ``(Y, X, 3)`` RGB view of a plane with 1-4 components; an 8-bit plane keeps its
+    alpha as a last channel (``(Y, X, 2)`` or ``(Y, X, 4)``) for :func:`_over_white`."""
     if components == 1:
         return plane[..., None]
-    if components == 2:  # grey + alpha
-        return plane[..., :1]
-    if components in (3, 4):  # RGB, RGBA
-        return plane[..., :3]
+    if components in (2, 4):  # grey + alpha, RGBA
+        return plane if plane.dtype == np.uint8 else plane[..., :components - 1]
+    if components == 3:
+        return plane
     raise ScribbleSegError(f"{path}: has {components} components per pixel; expected grey, RGB or RGBA")
+
+
+def _over_white(plane: np.ndarray) -> np.ndarray:
+    """An 8-bit ``(Y, X, C + 1)`` plane with alpha, as it shows on white: ``(Y, X, C)`` uint8.
+
+    Registration and slide software export sections with the glass around them transparent, often black
+    beneath: read as it is stored, that glass would be black.  A plane that is transparent throughout says
+    nothing with its alpha (a writer that left it at 0), and is read as stored.
+
+    Examples
+    --------
+    >>> _over_white(np.array([[[0, 0, 0, 0], [200, 100, 50, 255], [0, 0, 0, 128]]], np.uint8)).tolist()
+    [[[255, 255, 255], [200, 100, 50], [127, 127, 127]]]
+    """
+    colour, alpha = plane[..., :-1], plane[..., -1:]
+    if alpha.min() == 255 or alpha.max() == 0:
+        return colour
+    a = alpha.astype(np.uint16)
+    return ((colour * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
 
 
 def _check_pixel_type(array: np.ndarray, path: Path) -> None:
@@ -291,6 +312,8 @@ def _to_rgb8(plane: np.ndarray, factor: int, value_range: Optional[Tuple[float, 
 
     ``value_range`` is None for uint8 input, else the ``(min, max)`` mapped to 0 and 255.
     """
+    if plane.shape[2] in (2, 4):  # with its alpha (8-bit only, _channel_view)
+        plane = _over_white(plane)
     if factor > 1:
         plane = _block_mean(plane, factor)
     if value_range is None:

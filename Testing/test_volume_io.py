@@ -111,7 +111,28 @@ def test_grey_and_rgba_sections_become_rgb(tmp_path):
     rgba = np.random.default_rng(2).integers(0, 256, (2, 8, 10, 4), dtype=np.uint8)
     write_sections(tmp_path / "rgba", rgba)
     volume = vio.read_image(tmp_path / "rgba", spacing=SPACING)
-    np.testing.assert_array_equal(volume.array, rgba[..., :3])
+    # As the sections show on white: colour times alpha, white times the rest.
+    alpha = rgba[..., 3:].astype(float) / 255
+    np.testing.assert_array_equal(volume.array, np.rint(rgba[..., :3] * alpha + 255 * (1 - alpha)))
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    write_sections(tmp_path / "opaque", opaque)
+    np.testing.assert_array_equal(vio.read_image(tmp_path / "opaque", spacing=SPACING).array, rgba[..., :3])
+
+
+def test_transparent_glass_stored_black_reads_as_white_glass(tmp_path):
+    # Registration software pads aligned sections with transparent pixels, often black beneath.
+    stack = rgb_stack((2, 12, 20))
+    rgba = np.concatenate([stack, np.full(stack.shape[:3] + (1,), 255, np.uint8)], axis=3)
+    rgba[:, :, :5] = 0  # transparent black glass on the left
+    write_sections(tmp_path / "sec", rgba)
+    volume = vio.read_image(tmp_path / "sec", spacing=SPACING)
+    assert (volume.array[:, :, :5] == 255).all()
+    np.testing.assert_array_equal(volume.array[:, :, 5:], stack[:, :, 5:])
+    image = sitk.GetImageFromArray(rgba, isVector=True)  # a 3D RGBA file the same way
+    image.SetSpacing(SPACING)
+    sitk.WriteImage(image, str(tmp_path / "rgba.nrrd"))
+    np.testing.assert_array_equal(vio.read_image(tmp_path / "rgba.nrrd").array, volume.array)
 
 
 def test_sixteen_bit_sections_rescale_with_the_stack_range(tmp_path):
