@@ -152,11 +152,23 @@ def read_image(
                              progress, cancel)
 
 
-def check_not_blank(volume: Volume, path: PathLike) -> Volume:
-    """``volume`` as it is, or a one-line error naming ``path`` if every voxel has one colour.
+#: A scan whose voxels hold at most this many colours is no stain (:func:`check_not_blank`): a blank scan, or a
+#: labelmap or mask given as the image.  Stained tissue holds thousands.
+MAX_BLANK_COLOURS = 3
 
-    A white, black or grey scan holds no tissue; the network would still call some of it heart, and a run
-    would end as if it had found one.
+
+def _colour_codes(block: np.ndarray) -> np.ndarray:
+    """One integer per voxel of a ``(..., 3)`` uint8 block: its colour."""
+    block = block.reshape(-1, block.shape[-1]).astype(np.uint32)
+    return (block[:, 0] << 16) | (block[:, 1] << 8) | block[:, 2]
+
+
+def check_not_blank(volume: Volume, path: PathLike) -> Volume:
+    """``volume`` as it is, or a one-line error naming ``path`` if its voxels hold no more than
+    :data:`MAX_BLANK_COLOURS` colours.
+
+    A white, black or grey scan holds no tissue, nor does a labelmap given as the image; the network would still
+    call some of it heart, and a run would end as if it had found one.
 
     Examples
     --------
@@ -167,18 +179,25 @@ def check_not_blank(volume: Volume, path: PathLike) -> Volume:
 tissue to segment (an empty or blank scan?)
     """
     array = volume.array
-    # A strided look decides almost every real stack at once; only a uniform look reads the whole volume.
-    sample = array[::max(1, array.shape[0] // 8), ::7, ::7].reshape(-1, array.shape[-1])
-    if sample.size and np.any(sample != sample[0]):
+    # A strided look decides almost every real stack at once; only a look with few colours reads the whole volume.
+    sample = array[::max(1, array.shape[0] // 8), ::7, ::7]
+    if len(np.unique(_colour_codes(sample))) > MAX_BLANK_COLOURS:
         return volume
+    seen: set = set()
     flat = array.reshape(-1, array.shape[-1])
-    first = flat[0]
-    for start in range(0, len(flat), 1 << 22):  # in blocks: no full-size comparison mask
-        if np.any(flat[start:start + (1 << 22)] != first):
+    for start in range(0, len(flat), 1 << 22):  # in blocks: no full-size copy
+        seen.update(np.unique(_colour_codes(flat[start:start + (1 << 22)])).tolist())
+        if len(seen) > MAX_BLANK_COLOURS:
             return volume
-    colour = ", ".join(str(int(v)) for v in first)
-    raise ScribbleSegError(f"{path}: every voxel has the same colour ({colour}): there is no tissue to segment "
-                           "(an empty or blank scan?)")
+    if len(seen) == 1:
+        colour = ", ".join(str(int(v)) for v in flat[0])
+        raise ScribbleSegError(f"{path}: every voxel has the same colour ({colour}): there is no tissue to segment "
+                               "(an empty or blank scan?)")
+    greys = sorted(code & 255 for code in seen if code >> 16 == (code >> 8) & 255 == code & 255)
+    shown = (f"the grey values {', '.join(map(str, greys))}" if len(greys) == len(seen)
+             else f"{len(seen)} colours")
+    raise ScribbleSegError(f"{path}: every voxel holds one of {shown}: a labelmap or a mask, not stained sections "
+                           "(give the image the strokes were drawn on)")
 
 
 def _check_spacing(spacing: Sequence[float], path: Path) -> Tuple[float, float, float]:

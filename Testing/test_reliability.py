@@ -187,6 +187,18 @@ def test_a_blank_scan_is_refused_with_one_line(case, capsys, tmp_path, colour):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.nrrd"]
 
 
+def test_a_labelmap_given_as_the_image_is_refused_with_one_line(case, capsys, tmp_path):
+    args = segment_args(case, tmp_path / "out.seg.nrrd")
+    strokes = tmp_path / "strokes.nrrd"  # the scribbles as a plain labelmap: values 0, 1, 2
+    volume_io.write_labelmap(strokes, volume_io.read_scribbles(case["scribbles"], case["phantom"].label.shape,
+                                                               case["phantom"].image.geometry),
+                             case["phantom"].image.geometry)
+    args[args.index("--image") + 1] = strokes
+    status, _, err = run_cli(capsys, args)
+    assert_one_line_error(status, err, "strokes.nrrd", "the grey values 0, 1, 2", "not stained sections")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["strokes.nrrd"]
+
+
 def test_an_empty_result_is_written_and_its_surface_left_out_with_one_warning(case, tmp_path, caplog):
     from types import SimpleNamespace
 
