@@ -1013,7 +1013,7 @@ def scribbles_like(path: PathLike) -> Optional[str]:
     'its values are 0, 1 and 2, as those of scribbles are'
     """
     path = Path(path)
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):  # a folder of 2D label sections, too
         return None
     if is_segmentation_file(path):  # the names are in its header: its voxels were just read for the label
         names = [n.lower() for n in _segment_names(path, {})]

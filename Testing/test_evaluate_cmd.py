@@ -233,3 +233,22 @@ def test_an_empty_label_gets_one_warning(files, capsys):
     assert status == 0 and json.loads(out)["fp"] == 72
     assert err.splitlines() == [f"scribbleseg evaluate: warning: {files / 'empty.nrrd'}: the label marks no heart "
                                 "voxel: every predicted voxel counts as a false positive"]
+
+
+def test_scribbles_given_as_the_label_get_one_warning_as_a_file_and_as_a_folder(files, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "scribbles.nrrd")
+    assert status == 0
+    assert err.splitlines() == [f"scribbleseg evaluate: warning: {files / 'scribbles.nrrd'}: looks like scribbles, "
+                                "not a label (its values are 0, 1 and 2, as those of scribbles are): every value > 0 "
+                                "(or the 'heart' segment) counts as heart"]
+    raw = sitk.GetArrayFromImage(sitk.ReadImage(str(files / "scribbles.nrrd")))  # 0, 1, 2 per section
+    folder = tmp_path / "scribble_sections"
+    folder.mkdir()
+    for z in range(len(raw)):
+        sitk.WriteImage(sitk.GetImageFromArray(raw[z]), str(folder / f"s{z + 1}.png"))
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", folder)
+    assert status == 0 and "looks like scribbles" in err and len(err.splitlines()) == 1
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd")
+    assert status == 0 and err == ""

@@ -52,11 +52,16 @@ def run(args: argparse.Namespace) -> int:
         own = volume_io.read_label_volume(args.prediction, single_segment=True)
         label, prediction = _on_one_grid(args.prediction, args.label,
                                          _as_read_with_downsample(label, own, args.downsample), own)
-    if not label.array.any():
-        import logging
+    import logging
 
+    if not label.array.any():
         logging.getLogger("ScribbleSegLib").warning(
             "%s: the label marks no heart voxel: every predicted voxel counts as a false positive", args.label)
+    why = volume_io.scribbles_like(args.label)
+    if why is not None:  # its background strokes would count as heart
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: looks like scribbles, not a label (%s): every value > 0 (or the 'heart' segment) counts as heart",
+            args.label, why)
     ignore = None
     if args.ignore_scribbles:
         ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
