@@ -212,8 +212,9 @@ class Session:
         -------
         SegmentResult
             What :func:`pipeline.segment` returns for the same volume, model and
-            arguments; ``features_cached`` is True (nothing was computed) and
-            ``timings`` holds this run's stages only.  With ``reuse_cut``, the cut of
+            arguments; ``features_cached`` is True (nothing was computed; False
+            after features whose cache entry turned out damaged were computed
+            again) and ``timings`` holds this run's stages only.  With ``reuse_cut``, the cut of
             a later run starts from the previous run's, and with ``DDMLConfig.warm_steps``
             (by default) its DDML network too (see :class:`Session`).
         """
@@ -232,10 +233,10 @@ class Session:
             check_instance(ddml_config, "ddml_config", DDMLConfig)
         warnings = pipeline.run_warnings(scribbles, method, self.geometry.spacing_zyx) + list(self.warnings)
 
-        def run() -> pipeline.SegmentResult:
+        def run(cached: bool = True) -> pipeline.SegmentResult:
             return pipeline.adapt_and_cut(self.array, self.geometry.spacing_zyx, scribbles, self.model,
                                           self.probability, self.features, method=method, cut_params=cut_params,
-                                          ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=True,
+                                          ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=cached,
                                           timings={}, warnings=list(warnings), progress=progress, cancel=cancel,
                                           cut_memory=self.cut_memory, resident=self.resident,
                                           adapt_memory=self.adapt_memory)
@@ -250,4 +251,4 @@ class Session:
         self.probability = self.features = self.resident = None
         probability, features, _ = self._compute(progress, cancel)
         self._hold(probability, features)
-        return run()
+        return run(cached=False)

@@ -74,6 +74,7 @@ def test_a_session_whose_cached_features_turn_out_damaged_computes_them_again(ca
     lines = [r.getMessage() for r in caplog.records if "feature cache" in r.getMessage()]
     assert len(lines) == 1 and entry.name in lines[0] and "not numbers" in lines[0], lines
     np.testing.assert_array_equal(again.labels, clean.labels)
+    assert not again.features_cached and session.run(scrib, ddml_config=FAST_DDML).features_cached
     assert np.isfinite(session.features[:]).all() and (entry / "features.npy").is_file()  # stored anew
 
 
