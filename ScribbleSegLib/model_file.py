@@ -222,6 +222,32 @@ NOT_MODEL_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii", ".nii.gz", ".mha", ".mhd", "
                       ".jpeg", ".stl", ".vtp", ".obj")
 
 
+def payload_checksum(state: Dict[str, torch.Tensor], bank_features: torch.Tensor, bank_labels: torch.Tensor) -> str:
+    """Hex SHA-256 of a model's numbers: every weight (by name, in name order) and the feature bank.
+
+    torch's zip format does not check what it reads: bytes damaged inside a tensor load as other numbers, and
+    a network would run on them without a word.  :func:`save_model` stores this in the model's meta and
+    :func:`load_model` compares (a file without it, from before, loads as it did).
+
+    Examples
+    --------
+    >>> state = {"w": torch.ones(2, 3)}
+    >>> payload_checksum(state, torch.zeros(0, 3), torch.zeros(0)) == payload_checksum(
+    ...     {"w": torch.ones(2, 3)}, torch.zeros(0, 3), torch.zeros(0))
+    True
+    >>> payload_checksum(state, torch.zeros(0, 3), torch.zeros(0)) == payload_checksum(
+    ...     {"w": torch.full((2, 3), 2.0)}, torch.zeros(0, 3), torch.zeros(0))
+    False
+    """
+    digest = hashlib.sha256()
+    named = sorted(state.items()) + [("bank_features", bank_features), ("bank_labels", bank_labels)]
+    for name, tensor in named:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
 def check_model_name(path: PathLike, name: str) -> Path:
     """``path`` as a :class:`~pathlib.Path`, or a one-line error naming ``name`` if it ends like an image, a
     segmentation or a surface (:data:`NOT_MODEL_SUFFIXES`).
@@ -299,8 +325,11 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
     if feats.ndim != 2 or feats.shape[1] != c or len(labels) != len(feats):
         raise ScribbleSegError(f"{path}: the feature bank must be (N, {c}) with N labels, got {feats.shape} "
                                f"and {labels.shape}")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    bank_x, bank_y = torch.from_numpy(feats.copy()), torch.from_numpy(labels.copy())
     meta = {"config": config.to_dict(), "stain": stain, "voxel_size": list(size),
-            "training": training or {}, "provenance": provenance or {}}
+            "training": training or {}, "provenance": provenance or {},
+            "checksum": payload_checksum(state, bank_x, bank_y)}
     try:
         meta_text = json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -310,9 +339,9 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "meta": meta_text,
-        "state": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-        "bank_features": torch.from_numpy(feats.copy()),
-        "bank_labels": torch.from_numpy(labels.copy()),
+        "state": state,
+        "bank_features": bank_x,
+        "bank_labels": bank_y,
     }
     nbytes = sum(t.numel() * t.element_size() for t in payload["state"].values()) + feats.nbytes + labels.nbytes
     with atomic_output(path, nbytes + len(meta_text)) as tmp:  # a full disk: one line, no partial file
@@ -396,9 +425,14 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
         voxel_size = tuple(float(v) for v in meta["voxel_size"])
         stain = meta.get("stain")
         state = payload["state"]
+        checksum = meta.get("checksum")  # files written before it have none
+        if checksum is not None and checksum != payload_checksum(state, payload["bank_features"],
+                                                                 payload["bank_labels"]):
+            raise ScribbleSegError("damaged model file (its weights or feature bank do not match the checksum "
+                                   "stored with them)")
         feats = payload["bank_features"].float().numpy()
         labels = payload["bank_labels"].to(torch.uint8).numpy()
-    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, json.JSONDecodeError) as exc:
         raise ScribbleSegError(f"{path}: damaged model file ({_first_line(exc)})") from None
     except ScribbleSegError as exc:
         raise ScribbleSegError(f"{path}: {exc}") from None

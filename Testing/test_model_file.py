@@ -33,6 +33,15 @@ def saved(tmp_path):
     return path, net, config, feats, labels
 
 
+def as_before_the_checksum(payload):
+    """The payload as a model file written before the checksum holds it: what load then checks on its own."""
+    import json
+
+    meta = json.loads(payload["meta"])
+    meta.pop("checksum")
+    return dict(payload, meta=json.dumps(meta))
+
+
 def test_round_trip(saved):
     path, net, config, feats, labels = saved
     model = load_model(path, device="cpu")
@@ -175,7 +184,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(saved, tmp_path):
     payload = torch.load(path, weights_only=True)
     payload["state"] = {k: v for k, v in list(payload["state"].items())[:-1]}
     broken = tmp_path / "broken.model"
-    torch.save(payload, broken)
+    torch.save(as_before_the_checksum(payload), broken)
     with pytest.raises(ScribbleSegError, match="broken.model: the weights do not fit"):
         load_model(broken)
 
@@ -191,9 +200,26 @@ def test_nan_or_infinite_numbers_in_a_model_are_damage(saved, tmp_path, where):
         payload["bank_features"] = payload["bank_features"].clone()
         payload["bank_features"][0, 0] = float("inf")
     damaged = tmp_path / "nan.model"
-    torch.save(payload, damaged)
+    torch.save(as_before_the_checksum(payload), damaged)
     with pytest.raises(ScribbleSegError, match="nan.model: damaged model file .*NaN or infinite"):
         load_model(damaged)
+    torch.save(payload, damaged)  # with its checksum, that says it first
+    with pytest.raises(ScribbleSegError, match="nan.model: damaged model file .*checksum"):
+        load_model(damaged)
+
+
+def test_bytes_damaged_inside_the_weights_are_found_by_the_checksum(saved, tmp_path):
+    # torch reads a tensor's bytes as they are: without the checksum, a flipped byte is another weight.
+    payload = torch.load(saved[0], weights_only=True)
+    name = next(k for k, v in payload["state"].items() if torch.is_floating_point(v) and v.numel() > 4)
+    weights = payload["state"][name].clone()
+    weights.view(-1)[3] = weights.view(-1)[3] + 0.25  # a finite number, as flipped bytes mostly are
+    payload["state"][name] = weights
+    torch.save(payload, tmp_path / "flipped.model")
+    with pytest.raises(ScribbleSegError, match="flipped.model: damaged model file .*checksum"):
+        load_model(tmp_path / "flipped.model")
+    torch.save(as_before_the_checksum(payload), tmp_path / "old.model")
+    load_model(tmp_path / "old.model")  # a file from before the checksum loads as it did
 
 
 def test_damaged_meta_is_refused(saved, tmp_path):
@@ -218,7 +244,7 @@ def test_a_damaged_stored_stain_or_weights_name_the_file_and_what_is_wrong(saved
     state = dict(payload["state"])
     removed = next(iter(state))
     del state[removed]
-    torch.save(dict(payload, state=state), tmp_path / "key.model")
+    torch.save(as_before_the_checksum(dict(payload, state=state)), tmp_path / "key.model")
     with pytest.raises(ScribbleSegError) as excinfo:
         load_model(tmp_path / "key.model")
     message = str(excinfo.value)
