@@ -22,11 +22,12 @@ labels).  Everything runs on the CPU in a few seconds (on a GPU, see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -315,6 +316,30 @@ class AdaptMemory:
     def clear(self) -> None:
         """Forget the last ``f``: the next run trains from scratch."""
         self.f = None
+
+    @contextlib.contextmanager
+    def kept_if_done(self) -> Iterator[None]:
+        """A run inside keeps its ``f`` only if it finishes: cancelled or failed after :func:`adapt` (in ``h`` or
+        the cut), it leaves the ``f`` it found, so the next run starts as if it had never begun.
+
+        Examples
+        --------
+        >>> memory = AdaptMemory()
+        >>> try:
+        ...     with memory.kept_if_done():
+        ...         memory.f = "an f whose result nobody saw"
+        ...         raise KeyboardInterrupt
+        ... except KeyboardInterrupt:
+        ...     pass
+        >>> memory.f is None
+        True
+        """
+        before = self.f
+        try:
+            yield
+        except BaseException:
+            self.f = before
+            raise
 
 
 @dataclass

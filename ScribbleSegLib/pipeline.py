@@ -494,23 +494,26 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         ahead = beside(lambda token: measure_ahead(measures.evened(array), scribbles, spacing_zyx, cut_params,
                                                    measures, token))
     t0 = time.perf_counter()
-    with ahead:
-        adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=config, seed=seed,
-                        network_probability=prob, bank_network_logit=bank_network_logit(model),
-                        progress=progress, cancel=cancel, device=getattr(model, "device", None), resident=resident,
-                        memory=adapt_memory)
-        t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
-    h = adapted.h
-    check_h_finite(h, feats)
-    timings["DDML + head"] = t1 - t0
-    timings.update(adapted.timings)  # its steps, for benchmarks and the worker's report
-    if method == "ddml":
-        labels = (h > 0.5).astype(np.uint8)
-    else:
-        check(cancel)
-        labels = graph_cut(h, measures.evened(array), scribbles, spacing_zyx=spacing_zyx, params=cut_params,
-                           progress=progress, cancel=cancel, memory=cut_memory, measures=measures)
-        timings["graph cut"] = time.perf_counter() - t1
+    # A warm session's next run starts its f from this run's only if this run finishes (cancelled in h or the
+    # cut, it would otherwise start from an f whose result the user never saw).
+    with adapt_memory.kept_if_done() if adapt_memory is not None else contextlib.nullcontext():
+        with ahead:
+            adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=config, seed=seed,
+                            network_probability=prob, bank_network_logit=bank_network_logit(model),
+                            progress=progress, cancel=cancel, device=getattr(model, "device", None),
+                            resident=resident, memory=adapt_memory)
+            t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
+        h = adapted.h
+        check_h_finite(h, feats)
+        timings["DDML + head"] = t1 - t0
+        timings.update(adapted.timings)  # its steps, for benchmarks and the worker's report
+        if method == "ddml":
+            labels = (h > 0.5).astype(np.uint8)
+        else:
+            check(cancel)
+            labels = graph_cut(h, measures.evened(array), scribbles, spacing_zyx=spacing_zyx, params=cut_params,
+                               progress=progress, cancel=cancel, memory=cut_memory, measures=measures)
+            timings["graph cut"] = time.perf_counter() - t1
     from .suggest import suggest_sections
 
     suggestions = suggest_sections(h, labels, prob, scribbles, count=suggest)

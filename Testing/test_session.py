@@ -204,3 +204,26 @@ def test_bad_runs_are_one_line_errors_and_the_session_survives(case):
     assert session.run(scrib, ddml_config=FAST_DDML).labels.shape == session.shape
     with pytest.raises(ScribbleSegError, match="reuse_cut must be True or False, got 'no'"):
         Session(test.image, model, reuse_cut="no")
+
+
+@pytest.mark.parametrize("stage", ["probability", "graph cut"])
+def test_a_run_cancelled_after_its_training_leaves_the_next_run_as_it_would_be(case, stage):
+    """The DDML network a cancelled run trained is not where the next run starts: Cancel, then Run, gives what
+    Run alone gives (the Slicer panel's worker goes on after a cancel)."""
+    from ScribbleSegLib.errors import CancelledError
+    from ScribbleSegLib.progress import CancelToken
+
+    folder, test, scrib, model = case
+    more, _ = _heart_strokes_on_a_new_section(test, scrib)
+    plain = Session(test.image, model, cache_dir=folder / "cache")
+    plain.run(scrib, ddml_config=FAST_DDML)
+    expected = plain.run(more, ddml_config=FAST_DDML)
+    session = Session(test.image, model, cache_dir=folder / "cache")
+    session.run(scrib, ddml_config=FAST_DDML)
+    token = CancelToken()
+    with pytest.raises(CancelledError):
+        session.run(more, ddml_config=FAST_DDML, cancel=token,
+                    progress=lambda name, fraction, message: name == stage and token.cancel())
+    again = session.run(more, ddml_config=FAST_DDML)
+    np.testing.assert_allclose(again.probability, expected.probability, atol=1e-6)
+    np.testing.assert_array_equal(again.labels, expected.labels)
