@@ -93,6 +93,10 @@ def check_progress_cancel(progress: Any, cancel: Any) -> None:
     Examples
     --------
     >>> check_progress_cancel(print, None)
+    >>> check_progress_cancel(lambda stage: None, None)
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: progress must take three arguments (stage, fraction, message)
     >>> check_progress_cancel(None, True)
     Traceback (most recent call last):
     ...
@@ -103,6 +107,15 @@ def check_progress_cancel(progress: Any, cancel: Any) -> None:
     if progress is not None and not callable(progress):
         raise ScribbleSegError(f"progress must be a callable (stage, fraction, message) or None, got "
                                f"{_type_name(progress)}")
+    if progress is not None:
+        import inspect
+
+        try:  # a callable of the wrong arity would fail at its first report, deep inside a run
+            inspect.signature(progress).bind("stage", 0.0, "message")
+        except TypeError:
+            raise ScribbleSegError("progress must take three arguments (stage, fraction, message)") from None
+        except ValueError:  # no signature to read (some builtins): it is called as it is
+            pass
     if cancel is not None and not isinstance(cancel, CancelToken):
         raise ScribbleSegError(f"cancel must be a CancelToken (ScribbleSegLib.progress) or None, got "
                                f"{_type_name(cancel)}")
@@ -173,6 +186,8 @@ def check_spacing(spacing: Any, name: str = "spacing") -> Optional[Tuple[float, 
     if spacing is None:
         return None
     try:
+        if isinstance(spacing, (str, bytes)):  # "123" would read as (1, 2, 3)
+            raise TypeError
         values = tuple(float(v) for v in spacing)
     except (TypeError, ValueError):
         values = ()
@@ -231,8 +246,11 @@ def check_array(value: Any, name: str, ndim: Sequence[int] = (3,), kinds: str = 
     if 0 in value.shape:
         raise ScribbleSegError(f"{name} is empty (shape {value.shape})")
     if value.dtype.kind not in kinds:
-        raise ScribbleSegError(f"{name} has dtype {value.dtype}, expected "
-                               + {"uib": "integers", "u": "uint8", "uibf": "numbers", "f": "floats"}.get(kinds, kinds))
+        words = {"u": "unsigned integers", "i": "signed integers", "b": "booleans", "f": "floats"}
+        # Named by what they are, not by numpy's kind letters ("expected ui" said nothing).
+        expected = {"uib": "integers", "ui": "integers", "u": "uint8", "uibf": "numbers",
+                    "f": "floats"}.get(kinds) or " or ".join(words.get(k, k) for k in kinds)
+        raise ScribbleSegError(f"{name} has dtype {value.dtype}, expected {expected}")
     if shape is not None and tuple(value.shape[:3]) != tuple(shape):
         raise ScribbleSegError(f"{name} have shape {tuple(value.shape[:3])}, the image {tuple(shape)}")
     return value
@@ -385,6 +403,8 @@ def check_segment_args(image: Any, scribbles: Any, model: Any, *, spacing: Any, 
     check_orientations(orientations)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise ScribbleSegError(f"cache_dir must be a folder name or None, got {_type_name(cache_dir)}")
+    if cache_dir is not None and not os.fspath(cache_dir):  # "" is the current folder to pathlib: not meant
+        raise ScribbleSegError("cache_dir must be a folder name or None, got ''")
     if cut_params is not None:
         from .graphcut import GraphCutParams
 

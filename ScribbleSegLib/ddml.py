@@ -179,8 +179,8 @@ class DDMLConfig:
             if not (math.isfinite(value) and abs(value) <= self.LIMITS["number"]):
                 raise ScribbleSegError(f"DDML {name} must be a finite number of at most {self.LIMITS['number']:g} "
                                        f"in size, got {value!r}")
-        try:
-            whole = all(float(h) == int(h) for h in self.hidden)
+        try:  # a string's characters would pass one by one ("12": two layers of 1 and 2)
+            whole = not isinstance(self.hidden, (str, bytes)) and all(float(h) == int(h) for h in self.hidden)
         except (TypeError, ValueError):
             whole = False
         if not whole:

@@ -374,8 +374,8 @@ class GraphCutParams:
     def __post_init__(self) -> None:
         for name, low, strict in (("gamma", 0.0, False), ("sigma", 0.0, True), ("delta", 0.0, False)):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value)
-                    and (value > low if strict else value >= low)):
+            if not (isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+                    and math.isfinite(value) and (value > low if strict else value >= low)):
                 relation = "positive" if strict else "non-negative"
                 raise ScribbleSegError(f"graph cut: {name} must be a finite {relation} number, got {value!r}")
         if self.colour not in COLOURS:

@@ -33,7 +33,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .checks import check_spacing
+from .checks import check_device, check_spacing
 from .errors import ScribbleSegError
 from .fileio import atomic_output
 from .nets import ModelConfig, build_net
@@ -415,7 +415,7 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
         shown = "an empty file name" if isinstance(path, str) else f"a {type(path).__name__}"
         raise ScribbleSegError(f"path must be a model file name (or {STARTER!r}), got {shown}")
     path = resolve_model(path) if str(path) == STARTER else Path(path)
-    dev = resolve_device(device)
+    dev = resolve_device(check_device(device))  # None or 0 refused, as segment and Session refuse them
     payload = _read(path)
     try:
         meta = json.loads(payload["meta"])

@@ -176,7 +176,10 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
     cache_dir : path, optional
         Folder of cached outputs (see :mod:`feature_cache`).
     scale : (float, float)
-        ``(y, x)`` resize factors of the sections before the network (:func:`network_scale`).
+        ``(y, x)`` resize factors of the sections before the network.  The default (1, 1) runs it on the
+        sections as they are; :func:`segment` uses ``network_scale(spacing[:2], model)`` (:func:`network_scale`:
+        the volume's pixel size against the model's), and features meant for ``segment(features=...)`` must
+        be computed with that scale too.
     orientations : int
         Test-time flips averaged (``choices.ORIENTATIONS``, :func:`inference.predict_volume`);
         part of the cache key.
@@ -190,10 +193,12 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
     cached : bool
         True if nothing was computed.
     """
+    from .checks import check_array
     from .fileio import DiskFullError
     from .inference import IN_MEMORY_FEATURE_BYTES, predict_volume
     from .resources import require_memory, voxels
 
+    image = check_array(image, "image", ndim=(3, 4), kinds="u")  # a list or a float volume: one line, not deep inside
     n = voxels(image.shape[:3])
     feature_bytes = n * int(getattr(model, "feature_channels", 0) or 0) * 2
     # The probability is always in memory; the features are when small (else a file on disk).
@@ -274,7 +279,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         Seed of the DDML and head training.
     features : (probability, features), optional
         M-Unet outputs already computed for this image with this model (see
-        :func:`compute_features`); evaluation loops pass them to try many
+        :func:`compute_features`, with ``scale=network_scale(spacing[:2], model)``:
+        the scale this call would use); evaluation loops pass them to try many
         scribble patterns on one volume.
     suggest : int
         How many sections to suggest for the next strokes (:mod:`suggest`).

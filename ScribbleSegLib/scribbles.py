@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .checks import check_array, check_count, check_seed, check_spacing, check_width
+from .checks import check_array, check_count, check_seed, check_spacing, check_whole, check_width
 from .errors import ScribbleSegError
 
 #: Scribble codes.
@@ -58,10 +58,9 @@ def scribbled_sections(label: np.ndarray, seed: int = 0, every: int = 10,
         # the place avoids the ends, where the heart is smallest.
         where = rng.uniform(0.25, 0.75)
         return heart[np.floor((np.arange(n) + where) * heart.size / n).astype(int)]
-    if int(every) < 1:
-        raise ScribbleSegError(f"every must be at least 1, got {every!r}")
-    offset = int(rng.integers(min(int(every), heart.size)))
-    return heart[offset::int(every)]
+    every = check_whole(every, "every")  # 1.5 would be cut to 1 without a word
+    offset = int(rng.integers(min(every, heart.size)))
+    return heart[offset::every]
 
 
 def simulate_scribbles(label: np.ndarray, seed: int = 0, every: int = 10, n_sections: Optional[int] = None,

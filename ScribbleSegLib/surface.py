@@ -188,6 +188,8 @@ def labelmap_to_surface(labels: np.ndarray, geometry: Geometry, smoothing: float
 
 def surface_area_volume(polydata: vtkPolyData) -> Tuple[float, float]:
     """Area (mm^2) and enclosed volume (mm^3) of a closed surface, by ``vtkMassProperties``."""
+    if not isinstance(polydata, vtkPolyData):
+        raise ScribbleSegError(f"polydata must be a vtkPolyData, got {type(polydata).__name__}")
     if polydata.GetNumberOfPolys() == 0:
         raise ScribbleSegError("the surface is empty: no area or volume to measure")
     triangles = vtkTriangleFilter()

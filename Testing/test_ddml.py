@@ -383,6 +383,8 @@ def test_bad_config_is_refused():
         DDMLConfig(warm_steps=-1)
     with pytest.raises(ScribbleSegError, match="warm_steps must be a whole number"):
         DDMLConfig(warm_steps=2.5)
+    with pytest.raises(ScribbleSegError, match="DDML hidden must hold whole numbers, got '12'"):
+        DDMLConfig(hidden="12")  # not two layers of 1 and 2
     # Numbers that train to infinities: refused by name, not found later as NaN in h by the cut.
     for field, value in (("lr", float("inf")), ("tau", float("nan")), ("head_lr", 1e308),
                          ("head_weight_decay", 1e300)):

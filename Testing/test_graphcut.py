@@ -544,6 +544,8 @@ def test_bad_parameters_are_clear_errors():
         GraphCutParams(sigma=0.0)
     with pytest.raises(ScribbleSegError, match="gamma"):
         GraphCutParams(gamma=float("nan"))
+    with pytest.raises(ScribbleSegError, match="gamma must be a finite non-negative number, got True"):
+        GraphCutParams(gamma=True)  # a flag where a number belongs (neighbourhood=True is refused too)
     with pytest.raises(ScribbleSegError, match="colour"):
         GraphCutParams(colour="hsv")
     # Finite but beyond what the capacities hold: the max-flow would never end, or divide by zero.

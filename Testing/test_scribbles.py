@@ -148,3 +148,10 @@ def test_corrective_strokes_refuse_what_would_make_wrong_strokes(label, kwargs, 
 def test_empty_label_is_an_error():
     with pytest.raises(ScribbleSegError, match="no heart"):
         scribbles.simulate_scribbles(np.zeros((4, 8, 8), np.uint8))
+
+
+def test_every_must_be_a_whole_number_of_sections():
+    label = np.zeros((6, 20, 20), np.uint8)
+    label[:, 5:15, 5:15] = 1
+    with pytest.raises(ScribbleSegError, match=r"every must be a whole number of at least 1, got 1\.5"):
+        scribbles.simulate_scribbles(label, every=1.5)

@@ -120,6 +120,8 @@ def test_write_refuses_unknown_extension_and_empty_surface(tmp_path):
     with pytest.raises(ScribbleSegError, match="empty"):
         surface.write_surface(tmp_path / "x.stl", vtkPolyData())
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ScribbleSegError, match="polydata must be a vtkPolyData, got NoneType"):
+        surface.surface_area_volume(None)
 
 
 def test_render_png_shows_the_object_superior_up_and_left_on_the_right(tmp_path):
