@@ -543,6 +543,98 @@ def run_output_cases(b: Battery) -> None:
         return cli("evaluate", "--prediction", w / "half.seg.nrrd", "--label", label, "--downsample", 2, cwd=w)
     b.case("`evaluate --downsample 2`: the image's full-size label against a result of `--downsample 2`",
            evaluate_downsampled, lambda w: {"half.seg.nrrd"})
+    run_new_user_cases(b)
+
+
+def run_new_user_cases(b: Battery) -> None:
+    """Cases added on 2026-12-05, after a new-user pass over the command line with inputs unlike the phantoms
+    (BENCHMARKS.md, *Reliability*)."""
+    import json
+
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+
+    from ScribbleSegLib import feature_cache, volume_io
+
+    img, scr = b.image, b.scribbles
+
+    def not_numbers_in_the_cache(method):
+        def action(w):
+            cli(*b.segment(w / "o.seg.nrrd", *method, cache=w / "cache"), cwd=w)
+            entry = next(p for p in (w / "cache").iterdir() if p.is_dir() and not p.name.startswith("."))
+            features = np.load(entry / "features.npy", mmap_mode="r+")
+            features[...] = np.nan  # damage between the checksum's samples: the manifest is made to match it
+            features.flush()
+            del features
+            meta = json.loads((entry / "meta.json").read_text())
+            meta["files"]["features.npy"]["checksum"] = feature_cache.sampled_checksum(entry / "features.npy")
+            (entry / "meta.json").write_text(json.dumps(meta))
+            return cli(*b.segment(w / "o.seg.nrrd", *method, cache=w / "cache"), cwd=w)
+        return action
+    for method in ((), ("--method", "ddml")):
+        b.case(f"segment {' '.join(method) or 'again'} on a cache entry whose features turned to NaN between its "
+               "checksum's samples", not_numbers_in_the_cache(method),
+               lambda w: {"o.seg.nrrd", "cache"} | {str(p.relative_to(w)) for p in (w / "cache").rglob("*")})
+    volume = volume_io.read_image(img)
+
+    def image_of(name, array):
+        def action(w):
+            volume_io.write_rgb_volume(w / name, volume_io.Volume(array, volume.geometry))
+            return cli("segment", "--image", w / name, "--scribbles", scr, "--model", b.model, "--out",
+                       w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+        return action
+    b.case("segment `--image` a white scan", image_of("white.nrrd", np.full_like(volume.array, 255)),
+           lambda w: {"white.nrrd"})
+
+    def labelmap_as_image(w):
+        strokes = volume_io.read_scribbles(scr, volume.shape, volume.geometry)
+        volume_io.write_labelmap(w / "strokes.nrrd", strokes, volume.geometry)
+        return cli("segment", "--image", w / "strokes.nrrd", "--scribbles", scr, "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment `--image` the scribbles as a labelmap", labelmap_as_image, lambda w: {"strokes.nrrd"})
+
+    def flipped_strokes(w):
+        strokes = volume_io.read_scribbles(scr, volume.shape, volume.geometry)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(strokes[..., ::-1]))
+        image.SetSpacing(volume.geometry.spacing)
+        origin = np.asarray(volume.geometry.origin) + np.asarray(volume.geometry.direction).reshape(3, 3)[:, 0] * (
+            volume.geometry.spacing[0] * (volume.shape[2] - 1))
+        image.SetOrigin(tuple(origin))
+        direction = np.asarray(volume.geometry.direction, float).reshape(3, 3).copy()
+        direction[:, 0] *= -1
+        image.SetDirection(tuple(direction.ravel()))
+        sitk.WriteImage(image, str(w / "flipped.nrrd"))
+        return cli("segment", "--image", img, "--scribbles", w / "flipped.nrrd", "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment, strokes on the image's voxels written with the x axis flipped", flipped_strokes,
+           lambda w: {"flipped.nrrd", "o.seg.nrrd"})
+
+    def changed_weight(w):
+        payload = torch.load(b.model, weights_only=True)
+        name = next(k for k, v in payload["state"].items() if torch.is_floating_point(v) and v.numel() > 4)
+        payload["state"][name] = payload["state"][name].clone()
+        payload["state"][name].view(-1)[0] += 0.25  # finite, as flipped bytes mostly read
+        torch.save(payload, w / "changed.model")
+        return cli("segment", "--image", img, "--scribbles", scr, "--model", w / "changed.model", "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment `--model` with one weight changed inside the file", changed_weight, lambda w: {"changed.model"})
+
+    def transparent_glass(w):
+        folder = w / "sections"
+        folder.mkdir()
+        rgba = np.concatenate([volume.array, np.full(volume.array.shape[:3] + (1,), 255, np.uint8)], axis=3)
+        rgba[:, :, :6] = 0  # transparent black glass on the left, as registration tools pad sections
+        for z, plane in enumerate(rgba):
+            sitk.WriteImage(sitk.GetImageFromArray(plane, isVector=True), str(folder / f"s{z + 1}.png"))
+        x, y, z = volume.geometry.spacing
+        return cli("segment", "--image", folder, "--spacing", x, y, z, "--scribbles", scr, "--model", b.model,
+                   "--out", w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment, a folder of RGBA sections with transparent black glass", transparent_glass,
+           lambda w: {"sections", "o.seg.nrrd"} | {f"sections/s{z + 1}.png" for z in range(volume.shape[0])})
+    b.case("train `--out` a name ending in `.seg.nrrd`",
+           lambda w: cli("train", "--images", img, "--labels", b.label, "--out", w / "m.seg.nrrd", "--max-iters",
+                         1, "--quiet", cwd=w))
 
 
 def _has_cuda() -> bool:

@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
                                                              ("--val-labels", args.val_labels)) for path in paths}
     if args.init is not None:  # the shipped starter model too: a fine-tune never replaces its parent
         inputs[f"--init {args.init}"] = resolve_model(args.init) if args.init == "starter" else args.init
+    check_outputs({"--out": args.out}, inputs)  # the gravest mistake first: an output that is an input
     check_model_name(args.out, "--out")
-    check_outputs({"--out": args.out}, inputs)
     check_device_flag(args.device)  # a clear error before reading anything
     parent = None
     if args.init is not None:
