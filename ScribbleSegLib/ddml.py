@@ -199,6 +199,11 @@ class DDMLConfig:
         for name in ("beta", "lr", "head_lr"):
             if not getattr(self, name) > 0:
                 raise ScribbleSegError(f"DDML {name} must be positive, got {getattr(self, name)}")
+        # Same-class pairs are pushed below tau - 1 and others above tau + 1, in a space where d^2 <= 4 out_dim:
+        # outside that, one of the two targets cannot be reached and the loss never settles.
+        if not 1.0 < self.tau < 4.0 * self.out_dim - 1.0:
+            raise ScribbleSegError(f"DDML tau must lie between 1 and 4 out_dim - 1 ({4 * self.out_dim - 1}), "
+                                   f"got {self.tau}")
         for name in ("weight_decay", "head_weight_decay"):
             if not getattr(self, name) >= 0:
                 raise ScribbleSegError(f"DDML {name} must be >= 0, got {getattr(self, name)}")

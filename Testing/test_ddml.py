@@ -385,6 +385,9 @@ def test_bad_config_is_refused():
         DDMLConfig(warm_steps=2.5)
     with pytest.raises(ScribbleSegError, match="DDML hidden must hold whole numbers, got '12'"):
         DDMLConfig(hidden="12")  # not two layers of 1 and 2
+    for tau in (-1.0, 1.0, 7.0):  # with out_dim 2, d^2 <= 8: a tau of 7 asks other classes for d^2 > 8
+        with pytest.raises(ScribbleSegError, match=r"DDML tau must lie between 1 and 4 out_dim - 1 \(7\)"):
+            DDMLConfig(out_dim=2, tau=tau)
     # Numbers that train to infinities: refused by name, not found later as NaN in h by the cut.
     for field, value in (("lr", float("inf")), ("tau", float("nan")), ("head_lr", 1e308),
                          ("head_weight_decay", 1e300)):
