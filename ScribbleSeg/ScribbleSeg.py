@@ -1972,7 +1972,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         lib("feature_cache").FeatureCache(self.featureCacheFolder()).set_cap_gb(float(gigabytes))
 
     def pruneFeatureCache(self) -> List[str]:
-        """Delete the least recently written cache entries beyond the size cap; return the deleted keys."""
+        """Delete the least recently used cache entries beyond the size cap; return the deleted keys."""
         if self.busy:  # the worker may be writing an entry
             return []
         return lib("feature_cache").FeatureCache(self.featureCacheFolder()).evict()
