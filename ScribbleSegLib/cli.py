@@ -63,12 +63,34 @@ class _LogFormatter(logging.Formatter):
         return f"scribbleseg {self.command}: {kind}: {_one_line(record.getMessage(), self.flags)}"
 
 
+class _FirstTimeOnly(logging.Filter):
+    """Lets each message through once: a command that segments many volumes (``bench``) would otherwise say the
+    same warning about its simulated strokes hundreds of times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set = set()
+        self.left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text in self.seen:
+            self.left_out += 1
+            return False
+        self.seen.add(text)
+        return True
+
+
 @contextlib.contextmanager
-def _library_log_to_stderr(command: str, flags: Dict[str, str]) -> Iterator[None]:
-    """Show the library's warnings (a damaged cache entry, ...) as one line each on stderr."""
+def _library_log_to_stderr(command: str, flags: Dict[str, str], once: bool = False) -> Iterator[None]:
+    """Show the library's warnings (a damaged cache entry, ...) as one line each on stderr; with ``once``, each
+    message the first time only, and at the end how many repeats were left out."""
     logger = logging.getLogger("ScribbleSegLib")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LogFormatter(command, flags))
+    first_time = _FirstTimeOnly() if once else None
+    if first_time is not None:
+        handler.addFilter(first_time)
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -79,6 +101,9 @@ def _library_log_to_stderr(command: str, flags: Dict[str, str]) -> Iterator[None
         logger.removeHandler(handler)
         logger.setLevel(old_level)
         logger.propagate = old_propagate
+        if first_time is not None and first_time.left_out:
+            print(f"scribbleseg {command}: note: {first_time.left_out} repeats of the lines above were left out",
+                  file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     prefix = f"scribbleseg {args.command}"
     flags = getattr(args._module, "PARAMETER_FLAGS", {})
     try:
-        with _library_log_to_stderr(args.command, flags), signals_raise():
+        once = getattr(args._module, "WARNINGS_ONCE", False)
+        with _library_log_to_stderr(args.command, flags, once), signals_raise():
             return int(args._module.run(args) or 0)
     except ScribbleSegError as exc:
         print(f"{prefix}: error: {_one_line(str(exc), flags)}", file=sys.stderr)

@@ -130,3 +130,22 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
         os.close(write)
     assert done.returncode == 141, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
+
+
+def test_a_command_that_repeats_itself_shows_each_warning_once(capsys):
+    import logging
+
+    with cli._library_log_to_stderr("bench", {}, once=True):
+        for section in (3, 3, 4, 3):
+            logging.getLogger("ScribbleSegLib").warning("all strokes lie on section %d", section)
+    assert capsys.readouterr().err.splitlines() == [
+        "scribbleseg bench: warning: all strokes lie on section 3",
+        "scribbleseg bench: warning: all strokes lie on section 4",
+        "scribbleseg bench: note: 2 repeats of the lines above were left out"]
+    with cli._library_log_to_stderr("segment", {}):  # every other command says each one
+        for _ in range(2):
+            logging.getLogger("ScribbleSegLib").warning("twice")
+    assert capsys.readouterr().err.splitlines() == ["scribbleseg segment: warning: twice"] * 2
+    from ScribbleSegLib.commands import bench, segment
+
+    assert bench.WARNINGS_ONCE and not getattr(segment, "WARNINGS_ONCE", False)

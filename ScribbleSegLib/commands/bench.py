@@ -39,6 +39,8 @@ from .common import (EXPERIMENT_PARAMETER_FLAGS, add_experiment_options, check_d
 
 # The library's parameters this command takes as flags: its messages are shown with the flags' names.
 PARAMETER_FLAGS = EXPERIMENT_PARAMETER_FLAGS
+#: It segments hundreds of volumes with simulated strokes: each library warning is shown the first time only.
+WARNINGS_ONCE = True
 
 SECTION_START = "<!-- scribbleseg bench: start -->"
 SECTION_END = "<!-- scribbleseg bench: end -->"
