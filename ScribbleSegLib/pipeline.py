@@ -348,9 +348,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     except DamagedFeatures:
         if features is not None or not heal_features(feats):
             raise
-    # The entry is gone: the network runs again and stores them anew.
-    if adapt_memory is not None:
-        adapt_memory.clear()  # it may hold a network trained on the damaged values
+    # The entry is gone: the network runs again and stores them anew (a warm session's last f is as the failed
+    # run found it: AdaptMemory.kept_if_done).
     del prob, feats
     t0 = time.perf_counter()
     prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir, device=device,

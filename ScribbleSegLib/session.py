@@ -246,8 +246,8 @@ class Session:
         except DamagedFeatures:
             if self._compute is None or not pipeline.heal_features(self.features):
                 raise
-        # Their cache entry is gone: the network runs again (and stores them anew), and the runs start afresh.
-        self.forget_runs()
+        # Their cache entry is gone: the network runs again and stores them anew.  The last run's f and cut are
+        # as the failed run found them (AdaptMemory.kept_if_done; the cut never began).
         self.probability = self.features = self.resident = None
         probability, features, _ = self._compute(progress, cancel)
         self._hold(probability, features)
