@@ -30,6 +30,9 @@ from typing import Dict, Optional, Tuple
 METHODS: Tuple[str, ...] = ("munet", "ddml", "full")
 """Where a segmentation stops: M-Unet probability, DDML + head, or the 3D graph cut."""
 DEFAULT_METHOD = "full"
+#: The voxel sizes in mm a volume's geometry may have, per axis: far beyond any scan (an electron micrograph's pixel
+#: is about 1e-6 mm), but inside what ITK can invert (a spacing of 1e-200 makes its matrix singular).
+SPACING_RANGE: Tuple[float, float] = (1e-9, 1e9)
 
 DEVICES: Tuple[str, ...] = ("auto", "cpu", "cuda")
 """Where torch runs; ``auto`` picks CUDA when torch sees a device."""

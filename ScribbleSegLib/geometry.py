@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from .choices import SPACING_RANGE
 from .errors import ScribbleSegError
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -30,7 +31,7 @@ class Geometry:
     Parameters
     ----------
     spacing : tuple of 3 float
-        Voxel size ``(x, y, z)`` in mm; every entry must be positive.
+        Voxel size ``(x, y, z)`` in mm; every entry within :data:`ScribbleSegLib.choices.SPACING_RANGE`.
     origin : tuple of 3 float
         Position of voxel ``(0, 0, 0)`` in LPS mm.
     direction : tuple of 9 float
@@ -45,6 +46,9 @@ class Geometry:
         spacing = _floats(self.spacing)
         if spacing is None or len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
             raise ScribbleSegError(f"spacing must be three positive numbers in mm, got {self.spacing!r}")
+        lo, hi = SPACING_RANGE
+        if not all(lo <= s <= hi for s in spacing):
+            raise ScribbleSegError(f"spacing must lie between {lo:g} and {hi:g} mm, got {self.spacing!r}")
         origin = _floats(self.origin)
         if origin is None or len(origin) != 3 or not all(np.isfinite(o) for o in origin):
             raise ScribbleSegError(f"origin must be three numbers in mm, got {self.origin!r}")

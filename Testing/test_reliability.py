@@ -187,6 +187,29 @@ def test_a_blank_scan_is_refused_with_one_line(case, capsys, tmp_path, colour):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.nrrd"]
 
 
+@pytest.mark.parametrize("where", ["flag", "header"])
+def test_a_voxel_size_itk_cannot_invert_is_refused_with_one_line(case, capsys, tmp_path, where):
+    # A spacing of 1e-200 mm made ITK's direction matrix singular: a traceback from SimpleITK.
+    args = segment_args(case, tmp_path / "out.seg.nrrd")
+    if where == "flag":
+        args += ["--spacing", "1e-200", "0.03", "0.03"]
+        words = ["argument --spacing", "expected a voxel size from 1e-09 to 1e+09 mm, got '1e-200'"]
+    else:
+        made = case["phantom"]
+        tiny = tmp_path / "tiny.nrrd"
+        image = sitk.GetImageFromArray(made.image.array, isVector=True)
+        image.SetSpacing((1e-12, 1e-12, 1e-12))
+        sitk.WriteImage(image, str(tiny))
+        args[args.index("--image") + 1] = tiny
+        words = ["tiny.nrrd", "spacing must lie between 1e-09 and 1e+09 mm"]
+    try:
+        status, _, err = run_cli(capsys, args)
+    except SystemExit as stop:  # argparse refuses a flag's value itself
+        status, err = stop.code, capsys.readouterr().err.strip()
+    assert_one_line_error(status, err, *words)
+    assert not (tmp_path / "out.seg.nrrd").exists()
+
+
 def test_a_labelmap_given_as_the_image_is_refused_with_one_line(case, capsys, tmp_path):
     args = segment_args(case, tmp_path / "out.seg.nrrd")
     strokes = tmp_path / "strokes.nrrd"  # the scribbles as a plain labelmap: values 0, 1, 2
@@ -810,6 +833,7 @@ def test_help_still_prints_the_usage():
     (lambda a: dict(a, seed=-1), "seed must be an integer from 0 to 2^63 - 1"),
     (lambda a: dict(a, seed=2**64), "seed must be an integer from 0 to 2^63 - 1"),
     (lambda a: dict(a, spacing=(1, 0, 1)), "spacing must be three positive numbers"),
+    (lambda a: dict(a, spacing=(1e-200, 1, 1)), "spacing must lie between 1e-09 and 1e+09 mm"),
     (lambda a: dict(a, suggest=-1), "suggest must be a non-negative integer, got -1"),
     (lambda a: dict(a, suggest=2.5), "suggest must be a non-negative integer, got 2.5"),
     (lambda a: dict(a, image=a["image"][0], scribbles=a["scribbles"][0]), "looks like one RGB section"),

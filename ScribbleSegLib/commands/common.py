@@ -45,6 +45,9 @@ seed_int = _number(int, lambda v: 0 <= v <= choices.MAX_SEED, "an integer from 0
 cache_gb = _number(float, lambda v: choices.cache_cap_problem(v) is None,
                    f"a positive number of GB up to {choices.MAX_CACHE_GB:g}")
 """argparse type: a cache size cap (:func:`ScribbleSegLib.choices.cache_cap_problem`)."""
+spacing_mm = _number(float, lambda v: choices.SPACING_RANGE[0] <= v <= choices.SPACING_RANGE[1],
+                     f"a voxel size from {choices.SPACING_RANGE[0]:g} to {choices.SPACING_RANGE[1]:g} mm")
+"""argparse type: one entry of a voxel size (:data:`ScribbleSegLib.choices.SPACING_RANGE`)."""
 
 
 def folder_path(text: str) -> str:
@@ -73,7 +76,7 @@ DEVICE_PARAMETER_FLAGS = {"device 'cpu'": "--device cpu"}
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:
     """``--spacing`` and ``--downsample``, for images given as a folder of sections."""
-    parser.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"),
+    parser.add_argument("--spacing", type=spacing_mm, nargs=3, metavar=("X", "Y", "Z"),
                         help="voxel size in mm (required for a folder of sections; a 2D section without it has "
                              "the file's pixel size, 1 mm for most formats; overrides a file's)")
     parser.add_argument("--downsample", type=positive_int, default=1, metavar="N",
