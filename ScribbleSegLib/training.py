@@ -138,11 +138,13 @@ class TrainOptions:
 def check_pair(image: Union[Volume, np.ndarray], label: np.ndarray, name: str) -> Tuple[np.ndarray, np.ndarray]:
     """Check one training volume; return its image array and a 0/1 uint8 label.
 
+    A label without heart, or all heart, is a volume like any other here (a tile beside the
+    organ teaches background); :func:`check_label_set` asks the set as a whole for both classes.
+
     Raises
     ------
     ScribbleSegError
-        If the image is not ``(Z, Y, X, 3)`` uint8, the label's size differs, or
-        the label has no heart or no background voxel.
+        If the image is not ``(Z, Y, X, 3)`` uint8 or the label's size differs.
     """
     array = image.array if isinstance(image, Volume) else np.asarray(image)
     label = np.asarray(label)
@@ -150,12 +152,44 @@ def check_pair(image: Union[Volume, np.ndarray], label: np.ndarray, name: str) -
         raise ScribbleSegError(f"{name}: the image must be (Z, Y, X, 3) uint8 RGB, got {array.dtype} {array.shape}")
     if label.shape != array.shape[:3]:
         raise ScribbleSegError(f"{name}: the label is {_size(label.shape)} but the image is {_size(array.shape[:3])}")
-    label = (label > 0).astype(np.uint8)
-    if not label.any():
-        raise ScribbleSegError(f"{name}: the label marks no heart voxel (all zero)")
-    if label.all():
-        raise ScribbleSegError(f"{name}: the label marks every voxel as heart (no background)")
-    return array, label
+    return array, (label > 0).astype(np.uint8)
+
+
+def check_label_set(labels: Sequence[np.ndarray], names: Sequence[str], kind: str = "training") -> None:
+    """Refuse a set of 0/1 labels without a heart or without a background voxel; note the labels of one class only.
+
+    Tiles or volumes that hold only background (or only heart) are useful beside others that hold both: each
+    gets one note, so that a label file given by mistake (all zero) is still seen.  ``kind`` names the set.
+
+    Raises
+    ------
+    ScribbleSegError
+        If no label marks a heart voxel, or every label marks every voxel as heart.
+
+    Examples
+    --------
+    >>> check_label_set([np.array([[[0, 1]]]), np.zeros((1, 1, 2))], ["a.png", "b.png"])
+    >>> check_label_set([np.zeros((1, 1, 2))], ["b.png"])
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: b.png: the label marks no heart voxel (all zero)
+    """
+    if not labels:
+        return
+    empty = [n for l, n in zip(labels, names) if not l.any()]
+    full = [n for l, n in zip(labels, names) if l.all()]
+    if len(empty) == len(labels):
+        where = names[0] if len(labels) == 1 else f"every {kind} label ({len(labels)})"
+        raise ScribbleSegError(f"{where}: the label marks no heart voxel (all zero)" if len(labels) == 1 else
+                               f"{where} marks no heart voxel (all zero): training needs heart somewhere")
+    if len(full) == len(labels):
+        where = names[0] if len(labels) == 1 else f"every {kind} label ({len(labels)})"
+        raise ScribbleSegError(f"{where}: the label marks every voxel as heart (no background)" if len(labels) == 1
+                               else f"{where} marks every voxel as heart: training needs background somewhere")
+    for name in empty:
+        _log.info("%s: the label marks no heart voxel: its sections teach background only", name)
+    for name in full:
+        _log.info("%s: the label marks every voxel as heart: its sections teach heart only", name)
 
 
 def _size(shape: Sequence[int]) -> str:
@@ -405,7 +439,8 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     Raises
     ------
     ScribbleSegError
-        On a bad volume (see :func:`check_pair`) or output path; nothing is written.
+        On a bad volume (see :func:`check_pair`), a set of labels without heart or without background
+        (:func:`check_label_set`) or a bad output path; nothing is written.
     """
     from .checks import check_instance, check_progress_cancel, check_seed, check_whole
 
@@ -450,6 +485,8 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
         check_outputs({"out_path": out_path}, {"init": parent_path})
     train = [check_pair(i, l, n) for i, l, n in zip(images, labels, names)]
     val = [check_pair(i, l, n) for i, l, n in zip(val_images, val_labels, val_names)]
+    check_label_set([l for _, l in train], names)
+    check_label_set([l for _, l in val], val_names, "validation")
     side = max(max(a.shape[1:3]) for a, _ in train)
     if config.patch > 2 * side:  # the paper preset's 256-pixel patches on a tile: mostly padding, and slow
         _log.warning("the network's training patches (%d pixels) are over twice the sections' size (%d pixels): "

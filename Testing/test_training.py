@@ -12,7 +12,7 @@ from ScribbleSegLib.model_file import load_model
 from ScribbleSegLib.nets import ModelConfig, align
 from ScribbleSegLib.progress import CancelToken
 from ScribbleSegLib.runtime import torch_threads
-from ScribbleSegLib.training import PatchSource, TrainOptions, check_pair, train_model
+from ScribbleSegLib.training import PatchSource, TrainOptions, check_label_set, check_pair, train_model
 
 TINY = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
 FAST = TrainOptions(eval_every=10, patience=100, val_patches=16, normalize=False, bank_per_class=300,
@@ -39,9 +39,9 @@ def tiny_volume(seed=0, shape=(6, 40, 40)):
 def test_check_pair_refuses_bad_volumes():
     image, label = tiny_volume()
     with pytest.raises(ScribbleSegError, match="vol.nrrd: the label marks no heart voxel"):
-        check_pair(image, np.zeros_like(label), "vol.nrrd")
+        check_label_set([check_pair(image, np.zeros_like(label), "vol.nrrd")[1]], ["vol.nrrd"])
     with pytest.raises(ScribbleSegError, match="no background"):
-        check_pair(image, np.ones_like(label), "vol.nrrd")
+        check_label_set([check_pair(image, np.ones_like(label), "vol.nrrd")[1]], ["vol.nrrd"])
     with pytest.raises(ScribbleSegError, match="the label is 6x40x39 but the image is 6x40x40"):
         check_pair(image, label[:, :, :-1], "vol.nrrd")
     with pytest.raises(ScribbleSegError, match="uint8"):
@@ -50,11 +50,27 @@ def test_check_pair_refuses_bad_volumes():
     assert array is image.array and set(np.unique(binary)) == {0, 1}
 
 
+def test_a_tile_without_heart_beside_others_is_trained_on_with_one_note(tmp_path, caplog):
+    # A tile beside the organ is background to learn from, as real tile sets hold; only a set without any
+    # heart (or any background) is refused.
+    image, label = tiny_volume()
+    out = tmp_path / "m.model"
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        train_model([image, image], [label, np.zeros_like(label)], out, TINY, options=FAST, max_iters=2,
+                    names=["heart.png", "glass.png"])
+    assert out.is_file()
+    notes = [r.getMessage() for r in caplog.records if "glass.png" in r.getMessage()]
+    assert notes == ["glass.png: the label marks no heart voxel: its sections teach background only"]
+
+
 def test_train_model_refuses_bad_input_and_writes_nothing(tmp_path):
     image, label = tiny_volume()
     out = tmp_path / "m.model"
-    with pytest.raises(ScribbleSegError, match="training volume 2: the label marks no heart voxel"):
-        train_model([image, image], [label, np.zeros_like(label)], out, TINY, options=FAST, max_iters=1)
+    with pytest.raises(ScribbleSegError, match="every training label \\(2\\) marks no heart voxel"):
+        train_model([image, image], [np.zeros_like(label)] * 2, out, TINY, options=FAST, max_iters=1)
+    with pytest.raises(ScribbleSegError, match="validation volume 1: the label marks every voxel as heart"):
+        train_model([image], [label], out, TINY, options=FAST, max_iters=1, val_images=[image],
+                    val_labels=[np.ones_like(label)])
     with pytest.raises(ScribbleSegError, match="one label per image"):
         train_model([image], [], out, TINY, options=FAST)
     with pytest.raises(ScribbleSegError, match="lr"):
@@ -474,7 +490,7 @@ def test_tiles_read_without_a_spacing_give_one_note_per_pixel_size(tmp_path, cap
         sitk.WriteImage(tile, str(images[-1]))
         labels.append(tmp_path / f"l{i}.png")
         sitk.WriteImage(sitk.GetImageFromArray((rng.random((16, 20)) > 0.5).astype(np.uint8) * 255), str(labels[-1]))
-    with caplog.at_level(logging.INFO, logger="ScribbleSegLib"):
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
         volumes, _ = read_training_pairs(images, labels)
     assert [v.geometry.spacing[:2] for v in volumes] == [(1.0, 1.0)] * 3 + [(0.5, 0.5)]
     notes = [r.getMessage() for r in caplog.records if "without a spacing" in r.getMessage()]
@@ -483,13 +499,13 @@ def test_tiles_read_without_a_spacing_give_one_note_per_pixel_size(tmp_path, cap
     assert "t3.nrrd" in notes[1] and "0.5 x 0.5 mm" in notes[1]
     assert notes[2] == "2 more 2D files without a spacing were read the same way"
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ScribbleSegLib"):
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
         read_training_pairs(images[:2], labels[:2])
     assert caplog.records[-1].getMessage() == \
         "1 more 2D file without a spacing was read the same way"
     # The filter is gone afterwards: a single read still says it.
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ScribbleSegLib"):
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
         read_training_pairs(images[:1], labels[:1])
     assert len([r for r in caplog.records if "without a spacing" in r.getMessage()]) == 1
 
