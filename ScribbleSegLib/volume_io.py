@@ -17,21 +17,23 @@ failed write never leaves a half-written file, and compresses its output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
-import tempfile  # noqa: F401 - the doctests' temporary folders
+import tempfile
 import zlib
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 import slicerio
 
-from . import grids
+from . import grids, tiff_tags
 from .errors import ScribbleSegError
 from .fileio import PathLike, atomic_output, native_stderr_held
-from .geometry import Geometry, Volume, check_geometry
+from .geometry import UNKNOWN_PIXEL, Geometry, Volume, check_geometry
 from .progress import CancelToken, ProgressCallback, check, report
 
 HEART_COLOR = (0.85, 0.2, 0.2)
@@ -221,13 +223,50 @@ def _check_downsample(downsample: int, path: Path) -> int:
 
 
 def _read_sitk(path: Path, image_information_only: bool = False):
-    """Read ``path`` with SimpleITK, turning its exceptions into one-line errors."""
+    """Read ``path`` with SimpleITK, turning its exceptions into one-line errors.
+
+    A TIFF whose pages are not one stack (a slide scanner's pyramid, an image with its thumbnail) is read as its
+    first page, with a note; a JPEG's EXIF orientation is named in a warning, not applied (:mod:`tiff_tags`).
+    """
     if not path.is_file():
         raise ScribbleSegError(f"{path}: no such file")
+    log = logging.getLogger("ScribbleSegLib")
     if path.suffix.lower() in (".jpg", ".jpeg"):
         _check_jpeg_complete(path)
+        turned = tiff_tags.jpeg_orientation(path)
+        if turned in tiff_tags.ORIENTATIONS and not image_information_only:
+            log.warning("%s: its EXIF orientation has photo viewers show it %s; it is read as stored, as 3D Slicer "
+                        "reads it, so strokes and labels must be drawn on it as stored", path,
+                        tiff_tags.ORIENTATIONS[turned])
+    pages = tiff_tags.tiff_pages(path) if path.suffix.lower() not in (".nrrd", ".nhdr", ".mha", ".mhd") else None
+    if pages is not None and not tiff_tags.is_one_stack(pages):
+        if not image_information_only:
+            log.info("%s: a TIFF of %d pages of different sizes (a slide's pyramid or an image with its thumbnail): "
+                     "reading its first page, %dx%d, alone", path, len(pages), pages[0].width, pages[0].height)
+        with _first_page_file(path) as first:
+            return _read_with_sitk(first, path, image_information_only)
+    return _read_with_sitk(path, path, image_information_only)
+
+
+@contextlib.contextmanager
+def _first_page_file(path: Path) -> Iterator[Path]:
+    """A temporary copy of a TIFF that holds its first page alone (``tiff_tags.first_page_only``), removed after."""
+    one = tiff_tags.first_page_only(path.read_bytes())
+    if one is None:
+        raise ScribbleSegError(f"{path}: cannot be read as an image (a TIFF damaged in its first page's tags)")
+    handle, name = tempfile.mkstemp(suffix=".tif", prefix="scribbleseg-page-")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(one)
+        yield Path(name)
+    finally:
+        os.unlink(name)
+
+
+def _read_with_sitk(file: Path, path: Path, image_information_only: bool):
+    """Read ``file`` (``path`` itself or a copy of its first page) with SimpleITK; errors name ``path``."""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader.SetFileName(str(file))
     try:
         if image_information_only:
             reader.ReadImageInformation()
@@ -459,7 +498,7 @@ def _file_read_bytes(path: Path) -> Tuple[int, str]:
 
 
 #: The note a 2D file read without a spacing gives (arguments: the path and its pixel size in mm).
-TILE_GRID_NOTE = "%s: one 2D section without a spacing: read at the file's pixel size, %g x %g mm"
+TILE_GRID_NOTE = "%s: one 2D section without a spacing: read on a grid of %g x %g mm pixels, %s"
 
 
 def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]], factor: int,
@@ -474,7 +513,11 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
         # before it resamples (pipeline.network_scale) and says so when it cannot.
         if spacing is None:
             sx, sy = image.GetSpacing()
-            logging.getLogger("ScribbleSegLib").info(TILE_GRID_NOTE, path, sx, sy)
+            # A PNG or JPEG states no pixel size, and ITK gives it 1 mm: a note that called that "the file's
+            # pixel size" went before a warning that the stack has none.
+            logging.getLogger("ScribbleSegLib").info(
+                TILE_GRID_NOTE, path, sx, sy,
+                "as its file states none" if (sx, sy) == UNKNOWN_PIXEL else "its file's pixel size")
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")

@@ -1,0 +1,176 @@
+"""What a TIFF's pages and a JPEG's EXIF orientation say, read from their tags without an imaging library.
+
+ITK reads every page of a multi-page TIFF as a section of one stack, sized like the first page.  A slide
+scanner's file (Aperio ``.svs``, a pyramid TIFF) or an image saved with its thumbnail holds pages of other
+sizes: ITK then reads garbage into the later "sections" or fails on a row it cannot find.  ITK also ignores
+a JPEG's EXIF orientation, which photo viewers apply.  :func:`tiff_pages` and :func:`jpeg_orientation`
+read what the files state, so that :mod:`ScribbleSegLib.volume_io` can read the first page alone and name
+an orientation it does not apply.  Both return None for a file that is not of their kind or is damaged
+where they look: the reader then reports the file as it would without them.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Dict, List, Optional, Tuple
+
+#: At most this many pages are listed (a loop in a damaged file's page chain ends there too).
+MAX_PAGES = 4096
+_WIDTH, _HEIGHT, _SUBFILE, _ORIENTATION = 256, 257, 254, 0x0112
+#: Bytes of a tag value by TIFF type: SHORT, LONG, LONG8 (BigTIFF); other types are not read.
+_TYPE_SIZES = {3: 2, 4: 4, 16: 8}
+#: What photo viewers do to show an image with EXIF orientation 2-8 (1 is as stored).
+ORIENTATIONS = {2: "mirrored left to right", 3: "turned 180°", 4: "mirrored top to bottom",
+                5: "mirrored and turned 90° anticlockwise", 6: "turned 90° clockwise",
+                7: "mirrored and turned 90° clockwise", 8: "turned 90° anticlockwise"}
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page (image file directory) of a TIFF: its size and ``NewSubfileType`` (bit 0: a reduced-resolution
+    copy of another page, as a thumbnail or a pyramid level is)."""
+
+    width: int
+    height: int
+    subfile_type: int = 0
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _header(f: BinaryIO, base: int) -> Tuple[str, bool, int]:
+    """``(byte order, BigTIFF, first page's offset)`` of the TIFF header at ``base``."""
+    f.seek(base)
+    head = f.read(16)
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        order = "<" if head[:2] == b"II" else ">"
+        return order, False, struct.unpack(order + "I", head[4:8])[0]
+    if head[:4] in (b"II+\x00", b"MM\x00+") and len(head) == 16:
+        order = "<" if head[:2] == b"II" else ">"
+        return order, True, struct.unpack(order + "Q", head[8:16])[0]
+    raise _Damaged
+
+
+def _pages(f: BinaryIO, base: int, wanted: Tuple[int, ...], limit: int) -> List[Dict[int, int]]:
+    """The values of the ``wanted`` tags (SHORT, LONG or LONG8 only) of each page, following the page chain."""
+    order, big, offset = _header(f, base)
+    count_format, entry_size, value_size, next_format = ("Q", 20, 8, "Q") if big else ("H", 12, 4, "I")
+    pages, seen = [], set()
+    while offset and len(pages) < limit:
+        if offset in seen:
+            raise _Damaged
+        seen.add(offset)
+        f.seek(base + offset)
+        raw = f.read(struct.calcsize(count_format))
+        if len(raw) != struct.calcsize(count_format):
+            raise _Damaged
+        (count,) = struct.unpack(order + count_format, raw)
+        entries = f.read(count * entry_size)
+        tail = f.read(struct.calcsize(next_format))
+        if len(entries) != count * entry_size or len(tail) != struct.calcsize(next_format):
+            raise _Damaged
+        tags = {}
+        for i in range(count):
+            entry = entries[i * entry_size:(i + 1) * entry_size]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag in wanted and kind in _TYPE_SIZES and _TYPE_SIZES[kind] <= value_size:
+                size = _TYPE_SIZES[kind]
+                value = entry[entry_size - value_size:entry_size - value_size + size]
+                tags[tag] = struct.unpack(order + {2: "H", 4: "I", 8: "Q"}[size], value)[0]
+        pages.append(tags)
+        (offset,) = struct.unpack(order + next_format, tail)
+    return pages
+
+
+def tiff_pages(path: Path) -> Optional[List[Page]]:
+    """The pages of a TIFF file (any suffix: an Aperio ``.svs`` is one), or None for another or a damaged file.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np, SimpleITK as sitk
+    >>> tile = os.path.join(tempfile.mkdtemp(), "tile.tif")
+    >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 5), np.uint8)), tile)
+    >>> tiff_pages(Path(tile))
+    [Page(width=5, height=3, subfile_type=0)]
+    """
+    try:
+        with open(path, "rb") as f:
+            pages = _pages(f, 0, (_WIDTH, _HEIGHT, _SUBFILE), MAX_PAGES)
+    except (OSError, struct.error, _Damaged):
+        return None
+    if not pages or any(_WIDTH not in p or _HEIGHT not in p for p in pages):
+        return None
+    return [Page(p[_WIDTH], p[_HEIGHT], p.get(_SUBFILE, 0)) for p in pages]
+
+
+def is_one_stack(pages: List[Page]) -> bool:
+    """Whether a TIFF's pages are sections of one stack: all of one size, none a reduced-resolution copy.
+
+    Examples
+    --------
+    >>> is_one_stack([Page(5, 3), Page(5, 3)])
+    True
+    >>> is_one_stack([Page(500, 300), Page(125, 75, 1)])  # an image and its thumbnail
+    False
+    """
+    return all((p.width, p.height) == (pages[0].width, pages[0].height) and not p.subfile_type & 1 for p in pages)
+
+
+def first_page_only(data: bytes) -> Optional[bytes]:
+    """A TIFF file's bytes with its page chain cut after the first page: the same file, read as one page.
+
+    None for bytes that are not a TIFF or are damaged in its first page's directory.
+
+    Examples
+    --------
+    >>> page = struct.pack("<H", 0) + struct.pack("<I", 8)  # no tags, then "next page at byte 8"
+    >>> cut = first_page_only(b"II*\\x00" + struct.pack("<I", 8) + page)
+    >>> struct.unpack("<I", cut[-4:])[0]  # the chain ends at the first page
+    0
+    """
+    try:
+        f = io.BytesIO(data)
+        order, big, offset = _header(f, 0)
+        count_format, entry_size, next_format = ("Q", 20, "Q") if big else ("H", 12, "I")
+        f.seek(offset)
+        (count,) = struct.unpack(order + count_format, f.read(struct.calcsize(count_format)))
+        at = offset + struct.calcsize(count_format) + count * entry_size
+        if at + struct.calcsize(next_format) > len(data):
+            return None
+    except (struct.error, _Damaged):
+        return None
+    return data[:at] + bytes(struct.calcsize(next_format)) + data[at + struct.calcsize(next_format):]
+
+
+def jpeg_orientation(path: Path) -> Optional[int]:
+    """The EXIF orientation (1-8) a JPEG file states, or None (no EXIF, no such tag, another or a damaged file).
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np, SimpleITK as sitk
+    >>> photo = os.path.join(tempfile.mkdtemp(), "tile.jpg")
+    >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 5), np.uint8)), photo)
+    >>> jpeg_orientation(Path(photo)) is None  # ITK writes no EXIF
+    True
+    """
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return None
+            while True:
+                marker = f.read(2)
+                if len(marker) != 2 or marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):  # end, or the image data
+                    return None
+                (length,) = struct.unpack(">H", f.read(2))
+                start = f.tell()
+                if marker[1] == 0xE1 and f.read(6) == b"Exif\x00\x00":
+                    pages = _pages(f, start + 6, (_ORIENTATION,), 1)
+                    value = pages[0].get(_ORIENTATION) if pages else None
+                    return value if value in range(1, 9) else None
+                f.seek(start + length - 2)
+    except (OSError, struct.error, _Damaged):
+        return None

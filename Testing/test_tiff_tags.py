@@ -1,0 +1,123 @@
+"""A TIFF's pages and a JPEG's EXIF orientation (tiff_tags.py), and how read_image uses them."""
+
+import struct
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ScribbleSegLib import tiff_tags, volume_io
+from ScribbleSegLib.errors import ScribbleSegError
+
+
+def write_tiff(path, pages, big_endian=False):
+    """An uncompressed grey TIFF of ``pages``: ``(array, subfile_type)``, each page one strip (our own writer:
+    SimpleITK writes one size for all pages, and slide scanners' files hold several)."""
+    order = ">" if big_endian else "<"
+    out = bytearray(b"MM\x00*" if big_endian else b"II*\x00") + bytes(4)
+    link = 4  # where the offset of the next page goes
+    for array, subfile in pages:
+        height, width = array.shape
+        data_at = len(out)
+        out += array.astype(np.uint8).tobytes()
+        if len(out) % 2:
+            out += b"\x00"
+        ifd_at = len(out)
+        out[link:link + 4] = struct.pack(order + "I", ifd_at)
+        tags = [(254, 4, subfile), (256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1),
+                (273, 4, data_at), (277, 3, 1), (278, 4, height), (279, 4, width * height)]
+        out += struct.pack(order + "H", len(tags))
+        for tag, kind, value in tags:
+            packed = struct.pack(order + ("H" if kind == 3 else "I"), value).ljust(4, b"\x00")
+            out += struct.pack(order + "HHI", tag, kind, 1) + packed
+        link = len(out)
+        out += bytes(4)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def with_exif_orientation(path, orientation):
+    """Put an EXIF segment stating ``orientation`` right after a JPEG's start marker, as cameras write it."""
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1,
+                                                                                    orientation, 0) + bytes(4)
+    body = b"Exif\x00\x00" + tiff
+    data = path.read_bytes()
+    path.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + data[2:])
+    return path
+
+
+def grey(height, width, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_the_pages_of_a_tiff_are_listed_in_either_byte_order(tmp_path, big_endian):
+    path = write_tiff(tmp_path / "slide.tif", [(grey(30, 40), 0), (grey(8, 10), 1)], big_endian)
+    assert tiff_tags.tiff_pages(path) == [tiff_tags.Page(40, 30, 0), tiff_tags.Page(10, 8, 1)]
+    assert not tiff_tags.is_one_stack(tiff_tags.tiff_pages(path))
+
+
+def test_files_that_are_not_tiffs_or_are_damaged_give_none(tmp_path):
+    path = write_tiff(tmp_path / "slide.tif", [(grey(30, 40), 0), (grey(8, 10), 1)])
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(path.read_bytes()[:-30])  # the second page's tags cut off
+    loop = bytearray(path.read_bytes())
+    loop[-4:] = loop[4:8]  # the second page points back at the first
+    (tmp_path / "loop.tif").write_bytes(bytes(loop))
+    (tmp_path / "text.tif").write_bytes(b"not an image at all")
+    for name in ("cut.tif", "loop.tif", "text.tif"):
+        assert tiff_tags.tiff_pages(tmp_path / name) is None, name
+    assert tiff_tags.jpeg_orientation(path) is None
+
+
+def test_a_tiff_with_a_thumbnail_is_read_as_its_first_page_with_one_note(tmp_path, caplog):
+    first = grey(30, 40)
+    path = write_tiff(tmp_path / "with thumbnail.tif", [(first, 0), (grey(8, 10, seed=1), 1)])
+    # Without the tags, ITK reads the thumbnail into a second "section" of the first page's size, or fails.
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        volume = volume_io.read_image(path)
+    assert volume.shape == (1, 30, 40)
+    np.testing.assert_array_equal(volume.array[0, ..., 0], first)
+    notes = [r.getMessage() for r in caplog.records if "pages" in r.getMessage()]
+    assert notes == [f"{path}: a TIFF of 2 pages of different sizes (a slide's pyramid or an image with its "
+                     "thumbnail): reading its first page, 40x30, alone"]
+    assert volume_io.image_file_grid(path)[0] == (1, 30, 40)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["with thumbnail.tif"]  # the page's copy is gone
+
+
+def test_a_tiff_stack_of_equal_pages_stays_a_stack(tmp_path):
+    sections = [grey(12, 16, seed=s) for s in range(3)]
+    path = write_tiff(tmp_path / "stack.tif", [(s, 0) for s in sections])
+    assert tiff_tags.is_one_stack(tiff_tags.tiff_pages(path))
+    volume = volume_io.read_image(path, spacing=(0.01, 0.01, 0.02))
+    assert volume.shape == (3, 12, 16)
+    np.testing.assert_array_equal(volume.array[2, ..., 0], sections[2])
+
+
+def test_a_first_page_whose_tags_are_damaged_is_refused_naming_the_file(tmp_path):
+    path = write_tiff(tmp_path / "slide.tif", [(grey(30, 40), 0), (grey(8, 10), 1)])
+    data = bytearray(path.read_bytes())
+    first_tags = struct.unpack("<I", data[4:8])[0]
+    data[first_tags:first_tags + 2] = struct.pack("<H", 60000)  # more tags than the file holds
+    path.write_bytes(bytes(data))
+    with pytest.raises(ScribbleSegError, match="slide.tif: cannot be read as an image"):
+        volume_io.read_image(path)
+
+
+@pytest.mark.parametrize("orientation, words", [(6, "turned 90° clockwise"), (3, "turned 180°")])
+def test_a_jpeg_turned_by_its_exif_orientation_is_read_as_stored_with_one_warning(tmp_path, caplog, orientation,
+                                                                                 words):
+    path = tmp_path / "photo.jpg"
+    sitk.WriteImage(sitk.GetImageFromArray(np.stack([grey(20, 30)] * 3, -1), isVector=True), str(path))
+    with_exif_orientation(path, orientation)
+    assert tiff_tags.jpeg_orientation(path) == orientation
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        volume = volume_io.read_image(path)
+    assert volume.shape == (1, 20, 30)  # as stored, as Slicer shows it
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "photo.jpg" in warnings[0] and words in warnings[0], warnings
+    with_exif_orientation(path, 1)  # a first EXIF segment that says "as stored"
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        volume_io.read_image(path)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
