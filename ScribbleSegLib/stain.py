@@ -79,6 +79,14 @@ MIN_DOMINANT_PIXELS = 100
 #: near-saturated, near-black: ink, thick folds, debris.  No H&E mix is that dark in blue, so
 #: they are kept out of the stain fit and the concentration percentile.
 SATURATED_RGB = 30
+#: Both H&E stains absorb green at least about as much as red or blue (the haematoxylin of the Ruifrok-Johnston
+#: vectors by 1.08 times, eosin by far more; real tiles' tissue pixels 1.13 and more at their 0.1 % quantile, the
+#: phantoms' 0.77 at their 0.01 %).  The green and teal dyes that mark a slide's margins absorb red or blue far
+#: more than green: pixels whose green optical density is below this share of their red or blue one are such a
+#: dye, and kept out of the fit and the percentile.  Left in at 1-2.5 % of a real slide's tissue pixels, they
+#: turned its fitted haematoxylin from (0.54, 0.73, 0.42) to (0.80, 0.51, 0.31), and a model trained on it
+#: rendered other labs' tiles twice as dark (BENCHMARKS.md, "Marking dye on a slide").
+MIN_GREEN_OD_SHARE = 0.8
 
 _STAGE = "stain normalization"
 _log = logging.getLogger(__name__)
@@ -393,7 +401,7 @@ class VahadaneNormalizer:
         # Near-saturated pixels (ink, thick folds, the black a registration pads sections with) fit neither
         # stain: they stay out of both the dictionary and the percentile.  Where they were kept for want of
         # other tissue, a stack's black border set a section's stain and rendered its tissue wrong.
-        pixels = pixels[_unsaturated(pixels)]
+        pixels = pixels[_stainable(pixels)]
         if len(pixels) < MIN_TISSUE_PIXELS:
             raise ScribbleSegError(
                 f"stain normalization: only {len(pixels)} tissue pixels (darker than lightness "
@@ -612,14 +620,23 @@ def concentration_scale(conc: np.ndarray, scale_pixels: str = DEFAULT_SCALE_PIXE
     return scale
 
 
-def _unsaturated(pixels: np.ndarray) -> np.ndarray:
-    """Mask of the tissue pixels (N, 3) uint8 that may set the concentration percentile.
+def _stainable(pixels: np.ndarray) -> np.ndarray:
+    """Mask of the tissue pixels (N, 3) uint8 that may fit the stains and set the concentration percentile.
 
     Near-saturated pixels (every channel at or below :data:`SATURATED_RGB`) are ink,
     thick folds and debris: a share of 1-2 % of them would otherwise set the
-    concentration scale and render the whole image pale.
+    concentration scale and render the whole image pale.  Pixels of a hue neither
+    stain has (green OD under :data:`MIN_GREEN_OD_SHARE` of the red or blue one) are a
+    marking dye: they would pull a stain vector their way.
+
+    Examples
+    --------
+    >>> _stainable(np.array([[150, 60, 170], [10, 12, 20], [120, 170, 150]], np.uint8)).tolist()  # H&E, ink, teal
+    [True, False, False]
     """
-    return pixels.max(axis=1) > SATURATED_RGB
+    od = _OD_LUT[pixels]
+    foreign = od[:, 1] < MIN_GREEN_OD_SHARE * np.maximum(od[:, 0], od[:, 2])
+    return (pixels.max(axis=1) > SATURATED_RGB) & ~foreign
 
 
 def _stain_projection(pixels: torch.Tensor, stains: torch.Tensor) -> torch.Tensor:
@@ -714,7 +731,7 @@ def _sample_pixels(sections: Sequence[np.ndarray], downsample: int, luminosity_t
     for section in sections:
         small = section[::downsample, ::downsample]
         pixels = small[tissue_mask(small, luminosity_threshold)]
-        pixels = pixels[_unsaturated(pixels)]  # the quota goes to tissue, not to black borders
+        pixels = pixels[_stainable(pixels)]  # the quota goes to tissue, not to black borders
         if len(pixels) > quota:
             pixels = pixels[rng.choice(len(pixels), size=quota, replace=False)]
         parts.append(pixels)

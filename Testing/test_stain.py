@@ -403,6 +403,25 @@ def test_a_little_ink_does_not_set_the_concentration_percentile(image_a):
     assert np.percentile(conc_all, 99.0, axis=0).max() > 1.3 * clean.max_concentrations.max()
 
 
+def test_a_marking_dye_on_the_slide_does_not_pull_the_stain_vectors(image_a):
+    # Slides carry green or teal dye along their margins; at 2 % of the tissue pixels it once turned a real slide's
+    # haematoxylin from (0.54, 0.73, 0.42) to (0.80, 0.51, 0.31).
+    rgb, _ = image_a
+    clean = stain.VahadaneNormalizer().fit(rgb)
+    dyed = rgb.copy()
+    rng = np.random.default_rng(6)
+    spots = rng.random(rgb.shape[:2]) < 0.02
+    teal = np.array([60, 150, 130]) + rng.integers(-15, 16, (int(spots.sum()), 3))  # absorbs red, little green
+    dyed[spots] = teal.clip(0, 255)
+    fitted = stain.VahadaneNormalizer().fit(dyed)
+    assert np.all(np.sum(fitted.stain_matrix * clean.stain_matrix, axis=1) > 0.998)
+    np.testing.assert_allclose(fitted.max_concentrations, clean.max_concentrations, rtol=0.05)
+    # Fitted with the dye, the haematoxylin vector would lean towards red (the point of the rule).
+    od = stain._OD_LUT[dyed[stain.tissue_mask(dyed)]]
+    kept = stain.learn_stains(od[od.max(axis=1) > 0], 0.1)
+    assert kept[0] @ clean.stain_matrix[0] < 0.97
+
+
 def _pale_eosin_image(seed=3):
     # Real H&E vectors with a tenth of the eosin: the fitted vectors come out at cosine ~0.995.
     conc = concentrations((128, 128), seed=seed)
@@ -464,7 +483,7 @@ def test_a_section_with_little_tissue_and_much_black_fill_is_not_fitted_on_the_b
     padded = sparse.copy()
     padded[1, 30:] = 0  # ... and black fill where the glass was
     pixels = padded[1][stain.tissue_mask(padded[1])]
-    assert len(pixels) >= stain.MIN_TISSUE_PIXELS > int(stain._unsaturated(pixels).sum())
+    assert len(pixels) >= stain.MIN_TISSUE_PIXELS > int(stain._stainable(pixels).sum())
     with pytest.raises(ScribbleSegError, match="tissue pixels .*not black"):
         stain.VahadaneNormalizer().fit(padded[1])
     out_white = stain.normalize_volume(sparse, target_b, fit_downsample=1)
