@@ -50,6 +50,22 @@ CUT_NEIGHBOURHOODS: Tuple[int, ...] = (6, 10)
 """Graph-cut neighbourhoods (see :class:`ScribbleSegLib.graphcut.GraphCutParams`)."""
 CUT_DATA_TERMS: Tuple[str, ...] = ("linear", "log")
 """Graph-cut data terms: the paper's ``|l - h|`` or the clipped log-likelihood ratio."""
+# The graph cut's defaults, here so that the command line's --help can name them without loading the cut.
+# gamma 8 with the log data term and the 10-neighbourhood were chosen by `scribbleseg bench` on the validation
+# volumes of two phantom families, in-family and cross-family together; sigma and delta earlier, on the first
+# family's validation volumes (BENCHMARKS.md).
+DEFAULT_GAMMA = 8.0
+"""Weight of the boundary term (:attr:`ScribbleSegLib.graphcut.GraphCutParams.gamma`), before the cut scales it to
+the objects (:mod:`ScribbleSegLib.cut_scaling`)."""
+DEFAULT_SIGMA = 0.1
+"""Colour-contrast scale of the boundary term, in RGB units scaled to [0, 1], before the cut scales it to the
+image."""
+DEFAULT_DELTA = 0.05
+"""Constant added to the contrast weight."""
+DEFAULT_CUT_DATA_TERM = "log"
+"""The data term of :data:`CUT_DATA_TERMS` the cut uses by default."""
+DEFAULT_CUT_NEIGHBOURHOOD = 10
+"""The neighbourhood of :data:`CUT_NEIGHBOURHOODS` the cut uses by default."""
 DEFAULT_SEED_REACH = 8.0
 """In-plane pixels over which each stroke pulls the graph cut's data term towards its label
 (:attr:`ScribbleSegLib.graphcut.GraphCutParams.seed_reach`); 0 turns the pull off.  Chosen with

@@ -93,15 +93,12 @@ from .progress import CancelToken, ProgressCallback, check, report, sub_progress
 from .runtime import in_order, in_threads, slab_threads, slabs
 from .stroke_pull import ImageMeasures, image_key, measure_ways, pulled_to_seeds
 
-# The defaults are chosen by `scribbleseg bench` on the validation volumes of two phantom families,
-# in-family and cross-family together (BENCHMARKS.md): gamma 8 with the log data term; sigma and delta
-# were chosen earlier on the first family's validation volumes.
-#: Default boundary weight gamma.
-DEFAULT_GAMMA = 8.0
+#: Default boundary weight gamma (:data:`ScribbleSegLib.choices.DEFAULT_GAMMA`, where its choice is told).
+DEFAULT_GAMMA = choices.DEFAULT_GAMMA
 #: Default colour-contrast scale sigma, in RGB units scaled to [0, 1].
-DEFAULT_SIGMA = 0.1
+DEFAULT_SIGMA = choices.DEFAULT_SIGMA
 #: Default constant delta added to the contrast weight.
-DEFAULT_DELTA = 0.05
+DEFAULT_DELTA = choices.DEFAULT_DELTA
 #: Default object radius (in-plane pixels, see :func:`cut_scaling.object_radius`) at and above which ``gamma``
 #: applies as given.  gamma 8 was chosen on phantom hearts of radius 16-25 px; on objects of radius ~10 px (nuclei on
 #: 40x H&E tiles) it erased whole objects the network had found (``benchmarks/bench_nuclei.py``).
@@ -347,9 +344,8 @@ class GraphCutParams:
     sigma: float = DEFAULT_SIGMA
     delta: float = DEFAULT_DELTA
     colour: str = "rgb"
-    data_term: str = "log"
-    # Chosen by `scribbleseg bench` on the validation volumes of both phantom families (BENCHMARKS.md).
-    neighbourhood: int = 10
+    data_term: str = choices.DEFAULT_CUT_DATA_TERM
+    neighbourhood: int = choices.DEFAULT_CUT_NEIGHBOURHOOD
     reference_radius: Optional[float] = DEFAULT_REFERENCE_RADIUS
     reference_unsure: Optional[float] = DEFAULT_REFERENCE_UNSURE
     reference_objects: Optional[float] = DEFAULT_REFERENCE_OBJECTS

@@ -39,13 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_image_options(parser)
     add_device_option(parser)
     cut = parser.add_argument_group("graph cut (paper eq. 4-6)")
-    cut.add_argument("--gamma", type=nonnegative_float, help="weight of the boundary term")
-    cut.add_argument("--sigma", type=positive_float, help="colour-contrast scale of the boundary term")
-    cut.add_argument("--delta", type=nonnegative_float, help="constant added to the contrast weight")
+    cut.add_argument("--gamma", type=nonnegative_float,
+                     help=f"weight of the boundary term (default {choices.DEFAULT_GAMMA:g}, which the cut lowers for "
+                          "small objects, many objects side by side and a probability sure of its outlines; lower "
+                          "it where the cut erases objects that --method ddml finds)")
+    cut.add_argument("--sigma", type=positive_float,
+                     help=f"colour-contrast scale of the boundary term (default {choices.DEFAULT_SIGMA:g}, which "
+                          "the cut lowers for images of soft contrast and sections out of focus)")
+    cut.add_argument("--delta", type=nonnegative_float,
+                     help=f"constant added to the contrast weight (default {choices.DEFAULT_DELTA:g})")
     cut.add_argument("--neighbourhood", type=int, choices=choices.CUT_NEIGHBOURHOODS,
-                     help="6: the paper's grid; 10: in-plane diagonals too (outlines that follow round shapes)")
+                     help="6: the paper's grid; 10: in-plane diagonals too (outlines that follow round shapes; "
+                          f"default {choices.DEFAULT_CUT_NEIGHBOURHOOD})")
     cut.add_argument("--data-term", choices=choices.CUT_DATA_TERMS,
-                     help="the paper's |l - h| (linear) or the clipped log-likelihood ratio (log)")
+                     help="the paper's |l - h| (linear) or the clipped log-likelihood ratio (log; default "
+                          f"{choices.DEFAULT_CUT_DATA_TERM})")
     cut.add_argument("--seed-reach", type=nonnegative_float, metavar="PIXELS",
                      help="pull the data term within a few PIXELS of each stroke towards its label (default "
                           f"{choices.DEFAULT_SEED_REACH:g}; 0 turns it off)")
