@@ -108,6 +108,13 @@ class DDMLConfig:
         model's, whose bank labels do not hold for it: :func:`ScribbleSegLib.pipeline.adapt_and_cut`
         then draws the whole pool from the scribbles (``scribble_share`` 1).  None never does;
         the paper's settings do not.  Default :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
+    doubted_network_weight : float
+        ``network_weight`` at most, where ``bank_doubt`` leaves the bank out: the network's
+        probability is then evidence for the model's target, not the strokes'.  Blended in at 0.5
+        it held ``h`` under 1/2 over nuclei that a heart model calls background, and the cut
+        erased them (real and synthetic H&E tiles); left out, the cut lost the organs that the
+        strokes grow into (the phantom's liver, lung and neural tube).  Default 0.25
+        (BENCHMARKS.md, "Strokes on another organ than the model's").
     head_bias : {"network", "balanced"}
         Where the head puts its threshold (``choices.HEAD_BIASES``): ``balanced`` leaves it
         where the class-balanced training put it (the paper's); ``network`` moves the head's
@@ -143,6 +150,7 @@ class DDMLConfig:
     head_weight_decay: float = 0.0
     network_weight: float = 0.5
     bank_doubt: Optional[float] = choices.NETWORK_DOUBT
+    doubted_network_weight: float = 0.25
     head_bias: str = choices.DEFAULT_HEAD_BIAS
     evaluation: str = choices.DEFAULT_H_EVALUATION
     warm_steps: int = choices.WARM_DDML_STEPS
@@ -171,7 +179,7 @@ class DDMLConfig:
                 raise ScribbleSegError(f"DDML {name} must be a whole number, got {value!r}")
             object.__setattr__(self, name, int(value))
         for name in ("tau", "beta", "weight_decay", "lr", "scribble_share", "head_lr", "head_weight_decay",
-                     "network_weight"):
+                     "network_weight", "doubted_network_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ScribbleSegError(f"DDML {name} must be a number, got {value!r}")
@@ -215,8 +223,9 @@ class DDMLConfig:
                                    f"{self.pool_size}")
         if not 0.0 <= self.scribble_share <= 1.0:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
-        if not 0.0 <= self.network_weight <= 1.0:
-            raise ScribbleSegError(f"DDML network_weight must be in [0, 1], got {self.network_weight}")
+        for name in ("network_weight", "doubted_network_weight"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ScribbleSegError(f"DDML {name} must be in [0, 1], got {getattr(self, name)}")
         if self.bank_doubt is not None and not (isinstance(self.bank_doubt, (int, float, np.floating, np.integer))
                                                 and 0.0 <= self.bank_doubt <= 1.0):
             raise ScribbleSegError(f"DDML bank_doubt must be in [0, 1] or None, got {self.bank_doubt!r}")

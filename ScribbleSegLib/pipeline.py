@@ -482,7 +482,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     doubt = network_doubt(scribbles, prob)
     left_out = config.bank_doubt is not None and max(doubt) > config.bank_doubt
     if left_out:
-        config = dataclasses.replace(config, scribble_share=1.0)
+        config = dataclasses.replace(config, scribble_share=1.0,
+                                     network_weight=min(config.network_weight, config.doubted_network_weight))
     for line in network_warnings(doubt, left_out):
         log.warning(line)
         warnings.append(line)
@@ -648,7 +649,8 @@ def network_warnings(doubt: Tuple[float, float], bank_left_out: bool = False) ->
     """
     for share, name, other in zip(doubt, ("heart", "background"), ("background", "heart")):
         if share > choices.NETWORK_DOUBT:
-            left_out = " (its training pixels were left out of the adaptation)" if bank_left_out else ""
+            left_out = (" (its training pixels were left out of the adaptation, and its probability counts less)"
+                        if bank_left_out else "")
             return [f"the model's network calls {share:.0%} of the {name} strokes {other}: it was likely not "
                     f"trained for what they mark{left_out}, and away from the strokes the result may be poor; "
                     "train a model on stacks where it is traced"]

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import types
 
 import numpy as np
 import pytest
@@ -129,6 +130,37 @@ def test_network_doubt_counts_the_strokes_the_network_labels_the_other_way_on_st
     assert pipeline.network_doubt(np.zeros_like(s), network) == (0.0, 0.0)
     only_heart = np.where(s == 1, s, 0).astype(np.uint8)
     assert pipeline.network_doubt(only_heart, network)[1] == 0.0
+
+
+def test_strokes_the_network_contradicts_leave_out_the_bank_and_weigh_the_network_less(monkeypatch):
+    s = np.zeros((2, 8, 8), np.uint8)
+    s[0, 1, :] = 1
+    s[1, 6, :] = 2
+    network = np.full(s.shape, 0.1, np.float32)  # every heart stroke on what the network calls background
+    used = []
+
+    class Seen(Exception):
+        pass
+
+    def adapt(features, scribbles, bank_features, bank_labels, config, **kwargs):
+        used.append(config)
+        raise Seen
+
+    monkeypatch.setattr(ddml, "adapt", adapt)
+    image = np.zeros(s.shape + (3,), np.uint8)
+    model = types.SimpleNamespace(bank_features=None, bank_labels=None)
+    for config, weight in ((ddml.DDMLConfig(), 0.25), (ddml.DDMLConfig(network_weight=0.1), 0.1),
+                           (ddml.DDMLConfig(doubted_network_weight=0.0), 0.0)):
+        with pytest.raises(Seen):
+            pipeline.adapt_and_cut(image, (1, 1, 1), s, model, network, None, method="ddml", ddml_config=config)
+        assert (used[-1].scribble_share, used[-1].network_weight) == (1.0, weight)
+    network[:] = 0.2  # the network agrees with the strokes
+    network[s == 1] = 0.9
+    with pytest.raises(Seen):
+        pipeline.adapt_and_cut(image, (1, 1, 1), s, model, network, None, method="ddml")
+    assert used[-1] == ddml.DDMLConfig()  # no doubt: as configured
+    with pytest.raises(ScribbleSegError, match="doubted_network_weight"):
+        ddml.DDMLConfig(doubted_network_weight=1.5)
 
 
 def test_the_stroke_distance_looks_only_in_the_strokes_box_and_blocks_stay_close(monkeypatch):

@@ -15,6 +15,13 @@ model's training pixels out of the adaptation above that doubt,
 (``bank_doubt=None``, as before)::
 
     python benchmarks/bench_other_target.py [--model starter] [--family a] [--volumes 4 5]
+
+With ``--nuclei`` it strokes the nuclei of ``bench_nuclei.py``'s synthetic H&E tiles instead (tiles 10-12
+of four of its conditions), which the heart model calls background, and prints the adapted stage and the
+cut with the network's probability weighed as the default weighs it where the strokes contradict the
+network (``DDMLConfig.doubted_network_weight``), as before it (0.5, the weight elsewhere) and not at all::
+
+    python benchmarks/bench_other_target.py --nuclei
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "benchmarks"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 def targets() -> dict:
@@ -39,7 +47,7 @@ def targets() -> dict:
             "lung": (Tissue.LUNG,), "neural tube": (Tissue.NEURAL,)}
 
 
-def model_and_volumes(description: str, argv=None):
+def model_and_volumes(description: str, argv=None, nuclei_option: bool = False):
     """``(args, model, volumes)`` of a script that runs a model on the bench's volumes of one family:
     its ``--model``, ``--family``, ``--volumes`` and ``--seed``, the loaded model (on the CPU) and the
     phantom volumes up to the last one asked for.  The runs' warnings are silenced."""
@@ -52,10 +60,53 @@ def model_and_volumes(description: str, argv=None):
     parser.add_argument("--family", default="a", choices=tuple(FAMILIES), help="phantom family of the volumes")
     parser.add_argument("--volumes", type=int, nargs="+", default=[4, 5], help="phantom indices (bench: 4 5 test)")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed of the set (bench: 0)")
+    if nuclei_option:
+        parser.add_argument("--nuclei", action="store_true", help="stroke the nuclei of bench_nuclei.py's tiles")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     model = pipeline.as_model(str(resolve_model(args.model)), "cpu")
+    if getattr(args, "nuclei", False):
+        return args, model, None
     return args, model, protocol.make_volumes(max(args.volumes) + 1, args.seed, None, args.family)
+
+
+def nuclei(model) -> None:
+    """The ``--nuclei`` table: IoU pooled over tiles 10-12 of each condition, per weight of the network."""
+    from bench_nuclei import OTHER_STAIN, PURPLE_STAIN, make_tile
+    from ScribbleSegLib import pipeline, protocol, scribbles
+    from ScribbleSegLib.ddml import DDMLConfig
+
+    weights = {f"default ({DDMLConfig().doubted_network_weight:g})": DDMLConfig(),
+               "0.5 (as before)": DDMLConfig(doubted_network_weight=0.5),
+               "0": DDMLConfig(doubted_network_weight=0.0)}
+    print("Strokes on the nuclei of bench_nuclei.py's tiles 10-12 in each condition; IoU pooled over them.\n")
+    print("| condition | network doubt (heart / background strokes) | M-Unet | "
+          + " | ".join(f"+ adaptation, {w} | + cut, {w}" for w in weights) + " |")
+    print("|---|---|---|" + "---|---|" * len(weights))
+    for name, m, stain in (("training stain, 1x", 1, None), ("other stain, 1x", 1, OTHER_STAIN),
+                           ("training stain, 2x", 2, None), ("purple stain, 1x", 1, PURPLE_STAIN)):
+        sums: dict = {}
+        doubts = []
+
+        def add(key, labels, truth):
+            s = sums.setdefault(key, np.zeros(2))
+            s += (np.count_nonzero(labels & truth), np.count_nonzero(labels | truth))
+
+        for seed in range(10, 13):
+            volume, truth = make_tile(seed, m, stain, 256)
+            outputs = protocol.compute_outputs(volume.array, model, None,
+                                               scale=pipeline.network_scale(volume.geometry.spacing[:2], model)).munet
+            strokes = scribbles.simulate_scribbles(truth, seed=seed, every=1, spacing=volume.geometry.spacing)
+            doubts.append(pipeline.network_doubt(strokes, outputs[0]))
+            add("M-Unet", outputs[0] > 0.5, truth > 0)
+            for w, config in weights.items():
+                r = pipeline.segment(volume, strokes, model, features=outputs, ddml_config=config, suggest=0)
+                add(("adaptation", w), r.probability > 0.5, truth > 0)
+                add(("cut", w), r.labels > 0, truth > 0)
+        low = np.min(doubts, axis=0)
+        cells = [sums["M-Unet"]] + [sums[stage, w] for w in weights for stage in ("adaptation", "cut")]
+        print(f"| {name} | {low[0]:.2f}+ / {low[1]:.2f}+ | " + " | ".join(f"{c[0] / c[1]:.3f}" for c in cells)
+              + " |", flush=True)
 
 
 def print_table_head(args, columns) -> None:
@@ -84,7 +135,10 @@ def main(argv=None) -> int:
     from ScribbleSegLib.metrics import evaluate
 
     # The runs' warnings are the table's "warned" column.
-    args, model, volumes = model_and_volumes(__doc__.split("\n\n")[0], argv)
+    args, model, volumes = model_and_volumes(__doc__.split("\n\n")[0], argv, nuclei_option=True)
+    if args.nuclei:
+        nuclei(model)
+        return 0
     print(f"Model {args.model}; family {args.family}, volumes {args.volumes}; strokes on every 10th section of "
           "the target.\n")
     print("| target | volume | target's share of the voxels | network doubt (heart / background strokes) | warned | "
