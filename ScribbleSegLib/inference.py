@@ -35,7 +35,7 @@ from .fileio import atomic_output
 from .geometry import Volume
 from .nets import NetOutput, geometry_for_tile, to_input
 from .padding import padding_to_glass
-from .progress import CancelToken, ProgressCallback, check, report
+from .progress import CancelToken, LinkedToken, ProgressCallback, check, report
 from .runtime import in_order, resolve_device, section_workers, torch_threads
 from .white_point import glass_white, white_glass
 
@@ -349,13 +349,16 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
                 stack.callback(handle.close)  # runs before the rename
         lock = threading.Lock()
         white = glass_white(array)  # the stack's glass: for sections with too little glass of their own
+        # The sections' threads stop at their next tile when the caller cancels, and when a signal (SIGTERM,
+        # Ctrl-C) interrupts the main thread's wait: one large section otherwise ran on to its end (35 s).
+        stop = LinkedToken(cancel)
 
         def run(k: int, section: np.ndarray) -> None:
             out = feats[k] if feats is not None else FeatureWriter(handle, offset, shape, k, lock)
             if scale == (1.0, 1.0):
-                predictor.predict(section, prob[k], out, cancel)
+                predictor.predict(section, prob[k], out, stop)
             else:
-                _predict_rescaled(predictor, section, scale, prob[k], out, cancel)
+                _predict_rescaled(predictor, section, scale, prob[k], out, stop)
 
         def done(item: Tuple[int, np.ndarray], _) -> None:
             report(progress, _STAGE, (item[0] + 1) / z, f"section {item[0] + 1}/{z}")
@@ -371,7 +374,7 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
                 report(progress, _STAGE, z0 / z, f"stain normalization of sections {z0 + 1}-{z0 + len(sections)}")
                 sections = _normalize(sections, target, cancel)
             if workers > 1:
-                in_order(lambda item: run(*item), list(enumerate(sections, start=z0)), workers, done)
+                in_order(lambda item: run(*item), list(enumerate(sections, start=z0)), workers, done, stop)
                 continue
             for k, section in enumerate(sections, start=z0):
                 check(cancel)

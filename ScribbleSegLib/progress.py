@@ -38,6 +38,35 @@ class CancelToken:
             raise CancelledError()
 
 
+class LinkedToken(CancelToken):
+    """A :class:`CancelToken` that is also cancelled when its ``parent`` is (a caller's token, or None).
+
+    For work on other threads that must stop both when the caller cancels and when the calling thread
+    itself gives up (an error, or a signal raised there): that thread cancels this token, and the
+    caller's is left as it was.
+
+    Examples
+    --------
+    >>> parent = CancelToken()
+    >>> child = LinkedToken(parent)
+    >>> parent.cancel()
+    >>> child.cancelled
+    True
+    """
+
+    def __init__(self, parent: Optional[CancelToken] = None) -> None:
+        super().__init__()
+        self._parent = parent
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set() or (self._parent is not None and self._parent.cancelled)
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise CancelledError()
+
+
 def report(progress: Optional[ProgressCallback], stage: str, fraction: float, message: str = "") -> None:
     """Call ``progress`` if given, clamping ``fraction`` to [0, 1]."""
     if progress is not None:

@@ -110,14 +110,17 @@ def _gpu_free_gib(device) -> int:
     return int(free // 2**30)
 
 
-def in_order(work: Callable, items: Iterable, workers: int, use: Optional[Callable] = None) -> None:
+def in_order(work: Callable, items: Iterable, workers: int, use: Optional[Callable] = None,
+             stop: Optional[CancelToken] = None) -> None:
     """``use(item, work(item))`` for every item, in the items' order, with ``work`` on ``workers`` threads.
 
     ``work`` runs at most ``workers`` items ahead of ``use``, which runs on the calling thread
     (so that it may report progress, or add to something only one thread may touch); with one
     worker, both run here, one item after the other.  ``work`` must write disjoint outputs.
     An error or a cancel in either is raised here, after the items running have ended; the
-    items not started are dropped, so nothing writes after this returns.
+    items not started are dropped, so nothing writes after this returns.  ``stop``, a token that
+    ``work`` checks, is cancelled when the calling thread raises (a signal arrives there while it
+    waits): the running items then end at their next check instead of running to their end.
 
     Examples
     --------
@@ -148,6 +151,10 @@ def in_order(work: Callable, items: Iterable, workers: int, use: Optional[Callab
                 use_first()
         while pending:
             use_first()
+    except BaseException:
+        if stop is not None:
+            stop.cancel()
+        raise
     finally:
         for _, future in pending:
             future.cancel()

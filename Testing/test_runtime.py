@@ -81,3 +81,36 @@ def test_slabs_cover_the_planes_once_in_steps_of_their_multiple(monkeypatch):
     assert list(slabs(7, 30)) == [(0, 3), (3, 6), (6, 7)]  # 3 planes of 30 voxels fit in 100
     assert list(slabs(7, 30, multiple=2)) == [(0, 2), (2, 4), (4, 6), (6, 7)]  # 4 would not: 2 planes
     assert list(slabs(3, 1000)) == [(0, 1), (1, 2), (2, 3)]  # at least one plane a slab
+
+
+def test_an_error_on_the_calling_thread_stops_the_running_items_at_their_next_check():
+    # A signal raised in the calling thread while it waits (SIGTERM, Ctrl-C) once let a large section run on to its
+    # end, 35 s: the items check `stop`, which the calling thread cancels as it gives up.
+    from ScribbleSegLib.progress import CancelToken, LinkedToken
+
+    caller = CancelToken()
+    stop = LinkedToken(caller)
+    ended, running = {}, threading.Event()
+
+    def work(item):
+        if item == 0:
+            running.wait(5)  # the calling thread gives up while item 1 runs
+            return item
+        running.set()
+        for _ in range(1000):  # 10 s at most, if nothing stops it
+            if stop.cancelled:
+                ended[item] = "stopped"
+                stop.check()
+            threading.Event().wait(0.01)
+        ended[item] = "ran to its end"
+
+    def use(item, result):
+        raise KeyboardInterrupt  # what the signal handler raises here
+
+    with pytest.raises(KeyboardInterrupt):
+        runtime.in_order(work, [0, 1], 2, use, stop)
+    assert ended == {1: "stopped"} and not caller.cancelled
+    caller.cancel()  # and the caller's own cancel reaches the items through it
+    assert stop.cancelled
+    with pytest.raises(CancelledError):
+        LinkedToken(caller).check()
