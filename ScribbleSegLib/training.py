@@ -61,7 +61,7 @@ from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, array_sha256, check_model_name, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .padding import padding_to_glass
-from .progress import CancelToken, ProgressCallback, check, report
+from .progress import CancelToken, LinkedToken, ProgressCallback, check, report
 from .runtime import in_order, resolve_device, section_workers, torch_threads
 from .white_point import glass_white, white_glass
 
@@ -790,11 +790,13 @@ def feature_bank(net, volumes: Sequence[Tuple[np.ndarray, np.ndarray]], device: 
     pools: Dict[Tuple[int, bool], List[np.ndarray]] = {(c, b): [] for c in (0, 1) for b in (False, True)}
     per_pool = per_class // 2
 
+    stop = LinkedToken(cancel)  # a signal in this thread stops the sections' threads at their next tile
+
     def features(pick: Tuple[int, int]) -> np.ndarray:
         image, label = volumes[pick[0]]
         h, w = label.shape[1:]
         feats = np.empty((h, w, predictor.channels), np.float16)
-        predictor.predict(image[pick[1]], np.empty((h, w), np.float32), feats, cancel)
+        predictor.predict(image[pick[1]], np.empty((h, w), np.float32), feats, stop)
         return feats
 
     def draw(item: Tuple[int, Tuple[int, int]], feats: np.ndarray) -> None:
@@ -806,7 +808,7 @@ def feature_bank(net, volumes: Sequence[Tuple[np.ndarray, np.ndarray]], device: 
 
     workers = section_workers(device, max(int(np.prod(label.shape[1:])) for _, label in volumes))
     with torch_threads(1) if workers > 1 else contextlib.nullcontext():
-        in_order(lambda item: features(item[1]), list(enumerate(chosen)), workers, draw)
+        in_order(lambda item: features(item[1]), list(enumerate(chosen)), workers, draw, stop)
     xs, ys = [], []
     channels = predictor.channels
     for c in (0, 1):
