@@ -30,7 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 import slicerio
 
-from . import grids, tiff_tags
+from . import grids, image_tags
 from .errors import ScribbleSegError
 from .fileio import PathLike, atomic_output, native_stderr_held
 from .geometry import UNKNOWN_PIXEL, Geometry, Volume, check_geometry
@@ -226,20 +226,20 @@ def _read_sitk(path: Path, image_information_only: bool = False):
     """Read ``path`` with SimpleITK, turning its exceptions into one-line errors.
 
     A TIFF whose pages are not one stack (a slide scanner's pyramid, an image with its thumbnail) is read as its
-    first page, with a note; a JPEG's EXIF orientation is named in a warning, not applied (:mod:`tiff_tags`).
+    first page, with a note; a JPEG's EXIF orientation is named in a warning, not applied (:mod:`image_tags`).
     """
     if not path.is_file():
         raise ScribbleSegError(f"{path}: no such file")
     log = logging.getLogger("ScribbleSegLib")
     if path.suffix.lower() in (".jpg", ".jpeg"):
         _check_jpeg_complete(path)
-        turned = tiff_tags.jpeg_orientation(path)
-        if turned in tiff_tags.ORIENTATIONS and not image_information_only:
+        turned = image_tags.jpeg_orientation(path)
+        if turned in image_tags.ORIENTATIONS and not image_information_only:
             log.warning("%s: its EXIF orientation has photo viewers show it %s; it is read as stored, as 3D Slicer "
                         "reads it, so strokes and labels must be drawn on it as stored", path,
-                        tiff_tags.ORIENTATIONS[turned])
-    pages = tiff_tags.tiff_pages(path) if path.suffix.lower() not in (".nrrd", ".nhdr", ".mha", ".mhd") else None
-    if pages is not None and not tiff_tags.is_one_stack(pages):
+                        image_tags.ORIENTATIONS[turned])
+    pages = image_tags.tiff_pages(path) if path.suffix.lower() not in (".nrrd", ".nhdr", ".mha", ".mhd") else None
+    if pages is not None and not image_tags.is_one_stack(pages):
         if not image_information_only:
             log.info("%s: a TIFF of %d pages of different sizes (a slide's pyramid or an image with its thumbnail): "
                      "reading its first page, %dx%d, alone", path, len(pages), pages[0].width, pages[0].height)
@@ -250,8 +250,8 @@ def _read_sitk(path: Path, image_information_only: bool = False):
 
 @contextlib.contextmanager
 def _first_page_file(path: Path) -> Iterator[Path]:
-    """A temporary copy of a TIFF that holds its first page alone (``tiff_tags.first_page_only``), removed after."""
-    one = tiff_tags.first_page_only(path.read_bytes())
+    """A temporary copy of a TIFF that holds its first page alone (``image_tags.first_page_only``), removed after."""
+    one = image_tags.first_page_only(path.read_bytes())
     if one is None:
         raise ScribbleSegError(f"{path}: cannot be read as an image (a TIFF damaged in its first page's tags)")
     handle, name = tempfile.mkstemp(suffix=".tif", prefix="scribbleseg-page-")
@@ -975,6 +975,12 @@ def _grey_of_colour_labelmap(array: np.ndarray, path: Path, binary: bool = False
     if np.array_equal(grey, array[..., 1]) and np.array_equal(grey, array[..., 2]):
         return np.ascontiguousarray(grey)
     if not binary:
+        # An indexed-colour PNG (GIMP, labelling tools) stores the strokes' classes as palette indices, which ITK
+        # reads as the palette's colours: the indices are taken back where the palette tells them apart.
+        palette = image_tags.png_palette(path) if path.is_file() else None
+        indices = None if palette is None else image_tags.palette_indices(array[..., :3], palette)
+        if indices is not None:
+            return indices
         raise ScribbleSegError(f"{path}: is a colour image whose channels differ; save scribbles as a grey image "
                                "(0 none, 1 heart, 2 background)")
     coloured = array[..., :3].any(axis=-1)

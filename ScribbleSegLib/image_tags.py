@@ -1,12 +1,15 @@
-"""What a TIFF's pages and a JPEG's EXIF orientation say, read from their tags without an imaging library.
+"""What image files state in their own tags, read without an imaging library: a TIFF's pages, a JPEG's EXIF
+orientation, an indexed PNG's palette.
 
 ITK reads every page of a multi-page TIFF as a section of one stack, sized like the first page.  A slide
 scanner's file (Aperio ``.svs``, a pyramid TIFF) or an image saved with its thumbnail holds pages of other
 sizes: ITK then reads garbage into the later "sections" or fails on a row it cannot find.  ITK also ignores
-a JPEG's EXIF orientation, which photo viewers apply.  :func:`tiff_pages` and :func:`jpeg_orientation`
-read what the files state, so that :mod:`ScribbleSegLib.volume_io` can read the first page alone and name
-an orientation it does not apply.  Both return None for a file that is not of their kind or is damaged
-where they look: the reader then reports the file as it would without them.
+a JPEG's EXIF orientation, which photo viewers apply, and reads an indexed-colour PNG (as GIMP and labelling
+tools save masks) as its palette's colours, not its indices.  :func:`tiff_pages`, :func:`jpeg_orientation`
+and :func:`png_palette` read what the files state, so that :mod:`ScribbleSegLib.volume_io` can read the first
+page alone, name an orientation it does not apply and take a palette PNG's indices back.  Each returns None
+for a file that is not of its kind or is damaged where it looks: the reader then reports the file as it would
+without them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Dict, List, Optional, Tuple
+
+import numpy as np
 
 #: At most this many pages are listed (a loop in a damaged file's page chain ends there too).
 MAX_PAGES = 4096
@@ -174,3 +179,73 @@ def jpeg_orientation(path: Path) -> Optional[int]:
                 f.seek(start + length - 2)
     except (OSError, struct.error, _Damaged):
         return None
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: IHDR's colour type of an indexed-colour (palette) PNG.
+_PNG_INDEXED = 3
+
+
+def png_palette(path: Path) -> Optional[np.ndarray]:
+    """The palette ``(N, 3)`` uint8 of an indexed-colour PNG, or None (another kind of PNG or file, or damaged).
+
+    Examples
+    --------
+    >>> import tempfile, os, SimpleITK as sitk
+    >>> grey = os.path.join(tempfile.mkdtemp(), "grey.png")
+    >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 5), np.uint8)), grey)
+    >>> png_palette(Path(grey)) is None  # a grey PNG has none
+    True
+    """
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                return None
+            indexed = False
+            while True:
+                head = f.read(8)
+                if len(head) != 8:
+                    return None
+                length, kind = struct.unpack(">I4s", head)
+                data = f.read(length)
+                f.seek(4, 1)  # the chunk's CRC
+                if len(data) != length:
+                    return None
+                if kind == b"IHDR":
+                    indexed = len(data) >= 10 and data[9] == _PNG_INDEXED
+                    if not indexed:
+                        return None
+                elif kind == b"PLTE":
+                    if not indexed or length % 3 or not length:
+                        return None
+                    return np.frombuffer(data, np.uint8).reshape(-1, 3).copy()
+                elif kind in (b"IDAT", b"IEND"):  # the palette comes before the image data, or not at all
+                    return None
+    except OSError:
+        return None
+
+
+def palette_indices(colours: np.ndarray, palette: np.ndarray) -> Optional[np.ndarray]:
+    """The palette index of each RGB colour ``(..., 3)``, or None when a colour is not in the palette.
+
+    A colour that stands in the palette twice takes its first index: writers pad a short palette with black to
+    256 entries, and the pixels use the first.
+
+    Examples
+    --------
+    >>> palette = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    >>> palette_indices(np.array([[[255, 0, 0], [0, 0, 0], [0, 0, 255]]], np.uint8), palette).tolist()
+    [[1, 0, 2]]
+    """
+    def code(rgb: np.ndarray) -> np.ndarray:
+        return (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+
+    codes = code(np.asarray(palette, np.uint8))
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    pixels = code(np.asarray(colours, np.uint8))
+    used, inverse = np.unique(pixels, return_inverse=True)
+    at = np.searchsorted(ordered, used)
+    if (at >= len(ordered)).any() or (ordered[np.minimum(at, len(ordered) - 1)] != used).any():
+        return None
+    return order[at][inverse].reshape(pixels.shape).astype(np.uint8)

@@ -1,12 +1,13 @@
-"""A TIFF's pages and a JPEG's EXIF orientation (tiff_tags.py), and how read_image uses them."""
+"""A TIFF's pages and a JPEG's EXIF orientation (image_tags.py), and how read_image uses them."""
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ScribbleSegLib import tiff_tags, volume_io
+from ScribbleSegLib import image_tags, volume_io
 from ScribbleSegLib.errors import ScribbleSegError
 
 
@@ -53,8 +54,8 @@ def grey(height, width, seed=0):
 @pytest.mark.parametrize("big_endian", [False, True])
 def test_the_pages_of_a_tiff_are_listed_in_either_byte_order(tmp_path, big_endian):
     path = write_tiff(tmp_path / "slide.tif", [(grey(30, 40), 0), (grey(8, 10), 1)], big_endian)
-    assert tiff_tags.tiff_pages(path) == [tiff_tags.Page(40, 30, 0), tiff_tags.Page(10, 8, 1)]
-    assert not tiff_tags.is_one_stack(tiff_tags.tiff_pages(path))
+    assert image_tags.tiff_pages(path) == [image_tags.Page(40, 30, 0), image_tags.Page(10, 8, 1)]
+    assert not image_tags.is_one_stack(image_tags.tiff_pages(path))
 
 
 def test_files_that_are_not_tiffs_or_are_damaged_give_none(tmp_path):
@@ -66,8 +67,8 @@ def test_files_that_are_not_tiffs_or_are_damaged_give_none(tmp_path):
     (tmp_path / "loop.tif").write_bytes(bytes(loop))
     (tmp_path / "text.tif").write_bytes(b"not an image at all")
     for name in ("cut.tif", "loop.tif", "text.tif"):
-        assert tiff_tags.tiff_pages(tmp_path / name) is None, name
-    assert tiff_tags.jpeg_orientation(path) is None
+        assert image_tags.tiff_pages(tmp_path / name) is None, name
+    assert image_tags.jpeg_orientation(path) is None
 
 
 def test_a_tiff_with_a_thumbnail_is_read_as_its_first_page_with_one_note(tmp_path, caplog):
@@ -88,7 +89,7 @@ def test_a_tiff_with_a_thumbnail_is_read_as_its_first_page_with_one_note(tmp_pat
 def test_a_tiff_stack_of_equal_pages_stays_a_stack(tmp_path):
     sections = [grey(12, 16, seed=s) for s in range(3)]
     path = write_tiff(tmp_path / "stack.tif", [(s, 0) for s in sections])
-    assert tiff_tags.is_one_stack(tiff_tags.tiff_pages(path))
+    assert image_tags.is_one_stack(image_tags.tiff_pages(path))
     volume = volume_io.read_image(path, spacing=(0.01, 0.01, 0.02))
     assert volume.shape == (3, 12, 16)
     np.testing.assert_array_equal(volume.array[2, ..., 0], sections[2])
@@ -110,7 +111,7 @@ def test_a_jpeg_turned_by_its_exif_orientation_is_read_as_stored_with_one_warnin
     path = tmp_path / "photo.jpg"
     sitk.WriteImage(sitk.GetImageFromArray(np.stack([grey(20, 30)] * 3, -1), isVector=True), str(path))
     with_exif_orientation(path, orientation)
-    assert tiff_tags.jpeg_orientation(path) == orientation
+    assert image_tags.jpeg_orientation(path) == orientation
     with caplog.at_level("INFO", logger="ScribbleSegLib"):
         volume = volume_io.read_image(path)
     assert volume.shape == (1, 20, 30)  # as stored, as Slicer shows it
@@ -121,3 +122,40 @@ def test_a_jpeg_turned_by_its_exif_orientation_is_read_as_stored_with_one_warnin
     with caplog.at_level("INFO", logger="ScribbleSegLib"):
         volume_io.read_image(path)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def write_palette_png(path, indices, palette):
+    """An indexed-colour PNG (colour type 3) of ``indices`` with ``palette`` ``(N, 3)``, as GIMP saves strokes."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = indices.shape
+    rows = b"".join(b"\x00" + indices[y].astype(np.uint8).tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0))
+                     + chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes()) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("palette", [
+    [[0, 0, 0], [255, 0, 0], [0, 0, 255]] + [[0, 0, 0]] * 253,  # padded to 256 with black, as PIL writes it
+    [[255, 255, 255], [255, 0, 0], [0, 255, 0]],  # none on white
+])
+def test_strokes_saved_as_a_palette_png_are_read_as_their_indices(tmp_path, palette):
+    strokes = np.zeros((12, 16), np.uint8)
+    strokes[2, 2:10], strokes[9, 4:14] = 1, 2
+    path = write_palette_png(tmp_path / "strokes.png", strokes, palette)
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).ndim == 3, "ITK reads the palette's colours"
+    np.testing.assert_array_equal(image_tags.png_palette(path), np.asarray(palette, np.uint8))
+    read = volume_io.read_scribbles(path, (1, 12, 16), volume_io.image_file_grid(path)[1])
+    np.testing.assert_array_equal(read[0], strokes)
+
+
+def test_a_colour_png_that_is_not_indexed_is_still_refused_as_strokes(tmp_path):
+    colours = np.zeros((12, 16, 3), np.uint8)
+    colours[2, 2:10] = (255, 0, 0)
+    path = tmp_path / "painted.png"
+    sitk.WriteImage(sitk.GetImageFromArray(colours, isVector=True), str(path))
+    assert image_tags.png_palette(path) is None
+    with pytest.raises(ScribbleSegError, match="painted.png: is a colour image whose channels differ"):
+        volume_io.read_scribbles(path, (1, 12, 16), volume_io.image_file_grid(path)[1])
