@@ -415,8 +415,12 @@ class VahadaneNormalizer:
                     f"stain normalization: the tissue shows one stain, not two (stain vectors at cosine "
                     f"{cosine:.3f}); is the image grey or single-stained?"
                 )
-            _log.warning("stain normalization: the two stains are hard to tell apart here (cosine %.3f); "
-                         "using the reference stain vectors", cosine)
+            if _grey(pixels):  # a grey scan has no stain colour to tell apart: say that, not a cosine of 1
+                _log.warning("stain normalization: the tissue shows no colour (a grey image?); using the reference "
+                             "stain vectors, though the network learnt from colour")
+            else:
+                _log.warning("stain normalization: the two stains are hard to tell apart here (cosine %.3f); "
+                             "using the reference stain vectors", cosine)
             stains = np.asarray(fallback_stains, dtype=np.float64).reshape(2, 3)
         self.stain_matrix = stains
         with torch_threads(1):
@@ -618,6 +622,22 @@ def concentration_scale(conc: np.ndarray, scale_pixels: str = DEFAULT_SCALE_PIXE
                 scale[s] = np.percentile(own, q)
                 break
     return scale
+
+
+#: Tissue pixels whose channels differ by this many levels or fewer on average are grey (a JPEG of a grey scan
+#: keeps 1-2 levels of chroma noise; the palest real H&E tissue differs by tens).
+GREY_SPREAD = 4
+
+
+def _grey(pixels: np.ndarray) -> bool:
+    """Whether tissue pixels (N, 3) uint8 hold no colour: their channels' spread is :data:`GREY_SPREAD` or less.
+
+    Examples
+    --------
+    >>> _grey(np.array([[120, 121, 119], [80, 80, 81]], np.uint8)), _grey(np.array([[150, 60, 170]], np.uint8))
+    (True, False)
+    """
+    return float(np.mean(np.ptp(pixels.astype(np.int16), axis=1))) <= GREY_SPREAD
 
 
 def _stainable(pixels: np.ndarray) -> np.ndarray:

@@ -233,10 +233,18 @@ def test_white_image_cannot_be_fitted_and_stays_white(target_b):
     assert np.array_equal(target_b.transform(white, target_b), white)
 
 
-def test_grey_image_cannot_be_fitted():
+def test_grey_image_cannot_be_fitted_and_falls_back_saying_it_is_grey(target_b, caplog):
     grey = np.random.default_rng(0).integers(40, 200, (64, 64), dtype=np.uint8)[..., None].repeat(3, axis=2)
     with pytest.raises(ScribbleSegError, match="one stain"):
         stain.VahadaneNormalizer().fit(grey)
+    # With stain vectors to fall back on, the one line says what the image is, not a cosine of 1.000.
+    noisy = (grey.astype(np.int16) + np.random.default_rng(1).integers(-1, 2, grey.shape)).clip(0, 255)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib.stain"), pytest.raises(ScribbleSegError, match="absent"):
+        # (This grey decomposes into one of the two stains alone: normalize_volume then leaves it as it is.)
+        stain.VahadaneNormalizer().fit(noisy.astype(np.uint8), fallback_stains=target_b.stain_matrix)
+    assert [r.getMessage() for r in caplog.records] == [
+        "stain normalization: the tissue shows no colour (a grey image?); using the reference stain vectors, "
+        "though the network learnt from colour"]
 
 
 def test_bad_inputs_raise_one_line_errors(image_a, target_b):
