@@ -497,6 +497,8 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
         # The paper preset has no time budget of its own: on a CPU it would run for days, unannounced.
         _log.warning("training %d steps on a CPU without a time budget can take days; give one (max_minutes) "
                      "or train on a GPU", options.max_iters)
+    if parent is not None:
+        _check_parent_scale(images, parent)
     with torch_threads(cpu_threads() if dev.type == "cpu" else torch.get_num_threads()):
         return _train(train, val, out_path, config, options, dev, seed, _voxel_size(images), progress, cancel,
                       parent=parent, volume_names=names, provenance=provenance)
@@ -600,6 +602,23 @@ def _check_options(options: TrainOptions) -> None:
 #: Training volumes whose pixel sizes differ by more than this factor get a warning: the network sees each at
 #: its own scale, but the model records one pixel size (the median), to which stacks are resampled.
 MIXED_PIXEL_SIZES = 1.5
+
+
+def _check_parent_scale(images: Sequence[Union[Volume, np.ndarray]], parent: SegModel) -> None:
+    """Warn when a fine-tune's volumes are at another pixel size than its parent learnt from: the network then
+    learns them at their own scale (and the model records theirs), which a forgotten spacing makes by mistake."""
+    spacings = [im.geometry.spacing for im in images if isinstance(im, Volume)]
+    parent_xy = tuple(float(v) for v in parent.voxel_size[:2])
+    if not spacings or parent_xy == UNKNOWN_PIXEL:
+        return
+    own = float(np.median([min(s[0], s[1]) for s in spacings]))
+    if all(tuple(s[:2]) == UNKNOWN_PIXEL for s in spacings):
+        _log.warning("the training volumes state no pixel size (1 mm, what a PNG says), and the parent model "
+                     "learnt at %g mm: give their spacing if they were scanned like its volumes, or the fine-tune "
+                     "learns them at their own scale", min(parent_xy))
+    elif max(own / min(parent_xy), min(parent_xy) / own) > MIXED_PIXEL_SIZES:
+        _log.warning("the training volumes' pixel size %g mm is %.1fx the parent model's %g mm: the fine-tune "
+                     "learns them at their own scale", own, own / min(parent_xy), min(parent_xy))
 
 
 def _voxel_size(images: Sequence[Union[Volume, np.ndarray]]) -> Tuple[float, float, float]:

@@ -537,3 +537,23 @@ def test_a_fine_tune_is_said_to_diverge_against_where_its_parent_started(tmp_pat
     with pytest.raises(ScribbleSegError, match=r"training diverged \(best validation loss 40; the parent's was 0.5\)"):
         train_model([image], [label], tmp_path / "g.model", options=FAST, max_iters=10, init=parent)
     assert not (tmp_path / "g.model").exists()
+
+
+@pytest.mark.parametrize("spacing, words", [
+    ((1.0, 1.0, 1.0), "the training volumes state no pixel size (1 mm, what a PNG says), and the parent model "
+                      "learnt at 0.01 mm"),
+    ((0.05, 0.05, 0.05), "the training volumes' pixel size 0.05 mm is 5.0x the parent model's 0.01 mm"),
+    ((0.0105, 0.0105, 0.05), None),
+])
+def test_a_fine_tune_on_volumes_of_another_pixel_size_says_so(tmp_path, caplog, spacing, words):
+    # A fine-tune of the starter model on PNG tiles (1 mm as read) learnt them at their own scale, without a word.
+    image, label = tiny_volume()
+    parent = train_model([image], [label], tmp_path / "p.model", TINY, options=FAST, max_iters=1)
+    other = Volume(image.array, Geometry(spacing))
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        train_model([other], [label], tmp_path / "f.model", options=FAST, max_iters=1, init=parent)
+    said = [r.getMessage() for r in caplog.records if "parent model" in r.getMessage()]
+    if words is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and words in said[0], said
