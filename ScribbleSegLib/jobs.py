@@ -48,7 +48,9 @@ from .progress import CancelToken, ProgressCallback, check, report
 
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 """Single-file formats an output volume can be written in (``.mhd``/``.nhdr`` pairs cannot be renamed atomically)."""
-LABEL_SUFFIXES = (".seg.nrrd",) + VOLUME_SUFFIXES
+TILE_LABEL_SUFFIXES = (".png",)
+"""Formats of a one-section (tile) result: a mask of 0 and 255, as image viewers and tile tools show masks."""
+LABEL_SUFFIXES = (".seg.nrrd",) + VOLUME_SUFFIXES + TILE_LABEL_SUFFIXES
 SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
 RENDER_SUFFIXES = (".png",)
 RENDER_SIZE = (800, 600)
@@ -410,10 +412,14 @@ def _scribbles_on_file_grid(job: SegmentFiles, image):
 
 
 def check_job_space(job: SegmentFiles, shape_zyx: Sequence[int]) -> None:
-    """Refuse the job before computing when its outputs cannot fit on their disks."""
+    """Refuse the job before computing when its outputs cannot hold its result: a PNG for more than one section,
+    or disks without room for them."""
     from .fileio import check_free_space
 
     targets = job.outputs()
+    if str(targets["labels"]).lower().endswith(TILE_LABEL_SUFFIXES) and int(shape_zyx[0]) != 1:
+        raise ScribbleSegError(f"{targets['labels']} ({job.name('labels')}): a PNG holds one section, and the image "
+                               f"has {int(shape_zyx[0])}; write .seg.nrrd or .nrrd")
     check_free_space({targets[k]: n for k, n in expected_bytes(job, shape_zyx).items()})
 
 
@@ -444,6 +450,8 @@ def write_results(job: SegmentFiles, result, geometry, timings: Dict[str, float]
         with out.writing("labels") as tmp:
             if str(targets["labels"]).lower().endswith(".seg.nrrd"):
                 volume_io.write_segmentation(tmp, [("heart", result.labels, volume_io.HEART_COLOR)], geometry)
+            elif str(targets["labels"]).lower().endswith(TILE_LABEL_SUFFIXES):
+                volume_io.write_tile_mask(tmp, result.labels, geometry)
             else:
                 volume_io.write_labelmap(tmp, result.labels, geometry)
         if "probability" in targets:

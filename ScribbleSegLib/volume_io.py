@@ -714,6 +714,27 @@ def write_labelmap(path: PathLike, labels: np.ndarray, geometry: Geometry) -> No
     _write_sitk(path, _with_geometry(image, geometry), labels.size)
 
 
+def write_tile_mask(path: PathLike, labels: np.ndarray, geometry: Geometry) -> None:
+    """Write a one-section ``(1, Y, X)`` labelmap as a 2D image (a PNG): 255 where it is non-zero, else 0, with
+    the section's pixel size (what a tile tool or an image viewer reads; :func:`read_label` reads it back).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "mask.png")
+    >>> write_tile_mask(path, np.array([[[0, 1, 1]]], np.uint8), Geometry((0.5, 0.5, 1.0)))
+    >>> sitk.GetArrayFromImage(sitk.ReadImage(path)).tolist()
+    [[0, 255, 255]]
+    """
+    labels = _check_array(path, labels, 3, "a labelmap")
+    if labels.shape[0] != 1:
+        raise ScribbleSegError(f"{path}: a PNG holds one section, the labels have {labels.shape[0]}")
+    image = sitk.GetImageFromArray(np.where(labels[0] != 0, np.uint8(255), np.uint8(0)))
+    image.SetSpacing(tuple(float(s) for s in geometry.spacing[:2]))
+    image.SetOrigin(tuple(float(o) for o in geometry.origin[:2]))
+    _write_sitk(path, image, labels.size)
+
+
 def write_probability(path: PathLike, prob: np.ndarray, geometry: Geometry) -> None:
     """Write a ``(Z, Y, X)`` probability map as float32 (compressed; format from the extension).
 

@@ -210,6 +210,27 @@ def test_a_voxel_size_itk_cannot_invert_is_refused_with_one_line(case, capsys, t
     assert not (tmp_path / "out.seg.nrrd").exists()
 
 
+def test_a_tile_result_is_written_as_a_png_mask_and_a_stack_result_is_refused_before_the_work(case, capsys,
+                                                                                              tmp_path):
+    made, strokes = case["phantom"], case["strokes"]
+    z = int(np.argmax((strokes == 1).any(axis=(1, 2)) & (strokes == 2).any(axis=(1, 2))))
+    tile, tile_strokes = tmp_path / "tile.png", tmp_path / "strokes.png"
+    sitk.WriteImage(sitk.GetImageFromArray(made.image.array[z], isVector=True), str(tile))
+    sitk.WriteImage(sitk.GetImageFromArray(strokes[z]), str(tile_strokes))
+    args = segment_args(case, tmp_path / "mask.png")
+    args[args.index("--image") + 1], args[args.index("--scribbles") + 1] = tile, tile_strokes
+    status, out, err = run_cli(capsys, args)
+    assert status == 0, err
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "mask.png")))
+    assert mask.shape == strokes.shape[1:] and set(np.unique(mask)) <= {0, 255}
+    assert (mask[strokes[z] == 1] == 255).all() and (mask[strokes[z] == 2] == 0).all()  # the strokes are seeds
+    # A stack's result cannot go into a PNG: refused once the image is read, before the network runs.
+    stack = segment_args(case, tmp_path / "stack.png")
+    status, _, err = run_cli(capsys, stack)
+    assert_one_line_error(status, err, "stack.png (--out): a PNG holds one section, and the image has 8")
+    assert not (tmp_path / "stack.png").exists()
+
+
 def test_a_labelmap_given_as_the_image_is_refused_with_one_line(case, capsys, tmp_path):
     args = segment_args(case, tmp_path / "out.seg.nrrd")
     strokes = tmp_path / "strokes.nrrd"  # the scribbles as a plain labelmap: values 0, 1, 2

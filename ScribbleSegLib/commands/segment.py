@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="model file from 'scribbleseg train', or 'starter' for the shipped starter model")
     parser.add_argument("--out", required=True,
-                        help="output segmentation (.seg.nrrd; .nrrd, .nii, .nii.gz, .mha: labelmap)")
+                        help="output segmentation (.seg.nrrd; .nrrd, .nii, .nii.gz, .mha: labelmap; .png: a tile's "
+                             "mask, 0 and 255)")
     parser.add_argument("--method", default=choices.DEFAULT_METHOD, choices=choices.METHODS,
                         help="stop after the M-Unet, after DDML + head, or run the graph cut (default)")
     parser.add_argument("--probability", metavar="P.nrrd", help="also write the final probability volume")
