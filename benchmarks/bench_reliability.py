@@ -635,6 +635,64 @@ def run_new_user_cases(b: Battery) -> None:
     b.case("train `--out` a name ending in `.seg.nrrd`",
            lambda w: cli("train", "--images", img, "--labels", b.label, "--out", w / "m.seg.nrrd", "--max-iters",
                          1, "--quiet", cwd=w))
+    run_real_tile_cases(b, volume)
+
+
+def run_real_tile_cases(b: Battery, volume) -> None:
+    """Cases added on 2026-12-05, after a new-user pass with real H&E tiles and slide files (BENCHMARKS.md,
+    *Reliability*).  The multi-page TIFF and the JPEG are written with Pillow (the bench extra's matplotlib
+    brings it)."""
+    import numpy as np
+    import SimpleITK as sitk
+    from PIL import Image
+
+    from ScribbleSegLib import volume_io
+
+    strokes = volume_io.read_scribbles(b.scribbles, volume.shape, volume.geometry)
+    z = int(np.argmax((strokes > 0).sum(axis=(1, 2))))  # the most stroked section, at twice its pixel count: a tile
+    section = volume.array[z].repeat(2, axis=0).repeat(2, axis=1)  # with tissue enough for a stain fit of its own
+    tile_strokes = strokes[z].repeat(2, axis=0).repeat(2, axis=1)
+    x, y, zs = volume.geometry.spacing
+    spacing = ["--spacing", x / 2, y / 2, zs]  # the tiles' files state none: given as a user gives it
+
+    def tile_run(w, image, *extra, out="o.seg.nrrd"):
+        sitk.WriteImage(sitk.GetImageFromArray(tile_strokes), str(w / "strokes.png"))
+        return cli("segment", "--image", image, "--scribbles", w / "strokes.png", "--model", b.model, "--out",
+                   w / out, "--device", "cpu", "--quiet", "--no-cache", *spacing, *extra, cwd=w)
+
+    def with_thumbnail(w):
+        Image.fromarray(section).save(w / "slide.tif", save_all=True,
+                                      append_images=[Image.fromarray(section[::4, ::4])])
+        return tile_run(w, w / "slide.tif")
+    b.case("segment `--image` a TIFF of one section with its thumbnail as a second page", with_thumbnail,
+           lambda w: {"slide.tif", "strokes.png", "o.seg.nrrd"})
+
+    def turned_jpeg(w):
+        exif = Image.Exif()
+        exif[0x0112] = 6  # viewers turn it 90 degrees clockwise
+        Image.fromarray(section).save(w / "photo.jpg", exif=exif.tobytes(), quality=95)
+        return tile_run(w, w / "photo.jpg")
+    b.case("segment `--image` a JPEG whose EXIF orientation turns it", turned_jpeg,
+           lambda w: {"photo.jpg", "strokes.png", "o.seg.nrrd"})
+
+    def palette_strokes(w):
+        sitk.WriteImage(sitk.GetImageFromArray(section, isVector=True), str(w / "tile.png"))
+        indexed = Image.fromarray(tile_strokes, mode="P")
+        indexed.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255])
+        indexed.save(w / "strokes.png")
+        return cli("segment", "--image", w / "tile.png", "--scribbles", w / "strokes.png", "--model", b.model,
+                   "--out", w / "mask.png", "--device", "cpu", "--quiet", "--no-cache", *spacing, cwd=w)
+    b.case("segment a tile with strokes saved as an indexed-colour (palette) PNG, `--out` a PNG mask",
+           palette_strokes, lambda w: {"tile.png", "strokes.png", "mask.png"})
+    b.case("segment a stack `--out` a PNG", lambda w: cli(*b.segment(w / "o.png"), cwd=w))
+
+    def negative_tile(w):
+        sitk.WriteImage(sitk.GetImageFromArray(section, isVector=True), str(w / "tile.png"))
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros(section.shape[:2], np.uint8)), str(w / "none.png"))
+        return cli("train", "--images", b.image, w / "tile.png", "--labels", b.label, w / "none.png", "--out",
+                   w / "m.model", "--max-iters", 1, "--device", "cpu", "--quiet", *spacing, cwd=w)
+    b.case("train with a second tile whose label holds no heart", negative_tile,
+           lambda w: {"tile.png", "none.png", "m.model"})
 
 
 def _has_cuda() -> bool:
