@@ -277,7 +277,7 @@ def test_segment_command_on_a_tile_without_a_spacing_runs_at_the_tiles_own_scale
     status = cli.main(common + ["--out", str(tmp_path / "own.nrrd")])
     captured = capsys.readouterr()
     assert status == 0, captured.err
-    scale = [line for line in captured.err.splitlines() if "pixel size" in line]
+    scale = [line for line in captured.err.splitlines() if "pixel size" in line or "mm pixels" in line]
     assert len(scale) == 2 and "note: " in scale[0] and "warning: the stack has no pixel size" in scale[1], captured.err
     assert "Traceback" not in captured.err
     spacing = pipeline.as_model(model, "cpu").voxel_size
