@@ -125,6 +125,35 @@ def is_one_stack(pages: List[Page]) -> bool:
     return all((p.width, p.height) == (pages[0].width, pages[0].height) and not p.subfile_type & 1 for p in pages)
 
 
+def is_one_image(pages: List[Page]) -> bool:
+    """Whether a TIFF is one image with smaller copies beside it (a slide's pyramid, a thumbnail, a label or
+    macro photo): its first page is larger than every other, and the only page of its size.
+
+    Examples
+    --------
+    >>> is_one_image([Page(2220, 2967), Page(574, 768), Page(387, 463, 1), Page(1280, 431, 9)])  # an Aperio .svs
+    True
+    >>> is_one_image([Page(160, 160)] * 3 + [Page(40, 40, 1)])  # a stack with its thumbnail last
+    False
+    """
+    first = pages[0].width * pages[0].height
+    return all(p.width * p.height < first for p in pages[1:])
+
+
+def odd_pages(pages: List[Page]) -> Tuple[Tuple[int, int], List[int]]:
+    """The size ``(width, height)`` most pages share, and the 1-based numbers of the pages of another size or
+    marked as reduced-resolution copies.
+
+    Examples
+    --------
+    >>> odd_pages([Page(160, 160)] * 3 + [Page(156, 160)] + [Page(160, 160)])
+    ((160, 160), [4])
+    """
+    sizes = [(p.width, p.height) for p in pages]
+    common = max(set(sizes), key=lambda size: (sizes.count(size), -sizes.index(size)))
+    return common, [i + 1 for i, (p, size) in enumerate(zip(pages, sizes)) if size != common or p.subfile_type & 1]
+
+
 def first_page_only(data: bytes) -> Optional[bytes]:
     """A TIFF file's bytes with its page chain cut after the first page: the same file, read as one page.
 

@@ -240,6 +240,15 @@ def _read_sitk(path: Path, image_information_only: bool = False):
                         image_tags.ORIENTATIONS[turned])
     pages = image_tags.tiff_pages(path) if path.suffix.lower() not in (".nrrd", ".nhdr", ".mha", ".mhd") else None
     if pages is not None and not image_tags.is_one_stack(pages):
+        if not image_tags.is_one_image(pages):
+            # Sections of one stack with a page of another size (a cropped section, a thumbnail among them):
+            # read as a stack it would hold garbage, read as its first page it would lose the stack.
+            (width, height), odd = image_tags.odd_pages(pages)
+            named = ", ".join(map(str, odd[:3])) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
+            raise ScribbleSegError(f"{path}: a TIFF stack of {len(pages)} pages whose page{'s' * (len(odd) > 1)} "
+                                   f"{named} differ{'s' * (len(odd) == 1)} from the others' {width}x{height} (another "
+                                   "size, or a reduced-resolution copy); save the sections at one size, without "
+                                   "thumbnails")
         if not image_information_only:
             log.info("%s: a TIFF of %d pages of different sizes (a slide's pyramid or an image with its thumbnail): "
                      "reading its first page, %dx%d, alone", path, len(pages), pages[0].width, pages[0].height)
@@ -521,6 +530,12 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")
+    elif spacing is None and image_tags.tiff_pages(path) is not None:
+        # TIFF has a pixel size but no distance between pages: ITK reads the sections 1 mm apart, which gave a
+        # heart 20 times its volume and a surface 40 mm tall without a word.
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: a TIFF states no distance between its sections; they are read %g mm apart (give the spacing)",
+            path, image.GetSpacing()[2])
     geometry = _geometry_of(image, path)
     if spacing is not None:
         geometry = Geometry(spacing, geometry.origin, geometry.direction)

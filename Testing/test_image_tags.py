@@ -159,3 +159,33 @@ def test_a_colour_png_that_is_not_indexed_is_still_refused_as_strokes(tmp_path):
     assert image_tags.png_palette(path) is None
     with pytest.raises(ScribbleSegError, match="painted.png: is a colour image whose channels differ"):
         volume_io.read_scribbles(path, (1, 12, 16), volume_io.image_file_grid(path)[1])
+
+
+@pytest.mark.parametrize("odd_at, words", [(2, "page 3 differs from the others' 16x12"),
+                                           (4, "page 5 differs from the others' 16x12"),
+                                           (0, "page 1 differs from the others' 16x12")])
+def test_a_tiff_stack_with_a_page_of_another_size_is_refused_naming_the_page(tmp_path, odd_at, words):
+    # Read as its first page, a 4-section stack with a cropped section or a thumbnail became one section (exit 0).
+    pages = [(grey(12, 16, seed=s), 0) for s in range(4)]
+    pages.insert(odd_at, (grey(12, 14), 0) if odd_at == 2 else (grey(3, 4), 1))
+    path = write_tiff(tmp_path / "stack.tif", pages)
+    with pytest.raises(ScribbleSegError, match=f"stack.tif: a TIFF stack of 5 pages whose {words}"):
+        volume_io.read_image(path, spacing=(0.01, 0.01, 0.02))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.tif"]
+
+
+def test_a_tiff_stack_read_without_a_spacing_says_its_sections_lie_1_mm_apart(tmp_path, caplog):
+    stack = sitk.GetImageFromArray(np.stack([np.stack([grey(12, 16, seed=s)] * 3, -1) for s in range(3)]),
+                                   isVector=True)
+    stack.SetSpacing((0.024, 0.024, 0.048))  # TIFF keeps the pixel size, not the distance between pages
+    sitk.WriteImage(stack, str(tmp_path / "stack.tif"))
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        volume = volume_io.read_image(tmp_path / "stack.tif")
+    assert volume.shape == (3, 12, 16) and volume.geometry.spacing[2] == 1.0
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'stack.tif'}: a TIFF states no distance between its sections; they are read 1 mm apart "
+        "(give the spacing)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        volume = volume_io.read_image(tmp_path / "stack.tif", spacing=(0.024, 0.024, 0.048))
+    assert volume.geometry.spacing == pytest.approx((0.024, 0.024, 0.048)) and not caplog.records
