@@ -64,7 +64,8 @@ def list_section_files(folder: PathLike) -> List[Path]:
     Raises
     ------
     ScribbleSegError
-        If ``folder`` is not an existing folder.
+        If ``folder`` is not an existing folder, or holds two files of one name in two formats (``s1.png`` and
+        ``s1.tif``: a folder exported again in another format), which would make each section two.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -73,7 +74,14 @@ def list_section_files(folder: PathLike) -> List[Path]:
         p for p in folder.iterdir()
         if not p.name.startswith(".") and p.suffix.lower() in SECTION_SUFFIXES and p.is_file()
     ]
-    return sorted(files, key=_natural_key)
+    files.sort(key=_natural_key)
+    seen: Dict[str, Path] = {}
+    for p in files:
+        other = seen.setdefault(p.stem.lower(), p)
+        if other is not p:
+            raise ScribbleSegError(f"{folder}: {other.name} and {p.name} are one section saved in two formats (a "
+                                   "folder exported twice?); keep one format")
+    return files
 
 
 def _natural_key(path: Path) -> Tuple:

@@ -57,6 +57,14 @@ def test_list_section_files_natural_order_and_filter(tmp_path):
     assert names == ["s1.tif", "s2.PNG", "S3.JPEG", "s4.tiff", "s5.jpg", "s10.png"]
 
 
+def test_a_folder_with_one_section_in_two_formats_is_refused(tmp_path):
+    # s1.png beside s1.tif made an 80-section stack of 40 sections, each twice, and took 40-section strokes into it.
+    for name in ("s1.png", "s2.png", "s1.TIF"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ScribbleSegError, match=r"s1.png and s1.TIF are one section saved in two formats"):
+        vio.list_section_files(tmp_path)
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_folder_of_rgb_sections_reads_in_natural_order(tmp_path, suffix):
     stack = rgb_stack((11, 9, 13))
