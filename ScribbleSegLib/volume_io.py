@@ -1331,6 +1331,14 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
     offset = grids.whole_voxel_offset(target, own)
     if offset is not None:
         placed, lost = grids.place(array, offset, shape)
+        if not lost and not offset.any() and array.shape[1:] == shape[1:] and array.shape[0] != shape[0]:
+            # The image's whole sections from its first, but another count of them: not a crop to what the strokes
+            # mark (that would narrow the sections too) but a grid of another export of the stack, with a section
+            # more or fewer, whose strokes then lie a section off past the difference.
+            logging.getLogger("ScribbleSegLib").warning(
+                "%s: has %d sections of the %s's size, the %s %d: placed from its first section; if it was drawn "
+                "on another export of this stack (a section more or fewer), its strokes lie off by as many "
+                "sections", path, array.shape[0], reference, reference, shape[0])
     elif finer and grids.finer_or_equal(target, own):
         if array.shape == shape and not np.allclose(own.spacing, target.spacing, rtol=1e-3, atol=0):
             # A finer grid of the same size covers a smaller region: strokes drawn on this image whose header

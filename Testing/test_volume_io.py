@@ -947,3 +947,23 @@ def test_a_folder_mixing_grey_and_colour_sections_is_read_with_one_warning(tmp_p
     with caplog.at_level("WARNING", logger="ScribbleSegLib"):
         vio.read_image(write_sections(tmp_path / "all_grey", stack[..., 0], is_vector=False), spacing=SPACING)
     assert not caplog.records  # a grey stack is what it is
+
+
+def test_strokes_on_a_grid_with_a_section_more_or_fewer_than_the_image_are_placed_with_one_warning(tmp_path,
+                                                                                                   caplog):
+    # A folder exported again with a section missing: strokes on the old export's full grid were placed as a
+    # crop, and lay a section off after the missing one, without a word.
+    geometry = Geometry(SPACING)
+    strokes = np.zeros((6, 8, 10), np.uint8)
+    strokes[1, 2, 2:8], strokes[3, 6, 1:9] = 1, 2
+    vio.write_labelmap(tmp_path / "full.nrrd", strokes, geometry)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        placed = vio.read_scribbles(tmp_path / "full.nrrd", (5, 8, 10), geometry)
+    np.testing.assert_array_equal(placed, strokes[:5])
+    assert len(caplog.records) == 1 and "has 6 sections of the image's size, the image 5" in caplog.records[0].message
+    caplog.clear()
+    crop = Geometry(SPACING, origin=(2 * SPACING[0], 1 * SPACING[1], 1 * SPACING[2]))
+    vio.write_labelmap(tmp_path / "crop.nrrd", strokes[1:4, 1:7, 2:9], crop)  # cropped to what it marks
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        vio.read_scribbles(tmp_path / "crop.nrrd", (5, 8, 10), geometry)
+    assert not caplog.records
