@@ -129,6 +129,10 @@ def as_model(model, device: str = "auto"):
 MAX_RESAMPLING = 4.0
 
 
+#: In-plane pixels longer than this many times their width are not a scan's (see :func:`network_scale`).
+NON_SQUARE_PIXELS = 1.5
+
+
 def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Optional[List[str]] = None
                   ) -> Tuple[float, float]:
     """``(y, x)`` factors that bring the stack's pixels to the model's training pixel size.
@@ -136,10 +140,17 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     A stack without a spacing (``None``, or 1 mm per pixel: what a file format states when it
     stores none, as a 2D tile read without a spacing has), or with one more than
     :data:`MAX_RESAMPLING` times off the model's, runs at its own pixel scale, and a one-line
-    warning goes to ``warnings``.
+    warning goes to ``warnings``; so do pixels over :data:`NON_SQUARE_PIXELS` times longer than wide.
     """
     from .inference import network_scale as factors
 
+    if spacing_xy is not None and warnings is not None:
+        x, y = (float(v) for v in spacing_xy[:2])
+        if max(x / y, y / x) > NON_SQUARE_PIXELS:
+            # Sections are scanned with square pixels: a file whose sections lie along another of its axes, or a
+            # spacing typed as Z Y X, shows up as long pixels (and the network runs on cross-sections).
+            warnings.append(f"the sections' pixels are not square ({x:g} x {y:g} mm): does the file hold its sections "
+                            "along another axis, or was the spacing given in another order than X Y Z?")
     model_xy = tuple(float(v) for v in getattr(model, "voxel_size", (1.0, 1.0, 1.0))[:2])
     if model_xy == UNKNOWN_PIXEL:  # a model that never knew its training pixel size
         return 1.0, 1.0

@@ -195,6 +195,11 @@ def test_network_scale_resamples_only_stacks_with_a_known_nearby_pixel_size():
     assert pipeline.network_scale((1.0, 1.0), model, warnings) == (1.0, 1.0)
     assert len(warnings) == 3 and "no pixel size" in warnings[0] and "far from the model's" in warnings[1]
     assert warnings[2] == warnings[0]
+    # Long pixels: sections held along another axis of the file, or a spacing typed Z Y X.
+    warnings.clear()
+    assert pipeline.network_scale((0.048, 0.024), model, warnings) == pytest.approx((1.2, 2.4))
+    assert warnings == ["the sections' pixels are not square (0.048 x 0.024 mm): does the file hold its sections "
+                        "along another axis, or was the spacing given in another order than X Y Z?"]
 
 
 def test_rescaled_inference_runs_the_network_at_the_model_scale_and_returns_the_stack_grid():
