@@ -225,6 +225,26 @@ def test_a_full_size_3d_label_against_a_downsampled_prediction(files, tmp_path, 
     assert status == 0 and json.loads(out)["tp"] == 60
 
 
+def test_a_full_size_label_cropped_at_an_odd_voxel_against_a_downsampled_prediction(files, tmp_path, capsys):
+    # Slicer crops a segmentation to what it marks; a crop starting on an odd voxel was reduced in blocks that
+    # straddled the image's, and refused as "not on the label's voxel grid".
+    label = volume_io.read_label_volume(files / "label.nrrd")
+    fine = Geometry((0.25, 0.25, 2.0), (1.0 - 0.125, 2.0 - 0.125, 3.0))
+    big = np.kron(label.array, np.ones((1, 2, 2), np.uint8))
+    big[1, 3, 3] = 1  # a voxel of the crop's first row and column (on odd voxels of the full grid)
+    crop = Geometry(fine.spacing, (fine.origin[0] + 3 * 0.25, fine.origin[1] + 3 * 0.25, fine.origin[2]))
+    volume_io.write_segmentation(tmp_path / "full.seg.nrrd", [("heart", big, volume_io.HEART_COLOR)], fine)
+    volume_io.write_segmentation(tmp_path / "crop.seg.nrrd", [("heart", big[:, 3:17, 3:17], volume_io.HEART_COLOR)],
+                                 crop)
+    results = []
+    for name in ("full.seg.nrrd", "crop.seg.nrrd"):
+        status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", tmp_path / name,
+                                    "--downsample", 2, "--json")
+        assert status == 0, err
+        results.append({k: json.loads(out)[k] for k in ("tp", "fp", "fn")})
+    assert results[0] == results[1]
+
+
 def test_an_empty_label_gets_one_warning(files, capsys):
     empty = np.zeros((4, 10, 12), np.uint8)
     volume_io.write_labelmap(files / "empty.nrrd", empty, GEOMETRY)

@@ -83,7 +83,32 @@ def _as_read_with_downsample(label, prediction, downsample: int):
 
     if downsample == 1 or _same_spacing(label.geometry.spacing, prediction.geometry.spacing):
         return label
-    return volume_io.reduce_label_volume(label, downsample)
+    return volume_io.reduce_label_volume(_on_whole_blocks(label, prediction.geometry, downsample), downsample)
+
+
+def _on_whole_blocks(label, reduced, downsample: int):
+    """The label padded with empty voxels to whole blocks of the image's full-resolution grid, as ``reduced`` (the
+    grid of an image read with ``downsample``) was made of: Slicer crops a segmentation to what it marks, and a
+    crop that starts on an odd voxel would otherwise be reduced in blocks that straddle the image's."""
+    import numpy as np
+
+    from .. import grids
+    from ..geometry import Geometry, Volume
+
+    n = int(downsample)
+    spacing = np.asarray(reduced.spacing, float) / (n, n, 1)
+    direction = np.asarray(reduced.direction, float).reshape(3, 3)
+    origin = np.asarray(reduced.origin, float) - direction @ (0.5 * (n - 1) * spacing * (1, 1, 0))
+    offset = grids.whole_voxel_offset(Geometry(tuple(spacing), tuple(origin), reduced.direction), label.geometry)
+    if offset is None:  # not on that grid: reduced as it is, and the grids compared as before
+        return label
+    _, y, x = label.shape
+    lead_y, lead_x = int(offset[1]) % n, int(offset[2]) % n
+    pad = ((0, 0), (lead_y, (-(lead_y + y)) % n), (lead_x, (-(lead_x + x)) % n))
+    if not any(sum(p) for p in pad):
+        return label
+    moved = np.asarray(label.geometry.origin) - direction @ (np.asarray(label.geometry.spacing) * (lead_x, lead_y, 0))
+    return Volume(np.pad(label.array, pad), Geometry(label.geometry.spacing, tuple(moved), label.geometry.direction))
 
 
 def _same_spacing(a, b) -> bool:
