@@ -14,7 +14,7 @@ without them.
 
 from __future__ import annotations
 
-import io
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,10 @@ class _Damaged(Exception):
     pass
 
 
+#: What reading a damaged or unusual file's tags can raise: each means "not readable here", never a traceback.
+_UNREADABLE = (OSError, struct.error, _Damaged, OverflowError, ValueError)
+
+
 def _header(f: BinaryIO, base: int) -> Tuple[str, bool, int]:
     """``(byte order, BigTIFF, first page's offset)`` of the TIFF header at ``base``."""
     f.seek(base)
@@ -60,8 +64,22 @@ def _header(f: BinaryIO, base: int) -> Tuple[str, bool, int]:
     raise _Damaged
 
 
-def _pages(f: BinaryIO, base: int, wanted: Tuple[int, ...], limit: int) -> List[Dict[int, int]]:
-    """The values of the ``wanted`` tags (SHORT, LONG or LONG8 only) of each page, following the page chain."""
+def _read_exactly(f: BinaryIO, count: int) -> bytes:
+    """``count`` bytes from ``f``'s position; a count the file cannot hold (a damaged length, up to 2^64) is
+    :class:`_Damaged` before any memory is taken for it."""
+    at = f.tell()
+    if count < 0 or count > os.fstat(f.fileno()).st_size - at:
+        raise _Damaged
+    data = f.read(count)
+    if len(data) != count:
+        raise _Damaged
+    return data
+
+
+def _pages(f: BinaryIO, base: int, wanted: Tuple[int, ...], limit: int,
+           links: Optional[List[Tuple[int, int]]] = None) -> List[Dict[int, int]]:
+    """The values of the ``wanted`` tags (SHORT, LONG or LONG8 only) of each page, following the page chain;
+    ``links`` collects where each page's "next page" offset lies in the file, and its size in bytes."""
     order, big, offset = _header(f, base)
     count_format, entry_size, value_size, next_format = ("Q", 20, 8, "Q") if big else ("H", 12, 4, "I")
     pages, seen = [], set()
@@ -70,14 +88,11 @@ def _pages(f: BinaryIO, base: int, wanted: Tuple[int, ...], limit: int) -> List[
             raise _Damaged
         seen.add(offset)
         f.seek(base + offset)
-        raw = f.read(struct.calcsize(count_format))
-        if len(raw) != struct.calcsize(count_format):
-            raise _Damaged
-        (count,) = struct.unpack(order + count_format, raw)
-        entries = f.read(count * entry_size)
-        tail = f.read(struct.calcsize(next_format))
-        if len(entries) != count * entry_size or len(tail) != struct.calcsize(next_format):
-            raise _Damaged
+        (count,) = struct.unpack(order + count_format, _read_exactly(f, struct.calcsize(count_format)))
+        entries = _read_exactly(f, count * entry_size)
+        if links is not None:
+            links.append((f.tell(), struct.calcsize(next_format)))
+        tail = _read_exactly(f, struct.calcsize(next_format))
         tags = {}
         for i in range(count):
             entry = entries[i * entry_size:(i + 1) * entry_size]
@@ -105,7 +120,7 @@ def tiff_pages(path: Path) -> Optional[List[Page]]:
     try:
         with open(path, "rb") as f:
             pages = _pages(f, 0, (_WIDTH, _HEIGHT, _SUBFILE), MAX_PAGES)
-    except (OSError, struct.error, _Damaged):
+    except _UNREADABLE:
         return None
     if not pages or any(_WIDTH not in p or _HEIGHT not in p for p in pages):
         return None
@@ -127,7 +142,8 @@ def is_one_stack(pages: List[Page]) -> bool:
 
 def is_one_image(pages: List[Page]) -> bool:
     """Whether a TIFF is one image with smaller copies beside it (a slide's pyramid, a thumbnail, a label or
-    macro photo): its first page is larger than every other, and the only page of its size.
+    macro photo): every page after the first is marked as a reduced-resolution copy, or is at most half the first
+    page's width and height.  A page a little smaller than the first is a section of a stack, cropped.
 
     Examples
     --------
@@ -135,9 +151,12 @@ def is_one_image(pages: List[Page]) -> bool:
     True
     >>> is_one_image([Page(160, 160)] * 3 + [Page(40, 40, 1)])  # a stack with its thumbnail last
     False
+    >>> is_one_image([Page(40, 30), Page(39, 30)])  # two sections, the second cropped
+    False
     """
-    first = pages[0].width * pages[0].height
-    return all(p.width * p.height < first for p in pages[1:])
+    first = pages[0]
+    return len(pages) > 1 and all(p.subfile_type & 1 or (2 * p.width <= first.width and 2 * p.height <= first.height)
+                                  for p in pages[1:])
 
 
 def odd_pages(pages: List[Page]) -> Tuple[Tuple[int, int], List[int]]:
@@ -154,30 +173,27 @@ def odd_pages(pages: List[Page]) -> Tuple[Tuple[int, int], List[int]]:
     return common, [i + 1 for i, (p, size) in enumerate(zip(pages, sizes)) if size != common or p.subfile_type & 1]
 
 
-def first_page_only(data: bytes) -> Optional[bytes]:
-    """A TIFF file's bytes with its page chain cut after the first page: the same file, read as one page.
-
-    None for bytes that are not a TIFF or are damaged in its first page's directory.
+def first_page_link(path: Path) -> Optional[Tuple[int, int]]:
+    """Where a TIFF's first page states the offset of the next page: ``(byte position, size in bytes)``, to
+    overwrite with zeros in a copy that ITK then reads as the first page alone.  None for another or a damaged
+    file.
 
     Examples
     --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "two.tif"
     >>> page = struct.pack("<H", 0) + struct.pack("<I", 8)  # no tags, then "next page at byte 8"
-    >>> cut = first_page_only(b"II*\\x00" + struct.pack("<I", 8) + page)
-    >>> struct.unpack("<I", cut[-4:])[0]  # the chain ends at the first page
-    0
+    >>> _ = path.write_bytes(b"II*\\x00" + struct.pack("<I", 8) + page)
+    >>> first_page_link(path)  # the chain ends at the first page when these 4 bytes are 0
+    (10, 4)
     """
+    links: List[Tuple[int, int]] = []
     try:
-        f = io.BytesIO(data)
-        order, big, offset = _header(f, 0)
-        count_format, entry_size, next_format = ("Q", 20, "Q") if big else ("H", 12, "I")
-        f.seek(offset)
-        (count,) = struct.unpack(order + count_format, f.read(struct.calcsize(count_format)))
-        at = offset + struct.calcsize(count_format) + count * entry_size
-        if at + struct.calcsize(next_format) > len(data):
-            return None
-    except (struct.error, _Damaged):
+        with open(path, "rb") as f:
+            _pages(f, 0, (), 1, links)
+    except _UNREADABLE:
         return None
-    return data[:at] + bytes(struct.calcsize(next_format)) + data[at + struct.calcsize(next_format):]
+    return links[0] if links else None
 
 
 def jpeg_orientation(path: Path) -> Optional[int]:
@@ -199,14 +215,14 @@ def jpeg_orientation(path: Path) -> Optional[int]:
                 marker = f.read(2)
                 if len(marker) != 2 or marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):  # end, or the image data
                     return None
-                (length,) = struct.unpack(">H", f.read(2))
+                (length,) = struct.unpack(">H", _read_exactly(f, 2))
                 start = f.tell()
                 if marker[1] == 0xE1 and f.read(6) == b"Exif\x00\x00":
                     pages = _pages(f, start + 6, (_ORIENTATION,), 1)
                     value = pages[0].get(_ORIENTATION) if pages else None
                     return value if value in range(1, 9) else None
                 f.seek(start + length - 2)
-    except (OSError, struct.error, _Damaged):
+    except _UNREADABLE:
         return None
 
 
@@ -232,14 +248,9 @@ def png_palette(path: Path) -> Optional[np.ndarray]:
                 return None
             indexed = False
             while True:
-                head = f.read(8)
-                if len(head) != 8:
-                    return None
-                length, kind = struct.unpack(">I4s", head)
-                data = f.read(length)
+                length, kind = struct.unpack(">I4s", _read_exactly(f, 8))
+                data = _read_exactly(f, length)
                 f.seek(4, 1)  # the chunk's CRC
-                if len(data) != length:
-                    return None
                 if kind == b"IHDR":
                     indexed = len(data) >= 10 and data[9] == _PNG_INDEXED
                     if not indexed:
@@ -250,7 +261,7 @@ def png_palette(path: Path) -> Optional[np.ndarray]:
                     return np.frombuffer(data, np.uint8).reshape(-1, 3).copy()
                 elif kind in (b"IDAT", b"IEND"):  # the palette comes before the image data, or not at all
                     return None
-    except OSError:
+    except _UNREADABLE:
         return None
 
 

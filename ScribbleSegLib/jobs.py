@@ -71,7 +71,8 @@ class SegmentFiles:
         Model file.
     labels : str
         Output segmentation: ``.seg.nrrd`` (segment ``heart``) or a labelmap
-        (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``).
+        (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``), or for a one-section image a
+        ``.png`` mask of 0 and 255.
     scribbles : str, optional
         Labelmap or ``.seg.nrrd``; needed unless ``method`` is ``munet``.
     probability, surface, render : str, optional

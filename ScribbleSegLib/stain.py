@@ -83,9 +83,9 @@ SATURATED_RGB = 30
 #: vectors by 1.08 times, eosin by far more; real tiles' tissue pixels 1.13 and more at their 0.1 % quantile, the
 #: phantoms' 0.77 at their 0.01 %).  The green and teal dyes that mark a slide's margins absorb red or blue far
 #: more than green: pixels whose green optical density is below this share of their red or blue one are such a
-#: dye, and kept out of the fit and the percentile.  Left in at 1-2.5 % of a real slide's tissue pixels, they
-#: turned its fitted haematoxylin from (0.54, 0.73, 0.42) to (0.80, 0.51, 0.31), and a model trained on it
-#: rendered other labs' tiles twice as dark (BENCHMARKS.md, "Marking dye on a slide").
+#: dye, and kept out of the fit and the percentile.  Left in at 0.5-3.4 % of a real slide region's tissue pixels,
+#: they turned its fitted haematoxylin from about (0.63, 0.68, 0.37) to (0.80, 0.52, 0.30), its scale from 3.75 to
+#: 6.08, and the tiles a model trained on it renders darker (BENCHMARKS.md, "Marking dye on a slide").
 MIN_GREEN_OD_SHARE = 0.8
 
 _STAGE = "stain normalization"
@@ -405,7 +405,7 @@ class VahadaneNormalizer:
         if len(pixels) < MIN_TISSUE_PIXELS:
             raise ScribbleSegError(
                 f"stain normalization: only {len(pixels)} tissue pixels (darker than lightness "
-                f"{self.luminosity_threshold}, not black), need {MIN_TISSUE_PIXELS}; is the image empty or white?"
+                f"{self.luminosity_threshold}, not black, not a marking dye's colour), need {MIN_TISSUE_PIXELS}; is the image empty or white?"
             )
         stains = learn_stains(_OD_LUT[pixels], self.dictionary_lambda)
         cosine = float(stains[0] @ stains[1])

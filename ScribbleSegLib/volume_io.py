@@ -230,18 +230,20 @@ def _check_downsample(downsample: int, path: Path) -> int:
     return int(downsample)
 
 
-def _read_sitk(path: Path, image_information_only: bool = False):
+def _read_sitk(path: Path, image_information_only: bool = False, name_orientation: bool = True):
     """Read ``path`` with SimpleITK, turning its exceptions into one-line errors.
 
-    A TIFF whose pages are not one stack (a slide scanner's pyramid, an image with its thumbnail) is read as its
-    first page, with a note; a JPEG's EXIF orientation is named in a warning, not applied (:mod:`image_tags`).
+    A TIFF that is one image with smaller copies of it (a slide scanner's pyramid, an image with its thumbnail)
+    is read as its first page, with a note; a TIFF stack with a page of another size is refused, naming the page.
+    A JPEG's EXIF orientation is named in a warning (unless ``name_orientation`` is False: a folder names its
+    sections' once), not applied (:mod:`image_tags`).
     """
     if not path.is_file():
         raise ScribbleSegError(f"{path}: no such file")
     log = logging.getLogger("ScribbleSegLib")
     if path.suffix.lower() in (".jpg", ".jpeg"):
         _check_jpeg_complete(path)
-        turned = image_tags.jpeg_orientation(path)
+        turned = image_tags.jpeg_orientation(path) if name_orientation else None
         if turned in image_tags.ORIENTATIONS and not image_information_only:
             log.warning("%s: its EXIF orientation has photo viewers show it %s; it is read as stored, as 3D Slicer "
                         "reads it, so strokes and labels must be drawn on it as stored", path,
@@ -257,6 +259,9 @@ def _read_sitk(path: Path, image_information_only: bool = False):
                                    f"{named} differ{'s' * (len(odd) == 1)} from the others' {width}x{height} (another "
                                    "size, or a reduced-resolution copy); save the sections at one size, without "
                                    "thumbnails")
+        # Before the copy: a whole-slide scan's first page can be far larger than the memory.
+        _require_memory(4 * pages[0].width * pages[0].height, path, f"its first page ({pages[0].width}x"
+                        f"{pages[0].height})")
         if not image_information_only:
             log.info("%s: a TIFF of %d pages of different sizes (a slide's pyramid or an image with its thumbnail): "
                      "reading its first page, %dx%d, alone", path, len(pages), pages[0].width, pages[0].height)
@@ -267,14 +272,23 @@ def _read_sitk(path: Path, image_information_only: bool = False):
 
 @contextlib.contextmanager
 def _first_page_file(path: Path) -> Iterator[Path]:
-    """A temporary copy of a TIFF that holds its first page alone (``image_tags.first_page_only``), removed after."""
-    one = image_tags.first_page_only(path.read_bytes())
-    if one is None:
-        raise ScribbleSegError(f"{path}: cannot be read as an image (a TIFF damaged in its first page's tags)")
+    """A temporary copy of a TIFF whose page chain ends at its first page (``image_tags.first_page_link``), made
+    on disk without holding the file in memory, and removed after."""
+    import shutil
+
+    link = image_tags.first_page_link(path)
+    if link is None:  # tiff_pages read the same chain: the file changed in between
+        raise ScribbleSegError(f"{path}: cannot be read as an image (its TIFF pages changed while it was read)")
     handle, name = tempfile.mkstemp(suffix=".tif", prefix="scribbleseg-page-")
     try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(one)
+        try:
+            with os.fdopen(handle, "r+b") as f, open(path, "rb") as source:
+                shutil.copyfileobj(source, f, 1 << 20)
+                f.seek(link[0])
+                f.write(bytes(link[1]))
+        except OSError as exc:  # the temporary folder full, say: the input is what the user knows
+            raise ScribbleSegError(f"{path}: cannot copy its first page to a temporary file ({exc.strerror or exc})"
+                                   ) from None
         yield Path(name)
     finally:
         os.unlink(name)
@@ -413,6 +427,7 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     image, plane = _read_section(files[0])
     (height, width), dtype = plane.shape[:2], plane.dtype
     del image, plane
+    _name_orientations(folder, files)
     out_y, out_x = height // factor, width // factor
     if out_y == 0 or out_x == 0:
         raise ScribbleSegError(f"{folder}: downsample factor {factor} is larger than the sections ({width}x{height})")
@@ -453,9 +468,21 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     return Volume(out, geometry)
 
 
+def _name_orientations(folder: Path, files: List[Path]) -> None:
+    """One warning for the JPEG sections of a folder that state an EXIF orientation (each file would say it once,
+    a phone's photos every one of them)."""
+    turned = [(f, image_tags.jpeg_orientation(f)) for f in files if f.suffix.lower() in (".jpg", ".jpeg")]
+    turned = [(f, o) for f, o in turned if o in image_tags.ORIENTATIONS]
+    if turned:
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: %d of %d sections state an EXIF orientation (%s: photo viewers show it %s); they are read as "
+            "stored, as 3D Slicer reads them, so strokes and labels must be drawn on them as stored", folder,
+            len(turned), len(files), turned[0][0].name, image_tags.ORIENTATIONS[turned[0][1]])
+
+
 def _read_section(file: Path):
     """The SimpleITK image of one section and a ``(Y, X[, C])`` numpy view of it."""
-    image = _read_sitk(file)
+    image = _read_sitk(file, name_orientation=False)
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         image = image[:, :, 0]
     if image.GetDimension() != 2:
@@ -514,7 +541,8 @@ def _file_read_bytes(path: Path) -> Tuple[int, str]:
     return voxels * (info.GetNumberOfComponents() * component_bytes + 3), "x".join(map(str, size))
 
 
-#: The note a 2D file read without a spacing gives (arguments: the path and its pixel size in mm).
+#: The note a 2D file read without a spacing gives (arguments: the path, its pixel size in mm as x and y, and
+#: whether the file stated it).
 TILE_GRID_NOTE = "%s: one 2D section without a spacing: read on a grid of %g x %g mm pixels, %s"
 
 

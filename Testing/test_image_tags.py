@@ -1,6 +1,7 @@
 """A TIFF's pages and a JPEG's EXIF orientation (image_tags.py), and how read_image uses them."""
 
 import struct
+import tempfile
 import zlib
 
 import numpy as np
@@ -71,7 +72,8 @@ def test_files_that_are_not_tiffs_or_are_damaged_give_none(tmp_path):
     assert image_tags.jpeg_orientation(path) is None
 
 
-def test_a_tiff_with_a_thumbnail_is_read_as_its_first_page_with_one_note(tmp_path, caplog):
+def test_a_tiff_with_a_thumbnail_is_read_as_its_first_page_with_one_note(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the first page's copy is made
     first = grey(30, 40)
     path = write_tiff(tmp_path / "with thumbnail.tif", [(first, 0), (grey(8, 10, seed=1), 1)])
     # Without the tags, ITK reads the thumbnail into a second "section" of the first page's size, or fails.
@@ -95,14 +97,46 @@ def test_a_tiff_stack_of_equal_pages_stays_a_stack(tmp_path):
     np.testing.assert_array_equal(volume.array[2, ..., 0], sections[2])
 
 
-def test_a_first_page_whose_tags_are_damaged_is_refused_naming_the_file(tmp_path):
-    path = write_tiff(tmp_path / "slide.tif", [(grey(30, 40), 0), (grey(8, 10), 1)])
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_the_link_to_the_second_page_is_found_and_a_damaged_count_is_refused_without_reading_it(tmp_path,
+                                                                                                 big_endian):
+    path = write_tiff(tmp_path / "slide.tif", [(grey(30, 40), 0), (grey(8, 10), 1)], big_endian)
+    at, size = image_tags.first_page_link(path)
     data = bytearray(path.read_bytes())
-    first_tags = struct.unpack("<I", data[4:8])[0]
-    data[first_tags:first_tags + 2] = struct.pack("<H", 60000)  # more tags than the file holds
-    path.write_bytes(bytes(data))
-    with pytest.raises(ScribbleSegError, match="slide.tif: cannot be read as an image"):
-        volume_io.read_image(path)
+    assert size == 4 and any(data[at:at + size])  # it points at the second page
+    data[at:at + size] = bytes(size)
+    (tmp_path / "cut.tif").write_bytes(bytes(data))
+    assert image_tags.tiff_pages(tmp_path / "cut.tif") == image_tags.tiff_pages(path)[:1]
+    # A page that claims more tags than the file holds (up to 2^64 in a BigTIFF) is damaged, not read into memory.
+    big = tmp_path / "big.tif"
+    big.write_bytes(b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 2 ** 62) + bytes(64))
+    assert image_tags.tiff_pages(big) is None and image_tags.first_page_link(big) is None
+    with pytest.raises(ScribbleSegError, match="big.tif: cannot be read as an image"):
+        volume_io.read_image(big)
+    damaged_png = tmp_path / "strokes.png"
+    damaged_png.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I4s", 0xFFFFFFFF, b"IHDR") + bytes(20))
+    assert image_tags.png_palette(damaged_png) is None
+
+
+def test_a_stack_whose_second_section_is_cropped_by_a_pixel_is_refused(tmp_path):
+    path = write_tiff(tmp_path / "two.tif", [(grey(30, 40), 0), (grey(30, 39), 0)])
+    with pytest.raises(ScribbleSegError, match="two.tif: a TIFF stack of 2 pages whose page"):
+        volume_io.read_image(path, spacing=(0.01, 0.01, 0.02))
+
+
+def test_a_folder_of_turned_jpegs_warns_once(tmp_path, caplog):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in range(3):
+        path = folder / f"s{k + 1}.jpg"
+        sitk.WriteImage(sitk.GetImageFromArray(np.stack([grey(20, 30, seed=k)] * 3, -1), isVector=True), str(path))
+        with_exif_orientation(path, 6)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        volume = volume_io.read_image(folder, spacing=(0.01, 0.01, 0.02))
+    assert volume.shape == (3, 20, 30)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{folder}: 3 of 3 sections state an EXIF orientation (s1.jpg: photo viewers show it turned 90° clockwise); "
+        "they are read as stored, as 3D Slicer reads them, so strokes and labels must be drawn on them as stored"]
 
 
 @pytest.mark.parametrize("orientation, words", [(6, "turned 90° clockwise"), (3, "turned 180°")])

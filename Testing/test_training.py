@@ -36,12 +36,20 @@ def tiny_volume(seed=0, shape=(6, 40, 40)):
     return Volume(np.clip(image, 0, 255).astype(np.uint8), Geometry((0.01, 0.01, 0.05))), label
 
 
+def test_a_label_set_without_heart_or_without_background_is_refused():
+    _, label = tiny_volume()
+    with pytest.raises(ScribbleSegError, match="vol.nrrd: the label marks no heart voxel"):
+        check_label_set([np.zeros_like(label)], ["vol.nrrd"])
+    with pytest.raises(ScribbleSegError, match="vol.nrrd: the label marks every voxel as heart .no background."):
+        check_label_set([np.ones_like(label)], ["vol.nrrd"])
+    with pytest.raises(ScribbleSegError, match="every validation label .2. marks every voxel as heart: validation "
+                                               "needs background somewhere"):
+        check_label_set([np.ones_like(label)] * 2, ["a", "b"], "validation")
+    check_label_set([np.zeros_like(label), label], ["none", "some"])  # together they hold both
+
+
 def test_check_pair_refuses_bad_volumes():
     image, label = tiny_volume()
-    with pytest.raises(ScribbleSegError, match="vol.nrrd: the label marks no heart voxel"):
-        check_label_set([check_pair(image, np.zeros_like(label), "vol.nrrd")[1]], ["vol.nrrd"])
-    with pytest.raises(ScribbleSegError, match="no background"):
-        check_label_set([check_pair(image, np.ones_like(label), "vol.nrrd")[1]], ["vol.nrrd"])
     with pytest.raises(ScribbleSegError, match="the label is 6x40x39 but the image is 6x40x40"):
         check_pair(image, label[:, :, :-1], "vol.nrrd")
     with pytest.raises(ScribbleSegError, match="uint8"):

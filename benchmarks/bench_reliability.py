@@ -687,12 +687,21 @@ def run_real_tile_cases(b: Battery, volume) -> None:
     b.case("segment a stack `--out` a PNG", lambda w: cli(*b.segment(w / "o.png"), cwd=w))
 
     def negative_tile(w):
-        sitk.WriteImage(sitk.GetImageFromArray(section, isVector=True), str(w / "tile.png"))
-        sitk.WriteImage(sitk.GetImageFromArray(np.zeros(section.shape[:2], np.uint8)), str(w / "none.png"))
-        return cli("train", "--images", b.image, w / "tile.png", "--labels", b.label, w / "none.png", "--out",
-                   w / "m.model", "--max-iters", 1, "--device", "cpu", "--quiet", *spacing, cwd=w)
-    b.case("train with a second tile whose label holds no heart", negative_tile,
-           lambda w: {"tile.png", "none.png", "m.model"})
+        label = volume_io.read_label(b.label, volume.shape, volume.geometry)
+        # Every section of this phantom holds heart: the tile without it is the corner of a section away from it.
+        k = int(np.argmin(label.sum(axis=(1, 2))))
+        y, x = next((y, x) for y in (0, 24) for x in (0, 24) if not label[k, y:y + 24, x:x + 24].any())
+        for name, image, mask in (("heart", volume.array[z], label[z]),
+                                  ("none", volume.array[k, y:y + 24, x:x + 24], label[k, y:y + 24, x:x + 24])):
+            sitk.WriteImage(sitk.GetImageFromArray(image.repeat(2, axis=0).repeat(2, axis=1), isVector=True),
+                            str(w / f"{name}_tile.png"))
+            sitk.WriteImage(sitk.GetImageFromArray(mask.repeat(2, axis=0).repeat(2, axis=1) * np.uint8(255)),
+                            str(w / f"{name}.png"))
+        return cli("train", "--images", w / "heart_tile.png", w / "none_tile.png", "--labels", w / "heart.png",
+                   w / "none.png", "--out", w / "m.model", "--max-iters", 1, "--device", "cpu", "--quiet", *spacing,
+                   cwd=w)
+    b.case("train on two tiles, the second's label without heart", negative_tile,
+           lambda w: {"heart_tile.png", "none_tile.png", "heart.png", "none.png", "m.model"})
 
 
 def _has_cuda() -> bool:
