@@ -396,14 +396,19 @@ def test_fit_reference_samples_sections_of_several_images(target_b):
         stain.fit_reference([])
 
 
+def _spotted(rgb, seed, colour, spread):
+    """``rgb`` with 2 % of its pixels, at random, set to ``colour`` +- ``spread`` (ink, a marking dye)."""
+    rng = np.random.default_rng(seed)
+    spots = rng.random(rgb.shape[:2]) < 0.02
+    out = rgb.copy()
+    out[spots] = (np.asarray(colour) + rng.integers(-spread, spread + 1, (int(spots.sum()), 3))).clip(0, 255)
+    return out
+
+
 def test_a_little_ink_does_not_set_the_concentration_percentile(image_a):
     rgb, conc = image_a
     clean = stain.VahadaneNormalizer().fit(rgb)
-    inked = rgb.copy()
-    rng = np.random.default_rng(5)
-    # 2 % of the pixels are ink: near-black, as on a real slide's pen marks.
-    spots = rng.random(rgb.shape[:2]) < 0.02
-    inked[spots] = rng.integers(0, 12, (int(spots.sum()), 3))
+    inked = _spotted(rgb, 5, (6, 6, 6), 6)  # near-black, as on a real slide's pen marks
     fitted = stain.VahadaneNormalizer().fit(inked)
     np.testing.assert_allclose(fitted.max_concentrations, clean.max_concentrations, rtol=0.05)
     # Without the outlier rule the ink would have moved the percentile far (the point of the rule).
@@ -416,11 +421,7 @@ def test_a_marking_dye_on_the_slide_does_not_pull_the_stain_vectors(image_a):
     # haematoxylin from about (0.63, 0.68, 0.37) to (0.80, 0.52, 0.30) (BENCHMARKS.md, "Marking dye on a slide").
     rgb, _ = image_a
     clean = stain.VahadaneNormalizer().fit(rgb)
-    dyed = rgb.copy()
-    rng = np.random.default_rng(6)
-    spots = rng.random(rgb.shape[:2]) < 0.02
-    teal = np.array([60, 150, 130]) + rng.integers(-15, 16, (int(spots.sum()), 3))  # absorbs red, little green
-    dyed[spots] = teal.clip(0, 255)
+    dyed = _spotted(rgb, 6, (60, 150, 130), 15)  # teal: absorbs red, little green
     fitted = stain.VahadaneNormalizer().fit(dyed)
     assert np.all(np.sum(fitted.stain_matrix * clean.stain_matrix, axis=1) > 0.998)
     np.testing.assert_allclose(fitted.max_concentrations, clean.max_concentrations, rtol=0.05)
