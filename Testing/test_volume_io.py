@@ -143,16 +143,21 @@ def test_transparent_glass_stored_black_reads_as_white_glass(tmp_path):
     np.testing.assert_array_equal(vio.read_image(tmp_path / "rgba.nrrd").array, volume.array)
 
 
-def test_sixteen_bit_sections_rescale_with_the_stack_range(tmp_path):
+def test_sixteen_bit_sections_map_from_the_full_scale_of_their_bit_depth(tmp_path):
+    # A 16-bit export of an 8-bit scan (value x 257) reads as the 8-bit scan did: stretched from its own darkest
+    # to its brightest value, it had scored 0.801 against 0.818.
+    eight = rgb_stack((2, 4, 6))
+    write_sections(tmp_path / "sec16", eight.astype(np.uint16) * 257)
+    np.testing.assert_array_equal(vio.read_image(tmp_path / "sec16", spacing=SPACING).array, eight)
+    # A 12-bit camera's values in 16 bits (up to 4095): 0..4095 maps to 0..255, the same for the whole stack.
     planes = np.zeros((2, 4, 6), np.uint16)
     planes[0] = 1000
     planes[1] = 3000
-    planes[1, 0, 0] = 5000
-    write_sections(tmp_path / "sec", planes, is_vector=False)
-    volume = vio.read_image(tmp_path / "sec", spacing=SPACING)
-    # One range for the whole stack (1000..5000), not one per section.
-    assert volume.array[0, 0, 0, 0] == 0
-    assert volume.array[1, 1, 1, 0] == round(2000 / 4000 * 255)
+    planes[1, 0, 0] = 4095
+    write_sections(tmp_path / "sec12", planes, is_vector=False)
+    volume = vio.read_image(tmp_path / "sec12", spacing=SPACING)
+    assert volume.array[0, 0, 0, 0] == round(1000 / 4095 * 255)
+    assert volume.array[1, 1, 1, 0] == round(3000 / 4095 * 255)
     assert volume.array[1, 0, 0, 0] == 255
 
 
