@@ -164,6 +164,24 @@ def finer_or_equal(target: Geometry, own: Geometry) -> bool:
     return bool(np.all(np.abs(matrix).sum(axis=1) <= 1.0 + GRID_TOLERANCE_VOXELS))
 
 
+def same_voxels_reordered(target: Geometry, own: Geometry) -> bool:
+    """Whether ``own`` holds ``target``'s voxels with its axes flipped or swapped: each of its voxels is one of
+    ``target``'s, so a label on it can be placed exactly (:func:`strokes_by_centre`).
+
+    Examples
+    --------
+    >>> image = Geometry((0.5, 0.5, 2.0))
+    >>> flipped = Geometry((0.5, 0.5, 2.0), (4.5, 0.0, 0.0), (-1, 0, 0, 0, 1, 0, 0, 0, 1))  # x runs the other way
+    >>> same_voxels_reordered(image, flipped), same_voxels_reordered(image, Geometry((0.25, 0.5, 2.0)))
+    (True, False)
+    """
+    matrix, offset = index_in(target, own)
+    whole = np.rint(matrix)
+    return bool(np.allclose(matrix, whole, atol=GRID_TOLERANCE_VOXELS)
+                and (np.abs(whole).sum(axis=0) == 1).all() and (np.abs(whole).sum(axis=1) == 1).all()
+                and np.allclose(offset, np.rint(offset), atol=GRID_TOLERANCE_VOXELS))
+
+
 def strokes_by_centre(strokes: np.ndarray, own: Geometry, shape: Sequence[int], target: Geometry
                       ) -> Tuple[np.ndarray, int]:
     """Strokes (1 heart, 2 background) on ``own``'s grid, put on ``target``'s by their voxel centres.

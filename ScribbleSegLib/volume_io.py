@@ -1387,7 +1387,8 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
                 "%s: has %d sections of the %s's size, the %s %d: placed from its first section; if it was drawn "
                 "on another export of this stack (a section more or fewer), its strokes lie off by as many "
                 "sections", path, array.shape[0], reference, reference, shape[0])
-    elif finer and grids.finer_or_equal(target, own):
+    elif (finer and grids.finer_or_equal(target, own)) or grids.same_voxels_reordered(target, own):
+        # (A label on the image's own voxels with an axis flipped or swapped is placed by centres too: exactly.)
         if array.shape == shape and not np.allclose(own.spacing, target.spacing, rtol=1e-3, atol=0):
             # A finer grid of the same size covers a smaller region: strokes drawn on this image whose header
             # lacks its spacing (read as 1 mm), or the other way round, would all crowd into a few voxels.

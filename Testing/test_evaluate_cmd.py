@@ -245,6 +245,21 @@ def test_a_full_size_label_cropped_at_an_odd_voxel_against_a_downsampled_predict
     assert results[0] == results[1]
 
 
+def test_a_label_on_the_same_voxels_with_an_axis_flipped_counts_as_the_label(files, tmp_path, capsys):
+    # Another tool wrote the label with x running the other way (direction -1, origin at the far end): the same
+    # voxels. It was refused as "direction differs".
+    label = volume_io.read_label_volume(files / "label.nrrd")
+    x_axis = np.asarray(GEOMETRY.direction).reshape(3, 3)[:, 0] * GEOMETRY.spacing[0] * (label.shape[2] - 1)
+    flipped = Geometry(GEOMETRY.spacing, tuple(np.asarray(GEOMETRY.origin) + x_axis), (-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    volume_io.write_labelmap(tmp_path / "flipped.nrrd", label.array[..., ::-1].copy(), flipped)
+    counts = []
+    for path in (files / "label.nrrd", tmp_path / "flipped.nrrd"):
+        status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", path, "--json")
+        assert status == 0, err
+        counts.append({k: json.loads(out)[k] for k in ("tp", "fp", "fn", "tn")})
+    assert counts[0] == counts[1] == {"tp": 60, "fp": 12, "fn": 12, "tn": 396}
+
+
 def test_an_empty_label_gets_one_warning(files, capsys):
     empty = np.zeros((4, 10, 12), np.uint8)
     volume_io.write_labelmap(files / "empty.nrrd", empty, GEOMETRY)

@@ -721,10 +721,14 @@ def test_strokes_on_the_same_voxels_with_an_axis_flipped_are_read_onto_the_image
     flipped = Geometry(image.spacing, (1.0 + 0.06 * 15, 2.0, 3.0), (-1, 0, 0, 0, 1, 0, 0, 0, 1))
     vio.write_labelmap(tmp_path / "s.nrrd", strokes[..., ::-1].copy(), flipped)
     np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape, image), strokes)
-    # A label is not resampled: the direction is named.
+    # A label on those voxels is placed exactly too: the same voxels in another order, nothing resampled.
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "s.nrrd", strokes.shape, image), strokes > 0)
+    # On another spacing with a flipped axis it would be resampled: refused, naming the spacing.
+    coarser = Geometry((0.12, 0.06, 0.12), (1.0 + 0.12 * 7, 2.0, 3.0), (-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    vio.write_labelmap(tmp_path / "c.nrrd", strokes[:, :, ::2], coarser)
     with pytest.raises(ScribbleSegError) as excinfo:
-        vio.read_label(tmp_path / "s.nrrd", strokes.shape, image)
-    one_line_error(excinfo, "s.nrrd", "direction differs")
+        vio.read_label(tmp_path / "c.nrrd", strokes.shape, image)
+    one_line_error(excinfo, "c.nrrd", "spacing (0.12, 0.06, 0.12) differs")
 
 
 def test_a_file_that_lies_outside_the_image_says_so(tmp_path):

@@ -139,12 +139,14 @@ def _on_one_grid(prediction_path: str, label_path: str, label, own):
         return label, own.array
     offset = grids.whole_voxel_offset(label.geometry, own.geometry)
     if offset is None or not grids.overlaps(label.geometry, label.shape, own.geometry, own.shape):
+        # Not a box of the label's grid: placed by read_label if it can be (the label's voxels with an axis
+        # flipped, as another tool writes them), refused as it words it otherwise.
         try:
-            volume_io.read_label(prediction_path, label.shape, label.geometry, single_segment=True,
-                                 reference="label")
+            placed = volume_io.read_label(prediction_path, label.shape, label.geometry, single_segment=True,
+                                          reference="label")
         except ScribbleSegError as exc:
             raise ScribbleSegError(f"{exc}{_downsample_hint(label, own)}") from None
-        raise AssertionError("read_label placed a prediction that is on no box of the label's grid")
+        return label, placed
     shape, at_label, at_prediction = grids.union_box(label.shape, own.shape, offset)
     if tuple(shape) != tuple(label.shape) or tuple(own.shape) != tuple(label.shape):
         logging.getLogger("ScribbleSegLib").warning(
