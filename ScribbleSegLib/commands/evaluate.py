@@ -122,8 +122,8 @@ def _downsample_hint(label, prediction) -> str:
     (lx, ly, lz), (px, py, pz) = label.geometry.spacing, prediction.geometry.spacing
     factor = round(px / lx)
     if factor > 1 and _same_spacing((px, py, pz), (lx * factor, ly * factor, lz)):
-        return (f" (the prediction looks like one of an image read with --downsample {factor}: give "
-                f"--downsample {factor} to reduce the label the same way)")
+        return (f" (the label has {factor}x{factor} voxels in-plane to each of the prediction's, as the image has "
+                f"when it is read with --downsample {factor}: give --downsample {factor} to reduce the label so)")
     return ""
 
 
