@@ -1039,13 +1039,28 @@ def _read_labelmap_file(path: Path, binary: bool = False) -> Tuple[np.ndarray, O
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D labelmap or a 2D section")
     array = sitk.GetArrayFromImage(image)
-    if image.GetNumberOfComponentsPerPixel() != 1:
+    palette = image_tags.png_palette(path) if flat and not binary else None
+    if palette is not None:
+        array = _palette_strokes(array, palette, path)
+    elif image.GetNumberOfComponentsPerPixel() != 1:
         array = _grey_of_colour_labelmap(array, path, binary)
     if array.dtype.kind not in "uif":
         raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not a labelmap type")
     if array.dtype.kind == "f" and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
         raise ScribbleSegError(f"{path}: a labelmap must hold whole numbers; found non-integer values")
     return array, None if flat else _geometry_of(image, path)
+
+
+def _palette_strokes(array: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
+    """The palette indices of strokes saved as an indexed-colour PNG (GIMP, labelling tools), which ITK reads as
+    the palette's colours: RGB, RGBA where the palette has transparency, or grey for a palette of greys.  The
+    strokes' classes are indices 0, 1 and 2, so those entries must differ."""
+    rgb = array[..., :3] if array.ndim == 4 else np.repeat(array[..., None], 3, axis=-1)
+    indices = image_tags.palette_indices(rgb, palette)
+    if indices is None or len({tuple(c) for c in palette[:3]}) < min(3, len(palette)):
+        raise ScribbleSegError(f"{path}: an indexed-colour PNG whose colours do not tell its indices 0, 1 and 2 "
+                               "apart; save the scribbles as a grey image (0 none, 1 heart, 2 background)")
+    return indices
 
 
 def _grey_of_colour_labelmap(array: np.ndarray, path: Path, binary: bool = False) -> np.ndarray:
@@ -1067,12 +1082,6 @@ def _grey_of_colour_labelmap(array: np.ndarray, path: Path, binary: bool = False
     if np.array_equal(grey, array[..., 1]) and np.array_equal(grey, array[..., 2]):
         return np.ascontiguousarray(grey)
     if not binary:
-        # An indexed-colour PNG (GIMP, labelling tools) stores the strokes' classes as palette indices, which ITK
-        # reads as the palette's colours: the indices are taken back where the palette tells them apart.
-        palette = image_tags.png_palette(path) if path.is_file() else None
-        indices = None if palette is None else image_tags.palette_indices(array[..., :3], palette)
-        if indices is not None:
-            return indices
         raise ScribbleSegError(f"{path}: is a colour image whose channels differ; save scribbles as a grey image "
                                "(0 none, 1 heart, 2 background)")
     coloured = array[..., :3].any(axis=-1)

@@ -158,31 +158,42 @@ def test_a_jpeg_turned_by_its_exif_orientation_is_read_as_stored_with_one_warnin
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
-def write_palette_png(path, indices, palette):
-    """An indexed-colour PNG (colour type 3) of ``indices`` with ``palette`` ``(N, 3)``, as GIMP saves strokes."""
+def write_palette_png(path, indices, palette, transparency=b""):
+    """An indexed-colour PNG (colour type 3) of ``indices`` with ``palette`` ``(N, 3)``, as GIMP saves strokes;
+    ``transparency``: the alpha of the first entries (a tRNS chunk), as GIMP saves a transparent background."""
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     height, width = indices.shape
     rows = b"".join(b"\x00" + indices[y].astype(np.uint8).tobytes() for y in range(height))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0))
-                     + chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes()) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"PLTE", np.asarray(palette, np.uint8).tobytes())
+                     + (chunk(b"tRNS", transparency) if transparency else b"") + chunk(b"IDAT", zlib.compress(rows))
                      + chunk(b"IEND", b""))
     return path
 
 
-@pytest.mark.parametrize("palette", [
-    [[0, 0, 0], [255, 0, 0], [0, 0, 255]] + [[0, 0, 0]] * 253,  # padded to 256 with black, as PIL writes it
-    [[255, 255, 255], [255, 0, 0], [0, 255, 0]],  # none on white
+@pytest.mark.parametrize("palette, transparency", [
+    ([[0, 0, 0], [255, 0, 0], [0, 0, 255]] + [[0, 0, 0]] * 253, b""),  # padded to 256 with black, as PIL writes it
+    ([[255, 255, 255], [255, 0, 0], [0, 255, 0]], b""),  # none on white
+    ([[0, 0, 0], [255, 0, 0], [0, 0, 255]], b"\x00"),  # none transparent: ITK reads RGBA
+    ([[0, 0, 0], [128, 128, 128], [255, 255, 255]], b""),  # a palette of greys: ITK reads grey values
 ])
-def test_strokes_saved_as_a_palette_png_are_read_as_their_indices(tmp_path, palette):
+def test_strokes_saved_as_a_palette_png_are_read_as_their_indices(tmp_path, palette, transparency):
     strokes = np.zeros((12, 16), np.uint8)
     strokes[2, 2:10], strokes[9, 4:14] = 1, 2
-    path = write_palette_png(tmp_path / "strokes.png", strokes, palette)
-    assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).ndim == 3, "ITK reads the palette's colours"
+    path = write_palette_png(tmp_path / "strokes.png", strokes, palette, transparency)
     np.testing.assert_array_equal(image_tags.png_palette(path), np.asarray(palette, np.uint8))
     read = volume_io.read_scribbles(path, (1, 12, 16), volume_io.image_file_grid(path)[1])
     np.testing.assert_array_equal(read[0], strokes)
+
+
+def test_a_palette_png_whose_first_colours_repeat_is_refused_as_strokes(tmp_path):
+    strokes = np.zeros((12, 16), np.uint8)
+    strokes[2, 2:10], strokes[9, 4:14] = 1, 2
+    path = write_palette_png(tmp_path / "strokes.png", strokes, [[0, 0, 0], [255, 0, 0], [255, 0, 0]])
+    with pytest.raises(ScribbleSegError, match="strokes.png: an indexed-colour PNG whose colours do not tell"):
+        volume_io.read_scribbles(path, (1, 12, 16), volume_io.image_file_grid(path)[1])
 
 
 def test_a_colour_png_that_is_not_indexed_is_still_refused_as_strokes(tmp_path):
