@@ -418,9 +418,14 @@ def check_job_space(job: SegmentFiles, shape_zyx: Sequence[int]) -> None:
     from .fileio import check_free_space
 
     targets = job.outputs()
-    if str(targets["labels"]).lower().endswith(TILE_LABEL_SUFFIXES) and int(shape_zyx[0]) != 1:
-        raise ScribbleSegError(f"{targets['labels']} ({job.name('labels')}): a PNG holds one section, and the image "
-                               f"has {int(shape_zyx[0])}; write .seg.nrrd or .nrrd")
+    if str(targets["labels"]).lower().endswith(TILE_LABEL_SUFFIXES):
+        if int(shape_zyx[0]) != 1:
+            raise ScribbleSegError(f"{targets['labels']} ({job.name('labels')}): a PNG holds one section, and the "
+                                   f"image has {int(shape_zyx[0])}; write .seg.nrrd or .nrrd")
+        if job.downsample > 1:  # a PNG states no pixel size: the reduced mask would not lie on the tile
+            raise ScribbleSegError(f"{targets['labels']} ({job.name('labels')}): a PNG mask of a tile read with "
+                                   f"{job.name('downsample')} {job.downsample} would be {job.downsample} times "
+                                   "smaller than the tile and not lie on it; write .nrrd, which keeps its pixel size")
     check_free_space({targets[k]: n for k, n in expected_bytes(job, shape_zyx).items()})
 
 

@@ -229,6 +229,11 @@ def test_a_tile_result_is_written_as_a_png_mask_and_a_stack_result_is_refused_be
     status, _, err = run_cli(capsys, stack)
     assert_one_line_error(status, err, "stack.png (--out): a PNG holds one section, and the image has 8")
     assert not (tmp_path / "stack.png").exists()
+    # A tile read with --downsample would give a mask smaller than the tile, which a PNG cannot say.
+    status, _, err = run_cli(capsys, args[:args.index("--out") + 1] + [tmp_path / "half.png"]
+                             + args[args.index("--out") + 2:] + ["--downsample", "2"])
+    assert_one_line_error(status, err, "half.png (--out): a PNG mask of a tile read with --downsample 2")
+    assert not (tmp_path / "half.png").exists()
 
 
 def test_a_labelmap_given_as_the_image_is_refused_with_one_line(case, capsys, tmp_path):
