@@ -137,8 +137,8 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
                   ) -> Tuple[float, float]:
     """``(y, x)`` factors that bring the stack's pixels to the model's training pixel size.
 
-    A stack without a spacing (``None``, or 1 mm per pixel: what a file format states when it
-    stores none, as a 2D tile read without a spacing has), or with one more than
+    A stack without a spacing (``None``, or 1 mm per pixel or coarser: what a file format states when it
+    stores none, as a 2D tile read without a spacing has, also read downsampled), or with one more than
     :data:`MAX_RESAMPLING` times off the model's, runs at its own pixel scale, and a one-line
     warning goes to ``warnings``; so do pixels over :data:`NON_SQUARE_PIXELS` times longer than wide.
     """
@@ -154,7 +154,9 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     model_xy = tuple(float(v) for v in getattr(model, "voxel_size", (1.0, 1.0, 1.0))[:2])
     if model_xy == UNKNOWN_PIXEL:  # a model that never knew its training pixel size
         return 1.0, 1.0
-    if spacing_xy is None or tuple(float(v) for v in spacing_xy[:2]) == UNKNOWN_PIXEL:
+    # 1 mm per pixel is what a file states when it stores no pixel size; read with downsample N it becomes N mm.
+    # No microscope scans sections at 1 mm per pixel or coarser: such a size is not known either.
+    if spacing_xy is None or min(float(v) for v in spacing_xy[:2]) >= UNKNOWN_PIXEL[0]:
         if warnings is not None:
             warnings.append(f"the stack has no pixel size; the model was trained at {model_xy[0]:g} mm per pixel, "
                             "so results may be poor if the scales differ (give the spacing)")

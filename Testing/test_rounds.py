@@ -191,10 +191,12 @@ def test_network_scale_resamples_only_stacks_with_a_known_nearby_pixel_size():
     assert pipeline.network_scale((0.0201, 0.0199), model, warnings) == (1.0, 1.0) and warnings == []
     assert pipeline.network_scale(None, model, warnings) == (1.0, 1.0)
     assert pipeline.network_scale((0.5, 0.5), model, warnings) == (1.0, 1.0)
-    # 1 mm per pixel is what a file states when it stores no pixel size (a PNG tile): not known either.
+    # 1 mm per pixel is what a file states when it stores no pixel size (a PNG tile): not known either, nor
+    # 2 mm, the same tile read with downsample 2.
     assert pipeline.network_scale((1.0, 1.0), model, warnings) == (1.0, 1.0)
-    assert len(warnings) == 3 and "no pixel size" in warnings[0] and "far from the model's" in warnings[1]
-    assert warnings[2] == warnings[0]
+    assert pipeline.network_scale((2.0, 2.0), model, warnings) == (1.0, 1.0)
+    assert len(warnings) == 4 and "no pixel size" in warnings[0] and "far from the model's" in warnings[1]
+    assert warnings[2] == warnings[3] == warnings[0]
     # Long pixels: sections held along another axis of the file, or a spacing typed Z Y X.
     warnings.clear()
     assert pipeline.network_scale((0.048, 0.024), model, warnings) == pytest.approx((1.2, 2.4))
