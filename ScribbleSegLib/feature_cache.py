@@ -319,9 +319,21 @@ class FeatureCache:
             os.utime(entry / MANIFEST)  # the least-recently-used order
         return prob, feats
 
+    def stored_warnings(self, key: str) -> List[str]:
+        """The warnings the run that computed ``key``'s entry gave while it computed them (its manifest's
+        ``warnings``; none for an entry made before they were kept, or a manifest that cannot be read)."""
+        try:
+            stored = json.loads((self.folder / key / MANIFEST).read_text(encoding="utf-8")).get("warnings", [])
+        except (OSError, ValueError, AttributeError):
+            return []
+        return [str(w) for w in stored] if isinstance(stored, list) else []
+
     @contextlib.contextmanager
     def new_entry(self, key: str, meta: Optional[dict] = None) -> Iterator[Path]:
         """Yield a temporary folder to fill with ``probability.npy`` and ``features.npy``.
+
+        ``meta`` goes into the manifest as it is when the body ends (the body may add to it: the warnings
+        its computation gave, :meth:`stored_warnings`).
 
         On success the manifest is written and the folder renamed to
         ``<folder>/<key>``, then entries beyond the size cap are evicted; on

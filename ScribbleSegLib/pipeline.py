@@ -233,6 +233,9 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
     key = feature_cache.cache_key(image, model_path, extra)
     hit = cache.load(key)
     if hit is not None:
+        # What computing them said (a grey image, a stain that could not be fitted) holds for them still.
+        for line in cache.stored_warnings(key):
+            log.warning("%s (said when these cached features were computed)", line)
         report(progress, "M-Unet features", 1.0, "reused cached features")
         return hit[0], hit[1], True
     problem = cache.make_room(feature_bytes + n * 4)
@@ -240,7 +243,8 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
         feature_cache.log.warning("feature cache: %s: %s; running without the cache", cache.folder, problem)
         return uncached()
     try:
-        with cache.new_entry(key, {"model": str(model_path), "shape": list(image.shape)}) as tmp:
+        meta = {"model": str(model_path), "shape": list(image.shape), "warnings": []}
+        with cache.new_entry(key, meta) as tmp, _warnings_kept(meta["warnings"]):
             prob, feats = predict_volume(model, image, device=device, feature_path=tmp / "features.npy",
                                          scale=scale, progress=progress, cancel=cancel, orientations=orientations)
             np.save(tmp / "probability.npy", np.asarray(prob, dtype=np.float32))
@@ -256,6 +260,22 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
                                   "without the cache", cache.folder)
         return uncached()
     return hit[0], hit[1], False
+
+
+@contextlib.contextmanager
+def _warnings_kept(into: List[str]):
+    """The library's warnings during the body, as their text, appended to ``into`` (they are still shown)."""
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            into.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    library = logging.getLogger("ScribbleSegLib")
+    library.addHandler(handler)
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
 
 
 def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], model, *,

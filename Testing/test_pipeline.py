@@ -1,5 +1,6 @@
 """pipeline.segment and `scribbleseg segment` end to end on a tiny phantom with a tiny model."""
 
+import logging
 import threading
 
 import numpy as np
@@ -90,6 +91,31 @@ def test_second_run_reuses_cached_features(case, tmp_path):
     assert not first.features_cached and second.features_cached
     np.testing.assert_array_equal(first.munet_probability, second.munet_probability)
     np.testing.assert_array_equal(first.labels, second.labels)
+
+
+def test_what_computing_the_features_said_is_said_again_when_they_are_reused(case, tmp_path, monkeypatch, caplog):
+    # A grey scan's stain warning came with the first run only: a re-run with another gamma reused the features
+    # and said nothing.
+    from ScribbleSegLib import inference
+
+    _, test, scrib, model = case
+    real = inference.predict_volume
+
+    def predicting(*args, **kwargs):
+        logging.getLogger("ScribbleSegLib.stain").warning("stain normalization: the tissue shows no colour")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "predict_volume", predicting)
+    said = []
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+            pipeline.compute_features(test.image.array, pipeline.as_model(model, "cpu"), model_path=model,
+                                      cache_dir=tmp_path)
+        said.append([r.getMessage() for r in caplog.records if "no colour" in r.getMessage()])
+    assert said == [["stain normalization: the tissue shows no colour"],
+                    ["stain normalization: the tissue shows no colour (said when these cached features were "
+                     "computed)"]]
 
 
 def test_a_re_run_reads_the_cuts_coarse_weights_from_the_cache(case, tmp_path, monkeypatch):
