@@ -34,7 +34,7 @@ class CancelToken:
 
     def check(self) -> None:
         """Raise :class:`CancelledError` if cancellation was asked for."""
-        if self._event.is_set():
+        if self.cancelled:
             raise CancelledError()
 
 
@@ -61,10 +61,6 @@ class LinkedToken(CancelToken):
     @property
     def cancelled(self) -> bool:
         return self._event.is_set() or (self._parent is not None and self._parent.cancelled)
-
-    def check(self) -> None:
-        if self.cancelled:
-            raise CancelledError()
 
 
 def report(progress: Optional[ProgressCallback], stage: str, fraction: float, message: str = "") -> None:

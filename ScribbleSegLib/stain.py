@@ -405,7 +405,8 @@ class VahadaneNormalizer:
         if len(pixels) < MIN_TISSUE_PIXELS:
             raise ScribbleSegError(
                 f"stain normalization: only {len(pixels)} tissue pixels (darker than lightness "
-                f"{self.luminosity_threshold}, not black, not a marking dye's colour), need {MIN_TISSUE_PIXELS}; is the image empty or white?"
+                f"{self.luminosity_threshold}, not black, not a marking dye's colour), need {MIN_TISSUE_PIXELS}; "
+                "is the image empty or white?"
             )
         stains = learn_stains(_OD_LUT[pixels], self.dictionary_lambda)
         cosine = float(stains[0] @ stains[1])

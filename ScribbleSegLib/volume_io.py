@@ -248,7 +248,7 @@ def _read_sitk(path: Path, image_information_only: bool = False, name_orientatio
             log.warning("%s: its EXIF orientation has photo viewers show it %s; it is read as stored, as 3D Slicer "
                         "reads it, so strokes and labels must be drawn on it as stored", path,
                         image_tags.ORIENTATIONS[turned])
-    pages = image_tags.tiff_pages(path) if path.suffix.lower() not in (".nrrd", ".nhdr", ".mha", ".mhd") else None
+    pages = _tiff_pages(path)
     if pages is not None and not image_tags.is_one_stack(pages):
         if not image_tags.is_one_image(pages):
             # Sections of one stack with a page of another size (a cropped section, a thumbnail among them):
@@ -268,6 +268,12 @@ def _read_sitk(path: Path, image_information_only: bool = False, name_orientatio
         with _first_page_file(path) as first:
             return _read_with_sitk(first, path, image_information_only)
     return _read_with_sitk(path, path, image_information_only)
+
+
+def _tiff_pages(path: Path) -> Optional[List[image_tags.Page]]:
+    """:func:`image_tags.tiff_pages` of a file that may be a TIFF (any suffix, an ``.svs`` say); None without a look
+    for the formats that never are."""
+    return None if path.suffix.lower() in (".nrrd", ".nhdr", ".mha", ".mhd") else image_tags.tiff_pages(path)
 
 
 @contextlib.contextmanager
@@ -586,7 +592,7 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")
-    elif spacing is None and image_tags.tiff_pages(path) is not None:
+    elif spacing is None and _tiff_pages(path) is not None:
         # TIFF has a pixel size but no distance between pages: ITK reads the sections 1 mm apart, which gave a
         # heart 20 times its volume and a surface 40 mm tall without a word.
         logging.getLogger("ScribbleSegLib").warning(

@@ -96,10 +96,9 @@ def _on_whole_blocks(label, reduced, downsample: int):
     from ..geometry import Geometry, Volume
 
     n = int(downsample)
-    spacing = np.asarray(reduced.spacing, float) / (n, n, 1)
+    full = reduced.scaled((1 / n, 1 / n, 1))  # the grid ``reduced`` was made from (Geometry.scaled, undone)
     direction = np.asarray(reduced.direction, float).reshape(3, 3)
-    origin = np.asarray(reduced.origin, float) - direction @ (0.5 * (n - 1) * spacing * (1, 1, 0))
-    offset = grids.whole_voxel_offset(Geometry(tuple(spacing), tuple(origin), reduced.direction), label.geometry)
+    offset = grids.whole_voxel_offset(full, label.geometry)
     if offset is None:  # not on that grid: reduced as it is, and the grids compared as before
         return label
     _, y, x = label.shape
