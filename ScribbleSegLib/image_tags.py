@@ -31,16 +31,22 @@ _TYPE_SIZES = {3: 2, 4: 4, 16: 8}
 ORIENTATIONS = {2: "mirrored left to right", 3: "turned 180°", 4: "mirrored top to bottom",
                 5: "mirrored and turned 90° anticlockwise", 6: "turned 90° clockwise",
                 7: "mirrored and turned 90° clockwise", 8: "turned 90° anticlockwise"}
+#: How ITK reads a TIFF page whose orientation tag turns it by 90° (5-8): libtiff's RGBA reader, which ITK
+#: and so 3D Slicer use for such a page, applies the flip of the orientation but not its turn.  Values 2-4 it
+#: applies as viewers do.
+ITK_TIFF_READS = {5: "as stored", 6: "mirrored left to right", 7: "turned 180°", 8: "mirrored top to bottom"}
 
 
 @dataclass(frozen=True)
 class Page:
-    """One page (image file directory) of a TIFF: its size and ``NewSubfileType`` (bit 0: a reduced-resolution
-    copy of another page, as a thumbnail or a pyramid level is)."""
+    """One page (image file directory) of a TIFF: its size, ``NewSubfileType`` (bit 0: a reduced-resolution
+    copy of another page, as a thumbnail or a pyramid level is) and ``Orientation`` (1-8 as in EXIF; 1 when
+    not stated or out of range)."""
 
     width: int
     height: int
     subfile_type: int = 0
+    orientation: int = 1
 
 
 class _Damaged(Exception):
@@ -115,16 +121,17 @@ def tiff_pages(path: Path) -> Optional[List[Page]]:
     >>> tile = os.path.join(tempfile.mkdtemp(), "tile.tif")
     >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 5), np.uint8)), tile)
     >>> tiff_pages(Path(tile))
-    [Page(width=5, height=3, subfile_type=0)]
+    [Page(width=5, height=3, subfile_type=0, orientation=1)]
     """
     try:
         with open(path, "rb") as f:
-            pages = _pages(f, 0, (_WIDTH, _HEIGHT, _SUBFILE), MAX_PAGES)
+            pages = _pages(f, 0, (_WIDTH, _HEIGHT, _SUBFILE, _ORIENTATION), MAX_PAGES)
     except _UNREADABLE:
         return None
     if not pages or any(_WIDTH not in p or _HEIGHT not in p for p in pages):
         return None
-    return [Page(p[_WIDTH], p[_HEIGHT], p.get(_SUBFILE, 0)) for p in pages]
+    return [Page(p[_WIDTH], p[_HEIGHT], p.get(_SUBFILE, 0), p.get(_ORIENTATION) if p.get(_ORIENTATION) in
+                 ORIENTATIONS else 1) for p in pages]
 
 
 def is_one_stack(pages: List[Page]) -> bool:
@@ -167,9 +174,14 @@ def odd_pages(pages: List[Page]) -> Tuple[Tuple[int, int], List[int]]:
     --------
     >>> odd_pages([Page(160, 160)] * 3 + [Page(156, 160)] + [Page(160, 160)])
     ((160, 160), [4])
+    >>> odd_pages([Page(40, 30), Page(400, 300)])  # a thumbnail first: as many pages of each size, the larger wins
+    ((400, 300), [1])
     """
     sizes = [(p.width, p.height) for p in pages]
-    common = max(set(sizes), key=lambda size: (sizes.count(size), -sizes.index(size)))
+    full = [size for p, size in zip(pages, sizes) if not p.subfile_type & 1]
+    # The size of most pages not marked as reduced copies; between as many, the larger (a thumbnail is smaller).
+    common = max(set(sizes), key=lambda size: (full.count(size), sizes.count(size), size[0] * size[1],
+                                               -sizes.index(size)))
     return common, [i + 1 for i, (p, size) in enumerate(zip(pages, sizes)) if size != common or p.subfile_type & 1]
 
 

@@ -236,7 +236,7 @@ def _read_sitk(path: Path, image_information_only: bool = False, name_orientatio
     A TIFF that is one image with smaller copies of it (a slide scanner's pyramid, an image with its thumbnail)
     is read as its first page, with a note; a TIFF stack with a page of another size is refused, naming the page.
     A JPEG's EXIF orientation is named in a warning (unless ``name_orientation`` is False: a folder names its
-    sections' once), not applied (:mod:`image_tags`).
+    sections' once), not applied (:mod:`image_tags`); so is a TIFF's orientation tag where ITK applies it in part.
     """
     if not path.is_file():
         raise ScribbleSegError(f"{path}: no such file")
@@ -249,6 +249,8 @@ def _read_sitk(path: Path, image_information_only: bool = False, name_orientatio
                         "reads it, so strokes and labels must be drawn on it as stored", path,
                         image_tags.ORIENTATIONS[turned])
     pages = _tiff_pages(path)
+    if pages is not None and name_orientation and not image_information_only:
+        _name_tiff_orientation(path, pages[0].orientation)
     if pages is not None and not image_tags.is_one_stack(pages):
         if not image_tags.is_one_image(pages):
             # Sections of one stack with a page of another size (a cropped section, a thumbnail among them):
@@ -494,9 +496,26 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     return Volume(out, geometry)
 
 
+def _tiff_turn(path: Path) -> int:
+    """The orientation tag (5-8) of a TIFF section that ITK reads otherwise than viewers show it; 1 for any other
+    file."""
+    pages = _tiff_pages(path) if path.suffix.lower() in (".tif", ".tiff") else None
+    return pages[0].orientation if pages and pages[0].orientation in image_tags.ITK_TIFF_READS else 1
+
+
+def _name_tiff_orientation(path: Path, orientation: int) -> None:
+    """A warning for a TIFF whose orientation tag turns it by 90°: ITK, and so 3D Slicer, flips it without the
+    turn, so strokes drawn in a viewer that turns it would not lie on it."""
+    if orientation in image_tags.ITK_TIFF_READS:
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: its TIFF orientation tag has viewers show it %s; 3D Slicer (ITK) reads it %s, and so is it read "
+            "here, so strokes and labels must be drawn on it as 3D Slicer shows it", path,
+            image_tags.ORIENTATIONS[orientation], image_tags.ITK_TIFF_READS[orientation])
+
+
 def _name_orientations(folder: Path, files: List[Path]) -> None:
     """One warning for the JPEG sections of a folder that state an EXIF orientation (each file would say it once,
-    a phone's photos every one of them)."""
+    a phone's photos every one of them), and one for its TIFF sections whose orientation tag ITK reads in part."""
     turned = [(f, image_tags.jpeg_orientation(f)) for f in files if f.suffix.lower() in (".jpg", ".jpeg")]
     turned = [(f, o) for f, o in turned if o in image_tags.ORIENTATIONS]
     if turned:
@@ -504,6 +523,14 @@ def _name_orientations(folder: Path, files: List[Path]) -> None:
             "%s: %d of %d sections state an EXIF orientation (%s: photo viewers show it %s); they are read as "
             "stored, as 3D Slicer reads them, so strokes and labels must be drawn on them as stored", folder,
             len(turned), len(files), turned[0][0].name, image_tags.ORIENTATIONS[turned[0][1]])
+    tiffs = [(f, _tiff_turn(f)) for f in files]
+    tiffs = [(f, o) for f, o in tiffs if o != 1]
+    if tiffs:
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: %d of %d sections have a TIFF orientation tag (%s: viewers show it %s; 3D Slicer (ITK) reads it "
+            "%s); they are read as 3D Slicer reads them, so strokes and labels must be drawn on them as 3D Slicer "
+            "shows them", folder, len(tiffs), len(files), tiffs[0][0].name, image_tags.ORIENTATIONS[tiffs[0][1]],
+            image_tags.ITK_TIFF_READS[tiffs[0][1]])
 
 
 def _read_section(file: Path):

@@ -12,9 +12,10 @@ from ScribbleSegLib import image_tags, volume_io
 from ScribbleSegLib.errors import ScribbleSegError
 
 
-def write_tiff(path, pages, big_endian=False):
+def write_tiff(path, pages, big_endian=False, orientation=None):
     """An uncompressed grey TIFF of ``pages``: ``(array, subfile_type)``, each page one strip (our own writer:
-    SimpleITK writes one size for all pages, and slide scanners' files hold several)."""
+    SimpleITK writes one size for all pages, and slide scanners' files hold several), with an orientation tag
+    when given."""
     order = ">" if big_endian else "<"
     out = bytearray(b"MM\x00*" if big_endian else b"II*\x00") + bytes(4)
     link = 4  # where the offset of the next page goes
@@ -28,6 +29,8 @@ def write_tiff(path, pages, big_endian=False):
         out[link:link + 4] = struct.pack(order + "I", ifd_at)
         tags = [(254, 4, subfile), (256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1),
                 (273, 4, data_at), (277, 3, 1), (278, 4, height), (279, 4, width * height)]
+        if orientation is not None:
+            tags.insert(6, (274, 3, orientation))  # tags in ascending order, as TIFF requires
         out += struct.pack(order + "H", len(tags))
         for tag, kind, value in tags:
             packed = struct.pack(order + ("H" if kind == 3 else "I"), value).ljust(4, b"\x00")
@@ -57,6 +60,44 @@ def test_the_pages_of_a_tiff_are_listed_in_either_byte_order(tmp_path, big_endia
     path = write_tiff(tmp_path / "slide.tif", [(grey(30, 40), 0), (grey(8, 10), 1)], big_endian)
     assert image_tags.tiff_pages(path) == [image_tags.Page(40, 30, 0), image_tags.Page(10, 8, 1)]
     assert not image_tags.is_one_stack(image_tags.tiff_pages(path))
+
+
+@pytest.mark.parametrize("orientation", sorted(image_tags.ITK_TIFF_READS))
+def test_a_tiff_turned_by_its_orientation_tag_is_read_as_slicer_reads_it_with_one_warning(tmp_path, caplog,
+                                                                                          orientation):
+    image = grey(30, 40)
+    path = write_tiff(tmp_path / "turned.tif", [(image, 0)], orientation=orientation)
+    assert image_tags.tiff_pages(path)[0].orientation == orientation
+    as_itk_reads = {"as stored": image, "mirrored left to right": image[:, ::-1],
+                    "turned 180°": image[::-1, ::-1], "mirrored top to bottom": image[::-1]}
+    expected = as_itk_reads[image_tags.ITK_TIFF_READS[orientation]]
+    # The claim the warning makes about ITK (and so 3D Slicer), checked against ITK itself.
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[..., 0], expected)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        volume = volume_io.read_image(path)
+    assert np.array_equal(volume.array[0, ..., 0], expected)
+    said = [r.getMessage() for r in caplog.records if "orientation" in r.getMessage()]
+    assert len(said) == 1 and "turned.tif" in said[0] and image_tags.ITK_TIFF_READS[orientation] in said[0]
+
+
+def test_a_tiff_its_orientation_tag_turns_only_by_flips_reads_without_a_warning(tmp_path, caplog):
+    image = grey(30, 40)
+    path = write_tiff(tmp_path / "flipped.tif", [(image, 0)], orientation=3)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        volume = volume_io.read_image(path)
+    assert np.array_equal(volume.array[0, ..., 0], image[::-1, ::-1])  # as viewers show it, and Slicer
+    assert not [r for r in caplog.records if "orientation" in r.getMessage()]
+
+
+def test_a_folder_of_tiff_sections_names_their_orientation_tags_once(tmp_path, caplog):
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for i in range(3):
+        write_tiff(folder / f"s{i}.tif", [(grey(30, 40, seed=i), 0)], orientation=6 if i else None)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        volume_io.read_image(folder, spacing=(0.01, 0.01, 0.05))
+    said = [r.getMessage() for r in caplog.records if "orientation" in r.getMessage()]
+    assert len(said) == 1 and "2 of 3 sections" in said[0] and "s1.tif" in said[0]
 
 
 def test_files_that_are_not_tiffs_or_are_damaged_give_none(tmp_path):
@@ -217,6 +258,12 @@ def test_a_tiff_stack_with_a_page_of_another_size_is_refused_naming_the_page(tmp
     with pytest.raises(ScribbleSegError, match=f"stack.tif: a TIFF stack of 5 pages whose {words}"):
         volume_io.read_image(path, spacing=(0.01, 0.01, 0.02))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.tif"]
+
+
+def test_a_tiff_with_its_thumbnail_first_names_the_thumbnail_as_the_odd_page(tmp_path):
+    path = write_tiff(tmp_path / "thumb first.tif", [(grey(3, 4), 0), (grey(12, 16), 0)])
+    with pytest.raises(ScribbleSegError, match="2 pages whose page 1 differs from the others' 16x12"):
+        volume_io.read_image(path)
 
 
 def test_a_tiff_stack_read_without_a_spacing_says_its_sections_lie_1_mm_apart(tmp_path, caplog):
