@@ -287,6 +287,13 @@ def _first_page_file(path: Path) -> Iterator[Path]:
     link = image_tags.first_page_link(path)
     if link is None:  # tiff_pages read the same chain: the file changed in between
         raise ScribbleSegError(f"{path}: cannot be read as an image (its TIFF pages changed while it was read)")
+    # The whole file is copied (the first page's strips may lie anywhere in it): a slide can be gigabytes.
+    folder = tempfile.gettempdir()
+    size, free = path.stat().st_size, shutil.disk_usage(folder).free
+    if size > free:
+        raise ScribbleSegError(f"{path}: reading its first page alone needs a {size / 2 ** 30:.2f} GiB copy in the "
+                               f"temporary folder {folder}, which has {free / 2 ** 30:.2f} GiB free (set TMPDIR to "
+                               "a folder with room)")
     handle, name = tempfile.mkstemp(suffix=".tif", prefix="scribbleseg-page-")
     try:
         try:

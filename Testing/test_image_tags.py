@@ -129,6 +129,19 @@ def test_a_tiff_with_a_thumbnail_is_read_as_its_first_page_with_one_note(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["with thumbnail.tif"]  # the page's copy is gone
 
 
+def test_a_slide_whose_copy_would_not_fit_the_temporary_folder_is_one_line_before_any_copy(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    path = write_tiff(tmp_path / "slide.tif", [(grey(30, 40), 0), (grey(8, 10, seed=1), 1)])
+    full = shutil.disk_usage(tmp_path)._replace(free=path.stat().st_size - 1)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: full)
+    with pytest.raises(ScribbleSegError, match=f"slide.tif: reading its first page alone needs a 0.00 GiB copy in "
+                                               f"the temporary folder {tmp_path}, which has 0.00 GiB free"):
+        volume_io.read_image(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slide.tif"]
+
+
 def test_a_tiff_stack_of_equal_pages_stays_a_stack(tmp_path):
     sections = [grey(12, 16, seed=s) for s in range(3)]
     path = write_tiff(tmp_path / "stack.tif", [(s, 0) for s in sections])
