@@ -287,3 +287,25 @@ def test_scribbles_given_as_the_label_get_one_warning_as_a_file_and_as_a_folder(
     assert status == 0 and "looks like scribbles" in err and len(err.splitlines()) == 1
     status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd")
     assert status == 0 and err == ""
+
+
+def test_a_tiff_stack_label_is_scored_against_a_run_given_a_spacing(files, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    # A TIFF stack states no distance between sections: its label and scribbles lie on a 1 mm grid, the run's
+    # prediction (image read with --spacing) on the spacing given.  Without --spacing they cannot be compared.
+    label = volume_io.read_label_volume(files / "label.nrrd").array
+    strokes = volume_io.read_scribbles(files / "scribbles.nrrd", label.shape, GEOMETRY)
+    sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / "label.tif"))
+    sitk.WriteImage(sitk.GetImageFromArray(strokes), str(tmp_path / "strokes.tif"))
+    args = ["--prediction", files / "pred.seg.nrrd", "--label", tmp_path / "label.tif", "--json"]
+    status, _, err = evaluate(capsys, *args)
+    assert status != 0 and "spacing" in err
+    status, out, err = evaluate(capsys, *args, "--ignore-scribbles", tmp_path / "strokes.tif",
+                                "--spacing", "0.5", "0.5", "2")
+    assert status == 0, err
+    result = json.loads(out)
+    assert (result["tp"], result["fp"], result["fn"], result["ignored"]) == (55, 12, 12, 17)  # as test_ignore_scribbles
+    status, _, err = evaluate(capsys, *args, "--spacing", "0.5", "0.6", "2")
+    assert status != 0 and "pred.seg.nrrd: its voxel size (0.5, 0.5, 2 mm) is not that of an image read with " \
+                           "--spacing 0.5 0.6 2" in err and len(err.strip().splitlines()) == 1

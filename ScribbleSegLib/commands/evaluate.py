@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from ..errors import ScribbleSegError
-from .common import positive_int
+from .common import positive_int, spacing_mm
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--downsample", type=positive_int, default=1, metavar="N",
                         help="the prediction is of an image read with --downsample N: a full-size label (a 3D "
                              "file on the image file's grid, or 2D sections) and scribbles are reduced the same way")
+    parser.add_argument("--spacing", nargs=3, type=spacing_mm, metavar=("X", "Y", "Z"),
+                        help="the voxel size in mm the image was read with (segment's --spacing): a label and "
+                             "scribbles on the image file's own grid (a TIFF stack's, which states no distance "
+                             "between sections) are taken on the prediction's voxels")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -38,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     # Both are read on their own grids.  Slicer saves segmentations, and exports labelmaps, cropped to what they
     # mark: two boxes of one voxel grid are compared on the box that holds both.  A label that is one 2D section,
     # or a folder of them, has no grid of its own: then the prediction's is the reference, and the other way round.
-    if volume_io.takes_image_grid(args.label) and not volume_io.takes_image_grid(args.prediction):
+    on_file_grid = _on_image_file_grid(args) if args.spacing else None
+    if on_file_grid is not None:
+        label, prediction = on_file_grid
+    elif volume_io.takes_image_grid(args.label) and not volume_io.takes_image_grid(args.prediction):
         own = volume_io.read_label_volume(args.prediction, single_segment=True)
         label = volume_io.Volume(volume_io.read_label(args.label, own.shape, own.geometry, reference="prediction",
                                                       downsample=args.downsample), own.geometry)
@@ -64,8 +71,14 @@ def run(args: argparse.Namespace) -> int:
             args.label, why)
     ignore = None
     if args.ignore_scribbles:
-        ignore = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
-                                          downsample=args.downsample, both_classes=False) > 0
+        strokes = None
+        if on_file_grid is not None and not volume_io.takes_image_grid(args.ignore_scribbles):
+            strokes = volume_io.marks_on_file_grid(args.ignore_scribbles, args.label, label.shape,
+                                                   spacing=args.spacing, downsample=args.downsample, strokes=True)
+        if strokes is None:
+            strokes = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
+                                               downsample=args.downsample, both_classes=False)
+        ignore = strokes > 0
     result = metrics.evaluate(prediction, label.array, ignore)
 
     if args.json:
@@ -74,6 +87,28 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(result, args.ignore_scribbles is not None))
     return 0
+
+
+def _on_image_file_grid(args: argparse.Namespace):
+    """``(label Volume, prediction array)`` when the label is a 3D file on the grid of the image file that was
+    read with ``--spacing`` (and ``--downsample``), as segment places strokes drawn there; None otherwise (a
+    label on the prediction's own grid, or cropped: compared as without ``--spacing``)."""
+    import numpy as np
+
+    from .. import volume_io
+
+    if volume_io.takes_image_grid(args.label) or volume_io.takes_image_grid(args.prediction):
+        return None
+    own = volume_io.read_label_volume(args.prediction, single_segment=True)
+    read_with = np.asarray(args.spacing, float) * (args.downsample, args.downsample, 1)
+    if not _same_spacing(own.geometry.spacing, read_with):
+        raise ScribbleSegError(
+            f"{args.prediction}: its voxel size ({', '.join(f'{v:g}' for v in own.geometry.spacing)} mm) is not "
+            f"that of an image read with --spacing {' '.join(f'{v:g}' for v in args.spacing)}"
+            + (f" and --downsample {args.downsample}" if args.downsample > 1 else ""))
+    marks = volume_io.marks_on_file_grid(args.label, args.label, own.shape, spacing=args.spacing,
+                                         downsample=args.downsample, strokes=False)
+    return None if marks is None else (volume_io.Volume(marks, own.geometry), own.array)
 
 
 def _as_read_with_downsample(label, prediction, downsample: int):
