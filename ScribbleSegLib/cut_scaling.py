@@ -32,6 +32,10 @@ _log = logging.getLogger(__name__)
 UNSURE_RANGE = (0.1, 0.9)
 #: The boundary weight is never scaled below this fraction of ``gamma``.
 MIN_GAMMA_FACTOR = 0.25
+#: ... nor below this one where more objects than ``reference_objects`` lie side by side in a section: on real
+#: H&E tiles of nuclei the cut at 1/4 still joined neighbours and erased small nuclei (BENCHMARKS.md, "Real H&E
+#: tiles with pathologists' outlines").
+MANY_OBJECTS_MIN_GAMMA_FACTOR = 0.125
 #: The contrast scale is never scaled below this fraction of ``sigma``.
 MIN_SIGMA_FACTOR = 0.25
 #: :func:`image_contrast` reads at most this many sections, evenly spaced.
@@ -164,7 +168,8 @@ def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParam
     (:func:`object_radius`), the unsure share ``u`` of ``h`` (:func:`unsure_share`)
     and the objects per section ``n`` (:func:`object_count`), a ``None`` reference
     leaving its part at 1, rounded to a quarter octave (so that a re-run with slightly
-    different ``h`` keeps its cut memory), between :data:`MIN_GAMMA_FACTOR` and 1.
+    different ``h`` keeps its cut memory), between :data:`MIN_GAMMA_FACTOR` and 1
+    (:data:`MANY_OBJECTS_MIN_GAMMA_FACTOR` and 1 where ``n`` is above ``reference_objects``).
 
     Examples
     --------
@@ -189,9 +194,12 @@ def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParam
     if params.reference_unsure is not None:
         ratio *= min(1.0, share / float(params.reference_unsure))
     count = object_count(h) if params.reference_objects is not None and area else 0.0
+    lowest = MIN_GAMMA_FACTOR
     if count:
         ratio *= min(1.0, float(params.reference_objects) / count)
-    return _scaled_down(params, "gamma", ratio, MIN_GAMMA_FACTOR,
+        if count > params.reference_objects:
+            lowest = MANY_OBJECTS_MIN_GAMMA_FACTOR
+    return _scaled_down(params, "gamma", ratio, lowest,
                         f"objects of radius {radius:.1f} px, unsure share {share:.3f}, {count:.1f} objects per section")
 
 

@@ -118,6 +118,21 @@ def test_gamma_follows_how_many_objects_lie_side_by_side():
     assert GraphCutParams.paper().reference_objects is None
 
 
+def test_many_sure_objects_side_by_side_may_scale_gamma_below_the_floor_of_one_organ():
+    # 36 small discs that h is sure of: radius, doubt and count each call for a small gamma.  Side by side, more
+    # than reference_objects of them may take gamma to the lower floor; one such disc alone stops at the floor.
+    params = GraphCutParams()
+    many = np.round(_discs(6, 6, 6))[None].astype(np.float32)
+    assert cut_scaling.object_count(many) > params.reference_objects
+    assert cut_scaling.scaled_to_objects(params, many).gamma == pytest.approx(
+        params.gamma * cut_scaling.MANY_OBJECTS_MIN_GAMMA_FACTOR)
+    one = np.zeros_like(many)
+    one[0, :20, :20] = many[0, :20, :20]
+    assert cut_scaling.object_count(one) <= params.reference_objects
+    assert cut_scaling.scaled_to_objects(params, one).gamma == pytest.approx(params.gamma
+                                                                             * cut_scaling.MIN_GAMMA_FACTOR)
+
+
 def test_many_objects_side_by_side_are_kept_apart():
     # 25 nuclei 3 px apart, some small, an h that is unsure everywhere, one heart stroke: gamma as the radius
     # alone scales it joins neighbours and erases small ones; scaled to the number of objects the cut keeps them.
