@@ -115,6 +115,12 @@ class DDMLConfig:
         erased them (real and synthetic H&E tiles); left out, the cut lost the organs that the
         strokes grow into (the phantom's liver, lung and neural tube).  Default 0.25
         (BENCHMARKS.md, "Strokes on another organ than the model's").
+    doubted_colour_weight : float
+        Where ``bank_doubt`` leaves the bank out, ``h`` is blended at this weight with a
+        classifier of each pixel's own colour fitted to the strokes
+        (:mod:`ScribbleSegLib.stroke_colour`): the network's features, learnt for the model's
+        target, may hardly tell the strokes' target from its surroundings.  Default 0.5
+        (BENCHMARKS.md, "Strokes on another target: each pixel's own colour").
     head_bias : {"network", "balanced"}
         Where the head puts its threshold (``choices.HEAD_BIASES``): ``balanced`` leaves it
         where the class-balanced training put it (the paper's); ``network`` moves the head's
@@ -151,6 +157,7 @@ class DDMLConfig:
     network_weight: float = 0.5
     bank_doubt: Optional[float] = choices.NETWORK_DOUBT
     doubted_network_weight: float = 0.25
+    doubted_colour_weight: float = 0.5
     head_bias: str = choices.DEFAULT_HEAD_BIAS
     evaluation: str = choices.DEFAULT_H_EVALUATION
     warm_steps: int = choices.WARM_DDML_STEPS
@@ -179,7 +186,7 @@ class DDMLConfig:
                 raise ScribbleSegError(f"DDML {name} must be a whole number, got {value!r}")
             object.__setattr__(self, name, int(value))
         for name in ("tau", "beta", "weight_decay", "lr", "scribble_share", "head_lr", "head_weight_decay",
-                     "network_weight", "doubted_network_weight"):
+                     "network_weight", "doubted_network_weight", "doubted_colour_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ScribbleSegError(f"DDML {name} must be a number, got {value!r}")
@@ -223,7 +230,7 @@ class DDMLConfig:
                                    f"{self.pool_size}")
         if not 0.0 <= self.scribble_share <= 1.0:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
-        for name in ("network_weight", "doubted_network_weight"):
+        for name in ("network_weight", "doubted_network_weight", "doubted_colour_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ScribbleSegError(f"DDML {name} must be in [0, 1], got {getattr(self, name)}")
         if self.bank_doubt is not None and not (isinstance(self.bank_doubt, (int, float, np.floating, np.integer))

@@ -544,6 +544,15 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
         h = adapted.h
         check_h_finite(h, feats)
+        if left_out and config.doubted_colour_weight > 0:
+            # The features were learnt for the model's target: the pixel's own colour, as the strokes show it.
+            from . import stroke_colour
+
+            check(cancel)
+            t2 = time.perf_counter()
+            stroke_colour.blend_into(h, array, stroke_colour.fit(array, scribbles), config.doubted_colour_weight)
+            timings["stroke colour"] = time.perf_counter() - t2
+            t1 += timings["stroke colour"]
         timings["DDML + head"] = t1 - t0
         timings.update(adapted.timings)  # its steps, for benchmarks and the worker's report
         if method == "ddml":

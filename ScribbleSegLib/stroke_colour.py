@@ -1,0 +1,135 @@
+"""A classifier of each pixel's own colour, trained on the strokes, for runs that leave the model's bank out.
+
+Where the strokes mark another target than the model's (``DDMLConfig.bank_doubt``), the adaptation learns
+from the strokes alone, on the network's features.  Those features were learnt for the model's target and
+may hardly tell the strokes' target from its surroundings: with the heart model and strokes on real nuclei,
+a linear classifier of the features at the strokes reached IoU 0.27-0.37, one of the pixel's stain colour
+0.57-0.64 (BENCHMARKS.md, "Strokes on another target: each pixel's own colour").  So such a run blends
+``h`` with a logistic regression of each pixel's optical density and its optical density blurred over a few
+pixels, fitted to the stroked pixels (:func:`fit`, :func:`blend_into`).
+
+Examples
+--------
+>>> image = np.full((1, 8, 8, 3), 220, np.uint8); image[0, 2:6, 2:6] = (90, 40, 140)  # a dark purple square
+>>> strokes = np.zeros((1, 8, 8), np.uint8); strokes[0, 3, 3:5] = 1; strokes[0, 0, :] = 2
+>>> h = np.full((1, 8, 8), 0.5, np.float32)
+>>> blend_into(h, image, fit(image, strokes), 1.0)
+>>> bool(h[0, 4, 4] > 0.9 and h[0, 7, 7] < 0.1)
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+#: The blur (pixels) of the second half of the colour features: a pixel's neighbourhood, about a nucleus's
+#: chromatin grain, so that one pixel's noise does not decide alone.
+BLUR_PX = 2.0
+#: Ridge penalty of the logistic regression, on standardized features: keeps it finite when the strokes'
+#: colours do not overlap.
+RIDGE = 1e-2
+#: Newton steps of the fit (7 parameters: it has converged long before).
+STEPS = 25
+#: At most this many stroked pixels per class go into the fit (evenly spaced): enough for 7 parameters.
+MOST_PIXELS = 20000
+
+
+@dataclass(frozen=True)
+class ColourModel:
+    """A fitted logistic regression of :func:`colour_features`: standardization and weights."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+
+
+def _blur(plane: np.ndarray, sigma: float) -> np.ndarray:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(plane, np.float32))
+    return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, float(sigma)))
+
+
+def colour_features(section: np.ndarray) -> np.ndarray:
+    """``(Y, X, 6)`` float32: a section's optical density per channel, and the same blurred by :data:`BLUR_PX`.
+
+    Examples
+    --------
+    >>> colour_features(np.full((4, 5, 3), 255, np.uint8)).shape
+    (4, 5, 6)
+    """
+    od = -np.log((section[..., :3].astype(np.float32) + 1.0) / 256.0)
+    if min(od.shape[:2]) < 4:  # SimpleITK's recursive Gaussian needs a few pixels along each axis
+        blurred = np.broadcast_to(od.mean(axis=(0, 1)), od.shape)
+    else:
+        blurred = np.stack([_blur(od[..., c], BLUR_PX) for c in range(3)], -1)
+    return np.concatenate([od, blurred], -1).astype(np.float32)
+
+
+def fit(image: np.ndarray, scribbles: np.ndarray) -> Optional[ColourModel]:
+    """A logistic regression of :func:`colour_features` fitted to the stroked pixels, the classes weighed
+    equally; None without strokes of both classes.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(Z, Y, X, 3)`` uint8 RGB.
+    scribbles : numpy.ndarray
+        ``(Z, Y, X)`` uint8: 1 target, 2 background.
+    """
+    xs, ys = [], []
+    for z in np.flatnonzero(scribbles.reshape(len(scribbles), -1).max(axis=1)):
+        marked = scribbles[z] > 0
+        if not marked.any():
+            continue
+        features = colour_features(image[z])[marked]
+        xs.append(features)
+        ys.append(scribbles[z][marked] == 1)
+    if not xs:
+        return None
+    x, y = np.concatenate(xs).astype(np.float64), np.concatenate(ys)
+    if y.all() or not y.any():
+        return None
+    keep = np.concatenate([idx[np.linspace(0, len(idx) - 1, min(len(idx), MOST_PIXELS)).astype(int)]
+                           for idx in (np.flatnonzero(y), np.flatnonzero(~y))])
+    x, y = x[keep], y[keep].astype(np.float64)
+    mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
+    a = np.column_stack([(x - mean) / scale, np.ones(len(x))])
+    # Each class weighs half, however many pixels its strokes cover.
+    weight = np.where(y > 0, 0.5 / y.sum(), 0.5 / (len(y) - y.sum()))
+    beta = np.zeros(a.shape[1])
+    ridge = np.diag([RIDGE] * (a.shape[1] - 1) + [0.0])
+    for _ in range(STEPS):
+        p = 1.0 / (1.0 + np.exp(-np.clip(a @ beta, -30, 30)))
+        gradient = a.T @ (weight * (p - y)) + ridge @ beta
+        hessian = (a * (weight * p * (1 - p))[:, None]).T @ a + ridge
+        beta -= np.linalg.solve(hessian, gradient)
+    return ColourModel(mean.astype(np.float32), scale.astype(np.float32), beta[:-1].astype(np.float32),
+                       float(beta[-1]))
+
+
+def blend_into(h: np.ndarray, image: np.ndarray, model: Optional[ColourModel], weight: float) -> None:
+    """``h = (1 - weight) h + weight p_colour`` in place, section by section; nothing when ``model`` is None.
+
+    Parameters
+    ----------
+    h : numpy.ndarray
+        ``(Z, Y, X)`` float32, changed in place.
+    image : numpy.ndarray
+        ``(Z, Y, X, 3)`` uint8 RGB.
+    model : ColourModel or None
+        :func:`fit`'s.
+    weight : float
+        In [0, 1].
+    """
+    if model is None or weight <= 0:
+        return
+    w = np.float32(weight)
+    for z in range(h.shape[0]):
+        logit = ((colour_features(image[z]) - model.mean) / model.scale) @ model.weights + np.float32(model.bias)
+        h[z] *= 1 - w
+        h[z] += w / (1.0 + np.exp(-np.clip(logit, -30, 30)))
