@@ -30,11 +30,11 @@ _log = logging.getLogger(__name__)
 
 #: ``h`` strictly between these counts as unsure in :func:`unsure_share`.
 UNSURE_RANGE = (0.1, 0.9)
-#: The boundary weight is never scaled below this fraction of ``gamma``.
+#: The boundary weight is never scaled below this fraction of ``gamma`` ...
 MIN_GAMMA_FACTOR = 0.25
-#: ... nor below this one where more objects than ``reference_objects`` lie side by side in a section: on real
-#: H&E tiles of nuclei the cut at 1/4 still joined neighbours and erased small nuclei (BENCHMARKS.md, "Real H&E
-#: tiles with pathologists' outlines").
+#: ... but where more than ``reference_objects`` objects lie side by side, below ``MIN_GAMMA_FACTOR`` times
+#: ``reference_objects`` / their number, and never below this: on real H&E tiles of nuclei the cut at 1/4 still
+#: joined neighbours and erased small nuclei (BENCHMARKS.md, "Real H&E tiles with pathologists' outlines").
 MANY_OBJECTS_MIN_GAMMA_FACTOR = 0.125
 #: The contrast scale is never scaled below this fraction of ``sigma``.
 MIN_SIGMA_FACTOR = 0.25
@@ -169,7 +169,8 @@ def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParam
     and the objects per section ``n`` (:func:`object_count`), a ``None`` reference
     leaving its part at 1, rounded to a quarter octave (so that a re-run with slightly
     different ``h`` keeps its cut memory), between :data:`MIN_GAMMA_FACTOR` and 1
-    (:data:`MANY_OBJECTS_MIN_GAMMA_FACTOR` and 1 where ``n`` is above ``reference_objects``).
+    (the lower bound times ``reference_objects / n`` where ``n`` is above ``reference_objects``, down to
+    :data:`MANY_OBJECTS_MIN_GAMMA_FACTOR`).
 
     Examples
     --------
@@ -197,8 +198,8 @@ def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParam
     lowest = MIN_GAMMA_FACTOR
     if count:
         ratio *= min(1.0, float(params.reference_objects) / count)
-        if count > params.reference_objects:
-            lowest = MANY_OBJECTS_MIN_GAMMA_FACTOR
+        # The floor lowers with the count as the factor does, so that one object more changes it by little.
+        lowest = max(MANY_OBJECTS_MIN_GAMMA_FACTOR, MIN_GAMMA_FACTOR * min(1.0, params.reference_objects / count))
     return _scaled_down(params, "gamma", ratio, lowest,
                         f"objects of radius {radius:.1f} px, unsure share {share:.3f}, {count:.1f} objects per section")
 

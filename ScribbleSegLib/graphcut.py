@@ -285,7 +285,9 @@ class GraphCutParams:
         has more than this many objects per section (:func:`cut_scaling.object_count`,
         pieces counted by their share of the area, so specks hardly count), ``gamma`` is
         multiplied by ``reference_objects`` / their number as well (the product of all
-        factors in quarter-octave steps, at least :data:`cut_scaling.MIN_GAMMA_FACTOR`).
+        factors in quarter-octave steps, at least :data:`cut_scaling.MIN_GAMMA_FACTOR` times
+        ``reference_objects`` / their number, and at least
+        :data:`cut_scaling.MANY_OBJECTS_MIN_GAMMA_FACTOR`).
         ``gamma`` was chosen on one organ per section, where the boundary term closes
         holes, removes islands and moves one outline onto the organ's edge.  Among
         dozens of nuclei it also joins neighbours a few pixels apart and erases whole

@@ -545,12 +545,14 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         h = adapted.h
         check_h_finite(h, feats)
         if left_out and config.doubted_colour_weight > 0:
-            # The features were learnt for the model's target: the pixel's own colour, as the strokes show it.
+            # The features were learnt for the model's target: the pixel's own colour, as the strokes show it,
+            # on the image the cut sees (glass made white: light that drifts would move the colours).
             from . import stroke_colour
 
-            check(cancel)
             t2 = time.perf_counter()
-            stroke_colour.blend_into(h, array, stroke_colour.fit(array, scribbles), config.doubted_colour_weight)
+            seen = (measures or ImageMeasures()).evened(array)
+            stroke_colour.blend_into(h, seen, stroke_colour.fit(seen, scribbles, cancel), config.doubted_colour_weight,
+                                     cancel)
             timings["stroke colour"] = time.perf_counter() - t2
             t1 += timings["stroke colour"]
         timings["DDML + head"] = t1 - t0

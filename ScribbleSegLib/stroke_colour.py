@@ -25,6 +25,8 @@ from typing import Optional
 
 import numpy as np
 
+from .progress import CancelToken, check
+
 #: The blur (pixels) of the second half of the colour features: a pixel's neighbourhood, about a nucleus's
 #: chromatin grain, so that one pixel's noise does not decide alone.
 BLUR_PX = 2.0
@@ -70,7 +72,7 @@ def colour_features(section: np.ndarray) -> np.ndarray:
     return np.concatenate([od, blurred], -1).astype(np.float32)
 
 
-def fit(image: np.ndarray, scribbles: np.ndarray) -> Optional[ColourModel]:
+def fit(image: np.ndarray, scribbles: np.ndarray, cancel: Optional[CancelToken] = None) -> Optional[ColourModel]:
     """A logistic regression of :func:`colour_features` fitted to the stroked pixels, the classes weighed
     equally; None without strokes of both classes.
 
@@ -80,23 +82,25 @@ def fit(image: np.ndarray, scribbles: np.ndarray) -> Optional[ColourModel]:
         ``(Z, Y, X, 3)`` uint8 RGB.
     scribbles : numpy.ndarray
         ``(Z, Y, X)`` uint8: 1 target, 2 background.
+    cancel : CancelToken, optional
+        Checked before each stroked section.
     """
+    stroked = np.flatnonzero(scribbles.reshape(len(scribbles), -1).max(axis=1))
+    counts = [np.bincount(scribbles[z].ravel(), minlength=3)[1:3] for z in stroked]
+    totals = np.sum(counts, axis=0) if counts else np.zeros(2, int)
+    if not totals.all():
+        return None
+    # At most MOST_PIXELS per class, evenly spaced over the strokes: the features of only those are made.
+    keep = [max(1, -(-int(n) // MOST_PIXELS)) for n in totals]
     xs, ys = [], []
-    for z in np.flatnonzero(scribbles.reshape(len(scribbles), -1).max(axis=1)):
-        marked = scribbles[z] > 0
-        if not marked.any():
-            continue
-        features = colour_features(image[z])[marked]
-        xs.append(features)
-        ys.append(scribbles[z][marked] == 1)
-    if not xs:
-        return None
-    x, y = np.concatenate(xs).astype(np.float64), np.concatenate(ys)
-    if y.all() or not y.any():
-        return None
-    keep = np.concatenate([idx[np.linspace(0, len(idx) - 1, min(len(idx), MOST_PIXELS)).astype(int)]
-                           for idx in (np.flatnonzero(y), np.flatnonzero(~y))])
-    x, y = x[keep], y[keep].astype(np.float64)
+    for z in stroked:
+        check(cancel)
+        features = colour_features(image[z])
+        for value, step in zip((1, 2), keep):
+            ys_, xs_ = np.nonzero(scribbles[z] == value)
+            xs.append(features[ys_[::step], xs_[::step]])
+            ys.append(np.full(len(xs[-1]), value == 1))
+    x, y = np.concatenate(xs).astype(np.float64), np.concatenate(ys).astype(np.float64)
     mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
     a = np.column_stack([(x - mean) / scale, np.ones(len(x))])
     # Each class weighs half, however many pixels its strokes cover.
@@ -112,7 +116,8 @@ def fit(image: np.ndarray, scribbles: np.ndarray) -> Optional[ColourModel]:
                        float(beta[-1]))
 
 
-def blend_into(h: np.ndarray, image: np.ndarray, model: Optional[ColourModel], weight: float) -> None:
+def blend_into(h: np.ndarray, image: np.ndarray, model: Optional[ColourModel], weight: float,
+               cancel: Optional[CancelToken] = None) -> None:
     """``h = (1 - weight) h + weight p_colour`` in place, section by section; nothing when ``model`` is None.
 
     Parameters
@@ -125,11 +130,14 @@ def blend_into(h: np.ndarray, image: np.ndarray, model: Optional[ColourModel], w
         :func:`fit`'s.
     weight : float
         In [0, 1].
+    cancel : CancelToken, optional
+        Checked before each section.
     """
     if model is None or weight <= 0:
         return
     w = np.float32(weight)
     for z in range(h.shape[0]):
+        check(cancel)
         logit = ((colour_features(image[z]) - model.mean) / model.scale) @ model.weights + np.float32(model.bias)
         h[z] *= 1 - w
         h[z] += w / (1.0 + np.exp(-np.clip(logit, -30, 30)))

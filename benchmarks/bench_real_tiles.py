@@ -48,7 +48,8 @@ def cli(*args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "ScribbleSegLib", *args], capture_output=True, text=True,
                           cwd=ROOT)
     if done.returncode:
-        raise SystemExit(f"scribbleseg {' '.join(args[:3])} ...: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise SystemExit(f"scribbleseg {' '.join(args[:3])} ...: {last}")
     return done.stdout
 
 
@@ -67,7 +68,10 @@ def prepare(images: Path, masks: Path, work: Path, seeds: int) -> List[str]:
         names.append(image.stem)
         if (work / f"{image.stem}_s{seeds - 1}.png").exists():
             continue
-        rgb = sitk.GetArrayFromImage(sitk.ReadImage(str(image)))[..., :3]
+        rgb = sitk.GetArrayFromImage(sitk.ReadImage(str(image)))
+        if rgb.ndim == 2:  # a grey tile
+            rgb = np.repeat(rgb[..., None], 3, axis=-1)
+        rgb = rgb[..., :3]
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(found[0])))
         label = ((mask[..., 0] if mask.ndim == 3 else mask) > 127).astype(np.uint8)
         sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(work / f"{image.stem}.png"))
@@ -124,6 +128,8 @@ def main(argv=None) -> int:
     extra = shlex.split(args.segment_args)
     base = args.work / ("results" if args.model is None else f"results {Path(args.model).name}")
     out = Path(f"{base} {' '.join(extra)}") if extra else base
+    if extra and not all((base / f"{n}_{m}.json").exists() for n in test for m in STAGES[:2]):
+        raise SystemExit(f"--segment-args reuses the other stages of a run without it: run that first ({base})")
     out.mkdir(exist_ok=True)
     results: Dict[str, Dict[str, List[dict]]] = {}
     for name in test:
