@@ -1051,27 +1051,63 @@ def _read_label_sections(folder: Path, binary: bool = False) -> np.ndarray:
         raise ScribbleSegError(
             f"{folder}: contains no section images ({', '.join(s.lstrip('.') for s in SECTION_SUFFIXES)})")
     planes = []
+    jpegs = [f for f in files if f.suffix.lower() in (".jpg", ".jpeg")]
     for file in files:
-        plane, own = _read_labelmap_file(file, binary)
+        plane, own = _read_labelmap_file(file, binary, say=False)
         if own is not None:
             raise ScribbleSegError(f"{file}: is a 3D file; a folder of label sections holds 2D images")
         if planes and plane.shape != planes[0].shape:
             raise ScribbleSegError(f"{file}: has size {_size_text(plane.shape)}, the folder's first section "
                                    f"{files[0].name} {_size_text(planes[0].shape)}")
         planes.append(plane)
+    if jpegs:  # every one was read as a black-and-white mask: one warning for the folder
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: %d of %d label sections are JPEG (lossy, %s the first): read as black-and-white masks, where "
+            "their pixels are more than half white; PNG or TIFF keep a mask exact", folder, len(jpegs),
+            len(files), jpegs[0].name)
     return np.concatenate(planes)
 
 
-def _read_labelmap_file(path: Path, binary: bool = False) -> Tuple[np.ndarray, Optional[Geometry]]:
+#: A JPEG label is read when at least this share of its pixels lies within :data:`JPEG_MASK_MARGIN` of black
+#: or white (a black-and-white mask, as public data sets ship them); the compression's ringing along the
+#: edges leaves a few per cent in between.
+JPEG_MASK_SHARE = 0.95
+JPEG_MASK_MARGIN = 48
+
+
+def _black_and_white_jpeg(path: Path, binary: bool, say: bool = True) -> np.ndarray:
+    """A 2D JPEG label ``(1, Y, X)``: a black-and-white mask read as its pixels over half white, with one
+    warning (``say``).  JPEG's compression moves values along every edge, so a mask read as "> 0" would grow
+    a halo, and scribbles (values 1 and 2) or a mask of 0 and 1 cannot be told from the noise: refused."""
+    lossy = (f"{path}: a JPEG {'label' if binary else 'labelmap'} is lossy (its compression changes the values "
+             "along every edge)")
+    image = _read_sitk(path) if binary else None
+    if image is None or image.GetDimension() != 2:
+        raise ScribbleSegError(f"{lossy}; save labels and scribbles as PNG or TIFF")
+    grey = sitk.GetArrayFromImage(image).astype(np.float32)
+    if grey.ndim == 3:
+        grey = grey[..., :3].mean(axis=-1)
+    near = (grey <= JPEG_MASK_MARGIN) | (grey >= 255 - JPEG_MASK_MARGIN)
+    if grey.max() < 128 or near.mean() < JPEG_MASK_SHARE:
+        raise ScribbleSegError(f"{lossy}, and it is not a black-and-white mask that could be read as more than "
+                               "half white; save it as PNG or TIFF")
+    if say:
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: a JPEG label (lossy): read as a black-and-white mask, where its pixels are more than half "
+            "white; PNG or TIFF keep a mask exact", path)
+    return (grey > 127.5).astype(np.uint8)[None]
+
+
+def _read_labelmap_file(path: Path, binary: bool = False,
+                        say: bool = True) -> Tuple[np.ndarray, Optional[Geometry]]:
     """The labelmap and its geometry; ``None`` for a 2D file (one section) or a folder of them, which take
     the image's.  ``binary``: only ``> 0`` will be read (a label, not scribbles), so a colour mask of one
-    colour on black is read too (:func:`_grey_of_colour_labelmap`)."""
+    colour on black is read too (:func:`_grey_of_colour_labelmap`), and a black-and-white JPEG mask
+    (:func:`_black_and_white_jpeg`, with a warning unless ``say`` is False)."""
     if path.is_dir():
         return _read_label_sections(path, binary), None
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        # JPEG's compression moves values along every edge: a mask read as "> 0" would grow a halo of heart.
-        raise ScribbleSegError(f"{path}: a JPEG labelmap is lossy (its compression changes the values along every "
-                               "edge); save labels and scribbles as PNG or TIFF")
+        return _black_and_white_jpeg(path, binary, say), None
     image = _read_sitk(path)
     flat = image.GetDimension() == 2
     if flat:
@@ -1208,7 +1244,7 @@ def scribbles_like(path: PathLike) -> Optional[str]:
     if is_segmentation_file(path):  # the names are in its header: its voxels were just read for the label
         names = [n.lower() for n in _segment_names(path, {})]
         return "it has a 'background' segment, as scribbles have" if "background" in names else None
-    values, _ = _read_labelmap_file(path, binary=True)  # as the label is read
+    values, _ = _read_labelmap_file(path, binary=True, say=False)  # as the label is read (and warned about)
     if set(np.unique(values).tolist()) == {0, 1, 2}:
         return "its values are 0, 1 and 2, as those of scribbles are"
     return None
