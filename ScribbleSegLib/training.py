@@ -617,7 +617,7 @@ def _check_parent_scale(images: Sequence[Union[Volume, np.ndarray]], parent: Seg
                      "learnt at %g mm: give their spacing if they were scanned like its volumes, or the fine-tune "
                      "learns them at their own scale", min(parent_xy))
     elif max(own / min(parent_xy), min(parent_xy) / own) > MIXED_PIXEL_SIZES:
-        _log.warning("the training volumes' pixel size %g mm is %.1fx the parent model's %g mm: the fine-tune "
+        _log.warning("the training volumes' pixel size %g mm is %.2gx the parent model's %g mm: the fine-tune "
                      "learns them at their own scale", own, own / min(parent_xy), min(parent_xy))
 
 

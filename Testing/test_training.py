@@ -550,7 +550,8 @@ def test_a_fine_tune_is_said_to_diverge_against_where_its_parent_started(tmp_pat
 @pytest.mark.parametrize("spacing, words", [
     ((1.0, 1.0, 1.0), "the training volumes state no pixel size (1 mm, what a PNG says), and the parent model "
                       "learnt at 0.01 mm"),
-    ((0.05, 0.05, 0.05), "the training volumes' pixel size 0.05 mm is 5.0x the parent model's 0.01 mm"),
+    ((0.05, 0.05, 0.05), "the training volumes' pixel size 0.05 mm is 5x the parent model's 0.01 mm"),
+    ((0.0002, 0.0002, 0.05), "the training volumes' pixel size 0.0002 mm is 0.02x the parent model's 0.01 mm"),
     ((0.0105, 0.0105, 0.05), None),
 ])
 def test_a_fine_tune_on_volumes_of_another_pixel_size_says_so(tmp_path, caplog, spacing, words):
