@@ -118,10 +118,9 @@ class DDMLConfig:
     doubted_colour_weight : float
         Where ``bank_doubt`` leaves the bank out, ``h`` is blended at this weight with a
         classifier of each pixel's own colour fitted to the strokes
-        (:mod:`ScribbleSegLib.stroke_colour`; times ``2 a - 1`` for its balanced accuracy ``a``
-        on the strokes): the network's features, learnt for the model's target, may hardly tell
-        the strokes' target from its surroundings.  Default 0.5 (BENCHMARKS.md, "Real H&E tiles
-        with pathologists' outlines").
+        (:mod:`ScribbleSegLib.stroke_colour`): the network's features, learnt for the model's
+        target, may hardly tell the strokes' target from its surroundings.  Default 0.5
+        (BENCHMARKS.md, "Strokes on another target: each pixel's own colour").
     head_bias : {"network", "balanced"}
         Where the head puts its threshold (``choices.HEAD_BIASES``): ``balanced`` leaves it
         where the class-balanced training put it (the paper's); ``network`` moves the head's

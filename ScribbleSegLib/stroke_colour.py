@@ -4,9 +4,9 @@ Where the strokes mark another target than the model's (``DDMLConfig.bank_doubt`
 from the strokes alone, on the network's features.  Those features were learnt for the model's target and
 may hardly tell the strokes' target from its surroundings: with the heart model and strokes on real nuclei,
 a linear classifier of the features at the strokes reached IoU 0.27-0.37, one of the pixel's stain colour
-0.57-0.64 (BENCHMARKS.md, "Real H&E tiles with pathologists' outlines").  So such a run blends ``h`` with a
-logistic regression of each pixel's optical density and its optical density blurred over a few pixels, fitted
-to the stroked pixels and weighed by how well it tells them apart (:func:`fit`, :func:`blend_into`).
+0.57-0.64 (BENCHMARKS.md, "Strokes on another target: each pixel's own colour").  So such a run blends
+``h`` with a logistic regression of each pixel's optical density and its optical density blurred over a few
+pixels, fitted to the stroked pixels (:func:`fit`, :func:`blend_into`).
 
 Examples
 --------
@@ -41,14 +41,12 @@ MOST_PIXELS = 20000
 
 @dataclass(frozen=True)
 class ColourModel:
-    """A fitted logistic regression of :func:`colour_features`: standardization, weights, and its balanced
-    accuracy on the stroked pixels it was fitted to (1/2: colour does not tell the strokes apart)."""
+    """A fitted logistic regression of :func:`colour_features`: standardization and weights."""
 
     mean: np.ndarray
     scale: np.ndarray
     weights: np.ndarray
     bias: float
-    accuracy: float = 1.0
 
 
 def _blur(plane: np.ndarray, sigma: float) -> np.ndarray:
@@ -114,18 +112,13 @@ def fit(image: np.ndarray, scribbles: np.ndarray, cancel: Optional[CancelToken] 
         gradient = a.T @ (weight * (p - y)) + ridge @ beta
         hessian = (a * (weight * p * (1 - p))[:, None]).T @ a + ridge
         beta -= np.linalg.solve(hessian, gradient)
-    said = (a @ beta > 0) == (y > 0)
-    accuracy = 0.5 * (said[y > 0].mean() + said[y == 0].mean())
     return ColourModel(mean.astype(np.float32), scale.astype(np.float32), beta[:-1].astype(np.float32),
-                       float(beta[-1]), float(accuracy))
+                       float(beta[-1]))
 
 
 def blend_into(h: np.ndarray, image: np.ndarray, model: Optional[ColourModel], weight: float,
                cancel: Optional[CancelToken] = None) -> None:
-    """``h = (1 - w) h + w p_colour`` in place, section by section, with ``w = weight (2 a - 1)`` for the
-    model's balanced accuracy ``a`` on the strokes: the full weight where colour tells them apart, none where it
-    does no better than chance (on the phantom's organs, which differ from their surroundings in texture more
-    than in colour, a blend at the full weight lowered the adapted stage).  Nothing when ``model`` is None.
+    """``h = (1 - weight) h + weight p_colour`` in place, section by section; nothing when ``model`` is None.
 
     Parameters
     ----------
@@ -140,11 +133,9 @@ def blend_into(h: np.ndarray, image: np.ndarray, model: Optional[ColourModel], w
     cancel : CancelToken, optional
         Checked before each section.
     """
-    if model is None:
+    if model is None or weight <= 0:
         return
-    w = np.float32(weight * max(0.0, 2.0 * model.accuracy - 1.0))
-    if w <= 0:
-        return
+    w = np.float32(weight)
     for z in range(h.shape[0]):
         check(cancel)
         logit = ((colour_features(image[z]) - model.mean) / model.scale) @ model.weights + np.float32(model.bias)
