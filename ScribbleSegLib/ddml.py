@@ -120,7 +120,7 @@ class DDMLConfig:
         classifier of each pixel's own colour fitted to the strokes
         (:mod:`ScribbleSegLib.stroke_colour`): the network's features, learnt for the model's
         target, may hardly tell the strokes' target from its surroundings.  Default 0.5
-        (BENCHMARKS.md, "Strokes on another target: each pixel's own colour").
+        (BENCHMARKS.md, "Real H&E tiles with pathologists' outlines").
     head_bias : {"network", "balanced"}
         Where the head puts its threshold (``choices.HEAD_BIASES``): ``balanced`` leaves it
         where the class-balanced training put it (the paper's); ``network`` moves the head's

@@ -4,7 +4,7 @@ Where the strokes mark another target than the model's (``DDMLConfig.bank_doubt`
 from the strokes alone, on the network's features.  Those features were learnt for the model's target and
 may hardly tell the strokes' target from its surroundings: with the heart model and strokes on real nuclei,
 a linear classifier of the features at the strokes reached IoU 0.27-0.37, one of the pixel's stain colour
-0.57-0.64 (BENCHMARKS.md, "Strokes on another target: each pixel's own colour").  So such a run blends
+0.57-0.64 (BENCHMARKS.md, "Real H&E tiles with pathologists' outlines").  So such a run blends
 ``h`` with a logistic regression of each pixel's optical density and its optical density blurred over a few
 pixels, fitted to the stroked pixels (:func:`fit`, :func:`blend_into`).
 
