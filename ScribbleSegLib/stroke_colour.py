@@ -25,6 +25,7 @@ from typing import Optional
 
 import numpy as np
 
+from .optical_density import rgb_to_od
 from .progress import CancelToken, check
 
 #: The blur (pixels) of the second half of the colour features: a pixel's neighbourhood, about a nucleus's
@@ -64,7 +65,7 @@ def colour_features(section: np.ndarray) -> np.ndarray:
     >>> colour_features(np.full((4, 5, 3), 255, np.uint8)).shape
     (4, 5, 6)
     """
-    od = -np.log((section[..., :3].astype(np.float32) + 1.0) / 256.0)
+    od = rgb_to_od(section[..., :3])
     if min(od.shape[:2]) < 4:  # SimpleITK's recursive Gaussian needs a few pixels along each axis
         blurred = np.broadcast_to(od.mean(axis=(0, 1)), od.shape)
     else:
