@@ -7,12 +7,16 @@ tiles with their masks (``scribbleseg train``), strokes drawn on held-out tiles
 is the command a user would type, in a subprocess.
 
 The tiles are not in this repository.  Any folder of images with a folder of masks of the same stems works
-(a mask > 127 is the target; JPEG masks are read so too, and written here as PNG labels, since the command line
-refuses JPEG labels).  BENCHMARKS.md used the 14 MoNuSeg 2018 test tiles (1000x1000, 40x, nuclei outlined
-by pathologists) as stored in ``mini_test/`` of the GitHub repository
+(a mask > 127 in any channel is the target; JPEG masks are read so too, and written here as PNG labels, since
+the command line refuses JPEG labels).  BENCHMARKS.md used the 14 MoNuSeg 2018 test tiles (1000x1000, 40x,
+nuclei outlined by pathologists) as stored in ``mini_test/`` of the GitHub repository
 sarah-antillia/Tiled-ImageMask-Dataset-MoNuSeg::
 
     python benchmarks/bench_real_tiles.py --images mini_test/images --masks mini_test/masks --work /tmp/real
+
+and 22 GlaS 2015 test tiles (775x522, 20x, colon glands outlined by pathologists) as stored in
+``projects/TensorflowSlightlyFlexibleUNet/GlaS-MICCAI2015/mini_test/`` of
+sarah-antillia/Tensorflow-Image-Segmentation-Augmented-GlaS-MICCAI2015, with ``--pixel-um 0.62``.
 
 Tiles are taken in name order: ``--train`` for training, ``--val`` for validation, the rest for testing.
 ``--segment-args`` adds options to every ``full`` run (``"--gamma 4"``), and then only the ``full`` runs
@@ -73,7 +77,8 @@ def prepare(images: Path, masks: Path, work: Path, seeds: int) -> List[str]:
             rgb = np.repeat(rgb[..., None], 3, axis=-1)
         rgb = rgb[..., :3]
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(found[0])))
-        label = ((mask[..., 0] if mask.ndim == 3 else mask) > 127).astype(np.uint8)
+        # Any channel: data sets colour-code their classes (one class red, another green).
+        label = ((mask.max(axis=-1) if mask.ndim == 3 else mask) > 127).astype(np.uint8)
         sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(work / f"{image.stem}.png"))
         sitk.WriteImage(sitk.GetImageFromArray(label), str(work / f"{image.stem}_label.png"))
         for seed in range(seeds):
