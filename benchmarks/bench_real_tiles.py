@@ -20,7 +20,8 @@ sarah-antillia/Tensorflow-Image-Segmentation-Augmented-GlaS-MICCAI2015, with ``-
 
 Tiles are taken in name order: ``--train`` for training, ``--val`` for validation, the rest for testing.
 ``--segment-args`` adds options to every ``full`` run (``"--gamma 4"``), and then only the ``full`` runs
-are made again, into their own folder, with the network and the other stages reused.  ``--model starter``
+are made again, into their own folder, with the network and the other stages reused.  ``--rounds R`` then
+adds corrective strokes to each run's cut, round by round, as ``scribbleseg bench`` does.  ``--model starter``
 runs the shipped heart model instead of a trained one: a user's first strokes on a target it was not
 trained for.
 """
@@ -88,15 +89,41 @@ def prepare(images: Path, masks: Path, work: Path, seeds: int) -> List[str]:
 
 
 def score(work: Path, out: Path, name: str, seed: int, model, method: str, spacing: Sequence[str],
-          extra: Sequence[str]) -> Dict[str, float]:
-    """Segment one tile with one stroke pattern and one method, and score it."""
-    strokes = work / f"{name}_s{seed}.png"
-    result = out / f"{name}_s{seed}_{method}.seg.nrrd"
+          extra: Sequence[str], strokes: Path = None, result: Path = None) -> Dict[str, float]:
+    """Segment one tile with one stroke pattern and one method, and score it without the voxels of the
+    pattern's first strokes (``strokes``: this round's, by default the first)."""
+    first = work / f"{name}_s{seed}.png"
+    strokes = strokes or first
+    result = result or out / f"{name}_s{seed}_{method}.seg.nrrd"
     cli("segment", "--image", str(work / f"{name}.png"), "--spacing", *spacing, "--scribbles", str(strokes),
         "--model", str(model), "--method", method, "--out", str(result), "--cache-dir", str(work / "cache"),
         "--quiet", *extra)
     return json.loads(cli("evaluate", "--prediction", str(result), "--label", str(work / f"{name}_label.png"),
-                          "--ignore-scribbles", str(strokes), "--json"))
+                          "--ignore-scribbles", str(first), "--json"))
+
+
+def corrective_rounds(work: Path, out: Path, name: str, seed: int, model, spacing: Sequence[str],
+                      extra: Sequence[str], rounds: int, per_round: int) -> List[float]:
+    """IoU of rounds 2..``rounds`` of one tile and stroke pattern: each round adds ``per_round`` strokes inside
+    the largest wrong regions of the last round's cut (:func:`scribbles.corrective_scribbles`, earlier strokes
+    kept) and runs the cut again.  Round 1 is the ``full`` run already made."""
+    import SimpleITK as sitk
+
+    from ScribbleSegLib import scribbles, volume_io
+
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(work / f"{name}_label.png")))[None]
+    strokes = sitk.GetArrayFromImage(sitk.ReadImage(str(work / f"{name}_s{seed}.png")))[None]
+    result = out / f"{name}_s{seed}_full.seg.nrrd"
+    ious = []
+    for r in range(2, rounds + 1):
+        last = volume_io.read_label_volume(result).array.reshape(label.shape)
+        strokes = scribbles.corrective_scribbles(label, last, strokes, seed=seed * 100 + r, sections=1,
+                                                 strokes=per_round)
+        path = out / f"{name}_s{seed}_r{r}.png"
+        sitk.WriteImage(sitk.GetImageFromArray(strokes[0]), str(path))
+        result = out / f"{name}_s{seed}_r{r}_full.seg.nrrd"
+        ious.append(score(work, out, name, seed, model, "full", spacing, extra, strokes=path, result=result)["iou"])
+    return ious
 
 
 def main(argv=None) -> int:
@@ -112,6 +139,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None,
                         help="a model to use instead of training one ('starter': the shipped heart model)")
     parser.add_argument("--segment-args", default="", help="options added to every full run, e.g. '--gamma 4'")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="interactive rounds: each after the first adds corrective strokes and cuts again")
+    parser.add_argument("--per-round", type=int, default=4, help="corrective strokes per tile and round")
     args = parser.parse_args(argv)
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -167,6 +197,19 @@ def main(argv=None) -> int:
         falls = sum(statistics.mean(r["iou"] for r in results[n][after])
                     < statistics.mean(r["iou"] for r in results[n][before]) - 0.01 for n in test)
         print(f"{NAMES[after]} below {NAMES[before]} by more than 0.01: {falls} of {len(test)} tiles")
+    if args.rounds > 1:
+        # One row per tile and pattern: the cut's IoU by round, round 1 being the full run above.
+        runs = [[results[n]["full"][s]["iou"]] + corrective_rounds(args.work, out, n, s, model, spacing, extra,
+                                                                    args.rounds, args.per_round)
+                for n in test for s in range(args.seeds)]
+        drops = [max(a - b for a, b in zip(run, run[1:])) for run in runs]
+        print(f"\nInteractive rounds ({args.per_round} corrective strokes per tile and round, inside the largest "
+              "wrong regions; IoU without the first strokes' voxels):")
+        print("| round | mean IoU | lowest |\n|---|---|---|")
+        for r in range(args.rounds):
+            print(f"| {r + 1} | {statistics.mean(run[r] for run in runs):.4f} | {min(run[r] for run in runs):.4f} |")
+        print(f"runs whose IoU fell by more than 0.01 between two rounds: {sum(d > 0.01 for d in drops)} of "
+              f"{len(runs)} (largest fall {max(drops):+.4f})")
     return 0
 
 
