@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -89,7 +89,7 @@ def prepare(images: Path, masks: Path, work: Path, seeds: int) -> List[str]:
 
 
 def score(work: Path, out: Path, name: str, seed: int, model, method: str, spacing: Sequence[str],
-          extra: Sequence[str], strokes: Path = None, result: Path = None) -> Dict[str, float]:
+          extra: Sequence[str], strokes: Optional[Path] = None, result: Optional[Path] = None) -> Dict[str, float]:
     """Segment one tile with one stroke pattern and one method, and score it without the voxels of the
     pattern's first strokes (``strokes``: this round's, by default the first)."""
     first = work / f"{name}_s{seed}.png"
