@@ -1,5 +1,5 @@
 """What image files state in their own tags, read without an imaging library: a TIFF's pages, a JPEG's EXIF
-orientation, an indexed PNG's palette.
+orientation, a PNG's colour type and an indexed PNG's palette.
 
 ITK reads every page of a multi-page TIFF as a section of one stack, sized like the first page.  A slide
 scanner's file (Aperio ``.svs``, a pyramid TIFF) or an image saved with its thumbnail holds pages of other
@@ -241,6 +241,34 @@ def jpeg_orientation(path: Path) -> Optional[int]:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: IHDR's colour type of an indexed-colour (palette) PNG.
 _PNG_INDEXED = 3
+#: The PNG colour type of grey with an alpha channel (:func:`png_colour_type`).
+PNG_GREY_ALPHA = 4
+
+
+def png_colour_type(path: Path) -> Optional[int]:
+    """A PNG's colour type (0 grey, 2 RGB, 3 indexed, 4 grey with alpha, 6 RGBA), or None for another or a
+    damaged file.
+
+    ITK cannot read a grey PNG with an alpha channel (type :data:`PNG_GREY_ALPHA`), which GIMP and labelling
+    tools save for masks with transparency: the reader names the type instead of calling the file damaged.
+
+    Examples
+    --------
+    >>> import tempfile, os, SimpleITK as sitk
+    >>> grey = os.path.join(tempfile.mkdtemp(), "grey.png")
+    >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 5), np.uint8)), grey)
+    >>> png_colour_type(Path(grey))
+    0
+    """
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                return None
+            length, kind = struct.unpack(">I4s", _read_exactly(f, 8))
+            data = _read_exactly(f, length)
+            return int(data[9]) if kind == b"IHDR" and length >= 10 else None
+    except _UNREADABLE:
+        return None
 
 
 def png_palette(path: Path) -> Optional[np.ndarray]:

@@ -319,6 +319,9 @@ def _read_with_sitk(file: Path, path: Path, image_information_only: bool):
             return reader
         return reader.Execute()
     except RuntimeError:
+        if image_tags.png_colour_type(file) == image_tags.PNG_GREY_ALPHA:
+            raise ScribbleSegError(f"{path}: a grey PNG with an alpha channel, which the image reader (ITK) cannot "
+                                   "read; save it as grey, RGB or RGBA") from None
         raise ScribbleSegError(
             f"{path}: cannot be read as an image (unsupported format, damaged or truncated file)"
         ) from None

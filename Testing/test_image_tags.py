@@ -242,6 +242,36 @@ def test_strokes_saved_as_a_palette_png_are_read_as_their_indices(tmp_path, pale
     np.testing.assert_array_equal(read[0], strokes)
 
 
+def write_grey_alpha_png(path, grey, alpha):
+    """A grey PNG with an alpha channel (colour type 4), as GIMP saves a mask with transparency."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = grey.shape
+    pixels = np.stack([grey, alpha], axis=-1).astype(np.uint8)
+    rows = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 4, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_grey_png_with_an_alpha_channel_is_named_as_such_not_as_damaged(tmp_path):
+    mask = np.zeros((12, 16), np.uint8)
+    mask[3:9, 4:12] = 255
+    path = write_grey_alpha_png(tmp_path / "mask.png", mask, np.full_like(mask, 255))
+    assert image_tags.png_colour_type(path) == image_tags.PNG_GREY_ALPHA
+    grey = tmp_path / "grey.png"
+    sitk.WriteImage(sitk.GetImageFromArray(mask), str(grey))
+    assert image_tags.png_colour_type(grey) == 0 and image_tags.png_colour_type(tmp_path / "none.png") is None
+    for read in (lambda: volume_io.read_image(path),
+                 lambda: volume_io.read_label(path, (1, 12, 16), volume_io.image_file_grid(grey)[1])):
+        with pytest.raises(ScribbleSegError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith(f"{path}: a grey PNG with an alpha channel") and "save it as grey" in message
+        assert "damaged" not in message and "\n" not in message
+
+
 def test_a_palette_png_whose_first_colours_repeat_is_refused_as_strokes(tmp_path):
     strokes = np.zeros((12, 16), np.uint8)
     strokes[2, 2:10], strokes[9, 4:14] = 1, 2
