@@ -3,7 +3,9 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from ScribbleSegLib import choices, cli
 
@@ -98,6 +100,20 @@ def test_segment_seed_pull_options_reach_the_cut_settings():
             parser.parse_args(base + [flag, "-1"])
     with pytest.raises(SystemExit):
         parser.parse_args(base + ["--seed-weight", "0"])
+
+
+@pytest.mark.parametrize("flag, value, words", [("--seed-across", "1e9", "must be at most"),
+                                                 ("--sigma", "1e-9", "must be at least"),
+                                                 ("--gamma", "1e9", "must be at most")])
+def test_a_cut_setting_the_library_refuses_is_named_by_its_flag(tmp_path, capsys, flag, value, words):
+    image = tmp_path / "tile.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 8, 3), 200, np.uint8), isVector=True), str(image))
+    assert cli.main(["segment", "--image", str(image), "--model", "starter", "--method", "munet", "--out",
+                     str(tmp_path / "out.png"), "--no-cache", "--quiet", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"scribbleseg segment: error: {flag} {words}"), err
+    assert "graph cut" not in err and "_" not in err.split(":", 2)[2] and "\n" not in err
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_segment_orientations_reach_the_job_and_a_bad_value_in_a_job_names_its_field(tmp_path):

@@ -87,6 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 #: Fields of GraphCutParams the command line sets (argparse turns --data-term into data_term).
 CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term", "seed_reach", "seed_across", "seed_weight",
                "seed_edges")
+# A cut setting the library refuses ("graph cut options: graph cut: seed_across must be ...") is named by its flag.
+PARAMETER_FLAGS.update({f"{OPTION_NAMES['cut']}: graph cut: {k}": f"--{k.replace('_', '-')}" for k in CUT_OPTIONS})
 
 
 def cut_params_from_args(args: argparse.Namespace):
