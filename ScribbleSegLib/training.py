@@ -728,10 +728,15 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
-    if best > diverged_above:
+    start = "the parent's was" if fine_tune else "an untrained network's is"
+    if best > diverged_above and it < options.eval_every:
+        # A few steps move the weights before they learn anything (one step from scratch: loss 2.1): that is
+        # not a divergence, and the steps were what was asked for.
+        _log.warning("training stopped at step %d, too few to learn (best validation loss %.3g; %s %.3g): "
+                     "the model is not trained; give it more steps (max_iters)", it, best, start, start_loss)
+    elif best > diverged_above:
         # Far worse than where it started: the weights ran away, and the model would call everything heart, or
         # nothing.
-        start = "the parent's was" if fine_tune else "an untrained network's is"
         raise ScribbleSegError(f"training diverged (best validation loss {best:.3g}; {start} {start_loss:.3g}); "
                                "try a lower learning rate (lr)")
     if best > guess and it >= options.eval_every:

@@ -547,6 +547,23 @@ def test_a_fine_tune_is_said_to_diverge_against_where_its_parent_started(tmp_pat
     assert not (tmp_path / "g.model").exists()
 
 
+def test_a_few_steps_that_have_not_learnt_yet_warn_instead_of_calling_it_a_divergence(tmp_path, monkeypatch, caplog):
+    # One step from scratch left the validation loss at 2.1, above twice an untrained network's: the user asked
+    # for one step, and nothing diverged.
+    from ScribbleSegLib import training
+
+    image, label = tiny_volume()
+    monkeypatch.setattr(training, "_validate", lambda *args, **kwargs: 5.0)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        out = train_model([image], [label], tmp_path / "m.model", TINY, options=FAST, max_iters=2)
+    assert out.exists()
+    (line,) = [r.getMessage() for r in caplog.records if "too few to learn" in r.getMessage()]
+    assert line.startswith("training stopped at step 2, too few to learn") and "max_iters" in line
+    with pytest.raises(ScribbleSegError, match=r"training diverged \(best validation loss 5"):  # as many as it checks
+        train_model([image], [label], tmp_path / "n.model", TINY, options=FAST, max_iters=10)
+    assert not (tmp_path / "n.model").exists()
+
+
 @pytest.mark.parametrize("spacing, words", [
     ((1.0, 1.0, 1.0), "the training volumes state no pixel size (1 mm, what a PNG says), and the parent model "
                       "learnt at 0.01 mm"),
