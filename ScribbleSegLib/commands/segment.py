@@ -11,9 +11,6 @@ from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_o
 
 SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
 
-# The library's parameters as this command's flags, in the library's messages (see cli._one_line).
-PARAMETER_FLAGS = {**IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS}
-
 # How the job's fields are called on the command line, for its messages.
 OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--model", "labels": "--out",
                 "probability": "--probability", "surface": "--surface", "render": "--render",
@@ -87,8 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 #: Fields of GraphCutParams the command line sets (argparse turns --data-term into data_term).
 CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term", "seed_reach", "seed_across", "seed_weight",
                "seed_edges")
-# A cut setting the library refuses ("graph cut options: graph cut: seed_across must be ...") is named by its flag.
-PARAMETER_FLAGS.update({f"{OPTION_NAMES['cut']}: graph cut: {k}": f"--{k.replace('_', '-')}" for k in CUT_OPTIONS})
+# The library's parameters as this command's flags, in the library's messages (see cli._one_line); a cut setting
+# the library refuses ("graph cut options: graph cut: seed_across must be ...") is named by its flag.
+PARAMETER_FLAGS = {**IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS,
+                   **{f"{OPTION_NAMES['cut']}: graph cut: {k}": f"--{k.replace('_', '-')}" for k in CUT_OPTIONS}}
 
 
 def cut_params_from_args(args: argparse.Namespace):
