@@ -1665,6 +1665,16 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 return segmentation.GetNthSegmentID(index)
         return ""
 
+    @classmethod
+    def labelSegmentId(cls, segmentationNode) -> str:
+        """ID of a labelled volume's target: its ``heart`` segment, or its only segment whatever its name (as the
+        library reads a label ``.seg.nrrd``); ``""`` otherwise."""
+        segmentId = cls.segmentId(segmentationNode, HEART)
+        segmentation = segmentationNode.GetSegmentation()
+        if not segmentId and segmentation.GetNumberOfSegments() == 1:
+            segmentId = segmentation.GetNthSegmentID(0)
+        return segmentId
+
     def ensureScribbleSegments(self, segmentationNode, volumeNode=None) -> Tuple[str, str]:
         """Add the ``heart`` and ``background`` segments if missing; return their IDs."""
         if volumeNode is not None and not segmentationNode.GetNodeReference(
@@ -2378,7 +2388,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         (Small: 30 minutes, Paper: none), which the worker fills in.
         """
         if not segmentationNodes:
-            raise userError(_("Check at least one labelled volume (a segmentation with a 'heart' segment)."))
+            raise userError(_("Check at least one labelled volume (a segmentation with a 'heart' segment, or one "
+                                "segment)."))
         if not outputPath:
             raise userError(_("Choose where to save the new model."))
         pairs = []
@@ -2387,9 +2398,10 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             if volume is None or not volume.IsA("vtkMRMLScalarVolumeNode"):
                 raise userError(f"'{node.GetName()}' has no reference volume: create it from its image in the "
                                 "Segment Editor (or set its geometry from the image)")
-            segmentId = self.segmentId(node, HEART)
+            segmentId = self.labelSegmentId(node)
             if not segmentId:
-                raise userError(f"'{node.GetName()}' has no segment named '{HEART}'")
+                raise userError(f"'{node.GetName()}' has no segment named '{HEART}': name the target's segment so, "
+                                "or keep it as the segmentation's only segment")
             pairs.append((volume, node, segmentId))
         self.ensureDependencies()
 

@@ -1171,13 +1171,16 @@ def _grey_of_colour_labelmap(array: np.ndarray, path: Path, binary: bool = False
     return coloured.astype(np.uint8)
 
 
-def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, single_segment: bool) -> np.ndarray:
+def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, only: bool) -> np.ndarray:
+    """The segment named ``name`` (any case), or with ``only`` the file's only segment whatever its name."""
     if name in masks:
         return masks[name]
-    if single_segment and len(masks) == 1:
+    if only and len(masks) == 1:
         return next(iter(masks.values()))
     found = ", ".join(f"'{n}'" for n in _segment_names(path, masks)) or "none"
-    raise ScribbleSegError(f"{path}: has no segment named '{name}' (segments: {found})")
+    hint = (f"name the target's segment '{name}', or keep it as the file's only segment" if only
+            else "scribbles need a 'heart' and a 'background' segment")
+    raise ScribbleSegError(f"{path}: has no segment named '{name}' (segments: {found}); {hint}")
 
 
 def _segment_names(path: Path, masks: Dict[str, np.ndarray]) -> List[str]:
@@ -1190,13 +1193,15 @@ def _segment_names(path: Path, masks: Dict[str, np.ndarray]) -> List[str]:
     return list(dict.fromkeys(names))  # merged names once, in the file's order
 
 
-def _read_label_file(path: Path, single_segment: bool) -> Tuple[np.ndarray, Optional[Geometry]]:
-    """Label mask and its own geometry (None: a 2D file or a folder of them)."""
+def _read_label_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
+    """Label mask and its own geometry (None: a 2D file or a folder of them).  A ``.seg.nrrd``'s target is its
+    ``heart`` segment, or its only segment whatever its name (a segmentation painted in Slicer for a gland or a
+    nucleus names it so, or ``Segment_1``)."""
     if not (path.is_file() or path.is_dir()):
         raise ScribbleSegError(f"{path}: no such file or folder")
     if is_segmentation_file(path):
         masks, geometry = read_segmentation(path)
-        return _named_mask(masks, "heart", path, single_segment), geometry
+        return _named_mask(masks, "heart", path, True), geometry
     array, geometry = _read_labelmap_file(path, binary=True)
     if array.dtype.kind in "if" and array.size and array.min() < 0:
         raise ScribbleSegError(f"{path}: a label must not hold negative values (found {array.min():g})")
@@ -1253,12 +1258,11 @@ def scribbles_like(path: PathLike) -> Optional[str]:
     return None
 
 
-def read_label_volume(path: PathLike, *, single_segment: bool = False) -> Volume:
+def read_label_volume(path: PathLike) -> Volume:
     """Read a label (0/1) on its own voxel grid.
 
     ``path`` is a labelmap file (values > 0 are heart) or a ``.seg.nrrd``
-    with a segment named ``heart`` (any case) -- or, with
-    ``single_segment=True``, whatever its only segment is named.
+    with a segment named ``heart`` (any case), or with one segment, whatever its name.
 
     Returns
     -------
@@ -1271,7 +1275,7 @@ def read_label_volume(path: PathLike, *, single_segment: bool = False) -> Volume
         As :func:`read_label`, except for the grid checks.
     """
     path = Path(path)
-    array, geometry = _read_label_file(path, single_segment)
+    array, geometry = _read_label_file(path)
     return Volume(array, geometry or Geometry((1.0, 1.0, 1.0)))
 
 
@@ -1280,7 +1284,6 @@ def read_label(
     shape: Sequence[int],
     geometry: Geometry,
     *,
-    single_segment: bool = False,
     reference: str = "image",
     downsample: int = 1,
 ) -> np.ndarray:
@@ -1291,15 +1294,13 @@ def read_label(
     path : str or Path
         A labelmap file (values > 0 are heart; negative or non-integer values
         are refused) or a ``.seg.nrrd`` with a segment named ``heart`` (any
-        case).  A 2D labelmap file (one section), or a folder of them (one per
+        case), or with one segment, whatever its name.  A 2D labelmap file (one section), or a folder of them (one per
         section of the image, in natural order), takes the image's grid and
         must have its size.
     shape : sequence of 3 int
         The image's ``(Z, Y, X)``.
     geometry : Geometry
         The image's geometry.
-    single_segment : bool
-        Accept a ``.seg.nrrd`` whose only segment has another name.
     reference : str
         What owns ``shape`` and ``geometry``, for error messages.
     downsample : int
@@ -1324,7 +1325,7 @@ def read_label(
     """
     path = Path(path)
     shape, geometry = _check_grid(shape, geometry)
-    array, own = _read_label_file(path, single_segment)
+    array, own = _read_label_file(path)
     if own is None:
         array = _reduced(array, shape, int(downsample), strokes=False)
     return _onto_grid(array, own, shape, geometry, path, False, reference)

@@ -1565,3 +1565,18 @@ def test_the_self_test_paints_strokes_inside_the_heart_and_in_a_ring_around_it(s
     assert heart[0].any() and background[0].any() and not heart[1].any()
     assert (heart <= (truth > 0)).all() and not (background & (truth > 0)).any()
     assert heart[0].sum() == (20 - 6) * (20 - 6)  # the heart shrunk by 3 pixels on every side
+
+
+def test_a_labelled_volume_gives_its_heart_segment_or_its_only_segment(scribbleseg):
+    def node(*names):
+        segments = [types.SimpleNamespace(GetName=lambda n=n: n) for n in names]
+        segmentation = types.SimpleNamespace(GetNumberOfSegments=lambda: len(segments),
+                                             GetNthSegment=lambda i: segments[i],
+                                             GetNthSegmentID=lambda i: f"id-{names[i]}")
+        return types.SimpleNamespace(GetSegmentation=lambda: segmentation)
+
+    logic = scribbleseg.ScribbleSegLogic
+    assert logic.labelSegmentId(node("Tissue", "Heart")) == "id-Heart"
+    assert logic.labelSegmentId(node("Gland")) == "id-Gland"  # painted for another target, named for it
+    assert logic.labelSegmentId(node("Gland", "Lumen")) == ""  # which one is the target: not guessed
+    assert logic.labelSegmentId(node()) == ""

@@ -467,14 +467,19 @@ def test_label_from_labelmap_and_segmentation(tmp_path):
     assert not TILTED.mismatch(volume.geometry, rtol=1e-9)
 
 
-def test_label_segment_must_be_named_heart_unless_single_segment(tmp_path):
+def test_a_label_segmentation_gives_its_heart_segment_or_its_only_segment(tmp_path):
     heart = ball()
-    path = tmp_path / "p.seg.nrrd"
-    vio.write_segmentation(path, [("Segment_1", heart, vio.HEART_COLOR)], TILTED)
+    only = tmp_path / "gland.seg.nrrd"
+    vio.write_segmentation(only, [("Gland", heart, vio.HEART_COLOR)], TILTED)
+    np.testing.assert_array_equal(vio.read_label(only, heart.shape, TILTED), heart)
+    np.testing.assert_array_equal(vio.read_label_volume(only).array, heart)
+
+    two = tmp_path / "two.seg.nrrd"
+    vio.write_segmentation(two, [("Gland", heart, vio.HEART_COLOR), ("Lumen", 1 - heart, (0.5, 0.5, 0.5))], TILTED)
     with pytest.raises(ScribbleSegError) as excinfo:
-        vio.read_label(path, heart.shape, TILTED)
-    one_line_error(excinfo, "p.seg.nrrd", "'heart'", "(segments: 'Segment_1')")
-    np.testing.assert_array_equal(vio.read_label(path, heart.shape, TILTED, single_segment=True), heart)
+        vio.read_label(two, heart.shape, TILTED)
+    one_line_error(excinfo, "two.seg.nrrd", "no segment named 'heart'", "(segments: 'Gland', 'Lumen')",
+                   "only segment")
 
 
 @pytest.mark.parametrize("value, needle", [(-1.0, "negative"), (0.5, "non-integer")])

@@ -46,17 +46,16 @@ def run(args: argparse.Namespace) -> int:
     if on_file_grid is not None:
         label, prediction = on_file_grid
     elif volume_io.takes_image_grid(args.label) and not volume_io.takes_image_grid(args.prediction):
-        own = volume_io.read_label_volume(args.prediction, single_segment=True)
+        own = volume_io.read_label_volume(args.prediction)
         label = volume_io.Volume(volume_io.read_label(args.label, own.shape, own.geometry, reference="prediction",
                                                       downsample=args.downsample), own.geometry)
         prediction = own.array
     elif volume_io.takes_image_grid(args.prediction):
         label = volume_io.read_label_volume(args.label)
-        prediction = volume_io.read_label(args.prediction, label.shape, label.geometry,
-                                          single_segment=True, reference="label")
+        prediction = volume_io.read_label(args.prediction, label.shape, label.geometry, reference="label")
     else:
         label = volume_io.read_label_volume(args.label)
-        own = volume_io.read_label_volume(args.prediction, single_segment=True)
+        own = volume_io.read_label_volume(args.prediction)
         label, prediction = _on_one_grid(args.prediction, args.label,
                                          _as_read_with_downsample(label, own, args.downsample), own)
     import logging
@@ -99,7 +98,7 @@ def _on_image_file_grid(args: argparse.Namespace):
 
     if volume_io.takes_image_grid(args.label) or volume_io.takes_image_grid(args.prediction):
         return None
-    own = volume_io.read_label_volume(args.prediction, single_segment=True)
+    own = volume_io.read_label_volume(args.prediction)
     read_with = np.asarray(args.spacing, float) * (args.downsample, args.downsample, 1)
     if not _same_spacing(own.geometry.spacing, read_with):
         raise ScribbleSegError(
@@ -176,8 +175,7 @@ def _on_one_grid(prediction_path: str, label_path: str, label, own):
         # Not a box of the label's grid: placed by read_label if it can be (the label's voxels with an axis
         # flipped, as another tool writes them), refused as it words it otherwise.
         try:
-            placed = volume_io.read_label(prediction_path, label.shape, label.geometry, single_segment=True,
-                                          reference="label")
+            placed = volume_io.read_label(prediction_path, label.shape, label.geometry, reference="label")
         except ScribbleSegError as exc:
             raise ScribbleSegError(f"{exc}{_downsample_hint(label, own)}") from None
         return label, placed
