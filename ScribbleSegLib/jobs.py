@@ -407,7 +407,7 @@ def _scribbles_on_file_grid(job: SegmentFiles, image):
     for value, name in ((1, "heart"), (2, "background")):
         if not (strokes == value).any():
             raise ScribbleSegError(f"{job.scribbles}: the scribbles have no {name} voxel left after reducing them "
-                                   f"by downsample {job.downsample} ({job.name('downsample')}): a block that "
+                                   f"by {job.name('downsample')} {job.downsample}: a block that "
                                    "holds both classes counts as not scribbled")
     return strokes
 

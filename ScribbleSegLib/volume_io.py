@@ -226,7 +226,7 @@ def _check_downsample(downsample: int, path: Path) -> int:
     except (TypeError, ValueError):
         whole = False
     if not whole:
-        raise ScribbleSegError(f"{path}: downsample factor must be a positive integer, got {downsample!r}")
+        raise ScribbleSegError(f"{path}: downsample must be a positive integer, got {downsample!r}")
     return int(downsample)
 
 
@@ -468,7 +468,7 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     _name_orientations(folder, files)
     out_y, out_x = height // factor, width // factor
     if out_y == 0 or out_x == 0:
-        raise ScribbleSegError(f"{folder}: downsample factor {factor} is larger than the sections ({width}x{height})")
+        raise ScribbleSegError(f"{folder}: downsample {factor} is larger than the sections ({width}x{height})")
 
     value_range = None
     if dtype != np.uint8:
@@ -643,7 +643,7 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     channels = _channel_view(view, image.GetNumberOfComponentsPerPixel(), path)
     depth, height, width = channels.shape[:3]
     if height // factor == 0 or width // factor == 0:
-        raise ScribbleSegError(f"{path}: downsample factor {factor} is larger than the sections ({width}x{height})")
+        raise ScribbleSegError(f"{path}: downsample {factor} is larger than the sections ({width}x{height})")
     value_range = None if channels.dtype == np.uint8 else _value_range(channels, path)
     if channels.dtype != np.uint8 and value_range is None:
         raise ScribbleSegError(f"{path}: holds no finite value (all NaN or infinite)")
@@ -1422,7 +1422,7 @@ def _check_both_classes(array: np.ndarray, path: Path, overlapped: Dict[str, boo
                        "not scribbled")
             elif lost.get(name):
                 why = (f"its strokes were lost reducing it by downsample {int(downsample)}: a block that holds "
-                       "both classes counts as not scribbled (draw them further apart, or downsample less)")
+                       "both classes counts as not scribbled (draw them further apart, or use a smaller downsample)")
             else:
                 why = "scribble both heart and background"
             raise ScribbleSegError(f"{path}: the scribbles have no {name} voxel; {why}")

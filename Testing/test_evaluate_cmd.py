@@ -199,7 +199,9 @@ def test_a_full_size_folder_label_against_a_downsampled_prediction(files, tmp_pa
     result = json.loads(out)
     assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (60, 12, 12, 396)
     status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", folder)
-    assert status == 2 and "24x20x4" in err and "12x10x4" in err and "downsample 2" in err
+    assert status == 2 and "24x20x4" in err and "12x10x4" in err and "--downsample 2" in err
+    # The command's flag, never the library's parameter name, in what it tells the user.
+    assert "with downsample" not in err and " downsample 2" not in err.replace("--downsample 2", "")
 
 
 def test_a_full_size_3d_label_against_a_downsampled_prediction(files, tmp_path, capsys):

@@ -67,7 +67,7 @@ def folder_path(text: str) -> str:
 folder_path.__name__ = "a folder"
 
 
-IMAGE_PARAMETER_FLAGS = {"(spacing)": "(--spacing)"}
+IMAGE_PARAMETER_FLAGS = {"(spacing)": "(--spacing)", "downsample": "--downsample"}
 """How the library's messages name what :func:`add_image_options` takes, as its flag (``cli._one_line``)."""
 
 DEVICE_PARAMETER_FLAGS = {"device 'cpu'": "--device cpu"}

@@ -5,7 +5,10 @@ import json
 from pathlib import Path
 
 from ..errors import ScribbleSegError
-from .common import positive_int, spacing_mm
+from .common import IMAGE_PARAMETER_FLAGS, positive_int, spacing_mm
+
+# The library's messages name the image options as parameters ("read it with downsample 2"): here, as flags.
+PARAMETER_FLAGS = IMAGE_PARAMETER_FLAGS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
