@@ -270,6 +270,31 @@ def test_segment_command_suggests_sections_and_warns_in_one_line(case, tmp_path,
     assert sum(line.strip().startswith("then section") for line in lines) == 1
 
 
+def test_segment_command_names_the_file_of_a_suggested_section_of_a_folder(case, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    _, test, scrib, model = case
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for z, section in enumerate(test.image.array):  # numbered from 1, as scanners and people number them
+        sitk.WriteImage(sitk.GetImageFromArray(section, isVector=True), str(folder / f"cut_{z + 1}.png"))
+    strokes = tmp_path / "strokes"
+    strokes.mkdir()
+    for z, section in enumerate(scrib):
+        sitk.WriteImage(sitk.GetImageFromArray(section), str(strokes / f"cut_{z + 1}.png"))
+    sx, sy, sz = test.image.geometry.spacing
+    status = cli.main(["segment", "--image", str(folder), "--scribbles", str(strokes), "--model", str(model),
+                       "--spacing", str(sx), str(sy), str(sz), "--out", str(tmp_path / "o.nrrd"), "--suggest", "2",
+                       "--no-cache", "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    looks = [line.strip() for line in captured.out.splitlines() if line.strip().startswith(("look next", "then"))]
+    assert len(looks) == 2
+    for line in looks:
+        section = int(line.split("section ")[1].split()[0])
+        assert line.endswith(f"; file cut_{section + 1}.png")
+
+
 def test_segment_command_on_a_tile_gives_an_area_and_no_section_to_look_at(case, tmp_path, capsys):
     import SimpleITK as sitk
 

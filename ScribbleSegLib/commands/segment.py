@@ -132,7 +132,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"heart: {metrics['heart_voxels']} voxels, {size} ({args.method}; "
           f"features {'reused from cache' if metrics['features_cached'] else 'computed'})")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in done.timings.items()), file=sys.stderr)
-    for k, suggestion in enumerate([] if tile else metrics.get("suggestions", []), start=1):
-        print(f"look next at {suggestion['text']}" if k == 1 else f"        then {suggestion['text']}")
+    suggestions = [] if tile else metrics.get("suggestions", [])
+    files = _section_files(args.image) if suggestions else []
+    for k, suggestion in enumerate(suggestions, start=1):
+        # Sections count from 0, as Slicer's voxel indices do; a folder's files are named as their scanner or the
+        # user numbered them (often from 1): the file is named too.
+        text = suggestion["text"] + (f"; file {files[suggestion['section']].name}"
+                                     if suggestion["section"] < len(files) else "")
+        print(f"look next at {text}" if k == 1 else f"        then {text}")
     print(f"wrote {', '.join(done.outputs.values())}")
     return 0
+
+
+def _section_files(image: str) -> list:
+    """The section files of a folder image, in the order they were stacked; [] for a file."""
+    from pathlib import Path
+
+    from ..volume_io import list_section_files
+
+    return list_section_files(image) if Path(image).is_dir() else []
