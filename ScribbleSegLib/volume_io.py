@@ -65,7 +65,8 @@ def list_section_files(folder: PathLike) -> List[Path]:
     ------
     ScribbleSegError
         If ``folder`` is not an existing folder, or holds two files of one name in two formats (``s1.png`` and
-        ``s1.tif``: a folder exported again in another format), which would make each section two.
+        ``s1.tif``: a folder exported again in another format), which would make each section two, or two
+        files whose names differ only in how a number is written (``s10.png`` and ``s010.png``).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -81,6 +82,11 @@ def list_section_files(folder: PathLike) -> List[Path]:
         if other is not p:
             raise ScribbleSegError(f"{folder}: {other.name} and {p.name} are one section saved in two formats (a "
                                    "folder exported twice?); keep one format")
+    for a, b in zip(files, files[1:]):
+        if _natural_key(a)[0] == _natural_key(b)[0]:
+            # img_10 and img_010: the numbers cannot say which section comes first, and any order would be a guess.
+            raise ScribbleSegError(f"{folder}: {a.name} and {b.name} give the same section number, so which comes "
+                                   "first is not known (one section saved twice?); rename or remove one")
     return files
 
 

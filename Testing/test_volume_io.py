@@ -65,6 +65,17 @@ def test_a_folder_with_one_section_in_two_formats_is_refused(tmp_path):
         vio.list_section_files(tmp_path)
 
 
+def test_a_folder_whose_names_give_one_number_twice_is_refused(tmp_path):
+    # img_10 and img_010 sort as one number: either order would be a guess at which section comes first.
+    for name in ("img_9.png", "img_10.png", "img_010.png", "img_11.png"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.list_section_files(tmp_path)
+    one_line_error(excinfo, str(tmp_path), "img_010.png and img_10.png give the same section number")
+    (tmp_path / "img_010.png").unlink()
+    assert [p.name for p in vio.list_section_files(tmp_path)] == ["img_9.png", "img_10.png", "img_11.png"]
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_folder_of_rgb_sections_reads_in_natural_order(tmp_path, suffix):
     stack = rgb_stack((11, 9, 13))
