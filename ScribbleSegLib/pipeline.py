@@ -133,6 +133,27 @@ MAX_RESAMPLING = 4.0
 NON_SQUARE_PIXELS = 1.5
 
 
+#: Densities that image editors, screens and printers write into a PNG's or JPEG's header (dots per inch).
+PRINT_DENSITIES_DPI = (72, 96, 100, 120, 144, 150, 200, 240, 300, 600, 1200)
+
+
+def print_resolution(pixel_mm: float) -> Optional[int]:
+    """The dots per inch that a pixel size is, when it is one of :data:`PRINT_DENSITIES_DPI`, else None.
+
+    A PNG or JPEG saved by an image editor states such a density, and ITK reads it as the pixel size (96 dpi:
+    0.265 mm); no slide scanner's pixel is that coarse.
+
+    Examples
+    --------
+    >>> print_resolution(25.4 / 96), print_resolution(0.00025), print_resolution(0.03)
+    (96, None, None)
+    """
+    for dpi in PRINT_DENSITIES_DPI:
+        if abs(pixel_mm * dpi - 25.4) < 1e-3 * 25.4:  # a PNG stores whole pixels per metre: 0.26458 mm
+            return dpi
+    return None
+
+
 def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Optional[List[str]] = None
                   ) -> Tuple[float, float]:
     """``(y, x)`` factors that bring the stack's pixels to the model's training pixel size.
@@ -164,8 +185,11 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     scale = factors(spacing_xy, model_xy)
     if max(max(f, 1.0 / f) for f in scale) > MAX_RESAMPLING:
         if warnings is not None:
+            dpi = print_resolution(float(spacing_xy[0]))
+            why = (f"it is {dpi} dots per inch, a print size that the image's file states, not the scan's: give the "
+                   "scan's pixel size (spacing)" if dpi else "is the spacing right?")
             warnings.append(f"the stack's pixel size {float(spacing_xy[0]):g} mm is far from the model's "
-                            f"{model_xy[0]:g} mm; not resampling (is the spacing right?)")
+                            f"{model_xy[0]:g} mm; not resampling ({why})")
         return 1.0, 1.0
     return scale
 

@@ -207,6 +207,27 @@ def test_network_scale_resamples_only_stacks_with_a_known_nearby_pixel_size():
                         "along another axis, or was the spacing given in another order than X Y Z?"]
 
 
+
+def test_a_pixel_size_that_is_a_print_density_is_named_so(tmp_path, capsys):
+    # A PNG saved at 96 dpi states 0.26458 mm pixels (whole pixels per metre), which ITK reads as the tile's pixel
+    # size: the warning says what it is and which flag gives the scan's.
+    import SimpleITK as sitk
+
+    from ScribbleSegLib import cli, phantom
+
+    vol = phantom.make_phantom(0, phantom.PhantomConfig(shape=(4, 48, 48)))
+    tile = sitk.GetImageFromArray(vol.image.array[0], isVector=True)
+    tile.SetSpacing((25.4 / 96, 25.4 / 96))
+    sitk.WriteImage(tile, str(tmp_path / "tile.png"))
+    model = dataclasses.make_dataclass("M", [("voxel_size", tuple)])((0.02, 0.02, 0.04))
+    warnings = []
+    assert pipeline.network_scale(sitk.ReadImage(str(tmp_path / "tile.png")).GetSpacing(), model, warnings) == (1, 1)
+    assert len(warnings) == 1 and "it is 96 dots per inch" in warnings[0]
+    assert cli.main(["segment", "--image", str(tmp_path / "tile.png"), "--model", "starter", "--method", "munet",
+                     "--out", str(tmp_path / "o.png"), "--no-cache", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "96 dots per inch" in err and "(--spacing)" in err
+
 def test_rescaled_inference_runs_the_network_at_the_model_scale_and_returns_the_stack_grid():
     import torch
 
