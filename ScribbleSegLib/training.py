@@ -261,7 +261,7 @@ class PatchSource:
         augment = rng is not None
         margin = 0
         if augment:
-            margin = 2 * math.ceil(p * options.scale_jitter / 2 + 1)
+            margin = augment_margin(p, options)
         size = (p + margin, p + margin)
         half = size[0] // 2
         inputs, targets = [], []
@@ -321,6 +321,51 @@ def _boundary_band(label: np.ndarray, radius: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- loss
+
+def augment_margin(patch: int, options: TrainOptions) -> int:
+    """Pixels added to a patch's side before an augmented patch is scaled and turned back to ``patch``."""
+    return 2 * math.ceil(patch * options.scale_jitter / 2 + 1)
+
+
+#: A training step on the CPU holds each layer's output for the backward pass and their gradients: the estimate
+#: with this factor was 1.2-1.8 times the measured rise of the peak (the small M-Unet, batches of 8 and 32;
+#: ``benchmarks/bench_train_memory.py``, BENCHMARKS.md "Reliability").
+STEP_MEMORY_FACTOR = 2.0
+
+
+def step_bytes(config: ModelConfig, options: TrainOptions) -> int:
+    """Estimated memory of training on the CPU with ``options.batch`` patches per step: the layers' outputs of
+    one patch's forward pass (measured on an untrained network of ``config``, at the augmented patch size),
+    times :data:`STEP_MEMORY_FACTOR` and the batch, plus the validation patches held for the whole run.
+
+    Examples
+    --------
+    >>> small = step_bytes(ModelConfig(), TrainOptions(batch=8))
+    >>> step_bytes(ModelConfig(), TrainOptions(batch=80)) > 9 * small
+    True
+    """
+    geom = multifov.patch_geometry(config)
+    out_bytes = []
+
+    def count(_module, _inputs, output) -> None:
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if torch.is_tensor(t):
+                out_bytes.append(t.numel() * t.element_size())
+
+    net = build_net(config)
+    hooks = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            net([torch.zeros(1, 3, *w.size) for w in geom.windows], geom)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # An augmented patch is cut larger, then scaled and turned back to the patch's size.
+    side = config.patch + (augment_margin(config.patch, options) if options.augment else 0)
+    patch_inputs = 4 * 3 * side * side * len(geom.windows)
+    per_patch = STEP_MEMORY_FACTOR * sum(out_bytes) * (side / config.patch) ** 2 + patch_inputs
+    return int(options.batch * per_patch + options.val_patches * patch_inputs)
+
 
 def training_loss(out, targets: Sequence[torch.Tensor], config: ModelConfig) -> torch.Tensor:
     """Output cross-entropy + deep supervision + the weighting CNN's Dice regression."""
@@ -508,6 +553,11 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
            voxel_size, progress, cancel, parent: Optional[SegModel] = None, volume_names: Sequence[str] = (),
            provenance: Optional[Dict[str, object]] = None) -> Path:
     started = time.perf_counter()
+    if dev.type == "cpu":  # before the stain fit: a batch that cannot fit would otherwise end in the OS's kill
+        from .resources import require_memory
+
+        require_memory(step_bytes(config, options), f"training with batch {options.batch}",
+                       "use a smaller batch")
     data, val_data = list(train), list(val)  # as given: stain normalization below replaces the pairs
     # The network sees black registration fill and grey, unevenly lit or cast glass as white glass, in training
     # as in inference (white_point.py first, then padding.py).

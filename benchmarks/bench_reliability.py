@@ -702,6 +702,37 @@ def run_real_tile_cases(b: Battery, volume) -> None:
                    cwd=w)
     b.case("train on two tiles, the second's label without heart", negative_tile,
            lambda w: {"heart_tile.png", "none_tile.png", "heart.png", "none.png", "m.model"})
+    run_second_new_user_cases(b, volume)
+
+
+def run_second_new_user_cases(b: Battery, volume) -> None:
+    """Cases added on 2026-12-05 (evening), from the findings of a second new-user pass (BENCHMARKS.md,
+    *Reliability*)."""
+    import SimpleITK as sitk
+
+    from ScribbleSegLib import volume_io
+
+    b.case("train `--batch 100000` (more patches per step than the memory holds)",
+           lambda w: cli("train", "--images", b.image, "--labels", b.label, "--out", w / "m.model", "--batch",
+                         100000, "--device", "cpu", "--quiet", cwd=w))
+
+    def gland_label(w):
+        label = volume_io.read_label(b.label, volume.shape, volume.geometry)
+        volume_io.write_segmentation(w / "gland.seg.nrrd", [("Gland", label, volume_io.HEART_COLOR)], volume.geometry)
+        return cli("train", "--images", b.image, "--labels", w / "gland.seg.nrrd", "--out", w / "m.model",
+                   "--max-iters", 1, "--device", "cpu", "--quiet", cwd=w)
+    b.case("train with a `.seg.nrrd` label whose only segment is named `Gland`", gland_label,
+           lambda w: {"gland.seg.nrrd", "m.model"})
+
+    def one_number_twice(w):
+        (w / "sections").mkdir()
+        for z, name in enumerate(["s9", "s10", "s010", "s11"] + [f"s{k}" for k in range(12, 8 + volume.shape[0])]):
+            sitk.WriteImage(sitk.GetImageFromArray(volume.array[z], isVector=True), str(w / "sections" / f"{name}.png"))
+        x, y, z = volume.geometry.spacing
+        return cli("segment", "--image", w / "sections", "--spacing", x, y, z, "--model", b.model, "--method",
+                   "munet", "--out", w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment a folder holding `s10.png` and `s010.png`", one_number_twice,
+           lambda w: {"sections"} | {f"sections/{p.name}" for p in (w / "sections").iterdir()})
 
 
 def _has_cuda() -> bool:

@@ -13,7 +13,7 @@ from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_o
                      check_device_flag, positive_float, positive_int, seed_int)
 
 # The library's parameters this command takes as flags: its messages are shown with the flags' names.
-PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", "lr": "--lr",
+PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", "lr": "--lr", "batch": "--batch",
                    **IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS}
 
 
