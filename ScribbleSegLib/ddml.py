@@ -104,10 +104,14 @@ class DDMLConfig:
         say little (see :meth:`paper` for the paper's settings).
     bank_doubt : float or None
         When the network labels more than this share of one class's strokes the other way
-        (:func:`ScribbleSegLib.pipeline.network_doubt`), the strokes mark another target than the
+        (:func:`ScribbleSegLib.pipeline.network_doubt`), the strokes may mark another target than the
         model's, whose bank labels do not hold for it: :func:`ScribbleSegLib.pipeline.adapt_and_cut`
-        then draws the whole pool from the scribbles (``scribble_share`` 1).  None never does;
-        the paper's settings do not.  Default :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
+        then also adapts with the whole pool drawn from the scribbles (``scribble_share`` 1), and blends
+        that ``h`` in, in proportion to how far the doubt lies towards ``bank_doubt_full``.  None never
+        does; the paper's settings do not.  Default :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
+    bank_doubt_full : float
+        The doubt from which only the adaptation without the bank counts (at least ``bank_doubt``; equal,
+        it switches at one value).  Default :data:`ScribbleSegLib.choices.BANK_LEFT_OUT_DOUBT`.
     doubted_network_weight : float
         ``network_weight`` at most, where ``bank_doubt`` leaves the bank out: the network's
         probability is then evidence for the model's target, not the strokes'.  Blended in at 0.5
@@ -156,6 +160,7 @@ class DDMLConfig:
     head_weight_decay: float = 0.0
     network_weight: float = 0.5
     bank_doubt: Optional[float] = choices.NETWORK_DOUBT
+    bank_doubt_full: float = choices.BANK_LEFT_OUT_DOUBT
     doubted_network_weight: float = 0.25
     doubted_colour_weight: float = 0.5
     head_bias: str = choices.DEFAULT_HEAD_BIAS
@@ -236,6 +241,11 @@ class DDMLConfig:
         if self.bank_doubt is not None and not (isinstance(self.bank_doubt, (int, float, np.floating, np.integer))
                                                 and 0.0 <= self.bank_doubt <= 1.0):
             raise ScribbleSegError(f"DDML bank_doubt must be in [0, 1] or None, got {self.bank_doubt!r}")
+        full = self.bank_doubt_full
+        if isinstance(full, bool) or not isinstance(full, (int, float, np.floating, np.integer)) or not (
+                (self.bank_doubt or 0.0) <= full <= 1.0):
+            raise ScribbleSegError(f"DDML bank_doubt_full must lie between bank_doubt ({self.bank_doubt}) and 1, got "
+                                   f"{full!r}")
         if self.head_bias not in choices.HEAD_BIASES:
             raise ScribbleSegError(f"DDML head_bias must be one of {', '.join(choices.HEAD_BIASES)}, "
                                    f"got {self.head_bias!r}")

@@ -533,15 +533,16 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     from .stroke_pull import ImageMeasures
     from .runtime import beside
 
-    # Strokes that the network mostly contradicts mark another target than the model's: say so, and
-    # (DDMLConfig.bank_doubt) leave out its training pixels, whose labels are the model's target's.
+    # Strokes that the network mostly contradicts may mark another target than the model's: say so, and
+    # (DDMLConfig.bank_doubt) adapt also without its training pixels, whose labels are the model's target's, and
+    # blend that in as far as the doubt goes (bank_left_out_share): corrective strokes raise the doubt of a model
+    # trained for the target too, and a switch at one value made a round fall far.
     config = ddml_config or DDMLConfig()
     doubt = network_doubt(scribbles, prob)
-    left_out = config.bank_doubt is not None and max(doubt) > config.bank_doubt
-    if left_out:
-        config = dataclasses.replace(config, scribble_share=1.0,
-                                     network_weight=min(config.network_weight, config.doubted_network_weight))
-    for line in network_warnings(doubt, left_out):
+    share = bank_left_out_share(max(doubt), config)
+    doubted = dataclasses.replace(config, scribble_share=1.0,
+                                  network_weight=min(config.network_weight, config.doubted_network_weight))
+    for line in network_warnings(doubt, share):
         log.warning(line)
         warnings.append(line)
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
@@ -561,26 +562,41 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     # cut, it would otherwise start from an f whose result the user never saw).
     with adapt_memory.kept_if_done() if adapt_memory is not None else contextlib.nullcontext():
         with ahead:
-            adapted = adapt(feats, scribbles, model.bank_features, model.bank_labels, config=config, seed=seed,
-                            network_probability=prob, bank_network_logit=bank_network_logit(model),
-                            progress=progress, cancel=cancel, device=getattr(model, "device", None),
-                            resident=resident, memory=adapt_memory)
+            bank_logit = bank_network_logit(model)
+
+            def adapted_with(settings, weight: float):
+                """The adaptation with ``settings``, or None where it weighs nothing; a warm session's ``f``
+                follows the one that weighs most."""
+                if weight <= 0:
+                    return None
+                return adapt(feats, scribbles, model.bank_features, model.bank_labels, config=settings, seed=seed,
+                             network_probability=prob, bank_network_logit=bank_logit, progress=progress,
+                             cancel=cancel, device=getattr(model, "device", None), resident=resident,
+                             memory=adapt_memory if weight >= 0.5 else None)
+
+            kept, without = adapted_with(config, 1.0 - share), adapted_with(doubted, share)
             t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
-        h = adapted.h
-        check_h_finite(h, feats)
-        if left_out and config.doubted_colour_weight > 0:
+        for part in (kept, without):
+            if part is not None:
+                check_h_finite(part.h, feats)
+        if without is not None and config.doubted_colour_weight > 0:
             # The features were learnt for the model's target: the pixel's own colour, as the strokes show it,
             # on the image the cut sees (glass made white: light that drifts would move the colours).
             from . import stroke_colour
 
             t2 = time.perf_counter()
             seen = (measures or ImageMeasures()).evened(array)
-            stroke_colour.blend_into(h, seen, stroke_colour.fit(seen, scribbles, cancel), config.doubted_colour_weight,
-                                     cancel)
+            stroke_colour.blend_into(without.h, seen, stroke_colour.fit(seen, scribbles, cancel),
+                                     config.doubted_colour_weight, cancel)
             timings["stroke colour"] = time.perf_counter() - t2
             t1 += timings["stroke colour"]
+        h = _blend_h(kept, without, share)
         timings["DDML + head"] = t1 - t0
-        timings.update(adapted.timings)  # its steps, for benchmarks and the worker's report
+        steps: Dict[str, float] = {}
+        for part in (kept, without):  # their steps (both, summed), for benchmarks and the worker's report
+            for key, seconds in (part.timings.items() if part is not None else ()):
+                steps[key] = steps.get(key, 0.0) + seconds
+        timings.update(steps)
         if method == "ddml":
             labels = (h > 0.5).astype(np.uint8)
         else:
@@ -688,7 +704,40 @@ def network_doubt(scribbles: np.ndarray, network_probability: np.ndarray) -> Tup
     return float(shares[0]), float(shares[1])
 
 
-def network_warnings(doubt: Tuple[float, float], bank_left_out: bool = False) -> List[str]:
+def bank_left_out_share(doubt: float, config) -> float:
+    """How much of ``h`` comes from the adaptation without the model's training pixels (0 to 1).
+
+    0 up to ``config.bank_doubt`` (None: always 0), 1 from ``config.bank_doubt_full`` on, in proportion
+    between (:class:`~ScribbleSegLib.ddml.DDMLConfig`).
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.ddml import DDMLConfig
+    >>> [round(bank_left_out_share(d, DDMLConfig(bank_doubt=0.5, bank_doubt_full=0.7)), 2) for d in (0.3, 0.6, 0.9)]
+    [0.0, 0.5, 1.0]
+    """
+    if config.bank_doubt is None or doubt <= config.bank_doubt:
+        return 0.0
+    if doubt >= config.bank_doubt_full:  # also a switch at one value (bank_doubt_full == bank_doubt)
+        return 1.0
+    return float((doubt - config.bank_doubt) / (config.bank_doubt_full - config.bank_doubt))
+
+
+def _blend_h(kept, without, share: float) -> np.ndarray:
+    """``h`` of the adaptation with the bank (``kept``) and without it (``without``), ``share`` of the latter;
+    either may be None where it weighs nothing.  In place in ``without.h``, section by section."""
+    if without is None:
+        return kept.h
+    if kept is None:
+        return without.h
+    h, w = without.h, np.float32(share)
+    for z in range(h.shape[0]):
+        h[z] *= w
+        h[z] += (1 - w) * kept.h[z]
+    return h
+
+
+def network_warnings(doubt: Tuple[float, float], bank_left_out: float = 0.0) -> List[str]:
     """A one-line warning when the network labels most of the strokes of one class the other way.
 
     That is what strokes on a target that the model was not trained for look like (another organ
@@ -702,8 +751,9 @@ def network_warnings(doubt: Tuple[float, float], bank_left_out: bool = False) ->
     doubt : tuple of 2 float
         :func:`network_doubt` of the run's strokes; a share over
         :data:`~ScribbleSegLib.choices.NETWORK_DOUBT` warns.
-    bank_left_out : bool
-        Whether the run left the model's training pixels out (``DDMLConfig.bank_doubt``); the line says so.
+    bank_left_out : float
+        How much of the run's ``h`` came from an adaptation without the model's training pixels
+        (:func:`bank_left_out_share`); the line says so.
 
     Returns
     -------
@@ -719,8 +769,11 @@ def network_warnings(doubt: Tuple[float, float], bank_left_out: bool = False) ->
     >>> network_warnings((0.2, 0.8))[0].startswith("the model's network calls 80% of the background strokes heart")
     True
     """
-    left_out = (" (its training pixels were left out of the adaptation, and its probability counts less)"
-                if bank_left_out else "")
+    left_out = ("" if not bank_left_out else
+                " (its training pixels were left out of the adaptation, and its probability counts less)"
+                if bank_left_out >= 1 else
+                f" (its training pixels were left out of {bank_left_out:.0%} of the adaptation, and its probability "
+                "counts less there)")
     if doubt[0] > choices.NETWORK_DOUBT:
         return [f"the model's network calls {doubt[0]:.0%} of the heart strokes background: it was likely not "
                 f"trained for what they mark{left_out}, and away from the strokes the result may be poor; "

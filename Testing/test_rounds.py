@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from ScribbleSegLib import ddml, graphcut, inference, phantom, pipeline, protocol, scribbles, suggest
+from ScribbleSegLib import choices, ddml, graphcut, inference, phantom, pipeline, protocol, scribbles, suggest
 from ScribbleSegLib.errors import ScribbleSegError
 
 
@@ -164,6 +164,37 @@ def test_strokes_the_network_contradicts_leave_out_the_bank_and_weigh_the_networ
     assert used[-1] == ddml.DDMLConfig()  # no doubt: as configured
     with pytest.raises(ScribbleSegError, match="doubted_network_weight"):
         ddml.DDMLConfig(doubted_network_weight=1.5)
+
+
+def test_a_doubt_between_the_two_limits_blends_the_adaptations_with_and_without_the_bank_in_proportion():
+    # Corrective heart strokes on what a nuclei network missed raised its doubt past 0.5, and the switch that left
+    # the bank out took a tile from 0.69 to 0.25 IoU: between bank_doubt and bank_doubt_full h moves in proportion.
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(2, 12, 12, 6)).astype(np.float16)
+    image = rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
+    s = np.zeros((2, 12, 12), np.uint8)
+    s[0, 2, 1:11], s[1, 9, 1:11] = 1, 2
+    network = np.full(s.shape, 0.2, np.float32)
+    network[0, 2, 1:5] = 0.9  # 6 of the 10 heart-stroke voxels called background: doubt 0.6
+    model = types.SimpleNamespace(bank_features=None, bank_labels=None, device=None)
+    small = dict(steps=5, head_steps=5, pool_size=64, batch_size=16, evaluation="exact")
+
+    def h(**settings):
+        return pipeline.adapt_and_cut(image, (1, 1, 1), s, model, network, feats, method="ddml", suggest=0,
+                                      ddml_config=ddml.DDMLConfig(**small, **settings)).probability
+
+    kept, without = h(bank_doubt=None), h(bank_doubt=0.5, bank_doubt_full=0.5)
+    assert np.abs(kept - without).max() > 0.05  # the two differ: the blend below is not trivially met
+    np.testing.assert_allclose(h(bank_doubt=0.5, bank_doubt_full=0.7), 0.5 * kept + 0.5 * without, atol=1e-5)
+    np.testing.assert_allclose(h(bank_doubt=0.4, bank_doubt_full=0.9), 0.6 * kept + 0.4 * without, atol=1e-5)
+    np.testing.assert_array_equal(h(bank_doubt=0.6), kept)  # at the start, and below it: the bank as usual
+    np.testing.assert_array_equal(h(bank_doubt=0.3, bank_doubt_full=0.55), without)  # past the end: left out
+    line = pipeline.network_warnings((0.6, 0.0), 0.5)[0]
+    assert "left out of 50% of the adaptation" in line
+    assert ddml.DDMLConfig().bank_doubt_full == choices.BANK_LEFT_OUT_DOUBT > ddml.DDMLConfig().bank_doubt
+    for bad in ({"bank_doubt": 0.6, "bank_doubt_full": 0.5}, {"bank_doubt_full": 1.5}, {"bank_doubt_full": None}):
+        with pytest.raises(ScribbleSegError, match="bank_doubt_full"):
+            ddml.DDMLConfig(**bad)
 
 
 def test_the_stroke_distance_looks_only_in_the_strokes_box_and_blocks_stay_close(monkeypatch):
