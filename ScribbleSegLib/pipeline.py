@@ -564,17 +564,19 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         with ahead:
             bank_logit = bank_network_logit(model)
 
-            def adapted_with(settings, weight: float):
+            def adapted_with(settings, weight: float, remembered: bool):
                 """The adaptation with ``settings``, or None where it weighs nothing; a warm session's ``f``
-                follows the one that weighs most."""
+                follows the ``remembered`` one."""
                 if weight <= 0:
                     return None
                 return adapt(feats, scribbles, model.bank_features, model.bank_labels, config=settings, seed=seed,
                              network_probability=prob, bank_network_logit=bank_logit, progress=progress,
                              cancel=cancel, device=getattr(model, "device", None), resident=resident,
-                             memory=adapt_memory if weight >= 0.5 else None)
+                             memory=adapt_memory if remembered else None)
 
-            kept, without = adapted_with(config, 1.0 - share), adapted_with(doubted, share)
+            # The warm session's f follows the adaptation that weighs most.
+            kept = adapted_with(config, 1.0 - share, share < 0.5)
+            without = adapted_with(doubted, share, share >= 0.5)
             t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
         for part in (kept, without):
             if part is not None:
