@@ -107,9 +107,9 @@ NETWORK_DOUBT = 0.5
 """Share of one class's stroked voxels that the network labels the other way
 (:func:`ScribbleSegLib.pipeline.network_doubt`) above which a run says that the model was likely not
 trained for what the strokes mark, and by default (``DDMLConfig.bank_doubt``) starts to leave the model's
-training pixels out of the adaptation (wholly from :data:`BANK_LEFT_OUT_DOUBT`).  Heart strokes on the bench's phantoms stay far below it, also
-with a model trained on the other family; strokes on other organs with the heart's starter model go
-far above it (BENCHMARKS.md, "Strokes on another organ than the model's")."""
+training pixels out of the adaptation (wholly from :data:`BANK_LEFT_OUT_DOUBT`).  Heart strokes on the bench's
+phantoms stay far below it, also with a model trained on the other family; strokes on other organs with the
+heart's starter model go far above it (BENCHMARKS.md, "Strokes on another organ than the model's")."""
 
 BANK_LEFT_OUT_DOUBT = 0.7
 """Doubt (:func:`ScribbleSegLib.pipeline.network_doubt`) from which a run leaves the model's training pixels

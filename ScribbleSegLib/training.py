@@ -320,7 +320,7 @@ def _boundary_band(label: np.ndarray, radius: int) -> np.ndarray:
     return _dilate(label, radius) != (1 - _dilate(1 - label, radius))
 
 
-# --------------------------------------------------------------------------- loss
+# --------------------------------------------------------------------------- a step's memory
 
 def augment_margin(patch: int, options: TrainOptions) -> int:
     """Pixels added to a patch's side before an augmented patch is scaled and turned back to ``patch``."""
@@ -366,6 +366,8 @@ def step_bytes(config: ModelConfig, options: TrainOptions) -> int:
     per_patch = STEP_MEMORY_FACTOR * sum(out_bytes) * (side / config.patch) ** 2 + patch_inputs
     return int(options.batch * per_patch + options.val_patches * patch_inputs)
 
+
+# --------------------------------------------------------------------------- loss
 
 def training_loss(out, targets: Sequence[torch.Tensor], config: ModelConfig) -> torch.Tensor:
     """Output cross-entropy + deep supervision + the weighting CNN's Dice regression."""
