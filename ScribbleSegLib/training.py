@@ -361,9 +361,10 @@ def step_bytes(config: ModelConfig, options: TrainOptions) -> int:
         for hook in hooks:
             hook.remove()
     # An augmented patch is cut larger, then scaled and turned back to the patch's size.
-    side = config.patch + (augment_margin(config.patch, options) if options.augment else 0)
-    patch_inputs = 4 * 3 * side * side * len(geom.windows)
-    per_patch = STEP_MEMORY_FACTOR * sum(out_bytes) * (side / config.patch) ** 2 + patch_inputs
+    margin = augment_margin(config.patch, options) if options.augment else 0
+    patch_inputs = sum(4 * 3 * (h + margin) * (w + margin) for h, w in (window.size for window in geom.windows))
+    grown = ((config.patch + margin) / config.patch) ** 2
+    per_patch = STEP_MEMORY_FACTOR * sum(out_bytes) * grown + patch_inputs
     return int(options.batch * per_patch + options.val_patches * patch_inputs)
 
 

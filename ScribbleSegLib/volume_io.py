@@ -75,15 +75,16 @@ def list_section_files(folder: PathLike) -> List[Path]:
         p for p in folder.iterdir()
         if not p.name.startswith(".") and p.suffix.lower() in SECTION_SUFFIXES and p.is_file()
     ]
-    files.sort(key=_natural_key)
+    keyed = sorted((_natural_key(p), p) for p in files)
+    files = [p for _, p in keyed]
     seen: Dict[str, Path] = {}
     for p in files:
         other = seen.setdefault(p.stem.lower(), p)
         if other is not p:
             raise ScribbleSegError(f"{folder}: {other.name} and {p.name} are one section saved in two formats (a "
                                    "folder exported twice?); keep one format")
-    for a, b in zip(files, files[1:]):
-        if _natural_key(a)[0] == _natural_key(b)[0]:
+    for (key_a, a), (key_b, b) in zip(keyed, keyed[1:]):
+        if key_a[0] == key_b[0]:
             # img_10 and img_010: the numbers cannot say which section comes first, and any order would be a guess.
             raise ScribbleSegError(f"{folder}: {a.name} and {b.name} give the same section number, so which comes "
                                    "first is not known (one section saved twice?); rename or remove one")
