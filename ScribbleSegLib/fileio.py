@@ -182,19 +182,22 @@ def _write_protected(path: Path) -> bool:
 
 
 def temp_path(path: PathLike) -> Path:
-    """A fresh, recognisable temporary name beside ``path`` that keeps its suffixes.
+    """A fresh, recognisable temporary name beside ``path`` that keeps its suffixes, in lower case.
 
     Writers that pick a format by extension (``.seg.nrrd``, ``.nii.gz``) still
     work on it; the machine and process id in the name let a later run tell a live
-    run's temporary from one a killed run left.
+    run's temporary from one a killed run left.  ITK's writers know their extensions in
+    lower case only: ``out.MHA`` made a header and a separate data file, ``out.NII`` failed.
 
     Examples
     --------
     >>> temp_path("/data/out.seg.nrrd").name.endswith(".seg.nrrd")
     True
+    >>> temp_path("/data/OUT.NII.GZ").name.endswith(".nii.gz")
+    True
     """
     path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.suffixes else ""
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffixes else ""
     tail = f"{TEMP_TAG}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
     # A valid output name can be too long once tagged: shorten the copy of the name, never the tag or suffix.
     room = NAME_MAX_BYTES - len(f".{tail}".encode())
@@ -593,6 +596,14 @@ def check_outputs(outputs: Mapping[str, Optional[PathLike]],
         allowed = tuple(s.lower() for s in suffixes.get(name, ()))
         if allowed and not path.name.lower().endswith(allowed):
             raise ScribbleSegError(f"{path} ({name}): expected a file name ending in {' or '.join(allowed)}")
+        nifti = next((x for x in (".nii.gz", ".nii") if path.name.lower().endswith(x)), None)
+        if allowed and nifti in allowed and path.name[-len(nifti):] not in (nifti, nifti.upper()):
+            # The NIfTI library refuses such a name when the file is read (ITK, and so 3D Slicer).
+            raise ScribbleSegError(f"{path} ({name}): NIfTI readers refuse an extension in mixed case; use {nifti}")
+        if allowed and path.name.lower() in allowed:
+            # ".nrrd" alone is a hidden file without an extension to the writers: it failed after the whole run.
+            raise ScribbleSegError(f"{path} ({name}): the file name has nothing before its extension {path.name}; "
+                                   f"give it a name, e.g. result{path.name}")
         if allowed and path.name.lower().endswith(".seg.nrrd") and ".seg.nrrd" not in allowed:
             # It ends in .nrrd, but Slicer and slicerio would take a plain volume of that name for a segmentation.
             raise ScribbleSegError(f"{path} ({name}): .seg.nrrd names a segmentation; this output is a volume "

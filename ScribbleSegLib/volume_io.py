@@ -316,10 +316,33 @@ def _first_page_file(path: Path) -> Iterator[Path]:
         os.unlink(name)
 
 
+#: ITK's reader for each extension, given to it where the file's extension is not in lower case: ITK picks its
+#: readers by extension in lower case only, and refused ``VOL.MHA`` as an unsupported format.
+SITK_READERS = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO",
+                ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO", ".png": "PNGImageIO", ".jpg": "JPEGImageIO",
+                ".jpeg": "JPEGImageIO", ".tif": "TIFFImageIO", ".tiff": "TIFFImageIO", ".bmp": "BMPImageIO"}
+
+
+def _reader_for_case(file: Path) -> Optional[str]:
+    """The ITK reader to name for a file whose extension has capitals (:data:`SITK_READERS`), else None."""
+    name = file.name
+    for suffix, reader in SITK_READERS.items():
+        if name.lower().endswith(suffix) and not name.endswith(suffix) and len(name) > len(suffix):
+            return reader
+    return None
+
+
 def _read_with_sitk(file: Path, path: Path, image_information_only: bool):
     """Read ``file`` (``path`` itself or a copy of its first page) with SimpleITK; errors name ``path``."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(file))
+    named = _reader_for_case(file)
+    if named is not None:
+        nifti = ".nii.gz" if file.name.lower().endswith(".nii.gz") else ".nii"
+        if named == "NiftiImageIO" and file.name[-len(nifti):] != nifti.upper():
+            raise ScribbleSegError(f"{path}: the NIfTI reader refuses an extension in mixed case; rename it to "
+                                   f"{nifti}")
+        reader.SetImageIO(named)
     try:
         if image_information_only:
             reader.ReadImageInformation()
@@ -794,7 +817,7 @@ def _write_sitk(path: PathLike, image, expected_bytes: Optional[int] = None) -> 
             sitk.WriteImage(image, str(tmp), True)
         except RuntimeError:
             raise ScribbleSegError(
-                f"{path}: SimpleITK cannot write this file type; use .nrrd, .nii.gz or .mha"
+                f"{path}: SimpleITK cannot write this file type; use .nrrd, .nii, .nii.gz or .mha"
             ) from None
 
 

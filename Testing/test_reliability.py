@@ -166,6 +166,39 @@ def test_bad_output_extension_fails_before_the_computation(case, capsys, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name, words", [(".nrrd", "nothing before its extension"),
+                                         (".seg.nrrd", "nothing before its extension"),
+                                         (".NII.GZ", "nothing before its extension"),
+                                         ("out.nii.GZ", "NIfTI readers refuse an extension in mixed case")])
+def test_an_output_name_writers_cannot_take_fails_before_the_computation(case, capsys, tmp_path, monkeypatch, name,
+                                                                         words):
+    # These passed the check and failed only after the whole run: ".nrrd" alone has no extension to the writers.
+    monkeypatch.setattr(pipeline, "segment", lambda *a, **k: pytest.fail("segment ran although an output was bad"))
+    status, _, err = run_cli(capsys, segment_args(case, tmp_path / name))
+    assert_one_line_error(status, err, name, "--out", words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_and_inputs_with_capital_extensions_are_written_and_read(tmp_path):
+    # ITK knows its extensions in lower case only: out.MHA was written as a header and a hidden data file beside
+    # it, out.NII was refused after the whole run, and an input IMG.MHA read as "unsupported format".
+    labels = np.zeros((2, 3, 4), np.uint8)
+    labels[1, 1, 1:3] = 1
+    geometry = volume_io.Geometry((0.5, 0.5, 2.0))
+    for name in ("out.MHA", "out.NII", "out.NII.GZ", "out.Nrrd"):
+        volume_io.write_labelmap(tmp_path / name, labels, geometry)
+        assert volume_io.read_label_volume(tmp_path / name).array.tolist() == labels.tolist(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.MHA", "out.NII", "out.NII.GZ", "out.Nrrd"]
+    (tmp_path / "out.NII.GZ").rename(tmp_path / "out.nii.GZ")  # the NIfTI library's own refusal, in one line
+    with pytest.raises(ScribbleSegError, match=r"out.nii.GZ: the NIfTI reader refuses .* rename it to .nii.gz"):
+        volume_io.read_label_volume(tmp_path / "out.nii.GZ")
+    image = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 3), dtype=np.uint8)
+    volume_io.write_rgb_volume(tmp_path / "IMG.MHA", volume_io.Volume(image, geometry))
+    read = volume_io.read_image(tmp_path / "IMG.MHA")
+    assert read.array.tolist() == image.tolist()
+    assert np.allclose(read.geometry.spacing, (0.5, 0.5, 2.0))
+
+
 def test_a_volume_output_named_like_a_segmentation_is_refused(case, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "segment", lambda *a, **k: pytest.fail("segment ran although an output was bad"))
     status, _, err = run_cli(capsys, segment_args(case, tmp_path / "out.seg.nrrd", "--probability",
