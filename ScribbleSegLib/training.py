@@ -519,6 +519,12 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
             raise ScribbleSegError(f"config: a fine-tuned model keeps its parent's architecture "
                                    f"({parent.config.arch}, {parent.path}); leave config out with init")
         config = parent.config
+        if options is not None and not options.normalize and parent.stain is not None:
+            # The model would keep the reference stain that every image is rendered in before its network, which
+            # this training never saw.
+            raise ScribbleSegError(f"options.normalize: a fine-tuned model keeps its parent's reference stain "
+                                   f"({parent.path}) and its network sees every image in it; leave normalize on "
+                                   "with init")
     config = config or ModelConfig.small("munet")
     options = copy.copy(options or TrainOptions(**({"lr": FINETUNE_LR, "max_iters": FINETUNE_ITERS}
                                                    if parent is not None else {})))

@@ -398,6 +398,26 @@ def test_train_command_fine_tunes_with_init(tmp_path, capsys):
     assert "missing.model: no such model file" in capsys.readouterr().err and not out.exists()
 
 
+def test_a_fine_tune_of_a_parent_with_a_reference_stain_refuses_to_train_without_it(tmp_path, capsys):
+    # It trained on raw colours and kept the parent's reference stain, in which segment then rendered every image.
+    from ScribbleSegLib import volume_io
+    from ScribbleSegLib.starter import resolve_model
+
+    starter = resolve_model("starter")
+    assert load_model(starter, device="cpu").stain is not None
+    image, label = tiny_volume(shape=(5, 24, 24))
+    with pytest.raises(ScribbleSegError, match="options.normalize: a fine-tuned model keeps its parent's reference"):
+        train_model([image], [label], tmp_path / "child.model", options=FAST, init=starter, max_iters=1)
+    volume_io.write_rgb_volume(tmp_path / "img.nrrd", image)
+    volume_io.write_labelmap(tmp_path / "lab.nrrd", label, image.geometry)
+    args = ["train", "--images", str(tmp_path / "img.nrrd"), "--labels", str(tmp_path / "lab.nrrd"),
+            "--out", str(tmp_path / "child.model"), "--init", "starter", "--max-iters", "1", "--quiet"]
+    assert main(args + ["--no-stain-normalization"]) == 2
+    err = capsys.readouterr().err
+    assert "--no-stain-normalization: a fine-tuned model keeps the reference stain" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.nrrd", "lab.nrrd"]
+
+
 def test_train_command_takes_every_repeated_images_flag_and_labels_that_follow_downsample(tmp_path, capsys):
     """``--images a --images b`` trains on both (argparse kept only the last); a label made on the image
     file's own grid follows ``--downsample`` and ``--spacing`` as the image does."""

@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         if args.config is not None:
             raise ScribbleSegError(f"--config {args.config}: a fine-tuned model keeps the size of its parent "
                                    f"(--init {args.init}); leave --config out")
+        if args.no_stain_normalization and parent.stain is not None:
+            raise ScribbleSegError(f"--no-stain-normalization: a fine-tuned model keeps the reference stain of its "
+                                   f"parent (--init {args.init}), in which it sees every image; leave the flag out")
         config = None
         max_minutes = args.max_minutes
         max_iters = args.max_iters if args.max_iters is not None else FINETUNE_ITERS
