@@ -227,6 +227,22 @@ def test_a_full_size_3d_label_against_a_downsampled_prediction(files, tmp_path, 
     assert status == 0 and json.loads(out)["tp"] == 60
 
 
+def test_a_full_size_3d_label_with_a_part_block_left_over_against_a_downsampled_prediction(files, tmp_path, capsys):
+    # An image of 21x25 pixels read with --downsample 2 is 10x12: segment drops the last row and column.
+    # evaluate padded its label to 11x13 blocks instead, counted that row and column, and warned that the
+    # prediction looked cropped or of another image.
+    label = volume_io.read_label_volume(files / "label.nrrd")
+    fine = Geometry((0.25, 0.25, 2.0), (1.0 - 0.125, 2.0 - 0.125, 3.0))
+    big = np.pad(np.kron(label.array, np.ones((1, 2, 2), np.uint8)), ((0, 0), (0, 1), (0, 1)))
+    big[1, -1, :] = big[1, :, -1] = 1  # heart in the left-over row and column: not in the image as read
+    volume_io.write_segmentation(tmp_path / "full.seg.nrrd", [("heart", big, volume_io.HEART_COLOR)], fine)
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", tmp_path / "full.seg.nrrd",
+                                "--downsample", 2, "--json")
+    assert status == 0 and err == ""
+    result = json.loads(out)
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (60, 12, 12, 396)
+
+
 def test_a_full_size_label_cropped_at_an_odd_voxel_against_a_downsampled_prediction(files, tmp_path, capsys):
     # Slicer crops a segmentation to what it marks; a crop starting on an odd voxel was reduced in blocks that
     # straddled the image's, and refused as "not on the label's voxel grid".

@@ -120,13 +120,16 @@ def _as_read_with_downsample(label, prediction, downsample: int):
 
     if downsample == 1 or _same_spacing(label.geometry.spacing, prediction.geometry.spacing):
         return label
-    return volume_io.reduce_label_volume(_on_whole_blocks(label, prediction.geometry, downsample), downsample)
+    return volume_io.reduce_label_volume(_on_whole_blocks(label, prediction.geometry, downsample,
+                                                          prediction.shape), downsample)
 
 
-def _on_whole_blocks(label, reduced, downsample: int):
+def _on_whole_blocks(label, reduced, downsample: int, shape):
     """The label padded with empty voxels to whole blocks of the image's full-resolution grid, as ``reduced`` (the
-    grid of an image read with ``downsample``) was made of: Slicer crops a segmentation to what it marks, and a
-    crop that starts on an odd voxel would otherwise be reduced in blocks that straddle the image's."""
+    grid of an image read with ``downsample``, ``shape`` voxels) was made of: Slicer crops a segmentation to what it
+    marks, and a crop that starts on an odd voxel would otherwise be reduced in blocks that straddle the image's.
+    What lies in the image's last part block, which the reading drops, is dropped too: padded, it made a label
+    one block larger than the image, and a warning that it was cropped or of another image."""
     import numpy as np
 
     from .. import grids
@@ -141,10 +144,16 @@ def _on_whole_blocks(label, reduced, downsample: int):
     _, y, x = label.shape
     lead_y, lead_x = int(offset[1]) % n, int(offset[2]) % n
     pad = ((0, 0), (lead_y, (-(lead_y + y)) % n), (lead_x, (-(lead_x + x)) % n))
+    keep = []
+    for axis, (_, trail) in ((1, pad[1]), (2, pad[2])):
+        end = int(offset[axis]) + label.shape[axis] + trail  # where the padded label ends, on the image
+        beyond = end - n * int(shape[axis])
+        keep.append(slice(None, -beyond) if 0 < beyond <= n else slice(None))
     if not any(sum(p) for p in pad):
-        return label
+        return label if keep == [slice(None)] * 2 else Volume(label.array[:, keep[0], keep[1]], label.geometry)
     moved = np.asarray(label.geometry.origin) - direction @ (np.asarray(label.geometry.spacing) * (lead_x, lead_y, 0))
-    return Volume(np.pad(label.array, pad), Geometry(label.geometry.spacing, tuple(moved), label.geometry.direction))
+    return Volume(np.pad(label.array, pad)[:, keep[0], keep[1]],
+                  Geometry(label.geometry.spacing, tuple(moved), label.geometry.direction))
 
 
 def _same_spacing(a, b) -> bool:
