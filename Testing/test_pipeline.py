@@ -313,6 +313,21 @@ def test_segment_command_on_a_tile_gives_an_area_and_no_section_to_look_at(case,
     assert "look next" not in captured.out
 
 
+def test_a_pixel_size_typed_in_micrometres_is_named_as_such_not_as_missing():
+    # --spacing 9.2 9.2 10 (micrometres) was told "the stack has no pixel size ... (give the spacing)".
+    class Model:
+        voxel_size = (0.0075, 0.0075, 0.015)
+
+    for spacing, words in (((9.2, 9.2), "pixel size 9.2 mm is coarser than any scan's"),
+                           ((1.0, 1.0), "the stack has no pixel size"), (None, "the stack has no pixel size")):
+        warnings = []
+        assert pipeline.network_scale(spacing, Model(), warnings) == (1.0, 1.0)
+        assert len(warnings) == 1 and words in warnings[0], warnings
+    warnings = []
+    pipeline.network_scale((9.2, 9.2), Model(), warnings)
+    assert warnings[0].endswith("(the spacing is in mm: 9.2 um is 0.0092 mm)")
+
+
 def test_segment_command_on_a_tile_without_a_spacing_runs_at_the_tiles_own_scale(case, tmp_path, capsys):
     # A PNG tile states no pixel size: without --spacing it is read at 1 mm per pixel, the network runs at the
     # tile's own scale (no resampling to the model's 0.02 mm), and one warning says so; the labels are those of
