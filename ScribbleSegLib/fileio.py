@@ -148,7 +148,9 @@ def check_output_path(path: PathLike, name: Optional[str] = None) -> Path:
                                f"at most {NAME_MAX_BYTES})")
     parent = _parent(path)
     if not _is_dir(parent):
-        raise ScribbleSegError(f"{label}: the output folder {parent} does not exist")
+        # A file where the folder should be was called missing, which sent the user looking for the wrong thing.
+        what = "is a file, not a folder" if _is_file(parent) else "does not exist"
+        raise ScribbleSegError(f"{label}: the output folder {parent} {what}")
     if path.is_dir():
         raise ScribbleSegError(f"{label}: is a folder, expected a file name")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -164,6 +166,13 @@ def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()
     except OSError:  # a name too long, a folder we may not enter: not a folder we can write into
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
         return False
 
 

@@ -758,6 +758,16 @@ def test_a_long_output_name_gets_a_temporary_that_fits_and_a_too_long_one_is_ref
         fileio.check_output_path(tmp_path / ("h" * 256 + ".seg.nrrd"))
 
 
+def test_an_output_folder_that_is_a_file_is_named_so(tmp_path):
+    # It was called missing, although it is there: a file.
+    (tmp_path / "afile").write_text("kept")
+    with pytest.raises(ScribbleSegError, match=r"the output folder .*afile is a file, not a folder"):
+        fileio.check_output_path(tmp_path / "afile" / "x.seg.nrrd", "--out")
+    with pytest.raises(ScribbleSegError, match=r"the output folder .*missing does not exist"):
+        fileio.check_output_path(tmp_path / "missing" / "x.seg.nrrd", "--out")
+    assert (tmp_path / "afile").read_text() == "kept"
+
+
 def test_segment_refuses_before_computing_when_the_outputs_cannot_fit(case, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(fileio, "free_bytes", lambda folder: 4096)
     status, _, err = run_cli(capsys, segment_args(case, tmp_path / "o.nrrd", "--probability", tmp_path / "p.nrrd"))
