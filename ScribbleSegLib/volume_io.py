@@ -1487,6 +1487,10 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
             factor = array.shape[1] // shape[1] if shape[1] else 0
             hint = (f" ({factor} times its size in-plane: read it with downsample {factor})"
                     if _reduces_to(array.shape, shape, factor) else "")
+            if not hint and path.is_dir() and array.shape[1:] == shape[1:]:
+                # Files for the stroked sections alone: the folder's files are numbered as the image's sections.
+                hint = (f" (a folder holds one file per section of the {reference}: {shape[0]}, blank where "
+                        f"nothing is drawn; it holds {array.shape[0]})")
             raise ScribbleSegError(f"{path}: has size {_size_text(array.shape)}, the {reference} "
                                    f"{_size_text(shape)}{hint}")
         return array

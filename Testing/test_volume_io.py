@@ -837,7 +837,7 @@ def test_folders_of_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
     # Too few sections, a section of another size, an empty folder, an RGB section: one line naming the file.
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_label(tmp_path / "labels", (4, 18, 26), geometry)
-    one_line_error(excinfo, "labels", "26x18x3", "26x18x4")
+    one_line_error(excinfo, "labels", "26x18x3", "26x18x4", "one file per section of the image: 4", "it holds 3")
     write_sections(tmp_path / "odd", [label[0], label[1, :17]], is_vector=False)
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_label(tmp_path / "odd", (2, 18, 26), geometry)
