@@ -1156,7 +1156,11 @@ def _read_labelmap_file(path: Path, binary: bool = False,
     if array.dtype.kind not in "uif":
         raise ScribbleSegError(f"{path}: pixel type {array.dtype} is not a labelmap type")
     if array.dtype.kind == "f" and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
-        raise ScribbleSegError(f"{path}: a labelmap must hold whole numbers; found non-integer values")
+        # segment's --probability output is the likeliest such file: say what to give instead.
+        within = bool(np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1)
+        raise ScribbleSegError(f"{path}: a labelmap must hold whole numbers; found non-integer values"
+                               + (" (values in [0, 1]: a probability? give the segmentation itself, or "
+                                  "threshold it at 0.5)" if within else ""))
     return array, None if flat else _geometry_of(image, path)
 
 

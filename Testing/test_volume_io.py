@@ -493,7 +493,9 @@ def test_a_label_segmentation_gives_its_heart_segment_or_its_only_segment(tmp_pa
                    "only segment")
 
 
-@pytest.mark.parametrize("value, needle", [(-1.0, "negative"), (0.5, "non-integer")])
+@pytest.mark.parametrize("value, needle", [(-1.0, "negative"), (0.5, "non-integer values (values in [0, 1]: a "
+                                                                  "probability? give the segmentation itself"),
+                                           (2.5, "non-integer values")])
 def test_label_values_are_checked(tmp_path, value, needle):
     data = ball().astype(np.float32)
     data[0, 0, 0] = value
