@@ -655,7 +655,8 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
             # pixel size" went before a warning that the stack has none.
             logging.getLogger("ScribbleSegLib").info(
                 TILE_GRID_NOTE, path, sx, sy,
-                "as its file states none" if (sx, sy) == UNKNOWN_PIXEL else "its file's pixel size")
+                # A PNG's pHYs density (96 dpi from an image editor) is not read by ITK: "states none" was untrue.
+                "as the image reader finds none in its file" if (sx, sy) == UNKNOWN_PIXEL else "its file's pixel size")
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")

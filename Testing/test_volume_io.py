@@ -821,6 +821,23 @@ def test_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
     assert vio.is_section_file(tmp_path / "strokes.png") and not vio.is_section_file(tmp_path / "label.nrrd")
 
 
+def test_a_png_tiles_note_does_not_say_its_file_states_no_pixel_size(tmp_path, caplog):
+    # ITK does not read a PNG's pHYs density (96 dpi, which image editors write): the note said the file
+    # "states none" of a file that states one.
+    import struct
+    import zlib
+
+    sitk.WriteImage(sitk.GetImageFromArray(rgb_stack((1, 6, 8))[0], isVector=True), str(tmp_path / "t.png"))
+    data = (tmp_path / "t.png").read_bytes()
+    body = b"pHYs" + struct.pack(">IIB", 3780, 3780, 1)  # 3780 pixels per metre: 96 dpi
+    chunk = struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body))
+    (tmp_path / "t.png").write_bytes(data[:33] + chunk + data[33:])  # after the signature and IHDR
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        assert vio.read_image(tmp_path / "t.png").geometry.spacing == (1.0, 1.0, 1.0)
+    note = [r.getMessage() for r in caplog.records if "one 2D section" in r.getMessage()]
+    assert len(note) == 1 and note[0].endswith("as the image reader finds none in its file"), note
+
+
 def test_folders_of_2d_labels_and_scribbles_take_the_image_grid(tmp_path):
     # One label (and one stroke) image per section of the image, in natural order, as a stack of sections
     # comes: the folder takes the image's grid.
