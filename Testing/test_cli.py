@@ -80,6 +80,22 @@ def test_segment_h_evaluation_reaches_the_ddml_settings():
         parser.parse_args(base + ["--h-evaluation", "sparse"])
 
 
+def test_segment_names_the_options_its_method_leaves_unused():
+    # --method munet --scribbles S, or --method ddml --gamma G, ignored them without a word.
+    from ScribbleSegLib.commands.segment import unused_option_notes
+
+    parser = cli.build_parser()
+    base = ["segment", "--image", "i.nrrd", "--model", "m.model", "--out", "o.nrrd"]
+    notes = unused_option_notes(parser.parse_args(base + ["--method", "munet", "--scribbles", "s.nrrd", "--gamma", "4",
+                                                          "--seed-reach", "2"]))
+    assert notes == ["--method munet stops before the graph cut: --gamma, --seed-reach are not used",
+                     "--method munet is the network alone: --scribbles is not used"]
+    assert unused_option_notes(parser.parse_args(base + ["--method", "ddml", "--scribbles", "s.nrrd", "--gamma",
+                                                         "4"])) == [
+        "--method ddml stops before the graph cut: --gamma is not used"]
+    assert unused_option_notes(parser.parse_args(base + ["--scribbles", "s.nrrd", "--gamma", "4"])) == []
+
+
 def test_segment_seed_pull_options_reach_the_cut_settings():
     from ScribbleSegLib.commands.segment import job_from_args
     from ScribbleSegLib.jobs import settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .. import choices
@@ -121,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
 
     job = job_from_args(args)
+    for line in unused_option_notes(args):
+        logging.getLogger("ScribbleSegLib").info(line)
     bar = TqdmProgress(disable=args.quiet)
     try:
         done = segment_files(job, progress=bar)
@@ -142,6 +145,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"look next at {text}" if k == 1 else f"        then {text}")
     print(f"wrote {', '.join(done.outputs.values())}")
     return 0
+
+
+def unused_option_notes(args: argparse.Namespace) -> list:
+    """One line for each group of options that ``--method`` leaves unused (they were ignored without a word).
+
+    Examples
+    --------
+    >>> unused_option_notes(argparse.Namespace(method="ddml", scribbles="s.nrrd", gamma=4, sigma=None, delta=None,
+    ...                     neighbourhood=None, data_term=None, seed_reach=None, seed_across=None, seed_weight=None,
+    ...                     seed_edges=None, h_evaluation=None))
+    ['--method ddml stops before the graph cut: --gamma is not used']
+    """
+    notes = []
+    stages = choices.METHODS.index(args.method)  # munet, ddml, full: each runs the stages of the ones before
+    cut = [f"--{k.replace('_', '-')}" for k in CUT_OPTIONS if getattr(args, k) is not None]
+    if stages < 2 and cut:
+        notes.append(f"--method {args.method} stops before the graph cut: {', '.join(cut)} "
+                     f"{'is' if len(cut) == 1 else 'are'} not used")
+    adapt = [flag for flag, given in (("--scribbles", args.scribbles), ("--h-evaluation", args.h_evaluation))
+             if given is not None]
+    if stages < 1 and adapt:
+        notes.append(f"--method {args.method} is the network alone: {', '.join(adapt)} "
+                     f"{'is' if len(adapt) == 1 else 'are'} not used")
+    return notes
 
 
 def _section_files(image: str) -> list:
