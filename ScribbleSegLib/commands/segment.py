@@ -122,13 +122,13 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
 
     job = job_from_args(args)
-    for line in unused_option_notes(args):
-        logging.getLogger("ScribbleSegLib").info(line)
     bar = TqdmProgress(disable=args.quiet)
     try:
         done = segment_files(job, progress=bar)
     finally:
         bar.close()
+    for line in unused_option_notes(args):  # after the run: a refused option's error stays the one line
+        logging.getLogger("ScribbleSegLib").info(line)
     metrics = done.metrics
     tile = metrics["shape_zyx"][0] == 1  # one section: an area, and no other section to look at next
     size = f"{metrics['heart_area_mm2']:.4g} mm^2" if tile else f"{metrics['heart_volume_mm3']:.4g} mm^3"
