@@ -162,7 +162,8 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     stores none, as a 2D tile read without a spacing has, also read downsampled), or with one more than
     :data:`MAX_RESAMPLING` times off the model's, runs at its own pixel scale, and a one-line
     warning goes to ``warnings``; so do pixels over :data:`NON_SQUARE_PIXELS` times longer than wide.  A pixel
-    coarser than 1 mm is named with what it would be in micrometres, the likeliest mistake in a given spacing.
+    coarser than 1 mm but not of whole millimetres is named with what it would be in micrometres, the likeliest
+    mistake in a given spacing.
     """
     from .inference import network_scale as factors
 
@@ -180,9 +181,10 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     # No microscope scans sections at 1 mm per pixel or coarser: such a size is not known either.
     if spacing_xy is None or min(float(v) for v in spacing_xy[:2]) >= UNKNOWN_PIXEL[0]:
         pixel = None if spacing_xy is None else min(float(v) for v in spacing_xy[:2])
-        if warnings is not None and pixel in (None, UNKNOWN_PIXEL[0]):
+        # Whole millimetres are what a file without a pixel size states (1 mm), read with downsample N (N mm).
+        if warnings is not None and (pixel is None or pixel == round(pixel)):
             warnings.append(f"the stack has no pixel size; the model was trained at {model_xy[0]:g} mm per pixel, "
-                            "so results may be poor if the scales differ (give the spacing)")
+                            "so results may be poor if the scales differ (give the spacing, in mm)")
         elif warnings is not None:
             # A spacing typed in micrometres (9.2 for 9.2 um) was told "the stack has no pixel size".
             warnings.append(f"the stack's pixel size {pixel:g} mm is coarser than any scan's, so it runs at its own "
