@@ -733,6 +733,18 @@ def run_second_new_user_cases(b: Battery, volume) -> None:
                    "munet", "--out", w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
     b.case("segment a folder holding `s10.png` and `s010.png`", one_number_twice,
            lambda w: {"sections"} | {f"sections/{p.name}" for p in (w / "sections").iterdir()})
+    b.case("segment `--out o.MHA --probability p.NII.GZ` (capital extensions)",
+           lambda w: cli(*b.segment(w / "o.MHA", "--probability", w / "p.NII.GZ"), cwd=w),
+           lambda w: {"o.MHA", "p.NII.GZ"})
+    b.case("segment `--out .nrrd` (a name that is only an extension)", lambda w: cli(*b.segment(w / ".nrrd"), cwd=w))
+
+    def folder_is_a_file(w):
+        (w / "afile").write_text("kept")
+        return cli(*b.segment(w / "afile" / "o.seg.nrrd"), cwd=w)
+    b.case("segment `--out afile/o.seg.nrrd` where `afile` is a file", folder_is_a_file, lambda w: {"afile"})
+    b.case("train `--init starter --no-stain-normalization`",
+           lambda w: cli("train", "--images", b.image, "--labels", b.label, "--init", "starter", "--out",
+                         w / "m.model", "--max-iters", 1, "--quiet", "--no-stain-normalization", cwd=w))
 
 
 def _has_cuda() -> bool:
