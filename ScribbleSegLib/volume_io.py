@@ -811,7 +811,15 @@ def _with_geometry(image, geometry: Geometry):
     return image
 
 
+#: Formats that hold one 2D image: ITK writes a volume's first section alone to them, without a word.
+FLAT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
 def _write_sitk(path: PathLike, image, expected_bytes: Optional[int] = None) -> None:
+    if Path(path).name.lower().endswith(FLAT_SUFFIXES) and image.GetDimension() == 3 and image.GetSize()[2] > 1:
+        raise ScribbleSegError(f"{path}: a {Path(path).suffix.lstrip('.').upper()} holds one section, the volume has "
+                               f"{image.GetSize()[2]}; write it as .nrrd, .nii.gz or .mha (a tile's mask: "
+                               "write_tile_mask)")
     # Outermost, so that a truncated write that atomic_output reports also drops the native complaint.
     with native_stderr_held(), atomic_output(path, expected_bytes) as tmp:
         try:

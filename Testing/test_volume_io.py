@@ -376,6 +376,19 @@ def test_labelmap_and_probability_round_trip(tmp_path):
     assert not TILTED.mismatch(Geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection()), rtol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["lab.png", "lab.JPG", "lab.bmp"])
+def test_a_volume_written_to_a_one_image_format_is_refused_not_cut_to_its_first_section(tmp_path, name):
+    # ITK wrote section 0 alone to lab.png, without a word: the other sections were lost.
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[2, 2:6, 2:6] = 1
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_labelmap(tmp_path / name, labels, Geometry((0.5, 0.5, 2.0)))
+    one_line_error(excinfo, name, "holds one section, the volume has 4", ".nrrd", "write_tile_mask")
+    assert list(tmp_path.iterdir()) == []
+    vio.write_labelmap(tmp_path / "one.png", labels[2:3], Geometry((0.5, 0.5, 2.0)))  # one section: as before
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "one.png"))).sum() == 16
+
+
 def test_probability_with_nan_writes_nothing(tmp_path):
     prob = np.zeros((2, 3, 4), np.float32)
     prob[1, 1, 1] = np.nan
