@@ -1021,6 +1021,22 @@ class WorkerProcess:
                 + (f" Its last output:\n{last}" if last else " It printed nothing."))
 
 
+def _json_value(value: Any) -> Any:
+    """A run field's value as JSON holds it: a path as its text, a numpy number or array as Python's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json.dumps({"scribbles": Path("s.nrrd"), "seed": np.int64(3)}, default=_json_value)
+    '{"scribbles": "s.nrrd", "seed": 3}'
+    """
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise ValueError(f"a run field holds {type(value).__name__} {value!r}, which a run line cannot carry")
+
+
 class SessionProcess(WorkerProcess):
     """The parent's side of a persistent worker (``task: session``): start once, send runs.
 
@@ -1045,6 +1061,7 @@ class SessionProcess(WorkerProcess):
         self.ready: Optional[Event] = None
         self.runs: Dict[Any, Event] = {}
         self._next_id = 1
+        self._run_stopped: Optional[Event] = None  # the last run that a cancel or a signal stopped
 
     def poll(self) -> List[Event]:
         """Events that arrived since the last call (see :meth:`WorkerProcess.poll`)."""
@@ -1058,7 +1075,16 @@ class SessionProcess(WorkerProcess):
                     # A run's bad input or cancel leaves the session running: it is that run's answer, not the
                     # process's failure, which failure_message must name if the process stops later.
                     self.error = None
+                self._run_stopped = event if event.get("kind") == "cancelled" else None
         return events
+
+    def failure_message(self) -> str:
+        """A message for the user when the session ended without ``done``: a signal that stopped it during a
+        run is named as the worker named it (it answers that run, then ends with the cancelled status)."""
+        if (self.error is None and self.returncode == EXIT_CANCELLED and self._run_stopped is not None
+                and self._run_stopped.get("message")):
+            return str(self._run_stopped["message"])
+        return super().failure_message()
 
     def send(self, run: Dict[str, Any]) -> Any:
         """Send one run (the fields of a run line); return its ``id`` (given, or numbered here).
@@ -1068,19 +1094,27 @@ class SessionProcess(WorkerProcess):
         RuntimeError
             If the session is not running.
         ValueError
-            If the run's ``id`` is neither an integer nor a string (it keys the run's events).
+            If the run's ``id`` is neither an integer nor a string (it keys the run's events), or a field holds
+            what a run line cannot carry (paths and numpy numbers are sent as text and numbers); nothing is sent
+            and no id is used then.
         """
         run = dict(run)
         if not _is_run_id(run.get("id")):
             raise ValueError(f"a run's id must be an integer or a string, got {run['id']!r}")
         if self._proc is None or self._proc.poll() is not None or self._proc.stdin.closed:
             raise RuntimeError("the ScribbleSeg session is not running")
-        if run.get("id") is None:
+        given = run.get("id")
+        if given is None:
+            while self._next_id in self.runs:  # an id the caller gave earlier keys its own run's answer
+                self._next_id += 1
             run["id"] = self._next_id
+        # Before anything changes: a value JSON cannot hold fails here, with the session as it was.
+        line = json.dumps(run, default=_json_value) + "\n"
+        if given is None:
             self._next_id += 1
         self.result = self.error = None
         try:
-            self._proc.stdin.write(json.dumps(run) + "\n")
+            self._proc.stdin.write(line)
             self._proc.stdin.flush()
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"the ScribbleSeg session is not running ({exc})") from None

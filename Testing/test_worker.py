@@ -634,6 +634,32 @@ def test_cancel_stops_a_session_run_and_the_session_goes_on(folder, phantom_file
         process.send({"scribbles": str(files["scribbles"]), "outputs": {"labels": "never.nrrd"}})
 
 
+@pytest.mark.skipif(os.name == "nt", reason="process groups and SIGTERM are POSIX")
+def test_a_session_takes_paths_and_numpy_numbers_and_names_the_signal_that_stopped_it(folder, phantom_files,
+                                                                                      tiny_model):
+    # A Path or a numpy number in a run raised json's TypeError after the run's id was used up; a SIGTERM
+    # during a run was reported as "stopped without a result", the worker's own "stopped by signal 15" lost.
+    files, _ = phantom_files
+    process, _ = start_session(session_request(folder, phantom_files, tiny_model, "session_signal"))
+    try:
+        with pytest.raises(ValueError, match="a run field holds set"):
+            process.send({"scribbles": str(files["scribbles"]), "outputs": {"labels": {"x.nrrd"}}})
+        slow = process.send({"scribbles": Path(files["scribbles"]), "seed": np.int64(3),
+                             "ddml": {**FAST_DDML, "steps": 100000}, "outputs": {"labels": Path("never.nrrd")}})
+        assert slow == 1  # the refused run used no id
+        deadline, started = time.monotonic() + 60, False
+        while not started and time.monotonic() < deadline:  # the run has started once it reports progress
+            started = any(event["event"] == "progress" for event in process.poll())
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=60) == worker.EXIT_CANCELLED
+    finally:
+        process.kill()
+    assert process.runs[slow]["kind"] == "cancelled"
+    assert process.failure_message() == "stopped by signal 15"
+    assert not (folder / "never.nrrd").exists()
+
+
 def test_a_session_that_cannot_open_ends_with_the_reason(tmp_path, tiny_model):
     (tmp_path / "image.nrrd").write_text("not an image")
     request = worker.write_request(tmp_path / "s.json", {"task": "session", "image": "image.nrrd",
