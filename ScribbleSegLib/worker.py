@@ -164,6 +164,9 @@ def load_request(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     if not isinstance(request, dict):
         raise ScribbleSegError(f"{path}: the request must be a JSON object")
     checker = _RequestChecker(path, request)
+    if "protocol" not in request:  # a request written by hand, not by write_request
+        raise ScribbleSegError(f"{path}: 'protocol' is missing (this ScribbleSegLib reads protocol {PROTOCOL}; "
+                               "write_request adds it)")
     if request.get("protocol") != PROTOCOL:
         raise ScribbleSegError(
             f"{path}: protocol {request.get('protocol')!r} is not supported by this ScribbleSegLib "
@@ -301,6 +304,14 @@ class _RequestChecker:
         value = self.value(field, default)
         return None if value is None else self.path_value(value, field, must_exist=True)
 
+    def model_path(self) -> str:
+        """The ``model`` field as a file: ``starter`` is the shipped starter model, as on the command line."""
+        if self.value("model") == "starter":
+            from .starter import resolve_model
+
+            return str(resolve_model("starter"))
+        return self.input_path("model")
+
     def path_list(self, field: str, default: Any = ...) -> List[str]:
         values = self.value(field, default, (list,))
         return [self.path_value(v, f"{field}[{i}]", must_exist=True) for i, v in enumerate(values)]
@@ -334,7 +345,7 @@ class _RequestChecker:
         inputs = {
             "image": self.input_path("image"),
             "scribbles": self.input_path("scribbles", None if method == "munet" else ...),
-            "model": self.input_path("model"),
+            "model": self.model_path(),
         }
         outputs = self.value("outputs", types=(dict,))
         if not outputs.get("labels"):
@@ -364,7 +375,7 @@ class _RequestChecker:
         return {
             **self.common("session"),
             "image": self.input_path("image"),
-            "model": self.input_path("model"),
+            "model": self.model_path(),
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
             "orientations": self.orientations(),
             "path": str(self.path.resolve()),

@@ -93,6 +93,19 @@ def test_request_paths_are_resolved_against_the_request_folder(tmp_path):
     assert (request["method"], request["device"], request["seed"], request["cut"]) == ("full", "auto", 0, {})
 
 
+def test_a_request_may_name_the_starter_model_as_the_command_line_does(tmp_path):
+    # "model": "starter" was looked for as a file beside the request.
+    from ScribbleSegLib.starter import resolve_model
+
+    (tmp_path / "image.nrrd").write_bytes(b"")
+    (tmp_path / "scribbles.nrrd").write_bytes(b"")
+    for task, extra in (("segment", {"scribbles": "scribbles.nrrd", "outputs": {"labels": "l.nrrd"}}),
+                        ("session", {})):
+        path = worker.write_request(tmp_path / f"{task}.json", {"task": task, "image": "image.nrrd",
+                                                                "model": "starter", **extra})
+        assert worker.load_request(path)["model"] == str(resolve_model("starter"))
+
+
 @pytest.mark.parametrize("fields, problem", [
     ({"task": "paint"}, "'task' must be one of"),
     ({"task": "segment", "image": "missing.nrrd"}, "missing.nrrd: no such file"),
@@ -154,6 +167,9 @@ def test_a_request_from_another_protocol_version_is_refused(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"protocol": worker.PROTOCOL + 1, "task": "devices"}))
     with pytest.raises(ScribbleSegError, match="different versions"):
+        worker.load_request(path)
+    path.write_text(json.dumps({"task": "devices"}))  # written by hand: it was called another version's
+    with pytest.raises(ScribbleSegError, match=r"r.json: 'protocol' is missing \(this ScribbleSegLib reads protocol"):
         worker.load_request(path)
 
 
