@@ -157,6 +157,8 @@ def replace_fields(defaults: Any, values: Dict[str, Any], name: str) -> Any:
     >>> replace_fields(Preset("x", 1, None), {"max_iters": 5}, "preset").max_iters
     5
     """
+    if not isinstance(values, dict):  # a GraphCutParams itself, say: it goes to pipeline.segment as it is
+        raise ScribbleSegError(f"{name} must be a dict of setting -> value, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(defaults)}
     unknown = sorted(set(values) - set(fields))
     if unknown:

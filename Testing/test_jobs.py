@@ -38,3 +38,12 @@ def test_a_job_of_arrays_or_of_another_type_is_one_line_naming_the_field(tmp_pat
         jobs.check_job(named)
     with pytest.raises(ScribbleSegError, match=r"^job must be a SegmentFiles, got dict$"):
         jobs.segment_files({"image": "i.nrrd"})
+    # Settings objects where the job takes dicts of settings: a TypeError from inside replace_fields before.
+    from ScribbleSegLib.ddml import DDMLConfig
+    from ScribbleSegLib.graphcut import GraphCutParams
+
+    for field, value in (("cut", GraphCutParams()), ("ddml", DDMLConfig())):
+        job = jobs.SegmentFiles(image="i", model="m", labels="o.nrrd", **{field: value})
+        with pytest.raises(ScribbleSegError, match=rf"^{field} must be a dict of setting -> value, got "
+                                                   rf"{type(value).__name__}$"):
+            jobs.settings(job)
