@@ -149,8 +149,17 @@ def suggest_sections(h: np.ndarray, labels: np.ndarray, network: np.ndarray, scr
     Returns
     -------
     list of Suggestion
+        Empty for a volume of one section (a tile): there is no other section to look at.
+
+    Examples
+    --------
+    >>> tile = np.full((1, 4, 4), 0.5, np.float32)
+    >>> suggest_sections(tile, (tile > 0.4).astype(np.uint8), tile, None)
+    []
     """
     if int(count) < 0:
         raise ScribbleSegError(f"count must be >= 0, got {count!r}")
     ranked = sorted(section_scores(h, labels, network, scribbles), key=lambda s: (-s.score, s.section))
+    if len(labels) == 1:  # the command line printed none for a tile, the API and the worker one: none anywhere
+        return []
     return ranked[: int(count)]

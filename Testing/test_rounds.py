@@ -71,6 +71,8 @@ def test_suggestions_rank_unsure_and_far_sections_first():
     top = suggest.suggest_sections(h, labels, network, strokes, count=1)[0]
     assert top.section == 1 and top.reason == "far from any stroke" and top.distance == 3
     assert suggest.suggest_sections(h, labels, network, strokes, count=0) == []
+    # A tile (one section) has no other section to look at: the API and the worker said "section 0".
+    assert suggest.suggest_sections(h[4:5], labels[4:5], network[4:5], strokes[4:5]) == []
     with pytest.raises(ScribbleSegError, match="shape"):
         suggest.section_scores(h, labels[:3], network, strokes)
 

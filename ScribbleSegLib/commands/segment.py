@@ -130,12 +130,12 @@ def run(args: argparse.Namespace) -> int:
     for line in unused_option_notes(args):  # after the run: a refused option's error stays the one line
         logging.getLogger("ScribbleSegLib").info(line)
     metrics = done.metrics
-    tile = metrics["shape_zyx"][0] == 1  # one section: an area, and no other section to look at next
+    tile = metrics["shape_zyx"][0] == 1  # one section: an area (and no suggestion: suggest.suggest_sections)
     size = f"{metrics['heart_area_mm2']:.4g} mm^2" if tile else f"{metrics['heart_volume_mm3']:.4g} mm^3"
     print(f"heart: {metrics['heart_voxels']} voxels, {size} ({args.method}; "
           f"features {'reused from cache' if metrics['features_cached'] else 'computed'})")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in done.timings.items()), file=sys.stderr)
-    suggestions = [] if tile else metrics.get("suggestions", [])
+    suggestions = metrics.get("suggestions", [])
     files = _section_files(args.image) if suggestions else []
     for k, suggestion in enumerate(suggestions, start=1):
         # Sections count from 0, as Slicer's voxel indices do; a folder's files are named as their scanner or the
