@@ -92,11 +92,15 @@ def labelmap_to_surface(labels: np.ndarray, geometry: Geometry, smoothing: float
     Raises
     ------
     ScribbleSegError
-        If no voxel is labelled, or the parameters are out of range.
+        If no voxel is labelled, the labels are not integers, or the parameters are out of range.
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ScribbleSegError(f"a labelmap must be (Z, Y, X), got shape {labels.shape}")
+    if labels.dtype.kind not in "uib":
+        # A probability (result.probability) counted as inside wherever it was above 0: the whole volume's box.
+        raise ScribbleSegError(f"labels must be an integer labelmap, got {labels.dtype} (a probability? threshold it: "
+                               "probability > 0.5)")
     check_geometry(geometry)
     for name, value in (("smoothing", smoothing), ("decimation", decimation)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):

@@ -122,6 +122,9 @@ def test_write_refuses_unknown_extension_and_empty_surface(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ScribbleSegError, match="polydata must be a vtkPolyData, got NoneType"):
         surface.surface_area_volume(None)
+    # A probability counted as inside wherever it was above 0: the surface of the whole volume's box.
+    with pytest.raises(ScribbleSegError, match=r"labels must be an integer labelmap, got float32 \(a probability"):
+        surface.labelmap_to_surface(labels.astype(np.float32) * 0.4 + 0.01, Geometry(SPACING))
 
 
 def test_render_png_shows_the_object_superior_up_and_left_on_the_right(tmp_path):
