@@ -352,7 +352,8 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
 
 def _read(path: Path) -> Dict[str, Any]:
     if not path.is_file():
-        raise ScribbleSegError(f"{path}: no such model file")
+        raise ScribbleSegError(f"{path}: is a folder, not a model file" if path.is_dir() else
+                               f"{path}: no such model file")
     try:
         with open(path, "rb") as f:
             head = f.read(4)

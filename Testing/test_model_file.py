@@ -147,6 +147,8 @@ def test_foreign_files_are_refused(tmp_path):
         load_model(plain)
     with pytest.raises(ScribbleSegError, match="no such model file"):
         load_model(tmp_path / "missing.model")
+    with pytest.raises(ScribbleSegError, match="is a folder, not a model file"):  # it was called missing
+        load_model(tmp_path)
     # Neither torch's zip archive nor a pickle: torch's unpickler would call it unsafe, but it is no model.
     for name, data in (("notes.model", b"not a model\n"), ("image.model", b"\x89PNG\r\n\x1a\n" + bytes(64))):
         (tmp_path / name).write_bytes(data)
