@@ -249,7 +249,7 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
     feature_bytes = n * int(getattr(model, "feature_channels", 0) or 0) * 2
     # The probability is always in memory; the features are when small (else a file on disk).
     in_memory = n * 4 + (feature_bytes if feature_bytes <= IN_MEMORY_FEATURE_BYTES else 0)
-    require_memory(in_memory, f"M-Unet outputs of a {'x'.join(map(str, image.shape[:3]))} volume",
+    require_memory(in_memory, f"holding the M-Unet outputs of a {'x'.join(map(str, image.shape[:3]))} volume",
                    "read the volume downsampled")
 
     def uncached():
