@@ -37,7 +37,9 @@ from .geometry import UNKNOWN_PIXEL, Geometry, Volume, check_geometry
 from .progress import CancelToken, ProgressCallback, check, report
 
 HEART_COLOR = (0.85, 0.2, 0.2)
-"""Display colour (RGB in [0, 1]) of the ``heart`` segment everywhere in ScribbleSeg."""
+"""Display colour (RGB in [0, 1]) of the ``heart`` segment in every segmentation ScribbleSeg writes and in the
+Slicer scene; a rendered surface (:func:`ScribbleSegLib.surface.render_surface_png`) takes Slicer's anatomical
+heart colour instead (:data:`ScribbleSegLib.surface.HEART_COLOR`)."""
 
 BACKGROUND_COLOR = (0.2, 0.4, 0.85)
 """Display colour (RGB in [0, 1]) of the ``background`` segment everywhere in ScribbleSeg."""
