@@ -801,6 +801,11 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     if best > guess and it >= options.eval_every:
         _log.warning("training did not learn: its best validation loss %.3g is no better than %.3g, a constant "
                      "guess of the heart's share; try a lower learning rate (lr) or more steps", best, guess)
+    elif best > guess and best <= diverged_above:
+        # A short run (max_iters 20, a first try) wrote a model that had learnt nothing, without a word.
+        _log.warning("training stopped at step %d, before it learnt anything (best validation loss %.3g, no better "
+                     "than %.3g, a constant guess of the heart's share): give it more steps (max_iters)",
+                     it, best, guess)
     if reason == "time budget" and it < options.max_iters / 2:
         _log.warning("training stopped by its time budget (max_minutes %g) after %d of %d steps: the model may be "
                      "undertrained; give it more time", options.max_minutes, it, options.max_iters)

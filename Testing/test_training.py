@@ -597,6 +597,20 @@ def test_a_fine_tune_is_said_to_diverge_against_where_its_parent_started(tmp_pat
     assert not (tmp_path / "g.model").exists()
 
 
+def test_a_short_training_that_learnt_nothing_says_so(tmp_path, monkeypatch, caplog):
+    # max_iters 3 wrote a model no better than a constant guess without a word: the "did not learn" check
+    # starts at the first evaluation (eval_every steps).
+    from ScribbleSegLib import training
+
+    image, label = tiny_volume()
+    monkeypatch.setattr(training, "_validate", lambda *args, **kwargs: 1.0)  # above any guess, not diverged
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        assert train_model([image], [label], tmp_path / "m.model", TINY, options=FAST, max_iters=3).exists()
+    (line,) = [r.getMessage() for r in caplog.records if "training" in r.getMessage()]
+    assert line.startswith("training stopped at step 3, before it learnt anything (best validation loss 1, no better "
+                           "than") and line.endswith("give it more steps (max_iters)")
+
+
 def test_a_few_steps_that_have_not_learnt_yet_warn_instead_of_calling_it_a_divergence(tmp_path, monkeypatch, caplog):
     # One step from scratch left the validation loss at 2.1, above twice an untrained network's: the user asked
     # for one step, and nothing diverged.
