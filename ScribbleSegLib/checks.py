@@ -388,7 +388,8 @@ def check_segment_args(image: Any, scribbles: Any, model: Any, *, spacing: Any, 
 
     Examples
     --------
-    >>> array, geometry, s = check_segment_args(np.zeros((1, 4, 4), np.uint8), None, "m.model", spacing=None,
+    >>> array, geometry, s = check_segment_args(np.arange(16, dtype=np.uint8).reshape(1, 4, 4), None, "m.model",
+    ...     spacing=None,
     ...     method="munet", cut_params=None, ddml_config=None, device="cpu", cache_dir=None, seed=0,
     ...     features=None)
     >>> array.shape
@@ -396,6 +397,12 @@ def check_segment_args(image: Any, scribbles: Any, model: Any, *, spacing: Any, 
     """
     method = check_method(method)
     array, geometry = check_image(image, spacing)
+    if features is None:  # the network would run on it: a blank scan is refused as from a file
+        from .geometry import Volume
+        from .volume_io import check_not_blank
+
+        rgb = array if array.ndim == 4 else np.broadcast_to(array[..., None], array.shape + (3,))
+        check_not_blank(Volume(rgb, geometry), "image")
     scribbles = check_scribbles(scribbles, array.shape[:3], method)
     check_model(model)
     check_device(device)

@@ -103,7 +103,7 @@ class Session:
 
     Examples
     --------
-    >>> Session(np.zeros((2, 8, 8, 3), np.uint8), None)
+    >>> Session(np.arange(384, dtype=np.uint8).reshape(2, 8, 8, 3), None)
     Traceback (most recent call last):
     ...
     ScribbleSegLib.errors.ScribbleSegError: model is None: pass a model file or a model from model_file.load_model

@@ -313,6 +313,18 @@ def test_segment_command_on_a_tile_gives_an_area_and_no_section_to_look_at(case,
     assert "look next" not in captured.out
 
 
+def test_a_blank_array_is_refused_by_the_api_as_a_blank_file_is():
+    # pipeline.segment and Session ran the network on a white array: the file reader alone refused one.
+    from ScribbleSegLib.session import Session
+
+    for image in (np.full((4, 32, 32, 3), 255, np.uint8), np.full((4, 32, 32), 200, np.uint8)):
+        colour = ", ".join([str(int(image.flat[0]))] * 3)
+        for run in (lambda: pipeline.segment(image, None, "starter", method="munet", spacing=(0.01, 0.01, 0.02)),
+                    lambda: Session(image, "starter", spacing=(0.01, 0.01, 0.02))):
+            with pytest.raises(ScribbleSegError, match=rf"^image: every voxel has the same colour \({colour}\)"):
+                run()
+
+
 def test_a_pixel_size_typed_in_micrometres_is_named_as_such_not_as_missing():
     # --spacing 9.2 9.2 10 (micrometres) was told "the stack has no pixel size ... (give the spacing)".
     class Model:
