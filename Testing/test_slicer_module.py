@@ -30,7 +30,7 @@ LIBRARY = sorted(p for p in (ROOT / "ScribbleSegLib").rglob("*.py") if "__pycach
 
 # What ScribbleSeg.py may import at file scope: the standard library and Slicer's own modules.
 FILE_SCOPE_IMPORTS = {"contextlib", "enum", "importlib", "logging", "os", "pathlib", "shutil", "subprocess", "sys",
-                      "time", "typing", "ctk", "qt", "vtk", "slicer"}
+                      "tempfile", "time", "typing", "ctk", "qt", "vtk", "slicer"}
 HEAVY = {"torch", "maxflow", "numpy", "SimpleITK", "scipy", "skimage", "sklearn", "slicerio", "nrrd",
          "ScribbleSegLib", "PyTorchUtils"}
 
@@ -430,11 +430,11 @@ def scribbleseg(monkeypatch, tmp_path):
                                                 setValue=settings.__setitem__))
     app = types.SimpleNamespace(processEvents=_process_events, testingEnabled=lambda: False,
                                 temporaryPath=str(tmp_path), cachePath=str(tmp_path / "cache"))
-    counter = iter(range(1000))
-
     def temp_directory(key):
-        path = tmp_path / f"{key}{next(counter)}"
-        path.mkdir()
+        # As Slicer's: the key and the time to the millisecond, an existing folder taken as it is (two calls in
+        # one millisecond share it). The module must not use it for job folders.
+        path = tmp_path / f"{key}-same-millisecond"
+        path.mkdir(exist_ok=True)
         return str(path)
 
     displayed = []
@@ -480,6 +480,16 @@ def test_the_parameter_node_annotations_evaluate(scribbleseg):
 
 def test_the_library_is_found_beside_the_module_folder(scribbleseg):
     assert Path(scribbleseg.libraryFolder()) == ROOT
+
+
+def test_each_job_and_session_gets_a_folder_of_its_own(scribbleseg, tmp_path):
+    # slicer.util.tempDirectory names a folder by its key and the millisecond and takes an existing one: device
+    # detection beside a job could share the job's folder, overwrite its request and delete it when done.
+    folders = {scribbleseg.newTemporaryFolder("ScribbleSeg") for _ in range(3)}
+    folders.add(scribbleseg.newTemporaryFolder("ScribbleSegSession"))
+    assert len(folders) == 4 and all(Path(f).parent == tmp_path and not any(Path(f).iterdir()) for f in folders)
+    source = Path(scribbleseg.__file__).read_text(encoding="utf-8")
+    assert "tempDirectory(" not in source
 
 
 def test_a_job_runs_the_worker_and_returns_its_error_with_the_scene_folder_cleaned(scribbleseg):
@@ -944,6 +954,22 @@ def test_the_self_test_skips_without_its_dependencies(scribbleseg, monkeypatch):
     assert all("not installed" in reason for _test, reason in result.skipped)
     scribbleseg.ScribbleSegTest().runTest()  # "Reload and Test": reported, not raised
     assert any(message.startswith("Skipped") for message in scribbleseg.slicer.util.displayed)
+
+
+def test_reload_and_test_reports_a_missing_model_as_a_skip(scribbleseg, monkeypatch):
+    # runTest called the segmenting test directly, and its skipTest reached Slicer's "Reload and Test failed" popup.
+    test = scribbleseg.ScribbleSegTest()
+    monkeypatch.setattr(test, "_missingDependencies", lambda: [])
+    monkeypatch.setattr(test, "setUp", lambda: None)
+    ran = []
+    for name in ("test_bad_inputs_leave_the_scene_unchanged", "test_scribbles_are_resampled_onto_the_volume",
+                 "test_segment_phantom_and_add_it_to_the_model"):
+        monkeypatch.setattr(test, name, lambda name=name: ran.append(name))
+    monkeypatch.delenv("SCRIBBLESEG_TEST_MODEL", raising=False)
+    monkeypatch.setattr(scribbleseg.ScribbleSegLogic, "starterModelPath", lambda self: None)
+    test.runTest()
+    assert ran == ["test_bad_inputs_leave_the_scene_unchanged", "test_scribbles_are_resampled_onto_the_volume"]
+    assert scribbleseg.slicer.util.displayed[-1] == f"Skipped: segmenting a phantom: {scribbleseg.NO_TEST_MODEL}"
 
 
 def test_the_self_test_uses_the_starter_model_and_trains_nothing(tree):
