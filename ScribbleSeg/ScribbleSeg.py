@@ -526,7 +526,10 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._onParameterNodeModified()
 
     def _stopObservingParameterNode(self) -> None:
-        if self._parameterNode:
+        # exit() stops observing already: removing the observer again made VTKObservationMixin warn "does not
+        # have observer" on every return to the module (Base/Python/slicer/util.py, 5.6 to main).
+        if self._parameterNode and self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                                    self._onParameterNodeModified):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:

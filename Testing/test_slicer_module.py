@@ -416,6 +416,31 @@ def _process_events():
         shot[1]()
 
 
+class _ObservationMixin:
+    """slicer.util.VTKObservationMixin's bookkeeping (5.6 to main): removing an observer it does not hold warns
+    "does not have observer", as the real one does."""
+
+    def _observations(self) -> set:
+        return self.__dict__.setdefault("_fake_observations", set())
+
+    def addObserver(self, obj, event, method, group="none", priority=0.0):
+        self._observations().add((id(obj), event, method))
+
+    def removeObserver(self, obj, event, method):
+        import warnings
+
+        try:
+            self._observations().remove((id(obj), event, method))
+        except KeyError:
+            warnings.warn("does not have observer")
+
+    def hasObserver(self, obj, event, method):
+        return (id(obj), event, method) in self._observations()
+
+    def removeObservers(self, method=None):
+        self._observations().clear()
+
+
 @pytest.fixture
 def scribbleseg(monkeypatch, tmp_path):
     """ScribbleSeg.py imported with stand-ins for qt, ctk and slicer."""
@@ -438,7 +463,7 @@ def scribbleseg(monkeypatch, tmp_path):
         return str(path)
 
     displayed = []
-    util = types.SimpleNamespace(VTKObservationMixin=type("VTKObservationMixin", (), {}), tempDirectory=temp_directory,
+    util = types.SimpleNamespace(VTKObservationMixin=_ObservationMixin, tempDirectory=temp_directory,
                                  displayed=displayed)
     slicer = types.ModuleType("slicer")
     slicer.app = app
@@ -630,8 +655,23 @@ def _panel(scribbleseg, **parameters):
                   sectionSpacing=0.005, sectionDownsample=1)
     fields.update(parameters)
     widget._parameterNode = types.SimpleNamespace(**fields)
-    widget.removeObserver = widget.addObserver = lambda *args: None
     return widget
+
+
+def test_leaving_the_module_and_stopping_again_does_not_warn(scribbleseg):
+    # exit() stops observing the parameter node, and setParameterNode on the next enter (or a scene close while
+    # hidden) stopped again: VTKObservationMixin warned "does not have observer" each time.
+    import warnings
+
+    panel = _panel(scribbleseg)
+    event = scribbleseg.vtk.vtkCommand.ModifiedEvent
+    panel.addObserver(panel._parameterNode, event, panel._onParameterNodeModified)
+    panel._releaseSegmentEditor = lambda: None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        panel.exit()
+        assert not panel.hasObserver(panel._parameterNode, event, panel._onParameterNodeModified)
+        panel._stopObservingParameterNode()
 
 
 def test_an_early_error_leaves_no_progress_bar_or_status_behind(scribbleseg):
