@@ -1246,9 +1246,10 @@ def pythonExecutable() -> str:
     when it is a plain Python (the console, the tests).
 
     Inside Slicer ``sys.executable`` is Slicer itself: starting it would open a second Slicer, so a missing
-    PythonSlicer is an error, as in ``slicer.util.executePythonModule``.
+    PythonSlicer is an error, as in ``slicer.util._executePythonModule`` (5.6 to 5.10; ``executePythonModule``
+    on main).
     """
-    # The same lookup as slicer.util.executePythonModule; that function cannot start a process group, which a
+    # The same lookup as that function; it cannot start a process group, which a
     # hard cancel needs, so the worker is started with subprocess directly.
     found = shutil.which("PythonSlicer")
     if found:
