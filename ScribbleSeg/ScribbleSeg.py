@@ -1643,14 +1643,15 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
     def createPhantom(self, seed: int = 0, shape: Sequence[int] = SAMPLE_PHANTOM_SHAPE, onEvent=None):
         """Make a synthetic H&E stack with its heart and example scribbles, and load it.
 
-        The files are kept in Slicer's cache folder (like Sample Data downloads),
-        so saving the scene later refers to files that still exist.
+        The files are kept as sample data (``ScribbleSegLib.choices.sample_data_dir``), so that a scene saved later
+        refers to files that still exist: not in Slicer's cache folder, which Slicer prunes at every start from
+        5.12 on (``vtkCacheManager::PruneCache`` on main).
 
         Returns
         -------
         (volume node, true heart segmentation, scribble segmentation)
         """
-        folder = os.path.join(slicer.app.cachePath, "ScribbleSeg", "phantom-{}-seed{}-{}".format(
+        folder = os.path.join(str(lib("choices").sample_data_dir()), "phantom-{}-seed{}-{}".format(
             libraryVersion(),
             seed, "x".join(str(int(s)) for s in shape)))
         files = {key: os.path.join(folder, f"{key}{suffix}") for key, suffix in

@@ -215,6 +215,22 @@ def default_cache_dir() -> Path:
     return Path(base) / "scribbleseg" / "features"
 
 
+def sample_data_dir() -> Path:
+    """Where the Slicer module keeps the phantoms it makes as sample data: ``$XDG_DATA_HOME/scribbleseg/phantoms``
+    (``~/.local/share/scribbleseg/phantoms``).
+
+    Data, not a cache: a scene saved with a phantom refers to its files, and Slicer's own cache folder is pruned
+    at every start from Slicer 5.12 on (``vtkCacheManager::PruneCache``), which could delete them.
+
+    Examples
+    --------
+    >>> sample_data_dir().parts[-2:]
+    ('scribbleseg', 'phantoms')
+    """
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "scribbleseg" / "phantoms"
+
+
 def cache_cap_problem(max_gb: float) -> Optional[str]:
     """Why ``max_gb`` cannot be a cache's size cap in GB (it must be a positive number up to
     :data:`MAX_CACHE_GB`), or None when it can.

@@ -449,6 +449,7 @@ def scribbleseg(monkeypatch, tmp_path):
 
     settings = {}
     monkeypatch.setenv("SCRIBBLESEG_CACHE_DIR", str(tmp_path / "features"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     qt = types.SimpleNamespace(
         QTimer=_FakeTimer,
         QSettings=lambda: types.SimpleNamespace(value=lambda key, default="": settings.get(key, default),
@@ -874,6 +875,10 @@ def test_the_sample_phantom_needs_no_pytorch(scribbleseg, monkeypatch):
     volume, truth, scribbles = logic.createPhantom(seed=0, shape=(6, 32, 32))
     assert asked == [False]
     assert Path(volume.path).is_file() and Path(scribbles.path).is_file()
+    # Sample data a saved scene refers to: not in Slicer's cache folder, which Slicer 5.12+ prunes at start.
+    data = Path(os.environ["XDG_DATA_HOME"]) / "scribbleseg" / "phantoms"
+    assert data in Path(volume.path).parents
+    assert Path(scribbleseg.slicer.app.cachePath) not in Path(volume.path).parents
 
 
 def test_the_worker_makes_the_phantom_without_torch(tmp_path):
