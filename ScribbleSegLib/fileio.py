@@ -545,6 +545,19 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def mixed_case_nifti(name: str) -> Optional[str]:
+    """The NIfTI extension (``.nii`` or ``.nii.gz``) of a file name that writes it in mixed case, which the NIfTI
+    library refuses to read; None for any other name (lower or upper case, or not NIfTI).
+
+    Examples
+    --------
+    >>> mixed_case_nifti("a.nii.GZ"), mixed_case_nifti("a.NII.GZ"), mixed_case_nifti("a.nii")
+    ('.nii.gz', None, None)
+    """
+    nifti = next((x for x in (".nii.gz", ".nii") if name.lower().endswith(x)), None)
+    return nifti if nifti is not None and name[-len(nifti):] not in (nifti, nifti.upper()) else None
+
+
 def check_outputs(outputs: Mapping[str, Optional[PathLike]],
                   inputs: Mapping[str, Optional[PathLike]] = {},
                   suffixes: Mapping[str, Sequence[str]] = {},
@@ -605,8 +618,8 @@ def check_outputs(outputs: Mapping[str, Optional[PathLike]],
         allowed = tuple(s.lower() for s in suffixes.get(name, ()))
         if allowed and not path.name.lower().endswith(allowed):
             raise ScribbleSegError(f"{path} ({name}): expected a file name ending in {' or '.join(allowed)}")
-        nifti = next((x for x in (".nii.gz", ".nii") if path.name.lower().endswith(x)), None)
-        if allowed and nifti in allowed and path.name[-len(nifti):] not in (nifti, nifti.upper()):
+        nifti = mixed_case_nifti(path.name)
+        if allowed and nifti in allowed:
             # The NIfTI library refuses such a name when the file is read (ITK, and so 3D Slicer).
             raise ScribbleSegError(f"{path} ({name}): NIfTI readers refuse an extension in mixed case; use {nifti}")
         if allowed and path.name.lower() in allowed:

@@ -179,8 +179,8 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
         return 1.0, 1.0
     # 1 mm per pixel is what a file states when it stores no pixel size; read with downsample N it becomes N mm.
     # No microscope scans sections at 1 mm per pixel or coarser: such a size is not known either.
-    if spacing_xy is None or min(float(v) for v in spacing_xy[:2]) >= UNKNOWN_PIXEL[0]:
-        pixel = None if spacing_xy is None else min(float(v) for v in spacing_xy[:2])
+    pixel = None if spacing_xy is None else min(float(v) for v in spacing_xy[:2])
+    if pixel is None or pixel >= UNKNOWN_PIXEL[0]:
         # Whole millimetres are what a file without a pixel size states (1 mm), read with downsample N (N mm).
         if warnings is not None and (pixel is None or pixel == round(pixel)):
             warnings.append(f"the stack has no pixel size; the model was trained at {model_xy[0]:g} mm per pixel, "

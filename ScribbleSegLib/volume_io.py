@@ -32,7 +32,7 @@ import slicerio
 
 from . import grids, image_tags
 from .errors import ScribbleSegError
-from .fileio import PathLike, atomic_output, native_stderr_held
+from .fileio import PathLike, atomic_output, mixed_case_nifti, native_stderr_held
 from .geometry import UNKNOWN_PIXEL, Geometry, Volume, check_geometry
 from .progress import CancelToken, ProgressCallback, check, report
 
@@ -338,12 +338,11 @@ def _read_with_sitk(file: Path, path: Path, image_information_only: bool):
     """Read ``file`` (``path`` itself or a copy of its first page) with SimpleITK; errors name ``path``."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(file))
+    nifti = mixed_case_nifti(file.name)
+    if nifti is not None:
+        raise ScribbleSegError(f"{path}: the NIfTI reader refuses an extension in mixed case; rename it to {nifti}")
     named = _reader_for_case(file)
     if named is not None:
-        nifti = ".nii.gz" if file.name.lower().endswith(".nii.gz") else ".nii"
-        if named == "NiftiImageIO" and file.name[-len(nifti):] != nifti.upper():
-            raise ScribbleSegError(f"{path}: the NIfTI reader refuses an extension in mixed case; rename it to "
-                                   f"{nifti}")
         reader.SetImageIO(named)
     try:
         if image_information_only:
