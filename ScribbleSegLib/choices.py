@@ -117,7 +117,19 @@ out of its adaptation altogether (``DDMLConfig.bank_doubt_full``).  Between :dat
 ``h`` blends the adaptation with them and the one without, in proportion: corrective strokes go where the
 network is wrong, so they raise the doubt of a model trained for the target, and a switch at one value made
 nuclei and glands fall by up to 0.44 IoU in a round.  Strokes on other organs than the starter model's heart
-start at 0.70 (BENCHMARKS.md, "The bank left out in proportion to the doubt")."""
+start at 0.70 (BENCHMARKS.md, "The bank left out in proportion to the doubt").  Between the two the share of
+``h`` without the training pixels follows :data:`BANK_AGREEMENT`."""
+
+BANK_AGREEMENT: Tuple[float, float] = (0.25, 0.35)
+"""Where a run's doubt lies between :data:`NETWORK_DOUBT` and :data:`BANK_LEFT_OUT_DOUBT`, how much of ``h``
+comes from the adaptation without the model's training pixels follows how far the network's own labels agree,
+over the whole stack, with those of the adaptation to the strokes alone (their IoU,
+:func:`ScribbleSegLib.pipeline.network_agreement`): all of it at or below the first value, none at or above the
+second, in proportion between (``DDMLConfig.bank_agreement``).  The doubt, read on the strokes, cannot tell a
+model trained for another target from one whose errors the strokes correct, as corrective strokes raise it by
+design; the agreement reads the whole image, where a few strokes move it little.  On real colon glands a
+network trained for them agreed at 0.29-0.82 and the heart's starter model at 0.05-0.30 (mostly under 0.2)
+(BENCHMARKS.md, "The bank left out by the network's agreement with the strokes")."""
 
 ORIENTATIONS: Tuple[int, ...] = (1, 2, 4)
 """Test-time flips of the M-Unet (:func:`ScribbleSegLib.inference.predict_volume`): each section as it is

@@ -107,11 +107,18 @@ class DDMLConfig:
         (:func:`ScribbleSegLib.pipeline.network_doubt`), the strokes may mark another target than the
         model's, whose bank labels do not hold for it: :func:`ScribbleSegLib.pipeline.adapt_and_cut`
         then also adapts with the whole pool drawn from the scribbles (``scribble_share`` 1), and blends
-        that ``h`` in, in proportion to how far the doubt lies towards ``bank_doubt_full``.  None never
-        does; the paper's settings do not.  Default :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
+        that ``h`` in as ``bank_agreement`` says.  None never does; the paper's settings do not.  Default
+        :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
     bank_doubt_full : float
         The doubt from which only the adaptation without the bank counts (at least ``bank_doubt``; equal,
         it switches at one value).  Default :data:`ScribbleSegLib.choices.BANK_LEFT_OUT_DOUBT`.
+    bank_agreement : tuple of 2 float or None
+        Between ``bank_doubt`` and ``bank_doubt_full``: the agreement of the network's labels with the
+        strokes' own adaptation (:func:`ScribbleSegLib.pipeline.network_agreement`) at or below which only
+        the adaptation without the bank counts, and at or above which only the one with it, in proportion
+        between.  None: in proportion to how far the doubt lies towards ``bank_doubt_full`` instead (the
+        rule before the agreement; corrective strokes move the doubt).  Default
+        :data:`ScribbleSegLib.choices.BANK_AGREEMENT`.
     doubted_network_weight : float
         ``network_weight`` at most, where ``bank_doubt`` leaves the bank out: the network's
         probability is then evidence for the model's target, not the strokes'.  Blended in at 0.5
@@ -161,6 +168,7 @@ class DDMLConfig:
     network_weight: float = 0.5
     bank_doubt: Optional[float] = choices.NETWORK_DOUBT
     bank_doubt_full: float = choices.BANK_LEFT_OUT_DOUBT
+    bank_agreement: Optional[Tuple[float, float]] = choices.BANK_AGREEMENT
     doubted_network_weight: float = 0.25
     doubted_colour_weight: float = 0.5
     head_bias: str = choices.DEFAULT_HEAD_BIAS
@@ -246,6 +254,14 @@ class DDMLConfig:
                 (self.bank_doubt or 0.0) <= full <= 1.0):
             raise ScribbleSegError(f"DDML bank_doubt_full must lie between bank_doubt ({self.bank_doubt}) and 1, got "
                                    f"{full!r}")
+        if self.bank_agreement is not None:
+            limits = self.bank_agreement
+            if isinstance(limits, (str, bytes)) or not hasattr(limits, "__len__") or len(limits) != 2 or any(
+                    isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) for v in limits) \
+                    or not 0.0 <= limits[0] <= limits[1] <= 1.0:
+                raise ScribbleSegError(f"DDML bank_agreement must be two numbers 0 <= low <= high <= 1, or None, got "
+                                       f"{limits!r}")
+            object.__setattr__(self, "bank_agreement", (float(limits[0]), float(limits[1])))
         if self.head_bias not in choices.HEAD_BIASES:
             raise ScribbleSegError(f"DDML head_bias must be one of {', '.join(choices.HEAD_BIASES)}, "
                                    f"got {self.head_bias!r}")

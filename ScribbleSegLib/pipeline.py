@@ -23,7 +23,7 @@ import numpy as np
 
 from . import choices, feature_cache
 from .checks import check_model, check_progress_cancel, check_segment_args, check_suggest
-from .errors import DamagedFeatures
+from .errors import DamagedFeatures, ScribbleSegError
 from .feature_reader import read_only_view
 from .geometry import UNKNOWN_PIXEL, Volume
 from .progress import CancelToken, ProgressCallback, check, report
@@ -548,12 +548,12 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     # trained for the target too, and a switch at one value made a round fall far.
     config = ddml_config or DDMLConfig()
     doubt = network_doubt(scribbles, prob)
-    share = bank_left_out_share(max(doubt), config)
+    # Within the doubt's interval both adapt, and the network's agreement with the strokes' adaptation, known after,
+    # sets the share (bank_left_out_share); outside it, one adapts.
+    both = config.bank_agreement is not None and _in_doubt_interval(max(doubt), config)
+    share = 0.5 if both else bank_left_out_share(max(doubt), config)
     doubted = dataclasses.replace(config, scribble_share=1.0,
                                   network_weight=min(config.network_weight, config.doubted_network_weight))
-    for line in network_warnings(doubt, share):
-        log.warning(line)
-        warnings.append(line)
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
     # adaptation's training leaves idle.  The cut sees the image with its glass made white, as the network did:
@@ -583,13 +583,20 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                              cancel=cancel, device=getattr(model, "device", None), resident=resident,
                              memory=adapt_memory if remembered else None)
 
-            # The warm session's f follows the adaptation that weighs most.
-            kept = adapted_with(config, 1.0 - share, share < 0.5)
-            without = adapted_with(doubted, share, share >= 0.5)
+            # The warm session's f follows the adaptation that weighs most (within the doubt's interval, the one
+            # with the bank: which weighs most is known only after both).
+            kept = adapted_with(config, 1.0 - share, share < 0.5 or both)
+            without = adapted_with(doubted, share, share >= 0.5 and not both)
             t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
         for part in (kept, without):
             if part is not None:
                 check_h_finite(part.h, feats)
+        if both and config.bank_agreement is not None:
+            # Before the colour goes into the h without the bank: the agreement reads the strokes' adaptation alone.
+            share = bank_left_out_share(max(doubt), config, network_agreement(without.h, prob, doubted.network_weight))
+        for line in network_warnings(doubt, share):
+            log.warning(line)
+            warnings.append(line)
         if without is not None and config.doubted_colour_weight > 0:
             # The features were learnt for the model's target: the pixel's own colour, as the strokes show it,
             # on the image the cut sees (glass made white: light that drifts would move the colours).
@@ -715,23 +722,95 @@ def network_doubt(scribbles: np.ndarray, network_probability: np.ndarray) -> Tup
     return float(shares[0]), float(shares[1])
 
 
-def bank_left_out_share(doubt: float, config) -> float:
+def bank_left_out_share(doubt: float, config, agreement: Optional[float] = None) -> float:
     """How much of ``h`` comes from the adaptation without the model's training pixels (0 to 1).
 
-    0 up to ``config.bank_doubt`` (None: always 0), 1 from ``config.bank_doubt_full`` on, in proportion
-    between (:class:`~ScribbleSegLib.ddml.DDMLConfig`).
+    0 up to ``config.bank_doubt`` (None: always 0), 1 from ``config.bank_doubt_full`` on
+    (:class:`~ScribbleSegLib.ddml.DDMLConfig`).  Between, by the ``agreement`` of the network with the strokes
+    (:func:`network_agreement`): 1 at or below ``config.bank_agreement[0]``, 0 at or above its second value, in
+    proportion between; with ``config.bank_agreement`` None, in proportion to the doubt instead.
+
+    Parameters
+    ----------
+    doubt : float
+        The larger of the run's two :func:`network_doubt` shares.
+    config : DDMLConfig
+    agreement : float, optional
+        Needed between the two doubts when ``config.bank_agreement`` is set.
 
     Examples
     --------
     >>> from ScribbleSegLib.ddml import DDMLConfig
-    >>> [round(bank_left_out_share(d, DDMLConfig(bank_doubt=0.5, bank_doubt_full=0.7)), 2) for d in (0.3, 0.6, 0.9)]
+    >>> [bank_left_out_share(d, DDMLConfig(), agreement=0.1) for d in (0.3, 0.6, 0.9)]
+    [0.0, 1.0, 1.0]
+    >>> [round(bank_left_out_share(0.6, DDMLConfig(bank_agreement=(0.2, 0.4)), agreement=a), 2) for a in (0.1, 0.3, 0.7)]
+    [1.0, 0.5, 0.0]
+    >>> [round(bank_left_out_share(d, DDMLConfig(bank_agreement=None)), 2) for d in (0.3, 0.6, 0.9)]
     [0.0, 0.5, 1.0]
     """
-    if config.bank_doubt is None or doubt <= config.bank_doubt:
-        return 0.0
-    if doubt >= config.bank_doubt_full:  # also a switch at one value (bank_doubt_full == bank_doubt)
+    if not _in_doubt_interval(doubt, config):
+        # Also a switch at one value (bank_doubt_full == bank_doubt).
+        return 0.0 if config.bank_doubt is None or doubt <= config.bank_doubt else 1.0
+    if config.bank_agreement is None:
+        return float((doubt - config.bank_doubt) / (config.bank_doubt_full - config.bank_doubt))
+    if agreement is None:
+        raise ScribbleSegError("bank_left_out_share: agreement is needed where the doubt lies between bank_doubt and "
+                               "bank_doubt_full")
+    low, high = config.bank_agreement
+    if agreement <= low:
         return 1.0
-    return float((doubt - config.bank_doubt) / (config.bank_doubt_full - config.bank_doubt))
+    if agreement >= high:
+        return 0.0
+    return float((high - agreement) / (high - low))
+
+
+def _in_doubt_interval(doubt: float, config) -> bool:
+    """Whether ``doubt`` lies strictly between ``config.bank_doubt`` and ``config.bank_doubt_full``."""
+    return config.bank_doubt is not None and config.bank_doubt < doubt < config.bank_doubt_full
+
+
+def network_agreement(h: np.ndarray, network_probability: np.ndarray, network_weight: float) -> float:
+    """IoU of the network's labels with those of an adaptation to the strokes alone, over the whole stack.
+
+    ``h`` is that adaptation's result with the network blended in at ``network_weight``
+    (``h = (1 - w) head + w p``); the head's own labels are read back from it.  A model trained for
+    what the strokes mark labels much of the image as the strokes' adaptation does, also where
+    corrective strokes contradict it; one trained for another target does not, wherever the strokes lie
+    (BENCHMARKS.md, "The bank left out by the network's agreement with the strokes").  1 where neither
+    labels anything.
+
+    Parameters
+    ----------
+    h : numpy.ndarray
+        ``(Z, Y, X)`` float: the adaptation's ``h`` (before any other blend).
+    network_probability : numpy.ndarray
+        ``(Z, Y, X)`` float: the M-Unet's probability (a memmap is fine).
+    network_weight : float
+        In [0, 1): the weight ``h`` was blended with.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> p = np.array([[[0.9, 0.9, 0.1, 0.1]]], np.float32)
+    >>> network_agreement(np.array([[[0.8, 0.2, 0.2, 0.1]]], np.float32), p, 0.0)
+    0.5
+    >>> network_agreement(0.75 * np.array([[[0.1, 0.1, 0.9, 0.9]]], np.float32) + 0.25 * p, p, 0.25)
+    0.0
+    """
+    if not 0.0 <= network_weight < 1.0:
+        raise ScribbleSegError(f"network_weight must be in [0, 1), got {network_weight!r}")
+    both = either = 0
+    w = np.float32(network_weight)
+    for z in range(h.shape[0]):  # section by section: no full-size temporaries
+        network = np.asarray(network_probability[z], np.float32)
+        head = h[z] - w * network > np.float32(0.5) * (1 - w)  # (h - w p) / (1 - w) > 1/2
+        network = network > 0.5
+        both += int(np.count_nonzero(head & network))
+        either += int(np.count_nonzero(head | network))
+    return 1.0 if either == 0 else both / either
 
 
 def _blend_h(kept, without, share: float) -> np.ndarray:

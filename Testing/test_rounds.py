@@ -182,6 +182,7 @@ def test_a_doubt_between_the_two_limits_blends_the_adaptations_with_and_without_
     small = dict(steps=5, head_steps=5, pool_size=64, batch_size=16, evaluation="exact")
 
     def h(**settings):
+        settings.setdefault("bank_agreement", None)  # the share by the doubt (the agreement's rule: the test below)
         return pipeline.adapt_and_cut(image, (1, 1, 1), s, model, network, feats, method="ddml", suggest=0,
                                       ddml_config=ddml.DDMLConfig(**small, **settings)).probability
 
@@ -542,3 +543,44 @@ def test_the_bench_chooses_its_settings_over_the_rounds_on_a_tiny_case(monkeypat
         if key in selection.scores:
             assert abs(r["per_round"][0] - selection.scores[key][0]) < 1e-6, "round 1 is the run that was ranked"
         assert abs(r["iou"] - np.mean(r["per_round"])) < 1e-9
+
+
+def test_within_the_doubt_interval_the_networks_agreement_with_the_strokes_sets_the_share(monkeypatch):
+    # Corrective strokes raise the doubt of a network trained for the target as much as strokes on another target
+    # do; how far the network's labels agree with the strokes' own adaptation over the whole image tells them apart.
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(2, 12, 12, 6)).astype(np.float16)
+    image = rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
+    s = np.zeros((2, 12, 12), np.uint8)
+    s[0, 2, 1:11], s[1, 9, 1:11] = 1, 2
+    network = np.full(s.shape, 0.2, np.float32)
+    network[0, 2, 1:5] = 0.9  # doubt 0.6: between bank_doubt and bank_doubt_full
+    model = types.SimpleNamespace(bank_features=None, bank_labels=None, device=None)
+    small = dict(steps=5, head_steps=5, pool_size=64, batch_size=16, evaluation="exact")
+    seen = []
+    measure = pipeline.network_agreement
+    monkeypatch.setattr(pipeline, "network_agreement", lambda *a: seen.append(measure(*a)) or seen[-1])
+
+    def run(**settings):
+        return pipeline.adapt_and_cut(image, (1, 1, 1), s, model, network, feats, method="ddml", suggest=0,
+                                      ddml_config=ddml.DDMLConfig(**small, **settings))
+
+    kept = run(bank_doubt=None).probability
+    without = run(bank_doubt=0.5, bank_doubt_full=0.5).probability
+    assert np.abs(kept - without).max() > 0.05 and not seen  # outside the interval nothing is measured
+    result = run(bank_agreement=(0.0, 0.0))  # any agreement at or above 0: the bank kept
+    agreement = seen[-1]
+    assert 0.0 < agreement < 1.0
+    np.testing.assert_array_equal(result.probability, kept)
+    assert not result.warnings[-1].count("left out")
+    result = run(bank_agreement=(1.0, 1.0))  # any agreement at or below 1: left out
+    np.testing.assert_array_equal(result.probability, without)
+    assert "were left out of the adaptation" in result.warnings[-1]
+    result = run(bank_agreement=(agreement / 2, agreement * 2.5))  # a quarter of the way to kept
+    np.testing.assert_allclose(result.probability, 0.25 * kept + 0.75 * without, atol=1e-5)
+    assert "left out of 75% of the adaptation" in result.warnings[-1]
+    assert ddml.DDMLConfig().bank_agreement == choices.BANK_AGREEMENT
+    for bad in ((0.4, 0.3), (0.1,), (-0.1, 0.2), (0.2, 1.5), "ab", (True, 0.5)):
+        with pytest.raises(ScribbleSegError, match="bank_agreement"):
+            ddml.DDMLConfig(bank_agreement=bad)
+    assert ddml.DDMLConfig(bank_agreement=[0.1, 0.2]).bank_agreement == (0.1, 0.2)  # as JSON gives it
