@@ -168,23 +168,33 @@ def test_strokes_the_network_contradicts_leave_out_the_bank_and_weigh_the_networ
         ddml.DDMLConfig(doubted_network_weight=1.5)
 
 
-def test_a_doubt_between_the_two_limits_blends_the_adaptations_with_and_without_the_bank_in_proportion():
-    # Corrective heart strokes on what a nuclei network missed raised its doubt past 0.5, and the switch that left
-    # the bank out took a tile from 0.69 to 0.25 IoU: between bank_doubt and bank_doubt_full h moves in proportion.
+def _doubted_run():
+    """A run on a small random stack whose network calls 6 of the 10 heart-stroke voxels background (doubt 0.6,
+    between ``bank_doubt`` and ``bank_doubt_full``): ``run(**DDMLConfig fields)`` gives its ``ddml`` result."""
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(2, 12, 12, 6)).astype(np.float16)
     image = rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
     s = np.zeros((2, 12, 12), np.uint8)
     s[0, 2, 1:11], s[1, 9, 1:11] = 1, 2
     network = np.full(s.shape, 0.2, np.float32)
-    network[0, 2, 1:5] = 0.9  # 6 of the 10 heart-stroke voxels called background: doubt 0.6
+    network[0, 2, 1:5] = 0.9
     model = types.SimpleNamespace(bank_features=None, bank_labels=None, device=None)
     small = dict(steps=5, head_steps=5, pool_size=64, batch_size=16, evaluation="exact")
 
+    def run(**settings):
+        return pipeline.adapt_and_cut(image, (1, 1, 1), s, model, network, feats, method="ddml", suggest=0,
+                                      ddml_config=ddml.DDMLConfig(**small, **settings))
+    return run
+
+
+def test_a_doubt_between_the_two_limits_blends_the_adaptations_with_and_without_the_bank_in_proportion():
+    # Corrective heart strokes on what a nuclei network missed raised its doubt past 0.5, and the switch that left
+    # the bank out took a tile from 0.69 to 0.25 IoU: between bank_doubt and bank_doubt_full h moves in proportion.
+    run = _doubted_run()
+
     def h(**settings):
         settings.setdefault("bank_agreement", None)  # the share by the doubt (the agreement's rule: the test below)
-        return pipeline.adapt_and_cut(image, (1, 1, 1), s, model, network, feats, method="ddml", suggest=0,
-                                      ddml_config=ddml.DDMLConfig(**small, **settings)).probability
+        return run(**settings).probability
 
     kept, without = h(bank_doubt=None), h(bank_doubt=0.5, bank_doubt_full=0.5)
     assert np.abs(kept - without).max() > 0.05  # the two differ: the blend below is not trivially met
@@ -548,22 +558,10 @@ def test_the_bench_chooses_its_settings_over_the_rounds_on_a_tiny_case(monkeypat
 def test_within_the_doubt_interval_the_networks_agreement_with_the_strokes_sets_the_share(monkeypatch):
     # Corrective strokes raise the doubt of a network trained for the target as much as strokes on another target
     # do; how far the network's labels agree with the strokes' own adaptation over the whole image tells them apart.
-    rng = np.random.default_rng(1)
-    feats = rng.normal(size=(2, 12, 12, 6)).astype(np.float16)
-    image = rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
-    s = np.zeros((2, 12, 12), np.uint8)
-    s[0, 2, 1:11], s[1, 9, 1:11] = 1, 2
-    network = np.full(s.shape, 0.2, np.float32)
-    network[0, 2, 1:5] = 0.9  # doubt 0.6: between bank_doubt and bank_doubt_full
-    model = types.SimpleNamespace(bank_features=None, bank_labels=None, device=None)
-    small = dict(steps=5, head_steps=5, pool_size=64, batch_size=16, evaluation="exact")
+    run = _doubted_run()
     seen = []
     measure = pipeline.network_agreement
     monkeypatch.setattr(pipeline, "network_agreement", lambda *a: seen.append(measure(*a)) or seen[-1])
-
-    def run(**settings):
-        return pipeline.adapt_and_cut(image, (1, 1, 1), s, model, network, feats, method="ddml", suggest=0,
-                                      ddml_config=ddml.DDMLConfig(**small, **settings))
 
     kept = run(bank_doubt=None).probability
     without = run(bank_doubt=0.5, bank_doubt_full=0.5).probability
