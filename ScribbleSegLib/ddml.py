@@ -112,12 +112,16 @@ class DDMLConfig:
     bank_doubt_full : float
         The doubt from which only the adaptation without the bank counts (at least ``bank_doubt``; equal,
         it switches at one value).  Default :data:`ScribbleSegLib.choices.BANK_LEFT_OUT_DOUBT`.
+    bank_doubt_ramp : float
+        Between ``bank_doubt`` and ``bank_doubt_full``, the doubt from which the adaptation without the bank
+        counts in proportion to how far the doubt lies towards ``bank_doubt_full`` (at least; see
+        ``bank_agreement``).  Default :data:`ScribbleSegLib.choices.BANK_RAMP_DOUBT`; ``bank_doubt_ramp=0.5,
+        bank_doubt_full=0.7, bank_agreement=None`` is the rule before the agreement.
     bank_agreement : tuple of 2 float or None
         Between ``bank_doubt`` and ``bank_doubt_full``: the agreement of the network's labels with the
         strokes' own adaptation (:func:`ScribbleSegLib.pipeline.network_agreement`) at or below which only
-        the adaptation without the bank counts, and at or above which only the one with it, in proportion
-        between.  None: in proportion to how far the doubt lies towards ``bank_doubt_full`` instead (the
-        rule before the agreement; corrective strokes move the doubt).  Default
+        the adaptation without the bank counts, and at or above which the doubt's share alone does, in
+        proportion between; the larger of the two shares counts.  None: the doubt's alone.  Default
         :data:`ScribbleSegLib.choices.BANK_AGREEMENT`.
     doubted_network_weight : float
         ``network_weight`` at most, where ``bank_doubt`` leaves the bank out: the network's
@@ -168,6 +172,7 @@ class DDMLConfig:
     network_weight: float = 0.5
     bank_doubt: Optional[float] = choices.NETWORK_DOUBT
     bank_doubt_full: float = choices.BANK_LEFT_OUT_DOUBT
+    bank_doubt_ramp: float = choices.BANK_RAMP_DOUBT
     bank_agreement: Optional[Tuple[float, float]] = choices.BANK_AGREEMENT
     doubted_network_weight: float = 0.25
     doubted_colour_weight: float = 0.5
@@ -254,6 +259,11 @@ class DDMLConfig:
                 (self.bank_doubt or 0.0) <= full <= 1.0):
             raise ScribbleSegError(f"DDML bank_doubt_full must lie between bank_doubt ({self.bank_doubt}) and 1, got "
                                    f"{full!r}")
+        ramp = self.bank_doubt_ramp
+        if isinstance(ramp, bool) or not isinstance(ramp, (int, float, np.floating, np.integer)) or not (
+                (self.bank_doubt or 0.0) <= ramp <= full):
+            raise ScribbleSegError(f"DDML bank_doubt_ramp must lie between bank_doubt ({self.bank_doubt}) and "
+                                   f"bank_doubt_full ({full}), got {ramp!r}")
         if self.bank_agreement is not None:
             limits = self.bank_agreement
             if isinstance(limits, (str, bytes)) or not hasattr(limits, "__len__") or len(limits) != 2 or any(

@@ -550,8 +550,9 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     doubt = network_doubt(scribbles, prob)
     # Within the doubt's interval both adapt, and the network's agreement with the strokes' adaptation, known after,
     # sets the share (bank_left_out_share); outside it, one adapts.
-    both = config.bank_agreement is not None and _in_doubt_interval(max(doubt), config)
-    share = 0.5 if both else bank_left_out_share(max(doubt), config)
+    share = bank_left_out_share(max(doubt), config)  # the doubt's share alone
+    both = _in_doubt_interval(max(doubt), config) and (config.bank_agreement is not None or 0.0 < share < 1.0)
+    share = 0.5 if both else share
     doubted = dataclasses.replace(config, scribble_share=1.0,
                                   network_weight=min(config.network_weight, config.doubted_network_weight))
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
@@ -591,9 +592,10 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         for part in (kept, without):
             if part is not None:
                 check_h_finite(part.h, feats)
-        if both and config.bank_agreement is not None:
+        if both:
             # Before the colour goes into the h without the bank: the agreement reads the strokes' adaptation alone.
-            share = bank_left_out_share(max(doubt), config, network_agreement(without.h, prob, doubted.network_weight))
+            share = bank_left_out_share(max(doubt), config, None if config.bank_agreement is None else
+                                        network_agreement(without.h, prob, doubted.network_weight))
         for line in network_warnings(doubt, share):
             log.warning(line)
             warnings.append(line)
@@ -726,9 +728,10 @@ def bank_left_out_share(doubt: float, config, agreement: Optional[float] = None)
     """How much of ``h`` comes from the adaptation without the model's training pixels (0 to 1).
 
     0 up to ``config.bank_doubt`` (None: always 0), 1 from ``config.bank_doubt_full`` on
-    (:class:`~ScribbleSegLib.ddml.DDMLConfig`).  Between, by the ``agreement`` of the network with the strokes
-    (:func:`network_agreement`): 1 at or below ``config.bank_agreement[0]``, 0 at or above its second value, in
-    proportion between; with ``config.bank_agreement`` None, in proportion to the doubt instead.
+    (:class:`~ScribbleSegLib.ddml.DDMLConfig`).  Between, the larger of two shares: the doubt's, 0 up to
+    ``config.bank_doubt_ramp`` and in proportion from there to ``config.bank_doubt_full``; and, given the
+    ``agreement`` of the network with the strokes (:func:`network_agreement`) and ``config.bank_agreement``,
+    1 at or below its first value, 0 at or above its second, in proportion between.
 
     Parameters
     ----------
@@ -736,32 +739,28 @@ def bank_left_out_share(doubt: float, config, agreement: Optional[float] = None)
         The larger of the run's two :func:`network_doubt` shares.
     config : DDMLConfig
     agreement : float, optional
-        Needed between the two doubts when ``config.bank_agreement`` is set.
+        None: the doubt's share alone.
 
     Examples
     --------
     >>> from ScribbleSegLib.ddml import DDMLConfig
-    >>> [bank_left_out_share(d, DDMLConfig(), agreement=0.1) for d in (0.3, 0.6, 0.9)]
-    [0.0, 1.0, 1.0]
+    >>> [round(bank_left_out_share(d, DDMLConfig(), agreement=0.5), 2) for d in (0.3, 0.6, 0.8, 0.95)]
+    [0.0, 0.0, 0.5, 1.0]
     >>> [round(bank_left_out_share(0.6, DDMLConfig(bank_agreement=(0.2, 0.4)), agreement=a), 2) for a in (0.1, 0.3, 0.7)]
     [1.0, 0.5, 0.0]
-    >>> [round(bank_left_out_share(d, DDMLConfig(bank_agreement=None)), 2) for d in (0.3, 0.6, 0.9)]
+    >>> [round(bank_left_out_share(d, DDMLConfig(bank_doubt_ramp=0.5, bank_doubt_full=0.7)), 2) for d in (0.3, 0.6, 0.9)]
     [0.0, 0.5, 1.0]
     """
     if not _in_doubt_interval(doubt, config):
         # Also a switch at one value (bank_doubt_full == bank_doubt).
         return 0.0 if config.bank_doubt is None or doubt <= config.bank_doubt else 1.0
-    if config.bank_agreement is None:
-        return float((doubt - config.bank_doubt) / (config.bank_doubt_full - config.bank_doubt))
-    if agreement is None:
-        raise ScribbleSegError("bank_left_out_share: agreement is needed where the doubt lies between bank_doubt and "
-                               "bank_doubt_full")
+    full, ramp = config.bank_doubt_full, config.bank_doubt_ramp
+    share = 0.0 if doubt <= ramp else float((doubt - ramp) / (full - ramp))
+    if agreement is None or config.bank_agreement is None:
+        return share
     low, high = config.bank_agreement
-    if agreement <= low:
-        return 1.0
-    if agreement >= high:
-        return 0.0
-    return float((high - agreement) / (high - low))
+    by_agreement = 1.0 if agreement <= low else 0.0 if agreement >= high else float((high - agreement) / (high - low))
+    return max(share, by_agreement)
 
 
 def _in_doubt_interval(doubt: float, config) -> bool:

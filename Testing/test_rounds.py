@@ -194,6 +194,7 @@ def test_a_doubt_between_the_two_limits_blends_the_adaptations_with_and_without_
 
     def h(**settings):
         settings.setdefault("bank_agreement", None)  # the share by the doubt (the agreement's rule: the test below)
+        settings.setdefault("bank_doubt_ramp", settings.get("bank_doubt") or 0.0)  # in proportion from the start
         return run(**settings).probability
 
     kept, without = h(bank_doubt=None), h(bank_doubt=0.5, bank_doubt_full=0.5)
@@ -564,7 +565,7 @@ def test_within_the_doubt_interval_the_networks_agreement_with_the_strokes_sets_
     monkeypatch.setattr(pipeline, "network_agreement", lambda *a: seen.append(measure(*a)) or seen[-1])
 
     kept = run(bank_doubt=None).probability
-    without = run(bank_doubt=0.5, bank_doubt_full=0.5).probability
+    without = run(bank_doubt=0.5, bank_doubt_ramp=0.5, bank_doubt_full=0.5).probability
     assert np.abs(kept - without).max() > 0.05 and not seen  # outside the interval nothing is measured
     result = run(bank_agreement=(0.0, 0.0))  # any agreement at or above 0: the bank kept
     agreement = seen[-1]
@@ -577,7 +578,14 @@ def test_within_the_doubt_interval_the_networks_agreement_with_the_strokes_sets_
     result = run(bank_agreement=(agreement / 2, agreement * 2.5))  # a quarter of the way to kept
     np.testing.assert_allclose(result.probability, 0.25 * kept + 0.75 * without, atol=1e-5)
     assert "left out of 75% of the adaptation" in result.warnings[-1]
+    # The doubt's own share counts where it is the larger: half way from bank_doubt_ramp to bank_doubt_full.
+    result = run(bank_agreement=(0.0, 0.0), bank_doubt_ramp=0.5, bank_doubt_full=0.7)
+    np.testing.assert_allclose(result.probability, 0.5 * kept + 0.5 * without, atol=1e-5)
     assert ddml.DDMLConfig().bank_agreement == choices.BANK_AGREEMENT
+    assert ddml.DDMLConfig().bank_doubt < ddml.DDMLConfig().bank_doubt_ramp == choices.BANK_RAMP_DOUBT
+    for bad in (0.4, 0.95, None):
+        with pytest.raises(ScribbleSegError, match="bank_doubt_ramp"):
+            ddml.DDMLConfig(bank_doubt_ramp=bad)
     for bad in ((0.4, 0.3), (0.1,), (-0.1, 0.2), (0.2, 1.5), "ab", (True, 0.5)):
         with pytest.raises(ScribbleSegError, match="bank_agreement"):
             ddml.DDMLConfig(bank_agreement=bad)
