@@ -107,22 +107,20 @@ class DDMLConfig:
         (:func:`ScribbleSegLib.pipeline.network_doubt`), the strokes may mark another target than the
         model's, whose bank labels do not hold for it: :func:`ScribbleSegLib.pipeline.adapt_and_cut`
         then also adapts with the whole pool drawn from the scribbles (``scribble_share`` 1), and blends
-        that ``h`` in as ``bank_agreement`` says.  None never does; the paper's settings do not.  Default
-        :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
+        that ``h`` in, in proportion to how far the doubt lies towards ``bank_doubt_full``, both moved up
+        where the network agrees with the strokes (``bank_agreement``).  None never does; the paper's settings
+        do not.  Default :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
     bank_doubt_full : float
         The doubt from which only the adaptation without the bank counts (at least ``bank_doubt``; equal,
         it switches at one value).  Default :data:`ScribbleSegLib.choices.BANK_LEFT_OUT_DOUBT`.
-    bank_doubt_ramp : float
-        Between ``bank_doubt`` and ``bank_doubt_full``, the doubt from which the adaptation without the bank
-        counts in proportion to how far the doubt lies towards ``bank_doubt_full`` (at least; see
-        ``bank_agreement``).  Default :data:`ScribbleSegLib.choices.BANK_RAMP_DOUBT`; ``bank_doubt_ramp=0.5,
-        bank_doubt_full=0.7, bank_agreement=None`` is the rule before the agreement.
     bank_agreement : tuple of 2 float or None
-        Between ``bank_doubt`` and ``bank_doubt_full``: the agreement of the network's labels with the
-        strokes' own adaptation (:func:`ScribbleSegLib.pipeline.network_agreement`) at or below which only
-        the adaptation without the bank counts, and at or above which the doubt's share alone does, in
-        proportion between; the larger of the two shares counts.  None: the doubt's alone.  Default
-        :data:`ScribbleSegLib.choices.BANK_AGREEMENT`.
+        The agreement of the network's labels with the strokes' own adaptation
+        (:func:`ScribbleSegLib.pipeline.network_agreement`) at or below which the doubt's interval stays as
+        it is, and at or above which it moves up by ``bank_agreement_shift``, in proportion between.  None:
+        it stays.  Default :data:`ScribbleSegLib.choices.BANK_AGREEMENT`.
+    bank_agreement_shift : float
+        See ``bank_agreement``; 0 leaves the interval as it is.  Default
+        :data:`ScribbleSegLib.choices.BANK_AGREEMENT_SHIFT`.
     doubted_network_weight : float
         ``network_weight`` at most, where ``bank_doubt`` leaves the bank out: the network's
         probability is then evidence for the model's target, not the strokes'.  Blended in at 0.5
@@ -172,8 +170,8 @@ class DDMLConfig:
     network_weight: float = 0.5
     bank_doubt: Optional[float] = choices.NETWORK_DOUBT
     bank_doubt_full: float = choices.BANK_LEFT_OUT_DOUBT
-    bank_doubt_ramp: float = choices.BANK_RAMP_DOUBT
     bank_agreement: Optional[Tuple[float, float]] = choices.BANK_AGREEMENT
+    bank_agreement_shift: float = choices.BANK_AGREEMENT_SHIFT
     doubted_network_weight: float = 0.25
     doubted_colour_weight: float = 0.5
     head_bias: str = choices.DEFAULT_HEAD_BIAS
@@ -259,11 +257,10 @@ class DDMLConfig:
                 (self.bank_doubt or 0.0) <= full <= 1.0):
             raise ScribbleSegError(f"DDML bank_doubt_full must lie between bank_doubt ({self.bank_doubt}) and 1, got "
                                    f"{full!r}")
-        ramp = self.bank_doubt_ramp
-        if isinstance(ramp, bool) or not isinstance(ramp, (int, float, np.floating, np.integer)) or not (
-                (self.bank_doubt or 0.0) <= ramp <= full):
-            raise ScribbleSegError(f"DDML bank_doubt_ramp must lie between bank_doubt ({self.bank_doubt}) and "
-                                   f"bank_doubt_full ({full}), got {ramp!r}")
+        shift = self.bank_agreement_shift
+        if isinstance(shift, bool) or not isinstance(shift, (int, float, np.floating, np.integer)) or not (
+                0.0 <= shift <= 1.0):
+            raise ScribbleSegError(f"DDML bank_agreement_shift must be in [0, 1], got {shift!r}")
         if self.bank_agreement is not None:
             limits = self.bank_agreement
             if isinstance(limits, (str, bytes)) or not hasattr(limits, "__len__") or len(limits) != 2 or any(

@@ -548,10 +548,12 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     # trained for the target too, and a switch at one value made a round fall far.
     config = ddml_config or DDMLConfig()
     doubt = network_doubt(scribbles, prob)
-    # Within the doubt's interval both adapt, and the network's agreement with the strokes' adaptation, known after,
-    # sets the share (bank_left_out_share); outside it, one adapts.
-    share = bank_left_out_share(max(doubt), config)  # the doubt's share alone
-    both = _in_doubt_interval(max(doubt), config) and (config.bank_agreement is not None or 0.0 < share < 1.0)
+    # Within the doubt's interval (moved up by as much as DDMLConfig.bank_agreement_shift) both adapt, and the
+    # network's agreement with the strokes' own adaptation, known after, moves the interval (bank_left_out_share):
+    # where the network's labels agree with the strokes' over the whole image, corrective strokes raised the doubt.
+    share = bank_left_out_share(max(doubt), config)  # the interval as it is
+    agreeing = config.bank_agreement is not None and config.bank_agreement_shift > 0
+    both = _in_doubt_interval(max(doubt), config) and (agreeing or 0.0 < share < 1.0)
     share = 0.5 if both else share
     doubted = dataclasses.replace(config, scribble_share=1.0,
                                   network_weight=min(config.network_weight, config.doubted_network_weight))
@@ -594,8 +596,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                 check_h_finite(part.h, feats)
         if both:
             # Before the colour goes into the h without the bank: the agreement reads the strokes' adaptation alone.
-            share = bank_left_out_share(max(doubt), config, None if config.bank_agreement is None else
-                                        network_agreement(without.h, prob, doubted.network_weight))
+            share = bank_left_out_share(max(doubt), config, network_agreement(without.h, prob, doubted.network_weight)
+                                        if agreeing else None)
         for line in network_warnings(doubt, share):
             log.warning(line)
             warnings.append(line)
@@ -727,11 +729,10 @@ def network_doubt(scribbles: np.ndarray, network_probability: np.ndarray) -> Tup
 def bank_left_out_share(doubt: float, config, agreement: Optional[float] = None) -> float:
     """How much of ``h`` comes from the adaptation without the model's training pixels (0 to 1).
 
-    0 up to ``config.bank_doubt`` (None: always 0), 1 from ``config.bank_doubt_full`` on
-    (:class:`~ScribbleSegLib.ddml.DDMLConfig`).  Between, the larger of two shares: the doubt's, 0 up to
-    ``config.bank_doubt_ramp`` and in proportion from there to ``config.bank_doubt_full``; and, given the
-    ``agreement`` of the network with the strokes (:func:`network_agreement`) and ``config.bank_agreement``,
-    1 at or below its first value, 0 at or above its second, in proportion between.
+    0 up to ``config.bank_doubt`` (None: always 0), 1 from ``config.bank_doubt_full`` on, in proportion
+    between (:class:`~ScribbleSegLib.ddml.DDMLConfig`).  Given the ``agreement`` of the network with the strokes
+    (:func:`network_agreement`), both limits move up by ``config.bank_agreement_shift`` times how far it lies from
+    the first value of ``config.bank_agreement`` to the second (0 below, 1 above).
 
     Parameters
     ----------
@@ -739,33 +740,34 @@ def bank_left_out_share(doubt: float, config, agreement: Optional[float] = None)
         The larger of the run's two :func:`network_doubt` shares.
     config : DDMLConfig
     agreement : float, optional
-        None: the doubt's share alone.
+        None: the limits as they are.
 
     Examples
     --------
     >>> from ScribbleSegLib.ddml import DDMLConfig
-    >>> [round(bank_left_out_share(d, DDMLConfig(), agreement=0.5), 2) for d in (0.3, 0.6, 0.8, 0.95)]
-    [0.0, 0.0, 0.5, 1.0]
-    >>> [round(bank_left_out_share(0.6, DDMLConfig(bank_agreement=(0.2, 0.4)), agreement=a), 2) for a in (0.1, 0.3, 0.7)]
-    [1.0, 0.5, 0.0]
-    >>> [round(bank_left_out_share(d, DDMLConfig(bank_doubt_ramp=0.5, bank_doubt_full=0.7)), 2) for d in (0.3, 0.6, 0.9)]
+    >>> [round(bank_left_out_share(d, DDMLConfig()), 2) for d in (0.3, 0.6, 0.9)]
     [0.0, 0.5, 1.0]
+    >>> [round(bank_left_out_share(d, DDMLConfig(), agreement=0.5), 2) for d in (0.6, 0.8, 0.9)]
+    [0.0, 0.5, 1.0]
+    >>> [round(bank_left_out_share(0.8, DDMLConfig(), agreement=a), 2) for a in (0.1, 0.3, 0.5)]
+    [1.0, 1.0, 0.5]
     """
-    if not _in_doubt_interval(doubt, config):
-        # Also a switch at one value (bank_doubt_full == bank_doubt).
-        return 0.0 if config.bank_doubt is None or doubt <= config.bank_doubt else 1.0
-    full, ramp = config.bank_doubt_full, config.bank_doubt_ramp
-    share = 0.0 if doubt <= ramp else float((doubt - ramp) / (full - ramp))
-    if agreement is None or config.bank_agreement is None:
-        return share
-    low, high = config.bank_agreement
-    by_agreement = 1.0 if agreement <= low else 0.0 if agreement >= high else float((high - agreement) / (high - low))
-    return max(share, by_agreement)
+    if config.bank_doubt is None or doubt <= config.bank_doubt:
+        return 0.0
+    start, end = config.bank_doubt, config.bank_doubt_full
+    if agreement is not None and config.bank_agreement is not None:
+        low, high = config.bank_agreement
+        agrees = 1.0 if agreement >= high else 0.0 if agreement <= low else (agreement - low) / (high - low)
+        start, end = start + agrees * config.bank_agreement_shift, end + agrees * config.bank_agreement_shift
+    if doubt >= end:  # also a switch at one value (bank_doubt_full == bank_doubt)
+        return 1.0
+    return 0.0 if doubt <= start else float((doubt - start) / (end - start))
 
 
 def _in_doubt_interval(doubt: float, config) -> bool:
-    """Whether ``doubt`` lies strictly between ``config.bank_doubt`` and ``config.bank_doubt_full``."""
-    return config.bank_doubt is not None and config.bank_doubt < doubt < config.bank_doubt_full
+    """Whether ``doubt`` lies where :func:`bank_left_out_share` may be strictly between 0 and 1."""
+    shift = config.bank_agreement_shift if config.bank_agreement is not None else 0.0
+    return config.bank_doubt is not None and config.bank_doubt < doubt < config.bank_doubt_full + shift
 
 
 def network_agreement(h: np.ndarray, network_probability: np.ndarray, network_weight: float) -> float:

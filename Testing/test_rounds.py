@@ -193,8 +193,7 @@ def test_a_doubt_between_the_two_limits_blends_the_adaptations_with_and_without_
     run = _doubted_run()
 
     def h(**settings):
-        settings.setdefault("bank_agreement", None)  # the share by the doubt (the agreement's rule: the test below)
-        settings.setdefault("bank_doubt_ramp", settings.get("bank_doubt") or 0.0)  # in proportion from the start
+        settings.setdefault("bank_agreement", None)  # the interval as it is (the agreement's move: the test below)
         return run(**settings).probability
 
     kept, without = h(bank_doubt=None), h(bank_doubt=0.5, bank_doubt_full=0.5)
@@ -556,7 +555,7 @@ def test_the_bench_chooses_its_settings_over_the_rounds_on_a_tiny_case(monkeypat
         assert abs(r["iou"] - np.mean(r["per_round"])) < 1e-9
 
 
-def test_within_the_doubt_interval_the_networks_agreement_with_the_strokes_sets_the_share(monkeypatch):
+def test_the_networks_agreement_with_the_strokes_moves_the_doubts_interval_up(monkeypatch):
     # Corrective strokes raise the doubt of a network trained for the target as much as strokes on another target
     # do; how far the network's labels agree with the strokes' own adaptation over the whole image tells them apart.
     run = _doubted_run()
@@ -565,27 +564,30 @@ def test_within_the_doubt_interval_the_networks_agreement_with_the_strokes_sets_
     monkeypatch.setattr(pipeline, "network_agreement", lambda *a: seen.append(measure(*a)) or seen[-1])
 
     kept = run(bank_doubt=None).probability
-    without = run(bank_doubt=0.5, bank_doubt_ramp=0.5, bank_doubt_full=0.5).probability
+    without = run(bank_doubt=0.5, bank_doubt_full=0.5, bank_agreement=None).probability
     assert np.abs(kept - without).max() > 0.05 and not seen  # outside the interval nothing is measured
-    result = run(bank_agreement=(0.0, 0.0))  # any agreement at or above 0: the bank kept
+    result = run(bank_agreement=(1.0, 1.0))  # no agreement reaches 1: the interval as it is (0.5 to 0.7)
     agreement = seen[-1]
     assert 0.0 < agreement < 1.0
-    np.testing.assert_array_equal(result.probability, kept)
-    assert not result.warnings[-1].count("left out")
-    result = run(bank_agreement=(1.0, 1.0))  # any agreement at or below 1: left out
-    np.testing.assert_array_equal(result.probability, without)
-    assert "were left out of the adaptation" in result.warnings[-1]
-    result = run(bank_agreement=(agreement / 2, agreement * 2.5))  # a quarter of the way to kept
-    np.testing.assert_allclose(result.probability, 0.25 * kept + 0.75 * without, atol=1e-5)
-    assert "left out of 75% of the adaptation" in result.warnings[-1]
-    # The doubt's own share counts where it is the larger: half way from bank_doubt_ramp to bank_doubt_full.
-    result = run(bank_agreement=(0.0, 0.0), bank_doubt_ramp=0.5, bank_doubt_full=0.7)
     np.testing.assert_allclose(result.probability, 0.5 * kept + 0.5 * without, atol=1e-5)
+    assert "left out of 50% of the adaptation" in result.warnings[-1]
+    result = run(bank_agreement=(0.0, 0.0))  # any agreement: the interval moves up by 0.2, to 0.7 to 0.9
+    np.testing.assert_array_equal(result.probability, kept)
+    assert "left out" not in result.warnings[-1]
+    result = run(bank_agreement=(0.0, 0.0), bank_agreement_shift=0.05)  # to 0.55 to 0.75
+    np.testing.assert_allclose(result.probability, 0.75 * kept + 0.25 * without, atol=1e-5)
+    # Half way from the first value to the second: half the shift (0.6 to 0.8, the doubt at its start).
+    result = run(bank_agreement=(agreement / 2, agreement * 1.5))
+    np.testing.assert_allclose(result.probability, kept, atol=1e-5)
+    result = run(bank_agreement=(agreement / 2, agreement * 1.5), bank_doubt_full=0.6)  # 0.6 to 0.7
+    np.testing.assert_array_equal(result.probability, kept)
+    result = run(bank_doubt=0.3, bank_doubt_full=0.5)  # past the end (the agreement here is too low to move it)
+    np.testing.assert_array_equal(result.probability, without)
     assert ddml.DDMLConfig().bank_agreement == choices.BANK_AGREEMENT
-    assert ddml.DDMLConfig().bank_doubt < ddml.DDMLConfig().bank_doubt_ramp == choices.BANK_RAMP_DOUBT
-    for bad in (0.4, 0.95, None):
-        with pytest.raises(ScribbleSegError, match="bank_doubt_ramp"):
-            ddml.DDMLConfig(bank_doubt_ramp=bad)
+    assert ddml.DDMLConfig().bank_agreement_shift == choices.BANK_AGREEMENT_SHIFT > 0
+    for bad in (-0.1, 1.5, None):
+        with pytest.raises(ScribbleSegError, match="bank_agreement_shift"):
+            ddml.DDMLConfig(bank_agreement_shift=bad)
     for bad in ((0.4, 0.3), (0.1,), (-0.1, 0.2), (0.2, 1.5), "ab", (True, 0.5)):
         with pytest.raises(ScribbleSegError, match="bank_agreement"):
             ddml.DDMLConfig(bank_agreement=bad)
