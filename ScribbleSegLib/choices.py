@@ -128,7 +128,7 @@ proportion between (``DDMLConfig.bank_agreement``).  The doubt, read on the stro
 for another target from one whose errors corrective strokes point out; where the network's labels agree with
 the strokes' adaptation over the whole image, it is the latter.  On real colon glands a network trained for
 them agreed at 0.29-0.82 and the heart's starter model at 0.05-0.74 (under 0.3 in 36 of 42 runs); on real
-nuclei a network trained for them at 0.17-0.66 and the starter model at 0.00-0.38 (BENCHMARKS.md, "The bank
+nuclei a network trained for them at 0.17-0.66 and the starter model at 0.00-0.47 (BENCHMARKS.md, "The bank
 left out by the network's agreement with the strokes")."""
 
 BANK_AGREEMENT_SHIFT = 0.2

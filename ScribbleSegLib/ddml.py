@@ -112,7 +112,8 @@ class DDMLConfig:
         do not.  Default :data:`ScribbleSegLib.choices.NETWORK_DOUBT`.
     bank_doubt_full : float
         The doubt from which only the adaptation without the bank counts (at least ``bank_doubt``; equal,
-        it switches at one value).  Default :data:`ScribbleSegLib.choices.BANK_LEFT_OUT_DOUBT`.
+        it switches at one value), both moved up where the network agrees with the strokes
+        (``bank_agreement``).  Default :data:`ScribbleSegLib.choices.BANK_LEFT_OUT_DOUBT`.
     bank_agreement : tuple of 2 float or None
         The agreement of the network's labels with the strokes' own adaptation
         (:func:`ScribbleSegLib.pipeline.network_agreement`) at or below which the doubt's interval stays as
