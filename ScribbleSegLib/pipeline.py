@@ -551,12 +551,13 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     # Within the doubt's interval (moved up by as much as DDMLConfig.bank_agreement_shift) both adapt, and the
     # network's agreement with the strokes' own adaptation, known after, moves the interval (bank_left_out_share):
     # where the network's labels agree with the strokes' over the whole image, corrective strokes raised the doubt.
-    share = bank_left_out_share(max(doubt), config)  # the interval as it is
-    agreeing = config.bank_agreement is not None and config.bank_agreement_shift > 0
-    both = _in_doubt_interval(max(doubt), config) and (agreeing or 0.0 < share < 1.0)
-    share = 0.5 if both else share
     doubted = dataclasses.replace(config, scribble_share=1.0,
                                   network_weight=min(config.network_weight, config.doubted_network_weight))
+    share = bank_left_out_share(max(doubt), config)  # the interval as it is
+    # (An h that is the network's alone has no strokes' labels to read back.)
+    agreeing = config.bank_agreement is not None and config.bank_agreement_shift > 0 and doubted.network_weight < 1
+    both = _in_doubt_interval(max(doubt), config) and (agreeing or 0.0 < share < 1.0)
+    share = 0.5 if both else share
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
     # adaptation's training leaves idle.  The cut sees the image with its glass made white, as the network did:

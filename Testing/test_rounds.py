@@ -583,6 +583,9 @@ def test_the_networks_agreement_with_the_strokes_moves_the_doubts_interval_up(mo
     np.testing.assert_array_equal(result.probability, kept)
     result = run(bank_doubt=0.3, bank_doubt_full=0.5)  # past the end (the agreement here is too low to move it)
     np.testing.assert_array_equal(result.probability, without)
+    # h the network's alone: no strokes' labels to read back, the interval as it is (no error).
+    result = run(network_weight=1.0, doubted_network_weight=1.0)
+    assert "left out of 50% of the adaptation" in result.warnings[-1]
     assert ddml.DDMLConfig().bank_agreement == choices.BANK_AGREEMENT
     assert ddml.DDMLConfig().bank_agreement_shift == choices.BANK_AGREEMENT_SHIFT > 0
     for bad in (-0.1, 1.5, None):
