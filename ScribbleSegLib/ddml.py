@@ -203,7 +203,7 @@ class DDMLConfig:
                 raise ScribbleSegError(f"DDML {name} must be a whole number, got {value!r}")
             object.__setattr__(self, name, int(value))
         for name in ("tau", "beta", "weight_decay", "lr", "scribble_share", "head_lr", "head_weight_decay",
-                     "network_weight", "doubted_network_weight", "doubted_colour_weight"):
+                     "network_weight", "doubted_network_weight", "doubted_colour_weight", "bank_agreement_shift"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ScribbleSegError(f"DDML {name} must be a number, got {value!r}")
@@ -247,7 +247,7 @@ class DDMLConfig:
                                    f"{self.pool_size}")
         if not 0.0 <= self.scribble_share <= 1.0:
             raise ScribbleSegError(f"DDML scribble_share must be in [0, 1], got {self.scribble_share}")
-        for name in ("network_weight", "doubted_network_weight", "doubted_colour_weight"):
+        for name in ("network_weight", "doubted_network_weight", "doubted_colour_weight", "bank_agreement_shift"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ScribbleSegError(f"DDML {name} must be in [0, 1], got {getattr(self, name)}")
         if self.bank_doubt is not None and not (isinstance(self.bank_doubt, (int, float, np.floating, np.integer))
@@ -258,10 +258,6 @@ class DDMLConfig:
                 (self.bank_doubt or 0.0) <= full <= 1.0):
             raise ScribbleSegError(f"DDML bank_doubt_full must lie between bank_doubt ({self.bank_doubt}) and 1, got "
                                    f"{full!r}")
-        shift = self.bank_agreement_shift
-        if isinstance(shift, bool) or not isinstance(shift, (int, float, np.floating, np.integer)) or not (
-                0.0 <= shift <= 1.0):
-            raise ScribbleSegError(f"DDML bank_agreement_shift must be in [0, 1], got {shift!r}")
         if self.bank_agreement is not None:
             limits = self.bank_agreement
             if isinstance(limits, (str, bytes)) or not hasattr(limits, "__len__") or len(limits) != 2 or any(
