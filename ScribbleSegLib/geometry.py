@@ -145,12 +145,30 @@ class Volume:
     array : numpy.ndarray
         ``(Z, Y, X, 3)`` uint8 for an RGB image, ``(Z, Y, X)`` for a scalar one.
     geometry : Geometry
+    scan_pixel : tuple of 2 float, optional
+        The scan's pixel size ``(x, y)`` in mm that the file states apart from its grid, where the grid's is
+        :data:`UNKNOWN_PIXEL` (an ImageJ, OME or Aperio TIFF: :mod:`ScribbleSegLib.scan_pixel`); the network's
+        scale reads it.  None otherwise.
     """
 
     array: np.ndarray
     geometry: Geometry
+    scan_pixel: Optional[Tuple[float, float]] = None
 
     @property
     def shape(self) -> Tuple[int, int, int]:
         """``(Z, Y, X)``, whatever the number of channels."""
         return tuple(self.array.shape[:3])
+
+    @property
+    def scan_spacing(self) -> Tuple[float, float, float]:
+        """The scan's voxel size ``(x, y, z)`` in mm: the grid's, in-plane :attr:`scan_pixel` where the file
+        states one.
+
+        Examples
+        --------
+        >>> Volume(np.zeros((1, 2, 2, 3), np.uint8), Geometry((1.0, 1.0, 1.0)), (0.0005, 0.0005)).scan_spacing
+        (0.0005, 0.0005, 1.0)
+        """
+        x, y = self.scan_pixel if self.scan_pixel is not None else self.geometry.spacing[:2]
+        return float(x), float(y), float(self.geometry.spacing[2])

@@ -112,6 +112,61 @@ def _pages(f: BinaryIO, base: int, wanted: Tuple[int, ...], limit: int,
     return pages
 
 
+#: TIFF types read by :func:`first_page_values` beside SHORT, LONG and LONG8: ASCII text and RATIONAL numbers.
+_ASCII, _RATIONAL = 2, 5
+#: A first page's text tag longer than this is not read (an OME-XML description of thousands of planes, or a
+#: damaged length): what it would tell is then not known, as for a file without it.
+MAX_TEXT_BYTES = 1 << 22
+
+
+def first_page_values(path: Path, wanted: Tuple[int, ...]) -> Optional[Dict[int, object]]:
+    """The values of the ``wanted`` tags on a TIFF's first page: ASCII as ``str``, RATIONAL as ``float``, SHORT,
+    LONG and LONG8 as ``int`` (the first of several).  None for another or a damaged file; a tag whose value
+    cannot be read is left out.
+
+    Examples
+    --------
+    >>> import tempfile, os, SimpleITK as sitk
+    >>> tile = os.path.join(tempfile.mkdtemp(), "tile.tif")
+    >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 5), np.uint8)), tile)
+    >>> first_page_values(Path(tile), (256, 257))
+    {256: 5, 257: 3}
+    """
+    try:
+        with open(path, "rb") as f:
+            order, big, offset = _header(f, 0)
+            count_format, entry_size, value_size, offset_format = ("Q", 20, 8, "Q") if big else ("H", 12, 4, "I")
+            f.seek(offset)
+            (count,) = struct.unpack(order + count_format, _read_exactly(f, struct.calcsize(count_format)))
+            entries = _read_exactly(f, count * entry_size)
+            values: Dict[int, object] = {}
+            for i in range(count):
+                entry = entries[i * entry_size:(i + 1) * entry_size]
+                tag, kind = struct.unpack(order + "HH", entry[:4])
+                if tag not in wanted or (kind not in _TYPE_SIZES and kind not in (_ASCII, _RATIONAL)):
+                    continue
+                (n,) = struct.unpack(order + count_format.replace("H", "I"), entry[4:entry_size - value_size])
+                size = n * {_ASCII: 1, _RATIONAL: 8}.get(kind, _TYPE_SIZES.get(kind, 0))
+                if n < 1 or size > MAX_TEXT_BYTES:
+                    continue
+                field = entry[entry_size - value_size:]
+                if size > value_size:  # the value lies elsewhere in the file, at the offset the entry holds
+                    f.seek(struct.unpack(order + offset_format, field)[0])
+                    field = _read_exactly(f, size)
+                if kind == _ASCII:
+                    values[tag] = field[:size].split(b"\x00", 1)[0].decode("utf-8", "replace")
+                elif kind == _RATIONAL:
+                    numerator, denominator = struct.unpack(order + "II", field[:8])
+                    if denominator:
+                        values[tag] = numerator / denominator
+                else:
+                    values[tag] = struct.unpack(order + {2: "H", 4: "I", 8: "Q"}[_TYPE_SIZES[kind]],
+                                                field[:_TYPE_SIZES[kind]])[0]
+            return values
+    except _UNREADABLE:
+        return None
+
+
 def tiff_pages(path: Path) -> Optional[List[Page]]:
     """The pages of a TIFF file (any suffix: an Aperio ``.svs`` is one), or None for another or a damaged file.
 

@@ -351,7 +351,7 @@ def _write_and_report(job: SegmentFiles, result, image, scribbles, timings: Dict
     timings.update(result.timings)
     check(cancel)
     written = write_results(job, result, image.geometry, timings, progress=progress, cancel=cancel)
-    return SegmentFilesResult(written, result_metrics(result, image.shape, image.geometry, scribbles), timings)
+    return SegmentFilesResult(written, result_metrics(result, image.shape, image.scan_spacing, scribbles), timings)
 
 
 def read_job_image(job: SegmentFiles, timings: Dict[str, float], *, progress: Optional[ProgressCallback] = None,
@@ -485,12 +485,13 @@ def write_results(job: SegmentFiles, result, geometry, timings: Dict[str, float]
     return {k: str(v) for k, v in targets.items()}
 
 
-def result_metrics(result, shape_zyx: Sequence[int], geometry, scribbles) -> Dict[str, Any]:
-    """The ``metrics`` of a :class:`SegmentFilesResult` (heart voxels and volume, suggestions, warnings, ...)."""
+def result_metrics(result, shape_zyx: Sequence[int], spacing: Sequence[float], scribbles) -> Dict[str, Any]:
+    """The ``metrics`` of a :class:`SegmentFilesResult` (heart voxels and volume, suggestions, warnings, ...);
+    ``spacing`` ``(x, y, z)`` mm is the scan's (``Volume.scan_spacing``)."""
     import numpy as np
 
     voxels = int(np.count_nonzero(result.labels))
-    sx, sy, sz = geometry.spacing
+    sx, sy, sz = spacing
     metrics: Dict[str, Any] = {
         "heart_voxels": voxels,
         "heart_volume_mm3": voxels * sx * sy * sz,

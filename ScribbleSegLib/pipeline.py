@@ -382,7 +382,6 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
 
         # Now, before the network and the adaptation run: a stack whose cut cannot fit is refused before that work.
         check_cut_fits(array.shape[:3], geometry.spacing_zyx, cut_params)
-    spacing_known = isinstance(image, Volume) or spacing is not None
     warnings = run_warnings(scribbles, method, geometry.spacing_zyx)
 
     timings: Dict[str, float] = {}
@@ -396,7 +395,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         # The caller's arrays: the result holds the probability, and a change made to it must not reach them.
         (prob, feats), cached = (read_only_view(features[0]), read_only_view(features[1])), True
     else:
-        scale = logged_network_scale(geometry.spacing[:2] if spacing_known else None, loaded, warnings)
+        scale = logged_network_scale(scale_pixel(image, geometry, spacing), loaded, warnings)
         prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir,
                                                device=device, scale=scale, progress=progress, cancel=cancel,
                                                orientations=orientations)
@@ -459,6 +458,27 @@ def run_warnings(scribbles: Optional[np.ndarray], method: str, spacing_zyx: Sequ
         for line in warnings:
             log.warning(line)
     return warnings
+
+
+def scale_pixel(image, geometry, spacing) -> Optional[Tuple[float, float]]:
+    """The in-plane pixel size ``(x, y)`` in mm that the network's scale reads (:func:`network_scale`).
+
+    A given ``spacing``'s; a :class:`Volume`'s grid's, or the scan's pixel size that its file states apart
+    from the grid (``Volume.scan_pixel``: an ImageJ, OME or Aperio TIFF read on ITK's 1 mm pixels); None for
+    an array without a spacing.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.geometry import Geometry
+    >>> tile = Volume(np.zeros((1, 4, 4, 3), np.uint8), Geometry((1.0, 1.0, 1.0)), scan_pixel=(0.00025, 0.00025))
+    >>> scale_pixel(tile, tile.geometry, None)
+    (0.00025, 0.00025)
+    >>> scale_pixel(tile.array, tile.geometry, None) is None
+    True
+    """
+    if spacing is None and not isinstance(image, Volume):
+        return None
+    return image.scan_spacing[:2] if spacing is None else tuple(float(v) for v in geometry.spacing[:2])
 
 
 def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: List[str]

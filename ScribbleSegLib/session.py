@@ -119,6 +119,8 @@ class Session:
         self.array, self.geometry, _ = check_segment_args(
             image, None, model, spacing=spacing, method="munet", cut_params=None, ddml_config=None,
             device=device, cache_dir=cache_dir, seed=0, features=features, orientations=orientations)
+        # The scan's pixel size its file states apart from its grid (Volume.scan_pixel); a given spacing replaces it.
+        self.scan_pixel = image.scan_pixel if isinstance(image, Volume) and spacing is None else None
         check_progress_cancel(progress, cancel)
         if not isinstance(reuse_cut, (bool, np.bool_)):  # "no" would be taken as True
             raise ScribbleSegError(f"reuse_cut must be True or False, got {reuse_cut!r}")
@@ -126,7 +128,6 @@ class Session:
 
         # Its runs cut (method "full" by default): a stack whose cut cannot fit is refused before the network runs.
         check_cut_fits(self.array.shape[:3], self.geometry.spacing_zyx)
-        spacing_known = isinstance(image, Volume) or spacing is not None
         self.device = device
         self.timings: Dict[str, float] = {}
         self.warnings: List[str] = []
@@ -139,8 +140,8 @@ class Session:
         if features is not None:
             (self.probability, self.features), self.features_cached = features, True
         else:
-            scale = pipeline.logged_network_scale(self.geometry.spacing[:2] if spacing_known else None,
-                                                  self.model, self.warnings)
+            scale = pipeline.logged_network_scale(pipeline.scale_pixel(image, self.geometry, spacing), self.model,
+                                                  self.warnings)
 
             def compute(progress=progress, cancel=cancel):
                 return pipeline.compute_features(self.array, self.model, model_path=self.model_path,
@@ -194,7 +195,7 @@ class Session:
     @property
     def volume(self) -> Volume:
         """The volume with its geometry."""
-        return Volume(self.array, self.geometry)
+        return Volume(self.array, self.geometry, self.scan_pixel)
 
     def run(self, scribbles: Optional[np.ndarray], *, method: str = "full", cut_params=None, ddml_config=None,
             seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS, progress: Optional[ProgressCallback] = None,

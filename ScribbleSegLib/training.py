@@ -666,7 +666,7 @@ MIXED_PIXEL_SIZES = 1.5
 def _check_parent_scale(images: Sequence[Union[Volume, np.ndarray]], parent: SegModel) -> None:
     """Warn when a fine-tune's volumes are at another pixel size than its parent learnt from: the network then
     learns them at their own scale (and the model records theirs), which a forgotten spacing makes by mistake."""
-    spacings = [im.geometry.spacing for im in images if isinstance(im, Volume)]
+    spacings = [im.scan_spacing for im in images if isinstance(im, Volume)]
     parent_xy = tuple(float(v) for v in parent.voxel_size[:2])
     if not spacings or parent_xy == UNKNOWN_PIXEL:
         return
@@ -681,8 +681,9 @@ def _check_parent_scale(images: Sequence[Union[Volume, np.ndarray]], parent: Seg
 
 
 def _voxel_size(images: Sequence[Union[Volume, np.ndarray]]) -> Tuple[float, float, float]:
-    """The median voxel size of the training volumes, ``(x, y, z)`` mm ((1, 1, 1) for bare arrays)."""
-    spacings = [im.geometry.spacing for im in images if isinstance(im, Volume)]
+    """The median voxel size of the training volumes, ``(x, y, z)`` mm ((1, 1, 1) for bare arrays); in-plane, the
+    scan's pixel size where a file states it apart from its grid (``Volume.scan_pixel``)."""
+    spacings = [im.scan_spacing for im in images if isinstance(im, Volume)]
     if not spacings:
         return UNKNOWN_PIXEL + (1.0,)
     pixels = [min(s[0], s[1]) for s in spacings]

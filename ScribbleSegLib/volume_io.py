@@ -30,7 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 import slicerio
 
-from . import grids, image_tags
+from . import grids, image_tags, scan_pixel
 from .errors import ScribbleSegError
 from .fileio import PathLike, atomic_output, mixed_case_nifti, native_stderr_held
 from .geometry import UNKNOWN_PIXEL, Geometry, Volume, check_geometry
@@ -645,6 +645,7 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     nbytes, size_text = _file_read_bytes(path)
     _require_memory(nbytes, path, f"a {size_text} volume")
     image = _read_sitk(path)
+    stated = _stated_pixel(path, image) if spacing is None else None
     if image.GetDimension() == 2:
         # One section (a tile): a one-section volume.  Without a spacing it lies on the grid Slicer loads it on
         # (image_file_grid: the file's pixel size, 1 mm between sections), so strokes drawn there line up.  A 2D
@@ -658,15 +659,26 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
                 TILE_GRID_NOTE, path, sx, sy,
                 # A PNG's pHYs density (96 dpi from an image editor) is not read by ITK: "states none" was untrue.
                 "as the image reader finds none in its file" if (sx, sy) == UNKNOWN_PIXEL else "its file's pixel size")
+        if stated is not None:
+            logging.getLogger("ScribbleSegLib").info(
+                "%s: its %s description states %g x %g um pixels; the network's scale reads that size (the grid "
+                "stays the one 3D Slicer loads)", path, stated.source, stated.x * 1e3, stated.y * 1e3)
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")
     elif spacing is None and _tiff_pages(path) is not None:
         # TIFF has a pixel size but no distance between pages: ITK reads the sections 1 mm apart, which gave a
         # heart 20 times its volume and a surface 40 mm tall without a word.
-        logging.getLogger("ScribbleSegLib").warning(
-            "%s: a TIFF states no distance between its sections; they are read %g mm apart (give the spacing)",
-            path, image.GetSpacing()[2])
+        if stated is not None and stated.z is not None:
+            # The description states the voxel, but the grid is ITK's (3D Slicer's): the spacing moves it there.
+            logging.getLogger("ScribbleSegLib").warning(
+                "%s: its %s description states %g x %g x %g um voxels, which 3D Slicer does not read; the sections "
+                "are read %g mm apart (give the spacing %g %g %g to use that voxel size)", path, stated.source,
+                stated.x * 1e3, stated.y * 1e3, stated.z * 1e3, image.GetSpacing()[2], stated.x, stated.y, stated.z)
+        else:
+            logging.getLogger("ScribbleSegLib").warning(
+                "%s: a TIFF states no distance between its sections; they are read %g mm apart (give the spacing)",
+                path, image.GetSpacing()[2])
     geometry = _geometry_of(image, path)
     if spacing is not None:
         geometry = Geometry(spacing, geometry.origin, geometry.direction)
@@ -686,7 +698,15 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
         report(progress, "read", (k + 1) / depth, f"section {k + 1}/{depth}")
     if factor > 1:
         geometry = geometry.scaled((factor, factor, 1))
-    return Volume(out, geometry)
+    return Volume(out, geometry, None if stated is None else (stated.x * factor, stated.y * factor))
+
+
+def _stated_pixel(path: Path, image) -> Optional[scan_pixel.StatedPixel]:
+    """The scan's pixel size a TIFF's description states (:func:`scan_pixel.stated_pixel`), where ITK read the file
+    on :data:`UNKNOWN_PIXEL` pixels (a size ITK read from the resolution tags stands)."""
+    if tuple(image.GetSpacing()[:2]) != UNKNOWN_PIXEL or _tiff_pages(path) is None:
+        return None
+    return scan_pixel.stated_pixel(path)
 
 
 def image_file_grid(path: PathLike) -> Optional[Tuple[Tuple[int, int, int], Geometry]]:
