@@ -1856,6 +1856,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 "cut": dict(cut or {}), "ddml": dict(ddml or {}), "device": device,
                 "seed": int(seed), "cache_dir": self.featureCacheFolder(), "orientations": int(orientations),
                 "suggest": LOOP_SUGGESTIONS, "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"},
+                "scan_pixel": self.statedScanPixel(volumeNode),
             }
             if scribbles is not None and method != "munet":
                 request["scribbles"] = self._writeLabelmap(scribbles, volumeNode,
@@ -1880,11 +1881,28 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
     # The warm worker
 
+    @staticmethod
+    def statedScanPixel(volumeNode) -> Optional[List[float]]:
+        """The scan's pixel size ``[x, y]`` in mm that the file ``volumeNode`` was loaded from states where Slicer
+        reads none (on 1 mm pixels): an ImageJ, OME or Aperio TIFF (``ScribbleSegLib.scan_pixel``); else None.
+
+        The worker gets the volume as an NRRD without it; with it, the network runs at the scale that
+        ``scribbleseg segment`` finds in the same file.
+        """
+        storage = volumeNode.GetStorageNode()
+        fileName = storage.GetFileName() if storage is not None else None
+        if not fileName or tuple(volumeNode.GetSpacing())[:2] != (1.0, 1.0) or not os.path.isfile(fileName):
+            return None
+        import pathlib
+
+        stated = lib("scan_pixel").stated_pixel(pathlib.Path(fileName))
+        return None if stated is None else [stated.x, stated.y]
+
     def sessionKey(self, volumeNode, modelPath: str, device: str, orientations: int) -> Tuple:
         """What a warm worker is opened on: a change of any of these needs another worker.
 
-        The image data's modification time is in it, so a volume whose voxels
-        were replaced gets a new worker; so are the test-time flips, which the
+        The image data's modification time and the volume's spacing are in it, so a volume whose voxels
+        were replaced or whose spacing was edited gets a new worker; so are the test-time flips, which the
         worker's features were computed with, and the model file's size and
         modification time: a model written over the one in use (Train with the
         same output file, or a copy) must not leave the worker on the old weights.
@@ -1895,8 +1913,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             written = (stat.st_size, stat.st_mtime_ns)
         except OSError:  # gone: the worker that would open it reports that
             written = None
-        return (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), path, written, device,
-                self.featureCacheFolder(), orientations)
+        return (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), tuple(volumeNode.GetSpacing()), path,
+                written, device, self.featureCacheFolder(), orientations)
 
     def _openSession(self, volumeNode, modelPath: str, device: str,
                      orientations: int) -> Tuple[ScribbleSegSession, str]:
@@ -1921,7 +1939,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 image = self._writeVolume(volumeNode, os.path.join(folder, "image.nrrd"))
                 request = worker.write_request(os.path.join(folder, "session.json"), {
                     "task": "session", "image": image, "model": modelPath, "device": device,
-                    "cache_dir": self.featureCacheFolder(), "orientations": int(orientations)})
+                    "cache_dir": self.featureCacheFolder(), "orientations": int(orientations),
+                    "scan_pixel": self.statedScanPixel(volumeNode)})
                 process = worker.SessionProcess(request, python=pythonExecutable(), pythonpath=[libraryFolder()])
             except Exception:
                 shutil.rmtree(folder, ignore_errors=True)

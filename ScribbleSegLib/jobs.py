@@ -91,6 +91,11 @@ class SegmentFiles:
         How many sections to suggest for the next strokes (in ``metrics["suggestions"]``).
     orientations : int
         Test-time flips of the M-Unet (``choices.ORIENTATIONS``, :func:`pipeline.segment`).
+    scan_pixel : sequence of 2 float, optional
+        The scan's pixel size ``(x, y)`` in mm at full resolution, for the network's scale where the image's
+        grid has none (``Volume.scan_pixel``) and its file states none: the Slicer module gives what the file
+        its volume was loaded from states (:func:`ScribbleSegLib.scan_pixel.stated_pixel`), as the file itself
+        gives it here.  Not used with ``spacing``.
     """
 
     image: str
@@ -111,6 +116,7 @@ class SegmentFiles:
     names: Dict[str, str] = field(default_factory=dict)
     suggest: int = choices.DEFAULT_SUGGESTIONS
     orientations: int = choices.DEFAULT_ORIENTATIONS
+    scan_pixel: Optional[Sequence[float]] = None
 
     def name(self, key: str) -> str:
         """How messages name field ``key``."""
@@ -248,12 +254,23 @@ def check_job(job: SegmentFiles) -> None:
             resolve_device(job.device)
         except ScribbleSegError as exc:
             raise ScribbleSegError(f"{job.name('device')} {str(exc).split(' ', 1)[1]}") from None
+    if job.scan_pixel is not None and not _positive_pair(job.scan_pixel):
+        raise ScribbleSegError(f"{job.name('scan_pixel')} must be two positive numbers X Y in mm, got "
+                               f"{job.scan_pixel!r}")
     for key, value in job.inputs().items():
         if not Path(value).exists():
             raise ScribbleSegError(f"{value}: no such file or folder ({job.name(key)})")
     check_outputs({job.name(k): v for k, v in job.outputs().items()},
                   {job.name(k): v for k, v in job.inputs().items()},
                   suffixes={job.name(k): OUTPUT_SUFFIXES[k] for k in job.outputs()})
+
+
+def _positive_pair(values) -> bool:
+    try:
+        return len(values) == 2 and all(not isinstance(v, bool) and math.isfinite(float(v)) and float(v) > 0
+                                        for v in values)
+    except (TypeError, ValueError):
+        return False
 
 
 def expected_bytes(job: SegmentFiles, shape_zyx: Sequence[int]) -> Dict[str, int]:
@@ -368,6 +385,10 @@ def read_job_image(job: SegmentFiles, timings: Dict[str, float], *, progress: Op
     image = volume_io.check_not_blank(volume_io.read_image(job.image, spacing=job.spacing,
                                                            downsample=job.downsample, progress=progress,
                                                            cancel=cancel), job.image)
+    if job.scan_pixel is not None and job.spacing is None and image.scan_pixel is None \
+            and tuple(image.geometry.spacing[:2]) == volume_io.UNKNOWN_PIXEL:
+        # The grid states no pixel size (the NRRD the Slicer module writes of a TIFF it loaded on 1 mm pixels).
+        image.scan_pixel = tuple(float(v) * job.downsample for v in job.scan_pixel)
     timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
     return image
 

@@ -36,6 +36,7 @@ Requests (relative paths are relative to the request file's folder)::
      "ddml": {"steps": 400},                    # optional DDMLConfig fields
      "device": "auto", "seed": 0, "cache_dir": "/cache/features",   # cache_dir may be null
      "orientations": 1,                         # optional test-time flips of the M-Unet: 1, 2 or 4
+     "scan_pixel": [0.00025, 0.00025],          # optional: the scan's pixel X Y in mm where the image states none
      "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"}}   # probability optional
 
     {"protocol": 1, "task": "train",
@@ -60,12 +61,12 @@ A persistent worker keeps the model, the volume and its M-Unet features warm
 it reads on stdin::
 
     {"protocol": 1, "task": "session", "image": "image.nrrd", "model": "/models/heart.model",
-     "device": "auto", "cache_dir": "/cache/features", "orientations": 1}   # orientations optional
+     "device": "auto", "cache_dir": "/cache/features", "orientations": 1}   # orientations, scan_pixel optional
 
 It answers ``started``, progress, then ``{"event": "ready", "metrics": {...},
 "timings": {...}}`` once the features are there (or ``error`` and exits).  Each
 further stdin line is a run, one JSON object with the fields of a ``segment``
-request except ``image``/``model``/``device``/``cache_dir``/``orientations`` (paths relative
+request except ``image``/``model``/``device``/``cache_dir``/``orientations``/``scan_pixel`` (paths relative
 to the session request's folder), and an optional ``id`` echoed in its events::
 
     {"id": 1, "scribbles": "scribbles2.nrrd", "method": "full", "ddml": {}, "cut": {}, "seed": 0,
@@ -244,7 +245,7 @@ SEGMENT_OUTPUTS = ("labels", "probability")
 PHANTOM_OUTPUTS = ("image", "label", "scribbles")
 
 #: Fields of a session request that its runs take from it (a run line must not give them).
-SESSION_FIELDS = ("image", "model", "device", "cache_dir", "orientations")
+SESSION_FIELDS = ("image", "model", "device", "cache_dir", "orientations", "scan_pixel")
 
 
 class _RequestChecker:
@@ -333,6 +334,14 @@ class _RequestChecker:
                                             f"got {value!r}")
         return value
 
+    def scan_pixel(self) -> Optional[List[float]]:
+        """The optional ``scan_pixel``: two positive numbers, the scan's pixel size X Y in mm."""
+        value = self.value("scan_pixel", None, (list,))
+        if value is not None and not (len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value)):
+            raise self.fail("scan_pixel", f"must be two positive numbers X Y in mm, got {value!r}")
+        return None if value is None else [float(v) for v in value]
+
     def common(self, task: str) -> Dict[str, Any]:
         seed = self.value("seed", 0, (int,))
         if seed < 0:
@@ -363,6 +372,7 @@ class _RequestChecker:
             "ddml": self.settings_dict("ddml"),
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
             "orientations": self.orientations(),
+            "scan_pixel": self.scan_pixel(),
             "outputs": {
                 "labels": self.path_value(outputs["labels"], "outputs.labels", must_exist=False),
                 "probability": (self.path_value(outputs["probability"], "outputs.probability", must_exist=False)
@@ -378,6 +388,7 @@ class _RequestChecker:
             "model": self.model_path(),
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
             "orientations": self.orientations(),
+            "scan_pixel": self.scan_pixel(),
             "path": str(self.path.resolve()),
         }
 
@@ -553,7 +564,8 @@ def _job(request: Dict[str, Any], field: str = "request field"):
         probability=outputs["probability"], method=request.get("method", choices.DEFAULT_METHOD),
         device=request["device"], seed=request["seed"], cache_dir=request["cache_dir"], cut=request.get("cut", {}),
         ddml=request.get("ddml", {}), names=names,
-        orientations=request.get("orientations", choices.DEFAULT_ORIENTATIONS), **extra)
+        orientations=request.get("orientations", choices.DEFAULT_ORIENTATIONS), scan_pixel=request.get("scan_pixel"),
+        **extra)
 
 
 def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:

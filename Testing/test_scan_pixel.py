@@ -181,3 +181,44 @@ def test_segment_command_runs_a_fiji_tile_at_the_scale_its_description_states(tm
     own = volume_io.read_image(tmp_path / "tile.png")
     scale_off = pipeline.network_scale(pipeline.scale_pixel(own, own.geometry, None), model, [])
     assert scale_off == (1.0, 1.0)  # without the description the tile would run at its own scale
+
+
+def test_a_segment_job_given_the_scan_pixel_runs_at_that_scale_on_a_grid_without_one(tmp_path):
+    # What the Slicer module sends: the volume as an NRRD on 1 mm pixels, and the size its TIFF stated.
+    from ScribbleSegLib.geometry import Geometry
+    from ScribbleSegLib.jobs import SegmentFiles, segment_files
+
+    model = pipeline.as_model("starter", "cpu")
+    pixel = 2 * model.voxel_size[0]
+    section = phantom.make_phantom(seed=3, config=phantom.PhantomConfig(shape=(4, 64, 64))).image.array[2]
+    volume_io.write_rgb_volume(tmp_path / "image.nrrd", Volume(section[None], Geometry((1.0, 1.0, 1.0))))
+    runs = {}
+    for name, extra in (("stated", {"scan_pixel": [pixel, pixel]}), ("given", {"spacing": (pixel, pixel, 1.0)}),
+                        ("none", {})):
+        done = segment_files(SegmentFiles(image=str(tmp_path / "image.nrrd"), model="starter", method="munet",
+                                          labels=str(tmp_path / f"{name}.nrrd"),
+                                          probability=str(tmp_path / f"{name}_p.nrrd"), **extra))
+        runs[name] = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{name}_p.nrrd")))
+        assert any("no pixel size" in w for w in done.metrics.get("warnings", [])) == (name == "none")
+    np.testing.assert_allclose(runs["stated"], runs["given"], atol=1e-5)
+    assert np.abs(runs["stated"] - runs["none"]).max() > 0.05  # the scale changed the network's output
+
+
+def test_a_bad_scan_pixel_is_refused_naming_the_field(tmp_path):
+    from ScribbleSegLib import worker
+    from ScribbleSegLib.errors import ScribbleSegError
+    from ScribbleSegLib.jobs import SegmentFiles, check_job
+
+    image = write_tiff(tmp_path / "tile.tif", [tissue()])
+    with pytest.raises(ScribbleSegError, match=r"^scan_pixel must be two positive numbers X Y in mm, got \(1, -1\)"):
+        check_job(SegmentFiles(image=str(image), model="starter", labels=str(tmp_path / "o.nrrd"), method="munet",
+                               scan_pixel=(1, -1)))
+    request = {"task": "segment", "image": "tile.tif", "model": "starter", "method": "munet", "device": "cpu",
+               "cache_dir": None, "outputs": {"labels": "o.nrrd"}}
+    path = worker.write_request(tmp_path / "r.json", {**request, "scan_pixel": [0.00025, 0.00025]})
+    assert worker.load_request(path)["scan_pixel"] == [0.00025, 0.00025]
+    assert worker.load_request(worker.write_request(tmp_path / "r.json", request))["scan_pixel"] is None
+    for bad in ([0.00025], [0.00025, 0], ["a", 1], [True, 1]):
+        path = worker.write_request(tmp_path / "r.json", {**request, "scan_pixel": bad})
+        with pytest.raises(ScribbleSegError, match="'scan_pixel' must be two positive numbers X Y in mm"):
+            worker.load_request(path)

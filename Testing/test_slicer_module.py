@@ -1250,8 +1250,14 @@ class _Image:
 
 
 class _Volume:
-    def __init__(self, shape_zyx, spacing, node_id="vtkMRMLVectorVolumeNode1"):
-        self.image, self.spacing, self.node_id = _Image(shape_zyx), spacing, node_id
+    def __init__(self, shape_zyx, spacing, node_id="vtkMRMLVectorVolumeNode1", file_name=None):
+        self.image, self.spacing, self.node_id, self.file_name = _Image(shape_zyx), spacing, node_id, file_name
+
+    def GetStorageNode(self):
+        # vtkMRMLStorableNode.GetStorageNode: None for a volume made in the scene, not loaded from a file.
+        if self.file_name is None:
+            return None
+        return type("Storage", (), {"GetFileName": lambda storage: self.file_name})()
 
     def GetImageData(self):
         return self.image
@@ -1651,3 +1657,23 @@ def test_a_labelled_volume_gives_its_heart_segment_or_its_only_segment(scribbles
     assert logic.labelSegmentId(node("Gland")) == "id-Gland"  # painted for another target, named for it
     assert logic.labelSegmentId(node("Gland", "Lumen")) == ""  # which one is the target: not guessed
     assert logic.labelSegmentId(node()) == ""
+
+
+def test_the_scan_pixel_a_loaded_tiff_states_goes_to_the_worker(scribbleseg, tmp_path):
+    # Slicer loads a Fiji tile on 1 mm pixels and the worker gets it as an NRRD: without the size its file states,
+    # the panel ran the network at another scale than `scribbleseg segment` on the same file.
+    from test_scan_pixel import IMAGEJ, tissue, write_tiff
+
+    tile = write_tiff(tmp_path / "tile.tif", [tissue()], IMAGEJ.format(unit="micron"), 2.0, 1)
+    logic = scribbleseg.ScribbleSegLogic()
+    assert logic.statedScanPixel(_Volume((1, 40, 48), (1.0, 1.0, 1.0), file_name=str(tile))) == [0.0005, 0.0005]
+    # A spacing set in Slicer rules (as --spacing does), and a volume not loaded from such a file has none.
+    assert logic.statedScanPixel(_Volume((1, 40, 48), (0.01, 0.01, 1.0), file_name=str(tile))) is None
+    assert logic.statedScanPixel(_Volume((1, 40, 48), (1.0, 1.0, 1.0))) is None
+    assert logic.statedScanPixel(_Volume((1, 40, 48), (1.0, 1.0, 1.0), file_name=str(tmp_path / "gone.tif"))) is None
+
+
+def test_a_spacing_edited_in_slicer_opens_another_warm_worker(scribbleseg):
+    logic = scribbleseg.ScribbleSegLogic()
+    before = logic.sessionKey(_Volume((2, 8, 8), (1.0, 1.0, 1.0)), "model", "cpu", 1)
+    assert logic.sessionKey(_Volume((2, 8, 8), (0.01, 0.01, 0.02)), "model", "cpu", 1) != before
