@@ -90,10 +90,8 @@ def stated_pixel(path: Path) -> Optional[StatedPixel]:
 
     Examples
     --------
-    >>> import tempfile, os, numpy as np, SimpleITK as sitk
-    >>> tile = os.path.join(tempfile.mkdtemp(), "tile.tif")
-    >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 5), np.uint8)), tile)
-    >>> stated_pixel(Path(tile)) is None  # ITK writes no description
+    >>> import os
+    >>> stated_pixel(Path(os.devnull)) is None  # not a TIFF
     True
     >>> _aperio("Aperio Image Library v12.0.15 |AppMag = 40|MPP = 0.2520")
     StatedPixel(x=0.000252, y=0.000252, z=None, source='Aperio')
