@@ -159,7 +159,8 @@ def read_image(
     factor = _check_downsample(downsample, path)
     if path.is_dir():
         if spacing is None:
-            raise ScribbleSegError(f"{path}: a folder of sections needs the voxel spacing X Y Z in mm (spacing)")
+            raise ScribbleSegError(f"{path}: a folder of sections needs the voxel spacing X Y Z in mm (spacing)"
+                                   + _stated_spacing_hint(path))
         return _read_folder(path, _check_spacing(spacing, path), factor, progress, cancel)
     if not path.exists():
         raise ScribbleSegError(f"{path}: no such file or folder")
@@ -699,6 +700,23 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     if factor > 1:
         geometry = geometry.scaled((factor, factor, 1))
     return Volume(out, geometry, None if stated is None else (stated.x * factor, stated.y * factor))
+
+
+def _stated_spacing_hint(folder: Path) -> str:
+    """What the first section of a folder states of its voxel size (a Fiji image sequence's TIFFs), as the words
+    that end the error of a folder read without a spacing; "" when it states none."""
+    try:
+        files = list_section_files(folder)
+    except ScribbleSegError:
+        return ""
+    stated = scan_pixel.stated_pixel(files[0]) if files and _tiff_pages(files[0]) is not None else None
+    if stated is None:
+        return ""
+    if stated.z is None:
+        return (f"; its first section's {stated.source} description states {stated.x * 1e3:g} x {stated.y * 1e3:g} um "
+                f"pixels: give the spacing {stated.x:g} {stated.y:g} Z, Z the distance between sections")
+    return (f"; its first section's {stated.source} description states {stated.x * 1e3:g} x {stated.y * 1e3:g} x "
+            f"{stated.z * 1e3:g} um voxels: give the spacing {stated.x:g} {stated.y:g} {stated.z:g}")
 
 
 def _stated_pixel(path: Path, image) -> Optional[scan_pixel.StatedPixel]:

@@ -222,3 +222,30 @@ def test_a_bad_scan_pixel_is_refused_naming_the_field(tmp_path):
         path = worker.write_request(tmp_path / "r.json", {**request, "scan_pixel": bad})
         with pytest.raises(ScribbleSegError, match="'scan_pixel' must be two positive numbers X Y in mm"):
             worker.load_request(path)
+
+
+def test_a_folder_read_without_a_spacing_names_the_one_its_sections_state(tmp_path, capsys):
+    # A Fiji image sequence: each section a TIFF whose description states the calibration of the stack.
+    from ScribbleSegLib.errors import ScribbleSegError
+
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for k in range(3):
+        write_tiff(folder / f"s{k}.tif", [tissue(seed=k)], IMAGEJ.format(unit="micron"), 2.0, 1)
+    with pytest.raises(ScribbleSegError, match=r"needs the voxel spacing X Y Z in mm \(spacing\); its first section's "
+                       r"ImageJ description states 0.5 x 0.5 x 5 um voxels: give the spacing 0.0005 0.0005 0.005$"):
+        volume_io.read_image(folder)
+    assert cli.main(["segment", "--image", str(folder), "--model", "starter", "--method", "munet",
+                     "--out", str(tmp_path / "o.seg.nrrd"), "--quiet"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give the spacing 0.0005 0.0005 0.005" in err[0], err
+    for k in range(3):  # sections that state no distance between them: Z is left to the user
+        write_tiff(folder / f"s{k}.tif", [tissue(seed=k)], "ImageJ=1.54f\nunit=micron\n", 2.0, 1)
+    with pytest.raises(ScribbleSegError, match=r"states 0.5 x 0.5 um pixels: give the spacing 0.0005 0.0005 Z, Z the "
+                                               r"distance between sections$"):
+        volume_io.read_image(folder)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(tissue(), isVector=True), str(plain / "s0.png"))
+    with pytest.raises(ScribbleSegError, match=r"needs the voxel spacing X Y Z in mm \(spacing\)$"):
+        volume_io.read_image(plain)
