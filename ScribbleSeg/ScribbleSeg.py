@@ -352,6 +352,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.phantomButton.connect("clicked(bool)", self.onPhantomButton)
         self.ui.loadSectionsButton.connect("clicked(bool)", self.onLoadSectionsButton)
+        self.ui.sectionFolderPathLineEdit.connect("currentPathChanged(QString)", self.onSectionFolderChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         self.ui.useStarterModelButton.connect("clicked(bool)", self.onUseStarterModelButton)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", lambda i: self.logic.setDevice(DEVICES[i]))
@@ -627,6 +628,17 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.inputVolume = volume
             self.ui.sectionFolderPathLineEdit.addCurrentPathToHistory()
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
+
+    def onSectionFolderChanged(self, folder: str) -> None:
+        """Fill the pixel size and the section spacing with what the folder's first section states (the TIFFs of a
+        Fiji image sequence), where it states them; the fields stay editable."""
+        stated = self.logic.statedSectionVoxel(folder) if folder and self._parameterNode is not None else None
+        if stated is None:
+            return
+        pixel, spacing = stated
+        self._parameterNode.sectionPixelSize = pixel
+        if spacing is not None:
+            self._parameterNode.sectionSpacing = spacing
 
     def onDetectDevicesButton(self) -> None:
         if self.logic.detectingDevices:
@@ -1611,6 +1623,13 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         return "; ".join(f"{d['name']}, {d['memory_gb']:.1f} GB" for d in gpus)
 
     # Input
+
+    @staticmethod
+    def statedSectionVoxel(folder: str) -> Optional[Tuple[float, Optional[float]]]:
+        """``(pixel size, section spacing or None)`` in mm that the first section of ``folder`` states (a Fiji
+        image sequence), or None (``ScribbleSegLib.volume_io.stated_section_voxel``)."""
+        stated = lib("volume_io").stated_section_voxel(folder)
+        return None if stated is None else (min(stated.x, stated.y), stated.z)
 
     def loadSectionFolder(self, folder: str, spacing: Sequence[float], downsample: int = 1, name: Optional[str] = None,
                           progress=None, cancel=None):

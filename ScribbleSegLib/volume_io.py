@@ -702,14 +702,27 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
     return Volume(out, geometry, None if stated is None else (stated.x * factor, stated.y * factor))
 
 
-def _stated_spacing_hint(folder: Path) -> str:
-    """What the first section of a folder states of its voxel size (a Fiji image sequence's TIFFs), as the words
-    that end the error of a folder read without a spacing; "" when it states none."""
+def stated_section_voxel(folder: PathLike) -> Optional[scan_pixel.StatedPixel]:
+    """The voxel size the first section of a folder states in its description (the TIFFs of a Fiji image sequence:
+    :func:`ScribbleSegLib.scan_pixel.stated_pixel`), or None: it states none, or no folder of sections.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> stated_section_voxel(tempfile.mkdtemp()) is None  # an empty folder
+    True
+    """
     try:
         files = list_section_files(folder)
     except ScribbleSegError:
-        return ""
-    stated = scan_pixel.stated_pixel(files[0]) if files and _tiff_pages(files[0]) is not None else None
+        return None
+    return scan_pixel.stated_pixel(files[0]) if files and _tiff_pages(files[0]) is not None else None
+
+
+def _stated_spacing_hint(folder: Path) -> str:
+    """What the first section of a folder states of its voxel size, as the words that end the error of a folder
+    read without a spacing; "" when it states none."""
+    stated = stated_section_voxel(folder)
     if stated is None:
         return ""
     if stated.z is None:

@@ -1677,3 +1677,22 @@ def test_a_spacing_edited_in_slicer_opens_another_warm_worker(scribbleseg):
     logic = scribbleseg.ScribbleSegLogic()
     before = logic.sessionKey(_Volume((2, 8, 8), (1.0, 1.0, 1.0)), "model", "cpu", 1)
     assert logic.sessionKey(_Volume((2, 8, 8), (0.01, 0.01, 0.02)), "model", "cpu", 1) != before
+
+
+def test_choosing_a_fiji_image_sequence_fills_the_voxel_size_its_sections_state(scribbleseg, tmp_path):
+    from test_scan_pixel import IMAGEJ, tissue, write_tiff
+
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for k in range(2):
+        write_tiff(folder / f"s{k}.tif", [tissue(seed=k)], IMAGEJ.format(unit="micron"), 4.0, 1)
+    panel = _panel(scribbleseg)
+    panel.onSectionFolderChanged(str(folder))
+    assert (panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing) == (0.00025, 0.005)
+    # A folder whose sections state nothing leaves what the user typed.
+    panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing = 0.002, 0.01
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    panel.onSectionFolderChanged(str(plain))
+    panel.onSectionFolderChanged("")
+    assert (panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing) == (0.002, 0.01)
