@@ -249,3 +249,14 @@ def test_a_folder_read_without_a_spacing_names_the_one_its_sections_state(tmp_pa
     sitk.WriteImage(sitk.GetImageFromArray(tissue(), isVector=True), str(plain / "s0.png"))
     with pytest.raises(ScribbleSegError, match=r"needs the voxel spacing X Y Z in mm \(spacing\)$"):
         volume_io.read_image(plain)
+
+
+def test_a_bigtiff_first_page_description_is_read(tmp_path):
+    # BigTIFF (Bio-Formats writes OME-TIFFs over 4 GB so): 8-byte counts and offsets in 20-byte entries.
+    text = OME.format(x=0.5, unit="µm").encode("utf-8") + b"\x00"
+    header = b"II+\x00" + struct.pack("<HHQ", 8, 0, 16)
+    entries = [struct.pack("<HHQQ", 256, 4, 1, 48), struct.pack("<HHQQ", 270, ASCII, len(text), 16 + 8 + 2 * 20 + 8)]
+    path = tmp_path / "big.ome.tif"
+    path.write_bytes(header + struct.pack("<Q", len(entries)) + b"".join(entries) + bytes(8) + text)
+    assert image_tags.first_page_values(path, (256, 270)) == {256: 48, 270: text[:-1].decode("utf-8")}
+    assert scan_pixel.stated_pixel(path) == scan_pixel.StatedPixel(0.0005, 0.0005, None, "OME")
