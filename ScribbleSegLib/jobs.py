@@ -35,6 +35,7 @@ import dataclasses
 import importlib
 import logging
 import math
+import numbers
 import os
 import threading
 import time
@@ -254,7 +255,7 @@ def check_job(job: SegmentFiles) -> None:
             resolve_device(job.device)
         except ScribbleSegError as exc:
             raise ScribbleSegError(f"{job.name('device')} {str(exc).split(' ', 1)[1]}") from None
-    if job.scan_pixel is not None and not _positive_pair(job.scan_pixel):
+    if job.scan_pixel is not None and not is_positive_pair(job.scan_pixel):
         raise ScribbleSegError(f"{job.name('scan_pixel')} must be two positive numbers X Y in mm, got "
                                f"{job.scan_pixel!r}")
     for key, value in job.inputs().items():
@@ -265,11 +266,18 @@ def check_job(job: SegmentFiles) -> None:
                   suffixes={job.name(k): OUTPUT_SUFFIXES[k] for k in job.outputs()})
 
 
-def _positive_pair(values) -> bool:
+def is_positive_pair(values) -> bool:
+    """Whether ``values`` are two positive finite numbers (``SegmentFiles.scan_pixel``; the worker's requests).
+
+    Examples
+    --------
+    >>> is_positive_pair([0.00025, 0.00025]), is_positive_pair((1, -1)), is_positive_pair(["0.5", 1])
+    (True, False, False)
+    """
     try:
-        return len(values) == 2 and all(not isinstance(v, bool) and math.isfinite(float(v)) and float(v) > 0
-                                        for v in values)
-    except (TypeError, ValueError):
+        return len(values) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                        and math.isfinite(v) and v > 0 for v in values)
+    except TypeError:  # no length
         return False
 
 

@@ -336,9 +336,10 @@ class _RequestChecker:
 
     def scan_pixel(self) -> Optional[List[float]]:
         """The optional ``scan_pixel``: two positive numbers, the scan's pixel size X Y in mm."""
+        from .jobs import is_positive_pair
+
         value = self.value("scan_pixel", None, (list,))
-        if value is not None and not (len(value) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value)):
+        if value is not None and not is_positive_pair(value):
             raise self.fail("scan_pixel", f"must be two positive numbers X Y in mm, got {value!r}")
         return None if value is None else [float(v) for v in value]
 
