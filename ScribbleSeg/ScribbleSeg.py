@@ -13,6 +13,7 @@ import enum
 import importlib
 import logging
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -1912,8 +1913,6 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         fileName = storage.GetFileName() if storage is not None else None
         if not fileName or tuple(volumeNode.GetSpacing())[:2] != (1.0, 1.0) or not os.path.isfile(fileName):
             return None
-        import pathlib
-
         stated = lib("scan_pixel").stated_pixel(pathlib.Path(fileName))
         return None if stated is None else [stated.x, stated.y]
 
