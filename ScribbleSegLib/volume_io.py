@@ -656,14 +656,14 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
             sx, sy = image.GetSpacing()
             # A PNG or JPEG states no pixel size, and ITK gives it 1 mm: a note that called that "the file's
             # pixel size" went before a warning that the stack has none.
-            logging.getLogger("ScribbleSegLib").info(
-                TILE_GRID_NOTE, path, sx, sy,
+            if stated is not None:  # the grid 3D Slicer loads, and the scan's pixel size beside it
+                why = (f"as 3D Slicer reads it; its {stated.source} description states {stated.x * 1e3:g} x "
+                       f"{stated.y * 1e3:g} um pixels, the size the network's scale reads")
+            else:
                 # A PNG's pHYs density (96 dpi from an image editor) is not read by ITK: "states none" was untrue.
-                "as the image reader finds none in its file" if (sx, sy) == UNKNOWN_PIXEL else "its file's pixel size")
-        if stated is not None:
-            logging.getLogger("ScribbleSegLib").info(
-                "%s: its %s description states %g x %g um pixels; the network's scale reads that size (the grid "
-                "stays the one 3D Slicer loads)", path, stated.source, stated.x * 1e3, stated.y * 1e3)
+                why = ("as the image reader finds none in its file" if (sx, sy) == UNKNOWN_PIXEL
+                       else "its file's pixel size")
+            logging.getLogger("ScribbleSegLib").info(TILE_GRID_NOTE, path, sx, sy, why)
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")
