@@ -170,6 +170,9 @@ def test_segment_command_runs_a_fiji_tile_at_the_scale_its_description_states(tm
                               "--probability", str(tmp_path / "stated.nrrd")]) == 0
     captured = capsys.readouterr()
     assert "no pixel size" not in captured.err and "Traceback" not in captured.err, captured.err
+    notes = [line for line in captured.err.splitlines() if "tile.tif: " in line]
+    assert len(notes) == 1 and notes[0].endswith(f"its ImageJ description states {pixel_um:g} x {pixel_um:g} um "
+                                                 "pixels, the size the network's scale reads"), notes
     heart = [line.split() for line in captured.out.splitlines() if line.startswith("heart: ")][0]
     assert heart[4] == "mm^2" and float(heart[3]) == pytest.approx(int(heart[1]) * (pixel_um / 1000) ** 2, rel=1e-3)
     assert cli.main(common + ["--image", str(tmp_path / "tile.png"), "--out", str(tmp_path / "given.seg.nrrd"),
