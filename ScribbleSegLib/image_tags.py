@@ -84,7 +84,7 @@ def _read_exactly(f: BinaryIO, count: int) -> bytes:
 
 def _pages(f: BinaryIO, base: int, wanted: Tuple[int, ...], limit: int,
            links: Optional[List[Tuple[int, int]]] = None) -> List[Dict[int, int]]:
-    """The values of the ``wanted`` tags (SHORT, LONG or LONG8 only) of each page, following the page chain;
+    """The values of the ``wanted`` tags of each page (:func:`_entry_value`), following the page chain;
     ``links`` collects where each page's "next page" offset lies in the file, and its size in bytes."""
     order, big, offset = _header(f, base)
     count_format, entry_size, value_size, next_format = ("Q", 20, 8, "Q") if big else ("H", 12, 4, "I")
@@ -102,27 +102,48 @@ def _pages(f: BinaryIO, base: int, wanted: Tuple[int, ...], limit: int,
         tags = {}
         for i in range(count):
             entry = entries[i * entry_size:(i + 1) * entry_size]
-            tag, kind = struct.unpack(order + "HH", entry[:4])
-            if tag in wanted and kind in _TYPE_SIZES and _TYPE_SIZES[kind] <= value_size:
-                size = _TYPE_SIZES[kind]
-                value = entry[entry_size - value_size:entry_size - value_size + size]
-                tags[tag] = struct.unpack(order + {2: "H", 4: "I", 8: "Q"}[size], value)[0]
+            (tag,) = struct.unpack(order + "H", entry[:2])
+            if tag in wanted:
+                value = _entry_value(f, base, order, entry, next_format)
+                if value is not None:
+                    tags[tag] = value
         pages.append(tags)
         (offset,) = struct.unpack(order + next_format, tail)
     return pages
 
 
-#: TIFF types read by :func:`first_page_values` beside SHORT, LONG and LONG8: ASCII text and RATIONAL numbers.
+#: TIFF types read beside SHORT, LONG and LONG8 (:data:`_TYPE_SIZES`): ASCII text and RATIONAL numbers.
 _ASCII, _RATIONAL = 2, 5
-#: A first page's text tag longer than this is not read (an OME-XML description of thousands of planes, or a
-#: damaged length): what it would tell is then not known, as for a file without it.
+#: A text tag longer than this is not read (an OME-XML description of thousands of planes, or a damaged
+#: length): what it would tell is then not known, as for a file without it.
 MAX_TEXT_BYTES = 1 << 22
 
 
+def _entry_value(f: BinaryIO, base: int, order: str, entry: bytes, offset_format: str):
+    """The value of one page entry: ASCII as ``str``, RATIONAL as ``float``, SHORT, LONG and LONG8 as ``int``
+    (the first of several); None for another type, no value or a text over :data:`MAX_TEXT_BYTES`.  A value
+    too long for the entry is read where the entry's offset (from ``base``) points."""
+    value_size = struct.calcsize(offset_format)  # 4 in a TIFF, 8 in a BigTIFF, as its counts and offsets
+    kind = struct.unpack(order + "H", entry[2:4])[0]
+    (n,) = struct.unpack(order + offset_format, entry[4:4 + value_size])
+    size = n * {_ASCII: 1, _RATIONAL: 8}.get(kind, _TYPE_SIZES.get(kind, 0))
+    if size == 0 or size > MAX_TEXT_BYTES:
+        return None
+    field = entry[4 + value_size:]
+    if size > value_size:
+        f.seek(base + struct.unpack(order + offset_format, field)[0])
+        field = _read_exactly(f, size)
+    if kind == _ASCII:
+        return field[:size].split(b"\x00", 1)[0].decode("utf-8", "replace")
+    if kind == _RATIONAL:
+        numerator, denominator = struct.unpack(order + "II", field[:8])
+        return numerator / denominator if denominator else None
+    return struct.unpack(order + {2: "H", 4: "I", 8: "Q"}[_TYPE_SIZES[kind]], field[:_TYPE_SIZES[kind]])[0]
+
+
 def first_page_values(path: Path, wanted: Tuple[int, ...]) -> Optional[Dict[int, object]]:
-    """The values of the ``wanted`` tags on a TIFF's first page: ASCII as ``str``, RATIONAL as ``float``, SHORT,
-    LONG and LONG8 as ``int`` (the first of several).  None for another or a damaged file; a tag whose value
-    cannot be read is left out.
+    """The values of the ``wanted`` tags on a TIFF's first page (:func:`_entry_value`: ASCII as ``str``, RATIONAL
+    as ``float``, SHORT, LONG and LONG8 as ``int``).  None for another or a damaged file.
 
     Examples
     --------
@@ -134,37 +155,10 @@ def first_page_values(path: Path, wanted: Tuple[int, ...]) -> Optional[Dict[int,
     """
     try:
         with open(path, "rb") as f:
-            order, big, offset = _header(f, 0)
-            count_format, entry_size, value_size, offset_format = ("Q", 20, 8, "Q") if big else ("H", 12, 4, "I")
-            f.seek(offset)
-            (count,) = struct.unpack(order + count_format, _read_exactly(f, struct.calcsize(count_format)))
-            entries = _read_exactly(f, count * entry_size)
-            values: Dict[int, object] = {}
-            for i in range(count):
-                entry = entries[i * entry_size:(i + 1) * entry_size]
-                tag, kind = struct.unpack(order + "HH", entry[:4])
-                if tag not in wanted or (kind not in _TYPE_SIZES and kind not in (_ASCII, _RATIONAL)):
-                    continue
-                (n,) = struct.unpack(order + count_format.replace("H", "I"), entry[4:entry_size - value_size])
-                size = n * {_ASCII: 1, _RATIONAL: 8}.get(kind, _TYPE_SIZES.get(kind, 0))
-                if n < 1 or size > MAX_TEXT_BYTES:
-                    continue
-                field = entry[entry_size - value_size:]
-                if size > value_size:  # the value lies elsewhere in the file, at the offset the entry holds
-                    f.seek(struct.unpack(order + offset_format, field)[0])
-                    field = _read_exactly(f, size)
-                if kind == _ASCII:
-                    values[tag] = field[:size].split(b"\x00", 1)[0].decode("utf-8", "replace")
-                elif kind == _RATIONAL:
-                    numerator, denominator = struct.unpack(order + "II", field[:8])
-                    if denominator:
-                        values[tag] = numerator / denominator
-                else:
-                    values[tag] = struct.unpack(order + {2: "H", 4: "I", 8: "Q"}[_TYPE_SIZES[kind]],
-                                                field[:_TYPE_SIZES[kind]])[0]
-            return values
+            pages = _pages(f, 0, wanted, 1)
     except _UNREADABLE:
         return None
+    return pages[0] if pages else None
 
 
 def tiff_pages(path: Path) -> Optional[List[Page]]:

@@ -716,7 +716,7 @@ def stated_section_voxel(folder: PathLike) -> Optional[scan_pixel.StatedPixel]:
         files = list_section_files(folder)
     except ScribbleSegError:
         return None
-    return scan_pixel.stated_pixel(files[0]) if files and _tiff_pages(files[0]) is not None else None
+    return scan_pixel.stated_pixel(files[0]) if files else None
 
 
 def _stated_spacing_hint(folder: Path) -> str:
@@ -734,10 +734,9 @@ def _stated_spacing_hint(folder: Path) -> str:
 
 def _stated_pixel(path: Path, image) -> Optional[scan_pixel.StatedPixel]:
     """The scan's pixel size a TIFF's description states (:func:`scan_pixel.stated_pixel`), where ITK read the file
-    on :data:`UNKNOWN_PIXEL` pixels (a size ITK read from the resolution tags stands)."""
-    if tuple(image.GetSpacing()[:2]) != UNKNOWN_PIXEL or _tiff_pages(path) is None:
-        return None
-    return scan_pixel.stated_pixel(path)
+    on :data:`UNKNOWN_PIXEL` pixels (a size ITK read from the resolution tags stands).  Only the first page's
+    header is read: :func:`_tiff_pages` walks every page of a stack."""
+    return scan_pixel.stated_pixel(path) if tuple(image.GetSpacing()[:2]) == UNKNOWN_PIXEL else None
 
 
 def image_file_grid(path: PathLike) -> Optional[Tuple[Tuple[int, int, int], Geometry]]:
