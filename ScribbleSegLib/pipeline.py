@@ -382,7 +382,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
 
         # Now, before the network and the adaptation run: a stack whose cut cannot fit is refused before that work.
         check_cut_fits(array.shape[:3], geometry.spacing_zyx, cut_params)
-    warnings = run_warnings(scribbles, method, geometry.spacing_zyx)
+    warnings = run_warnings(scribbles, method, geometry.spacing_zyx, bare=not isinstance(image, Volume))
 
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
@@ -444,8 +444,12 @@ def to_gpu(prob: np.ndarray, feats: np.ndarray, model, timings: Dict[str, float]
     return resident
 
 
-def run_warnings(scribbles: Optional[np.ndarray], method: str, spacing_zyx: Sequence[float]) -> List[str]:
+def run_warnings(scribbles: Optional[np.ndarray], method: str, spacing_zyx: Sequence[float],
+                 bare: bool = False) -> List[str]:
     """The scribble warnings of one run (:func:`scribble_warnings`), each logged; none for ``munet``.
+
+    ``bare``: the image came as a bare array, whose axis order no file states, so strokes that
+    look drawn on the array's last axis are named too (:func:`axis_order_warning`).
 
     Examples
     --------
@@ -454,7 +458,8 @@ def run_warnings(scribbles: Optional[np.ndarray], method: str, spacing_zyx: Sequ
     """
     warnings: List[str] = []
     if scribbles is not None and method != "munet":
-        warnings += scribble_warnings(scribbles, spacing_zyx)
+        order = axis_order_warning(scribbles) if bare else None
+        warnings += ([order] if order else []) + scribble_warnings(scribbles, spacing_zyx)
         for line in warnings:
             log.warning(line)
     return warnings
@@ -656,6 +661,43 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
 #: In-plane pixels of the strokes' bounding box above which the heart-to-background distance of
 #: :func:`scribble_warnings` is measured on in-plane blocks (max-pooled) instead of pixels.
 WARNING_DISTANCE_PIXELS = 1 << 18
+
+
+#: :func:`axis_order_warning` speaks when strokes cross at least this many of the first axis's indices ...
+ORDER_MIN_CROSSED = 8
+#: ... and this many times as many as they lie on along the last axis.
+ORDER_RATIO = 4
+
+
+def axis_order_warning(scribbles: np.ndarray) -> Optional[str]:
+    """A warning when bare arrays look ``(X, Y, Z)`` instead of ``(Z, Y, X)``, else None.
+
+    Strokes are drawn on sections, so in a ``(Z, Y, X)`` array they lie on a few indices of the
+    first axis and run across many of the last.  Arrays from a library that orders axes
+    ``(X, Y, Z)`` (nibabel, ITK's ``GetArrayFromImage`` transposed by hand) show the reverse: strokes
+    on a few indices of the last axis, across many of the first, which is then longer than the
+    last (a stack has fewer sections than pixels across).  Nothing in an array says its order, and
+    such a run would segment the wrong planes without a word; strokes drawn on side planes of a
+    stack with more sections than columns look the same, so this is a warning, not an error.
+
+    Examples
+    --------
+    >>> s = np.zeros((60, 40, 10), np.uint8); s[10:50, 20, 3] = 1; s[10:50, 30, 3] = 2
+    >>> axis_order_warning(s).startswith("the strokes lie on 1 index of the arrays' last axis")
+    True
+    >>> axis_order_warning(np.transpose(s, (2, 1, 0))) is None
+    True
+    """
+    n_first, _, n_last = scribbles.shape
+    if n_first <= n_last:
+        return None
+    crossed = int(np.count_nonzero(scribbles.any(axis=(1, 2))))
+    on_last = int(np.count_nonzero(scribbles.any(axis=(0, 1))))
+    if crossed < ORDER_MIN_CROSSED or crossed < ORDER_RATIO * on_last:
+        return None
+    return (f"the strokes lie on {on_last} {'index' if on_last == 1 else 'indices'} of the arrays' last axis and "
+            f"cross {crossed} of the first: are the image and scribbles (X, Y, Z)? They must be (Z, Y, X), sections "
+            "first: np.transpose(image, (2, 1, 0, 3)) and np.transpose(scribbles, (2, 1, 0))")
 
 
 def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> List[str]:

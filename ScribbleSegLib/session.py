@@ -121,6 +121,7 @@ class Session:
             device=device, cache_dir=cache_dir, seed=0, features=features, orientations=orientations)
         # The scan's pixel size its file states apart from its grid (Volume.scan_pixel); a given spacing replaces it.
         self.scan_pixel = image.scan_pixel if isinstance(image, Volume) and spacing is None else None
+        self._bare = not isinstance(image, Volume)  # no file states its axis order (pipeline.run_warnings)
         check_progress_cancel(progress, cancel)
         if not isinstance(reuse_cut, (bool, np.bool_)):  # "no" would be taken as True
             raise ScribbleSegError(f"reuse_cut must be True or False, got {reuse_cut!r}")
@@ -232,7 +233,7 @@ class Session:
             from .ddml import DDMLConfig
 
             check_instance(ddml_config, "ddml_config", DDMLConfig)
-        warnings = pipeline.run_warnings(scribbles, method, self.geometry.spacing_zyx) + list(self.warnings)
+        warnings = pipeline.run_warnings(scribbles, method, self.geometry.spacing_zyx, self._bare) + list(self.warnings)
 
         def run(cached: bool = True) -> pipeline.SegmentResult:
             return pipeline.adapt_and_cut(self.array, self.geometry.spacing_zyx, scribbles, self.model,

@@ -8,6 +8,7 @@ import pytest
 
 from ScribbleSegLib import cli, phantom, pipeline, scribbles, volume_io
 from ScribbleSegLib.errors import ScribbleSegError
+from ScribbleSegLib.geometry import Volume
 from ScribbleSegLib.nets import ModelConfig
 from ScribbleSegLib.training import train_model
 
@@ -397,6 +398,36 @@ def test_segment_returns_suggestions_and_warnings(case):
     assert result.warnings == []
     bare = pipeline.segment(test.image.array, None, model, method="munet")
     assert any("no pixel size" in w for w in bare.warnings)
+
+
+def test_bare_arrays_in_x_y_z_order_run_with_one_warning_naming_the_transpose(case):
+    _, test, scrib, model = case
+    image_xyz, scrib_xyz = np.transpose(test.image.array, (2, 1, 0, 3)), np.transpose(scrib, (2, 1, 0))
+    swapped = pipeline.segment(image_xyz, scrib_xyz, model, method="ddml")
+    order = [w for w in swapped.warnings if "(X, Y, Z)" in w]
+    assert len(order) == 1 and "np.transpose(scribbles, (2, 1, 0))" in order[0] and "\n" not in order[0]
+    right = pipeline.segment(test.image.array, scrib, model, method="ddml")
+    assert not any("(X, Y, Z)" in w for w in right.warnings)
+    # A Volume's axis order is its file's: strokes on side planes are taken as drawn, without the warning.
+    volume = Volume(image_xyz, test.image.geometry)
+    assert not any("(X, Y, Z)" in w for w in pipeline.segment(volume, scrib_xyz, model, method="ddml").warnings)
+
+
+def test_axis_order_warning_needs_strokes_across_many_sections_on_few_columns():
+    s = np.zeros((40, 30, 20), np.uint8)
+    s[5:35, 10, 4] = 1  # across 30 indices of the first axis, on 1 of the last
+    s[5:35, 20, 12] = 2
+    assert "2 indices" in pipeline.axis_order_warning(s)
+    s[5:35, 25, 0:8] = 2  # 9 of the last axis's indices now: 30 < 4 * 9
+    assert pipeline.axis_order_warning(s) is None
+    short = np.zeros((40, 30, 20), np.uint8)
+    short[5:11, 10, 4] = 1  # a stroke across 6 sections only
+    assert pipeline.axis_order_warning(short) is None
+    # Sections first, strokes on every 5th section: the usual (Z, Y, X) pattern, never named.
+    usual = np.zeros((20, 64, 64), np.uint8)
+    usual[::5, 30, 10:50] = 1
+    usual[::5, 10, 10:50] = 2
+    assert pipeline.axis_order_warning(usual) is None
 
 
 def test_the_adaptation_gets_the_networks_logits_of_the_models_training_pixels(case, monkeypatch):

@@ -192,6 +192,15 @@ def test_warnings_about_the_volume_repeat_in_every_run(case):
     assert result.warnings[-1] == session.warnings[0]
 
 
+def test_a_session_on_bare_arrays_in_x_y_z_order_warns_in_each_run(case):
+    _, test, scrib, model = case
+    session = Session(np.transpose(test.image.array, (2, 1, 0, 3)), model)
+    result = session.run(np.transpose(scrib, (2, 1, 0)), method="ddml", ddml_config=FAST_DDML)
+    assert sum("(X, Y, Z)" in w for w in result.warnings) == 1
+    right = Session(test.image.array, model).run(scrib, method="ddml", ddml_config=FAST_DDML)
+    assert not any("(X, Y, Z)" in w for w in right.warnings)
+
+
 def test_bad_runs_are_one_line_errors_and_the_session_survives(case):
     _, test, scrib, model = case
     session = Session(test.image, model)
