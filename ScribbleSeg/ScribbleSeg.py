@@ -369,10 +369,10 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportSurfaceButton.connect("clicked(bool)", self.onExportSurfaceButton)
         self.ui.heatMapButton.connect("clicked(bool)", self.onHeatMapButton)
         self.ui.heatMapOpacitySlider.connect("valueChanged(double)", self.onHeatMapOpacityChanged)
-        self.ui.suggestionsListWidget.connect("currentRowChanged(int)", self.onSuggestionSelected)
+        self.ui.suggestionsListWidget.connect("currentRowChanged(int)", self.onSuggestionRowChanged)
         self.ui.suggestionsListWidget.connect(
             "itemClicked(QListWidgetItem*)",
-            lambda item: self.onSuggestionSelected(self.ui.suggestionsListWidget.currentRow))
+            lambda item: self.onSuggestionSelected(self.ui.suggestionsListWidget.row(item)))
         self.ui.nextSectionButton.connect("clicked(bool)", self.onNextSection)
         self.ui.undoRunButton.connect("clicked(bool)", self.onUndoRunButton)
         self.ui.showChangesCheckBox.connect("toggled(bool)", self.onShowChangesToggled)
@@ -867,6 +867,14 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     item.setToolTip(suggestion["text"])
         self.ui.nextSectionButton.enabled = bool(self._suggestions)
 
+    def onSuggestionRowChanged(self, row: int) -> None:
+        """Jump to the row the arrow keys moved to; a mouse press's row jumps on its click instead."""
+        # A press on another row changes the current row, then its release clicks the item (itemClicked, which
+        # also serves a click on the row already current): jumping on both showed the section twice.
+        if int(qt.QApplication.mouseButtons()):
+            return
+        self.onSuggestionSelected(row)
+
     def onSuggestionSelected(self, row: int) -> None:
         """Show the suggested section of list row ``row`` in the Red slice view."""
         if not 0 <= row < len(self._suggestions) or not self._parameterNode:
@@ -886,7 +894,10 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if row is None:
             self.ui.statusLabel.text = _("No sections suggested yet: show the heat map or run first.")
             return
-        self.ui.suggestionsListWidget.setCurrentRow(row)
+        listWidget = self.ui.suggestionsListWidget
+        listWidget.blockSignals(True)  # the jump is the next line's, once: not also from currentRowChanged
+        listWidget.setCurrentRow(row)
+        listWidget.blockSignals(False)
         self.onSuggestionSelected(row)
 
     def onUndoRunButton(self) -> None:

@@ -1478,6 +1478,32 @@ def test_clicking_a_suggested_section_and_the_next_key_jump_there(scribbleseg):
     assert not panel.ui.nextSectionButton.enabled
 
 
+def test_a_suggestion_jumps_once_per_click_key_press_and_next(scribbleseg):
+    import types
+
+    panel, _volume, jumps = _loop_panel(scribbleseg)
+    buttons = [0]
+    scribbleseg.qt.QApplication = types.SimpleNamespace(mouseButtons=lambda: buttons[0])
+    panel._showSuggestions([{"section": 9, "reason": "unsure"}, {"section": 2, "reason": "unsure"},
+                            {"section": 5, "reason": "unsure"}])
+    # A click on another row: Qt changes the current row on the press, then reports the click on the release.
+    buttons[0] = 1  # Qt.LeftButton held
+    panel.onSuggestionRowChanged(1)
+    buttons[0] = 0
+    panel.onSuggestionSelected(1)  # itemClicked
+    assert jumps == [2]
+    panel.onSuggestionSelected(1)  # the same row clicked again later: it jumps again
+    assert jumps == [2, 2]
+    panel.onSuggestionRowChanged(2)  # the arrow key: no click follows
+    assert jumps == [2, 2, 5]
+    calls = panel.ui.suggestionsListWidget.calls
+    del calls[:]
+    panel.onNextSection()
+    assert jumps == [2, 2, 5, 9]
+    assert [name for name, _ in calls] == ["blockSignals", "setCurrentRow", "blockSignals"]
+    assert calls[0][1] == (True,) and calls[1][1] == (0,) and calls[2][1] == (False,)
+
+
 def test_the_heat_map_is_computed_once_per_volume_and_model_then_toggled(scribbleseg):
     panel, volume, _jumps = _loop_panel(scribbleseg)
     shown, started = [], []
