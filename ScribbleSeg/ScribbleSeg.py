@@ -631,9 +631,18 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
 
     def onSectionFolderChanged(self, folder: str) -> None:
-        """Fill the pixel size and the section spacing with what the folder's first section states (the TIFFs of a
-        Fiji image sequence), where it states them; the fields stay editable."""
-        stated = self.logic.statedSectionVoxel(folder) if folder and self._parameterNode is not None else None
+        """Fill the pixel size and the section spacing with what the folder's sections state alike (the TIFFs of a
+        Fiji image sequence), where they state them; the fields stay editable.  Sections that state different
+        sizes leave the fields as they are, and the status line says which."""
+        if not folder or self._parameterNode is None:
+            return
+        try:
+            stated = self.logic.statedSectionVoxel(folder)
+        except Exception as error:
+            if not isUserError(error):
+                raise
+            self.ui.statusLabel.text = str(error)
+            return
         if stated is None:
             return
         pixel, spacing = stated
@@ -1638,8 +1647,9 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def statedSectionVoxel(folder: str) -> Optional[Tuple[float, Optional[float]]]:
-        """``(pixel size, section spacing or None)`` in mm that the first section of ``folder`` states (a Fiji
-        image sequence), or None (``ScribbleSegLib.volume_io.stated_section_voxel``)."""
+        """``(pixel size, section spacing or None)`` in mm that every section of ``folder`` states alike (a Fiji
+        image sequence), or None (``ScribbleSegLib.volume_io.stated_section_voxel``, whose ``ScribbleSegError``
+        for sections that state different sizes passes through)."""
         stated = lib("volume_io").stated_section_voxel(folder)
         return None if stated is None else (min(stated.x, stated.y), stated.z)
 

@@ -703,8 +703,14 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
 
 
 def stated_section_voxel(folder: PathLike) -> Optional[scan_pixel.StatedPixel]:
-    """The voxel size the first section of a folder states in its description (the TIFFs of a Fiji image sequence:
-    :func:`ScribbleSegLib.scan_pixel.stated_pixel`), or None: it states none, or no folder of sections.
+    """The voxel size that every section of a folder states alike in its description (the TIFFs of a Fiji image
+    sequence: :func:`ScribbleSegLib.scan_pixel.stated_pixel`), or None: none states one, or no folder of sections.
+
+    Raises
+    ------
+    ScribbleSegError
+        When the sections state different sizes, or some state one and others none (naming two of them): the
+        folder then has no one voxel size to take.
 
     Examples
     --------
@@ -716,20 +722,47 @@ def stated_section_voxel(folder: PathLike) -> Optional[scan_pixel.StatedPixel]:
         files = list_section_files(folder)
     except ScribbleSegError:
         return None
-    return scan_pixel.stated_pixel(files[0]) if files else None
+    first = None
+    for index, path in enumerate(files):
+        stated = scan_pixel.stated_pixel(path)
+        if index == 0:
+            first = stated
+        elif not _same_voxel(stated, first):
+            raise ScribbleSegError(f"{folder}: its sections state different voxel sizes: {_voxel_words(first)} in "
+                                   f"{files[0].name}, {_voxel_words(stated)} in {path.name}")
+    return first
+
+
+def _same_voxel(a: Optional[scan_pixel.StatedPixel], b: Optional[scan_pixel.StatedPixel]) -> bool:
+    if a is None or b is None:
+        return a is b
+    if (a.z is None) != (b.z is None):
+        return False
+    pairs = [(a.x, b.x), (a.y, b.y)] + ([(a.z, b.z)] if a.z is not None else [])
+    return all(abs(p - q) <= 1e-3 * max(p, q) for p, q in pairs)  # the same calibration, as rationals round it
+
+
+def _voxel_words(stated: Optional[scan_pixel.StatedPixel]) -> str:
+    if stated is None:
+        return "none"
+    size = f"{stated.x * 1e3:g} x {stated.y * 1e3:g}" + ("" if stated.z is None else f" x {stated.z * 1e3:g}")
+    return f"{size} um"
 
 
 def _stated_spacing_hint(folder: Path) -> str:
-    """What the first section of a folder states of its voxel size, as the words that end the error of a folder
-    read without a spacing; "" when it states none."""
-    stated = stated_section_voxel(folder)
+    """What the sections of a folder state of their voxel size, as the words that end the error of a folder
+    read without a spacing; "" when they state none."""
+    try:
+        stated = stated_section_voxel(folder)
+    except ScribbleSegError as error:
+        return "; " + str(error).split(": ", 1)[1]
     if stated is None:
         return ""
     if stated.z is None:
-        return (f"; its first section's {stated.source} description states {stated.x * 1e3:g} x {stated.y * 1e3:g} um "
-                f"pixels: give the spacing {stated.x:g} {stated.y:g} Z, Z the distance between sections")
-    return (f"; its first section's {stated.source} description states {stated.x * 1e3:g} x {stated.y * 1e3:g} x "
-            f"{stated.z * 1e3:g} um voxels: give the spacing {stated.x:g} {stated.y:g} {stated.z:g}")
+        return (f"; its sections' {stated.source} descriptions state {_voxel_words(stated)} pixels: give the spacing "
+                f"{stated.x:g} {stated.y:g} Z, Z the distance between sections")
+    return (f"; its sections' {stated.source} descriptions state {_voxel_words(stated)} voxels: give the spacing "
+            f"{stated.x:g} {stated.y:g} {stated.z:g}")
 
 
 def _stated_pixel(path: Path, image) -> Optional[scan_pixel.StatedPixel]:

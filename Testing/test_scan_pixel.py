@@ -235,8 +235,8 @@ def test_a_folder_read_without_a_spacing_names_the_one_its_sections_state(tmp_pa
     folder.mkdir()
     for k in range(3):
         write_tiff(folder / f"s{k}.tif", [tissue(seed=k)], IMAGEJ.format(unit="micron"), 2.0, 1)
-    with pytest.raises(ScribbleSegError, match=r"needs the voxel spacing X Y Z in mm \(spacing\); its first section's "
-                       r"ImageJ description states 0.5 x 0.5 x 5 um voxels: give the spacing 0.0005 0.0005 0.005$"):
+    with pytest.raises(ScribbleSegError, match=r"needs the voxel spacing X Y Z in mm \(spacing\); its sections' "
+                       r"ImageJ descriptions state 0.5 x 0.5 x 5 um voxels: give the spacing 0.0005 0.0005 0.005$"):
         volume_io.read_image(folder)
     assert cli.main(["segment", "--image", str(folder), "--model", "starter", "--method", "munet",
                      "--out", str(tmp_path / "o.seg.nrrd"), "--quiet"]) != 0
@@ -244,14 +244,23 @@ def test_a_folder_read_without_a_spacing_names_the_one_its_sections_state(tmp_pa
     assert len(err) == 1 and "give the spacing 0.0005 0.0005 0.005" in err[0], err
     for k in range(3):  # sections that state no distance between them: Z is left to the user
         write_tiff(folder / f"s{k}.tif", [tissue(seed=k)], "ImageJ=1.54f\nunit=micron\n", 2.0, 1)
-    with pytest.raises(ScribbleSegError, match=r"states 0.5 x 0.5 um pixels: give the spacing 0.0005 0.0005 Z, Z the "
-                                               r"distance between sections$"):
+    with pytest.raises(ScribbleSegError, match=r"descriptions state 0.5 x 0.5 um pixels: give the spacing 0.0005 "
+                                               r"0.0005 Z, Z the distance between sections$"):
         volume_io.read_image(folder)
     plain = tmp_path / "plain"
     plain.mkdir()
     sitk.WriteImage(sitk.GetImageFromArray(tissue(), isVector=True), str(plain / "s0.png"))
     with pytest.raises(ScribbleSegError, match=r"needs the voxel spacing X Y Z in mm \(spacing\)$"):
         volume_io.read_image(plain)
+    # Sections scanned at another magnification, or a section with no statement: no one size to name.
+    write_tiff(folder / "s2.tif", [tissue(seed=2)], "ImageJ=1.54f\nunit=micron\n", 4.0, 1)
+    with pytest.raises(ScribbleSegError, match=r"\(spacing\); its sections state different voxel sizes: 0.5 x 0.5 "
+                                               r"um in s0.tif, 0.25 x 0.25 um in s2.tif$"):
+        volume_io.read_image(folder)
+    sitk.WriteImage(sitk.GetImageFromArray(tissue(), isVector=True), str(folder / "s3.png"))
+    (folder / "s2.tif").unlink()
+    with pytest.raises(ScribbleSegError, match=r"0.5 x 0.5 um in s0.tif, none in s3.png$"):
+        volume_io.read_image(folder)
 
 
 def test_a_bigtiff_first_page_description_is_read(tmp_path):

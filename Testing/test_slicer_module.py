@@ -1722,3 +1722,9 @@ def test_choosing_a_fiji_image_sequence_fills_the_voxel_size_its_sections_state(
     panel.onSectionFolderChanged(str(plain))
     panel.onSectionFolderChanged("")
     assert (panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing) == (0.002, 0.01)
+    # Sections that state different sizes: the fields stay, and the status line names two of them.
+    write_tiff(folder / "s1.tif", [tissue(seed=1)], IMAGEJ.format(unit="micron"), 2.0, 1)
+    panel.onSectionFolderChanged(str(folder))
+    assert (panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing) == (0.002, 0.01)
+    assert panel.ui.statusLabel.text.endswith("sections state different voxel sizes: 0.25 x 0.25 x 5 um in s0.tif, "
+                                              "0.5 x 0.5 x 5 um in s1.tif")
