@@ -92,7 +92,8 @@ class SegmentResult:
     suggestions : list of Suggestion
         Sections where another stroke would help most, best first (see :mod:`suggest`).
     network_doubt : tuple of 2 float
-        :func:`network_doubt` of the run's strokes (``(0, 0)`` for ``munet``, which has none).
+        The doubt the run went by: :func:`network_doubt` of its strokes, or an earlier run's where larger and its
+        strokes hold that run's (:mod:`~ScribbleSegLib.stroke_history`); ``(0, 0)`` for ``munet``, which has none.
     """
 
     labels: np.ndarray
@@ -317,7 +318,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
             cache_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
             features: Optional[Tuple[np.ndarray, np.ndarray]] = None, suggest: int = choices.DEFAULT_SUGGESTIONS,
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-            orientations: int = choices.DEFAULT_ORIENTATIONS, cut_memory=None, adapt_memory=None) -> SegmentResult:
+            orientations: int = choices.DEFAULT_ORIENTATIONS, cut_memory=None, adapt_memory=None,
+            history=None) -> SegmentResult:
     """Segment the heart in a volume from scribbles.
 
     Parameters
@@ -361,6 +363,9 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     adapt_memory : ddml.AdaptMemory, optional
         The last run's DDML network, to start this run's from (see :func:`adapt_and_cut`); a warm
         session keeps one.  None: trained from scratch.
+    history : stroke_history.StrokeHistory, optional
+        Earlier runs' strokes on this image, for features that did not come from a cache entry (which keeps
+        its own): see :func:`adapt_and_cut`.  A warm session keeps one.
 
     Returns
     -------
@@ -405,7 +410,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         return adapt_and_cut(array, geometry.spacing_zyx, scribbles, loaded, prob, feats, method=method,
                              cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,
                              features_cached=cached, timings=timings, warnings=list(warnings), progress=progress,
-                             cancel=cancel, cut_memory=cut_memory, adapt_memory=adapt_memory,
+                             cancel=cancel, cut_memory=cut_memory, adapt_memory=adapt_memory, history=history,
                              resident=None if method == "munet" else to_gpu(prob, feats, loaded, timings))
 
     try:
@@ -509,7 +514,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                   timings: Optional[Dict[str, float]] = None, warnings: Optional[List[str]] = None,
                   progress: Optional[ProgressCallback] = None,
                   cancel: Optional[CancelToken] = None, cut_memory=None, resident=None,
-                  adapt_memory=None) -> SegmentResult:
+                  adapt_memory=None, history=None) -> SegmentResult:
     """Features -> DDML + head -> graph cut -> suggestions: the part of a run after the M-Unet.
 
     The one code path shared by :func:`segment` and :class:`ScribbleSegLib.session.Session`;
@@ -544,6 +549,11 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     adapt_memory : ddml.AdaptMemory, optional
         The last run's DDML network, to start this run's from (a warm session's; see
         ``DDMLConfig.warm_steps``); None: trained from scratch.
+    history : stroke_history.StrokeHistory, optional
+        Earlier runs' strokes on this image: a run whose strokes hold an earlier run's takes the larger doubt of
+        the network (:func:`network_doubt`) of the two, and a finished run is added to it.  Features read from a
+        cache entry use the entry's history instead (each command-line round is a process of its own); None and
+        no entry: the strokes' own doubt.
 
     Returns
     -------
@@ -565,6 +575,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     from .graphcut import graph_cut, measure_ahead
     from .model_file import bank_network_logit
     from .stroke_pull import ImageMeasures
+    from .stroke_history import StrokeHistory
     from .runtime import beside
 
     # Strokes that the network mostly contradicts may mark another target than the model's: say so, and
@@ -572,7 +583,11 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     # blend that in as far as the doubt goes (bank_left_out_share): corrective strokes raise the doubt of a model
     # trained for the target too, and a switch at one value made a round fall far.
     config = ddml_config or DDMLConfig()
-    doubt = network_doubt(scribbles, prob)
+    # Corrective strokes go where the last result was wrong, which may be where the network is right: the doubt
+    # the earlier strokes showed stays (stroke_history).
+    own_doubt = network_doubt(scribbles, prob)
+    history = StrokeHistory.at(feats) or history
+    doubt = own_doubt if history is None else history.carried(scribbles, own_doubt)
     # Within the doubt's interval (moved up by as much as DDMLConfig.bank_agreement_shift) both adapt, and the
     # network's agreement with the strokes' own adaptation, known after, moves the interval (bank_left_out_share):
     # where the network's labels agree with the strokes' over the whole image, corrective strokes raised the doubt.
@@ -624,7 +639,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             # Before the colour goes into the h without the bank: the agreement reads the strokes' adaptation alone.
             share = bank_left_out_share(max(doubt), config, network_agreement(without.h, prob, doubted.network_weight)
                                         if agreeing else None)
-        for line in network_warnings(doubt, share):
+        for line in network_warnings(doubt, share, own_doubt):
             log.warning(line)
             warnings.append(line)
         if without is not None and config.doubted_colour_weight > 0:
@@ -652,6 +667,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             labels = graph_cut(h, measures.evened(array), scribbles, spacing_zyx=spacing_zyx, params=cut_params,
                                progress=progress, cancel=cancel, memory=cut_memory, measures=measures)
             timings["graph cut"] = time.perf_counter() - t1
+        if history is not None:  # a finished run only: a cancelled one leaves the history as it found it
+            history.remember(scribbles, doubt)
     from .suggest import suggest_sections
 
     suggestions = suggest_sections(h, labels, prob, scribbles, count=suggest)
@@ -891,7 +908,8 @@ def _blend_h(kept, without, share: float) -> np.ndarray:
     return h
 
 
-def network_warnings(doubt: Tuple[float, float], bank_left_out: float = 0.0) -> List[str]:
+def network_warnings(doubt: Tuple[float, float], bank_left_out: float = 0.0,
+                     own: Optional[Tuple[float, float]] = None) -> List[str]:
     """A one-line warning when the network labels most of the strokes of one class the other way.
 
     That is what strokes on a target that the model was not trained for look like (another organ
@@ -908,6 +926,9 @@ def network_warnings(doubt: Tuple[float, float], bank_left_out: float = 0.0) -> 
     bank_left_out : float
         How much of the run's ``h`` came from an adaptation without the model's training pixels
         (:func:`bank_left_out_share`); the line says so.
+    own : tuple of 2 float, optional
+        :func:`network_doubt` of this run's strokes where ``doubt`` was carried from an earlier run's
+        (:mod:`~ScribbleSegLib.stroke_history`); the line then gives both shares.  None: ``doubt`` is its own.
 
     Returns
     -------
@@ -922,21 +943,30 @@ def network_warnings(doubt: Tuple[float, float], bank_left_out: float = 0.0) -> 
     []
     >>> network_warnings((0.2, 0.8))[0].startswith("the model's network calls 80% of the background strokes heart")
     True
+    >>> network_warnings((0.2, 0.8), own=(0.2, 0.6))[0].startswith(
+    ...     "the model's network calls 60% of the background strokes heart (80% of those of an earlier run")
+    True
     """
     left_out = ("" if not bank_left_out else
                 " (its training pixels were left out of the adaptation, and its probability counts less)"
                 if bank_left_out >= 1 else
                 f" (its training pixels were left out of {bank_left_out:.0%} of the adaptation, and its probability "
                 "counts less there)")
+    own = doubt if own is None else own
+
+    def carried(k: int) -> str:
+        """The earlier run's share of class ``k`` where the doubt was carried from it."""
+        return f" ({doubt[k]:.0%} of those of an earlier run that these strokes add to)" if doubt[k] > own[k] else ""
+
     if doubt[0] > choices.NETWORK_DOUBT:
-        return [f"the model's network calls {doubt[0]:.0%} of the heart strokes background: it was likely not "
-                f"trained for what they mark{left_out}, and away from the strokes the result may be poor; "
+        return [f"the model's network calls {own[0]:.0%} of the heart strokes background{carried(0)}: it was likely "
+                f"not trained for what they mark{left_out}, and away from the strokes the result may be poor; "
                 "train a model on stacks where it is traced"]
     if doubt[1] > choices.NETWORK_DOUBT:
         # Also what a model trained for this target does where it over-segments an image unlike its training
         # (BENCHMARKS.md, "Colon glands"): the line names both readings.
-        return [f"the model's network calls {doubt[1]:.0%} of the background strokes heart: it finds the target "
-                f"far beyond the strokes, as a model trained for another target or on other images does"
+        return [f"the model's network calls {own[1]:.0%} of the background strokes heart{carried(1)}: it finds the "
+                f"target far beyond the strokes, as a model trained for another target or on other images does"
                 f"{left_out}; check the result away from the strokes"]
     return []
 

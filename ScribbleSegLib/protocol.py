@@ -246,20 +246,24 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
     and runs again on the same features.  With ``warm``, each round's cut starts from the last
     round's and its DDML network from the last round's (a :class:`~ScribbleSegLib.graphcut.CutMemory`
     and a :class:`~ScribbleSegLib.ddml.AdaptMemory` kept across rounds, as the warm session of the
-    Slicer module's worker keeps them); otherwise every round runs from scratch.
+    Slicer module's worker keeps them); otherwise every round runs from scratch.  Every round takes the
+    network's doubt of the rounds before where larger (:mod:`~ScribbleSegLib.stroke_history`), as the command
+    line and a session do.
     """
     from .ddml import AdaptMemory
     from .graphcut import CutMemory
     from .pipeline import segment
     from .scribbles import corrective_scribbles, section_errors
+    from .stroke_history import StrokeHistory
 
     out = []
     current = scribbles
     memory, adapt_memory = (CutMemory(), AdaptMemory()) if warm else (None, None)
+    history = StrokeHistory()  # each round's strokes hold the last round's, as a user's do
     for r in range(int(rounds)):
         result = segment(volume, current, model, method=method, cut_params=cut_params, ddml_config=ddml_config,
                          seed=seed, features=features, suggest=CORRECTED_SECTIONS, cut_memory=memory,
-                         adapt_memory=adapt_memory)
+                         adapt_memory=adapt_memory, history=history)
         errors = section_errors(label, result.labels)
         suggested = [s.section for s in result.suggestions]
         worst = [int(z) for z in np.argsort(-errors, kind="stable")[: 2 * max(1, len(suggested))] if errors[z] > 0]

@@ -36,6 +36,7 @@ from .errors import DamagedFeatures, ScribbleSegError
 from .feature_reader import read_only_view
 from .geometry import Volume
 from .progress import CancelToken, ProgressCallback
+from .stroke_history import StrokeHistory
 
 
 class Session:
@@ -94,6 +95,9 @@ class Session:
         The last cut, which the next run's cut starts from (None without ``reuse_cut``).
     adapt_memory : ddml.AdaptMemory
         The last run's DDML network ``f``, which the next run's starts from.
+    history : stroke_history.StrokeHistory
+        The earlier runs' strokes, for the network's doubt of a run that adds to them (with features from a
+        cache entry, the entry's history is used instead, as by the command line).
 
     Raises
     ------
@@ -156,6 +160,7 @@ class Session:
         from .ddml import AdaptMemory
 
         self.adapt_memory = AdaptMemory()
+        self.history = StrokeHistory()
         self.cut_memory = None
         if reuse_cut:
             from .graphcut import CutMemory
@@ -173,7 +178,8 @@ class Session:
     def forget_runs(self) -> None:
         """Let the next run start as the first did: its DDML network ``f`` from random weights and its cut from
         scratch, as if no run had come before (what the image alone gives, the features and the cut's coarse
-        weights, is kept).  For a run after "undo", whose last run the user took back.
+        weights, is kept).  For a run after "undo", whose last run the user took back.  The network's doubt that
+        earlier strokes showed stays with those strokes (:attr:`history`): strokes that hold them take it still.
 
         Examples
         --------
@@ -218,7 +224,9 @@ class Session:
             after features whose cache entry turned out damaged were computed
             again) and ``timings`` holds this run's stages only.  With ``reuse_cut``, the cut of
             a later run starts from the previous run's, and with ``DDMLConfig.warm_steps``
-            (by default) its DDML network too (see :class:`Session`).
+            (by default) its DDML network too (see :class:`Session`).  A run whose strokes
+            add to an earlier run's takes the network's doubt of that run where larger
+            (:attr:`history`), as :func:`pipeline.segment` does with a cache entry.
         """
         method = check_method(method)
         scribbles = check_scribbles(scribbles, self.shape, method)
@@ -241,7 +249,7 @@ class Session:
                                           ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=cached,
                                           timings={}, warnings=list(warnings), progress=progress, cancel=cancel,
                                           cut_memory=self.cut_memory, resident=self.resident,
-                                          adapt_memory=self.adapt_memory)
+                                          adapt_memory=self.adapt_memory, history=self.history)
 
         try:
             return run()

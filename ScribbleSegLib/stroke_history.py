@@ -1,0 +1,164 @@
+"""The strokes of earlier runs on an image, and how much of them the network contradicted.
+
+A round of corrective strokes adds strokes to the last ones, and the strokes go where the last *result* was wrong,
+not where the network is.  Where the adaptation without the model's training pixels (its bank) fixed what the
+network got wrong, the corrective strokes land where the network is right, and the share of the strokes that the
+network contradicts (:func:`ScribbleSegLib.pipeline.network_doubt`) falls: the run then kept more of the bank,
+and the result fell back (a real gland tile: 0.749 to 0.575 in its third round; BENCHMARKS.md, "The doubt of
+earlier strokes kept over the rounds").  What the first strokes showed about the network still holds, so a run
+whose strokes hold an earlier run's strokes (every voxel that run stroked, stroked alike) takes the larger doubt
+of the two, class by class.  Other strokes, or strokes with one of them erased, start afresh.
+
+The history lives in the image's feature cache entry when the M-Unet's outputs came from one (the command line:
+each round is a process of its own), else in the caller's :class:`StrokeHistory` (a warm session, the bench's
+rounds).  It keeps :data:`KEPT_RUNS` runs, the latest of each chain of rounds, so rounds of several stroke patterns
+run in turn on one image each follow their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: How many earlier runs an image's history keeps (the latest of each chain of rounds, the oldest dropped first).
+KEPT_RUNS = 8
+#: The file of an image's history in its feature cache entry.
+HISTORY_FILE = "stroke-history.npz"
+
+
+@dataclass(frozen=True)
+class StrokeRun:
+    """The strokes of one run, as flat voxel indices (increasing) and their codes (1 heart, 2 background), and
+    the ``(heart, background)`` doubt the run went by."""
+
+    shape: Tuple[int, int, int]
+    voxels: np.ndarray
+    codes: np.ndarray
+    doubt: Tuple[float, float]
+
+    @classmethod
+    def of(cls, scribbles: np.ndarray, doubt: Sequence[float]) -> "StrokeRun":
+        flat = scribbles.reshape(-1)
+        voxels = np.flatnonzero(flat)
+        return cls(tuple(int(n) for n in scribbles.shape), voxels, flat[voxels].astype(np.uint8),
+                   (float(doubt[0]), float(doubt[1])))
+
+    def held_by(self, scribbles: np.ndarray) -> bool:
+        """Whether ``scribbles`` stroke every voxel of this run alike (they may stroke more)."""
+        if tuple(scribbles.shape) != self.shape:
+            return False
+        return bool(np.array_equal(scribbles.reshape(-1)[self.voxels], self.codes))
+
+
+class StrokeHistory:
+    """Earlier runs' strokes on one image and the doubt each went by: :meth:`carried` and :meth:`remember`.
+
+    Parameters
+    ----------
+    path : path, optional
+        The file that keeps the history between processes (:meth:`at`); None: in memory only.
+
+    Examples
+    --------
+    >>> history = StrokeHistory()
+    >>> first = np.zeros((1, 2, 4), np.uint8); first[0, 0, :2] = 1; first[0, 1, :2] = 2
+    >>> history.remember(first, (0.0, 0.9))
+    >>> more = first.copy(); more[0, 1, 2:] = 2  # corrective strokes where the network is right
+    >>> history.carried(more, (0.0, 0.5))
+    (0.0, 0.9)
+    >>> other = np.zeros_like(first); other[0, 0, 3] = 1; other[0, 1, 3] = 2
+    >>> history.carried(other, (0.0, 0.5))
+    (0.0, 0.5)
+    """
+
+    def __init__(self, path: Optional[Path] = None) -> None:
+        self.path = None if path is None else Path(path)
+        self._runs: List[StrokeRun] = []
+
+    @classmethod
+    def at(cls, features: np.ndarray) -> Optional["StrokeHistory"]:
+        """The history kept in the feature cache entry that ``features`` were read from, or None."""
+        from .feature_cache import entry_of
+
+        entry = entry_of(features)
+        return None if entry is None else cls(entry / HISTORY_FILE)
+
+    def runs(self) -> List[StrokeRun]:
+        """The runs kept, oldest first (read from :attr:`path` if there is one)."""
+        return self._read() if self.path is not None else list(self._runs)
+
+    def carried(self, scribbles: np.ndarray, doubt: Sequence[float]) -> Tuple[float, float]:
+        """``doubt`` of ``scribbles``, raised class by class to that of each earlier run whose strokes they hold."""
+        heart, background = float(doubt[0]), float(doubt[1])
+        for run in self.runs():
+            if run.held_by(scribbles):
+                heart, background = max(heart, run.doubt[0]), max(background, run.doubt[1])
+        return heart, background
+
+    def remember(self, scribbles: np.ndarray, doubt: Sequence[float]) -> None:
+        """Keep this run in place of the earlier runs its strokes hold (the chain goes on), the oldest beyond
+        :data:`KEPT_RUNS` dropped.  A file that cannot be written is one warning; the run is not affected."""
+        runs = [run for run in self.runs() if not run.held_by(scribbles)]
+        runs = (runs + [StrokeRun.of(scribbles, doubt)])[-KEPT_RUNS:]
+        if self.path is None:
+            self._runs = runs
+            return
+        from .errors import ScribbleSegError
+        from .fileio import atomic_output
+
+        try:
+            with atomic_output(self.path, expected_bytes=sum(9 * r.voxels.size + 64 for r in runs) + 4096) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, shapes=np.array([r.shape for r in runs], np.int64),
+                             sizes=np.array([r.voxels.size for r in runs], np.int64),
+                             voxels=np.concatenate([r.voxels for r in runs]).astype(np.int64),
+                             codes=np.concatenate([r.codes for r in runs]),
+                             doubts=np.array([r.doubt for r in runs], np.float64))
+        except (OSError, ScribbleSegError) as exc:
+            log.warning("feature cache: the strokes of this run were not kept in %s (%s); a later run that adds to "
+                        "them takes its own doubt of the network", self.path.parent, exc)
+
+    def _read(self) -> List[StrokeRun]:
+        """The runs in :attr:`path`; none if it is missing, and none (the file removed) if it does not hold what
+        :meth:`remember` writes."""
+        if not self.path.is_file():
+            return []
+        try:
+            with np.load(self.path, allow_pickle=False) as stored:
+                shapes, sizes, voxels = stored["shapes"], stored["sizes"], stored["voxels"]
+                codes, doubts = stored["codes"], stored["doubts"]
+            return _runs_of(shapes, sizes, voxels, codes, doubts)
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            log.warning("feature cache: the strokes of earlier runs in %s are not usable (%s); removed",
+                        self.path.parent, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            return []
+
+
+def _runs_of(shapes: np.ndarray, sizes: np.ndarray, voxels: np.ndarray, codes: np.ndarray,
+             doubts: np.ndarray) -> List[StrokeRun]:
+    """The runs of a history file's arrays, checked; ValueError if they do not fit together."""
+    n = len(sizes)
+    if (shapes.shape != (n, 3) or doubts.shape != (n, 2) or voxels.dtype != np.int64 or codes.dtype != np.uint8
+            or sizes.dtype != np.int64 or (sizes < 0).any() or int(sizes.sum()) != voxels.size
+            or voxels.size != codes.size or (shapes <= 0).any()):
+        raise ValueError("its arrays do not fit together")
+    if not ((doubts >= 0) & (doubts <= 1)).all() or not np.isin(codes, (1, 2)).all():
+        raise ValueError("it holds doubts or stroke codes out of range")
+    runs, start = [], 0
+    for shape, size, doubt in zip(shapes, sizes, doubts):
+        part = voxels[start:start + int(size)]
+        start += int(size)
+        if part.size and (part[0] < 0 or part[-1] >= int(np.prod(shape)) or (np.diff(part) <= 0).any()):
+            raise ValueError("it holds voxels out of their volume")
+        runs.append(StrokeRun(tuple(int(s) for s in shape), part, codes[start - int(size):start],
+                              (float(doubt[0]), float(doubt[1]))))
+    return runs

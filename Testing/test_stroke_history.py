@@ -1,0 +1,132 @@
+"""stroke_history: the network's doubt that earlier strokes showed stays with the strokes that add to them."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import phantom, pipeline, stroke_history
+from ScribbleSegLib.ddml import DDMLConfig
+from ScribbleSegLib.nets import ModelConfig
+from ScribbleSegLib.session import Session
+from ScribbleSegLib.stroke_history import StrokeHistory
+from ScribbleSegLib.training import train_model
+
+TINY_NET = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
+FAST_DDML = DDMLConfig(steps=40, head_steps=40, pool_size=2000, batch_size=64)
+
+
+def _strokes(shape=(3, 8, 8)):
+    s = np.zeros(shape, np.uint8)
+    s[1, 2, 1:5] = 1
+    s[1, 6, 1:5] = 2
+    return s
+
+
+def test_strokes_that_hold_an_earlier_runs_take_its_larger_doubt_class_by_class():
+    history = StrokeHistory()
+    first = _strokes()
+    assert history.carried(first, (0.1, 0.2)) == (0.1, 0.2)  # nothing before
+    history.remember(first, (0.3, 0.9))
+    more = first.copy()
+    more[2, 6, 1:7] = 2
+    assert history.carried(more, (0.5, 0.4)) == (0.5, 0.9)
+    history.remember(more, (0.5, 0.9))
+    assert len(history.runs()) == 1, "the chain's latest run replaces the runs it holds"
+    erased = more.copy()
+    erased[1, 6, 1] = 0  # one voxel of the first strokes taken back: they start afresh
+    assert history.carried(erased, (0.1, 0.4)) == (0.1, 0.4)
+    relabelled = more.copy()
+    relabelled[1, 6, 1] = 1  # or drawn as the other class
+    assert history.carried(relabelled, (0.1, 0.4)) == (0.1, 0.4)
+    assert history.carried(more[:2], (0.1, 0.4)) == (0.1, 0.4), "another volume's strokes"
+
+
+def test_interleaved_chains_each_follow_their_own_and_the_oldest_go_first():
+    history = StrokeHistory()
+    patterns = []
+    for k in range(stroke_history.KEPT_RUNS + 1):
+        s = np.zeros((2, 4, 16), np.uint8)
+        s[0, 0, k] = 1
+        s[0, 3, k] = 2
+        patterns.append(s)
+        history.remember(s, (0.0, k / 10))
+    assert len(history.runs()) == stroke_history.KEPT_RUNS
+    first_again = patterns[0].copy()
+    first_again[1, 1, 0] = 2
+    assert history.carried(first_again, (0.0, 0.0)) == (0.0, 0.0), "the oldest was dropped"
+    later = patterns[3].copy()
+    later[1, 1, 0] = 2
+    assert history.carried(later, (0.0, 0.0)) == (0.0, 0.3)
+
+
+def test_a_history_file_keeps_runs_between_processes_and_a_damaged_one_is_dropped(tmp_path, caplog):
+    path = tmp_path / stroke_history.HISTORY_FILE
+    first = _strokes()
+    StrokeHistory(path).remember(first, (0.25, 0.75))
+    more = first.copy()
+    more[0, 0, 0] = 1
+    assert StrokeHistory(path).carried(more, (0.0, 0.5)) == (0.25, 0.75)
+    stored = dict(np.load(path))
+    stored["voxels"] = stored["voxels"][::-1].copy()  # indices out of order: not what remember writes
+    with open(path, "wb") as handle:
+        np.savez(handle, **stored)
+    with caplog.at_level(logging.WARNING):
+        assert StrokeHistory(path).carried(more, (0.0, 0.5)) == (0.0, 0.5)
+    assert "not usable" in caplog.text and not path.exists()
+    path.write_bytes(b"not a numpy file")
+    assert StrokeHistory(path).runs() == [] and not path.exists()
+
+
+def test_a_history_that_cannot_be_written_is_one_warning(tmp_path, caplog):
+    blocker = tmp_path / "a file"
+    blocker.write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        StrokeHistory(blocker / stroke_history.HISTORY_FILE).remember(_strokes(), (0.0, 0.5))
+    assert len(caplog.records) == 1 and "were not kept" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("history")
+    cfg = phantom.PhantomConfig(shape=(8, 40, 40))
+    train = phantom.make_phantom(seed=1, config=cfg)
+    test = phantom.make_phantom(seed=2, config=cfg)
+    model = train_model([train.image], [train.label], folder / "tiny.model", TINY_NET, max_iters=20, seed=0)
+    return folder, test, model
+
+
+def _doubted_then_corrected(probability: np.ndarray):
+    """Background strokes that the network calls heart, with a heart stroke it agrees with; then the same plus
+    background strokes where the network agrees (what corrective strokes after a good result look like)."""
+    heart, background = np.argwhere(probability > 0.5), np.argwhere(probability < 0.5)
+    first = np.zeros(probability.shape, np.uint8)
+    for z, y, x in heart[:12]:
+        first[z, y, x] = 2
+    z, y, x = heart[-1]
+    first[z, y, x] = 1
+    more = first.copy()
+    for z, y, x in background[:60]:
+        more[z, y, x] = 2
+    return first, more
+
+
+def test_corrective_strokes_where_the_network_is_right_keep_the_doubt_of_the_cli_path_and_a_session(case, caplog):
+    folder, test, model = case
+    network = pipeline.segment(test.image, None, model, method="munet").probability
+    first, more = _doubted_then_corrected(network)
+    own_first, own_more = pipeline.network_doubt(first, network), pipeline.network_doubt(more, network)
+    assert own_first[1] > 0.9 and own_more[1] < own_first[1] - 0.5  # the strokes alone would lower it a lot
+    cache = folder / "cache"
+    runs = [pipeline.segment(test.image, s, model, method="ddml", cache_dir=cache, ddml_config=FAST_DDML)
+            for s in (first, more)]
+    assert runs[0].network_doubt == own_first
+    assert runs[1].network_doubt == own_first, "the entry's history, as a later process reads it"
+    assert any("of an earlier run that these strokes add to" in w for w in runs[1].warnings)
+    assert len(list(cache.rglob(stroke_history.HISTORY_FILE))) == 1
+    # Without a cache entry, a warm session keeps the history itself.
+    session = Session(test.image, model)
+    assert session.run(first, method="ddml", ddml_config=FAST_DDML).network_doubt == own_first
+    assert session.run(more, method="ddml", ddml_config=FAST_DDML).network_doubt == own_first
+    # Without either, each run goes by its own strokes.
+    assert pipeline.segment(test.image, more, model, method="ddml", ddml_config=FAST_DDML).network_doubt == own_more
