@@ -47,7 +47,7 @@ class StrokeRun:
     def of(cls, scribbles: np.ndarray, doubt: Sequence[float]) -> "StrokeRun":
         n = scribbles.shape[0]
         rows = scribbles.reshape(n, -1)
-        # The stroked sections first: a stack's strokes lie on a few of them (a run kept in 12 ms, not 44, at 100x512x512).
+        # The stroked sections first: a stack's strokes lie on a few (a run kept in 12 ms, not 44, at 100x512x512).
         parts = [np.flatnonzero(rows[z]) + z * rows.shape[1] for z in np.flatnonzero(rows.any(axis=1))]
         voxels = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
         return cls(tuple(int(k) for k in scribbles.shape), voxels, scribbles.reshape(-1)[voxels].astype(np.uint8),
