@@ -1,6 +1,7 @@
 """Shared pytest fixtures for ScribbleSegLib (no Slicer needed)."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,3 +32,17 @@ def two_stroked_sections(two_tissues):
     scribbles[0, 18:22, 6:9] = 1
     scribbles[1, 2:5, 30:38] = 2
     return image, h, scribbles
+
+
+def tiny_case(folder, shape, max_iters: int):
+    """A test phantom of ``shape`` (seed 2) and a tiny M-Unet trained ``max_iters`` steps on another one (seed 1),
+    written to ``folder/tiny.model``: ``(test phantom, model path)``, quick enough for a module's fixture."""
+    from ScribbleSegLib import phantom
+    from ScribbleSegLib.nets import ModelConfig
+    from ScribbleSegLib.training import train_model
+
+    cfg = phantom.PhantomConfig(shape=shape)
+    train, test = phantom.make_phantom(seed=1, config=cfg), phantom.make_phantom(seed=2, config=cfg)
+    net = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
+    return test, train_model([train.image], [train.label], Path(folder) / "tiny.model", net, max_iters=max_iters,
+                             seed=0)

@@ -6,22 +6,16 @@ import threading
 import numpy as np
 import pytest
 
-from ScribbleSegLib import cli, phantom, pipeline, scribbles, volume_io
+from ScribbleSegLib import cli, pipeline, scribbles, volume_io
 from ScribbleSegLib.errors import ScribbleSegError
 from ScribbleSegLib.geometry import Volume
-from ScribbleSegLib.nets import ModelConfig
-from ScribbleSegLib.training import train_model
-
-TINY_NET = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
+from conftest import tiny_case
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pipeline")
-    cfg = phantom.PhantomConfig(shape=(12, 48, 48))
-    train = phantom.make_phantom(seed=1, config=cfg)
-    test = phantom.make_phantom(seed=2, config=cfg)
-    model = train_model([train.image], [train.label], folder / "tiny.model", TINY_NET, max_iters=30, seed=0)
+    test, model = tiny_case(folder, (12, 48, 48), max_iters=30)
     scrib = scribbles.simulate_scribbles(test.label, seed=0, every=4)
     return folder, test, scrib, model
 

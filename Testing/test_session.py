@@ -5,26 +5,21 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ScribbleSegLib import phantom, pipeline, scribbles
+from ScribbleSegLib import pipeline, scribbles
 from ScribbleSegLib.ddml import DDMLConfig
 from ScribbleSegLib.errors import ScribbleSegError
 from ScribbleSegLib.feature_reader import FeatureReader
 from ScribbleSegLib.geometry import Volume
-from ScribbleSegLib.nets import ModelConfig
 from ScribbleSegLib.session import Session
-from ScribbleSegLib.training import train_model
+from conftest import tiny_case
 
-TINY_NET = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
 FAST_DDML = DDMLConfig(steps=40, head_steps=40, pool_size=2000, batch_size=64)
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     folder = tmp_path_factory.mktemp("session")
-    cfg = phantom.PhantomConfig(shape=(10, 48, 48))
-    train = phantom.make_phantom(seed=1, config=cfg)
-    test = phantom.make_phantom(seed=2, config=cfg)
-    model = train_model([train.image], [train.label], folder / "tiny.model", TINY_NET, max_iters=20, seed=0)
+    test, model = tiny_case(folder, (10, 48, 48), max_iters=20)
     scrib = scribbles.simulate_scribbles(test.label, seed=0, every=3)
     return folder, test, scrib, model
 

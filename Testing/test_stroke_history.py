@@ -5,14 +5,12 @@ import logging
 import numpy as np
 import pytest
 
-from ScribbleSegLib import phantom, pipeline, stroke_history
+from ScribbleSegLib import pipeline, stroke_history
 from ScribbleSegLib.ddml import DDMLConfig
-from ScribbleSegLib.nets import ModelConfig
 from ScribbleSegLib.session import Session
 from ScribbleSegLib.stroke_history import StrokeHistory
-from ScribbleSegLib.training import train_model
+from conftest import tiny_case
 
-TINY_NET = ModelConfig(patch=16, width=4, depth=2, aggregator=(8,), feature_channels=8)
 FAST_DDML = DDMLConfig(steps=40, head_steps=40, pool_size=2000, batch_size=64)
 
 
@@ -89,11 +87,7 @@ def test_a_history_that_cannot_be_written_is_one_warning(tmp_path, caplog):
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     folder = tmp_path_factory.mktemp("history")
-    cfg = phantom.PhantomConfig(shape=(8, 40, 40))
-    train = phantom.make_phantom(seed=1, config=cfg)
-    test = phantom.make_phantom(seed=2, config=cfg)
-    model = train_model([train.image], [train.label], folder / "tiny.model", TINY_NET, max_iters=20, seed=0)
-    return folder, test, model
+    return (folder,) + tiny_case(folder, (8, 40, 40), max_iters=20)
 
 
 def _doubted_then_corrected(probability: np.ndarray):
