@@ -45,10 +45,11 @@ class StrokeRun:
 
     @classmethod
     def of(cls, scribbles: np.ndarray, doubt: Sequence[float]) -> "StrokeRun":
-        n = scribbles.shape[0]
-        rows = scribbles.reshape(n, -1)
+        from .stroke_pull import stroked_sections
+
+        rows = scribbles.reshape(scribbles.shape[0], -1)
         # The stroked sections first: a stack's strokes lie on a few (a run kept in 12 ms, not 44, at 100x512x512).
-        parts = [np.flatnonzero(rows[z]) + z * rows.shape[1] for z in np.flatnonzero(rows.any(axis=1))]
+        parts = [np.flatnonzero(rows[z]) + z * rows.shape[1] for z in stroked_sections(scribbles)]
         voxels = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
         return cls(tuple(int(k) for k in scribbles.shape), voxels, scribbles.reshape(-1)[voxels].astype(np.uint8),
                    (float(doubt[0]), float(doubt[1])))
@@ -83,7 +84,7 @@ class StrokeHistory:
 
     def __init__(self, path: Optional[Path] = None) -> None:
         self.path = None if path is None else Path(path)
-        self._runs: List[StrokeRun] = []
+        self._runs: Optional[List[StrokeRun]] = None if self.path is not None else []  # a file's: read on first use
 
     @classmethod
     def at(cls, features: np.ndarray) -> Optional["StrokeHistory"]:
@@ -94,8 +95,10 @@ class StrokeHistory:
         return None if entry is None else cls(entry / HISTORY_FILE)
 
     def runs(self) -> List[StrokeRun]:
-        """The runs kept, oldest first (read from :attr:`path` if there is one)."""
-        return self._read() if self.path is not None else list(self._runs)
+        """The runs kept, oldest first (read from :attr:`path` once, if there is one)."""
+        if self._runs is None:
+            self._runs = self._read()
+        return list(self._runs)
 
     def carried(self, scribbles: np.ndarray, doubt: Sequence[float]) -> Tuple[float, float]:
         """``doubt`` of ``scribbles``, raised class by class to that of each earlier run whose strokes they hold."""
@@ -110,8 +113,8 @@ class StrokeHistory:
         :data:`KEPT_RUNS` dropped.  A file that cannot be written is one warning; the run is not affected."""
         runs = [run for run in self.runs() if not run.held_by(scribbles)]
         runs = (runs + [StrokeRun.of(scribbles, doubt)])[-KEPT_RUNS:]
+        self._runs = runs
         if self.path is None:
-            self._runs = runs
             return
         from .errors import ScribbleSegError
         from .fileio import atomic_output

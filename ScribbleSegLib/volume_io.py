@@ -18,6 +18,7 @@ failed write never leaves a half-written file, and compresses its output.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -657,8 +658,9 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
             # A PNG or JPEG states no pixel size, and ITK gives it 1 mm: a note that called that "the file's
             # pixel size" went before a warning that the stack has none.
             if stated is not None:  # the grid 3D Slicer loads, and the scan's pixel size beside it
-                why = (f"as 3D Slicer reads it; its {stated.source} description states {stated.x * 1e3:g} x "
-                       f"{stated.y * 1e3:g} um pixels, the size the network's scale reads")
+                size = _voxel_words(dataclasses.replace(stated, z=None))
+                why = (f"as 3D Slicer reads it; its {stated.source} description states {size} pixels, the size the "
+                       "network's scale reads")
             else:
                 # A PNG's pHYs density (96 dpi from an image editor) is not read by ITK: "states none" was untrue.
                 why = ("as the image reader finds none in its file" if (sx, sy) == UNKNOWN_PIXEL
