@@ -195,8 +195,12 @@ BAND_GROWTH_PASSES = 8
 #: (:func:`estimate_banded_cut_bytes`); a cut itself checks the band its coarse cut places.
 ASSUMED_BAND_FRACTION = 0.15
 #: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows): the exact optimum,
-#: where a coarse-to-fine cut can miss parts of it away from the coarse boundary.
-AUTO_FULL_MAX_VOXELS = 2**23
+#: where a coarse-to-fine cut can miss parts of it away from the coarse boundary.  Above it the full graph
+#: (about 480 bytes per voxel with the diagonals, :func:`estimate_full_cut_bytes`: 1 GB at this size) costs
+#: more than its exactness buys: at 40x256x256 the coarse-to-fine cut took a third of the time and a re-run
+#: half the peak memory; over the bench's rounds at 64x192x192 each round's mean IoU moved by 0.004 or less
+#: (BENCHMARKS.md, "Interactive speed", item 60).  2D tiles up to 1448x1448 pixels stay exact.
+AUTO_FULL_MAX_VOXELS = 2**21
 #: A coarse level, which only places the band of the level above it, is cut in full up to this many
 #: voxels and coarse-to-fine itself above.  The full cut of the 100x256x256 coarse level of a 100x512x512
 #: stack was most of a re-run's cut; since the band re-cuts grow where the boundary leaves the band and
