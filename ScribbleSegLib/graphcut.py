@@ -41,7 +41,8 @@ Memory and the coarse-to-fine banded cut
     block mean of ``h`` and, per block face, the sum of the pair weights crossing
     it. The coarse volume is cut the same way: in full up to :data:`COARSE_FULL_MAX_VOXELS`,
     banded again above (with a wider band, :data:`COARSE_BAND_RADIUS`). Then only the
-    whole blocks within :data:`BAND_RADIUS` voxels of the coarse boundary (and
+    whole blocks within :data:`BAND_RADIUS` voxels (:data:`WIDE_BAND_RADIUS` on volumes of up to
+    :data:`WIDE_BAND_MAX_VOXELS`) of the coarse boundary (and
     blocks holding both scribble classes) are re-cut at full resolution; the other
     voxels keep the coarse label, and their pairs with band voxels become terminal
     capacities. Where the new boundary reaches voxels that no band held yet, the
@@ -186,6 +187,12 @@ BAND_WEIGHING_THREADS = 2
 #: axis; along thick sections the band reaches as far in millimetres, in fewer sections (at least one
 #: block beyond the boundary's).
 BAND_RADIUS = 3
+#: The same on a level of at most :data:`WIDE_BAND_MAX_VOXELS` voxels, which :data:`AUTO_FULL_MAX_VOXELS` no
+#: longer cuts in full: there the wider band costs a tenth more than the narrow one and keeps the rounds' mean
+#: IoU within 0.001 of the full cut's, where the narrow one lost up to 0.0034 (BENCHMARKS.md, "Interactive
+#: speed", item 60); on larger levels its cost grows with the boundary's area (+30 % at 100x512x512).
+WIDE_BAND_RADIUS = 5
+WIDE_BAND_MAX_VOXELS = 2**23
 #: The same for a coarse level cut coarse-to-fine (see :data:`COARSE_FULL_MAX_VOXELS`), in its own voxels:
 #: what its band misses, the band of every level above misses too.
 COARSE_BAND_RADIUS = 6
@@ -197,9 +204,10 @@ ASSUMED_BAND_FRACTION = 0.15
 #: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows): the exact optimum,
 #: where a coarse-to-fine cut can miss parts of it away from the coarse boundary.  Above it the full graph
 #: (about 480 bytes per voxel with the diagonals, :func:`estimate_full_cut_bytes`: 1 GB at this size) costs
-#: more than its exactness buys: at 40x256x256 the coarse-to-fine cut took a third of the time and a re-run
-#: half the peak memory; over the bench's rounds at 64x192x192 each round's mean IoU moved by 0.004 or less
-#: (BENCHMARKS.md, "Interactive speed", item 60).  2D tiles up to 1448x1448 pixels stay exact.
+#: more than its exactness buys: at 40x256x256 the coarse-to-fine cut (with :data:`WIDE_BAND_RADIUS`) took
+#: about half the time and a re-run half the peak memory, and over the bench's rounds at 64x192x192 each round's
+#: mean IoU stayed within 0.001 of the full cut's or above it (BENCHMARKS.md, "Interactive speed", item 60).
+#: 2D tiles up to 1448x1448 pixels stay exact.
 AUTO_FULL_MAX_VOXELS = 2**21
 #: A coarse level, which only places the band of the level above it, is cut in full up to this many
 #: voxels and coarse-to-fine itself above.  The full cut of the 100x256x256 coarse level of a 100x512x512
@@ -737,7 +745,7 @@ class _StoredWeights:
 
 
 #: A warm cut (:class:`CutMemory`) re-cuts the voxels whose data term ``h'`` moved by more than this
-#: since the last cut (with a band of :data:`BAND_RADIUS` voxels around them).
+#: since the last cut (with a band as wide as a coarse-to-fine cut's around them, :func:`_level_band_steps`).
 REUSE_DATA_CHANGE = 0.05
 #: ... when the change is against the voxel's last label and leaves it within this of favouring the other.
 REUSE_MARGIN = 0.1
@@ -773,7 +781,7 @@ class CutMemory:
     the spacing and the parameters: they are kept and reused as they are (the cut
     is the same, without recomputing the colour contrasts of every voxel pair).
     The next :func:`graph_cut` with it starts from the last labels and re-cuts at full
-    resolution, with everything else fixed, the blocks within :data:`BAND_RADIUS` voxels
+    resolution, with everything else fixed, the blocks within the band's radius (:func:`_level_band_steps`)
     of the last boundary, of voxels whose data term ``h'`` moved by more than
     :data:`REUSE_DATA_CHANGE` against their last label (and now favour the other label, or
     nearly: :data:`REUSE_MARGIN`), and of seeds against the last label or taken away (a seed
@@ -1541,13 +1549,14 @@ def _band_steps(f: Sequence[int], radius: int, spacing: Optional[Sequence[float]
 
 
 def _level_band_steps(level: _Level, f: Sequence[int]) -> list:
-    """:func:`_band_steps` of a level's band: :data:`BAND_RADIUS` at full resolution, as far in millimetres
-    along thick sections; :data:`COARSE_BAND_RADIUS` voxels along every axis at a coarse level, whose
-    band places every band above it (narrowing it along thick sections cost energy there: BENCHMARKS.md,
-    "Interactive speed" item 18)."""
+    """:func:`_band_steps` of a level's band: :data:`BAND_RADIUS` at full resolution (:data:`WIDE_BAND_RADIUS`
+    up to :data:`WIDE_BAND_MAX_VOXELS` voxels), as far in millimetres along thick sections;
+    :data:`COARSE_BAND_RADIUS` voxels along every axis at a coarse level, whose band places every band above it
+    (narrowing it along thick sections cost energy there: BENCHMARKS.md, "Interactive speed" item 18)."""
     if isinstance(level, _CoarseLevel):
         return _band_steps(f, COARSE_BAND_RADIUS)
-    return _band_steps(f, BAND_RADIUS, level.spacing)
+    wide = int(np.prod(level.shape, dtype=np.int64)) <= WIDE_BAND_MAX_VOXELS
+    return _band_steps(f, WIDE_BAND_RADIUS if wide else BAND_RADIUS, level.spacing)
 
 
 def _coarse_band(labels: np.ndarray, seeds: np.ndarray, steps: Sequence[int]) -> np.ndarray:
