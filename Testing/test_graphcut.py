@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import math
 import os
+import types
 
 import numpy as np
 import pytest
@@ -944,6 +945,18 @@ def test_coarse_levels_are_cut_in_full_only_up_to_their_own_limit(monkeypatch):
 
     assert levels(8 * 32 * 32) == 1  # the 8x32x32 coarse level is cut in full
     assert levels(8 * 32 * 32 - 1) == 2  # ... or coarse-to-fine itself
+
+
+def test_volumes_no_longer_cut_in_full_get_the_wider_band():
+    # 40x256x256 (2.6 M voxels) was cut in full until the full cut's limit came down to 2**21 voxels; such
+    # volumes and any up to WIDE_BAND_MAX_VOXELS get the wider band instead, larger ones the narrow one.
+    assert not graphcut._auto_cuts_full((40, 256, 256), (1.0, 1.0, 1.0), 2**36, 10)
+    assert graphcut._auto_cuts_full((1, 1000, 1000), (1.0, 1.0, 1.0), 2**36, 10)  # a 2D tile stays exact
+    def steps(shape):  # of a full-resolution level: only its shape and spacing count
+        return graphcut._level_band_steps(types.SimpleNamespace(shape=shape, spacing=(1.0, 1.0, 1.0)), (2, 2, 2))
+
+    assert steps((64, 192, 192)) == [3, 3, 3]  # 5 voxels: 3 blocks of 2
+    assert steps((100, 512, 512)) == [2, 2, 2]  # 3 voxels: 2 blocks
 
 
 def test_a_stroke_claims_the_tissue_right_around_it_only_with_a_seed_reach():
