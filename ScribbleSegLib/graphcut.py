@@ -756,13 +756,15 @@ REUSE_MARGIN = 0.1
 #: where the cut from scratch, whose full-resolution band holds 0.69 M voxels, took 8.3 s (BENCHMARKS.md,
 #: "Interactive speed", item 19).
 REUSE_MAX_BAND = 0.025
-#: The same limit where a cut from scratch would be a full cut (a small volume): it has no coarse level to
-#: save on, so a band up to this fraction is still cheaper (40x256x256: 0.4 s from the last labels, 1.0 s
-#: from scratch; BENCHMARKS.md).
+#: The same limit on a small volume (cut in full, or of up to :data:`WIDE_BAND_MAX_VOXELS` voxels): its cut
+#: from scratch saves little on a coarse level, so a band up to this fraction is still cheaper (40x256x256:
+#: 0.4 s from the last labels, 1.0 s from scratch; BENCHMARKS.md).  It also bounds the kept graph of such a
+#: volume (in place of :data:`REUSE_MAX_REGION`): a coarse-to-fine cut's band is a large share of a small
+#: volume, and refusing it made each warm cut of 40x256x256 a cut from scratch ("Interactive speed", item 60).
 REUSE_MAX_BAND_FULL = 0.3
 #: A warm cut grows the last cut's band graph (:class:`_Region`) by the blocks around what changed outside
-#: it, as long as the graph then holds at most this fraction of the volume's blocks (where a cut from
-#: scratch would be a full cut, :data:`REUSE_MAX_BAND_FULL`); beyond, a cut from scratch starts a smaller one.
+#: it, as long as the graph then holds at most this fraction of the volume's blocks (on a small volume,
+#: :data:`REUSE_MAX_BAND_FULL`); beyond, a cut from scratch starts a smaller one.
 #: The graph stays in memory between cuts (about 370 bytes per voxel with the diagonals): at 100x512x512 this
 #: bounds it to about 0.6 GiB, where one warm cut after new strokes grew it from 2.8% to 3.9%
 #: (BENCHMARKS.md, "Interactive speed", item 20).
@@ -794,7 +796,7 @@ class CutMemory:
     changed outside it, and runs BK's max-flow from the last flow and search trees
     (Kohli and Torr 2005), so that only the change costs.  A cut from scratch (the first,
     or one whose band would exceed :data:`REUSE_MAX_REGION` of the volume, or
-    :data:`REUSE_MAX_BAND_FULL` where the cut from scratch would be a full cut) keeps its
+    :data:`REUSE_MAX_BAND_FULL` on a small volume) keeps its
     own full-resolution band's graph; none over :data:`REUSE_MAX_REGION_BYTES` is kept.  Like
     the banded cut this can miss parts of the optimum that move further than the band in
     one piece without touching its edge.  On
@@ -946,11 +948,13 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     mode = memory.key[3]
     full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget,
                                                                   _neighbourhood(level)))
+    # A small volume's cut from scratch costs little less than its whole band: it re-cuts larger bands.
+    small = full or int(np.prod(level.shape, dtype=np.int64)) <= WIDE_BAND_MAX_VOXELS
     if region is not None:
         # Only what changed outside the graph is new to it; inside, the new data term and seeds go in.
         band = _grow(changed & ~region.band.mask, steps) & ~region.band.mask
         added = int(np.count_nonzero(band))
-        limit = REUSE_MAX_BAND_FULL if full else REUSE_MAX_REGION
+        limit = REUSE_MAX_BAND_FULL if small else REUSE_MAX_REGION
         if (region.band.blocks.size + added <= limit * band.size and region.bytes_with(added) <= budget
                 and region.graph_bytes(added) <= REUSE_MAX_REGION_BYTES):
             if region.neighbourhood != _neighbourhood(level):  # the last cut dropped the diagonals: as it did
@@ -962,7 +966,7 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
         del region  # the graph would grow too big: its memory goes before the cut from scratch
     else:
         band = _grow(changed, steps)
-        if np.count_nonzero(band) <= (REUSE_MAX_BAND_FULL if full else REUSE_MAX_BAND) * band.size:
+        if np.count_nonzero(band) <= (REUSE_MAX_BAND_FULL if small else REUSE_MAX_BAND) * band.size:
             labels = memory.labels
             keep.append(_recut_until_settled(level, labels, band, f, budget, progress, 0.0, 1.0, cancel))
             return labels

@@ -242,6 +242,7 @@ def test_only_seeds_against_the_last_labels_or_taken_away_make_a_warm_cut_re_cut
 
 def test_where_the_growth_passes_ran_out_the_next_warm_cut_goes_on(monkeypatch):
     monkeypatch.setattr(graphcut, "REUSE_MAX_REGION", 1.0)
+    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)  # the limit of a volume this small
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0)
     memory = CutMemory()
@@ -257,6 +258,26 @@ def test_where_the_growth_passes_ran_out_the_next_warm_cut_goes_on(monkeypatch):
     monkeypatch.setattr(graphcut, "REUSE_MAX_REGION_BYTES", 0)
     graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
     assert memory.region is None and memory.labels is not None
+
+
+def test_a_warm_cut_of_a_small_volume_cut_coarse_to_fine_goes_on_from_its_band(monkeypatch):
+    # A volume that is cut coarse-to-fine but no larger than WIDE_BAND_MAX_VOXELS keeps its band's graph under
+    # the small volumes' limit (REUSE_MAX_BAND_FULL), as it did while such volumes were cut in full, not
+    # under the large volumes' REUSE_MAX_REGION: its whole band is a large share of its blocks.
+    h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
+    params = GraphCutParams(**AS_GIVEN, gamma=2.0)
+    monkeypatch.setattr(graphcut, "AUTO_FULL_MAX_VOXELS", 16 * 64 * 64 - 1)  # auto cuts it coarse-to-fine
+    memory = CutMemory()
+    graph_cut(h, image, scribbles, params=params, memory=memory)
+    region = memory.region
+    share = region.band.blocks.size / region.band.mask.size  # 0.58: the volume is tiny
+    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION", share / 2)  # the large volumes' limit would refuse it
+    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)
+    messages = []
+    h2 = np.clip(h + 0.2 * (np.arange(64) > 40), 0, 1).astype(np.float32)
+    graph_cut(h2, image, scribbles, params=params, memory=memory, progress=lambda s, f, m: messages.append(m))
+    assert not any("downsampling" in m for m in messages)  # not a cut from scratch
+    assert memory.region is region
 
 
 def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
