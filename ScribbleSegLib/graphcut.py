@@ -192,6 +192,8 @@ BAND_RADIUS = 3
 #: IoU within 0.001 of the full cut's, where the narrow one lost up to 0.0034 (BENCHMARKS.md, "Interactive
 #: speed", item 60); on larger levels its cost grows with the boundary's area (+30 % at 100x512x512).
 WIDE_BAND_RADIUS = 5
+#: A full-resolution level of at most this many voxels is small (:func:`_small_level`): the old limit of the
+#: full cut (:data:`AUTO_FULL_MAX_VOXELS`), below which a warm cut also re-cuts larger bands.
 WIDE_BAND_MAX_VOXELS = 2**23
 #: The same for a coarse level cut coarse-to-fine (see :data:`COARSE_FULL_MAX_VOXELS`), in its own voxels:
 #: what its band misses, the band of every level above misses too.
@@ -948,8 +950,8 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     mode = memory.key[3]
     full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget,
                                                                   _neighbourhood(level)))
-    # A small volume's cut from scratch costs little less than its whole band: it re-cuts larger bands.
-    small = full or int(np.prod(level.shape, dtype=np.int64)) <= WIDE_BAND_MAX_VOXELS
+    # A small volume's cut from scratch saves little on a coarse level: a larger band is still cheaper.
+    small = full or _small_level(level.shape)
     if region is not None:
         # Only what changed outside the graph is new to it; inside, the new data term and seeds go in.
         band = _grow(changed & ~region.band.mask, steps) & ~region.band.mask
@@ -1559,8 +1561,12 @@ def _level_band_steps(level: _Level, f: Sequence[int]) -> list:
     (narrowing it along thick sections cost energy there: BENCHMARKS.md, "Interactive speed" item 18)."""
     if isinstance(level, _CoarseLevel):
         return _band_steps(f, COARSE_BAND_RADIUS)
-    wide = int(np.prod(level.shape, dtype=np.int64)) <= WIDE_BAND_MAX_VOXELS
-    return _band_steps(f, WIDE_BAND_RADIUS if wide else BAND_RADIUS, level.spacing)
+    return _band_steps(f, WIDE_BAND_RADIUS if _small_level(level.shape) else BAND_RADIUS, level.spacing)
+
+
+def _small_level(shape: Sequence[int]) -> bool:
+    """Whether a full-resolution level of ``shape`` has at most :data:`WIDE_BAND_MAX_VOXELS` voxels."""
+    return int(np.prod(shape, dtype=np.int64)) <= WIDE_BAND_MAX_VOXELS
 
 
 def _coarse_band(labels: np.ndarray, seeds: np.ndarray, steps: Sequence[int]) -> np.ndarray:
