@@ -161,10 +161,10 @@ def _runs_of(shapes: np.ndarray, sizes: np.ndarray, voxels: np.ndarray, codes: n
         raise ValueError("it holds doubts or stroke codes out of range")
     runs, start = [], 0
     for shape, size, doubt in zip(shapes, sizes, doubts):
-        part = voxels[start:start + int(size)]
-        start += int(size)
+        end = start + int(size)
+        part = voxels[start:end]
         if part.size and (part[0] < 0 or part[-1] >= int(np.prod(shape)) or (np.diff(part) <= 0).any()):
             raise ValueError("it holds voxels out of their volume")
-        runs.append(StrokeRun(tuple(int(s) for s in shape), part, codes[start - int(size):start],
-                              (float(doubt[0]), float(doubt[1]))))
+        runs.append(StrokeRun(tuple(int(s) for s in shape), part, codes[start:end], (float(doubt[0]), float(doubt[1]))))
+        start = end
     return runs
