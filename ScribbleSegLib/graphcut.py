@@ -37,13 +37,9 @@ Memory and the coarse-to-fine banded cut
     A full cut needs about 240 bytes of graph per voxel (BK: 48 B per node, 32 B per
     arc, two arcs per pair, allocated up front). The banded cut cuts a coarse volume
     of 2x2x2 blocks (2x2 in-plane only while the sections are thicker than the
-    pixels): the block mean of ``h`` and, per block face, the pair weights crossing it,
-    each row of fine voxels through the face priced at its cheapest pair between the
-    two blocks' middles (:func:`_face_weights`). That is below the energy of eq. 4-6
-    restricted to block-constant labels (the sum of the face's own pairs), on purpose:
-    a fine outline follows edges that seldom lie on the block faces, and priced at
-    the faces a heart's outline cost so much that the coarse cut dropped whole hearts
-    the full cut keeps. The coarse volume is cut the same way: in full up to :data:`COARSE_FULL_MAX_VOXELS`,
+    pixels) whose energy is that of eq. 4-6 restricted to block-constant labels: the
+    block mean of ``h`` and, per block face, the sum of the pair weights crossing
+    it. The coarse volume is cut the same way: in full up to :data:`COARSE_FULL_MAX_VOXELS`,
     banded again above (with a wider band, :data:`COARSE_BAND_RADIUS`). Then only the
     whole blocks within :data:`BAND_RADIUS` voxels (:data:`WIDE_BAND_RADIUS` on volumes of up to
     :data:`WIDE_BAND_MAX_VOXELS`) of the coarse boundary (and
@@ -53,8 +49,8 @@ Memory and the coarse-to-fine banded cut
     blocks around them join the band's graph, whose max-flow goes on from the last
     flow (BK's tree reuse), up to :data:`BAND_GROWTH_PASSES` times. With the 10-neighbourhood the band re-cut has
     the in-plane diagonals too (as the full cut); the coarse levels, which only place
-    the band, have the 6 axis pairs, whose face weights stand for the diagonals' share
-    of a block face too. Every re-cut minimises the energy over its
+    the band, have the 6 axis pairs, whose summed face weights approximate the
+    diagonals' share of a block face. Every re-cut minimises the energy over its
     voxels exactly, so the energy only goes down. What the banded cut can miss are
     parts of the full optimum away from the coarse boundary: specks smaller than a
     block (which a weak boundary term lets through on noisy data), or a stretch of
@@ -717,7 +713,7 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
 #: Part of the key of the coarse pair weights kept in a cache entry (:class:`feature_cache.CutWeights`): raised
 #: when what they are computed from changes (the image the cut sees, the weights' formula), so that no set made
 #: before is read.
-CUT_WEIGHTS_VERSION = 2
+CUT_WEIGHTS_VERSION = 1
 
 
 class _StoredWeights:
@@ -1487,64 +1483,18 @@ def _block_reduce(a: np.ndarray, f: Sequence[int], how: str) -> np.ndarray:
     return a
 
 
-def _face_weights(level: _Level, axis: int, z0: int, z1: int, k: int) -> np.ndarray:
-    """The pair weight of each block face along ``axis`` per row of fine voxels through it, for the planes
-    ``z0:z1`` of ``level`` on blocks of ``k`` voxels along ``axis`` (shaped as ``forward_weights(..., every=k)``).
-
-    Where ``k`` is 1 it is the weight of the pair across the face.  Otherwise it is the least weight of
-    the pairs along the row from the middle of the block to the middle of the next (``k + 1`` pairs:
-    the face's and those inside the two blocks), so that a face costs what a fine boundary pays on the
-    cheapest edge near it.  Zero where the block has no next block.
-
-    Examples
-    --------
-    >>> w = np.array([1.0, 1.0, 0.1, 1.0, 1.0, 0.0], np.float32).reshape(1, 1, 6)  # an edge in the second block
-    >>> level = _CoarseLevel(np.zeros((1, 1, 6), np.float32), np.zeros((1, 1, 6), np.uint8), (1, 1, 1), [w, w, w])
-    >>> _face_weights(level, 2, 0, 1, 2).ravel().tolist()  # the faces after blocks 0 and 1; block 2 is last
-    [0.10000000149011612, 0.10000000149011612, 0.0]
-    """
-    if k == 1:
-        return level.forward_weights(axis, z0, z1)
-    n = level.shape[axis]
-    # Along z the last block's row reaches into the plane after the slab.
-    stop = min(z1 + 1, n) if axis == 0 else z1
-    pairs = level.forward_weights(axis, z0, stop)
-    start = z0 if axis == 0 else 0
-    blocks = -(-((z1 - z0) if axis == 0 else n) // k)
-    along = [1, 1, 1]
-    along[axis] = pairs.shape[axis]
-    # A pair whose second voxel lies outside the volume does not exist: it must not be the least.
-    exists = (start + np.arange(pairs.shape[axis]) < n - 1).reshape(along)
-    pairs = np.where(exists, pairs, np.inf)
-    pad = [(0, 0)] * 3
-    pad[axis] = (0, max(0, k * blocks + k - pairs.shape[axis]))
-    pairs = np.pad(pairs, pad, constant_values=np.inf)
-    first = k // 2 - 1  # the pair from the middle of block b starts at k * b + first
-    least = None
-    for j in range(k + 1):
-        index = [slice(None)] * 3
-        index[axis] = slice(first + j, first + j + k * blocks, k)
-        least = pairs[tuple(index)] if least is None else np.minimum(least, pairs[tuple(index)])
-    along[axis] = blocks
-    has_next = (start + k * np.arange(blocks) + k - 1 < n - 1).reshape(along)
-    return np.where(has_next, least, 0.0)
-
-
 def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelToken],
                 weights: Optional[Sequence[np.ndarray]] = None) -> _CoarseLevel:
-    """``level`` on ``f`` blocks: the data term of a block is its mean, and the pair term across a block face
-    is what a fine boundary between the two blocks would cost where it is cheapest (:func:`_face_weights`).
+    """``level`` on ``f`` blocks, with the energy of ``level`` restricted to block-constant labels.
 
     ``weights``: the coarse pair weights of an earlier call on the same image (they depend on
     nothing else), used instead of being computed again.
 
-    On block-constant labels the data term of a block of ``n`` voxels is ``n |l - mean(h)|``; both terms
-    are divided by ``n``.  The pair term is not the block-constant one (the sum of the fine pair weights
-    crossing the face): a fine outline follows the image's edges, which seldom lie on the faces, so that
-    sum prices the outline of an object at the weights of the tissue inside it, and at a high ``gamma``
-    the coarse cut dropped whole hearts that the full cut keeps (BENCHMARKS.md, "Interactive speed",
-    item 61).  The coarse cut only places the band that the fine one re-cuts, so it errs on the side
-    that keeps an object.
+    On block-constant labels the data term of a block of ``n`` voxels is
+    ``n |l - mean(h)|``, and the pair term across a block face is the sum of the
+    fine pair weights crossing it.  Dividing both by ``n`` gives the coarse
+    energy: its minimum is the best block-constant labelling of the fine energy
+    (exactly so away from the blocks that the volume's edge cuts off).
     """
     coarse_shape = tuple(-(-n // k) for n, k in zip(level.shape, f))
     h = np.empty(coarse_shape, np.float32)
@@ -1557,7 +1507,8 @@ def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelT
         h[c0:c1] = _block_reduce(level.data(z0, z1), f, "mean")
         seeds[c0:c1] = _block_reduce(level.seeds[z0:z1], f, "or")
         for axis in range(0 if known else 3):
-            faces = _face_weights(level, axis, z0, z1, f[axis])
+            # The pairs that leave each block through its far face along the axis.
+            faces = level.forward_weights(axis, z0, z1, every=f[axis])
             across = tuple(1 if a == axis else k for a, k in enumerate(f))
             weights[axis][c0:c1] = _block_reduce(faces, across, "sum") / np.prod(f)
 
