@@ -1586,6 +1586,51 @@ def _coarse_band(labels: np.ndarray, seeds: np.ndarray, steps: Sequence[int]) ->
     return _grow(band, [n - 1 for n in steps])
 
 
+#: A coarse cut has dropped the heart (:func:`_heart_dropped_at_strokes`) when what it left out around the heart
+#: strokes is more than this many times all the heart it kept.
+COARSE_DROP_RATIO = 1.0
+#: The most 6-neighbour steps :func:`_heart_dropped_at_strokes` follows from the heart strokes (coarse blocks).
+COARSE_DROP_MAX_STEPS = 256
+
+
+def _heart_dropped_at_strokes(labels: np.ndarray, h: np.ndarray, seeds: np.ndarray) -> Optional[np.ndarray]:
+    """The coarse blocks of a heart the coarse cut dropped around its own strokes, or None where it did not.
+
+    The blocks are those whose data term favours heart, that the coarse cut labelled background, and that
+    connect (6-neighbours, through such blocks) to a block with heart strokes.  A coarse level prices an
+    outline at its block faces, not at the image edges the fine outline follows: with a strong boundary term
+    (twice the default ``gamma``) it dropped whole hearts around their strokes that the full cut keeps
+    (BENCHMARKS.md, "Interactive speed", item 61).  Only where those blocks outnumber the heart it kept
+    (:data:`COARSE_DROP_RATIO`) are they returned, for the band, so that the fine cut decides them; smaller
+    trims stay as the coarse cut made them, as they are with the default ``gamma`` on the bench's volumes.
+
+    Examples
+    --------
+    >>> labels = np.array([1, 0, 0, 0, 0, 0], np.uint8).reshape(1, 1, 6)  # the cut kept only the stroked block
+    >>> h = np.array([0.9, 0.9, 0.9, 0.2, 0.9, 0.9], np.float32).reshape(1, 1, 6)
+    >>> seeds = np.array([_HEART, 0, 0, 0, 0, 0], np.uint8).reshape(1, 1, 6)
+    >>> _heart_dropped_at_strokes(labels, h, seeds).ravel().astype(int).tolist()  # the blob past the gap stays
+    [0, 1, 1, 0, 0, 0]
+    >>> _heart_dropped_at_strokes(np.array([1, 1, 1, 0, 0, 0], np.uint8).reshape(1, 1, 6), h, seeds) is None
+    True
+    """
+    kept = np.count_nonzero(labels)
+    candidates = (h > 0.5) & (labels == 0)
+    reached = (seeds & _HEART) != 0
+    if np.count_nonzero(candidates) <= COARSE_DROP_RATIO * kept or not reached.any():
+        return None
+    left_out = np.zeros(labels.shape, bool)
+    for _ in range(COARSE_DROP_MAX_STEPS):
+        grown = reached
+        for axis in range(3):
+            grown = _shift_or(grown, axis)
+        reached = grown & candidates & ~left_out
+        if not reached.any():
+            break
+        left_out |= reached
+    return left_out if np.count_nonzero(left_out) > COARSE_DROP_RATIO * kept else None
+
+
 def _upsample(coarse: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> np.ndarray:
     out = np.empty(tuple(shape), np.uint8)
     for z0, z1 in slabs(shape[0], shape[1] * shape[2], f[0]):
@@ -1742,7 +1787,13 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
         weights[level.shape] = coarse.weights
     coarse_labels = _solve(coarse, "auto", budget, sub_progress(progress, 0.0, 0.5), cancel, weights,
                            COARSE_FULL_MAX_VOXELS)
-    band = _coarse_band(coarse_labels, coarse.seeds, _level_band_steps(level, f))
+    steps = _level_band_steps(level, f)
+    band = _coarse_band(coarse_labels, coarse.seeds, steps)
+    dropped = _heart_dropped_at_strokes(coarse_labels, coarse.h, coarse.seeds)
+    if dropped is not None:
+        _log.info("graph cut: the coarse cut of %s left out more heart around the heart strokes than it kept; "
+                  "the band takes it in", _fmt_shape(coarse.shape))
+        band |= _grow(dropped, [n - 1 for n in steps])
     del coarse  # only its labels and the band are needed from here on
     labels = _upsample(coarse_labels, f, level.shape)
     del coarse_labels
