@@ -43,7 +43,8 @@ Memory and the coarse-to-fine banded cut
     banded again above (with a wider band, :data:`COARSE_BAND_RADIUS`). Then only the
     whole blocks within :data:`BAND_RADIUS` voxels (:data:`WIDE_BAND_RADIUS` on volumes of up to
     :data:`WIDE_BAND_MAX_VOXELS`) of the coarse boundary (and
-    blocks holding both scribble classes) are re-cut at full resolution; the other
+    blocks holding both scribble classes, and a heart that the coarse cut dropped around its own
+    strokes, :func:`_heart_dropped_at_strokes`) are re-cut at full resolution; the other
     voxels keep the coarse label, and their pairs with band voxels become terminal
     capacities. Where the new boundary reaches voxels that no band held yet, the
     blocks around them join the band's graph, whose max-flow goes on from the last
