@@ -1590,20 +1590,20 @@ def _coarse_band(labels: np.ndarray, seeds: np.ndarray, steps: Sequence[int]) ->
 #: A coarse cut has dropped the heart (:func:`_heart_dropped_at_strokes`) when what it left out around the heart
 #: strokes is more than this many times all the heart it kept.
 COARSE_DROP_RATIO = 1.0
-#: The most 6-neighbour steps :func:`_heart_dropped_at_strokes` follows from the heart strokes (coarse blocks).
+#: The most steps of one block :func:`_heart_dropped_at_strokes` follows from the heart strokes.
 COARSE_DROP_MAX_STEPS = 256
 
 
 def _heart_dropped_at_strokes(labels: np.ndarray, h: np.ndarray, seeds: np.ndarray) -> Optional[np.ndarray]:
     """The coarse blocks of a heart the coarse cut dropped around its own strokes, or None where it did not.
 
-    The blocks are those whose data term favours heart, that the coarse cut labelled background, and that
-    connect (6-neighbours, through such blocks) to a block with heart strokes.  A coarse level prices an
-    outline at its block faces, not at the image edges the fine outline follows: with a strong boundary term
-    (twice the default ``gamma``) it dropped whole hearts around their strokes that the full cut keeps
-    (BENCHMARKS.md, "Interactive speed", item 61).  Only where those blocks outnumber the heart it kept
-    (:data:`COARSE_DROP_RATIO`) are they returned, for the band, so that the fine cut decides them; smaller
-    trims stay as the coarse cut made them, as they are with the default ``gamma`` on the bench's volumes.
+    The blocks are those whose data term favours heart, that the coarse cut labelled background, and that connect
+    (through such blocks, each touching the next at a face, an edge or a corner) to a block with heart strokes. A
+    coarse level prices an outline at its block faces, not at the image edges the fine outline follows: with a
+    strong boundary term (twice the default ``gamma``) it dropped whole hearts around their strokes that the full
+    cut keeps (BENCHMARKS.md, "Interactive speed", item 61). Only where those blocks outnumber the heart it kept
+    (:data:`COARSE_DROP_RATIO`) are they returned, for the band, so that the fine cut decides them; smaller trims
+    stay as the coarse cut made them, as they are with the default ``gamma`` on the bench's volumes.
 
     Examples
     --------
@@ -1622,10 +1622,7 @@ def _heart_dropped_at_strokes(labels: np.ndarray, h: np.ndarray, seeds: np.ndarr
         return None
     left_out = np.zeros(labels.shape, bool)
     for _ in range(COARSE_DROP_MAX_STEPS):
-        grown = reached
-        for axis in range(3):
-            grown = _shift_or(grown, axis)
-        reached = grown & candidates & ~left_out
+        reached = _grow(reached, (1, 1, 1)) & candidates & ~left_out
         if not reached.any():
             break
         left_out |= reached
