@@ -519,8 +519,11 @@ class CutWeights:
     def _paths(self, key: str) -> Tuple[Path, Path]:
         return self.entry / f"{CUT_WEIGHTS}{key}.npy", self.entry / f"{CUT_WEIGHTS}{key}.json"
 
-    def load(self, key: str, shape: Tuple[int, int, int]) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The three float32 ``shape`` arrays stored under ``key``, or None."""
+    def load(self, key: str, shape: Tuple[int, int, int],
+             mapped: bool = False) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The three float32 ``shape`` arrays stored under ``key``, or None; ``mapped``: read-only and
+        memory-mapped, for a caller that drops them before the store may replace the file (Windows refuses to
+        delete a mapped file), instead of copied into fresh memory."""
         data, manifest = self._paths(key)
         if not data.is_file():
             return None
@@ -529,7 +532,7 @@ class CutWeights:
             size = data.stat().st_size
             if size != recorded["size"] or sampled_checksum(data, size) != recorded["checksum"]:
                 raise ValueError("it does not match its manifest")
-            weights = np.load(data)
+            weights = np.load(data, mmap_mode="r" if mapped else None)
             expected = (3,) + tuple(shape)
             if weights.dtype != np.float32 or weights.shape != expected:
                 raise ValueError(f"it holds {weights.dtype} {weights.shape}, the cut needs float32 {expected}")

@@ -738,9 +738,11 @@ class _StoredWeights:
                                    p.colour, p.section_focus)).encode()).hexdigest()[:32]
         return cls(store, key, tuple(-(-n // k) for n, k in zip(level.shape, f)))
 
-    def take(self) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The weights the store holds for this cut, or None."""
-        return self.store.load(self.key, self.shape)
+    def take(self, kept: bool) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The weights the store holds for this cut, or None; ``kept``: a :class:`CutMemory` keeps them after the
+        cut (a copy), else they are memory-mapped (a re-run from the command line read 79 MB of them into fresh
+        memory at 100x512x512, 0.6 s on a VM)."""
+        return self.store.load(self.key, self.shape, mapped=not kept)
 
     def computed(self, weights: Sequence[np.ndarray]) -> None:
         """Keep the weights the cut computed because :meth:`take` found none."""
@@ -1776,7 +1778,7 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
     report(progress, "graph cut", 0.0, f"{name}: downsampling by {_fmt_shape(f)}")
     known = None if weights is None else weights.get(level.shape)
     if known is None and stored is not None:
-        known = stored.take()
+        known = stored.take(kept=weights is not None)
     coarse = _downsample(level, f, cancel, known)
     if known is None and stored is not None:
         stored.computed(coarse.weights)

@@ -103,6 +103,10 @@ def test_the_cuts_weights_are_kept_in_the_entry_the_features_came_from(tmp_path)
     store.save("a", weights)
     for got, kept in zip(store.load("a", (2, 3, 3)), weights):
         np.testing.assert_array_equal(got, kept)
+    # A cut that drops them after its coarse level reads them memory-mapped, not into fresh memory.
+    for got, kept in zip(store.load("a", (2, 3, 3), mapped=True), weights):
+        assert isinstance(got, np.memmap) and not got.flags.writeable
+        np.testing.assert_array_equal(got, kept)
     assert store.load("a", (2, 3, 4)) is None  # another shape: removed, computed again
     assert not list(store.entry.glob("cut-weights-*"))
     store.save("a", weights)

@@ -325,7 +325,17 @@ def test_a_cut_keeps_its_coarse_weights_in_a_store_and_reads_them_back(tmp_path,
         raise AssertionError("the coarse pair weights were computed again")
 
     monkeypatch.setattr(graphcut._ImageLevel, "forward_weights", no_colour_contrasts)
+    mapped = []
+    read = store.load
+    monkeypatch.setattr(store, "load", lambda *args, **kwargs: mapped.append(kwargs["mapped"]) or read(*args, **kwargs))
     np.testing.assert_array_equal(cut(), fresh)  # read back: the same cut
+    # A cut that keeps them for the next (a warm session's CutMemory) copies them; one that drops them after its
+    # coarse level maps them.
+    memory = graphcut.CutMemory()
+    memory.measures.weights_store = store
+    np.testing.assert_array_equal(graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory), fresh)
+    assert mapped == [True, False]
+    assert not any(isinstance(w, np.memmap) for w in memory.coarse_weights[h.shape])
     with pytest.raises(AssertionError, match="computed again"):  # another gamma scales them: not these
         cut(dataclasses.replace(params, gamma=3.0))
     assert kept.exists()

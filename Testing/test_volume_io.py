@@ -121,6 +121,21 @@ def test_rgb_nrrd_is_a_colour_vector_volume_and_keeps_geometry(tmp_path):
     assert not TILTED.mismatch(volume.geometry, rtol=1e-9)
 
 
+def test_an_rgb_file_is_read_without_a_copy_and_its_pixels_outlive_the_reader(tmp_path):
+    import gc
+
+    stack = rgb_stack((3, 7, 9))
+    vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(stack, TILTED))
+    array = vio.read_image(tmp_path / "v.nrrd").array
+    # The reader's own buffer, held by the array: nothing else refers to the image now.
+    assert not array.flags.owndata and array.flags.writeable
+    gc.collect()
+    _ = [np.full(stack.shape, 7, np.uint8) for _ in range(8)]  # memory a freed buffer would be reused for
+    np.testing.assert_array_equal(array, stack)
+    array[0, 0, 0] = 0  # the pipeline may write to what it read; the file stays as it was
+    np.testing.assert_array_equal(vio.read_image(tmp_path / "v.nrrd").array, stack)
+
+
 def test_grey_and_rgba_sections_become_rgb(tmp_path):
     grey = np.random.default_rng(1).integers(0, 256, (2, 8, 10), dtype=np.uint8)
     write_sections(tmp_path / "grey", grey, is_vector=False)
