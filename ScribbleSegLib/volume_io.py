@@ -1447,6 +1447,7 @@ def read_label(
     *,
     reference: str = "image",
     downsample: int = 1,
+    downsample_hint: bool = False,
 ) -> np.ndarray:
     """Read a label onto an image's voxel grid.
 
@@ -1468,6 +1469,12 @@ def read_label(
         The image was read with this ``downsample``: a 2D label file or folder
         at ``downsample`` times its in-plane size is reduced the same way (a
         block is heart when at least half of it is).
+    downsample_hint : bool
+        The reference may have been read with another ``downsample`` than
+        the one given (a prediction, of an image read so): a 2D file at a whole
+        multiple of its size is refused naming the ``downsample`` that reduces
+        it.  Without, such a file is named as drawn on a larger image (a
+        ``downsample`` that reads the image smaller reads the file no smaller).
 
     Returns
     -------
@@ -1489,7 +1496,7 @@ def read_label(
     array, own = _read_label_file(path)
     if own is None:
         array = _reduced(array, shape, int(downsample), strokes=False)
-    return _onto_grid(array, own, shape, geometry, path, False, reference)
+    return _onto_grid(array, own, shape, geometry, path, False, reference, downsample_hint)
 
 
 def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, reference: str = "image",
@@ -1607,9 +1614,9 @@ def _size_text(shape_zyx: Sequence[int]) -> str:
 
 
 def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int], target: Geometry, path: Path,
-               finer: bool, reference: str) -> np.ndarray:
+               finer: bool, reference: str, downsample_hint: bool = False) -> np.ndarray:
     """``array`` (on ``own``; None: a 2D file, on the target's grid) placed on the ``shape``/``target`` grid,
-    or a one-line error.
+    or a one-line error (``downsample_hint``: as :func:`read_label` takes it).
 
     A box of the target's grid (a file cropped to what it marks, or padded with empty voxels) is placed as it
     is; with ``finer``, strokes on a finer grid mark the voxels that hold their centres
@@ -1617,10 +1624,15 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
     shape = tuple(int(s) for s in shape)
     if own is None:
         if array.shape != shape:
-            # A full-size label of an image read downsampled: say which downsample would read it.
+            # A whole multiple of the reference's size.  Where the reference and this file are read with one
+            # downsample (the image and its strokes), another downsample cannot match them: the file was drawn on
+            # a larger image.  Only a reference read apart (a prediction) makes a downsample the answer.
             factor = array.shape[1] // shape[1] if shape[1] else 0
-            hint = (f" ({factor} times its size in-plane: read it with downsample {factor})"
-                    if _reduces_to(array.shape, shape, factor) else "")
+            hint = ""
+            if _reduces_to(array.shape, shape, factor):
+                hint = (f" ({factor} times its size in-plane: read it with downsample {factor})" if downsample_hint
+                        else f" ({factor} times its size in-plane: drawn on, or saved from, an image {factor} times "
+                             f"as large as the {reference} read here)")
             if not hint and path.is_dir() and array.shape[1:] == shape[1:]:
                 # Files for the stroked sections alone: the folder's files are numbered as the image's sections.
                 hint = (f" (a folder holds one file per section of the {reference}: {shape[0]}, blank where "

@@ -327,3 +327,18 @@ def test_a_tiff_stack_label_is_scored_against_a_run_given_a_spacing(files, tmp_p
     status, _, err = evaluate(capsys, *args, "--spacing", "0.5", "0.6", "2")
     assert status != 0 and "pred.seg.nrrd: its voxel size (0.5, 0.5, 2 mm) is not that of an image read with " \
                            "--spacing 0.5 0.6 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_prediction_tile_twice_the_labels_size_is_not_sent_to_downsample(tmp_path, capsys):
+    # --downsample reduces the label, not the prediction: for a prediction larger than the label it cannot help.
+    import SimpleITK as sitk
+
+    mask = np.zeros((8, 10), np.uint8)
+    mask[2:6, 3:7] = 255
+    sitk.WriteImage(sitk.GetImageFromArray(mask), str(tmp_path / "label.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.kron(mask, np.ones((2, 2), np.uint8))), str(tmp_path / "pred.png"))
+    for extra in ((), ("--downsample", 2)):
+        status, _, err = evaluate(capsys, "--prediction", tmp_path / "pred.png", "--label", tmp_path / "label.png",
+                                  *extra)
+        assert status == 2 and len(err.strip().splitlines()) == 1
+        assert "pred.png" in err and "an image 2 times as large" in err and "--downsample" not in err

@@ -1050,3 +1050,20 @@ def test_strokes_on_a_grid_with_a_section_more_or_fewer_than_the_image_are_place
     with caplog.at_level("WARNING", logger="ScribbleSegLib"):
         vio.read_scribbles(tmp_path / "crop.nrrd", (5, 8, 10), geometry)
     assert not caplog.records
+
+
+def test_a_2d_file_twice_the_images_size_is_named_as_drawn_on_a_larger_image(tmp_path):
+    # Image and strokes are read with one downsample, so another downsample cannot make them match: the message
+    # said "read it with downsample 2", and each try with it asked for twice as much again.
+    strokes = np.zeros((16, 20), np.uint8)
+    strokes[2, 2:9], strokes[12, 2:9] = 1, 2
+    sitk.WriteImage(sitk.GetImageFromArray(strokes), str(tmp_path / "strokes.png"))
+    grid = Geometry((0.5, 0.5, 1.0))
+    for read in (vio.read_scribbles, vio.read_label):
+        with pytest.raises(ScribbleSegError) as info:
+            read(tmp_path / "strokes.png", (1, 8, 10), grid)
+        assert "2 times its size in-plane: drawn on, or saved from, an image 2 times as large" in str(info.value)
+        assert "downsample" not in str(info.value)
+    # A reference read apart from the file (a prediction of an image read with a downsample): that one is the answer.
+    with pytest.raises(ScribbleSegError, match="read it with downsample 2"):
+        vio.read_label(tmp_path / "strokes.png", (1, 8, 10), grid, downsample_hint=True)

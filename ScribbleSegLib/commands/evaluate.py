@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     elif volume_io.takes_image_grid(args.label) and not volume_io.takes_image_grid(args.prediction):
         own = volume_io.read_label_volume(args.prediction)
         label = volume_io.Volume(volume_io.read_label(args.label, own.shape, own.geometry, reference="prediction",
-                                                      downsample=args.downsample), own.geometry)
+                                                      downsample=args.downsample, downsample_hint=True), own.geometry)
         prediction = own.array
     elif volume_io.takes_image_grid(args.prediction):
         label = volume_io.read_label_volume(args.label)
