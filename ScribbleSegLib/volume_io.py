@@ -94,6 +94,37 @@ def list_section_files(folder: PathLike) -> List[Path]:
     return files
 
 
+def missing_section_numbers(files: Sequence[Path]) -> List[int]:
+    """The numbers a folder's section files skip, in their step: ``[]`` when the files' names do not differ in
+    one number alone, that number runs without a gap, or it skips more numbers than there are files (then it
+    is not a section's number: a date, a slide's identifier).
+
+    The step is the smallest difference between consecutive numbers, so sections kept at every 5th number
+    (0, 5, 10, ...) skip nothing.
+
+    Examples
+    --------
+    >>> missing_section_numbers([Path(f"s{i}.png") for i in (1, 2, 3, 6, 7)])
+    [4, 5]
+    >>> missing_section_numbers([Path(f"cut_{i:03d}.tif") for i in (0, 5, 15)])
+    [10]
+    >>> missing_section_numbers([Path(f"scan_{d}.png") for d in (20240101, 20240315, 20250101)])
+    []
+    """
+    parts = [re.split(r"(\d+)", Path(f).stem) for f in files]
+    if len(parts) < 3 or len({len(p) for p in parts}) != 1:
+        return []
+    varying = [i for i in range(1, len(parts[0]), 2) if len({int(p[i]) for p in parts}) > 1]
+    texts_alike = all(len({p[i].lower() for p in parts}) == 1 for i in range(0, len(parts[0]), 2))
+    if len(varying) != 1 or not texts_alike:
+        return []
+    numbers = sorted(int(p[varying[0]]) for p in parts)
+    step = min(b - a for a, b in zip(numbers, numbers[1:]))
+    if step < 1 or (numbers[-1] - numbers[0]) // step + 1 - len(numbers) > len(numbers):
+        return []
+    return [n for a, b in zip(numbers, numbers[1:]) for n in range(a + step, b, step)]
+
+
 def _natural_key(path: Path) -> Tuple:
     parts = re.split(r"(\d+)", path.name)
     # Even positions are text, odd positions digit runs, so the tuples always compare like with like.
@@ -499,6 +530,14 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     (height, width), dtype = plane.shape[:2], plane.dtype
     del image, plane
     _name_orientations(folder, files)
+    missing = missing_section_numbers(files)
+    if missing:
+        # Labs leave out damaged sections; stacked evenly, the rest close up and the organ comes out shorter.
+        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: the section numbers skip %s (of %s to %s); the %d sections are stacked %g mm apart with no gap "
+            "there, so the stack is shorter than the tissue was", folder, shown, files[0].name, files[-1].name,
+            len(files), spacing[2])
     out_y, out_x = height // factor, width // factor
     if out_y == 0 or out_x == 0:
         raise ScribbleSegError(f"{folder}: downsample {factor} is larger than the sections ({width}x{height})")

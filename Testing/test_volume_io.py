@@ -1067,3 +1067,21 @@ def test_a_2d_file_twice_the_images_size_is_named_as_drawn_on_a_larger_image(tmp
     # A reference read apart from the file (a prediction of an image read with a downsample): that one is the answer.
     with pytest.raises(ScribbleSegError, match="read it with downsample 2"):
         vio.read_label(tmp_path / "strokes.png", (1, 8, 10), grid, downsample_hint=True)
+
+
+def test_a_folder_whose_section_numbers_skip_some_says_which(tmp_path, caplog):
+    # Labs leave out damaged sections: stacked evenly, the others close up without a word.
+    stack = rgb_stack((6, 8, 10))
+    names = [f"Section {n:03d}.PNG" for n in (1, 2, 4, 5, 6, 9)]
+    write_sections(tmp_path / "gaps", stack, names=names)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        volume = vio.read_image(tmp_path / "gaps", spacing=SPACING)
+    assert volume.array.shape[0] == 6
+    message, = [r.getMessage() for r in caplog.records]
+    assert "skip 3, 7, 8 (of Section 001.PNG to Section 009.PNG)" in message and "0.01 mm apart" in message
+    # Every 5th section kept, numbered so: nothing skipped.
+    caplog.clear()
+    write_sections(tmp_path / "every5", stack, names=[f"s{n}.png" for n in range(0, 30, 5)])
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        vio.read_image(tmp_path / "every5", spacing=SPACING)
+    assert not caplog.records
