@@ -1176,8 +1176,15 @@ def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
         raise ScribbleSegError(f"{path}: a segmentation must be 3D, got {voxels.ndim} dimensions")
     geometry = _geometry_from_ijk_to_lps(segmentation["ijkToLPS"], path)
     masks: Dict[str, np.ndarray] = {}
-    for segment in segmentation.get("segments", []):
+    for index, segment in enumerate(segmentation.get("segments", [])):
         name = str(segment.get("name", segment.get("id", ""))).strip().lower()
+        if voxels.ndim == 4 and "layer" not in segment:
+            # Slicer 4.10 and earlier gave each segment a layer of its own and wrote no layer field; Slicer reads
+            # such a segment from the layer of its index, where slicerio takes the first layer for all of them.
+            if index >= voxels.shape[0]:
+                raise ScribbleSegError(f"{path}: segment '{name}' states no layer, and the file has no layer "
+                                       f"{index} to hold it (it has {voxels.shape[0]})")
+            segment = dict(segment, layer=index)
         mask = np.ascontiguousarray(slicerio.segment_mask(segmentation, segment).transpose(2, 1, 0))
         mask = mask.astype(np.uint8)
         masks[name] = np.maximum(masks[name], mask) if name in masks else mask

@@ -1085,3 +1085,25 @@ def test_a_folder_whose_section_numbers_skip_some_says_which(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="ScribbleSegLib"):
         vio.read_image(tmp_path / "every5", spacing=SPACING)
     assert not caplog.records
+
+
+def test_a_segmentation_saved_by_slicer_4_10_reads_each_segment_from_its_own_layer(tmp_path):
+    # Before Slicer 4.11 a .seg.nrrd held each segment in a layer of its own and stated no Segment<i>_Layer:
+    # every segment was read from the first layer, so a label's heart was another segment's voxels.
+    import nrrd
+
+    tissue, heart = np.zeros((2, 6, 8, 4), np.uint8)  # (layer, x, y, z), as Slicer writes it
+    tissue[1:5, 1:7, :] = 1
+    heart[2:4, 3:5, 1:3] = 1
+    header = {"type": "uint8", "dimension": 4, "space": "left-posterior-superior", "kinds": ["list"] + ["domain"] * 3,
+              "space directions": np.vstack([[np.nan] * 3, np.diag([0.5, 0.5, 2.0])]),
+              "space origin": np.zeros(3), "encoding": "gzip"}
+    for i, name in enumerate(("Tissue", "Heart")):
+        header.update({f"Segment{i}_ID": f"Segment_{i + 1}", f"Segment{i}_Name": name,
+                       f"Segment{i}_Color": "0.5 0.5 0.5", f"Segment{i}_Extent": "0 5 0 7 0 3"})
+    nrrd.write(str(tmp_path / "old.seg.nrrd"), np.stack([tissue, heart]), header)
+    masks, _ = vio.read_segmentation(tmp_path / "old.seg.nrrd")
+    np.testing.assert_array_equal(masks["heart"], heart.transpose(2, 1, 0))
+    np.testing.assert_array_equal(masks["tissue"], tissue.transpose(2, 1, 0))
+    label = vio.read_label(tmp_path / "old.seg.nrrd", (4, 8, 6), Geometry((0.5, 0.5, 2.0)))
+    assert label.sum() == heart.sum()
