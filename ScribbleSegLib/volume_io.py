@@ -1374,7 +1374,7 @@ def _grey_of_colour_labelmap(array: np.ndarray, path: Path, binary: bool = False
     colours = array[..., :3][coloured]  # not empty: black pixels have equal channels
     if not (colours == colours[0]).all():
         raise ScribbleSegError(f"{path}: is a colour image of several colours (colour-coded classes, or not a "
-                               "mask?); save the label as a grey image (0 outside, > 0 inside) or one colour on black")
+                               "mask?); save the mask as a grey image (0 outside, > 0 inside) or one colour on black")
     return coloured.astype(np.uint8)
 
 
