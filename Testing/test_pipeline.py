@@ -288,6 +288,18 @@ def test_segment_command_names_the_file_of_a_suggested_section_of_a_folder(case,
     for line in looks:
         section = int(line.split("section ")[1].split()[0])
         assert line.endswith(f"; file cut_{section + 1}.png")
+    # So do the warnings that give a section by its index: strokes on one section only.
+    one = tmp_path / "one"
+    one.mkdir()
+    z = int(np.flatnonzero(scrib.reshape(len(scrib), -1).any(1))[0])
+    for k, section in enumerate(scrib):
+        sitk.WriteImage(sitk.GetImageFromArray(section * (k == z)), str(one / f"cut_{k + 1}.png"))
+    status = cli.main(["segment", "--image", str(folder), "--scribbles", str(one), "--model", str(model),
+                       "--spacing", str(sx), str(sy), str(sz), "--out", str(tmp_path / "o1.nrrd"), "--no-cache",
+                       "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert f"all strokes lie on section {z} (file cut_{z + 1}.png);" in captured.err
 
 
 def test_segment_command_on_a_tile_gives_an_area_and_no_section_to_look_at(case, tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from .. import choices
@@ -123,9 +124,16 @@ def run(args: argparse.Namespace) -> int:
 
     job = job_from_args(args)
     bar = TqdmProgress(disable=args.quiet)
+    # On the handlers that show the library's log: a filter of the logger itself would not see its children's.
+    handlers = list(logging.getLogger("ScribbleSegLib").handlers)
+    named = _SectionFileNames(_section_files(args.image))
+    for handler in handlers:
+        handler.addFilter(named)
     try:
         done = segment_files(job, progress=bar)
     finally:
+        for handler in handlers:
+            handler.removeFilter(named)
         bar.close()
     for line in unused_option_notes(args):  # after the run: a refused option's error stays the one line
         logging.getLogger("ScribbleSegLib").info(line)
@@ -136,12 +144,11 @@ def run(args: argparse.Namespace) -> int:
           f"features {'reused from cache' if metrics['features_cached'] else 'computed'})")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in done.timings.items()), file=sys.stderr)
     suggestions = metrics.get("suggestions", [])
-    files = _section_files(args.image) if suggestions else []
     for k, suggestion in enumerate(suggestions, start=1):
         # Sections count from 0, as Slicer's voxel indices do; a folder's files are named as their scanner or the
         # user numbered them (often from 1): the file is named too.
-        text = suggestion["text"] + (f"; file {files[suggestion['section']].name}"
-                                     if suggestion["section"] < len(files) else "")
+        file = named.file_of(suggestion["section"])
+        text = suggestion["text"] + (f"; file {file}" if file else "")
         print(f"look next at {text}" if k == 1 else f"        then {text}")
     print(f"wrote {', '.join(done.outputs.values())}")
     return 0
@@ -172,9 +179,54 @@ def unused_option_notes(args: argparse.Namespace) -> list:
 
 
 def _section_files(image: str) -> list:
-    """The section files of a folder image, in the order they were stacked; [] for a file."""
+    """The section files of a folder image, in the order they were stacked; [] for a file, or for a folder the run
+    will refuse (it says why itself)."""
     from pathlib import Path
 
+    from ..errors import ScribbleSegError
     from ..volume_io import list_section_files
 
-    return list_section_files(image) if Path(image).is_dir() else []
+    try:
+        return list_section_files(image) if Path(image).is_dir() else []
+    except ScribbleSegError:
+        return []
+
+
+class _SectionFileNames(logging.Filter):
+    """Names the file beside each section the library's warnings give by its index (``section 6``, ``first: 6``),
+    for an image that is a folder of sections: their files are numbered as the lab numbered them (often from 1,
+    with gaps where sections were left out), so the index alone sent the user to another file.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> named = _SectionFileNames([Path("Section 001.png"), Path("Section 002.png")])
+    >>> named.with_files("all strokes lie on section 1; touch on 2 section(s) (first: 0)")
+    'all strokes lie on section 1 (file Section 002.png); touch on 2 section(s) (first: 0, file Section 001.png)'
+    """
+
+    PATTERN = re.compile(r"\bsection (\d+)\b|\(first: (\d+)\)")
+
+    def __init__(self, files: list) -> None:
+        super().__init__()
+        self.files = files
+
+    def file_of(self, section: int) -> str:
+        """The name of the file of ``section`` (0-based), or "" when the image is no folder."""
+        return self.files[section].name if 0 <= section < len(self.files) else ""
+
+    def with_files(self, text: str) -> str:
+        """``text`` with each section index followed by its file."""
+        def named(match: re.Match) -> str:
+            if match.group(1) is not None:
+                file = self.file_of(int(match.group(1)))
+                return f"{match.group(0)} (file {file})" if file else match.group(0)
+            file = self.file_of(int(match.group(2)))
+            return f"(first: {match.group(2)}, file {file})" if file else match.group(0)
+
+        return self.PATTERN.sub(named, text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.files and record.levelno >= logging.INFO:
+            record.msg, record.args = self.with_files(record.getMessage()), ()
+        return True
