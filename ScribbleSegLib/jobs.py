@@ -261,6 +261,8 @@ def check_job(job: SegmentFiles) -> None:
     for key, value in job.inputs().items():
         if not Path(value).exists():
             raise ScribbleSegError(f"{value}: no such file or folder ({job.name(key)})")
+        if key == "model" and Path(value).is_dir():  # before the outputs: one inside it is not the mistake
+            raise ScribbleSegError(f"{value}: is a folder, not a model file ({job.name(key)})")
     check_outputs({job.name(k): v for k, v in job.outputs().items()},
                   {job.name(k): v for k, v in job.inputs().items()},
                   suffixes={job.name(k): OUTPUT_SUFFIXES[k] for k in job.outputs()})

@@ -124,6 +124,13 @@ def test_an_output_inside_an_input_folder_of_sections_is_refused(case, capsys, t
 
 
 
+def test_a_model_that_is_a_folder_is_named_so_even_when_it_holds_the_output(case, capsys, tmp_path):
+    # The folder check of the outputs came first, and blamed the output for lying inside "the input folder".
+    status, _, err = run_cli(capsys, ["segment", "--image", case["image"], "--model", tmp_path, "--method", "munet",
+                                      "--out", tmp_path / "o.nrrd", "--no-cache", "--quiet"])
+    assert_one_line_error(status, err, f"{tmp_path}: is a folder, not a model file (--model)")
+    assert list(tmp_path.iterdir()) == []
+
 def test_train_refuses_a_model_named_as_another_output_and_the_starter_as_its_out(case, capsys, tmp_path):
     from ScribbleSegLib.starter import resolve_model
 
