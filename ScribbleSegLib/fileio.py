@@ -600,6 +600,8 @@ def check_outputs(outputs: Mapping[str, Optional[PathLike]],
         if value is None or value == "":
             continue
         path = Path(value)
+        if str(value).endswith(("/", os.sep)):  # Path drops the slash, and the file would be written anyway
+            raise ScribbleSegError(f"{value} ({name}): ends in a slash, as a folder does; give a file name")
         # The gravest mistake first: an output that would replace an input.
         for input_name, input_value in inputs.items():
             if input_value is None or input_value == "":

@@ -104,6 +104,12 @@ def test_an_output_that_is_the_same_file_under_another_name_is_refused(case, cap
     assert digest(inputs_of(case)) == before
 
 
+def test_an_output_that_ends_in_a_slash_is_refused(case, capsys, tmp_path):
+    # pathlib drops the slash: the run wrote a file of that name and printed the path with the slash.
+    status, _, err = run_cli(capsys, segment_args(case, f"{tmp_path / 'o.seg.nrrd'}/"))
+    assert_one_line_error(status, err, "o.seg.nrrd/ (--out): ends in a slash")
+    assert list(tmp_path.iterdir()) == []
+
 def test_two_outputs_on_one_file_are_refused_before_any_work(case, capsys, tmp_path):
     out = tmp_path / "o.nrrd"
     status, _, err = run_cli(capsys, segment_args(case, out, "--probability", out))
