@@ -94,6 +94,10 @@ def test_segment_names_the_options_its_method_leaves_unused():
                                                          "4"])) == [
         "--method ddml stops before the graph cut: --gamma is not used"]
     assert unused_option_notes(parser.parse_args(base + ["--scribbles", "s.nrrd", "--gamma", "4"])) == []
+    # --no-cache beside --cache-dir: one of the two was not meant.
+    assert unused_option_notes(parser.parse_args(base + ["--scribbles", "s.nrrd", "--no-cache", "--cache-dir",
+                                                         "c"])) == ["--no-cache reads and writes no cache: "
+                                                                    "--cache-dir is not used"]
 
 
 def test_segment_seed_pull_options_reach_the_cut_settings():

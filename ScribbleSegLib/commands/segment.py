@@ -175,6 +175,8 @@ def unused_option_notes(args: argparse.Namespace) -> list:
     if stages < 1 and adapt:
         notes.append(f"--method {args.method} is the network alone: {', '.join(adapt)} "
                      f"{'is' if len(adapt) == 1 else 'are'} not used")
+    if getattr(args, "no_cache", False) and getattr(args, "cache_dir", None) is not None:
+        notes.append("--no-cache reads and writes no cache: --cache-dir is not used")
     return notes
 
 
