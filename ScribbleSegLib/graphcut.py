@@ -1240,7 +1240,7 @@ def _diagonal_problem(shape: Sequence[int], spacing: Sequence[float], mode: str,
     placed it (:func:`_recut_until_settled`)."""
     sy, sx = spacing[1], spacing[2]
     if abs(sy - sx) > 0.01 * max(sy, sx):
-        return f"in-plane diagonals need square pixels, not {sy:g} x {sx:g} mm"
+        return f"in-plane diagonals need square pixels, not {sx:g} x {sy:g} mm"
     if mode == "full" and (needed := estimate_full_cut_bytes(shape, 10)) > budget:
         return (f"a full cut of {_fmt_shape(shape)} voxels with in-plane diagonals needs about "
                 f"{_fmt_bytes(needed)} (budget {_fmt_bytes(budget)})")
