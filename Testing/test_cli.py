@@ -185,3 +185,17 @@ def test_a_command_that_repeats_itself_shows_each_warning_once(capsys):
     from ScribbleSegLib.commands import bench, segment
 
     assert bench.WARNINGS_ONCE and not getattr(segment, "WARNINGS_ONCE", False)
+
+
+def test_bench_without_the_peer_tools_installed_names_no_peers(tmp_path, capsys, monkeypatch):
+    # The error said to install the bench extra, not that the bench runs without the peers.
+    import importlib
+
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a: (_ for _ in ()).throw(ImportError(name))
+                        if name.startswith("skimage") else real(name, *a))
+    status = cli.main(["bench", "--out", str(tmp_path / "b"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "pip install 'scribbleseg[bench]'" in err and "--no-peers" in err
+    assert not (tmp_path / "b").exists()
