@@ -745,6 +745,58 @@ def run_second_new_user_cases(b: Battery, volume) -> None:
     b.case("train `--init starter --no-stain-normalization`",
            lambda w: cli("train", "--images", b.image, "--labels", b.label, "--init", "starter", "--out",
                          w / "m.model", "--max-iters", 1, "--quiet", "--no-stain-normalization", cwd=w))
+    run_third_new_user_cases(b, volume)
+
+
+def run_third_new_user_cases(b: Battery, volume) -> None:
+    """Cases added on 2026-12-06, from the findings of a third new-user pass (BENCHMARKS.md, *Reliability*)."""
+    import nrrd  # pynrrd, which slicerio reads with
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ScribbleSegLib import volume_io
+
+    strokes = volume_io.read_scribbles(b.scribbles, volume.shape, volume.geometry)
+    x, y, zs = volume.geometry.spacing
+
+    def skipped_numbers(w):
+        (w / "sections").mkdir()
+        numbers = [k + 1 + (k >= 3) + (k >= 5) for k in range(volume.shape[0])]  # 4 and 7 left out
+        for z, n in enumerate(numbers):
+            sitk.WriteImage(sitk.GetImageFromArray(volume.array[z], isVector=True), str(w / "sections" / f"s{n}.png"))
+        return cli("segment", "--image", w / "sections", "--spacing", x, y, zs, "--model", b.model, "--method",
+                   "munet", "--out", w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment a folder whose section numbers skip 4 and 7 (sections left out)", skipped_numbers,
+           lambda w: {"sections", "o.seg.nrrd"} | {f"sections/{p.name}" for p in (w / "sections").iterdir()})
+
+    def slicer_4_10_strokes(w):
+        # A layer per segment and no Segment<i>_Layer field, as Slicer 4.10 and earlier saved a segmentation.
+        layers = np.stack([(strokes == k).transpose(2, 1, 0).astype(np.uint8) for k in (1, 2)])
+        header = {"type": "uint8", "dimension": 4, "space": "left-posterior-superior",
+                  "kinds": ["list"] + ["domain"] * 3, "space origin": np.asarray(volume.geometry.origin),
+                  "space directions": np.vstack([[np.nan] * 3, np.asarray(volume.geometry.direction).reshape(3, 3).T
+                                                 * np.asarray(volume.geometry.spacing)[:, None]]), "encoding": "gzip"}
+        for i, name in enumerate(("heart", "background")):
+            header.update({f"Segment{i}_ID": f"Segment_{i + 1}", f"Segment{i}_Name": name,
+                           f"Segment{i}_Color": "0.5 0.5 0.5"})
+        nrrd.write(str(w / "old.seg.nrrd"), layers, header)
+        return cli("segment", "--image", b.image, "--scribbles", w / "old.seg.nrrd", "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment with strokes saved by Slicer 4.10 (a layer per segment, no layer fields)", slicer_4_10_strokes,
+           lambda w: {"old.seg.nrrd", "o.seg.nrrd"})
+
+    def strokes_twice_the_tile(w):
+        z = int(np.argmax((strokes > 0).sum(axis=(1, 2))))
+        sitk.WriteImage(sitk.GetImageFromArray(volume.array[z], isVector=True), str(w / "tile.png"))
+        sitk.WriteImage(sitk.GetImageFromArray(strokes[z].repeat(2, axis=0).repeat(2, axis=1)), str(w / "s.png"))
+        return cli("segment", "--image", w / "tile.png", "--scribbles", w / "s.png", "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", "--downsample", 2, cwd=w)
+    b.case("segment a tile `--downsample 2` with strokes drawn at twice its size", strokes_twice_the_tile,
+           lambda w: {"tile.png", "s.png"})
+    b.case("segment `--out o.seg.nrrd/` (a trailing slash)", lambda w: cli(*b.segment(f"{w / 'o.seg.nrrd'}/"), cwd=w))
+    b.case("segment `--model` a folder that `--out` lies in",
+           lambda w: cli("segment", "--image", b.image, "--model", w, "--method", "munet", "--out", w / "o.nrrd",
+                         "--device", "cpu", "--quiet", "--no-cache", cwd=w))
 
 
 def _has_cuda() -> bool:
