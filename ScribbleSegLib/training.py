@@ -666,7 +666,7 @@ MIXED_PIXEL_SIZES = 1.5
 def _check_parent_scale(images: Sequence[Union[Volume, np.ndarray]], parent: SegModel) -> None:
     """Warn when a fine-tune's volumes are at another pixel size than its parent learnt from: the network then
     learns them at their own scale (and the model records theirs), which a forgotten spacing makes by mistake."""
-    spacings = [im.scan_spacing for im in images if isinstance(im, Volume)]
+    spacings = _stated_spacings(images)
     parent_xy = tuple(float(v) for v in parent.voxel_size[:2])
     if not spacings or parent_xy == UNKNOWN_PIXEL:
         return
@@ -680,10 +680,26 @@ def _check_parent_scale(images: Sequence[Union[Volume, np.ndarray]], parent: Seg
                      "learns them at their own scale", own, own / min(parent_xy), min(parent_xy))
 
 
+def _stated_spacings(images: Sequence[Union[Volume, np.ndarray]], say: bool = False) -> List[Tuple[float, ...]]:
+    """The scan voxel sizes of the training volumes, leaving out those that state no pixel size (read on
+    :data:`UNKNOWN_PIXEL`, as a PNG tile is) where others state one: their 1 mm placeholder beside stacks of
+    0.04 mm made the model record a median of 0.52 mm, and every stack then ran at the wrong scale.  ``say``:
+    one warning when some are left out."""
+    spacings = [im.scan_spacing for im in images if isinstance(im, Volume)]
+    stated = [s for s in spacings if tuple(s[:2]) != UNKNOWN_PIXEL]
+    if not stated or len(stated) == len(spacings):
+        return spacings
+    if say:
+        _log.warning("%d of the %d training images state no pixel size (read at 1 mm, as a PNG is): the model records "
+                     "the others' (median %g mm); give the spacing if they were scanned at another size",
+                     len(spacings) - len(stated), len(spacings), float(np.median([min(s[0], s[1]) for s in stated])))
+    return stated
+
+
 def _voxel_size(images: Sequence[Union[Volume, np.ndarray]]) -> Tuple[float, float, float]:
     """The median voxel size of the training volumes, ``(x, y, z)`` mm ((1, 1, 1) for bare arrays); in-plane, the
     scan's pixel size where a file states it apart from its grid (``Volume.scan_pixel``)."""
-    spacings = [im.scan_spacing for im in images if isinstance(im, Volume)]
+    spacings = _stated_spacings(images, say=True)
     if not spacings:
         return UNKNOWN_PIXEL + (1.0,)
     pixels = [min(s[0], s[1]) for s in spacings]

@@ -647,3 +647,21 @@ def test_a_fine_tune_on_volumes_of_another_pixel_size_says_so(tmp_path, caplog, 
         assert said == []
     else:
         assert len(said) == 1 and words in said[0], said
+
+
+def test_tiles_without_a_pixel_size_beside_stacks_with_one_leave_the_models_pixel_size_to_the_stacks(caplog):
+    # A PNG tile is read at 1 mm: beside stacks of 0.04 mm the model recorded the median, 0.52 mm, and every stack
+    # then ran at the wrong scale.
+    from ScribbleSegLib import training
+
+    image = np.zeros((1, 4, 4, 3), np.uint8)
+    tile = Volume(image, Geometry((1.0, 1.0, 1.0)))
+    stack = Volume(image, Geometry((0.04, 0.04, 0.08)))
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        assert training._voxel_size([tile, stack]) == pytest.approx((0.04, 0.04, 0.08))
+    message, = [r.getMessage() for r in caplog.records]
+    assert "1 of the 2 training images state no pixel size" in message and "median 0.04 mm" in message
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):  # tiles alone: as before, and nothing to say
+        assert training._voxel_size([tile, tile]) == pytest.approx((1.0, 1.0, 1.0))
+    assert not caplog.records
