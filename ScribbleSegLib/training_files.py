@@ -61,7 +61,10 @@ def read_training_pair(image_path: PathLike, label_path: PathLike, *, spacing: O
     """
     from . import volume_io
 
-    image = volume_io.read_image(image_path, spacing=spacing, downsample=downsample, cancel=cancel)
+    # A blank scan, or a label or mask given as the image, is refused as segment refuses it: trained on, it made a
+    # model with no word but a stain warning that named no file.
+    image = volume_io.check_not_blank(volume_io.read_image(image_path, spacing=spacing, downsample=downsample,
+                                                           cancel=cancel), image_path, "the stained sections")
     try:
         label = volume_io.read_label(label_path, image.shape, image.geometry, downsample=downsample)
     except ScribbleSegError:

@@ -215,9 +215,9 @@ def _colour_codes(block: np.ndarray) -> np.ndarray:
     return (block[:, 0] << 16) | (block[:, 1] << 8) | block[:, 2]
 
 
-def check_not_blank(volume: Volume, path: PathLike) -> Volume:
+def check_not_blank(volume: Volume, path: PathLike, instead: str = "the image the strokes were drawn on") -> Volume:
     """``volume`` as it is, or a one-line error naming ``path`` if its voxels hold no more than
-    :data:`MAX_BLANK_COLOURS` colours.
+    :data:`MAX_BLANK_COLOURS` colours; a labelmap's error asks for ``instead``.
 
     A white, black or grey scan holds no tissue, nor does a labelmap given as the image; the network would still
     call some of it heart, and a run would end as if it had found one.
@@ -249,7 +249,7 @@ tissue to segment (an empty or blank scan?)
     shown = (f"the grey values {', '.join(map(str, greys))}" if len(greys) == len(seen)
              else f"{len(seen)} colours")
     raise ScribbleSegError(f"{path}: every voxel holds one of {shown}: a labelmap or a mask, not stained sections "
-                           "(give the image the strokes were drawn on)")
+                           f"(give {instead})")
 
 
 def _check_spacing(spacing: Sequence[float], path: Path) -> Tuple[float, float, float]:

@@ -137,6 +137,22 @@ def test_a_model_that_is_a_folder_is_named_so_even_when_it_holds_the_output(case
     assert_one_line_error(status, err, f"{tmp_path}: is a folder, not a model file (--model)")
     assert list(tmp_path.iterdir()) == []
 
+@pytest.mark.parametrize("given", ["blank", "mask"])
+def test_train_refuses_a_blank_image_or_a_mask_given_as_the_image(capsys, tmp_path, given):
+    # segment refused both; train made a model from them, with a stain warning that named no file.
+    import SimpleITK as sitk
+
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 10:24] = 255
+    image = np.full((32, 32, 3), 255, np.uint8) if given == "blank" else np.repeat(mask[..., None], 3, axis=2)
+    sitk.WriteImage(sitk.GetImageFromArray(image, isVector=True), str(tmp_path / "image.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(mask), str(tmp_path / "mask.png"))
+    status, _, err = run_cli(capsys, ["train", "--images", tmp_path / "image.png", "--labels", tmp_path / "mask.png",
+                                      "--out", tmp_path / "m.model", "--max-iters", 1, "--device", "cpu", "--quiet"])
+    assert_one_line_error(status, err, "image.png", "no tissue" if given == "blank" else
+                          "a labelmap or a mask, not stained sections (give the stained sections)")
+    assert not (tmp_path / "m.model").exists()
+
 def test_train_refuses_a_model_named_as_another_output_and_the_starter_as_its_out(case, capsys, tmp_path):
     from ScribbleSegLib.starter import resolve_model
 
