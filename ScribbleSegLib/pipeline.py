@@ -183,9 +183,16 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     pixel = None if spacing_xy is None else min(float(v) for v in spacing_xy[:2])
     if pixel is None or pixel >= UNKNOWN_PIXEL[0]:
         # Whole millimetres are what a file without a pixel size states (1 mm), read with downsample N (N mm).
-        if warnings is not None and (pixel is None or pixel == round(pixel)):
+        if warnings is not None and (pixel is None or pixel == UNKNOWN_PIXEL[0]):
             warnings.append(f"the stack has no pixel size; the model was trained at {model_xy[0]:g} mm per pixel, "
                             "so results may be poor if the scales differ (give the spacing, in mm)")
+        elif warnings is not None and pixel == round(pixel):
+            # N mm: a file without one read with downsample N, or a spacing typed in whole micrometres (40 for
+            # 40 um), which was told "the stack has no pixel size" though one was given.
+            warnings.append(f"the stack's pixel size {pixel:g} mm is what a file that states none gives when read "
+                            f"with downsample {pixel:g}, or a spacing in micrometres ({pixel:g} um is "
+                            f"{pixel / 1000:g} mm): it runs at its own scale; the model was trained at "
+                            f"{model_xy[0]:g} mm per pixel (give the spacing, in mm)")
         elif warnings is not None:
             # A spacing typed in micrometres (9.2 for 9.2 um) was told "the stack has no pixel size".
             warnings.append(f"the stack's pixel size {pixel:g} mm is coarser than any scan's, so it runs at its own "

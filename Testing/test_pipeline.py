@@ -337,7 +337,10 @@ def test_a_pixel_size_typed_in_micrometres_is_named_as_such_not_as_missing():
     class Model:
         voxel_size = (0.0075, 0.0075, 0.015)
 
+    # Whole micrometres (40 for 40 um) were told the same: a downsample of a file without one reads the same.
     for spacing, words in (((9.2, 9.2), "pixel size 9.2 mm is coarser than any scan's"),
+                           ((40.0, 40.0), "pixel size 40 mm is what a file that states none gives when read with "
+                                          "downsample 40, or a spacing in micrometres (40 um is 0.04 mm)"),
                            ((1.0, 1.0), "the stack has no pixel size"), (None, "the stack has no pixel size")):
         warnings = []
         assert pipeline.network_scale(spacing, Model(), warnings) == (1.0, 1.0)
