@@ -8,6 +8,7 @@ label made on the file itself); it is then reduced as the image was.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -67,11 +68,11 @@ def read_training_pair(image_path: PathLike, label_path: PathLike, *, spacing: O
                                                            cancel=cancel), image_path, "the stained sections")
     try:
         label = volume_io.read_label(label_path, image.shape, image.geometry, downsample=downsample)
-    except ScribbleSegError:
+    except ScribbleSegError as exc:
         label = volume_io.marks_on_file_grid(label_path, image_path, image.shape, spacing=spacing,
                                              downsample=downsample, strokes=False)
-        if label is None:
-            raise
+        if label is None:  # which image it was paired with: a label out of order fits another one
+            raise ScribbleSegError(f"{exc} (the label given for {image_path})") from None
     why = volume_io.scribbles_like(label_path)
     if why is not None:
         logging.getLogger("ScribbleSegLib").warning(
@@ -93,6 +94,32 @@ def check_pairs(images: Sequence[PathLike], labels: Sequence[PathLike],
     """
     if len(images) != len(labels):
         raise ScribbleSegError(f"{names[0]} and {names[1]}: {len(images)} images but {len(labels)} labels")
+
+
+def repeated_images(images: Sequence[PathLike], val_images: Sequence[PathLike] = (),
+                    names: Tuple[str, str] = ("images", "val_images")) -> List[str]:
+    """One-line warnings for an image given twice for training (it weighs twice), and for a validation image that
+    is also a training image (early stopping then follows how well the network fits its own training data).
+
+    Examples
+    --------
+    >>> repeated_images(["a.nrrd", "b.nrrd", "a.nrrd"], ["./b.nrrd"])
+    ['a.nrrd is given twice in images: it weighs twice in the training', './b.nrrd is in val_images and in images: \
+validation on a training image cannot tell when the network stops learning what holds for other images']
+    """
+    def key(path: PathLike) -> str:
+        return os.path.normcase(os.path.realpath(os.fspath(path)))
+
+    warnings, seen = [], {}
+    for path in images:
+        if key(path) in seen:
+            warnings.append(f"{path} is given twice in {names[0]}: it weighs twice in the training")
+        seen.setdefault(key(path), path)
+    for path in val_images:
+        if key(path) in seen:
+            warnings.append(f"{path} is in {names[1]} and in {names[0]}: validation on a training image cannot tell "
+                            "when the network stops learning what holds for other images")
+    return warnings
 
 
 def read_training_pairs(images: Sequence[PathLike], labels: Sequence[PathLike], *,

@@ -168,6 +168,28 @@ def test_train_refuses_a_model_named_as_another_output_and_the_starter_as_its_ou
     assert hashlib.sha256(starter.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["label.nrrd"]
 
+def test_train_names_the_image_a_label_out_of_order_was_given_for_and_warns_of_repeated_images(case, capsys,
+                                                                                               tmp_path):
+    made = case["phantom"]
+    label = tmp_path / "label.nrrd"
+    volume_io.write_labelmap(label, made.label, made.image.geometry)
+    crop = volume_io.Volume(made.image.array[:, :32, :40].copy(), made.image.geometry)
+    volume_io.write_rgb_volume(tmp_path / "crop.nrrd", crop)
+    volume_io.write_labelmap(tmp_path / "crop_label.nrrd", made.label[:, :32, :40], made.image.geometry)
+    # The labels swapped: the first image's label lies outside the crop, and the error said so without the image.
+    status, _, err = run_cli(capsys, ["train", "--images", case["image"], tmp_path / "crop.nrrd", "--labels",
+                                      tmp_path / "crop_label.nrrd", label, "--out", tmp_path / "m.model",
+                                      "--max-iters", 1, "--quiet"])
+    assert_one_line_error(status, err, f"(the label given for {tmp_path / 'crop.nrrd'})")
+    # An image twice, and the validation image among the training ones: trained, with a line for each.
+    status, _, err = run_cli(capsys, ["train", "--images", case["image"], case["image"], "--labels", label, label,
+                                      "--val-images", case["image"], "--val-labels", label, "--out",
+                                      tmp_path / "m.model", "--max-iters", 1, "--quiet", "--device", "cpu"])
+    assert status == 0, err
+    assert f"{case['image']} is given twice in --images: it weighs twice in the training" in err
+    assert f"{case['image']} is in --val-images and in --images: validation on a training image" in err
+
+
 def test_a_read_only_output_file_is_refused_before_any_work_and_kept(case, capsys, tmp_path, monkeypatch):
     # The atomic rename replaces a file whatever its mode; a result someone made read-only is one to keep.
     def no_computation(*args, **kwargs):

@@ -7,6 +7,7 @@ its parent in its provenance (see ``ScribbleSegLib.training``).
 """
 
 import argparse
+import logging
 
 from .. import choices
 from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
@@ -68,10 +69,12 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import TqdmProgress
     from ..starter import resolve_model
     from ..training import FINETUNE_ITERS, FINETUNE_LR, TrainOptions, train_model
-    from ..training_files import check_pairs, read_training_pairs, volume_records
+    from ..training_files import check_pairs, read_training_pairs, repeated_images, volume_records
 
     check_pairs(args.images, args.labels, ("--images", "--labels"))  # before any work
     check_pairs(args.val_images, args.val_labels, ("--val-images", "--val-labels"))
+    for line in repeated_images(args.images, args.val_images, ("--images", "--val-images")):
+        logging.getLogger("ScribbleSegLib").warning(line)
     inputs = {f"{option} {path}": path for option, paths in (("--images", args.images), ("--labels", args.labels),
                                                              ("--val-images", args.val_images),
                                                              ("--val-labels", args.val_labels)) for path in paths}
