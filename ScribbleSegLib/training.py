@@ -144,7 +144,8 @@ def check_pair(image: Union[Volume, np.ndarray], label: np.ndarray, name: str) -
     Raises
     ------
     ScribbleSegError
-        If the image is not ``(Z, Y, X, 3)`` uint8 or the label's size differs.
+        If the image is not ``(Z, Y, X, 3)`` uint8, or the label's size differs or its values are not numbers
+        of 0 and above.
     """
     array = image.array if isinstance(image, Volume) else np.asarray(image)
     label = np.asarray(label)
@@ -152,6 +153,14 @@ def check_pair(image: Union[Volume, np.ndarray], label: np.ndarray, name: str) -
         raise ScribbleSegError(f"{name}: the image must be (Z, Y, X, 3) uint8 RGB, got {array.dtype} {array.shape}")
     if label.shape != array.shape[:3]:
         raise ScribbleSegError(f"{name}: the label is {_size(label.shape)} but the image is {_size(array.shape[:3])}")
+    # As a label file's values are checked: NaN counted as background, and -1 was "no heart voxel (all zero)".
+    if label.dtype.kind not in "buif":
+        raise ScribbleSegError(f"{name}: the label must be numbers (0 background, > 0 heart), got {label.dtype}")
+    if label.dtype.kind == "f" and not np.isfinite(label).all():
+        raise ScribbleSegError(f"{name}: the label holds NaN or infinite values (0 background, > 0 heart)")
+    if label.dtype.kind in "if" and label.size and label.min() < 0:
+        raise ScribbleSegError(f"{name}: the label holds negative values (down to {label.min():g}); 0 is "
+                               "background, > 0 heart")
     return array, (label > 0).astype(np.uint8)
 
 

@@ -665,3 +665,17 @@ def test_tiles_without_a_pixel_size_beside_stacks_with_one_leave_the_models_pixe
     with caplog.at_level("WARNING", logger="ScribbleSegLib"):  # tiles alone: as before, and nothing to say
         assert training._voxel_size([tile, tile]) == pytest.approx((1.0, 1.0, 1.0))
     assert not caplog.records
+
+
+@pytest.mark.parametrize("value, words", [(np.nan, "NaN or infinite"), (-1, r"negative values \(down to -1\)")])
+def test_a_label_array_with_nan_or_negative_values_is_refused(tmp_path, value, words):
+    # NaN counted as background without a word, and a label of -1 and 0 was called "all zero".
+    from ScribbleSegLib import training
+
+    image = np.zeros((1, 8, 8, 3), np.uint8)
+    label = np.zeros((1, 8, 8), np.float32)
+    label[0, 2:5, 2:5] = 1
+    label[0, 0, 0] = value
+    with pytest.raises(ScribbleSegError, match=words):
+        training.train_model([image], [label], tmp_path / "m.model", max_iters=1)
+    assert not (tmp_path / "m.model").exists()
