@@ -814,11 +814,13 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
         net.load_state_dict(best_state)
     net.eval()
     start = "the parent's was" if fine_tune else "an untrained network's is"
-    if best > diverged_above and it < options.eval_every:
+    # What stopped it is what to give more of: steps said after a time budget sent the user the wrong way.
+    more = "more time (max_minutes)" if reason == "time budget" else "more steps (max_iters)"
+    if diverged_above < best <= FEW_STEPS_LOSS * diverged_above and it < options.eval_every:
         # A few steps move the weights before they learn anything (one step from scratch: loss 2.1): that is
         # not a divergence, and the steps were what was asked for.
         _log.warning("training stopped at step %d, too few to learn (best validation loss %.3g; %s %.3g): "
-                     "the model is not trained; give it more steps (max_iters)", it, best, start, start_loss)
+                     "the model is not trained; give it %s", it, best, start, start_loss, more)
     elif best > diverged_above:
         # Far worse than where it started: the weights ran away, and the model would call everything heart, or
         # nothing.
@@ -830,8 +832,7 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     elif best > guess and best <= diverged_above:
         # A short run (max_iters 20, a first try) wrote a model that had learnt nothing, without a word.
         _log.warning("training stopped at step %d, before it learnt anything (best validation loss %.3g, no better "
-                     "than %.3g, a constant guess of the heart's share): give it more steps (max_iters)",
-                     it, best, guess)
+                     "than %.3g, a constant guess of the heart's share): give it %s", it, best, guess, more)
     if reason == "time budget" and it < options.max_iters / 2:
         _log.warning("training stopped by its time budget (max_minutes %g) after %d of %d steps: the model may be "
                      "undertrained; give it more time", options.max_minutes, it, options.max_iters)
@@ -843,6 +844,10 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
 #: Twice the binary cross-entropy of logits at 0, as an untrained network gives them: a best validation loss
 #: above it means the training diverged (learning rates of 1, 10 and 100 gave 70, 47000 and 427; BENCHMARKS.md).
 DIVERGED_LOSS = 2 * math.log(2.0)
+#: Stopped before its first validation, a run is said to have diverged only above this many times that bound: a
+#: step or two from scratch gives 2.1, and a learning rate of 1e6 gave 1.06e7 in two steps, which was called
+#: "too few to learn".
+FEW_STEPS_LOSS = 10.0
 
 
 def _constant_guess_loss(batches) -> float:

@@ -296,7 +296,19 @@ def test_a_training_cut_short_or_on_mixed_pixel_sizes_says_so(tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("pixel sizes differ by 5.0x" in m for m in messages), messages
     assert any("stopped by its time budget" in m and "of 200 steps" in m for m in messages), messages
+    assert not any("more steps" in m for m in messages), messages  # the time stopped it, not the steps
     assert load_model(tmp_path / "m.model").meta["training"]["stopped_by"] == "time budget"
+
+
+def test_a_learning_rate_that_runs_away_in_two_steps_is_called_a_divergence(tmp_path):
+    # lr 1e6 gave a validation loss of 1e7 in two steps, and the advice was "too few to learn: more steps".
+    import dataclasses
+
+    image, label = tiny_volume()
+    with pytest.raises(ScribbleSegError, match=r"training diverged .*lower learning rate"):
+        train_model([image], [label], tmp_path / "m.model", TINY, options=dataclasses.replace(FAST, lr=1e6),
+                    max_iters=2)
+    assert not (tmp_path / "m.model").exists()
 
 
 def test_train_command(tmp_path, capsys):
