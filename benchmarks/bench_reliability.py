@@ -798,6 +798,37 @@ def run_third_new_user_cases(b: Battery, volume) -> None:
            lambda w: cli("segment", "--image", b.image, "--model", w, "--method", "munet", "--out", w / "o.nrrd",
                          "--device", "cpu", "--quiet", "--no-cache", cwd=w))
 
+    # train, from a new-user pass of train and the API the same day.
+    label = volume_io.read_label(b.label, volume.shape, volume.geometry)
+
+    def mask_as_image(w):
+        sitk.WriteImage(sitk.GetImageFromArray(label[0] * np.uint8(255)), str(w / "mask.png"))
+        return cli("train", "--images", w / "mask.png", "--labels", w / "mask.png", "--out", w / "m.model",
+                   "--max-iters", 1, "--device", "cpu", "--quiet", cwd=w)
+    b.case("train `--images` a mask (the label given as the image)", mask_as_image, lambda w: {"mask.png"})
+
+    def tile_beside_stack(w):
+        z = int(np.argmax(label.sum(axis=(1, 2))))
+        sitk.WriteImage(sitk.GetImageFromArray(volume.array[z], isVector=True), str(w / "tile.png"))
+        sitk.WriteImage(sitk.GetImageFromArray(label[z] * np.uint8(255)), str(w / "tile_mask.png"))
+        return cli("train", "--images", w / "tile.png", b.image, "--labels", w / "tile_mask.png", b.label, "--out",
+                   w / "m.model", "--max-iters", 1, "--device", "cpu", "--quiet", cwd=w)
+    b.case("train on a PNG tile (no pixel size) beside a stack", tile_beside_stack,
+           lambda w: {"tile.png", "tile_mask.png", "m.model"})
+    b.case("train `--val-images` one of the training images",
+           lambda w: cli("train", "--images", b.image, "--labels", b.label, "--val-images", b.image, "--val-labels",
+                         b.label, "--out", w / "m.model", "--max-iters", 1, "--device", "cpu", "--quiet", cwd=w),
+           lambda w: {"m.model"})
+
+    def labels_swapped(w):
+        volume_io.write_rgb_volume(w / "crop.nrrd", volume_io.Volume(volume.array[:, :24, :24].copy(),
+                                                                      volume.geometry))
+        volume_io.write_labelmap(w / "crop_label.nrrd", label[:, :24, :24], volume.geometry)
+        return cli("train", "--images", b.image, w / "crop.nrrd", "--labels", w / "crop_label.nrrd", b.label,
+                   "--out", w / "m.model", "--max-iters", 1, "--device", "cpu", "--quiet", cwd=w)
+    b.case("train with the labels of two images given in the wrong order", labels_swapped,
+           lambda w: {"crop.nrrd", "crop_label.nrrd"})
+
 
 def _has_cuda() -> bool:
     try:
