@@ -97,6 +97,18 @@ def test_scribble_warnings_name_one_section_touching_and_far_strokes():
     assert not any("far from" in w for w in pipeline.scribble_warnings(near))
 
 
+def test_scribble_warnings_name_an_antialiased_brush_that_rims_background_strokes_with_heart():
+    # An editor's antialiased brush painting 2 on 0 leaves 1s along each stroke's edge, read as heart strokes.
+    s = np.zeros((3, 60, 60), np.uint8)
+    s[1, 8, 10:50] = 1
+    s[1, 30:33, 5:55] = 2
+    assert not any("antialiased" in w for w in pipeline.scribble_warnings(s))
+    rimmed = s.copy()
+    rimmed[1, 29, 5:55] = rimmed[1, 33, 5:55] = 1  # the rim: 100 heart pixels beside the background stroke
+    (warning,) = [w for w in pipeline.scribble_warnings(rimmed) if "antialiased" in w]
+    assert warning.startswith("71% of the heart stroke pixels lie right beside background strokes")
+
+
 
 def test_network_doubt_counts_the_strokes_the_network_labels_the_other_way_on_stroked_sections_only(monkeypatch):
     from ScribbleSegLib import choices
