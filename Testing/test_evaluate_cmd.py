@@ -342,3 +342,14 @@ def test_a_prediction_tile_twice_the_labels_size_is_not_sent_to_downsample(tmp_p
                                   *extra)
         assert status == 2 and len(err.strip().splitlines()) == 1
         assert "pred.png" in err and "an image 2 times as large" in err and "--downsample" not in err
+
+
+def test_the_label_given_as_the_scribbles_to_ignore_is_named(files, capsys):
+    # The mask given to --ignore-scribbles left out every heart voxel: IoU 0 with exit 0 and no word.
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
+                                "--ignore-scribbles", files / "label.nrrd")
+    assert status == 0
+    assert "label.nrrd: leaves out 15% of the voxels, every heart voxel of the label among them: is it the label" in err
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
+                                "--ignore-scribbles", files / "scribbles.nrrd")
+    assert status == 0 and err == ""

@@ -10,6 +10,9 @@ from .common import IMAGE_PARAMETER_FLAGS, positive_int, spacing_mm
 # The library's messages name the image options as parameters ("read it with downsample 2"): here, as flags.
 PARAMETER_FLAGS = IMAGE_PARAMETER_FLAGS
 
+#: ``--ignore-scribbles`` that leave out more than this share of the voxels are named: strokes mark a few.
+IGNORED_SHARE = 0.25
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
@@ -81,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
             strokes = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
                                                downsample=args.downsample, both_classes=False)
         ignore = strokes > 0
+        share = float(ignore.mean()) if ignore.size else 0.0
+        every_heart = bool(label.array.any()) and not (label.array.astype(bool) & ~ignore).any()
+        if every_heart or share > IGNORED_SHARE:
+            # The mask given as the scribbles (a slip between two files of one tile) left out all there was to score.
+            logging.getLogger("ScribbleSegLib").warning(
+                "%s: leaves out %.0f%% of the voxels%s: is it the label, not the scribbles?", args.ignore_scribbles,
+                100 * share, ", every heart voxel of the label among them" if every_heart else "")
     result = metrics.evaluate(prediction, label.array, ignore)
 
     if args.json:
