@@ -22,6 +22,10 @@ IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 #: The in-plane pixel size ``(x, y)`` in mm that stands for "not known": what a file format states when it stores
 #: none (a PNG; a tile read without a spacing), and what a model trained on bare arrays records.
 UNKNOWN_PIXEL = (1.0, 1.0)
+#: A pixel size from this many mm up to :data:`UNKNOWN_PIXEL` is asked about as micrometres given as mm (0.62 for
+#: 0.62 um): a slide scanner's coarsest overview is tens of micrometres per pixel (``pipeline.network_scale``,
+#: ``training``).
+COARSEST_SCAN_PIXEL = 0.5
 
 
 @dataclass(frozen=True)

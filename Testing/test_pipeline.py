@@ -348,6 +348,12 @@ def test_a_pixel_size_typed_in_micrometres_is_named_as_such_not_as_missing():
     warnings = []
     pipeline.network_scale((9.2, 9.2), Model(), warnings)
     assert warnings[0].endswith("(the spacing is in mm: 9.2 um is 0.0092 mm)")
+    # Micrometres given as mm below 1 (0.62 for 0.62 um) to train and segment alike matched the model's: no word.
+    warnings = []
+    assert pipeline.network_scale((0.62, 0.62), type("M", (), {"voxel_size": (0.62, 0.62, 0.62)})(), warnings) == (
+        1.0, 1.0)
+    assert warnings == ["the stack's pixel size 0.62 mm is coarser than a slide scanner's: was the spacing given in "
+                        "micrometres? It is in mm (0.62 um is 0.00062 mm)"]
 
 
 def test_segment_command_on_a_tile_without_a_spacing_runs_at_the_tiles_own_scale(case, tmp_path, capsys):

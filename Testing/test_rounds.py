@@ -254,11 +254,12 @@ def test_network_scale_resamples_only_stacks_with_a_known_nearby_pixel_size():
     # 2 mm, the same tile read with downsample 2.
     assert pipeline.network_scale((1.0, 1.0), model, warnings) == (1.0, 1.0)
     assert pipeline.network_scale((2.0, 2.0), model, warnings) == (1.0, 1.0)
-    assert len(warnings) == 4 and "no pixel size" in warnings[0] and "far from the model's" in warnings[1]
-    assert warnings[2] == warnings[0]
+    # 0.5 mm is asked about as micrometres (a 20x scan's pixel) and is far from the model's.
+    assert len(warnings) == 5 and "no pixel size" in warnings[0] and "given in micrometres" in warnings[1]
+    assert "far from the model's" in warnings[2] and warnings[3] == warnings[0]
     # 2 mm may as well be 2 um typed as 2: both are named, not "no pixel size".
-    assert "pixel size 2 mm is what a file that states none gives when read with downsample 2" in warnings[3]
-    assert "(2 um is 0.002 mm)" in warnings[3]
+    assert "pixel size 2 mm is what a file that states none gives when read with downsample 2" in warnings[4]
+    assert "(2 um is 0.002 mm)" in warnings[4]
     # Long pixels: sections held along another axis of the file, or a spacing typed Z Y X.
     warnings.clear()
     assert pipeline.network_scale((0.048, 0.024), model, warnings) == pytest.approx((1.2, 2.4))

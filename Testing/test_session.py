@@ -174,7 +174,7 @@ def test_after_forget_runs_the_next_run_is_a_first_run(case):
 
 def test_warnings_about_the_volume_repeat_in_every_run(case):
     _, test, scrib, model = case
-    far = dataclasses.replace(test.image.geometry, spacing=(0.5, 0.5, 1.0))  # over 6x the model's pixel size
+    far = dataclasses.replace(test.image.geometry, spacing=(0.4, 0.4, 1.0))  # over 4x the model's pixel size
     volume = Volume(test.image.array, far)
     session = Session(volume, model)
     assert session.warnings and "not resampling" in session.warnings[0]

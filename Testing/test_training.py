@@ -674,6 +674,10 @@ def test_tiles_without_a_pixel_size_beside_stacks_with_one_leave_the_models_pixe
     message, = [r.getMessage() for r in caplog.records]
     assert "1 of the 2 training images state no pixel size" in message and "median 0.04 mm" in message
     caplog.clear()
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):  # 0.62 for 0.62 um: recorded, and asked about
+        assert training._voxel_size([Volume(image, Geometry((0.62, 0.62, 0.62)))]) == pytest.approx((0.62,) * 3)
+    assert ["micrometres? It is in mm (0.62 um is 0.00062 mm)" in r.getMessage() for r in caplog.records] == [True]
+    caplog.clear()
     with caplog.at_level("WARNING", logger="ScribbleSegLib"):  # tiles alone: as before, and nothing to say
         assert training._voxel_size([tile, tile]) == pytest.approx((1.0, 1.0, 1.0))
     assert not caplog.records
