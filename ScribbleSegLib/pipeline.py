@@ -776,9 +776,6 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
             pair = a[tuple(lo)] & b[tuple(hi)]
             touching |= pair.reshape(box.shape[0], -1).any(axis=1)
             beside[tuple(lo if a is heart else hi)] |= pair
-    if touching.any():
-        warnings.append(f"heart and background strokes touch on {int(touching.sum())} section(s) (first: "
-                        f"{int(sections[np.flatnonzero(touching)[0]])}); the boundary there is taken as drawn")
     heart_pixels = int(np.count_nonzero(heart))
     if heart_pixels and np.count_nonzero(beside) > ANTIALIASED_SHARE * heart_pixels:
         # An image editor's antialiased brush painting 2 on 0 leaves a rim of 1s: the background strokes' edges read
@@ -787,6 +784,9 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
                         "background strokes: an antialiased brush gives each background stroke a rim of heart (1) "
                         "pixels, and strokes drawn along each other leave nothing between them to the image; draw "
                         "them apart, without antialiasing (a pencil tool)")
+    if touching.any():
+        warnings.append(f"heart and background strokes touch on {int(touching.sum())} section(s) (first: "
+                        f"{int(sections[np.flatnonzero(touching)[0]])}); the boundary there is taken as drawn")
     if heart.any() and background.any():
         nearest = _nearest_distance(heart, background, sections, spacing_zyx)
         _, ys, xs = np.nonzero(heart)
