@@ -829,6 +829,27 @@ def run_third_new_user_cases(b: Battery, volume) -> None:
     b.case("train with the labels of two images given in the wrong order", labels_swapped,
            lambda w: {"crop.nrrd", "crop_label.nrrd"})
 
+    # From a new-user pass with real H&E tiles the same day.
+    def antialiased_strokes(w):
+        rimmed = strokes.copy()
+        background = rimmed == 2
+        rim = np.zeros_like(background)
+        rim[:, 1:] |= background[:, :-1]  # a brush's soft edge on either side of each stroke
+        rim[:, :-1] |= background[:, 1:]
+        rimmed[rim & (rimmed == 0)] = 1
+        volume_io.write_labelmap(w / "rimmed.nrrd", rimmed, volume.geometry)
+        return cli("segment", "--image", b.image, "--scribbles", w / "rimmed.nrrd", "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment with background strokes rimmed by 1s (an antialiased brush)", antialiased_strokes,
+           lambda w: {"rimmed.nrrd", "o.seg.nrrd"})
+    def label_as_strokes(w):
+        volume_io.write_labelmap(w / "label.nrrd", label, volume.geometry)
+        return cli("evaluate", "--prediction", b.label, "--label", w / "label.nrrd", "--ignore-scribbles",
+                   w / "label.nrrd", cwd=w)
+    b.case("evaluate `--ignore-scribbles` the label itself (a labelmap)", label_as_strokes, lambda w: {"label.nrrd"})
+    b.case("segment `--spacing 0.62 0.62 1.24` (micrometres given as mm)",
+           lambda w: cli(*b.segment(w / "o.seg.nrrd", "--spacing", 0.62, 0.62, 1.24), cwd=w), lambda w: {"o.seg.nrrd"})
+
 
 def _has_cuda() -> bool:
     try:
