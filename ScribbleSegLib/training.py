@@ -144,13 +144,17 @@ def check_pair(image: Union[Volume, np.ndarray], label: np.ndarray, name: str) -
     Raises
     ------
     ScribbleSegError
-        If the image is not ``(Z, Y, X, 3)`` uint8, or the label's size differs or its values are not numbers
-        of 0 and above.
+        If the image is not ``(Z, Y, X, 3)`` or ``(Z, Y, X)`` (grey, repeated into RGB) uint8, or the label's
+        size differs or its values are not numbers of 0 and above.
     """
     array = image.array if isinstance(image, Volume) else np.asarray(image)
     label = np.asarray(label)
+    if array.ndim == 3 and array.dtype == np.uint8 and array.shape[2] != 3:
+        # Grey, as pipeline.segment and the command line take it (a shape (Z, Y, 3) would be one RGB section).
+        array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
-        raise ScribbleSegError(f"{name}: the image must be (Z, Y, X, 3) uint8 RGB, got {array.dtype} {array.shape}")
+        raise ScribbleSegError(f"{name}: the image must be (Z, Y, X, 3) uint8 RGB or (Z, Y, X) uint8 grey, got "
+                               f"{array.dtype} {array.shape}")
     if label.shape != array.shape[:3]:
         raise ScribbleSegError(f"{name}: the label is {_size(label.shape)} but the image is {_size(array.shape[:3])}")
     # As a label file's values are checked: NaN counted as background, and -1 was "no heart voxel (all zero)".

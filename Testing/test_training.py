@@ -695,3 +695,11 @@ def test_a_label_array_with_nan_or_negative_values_is_refused(tmp_path, value, w
     with pytest.raises(ScribbleSegError, match=words):
         training.train_model([image], [label], tmp_path / "m.model", max_iters=1)
     assert not (tmp_path / "m.model").exists()
+
+
+def test_train_model_takes_a_grey_array_as_segment_does(tmp_path):
+    # pipeline.segment and the command line take grey images; train_model refused them.
+    image, label = tiny_volume()
+    grey = image.array[..., 1].copy()
+    path = train_model([grey], [label], tmp_path / "m.model", TINY, options=FAST, max_iters=2)
+    assert load_model(path).config == TINY
