@@ -28,6 +28,24 @@ UNKNOWN_PIXEL = (1.0, 1.0)
 COARSEST_SCAN_PIXEL = 0.5
 
 
+def micrometres_question(pixel: float) -> str:
+    """What a pixel size from :data:`COARSEST_SCAN_PIXEL` up to :data:`UNKNOWN_PIXEL` is asked about, after the
+    words that name whose it is; "" for any other size.
+
+    Examples
+    --------
+    >>> micrometres_question(0.62)
+    "0.62 mm is coarser than a slide scanner's: was the spacing given in micrometres? It is in mm (0.62 um is \
+0.00062 mm)"
+    >>> micrometres_question(0.02)
+    ''
+    """
+    if not COARSEST_SCAN_PIXEL <= pixel < UNKNOWN_PIXEL[0]:
+        return ""
+    return (f"{pixel:g} mm is coarser than a slide scanner's: was the spacing given in micrometres? It is in mm "
+            f"({pixel:g} um is {pixel / 1000:g} mm)")
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Spacing, origin and direction of a volume (SimpleITK order, mm, LPS).

@@ -25,7 +25,7 @@ from . import choices, feature_cache
 from .checks import check_model, check_progress_cancel, check_segment_args, check_suggest
 from .errors import DamagedFeatures, ScribbleSegError
 from .feature_reader import read_only_view
-from .geometry import COARSEST_SCAN_PIXEL, UNKNOWN_PIXEL, Volume
+from .geometry import UNKNOWN_PIXEL, Volume, micrometres_question
 from .progress import CancelToken, ProgressCallback, check, report
 
 log = logging.getLogger(__name__)
@@ -175,11 +175,11 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
             # spacing typed as Z Y X, shows up as long pixels (and the network runs on cross-sections).
             warnings.append(f"the sections' pixels are not square ({x:g} x {y:g} mm): does the file hold its sections "
                             "along another axis, or was the spacing given in another order than X Y Z?")
-        if COARSEST_SCAN_PIXEL <= min(x, y) < UNKNOWN_PIXEL[0]:
+        question = micrometres_question(min(x, y))
+        if question:
             # 0.62 for 0.62 um, given to train and segment alike, ran without a word: the areas and volumes came out
             # a million times too large (a model trained so records it, so nothing else looked wrong).
-            warnings.append(f"the stack's pixel size {min(x, y):g} mm is coarser than a slide scanner's: was the "
-                            f"spacing given in micrometres? It is in mm ({min(x, y):g} um is {min(x, y) / 1000:g} mm)")
+            warnings.append(f"the stack's pixel size {question}")
     model_xy = tuple(float(v) for v in getattr(model, "voxel_size", (1.0, 1.0, 1.0))[:2])
     if model_xy == UNKNOWN_PIXEL:  # a model that never knew its training pixel size
         return 1.0, 1.0

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from . import choices, multifov
 from .errors import ScribbleSegError
 from .fileio import check_output_path, check_outputs
-from .geometry import COARSEST_SCAN_PIXEL, UNKNOWN_PIXEL, Volume
+from .geometry import UNKNOWN_PIXEL, Volume, micrometres_question
 from .inference import SectionPredictor, cpu_threads, default_tile
 from .model_file import SegModel, array_sha256, check_model_name, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
@@ -721,11 +721,9 @@ def _voxel_size(images: Sequence[Union[Volume, np.ndarray]]) -> Tuple[float, flo
                      "at their own scales, and the model records the median", max(pixels) / min(pixels),
                      min(pixels), max(pixels))
     voxel = tuple(float(v) for v in np.median(np.asarray(spacings), axis=0))
-    if COARSEST_SCAN_PIXEL <= min(voxel[:2]) < UNKNOWN_PIXEL[0]:
-        # The model records it, and every stack given the same spacing then matches it without a word.
-        _log.warning("the training volumes' pixel size %g mm is coarser than a slide scanner's: was the spacing given "
-                     "in micrometres? It is in mm (%g um is %g mm)", min(voxel[:2]), min(voxel[:2]),
-                     min(voxel[:2]) / 1000)
+    question = micrometres_question(min(voxel[:2]))
+    if question:  # the model records it, and every stack given the same spacing then matches it without a word
+        _log.warning("the training volumes' pixel size %s", question)
     return voxel
 
 

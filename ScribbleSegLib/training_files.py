@@ -110,11 +110,11 @@ validation on a training image cannot tell when the network stops learning what 
     def key(path: PathLike) -> str:
         return os.path.normcase(os.path.realpath(os.fspath(path)))
 
-    warnings, seen = [], {}
+    warnings, seen = [], set()
     for path in images:
         if key(path) in seen:
             warnings.append(f"{path} is given twice in {names[0]}: it weighs twice in the training")
-        seen.setdefault(key(path), path)
+        seen.add(key(path))
     for path in val_images:
         if key(path) in seen:
             warnings.append(f"{path} is in {names[1]} and in {names[0]}: validation on a training image cannot tell "
