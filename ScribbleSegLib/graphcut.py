@@ -439,12 +439,14 @@ class _Level:
     With ``transform`` (the log data term), ``h`` is the probability and the
     data term is ``transform(h)``: :meth:`data` computes it slab by slab, and
     the whole array (:attr:`h`) is only made when a band re-cut reads it by
-    voxel index -- after the coarse cut, whose graph is the peak memory.
+    voxel index -- after the coarse cut, whose graph is the peak memory --,
+    into ``out`` when given (``h`` itself when ``h`` is a copy of the cut's own:
+    the data term then takes the probability's place).
     """
 
     def __init__(self, h: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-                 max_weights: Sequence[float], transform=None) -> None:
-        self._raw, self._transform = h, transform
+                 max_weights: Sequence[float], transform=None, out: Optional[np.ndarray] = None) -> None:
+        self._raw, self._transform, self._out = h, transform, out
         self._h = None if transform is not None else h
         self.seeds = seeds
         self.spacing = tuple(float(s) for s in spacing)
@@ -454,7 +456,7 @@ class _Level:
     def h(self) -> np.ndarray:
         """The data term of every voxel (made on first use when there is a ``transform``)."""
         if self._h is None:
-            self._h = self._transform(self._raw)
+            self._h = self._transform(self._raw) if self._out is None else self._transform(self._raw, out=self._out)
         return self._h
 
     def data(self, z0: int, z1: int) -> np.ndarray:
@@ -518,7 +520,7 @@ class _ImageLevel(_Level):
     """The full-resolution level: pair weights from the colour contrast of the image (eq. 6)."""
 
     def __init__(self, h: np.ndarray, colour: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-                 params: GraphCutParams, transform=None) -> None:
+                 params: GraphCutParams, transform=None, out: Optional[np.ndarray] = None) -> None:
         self.colour = colour  # (Z, Y, X, C), uint8 (read as value / 255) or float
         self.luminance = params.colour == "luminance" and colour.shape[3] == 3
         self.params = params
@@ -526,7 +528,8 @@ class _ImageLevel(_Level):
         self._kept = threading.local()  # per thread: ``slab``, the planes of :meth:`_planes`
         #: Per section, the factor of ``1 / sigma^2`` (:func:`cut_scaling.section_sharpness`), or None: 1 everywhere.
         self.sharpness: Optional[np.ndarray] = None
-        super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform)
+        super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform,
+                         out)
 
     def _features(self, block: np.ndarray) -> np.ndarray:
         return colour_features(block, self.luminance)
@@ -687,7 +690,8 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
     params = params if params is not None else GraphCutParams()
     _check_mode(mode)
     known = memory.measures if memory is not None else measures
-    level = _top_level(h, image, scribbles, spacing_zyx, params, known)
+    level = _top_level(h, image, scribbles, spacing_zyx, params, known,
+                       memory.scratch(np.shape(h)) if memory is not None else None)
     _check_seed_classes(scribbles)
     budget = _budget(memory_budget)
     neighbourhood, problem = _usable_neighbourhood(level.shape, level.spacing, params.neighbourhood, mode, budget)
@@ -830,6 +834,7 @@ class CutMemory:
         self.coarse_weights: dict = {}  # level shape -> its coarse level's pair weights
         self.region: Optional[_Region] = None  # the last cut's full-resolution band graph, solved
         self.measures = ImageMeasures()  # the image's contrast and section gradients: they outlive the cut
+        self._scratch: Optional[np.ndarray] = None  # float32, the volume's shape: see scratch()
 
     @property
     def labels(self) -> Optional[np.ndarray]:
@@ -844,6 +849,17 @@ class CutMemory:
     def data_term(self, z0: int, z1: int) -> np.ndarray:
         """float32 data term ``h'`` of planes ``z0:z1`` of the last cut."""
         return self.data[z0:z1].astype(np.float32) * np.float32(1.0 / self.DATA_STEPS)
+
+    def scratch(self, shape: Sequence[int]) -> np.ndarray:
+        """A float32 C-contiguous array of ``shape`` for a cut's pulled probability and data term, the same from
+        cut to cut: each warm run would otherwise ask the system for a volume's worth of new memory, which
+        costs from 0.1 to 0.5 s at 100x512x512 on the virtual machines of BENCHMARKS.md ("Interactive
+        speed", item 63).  Its values are the last cut's until the next cut overwrites them."""
+        shape = tuple(int(n) for n in shape)
+        if self._scratch is None or self._scratch.shape != shape:
+            self._scratch = None  # the old one goes before the new one is made
+            self._scratch = np.empty(shape, np.float32)
+        return self._scratch
 
     def clear(self) -> None:
         """Forget the last cut: the next one starts from scratch."""
@@ -880,8 +896,10 @@ class CutMemory:
         """Keep this cut's labels, data term and seeds for the next, and the graph of its full-resolution band
         (unless it holds more than :data:`REUSE_MAX_REGION_BYTES`)."""
         self.region = region if region is not None and region.graph_bytes() <= REUSE_MAX_REGION_BYTES else None
-        self._packed = np.empty(level.shape, np.uint8)
-        self.data = np.empty(level.shape, np.uint8)
+        # Into the last cut's arrays where they fit (read before this, and handed out only as copies): no new memory.
+        if self._packed is None or self._packed.shape != level.shape:
+            self._packed = np.empty(level.shape, np.uint8)
+            self.data = np.empty(level.shape, np.uint8)
 
         def slab(z0: int, z1: int) -> None:
             self._packed[z0:z1] = (labels[z0:z1] != 0) | (level.seeds[z0:z1] << np.uint8(1))
@@ -1098,9 +1116,10 @@ def estimate_banded_cut_bytes(shape: Sequence[int], spacing_zyx: Sequence[float]
 
 
 def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams,
-               measures: Optional[ImageMeasures] = None) -> _ImageLevel:
+               measures: Optional[ImageMeasures] = None, scratch: Optional[np.ndarray] = None) -> _ImageLevel:
     """Check the inputs and wrap them (without copying) as the full-resolution level; ``measures``: what is
-    known of the image from earlier cuts."""
+    known of the image from earlier cuts; ``scratch``: a float32 array of ``h``'s shape for the level's data
+    term (a :class:`CutMemory`'s, kept from run to run), or None for a new one."""
     h = np.asarray(h)
     if h.ndim != 3 or h.size == 0:
         raise ScribbleSegError(f"graph cut: h must be a non-empty (Z, Y, X) array, got shape {h.shape}")
@@ -1143,13 +1162,17 @@ def _top_level(h, image, scribbles, spacing_zyx, params: GraphCutParams,
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ScribbleSegError(f"graph cut: spacing must be three positive numbers in mm, got {spacing_zyx!r}")
     params = scaled_to_contrast(scaled_to_objects(params, h), image, measures)
+    given = h
     if params.seed_reach > 0:
         h = pulled_to_seeds(h, scribbles, spacing, params.seed_reach, params.seed_across, weight=params.seed_weight,
-                            image=image, edges=params.seed_edges, measures=measures)
+                            image=image, edges=params.seed_edges, measures=measures, out=scratch)
+    # The log data term goes where the pulled copy is (the probability is not read again once it is made), else
+    # into the scratch array: one volume-sized array fewer, and a warm session's runs touch no new memory for it.
+    out = (h if h is not given else scratch) if params.data_term == "log" else None
     # The band re-cut reads the arrays through flat indices: make them C-contiguous (a no-op as a rule).
     level = _ImageLevel(np.ascontiguousarray(h), np.ascontiguousarray(image),
                         np.ascontiguousarray(scribbles, dtype=np.uint8), spacing, params,
-                        log_data_term if params.data_term == "log" else None)
+                        log_data_term if params.data_term == "log" else None, out)
     if params.section_focus is not None:
         level.sharpness = (measures.sharpness(image, params.colour, params.section_focus) if measures is not None
                            else section_sharpness(image, params.colour, params.section_focus))
@@ -1187,8 +1210,10 @@ def measure_ahead(image: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequenc
         measure_ways(image, scribbles, spacing_zyx, params.seed_reach, params.seed_edges, measures, cancel)
 
 
-def log_data_term(h: np.ndarray) -> np.ndarray:
+def log_data_term(h: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """``h' = 1/2 + clip(logit h, +-LOGIT_CLIP) / (2 LOGIT_CLIP)``: eq. 5 with ``h'`` is the log data term.
+
+    Written into ``out`` (float32, ``h``'s shape, C-contiguous; ``h`` itself works) when given, else into a new array.
 
     Examples
     --------
@@ -1198,11 +1223,14 @@ def log_data_term(h: np.ndarray) -> np.ndarray:
     """
     eps = np.float32(1.0 / (1.0 + math.exp(LOGIT_CLIP)))
     h = np.asarray(h)
-    out = np.empty(h.shape, np.float32)
+    if out is None:
+        out = np.empty(h.shape, np.float32)
+    elif out.shape != h.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ScribbleSegError(f"log_data_term: out must be C-contiguous float32 of shape {h.shape}")
     flat_in, flat_out = h.reshape(-1), out.reshape(-1)
 
     def slab(start: int, stop: int) -> None:
-        p = np.clip(flat_in[start:stop].astype(np.float32), eps, 1 - eps)
+        p = np.clip(flat_in[start:stop].astype(np.float32), eps, 1 - eps)  # a copy: ``out`` may be ``h``
         # One log of the odds, not log(p) - log1p(-p): the logarithm is most of the cost (BENCHMARKS.md,
         # "Interactive speed" item 12), and p is at least eps from 0 and 1, so the odds lose no precision.
         logit = np.subtract(np.float32(1.0), p)
@@ -1252,7 +1280,9 @@ def _count_nonfinite(a: np.ndarray) -> int:
 
 
 def _check_seed_classes(scribbles: np.ndarray) -> None:
-    has = [bool(np.any(scribbles == code)) for code in (_HEART, _BACKGROUND)]
+    # On the stroked sections only: one pass over the volume instead of a comparison per class.
+    stroked = np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))
+    has = [any(bool(np.any(scribbles[k] == code)) for k in stroked) for code in (_HEART, _BACKGROUND)]
     if not all(has):
         missing = " and ".join(name for name, present in zip(("heart (1)", "background (2)"), has) if not present)
         raise ScribbleSegError(f"graph cut: the scribbles have no {missing} voxels; "

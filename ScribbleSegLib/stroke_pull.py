@@ -259,9 +259,7 @@ def _geodesic_planes(strokes: np.ndarray, gradient: Tuple[np.ndarray, float], sp
     ``strokes`` through the section of :func:`_section_gradient` ``gradient`` (``spacing`` as there), ``inf``
     beyond ``cutoff``: ``(box, [heart, background])``, each plane over ``box`` (the strokes' own box grown by
     ``grow`` pixels, the cutoff, which no way within the cutoff leaves), None where a class has no stroke."""
-    ys, xs = np.flatnonzero((strokes > 0).any(axis=1)), np.flatnonzero((strokes > 0).any(axis=0))
-    box = (slice(max(0, ys[0] - grow), min(strokes.shape[0], ys[-1] + grow + 1)),
-           slice(max(0, xs[0] - grow), min(strokes.shape[1], xs[-1] + grow + 1)))
+    box = _grown_box(strokes > 0, grow)
     speed = _edge_speed(gradient, edges, box)
     planes = []
     for value in (1, 2):
@@ -276,18 +274,25 @@ def stroked_sections(scribbles: np.ndarray) -> np.ndarray:
     return np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))
 
 
-def _in_region(box: Tuple[slice, slice], planes: list, region: Tuple[slice, slice]) -> list:
-    """The ``planes`` over ``box`` (:func:`_geodesic_planes`) placed in ``region`` (which holds ``box``),
-    ``inf`` around."""
-    inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
-    placed = []
-    for plane in planes:
-        if plane is not None:
-            full = np.full(tuple(r.stop - r.start for r in region), np.inf, np.float32)
-            full[inner] = plane
-            plane = full
-        placed.append(plane)
-    return placed
+def _grown_box(mask: np.ndarray, grow: int) -> Tuple[slice, slice]:
+    """The box of the ``True`` pixels of the ``(Y, X)`` ``mask`` grown by ``grow`` pixels, within the plane."""
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return (slice(max(0, ys[0] - grow), min(mask.shape[0], ys[-1] + grow + 1)),
+            slice(max(0, xs[0] - grow), min(mask.shape[1], xs[-1] + grow + 1)))
+
+
+def _union_box(boxes: Sequence[Tuple[slice, slice]]) -> Tuple[slice, slice]:
+    """The smallest box holding all of ``boxes``."""
+    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in (0, 1))
+
+
+def _box_shape(box: Tuple[slice, slice]) -> Tuple[int, int]:
+    return tuple(b.stop - b.start for b in box)
+
+
+def _within(box: Tuple[slice, slice], outer: Tuple[slice, slice]) -> Tuple[slice, slice]:
+    """``box`` as a slice of an array over ``outer``, which holds it."""
+    return tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer))
 
 
 def _pull_geometry(spacing_zyx: Sequence[float], reach: float) -> Tuple[float, float, int, Tuple[float, float]]:
@@ -300,7 +305,8 @@ def _pull_geometry(spacing_zyx: Sequence[float], reach: float) -> Tuple[float, f
 
 def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float,
                     across: float = 1.0, *, weight: float = 1.0, image: Optional[np.ndarray] = None,
-                    edges: float = 0.0, measures: Optional[ImageMeasures] = None) -> np.ndarray:
+                    edges: float = 0.0, measures: Optional[ImageMeasures] = None,
+                    out: Optional[np.ndarray] = None) -> np.ndarray:
     """The heart probability pulled towards each stroke's label near the strokes.
 
     A voxel at distance ``d`` (in in-plane pixels; across sections by the
@@ -343,11 +349,13 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
         How much colour edges lengthen the way (0: straight-line distance).
     measures : ImageMeasures, optional
         Where the section gradients of ``image`` and the ways through them are kept from one call to the next.
+    out : numpy.ndarray, optional
+        C-contiguous float32 array of ``h``'s shape (not ``h``) to write the result into.
 
     Returns
     -------
     numpy.ndarray
-        A new float32 array (``h`` itself when nothing is pulled).
+        ``out``, or a new float32 array (``h`` itself when nothing is pulled).
 
     Examples
     --------
@@ -361,55 +369,69 @@ def pulled_to_seeds(h: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence[
     if edges > 0 and (image is None or np.shape(image)[:3] != np.shape(scribbles)):
         raise ScribbleSegError(f"pulled_to_seeds: edges > 0 needs the image of the scribbles' shape "
                                f"{np.shape(scribbles)}, got {None if image is None else np.shape(image)}")
+    if out is not None and (out.shape != np.shape(h) or out.dtype != np.float32 or not out.flags.c_contiguous
+                            or np.shares_memory(out, h)):
+        raise ScribbleSegError(f"pulled_to_seeds: out must be a C-contiguous float32 array of shape {np.shape(h)} "
+                               "apart from h")
     if reach <= 0 or not np.any(scribbles):
         return h
     pixel, cutoff, grow, spacing = _pull_geometry(spacing_zyx, reach)
     # One section, in in-plane pixels, stretched by 1 / across (infinitely far when across is 0).
     step = float(spacing_zyx[0]) / pixel / across if across > 0 else math.inf
     margin = int(cutoff / step)  # sections within reach (0 when the step is infinite)
-    depth, rows, cols = scribbles.shape
+    depth = scribbles.shape[0]
     stroked = stroked_sections(scribbles)
-    box = np.zeros((rows, cols), bool)
-    for k in stroked:
-        box |= scribbles[k] > 0
-    ys, xs = np.flatnonzero(box.any(axis=1)), np.flatnonzero(box.any(axis=0))
-    y0, y1 = max(0, ys[0] - grow), min(rows, ys[-1] + grow + 1)
-    x0, x1 = max(0, xs[0] - grow), min(cols, xs[-1] + grow + 1)
-    # Squared in-plane distance to each class's strokes on each stroked section (None: no stroke of that class).
-    planes = {}
     if edges > 0:
         image = np.asarray(image)
         image = image[..., None] if image.ndim == 3 else image
+    # Per stroked section: the box of its strokes grown by the cutoff, and the squared in-plane distance over it
+    # to each class's strokes (None: no stroke of that class).  No way within the cutoff leaves the box, so the
+    # pull is worked out over the boxes alone: elsewhere it adds nothing.
+    planes = {}
     for k in stroked:
         if edges > 0:
-            ways = (measures.ways(image, scribbles[k], int(k), spacing, edges, cutoff, grow) if measures is not None
-                    else _geodesic_planes(scribbles[k], _section_gradient(image[k], spacing), spacing, edges, cutoff,
-                                          grow))
-            planes[int(k)] = _in_region(*ways, (slice(y0, y1), slice(x0, x1)))
+            planes[int(k)] = (measures.ways(image, scribbles[k], int(k), spacing, edges, cutoff, grow)
+                              if measures is not None else
+                              _geodesic_planes(scribbles[k], _section_gradient(image[k], spacing), spacing, edges,
+                                               cutoff, grow))
         else:
-            masks = [scribbles[k, y0:y1, x0:x1] == value for value in (1, 2)]
-            planes[int(k)] = [plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]
-    out = np.array(h, dtype=np.float32)
+            box = _grown_box(scribbles[k] > 0, grow)
+            masks = [scribbles[k][box] == value for value in (1, 2)]
+            planes[int(k)] = box, [plane_distance(m, spacing_zyx, pixel) ** 2 if m.any() else None for m in masks]
+    if out is None:
+        out = np.array(h, dtype=np.float32)
+    else:
+        np.copyto(out, h)
 
     def pull(z: int, _: int) -> None:
         near = [k for k in planes if abs(k - z) <= margin]
-        if not near:
-            return
-        region = out[z, y0:y1, x0:x1]
-        total = np.ones(region.shape, np.float32)
-        for c, target in ((0, 1.0), (1, 0.0)):
-            d2 = None
-            for k in near:
-                if planes[k][c] is not None:
-                    # k == z is spelled out: with across 0 the step is infinite, and inf * 0 is nan.
-                    candidate = planes[k][c] + np.float32(((k - z) * step) ** 2 if k != z else 0.0)
-                    d2 = candidate if d2 is None else np.minimum(d2, candidate, out=d2)
-            if d2 is None:
+        weights = []  # per class: (box, w) or None
+        for c in (0, 1):
+            found = [(planes[k][0], planes[k][1][c], k) for k in near if planes[k][1][c] is not None]
+            if not found:
+                weights.append(None)
                 continue
+            box = _union_box([b for b, _, _ in found])
+            d2 = np.full(_box_shape(box), np.inf, np.float32)
+            for b, plane, k in found:
+                part = d2[_within(b, box)]
+                # k == z is spelled out: with across 0 the step is infinite, and inf * 0 is nan.
+                np.minimum(part, plane + np.float32(((k - z) * step) ** 2 if k != z else 0.0), out=part)
             d = np.sqrt(d2)
-            w = np.where(d <= cutoff, np.float32(weight) * np.exp(-d / reach), 0.0).astype(np.float32)
-            region += w * target
-            total += w
+            weights.append((box, np.where(d <= cutoff, np.float32(weight) * np.exp(-d / reach), 0.0)
+                            .astype(np.float32)))
+        if weights == [None, None]:
+            return
+        box = _union_box([w[0] for w in weights if w is not None])
+        region = out[z][box]
+        total = np.ones(region.shape, np.float32)
+        # (h + w) / (1 + w + w'), in the order of the sums as written: the same values wherever the boxes reach.
+        if weights[0] is not None:
+            inner = _within(weights[0][0], box)
+            region[inner] += weights[0][1]
+            total[inner] += weights[0][1]
+        if weights[1] is not None:
+            total[_within(weights[1][0], box)] += weights[1][1]
         region /= total
 
     # Each section writes only its own plane; numpy's passes release Python's lock.

@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import math
 import os
+import re
 import types
 
 import numpy as np
@@ -474,6 +475,48 @@ def test_the_log_data_term_in_slab_threads_is_the_clipped_logit(monkeypatch):
     expected = 0.5 + np.clip(np.log(p) - np.log1p(-p), -graphcut.LOGIT_CLIP, graphcut.LOGIT_CLIP) / (
         2 * graphcut.LOGIT_CLIP)
     np.testing.assert_allclose(graphcut.log_data_term(h), expected, atol=1e-6)
+
+
+def test_the_log_data_term_written_over_its_input_is_the_one_made_anew(monkeypatch):
+    h = np.random.default_rng(6).random((5, 7, 9)).astype(np.float32)
+    monkeypatch.setattr(runtime, "SLAB_VOXELS", 50)
+    expected = graphcut.log_data_term(h)
+    assert graphcut.log_data_term(h, out=h) is h
+    np.testing.assert_array_equal(h, expected)
+    with pytest.raises(ScribbleSegError, match="out must be"):
+        graphcut.log_data_term(h, out=np.empty(h.shape, np.float64))
+
+
+@pytest.mark.parametrize("left_out, named", [(1, "heart (1)"), (2, "background (2)"), (None, "heart (1) and background")])
+def test_a_cut_needs_strokes_of_both_classes_on_any_sections(left_out, named):
+    h, image, scribbles, _ = ellipsoid_case((12, 48, 48), seed=4)
+    strokes = np.zeros_like(scribbles)
+    strokes[0][scribbles[0] == 1] = 1  # heart on one section, background on another
+    strokes[6][scribbles[6] == 2] = 2
+    assert graph_cut(h, image, strokes, params=GraphCutParams(gamma=2.0)).any()
+    strokes[strokes == (left_out or 1)] = 0
+    strokes[strokes == (left_out or 2)] = 0
+    with pytest.raises(ScribbleSegError, match=rf"have no {re.escape(named)}"):
+        graph_cut(h, image, strokes)
+
+
+def test_a_cut_with_the_stroke_pull_and_the_log_data_term_leaves_h_as_it_was_and_reuses_its_scratch():
+    h, image, scribbles, _ = ellipsoid_case((12, 48, 48), seed=4)
+    params = GraphCutParams(gamma=2.0)  # the defaults' pull and log data term
+    assert params.seed_reach > 0 and params.data_term == "log"
+    given = h.copy()
+    fresh = graph_cut(h, image, scribbles, params=params, mode="banded")
+    np.testing.assert_array_equal(h, given)  # the pulled copy took the data term, not h
+    memory = CutMemory()
+    np.testing.assert_array_equal(graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory), fresh)
+    scratch = memory.scratch(h.shape)
+    graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
+    assert memory.scratch(h.shape) is scratch  # the same memory from run to run
+    np.testing.assert_array_equal(h, given)
+    # Without the pull, the data term goes to the scratch array: h is still the caller's.
+    plain = dataclasses.replace(params, seed_reach=0.0)
+    graph_cut(h, image, scribbles, params=plain, mode="banded", memory=memory)
+    np.testing.assert_array_equal(h, given)
 
 
 def test_in_plane_only_downsampling_for_thick_sections():

@@ -66,6 +66,19 @@ def test_the_stroke_pull_equals_the_formula_with_brute_force_distances(across):
     np.testing.assert_allclose(pulled[~near_cutoff], expected[~near_cutoff], atol=1e-5)
 
 
+def test_the_stroke_pull_writes_into_out_when_given_but_never_into_h():
+    h = np.full((3, 20, 20), 0.4, np.float32)
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[1, 4, 3:6] = 1
+    scribbles[2, 15, 12:16] = 2
+    out = np.full(h.shape, 7.0, np.float32)  # its old values go
+    assert pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 2.0, out=out) is out
+    np.testing.assert_array_equal(out, pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 2.0))
+    for bad in (h, h[:2], np.empty(h.shape, np.float64)):
+        with pytest.raises(ScribbleSegError, match="out must be"):
+            pulled_to_seeds(h, scribbles, (1.0, 1.0, 1.0), 2.0, out=bad)
+
+
 def test_a_strong_stroke_pull_claims_the_tissue_it_lies_in_but_not_across_its_edge(two_tissues):
     image, h = two_tissues
     scribbles = np.zeros(h.shape, np.uint8)
