@@ -1681,7 +1681,10 @@ class _Band:
         self.f, self.shape = tuple(f), tuple(shape)
         self.mask = np.zeros(mask.shape, bool)
         self.blocks = np.empty(0, np.int64)
-        self.rank = np.full(mask.size, -1, np.int64)
+        # Each block's rank plus one (0: not in the band), in zeros the system hands out untouched: only the pages
+        # of the band's blocks are ever written, where a filled array would touch the whole grid (52 MB of int64
+        # at 100x512x512, 0.2-0.5 s of fresh memory on the virtual machines of BENCHMARKS.md, item 63).
+        self._rank1 = np.zeros(mask.size, np.int32)
         self.per_block = int(np.prod(self.f))
         self.extend(mask)
 
@@ -1689,11 +1692,15 @@ class _Band:
     def nodes(self) -> int:
         return self.blocks.size * self.per_block
 
+    def rank(self, blocks: np.ndarray) -> np.ndarray:
+        """The rank (int64) of each of ``blocks`` (flat indices into :attr:`mask`) in the band, -1 where not in it."""
+        return self._rank1[blocks].astype(np.int64) - 1
+
     def extend(self, mask: np.ndarray) -> int:
         """Add the blocks of ``mask`` not held yet, after the others; returns the rank of the first added."""
         new = np.flatnonzero(mask & ~self.mask)
         first = self.blocks.size
-        self.rank[new] = np.arange(first, first + new.size)
+        self._rank1[new] = np.arange(first + 1, first + 1 + new.size)
         self.blocks = np.concatenate([self.blocks, new])
         self.mask.reshape(-1)[new] = True
         return first
@@ -1766,7 +1773,7 @@ class _BandChunk:
         u_ids = None
         if ids:
             # The neighbour sits on the opposite face of its block.
-            rank = np.where(sel, band.rank[u_block], -1)
+            rank = np.where(sel, band.rank(u_block), -1)
             local = self.ids[face] % band.per_block - step * (k - 1) * local_stride
             u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
         return axis, step, face, sel, u, u_block, u_ids
@@ -1794,7 +1801,7 @@ class _BandChunk:
         y, x = self.coords[1] + dy, self.coords[2] + dx
         sel = self.valid & (y >= 0) & (y < Y) & (x >= 0) & (x < X)
         y, x = np.clip(y, 0, Y - 1), np.clip(x, 0, X - 1)
-        rank = np.where(sel, band.rank[((z // fz) * BY + y // fy) * BX + x // fx], -1)
+        rank = np.where(sel, band.rank(((z // fz) * BY + y // fy) * BX + x // fx), -1)
         local = ((z % fz) * fy + y % fy) * fx + x % fx
         u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
         return (dy, dx) in _DIAGONALS, sel, (z * Y + y) * X + x, u_ids

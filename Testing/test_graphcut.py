@@ -1208,3 +1208,17 @@ def test_pair_weights_from_the_kept_slab_are_those_of_each_direction_alone(colou
             b = level._features(image[z0:z1, dy:Y, xb])
             expected[:, 0:Y - dy, xa] = level._contrast(a, b, 2) * graphcut._CROFTON_DIAGONAL
             same(level.diagonal_weights(dy, dx, z0, z1), expected)
+
+
+def test_a_band_ranks_its_blocks_in_the_order_they_were_added_and_others_not_at_all():
+    mask = np.zeros((2, 3, 4), bool)
+    mask[1, 2, 3] = mask[0, 0, 1] = True
+    band = graphcut._Band(mask, (1, 2, 2), (2, 6, 8))
+    more = np.zeros_like(mask)
+    more[0, 1, 0] = more[0, 0, 1] = True  # one held already
+    assert band.extend(more) == 2
+    flat = np.ravel_multi_index(np.nonzero(np.ones_like(mask)), mask.shape)
+    ranks = band.rank(flat).reshape(mask.shape)
+    assert ranks.dtype == np.int64
+    assert (ranks[0, 0, 1], ranks[1, 2, 3], ranks[0, 1, 0]) == (0, 1, 2)
+    assert (ranks == -1).sum() == mask.size - 3 and band.nodes == 3 * 4
