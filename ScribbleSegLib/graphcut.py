@@ -811,7 +811,8 @@ class CutMemory:
     one piece without touching its edge.  On
     the 100x512x512 benchmark volume the warm cut's energy was below that of the
     coarse-to-fine cut from scratch (BENCHMARKS.md, "Interactive speed", item 20).  It holds
-    2 bytes per voxel (labels with seeds, and the data term in steps of 1/250), 12 bytes
+    2 bytes per voxel (labels with seeds, and the data term in steps of 1/250), 4 more for the array a cut
+    writes its data term into (:meth:`scratch`), 12 bytes
     per coarse voxel for the weights, and the band's graph (about 300-400 bytes per band
     voxel, :func:`_band_cut_bytes`).  Its :class:`stroke_pull.ImageMeasures` keep the image's contrast, the colour
     gradients of the stroked sections and the stroke pull's ways through them from one run to the next.
