@@ -311,17 +311,34 @@ def check_scribbles(scribbles: Any, shape: Sequence[int], method: str) -> Option
         raise ScribbleSegError("scribbles are bool (a mask); give an integer array with 1 for heart and 2 for "
                                "background strokes")
     scribbles = check_array(scribbles, "scribbles", ndim=3, kinds="ui", shape=shape)
-    low, high = int(scribbles.min()), int(scribbles.max())  # not np.unique: a large stack's re-run skips its sort
+    # not np.unique: a large stack's re-run skips its sort; an unsigned array's minimum is 0 without a pass
+    low, high = 0 if scribbles.dtype.kind == "u" else int(scribbles.min()), int(scribbles.max())
     if low < 0 or high > 2:
         values = np.unique(scribbles)
         shown = ", ".join(str(v) for v in values if v not in (0, 1, 2))[:60]
         raise ScribbleSegError(f"scribbles must hold 0 (none), 1 (heart) and 2 (background) only; found {shown}")
     if method != "munet":
-        for value, name in ((1, "heart"), (2, "background")):
-            if not (scribbles == value).any():
+        for value, name, drawn in zip((1, 2), ("heart", "background"), drawn_classes(scribbles)):
+            if not drawn:
                 raise ScribbleSegError(f"scribbles have no {name} ({value}) voxel; method {method!r} needs heart "
                                        "and background strokes")
     return scribbles
+
+
+def drawn_classes(scribbles: np.ndarray) -> Tuple[bool, bool]:
+    """Whether ``(Z, Y, X)`` scribbles hold a heart (1) and a background (2) voxel.
+
+    Strokes lie on a few sections: each class is looked for on the stroked sections only, after one pass over
+    the volume that finds them, not over the whole stack once per class.
+
+    Examples
+    --------
+    >>> drawn_classes(np.array([[[1, 0]], [[0, 0]]], np.uint8))
+    (True, False)
+    """
+    scribbles = np.asarray(scribbles)
+    stroked = np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))
+    return tuple(any(bool(np.any(scribbles[k] == value)) for k in stroked) for value in (1, 2))
 
 
 def check_model(model: Any) -> None:

@@ -703,7 +703,7 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
     if memory is not None:
         memory.follow(level, image, mode)
         weights = memory.coarse_weights
-    warm = memory is not None and memory.labels is not None
+    warm = memory is not None and memory.holds_labels
     store = None if warm or known is None else known.weights_store
     stored = _StoredWeights.of(level, store, weights) if store is not None else None
     keep = [] if memory is not None else None  # the full-resolution band's graph, for the next cut
@@ -843,6 +843,11 @@ class CutMemory:
         return None if self._packed is None else self._packed & np.uint8(1)
 
     @property
+    def holds_labels(self) -> bool:
+        """Whether a last cut's labels are kept (:attr:`labels` unpacks them into a new array)."""
+        return self._packed is not None
+
+    @property
     def seeds(self) -> Optional[np.ndarray]:
         """The last cut's seed codes (uint8), or None."""
         return None if self._packed is None else self._packed >> np.uint8(1)
@@ -909,13 +914,13 @@ class CutMemory:
         in_threads(slab, list(slabs(level.shape[0], level.shape[1] * level.shape[2])))
 
 
-def _changed_blocks(level: _Level, memory: CutMemory, f: Sequence[int], boundary: bool = True) -> np.ndarray:
+def _changed_blocks(level: _Level, memory: CutMemory, labels: np.ndarray, f: Sequence[int],
+                    boundary: bool = True) -> np.ndarray:
     """Blocks of ``f`` voxels holding the last boundary (unless not ``boundary``), a data term moved against
-    the last label, a seed against it or a seed taken away."""
+    the last label (``labels``: :attr:`CutMemory.labels`), a seed against it or a seed taken away."""
     shape = level.shape
     coarse_shape = tuple(-(-n // k) for n, k in zip(shape, f))
     blocks = np.zeros(coarse_shape, bool)
-    labels = memory.labels
 
     def slab(z0: int, z1: int) -> None:
         if boundary:
@@ -965,7 +970,8 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
     level.h  # the data term of every voxel, made once: the band's graph and the checks below all read it
     # With a kept graph, the last boundary lies inside it, but where its growth passes ran out (``pending``).
-    changed = _changed_blocks(level, memory, f, boundary=region is None)
+    labels = memory.labels  # a new array (unpacked), which the re-cut below changes in place
+    changed = _changed_blocks(level, memory, labels, f, boundary=region is None)
     if region is not None and region.pending is not None:
         changed |= region.pending
     steps = _level_band_steps(level, f)
@@ -983,7 +989,6 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
                 and region.graph_bytes(added) <= REUSE_MAX_REGION_BYTES):
             if region.neighbourhood != _neighbourhood(level):  # the last cut dropped the diagonals: as it did
                 level.params = dataclasses.replace(level.params, neighbourhood=region.neighbourhood)
-            labels = memory.labels  # a new array (unpacked)
             region.refresh(level, cancel)
             keep.append(_recut_until_settled(level, labels, band, f, budget, progress, 0.0, 1.0, cancel, region))
             return labels
@@ -991,10 +996,10 @@ def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progres
     else:
         band = _grow(changed, steps)
         if np.count_nonzero(band) <= (REUSE_MAX_BAND_FULL if small else REUSE_MAX_BAND) * band.size:
-            labels = memory.labels
             keep.append(_recut_until_settled(level, labels, band, f, budget, progress, 0.0, 1.0, cancel))
             return labels
     # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
+    del labels
     return _solve(level, mode, budget, progress, cancel, memory.coarse_weights, keep=keep)
 
 
@@ -1281,9 +1286,9 @@ def _count_nonfinite(a: np.ndarray) -> int:
 
 
 def _check_seed_classes(scribbles: np.ndarray) -> None:
-    # On the stroked sections only: one pass over the volume instead of a comparison per class.
-    stroked = np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))
-    has = [any(bool(np.any(scribbles[k] == code)) for k in stroked) for code in (_HEART, _BACKGROUND)]
+    from .checks import drawn_classes
+
+    has = drawn_classes(scribbles)
     if not all(has):
         missing = " and ".join(name for name, present in zip(("heart (1)", "background (2)"), has) if not present)
         raise ScribbleSegError(f"graph cut: the scribbles have no {missing} voxels; "

@@ -1630,10 +1630,10 @@ def _check_both_classes(array: np.ndarray, path: Path, overlapped: Dict[str, boo
                         downsample: int) -> None:
     """Refuse scribbles without a heart or a background voxel, saying why when an overlap or a downsample
     took them."""
-    # Strokes lie on a few sections: look for each class there, not over the whole stack twice.
-    stroked = array[array.reshape(len(array), -1).any(axis=1)]
-    for value, name in ((1, "heart"), (2, "background")):
-        if not (stroked == value).any():
+    from .checks import drawn_classes
+
+    for name, drawn in zip(("heart", "background"), drawn_classes(array)):
+        if not drawn:
             if overlapped.get(name):
                 why = (f"every voxel of segment '{name}' is also in the other segment, and such voxels count as "
                        "not scribbled")

@@ -226,7 +226,7 @@ def test_only_seeds_against_the_last_labels_or_taken_away_make_a_warm_cut_re_cut
 
     def changed(new_scribbles):
         level = graphcut._top_level(h, image, new_scribbles, (1.0, 1.0, 1.0), params)
-        return set(map(tuple, np.argwhere(graphcut._changed_blocks(level, memory, (1, 1, 1)))))
+        return set(map(tuple, np.argwhere(graphcut._changed_blocks(level, memory, memory.labels, (1, 1, 1)))))
 
     last_boundary = changed(scribbles)
     agreeing = scribbles.copy()
@@ -461,7 +461,7 @@ def test_what_changed_since_the_last_cut_is_found_the_same_in_slab_threads(monke
         monkeypatch.setattr(runtime, "MAX_SLAB_THREADS", threads)
         monkeypatch.setattr(runtime, "SLAB_VOXELS", slab)
         level = graphcut._top_level(moved, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams())
-        found[threads] = graphcut._changed_blocks(level, memory, (2, 2, 2), boundary=boundary)
+        found[threads] = graphcut._changed_blocks(level, memory, memory.labels, (2, 2, 2), boundary=boundary)
     assert found[1].any() and not found[1].all()
     np.testing.assert_array_equal(found[4], found[1])
 
