@@ -63,6 +63,11 @@ NO_TEST_MODEL = "no starter model in this installation and SCRIBBLESEG_TEST_MODE
 # replaces it, only a restart makes Slicer use the new one (the worker process always starts fresh).
 IMPORT_NAMES = {"pymaxflow": "maxflow", "slicerio": "slicerio", "torch": "torch"}
 POLL_INTERVAL_MS = 100
+# A section folder typed into the panel is looked at once its text has rested this long (ctkPathLineEdit sends
+# currentPathChanged at every keystroke).
+FOLDER_SETTLE_MS = 500
+# What the panel's pixel size and section spacing fields take, in mm (their parameters' WithinRange).
+SECTION_SIZE_RANGE = (0.00001, 100.0)
 CANCEL_GRACE_MS = 3000  # a graph cut cannot stop at a check; after this the process tree is killed
 SAMPLE_PHANTOM_SHAPE = (64, 192, 192)  # a literal copy of ScribbleSegLib.choices (checked by the tests)
 # The interactive loop: literal copies of ScribbleSegLib.choices (checked by Testing/test_slicer_module.py).
@@ -227,8 +232,8 @@ class ScribbleSegParameterNode:
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
-    sectionPixelSize: Annotated[float, WithinRange(0.00001, 100.0)] = 0.001
-    sectionSpacing: Annotated[float, WithinRange(0.00001, 100.0)] = 0.005
+    sectionPixelSize: Annotated[float, WithinRange(*SECTION_SIZE_RANGE)] = 0.001
+    sectionSpacing: Annotated[float, WithinRange(*SECTION_SIZE_RANGE)] = 0.005
     sectionDownsample: Annotated[int, WithinRange(1, 64)] = 4
     trainArchitecture: Architecture = Architecture.MUNET
     trainSize: NetworkSize = NetworkSize.SMALL
@@ -325,6 +330,8 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._suggestionsVolume = None
         self._heatMapShown = False
         self._shortcuts: List = []
+        self._sectionFolderTyped: Optional[str] = None  # the folder field's latest text (onSectionFolderChanged)
+        self._sectionFolderRead: Optional[str] = None  # the last folder whose stated voxel size was looked at
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -390,6 +397,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # As core Segment Editor: the editor node first, so the selections made when the scene is set are kept.
         editor.setMRMLScene(slicer.mrmlScene)
         editor.setEffectNameOrder(["Paint", "Erase"])
+        editor.unorderedEffectsVisible = False  # the order alone leaves the other effects shown
         editor.segmentationNodeSelectorVisible = False
         editor.sourceVolumeNodeSelectorVisible = False
         editor.switchToSegmentationsButtonVisible = False
@@ -432,6 +440,10 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # A reload calls cleanup() without exit(): the old panel's editor would keep its effect, shortcuts and
         # view observations, and the shared editor node ScribbleSeg's overwrite mode.
         self._releaseSegmentEditor()
+        # Slicer's reload only hides the old panel: its editor would still follow the shared editor node (and
+        # turn its effects on with the new panel's) unless it lets go of it.
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(None)
+        self._segmentEditorNode = None
         self.logic.cleanup()
         for shortcut in self._shortcuts:
             shortcut.setEnabled(False)
@@ -633,17 +645,34 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSectionFolderChanged(self, folder: str) -> None:
         """Fill the pixel size and the section spacing with what the folder's sections state alike (the TIFFs of a
         Fiji image sequence), where they state them; the fields stay editable.  Sections that state different
-        sizes leave the fields as they are, and the status line says which."""
-        if not folder or self._parameterNode is None:
+        sizes leave the fields as they are, and the status line says which.
+
+        ctkPathLineEdit sends ``currentPathChanged`` at every keystroke, so the folder is looked at once its text
+        has rested for :data:`FOLDER_SETTLE_MS`, only if it is a folder, and only once: sizes the user typed
+        are not written over again by the same folder."""
+        self._sectionFolderTyped = folder
+        qt.QTimer.singleShot(FOLDER_SETTLE_MS, lambda: self._readSectionFolderVoxel(folder))
+
+    def _readSectionFolderVoxel(self, folder: str) -> None:
+        if folder != self._sectionFolderTyped or not folder or self._parameterNode is None or not os.path.isdir(folder):
             return
+        if os.path.normpath(folder) == self._sectionFolderRead:  # "sections/" is "sections"
+            return
+        self._sectionFolderRead = os.path.normpath(folder)
         try:
             stated = self.logic.statedSectionVoxel(folder)
-        except Exception as error:
-            if not isUserError(error):
-                raise
-            self.ui.statusLabel.text = str(error)
+        except Exception as error:  # a slot run by a timer: nothing above it would show the error
+            self.ui.statusLabel.text = str(error) if isUserError(error) else _(
+                "Cannot read the pixel size the sections of {folder} state: {error}").format(folder=folder, error=error)
             return
         if stated is None:
+            return
+        low, high = SECTION_SIZE_RANGE
+        sizes = [size for size in stated if size is not None]
+        if not all(low <= size <= high for size in sizes):
+            self.ui.statusLabel.text = _(
+                "The sections of {folder} state a voxel size outside {low:g}-{high:g} mm; enter it by hand").format(
+                folder=folder, low=low, high=high)
             return
         pixel, spacing = stated
         self._parameterNode.sectionPixelSize = pixel
@@ -904,9 +933,9 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("No sections suggested yet: show the heat map or run first.")
             return
         listWidget = self.ui.suggestionsListWidget
-        listWidget.blockSignals(True)  # the jump is the next line's, once: not also from currentRowChanged
+        wasBlocked = listWidget.blockSignals(True)  # the jump is the next line's, once: not from currentRowChanged
         listWidget.setCurrentRow(row)
-        listWidget.blockSignals(False)
+        listWidget.blockSignals(wasBlocked)
         self.onSuggestionSelected(row)
 
     def onUndoRunButton(self) -> None:
@@ -1280,7 +1309,7 @@ def pythonExecutable() -> str:
 
     Inside Slicer ``sys.executable`` is Slicer itself: starting it would open a second Slicer, so a missing
     PythonSlicer is an error, as in ``slicer.util._executePythonModule`` (5.6 to 5.10; ``executePythonModule``
-    on main).
+    from 5.12 on, the old name deprecated there).
     """
     # The same lookup as that function; it cannot start a process group, which a
     # hard cancel needs, so the worker is started with subprocess directly.

@@ -742,12 +742,16 @@ def test_a_reload_releases_the_embedded_editor_and_restores_the_overwrite_mode(s
     calls = []
     editor = types.SimpleNamespace(setActiveEffect=lambda effect: calls.append(("setActiveEffect", effect)),
                                    uninstallKeyboardShortcuts=lambda: calls.append("uninstallKeyboardShortcuts"),
-                                   removeViewObservations=lambda: calls.append("removeViewObservations"))
+                                   removeViewObservations=lambda: calls.append("removeViewObservations"),
+                                   setMRMLSegmentEditorNode=lambda n: calls.append(("setMRMLSegmentEditorNode", n)))
     panel.ui.segmentEditorWidget = editor
     panel.removeObservers = lambda: None  # VTKObservationMixin's, not stood in for
     panel.cleanup()
     assert node.mode == 0
-    assert calls == [("setActiveEffect", None), "uninstallKeyboardShortcuts", "removeViewObservations"]
+    # ... and the old panel's editor, which a reload only hides, lets go of the shared editor node.
+    assert calls == [("setActiveEffect", None), "uninstallKeyboardShortcuts", "removeViewObservations",
+                     ("setMRMLSegmentEditorNode", None)]
+    assert panel._segmentEditorNode is None
 
 
 def test_the_overwrite_mode_of_a_closed_scene_is_not_restored_onto_the_next(scribbleseg):
@@ -1498,6 +1502,8 @@ def test_a_suggestion_jumps_once_per_click_key_press_and_next(scribbleseg):
     assert jumps == [2, 2, 5]
     calls = panel.ui.suggestionsListWidget.calls
     del calls[:]
+    # QObject.blockSignals returns the state before: the list's signals are given back that state.
+    panel.ui.suggestionsListWidget.blockSignals = lambda block: calls.append(("blockSignals", (block,))) or False
     panel.onNextSection()
     assert jumps == [2, 2, 5, 9]
     assert [name for name, _ in calls] == ["blockSignals", "setCurrentRow", "blockSignals"]
@@ -1713,18 +1719,87 @@ def test_choosing_a_fiji_image_sequence_fills_the_voxel_size_its_sections_state(
     for k in range(2):
         write_tiff(folder / f"s{k}.tif", [tissue(seed=k)], IMAGEJ.format(unit="micron"), 4.0, 1)
     panel = _panel(scribbleseg)
-    panel.onSectionFolderChanged(str(folder))
+    scribbleseg.FOLDER_SETTLE_MS = 0
+    choose = _choose_folder(panel)
+    choose(folder)
     assert (panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing) == (0.00025, 0.005)
     # A folder whose sections state nothing leaves what the user typed.
     panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing = 0.002, 0.01
     plain = tmp_path / "plain"
     plain.mkdir()
-    panel.onSectionFolderChanged(str(plain))
-    panel.onSectionFolderChanged("")
+    choose(plain)
+    choose("")
     assert (panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing) == (0.002, 0.01)
     # Sections that state different sizes: the fields stay, and the status line names two of them.
     write_tiff(folder / "s1.tif", [tissue(seed=1)], IMAGEJ.format(unit="micron"), 2.0, 1)
-    panel.onSectionFolderChanged(str(folder))
+    choose(folder)
     assert (panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing) == (0.002, 0.01)
     assert panel.ui.statusLabel.text.endswith("sections state different voxel sizes: 0.25 x 0.25 x 5 um in s0.tif, "
                                               "0.5 x 0.5 x 5 um in s1.tif")
+
+
+def _choose_folder(panel):
+    """The folder field's text set to each of ``paths`` in turn (keystrokes), then the timers run."""
+    def choose(*paths):
+        for path in paths:
+            panel.onSectionFolderChanged(str(path))
+        _process_events()
+    return choose
+
+
+def test_a_folder_typed_into_the_field_is_read_once_when_its_text_rests(scribbleseg, tmp_path):
+    # ctkPathLineEdit sends currentPathChanged at every keystroke that leaves an acceptable path.
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    panel = _panel(scribbleseg)
+    scribbleseg.FOLDER_SETTLE_MS = 0
+    read = []
+    panel.logic.statedSectionVoxel = lambda path: read.append(path) or (0.00025, 0.005)
+    choose = _choose_folder(panel)
+    choose(tmp_path, str(tmp_path) + "/sec", folder)  # typed: an existing folder on the way, a partial name
+    assert read == [str(folder)], "only the text the field rests at is read"
+    assert (panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing) == (0.00025, 0.005)
+    panel._parameterNode.sectionPixelSize = 0.0005  # the user corrects it
+    choose(folder, str(folder) + os.sep)  # the same folder again (from the history): what the user typed stays
+    assert read == [str(folder)] and panel._parameterNode.sectionPixelSize == 0.0005
+    choose(tmp_path / "nowhere")
+    assert read == [str(folder)], "a path that is no folder is not read"
+
+
+def test_a_folder_that_cannot_be_read_or_states_an_odd_size_leaves_the_fields_and_says_why(scribbleseg, tmp_path):
+    panel = _panel(scribbleseg, sectionPixelSize=0.002, sectionSpacing=0.01)
+    scribbleseg.FOLDER_SETTLE_MS = 0
+    choose = _choose_folder(panel)
+    for k, answer in enumerate((PermissionError("s3.tif: permission denied"), (0.000001, 0.005))):
+        folder = tmp_path / f"sections{k}"
+        folder.mkdir()
+
+        def stated(path, answer=answer):
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        panel.logic.statedSectionVoxel = stated
+        choose(folder)  # no exception leaves the timer's slot
+        assert (panel._parameterNode.sectionPixelSize, panel._parameterNode.sectionSpacing) == (0.002, 0.01)
+        assert str(folder) in panel.ui.statusLabel.text
+    assert "enter it by hand" in panel.ui.statusLabel.text
+
+
+def test_the_cache_size_box_acts_on_a_finished_number_not_on_each_keystroke(ui):
+    # Typing 15 over 20 passed through 1 GB: valueChanged at each keystroke pruned the cache down to it.
+    tracking = widget_property(widgets(ui)["cacheMaxSizeSpinBox"], "keyboardTracking")
+    assert tracking is not None and tracking.findtext("bool") == "false"
+
+
+def test_the_embedded_editor_shows_paint_and_erase_only(scribbleseg):
+    import types
+
+    panel = _panel(scribbleseg)
+    node = object()
+    scribbleseg.slicer.mrmlScene = types.SimpleNamespace(GetSingletonNode=lambda tag, cls: node)
+    panel._setupSegmentEditor()
+    editor = panel.ui.segmentEditorWidget
+    assert ("setEffectNameOrder", (["Paint", "Erase"],)) in editor.calls
+    assert editor.unorderedEffectsVisible is False
+    assert ("setMRMLSegmentEditorNode", (node,)) in editor.calls
