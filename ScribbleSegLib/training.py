@@ -96,7 +96,8 @@ class TrainOptions:
         Iteration budget (default: the small preset's, :data:`choices.PRESETS`;
         the paper-sized networks want tens of thousands).
     max_minutes : float or None
-        Wall-clock budget of the optimisation (the bank and the file come after).
+        Wall-clock budget of the optimisation (the bank and the file come after): no step starts that would leave
+        too little of it, by the last step's and the last validation's times, for the validation after it.
     eval_every : int
         Steps between validation evaluations.
     patience : int
@@ -765,7 +766,13 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     val_batches = [val_source.batch(val_source.centres(val_rng, options.batch), geom, dev)
                    for _ in range(max(1, options.val_patches // options.batch))]
     guess = _constant_guess_loss(val_batches)
+    # What the last step and the last validation took: a step is not started that would leave no time in the budget
+    # for the validation after it (a paper-sized network's validation on a CPU took minutes past max_minutes).
+    step_seconds, val_seconds = 0.0, 0.0
+    began = time.perf_counter()
     start_loss = _validate(net, val_batches, geom, dev) if fine_tune else math.log(2.0)
+    if fine_tune:
+        val_seconds = time.perf_counter() - began
     diverged_above = max(DIVERGED_LOSS, 2 * start_loss)
     opt = torch.optim.Adam(net.parameters(), lr=options.lr)
     budget = None if options.max_minutes is None else 60.0 * options.max_minutes
@@ -778,6 +785,10 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     try:
         while it < options.max_iters:
             check(cancel)
+            if budget is not None and it and time.perf_counter() - loop_start + step_seconds + val_seconds > budget:
+                reason = "time budget"
+                break
+            began = time.perf_counter()
             if options.cosine:
                 for group in opt.param_groups:
                     group["lr"] = options.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * done)))
@@ -793,9 +804,11 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
                 raise ScribbleSegError(f"training diverged at step {it} (loss {value}); try a lower learning "
                                        "rate (lr)")
             ema = value if ema is None else 0.95 * ema + 0.05 * value
-            elapsed = time.perf_counter() - loop_start
+            step_seconds = time.perf_counter() - began
             if it % options.eval_every == 0 or it == options.max_iters:
+                began = time.perf_counter()
                 val_loss = _validate(net, val_batches, geom, dev, pool)
+                val_seconds = time.perf_counter() - began
                 history.append([it, round(ema, 4), round(val_loss, 4)])
                 if val_loss < best - 1e-4:
                     best, best_iter, waited = val_loss, it, 0
@@ -805,6 +818,7 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
                     if waited >= options.patience:
                         reason = "early stopping"
                         break
+            elapsed = time.perf_counter() - loop_start
             done = it / options.max_iters if budget is None else max(it / options.max_iters, elapsed / budget)
             report(progress, "training", done, f"step {it} loss {ema:.3f}" + (f" val {best:.3f}" if history else ""))
             if budget is not None and elapsed >= budget:

@@ -703,3 +703,34 @@ def test_train_model_takes_a_grey_array_as_segment_does(tmp_path):
     grey = image.array[..., 1].copy()
     path = train_model([grey], [label], tmp_path / "m.model", TINY, options=FAST, max_iters=2)
     assert load_model(path).config == TINY
+
+
+def test_a_time_budget_leaves_room_for_the_validation_after_the_last_step(tmp_path, monkeypatch):
+    # A paper-sized network on a CPU: each validation took minutes, and the budget was only looked at after it.
+    from ScribbleSegLib import training
+
+    clock = [0.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    step, validate = training.backward_step, training._validate
+
+    def slow_step(*args, **kwargs):
+        clock[0] += 1.0  # a step: 1 s
+        return step(*args, **kwargs)
+
+    def slow_validation(*args, **kwargs):
+        clock[0] += 12.0  # a validation: 12 s
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "backward_step", slow_step)
+    monkeypatch.setattr(training, "_validate", slow_validation)
+    image, label = tiny_volume()
+    options = TrainOptions(**{**FAST.__dict__, "eval_every": 5, "patience": 100})
+    clock[0] = 0.0
+    path = train_model([image], [label], tmp_path / "m.model", TINY, options=options, max_iters=100,
+                       max_minutes=0.5)
+    training_meta = load_model(path).meta["training"]
+    assert training_meta["stopped_by"] == "time budget"
+    # Steps 1-5, a validation (17 s), step 6 (18 s): another step and its validation would end at 31 s, so the
+    # loop stops and validates step 6 (30 s). Before, it ran to step 11 and validated it: 47 s.
+    assert clock[0] <= 30.0 + 1e-9, clock[0]
+    assert training_meta["steps"] == 6
