@@ -715,6 +715,10 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
     return labels
 
 
+#: :meth:`CutMemory.scratch` keeps an array of the volume's size between cuts up to this size (134 M voxels; the
+#: paper's 1/8 scale, 222 M, would keep 0.9 GB in a warm worker while the user paints).
+SCRATCH_MAX_BYTES = 512 * 2**20
+
 #: Part of the key of the coarse pair weights kept in a cache entry (:class:`feature_cache.CutWeights`): raised
 #: when what they are computed from changes (the image the cut sees, the weights' formula), so that no set made
 #: before is read.
@@ -856,15 +860,17 @@ class CutMemory:
         """float32 data term ``h'`` of planes ``z0:z1`` of the last cut."""
         return self.data[z0:z1].astype(np.float32) * np.float32(1.0 / self.DATA_STEPS)
 
-    def scratch(self, shape: Sequence[int]) -> np.ndarray:
+    def scratch(self, shape: Sequence[int]) -> Optional[np.ndarray]:
         """A float32 C-contiguous array of ``shape`` for a cut's pulled probability and data term, the same from
         cut to cut: each warm run would otherwise ask the system for a volume's worth of new memory, which
         costs from 0.1 to 0.5 s at 100x512x512 on the virtual machines of BENCHMARKS.md ("Interactive
-        speed", item 63).  Its values are the last cut's until the next cut overwrites them."""
+        speed", item 63).  Its values are the last cut's until the next cut overwrites them.  None for a volume
+        of more than :data:`SCRATCH_MAX_BYTES`: a warm worker would hold that much between runs."""
         shape = tuple(int(n) for n in shape)
         if self._scratch is None or self._scratch.shape != shape:
             self._scratch = None  # the old one goes before the new one is made
-            self._scratch = np.empty(shape, np.float32)
+            if 4 * math.prod(shape) <= SCRATCH_MAX_BYTES:
+                self._scratch = np.empty(shape, np.float32)
         return self._scratch
 
     def clear(self) -> None:

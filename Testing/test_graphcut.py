@@ -519,6 +519,19 @@ def test_a_cut_with_the_stroke_pull_and_the_log_data_term_leaves_h_as_it_was_and
     np.testing.assert_array_equal(h, given)
 
 
+def test_a_cut_memory_keeps_no_scratch_array_for_a_large_volume(monkeypatch):
+    h, image, scribbles, _ = ellipsoid_case((12, 48, 48), seed=4)
+    params = GraphCutParams(gamma=2.0)
+    fresh = graph_cut(h, image, scribbles, params=params, mode="banded")
+    monkeypatch.setattr(graphcut, "SCRATCH_MAX_BYTES", 4 * h.size - 1)
+    memory = CutMemory()
+    assert memory.scratch(h.shape) is None
+    np.testing.assert_array_equal(graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory), fresh)
+    for plain in (params, dataclasses.replace(params, seed_reach=0.0)):  # warm, with and without the pull
+        graph_cut(h, image, scribbles, params=plain, mode="banded", memory=memory)
+    assert memory._scratch is None
+
+
 def test_in_plane_only_downsampling_for_thick_sections():
     assert graphcut._coarsen_factors((30, 100, 100), (4.0, 1.0, 1.0)) == (1, 2, 2)
     assert graphcut._coarsen_factors((30, 100, 100), (1.2, 1.0, 1.0)) == (2, 2, 2)
