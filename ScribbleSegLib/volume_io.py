@@ -1176,7 +1176,7 @@ def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
         raise ScribbleSegError(f"{path}: a segmentation must be 3D, got {voxels.ndim} dimensions")
     geometry = _geometry_from_ijk_to_lps(segmentation["ijkToLPS"], path)
     masks: Dict[str, np.ndarray] = {}
-    for index, segment in enumerate(segmentation.get("segments", [])):
+    for index, segment in enumerate(_with_header_names(path, segmentation.get("segments", []))):
         name = str(segment.get("name", segment.get("id", ""))).strip().lower()
         if voxels.ndim == 4 and "layer" not in segment:
             # Slicer 4.10 and earlier gave each segment a layer of its own and wrote no layer field; Slicer reads
@@ -1393,11 +1393,37 @@ def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, only: bool)
 def _segment_names(path: Path, masks: Dict[str, np.ndarray]) -> List[str]:
     """The segments' names as the file spells them (``masks`` keys them lower-cased, for matching)."""
     try:
-        segments = slicerio.read_segmentation(str(path), skip_voxels=True)["segments"]
+        segments = _with_header_names(path, slicerio.read_segmentation(str(path), skip_voxels=True)["segments"])
         names = [str(s.get("name", s.get("id", ""))).strip() for s in segments]
     except _SEGMENTATION_READ_ERRORS:
         return list(masks)
     return list(dict.fromkeys(names))  # merged names once, in the file's order
+
+
+#: Where a ``.seg.nrrd``'s header is looked for its segments' names (it ends at its first empty line).
+SEGMENTATION_HEADER_MAX_BYTES = 4 * 2**20
+
+
+def _with_header_names(path: Path, segments: List[dict]) -> List[dict]:
+    """``segments`` as slicerio lists them (by ``Segment<i>``, in order), with the names the file's header holds
+    read as UTF-8, as Slicer writes them: the NRRD reader decodes the header as ASCII and drops every other
+    character, so that ``Сердце`` and ``Лёгкое`` both read as '' (and were merged as one segment)."""
+    with open(path, "rb") as handle:
+        head = handle.read(SEGMENTATION_HEADER_MAX_BYTES)
+    end = min((i for i in (head.find(b"\n\n"), head.find(b"\r\n\r\n")) if i >= 0), default=len(head))
+    names, indices = {}, set()
+    for line in head[:end].splitlines():
+        match = re.match(rb"Segment(\d+)_([A-Za-z]+):=(.*)$", line)
+        if match:
+            indices.add(int(match.group(1)))
+            if match.group(2) == b"Name":
+                try:
+                    names[int(match.group(1))] = match.group(3).decode("utf-8")
+                except UnicodeDecodeError:  # an older writer's Latin-1
+                    names[int(match.group(1))] = match.group(3).decode("latin-1")
+    if len(indices) != len(segments):  # not the layout slicerio read: keep its names
+        return segments
+    return [dict(segment, name=names[i]) if i in names else segment for i, segment in zip(sorted(indices), segments)]
 
 
 def _read_label_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:

@@ -521,6 +521,36 @@ def test_a_label_segmentation_gives_its_heart_segment_or_its_only_segment(tmp_pa
                    "only segment")
 
 
+def _renamed_segments(path, names):
+    """``path``'s segments renamed in its header, written UTF-8 as Slicer writes names."""
+    data = path.read_bytes()
+    end = data.index(b"\n\n")
+    head = data[:end]
+    for old, new in names.items():
+        head = head.replace(f"_Name:={old}\n".encode(), f"_Name:={new}\n".encode("utf-8"))
+    path.write_bytes(head + data[end:])
+
+
+def test_segment_names_beyond_ascii_are_read_as_slicer_writes_them(tmp_path):
+    # The NRRD reader dropped every non-ASCII character: both segments were named '' and merged, and evaluate
+    # scored the heart and the lung together as the heart.
+    heart = ball()
+    lung = np.zeros_like(heart)
+    lung[0, :2, :2] = 1
+    two = tmp_path / "two.seg.nrrd"
+    vio.write_segmentation(two, [("Gland", heart, vio.HEART_COLOR), ("Lumen", lung, (0.5, 0.5, 0.5))], TILTED)
+    _renamed_segments(two, {"Gland": "Сердце", "Lumen": "Лёгкое"})
+    masks, _ = vio.read_segmentation(two)
+    assert list(masks) == ["сердце", "лёгкое"]
+    np.testing.assert_array_equal(masks["сердце"], heart)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_label(two, heart.shape, TILTED)
+    one_line_error(excinfo, "two.seg.nrrd", "no segment named 'heart'", "(segments: 'Сердце', 'Лёгкое')")
+    # A heart named in another script is still the file's only segment, and a 'Heart' next to it is found.
+    _renamed_segments(two, {"Лёгкое": "Heart"})
+    np.testing.assert_array_equal(vio.read_label(two, heart.shape, TILTED), lung)
+
+
 @pytest.mark.parametrize("value, needle", [(-1.0, "negative"), (0.5, "non-integer values (values in [0, 1]: a "
                                                                   "probability? give the segmentation itself"),
                                            (2.5, "non-integer values")])
