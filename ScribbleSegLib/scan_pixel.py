@@ -22,7 +22,7 @@ from typing import Dict, Optional
 
 from . import image_tags
 
-_DESCRIPTION, _X_RESOLUTION, _Y_RESOLUTION = 270, 282, 283
+_DESCRIPTION, _SAMPLES_PER_PIXEL, _X_RESOLUTION, _Y_RESOLUTION = 270, 277, 282, 283
 #: Millimetres per unit, by the names ImageJ and OME write (ImageJ escapes the micro sign as ``\\u00B5``).
 UNITS_MM: Dict[str, float] = {"micron": 1e-3, "microns": 1e-3, "um": 1e-3, "µm": 1e-3, "μm": 1e-3,
                               "\\u00b5m": 1e-3, "micrometer": 1e-3, "micrometre": 1e-3, "nm": 1e-6,
@@ -110,3 +110,29 @@ def stated_pixel(path: Path) -> Optional[StatedPixel]:
     else:
         found = None
     return found if found is not None and _plausible(found.x, found.y, found.z) else None
+
+
+def channels_as_pages(path: Path) -> Optional[int]:
+    """How many colour channels a TIFF stores as pages of their own, where its description states more than one
+    (a Fiji/ImageJ composite or hyperstack: ``channels=3``; an OME-TIFF: ``SizeC="3"``) and its pages hold one
+    sample per pixel: ITK then reads each channel as a grey section of its own.  None for any other file.
+
+    Examples
+    --------
+    >>> import os
+    >>> channels_as_pages(Path(os.devnull)) is None  # not a TIFF
+    True
+    """
+    values = image_tags.first_page_values(path, (_DESCRIPTION, _SAMPLES_PER_PIXEL))
+    description = values.get(_DESCRIPTION) if values else None
+    if not isinstance(description, str) or values.get(_SAMPLES_PER_PIXEL, 1) != 1:
+        return None
+    if description.lstrip().startswith("ImageJ="):
+        stated = re.search(r"^channels=(\d+)\s*$", description, re.MULTILINE)
+    elif "<OME" in description:
+        pixels = re.search(r"<(?:\w+:)?Pixels\b([^>]*)>", description)
+        stated = re.search(r'\bSizeC\s*=\s*"(\d+)"', pixels.group(1)) if pixels else None
+    else:
+        stated = None
+    channels = int(stated.group(1)) if stated else 1
+    return channels if channels > 1 else None

@@ -734,6 +734,13 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")
+    elif image.GetNumberOfComponentsPerPixel() == 1 and scan_pixel.channels_as_pages(path):
+        # ITK reads each channel page as a grey section: 3 times the sections, each of one colour, segmented anyway.
+        channels = scan_pixel.channels_as_pages(path)
+        raise ScribbleSegError(
+            f"{path}: its description states {channels} colour channels stored as pages of their own "
+            f"({image.GetSize()[2]} pages, a composite or hyperstack); save the stack as RGB (Fiji: Image > Color > "
+            "Stack to RGB) and read that")
     elif spacing is None and _tiff_pages(path) is not None:
         # TIFF has a pixel size but no distance between pages: ITK reads the sections 1 mm apart, which gave a
         # heart 20 times its volume and a surface 40 mm tall without a word.

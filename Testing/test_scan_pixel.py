@@ -10,13 +10,14 @@ import pytest
 import SimpleITK as sitk
 
 from ScribbleSegLib import cli, image_tags, phantom, pipeline, scan_pixel, training, volume_io
+from ScribbleSegLib.errors import ScribbleSegError
 from ScribbleSegLib.geometry import Volume
 
 ASCII, SHORT, LONG, RATIONAL = 2, 3, 4, 5
 
 
 def write_tiff(path, pages, description=None, resolution=None, unit=None, big_endian=False):
-    """An uncompressed RGB TIFF of ``pages`` ``(Y, X, 3)`` uint8 arrays, each one strip, with an image description
+    """An uncompressed TIFF of ``pages`` ``(Y, X, 3)`` RGB or ``(Y, X)`` grey uint8 arrays, each one strip, with an image description
     and resolution tags (pixels per unit, and the ResolutionUnit tag) on each page when given: our own writer, as
     SimpleITK writes neither a description nor a unit other than the inch and the centimetre."""
     order = ">" if big_endian else "<"
@@ -32,14 +33,15 @@ def write_tiff(path, pages, description=None, resolution=None, unit=None, big_en
         return b"".join(struct.pack(order + ("H" if kind == SHORT else "I"), v) for v in values)
 
     for array in pages:
-        height, width, _ = array.shape
+        height, width = array.shape[:2]
+        samples = 1 if array.ndim == 2 else 3  # a (Y, X) page is grey
         data_at = len(out)
         out += array.astype(np.uint8).tobytes()
-        tags = [(256, LONG, [width]), (257, LONG, [height]), (258, SHORT, [8, 8, 8]), (259, SHORT, [1]),
-                (262, SHORT, [2]), (273, LONG, [data_at])]
+        tags = [(256, LONG, [width]), (257, LONG, [height]), (258, SHORT, [8] * samples), (259, SHORT, [1]),
+                (262, SHORT, [2 if samples == 3 else 1]), (273, LONG, [data_at])]
         if description is not None:
             tags.append((270, ASCII, description))
-        tags += [(277, SHORT, [3]), (278, LONG, [height]), (279, LONG, [array.size]), (284, SHORT, [1])]
+        tags += [(277, SHORT, [samples]), (278, LONG, [height]), (279, LONG, [array.size]), (284, SHORT, [1])]
         if resolution is not None:
             tags += [(282, RATIONAL, [resolution]), (283, RATIONAL, [resolution])]
         if unit is not None:
@@ -272,3 +274,25 @@ def test_a_bigtiff_first_page_description_is_read(tmp_path):
     path.write_bytes(header + struct.pack("<Q", len(entries)) + b"".join(entries) + bytes(8) + text)
     assert image_tags.first_page_values(path, (256, 270)) == {256: 48, 270: text[:-1].decode("utf-8")}
     assert scan_pixel.stated_pixel(path) == scan_pixel.StatedPixel(0.0005, 0.0005, None, "OME")
+
+
+@pytest.mark.parametrize("description", [
+    "ImageJ=1.54f\nimages=6\nchannels=3\nslices=2\nhyperstack=true\nmode=composite\nunit=micron\nspacing=5.0\n",
+    OME.format(x=0.5, unit="µm").replace('SizeZ="1"', 'SizeZ="2"')])
+def test_a_stack_whose_colour_channels_are_pages_of_their_own_is_refused_in_one_line(tmp_path, description):
+    # ITK read each channel page as a grey section: 3 times the sections, segmented anyway.
+    from ScribbleSegLib import volume_io
+
+    rgb = [tissue(seed=k) for k in range(2)]
+    path = tmp_path / "composite.tif"
+    write_tiff(path, [section[..., c] for section in rgb for c in range(3)], description, 2.0, 1)
+    assert scan_pixel.channels_as_pages(path) == 3
+    with pytest.raises(ScribbleSegError) as excinfo:
+        volume_io.read_image(path, spacing=(0.0005, 0.0005, 0.005))
+    message = str(excinfo.value)
+    assert "\n" not in message and str(path) in message and "3 colour channels stored as pages" in message
+    assert "6 pages" in message and "Stack to RGB" in message
+    # The same sections as RGB pages with the same description: read as they are.
+    write_tiff(path, rgb, description, 2.0, 1)
+    assert scan_pixel.channels_as_pages(path) is None
+    assert volume_io.read_image(path, spacing=(0.0005, 0.0005, 0.005)).array.shape == (2, 40, 48, 3)
