@@ -25,6 +25,7 @@ import numpy as np
 #: At most this many pages are listed (a loop in a damaged file's page chain ends there too).
 MAX_PAGES = 4096
 _WIDTH, _HEIGHT, _SUBFILE, _ORIENTATION = 256, 257, 254, 0x0112
+_BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL, _SAMPLE_FORMAT = 258, 277, 339
 #: Bytes of a tag value by TIFF type: SHORT, LONG, LONG8 (BigTIFF); other types are not read.
 _TYPE_SIZES = {3: 2, 4: 4, 16: 8}
 #: What photo viewers do to show an image with EXIF orientation 2-8 (1 is as stored).
@@ -40,13 +41,15 @@ ITK_TIFF_READS = {5: "as stored", 6: "mirrored left to right", 7: "turned 180°"
 @dataclass(frozen=True)
 class Page:
     """One page (image file directory) of a TIFF: its size, ``NewSubfileType`` (bit 0: a reduced-resolution
-    copy of another page, as a thumbnail or a pyramid level is) and ``Orientation`` (1-8 as in EXIF; 1 when
-    not stated or out of range)."""
+    copy of another page, as a thumbnail or a pyramid level is), ``Orientation`` (1-8 as in EXIF; 1 when
+    not stated or out of range) and its pixel format, ``(samples per pixel, bits per sample, sample format)`` as
+    stated (1, 1 and 1, unsigned, where not)."""
 
     width: int
     height: int
     subfile_type: int = 0
     orientation: int = 1
+    pixel: Tuple[int, int, int] = (1, 1, 1)
 
 
 class _Damaged(Exception):
@@ -170,17 +173,19 @@ def tiff_pages(path: Path) -> Optional[List[Page]]:
     >>> tile = os.path.join(tempfile.mkdtemp(), "tile.tif")
     >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 5), np.uint8)), tile)
     >>> tiff_pages(Path(tile))
-    [Page(width=5, height=3, subfile_type=0, orientation=1)]
+    [Page(width=5, height=3, subfile_type=0, orientation=1, pixel=(1, 8, 1))]
     """
     try:
         with open(path, "rb") as f:
-            pages = _pages(f, 0, (_WIDTH, _HEIGHT, _SUBFILE, _ORIENTATION), MAX_PAGES)
+            pages = _pages(f, 0, (_WIDTH, _HEIGHT, _SUBFILE, _ORIENTATION, _BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL,
+                                  _SAMPLE_FORMAT), MAX_PAGES)
     except _UNREADABLE:
         return None
     if not pages or any(_WIDTH not in p or _HEIGHT not in p for p in pages):
         return None
     return [Page(p[_WIDTH], p[_HEIGHT], p.get(_SUBFILE, 0), p.get(_ORIENTATION) if p.get(_ORIENTATION) in
-                 ORIENTATIONS else 1) for p in pages]
+                 ORIENTATIONS else 1, (p.get(_SAMPLES_PER_PIXEL, 1), p.get(_BITS_PER_SAMPLE, 1), p.get(_SAMPLE_FORMAT, 1)))
+            for p in pages]
 
 
 def is_one_stack(pages: List[Page]) -> bool:
@@ -232,6 +237,18 @@ def odd_pages(pages: List[Page]) -> Tuple[Tuple[int, int], List[int]]:
     common = max(set(sizes), key=lambda size: (full.count(size), sizes.count(size), size[0] * size[1],
                                                -sizes.index(size)))
     return common, [i + 1 for i, (p, size) in enumerate(zip(pages, sizes)) if size != common or p.subfile_type & 1]
+
+
+def odd_pixel_pages(pages: List[Page]) -> List[int]:
+    """The 1-based numbers of the pages whose pixel format differs from the first page's (a grey page among colour
+    ones, a 16-bit page among 8-bit ones): ITK reads every page of a stack as it reads the first.
+
+    Examples
+    --------
+    >>> odd_pixel_pages([Page(5, 3, pixel=(3, 8, 1)), Page(5, 3, pixel=(1, 8, 1)), Page(5, 3, pixel=(3, 8, 1))])
+    [2]
+    """
+    return [i + 1 for i, page in enumerate(pages) if page.pixel != pages[0].pixel]
 
 
 def first_page_link(path: Path) -> Optional[Tuple[int, int]]:

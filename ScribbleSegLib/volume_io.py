@@ -311,6 +311,13 @@ def _read_sitk(path: Path, image_information_only: bool = False, name_orientatio
                      "reading its first page, %dx%d, alone", path, len(pages), pages[0].width, pages[0].height)
         with _first_page_file(path) as first:
             return _read_with_sitk(first, path, image_information_only)
+    odd = image_tags.odd_pixel_pages(pages) if pages is not None else []
+    if odd:
+        samples, bits, _ = pages[0].pixel
+        named = ", ".join(map(str, odd[:3])) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
+        raise ScribbleSegError(f"{path}: a TIFF stack whose page{'s' * (len(odd) > 1)} {named} hold{'s' * (len(odd) == 1)}"
+                               f" another pixel format than its first page's ({samples} x {bits}-bit samples): it "
+                               "would be read as the first page's format; save the sections in one format")
     return _read_with_sitk(path, path, image_information_only)
 
 

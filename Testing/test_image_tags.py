@@ -58,7 +58,9 @@ def grey(height, width, seed=0):
 @pytest.mark.parametrize("big_endian", [False, True])
 def test_the_pages_of_a_tiff_are_listed_in_either_byte_order(tmp_path, big_endian):
     path = write_tiff(tmp_path / "slide.tif", [(grey(30, 40), 0), (grey(8, 10), 1)], big_endian)
-    assert image_tags.tiff_pages(path) == [image_tags.Page(40, 30, 0), image_tags.Page(10, 8, 1)]
+    grey_8bit = (1, 8, 1)  # one sample of 8 bits, unsigned
+    assert image_tags.tiff_pages(path) == [image_tags.Page(40, 30, 0, pixel=grey_8bit),
+                                           image_tags.Page(10, 8, 1, pixel=grey_8bit)]
     assert not image_tags.is_one_stack(image_tags.tiff_pages(path))
 
 

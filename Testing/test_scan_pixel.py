@@ -296,3 +296,19 @@ def test_a_stack_whose_colour_channels_are_pages_of_their_own_is_refused_in_one_
     write_tiff(path, rgb, description, 2.0, 1)
     assert scan_pixel.channels_as_pages(path) is None
     assert volume_io.read_image(path, spacing=(0.0005, 0.0005, 0.005)).array.shape == (2, 40, 48, 3)
+
+
+def test_a_tiff_stack_with_a_page_of_another_pixel_format_is_refused_in_one_line(tmp_path):
+    # ITK read the grey page with the first page's RGB layout: garbage for that section, without a word.
+    from ScribbleSegLib import volume_io
+
+    pages = [tissue(seed=k) for k in range(4)]
+    path = tmp_path / "stack.tif"
+    write_tiff(path, pages[:2] + [pages[2][..., 0]] + pages[3:])
+    with pytest.raises(ScribbleSegError) as excinfo:
+        volume_io.read_image(path, spacing=(0.001, 0.001, 0.005))
+    message = str(excinfo.value)
+    assert "\n" not in message and str(path) in message and "page 3 holds another pixel format" in message
+    assert "(3 x 8-bit samples)" in message
+    write_tiff(path, pages)
+    assert volume_io.read_image(path, spacing=(0.001, 0.001, 0.005)).array.shape == (4, 40, 48, 3)
