@@ -63,6 +63,27 @@ class _LogFormatter(logging.Formatter):
         return f"scribbleseg {self.command}: {kind}: {_one_line(record.getMessage(), self.flags)}"
 
 
+class _OwnLineHandler(logging.StreamHandler):
+    """Each message on a line of its own while a progress bar is drawn on the same stream: in a terminal the bar
+    is cleared and drawn again below it (``tqdm.write``); in a file (a batch job's log), where the bar's text stays,
+    the message starts a new line instead of following that text, so that a search for ``^scribbleseg`` finds it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)  # not imported: no bar is drawn
+        if tqdm is None or not any(not bar.disable for bar in list(getattr(tqdm, "_instances", ()))):
+            super().emit(record)
+            return
+        try:
+            message = self.format(record)
+            if self.stream.isatty():
+                tqdm.write(message, file=self.stream)
+            else:
+                self.stream.write(f"\n{message}\n")
+                self.flush()
+        except Exception:  # as StreamHandler.emit: a message that cannot be written never ends the run
+            self.handleError(record)
+
+
 class _FirstTimeOnly(logging.Filter):
     """Lets each message through once: a command that segments many volumes (``bench``) would otherwise say the
     same warning about its simulated strokes hundreds of times."""
@@ -86,7 +107,7 @@ def _library_log_to_stderr(command: str, flags: Dict[str, str], once: bool = Fal
     """Show the library's warnings (a damaged cache entry, ...) as one line each on stderr; with ``once``, each
     message the first time only, and at the end how many repeats were left out."""
     logger = logging.getLogger("ScribbleSegLib")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _OwnLineHandler(sys.stderr)
     handler.setFormatter(_LogFormatter(command, flags))
     first_time = _FirstTimeOnly() if once else None
     if first_time is not None:

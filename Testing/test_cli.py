@@ -199,3 +199,25 @@ def test_bench_without_the_peer_tools_installed_names_no_peers(tmp_path, capsys,
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "pip install 'scribbleseg[bench]'" in err and "--no-peers" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_warning_starts_its_own_line_while_a_progress_bar_is_drawn_into_a_log_file(monkeypatch):
+    # A batch job's log (stderr a file, no --quiet): each warning followed a bar's text on its line.
+    import io
+    import logging
+
+    from ScribbleSegLib import cli
+    from ScribbleSegLib.progress import TqdmProgress
+
+    log = io.StringIO()
+    monkeypatch.setattr("sys.stderr", log)
+    with cli._library_log_to_stderr("segment", {}):
+        bar = TqdmProgress()
+        bar("read", 0.2, "reading the image")
+        logging.getLogger("ScribbleSegLib").warning("%s: a TIFF states no distance", "stack.tif")
+        bar("read", 1.0)
+        bar.close()
+        logging.getLogger("ScribbleSegLib").warning("no bar now")
+    lines = log.getvalue().split("\n")
+    assert "scribbleseg segment: warning: stack.tif: a TIFF states no distance" in lines
+    assert "scribbleseg segment: warning: no bar now" in lines
