@@ -126,10 +126,12 @@ def missing_section_numbers(files: Sequence[Path]) -> List[int]:
 
 
 def _natural_key(path: Path) -> Tuple:
-    parts = re.split(r"(\d+)", path.name)
+    # The name without its extension: in "z1.png" against "z1.5.png" the extension's dot came after "z1" and
+    # sorted "z1.5" first.
+    parts = re.split(r"(\d+)", path.stem)
     # Even positions are text, odd positions digit runs, so the tuples always compare like with like.
     key = tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts))
-    return key, path.name
+    return key, path.suffix.lower(), path.name
 
 
 def read_image(

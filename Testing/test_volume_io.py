@@ -57,6 +57,14 @@ def test_list_section_files_natural_order_and_filter(tmp_path):
     assert names == ["s1.tif", "s2.PNG", "S3.JPEG", "s4.tiff", "s5.jpg", "s10.png"]
 
 
+def test_section_names_with_a_decimal_point_are_listed_in_their_order(tmp_path):
+    # "z1.png" against "z1.5.png": the extension's dot sorted after the number's, and z1.5 came before z1.
+    names = ["z0.5.png", "z1.png", "z1.5.png", "z2.png", "z2.5.png", "z10.png"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in vio.list_section_files(tmp_path)] == names
+
+
 def test_a_folder_with_one_section_in_two_formats_is_refused(tmp_path):
     # s1.png beside s1.tif made an 80-section stack of 40 sections, each twice, and took 40-section strokes into it.
     for name in ("s1.png", "s2.png", "s1.TIF"):
