@@ -357,6 +357,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
 
         self.ui.phantomButton.connect("clicked(bool)", self.onPhantomButton)
         self.ui.loadSectionsButton.connect("clicked(bool)", self.onLoadSectionsButton)
@@ -504,6 +505,14 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+            self._selectSegmentEditorNode()
+            self._setOverwriteNone()
+            self.ui.segmentEditorWidget.updateWidgetFromMRML()
+
+    def onSceneEndImport(self, caller, event) -> None:
+        """As the Segment Editor module does: a scene added to this one replaces the shared editor node's content
+        (a singleton), overwrite mode included, so the panel's mode and editor are set again."""
+        if self.parent.isEntered:
             self._selectSegmentEditorNode()
             self._setOverwriteNone()
             self.ui.segmentEditorWidget.updateWidgetFromMRML()

@@ -787,6 +787,29 @@ def test_the_overwrite_mode_of_a_closed_scene_is_not_restored_onto_the_next(scri
     assert second.mode == 1, "the new scene's editor node gets its own mode back, not the closed scene's"
 
 
+def test_a_scene_imported_while_the_panel_is_open_gets_overwrite_none_again(scribbleseg):
+    # The imported scene's editor node (a singleton) replaces the shared one's content, its overwrite mode too.
+    import types
+
+    scribbleseg.slicer.vtkMRMLSegmentEditorNode = types.SimpleNamespace(OverwriteNone=2)
+    panel = _panel(scribbleseg)
+    node = types.SimpleNamespace(mode=0)
+    node.GetOverwriteMode = lambda: node.mode
+    node.SetOverwriteMode = lambda mode: setattr(node, "mode", mode)
+    panel._segmentEditorNode = node
+    panel._setOverwriteNone()
+    node.mode = 1  # what the imported scene's editor node held
+    panel._selectSegmentEditorNode = lambda: None  # the singleton is the same node
+    panel.parent = types.SimpleNamespace(isEntered=False)
+    panel.onSceneEndImport(None, None)
+    assert node.mode == 1, "a hidden panel leaves the Segment Editor alone"
+    panel.parent.isEntered = True
+    panel.onSceneEndImport(None, None)
+    assert node.mode == 2
+    assert ("updateWidgetFromMRML", ()) in panel.ui.segmentEditorWidget.calls
+    assert panel._savedOverwriteMode == 0, "the mode from before the panel opened is the one given back on exit"
+
+
 def test_the_cache_cannot_be_cleared_or_pruned_while_a_job_runs(scribbleseg):
     import types
 
