@@ -564,7 +564,9 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showSuggestions([])
 
     def _updateEditorNodes(self) -> None:
-        if not self._parameterNode:
+        # The editor writes its selection into the node it shares with the Segment Editor module: a panel that
+        # was made but is not shown (slicer.util.getModuleWidget) must not change what the user edits there.
+        if not self._parameterNode or not self.parent.isEntered:
             return
         editor = self.ui.segmentEditorWidget
         volume = self._parameterNode.inputVolume

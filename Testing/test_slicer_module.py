@@ -656,6 +656,7 @@ def _panel(scribbleseg, **parameters):
                   sectionSpacing=0.005, sectionDownsample=1)
     fields.update(parameters)
     widget._parameterNode = types.SimpleNamespace(**fields)
+    widget.parent = types.SimpleNamespace(isEntered=True)  # qSlicerAbstractModuleWidget's property: shown
     return widget
 
 
@@ -808,6 +809,21 @@ def test_a_scene_imported_while_the_panel_is_open_gets_overwrite_none_again(scri
     assert node.mode == 2
     assert ("updateWidgetFromMRML", ()) in panel.ui.segmentEditorWidget.calls
     assert panel._savedOverwriteMode == 0, "the mode from before the panel opened is the one given back on exit"
+
+
+def test_a_panel_that_is_not_shown_leaves_the_segment_editors_selection_alone(scribbleseg):
+    # setup() observes the parameter node: a panel made by slicer.util.getModuleWidget but never entered changed
+    # the segmentation and volume of the editor node it shares with the Segment Editor module.
+    scribbles, volume = object(), object()
+    panel = _panel(scribbleseg, scribbleSegmentation=scribbles, inputVolume=volume)
+    panel.logic.ensureScribbleSegments = lambda *args: None
+    panel.parent.isEntered = False
+    panel._onParameterNodeModified()
+    editor = panel.ui.segmentEditorWidget
+    assert not [c for c in editor.calls if c[0] in ("setSegmentationNode", "setSourceVolumeNode")]
+    panel.parent.isEntered = True
+    panel._onParameterNodeModified()
+    assert ("setSegmentationNode", (scribbles,)) in editor.calls and ("setSourceVolumeNode", (volume,)) in editor.calls
 
 
 def test_the_cache_cannot_be_cleared_or_pruned_while_a_job_runs(scribbleseg):
