@@ -814,7 +814,9 @@ def test_a_scene_imported_while_the_panel_is_open_gets_overwrite_none_again(scri
 def test_a_panel_that_is_not_shown_leaves_the_segment_editors_selection_alone(scribbleseg):
     # setup() observes the parameter node: a panel made by slicer.util.getModuleWidget but never entered changed
     # the segmentation and volume of the editor node it shares with the Segment Editor module.
-    scribbles, volume = object(), object()
+    import types
+
+    scribbles, volume = object(), types.SimpleNamespace(GetID=lambda: "vtkMRMLVectorVolumeNode1")
     panel = _panel(scribbleseg, scribbleSegmentation=scribbles, inputVolume=volume)
     panel.logic.ensureScribbleSegments = lambda *args: None
     panel.parent.isEntered = False
