@@ -1760,6 +1760,13 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
             raise ScribbleSegError(f"{path}: has the {reference}'s size ({_size_text(shape)}) but voxel size "
                                    f"({sizes[0]}) mm, the {reference} ({sizes[1]}) mm: one of the two files lacks "
                                    f"or misstates its spacing; give the {reference}'s voxel size (spacing)")
+        if not target.mismatch(Geometry(own.spacing, target.origin, own.direction), reference=reference):
+            # The image's voxels, shifted by a part of one (a label so shifted is refused below): each stroke
+            # voxel marks the image voxel that holds its centre, where a shift of a half is a guess either way.
+            _, shift = grids.index_in(target, own)
+            logging.getLogger("ScribbleSegLib").warning(
+                "%s: lies off the %s's voxel grid by (%s) voxels; each of its voxels marks the %s voxel holding its "
+                "centre", path, reference, ", ".join(f"{v:.3g}" for v in shift), reference)
         placed, lost = grids.strokes_by_centre(array, own, shape, target)
     else:
         difference = target.mismatch(Geometry(own.spacing, target.origin, own.direction), reference=reference)

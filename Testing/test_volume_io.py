@@ -759,6 +759,26 @@ def test_a_labelmap_origin_off_by_single_precision_is_on_the_grid(tmp_path):
     np.testing.assert_array_equal(vio.read_label(tmp_path / "l.nrrd", label.shape, image), label)
 
 
+def test_strokes_a_part_of_a_voxel_off_the_image_grid_are_placed_with_one_warning(tmp_path, caplog):
+    # A label so shifted is refused; strokes were placed by their centres without a word.
+    strokes = np.zeros((6, 20, 24), np.uint8)
+    strokes[2, 5:9, 6] = 1
+    strokes[3, 15, 10:20] = 2
+    axes = np.asarray(TILTED.direction).reshape(3, 3) * np.asarray(TILTED.spacing)
+    shifted = Geometry(TILTED.spacing, tuple(np.asarray(TILTED.origin) + axes @ (0.3, 0.0, 0.0)), TILTED.direction)
+    vio.write_labelmap(tmp_path / "s.nrrd", strokes, shifted)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape, TILTED), strokes)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 's.nrrd'}: lies off the image's voxel grid by (0.3, 0, 0) voxels; each of its voxels marks "
+        "the image voxel holding its centre"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):  # on the grid: nothing to say
+        vio.write_labelmap(tmp_path / "s.nrrd", strokes, TILTED)
+        vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape, TILTED)
+    assert not caplog.records
+
+
 @pytest.mark.parametrize("factor", [2, 3])
 def test_strokes_on_a_finer_grid_mark_the_voxels_holding_their_centres(tmp_path, factor):
     # Slicer's oversampled segmentations: a finer grid over the same space, in any direction.
