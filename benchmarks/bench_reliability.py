@@ -850,6 +850,31 @@ def run_third_new_user_cases(b: Battery, volume) -> None:
     b.case("segment `--spacing 0.62 0.62 1.24` (micrometres given as mm)",
            lambda w: cli(*b.segment(w / "o.seg.nrrd", "--spacing", 0.62, 0.62, 1.24), cwd=w), lambda w: {"o.seg.nrrd"})
 
+    # From a new-user pass with real-world file formats (2026-12-06).
+    def label_named_in_cyrillic(w):
+        lung = np.zeros_like(label)
+        lung[:, :3, :3] = 1
+        volume_io.write_segmentation(w / "l.seg.nrrd", [("Gland", label, volume_io.HEART_COLOR),
+                                                        ("Lumen", lung, (0.5, 0.5, 0.5))], volume.geometry)
+        data = (w / "l.seg.nrrd").read_bytes()
+        end = data.index(b"\n\n")  # the names as Slicer writes them: UTF-8 in the header
+        head = data[:end].replace(b"_Name:=Gland", "_Name:=Сердце".encode()).replace(b"_Name:=Lumen",
+                                                                                  "_Name:=Лёгкое".encode())
+        (w / "l.seg.nrrd").write_bytes(head + data[end:])
+        return cli("evaluate", "--prediction", b.label, "--label", w / "l.seg.nrrd", cwd=w)
+    b.case("evaluate a label whose two segments are named in Cyrillic (heart and lung)", label_named_in_cyrillic,
+           lambda w: {"l.seg.nrrd"})
+
+    def strokes_half_a_voxel_off(w):
+        g = volume.geometry
+        axes = np.asarray(g.direction).reshape(3, 3) * np.asarray(g.spacing)
+        off = volume_io.Geometry(g.spacing, tuple(np.asarray(g.origin) + axes @ (0.5, 0.0, 0.0)), g.direction)
+        volume_io.write_labelmap(w / "s.nrrd", strokes, off)
+        return cli("segment", "--image", b.image, "--scribbles", w / "s.nrrd", "--model", b.model, "--out",
+                   w / "o.seg.nrrd", "--device", "cpu", "--quiet", "--no-cache", cwd=w)
+    b.case("segment with strokes half a voxel off the image's grid", strokes_half_a_voxel_off,
+           lambda w: {"s.nrrd", "o.seg.nrrd"})
+
 
 def _has_cuda() -> bool:
     try:
