@@ -378,7 +378,8 @@ def _write_and_report(job: SegmentFiles, result, image, scribbles, timings: Dict
     timings.update(result.timings)
     check(cancel)
     written = write_results(job, result, image.geometry, timings, progress=progress, cancel=cancel)
-    return SegmentFilesResult(written, result_metrics(result, image.shape, image.scan_spacing, scribbles), timings)
+    return SegmentFilesResult(written, result_metrics(result, image.shape, image.scan_spacing, scribbles,
+                                                      image.geometry.direction), timings)
 
 
 def read_job_image(job: SegmentFiles, timings: Dict[str, float], *, progress: Optional[ProgressCallback] = None,
@@ -516,17 +517,21 @@ def write_results(job: SegmentFiles, result, geometry, timings: Dict[str, float]
     return {k: str(v) for k, v in targets.items()}
 
 
-def result_metrics(result, shape_zyx: Sequence[int], spacing: Sequence[float], scribbles) -> Dict[str, Any]:
+def result_metrics(result, shape_zyx: Sequence[int], spacing: Sequence[float], scribbles,
+                   direction: Optional[Sequence[float]] = None) -> Dict[str, Any]:
     """The ``metrics`` of a :class:`SegmentFilesResult` (heart voxels and volume, suggestions, warnings, ...);
-    ``spacing`` ``(x, y, z)`` mm is the scan's (``Volume.scan_spacing``)."""
+    ``spacing`` ``(x, y, z)`` mm is the scan's (``Volume.scan_spacing``), ``direction`` the grid's axes (row-major
+    3x3, ``Geometry.direction``; None: orthogonal), whose skew makes a voxel smaller than its sides' product."""
     import numpy as np
 
     voxels = int(np.count_nonzero(result.labels))
     sx, sy, sz = spacing
+    axes = np.eye(3) if direction is None else np.asarray(direction, float).reshape(3, 3)
+    solid, flat = abs(float(np.linalg.det(axes))), float(np.linalg.norm(np.cross(axes[:, 0], axes[:, 1])))
     metrics: Dict[str, Any] = {
         "heart_voxels": voxels,
-        "heart_volume_mm3": voxels * sx * sy * sz,
-        "heart_area_mm2": voxels * sx * sy,  # what a tile (one section) has; over a stack, the sections' sum
+        "heart_volume_mm3": voxels * sx * sy * sz * solid,
+        "heart_area_mm2": voxels * sx * sy * flat,  # what a tile (one section) has; over a stack, the sections' sum
         "shape_zyx": list(shape_zyx),
         "features_cached": bool(result.features_cached),
         "method": result.method,
