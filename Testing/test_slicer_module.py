@@ -728,8 +728,8 @@ def test_loaded_section_folders_go_into_the_path_history(scribbleseg, tmp_path):
     assert len(history) == 1
 
 
-def test_a_reload_releases_the_embedded_editor_and_restores_the_overwrite_mode(scribbleseg):
-    # Slicer's reload calls cleanup() only, never exit().
+def _panel_with_editor_node(scribbleseg):
+    """A :func:`_panel` sharing a stand-in editor node (its mode 0) whose overwrite mode the panel set to None (2)."""
     import types
 
     scribbleseg.slicer.vtkMRMLSegmentEditorNode = types.SimpleNamespace(OverwriteNone=2)
@@ -739,6 +739,14 @@ def test_a_reload_releases_the_embedded_editor_and_restores_the_overwrite_mode(s
     node.SetOverwriteMode = lambda mode: setattr(node, "mode", mode)
     panel._segmentEditorNode = node
     panel._setOverwriteNone()
+    return panel, node
+
+
+def test_a_reload_releases_the_embedded_editor_and_restores_the_overwrite_mode(scribbleseg):
+    # Slicer's reload calls cleanup() only, never exit().
+    import types
+
+    panel, node = _panel_with_editor_node(scribbleseg)
     assert node.mode == 2
     calls = []
     editor = types.SimpleNamespace(setActiveEffect=lambda effect: calls.append(("setActiveEffect", effect)),
@@ -792,13 +800,7 @@ def test_a_scene_imported_while_the_panel_is_open_gets_overwrite_none_again(scri
     # The imported scene's editor node (a singleton) replaces the shared one's content, its overwrite mode too.
     import types
 
-    scribbleseg.slicer.vtkMRMLSegmentEditorNode = types.SimpleNamespace(OverwriteNone=2)
-    panel = _panel(scribbleseg)
-    node = types.SimpleNamespace(mode=0)
-    node.GetOverwriteMode = lambda: node.mode
-    node.SetOverwriteMode = lambda mode: setattr(node, "mode", mode)
-    panel._segmentEditorNode = node
-    panel._setOverwriteNone()
+    panel, node = _panel_with_editor_node(scribbleseg)
     node.mode = 1  # what the imported scene's editor node held
     panel._selectSegmentEditorNode = lambda: None  # the singleton is the same node
     panel.parent = types.SimpleNamespace(isEntered=False)
