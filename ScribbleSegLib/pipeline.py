@@ -415,7 +415,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         # The caller's arrays: the result holds the probability, and a change made to it must not reach them.
         (prob, feats), cached = (read_only_view(features[0]), read_only_view(features[1])), True
     else:
-        scale = logged_network_scale(scale_pixel(image, geometry, spacing), loaded, warnings)
+        scale = logged_network_scale(scale_pixel(image, geometry, spacing), loaded, warnings, array.shape[1:3])
         prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir,
                                                device=device, scale=scale, progress=progress, cancel=cancel,
                                                orientations=orientations)
@@ -506,9 +506,17 @@ def scale_pixel(image, geometry, spacing) -> Optional[Tuple[float, float]]:
     return image.scan_spacing[:2] if spacing is None else tuple(float(v) for v in geometry.spacing[:2])
 
 
-def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: List[str]
-                         ) -> Tuple[float, float]:
-    """:func:`network_scale`, logging the warnings it appends to ``warnings``.
+#: Sections narrower than this share of the network's patch (``ModelConfig.patch``), in either axis at its pixel
+#: size, get a warning: the network sees little around each pixel (8x64-pixel sections scored 0.86 with the
+#: network, 4x4 ones came out empty, in a new-user pass of 2026-12-06).
+SMALL_SECTION_SHARE = 0.5
+
+
+def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: List[str],
+                         section_yx: Optional[Sequence[int]] = None) -> Tuple[float, float]:
+    """:func:`network_scale`, logging the warnings it appends to ``warnings``; with the sections' size
+    ``section_yx`` in pixels, also one for sections that the network, at its pixel size, sees little of
+    (:data:`SMALL_SECTION_SHARE` of its patch).
 
     Examples
     --------
@@ -518,6 +526,13 @@ def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings:
     """
     before = len(warnings)
     scale = network_scale(spacing_xy, model, warnings)
+    patch = getattr(getattr(model, "config", None), "patch", None)
+    if section_yx is not None and patch:
+        rows, cols = (max(1, round(n * f)) for n, f in zip(section_yx, scale))
+        if min(rows, cols) < SMALL_SECTION_SHARE * patch:
+            warnings.append(f"the sections are {cols}x{rows} pixels at the network's pixel size, under half its "
+                            f"{patch}-pixel patch: it sees little around each pixel, and its output may be poor "
+                            "(a stack downsampled too far?)")
     for line in warnings[before:]:
         log.warning(line)
     return scale

@@ -146,7 +146,7 @@ class Session:
             (self.probability, self.features), self.features_cached = features, True
         else:
             scale = pipeline.logged_network_scale(pipeline.scale_pixel(image, self.geometry, spacing), self.model,
-                                                  self.warnings)
+                                                  self.warnings, self.array.shape[1:3])
 
             def compute(progress=progress, cancel=cancel):
                 return pipeline.compute_features(self.array, self.model, model_path=self.model_path,
