@@ -296,6 +296,18 @@ def volume_a():
     return render(conc, STAIN_A), conc
 
 
+def test_small_all_tissue_sections_are_not_said_to_hold_too_little_tissue(target_b, caplog):
+    # 24x24 sections of tissue alone, strided for the fit, give too few pixels to fit each on its own: the note said
+    # they "hold too little tissue".
+    vol = render(concentrations((3, 24, 24), seed=5), STAIN_A)
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        stain.normalize_volume(vol, target_b)
+    notes = [r.getMessage() for r in caplog.records if "sections give too few tissue pixels" in r.getMessage()]
+    assert notes == ["stain normalization: 3 of 3 sections give too few tissue pixels (small or pale sections) or "
+                     "show one stain, too little to fit on their own (first: 0); they use the volume's stain"], \
+        [r.getMessage() for r in caplog.records]
+
+
 def test_normalize_volume_per_section_evens_out_section_intensity(volume_a, target_b):
     vol, conc = volume_a
     out = stain.normalize_volume(vol, target_b, fit_downsample=1)
