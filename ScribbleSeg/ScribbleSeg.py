@@ -502,8 +502,14 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self.ui.segmentEditorWidget.removeViewObservations()
 
+    @property
+    def _shown(self) -> bool:
+        """Whether the module's panel is entered.  A widget made on its own (ScribbleSegWidget() in the console) has a
+        plain qMRMLWidget as its parent, without ``isEntered``: it is shown where its maker put it."""
+        return bool(getattr(self.parent, "isEntered", True))
+
     def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
+        if self._shown:
             self.initializeParameterNode()
             self._selectSegmentEditorNode()
             self._setOverwriteNone()
@@ -512,7 +518,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndImport(self, caller, event) -> None:
         """As the Segment Editor module does: a scene added to this one replaces the shared editor node's content
         (a singleton), overwrite mode included, so the panel's mode and editor are set again."""
-        if self.parent.isEntered:
+        if self._shown:
             self._selectSegmentEditorNode()
             self._setOverwriteNone()
             self.ui.segmentEditorWidget.updateWidgetFromMRML()
@@ -566,7 +572,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateEditorNodes(self) -> None:
         # The editor writes its selection into the node it shares with the Segment Editor module: a panel that
         # was made but is not shown (slicer.util.getModuleWidget) must not change what the user edits there.
-        if not self._parameterNode or not self.parent.isEntered:
+        if not self._parameterNode or not self._shown:
             return
         editor = self.ui.segmentEditorWidget
         volume = self._parameterNode.inputVolume

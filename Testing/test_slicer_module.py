@@ -828,6 +828,11 @@ def test_a_panel_that_is_not_shown_leaves_the_segment_editors_selection_alone(sc
     panel.parent.isEntered = True
     panel._onParameterNodeModified()
     assert ("setSegmentationNode", (scribbles,)) in editor.calls and ("setSourceVolumeNode", (volume,)) in editor.calls
+    # A widget made on its own (no module panel: a plain qMRMLWidget parent, without isEntered) is shown.
+    del editor.calls[:]
+    panel.parent = types.SimpleNamespace()
+    panel._onParameterNodeModified()
+    assert ("setSegmentationNode", (scribbles,)) in editor.calls
 
 
 def test_the_cache_cannot_be_cleared_or_pruned_while_a_job_runs(scribbleseg):
