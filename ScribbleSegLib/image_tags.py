@@ -184,7 +184,8 @@ def tiff_pages(path: Path) -> Optional[List[Page]]:
     if not pages or any(_WIDTH not in p or _HEIGHT not in p for p in pages):
         return None
     return [Page(p[_WIDTH], p[_HEIGHT], p.get(_SUBFILE, 0), p.get(_ORIENTATION) if p.get(_ORIENTATION) in
-                 ORIENTATIONS else 1, (p.get(_SAMPLES_PER_PIXEL, 1), p.get(_BITS_PER_SAMPLE, 1), p.get(_SAMPLE_FORMAT, 1)))
+                 ORIENTATIONS else 1,
+                 (p.get(_SAMPLES_PER_PIXEL, 1), p.get(_BITS_PER_SAMPLE, 1), p.get(_SAMPLE_FORMAT, 1)))
             for p in pages]
 
 

@@ -317,8 +317,9 @@ def _read_sitk(path: Path, image_information_only: bool = False, name_orientatio
     if odd:
         samples, bits, _ = pages[0].pixel
         named = ", ".join(map(str, odd[:3])) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
-        raise ScribbleSegError(f"{path}: a TIFF stack whose page{'s' * (len(odd) > 1)} {named} hold{'s' * (len(odd) == 1)}"
-                               f" another pixel format than its first page's ({samples} x {bits}-bit samples): it "
+        plural = len(odd) > 1
+        raise ScribbleSegError(f"{path}: a TIFF stack whose page{'s' * plural} {named} hold{'' if plural else 's'} "
+                               f"another pixel format than its first page's ({samples} x {bits}-bit samples): it "
                                "would be read as the first page's format; save the sections in one format")
     return _read_with_sitk(path, path, image_information_only)
 
@@ -748,9 +749,8 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
         image = sitk.JoinSeries(image)
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")
-    elif image.GetNumberOfComponentsPerPixel() == 1 and scan_pixel.channels_as_pages(path):
+    elif image.GetNumberOfComponentsPerPixel() == 1 and (channels := scan_pixel.channels_as_pages(path)):
         # ITK reads each channel page as a grey section: 3 times the sections, each of one colour, segmented anyway.
-        channels = scan_pixel.channels_as_pages(path)
         raise ScribbleSegError(
             f"{path}: its description states {channels} colour channels stored as pages of their own "
             f"({image.GetSize()[2]} pages, a composite or hyperstack); save the stack as RGB (Fiji: Image > Color > "

@@ -487,7 +487,8 @@ def test_the_log_data_term_written_over_its_input_is_the_one_made_anew(monkeypat
         graphcut.log_data_term(h, out=np.empty(h.shape, np.float64))
 
 
-@pytest.mark.parametrize("left_out, named", [(1, "heart (1)"), (2, "background (2)"), (None, "heart (1) and background")])
+@pytest.mark.parametrize("left_out, named",
+                         [(1, "heart (1)"), (2, "background (2)"), (None, "heart (1) and background")])
 def test_a_cut_needs_strokes_of_both_classes_on_any_sections(left_out, named):
     h, image, scribbles, _ = ellipsoid_case((12, 48, 48), seed=4)
     strokes = np.zeros_like(scribbles)

@@ -17,9 +17,9 @@ ASCII, SHORT, LONG, RATIONAL = 2, 3, 4, 5
 
 
 def write_tiff(path, pages, description=None, resolution=None, unit=None, big_endian=False):
-    """An uncompressed TIFF of ``pages`` ``(Y, X, 3)`` RGB or ``(Y, X)`` grey uint8 arrays, each one strip, with an image description
-    and resolution tags (pixels per unit, and the ResolutionUnit tag) on each page when given: our own writer, as
-    SimpleITK writes neither a description nor a unit other than the inch and the centimetre."""
+    """An uncompressed TIFF of ``pages`` ``(Y, X, 3)`` RGB or ``(Y, X)`` grey uint8 arrays, each one strip, with an
+    image description and resolution tags (pixels per unit, and the ResolutionUnit tag) on each page when given: our
+    own writer, as SimpleITK writes neither a description nor a unit other than the inch and the centimetre."""
     order = ">" if big_endian else "<"
     out = bytearray(b"MM\x00*" if big_endian else b"II*\x00") + bytes(4)
     link = 4  # where the offset of the next page goes
