@@ -1270,13 +1270,22 @@ def is_segmentation_file(path: PathLike) -> bool:
     return any(key.startswith("Segment0_") for key in reader.GetMetaDataKeys())
 
 
-def _read_label_sections(folder: Path, binary: bool = False) -> np.ndarray:
+def _read_label_sections(folder: Path, binary: bool = False, say: bool = True) -> np.ndarray:
     """A folder of 2D labelmap sections (natural order, as :func:`list_section_files`), stacked ``(Z, Y, X)``;
-    ``binary`` as :func:`_read_labelmap_file`."""
+    ``binary`` and ``say`` (the folder's warnings) as :func:`_read_labelmap_file`."""
     files = list_section_files(folder)
     if not files:
         raise ScribbleSegError(
             f"{folder}: contains no section images ({', '.join(s.lstrip('.') for s in SECTION_SUFFIXES)})")
+    missing = missing_section_numbers(files)
+    if missing and say:
+        # Each file goes with the section of its place in the folder: after a number left out, every mask would
+        # lie a section off (and a count that still matches said nothing).
+        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: the section numbers skip %s (of %s to %s); each file is the section of its place in the folder, "
+            "so those after the gap lie a section off if a file is missing there (keep one file per section, "
+            "blank where nothing is marked)", folder, shown, files[0].name, files[-1].name)
     planes = []
     jpegs = [f for f in files if f.suffix.lower() in (".jpg", ".jpeg")]
     for file in files:
@@ -1287,7 +1296,7 @@ def _read_label_sections(folder: Path, binary: bool = False) -> np.ndarray:
             raise ScribbleSegError(f"{file}: has size {_size_text(plane.shape)}, the folder's first section "
                                    f"{files[0].name} {_size_text(planes[0].shape)}")
         planes.append(plane)
-    if jpegs:  # every one was read as a black-and-white mask: one warning for the folder
+    if jpegs and say:  # every one was read as a black-and-white mask: one warning for the folder
         logging.getLogger("ScribbleSegLib").warning(
             "%s: %d of %d label sections are JPEG (lossy, %s the first): read as black-and-white masks, where "
             "their pixels are more than half white; PNG or TIFF keep a mask exact", folder, len(jpegs),
@@ -1332,7 +1341,7 @@ def _read_labelmap_file(path: Path, binary: bool = False,
     colour on black is read too (:func:`_grey_of_colour_labelmap`), and a black-and-white JPEG mask
     (:func:`_black_and_white_jpeg`, with a warning unless ``say`` is False)."""
     if path.is_dir():
-        return _read_label_sections(path, binary), None
+        return _read_label_sections(path, binary, say), None
     if path.suffix.lower() in (".jpg", ".jpeg"):
         return _black_and_white_jpeg(path, binary, say), None
     image = _read_sitk(path)

@@ -1174,3 +1174,28 @@ def test_a_segmentation_saved_by_slicer_4_10_reads_each_segment_from_its_own_lay
     np.testing.assert_array_equal(masks["tissue"], tissue.transpose(2, 1, 0))
     label = vio.read_label(tmp_path / "old.seg.nrrd", (4, 8, 6), Geometry((0.5, 0.5, 2.0)))
     assert label.sum() == heart.sum()
+
+
+def test_a_mask_folder_whose_numbers_skip_one_says_so_once(tmp_path, caplog):
+    # sec06 missing and sec12 added: 12 files still, and every mask from section 6 on lay a section off, silently.
+    masks = (np.arange(12)[:, None, None] == np.arange(12)[None, :, None]).repeat(5, axis=2).astype(np.uint8) * 255
+    names = [f"sec{k:02d}.png" for k in range(13) if k != 6]
+    write_sections(tmp_path / "masks", masks, names=names, is_vector=False)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        label = vio.read_label(tmp_path / "masks", (12, 12, 5), Geometry(SPACING))
+        assert vio.scribbles_like(tmp_path / "masks") is None  # evaluate's second look says nothing again
+    assert label.shape == (12, 12, 5)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'masks'}: the section numbers skip 6 (of sec00.png to sec12.png); each file is the section of "
+        "its place in the folder, so those after the gap lie a section off if a file is missing there (keep one file "
+        "per section, blank where nothing is marked)"]
+
+
+def test_a_folder_of_jpeg_masks_is_warned_about_once_though_evaluate_reads_it_twice(tmp_path, caplog):
+    masks = np.zeros((3, 16, 16), np.uint8)
+    masks[:, 4:12, 4:12] = 255
+    write_sections(tmp_path / "masks", masks, suffix=".jpg", is_vector=False)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        vio.read_label(tmp_path / "masks", (3, 16, 16), Geometry(SPACING))
+        vio.scribbles_like(tmp_path / "masks")
+    assert len(caplog.records) == 1 and "label sections are JPEG" in caplog.records[0].getMessage()
