@@ -1199,3 +1199,29 @@ def test_a_folder_of_jpeg_masks_is_warned_about_once_though_evaluate_reads_it_tw
         vio.read_label(tmp_path / "masks", (3, 16, 16), Geometry(SPACING))
         vio.scribbles_like(tmp_path / "masks")
     assert len(caplog.records) == 1 and "label sections are JPEG" in caplog.records[0].getMessage()
+
+
+def test_a_mask_with_soft_edges_is_read_at_half_its_white_with_one_warning(tmp_path, caplog):
+    # A mask resized with bilinear interpolation, read as "> 0", made the heart 12 % larger without a word.
+    hard = np.zeros((2, 40, 40), np.uint8)
+    hard[:, 10:30, 10:30] = 255
+    blurred = [sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(plane.astype(np.float32)),
+                                                                      1.5)) for plane in hard]
+    soft = np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
+    write_sections(tmp_path / "soft", soft, is_vector=False)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        label = vio.read_label(tmp_path / "soft", hard.shape, Geometry(SPACING))
+    assert abs(int(label.sum()) - int((hard > 0).sum())) <= 0.02 * (hard > 0).sum()  # the edge, not a halo
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "a resized or blurred mask?" in messages[0] and str(tmp_path / "soft") in messages[0]
+    # Classes coded by value (organs 100 and 200) all count, and a plain 0/255 mask says nothing.
+    coded = np.zeros((2, 40, 40), np.uint8)
+    coded[:, :10] = 100
+    coded[:, 30:] = 200
+    for name, array in (("coded", coded), ("hard", hard)):
+        write_sections(tmp_path / name, array, is_vector=False)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+            got = vio.read_label(tmp_path / name, array.shape, Geometry(SPACING))
+        np.testing.assert_array_equal(got, (array > 0).astype(np.uint8))
+        assert not caplog.records
