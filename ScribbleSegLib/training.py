@@ -722,6 +722,11 @@ def _voxel_size(images: Sequence[Union[Volume, np.ndarray]]) -> Tuple[float, flo
                      "at their own scales, and the model records the median", max(pixels) / min(pixels),
                      min(pixels), max(pixels))
     voxel = tuple(float(v) for v in np.median(np.asarray(spacings), axis=0))
+    # A tile has no distance between sections, only the 1 mm its file is read with: stacks say what z is.
+    stacks = [im.scan_spacing[2] for im in images if isinstance(im, Volume) and im.array.shape[0] > 1
+              and tuple(im.scan_spacing[:2]) != UNKNOWN_PIXEL]
+    if stacks and len(stacks) < len(spacings):
+        voxel = voxel[:2] + (float(np.median(stacks)),)
     question = micrometres_question(min(voxel[:2]))
     if question:  # the model records it, and every stack given the same spacing then matches it without a word
         _log.warning("the training volumes' pixel size %s", question)

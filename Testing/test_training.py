@@ -734,3 +734,13 @@ def test_a_time_budget_leaves_room_for_the_validation_after_the_last_step(tmp_pa
     # loop stops and validates step 6 (30 s). Before, it ran to step 11 and validated it: 47 s.
     assert clock[0] <= 30.0 + 1e-9, clock[0]
     assert training_meta["steps"] == 6
+
+
+def test_tiles_beside_stacks_leave_the_section_spacing_to_the_stacks(tmp_path):
+    # A tile's 1 mm between sections (it has one) made a model trained beside 0.05 mm stacks record 0.525 mm.
+    image, label = tiny_volume()
+    tile = Volume(image.array[2:3].copy(), Geometry((0.01, 0.01, 1.0)))
+    path = train_model([image, tile], [label, label[2:3]], tmp_path / "m.model", TINY, options=FAST, max_iters=1)
+    assert load_model(path).voxel_size == pytest.approx((0.01, 0.01, 0.05))
+    alone = train_model([tile], [label[2:3]], tmp_path / "t.model", TINY, options=FAST, max_iters=1)
+    assert load_model(alone).voxel_size == pytest.approx((0.01, 0.01, 1.0))  # tiles alone: nothing says more
