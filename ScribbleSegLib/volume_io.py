@@ -1625,7 +1625,8 @@ def read_label(
 
 
 def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, reference: str = "image",
-                   downsample: int = 1, finer_grids: bool = True, both_classes: bool = True) -> np.ndarray:
+                   downsample: int = 1, finer_grids: bool = True, both_classes: bool = True,
+                   outside_dropped: bool = False) -> np.ndarray:
     """Read scribbles onto an image's voxel grid.
 
     Parameters
@@ -1646,6 +1647,10 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
     both_classes : bool
         Require heart and background strokes (False: any stroke will do, as
         for strokes that are only left out of a count).
+    outside_dropped : bool
+        Drop the strokes that lie outside the grid, with one note, instead of
+        refusing them (strokes left out of a count on a box of the image,
+        such as two files Slicer cropped).
 
     Returns
     -------
@@ -1693,7 +1698,7 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
             array = reduce_strokes(array, shape, downsample)
             lost = {name: drawn[value] and not (array == value).any() for value, name in ((1, "heart"),
                                                                                           (2, "background"))}
-    array = _onto_grid(array, own, shape, geometry, path, finer_grids, reference)
+    array = _onto_grid(array, own, shape, geometry, path, finer_grids, reference, lost_ok=outside_dropped)
     if not both_classes:
         if not array.any():
             raise ScribbleSegError(f"{path}: the scribbles mark no voxel")
@@ -1739,7 +1744,7 @@ def _size_text(shape_zyx: Sequence[int]) -> str:
 
 
 def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int], target: Geometry, path: Path,
-               finer: bool, reference: str, downsample_hint: bool = False) -> np.ndarray:
+               finer: bool, reference: str, downsample_hint: bool = False, lost_ok: bool = False) -> np.ndarray:
     """``array`` (on ``own``; None: a 2D file, on the target's grid) placed on the ``shape``/``target`` grid,
     or a one-line error (``downsample_hint``: as :func:`read_label` takes it).
 
@@ -1809,7 +1814,10 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
             raise ScribbleSegError(f"{path}: {difference}")
         hint = " (strokes may be drawn on a finer grid, not a coarser one)" if finer else ""
         raise ScribbleSegError(f"{path}: does not match the {reference}: {difference}{hint}")
-    if lost:
+    if lost and lost_ok:
+        logging.getLogger("ScribbleSegLib").info("%s: %d marked voxels lie outside the %s (%s voxels) and are left "
+                                                 "out", path, lost, reference, _size_text(shape))
+    elif lost:
         raise ScribbleSegError(f"{path}: has {lost} marked voxels outside the {reference} "
                                f"({_size_text(shape)} voxels)")
     return placed

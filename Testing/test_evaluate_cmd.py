@@ -117,6 +117,27 @@ def test_a_cropped_label_is_compared_on_the_box_that_holds_both(files, capsys, k
     assert len(err.strip().splitlines()) == 1 and "compared on the 12x10x4 voxels that hold both" in err
 
 
+def test_strokes_beyond_two_cropped_files_are_left_out_of_nothing_and_not_refused(files, capsys):
+    # Prediction and label both cropped as Slicer saves them: the strokes of the whole image were refused as
+    # "marked voxels outside the label", though outside the box compared nothing is counted.
+    label = np.zeros((4, 10, 12), np.uint8)
+    label[1:3, 2:8, 2:8] = 1
+    pred = np.zeros_like(label)
+    pred[1:3, 2:8, 3:9] = 1
+    for name, array, lo in (("lab.seg.nrrd", label[1:3, 2:8, 2:8], (2, 2, 1)), ("pre.seg.nrrd", pred[1:3, 2:8, 3:9],
+                                                                               (3, 2, 1))):
+        origin = np.asarray(GEOMETRY.origin) + np.array(lo) * np.asarray(GEOMETRY.spacing)
+        volume_io.write_segmentation(files / name, [("heart", array, (1, 0, 0))],
+                                     Geometry(GEOMETRY.spacing, tuple(origin), GEOMETRY.direction))
+    status, out, err = evaluate(capsys, "--prediction", files / "pre.seg.nrrd", "--label", files / "lab.seg.nrrd",
+                                "--ignore-scribbles", files / "scribbles.nrrd", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    # On the 7x6x2 box that holds both: the 5 heart strokes in it are left out, the background row lies beyond.
+    assert (result["tp"], result["fp"], result["fn"], result["ignored"]) == (55, 12, 12, 5)
+    assert "scribbles.nrrd: 12 marked voxels lie outside the label" in err
+
+
 def test_predictions_on_another_grid_or_elsewhere_are_refused(files, capsys):
     pred = np.ones((2, 3, 3), np.uint8)
     half = np.asarray(GEOMETRY.origin) + 0.5 * np.asarray(GEOMETRY.spacing)

@@ -81,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
             strokes = volume_io.marks_on_file_grid(args.ignore_scribbles, args.label, label.shape,
                                                    spacing=args.spacing, downsample=args.downsample, strokes=True)
         if strokes is None:
+            # Strokes outside the voxels compared (two files Slicer cropped to what they mark) count nowhere.
             strokes = volume_io.read_scribbles(args.ignore_scribbles, label.shape, label.geometry, reference="label",
-                                               downsample=args.downsample, both_classes=False)
+                                               downsample=args.downsample, both_classes=False, outside_dropped=True)
         ignore = strokes > 0
         share = float(ignore.mean()) if ignore.size else 0.0
         every_heart = bool(label.array.any()) and not (label.array.astype(bool) & ~ignore).any()
