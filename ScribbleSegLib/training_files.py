@@ -90,10 +90,11 @@ def check_pairs(images: Sequence[PathLike], labels: Sequence[PathLike],
     >>> check_pairs(["a.nrrd"], ["b.nrrd", "c.nrrd"], ("--images", "--labels"))
     Traceback (most recent call last):
     ...
-    ScribbleSegLib.errors.ScribbleSegError: --images and --labels: 1 images but 2 labels
+    ScribbleSegLib.errors.ScribbleSegError: --images and --labels: 1 image but 2 labels
     """
     if len(images) != len(labels):
-        raise ScribbleSegError(f"{names[0]} and {names[1]}: {len(images)} images but {len(labels)} labels")
+        counted = [f"{n} {word}{'s' * (n != 1)}" for n, word in ((len(images), "image"), (len(labels), "label"))]
+        raise ScribbleSegError(f"{names[0]} and {names[1]}: {counted[0]} but {counted[1]}")
 
 
 def repeated_images(images: Sequence[PathLike], val_images: Sequence[PathLike] = (),

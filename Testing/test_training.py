@@ -744,3 +744,10 @@ def test_tiles_beside_stacks_leave_the_section_spacing_to_the_stacks(tmp_path):
     assert load_model(path).voxel_size == pytest.approx((0.01, 0.01, 0.05))
     alone = train_model([tile], [label[2:3]], tmp_path / "t.model", TINY, options=FAST, max_iters=1)
     assert load_model(alone).voxel_size == pytest.approx((0.01, 0.01, 1.0))  # tiles alone: nothing says more
+
+
+def test_a_count_mismatch_of_images_and_labels_is_said_in_good_english():
+    from ScribbleSegLib.training_files import check_pairs
+
+    with pytest.raises(ScribbleSegError, match=r"^--val-images and --val-labels: 2 images but 1 label$"):
+        check_pairs(["a.nrrd", "b.nrrd"], ["c.nrrd"], ("--val-images", "--val-labels"))
