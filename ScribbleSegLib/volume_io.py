@@ -1485,7 +1485,16 @@ def _soft_edged_mask(array: np.ndarray, path: Path) -> np.ndarray:
         return marked.astype(np.uint8)
     top = array.max()
     soft = marked & (array < top)
-    if not soft.any() or len(np.unique(array[soft])) <= SOFT_MASK_VALUES:
+    if not soft.any():
+        return marked.astype(np.uint8)
+    values = np.unique(array[soft])
+    if len(values) <= SOFT_MASK_VALUES:
+        if set(values.tolist()) | {int(top)} != {1, 2}:  # 0, 1 and 2 alone: scribbles_like says so
+            # Organs coded by value (1 heart, 2 lung, 3 other): all count, as the README says, but not unsaid.
+            shown = ", ".join(str(int(v)) for v in [*values, top])
+            logging.getLogger("ScribbleSegLib").warning(
+                "%s: holds the label values %s: every one counts as heart (keep the heart's value alone, or give a "
+                ".seg.nrrd with a 'heart' segment)", path, shown)
         return marked.astype(np.uint8)
     logging.getLogger("ScribbleSegLib").warning(
         "%s: %.1f%% of its marked voxels hold values between 0 and its largest, %d (a resized or blurred mask?): "

@@ -1201,7 +1201,7 @@ def test_a_folder_of_jpeg_masks_is_warned_about_once_though_evaluate_reads_it_tw
     assert len(caplog.records) == 1 and "label sections are JPEG" in caplog.records[0].getMessage()
 
 
-def test_a_mask_with_soft_edges_is_read_at_half_its_white_with_one_warning(tmp_path, caplog):
+def test_a_mask_with_soft_edges_is_read_at_half_its_white_and_coded_classes_are_named(tmp_path, caplog):
     # A mask resized with bilinear interpolation, read as "> 0", made the heart 12 % larger without a word.
     hard = np.zeros((2, 40, 40), np.uint8)
     hard[:, 10:30, 10:30] = 255
@@ -1214,14 +1214,17 @@ def test_a_mask_with_soft_edges_is_read_at_half_its_white_with_one_warning(tmp_p
     assert abs(int(label.sum()) - int((hard > 0).sum())) <= 0.02 * (hard > 0).sum()  # the edge, not a halo
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "a resized or blurred mask?" in messages[0] and str(tmp_path / "soft") in messages[0]
-    # Classes coded by value (organs 100 and 200) all count, and a plain 0/255 mask says nothing.
+    # Classes coded by value (organs 100 and 200) all count, with one warning that says so; a plain 0/255 mask, and
+    # 0/1/2 (which scribbles_like names as scribbles), say nothing here.
     coded = np.zeros((2, 40, 40), np.uint8)
     coded[:, :10] = 100
     coded[:, 30:] = 200
-    for name, array in (("coded", coded), ("hard", hard)):
+    for name, array, said in (("coded", coded, "holds the label values 100, 200: every one counts as heart"),
+                              ("hard", hard, None), ("strokes", coded // 100, None)):
         write_sections(tmp_path / name, array, is_vector=False)
         caplog.clear()
         with caplog.at_level("WARNING", logger="ScribbleSegLib"):
             got = vio.read_label(tmp_path / name, array.shape, Geometry(SPACING))
         np.testing.assert_array_equal(got, (array > 0).astype(np.uint8))
-        assert not caplog.records
+        assert [r.getMessage() for r in caplog.records] == ([] if said is None else [
+            f"{tmp_path / name}: {said} (keep the heart's value alone, or give a .seg.nrrd with a 'heart' segment)"])
