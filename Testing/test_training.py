@@ -751,3 +751,13 @@ def test_a_count_mismatch_of_images_and_labels_is_said_in_good_english():
 
     with pytest.raises(ScribbleSegError, match=r"^--val-images and --val-labels: 2 images but 1 label$"):
         check_pairs(["a.nrrd", "b.nrrd"], ["c.nrrd"], ("--val-images", "--val-labels"))
+
+
+def test_a_label_marking_most_voxels_as_heart_asks_whether_it_is_inverted(caplog):
+    # An inverted mask (heart black, glass and tissue white) trained without a word.
+    inverted = np.ones((2, 10, 10), np.uint8)
+    inverted[:, 3:5, 3:5] = 0
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        check_label_set([inverted, 1 - inverted], ["inv.png", "ok.png"])
+    assert [r.getMessage() for r in caplog.records] == [
+        "inv.png: the label marks 96% of the voxels as heart: is the mask inverted (heart black)?"]
