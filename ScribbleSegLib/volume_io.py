@@ -1527,6 +1527,11 @@ def _reduced(array: np.ndarray, shape: Sequence[int], factor: int, strokes: bool
     return (heart & ~background).astype(np.uint8) + 2 * (background & ~heart).astype(np.uint8)
 
 
+#: A ``.seg.nrrd`` with a 'background' segment looks like scribbles while its segments cover less than this share of
+#: its voxels; a complete label (heart and the rest as 'background') covers them all.
+STROKES_MAX_SHARE = 0.5
+
+
 def scribbles_like(path: PathLike) -> Optional[str]:
     """Why a label file looks like scribbles rather than a label (None when it does not).
 
@@ -1544,9 +1549,16 @@ def scribbles_like(path: PathLike) -> Optional[str]:
     path = Path(path)
     if not (path.is_file() or path.is_dir()):  # a folder of 2D label sections, too
         return None
-    if is_segmentation_file(path):  # the names are in its header: its voxels were just read for the label
+    if is_segmentation_file(path):
         names = [n.lower() for n in _segment_names(path, {})]
-        return "it has a 'background' segment, as scribbles have" if "background" in names else None
+        if "background" not in names:
+            return None
+        # A complete label may name its other voxels 'background' too: strokes cover a few per cent, it all.
+        masks, _ = read_segmentation(path)
+        covered = np.zeros(masks["background"].shape, bool)
+        for mask in masks.values():
+            covered |= mask > 0
+        return "it has a 'background' segment, as scribbles have" if covered.mean() < STROKES_MAX_SHARE else None
     values, _ = _read_labelmap_file(path, binary=True, say=False)  # as the label is read (and warned about)
     if set(np.unique(values).tolist()) == {0, 1, 2}:
         return "its values are 0, 1 and 2, as those of scribbles are"

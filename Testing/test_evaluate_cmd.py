@@ -328,6 +328,22 @@ def test_scribbles_given_as_the_label_get_one_warning_as_a_file_and_as_a_folder(
     assert status == 0 and err == ""
 
 
+def test_a_complete_label_with_a_background_segment_is_not_taken_for_scribbles(files, capsys):
+    # Heart, and every other voxel as 'background': a label, which was warned about as scribbles by its names alone.
+    label = volume_io.read_label(files / "label.nrrd", (4, 10, 12), GEOMETRY)
+    volume_io.write_segmentation(files / "full.seg.nrrd", [("heart", label, volume_io.HEART_COLOR),
+                                                           ("background", 1 - label, volume_io.BACKGROUND_COLOR)],
+                                 GEOMETRY)
+    status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "full.seg.nrrd")
+    assert status == 0 and err == ""
+    strokes = volume_io.read_scribbles(files / "scribbles.nrrd", (4, 10, 12), GEOMETRY)
+    volume_io.write_segmentation(files / "strokes.seg.nrrd", [("heart", strokes == 1, volume_io.HEART_COLOR),
+                                                              ("background", strokes == 2, volume_io.BACKGROUND_COLOR)],
+                                 GEOMETRY)
+    status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "strokes.seg.nrrd")
+    assert status == 0 and "looks like scribbles, not a label (it has a 'background' segment" in err
+
+
 def test_a_tiff_stack_label_is_scored_against_a_run_given_a_spacing(files, tmp_path, capsys):
     import SimpleITK as sitk
 
