@@ -325,6 +325,18 @@ def check_scribbles(scribbles: Any, shape: Sequence[int], method: str) -> Option
     return scribbles
 
 
+def stroked_sections(scribbles: np.ndarray) -> np.ndarray:
+    """Indices of the sections of ``(Z, Y, X)`` ``scribbles`` that hold a stroke.
+
+    Examples
+    --------
+    >>> stroked_sections(np.array([[[0, 0]], [[0, 2]]], np.uint8)).tolist()
+    [1]
+    """
+    scribbles = np.asarray(scribbles)
+    return np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))
+
+
 def drawn_classes(scribbles: np.ndarray) -> Tuple[bool, bool]:
     """Whether ``(Z, Y, X)`` scribbles hold a heart (1) and a background (2) voxel.
 
@@ -337,8 +349,7 @@ def drawn_classes(scribbles: np.ndarray) -> Tuple[bool, bool]:
     (True, False)
     """
     scribbles = np.asarray(scribbles)
-    stroked = np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))
-    return tuple(any(bool(np.any(scribbles[k] == value)) for k in stroked) for value in (1, 2))
+    return tuple(any(bool(np.any(scribbles[k] == value)) for k in stroked_sections(scribbles)) for value in (1, 2))
 
 
 def check_model(model: Any) -> None:

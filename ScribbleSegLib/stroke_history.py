@@ -25,6 +25,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .checks import stroked_sections
+
 log = logging.getLogger(__name__)
 
 #: How many earlier runs an image's history keeps (the latest of each chain of rounds, the oldest dropped first).
@@ -45,8 +47,6 @@ class StrokeRun:
 
     @classmethod
     def of(cls, scribbles: np.ndarray, doubt: Sequence[float]) -> "StrokeRun":
-        from .stroke_pull import stroked_sections
-
         rows = scribbles.reshape(scribbles.shape[0], -1)
         # The stroked sections first: a stack's strokes lie on a few (a run kept in 12 ms, not 44, at 100x512x512).
         parts = [np.flatnonzero(rows[z]) + z * rows.shape[1] for z in stroked_sections(scribbles)]

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from .checks import stroked_sections
 from .cut_scaling import image_contrast, section_sharpness
 from .errors import ScribbleSegError
 from .progress import CancelToken, check
@@ -266,12 +267,6 @@ def _geodesic_planes(strokes: np.ndarray, gradient: Tuple[np.ndarray, float], sp
         m = strokes[box] == value
         planes.append(_plane_geodesic(m, speed, spacing, cutoff) ** 2 if m.any() else None)
     return box, planes
-
-
-def stroked_sections(scribbles: np.ndarray) -> np.ndarray:
-    """Indices of the sections of ``(Z, Y, X)`` ``scribbles`` that hold a stroke."""
-    scribbles = np.asarray(scribbles)
-    return np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))
 
 
 def _grown_box(mask: np.ndarray, grow: int) -> Tuple[slice, slice]:

@@ -94,6 +94,17 @@ def list_section_files(folder: PathLike) -> List[Path]:
     return files
 
 
+def _first_of(items: Sequence, shown: int) -> str:
+    """The first ``shown`` of ``items``, comma-separated, and how many more there are.
+
+    Examples
+    --------
+    >>> _first_of([4, 5, 9, 12], 3)
+    '4, 5, 9 and 1 more'
+    """
+    return ", ".join(map(str, items[:shown])) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
 def missing_section_numbers(files: Sequence[Path]) -> List[int]:
     """The numbers a folder's section files skip, in their step: ``[]`` when the files' names do not differ in
     one number alone, that number runs without a gap, or it skips more numbers than there are files (then it
@@ -300,7 +311,7 @@ def _read_sitk(path: Path, image_information_only: bool = False, name_orientatio
             # Sections of one stack with a page of another size (a cropped section, a thumbnail among them):
             # read as a stack it would hold garbage, read as its first page it would lose the stack.
             (width, height), odd = image_tags.odd_pages(pages)
-            named = ", ".join(map(str, odd[:3])) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
+            named = _first_of(odd, 3)
             raise ScribbleSegError(f"{path}: a TIFF stack of {len(pages)} pages whose page{'s' * (len(odd) > 1)} "
                                    f"{named} differ{'s' * (len(odd) == 1)} from the others' {width}x{height} (another "
                                    "size, or a reduced-resolution copy); save the sections at one size, without "
@@ -316,7 +327,7 @@ def _read_sitk(path: Path, image_information_only: bool = False, name_orientatio
     odd = image_tags.odd_pixel_pages(pages) if pages is not None else []
     if odd:
         samples, bits, _ = pages[0].pixel
-        named = ", ".join(map(str, odd[:3])) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
+        named = _first_of(odd, 3)
         plural = len(odd) > 1
         raise ScribbleSegError(f"{path}: a TIFF stack whose page{'s' * plural} {named} hold{'' if plural else 's'} "
                                f"another pixel format than its first page's ({samples} x {bits}-bit samples): it "
@@ -548,7 +559,7 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     missing = missing_section_numbers(files)
     if missing:
         # Labs leave out damaged sections; stacked evenly, the rest close up and the organ comes out shorter.
-        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        shown = _first_of(missing, 5)
         logging.getLogger("ScribbleSegLib").warning(
             "%s: the section numbers skip %s (of %s to %s); the %d sections are stacked %g mm apart with no gap "
             "there, so the stack is shorter than the tissue was", folder, shown, files[0].name, files[-1].name,
@@ -583,7 +594,7 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     if grey and len(grey) < len(files):
         # A stained stack scanned in colour with a few grey images among it: a mask saved beside the sections,
         # or a scan in another mode. Each is read as grey tissue, which the network has never seen.
-        shown = ", ".join(grey[:3]) + (f" and {len(grey) - 3} more" if len(grey) > 3 else "")
+        shown = _first_of(grey, 3)
         logging.getLogger("ScribbleSegLib").warning(
             "%s: %d of %d sections are grey, the others in colour (%s): are they sections of this stack?",
             folder, len(grey), len(files), shown)
@@ -1281,7 +1292,7 @@ def _read_label_sections(folder: Path, binary: bool = False, say: bool = True) -
     if missing and say:
         # Each file goes with the section of its place in the folder: after a number left out, every mask would
         # lie a section off (and a count that still matches said nothing).
-        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        shown = _first_of(missing, 5)
         logging.getLogger("ScribbleSegLib").warning(
             "%s: the section numbers skip %s (of %s to %s); each file is the section of its place in the folder, "
             "so those after the gap lie a section off if a file is missing there (keep one file per section, "
@@ -1468,7 +1479,7 @@ def _read_label_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
     array, geometry = _read_labelmap_file(path, binary=True)
     if array.dtype.kind in "if" and array.size and array.min() < 0:
         raise ScribbleSegError(f"{path}: a label must not hold negative values (found {array.min():g})")
-    return _soft_edged_mask(array, path), geometry
+    return _heart_mask(array, path), geometry
 
 
 #: A mask whose marked voxels hold more than this many values between 0 and its largest has soft edges (resized
@@ -1476,8 +1487,9 @@ def _read_label_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
 SOFT_MASK_VALUES = 16
 
 
-def _soft_edged_mask(array: np.ndarray, path: Path) -> np.ndarray:
-    """``array > 0`` as uint8; a black-and-white mask with soft edges (:data:`SOFT_MASK_VALUES`) is read where it
+def _heart_mask(array: np.ndarray, path: Path) -> np.ndarray:
+    """A label's heart, ``array > 0`` as uint8, with one warning where that reads more than one value as heart
+    (classes coded by value); a black-and-white mask with soft edges (:data:`SOFT_MASK_VALUES`) is read where it
     is more than half its largest value, with one warning: read as "> 0" its edges made the heart 12 % larger
     (a mask resized with bilinear interpolation) to 39 % (blurred) in a new-user pass of 2026-12-06."""
     marked = array > 0
