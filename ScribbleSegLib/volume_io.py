@@ -1776,6 +1776,19 @@ def _size_text(shape_zyx: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape_zyx[::-1])
 
 
+def _origin_hint(own_shape: Sequence[int], own: Geometry, shape: Sequence[int], target: Geometry,
+                 reference: str) -> str:
+    """What to say when a file of the reference's size and voxels lies elsewhere: only its origin differs (strokes
+    drawn on a 3D copy of a stack that is read here from a folder of sections, whose origin is 0), else ``""``."""
+    if tuple(own_shape) != tuple(shape) or not np.allclose(own.spacing, target.spacing, rtol=1e-3, atol=0) \
+            or not np.allclose(own.direction, target.direction, atol=1e-6):
+        return ""
+    moved = ", ".join(f"{b - a:.4g}" for a, b in zip(target.origin, own.origin))
+    return (f"; it has the {reference}'s size and voxel size, but its origin lies ({moved}) mm from the "
+            f"{reference}'s: was it drawn on another copy of the stack? (a folder of sections or a 2D file is "
+            "read with its origin at 0)")
+
+
 def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int], target: Geometry, path: Path,
                finer: bool, reference: str, downsample_hint: bool = False, lost_ok: bool = False) -> np.ndarray:
     """``array`` (on ``own``; None: a 2D file, on the target's grid) placed on the ``shape``/``target`` grid,
@@ -1807,7 +1820,7 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
         return array
     if not grids.overlaps(target, shape, own, array.shape):
         raise ScribbleSegError(f"{path}: lies outside the {reference} (no voxel in common with its "
-                               f"{_size_text(shape)} voxels)")
+                               f"{_size_text(shape)} voxels){_origin_hint(array.shape, own, shape, target, reference)}")
     offset = grids.whole_voxel_offset(target, own)
     if offset is not None:
         placed, lost = grids.place(array, offset, shape)

@@ -390,3 +390,32 @@ def test_the_label_given_as_the_scribbles_to_ignore_is_named(files, capsys):
     status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
                                 "--ignore-scribbles", files / "scribbles.nrrd")
     assert status == 0 and err == ""
+
+
+def test_two_section_folders_take_a_3d_scribble_file_on_the_spacing_given(files, tmp_path, capsys):
+    # A prediction and a label as PNG folders have no grid of their own; strokes saved as a 3D file on the
+    # voxels the image folder was read on (--spacing, origin 0) lie on them only with that spacing.
+    import SimpleITK as sitk
+
+    label = volume_io.read_label_volume(files / "label.nrrd").array
+    pred = volume_io.read_label_volume(files / "pred.seg.nrrd").array
+    strokes = volume_io.read_scribbles(files / "scribbles.nrrd", label.shape, GEOMETRY)
+    for name, planes in (("label_png", label), ("pred_png", pred)):
+        (tmp_path / name).mkdir()
+        for z, plane in enumerate(planes):
+            sitk.WriteImage(sitk.GetImageFromArray(plane * 255), str(tmp_path / name / f"s{z + 1}.png"))
+    volume_io.write_labelmap(tmp_path / "strokes.nrrd", strokes, Geometry((0.5, 0.5, 2.0)))
+    args = ["--prediction", tmp_path / "pred_png", "--label", tmp_path / "label_png",
+            "--ignore-scribbles", tmp_path / "strokes.nrrd", "--json"]
+    status, _, err = evaluate(capsys, *args)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "strokes.nrrd" in err
+    status, out, err = evaluate(capsys, *args, "--spacing", "0.5", "0.5", "2")
+    assert status == 0, err
+    result = json.loads(out)
+    assert (result["tp"], result["fp"], result["fn"], result["ignored"]) == (55, 12, 12, 17)  # as test_ignore_scribbles
+    # The same strokes on a copy of the stack placed 40 mm away: only the origin differs, and the error says so.
+    volume_io.write_labelmap(tmp_path / "elsewhere.nrrd", strokes, Geometry((0.5, 0.5, 2.0), (40.0, 0.0, 0.0)))
+    args[5] = tmp_path / "elsewhere.nrrd"
+    status, _, err = evaluate(capsys, *args, "--spacing", "0.5", "0.5", "2")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "elsewhere.nrrd: lies outside the label" in err and "its origin lies (40, 0, 0) mm from the label's" in err

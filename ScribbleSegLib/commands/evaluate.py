@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
     from .. import metrics, volume_io
+    from ..geometry import Geometry
 
     for option, value in (("--prediction", args.prediction), ("--label", args.label),
                           ("--ignore-scribbles", args.ignore_scribbles)):
@@ -58,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
         prediction = own.array
     elif volume_io.takes_image_grid(args.prediction):
         label = volume_io.read_label_volume(args.label)
+        if args.spacing and volume_io.takes_image_grid(args.label):
+            # Neither has a grid of its own: they lie on the voxels the image was read on, which strokes in a 3D
+            # file are placed on (segment's sections at --spacing, origin 0).
+            label = volume_io.Volume(label.array, Geometry(tuple(float(v) for v in args.spacing)))
+            label = volume_io.reduce_label_volume(label, args.downsample)
         prediction = volume_io.read_label(args.prediction, label.shape, label.geometry, reference="label")
     else:
         label = volume_io.read_label_volume(args.label)
