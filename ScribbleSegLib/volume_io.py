@@ -1789,6 +1789,17 @@ def _origin_hint(own_shape: Sequence[int], own: Geometry, shape: Sequence[int], 
             "read with its origin at 0)")
 
 
+def _finer_label_hint(own: Geometry, target: Geometry, reference: str) -> str:
+    """What to do with a label on a grid ``k`` times finer in-plane than the reference's (drawn on the stack before
+    it was reduced), else ``""``: a label is not placed by centres, which would grow it."""
+    factor = round(target.spacing[0] / own.spacing[0])
+    if factor < 2 or not np.allclose(np.multiply(own.spacing, (factor, factor, 1)), target.spacing, rtol=1e-3, atol=0):
+        return ""
+    return (f" (it has {factor}x{factor} voxels in-plane to each of the {reference}'s: drawn on the stack at "
+            f"{factor} times this resolution; give that stack read with downsample {factor}, which reduces the "
+            f"label with it, or save the label on this {reference}'s grid)")
+
+
 def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int], target: Geometry, path: Path,
                finer: bool, reference: str, downsample_hint: bool = False, lost_ok: bool = False) -> np.ndarray:
     """``array`` (on ``own``; None: a 2D file, on the target's grid) placed on the ``shape``/``target`` grid,
@@ -1858,7 +1869,8 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
             difference = (f"is not on the {reference}'s voxel grid (origin shifted by "
                           f"({', '.join(f'{v:.3g}' for v in shift)}) voxels)")
             raise ScribbleSegError(f"{path}: {difference}")
-        hint = " (strokes may be drawn on a finer grid, not a coarser one)" if finer else ""
+        hint = " (strokes may be drawn on a finer grid, not a coarser one)" if finer else _finer_label_hint(
+            own, target, reference)
         raise ScribbleSegError(f"{path}: does not match the {reference}: {difference}{hint}")
     if lost and lost_ok:
         logging.getLogger("ScribbleSegLib").info("%s: %d marked voxels lie outside the %s (%s voxels) and are left "

@@ -761,3 +761,25 @@ def test_a_label_marking_most_voxels_as_heart_asks_whether_it_is_inverted(caplog
         check_label_set([inverted, 1 - inverted], ["inv.png", "ok.png"])
     assert [r.getMessage() for r in caplog.records] == [
         "inv.png: the label marks 96% of the voxels as heart: is the mask inverted (heart black)?"]
+
+
+def test_a_label_drawn_on_the_stack_at_twice_the_resolution_says_how_to_train_on_it(tmp_path):
+    # A label on a 2x finer grid (each image voxel 2x2 of its voxels) is refused, as a label is not placed by
+    # centres; the message says what works: the full-resolution stack read with downsample 2 reduces the label.
+    from ScribbleSegLib import volume_io
+    from ScribbleSegLib.training_files import read_training_pair
+
+    image, label = tiny_volume()
+    full = Volume(np.repeat(np.repeat(image.array, 2, 1), 2, 2), image.geometry.scaled((0.5, 0.5, 1)))
+    fine = np.repeat(np.repeat(label, 2, 1), 2, 2)
+    volume_io.write_rgb_volume(tmp_path / "small.nrrd", image)
+    volume_io.write_rgb_volume(tmp_path / "full.nrrd", full)
+    volume_io.write_labelmap(tmp_path / "fine.nrrd", fine, full.geometry)
+    with pytest.raises(ScribbleSegError) as refused:
+        read_training_pair(tmp_path / "small.nrrd", tmp_path / "fine.nrrd")
+    message = str(refused.value)
+    assert "fine.nrrd: does not match the image" in message and "2x2 voxels in-plane" in message
+    assert "read with downsample 2" in message and len(message.splitlines()) == 1
+    read, reduced = read_training_pair(tmp_path / "full.nrrd", tmp_path / "fine.nrrd", downsample=2)
+    assert read.shape[:3] == label.shape
+    np.testing.assert_array_equal(reduced, label)
