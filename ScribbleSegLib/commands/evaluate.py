@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spacing", nargs=3, type=spacing_mm, metavar=("X", "Y", "Z"),
                         help="the voxel size in mm the image was read with (segment's --spacing): a label and "
                              "scribbles on the image file's own grid (a TIFF stack's, which states no distance "
-                             "between sections) are taken on the prediction's voxels")
+                             "between sections) are taken on the prediction's voxels; a prediction and a label "
+                             "that are both folders of sections get that grid, for scribbles in a 3D file")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
