@@ -419,3 +419,25 @@ def test_two_section_folders_take_a_3d_scribble_file_on_the_spacing_given(files,
     status, _, err = evaluate(capsys, *args, "--spacing", "0.5", "0.5", "2")
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "elsewhere.nrrd: lies outside the label" in err and "its origin lies (40, 0, 0) mm from the label's" in err
+
+
+def test_a_cropped_label_against_a_folder_prediction_is_refused_saying_why(files, tmp_path, capsys):
+    # A folder of sections has no origin to place a crop by (a 3D prediction has: the test above).
+    import SimpleITK as sitk
+
+    pred = volume_io.read_label_volume(files / "pred.seg.nrrd").array
+    (tmp_path / "pred_png").mkdir()
+    for z, plane in enumerate(pred):
+        sitk.WriteImage(sitk.GetImageFromArray(plane * 255), str(tmp_path / "pred_png" / f"s{z + 1}.png"))
+    label = volume_io.read_label_volume(files / "label.nrrd").array
+    origin = np.asarray(GEOMETRY.origin) + np.array([2, 2, 1]) * np.asarray(GEOMETRY.spacing)
+    volume_io.write_segmentation(tmp_path / "crop.seg.nrrd", [("heart", label[1:3, 2:8, 2:8], (1, 0, 0))],
+                                 Geometry(GEOMETRY.spacing, tuple(origin), GEOMETRY.direction))
+    status, _, err = evaluate(capsys, "--prediction", tmp_path / "pred_png", "--label", tmp_path / "crop.seg.nrrd")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "crop.seg.nrrd: holds 6x6x2 voxels, the prediction" in err and "12x10x4: a label cropped to what it" in err
+    # The full label is compared on the folder's sections as they are.
+    status, out, err = evaluate(capsys, "--prediction", tmp_path / "pred_png", "--label", files / "label.nrrd",
+                                "--json")
+    assert status == 0, err
+    assert (json.loads(out)["tp"], json.loads(out)["fp"]) == (60, 12)

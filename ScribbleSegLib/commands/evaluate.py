@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
             # file are placed on (segment's sections at --spacing, origin 0).
             label = volume_io.Volume(label.array, Geometry(tuple(float(v) for v in args.spacing)))
             label = volume_io.reduce_label_volume(label, args.downsample)
+        elif not volume_io.takes_image_grid(args.label):
+            _refuse_a_crop(args.label, label.shape, args.prediction)
         prediction = volume_io.read_label(args.prediction, label.shape, label.geometry, reference="label")
     else:
         label = volume_io.read_label_volume(args.label)
@@ -107,6 +109,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(result, args.ignore_scribbles is not None))
     return 0
+
+
+def _refuse_a_crop(label_path: str, label_shape, prediction_path: str) -> None:
+    """Refuse a label smaller than a prediction that is a folder of sections or a 2D file, saying why: Slicer saves
+    a segmentation cropped to what it marks, which its origin places on a 3D prediction, but such a prediction has
+    no origin to place it by."""
+    from .. import volume_io
+
+    shape = volume_io.read_label_volume(prediction_path).shape
+    (z, y, x), (pz, py, px) = label_shape, shape
+    whole_multiple = z == pz and py % y == 0 and px % x == 0 and py // y == px // x  # read_label's size hints
+    if any(a < b for a, b in zip(label_shape, shape)) and not whole_multiple:
+        sizes = ["x".join(str(int(n)) for n in s[::-1]) for s in (label_shape, shape)]
+        raise ScribbleSegError(
+            f"{label_path}: holds {sizes[0]} voxels, the prediction {prediction_path} {sizes[1]}: a label cropped to "
+            "what it marks (as Slicer saves segmentations) cannot be placed on a folder of sections or a 2D file, "
+            "which has no origin; save the label at the image's full size")
 
 
 def _on_image_file_grid(args: argparse.Namespace):
