@@ -733,6 +733,11 @@ def _file_read_bytes(path: Path) -> Tuple[int, str]:
 TILE_GRID_NOTE = "%s: one 2D section without a spacing: read on a grid of %g x %g mm pixels, %s"
 
 
+#: A grey 3D image 3 or 4 pixels wide whose other two sizes are at least this is an RGB(A) image whose channels were
+#: stored as an axis (:func:`_read_volume_file`): no stack has sections 3 pixels wide.
+CHANNELS_AS_AXIS_MIN = 16
+
+
 def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]], factor: int,
                       progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Volume:
     nbytes, size_text = _file_read_bytes(path)
@@ -766,6 +771,14 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
             f"{path}: its description states {channels} colour channels stored as pages of their own "
             f"({image.GetSize()[2]} pages, a composite or hyperstack); save the stack as RGB (Fiji: Image > Color > "
             "Stack to RGB) and read that")
+    elif image.GetNumberOfComponentsPerPixel() == 1 and image.GetSize()[0] in (3, 4) \
+            and min(image.GetSize()[1:]) >= CHANNELS_AS_AXIS_MIN:
+        # numpy's (height, width, 3) written as a 3D grey image: each row a section of 3 pixels, segmented anyway.
+        width, height, depth = image.GetSize()
+        raise ScribbleSegError(
+            f"{path}: a grey volume {width} pixels wide ({width}x{height}x{depth}): the colour channels of an image of "
+            f"{height}x{depth} pixels stored as its last axis? Save it as an RGB image (a vector pixel: isVector=True "
+            "in SimpleITK's GetImageFromArray)")
     elif spacing is None and _tiff_pages(path) is not None:
         # TIFF has a pixel size but no distance between pages: ITK reads the sections 1 mm apart, which gave a
         # heart 20 times its volume and a surface 40 mm tall without a word.

@@ -1228,3 +1228,20 @@ def test_a_mask_with_soft_edges_is_read_at_half_its_white_and_coded_classes_are_
         np.testing.assert_array_equal(got, (array > 0).astype(np.uint8))
         assert [r.getMessage() for r in caplog.records] == ([] if said is None else [
             f"{tmp_path / name}: {said} (keep the heart's value alone, or give a .seg.nrrd with a 'heart' segment)"])
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_an_rgb_image_saved_with_its_channels_as_an_axis_is_refused_in_one_line(tmp_path, channels):
+    # numpy's (height, width, 3) written as a plain 3D image: 40 sections of 50x3 grey pixels, segmented anyway.
+    rgb = (np.random.default_rng(0).random((40, 50, channels)) * 255).astype(np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(rgb), str(tmp_path / "flat.nrrd"))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(tmp_path / "flat.nrrd")
+    message = str(excinfo.value)
+    assert "\n" not in message and "flat.nrrd: a grey volume" in message and f"{channels} pixels wide" in message
+    assert "image of 50x40 pixels" in message and "Save it as an RGB image" in message
+    # The same pixels as an RGB image, and a narrow stack that is not such an image, are read.
+    sitk.WriteImage(sitk.GetImageFromArray(rgb[..., :3], isVector=True), str(tmp_path / "rgb.nrrd"))
+    assert vio.read_image(tmp_path / "rgb.nrrd").array.shape == (1, 40, 50, 3)
+    sitk.WriteImage(sitk.GetImageFromArray(rgb[:8, :8]), str(tmp_path / "small.nrrd"))
+    assert vio.read_image(tmp_path / "small.nrrd").array.shape == (8, 8, channels, 3)
