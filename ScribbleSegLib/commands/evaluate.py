@@ -65,9 +65,12 @@ def run(args: argparse.Namespace) -> int:
             # file are placed on (segment's sections at --spacing, origin 0).
             label = volume_io.Volume(label.array, Geometry(tuple(float(v) for v in args.spacing)))
             label = volume_io.reduce_label_volume(label, args.downsample)
-        elif not volume_io.takes_image_grid(args.label):
-            _refuse_a_crop(args.label, label.shape, args.prediction)
-        prediction = volume_io.read_label(args.prediction, label.shape, label.geometry, reference="label")
+        try:
+            prediction = volume_io.read_label(args.prediction, label.shape, label.geometry, reference="label")
+        except ScribbleSegError:
+            if not volume_io.takes_image_grid(args.label):
+                _refuse_a_crop(args.label, label.shape, args.prediction)  # says why, where the label is a crop
+            raise
     else:
         label = volume_io.read_label_volume(args.label)
         own = volume_io.read_label_volume(args.prediction)
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 def _refuse_a_crop(label_path: str, label_shape, prediction_path: str) -> None:
     """Refuse a label smaller than a prediction that is a folder of sections or a 2D file, saying why: Slicer saves
     a segmentation cropped to what it marks, which its origin places on a 3D prediction, but such a prediction has
-    no origin to place it by."""
+    no origin to place it by.  Called once the prediction did not fit the label: a run that fits reads it once."""
     from .. import volume_io
 
     shape = volume_io.read_label_volume(prediction_path).shape
