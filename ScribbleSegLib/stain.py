@@ -860,6 +860,7 @@ def normalize_volume(
     seed: int = 0,
     progress: Optional[_progress.ProgressCallback] = None,
     cancel: Optional[_progress.CancelToken] = None,
+    name: Optional[str] = None,
 ) -> np.ndarray:
     """Render a serial-section volume in the target stain.
 
@@ -899,6 +900,8 @@ def normalize_volume(
         Seed of the pixel sampling.
     progress, cancel
         See :mod:`ScribbleSegLib.progress`; reported per section.
+    name : str, optional
+        How the logged notes name the volume (e.g. "training volume 2 of 4"), where several are normalized.
 
     Returns
     -------
@@ -921,9 +924,13 @@ def normalize_volume(
 
     check_seed(seed)
     check_progress_cancel(progress, cancel)
+    if name is not None and not isinstance(name, str):
+        raise ScribbleSegError(f"name must be a string or None, got {type(name).__name__}")
     downsample = _check_downsample(fit_downsample)
     settings = _settings(target)
     n_sections = volume.shape[0]
+    of = f" of {name}" if name else ""
+    named = f"{name}: " if name else ""
 
     chosen = [volume[i] for i in spread(sections, n_sections)]
     _progress.report(progress, _STAGE, 0.0, "fitting the volume's stain")
@@ -935,9 +942,9 @@ def normalize_volume(
     except ScribbleSegError as exc:
         volume_stain = None
         if not per_section:
-            _log.warning("%s; the volume is left as it is", exc)
+            _log.warning("%s%s; the volume is left as it is", named, exc)
             return volume.copy()
-        _log.warning("%s; sections that cannot be fitted on their own are left as they are", exc)
+        _log.warning("%s%s; sections that cannot be fitted on their own are left as they are", named, exc)
 
     out = np.empty_like(volume)
     pixels_per_section = volume.shape[1] * volume.shape[2]
@@ -978,7 +985,7 @@ def normalize_volume(
         in_order(render, range(n_sections), section_workers("cpu", pixels_per_section) if threads == 1 else 1, done)
     if unfitted and volume_stain is not None:
         # "Too little tissue" misread small all-tissue sections: what they lack is sampled pixels (MIN_TISSUE_PIXELS).
-        _log.info("stain normalization: %d of %d sections give too few tissue pixels (small or pale sections) or show "
-                  "one stain, too little to fit on their own (first: %d); they use the volume's stain", len(unfitted),
-                  n_sections, unfitted[0])
+        _log.info("stain normalization%s: %d of %d sections give too few tissue pixels (small or pale sections) or show "
+                  "one stain, too little to fit on their own (first: %d); they use the volume's stain", of,
+                  len(unfitted), n_sections, unfitted[0])
     return out

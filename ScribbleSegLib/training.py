@@ -754,8 +754,7 @@ def _normalize_stains(train, val, seed: int, cancel):
     except ScribbleSegError as exc:
         _log.warning("training without stain normalization: %s", exc)
         return None, f"skipped ({exc})", train, val
-    norm = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in train]
-    norm_val = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in val]
+    norm, norm_val = _in_stain(train, val, target, seed, cancel)
     return target.to_dict(), "vahadane", norm, norm_val
 
 
@@ -763,10 +762,21 @@ def _render_in_stain(train, val, stain_dict: Dict[str, object], seed: int, cance
     """Render every volume in a given reference stain (the parent model's, when fine-tuning)."""
     from . import stain
 
-    target = stain.VahadaneNormalizer.from_dict(stain_dict)
-    norm = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in train]
-    norm_val = [(stain.normalize_volume(a, target, seed=seed, cancel=cancel), l) for a, l in val]
-    return norm, norm_val
+    return _in_stain(train, val, stain.VahadaneNormalizer.from_dict(stain_dict), seed, cancel)
+
+
+def _in_stain(train, val, target, seed: int, cancel):
+    """Each pair's image rendered in ``target``; the stain notes say which volume (1-based, as given) they are about."""
+    from . import stain
+
+    several = len(train) + len(val) > 1  # one volume alone needs no name
+
+    def render(pairs, kind: str):
+        return [(stain.normalize_volume(a, target, seed=seed, cancel=cancel,
+                                        name=f"{kind} volume {i + 1} of {len(pairs)}" if several else None), l)
+                for i, (a, l) in enumerate(pairs)]
+
+    return render(train, "training"), render(val, "validation")
 
 
 def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainOptions, dev: torch.device,

@@ -1,5 +1,7 @@
 """Training (training.py) and the ``scribbleseg train`` command."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -783,3 +785,15 @@ def test_a_label_drawn_on_the_stack_at_twice_the_resolution_says_how_to_train_on
     read, reduced = read_training_pair(tmp_path / "full.nrrd", tmp_path / "fine.nrrd", downsample=2)
     assert read.shape[:3] == label.shape
     np.testing.assert_array_equal(reduced, label)
+
+
+def test_the_stain_notes_of_several_training_volumes_say_which_volume(tmp_path, caplog):
+    # Each volume's stain normalization logs its own note; with several volumes the same line came once per volume
+    # without saying which.
+    (a, label_a), (b, label_b) = tiny_volume(1), tiny_volume(2)
+    options = dataclasses.replace(FAST, normalize=True)
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        train_model([a, b], [label_a, label_b], tmp_path / "m.model", TINY, options=options, max_iters=1)
+    notes = [r.getMessage() for r in caplog.records if "sections give too few tissue pixels" in r.getMessage()]
+    assert [n.split(":")[0] for n in notes] == ["stain normalization of training volume 1 of 2",
+                                                "stain normalization of training volume 2 of 2"], notes
