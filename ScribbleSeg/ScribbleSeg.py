@@ -85,6 +85,26 @@ HEAT_MAP_SOURCE_ATTRIBUTE = "ScribbleSeg.HeatMapSource"  # "network" (M-Unet) or
 CHANGES_ATTRIBUTE = "ScribbleSeg.ChangesID"  # on input volumes: the segmentation showing what the last run changed
 ADDED_COLOR = (0.1, 0.85, 0.2)
 REMOVED_COLOR = (0.9, 0.2, 0.9)
+# ctkPathLineEdit's Filter values (CTK Libs/Widgets/ctkPathLineEdit.h, the same in the CTK of Slicer 5.6 to main).
+# A Qt6 build of Slicer main may not give Python the names: the header declares Q_FLAGS(Filters) without
+# Q_ENUM(Filter) (CTK's fix for that error, #1334, was undone by its commit 9ce17b4a).
+PATH_FILTERS = {"Dirs": 0x001, "Files": 0x002, "Readable": 0x010, "Writable": 0x020}
+
+
+def pathFilters(*names: str) -> int:
+    """The ``filters`` value of a ``ctkPathLineEdit`` that combines the Filter values ``names``.
+
+    The names as CTK's Python wrapping gives them, or their values (``PATH_FILTERS``) where it gives none.
+
+    Examples
+    --------
+    >>> pathFilters("Dirs", "Readable")
+    17
+    """
+    value = 0
+    for name in names:
+        value |= int(getattr(ctk.ctkPathLineEdit, name, PATH_FILTERS[name]))
+    return value
 
 
 #
@@ -343,13 +363,13 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._binding = ParameterNodeGuiBinding(self.ui)
 
         self.ui.progressBar.hide()
-        self.ui.sectionFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Readable
+        self.ui.sectionFolderPathLineEdit.filters = pathFilters("Dirs", "Readable")
         self.ui.sectionFolderPathLineEdit.settingKey = "ScribbleSeg/SectionFolders"
-        self.ui.modelPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
+        self.ui.modelPathLineEdit.filters = pathFilters("Files", "Readable")
         self.ui.modelPathLineEdit.nameFilters = [_("ScribbleSeg models (*.model)"), _("All files (*)")]
         self.ui.modelPathLineEdit.settingKey = "ScribbleSeg/Models"
         self.ui.modelPathLineEdit.currentPath = self.logic.modelPath()
-        self.ui.trainOutputPathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Writable
+        self.ui.trainOutputPathLineEdit.filters = pathFilters("Files", "Writable")
         self.ui.trainOutputPathLineEdit.nameFilters = [_("ScribbleSeg models (*.model)")]
         self.ui.deviceComboBox.currentIndex = DEVICES.index(self.logic.device())
         self.ui.cacheMaxSizeSpinBox.value = self.logic.featureCacheMaxGB()
@@ -1529,7 +1549,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         """Install what is missing after one confirmation that lists every package; call on the main thread.
 
         torch comes from the PyTorch extension's PyTorchUtils (the build that
-        matches the GPU driver); the other packages from pip, with numpy,
+        matches the GPU driver; its installTorch imports torch into Slicer's
+        process once, and nothing here runs it there); the other packages from pip, with numpy,
         SimpleITK and torch pinned to their installed versions so that pip
         never replaces Slicer's own.  A restart is offered when pip replaced a
         package that Slicer's own process has already imported (the worker

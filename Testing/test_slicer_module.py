@@ -1851,3 +1851,22 @@ def test_the_embedded_editor_shows_paint_and_erase_only(scribbleseg):
     assert ("setEffectNameOrder", (["Paint", "Erase"],)) in editor.calls
     assert editor.unorderedEffectsVisible is False
     assert ("setMRMLSegmentEditorNode", (node,)) in editor.calls
+
+
+def test_path_filters_work_whether_or_not_ctk_gives_their_names(scribbleseg, monkeypatch):
+    # A Qt6 build of Slicer main may not wrap ctkPathLineEdit's Filter names: "ctkPathLineEdit has no attribute
+    # named 'Dirs'" stopped the panel's setup.
+    import types
+
+    monkeypatch.setattr(scribbleseg.ctk, "ctkPathLineEdit", types.SimpleNamespace(), raising=False)
+    assert scribbleseg.pathFilters("Dirs", "Readable") == 0x011
+    assert scribbleseg.pathFilters("Files", "Writable") == 0x022
+    wrapped = types.SimpleNamespace(Dirs=0x100, Files=0x200, Readable=0x1000, Writable=0x2000)
+    monkeypatch.setattr(scribbleseg.ctk, "ctkPathLineEdit", wrapped)
+    assert scribbleseg.pathFilters("Files", "Readable") == 0x1200, "the wrapped values, where there are some"
+
+
+def test_the_panel_reads_path_filters_through_the_fallback(tree):
+    direct = [node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+              and isinstance(node.value, ast.Attribute) and node.value.attr == "ctkPathLineEdit"]
+    assert direct == [], f"ctkPathLineEdit.{direct[0]} without pathFilters' fallback"
