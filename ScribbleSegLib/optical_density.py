@@ -1,8 +1,9 @@
-"""Optical density of 8-bit RGB values (Beer-Lambert), in numpy only.
+"""Optical density of 8-bit RGB values (Beer-Lambert), and whether they hold colour at all, in numpy only.
 
 Kept apart from :mod:`stain` (which needs torch) so that making a phantom,
 which renders stains through these two functions, never imports torch: the
-Slicer module makes its sample phantom before PyTorch is installed.
+Slicer module makes its sample phantom before PyTorch is installed.  Reading
+a folder of sections asks :func:`is_grey` too, without torch.
 """
 
 from __future__ import annotations
@@ -22,3 +23,19 @@ def od_to_rgb(od: np.ndarray) -> np.ndarray:
     """8-bit RGB values of optical densities (inverse of :func:`rgb_to_od`)."""
     rgb = I0 * np.exp(-np.asarray(od, dtype=np.float32)) - 1.0
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+#: Tissue pixels whose channels differ by this many levels or fewer on average are grey (a JPEG of a grey scan
+#: keeps 1-2 levels of chroma noise; the palest real H&E tissue differs by tens).
+GREY_SPREAD = 4
+
+
+def is_grey(pixels: np.ndarray) -> bool:
+    """Whether tissue pixels (N, 3) uint8 hold no colour: their channels' spread is :data:`GREY_SPREAD` or less.
+
+    Examples
+    --------
+    >>> is_grey(np.array([[120, 121, 119], [80, 80, 81]], np.uint8)), is_grey(np.array([[150, 60, 170]], np.uint8))
+    (True, False)
+    """
+    return float(np.mean(np.ptp(np.asarray(pixels).astype(np.int16), axis=1))) <= GREY_SPREAD

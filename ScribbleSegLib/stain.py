@@ -92,8 +92,8 @@ _STAGE = "stain normalization"
 _log = logging.getLogger(__name__)
 
 
-# rgb_to_od and od_to_rgb live in a torch-free module (the phantom needs them without torch).
-from .optical_density import od_to_rgb, rgb_to_od  # noqa: E402,F401
+# rgb_to_od, od_to_rgb and is_grey live in a torch-free module (the phantom and the section reader need them).
+from .optical_density import is_grey, od_to_rgb, rgb_to_od  # noqa: E402,F401
 
 
 # OD of every 8-bit value, and the sRGB-to-linear-light table for the tissue mask.
@@ -428,7 +428,7 @@ class VahadaneNormalizer:
                     f"stain normalization: the tissue shows one stain, not two (stain vectors at cosine "
                     f"{cosine:.3f}); is the image grey or single-stained?"
                 )
-            if _grey(pixels):  # a grey scan has no stain colour to tell apart: say that, not a cosine of 1
+            if is_grey(pixels):  # a grey scan has no stain colour to tell apart: say that, not a cosine of 1
                 _log.warning("stain normalization: the tissue shows no colour (a grey image?); using the reference "
                              "stain vectors, though the network learnt from colour")
             else:
@@ -637,22 +637,6 @@ def concentration_scale(conc: np.ndarray, scale_pixels: str = DEFAULT_SCALE_PIXE
     return scale
 
 
-#: Tissue pixels whose channels differ by this many levels or fewer on average are grey (a JPEG of a grey scan
-#: keeps 1-2 levels of chroma noise; the palest real H&E tissue differs by tens).
-GREY_SPREAD = 4
-
-
-def _grey(pixels: np.ndarray) -> bool:
-    """Whether tissue pixels (N, 3) uint8 hold no colour: their channels' spread is :data:`GREY_SPREAD` or less.
-
-    Examples
-    --------
-    >>> _grey(np.array([[120, 121, 119], [80, 80, 81]], np.uint8)), _grey(np.array([[150, 60, 170]], np.uint8))
-    (True, False)
-    """
-    return float(np.mean(np.ptp(pixels.astype(np.int16), axis=1))) <= GREY_SPREAD
-
-
 def _stainable(pixels: np.ndarray) -> np.ndarray:
     """Mask of the tissue pixels (N, 3) uint8 that may fit the stains and set the concentration percentile.
 
@@ -758,6 +742,9 @@ def _sample_pixels(sections: Sequence[np.ndarray], downsample: int, luminosity_t
     Striding (not averaging) keeps the pixel-value distribution, and so the
     percentiles, of the full-resolution section.  Each section gives at most
     ``2 * max_pixels / len(sections)`` pixels, so no one section dominates.
+    Grey sections (:func:`~ScribbleSegLib.optical_density.is_grey`) among sections in colour give none: their
+    pixels pulled the haematoxylin atom towards grey, and every section that
+    used the stack's stain was rendered in it.
     """
     quota = max(1, math.ceil(2 * max_pixels / max(1, len(sections))))
     parts = []
@@ -768,6 +755,9 @@ def _sample_pixels(sections: Sequence[np.ndarray], downsample: int, luminosity_t
         if len(pixels) > quota:
             pixels = pixels[rng.choice(len(pixels), size=quota, replace=False)]
         parts.append(pixels)
+    coloured = [p for p in parts if len(p) and not is_grey(p)]
+    if coloured and len(coloured) < sum(1 for p in parts if len(p)):
+        parts = coloured
     pixels = np.concatenate(parts) if parts else np.empty((0, 3), np.uint8)
     if len(pixels) > max_pixels:
         pixels = pixels[rng.choice(len(pixels), size=max_pixels, replace=False)]

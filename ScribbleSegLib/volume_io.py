@@ -35,6 +35,7 @@ from . import grids, image_tags, scan_pixel
 from .errors import ScribbleSegError
 from .fileio import PathLike, atomic_output, mixed_case_nifti, native_stderr_held
 from .geometry import UNKNOWN_PIXEL, Geometry, Volume, check_geometry
+from .optical_density import is_grey
 from .progress import CancelToken, ProgressCallback, check, report
 
 HEART_COLOR = (0.85, 0.2, 0.2)
@@ -585,9 +586,9 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
         image, plane = _read_section(file)
         _check_section(file, plane, files[0], (height, width), dtype)
         components = image.GetNumberOfComponentsPerPixel()
-        if components <= 2:
-            grey.append(file.name)
         out[k] = _to_rgb8(_channel_view(plane, components, file), factor, value_range)
+        if components <= 2 or _grey_content(out[k]):
+            grey.append(file.name)
         del image, plane
         report(progress, "read", progress_start + (1.0 - progress_start) * (k + 1) / len(files),
                f"section {k + 1}/{len(files)}")
@@ -602,6 +603,18 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     if factor > 1:
         geometry = geometry.scaled((factor, factor, 1))
     return Volume(out, geometry)
+
+
+def _grey_content(section: np.ndarray) -> bool:
+    """Whether an RGB section (Y, X, 3) uint8 shows grey tissue: a grey scan saved in colour.
+
+    Its pixels darker than glass and lighter than black fill (a strided sample) are grey
+    (:func:`~ScribbleSegLib.optical_density.is_grey`); a section of glass alone is not.
+    """
+    sample = section[::4, ::4].reshape(-1, 3)
+    level = sample.mean(axis=1)
+    tissue = sample[(level < 220) & (level > 10)]
+    return len(tissue) >= 64 and is_grey(tissue)
 
 
 def _tiff_turn(path: Path) -> int:

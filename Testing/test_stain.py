@@ -536,3 +536,15 @@ def test_a_fit_of_such_stains_puts_haematoxylin_first(swapped):
     rgb = render(concentrations((256, 256), seed=4), stains[::-1] if swapped else stains)
     fitted = stain.VahadaneNormalizer().fit(rgb).stain_matrix
     assert fitted[0] @ stains[0] > fitted[0] @ stains[1] and fitted[1] @ stains[1] > fitted[1] @ stains[0], fitted
+
+
+def test_a_grey_section_among_colour_ones_does_not_set_the_stacks_stain():
+    # Its grey pixels pulled the haematoxylin atom towards grey, and the sections that use the stack's stain (all of
+    # them on a small stack) were rendered in that.
+    vol = render(concentrations((4, 96, 96), seed=6), STAIN_A)
+    vol[1] = np.round(vol[1].astype(float) @ [0.299, 0.587, 0.114]).astype(np.uint8)[..., None]
+    fitted = stain.fit_reference([vol], fit_downsample=1).stain_matrix
+    cosine = np.sum(fitted * STAIN_A, axis=1)
+    assert np.all(cosine > 0.995), cosine
+    alone = stain.fit_reference([vol[[0, 2, 3]]], fit_downsample=1).stain_matrix
+    assert np.allclose(fitted, alone, atol=0.02), "as if the grey section were not there"

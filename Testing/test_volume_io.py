@@ -1099,6 +1099,18 @@ def test_a_folder_mixing_grey_and_colour_sections_is_read_with_one_warning(tmp_p
     assert not caplog.records  # a grey stack is what it is
 
 
+def test_a_grey_section_saved_in_colour_among_colour_ones_gets_the_same_warning(tmp_path, caplog):
+    # Three equal channels: a grey scan exported as RGB. It had no warning, where the same scan saved with one channel
+    # had one; a section of glass alone (no tissue to be grey) gets none.
+    stack = rgb_stack((4, 40, 40))
+    stack[2] = stack[2, ..., :1]
+    stack[3] = 245
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        vio.read_image(write_sections(tmp_path / "sec", stack), spacing=SPACING)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "1 of 4 sections are grey" in lines[0] and "sec3.png" in lines[0], lines
+
+
 def test_strokes_on_a_grid_with_a_section_more_or_fewer_than_the_image_are_placed_with_one_warning(tmp_path,
                                                                                                    caplog):
     # A folder exported again with a section missing: strokes on the old export's full grid were placed as a
