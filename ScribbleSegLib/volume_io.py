@@ -905,25 +905,38 @@ def _stated_pixel(path: Path, image) -> Optional[scan_pixel.StatedPixel]:
 
 def image_file_grid(path: PathLike) -> Optional[Tuple[Tuple[int, int, int], Geometry]]:
     """The voxel grid an image file's header states, ``((Z, Y, X), geometry)``, before any ``spacing`` or
-    ``downsample`` of :func:`read_image`; None for a folder of sections (it has none).
+    ``downsample`` of :func:`read_image`; None where there is none to read.
 
     A 2D file (a tile) is one section on the grid Slicer (through ITK) loads it on: the file's pixel size,
-    1 mm between sections, origin 0 along them; strokes drawn on it in Slicer lie on that grid.
+    1 mm between sections, origin 0 along them; strokes drawn on it in Slicer lie on that grid.  A folder of
+    sections is its sections on the grid of its first file the same way: Slicer loads a folder of PNG or TIFF
+    files (Add Data, an image series) through ITK's series reader, which takes the first file's pixel size and
+    origin and, where the files hold no position, 1 mm between sections.
 
     Examples
     --------
     >>> import tempfile, os
-    >>> image_file_grid(tempfile.mkdtemp()) is None
+    >>> image_file_grid(tempfile.mkdtemp()) is None  # an empty folder
     True
-    >>> tile = os.path.join(tempfile.mkdtemp(), "tile.png")
-    >>> sitk.WriteImage(sitk.Image(5, 3, sitk.sitkUInt8), tile)
-    >>> shape, geometry = image_file_grid(tile)
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ("s1.png", "s2.png"):
+    ...     sitk.WriteImage(sitk.Image(5, 3, sitk.sitkUInt8), os.path.join(folder, name))
+    >>> shape, geometry = image_file_grid(os.path.join(folder, "s1.png"))
     >>> shape, geometry.spacing, geometry.origin
     ((1, 3, 5), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    >>> image_file_grid(folder)[0]
+    (2, 3, 5)
     """
     path = Path(path)
+    sections = 1
     if path.is_dir():
-        return None
+        try:
+            files = list_section_files(path)
+        except ScribbleSegError:  # the caller reads the folder and reports this itself
+            return None
+        if not files:
+            return None
+        path, sections = files[0], len(files)
     reader = _read_sitk(path, image_information_only=True)
     if reader.GetDimension() == 2:
         (sx, sy), (ox, oy), d = reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
@@ -931,7 +944,9 @@ def image_file_grid(path: PathLike) -> Optional[Tuple[Tuple[int, int, int], Geom
             geometry = Geometry((sx, sy, 1.0), (ox, oy, 0.0), (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0))
         except ScribbleSegError:  # a header no grid can be made of: the caller reports its own error
             return None
-        return (1, int(reader.GetSize()[1]), int(reader.GetSize()[0])), geometry
+        return (sections, int(reader.GetSize()[1]), int(reader.GetSize()[0])), geometry
+    if sections > 1:  # a folder of 3D files is refused where it is read
+        return None
     if reader.GetDimension() != 3:
         return None
     size = tuple(int(n) for n in reversed(reader.GetSize()))
@@ -988,7 +1003,7 @@ def marks_on_file_grid(path: PathLike, image_path: PathLike, shape: Sequence[int
     -------
     numpy.ndarray or None
         ``(Z, Y, X)`` uint8 on ``shape`` (the image as read); None when neither ``spacing`` nor
-        ``downsample`` was given, the image has no grid of its own (a folder of sections), or the
+        ``downsample`` was given, the image has no grid of its own (:func:`image_file_grid`), or the
         file is not on that grid (the caller then reports its own reading's error).
     """
     if not spacing and int(downsample) == 1:

@@ -70,3 +70,32 @@ def test_the_heart_volume_of_a_sheared_grid_is_its_voxels_true_volume():
     assert straight["heart_volume_mm3"] == pytest.approx(4 * 0.02 * 0.02 * spacing[2])
     assert leaning["heart_volume_mm3"] == pytest.approx(4 * 0.02 * 0.02 * 0.04)  # the section axis's height
     assert leaning["heart_area_mm2"] == pytest.approx(straight["heart_area_mm2"])
+
+
+def test_strokes_drawn_in_slicer_on_a_folder_loaded_as_an_image_series_are_placed(tmp_path):
+    # Slicer loads a folder of PNG sections (Add Data) through ITK's series reader: the first file's 1 mm pixels,
+    # 1 mm between sections, origin 0. Strokes saved there were refused once the folder was read with --spacing,
+    # where the same strokes on a TIFF stack or a tile were placed.
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ScribbleSegLib import volume_io
+    from ScribbleSegLib.geometry import Geometry
+
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8), isVector=True),
+                        str(folder / f"s{k + 1}.png"))
+    heart, background = np.zeros((4, 16, 20), np.uint8), np.zeros((4, 16, 20), np.uint8)
+    heart[1, 5:8, 6:9], background[2, 1:3, 1:15] = 1, 1
+    strokes = tmp_path / "strokes.seg.nrrd"
+    volume_io.write_segmentation(strokes, [("heart", heart, volume_io.HEART_COLOR),
+                                           ("background", background, volume_io.BACKGROUND_COLOR)], Geometry((1, 1, 1)))
+    job = jobs.SegmentFiles(image=str(folder), model="starter", labels=str(tmp_path / "o.seg.nrrd"),
+                            scribbles=str(strokes), spacing=(0.04, 0.04, 0.08))
+    image = jobs.read_job_image(job, {})
+    assert image.geometry.spacing == (0.04, 0.04, 0.08)
+    read = jobs.read_job_scribbles(job, image, {})
+    assert np.array_equal(read, heart + 2 * background)
