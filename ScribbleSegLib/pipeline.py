@@ -293,7 +293,7 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
         return uncached()
     try:
         meta = {"model": str(model_path), "shape": list(image.shape), "warnings": []}
-        with cache.new_entry(key, meta) as tmp, _warnings_kept(meta["warnings"]):
+        with cache.new_entry(key, meta) as tmp, warnings_kept(meta["warnings"]):
             prob, feats = predict_volume(model, image, device=device, feature_path=tmp / "features.npy",
                                          scale=scale, progress=progress, cancel=cancel, orientations=orientations)
             np.save(tmp / "probability.npy", np.asarray(prob, dtype=np.float32))
@@ -312,8 +312,17 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
 
 
 @contextlib.contextmanager
-def _warnings_kept(into: List[str]):
-    """The library's warnings during the body, as their text, appended to ``into`` (they are still shown)."""
+def warnings_kept(into: List[str]):
+    """The library's warnings during the body, as their text, appended to ``into`` (they are still shown).
+
+    Examples
+    --------
+    >>> said = []
+    >>> with warnings_kept(said):
+    ...     logging.getLogger("ScribbleSegLib.stain").warning("the tissue shows no colour")
+    >>> said
+    ['the tissue shows no colour']
+    """
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             into.append(record.getMessage())
@@ -416,9 +425,12 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         (prob, feats), cached = (read_only_view(features[0]), read_only_view(features[1])), True
     else:
         scale = logged_network_scale(scale_pixel(image, geometry, spacing), loaded, warnings, array.shape[1:3])
-        prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir,
-                                               device=device, scale=scale, progress=progress, cancel=cancel,
-                                               orientations=orientations)
+        # What the network's run says (a grey image, a stain that could not be fitted; or said again from the
+        # cache) is this run's to report as well: the caller of the API sees ``warnings``, not the log.
+        with warnings_kept(warnings):
+            prob, feats, cached = compute_features(array, loaded, model_path=model_path, cache_dir=cache_dir,
+                                                   device=device, scale=scale, progress=progress, cancel=cancel,
+                                                   orientations=orientations)
     timings["M-Unet features"] = time.perf_counter() - t0
 
     def finish(prob, feats, cached):

@@ -154,7 +154,8 @@ class Session:
                                                  cancel=cancel, orientations=orientations)
 
             self._compute = compute
-            self.probability, self.features, self.features_cached = compute()
+            with pipeline.warnings_kept(self.warnings):  # what computing them says holds for every run
+                self.probability, self.features, self.features_cached = compute()
         self._hold(self.probability, self.features)
         self.timings["M-Unet features"] = time.perf_counter() - t0
         from .ddml import AdaptMemory

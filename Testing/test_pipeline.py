@@ -113,6 +113,30 @@ def test_what_computing_the_features_said_is_said_again_when_they_are_reused(cas
                      "computed)"]]
 
 
+def test_what_computing_the_features_said_is_in_the_runs_warnings(case, tmp_path, monkeypatch):
+    # A grey image's stain warning went to the log only: result.warnings (and a session's) stayed empty, so a notebook
+    # that reads them saw nothing; from the cache too.
+    from ScribbleSegLib import inference
+    from ScribbleSegLib.session import Session
+
+    _, test, scrib, model = case
+    real = inference.predict_volume
+
+    def predicting(*args, **kwargs):
+        logging.getLogger("ScribbleSegLib.stain").warning("stain normalization: the tissue shows no colour")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "predict_volume", predicting)
+    for cache_dir in (None, tmp_path, tmp_path):  # computed, computed into the cache, read from it
+        result = pipeline.segment(test.image, scrib, model, method="ddml", cache_dir=cache_dir)
+        said = [w for w in result.warnings if "no colour" in w]
+        assert len(said) == 1, result.warnings
+    assert said[0].endswith("(said when these cached features were computed)")
+    session = Session(test.image, model)
+    assert [w for w in session.warnings if "no colour" in w] == ["stain normalization: the tissue shows no colour"]
+    assert any("no colour" in w for w in session.run(scrib, method="ddml").warnings)
+
+
 def test_a_re_run_reads_the_cuts_coarse_weights_from_the_cache(case, tmp_path, monkeypatch):
     from ScribbleSegLib import graphcut
     from ScribbleSegLib.session import Session
