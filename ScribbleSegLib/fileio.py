@@ -48,6 +48,23 @@ from .errors import Interrupted, ScribbleSegError
 
 PathLike = Union[str, os.PathLike]
 
+
+def check_path(path: object, name: str = "path") -> Path:
+    """``path`` as a Path, or a one-line error naming the parameter where it is no file name (an array, None).
+
+    Examples
+    --------
+    >>> check_path("image.nrrd").name
+    'image.nrrd'
+    >>> check_path(None, "image")
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: image must be a file or folder name (str or os.PathLike), got NoneType
+    """
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise ScribbleSegError(f"{name} must be a file or folder name (str or os.PathLike), got {type(path).__name__}")
+    return Path(path)
+
 TEMP_TAG = ".scribbleseg-tmp-"
 """Marks every temporary file and folder ScribbleSeg creates beside an output or in its cache."""
 

@@ -25,7 +25,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import ScribbleSegError
-from .fileio import PathLike, atomic_output, native_stderr_held, signals_held
+from .fileio import PathLike, atomic_output, check_path, native_stderr_held, signals_held
 
 # VTK's modules are imported with interrupts held (fileio.signals_held): one cut short can crash the process.
 with signals_held():
@@ -216,7 +216,7 @@ def write_surface(path: PathLike, polydata: vtkPolyData) -> None:
     ScribbleSegError
         An unknown extension, an empty surface, or a failed write.
     """
-    path = Path(path)
+    path = check_path(path)
     suffix = path.suffix.lower()
     if suffix not in SURFACE_FORMATS:
         raise ScribbleSegError(f"{path}: unknown surface format {suffix or '(no extension)'!r}; "

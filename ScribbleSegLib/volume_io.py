@@ -33,7 +33,7 @@ import slicerio
 
 from . import grids, image_tags, scan_pixel
 from .errors import ScribbleSegError
-from .fileio import PathLike, atomic_output, mixed_case_nifti, native_stderr_held
+from .fileio import PathLike, atomic_output, check_path, mixed_case_nifti, native_stderr_held
 from .geometry import UNKNOWN_PIXEL, Geometry, Volume, check_geometry
 from .optical_density import is_grey
 from .progress import CancelToken, ProgressCallback, check, report
@@ -181,10 +181,13 @@ def read_image(
         ``array`` is ``(Z, Y, X, 3)`` uint8 RGB.  Grey images are replicated
         to the three channels; an 8-bit alpha channel is applied over white
         (transparent glass reads as white glass), a wider one dropped.  Pixel types other
-        than 8-bit unsigned (16-bit, signed, float) are rescaled linearly so
-        that the volume's minimum maps to 0 and its maximum to 255 (for a
-        folder, the minimum and maximum over all sections, found in a first
-        pass; NaN maps to 0).
+        than 8-bit unsigned are mapped linearly to 0..255: 16-bit (or 10-, 12-,
+        14-bit) images from the full scale of their bit depth, signed ones
+        without a negative value too, float images within [0, 1] from that
+        range (1 is white); other float or signed images from their darkest to
+        their brightest value (for a folder, over all sections, found in a
+        first pass).  NaN and -inf read as the darkest value, +inf as the
+        brightest, with a warning.
 
     Raises
     ------
@@ -201,7 +204,7 @@ def read_image(
     larger than memory can be read at a reduced ``downsample``.  A 3D file is
     read whole by SimpleITK, then converted plane by plane.
     """
-    path = Path(path)
+    path = check_path(path)
     factor = _check_downsample(downsample, path)
     if path.is_dir():
         if spacing is None:
@@ -927,7 +930,7 @@ def image_file_grid(path: PathLike) -> Optional[Tuple[Tuple[int, int, int], Geom
     >>> image_file_grid(folder)[0]
     (2, 3, 5)
     """
-    path = Path(path)
+    path = check_path(path)
     sections = 1
     if path.is_dir():
         try:
@@ -1061,11 +1064,22 @@ def _write_sitk(path: PathLike, image, expected_bytes: Optional[int] = None) -> 
 
 
 def _check_array(path: PathLike, array: np.ndarray, ndim: int, what: str) -> np.ndarray:
+    check_path(path)  # before the array: a writer given (array, path) in the wrong order says so
     array = np.asarray(array)
     if array.ndim != ndim or (ndim == 4 and array.shape[3] != 3):
         expected = "(Z, Y, X, 3)" if ndim == 4 else "(Z, Y, X)"
         raise ScribbleSegError(f"{path}: {what} must be a {expected} array, got shape {array.shape}")
     return array
+
+
+def _shown_type(value: object) -> str:
+    """How an error names what it was given: its type, and a sequence's length and first item's type."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    if isinstance(value, (list, tuple)):
+        first = f" of {type(value[0]).__name__}" if value else ""
+        return f"a {type(value).__name__} of {len(value)}{first}"
+    return type(value).__name__
 
 
 def write_rgb_volume(path: PathLike, volume: Volume) -> None:
@@ -1189,21 +1203,31 @@ def write_segmentation(
     geometry : Geometry
         Geometry of the masks' grid.
     """
-    if not str(path).lower().endswith(".seg.nrrd"):
+    if not str(check_path(path)).lower().endswith(".seg.nrrd"):
         raise ScribbleSegError(f"{path}: a segmentation file name must end in .seg.nrrd")
+    if not isinstance(segments, (list, tuple)) or not all(
+            isinstance(s, (list, tuple)) and len(s) == 3 for s in segments):
+        # A bare labelmap, a dict of masks, one triple alone or pairs without a colour: numpy's or Python's own
+        # errors said nothing of what was expected.
+        raise ScribbleSegError(f"{path}: segments must be a list of (name, mask, colour) triples, e.g. "
+                               f"[('heart', labels, HEART_COLOR)]; got {_shown_type(segments)}")
     if not segments:
         raise ScribbleSegError(f"{path}: no segments to write")
     shape = None
     seen = set()
     for name, mask, color in segments:
         mask = _check_array(path, mask, 3, f"segment '{name}'")
+        if mask.dtype.kind not in "uib":  # a probability: every value above 0 would be inside
+            raise ScribbleSegError(f"{path}: segment '{name}' must be an integer or boolean mask, got {mask.dtype} "
+                                   "(a probability? threshold it first)")
         if shape is not None and mask.shape != shape:
             raise ScribbleSegError(f"{path}: segment '{name}' has shape {mask.shape}, the first segment {shape}")
         shape = mask.shape
         if not name or "\n" in name or name.lower() in seen:
             raise ScribbleSegError(f"{path}: segment names must be non-empty, one line and distinct, got {name!r}")
         seen.add(name.lower())
-        if len(color) != 3 or not all(0.0 <= float(c) <= 1.0 for c in color):
+        if not isinstance(color, (list, tuple, np.ndarray)) or len(color) != 3 \
+                or not all(isinstance(c, (int, float, np.number)) and 0.0 <= float(c) <= 1.0 for c in color):
             raise ScribbleSegError(f"{path}: segment '{name}' colour must be three numbers in [0, 1], got {color!r}")
 
     # slicerio's default index order is (i, j, k), i.e. the transpose of our [z, y, x] arrays.
@@ -1235,7 +1259,7 @@ def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
         The geometry of the file's voxel grid (which Slicer may have cropped
         to the segments' extent).
     """
-    path = Path(path)
+    path = check_path(path)
     if not path.is_file():
         raise ScribbleSegError(f"{path}: no such file")
     try:
@@ -1296,7 +1320,7 @@ def takes_image_grid(path: PathLike) -> bool:
     >>> takes_image_grid(tempfile.mkdtemp())  # a folder of label sections
     True
     """
-    path = Path(path)
+    path = check_path(path)
     return path.is_dir() or is_section_file(path)
 
 
@@ -1307,7 +1331,7 @@ def is_segmentation_file(path: PathLike) -> bool:
     under that name, which is read as a labelmap); one whose header does not read is left to the
     segmentation reader, whose message says so.
     """
-    path = Path(path)
+    path = check_path(path)
     if path.is_dir():
         return False
     name = path.name.lower()
@@ -1599,7 +1623,7 @@ def scribbles_like(path: PathLike) -> Optional[str]:
     >>> scribbles_like(path)
     'its values are 0, 1 and 2, as those of scribbles are'
     """
-    path = Path(path)
+    path = check_path(path)
     if not (path.is_file() or path.is_dir()):  # a folder of 2D label sections, too
         return None
     if is_segmentation_file(path):
@@ -1634,7 +1658,7 @@ def read_label_volume(path: PathLike) -> Volume:
     ScribbleSegError
         As :func:`read_label`, except for the grid checks.
     """
-    path = Path(path)
+    path = check_path(path)
     array, geometry = _read_label_file(path)
     return Volume(array, geometry or Geometry((1.0, 1.0, 1.0)))
 
@@ -1690,7 +1714,7 @@ def read_label(
         placed onto the image's grid; one that marks voxels outside the image
         is refused.
     """
-    path = Path(path)
+    path = check_path(path)
     shape, geometry = _check_grid(shape, geometry)
     array, own = _read_label_file(path)
     if own is None:
@@ -1741,7 +1765,7 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         segmentations): each stroke voxel then marks the image voxel that
         holds its centre.
     """
-    path = Path(path)
+    path = check_path(path)
     shape, geometry = _check_grid(shape, geometry)
     if not (path.is_file() or path.is_dir()):
         raise ScribbleSegError(f"{path}: no such file or folder")

@@ -1257,3 +1257,40 @@ def test_an_rgb_image_saved_with_its_channels_as_an_axis_is_refused_in_one_line(
     assert vio.read_image(tmp_path / "rgb.nrrd").array.shape == (1, 40, 50, 3)
     sitk.WriteImage(sitk.GetImageFromArray(rgb[:8, :8]), str(tmp_path / "small.nrrd"))
     assert vio.read_image(tmp_path / "small.nrrd").array.shape == (8, 8, channels, 3)
+
+
+@pytest.mark.parametrize("segments, words", [
+    (np.zeros((2, 3, 4), np.uint8), "got an array of shape (2, 3, 4)"),
+    ({"heart": np.zeros((2, 3, 4), np.uint8)}, "got dict"),
+    (("heart", np.zeros((2, 3, 4), np.uint8), vio.HEART_COLOR), "got a tuple of 3 of str"),
+    ([("heart", np.zeros((2, 3, 4), np.uint8))], "got a list of 1 of tuple"),
+], ids=["bare labels", "dict", "one triple", "no colour"])
+def test_segments_not_given_as_triples_are_refused_in_one_line(tmp_path, segments, words):
+    # numpy's "truth value of an array is ambiguous" or "not enough values to unpack" said nothing of what was wanted.
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_segmentation(tmp_path / "s.seg.nrrd", segments, Geometry(SPACING))
+    one_line_error(excinfo, "s.seg.nrrd", "segments must be a list of (name, mask, colour) triples", words)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_probability_or_a_bad_colour_as_a_segment_is_refused(tmp_path):
+    # A float probability was written as a segment that holds every voxel above 0; a colour of None raised TypeError.
+    probability = np.full((2, 3, 4), 0.2, np.float32)
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", probability, vio.HEART_COLOR)], Geometry(SPACING))
+    one_line_error(excinfo, "must be an integer or boolean mask, got float32", "threshold it first")
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", probability > 0.5, None)], Geometry(SPACING))
+    one_line_error(excinfo, "colour must be three numbers in [0, 1], got None")
+
+
+def test_a_file_function_given_no_file_name_says_which_parameter(tmp_path):
+    # pathlib's "expected str, bytes or os.PathLike object, not ndarray" came from read_image(array), a notebook slip.
+    labels = np.zeros((2, 3, 4), np.uint8)
+    for call in (lambda: vio.read_image(rgb_stack()), lambda: vio.read_label(None, (2, 3, 4), Geometry(SPACING)),
+                 lambda: vio.read_scribbles(labels, (2, 3, 4), Geometry(SPACING)),
+                 lambda: vio.write_labelmap(None, labels, Geometry(SPACING)),
+                 lambda: vio.write_labelmap(labels, tmp_path / "o.nrrd", Geometry(SPACING))):
+        with pytest.raises(ScribbleSegError) as excinfo:
+            call()
+        one_line_error(excinfo, "path must be a file or folder name (str or os.PathLike), got")
