@@ -188,6 +188,10 @@ def check_spacing(spacing: Any, name: str = "spacing") -> Optional[Tuple[float, 
     try:
         if isinstance(spacing, (str, bytes)):  # "123" would read as (1, 2, 3)
             raise TypeError
+        # Numbers only: ("0.03", ...) or (True, 1, 1) read as numbers were a slip passed on without a word.
+        if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                   for v in spacing):
+            raise TypeError
         values = tuple(float(v) for v in spacing)
     except (TypeError, ValueError):
         values = ()

@@ -413,7 +413,7 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
     from .starter import STARTER, resolve_model
 
     if not isinstance(path, (str, os.PathLike)) or not str(path):
-        shown = "an empty file name" if isinstance(path, str) else f"a {type(path).__name__}"
+        shown = "an empty file name" if isinstance(path, str) else type(path).__name__
         raise ScribbleSegError(f"path must be a model file name (or {STARTER!r}), got {shown}")
     path = resolve_model(path) if str(path) == STARTER else Path(path)
     dev = resolve_device(check_device(device))  # None or 0 refused, as segment and Session refuse them
@@ -452,7 +452,8 @@ def load_model(path: PathLike, device: str = "auto") -> SegModel:
             VahadaneNormalizer.from_dict(stain)
         except ScribbleSegError as exc:
             raise ScribbleSegError(f"{path}: damaged model file ({exc})") from None
-    net = build_net(config)
+    with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, drew on the caller's RNG
+        net = build_net(config)
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:

@@ -292,8 +292,10 @@ def family_config(family: str = choices.DEFAULT_PHANTOM_FAMILY, shape: Optional[
     if family not in FAMILIES:
         raise ScribbleSegError(f"phantom family must be one of {', '.join(FAMILIES)}, got {family!r}")
     config = FAMILIES[family]
-    if shape is not None:
-        config = dataclasses.replace(config, shape=tuple(int(s) for s in shape))
+    if shape is not None:  # (4.5, 64, 64) was cut to 4 sections without a word
+        from .checks import check_shape
+
+        config = dataclasses.replace(config, shape=check_shape(shape))
     return config
 
 

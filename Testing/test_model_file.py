@@ -278,3 +278,17 @@ def test_the_bank_network_logit_is_the_networks_own_probability_of_those_pixels(
     assert logit.shape == (len(picks),) and logit.dtype == np.float32
     # The stored features are float16: the same probability to their rounding.
     np.testing.assert_allclose(1 / (1 + np.exp(-logit)), prob.reshape(-1)[picks], atol=2e-3)
+
+
+def test_loading_a_model_leaves_the_callers_random_state_alone(tmp_path):
+    # The network's initial weights, replaced by the file's, were drawn from torch's global generator: a notebook's
+    # torch.rand after load_model gave other numbers.
+    import torch
+
+    from ScribbleSegLib.model_file import load_model
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_model("starter", device="cpu")
+    assert torch.equal(torch.rand(3), expected)

@@ -245,3 +245,14 @@ def test_a_phantom_made_in_slabs_is_the_phantom_made_whole(monkeypatch, family):
     difference = np.abs(slabs.image.array.astype(int) - whole.image.array.astype(int))
     assert difference.max() <= 1 and np.count_nonzero(difference) <= 1e-4 * difference.size
     assert slabs.info == whole.info
+
+
+def test_a_family_shape_of_fractions_is_refused():
+    # (4.5, 64, 64) became 4 sections without a word; every other count refuses fractions.
+    from ScribbleSegLib.errors import ScribbleSegError
+    from ScribbleSegLib.phantom import family_config
+
+    with pytest.raises(ScribbleSegError, match=r"shape must be three positive integers \(Z, Y, X\), "
+                                               r"got \(4.5, 64, 64\)"):
+        family_config("a", shape=(4.5, 64, 64))
+    assert family_config("b", shape=[4, 64, np.int64(64)]).shape == (4, 64, 64)

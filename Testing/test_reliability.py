@@ -967,6 +967,8 @@ def test_help_still_prints_the_usage():
      "features[0] (probability) must be finite and in [0, 1]"),
     (lambda a: dict(a, scribbles=a["scribbles"].astype(np.float32)), "scribbles has dtype float32, expected integers"),
     (lambda a: dict(a, spacing="123"), "spacing must be three positive numbers (x, y, z) in mm, got '123'"),
+    (lambda a: dict(a, spacing=("0.03", "0.03", "0.06")), "spacing must be three positive numbers (x, y, z) in mm"),
+    (lambda a: dict(a, spacing=(True, 1, 1)), "spacing must be three positive numbers (x, y, z) in mm, got (True"),
     (lambda a: dict(a, cache_dir=""), "cache_dir must be a folder name or None, got ''"),
     (lambda a: dict(a, progress=lambda stage: None), "progress must take three arguments (stage, fraction, message)"),
     (lambda a: dict(a, device=None), "device None: expected one of auto, cpu, cuda"),
@@ -986,7 +988,7 @@ def test_the_starter_model_is_taken_by_name_in_the_api_and_a_result_never_aliase
     from ScribbleSegLib.model_file import load_model
 
     assert load_model("starter", device="cpu").path.name == "starter.model"
-    with pytest.raises(ScribbleSegError, match=r"path must be a model file name \(or 'starter'\), got a NoneType"):
+    with pytest.raises(ScribbleSegError, match=r"path must be a model file name \(or 'starter'\), got NoneType"):
         load_model(None)
     for device in (5, None, ""):  # as segment and Session refuse them, not a bare AttributeError or "auto"
         with pytest.raises(ScribbleSegError, match=f"device {device!r}: expected one of auto, cpu, cuda"):
