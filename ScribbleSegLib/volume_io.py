@@ -49,7 +49,8 @@ BACKGROUND_COLOR = (0.2, 0.4, 0.85)
 SECTION_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 """File name endings (case-insensitive) of section images in a folder."""
 
-_SEGMENTATION_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zlib.error)
+# What slicerio's reader raises on a file it cannot parse (StopIteration: an empty file, at its first header line).
+_SEGMENTATION_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, StopIteration, zlib.error)
 
 
 # ---------------------------------------------------------------------------
@@ -999,15 +1000,18 @@ def marks_on_file_grid(path: PathLike, image_path: PathLike, shape: Sequence[int
 
     ``spacing`` or ``downsample`` (:func:`read_image`) change the image's grid as it is read, but a label or
     strokes made on the file itself (in Slicer, or by ``scribbleseg phantom``) lie on the grid its header
-    states.  They are read on that grid and reduced as the image was (a label block is heart when at least
-    half of it is, a stroke block takes a class when any of its pixels has it and none has the other).
+    states (:func:`image_file_grid`), and with ``downsample`` they may lie on the image at full size with
+    ``spacing`` (a stack read whole before).  They are read on such a grid and reduced as the image was (a label
+    block is heart when at least half of it is, a stroke block takes a class when any of its pixels has it and
+    none has the other).  On a folder's grid only a file of the folder's full size counts: a folder has no
+    origin of its own by which a smaller box (a crop, or another stack's file) could be placed.
 
     Returns
     -------
     numpy.ndarray or None
         ``(Z, Y, X)`` uint8 on ``shape`` (the image as read); None when neither ``spacing`` nor
-        ``downsample`` was given, the image has no grid of its own (:func:`image_file_grid`), or the
-        file is not on that grid (the caller then reports its own reading's error).
+        ``downsample`` was given, the image has no grid of its own, or the file is on none of these grids (the
+        caller then reports its own reading's error).
     """
     if not spacing and int(downsample) == 1:
         return None
@@ -1015,13 +1019,22 @@ def marks_on_file_grid(path: PathLike, image_path: PathLike, shape: Sequence[int
     if grid is None:
         return None
     file_shape, geometry = grid
-    try:
-        marks = (read_scribbles(path, file_shape, geometry, finer_grids=False) if strokes
-                 else read_label(path, file_shape, geometry))
-    except ScribbleSegError:
-        return None
-    marks = _reduced(marks, shape, int(downsample), strokes=strokes)
-    return marks if marks.shape == tuple(int(n) for n in shape) else None
+    grids = [geometry]
+    if spacing and int(downsample) > 1:
+        grids.append(Geometry(tuple(float(v) for v in spacing), geometry.origin, geometry.direction))
+    whole_only = Path(image_path).is_dir()
+    for on in grids:
+        try:
+            if whole_only and on is geometry and read_label_volume(path).shape != tuple(file_shape):
+                continue
+            marks = (read_scribbles(path, file_shape, on, finer_grids=False) if strokes
+                     else read_label(path, file_shape, on))
+        except ScribbleSegError:
+            continue
+        marks = _reduced(marks, shape, int(downsample), strokes=strokes)
+        if marks.shape == tuple(int(n) for n in shape):
+            return marks
+    return None
 
 
 def _geometry_of(image, path: Path) -> Geometry:

@@ -464,6 +464,30 @@ def test_train_command_takes_every_repeated_images_flag_and_labels_that_follow_d
     assert len(err.splitlines()) == 1 and "elsewhere.nrrd" in err and not out.exists()
 
 
+def test_a_folders_full_size_label_follows_downsample_and_another_stacks_label_is_refused(tmp_path):
+    """A label of a section folder read with ``--spacing`` and ``--downsample 2`` at full size (on the folder read
+    whole) was refused with advice to use ``--downsample 2``; a smaller label of another stack (1 mm, origin 0) was
+    pasted into the folder's corner as if it were a crop."""
+    import SimpleITK as sitk
+
+    from ScribbleSegLib import volume_io
+    from ScribbleSegLib.training_files import read_training_pair
+
+    image, label = tiny_volume(seed=3, shape=(4, 32, 32))
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for k, section in enumerate(image.array):
+        sitk.WriteImage(sitk.GetImageFromArray(section, isVector=True), str(folder / f"s{k + 1}.png"))
+    spacing = (0.01, 0.01, 0.05)
+    volume_io.write_labelmap(tmp_path / "whole.nrrd", label, Geometry(spacing))
+    read, reduced = read_training_pair(folder, tmp_path / "whole.nrrd", spacing=spacing, downsample=2)
+    assert read.shape[:3] == reduced.shape == (4, 16, 16)
+    assert np.array_equal(reduced, volume_io.reduce_label_volume(Volume(label, Geometry(spacing)), 2).array)
+    volume_io.write_labelmap(tmp_path / "other.nrrd", label[:3, :24, :24], Geometry((1, 1, 1)))
+    with pytest.raises(ScribbleSegError, match="other.nrrd: does not match the image"):
+        read_training_pair(folder, tmp_path / "other.nrrd", spacing=spacing)
+
+
 def test_train_command_refuses_a_disk_too_small_for_the_model_before_training(tmp_path, capsys, monkeypatch):
     from ScribbleSegLib import fileio, training, volume_io
     from ScribbleSegLib.model_file import expected_model_bytes

@@ -878,6 +878,10 @@ def test_missing_or_damaged_label_files(tmp_path, reader):
         reader(tmp_path / "s.seg.nrrd", ball().shape, Geometry(SPACING))
     assert str(excinfo.value) == f"{tmp_path / 's.seg.nrrd'}: cannot be read as a segmentation (a damaged or " \
                                  "truncated file)"
+    (tmp_path / "s.seg.nrrd").write_bytes(b"")  # empty: the parser's StopIteration came out as a traceback
+    with pytest.raises(ScribbleSegError) as excinfo:
+        reader(tmp_path / "s.seg.nrrd", ball().shape, Geometry(SPACING))
+    one_line_error(excinfo, "s.seg.nrrd", "cannot be read as a segmentation")
 
 
 # --- one 2D section (a tile) as a one-section volume -------------------------------------------------------
