@@ -931,6 +931,9 @@ def normalize_volume(
     downsample = _check_downsample(fit_downsample)
     settings = _settings(target)
     n_sections = volume.shape[0]
+    # One section (a tile): its own fit is the volume's, made with every pixel where a strided copy holds too few;
+    # fitting it again on the strided copy alone only failed there and noted so, once per tile.
+    per_section = per_section and n_sections > 1
     of = f" of {name}" if name else ""
     named = f"{name}: " if name else ""
 

@@ -548,3 +548,15 @@ def test_a_grey_section_among_colour_ones_does_not_set_the_stacks_stain():
     assert np.all(cosine > 0.995), cosine
     alone = stain.fit_reference([vol[[0, 2, 3]]], fit_downsample=1).stain_matrix
     assert np.allclose(fitted, alone, atol=0.02), "as if the grey section were not there"
+
+
+def test_a_tile_is_fitted_once_without_a_note(target_b, caplog):
+    # A one-section volume's own fit is the volume's; fitting it again on its strided copy failed on small tiles and
+    # noted "1 of 1 sections give too few tissue pixels", once per tile of a training.
+    tile = render(concentrations((1, 40, 40), seed=7), STAIN_A)
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        out = stain.normalize_volume(tile, target_b)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    fitted = stain.fit_reference([tile])
+    expected = fitted.transform(tile[0], target_b)
+    assert np.abs(out[0].astype(int) - expected.astype(int)).max() <= 1
