@@ -621,6 +621,9 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
             val_source = PatchSource(images, labels, config, sections=[np.flatnonzero(h) for h in held], seed=seed)
         except ScribbleSegError:  # too few sections to hold out: validate on training patches
             val_source = source
+            _log.warning("no validation volumes (val_images) and no training volume of 5 or more sections to hold a "
+                         "fifth of out (tiles, or short stacks): early stopping watches the training patches "
+                         "themselves and cannot see the network learn them by heart; give validation volumes")
 
     net = copy.deepcopy(parent.net).to(dev) if parent is not None else build_net(config).to(dev)
     record = _optimise(net, source, val_source, options, dev, rng, progress, cancel, fine_tune=parent is not None)

@@ -821,3 +821,22 @@ def test_the_stain_notes_of_several_training_volumes_say_which_volume(tmp_path, 
     notes = [r.getMessage() for r in caplog.records if "sections give too few tissue pixels" in r.getMessage()]
     assert [n.split(":")[0] for n in notes] == ["stain normalization of training volume 1 of 2",
                                                 "stain normalization of training volume 2 of 2"], notes
+
+
+def test_training_on_tiles_without_validation_says_early_stopping_watches_the_training_patches(tmp_path, caplog):
+    # With tiles only (no volume of 5 sections to hold a fifth of out) and no validation volumes, validation fell back
+    # to the training patches without a word.
+    from ScribbleSegLib.cli import _one_line
+    from ScribbleSegLib.commands.train import PARAMETER_FLAGS
+
+    tiles = [tiny_volume(seed=k, shape=(1, 40, 40)) for k in range(2)]
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        train_model([t for t, _ in tiles], [l for _, l in tiles], tmp_path / "m.model", TINY, options=FAST, max_iters=1)
+    said = [r.getMessage() for r in caplog.records if "early stopping watches the training patches" in r.getMessage()]
+    assert len(said) == 1 and "val_images" in said[0]
+    assert "--val-images" in _one_line(said[0], PARAMETER_FLAGS)
+    caplog.clear()
+    image, label = tiny_volume()  # 6 sections: a fifth is held out
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        train_model([image], [label], tmp_path / "n.model", TINY, options=FAST, max_iters=1)
+    assert not [r for r in caplog.records if "early stopping" in r.getMessage()]

@@ -15,7 +15,7 @@ from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_o
 
 # The library's parameters this command takes as flags: its messages are shown with the flags' names.
 PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", "lr": "--lr", "batch": "--batch",
-                   **IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS}
+                   "val_images": "--val-images", **IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "('starter': the shipped starter model)")
     add_device_option(parser)
     parser.add_argument("--val-images", nargs="+", action="extend", default=[], metavar="IMAGE",
-                        help="validation images for early stopping (default: every 5th training section)")
+                        help="validation images for early stopping (default: every 5th training section; with "
+                             "tiles alone, the training patches, with a warning)")
     parser.add_argument("--val-labels", nargs="+", action="extend", default=[], metavar="LABEL", help="their labels")
     add_image_options(parser)
     budgets = {name: (p.max_minutes, p.max_iters) for name, p in choices.PRESETS.items()}
