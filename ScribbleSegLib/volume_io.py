@@ -811,6 +811,15 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
                 path, image.GetSpacing()[2])
     geometry = _geometry_of(image, path)
     if spacing is not None:
+        own = geometry.spacing
+        # Volume formats only: a PNG's or TIFF's pixel size comes from its print resolution (72 dpi) as often as
+        # from a scanner, and a tile's note for every tile of a training would say nothing.
+        volume_format = path.name.lower().endswith((".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz"))
+        if volume_format and not np.allclose(own, spacing, rtol=0.01, atol=0) and not np.allclose(own, 1.0):
+            # One spacing for several files (a training's folders and 3D files) replaced each file's own, silently.
+            logging.getLogger("ScribbleSegLib").info(
+                "%s: its own voxel size (%s) mm is replaced by the spacing given (%s)", path,
+                ", ".join(f"{v:.4g}" for v in own), ", ".join(f"{v:.4g}" for v in spacing))
         geometry = Geometry(spacing, geometry.origin, geometry.direction)
     view = sitk.GetArrayViewFromImage(image)
     _check_pixel_type(view, path)

@@ -1298,3 +1298,18 @@ def test_a_file_function_given_no_file_name_says_which_parameter(tmp_path):
         with pytest.raises(ScribbleSegError) as excinfo:
             call()
         one_line_error(excinfo, "path must be a file or folder name (str or os.PathLike), got")
+
+
+def test_a_spacing_given_for_a_file_with_its_own_is_noted(tmp_path, caplog):
+    # One spacing for a training's folders and 3D files replaced an NRRD's own voxel size without a word; a file
+    # that states none (1 mm) or the same one gets no note.
+    stack = rgb_stack((3, 12, 16))
+    vio.write_rgb_volume(tmp_path / "own.nrrd", Volume(stack, Geometry((0.0231, 0.0231, 0.045))))
+    vio.write_rgb_volume(tmp_path / "none.nrrd", Volume(stack, Geometry((1.0, 1.0, 1.0))))
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        vio.read_image(tmp_path / "own.nrrd", spacing=(0.03, 0.03, 0.06))
+        vio.read_image(tmp_path / "own.nrrd", spacing=(0.0231, 0.0231, 0.045))
+        vio.read_image(tmp_path / "none.nrrd", spacing=(0.03, 0.03, 0.06))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"{tmp_path / 'own.nrrd'}: its own voxel size (0.0231, 0.0231, 0.045) mm is replaced by the "
+                     "spacing given (0.03, 0.03, 0.06)"], lines
