@@ -88,12 +88,11 @@ def test_second_run_reuses_cached_features(case, tmp_path):
     np.testing.assert_array_equal(first.labels, second.labels)
 
 
-def test_what_computing_the_features_said_is_said_again_when_they_are_reused(case, tmp_path, monkeypatch, caplog):
-    # A grey scan's stain warning came with the first run only: a re-run with another gamma reused the features
-    # and said nothing.
+@pytest.fixture
+def network_says_grey(monkeypatch):
+    """The network's run logs a grey scan's stain warning, as a grey image's does."""
     from ScribbleSegLib import inference
 
-    _, test, scrib, model = case
     real = inference.predict_volume
 
     def predicting(*args, **kwargs):
@@ -101,6 +100,13 @@ def test_what_computing_the_features_said_is_said_again_when_they_are_reused(cas
         return real(*args, **kwargs)
 
     monkeypatch.setattr(inference, "predict_volume", predicting)
+
+
+def test_what_computing_the_features_said_is_said_again_when_they_are_reused(case, tmp_path, network_says_grey,
+                                                                             caplog):
+    # A grey scan's stain warning came with the first run only: a re-run with another gamma reused the features
+    # and said nothing.
+    _, test, scrib, model = case
     said = []
     for _ in range(2):
         caplog.clear()
@@ -113,20 +119,12 @@ def test_what_computing_the_features_said_is_said_again_when_they_are_reused(cas
                      "computed)"]]
 
 
-def test_what_computing_the_features_said_is_in_the_runs_warnings(case, tmp_path, monkeypatch):
+def test_what_computing_the_features_said_is_in_the_runs_warnings(case, tmp_path, network_says_grey):
     # A grey image's stain warning went to the log only: result.warnings (and a session's) stayed empty, so a notebook
     # that reads them saw nothing; from the cache too.
-    from ScribbleSegLib import inference
     from ScribbleSegLib.session import Session
 
     _, test, scrib, model = case
-    real = inference.predict_volume
-
-    def predicting(*args, **kwargs):
-        logging.getLogger("ScribbleSegLib.stain").warning("stain normalization: the tissue shows no colour")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(inference, "predict_volume", predicting)
     for cache_dir in (None, tmp_path, tmp_path):  # computed, computed into the cache, read from it
         result = pipeline.segment(test.image, scrib, model, method="ddml", cache_dir=cache_dir)
         said = [w for w in result.warnings if "no colour" in w]
