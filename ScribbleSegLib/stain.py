@@ -150,10 +150,10 @@ def order_stains(stains: np.ndarray) -> np.ndarray:
     labs (a bluer haematoxylin, a more purple eosin) and what a fit pulls around:
     JPEG's coarser colour and a grey section among colour ones draw grey into the
     haematoxylin atom, raising its blue.  The rule used before (the larger
-    ``OD_red - OD_blue``) then ranked 23 of 1 034 fits of phantom stacks and real tiles the wrong
-    way round, rendering every section with the two stains exchanged; this one
-    ranked none (``benchmarks/bench_stain_order.py``, BENCHMARKS.md "Which fitted
-    stain is haematoxylin").  A grey atom (red = green) lands on the haematoxylin
+    ``OD_red - OD_blue``) then ranked 23 of 1 034 fits of phantom stacks and
+    real tiles the wrong way round, rendering every section with the two stains
+    exchanged; this one ranked none (``benchmarks/bench_stain_order.py``,
+    BENCHMARKS.md "Which fitted stain is haematoxylin").  A grey atom (red = green) lands on the haematoxylin
     side, where the dark, neutral pixels of such a fit belong.
 
     Parameters
