@@ -188,6 +188,55 @@ PRESETS: Dict[str, Preset] = {
 }
 DEFAULT_PRESET = "small"
 
+TRAIN_LR = 1e-3
+"""Adam learning rate of a training from scratch (the paper's)."""
+TRAIN_BATCH = 8
+"""Patches per training step (the paper's)."""
+FINETUNE_LR = 3e-4
+"""Default Adam learning rate when fine-tuning: a third of training's, so a few volumes nudge rather than
+overwrite what the parent learnt."""
+FINETUNE_ITERS = 300
+"""Default step budget when fine-tuning (3.5 minutes of the small preset on a shared 2-core CPU, BENCHMARKS.md)."""
+
+
+def training_budget(preset: Optional[str] = None, fine_tune: bool = False, *, max_iters: Optional[int] = None,
+                    max_minutes: Optional[float] = None,
+                    lr: Optional[float] = None) -> Tuple[int, Optional[float], float]:
+    """A training's step budget, time budget and learning rate: each the value given, else its default.
+
+    The one rule the command line, the worker and the Slicer panel read: a training from scratch takes its
+    preset's budgets (:data:`PRESETS`) at :data:`TRAIN_LR`; a fine-tune (``fine_tune``, whose network is its
+    parent's) :data:`FINETUNE_ITERS` steps at :data:`FINETUNE_LR`, with no time budget.
+
+    Parameters
+    ----------
+    preset : str, optional
+        A :data:`PRESETS` name (default :data:`DEFAULT_PRESET`); not used for a fine-tune.
+    fine_tune : bool
+        Whether the training starts from an existing model.
+    max_iters, max_minutes, lr : optional
+        Values given by the user: kept as they are.
+
+    Returns
+    -------
+    tuple
+        ``(max_iters, max_minutes, lr)``; ``max_minutes`` None: no time budget.
+
+    Examples
+    --------
+    >>> training_budget("small")
+    (3000, 30.0, 0.001)
+    >>> training_budget(fine_tune=True, max_minutes=10)
+    (300, 10, 0.0003)
+    """
+    if fine_tune:
+        defaults = (FINETUNE_ITERS, None, FINETUNE_LR)
+    else:
+        chosen = PRESETS[preset or DEFAULT_PRESET]
+        defaults = (chosen.max_iters, chosen.max_minutes, TRAIN_LR)
+    given = (max_iters, max_minutes, lr)
+    return tuple(default if value is None else value for value, default in zip(given, defaults))  # type: ignore
+
 # The panel's interactive loop (ScribbleSegLib.loop; ScribbleSeg.py keeps literal copies, checked by tests).
 LOOP_SUGGESTIONS = 5
 """How many sections the panel lists to look at next (after the heat map and after each run)."""

@@ -67,12 +67,8 @@ from .white_point import glass_white, white_glass
 
 _log = logging.getLogger(__name__)
 
-FINETUNE_LR = 3e-4
-"""Default Adam learning rate when fine-tuning: a third of training's, so a few volumes nudge rather than
-overwrite what the parent learnt."""
-
-FINETUNE_ITERS = 300
-"""Default step budget when fine-tuning (3.5 minutes of the small preset on a shared 2-core CPU, BENCHMARKS.md)."""
+FINETUNE_LR = choices.FINETUNE_LR
+FINETUNE_ITERS = choices.FINETUNE_ITERS
 
 # The eight flips and quarter turns, as 2x2 matrices acting on (x, y).
 _D4 = np.array([[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
@@ -118,8 +114,8 @@ class TrainOptions:
         Sections per training volume whose features feed the bank.
     """
 
-    batch: int = 8
-    lr: float = 1e-3
+    batch: int = choices.TRAIN_BATCH
+    lr: float = choices.TRAIN_LR
     max_iters: int = choices.PRESETS[choices.DEFAULT_PRESET].max_iters
     max_minutes: Optional[float] = None
     eval_every: int = 100

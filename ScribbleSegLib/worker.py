@@ -44,7 +44,8 @@ Requests (relative paths are relative to the request file's folder)::
      "arch": "munet", "preset": "small", "max_minutes": 10,   # max_iters, max_minutes: default the preset's
      "val_images": [], "val_labels": [], "device": "auto", "seed": 0,
      "init": "/models/parent.model",            # optional: fine-tune this model ("starter": the shipped one)
-     "max_iters": 300,                          # optional step budget (default: the preset's, 300 with init)
+     "max_iters": 300,                          # optional step budget (default: the preset's, 300 with init;
+                                                # max_minutes: the preset's, none with init)
      "names": ["Embryo 7"]}                     # optional: how the model's provenance names the volumes
 
 A segmentation runs :func:`ScribbleSegLib.jobs.segment_files`, the same path
@@ -417,8 +418,8 @@ class _RequestChecker:
         val_images, val_labels = self.path_list("val_images", []), self.path_list("val_labels", [])
         if len(val_images) != len(val_labels):
             raise self.fail("val_labels", "must name one label per validation image")
-        preset = choices.PRESETS[self.choice("preset", tuple(choices.PRESETS), choices.DEFAULT_PRESET)]
-        max_minutes = self.value("max_minutes", preset.max_minutes, (int, float))
+        preset = self.choice("preset", tuple(choices.PRESETS), choices.DEFAULT_PRESET)
+        max_minutes = self.value("max_minutes", None, (int, float))
         if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
             # JSON's Infinity would run the whole training, then fail to be stored in the model's record.
             raise self.fail("max_minutes", f"must be a positive finite number, got {max_minutes!r}")
@@ -429,10 +430,12 @@ class _RequestChecker:
         if init is not None and given:  # as the command line: a fine-tune keeps its parent's network
             raise self.fail(given[0], "cannot be given with 'init': a fine-tuned model keeps its parent's "
                                       "architecture and size")
-        # A fine-tune has its own step budget (training.FINETUNE_ITERS) unless the request gives one.
-        max_iters = self.value("max_iters", None if init is not None else preset.max_iters, (int,))
+        max_iters = self.value("max_iters", None, (int,))
         if max_iters is not None and max_iters < 1:
             raise self.fail("max_iters", f"must be a positive integer, got {max_iters!r}")
+        # The budgets not given: the preset's, or a fine-tune's own (as on the command line).
+        max_iters, max_minutes, _ = choices.training_budget(preset, init is not None, max_iters=max_iters,
+                                                            max_minutes=max_minutes)
         names = self.value("names", None, (list,))
         if names is not None and (len(names) != len(images) or not all(isinstance(n, str) for n in names)):
             raise self.fail("names", "must give one name (a string) per image")
@@ -453,7 +456,7 @@ class _RequestChecker:
             "images": images, "labels": labels, "val_images": val_images, "val_labels": val_labels,
             "output": output,
             "arch": self.choice("arch", choices.ARCHITECTURES, choices.DEFAULT_ARCHITECTURE),
-            "preset": preset.name,
+            "preset": preset,
             "max_minutes": None if max_minutes is None else float(max_minutes),
             "max_iters": max_iters, "init": init, "names": names,
         }

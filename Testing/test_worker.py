@@ -366,6 +366,24 @@ def test_a_train_request_with_init_fine_tunes_that_model(tmp_path, phantom_files
     assert seen["init"] == str(tmp_path / "models" / starter.STARTER_MODEL_NAME)
 
 
+def test_a_fine_tune_request_without_budgets_takes_the_command_lines(tmp_path, tiny_model):
+    from ScribbleSegLib import choices
+
+    image = tmp_path / "i.nrrd"
+    image.write_bytes(b"")
+    request = worker.load_request(worker.write_request(tmp_path / "t.json", {
+        "task": "train", "images": [str(image)], "labels": [str(image)], "output": "tuned.model",
+        "init": str(tiny_model)}))
+    # A fine-tune has its own step budget and no time budget, wherever it is asked for (the preset's 30 minutes
+    # were the worker's alone).
+    assert (request["max_iters"], request["max_minutes"]) == (choices.FINETUNE_ITERS, None)
+    assert choices.training_budget(fine_tune=True) == (choices.FINETUNE_ITERS, None, choices.FINETUNE_LR)
+    request = worker.load_request(worker.write_request(tmp_path / "s.json", {
+        "task": "train", "images": [str(image)], "labels": [str(image)], "output": "new.model", "preset": "paper"}))
+    paper = choices.PRESETS["paper"]
+    assert (request["max_iters"], request["max_minutes"]) == (paper.max_iters, paper.max_minutes)
+
+
 def test_devices_lists_the_cpu():
     done = worker.run_request({"task": "devices"}, worker.Emitter(io.StringIO()))
     devices = done["outputs"]["devices"]

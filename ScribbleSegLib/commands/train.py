@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --init, the parent's)")
     parser.add_argument("--config", choices=tuple(choices.PRESETS), default=None,
                         help="network size: small trains on a CPU in minutes, paper is the published "
-                             "size for a GPU (default: small; with --init, the parent's)")
+                             f"size for a GPU (default: {choices.DEFAULT_PRESET}; with --init, the parent's)")
     parser.add_argument("--init", metavar="MODEL", default=None,
                         help="fine-tune this model file on the volumes instead of training from scratch "
                              "('starter': the shipped starter model)")
@@ -48,10 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         + ", none with --init)")
     parser.add_argument("--max-iters", type=positive_int, default=None,
                         help="iteration budget (default: " + ", ".join(
-                            f"{i} for --config {n}" for n, (_, i) in budgets.items()) + ", 300 with --init)")
-    parser.add_argument("--batch", type=positive_int, default=8, help="patches per step (default: %(default)s)")
+                            f"{i} for --config {n}" for n, (_, i) in budgets.items())
+                        + f", {choices.FINETUNE_ITERS} with --init)")
+    parser.add_argument("--batch", type=positive_int, default=choices.TRAIN_BATCH,
+                        help="patches per step (default: %(default)s)")
     parser.add_argument("--lr", type=positive_float, default=None,
-                        help="Adam learning rate (default: 1e-3, or 3e-4 with --init)")
+                        help=f"Adam learning rate (default: {choices.TRAIN_LR:g}, or {choices.FINETUNE_LR:g} "
+                             "with --init)")
     parser.add_argument("--no-stain-normalization", action="store_true",
                         help="train on the colours as they are")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of initialisation and sampling (default: 0)")
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ..nets import ModelConfig
     from ..progress import TqdmProgress
     from ..starter import resolve_model
-    from ..training import FINETUNE_ITERS, FINETUNE_LR, TrainOptions, train_model
+    from ..training import TrainOptions, train_model
     from ..training_files import check_pairs, read_training_pairs, repeated_images, volume_records
 
     check_pairs(args.images, args.labels, ("--images", "--labels"))  # before any work
@@ -99,15 +102,11 @@ def run(args: argparse.Namespace) -> int:
             raise ScribbleSegError(f"--no-stain-normalization: a fine-tuned model keeps the reference stain of its "
                                    f"parent (--init {args.init}), in which it sees every image; leave the flag out")
         config = None
-        max_minutes = args.max_minutes
-        max_iters = args.max_iters if args.max_iters is not None else FINETUNE_ITERS
-        lr = args.lr if args.lr is not None else FINETUNE_LR
     else:
-        preset = choices.PRESETS[args.config or choices.DEFAULT_PRESET]
-        config = ModelConfig.preset(preset.name, args.arch or choices.DEFAULT_ARCHITECTURE)
-        max_minutes = args.max_minutes if args.max_minutes is not None else preset.max_minutes
-        max_iters = args.max_iters if args.max_iters is not None else preset.max_iters
-        lr = args.lr if args.lr is not None else 1e-3
+        config = ModelConfig.preset(args.config or choices.DEFAULT_PRESET,
+                                    args.arch or choices.DEFAULT_ARCHITECTURE)
+    max_iters, max_minutes, lr = choices.training_budget(args.config, parent is not None, max_iters=args.max_iters,
+                                                         max_minutes=args.max_minutes, lr=args.lr)
     options = TrainOptions(batch=args.batch, lr=lr, normalize=not args.no_stain_normalization)
     # The model file's size is known from its network and bank: a disk too full for it is refused now,
     # not after the whole training budget.
