@@ -45,6 +45,26 @@ DEFAULT_PHANTOM_FAMILY = "a"
 #: The Slicer module's sample phantom, ``(Z, Y, X)``: the full-size phantom the starter model learnt from
 #: (a smaller one is the same embryo in coarser voxels, where the heart's outline costs more IoU).
 SAMPLE_PHANTOM_SHAPE: Tuple[int, int, int] = (64, 192, 192)
+SCRIBBLE_EVERY = 10
+"""Simulated strokes go on every this many heart sections: in ``scribbleseg phantom``'s files, the bench's first
+round, the demo and the protocol (:func:`ScribbleSegLib.scribbles.simulate_scribbles`)."""
+SAMPLE_SCRIBBLE_EVERY = 8
+"""The sample phantom's example strokes (the Slicer module's, the worker's ``phantom`` task): one section in 8, a
+little denser than the bench's, so that the first result a new user sees comes from strokes they can find."""
+
+
+def every_nth(every: int) -> str:
+    """How messages and tables say "on every ``every``-th heart section".
+
+    Examples
+    --------
+    >>> every_nth(10), every_nth(2), every_nth(1)
+    ('every 10th', 'every 2nd', 'every')
+    """
+    if every == 1:
+        return "every"
+    suffix = "th" if every % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(every % 10, "th")
+    return f"every {every}{suffix}"
 
 CUT_NEIGHBOURHOODS: Tuple[int, ...] = (6, 10)
 """Graph-cut neighbourhoods (see :class:`ScribbleSegLib.graphcut.GraphCutParams`)."""

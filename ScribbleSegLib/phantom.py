@@ -955,7 +955,8 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
                 volume_io.write_segmentation(tmp, [("heart", ph.label, volume_io.HEART_COLOR)], geometry)
             for k in patterns:
                 _progress.check(cancel)
-                strokes = simulate_scribbles(ph.label, seed=k, every=10, spacing=geometry.spacing,
+                strokes = simulate_scribbles(ph.label, seed=k, every=choices.SCRIBBLE_EVERY,
+                                             spacing=geometry.spacing,
                                              tissue=ph.tissue != Tissue.EMPTY)
                 file = f"{name}_scribbles_p{k}.seg.nrrd"
                 with outputs.writing(file) as tmp:
@@ -963,7 +964,8 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
                                                        ("background", strokes == 2, volume_io.BACKGROUND_COLOR)],
                                                  geometry)
                 entry["scribbles"].append(file)
-                entry["scribbled_sections"].append(scribbled_sections(ph.label, seed=k, every=10).tolist())
+                entry["scribbled_sections"].append(
+                    scribbled_sections(ph.label, seed=k, every=choices.SCRIBBLE_EVERY).tolist())
             entries.append(entry)
 
         manifest = {"format": "scribbleseg-phantom", "format_version": MANIFEST_VERSION, "seed": int(seed),

@@ -62,7 +62,8 @@ def rerun_case(shape: Sequence[int], seed: int = 7):
 
     vol = phantom.make_phantom(seed=seed, config=phantom.PhantomConfig(shape=tuple(int(s) for s in shape)))
     first = scribbles.simulate_scribbles(vol.label, seed=0, every=20, tissue=vol.tissue > 0)
-    more = np.maximum(first, scribbles.simulate_scribbles(vol.label, seed=1, every=10, tissue=vol.tissue > 0))
+    more = np.maximum(first, scribbles.simulate_scribbles(vol.label, seed=1, every=choices.SCRIBBLE_EVERY,
+                                                          tissue=vol.tissue > 0))
     return vol, first, more
 
 

@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import choices
 from .checks import check_array, check_count, check_seed, check_spacing, check_whole, check_width
 from .errors import ScribbleSegError
 
@@ -22,7 +23,7 @@ from .errors import ScribbleSegError
 NONE, HEART, BACKGROUND = 0, 1, 2
 
 
-def scribbled_sections(label: np.ndarray, seed: int = 0, every: int = 10,
+def scribbled_sections(label: np.ndarray, seed: int = 0, every: int = choices.SCRIBBLE_EVERY,
                        n_sections: Optional[int] = None) -> np.ndarray:
     """Indices of the sections :func:`simulate_scribbles` annotates.
 
@@ -63,9 +64,9 @@ def scribbled_sections(label: np.ndarray, seed: int = 0, every: int = 10,
     return heart[offset::every]
 
 
-def simulate_scribbles(label: np.ndarray, seed: int = 0, every: int = 10, n_sections: Optional[int] = None,
-                       strokes: Tuple[int, int] = (4, 5), width: float = 3, spacing: Optional[Sequence[float]] = None,
-                       tissue: Optional[np.ndarray] = None) -> np.ndarray:
+def simulate_scribbles(label: np.ndarray, seed: int = 0, every: int = choices.SCRIBBLE_EVERY,
+                       n_sections: Optional[int] = None, strokes: Tuple[int, int] = (4, 5), width: float = 3,
+                       spacing: Optional[Sequence[float]] = None, tissue: Optional[np.ndarray] = None) -> np.ndarray:
     """Draw scribbles a user would draw on a few sections of a labelled volume.
 
     Parameters

@@ -398,7 +398,7 @@ class _RequestChecker:
         shape = self.value("shape", None, (list,))
         if shape is not None and (len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape)):
             raise self.fail("shape", f"must be three positive integers Z Y X, got {shape!r}")
-        every = self.value("every", 8, (int,))
+        every = self.value("every", choices.SAMPLE_SCRIBBLE_EVERY, (int,))
         if every < 1:
             raise self.fail("every", f"must be a positive integer, got {every!r}")
         outputs = self.value("outputs", types=(dict,))

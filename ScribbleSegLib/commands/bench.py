@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .. import choices
 from .common import (EXPERIMENT_PARAMETER_FLAGS, add_experiment_options, check_device_flag, check_phantom_shape,
                      output_folder_kept_on_success)
 
@@ -433,7 +434,8 @@ def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
 
     # --- settings on validation -------------------------------------------------------------------
     log("choosing the settings on the validation volumes of all protocols")
-    val = [(t, o, i, strokes(vols[o][i], 100 + PATTERNS[0], every=10)) for t, o in pairs for i in (2, 3)]
+    val = [(t, o, i, strokes(vols[o][i], 100 + PATTERNS[0], every=choices.SCRIBBLE_EVERY)) for t, o in pairs
+           for i in (2, 3)]
     with stage(records, "choosing settings on validation"):
         selection = _choose_settings(vols, models, outputs, val, args.seed, log)
     chosen_ddml, chosen_cut = selection.ddml, selection.cut
@@ -441,7 +443,8 @@ def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
     paper_cut = GraphCutParams.paper(gamma=selection.paper_key[1])
 
     # --- Table I ------------------------------------------------------------------------------------
-    log("Table I: every protocol, 2 test volumes x 3 patterns, every 10th heart section")
+    log(f"Table I: every protocol, 2 test volumes x 3 patterns, {choices.every_nth(choices.SCRIBBLE_EVERY)} heart "
+        "section")
     tables, timings = {}, []
     with stage(records, "Table I"):
         for t, o in pairs:
@@ -449,7 +452,7 @@ def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
             for i in (4, 5):
                 v, outs = vols[o][i], outputs[t, o, i]
                 for p in PATTERNS:
-                    s = strokes(v, p, every=10)
+                    s = strokes(v, p, every=choices.SCRIBBLE_EVERY)
                     row, result = protocol.evaluate_pattern(v.image, v.label, s, models[t]["munet"], outs,
                                                             cut_params=paper_cut, ddml_config=paper_ddml,
                                                             seed=args.seed)
@@ -473,7 +476,7 @@ def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
             for i in (4, 5):
                 v, outs = vols[o][i], outputs[t, o, i]
                 for p in PATTERNS:
-                    s = strokes(v, p, every=10)
+                    s = strokes(v, p, every=choices.SCRIBBLE_EVERY)
                     rounds_ours[name].append(protocol.run_rounds(v.image, v.label, s, models[t]["munet"], outs.munet,
                                                                  cut_params=chosen_cut, ddml_config=chosen_ddml,
                                                                  seed=args.seed))
@@ -516,7 +519,7 @@ def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
                 for i in (4, 5):
                     v = vols[f][i]
                     for p in PATTERNS:
-                        s = strokes(v, p, every=10)
+                        s = strokes(v, p, every=choices.SCRIBBLE_EVERY)
                         labels = (fn(v.image.array, s, v.image.geometry.spacing_zyx) if fn is random_walker_segment
                                   else fn(v.image.array, s, seed=args.seed))
                         rows.append(evaluate(labels, v.label))
@@ -567,7 +570,8 @@ def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs
              f"- Command: `{command}`", f"- Machine: {machine}",
              f"- Date: {datetime.date.today().isoformat()}; total time {total / 60:.1f} min",
              "- Protocols: networks trained on family F are tested on F's test volumes (in-family) and on the "
-             "other family's (cross-family); 2 test volumes × 3 scribble patterns on every 10th heart section; "
+             "other family's (cross-family); 2 test volumes × 3 scribble patterns on "
+             f"{choices.every_nth(choices.SCRIBBLE_EVERY)} heart section; "
              "metrics over all voxels.", "",
              f"Settings chosen on the validation volumes of all four protocols (the mean of in-family and "
              f"cross-family IoU): round 1 ranks every DDML variant, cut and seed reach; the {ROUND_CANDIDATES} best "
@@ -608,7 +612,8 @@ def _report(command, machine, tables, rounds_ours, rounds_paper, fig7, peer_runs
         f"{_name(*k)} {summarize([r[protocol.DEFAULT_FINAL] for r in runs])['precision']['mean']:.3f} / "
         f"{summarize([r[protocol.DEFAULT_FINAL] for r in runs])['recall']['mean']:.3f}"
         for k, runs in tables.items()) + ".", ""]
-    lines += [f"### Interactive rounds (default settings; round 1: every 10th heart section; each later round adds "
+    lines += [f"### Interactive rounds (default settings; round 1: {choices.every_nth(choices.SCRIBBLE_EVERY)} heart "
+              "section; each later round adds "
               f"{protocol.STROKES_PER_SECTION} corrective strokes on each of the {protocol.CORRECTED_SECTIONS} worst "
               "sections, inside the largest wrong regions)", "", protocol.rounds_table(rounds_ours), "",
               "Per volume and pattern (final IoU by round):", ""]

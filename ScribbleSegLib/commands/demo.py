@@ -1,7 +1,7 @@
 """``scribbleseg demo``: the whole product on a synthetic embryo, in minutes on a CPU.
 
 Makes phantom volumes (2 train, 1 validation, 1 test), trains a small M-Unet and
-a plain U-Net, simulates scribbles on every 10th heart section of the test
+a plain U-Net, simulates scribbles on every 10th heart section (``choices.SCRIBBLE_EVERY``) of the test
 volume, segments it with the library's default adaptation and cut, prints a Table
 I-style table and writes the results.
 """
@@ -12,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+from .. import choices
 from .common import (EXPERIMENT_PARAMETER_FLAGS, add_experiment_options, check_device_flag, check_phantom_shape,
                      output_folder_kept_on_success)
 
@@ -56,8 +57,9 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     models = protocol.train_networks(train, val, out, args.train_minutes, args.device, args.seed, progress=bar,
                                      log=step)
 
-    step("simulating scribbles on every 10th heart section of the test volume")
-    scrib = scribbles.simulate_scribbles(test.label, seed=args.seed, every=10, tissue=test.tissue > 0)
+    step(f"simulating scribbles on {choices.every_nth(choices.SCRIBBLE_EVERY)} heart section of the test volume")
+    scrib = scribbles.simulate_scribbles(test.label, seed=args.seed, every=choices.SCRIBBLE_EVERY,
+                                         tissue=test.tissue > 0)
     step("segmenting the test volume: M-Unet, U-Net, DDML + head, 3D graph cut")
     outputs = protocol.compute_outputs(test.image.array, models["munet"], models["unet"], device=args.device,
                                        progress=bar)
@@ -89,7 +91,8 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         results.commit()
 
     print()
-    print("Table I on the demo's test phantom (one scribble pattern on every 10th heart section; "
+    print(f"Table I on the demo's test phantom (one scribble pattern on {choices.every_nth(choices.SCRIBBLE_EVERY)} "
+          "heart section; "
           "metrics over all voxels; the adaptation and cut rows use the library's defaults, the paper column "
           "the paper's M-Unet+DDML and +GC):")
     print(table)
