@@ -383,9 +383,14 @@ class _RequestChecker:
         }
 
     def session(self) -> Dict[str, Any]:
+        if self.request.get("seed") is not None:  # each run line has its own; one here would be ignored
+            raise self.fail("seed", "belongs to each run line, not to the session request")
+        self.read.add("seed")
         cache_dir = self.value("cache_dir", None, (str,))
+        common = self.common("session")
+        del common["seed"]
         return {
-            **self.common("session"),
+            **common,
             "image": self.input_path("image"),
             "model": self.model_path(),
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
@@ -566,8 +571,9 @@ def _job(request: Dict[str, Any], field: str = "request field"):
     return SegmentFiles(
         image=request["image"], model=request["model"], labels=outputs["labels"], scribbles=request.get("scribbles"),
         probability=outputs["probability"], method=request.get("method", choices.DEFAULT_METHOD),
-        device=request["device"], seed=request["seed"], cache_dir=request["cache_dir"], cut=request.get("cut", {}),
-        ddml=request.get("ddml", {}), names=names,
+        # A session request has no seed (each run line gives its own).
+        device=request["device"], seed=request.get("seed", 0), cache_dir=request["cache_dir"],
+        cut=request.get("cut", {}), ddml=request.get("ddml", {}), names=names,
         orientations=request.get("orientations", choices.DEFAULT_ORIENTATIONS), scan_pixel=request.get("scan_pixel"),
         **extra)
 

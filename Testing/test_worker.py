@@ -121,6 +121,8 @@ def test_a_request_may_name_the_starter_model_as_the_command_line_does(tmp_path)
       "outputs": {"labels": "l.nrrd"}}, "'orientations' must be one of 1, 2, 4, got 3"),
     ({"task": "session", "image": "i.nrrd", "model": "i.nrrd", "orientations": "4"},
      "'orientations' must be int, got '4'"),
+    ({"task": "session", "image": "i.nrrd", "model": "i.nrrd", "seed": 7},
+     "'seed' belongs to each run line, not to the session request"),
     ({"task": "train", "images": ["i.nrrd"], "labels": [], "output": "m.model"}, "one label per image"),
     ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "max_minutes": 0},
      "'max_minutes' must be a positive finite number"),
