@@ -1904,9 +1904,9 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         """
         if volumeNode is None or volumeNode.GetImageData() is None:
             raise userError(_("Select an input volume (Input section)."))
-        if method not in ("munet", "ddml", "full"):
-            raise userError(f"method {method!r}: expected munet, ddml or full")
         choices = lib("choices")
+        if method not in choices.METHODS:
+            raise userError(f"method {method!r}: expected one of {', '.join(choices.METHODS)}")
         if orientations is None:
             orientations = choices.DEFAULT_ORIENTATIONS
         if orientations not in choices.ORIENTATIONS:
@@ -1937,7 +1937,9 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             if probability is not None:
                 job.heatMapNode = self.updateHeatMap(probability, volumeNode, modelPath,
                                                      "network" if method == "munet" else "run")
-                if not job.suggestions:  # munet: ranked from the network's probability alone
+                if method == "munet" and scribbles is not None:
+                    # The worker ranked them without the strokes (a munet run is sent none): the same rule
+                    # (suggest.network_suggestions), with them.
                     job.suggestions = loop.heat_map_suggestions(probability, scribbles, LOOP_SUGGESTIONS)
             if purpose == "heatmap":
                 return

@@ -537,8 +537,7 @@ def result_metrics(result, shape_zyx: Sequence[int], spacing: Sequence[float], s
         "method": result.method,
     }
     if result.suggestions:
-        metrics["suggestions"] = [{"section": s.section, "reason": s.reason, "score": s.score,
-                                   "text": s.describe()} for s in result.suggestions]
+        metrics["suggestions"] = [s.as_dict() for s in result.suggestions]
     if result.warnings:
         metrics["warnings"] = list(result.warnings)
     if scribbles is not None:

@@ -202,14 +202,8 @@ def describe_change(volume_mm3: float, previous_mm3: Optional[float] = None,
 
 def heat_map_suggestions(probability: np.ndarray, scribbles: Optional[np.ndarray] = None,
                          count: int = choices.LOOP_SUGGESTIONS) -> List[Dict[str, Any]]:
-    """Sections to look at from the network's heart probability alone (no run yet).
-
-    The same scores as after a run (:func:`ScribbleSegLib.suggest.section_scores`)
-    with the probability as ``h``, as the network and, thresholded, as the result:
-    sections with much probability near 0.5, far from any stroke, come first.
-    Neighbouring sections look alike, so a section closer than ``gap`` to one
-    already listed is skipped (``gap``: the volume's sections / (2 * count), at
-    least 2), and the list covers the stack.
+    """Sections to look at from the network's heart probability alone (no run yet):
+    :func:`ScribbleSegLib.suggest.network_suggestions`, as the worker reports them.
 
     Returns
     -------
@@ -224,21 +218,9 @@ def heat_map_suggestions(probability: np.ndarray, scribbles: Optional[np.ndarray
     >>> [s["section"] for s in heat_map_suggestions(p, count=2)]
     [3, 1]
     """
-    from .suggest import section_scores
+    from .suggest import network_suggestions
 
-    if int(count) < 0:
-        raise ScribbleSegError(f"count must be >= 0, got {count!r}")
-    probability = np.asarray(probability, np.float32)
-    ranked = sorted(section_scores(probability, (probability > 0.5).astype(np.uint8), probability, scribbles),
-                    key=lambda s: (-s.score, s.section))
-    gap = max(2, probability.shape[0] // (2 * max(1, int(count))))
-    found: list = []
-    for suggestion in ranked:
-        if len(found) == int(count):
-            break
-        if all(abs(suggestion.section - other.section) >= gap for other in found):
-            found.append(suggestion)
-    return [{"section": s.section, "reason": s.reason, "score": s.score, "text": s.describe()} for s in found]
+    return [s.as_dict() for s in network_suggestions(probability, scribbles, count)]
 
 
 def suggestion_row(suggestion: Union[Mapping[str, Any], Any]) -> str:

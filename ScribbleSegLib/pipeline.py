@@ -610,7 +610,11 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     timings = {} if timings is None else timings
     warnings = [] if warnings is None else warnings
     if method == "munet":
-        return SegmentResult((prob > 0.5).astype(np.uint8), prob, prob, method, features_cached, timings, warnings)
+        from .suggest import network_suggestions
+
+        # Ranked from the network alone, as the panel's heat map ranks them before any run.
+        return SegmentResult((prob > 0.5).astype(np.uint8), prob, prob, method, features_cached, timings, warnings,
+                             network_suggestions(prob, scribbles, suggest))
     check(cancel)
 
     from .ddml import DDMLConfig, adapt

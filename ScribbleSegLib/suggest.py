@@ -81,6 +81,16 @@ class Suggestion:
         return (f"section {self.section} ({self.reason}: {self.unsure} unsure, {self.changed} changed voxels, "
                 f"{where})")
 
+    def as_dict(self) -> dict:
+        """What the worker's and the command line's ``metrics["suggestions"]`` hold for this section.
+
+        Examples
+        --------
+        >>> Suggestion(12, 1.0, "unsure", 340, 20, 1).as_dict()["text"]
+        'section 12 (unsure: 340 unsure, 20 changed voxels, 1 section from a stroke)'
+        """
+        return {"section": self.section, "reason": self.reason, "score": self.score, "text": self.describe()}
+
 
 def section_scores(h: np.ndarray, labels: np.ndarray, network: np.ndarray,
                    scribbles: Optional[np.ndarray]) -> List[Suggestion]:
@@ -163,3 +173,49 @@ def suggest_sections(h: np.ndarray, labels: np.ndarray, network: np.ndarray, scr
     if len(labels) == 1:  # the command line printed none for a tile, the API and the worker one: none anywhere
         return []
     return ranked[: int(count)]
+
+
+def network_suggestions(probability: np.ndarray, scribbles: Optional[np.ndarray] = None,
+                        count: int = choices.DEFAULT_SUGGESTIONS) -> List[Suggestion]:
+    """Sections to look at from the network's heart probability alone (``--method munet``, the heat map).
+
+    The scores of :func:`section_scores` with the probability as ``h``, as the network and, thresholded, as the
+    result: sections with much probability near 0.5, far from any stroke, come first.  Neighbouring sections look
+    alike, so a section closer than ``gap`` to one already listed is skipped (``gap``: the volume's sections /
+    (2 * count), at least 2), and the list covers the stack.
+
+    Parameters
+    ----------
+    probability : numpy.ndarray
+        ``(Z, Y, X)`` float heart probability in [0, 1].
+    scribbles : numpy.ndarray, optional
+        ``(Z, Y, X)`` uint8 strokes (0 none).
+    count : int
+        How many to return (fewer if fewer sections hold heart; none for a tile).
+
+    Returns
+    -------
+    list of Suggestion
+        Best first.
+
+    Examples
+    --------
+    >>> p = np.zeros((4, 6, 6), np.float32); p[1, 1:5, 1:5] = 0.9; p[3, 1:5, 1:5] = 0.6
+    >>> [s.section for s in network_suggestions(p, count=2)]
+    [3, 1]
+    """
+    if int(count) < 0:
+        raise ScribbleSegError(f"count must be >= 0, got {count!r}")
+    probability = np.asarray(probability, np.float32)
+    if probability.ndim == 3 and len(probability) == 1:  # a tile: no other section to look at
+        return []
+    ranked = sorted(section_scores(probability, (probability > 0.5).astype(np.uint8), probability, scribbles),
+                    key=lambda s: (-s.score, s.section))
+    gap = max(2, probability.shape[0] // (2 * max(1, int(count))))
+    found: List[Suggestion] = []
+    for suggestion in ranked:
+        if len(found) == int(count):
+            break
+        if all(abs(suggestion.section - other.section) >= gap for other in found):
+            found.append(suggestion)
+    return found
