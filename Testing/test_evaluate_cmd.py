@@ -248,6 +248,18 @@ def test_a_full_size_3d_label_against_a_downsampled_prediction(files, tmp_path, 
     assert status == 0 and json.loads(out)["tp"] == 60
 
 
+def test_a_prediction_of_as_many_voxels_at_another_spacing_is_not_sent_to_downsample(files, tmp_path, capsys):
+    # The image segmented with a --spacing twice its file's: the prediction holds the label's voxels, each twice
+    # the size (and the file's origin).  --downsample 2 would not help; the --spacing it was segmented with would.
+    label = volume_io.read_label_volume(files / "label.nrrd")
+    coarse = Geometry((1.0, 1.0, 2.0), GEOMETRY.origin)
+    volume_io.write_segmentation(tmp_path / "coarse.seg.nrrd", [("heart", label.array, volume_io.HEART_COLOR)],
+                                 coarse)
+    status, _, err = evaluate(capsys, "--prediction", tmp_path / "coarse.seg.nrrd", "--label", files / "label.nrrd")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "--downsample" not in err and "--spacing" in err
+
+
 def test_a_full_size_3d_label_with_a_part_block_left_over_against_a_downsampled_prediction(files, tmp_path, capsys):
     # An image of 21x25 pixels read with --downsample 2 is 10x12: segment drops the last row and column.
     # evaluate padded its label to 11x13 blocks instead, counted that row and column, and warned that the

@@ -203,12 +203,20 @@ def _same_spacing(a, b) -> bool:
 
 
 def _downsample_hint(label, prediction) -> str:
-    """`` (... --downsample K)`` when the prediction's voxels are K x K of the label's in-plane, else ``""``."""
+    """`` (... --downsample K)`` when the prediction's voxels are K x K of the label's in-plane over the label's
+    extent; `` (... --spacing)`` when the two have as many voxels of other sizes; else ``""``."""
     (lx, ly, lz), (px, py, pz) = label.geometry.spacing, prediction.geometry.spacing
     factor = round(px / lx)
     if factor > 1 and _same_spacing((px, py, pz), (lx * factor, ly * factor, lz)):
-        return (f" (the label has {factor}x{factor} voxels in-plane to each of the prediction's, as the image has "
-                f"when it is read with --downsample {factor}: give --downsample {factor} to reduce the label so)")
+        # Read with --downsample K, a section of n pixels has n // K: the label then covers K times as many.
+        if all(n // factor == m for n, m in zip(label.shape[1:], prediction.shape[1:])):
+            return (f" (the label has {factor}x{factor} voxels in-plane to each of the prediction's, as the image "
+                    f"has when it is read with --downsample {factor}: give --downsample {factor} to reduce the "
+                    "label so)")
+    if tuple(label.shape) == tuple(prediction.shape) and not _same_spacing((px, py, pz), (lx, ly, lz)):
+        # The same voxels at another size: the image was segmented with a --spacing other than its file's.
+        return (" (the two have as many voxels, of other sizes: if the image was segmented with --spacing, give "
+                "evaluate the same --spacing)")
     return ""
 
 
