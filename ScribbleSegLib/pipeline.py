@@ -208,11 +208,15 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     if max(max(f, 1.0 / f) for f in scale) > MAX_RESAMPLING:
         if warnings is not None:
             dpi = print_resolution(float(spacing_xy[0]))
+            finer = round(model_xy[0] / float(spacing_xy[0]))
+            # A stack scanned finer than the model: read downsampled, the network sees it near its own scale.
+            closer = (f"; read downsampled by {finer} (downsample {finer}), the stack would be near the model's "
+                      "scale" if finer > MAX_RESAMPLING else "")
             why = (f"it is {dpi} dots per inch, a print size that the image's file states, not the scan's: give the "
                    "scan's pixel size (spacing)" if dpi else
                    "is the spacing right? If it is, the model learnt another magnification: the network alone will "
                    "be poor and the strokes must carry the result; a model trained on images like these serves "
-                   "best")
+                   f"best{closer}")
             warnings.append(f"the stack's pixel size {float(spacing_xy[0]):g} mm is far from the model's "
                             f"{model_xy[0]:g} mm; not resampling ({why})")
         return 1.0, 1.0
