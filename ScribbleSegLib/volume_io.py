@@ -817,9 +817,14 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
         volume_format = path.name.lower().endswith((".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz"))
         if volume_format and not np.allclose(own, spacing, rtol=0.01, atol=0) and not np.allclose(own, 1.0):
             # One spacing for several files (a training's folders and 3D files) replaced each file's own, silently.
-            logging.getLogger("ScribbleSegLib").info(
-                "%s: its own voxel size (%s) mm is replaced by the spacing given (%s)", path,
-                ", ".join(f"{v:.4g}" for v in own), ", ".join(f"{v:.4g}" for v in spacing))
+            # In-plane 1.5 times or more off the file's, the network's scale and every area follow the given one:
+            # a warning, as likely a slip as a correction.
+            far = max(max(a / b, b / a) for a, b in zip(own[:2], spacing[:2])) >= 1.5
+            logging.getLogger("ScribbleSegLib").log(
+                logging.WARNING if far else logging.INFO,
+                "%s: its own voxel size (%s) mm is replaced by the spacing given (%s)%s", path,
+                ", ".join(f"{v:.4g}" for v in own), ", ".join(f"{v:.4g}" for v in spacing),
+                "; the network's scale and the areas follow the spacing given" if far else "")
         geometry = Geometry(spacing, geometry.origin, geometry.direction)
     view = sitk.GetArrayViewFromImage(image)
     _check_pixel_type(view, path)

@@ -1313,3 +1313,10 @@ def test_a_spacing_given_for_a_file_with_its_own_is_noted(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [f"{tmp_path / 'own.nrrd'}: its own voxel size (0.0231, 0.0231, 0.045) mm is replaced by the "
                      "spacing given (0.03, 0.03, 0.06)"], lines
+    assert caplog.records[0].levelname == "INFO"
+    # Twice the file's pixel: the network's scale follows it, as likely a slip as a correction, so a warning.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        vio.read_image(tmp_path / "own.nrrd", spacing=(0.0462, 0.0462, 0.045))
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "the network's scale and the areas follow the spacing given" in caplog.records[0].getMessage()
