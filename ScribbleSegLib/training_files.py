@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import ScribbleSegError
 from .fileio import PathLike
 from .geometry import Volume
-from .progress import CancelToken
+from .progress import CancelToken, ProgressCallback
 
 
 def read_training_pair(image_path: PathLike, label_path: PathLike, *, spacing: Optional[Sequence[float]] = None,
@@ -189,3 +189,71 @@ def volume_records(images: Sequence[PathLike], labels: Sequence[PathLike]) -> Li
     ['/data/a.nrrd (label /data/a_label.nrrd)']
     """
     return [f"{Path(i).absolute()} (label {Path(l).absolute()})" for i, l in zip(images, labels)]
+
+
+def train_from_files(images: Sequence[PathLike], labels: Sequence[PathLike], out_path: PathLike, config=None, *,
+                     val_images: Sequence[PathLike] = (), val_labels: Sequence[PathLike] = (),
+                     init: Union[None, PathLike, Any] = None, options=None, max_iters: Optional[int] = None,
+                     max_minutes: Optional[float] = None, spacing: Optional[Sequence[float]] = None,
+                     downsample: int = 1, device: str = "auto", seed: int = 0,
+                     provenance: Optional[Dict[str, Any]] = None,
+                     names: Tuple[str, str, str, str] = ("images", "labels", "val_images", "val_labels"),
+                     progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Path:
+    """Train (or fine-tune) a network on image and label files and write its model file: the one path from files
+    to a model, of ``scribbleseg train`` and of the Slicer worker.
+
+    Warns of an image given twice or also for validation, refuses a disk too full for the model file before
+    reading anything, reads the pairs (:func:`read_training_pairs`), then runs :func:`ScribbleSegLib.training.
+    train_model`, whose messages name each volume by its label file.
+
+    Parameters
+    ----------
+    images, labels, val_images, val_labels : lists of paths
+        Paired in order.
+    out_path : path
+        The model file to write.
+    config : nets.ModelConfig, optional
+        The network (None: the small M-Unet; with ``init``, the parent's).
+    init : path or model_file.SegModel, optional
+        The model to fine-tune.
+    options, max_iters, max_minutes, device, seed
+        As for ``train_model``.
+    spacing, downsample
+        As for :func:`ScribbleSegLib.volume_io.read_image`.
+    provenance : dict, optional
+        Extra fields of the model's record; ``volumes`` defaults to :func:`volume_records`.
+    names : 4 str
+        How the caller names the four lists in messages (``--images`` ... on the command line).
+    progress, cancel
+        See :mod:`ScribbleSegLib.progress`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_path``.
+    """
+    from .fileio import check_free_space
+    from .model_file import SegModel, expected_model_bytes, load_model
+    from .nets import ModelConfig
+    from .training import TrainOptions, train_model
+
+    check_pairs(images, labels, names[:2])
+    check_pairs(val_images, val_labels, names[2:])
+    log = logging.getLogger("ScribbleSegLib")
+    for line in repeated_images(images, val_images, (names[0], names[2])):
+        log.warning(line)
+    parent = init if init is None or isinstance(init, SegModel) else load_model(init, device=device)
+    network = parent.config if parent is not None else (config or ModelConfig.small("munet"))
+    bank = (options or TrainOptions()).bank_per_class
+    # The model file's size is known from its network and bank: a disk too full for it is refused now, not after
+    # the whole training budget.
+    check_free_space({out_path: expected_model_bytes(network, 2 * bank)})
+    train = read_training_pairs(images, labels, spacing=spacing, downsample=downsample, cancel=cancel,
+                                names=names[:2])
+    val = read_training_pairs(val_images, val_labels, spacing=spacing, downsample=downsample, cancel=cancel,
+                              names=names[2:])
+    record = {"volumes": volume_records(images, labels), **(provenance or {})}
+    return train_model(*train, out_path, config, val_images=val[0] or None, val_labels=val[1] or None,
+                       options=options, max_iters=max_iters, max_minutes=max_minutes, device=device, seed=seed,
+                       names=[str(l) for l in labels], val_names=[str(l) for l in val_labels] or None,
+                       init=parent, provenance=record, progress=progress, cancel=cancel)

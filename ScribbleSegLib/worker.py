@@ -588,9 +588,8 @@ def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelT
 
 
 def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
-    from . import training
     from .nets import ModelConfig
-    from .training_files import read_training_pairs, volume_records
+    from .training_files import train_from_files
 
     emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
 
@@ -601,23 +600,20 @@ def _train(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelTok
         init = str(resolve_model(init))
         emitter.emit("log", level="info", message=f"fine-tuning {init}")
     emitter.progress("read", 0.0, f"reading {len(request['images'])} training volume(s)")
-    images, labels = read_training_pairs(request["images"], request["labels"], cancel=cancel)
-    val_images, val_labels = read_training_pairs(request["val_images"], request["val_labels"], cancel=cancel,
-                                                 names=("val_images", "val_labels"))
     started = time.perf_counter()
     # A fine-tuned model keeps its parent's architecture: no config then.
     config = None if init is not None else ModelConfig.preset(request["preset"], request["arch"])
-    names = request.get("names") or volume_records(request["images"], request["labels"])
-    # A bad label is named by its file, as the command line names it (the provenance keeps `names`).
-    training.train_model(images, labels, request["output"], config,
-                         val_images=val_images or None, val_labels=val_labels or None,
-                         names=list(request["labels"]), val_names=list(request["val_labels"]) or None,
-                         max_minutes=request["max_minutes"], max_iters=request.get("max_iters"),
-                         device=request["device"], seed=request["seed"], init=init,
-                         provenance={"volumes": list(names), "command": "ScribbleSeg worker (3D Slicer)"},
-                         progress=emitter.progress, cancel=cancel)
+    provenance = {"command": "ScribbleSeg worker (3D Slicer)"}
+    if request.get("names"):
+        provenance["volumes"] = list(request["names"])
+    # The command line's path from files to a model (a bad label is named by its file, as there).
+    train_from_files(request["images"], request["labels"], request["output"], config,
+                     val_images=request["val_images"], val_labels=request["val_labels"], init=init,
+                     max_minutes=request["max_minutes"], max_iters=request.get("max_iters"),
+                     device=request["device"], seed=request["seed"], provenance=provenance,
+                     progress=emitter.progress, cancel=cancel)
     return {"outputs": {"model": request["output"]},
-            "metrics": {"volumes": len(images), "validation_volumes": len(val_images),
+            "metrics": {"volumes": len(request["images"]), "validation_volumes": len(request["val_images"]),
                         "fine_tuned_from": init},
             "timings": {"train": time.perf_counter() - started}}
 

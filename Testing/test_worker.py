@@ -339,6 +339,34 @@ def test_train_request_reaches_train_model_with_its_settings(tmp_path, phantom_f
     assert seen["names"] == [str(files["label"])]  # a bad label is named by its file
 
 
+def test_a_train_request_takes_the_command_lines_path_from_files(tmp_path, phantom_files, monkeypatch, caplog):
+    # The worker trained through its own reading of the files, without the command line's warning of an image
+    # given twice or its check that the disk holds the model file.
+    from ScribbleSegLib import fileio, training
+
+    files, _ = phantom_files
+    seen = {}
+    monkeypatch.setattr(training, "train_model", lambda *a, **k: seen.update(called=True))
+    fields = {"task": "train", "images": [str(files["image"])] * 2, "labels": [str(files["label"])] * 2,
+              "output": "new.model", "device": "cpu"}
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        worker.run_request(worker.load_request(worker.write_request(tmp_path / "t.json", fields)),
+                           worker.Emitter(io.StringIO()))
+    assert seen == {"called": True}
+    assert any("is given twice in images" in r.getMessage() for r in caplog.records)
+
+    def full(sizes, *args, **kwargs):
+        if sizes:
+            raise ScribbleSegError(f"{next(iter(sizes))}: not enough free space")
+
+    monkeypatch.setattr(fileio, "check_free_space", full)
+    seen.clear()
+    with pytest.raises(ScribbleSegError, match="not enough free space"):
+        worker.run_request(worker.load_request(worker.write_request(tmp_path / "t.json", fields)),
+                           worker.Emitter(io.StringIO()))
+    assert seen == {}, "refused before any training"
+
+
 def test_a_train_request_with_init_fine_tunes_that_model(tmp_path, phantom_files, tiny_model, monkeypatch):
     from ScribbleSegLib import starter, training
 
@@ -356,7 +384,8 @@ def test_a_train_request_with_init_fine_tunes_that_model(tmp_path, phantom_files
     done = worker.run_request(worker.load_request(worker.write_request(tmp_path / "t.json", fields)),
                               worker.Emitter(io.StringIO()))
     assert seen["config"] is None, "a fine-tuned model keeps its parent's architecture"
-    assert (seen["init"], seen["max_iters"]) == (str(tiny_model), 40)
+    # The parent is loaded once, before any volume is read (the free-space check needs its network).
+    assert (str(seen["init"].path), seen["max_iters"]) == (str(tiny_model), 40)
     assert seen["provenance"]["volumes"] == ["Phantom0"]
     assert done["metrics"]["fine_tuned_from"] == str(tiny_model)
     monkeypatch.setattr(starter, "MODELS_FOLDER", tmp_path / "models")
@@ -365,7 +394,7 @@ def test_a_train_request_with_init_fine_tunes_that_model(tmp_path, phantom_files
     fields["init"] = "starter"
     worker.run_request(worker.load_request(worker.write_request(tmp_path / "s.json", fields)),
                        worker.Emitter(io.StringIO()))
-    assert seen["init"] == str(tmp_path / "models" / starter.STARTER_MODEL_NAME)
+    assert str(seen["init"].path) == str(tmp_path / "models" / starter.STARTER_MODEL_NAME)
 
 
 def test_a_fine_tune_request_without_budgets_takes_the_command_lines(tmp_path, tiny_model):

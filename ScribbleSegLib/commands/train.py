@@ -7,7 +7,6 @@ its parent in its provenance (see ``ScribbleSegLib.training``).
 """
 
 import argparse
-import logging
 
 from .. import choices
 from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
@@ -67,18 +66,16 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..errors import ScribbleSegError
-    from ..fileio import check_free_space, check_outputs
-    from ..model_file import check_model_name, expected_model_bytes
+    from ..fileio import check_outputs
+    from ..model_file import check_model_name
     from ..nets import ModelConfig
     from ..progress import TqdmProgress
     from ..starter import resolve_model
-    from ..training import TrainOptions, train_model
-    from ..training_files import check_pairs, read_training_pairs, repeated_images, volume_records
+    from ..training import TrainOptions
+    from ..training_files import check_pairs, train_from_files
 
     check_pairs(args.images, args.labels, ("--images", "--labels"))  # before any work
     check_pairs(args.val_images, args.val_labels, ("--val-images", "--val-labels"))
-    for line in repeated_images(args.images, args.val_images, ("--images", "--val-images")):
-        logging.getLogger("ScribbleSegLib").warning(line)
     inputs = {f"{option} {path}": path for option, paths in (("--images", args.images), ("--labels", args.labels),
                                                              ("--val-images", args.val_images),
                                                              ("--val-labels", args.val_labels)) for path in paths}
@@ -108,24 +105,15 @@ def run(args: argparse.Namespace) -> int:
     max_iters, max_minutes, lr = choices.training_budget(args.config, parent is not None, max_iters=args.max_iters,
                                                          max_minutes=args.max_minutes, lr=args.lr)
     options = TrainOptions(batch=args.batch, lr=lr, normalize=not args.no_stain_normalization)
-    # The model file's size is known from its network and bank: a disk too full for it is refused now,
-    # not after the whole training budget.
-    check_free_space({args.out: expected_model_bytes(config or parent.config, 2 * options.bank_per_class)})
-    images, labels = read_training_pairs(args.images, args.labels, spacing=args.spacing,
-                                         downsample=args.downsample, names=("--images", "--labels"))
-    val_images, val_labels = read_training_pairs(args.val_images, args.val_labels, spacing=args.spacing,
-                                                 downsample=args.downsample, names=("--val-images", "--val-labels"))
     command = "scribbleseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] \
         else "scribbleseg train"
     bar = TqdmProgress(disable=args.quiet)
     try:
-        path = train_model(images, labels, args.out, config, val_images=val_images, val_labels=val_labels,
-                           options=options, max_iters=max_iters, max_minutes=max_minutes,
-                           device=args.device, seed=args.seed,
-                           names=args.labels, val_names=args.val_labels, init=parent,
-                           provenance={"command": command,
-                                       "volumes": volume_records(args.images, args.labels)},
-                           progress=bar)
+        path = train_from_files(args.images, args.labels, args.out, config, val_images=args.val_images,
+                                val_labels=args.val_labels, init=parent, options=options, max_iters=max_iters,
+                                max_minutes=max_minutes, spacing=args.spacing, downsample=args.downsample,
+                                device=args.device, seed=args.seed, provenance={"command": command},
+                                names=("--images", "--labels", "--val-images", "--val-labels"), progress=bar)
     finally:
         bar.close()
     print(f"wrote {path}")
