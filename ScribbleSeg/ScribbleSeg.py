@@ -2488,12 +2488,14 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
     def exportSurface(self, segmentationNode, path: str) -> str:
         """Write the ``heart`` segment's closed surface to ``path`` (.stl, .obj or .vtp) in LPS mm.
 
-        LPS is what Slicer's own model export writes; the node's parent transform is applied.
+        LPS is what Slicer's own model export writes; the node's parent transform is applied.  The file is
+        written as ``scribbleseg segment --surface`` writes it (``ScribbleSegLib.surface.write_surface``: its
+        formats, binary STL, the ``SPACE=LPS`` tag Slicer reads back, all or nothing).
         """
+        surfaces = lib("surface")
         suffix = os.path.splitext(path)[1].lower()
-        writers = {".stl": vtk.vtkSTLWriter, ".obj": vtk.vtkOBJWriter, ".vtp": vtk.vtkXMLPolyDataWriter}
-        if suffix not in writers:
-            raise userError(f"{path}: choose a .stl, .obj or .vtp file name")
+        if suffix not in surfaces.SURFACE_FORMATS:
+            raise userError(f"{path}: choose a {', '.join(surfaces.SURFACE_FORMATS)} file name")
         segmentId = self.segmentId(segmentationNode, HEART)
         if not segmentId:
             raise userError(f"'{segmentationNode.GetName()}' has no '{HEART}' segment")
@@ -2510,14 +2512,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         transformed.SetTransform(toWorld)
         transformed.SetInputData(surface)
         transformed.Update()
-        writer = writers[suffix]()
-        with lib("fileio").atomic_output(path) as tmp:
-            writer.SetFileName(str(tmp))
-            writer.SetInputData(transformed.GetOutput())
-            if suffix == ".stl":
-                writer.SetFileTypeToBinary()
-            if not writer.Write():
-                raise userError(f"{path}: could not write the surface")
+        surfaces.write_surface(path, transformed.GetOutput())
         return path
 
     # Training
