@@ -47,6 +47,7 @@ BACKGROUND_COLOR = (0.2, 0.4, 0.85)
 # Literal copies of ScribbleSegLib.choices (this file must not import the library at file scope;
 # Testing/test_slicer_module.py checks that they agree).
 DEVICES = ("auto", "cpu", "cuda")  # the order of the items of deviceComboBox
+DEFAULT_DEVICE = "auto"  # ScribbleSegLib.choices.DEFAULT_DEVICE (checked by the tests)
 TORCH_REQUIREMENT = ">=2.1"
 OUTPUT_VOLUME_ATTRIBUTE = "ScribbleSeg.InputVolumeID"  # on result nodes: the volume they were computed from
 SETTINGS_MODEL_PATH = "ScribbleSeg/ModelPath"  # empty: the starter model
@@ -79,6 +80,7 @@ NEXT_SECTION_KEY = "n"
 # vtkMRMLColorLogic names file tables "vtkMRMLColorTableNode" + "File" + file name in 5.6 to main).
 HEAT_MAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
 HEAT_MAP_LOWER = 0.05  # probabilities below are transparent over the section images
+HEAT_MAP_OPACITY = 0.5  # ScribbleSegLib.choices.HEAT_MAP_OPACITY (checked by the tests)
 HEAT_MAP_ATTRIBUTE = "ScribbleSeg.HeatMapID"  # on input volumes: their heat map volume node
 HEAT_MAP_MODEL_ATTRIBUTE = "ScribbleSeg.HeatMapModel"  # on heat maps: the model that made them
 HEAT_MAP_SOURCE_ATTRIBUTE = "ScribbleSeg.HeatMapSource"  # "network" (M-Unet) or "run" (h of the last run)
@@ -1482,8 +1484,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def device() -> str:
         """``auto``, ``cpu`` or ``cuda`` (remembered between sessions)."""
-        device = str(qt.QSettings().value(SETTINGS_DEVICE, "auto"))
-        return device if device in DEVICES else "auto"
+        device = str(qt.QSettings().value(SETTINGS_DEVICE, DEFAULT_DEVICE))
+        return device if device in DEVICES else DEFAULT_DEVICE
 
     @staticmethod
     def setDevice(device: str) -> None:
@@ -2297,7 +2299,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
         return node
 
     @staticmethod
-    def showHeatMap(heatMapNode, show: bool = True, opacity: float = 0.5) -> None:
+    def showHeatMap(heatMapNode, show: bool = True, opacity: float = HEAT_MAP_OPACITY) -> None:
         """Show ``heatMapNode`` over the slice views as their foreground layer, or hide it."""
         if show:
             slicer.util.setSliceViewerLayers(foreground=heatMapNode, foregroundOpacity=opacity)
@@ -2517,15 +2519,17 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
 
     # Training
 
-    def startTraining(self, segmentationNodes: Sequence, outputPath: str, *, architecture: str = "munet",
-                      size: str = "small", maxMinutes: Optional[float] = None, device: Optional[str] = None,
+    def startTraining(self, segmentationNodes: Sequence, outputPath: str, *, architecture: Optional[str] = None,
+                      size: Optional[str] = None, maxMinutes: Optional[float] = None, device: Optional[str] = None,
                       seed: int = 0, onEvent=None, onFinished=None) -> ScribbleSegJob:
         """Start training a model on labelled volumes; return the job at once.
 
         Each segmentation node must have a segment named ``heart`` and a
-        reference geometry volume (the image it was drawn on).  ``maxMinutes``
+        reference geometry volume (the image it was drawn on).  ``architecture`` and
+        ``size`` (a preset) default to the library's (``choices.DEFAULT_ARCHITECTURE``,
+        ``choices.DEFAULT_PRESET``), which the worker fills in.  ``maxMinutes``
         caps the training time; ``None`` or 0 leaves the size's own budget
-        (Small: 30 minutes, Paper: none), which the worker fills in.
+        (``choices.PRESETS``), which the worker fills in too.
         """
         if not segmentationNodes:
             raise userError(_("Check at least one labelled volume (a segmentation with a 'heart' segment, or one "

@@ -42,9 +42,16 @@ PHANTOM_FAMILIES: Tuple[str, ...] = ("a", "b")
 """Phantom families (:data:`ScribbleSegLib.phantom.FAMILIES` holds their configs): ``a`` is the default,
 ``b`` another lab's stain, scale, anatomy and artefacts."""
 DEFAULT_PHANTOM_FAMILY = "a"
+#: A phantom's default shape ``(Z, Y, X)`` (``scribbleseg phantom``, ``phantom.PhantomConfig``); another size shows
+#: the same embryo, its voxels scaled by this shape's smaller in-plane size over the other's.
+PHANTOM_SHAPE: Tuple[int, int, int] = (64, 192, 192)
 #: The Slicer module's sample phantom, ``(Z, Y, X)``: the full-size phantom the starter model learnt from
 #: (a smaller one is the same embryo in coarser voxels, where the heart's outline costs more IoU).
-SAMPLE_PHANTOM_SHAPE: Tuple[int, int, int] = (64, 192, 192)
+SAMPLE_PHANTOM_SHAPE: Tuple[int, int, int] = PHANTOM_SHAPE
+#: Surface file formats, by extension (``segment --surface``, ``surface.write_surface``, the panel's export).
+SURFACE_FORMATS: Tuple[str, ...] = (".stl", ".vtp", ".obj")
+#: Width and height in pixels of a surface's offscreen render (``segment --render``).
+RENDER_SIZE: Tuple[int, int] = (800, 600)
 SCRIBBLE_EVERY = 10
 """Simulated strokes go on every this many heart sections: in ``scribbleseg phantom``'s files, the bench's first
 round, the demo and the protocol (:func:`ScribbleSegLib.scribbles.simulate_scribbles`)."""

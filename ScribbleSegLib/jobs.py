@@ -52,9 +52,9 @@ VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 TILE_LABEL_SUFFIXES = (".png",)
 """Formats of a one-section (tile) result: a mask of 0 and 255, as image viewers and tile tools show masks."""
 LABEL_SUFFIXES = (".seg.nrrd",) + VOLUME_SUFFIXES + TILE_LABEL_SUFFIXES
-SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
+SURFACE_SUFFIXES = choices.SURFACE_FORMATS
 RENDER_SUFFIXES = (".png",)
-RENDER_SIZE = (800, 600)
+RENDER_SIZE = choices.RENDER_SIZE
 
 OUTPUT_SUFFIXES = {"labels": LABEL_SUFFIXES, "probability": VOLUME_SUFFIXES, "surface": SURFACE_SUFFIXES,
                    "render": RENDER_SUFFIXES}

@@ -33,6 +33,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from . import choices
 from .checks import check_device, check_spacing
 from .errors import ScribbleSegError
 from .fileio import atomic_output
@@ -390,7 +391,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-def load_model(path: PathLike, device: str = "auto") -> SegModel:
+def load_model(path: PathLike, device: str = choices.DEFAULT_DEVICE) -> SegModel:
     """Load a model file without executing code.
 
     Parameters

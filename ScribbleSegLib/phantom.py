@@ -156,7 +156,7 @@ class PhantomConfig:
     for the default shape) and about 2 s for the default shape (measured on a 2-core VM).
     """
 
-    shape: Tuple[int, int, int] = (64, 192, 192)
+    shape: Tuple[int, int, int] = choices.PHANTOM_SHAPE
     spacing: Tuple[float, float, float] = (0.02, 0.02, 0.04)
     max_tilt_deg: float = 25.0
     max_spin_deg: float = 30.0
@@ -260,7 +260,7 @@ FAMILIES: Dict[str, PhantomConfig] = {
 
 
 #: In-plane size (pixels, the smaller of Y and X) at which :attr:`PhantomConfig.spacing` is the voxel size.
-REFERENCE_SIZE = 192
+REFERENCE_SIZE = min(choices.PHANTOM_SHAPE[1:])
 
 
 def voxel_size(config: PhantomConfig) -> Tuple[float, float, float]:

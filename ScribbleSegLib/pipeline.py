@@ -107,7 +107,7 @@ class SegmentResult:
     network_doubt: Tuple[float, float] = (0.0, 0.0)
 
 
-def as_model(model, device: str = "auto"):
+def as_model(model, device: str = choices.DEFAULT_DEVICE):
     """Return a loaded model: ``model`` itself, or the model file it names.
 
     Examples
@@ -224,7 +224,7 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
 
 
 def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str, os.PathLike]] = None,
-                     cache_dir: Optional[Union[str, os.PathLike]] = None, device: str = "auto",
+                     cache_dir: Optional[Union[str, os.PathLike]] = None, device: str = choices.DEFAULT_DEVICE,
                      scale: Tuple[float, float] = (1.0, 1.0),
                      progress: Optional[ProgressCallback] = None,
                      cancel: Optional[CancelToken] = None,
@@ -341,8 +341,8 @@ def warnings_kept(into: List[str]):
 
 
 def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], model, *,
-            spacing: Optional[Tuple[float, float, float]] = None, method: str = "full",
-            cut_params=None, ddml_config=None, device: str = "auto",
+            spacing: Optional[Tuple[float, float, float]] = None, method: str = choices.DEFAULT_METHOD,
+            cut_params=None, ddml_config=None, device: str = choices.DEFAULT_DEVICE,
             cache_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
             features: Optional[Tuple[np.ndarray, np.ndarray]] = None, suggest: int = choices.DEFAULT_SUGGESTIONS,
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
@@ -555,8 +555,9 @@ def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings:
 
 
 def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Optional[np.ndarray], model,
-                  prob: np.ndarray, feats: np.ndarray, *, method: str = "full", cut_params=None, ddml_config=None,
-                  seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS, features_cached: bool = True,
+                  prob: np.ndarray, feats: np.ndarray, *, method: str = choices.DEFAULT_METHOD, cut_params=None,
+                  ddml_config=None, seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS,
+                  features_cached: bool = True,
                   timings: Optional[Dict[str, float]] = None, warnings: Optional[List[str]] = None,
                   progress: Optional[ProgressCallback] = None,
                   cancel: Optional[CancelToken] = None, cut_memory=None, resident=None,

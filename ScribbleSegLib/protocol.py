@@ -67,8 +67,8 @@ def rerun_case(shape: Sequence[int], seed: int = 7):
     return vol, first, more
 
 
-def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, device: str = "auto", seed: int = 0,
-                   progress=None, log=None, timed=None, max_iters: Optional[int] = None,
+def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, device: str = choices.DEFAULT_DEVICE,
+                   seed: int = 0, progress=None, log=None, timed=None, max_iters: Optional[int] = None,
                    archs: Sequence[str] = ("munet", "unet"), options=None) -> Dict[str, object]:
     """Train the small M-Unet and the small plain U-Net on phantoms; return both loaded models.
 
@@ -100,7 +100,7 @@ def train_networks(train: Sequence, val: Sequence, out_dir, minutes: float, devi
     return models
 
 
-def compute_outputs(image: np.ndarray, munet, unet, device: str = "auto", progress=None,
+def compute_outputs(image: np.ndarray, munet, unet, device: str = choices.DEFAULT_DEVICE, progress=None,
                     scale: Tuple[float, float] = (1.0, 1.0),
                     orientations: int = choices.DEFAULT_ORIENTATIONS) -> Outputs:
     """Run both networks on a volume (the M-Unet's features are kept for DDML); ``unet`` may be None.
@@ -235,7 +235,7 @@ class Round:
 
 
 def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features, *, rounds: int = ROUNDS,
-               cut_params=None, ddml_config=None, seed: int = 0, method: str = "full",
+               cut_params=None, ddml_config=None, seed: int = 0, method: str = choices.DEFAULT_METHOD,
                warm: bool = False) -> List[Round]:
     """Run, correct, run again: round 1 with ``scribbles``, then ``rounds - 1`` corrective rounds.
 

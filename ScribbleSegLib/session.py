@@ -114,7 +114,7 @@ class Session:
     """
 
     def __init__(self, image: Union[Volume, np.ndarray], model, *,
-                 spacing: Optional[Tuple[float, float, float]] = None, device: str = "auto",
+                 spacing: Optional[Tuple[float, float, float]] = None, device: str = choices.DEFAULT_DEVICE,
                  cache_dir: Optional[Union[str, os.PathLike]] = None,
                  features: Optional[Tuple[np.ndarray, np.ndarray]] = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
@@ -205,8 +205,9 @@ class Session:
         """The volume with its geometry."""
         return Volume(self.array, self.geometry, self.scan_pixel)
 
-    def run(self, scribbles: Optional[np.ndarray], *, method: str = "full", cut_params=None, ddml_config=None,
-            seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS, progress: Optional[ProgressCallback] = None,
+    def run(self, scribbles: Optional[np.ndarray], *, method: str = choices.DEFAULT_METHOD, cut_params=None,
+            ddml_config=None, seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS,
+            progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelToken] = None) -> pipeline.SegmentResult:
         """Segment with a new set of scribbles: DDML + head and the graph cut only.
 

@@ -24,6 +24,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import choices
 from .errors import ScribbleSegError
 from .fileio import PathLike, atomic_output, check_path, native_stderr_held, signals_held
 
@@ -43,7 +44,7 @@ from .progress import CancelToken, ProgressCallback, check, report
 HEART_COLOR = (206 / 255, 110 / 255, 84 / 255)
 
 #: File formats :func:`write_surface` writes, by extension.
-SURFACE_FORMATS = (".stl", ".vtp", ".obj")
+SURFACE_FORMATS = choices.SURFACE_FORMATS
 
 #: Written into every surface file the way Slicer's model storage node does, so
 #: that Slicer loads the file in the right frame without asking.
@@ -306,7 +307,7 @@ def _use_egl_without_display() -> None:
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 
-def render_surface_png(polydata: vtkPolyData, path: PathLike, size: Tuple[int, int] = (800, 600),
+def render_surface_png(polydata: vtkPolyData, path: PathLike, size: Tuple[int, int] = choices.RENDER_SIZE,
                        color: Sequence[float] = HEART_COLOR,
                        background: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
     """Render a surface offscreen to a PNG, seen from the anterior-left, superior up.

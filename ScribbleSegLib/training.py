@@ -460,7 +460,7 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
                 val_images: Optional[Sequence[Union[Volume, np.ndarray]]] = None,
                 val_labels: Optional[Sequence[np.ndarray]] = None,
                 options: Optional[TrainOptions] = None, max_iters: Optional[int] = None,
-                max_minutes: Optional[float] = None, device: str = "auto", seed: int = 0,
+                max_minutes: Optional[float] = None, device: str = choices.DEFAULT_DEVICE, seed: int = 0,
                 names: Optional[Sequence[str]] = None, val_names: Optional[Sequence[str]] = None,
                 init: Optional[Union[str, os.PathLike, SegModel]] = None,
                 provenance: Optional[Dict[str, object]] = None,

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import choices
 from .errors import ScribbleSegError
 from .fileio import PathLike
 from .geometry import Volume
@@ -195,7 +196,7 @@ def train_from_files(images: Sequence[PathLike], labels: Sequence[PathLike], out
                      val_images: Sequence[PathLike] = (), val_labels: Sequence[PathLike] = (),
                      init: Union[None, PathLike, Any] = None, options=None, max_iters: Optional[int] = None,
                      max_minutes: Optional[float] = None, spacing: Optional[Sequence[float]] = None,
-                     downsample: int = 1, device: str = "auto", seed: int = 0,
+                     downsample: int = 1, device: str = choices.DEFAULT_DEVICE, seed: int = 0,
                      provenance: Optional[Dict[str, Any]] = None,
                      names: Tuple[str, str, str, str] = ("images", "labels", "val_images", "val_labels"),
                      progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Path:

@@ -1276,7 +1276,8 @@ def test_the_result_line_names_the_sections_to_look_at_next(scribbleseg):
 def test_the_loop_settings_are_copies_of_the_library_choices(tree):
     from ScribbleSegLib import choices
 
-    for name in ("LOOP_SUGGESTIONS", "UNDO_DEPTH", "HEAT_MAP_KEY", "NEXT_SECTION_KEY", "SAMPLE_PHANTOM_SHAPE"):
+    for name in ("LOOP_SUGGESTIONS", "UNDO_DEPTH", "HEAT_MAP_KEY", "NEXT_SECTION_KEY", "SAMPLE_PHANTOM_SHAPE",
+                 "HEAT_MAP_OPACITY", "DEFAULT_DEVICE"):
         assert module_constant(tree, name) == getattr(choices, name), name
     assert parameters(tree)["heatMapOpacity"][1] == repr(choices.HEAT_MAP_OPACITY)
     assert len({module_constant(tree, "HEAT_MAP_KEY"), module_constant(tree, "NEXT_SECTION_KEY")}) == 2

@@ -86,7 +86,7 @@ def model_path(out, arch: str, family: str) -> Path:
     return Path(out) / f"{arch}_{family}.model"
 
 
-def train_family(vols, family: str, out, minutes: float, device: str = "auto", seed: int = 0,
+def train_family(vols, family: str, out, minutes: float, device: str = choices.DEFAULT_DEVICE, seed: int = 0,
                  max_iters: Optional[int] = None, archs=("munet", "unet"), progress=None, log=None,
                  timed=None, options=None) -> Dict[str, Path]:
     """Train one family's networks as the bench does; return ``{arch: out/<arch>_<family>.model}``.

@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_int, default=0, metavar="S",
                         help="seed; volume i is made with seed S*100+i, as in 'scribbleseg bench' (default 0)")
     parser.add_argument("--shape", type=positive_int, nargs=3, metavar=("Z", "Y", "X"),
-                        help="sections, rows, columns (default 64 192 192); another size shows the same embryo, "
-                             "with voxels scaled by 192 / min(rows, columns)")
+                        help=f"sections, rows, columns (default {' '.join(map(str, choices.PHANTOM_SHAPE))}); another "
+                             "size shows the same embryo, with voxels scaled by "
+                             f"{min(choices.PHANTOM_SHAPE[1:])} / min(rows, columns)")
     parser.add_argument("--family", default=choices.DEFAULT_PHANTOM_FAMILY, choices=choices.PHANTOM_FAMILIES,
                         help="phantom family: a (default) or b, another lab's stain, scale, anatomy and artefacts")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -11,8 +11,6 @@ from .. import choices
 from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
                      folder_path, nonnegative_float, nonnegative_int, positive_float, seed_int)
 
-SURFACE_SUFFIXES = (".stl", ".vtp", ".obj")
-
 # How the job's fields are called on the command line, for its messages.
 OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--model", "labels": "--out",
                 "probability": "--probability", "surface": "--surface", "render": "--render",
