@@ -141,7 +141,10 @@ class StrokeHistory:
                 shapes, sizes, voxels = stored["shapes"], stored["sizes"], stored["voxels"]
                 codes, doubts = stored["codes"], stored["doubts"]
             return _runs_of(shapes, sizes, voxels, codes, doubts)
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        # A file cut short or with bytes changed fails in zipfile (np.savez's container) in as many ways as it can
+        # be damaged (BadZipFile, NotImplementedError for a changed version, ...); the history only refines the
+        # doubt, so any failure to read it drops it rather than every later run on the image.
+        except Exception as exc:  # noqa: BLE001
             log.warning("feature cache: the strokes of earlier runs in %s are not usable (%s); removed",
                         self.path.parent, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             with contextlib.suppress(OSError):
