@@ -21,7 +21,9 @@ class FeatureReader:
     file reads instead of through its mapping: the pages then stay in the
     operating system's file cache and do not count in the process's resident
     memory, which would otherwise grow by the whole feature file (1.6 GB at
-    100x512x512) on every pass over the volume.  Anything else is sliced.
+    100x512x512) on every pass over the volume.  Anything else is sliced, and so
+    is a mapped file that is gone from its folder (another run's cache eviction or
+    ``scribbleseg cache clear``): the mapping still holds it.
     """
 
     def __init__(self, features: np.ndarray) -> None:
@@ -47,7 +49,10 @@ class FeatureReader:
             return np.asarray(self.features[np.unravel_index(flat, self.features.shape[:3])], dtype=np.float32)
         out = np.empty((flat.size, channels), self.features.dtype)
         size = channels * out.itemsize
-        with open(self.path, "rb", buffering=0) as handle:
+        handle = self._open()
+        if handle is None:
+            return np.asarray(self.features[np.unravel_index(flat, self.features.shape[:3])], dtype=np.float32)
+        with handle:
             for row, index in enumerate(flat.tolist()):
                 handle.seek(self.offset + index * size)
                 if handle.readinto(memoryview(out[row]).cast("B")) != size:
@@ -62,7 +67,10 @@ class FeatureReader:
         out = np.empty((y1 - y0, cols, channels), self.features.dtype)
         row_bytes = cols * channels * out.itemsize
         # One handle per read: threads read different slabs at once and must not share a file position.
-        with open(self.path, "rb", buffering=0) as handle:
+        handle = self._open()
+        if handle is None:
+            return np.array(self.features[z, y0:y1])
+        with handle:
             handle.seek(self.offset + (z * rows + y0) * row_bytes)
             view = memoryview(out).cast("B")
             done = 0
@@ -72,6 +80,15 @@ class FeatureReader:
                     raise ScribbleSegError(f"the feature file {self.path} ended early (truncated?)")
                 done += n
         return out
+
+    def _open(self):
+        """The feature file opened for reading, or None once it is gone from its folder (read through the mapping
+        then, for good)."""
+        try:
+            return open(self.path, "rb", buffering=0)
+        except FileNotFoundError:
+            self.path = None
+            return None
 
 
 def read_only_view(array: np.ndarray) -> np.ndarray:

@@ -1,5 +1,8 @@
 """h = head(f(x)) over a volume (h_evaluation): exact, coarse-to-fine, and the features it reads."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -115,4 +118,18 @@ def test_the_feature_reader_reads_what_the_mapping_holds(tmp_path):
     in_memory = FeatureReader(np.array(features))  # an array in memory is sliced
     assert in_memory.path is None
     np.testing.assert_array_equal(in_memory.voxels(picked), flat[picked])
+
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a mapped file cannot be deleted on Windows")
+def test_the_feature_reader_reads_a_file_gone_from_its_folder_through_the_mapping(tmp_path):
+    # Another run's cache eviction deleted the entry of a running segmentation, which then failed on its next
+    # read of the features ("No such file or directory"); the mapping still holds the file.
+    features, _ = _blob_features(tmp_path)
+    expected = np.array(features)
+    reader = FeatureReader(features)
+    Path(features.filename).unlink()
+    np.testing.assert_array_equal(reader.rows(2, 3, 7), expected[2, 3:7])
+    flat = expected.astype(np.float32).reshape(-1, expected.shape[3])
+    np.testing.assert_array_equal(reader.voxels(np.array([0, 5, 777])), flat[[0, 5, 777]])
 
