@@ -360,7 +360,11 @@ class FeatureCache:
             if final.exists() and self._check(final) is None:
                 shutil.rmtree(tmp)  # another run stored the same entry meanwhile
             else:
-                if final.exists():
+                if final.is_symlink() or (os.path.lexists(final) and not final.is_dir()):
+                    # A file or a link (dangling or not) where the entry goes: the rename would fail on it in
+                    # every run on this image.
+                    final.unlink()
+                elif final.exists():
                     shutil.rmtree(final, ignore_errors=True)
                 try:
                     os.replace(tmp, final)

@@ -307,6 +307,10 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
     except DiskFullError as exc:
         feature_cache.log.warning("feature cache: %s; running without the cache", exc)
         return uncached()
+    except OSError as exc:  # the cache folder is optional: what it refuses must not end the run
+        feature_cache.log.warning("feature cache: %s could not store the features (%s); running without the cache",
+                                  cache.folder, exc.strerror or exc)
+        return uncached()
     hit = cache.load(key)
     if hit is None:  # removed meanwhile by another run's eviction or by hand: the numbers are gone
         feature_cache.log.warning("feature cache: the entry just stored in %s is gone; computing again "

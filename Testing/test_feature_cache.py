@@ -40,6 +40,23 @@ def test_entry_round_trip_is_memory_mapped(tmp_path, model_file):
     assert isinstance(got_feats, np.memmap)
 
 
+@pytest.mark.parametrize("blocker", ["file", "dangling link"])
+def test_a_file_where_an_entry_goes_is_replaced_by_the_entry(tmp_path, blocker):
+    # A file, or a link to nothing, at an entry's path made every run on the image fail ("Not a directory").
+    prob = np.zeros((2, 4, 4), np.float32)
+    if blocker == "file":
+        (tmp_path / "k").write_text("junk")
+    else:
+        if os.name != "posix":
+            pytest.skip("symbolic links need privileges on Windows")
+        (tmp_path / "k").symlink_to(tmp_path / "nowhere")
+    with feature_cache.new_entry(tmp_path, "k") as tmp:
+        np.save(tmp / "probability.npy", prob)
+        np.save(tmp / "features.npy", np.zeros((2, 4, 4, 3), np.float16))
+    assert (tmp_path / "k").is_dir() and not (tmp_path / "k").is_symlink()
+    np.testing.assert_array_equal(feature_cache.load(tmp_path, "k")[0], prob)
+
+
 def test_failed_entry_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         with feature_cache.new_entry(tmp_path, "k") as tmp:

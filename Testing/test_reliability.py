@@ -628,6 +628,25 @@ def test_a_read_only_cache_folder_means_a_run_without_cache(case, capsys, tmp_pa
     assert status == 0 and "is not writable; running without the cache" in err
 
 
+def test_a_cache_that_refuses_the_entry_means_a_run_without_cache(case, capsys, tmp_path, monkeypatch):
+    # Any refusal of the optional cache (a rename the file system will not do) ended the run.
+    from ScribbleSegLib import feature_cache as cache_module
+
+    real_replace = os.replace
+    cache = tmp_path / "cache"
+
+    def refuse(source, target):
+        if Path(target).parent == cache:  # the entry's rename into place; its own files are written as ever
+            raise PermissionError(13, "Permission denied")
+        real_replace(source, target)
+
+    monkeypatch.setattr(cache_module.os, "replace", refuse)
+    out = tmp_path / "out.seg.nrrd"
+    status, stdout, err = run_cli(capsys, segment_args(case, out, cache=cache))
+    assert status == 0 and out.is_file(), err
+    assert "could not store the features (Permission denied); running without the cache" in err
+
+
 def test_stale_cache_temporaries_are_removed_and_live_ones_kept(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
