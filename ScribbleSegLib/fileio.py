@@ -312,7 +312,8 @@ def sweep_stale_temps(folder: PathLike) -> List[Path]:
 
 
 def _looks_full(folder: Path) -> bool:
-    return free_bytes(folder) < FULL_MARGIN_BYTES
+    # A folder gone has no free space either, and is not a full disk: the callers say what it is.
+    return Path(folder).is_dir() and free_bytes(folder) < FULL_MARGIN_BYTES
 
 
 def _is_disk_full_error(exc: BaseException) -> bool:
@@ -349,6 +350,8 @@ def check_free_space(needs: Mapping[PathLike, int]) -> None:
         paths, total, _ = groups.get(device, ([], 0, parent))
         groups[device] = (paths + [path], total + max(0, int(nbytes)), parent)
     for paths, total, parent in groups.values():
+        if not parent.is_dir():  # gone (or never there), not full: the write says which
+            continue
         free = free_bytes(parent)
         # Keep the margin free as well: a disk filled to the last byte breaks other programs.
         if total and free < total + FULL_MARGIN_BYTES:
@@ -392,10 +395,14 @@ def _finish_write(tmp: Path, shown: PathLike, expected_bytes: Optional[int]) -> 
         raise ScribbleSegError(f"{shown}: the output folder {_parent(Path(shown))} no longer exists")
     _fsync(tmp)
     size = _size(tmp)
-    if _looks_full(_parent(tmp)) or size == 0:
-        needed = max(int(expected_bytes or 0), size)
-        if _looks_full(_parent(tmp)):
-            raise DiskFullError(disk_full_message(shown, needed, free_bytes(_parent(tmp)) + size))
+    if _looks_full(_parent(tmp)):
+        # The writer said nothing, but the disk is (nearly) full after it: writers that cut a file short
+        # without a word look just like this, so the file is not trusted.  What it needs counts the margin
+        # kept free, as check_free_space counts it: a file that fitted but left less than that is not "0.7 MB
+        # needed, 1.6 MB free".
+        needed = max(int(expected_bytes or 0), size) + FULL_MARGIN_BYTES
+        raise DiskFullError(disk_full_message(shown, needed, free_bytes(_parent(tmp)) + size))
+    if size == 0:
         raise ScribbleSegError(f"{shown}: the writer produced an empty file")
 
 

@@ -776,6 +776,29 @@ def test_a_writer_that_fails_silently_on_a_full_disk_is_caught(tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_file_that_fits_but_leaves_too_little_free_says_what_it_needs(tmp_path, monkeypatch):
+    # A 0.7 MB file on a 1.6 MB disk was refused as "0.7 MB needed, 1.6 MB free": the margin kept free counts in
+    # what it needs, as the check before the work counts it.
+    import re
+
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 900_000)
+    with pytest.raises(fileio.DiskFullError) as error:
+        with fileio.atomic_output(tmp_path / "x.stl") as tmp:
+            tmp.write_bytes(b"x" * 700_000)
+    needed, free = (float(v) for v in re.search(r"\(([\d.]+) MB needed, ([\d.]+) MB free\)", str(error.value)).groups())
+    assert needed > free
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_folder_is_not_a_full_disk(tmp_path):
+    # Its free space cannot be known: the check before the work leaves it to the write, which says what it is.
+    fileio.check_free_space({tmp_path / "gone" / "x.nrrd": 1 << 20})
+    with pytest.raises(ScribbleSegError, match="does not exist|no longer exists") as error:
+        with fileio.atomic_output(tmp_path / "gone" / "x.nrrd", expected_bytes=1 << 20) as tmp:
+            tmp.write_bytes(b"x")
+    assert "disk full" not in str(error.value)
+
+
 def test_a_writer_on_a_file_system_gone_read_only_gives_one_line_and_cleanup_never_hides_it(tmp_path, monkeypatch):
     # A disk error or an NFS server turns the file system read-only mid-run: writing and removing both fail.
     def read_only(*args, **kwargs):
