@@ -194,5 +194,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
 
+def run() -> None:
+    """The ``scribbleseg`` program: :func:`main`, then exit with its status.
+
+    A Ctrl-C once the command is done, while the interpreter shuts torch down, is ignored: it printed
+    "Exception ignored in atexit callback ... KeyboardInterrupt" after the result was written and said so.
+    """
+    status = main()
+    with contextlib.suppress(ValueError):  # only the main thread sets handlers
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

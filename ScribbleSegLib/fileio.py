@@ -716,12 +716,14 @@ class OutputSet:
         missing = [k for k in self.targets if k not in self._temps or not self._temps[k].exists()]
         if missing:
             raise RuntimeError(f"outputs never written: {missing}")
-        for key, tmp in self._temps.items():
-            try:
-                os.replace(tmp, self.targets[key])
-            except OSError as exc:
-                raise _translate_failure(exc, tmp, self.targets[key], None) or exc from None
-        self.committed = True
+        # Ctrl-C or SIGTERM between two renames would leave new files beside old ones: held until the set is in.
+        with signals_held():
+            for key, tmp in self._temps.items():
+                try:
+                    os.replace(tmp, self.targets[key])
+                except OSError as exc:
+                    raise _translate_failure(exc, tmp, self.targets[key], None) or exc from None
+            self.committed = True
         self._forget()
         return list(self.targets.values())
 

@@ -776,6 +776,43 @@ def test_a_writer_that_fails_silently_on_a_full_disk_is_caught(tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
+def test_an_interrupt_while_a_set_of_outputs_is_renamed_into_place_waits_for_the_whole_set(tmp_path, monkeypatch):
+    # Ctrl-C between two renames left the new labels beside the last run's probability.
+    targets = {"a": tmp_path / "a.txt", "b": tmp_path / "b.txt"}
+    for path in targets.values():
+        path.write_text("old")
+    real_replace = os.replace
+
+    def replace_then_interrupt(source, target):
+        real_replace(source, target)
+        if Path(target) == targets["a"]:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.OutputSet(targets) as out:
+            for key in targets:
+                with out.writing(key) as tmp:
+                    tmp.write_text("new")
+            monkeypatch.setattr(fileio.os, "replace", replace_then_interrupt)
+            out.commit()
+    assert [path.read_text() for path in targets.values()] == ["new", "new"]
+
+
+def test_the_program_ignores_a_ctrl_c_once_its_command_is_done(monkeypatch):
+    # Torch's exit-time clean-up printed a KeyboardInterrupt traceback after "wrote ...".
+    from ScribbleSegLib import cli
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.run()
+        assert stop.value.code == 0 and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_a_file_that_fits_but_leaves_too_little_free_says_what_it_needs(tmp_path, monkeypatch):
     # A 0.7 MB file on a 1.6 MB disk was refused as "0.7 MB needed, 1.6 MB free": the margin kept free counts in
     # what it needs, as the check before the work counts it.
