@@ -57,7 +57,7 @@ import numpy as np
 
 from . import choices
 from .errors import ScribbleSegError
-from .fileio import FULL_MARGIN_BYTES, free_bytes, sweep_stale_temps, temp_path
+from .fileio import FULL_MARGIN_BYTES, free_bytes, fsync_file, sweep_stale_temps, temp_path
 
 log = logging.getLogger("ScribbleSegLib")
 
@@ -357,6 +357,10 @@ class FeatureCache:
             manifest = {"format": "scribbleseg-feature-cache", "version": MANIFEST_VERSION,
                         "created": time.time(), **(meta or {}), "files": files}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            # On the disk before the rename: a crash soon after it could leave the entry's blocks as zeros, which
+            # the sampled checksum can miss, and the features are then read as numbers that are not theirs.
+            for name in (*FILES, MANIFEST):
+                fsync_file(tmp / name)
             if final.exists() and self._check(final) is None:
                 shutil.rmtree(tmp)  # another run stored the same entry meanwhile
             else:

@@ -367,8 +367,19 @@ _staged_lock = threading.Lock()
 _staged: Dict[Path, Path] = {}  # temp path of an OutputSet -> its target
 
 
-def _fsync(path: Path) -> None:
-    # Delayed-allocation and network file systems report a full disk only when data is flushed.
+def fsync_file(path: PathLike) -> None:
+    """Flush a written file's data to its disk; a full disk raises (its ``OSError``), other failures do not.
+
+    Delayed-allocation and network file systems report a full disk only when data is flushed, and a crash
+    soon after a rename can otherwise leave the renamed file's blocks unwritten (zeros).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "x.bin"
+    >>> _ = file.write_bytes(b"abc")
+    >>> fsync_file(file)
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -393,7 +404,7 @@ def _finish_write(tmp: Path, shown: PathLike, expected_bytes: Optional[int]) -> 
     """Raise if the file just written is incomplete because its disk filled up or its folder went away."""
     if not _parent(tmp).is_dir():
         raise ScribbleSegError(f"{shown}: the output folder {_parent(Path(shown))} no longer exists")
-    _fsync(tmp)
+    fsync_file(tmp)
     size = _size(tmp)
     if _looks_full(_parent(tmp)):
         # The writer said nothing, but the disk is (nearly) full after it: writers that cut a file short
