@@ -43,6 +43,7 @@ import copy
 import dataclasses
 import enum
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -976,5 +977,11 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
         _progress.check(cancel)
         outputs.commit()
     path = out / "phantom.json"
+    # An earlier, larger set in the folder keeps its later volumes beside a manifest that no longer lists them.
+    stale = sorted(p.name for p in out.glob("vol[0-9][0-9]_*") if p.name not in set(files))
+    if stale:
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: %d file(s) of an earlier set are still there (first: %s); phantom.json lists this set's only",
+            out, len(stale), stale[0])
     _progress.report(progress, "phantom", 1.0, f"{len(roles)} volumes")
     return path

@@ -156,6 +156,17 @@ def test_command_writes_files_that_volume_io_and_slicerio_read(tmp_path):
         assert set(slicerio.segment_names(slicerio.read_segmentation(str(out / file)))) == {"heart", "background"}
 
 
+def test_a_smaller_set_over_a_larger_one_names_the_files_left_of_it(tmp_path, capsys):
+    out = tmp_path / "set"
+    args = ["phantom", "--out", str(out), "--shape", "8", "48", "48", "--quiet", "--volumes"]
+    assert cli.main(args + ["2"]) == 0
+    assert "earlier set" not in capsys.readouterr().err  # a new folder: nothing to say
+    assert cli.main(args + ["1"]) == 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "5 file(s) of an earlier set are still there (first: vol01_" in err
+    assert len(json.loads((out / "phantom.json").read_text())["volumes"]) == 1
+
+
 def test_command_needs_an_existing_parent(tmp_path, capsys):
     assert cli.main(["phantom", "--out", str(tmp_path / "no" / "set"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
