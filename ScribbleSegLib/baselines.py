@@ -17,7 +17,8 @@ def _require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ScribbleSegError(f"the baselines need the bench extra: pip install 'scribbleseg[bench]' ({exc})")
+        raise ScribbleSegError(f"the baselines need the bench extra: pip install 'scribbleseg[bench]' (in a clone: "
+                               f"pip install -e '.[bench]') ({exc})")
 
 
 def random_walker_segment(image: np.ndarray, scribbles: np.ndarray, spacing_zyx=(1.0, 1.0, 1.0),

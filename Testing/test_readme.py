@@ -34,7 +34,7 @@ def test_the_defaults_the_readme_states_are_the_librarys():
         f"runs up to {small.max_iters} steps of {choices.TRAIN_BATCH} patches within `--max-minutes` "
         f"(default {small.max_minutes:g})",
         f"has not improved for {options.eval_every * options.patience} steps",
-        f"the `--suggest N` sections (default {choices.DEFAULT_SUGGESTIONS})",
+        f"up to `--suggest N` sections (default {choices.DEFAULT_SUGGESTIONS})",
         f"most {choices.DEFAULT_CACHE_MAX_GB:g} GB",
         f"a gentler learning rate ({choices.FINETUNE_LR:.0e}) and a {choices.FINETUNE_ITERS}-step budget".replace(
             "e-0", "e-"),  # 3e-4, as people write it

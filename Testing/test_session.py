@@ -79,7 +79,7 @@ def test_a_session_run_equals_segment(case, method):
     session = Session(test.image, model, cache_dir=folder / "cache")
     kwargs = dict(method=method, ddml_config=FAST_DDML)
     # A numpy integer is a seed like any other (torch's generator takes only a Python int).
-    warm = session.run(None if method == "munet" else scrib, seed=np.int64(3), **kwargs)
+    warm = session.run(scrib, seed=np.int64(3), **kwargs)
     cold = pipeline.segment(test.image, scrib, model, cache_dir=folder / "cache", seed=3, **kwargs)
     assert warm.method == cold.method == method
     np.testing.assert_array_equal(warm.labels, cold.labels)
