@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import choices
-from .errors import ScribbleSegError
+from .errors import CancelledError, ScribbleSegError
 from .progress import CancelToken, ProgressCallback, check, report
 
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
@@ -587,6 +587,9 @@ def session_files(session, job: SegmentFiles, *, progress: Optional[ProgressCall
                   cancel: Optional[CancelToken] = None) -> SegmentFilesResult:
     """:func:`segment_files` on a warm session: read the scribbles, adapt, cut, write (all or none).
 
+    A run cancelled after the session made its result (while it writes) leaves the session to start its next run
+    as the first did (:meth:`~ScribbleSegLib.session.Session.forget_runs`), not from the run no one saw.
+
     ``job.image`` and ``job.model`` name the session's inputs (outputs must not
     overwrite them); the image is not read again and the M-Unet does not run.
 
@@ -607,4 +610,10 @@ def session_files(session, job: SegmentFiles, *, progress: Optional[ProgressCall
         check(cancel)
         result = session.run(scribbles, method=job.method, cut_params=cut_params, ddml_config=ddml_config,
                              seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel)
-        return _write_and_report(job, result, image, scribbles, timings, progress, cancel)
+        try:
+            return _write_and_report(job, result, image, scribbles, timings, progress, cancel)
+        except CancelledError:
+            # Cancelled once the run was made (a cancel sent during the cut is taken here): the session's DDML
+            # network and cut are this run's, which the user never saw; the next run starts as the first did.
+            session.forget_runs()
+            raise

@@ -74,7 +74,8 @@ to the session request's folder), and an optional ``id`` echoed in its events::
      "outputs": {"labels": "labels2.nrrd"}}
 
 A run starts from the last run's DDML network and cut (:class:`~ScribbleSegLib.session.Session`);
-``"forget": true`` makes it start as the first run did (the panel sends it after "Undo last run").
+``"forget": true`` makes it start as the first run did (the panel sends it after "Undo last run"); so does
+the run after one cancelled while its results were written (a cancel sent during the cut is taken there).
 
 Each run ends with exactly one ``done`` or ``error`` (with its ``id``).  A bad
 run (``input``) or a ``cancel`` line (``cancelled``) leaves the session

@@ -677,6 +677,35 @@ def test_a_session_runs_many_scribbles_on_warm_features(folder, phantom_files, t
         volume_io.read_label(oneshot.result["outputs"]["labels"], image.shape, image.geometry))
 
 
+def test_a_run_cancelled_once_made_leaves_the_next_run_to_start_as_the_first(folder, phantom_files, tiny_model):
+    # A cancel sent during the cut is taken as the results are written: the session's DDML network and cut were
+    # that run's, which the user never saw, and the next run built on them.
+    from ScribbleSegLib import jobs
+    from ScribbleSegLib.errors import CancelledError
+    from ScribbleSegLib.progress import CancelToken
+
+    files, _ = phantom_files
+    request = worker.load_request(session_request(folder, phantom_files, tiny_model, "session_late_cancel"))
+    session = jobs.open_session(worker._job(request))
+
+    def job(name):
+        return jobs.SegmentFiles(image=str(files["image"]), model=str(tiny_model), labels=str(folder / name),
+                                 scribbles=str(files["scribbles"]), ddml=dict(FAST_DDML), device="cpu")
+
+    jobs.session_files(session, job("late_first.nrrd"))
+    assert session.adapt_memory.f is not None, "a finished run is what the next starts from"
+    token = CancelToken()
+
+    def cancel_at_write(stage, fraction, message):
+        if stage == "write":
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        jobs.session_files(session, job("late_cancelled.nrrd"), progress=cancel_at_write, cancel=token)
+    assert not (folder / "late_cancelled.nrrd").exists()
+    assert session.adapt_memory.f is None, "the next run starts as the first did"
+
+
 def test_cancel_stops_a_session_run_and_the_session_goes_on(folder, phantom_files, tiny_model):
     files, _ = phantom_files
     process, _ = start_session(session_request(folder, phantom_files, tiny_model, "session_cancel"))
