@@ -708,6 +708,9 @@ class _RunReader:
     def __init__(self) -> None:
         self.runs: "queue.Queue[Optional[tuple]]" = queue.Queue()
         self.token = CancelToken()  # the session's opening, then the newest run
+        # Every token handed out: stdin closing cancels the run in progress, which is not the newest when
+        # another is queued behind it.
+        self._tokens: List[CancelToken] = [self.token]
         self.closed = threading.Event()
         self.failure: Optional[str] = None  # why reading stopped, when the parent did not close stdin
 
@@ -728,13 +731,15 @@ class _RunReader:
                     return
                 elif text:
                     self.token = CancelToken()
+                    self._tokens = [t for t in self._tokens if not t.cancelled] + [self.token]
                     self.runs.put((text, self.token))
         except (OSError, ValueError):
             pass
         except MemoryError:  # a line larger than memory: the session cannot read on, and must say so
             self.failure = "out of memory reading a run line: send runs as short JSON lines"
-        self.closed.set()  # the parent is gone (or unreadable): stop now
-        self.token.cancel()
+        self.closed.set()  # the parent is gone (or unreadable): stop now, whichever run is in progress
+        for token in self._tokens:
+            token.cancel()
         self.runs.put(None)
 
 

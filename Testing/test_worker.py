@@ -274,6 +274,15 @@ def test_a_run_line_that_is_not_utf8_or_nests_too_deep_is_one_bad_run(monkeypatc
         worker.load_run("pause", session)
 
 
+def test_stdin_closing_cancels_the_run_in_progress_with_another_queued(monkeypatch):
+    # Only the newest (queued) run's token was cancelled: the run in progress went on to its end for nobody.
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"id": 1}\n{"id": 2}\n')))
+    reader = worker._RunReader()
+    reader._read()
+    (_, in_progress), (_, queued) = reader.runs.get(), reader.runs.get()
+    assert in_progress.cancelled and queued.cancelled and reader.runs.get() is None
+
+
 def test_a_session_refuses_a_run_id_that_cannot_key_its_events(tmp_path):
     process = worker.SessionProcess(tmp_path / "session.json")
     for bad in ([1, 2], {"a": 1}, True, 1.5):
