@@ -1095,6 +1095,7 @@ class SessionProcess(WorkerProcess):
         super().__init__(request, **kwargs)
         self.ready: Optional[Event] = None
         self.runs: Dict[Any, Event] = {}
+        self._pending: set = set()  # ids sent and not answered yet
         self._next_id = 1
         self._run_stopped: Optional[Event] = None  # the last run that a cancel or a signal stopped
 
@@ -1106,6 +1107,7 @@ class SessionProcess(WorkerProcess):
                 self.ready = event
             elif event["event"] in ("done", "error") and "id" in event:
                 self.runs[event["id"]] = event
+                self._pending.discard(event["id"])
                 if event.get("kind") in ("input", "cancelled"):
                     # A run's bad input or cancel leaves the session running: it is that run's answer, not the
                     # process's failure, which failure_message must name if the process stops later.
@@ -1129,18 +1131,22 @@ class SessionProcess(WorkerProcess):
         RuntimeError
             If the session is not running.
         ValueError
-            If the run's ``id`` is neither an integer nor a string (it keys the run's events), or a field holds
-            what a run line cannot carry (paths and numpy numbers are sent as text and numbers); nothing is sent
-            and no id is used then.
+            If the run's ``id`` is neither an integer nor a string (it keys the run's events), is the id of a run
+            sent and not answered yet (the two answers would be one), or a field holds what a run line cannot
+            carry (paths and numpy numbers are sent as text and numbers); nothing is sent and no id is used then.
+            An id whose run was answered may be given again: its old answer is dropped.
         """
         run = dict(run)
         if not _is_run_id(run.get("id")):
             raise ValueError(f"a run's id must be an integer or a string, got {run['id']!r}")
+        given = run.get("id")
+        if given is not None and given in self._pending:
+            raise ValueError(f"run id {given!r} is still running: give each run its own id")
         if self._proc is None or self._proc.poll() is not None or self._proc.stdin.closed:
             raise RuntimeError("the ScribbleSeg session is not running")
-        given = run.get("id")
         if given is None:
-            while self._next_id in self.runs:  # an id the caller gave earlier keys its own run's answer
+            # Not an id the caller gave earlier: its answer, or the answer still to come, is that run's.
+            while self._next_id in self.runs or self._next_id in self._pending:
                 self._next_id += 1
             run["id"] = self._next_id
         # Before anything changes: a value JSON cannot hold fails here, with the session as it was.
@@ -1153,6 +1159,8 @@ class SessionProcess(WorkerProcess):
             self._proc.stdin.flush()
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"the ScribbleSeg session is not running ({exc})") from None
+        self.runs.pop(run["id"], None)  # an earlier run's answer under a reused id is not this run's
+        self._pending.add(run["id"])
         return run["id"]
 
     def cancel(self) -> None:

@@ -290,6 +290,26 @@ def test_a_session_refuses_a_run_id_that_cannot_key_its_events(tmp_path):
             process.send({"id": bad, "scribbles": "s.nrrd"})
 
 
+
+def test_a_session_gives_each_run_its_own_id(tmp_path):
+    # Numbered ids skipped only answered ones: id 2 given, then two runs without one, were numbered 1 and 2, and
+    # the two answers keyed one run.  An id given again kept its earlier answer, which wait_run then returned.
+    class Running:
+        stdin = io.StringIO()
+
+        @staticmethod
+        def poll():
+            return None
+
+    process = worker.SessionProcess(tmp_path / "session.json")
+    process._proc = Running()
+    assert [process.send({"id": 2}), process.send({}), process.send({})] == [2, 1, 3]
+    with pytest.raises(ValueError, match="run id 2 is still running"):
+        process.send({"id": 2})
+    process.runs["x"] = {"event": "done", "id": "x"}  # an earlier run "x", answered
+    assert process.send({"id": "x"}) == "x" and "x" not in process.runs
+
+
 # ---------------------------------------------------------------------------
 # Protocol lines
 # ---------------------------------------------------------------------------
