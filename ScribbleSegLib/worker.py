@@ -916,6 +916,7 @@ class WorkerProcess:
         self.error: Optional[Event] = None
         self.returncode: Optional[int] = None
         self.lines: Deque[str] = collections.deque(maxlen=tail)
+        self.last_progress: Optional[Event] = None  # the last progress event: where a crash found the work
         self._proc: Optional[subprocess.Popen] = None
         self._queue: "queue.Queue[tuple]" = queue.Queue()
         self._open_streams = 0
@@ -983,6 +984,8 @@ class WorkerProcess:
             event = parse_line(line, name)
             if event["event"] == "log":
                 self.lines.append(event.get("message", ""))
+            elif event["event"] == "progress":
+                self.last_progress = event
             if event["event"] == "done":
                 self.result = event
             elif event["event"] == "error":
@@ -1052,8 +1055,31 @@ class WorkerProcess:
             return str(self.error.get("message", "the worker failed"))
         last = "\n".join([line for line in self.lines if line.strip()][-12:])
         status = "still running" if self.returncode is None else f"exit status {self.returncode}"
-        return (f"The ScribbleSeg worker process stopped without a result ({status})."
+        if self.returncode is not None and self.returncode < 0:  # POSIX: killed by a signal
+            name = _signal_name(-self.returncode)
+            status = f"killed by {name}" + (", as the system kills a process when memory runs out"
+                                            if name == "SIGKILL" else "")
+        where = ""
+        if self.last_progress is not None:
+            stage = self.last_progress.get("stage", "")
+            message = self.last_progress.get("message", "")
+            where = f" It was at: {stage}" + (f" ({message})" if message else "") + "."
+        return (f"The ScribbleSeg worker process stopped without a result ({status}).{where}"
                 + (f" Its last output:\n{last}" if last else " It printed nothing."))
+
+
+def _signal_name(number: int) -> str:
+    """``SIGKILL`` for 9 (where the platform names it), else ``signal N``.
+
+    Examples
+    --------
+    >>> _signal_name(9) if hasattr(signal, "SIGKILL") else "SIGKILL"
+    'SIGKILL'
+    """
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _json_value(value: Any) -> Any:
