@@ -270,8 +270,10 @@ class _RequestChecker:
         if unknown:
             run = "task" not in self.request  # a session's run line: the session's own fields are not its
             known = self.read - FRAMING_FIELDS - (set(SESSION_FIELDS) if run else set())
+            fields = (f"the fields are {', '.join(sorted(known))}" if known else
+                      "it takes none besides 'protocol' and 'task'")
             raise self.fail(unknown[0], f"is not a field of a {'run' if run else self.request['task']} request "
-                                        f"(misspelt?); the fields are {', '.join(sorted(known))}")
+                                        f"(misspelt?); {fields}")
         given = self.request.get("outputs") or {}
         unknown = sorted(set(given) - set(outputs)) if outputs else []
         if unknown:
@@ -401,6 +403,9 @@ class _RequestChecker:
         }
 
     def phantom(self) -> Dict[str, Any]:
+        seed = self.value("seed", 0, (int,))
+        if seed < 0:
+            raise self.fail("seed", f"must be a non-negative integer, got {seed!r}")
         shape = self.value("shape", None, (list,))
         if shape is not None and (len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape)):
             raise self.fail("shape", f"must be three positive integers Z Y X, got {shape!r}")
@@ -414,7 +419,7 @@ class _RequestChecker:
             if not path.lower().endswith(suffix):
                 raise self.fail(f"outputs.{key}", f"must end in {suffix}")
             paths[key] = path
-        return {"protocol": PROTOCOL, "task": "phantom", "seed": self.value("seed", 0, (int,)),
+        return {"protocol": PROTOCOL, "task": "phantom", "seed": seed,
                 "shape": shape, "every": every, "outputs": paths}
 
     def train(self) -> Dict[str, Any]:
@@ -631,7 +636,10 @@ def _phantom(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelT
     config = phantom.PhantomConfig()
     if request["shape"] is not None:
         config = dataclasses.replace(config, shape=tuple(request["shape"]))
-    config.validate()
+    try:
+        config.validate()
+    except ScribbleSegError as exc:  # a shape too small for the embryo: named as the request's field
+        raise ScribbleSegError(f"request field 'shape': {exc}") from None
     check_phantom_memory(config.shape, "request field 'shape'")
     check_outputs({f"request field 'outputs.{k}'": v for k, v in request["outputs"].items()})
     emitter.progress("phantom", 0.0, "making the phantom")

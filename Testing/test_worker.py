@@ -123,6 +123,8 @@ def test_a_request_may_name_the_starter_model_as_the_command_line_does(tmp_path)
      "'orientations' must be int, got '4'"),
     ({"task": "session", "image": "i.nrrd", "model": "i.nrrd", "seed": 7},
      "'seed' belongs to each run line, not to the session request"),
+    ({"task": "devices", "foo": 1}, "'foo' is not a field of a devices request (misspelt?); it takes none besides"),
+    ({"task": "phantom", "seed": -1, "outputs": {}}, "'seed' must be a non-negative integer, got -1"),
     ({"task": "train", "images": ["i.nrrd"], "labels": [], "output": "m.model"}, "one label per image"),
     ({"task": "train", "images": ["i.nrrd"], "labels": ["i.nrrd"], "output": "m.model", "max_minutes": 0},
      "'max_minutes' must be a positive finite number"),
