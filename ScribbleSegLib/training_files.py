@@ -232,6 +232,13 @@ def train_from_files(images: Sequence[PathLike], labels: Sequence[PathLike], out
     -------
     pathlib.Path
         ``out_path``.
+
+    Examples
+    --------
+    >>> train_from_files(["a.nrrd"], [], "m.model")
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: images and labels: 1 image but 0 labels
     """
     from .fileio import check_free_space
     from .model_file import SegModel, expected_model_bytes, load_model
