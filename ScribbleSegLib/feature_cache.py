@@ -86,9 +86,9 @@ def _hash_array(h: "hashlib._Hash", array: np.ndarray) -> None:
 #: What the M-Unet computes from an image and a model file: part of every key, so that a change to it (2: black
 #: registration fill and grey glass shown to the network as white glass, and no stain fit on near-black pixels;
 #: 3: unevenly lit, yellow or blue glass made white section by section; 4: a fit's two stains ranked by their red /
-#: green, stain.order_stains, and no grey section in a stack's fit) leaves the entries of the code before unused
-#: instead of returning its features.
-FEATURES_VERSION = 4
+#: green, stain.order_stains, and no grey section in a stack's fit; 5: the stack's fit spread over the sections that
+#: hold tissue) leaves the entries of the code before unused instead of returning its features.
+FEATURES_VERSION = 5
 
 
 def cache_key(image: np.ndarray, model_path: PathLike, extra: str = "") -> str:

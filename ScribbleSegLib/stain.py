@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -735,6 +735,24 @@ def spread(count: int, total: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
 
 
+def _sections_with_tissue(volume: np.ndarray, downsample: int, luminosity_threshold: float) -> List[int]:
+    """Indices of the sections whose strided copy holds a stainable tissue pixel (blank glass holds none).
+
+    Examples
+    --------
+    >>> volume = np.full((3, 8, 8, 3), 250, np.uint8); volume[1, 2:6, 2:6] = (150, 60, 170)
+    >>> _sections_with_tissue(volume, 2, 0.8)
+    [1]
+    """
+    found = []
+    for z, section in enumerate(volume):
+        small = section[::downsample, ::downsample]
+        pixels = small[tissue_mask(small, luminosity_threshold)]
+        if len(pixels) and _stainable(pixels).any():
+            found.append(z)
+    return found
+
+
 def _sample_pixels(sections: Sequence[np.ndarray], downsample: int, luminosity_threshold: float,
                    max_pixels: int, rng: np.random.Generator) -> np.ndarray:
     """Up to ``max_pixels`` tissue pixels (N, 3) from strided copies of ``sections``.
@@ -937,7 +955,10 @@ def normalize_volume(
     of = f" of {name}" if name else ""
     named = f"{name}: " if name else ""
 
-    chosen = [volume[i] for i in spread(sections, n_sections)]
+    # Spread over the sections that hold tissue: blank glass added at the ends (registration padding) moved which
+    # sections the fit saw, and took their share of its pixels, and so changed every section's colours.
+    stained = _sections_with_tissue(volume, downsample, settings["luminosity_threshold"]) or list(range(n_sections))
+    chosen = [volume[stained[i]] for i in spread(sections, len(stained))]
     _progress.report(progress, _STAGE, 0.0, "fitting the volume's stain")
     try:
         # Stain vectors too close to tell apart (pale eosin) fall back to the target's, with a message.

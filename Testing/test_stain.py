@@ -351,6 +351,18 @@ def test_a_small_stack_too_sparse_for_the_strided_fit_is_fitted_on_every_pixel(t
         np.testing.assert_array_equal(stain.normalize_volume(vol, target_b, per_section=False), out)
 
 
+def test_blank_glass_added_at_the_ends_leaves_the_stacks_stain_as_it_was(target_b):
+    # The stack's fit took 16 sections spread over all of them: two blank sections at each end moved which ones it
+    # saw (and took their share of its pixels), and every section's colours changed.
+    vol = render(concentrations((20, 48, 48), seed=9) * np.linspace(0.8, 1.2, 20)[:, None, None, None], STAIN_A)
+    glass = np.full((2, 48, 48, 3), 255, np.uint8)
+    padded = np.concatenate([glass, vol, glass])
+    for per_section in (False, True):
+        out = stain.normalize_volume(vol, target_b, per_section=per_section)
+        out_padded = stain.normalize_volume(padded, target_b, per_section=per_section)
+        assert np.array_equal(out_padded[2:-2], out) and np.array_equal(out_padded[:2], glass)
+
+
 def test_normalize_volume_leaves_unfittable_volumes_unchanged(target_b):
     grey = np.random.default_rng(1).integers(40, 200, (3, 48, 48), dtype=np.uint8)[..., None].repeat(3, axis=3)
     white = np.full((3, 48, 48, 3), 255, np.uint8)
