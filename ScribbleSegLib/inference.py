@@ -403,10 +403,14 @@ def network_scale(image_spacing_xy: Sequence[float], model_spacing_xy: Sequence[
     (0.77, 0.77)
     >>> network_scale((0.0202, 0.02), (0.02, 0.02))
     (1.0, 1.0)
+    >>> network_scale((0.03, 0.03), (0.0177, 0.0177)) == network_scale((0.0299999993, 0.0299999993), (0.0177, 0.0177))
+    True
     """
     factors = []
     for image_mm, model_mm in zip(image_spacing_xy[::-1], model_spacing_xy[::-1]):
-        ratio = float(image_mm) / float(model_mm)
+        # Rounded: a NIfTI stores its spacing in float32 (0.0299999993 for 0.03), and the same stack saved as NRRD
+        # and as NIfTI ran the network at two scales a billionth apart, each with its own cache entry.
+        ratio = round(float(image_mm) / float(model_mm), 6)
         factors.append(1.0 if abs(ratio - 1.0) <= tolerance else ratio)
     return factors[0], factors[1]
 
