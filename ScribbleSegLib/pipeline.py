@@ -733,8 +733,36 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             history.remember(scribbles, doubt)
     from .suggest import suggest_sections
 
+    line = result_size_warning(labels, prob)
+    if line is not None:
+        log.warning(line)
+        warnings.append(line)
     suggestions = suggest_sections(h, labels, prob, scribbles, count=suggest)
     return SegmentResult(labels, h, prob, method, features_cached, timings, warnings, suggestions, doubt)
+
+
+#: :func:`result_size_warning` speaks when the heart covers more than this share of the volume.
+FILLED_RESULT_SHARE = 0.9
+
+
+def result_size_warning(labels: np.ndarray, network_probability: np.ndarray) -> Optional[str]:
+    """A warning when the heart covers nearly the whole volume, which strokes by mistake give (a section filled as
+    heart, the two classes swapped); None otherwise.
+
+    Examples
+    --------
+    >>> labels = np.ones((2, 4, 4), np.uint8); labels[0, 0, 0] = 0
+    >>> result_size_warning(labels, np.zeros((2, 4, 4), np.float32))[:36]
+    'the heart covers 97% of the volume ('
+    >>> result_size_warning(np.zeros((2, 4, 4), np.uint8), np.zeros((2, 4, 4), np.float32)) is None
+    True
+    """
+    share = float(np.count_nonzero(labels)) / max(1, labels.size)
+    if share <= FILLED_RESULT_SHARE:
+        return None
+    network = float(np.count_nonzero(np.asarray(network_probability) > 0.5)) / max(1, labels.size)
+    return (f"the heart covers {share:.0%} of the volume (the network alone: {network:.0%}): check the heart strokes "
+            "(a section filled as heart, heart painted on background, the two classes swapped)")
 
 
 #: In-plane pixels of the strokes' bounding box above which the heart-to-background distance of
@@ -784,12 +812,15 @@ def axis_order_warning(scribbles: np.ndarray) -> Optional[str]:
 #: have a few.
 ANTIALIASED_SHARE = 0.3
 
+#: :func:`scribble_warnings` names a fill when heart strokes cover at least this share of a section.
+FILLED_SECTION_SHARE = 0.9
+
 
 def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> List[str]:
     """One-line warnings about scribbles that leave much to the network (the run still goes on).
 
-    Strokes on one section only; heart and background strokes that touch; background strokes
-    only far from the heart strokes (nothing tells the heart from the tissue around it).
+    A section (nearly) filled with heart strokes; strokes on one section only; heart and background strokes that
+    touch; background strokes only far from the heart strokes (nothing tells the heart from the tissue around it).
     Everything but finding the stroked sections looks only at those sections, inside the strokes'
     bounding box, so a re-run of a large stack does not pay for whole-volume arrays here.
 
@@ -804,6 +835,16 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
     sections = np.flatnonzero(scribbles.reshape(n, -1).any(axis=1))
     if sections.size == 0:
         return warnings
+    filled = [(int(z), np.count_nonzero(scribbles[z] == 1) / scribbles[z].size) for z in sections]
+    filled = [(z, share) for z, share in filled if share >= FILLED_SECTION_SHARE]
+    if filled:
+        # A fill tool rather than a brush: every voxel of the section, glass and other tissue too, is heart then,
+        # and the cut spreads it (a section filled so made 99.6 % of a phantom heart, IoU 0.07).
+        z, share = filled[0]
+        warnings.append(f"heart strokes cover {share:.0%} of section {z}" + (
+            f" (and {len(filled) - 1} more section(s))" if len(filled) > 1 else "")
+            + ": a fill rather than strokes? Every voxel they cover is taken as heart; paint heart inside the "
+              "heart only")
     if sections.size == 1 and n > 1:
         warnings.append(f"all strokes lie on section {int(sections[0])}; the other sections follow the network "
                         "alone: add strokes on a few more sections")

@@ -109,6 +109,27 @@ def test_scribble_warnings_name_an_antialiased_brush_that_rims_background_stroke
     assert warning.startswith("71% of the heart stroke pixels lie right beside background strokes")
 
 
+def test_a_section_filled_with_heart_strokes_and_a_heart_that_fills_the_volume_are_named():
+    # A fill tool's section of 1s made a phantom's result 99.6 % heart (IoU 0.07), with a warning that blamed the
+    # model; the filled section and the size of the result are named now.
+    s = np.zeros((4, 30, 30), np.uint8)
+    s[0, 10:20, 10] = 1
+    s[0, 2, 2:28] = 2
+    assert not any("fill" in w for w in pipeline.scribble_warnings(s))
+    s[2] = 1
+    s[2, 0, :3] = 2
+    (warning,) = [w for w in pipeline.scribble_warnings(s) if "fill" in w]
+    assert warning.startswith("heart strokes cover 100% of section 2: a fill rather than strokes?")
+    labels = np.ones((4, 30, 30), np.uint8)
+    network = np.zeros((4, 30, 30), np.float32)
+    network[:, 10:20, 10:20] = 0.9
+    assert pipeline.result_size_warning(labels, network) == (
+        "the heart covers 100% of the volume (the network alone: 11%): check the heart strokes (a section filled "
+        "as heart, heart painted on background, the two classes swapped)")
+    labels[:, :10] = 0
+    assert pipeline.result_size_warning(labels, network) is None
+
+
 
 def test_network_doubt_counts_the_strokes_the_network_labels_the_other_way_on_stroked_sections_only(monkeypatch):
     from ScribbleSegLib import choices
