@@ -1850,7 +1850,8 @@ def _check_both_classes(array: np.ndarray, path: Path, overlapped: Dict[str, boo
                 why = (f"its strokes were lost reducing it by downsample {int(downsample)}: a block that holds "
                        "both classes counts as not scribbled (draw them further apart, or use a smaller downsample)")
             else:
-                why = "scribble both heart and background"
+                # The network alone needs no strokes: say so to a user who has only one class to give.
+                why = "scribble both heart and background (the network alone, method munet, needs no strokes)"
             raise ScribbleSegError(f"{path}: the scribbles have no {name} voxel; {why}")
 
 

@@ -136,6 +136,18 @@ def test_a_cut_setting_the_library_refuses_is_named_by_its_flag(tmp_path, capsys
     assert not (tmp_path / "out.png").exists()
 
 
+def test_strokes_of_one_class_are_refused_naming_the_method_that_needs_none(tmp_path, capsys):
+    image, strokes = tmp_path / "tile.png", tmp_path / "strokes.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 8, 3), 200, np.uint8), isVector=True), str(image))
+    heart_only = np.zeros((8, 8), np.uint8)
+    heart_only[2:5, 3] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(heart_only), str(strokes))
+    assert cli.main(["segment", "--image", str(image), "--scribbles", str(strokes), "--model", "starter", "--out",
+                     str(tmp_path / "out.png"), "--no-cache", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no background voxel" in err and "(the network alone, --method munet, needs no strokes)" in err
+
+
 def test_segment_orientations_reach_the_job_and_a_bad_value_in_a_job_names_its_field(tmp_path):
     from ScribbleSegLib.commands.segment import job_from_args
     from ScribbleSegLib.errors import ScribbleSegError

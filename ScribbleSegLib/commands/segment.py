@@ -86,7 +86,7 @@ CUT_OPTIONS = ("gamma", "sigma", "delta", "neighbourhood", "data_term", "seed_re
                "seed_edges")
 # The library's parameters as this command's flags, in the library's messages (see cli._one_line); a cut setting
 # the library refuses ("graph cut options: graph cut: seed_across must be ...") is named by its flag.
-PARAMETER_FLAGS = {**IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS,
+PARAMETER_FLAGS = {**IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS, "method munet": "--method munet",
                    **{f"{OPTION_NAMES['cut']}: graph cut: {k}": f"--{k.replace('_', '-')}" for k in CUT_OPTIONS}}
 
 
