@@ -138,7 +138,8 @@ def test_a_cut_setting_the_library_refuses_is_named_by_its_flag(tmp_path, capsys
 
 def test_strokes_of_one_class_are_refused_naming_the_method_that_needs_none(tmp_path, capsys):
     image, strokes = tmp_path / "tile.png", tmp_path / "strokes.png"
-    sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 8, 3), 200, np.uint8), isVector=True), str(image))
+    pixels = np.random.default_rng(0).integers(60, 230, (8, 8, 3), dtype=np.uint8)  # not a blank scan
+    sitk.WriteImage(sitk.GetImageFromArray(pixels, isVector=True), str(image))
     heart_only = np.zeros((8, 8), np.uint8)
     heart_only[2:5, 3] = 1
     sitk.WriteImage(sitk.GetImageFromArray(heart_only), str(strokes))
