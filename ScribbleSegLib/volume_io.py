@@ -1800,6 +1800,11 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         masks, own = read_segmentation(path)
         heart = _named_mask(masks, "heart", path, False) > 0
         background = _named_mask(masks, "background", path, False) > 0
+        others = [name for name in _segment_names(path, masks) if name.lower() not in ("heart", "background")]
+        if others:  # a segment painted as strokes of another class, left out without a word
+            logging.getLogger("ScribbleSegLib").warning(
+                "%s: segment(s) %s are not strokes (only 'heart' and 'background' are) and are left out; to mark "
+                "that tissue as not heart, paint it in 'background'", path, ", ".join(f"'{n}'" for n in others))
         array = heart.astype(np.uint8) + 2 * background.astype(np.uint8)
         both = heart & background
         array[both] = 0

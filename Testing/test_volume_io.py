@@ -581,7 +581,7 @@ def test_label_values_are_checked(tmp_path, value, needle):
     one_line_error(excinfo, "l.nrrd", needle)
 
 
-def test_scribbles_from_labelmap_and_segmentation(tmp_path):
+def test_scribbles_from_labelmap_and_segmentation(tmp_path, caplog):
     heart = ball()
     background = np.zeros_like(heart)
     background[:, :2, :] = 1
@@ -594,7 +594,12 @@ def test_scribbles_from_labelmap_and_segmentation(tmp_path):
     vio.write_segmentation(tmp_path / "s.seg.nrrd", [("HEART", heart, vio.HEART_COLOR),
                                                      ("Background", background | both, vio.BACKGROUND_COLOR),
                                                      ("notes", heart, (1.0, 1.0, 0.0))], TILTED)
-    read = vio.read_scribbles(tmp_path / "s.seg.nrrd", heart.shape, TILTED)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        read = vio.read_scribbles(tmp_path / "s.seg.nrrd", heart.shape, TILTED)
+    # A segment of another name is left out, and said so (a 'liver' painted as "not heart" was dropped silently).
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records][0] == (
+        "segment(s) 'notes' are not strokes (only 'heart' and 'background' are) and are left out; to mark that "
+        "tissue as not heart, paint it in 'background'")
     expected = scribbles.copy()
     expected[3, 10, 12] = 0
     np.testing.assert_array_equal(read, expected)
