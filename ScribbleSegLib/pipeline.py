@@ -169,9 +169,9 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     A stack without a spacing (``None``, or 1 mm per pixel or coarser: what a file format states when it
     stores none, as a 2D tile read without a spacing has, also read downsampled), or with one more than
     :data:`MAX_RESAMPLING` times coarser or :data:`MAX_SHRINK` times finer than the model's, runs at its own
-    pixel scale, and a one-line warning goes to ``warnings``; so do pixels over :data:`NON_SQUARE_PIXELS` times longer than wide.  A pixel
-    coarser than 1 mm but not of whole millimetres is named with what it would be in micrometres, the likeliest
-    mistake in a given spacing.
+    pixel scale, and a one-line warning goes to ``warnings``; so do pixels over :data:`NON_SQUARE_PIXELS` times
+    longer than wide.  A pixel coarser than 1 mm but not of whole millimetres is named with what it would be in
+    micrometres, the likeliest mistake in a given spacing.
     """
     from .inference import network_scale as factors
 
