@@ -835,16 +835,6 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
     sections = np.flatnonzero(scribbles.reshape(n, -1).any(axis=1))
     if sections.size == 0:
         return warnings
-    filled = [(int(z), np.count_nonzero(scribbles[z] == 1) / scribbles[z].size) for z in sections]
-    filled = [(z, share) for z, share in filled if share >= FILLED_SECTION_SHARE]
-    if filled:
-        # A fill tool rather than a brush: every voxel of the section, glass and other tissue too, is heart then,
-        # and the cut spreads it (a section filled so made 99.6 % of a phantom heart, IoU 0.07).
-        z, share = filled[0]
-        warnings.append(f"heart strokes cover {share:.0%} of section {z}" + (
-            f" (and {len(filled) - 1} more section(s))" if len(filled) > 1 else "")
-            + ": a fill rather than strokes? Every voxel they cover is taken as heart; paint heart inside the "
-              "heart only")
     if sections.size == 1 and n > 1:
         warnings.append(f"all strokes lie on section {int(sections[0])}; the other sections follow the network "
                         "alone: add strokes on a few more sections")
@@ -854,6 +844,16 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
     cols = np.flatnonzero(stack.any(axis=(0, 1)))
     box = stack[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     heart, background = box == 1, box == 2
+    # Every heart stroke lies in the box: its count there over the whole section's size.
+    shares = heart.reshape(len(sections), -1).sum(axis=1) / float(scribbles[0].size)
+    filled = np.flatnonzero(shares >= FILLED_SECTION_SHARE)
+    if filled.size:
+        # A fill tool rather than a brush: every voxel of the section, glass and other tissue too, is heart then,
+        # and the cut spreads it (a section filled so made 99.6 % of a phantom heart, IoU 0.07).
+        warnings.insert(0, f"heart strokes cover {shares[filled[0]]:.0%} of section {int(sections[filled[0]])}" + (
+            f" (and {filled.size - 1} more section(s))" if filled.size > 1 else "")
+            + ": a fill rather than strokes? Every voxel they cover is taken as heart; paint heart inside the "
+              "heart only")
     touching = np.zeros(box.shape[0], bool)
     beside = np.zeros(box.shape, bool)  # heart stroke pixels with a background stroke pixel as a 4-neighbour
     for axis in (1, 2):
