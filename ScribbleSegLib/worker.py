@@ -347,12 +347,17 @@ class _RequestChecker:
             raise self.fail("scan_pixel", f"must be two positive numbers X Y in mm, got {value!r}")
         return None if value is None else [float(v) for v in value]
 
-    def common(self, task: str) -> Dict[str, Any]:
+    def seed(self) -> int:
         seed = self.value("seed", 0, (int,))
         if seed < 0:
             raise self.fail("seed", f"must be a non-negative integer, got {seed!r}")
-        return {"protocol": PROTOCOL, "task": task,
-                "device": self.choice("device", DEVICES, choices.DEFAULT_DEVICE), "seed": seed}
+        return seed
+
+    def device(self) -> str:
+        return self.choice("device", DEVICES, choices.DEFAULT_DEVICE)
+
+    def common(self, task: str) -> Dict[str, Any]:
+        return {"protocol": PROTOCOL, "task": task, "device": self.device(), "seed": self.seed()}
 
     def segment(self) -> Dict[str, Any]:
         method = self.choice("method", METHODS, choices.DEFAULT_METHOD)
@@ -390,10 +395,8 @@ class _RequestChecker:
             raise self.fail("seed", "belongs to each run line, not to the session request")
         self.read.add("seed")
         cache_dir = self.value("cache_dir", None, (str,))
-        common = self.common("session")
-        del common["seed"]
         return {
-            **common,
+            "protocol": PROTOCOL, "task": "session", "device": self.device(),
             "image": self.input_path("image"),
             "model": self.model_path(),
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
@@ -403,9 +406,7 @@ class _RequestChecker:
         }
 
     def phantom(self) -> Dict[str, Any]:
-        seed = self.value("seed", 0, (int,))
-        if seed < 0:
-            raise self.fail("seed", f"must be a non-negative integer, got {seed!r}")
+        seed = self.seed()
         shape = self.value("shape", None, (list,))
         if shape is not None and (len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape)):
             raise self.fail("shape", f"must be three positive integers Z Y X, got {shape!r}")
