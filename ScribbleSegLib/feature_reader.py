@@ -43,33 +43,28 @@ class FeatureReader:
     def voxels(self, flat: np.ndarray) -> np.ndarray:
         """float32 ``(N, C)`` features of the voxels at flat indices ``flat`` (sorted: reads in file order)."""
         flat = np.asarray(flat, np.int64)
-        channels = self.features.shape[3]
-        if self.path is None:
-            # Index with (z, y, x) arrays: reshaping a non-contiguous volume would copy all of it.
-            return np.asarray(self.features[np.unravel_index(flat, self.features.shape[:3])], dtype=np.float32)
-        out = np.empty((flat.size, channels), self.features.dtype)
-        size = channels * out.itemsize
         handle = self._open()
         if handle is None:
+            # Index with (z, y, x) arrays: reshaping a non-contiguous volume would copy all of it.
             return np.asarray(self.features[np.unravel_index(flat, self.features.shape[:3])], dtype=np.float32)
+        out = np.empty((flat.size, self.features.shape[3]), self.features.dtype)
+        size = out.shape[1] * out.itemsize
         with handle:
             for row, index in enumerate(flat.tolist()):
                 handle.seek(self.offset + index * size)
                 if handle.readinto(memoryview(out[row]).cast("B")) != size:
-                    raise ScribbleSegError(f"the feature file {self.path} ended early (truncated?)")
+                    raise ScribbleSegError(f"the feature file {handle.name} ended early (truncated?)")
         return out.astype(np.float32)
 
     def rows(self, z: int, y0: int, y1: int) -> np.ndarray:
         """Rows ``y0:y1`` of section ``z``, ``(y1 - y0, X, C)``, a writable array of the features' dtype."""
-        if self.path is None:
-            return np.array(self.features[z, y0:y1])
-        _, rows, cols, channels = self.features.shape
-        out = np.empty((y1 - y0, cols, channels), self.features.dtype)
-        row_bytes = cols * channels * out.itemsize
         # One handle per read: threads read different slabs at once and must not share a file position.
         handle = self._open()
         if handle is None:
             return np.array(self.features[z, y0:y1])
+        _, rows, cols, channels = self.features.shape
+        out = np.empty((y1 - y0, cols, channels), self.features.dtype)
+        row_bytes = cols * channels * out.itemsize
         with handle:
             handle.seek(self.offset + (z * rows + y0) * row_bytes)
             view = memoryview(out).cast("B")
@@ -77,15 +72,18 @@ class FeatureReader:
             while done < out.nbytes:
                 n = handle.readinto(view[done:])
                 if not n:
-                    raise ScribbleSegError(f"the feature file {self.path} ended early (truncated?)")
+                    raise ScribbleSegError(f"the feature file {handle.name} ended early (truncated?)")
                 done += n
         return out
 
     def _open(self):
-        """The feature file opened for reading, or None once it is gone from its folder (read through the mapping
-        then, for good)."""
+        """The feature file opened for reading; None for features read by slicing, and from when the file is gone
+        from its folder (read through the mapping then, for good)."""
+        path = self.path  # once: another thread may give it up meanwhile
+        if path is None:
+            return None
         try:
-            return open(self.path, "rb", buffering=0)
+            return open(path, "rb", buffering=0)
         except FileNotFoundError:
             self.path = None
             return None
