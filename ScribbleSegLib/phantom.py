@@ -978,7 +978,8 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
         outputs.commit()
     path = out / "phantom.json"
     # An earlier, larger set in the folder keeps its later volumes beside a manifest that no longer lists them.
-    stale = sorted(p.name for p in out.glob("vol[0-9][0-9]_*") if p.name not in set(files))
+    written = set(files)
+    stale = sorted(p.name for p in out.glob("vol[0-9][0-9]_*") if p.name not in written)
     if stale:
         logging.getLogger("ScribbleSegLib").warning(
             "%s: %d file(s) of an earlier set are still there (first: %s); phantom.json lists this set's only",

@@ -744,13 +744,14 @@ def _sections_with_tissue(volume: np.ndarray, downsample: int, luminosity_thresh
     >>> _sections_with_tissue(volume, 2, 0.8)
     [1]
     """
-    found = []
-    for z, section in enumerate(volume):
-        small = section[::downsample, ::downsample]
-        pixels = small[tissue_mask(small, luminosity_threshold)]
-        if len(pixels) and _stainable(pixels).any():
-            found.append(z)
-    return found
+    return [z for z, section in enumerate(volume) if len(_tissue_pixels(section, downsample, luminosity_threshold))]
+
+
+def _tissue_pixels(section: np.ndarray, downsample: int, luminosity_threshold: float) -> np.ndarray:
+    """The stainable tissue pixels ``(N, 3)`` of a section's strided copy (:func:`tissue_mask`, :func:`_stainable`)."""
+    small = section[::downsample, ::downsample]
+    pixels = small[tissue_mask(small, luminosity_threshold)]
+    return pixels[_stainable(pixels)]  # the quota goes to tissue, not to black borders
 
 
 def _sample_pixels(sections: Sequence[np.ndarray], downsample: int, luminosity_threshold: float,
@@ -767,9 +768,7 @@ def _sample_pixels(sections: Sequence[np.ndarray], downsample: int, luminosity_t
     quota = max(1, math.ceil(2 * max_pixels / max(1, len(sections))))
     parts = []
     for section in sections:
-        small = section[::downsample, ::downsample]
-        pixels = small[tissue_mask(small, luminosity_threshold)]
-        pixels = pixels[_stainable(pixels)]  # the quota goes to tissue, not to black borders
+        pixels = _tissue_pixels(section, downsample, luminosity_threshold)
         if len(pixels) > quota:
             pixels = pixels[rng.choice(len(pixels), size=quota, replace=False)]
         parts.append(pixels)
