@@ -1800,8 +1800,11 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         masks, own = read_segmentation(path)
         heart = _named_mask(masks, "heart", path, False) > 0
         background = _named_mask(masks, "background", path, False) > 0
-        others = [name for name in _segment_names(path, masks) if name.lower() not in ("heart", "background")]
-        if others:  # a segment painted as strokes of another class, left out without a word
+        # A segment painted as strokes of another class was left out without a word.  Its name as the file spells
+        # it (the header read again) only when there is one: not on every run's strokes.
+        others = ([name for name in _segment_names(path, masks) if name.lower() not in ("heart", "background")]
+                  if set(masks) - {"heart", "background"} else [])
+        if others:
             logging.getLogger("ScribbleSegLib").warning(
                 "%s: segment(s) %s are not strokes (only 'heart' and 'background' are) and are left out; to mark "
                 "that tissue as not heart, paint it in 'background'", path, ", ".join(f"'{n}'" for n in others))
