@@ -547,8 +547,10 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
                                    f"({parent.path}) and its network sees every image in it; leave normalize on "
                                    "with init")
     config = config or ModelConfig.small("munet")
-    options = copy.copy(options or TrainOptions(**({"lr": FINETUNE_LR, "max_iters": FINETUNE_ITERS}
-                                                   if parent is not None else {})))
+    if options is None and parent is not None:  # a fine-tune's own step budget and rate (choices.training_budget)
+        steps, _, rate = choices.training_budget(fine_tune=True)
+        options = TrainOptions(lr=rate, max_iters=steps)
+    options = copy.copy(options or TrainOptions())
     if max_iters is not None:
         options.max_iters = check_whole(max_iters, "max_iters")
     if max_minutes is not None:
