@@ -8,6 +8,7 @@ heavy packages inside ``run`` so that ``scribbleseg --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import importlib
@@ -16,6 +17,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from typing import Dict, Iterator, List, NoReturn, Optional
 
 from . import __version__
@@ -203,7 +205,26 @@ def run() -> None:
     status = main()
     with contextlib.suppress(ValueError):  # only the main thread sets handlers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(status)
+    _exit(status)
+
+
+def _exit(status: int) -> NoReturn:
+    """End the process with ``status`` once the command is done, without the interpreter's teardown of its
+    modules: with torch loaded that took 0.3-0.4 s of every command on a 2-core machine (BENCHMARKS.md,
+    "Interactive speed", item 65).  What an exit owes the user still happens first: the other threads are
+    waited for, the exit-time callbacks run (logging's flush, temporary folders' clean-up), and stdout and
+    stderr are flushed.  Where the interpreter offers no way to run those callbacks, it exits as usual."""
+    run_callbacks = getattr(atexit, "_run_exitfuncs", None)  # CPython's own, as its exit calls it
+    if run_callbacks is None:
+        sys.exit(status)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    run_callbacks()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a reader gone, a stream closed or None
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover
