@@ -102,23 +102,93 @@ def _cells(n: int, grid: np.ndarray) -> np.ndarray:
     return np.minimum(np.searchsorted(grid, np.arange(n), side="right") - 1, len(grid) - 2)
 
 
-def _interpolation(n: int, grid: np.ndarray) -> np.ndarray:
-    """``(n, len(grid))`` float32 matrix of linear interpolation from ``grid`` to ``range(n)``."""
+def _interpolation(n: int, grid: np.ndarray, at: Optional[np.ndarray] = None) -> np.ndarray:
+    """``(n, len(grid))`` float32 matrix of linear interpolation from ``grid`` to ``range(n)``, or to the
+    ``n`` positions ``at`` (increasing, within the grid)."""
     index = np.arange(n)
-    cell = _cells(n, grid)
-    t = ((index - grid[cell]) / (grid[cell + 1] - grid[cell])).astype(np.float32)
+    cell = _cells(n, grid) if at is None else np.minimum(np.searchsorted(grid, at, side="right") - 1, len(grid) - 2)
+    position = index if at is None else at
+    t = ((position - grid[cell]) / (grid[cell + 1] - grid[cell])).astype(np.float32)
     matrix = np.zeros((n, len(grid)), np.float32)
     matrix[index, cell] = 1 - t
     matrix[index, cell + 1] = t
     return matrix
 
 
+def _every_other(n: int) -> np.ndarray:
+    """Indices ``0, 2, 4, ...`` of ``range(n)``, and the last one."""
+    return _grid(n, 2)
+
+
+def _bilinear(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+              out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``values`` ``(len(ys), len(xs))`` on the grid ``ys x xs``, interpolated bilinearly at ``rows x cols``."""
+    # Through torch, which runs on this thread alone: numpy's BLAS would start its own threads in every
+    # worker, and on 2 cores those spin against each other (predict_h took twice as long).
+    with torch.inference_mode():
+        result = torch.from_numpy(_interpolation(len(rows), ys, rows)) @ torch.from_numpy(values)
+        result = torch.matmul(result, torch.from_numpy(_interpolation(len(cols), xs, cols)).T,
+                              out=None if out is None else torch.from_numpy(out))
+    return result.numpy() if out is None else out
+
+
+def _near_half(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Cells whose values between ``low`` and ``high`` come within :data:`COARSE_MARGIN` of 0.5."""
+    return (high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN)
+
+
+def _busy_cells(corners: np.ndarray) -> np.ndarray:
+    """Cells of a grid of values ``(Gy, Gx)`` where interpolation may be off: the corners vary by more than
+    :data:`COARSE_RANGE` or come near 0.5 (:func:`_near_half`)."""
+    four = np.stack([corners[:-1, :-1], corners[1:, :-1], corners[:-1, 1:], corners[1:, 1:]])
+    low, high = four.min(axis=0), four.max(axis=0)
+    return (high - low > COARSE_RANGE) | _near_half(low, high)
+
+
+def _grid_values(block: np.ndarray, ys: np.ndarray, xs: np.ndarray, detail: np.ndarray, layers, chunk: int
+                 ) -> Tuple[np.ndarray, int]:
+    """``h`` at the grid points ``ys x xs`` of a block of rows ``(R, X, C)``: on every other grid point first,
+    then at the rest only within the cells of that sparser grid where interpolating could be off: where its
+    values vary or come near 0.5 (:func:`_busy_cells`) or a finer cell holds ``detail`` (the network's edges and
+    the strokes: :func:`_coarse_to_fine`), grown by one cell.  Elsewhere (most of a section: glass and tissue
+    far from the heart) the grid's values are interpolated; the cells there are interpolated by
+    :func:`_coarse_to_fine` too, so their ``h`` is the sparser grid's interpolation.
+
+    Returns ``(values (len(ys), len(xs)) float32, grid points evaluated)``.
+    """
+    channels = block.shape[2]
+    sub_y, sub_x = _every_other(len(ys)), _every_other(len(xs))
+    on_grid = np.empty((len(ys), len(xs)), np.float32)
+    if len(sub_y) < 3 or len(sub_x) < 3:  # a sparser grid of one cell saves nothing: every point
+        _evaluate(block[ys][:, xs].reshape(-1, channels), on_grid.reshape(-1), layers, chunk)
+        return on_grid, on_grid.size
+    sparse = np.empty((len(sub_y), len(sub_x)), np.float32)
+    _evaluate(block[ys[sub_y]][:, xs[sub_x]].reshape(-1, channels), sparse.reshape(-1), layers, chunk)
+    busy = _busy_cells(sparse)
+    # The finer cells' detail, per sparser cell: finer cell i lies in sparser cell c when sub[c] <= i < sub[c + 1].
+    busy |= np.logical_or.reduceat(np.logical_or.reduceat(detail, sub_y[:-1], axis=0), sub_x[:-1], axis=1)
+    busy = _grow_cells(busy)
+    _bilinear(sparse, ys[sub_y], xs[sub_x], ys, xs, out=on_grid)
+    need = busy[_cells(len(ys), sub_y)][:, _cells(len(xs), sub_x)]
+    need[np.ix_(sub_y, sub_x)] = False
+    on_grid[np.ix_(sub_y, sub_x)] = sparse  # exact already (the product rounds)
+    py, px = np.nonzero(need)
+    if py.size:
+        values = np.empty(py.size, np.float32)
+        _evaluate(block.reshape(-1, channels).take(ys[py] * block.shape[1] + xs[px], axis=0), values, layers,
+                  chunk)
+        on_grid[py, px] = values
+    return on_grid, sparse.size + py.size
+
+
 def _reduce_cells(a: np.ndarray, grid: np.ndarray, axis: int, op: np.ufunc) -> np.ndarray:
     """``op`` (``np.minimum`` or ``np.maximum``) of ``a`` over the cells ``[grid[i], grid[i+1])`` of a
     :func:`_grid` (two points at least) along ``axis`` (0 or 1), the last cell running to the end.
 
-    The cells of a :func:`_grid` are of one width but the last: those are reduced as a reshaped block,
-    which is several times faster than ``op.reduceat`` (most of the coarse evaluation's own time).
+    The cells of a :func:`_grid` are of one width but the last: along rows those are reduced as a reshaped
+    block, which is several times faster than ``op.reduceat`` (most of the coarse evaluation's own time);
+    along columns by ``op`` over the cells' ``width`` strided views, which is some 15 times faster than a
+    reduction over a last axis only ``width`` long.
     """
     regular = len(grid) - 2
     width = int(grid[1] - grid[0])
@@ -126,7 +196,9 @@ def _reduce_cells(a: np.ndarray, grid: np.ndarray, axis: int, op: np.ufunc) -> n
     if axis == 0:
         blocks = op.reduce(a[:start].reshape(regular, width, *a.shape[1:]), axis=1)
         return np.concatenate([blocks, op.reduce(a[start:], axis=0, keepdims=True)])
-    blocks = op.reduce(a[:, :start].reshape(a.shape[0], regular, width), axis=2)
+    blocks = a[:, 0:start:width].copy()
+    for k in range(1, width):
+        op(blocks, a[:, k:start:width], out=blocks)
     return np.concatenate([blocks, op.reduce(a[:, start:], axis=1, keepdims=True)], axis=1)
 
 
@@ -159,24 +231,17 @@ def _coarse_to_fine(block: np.ndarray, network: Optional[np.ndarray], scribbles:
     if len(ys) < 2 or len(xs) < 2:  # a block one pixel thin: nothing to interpolate
         _evaluate(block.reshape(-1, channels), h.reshape(-1), layers, chunk)
         return h, h.size
-    on_grid = np.empty(len(ys) * len(xs), np.float32)
-    _evaluate(block[ys][:, xs].reshape(-1, channels), on_grid, layers, chunk)
-    on_grid = on_grid.reshape(len(ys), len(xs))
-    # Through torch, which runs on this thread alone: numpy's BLAS would start its own threads in every
-    # worker, and on 2 cores those spin against each other (predict_h took twice as long).
-    with torch.inference_mode():
-        torch.matmul(torch.from_numpy(_interpolation(rows, ys)) @ torch.from_numpy(on_grid),
-                     torch.from_numpy(_interpolation(cols, xs)).T, out=torch.from_numpy(h))
-    corners = np.stack([on_grid[:-1, :-1], on_grid[1:, :-1], on_grid[:-1, 1:], on_grid[1:, 1:]])
-    low, high = corners.min(axis=0), corners.max(axis=0)
-    exact = (high - low > COARSE_RANGE) | ((high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN))
+    # Detail the grid may step over: the network's edges and thin walls, and the strokes.
+    detail = np.zeros((len(ys) - 1, len(xs) - 1), bool)
     if network is not None:
         low, high = _cell_range(network, ys, xs)
-        exact |= (high - low > NETWORK_RANGE) | ((high > 0.5 - COARSE_MARGIN) & (low < 0.5 + COARSE_MARGIN))
+        detail |= (high - low > NETWORK_RANGE) | _near_half(low, high)
     if scribbles is not None:
-        exact |= _reduce_cells(_reduce_cells(scribbles, ys, 0, np.maximum), xs, 1, np.maximum) > 0
+        detail |= _reduce_cells(_reduce_cells(scribbles, ys, 0, np.maximum), xs, 1, np.maximum) > 0
+    on_grid, evaluated = _grid_values(block, ys, xs, detail, layers, chunk)
+    _bilinear(on_grid, ys, xs, np.arange(rows), np.arange(cols), out=h)
     # One more cell around each: a boundary that runs along a cell's edge shows in its neighbours.
-    exact = _grow_cells(exact)
+    exact = _grow_cells(_busy_cells(on_grid) | detail)
     mask = exact[_cells(rows, ys)][:, _cells(cols, xs)]
     h[np.ix_(ys, xs)] = on_grid  # the grid itself is exact already (the product rounds)
     mask[np.ix_(ys, xs)] = False
@@ -186,7 +251,7 @@ def _coarse_to_fine(block: np.ndarray, network: Optional[np.ndarray], scribbles:
         values = np.empty(picked.size, np.float32)
         _evaluate(block.reshape(-1, channels).take(picked, axis=0), values, layers, chunk)
         h.reshape(-1)[picked] = values
-    return h, on_grid.size + picked.size
+    return h, evaluated + picked.size
 
 
 def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, workers: Optional[int] = None,
@@ -210,8 +275,11 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
     the cell (:data:`COARSE_RANGE`) or comes near 0.5 (:data:`COARSE_MARGIN`),
     where the network's probability does either (``network_probability``: an
     edge or a thin wall the grid may step over), and where there are
-    scribbles.  On the benchmark volumes the final labels after the cut agree
-    with ``exact`` to Dice >= 0.999 (BENCHMARKS.md, "Interactive speed").
+    scribbles.  The grid itself is found the same way from every other grid
+    point: its other points are evaluated only within the cells of that sparser
+    grid where any of this holds, grown by one cell.  On the benchmark volumes
+    the final labels after the cut agree with ``exact`` to Dice >= 0.999
+    (BENCHMARKS.md, "Interactive speed", items 1 and 66).
 
     Parameters
     ----------

@@ -66,9 +66,44 @@ def test_coarse_evaluation_is_exact_where_it_matters_and_reads_less(tmp_path):
     np.testing.assert_allclose(coarse[near], exact[near], atol=1e-5)
     np.testing.assert_allclose(coarse, exact, atol=0.1)
     assert np.array_equal(coarse > 0.5, exact > 0.5)
-    # The grid points themselves are exact everywhere.
-    step = h_evaluation.COARSE_STRIDE
+    # Every other grid point is exact everywhere (the rest where interpolating could be off).
+    step = 2 * h_evaluation.COARSE_STRIDE
     np.testing.assert_allclose(coarse[:, ::step, ::step], exact[:, ::step, ::step], atol=1e-5)
+
+
+def _grid_case(disc: bool):
+    """A 64x64 block whose ``h`` is ``sigmoid(x)``: -4 (h 0.018) everywhere, +4 inside a disc of radius 8."""
+    y, x = np.mgrid[:64, :64]
+    block = np.where(disc & ((y - 20) ** 2 + (x - 20) ** 2 < 64), 4.0, -4.0).astype(np.float32)[..., None]
+    layers = [(torch.ones(1, 1), torch.zeros(1))]  # one layer: h = sigmoid(x) (fused_layers' form)
+    ys = xs = h_evaluation._grid(64, h_evaluation.COARSE_STRIDE)
+    return block, layers, ys, xs
+
+
+def test_the_grid_is_evaluated_on_every_other_point_where_that_sparser_grid_is_flat():
+    # Glass and tissue far from the heart: the grid's points are interpolated from every other one (a quarter
+    # of the work); around a boundary, and where a finer cell holds detail, every grid point is evaluated.
+    block, layers, ys, xs = _grid_case(disc=False)
+    detail = np.zeros((len(ys) - 1, len(xs) - 1), bool)
+    values, evaluated = h_evaluation._grid_values(block, ys, xs, detail, layers, 100)
+    sparse = len(h_evaluation._every_other(len(ys))) * len(h_evaluation._every_other(len(xs)))
+    assert evaluated == sparse < values.size / 3
+    np.testing.assert_allclose(values, 1 / (1 + np.exp(4.0)), rtol=1e-6)
+
+    detail[14, 14] = True  # the network's edge in one finer cell far from everything else
+    _, with_detail = h_evaluation._grid_values(block, ys, xs, detail, layers, 100)
+    assert with_detail > evaluated
+
+    block, layers, ys, xs = _grid_case(disc=True)
+    detail[:] = False
+    values, evaluated = h_evaluation._grid_values(block, ys, xs, detail, layers, 100)
+    truth = 1 / (1 + np.exp(-block[np.ix_(ys, xs)][..., 0]))
+    assert sparse < evaluated < values.size
+    # Within two sparser cells (16 pixels) of the disc every grid point is exact: the disc's edge and what an
+    # interpolation from a sparser grid would blur.
+    near = (np.abs(ys[:, None] - 20) <= 8 + 16) & (np.abs(xs[None, :] - 20) <= 8 + 16)
+    np.testing.assert_allclose(values[near], truth[near], rtol=1e-6)
+    np.testing.assert_allclose(values, truth, atol=0.05)
 
 
 def test_coarse_evaluation_is_exact_next_to_scribbles_and_network_detail(tmp_path):
