@@ -213,9 +213,11 @@ def _exit(status: int) -> NoReturn:
     modules: with torch loaded that took 0.3-0.4 s of every command on a 2-core machine (BENCHMARKS.md,
     "Interactive speed", item 65).  What an exit owes the user still happens first: the other threads are
     waited for, the exit-time callbacks run (logging's flush, temporary folders' clean-up), and stdout and
-    stderr are flushed.  Where the interpreter offers no way to run those callbacks, it exits as usual."""
+    stderr are flushed.  Where the interpreter offers no way to run those callbacks, or a profiler or debugger
+    watches (``python -m cProfile -m ScribbleSegLib ...`` writes its statistics after the program returns), it
+    exits as usual."""
     run_callbacks = getattr(atexit, "_run_exitfuncs", None)  # CPython's own, as its exit calls it
-    if run_callbacks is None:
+    if run_callbacks is None or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(status)
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:

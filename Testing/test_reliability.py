@@ -844,6 +844,16 @@ cli.run()
     assert not list(tmp_path.glob("temporary*")), "the temporary folder was left behind"
 
 
+def test_a_profiler_still_gets_the_programs_statistics(tmp_path):
+    # cProfile writes its statistics after the program returns: the program's quick exit must leave it that.
+    stats = tmp_path / "program.prof"
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "ScribbleSegLib", "cache",
+                           "list", "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert stats.is_file() and stats.stat().st_size > 0
+
+
 def test_a_file_that_fits_but_leaves_too_little_free_says_what_it_needs(tmp_path, monkeypatch):
     # A 0.7 MB file on a 1.6 MB disk was refused as "0.7 MB needed, 1.6 MB free": the margin kept free counts in
     # what it needs, as the check before the work counts it.
