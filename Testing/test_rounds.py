@@ -296,6 +296,14 @@ def test_network_scale_resamples_only_stacks_with_a_known_nearby_pixel_size():
     warnings.clear()
     assert pipeline.network_scale((0.1, 0.1), model, warnings) == (1.0, 1.0)
     assert len(warnings) == 1 and "far from the model's" in warnings[0] and "downsample" not in warnings[0]
+    # ... unless the sections would then be too small for the network's patch: a 40x tile was told to become 14
+    # pixels wide.
+    with_patch = types.SimpleNamespace(voxel_size=model.voxel_size, config=types.SimpleNamespace(patch=64))
+    warnings.clear()
+    assert pipeline.network_scale((0.001, 0.001), with_patch, warnings, (1000, 1200)) == (1.0, 1.0)
+    assert "(downsample 20)" in warnings[0]
+    assert pipeline.network_scale((0.001, 0.001), with_patch, warnings, (500, 600)) == (1.0, 1.0)
+    assert "downsample" not in warnings[1] and "its sections would be 30x25 pixels, too few" in warnings[1]
 
 
 
