@@ -410,8 +410,11 @@ def _read_with_sitk(file: Path, path: Path, image_information_only: bool):
         return reader.Execute()
     except RuntimeError:
         if image_tags.png_colour_type(file) == image_tags.PNG_GREY_ALPHA:
+            # Strokes and masks must then lose their transparency too: an RGBA labelmap whose alpha varies is
+            # refused as an overlay (_grey_of_colour_labelmap).
             raise ScribbleSegError(f"{path}: a grey PNG with an alpha channel, which the image reader (ITK) cannot "
-                                   "read; save it as grey, RGB or RGBA") from None
+                                   "read; save strokes or a mask as a grey image without transparency, an image as "
+                                   "grey or RGB") from None
         raise ScribbleSegError(
             f"{path}: cannot be read as an image (unsupported format, damaged or truncated file)"
         ) from None

@@ -270,7 +270,7 @@ def test_a_grey_png_with_an_alpha_channel_is_named_as_such_not_as_damaged(tmp_pa
         with pytest.raises(ScribbleSegError) as caught:
             read()
         message = str(caught.value)
-        assert message.startswith(f"{path}: a grey PNG with an alpha channel") and "save it as grey" in message
+        assert message.startswith(f"{path}: a grey PNG with an alpha channel") and "without transparency" in message
         assert "damaged" not in message and "\n" not in message
 
 
