@@ -1924,6 +1924,14 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
                 hint = (f" ({factor} times its size in-plane: read it with downsample {factor})" if downsample_hint
                         else f" ({factor} times its size in-plane: drawn on, or saved from, an image {factor} times "
                              f"as large as the {reference} read here)")
+            smaller = shape[1] // array.shape[1] if array.shape[1] else 0
+            if not hint and not downsample_hint and _reduces_to(shape, array.shape, smaller):
+                # Strokes drawn on a reduced copy of the image: the image read with that downsample matches them.
+                hint = (f" (the {reference} is {smaller} times its size in-plane: drawn on a reduced copy? Read the "
+                        f"{reference} with downsample {smaller})")
+            if not hint and array.shape[0] == 1 < shape[0] and array.shape[1:] == shape[1:]:
+                hint = (f" (one section for the {reference}'s {shape[0]}: give a volume, or a folder of one file per "
+                        "section, blank where nothing is drawn)")
             if not hint and path.is_dir() and array.shape[1:] == shape[1:]:
                 # Files for the stroked sections alone: the folder's files are numbered as the image's sections.
                 hint = (f" (a folder holds one file per section of the {reference}: {shape[0]}, blank where "

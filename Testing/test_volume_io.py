@@ -1157,6 +1157,21 @@ def test_a_2d_file_twice_the_images_size_is_named_as_drawn_on_a_larger_image(tmp
         vio.read_label(tmp_path / "strokes.png", (1, 8, 10), grid, downsample_hint=True)
 
 
+def test_a_2d_file_smaller_than_the_image_or_one_section_for_a_stack_is_told_what_matches(tmp_path):
+    # Strokes drawn on a copy of a tile reduced 4 times, and one strokes file for a stack: "has size 750x750x1,
+    # the image 3000x3000x1" said nothing of what to do, where the image read with downsample 4 takes them.
+    strokes = np.zeros((8, 10), np.uint8)
+    strokes[2, 2:9], strokes[6, 2:9] = 1, 2
+    sitk.WriteImage(sitk.GetImageFromArray(strokes), str(tmp_path / "strokes.png"))
+    with pytest.raises(ScribbleSegError) as info:
+        vio.read_scribbles(tmp_path / "strokes.png", (1, 32, 40), Geometry((0.5, 0.5, 1.0)))
+    assert "the image is 4 times its size in-plane: drawn on a reduced copy? Read the image with downsample 4" \
+        in str(info.value)
+    with pytest.raises(ScribbleSegError) as info:
+        vio.read_scribbles(tmp_path / "strokes.png", (5, 8, 10), Geometry((0.5, 0.5, 1.0)))
+    assert "one section for the image's 5: give a volume, or a folder of one file per section" in str(info.value)
+
+
 def test_a_folder_whose_section_numbers_skip_some_says_which(tmp_path, caplog):
     # Labs leave out damaged sections: stacked evenly, the others close up without a word.
     stack = rgb_stack((6, 8, 10))
