@@ -1904,6 +1904,18 @@ def _finer_label_hint(own: Geometry, target: Geometry, reference: str) -> str:
             f"label with it, or save the label on this {reference}'s grid)")
 
 
+def _states_no_grid(geometry: Geometry) -> bool:
+    """Whether ``geometry`` is what a file written without one states: 1 mm voxels, origin 0, axes as the array's.
+
+    Examples
+    --------
+    >>> _states_no_grid(Geometry((1.0, 1.0, 1.0))), _states_no_grid(Geometry((0.02, 0.02, 0.04)))
+    (True, False)
+    """
+    return (tuple(geometry.spacing) == (1.0, 1.0, 1.0) and not any(geometry.origin)
+            and np.allclose(geometry.direction, np.eye(3).ravel()))
+
+
 def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int], target: Geometry, path: Path,
                finer: bool, reference: str, downsample_hint: bool = False, lost_ok: bool = False) -> np.ndarray:
     """``array`` (on ``own``; None: a 2D file, on the target's grid) placed on the ``shape``/``target`` grid,
@@ -1940,6 +1952,13 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
                                    f"{_size_text(shape)}{hint}")
         return array
     if array.shape == shape and not target.mismatch(own, reference=reference):
+        return array
+    if array.shape == shape and _states_no_grid(own):
+        # A label or strokes array saved without a header's geometry (numpy through SimpleITK, many scripts) states
+        # 1 mm voxels at the origin: of the image's size, it can only be on the image's voxels.
+        logging.getLogger("ScribbleSegLib").info(
+            "%s: states no voxel size (1 mm voxels at the origin, as a file saved without one holds) and has the "
+            "%s's size: read on the %s's voxels", path, reference, reference)
         return array
     if not grids.overlaps(target, shape, own, array.shape):
         raise ScribbleSegError(f"{path}: lies outside the {reference} (no voxel in common with its "

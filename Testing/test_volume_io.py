@@ -1172,6 +1172,25 @@ def test_a_2d_file_smaller_than_the_image_or_one_section_for_a_stack_is_told_wha
     assert "one section for the image's 5: give a volume, or a folder of one file per section" in str(info.value)
 
 
+def test_a_label_of_the_images_size_saved_without_a_geometry_is_read_on_the_images_voxels(tmp_path, caplog):
+    # A label saved from numpy through SimpleITK states 1 mm voxels at the origin: "does not match the image:
+    # spacing (1, 1, 1) differs" refused it, and no option could make it fit.
+    label = np.zeros((3, 8, 10), np.uint8)
+    label[1, 2:6, 3:7], label[2, 7, :] = 1, 2  # strokes of both classes (a label reads > 0 as heart)
+    sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / "bare.nrrd"))
+    image = Geometry((0.03, 0.03, 0.06), origin=(1.0, 2.0, 3.0))
+    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+        np.testing.assert_array_equal(vio.read_label(tmp_path / "bare.nrrd", (3, 8, 10), image), label > 0)
+        np.testing.assert_array_equal(vio.read_scribbles(tmp_path / "bare.nrrd", (3, 8, 10), image), label)
+    assert "states no voxel size" in caplog.text and "read on the image's voxels" in caplog.text
+    # A geometry of its own that differs (another voxel size, or the same shape elsewhere) is still refused.
+    vio.write_labelmap(tmp_path / "other.nrrd", label, Geometry((0.5, 0.5, 1.0), origin=image.origin))
+    with pytest.raises(ScribbleSegError, match="does not match the image"):
+        vio.read_label(tmp_path / "other.nrrd", (3, 8, 10), image)
+    with pytest.raises(ScribbleSegError):
+        vio.read_label(tmp_path / "bare.nrrd", (3, 8, 11), image)
+
+
 def test_a_folder_whose_section_numbers_skip_some_says_which(tmp_path, caplog):
     # Labs leave out damaged sections: stacked evenly, the others close up without a word.
     stack = rgb_stack((6, 8, 10))
