@@ -617,11 +617,14 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
         source = PatchSource(images, labels, config, sections=[np.flatnonzero(~h) for h in held], seed=seed)
         try:
             val_source = PatchSource(images, labels, config, sections=[np.flatnonzero(h) for h in held], seed=seed)
-        except ScribbleSegError:  # too few sections to hold out: validate on training patches
+        except ScribbleSegError:  # nothing to hold out: validate on training patches
             val_source = source
-            _log.warning("no validation volumes (val_images) and no training volume of 5 or more sections to hold a "
-                         "fifth of out (tiles, or short stacks): early stopping watches the training patches "
-                         "themselves and cannot see the network learn them by heart; give validation volumes")
+            # A stack of 24 sections with the heart traced on two was told it had none of 5 sections or more.
+            why = ("its held-out sections (every 5th from the 3rd) hold no heart or no background voxel" if
+                   any(h.any() for h in held) else
+                   "no training volume of 5 or more sections to hold a fifth of out (tiles, or short stacks)")
+            _log.warning("no validation volumes (val_images) and %s: early stopping watches the training patches "
+                         "themselves and cannot see the network learn them by heart; give validation volumes", why)
 
     net = copy.deepcopy(parent.net).to(dev) if parent is not None else build_net(config).to(dev)
     record = _optimise(net, source, val_source, options, dev, rng, progress, cancel, fine_tune=parent is not None)

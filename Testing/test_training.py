@@ -836,7 +836,16 @@ def test_training_on_tiles_without_validation_says_early_stopping_watches_the_tr
     assert len(said) == 1 and "val_images" in said[0]
     assert "--val-images" in _one_line(said[0], PARAMETER_FLAGS)
     caplog.clear()
+    assert "no training volume of 5 or more sections" in said[0]
+    caplog.clear()
     image, label = tiny_volume()  # 6 sections: a fifth is held out
     with caplog.at_level("WARNING", logger="ScribbleSegLib"):
         train_model([image], [label], tmp_path / "n.model", TINY, options=FAST, max_iters=1)
     assert not [r for r in caplog.records if "early stopping" in r.getMessage()]
+    # Held-out sections without heart (traced on a few sections only) were told there was no volume of 5 sections.
+    traced = label.copy()
+    traced[[2]] = 0  # the held-out section of 6 (every 5th from the 3rd)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        train_model([image], [traced], tmp_path / "o.model", TINY, options=FAST, max_iters=1)
+    said = [r.getMessage() for r in caplog.records if "early stopping watches" in r.getMessage()]
+    assert len(said) == 1 and "held-out sections (every 5th from the 3rd) hold no heart" in said[0]
