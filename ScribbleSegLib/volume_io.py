@@ -1970,10 +1970,13 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
             # The image's whole sections from its first, but another count of them: not a crop to what the strokes
             # mark (that would narrow the sections too) but a grid of another export of the stack, with a section
             # more or fewer, whose strokes then lie a section off past the difference.
+            # A label shorter than the image leaves the sections past it as background (what training learns).
+            rest = (f", and the {reference}'s sections {array.shape[0]}-{shape[0] - 1} past its last read as "
+                    f"{'unstroked' if finer else 'background'}" if array.shape[0] < shape[0] else "")
             logging.getLogger("ScribbleSegLib").warning(
-                "%s: has %d sections of the %s's size, the %s %d: placed from its first section; if it was drawn "
-                "on another export of this stack (a section more or fewer), its strokes lie off by as many "
-                "sections", path, array.shape[0], reference, reference, shape[0])
+                "%s: has %d sections of the %s's size, the %s %d: placed from its first section%s; if it was drawn "
+                "on another export of this stack (a section more or fewer), its %s lie off by as many sections",
+                path, array.shape[0], reference, reference, shape[0], rest, "strokes" if finer else "marks")
     elif (finer and grids.finer_or_equal(target, own)) or grids.same_voxels_reordered(target, own):
         # (A label on the image's own voxels with an axis flipped or swapped is placed by centres too: exactly.)
         if array.shape == shape and not np.allclose(own.spacing, target.spacing, rtol=1e-3, atol=0):

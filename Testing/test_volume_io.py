@@ -1133,6 +1133,14 @@ def test_strokes_on_a_grid_with_a_section_more_or_fewer_than_the_image_are_place
     np.testing.assert_array_equal(placed, strokes[:5])
     assert len(caplog.records) == 1 and "has 6 sections of the image's size, the image 5" in caplog.records[0].message
     caplog.clear()
+    # A label with fewer sections than the image: the sections past it are background to whatever reads it.
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        placed = vio.read_label(tmp_path / "full.nrrd", (8, 8, 10), geometry)
+    np.testing.assert_array_equal(placed[:6], strokes > 0)
+    assert not placed[6:].any()
+    said = caplog.records[0].message
+    assert "the image's sections 6-7 past its last read as background" in said and "its marks lie off" in said
+    caplog.clear()
     crop = Geometry(SPACING, origin=(2 * SPACING[0], 1 * SPACING[1], 1 * SPACING[2]))
     vio.write_labelmap(tmp_path / "crop.nrrd", strokes[1:4, 1:7, 2:9], crop)  # cropped to what it marks
     with caplog.at_level("WARNING", logger="ScribbleSegLib"):
