@@ -172,7 +172,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{prefix}: error: {_one_line(str(exc), flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"{prefix}: interrupted", file=sys.stderr)
+        # What the command keeps of an interrupted run, where it is worth saying (a training's hours).
+        print(f"{prefix}: interrupted{getattr(args._module, 'INTERRUPTED_NOTE', '')}", file=sys.stderr)
         return exc.exit_status if isinstance(exc, Interrupted) else 130
     except BrokenPipeError:
         # The reader of our output went away (``| head``): nothing left to tell it. Point stdout at

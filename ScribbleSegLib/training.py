@@ -187,7 +187,7 @@ def check_label_set(labels: Sequence[np.ndarray], names: Sequence[str], kind: st
     >>> check_label_set([np.zeros((1, 1, 2))], ["b.png"])
     Traceback (most recent call last):
     ...
-    ScribbleSegLib.errors.ScribbleSegError: b.png: the label marks no heart voxel (all zero)
+    ScribbleSegLib.errors.ScribbleSegError: b.png: the training label marks no heart voxel (all zero)
     """
     if not labels:
         return
@@ -195,11 +195,11 @@ def check_label_set(labels: Sequence[np.ndarray], names: Sequence[str], kind: st
     full = [n for l, n in zip(labels, names) if l.all()]
     if len(empty) == len(labels):
         where = names[0] if len(labels) == 1 else f"every {kind} label ({len(labels)})"
-        raise ScribbleSegError(f"{where}: the label marks no heart voxel (all zero)" if len(labels) == 1 else
+        raise ScribbleSegError(f"{where}: the {kind} label marks no heart voxel (all zero)" if len(labels) == 1 else
                                f"{where} marks no heart voxel (all zero): {kind} needs heart somewhere")
     if len(full) == len(labels):
         where = names[0] if len(labels) == 1 else f"every {kind} label ({len(labels)})"
-        raise ScribbleSegError(f"{where}: the label marks every voxel as heart (no background)" if len(labels) == 1
+        raise ScribbleSegError(f"{where}: the {kind} label marks every voxel as heart (no background)" if len(labels) == 1
                                else f"{where} marks every voxel as heart: {kind} needs background somewhere")
     for name in empty:
         _log.info("%s: the label marks no heart voxel: its sections teach background only", name)

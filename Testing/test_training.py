@@ -40,9 +40,9 @@ def tiny_volume(seed=0, shape=(6, 40, 40)):
 
 def test_a_label_set_without_heart_or_without_background_is_refused():
     _, label = tiny_volume()
-    with pytest.raises(ScribbleSegError, match="vol.nrrd: the label marks no heart voxel"):
+    with pytest.raises(ScribbleSegError, match="vol.nrrd: the training label marks no heart voxel"):
         check_label_set([np.zeros_like(label)], ["vol.nrrd"])
-    with pytest.raises(ScribbleSegError, match="vol.nrrd: the label marks every voxel as heart .no background."):
+    with pytest.raises(ScribbleSegError, match="vol.nrrd: the training label marks every voxel as heart .no background."):
         check_label_set([np.ones_like(label)], ["vol.nrrd"])
     with pytest.raises(ScribbleSegError, match="every validation label .2. marks every voxel as heart: validation "
                                                "needs background somewhere"):
@@ -78,7 +78,7 @@ def test_train_model_refuses_bad_input_and_writes_nothing(tmp_path):
     out = tmp_path / "m.model"
     with pytest.raises(ScribbleSegError, match="every training label \\(2\\) marks no heart voxel"):
         train_model([image, image], [np.zeros_like(label)] * 2, out, TINY, options=FAST, max_iters=1)
-    with pytest.raises(ScribbleSegError, match="validation volume 1: the label marks every voxel as heart"):
+    with pytest.raises(ScribbleSegError, match="validation volume 1: the validation label marks every voxel as heart"):
         train_model([image], [label], out, TINY, options=FAST, max_iters=1, val_images=[image],
                     val_labels=[np.ones_like(label)])
     with pytest.raises(ScribbleSegError, match="one label per image"):
@@ -338,7 +338,7 @@ def test_train_command(tmp_path, capsys):
     bad[bad.index("--labels") + 1] = str(tmp_path / "zero.nrrd")
     assert main(bad) == 2
     err = capsys.readouterr().err
-    assert "zero.nrrd: the label marks no heart voxel" in err and "Traceback" not in err
+    assert "zero.nrrd: the training label marks no heart voxel" in err and "Traceback" not in err
     assert not out.exists()
     if not torch.cuda.is_available():
         assert main(args + ["--device", "cuda"]) == 2
@@ -849,3 +849,19 @@ def test_training_on_tiles_without_validation_says_early_stopping_watches_the_tr
         train_model([image], [traced], tmp_path / "o.model", TINY, options=FAST, max_iters=1)
     said = [r.getMessage() for r in caplog.records if "early stopping watches" in r.getMessage()]
     assert len(said) == 1 and "held-out sections (every 5th from the 3rd) hold no heart" in said[0]
+
+
+def test_an_interrupted_training_says_that_only_a_finished_one_writes_a_model(tmp_path, capsys, monkeypatch):
+    # Ctrl-C after half an hour said "interrupted" alone: no word that nothing was kept, nor how to stop early.
+    from ScribbleSegLib import cli
+    from ScribbleSegLib.commands import train as train_command
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "run", interrupted)
+    status = cli.main(["train", "--images", str(tmp_path / "a.nrrd"), "--labels", str(tmp_path / "b.nrrd"),
+                       "--out", str(tmp_path / "m.model")])
+    err = capsys.readouterr().err.strip()
+    assert status == 130 and err.startswith("scribbleseg train: interrupted; a model is written only when training")
+    assert "--max-minutes" in err and "\n" not in err

@@ -13,6 +13,8 @@ from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_o
                      check_device_flag, positive_float, positive_int, seed_int)
 
 # The library's parameters this command takes as flags: its messages are shown with the flags' names.
+#: Added to "interrupted" (cli.main): Ctrl-C ended a long training without a word of what became of it.
+INTERRUPTED_NOTE = "; a model is written only when training ends: --max-minutes or --max-iters stop it early with one"
 PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", "lr": "--lr", "batch": "--batch",
                    "val_images": "--val-images", **IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS}
 
