@@ -338,6 +338,63 @@ def png_colour_type(path: Path) -> Optional[int]:
         return None
 
 
+#: Chunks a grey PNG with alpha keeps in :func:`grey_alpha_as_readable_png`: the image and its pixel size (pHYs,
+#: and sCAL, where ITK writes and reads it).
+_GREY_ALPHA_KEPT_CHUNKS = (b"IHDR", b"pHYs", b"sCAL", b"IDAT", b"IEND")
+
+
+def grey_alpha_as_readable_png(path: Path) -> Optional[bytes]:
+    """A PNG that ITK reads, of the same bytes as the grey PNG with an alpha channel at ``path``, or None (another
+    kind of PNG or file, or damaged).
+
+    ITK cannot read a grey PNG with alpha (:data:`PNG_GREY_ALPHA`).  Its rows hold two samples per pixel, grey then
+    alpha; 16-bit grey holds two bytes per pixel too, and 8-bit RGBA four, as 16-bit grey with alpha does.  PNG
+    filters and interlacing work on whole bytes and pixels, so the same compressed rows are an image of that type
+    with its header changed: 8-bit grey-alpha reads as 16-bit grey ``256 grey + alpha``, 16-bit as RGBA whose
+    first two channels are the grey's bytes and last two the alpha's.  Only the header, the pixel size, the data
+    and the end are kept (another chunk may not fit the other type).
+
+    Examples
+    --------
+    >>> import tempfile, os, zlib, SimpleITK as sitk
+    >>> def chunk(kind, data):
+    ...     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    >>> rows = b"\\x00" + bytes([7, 255, 9, 0])  # one row of two pixels: (grey 7, opaque), (grey 9, transparent)
+    >>> la = os.path.join(tempfile.mkdtemp(), "la.png")
+    >>> _ = open(la, "wb").write(_PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 8, 4, 0, 0, 0))
+    ...                          + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    >>> copy = la + ".grey16.png"
+    >>> _ = open(copy, "wb").write(grey_alpha_as_readable_png(Path(la)))
+    >>> [divmod(int(v), 256) for v in sitk.GetArrayFromImage(sitk.ReadImage(copy)).ravel()]
+    [(7, 255), (9, 0)]
+    """
+    import zlib
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                return None
+            out = [_PNG_SIGNATURE]
+            while True:
+                length, kind = struct.unpack(">I4s", _read_exactly(f, 8))
+                data = _read_exactly(f, length)
+                f.seek(4, 1)  # the chunk's CRC (made anew below)
+                if kind == b"IHDR":
+                    if length != 13:
+                        return None
+                    width, height, depth, colour, method, filtering, interlace = struct.unpack(">IIBBBBB", data)
+                    if colour != PNG_GREY_ALPHA or depth not in (8, 16):
+                        return None
+                    data = struct.pack(">IIBBBBB", width, height, 16 if depth == 8 else 8, 0 if depth == 8 else 6,
+                                       method, filtering, interlace)
+                if kind in _GREY_ALPHA_KEPT_CHUNKS:
+                    out.append(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+                if kind == b"IEND":
+                    return b"".join(out)
+    except _UNREADABLE:
+        return None
+
+
 def png_palette(path: Path) -> Optional[np.ndarray]:
     """The palette ``(N, 3)`` uint8 of an indexed-colour PNG, or None (another kind of PNG or file, or damaged).
 

@@ -410,14 +410,39 @@ def _read_with_sitk(file: Path, path: Path, image_information_only: bool):
         return reader.Execute()
     except RuntimeError:
         if image_tags.png_colour_type(file) == image_tags.PNG_GREY_ALPHA:
-            # Strokes and masks must then lose their transparency too: an RGBA labelmap whose alpha varies is
-            # refused as an overlay (_grey_of_colour_labelmap).
-            raise ScribbleSegError(f"{path}: a grey PNG with an alpha channel, which the image reader (ITK) cannot "
-                                   "read; save strokes or a mask as a grey image without transparency, an image as "
-                                   "grey or RGB") from None
+            # GIMP and labelling tools save masks and stroke layers with transparency so.
+            return _read_grey_alpha_png(file, path, image_information_only)
         raise ScribbleSegError(
             f"{path}: cannot be read as an image (unsupported format, damaged or truncated file)"
         ) from None
+
+
+def _read_grey_alpha_png(file: Path, path: Path, image_information_only: bool):
+    """A grey PNG with an alpha channel, which ITK cannot read, through a temporary copy that it can
+    (:func:`image_tags.grey_alpha_as_readable_png`): a 2-component image, grey and alpha, of the file's bit depth
+    and pixel size (only the reader of the copy for ``image_information_only``: its size and pixel size)."""
+    readable = image_tags.grey_alpha_as_readable_png(file)
+    if readable is None:
+        raise ScribbleSegError(f"{path}: cannot be read as an image (a grey PNG with an alpha channel, damaged or "
+                               "truncated)")
+    handle, name = tempfile.mkstemp(suffix=".png", prefix="scribbleseg-grey-alpha-")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(readable)
+        copy = _read_with_sitk(Path(name), path, image_information_only)
+    finally:
+        os.unlink(name)
+    if image_information_only:
+        return copy
+    packed = sitk.GetArrayViewFromImage(copy)
+    if packed.dtype == np.uint16:  # 8-bit grey-alpha read as 16-bit grey: 256 grey + alpha
+        pixels = np.stack([packed >> 8, packed & 0xFF], axis=-1).astype(np.uint8)
+    else:  # 16-bit grey-alpha read as 8-bit RGBA: the grey's two bytes, then the alpha's
+        wide = packed.astype(np.uint16)
+        pixels = np.stack([(wide[..., 0] << 8) | wide[..., 1], (wide[..., 2] << 8) | wide[..., 3]], axis=-1)
+    image = sitk.GetImageFromArray(pixels, isVector=True)
+    image.CopyInformation(copy)
+    return image
 
 
 def _check_jpeg_complete(path: Path) -> None:
@@ -1490,16 +1515,25 @@ def _grey_of_colour_labelmap(array: np.ndarray, path: Path, binary: bool = False
     (many image editors and slide viewers save a black-and-white mask so), ``(Z, Y, X)``.
 
     With ``binary`` (a label, read as ``> 0``), a mask of one colour on black (a palette PNG of one class, as
-    labelling tools export) gives 1 where it is not black.  A mask whose colour channels differ otherwise
-    (colour-coded classes, or strokes) or whose transparency varies (an overlay) could mean several things,
-    and is refused with one line.
+    labelling tools export) gives 1 where it is not black.  A grey mask with alpha (a grey PNG with alpha, or
+    RGBA of equal channels) whose transparent pixels all hold 0 is read as its grey: a stroke layer saved with
+    its empty pixels transparent.  A mask whose colour channels differ otherwise (colour-coded classes, or
+    strokes) or whose transparent pixels hold values (an overlay) could mean several things, and is refused
+    with one line.
     """
     components = array.shape[-1]
-    if components not in (3, 4):
+    grey_alpha = components == 2 and image_tags.png_colour_type(path) == image_tags.PNG_GREY_ALPHA
+    if components not in (3, 4) and not grey_alpha:  # (two of another file are no grey and alpha)
         raise ScribbleSegError(f"{path}: has {components} components per pixel; expected a scalar labelmap")
-    if components == 4 and not (array[..., 3] == array[..., 3].flat[0]).all():
-        raise ScribbleSegError(f"{path}: its transparency varies from pixel to pixel (an overlay?); save the "
-                               "labelmap as a grey image without transparency")
+    if components in (2, 4):
+        # A stroke layer or mask saved with its empty pixels transparent (GIMP, labelling tools): those hold 0.
+        alpha, colour = array[..., -1], array[..., :-1]
+        if not ((alpha == alpha.flat[0]).all() or not colour[alpha == 0].any()):
+            raise ScribbleSegError(f"{path}: its transparency varies from pixel to pixel and its transparent pixels "
+                                   "hold values (an overlay?); save the labelmap as a grey image without "
+                                   "transparency")
+        if components == 2:
+            return np.ascontiguousarray(colour[..., 0])
     grey = array[..., 0]
     if np.array_equal(grey, array[..., 1]) and np.array_equal(grey, array[..., 2]):
         return np.ascontiguousarray(grey)

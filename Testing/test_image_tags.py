@@ -257,21 +257,37 @@ def write_grey_alpha_png(path, grey, alpha):
     return path
 
 
-def test_a_grey_png_with_an_alpha_channel_is_named_as_such_not_as_damaged(tmp_path):
-    mask = np.zeros((12, 16), np.uint8)
-    mask[3:9, 4:12] = 255
-    path = write_grey_alpha_png(tmp_path / "mask.png", mask, np.full_like(mask, 255))
+def test_a_grey_png_with_an_alpha_channel_is_read_as_gimp_saves_masks_strokes_and_images(tmp_path):
+    # ITK cannot read a grey PNG with alpha (GIMP's export of a mask or a stroke layer): it was refused, and the
+    # advice to save it as RGBA then met the refusal of an RGBA overlay.
+    strokes = np.zeros((12, 16), np.uint8)
+    strokes[3, 4:12], strokes[9, 2:14] = 1, 2
+    drawn = np.where(strokes > 0, 255, 0).astype(np.uint8)  # the stroke layer: empty pixels transparent
+    path = write_grey_alpha_png(tmp_path / "strokes.png", strokes, drawn)
     assert image_tags.png_colour_type(path) == image_tags.PNG_GREY_ALPHA
     grey = tmp_path / "grey.png"
-    sitk.WriteImage(sitk.GetImageFromArray(mask), str(grey))
+    sitk.WriteImage(sitk.GetImageFromArray(strokes), str(grey))
     assert image_tags.png_colour_type(grey) == 0 and image_tags.png_colour_type(tmp_path / "none.png") is None
-    for read in (lambda: volume_io.read_image(path),
-                 lambda: volume_io.read_label(path, (1, 12, 16), volume_io.image_file_grid(grey)[1])):
-        with pytest.raises(ScribbleSegError) as caught:
-            read()
-        message = str(caught.value)
-        assert message.startswith(f"{path}: a grey PNG with an alpha channel") and "without transparency" in message
-        assert "damaged" not in message and "\n" not in message
+    grid = volume_io.image_file_grid(grey)[1]
+    np.testing.assert_array_equal(volume_io.read_scribbles(path, (1, 12, 16), grid)[0], strokes)
+    np.testing.assert_array_equal(volume_io.read_label(path, (1, 12, 16), grid)[0], strokes > 0)
+    # An image with alpha shows on white, as an RGBA one does; its size and pixel size read as ITK reads them.
+    shade = np.full((12, 16), 90, np.uint8)
+    image = volume_io.read_image(write_grey_alpha_png(tmp_path / "image.png", shade, 255 - drawn))
+    assert image.array.shape == (1, 12, 16, 3)
+    assert (image.array[0][strokes == 0] == 90).all() and (image.array[0][strokes > 0] == 255).all()
+    assert volume_io.image_file_grid(path)[0] == (1, 12, 16)
+    # Values under its transparent pixels make it an overlay: refused in one line, as an RGBA one is.
+    overlay = write_grey_alpha_png(tmp_path / "overlay.png", np.full_like(strokes, 2), drawn)
+    with pytest.raises(ScribbleSegError) as caught:
+        volume_io.read_scribbles(overlay, (1, 12, 16), grid)
+    message = str(caught.value)
+    assert message.startswith(f"{overlay}: its transparency varies") and "\n" not in message
+    # A damaged one is named as such.
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(ScribbleSegError, match="grey PNG with an alpha channel, damaged or truncated"):
+        volume_io.read_image(damaged)
 
 
 def test_a_palette_png_whose_first_colours_repeat_is_refused_as_strokes(tmp_path):

@@ -1083,6 +1083,7 @@ def test_a_grey_mask_saved_as_rgb_or_rgba_reads_as_its_grey(tmp_path):
     two_classes[12:14, 2:6] = (0, 128, 0)
     overlay = np.zeros((18, 26, 4), np.uint8)
     overlay[4:10, 5:12] = 255
+    overlay[..., :3] += 40  # under its transparent pixels too (white on transparent, 0 under it, is a mask)
     two = np.zeros((18, 26, 2), np.uint8)
     for name, array, words in (("classes.png", two_classes, "several colours"), ("overlay.png", overlay,
                                                                                   "transparency"),
@@ -1091,6 +1092,11 @@ def test_a_grey_mask_saved_as_rgb_or_rgba_reads_as_its_grey(tmp_path):
         with pytest.raises(ScribbleSegError) as excinfo:
             vio.read_label(tmp_path / name, (1, 18, 26), geometry)
         one_line_error(excinfo, name, words)
+    # A white mask on transparent pixels that hold 0 (a mask layer saved with its empty pixels transparent).
+    layer = np.zeros((18, 26, 4), np.uint8)
+    layer[4:10, 5:12] = 255
+    sitk.WriteImage(sitk.GetImageFromArray(layer, isVector=True), str(tmp_path / "layer.png"))
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "layer.png", (1, 18, 26), geometry)[0], label > 0)
 
 
 def test_a_folder_mixing_grey_and_colour_sections_is_read_with_one_warning(tmp_path, caplog):
