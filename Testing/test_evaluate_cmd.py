@@ -453,3 +453,19 @@ def test_a_cropped_label_against_a_folder_prediction_is_refused_saying_why(files
                                 "--json")
     assert status == 0, err
     assert (json.loads(out)["tp"], json.loads(out)["fp"]) == (60, 12)
+
+
+def test_two_tiles_apart_only_in_their_section_thickness_are_compared(tmp_path, capsys):
+    # Two runs on one tile given --spacing 0.02 0.02 0.04 and 0.02 0.02 0.02: "spacing ... differs" refused them,
+    # though no pixel of one section depends on its thickness.  Another in-plane size is still refused.
+    mask = np.zeros((1, 8, 10), np.uint8)
+    mask[0, 2:6, 3:7] = 1
+    volume_io.write_labelmap(tmp_path / "label.nrrd", mask, Geometry((0.02, 0.02, 0.04), (1.0, 2.0, 0.0)))
+    volume_io.write_labelmap(tmp_path / "pred.nrrd", mask, Geometry((0.02, 0.02, 0.02), (1.0, 2.0, 5.0)))
+    status, out, err = evaluate(capsys, "--prediction", tmp_path / "pred.nrrd", "--label", tmp_path / "label.nrrd",
+                                "--json")
+    assert status == 0, err
+    assert json.loads(out)["iou"] == pytest.approx(1.0)
+    volume_io.write_labelmap(tmp_path / "other.nrrd", mask, Geometry((0.03, 0.02, 0.02), (1.0, 2.0, 0.0)))
+    status, _, err = evaluate(capsys, "--prediction", tmp_path / "other.nrrd", "--label", tmp_path / "label.nrrd")
+    assert status == 2 and "spacing" in err

@@ -78,7 +78,9 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
     """``--spacing`` and ``--downsample``, for images given as a folder of sections."""
     parser.add_argument("--spacing", type=spacing_mm, nargs=3, metavar=("X", "Y", "Z"),
                         help="voxel size in mm (required for a folder of sections; a 2D section without it has "
-                             "the file's pixel size, 1 mm for most formats; overrides a file's)")
+                             "the file's pixel size, 1 mm for most formats; overrides a file's; for a single 2D "
+                             "section Z sets only the volume reported and the outputs' section thickness: give, "
+                             "say, the X value)")
     parser.add_argument("--downsample", type=positive_int, default=1, metavar="N",
                         help="read sections downsampled in-plane by N (area average)")
 

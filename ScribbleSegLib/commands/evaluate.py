@@ -220,6 +220,20 @@ def _downsample_hint(label, prediction) -> str:
     return ""
 
 
+def _thickness_of(volume, reference):
+    """``volume``'s geometry with ``reference``'s section spacing, and its origin along the sections."""
+    import numpy as np
+
+    from ..geometry import Geometry
+
+    geometry, other = volume.geometry, reference.geometry
+    normal = np.asarray(geometry.direction).reshape(3, 3)[:, 2]
+    # The origin moved along the sections' normal to the reference's plane: in-plane it stays.
+    along = float(normal @ (np.asarray(other.origin) - np.asarray(geometry.origin)))
+    return Geometry((geometry.spacing[0], geometry.spacing[1], other.spacing[2]),
+                    tuple(np.asarray(geometry.origin) + along * normal), geometry.direction)
+
+
 def _on_one_grid(prediction_path: str, label_path: str, label, own):
     """The label (a Volume) and the prediction (an array) on one grid: the label's, or the box of its grid that
     holds both files' boxes, with one warning when the boxes differ.  A prediction on no box of the label's grid
@@ -229,6 +243,9 @@ def _on_one_grid(prediction_path: str, label_path: str, label, own):
     from .. import grids, volume_io
 
     if own.shape == label.shape and not label.geometry.mismatch(own.geometry):
+        return label, own.array
+    if own.shape == label.shape and own.shape[0] == 1 and not label.geometry.mismatch(_thickness_of(own, label)):
+        # One section each, apart only in the thickness a tile's Z spacing states (which no pixel depends on).
         return label, own.array
     offset = grids.whole_voxel_offset(label.geometry, own.geometry)
     if offset is None or not grids.overlaps(label.geometry, label.shape, own.geometry, own.shape):
