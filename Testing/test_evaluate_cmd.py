@@ -469,3 +469,10 @@ def test_two_tiles_apart_only_in_their_section_thickness_are_compared(tmp_path, 
     volume_io.write_labelmap(tmp_path / "other.nrrd", mask, Geometry((0.03, 0.02, 0.02), (1.0, 2.0, 0.0)))
     status, _, err = evaluate(capsys, "--prediction", tmp_path / "other.nrrd", "--label", tmp_path / "label.nrrd")
     assert status == 2 and "spacing" in err
+
+
+def test_a_downsample_a_label_of_the_predictions_voxel_size_does_not_need_is_said_to_be_left_unused(files, capsys):
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
+                                "--downsample", 2, "--json")
+    assert status == 0 and "--downsample 2 is left unused" in err
+    assert json.loads(out)["iou"] == pytest.approx(60 / 84)

@@ -158,7 +158,13 @@ def _as_read_with_downsample(label, prediction, downsample: int):
     prediction's voxel size (a label drawn on the reduced image)."""
     from .. import volume_io
 
-    if downsample == 1 or _same_spacing(label.geometry.spacing, prediction.geometry.spacing):
+    if downsample == 1:
+        return label
+    if _same_spacing(label.geometry.spacing, prediction.geometry.spacing):
+        import logging
+
+        logging.getLogger("ScribbleSegLib").info("the label already has the prediction's voxel size: --downsample %d "
+                                                 "is left unused", downsample)
         return label
     return volume_io.reduce_label_volume(_on_whole_blocks(label, prediction.geometry, downsample,
                                                           prediction.shape), downsample)
