@@ -457,11 +457,12 @@ def _check_jpeg_complete(path: Path) -> None:
 
 def _channel_view(plane: np.ndarray, components: int, path: Path) -> np.ndarray:
     """``(Y, X, 1)`` grey or ``(Y, X, 3)`` RGB view of a plane with 1-4 components; an 8-bit plane keeps its
-    alpha as a last channel (``(Y, X, 2)`` or ``(Y, X, 4)``) for :func:`_over_white`."""
+    alpha as a last channel (``(Y, X, 2)`` or ``(Y, X, 4)``) for :func:`_over_white`, a wider one is shown on
+    white here (:func:`_wide_over_white`)."""
     if components == 1:
         return plane[..., None]
     if components in (2, 4):  # grey + alpha, RGBA
-        return plane if plane.dtype == np.uint8 else plane[..., :components - 1]
+        return plane if plane.dtype == np.uint8 else _wide_over_white(plane)
     if components == 3:
         return plane
     raise ScribbleSegError(f"{path}: has {components} components per pixel; expected grey, RGB or RGBA")
@@ -484,6 +485,31 @@ def _over_white(plane: np.ndarray) -> np.ndarray:
         return colour
     a = alpha.astype(np.uint16)
     return ((colour * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def _wide_over_white(plane: np.ndarray) -> np.ndarray:
+    """A plane with alpha wider than 8 bits (``(..., C + 1)``, a 16-bit RGBA export, say), as it shows on white, in
+    its own type: ``(..., C)``.  White and opaque are the full scale of the colours' and the alpha's bit depth
+    (:func:`_value_range`); as in :func:`_over_white`, an alpha opaque or transparent throughout is read as stored.
+    Section by section, so that a stack's float copy is one section's.
+
+    Examples
+    --------
+    >>> rgba = np.array([[[10000, 20000, 40000, 65535], [0, 0, 0, 0], [0, 0, 0, 32768]]], np.uint16)
+    >>> _wide_over_white(rgba).tolist()
+    [[[10000, 20000, 40000], [65535, 65535, 65535], [32767, 32767, 32767]]]
+    """
+    colour, alpha = plane[..., :-1], plane[..., -1:]
+    opaque = _value_range(alpha)
+    if opaque is None or alpha.min() >= opaque[1] or alpha.max() <= 0:
+        return colour
+    white = np.float32(_value_range(colour)[1])
+    out = np.empty(colour.shape, colour.dtype)
+    for index in np.ndindex(colour.shape[:-3]):  # each section of a stack
+        a = alpha[index].astype(np.float32) / np.float32(opaque[1])
+        shown = colour[index] * a + white * (1 - a)
+        out[index] = np.rint(shown) if out.dtype.kind in "ui" else shown
+    return out
 
 
 def _check_pixel_type(array: np.ndarray, path: Path) -> None:

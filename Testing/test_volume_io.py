@@ -177,6 +177,24 @@ def test_transparent_glass_stored_black_reads_as_white_glass(tmp_path):
     np.testing.assert_array_equal(vio.read_image(tmp_path / "rgba.nrrd").array, volume.array)
 
 
+def test_sixteen_bit_transparent_glass_reads_as_white_glass_as_eight_bit_does(tmp_path):
+    # A 16-bit RGBA export kept its transparent glass black: the alpha of all but 8-bit images was dropped.
+    stack = rgb_stack((2, 12, 20))
+    rgba = np.concatenate([stack, np.full(stack.shape[:3] + (1,), 255, np.uint8)], axis=3)
+    rgba[:, :, :5] = 0  # transparent black glass on the left
+    rgba[:, :, 5, 3] = 128  # a half-transparent column
+    write_sections(tmp_path / "eight", rgba)
+    write_sections(tmp_path / "sixteen", rgba.astype(np.uint16) * 257)
+    eight = vio.read_image(tmp_path / "eight", spacing=SPACING).array
+    sixteen = vio.read_image(tmp_path / "sixteen", spacing=SPACING).array
+    assert (sixteen[:, :, :5] == 255).all()
+    np.testing.assert_allclose(sixteen, eight, atol=1)  # the same picture, to a rounding of the half-transparent
+    image = sitk.GetImageFromArray(rgba.astype(np.uint16) * 257, isVector=True)  # one 3D 16-bit RGBA file
+    image.SetSpacing(SPACING)
+    sitk.WriteImage(image, str(tmp_path / "rgba16.nrrd"))
+    np.testing.assert_array_equal(vio.read_image(tmp_path / "rgba16.nrrd").array, sixteen)
+
+
 def test_sixteen_bit_sections_map_from_the_full_scale_of_their_bit_depth(tmp_path):
     # A 16-bit export of an 8-bit scan (value x 257) reads as the 8-bit scan did: stretched from its own darkest
     # to its brightest value, it had scored 0.801 against 0.818.
