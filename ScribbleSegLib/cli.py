@@ -217,12 +217,13 @@ def _exit(status: int) -> NoReturn:
     stderr are flushed.  Where the interpreter offers no way to run those callbacks, or a profiler or debugger
     watches (``python -m cProfile -m ScribbleSegLib ...`` writes its statistics after the program returns), it
     exits as usual."""
-    run_callbacks = getattr(atexit, "_run_exitfuncs", None)  # CPython's own, as its exit calls it
-    if run_callbacks is None or sys.getprofile() is not None or sys.gettrace() is not None:
+    # CPython's own steps of an exit, in its order: the threads' exit hooks (a thread pool still open lets its
+    # workers go there, else joining them never ends) and their end, then the exit callbacks.
+    run_callbacks = getattr(atexit, "_run_exitfuncs", None)
+    end_threads = getattr(threading, "_shutdown", None)
+    if None in (run_callbacks, end_threads) or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(status)
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    end_threads()
     run_callbacks()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError, AttributeError):  # a reader gone, a stream closed or None

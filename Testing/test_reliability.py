@@ -825,8 +825,11 @@ from ScribbleSegLib import cli
 atexit.register(Path({str(marker)!r}).write_text, "yes")
 held = tempfile.TemporaryDirectory(dir={str(tmp_path)!r}, prefix="temporary")  # removed at exit
 late = threading.Thread(target=lambda: (time.sleep(0.3), print("thread done")))
+from concurrent.futures import ThreadPoolExecutor
+pool = ThreadPoolExecutor(1)  # left open: its workers end with the exit's thread hooks, or never
 
 def main():
+    pool.submit(int).result()
     late.start()
     sys.stdout.write("x" * 100000 + "\\n")  # buffered: it reaches the pipe only when flushed
     print("to stderr", file=sys.stderr)
@@ -836,7 +839,7 @@ cli.main = main
 cli.run()
 """
     buffered = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=buffered)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=buffered)
     assert done.returncode == 3, done.stderr
     assert done.stdout.splitlines() == ["x" * 100000, "thread done"]
     assert done.stderr == "to stderr\n"
