@@ -1964,12 +1964,12 @@ def _finer_label_hint(own: Geometry, target: Geometry, reference: str) -> str:
             f"label with it, or save the label on this {reference}'s grid)")
 
 
-def _states_no_grid(geometry: Geometry) -> bool:
+def states_no_grid(geometry: Geometry) -> bool:
     """Whether ``geometry`` is what a file written without one states: 1 mm voxels, origin 0, axes as the array's.
 
     Examples
     --------
-    >>> _states_no_grid(Geometry((1.0, 1.0, 1.0))), _states_no_grid(Geometry((0.02, 0.02, 0.04)))
+    >>> states_no_grid(Geometry((1.0, 1.0, 1.0))), states_no_grid(Geometry((0.02, 0.02, 0.04)))
     (True, False)
     """
     return (tuple(geometry.spacing) == (1.0, 1.0, 1.0) and not any(geometry.origin)
@@ -2013,7 +2013,7 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
         return array
     if array.shape == shape and not target.mismatch(own, reference=reference):
         return array
-    if array.shape == shape and _states_no_grid(own):
+    if array.shape == shape and states_no_grid(own):
         # A label or strokes array saved without a header's geometry (numpy through SimpleITK, many scripts) states
         # 1 mm voxels at the origin: of the image's size, it can only be on the image's voxels.
         logging.getLogger("ScribbleSegLib").info(

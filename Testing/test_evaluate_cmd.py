@@ -476,3 +476,16 @@ def test_a_downsample_a_label_of_the_predictions_voxel_size_does_not_need_is_sai
                                 "--downsample", 2, "--json")
     assert status == 0 and "--downsample 2 is left unused" in err
     assert json.loads(out)["iou"] == pytest.approx(60 / 84)
+
+
+def test_a_label_saved_without_a_geometry_is_compared_on_the_predictions_voxels(files, tmp_path, capsys):
+    # A truth label saved from numpy (1 mm voxels at the origin) against a prediction on the image's grid:
+    # "does not match the label" refused it.
+    import SimpleITK as sitk
+
+    label = volume_io.read_label_volume(files / "label.nrrd").array
+    sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / "bare.nrrd"))
+    status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", tmp_path / "bare.nrrd",
+                                "--json")
+    assert status == 0, err
+    assert json.loads(out)["iou"] == pytest.approx(60 / 84) and "states no voxel size" in err
