@@ -168,6 +168,17 @@ def test_train_refuses_a_model_named_as_another_output_and_the_starter_as_its_ou
     assert hashlib.sha256(starter.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["label.nrrd"]
 
+def test_train_says_when_it_replaced_a_model_at_its_out(case, capsys, tmp_path):
+    # An hour's training wrote over the model at --out without a word: the same name, another network.
+    label = tmp_path / "label.nrrd"
+    volume_io.write_labelmap(label, case["phantom"].label, case["phantom"].image.geometry)
+    train = ["train", "--images", case["image"], "--labels", label, "--max-iters", 1, "--quiet", "--device", "cpu",
+             "--out", tmp_path / "m.model"]
+    status, out, _ = run_cli(capsys, train)
+    assert status == 0 and out.strip() == f"wrote {tmp_path / 'm.model'}"
+    status, out, _ = run_cli(capsys, train)
+    assert status == 0 and out.strip() == f"wrote {tmp_path / 'm.model'} (in place of the model that was there)"
+
 def test_train_names_the_image_a_label_out_of_order_was_given_for_and_warns_of_repeated_images(case, capsys,
                                                                                                tmp_path):
     made = case["phantom"]

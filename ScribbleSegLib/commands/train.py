@@ -12,9 +12,9 @@ from .. import choices
 from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
                      check_device_flag, positive_float, positive_int, seed_int)
 
-# The library's parameters this command takes as flags: its messages are shown with the flags' names.
 #: Added to "interrupted" (cli.main): Ctrl-C ended a long training without a word of what became of it.
 INTERRUPTED_NOTE = "; a model is written only when training ends: --max-minutes or --max-iters stop it early with one"
+# The library's parameters this command takes as flags: its messages are shown with the flags' names.
 PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", "lr": "--lr", "batch": "--batch",
                    "val_images": "--val-images", **IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS}
 
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command."""
     import shlex
     import sys
+    from pathlib import Path
 
     from ..errors import ScribbleSegError
     from ..fileio import check_outputs
@@ -109,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     options = TrainOptions(batch=args.batch, lr=lr, normalize=not args.no_stain_normalization)
     command = "scribbleseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] \
         else "scribbleseg train"
+    # Said after the work: a model an hour's training replaced without a word looked like the same file.
+    replacing = Path(args.out).is_file()
     bar = TqdmProgress(disable=args.quiet)
     try:
         path = train_from_files(args.images, args.labels, args.out, config, val_images=args.val_images,
@@ -118,5 +121,5 @@ def run(args: argparse.Namespace) -> int:
                                 names=("--images", "--labels", "--val-images", "--val-labels"), progress=bar)
     finally:
         bar.close()
-    print(f"wrote {path}")
+    print(f"wrote {path}" + (" (in place of the model that was there)" if replacing else ""))
     return 0
