@@ -408,8 +408,9 @@ class VahadaneNormalizer:
         self._fit_pixels(pixels, fallback_stains)
         return self
 
-    def _fit_pixels(self, pixels: np.ndarray, fallback_stains: Optional[np.ndarray] = None) -> None:
-        """Fit on tissue pixels (N, 3) uint8; raise ScribbleSegError if they do not allow it."""
+    def _fit_pixels(self, pixels: np.ndarray, fallback_stains: Optional[np.ndarray] = None, of: str = "") -> None:
+        """Fit on tissue pixels (N, 3) uint8; raise ScribbleSegError if they do not allow it.  ``of`` names the
+        volume in the warnings (" of training volume 2 of 3"), as :func:`normalize_volume`'s notes do."""
         # Near-saturated pixels (ink, thick folds, the black a registration pads sections with) fit neither
         # stain: they stay out of both the dictionary and the percentile.  Where they were kept for want of
         # other tissue, a stack's black border set a section's stain and rendered its tissue wrong.
@@ -429,11 +430,11 @@ class VahadaneNormalizer:
                     f"{cosine:.3f}); is the image grey or single-stained?"
                 )
             if is_grey(pixels):  # a grey scan has no stain colour to tell apart: say that, not a cosine of 1
-                _log.warning("stain normalization: the tissue shows no colour (a grey image?); using the reference "
-                             "stain vectors, though the network learnt from colour")
+                _log.warning("stain normalization%s: the tissue shows no colour (a grey image?); using the "
+                             "reference stain vectors, though the network learns from colour", of)
             else:
-                _log.warning("stain normalization: the two stains are hard to tell apart here (cosine %.3f); "
-                             "using the reference stain vectors", cosine)
+                _log.warning("stain normalization%s: the two stains are hard to tell apart here (cosine %.3f); "
+                             "using the reference stain vectors", of, cosine)
             stains = np.asarray(fallback_stains, dtype=np.float64).reshape(2, 3)
         self.stain_matrix = stains
         with torch_threads(1):
@@ -789,7 +790,7 @@ def _settings(norm: VahadaneNormalizer) -> dict:
 
 def _fit_sections(sections: Sequence[np.ndarray], settings: dict, downsample: int, max_pixels: int,
                   seed: int, fallback_stains: Optional[np.ndarray] = None, *,
-                  every_pixel_if_few: bool = False) -> VahadaneNormalizer:
+                  every_pixel_if_few: bool = False, of: str = "") -> VahadaneNormalizer:
     norm = VahadaneNormalizer(**settings)
     pixels = _sample_pixels(sections, downsample, norm.luminosity_threshold, max_pixels,
                             np.random.default_rng(seed))
@@ -797,7 +798,7 @@ def _fit_sections(sections: Sequence[np.ndarray], settings: dict, downsample: in
         # A small stack or tile, strided, can hold too few tissue pixels where its every pixel holds enough.
         # (Not for one section of a stack: that one falls back to the stack's stain.)
         pixels = _sample_pixels(sections, 1, norm.luminosity_threshold, max_pixels, np.random.default_rng(seed))
-    norm._fit_pixels(pixels, fallback_stains)
+    norm._fit_pixels(pixels, fallback_stains, of)
     return norm
 
 
@@ -963,7 +964,7 @@ def normalize_volume(
         # Stain vectors too close to tell apart (pale eosin) fall back to the target's, with a message.
         volume_stain: Optional[VahadaneNormalizer] = _fit_sections(chosen, settings, downsample, max_pixels, seed,
                                                                    fallback_stains=target.stain_matrix,
-                                                                   every_pixel_if_few=True)
+                                                                   every_pixel_if_few=True, of=of)
     except ScribbleSegError as exc:
         volume_stain = None
         if not per_section:

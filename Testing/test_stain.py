@@ -244,7 +244,14 @@ def test_grey_image_cannot_be_fitted_and_falls_back_saying_it_is_grey(target_b, 
         stain.VahadaneNormalizer().fit(noisy.astype(np.uint8), fallback_stains=target_b.stain_matrix)
     assert [r.getMessage() for r in caplog.records] == [
         "stain normalization: the tissue shows no colour (a grey image?); using the reference stain vectors, "
-        "though the network learnt from colour"]
+        "though the network learns from colour"]
+    # One of several training volumes is named, as the stain notes name it (the line did not say which).
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ScribbleSegLib.stain"), pytest.raises(ScribbleSegError, match="absent"):
+        stain._fit_sections([noisy.astype(np.uint8)], {}, 1, 50_000, 0, fallback_stains=target_b.stain_matrix,
+                            of=" of training volume 2 of 3")
+    assert [r.getMessage() for r in caplog.records][0].startswith(
+        "stain normalization of training volume 2 of 3: the tissue shows no colour")
 
 
 def test_bad_inputs_raise_one_line_errors(image_a, target_b):
