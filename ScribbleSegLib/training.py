@@ -199,8 +199,9 @@ def check_label_set(labels: Sequence[np.ndarray], names: Sequence[str], kind: st
                                f"{where} marks no heart voxel (all zero): {kind} needs heart somewhere")
     if len(full) == len(labels):
         where = names[0] if len(labels) == 1 else f"every {kind} label ({len(labels)})"
-        raise ScribbleSegError(f"{where}: the {kind} label marks every voxel as heart (no background)" if len(labels) == 1
-                               else f"{where} marks every voxel as heart: {kind} needs background somewhere")
+        raise ScribbleSegError(f"{where}: the {kind} label marks every voxel as heart (no background)"
+                               if len(labels) == 1 else
+                               f"{where} marks every voxel as heart: {kind} needs background somewhere")
     for name in empty:
         _log.info("%s: the label marks no heart voxel: its sections teach background only", name)
     for name in full:

@@ -42,7 +42,8 @@ def test_a_label_set_without_heart_or_without_background_is_refused():
     _, label = tiny_volume()
     with pytest.raises(ScribbleSegError, match="vol.nrrd: the training label marks no heart voxel"):
         check_label_set([np.zeros_like(label)], ["vol.nrrd"])
-    with pytest.raises(ScribbleSegError, match="vol.nrrd: the training label marks every voxel as heart .no background."):
+    with pytest.raises(ScribbleSegError,
+                       match="vol.nrrd: the training label marks every voxel as heart .no background."):
         check_label_set([np.ones_like(label)], ["vol.nrrd"])
     with pytest.raises(ScribbleSegError, match="every validation label .2. marks every voxel as heart: validation "
                                                "needs background somewhere"):
