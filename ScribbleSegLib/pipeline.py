@@ -221,9 +221,8 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
             finer = round(model_xy[0] / float(spacing_xy[0]))
             # A stack scanned finer than the model: read downsampled, the network sees it near its own scale.
             closer = ""
-            patch = getattr(getattr(model, "config", None), "patch", None)
             if finer > MAX_SHRINK:
-                small = section_yx is not None and patch and min(section_yx) / finer < SMALL_SECTION_SHARE * patch
+                small = section_yx is not None and _narrow_for_patch(model, *(n / finer for n in section_yx))
                 closer = (f"; at the model's scale its sections would be {section_yx[1] // finer}x"
                           f"{section_yx[0] // finer} pixels, too few for the network to read" if small else
                           f"; read downsampled by {finer} (downsample {finer}), the stack would be near the model's "
@@ -548,6 +547,13 @@ def scale_pixel(image, geometry, spacing) -> Optional[Tuple[float, float]]:
 SMALL_SECTION_SHARE = 0.5
 
 
+def _narrow_for_patch(model, rows: float, cols: float) -> Optional[int]:
+    """The network's patch in pixels (``ModelConfig.patch``) when sections of ``rows`` x ``cols`` pixels at its
+    pixel size are narrower than :data:`SMALL_SECTION_SHARE` of it, else None (also for a model without one)."""
+    patch = getattr(getattr(model, "config", None), "patch", None)
+    return patch if patch and min(rows, cols) < SMALL_SECTION_SHARE * patch else None
+
+
 def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: List[str],
                          section_yx: Optional[Sequence[int]] = None) -> Tuple[float, float]:
     """:func:`network_scale`, logging the warnings it appends to ``warnings``; with the sections' size
@@ -562,10 +568,10 @@ def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings:
     """
     before = len(warnings)
     scale = network_scale(spacing_xy, model, warnings, section_yx)
-    patch = getattr(getattr(model, "config", None), "patch", None)
-    if section_yx is not None and patch:
+    if section_yx is not None:
         rows, cols = (max(1, round(n * f)) for n, f in zip(section_yx, scale))
-        if min(rows, cols) < SMALL_SECTION_SHARE * patch:
+        patch = _narrow_for_patch(model, rows, cols)
+        if patch:
             warnings.append(f"the sections are {cols}x{rows} pixels at the network's pixel size, under half its "
                             f"{patch}-pixel patch: it sees little around each pixel, and its output may be poor "
                             "(a stack downsampled too far?)")
