@@ -55,7 +55,7 @@ SETTINGS_DEVICE = "ScribbleSeg/Device"
 # The panel's training time budget when none is set: 0 sends none, and the worker gives each network size its
 # own (ScribbleSegLib.choices.PRESETS: 30 minutes for Small, none for Paper), defined there only.
 OWN_BUDGET = 0.0
-FINETUNE_STEPS = 300  # ScribbleSegLib.training.FINETUNE_ITERS: 3.5 minutes on a shared 2-core CPU
+FINETUNE_STEPS = 300  # ScribbleSegLib.choices.FINETUNE_ITERS: 3.5 minutes on a shared 2-core CPU
 FINETUNE_MINUTES = 15.0  # a cap for slow machines; the step budget ends the run on most
 SELF_TEST_SHAPE = (24, 96, 96)
 # Why the self-test cannot segment its phantom.

@@ -30,7 +30,7 @@ Fine-tuning (``init=``, ``scribbleseg train --init MODEL``) starts from an
 existing model instead of random weights: the parent's architecture and
 reference stain are kept (the new volumes are rendered in the parent's stain,
 so the features the parent's users cached stay comparable), the learning rate
-and step budget default to :data:`FINETUNE_LR` and :data:`FINETUNE_ITERS`,
+and step budget default to ``choices.FINETUNE_LR`` and ``choices.FINETUNE_ITERS``,
 and the DDML bank is computed again, on the new volumes, with the fine-tuned
 network: the parent's bank holds features of the parent's network, which no
 longer match.  The new file records its parent in ``meta["provenance"]``.
@@ -66,9 +66,6 @@ from .runtime import in_order, resolve_device, section_workers, torch_threads
 from .white_point import glass_white, white_glass
 
 _log = logging.getLogger(__name__)
-
-FINETUNE_LR = choices.FINETUNE_LR
-FINETUNE_ITERS = choices.FINETUNE_ITERS
 
 # The eight flips and quarter turns, as 2x2 matrices acting on (x, y).
 _D4 = np.array([[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],

@@ -1251,7 +1251,7 @@ def test_the_panel_connects_the_gui_only_through_the_binding(tree):
 
 
 def test_the_panel_fine_tunes_with_the_library_defaults(tree):
-    from ScribbleSegLib.training import FINETUNE_ITERS
+    from ScribbleSegLib.choices import FINETUNE_ITERS
 
     assert module_constant(tree, "FINETUNE_STEPS") == FINETUNE_ITERS
 

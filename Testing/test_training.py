@@ -349,7 +349,7 @@ def test_train_command(tmp_path, capsys):
 
 def test_fine_tuning_starts_from_the_parent_and_records_it(tmp_path):
     from ScribbleSegLib import model_file
-    from ScribbleSegLib.training import FINETUNE_LR
+    from ScribbleSegLib.choices import FINETUNE_LR
 
     image, label = tiny_volume()
     parent_path = train_model([image], [label], tmp_path / "parent.model", TINY, options=FAST, max_iters=30,
