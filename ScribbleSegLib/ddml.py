@@ -153,6 +153,13 @@ class DDMLConfig:
         ``coarse`` on an in-plane grid, exactly only where interpolation could
         change the result (same final labels, several times faster); ``exact``
         at every voxel.  It does not change what is learnt.
+
+    Examples
+    --------
+    >>> DDMLConfig().steps, DDMLConfig().scribble_share, DDMLConfig().network_weight
+    (400, 0.3, 0.5)
+    >>> DDMLConfig.paper().scribble_share, DDMLConfig.paper().network_weight
+    (0.05, 0.0)
     """
 
     hidden: Tuple[int, ...] = (64, 64)
@@ -518,6 +525,16 @@ def sample_pixels(features: np.ndarray, scribbles: np.ndarray, bank_features: Op
         volume's.
     DamagedFeatures
         The features of a drawn scribbled voxel are not numbers (a damaged cache entry).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> features = rng.normal(size=(1, 6, 6, 4)).astype(np.float16)
+    >>> scribbles = np.zeros((1, 6, 6), np.uint8); scribbles[0, 1, :3] = 1; scribbles[0, 4, :3] = 2
+    >>> bank_x, bank_y = rng.normal(size=(10, 4)).astype(np.float32), np.arange(10) % 2
+    >>> x, y, source = sample_pixels(features, scribbles, bank_x, bank_y, n=8, scribble_share=0.5)
+    >>> x.shape, y.tolist(), (source == SOURCE_SCRIBBLE).tolist()
+    ((8, 4), [1, 1, 1, 1, 0, 0, 0, 0], [True, True, False, False, True, True, False, False])
     """
     if scribble_share is None:
         scribble_share = DDMLConfig().scribble_share
@@ -560,6 +577,13 @@ def pair_weights(y: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.T
     ``(i, j), i != j``, and ``1 / n_diff`` for each of the ``n_diff``
     different-class ones, so each kind's weights sum to 1 (0 if the batch has
     no pair of that kind).
+
+    Examples
+    --------
+    >>> pair_weights(torch.tensor([1, 1, 0]))
+    tensor([[0.0000, 0.5000, 0.2500],
+            [0.5000, 0.0000, 0.2500],
+            [0.2500, 0.2500, 0.0000]])
     """
     y = y.reshape(-1)
     same = y[:, None] == y[None, :]
@@ -611,6 +635,15 @@ def ddml_loss(z: torch.Tensor, y: torch.Tensor, tau: float, beta: float) -> torc
     -------
     torch.Tensor
         A scalar.
+
+    Examples
+    --------
+    Two heart pixels close together and a background pixel far away cost little; all three together, much more:
+
+    >>> y = torch.tensor([1, 1, 0])
+    >>> apart = torch.tensor([[0.0, 0.0], [0.1, 0.0], [3.0, 0.0]])
+    >>> round(float(ddml_loss(apart, y, tau=2.0, beta=2.0)), 4), round(float(ddml_loss(0 * apart, y, 2.0, 2.0)), 4)
+    (0.0323, 1.5324)
     """
     return _pair_loss(z, _pair_terms(y, tau), beta)
 
@@ -1124,6 +1157,18 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
     ------
     ScribbleSegError
         See :func:`sample_pixels`.
+
+    Examples
+    --------
+    Features whose right half differs, one stroke of each class, a small ``f``:
+
+    >>> rng = np.random.default_rng(0)
+    >>> features = rng.normal(size=(2, 16, 16, 4)).astype(np.float16); features[:, :, 8:] += 2
+    >>> scribbles = np.zeros((2, 16, 16), np.uint8); scribbles[0, 4, 10:14] = 1; scribbles[0, 4, 2:6] = 2
+    >>> config = DDMLConfig(hidden=(8,), out_dim=4, steps=20, batch_size=16, head_steps=20)
+    >>> result = adapt(features, scribbles, None, None, config=config)
+    >>> result.h.shape, result.h.dtype, bool(result.h[:, :, 8:].mean() > result.h[:, :, :8].mean())
+    ((2, 16, 16), dtype('float32'), True)
     """
     from .checks import check_array, check_instance, check_progress_cancel, check_seed
 

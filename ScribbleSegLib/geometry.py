@@ -58,6 +58,12 @@ class Geometry:
         Position of voxel ``(0, 0, 0)`` in LPS mm.
     direction : tuple of 9 float
         Row-major 3x3 direction cosines; column ``c`` is the direction of axis ``c``.
+
+    Examples
+    --------
+    >>> g = Geometry((0.02, 0.02, 0.1))
+    >>> g.spacing_zyx, g.scaled((2, 2, 1)).spacing
+    ((0.1, 0.02, 0.02), (0.04, 0.04, 0.1))
     """
 
     spacing: Tuple[float, float, float]
@@ -171,6 +177,12 @@ class Volume:
         The scan's pixel size ``(x, y)`` in mm that the file states apart from its grid, where the grid's is
         :data:`UNKNOWN_PIXEL` (an ImageJ, OME or Aperio TIFF: :mod:`ScribbleSegLib.scan_pixel`); the network's
         scale reads it.  None otherwise.
+
+    Examples
+    --------
+    >>> volume = Volume(np.zeros((3, 4, 5, 3), np.uint8), Geometry((0.02, 0.02, 0.1)))
+    >>> volume.shape
+    (3, 4, 5)
     """
 
     array: np.ndarray

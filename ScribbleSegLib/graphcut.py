@@ -355,6 +355,14 @@ class GraphCutParams:
         pull fills the tissue a stroke lies in and fades at its edges.  With a
         weight of 30, a straight-line pull reaching 8 pixels claimed the
         neighbouring tissue too (BENCHMARKS.md).
+
+    Examples
+    --------
+    >>> GraphCutParams().gamma, GraphCutParams().neighbourhood
+    (8.0, 10)
+    >>> paper = GraphCutParams.paper()
+    >>> paper.data_term, paper.neighbourhood, paper.seed_reach
+    ('linear', 6, 0.0)
     """
 
     gamma: float = DEFAULT_GAMMA
@@ -681,6 +689,17 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
         than 0/1/2, scribbles lacking one class, or when the cut would need more
         memory than the budget (``mode="full"``: use ``banded``; otherwise the
         volume must be downsampled).
+
+    Examples
+    --------
+    A dark square that ``h`` calls heart, one stroke of each class:
+
+    >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
+    >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
+    >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
+    >>> labels = graph_cut(h, image, scribbles)
+    >>> labels.dtype, int(labels.sum()), bool(labels[:, 2:6, 2:6].all())
+    (dtype('uint8'), 32, True)
     """
     from .checks import check_instance, check_progress_cancel
 
@@ -1064,6 +1083,18 @@ def energy(labels: np.ndarray, h: np.ndarray, image: np.ndarray, scribbles: np.n
         labellings that honour the scribbles it equals the value of the minimum
         cut that :func:`graph_cut` computes; it works on whole-volume arrays and is
         meant for tests and debugging on small volumes.
+
+    Examples
+    --------
+    >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
+    >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
+    >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
+    >>> labels = graph_cut(h, image, scribbles)
+    >>> worse = labels.copy(); worse[:, 2, 2:6] = 0  # one row of the square taken away
+    >>> bool(energy(labels, h, image, scribbles) < energy(worse, h, image, scribbles))
+    True
+    >>> energy(1 - labels, h, image, scribbles)  # against the strokes
+    inf
     """
     params = params if params is not None else GraphCutParams()
     level = _top_level(h, image, scribbles, spacing_zyx, params)
@@ -1095,6 +1126,11 @@ def estimate_full_cut_bytes(shape: Sequence[int], neighbourhood: int = 6) -> int
     About :data:`FULL_CUT_BYTES_PER_VOXEL` per voxel (:data:`DIAGONAL_BYTES_PER_VOXEL`
     more with the in-plane diagonals) plus a fixed :data:`WORKING_BYTES` for the
     slab-wise weights.
+
+    Examples
+    --------
+    >>> round(estimate_full_cut_bytes((100, 512, 512)) / 2**30, 2)
+    6.33
     """
     per_voxel = FULL_CUT_BYTES_PER_VOXEL + (DIAGONAL_BYTES_PER_VOXEL if neighbourhood == 10 else 0)
     return int(np.prod([int(n) for n in shape], dtype=np.int64)) * per_voxel + WORKING_BYTES
@@ -1118,6 +1154,12 @@ def estimate_banded_cut_bytes(shape: Sequence[int], spacing_zyx: Sequence[float]
         coarse level is itself cut in full or banded.  ``None``: unlimited.
     neighbourhood : {6, 10}
         With 10, the band's graph has the in-plane diagonals too (:data:`DIAGONAL_BYTES_PER_VOXEL`).
+
+    Examples
+    --------
+    >>> banded, full = estimate_banded_cut_bytes((100, 512, 512)), estimate_full_cut_bytes((100, 512, 512))
+    >>> bool(banded < full / 4)
+    True
     """
     budget = math.inf if memory_budget is None else memory_budget
     return _banded_bytes(tuple(int(n) for n in shape), tuple(float(s) for s in spacing_zyx), band_fraction, budget,
