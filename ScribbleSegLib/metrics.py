@@ -131,6 +131,14 @@ def evaluate(pred: np.ndarray, label: np.ndarray, ignore: Optional[np.ndarray] =
         about the boundary), ``section_f1`` (their F1, same order) and
         ``mean_section_f1`` (their mean; 1.0 when there is none, matching the
         empty-vs-empty rule).
+
+    Examples
+    --------
+    >>> pred = np.zeros((1, 4, 4), np.uint8); pred[0, :2, :2] = 1
+    >>> label = np.zeros((1, 4, 4), np.uint8); label[0, :2, :3] = 1
+    >>> m = evaluate(pred, label)
+    >>> m["precision"], round(m["recall"], 3), round(m["iou"], 3), m["tp"], m["fn"]
+    (1.0, 0.667, 0.667, 4, 2)
     """
     tp_z, fp_z, fn_z, counted_z = _counts_per_section(pred, label, ignore)
     tp, fp, fn, counted = (int(a.sum()) for a in (tp_z, fp_z, fn_z, counted_z))

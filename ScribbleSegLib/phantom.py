@@ -586,6 +586,12 @@ def make_phantom(seed: int = 0, config: Optional[PhantomConfig] = None) -> Phant
     Phantom
         ``image`` (RGB :class:`~ScribbleSegLib.geometry.Volume`), ``label`` (heart 0/1),
         ``tissue`` (:class:`Tissue` codes) and ``info``.
+
+    Examples
+    --------
+    >>> phantom = make_phantom(seed=3, config=PhantomConfig(shape=(16, 96, 96)))
+    >>> phantom.image.array.shape, phantom.image.array.dtype, bool(phantom.label.any())
+    ((16, 96, 96, 3), dtype('uint8'), True)
     """
     from .checks import check_instance, check_seed
     from .resources import check_phantom_memory

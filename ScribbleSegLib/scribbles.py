@@ -95,6 +95,16 @@ def simulate_scribbles(label: np.ndarray, seed: int = 0, every: int = choices.SC
         ``(Z, Y, X)`` uint8: 0 none, 1 heart, 2 background.  Heart scribbles lie
         only where ``label > 0``, background scribbles only where ``label == 0``,
         and every annotated section has both (background only if the section has any).
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:32, :32]
+    >>> label = np.repeat(((yy - 16) ** 2 + (xx - 16) ** 2 < 100)[None], 12, axis=0).astype(np.uint8)
+    >>> strokes = simulate_scribbles(label, seed=0, every=5)
+    >>> np.flatnonzero(strokes.any(axis=(1, 2))).tolist()
+    [3, 8]
+    >>> bool((label[strokes == 1] == 1).all() and (label[strokes == 2] == 0).all())
+    True
     """
     label = _check_label(label)
     try:

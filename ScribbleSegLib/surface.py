@@ -94,6 +94,16 @@ def labelmap_to_surface(labels: np.ndarray, geometry: Geometry, smoothing: float
     ------
     ScribbleSegError
         If no voxel is labelled, the labels are not integers, or the parameters are out of range.
+
+    Examples
+    --------
+    A cube of 8 voxels of 0.5 mm a side (64 mm^3), smoothed a little:
+
+    >>> from ScribbleSegLib.geometry import Geometry
+    >>> cube = np.zeros((12, 12, 12), np.uint8); cube[2:10, 2:10, 2:10] = 1
+    >>> area, volume = surface_area_volume(labelmap_to_surface(cube, Geometry((0.5, 0.5, 0.5))))
+    >>> bool(55 < volume < 66)
+    True
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
