@@ -410,6 +410,13 @@ def load_model(path: PathLike, device: str = choices.DEFAULT_DEVICE) -> SegModel
     ScribbleSegError
         If the file is missing, truncated or corrupt, of another format version,
         holds anything but tensors and plain data, or does not fit its config.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.starter import starter_model_path
+    >>> model = load_model(starter_model_path(), device="cpu")
+    >>> model.config.arch, model.voxel_size
+    ('munet', (0.0177, 0.0177, 0.035))
     """
     from .starter import STARTER, resolve_model
 

@@ -204,6 +204,16 @@ def read_image(
     memory is about the output plus one full-resolution section: a stack
     larger than memory can be read at a reduced ``downsample``.  A 3D file is
     read whole by SimpleITK, then converted plane by plane.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "image.nrrd"
+    >>> write_rgb_volume(path, Volume(np.full((3, 8, 8, 3), 200, np.uint8), Geometry((0.02, 0.02, 0.1))))
+    >>> image = read_image(path)
+    >>> image.shape, image.geometry.spacing
+    ((3, 8, 8), (0.02, 0.02, 0.1))
+    >>> folder.cleanup()
     """
     path = check_path(path)
     factor = _check_downsample(downsample, path)
@@ -1283,6 +1293,19 @@ def write_segmentation(
         Overlapping segments are stored in separate layers, as Slicer does.
     geometry : Geometry
         Geometry of the masks' grid.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path, geometry = Path(folder.name) / "result.seg.nrrd", Geometry((0.02, 0.02, 0.1))
+    >>> heart = np.zeros((3, 8, 8), np.uint8); heart[1, 2:5, 2:5] = 1
+    >>> write_segmentation(path, [("heart", heart, (0.9, 0.3, 0.3))], geometry)
+    >>> segments, read_geometry = read_segmentation(path)
+    >>> list(segments), int(segments["heart"].sum()), read_geometry.spacing
+    (['heart'], 9, (0.02, 0.02, 0.1))
+    >>> int(read_label(path, (3, 8, 8), geometry).sum())  # on an image's grid, as a label
+    9
+    >>> folder.cleanup()
     """
     if not str(check_path(path)).lower().endswith(".seg.nrrd"):
         raise ScribbleSegError(f"{path}: a segmentation file name must end in .seg.nrrd")
@@ -1854,6 +1877,16 @@ def read_scribbles(path: PathLike, shape: Sequence[int], geometry: Geometry, *, 
         image's (any origin and direction, such as Slicer's oversampled
         segmentations): each stroke voxel then marks the image voxel that
         holds its centre.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path, geometry = Path(folder.name) / "strokes.nrrd", Geometry((0.02, 0.02, 0.1))
+    >>> strokes = np.zeros((3, 8, 8), np.uint8); strokes[1, 3, 2:6] = 1; strokes[1, 0, :] = 2
+    >>> write_labelmap(path, strokes, geometry)
+    >>> bool(np.array_equal(read_scribbles(path, (3, 8, 8), geometry), strokes))
+    True
+    >>> folder.cleanup()
     """
     path = check_path(path)
     shape, geometry = _check_grid(shape, geometry)
