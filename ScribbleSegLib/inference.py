@@ -309,6 +309,17 @@ def predict_volume(model, image: Union[Volume, np.ndarray], *, device: Optional[
         float32 ``(Z, Y, X)`` in [0, 1].
     features : numpy.ndarray
         float16 ``(Z, Y, X, C)``; a read-only memory map of ``feature_path`` when given.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.model_file import load_model
+    >>> from ScribbleSegLib.phantom import PhantomConfig, make_phantom
+    >>> from ScribbleSegLib.starter import starter_model_path
+    >>> model = load_model(starter_model_path(), device="cpu")
+    >>> phantom = make_phantom(seed=3, config=PhantomConfig(shape=(4, 96, 96)))
+    >>> probability, features = predict_volume(model, phantom.image)
+    >>> probability.shape, probability.dtype, features.shape, features.dtype
+    ((4, 96, 96), dtype('float32'), (4, 96, 96, 32), dtype('float16'))
     """
     from .checks import check_progress_cancel
 

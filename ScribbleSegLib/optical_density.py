@@ -15,12 +15,25 @@ I0 = 256.0
 
 
 def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
-    """Optical density of 8-bit RGB values (any shape ending in 3), float32 >= 0."""
+    """Optical density of 8-bit RGB values (any shape ending in 3), float32 >= 0.
+
+    Examples
+    --------
+    >>> od = rgb_to_od(np.array([[255, 255, 255], [128, 64, 200]], np.uint8))
+    >>> od.dtype, [round(float(v), 3) for v in od[1]], bool(od[0].max() == 0)
+    (dtype('float32'), [0.685, 1.371, 0.242], True)
+    """
     return (-np.log((np.asarray(rgb, dtype=np.float32) + 1.0) / I0)).astype(np.float32)
 
 
 def od_to_rgb(od: np.ndarray) -> np.ndarray:
-    """8-bit RGB values of optical densities (inverse of :func:`rgb_to_od`)."""
+    """8-bit RGB values of optical densities (inverse of :func:`rgb_to_od`).
+
+    Examples
+    --------
+    >>> od_to_rgb(rgb_to_od(np.array([128, 64, 200], np.uint8))).tolist()
+    [128, 64, 200]
+    """
     rgb = I0 * np.exp(-np.asarray(od, dtype=np.float32)) - 1.0
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 

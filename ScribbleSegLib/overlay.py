@@ -39,6 +39,12 @@ def overlay_section(rgb: np.ndarray, prediction: Optional[np.ndarray] = None, tr
         ``(Y, X)`` masks.
     scribbles : numpy.ndarray, optional
         ``(Y, X)`` uint8, 1 heart, 2 background.
+
+    Examples
+    --------
+    >>> section = overlay_section(np.full((4, 4, 3), 200, np.uint8), prediction=np.eye(4, dtype=np.uint8))
+    >>> section.shape, section.dtype
+    ((4, 4, 3), dtype('uint8'))
     """
     out = rgb.astype(np.float32)
     if prediction is not None:

@@ -18,7 +18,18 @@ ProgressCallback = Callable[[str, float, str], None]
 
 
 class CancelToken:
-    """A thread-safe flag that asks a running call to stop at its next check."""
+    """A thread-safe flag that asks a running call to stop at its next check.
+
+    Examples
+    --------
+    >>> token = CancelToken()
+    >>> check(token)  # not set: goes on
+    >>> token.cancel()
+    >>> check(token)
+    Traceback (most recent call last):
+        ...
+    ScribbleSegLib.errors.CancelledError: cancelled by the user
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -64,7 +75,16 @@ class LinkedToken(CancelToken):
 
 
 def report(progress: Optional[ProgressCallback], stage: str, fraction: float, message: str = "") -> None:
-    """Call ``progress`` if given, clamping ``fraction`` to [0, 1]."""
+    """Call ``progress`` if given, clamping ``fraction`` to [0, 1].
+
+    Examples
+    --------
+    >>> seen = []
+    >>> report(lambda stage, fraction, message: seen.append((stage, fraction, message)), "graph cut", 1.5, "done")
+    >>> report(None, "graph cut", 0.5)  # no callback: nothing
+    >>> seen
+    [('graph cut', 1.0, 'done')]
+    """
     if progress is not None:
         progress(stage, min(1.0, max(0.0, float(fraction))), message)
 
@@ -76,7 +96,16 @@ def check(cancel: Optional[CancelToken]) -> None:
 
 
 def sub_progress(progress: Optional[ProgressCallback], start: float, end: float) -> Optional[ProgressCallback]:
-    """Map a callee's [0, 1] progress onto [start, end] of the caller's stage."""
+    """Map a callee's [0, 1] progress onto [start, end] of the caller's stage.
+
+    Examples
+    --------
+    >>> seen = []
+    >>> second_half = sub_progress(lambda stage, fraction, message: seen.append(fraction), 0.5, 1.0)
+    >>> second_half("graph cut", 0.5, "")
+    >>> seen
+    [0.75]
+    """
     if progress is None:
         return None
 

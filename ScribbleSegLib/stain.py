@@ -130,6 +130,11 @@ def tissue_mask(rgb: np.ndarray, luminosity_threshold: float = 0.8) -> np.ndarra
     Returns
     -------
     ndarray of bool, shape ``rgb.shape[:-1]``
+
+    Examples
+    --------
+    >>> tissue_mask(np.array([[[255, 255, 255], [128, 64, 200]]], np.uint8)).tolist()  # glass, tissue
+    [[False, True]]
     """
     rgb = _check_rgb(rgb)
     # L* < 100 t  <=>  Y < f^-1(t), so compare linear-light luminance and skip the cube root.
