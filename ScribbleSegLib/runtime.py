@@ -40,6 +40,11 @@ def resolve_device(name: str = "auto"):
     ------
     ScribbleSegError
         If CUDA is asked for and torch sees no CUDA device, or the name is unknown.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
     """
     import torch
 

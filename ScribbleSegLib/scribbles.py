@@ -42,6 +42,12 @@ def scribbled_sections(label: np.ndarray, seed: int = 0, every: int = choices.SC
     -------
     numpy.ndarray
         Sorted section indices (at least one).
+
+    Examples
+    --------
+    >>> label = np.zeros((12, 8, 8), np.uint8); label[2:10, 2:6, 2:6] = 1
+    >>> scribbled_sections(label, every=3).tolist()
+    [3, 6, 9]
     """
     label = _check_label(label)
     seed = check_seed(seed)
@@ -283,7 +289,15 @@ def draw_path(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: float, a
 
 
 def section_errors(label: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """Wrong voxels per section: ``(Z,)`` counts of missed heart plus false heart."""
+    """Wrong voxels per section: ``(Z,)`` counts of missed heart plus false heart.
+
+    Examples
+    --------
+    >>> label = np.zeros((6, 8, 8), np.uint8); label[1:5, 2:6, 2:6] = 1
+    >>> prediction = label.copy(); prediction[2, 2, 2:6] = 0; prediction[3, 0, 0] = 1
+    >>> section_errors(label, prediction).tolist()
+    [0, 0, 4, 1, 0, 0]
+    """
     label = _check_label(label) > 0
     prediction = np.asarray(prediction) > 0
     if prediction.shape != label.shape:

@@ -49,7 +49,13 @@ def starter_model_path() -> Optional[Path]:
 
 
 def is_starter_model(path: Union[str, os.PathLike, None]) -> bool:
-    """Whether ``path`` is the shipped starter model (the word ``starter`` included)."""
+    """Whether ``path`` is the shipped starter model (the word ``starter`` included).
+
+    Examples
+    --------
+    >>> is_starter_model("starter"), is_starter_model("my.model")
+    (True, False)
+    """
     if path is None or str(path) == "":
         return False
     if str(path) == STARTER:
@@ -68,6 +74,11 @@ def resolve_model(path: Union[str, os.PathLike, None]) -> Path:
     ------
     ScribbleSegError
         If the starter model is asked for and this installation has none.
+
+    Examples
+    --------
+    >>> resolve_model("starter") == starter_model_path()
+    True
     """
     from .errors import ScribbleSegError
 
