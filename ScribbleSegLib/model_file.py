@@ -299,6 +299,17 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
     Returns
     -------
     pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ScribbleSegLib.nets import ModelConfig, build_net
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> config = ModelConfig()
+    >>> path = save_model(Path(folder.name) / "fresh.model", build_net(config), config, voxel_size=(0.02, 0.02, 0.1))
+    >>> load_model(path, device="cpu").voxel_size
+    (0.02, 0.02, 0.1)
+    >>> folder.cleanup()
     """
     # Everything load_model will check, checked here: a file it would call damaged is never written.
     if not isinstance(path, (str, os.PathLike)) or not str(path):

@@ -70,6 +70,14 @@ class ModelConfig:
         not only its two-class map as AWMF-CNN does.
     deep_supervision : float
         Weight of the mean of the experts' own losses in the training loss.
+
+    Examples
+    --------
+    >>> config = ModelConfig()
+    >>> config.arch, config.n_fov, config.feature_channels
+    ('munet', 3, 32)
+    >>> type(build_net(config)).__name__
+    'MUNet'
     """
 
     arch: str = "munet"
@@ -344,7 +352,14 @@ class MUNet(nn.Module):
 
 
 def build_net(config: ModelConfig) -> nn.Module:
-    """The network of a config, freshly initialised (He-uniform convs, as the AWMF-CNN code)."""
+    """The network of a config, freshly initialised (He-uniform convs, as the AWMF-CNN code).
+
+    Examples
+    --------
+    >>> net = build_net(ModelConfig(arch="unet"))
+    >>> type(net).__name__, sum(p.numel() for p in net.parameters()) > 0
+    ('PlainUNet', True)
+    """
     net = MUNet(config) if config.arch == "munet" else PlainUNet(config)
     for m in net.modules():
         if isinstance(m, nn.Conv2d):

@@ -226,6 +226,16 @@ def write_surface(path: PathLike, polydata: vtkPolyData) -> None:
     ------
     ScribbleSegError
         An unknown extension, an empty surface, or a failed write.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> cube = np.zeros((12, 12, 12), np.uint8); cube[2:10, 2:10, 2:10] = 1
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> write_surface(Path(folder.name) / "heart.stl", labelmap_to_surface(cube, Geometry((0.5, 0.5, 0.5))))
+    >>> sorted(path.name for path in Path(folder.name).iterdir())  # nothing else: written atomically
+    ['heart.stl']
+    >>> folder.cleanup()
     """
     path = check_path(path)
     suffix = path.suffix.lower()
