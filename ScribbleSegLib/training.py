@@ -508,6 +508,22 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     ScribbleSegError
         On a bad volume (see :func:`check_pair`), a set of labels without heart or without background
         (:func:`check_label_set`) or a bad output path; nothing is written.
+
+    Examples
+    --------
+    Two steps on one small phantom (a real training takes thousands; this one warns that it learnt nothing):
+
+    >>> import tempfile
+    >>> from ScribbleSegLib.model_file import load_model
+    >>> from ScribbleSegLib.phantom import PhantomConfig, make_phantom
+    >>> phantom = make_phantom(seed=3, config=PhantomConfig(shape=(16, 96, 96)))
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = train_model([phantom.image], [phantom.label], Path(folder.name) / "tiny.model", max_iters=2,
+    ...                    device="cpu")
+    >>> model = load_model(path, device="cpu")
+    >>> model.config.arch, model.voxel_size == phantom.image.geometry.spacing, model.bank_features.shape[1]
+    ('munet', True, 32)
+    >>> folder.cleanup()
     """
     from .checks import check_instance, check_progress_cancel, check_seed, check_whole
 
