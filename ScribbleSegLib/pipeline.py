@@ -189,7 +189,7 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
         if question:
             # 0.62 for 0.62 um, given to train and segment alike, ran without a word: the areas and volumes came out
             # a million times too large (a model trained so records it, so nothing else looked wrong).
-            warnings.append(f"the stack's pixel size {question}")
+            warnings.append(f"the image's pixel size {question}")
     model_xy = tuple(float(v) for v in getattr(model, "voxel_size", (1.0, 1.0, 1.0))[:2])
     if model_xy == UNKNOWN_PIXEL:  # a model that never knew its training pixel size
         return 1.0, 1.0
@@ -199,18 +199,18 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     if pixel is None or pixel >= UNKNOWN_PIXEL[0]:
         # Whole millimetres are what a file without a pixel size states (1 mm), read with downsample N (N mm).
         if warnings is not None and (pixel is None or pixel == UNKNOWN_PIXEL[0]):
-            warnings.append(f"the stack has no pixel size; the model was trained at {model_xy[0]:g} mm per pixel, "
+            warnings.append(f"the image states no pixel size; the model was trained at {model_xy[0]:g} mm per pixel, "
                             "so results may be poor if the scales differ (give the spacing, in mm)")
         elif warnings is not None and pixel == round(pixel):
             # N mm: a file without one read with downsample N, or a spacing typed in whole micrometres (40 for
-            # 40 um), which was told "the stack has no pixel size" though one was given.
-            warnings.append(f"the stack's pixel size {pixel:g} mm is what a file that states none gives when read "
+            # 40 um), which was told "the image states no pixel size" though one was given.
+            warnings.append(f"the image's pixel size {pixel:g} mm is what a file that states none gives when read "
                             f"with downsample {pixel:g}, or a spacing in micrometres ({pixel:g} um is "
                             f"{pixel / 1000:g} mm): it runs at its own scale; the model was trained at "
                             f"{model_xy[0]:g} mm per pixel (give the spacing, in mm)")
         elif warnings is not None:
-            # A spacing typed in micrometres (9.2 for 9.2 um) was told "the stack has no pixel size".
-            warnings.append(f"the stack's pixel size {pixel:g} mm is coarser than any scan's, so it runs at its own "
+            # A spacing typed in micrometres (9.2 for 9.2 um) was told "the image states no pixel size".
+            warnings.append(f"the image's pixel size {pixel:g} mm is coarser than any scan's, so it runs at its own "
                             f"scale; the model was trained at {model_xy[0]:g} mm per pixel (the spacing is in mm: "
                             f"{pixel:g} um is {pixel / 1000:g} mm)")
         return 1.0, 1.0
@@ -232,7 +232,7 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
                    "is the spacing right? If it is, the model learnt another magnification: the network alone will "
                    "be poor and the strokes must carry the result; a model trained on images like these serves "
                    f"best{closer}")
-            warnings.append(f"the stack's pixel size {float(spacing_xy[0]):g} mm is far from the model's "
+            warnings.append(f"the image's pixel size {float(spacing_xy[0]):g} mm is far from the model's "
                             f"{model_xy[0]:g} mm; not resampling ({why})")
         return 1.0, 1.0
     return scale
