@@ -1997,6 +1997,12 @@ def _finer_label_hint(own: Geometry, target: Geometry, reference: str) -> str:
             f"label with it, or save the label on this {reference}'s grid)")
 
 
+#: The note a label or strokes file that states no grid (:func:`states_no_grid`) of the reference's size gives
+#: (arguments: the path, and the reference's name twice): it is read on the reference's voxels.
+NO_GRID_NOTE = ("%s: states no voxel size (1 mm voxels at the origin, as a file saved without one holds) and has the "
+                "%s's size: read on the %s's voxels")
+
+
 def states_no_grid(geometry: Geometry) -> bool:
     """Whether ``geometry`` is what a file written without one states: 1 mm voxels, origin 0, axes as the array's.
 
@@ -2049,9 +2055,7 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
     if array.shape == shape and states_no_grid(own):
         # A label or strokes array saved without a header's geometry (numpy through SimpleITK, many scripts) states
         # 1 mm voxels at the origin: of the image's size, it can only be on the image's voxels.
-        logging.getLogger("ScribbleSegLib").info(
-            "%s: states no voxel size (1 mm voxels at the origin, as a file saved without one holds) and has the "
-            "%s's size: read on the %s's voxels", path, reference, reference)
+        logging.getLogger("ScribbleSegLib").info(NO_GRID_NOTE, path, reference, reference)
         return array
     if not grids.overlaps(target, shape, own, array.shape):
         raise ScribbleSegError(f"{path}: lies outside the {reference} (no voxel in common with its "

@@ -256,9 +256,7 @@ def _on_one_grid(prediction_path: str, label_path: str, label, own):
     if own.shape == label.shape and volume_io.states_no_grid(label.geometry):
         # A label saved from numpy states 1 mm voxels at the origin: of the prediction's size, it is on its voxels
         # (as segment and train read such a label on the image's).
-        logging.getLogger("ScribbleSegLib").info(
-            "%s: states no voxel size (1 mm voxels at the origin, as a file saved without one holds) and has the "
-            "prediction's size: read on the prediction's voxels", label_path)
+        logging.getLogger("ScribbleSegLib").info(volume_io.NO_GRID_NOTE, label_path, "prediction", "prediction")
         return volume_io.Volume(label.array, own.geometry), own.array
     offset = grids.whole_voxel_offset(label.geometry, own.geometry)
     if offset is None or not grids.overlaps(label.geometry, label.shape, own.geometry, own.shape):
