@@ -50,7 +50,15 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
 
 def colour_features(block: np.ndarray, luminance: bool) -> np.ndarray:
     """``x_v`` of eq. 6 for a block of pixels: float32 colour in [0, 1] (uint8 read as value / 255),
-    or its BT.601 luminance as one channel."""
+    or its BT.601 luminance as one channel.
+
+    Examples
+    --------
+    >>> colour_features(np.array([[255, 0, 0]], np.uint8), luminance=False).tolist()
+    [[1.0, 0.0, 0.0]]
+    >>> round(float(colour_features(np.array([[255, 0, 0]], np.uint8), luminance=True)[0, 0]), 3)
+    0.299
+    """
     x = block.astype(np.float32)
     if block.dtype == np.uint8:
         x *= np.float32(1.0 / 255.0)

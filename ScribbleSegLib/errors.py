@@ -7,6 +7,14 @@ class ScribbleSegError(Exception):
     The message is one line that names the file (or option) and the problem.
     The command line prints it as ``scribbleseg: error: <message>`` and exits
     with status 2, without a traceback.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise ScribbleSegError("stack.nrrd: not a 3D image")
+    ... except ScribbleSegError as error:
+    ...     print(error)
+    stack.nrrd: not a 3D image
     """
 
 

@@ -70,6 +70,13 @@ def tile_origins(length: int, tile: int, align: int) -> List[int]:
 
     The last tile is moved back to end on the first multiple of ``align`` past
     the section, so that it overlaps its neighbour instead of sticking far out.
+
+    Examples
+    --------
+    >>> tile_origins(100, 64, 16)  # the last tile moved back to end at 112, the first multiple of 16 past 100
+    [0, 48]
+    >>> tile_origins(40, 64, 16)  # one tile covers it
+    [0]
     """
     end = -(-length // align) * align
     origins = list(range(0, end - tile + 1, tile))

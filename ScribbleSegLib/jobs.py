@@ -222,6 +222,21 @@ def check_job(job: SegmentFiles) -> None:
     ------
     ScribbleSegError
         One line naming the option (or file) and the problem.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> image, strokes = os.path.join(folder.name, "stack.nrrd"), os.path.join(folder.name, "strokes.nrrd")
+    >>> for path in (image, strokes):
+    ...     open(path, "wb").close()  # only their names are checked here
+    >>> try:
+    ...     check_job(SegmentFiles(image=image, model="starter", labels=image, scribbles=strokes,
+    ...                            names={"labels": "--out"}))
+    ... except ScribbleSegError as error:
+    ...     print(str(error).replace(folder.name, "<folder>"))
+    <folder>/stack.nrrd (--out): is the input image; choose another output file, inputs are never overwritten
+    >>> folder.cleanup()
     """
     from .checks import check_device, check_orientations, check_seed
     from .fileio import check_outputs

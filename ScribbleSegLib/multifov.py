@@ -46,6 +46,11 @@ def downsample2(image: np.ndarray, rows_per_block: int = 512) -> np.ndarray:
     it), as the reflecting border of :func:`crop` would.  The result has
     ``ceil(H / 2) x ceil(W / 2)`` pixels, rounded to uint8; the work is done in
     row blocks so that memory stays near the size of the output.
+
+    Examples
+    --------
+    >>> downsample2(np.array([[0, 2, 10], [4, 6, 20]], np.uint8))  # the odd column with its mirror: 38 / 4
+    array([[ 3, 10]], dtype=uint8)
     """
     image = np.asarray(image)
     h, w = image.shape[:2]

@@ -17,7 +17,18 @@ BACKGROUND_SCRIBBLE_RGB = np.array([0, 120, 255], np.uint8)
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
-    """Pixels of a 2D mask that have a 4-neighbour outside it."""
+    """Pixels of a 2D mask that have a 4-neighbour outside it.
+
+    Examples
+    --------
+    >>> square = np.zeros((5, 5), bool); square[1:4, 1:4] = True
+    >>> boundary(square).astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 0],
+           [0, 1, 0, 1, 0],
+           [0, 1, 1, 1, 0],
+           [0, 0, 0, 0, 0]])
+    """
     mask = mask.astype(bool)
     inner = mask.copy()
     inner[1:, :] &= mask[:-1, :]

@@ -175,6 +175,20 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
     is told the ``downsample`` that brings it near the model's scale, unless its sections (``section_yx``, in
     pixels, when given) would then be under half the network's patch (:data:`SMALL_SECTION_SHARE`): a 1000-pixel
     tile at 40x, 71 times finer than the starter model, is not told to become 14 pixels wide.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.model_file import load_model
+    >>> from ScribbleSegLib.starter import starter_model_path
+    >>> model = load_model(starter_model_path())
+    >>> x, y = model.voxel_size[:2]  # the model's training pixel, (x, y) in mm
+    >>> network_scale((x, y), model)
+    (1.0, 1.0)
+    >>> network_scale((2 * x, 2 * y), model)  # pixels twice as coarse: the sections are enlarged twice
+    (2.0, 2.0)
+    >>> warnings = []
+    >>> network_scale(None, model, warnings), len(warnings)  # no spacing: its own scale, and a warning
+    ((1.0, 1.0), 1)
     """
     from .inference import network_scale as factors
 

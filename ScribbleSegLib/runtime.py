@@ -68,6 +68,16 @@ def torch_threads(n: int) -> Iterator[None]:
 
     Small-tensor loops (stain fitting, DDML steps on a few thousand pixels) run
     many times faster with one thread than with two on a 2-core machine.
+
+    Examples
+    --------
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
     """
     import torch
 

@@ -275,6 +275,16 @@ def draw_path(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: float, a
         Brush radius in column pixels; the brush covers at least the sample's pixel.
     aspect : float
         Row pixel size over column pixel size, so the brush is round in mm.
+
+    Examples
+    --------
+    >>> mask = draw_path(np.zeros((5, 9), bool), np.full(7, 2.0), np.arange(1.0, 8.0), radius=1)
+    >>> mask.astype(int)
+    array([[0, 0, 0, 0, 0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 1, 1, 1, 1, 0],
+           [1, 1, 1, 1, 1, 1, 1, 1, 1],
+           [0, 1, 1, 1, 1, 1, 1, 1, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0, 0]])
     """
     ry, rx = int(np.ceil(radius / aspect)), int(np.ceil(radius))
     oy, ox = np.mgrid[-ry:ry + 1, -rx:rx + 1]

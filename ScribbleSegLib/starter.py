@@ -43,6 +43,12 @@ def starter_model_path() -> Optional[Path]:
     -------
     pathlib.Path or None
         ``ScribbleSegLib/models/starter.model`` if the file exists.
+
+    Examples
+    --------
+    >>> path = starter_model_path()
+    >>> path.name, path.is_file()
+    ('starter.model', True)
     """
     path = MODELS_FOLDER / STARTER_MODEL_NAME
     return path if path.is_file() else None

@@ -36,7 +36,14 @@ MEASURES_MAX_BYTES = 256 * 2**20
 
 
 def plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float) -> np.ndarray:
-    """Distance of each pixel of the ``(Y, X)`` ``mask`` to its nearest ``True`` pixel, in pixels of size ``pixel``."""
+    """Distance of each pixel of the ``(Y, X)`` ``mask`` to its nearest ``True`` pixel, in pixels of size ``pixel``.
+
+    Examples
+    --------
+    >>> mask = np.zeros((1, 6), bool); mask[0, 0] = True
+    >>> plane_distance(mask, (1.0, 0.5, 0.5), 0.5).round(2).tolist()  # 0.5 mm pixels
+    [[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]]
+    """
     import SimpleITK as sitk  # only here: the rest of the cut does not need it
 
     image = sitk.GetImageFromArray(mask.astype(np.uint8))

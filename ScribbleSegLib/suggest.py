@@ -111,6 +111,14 @@ def section_scores(h: np.ndarray, labels: np.ndarray, network: np.ndarray,
     -------
     list of Suggestion
         In section order (unranked).
+
+    Examples
+    --------
+    >>> h = np.zeros((3, 8, 8), np.float32); h[:, 2:6, 2:6] = 0.9; h[2, 2:6, 2:6] = 0.55
+    >>> labels = (h > 0.6).astype(np.uint8)
+    >>> scores = section_scores(h, labels, h, None)  # section 2: h unsure, and the result leaves it out
+    >>> [s.section for s in scores], max(scores, key=lambda s: s.score).section
+    ([0, 1, 2], 2)
     """
     h = np.asarray(h)
     if h.ndim != 3:

@@ -202,7 +202,16 @@ def labelmap_to_surface(labels: np.ndarray, geometry: Geometry, smoothing: float
 
 
 def surface_area_volume(polydata: vtkPolyData) -> Tuple[float, float]:
-    """Area (mm^2) and enclosed volume (mm^3) of a closed surface, by ``vtkMassProperties``."""
+    """Area (mm^2) and enclosed volume (mm^3) of a closed surface, by ``vtkMassProperties``.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.geometry import Geometry
+    >>> cube = np.zeros((12, 12, 12), np.uint8); cube[2:10, 2:10, 2:10] = 1  # 8 mm on a side
+    >>> area, volume = surface_area_volume(labelmap_to_surface(cube, Geometry((1.0, 1.0, 1.0)), smoothing=0))
+    >>> 300 < area < 400, 400 < volume < 520  # the cube's 384 mm^2 and 512 mm^3, its corners cut
+    (True, True)
+    """
     if not isinstance(polydata, vtkPolyData):
         raise ScribbleSegError(f"polydata must be a vtkPolyData, got {type(polydata).__name__}")
     if polydata.GetNumberOfPolys() == 0:

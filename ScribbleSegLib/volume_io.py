@@ -72,6 +72,15 @@ def list_section_files(folder: PathLike) -> List[Path]:
         If ``folder`` is not an existing folder, or holds two files of one name in two formats (``s1.png`` and
         ``s1.tif``: a folder exported again in another format), which would make each section two, or two
         files whose names differ only in how a number is written (``s10.png`` and ``s010.png``).
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> for name in ("s10.png", "s2.png", ".hidden.png", "notes.txt"):
+    ...     _ = (Path(folder.name) / name).write_bytes(b"")
+    >>> [p.name for p in list_section_files(folder.name)]
+    ['s2.png', 's10.png']
+    >>> folder.cleanup()
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -1192,7 +1201,17 @@ def write_rgb_volume(path: PathLike, volume: Volume) -> None:
 
 
 def write_labelmap(path: PathLike, labels: np.ndarray, geometry: Geometry) -> None:
-    """Write a ``(Z, Y, X)`` uint8 labelmap (compressed; format from the extension)."""
+    """Write a ``(Z, Y, X)`` uint8 labelmap (compressed; format from the extension).
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "labels.nii.gz"
+    >>> write_labelmap(path, np.array([[[0, 1, 2]]], np.uint8), Geometry((0.5, 0.5, 2.0)))
+    >>> sitk.GetArrayFromImage(sitk.ReadImage(str(path))).tolist()
+    [[[0, 1, 2]]]
+    >>> folder.cleanup()
+    """
     labels = _check_array(path, labels, 3, "a labelmap")
     if labels.dtype.kind not in "uib":
         raise ScribbleSegError(f"{path}: a labelmap must have integer values, got {labels.dtype}")
@@ -1230,6 +1249,19 @@ def write_probability(path: PathLike, prob: np.ndarray, geometry: Geometry) -> N
     ------
     ScribbleSegError
         If ``prob`` holds NaN or infinite values.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "h.nrrd"
+    >>> write_probability(path, np.array([[[0.25, 1.0]]], np.float32), Geometry((0.5, 0.5, 2.0)))
+    >>> sitk.GetArrayFromImage(sitk.ReadImage(str(path))).tolist(), sitk.ReadImage(str(path)).GetSpacing()
+    ([[[0.25, 1.0]]], (0.5, 0.5, 2.0))
+    >>> write_probability(path, np.array([[[np.nan]]], np.float32), Geometry((0.5, 0.5, 2.0)))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: ...
+    >>> folder.cleanup()
     """
     prob = _check_array(path, prob, 3, "a probability map")
     prob = np.ascontiguousarray(prob, dtype=np.float32)
@@ -1434,6 +1466,16 @@ def is_segmentation_file(path: PathLike) -> bool:
     A file named ``*.seg.nrrd`` is one unless its header reads and holds no segment (a plain labelmap saved
     under that name, which is read as a labelmap); one whose header does not read is left to the
     segmentation reader, whose message says so.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> seg, plain = Path(folder.name) / "result.seg.nrrd", Path(folder.name) / "labels.nrrd"
+    >>> write_segmentation(seg, [("heart", np.ones((1, 2, 2), np.uint8), (1.0, 0.0, 0.0))], Geometry((1.0, 1.0, 1.0)))
+    >>> write_labelmap(plain, np.ones((1, 2, 2), np.uint8), Geometry((1.0, 1.0, 1.0)))
+    >>> is_segmentation_file(seg), is_segmentation_file(plain)
+    (True, False)
+    >>> folder.cleanup()
     """
     path = check_path(path)
     if path.is_dir():
