@@ -96,7 +96,16 @@ class SegModel:
 
 
 def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (identifies a parent model whatever its name)."""
+    """Hex SHA-256 of a file's bytes (identifies a parent model whatever its name).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "empty.model")
+    >>> open(path, "wb").close()
+    >>> file_sha256(path)  # the SHA-256 of no bytes
+    'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -146,7 +146,13 @@ class ModelConfig:
 
 
 def scale_input(x: torch.Tensor) -> torch.Tensor:
-    """Network input from RGB values in [0, 255]: [-1, 1]."""
+    """Network input from RGB values in [0, 255]: [-1, 1].
+
+    Examples
+    --------
+    >>> scale_input(torch.tensor([0.0, 127.5, 255.0])).tolist()
+    [-1.0, 0.0, 1.0]
+    """
     return x / 127.5 - 1.0
 
 

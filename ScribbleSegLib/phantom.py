@@ -878,6 +878,13 @@ def volume_roles(n_volumes: int) -> List[str]:
     Six volumes split as the paper's (2 / 2 / 2); in general a third (rounded down) each for
     validation and test and the rest for training; two volumes are one train and one test,
     a single volume is a test volume.
+
+    Examples
+    --------
+    >>> volume_roles(6)
+    ['train', 'train', 'val', 'val', 'test', 'test']
+    >>> volume_roles(2), volume_roles(1)
+    (['train', 'test'], ['test'])
     """
     n = int(n_volumes)
     if n <= 2:

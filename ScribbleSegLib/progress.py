@@ -90,7 +90,18 @@ def report(progress: Optional[ProgressCallback], stage: str, fraction: float, me
 
 
 def check(cancel: Optional[CancelToken]) -> None:
-    """Raise :class:`CancelledError` if ``cancel`` is set; ``None`` never cancels."""
+    """Raise :class:`CancelledError` if ``cancel`` is set; ``None`` never cancels.
+
+    Examples
+    --------
+    >>> token = CancelToken()
+    >>> check(token); check(None)  # not cancelled: nothing happens
+    >>> token.cancel()
+    >>> check(token)
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.CancelledError: ...
+    """
     if cancel is not None:
         cancel.check()
 

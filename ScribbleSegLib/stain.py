@@ -879,6 +879,14 @@ def fit_reference(
     ------
     ScribbleSegError
         If the sampled sections hold too little tissue or only one stain.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.phantom import PhantomConfig, make_phantom
+    >>> phantom = make_phantom(0, PhantomConfig(shape=(4, 96, 96)))
+    >>> reference = fit_reference([phantom.image.array])
+    >>> reference.stain_matrix.shape, reference.max_concentrations.shape  # two stains' RGB optical densities
+    ((2, 3), (2,))
     """
     _check_max_pixels(max_pixels)
     all_sections = _as_sections(images)

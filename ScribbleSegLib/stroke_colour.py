@@ -85,6 +85,18 @@ def fit(image: np.ndarray, scribbles: np.ndarray, cancel: Optional[CancelToken] 
         ``(Z, Y, X)`` uint8: 1 target, 2 background.
     cancel : CancelToken, optional
         Checked before each stroked section.
+
+    Examples
+    --------
+    >>> image = np.zeros((1, 4, 4, 3), np.uint8); image[..., 0] = 200; image[:, :, 2:] = (40, 40, 200)
+    >>> strokes = np.zeros((1, 4, 4), np.uint8); strokes[0, 0, 0] = 1; strokes[0, 0, 3] = 2
+    >>> model = fit(image, strokes)  # red is the target, blue the background
+    >>> h = np.full((1, 4, 4), 0.5, np.float32)
+    >>> blend_into(h, image, model, weight=0.5)
+    >>> bool(h[0, 0, 0] > 0.7), bool(h[0, 0, 3] < 0.3)
+    (True, True)
+    >>> fit(image, np.where(strokes == 2, 0, strokes).astype(np.uint8)) is None  # one class only
+    True
     """
     stroked = np.flatnonzero(scribbles.reshape(len(scribbles), -1).max(axis=1))
     counts = [np.bincount(scribbles[z].ravel(), minlength=3)[1:3] for z in stroked]
@@ -133,6 +145,13 @@ def blend_into(h: np.ndarray, image: np.ndarray, model: Optional[ColourModel], w
         In [0, 1].
     cancel : CancelToken, optional
         Checked before each section.
+
+    Examples
+    --------
+    >>> h = np.full((1, 2, 2), 0.5, np.float32)
+    >>> blend_into(h, np.zeros((1, 2, 2, 3), np.uint8), None, 0.5)  # no colour model: h as it was
+    >>> h.tolist()
+    [[[0.5, 0.5], [0.5, 0.5]]]
     """
     if model is None or weight <= 0:
         return

@@ -140,6 +140,12 @@ def check_pair(image: Union[Volume, np.ndarray], label: np.ndarray, name: str) -
     ScribbleSegError
         If the image is not ``(Z, Y, X, 3)`` or ``(Z, Y, X)`` (grey, repeated into RGB) uint8, or the label's
         size differs or its values are not numbers of 0 and above.
+
+    Examples
+    --------
+    >>> image, label = check_pair(np.zeros((1, 2, 4), np.uint8), np.array([[[0, 3, 0, 0], [0, 0, 0, 1]]]), "v")
+    >>> image.shape, label.tolist()  # grey repeated into RGB; any value above 0 is heart
+    ((1, 2, 4, 3), [[[0, 1, 0, 0], [0, 0, 0, 1]]])
     """
     array = image.array if isinstance(image, Volume) else np.asarray(image)
     label = np.asarray(label)

@@ -1394,6 +1394,18 @@ def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
     geometry : Geometry
         The geometry of the file's voxel grid (which Slicer may have cropped
         to the segments' extent).
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path, geometry = Path(folder.name) / "strokes.seg.nrrd", Geometry((0.5, 0.5, 2.0))
+    >>> heart = np.zeros((2, 3, 3), np.uint8); heart[0, 1, 1] = 1
+    >>> write_segmentation(path, [("Heart", heart, (1.0, 0.0, 0.0)), ("background", 1 - heart, (0.0, 0.0, 1.0))],
+    ...                    geometry)
+    >>> masks, read_geometry = read_segmentation(path)
+    >>> sorted(masks), int(masks["heart"].sum()), read_geometry.spacing
+    (['background', 'heart'], 1, (0.5, 0.5, 2.0))
+    >>> folder.cleanup()
     """
     path = check_path(path)
     if not path.is_file():
@@ -1868,6 +1880,15 @@ def read_label(
         segmentations and exports labelmaps, or extended with empty voxels) is
         placed onto the image's grid; one that marks voxels outside the image
         is refused.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path, geometry = Path(folder.name) / "label.nrrd", Geometry((0.5, 0.5, 2.0))
+    >>> write_labelmap(path, np.array([[[0, 1], [2, 0]]], np.uint8), geometry)
+    >>> read_label(path, (1, 2, 2), geometry).tolist()  # values above 0 are heart
+    [[[0, 1], [1, 0]]]
+    >>> folder.cleanup()
     """
     path = check_path(path)
     shape, geometry = _check_grid(shape, geometry)
