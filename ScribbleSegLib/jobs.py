@@ -97,6 +97,15 @@ class SegmentFiles:
         grid has none (``Volume.scan_pixel``) and its file states none: the Slicer module gives what the file
         its volume was loaded from states (:func:`ScribbleSegLib.scan_pixel.stated_pixel`), as the file itself
         gives it here.  Not used with ``spacing``.
+
+    Examples
+    --------
+    >>> job = SegmentFiles(image="stack.nrrd", model="starter", labels="heart.seg.nrrd", scribbles="strokes.nrrd",
+    ...                    surface="heart.stl", cut={"gamma": 4.0})
+    >>> job.outputs()
+    {'labels': 'heart.seg.nrrd', 'surface': 'heart.stl'}
+    >>> job.name("labels"), SegmentFiles(**{**job.__dict__, "names": {"labels": "--out"}}).name("labels")
+    ('labels', '--out')
     """
 
     image: str

@@ -11,7 +11,13 @@ from typing import Dict, Iterator
 
 
 def current_rss() -> int:
-    """Resident set size of this process in bytes (Linux ``/proc``; 0 elsewhere)."""
+    """Resident set size of this process in bytes (Linux ``/proc``; 0 elsewhere).
+
+    Examples
+    --------
+    >>> current_rss() >= 0
+    True
+    """
     try:
         with open("/proc/self/statm") as f:
             import os

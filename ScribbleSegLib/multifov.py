@@ -82,7 +82,13 @@ def build_pyramid(section: np.ndarray, n_levels: int) -> List[np.ndarray]:
 
 
 def reflect_indices(start: int, size: int, n: int) -> np.ndarray:
-    """Indices ``start .. start+size-1`` folded into ``[0, n)`` by mirror reflection (no edge repeat)."""
+    """Indices ``start .. start+size-1`` folded into ``[0, n)`` by mirror reflection (no edge repeat).
+
+    Examples
+    --------
+    >>> reflect_indices(-2, 7, 4).tolist()  # two before the start and one past the end, mirrored
+    [2, 1, 0, 1, 2, 3, 2]
+    """
     idx = np.arange(start, start + size)
     if n == 1:
         return np.zeros_like(idx)
@@ -92,7 +98,13 @@ def reflect_indices(start: int, size: int, n: int) -> np.ndarray:
 
 
 def crop(array: np.ndarray, start: Pair, size: Pair) -> np.ndarray:
-    """``array[y0:y0+h, x0:x0+w]`` for any ``start``, reflecting past the borders."""
+    """``array[y0:y0+h, x0:x0+w]`` for any ``start``, reflecting past the borders.
+
+    Examples
+    --------
+    >>> crop(np.arange(4)[None], (0, -2), (1, 7)).tolist()
+    [[2, 1, 0, 1, 2, 3, 2]]
+    """
     (y0, x0), (h, w) = start, size
     if 0 <= y0 and y0 + h <= array.shape[0] and 0 <= x0 and x0 + w <= array.shape[1]:
         return array[y0:y0 + h, x0:x0 + w]

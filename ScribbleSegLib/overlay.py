@@ -73,7 +73,17 @@ def overlay_section(rgb: np.ndarray, prediction: Optional[np.ndarray] = None, tr
 def write_overlay_png(path: Union[str, os.PathLike], image: np.ndarray, sections: Sequence[int],
                       prediction: Optional[np.ndarray] = None, truth: Optional[np.ndarray] = None,
                       scribbles: Optional[np.ndarray] = None, columns: int = 3) -> None:
-    """Write a grid of overlaid sections ``sections`` of a ``(Z, Y, X, 3)`` volume to a PNG."""
+    """Write a grid of overlaid sections ``sections`` of a ``(Z, Y, X, 3)`` volume to a PNG.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "overlay.png")
+    >>> image = np.full((3, 8, 8, 3), 200, np.uint8); prediction = np.zeros((3, 8, 8), np.uint8)
+    >>> write_overlay_png(path, image, [0, 2], prediction=prediction)
+    >>> import SimpleITK as sitk; sitk.ReadImage(path).GetSize()  # 3 columns of 8 pixels, 4 apart; the third white
+    (32, 8)
+    """
     import SimpleITK as sitk
 
     tiles = [overlay_section(image[z],
@@ -147,7 +157,16 @@ def heat_map_section(rgb: np.ndarray, probability: np.ndarray, opacity: float = 
 def write_heat_map_png(path: Union[str, os.PathLike], image: np.ndarray, probability: np.ndarray,
                        sections: Sequence[int], truth: Optional[np.ndarray] = None, opacity: float = 0.5,
                        columns: int = 3) -> None:
-    """Write a grid of sections of a ``(Z, Y, X, 3)`` volume with the heat map of ``(Z, Y, X)`` probabilities."""
+    """Write a grid of sections of a ``(Z, Y, X, 3)`` volume with the heat map of ``(Z, Y, X)`` probabilities.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "heat.png")
+    >>> write_heat_map_png(path, np.full((1, 8, 8, 3), 200, np.uint8), np.full((1, 8, 8), 0.9, np.float32), [0])
+    >>> import SimpleITK as sitk; sitk.ReadImage(path).GetSize()
+    (8, 8)
+    """
     tiles = [heat_map_section(image[z], probability[z], opacity, truth=None if truth is None else truth[z])
              for z in sections]
     _write_grid(path, tiles, columns)

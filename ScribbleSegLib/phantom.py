@@ -155,6 +155,16 @@ class PhantomConfig:
     -----
     Making a volume takes about 120 bytes of memory per voxel at its peak (about 300 MB
     for the default shape) and about 2 s for the default shape (measured on a 2-core VM).
+
+    Examples
+    --------
+    >>> small = PhantomConfig(shape=(8, 64, 64))
+    >>> make_phantom(0, small).image.array.shape
+    (8, 64, 64, 3)
+    >>> PhantomConfig(shape=(2, 64, 64)).validate()
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: phantom shape 2 64 64 is too small: at least 4 sections of 16x16 pixels
     """
 
     shape: Tuple[int, int, int] = choices.PHANTOM_SHAPE
@@ -921,6 +931,18 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
     -------
     Path
         The manifest ``out_dir/phantom.json``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> write_phantom_set(folder.name, n_volumes=2, config=PhantomConfig(shape=(8, 64, 64))).name
+    'phantom.json'
+    >>> sorted(name for name in os.listdir(folder.name) if name.startswith("vol01"))[:2]
+    ['vol01_image.nrrd', 'vol01_label.seg.nrrd']
+    >>> len(os.listdir(folder.name))  # the manifest, and per volume its image, label and 3 stroke patterns
+    11
+    >>> folder.cleanup()
     """
     from . import volume_io
     from .scribbles import scribbled_sections, simulate_scribbles

@@ -287,6 +287,15 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
         float16 ``(Z, Y, X, C)``, memory-mapped when it comes from the cache.
     cached : bool
         True if nothing was computed.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.phantom import PhantomConfig, make_phantom
+    >>> from ScribbleSegLib.starter import starter_model_path
+    >>> image = make_phantom(0, PhantomConfig(shape=(4, 64, 64))).image.array
+    >>> probability, features, cached = compute_features(image, as_model(starter_model_path()))
+    >>> probability.shape, probability.dtype, features.shape, features.dtype, cached
+    ((4, 64, 64), dtype('float32'), (4, 64, 64, 32), dtype('float16'), False)
     """
     from .checks import check_array
     from .fileio import DiskFullError

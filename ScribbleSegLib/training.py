@@ -109,6 +109,13 @@ class TrainOptions:
         Training pixels per class in the DDML bank.
     bank_sections : int
         Sections per training volume whose features feed the bank.
+
+    Examples
+    --------
+    >>> TrainOptions().batch, TrainOptions().augment
+    (8, True)
+    >>> TrainOptions(max_minutes=10, patience=12).max_minutes  # a time budget, and a longer wait
+    10
     """
 
     batch: int = choices.TRAIN_BATCH

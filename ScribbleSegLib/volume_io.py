@@ -1192,6 +1192,15 @@ def write_rgb_volume(path: PathLike, volume: Volume) -> None:
         ``kinds: vector domain domain domain``, gzip-compressed).
     volume : Volume
         ``array`` ``(Z, Y, X, 3)`` uint8 with its geometry.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "stack.nrrd"
+    >>> write_rgb_volume(path, Volume(np.full((2, 3, 4, 3), 200, np.uint8), Geometry((0.5, 0.5, 2.0))))
+    >>> read_image(path).array.shape
+    (2, 3, 4, 3)
+    >>> folder.cleanup()
     """
     array = _check_array(path, volume.array, 4, "an RGB image")
     if array.dtype != np.uint8:
@@ -1824,6 +1833,16 @@ def read_label_volume(path: PathLike) -> Volume:
     ------
     ScribbleSegError
         As :func:`read_label`, except for the grid checks.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "label.nrrd"
+    >>> write_labelmap(path, np.array([[[0, 2]]], np.uint8), Geometry((0.5, 0.5, 2.0)))
+    >>> label = read_label_volume(path)
+    >>> label.array.tolist(), label.geometry.spacing
+    ([[[0, 1]]], (0.5, 0.5, 2.0))
+    >>> folder.cleanup()
     """
     path = check_path(path)
     array, geometry = _read_label_file(path)
