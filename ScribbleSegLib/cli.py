@@ -130,7 +130,14 @@ def _library_log_to_stderr(command: str, flags: Dict[str, str], once: bool = Fal
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand registered."""
+    """The argument parser with every subcommand registered.
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["evaluate", "--prediction", "p.seg.nrrd", "--label", "l.seg.nrrd"])
+    >>> args.command, args._module.__name__
+    ('evaluate', 'ScribbleSegLib.commands.evaluate')
+    """
     parser = OneLineParser(
         prog="scribbleseg",
         description="Scribble-guided 3D segmentation of histological section stacks "

@@ -178,12 +178,27 @@ def table_i(runs: List[Dict[str, dict]], with_paper: bool = True,
 
 
 def heart_sections(label: np.ndarray) -> np.ndarray:
-    """Indices of the sections that contain heart."""
+    """Indices of the sections that contain heart.
+
+    Examples
+    --------
+    >>> label = np.zeros((6, 4, 4), np.uint8); label[1:4, 1, 1] = 1
+    >>> heart_sections(label).tolist()
+    [1, 2, 3]
+    """
     return np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
 
 
 def pick_overlay_sections(label: np.ndarray, scribbles: Optional[np.ndarray], count: int = 6) -> List[int]:
-    """Sections to show: scribbled ones first, then unscribbled heart sections spread evenly."""
+    """Sections to show: scribbled ones first, then unscribbled heart sections spread evenly.
+
+    Examples
+    --------
+    >>> label = np.zeros((6, 4, 4), np.uint8); label[1:4, 1, 1] = 1
+    >>> strokes = np.zeros((6, 4, 4), np.uint8); strokes[2, 0, 0] = 1
+    >>> pick_overlay_sections(label, strokes, count=2)  # the stroked section first
+    [2, 3]
+    """
     heart = heart_sections(label)
     scribbled = [] if scribbles is None else list(np.flatnonzero(scribbles.reshape(len(scribbles), -1).any(1)))
     chosen = scribbled[: count // 2]

@@ -870,7 +870,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def parse_line(line: str, stream: str = "stdout") -> Event:
-    """Turn one output line into an event; anything that is not a protocol event becomes a ``log`` event."""
+    """Turn one output line into an event; anything that is not a protocol event becomes a ``log`` event.
+
+    Examples
+    --------
+    >>> parse_line('{"event": "progress", "fraction": 0.5}')
+    {'event': 'progress', 'fraction': 0.5}
+    >>> parse_line("Traceback (most recent call last):", "stderr")
+    {'event': 'log', 'level': 'stderr', 'message': 'Traceback (most recent call last):'}
+    """
     text = line.rstrip("\r\n")
     if stream == "stdout" and text.startswith("{"):
         try:

@@ -124,7 +124,18 @@ def add_experiment_options(parser: argparse.ArgumentParser, out_default: str, mi
 
 
 def check_phantom_shape(shape) -> None:
-    """Refuse a ``--shape`` the phantom cannot be made with (too small, or too big for memory), before any work."""
+    """Refuse a ``--shape`` the phantom cannot be made with (too small, or too big for memory), before any work.
+
+    Examples
+    --------
+    >>> check_phantom_shape((16, 96, 96)); check_phantom_shape(None)  # both fine: nothing happens
+    >>> from ScribbleSegLib.errors import ScribbleSegError
+    >>> try:
+    ...     check_phantom_shape((2, 64, 64))
+    ... except ScribbleSegError as error:
+    ...     print(error)
+    --shape 2 64 64: phantom shape 2 64 64 is too small: at least 4 sections of 16x16 pixels
+    """
     if shape is None:
         return
     import dataclasses

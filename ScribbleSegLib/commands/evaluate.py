@@ -284,7 +284,16 @@ def _size(shape_zyx) -> str:
 
 
 def format_table(result: dict, scribbles_ignored: bool) -> str:
-    """The human-readable report of one :func:`ScribbleSegLib.metrics.evaluate` result."""
+    """The human-readable report of one :func:`ScribbleSegLib.metrics.evaluate` result.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ScribbleSegLib.metrics import evaluate
+    >>> label = np.zeros((2, 4, 4), np.uint8); label[0, 1:3, 1:3] = 1
+    >>> print(format_table(evaluate(label, label), False).splitlines()[3])
+    IoU              1.0000
+    """
     rows = [
         ("precision", f"{result['precision']:.4f}"),
         ("recall", f"{result['recall']:.4f}"),

@@ -91,7 +91,17 @@ PARAMETER_FLAGS = {**IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS, "method mu
 
 
 def cut_params_from_args(args: argparse.Namespace):
-    """``GraphCutParams`` with the defaults replaced by any of the cut's options (:data:`CUT_OPTIONS`)."""
+    """``GraphCutParams`` with the defaults replaced by any of the cut's options (:data:`CUT_OPTIONS`).
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.cli import build_parser
+    >>> args = build_parser().parse_args(["segment", "--image", "stack.nrrd", "--scribbles", "strokes.nrrd",
+    ...                                   "--model", "starter", "--out", "heart.seg.nrrd", "--gamma", "4"])
+    >>> params = cut_params_from_args(args)
+    >>> params.gamma, params.sigma  # the option given, and a default
+    (4.0, 0.1)
+    """
     import dataclasses
 
     from ..graphcut import GraphCutParams
@@ -101,7 +111,17 @@ def cut_params_from_args(args: argparse.Namespace):
 
 
 def job_from_args(args: argparse.Namespace):
-    """The :class:`~ScribbleSegLib.jobs.SegmentFiles` job of the command line."""
+    """The :class:`~ScribbleSegLib.jobs.SegmentFiles` job of the command line.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.cli import build_parser
+    >>> args = build_parser().parse_args(["segment", "--image", "stack.nrrd", "--scribbles", "strokes.nrrd",
+    ...                                   "--model", "starter", "--out", "heart.seg.nrrd", "--gamma", "4"])
+    >>> job = job_from_args(args)
+    >>> job.labels, job.cut, job.name("labels")  # messages name the output by its flag
+    ('heart.seg.nrrd', {'gamma': 4.0}, '--out')
+    """
     from ..jobs import SegmentFiles
 
     cache_dir = args.cache_dir if args.cache_dir is not None else str(choices.default_cache_dir())
