@@ -43,8 +43,9 @@ Memory and the coarse-to-fine banded cut
     banded again above (with a wider band, :data:`COARSE_BAND_RADIUS`). Then only the
     whole blocks within :data:`BAND_RADIUS` voxels (:data:`WIDE_BAND_RADIUS` on volumes of up to
     :data:`WIDE_BAND_MAX_VOXELS`) of the coarse boundary (and
-    blocks holding both scribble classes, and a heart that the coarse cut dropped around its own
-    strokes, :func:`_heart_dropped_at_strokes`) are re-cut at full resolution; the other
+    blocks holding both scribble classes, a heart that the coarse cut dropped around its own
+    strokes, :func:`_heart_dropped_at_strokes`, and pieces that ``h`` calls heart apart from the
+    heart the coarse cut kept, :func:`_pieces_dropped_apart`) are re-cut at full resolution; the other
     voxels keep the coarse label, and their pairs with band voxels become terminal
     capacities. Where the new boundary reaches voxels that no band held yet, the
     blocks around them join the band's graph, whose max-flow goes on from the last
@@ -54,10 +55,12 @@ Memory and the coarse-to-fine banded cut
     diagonals' share of a block face. Every re-cut minimises the energy over its
     voxels exactly, so the energy only goes down. What the banded cut can miss are
     parts of the full optimum away from the coarse boundary: specks smaller than a
-    block (which a weak boundary term lets through on noisy data), or a stretch of
+    block (which a weak boundary term lets through on noisy data), a stretch of
     boundary that moves further than the band in one piece without touching the
-    band's edge first. On the benchmark volumes it agreed with the full cut to Dice
-    0.999 or better (benchmarks/bench_graphcut.py); on the 100x512x512 H&E phantom of
+    band's edge first, and the far part of a thin arm joined to the heart (4-16 px
+    wide on ``benchmarks/bench_graphcut.py --pieces``, where the full cut keeps it).
+    On the benchmark volumes it agreed with the full cut to Dice 0.999 or better
+    (benchmarks/bench_graphcut.py); on the 100x512x512 H&E phantom of
     BENCHMARKS.md ("Interactive speed", ``bench_interactive.py cut --full``) 0.9935, with 0.08% more
     energy. Peak memory is the coarse graph
     or the band graph, whichever is larger, plus about one byte per voxel. Every cut
@@ -1716,6 +1719,38 @@ def _heart_dropped_at_strokes(labels: np.ndarray, h: np.ndarray, seeds: np.ndarr
     return left_out if np.count_nonzero(left_out) > COARSE_DROP_RATIO * kept else None
 
 
+def _pieces_dropped_apart(labels: np.ndarray, h: np.ndarray) -> Optional[np.ndarray]:
+    """The coarse blocks of pieces that the data term calls heart, that the coarse cut left out, and that touch no
+    block it kept (a piece: blocks each touching the next at a face, an edge or a corner); None without any.
+
+    A coarse level prices an outline at its block faces, not at the edges the fine outline follows, so it drops
+    a piece of tissue apart from the rest that the full cut keeps: on ``benchmarks/bench_graphcut.py --pieces``
+    a disc of radius 4-16 px with ``h`` 0.7-0.9 beside a stroked one, on every section (BENCHMARKS.md, "3D graph
+    cut: full vs coarse-to-fine banded").  Such a piece lies away from the coarse boundary, so no band reached it;
+    in the band, the fine cut decides it as the full cut would.  Pieces joined to kept heart are left as the coarse
+    cut made them: where a network over-segments, the heart it adds lies next to the heart, and re-cutting it
+    there cost the bench's validation (BENCHMARKS.md, "Interactive speed", item 61).
+
+    Examples
+    --------
+    >>> labels = np.array([1, 1, 0, 0, 0, 0, 0], np.uint8).reshape(1, 1, 7)
+    >>> h = np.array([0.9, 0.9, 0.8, 0.2, 0.9, 0.9, 0.2], np.float32).reshape(1, 1, 7)
+    >>> _pieces_dropped_apart(labels, h).ravel().astype(int).tolist()  # not the block next to the kept heart
+    [0, 0, 0, 0, 1, 1, 0]
+    >>> _pieces_dropped_apart(labels, np.where(h > 0.5, 0.2, h).astype(np.float32)) is None
+    True
+    """
+    import SimpleITK as sitk  # only here: a cut without such pieces does not need it
+
+    left_out = (h > 0.5) & (labels == 0)
+    if not left_out.any():
+        return None
+    pieces = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(left_out.view(np.uint8)), True))
+    touching = np.unique(pieces[_grow(labels > 0, (1, 1, 1)) & left_out])
+    apart = left_out & ~np.isin(pieces, touching)
+    return apart if apart.any() else None
+
+
 def _upsample(coarse: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> np.ndarray:
     out = np.empty(tuple(shape), np.uint8)
     for z0, z1 in slabs(shape[0], shape[1] * shape[2], f[0]):
@@ -1886,6 +1921,9 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
         _log.info("graph cut: the coarse cut of %s left out more heart around the heart strokes than it kept; "
                   "the band takes it in", _fmt_shape(coarse.shape))
         band |= _grow(dropped, [n - 1 for n in steps])
+    apart = _pieces_dropped_apart(coarse_labels, coarse.h)
+    if apart is not None:
+        band |= _grow(apart, [n - 1 for n in steps])
     del coarse  # only its labels and the band are needed from here on
     labels = _upsample(coarse_labels, f, level.shape)
     del coarse_labels

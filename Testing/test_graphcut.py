@@ -406,6 +406,31 @@ def test_a_heart_the_coarse_cut_drops_around_its_strokes_is_cut_again_at_full_re
     assert any("left out more heart around the heart strokes" in r.getMessage() for r in caplog.records)
 
 
+def test_a_piece_apart_from_the_strokes_that_the_coarse_cut_drops_is_cut_again_at_full_resolution():
+    # A stroked disc and, apart from it, a disc of radius 9 without strokes, both of their own colour, h 0.85
+    # and 0.8 on them: the full cut keeps both; the coarse level, pricing the small disc's outline at block faces
+    # that cross its uniform inside, drops it, and no band reached it before.
+    rows, columns = 64, 112
+    yy, xx = np.mgrid[:rows, :columns]
+    large = (yy - 32) ** 2 + (xx - 30) ** 2 < 20 ** 2
+    small = (yy - 32) ** 2 + (xx - 85) ** 2 < 9 ** 2
+    grey = np.where(large | small, 190, 130)[None, ..., None].repeat(6, 0).repeat(3, -1)
+    image = np.clip(grey + np.random.default_rng(0).integers(-8, 9, grey.shape), 0, 255).astype(np.uint8)
+    h = np.where(large, 0.85, np.where(small, 0.8, 0.1)).astype(np.float32)[None].repeat(6, 0)
+    scribbles = np.zeros(h.shape, np.uint8)
+    scribbles[:, 32, 25:35] = 1
+    scribbles[:, 2, :] = 2
+    full = graph_cut(h, image, scribbles, params=GraphCutParams(), mode="full")
+    assert full[:, small].all() and full[:, large].all()
+    level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams())
+    coarse = graphcut._downsample(level, graphcut._coarsen_factors(level.shape, level.spacing), None)
+    coarse_labels = graphcut._cut_full(coarse, None, None)
+    assert not coarse_labels[:, 16, 42].any() and coarse_labels[:, 16, 15].all()  # small dropped, large kept
+    banded = graph_cut(h, image, scribbles, params=GraphCutParams(), mode="banded")
+    assert banded[:, small].mean() > 0.99
+    assert dice(banded, full) >= 0.999
+
+
 @pytest.mark.parametrize("neighbourhood", [6, 10])
 def test_a_band_graph_weighed_on_threads_cuts_as_one_thread_builds_it(monkeypatch, neighbourhood):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=6)

@@ -20,6 +20,13 @@ scribbles and an h made from its label (sigmoid of the signed distance,
 smooth plus pixel noise, standing in for the network), for several gamma:
 agreement of the banded with the full cut where the image has real texture.
 It needs scipy (bench extra) for the distance transform.
+
+A third table (``--pieces``) asks what the coarse-to-fine cut keeps away from the strokes: a large disc with a
+heart stroke, and beside it a separate disc of radius R or an arm W pixels wide joined to it, with the same
+contrast and ``h`` on every section, the library's default settings.  It gives the share of the small disc, and
+of the arm's far half, that each cut keeps.
+
+    python benchmarks/bench_graphcut.py --sizes "" --phantom-gammas "" --pieces
 """
 
 from __future__ import annotations
@@ -144,6 +151,43 @@ def phantom_table(gammas, seed: int) -> None:
               flush=True)
 
 
+def pieces_case(kind: str, size: int, h_piece: float, noise: int, sections: int = 8):
+    """``h``, image, strokes and the mask to score of a large disc with a stroke and a piece without one: a
+    separate disc of radius ``size`` (``kind`` "disc") or an arm ``size`` pixels wide joined to the large disc
+    ("arm", scored on its far half)."""
+    rows, columns = 96, 160
+    yy, xx = np.mgrid[:rows, :columns]
+    large = (yy - rows // 2) ** 2 + (xx - 40) ** 2 < 26 ** 2
+    if kind == "disc":
+        piece = scored = (yy - rows // 2) ** 2 + (xx - 110) ** 2 < size ** 2
+    else:
+        piece = (abs(yy - rows // 2) < size / 2) & (xx >= 60) & (xx < 140)
+        scored = piece & (xx >= 100)
+    rng = np.random.default_rng(0)
+    grey = np.where(large | piece, 190, 130)[None, ..., None].repeat(sections, 0).repeat(3, -1)
+    image = np.clip(grey + rng.integers(-noise, noise + 1, grey.shape), 0, 255).astype(np.uint8)
+    h = np.where(large, 0.85, np.where(piece, h_piece, 0.1)).astype(np.float32)[None].repeat(sections, 0)
+    strokes = np.zeros(h.shape, np.uint8)
+    strokes[:, rows // 2, 34:46] = 1
+    strokes[:, 2, :] = 2
+    return h, image, strokes, scored
+
+
+def pieces_table() -> None:
+    from ScribbleSegLib.graphcut import GraphCutParams, graph_cut
+
+    print("\n| piece | size px | h on it | image noise | kept by the full cut | kept by the banded cut |")
+    print("|---|---|---|---|---|---|")
+    for kind, sizes in (("disc", (4, 6, 9, 12, 16)), ("arm", (4, 8, 12, 16))):
+        for size in sizes:
+            for h_piece in (0.7, 0.9):
+                for noise in (8, 30):
+                    h, image, strokes, scored = pieces_case(kind, size, h_piece, noise)
+                    kept = [graph_cut(h, image, strokes, params=GraphCutParams(), mode=mode)[:, scored].mean()
+                            for mode in ("full", "banded")]
+                    print(f"| {kind} | {size} | {h_piece} | {noise} | {kept[0]:.2f} | {kept[1]:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="64x256x256,64x512x512", help="comma-separated ZxYxX sizes")
@@ -151,16 +195,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phantom-gammas", default="0.5,1,2,4",
                         help="gammas for the H&E phantom table; empty to skip it")
+    parser.add_argument("--pieces", action="store_true",
+                        help="also the table of pieces away from the strokes that each cut keeps")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker[0], args.worker[1], float(args.worker[2]))
         return
 
-    print("| case | grid (ZxYxX) | mode | wall s | CPU s | peak RSS GiB | cut's own GiB | band vs full Dice "
-          "| Dice vs truth |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for case in args.cases.split(","):
+    if args.sizes:
+        print("| case | grid (ZxYxX) | mode | wall s | CPU s | peak RSS GiB | cut's own GiB | band vs full Dice "
+              "| Dice vs truth |")
+        print("|---|---|---|---|---|---|---|---|---|")
+    for case in (args.cases.split(",") if args.sizes else []):
         setting = CASES[case]
         for size in args.sizes.split(","):
             shape = tuple(int(n) for n in size.lower().split("x"))
@@ -182,6 +229,8 @@ def main() -> None:
                   f"| {full['peak'] / band['peak']:.1f}x | {own:.1f}x |  |  |", flush=True)
     if args.phantom_gammas:
         phantom_table([float(g) for g in args.phantom_gammas.split(",")], args.seed)
+    if args.pieces:
+        pieces_table()
 
 
 if __name__ == "__main__":
