@@ -90,6 +90,11 @@ PARAMETER_FLAGS = {**IMAGE_PARAMETER_FLAGS, **DEVICE_PARAMETER_FLAGS, "method mu
                    **{f"{OPTION_NAMES['cut']}: graph cut: {k}": f"--{k.replace('_', '-')}" for k in CUT_OPTIONS}}
 
 
+def _cut_given(args: argparse.Namespace) -> dict:
+    """The cut's options given on the command line (:data:`CUT_OPTIONS` that are not None), by field."""
+    return {k: getattr(args, k) for k in CUT_OPTIONS if getattr(args, k) is not None}
+
+
 def cut_params_from_args(args: argparse.Namespace):
     """``GraphCutParams`` with the defaults replaced by any of the cut's options (:data:`CUT_OPTIONS`).
 
@@ -106,8 +111,7 @@ def cut_params_from_args(args: argparse.Namespace):
 
     from ..graphcut import GraphCutParams
 
-    given = {k: getattr(args, k) for k in CUT_OPTIONS if getattr(args, k) is not None}
-    return dataclasses.replace(GraphCutParams(), **given)
+    return dataclasses.replace(GraphCutParams(), **_cut_given(args))
 
 
 def job_from_args(args: argparse.Namespace):
@@ -130,7 +134,7 @@ def job_from_args(args: argparse.Namespace):
         image=args.image, model=args.model, labels=args.out, scribbles=args.scribbles,
         probability=args.probability, surface=args.surface, render=args.render, method=args.method,
         spacing=args.spacing, downsample=args.downsample, device=args.device, seed=args.seed, cache_dir=cache_dir,
-        cut={k: getattr(args, k) for k in CUT_OPTIONS if getattr(args, k) is not None},
+        cut=_cut_given(args),
         ddml={} if args.h_evaluation is None else {"evaluation": args.h_evaluation},
         names=dict(OPTION_NAMES), suggest=args.suggest, orientations=args.orientations)
 
@@ -184,7 +188,7 @@ def unused_option_notes(args: argparse.Namespace) -> list:
     """
     notes = []
     stages = choices.METHODS.index(args.method)  # munet, ddml, full: each runs the stages of the ones before
-    cut = [f"--{k.replace('_', '-')}" for k in CUT_OPTIONS if getattr(args, k) is not None]
+    cut = [f"--{k.replace('_', '-')}" for k in _cut_given(args)]
     if stages < 2 and cut:
         notes.append(f"--method {args.method} stops before the graph cut: {', '.join(cut)} "
                      f"{'is' if len(cut) == 1 else 'are'} not used")
