@@ -21,11 +21,24 @@ class ScribbleSegError(Exception):
 class DamagedFeatures(ScribbleSegError):
     """The M-Unet features hold values that are not numbers where a run reads them: a feature cache entry
     damaged between the samples of its checksum (the run removes it and computes the features again,
-    :func:`ScribbleSegLib.pipeline.heal_features`), or features a caller passed."""
+    :func:`ScribbleSegLib.pipeline.heal_features`), or features a caller passed.
+
+    Examples
+    --------
+    >>> error = DamagedFeatures("cached features hold values that are not numbers")
+    >>> isinstance(error, ScribbleSegError), str(error)  # shown to the user like any other
+    (True, 'cached features hold values that are not numbers')
+    """
 
 
 class CancelledError(ScribbleSegError):
-    """The user cancelled a long-running call through its cancel token."""
+    """The user cancelled a long-running call through its cancel token.
+
+    Examples
+    --------
+    >>> str(CancelledError()), isinstance(CancelledError(), ScribbleSegError)
+    ('cancelled by the user', True)
+    """
 
     def __init__(self, message: str = "cancelled by the user") -> None:
         super().__init__(message)
@@ -36,6 +49,13 @@ class Interrupted(KeyboardInterrupt):
 
     A ``KeyboardInterrupt``, so that every cleanup that handles Ctrl-C handles
     it too; ``exit_status`` is the shell's convention, 128 + the signal number.
+
+    Examples
+    --------
+    >>> import signal
+    >>> stop = Interrupted(signal.SIGTERM)
+    >>> str(stop), stop.exit_status, isinstance(stop, KeyboardInterrupt)
+    ('stopped by signal 15', 143, True)
     """
 
     def __init__(self, signum: int) -> None:

@@ -127,7 +127,20 @@ def sub_progress(progress: Optional[ProgressCallback], start: float, end: float)
 
 
 class TqdmProgress:
-    """A progress callback that draws one tqdm bar per stage on stderr."""
+    """A progress callback that draws one tqdm bar per stage on stderr.
+
+    Examples
+    --------
+    The bar counts in thousandths of the stage, and a new stage starts a new bar
+    (``disable=True`` draws nothing):
+
+    >>> bar = TqdmProgress(disable=True)
+    >>> bar("graph cut", 0.4567, "slice 3"); first = bar._bar
+    >>> bar("write", 0.1)
+    >>> first.n, bar._bar.n, bar._bar is first
+    (457, 100, False)
+    >>> bar.close()
+    """
 
     def __init__(self, disable: bool = False) -> None:
         self._bar = None
