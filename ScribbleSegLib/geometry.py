@@ -93,26 +93,54 @@ class Geometry:
         return (self.spacing[2], self.spacing[1], self.spacing[0])
 
     def ijk_to_lps(self) -> np.ndarray:
-        """The 4x4 matrix taking ``(i, j, k, 1)`` voxel indices to LPS mm."""
+        """The 4x4 matrix taking ``(i, j, k, 1)`` voxel indices to LPS mm.
+
+        Examples
+        --------
+        >>> Geometry((0.5, 0.5, 2.0), origin=(10.0, 0.0, 0.0)).ijk_to_lps() @ [2, 4, 1, 1]
+        array([11.,  2.,  2.,  1.])
+        """
         m = np.eye(4)
         m[:3, :3] = np.asarray(self.direction).reshape(3, 3) * np.asarray(self.spacing)[None, :]
         m[:3, 3] = self.origin
         return m
 
     def ijk_to_ras(self) -> np.ndarray:
-        """The 4x4 matrix taking voxel indices to RAS mm, as Slicer's ``GetIJKToRASMatrix``."""
+        """The 4x4 matrix taking voxel indices to RAS mm, as Slicer's ``GetIJKToRASMatrix``.
+
+        Examples
+        --------
+        >>> Geometry((0.5, 0.5, 2.0), origin=(10.0, 0.0, 0.0)).ijk_to_ras() @ [2, 4, 1, 1]  # x and y negated
+        array([-11.,  -2.,   2.,   1.])
+        """
         return np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.ijk_to_lps()
 
     @classmethod
     def from_ijk_to_ras(cls, matrix: np.ndarray) -> "Geometry":
-        """Build a geometry from a 4x4 IJK-to-RAS matrix (Slicer's convention)."""
+        """Build a geometry from a 4x4 IJK-to-RAS matrix (Slicer's convention).
+
+        Examples
+        --------
+        >>> g = Geometry((0.5, 0.25, 2.0), origin=(10.0, -3.0, 7.0))
+        >>> Geometry.from_ijk_to_ras(g.ijk_to_ras()) == g
+        True
+        """
         lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(matrix, dtype=float)
         spacing = np.linalg.norm(lps[:3, :3], axis=0)
         direction = lps[:3, :3] / spacing[None, :]
         return cls(tuple(spacing), tuple(lps[:3, 3]), tuple(direction.ravel()))
 
     def scaled(self, factors_xyz: Sequence[float]) -> "Geometry":
-        """Geometry of the volume downsampled by ``factors_xyz`` (area average, same corner)."""
+        """Geometry of the volume downsampled by ``factors_xyz`` (area average, same corner).
+
+        Examples
+        --------
+        The first voxel of a 2x2 average is centred between the first two old ones:
+
+        >>> g = Geometry((0.5, 0.5, 2.0)).scaled((2, 2, 1))
+        >>> g.spacing, g.origin
+        ((1.0, 1.0, 2.0), (0.25, 0.25, 0.0))
+        """
         f = np.asarray(factors_xyz, dtype=float)
         spacing = np.asarray(self.spacing) * f
         # The first downsampled voxel's centre lies half an old voxel times (f - 1) inside.
@@ -125,6 +153,14 @@ class Geometry:
         Spacing is compared relatively (``rtol``), origin to ``rtol`` of the largest
         spacing, direction to 1e-3.  ``reference`` names what this geometry belongs
         to in the description.
+
+        Examples
+        --------
+        >>> image = Geometry((0.5, 0.5, 2.0))
+        >>> image.mismatch(Geometry((0.5, 0.5, 2.0)))
+        ''
+        >>> image.mismatch(Geometry((0.5, 0.5, 4.0)), reference="stack")
+        "spacing (0.5, 0.5, 4) differs from the stack's (0.5, 0.5, 2)"
         """
         if not np.allclose(self.spacing, other.spacing, rtol=rtol, atol=0):
             return f"spacing {_fmt(other.spacing)} differs from the {reference}'s {_fmt(self.spacing)}"

@@ -38,7 +38,18 @@ HISTORY_FILE = "stroke-history.npz"
 @dataclass(frozen=True)
 class StrokeRun:
     """The strokes of one run, as flat voxel indices (increasing) and their codes (1 heart, 2 background), and
-    the ``(heart, background)`` doubt the run went by."""
+    the ``(heart, background)`` doubt the run went by.
+
+    Examples
+    --------
+    >>> scribbles = np.zeros((2, 2, 3), np.uint8); scribbles[1, 0, 1] = 1; scribbles[1, 1, 2] = 2
+    >>> run = StrokeRun.of(scribbles, (0.1, 0.4))
+    >>> run.voxels.tolist(), run.codes.tolist(), run.doubt
+    ([7, 11], [1, 2], (0.1, 0.4))
+    >>> more = scribbles.copy(); more[0, 0, 0] = 2
+    >>> run.held_by(more), run.held_by(np.zeros_like(scribbles))  # more strokes hold it; erased ones do not
+    (True, False)
+    """
 
     shape: Tuple[int, int, int]
     voxels: np.ndarray
@@ -88,14 +99,30 @@ class StrokeHistory:
 
     @classmethod
     def at(cls, features: np.ndarray) -> Optional["StrokeHistory"]:
-        """The history kept in the feature cache entry that ``features`` were read from, or None."""
+        """The history kept in the feature cache entry that ``features`` were read from, or None.
+
+        Examples
+        --------
+        >>> StrokeHistory.at(np.zeros((1, 2, 2, 4), np.float32)) is None  # features computed, not read from a cache
+        True
+        """
         from .feature_cache import entry_of
 
         entry = entry_of(features)
         return None if entry is None else cls(entry / HISTORY_FILE)
 
     def runs(self) -> List[StrokeRun]:
-        """The runs kept, oldest first (read from :attr:`path` once, if there is one)."""
+        """The runs kept, oldest first (read from :attr:`path` once, if there is one).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = Path(folder) / HISTORY_FILE
+        ...     StrokeHistory(path).remember(np.ones((1, 2, 2), np.uint8), (0.25, 0.5))
+        ...     [run.doubt for run in StrokeHistory(path).runs()]  # another process reads it back
+        [(0.25, 0.5)]
+        """
         if self._runs is None:
             self._runs = self._read()
         return list(self._runs)
@@ -110,7 +137,18 @@ class StrokeHistory:
 
     def remember(self, scribbles: np.ndarray, doubt: Sequence[float]) -> None:
         """Keep this run in place of the earlier runs its strokes hold (the chain goes on), the oldest beyond
-        :data:`KEPT_RUNS` dropped.  A file that cannot be written is one warning; the run is not affected."""
+        :data:`KEPT_RUNS` dropped.  A file that cannot be written is one warning; the run is not affected.
+
+        Examples
+        --------
+        >>> history = StrokeHistory()
+        >>> first = np.zeros((1, 1, 3), np.uint8); first[0, 0, 0] = 1
+        >>> history.remember(first, (0.2, 0.0))
+        >>> more = first.copy(); more[0, 0, 2] = 2
+        >>> history.remember(more, (0.1, 0.3))  # holds the first run's strokes: takes its place
+        >>> [run.doubt for run in history.runs()]
+        [(0.1, 0.3)]
+        """
         runs = [run for run in self.runs() if not run.held_by(scribbles)]
         runs = (runs + [StrokeRun.of(scribbles, doubt)])[-KEPT_RUNS:]
         self._runs = runs
