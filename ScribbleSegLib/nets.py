@@ -108,36 +108,82 @@ class ModelConfig:
 
         3-level experts see 47 pixels of their level (188 at 1/4 magnification),
         and the aggregating CNN also gets the experts' hidden layers.
+
+        Examples
+        --------
+        >>> ModelConfig.small().expert_features, ModelConfig.small("unet").expert_features
+        (True, False)
         """
         return cls(arch=arch, expert_features=(arch == "munet"))
 
     @classmethod
     def paper(cls, arch: str = "munet") -> "ModelConfig":
-        """The published sizes (5-level experts with 32..512 filters, 256-pixel patches), for a GPU."""
+        """The published sizes (5-level experts with 32..512 filters, 256-pixel patches), for a GPU.
+
+        Examples
+        --------
+        >>> config = ModelConfig.paper()
+        >>> config.patch, config.depth, config.width, config.weighting, ModelConfig.paper("unet").weighting
+        (256, 5, 32, True, False)
+        """
         return cls(arch=arch, patch=256, n_fov=3, width=32, depth=5, aggregator=(64, 64, 32),
                    feature_channels=32, weighting=(arch == "munet"), deep_supervision=1.0)
 
     @classmethod
     def preset(cls, name: str, arch: str = "munet") -> "ModelConfig":
-        """``small`` or ``paper``."""
+        """``small`` or ``paper``.
+
+        Examples
+        --------
+        >>> ModelConfig.preset("paper", "unet") == ModelConfig.paper("unet")
+        True
+        >>> ModelConfig.preset("huge")
+        Traceback (most recent call last):
+        ...
+        ScribbleSegLib.errors.ScribbleSegError: preset 'huge': expected one of small, paper
+        """
         if name not in choices.PRESETS:
             raise ScribbleSegError(f"preset {name!r}: expected one of {', '.join(choices.PRESETS)}")
         return getattr(cls, name)(arch)
 
     @property
     def fov_count(self) -> int:
-        """Fields of view the network actually uses (1 for a plain U-Net)."""
+        """Fields of view the network actually uses (1 for a plain U-Net).
+
+        Examples
+        --------
+        >>> ModelConfig(n_fov=3).fov_count, ModelConfig(arch="unet", n_fov=3).fov_count
+        (3, 1)
+        """
         return self.n_fov if self.arch == "munet" else 1
 
     def to_dict(self) -> Dict[str, object]:
-        """A JSON-ready dict."""
+        """A JSON-ready dict.
+
+        Examples
+        --------
+        >>> d = ModelConfig(aggregator=(64, 32)).to_dict()
+        >>> d["arch"], d["aggregator"]  # a list, as JSON gives it back
+        ('munet', [64, 32])
+        """
         d = asdict(self)
         d["aggregator"] = list(self.aggregator)
         return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, object]) -> "ModelConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        Examples
+        --------
+        >>> config = ModelConfig.paper()
+        >>> ModelConfig.from_dict(config.to_dict()) == config
+        True
+        >>> ModelConfig.from_dict({"arch": "unet", "colour": 1})
+        Traceback (most recent call last):
+        ...
+        ScribbleSegLib.errors.ScribbleSegError: model config: unknown keys ['colour']
+        """
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -157,7 +203,14 @@ def scale_input(x: torch.Tensor) -> torch.Tensor:
 
 
 def to_input(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    """``(B, H, W, 3)`` uint8 crops as a ``(B, 3, H, W)`` float input on ``device``."""
+    """``(B, H, W, 3)`` uint8 crops as a ``(B, 3, H, W)`` float input on ``device``.
+
+    Examples
+    --------
+    >>> x = to_input(np.full((2, 4, 6, 3), 255, np.uint8), torch.device("cpu"))
+    >>> tuple(x.shape), x.dtype, x.max().item()
+    ((2, 3, 4, 6), torch.float32, 1.0)
+    """
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
     return scale_input(x.permute(0, 3, 1, 2).float())
 
@@ -171,6 +224,12 @@ class UNet(nn.Module):
 
     ``forward`` returns the top decoder level (``out_width`` channels), the layer
     before the 1x1 head.
+
+    Examples
+    --------
+    >>> unet = UNet(3, width=4, depth=3, out_width=8)
+    >>> tuple(unet(torch.zeros(1, 3, 16, 16)).shape), unet.radius
+    ((1, 8, 16, 16), 23)
     """
 
     def __init__(self, in_channels: int, width: int, depth: int, out_width: Optional[int] = None) -> None:
@@ -213,6 +272,12 @@ class WeightNet(nn.Module):
 
     AWMF-CNN uses an ImageNet Xception here; a small CNN trained from scratch
     keeps the model file self-contained.
+
+    Examples
+    --------
+    >>> weights = WeightNet(n_fov=3)(torch.zeros(2, 3, 32, 32))
+    >>> tuple(weights.shape), bool(((weights > 0) & (weights < 1)).all())
+    ((2, 3), True)
     """
 
     def __init__(self, n_fov: int, width: int = 16) -> None:
@@ -232,7 +297,16 @@ class WeightNet(nn.Module):
 
 
 def align(x: torch.Tensor, a: multifov.Alignment) -> torch.Tensor:
-    """Put a low-resolution map onto the aggregation region (see :class:`multifov.Alignment`)."""
+    """Put a low-resolution map onto the aggregation region (see :class:`multifov.Alignment`).
+
+    Examples
+    --------
+    Crop rows and columns 1-2, upsample them twice (bilinear), keep the middle 2x2:
+
+    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> align(x, multifov.Alignment((1, 1), (2, 2), 2, (1, 1), (2, 2)))[0, 0].tolist()
+    [[6.25, 6.75], [8.25, 8.75]]
+    """
     (y0, x0), (h, w) = a.start, a.size
     x = x[:, :, y0:y0 + h, x0:x0 + w]
     if a.factor > 1:
@@ -257,6 +331,19 @@ class NetOutput:
         Each expert's probability aligned on the core (targets of the weighting CNN).
     weights : Tensor or None
         ``(B, n_fov)`` for a patch, ``(B, n_fov, h, w)`` for a tile.
+
+    Examples
+    --------
+    An M-Unet's pass over a 16x16 tile core:
+
+    >>> net = build_net(ModelConfig()).eval()
+    >>> geom = geometry_for_tile(net, (16, 16))
+    >>> pyramid = multifov.build_pyramid(np.zeros((40, 40, 3), np.uint8), 3)
+    >>> inputs = [to_input(w[None], torch.device("cpu")) for w in multifov.extract(pyramid, geom.windows, (0, 0))]
+    >>> with torch.no_grad():
+    ...     out = net(inputs, geom)
+    >>> tuple(out.logit.shape), tuple(out.features.shape), len(out.expert_logits), out.weights
+    ((1, 1, 16, 16), (1, 32, 16, 16), 3, None)
     """
 
     logit: torch.Tensor
@@ -272,7 +359,14 @@ def _crop_core(x: torch.Tensor, geom: multifov.FovGeometry) -> torch.Tensor:
 
 
 class PlainUNet(nn.Module):
-    """The baseline: one U-Net at full magnification, features = its top decoder level."""
+    """The baseline: one U-Net at full magnification, features = its top decoder level.
+
+    Examples
+    --------
+    >>> net = build_net(ModelConfig(arch="unet"))
+    >>> net.unet.out_width == net.config.feature_channels, net.expert_radius, net.aggregator_radius
+    (True, 23, 0)
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -294,7 +388,14 @@ class PlainUNet(nn.Module):
 
 
 class MUNet(nn.Module):
-    """Multi-field-of-view U-Net with an aggregating CNN (see the module docstring)."""
+    """Multi-field-of-view U-Net with an aggregating CNN (see the module docstring).
+
+    Examples
+    --------
+    >>> net = MUNet(ModelConfig(aggregator=(32, 32)))
+    >>> len(net.experts), net.expert_radius, net.aggregator_radius, net.weight_net
+    (3, 23, 3, None)
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -322,7 +423,14 @@ class MUNet(nn.Module):
         return len(self.config.aggregator) + 1
 
     def expert(self, k: int, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Expert ``k``'s hidden map and logit over its input window ``x``."""
+        """Expert ``k``'s hidden map and logit over its input window ``x``.
+
+        Examples
+        --------
+        >>> hidden, logit = MUNet(ModelConfig(width=12)).expert(2, torch.zeros(1, 3, 16, 16))
+        >>> tuple(hidden.shape), tuple(logit.shape)
+        ((1, 12, 16, 16), (1, 1, 16, 16))
+        """
         hidden = self.experts[k](x)
         return hidden, self.expert_heads[k](hidden)
 
@@ -376,6 +484,13 @@ def build_net(config: ModelConfig) -> nn.Module:
 
 
 def geometry_for_tile(net: nn.Module, core: Tuple[int, int]) -> multifov.FovGeometry:
-    """The tile layout (:func:`multifov.tile_geometry`) of ``net`` for a core of ``core`` pixels."""
+    """The tile layout (:func:`multifov.tile_geometry`) of ``net`` for a core of ``core`` pixels.
+
+    Examples
+    --------
+    >>> geom = geometry_for_tile(build_net(ModelConfig(arch="unet")), (32, 32))
+    >>> geom.core, geom.windows[0].start, geom.windows[0].size  # the core and the U-Net's receptive field
+    (((0, 0), (32, 32)), (-24, -24), (80, 80))
+    """
     return multifov.tile_geometry(net.config, core, net.expert_radius, net.aggregator_radius)
 
