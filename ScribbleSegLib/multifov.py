@@ -74,7 +74,15 @@ def _pair_indices(n: int) -> np.ndarray:
 
 
 def build_pyramid(section: np.ndarray, n_levels: int) -> List[np.ndarray]:
-    """Levels ``0 .. n_levels-1`` of a section: level 0 is ``section`` itself (no copy)."""
+    """Levels ``0 .. n_levels-1`` of a section: level 0 is ``section`` itself (no copy).
+
+    Examples
+    --------
+    >>> section = np.zeros((5, 7, 3), np.uint8)
+    >>> levels = build_pyramid(section, 3)
+    >>> [level.shape for level in levels], levels[0] is section
+    ([(5, 7, 3), (3, 4, 3), (2, 2, 3)], True)
+    """
     levels = [np.asarray(section)]
     for _ in range(1, n_levels):
         levels.append(downsample2(levels[-1]))
@@ -117,7 +125,16 @@ def crop(array: np.ndarray, start: Pair, size: Pair) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Window:
-    """A window of pyramid level ``level``: ``start`` and ``size`` in that level's pixels."""
+    """A window of pyramid level ``level``: ``start`` and ``size`` in that level's pixels.
+
+    Examples
+    --------
+    Level 1 of a 4x8 section is 2x4; a window two of its pixels left of the anchor:
+
+    >>> levels = build_pyramid(np.arange(32, dtype=np.uint8).reshape(4, 8) * 8, 2)
+    >>> extract(levels, [Window(1, (0, -2), (1, 3))], anchor=(0, 4))[0].tolist()
+    [[36, 52, 68]]
+    """
 
     level: int
     start: Pair
@@ -130,6 +147,15 @@ class Alignment:
 
     Crop ``[start, start+size)`` of the map, upsample it ``factor`` times
     (bilinear, half-pixel centres), then crop ``[offset, offset+out_size)``.
+
+    Examples
+    --------
+    The 1/4-magnification expert of a 64-pixel training patch: 18 pixels of its map,
+    upsampled to 72, give the 64 kept after an offset of 4:
+
+    >>> from ScribbleSegLib.nets import ModelConfig
+    >>> patch_geometry(ModelConfig(patch=64)).experts[2]
+    Alignment(start=(23, 23), size=(18, 18), factor=4, offset=(4, 4), out_size=(64, 64))
     """
 
     start: Pair
@@ -162,6 +188,13 @@ class FovGeometry:
         The part of the aggregation region that is kept.
     align : int
         Tile origins must be multiples of this (full-magnification pixels).
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.nets import ModelConfig
+    >>> geom = patch_geometry(ModelConfig(patch=64, n_fov=3))
+    >>> [w.level for w in geom.windows], geom.core, geom.align, geom.weights
+    ([0, 1, 2], ((0, 0), (64, 64)), 4, None)
     """
 
     windows: Tuple[Window, ...]
@@ -182,12 +215,28 @@ def _ceil_to(v: int, q: int) -> int:
 
 
 def weight_level(n_fov: int) -> int:
-    """The level the weighting CNN looks at: the middle field of view (10x of 20x/10x/5x)."""
+    """The level the weighting CNN looks at: the middle field of view (10x of 20x/10x/5x).
+
+    Examples
+    --------
+    >>> weight_level(3), weight_level(1)  # one field of view: its own
+    (1, 0)
+    """
     return min(1, n_fov - 1)
 
 
 def patch_geometry(config) -> FovGeometry:
-    """Layout of a training patch centred on a point (a multiple of ``2**(n_fov-1)``)."""
+    """Layout of a training patch centred on a point (a multiple of ``2**(n_fov-1)``).
+
+    Examples
+    --------
+    Every expert sees ``patch x patch`` pixels of its own level around the centre:
+
+    >>> from ScribbleSegLib.nets import ModelConfig
+    >>> geom = patch_geometry(ModelConfig(patch=64, n_fov=3, weighting=True))
+    >>> [(w.level, w.start, w.size) for w in geom.windows]  # three experts, then the weighting CNN
+    [(0, (-32, -32), (64, 64)), (1, (-32, -32), (64, 64)), (2, (-32, -32), (64, 64)), (1, (-32, -32), (64, 64))]
+    """
     p = config.patch
     half = p // 2
     n_fov = config.n_fov if config.arch == "munet" else 1
@@ -209,7 +258,14 @@ def patch_geometry(config) -> FovGeometry:
 
 
 def tile_alignment(config) -> int:
-    """Tile origins that keep every pooling grid in step with the section's."""
+    """Tile origins that keep every pooling grid in step with the section's.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.nets import ModelConfig
+    >>> [tile_alignment(c) for c in (ModelConfig(), ModelConfig(arch="unet"), ModelConfig.paper())]
+    [16, 4, 64]
+    """
     n_fov = config.n_fov if config.arch == "munet" else 1
     a = 2 ** (n_fov - 1) * 2 ** (config.depth - 1)
     if config.arch == "munet" and config.weighting:
@@ -229,6 +285,16 @@ def tile_geometry(config, core: Pair, expert_radius: int, aggregator_radius: int
         Receptive-field radius of an expert U-Net, in pixels of its level.
     aggregator_radius : int
         Receptive-field radius of the aggregating CNN (0 for a plain U-Net).
+
+    Examples
+    --------
+    A 32-pixel core with a 2-pixel aggregator margin; each expert's window adds its radius of 23 on its level,
+    rounded out to its pooling grid:
+
+    >>> from ScribbleSegLib.nets import ModelConfig
+    >>> geom = tile_geometry(ModelConfig(n_fov=3, depth=3), (32, 32), expert_radius=23, aggregator_radius=2)
+    >>> geom.core, [(w.start[0], w.size[0]) for w in geom.windows]
+    (((2, 2), (32, 32)), [(-28, 88), (-28, 72), (-28, 64)])
     """
     n_fov = config.n_fov if config.arch == "munet" else 1
     q = 2 ** (config.depth - 1)
@@ -276,7 +342,16 @@ def tile_geometry(config, core: Pair, expert_radius: int, aggregator_radius: int
 
 
 def extract(pyramid: Sequence[np.ndarray], windows: Sequence[Window], anchor: Pair) -> List[np.ndarray]:
-    """Crop every window of a geometry around ``anchor`` (full-magnification pixels)."""
+    """Crop every window of a geometry around ``anchor`` (full-magnification pixels).
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.nets import ModelConfig
+    >>> geom = patch_geometry(ModelConfig(patch=64, n_fov=3))
+    >>> crops = extract(build_pyramid(np.zeros((100, 120, 3), np.uint8), 3), geom.windows, anchor=(50, 60))
+    >>> [c.shape for c in crops]  # past the section's border, reflected
+    [(64, 64, 3), (64, 64, 3), (64, 64, 3)]
+    """
     out = []
     for win in windows:
         f = 2 ** win.level
