@@ -72,6 +72,15 @@ class SegModel:
     meta : dict
         The training record (``training`` key) and anything else stored.
     path : pathlib.Path or None
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.nets import ModelConfig, build_net
+    >>> config = ModelConfig(feature_channels=16)
+    >>> model = SegModel(config, build_net(config).eval(), None, (0.02, 0.02, 0.1), np.zeros((0, 16), np.float32),
+    ...                  np.zeros(0, np.uint8), torch.device("cpu"))
+    >>> model.feature_channels, model.provenance  # a model with no record of where it came from
+    (16, {})
     """
 
     config: ModelConfig
@@ -91,7 +100,16 @@ class SegModel:
 
     @property
     def provenance(self) -> Dict[str, Any]:
-        """Where the model came from (``{}`` for a format-1 file); see :func:`make_provenance`."""
+        """Where the model came from (``{}`` for a format-1 file); see :func:`make_provenance`.
+
+        Examples
+        --------
+        >>> from ScribbleSegLib.nets import ModelConfig, build_net
+        >>> model = SegModel(ModelConfig(), build_net(ModelConfig()), None, (1.0, 1.0, 1.0), np.zeros((0, 32)),
+        ...                  np.zeros(0, np.uint8), torch.device("cpu"), meta={"provenance": {"steps": 500}})
+        >>> model.provenance["steps"], model.provenance is model.meta["provenance"]  # a copy
+        (500, False)
+        """
         return dict(self.meta.get("provenance") or {})
 
 
@@ -184,6 +202,21 @@ def make_provenance(volumes: Sequence[str], steps: int, parent: Optional["SegMod
         ``created`` (ISO 8601, UTC), ``volumes``, ``steps``, ``parent`` (None or
         ``{"file", "sha256", "provenance"}``), ``generation`` (0 for a model trained
         from scratch, parent's + 1 for a fine-tuned one) and ``extra``'s keys.
+
+    Examples
+    --------
+    >>> first = make_provenance(["heart1.nrrd"], 1000, command="scribbleseg train")
+    >>> first["volumes"], first["steps"], first["parent"], first["generation"], first["command"]
+    (['heart1.nrrd'], 1000, None, 0, 'scribbleseg train')
+
+    A model fine-tuned from one that was itself fine-tuned once:
+
+    >>> from ScribbleSegLib.nets import ModelConfig, build_net
+    >>> parent = SegModel(ModelConfig(), build_net(ModelConfig()), None, (1.0, 1.0, 1.0), np.zeros((0, 32)),
+    ...                   np.zeros(0, np.uint8), torch.device("cpu"), meta={"provenance": {"generation": 1}})
+    >>> record = make_provenance(["heart2.nrrd"], 200, parent=parent)
+    >>> record["generation"], record["parent"]["provenance"]
+    (2, {'generation': 1})
     """
     record: Dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
