@@ -10,7 +10,8 @@ Later runs start the cut from the last one (``reuse_cut``,
 the last cut's band graph, grown around what changed and cut on from its last
 flow, whose energy was closer to the exact optimum than a cut from scratch on
 the benchmark volumes); ``reuse_cut=False``
-makes every run equal to :func:`pipeline.segment`.
+makes every run equal to :func:`pipeline.segment`.  A run with the last run's
+strokes and arguments returns the last result again at once.
 Numpy in, numpy out, no Qt; the Slicer module's persistent worker
 (``task: session`` in :mod:`ScribbleSegLib.worker`) is built on it::
 
@@ -162,6 +163,7 @@ class Session:
 
         self.adapt_memory = AdaptMemory()
         self.history = StrokeHistory()
+        self._last: Optional[Tuple[tuple, Optional[np.ndarray], pipeline.SegmentResult]] = None
         self.cut_memory = None
         if reuse_cut:
             from .graphcut import CutMemory
@@ -192,6 +194,7 @@ class Session:
         True
         """
         self.adapt_memory.clear()
+        self._last = None
         if self.cut_memory is not None:
             self.cut_memory.forget_labels()
 
@@ -229,6 +232,8 @@ class Session:
             (by default) its DDML network too (see :class:`Session`).  A run whose strokes
             add to an earlier run's takes the network's doubt of that run where larger
             (:attr:`history`), as :func:`pipeline.segment` does with a cache entry.
+            A run with the last run's strokes and arguments returns that run's result again, at once
+            (copies of its arrays; ``timings`` empty): pressing Run twice gives one answer.
         """
         method = check_method(method)
         scribbles = check_scribbles(scribbles, self.shape, method)
@@ -243,6 +248,11 @@ class Session:
             from .ddml import DDMLConfig
 
             check_instance(ddml_config, "ddml_config", DDMLConfig)
+        # The same strokes and arguments as the last run: its result again.  Running them again would not give it:
+        # f and the cut start from the last run's, so a repeated Run would move the outline by a few voxels.
+        key = (method, cut_params, ddml_config, int(seed), suggest)
+        if self._last is not None and self._last[0] == key and _same_strokes(self._last[1], scribbles):
+            return _copied(self._last[2], timings={}, features_cached=True)
         warnings = pipeline.run_warnings(scribbles, method, self.geometry.spacing_zyx, self._bare) + list(self.warnings)
 
         def run(cached: bool = True) -> pipeline.SegmentResult:
@@ -253,14 +263,36 @@ class Session:
                                           cut_memory=self.cut_memory, resident=self.resident,
                                           adapt_memory=self.adapt_memory, history=self.history)
 
+        self._last = None  # a run that fails or is cancelled leaves f or the cut where a repeat would not find them
         try:
-            return run()
+            result = run()
         except DamagedFeatures:
             if self._compute is None or not pipeline.heal_features(self.features):
                 raise
-        # Their cache entry is gone: the network runs again and stores them anew.  The last run's f and cut are
-        # as the failed run found them (AdaptMemory.kept_if_done; the cut never began).
-        self.probability = self.features = self.resident = None
-        probability, features, _ = self._compute(progress, cancel)
-        self._hold(probability, features)
-        return run(cached=False)
+            # Their cache entry is gone: the network runs again and stores them anew.  The last run's f and cut are
+            # as the failed run found them (AdaptMemory.kept_if_done; the cut never began).
+            self.probability = self.features = self.resident = None
+            probability, features, _ = self._compute(progress, cancel)
+            self._hold(probability, features)
+            result = run(cached=False)
+        # Kept as copies: the caller may change the arrays it was given.
+        self._last = (key, None if scribbles is None else scribbles.copy(), _copied(result))
+        return result
+
+
+def _same_strokes(last: Optional[np.ndarray], scribbles: Optional[np.ndarray]) -> bool:
+    """Whether two runs' strokes are the same (None: a run without strokes)."""
+    if last is None or scribbles is None:
+        return last is None and scribbles is None
+    return np.array_equal(last, scribbles)
+
+
+def _copied(result: pipeline.SegmentResult, **changes) -> pipeline.SegmentResult:
+    """``result`` with its own copies of the arrays a caller may change (``munet_probability`` is read-only)."""
+    import dataclasses
+
+    arrays = {name: getattr(result, name).copy() for name in ("labels", "probability")
+              if getattr(result, name).flags.writeable}
+    fields = {"warnings": list(result.warnings), "suggestions": list(result.suggestions),
+              "timings": dict(result.timings), **arrays}
+    return dataclasses.replace(result, **{**fields, **changes})

@@ -73,7 +73,8 @@ to the session request's folder), and an optional ``id`` echoed in its events::
     {"id": 1, "scribbles": "scribbles2.nrrd", "method": "full", "ddml": {}, "cut": {}, "seed": 0,
      "outputs": {"labels": "labels2.nrrd"}}
 
-A run starts from the last run's DDML network and cut (:class:`~ScribbleSegLib.session.Session`);
+A run starts from the last run's DDML network and cut (:class:`~ScribbleSegLib.session.Session`), and a run
+with the last run's strokes and options writes that run's result again at once;
 ``"forget": true`` makes it start as the first run did (the panel sends it after "Undo last run"); so does
 the run after one cancelled while its results were written (a cancel sent during the cut is taken there).
 

@@ -151,6 +151,30 @@ def test_a_later_run_trains_f_on_from_the_last_one_unless_warm_steps_is_0(case):
     np.testing.assert_array_equal(again.labels, fresh.labels)
 
 
+def test_run_again_with_the_same_strokes_gives_the_same_result_at_once(case):
+    """Pressing Run twice must give one answer: f and the cut start from the last run's, so running the same
+    strokes again would move the outline; the last result comes back instead, as copies."""
+    _, test, scrib, model = case
+    config = dataclasses.replace(FAST_DDML, warm_steps=12)
+    session = Session(test.image, model)
+    first = session.run(scrib, ddml_config=config)
+    kept_f = session.adapt_memory.f
+    labels, probability = first.labels.copy(), first.probability.copy()
+    first.labels[...] = 0  # the caller's arrays are its own
+    again = session.run(scrib.copy(), ddml_config=config)
+    assert session.adapt_memory.f is kept_f  # nothing was trained
+    np.testing.assert_array_equal(again.labels, labels)
+    np.testing.assert_array_equal(again.probability, probability)
+    assert again.timings == {} and again.features_cached
+    assert again.warnings == first.warnings
+    assert [s.section for s in again.suggestions] == [s.section for s in first.suggestions]
+    # Another seed, or one stroke more, is a new run.
+    assert session.run(scrib, ddml_config=config, seed=1).timings
+    more, _ = _heart_strokes_on_a_new_section(test, scrib)
+    assert session.run(more, ddml_config=config).timings
+    assert session.adapt_memory.f is not kept_f
+
+
 def test_after_forget_runs_the_next_run_is_a_first_run(case):
     """After "undo" the panel's next run must not start from the run taken back: forget_runs makes it the
     same as a first run (pipeline.segment), with the image's coarse weights kept."""
