@@ -94,7 +94,16 @@ _MB = 1 << 20
 
 
 class DiskFullError(ScribbleSegError):
-    """An output did not fit on its disk; nothing of it was left behind."""
+    """An output did not fit on its disk; nothing of it was left behind.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_free_space({"huge.nrrd": 1 << 60})  # an exbibyte
+    ... except DiskFullError as error:
+    ...     print(isinstance(error, ScribbleSegError), str(error).startswith("disk full writing huge.nrrd ("))
+    True True
+    """
 
 
 def _mb(nbytes: float) -> str:
@@ -701,7 +710,16 @@ class OutputSet:
         self.committed = False
 
     def path(self, key: str) -> Path:
-        """The temporary to write for output ``key`` (writers given it write in place)."""
+        """The temporary to write for output ``key`` (writers given it write in place).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder, OutputSet({"seg": Path(folder, "heart.seg.nrrd")}) as out:
+        ...     tmp = out.path("seg")
+        ...     tmp.parent == Path(folder), is_temp_name(tmp.name), tmp.name.endswith(".seg.nrrd")
+        (True, True, True)
+        """
         if key not in self._temps:
             target = self.targets[key]
             tmp = temp_path(target)
@@ -712,7 +730,16 @@ class OutputSet:
 
     @contextlib.contextmanager
     def writing(self, key: str) -> Iterator[Path]:
-        """Like :meth:`path`, with the temporary's name replaced by the target's in any error message."""
+        """Like :meth:`path`, with the temporary's name replaced by the target's in any error message.
+
+        Examples
+        --------
+        >>> with OutputSet({"seg": "heart.seg.nrrd"}) as out, out.writing("seg") as tmp:
+        ...     raise ScribbleSegError(f"{tmp}: cannot write")
+        Traceback (most recent call last):
+        ...
+        ScribbleSegLib.errors.ScribbleSegError: heart.seg.nrrd: cannot write
+        """
         tmp = self.path(key)
         try:
             yield tmp
@@ -723,7 +750,19 @@ class OutputSet:
             raise
 
     def commit(self) -> List[Path]:
-        """Rename every written temporary onto its target; return the targets."""
+        """Rename every written temporary onto its target; return the targets.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder, OutputSet({"a": Path(folder, "a.txt"),
+        ...                                                          "b": Path(folder, "b.txt")}) as out:
+        ...     _ = out.path("a").write_text("1")
+        ...     out.commit()  # "b" was never written: nothing is renamed
+        Traceback (most recent call last):
+        ...
+        RuntimeError: outputs never written: ['b']
+        """
         missing = [k for k in self.targets if k not in self._temps or not self._temps[k].exists()]
         if missing:
             raise RuntimeError(f"outputs never written: {missing}")
@@ -739,7 +778,18 @@ class OutputSet:
         return list(self.targets.values())
 
     def discard(self) -> None:
-        """Remove every temporary."""
+        """Remove every temporary.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     out = OutputSet({"a": Path(folder, "a.txt")})
+        ...     _ = out.path("a").write_text("1")
+        ...     out.discard()
+        ...     os.listdir(folder)  # neither the temporary nor the target
+        []
+        """
         for tmp in self._temps.values():
             _remove(tmp)
         self._forget()
