@@ -122,7 +122,8 @@ def session(work: Path, model: str, repeats: int, evaluation: str, corrective: i
         result = s.run(strokes, ddml_config=config)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         stages = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
-        print(f"warm run ({name}): {wall:.2f} s wall, {cpu:.2f} s CPU ({stages}); "
+        label = "more, the strokes of the run before" if name == "more" and runs[k - 1] == "more" else name
+        print(f"warm run ({label}): {wall:.2f} s wall, {cpu:.2f} s CPU ({stages}); "
               f"IoU {evaluate(result.labels, truth)['iou']:.4f}; peak RSS {peak_rss_gib():.2f} GiB")
         labels = result.labels
         del result  # the persistent worker writes a run's outputs and drops them before the next run
