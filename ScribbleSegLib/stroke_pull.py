@@ -125,7 +125,17 @@ class ImageMeasures:
         self.weights_store = None
 
     def follow(self, image: np.ndarray) -> None:
-        """Forget everything unless ``image`` is the image measured so far."""
+        """Forget everything unless ``image`` is the image measured so far.
+
+        Examples
+        --------
+        >>> image, other = np.zeros((1, 8, 8, 3), np.uint8), np.full((1, 8, 8, 3), 9, np.uint8)
+        >>> measures = ImageMeasures()
+        >>> measures.follow(image); measures.key == image_key(image)
+        True
+        >>> measures.follow(other); measures.key == image_key(other)  # another image: what was kept is gone
+        True
+        """
         key = image_key(image)
         if key != self.key:
             self.key, self._contrast, self._sharpness, self._gradients, self._ways = key, {}, {}, {}, {}
@@ -136,7 +146,19 @@ class ImageMeasures:
         section changes (:func:`white_point.glass_is_white`, on a sample of the sections), when it is not RGB,
         or when a copy would take more than :data:`EVEN_MEMORY_SHARE` of the memory available (a stack near
         the machine's limit is cut as it is rather than not at all).  Kept apart from the measures, which
-        follow the evened image."""
+        follow the evened image.
+
+        Examples
+        --------
+        >>> grey = np.full((2, 16, 16, 3), 225, np.uint8); grey[:, 4:12, 4:12] = (150, 60, 170)  # grey glass
+        >>> measures = ImageMeasures()
+        >>> evened = measures.evened(grey)
+        >>> evened[0, 0, 0].tolist(), measures.evened(grey) is evened  # white glass, computed once
+        ([255, 255, 255], True)
+        >>> white = np.where(grey == 225, 255, grey).astype(np.uint8)
+        >>> measures.evened(white) is white  # its glass is white already: no copy
+        True
+        """
         from .resources import available_memory
         from .white_point import glass_is_white, glass_white, white_glass
 
@@ -161,7 +183,14 @@ class ImageMeasures:
         return self._contrast[colour]
 
     def sharpness(self, image: np.ndarray, colour: str, focus: float) -> Optional[np.ndarray]:
-        """:func:`cut_scaling.section_sharpness` of ``image``, computed once."""
+        """:func:`cut_scaling.section_sharpness` of ``image``, computed once.
+
+        Examples
+        --------
+        >>> image = np.zeros((3, 8, 8, 3), np.uint8); image[:, :, 4:] = 200
+        >>> ImageMeasures().sharpness(image, "rgb", 0.92) is None  # no section softer than the others
+        True
+        """
         self.follow(image)
         key = (colour, float(focus))
         if key not in self._sharpness:
@@ -169,7 +198,16 @@ class ImageMeasures:
         return self._sharpness[key]
 
     def gradient(self, image: np.ndarray, z: int, spacing: Sequence[float]) -> Tuple[np.ndarray, float]:
-        """:func:`_section_gradient` of section ``z`` of ``image`` (``(Z, Y, X, C)``), computed once."""
+        """:func:`_section_gradient` of section ``z`` of ``image`` (``(Z, Y, X, C)``), computed once.
+
+        Examples
+        --------
+        >>> image = np.zeros((2, 8, 8, 3), np.uint8); image[:, :, 4:] = 200  # an edge between columns 3 and 4
+        >>> measures = ImageMeasures()
+        >>> g, median = measures.gradient(image, 1, (1.0, 1.0))
+        >>> g[3].astype(float).round(2).tolist(), measures.gradient(image, 1, (1.0, 1.0))[0] is g
+        ([0.0, 0.02, 0.17, 0.5, 0.5, 0.17, 0.02, 0.0], True)
+        """
         self.follow(image)
         key = (int(z), tuple(float(s) for s in spacing))
         found = self._gradients.pop(key, None)  # re-inserted below: the newest last
@@ -182,7 +220,19 @@ class ImageMeasures:
     def ways(self, image: np.ndarray, strokes: np.ndarray, z: int, spacing: Sequence[float], edges: float,
              cutoff: float, grow: int) -> tuple:
         """:func:`_geodesic_planes` of the ``(Y, X)`` ``strokes`` on section ``z`` of ``image``, computed once
-        per set of strokes on the section (a section's other strokes replace them)."""
+        per set of strokes on the section (a section's other strokes replace them).
+
+        Examples
+        --------
+        >>> image = np.zeros((2, 16, 16, 3), np.uint8); image[:, :, 8:] = 200
+        >>> strokes = np.zeros((16, 16), np.uint8); strokes[4, 2] = 1; strokes[4, 12] = 2
+        >>> measures = ImageMeasures()
+        >>> ways = measures.ways(image, strokes, 1, (1.0, 1.0), 4.0, 6.0, 6)
+        >>> measures.ways(image, strokes, 1, (1.0, 1.0), 4.0, 6.0, 6) is ways  # the same strokes: kept
+        True
+        >>> strokes[5, 2] = 1; measures.ways(image, strokes, 1, (1.0, 1.0), 4.0, 6.0, 6) is ways
+        False
+        """
         self.follow(image)
         key = (tuple(float(s) for s in spacing), float(edges), float(cutoff), int(grow),
                hashlib.blake2b(np.ascontiguousarray(strokes, np.uint8).tobytes(), digest_size=16).digest())
@@ -232,7 +282,14 @@ def measure_ways(image: np.ndarray, scribbles: np.ndarray, spacing_zyx: Sequence
 
 
 def image_key(image: np.ndarray) -> tuple:
-    """An image by identity and a sample of its values: a session keeps one array for all its runs."""
+    """An image by identity and a sample of its values: a session keeps one array for all its runs.
+
+    Examples
+    --------
+    >>> image = np.zeros((2, 4, 4, 3), np.uint8)
+    >>> image_key(image) == image_key(image), image_key(image) == image_key(image.copy())  # another array
+    (True, False)
+    """
     image = np.asarray(image)
     sample = image.reshape(-1)[:: max(1, image.size // 4096)]
     return image.__array_interface__["data"][0], image.dtype.str, image.shape, hash(sample.tobytes())
