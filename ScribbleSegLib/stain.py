@@ -252,6 +252,17 @@ def learn_stains(
     -------
     ndarray, float64, shape (2, 3)
         Unit-norm stain OD vectors, haematoxylin first (:func:`order_stains`).
+
+    Examples
+    --------
+    Pixels mixed from two known stains give those stains back (cosines near 1):
+
+    >>> stains = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
+    >>> stains /= np.linalg.norm(stains, axis=1, keepdims=True)
+    >>> rng = np.random.default_rng(0)
+    >>> conc = rng.exponential(0.3, (2000, 2)) * (rng.random((2000, 2)) < 0.7)  # each stain absent from 30 %
+    >>> (learn_stains(conc @ stains) * stains).sum(axis=1).round(2).tolist()
+    [1.0, 1.0]
     """
     with torch_threads(1):  # tiny 2x2/3x2 updates: one thread is many times faster
         x = torch.as_tensor(np.asarray(od, dtype=np.float64))
@@ -362,7 +373,17 @@ class VahadaneNormalizer:
 
     @property
     def fitted(self) -> bool:
-        """Whether the stain matrix and concentration percentiles are set."""
+        """Whether the stain matrix and concentration percentiles are set.
+
+        Examples
+        --------
+        >>> VahadaneNormalizer().fitted
+        False
+        >>> VahadaneNormalizer().concentrations(np.zeros((1, 3), np.uint8))
+        Traceback (most recent call last):
+        ...
+        ScribbleSegLib.errors.ScribbleSegError: stain normalization: the normalizer is not fitted; call fit() first
+        """
         return self.stain_matrix is not None and self.max_concentrations is not None
 
     def _require_fitted(self, role: str = "normalizer") -> None:
@@ -410,6 +431,20 @@ class VahadaneNormalizer:
             If fewer than :data:`MIN_TISSUE_PIXELS` tissue pixels remain (an empty,
             white image), or if the tissue holds no two distinct stains (a grey or
             single-stain image) and no ``fallback_stains`` were given.
+
+        Examples
+        --------
+        >>> stains = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
+        >>> stains /= np.linalg.norm(stains, axis=1, keepdims=True)  # unit haematoxylin and eosin OD vectors
+        >>> rgb = od_to_rgb(np.random.default_rng(0).exponential(0.3, (2000, 2)) @ stains).reshape(40, 50, 3)
+        >>> normalizer = VahadaneNormalizer().fit(rgb)
+        >>> bool(((normalizer.stain_matrix * stains).sum(axis=1) > 0.98).all())  # near the stains the pixels hold
+        True
+        >>> VahadaneNormalizer().fit(np.full((40, 50, 3), 255, np.uint8))  # white glass only
+        Traceback (most recent call last):
+        ...
+        ScribbleSegLib.errors.ScribbleSegError: stain normalization: only 0 tissue pixels (darker than lightness \
+0.8, not black, not a marking dye's colour), need 500; is the image empty or white?
         """
         rgb = _check_rgb(rgb)
         _check_max_pixels(max_pixels)
@@ -483,6 +518,16 @@ class VahadaneNormalizer:
         -------
         ndarray, float32, shape (..., 2)
             Haematoxylin and eosin concentrations (OD units), >= 0.
+
+        Examples
+        --------
+        >>> stains = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
+        >>> stains /= np.linalg.norm(stains, axis=1, keepdims=True)  # unit haematoxylin and eosin OD vectors
+        >>> rgb = od_to_rgb(np.random.default_rng(0).exponential(0.3, (2000, 2)) @ stains).reshape(40, 50, 3)
+        >>> normalizer = VahadaneNormalizer().fit(rgb)
+        >>> haematoxylin = od_to_rgb(np.array([0.5, 0.0]) @ normalizer.stain_matrix)  # OD 0.5 of the first stain
+        >>> normalizer.concentrations(np.array([haematoxylin, [255, 255, 255]], np.uint8)).round(2).tolist()
+        [[0.5, 0.0], [0.0, 0.0]]
         """
         rgb = _check_rgb(rgb)
         self._require_fitted()
@@ -525,6 +570,20 @@ class VahadaneNormalizer:
         Returns
         -------
         ndarray, uint8, shape (Y, X, 3)
+
+        Examples
+        --------
+        A target whose stains are twice as strong renders the image darker, and white stays white:
+
+        >>> stains = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])
+        >>> stains /= np.linalg.norm(stains, axis=1, keepdims=True)  # unit haematoxylin and eosin OD vectors
+        >>> rgb = od_to_rgb(np.random.default_rng(0).exponential(0.3, (2000, 2)) @ stains).reshape(40, 50, 3)
+        >>> source = VahadaneNormalizer().fit(rgb)
+        >>> target = VahadaneNormalizer.from_dict({**source.to_dict(),
+        ...                                        "max_concentrations": (2 * source.max_concentrations).tolist()})
+        >>> rgb[0, 0] = 255; out = source.transform(rgb, target)
+        >>> out.shape, bool(out.mean() < rgb.mean() - 20), out[0, 0].tolist()
+        ((40, 50, 3), True, [255, 255, 255])
         """
         rgb = _check_rgb(rgb)
         if rgb.ndim != 3:
@@ -540,7 +599,17 @@ class VahadaneNormalizer:
 
     # -- storage ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Plain JSON-able description (floats, strings, lists) for the model file."""
+        """Plain JSON-able description (floats, strings, lists) for the model file.
+
+        Examples
+        --------
+        >>> import json
+        >>> stored = VahadaneNormalizer.from_dict({"method": "vahadane", "stain_matrix": [[1, 0, 0], [0, 1, 0]],
+        ...     "max_concentrations": [1.5, 0.75], "luminosity_threshold": 0.8, "dictionary_lambda": 0.1,
+        ...     "concentration_method": "nnls", "lasso_lambda": 0.01}).to_dict()
+        >>> stored["max_concentrations"], stored["scale_pixels"], json.loads(json.dumps(stored)) == stored
+        ([1.5, 0.75], 'tissue', True)
+        """
         self._require_fitted()
         return {
             "method": "vahadane",
@@ -561,6 +630,14 @@ class VahadaneNormalizer:
         ------
         ScribbleSegError
             If a key is missing or a value has the wrong shape or range.
+
+        Examples
+        --------
+        >>> VahadaneNormalizer.from_dict({"method": "macenko"})
+        Traceback (most recent call last):
+        ...
+        ScribbleSegLib.errors.ScribbleSegError: stain normalization: bad stored stain (method 'macenko' is not \
+'vahadane')
         """
         try:
             if d.get("method") != "vahadane":
@@ -751,7 +828,13 @@ def _check_tile(tile: int) -> None:
 
 
 def spread(count: int, total: int) -> np.ndarray:
-    """``count`` evenly spaced indices in ``range(total)`` (all of them if ``count >= total``)."""
+    """``count`` evenly spaced indices in ``range(total)`` (all of them if ``count >= total``).
+
+    Examples
+    --------
+    >>> spread(3, 10).tolist(), spread(5, 3).tolist()
+    ([0, 4, 9], [0, 1, 2])
+    """
     _whole_at_least(count, 1, "sections")
     return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
 
