@@ -137,7 +137,14 @@ class SegmentFiles:
         return {k: getattr(self, k) for k in OUTPUT_SUFFIXES if getattr(self, k)}
 
     def inputs(self) -> Dict[str, str]:
-        """The inputs given, by field (the model resolved: ``starter`` is the shipped starter model)."""
+        """The inputs given, by field (the model resolved: ``starter`` is the shipped starter model).
+
+        Examples
+        --------
+        >>> found = SegmentFiles(image="stack.nrrd", model="starter", labels="heart.seg.nrrd").inputs()
+        >>> found["image"], Path(found["model"]).name  # no scribbles given: none listed
+        ('stack.nrrd', 'starter.model')
+        """
         from .starter import resolve_model
 
         found = {k: getattr(self, k) for k in ("image", "scribbles") if getattr(self, k)}
@@ -412,6 +419,20 @@ def read_job_image(job: SegmentFiles, timings: Dict[str, float], *, progress: Op
     one colour throughout, is refused: :func:`~ScribbleSegLib.volume_io.check_not_blank`).
 
     Adds the seconds spent to ``timings["read"]``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from ScribbleSegLib.geometry import Geometry, Volume
+    >>> from ScribbleSegLib.volume_io import write_rgb_volume
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     job = SegmentFiles(image=os.path.join(folder, "blank.nrrd"), model="starter", labels="heart.nrrd")
+    ...     write_rgb_volume(job.image, Volume(np.full((2, 8, 8, 3), 240, np.uint8), Geometry((0.5, 0.5, 2.0))))
+    ...     read_job_image(job, {})
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: /.../blank.nrrd: every voxel has the same colour (240, 240, 240): \
+there is no tissue to segment (an empty or blank scan?)
     """
     from . import volume_io
 
@@ -429,7 +450,24 @@ def read_job_image(job: SegmentFiles, timings: Dict[str, float], *, progress: Op
 
 
 def read_job_scribbles(job: SegmentFiles, image, timings: Dict[str, float]):
-    """The job's scribbles on ``image``'s grid (geometry checked), or None for ``munet``."""
+    """The job's scribbles on ``image``'s grid (geometry checked), or None for ``munet``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from ScribbleSegLib.geometry import Geometry, Volume
+    >>> from ScribbleSegLib.volume_io import write_labelmap
+    >>> image = Volume(np.zeros((2, 8, 8, 3), np.uint8), Geometry((0.5, 0.5, 2.0)))
+    >>> strokes = np.zeros((2, 8, 8), np.uint8); strokes[0, 3, 3] = 1; strokes[1, 0, 0] = 2
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     job = SegmentFiles(image="stack.nrrd", model="starter", labels="heart.nrrd",
+    ...                        scribbles=os.path.join(folder, "strokes.nrrd"))
+    ...     write_labelmap(job.scribbles, strokes, image.geometry)
+    ...     np.array_equal(read_job_scribbles(job, image, {}), strokes)
+    True
+    >>> read_job_scribbles(dataclasses.replace(job, method="munet"), image, {}) is None  # the M-Unet reads none
+    True
+    """
     from . import volume_io
 
     t0 = time.perf_counter()
@@ -472,7 +510,16 @@ def _scribbles_on_file_grid(job: SegmentFiles, image):
 
 def check_job_space(job: SegmentFiles, shape_zyx: Sequence[int]) -> None:
     """Refuse the job before computing when its outputs cannot hold its result: a PNG for more than one section,
-    or disks without room for them."""
+    or disks without room for them.
+
+    Examples
+    --------
+    >>> check_job_space(SegmentFiles(image="stack.nrrd", model="starter", labels="heart.png"), (2, 8, 8))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: heart.png (labels): a PNG holds one section, and the image has 2; \
+write .seg.nrrd or .nrrd
+    """
     from .fileio import check_free_space
 
     targets = job.outputs()
@@ -492,7 +539,20 @@ def write_results(job: SegmentFiles, result, geometry, timings: Dict[str, float]
                   ) -> Dict[str, str]:
     """Write every output of ``job`` from a :class:`~ScribbleSegLib.pipeline.SegmentResult`, all or none;
     return field -> path of each written (a surface and its picture are left out, with a warning, when the
-    result has no heart voxel)."""
+    result has no heart voxel).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, types
+    >>> from ScribbleSegLib.geometry import Geometry
+    >>> from ScribbleSegLib.volume_io import read_label_volume
+    >>> labels = np.zeros((2, 8, 8), np.uint8); labels[:, 2:6, 2:6] = 1
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     job = SegmentFiles(image="stack.nrrd", model="starter", labels=os.path.join(folder, "heart.nrrd"))
+    ...     written = write_results(job, types.SimpleNamespace(labels=labels), Geometry((0.5, 0.5, 2.0)), {})
+    ...     list(written), int(read_label_volume(written["labels"]).array.sum()), os.listdir(folder)
+    (['labels'], 32, ['heart.nrrd'])
+    """
     from . import volume_io
     from .fileio import OutputSet
 
@@ -545,7 +605,18 @@ def result_metrics(result, shape_zyx: Sequence[int], spacing: Sequence[float], s
                    direction: Optional[Sequence[float]] = None) -> Dict[str, Any]:
     """The ``metrics`` of a :class:`SegmentFilesResult` (heart voxels and volume, suggestions, warnings, ...);
     ``spacing`` ``(x, y, z)`` mm is the scan's (``Volume.scan_spacing``), ``direction`` the grid's axes (row-major
-    3x3, ``Geometry.direction``; None: orthogonal), whose skew makes a voxel smaller than its sides' product."""
+    3x3, ``Geometry.direction``; None: orthogonal), whose skew makes a voxel smaller than its sides' product.
+
+    Examples
+    --------
+    >>> import numpy as np, types
+    >>> labels = np.zeros((2, 8, 8), np.uint8); labels[:, 2:6, 2:6] = 1  # 32 heart voxels of 0.5 mm3
+    >>> result = types.SimpleNamespace(labels=labels, features_cached=False, method="full", suggestions=[],
+    ...                                warnings=[])
+    >>> metrics = result_metrics(result, (2, 8, 8), (0.5, 0.5, 2.0), None)
+    >>> metrics["heart_voxels"], metrics["heart_volume_mm3"], metrics["heart_area_mm2"], "scribbled_voxels" in metrics
+    (32, 16.0, 8.0, False)
+    """
     import numpy as np
 
     voxels = int(np.count_nonzero(result.labels))
@@ -581,6 +652,13 @@ def open_session(job: SegmentFiles, *, progress: Optional[ProgressCallback] = No
     -------
     ScribbleSegLib.session.Session
         With ``timings["read"]`` added.
+
+    Examples
+    --------
+    >>> open_session(SegmentFiles(image="no-such-stack.nrrd", model="starter", labels="heart.nrrd"))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: no-such-stack.nrrd: no such file or folder (image)
     """
     from .checks import check_device
     from .fileio import signals_raise
@@ -621,6 +699,15 @@ def session_files(session, job: SegmentFiles, *, progress: Optional[ProgressCall
     -------
     SegmentFilesResult
         ``timings`` holds this run's stages.
+
+    Examples
+    --------
+    The job is checked before the session is asked anything:
+
+    >>> session_files(None, SegmentFiles(image="stack.nrrd", model="starter", labels="heart.nrrd"))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: method full needs scribbles
     """
     from .fileio import signals_raise
 
