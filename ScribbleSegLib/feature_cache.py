@@ -155,6 +155,17 @@ class CacheEntry:
         Seconds since the epoch of the last store or reuse.
     meta : dict
         The manifest (empty if unreadable).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+    >>> with cache.new_entry("a" * 32) as tmp:
+    ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+    ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+    >>> [(e.key, e.path.parent == cache.folder, e.size > 0, e.meta["format"]) for e in cache.entries()]
+    [('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', True, True, 'scribbleseg-feature-cache')]
+    >>> folder.cleanup()
     """
 
     key: str
@@ -222,6 +233,19 @@ class FeatureCache:
 
         Raises ScribbleSegError unless ``max_gb`` is a positive number up to
         :data:`~ScribbleSegLib.choices.MAX_CACHE_GB`; nothing is stored then.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> cache.set_cap_gb(2.5)
+        >>> cache.max_bytes == int(2.5 * 2**30), (cache.folder / SETTINGS).read_text()
+        (True, '{"max_gb": 2.5}\\n')
+        >>> cache.set_cap_gb(-1)
+        Traceback (most recent call last):
+        ...
+        ScribbleSegLib.errors.ScribbleSegError: max_gb must be a positive number of GB up to 1e+06, got -1
+        >>> folder.cleanup()
         """
         from .fileio import atomic_output
 
@@ -236,7 +260,16 @@ class FeatureCache:
     # -- opening -------------------------------------------------------------------------------
 
     def problem(self) -> Optional[str]:
-        """Why the folder cannot hold a cache (create it if missing), or None if it can."""
+        """Why the folder cannot hold a cache (create it if missing), or None if it can.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = Path(folder, "notes.txt").write_text("not a cache")
+        ...     FeatureCache(Path(folder, "cache")).problem(), FeatureCache(Path(folder, "notes.txt")).problem()
+        (None, 'is not a folder')
+        """
         if self.folder.exists() and not self.folder.is_dir():
             return "is not a folder"
         try:
@@ -248,7 +281,19 @@ class FeatureCache:
         return None
 
     def sweep(self) -> List[Path]:
-        """Remove what killed runs left: temporaries of dead processes, old pre-manifest temporaries."""
+        """Remove what killed runs left: temporaries of dead processes, old pre-manifest temporaries.
+
+        Examples
+        --------
+        A temporary folder of a version before the manifest, two days old:
+
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     old = Path(folder, "." + "0" * 32 + ".abcdefgh"); old.mkdir()
+        ...     os.utime(old, (time.time() - 2 * 86400,) * 2)
+        ...     FeatureCache(folder).sweep() == [old], old.exists()
+        (True, False)
+        """
         removed = sweep_stale_temps(self.folder)
         now = time.time()
         with contextlib.suppress(OSError):
@@ -296,6 +341,18 @@ class FeatureCache:
         A damaged entry is removed (one warning), so the caller recomputes and
         stores it again.  Both are memory-mapped read-only, so a cached
         volume larger than RAM costs only the pages a later stage touches.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> with cache.new_entry("a" * 32) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+        >>> _ = (cache.folder / ("a" * 32) / "features.npy").write_bytes(b"cut short")
+        >>> cache.load("a" * 32), (cache.folder / ("a" * 32)).exists()  # damaged: removed, computed again
+        (None, False)
+        >>> folder.cleanup()
         """
         entry = self.folder / key
         if not entry.is_dir():
@@ -324,7 +381,19 @@ class FeatureCache:
 
     def stored_warnings(self, key: str) -> List[str]:
         """The warnings the run that computed ``key``'s entry gave while it computed them (its manifest's
-        ``warnings``; none for an entry made before they were kept, or a manifest that cannot be read)."""
+        ``warnings``; none for an entry made before they were kept, or a manifest that cannot be read).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> with cache.new_entry("a" * 32, {"warnings": ["pale stain"]}) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+        >>> cache.stored_warnings("a" * 32), cache.stored_warnings("b" * 32)  # the second: no such entry
+        (['pale stain'], [])
+        >>> folder.cleanup()
+        """
         try:
             stored = json.loads((self.folder / key / MANIFEST).read_text(encoding="utf-8")).get("warnings", [])
         except (OSError, ValueError, AttributeError):
@@ -343,6 +412,22 @@ class FeatureCache:
         failure (or SIGINT/SIGTERM) it is removed.  Writing the features straight
         into the entry (a memory-mapped ``.npy``) keeps a large volume's
         features out of RAM.
+
+        Examples
+        --------
+        A body that fails leaves nothing behind, not even its temporary folder:
+
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> with cache.new_entry("a" * 32) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     raise MemoryError("the features did not fit")
+        Traceback (most recent call last):
+        ...
+        MemoryError: the features did not fit
+        >>> os.listdir(folder.name)
+        []
+        >>> folder.cleanup()
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         final = self.folder / key
@@ -384,7 +469,20 @@ class FeatureCache:
         self.evict(keep=key)
 
     def entries(self) -> List[CacheEntry]:
-        """Every entry, least recently used first (temporaries and foreign files are not entries)."""
+        """Every entry, least recently used first (temporaries and foreign files are not entries).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> with cache.new_entry("a" * 32) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+        >>> _ = (cache.folder / "notes.txt").write_text("not an entry")
+        >>> [e.key for e in cache.entries()]
+        ['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa']
+        >>> folder.cleanup()
+        """
         found = []
         with contextlib.suppress(OSError):
             for item in os.scandir(self.folder):
@@ -401,7 +499,21 @@ class FeatureCache:
         return sorted(found, key=lambda e: e.last_used)
 
     def size(self) -> int:
-        """Bytes held by entries and temporaries."""
+        """Bytes held by entries and temporaries.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> cache.size()
+        0
+        >>> with cache.new_entry("a" * 32) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+        >>> cache.size() == cache.entries()[0].size > 0
+        True
+        >>> folder.cleanup()
+        """
         return sum(e.size for e in self.entries())
 
     def evict(self, keep: Optional[str] = None, extra_bytes: int = 0, report: bool = True) -> List[str]:
@@ -409,6 +521,21 @@ class FeatureCache:
 
         ``keep`` (the entry just stored or in use) is never removed.  Returns the removed keys, and logs
         how many unless ``report`` is False (a caller that says so itself).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> with cache.new_entry("a" * 32) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+        >>> with cache.new_entry("b" * 32) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+        >>> cache.max_bytes = 1  # less than any entry
+        >>> cache.evict(keep="b" * 32, report=False), [e.key[0] for e in cache.entries()]
+        (['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'], ['b'])
+        >>> folder.cleanup()
         """
         entries = self.entries()
         total = sum(e.size for e in entries) + int(extra_bytes)
@@ -429,7 +556,15 @@ class FeatureCache:
         return removed
 
     def make_room(self, nbytes: int) -> Optional[str]:
-        """Evict what is needed for a new entry of ``nbytes``; return why it still cannot be stored, or None."""
+        """Evict what is needed for a new entry of ``nbytes``; return why it still cannot be stored, or None.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     print(FeatureCache(folder, max_bytes=1 << 30).make_room(2 << 30))
+        the features need 2.00 GB, more than the cache's cap of 1.00 GB
+        """
         if nbytes > self.max_bytes:
             return (f"the features need {nbytes / 2**30:.2f} GB, more than the cache's cap of "
                     f"{self.max_bytes / 2**30:.2f} GB")
@@ -441,7 +576,15 @@ class FeatureCache:
 
     def check_readable(self) -> bool:
         """Whether the folder exists; ScribbleSegError if it exists but cannot be listed (its entries would
-        look like none)."""
+        look like none).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     FeatureCache(folder).check_readable(), FeatureCache(Path(folder, "none yet")).check_readable()
+        (True, False)
+        """
         try:
             os.scandir(self.folder).close()
         except FileNotFoundError:
@@ -462,6 +605,18 @@ class FeatureCache:
         ScribbleSegError
             The folder cannot be read, or some entries could not be removed (after
             removing all it could).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> with cache.new_entry("a" * 32) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+        >>> _ = (cache.folder / "notes.txt").write_text("not the cache's")
+        >>> size = cache.size(); cache.clear() == (1, size), os.listdir(folder.name)
+        (True, ['notes.txt'])
+        >>> folder.cleanup()
         """
         if not self.check_readable():
             return 0, 0
@@ -521,7 +676,20 @@ class CutWeights:
 
     @classmethod
     def of(cls, features: np.ndarray) -> Optional["CutWeights"]:
-        """The store of the cache entry that ``features`` were read from (memory-mapped), or None."""
+        """The store of the cache entry that ``features`` were read from (memory-mapped), or None.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> with cache.new_entry("a" * 32) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+        >>> probability, features = cache.load("a" * 32)
+        >>> CutWeights.of(features).entry == cache.folder / ("a" * 32), CutWeights.of(np.array(features))
+        (True, None)
+        >>> del probability, features; folder.cleanup()
+        """
         entry = entry_of(features)
         return None if entry is None else cls(entry)
 
@@ -532,7 +700,18 @@ class CutWeights:
              mapped: bool = False) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The three float32 ``shape`` arrays stored under ``key``, or None; ``mapped``: read-only and
         memory-mapped, for a caller that drops them before the store may replace the file (Windows refuses to
-        delete a mapped file), instead of copied into fresh memory."""
+        delete a mapped file), instead of copied into fresh memory.
+
+        Examples
+        --------
+        A set of another shape is not used, and goes:
+
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as entry:
+        ...     CutWeights(entry).save("k", [np.ones((1, 2, 2), np.float32)] * 3)
+        ...     CutWeights(entry).load("k", (1, 4, 4)), os.listdir(entry)
+        (None, [])
+        """
         data, manifest = self._paths(key)
         if not data.is_file():
             return None
@@ -558,7 +737,17 @@ class CutWeights:
 
     def save(self, key: str, weights: Sequence[np.ndarray]) -> None:
         """Keep ``weights`` (three arrays of one shape) under ``key``, in place of any other set; a failure (a full
-        disk, a folder removed meanwhile) is one warning."""
+        disk, a folder removed meanwhile) is one warning.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as entry:
+        ...     for key in ("first", "second"):
+        ...         CutWeights(entry).save(key, [np.zeros((1, 2, 2), np.float32)] * 3)
+        ...     sorted(os.listdir(entry))  # one set per entry
+        ['cut-weights-second.json', 'cut-weights-second.npy']
+        """
         from .fileio import atomic_output
 
         data, manifest = self._paths(key)
@@ -650,10 +839,29 @@ def open_cache(folder: Optional[PathLike], max_bytes: Optional[int] = None) -> O
 
 
 def load(cache_dir: PathLike, key: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """``FeatureCache(cache_dir).load(key)``."""
+    """``FeatureCache(cache_dir).load(key)``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     load(folder, "0" * 32) is None  # no such entry
+    True
+    """
     return FeatureCache(cache_dir).load(key)
 
 
 def new_entry(cache_dir: PathLike, key: str, meta: Optional[dict] = None):
-    """``FeatureCache(cache_dir).new_entry(key, meta)``."""
+    """``FeatureCache(cache_dir).new_entry(key, meta)``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with new_entry(folder, "0" * 32) as tmp:
+    ...         np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+    ...         np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+    ...     [a.shape for a in load(folder, "0" * 32)]
+    [(1, 2, 2), (1, 2, 2, 3)]
+    """
     return FeatureCache(cache_dir).new_entry(key, meta)
