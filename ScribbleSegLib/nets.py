@@ -52,7 +52,7 @@ class ModelConfig:
     arch : str
         ``"munet"`` (multi-field-of-view) or ``"unet"`` (plain U-Net, full magnification only).
     patch : int
-        Side of every expert's training patch in pixels (a multiple of ``2**max(n_fov, depth-1)``).
+        Side of every expert's training patch in pixels (a multiple of ``2**max(n_fov, depth-1, 3)``).
     n_fov : int
         Number of fields of view (experts) of an M-Unet, a factor of 2 apart.
     width : int
