@@ -295,6 +295,13 @@ class DDMLNet(nn.Module):
     loss_history : list of float
         The DDML loss of every :data:`LOSS_EVERY`-th training step and of the last
         (filled by :func:`train_ddml`).
+
+    Examples
+    --------
+    >>> f = DDMLNet(6, (8, 8), 4)
+    >>> z = f(100 * torch.ones(3, 6))
+    >>> f.in_dim, f.out_dim, tuple(z.shape), bool(z.abs().max() <= 1)  # tanh keeps the embedding in [-1, 1]
+    (6, 4, (3, 4), True)
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int) -> None:
@@ -332,6 +339,13 @@ class Head(nn.Module):
     ----------
     loss_history : list of float
         The head's training loss per step (filled by :func:`train_head`).
+
+    Examples
+    --------
+    >>> head = Head(4)
+    >>> z = torch.zeros(5, 4)
+    >>> tuple(head.logit(z).shape), bool(torch.allclose(head(z), torch.sigmoid(head.logit(z))))
+    ((5,), True)
     """
 
     def __init__(self, in_dim: int) -> None:
@@ -365,14 +379,33 @@ class AdaptMemory:
         self.f: Optional[DDMLNet] = None
 
     def start(self, in_dim: int, config: "DDMLConfig") -> Optional["DDMLNet"]:
-        """The ``f`` to start from for pixels of ``in_dim`` channels and ``config``, or None."""
+        """The ``f`` to start from for pixels of ``in_dim`` channels and ``config``, or None.
+
+        Examples
+        --------
+        >>> memory = AdaptMemory()
+        >>> memory.f = DDMLNet(6, (64, 64), 32)
+        >>> memory.start(6, DDMLConfig()) is memory.f
+        True
+        >>> memory.start(5, DDMLConfig()), memory.start(6, DDMLConfig.paper())  # other channels; warm_steps 0
+        (None, None)
+        """
         f = self.f
         if f is None or config.warm_steps <= 0 or f.in_dim != in_dim or f.out_dim != config.out_dim:
             return None
         return f if tuple(layer.out_features for layer in f.layers[:-1]) == config.hidden else None
 
     def clear(self) -> None:
-        """Forget the last ``f``: the next run trains from scratch."""
+        """Forget the last ``f``: the next run trains from scratch.
+
+        Examples
+        --------
+        >>> memory = AdaptMemory()
+        >>> memory.f = DDMLNet(6, (64, 64), 32)
+        >>> memory.clear()
+        >>> memory.f is None, memory.start(6, DDMLConfig())
+        (True, None)
+        """
         self.f = None
 
     @contextlib.contextmanager
@@ -421,6 +454,15 @@ class AdaptResult:
     head_shift : float
         What :func:`network_rate_shift` added to the head's bias (``DDMLConfig.head_bias``); 0 when
         the head was left as trained.
+
+    Examples
+    --------
+    >>> features = np.random.default_rng(0).normal(size=(1, 8, 8, 4)).astype(np.float16)
+    >>> scribbles = np.zeros((1, 8, 8), np.uint8); scribbles[0, 2, :3] = 1; scribbles[0, 6, :3] = 2
+    >>> config = DDMLConfig(hidden=(8,), out_dim=4, steps=10, batch_size=8, head_steps=5)
+    >>> result = adapt(features, scribbles, None, None, config=config)
+    >>> result.h.shape, result.f.out_dim, len(result.losses), len(result.head_losses), sorted(result.timings)
+    ((1, 8, 8), 4, 2, 5, ['DDML training', 'head training', 'probability', 'training pixels'])
     """
 
     h: np.ndarray
