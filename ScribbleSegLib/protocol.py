@@ -36,14 +36,30 @@ DEFAULT_ROWS = {"M-Unet+DDML": DEFAULT_ADAPTED, "M-Unet+DDML+GC": DEFAULT_FINAL}
 
 @dataclass
 class Outputs:
-    """M-Unet and U-Net outputs of one volume, computed once and reused for every pattern."""
+    """M-Unet and U-Net outputs of one volume, computed once and reused for every pattern.
+
+    Examples
+    --------
+    ``munet`` holds the M-Unet's probability and its features (see :func:`compute_outputs`):
+
+    >>> outputs = Outputs((np.zeros((4, 8, 8), np.float32), np.zeros((4, 8, 8, 32), np.float16)), None)
+    >>> outputs.munet[1].shape[-1], outputs.unet_probability is None
+    (32, True)
+    """
 
     munet: Tuple[np.ndarray, np.ndarray]
     unet_probability: Optional[np.ndarray]
 
 
 def make_volumes(n: int, seed: int = 0, shape: Optional[Sequence[int]] = None, family: str = "a") -> list:
-    """Phantom volumes ``seed * 100 + i`` for i < n of a family, as ``scribbleseg phantom`` writes them."""
+    """Phantom volumes ``seed * 100 + i`` for i < n of a family, as ``scribbleseg phantom`` writes them.
+
+    Examples
+    --------
+    >>> volumes = make_volumes(2, seed=1, shape=(4, 64, 64))
+    >>> [v.image.shape for v in volumes], [v.info["seed"] for v in volumes]
+    ([(4, 64, 64), (4, 64, 64)], [100, 101])
+    """
     from . import phantom
 
     config = phantom.family_config(family, shape)
@@ -57,6 +73,14 @@ def rerun_case(shape: Sequence[int], seed: int = 7):
     Returns
     -------
     (phantom.Phantom, numpy.ndarray, numpy.ndarray)
+
+    Examples
+    --------
+    >>> vol, first, more = rerun_case((8, 64, 64))
+    >>> vol.label.shape, sorted(np.unique(first).tolist()), bool(np.all(more[first > 0] == first[first > 0]))
+    ((8, 64, 64), [0, 1, 2], True)
+    >>> bool(np.count_nonzero(more) > np.count_nonzero(first))
+    True
     """
     from . import phantom, scribbles
 
@@ -107,6 +131,16 @@ def compute_outputs(image: np.ndarray, munet, unet, device: str = choices.DEFAUL
 
     ``scale`` resizes the sections to the networks' training pixel size (see :func:`pipeline.network_scale`);
     ``orientations`` are the M-Unet's test-time flips (:func:`pipeline.segment`).
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.model_file import load_model
+    >>> from ScribbleSegLib.starter import starter_model_path
+    >>> model = load_model(starter_model_path(), device="cpu")
+    >>> outputs = compute_outputs(make_volumes(1, shape=(4, 64, 64))[0].image.array, model, None, device="cpu",
+    ...                           orientations=1)
+    >>> outputs.munet[0].shape, outputs.munet[1].shape, outputs.unet_probability is None
+    ((4, 64, 64), (4, 64, 64, 32), True)
     """
     from .pipeline import compute_features
 
@@ -128,6 +162,16 @@ def evaluate_pattern(volume, label: np.ndarray, scribbles: np.ndarray, munet, ou
         Method name -> :func:`metrics.evaluate` result.
     result : pipeline.SegmentResult or None
         The DDML (+ cut) segmentation, when one of those methods was asked for.
+
+    Examples
+    --------
+    The networks' rows need only their outputs (no scribbles, no model):
+
+    >>> label = np.zeros((1, 4, 4), np.uint8); label[0, :2] = 1
+    >>> outputs = Outputs((label * 0.9, None), np.full(label.shape, 0.6))
+    >>> metrics, result = evaluate_pattern(None, label, None, None, outputs, methods=("U-net", "M-Unet"))
+    >>> round(metrics["U-net"]["iou"], 3), round(metrics["M-Unet"]["iou"], 3), result
+    (0.5, 1.0, None)
     """
     from .pipeline import segment
 
@@ -238,6 +282,12 @@ class Round:
     network_doubt : float
         The larger share of one class's stroked voxels that the network labels the other way
         (:func:`ScribbleSegLib.pipeline.network_doubt`).
+
+    Examples
+    --------
+    >>> r = Round({"iou": 0.7}, {"iou": 0.9}, suggested=[4, 2], worst=[2, 5], suggestion_hits=1, scribbled_voxels=80)
+    >>> r.final["iou"], r.network_doubt
+    (0.9, 0.0)
     """
 
     adapted: dict
@@ -265,6 +315,25 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
     Slicer module's worker keeps them); otherwise every round runs from scratch.  Every round takes the
     network's doubt of the rounds before where larger (:mod:`~ScribbleSegLib.stroke_history`), as the command
     line and a session do.
+
+    Examples
+    --------
+    Two rounds on a small phantom, with made-up M-Unet outputs and a small DDML network:
+
+    >>> from ScribbleSegLib.ddml import DDMLConfig
+    >>> from ScribbleSegLib.model_file import load_model
+    >>> from ScribbleSegLib.scribbles import simulate_scribbles
+    >>> from ScribbleSegLib.starter import starter_model_path
+    >>> vol = make_volumes(1, seed=3, shape=(4, 48, 48))[0]
+    >>> strokes = simulate_scribbles(vol.label, seed=0, every=2, tissue=vol.tissue > 0)
+    >>> feats = (np.random.default_rng(0).normal(size=(4, 48, 48, 32)) + 2 * vol.label[..., None]).astype(np.float16)
+    >>> rounds = run_rounds(vol.image, vol.label, strokes, load_model(starter_model_path(), device="cpu"),
+    ...                     (np.where(vol.label > 0, 0.7, 0.2).astype(np.float32), feats), rounds=2,
+    ...                     ddml_config=DDMLConfig(hidden=(8,), out_dim=4, steps=10, batch_size=8, head_steps=5))
+    >>> len(rounds), rounds[0].scribbled_voxels == int(np.count_nonzero(strokes))
+    (2, True)
+    >>> rounds[1].scribbled_voxels > rounds[0].scribbled_voxels  # the corrective strokes
+    True
     """
     from .ddml import AdaptMemory
     from .graphcut import CutMemory
@@ -294,7 +363,15 @@ def run_rounds(volume, label: np.ndarray, scribbles: np.ndarray, model, features
 
 
 def rounds_table(runs: Dict[str, List[List[Round]]], names: Optional[Dict[str, List[str]]] = None) -> str:
-    """Markdown: per protocol, the mean IoU of each round (adapted and final), drops and suggestion hits."""
+    """Markdown: per protocol, the mean IoU of each round (adapted and final), drops and suggestion hits.
+
+    Examples
+    --------
+    >>> first = Round({"iou": 0.7}, {"iou": 0.9}, [4, 2], [2, 5], 1, 80)
+    >>> second = Round({"iou": 0.7}, {"iou": 0.85}, [1, 3], [1, 3], 2, 120)
+    >>> print(rounds_table({"cold": [[first, second]]}).splitlines()[-1])
+    | cold | 2 | 0.700 ± 0.000 | 0.850 ± 0.000 | 0.850 | 1 | 2/2 |
+    """
     lines = ["| protocol | round | M-Unet+adaptation IoU | final IoU | min final IoU | drops > 0.01 | "
              "suggested among truth's worst |", "|---|---|---|---|---|---|---|"]
     for name, volume_runs in runs.items():
