@@ -847,8 +847,19 @@ class CutMemory:
     Examples
     --------
     >>> memory = CutMemory()
-    >>> memory.labels is None
-    True
+    >>> memory.labels is None, memory.holds_labels
+    (True, False)
+
+    A cut with it leaves its labels and seeds (1 heart, 2 background) for the next:
+
+    >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
+    >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
+    >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
+    >>> labels = graph_cut(h, image, scribbles, memory=memory)
+    >>> memory.holds_labels, bool((memory.labels == labels).all())
+    (True, True)
+    >>> memory.seeds[0, 3, 3].item(), memory.seeds[0, 0, 0].item()
+    (1, 2)
     """
 
     #: The data term is kept as ``round(h' * DATA_STEPS)`` in uint8: a step of 0.004, well below
@@ -880,7 +891,19 @@ class CutMemory:
         return None if self._packed is None else self._packed >> np.uint8(1)
 
     def data_term(self, z0: int, z1: int) -> np.ndarray:
-        """float32 data term ``h'`` of planes ``z0:z1`` of the last cut."""
+        """float32 data term ``h'`` of planes ``z0:z1`` of the last cut.
+
+        Examples
+        --------
+        >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
+        >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
+        >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
+        >>> memory = CutMemory()
+        >>> _ = graph_cut(h, image, scribbles, memory=memory)
+        >>> part = memory.data_term(1, 2)
+        >>> part.shape, part.dtype, bool(0 <= part.min() <= part.max() <= 1)
+        ((1, 8, 8), dtype('float32'), True)
+        """
         return self.data[z0:z1].astype(np.float32) * np.float32(1.0 / self.DATA_STEPS)
 
     def scratch(self, shape: Sequence[int]) -> Optional[np.ndarray]:
@@ -888,7 +911,15 @@ class CutMemory:
         cut to cut: each warm run would otherwise ask the system for a volume's worth of new memory, which
         costs from 0.1 to 0.5 s at 100x512x512 on the virtual machines of BENCHMARKS.md ("Interactive
         speed", item 63).  Its values are the last cut's until the next cut overwrites them.  None for a volume
-        of more than :data:`SCRATCH_MAX_BYTES`: a warm worker would hold that much between runs."""
+        of more than :data:`SCRATCH_MAX_BYTES`: a warm worker would hold that much between runs.
+
+        Examples
+        --------
+        >>> memory = CutMemory()
+        >>> a = memory.scratch((2, 8, 8))
+        >>> a.dtype, memory.scratch((2, 8, 8)) is a, memory.scratch((1000, 1000, 1000))  # 4 GB: too large
+        (dtype('float32'), True, None)
+        """
         shape = tuple(int(n) for n in shape)
         if self._scratch is None or self._scratch.shape != shape:
             self._scratch = None  # the old one goes before the new one is made
@@ -897,7 +928,19 @@ class CutMemory:
         return self._scratch
 
     def clear(self) -> None:
-        """Forget the last cut: the next one starts from scratch."""
+        """Forget the last cut: the next one starts from scratch.
+
+        Examples
+        --------
+        >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
+        >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
+        >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
+        >>> memory = CutMemory()
+        >>> _ = graph_cut(h, image, scribbles, memory=memory)
+        >>> memory.clear()
+        >>> memory.holds_labels, memory.key, memory.coarse_weights
+        (False, None, {})
+        """
         self.key = self._packed = self.data = self.region = None
         self.coarse_weights = {}
 
@@ -921,7 +964,26 @@ class CutMemory:
 
     def follow(self, level: "_ImageLevel", image: np.ndarray, mode: str) -> None:
         """Get ready for a cut of ``image``: forget everything if the last cut was of another image or
-        with other parameters."""
+        with other parameters.
+
+        Examples
+        --------
+        :func:`graph_cut` calls it; a cut of another image starts over:
+
+        >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
+        >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
+        >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
+        >>> memory = CutMemory()
+        >>> _ = graph_cut(h, image, scribbles, memory=memory)
+        >>> key = memory.key
+        >>> _ = graph_cut(h, image, scribbles, memory=memory)
+        >>> memory.key == key
+        True
+        >>> image[1] = 150
+        >>> _ = graph_cut(h, image, scribbles, memory=memory)
+        >>> memory.key == key
+        False
+        """
         key = self._key(level, image, mode)
         if key != self.key:
             self.clear()
@@ -929,7 +991,20 @@ class CutMemory:
 
     def remember(self, level: "_ImageLevel", labels: np.ndarray, region: Optional["_Region"] = None) -> None:
         """Keep this cut's labels, data term and seeds for the next, and the graph of its full-resolution band
-        (unless it holds more than :data:`REUSE_MAX_REGION_BYTES`)."""
+        (unless it holds more than :data:`REUSE_MAX_REGION_BYTES`).
+
+        Examples
+        --------
+        :func:`graph_cut` calls it; the data term is kept in uint8 steps of ``1 / DATA_STEPS``:
+
+        >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
+        >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
+        >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
+        >>> memory = CutMemory()
+        >>> _ = graph_cut(h, image, scribbles, memory=memory)
+        >>> memory.data.dtype, bool(memory.data.max() <= CutMemory.DATA_STEPS), memory.holds_labels
+        (dtype('uint8'), True, True)
+        """
         self.region = region if region is not None and region.graph_bytes() <= REUSE_MAX_REGION_BYTES else None
         # Into the last cut's arrays where they fit (read before this, and handed out only as copies): no new memory.
         if self._packed is None or self._packed.shape != level.shape:
