@@ -240,6 +240,14 @@ class PatchSource:
     config : nets.ModelConfig
     sections : list of index arrays, optional
         Sections of each volume to draw from (default all).
+
+    Examples
+    --------
+    >>> label = np.zeros((2, 64, 64), np.uint8); label[:, 20:40, 20:40] = 1
+    >>> image = np.where(label[..., None] > 0, 90, 200).astype(np.uint8)
+    >>> source = PatchSource([image], [label], ModelConfig.small())
+    >>> source.pools["heart"].shape  # (volume, section, flat pixel index) of each of the 2 x 400 heart pixels
+    (3, 800)
     """
 
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], config: ModelConfig,
@@ -269,7 +277,16 @@ class PatchSource:
             raise ScribbleSegError("the sections to learn from hold no heart or no background voxel")
 
     def centres(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` patch centres ``(volume, z, y, x)``: 1/2 heart, 1/4 near background, 1/4 any background."""
+        """``n`` patch centres ``(volume, z, y, x)``: 1/2 heart, 1/4 near background, 1/4 any background.
+
+        Examples
+        --------
+        >>> label = np.zeros((2, 64, 64), np.uint8); label[:, 20:40, 20:40] = 1
+        >>> source = PatchSource([np.full((2, 64, 64, 3), 200, np.uint8)], [label], ModelConfig.small())
+        >>> centres = source.centres(np.random.default_rng(0), 8)
+        >>> centres.shape, bool((centres[:, 2:] % source.step == 0).all())  # on the coarsest level's grid
+        ((8, 4), True)
+        """
         kinds = rng.choice(4, size=n)
         out = np.empty((n, 4), np.int64)
         for i, kind in enumerate(kinds):
@@ -288,6 +305,16 @@ class PatchSource:
 
         With ``rng`` the patches are augmented (see :class:`TrainOptions`);
         every field of view gets the same flip, turn, scale and stain jitter.
+
+        Examples
+        --------
+        >>> label = np.zeros((2, 64, 64), np.uint8); label[:, 20:40, 20:40] = 1
+        >>> source = PatchSource([np.full((2, 64, 64, 3), 200, np.uint8)], [label], ModelConfig.small())
+        >>> centres = source.centres(np.random.default_rng(0), 4)
+        >>> inputs, targets = source.batch(centres, multifov.patch_geometry(source.config), torch.device("cpu"),
+        ...                                rng=np.random.default_rng(1), options=TrainOptions())
+        >>> [tuple(x.shape) for x in inputs], [tuple(t.shape) for t in targets]  # per window, per field of view
+        ([(4, 3, 64, 64), (4, 3, 64, 64), (4, 3, 64, 64)], [(4, 1, 64, 64), (4, 1, 64, 64), (4, 1, 64, 64)])
         """
         p = self.config.patch
         augment = rng is not None
@@ -355,7 +382,13 @@ def _boundary_band(label: np.ndarray, radius: int) -> np.ndarray:
 # --------------------------------------------------------------------------- a step's memory
 
 def augment_margin(patch: int, options: TrainOptions) -> int:
-    """Pixels added to a patch's side before an augmented patch is scaled and turned back to ``patch``."""
+    """Pixels added to a patch's side before an augmented patch is scaled and turned back to ``patch``.
+
+    Examples
+    --------
+    >>> augment_margin(64, TrainOptions()), augment_margin(64, TrainOptions(scale_jitter=0.0))
+    (10, 2)
+    """
     return 2 * math.ceil(patch * options.scale_jitter / 2 + 1)
 
 
@@ -403,7 +436,18 @@ def step_bytes(config: ModelConfig, options: TrainOptions) -> int:
 # --------------------------------------------------------------------------- loss
 
 def training_loss(out, targets: Sequence[torch.Tensor], config: ModelConfig) -> torch.Tensor:
-    """Output cross-entropy + deep supervision + the weighting CNN's Dice regression."""
+    """Output cross-entropy + deep supervision + the weighting CNN's Dice regression.
+
+    Examples
+    --------
+    Logits of 0 on heart cost ``log 2`` at the output, and half that again from the experts (deep supervision 0.5):
+
+    >>> from ScribbleSegLib.nets import NetOutput
+    >>> zero, heart = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
+    >>> out = NetOutput(logit=zero, features=None, expert_logits=[zero, zero], expert_probs=[], weights=None)
+    >>> round(float(training_loss(out, [heart, heart], ModelConfig.small())), 4), round(1.5 * math.log(2), 4)
+    (1.0397, 1.0397)
+    """
     y = targets[0]
     loss = F.binary_cross_entropy_with_logits(out.logit.float(), y)
     if out.expert_logits and config.deep_supervision > 0:
@@ -425,6 +469,16 @@ def expert_workers(net: torch.nn.Module, device: torch.device) -> int:
     A thread per expert rather than per core: three experts on two threads leave a core idle for
     the third (a small M-Unet's step took 397 ms on one thread, 349 ms on two, 296 ms on three;
     BENCHMARKS.md, "Interactive speed" item 28).
+
+    Examples
+    --------
+    A U-Net, or a network on a GPU, runs its step on one thread:
+
+    >>> cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    >>> expert_workers(build_net(ModelConfig.small("unet")), cpu), expert_workers(build_net(ModelConfig.small()), gpu)
+    (1, 1)
+    >>> expert_workers(build_net(ModelConfig.small()), cpu) in (1, ModelConfig.small().n_fov)  # by the CPU's cores
+    True
     """
     if not isinstance(net, MUNet) or device.type != "cpu" or cpu_threads() != 1:
         return 1
@@ -442,6 +496,19 @@ def backward_step(net: torch.nn.Module, inputs, targets, geom, config: ModelConf
     from the gradients at its outputs.  The operations are those of one backward pass, so the
     gradients are the same (``Testing/test_training.py``).  Without, the forward pass runs under
     ``device``'s autocast (bfloat16 on a GPU).
+
+    Examples
+    --------
+    One step of a tiny M-Unet on a batch of four patches:
+
+    >>> config = ModelConfig(patch=16, width=4, depth=2, n_fov=2, aggregator=(8,), feature_channels=8)
+    >>> label = np.zeros((1, 32, 32), np.uint8); label[:, 8:24, 8:24] = 1
+    >>> source = PatchSource([np.full((1, 32, 32, 3), 200, np.uint8)], [label], config)
+    >>> geom, net = multifov.patch_geometry(config), build_net(config)
+    >>> inputs, targets = source.batch(source.centres(np.random.default_rng(0), 4), geom, torch.device("cpu"))
+    >>> loss = backward_step(net, inputs, targets, geom, config)
+    >>> loss.ndim, all(p.grad is not None for p in net.parameters())
+    (0, True)
     """
     if pool is None:
         with _autocast(device):
@@ -977,6 +1044,15 @@ def feature_bank(net, volumes: Sequence[Tuple[np.ndarray, np.ndarray]], device: 
         float32 ``(N, C)``.
     labels : numpy.ndarray
         uint8 ``(N,)``, 1 heart, 0 background.
+
+    Examples
+    --------
+    >>> net = build_net(ModelConfig(patch=16, width=4, depth=2, n_fov=2, aggregator=(8,), feature_channels=8))
+    >>> label = np.zeros((2, 32, 32), np.uint8); label[:, 8:24, 8:24] = 1
+    >>> volumes = [(np.full((2, 32, 32, 3), 200, np.uint8), label)]
+    >>> features, labels = feature_bank(net, volumes, torch.device("cpu"), np.random.default_rng(0), 10, 2)
+    >>> features.shape, features.dtype, np.bincount(labels).tolist()  # 10 pixels per class, 8 features each
+    ((20, 8), dtype('float32'), [10, 10])
     """
     core, batch = default_tile(device)
     predictor = SectionPredictor(net.eval(), device, core, batch)
