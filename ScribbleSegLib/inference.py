@@ -48,7 +48,13 @@ _STAGE = "M-Unet inference"
 
 
 def default_tile(device: torch.device) -> Tuple[int, int]:
-    """Tile core size and tiles per batch: what fits a GPU well, and what runs fastest on a CPU."""
+    """Tile core size and tiles per batch: what fits a GPU well, and what runs fastest on a CPU.
+
+    Examples
+    --------
+    >>> default_tile(torch.device("cpu")), default_tile(torch.device("cuda"))
+    ((512, 1), (1024, 4))
+    """
     if device.type == "cuda":
         return 1024, 4
     return 512, 1
@@ -107,6 +113,16 @@ class SectionPredictor:
     orientations : int
         How many of the section's :data:`FLIPS` the network sees (``choices.ORIENTATIONS``);
         their logits and features, flipped back, are averaged.  1: the section as it is.
+
+    Examples
+    --------
+    The tile is rounded down to the network's alignment (4 pixels for two fields of view and depth 2):
+
+    >>> from ScribbleSegLib.nets import ModelConfig, build_net
+    >>> net = build_net(ModelConfig(patch=16, width=4, depth=2, n_fov=2, aggregator=(8,), feature_channels=8))
+    >>> predictor = SectionPredictor(net.eval(), torch.device("cpu"), tile=50, batch=2)
+    >>> predictor.align, predictor.tile, predictor.channels
+    (4, 48, 8)
     """
 
     def __init__(self, net: torch.nn.Module, device: torch.device, tile: int, batch: int,
@@ -140,6 +156,16 @@ class SectionPredictor:
             tile by tile (so that the features of a huge section never sit in
             memory whole), or None for no features.
         cancel : CancelToken, optional
+
+        Examples
+        --------
+        >>> from ScribbleSegLib.nets import ModelConfig, build_net
+        >>> net = build_net(ModelConfig(patch=16, width=4, depth=2, n_fov=2, aggregator=(8,), feature_channels=8))
+        >>> predictor = SectionPredictor(net.eval(), torch.device("cpu"), tile=48, batch=2, orientations=1)
+        >>> prob, feats = np.full((40, 70), -1, np.float32), np.zeros((40, 70, 8), np.float16)
+        >>> predictor.predict(np.full((40, 70, 3), 200, np.uint8), prob, feats)  # two tiles across
+        >>> bool(0 <= prob.min() <= prob.max() <= 1), bool(np.abs(feats).max() > 0)
+        (True, True)
         """
         run = self._predict if self.orientations == 1 else self._predict_flipped
         if self.device.type == "cpu":
@@ -241,6 +267,18 @@ class FeatureWriter:
     Ordinary file writes, one per tile row, not a memory map: the pages go to
     the page cache, not into the process, so a section's features are never in
     memory whole.
+
+    Examples
+    --------
+    A block of ones at row 2, column 1 of section 1 of a ``.npy`` file:
+
+    >>> path = os.path.join(tempfile.mkdtemp(), "features.npy")
+    >>> offset = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(2, 4, 4, 3)).offset
+    >>> with open(path, "r+b") as handle:
+    ...     FeatureWriter(handle, offset, (2, 4, 4, 3), section=1).write(2, 1, np.ones((1, 2, 3)))
+    >>> saved = np.load(path)
+    >>> saved[1, :, :, 0].astype(int).tolist(), int(saved[0].sum())
+    ([[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], 0)
     """
 
     def __init__(self, handle, offset: int, shape: Tuple[int, ...], section: int,
