@@ -82,7 +82,13 @@ TRAIN_MINUTES_CAP = 40.0
 
 
 def model_path(out, arch: str, family: str) -> Path:
-    """Where the bench keeps (and ``--reuse-models`` finds) a family's network: ``out/<arch>_<family>.model``."""
+    """Where the bench keeps (and ``--reuse-models`` finds) a family's network: ``out/<arch>_<family>.model``.
+
+    Examples
+    --------
+    >>> model_path("scribbleseg-bench", "munet", "b").as_posix()
+    'scribbleseg-bench/munet_b.model'
+    """
     return Path(out) / f"{arch}_{family}.model"
 
 
@@ -115,7 +121,16 @@ def train_family(vols, family: str, out, minutes: float, device: str = choices.D
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
+    """Register the command's options.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["--no-peers"])
+    >>> args.out, args.train_minutes, args.no_peers, args.reuse_models, args.update
+    ('scribbleseg-bench', 40.0, True, False, None)
+    """
     add_experiment_options(parser, "scribbleseg-bench", TRAIN_MINUTES_CAP)
     parser.add_argument("--no-peers", action="store_true", help="skip the random walker and random forest")
     parser.add_argument("--reuse-models", action="store_true",
@@ -335,7 +350,21 @@ def _name(train: str, test: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command."""
+    """Run the command.
+
+    Examples
+    --------
+    A run that could not make its phantoms is refused before any work:
+
+    >>> from ScribbleSegLib.errors import ScribbleSegError
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> try:
+    ...     run(parser.parse_args(["--no-peers", "--shape", "2", "64", "64"]))
+    ... except ScribbleSegError as error:
+    ...     print(error)
+    --shape 2 64 64: phantom shape 2 64 64 is too small: at least 4 sections of 16x16 pixels
+    """
     if not args.no_peers:
         from ..baselines import _require
         from ..errors import ScribbleSegError
@@ -683,7 +712,22 @@ REPORT_FILES = ("bench.md", "results.json", "fig7.png")
 
 def check_update(path, outputs) -> None:
     """Refuse an ``--update`` file the run could only fail on at its end: not a text file, its markers not a
-    pair in order, in a folder that cannot be written, or one of the run's own ``outputs``."""
+    pair in order, in a folder that cannot be written, or one of the run's own ``outputs``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ScribbleSegLib.errors import ScribbleSegError
+    >>> path = Path(tempfile.mkdtemp()) / "BENCHMARKS.md"
+    >>> _ = path.write_text(f"# Results\\n{SECTION_START}\\nold results\\n{SECTION_END}\\n")
+    >>> check_update(path, [path.parent / "bench.md"])  # fine: nothing happens
+    >>> _ = path.write_text(f"# Results\\n{SECTION_START}\\nold results\\n")
+    >>> try:
+    ...     check_update(path, [path.parent / "bench.md"])
+    ... except ScribbleSegError as error:
+    ...     print(str(error).replace(str(path.parent), "FOLDER"))
+    --update FOLDER/BENCHMARKS.md: has only one of the bench section markers
+    """
     from ..errors import ScribbleSegError
     from ..fileio import check_outputs
 

@@ -75,7 +75,15 @@ DEVICE_PARAMETER_FLAGS = {"device 'cpu'": "--device cpu"}
 
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:
-    """``--spacing`` and ``--downsample``, for images given as a folder of sections."""
+    """``--spacing`` and ``--downsample``, for images given as a folder of sections.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_image_options(parser)
+    >>> parser.parse_args(["--spacing", "0.5", "0.5", "2"])
+    Namespace(spacing=[0.5, 0.5, 2.0], downsample=1)
+    """
     parser.add_argument("--spacing", type=spacing_mm, nargs=3, metavar=("X", "Y", "Z"),
                         help="voxel size in mm (required for a folder of sections; a 2D section without it has "
                              "the file's pixel size, 1 mm for most formats; overrides a file's; for a single 2D "
@@ -86,7 +94,18 @@ def add_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def check_device_flag(device: str) -> None:
-    """Refuse ``--device`` at once when this machine cannot give it (``cuda`` without a GPU), before any work."""
+    """Refuse ``--device`` at once when this machine cannot give it (``cuda`` without a GPU), before any work.
+
+    Examples
+    --------
+    >>> check_device_flag("cpu")  # fine: nothing happens
+    >>> from ScribbleSegLib.errors import ScribbleSegError
+    >>> try:
+    ...     check_device_flag("tpu")
+    ... except ScribbleSegError as error:
+    ...     print(error)
+    --device tpu: unknown device, expected one of auto, cpu, cuda
+    """
     from ..errors import ScribbleSegError
     from ..runtime import resolve_device
 
@@ -97,13 +116,27 @@ def check_device_flag(device: str) -> None:
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
-    """``--device auto|cpu|cuda``."""
+    """``--device auto|cpu|cuda``.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_device_option(parser)
+    >>> parser.parse_args([]).device, parser.parse_args(["--device", "cpu"]).device
+    ('auto', 'cpu')
+    """
     parser.add_argument("--device", default=choices.DEFAULT_DEVICE, choices=choices.DEVICES,
                         help="where torch runs (default: cuda if available)")
 
 
 def default_cache_dir() -> Path:
-    """The per-user cache of M-Unet features (see :func:`ScribbleSegLib.choices.default_cache_dir`)."""
+    """The per-user cache of M-Unet features (see :func:`ScribbleSegLib.choices.default_cache_dir`).
+
+    Examples
+    --------
+    >>> default_cache_dir() == choices.default_cache_dir()
+    True
+    """
     return choices.default_cache_dir()
 
 
@@ -112,7 +145,15 @@ EXPERIMENT_PARAMETER_FLAGS = {"max_minutes": "--train-minutes", **DEVICE_PARAMET
 
 
 def add_experiment_options(parser: argparse.ArgumentParser, out_default: str, minutes_default: float) -> None:
-    """Options shared by ``demo`` and ``bench``: output folder, seed, device, budget, phantom size."""
+    """Options shared by ``demo`` and ``bench``: output folder, seed, device, budget, phantom size.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_experiment_options(parser, "demo_out", 5.0)
+    >>> parser.parse_args(["--shape", "16", "96", "96"])
+    Namespace(out='demo_out', seed=0, device='auto', train_minutes=5.0, shape=[16, 96, 96], quiet=False)
+    """
     parser.add_argument("--out", type=folder_path, default=out_default, help="output folder (default: %(default)s)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the phantoms, scribbles and training")
     add_device_option(parser)
@@ -155,7 +196,21 @@ def check_phantom_shape(shape) -> None:
 @contextlib.contextmanager
 def output_folder_kept_on_success(out: str, *, with_contents: bool = False) -> Iterator[Path]:
     """:func:`make_output_folder` for the body; a folder it created is removed again if the body fails (a
-    fault leaves no trace): when it is empty, or with ``with_contents``, with what the body wrote there."""
+    fault leaves no trace): when it is empty, or with ``with_contents``, with what the body wrote there.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "results"
+    >>> try:
+    ...     with output_folder_kept_on_success(str(out), with_contents=True) as folder:
+    ...         _ = (folder / "half.txt").write_text("half written")
+    ...         raise RuntimeError("the command failed")
+    ... except RuntimeError:
+    ...     pass
+    >>> out.exists()
+    False
+    """
     created = not Path(out).exists()
     path = make_output_folder(out)
     try:
@@ -173,7 +228,21 @@ def output_folder_kept_on_success(out: str, *, with_contents: bool = False) -> I
 
 
 def make_output_folder(out: str) -> Path:
-    """Create ``out`` (its parent must exist and be writable) and return it."""
+    """Create ``out`` (its parent must exist and be writable) and return it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ScribbleSegLib.errors import ScribbleSegError
+    >>> base = Path(tempfile.mkdtemp())
+    >>> make_output_folder(str(base / "out")).is_dir()
+    True
+    >>> try:
+    ...     make_output_folder(str(base / "no" / "out"))
+    ... except ScribbleSegError as error:
+    ...     print(str(error).replace(str(base), "BASE"))
+    --out BASE/no/out: the folder BASE/no does not exist
+    """
     import os
 
     from ..errors import ScribbleSegError
