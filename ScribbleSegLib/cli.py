@@ -35,7 +35,21 @@ COMMANDS = {
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (the usage block stays one ``--help`` away)."""
+    """An ArgumentParser whose errors are one line (the usage block stays one ``--help`` away).
+
+    Examples
+    --------
+    >>> import io
+    >>> parser = OneLineParser(prog="tool")
+    >>> _ = parser.add_argument("--n", type=int)
+    >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+    ...     try:
+    ...         parser.parse_args(["--n", "x"])
+    ...     except SystemExit as exit:
+    ...         status = exit.code
+    >>> status, err.getvalue()
+    (2, "tool: error: argument --n: invalid int value: 'x' (see 'tool --help')\\n")
+    """
 
     def error(self, message: str) -> NoReturn:
         text = " ".join(str(message).split())
@@ -161,6 +175,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     non-zero status: 2 for bad input (argparse included), a full disk or a file the system would not
     read or write, 1 for out of memory, 128 + N for signal N (130 for Ctrl-C; 141 when the reader of the output went
     away, as for SIGPIPE).
+
+    Examples
+    --------
+    >>> import io
+    >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+    ...     status = main(["evaluate", "--prediction", "/no/such/p.seg.nrrd", "--label", "/no/such/l.seg.nrrd"])
+    >>> status, err.getvalue()
+    (2, 'scribbleseg evaluate: error: /no/such/p.seg.nrrd: no such file or folder (--prediction)\\n')
     """
     from .errors import Interrupted
     from .fileio import signals_raise
