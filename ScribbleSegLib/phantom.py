@@ -71,7 +71,13 @@ _GLASS_OD = 0.025
 
 
 class Tissue(enum.IntEnum):
-    """Tissue classes of :attr:`Phantom.tissue` (what a section shows at a pixel)."""
+    """Tissue classes of :attr:`Phantom.tissue` (what a section shows at a pixel).
+
+    Examples
+    --------
+    >>> Tissue(5), Tissue.CUSHION in HEART_TISSUES, Tissue.LIVER in HEART_TISSUES
+    (<Tissue.MYOCARDIUM: 5>, True, False)
+    """
 
     EMPTY = 0  #: glass: outside the body, tears, lost tissue
     CAVITY = 1  #: fluid-filled space inside the body (pericardial cavity, lumens of tubes)
@@ -196,6 +202,15 @@ class PhantomConfig:
 
         The bounds are wide; they keep out what would give an empty or black phantom, or a traceback, without
         a word (an infinite zoom, NaN noise, 2.5 tears).
+
+        Examples
+        --------
+        >>> PhantomConfig(shape=(4, 64, 64)).validate()  # fine: nothing happens
+        >>> try:
+        ...     PhantomConfig(tears=2.5).validate()
+        ... except ScribbleSegError as error:
+        ...     print(error)
+        phantom tears must be a whole number from 0 to 10^6, got 2.5
         """
         try:
             z, y, x = (_whole(s) for s in self.shape)
@@ -324,6 +339,14 @@ class Phantom:
         ``(Z, Y, X)`` uint8 :class:`Tissue` codes of what each pixel shows.
     info : dict
         Seed, stain vectors and the artefacts applied (section indices), JSON-ready.
+
+    Examples
+    --------
+    >>> phantom = make_phantom(seed=3, config=PhantomConfig(shape=(4, 64, 64)))
+    >>> phantom.image.array.shape, phantom.label.dtype, phantom.info["seed"]
+    ((4, 64, 64, 3), dtype('uint8'), 3)
+    >>> bool((np.isin(phantom.tissue, HEART_TISSUES) == (phantom.label == 1)).all())  # the label is the heart tissues
+    True
     """
 
     image: Volume
