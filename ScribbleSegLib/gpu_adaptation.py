@@ -108,6 +108,14 @@ class Resident:
         ``(Z, Y, X, C)`` float16.
     probability : torch.Tensor
         ``(Z, Y, X)`` float32, the network's probability.
+
+    Examples
+    --------
+    :func:`upload` makes one on a GPU only; its :attr:`device` is where the features are (here the CPU's):
+
+    >>> kept = Resident(torch.zeros(1, 2, 2, 4, dtype=torch.float16), torch.zeros(1, 2, 2))
+    >>> kept.device, tuple(kept.features.shape)
+    (device(type='cpu'), (1, 2, 2, 4))
     """
 
     features: torch.Tensor
