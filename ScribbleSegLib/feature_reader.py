@@ -24,6 +24,15 @@ class FeatureReader:
     100x512x512) on every pass over the volume.  Anything else is sliced, and so
     is a mapped file that is gone from its folder (another run's cache eviction or
     ``scribbleseg cache clear``): the mapping still holds it.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> features = np.arange(2 * 3 * 4 * 2, dtype=np.float16).reshape(2, 3, 4, 2)
+    >>> path = os.path.join(tempfile.mkdtemp(), "features.npy")
+    >>> np.save(path, features)
+    >>> FeatureReader(np.load(path, mmap_mode="r")).path == path, FeatureReader(features).path  # read from the file
+    (True, None)
     """
 
     def __init__(self, features: np.ndarray) -> None:
@@ -41,7 +50,19 @@ class FeatureReader:
             self.path, self.offset = features.filename, first + features.ctypes.data - start
 
     def voxels(self, flat: np.ndarray) -> np.ndarray:
-        """float32 ``(N, C)`` features of the voxels at flat indices ``flat`` (sorted: reads in file order)."""
+        """float32 ``(N, C)`` features of the voxels at flat indices ``flat`` (sorted: reads in file order).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> features = np.arange(2 * 3 * 4 * 2, dtype=np.float16).reshape(2, 3, 4, 2)
+        >>> path = os.path.join(tempfile.mkdtemp(), "features.npy")
+        >>> np.save(path, features)
+        >>> FeatureReader(np.load(path, mmap_mode="r")).voxels([0, 13]).tolist()  # voxel 13 is (1, 0, 1)
+        [[0.0, 1.0], [26.0, 27.0]]
+        >>> FeatureReader(features).voxels([13]).dtype
+        dtype('float32')
+        """
         flat = np.asarray(flat, np.int64)
         handle = self._open()
         if handle is None:
@@ -57,7 +78,18 @@ class FeatureReader:
         return out.astype(np.float32)
 
     def rows(self, z: int, y0: int, y1: int) -> np.ndarray:
-        """Rows ``y0:y1`` of section ``z``, ``(y1 - y0, X, C)``, a writable array of the features' dtype."""
+        """Rows ``y0:y1`` of section ``z``, ``(y1 - y0, X, C)``, a writable array of the features' dtype.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> features = np.arange(2 * 3 * 4 * 2, dtype=np.float16).reshape(2, 3, 4, 2)
+        >>> path = os.path.join(tempfile.mkdtemp(), "features.npy")
+        >>> np.save(path, features)
+        >>> rows = FeatureReader(np.load(path, mmap_mode="r")).rows(1, 1, 3)
+        >>> rows.shape, rows.dtype, bool((rows == features[1, 1:3]).all()), rows.flags.writeable
+        ((2, 4, 2), dtype('float16'), True, True)
+        """
         # One handle per read: threads read different slabs at once and must not share a file position.
         handle = self._open()
         if handle is None:
