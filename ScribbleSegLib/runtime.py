@@ -104,6 +104,13 @@ def section_workers(device, section_pixels: int) -> int:
     free memory.  The outputs are those of one section at a time, bit for bit.  Sections over
     :data:`PARALLEL_SECTION_MAX_PIXELS` run one at a time.
     ``device``: a ``torch.device`` or its type (``"cpu"``, ``"cuda"``).
+
+    Examples
+    --------
+    >>> section_workers("cpu", 2**25), section_workers("cuda", 2**25)  # over PARALLEL_SECTION_MAX_PIXELS
+    (1, 1)
+    >>> section_workers("cpu", 512 * 512) == (2 if os.cpu_count() == 2 else 1)  # two on a CPU of two cores
+    True
     """
     kind = getattr(device, "type", device)
     cores = os.cpu_count() or 1

@@ -34,7 +34,15 @@ PLAUSIBLE_MM = (1e-6, 1.0)
 @dataclass(frozen=True)
 class StatedPixel:
     """A scan's voxel size that a file states: ``x`` and ``y`` in mm, ``z`` (between sections) in mm or None,
-    and ``source``, what stated it (``"ImageJ"``, ``"OME"`` or ``"Aperio"``)."""
+    and ``source``, what stated it (``"ImageJ"``, ``"OME"`` or ``"Aperio"``).
+
+    Examples
+    --------
+    What an OME description's sizes in µm (its default unit) come to:
+
+    >>> _ome('<OME><Image><Pixels PhysicalSizeX="0.5" PhysicalSizeY="0.5" PhysicalSizeZ="5"/></Image></OME>')
+    StatedPixel(x=0.0005, y=0.0005, z=0.005, source='OME')
+    """
 
     x: float
     y: float
