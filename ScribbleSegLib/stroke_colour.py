@@ -42,7 +42,16 @@ MOST_PIXELS = 20000
 
 @dataclass(frozen=True)
 class ColourModel:
-    """A fitted logistic regression of :func:`colour_features`: standardization and weights."""
+    """A fitted logistic regression of :func:`colour_features`: standardization and weights.
+
+    Examples
+    --------
+    >>> image = np.zeros((1, 4, 4, 3), np.uint8); image[..., 0] = 200; image[:, :, 2:] = (40, 40, 200)
+    >>> strokes = np.zeros((1, 4, 4), np.uint8); strokes[0, 0, 0] = 1; strokes[0, 0, 3] = 2
+    >>> model = fit(image, strokes)
+    >>> model.mean.shape, model.weights.shape, model.weights.dtype, type(model.bias)  # one weight per feature
+    ((6,), (6,), dtype('float32'), <class 'float'>)
+    """
 
     mean: np.ndarray
     scale: np.ndarray
