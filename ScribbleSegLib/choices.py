@@ -199,6 +199,13 @@ class Preset:
         Optimisation steps.
     max_minutes : float or None
         Wall-clock budget of the optimisation (None: only ``max_iters``).
+
+    Examples
+    --------
+    >>> PRESETS["small"]
+    Preset(name='small', max_iters=3000, max_minutes=30.0)
+    >>> PRESETS["paper"].max_minutes is None  # the paper's size: its steps alone
+    True
     """
 
     name: str

@@ -43,7 +43,18 @@ class Page:
     """One page (image file directory) of a TIFF: its size, ``NewSubfileType`` (bit 0: a reduced-resolution
     copy of another page, as a thumbnail or a pyramid level is), ``Orientation`` (1-8 as in EXIF; 1 when
     not stated or out of range) and its pixel format, ``(samples per pixel, bits per sample, sample format)`` as
-    stated (1, 1 and 1, unsigned, where not)."""
+    stated (1, 1 and 1, unsigned, where not).
+
+    Examples
+    --------
+    >>> Page(500, 300)  # nothing stated but the size
+    Page(width=500, height=300, subfile_type=0, orientation=1, pixel=(1, 1, 1))
+    >>> import tempfile, SimpleITK as sitk
+    >>> tile = os.path.join(tempfile.mkdtemp(), "rgb.tif")
+    >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 5, 3), np.uint8), isVector=True), tile)
+    >>> tiff_pages(Path(tile))[0].pixel  # three samples of 8 bits, unsigned
+    (3, 8, 1)
+    """
 
     width: int
     height: int

@@ -360,6 +360,16 @@ def render_surface_png(polydata: vtkPolyData, path: PathLike, size: Tuple[int, i
     ------
     ScribbleSegError
         An empty surface, a bad size, or no usable OpenGL.
+
+    Examples
+    --------
+    An empty surface is refused before any OpenGL is asked for (rendering needs a driver, see the module):
+
+    >>> try:
+    ...     render_surface_png(vtkPolyData(), "heart.png")
+    ... except ScribbleSegError as error:
+    ...     print(error)
+    heart.png: the surface is empty, nothing to render
     """
     width, height = (int(s) for s in size)
     if width < 1 or height < 1:
