@@ -461,12 +461,16 @@ def network_scale(image_spacing_xy: Sequence[float], model_spacing_xy: Sequence[
     (1.0, 1.0)
     >>> network_scale((0.03, 0.03), (0.0177, 0.0177)) == network_scale((0.0299999993, 0.0299999993), (0.0177, 0.0177))
     True
+    >>> network_scale((2e-9, 2e-9), (0.02, 0.02))  # a spacing typed wrong is far off, but not 0
+    (1e-07, 1e-07)
     """
     factors = []
     for image_mm, model_mm in zip(image_spacing_xy[::-1], model_spacing_xy[::-1]):
         # Rounded: a NIfTI stores its spacing in float32 (0.0299999993 for 0.03), and the same stack saved as NRRD
-        # and as NIfTI ran the network at two scales a billionth apart, each with its own cache entry.
-        ratio = round(float(image_mm) / float(model_mm), 6)
+        # and as NIfTI ran the network at two scales a billionth apart, each with its own cache entry.  A ratio under
+        # 1e-3 keeps 6 significant digits: rounded to 6 decimals, a spacing of 1e-9 mm became 0 (a division by zero).
+        ratio = float(image_mm) / float(model_mm)
+        ratio = round(ratio, 6) if ratio >= 1e-3 else float(f"{ratio:.6g}")
         factors.append(1.0 if abs(ratio - 1.0) <= tolerance else ratio)
     return factors[0], factors[1]
 

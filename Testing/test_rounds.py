@@ -304,6 +304,14 @@ def test_network_scale_resamples_only_stacks_with_a_known_nearby_pixel_size():
     assert "(downsample 20)" in warnings[0]
     assert pipeline.network_scale((0.001, 0.001), with_patch, warnings, (500, 600)) == (1.0, 1.0)
     assert "downsample" not in warnings[1] and "its sections would be 30x25 pixels, too few" in warnings[1]
+    # Each axis at its own scale: a spacing typed wrong on one axis shrinks that one only (was "0x0").
+    warnings.clear()
+    assert pipeline.network_scale((1e-5, 0.0343), with_patch, warnings, (112, 112)) == (1.0, 1.0)
+    assert "its sections would be 0x192 pixels, too few" in warnings[-1]
+    # A spacing of a billionth of a millimetre is far from any model's, not a division by zero.
+    warnings.clear()
+    assert pipeline.network_scale((1e-9, 1e-9), with_patch, warnings, (112, 112)) == (1.0, 1.0)
+    assert len(warnings) == 1 and "far from the model's" in warnings[0]
 
 
 
