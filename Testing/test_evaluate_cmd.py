@@ -340,6 +340,15 @@ def test_scribbles_given_as_the_label_get_one_warning_as_a_file_and_as_a_folder(
     assert status == 0 and err == ""
 
 
+def test_scribbles_given_as_the_prediction_get_one_warning(files, capsys):
+    # Its background strokes count as heart: the scores look plausible and are wrong.
+    status, _, err = evaluate(capsys, "--prediction", files / "scribbles.nrrd", "--label", files / "label.nrrd")
+    assert status == 0
+    assert err.splitlines() == [f"scribbleseg evaluate: warning: {files / 'scribbles.nrrd'}: looks like scribbles, "
+                                "not a segmentation (its values are 0, 1 and 2, as those of scribbles are): every "
+                                "value > 0 (or the 'heart' segment) counts as heart"]
+
+
 def test_a_complete_label_with_a_background_segment_is_not_taken_for_scribbles(files, capsys):
     # Heart, and every other voxel as 'background': a label, which was warned about as scribbles by its names alone.
     label = volume_io.read_label(files / "label.nrrd", (4, 10, 12), GEOMETRY)

@@ -81,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
     if not label.array.any():
         logging.getLogger("ScribbleSegLib").warning(
             "%s: the label marks no heart voxel: every predicted voxel counts as a false positive", args.label)
-    why = volume_io.scribbles_like(args.label)
-    if why is not None:  # its background strokes would count as heart
-        logging.getLogger("ScribbleSegLib").warning(
-            "%s: looks like scribbles, not a label (%s): every value > 0 (or the 'heart' segment) counts as heart",
-            args.label, why)
+    for path, what in ((args.label, "a label"), (args.prediction, "a segmentation")):
+        why = volume_io.scribbles_like(path)
+        if why is not None:  # its background strokes would count as heart
+            logging.getLogger("ScribbleSegLib").warning(
+                "%s: looks like scribbles, not %s (%s): every value > 0 (or the 'heart' segment) counts as heart",
+                path, what, why)
     ignore = None
     if args.ignore_scribbles:
         strokes = None
