@@ -481,10 +481,40 @@ def _channel_view(plane: np.ndarray, components: int, path: Path) -> np.ndarray:
     if components == 1:
         return plane[..., None]
     if components in (2, 4):  # grey + alpha, RGBA
+        _check_alpha(plane[..., -1], components, path)
         return plane if plane.dtype == np.uint8 else _wide_over_white(plane)
     if components == 3:
         return plane
     raise ScribbleSegError(f"{path}: has {components} components per pixel; expected grey, RGB or RGBA")
+
+
+def _check_alpha(alpha: np.ndarray, components: int, path: Path) -> None:
+    """Refuse a last component that is no transparency: more than half of its pixels partly transparent.
+
+    An image of 2 or 4 components is read as grey or RGB with alpha.  A real alpha is opaque over the tissue and
+    transparent, or the same throughout, around it; two colour channels saved as 2 components (R and G of a
+    scan) were read as grey and alpha without a word, and the result called 63 % of the volume heart.
+
+    Examples
+    --------
+    >>> _check_alpha(np.array([[0, 255, 255, 128]], np.uint8), 2, Path("edge.nrrd"))  # one pixel partly
+    >>> _check_alpha(np.array([[30, 90, 200, 140]], np.uint8), 2, Path("rg.nrrd"))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: rg.nrrd: has 2 components per pixel, read as grey and alpha, but the \
+last is no transparency (4 of its 4 pixels are partly transparent); save the image as RGB or grey
+    """
+    if alpha.size == 0 or alpha.min() == alpha.max():
+        return
+    scale = _value_range(alpha)
+    if scale is None:
+        return
+    partly = np.count_nonzero((alpha > 0) & (alpha < scale[1]))
+    if 2 * partly > alpha.size:
+        colours = "grey" if components == 2 else "RGB"
+        raise ScribbleSegError(f"{path}: has {components} components per pixel, read as {colours} and alpha, but the "
+                               f"last is no transparency ({partly} of its {alpha.size} pixels are partly "
+                               "transparent); save the image as RGB or grey")
 
 
 def _over_white(plane: np.ndarray) -> np.ndarray:

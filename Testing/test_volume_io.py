@@ -151,6 +151,7 @@ def test_grey_and_rgba_sections_become_rgb(tmp_path):
     np.testing.assert_array_equal(volume.array, np.repeat(grey[..., None], 3, axis=3))
 
     rgba = np.random.default_rng(2).integers(0, 256, (2, 8, 10, 4), dtype=np.uint8)
+    rgba[:, :5, :, 3] = 255  # an alpha opaque over most of the tissue, partly transparent at its edges
     write_sections(tmp_path / "rgba", rgba)
     volume = vio.read_image(tmp_path / "rgba", spacing=SPACING)
     # As the sections show on white: colour times alpha, white times the rest.
@@ -160,6 +161,21 @@ def test_grey_and_rgba_sections_become_rgb(tmp_path):
     opaque[..., 3] = 255
     write_sections(tmp_path / "opaque", opaque)
     np.testing.assert_array_equal(vio.read_image(tmp_path / "opaque", spacing=SPACING).array, rgba[..., :3])
+
+
+@pytest.mark.parametrize("components", [2, 4])
+def test_a_last_component_that_is_no_transparency_is_refused_in_one_line(tmp_path, components):
+    """Two colour channels saved as 2 components were read as grey and alpha without a word (63 % of the volume
+    called heart); a fourth channel that is a stain, not an alpha, the same way."""
+    stack = rgb_stack((2, 12, 20))
+    channels = stack[..., :2] if components == 2 else np.concatenate([stack, stack[..., 1:2]], axis=3)
+    image = sitk.GetImageFromArray(channels, isVector=True)
+    image.SetSpacing(SPACING)
+    sitk.WriteImage(image, str(tmp_path / "channels.nrrd"))
+    with pytest.raises(ScribbleSegError, match=f"channels.nrrd: has {components} components per pixel, read as "
+                       r".* and alpha, but the last is no transparency \(\d+ of its \d+ pixels are") as error:
+        vio.read_image(tmp_path / "channels.nrrd")
+    assert "\n" not in str(error.value)
 
 
 def test_transparent_glass_stored_black_reads_as_white_glass(tmp_path):
