@@ -307,12 +307,14 @@ def test_small_all_tissue_sections_are_not_said_to_hold_too_little_tissue(target
     # 24x24 sections of tissue alone, strided for the fit, give too few pixels to fit each on its own: the note said
     # they "hold too little tissue".
     vol = render(concentrations((3, 24, 24), seed=5), STAIN_A)
-    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+    with caplog.at_level("DEBUG", logger="ScribbleSegLib"):
         stain.normalize_volume(vol, target_b)
-    notes = [r.getMessage() for r in caplog.records if "sections give too few tissue pixels" in r.getMessage()]
-    assert notes == ["stain normalization: 3 of 3 sections give too few tissue pixels (small or pale sections) or "
-                     "show one stain, too little to fit on their own (first: 0); they use the volume's stain"], \
-        [r.getMessage() for r in caplog.records]
+    notes = [r for r in caplog.records if "sections give too few tissue pixels" in r.getMessage()]
+    assert [r.getMessage() for r in notes] == [
+        "stain normalization: 3 of 3 sections give too few tissue pixels (small or pale sections) or show one stain, "
+        "too little to fit on their own (first: 0); they use the volume's stain"], caplog.records
+    # A detail, not a note: the volume's stain serves them, and the line came with every run on the README's phantom.
+    assert [r.levelname for r in notes] == ["DEBUG"]
 
 
 def test_normalize_volume_per_section_evens_out_section_intensity(volume_a, target_b):
@@ -573,7 +575,7 @@ def test_a_tile_is_fitted_once_without_a_note(target_b, caplog):
     # A one-section volume's own fit is the volume's; fitting it again on its strided copy failed on small tiles and
     # noted "1 of 1 sections give too few tissue pixels", once per tile of a training.
     tile = render(concentrations((1, 40, 40), seed=7), STAIN_A)
-    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+    with caplog.at_level("DEBUG", logger="ScribbleSegLib"):
         out = stain.normalize_volume(tile, target_b)
     assert not caplog.records, [r.getMessage() for r in caplog.records]
     fitted = stain.fit_reference([tile])

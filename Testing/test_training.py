@@ -817,7 +817,7 @@ def test_the_stain_notes_of_several_training_volumes_say_which_volume(tmp_path, 
     # without saying which.
     (a, label_a), (b, label_b) = tiny_volume(1), tiny_volume(2)
     options = dataclasses.replace(FAST, normalize=True)
-    with caplog.at_level("INFO", logger="ScribbleSegLib"):
+    with caplog.at_level("DEBUG", logger="ScribbleSegLib"):
         train_model([a, b], [label_a, label_b], tmp_path / "m.model", TINY, options=options, max_iters=1)
     notes = [r.getMessage() for r in caplog.records if "sections give too few tissue pixels" in r.getMessage()]
     assert [n.split(":")[0] for n in notes] == ["stain normalization of training volume 1 of 2",
