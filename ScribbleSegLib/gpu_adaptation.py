@@ -123,7 +123,7 @@ class Resident:
 
     @property
     def device(self) -> torch.device:
-        """The GPU."""
+        """Where the features are: the GPU that :func:`upload` put them on (any device for one made by hand)."""
         return self.features.device
 
 

@@ -240,6 +240,11 @@ class PatchSource:
     config : nets.ModelConfig
     sections : list of index arrays, optional
         Sections of each volume to draw from (default all).
+    max_pool : int
+        The most pixel indices a volume keeps per class: each of its sections keeps at most ``max_pool`` over
+        their number, sampled at random where it has more (this bounds the index memory of large volumes).
+    seed : int
+        Seed of that sampling.
 
     Examples
     --------
