@@ -313,6 +313,34 @@ segmentation or a surface does; a model file goes here (heart.model, say)
     return path
 
 
+def check_model_output(path: PathLike, name: str) -> Path:
+    """:func:`check_model_name`, and a file already at ``path`` must be a ScribbleSeg model: a training
+    replaces a model, nothing else (it replaced notes, tables and manifests given as its output, and said "in
+    place of the model that was there").  A model of another format version may be replaced.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> notes = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    >>> with open(notes, "w") as f:
+    ...     _ = f.write("important")
+    >>> check_model_output(notes, "out_path")
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: /.../notes.txt (out_path): holds a file that is not a ScribbleSeg \
+model (not a ScribbleSeg model file); a training replaces only a model: give another path, or remove the file
+    """
+    path = check_model_name(path, name)
+    if path.is_file():
+        try:
+            _read(path, any_version=True)
+        except ScribbleSegError as exc:
+            reason = str(exc).split(": ", 1)[-1]
+            raise ScribbleSegError(f"{path} ({name}): holds a file that is not a ScribbleSeg model ({reason}); a "
+                                   "training replaces only a model: give another path, or remove the file") from None
+    return path
+
+
 def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
                stain: Optional[Dict[str, Any]] = None,
                voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
@@ -404,7 +432,7 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
     return Path(path)
 
 
-def _read(path: Path) -> Dict[str, Any]:
+def _read(path: Path, any_version: bool = False) -> Dict[str, Any]:
     if not path.is_file():
         raise ScribbleSegError(f"{path}: is a folder, not a model file" if path.is_dir() else
                                f"{path}: no such model file")
@@ -431,7 +459,7 @@ def _read(path: Path) -> Dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ScribbleSegError(f"{path}: not a ScribbleSeg model file")
     version = payload.get("format_version")
-    if version not in READABLE_VERSIONS:
+    if version not in READABLE_VERSIONS and not any_version:
         readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         hint = "; update ScribbleSeg" if isinstance(version, int) and version > FORMAT_VERSION else ""
         raise ScribbleSegError(f"{path}: model file format version {version!r}; this ScribbleSeg reads "

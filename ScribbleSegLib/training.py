@@ -58,7 +58,7 @@ from .errors import ScribbleSegError
 from .fileio import check_output_path, check_outputs
 from .geometry import UNKNOWN_PIXEL, Volume, micrometres_question
 from .inference import SectionPredictor, cpu_threads, default_tile
-from .model_file import SegModel, array_sha256, check_model_name, load_model, make_provenance, save_model
+from .model_file import SegModel, array_sha256, check_model_output, load_model, make_provenance, save_model
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .padding import padding_to_glass
 from .progress import CancelToken, LinkedToken, ProgressCallback, check, report
@@ -655,7 +655,7 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     if max_minutes is not None:
         options.max_minutes = _positive_finite(max_minutes, "max_minutes")
     _check_options(options)
-    out_path = check_output_path(check_model_name(out_path, "out_path"), "out_path")
+    out_path = check_output_path(check_model_output(out_path, "out_path"), "out_path")
     parent_path = getattr(parent, "path", None)
     if parent_path is not None:  # a fine-tune never replaces its parent model
         check_outputs({"out_path": out_path}, {"init": parent_path})

@@ -241,12 +241,13 @@ def train_from_files(images: Sequence[PathLike], labels: Sequence[PathLike], out
     ScribbleSegLib.errors.ScribbleSegError: images and labels: 1 image but 0 labels
     """
     from .fileio import check_free_space
-    from .model_file import SegModel, expected_model_bytes, load_model
+    from .model_file import SegModel, check_model_output, expected_model_bytes, load_model
     from .nets import ModelConfig
     from .training import TrainOptions, train_model
 
     check_pairs(images, labels, names[:2])
     check_pairs(val_images, val_labels, names[2:])
+    check_model_output(out_path, "out_path")  # before the images are read
     log = logging.getLogger("ScribbleSegLib")
     for line in repeated_images(images, val_images, (names[0], names[2])):
         log.warning(line)

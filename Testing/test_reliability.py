@@ -179,6 +179,20 @@ def test_train_says_when_it_replaced_a_model_at_its_out(case, capsys, tmp_path):
     status, out, _ = run_cli(capsys, train)
     assert status == 0 and out.strip() == f"wrote {tmp_path / 'm.model'} (in place of the model that was there)"
 
+def test_train_refuses_to_replace_a_file_that_is_not_a_model(case, capsys, tmp_path):
+    # Notes, a table or a manifest given as --out were replaced by the model, "in place of the model that was there".
+    label = tmp_path / "label.nrrd"
+    volume_io.write_labelmap(label, case["phantom"].label, case["phantom"].image.geometry)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("important")
+    status, _, err = run_cli(capsys, ["train", "--images", case["image"], "--labels", label, "--max-iters", 1,
+                                      "--quiet", "--device", "cpu", "--out", notes])
+    assert_one_line_error(status, err, "notes.txt (--out): holds a file that is not a ScribbleSeg model",
+                          "give another path, or remove the file")
+    assert notes.read_text() == "important"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["label.nrrd", "notes.txt"]
+
+
 def test_train_names_the_image_a_label_out_of_order_was_given_for_and_warns_of_repeated_images(case, capsys,
                                                                                                tmp_path):
     made = case["phantom"]

@@ -406,7 +406,7 @@ def test_a_train_request_with_init_fine_tunes_that_model(tmp_path, phantom_files
 
     def fake_train_model(images, labels, out_path, config, **kwargs):
         seen.update(config=config, **kwargs)
-        Path(out_path).write_bytes(b"model")
+        Path(out_path).write_bytes(Path(tiny_model).read_bytes())  # a model: the second request replaces it
         return Path(out_path)
 
     monkeypatch.setattr(training, "train_model", fake_train_model)

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ScribbleSegError
     from ..fileio import check_outputs
-    from ..model_file import check_model_name
+    from ..model_file import check_model_output
     from ..nets import ModelConfig
     from ..progress import TqdmProgress
     from ..starter import resolve_model
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init is not None:  # the shipped starter model too: a fine-tune never replaces its parent
         inputs[f"--init {args.init}"] = resolve_model(args.init) if args.init == "starter" else args.init
     check_outputs({"--out": args.out}, inputs)  # the gravest mistake first: an output that is an input
-    check_model_name(args.out, "--out")
+    check_model_output(args.out, "--out")
     check_device_flag(args.device)  # a clear error before reading anything
     parent = None
     if args.init is not None:
