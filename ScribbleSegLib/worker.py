@@ -82,7 +82,8 @@ Each run ends with exactly one ``done`` or ``error`` (with its ``id``).  A bad
 run (``input``) or a ``cancel`` line (``cancelled``) leaves the session
 running; ``memory`` and ``internal`` errors end it (exit 1).  A line ``quit``
 ends it after the runs already sent (exit 0); stdin closing (the parent is
-gone) cancels the current run and ends it.
+gone) ends it: at once while idle (exit 0), else with each run in progress or queued
+answered ``cancelled`` (exit 3).
 :class:`SessionProcess` is the parent's side.
 
 :class:`WorkerProcess` is the parent's side: it starts the worker in its own
@@ -769,8 +770,10 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
         if reader.failure is not None:
             emitter.emit("error", kind="memory", message=reader.failure)
             return EXIT_FAILED
-        if item is None or reader.closed.is_set():
+        if item is None:
             return EXIT_DONE
+        if reader.closed.is_set():  # runs queued when the parent went: each gets its answer, unrun
+            return _parent_gone(reader, emitter, item)
         line, token = item
         run_id = _run_id(line)
         try:
@@ -780,6 +783,9 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
             files = session_files(session, _job(run, "run field"), progress=emitter.progress, cancel=token)
             done = {"outputs": files.outputs, "metrics": files.metrics, "timings": files.timings}
         except CancelledError as exc:
+            if reader.closed.is_set():  # stdin closed: not the user's cancel, and the session ends
+                emitter.emit("error", id=run_id, kind="cancelled", message=PARENT_GONE)
+                return _parent_gone(reader, emitter)
             emitter.emit("error", id=run_id, kind="cancelled", message=str(exc))
             continue
         except ScribbleSegError as exc:
@@ -796,6 +802,19 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
             emitter.emit("error", id=run_id, kind=kind, message=message)
             return EXIT_FAILED
         emitter.emit("done", id=run_id, **done)
+
+
+#: The answer of a run that stdin's closing cancelled, or that was still queued then.
+PARENT_GONE = "cancelled: stdin closed (the parent is gone)"
+
+
+def _parent_gone(reader: _RunReader, emitter: Emitter, item: Optional[tuple] = None) -> int:
+    """Answer ``item`` and every run still queued as cancelled by stdin's closing; return the exit status of a
+    session whose runs were cancelled (a session ended by stdin while idle exits 0)."""
+    while item is not None:
+        emitter.emit("error", id=_run_id(item[0]), kind="cancelled", message=PARENT_GONE)
+        item = reader.runs.get()
+    return EXIT_CANCELLED
 
 
 def _stopped(exc: KeyboardInterrupt) -> str:

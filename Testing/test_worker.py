@@ -285,6 +285,37 @@ def test_stdin_closing_cancels_the_run_in_progress_with_another_queued(monkeypat
     assert in_progress.cancelled and queued.cancelled and reader.runs.get() is None
 
 
+def test_stdin_closing_during_a_run_answers_it_and_the_queued_one_and_exits_as_cancelled(monkeypatch):
+    # The run in progress was answered "cancelled by the user", the queued one not at all, and the session exited
+    # 0, where a session whose opening stdin's closing cancelled exits 3.
+    from ScribbleSegLib import jobs
+    from ScribbleSegLib.errors import CancelledError
+
+    class Session:
+        shape, features_cached, warnings, timings = (1, 2, 2), True, [], {}
+
+    def session_files(session, job, progress=None, cancel=None):
+        deadline = time.monotonic() + 10
+        while not cancel.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise CancelledError("cancelled by the user")
+
+    monkeypatch.setattr(jobs, "open_session", lambda job, progress=None, cancel=None: Session())
+    monkeypatch.setattr(jobs, "session_files", session_files)
+    monkeypatch.setattr(worker, "_job", lambda request, field="request field": None)
+    monkeypatch.setattr(worker, "load_run", lambda line, request: {"forget": False})
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"id": 1}\n{"id": 2}\n')))
+    out = io.StringIO()
+    status = worker._serve_session({"device": "cpu"}, worker.Emitter(out))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    answers = [(e.get("id"), e["kind"], e["message"]) for e in events if e["event"] == "error"]
+    assert answers == [(1, "cancelled", worker.PARENT_GONE), (2, "cancelled", worker.PARENT_GONE)], events
+    assert status == worker.EXIT_CANCELLED
+    # Closed while idle: the session ends as after "quit".
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert worker._serve_session({"device": "cpu"}, worker.Emitter(io.StringIO())) == worker.EXIT_DONE
+
+
 def test_a_session_refuses_a_run_id_that_cannot_key_its_events(tmp_path):
     process = worker.SessionProcess(tmp_path / "session.json")
     for bad in ([1, 2], {"a": 1}, True, 1.5):
