@@ -304,7 +304,8 @@ class _RequestChecker:
             raise self.fail(field, f"must be a file name, got {value!r}")
         resolved = self.base / value
         if must_exist and not resolved.exists():
-            raise ScribbleSegError(f"{resolved}: no such file or folder (request field '{field}')")
+            kind = "run" if "task" not in self.request else "request"  # a session's run line has no task
+            raise ScribbleSegError(f"{resolved}: no such file or folder ({kind} field '{field}')")
         return str(resolved)
 
     def input_path(self, field: str, default: Any = ...) -> Optional[str]:

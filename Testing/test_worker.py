@@ -674,6 +674,8 @@ def test_load_run_checks_fields_and_names_the_run(tmp_path):
                         session)
     with pytest.raises(ScribbleSegError, match="image belongs to the session request"):
         worker.load_run(json.dumps({"image": "other.nrrd", "outputs": {"labels": "l.nrrd"}}), session)
+    with pytest.raises(ScribbleSegError, match=r"gone.nrrd: no such file or folder \(run field 'scribbles'\)$"):
+        worker.load_run(json.dumps({"scribbles": "gone.nrrd", "outputs": {"labels": "l.nrrd"}}), session)
     with pytest.raises(ScribbleSegError, match="orientations belongs to the session request"):
         worker.load_run(json.dumps({"orientations": 2, "outputs": {"labels": "l.nrrd"}}), session)
     flipped = worker.load_run(json.dumps({"scribbles": "s.nrrd", "outputs": {"labels": "l.nrrd"}}),
