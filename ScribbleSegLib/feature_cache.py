@@ -184,6 +184,17 @@ def _folder_size(path: Path) -> int:
     return total
 
 
+
+def _bytes_text(nbytes: float) -> str:
+    """A size as people read it: GB with 2 decimals from 0.1 GB, else MB to 3 digits (a cap of 1 MB was "0.00 GB").
+
+    Examples
+    --------
+    >>> _bytes_text(3 * 2**30), _bytes_text(2**20), _bytes_text(2_200_000)
+    ('3.00 GB', '1 MB', '2.1 MB')
+    """
+    return f"{nbytes / 2**30:.2f} GB" if nbytes >= 2**30 / 10 else f"{nbytes / 2**20:.3g} MB"
+
 class FeatureCache:
     """A cache folder with its size cap.
 
@@ -549,10 +560,8 @@ class FeatureCache:
             total -= entry.size
             removed.append(entry.key)
         if removed and report:
-            cap = (f"{self.max_bytes / 2**30:.1f} GB" if self.max_bytes >= 2**30 / 10
-                   else f"{self.max_bytes / 2**20:.3g} MB")
             log.info("feature cache: evicted %d least recently used entr%s to stay under %s",
-                     len(removed), "y" if len(removed) == 1 else "ies", cap)
+                     len(removed), "y" if len(removed) == 1 else "ies", _bytes_text(self.max_bytes))
         return removed
 
     def make_room(self, nbytes: int) -> Optional[str]:
@@ -563,11 +572,13 @@ class FeatureCache:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     print(FeatureCache(folder, max_bytes=1 << 30).make_room(2 << 30))
+        ...     print(FeatureCache(folder, max_bytes=1 << 20).make_room(2_200_000))
         the features need 2.00 GB, more than the cache's cap of 1.00 GB
+        the features need 2.1 MB, more than the cache's cap of 1 MB
         """
         if nbytes > self.max_bytes:
-            return (f"the features need {nbytes / 2**30:.2f} GB, more than the cache's cap of "
-                    f"{self.max_bytes / 2**30:.2f} GB")
+            return (f"the features need {_bytes_text(nbytes)}, more than the cache's cap of "
+                    f"{_bytes_text(self.max_bytes)}")
         self.evict(extra_bytes=nbytes)
         free = free_bytes(self.folder)
         if free < nbytes + FULL_MARGIN_BYTES:
