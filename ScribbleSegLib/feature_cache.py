@@ -185,12 +185,12 @@ def _folder_size(path: Path) -> int:
 
 
 
-def _bytes_text(nbytes: float) -> str:
+def size_text(nbytes: float) -> str:
     """A size as people read it: GB with 2 decimals from 0.1 GB, else MB to 3 digits (a cap of 1 MB was "0.00 GB").
 
     Examples
     --------
-    >>> _bytes_text(3 * 2**30), _bytes_text(2**20), _bytes_text(2_200_000)
+    >>> size_text(3 * 2**30), size_text(2**20), size_text(2_200_000)
     ('3.00 GB', '1 MB', '2.1 MB')
     """
     return f"{nbytes / 2**30:.2f} GB" if nbytes >= 2**30 / 10 else f"{nbytes / 2**20:.3g} MB"
@@ -317,6 +317,28 @@ class FeatureCache:
         return removed
 
     # -- entries -------------------------------------------------------------------------------
+
+    def entry_problem(self, entry: CacheEntry) -> Optional[str]:
+        """What is wrong with a listed entry (a file cut short, changed, missing), or None if its files match its
+        manifest.  Cheap: sizes and sampled checksums (:func:`sampled_checksum`), as a run checks before a reuse.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory(); cache = FeatureCache(folder.name)
+        >>> with cache.new_entry("a" * 32) as tmp:
+        ...     np.save(tmp / "probability.npy", np.zeros((1, 2, 2), np.float32))
+        ...     np.save(tmp / "features.npy", np.zeros((1, 2, 2, 3), np.float16))
+        >>> entry = cache.entries()[0]
+        >>> cache.entry_problem(entry) is None
+        True
+        >>> with open(entry.path / "features.npy", "r+b") as f:
+        ...     _ = f.truncate(100)
+        >>> cache.entry_problem(entry)
+        'features.npy has 100 bytes, the manifest says 152'
+        >>> folder.cleanup()
+        """
+        return self._check(entry.path)
 
     def _check(self, entry: Path) -> Optional[str]:
         """What is wrong with an entry, or None if its files match its manifest."""
@@ -561,7 +583,7 @@ class FeatureCache:
             removed.append(entry.key)
         if removed and report:
             log.info("feature cache: evicted %d least recently used entr%s to stay under %s",
-                     len(removed), "y" if len(removed) == 1 else "ies", _bytes_text(self.max_bytes))
+                     len(removed), "y" if len(removed) == 1 else "ies", size_text(self.max_bytes))
         return removed
 
     def make_room(self, nbytes: int) -> Optional[str]:
@@ -577,8 +599,8 @@ class FeatureCache:
         the features need 2.1 MB, more than the cache's cap of 1 MB
         """
         if nbytes > self.max_bytes:
-            return (f"the features need {_bytes_text(nbytes)}, more than the cache's cap of "
-                    f"{_bytes_text(self.max_bytes)}")
+            return (f"the features need {size_text(nbytes)}, more than the cache's cap of "
+                    f"{size_text(self.max_bytes)}")
         self.evict(extra_bytes=nbytes)
         free = free_bytes(self.folder)
         if free < nbytes + FULL_MARGIN_BYTES:

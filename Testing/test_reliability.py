@@ -710,7 +710,14 @@ def test_cache_command_lists_caps_and_clears(tmp_path, capsys):
     other = tmp_path / "c" / "notes.txt"
     other.write_text("the user's own file")
     status, out, _ = run_cli(capsys, ["cache", "list", "--cache-dir", tmp_path / "c"])
-    assert status == 0 and "3 entries" in out
+    assert status == 0 and "3 entries" in out and "damaged" not in out
+    # A damaged entry was listed as any other: only the next run that needed it found out.
+    with open(tmp_path / "c" / f"{1:032x}" / "features.npy", "r+b") as f:
+        f.truncate(1000)
+    status, out, _ = run_cli(capsys, ["cache", "list", "--cache-dir", tmp_path / "c"])
+    damaged = [line for line in out.splitlines() if "damaged" in line]
+    assert status == 0 and len(damaged) == 1 and damaged[0].startswith(f"{1:032x}")
+    assert "damaged: features.npy has 1000 bytes, the manifest says" in damaged[0]
     status, out, err = run_cli(capsys, ["cache", "--max-gb", 0.0001, "--cache-dir", tmp_path / "c"])
     assert status == 0 and "1 entry" in out.splitlines()[-1]
     assert "evicted 2 least recently used entries" in out and "evicted" not in err  # said once, not twice

@@ -23,10 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the cache folder (default {choices.default_cache_dir()}, or $SCRIBBLESEG_CACHE_DIR)")
 
 
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.2f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MB"
-
-
 def _shape_text(shape) -> str:
     """``ZxYxX`` of an entry's stored image shape, or ``?`` when its manifest holds none that reads as one."""
     if not isinstance(shape, (list, tuple)) or not shape:
@@ -39,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import ScribbleSegError
-    from ..feature_cache import FeatureCache
+    from ..feature_cache import FeatureCache, size_text
 
     folder = Path(args.cache_dir) if args.cache_dir is not None else choices.default_cache_dir()
     if folder.exists() and not folder.is_dir():
@@ -55,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "clear":
         count, freed = cache.clear()
-        print(f"{folder}: removed {count} entr{'y' if count == 1 else 'ies'}, {_size(freed)} freed")
+        print(f"{folder}: removed {count} entr{'y' if count == 1 else 'ies'}, {size_text(freed)} freed")
         return 0
     cache.sweep()
     if args.max_gb is not None:
@@ -66,9 +62,11 @@ def run(args: argparse.Namespace) -> int:
     for entry in reversed(entries):  # most recently used first
         shape = _shape_text(entry.meta.get("shape"))
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used)) if entry.last_used else "?"
-        print(f"{entry.key}  {_size(entry.size):>10}  last used {used}  image {shape}  "
-              f"model {entry.meta.get('model', '?')}")
+        problem = cache.entry_problem(entry)
+        damaged = f"  damaged: {problem} (the next run that needs it computes it again)" if problem else ""
+        print(f"{entry.key}  {size_text(entry.size):>10}  last used {used}  image {shape}  "
+              f"model {entry.meta.get('model', '?')}{damaged}")
     total = sum(e.size for e in entries)
-    print(f"{folder}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_size(total)} "
-          f"(cap {_size(cache.max_bytes)})")
+    print(f"{folder}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {size_text(total)} "
+          f"(cap {size_text(cache.max_bytes)})")
     return 0
