@@ -522,7 +522,9 @@ def load_model(path: PathLike, device: str = choices.DEFAULT_DEVICE) -> SegModel
                                    "stored with them)")
         feats = payload["bank_features"].float().numpy()
         labels = payload["bank_labels"].to(torch.uint8).numpy()
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, json.JSONDecodeError) as exc:
+    except KeyError as exc:  # str() of a KeyError is the bare key in quotes: "damaged model file ('bank_features')"
+        raise ScribbleSegError(f"{path}: damaged model file (it lacks its {exc.args[0]!r} entry)") from None
+    except (TypeError, ValueError, AttributeError, RuntimeError, json.JSONDecodeError) as exc:
         raise ScribbleSegError(f"{path}: damaged model file ({_first_line(exc)})") from None
     except ScribbleSegError as exc:
         raise ScribbleSegError(f"{path}: {exc}") from None

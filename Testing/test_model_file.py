@@ -231,6 +231,13 @@ def test_damaged_meta_is_refused(saved, tmp_path):
     torch.save(payload, damaged)
     with pytest.raises(ScribbleSegError, match="damaged.model: damaged model file"):
         load_model(damaged)
+    # An entry missing says so, not the bare key ("damaged model file ('bank_features')").
+    payload = torch.load(saved[0], weights_only=True)
+    del payload["bank_features"]
+    torch.save(payload, damaged)
+    with pytest.raises(ScribbleSegError, match=r"damaged.model: damaged model file \(it lacks its 'bank_features' "
+                                               r"entry\)$"):
+        load_model(damaged)
 
 
 def test_a_damaged_stored_stain_or_weights_name_the_file_and_what_is_wrong(saved, tmp_path):
