@@ -46,6 +46,33 @@ def micrometres_question(pixel: float) -> str:
             f"({pixel:g} um is {pixel / 1000:g} mm)")
 
 
+#: How far a direction's columns may be from unit length, and its determinant from +-1: a float32 NIfTI or a
+#: rounded NRRD header is off by far less; a matrix further off scales or squeezes the axes (a singular one was
+#: taken, and surfaces came out as one point and labelmaps as files that would not read back).
+DIRECTION_TOLERANCE = 0.01
+
+
+def _check_direction(direction: Tuple[float, ...]) -> None:
+    """Refuse a direction whose columns are not unit vectors, or that is singular or far from orthogonal.
+
+    Examples
+    --------
+    >>> _check_direction((0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))  # axes swapped: fine
+    >>> _check_direction((0.0,) * 9)
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: direction must hold the axes' direction cosines (a rotation, its \
+columns of length 1), got (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0): column lengths 0, 0, 0, determinant 0
+    """
+    matrix = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    lengths = np.linalg.norm(matrix, axis=0)
+    det = float(np.linalg.det(matrix))
+    if np.abs(lengths - 1).max() > DIRECTION_TOLERANCE or abs(abs(det) - 1) > DIRECTION_TOLERANCE:
+        raise ScribbleSegError(f"direction must hold the axes' direction cosines (a rotation, its columns of length "
+                               f"1), got {tuple(direction)!r}: column lengths "
+                               f"{', '.join(f'{v:.3g}' for v in lengths)}, determinant {det:.3g}")
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Spacing, origin and direction of a volume (SimpleITK order, mm, LPS).
@@ -83,6 +110,7 @@ class Geometry:
         direction = _floats(self.direction)
         if direction is None or len(direction) != 9 or not all(np.isfinite(d) for d in direction):
             raise ScribbleSegError(f"direction must be nine numbers (a row-major 3x3 matrix), got {self.direction!r}")
+        _check_direction(direction)
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "direction", direction)
@@ -219,11 +247,26 @@ class Volume:
     >>> volume = Volume(np.zeros((3, 4, 5, 3), np.uint8), Geometry((0.02, 0.02, 0.1)))
     >>> volume.shape
     (3, 4, 5)
+    >>> Volume(volume.array, volume.geometry, scan_pixel=(0.0, 0.0))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: scan_pixel must be None or two pixel sizes (x, y) between 1e-09 and \
+1e+09 mm, got (0.0, 0.0)
     """
 
     array: np.ndarray
     geometry: Geometry
     scan_pixel: Optional[Tuple[float, float]] = None
+
+    def __post_init__(self) -> None:
+        # The network's scale divides by it: (0, 0) was a ZeroDivisionError, (nan, nan) a ValueError.
+        if self.scan_pixel is not None:
+            pixel = _floats(self.scan_pixel)
+            lo, hi = SPACING_RANGE
+            if pixel is None or len(pixel) != 2 or not all(np.isfinite(v) and lo <= v <= hi for v in pixel):
+                raise ScribbleSegError(f"scan_pixel must be None or two pixel sizes (x, y) between {lo:g} and {hi:g} "
+                                       f"mm, got {self.scan_pixel!r}")
+            self.scan_pixel = pixel
 
     @property
     def shape(self) -> Tuple[int, int, int]:

@@ -144,6 +144,19 @@ def test_an_rgb_file_is_read_without_a_copy_and_its_pixels_outlive_the_reader(tm
     np.testing.assert_array_equal(vio.read_image(tmp_path / "v.nrrd").array, stack)
 
 
+def test_a_geometry_whose_direction_is_no_rotation_is_refused_when_made():
+    # A singular direction was taken: surfaces came out as one point, a labelmap write raised ITK's own error and a
+    # segmentation was written that would not read back.
+    with pytest.raises(ScribbleSegError, match=r"^direction must hold the axes' direction cosines .*determinant 0$"):
+        Geometry((0.06, 0.06, 0.12), direction=(0.0,) * 9)
+    with pytest.raises(ScribbleSegError, match="column lengths 1, 1.41, 1"):  # skewed: an axis scaled
+        Geometry((0.06, 0.06, 0.12), direction=(1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    flipped = Geometry((0.06, 0.06, 0.12), direction=(-1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0))
+    assert flipped.direction[0] == -1.0
+    with pytest.raises(ScribbleSegError, match=r"^scan_pixel must be None or two pixel sizes"):
+        Volume(np.zeros((1, 2, 2, 3), np.uint8), flipped, scan_pixel=(np.nan, np.nan))
+
+
 def test_grey_and_rgba_sections_become_rgb(tmp_path):
     grey = np.random.default_rng(1).integers(0, 256, (2, 8, 10), dtype=np.uint8)
     write_sections(tmp_path / "grey", grey, is_vector=False)
