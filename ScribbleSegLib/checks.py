@@ -394,6 +394,11 @@ def check_features(features: Any, shape: Sequence[int]) -> None:
     Examples
     --------
     >>> check_features(None, (1, 2, 2))
+    >>> check_features((np.zeros((1, 2, 2), ">f4"), np.zeros((1, 2, 2, 3), "f4")), (1, 2, 2))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: features[0] (probability) must be in this machine's byte order (torch \
+reads no other); got big-endian >f4: pass .astype(np.float32)
     """
     if features is None:
         return
@@ -401,6 +406,11 @@ def check_features(features: Any, shape: Sequence[int]) -> None:
         raise ScribbleSegError(f"features must be a (probability, features) pair, got {_type_name(features)}")
     probability = check_array(features[0], "features[0] (probability)", ndim=3, kinds="f", shape=shape)
     feats = check_array(features[1], "features[1] (features)", ndim=4, kinds="f", shape=shape)
+    for name, array in (("features[0] (probability)", probability), ("features[1] (features)", feats)):
+        if not array.dtype.isnative:  # copied here, a memory-mapped file of GBs would be read whole
+            order = "big" if array.dtype.byteorder == ">" else "little"
+            raise ScribbleSegError(f"{name} must be in this machine's byte order (torch reads no other); got "
+                                   f"{order}-endian {array.dtype.str}: pass .astype(np.{array.dtype.name})")
     # Section by section: a memory-mapped (Z, Y, X, C) file may not fit in memory whole.
     for z in range(probability.shape[0]):
         plane = probability[z]
