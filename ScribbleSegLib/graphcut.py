@@ -724,6 +724,7 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
     weights = None
     if memory is not None:
         memory.follow(level, image, mode)
+        memory.generation += 1
         weights = memory.coarse_weights
     warm = memory is not None and memory.holds_labels
     store = None if warm or known is None else known.weights_store
@@ -874,6 +875,9 @@ class CutMemory:
         self.region: Optional[_Region] = None  # the last cut's full-resolution band graph, solved
         self.measures = ImageMeasures()  # the image's contrast and section gradients: they outlive the cut
         self._scratch: Optional[np.ndarray] = None  # float32, the volume's shape: see scratch()
+        # Counts the cuts begun on this memory (a cut may change its band graph before it ends): a warm session
+        # keeps its last result for a repeated run only while no cut has touched the memory since.
+        self.generation = 0
 
     @property
     def labels(self) -> Optional[np.ndarray]:

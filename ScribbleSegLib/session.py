@@ -263,21 +263,35 @@ class Session:
                                           cut_memory=self.cut_memory, resident=self.resident,
                                           adapt_memory=self.adapt_memory, history=self.history)
 
-        self._last = None  # a run that fails or is cancelled leaves f or the cut where a repeat would not find them
+        state = _memory_state(self)
         try:
-            result = run()
-        except DamagedFeatures:
-            if self._compute is None or not pipeline.heal_features(self.features):
-                raise
-            # Their cache entry is gone: the network runs again and stores them anew.  The last run's f and cut are
-            # as the failed run found them (AdaptMemory.kept_if_done; the cut never began).
-            self.probability = self.features = self.resident = None
-            probability, features, _ = self._compute(progress, cancel)
-            self._hold(probability, features)
-            result = run(cached=False)
+            try:
+                result = run()
+            except DamagedFeatures:
+                if self._compute is None or not pipeline.heal_features(self.features):
+                    raise
+                # Their cache entry is gone: the network runs again and stores them anew.  The last run's f and cut
+                # are as the failed run found them (AdaptMemory.kept_if_done; the cut never began).
+                self.probability = self.features = self.resident = None
+                probability, features, _ = self._compute(progress, cancel)
+                self._hold(probability, features)
+                result = run(cached=False)
+        except BaseException:
+            # A run that failed or was cancelled before its cut leaves f as it found it, and the last result stands
+            # for a repeat; one that began its cut may have changed the cut's memory, and a repeat must run.
+            if _memory_state(self) != state:
+                self._last = None
+            raise
         # Kept as copies: the caller may change the arrays it was given.
         self._last = (key, None if scribbles is None else scribbles.copy(), _copied(result))
         return result
+
+
+def _memory_state(session: "Session") -> tuple:
+    """What a run starts from: the DDML network ``f`` (an object a finished run replaces) and the cut memory's
+    count of cuts begun."""
+    cuts = None if session.cut_memory is None else session.cut_memory.generation
+    return session.adapt_memory.f, cuts  # compared by identity (a module has no == of its own)
 
 
 def _same_strokes(last: Optional[np.ndarray], scribbles: Optional[np.ndarray]) -> bool:

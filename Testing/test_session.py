@@ -168,9 +168,28 @@ def test_run_again_with_the_same_strokes_gives_the_same_result_at_once(case):
     assert again.timings == {} and again.features_cached
     assert again.warnings == first.warnings
     assert [s.section for s in again.suggestions] == [s.section for s in first.suggestions]
+    # A run cancelled before its cut leaves f and the cut as they were: the last result still stands.
+    from ScribbleSegLib.errors import CancelledError
+    from ScribbleSegLib.progress import CancelToken
+
+    more, _ = _heart_strokes_on_a_new_section(test, scrib)
+    cancelled = CancelToken()
+    cancelled.cancel()
+    with pytest.raises(CancelledError):
+        session.run(more, ddml_config=config, cancel=cancelled)
+    again = session.run(scrib, ddml_config=config)
+    assert again.timings == {} and session.adapt_memory.f is kept_f
+    np.testing.assert_array_equal(again.labels, labels)
+    # One that failed after its cut began may have changed the cut's memory: a repeat runs.
+    def fail_after_the_cut(stage, fraction, message):
+        if stage == "graph cut" and fraction == 1.0:
+            raise RuntimeError("a failure after the cut")
+
+    with pytest.raises(RuntimeError, match="after the cut"):
+        session.run(more, ddml_config=config, progress=fail_after_the_cut)
+    assert session.run(scrib, ddml_config=config).timings
     # Another seed, or one stroke more, is a new run.
     assert session.run(scrib, ddml_config=config, seed=1).timings
-    more, _ = _heart_strokes_on_a_new_section(test, scrib)
     assert session.run(more, ddml_config=config).timings
     assert session.adapt_memory.f is not kept_f
 
