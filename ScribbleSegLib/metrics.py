@@ -112,7 +112,13 @@ def scores(tp: int, fp: int, fn: int) -> Dict[str, float]:
     --------
     >>> {name: round(value, 3) for name, value in scores(tp=4, fp=0, fn=2).items()}
     {'precision': 1.0, 'recall': 0.667, 'f1': 0.8, 'iou': 0.667}
+    >>> scores(tp=-1, fp=2, fn=3)
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: tp, fp and fn must be counts (whole numbers >= 0), got -1, 2, 3
     """
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in (tp, fp, fn)):
+        raise ScribbleSegError(f"tp, fp and fn must be counts (whole numbers >= 0), got {tp!r}, {fp!r}, {fn!r}")
     errors = fp + fn
     return {
         "precision": _ratio(tp, tp + fp, errors),
