@@ -158,7 +158,7 @@ def section_scores(h: np.ndarray, labels: np.ndarray, network: np.ndarray,
             reason = REASONS["far"]
         else:
             reason = REASONS["unsure"] if unsure[z] >= changed[z] else REASONS["changed"]
-        out.append(Suggestion(int(z), score, reason, int(round(float(unsure[z]))), int(changed[z]), distance))
+        out.append(Suggestion(int(z), float(score), reason, int(round(float(unsure[z]))), int(changed[z]), distance))
     return out
 
 
