@@ -153,14 +153,18 @@ def test_a_later_run_trains_f_on_from_the_last_one_unless_warm_steps_is_0(case):
 
 def test_run_again_with_the_same_strokes_gives_the_same_result_at_once(case):
     """Pressing Run twice must give one answer: f and the cut start from the last run's, so running the same
-    strokes again would move the outline; the last result comes back instead, as copies."""
+    strokes again would move the outline; the last result comes back instead (its arrays read-only)."""
     _, test, scrib, model = case
     config = dataclasses.replace(FAST_DDML, warm_steps=12)
     session = Session(test.image, model)
-    first = session.run(scrib, ddml_config=config)
+    strokes = scrib.copy()
+    first = session.run(strokes, ddml_config=config)
     kept_f = session.adapt_memory.f
     labels, probability = first.labels.copy(), first.probability.copy()
-    first.labels[...] = 0  # the caller's arrays are its own
+    for array in (first.labels, first.probability):
+        with pytest.raises(ValueError, match="read-only"):
+            array[...] = 0
+    strokes[...] = 0  # the caller's strokes are its own: the session kept a copy
     again = session.run(scrib.copy(), ddml_config=config)
     assert session.adapt_memory.f is kept_f  # nothing was trained
     np.testing.assert_array_equal(again.labels, labels)

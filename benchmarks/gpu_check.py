@@ -182,7 +182,7 @@ def main() -> None:
                     "CPU": Session(vol.image, cpu_model(), device="cpu", features=state["features"])}
         # The runs of a user: first strokes, more strokes, then two rounds of corrective strokes drawn on the
         # GPU session's last result, each new to the session; then the last strokes once more, unchanged
-        # (all a cut from memory has to do then is check them).  The CPU session runs the same strokes.
+        # (the session returns its last result at once).  The CPU session runs the same strokes.
         names = ["first scribbles", "more scribbles", "corrective strokes 1", "corrective strokes 2",
                  "the same strokes again"]
         runs = {name: {} for name in names}
