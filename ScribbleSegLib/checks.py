@@ -282,9 +282,11 @@ def check_image(image: Any, spacing: Any = None):
     else:
         array = image
         geometry = Geometry(check_spacing(spacing) or (1.0, 1.0, 1.0))
+    if isinstance(array, np.ndarray) and array.dtype != np.uint8 and array.dtype.kind in "uif":
+        # A float or 16-bit array (skimage's img_as_float, a TIFF read as it is): say how to get a uint8 one.
+        raise ScribbleSegError(f"image has dtype {array.dtype}, expected uint8 (0-255): scale it to 0-255 and "
+                               "pass .astype(np.uint8), or read the file with volume_io.read_image, which does")
     array = check_array(array, "image", ndim=(3, 4), kinds="u")
-    if array.dtype != np.uint8:
-        raise ScribbleSegError(f"image has dtype {array.dtype}, expected uint8 (0-255)")
     if array.ndim == 4 and array.shape[3] != 3:
         raise ScribbleSegError(f"image must be (Z, Y, X) or (Z, Y, X, 3), got shape {array.shape}")
     if array.ndim == 3 and array.shape[2] == 3:
