@@ -70,6 +70,7 @@ def test_suggestions_rank_unsure_and_far_sections_first():
     h[1, 4:12, 4:12] = 0.55
     top = suggest.suggest_sections(h, labels, network, strokes, count=1)[0]
     assert top.section == 1 and top.reason == "far from any stroke" and top.distance == 3
+    assert type(top.score) is float  # not a numpy float, shown as np.float64(...) in a notebook
     assert suggest.suggest_sections(h, labels, network, strokes, count=0) == []
     # A tile (one section) has no other section to look at: the API and the worker said "section 0".
     assert suggest.suggest_sections(h[4:5], labels[4:5], network[4:5], strokes[4:5]) == []
