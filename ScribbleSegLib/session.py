@@ -284,7 +284,7 @@ class Session:
                 self._last = None
             raise
         # The result's arrays are read-only (as munet_probability always was): kept for a repeat without a copy,
-        # which cost 0.2-0.3 s and 0.25 GiB at 100x512x512.  The strokes are copied into the last ones' buffer.
+        # which cost 0.2-0.4 s and 0.25 GiB at 100x512x512.  The strokes are copied into the last ones' buffer.
         for array in (result.labels, result.probability):
             array.flags.writeable = False
         self._last = (key, _kept_strokes(self._last, scribbles), result)
