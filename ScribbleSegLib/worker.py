@@ -140,7 +140,15 @@ Event = Dict[str, Any]
 
 
 def write_request(path: Union[str, os.PathLike], request: Dict[str, Any]) -> Path:
-    """Write ``request`` as the JSON file the worker reads; add the protocol version."""
+    """Write ``request`` as the JSON file the worker reads; add the protocol version.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = write_request(Path(tempfile.mkdtemp()) / "r.json", {"task": "devices"})
+    >>> json.loads(path.read_text(encoding="utf-8"))
+    {'protocol': 1, 'task': 'devices'}
+    """
     path = Path(path)
     path.write_text(json.dumps({"protocol": PROTOCOL, **request}, indent=1), encoding="utf-8")
     return path
@@ -158,6 +166,19 @@ def load_request(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     ------
     ScribbleSegError
         With one line naming the request file and the field that is wrong.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> outputs = {"image": "i.nrrd", "label": "l.seg.nrrd", "scribbles": "s.seg.nrrd"}
+    >>> request = load_request(write_request(folder / "r.json", {"task": "phantom", "outputs": outputs}))
+    >>> request["every"], request["outputs"]["image"] == str(folder.resolve() / "i.nrrd")
+    (8, True)
+    >>> load_request(write_request(folder / "r.json", {"task": "phantom", "seed": -1}))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: ...r.json: 'seed' must be a non-negative integer, got -1
     """
     path = Path(path)
     try:
@@ -483,7 +504,23 @@ class _RequestChecker:
 
 
 class Emitter:
-    """Writes protocol events as JSON lines, one stage's progress at most every 0.1 s."""
+    """Writes protocol events as JSON lines, one stage's progress at most every 0.1 s.
+
+    A stage's first progress line and its end (fraction 1) always pass.
+
+    Examples
+    --------
+    >>> import io
+    >>> stream = io.StringIO()
+    >>> emitter = Emitter(stream)
+    >>> emitter.emit("log", level="info", message="device: cpu")
+    >>> emitter.progress("graph cut", 0.25, "cutting")
+    >>> emitter.progress("graph cut", 1.0)
+    >>> print(stream.getvalue(), end="")
+    {"event": "log", "level": "info", "message": "device: cpu"}
+    {"event": "progress", "stage": "graph cut", "fraction": 0.25, "message": "cutting"}
+    {"event": "progress", "stage": "graph cut", "fraction": 1.0, "message": ""}
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -546,7 +583,21 @@ def _protocol_stream() -> TextIO:
 
 
 def run_request(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken] = None) -> Event:
-    """Run a checked request (:func:`load_request`); return the ``done`` event's fields."""
+    """Run a checked request (:func:`load_request`); return the ``done`` event's fields.
+
+    Examples
+    --------
+    A request the checks pass that the task refuses before any work (:func:`main` makes it an ``error`` event):
+
+    >>> import io, tempfile
+    >>> outputs = {"image": "i.nrrd", "label": "l.seg.nrrd", "scribbles": "s.seg.nrrd"}
+    >>> path = write_request(Path(tempfile.mkdtemp()) / "r.json", {"task": "phantom", "shape": [2, 8, 8],
+    ...                                                              "outputs": outputs})
+    >>> run_request(load_request(path), Emitter(io.StringIO()))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: request field 'shape': phantom shape 2 8 8 is too small: ...
+    """
     task = request["task"]
     if task == "segment":
         return _segment(request, emitter, cancel)
@@ -838,7 +889,19 @@ class _ProtocolParser(argparse.ArgumentParser):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run one request; return the exit status (see the module docstring)."""
+    """Run one request; return the exit status (see the module docstring).
+
+    Examples
+    --------
+    A broken command line is one ``error`` line on stdout and exit status 2:
+
+    >>> try:
+    ...     main(["request.json", "--no-such-option"])
+    ... except SystemExit as stop:
+    ...     print("exit status", stop.code)
+    {"event": "error", "kind": "input", "message": "worker command line: unrecognized arguments: --no-such-option"}
+    exit status 2
+    """
     parser = _ProtocolParser(
         prog="python -m ScribbleSegLib.worker",
         description="Run one ScribbleSeg request and report progress as JSON lines on stdout.",
@@ -937,6 +1000,16 @@ class WorkerProcess:
         Working folder of the child (default: the request's folder).
     tail : int
         How many output lines to keep for :meth:`failure_message`.
+
+    Examples
+    --------
+    Before :meth:`start`, nothing runs:
+
+    >>> process = WorkerProcess("r.json", python="PythonSlicer")
+    >>> process.args
+    ['PythonSlicer', '-m', 'ScribbleSegLib.worker', 'r.json', '--control-stdin']
+    >>> process.pid, process.running, process.finished, process.poll()
+    (None, False, False, [])
     """
 
     def __init__(self, request: Union[str, os.PathLike], *, python: Optional[str] = None,
@@ -1153,6 +1226,12 @@ class SessionProcess(WorkerProcess):
         The ``ready`` event once the features are there.
     runs : dict
         ``id`` -> the ``done`` or ``error`` event that ended that run.
+
+    Examples
+    --------
+    >>> session = SessionProcess("session.json", python="PythonSlicer")
+    >>> session.ready, session.runs, session.poll()
+    (None, {}, [])
     """
 
     def __init__(self, request: Union[str, os.PathLike], **kwargs: Any) -> None:
@@ -1199,6 +1278,18 @@ class SessionProcess(WorkerProcess):
             sent and not answered yet (the two answers would be one), or a field holds what a run line cannot
             carry (paths and numpy numbers are sent as text and numbers); nothing is sent and no id is used then.
             An id whose run was answered may be given again: its old answer is dropped.
+
+        Examples
+        --------
+        >>> session = SessionProcess("session.json")
+        >>> session.send({"id": 1.5, "scribbles": "s.nrrd"})
+        Traceback (most recent call last):
+        ...
+        ValueError: a run's id must be an integer or a string, got 1.5
+        >>> session.send({"scribbles": "s.nrrd"})
+        Traceback (most recent call last):
+        ...
+        RuntimeError: the ScribbleSeg session is not running
         """
         run = dict(run)
         if not _is_run_id(run.get("id")):
