@@ -19,7 +19,17 @@ OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--mode
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
+    """Register the command's options.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["--image", "stack.nrrd", "--scribbles", "strokes.nrrd", "--model", "starter",
+    ...                           "--out", "heart.seg.nrrd"])
+    >>> args.method, args.gamma, args.orientations, args.suggest  # gamma None: the cut's own default
+    ('full', None, 1, 3)
+    """
     parser.add_argument("--image", required=True, help="3D image file, folder of sections, or one 2D section (a tile)")
     parser.add_argument("--scribbles", help="labelmap (1 heart, 2 background; a file, or a folder of 2D sections "
                         "like the image's) or .seg.nrrd with segments 'heart' and 'background' (not needed for "
@@ -140,7 +150,20 @@ def job_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command."""
+    """Run the command.
+
+    Examples
+    --------
+    An input that is not there is refused before any work:
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> run(parser.parse_args(["--image", "/no/such/stack.nrrd", "--scribbles", "strokes.nrrd", "--model", "starter",
+    ...                        "--out", "heart.seg.nrrd", "--quiet"]))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: /no/such/stack.nrrd: no such file or folder (--image)
+    """
     from ..jobs import segment_files
     from ..progress import TqdmProgress
 
