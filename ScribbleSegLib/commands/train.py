@@ -20,7 +20,17 @@ PARAMETER_FLAGS = {"max_minutes": "--max-minutes", "max_iters": "--max-iters", "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
+    """Register the command's options.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["--images", "a.nrrd", "--labels", "a.seg.nrrd", "--images", "b.nrrd",
+    ...                           "--labels", "b.seg.nrrd", "--out", "heart.model"])
+    >>> args.images, args.arch, args.config, args.max_minutes  # None: the preset's, or the parent's with --init
+    (['a.nrrd', 'b.nrrd'], None, None, None)
+    """
     parser.add_argument("--images", nargs="+", action="extend", required=True, metavar="IMAGE",
                         help="training images: 3D RGB files, folders of sections or 2D section files (tiles)")
     parser.add_argument("--labels", nargs="+", action="extend", required=True, metavar="LABEL",
@@ -63,7 +73,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command."""
+    """Run the command.
+
+    Examples
+    --------
+    An output that is one of the inputs is refused before any work:
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> run(parser.parse_args(["--images", "a.nrrd", "--labels", "a.seg.nrrd", "--out", "a.nrrd"]))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: a.nrrd (--out): is the input --images a.nrrd; choose another output ...
+    """
     import shlex
     import sys
     from pathlib import Path
