@@ -15,7 +15,16 @@ IGNORED_SHARE = 0.25
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
+    """Register the command's options.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["--prediction", "heart.seg.nrrd", "--label", "truth.seg.nrrd", "--json"])
+    >>> args.ignore_scribbles, args.downsample, args.spacing, args.json
+    (None, 1, None, True)
+    """
     parser.add_argument("--prediction", required=True, metavar="P",
                         help="predicted labelmap (> 0 = heart; a file or a folder of 2D sections) or .seg.nrrd "
                              "(segment 'heart', or its only segment)")
@@ -38,7 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command."""
+    """Run the command.
+
+    Examples
+    --------
+    A file that is not there is refused before anything is read:
+
+    >>> run(argparse.Namespace(prediction="/no/such/heart.seg.nrrd", label="truth.seg.nrrd", ignore_scribbles=None))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: /no/such/heart.seg.nrrd: no such file or folder (--prediction)
+    """
     from .. import metrics, volume_io
     from ..geometry import Geometry
 
