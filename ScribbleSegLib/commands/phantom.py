@@ -8,7 +8,16 @@ from .common import check_phantom_shape, output_folder_kept_on_success, positive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
+    """Register the command's options.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args(["--out", "phantoms", "--shape", "16", "96", "96"])
+    >>> args.volumes, args.seed, args.shape, args.family
+    (6, 0, [16, 96, 96], 'a')
+    """
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder (created if its parent exists)")
     parser.add_argument("--volumes", type=positive_int, default=6, metavar="N",
@@ -25,7 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command."""
+    """Run the command.
+
+    Examples
+    --------
+    An output folder whose parent is not there is refused before any work:
+
+    >>> import tempfile
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> run(parser.parse_args(["--out", f"{tempfile.mkdtemp()}/no/phantoms", "--quiet"]))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: --out .../no/phantoms: the folder .../no does not exist
+    """
     import dataclasses
 
     from ..phantom import family_config, write_phantom_set
