@@ -25,12 +25,33 @@ RESULT_FILES = ("test_image.nrrd", "test_label.seg.nrrd", "scribbles.seg.nrrd", 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
+    """Register the command's options.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> args = parser.parse_args([])
+    >>> args.out, args.train_minutes, args.shape
+    ('scribbleseg-demo', 6.0, None)
+    """
     add_experiment_options(parser, "scribbleseg-demo", 6.0)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command."""
+    """Run the command.
+
+    Examples
+    --------
+    A phantom shape too small is refused before any work (and before the output folder is made):
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> run(parser.parse_args(["--shape", "2", "64", "64"]))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: --shape 2 64 64: phantom shape 2 64 64 is too small: at least 4 ...
+    """
     check_phantom_shape(args.shape)  # before any work: a shape the phantom or the memory cannot take
     check_device_flag(args.device)
     # A demo that fails leaves no folder it made (the models are the demo's own): it is the same demo again.
