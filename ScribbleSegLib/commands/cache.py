@@ -10,7 +10,17 @@ from .common import cache_gb, folder_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
+    """Register the command's options.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> parser.parse_args([])
+    Namespace(action='list', max_gb=None, quiet=False, cache_dir=None)
+    >>> parser.parse_args(["clear", "--max-gb", "2.5"]).max_gb
+    2.5
+    """
     parser.add_argument("action", nargs="?", default="list", choices=("list", "clear"),
                         help="list the entries (default) or remove them all")
     parser.add_argument("--max-gb", type=cache_gb, metavar="G",
@@ -31,7 +41,21 @@ def _shape_text(shape) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command."""
+    """Run the command.
+
+    Examples
+    --------
+    A ``--cache-dir`` that is a file is refused before anything is listed or removed:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "features"
+    >>> _ = path.write_text("")
+    >>> run(argparse.Namespace(cache_dir=str(path), max_gb=None, action="clear"))
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: ...features: is not a folder (--cache-dir)
+    """
     from pathlib import Path
 
     from ..errors import ScribbleSegError
