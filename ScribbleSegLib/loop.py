@@ -123,7 +123,17 @@ class RunHistory:
         return self._runs[-1]
 
     def clear(self) -> None:
-        """Forget every run (another volume, or the result was edited elsewhere)."""
+        """Forget every run (another volume, or the result was edited elsewhere).
+
+        Examples
+        --------
+        >>> history = RunHistory()
+        >>> history.push(np.ones((1, 2, 2)))
+        >>> history.clear()
+        >>> len(history), history.current, history.can_undo
+        (0, None, False)
+        >>> history.push(np.ones((2, 3, 3)))  # a volume of another shape may follow now
+        """
         self._runs.clear()
 
 
