@@ -1118,7 +1118,10 @@ class WorkerProcess:
         ------
         TimeoutError
             If ``timeout`` seconds pass first (the child keeps running).
+        RuntimeError
+            If the worker was never started (waiting for it would never end).
         """
+        self._check_started()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._finished:
             for event in self.poll():
@@ -1130,6 +1133,10 @@ class WorkerProcess:
                 raise TimeoutError(f"the worker did not finish within {timeout} s")
             time.sleep(interval)
         return int(self.returncode)
+
+    def _check_started(self) -> None:
+        if self._proc is None:
+            raise RuntimeError(f"{type(self).__name__}: start() it before waiting for it")
 
     def cancel(self) -> None:
         """Ask the worker to stop at its next check (it then reports ``cancelled``)."""
@@ -1165,6 +1172,8 @@ class WorkerProcess:
         if self.error is not None:
             return str(self.error.get("message", "the worker failed"))
         last = "\n".join([line for line in self.lines if line.strip()][-12:])
+        if self._proc is None:
+            return "The ScribbleSeg worker process was never started."
         status = "still running" if self.returncode is None else f"exit status {self.returncode}"
         if self.returncode is not None and self.returncode < 0:  # POSIX: killed by a signal
             name = _signal_name(-self.returncode)
@@ -1336,6 +1345,7 @@ class SessionProcess(WorkerProcess):
 
     def _wait_for(self, done: Callable[[], bool], on_event: Optional[Callable[[Event], None]],
                   timeout: Optional[float], interval: float) -> None:
+        self._check_started()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not done() and not self._finished:
             for event in self.poll():

@@ -324,6 +324,17 @@ def test_a_session_refuses_a_run_id_that_cannot_key_its_events(tmp_path):
 
 
 
+def test_waiting_for_a_worker_never_started_is_an_error_not_a_wait_forever(tmp_path):
+    # Its poll found no process and no end: wait, wait_ready and wait_run looped until their timeout, or forever.
+    for process, waits in ((worker.WorkerProcess(tmp_path / "r.json"), ("wait",)),
+                           (worker.SessionProcess(tmp_path / "s.json"), ("wait_ready", "wait_run"))):
+        for name in waits:
+            call = getattr(process, name)
+            with pytest.raises(RuntimeError, match=r"start\(\) it before waiting for it"):
+                call(1) if name == "wait_run" else call()
+        assert process.failure_message() == "The ScribbleSeg worker process was never started."
+
+
 def test_a_session_gives_each_run_its_own_id(tmp_path):
     # Numbered ids skipped only answered ones: id 2 given, then two runs without one, were numbered 1 and 2, and
     # the two answers keyed one run.  An id given again kept its earlier answer, which wait_run then returned.
