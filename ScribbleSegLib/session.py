@@ -235,6 +235,19 @@ class Session:
             Its ``labels`` and ``probability`` are read-only (copy them to change them).  A run with the last
             run's strokes and arguments returns that run's result again, at once (``timings`` empty): pressing
             Run twice gives one answer.
+
+        Examples
+        --------
+        >>> from ScribbleSegLib.phantom import PhantomConfig, make_phantom
+        >>> from ScribbleSegLib.scribbles import simulate_scribbles
+        >>> phantom = make_phantom(0, PhantomConfig(shape=(4, 64, 64)))
+        >>> session = Session(phantom.image, "starter")  # the M-Unet runs here, once
+        >>> strokes = simulate_scribbles(phantom.label, seed=0, every=2)
+        >>> first = session.run(strokes)  # DDML + head and the cut
+        >>> first.labels.shape, first.labels.dtype, first.labels.flags.writeable
+        ((4, 64, 64), dtype('uint8'), False)
+        >>> session.run(strokes.copy()).timings  # the same strokes again: the last result, at once
+        {}
         """
         method = check_method(method)
         scribbles = check_scribbles(scribbles, self.shape, method)
