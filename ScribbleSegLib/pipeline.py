@@ -236,10 +236,10 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
             # A stack scanned finer than the model: read downsampled, the network sees it near its own scale.
             closer = ""
             if finer > MAX_SHRINK:
-                # Each axis at its own scale (a spacing typed wrong on one axis shrinks that one only).
-                rows, cols = (0, 0) if section_yx is None else (int(section_yx[0] * scale[0]),
-                                                                  int(section_yx[1] * scale[1]))
-                small = section_yx is not None and _narrow_for_patch(model, rows, cols)
+                small = None
+                if section_yx is not None:  # each axis at its own scale (a spacing typed wrong shrinks one only)
+                    rows, cols = int(section_yx[0] * scale[0]), int(section_yx[1] * scale[1])
+                    small = _narrow_for_patch(model, rows, cols)
                 closer = (f"; at the model's scale its sections would be {cols}x{rows} pixels, too few for the "
                           "network to read" if small else
                           f"; read downsampled by {finer} (downsample {finer}), the stack would be near the model's "

@@ -509,7 +509,9 @@ last is no transparency (4 of its 4 pixels are partly transparent); save the ima
     scale = _value_range(alpha)
     if scale is None:
         return
-    partly = np.count_nonzero((alpha > 0) & (alpha < scale[1]))
+    # Section by section: a 3D file's alpha is the whole stack, whose masks would be stacks of bytes.
+    sections = alpha if alpha.ndim == 3 else alpha[None]
+    partly = sum(int(np.count_nonzero((section > 0) & (section < scale[1]))) for section in sections)
     if 2 * partly > alpha.size:
         colours = "grey" if components == 2 else "RGB"
         raise ScribbleSegError(f"{path}: has {components} components per pixel, read as {colours} and alpha, but the "

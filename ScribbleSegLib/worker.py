@@ -281,6 +281,7 @@ class _RequestChecker:
         self.request = request
         self.base = path.resolve().parent
         self.label = label or str(path)
+        self.run_line = "task" not in request  # a session's run line: the session request holds the task
         self.read = set(FRAMING_FIELDS)  # the fields looked at; any other is refused
 
     def fail(self, field: str, problem: str) -> ScribbleSegError:
@@ -291,12 +292,12 @@ class _RequestChecker:
         field must not leave its setting at the default without a word."""
         unknown = sorted(set(self.request) - self.read)
         if unknown:
-            run = "task" not in self.request  # a session's run line: the session's own fields are not its
-            known = self.read - FRAMING_FIELDS - (set(SESSION_FIELDS) if run else set())
+            # A run line's own fields leave out the session's.
+            known = self.read - FRAMING_FIELDS - (set(SESSION_FIELDS) if self.run_line else set())
             fields = (f"the fields are {', '.join(sorted(known))}" if known else
                       "it takes none besides 'protocol' and 'task'")
-            raise self.fail(unknown[0], f"is not a field of a {'run' if run else self.request['task']} request "
-                                        f"(misspelt?); {fields}")
+            raise self.fail(unknown[0], f"is not a field of a {'run' if self.run_line else self.request['task']} "
+                                        f"request (misspelt?); {fields}")
         given = self.request.get("outputs") or {}
         unknown = sorted(set(given) - set(outputs)) if outputs else []
         if unknown:
@@ -325,7 +326,7 @@ class _RequestChecker:
             raise self.fail(field, f"must be a file name, got {value!r}")
         resolved = self.base / value
         if must_exist and not resolved.exists():
-            kind = "run" if "task" not in self.request else "request"  # a session's run line has no task
+            kind = "run" if self.run_line else "request"
             raise ScribbleSegError(f"{resolved}: no such file or folder ({kind} field '{field}')")
         return str(resolved)
 
@@ -836,8 +837,7 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
             done = {"outputs": files.outputs, "metrics": files.metrics, "timings": files.timings}
         except CancelledError as exc:
             if reader.closed.is_set():  # stdin closed: not the user's cancel, and the session ends
-                emitter.emit("error", id=run_id, kind="cancelled", message=PARENT_GONE)
-                return _parent_gone(reader, emitter)
+                return _parent_gone(reader, emitter, item)
             emitter.emit("error", id=run_id, kind="cancelled", message=str(exc))
             continue
         except ScribbleSegError as exc:
@@ -860,7 +860,7 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
 PARENT_GONE = "cancelled: stdin closed (the parent is gone)"
 
 
-def _parent_gone(reader: _RunReader, emitter: Emitter, item: Optional[tuple] = None) -> int:
+def _parent_gone(reader: _RunReader, emitter: Emitter, item: Optional[tuple]) -> int:
     """Answer ``item`` and every run still queued as cancelled by stdin's closing; return the exit status of a
     session whose runs were cancelled (a session ended by stdin while idle exits 0)."""
     while item is not None:
