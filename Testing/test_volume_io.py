@@ -1,4 +1,5 @@
-"""volume_io: section folders, 3D files, labels, scribbles, segmentations, writers and their errors."""
+"""volume_io and its three modules (image_reading, label_reading, volume_writing): section folders, 3D files,
+labels, scribbles, segmentations, writers and their errors."""
 
 import logging
 import threading
