@@ -616,8 +616,12 @@ def result_metrics(result, shape_zyx: Sequence[int], spacing: Sequence[float], s
     >>> metrics = result_metrics(result, (2, 8, 8), (0.5, 0.5, 2.0), None)
     >>> metrics["heart_voxels"], metrics["heart_volume_mm3"], metrics["heart_area_mm2"], "scribbled_voxels" in metrics
     (32, 16.0, 8.0, False)
+    >>> metrics["pixel_size_stated"], result_metrics(result, (2, 8, 8), (1.0, 1.0, 1.0), None)["pixel_size_stated"]
+    (True, False)
     """
     import numpy as np
+
+    from .geometry import UNKNOWN_PIXEL
 
     voxels = int(np.count_nonzero(result.labels))
     sx, sy, sz = spacing
@@ -627,6 +631,8 @@ def result_metrics(result, shape_zyx: Sequence[int], spacing: Sequence[float], s
         "heart_voxels": voxels,
         "heart_volume_mm3": voxels * sx * sy * sz * solid,
         "heart_area_mm2": voxels * sx * sy * flat,  # what a tile (one section) has; over a stack, the sections' sum
+        # 1 x 1 mm is what a file that states no pixel size is read at (a PNG): its mm are the pixels' count.
+        "pixel_size_stated": (float(sx), float(sy)) != UNKNOWN_PIXEL,
         "shape_zyx": list(shape_zyx),
         "features_cached": bool(result.features_cached),
         "method": result.method,
