@@ -2,7 +2,10 @@
 
 Every long call in ScribbleSegLib takes ``progress`` and ``cancel`` keyword
 arguments.  ``progress`` is any callable ``progress(stage, fraction, message)``
-with ``fraction`` in [0, 1]; ``cancel`` is a :class:`CancelToken`.  Neither
+with ``fraction`` in [0, 1] within ``stage`` (each stage of a call, such as
+``"M-Unet inference"`` then ``"graph cut"``, runs from 0 to 1 again: a bar
+for the whole call weighs the stages itself); ``cancel`` is a
+:class:`CancelToken`.  Neither
 touches Qt, so the same calls serve the command line (tqdm), the Slicer worker
 process (progress lines on stdout) and notebooks.
 """

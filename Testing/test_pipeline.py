@@ -35,6 +35,18 @@ def test_methods_and_seeds(case):
     np.testing.assert_allclose(munet.munet_probability, full.munet_probability, atol=1e-6)
 
 
+def test_progress_runs_from_0_to_1_within_each_stage_as_the_readme_says(case):
+    _, test, scrib, model = case
+    calls = []
+    pipeline.segment(test.image, scrib, model, progress=lambda stage, fraction, message: calls.append((stage, fraction)))
+    stages = list(dict.fromkeys(stage for stage, _ in calls))
+    assert {"M-Unet inference", "metric learning", "head", "graph cut"} <= set(stages), stages
+    for stage in stages:
+        fractions = [f for s, f in calls if s == stage]
+        assert all(0.0 <= f <= 1.0 for f in fractions), (stage, fractions)
+        assert fractions[-1] == 1.0 and min(fractions) < 0.5, (stage, fractions)
+
+
 def test_the_cut_is_measured_beside_the_adaptation_and_cuts_as_it_would_alone(case, monkeypatch):
     from ScribbleSegLib import graphcut
 
