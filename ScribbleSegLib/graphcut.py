@@ -40,17 +40,17 @@ Memory and the coarse-to-fine banded cut
     pixels) whose energy is that of eq. 4-6 restricted to block-constant labels: the
     block mean of ``h`` and, per block face, the sum of the pair weights crossing
     it. The coarse volume is cut the same way: in full up to :data:`COARSE_FULL_MAX_VOXELS`,
-    banded again above (with a wider band, :data:`COARSE_BAND_RADIUS`). Then only the
-    whole blocks within :data:`BAND_RADIUS` voxels (:data:`WIDE_BAND_RADIUS` on volumes of up to
-    :data:`WIDE_BAND_MAX_VOXELS`) of the coarse boundary (and
+    banded again above (with a wider band, :data:`cut_band.COARSE_BAND_RADIUS`). Then only the
+    whole blocks within :data:`cut_band.BAND_RADIUS` voxels (:data:`cut_band.WIDE_BAND_RADIUS` on volumes of up to
+    :data:`cut_band.WIDE_BAND_MAX_VOXELS`) of the coarse boundary (and
     blocks holding both scribble classes, a heart that the coarse cut dropped around its own
-    strokes, :func:`_heart_dropped_at_strokes`, and pieces that ``h`` calls heart apart from the
-    heart the coarse cut kept, :func:`_pieces_dropped_apart`) are re-cut at full resolution; the other
+    strokes, :func:`cut_band._heart_dropped_at_strokes`, and pieces that ``h`` calls heart apart from the
+    heart the coarse cut kept, :func:`cut_band._pieces_dropped_apart`) are re-cut at full resolution; the other
     voxels keep the coarse label, and their pairs with band voxels become terminal
     capacities. Where the new boundary reaches voxels that no band held yet, the
     blocks around them join the band's graph, whose max-flow goes on from the last
-    flow (BK's tree reuse), up to :data:`BAND_GROWTH_PASSES` times. With the 10-neighbourhood the band re-cut has
-    the in-plane diagonals too (as the full cut); the coarse levels, which only place
+    flow (BK's tree reuse), up to :data:`cut_band.BAND_GROWTH_PASSES` times. With the 10-neighbourhood the band
+    re-cut has the in-plane diagonals too (as the full cut); the coarse levels, which only place
     the band, have the 6 axis pairs, whose summed face weights approximate the
     diagonals' share of a block face. Every re-cut minimises the energy over its
     voxels exactly, so the energy only goes down. What the banded cut can miss are
@@ -74,29 +74,39 @@ module) run the cut in a subprocess.
 Two parts of the cut live in modules of their own: how ``gamma`` and ``sigma`` are
 scaled to the objects and the image (:mod:`ScribbleSegLib.cut_scaling`), and the
 strokes' pull on ``h`` with what it keeps of the image (:mod:`ScribbleSegLib.stroke_pull`).
+This module holds the entry points, the input checks, the memory estimates and the planning
+(full or coarse-to-fine, level by level), the full cut and the run of a coarse-to-fine cut
+(``_cut_banded``); the rest of the cut lies below it, in modules that do not import this one:
+the levels with their data term and pair weights (:mod:`ScribbleSegLib.cut_levels`), the
+coarse-to-fine cut's band and its graph (:mod:`ScribbleSegLib.cut_band`), and a warm cut's
+memory (:mod:`ScribbleSegLib.cut_memory`; :class:`CutMemory` is part of this module's API).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
-import threading
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import maxflow
 import numpy as np
 
 from . import choices, runtime
-from .cut_scaling import colour_features, scaled_to_contrast, scaled_to_objects, section_sharpness
+from .cut_band import (DIAGONAL_BYTES_PER_VOXEL, GRAPH_BYTES_PER_VOXEL, WORKING_BYTES, _band_bytes_per_voxel,
+                       _coarse_band, _coarsen_factors, _downsample, _grow, _heart_dropped_at_strokes,
+                       _level_band_steps, _pieces_dropped_apart, _recut_until_settled, _upsample)
+from .cut_levels import (_BACKGROUND, _DIAGONALS, _HEART, _ImageLevel, _Level, _axis_share, _fmt_bytes, _fmt_shape,
+                         _neighbourhood, _pair_slices, _unary)
+from .cut_memory import CutMemory, _StoredWeights, _cut_from_memory  # CutMemory: part of this module's API
+from .cut_scaling import scaled_to_contrast, scaled_to_objects, section_sharpness
 from .errors import ScribbleSegError
 from .resources import available_memory  # noqa: F401  (part of this module's API: the cut's budget)
 from .progress import CancelToken, ProgressCallback, check, report, sub_progress
-from .runtime import in_order, in_threads, slab_threads, slabs
-from .stroke_pull import ImageMeasures, image_key, measure_ways, pulled_to_seeds
+from .runtime import in_threads, slabs
+from .stroke_pull import ImageMeasures, measure_ways, pulled_to_seeds
 
 #: Default boundary weight gamma (:data:`ScribbleSegLib.choices.DEFAULT_GAMMA`, where its choice is told).
 DEFAULT_GAMMA = choices.DEFAULT_GAMMA
@@ -154,63 +164,17 @@ MODES = ("auto", "full", "banded")
 #: Neighbourhoods: 6 (the paper's grid: 4 in-plane neighbours and 2 across sections) or 10 (8 in-plane
 #: neighbours, diagonals included, and 2 across sections).
 NEIGHBOURHOODS = choices.CUT_NEIGHBOURHOODS
-# Cauchy-Crofton weights of the 8-neighbourhood (Boykov & Kolmogorov, ICCV 2003): pi/8 for the axis pairs
-# and pi/(8 sqrt 2) for the diagonals, then scaled so that an axis-aligned boundary costs what it costs
-# on the 4-neighbourhood; a boundary at 45 degrees then costs its Euclidean length too (not sqrt 2 more).
-_CROFTON_AXIS = (math.pi / 8) / (math.pi / 8 + 2 * math.pi / (8 * math.sqrt(2)))
-_CROFTON_DIAGONAL = (math.pi / (8 * math.sqrt(2))) / (math.pi / 8 + 2 * math.pi / (8 * math.sqrt(2)))
-#: In-plane diagonal offsets (dy, dx) of the 8-neighbourhood, each pair counted once.
-_DIAGONALS = ((1, 1), (1, -1))
 
-#: Bytes per voxel of a 6-connected ``Graph[float]`` sized up front: a 48 B node and six 32 B arcs
-#: (BK maxflow 3.04 in PyMaxflow 1.3.2).  A whole full cut of 64x512x512 measured 249 B/voxel.
-GRAPH_BYTES_PER_VOXEL = 240
-#: Bytes per voxel of a full cut: the graph, int64 node ids and the uint8 labels.
+#: Bytes per voxel of a full cut: the graph (:data:`cut_band.GRAPH_BYTES_PER_VOXEL`), int64 node ids and the uint8
+#: labels.
 FULL_CUT_BYTES_PER_VOXEL = GRAPH_BYTES_PER_VOXEL + 8 + 1
-#: Bytes per band voxel of the band re-cut: the graph and node ids.
-BAND_BYTES_PER_VOXEL = GRAPH_BYTES_PER_VOXEL + 16
-#: Bytes per voxel that the in-plane diagonals add to a graph: two more pairs, four arcs of 32 B.
-DIAGONAL_BYTES_PER_VOXEL = 128
-
-
-def _band_bytes_per_voxel(neighbourhood: int) -> int:
-    return BAND_BYTES_PER_VOXEL + (DIAGONAL_BYTES_PER_VOXEL if neighbourhood == 10 else 0)
-
-
-def _band_cut_bytes(nodes: int, neighbourhood: int) -> int:
-    """Memory of a band re-cut of ``nodes`` voxels."""
-    return nodes * _band_bytes_per_voxel(neighbourhood) + WORKING_BYTES
-#: Working memory of the slab- and chunk-wise computations, independent of the volume size (generous).
-WORKING_BYTES = 256 * 2**20
-#: Threads that weigh a band chunk's groups of pairs while the calling thread adds them to the graph.  Each holds
-#: a group's weights and indices meanwhile (two raised the cut's peak at 100x512x512 by 0.04 GiB), and more would
-#: mostly wait: at 100x512x512 the additions took 0.20-0.28 s of the 0.55 s (BENCHMARKS.md, "Interactive speed"
-#: item 48).
-BAND_WEIGHING_THREADS = 2
-#: Half-width of the band re-cut around the coarse boundary, in full-resolution voxels along the finest
-#: axis; along thick sections the band reaches as far in millimetres, in fewer sections (at least one
-#: block beyond the boundary's).
-BAND_RADIUS = 3
-#: The same on a level of at most :data:`WIDE_BAND_MAX_VOXELS` voxels, which :data:`AUTO_FULL_MAX_VOXELS` no
-#: longer cuts in full: there the wider band costs a tenth more than the narrow one and keeps the rounds' mean
-#: IoU within 0.001 of the full cut's, where the narrow one lost up to 0.0034 (BENCHMARKS.md, "Interactive
-#: speed", item 60); on larger levels its cost grows with the boundary's area (+30 % at 100x512x512).
-WIDE_BAND_RADIUS = 5
-#: A full-resolution level of at most this many voxels is small (:func:`_small_level`): the old limit of the
-#: full cut (:data:`AUTO_FULL_MAX_VOXELS`), below which a warm cut also re-cuts larger bands.
-WIDE_BAND_MAX_VOXELS = 2**23
-#: The same for a coarse level cut coarse-to-fine (see :data:`COARSE_FULL_MAX_VOXELS`), in its own voxels:
-#: what its band misses, the band of every level above misses too.
-COARSE_BAND_RADIUS = 6
-#: Extra band re-cuts, each around where the boundary reached the edge of the previous band.
-BAND_GROWTH_PASSES = 8
 #: Fraction of the voxels assumed to fall in the band when estimating memory ahead of a cut
 #: (:func:`estimate_banded_cut_bytes`); a cut itself checks the band its coarse cut places.
 ASSUMED_BAND_FRACTION = 0.15
 #: ``mode="auto"`` cuts volumes up to this many voxels in full (if the budget allows): the exact optimum,
 #: where a coarse-to-fine cut can miss parts of it away from the coarse boundary.  Above it the full graph
 #: (about 480 bytes per voxel with the diagonals, :func:`estimate_full_cut_bytes`: 1 GB at this size) costs
-#: more than its exactness buys: at 40x256x256 the coarse-to-fine cut (with :data:`WIDE_BAND_RADIUS`) took
+#: more than its exactness buys: at 40x256x256 the coarse-to-fine cut (with :data:`cut_band.WIDE_BAND_RADIUS`) took
 #: about half the time and a re-run half the peak memory, and over the bench's rounds at 64x192x192 each round's
 #: mean IoU stayed within 0.001 of the full cut's or above it (BENCHMARKS.md, "Interactive speed", item 60).
 #: 2D tiles up to 1448x1448 pixels stay exact.
@@ -225,14 +189,6 @@ COARSE_FULL_MAX_VOXELS = 2**21
 BUDGET_FRACTION = 0.75
 
 _log = logging.getLogger(__name__)
-
-_HEART, _BACKGROUND, _BOTH = 1, 2, 3  # seed codes; _BOTH marks coarse blocks holding both classes
-
-
-def _axis_share(axis: int, diagonals: bool) -> float:
-    """Factor of an axis pair's weight: its Cauchy-Crofton share in-plane when the diagonals are pairs too."""
-    return _CROFTON_AXIS if diagonals and axis > 0 else 1.0
-
 
 #: Largest value of any graph-cut setting: far above any useful one, and far below where the capacities made
 #: of them (``gamma * delta``, pair weights) overflow.
@@ -439,204 +395,6 @@ class GraphCutParams:
                                    f"1/255), got {self.sigma!r}")
 
 
-class _Level:
-    """One resolution level of the cut: data term, seeds and pair weights.
-
-    ``h`` (float, in [0, 1]) and ``seeds`` (seed codes; ``_BOTH``: no
-    constraint) are C-contiguous ``(Z, Y, X)`` arrays; ``spacing`` is in mm,
-    ``(z, y, x)``; ``max_weights`` bounds the pair weights per axis.
-    Subclasses give the weights of the pairs ``(v, v + e_axis)``.
-
-    With ``transform`` (the log data term), ``h`` is the probability and the
-    data term is ``transform(h)``: :meth:`data` computes it slab by slab, and
-    the whole array (:attr:`h`) is only made when a band re-cut reads it by
-    voxel index -- after the coarse cut, whose graph is the peak memory --,
-    into ``out`` when given (``h`` itself when ``h`` is a copy of the cut's own:
-    the data term then takes the probability's place).
-    """
-
-    def __init__(self, h: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-                 max_weights: Sequence[float], transform=None, out: Optional[np.ndarray] = None) -> None:
-        self._raw, self._transform, self._out = h, transform, out
-        self._h = None if transform is not None else h
-        self.seeds = seeds
-        self.spacing = tuple(float(s) for s in spacing)
-        self.max_weights = tuple(float(w) for w in max_weights)
-
-    @property
-    def h(self) -> np.ndarray:
-        """The data term of every voxel (made on first use when there is a ``transform``)."""
-        if self._h is None:
-            self._h = self._transform(self._raw) if self._out is None else self._transform(self._raw, out=self._out)
-        return self._h
-
-    def data(self, z0: int, z1: int) -> np.ndarray:
-        """The data term of planes ``z0:z1``."""
-        return self._h[z0:z1] if self._h is not None else self._transform(self._raw[z0:z1])
-
-    @property
-    def shape(self) -> Tuple[int, int, int]:
-        return tuple(int(n) for n in self._raw.shape)
-
-    @property
-    def size(self) -> int:
-        """Number of voxels."""
-        return int(self._raw.size)
-
-    @property
-    def seed_capacity(self) -> float:
-        """A finite capacity larger than any voxel's data term plus all its pair weights."""
-        return 2.0 * (1.0 + 2.0 * sum(self.max_weights))
-
-    def forward_weights(self, axis: int, z0: int, z1: int, every: int = 1) -> np.ndarray:
-        """float64 weights of the pairs ``(v, v + e_axis)`` for the voxels ``v`` of planes ``z0:z1``.
-
-        With ``every > 1``, only the last ``v`` of each run of ``every`` voxels
-        along ``axis`` (counted from ``z0`` along z): one entry per run, where the
-        pair leaves the run.  The weight is zero where ``v + e_axis`` lies
-        outside the volume or ``v`` itself does (a short last run).
-        """
-        raise NotImplementedError
-
-    def _empty_forward(self, axis: int, z0: int, z1: int, every: int) -> Tuple[np.ndarray, int, int]:
-        """Zeros shaped for :meth:`forward_weights`, the index of its first ``v`` along ``axis``
-        and the number of pairs that exist."""
-        begin, end = (z0, z1) if axis == 0 else (0, self.shape[axis])
-        shape = [z1 - z0, self.shape[1], self.shape[2]]
-        shape[axis] = -(-(end - begin) // every)
-        # The second voxel of a z pair may lie in the plane after the slab.
-        pairs = len(range(begin + every, min(end + 1, self.shape[axis]), every))
-        return np.zeros(shape), begin + every - 1, pairs
-
-    def voxel_data(self, v: np.ndarray):
-        """What :meth:`pair_weights` needs about the voxels at flat indices ``v`` (or ``None``)."""
-        return None
-
-    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None, data_u=None) -> np.ndarray:
-        """float64 weights of the pairs of flat voxel indices ``v`` and ``u = v +- e_axis``.
-
-        ``data_v`` and ``data_u``, if given, are their :meth:`voxel_data`.
-        """
-        raise NotImplementedError
-
-
-def _strided(axis: int, start: int, count: int, every: int, z0: int, z1: int) -> tuple:
-    """Index tuple of planes ``z0:z1`` taking ``count`` indices from ``start`` by ``every`` along ``axis``."""
-    index = [slice(z0, z1), slice(None), slice(None)]
-    index[axis] = slice(start, start + count * every, every)
-    return tuple(index)
-
-
-class _ImageLevel(_Level):
-    """The full-resolution level: pair weights from the colour contrast of the image (eq. 6)."""
-
-    def __init__(self, h: np.ndarray, colour: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-                 params: GraphCutParams, transform=None, out: Optional[np.ndarray] = None) -> None:
-        self.colour = colour  # (Z, Y, X, C), uint8 (read as value / 255) or float
-        self.luminance = params.colour == "luminance" and colour.shape[3] == 3
-        self.params = params
-        self.scale = tuple(min(spacing) / s for s in spacing)
-        self._kept = threading.local()  # per thread: ``slab``, the planes of :meth:`_planes`
-        #: Per section, the factor of ``1 / sigma^2`` (:func:`cut_scaling.section_sharpness`), or None: 1 everywhere.
-        self.sharpness: Optional[np.ndarray] = None
-        super().__init__(h, seeds, spacing, [params.gamma * (1.0 + params.delta) * s for s in self.scale], transform,
-                         out)
-
-    def _features(self, block: np.ndarray) -> np.ndarray:
-        return colour_features(block, self.luminance)
-
-    def _planes(self, z0: int, z1: int) -> np.ndarray:
-        """The colour features of planes ``z0:z1``, from the slab kept by the last call where it holds them.
-
-        A slab's pairs along three axes and two diagonals all read its features (the z pairs first,
-        with the plane after the slab): converting the colour once per slab instead of twice per
-        direction.  The rgb features are elementwise, so the weights are the same bit for bit (the
-        luminance's per-pixel dot product to float32 rounding).
-        """
-        kept = getattr(self._kept, "slab", None)  # each thread's own: threads compute different slabs
-        if kept is None or not kept[0] <= z0 <= z1 <= kept[1]:
-            kept = self._kept.slab = (z0, z1, self._features(self.colour[z0:z1]))
-        return kept[2][z0 - kept[0]:z1 - kept[0]]
-
-    def _contrast(self, xa: np.ndarray, xb: np.ndarray, axis: int, sharpness: Optional[np.ndarray] = None
-                  ) -> np.ndarray:
-        """``gamma * s_axis * (exp(-k ||xa - xb||^2 / sigma^2) + delta)`` as float64, ``k`` the pairs'
-        ``sharpness`` (broadcast against the pairs; None: 1)."""
-        d = xa - xb
-        d2 = np.einsum("...c,...c->...", d, d)  # several times faster than square().sum(-1) for 3 channels
-        d2 *= np.float32(-1.0 / self.params.sigma ** 2)
-        if sharpness is not None:
-            d2 *= sharpness
-        w = np.exp(d2, out=d2).astype(np.float64)
-        w += self.params.delta
-        w *= self.params.gamma * self.scale[axis]
-        return w
-
-    def forward_weights(self, axis: int, z0: int, z1: int, every: int = 1) -> np.ndarray:
-        out, first, pairs = self._empty_forward(axis, z0, z1, every)
-        if pairs:
-            # Planes lo:hi hold both voxels of every pair; indices below are relative to lo.
-            lo, hi = (first, first + (pairs - 1) * every + 2) if axis == 0 else (z0, z1)
-            x = self._planes(lo, hi)
-            start = 0 if axis == 0 else first
-            x_first = x[_strided(axis, start, pairs, every, 0, hi - lo)]
-            x_second = x[_strided(axis, start + 1, pairs, every, 0, hi - lo)]
-            sharpness = None
-            if self.sharpness is not None:  # one value per plane of pairs
-                planes = np.arange(first, first + pairs * every, every) if axis == 0 else np.arange(z0, z1)
-                sharpness = self._pair_sharpness(planes, planes + 1 if axis == 0 else planes)[:, None, None]
-            out[_strided(axis, 0, pairs, 1, 0, z1 - z0)] = self._contrast(x_first, x_second, axis, sharpness)
-        return out
-
-    def _pair_sharpness(self, za: np.ndarray, zb: np.ndarray) -> np.ndarray:
-        """The ``sharpness`` of pairs between sections ``za`` and ``zb``: the sharper section's, so that a pair
-        across a blurred section and a sharp one is weighed as the sharp section's pairs are."""
-        return np.minimum(self.sharpness[za], self.sharpness[zb])
-
-    def diagonal_weights(self, dy: int, dx: int, z0: int, z1: int) -> np.ndarray:
-        """float64 weights of the in-plane diagonal pairs ``(v, v + (0, dy, dx))`` for planes ``z0:z1``.
-
-        Zero where the second voxel lies outside the section.  Cauchy-Crofton weighted
-        (see :data:`NEIGHBOURHOODS`); the in-plane spacing is square, so ``scale`` is that of x.
-        """
-        _, Y, X = self.shape
-        out = np.zeros((z1 - z0, Y, X))
-        ys = slice(0, Y - dy)
-        xa, xb = (slice(0, X - dx), slice(dx, X)) if dx > 0 else (slice(-dx, X), slice(0, X + dx))
-        x = self._planes(z0, z1)
-        first, second = x[:, ys, xa], x[:, slice(dy, Y), xb]
-        sharpness = None if self.sharpness is None else self.sharpness[z0:z1, None, None]
-        out[:, ys, xa] = self._contrast(first, second, 2, sharpness) * _CROFTON_DIAGONAL
-        return out
-
-    def voxel_data(self, v: np.ndarray) -> np.ndarray:
-        return self._features(self.colour.reshape(-1, self.colour.shape[3])[v])
-
-    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None, data_u=None) -> np.ndarray:
-        x_v = self.voxel_data(v) if data_v is None else data_v
-        x_u = self.voxel_data(u) if data_u is None else data_u
-        plane = self.shape[1] * self.shape[2]
-        sharpness = None if self.sharpness is None else self._pair_sharpness(v // plane, u // plane)
-        return self._contrast(x_v, x_u, axis, sharpness)
-
-
-class _CoarseLevel(_Level):
-    """A downsampled level whose pair weights are stored, one float32 array per axis."""
-
-    def __init__(self, h: np.ndarray, seeds: np.ndarray, spacing: Sequence[float],
-                 weights: Sequence[np.ndarray]) -> None:
-        self.weights = tuple(weights)
-        super().__init__(h, seeds, spacing, [float(w.max()) for w in weights])
-
-    def forward_weights(self, axis: int, z0: int, z1: int, every: int = 1) -> np.ndarray:
-        out, first, pairs = self._empty_forward(axis, z0, z1, every)
-        out[_strided(axis, 0, pairs, 1, 0, z1 - z0)] = self.weights[axis][_strided(axis, first, pairs, every, z0, z1)]
-        return out
-
-    def pair_weights(self, axis: int, v: np.ndarray, u: np.ndarray, data_v=None, data_u=None) -> np.ndarray:
-        return self.weights[axis].reshape(-1)[np.minimum(v, u)].astype(np.float64)
-
-
 # ----------------------------------------------------------------------------------------------
 # Public API
 
@@ -730,421 +488,17 @@ def graph_cut(h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
     store = None if warm or known is None else known.weights_store
     stored = _StoredWeights.of(level, store, weights) if store is not None else None
     keep = [] if memory is not None else None  # the full-resolution band's graph, for the next cut
-    labels = _cut_from_memory(level, memory, budget, progress, cancel, keep) if warm else \
-        _solve(level, mode, budget, progress, cancel, weights, keep=keep, stored=stored)
+    labels = None
+    if warm:
+        full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget,
+                                                                      _neighbourhood(level)))
+        labels = _cut_from_memory(level, memory, budget, full, progress, cancel, keep)  # None: cut from scratch
+    if labels is None:
+        labels = _solve(level, mode, budget, progress, cancel, weights, keep=keep, stored=stored)
     if memory is not None:
         memory.remember(level, labels, keep[0] if keep else None)
     report(progress, "graph cut", 1.0, "done")
     return labels
-
-
-#: :meth:`CutMemory.scratch` keeps an array of the volume's size between cuts up to this size (134 M voxels; the
-#: paper's 1/8 scale, 222 M, would keep 0.9 GB in a warm worker while the user paints).
-SCRATCH_MAX_BYTES = 512 * 2**20
-
-#: Part of the key of the coarse pair weights kept in a cache entry (:class:`feature_cache.CutWeights`): raised
-#: when what they are computed from changes (the image the cut sees, the weights' formula), so that no set made
-#: before is read.
-CUT_WEIGHTS_VERSION = 1
-
-
-class _StoredWeights:
-    """The first coarse level's pair weights of a cut whose image has a store (:class:`feature_cache.CutWeights`):
-    read from it when the cut gets to its coarse level (:meth:`take`; the cut alone then holds them, no longer
-    than its coarse level), or kept in it once the cut has computed them (:meth:`computed`).
-    """
-
-    def __init__(self, store, key: str, shape: Tuple[int, int, int]) -> None:
-        self.store, self.key, self.shape = store, key, shape
-
-    @classmethod
-    def of(cls, level: _ImageLevel, store, weights: Optional[dict]) -> Optional["_StoredWeights"]:
-        """For a cut of ``level``; None where it has no coarse level or ``weights`` (a :class:`CutMemory`'s) holds
-        its coarse level's already."""
-        f = _coarsen_factors(level.shape, level.spacing)
-        if max(f) == 1 or (weights is not None and level.shape in weights):
-            return None
-        p = level.params
-        key = hashlib.sha256(repr((CUT_WEIGHTS_VERSION, level.shape, level.spacing, f, p.gamma, p.sigma, p.delta,
-                                   p.colour, p.section_focus)).encode()).hexdigest()[:32]
-        return cls(store, key, tuple(-(-n // k) for n, k in zip(level.shape, f)))
-
-    def take(self, kept: bool) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The weights the store holds for this cut, or None; ``kept``: a :class:`CutMemory` keeps them after the
-        cut (a copy), else they are memory-mapped (a re-run from the command line read 79 MB of them into fresh
-        memory at 100x512x512, 0.6 s on a VM)."""
-        return self.store.load(self.key, self.shape, mapped=not kept)
-
-    def computed(self, weights: Sequence[np.ndarray]) -> None:
-        """Keep the weights the cut computed because :meth:`take` found none."""
-        self.store.save(self.key, weights)
-
-
-#: A warm cut (:class:`CutMemory`) re-cuts the voxels whose data term ``h'`` moved by more than this
-#: since the last cut (with a band as wide as a coarse-to-fine cut's around them, :func:`_level_band_steps`).
-REUSE_DATA_CHANGE = 0.05
-#: ... when the change is against the voxel's last label and leaves it within this of favouring the other.
-REUSE_MARGIN = 0.1
-#: Without a kept band graph (after a full cut), it re-cuts a new band unless the band would hold more than
-#: this fraction of the volume's blocks: then it cuts from scratch (with the kept coarse weights).  A band
-#: re-cut costs several times more per voxel than a grid cut, and its max-flow grows faster than the band:
-#: on a 100x512x512 phantom a band of 4.3% of the volume (the last boundary alone, 1.1 M voxels) took 10.2 s
-#: where the cut from scratch, whose full-resolution band holds 0.69 M voxels, took 8.3 s (BENCHMARKS.md,
-#: "Interactive speed", item 19).
-REUSE_MAX_BAND = 0.025
-#: The same limit on a small volume (cut in full, or of up to :data:`WIDE_BAND_MAX_VOXELS` voxels): its cut
-#: from scratch saves little on a coarse level, so a band up to this fraction is still cheaper (40x256x256:
-#: 0.4 s from the last labels, 1.0 s from scratch; BENCHMARKS.md).  It also bounds the kept graph of such a
-#: volume (in place of :data:`REUSE_MAX_REGION`): a coarse-to-fine cut's band is a large share of a small
-#: volume, and refusing it made each warm cut of 40x256x256 a cut from scratch ("Interactive speed", item 60).
-REUSE_MAX_BAND_FULL = 0.3
-#: A warm cut grows the last cut's band graph (:class:`_Region`) by the blocks around what changed outside
-#: it, as long as the graph then holds at most this fraction of the volume's blocks (on a small volume,
-#: :data:`REUSE_MAX_BAND_FULL`); beyond, a cut from scratch starts a smaller one.
-#: The graph stays in memory between cuts (about 370 bytes per voxel with the diagonals): at 100x512x512 this
-#: bounds it to about 0.6 GiB, where one warm cut after new strokes grew it from 2.8% to 3.9%
-#: (BENCHMARKS.md, "Interactive speed", item 20).
-REUSE_MAX_REGION = 0.06
-#: ... and at most this many bytes of graph, which stay in memory between cuts (a paper-scale stack's band
-#: would otherwise hold several GiB while the adaptation runs): a bigger band's graph is not kept.
-REUSE_MAX_REGION_BYTES = 2**30
-
-
-class CutMemory:
-    """What a cut leaves for the next cut of the same image: coarse pair weights, labels, data term, seeds,
-    and the graph of its full-resolution band.
-
-    A warm session (:class:`ScribbleSegLib.session.Session`) keeps one.  The pair
-    weights of the coarse levels of a coarse-to-fine cut depend only on the image,
-    the spacing and the parameters: they are kept and reused as they are (the cut
-    is the same, without recomputing the colour contrasts of every voxel pair).
-    The next :func:`graph_cut` with it starts from the last labels and re-cuts at full
-    resolution, with everything else fixed, the blocks within the band's radius (:func:`_level_band_steps`)
-    of the last boundary, of voxels whose data term ``h'`` moved by more than
-    :data:`REUSE_DATA_CHANGE` against their last label (and now favour the other label, or
-    nearly: :data:`REUSE_MARGIN`), and of seeds against the last label or taken away (a seed
-    on a voxel of its own label, or a data term that moved towards the label, cannot make
-    the last labels worse than another labelling).  Where the new boundary reaches the edge
-    of that band it grows, as in the banded cut (:data:`BAND_GROWTH_PASSES`).
-
-    The band's graph (:class:`_Region`) is kept, solved, from one cut to the next: the
-    next cut gives its voxels the new data term and seeds, adds the blocks around what
-    changed outside it, and runs BK's max-flow from the last flow and search trees
-    (Kohli and Torr 2005), so that only the change costs.  A cut from scratch (the first,
-    or one whose band would exceed :data:`REUSE_MAX_REGION` of the volume, or
-    :data:`REUSE_MAX_BAND_FULL` on a small volume) keeps its
-    own full-resolution band's graph; none over :data:`REUSE_MAX_REGION_BYTES` is kept.  Like
-    the banded cut this can miss parts of the optimum that move further than the band in
-    one piece without touching its edge.  On
-    the 100x512x512 benchmark volume the warm cut's energy lies 0.2 % above the optimum's, the
-    coarse-to-fine cut's from scratch 0.05 %, and the two cuts' labels agree to Dice 0.992
-    (BENCHMARKS.md, "Interactive speed", item 69).  It holds
-    2 bytes per voxel (labels with seeds, and the data term in steps of 1/250), 4 more for the array a cut
-    writes its data term into (:meth:`scratch`), 12 bytes
-    per coarse voxel for the weights, and the band's graph (about 300-400 bytes per band
-    voxel, :func:`_band_cut_bytes`).  Its :class:`stroke_pull.ImageMeasures` keep the image's contrast, the colour
-    gradients of the stroked sections and the stroke pull's ways through them from one run to the next.
-
-    Examples
-    --------
-    >>> memory = CutMemory()
-    >>> memory.labels is None, memory.holds_labels
-    (True, False)
-
-    A cut with it leaves its labels and seeds (1 heart, 2 background) for the next:
-
-    >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
-    >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
-    >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
-    >>> labels = graph_cut(h, image, scribbles, memory=memory)
-    >>> memory.holds_labels, bool((memory.labels == labels).all())
-    (True, True)
-    >>> memory.seeds[0, 3, 3].item(), memory.seeds[0, 0, 0].item()
-    (1, 2)
-    """
-
-    #: The data term is kept as ``round(h' * DATA_STEPS)`` in uint8: a step of 0.004, well below
-    #: :data:`REUSE_DATA_CHANGE`, in a quarter of float32's memory.
-    DATA_STEPS = 250
-
-    def __init__(self) -> None:
-        self.key: Optional[tuple] = None
-        self._packed: Optional[np.ndarray] = None  # uint8: label in bit 0, seed code in bits 1-2
-        self.data: Optional[np.ndarray] = None  # uint8 h' of the last cut, see DATA_STEPS
-        self.coarse_weights: dict = {}  # level shape -> its coarse level's pair weights
-        self.region: Optional[_Region] = None  # the last cut's full-resolution band graph, solved
-        self.measures = ImageMeasures()  # the image's contrast and section gradients: they outlive the cut
-        self._scratch: Optional[np.ndarray] = None  # float32, the volume's shape: see scratch()
-        # Counts the cuts begun on this memory (a cut may change its band graph before it ends): a warm session
-        # keeps its last result for a repeated run only while no cut has touched the memory since.
-        self.generation = 0
-
-    @property
-    def labels(self) -> Optional[np.ndarray]:
-        """The last cut's labels (uint8, 1 heart), or None."""
-        return None if self._packed is None else self._packed & np.uint8(1)
-
-    @property
-    def holds_labels(self) -> bool:
-        """Whether a last cut's labels are kept (:attr:`labels` unpacks them into a new array)."""
-        return self._packed is not None
-
-    @property
-    def seeds(self) -> Optional[np.ndarray]:
-        """The last cut's seed codes (uint8), or None."""
-        return None if self._packed is None else self._packed >> np.uint8(1)
-
-    def data_term(self, z0: int, z1: int) -> np.ndarray:
-        """float32 data term ``h'`` of planes ``z0:z1`` of the last cut.
-
-        Examples
-        --------
-        >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
-        >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
-        >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
-        >>> memory = CutMemory()
-        >>> _ = graph_cut(h, image, scribbles, memory=memory)
-        >>> part = memory.data_term(1, 2)
-        >>> part.shape, part.dtype, bool(0 <= part.min() <= part.max() <= 1)
-        ((1, 8, 8), dtype('float32'), True)
-        """
-        return self.data[z0:z1].astype(np.float32) * np.float32(1.0 / self.DATA_STEPS)
-
-    def scratch(self, shape: Sequence[int]) -> Optional[np.ndarray]:
-        """A float32 C-contiguous array of ``shape`` for a cut's pulled probability and data term, the same from
-        cut to cut: each warm run would otherwise ask the system for a volume's worth of new memory, which
-        costs from 0.1 to 0.5 s at 100x512x512 on the virtual machines of BENCHMARKS.md ("Interactive
-        speed", item 63).  Its values are the last cut's until the next cut overwrites them.  None for a volume
-        of more than :data:`SCRATCH_MAX_BYTES`: a warm worker would hold that much between runs.
-
-        Examples
-        --------
-        >>> memory = CutMemory()
-        >>> a = memory.scratch((2, 8, 8))
-        >>> a.dtype, memory.scratch((2, 8, 8)) is a, memory.scratch((1000, 1000, 1000))  # 4 GB: too large
-        (dtype('float32'), True, None)
-        """
-        shape = tuple(int(n) for n in shape)
-        if self._scratch is None or self._scratch.shape != shape:
-            self._scratch = None  # the old one goes before the new one is made
-            if 4 * math.prod(shape) <= SCRATCH_MAX_BYTES:
-                self._scratch = np.empty(shape, np.float32)
-        return self._scratch
-
-    def clear(self) -> None:
-        """Forget the last cut: the next one starts from scratch.
-
-        Examples
-        --------
-        >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
-        >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
-        >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
-        >>> memory = CutMemory()
-        >>> _ = graph_cut(h, image, scribbles, memory=memory)
-        >>> memory.clear()
-        >>> memory.holds_labels, memory.key, memory.coarse_weights
-        (False, None, {})
-        """
-        self.key = self._packed = self.data = self.region = None
-        self.coarse_weights = {}
-
-    def forget_labels(self) -> None:
-        """Forget the last cut's labels and band, keep what depends on the image alone: the next cut starts
-        from scratch, with the same labels as without a memory, but skips the coarse levels' weights.
-
-        Examples
-        --------
-        >>> memory = CutMemory()
-        >>> memory.coarse_weights[(2, 2, 2)] = "weights"
-        >>> memory.forget_labels()
-        >>> memory.labels is None, list(memory.coarse_weights)
-        (True, [(2, 2, 2)])
-        """
-        self._packed = self.data = self.region = None
-
-    @staticmethod
-    def _key(level: "_ImageLevel", image: np.ndarray, mode: str) -> tuple:
-        return (level.shape, level.spacing, level.params, mode) + image_key(image)
-
-    def follow(self, level: "_ImageLevel", image: np.ndarray, mode: str) -> None:
-        """Get ready for a cut of ``image``: forget everything if the last cut was of another image or
-        with other parameters.
-
-        Examples
-        --------
-        :func:`graph_cut` calls it; a cut of another image starts over:
-
-        >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
-        >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
-        >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
-        >>> memory = CutMemory()
-        >>> _ = graph_cut(h, image, scribbles, memory=memory)
-        >>> key = memory.key
-        >>> _ = graph_cut(h, image, scribbles, memory=memory)
-        >>> memory.key == key
-        True
-        >>> image[1] = 150
-        >>> _ = graph_cut(h, image, scribbles, memory=memory)
-        >>> memory.key == key
-        False
-        """
-        key = self._key(level, image, mode)
-        if key != self.key:
-            self.clear()
-            self.key = key
-
-    def remember(self, level: "_ImageLevel", labels: np.ndarray, region: Optional["_Region"] = None) -> None:
-        """Keep this cut's labels, data term and seeds for the next, and the graph of its full-resolution band
-        (unless it holds more than :data:`REUSE_MAX_REGION_BYTES`).
-
-        Examples
-        --------
-        :func:`graph_cut` calls it; the data term is kept in uint8 steps of ``1 / DATA_STEPS``:
-
-        >>> h = np.full((2, 8, 8), 0.2, np.float32); h[:, 2:6, 2:6] = 0.8
-        >>> image = np.full((2, 8, 8, 3), 200, np.uint8); image[:, 2:6, 2:6] = 90
-        >>> scribbles = np.zeros((2, 8, 8), np.uint8); scribbles[0, 3, 3] = 1; scribbles[0, 0, 0] = 2
-        >>> memory = CutMemory()
-        >>> _ = graph_cut(h, image, scribbles, memory=memory)
-        >>> memory.data.dtype, bool(memory.data.max() <= CutMemory.DATA_STEPS), memory.holds_labels
-        (dtype('uint8'), True, True)
-        """
-        self.region = region if region is not None and region.graph_bytes() <= REUSE_MAX_REGION_BYTES else None
-        # Into the last cut's arrays where they fit (read before this, and handed out only as copies): no new memory.
-        if self._packed is None or self._packed.shape != level.shape:
-            self._packed = np.empty(level.shape, np.uint8)
-            self.data = np.empty(level.shape, np.uint8)
-
-        def slab(z0: int, z1: int) -> None:
-            self._packed[z0:z1] = (labels[z0:z1] != 0) | (level.seeds[z0:z1] << np.uint8(1))
-            self.data[z0:z1] = np.rint(level.data(z0, z1) * self.DATA_STEPS)
-
-        in_threads(slab, list(slabs(level.shape[0], level.shape[1] * level.shape[2])))
-
-
-def _changed_blocks(level: _Level, memory: CutMemory, labels: np.ndarray, f: Sequence[int],
-                    boundary: bool = True) -> np.ndarray:
-    """Blocks of ``f`` voxels holding the last boundary (unless not ``boundary``), a data term moved against
-    the last label (``labels``: :attr:`CutMemory.labels`), a seed against it or a seed taken away."""
-    shape = level.shape
-    coarse_shape = tuple(-(-n // k) for n, k in zip(shape, f))
-    blocks = np.zeros(coarse_shape, bool)
-
-    def slab(z0: int, z1: int) -> None:
-        if boundary:
-            # One plane more each way, for the pairs across the slab's faces.
-            a0, a1 = max(0, z0 - 1), min(shape[0], z1 + 1)
-            part = labels[a0:a1]
-            edge = np.zeros(part.shape, bool)
-            for axis in range(3):
-                lo, hi = _pair_slices(axis)
-                change = part[lo] != part[hi]
-                edge[lo] |= change
-                edge[hi] |= change
-            mask = edge[z0 - a0: z0 - a0 + (z1 - z0)]
-        else:
-            mask = np.zeros((z1 - z0,) + shape[1:], bool)
-        # Only a data term that moved against the last label and now favours the other label, or nearly,
-        # can make voxels flip: one that moved towards its label, or still clearly favours it, cannot
-        # lower the energy by flipping (flipping also costs boundary).
-        new, old = level.data(z0, z1), memory.data_term(z0, z1)
-        heart = labels[z0:z1] == 1
-        against = np.where(heart, old - new, new - old) > REUSE_DATA_CHANGE
-        against &= np.where(heart, new < 0.5 + REUSE_MARGIN, new > 0.5 - REUSE_MARGIN)
-        mask |= against
-        # Likewise a new seed on a voxel of its own label cannot move anything (the last labels already meet it):
-        # only a seed against the last label, or one taken away, can.
-        seeds, last_seeds = level.seeds[z0:z1], memory._packed[z0:z1] >> np.uint8(1)
-        mask |= (seeds == _HEART) & ~heart
-        mask |= (seeds == _BACKGROUND) & heart
-        mask |= (seeds == 0) & (last_seeds != 0)
-        blocks[z0 // f[0]: -(-z1 // f[0])] |= _block_reduce(mask, f, "or").astype(bool)
-
-    # Slabs start at multiples of f[0], so each writes its own blocks; numpy's passes release Python's lock.
-    in_threads(slab, list(slabs(shape[0], shape[1] * shape[2], f[0])))
-    return blocks
-
-
-def _cut_from_memory(level: _ImageLevel, memory: CutMemory, budget: int, progress: Optional[ProgressCallback],
-                     cancel: Optional[CancelToken], keep: list) -> np.ndarray:
-    """The cut of ``level`` started from the last cut in ``memory`` (see :class:`CutMemory`); the graph
-    it leaves is appended to ``keep``."""
-    name = _fmt_shape(level.shape)
-    f = _coarsen_factors(level.shape, level.spacing)
-    if max(f) == 1:  # a volume too thin to group into blocks: cut it whole
-        return _solve(level, "full", budget, progress, cancel)
-    # Detached until this cut ends: a cut that fails or is cancelled half-way leaves no graph behind.
-    region, memory.region = memory.region, None
-    report(progress, "graph cut", 0.0, f"{name}: starting from the last cut")
-    level.h  # the data term of every voxel, made once: the band's graph and the checks below all read it
-    # With a kept graph, the last boundary lies inside it, but where its growth passes ran out (``pending``).
-    labels = memory.labels  # a new array (unpacked), which the re-cut below changes in place
-    changed = _changed_blocks(level, memory, labels, f, boundary=region is None)
-    if region is not None and region.pending is not None:
-        changed |= region.pending
-    steps = _level_band_steps(level, f)
-    mode = memory.key[3]
-    full = mode == "full" or (mode == "auto" and _auto_cuts_full(level.shape, level.spacing, budget,
-                                                                  _neighbourhood(level)))
-    # A small volume's cut from scratch saves little on a coarse level: a larger band is still cheaper.
-    small = full or _small_level(level.shape)
-    if region is not None:
-        # Only what changed outside the graph is new to it; inside, the new data term and seeds go in.
-        band = _grow(changed & ~region.band.mask, steps) & ~region.band.mask
-        added = int(np.count_nonzero(band))
-        limit = REUSE_MAX_BAND_FULL if small else REUSE_MAX_REGION
-        if (region.band.blocks.size + added <= limit * band.size and region.bytes_with(added) <= budget
-                and region.graph_bytes(added) <= REUSE_MAX_REGION_BYTES):
-            if region.neighbourhood != _neighbourhood(level):  # the last cut dropped the diagonals: as it did
-                level.params = dataclasses.replace(level.params, neighbourhood=region.neighbourhood)
-            region.refresh(level, cancel)
-            keep.append(_recut_until_settled(level, labels, band, f, budget, progress, 0.0, 1.0, cancel, region))
-            return labels
-        del region  # the graph would grow too big: its memory goes before the cut from scratch
-    else:
-        band = _grow(changed, steps)
-        if np.count_nonzero(band) <= (REUSE_MAX_BAND_FULL if small else REUSE_MAX_BAND) * band.size:
-            keep.append(_recut_until_settled(level, labels, band, f, budget, progress, 0.0, 1.0, cancel))
-            return labels
-    # Most of the volume changed: a cut from scratch is then cheaper than a band this big.
-    del labels
-    return _solve(level, mode, budget, progress, cancel, memory.coarse_weights, keep=keep)
-
-
-def _recut_until_settled(level: "_Level", labels: np.ndarray, band: np.ndarray, f, budget: int,
-                         progress: Optional[ProgressCallback], low: float, high: float,
-                         cancel: Optional[CancelToken], region: Optional[_Region] = None) -> _Region:
-    """Re-cut ``band`` of ``labels`` in place, the rest fixed; where the new boundary reaches the band's edge,
-    grow the band there and re-cut again (:data:`BAND_GROWTH_PASSES` times at most), on one graph.
-    ``region``: a graph kept from an earlier cut of the same level (refreshed by the caller) to grow
-    instead of a new one.  Progress runs from ``low`` to ``high``.  Returns the graph."""
-    name = _fmt_shape(level.shape)
-    if region is None:
-        blocks = int(np.count_nonzero(band))
-        nodes = blocks * int(np.prod(f))
-        if _neighbourhood(level) == 10 and _band_cut_bytes(nodes, 10) > budget:
-            # Decided once, on the band the coarse cut placed: every pass then minimises the same energy.
-            # The 6-neighbourhood gives the same kind of result, with blockier in-plane outlines.
-            _log.info("graph cut: the band of %d voxels of %s with in-plane diagonals needs about %s (budget %s); "
-                      "using the 6-neighbourhood", nodes, name, _fmt_bytes(_band_cut_bytes(nodes, 10)),
-                      _fmt_bytes(budget))
-            level.params = dataclasses.replace(level.params, neighbourhood=6)
-        region = _Region(level, f, budget, nodes)
-    passes = 1 + BAND_GROWTH_PASSES
-    for band_pass in range(passes):
-        start = low + (high - low) * band_pass / passes
-        report(progress, "graph cut", start, f"{name}: building the band's graph")
-        region.add(level, labels, band, cancel)
-        report(progress, "graph cut", start + 0.5 * (high - low) / passes,
-               f"{name}: band of {region.nodes} voxels, max-flow")
-        contact = region.solve(labels, cancel)
-        region.pending = contact if contact.any() else None
-        if region.pending is None:
-            break
-        # The boundary reached voxels no band held yet: re-cut around there too.
-        band = _grow(contact, _level_band_steps(level, f))
-    report(progress, "graph cut", high, f"{name}: band done")
-    return region
 
 
 def energy(labels: np.ndarray, h: np.ndarray, image: np.ndarray, scribbles: np.ndarray,
@@ -1402,7 +756,7 @@ def _diagonal_problem(shape: Sequence[int], spacing: Sequence[float], mode: str,
     """Why the 10-neighbourhood cannot be used here ("" if it can): it needs square in-plane pixels, and
     ``mode="full"`` a full cut with the diagonals that fits the budget.  ``auto`` cuts in full only where the
     diagonals fit, and coarse-to-fine otherwise, where the band's true size decides once the coarse cut has
-    placed it (:func:`_recut_until_settled`)."""
+    placed it (:func:`cut_band._recut_until_settled`)."""
     sy, sx = spacing[1], spacing[2]
     if abs(sy - sx) > 0.01 * max(sy, sx):
         return f"in-plane diagonals need square pixels, not {sx:g} x {sy:g} mm"
@@ -1435,14 +789,6 @@ def _budget(memory_budget: Optional[int]) -> int:
     return int(min(memory_budget, 2**62))
 
 
-def _fmt_shape(shape: Sequence[int]) -> str:
-    return "x".join(str(n) for n in shape)
-
-
-def _fmt_bytes(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
 # ----------------------------------------------------------------------------------------------
 # Planning
 
@@ -1457,8 +803,8 @@ def _solve(level: _Level, mode: str, budget: int,
     coarse-to-fine cut, so that the next cut of the same image skips computing them.
     ``full_max``: the most voxels ``mode="auto"`` cuts in full (default :data:`AUTO_FULL_MAX_VOXELS`;
     :data:`COARSE_FULL_MAX_VOXELS` for a coarse level).  ``keep``: a list that a coarse-to-fine cut
-    appends its full-resolution band's graph (:class:`_Region`) to, for the next cut to grow.  ``stored``: where
-    ``level``'s coarse pair weights are read from or kept (:class:`_StoredWeights`).
+    appends its full-resolution band's graph (:class:`cut_band._Region`) to, for the next cut to grow.
+    ``stored``: where ``level``'s coarse pair weights are read from or kept (:class:`cut_memory._StoredWeights`).
     """
     if _cut_mode(level.shape, level.spacing, _neighbourhood(level), mode, budget, full_max) == "banded":
         return _cut_banded(level, budget, progress, cancel, weights, keep, stored)
@@ -1520,17 +866,6 @@ def check_cut_fits(shape: Sequence[int], spacing_zyx: Sequence[float] = (1.0, 1.
     _cut_mode(shape, spacing, neighbourhood, mode, budget)
 
 
-def _coarsen_factors(shape: Sequence[int], spacing: Sequence[float]) -> Tuple[int, int, int]:
-    """Halve the axes whose spacing is within 1.5x of the finest, so thick sections stay whole."""
-    finest = min(spacing)
-    return tuple(2 if n >= 2 and s <= 1.5 * finest else 1 for n, s in zip(shape, spacing))
-
-
-def _neighbourhood(level: "_Level") -> int:
-    """6 or 10: the in-plane diagonals are pairs of the full-resolution level only (coarse levels have 6)."""
-    return getattr(getattr(level, "params", None), "neighbourhood", 6)
-
-
 def _auto_cuts_full(shape, spacing, budget: float, neighbourhood: int = 6,
                     full_max: Optional[int] = None) -> bool:
     """Whether ``mode="auto"`` cuts a volume in full: it has at most ``full_max`` voxels (default
@@ -1567,13 +902,6 @@ def _banded_bytes(shape, spacing, band_fraction: float, budget: float, neighbour
 # Full cut
 
 
-def _pair_slices(axis: int) -> Tuple[tuple, tuple]:
-    """Index tuples selecting the first and the second voxel of every pair along ``axis``."""
-    lo, hi = [slice(None)] * 3, [slice(None)] * 3
-    lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-    return tuple(lo), tuple(hi)
-
-
 def _forward_structure(axis: int) -> np.ndarray:
     """A 3x3x3 structure linking each node to its next neighbour along ``axis``."""
     structure = np.zeros((3, 3, 3))
@@ -1581,15 +909,6 @@ def _forward_structure(axis: int) -> np.ndarray:
     centre[axis] = 2
     structure[tuple(centre)] = 1.0
     return structure
-
-
-def _unary(h: np.ndarray, seeds: np.ndarray, capacity: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Source (cost of label 1) and sink (cost of label 0) capacities with the seeds added."""
-    sink = h.astype(np.float64)
-    source = 1.0 - sink
-    sink[seeds == _HEART] += capacity
-    source[seeds == _BACKGROUND] += capacity
-    return source, sink
 
 
 def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
@@ -1631,351 +950,6 @@ def _cut_full(level: _Level, progress: Optional[ProgressCallback], cancel: Optio
 # Coarse-to-fine banded cut
 
 
-def _block_reduce(a: np.ndarray, f: Sequence[int], how: str) -> np.ndarray:
-    """Combine the ``f[0] x f[1] x f[2]`` blocks of ``a``: ``mean`` (float32, edge-padded),
-    ``sum`` or ``or`` (zero-padded)."""
-    if how == "mean":
-        a = a.astype(np.float32, copy=False)
-    combine = np.bitwise_or if how == "or" else np.add
-    for axis, k in enumerate(f):
-        if k == 1:
-            continue
-        if a.shape[axis] % k:
-            pad = [(0, 0)] * a.ndim
-            pad[axis] = (0, -a.shape[axis] % k)
-            a = np.pad(a, pad, mode="edge" if how == "mean" else "constant")
-        parts = [a[(slice(None),) * axis + (slice(i, None, k),)] for i in range(k)]
-        a = combine(parts[0], parts[1])
-        for part in parts[2:]:
-            combine(a, part, out=a)
-    if how == "mean":
-        a = a * np.float32(1.0 / np.prod(f))
-    return a
-
-
-def _downsample(level: _Level, f: Tuple[int, int, int], cancel: Optional[CancelToken],
-                weights: Optional[Sequence[np.ndarray]] = None) -> _CoarseLevel:
-    """``level`` on ``f`` blocks, with the energy of ``level`` restricted to block-constant labels.
-
-    ``weights``: the coarse pair weights of an earlier call on the same image (they depend on
-    nothing else), used instead of being computed again.
-
-    On block-constant labels the data term of a block of ``n`` voxels is
-    ``n |l - mean(h)|``, and the pair term across a block face is the sum of the
-    fine pair weights crossing it.  Dividing both by ``n`` gives the coarse
-    energy: its minimum is the best block-constant labelling of the fine energy
-    (exactly so away from the blocks that the volume's edge cuts off).
-    """
-    coarse_shape = tuple(-(-n // k) for n, k in zip(level.shape, f))
-    h = np.empty(coarse_shape, np.float32)
-    seeds = np.empty(coarse_shape, np.uint8)
-    known = weights is not None
-    weights = list(weights) if known else [np.empty(coarse_shape, np.float32) for _ in range(3)]
-    def slab(z0: int, z1: int) -> None:
-        check(cancel)
-        c0, c1 = z0 // f[0], -(-z1 // f[0])
-        h[c0:c1] = _block_reduce(level.data(z0, z1), f, "mean")
-        seeds[c0:c1] = _block_reduce(level.seeds[z0:z1], f, "or")
-        for axis in range(0 if known else 3):
-            # The pairs that leave each block through its far face along the axis.
-            faces = level.forward_weights(axis, z0, z1, every=f[axis])
-            across = tuple(1 if a == axis else k for a, k in enumerate(f))
-            weights[axis][c0:c1] = _block_reduce(faces, across, "sum") / np.prod(f)
-
-    in_threads(slab, list(slabs(level.shape[0], level.shape[1] * level.shape[2], f[0])))
-    return _CoarseLevel(h, seeds, tuple(s * k for s, k in zip(level.spacing, f)), weights)
-
-
-def _shift_or(mask: np.ndarray, axis: int) -> np.ndarray:
-    """``mask`` grown by one voxel both ways along ``axis``."""
-    lo, hi = _pair_slices(axis)
-    out = mask.copy()
-    out[lo] |= mask[hi]
-    out[hi] |= mask[lo]
-    return out
-
-
-def _grow(mask: np.ndarray, steps: Sequence[int]) -> np.ndarray:
-    """``mask`` grown by ``steps[a]`` voxels both ways along each axis ``a`` (a box)."""
-    for axis, n in enumerate(steps):
-        for _ in range(n):
-            mask = _shift_or(mask, axis)
-    return mask
-
-
-def _band_steps(f: Sequence[int], radius: int, spacing: Optional[Sequence[float]] = None) -> list:
-    """Blocks of ``f`` voxels to grow a band by, per axis, so that it reaches ``radius`` voxels further.
-
-    With ``spacing``, ``radius`` counts voxels of the finest axis and the band reaches as far in
-    millimetres along the others (``radius * min(spacing) / spacing_a`` voxels along axis ``a``),
-    but at least one block beyond the blocks at the boundary.
-
-    Examples
-    --------
-    >>> _band_steps((2, 2, 2), 6)
-    [3, 3, 3]
-    >>> _band_steps((1, 2, 2), 3, (0.015, 0.0075, 0.0075))  # sections twice as thick as the pixels
-    [2, 2, 2]
-    """
-    if spacing is None:
-        return [-(-radius // k) for k in f]
-    finest = min(spacing)
-    # The tolerance keeps a reach of exactly n voxels from rounding up to n + 1 blocks' worth.
-    return [max(2, math.ceil(radius * finest / s / k - 1e-6)) for k, s in zip(f, spacing)]
-
-
-def _level_band_steps(level: _Level, f: Sequence[int]) -> list:
-    """:func:`_band_steps` of a level's band: :data:`BAND_RADIUS` at full resolution (:data:`WIDE_BAND_RADIUS`
-    up to :data:`WIDE_BAND_MAX_VOXELS` voxels), as far in millimetres along thick sections;
-    :data:`COARSE_BAND_RADIUS` voxels along every axis at a coarse level, whose band places every band above it
-    (narrowing it along thick sections cost energy there: BENCHMARKS.md, "Interactive speed" item 18)."""
-    if isinstance(level, _CoarseLevel):
-        return _band_steps(f, COARSE_BAND_RADIUS)
-    return _band_steps(f, WIDE_BAND_RADIUS if _small_level(level.shape) else BAND_RADIUS, level.spacing)
-
-
-def _small_level(shape: Sequence[int]) -> bool:
-    """Whether a full-resolution level of ``shape`` has at most :data:`WIDE_BAND_MAX_VOXELS` voxels."""
-    return int(np.prod(shape, dtype=np.int64)) <= WIDE_BAND_MAX_VOXELS
-
-
-def _coarse_band(labels: np.ndarray, seeds: np.ndarray, steps: Sequence[int]) -> np.ndarray:
-    """Coarse blocks whose finer voxels are re-cut.
-
-    Blocks next to a label change hold the fine voxels within one block of
-    the boundary; growing them by ``steps[a] - 1`` blocks along axis ``a``
-    (:func:`_band_steps`) widens that to the band's radius.  Blocks with both
-    scribble classes are added, so that every scribble can be honoured.
-    """
-    band = seeds == _BOTH
-    for axis in range(3):
-        lo, hi = _pair_slices(axis)
-        change = labels[lo] != labels[hi]
-        band[lo] |= change
-        band[hi] |= change
-    return _grow(band, [n - 1 for n in steps])
-
-
-#: A coarse cut has dropped the heart (:func:`_heart_dropped_at_strokes`) when what it left out around the heart
-#: strokes is more than this many times all the heart it kept.
-COARSE_DROP_RATIO = 1.0
-#: The most steps of one block :func:`_heart_dropped_at_strokes` follows from the heart strokes.
-COARSE_DROP_MAX_STEPS = 256
-
-
-def _heart_dropped_at_strokes(labels: np.ndarray, h: np.ndarray, seeds: np.ndarray) -> Optional[np.ndarray]:
-    """The coarse blocks of a heart the coarse cut dropped around its own strokes, or None where it did not.
-
-    The blocks are those whose data term favours heart, that the coarse cut labelled background, and that connect
-    (through such blocks, each touching the next at a face, an edge or a corner) to a block with heart strokes. A
-    coarse level prices an outline at its block faces, not at the image edges the fine outline follows: with a
-    strong boundary term (twice the default ``gamma``) it dropped whole hearts around their strokes that the full
-    cut keeps (BENCHMARKS.md, "Interactive speed", item 61). Only where those blocks outnumber the heart it kept
-    (:data:`COARSE_DROP_RATIO`) are they returned, for the band, so that the fine cut decides them; smaller trims
-    stay as the coarse cut made them, as they are with the default ``gamma`` on the bench's volumes.
-
-    Examples
-    --------
-    >>> labels = np.array([1, 0, 0, 0, 0, 0], np.uint8).reshape(1, 1, 6)  # the cut kept only the stroked block
-    >>> h = np.array([0.9, 0.9, 0.9, 0.2, 0.9, 0.9], np.float32).reshape(1, 1, 6)
-    >>> seeds = np.array([_HEART, 0, 0, 0, 0, 0], np.uint8).reshape(1, 1, 6)
-    >>> _heart_dropped_at_strokes(labels, h, seeds).ravel().astype(int).tolist()  # the blob past the gap stays
-    [0, 1, 1, 0, 0, 0]
-    >>> _heart_dropped_at_strokes(np.array([1, 1, 1, 0, 0, 0], np.uint8).reshape(1, 1, 6), h, seeds) is None
-    True
-    """
-    kept = np.count_nonzero(labels)
-    candidates = (h > 0.5) & (labels == 0)
-    reached = (seeds & _HEART) != 0
-    if np.count_nonzero(candidates) <= COARSE_DROP_RATIO * kept or not reached.any():
-        return None
-    left_out = np.zeros(labels.shape, bool)
-    for _ in range(COARSE_DROP_MAX_STEPS):
-        reached = _grow(reached, (1, 1, 1)) & candidates & ~left_out
-        if not reached.any():
-            break
-        left_out |= reached
-    return left_out if np.count_nonzero(left_out) > COARSE_DROP_RATIO * kept else None
-
-
-def _pieces_dropped_apart(labels: np.ndarray, h: np.ndarray) -> Optional[np.ndarray]:
-    """The coarse blocks of pieces that the data term calls heart, that the coarse cut left out, and that touch no
-    block it kept (a piece: blocks each touching the next at a face, an edge or a corner); None without any.
-
-    A coarse level prices an outline at its block faces, not at the edges the fine outline follows, so it drops
-    a piece of tissue apart from the rest that the full cut keeps: on ``benchmarks/bench_graphcut.py --pieces``
-    a disc of radius 4-16 px with ``h`` 0.7-0.9 beside a stroked one, on every section (BENCHMARKS.md, "3D graph
-    cut: full vs coarse-to-fine banded").  Such a piece lies away from the coarse boundary, so no band reached it;
-    in the band, the fine cut decides it as the full cut would.  Pieces joined to kept heart are left as the coarse
-    cut made them: where a network over-segments, the heart it adds lies next to the heart, and re-cutting it
-    there cost the bench's validation (BENCHMARKS.md, "Interactive speed", item 61).
-
-    Examples
-    --------
-    >>> labels = np.array([1, 1, 0, 0, 0, 0, 0], np.uint8).reshape(1, 1, 7)
-    >>> h = np.array([0.9, 0.9, 0.8, 0.2, 0.9, 0.9, 0.2], np.float32).reshape(1, 1, 7)
-    >>> _pieces_dropped_apart(labels, h).ravel().astype(int).tolist()  # not the block next to the kept heart
-    [0, 0, 0, 0, 1, 1, 0]
-    >>> _pieces_dropped_apart(labels, np.where(h > 0.5, 0.2, h).astype(np.float32)) is None
-    True
-    """
-    import SimpleITK as sitk  # only here: a cut without such pieces does not need it
-
-    left_out = (h > 0.5) & (labels == 0)
-    if not left_out.any():
-        return None
-    pieces = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(left_out.view(np.uint8)), True))
-    touching = np.unique(pieces[_grow(labels > 0, (1, 1, 1)) & left_out])
-    apart = left_out & ~np.isin(pieces, touching)
-    return apart if apart.any() else None
-
-
-def _upsample(coarse: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> np.ndarray:
-    out = np.empty(tuple(shape), np.uint8)
-    for z0, z1 in slabs(shape[0], shape[1] * shape[2], f[0]):
-        block = coarse[z0 // f[0]: -(-z1 // f[0])].repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)
-        out[z0:z1] = block[: z1 - z0, : shape[1], : shape[2]]
-    return out
-
-
-class _Band:
-    """The full-resolution voxels of a growing set of coarse blocks, numbered as graph nodes.
-
-    Node ``rank * P + local`` is the voxel at C-order position ``local`` inside
-    the ``rank``-th block added, ``P`` being the voxels per block; the nodes of
-    voxels that a block at the volume's edge lacks exist but stay unconnected.
-    """
-
-    def __init__(self, mask: np.ndarray, f: Sequence[int], shape: Sequence[int]) -> None:
-        self.f, self.shape = tuple(f), tuple(shape)
-        self.mask = np.zeros(mask.shape, bool)
-        self.blocks = np.empty(0, np.int64)
-        # Each block's rank plus one (0: not in the band), in zeros the system hands out untouched: only the pages
-        # of the band's blocks are ever written, where a filled array would touch the whole grid (52 MB of int64
-        # at 100x512x512, 0.2-0.5 s of fresh memory on the virtual machines of BENCHMARKS.md, item 63).
-        self._rank1 = np.zeros(mask.size, np.int32)
-        self.per_block = int(np.prod(self.f))
-        self.extend(mask)
-
-    @property
-    def nodes(self) -> int:
-        return self.blocks.size * self.per_block
-
-    def rank(self, blocks: np.ndarray) -> np.ndarray:
-        """The rank (int64) of each of ``blocks`` (flat indices into :attr:`mask`) in the band, -1 where not in it."""
-        return self._rank1[blocks].astype(np.int64) - 1
-
-    def extend(self, mask: np.ndarray) -> int:
-        """Add the blocks of ``mask`` not held yet, after the others; returns the rank of the first added."""
-        new = np.flatnonzero(mask & ~self.mask)
-        first = self.blocks.size
-        self._rank1[new] = np.arange(first + 1, first + 1 + new.size)
-        self.blocks = np.concatenate([self.blocks, new])
-        self.mask.reshape(-1)[new] = True
-        return first
-
-    def chunks(self, first: int = 0) -> Iterator["_BandChunk"]:
-        """The band blocks from rank ``first`` on, about ``runtime.SLAB_VOXELS`` voxels at a time."""
-        step = max(1, runtime.SLAB_VOXELS // self.per_block)
-        for b0 in range(first, self.blocks.size, step):
-            yield _BandChunk(self, b0, min(self.blocks.size, b0 + step))
-
-
-class _BandChunk:
-    """Band blocks ``b0:b1`` as ``(blocks, f[0], f[1], f[2])`` arrays of voxels.
-
-    Pairs inside a block are slices of these arrays; only the pairs through a
-    block's faces need the neighbouring blocks.
-    """
-
-    def __init__(self, band: _Band, b0: int, b1: int) -> None:
-        self.band = band
-        self.blocks = band.blocks[b0:b1]
-        self.coords = []  # z, y, x of every voxel, clipped into the volume
-        self.valid = np.ones((b1 - b0,) + band.f, bool)  # the voxels that the volume has
-        for axis, c in enumerate(np.unravel_index(self.blocks, band.mask.shape)):
-            k, n = band.f[axis], band.shape[axis]
-            offsets = [1, 1, 1, 1]
-            offsets[axis + 1] = k
-            coord = c[:, None, None, None] * k + np.arange(k).reshape(offsets)
-            self.valid &= coord < n
-            self.coords.append(np.minimum(coord, n - 1))
-        self.flat = (self.coords[0] * band.shape[1] + self.coords[1]) * band.shape[2] + self.coords[2]
-        self.ids = (np.arange(b0, b1)[:, None] * band.per_block + np.arange(band.per_block)).reshape(self.valid.shape)
-
-    @staticmethod
-    def inner_pairs(axis: int) -> Tuple[tuple, tuple]:
-        """Index tuples of the first and the second voxels of the pairs inside the blocks along ``axis``."""
-        lo, hi = [slice(None)] * 4, [slice(None)] * 4
-        lo[axis + 1], hi[axis + 1] = slice(0, -1), slice(1, None)
-        return tuple(lo), tuple(hi)
-
-    def face_pairs(self, ids: bool = True) -> Iterator[tuple]:
-        """The pairs through the blocks' faces, per axis and step +-1: :meth:`face_pair` of each."""
-        for axis in range(3):
-            for step in (1, -1):
-                yield self.face_pair(axis, step, ids)
-
-    def face_pair(self, axis: int, step: int, ids: bool = True) -> tuple:
-        """The pairs through the blocks' faces along ``axis`` with step ``step`` (+-1).
-
-        Returns ``(axis, step, face, sel, u, u_block, u_ids)``: ``face`` indexes
-        the voxels on that face of every block; ``sel`` (shaped like them) marks
-        those whose neighbour lies in the volume; ``u`` (flat voxel indices) and
-        ``u_block`` (flat block indices) are the neighbours and their blocks
-        (the voxel itself where not ``sel``); ``u_ids`` are the neighbours' node
-        ids, -1 where not ``sel`` or their block is not in the band (``None``
-        unless ``ids``).
-        """
-        band = self.band
-        strides = (band.shape[1] * band.shape[2], band.shape[2], 1)
-        block_strides = (band.mask.shape[1] * band.mask.shape[2], band.mask.shape[2], 1)
-        k = band.f[axis]
-        local_stride = band.per_block // int(np.prod(band.f[:axis + 1]))
-        face = [slice(None)] * 4
-        face[axis + 1] = k - 1 if step > 0 else 0
-        face = tuple(face)
-        moved = self.coords[axis][face] + step
-        sel = (moved >= 0) & (moved < band.shape[axis]) & self.valid[face]
-        u = self.flat[face] + sel * (step * strides[axis])
-        u_block = self.blocks[:, None, None] + sel * (step * block_strides[axis])
-        u_ids = None
-        if ids:
-            # The neighbour sits on the opposite face of its block.
-            rank = np.where(sel, band.rank(u_block), -1)
-            local = self.ids[face] % band.per_block - step * (k - 1) * local_stride
-            u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
-        return axis, step, face, sel, u, u_block, u_ids
-
-    def diagonal_pairs(self) -> Iterator[tuple]:
-        """The in-plane diagonal pairs of every voxel, per offset (all four, so that each voxel sees all):
-        :meth:`diagonal_pair` of each."""
-        for dy, dx in _DIAGONALS + tuple((-dy, -dx) for dy, dx in _DIAGONALS):
-            yield self.diagonal_pair(dy, dx)
-
-    def diagonal_pair(self, dy: int, dx: int) -> tuple:
-        """The in-plane diagonal pairs of every voxel with offset ``(dy, dx)``.
-
-        Returns ``(forward, sel, u, u_ids)``: ``forward`` is true for the offsets of
-        :data:`_DIAGONALS` (a pair between two band voxels is added once, from
-        those); ``sel`` marks the voxels the volume has whose neighbour it has too;
-        ``u`` are the neighbours' flat indices (clipped into the volume where not
-        ``sel``) and ``u_ids`` their node ids, -1 where not ``sel`` or outside the band.
-        """
-        band = self.band
-        _, Y, X = band.shape
-        fz, fy, fx = band.f
-        _, BY, BX = band.mask.shape
-        z = self.coords[0]
-        y, x = self.coords[1] + dy, self.coords[2] + dx
-        sel = self.valid & (y >= 0) & (y < Y) & (x >= 0) & (x < X)
-        y, x = np.clip(y, 0, Y - 1), np.clip(x, 0, X - 1)
-        rank = np.where(sel, band.rank(((z // fz) * BY + y // fy) * BX + x // fx), -1)
-        local = ((z % fz) * fy + y % fy) * fx + x % fx
-        u_ids = np.where(rank >= 0, rank * band.per_block + local, -1)
-        return (dy, dx) in _DIAGONALS, sel, (z * Y + y) * X + x, u_ids
-
-
 def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback],
                 cancel: Optional[CancelToken], weights: Optional[dict] = None,
                 keep: Optional[list] = None, stored: Optional[_StoredWeights] = None) -> np.ndarray:
@@ -2013,210 +987,3 @@ def _cut_banded(level: _Level, budget: int, progress: Optional[ProgressCallback]
     report(progress, "graph cut", 1.0, f"{name}: done")
     return labels
 
-
-def _part(data: Optional[np.ndarray], index: tuple) -> Optional[np.ndarray]:
-    """``data[index]``, or ``None`` for a level without per-voxel data."""
-    return None if data is None else data[index]
-
-
-class _Region:
-    """A max-flow graph over a growing band of a level's full-resolution voxels, the others fixed.
-
-    The band voxels are the nodes; their pairs with voxels outside the band become terminal
-    capacities from the fixed label there (a band voxel pays the pair weight for taking the other
-    label).  Blocks can be added after a max-flow (:meth:`add`: the pairs with the voxels held before
-    become edges, and those voxels give back the capacity they had for them) and the data term and
-    seeds of the held voxels changed (:meth:`refresh`).  Every :meth:`solve` after the first then
-    starts from the last flow and search trees instead of from nothing (BK's tree reuse: Kohli and
-    Torr, "Efficiently solving dynamic Markov random fields using graph cuts", ICCV 2005): the
-    growth passes of a cut, and a warm session's next cut (:class:`CutMemory`), cost what changed.
-    Each solve minimises the energy over the band voxels exactly, the rest fixed.
-    """
-
-    def __init__(self, level: _Level, f: Sequence[int], budget: int, nodes: int = 0) -> None:
-        self.shape = level.shape
-        self.band = _Band(np.zeros(tuple(-(-n // k) for n, k in zip(self.shape, f)), bool), f, self.shape)
-        self.neighbourhood = _neighbourhood(level)
-        self.budget = budget
-        # Room for ``nodes`` voxels and their pairs up front: it grows by reallocating beyond.
-        self.graph = maxflow.Graph[float](nodes, (5 if self.neighbourhood == 10 else 3) * nodes)
-        self.data = np.empty(0, np.float32)  # per node: the data term its terminal capacities hold
-        self.seeds = np.empty(0, np.uint8)  # per node: its seed code (0 for the voxels a block lacks)
-        self.solved = False
-        self._marked: list = []  # node ids changed since the last max-flow
-        self._chunks: list = []  # the band's chunks, made once (their voxel indices cost to compute)
-        self._edges: dict = {}  # chunk index -> its pairs to blocks outside the band (:meth:`_edge_pairs`)
-        #: Blocks outside the band that the boundary touched when the growth passes ran out, or None.
-        self.pending: Optional[np.ndarray] = None
-
-    @property
-    def nodes(self) -> int:
-        return self.band.nodes
-
-    def bytes_with(self, blocks: int) -> int:
-        """Memory of a cut of this graph with ``blocks`` more blocks (with :data:`WORKING_BYTES`)."""
-        return _band_cut_bytes(self.nodes + blocks * self.band.per_block, self.neighbourhood)
-
-    def graph_bytes(self, blocks: int = 0) -> int:
-        """Memory of the graph itself with ``blocks`` more blocks."""
-        return (self.nodes + blocks * self.band.per_block) * _band_bytes_per_voxel(self.neighbourhood)
-
-    def _node_data(self, level: _Level, chunk: "_BandChunk") -> Tuple[np.ndarray, np.ndarray]:
-        """The data term and seed code of a chunk's voxels (0 for the voxels the volume lacks)."""
-        data = np.where(chunk.valid, level.h.reshape(-1)[chunk.flat], np.float32(0))
-        seeds = np.where(chunk.valid, level.seeds.reshape(-1)[chunk.flat], np.uint8(0))
-        return data.astype(np.float32, copy=False), seeds.astype(np.uint8, copy=False)
-
-    def _capacities(self, level: _Level, data: np.ndarray, seeds: np.ndarray, valid: np.ndarray):
-        """Source and sink capacities of voxels from their data term and seeds (none for the voxels the
-        volume lacks)."""
-        source, sink = _unary(data, seeds, level.seed_capacity)
-        source[~valid] = sink[~valid] = 0.0
-        return source, sink
-
-    def add(self, level: _Level, labels: np.ndarray, mask: np.ndarray,
-            cancel: Optional[CancelToken] = None) -> None:
-        """Hold the voxels of the blocks of ``mask`` too, with ``labels`` fixed outside the band."""
-        new_blocks = int(np.count_nonzero(mask & ~self.band.mask))
-        if not new_blocks:
-            return
-        needed = self.bytes_with(new_blocks)
-        if needed > self.budget:
-            raise ScribbleSegError(
-                f"graph cut: the band around the coarse boundary of {_fmt_shape(self.shape)} voxels has "
-                f"{self.nodes + new_blocks * self.band.per_block} voxels and needs about {_fmt_bytes(needed)}, "
-                f"more than the memory budget of {_fmt_bytes(self.budget)}; downsample the volume or free memory")
-        graph = self.graph
-        held = self.nodes  # the nodes before this call
-        first = self.band.extend(mask)
-        graph.add_nodes(self.nodes - held)
-        diagonals = self.neighbourhood == 10
-        flat_labels = labels.reshape(-1)
-        datas, seed_codes = [self.data], [self.seeds]
-        for chunk in self.band.chunks(first):
-            check(cancel)
-            self._chunks.append(chunk)
-            data_term, seed_code = self._node_data(level, chunk)
-            datas.append(data_term.reshape(-1))
-            seed_codes.append(seed_code.reshape(-1))
-            source, sink = self._capacities(level, data_term, seed_code, chunk.valid)
-            data = level.voxel_data(chunk.flat)
-
-            def link(index, w, forward, u, u_ids) -> tuple:
-                """Pairs of the voxels ``chunk.flat[index]`` with ``u``: an edge where ``u`` is in the band
-                (added from the forward side between two new blocks), else the fixed neighbour's label in
-                the data term.  Returns what :func:`insert` adds to the graph and the terminal capacities."""
-                in_band = u_ids >= 0
-                older = in_band & (u_ids < held)
-                edge = in_band if forward else older
-                edges = chunk.ids[index][edge], u_ids[edge], w[edge]
-                paid = None
-                if older.any():
-                    # The held voxel paid w for taking the other label than this one: it is a node now.
-                    heart = flat_labels[chunk.flat[index][older]] == 1
-                    paid = u_ids[older], -w[older] * ~heart, -w[older] * heart
-                w[in_band] = 0.0
-                heart = flat_labels[u] == 1
-                return edges, paid, index, w * heart, w * ~heart
-
-            def pairs(group: tuple) -> tuple:
-                """One group of the chunk's pairs, weighed (numpy alone: it runs on a worker thread)."""
-                check(cancel)
-                kind, a, b = group
-                if kind == "inner":
-                    lo, hi = chunk.inner_pairs(a)
-                    w = level.pair_weights(a, chunk.flat[lo], chunk.flat[hi], _part(data, lo), _part(data, hi))
-                    w *= (chunk.valid[lo] & chunk.valid[hi]) * _axis_share(a, diagonals)  # none with voxels it lacks
-                    return (chunk.ids[lo], chunk.ids[hi], w), None, None, None, None
-                if kind == "face":
-                    axis, step, face, sel, u, _, u_ids = chunk.face_pair(a, b)
-                    w = level.pair_weights(axis, chunk.flat[face], u, _part(data, face))
-                    w *= sel * _axis_share(axis, diagonals)
-                    return link(face, w, step == 1, u, u_ids)
-                forward, sel, u, u_ids = chunk.diagonal_pair(a, b)
-                w = level.pair_weights(2, chunk.flat, u, data) * _CROFTON_DIAGONAL
-                w *= sel
-                return link((slice(None),) * 4, w, forward, u, u_ids)
-
-            def insert(group: tuple, made: tuple) -> None:
-                """Add a group's pairs to the graph, in the groups' order (so the same graph, to the bit, as
-                one thread builds)."""
-                (a, b, w), paid, index, to_sink, to_source = made
-                graph.add_edges(a, b, w, w)
-                if paid is not None:
-                    graph.add_grid_tedges(*paid)
-                    self._marked.append(paid[0])
-                if index is not None:
-                    sink[index] += to_sink
-                    source[index] += to_source
-
-            groups = [("inner", axis, 0) for axis in range(3) if self.band.f[axis] > 1]
-            groups += [("face", axis, step) for axis in range(3) for step in (1, -1)]
-            if diagonals:
-                groups += [("diagonal", dy, dx) for dy, dx in _DIAGONALS + tuple((-dy, -dx) for dy, dx in _DIAGONALS)]
-            # The weights on worker threads (numpy's passes release Python's lock), the graph on this one.
-            in_order(pairs, groups, slab_threads(min(len(groups), BAND_WEIGHING_THREADS)), insert)
-            graph.add_grid_tedges(chunk.ids, source, sink)
-            self._marked.append(chunk.ids.reshape(-1))
-        self.data, self.seeds = np.concatenate(datas), np.concatenate(seed_codes)
-
-    def refresh(self, level: _Level, cancel: Optional[CancelToken] = None) -> int:
-        """Give the held voxels ``level``'s data term and seeds; returns how many changed."""
-        changed_count = 0
-        for chunk in self._chunks:
-            check(cancel)
-            ids = chunk.ids.reshape(-1)
-            part = slice(int(ids[0]), int(ids[-1]) + 1)
-            data_term, seed_code = (a.reshape(-1) for a in self._node_data(level, chunk))
-            changed = (data_term != self.data[part]) | (seed_code != self.seeds[part])
-            if not changed.any():
-                continue
-            valid = chunk.valid.reshape(-1)[changed]
-            new = self._capacities(level, data_term[changed], seed_code[changed], valid)
-            old = self._capacities(level, self.data[part][changed], self.seeds[part][changed], valid)
-            self.graph.add_grid_tedges(ids[changed], new[0] - old[0], new[1] - old[1])
-            self._marked.append(ids[changed])
-            self.data[part], self.seeds[part] = data_term, seed_code
-            changed_count += int(np.count_nonzero(changed))
-        return changed_count
-
-    def solve(self, labels: np.ndarray, cancel: Optional[CancelToken] = None) -> np.ndarray:
-        """Minimise the energy over the band voxels of ``labels`` (in place), the others fixed.
-
-        Returns the coarse blocks outside the band next to a band voxel of the other label after
-        the cut: where the boundary lies on the band's edge and may want to move further.
-        """
-        check(cancel)
-        if self.solved and self._marked:
-            self.graph.mark_grid_nodes(np.concatenate(self._marked))
-        self._marked = []
-        self.graph.maxflow(reuse_trees=self.solved)
-        flat_labels = labels.reshape(-1)
-        contact = np.zeros(self.band.mask.size, bool)
-        outside = ~self.band.mask.reshape(-1)
-        for index, chunk in enumerate(self._chunks):
-            voxels = chunk.flat[chunk.valid]
-            segments = self.graph.get_grid_segments(chunk.ids[chunk.valid]).astype(np.uint8)
-            if self.solved and np.array_equal(segments, flat_labels[voxels]):
-                # Contact comes from a label that moved (or a first cut): the band's edge held still here.
-                continue
-            flat_labels[voxels] = segments
-            for v, u, u_block in self._edge_pairs(index, chunk, outside):
-                touch = outside[u_block] & (flat_labels[u] != flat_labels[v])
-                contact[u_block[touch]] = True
-        self.solved = True
-        return contact.reshape(self.band.mask.shape)
-
-    def _edge_pairs(self, index: int, chunk: "_BandChunk", outside: np.ndarray) -> list:
-        """The pairs through the faces of the chunk's blocks that lead out of the band, as first asked (``outside``:
-        the blocks outside it then): per face, the flat voxel indices ``v`` in the chunk and ``u`` beyond, and
-        ``u``'s blocks.  The band only grows, so these hold every pair that leads out of it later too (the caller
-        checks ``outside`` again); kept, they spare each later max-flow the faces of the whole chunk."""
-        kept = self._edges.get(index)
-        if kept is None:
-            kept = []
-            for _, _, face, sel, u, u_block, _ in chunk.face_pairs(ids=False):
-                leaves = sel & outside[u_block]
-                kept.append((chunk.flat[face][leaves], u[leaves], u_block[leaves]))
-            self._edges[index] = kept
-        return kept

@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from ScribbleSegLib import choices, cut_scaling, graphcut, runtime, stroke_pull
+from ScribbleSegLib import choices, cut_band, cut_levels, cut_memory, cut_scaling, graphcut, runtime, stroke_pull
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
 from ScribbleSegLib.graphcut import (AS_GIVEN, CutMemory, GraphCutParams, energy, estimate_banded_cut_bytes,
                                      estimate_full_cut_bytes, graph_cut)
@@ -148,15 +148,15 @@ def test_banded_equals_full_on_a_phantom(shape, neighbourhood):
 
 def test_the_band_reaches_as_far_in_millimetres_along_thick_sections():
     f, spacing = (1, 2, 2), (0.015, 0.0075, 0.0075)  # sections twice as thick as the pixels
-    steps = graphcut._band_steps(f, 3, spacing)
+    steps = cut_band._band_steps(f, 3, spacing)
     reach = [n * k * s for n, k, s in zip(steps, f, spacing)]  # millimetres, per axis
     assert all(r >= 3 * 0.0075 - 1e-12 for r in reach)
     assert steps[0] < 3  # fewer sections than a band counted in voxels would take
     # Very thick sections: still one block beyond the blocks at the boundary.
-    assert graphcut._band_steps((1, 2, 2), 3, (0.1, 0.0075, 0.0075)) == [2, 2, 2]
-    assert graphcut._band_steps((2, 2, 2), 3, (0.5, 0.5, 0.5)) == [2, 2, 2]
-    assert graphcut._band_steps((1, 1, 1), 3, (0.1, 0.1, 0.1)) == [3, 3, 3]
-    assert graphcut._band_steps((1, 2, 2), 6) == [6, 3, 3]  # in voxels (a coarse level's band)
+    assert cut_band._band_steps((1, 2, 2), 3, (0.1, 0.0075, 0.0075)) == [2, 2, 2]
+    assert cut_band._band_steps((2, 2, 2), 3, (0.5, 0.5, 0.5)) == [2, 2, 2]
+    assert cut_band._band_steps((1, 1, 1), 3, (0.1, 0.1, 0.1)) == [3, 3, 3]
+    assert cut_band._band_steps((1, 2, 2), 6) == [6, 3, 3]  # in voxels (a coarse level's band)
 
 
 @pytest.mark.parametrize("thickness", [2.0, 6.0])  # z is not coarsened, and its band is counted in millimetres
@@ -175,12 +175,12 @@ def test_banded_equals_full_with_thick_sections(thickness):
 @pytest.mark.parametrize("shape", [(24, 64, 64), (13, 45, 51)])
 def test_a_cut_started_from_the_last_one_matches_a_cut_from_scratch(shape, neighbourhood, monkeypatch):
     # Small volumes are mostly band: make sure the band re-cut runs rather than a cut from scratch.
-    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 1.0)
-    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)
-    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION", 1.0)
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_BAND", 1.0)
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_BAND_FULL", 1.0)
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_REGION", 1.0)
     solves = []  # per max-flow: whether it started from the last one
-    real_solve = graphcut._Region.solve
-    monkeypatch.setattr(graphcut._Region, "solve", lambda self, *a, **k: solves.append(self.solved)
+    real_solve = cut_band._Region.solve
+    monkeypatch.setattr(cut_band._Region, "solve", lambda self, *a, **k: solves.append(self.solved)
                         or real_solve(self, *a, **k))
     h, image, scribbles, truth = ellipsoid_case(shape)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0, neighbourhood=neighbourhood)
@@ -226,7 +226,7 @@ def test_only_seeds_against_the_last_labels_or_taken_away_make_a_warm_cut_re_cut
 
     def changed(new_scribbles):
         level = graphcut._top_level(h, image, new_scribbles, (1.0, 1.0, 1.0), params)
-        return set(map(tuple, np.argwhere(graphcut._changed_blocks(level, memory, memory.labels, (1, 1, 1)))))
+        return set(map(tuple, np.argwhere(cut_memory._changed_blocks(level, memory, memory.labels, (1, 1, 1)))))
 
     last_boundary = changed(scribbles)
     agreeing = scribbles.copy()
@@ -242,8 +242,8 @@ def test_only_seeds_against_the_last_labels_or_taken_away_make_a_warm_cut_re_cut
 
 
 def test_where_the_growth_passes_ran_out_the_next_warm_cut_goes_on(monkeypatch):
-    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION", 1.0)
-    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)  # the limit of a volume this small
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_REGION", 1.0)
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_BAND_FULL", 1.0)  # the limit of a volume this small
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0)
     memory = CutMemory()
@@ -256,7 +256,7 @@ def test_where_the_growth_passes_ran_out_the_next_warm_cut_goes_on(monkeypatch):
     assert np.array_equal(graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory), first)
     assert memory.region is region and region.band.mask[tuple(outside)] and region.pending is None
     # A band's graph over the memory limit is not kept between cuts.
-    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION_BYTES", 0)
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_REGION_BYTES", 0)
     graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
     assert memory.region is None and memory.labels is not None
 
@@ -272,8 +272,8 @@ def test_a_warm_cut_of_a_small_volume_cut_coarse_to_fine_goes_on_from_its_band(m
     graph_cut(h, image, scribbles, params=params, memory=memory)
     region = memory.region
     share = region.band.blocks.size / region.band.mask.size  # 0.58: the volume is tiny
-    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION", share / 2)  # the large volumes' limit would refuse it
-    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 1.0)
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_REGION", share / 2)  # the large volumes' limit would refuse it
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_BAND_FULL", 1.0)
     messages = []
     h2 = np.clip(h + 0.2 * (np.arange(64) > 40), 0, 1).astype(np.float32)
     graph_cut(h2, image, scribbles, params=params, memory=memory, progress=lambda s, f, m: messages.append(m))
@@ -284,9 +284,9 @@ def test_a_warm_cut_of_a_small_volume_cut_coarse_to_fine_goes_on_from_its_band(m
 def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=4)
     params = GraphCutParams(**AS_GIVEN, gamma=2.0)
-    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND", 0.0)  # never start from the last labels here
-    monkeypatch.setattr(graphcut, "REUSE_MAX_BAND_FULL", 0.0)
-    monkeypatch.setattr(graphcut, "REUSE_MAX_REGION", 0.0)
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_BAND", 0.0)  # never start from the last labels here
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_BAND_FULL", 0.0)
+    monkeypatch.setattr(cut_memory, "REUSE_MAX_REGION", 0.0)
     monkeypatch.setattr(graphcut, "COARSE_FULL_MAX_VOXELS", 2000)  # and cut the coarse levels banded too
     memory = CutMemory()
     graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory)
@@ -297,7 +297,7 @@ def test_a_cut_with_memory_reuses_the_coarse_weights(monkeypatch):
     def no_colour_contrasts(*args, **kwargs):
         raise AssertionError("the coarse pair weights were computed again")
 
-    monkeypatch.setattr(graphcut._ImageLevel, "forward_weights", no_colour_contrasts)
+    monkeypatch.setattr(cut_levels._ImageLevel, "forward_weights", no_colour_contrasts)
     assert np.array_equal(graph_cut(h2, image, scribbles, params=params, mode="banded", memory=memory), fresh)
     with pytest.raises(AssertionError, match="computed again"):  # another image: nothing to reuse
         graph_cut(h2, image[::-1].copy(), scribbles, params=params, mode="banded", memory=memory)
@@ -325,7 +325,7 @@ def test_a_cut_keeps_its_coarse_weights_in_a_store_and_reads_them_back(tmp_path,
     def no_colour_contrasts(*args, **kwargs):
         raise AssertionError("the coarse pair weights were computed again")
 
-    monkeypatch.setattr(graphcut._ImageLevel, "forward_weights", no_colour_contrasts)
+    monkeypatch.setattr(cut_levels._ImageLevel, "forward_weights", no_colour_contrasts)
     mapped = []
     read = store.load
     monkeypatch.setattr(store, "load", lambda *args, **kwargs: mapped.append(kwargs["mapped"]) or read(*args, **kwargs))
@@ -364,14 +364,14 @@ def test_coarse_energy_is_the_fine_energy_of_block_constant_labels(spacing):
     levels = [graphcut._top_level(h, image, scribbles, spacing, params)]
     factors = []
     for _ in range(2):  # two levels down: the coarse energy is exact at each
-        factors.append(graphcut._coarsen_factors(levels[-1].shape, levels[-1].spacing))
-        levels.append(graphcut._downsample(levels[-1], factors[-1], None))
+        factors.append(cut_band._coarsen_factors(levels[-1].shape, levels[-1].spacing))
+        levels.append(cut_band._downsample(levels[-1], factors[-1], None))
     coarse = levels[-1]
     for _ in range(5):
         labels = rng.integers(0, 2, coarse.shape).astype(bool)
         e = float(np.abs(labels - coarse.h.astype(np.float64)).sum())
         for axis in range(3):
-            lo, hi = graphcut._pair_slices(axis)
+            lo, hi = cut_levels._pair_slices(axis)
             e += float(coarse.forward_weights(axis, 0, coarse.shape[0])[lo][labels[lo] != labels[hi]].sum())
         fine = labels
         for f in reversed(factors):
@@ -398,7 +398,7 @@ def test_a_heart_the_coarse_cut_drops_around_its_strokes_is_cut_again_at_full_re
     full = graph_cut(h, image, scribbles, spacing, params, mode="full")
     assert full[:, 3:21, 3:21].all() and full.sum() == 4 * 18 * 18  # the optimum: the square in every section
     level = graphcut._top_level(h, image, scribbles, spacing, params)
-    coarse = graphcut._downsample(level, graphcut._coarsen_factors(level.shape, level.spacing), None)
+    coarse = cut_band._downsample(level, cut_band._coarsen_factors(level.shape, level.spacing), None)
     assert graphcut._cut_full(coarse, None, None).sum() <= 1  # the coarse cut keeps the stroked block at most
     with caplog.at_level("INFO", logger="ScribbleSegLib"):
         banded = graph_cut(h, image, scribbles, spacing, params, mode="banded")
@@ -423,7 +423,7 @@ def test_a_piece_apart_from_the_strokes_that_the_coarse_cut_drops_is_cut_again_a
     full = graph_cut(h, image, scribbles, params=GraphCutParams(), mode="full")
     assert full[:, small].all() and full[:, large].all()
     level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams())
-    coarse = graphcut._downsample(level, graphcut._coarsen_factors(level.shape, level.spacing), None)
+    coarse = cut_band._downsample(level, cut_band._coarsen_factors(level.shape, level.spacing), None)
     coarse_labels = graphcut._cut_full(coarse, None, None)
     assert not coarse_labels[:, 16, 42].any() and coarse_labels[:, 16, 15].all()  # small dropped, large kept
     banded = graph_cut(h, image, scribbles, params=GraphCutParams(), mode="banded")
@@ -460,7 +460,7 @@ def test_slabs_in_threads_give_the_coarse_level_of_one_slab_at_a_time(monkeypatc
     for threads in (4, 1):
         monkeypatch.setattr(runtime, "MAX_SLAB_THREADS", threads)
         level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams(neighbourhood=10))
-        coarse[threads] = graphcut._downsample(level, (2, 2, 2), None)
+        coarse[threads] = cut_band._downsample(level, (2, 2, 2), None)
     # Each slab runs the same code either way; a slab written to the wrong planes, or a thread reading
     # another's kept colour features, would differ by far more than float rounding.
     np.testing.assert_allclose(coarse[4].h, coarse[1].h, rtol=1e-6)
@@ -486,7 +486,7 @@ def test_what_changed_since_the_last_cut_is_found_the_same_in_slab_threads(monke
         monkeypatch.setattr(runtime, "MAX_SLAB_THREADS", threads)
         monkeypatch.setattr(runtime, "SLAB_VOXELS", slab)
         level = graphcut._top_level(moved, image, scribbles, (1.0, 1.0, 1.0), GraphCutParams())
-        found[threads] = graphcut._changed_blocks(level, memory, memory.labels, (2, 2, 2), boundary=boundary)
+        found[threads] = cut_memory._changed_blocks(level, memory, memory.labels, (2, 2, 2), boundary=boundary)
     assert found[1].any() and not found[1].all()
     np.testing.assert_array_equal(found[4], found[1])
 
@@ -549,7 +549,7 @@ def test_a_cut_memory_keeps_no_scratch_array_for_a_large_volume(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((12, 48, 48), seed=4)
     params = GraphCutParams(gamma=2.0)
     fresh = graph_cut(h, image, scribbles, params=params, mode="banded")
-    monkeypatch.setattr(graphcut, "SCRATCH_MAX_BYTES", 4 * h.size - 1)
+    monkeypatch.setattr(cut_memory, "SCRATCH_MAX_BYTES", 4 * h.size - 1)
     memory = CutMemory()
     assert memory.scratch(h.shape) is None
     np.testing.assert_array_equal(graph_cut(h, image, scribbles, params=params, mode="banded", memory=memory), fresh)
@@ -559,8 +559,8 @@ def test_a_cut_memory_keeps_no_scratch_array_for_a_large_volume(monkeypatch):
 
 
 def test_in_plane_only_downsampling_for_thick_sections():
-    assert graphcut._coarsen_factors((30, 100, 100), (4.0, 1.0, 1.0)) == (1, 2, 2)
-    assert graphcut._coarsen_factors((30, 100, 100), (1.2, 1.0, 1.0)) == (2, 2, 2)
+    assert cut_band._coarsen_factors((30, 100, 100), (4.0, 1.0, 1.0)) == (1, 2, 2)
+    assert cut_band._coarsen_factors((30, 100, 100), (1.2, 1.0, 1.0)) == (2, 2, 2)
     h, image, scribbles, _ = ellipsoid_case((10, 64, 64), seed=4)
     spacing = (3.0, 1.0, 1.0)
     full = graph_cut(h, image, scribbles, spacing, SYNTH, mode="full")
@@ -710,7 +710,7 @@ def test_memory_estimates():
     assert estimate_banded_cut_bytes((64, 512, 512)) * 3 < full
     # The in-plane diagonals add four arcs per band voxel.
     extra = estimate_banded_cut_bytes((64, 512, 512), neighbourhood=10) - estimate_banded_cut_bytes((64, 512, 512))
-    per_band_voxel = graphcut.ASSUMED_BAND_FRACTION * graphcut.DIAGONAL_BYTES_PER_VOXEL
+    per_band_voxel = graphcut.ASSUMED_BAND_FRACTION * cut_band.DIAGONAL_BYTES_PER_VOXEL
     assert extra == pytest.approx(per_band_voxel * voxels, rel=0.01)
     # Thick sections are only downsampled in-plane, so the coarse level is larger.
     assert estimate_banded_cut_bytes((64, 512, 512), (4.0, 1.0, 1.0)) > estimate_banded_cut_bytes((64, 512, 512))
@@ -735,7 +735,9 @@ def test_memory_budget_is_checked_before_the_cut():
 
 def test_a_coarse_to_fine_cut_is_refused_by_its_true_band_not_by_the_assumed_one(monkeypatch):
     h, image, scribbles, _ = ellipsoid_case((16, 64, 64), seed=2)
-    monkeypatch.setattr(graphcut, "WORKING_BYTES", 0)  # the estimates of so small a volume are then its own
+    # The estimates of so small a volume are then its own (graphcut's estimates and the band's own check).
+    monkeypatch.setattr(graphcut, "WORKING_BYTES", 0)
+    monkeypatch.setattr(cut_band, "WORKING_BYTES", 0)
     # An assumption above this volume's true band (about a third of its voxels), as 15 % is above a large
     # stack's (a few per cent).
     monkeypatch.setattr(graphcut, "ASSUMED_BAND_FRACTION", 0.9)
@@ -841,20 +843,20 @@ def test_a_coarse_to_fine_cut_keeps_the_diagonals_when_its_true_band_holds_them(
     largest = max(int(m.split("band of ")[1].split()[0]) for m in messages if "band of " in m)
     # Assume a band larger than this one, and a budget halfway between the estimates with and without the
     # diagonals: it holds the true band with diagonals, but not the assumed one.
-    six, ten = graphcut._band_bytes_per_voxel(6), graphcut._band_bytes_per_voxel(10)
+    six, ten = cut_band._band_bytes_per_voxel(6), cut_band._band_bytes_per_voxel(10)
     assumed = 2 * largest * ten / ((six + ten) * h.size) + 0.01
     monkeypatch.setattr(graphcut, "ASSUMED_BAND_FRACTION", assumed)
     estimates = [graphcut._banded_bytes(h.shape, (1.0, 1.0, 1.0), assumed, 2**40, nb) for nb in (6, 10)]
     tight = sum(estimates) // 2
-    assert estimates[0] < tight < estimates[1] and largest * ten + graphcut.WORKING_BYTES < tight
+    assert estimates[0] < tight < estimates[1] and largest * ten + cut_band.WORKING_BYTES < tight
     with caplog.at_level("INFO", logger="ScribbleSegLib.graphcut"):
         kept = graph_cut(h, image, scribbles, params=params, mode="banded", memory_budget=tight)
     assert not any("6-neighbourhood" in r.getMessage() for r in caplog.records)
     assert np.array_equal(kept, free)
     # A band that cannot hold the diagonals (their arcs made very dear) is cut with 6 neighbours, and says so.
     six = graph_cut(h, image, scribbles, params=dataclasses.replace(params, neighbourhood=6), mode="banded")
-    per_voxel = graphcut._band_bytes_per_voxel
-    monkeypatch.setattr(graphcut, "_band_bytes_per_voxel", lambda nb: per_voxel(nb) * (10**6 if nb == 10 else 1))
+    per_voxel = cut_band._band_bytes_per_voxel
+    monkeypatch.setattr(cut_band, "_band_bytes_per_voxel", lambda nb: per_voxel(nb) * (10**6 if nb == 10 else 1))
     caplog.clear()
     with caplog.at_level("INFO", logger="ScribbleSegLib.graphcut"):
         dropped = graph_cut(h, image, scribbles, params=params, mode="banded")
@@ -892,7 +894,7 @@ def test_a_band_re_cut_is_the_minimum_with_the_rest_fixed(blocks, neighbourhood,
             energies[bits] = energy(labels, h, image, scribbles, params=params)
         level = graphcut._top_level(h, image, scribbles, (1.0, 1.0, 1.0), params)
         labels = start.copy()
-        region = graphcut._Region(level, (1, 2, 2), 2**30)
+        region = cut_band._Region(level, (1, 2, 2), 2**30)
         if grown:
             other_scribbles = np.zeros(shape, np.uint8)
             other_scribbles[0, 1, 1], other_scribbles[0, 2, 4] = 2, 1  # against this case's seeds
@@ -927,14 +929,14 @@ def test_a_grown_band_finds_its_edge_from_the_pairs_it_kept(monkeypatch):
     runs = {}
     for kept in (True, False):
         if not kept:  # every max-flow looks at the faces of every chunk again
-            monkeypatch.setattr(graphcut._Region, "_edge_pairs",
+            monkeypatch.setattr(cut_band._Region, "_edge_pairs",
                                 lambda self, index, chunk, outside: [
                                     (chunk.flat[face][sel & outside[u_block]], u[sel & outside[u_block]],
                                      u_block[sel & outside[u_block]])
                                     for _, _, face, sel, u, u_block, _ in chunk.face_pairs(ids=False)])
         labels = (rng.random(shape) < 0.5).astype(np.uint8) if kept else runs[True][0].copy()
         start = labels.copy()
-        region = graphcut._Region(level, (1, 2, 2), 2**30)
+        region = cut_band._Region(level, (1, 2, 2), 2**30)
         contacts = []
         for mask in steps:
             region.add(level, labels, mask)
@@ -1049,13 +1051,13 @@ def test_a_band_reads_the_weights_of_a_soft_section_as_the_grid_does():
     Z, Y, X = level.shape
     index = np.arange(Z * Y * X).reshape(Z, Y, X)
     for axis in range(3):
-        lo, hi = graphcut._pair_slices(axis)
+        lo, hi = cut_levels._pair_slices(axis)
         grid = level.forward_weights(axis, 0, Z)[lo]
         np.testing.assert_allclose(level.pair_weights(axis, index[lo].ravel(), index[hi].ravel()), grid.ravel(),
                                    rtol=1e-6)
     grid = level.diagonal_weights(1, 1, 0, Z)[:, :Y - 1, :X - 1]
     np.testing.assert_allclose(level.pair_weights(2, index[:, :-1, :-1].ravel(), index[:, 1:, 1:].ravel())
-                               * graphcut._CROFTON_DIAGONAL, grid.ravel(), rtol=1e-6)
+                               * cut_levels._CROFTON_DIAGONAL, grid.ravel(), rtol=1e-6)
 
 
 def test_a_stack_of_even_contrast_is_cut_as_with_one_sigma():
@@ -1092,7 +1094,7 @@ def test_volumes_no_longer_cut_in_full_get_the_wider_band():
     assert not graphcut._auto_cuts_full((40, 256, 256), (1.0, 1.0, 1.0), 2**36, 10)
     assert graphcut._auto_cuts_full((1, 1000, 1000), (1.0, 1.0, 1.0), 2**36, 10)  # a 2D tile stays exact
     def steps(shape):  # of a full-resolution level: only its shape and spacing count
-        return graphcut._level_band_steps(types.SimpleNamespace(shape=shape, spacing=(1.0, 1.0, 1.0)), (2, 2, 2))
+        return cut_band._level_band_steps(types.SimpleNamespace(shape=shape, spacing=(1.0, 1.0, 1.0)), (2, 2, 2))
 
     assert steps((64, 192, 192)) == [3, 3, 3]  # 5 voxels: 3 blocks of 2
     assert steps((100, 512, 512)) == [2, 2, 2]  # 3 voxels: 2 blocks
@@ -1215,15 +1217,15 @@ def test_pair_weights_from_the_kept_slab_are_those_of_each_direction_alone(colou
     rng = np.random.default_rng(11)
     image = rng.integers(0, 256, size=(7, 9, 10, 3), dtype=np.uint8)
     h = rng.random((7, 9, 10)).astype(np.float32)
-    level = graphcut._ImageLevel(h, image, np.zeros((7, 9, 10), np.uint8), (2.0, 1.0, 1.0),
-                                 GraphCutParams(colour=colour, neighbourhood=10))
+    level = cut_levels._ImageLevel(h, image, np.zeros((7, 9, 10), np.uint8), (2.0, 1.0, 1.0),
+                                   GraphCutParams(colour=colour, neighbourhood=10))
 
     def alone(axis, z0, z1, every):
         out, first, pairs = level._empty_forward(axis, z0, z1, every)
         if pairs:
-            a = level._features(image[graphcut._strided(axis, first, pairs, every, z0, z1)])
-            b = level._features(image[graphcut._strided(axis, first + 1, pairs, every, z0, z1)])
-            out[graphcut._strided(axis, 0, pairs, 1, 0, z1 - z0)] = level._contrast(a, b, axis)
+            a = level._features(image[cut_levels._strided(axis, first, pairs, every, z0, z1)])
+            b = level._features(image[cut_levels._strided(axis, first + 1, pairs, every, z0, z1)])
+            out[cut_levels._strided(axis, 0, pairs, 1, 0, z1 - z0)] = level._contrast(a, b, axis)
         return out
 
     # rgb features are elementwise: the same bit for bit. Luminance is a dot product per pixel, which BLAS
@@ -1245,14 +1247,14 @@ def test_pair_weights_from_the_kept_slab_are_those_of_each_direction_alone(colou
             xa, xb = (slice(0, X - dx), slice(dx, X)) if dx > 0 else (slice(-dx, X), slice(0, X + dx))
             a = level._features(image[z0:z1, 0:Y - dy, xa])
             b = level._features(image[z0:z1, dy:Y, xb])
-            expected[:, 0:Y - dy, xa] = level._contrast(a, b, 2) * graphcut._CROFTON_DIAGONAL
+            expected[:, 0:Y - dy, xa] = level._contrast(a, b, 2) * cut_levels._CROFTON_DIAGONAL
             same(level.diagonal_weights(dy, dx, z0, z1), expected)
 
 
 def test_a_band_ranks_its_blocks_in_the_order_they_were_added_and_others_not_at_all():
     mask = np.zeros((2, 3, 4), bool)
     mask[1, 2, 3] = mask[0, 0, 1] = True
-    band = graphcut._Band(mask, (1, 2, 2), (2, 6, 8))
+    band = cut_band._Band(mask, (1, 2, 2), (2, 6, 8))
     more = np.zeros_like(mask)
     more[0, 1, 0] = more[0, 0, 1] = True  # one held already
     assert band.extend(more) == 2

@@ -38,7 +38,8 @@ def test_methods_and_seeds(case):
 def test_progress_runs_from_0_to_1_within_each_stage_as_the_readme_says(case):
     _, test, scrib, model = case
     calls = []
-    pipeline.segment(test.image, scrib, model, progress=lambda stage, fraction, message: calls.append((stage, fraction)))
+    pipeline.segment(test.image, scrib, model,
+                     progress=lambda stage, fraction, message: calls.append((stage, fraction)))
     stages = list(dict.fromkeys(stage for stage, _ in calls))
     assert {"M-Unet inference", "metric learning", "head", "graph cut"} <= set(stages), stages
     for stage in stages:
@@ -148,7 +149,7 @@ def test_what_computing_the_features_said_is_in_the_runs_warnings(case, tmp_path
 
 
 def test_a_re_run_reads_the_cuts_coarse_weights_from_the_cache(case, tmp_path, monkeypatch):
-    from ScribbleSegLib import graphcut
+    from ScribbleSegLib import cut_levels, graphcut
     from ScribbleSegLib.session import Session
 
     _, test, scrib, model = case
@@ -159,7 +160,7 @@ def test_a_re_run_reads_the_cuts_coarse_weights_from_the_cache(case, tmp_path, m
     def no_colour_contrasts(*args, **kwargs):
         raise AssertionError("the coarse pair weights were computed again")
 
-    monkeypatch.setattr(graphcut._ImageLevel, "forward_weights", no_colour_contrasts)
+    monkeypatch.setattr(cut_levels._ImageLevel, "forward_weights", no_colour_contrasts)
     again = pipeline.segment(test.image, scrib, model, cache_dir=tmp_path)
     np.testing.assert_array_equal(again.labels, first.labels)
     warm = Session(test.image, model, cache_dir=tmp_path).run(scrib)  # a new session's first cut reads them too

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     import maxflow
     import SimpleITK as sitk
 
-    from ScribbleSegLib import graphcut, volume_io
+    from ScribbleSegLib import cut_band, graphcut, volume_io
     from ScribbleSegLib.session import Session
     from ScribbleSegLib.starter import resolve_model
 
@@ -72,11 +72,11 @@ def main(argv=None) -> int:
     for k in args.thickness:
         spacing = (pixel * k, pixel, pixel)
         calls.clear()
-        graphcut.maxflow = timed
+        graphcut.maxflow = cut_band.maxflow = timed  # the coarse levels' full cuts and the band's graph
         t0 = time.perf_counter()
         labels = graphcut.graph_cut(h, image.array, strokes, spacing_zyx=spacing) > 0
         seconds = time.perf_counter() - t0
-        graphcut.maxflow = maxflow
+        graphcut.maxflow = cut_band.maxflow = maxflow
         path = args.work / f"full_cut_{tag}_z{k:g}.npy"
         if not path.exists():
             full = graphcut.graph_cut(h, image.array, strokes, spacing_zyx=spacing, mode="full",

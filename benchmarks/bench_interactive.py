@@ -200,7 +200,7 @@ def agree(work: Path, model: str, patterns: int) -> None:
 
 
 def cut(work: Path, model: str, profile: bool = False, full: bool = False) -> None:
-    from ScribbleSegLib import graphcut, volume_io
+    from ScribbleSegLib import cut_memory, graphcut, volume_io
     from ScribbleSegLib.session import Session
 
     image = volume_io.read_image(work / "image.nrrd")
@@ -221,7 +221,7 @@ def cut(work: Path, model: str, profile: bool = False, full: bool = False) -> No
     def energy(labels):
         return graphcut.energy(labels, h["more"], image.array, strokes["more"], image.geometry.spacing_zyx)
 
-    if profile:  # where the time of a cut from scratch goes, by graphcut function
+    if profile:  # where the time of a cut from scratch goes, by function of the cut's modules
         import cProfile
         import pstats
 
@@ -243,12 +243,12 @@ def cut(work: Path, model: str, profile: bool = False, full: bool = False) -> No
     if profile:
         stats = pstats.Stats(profiler)
         for (path, _, function), (_, _, own, total, _) in sorted(stats.stats.items(), key=lambda i: -i[1][3]):
-            if path.endswith("graphcut.py") and total >= 0.1:
-                print(f"  graphcut.{function}: {total:.2f} s (own {own:.2f} s)")
-    defaults = graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL, graphcut.REUSE_MAX_REGION
+            if Path(path).name in ("graphcut.py", "cut_levels.py", "cut_band.py", "cut_memory.py") and total >= 0.1:
+                print(f"  {Path(path).stem}.{function}: {total:.2f} s (own {own:.2f} s)")
+    defaults = cut_memory.REUSE_MAX_BAND, cut_memory.REUSE_MAX_BAND_FULL, cut_memory.REUSE_MAX_REGION
     for label, limits in (("library's rule", defaults), ("always from the last labels", (1.0, 1.0, 1.0)),
                           ("coarse weights only", (0.0, 0.0, 0.0))):
-        graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL, graphcut.REUSE_MAX_REGION = limits
+        cut_memory.REUSE_MAX_BAND, cut_memory.REUSE_MAX_BAND_FULL, cut_memory.REUSE_MAX_REGION = limits
         memory = graphcut.CutMemory()
         timed("first", memory)
         labels, wall, cpu = timed("more", memory)
@@ -257,7 +257,7 @@ def cut(work: Path, model: str, profile: bool = False, full: bool = False) -> No
               f"{energy(labels):.1f}; memory holds "
               f"{(memory._packed.nbytes + memory.data.nbytes) / 2**20:.0f} MiB + coarse "
               f"weights {sum(w.nbytes for ws in memory.coarse_weights.values() for w in ws) / 2**20:.0f} MiB")
-    graphcut.REUSE_MAX_BAND, graphcut.REUSE_MAX_BAND_FULL, graphcut.REUSE_MAX_REGION = defaults
+    cut_memory.REUSE_MAX_BAND, cut_memory.REUSE_MAX_BAND_FULL, cut_memory.REUSE_MAX_REGION = defaults
     print(json.dumps({"peak_rss_gib": round(peak_rss_gib(), 3)}))
 
 
