@@ -355,23 +355,6 @@ def test_segment_command_on_a_tile_gives_an_area_and_no_section_to_look_at(case,
     assert "look next" not in captured.out
 
 
-def test_segment_command_gives_no_mm_for_a_tile_that_states_no_pixel_size(case, tmp_path, capsys):
-    # A PNG states no pixel size and is read at 1 mm: "2913 voxels, 2913 mm^2" gave its pixel count as an area.
-    import SimpleITK as sitk
-
-    _, test, scrib, model = case
-    z = int(np.flatnonzero(scrib.reshape(len(scrib), -1).any(1))[0])
-    sitk.WriteImage(sitk.GetImageFromArray(test.image.array[z], isVector=True), str(tmp_path / "tile.png"))
-    sitk.WriteImage(sitk.GetImageFromArray(scrib[z]), str(tmp_path / "strokes.png"))
-    status = cli.main(["segment", "--image", str(tmp_path / "tile.png"), "--scribbles", str(tmp_path / "strokes.png"),
-                       "--model", str(model), "--out", str(tmp_path / "o.seg.nrrd"), "--no-cache", "--quiet"])
-    captured = capsys.readouterr()
-    assert status == 0, captured.err
-    heart = [line for line in captured.out.splitlines() if line.startswith("heart: ")]
-    assert len(heart) == 1 and "mm^" not in heart[0] and "states no pixel size" in heart[0], heart
-    assert int(heart[0].split()[1]) > 0
-
-
 def test_a_blank_array_is_refused_by_the_api_as_a_blank_file_is():
     # pipeline.segment and Session ran the network on a white array: the file reader alone refused one.
     from ScribbleSegLib.session import Session
@@ -429,7 +412,7 @@ def test_sections_the_network_sees_little_of_get_one_warning(caplog):
             assert small[0] in [r.getMessage() for r in caplog.records]
 
 
-def test_segment_command_on_a_tile_without_a_spacing_runs_at_the_tiles_own_scale(case, tmp_path, capsys):
+def test_segment_command_on_a_tile_without_a_spacing_runs_at_its_own_scale_and_gives_no_mm(case, tmp_path, capsys):
     # A PNG tile states no pixel size: without --spacing it is read at 1 mm per pixel, the network runs at the
     # tile's own scale (no resampling to the model's 0.02 mm), and one warning says so; the labels are those of
     # the same tile given the model's own spacing, which needs no resampling either.
@@ -448,6 +431,10 @@ def test_segment_command_on_a_tile_without_a_spacing_runs_at_the_tiles_own_scale
     assert len(scale) == 2 and "note: " in scale[0], captured.err
     assert "warning: the image states no pixel size" in scale[1], captured.err  # a tile is no stack
     assert "Traceback" not in captured.err
+    # Its heart in voxels only: "2913 voxels, 2913 mm^2" gave the pixel count as an area.
+    heart = [line for line in captured.out.splitlines() if line.startswith("heart: ")]
+    assert len(heart) == 1 and "mm^" not in heart[0] and "states no pixel size" in heart[0], heart
+    assert int(heart[0].split()[1]) > 0
     spacing = pipeline.as_model(model, "cpu").voxel_size
     assert cli.main(common + ["--out", str(tmp_path / "given.nrrd"), "--spacing", *map(str, spacing)]) == 0
     own, given = (volume_io.read_label_volume(tmp_path / name) for name in ("own.nrrd", "given.nrrd"))
