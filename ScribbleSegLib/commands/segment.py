@@ -184,9 +184,12 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("ScribbleSegLib").info(line)
     metrics = done.metrics
     tile = metrics["shape_zyx"][0] == 1  # one section: an area (and no suggestion: suggest.suggest_sections)
-    size = f"{metrics['heart_area_mm2']:.4g} mm^2" if tile else f"{metrics['heart_volume_mm3']:.4g} mm^3"
     if not metrics["pixel_size_stated"]:  # "2913 mm^2" of a PNG's 2913 pixels, which the file gives no size
         size = "no size in mm (the image states no pixel size; give the spacing, in mm)"
+    elif tile:
+        size = f"{metrics['heart_area_mm2']:.4g} mm^2"
+    else:
+        size = f"{metrics['heart_volume_mm3']:.4g} mm^3"
     print(f"heart: {metrics['heart_voxels']} voxels, {size} ({args.method}; "
           f"features {'reused from cache' if metrics['features_cached'] else 'computed'})")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in done.timings.items()), file=sys.stderr)
