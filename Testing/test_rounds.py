@@ -7,7 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from ScribbleSegLib import choices, ddml, graphcut, inference, phantom, pipeline, protocol, scribbles, suggest
+from ScribbleSegLib import (choices, ddml, graphcut, inference, phantom, pipeline, protocol, scribbles,
+                            stroke_warnings, suggest)
 from ScribbleSegLib.errors import ScribbleSegError
 
 
@@ -254,12 +255,12 @@ def test_the_stroke_distance_looks_only_in_the_strokes_box_and_blocks_stay_close
     exact = float(np.hypot(78 * 0.01, 3 * 0.02))
     sections = np.arange(9)  # every section passed, stroked or not
     heart, background = s == 1, s == 2
-    assert pipeline._nearest_distance(heart, background, sections, spacing) == pytest.approx(exact, abs=1e-6)
+    assert stroke_warnings._nearest_distance(heart, background, sections, spacing) == pytest.approx(exact, abs=1e-6)
     s[8, 0, 0] = 1  # a heart stroke further away changes nothing
-    assert pipeline._nearest_distance(s == 1, background, sections, spacing) == pytest.approx(exact, abs=1e-6)
+    assert stroke_warnings._nearest_distance(s == 1, background, sections, spacing) == pytest.approx(exact, abs=1e-6)
     s[8, 0, 0] = 0
-    monkeypatch.setattr(pipeline, "WARNING_DISTANCE_PIXELS", 2000)  # blocks of 7 x 7 pixels here
-    pooled = pipeline._nearest_distance(heart, background, sections, spacing)
+    monkeypatch.setattr(stroke_warnings, "WARNING_DISTANCE_PIXELS", 2000)  # blocks of 7 x 7 pixels here
+    pooled = stroke_warnings._nearest_distance(heart, background, sections, spacing)
     assert pooled != pytest.approx(exact, abs=1e-6) and abs(pooled - exact) <= 7 * 0.01 * np.sqrt(2)
     assert any("far from the heart strokes" in w for w in pipeline.scribble_warnings(s, spacing))
     s[6, 104, 100:140] = 2

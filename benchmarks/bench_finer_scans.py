@@ -3,7 +3,7 @@
 Each phantom (families a and b) is cut to the 3 sections around its largest heart section and enlarged in-plane by
 each factor (bilinear for the image, nearest for the label), its spacing divided by the factor: a scan at a higher
 magnification, with its pixel size stated right.  ``pipeline.segment(method="munet")`` runs on it twice: as the
-library does (shrunk to the model's pixel size up to ``pipeline.MAX_SHRINK`` times finer) and with
+library does (shrunk to the model's pixel size up to ``network_scale.MAX_SHRINK`` times finer) and with
 ``MAX_SHRINK`` set to 1 (the network at the stack's own scale, as it ran beyond 4 times before).
 
 Usage::
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from ScribbleSegLib import metrics, phantom, pipeline
+from ScribbleSegLib import metrics, network_scale, phantom, pipeline
 from ScribbleSegLib.geometry import Geometry, Volume
 from ScribbleSegLib.model_file import load_model
 from ScribbleSegLib.starter import resolve_model
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=[6, 160, 160])
     args = parser.parse_args()
     model = load_model(resolve_model("starter"), device="cpu")
-    shrink = pipeline.MAX_SHRINK
+    shrink = network_scale.MAX_SHRINK
     print("| family | seed | finer by | section (px) | shrunk to the model's scale | at its own scale |")
     print("|---|---|---|---|---|---|")
     for family in phantom.FAMILIES:
@@ -59,12 +59,12 @@ def main() -> None:
                 volume = Volume(image, Geometry((sx / factor, sy / factor, sz)))
                 cells = []
                 for limit in (shrink, 1.0):
-                    pipeline.MAX_SHRINK = limit
+                    network_scale.MAX_SHRINK = limit
                     start = time.perf_counter()
                     result = pipeline.segment(volume, None, model, method="munet", device="cpu")
                     cells.append(f"{metrics.evaluate(result.labels, label)['iou']:.3f} "
                                  f"({time.perf_counter() - start:.1f} s)")
-                pipeline.MAX_SHRINK = shrink
+                network_scale.MAX_SHRINK = shrink
                 print(f"| {family} | {seed} | {factor} | {image.shape[1]} | {cells[0]} | {cells[1]} |", flush=True)
 
 
