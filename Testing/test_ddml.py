@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ScribbleSegLib import ddml
+from ScribbleSegLib import ddml, ddml_loss
 from ScribbleSegLib.ddml import DDMLConfig
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
 from ScribbleSegLib.h_evaluation import predict_h
@@ -41,7 +41,7 @@ def test_loss_equals_double_loop_of_eq2():
     y = np.array([1, 0, 0, 1, 1, 0, 1, 1, 0])
     for tau, beta in ((3.0, 2.0), (1.0, 0.5)):
         expected = _loss_double_loop(z.tolist(), y.tolist(), tau, beta)
-        got = ddml.ddml_loss(torch.tensor(z, dtype=torch.float64), torch.tensor(y), tau, beta)
+        got = ddml_loss.ddml_loss(torch.tensor(z, dtype=torch.float64), torch.tensor(y), tau, beta)
         assert float(got) == pytest.approx(expected, rel=1e-12)
 
 
@@ -57,11 +57,11 @@ def test_the_written_out_gradient_is_the_gradient_of_eq2(labels):
     y = torch.tensor(labels)
     for tau, beta in ((2.0, 2.0), (0.5, 0.7)):
         z = torch.tensor(z0, requires_grad=True)
-        ddml.ddml_loss(z, y, tau, beta).backward()
+        ddml_loss.ddml_loss(z, y, tau, beta).backward()
         reference = torch.tensor(z0, requires_grad=True)
         l = (y[:, None] == y[None, :]).double() * 2 - 1
         d2 = ((reference[:, None, :] - reference[None, :, :]) ** 2).sum(-1)
-        w = ddml.pair_weights(y, torch.float64)
+        w = ddml_loss.pair_weights(y, torch.float64)
         (0.5 * (w * torch.nn.functional.softplus(1 - l * (tau - d2), beta=beta)).sum()).backward()
         torch.testing.assert_close(z.grad, reference.grad, rtol=1e-10, atol=1e-12)
         assert z.grad.abs().max() > 1e-3
@@ -76,12 +76,12 @@ def test_the_written_out_training_step_is_autograds_gradient():
     f.inv_std.copy_(torch.tensor(rng.uniform(0.5, 2.0, size=6)))
     x = torch.tensor(rng.normal(size=(12, 6)))
     y = torch.tensor([0] * 5 + [1] * 7)  # background first, as train_ddml's batches
-    ddml.ddml_loss(f(x), y, 2.0, 2.0).backward()
+    ddml_loss.ddml_loss(f(x), y, 2.0, 2.0).backward()
     expected = [p.grad.clone() for p in f.parameters()]
     optimizer = ddml._Adam(f.parameters(), lr=0.01)
     with torch.no_grad():
-        value = ddml._ddml_step(f, optimizer.grads, (x - f.mean) * f.inv_std, ddml._pair_terms(y, 2.0), 2.0, True)
-        reference = ddml.ddml_loss(f(x), y, 2.0, 2.0)
+        value = ddml._ddml_step(f, optimizer.grads, (x - f.mean) * f.inv_std, ddml_loss._pair_terms(y, 2.0), 2.0, True)
+        reference = ddml_loss.ddml_loss(f(x), y, 2.0, 2.0)
     assert float(value) == pytest.approx(float(reference), rel=1e-12)
     assert len(optimizer.grads) == len(expected) == 6
     for got, want in zip(optimizer.grads, expected):
@@ -122,12 +122,12 @@ def test_the_head_trains_as_autograd_and_torch_adam_would():
 def test_the_loss_without_its_value_has_the_same_gradient():
     rng = np.random.default_rng(3)
     y = torch.tensor(rng.integers(0, 2, 40))
-    terms = ddml._pair_terms(y, 2.0)
+    terms = ddml_loss._pair_terms(y, 2.0)
     z_data = rng.normal(size=(40, 5))
     grads = []
     for value in (True, False):
         z = torch.tensor(z_data, requires_grad=True)
-        loss = ddml._pair_loss(z, terms, 2.0, value=value)
+        loss = ddml_loss._pair_loss(z, terms, 2.0, value=value)
         loss.backward()
         grads.append((float(loss.detach()), z.grad.numpy().copy()))
     assert grads[0][0] > 0 and grads[1][0] == 0.0
@@ -154,7 +154,7 @@ def test_loss_with_one_class_uses_same_pairs_only():
     z = rng.normal(size=(5, 3))
     y = np.ones(5, dtype=int)
     expected = _loss_double_loop(z.tolist(), y.tolist(), 3.0, 2.0)
-    got = ddml.ddml_loss(torch.tensor(z), torch.tensor(y), 3.0, 2.0)
+    got = ddml_loss.ddml_loss(torch.tensor(z), torch.tensor(y), 3.0, 2.0)
     assert float(got) == pytest.approx(expected, rel=1e-12)
 
 
@@ -169,7 +169,7 @@ def test_adam_weight_decay_is_the_gradient_of_eq3():
         torch.manual_seed(0)
         f = ddml.DDMLNet(5, (6,), 3)
         optimizer = torch.optim.Adam(f.parameters(), lr=0.01, weight_decay=lam if decay_in_optimizer else 0.0)
-        loss = ddml.ddml_loss(f(x), y, 3.0, 2.0)
+        loss = ddml_loss.ddml_loss(f(x), y, 3.0, 2.0)
         if not decay_in_optimizer:
             loss = loss + lam / 2 * sum((p ** 2).sum() for p in f.parameters())
         loss.backward()

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ScribbleSegLib import ddml, h_evaluation  # noqa: E402
+from ScribbleSegLib import ddml, ddml_loss, h_evaluation  # noqa: E402
 from ScribbleSegLib.runtime import torch_threads  # noqa: E402
 
 
@@ -108,7 +108,7 @@ def intraop_comparison(features, f, head, config: ddml.DDMLConfig, x, y):
             for step in range(60):
                 batch = torch.randint(len(xt), (config.batch_size,), generator=generator)
                 t = time.perf_counter()
-                loss = ddml.ddml_loss(probe(xt[batch]), yt[batch], config.tau, config.beta)
+                loss = ddml_loss.ddml_loss(probe(xt[batch]), yt[batch], config.tau, config.beta)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
