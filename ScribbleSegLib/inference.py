@@ -538,6 +538,6 @@ def _target_stain(model):
 
 
 def _normalize(sections: np.ndarray, target, cancel) -> np.ndarray:
-    from .stain import normalize_volume
+    from .stain_volume import normalize_volume
 
     return normalize_volume(sections, target, cancel=cancel)

@@ -849,11 +849,11 @@ def _voxel_size(images: Sequence[Union[Volume, np.ndarray]]) -> Tuple[float, flo
 
 def _normalize_stains(train, val, seed: int, cancel):
     """Fit the reference stain on the training volumes and render every volume in it."""
-    from . import stain
+    from . import stain_volume
 
     arrays = [a for a, _ in train]
     try:
-        target = stain.fit_reference(arrays, seed=seed)
+        target = stain_volume.fit_reference(arrays, seed=seed)
     except ScribbleSegError as exc:
         _log.warning("training without stain normalization: %s", exc)
         return None, f"skipped ({exc})", train, val
@@ -870,12 +870,12 @@ def _render_in_stain(train, val, stain_dict: Dict[str, object], seed: int, cance
 
 def _in_stain(train, val, target, seed: int, cancel):
     """Each pair's image rendered in ``target``; the stain notes say which volume (1-based, as given) they are about."""
-    from . import stain
+    from . import stain_volume
 
     several = len(train) + len(val) > 1  # one volume alone needs no name
 
     def render(pairs, kind: str):
-        return [(stain.normalize_volume(a, target, seed=seed, cancel=cancel,
+        return [(stain_volume.normalize_volume(a, target, seed=seed, cancel=cancel,
                                         name=f"{kind} volume {i + 1} of {len(pairs)}" if several else None), l)
                 for i, (a, l) in enumerate(pairs)]
 

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from .cut_scaling import LUMA
-from .stain import spread
+from .stain_volume import spread
 
 #: Glass at or above this in every channel is white already: nothing is changed.
 WHITE = 248

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ScribbleSegLib import stain
+from ScribbleSegLib import stain, stain_volume
 from ScribbleSegLib.errors import CancelledError, ScribbleSegError
 from ScribbleSegLib.progress import CancelToken
 
@@ -180,7 +180,7 @@ def test_a_stain_stored_without_its_scale_rule_keeps_the_rule_of_its_time(image_
     source = stain.VahadaneNormalizer(scale_pixels="tissue").fit(rgb, max_pixels=10**6)
     np.testing.assert_allclose(source.max_concentrations, stain.concentration_scale(
         source._concentrations_of(rgb[stain.tissue_mask(rgb)]), "tissue"), rtol=1e-6)
-    assert np.array_equal(stain.normalize_volume(vol, old, fit_downsample=1, max_pixels=10**6)[0],
+    assert np.array_equal(stain_volume.normalize_volume(vol, old, fit_downsample=1, max_pixels=10**6)[0],
                           source.transform(rgb, old))
 
 
@@ -248,7 +248,7 @@ def test_grey_image_cannot_be_fitted_and_falls_back_saying_it_is_grey(target_b, 
     # One of several training volumes is named, as the stain notes name it (the line did not say which).
     caplog.clear()
     with caplog.at_level("WARNING", logger="ScribbleSegLib.stain"), pytest.raises(ScribbleSegError, match="absent"):
-        stain._fit_sections([noisy.astype(np.uint8)], {}, 1, 50_000, 0, fallback_stains=target_b.stain_matrix,
+        stain_volume._fit_sections([noisy.astype(np.uint8)], {}, 1, 50_000, 0, fallback_stains=target_b.stain_matrix,
                             of=" of training volume 2 of 3")
     assert [r.getMessage() for r in caplog.records][0].startswith(
         "stain normalization of training volume 2 of 3: the tissue shows no colour")
@@ -269,11 +269,11 @@ def test_bad_inputs_raise_one_line_errors(image_a, target_b):
     with pytest.raises(ScribbleSegError, match="lasso_lambda must be a finite number >= 0, got nan"):
         stain.VahadaneNormalizer(lasso_lambda=float("nan"))
     with pytest.raises(ScribbleSegError, match=r"\(Z, Y, X, 3\)"):
-        stain.normalize_volume(rgb, target_b)
+        stain_volume.normalize_volume(rgb, target_b)
     with pytest.raises(ScribbleSegError, match="max_pixels"):
-        stain.normalize_volume(rgb[None], target_b, max_pixels=10)
+        stain_volume.normalize_volume(rgb[None], target_b, max_pixels=10)
     with pytest.raises(ScribbleSegError, match="sections"):
-        stain.normalize_volume(rgb[None], target_b, sections=0)
+        stain_volume.normalize_volume(rgb[None], target_b, sections=0)
     # Once numpy's or Python's own errors (a float count, an infinite pixel budget, a negative seed):
     for kwargs, words in (({"sections": 2.5}, "sections must be a whole number of at least 1, got 2.5"),
                           ({"tile": 1.5}, "tile must be a whole number of at least 1 pixel"),
@@ -281,7 +281,7 @@ def test_bad_inputs_raise_one_line_errors(image_a, target_b):
                           ({"threads": 0}, "threads must be a whole number of at least 1"),
                           ({"seed": -1}, "seed must be an integer from 0")):
         with pytest.raises(ScribbleSegError) as excinfo:
-            stain.normalize_volume(rgb[None], target_b, **kwargs)
+            stain_volume.normalize_volume(rgb[None], target_b, **kwargs)
         assert words in str(excinfo.value)
 
 
@@ -308,7 +308,7 @@ def test_small_all_tissue_sections_are_not_said_to_hold_too_little_tissue(target
     # they "hold too little tissue".
     vol = render(concentrations((3, 24, 24), seed=5), STAIN_A)
     with caplog.at_level("DEBUG", logger="ScribbleSegLib"):
-        stain.normalize_volume(vol, target_b)
+        stain_volume.normalize_volume(vol, target_b)
     notes = [r for r in caplog.records if "sections give too few tissue pixels" in r.getMessage()]
     assert [r.getMessage() for r in notes] == [
         "stain normalization: 3 of 3 sections give too few tissue pixels (small or pale sections) or show one stain, "
@@ -319,7 +319,7 @@ def test_small_all_tissue_sections_are_not_said_to_hold_too_little_tissue(target
 
 def test_normalize_volume_per_section_evens_out_section_intensity(volume_a, target_b):
     vol, conc = volume_a
-    out = stain.normalize_volume(vol, target_b, fit_downsample=1)
+    out = stain_volume.normalize_volume(vol, target_b, fit_downsample=1)
     assert out.shape == vol.shape and out.dtype == np.uint8
     expected = render(conc[:3] / np.array([1.0, 1.3, 1.0])[:, None, None, None], STAIN_B)
     per_section_error = np.abs(out[:3].astype(int) - expected.astype(int)).mean(axis=(1, 2, 3))
@@ -327,18 +327,18 @@ def test_normalize_volume_per_section_evens_out_section_intensity(volume_a, targ
     # eosin dominates lies: it is rendered a little less exactly (one stain for the volume: 5.2 levels).
     assert np.all(per_section_error < [1.0, 1.25, 1.0]), per_section_error
     # The near-empty section fell back to the volume's stain.
-    volume_stain = stain.fit_reference([vol], fit_downsample=1)
+    volume_stain = stain_volume.fit_reference([vol], fit_downsample=1)
     assert np.array_equal(out[3], volume_stain.transform(vol[3], target_b))
     # The stain as a model file holds it (model.stain, a dict) is the same target.
-    assert np.array_equal(stain.normalize_volume(vol, target_b.to_dict(), fit_downsample=1), out)
+    assert np.array_equal(stain_volume.normalize_volume(vol, target_b.to_dict(), fit_downsample=1), out)
     with pytest.raises(ScribbleSegError, match="target must be a fitted VahadaneNormalizer or its dict"):
-        stain.normalize_volume(vol, None)
+        stain_volume.normalize_volume(vol, None)
 
 
 def test_normalize_volume_with_the_volume_stain_keeps_section_intensity(volume_a, target_b):
     vol, conc = volume_a
-    out = stain.normalize_volume(vol, target_b, fit_downsample=1, per_section=False)
-    volume_stain = stain.fit_reference([vol], fit_downsample=1)
+    out = stain_volume.normalize_volume(vol, target_b, fit_downsample=1, per_section=False)
+    volume_stain = stain_volume.fit_reference([vol], fit_downsample=1)
     assert all(np.array_equal(out[z], volume_stain.transform(vol[z], target_b)) for z in range(len(vol)))
     expected = render(conc[:3] / np.array([1.0, 1.3, 1.0])[:, None, None, None], STAIN_B)
     assert np.abs(out[:3].astype(int) - expected.astype(int)).mean() > 2.0
@@ -349,15 +349,15 @@ def test_a_small_stack_too_sparse_for_the_strided_fit_is_fitted_on_every_pixel(t
     # needs 500). Such a stack, or a small tile, used to be left unnormalized.
     conc = concentrations((4, 40, 40), seed=5)
     vol = render(conc, STAIN_A)
-    out = stain.normalize_volume(vol, target_b, per_section=False)
-    volume_stain = stain.fit_reference([vol], fit_downsample=1)
+    out = stain_volume.normalize_volume(vol, target_b, per_section=False)
+    volume_stain = stain_volume.fit_reference([vol], fit_downsample=1)
     assert np.array_equal(out, np.stack([volume_stain.transform(s, target_b) for s in vol]))
     assert np.abs(out.astype(int) - render(conc, STAIN_B).astype(int)).mean() < 2.0
     # A read-only stack (a memory-mapped file) is read without torch's warning about it.
     vol.flags.writeable = False
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        np.testing.assert_array_equal(stain.normalize_volume(vol, target_b, per_section=False), out)
+        np.testing.assert_array_equal(stain_volume.normalize_volume(vol, target_b, per_section=False), out)
 
 
 def test_blank_glass_added_at_the_ends_leaves_the_stacks_stain_as_it_was(target_b):
@@ -367,8 +367,8 @@ def test_blank_glass_added_at_the_ends_leaves_the_stacks_stain_as_it_was(target_
     glass = np.full((2, 48, 48, 3), 255, np.uint8)
     padded = np.concatenate([glass, vol, glass])
     for per_section in (False, True):
-        out = stain.normalize_volume(vol, target_b, per_section=per_section)
-        out_padded = stain.normalize_volume(padded, target_b, per_section=per_section)
+        out = stain_volume.normalize_volume(vol, target_b, per_section=per_section)
+        out_padded = stain_volume.normalize_volume(padded, target_b, per_section=per_section)
         assert np.array_equal(out_padded[2:-2], out) and np.array_equal(out_padded[:2], glass)
 
 
@@ -377,7 +377,7 @@ def test_normalize_volume_leaves_unfittable_volumes_unchanged(target_b):
     white = np.full((3, 48, 48, 3), 255, np.uint8)
     for vol in (grey, white):
         for per_section in (True, False):
-            out = stain.normalize_volume(vol, target_b, fit_downsample=1, per_section=per_section)
+            out = stain_volume.normalize_volume(vol, target_b, fit_downsample=1, per_section=per_section)
             assert out is not vol and np.array_equal(out, vol)
 
 
@@ -386,15 +386,15 @@ def test_normalize_volume_is_deterministic_reports_progress_and_cancels(volume_a
     before = vol.copy()
     seen = []
     kwargs = dict(fit_downsample=2, max_pixels=1000)
-    one = stain.normalize_volume(vol, target_b, progress=lambda *a: seen.append(a), **kwargs)
-    assert np.array_equal(one, stain.normalize_volume(vol, target_b, **kwargs))
-    assert not np.array_equal(one, stain.normalize_volume(vol, target_b, seed=1, **kwargs))
+    one = stain_volume.normalize_volume(vol, target_b, progress=lambda *a: seen.append(a), **kwargs)
+    assert np.array_equal(one, stain_volume.normalize_volume(vol, target_b, **kwargs))
+    assert not np.array_equal(one, stain_volume.normalize_volume(vol, target_b, seed=1, **kwargs))
     assert np.array_equal(vol, before)
     assert seen[-1][1] == 1.0 and all(stage == "stain normalization" for stage, _, _ in seen)
     token = CancelToken()
     token.cancel()
     with pytest.raises(CancelledError):
-        stain.normalize_volume(vol, target_b, cancel=token)
+        stain_volume.normalize_volume(vol, target_b, cancel=token)
 
 
 @pytest.mark.parametrize("per_section", [True, False])
@@ -405,11 +405,11 @@ def test_normalize_volume_on_two_threads_gives_one_section_after_another(volume_
     vol, _ = volume_a
     outs, logs = [], []
     for workers in (1, 2):
-        monkeypatch.setattr(stain, "section_workers", lambda device, pixels, n=workers: n)
+        monkeypatch.setattr(stain_volume, "section_workers", lambda device, pixels, n=workers: n)
         seen = []
         with caplog.at_level(logging.DEBUG, logger="ScribbleSegLib.stain"):
             caplog.clear()
-            outs.append(stain.normalize_volume(vol, target_b, fit_downsample=1, per_section=per_section,
+            outs.append(stain_volume.normalize_volume(vol, target_b, fit_downsample=1, per_section=per_section,
                                                progress=lambda *a: seen.append(a[1])))
             logs.append([r.getMessage() for r in caplog.records])
         assert seen == sorted(seen) and seen[-1] == 1.0  # progress in the sections' order
@@ -422,11 +422,11 @@ def test_normalize_volume_on_two_threads_gives_one_section_after_another(volume_
 def test_fit_reference_samples_sections_of_several_images(target_b):
     images = [render(concentrations((2, 64, 64), seed=s), STAIN_B) for s in (8, 9)]
     images.append(render(concentrations((64, 64), seed=10), STAIN_B))
-    ref = stain.fit_reference(images, sections=4, fit_downsample=1)
+    ref = stain_volume.fit_reference(images, sections=4, fit_downsample=1)
     assert np.all(np.sum(ref.stain_matrix * STAIN_B, axis=1) > 0.99)
     assert np.allclose(ref.max_concentrations, target_b.max_concentrations, rtol=0.1)
     with pytest.raises(ScribbleSegError, match="no reference images"):
-        stain.fit_reference([])
+        stain_volume.fit_reference([])
 
 
 def _spotted(rgb, seed, colour, spread):
@@ -506,7 +506,7 @@ def test_purple_stain_vectors_as_close_as_real_h_and_e_are_fitted_as_they_are(re
 def test_normalize_volume_normalizes_a_pale_eosin_stack(reference_a, caplog):
     volume = np.stack([_pale_eosin_image(seed) for seed in (3, 4)])
     with caplog.at_level("WARNING", logger="ScribbleSegLib.stain"):
-        out = stain.normalize_volume(volume, reference_a, fit_downsample=1, per_section=False)
+        out = stain_volume.normalize_volume(volume, reference_a, fit_downsample=1, per_section=False)
     assert any("reference stain vectors" in r.getMessage() for r in caplog.records)
     # The pale eosin is brought up to the reference's strength: the stack gets redder.
     assert not np.array_equal(out, volume), "the stack was mapped, not left as it was"
@@ -528,8 +528,8 @@ def test_a_section_with_little_tissue_and_much_black_fill_is_not_fitted_on_the_b
     assert len(pixels) >= stain.MIN_TISSUE_PIXELS > int(stain._stainable(pixels).sum())
     with pytest.raises(ScribbleSegError, match="tissue pixels .*not black"):
         stain.VahadaneNormalizer().fit(padded[1])
-    out_white = stain.normalize_volume(sparse, target_b, fit_downsample=1)
-    out_black = stain.normalize_volume(padded, target_b, fit_downsample=1)
+    out_white = stain_volume.normalize_volume(sparse, target_b, fit_downsample=1)
+    out_black = stain_volume.normalize_volume(padded, target_b, fit_downsample=1)
     tissue = np.zeros(vol.shape[1:3], bool)
     tissue[:6] = True
     tissue &= stain.tissue_mask(sparse[1])
@@ -564,10 +564,10 @@ def test_a_grey_section_among_colour_ones_does_not_set_the_stacks_stain():
     # them on a small stack) were rendered in that.
     vol = render(concentrations((4, 96, 96), seed=6), STAIN_A)
     vol[1] = np.round(vol[1].astype(float) @ [0.299, 0.587, 0.114]).astype(np.uint8)[..., None]
-    fitted = stain.fit_reference([vol], fit_downsample=1).stain_matrix
+    fitted = stain_volume.fit_reference([vol], fit_downsample=1).stain_matrix
     cosine = np.sum(fitted * STAIN_A, axis=1)
     assert np.all(cosine > 0.995), cosine
-    alone = stain.fit_reference([vol[[0, 2, 3]]], fit_downsample=1).stain_matrix
+    alone = stain_volume.fit_reference([vol[[0, 2, 3]]], fit_downsample=1).stain_matrix
     assert np.allclose(fitted, alone, atol=0.02), "as if the grey section were not there"
 
 
@@ -576,8 +576,8 @@ def test_a_tile_is_fitted_once_without_a_note(target_b, caplog):
     # noted "1 of 1 sections give too few tissue pixels", once per tile of a training.
     tile = render(concentrations((1, 40, 40), seed=7), STAIN_A)
     with caplog.at_level("DEBUG", logger="ScribbleSegLib"):
-        out = stain.normalize_volume(tile, target_b)
+        out = stain_volume.normalize_volume(tile, target_b)
     assert not caplog.records, [r.getMessage() for r in caplog.records]
-    fitted = stain.fit_reference([tile])
+    fitted = stain_volume.fit_reference([tile])
     expected = fitted.transform(tile[0], target_b)
     assert np.abs(out[0].astype(int) - expected.astype(int)).max() <= 1

@@ -508,12 +508,12 @@ def test_train_command_refuses_a_disk_too_small_for_the_model_before_training(tm
 
 def test_train_command_refuses_a_batch_too_large_for_the_memory_in_one_line(tmp_path, capsys, monkeypatch):
     # --batch 100000 was killed by the OS half-way, with no word: the step's memory is checked first.
-    from ScribbleSegLib import resources, stain, volume_io
+    from ScribbleSegLib import resources, stain_volume, volume_io
 
     image, label = tiny_volume(shape=(5, 48, 48))
     volume_io.write_rgb_volume(tmp_path / "img.nrrd", image)
     volume_io.write_labelmap(tmp_path / "lab.nrrd", label, image.geometry)
-    monkeypatch.setattr(stain, "fit_reference", lambda *a, **k: pytest.fail("fitted a stain before the check"))
+    monkeypatch.setattr(stain_volume, "fit_reference", lambda *a, **k: pytest.fail("fitted a stain before the check"))
     monkeypatch.setattr(resources, "available_memory", lambda: 16 * 2**30)
     args = ["train", "--images", str(tmp_path / "img.nrrd"), "--labels", str(tmp_path / "lab.nrrd"),
             "--out", str(tmp_path / "m.model"), "--device", "cpu", "--quiet"]
@@ -571,8 +571,6 @@ def test_scribbles_given_as_a_training_label_get_one_warning(tmp_path, caplog):
 
 
 def test_tiles_read_without_a_spacing_give_one_note_per_pixel_size(tmp_path, caplog):
-    import logging
-
     import SimpleITK as sitk
 
     from ScribbleSegLib.training_files import read_training_pairs

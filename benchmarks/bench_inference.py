@@ -92,10 +92,10 @@ def child(args) -> dict:
     section = np.empty((1, h, w, 3), np.uint8)
     if args.stain:
         # A phantom section repeated over the area, normalized to the phantom's fitted stain.
-        from ScribbleSegLib import phantom, stain
+        from ScribbleSegLib import phantom, stain_volume
 
         vol = phantom.make_phantom(seed=0).image.array
-        model.stain = stain.fit_reference([vol]).to_dict()
+        model.stain = stain_volume.fit_reference([vol]).to_dict()
         tile_img = vol[vol.shape[0] // 2]
         reps = (-(-h // tile_img.shape[0]), -(-w // tile_img.shape[1]), 1)
         section[0] = np.tile(tile_img, reps)[:h, :w]

@@ -26,7 +26,7 @@ from unittest import mock
 import numpy as np
 import torch
 
-from ScribbleSegLib import runtime, stain
+from ScribbleSegLib import runtime, stain, stain_volume
 
 RUIFROK = np.array([[0.650, 0.704, 0.286], [0.072, 0.990, 0.105]])
 RUIFROK /= np.linalg.norm(RUIFROK, axis=1, keepdims=True)
@@ -137,11 +137,11 @@ def bench_volume(args) -> None:
     shape = tuple(args.volume_shape)
     for seeds in ((3, 4), (5, 6)):
         target_volume, volume = (make_phantom(s, PhantomConfig(shape=shape)).image.array for s in seeds)
-        target = stain.fit_reference([target_volume])
+        target = stain_volume.fit_reference([target_volume])
         print(f"phantom {shape} seed {seeds[1]} -> target seed {seeds[0]}; "
               f"input flicker H/E {flicker(volume, target)} %")
         for per_section in (True, False):
-            med, low, out = timed(lambda: stain.normalize_volume(volume, target, per_section=per_section),
+            med, low, out = timed(lambda: stain_volume.normalize_volume(volume, target, per_section=per_section),
                                   args.repeats)
             label = "per section" if per_section else "volume stain"
             print(f"  {label:12s}: {med:.2f} s ({low:.2f}), "

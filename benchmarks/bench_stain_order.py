@@ -3,7 +3,7 @@
 Stain normalization maps each fitted stain onto the model's reference stain of the same rank, so a fit whose
 two vectors are ranked the wrong way round renders haematoxylin as eosin and eosin as haematoxylin: the network
 then sees another tissue (a JPEG-compressed phantom stack gave the M-Unet IoU 0 where its PNG copy gave 0.81).
-This script fits stains the way :func:`ScribbleSegLib.stain.normalize_volume` does (the volume's stain from a
+This script fits stains the way :func:`ScribbleSegLib.stain_volume.normalize_volume` does (the volume's stain from a
 strided copy of up to 16 sections, then each section on its own) on
 
 - phantom stacks of the families ``a``, ``b`` and the held-out ``c`` (``benchmarks/bench_held_out.py``), each
@@ -65,15 +65,16 @@ def jpeg(volume: np.ndarray, quality: int) -> np.ndarray:
 
 def fits(volume: np.ndarray) -> list:
     """The volume's fit and each section's, as normalize_volume makes them (unit rows, in the fit's order)."""
-    from ScribbleSegLib import stain
+    from ScribbleSegLib import stain, stain_volume
     from ScribbleSegLib.errors import ScribbleSegError
 
-    settings = stain._settings(stain.VahadaneNormalizer())
-    chosen = [volume[i] for i in stain.spread(16, len(volume))]
+    settings = stain_volume._settings(stain.VahadaneNormalizer())
+    chosen = [volume[i] for i in stain_volume.spread(16, len(volume))]
     out = []
     for sections, every in ((chosen, True), *(([s], False) for s in volume)):
         try:
-            out.append(stain._fit_sections(sections, settings, 4, 50_000, 0, every_pixel_if_few=every).stain_matrix)
+            fitted = stain_volume._fit_sections(sections, settings, 4, 50_000, 0, every_pixel_if_few=every)
+            out.append(fitted.stain_matrix)
         except ScribbleSegError:
             pass  # too little tissue, or one stain: the library does not rank these
     return out
