@@ -274,6 +274,11 @@ def _read_labelmap_file(path: Path, binary: bool = False,
     return array, None if flat else _geometry_of(image, path)
 
 
+#: In strokes saved as a palette PNG, an index other than 0 (none) over this share of the pixels is the empty
+#: canvas under another index (strokes cover a small part of an image), not strokes.
+PALETTE_CANVAS_SHARE = 0.5
+
+
 def _palette_strokes(array: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
     """The palette indices of strokes saved as an indexed-colour PNG (GIMP, labelling tools), which ITK reads as
     the palette's colours: RGB, RGBA where the palette has transparency, or grey for a palette of greys.  The
@@ -283,6 +288,17 @@ def _palette_strokes(array: np.ndarray, palette: np.ndarray, path: Path) -> np.n
     if indices is None or len({tuple(c) for c in palette[:3]}) < min(3, len(palette)):
         raise ScribbleSegError(f"{path}: an indexed-colour PNG whose colours do not tell its indices 0, 1 and 2 "
                                "apart; save the scribbles as a grey image (0 none, 1 heart, 2 background)")
+    counts = np.bincount(indices.reshape(-1), minlength=1)
+    canvas = int(np.argmax(counts))
+    if canvas != 0 and counts[canvas] > PALETTE_CANVAS_SHARE * indices.size:
+        # An editor that numbered its palette red, green, black read as heart, background and "background
+        # everywhere else": the run went on and gave the background strokes alone as the heart (IoU 0).
+        colour = "#" + "".join(f"{int(v):02x}" for v in palette[canvas][:3])
+        raise ScribbleSegError(
+            f"{path}: an indexed-colour PNG whose index {canvas} ({colour}) covers {counts[canvas] / indices.size:.0%} "
+            "of it: strokes are read as their palette indices (0 none, 1 heart, 2 background), so its empty canvas "
+            "must be index 0; save it with the canvas at index 0, heart at 1 and background at 2, or as a grey "
+            "image of those values")
     return indices
 
 

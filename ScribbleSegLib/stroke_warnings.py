@@ -154,6 +154,18 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
             f" (and {filled.size - 1} more section(s))" if filled.size > 1 else "")
             + ": a fill rather than strokes? Every voxel they cover is taken as heart; paint heart inside the "
               "heart only")
+    # Background strokes over (nearly) all of a section that holds heart strokes too: a fill, or the empty canvas
+    # saved as 2 (a palette in another order made every section so, and the result was the heart strokes alone).
+    # A section without heart strokes may well be all background: a section past the heart's end.
+    covered = background.reshape(len(sections), -1).sum(axis=1) / float(scribbles[0].size)
+    flooded = np.flatnonzero((covered >= FILLED_SECTION_SHARE) & heart.reshape(len(sections), -1).any(axis=1))
+    if flooded.size:
+        warnings.insert(0, f"background strokes cover {covered[flooded[0]]:.0%} of section "
+                        f"{int(sections[flooded[0]])}" + (f" (and {flooded.size - 1} more section(s))"
+                                                           if flooded.size > 1 else "")
+                        + ": a fill, or an empty canvas saved as background (2)? Every voxel they cover is taken as "
+                          "background, so the heart there is only what its strokes mark; paint background outside the "
+                          "heart only")
     touching = np.zeros(box.shape[0], bool)
     beside = np.zeros(box.shape, bool)  # heart stroke pixels with a background stroke pixel as a 4-neighbour
     for axis in (1, 2):

@@ -342,3 +342,22 @@ def test_a_tiff_stack_read_without_a_spacing_says_its_sections_lie_1_mm_apart(tm
     with caplog.at_level("WARNING", logger="ScribbleSegLib"):
         volume = volume_io.read_image(tmp_path / "stack.tif", spacing=(0.024, 0.024, 0.048))
     assert volume.geometry.spacing == pytest.approx((0.024, 0.024, 0.048)) and not caplog.records
+
+
+def test_palette_strokes_whose_empty_canvas_is_not_index_0_are_refused(tmp_path):
+    # An editor numbered its palette red (heart), green (background), black (nothing): read as indices, the whole
+    # canvas became background strokes and the real background strokes heart, and the run gave IoU 0 without a word.
+    strokes = np.full((12, 16), 2, np.uint8)
+    strokes[2, 2:10], strokes[9, 4:14] = 0, 1
+    path = write_palette_png(tmp_path / "strokes.png", strokes, [[255, 0, 0], [0, 255, 0], [0, 0, 0]])
+    with pytest.raises(ScribbleSegError) as caught:
+        volume_io.read_scribbles(path, (1, 12, 16), volume_io.image_file_grid(path)[1])
+    message = str(caught.value)
+    assert message.startswith(f"{path}: an indexed-colour PNG whose index 2 (#000000) covers 91% of it")
+    assert "canvas at index 0" in message and "\n" not in message
+    # Strokes that cover much of a small image, on a canvas of index 0, are read as before.
+    strokes = np.zeros((12, 16), np.uint8)
+    strokes[:5], strokes[8:] = 1, 2
+    path = write_palette_png(tmp_path / "wide.png", strokes, [[0, 0, 0], [255, 0, 0], [0, 255, 0]])
+    np.testing.assert_array_equal(volume_io.read_scribbles(path, (1, 12, 16), volume_io.image_file_grid(path)[1])[0],
+                                  strokes)

@@ -122,6 +122,19 @@ def test_a_section_filled_with_heart_strokes_and_a_heart_that_fills_the_volume_a
     s[2, 0, :3] = 2
     (warning,) = [w for w in pipeline.scribble_warnings(s) if "fill" in w]
     assert warning.startswith("heart strokes cover 100% of section 2: a fill rather than strokes?")
+    # Background strokes over a section that holds heart strokes: a fill, or a canvas saved as 2 (a palette in
+    # another order gave the heart strokes alone as the result, IoU 0); over a section without heart, no warning.
+    s = np.zeros((4, 30, 30), np.uint8)
+    s[1] = s[3] = 2
+    s[1, 10:20, 10] = s[3, 5, 5:9] = 1
+    s[0] = 2
+    (warning,) = [w for w in pipeline.scribble_warnings(s) if "background strokes cover" in w]
+    assert warning.startswith("background strokes cover 99% of section 1 (and 1 more section(s)): a fill, or an "
+                              "empty canvas saved as background (2)?")
+    s[1, 5:25, 5:25] = 1
+    s[3] = 0
+    s[3, 5, 5] = 1
+    assert not [w for w in pipeline.scribble_warnings(s) if "background strokes cover" in w]
     labels = np.ones((4, 30, 30), np.uint8)
     network = np.zeros((4, 30, 30), np.float32)
     network[:, 10:20, 10:20] = 0.9
