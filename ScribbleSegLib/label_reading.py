@@ -854,6 +854,14 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
             raise ScribbleSegError(f"{path}: has the {reference}'s size ({_size_text(shape)}) but voxel size "
                                    f"({sizes[0]}) mm, the {reference} ({sizes[1]}) mm: one of the two files lacks "
                                    f"or misstates its spacing; give the {reference}'s voxel size (spacing)")
+        if finer and states_no_grid(target) and not np.allclose(own.spacing, target.spacing, rtol=1e-3, atol=0):
+            # An image that states no voxel size is read at 1 mm: a stack's strokes at 0.024 mm all fell into a
+            # few pixels of a tile, which came out all heart.  Placing by position needs the image's real size.
+            sizes = ", ".join(f"{v:.4g}" for v in own.spacing)
+            raise ScribbleSegError(f"{path}: lies on a grid of ({sizes}) mm voxels, and the {reference} states no "
+                                   f"voxel size (read at 1 mm): placed by position, the strokes would crowd into a "
+                                   f"few of its voxels; give the {reference}'s voxel size (spacing), or draw the "
+                                   f"strokes on the {reference} as read here")
         if not target.mismatch(Geometry(own.spacing, target.origin, own.direction), reference=reference):
             # The image's voxels, shifted by a part of one (a label so shifted is refused below): each stroke
             # voxel marks the image voxel that holds its centre, where a shift of a half is a guess either way.

@@ -877,6 +877,23 @@ def test_strokes_of_the_image_size_on_a_finer_grid_mean_a_missing_spacing_not_a_
                                                      Geometry((0.06, 0.06, 0.12))), strokes)
 
 
+def test_strokes_of_another_size_on_an_image_that_states_no_voxel_size_are_refused(tmp_path):
+    # A stack's strokes (16 sections at 0.024 mm) given for a PNG tile read at 1 mm: placed by position they all fell
+    # into a few pixels of the tile, and the run went on to a tile all heart.
+    strokes = np.zeros((4, 16, 16), np.uint8)
+    strokes[1, 3:6, 3] = 1
+    strokes[2, 12, 8:14] = 2
+    vio.write_labelmap(tmp_path / "s.nrrd", strokes, Geometry((0.024, 0.024, 0.048)))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "s.nrrd", (1, 64, 64), Geometry((1.0, 1.0, 1.0)))
+    one_line_error(excinfo, "s.nrrd", "lies on a grid of (0.024, 0.024, 0.048) mm voxels, and the image states no "
+                   "voxel size", "give the image's voxel size (spacing)")
+    # The same strokes on an image with its voxel size, twice as coarse: placed by their centres, as before.
+    placed = vio.read_scribbles(tmp_path / "s.nrrd", (2, 8, 8), Geometry((0.048, 0.048, 0.096)))
+    assert np.argwhere(placed == 1).tolist() == [[0, 2, 2]]
+    assert np.argwhere(placed == 2).tolist() == [[1, 6, 4], [1, 6, 5], [1, 6, 6]]
+
+
 def test_strokes_on_the_same_voxels_with_an_axis_flipped_are_read_onto_the_image(tmp_path):
     # The same grid written with x running the other way (direction -1, origin at the far end): every stroke
     # voxel is an image voxel. It was once refused as a missing spacing, naming two equal spacings.
