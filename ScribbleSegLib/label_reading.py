@@ -40,7 +40,7 @@ def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
     -------
     masks : dict of str to numpy.ndarray
         Lower-cased segment name -> ``(Z, Y, X)`` uint8 0/1 mask; segments
-        sharing a name (ignoring case) are merged.
+        sharing a name (ignoring case) are merged, with one warning.
     geometry : Geometry
         The geometry of the file's voxel grid (which Slicer may have cropped
         to the segments' extent).
@@ -73,8 +73,11 @@ def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
         raise ScribbleSegError(f"{path}: a segmentation must be 3D, got {voxels.ndim} dimensions")
     geometry = _geometry_from_ijk_to_lps(segmentation["ijkToLPS"], path)
     masks: Dict[str, np.ndarray] = {}
+    spellings: Dict[str, List[str]] = {}
     for index, segment in enumerate(_with_header_names(path, segmentation.get("segments", []))):
-        name = str(segment.get("name", segment.get("id", ""))).strip().lower()
+        spelled = str(segment.get("name", segment.get("id", ""))).strip()
+        name = spelled.lower()
+        spellings.setdefault(name, []).append(spelled)
         if voxels.ndim == 4 and "layer" not in segment:
             # Slicer 4.10 and earlier gave each segment a layer of its own and wrote no layer field; Slicer reads
             # such a segment from the layer of its index, where slicerio takes the first layer for all of them.
@@ -85,6 +88,14 @@ def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
         mask = np.ascontiguousarray(slicerio.segment_mask(segmentation, segment).transpose(2, 1, 0))
         mask = mask.astype(np.uint8)
         masks[name] = np.maximum(masks[name], mask) if name in masks else mask
+    shared = ["{} and {}".format(", ".join(f"'{n}'" for n in names[:-1]), f"'{names[-1]}'")
+              for names in spellings.values() if len(names) > 1]
+    if shared:
+        # 'heart' beside 'Heart' (a segment added again, or another user's): both were read as the heart's
+        # strokes without a word, and the result moved with them.
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: segments %s are read as one (names are matched ignoring case); rename or remove the one that is "
+            "not meant", path, "; ".join(shared))
     return masks, geometry
 
 

@@ -616,6 +616,29 @@ def test_segment_names_beyond_ascii_are_read_as_slicer_writes_them(tmp_path):
     np.testing.assert_array_equal(vio.read_label(two, heart.shape, TILTED), lung)
 
 
+def test_segments_whose_names_differ_only_in_case_are_read_as_one_with_a_warning(tmp_path, caplog):
+    # 'heart' beside 'Heart': both were read as heart strokes without a word, and the result moved with them.
+    first, second, background = (np.zeros((3, 8, 8), np.uint8) for _ in range(3))
+    first[1, 2, 2:5], second[1, 5, 2:5], background[1, 7, :] = 1, 1, 1
+    path = tmp_path / "strokes.seg.nrrd"
+    geometry = Geometry((0.5, 0.5, 1.0))
+    vio.write_segmentation(path, [("heart", first, vio.HEART_COLOR), ("other", second, (1.0, 0.5, 0.0)),
+                                  ("background", background, (0.0, 0.0, 1.0))], geometry)
+    _renamed_segments(path, {"other": "Heart"})  # as Slicer lets one name two segments; our writer does not
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        strokes = vio.read_scribbles(path, (3, 8, 8), geometry)
+    np.testing.assert_array_equal(strokes == 1, (first | second) > 0)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert line == (f"{path}: segments 'heart' and 'Heart' are read as one (names are matched ignoring case); "
+                    "rename or remove the one that is not meant")
+    caplog.clear()
+    vio.write_segmentation(path, [("heart", first, vio.HEART_COLOR), ("background", background, (0.0, 0.0, 1.0))],
+                           geometry)
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        vio.read_scribbles(path, (3, 8, 8), geometry)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 @pytest.mark.parametrize("value, needle", [(-1.0, "negative"), (0.5, "non-integer values (values in [0, 1]: a "
                                                                   "probability? give the segmentation itself"),
                                            (2.5, "non-integer values")])
