@@ -33,8 +33,14 @@ _SEGMENTATION_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, StopIterat
 # ---------------------------------------------------------------------------
 
 
-def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
+def read_segmentation(path: PathLike, say: bool = True) -> Tuple[Dict[str, np.ndarray], Geometry]:
     """Read a Slicer ``.seg.nrrd`` into masks by segment name.
+
+    Parameters
+    ----------
+    path : str or Path
+    say : bool
+        Warn where segments share a name (False: a read for the shape alone).
 
     Returns
     -------
@@ -90,7 +96,7 @@ def read_segmentation(path: PathLike) -> Tuple[Dict[str, np.ndarray], Geometry]:
         masks[name] = np.maximum(masks[name], mask) if name in masks else mask
     shared = ["{} and {}".format(", ".join(f"'{n}'" for n in names[:-1]), f"'{names[-1]}'")
               for names in spellings.values() if len(names) > 1]
-    if shared:
+    if shared and say:
         # 'heart' beside 'Heart' (a segment added again, or another user's): both were read as the heart's
         # strokes without a word, and the result moved with them.
         logging.getLogger("ScribbleSegLib").warning(
@@ -176,7 +182,7 @@ def marks_on_file_grid(path: PathLike, image_path: PathLike, shape: Sequence[int
     whole_only = Path(image_path).is_dir()
     for on in grids:
         try:
-            if whole_only and on is geometry and read_label_volume(path).shape != tuple(file_shape):
+            if whole_only and on is geometry and _marks_shape(Path(path)) != tuple(file_shape):
                 continue
             marks = (read_scribbles(path, file_shape, on, finer_grids=False) if strokes
                      else read_label(path, file_shape, on))
@@ -186,6 +192,16 @@ def marks_on_file_grid(path: PathLike, image_path: PathLike, shape: Sequence[int
         if marks.shape == tuple(int(n) for n in shape):
             return marks
     return None
+
+
+def _marks_shape(path: Path) -> Tuple[int, ...]:
+    """The shape ``(Z, Y, X)`` of the marks a label or strokes file holds, read without a word: the read that
+    places them gives its warnings (read as a label, strokes of 128 and 255 were told "every one counts as heart"
+    before the strokes' own read refused them)."""
+    if is_segmentation_file(path):
+        masks, _ = read_segmentation(path, say=False)
+        return tuple(next(iter(masks.values())).shape) if masks else ()
+    return tuple(_read_labelmap_file(path, binary=True, say=False)[0].shape)
 
 
 def _read_label_sections(folder: Path, binary: bool = False, say: bool = True) -> np.ndarray:

@@ -1461,3 +1461,21 @@ def test_a_spacing_given_for_a_file_with_its_own_is_noted(tmp_path, caplog):
         vio.read_image(tmp_path / "own.nrrd", spacing=(0.0462, 0.0462, 0.045))
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "the network's scale and the areas follow the spacing given" in caplog.records[0].getMessage()
+
+
+def test_strokes_of_other_values_on_a_folder_read_with_a_spacing_get_one_refusal_not_a_label_warning(tmp_path,
+                                                                                                      caplog):
+    # A folder read with a spacing first tries the strokes on the folder's own grid; that try read them as a label
+    # and warned "holds the label values 128, 255: every one counts as heart" before the refusal said otherwise.
+    images, strokes = tmp_path / "images", tmp_path / "strokes"
+    images.mkdir()
+    strokes.mkdir()
+    for z in range(2):
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 8, 3), 200, np.uint8), isVector=True),
+                        str(images / f"s{z}.png"))
+        marks = np.zeros((8, 8), np.uint8)
+        marks[2, 2:6], marks[6, 2:6] = 128, 255
+        sitk.WriteImage(sitk.GetImageFromArray(marks), str(strokes / f"s{z}.png"))
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        assert vio.marks_on_file_grid(strokes, images, (2, 8, 8), spacing=(0.02, 0.02, 0.04), strokes=True) is None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
