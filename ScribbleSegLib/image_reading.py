@@ -411,13 +411,37 @@ def _read_with_sitk(file: Path, path: Path, image_information_only: bool):
             reader.ReadImageInformation()
             return reader
         return reader.Execute()
-    except RuntimeError:
+    except RuntimeError as exc:
         if image_tags.png_colour_type(file) == image_tags.PNG_GREY_ALPHA:
             # GIMP and labelling tools save masks and stroke layers with transparency so.
             return _read_grey_alpha_png(file, path, image_information_only)
+        spacing = _refused_spacing(str(exc))
+        if spacing is not None:
+            # Told "damaged or truncated", a user looked for the fault in the data; a given spacing cannot help,
+            # as the reader refuses the file before one could replace its own.
+            raise ScribbleSegError(f"{path}: its header states a voxel spacing of {spacing}, which the image reader "
+                                   "refuses (a spacing must be above 0); correct the spacing in the file's header "
+                                   "and save it again") from None
         raise ScribbleSegError(
             f"{path}: cannot be read as an image (unsupported format, damaged or truncated file)"
         ) from None
+
+
+def _refused_spacing(message: str) -> Optional[str]:
+    """The spacing an ITK reader's error names as the reason it refused a file's header, or None.
+
+    Examples
+    --------
+    >>> _refused_spacing("ITK ERROR: ... Refusing to change spacing from [1, 1, 1] to [0.024, 0.024, 0]")
+    '(0.024, 0.024, 0)'
+    >>> _refused_spacing("[nrrd] _nrrdFieldCheck_spacings: axis 1 spacing (0) invalid"), _refused_spacing("other")
+    ('0 on axis 1', None)
+    """
+    found = re.search(r"Refusing to change spacing from \[[^\]]*\] to \[([^\]]*)\]", message)
+    if found:
+        return f"({found.group(1)})"
+    found = re.search(r"axis (\d+) spacing \(([^)]*)\) invalid", message)
+    return f"{found.group(2)} on axis {found.group(1)}" if found else None
 
 
 def _read_grey_alpha_png(file: Path, path: Path, image_information_only: bool):

@@ -1479,3 +1479,17 @@ def test_strokes_of_other_values_on_a_folder_read_with_a_spacing_get_one_refusal
     with caplog.at_level("WARNING", logger="ScribbleSegLib"):
         assert vio.marks_on_file_grid(strokes, images, (2, 8, 8), spacing=(0.02, 0.02, 0.04), strokes=True) is None
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize("spacing, stated", [("0.5 0.5 0", "(0.5, 0.5, 0)"), ("0 0 0", "(0, 0, 0)")])
+def test_a_header_with_a_zero_spacing_is_named_not_called_damaged(tmp_path, spacing, stated):
+    # ITK refuses such a header; the message said "damaged or truncated file", and a given spacing cannot help.
+    path = tmp_path / "zero.mha"
+    header = (f"ObjectType = Image\nNDims = 3\nDimSize = 4 4 2\nElementSpacing = {spacing}\nElementType = MET_UCHAR\n"
+              "ElementDataFile = LOCAL\n")
+    path.write_bytes(header.encode() + bytes(32))
+    for spacing_given in (None, (0.5, 0.5, 1.0)):
+        with pytest.raises(ScribbleSegError) as excinfo:
+            vio.read_image(path, spacing=spacing_given)
+        one_line_error(excinfo, "zero.mha", f"its header states a voxel spacing of {stated}, which the image reader "
+                       "refuses", "correct the spacing in the file's header")
