@@ -893,6 +893,13 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
                        else "its file's pixel size")
             logging.getLogger("ScribbleSegLib").info(TILE_GRID_NOTE, path, sx, sy, why)
         image = sitk.JoinSeries(image)
+    elif image.GetDimension() == 4 and image.GetNumberOfComponentsPerPixel() == 1 and image.GetSize()[3] in (3, 4):
+        # nibabel's (X, Y, Z, 3) of an RGB stack: three grey volumes to ITK, not one in colour.
+        volumes, size = image.GetSize()[3], "x".join(map(str, image.GetSize()[:3]))
+        raise ScribbleSegError(
+            f"{path}: a 4D image of {volumes} volumes of {size} voxels: the colour channels stored as a 4th axis (as "
+            "nibabel writes an RGB array)? Save it as an RGB image (a vector pixel: isVector=True in SimpleITK's "
+            "GetImageFromArray, or NIfTI's RGB24 type)")
     elif image.GetDimension() != 3:
         raise ScribbleSegError(f"{path}: is a {image.GetDimension()}D image; expected a 3D volume or a 2D section")
     elif image.GetNumberOfComponentsPerPixel() == 1 and (channels := scan_pixel.channels_as_pages(path)):

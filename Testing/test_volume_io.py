@@ -1493,3 +1493,13 @@ def test_a_header_with_a_zero_spacing_is_named_not_called_damaged(tmp_path, spac
             vio.read_image(path, spacing=spacing_given)
         one_line_error(excinfo, "zero.mha", f"its header states a voxel spacing of {stated}, which the image reader "
                        "refuses", "correct the spacing in the file's header")
+
+
+def test_rgb_stored_as_a_fourth_axis_is_named(tmp_path):
+    # nibabel's (X, Y, Z, 3) of an RGB stack: ITK reads a 4D grey image, which was refused as "a 4D image" alone.
+    path = tmp_path / "rgb4d.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((3, 2, 6, 5), 100, np.uint8), isVector=False), str(path))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(path)
+    one_line_error(excinfo, "rgb4d.nii.gz", "a 4D image of 3 volumes of 5x6x2 voxels: the colour channels stored as "
+                   "a 4th axis", "Save it as an RGB image")
