@@ -130,6 +130,39 @@ def missing_section_numbers(files: Sequence[Path]) -> List[int]:
     return [n for a, b in zip(numbers, numbers[1:]) for n in range(a + step, b, step)]
 
 
+def section_order_question(files: Sequence[Path]) -> Optional[str]:
+    """Why the natural order of a folder's section files may not be the sections' order, or None.
+
+    Files whose names differ in more than one number are ordered by the first that differs.  When their last
+    varying number alone differs in every file (a section number given across the whole stack) and orders them
+    otherwise, the names put a date, a slide or a batch first, and the first number may not be the sections'.
+    Names whose last number starts again (``slide1_sec1`` ... ``slide2_sec1``) give no question.
+
+    Examples
+    --------
+    >>> dated = [Path(f"emb_2024-05-{z % 3 + 1:02d}_sec{z}.png") for z in range(6)]
+    >>> section_order_question(sorted(dated, key=_natural_key))
+    'ordered by the first number that differs (emb_2024-05-01_sec0.png, emb_2024-05-01_sec3.png, ...); their \
+last number alone differs in every file and would order them otherwise (sec0, sec1, sec2, ...)'
+    >>> section_order_question([Path(f"slide{s}_sec{z}.png") for s in (1, 2) for z in (1, 2, 3)]) is None
+    True
+    """
+    parts = [re.split(r"(\d+)", Path(f).stem) for f in files]
+    if len(parts) < 3 or len({len(p) for p in parts}) != 1:
+        return None
+    varying = [i for i in range(1, len(parts[0]), 2) if len({int(p[i]) for p in parts}) > 1]
+    if len(varying) < 2:
+        return None
+    last = [int(p[varying[-1]]) for p in parts]
+    if len(set(last)) != len(last) or last == sorted(last):
+        return None
+    named = ", ".join(Path(f).name for f in files[:2])
+    shown = np.argsort(last, kind="stable")[:3]
+    by_last = [parts[i][varying[-1] - 1].lstrip("_-. ") + str(last[i]) for i in shown]
+    return (f"ordered by the first number that differs ({named}, ...); their last number alone differs in every file "
+            f"and would order them otherwise ({', '.join(by_last)}, ...)")
+
+
 def _natural_key(path: Path) -> Tuple:
     # The name without its extension: in "z1.png" against "z1.5.png" the extension's dot came after "z1" and
     # sorted "z1.5" first.
@@ -674,6 +707,13 @@ def _read_folder(folder: Path, spacing: Tuple[float, float, float], factor: int,
     (height, width), dtype = plane.shape[:2], plane.dtype
     del image, plane
     _name_orientations(folder, files)
+    question = section_order_question(files)
+    if question:
+        # Names with a date first (Embryo3_2024-05-02_sec7.png): sorted by the date, the sections were shuffled
+        # without a word.
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: the section files are %s; if that number is the section's, rename the files so that it comes first",
+            folder, question)
     missing = missing_section_numbers(files)
     if missing:
         # Labs leave out damaged sections; stacked evenly, the rest close up and the organ comes out shorter.

@@ -1503,3 +1503,25 @@ def test_rgb_stored_as_a_fourth_axis_is_named(tmp_path):
         vio.read_image(path)
     one_line_error(excinfo, "rgb4d.nii.gz", "a 4D image of 3 volumes of 5x6x2 voxels: the colour channels stored as "
                    "a 4th axis", "Save it as an RGB image")
+
+
+def test_section_files_named_with_a_date_first_are_read_with_a_warning_on_their_order(tmp_path, caplog):
+    # Embryo3_2024-05-02_sec7.png: sorted by the date first, the sections were shuffled without a word.
+    for name, numbers in (("dated", [f"emb_2024-05-{z % 3 + 1:02d}_sec{z}" for z in range(6)]),
+                          ("slides", [f"slide{s}_sec{z}" for s in (1, 2) for z in (1, 2, 3)])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for z, stem in enumerate(numbers):
+            sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 4, 3), 100 + z, np.uint8), isVector=True),
+                            str(folder / f"{stem}.png"))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+            vio.read_image(folder, spacing=(0.02, 0.02, 0.04))
+        lines = [r.getMessage() for r in caplog.records if "ordered by the first number" in r.getMessage()]
+        if name == "dated":
+            assert lines == [f"{folder}: the section files are ordered by the first number that differs "
+                             "(emb_2024-05-01_sec0.png, emb_2024-05-01_sec3.png, ...); their last number alone "
+                             "differs in every file and would order them otherwise (sec0, sec1, sec2, ...); if that "
+                             "number is the section's, rename the files so that it comes first"]
+        else:
+            assert lines == []
