@@ -904,8 +904,10 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
             difference = (f"is not on the {reference}'s voxel grid (origin shifted by "
                           f"({', '.join(f'{v:.3g}' for v in shift)}) voxels)")
             raise ScribbleSegError(f"{path}: {difference}")
-        hint = " (strokes may be drawn on a finer grid, not a coarser one)" if finer else _finer_label_hint(
-            own, target, reference)
+        coarser = any(a > b * (1 + 1e-3) for a, b in zip(own.spacing, target.spacing))
+        # The hint where the strokes' voxels are larger: with the spacing alike, a turned grid is the difference.
+        hint = (" (strokes may be drawn on a finer grid, not a coarser one)" if coarser else "") if finer else \
+            _finer_label_hint(own, target, reference)
         raise ScribbleSegError(f"{path}: does not match the {reference}: {difference}{hint}")
     if lost and lost_ok:
         logging.getLogger("ScribbleSegLib").info("%s: %d marked voxels lie outside the %s (%s voxels) and are left "

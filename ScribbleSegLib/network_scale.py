@@ -204,9 +204,12 @@ def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings:
         rows, cols = (max(1, round(n * f)) for n, f in zip(section_yx, scale))
         patch = _narrow_for_patch(model, rows, cols)
         if patch:
+            # Sections far longer than wide are more often a stack saved along another axis (Y, X, Z) than cut so.
+            why = ("its sections stored along another axis of the file?" if max(rows, cols) >= 4 * min(rows, cols)
+                   else "a stack downsampled too far?")
             warnings.append(f"the sections are {cols}x{rows} pixels at the network's pixel size, under half its "
                             f"{patch}-pixel patch: it sees little around each pixel, and its output may be poor "
-                            "(a stack downsampled too far?)")
+                            f"({why})")
     for line in warnings[before:]:
         log.warning(line)
     return scale

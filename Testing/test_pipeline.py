@@ -397,8 +397,11 @@ def test_sections_the_network_sees_little_of_get_one_warning(caplog):
 
     model = types.SimpleNamespace(voxel_size=(0.02, 0.02, 0.04), config=types.SimpleNamespace(patch=64))
     for section, spacing, warned in (((8, 64), (0.02, 0.02), "the sections are 64x8 pixels at the network's pixel "
-                                      "size, under half its 64-pixel patch"),
-                                     ((60, 60), (0.01, 0.01), "the sections are 30x30 pixels"),  # halved to the model's
+                                      "size, under half its 64-pixel patch: it sees little around each pixel, and its "
+                                      "output may be poor (its sections stored along another axis of the file?)"),
+                                     ((60, 60), (0.01, 0.01), "the sections are 30x30 pixels at the network's pixel "
+                                      "size, under half its 64-pixel patch: it sees little around each pixel, and its "
+                                      "output may be poor (a stack downsampled too far?)"),  # halved to the model's
                                      ((40, 200), (0.02, 0.02), None), ((8, 64), None, "64x8 pixels")):
         warnings = []
         with caplog.at_level("WARNING", logger="ScribbleSegLib"):

@@ -1525,3 +1525,18 @@ def test_section_files_named_with_a_date_first_are_read_with_a_warning_on_their_
                              "number is the section's, rename the files so that it comes first"]
         else:
             assert lines == []
+
+
+def test_strokes_on_a_turned_grid_of_the_same_spacing_are_refused_without_a_finer_grid_hint(tmp_path):
+    # The refusal of strokes on the image's spacing but another direction said "(strokes may be drawn on a finer
+    # grid, not a coarser one)", which has nothing to do with a turn.
+    strokes = np.zeros((4, 16, 16), np.uint8)
+    strokes[1, 3:6, 3] = 1
+    strokes[2, 12, 8:14] = 2
+    vio.write_labelmap(tmp_path / "s.nrrd", strokes, Geometry((0.06, 0.06, 0.12)))
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    turned = Geometry((0.06, 0.06, 0.12), (0.0, 0.0, 0.0), (c, -s, 0, s, c, 0, 0, 0, 1))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape, turned)
+    one_line_error(excinfo, "s.nrrd", "does not match the image: direction differs from the image's")
+    assert "coarser" not in str(excinfo.value)
