@@ -231,6 +231,22 @@ def settings(job: SegmentFiles):
     return cut_params, ddml_config
 
 
+def _missing(value, key: str, job: "SegmentFiles") -> str:
+    """The one line for an input that does not exist; a model named as the shipped one in another case
+    (``Starter``) is told the name.
+
+    Examples
+    --------
+    >>> _missing("Starter", "model", SegmentFiles(image="stack.nrrd", model="Starter", labels="out.seg.nrrd"))
+    "Starter: no such file or folder (model; the shipped model is 'starter', in lower case)"
+    """
+    from .starter import STARTER
+
+    hint = f"; the shipped model is {STARTER!r}, in lower case" if key == "model" and str(value).lower() == STARTER \
+        else ""
+    return f"{value}: no such file or folder ({job.name(key)}{hint})"
+
+
 def check_job(job: SegmentFiles) -> None:
     """Every check that needs no input read: settings, input paths, and all outputs.
 
@@ -291,7 +307,7 @@ def check_job(job: SegmentFiles) -> None:
                                f"{job.scan_pixel!r}")
     for key, value in job.inputs().items():
         if not Path(value).exists():
-            raise ScribbleSegError(f"{value}: no such file or folder ({job.name(key)})")
+            raise ScribbleSegError(_missing(value, key, job))
         if key == "model" and Path(value).is_dir():  # before the outputs: one inside it is not the mistake
             raise ScribbleSegError(f"{value}: is a folder, not a model file ({job.name(key)})")
     check_outputs({job.name(k): v for k, v in job.outputs().items()},
@@ -676,7 +692,7 @@ def open_session(job: SegmentFiles, *, progress: Optional[ProgressCallback] = No
                                + ", ".join(choices.DEVICES)) from None
     for key, value in job.inputs().items():
         if key != "scribbles" and not Path(value).exists():
-            raise ScribbleSegError(f"{value}: no such file or folder ({job.name(key)})")
+            raise ScribbleSegError(_missing(value, key, job))
     timings: Dict[str, float] = {}
     with signals_raise():
         import_in_background()
