@@ -457,6 +457,11 @@ def test_a_cropped_label_against_a_folder_prediction_is_refused_saying_why(files
     status, _, err = evaluate(capsys, "--prediction", tmp_path / "pred_png", "--label", tmp_path / "crop.seg.nrrd")
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "crop.seg.nrrd: holds 6x6x2 voxels, the prediction" in err and "12x10x4: a label cropped to what it" in err
+    # A label of more sections than the folder is another image's, not a crop: the sizes alone are named.
+    volume_io.write_labelmap(tmp_path / "other.nrrd", np.zeros((6, 4, 4), np.uint8), GEOMETRY)
+    status, _, err = evaluate(capsys, "--prediction", tmp_path / "pred_png", "--label", tmp_path / "other.nrrd")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "has size 12x10x4, the label 4x4x6" in err and "a label cropped" not in err
     # The full label is compared on the folder's sections as they are.
     status, out, err = evaluate(capsys, "--prediction", tmp_path / "pred_png", "--label", files / "label.nrrd",
                                 "--json")

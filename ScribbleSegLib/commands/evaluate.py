@@ -143,7 +143,9 @@ def _refuse_a_crop(label_path: str, label_shape, prediction_path: str) -> None:
     shape = volume_io.read_label_volume(prediction_path).shape
     (z, y, x), (pz, py, px) = label_shape, shape
     whole_multiple = z == pz and py % y == 0 and px % x == 0 and py // y == px // x  # read_label's size hints
-    if any(a < b for a, b in zip(label_shape, shape)) and not whole_multiple:
+    # A crop is no larger than the prediction along any axis: a label of more sections is another image's.
+    crop = all(a <= b for a, b in zip(label_shape, shape)) and any(a < b for a, b in zip(label_shape, shape))
+    if crop and not whole_multiple:
         sizes = ["x".join(str(int(n)) for n in s[::-1]) for s in (label_shape, shape)]
         raise ScribbleSegError(
             f"{label_path}: holds {sizes[0]} voxels, the prediction {prediction_path} {sizes[1]}: a label cropped to "
