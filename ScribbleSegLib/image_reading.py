@@ -900,7 +900,7 @@ def _file_read_bytes(path: Path) -> Tuple[int, str]:
 
 #: The note a 2D file read without a spacing gives (arguments: the path, its pixel size in mm as x and y, and
 #: whether the file stated it).
-TILE_GRID_NOTE = "%s: one 2D section without a spacing: read on a grid of %g x %g mm pixels, %s"
+TILE_GRID_NOTE = "%s: one 2D section, no spacing given: read on a grid of %g x %g mm pixels, %s"
 
 
 #: A grey 3D image 3 or 4 pixels wide whose other two sizes are at least this is an RGB(A) image whose channels were

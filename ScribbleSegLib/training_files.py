@@ -151,7 +151,7 @@ def read_training_pairs(images: Sequence[PathLike], labels: Sequence[PathLike], 
     finally:
         log.removeFilter(repeats)
     if repeats.held:
-        log.info("%d more 2D %s without a spacing %s read the same way", repeats.held,
+        log.info("%d more 2D %s with no spacing given %s read the same way", repeats.held,
                  "file" if repeats.held == 1 else "files", "was" if repeats.held == 1 else "were")
     return volumes, masks
 

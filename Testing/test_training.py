@@ -588,21 +588,21 @@ def test_tiles_read_without_a_spacing_give_one_note_per_pixel_size(tmp_path, cap
     with caplog.at_level("INFO", logger="ScribbleSegLib"):
         volumes, _ = read_training_pairs(images, labels)
     assert [v.geometry.spacing[:2] for v in volumes] == [(1.0, 1.0)] * 3 + [(0.5, 0.5)]
-    notes = [r.getMessage() for r in caplog.records if "without a spacing" in r.getMessage()]
+    notes = [r.getMessage() for r in caplog.records if "no spacing given" in r.getMessage()]
     assert len(notes) == 3, notes
     assert "t0.png" in notes[0] and "1 x 1 mm" in notes[0]
     assert "t3.nrrd" in notes[1] and "0.5 x 0.5 mm" in notes[1]
-    assert notes[2] == "2 more 2D files without a spacing were read the same way"
+    assert notes[2] == "2 more 2D files with no spacing given were read the same way"
     caplog.clear()
     with caplog.at_level("INFO", logger="ScribbleSegLib"):
         read_training_pairs(images[:2], labels[:2])
     assert caplog.records[-1].getMessage() == \
-        "1 more 2D file without a spacing was read the same way"
+        "1 more 2D file with no spacing given was read the same way"
     # The filter is gone afterwards: a single read still says it.
     caplog.clear()
     with caplog.at_level("INFO", logger="ScribbleSegLib"):
         read_training_pairs(images[:1], labels[:1])
-    assert len([r for r in caplog.records if "without a spacing" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "no spacing given" in r.getMessage()]) == 1
 
 
 def test_patches_far_larger_than_the_sections_get_one_warning(tmp_path, caplog):

@@ -987,7 +987,7 @@ def test_a_2d_section_file_is_a_one_section_volume(tmp_path, caplog):
     assert own.shape == (1, 18, 26)
     assert (own.shape, own.geometry) == vio.image_file_grid(tmp_path / "tile.png")
     notes = [r.getMessage() for r in caplog.records]
-    assert len(notes) == 1 and "tile.png" in notes[0] and "without a spacing" in notes[0] and "1 x 1 mm" in notes[0]
+    assert len(notes) == 1 and "tile.png" in notes[0] and "no spacing given" in notes[0] and "1 x 1 mm" in notes[0]
     volume = vio.read_image(tmp_path / "tile.png", spacing=(0.00025, 0.00025, 0.001))
     assert volume.shape == (1, 18, 26)
     np.testing.assert_array_equal(volume.array[0], plane)
