@@ -119,8 +119,9 @@ FILLED_SECTION_SHARE = 0.9
 def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0, 1.0, 1.0)) -> List[str]:
     """One-line warnings about scribbles that leave much to the network (the run still goes on).
 
-    A section (nearly) filled with heart strokes; strokes on one section only; heart and background strokes that
-    touch; background strokes only far from the heart strokes (nothing tells the heart from the tissue around it).
+    A section (nearly) filled with heart strokes, or with background strokes where it holds heart strokes too;
+    strokes on one section only; heart and background strokes that touch; background strokes only far from the
+    heart strokes (nothing tells the heart from the tissue around it).
     Everything but finding the stroked sections looks only at those sections, inside the strokes'
     bounding box, so a re-run of a large stack does not pay for whole-volume arrays here.
 
