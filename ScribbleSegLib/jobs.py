@@ -313,6 +313,24 @@ def check_job(job: SegmentFiles) -> None:
     check_outputs({job.name(k): v for k, v in job.outputs().items()},
                   {job.name(k): v for k, v in job.inputs().items()},
                   suffixes={job.name(k): OUTPUT_SUFFIXES[k] for k in job.outputs()})
+    _check_replaced_segmentation(job)
+
+
+def _check_replaced_segmentation(job: SegmentFiles) -> None:
+    """A ``.seg.nrrd`` already at the labels output must be what a run writes, one ``heart`` segment: a
+    stroke file or a segmentation of several segments given as the output was replaced without a word."""
+    path = job.labels
+    if not path or not Path(path).is_file():
+        return
+    from .image_reading import is_segmentation_file
+    from .label_reading import segment_names
+
+    names = segment_names(path) if is_segmentation_file(path) else None
+    if names is not None and [n.lower() for n in names] != ["heart"]:
+        shown = ", ".join(f"'{n}'" for n in names) or "none"
+        raise ScribbleSegError(f"{path}: holds a segmentation with the segments {shown} ({job.name('labels')}); a "
+                               "run writes one 'heart' segment and replaces only such a file: give another path, or "
+                               "remove the file")
 
 
 def is_positive_pair(values) -> bool:

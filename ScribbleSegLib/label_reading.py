@@ -381,12 +381,33 @@ def _named_mask(masks: Dict[str, np.ndarray], name: str, path: Path, only: bool)
 
 def _segment_names(path: Path, masks: Dict[str, np.ndarray]) -> List[str]:
     """The segments' names as the file spells them (``masks`` keys them lower-cased, for matching)."""
+    names = segment_names(path)
+    return list(masks) if names is None else list(dict.fromkeys(names))  # merged names once, in the file's order
+
+
+def segment_names(path: PathLike) -> Optional[List[str]]:
+    """The names of a ``.seg.nrrd``'s segments as the file spells them, in its order, read from its header
+    alone; None where it cannot be read as a segmentation.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ScribbleSegLib.volume_io import write_segmentation
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "strokes.seg.nrrd"
+    >>> strokes = np.zeros((1, 2, 2), np.uint8); strokes[0, 0] = 1
+    >>> write_segmentation(path, [("Heart", strokes, (1, 0, 0)), ("background", 1 - strokes, (0, 0, 1))],
+    ...                    Geometry((1.0, 1.0, 1.0)))
+    >>> segment_names(path)
+    ['Heart', 'background']
+    >>> folder.cleanup()
+    """
+    path = Path(path)
     try:
         segments = _with_header_names(path, slicerio.read_segmentation(str(path), skip_voxels=True)["segments"])
-        names = [str(s.get("name", s.get("id", ""))).strip() for s in segments]
     except _SEGMENTATION_READ_ERRORS:
-        return list(masks)
-    return list(dict.fromkeys(names))  # merged names once, in the file's order
+        return None
+    return [str(s.get("name", s.get("id", ""))).strip() for s in segments]
 
 
 #: Where a ``.seg.nrrd``'s header is looked for its segments' names (it ends at its first empty line).

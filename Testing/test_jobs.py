@@ -99,3 +99,35 @@ def test_strokes_drawn_in_slicer_on_a_folder_loaded_as_an_image_series_are_place
     assert image.geometry.spacing == (0.04, 0.04, 0.08)
     read = jobs.read_job_scribbles(job, image, {})
     assert np.array_equal(read, heart + 2 * background)
+
+
+def test_a_segmentation_other_than_a_result_at_the_output_is_not_replaced(tmp_path):
+    # --out naming a stroke file (or a segmentation of several segments) replaced it without a word.
+    import numpy as np
+
+    from ScribbleSegLib import volume_io
+    from ScribbleSegLib.errors import ScribbleSegError
+    from ScribbleSegLib.geometry import Geometry
+
+    image = tmp_path / "image.nrrd"
+    image.write_bytes(b"")  # check_job reads no input: it only has to exist
+    mask = np.zeros((1, 4, 4), np.uint8)
+    mask[0, 1:3, 1:3] = 1
+    strokes = tmp_path / "strokes.seg.nrrd"
+    volume_io.write_segmentation(strokes, [("heart", mask, (1, 0, 0)), ("background", 1 - mask, (0, 0, 1))],
+                                 Geometry((1.0, 1.0, 1.0)))
+    job = jobs.SegmentFiles(image=str(image), model="starter", labels=str(strokes), method="munet",
+                            names={"labels": "--out"})
+    with pytest.raises(ScribbleSegError) as caught:
+        jobs.check_job(job)
+    assert str(caught.value) == (f"{strokes}: holds a segmentation with the segments 'heart', 'background' (--out); a "
+                                 "run writes one 'heart' segment and replaces only such a file: give another path, "
+                                 "or remove the file")
+    before = strokes.read_bytes()
+    with pytest.raises(ScribbleSegError):
+        jobs.segment_files(job)
+    assert strokes.read_bytes() == before
+    # A result of an earlier run (one 'heart' segment, any case) is replaced, as every re-run does.
+    result = tmp_path / "result.seg.nrrd"
+    volume_io.write_segmentation(result, [("Heart", mask, (1, 0, 0))], Geometry((1.0, 1.0, 1.0)))
+    jobs.check_job(jobs.SegmentFiles(image=str(image), model="starter", labels=str(result), method="munet"))
