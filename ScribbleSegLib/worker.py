@@ -436,7 +436,15 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
     reader = _RunReader()
     reader.start()
     emitter.emit("log", level="info", message=f"device: {_describe_device(request['device'])}")
-    session = open_session(_job(request), progress=emitter.progress, cancel=reader.token)
+    try:
+        session = open_session(_job(request), progress=emitter.progress, cancel=reader.token)
+    except CancelledError:
+        if not reader.closed.is_set():
+            raise  # a "cancel" line: the opening itself was cancelled, as main() reports it
+        # stdin closed while the session opened: the session's answer, then each run sent meanwhile gets its own
+        # (they went unanswered, the session's error "cancelled by the user").
+        emitter.emit("error", kind="cancelled", message=PARENT_GONE)
+        return _parent_gone(reader, emitter, reader.runs.get())
     emitter.emit("ready", metrics={"shape_zyx": list(session.shape), "features_cached": session.features_cached,
                                    "warnings": list(session.warnings)},
                  timings=session.timings)

@@ -316,6 +316,30 @@ def test_stdin_closing_during_a_run_answers_it_and_the_queued_one_and_exits_as_c
     assert worker._serve_session({"device": "cpu"}, worker.Emitter(io.StringIO())) == worker.EXIT_DONE
 
 
+def test_stdin_closing_while_the_session_opens_answers_each_run_sent_meanwhile(monkeypatch):
+    # Runs sent while the M-Unet still ran, then stdin closed: one id-less "cancelled by the user", and the runs
+    # never got an answer, though each queued run is answered "cancelled".
+    from ScribbleSegLib import jobs
+    from ScribbleSegLib.errors import CancelledError
+
+    def open_session(job, progress=None, cancel=None):
+        deadline = time.monotonic() + 10
+        while not cancel.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise CancelledError("cancelled by the user")
+
+    monkeypatch.setattr(jobs, "open_session", open_session)
+    monkeypatch.setattr(worker, "_job", lambda request, field="request field": None)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"id": 1}\n{"id": 2}\n')))
+    out = io.StringIO()
+    status = worker._serve_session({"device": "cpu"}, worker.Emitter(out))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    answers = [(e.get("id"), e["kind"], e["message"]) for e in events if e["event"] == "error"]
+    assert answers == [(None, "cancelled", worker.PARENT_GONE), (1, "cancelled", worker.PARENT_GONE),
+                       (2, "cancelled", worker.PARENT_GONE)], events
+    assert status == worker.EXIT_CANCELLED
+
+
 def test_a_session_refuses_a_run_id_that_cannot_key_its_events(tmp_path):
     process = worker.SessionProcess(tmp_path / "session.json")
     for bad in ([1, 2], {"a": 1}, True, 1.5):
