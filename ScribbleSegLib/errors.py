@@ -55,11 +55,17 @@ class Interrupted(KeyboardInterrupt):
     >>> import signal
     >>> stop = Interrupted(signal.SIGTERM)
     >>> str(stop), stop.exit_status, isinstance(stop, KeyboardInterrupt)
-    ('stopped by signal 15', 143, True)
+    ('stopped by SIGTERM (signal 15)', 143, True)
     """
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by signal {signum}")
+        import signal
+
+        try:
+            name = f"{signal.Signals(signum).name} (signal {int(signum)})"
+        except ValueError:
+            name = f"signal {int(signum)}"
+        super().__init__(f"stopped by {name}")
         self.signum = int(signum)
 
     @property

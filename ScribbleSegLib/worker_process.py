@@ -107,6 +107,7 @@ class WorkerProcess:
         self._queue: "queue.Queue[tuple]" = queue.Queue()
         self._open_streams = 0
         self._finished = False
+        self._killed = False  # kill() was called: a signal that ends it is ours, not the system's
 
     @property
     def args(self) -> List[str]:
@@ -241,6 +242,7 @@ class WorkerProcess:
             # The group outlives its leader: kill it even if the launcher itself has exited.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
+        self._killed = True
 
     def failure_message(self) -> str:
         """A message for the user when the run did not end with ``done``."""
@@ -252,8 +254,11 @@ class WorkerProcess:
         status = "still running" if self.returncode is None else f"exit status {self.returncode}"
         if self.returncode is not None and self.returncode < 0:  # POSIX: killed by a signal
             name = _signal_name(-self.returncode)
-            status = f"killed by {name}" + (", as the system kills a process when memory runs out"
-                                            if name == "SIGKILL" else "")
+            if self._killed:  # this object's kill(): a Cancel that the worker did not heed in time, not memory
+                status = f"killed by {name}, as asked"
+            else:
+                status = f"killed by {name}" + (", as the system kills a process when memory runs out"
+                                                if name == "SIGKILL" else "")
         where = ""
         if self.last_progress is not None:
             stage = self.last_progress.get("stage", "")

@@ -633,8 +633,8 @@ def test_kill_ends_the_launcher_and_the_worker(folder, phantom_files, tiny_model
     while _alive(started["pid"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(started["pid"]), "the worker outlived its launcher"
-    # The signal is named (a kill for memory looks like this), and where the work was.
-    assert "killed by SIGKILL, as the system kills a process when memory runs out" in process.failure_message()
+    # The signal is named as this object's own kill (a Cancel not heeded in time), not as the system's for memory.
+    assert "killed by SIGKILL, as asked" in process.failure_message()
     assert not (folder / "killed_labels.nrrd").exists()
 
 
@@ -654,6 +654,16 @@ def test_a_worker_that_dies_is_reported_with_its_last_output(tmp_path):
     assert process.error is None and process.result is None
     message = process.failure_message()
     assert "exit status 7" in message and "fatal: CUDA driver crashed" in message
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX signals")
+def test_a_worker_killed_by_the_system_is_named_as_a_kill_for_memory(tmp_path):
+    # A SIGKILL that kill() did not send is what the system sends when memory runs out.
+    fake = _fake_torch(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    request = worker.write_request(tmp_path / "r.json", {"task": "devices"})
+    status, events, process = run(request, pythonpath=[fake])
+    assert status == -signal.SIGKILL
+    assert "killed by SIGKILL, as the system kills a process when memory runs out" in process.failure_message()
 
 
 def test_out_of_memory_is_reported_as_such(tmp_path):
@@ -851,7 +861,7 @@ def test_a_session_takes_paths_and_numpy_numbers_and_names_the_signal_that_stopp
     finally:
         process.kill()
     assert process.runs[slow]["kind"] == "cancelled"
-    assert process.failure_message() == "stopped by signal 15"
+    assert process.failure_message() == "stopped by SIGTERM (signal 15)"
     assert not (folder / "never.nrrd").exists()
 
 
