@@ -178,6 +178,7 @@ class _RequestChecker:
         self.label = label or str(path)
         self.run_line = "task" not in request  # a session's run line: the session request holds the task
         self.read = set(FRAMING_FIELDS)  # the fields looked at; any other is refused
+        self.unlisted: set = set()  # fields let through only empty: not named among a request's fields
 
     def fail(self, field: str, problem: str) -> ScribbleSegError:
         return ScribbleSegError(f"{self.label}: '{field}' {problem}")
@@ -188,7 +189,7 @@ class _RequestChecker:
         unknown = sorted(set(self.request) - self.read)
         if unknown:
             # A run line's own fields leave out the session's.
-            known = self.read - FRAMING_FIELDS - (set(SESSION_FIELDS) if self.run_line else set())
+            known = self.read - FRAMING_FIELDS - self.unlisted - (set(SESSION_FIELDS) if self.run_line else set())
             fields = (f"the fields are {', '.join(sorted(known))}" if known else
                       "it takes none besides 'protocol' and 'task'")
             raise self.fail(unknown[0], f"is not a field of a {'run' if self.run_line else self.request['task']} "
@@ -313,7 +314,8 @@ class _RequestChecker:
     def session(self) -> Dict[str, Any]:
         if self.request.get("seed") is not None:  # each run line has its own; one here would be ignored
             raise self.fail("seed", "belongs to each run line, not to the session request")
-        self.read.add("seed")
+        self.read.add("seed")  # an empty one is let through, and not named as a field of the session's
+        self.unlisted.add("seed")
         cache_dir = self.value("cache_dir", None, (str,))
         return {
             "protocol": PROTOCOL, "task": "session", "device": self.device(),
