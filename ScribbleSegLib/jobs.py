@@ -240,10 +240,9 @@ def _missing(value, key: str, job: "SegmentFiles") -> str:
     >>> _missing("Starter", "model", SegmentFiles(image="stack.nrrd", model="Starter", labels="out.seg.nrrd"))
     "Starter: no such file or folder (model; the shipped model is 'starter', in lower case)"
     """
-    from .starter import STARTER
+    from .starter import starter_name_hint
 
-    hint = f"; the shipped model is {STARTER!r}, in lower case" if key == "model" and str(value).lower() == STARTER \
-        else ""
+    hint = starter_name_hint(value) if key == "model" else ""
     return f"{value}: no such file or folder ({job.name(key)}{hint})"
 
 

@@ -434,8 +434,10 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
 
 def _read(path: Path, any_version: bool = False) -> Dict[str, Any]:
     if not path.is_file():
+        from .starter import starter_name_hint
+
         raise ScribbleSegError(f"{path}: is a folder, not a model file" if path.is_dir() else
-                               f"{path}: no such model file")
+                               f"{path}: no such model file{starter_name_hint(path)}")
     try:
         with open(path, "rb") as f:
             head = f.read(4)

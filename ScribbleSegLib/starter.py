@@ -73,6 +73,19 @@ def is_starter_model(path: Union[str, os.PathLike, None]) -> bool:
         return False
 
 
+def starter_name_hint(path: Union[str, os.PathLike]) -> str:
+    """What to add to "no such file" for a missing model named as the starter in another case (``Starter``,
+    ``STARTER.model`` is not meant): the word is lower case; "" otherwise.
+
+    Examples
+    --------
+    >>> starter_name_hint("Starter"), starter_name_hint("/data/heart.model")
+    ("; the shipped model is 'starter', in lower case", '')
+    """
+    name = Path(path).name
+    return f"; the shipped model is {STARTER!r}, in lower case" if name.lower() == STARTER and name != STARTER else ""
+
+
 def resolve_model(path: Union[str, os.PathLike, None]) -> Path:
     """The model file to use: ``path``, or the starter model when ``path`` is empty, None or ``starter``.
 

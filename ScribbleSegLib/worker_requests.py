@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from . import choices
 from .errors import ScribbleSegError
+from .starter import STARTER, starter_name_hint
 
 PROTOCOL = 1
 """Version of the request and event format; a request with another version is refused."""
@@ -223,7 +224,8 @@ class _RequestChecker:
         resolved = self.base / value
         if must_exist and not resolved.exists():
             kind = "run" if self.run_line else "request"
-            raise ScribbleSegError(f"{resolved}: no such file or folder ({kind} field '{field}')")
+            hint = starter_name_hint(value) if field in ("model", "init") else ""
+            raise ScribbleSegError(f"{resolved}: no such file or folder ({kind} field '{field}'{hint})")
         return str(resolved)
 
     def input_path(self, field: str, default: Any = ...) -> Optional[str]:
@@ -232,10 +234,10 @@ class _RequestChecker:
 
     def model_path(self) -> str:
         """The ``model`` field as a file: ``starter`` is the shipped starter model, as on the command line."""
-        if self.value("model") == "starter":
+        if self.value("model") == STARTER:
             from .starter import resolve_model
 
-            return str(resolve_model("starter"))
+            return str(resolve_model(STARTER))
         return self.input_path("model")
 
     def path_list(self, field: str, default: Any = ...) -> List[str]:

@@ -84,3 +84,21 @@ def test_segment_accepts_the_word_starter(tmp_path):
                  "--out", str(out), "--no-cache", "--device", "cpu", "--quiet"]) == 0
     labels = volume_io.read_label(out, made.label[keep].shape, made.image.geometry)
     assert labels.any() and not labels.all()
+
+
+def test_a_model_named_starter_in_another_case_is_told_the_name(tmp_path):
+    # "--model Starter" said only "no such file": the command line, train --init, the worker and the API now say
+    # what the word is.
+    from ScribbleSegLib import worker
+    from ScribbleSegLib.errors import ScribbleSegError
+    from ScribbleSegLib.model_file import load_model
+
+    hint = "the shipped model is 'starter', in lower case"
+    with pytest.raises(ScribbleSegError, match=f"^Starter: no such model file; {hint}$"):
+        load_model("Starter")
+    (tmp_path / "i.nrrd").write_bytes(b"")
+    request = worker.write_request(tmp_path / "r.json", {"task": "session", "image": "i.nrrd", "model": "STARTER"})
+    with pytest.raises(ScribbleSegError, match=f"no such file or folder \\(request field 'model'; {hint}\\)$"):
+        worker.load_request(request)
+    with pytest.raises(ScribbleSegError, match="no such model file$"):
+        load_model(tmp_path / "heart.model")
