@@ -336,6 +336,10 @@ def _use_egl_without_display() -> None:
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 
+#: The largest side of a render, in pixels: 4 bytes a pixel for the window and as many for the image read back.
+MAX_RENDER_SIDE = 8192
+
+
 def render_surface_png(polydata: vtkPolyData, path: PathLike, size: Tuple[int, int] = choices.RENDER_SIZE,
                        color: Sequence[float] = HEART_COLOR,
                        background: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
@@ -371,9 +375,15 @@ def render_surface_png(polydata: vtkPolyData, path: PathLike, size: Tuple[int, i
     ...     print(error)
     heart.png: the surface is empty, nothing to render
     """
+    if not isinstance(polydata, vtkPolyData):  # surface, then file: write_surface takes them the other way
+        swapped = " (the surface comes first, then the file)" if isinstance(path, vtkPolyData) else ""
+        raise ScribbleSegError(f"polydata must be a vtkPolyData, got {type(polydata).__name__}{swapped}")
+    if Path(path).suffix.lower() != ".png":  # the writer is PNG's: a .jpg name got PNG bytes
+        raise ScribbleSegError(f"{path}: a render is written as PNG; name the file .png")
     width, height = (int(s) for s in size)
-    if width < 1 or height < 1:
-        raise ScribbleSegError(f"render size must be positive, got {size}")
+    if not (1 <= width <= MAX_RENDER_SIDE and 1 <= height <= MAX_RENDER_SIDE):
+        # 100000 x 100000 ended the interpreter in the renderer's allocation (std::bad_alloc).
+        raise ScribbleSegError(f"render size must be 1 to {MAX_RENDER_SIDE} pixels a side, got {size}")
     if polydata.GetNumberOfPolys() == 0:
         raise ScribbleSegError(f"{path}: the surface is empty, nothing to render")
     _use_egl_without_display()

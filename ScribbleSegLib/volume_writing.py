@@ -100,6 +100,9 @@ def write_rgb_volume(path: PathLike, volume: Volume) -> None:
     (2, 3, 4, 3)
     >>> folder.cleanup()
     """
+    if not isinstance(volume, Volume):  # an array alone: "'numpy.ndarray' object has no attribute 'array'"
+        raise ScribbleSegError(f"{path}: volume must be a Volume (the RGB array and its geometry), got "
+                               f"{_shown_type(volume)}")
     array = _check_array(path, volume.array, 4, "an RGB image")
     if array.dtype != np.uint8:
         raise ScribbleSegError(f"{path}: an RGB image must be uint8, got {array.dtype}")
@@ -150,6 +153,10 @@ def write_tile_mask(path: PathLike, labels: np.ndarray, geometry: Geometry) -> N
     _write_sitk(path, image, labels.size)
 
 
+#: How far outside 0 to 1 a probability map's values may lie (rounding), before it is refused.
+PROBABILITY_SLACK = 1e-3
+
+
 def write_probability(path: PathLike, prob: np.ndarray, geometry: Geometry) -> None:
     """Write a ``(Z, Y, X)`` probability map as float32 (compressed; format from the extension).
 
@@ -176,6 +183,11 @@ def write_probability(path: PathLike, prob: np.ndarray, geometry: Geometry) -> N
     prob = np.ascontiguousarray(prob, dtype=np.float32)
     if not np.isfinite(prob).all():
         raise ScribbleSegError(f"{path}: the probability map contains NaN or infinite values; nothing written")
+    low, high = float(prob.min(initial=0.0)), float(prob.max(initial=0.0))
+    # A logit or a score map, written as a probability without a word (a float's last bits of a blend are not).
+    if low < -PROBABILITY_SLACK or high > 1.0 + PROBABILITY_SLACK:
+        raise ScribbleSegError(f"{path}: the probability map holds values from {low:g} to {high:g}, outside 0 to 1; "
+                               "nothing written")
     _write_sitk(path, _with_geometry(sitk.GetImageFromArray(prob), geometry), prob.nbytes)
 
 

@@ -154,3 +154,18 @@ def test_empty_labels_and_bad_parameters_are_refused():
         surface.labelmap_to_surface(labels, Geometry(SPACING), smoothing=2.0)
     with pytest.raises(ScribbleSegError, match="decimation"):
         surface.labelmap_to_surface(labels, Geometry(SPACING), decimation=1.0)
+
+
+def test_render_arguments_are_checked_before_any_rendering(tmp_path):
+    # The file first (as write_surface takes it) gave an AttributeError from inside; a .jpg name got PNG bytes; a
+    # 100000-pixel side ended the interpreter (std::bad_alloc).
+    poly = surface.labelmap_to_surface(_sphere()[0], Geometry(SPACING))
+    png = tmp_path / "heart.png"
+    with pytest.raises(ScribbleSegError, match=r"^polydata must be a vtkPolyData, got PosixPath \(the surface comes "
+                                               r"first, then the file\)$"):
+        surface.render_surface_png(png, poly)
+    with pytest.raises(ScribbleSegError, match=r"heart.jpg: a render is written as PNG; name the file .png$"):
+        surface.render_surface_png(poly, tmp_path / "heart.jpg")
+    with pytest.raises(ScribbleSegError, match=r"^render size must be 1 to 8192 pixels a side, got \(100000, 100000\)$"):
+        surface.render_surface_png(poly, png, size=(100000, 100000))
+    assert list(tmp_path.iterdir()) == []

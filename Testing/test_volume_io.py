@@ -478,10 +478,27 @@ def test_probability_with_nan_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_probability_map_outside_0_to_1_writes_nothing(tmp_path):
+    # A logit map (5.0) was written as a probability without a word; a float's rounding past 1 is not refused.
+    prob = np.zeros((2, 3, 4), np.float32)
+    prob[1, 1, 1] = 5.0
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_probability(tmp_path / "p.nrrd", prob, Geometry(SPACING))
+    one_line_error(excinfo, "p.nrrd", "holds values from 0 to 5, outside 0 to 1; nothing written")
+    assert list(tmp_path.iterdir()) == []
+    prob[1, 1, 1] = np.float32(1.0) + np.float32(2 ** -23)
+    vio.write_probability(tmp_path / "p.nrrd", prob, Geometry(SPACING))
+
+
 def test_rgb_writer_refuses_other_arrays(tmp_path):
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(rgb_stack().astype(np.float32), Geometry(SPACING)))
     one_line_error(excinfo, "v.nrrd", "uint8")
+    # An array without its geometry: a traceback from inside the writer before.
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.write_rgb_volume(tmp_path / "v.nrrd", rgb_stack())
+    one_line_error(excinfo, "v.nrrd", "volume must be a Volume (the RGB array and its geometry), got an array of "
+                   "shape")
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.write_rgb_volume(tmp_path / "v.nrrd", Volume(rgb_stack()[..., 0], Geometry(SPACING)))
     one_line_error(excinfo, "v.nrrd", "(Z, Y, X, 3)")
