@@ -166,6 +166,7 @@ def test_render_arguments_are_checked_before_any_rendering(tmp_path):
         surface.render_surface_png(png, poly)
     with pytest.raises(ScribbleSegError, match=r"heart.jpg: a render is written as PNG; name the file .png$"):
         surface.render_surface_png(poly, tmp_path / "heart.jpg")
-    with pytest.raises(ScribbleSegError, match=r"^render size must be 1 to 8192 pixels a side, got \(100000, 100000\)$"):
+    with pytest.raises(ScribbleSegError, match=r"^render size must be 1 to 8192 pixels a side, got "
+                                               r"\(100000, 100000\)$"):
         surface.render_surface_png(poly, png, size=(100000, 100000))
     assert list(tmp_path.iterdir()) == []
