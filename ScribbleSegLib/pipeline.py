@@ -364,13 +364,13 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
 
         # Now, before the network and the adaptation run: a stack whose cut cannot fit is refused before that work.
         check_cut_fits(array.shape[:3], geometry.spacing_zyx, cut_params)
-    warnings = run_warnings(scribbles, method, geometry.spacing_zyx, bare=not isinstance(image, Volume))
-
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
     loaded = as_model(model, device)
     model_path = getattr(loaded, "path", None)  # the file it came from ("starter" resolved), for the cache key
     timings["load model"] = time.perf_counter() - t0
+    # After the model: a run refused for a missing model file or device had warned about its strokes first.
+    warnings = run_warnings(scribbles, method, geometry.spacing_zyx, bare=not isinstance(image, Volume))
 
     t0 = time.perf_counter()
     if features is not None:

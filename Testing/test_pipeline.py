@@ -545,3 +545,13 @@ def test_the_cut_sees_the_glass_made_white_as_the_network_does(case):
     expected = graph_cut(result.probability, evened, scrib, spacing_zyx=test.image.geometry.spacing_zyx,
                          params=GraphCutParams())
     np.testing.assert_array_equal(result.labels, expected)
+
+
+def test_a_run_refused_for_its_model_gives_no_warning_about_its_strokes(tmp_path, caplog):
+    # The strokes' warnings came first, then the refusal of a model file that does not exist.
+    image = np.random.default_rng(0).integers(60, 220, (3, 16, 16, 3), dtype=np.uint8)
+    strokes = np.zeros((3, 16, 16), np.uint8)
+    strokes[1, 4, 4:8], strokes[1, 12, 4:8] = 1, 2  # on one section: a warning, were the run to go on
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"), pytest.raises(ScribbleSegError, match="no such model"):
+        pipeline.segment(image, strokes, tmp_path / "missing.model", spacing=(0.02, 0.02, 0.04))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
