@@ -723,8 +723,12 @@ def test_cache_command_lists_caps_and_clears(tmp_path, capsys):
     assert "evicted 2 least recently used entries" in out and "evicted" not in err  # said once, not twice
     assert feature_cache.FeatureCache(tmp_path / "c").max_bytes == int(0.0001 * 2**30)  # kept for later runs
     status, out, _ = run_cli(capsys, ["cache", "clear", "--cache-dir", tmp_path / "c"])
-    assert status == 0 and "removed 1 entry" in out
+    assert status == 0 and "removed 1 entry" in out and "size cap" not in out
     assert feature_cache.FeatureCache(tmp_path / "c").entries() == [] and other.exists()
+    # clear with --max-gb keeps that cap for later runs, and says so (it said only what it removed).
+    status, out, _ = run_cli(capsys, ["cache", "clear", "--max-gb", 3, "--cache-dir", tmp_path / "c"])
+    assert status == 0 and out.strip().endswith("removed 0 entries, 0 MB freed; size cap 3 GB kept for later runs")
+    assert feature_cache.FeatureCache(tmp_path / "c").max_bytes == 3 * 2**30
 
 
 def test_cache_command_on_an_empty_folder_name_a_damaged_manifest_and_entries_it_cannot_remove(

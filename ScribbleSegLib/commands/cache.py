@@ -70,12 +70,14 @@ def run(args: argparse.Namespace) -> int:
             cache.set_cap_gb(args.max_gb)
         except OSError as exc:
             raise ScribbleSegError(f"{folder}: cannot store the size cap ({exc.strerror or exc})") from None
+    # The cap is kept for every later run: say so wherever the command ends (clear said only what it removed).
+    capped = f"; size cap {args.max_gb:g} GB kept for later runs" if args.max_gb is not None else ""
     if not cache.check_readable():
-        print(f"{folder}: no cache yet (0 entries)")
+        print(f"{folder}: no cache yet (0 entries){capped}")
         return 0
     if args.action == "clear":
         count, freed = cache.clear()
-        print(f"{folder}: removed {count} entr{'y' if count == 1 else 'ies'}, {size_text(freed)} freed")
+        print(f"{folder}: removed {count} entr{'y' if count == 1 else 'ies'}, {size_text(freed)} freed{capped}")
         return 0
     cache.sweep()
     if args.max_gb is not None:
