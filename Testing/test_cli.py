@@ -212,6 +212,10 @@ def test_bench_without_the_peer_tools_installed_names_no_peers(tmp_path, capsys,
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "pip install 'scribbleseg[bench]'" in err and "--no-peers" in err
     assert not (tmp_path / "b").exists()
+    # A bad option is named first: it was hidden behind the missing extra.
+    status = cli.main(["bench", "--out", str(tmp_path / "b"), "--shape", "2", "8", "8", "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--shape 2 8 8: phantom shape 2 8 8 is too small" in err and "bench]" not in err
 
 
 def test_a_warning_starts_its_own_line_while_a_progress_bar_is_drawn_into_a_log_file(monkeypatch):

@@ -365,23 +365,28 @@ def run(args: argparse.Namespace) -> int:
     ...     print(error)
     --shape 2 64 64: phantom shape 2 64 64 is too small: at least 4 sections of 16x16 pixels
     """
-    if not args.no_peers:
-        from ..baselines import _require
-        from ..errors import ScribbleSegError
-
-        try:
-            _require("skimage")
-            _require("sklearn")
-        except ScribbleSegError as exc:  # the bench runs without the peers too
-            raise ScribbleSegError(f"{exc}; or leave the peer tools out with --no-peers") from None
     check_phantom_shape(args.shape)
     check_device_flag(args.device)
     # Everything the run could only find wrong at its end, or after its phantoms, is checked first.
     with output_folder_kept_on_success(args.out) as out:
         if args.update:
             check_update(args.update, [out / name for name in REPORT_FILES])
+        if not args.no_peers:  # after the options' own checks: a bad --shape was told to install the extra
+            _require_peers()
         reused = _reused_models(args.reuse_models, out, args.device)
         return _run(args, out, reused)
+
+
+def _require_peers() -> None:
+    """Refuse a run with the peer tools where their packages (the ``bench`` extra) are missing."""
+    from ..baselines import _require
+    from ..errors import ScribbleSegError
+
+    try:
+        _require("skimage")
+        _require("sklearn")
+    except ScribbleSegError as exc:  # the bench runs without the peers too
+        raise ScribbleSegError(f"{exc}; or leave the peer tools out with --no-peers") from None
 
 
 def _reused_models(reuse: bool, out: Path, device: str) -> dict:
