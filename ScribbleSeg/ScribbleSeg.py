@@ -56,7 +56,7 @@ SETTINGS_DEVICE = "ScribbleSeg/Device"
 # own (ScribbleSegLib.choices.PRESETS: 30 minutes for Small, none for Paper), defined there only.
 OWN_BUDGET = 0.0
 FINETUNE_STEPS = 300  # ScribbleSegLib.choices.FINETUNE_ITERS: 3.5 minutes on a shared 2-core CPU
-FINETUNE_MINUTES = 15.0  # a cap for slow machines; the step budget ends the run on most
+FINETUNE_MINUTES = 15.0  # ScribbleSegLib.choices.FINETUNE_MINUTES: a cap for slow machines
 SELF_TEST_SHAPE = (24, 96, 96)
 # Why the self-test cannot segment its phantom.
 NO_TEST_MODEL = "no starter model in this installation and SCRIBBLESEG_TEST_MODEL is not set"

@@ -231,6 +231,8 @@ FINETUNE_LR = 3e-4
 overwrite what the parent learnt."""
 FINETUNE_ITERS = 300
 """Default step budget when fine-tuning (3.5 minutes of the small preset on a shared 2-core CPU, BENCHMARKS.md)."""
+FINETUNE_MINUTES = 15.0
+"""Default time budget when fine-tuning: a cap for slow machines (the step budget ends the run on most)."""
 
 
 def training_budget(preset: Optional[str] = None, fine_tune: bool = False, *, max_iters: Optional[int] = None,
@@ -240,7 +242,7 @@ def training_budget(preset: Optional[str] = None, fine_tune: bool = False, *, ma
 
     The one rule the command line, the worker and the Slicer panel read: a training from scratch takes its
     preset's budgets (:data:`PRESETS`) at :data:`TRAIN_LR`; a fine-tune (``fine_tune``, whose network is its
-    parent's) :data:`FINETUNE_ITERS` steps at :data:`FINETUNE_LR`, with no time budget.
+    parent's) :data:`FINETUNE_ITERS` steps within :data:`FINETUNE_MINUTES` at :data:`FINETUNE_LR`.
 
     Parameters
     ----------
@@ -260,11 +262,11 @@ def training_budget(preset: Optional[str] = None, fine_tune: bool = False, *, ma
     --------
     >>> training_budget("small")
     (3000, 30.0, 0.001)
-    >>> training_budget(fine_tune=True, max_minutes=10)
-    (300, 10, 0.0003)
+    >>> training_budget(fine_tune=True), training_budget(fine_tune=True, max_minutes=10)
+    ((300, 15.0, 0.0003), (300, 10, 0.0003))
     """
     if fine_tune:
-        defaults = (FINETUNE_ITERS, None, FINETUNE_LR)
+        defaults = (FINETUNE_ITERS, FINETUNE_MINUTES, FINETUNE_LR)
     else:
         chosen = PRESETS[preset or DEFAULT_PRESET]
         defaults = (chosen.max_iters, chosen.max_minutes, TRAIN_LR)

@@ -647,8 +647,8 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
                                    "with init")
     config = config or ModelConfig.small("munet")
     if options is None and parent is not None:  # a fine-tune's own step budget and rate (choices.training_budget)
-        steps, _, rate = choices.training_budget(fine_tune=True)
-        options = TrainOptions(lr=rate, max_iters=steps)
+        steps, minutes, rate = choices.training_budget(fine_tune=True)
+        options = TrainOptions(lr=rate, max_iters=steps, max_minutes=minutes)
     options = copy.copy(options or TrainOptions())
     if max_iters is not None:
         options.max_iters = check_whole(max_iters, "max_iters")

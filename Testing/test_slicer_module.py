@@ -1251,9 +1251,11 @@ def test_the_panel_connects_the_gui_only_through_the_binding(tree):
 
 
 def test_the_panel_fine_tunes_with_the_library_defaults(tree):
-    from ScribbleSegLib.choices import FINETUNE_ITERS
+    from ScribbleSegLib.choices import FINETUNE_ITERS, FINETUNE_MINUTES
 
     assert module_constant(tree, "FINETUNE_STEPS") == FINETUNE_ITERS
+    # The panel's time cap was its own; the command line and the worker had none.
+    assert module_constant(tree, "FINETUNE_MINUTES") == FINETUNE_MINUTES
 
 
 def test_the_result_line_names_the_sections_to_look_at_next(scribbleseg):

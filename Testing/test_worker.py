@@ -513,10 +513,11 @@ def test_a_fine_tune_request_without_budgets_takes_the_command_lines(tmp_path, t
     request = worker.load_request(worker.write_request(tmp_path / "t.json", {
         "task": "train", "images": [str(image)], "labels": [str(image)], "output": "tuned.model",
         "init": str(tiny_model)}))
-    # A fine-tune has its own step budget and no time budget, wherever it is asked for (the preset's 30 minutes
-    # were the worker's alone).
-    assert (request["max_iters"], request["max_minutes"]) == (choices.FINETUNE_ITERS, None)
-    assert choices.training_budget(fine_tune=True) == (choices.FINETUNE_ITERS, None, choices.FINETUNE_LR)
+    # A fine-tune has its own budgets, wherever it is asked for (the preset's 30 minutes were the worker's alone,
+    # the panel's 15 minutes its own).
+    assert (request["max_iters"], request["max_minutes"]) == (choices.FINETUNE_ITERS, choices.FINETUNE_MINUTES)
+    assert choices.training_budget(fine_tune=True) == (choices.FINETUNE_ITERS, choices.FINETUNE_MINUTES,
+                                                       choices.FINETUNE_LR)
     request = worker.load_request(worker.write_request(tmp_path / "s.json", {
         "task": "train", "images": [str(image)], "labels": [str(image)], "output": "new.model", "preset": "paper"}))
     paper = choices.PRESETS["paper"]

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=positive_float, default=None,
                         help="time budget of the optimisation (default: " + ", ".join(
                             f"{m if m is not None else 'none'} for --config {n}" for n, (m, _) in budgets.items())
-                        + ", none with --init)")
+                        + f", {choices.FINETUNE_MINUTES:g} with --init)")
     parser.add_argument("--max-iters", type=positive_int, default=None,
                         help="iteration budget (default: " + ", ".join(
                             f"{i} for --config {n}" for n, (_, i) in budgets.items())
