@@ -155,7 +155,8 @@ def add_experiment_options(parser: argparse.ArgumentParser, out_default: str, mi
     Namespace(out='demo_out', seed=0, device='auto', train_minutes=5.0, shape=[16, 96, 96], quiet=False)
     """
     parser.add_argument("--out", type=folder_path, default=out_default, help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the phantoms, scribbles and training")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="seed of the phantoms, scribbles and training (default: %(default)s)")
     add_device_option(parser)
     parser.add_argument("--train-minutes", type=positive_float, default=minutes_default,
                         help="training budget of each network in minutes (default: %(default)s)")

@@ -85,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"where M-Unet features are cached (default {choices.default_cache_dir()}, "
                              "or $SCRIBBLESEG_CACHE_DIR)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
-    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the DDML and head training")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="seed of the DDML and head training (default: %(default)s)")
     parser.add_argument("--suggest", type=nonnegative_int, default=choices.DEFAULT_SUGGESTIONS, metavar="N",
                         help="print the N sections where another stroke would most likely help (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

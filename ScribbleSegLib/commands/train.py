@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --init)")
     parser.add_argument("--no-stain-normalization", action="store_true",
                         help="train on the colours as they are")
-    parser.add_argument("--seed", type=seed_int, default=0, help="seed of initialisation and sampling (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="seed of initialisation and sampling (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
