@@ -190,20 +190,22 @@ def replace_fields(defaults: Any, values: Dict[str, Any], name: str) -> Any:
     for key, value in values.items():
         if value is None and "Optional" in str(fields[key].type):  # e.g. cut.reference_radius: null turns it off
             continue
+        # "request field 'cut.gamma'" (not "request field 'cut'.gamma"), "graph cut options.gamma" as before
+        setting = f"{name[:-1]}.{key}'" if name.endswith("'") else f"{name}.{key}"
         if isinstance(getattr(defaults, key), str):  # a choice (data_term, evaluation): the class checks it
             if not isinstance(value, str):
-                raise ScribbleSegError(f"{name}.{key} must be a string, got {value!r}")
+                raise ScribbleSegError(f"{setting} must be a string, got {value!r}")
         elif isinstance(getattr(defaults, key), tuple):  # sizes (ddml.hidden): a list of numbers in JSON
             if not isinstance(value, (list, tuple)) or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise ScribbleSegError(f"{name}.{key} must be a list of numbers, got {value!r}")
+                raise ScribbleSegError(f"{setting} must be a list of numbers, got {value!r}")
             values[key] = tuple(value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ScribbleSegError(f"{name}.{key} must be a number, got {value!r}")
+            raise ScribbleSegError(f"{setting} must be a number, got {value!r}")
         elif isinstance(getattr(defaults, key), int) and not isinstance(getattr(defaults, key), bool):
             # A count (ddml.steps, batch_size): JSON may give 400.0, never 2.5 or 1e400.
             if not (isinstance(value, int) or (math.isfinite(value) and float(value).is_integer())):
-                raise ScribbleSegError(f"{name}.{key} must be a whole number, got {value!r}")
+                raise ScribbleSegError(f"{setting} must be a whole number, got {value!r}")
             values[key] = int(value)
     try:
         return dataclasses.replace(defaults, **values)

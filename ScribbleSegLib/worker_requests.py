@@ -169,6 +169,37 @@ PHANTOM_OUTPUTS = ("image", "label", "scribbles")
 SESSION_FIELDS = ("image", "model", "device", "cache_dir", "orientations", "scan_pixel")
 
 
+#: What a request's JSON calls the Python types its fields are read as.
+_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", int: "a whole number", float: "a number",
+               bool: "true or false"}
+
+
+def _json_kinds(types: tuple) -> str:
+    """The JSON kinds of ``types``, as a request's writer knows them ('int or float' is a number).
+
+    Examples
+    --------
+    >>> _json_kinds((int, float)), _json_kinds((dict,)), _json_kinds((str, list))
+    ('a number', 'an object', 'a string or a list')
+    """
+    kinds = [_JSON_KINDS.get(t, t.__name__) for t in types if not (t is int and float in types)]
+    return " or ".join(dict.fromkeys(kinds))
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as the request's JSON writes it (true, "5"), or its Python text where JSON has none.
+
+    Examples
+    --------
+    >>> _json_text(True), _json_text("5"), _json_text([1])
+    ('true', '"5"', '[1]')
+    """
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 class _RequestChecker:
     """Field checks that name the request file and the field."""
 
@@ -209,7 +240,7 @@ class _RequestChecker:
             return default
         value = self.request[field]
         if types and (not isinstance(value, types) or isinstance(value, bool) and bool not in types):
-            raise self.fail(field, f"must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
+            raise self.fail(field, f"must be {_json_kinds(types)}, got {_json_text(value)}")
         return value
 
     def choice(self, field: str, choices: Sequence[str], default: Any = ...) -> str:

@@ -120,7 +120,12 @@ def test_a_request_may_name_the_starter_model_as_the_command_line_does(tmp_path)
     ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "orientations": 3,
       "outputs": {"labels": "l.nrrd"}}, "'orientations' must be one of 1, 2, 4, got 3"),
     ({"task": "session", "image": "i.nrrd", "model": "i.nrrd", "orientations": "4"},
-     "'orientations' must be int, got '4'"),
+     "'orientations' must be a whole number, got \"4\""),
+    # JSON's names for what a field must be, and its text for what it got (Python's 'dict', 'int', True before).
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "cut": [1],
+      "outputs": {"labels": "l.nrrd"}}, "'cut' must be an object, got [1]"),
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "seed": True,
+      "outputs": {"labels": "l.nrrd"}}, "'seed' must be a whole number, got true"),
     ({"task": "session", "image": "i.nrrd", "model": "i.nrrd", "seed": 7},
      "'seed' belongs to each run line, not to the session request"),
     ({"task": "devices", "foo": 1}, "'foo' is not a field of a devices request (misspelt?); it takes none besides"),
@@ -214,7 +219,7 @@ def test_optional_settings_may_be_turned_off_and_others_may_not(tmp_path):
 
     cut = jobs.settings(job({"reference_radius": None, "reference_contrast": None, "gamma": 4.0}))[0]
     assert (cut.reference_radius, cut.reference_contrast, cut.gamma) == (None, None, 4.0)
-    with pytest.raises(ScribbleSegError, match=r"gamma must be a number, got None"):
+    with pytest.raises(ScribbleSegError, match=r"^request field 'cut.gamma' must be a number, got None$"):
         jobs.settings(job({"gamma": None}))
 
 
@@ -236,7 +241,7 @@ def test_choice_settings_pass_a_request_and_are_checked_as_in_job_files(tmp_path
 
     cut, config = jobs.settings(job(request["cut"], request["ddml"]))
     assert (cut.data_term, cut.neighbourhood, config.evaluation) == ("linear", 6, "exact")
-    with pytest.raises(ScribbleSegError, match=r"gamma must be a number, got 'big'"):
+    with pytest.raises(ScribbleSegError, match=r"gamma' must be a number, got 'big'"):
         jobs.settings(job({"gamma": "big"}, {}))
     with pytest.raises(ScribbleSegError, match=r"request field 'cut'.*data_term"):
         jobs.settings(job({"data_term": "cubic"}, {}))
