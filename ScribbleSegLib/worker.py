@@ -45,7 +45,7 @@ Requests (relative paths are relative to the request file's folder)::
      "val_images": [], "val_labels": [], "device": "auto", "seed": 0,
      "init": "/models/parent.model",            # optional: fine-tune this model ("starter": the shipped one)
      "max_iters": 300,                          # optional step budget (default: the preset's, 300 with init;
-                                                # max_minutes: the preset's, none with init)
+                                                # max_minutes: the preset's, 15 with init)
      "names": ["Embryo 7"]}                     # optional: how the model's provenance names the volumes
 
 A segmentation runs :func:`ScribbleSegLib.jobs.segment_files`, the same path
@@ -83,7 +83,8 @@ run (``input``) or a ``cancel`` line (``cancelled``) leaves the session
 running; ``memory`` and ``internal`` errors end it (exit 1).  A line ``quit``
 ends it after the runs already sent (exit 0); stdin closing (the parent is
 gone) ends it: at once while idle (exit 0), else with each run in progress or queued
-answered ``cancelled`` (exit 3).
+answered ``cancelled`` (exit 3), also while the session still opens (the session's own
+``error`` first).  A file of run lines given as stdin therefore ends with ``quit``.
 :class:`SessionProcess` is the parent's side.
 
 :class:`WorkerProcess` is the parent's side: it starts the worker in its own
