@@ -902,12 +902,18 @@ def test_strokes_on_a_finer_grid_mark_the_voxels_holding_their_centres(tmp_path,
     one_line_error(excinfo, "c.nrrd", "spacing", "not a coarser one")
 
 
-def test_strokes_of_the_image_size_on_a_finer_grid_mean_a_missing_spacing_not_a_finer_grid(tmp_path):
-    # An image whose header lacks its spacing is read at 1 mm: strokes drawn on it in Slicer, with the real
-    # 0.06 mm, would crowd into a corner and lose a class. Say what is wrong instead.
+def _two_strokes() -> np.ndarray:
+    """A heart stroke on section 1 and a background stroke on section 2 of a 4x16x16 grid."""
     strokes = np.zeros((4, 16, 16), np.uint8)
     strokes[1, 3:6, 3] = 1
     strokes[2, 12, 8:14] = 2
+    return strokes
+
+
+def test_strokes_of_the_image_size_on_a_finer_grid_mean_a_missing_spacing_not_a_finer_grid(tmp_path):
+    # An image whose header lacks its spacing is read at 1 mm: strokes drawn on it in Slicer, with the real
+    # 0.06 mm, would crowd into a corner and lose a class. Say what is wrong instead.
+    strokes = _two_strokes()
     vio.write_labelmap(tmp_path / "s.nrrd", strokes, Geometry((0.06, 0.06, 0.12)))
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape, Geometry((1.0, 1.0, 1.0)))
@@ -920,9 +926,7 @@ def test_strokes_of_the_image_size_on_a_finer_grid_mean_a_missing_spacing_not_a_
 def test_strokes_of_another_size_on_an_image_that_states_no_voxel_size_are_refused(tmp_path):
     # A stack's strokes (16 sections at 0.024 mm) given for a PNG tile read at 1 mm: placed by position they all fell
     # into a few pixels of the tile, and the run went on to a tile all heart.
-    strokes = np.zeros((4, 16, 16), np.uint8)
-    strokes[1, 3:6, 3] = 1
-    strokes[2, 12, 8:14] = 2
+    strokes = _two_strokes()
     vio.write_labelmap(tmp_path / "s.nrrd", strokes, Geometry((0.024, 0.024, 0.048)))
     with pytest.raises(ScribbleSegError) as excinfo:
         vio.read_scribbles(tmp_path / "s.nrrd", (1, 64, 64), Geometry((1.0, 1.0, 1.0)))
@@ -937,9 +941,7 @@ def test_strokes_of_another_size_on_an_image_that_states_no_voxel_size_are_refus
 def test_strokes_on_the_same_voxels_with_an_axis_flipped_are_read_onto_the_image(tmp_path):
     # The same grid written with x running the other way (direction -1, origin at the far end): every stroke
     # voxel is an image voxel. It was once refused as a missing spacing, naming two equal spacings.
-    strokes = np.zeros((4, 16, 16), np.uint8)
-    strokes[1, 3:6, 3] = 1
-    strokes[2, 12, 8:14] = 2
+    strokes = _two_strokes()
     image = Geometry((0.06, 0.06, 0.12), (1.0, 2.0, 3.0))
     flipped = Geometry(image.spacing, (1.0 + 0.06 * 15, 2.0, 3.0), (-1, 0, 0, 0, 1, 0, 0, 0, 1))
     vio.write_labelmap(tmp_path / "s.nrrd", strokes[..., ::-1].copy(), flipped)
@@ -1547,9 +1549,7 @@ def test_section_files_named_with_a_date_first_are_read_with_a_warning_on_their_
 def test_strokes_on_a_turned_grid_of_the_same_spacing_are_refused_without_a_finer_grid_hint(tmp_path):
     # The refusal of strokes on the image's spacing but another direction said "(strokes may be drawn on a finer
     # grid, not a coarser one)", which has nothing to do with a turn.
-    strokes = np.zeros((4, 16, 16), np.uint8)
-    strokes[1, 3:6, 3] = 1
-    strokes[2, 12, 8:14] = 2
+    strokes = _two_strokes()
     vio.write_labelmap(tmp_path / "s.nrrd", strokes, Geometry((0.06, 0.06, 0.12)))
     c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
     turned = Geometry((0.06, 0.06, 0.12), (0.0, 0.0, 0.0), (c, -s, 0, s, c, 0, 0, 0, 1))
