@@ -338,7 +338,10 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: binds the GUI to the parameter node and forwards actions to the logic."""
 
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
+        # The panel's own state first, the base last: without a parent (ScribbleSegWidget() in the console) the
+        # base runs setup() itself (ScriptedLoadableModule.py, 5.6 to main), and set after it, these reset what
+        # setup() made (the logic, the binding, the tracked observers).  The base's super().__init__() runs
+        # VTKObservationMixin.__init__ again, before setup() adds any observer: harmless.
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
@@ -354,6 +357,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._shortcuts: List = []
         self._sectionFolderTyped: Optional[str] = None  # the folder field's latest text (onSectionFolderChanged)
         self._sectionFolderRead: Optional[str] = None  # the last folder whose stated voxel size was looked at
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -603,7 +607,9 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.ensureScribbleSegments(scribbles, volume)
         if editor.segmentationNode() is not scribbles:
             editor.setSegmentationNode(scribbles)
-        if editor.sourceVolumeNode() is not volume:
+        # Not without a segmentation: the editor refuses a source volume then and logs an error (5.6 to main), which
+        # came with every change of a setting before the first stroke.  It is set once the scribbles are there.
+        if editor.sourceVolumeNode() is not volume and (scribbles is not None or volume is None):
             editor.setSourceVolumeNode(volume)
 
     def _updateResultWidgets(self) -> None:

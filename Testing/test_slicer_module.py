@@ -813,6 +813,42 @@ def test_a_scene_imported_while_the_panel_is_open_gets_overwrite_none_again(scri
     assert panel._savedOverwriteMode == 0, "the mode from before the panel opened is the one given back on exit"
 
 
+def test_the_editor_gets_no_source_volume_before_there_are_scribbles(scribbleseg):
+    # qMRMLSegmentEditorWidget::setSourceVolumeNode refuses a volume while it has no segmentation and logs an error
+    # (5.6 to main): it came with every change of a setting between picking a volume and the first stroke.
+    import types
+
+    volume = types.SimpleNamespace(GetID=lambda: "vtkMRMLVectorVolumeNode1")
+    panel = _panel(scribbleseg, inputVolume=volume)
+    panel._onParameterNodeModified()
+    editor = panel.ui.segmentEditorWidget
+    assert not [c for c in editor.calls if c[0] == "setSourceVolumeNode"]
+    scribbles = object()
+    panel.logic.ensureScribbleSegments = lambda *args: None
+    panel._parameterNode.scribbleSegmentation = scribbles
+    panel._onParameterNodeModified()
+    assert ("setSegmentationNode", (scribbles,)) in editor.calls and ("setSourceVolumeNode", (volume,)) in editor.calls
+
+
+def test_a_panel_made_without_a_parent_keeps_what_its_setup_made(scribbleseg, monkeypatch):
+    # Without a parent, Slicer's ScriptedLoadableModuleWidget.__init__ (5.6 to main) runs setup() itself; the
+    # panel's own __init__ then set the logic and the binding back to None, and the next scene close or setting
+    # change failed on them.
+    class SlicerLikeBase:
+        def __init__(self, parent=None):
+            scribbleseg.VTKObservationMixin.__init__(self)  # what its super().__init__() runs in the panel's MRO
+            if not parent:
+                self.setup()
+
+    def setup(self):
+        self.logic, self._shortcuts = "the logic setup() made", ["a shortcut"]
+
+    monkeypatch.setattr(scribbleseg, "ScriptedLoadableModuleWidget", SlicerLikeBase)
+    monkeypatch.setattr(scribbleseg.ScribbleSegWidget, "setup", setup)
+    widget = scribbleseg.ScribbleSegWidget()
+    assert (widget.logic, widget._shortcuts) == ("the logic setup() made", ["a shortcut"])
+
+
 def test_a_panel_that_is_not_shown_leaves_the_segment_editors_selection_alone(scribbleseg):
     # setup() observes the parameter node: a panel made by slicer.util.getModuleWidget but never entered changed
     # the segmentation and volume of the editor node it shares with the Segment Editor module.
