@@ -1352,9 +1352,10 @@ def pythonExecutable() -> str:
     """Slicer's ``PythonSlicer`` (which sets up the environment for Slicer's Python), else this interpreter
     when it is a plain Python (the console, the tests).
 
-    Inside Slicer ``sys.executable`` is Slicer itself: starting it would open a second Slicer, so a missing
-    PythonSlicer is an error, as in ``slicer.util._executePythonModule`` (5.6 to 5.10; ``executePythonModule``
-    from 5.12 on, the old name deprecated there).
+    Inside Slicer ``sys.executable`` is what ``QStandardPaths::findExecutable("PythonSlicer")`` found
+    (qSlicerCoreApplication, 5.6 to main): PythonSlicer on PATH, else empty, so a missing PythonSlicer is an error,
+    as in ``slicer.util._executePythonModule`` (5.6 to 5.10; ``executePythonModule`` from 5.12 on, the old name
+    deprecated there).  The look beside ``sys.executable`` serves a plain Python that has Slicer's beside it.
     """
     # The same lookup as that function; it cannot start a process group, which a
     # hard cancel needs, so the worker is started with subprocess directly.
