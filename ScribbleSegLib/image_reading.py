@@ -526,7 +526,12 @@ def _channel_view(plane: np.ndarray, components: int, path: Path) -> np.ndarray:
         return plane if plane.dtype == np.uint8 else _wide_over_white(plane)
     if components == 3:
         return plane
-    raise ScribbleSegError(f"{path}: has {components} components per pixel; expected grey, RGB or RGBA")
+    hint = ""
+    if plane.ndim == 4 and plane.shape[0] in (3, 4):
+        # numpy's (3, Z, Y, X), channels first, written as vectors of its last axis: 3 "sections" of 160 components.
+        hint = (f" (an array of ({plane.shape[0]}, Z, Y, X), its colour channels first, written as vectors of its "
+                "last axis? Save it with the channels last, (Z, Y, X, 3), as an RGB image)")
+    raise ScribbleSegError(f"{path}: has {components} components per pixel; expected grey, RGB or RGBA{hint}")
 
 
 def _check_alpha(alpha: np.ndarray, components: int, path: Path) -> None:

@@ -1514,6 +1514,16 @@ def test_a_header_with_a_zero_spacing_is_named_not_called_damaged(tmp_path, spac
                        "refuses", "correct the spacing in the file's header")
 
 
+def test_rgb_stored_with_its_channels_first_is_named(tmp_path):
+    # numpy's (3, Z, Y, X) written as an image reads as 3 sections of X components: "has 40 components" alone.
+    path = tmp_path / "first.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((3, 2, 6, 40), 100, np.uint8)), str(path))
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_image(path)
+    one_line_error(excinfo, "first.nrrd", "has 40 components per pixel", "its colour channels first",
+                   "(Z, Y, X, 3)")
+
+
 def test_rgb_stored_as_a_fourth_axis_is_named(tmp_path):
     # nibabel's (X, Y, Z, 3) of an RGB stack: ITK reads a 4D grey image, which was refused as "a 4D image" alone.
     path = tmp_path / "rgb4d.nii.gz"
