@@ -1,5 +1,7 @@
 """Exceptions that carry a message meant for the user."""
 
+import signal
+
 
 class ScribbleSegError(Exception):
     """A problem with the user's input or environment.
@@ -59,8 +61,6 @@ class Interrupted(KeyboardInterrupt):
     """
 
     def __init__(self, signum: int) -> None:
-        import signal
-
         try:
             name = f"{signal.Signals(signum).name} (signal {int(signum)})"
         except ValueError:

@@ -99,6 +99,15 @@ def _first_of(items: Sequence, shown: int) -> str:
     return ", ".join(map(str, items[:shown])) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
+def _name_numbers(files: Sequence[Path]) -> Optional[Tuple[List[List[str]], List[int]]]:
+    """The files' names split at their digit runs (numbers at odd positions), and the positions of the numbers
+    that differ between them; None for fewer than 3 files or names of different patterns."""
+    parts = [re.split(r"(\d+)", Path(f).stem) for f in files]
+    if len(parts) < 3 or len({len(p) for p in parts}) != 1:
+        return None
+    return parts, [i for i in range(1, len(parts[0]), 2) if len({int(p[i]) for p in parts}) > 1]
+
+
 def missing_section_numbers(files: Sequence[Path]) -> List[int]:
     """The numbers a folder's section files skip, in their step: ``[]`` when the files' names do not differ in
     one number alone, that number runs without a gap, or it skips more numbers than there are files (then it
@@ -116,10 +125,10 @@ def missing_section_numbers(files: Sequence[Path]) -> List[int]:
     >>> missing_section_numbers([Path(f"scan_{d}.png") for d in (20240101, 20240315, 20250101)])
     []
     """
-    parts = [re.split(r"(\d+)", Path(f).stem) for f in files]
-    if len(parts) < 3 or len({len(p) for p in parts}) != 1:
+    split = _name_numbers(files)
+    if split is None:
         return []
-    varying = [i for i in range(1, len(parts[0]), 2) if len({int(p[i]) for p in parts}) > 1]
+    parts, varying = split
     texts_alike = all(len({p[i].lower() for p in parts}) == 1 for i in range(0, len(parts[0]), 2))
     if len(varying) != 1 or not texts_alike:
         return []
@@ -147,10 +156,10 @@ last number alone differs in every file and would order them otherwise (sec0, se
     >>> section_order_question([Path(f"slide{s}_sec{z}.png") for s in (1, 2) for z in (1, 2, 3)]) is None
     True
     """
-    parts = [re.split(r"(\d+)", Path(f).stem) for f in files]
-    if len(parts) < 3 or len({len(p) for p in parts}) != 1:
+    split = _name_numbers(files)
+    if split is None:
         return None
-    varying = [i for i in range(1, len(parts[0]), 2) if len({int(p[i]) for p in parts}) > 1]
+    parts, varying = split
     if len(varying) < 2:
         return None
     last = [int(p[varying[-1]]) for p in parts]

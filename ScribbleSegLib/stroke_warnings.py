@@ -159,7 +159,7 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
     # saved as 2 (a palette in another order made every section so, and the result was the heart strokes alone).
     # A section without heart strokes may well be all background: a section past the heart's end.
     covered = background.reshape(len(sections), -1).sum(axis=1) / float(scribbles[0].size)
-    flooded = np.flatnonzero((covered >= FILLED_SECTION_SHARE) & heart.reshape(len(sections), -1).any(axis=1))
+    flooded = np.flatnonzero((covered >= FILLED_SECTION_SHARE) & (shares > 0))
     if flooded.size:
         warnings.insert(0, f"background strokes cover {covered[flooded[0]]:.0%} of section "
                         f"{int(sections[flooded[0]])}" + (f" (and {flooded.size - 1} more section(s))"

@@ -181,9 +181,10 @@ def write_probability(path: PathLike, prob: np.ndarray, geometry: Geometry) -> N
     """
     prob = _check_array(path, prob, 3, "a probability map")
     prob = np.ascontiguousarray(prob, dtype=np.float32)
-    if not np.isfinite(prob).all():
-        raise ScribbleSegError(f"{path}: the probability map contains NaN or infinite values; nothing written")
+    # Two reductions, no mask of the whole map: NaN and inf pass into the smallest or the largest value.
     low, high = float(prob.min(initial=0.0)), float(prob.max(initial=0.0))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ScribbleSegError(f"{path}: the probability map contains NaN or infinite values; nothing written")
     # A logit or a score map, written as a probability without a word (a float's last bits of a blend are not).
     if low < -PROBABILITY_SLACK or high > 1.0 + PROBABILITY_SLACK:
         raise ScribbleSegError(f"{path}: the probability map holds values from {low:g} to {high:g}, outside 0 to 1; "
