@@ -44,18 +44,17 @@ def check_method(method: Any) -> str:
 
 
 def check_device(device: Any) -> str:
-    """``device`` as ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """``device`` as ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` in any case, returned in lower case.
 
     Examples
     --------
-    >>> check_device("cuda:1")
-    'cuda:1'
+    >>> check_device("cuda:1"), check_device("CPU")
+    ('cuda:1', 'cpu')
     """
-    ok = isinstance(device, str) and (device.lower() in choices.DEVICES
-                                      or (device.lower().startswith("cuda:") and device[5:].isdigit()))
-    if not ok:
-        raise ScribbleSegError(f"device {device!r}: expected one of {', '.join(choices.DEVICES)} (or cuda:N)")
-    return device
+    name = choices.device_name(device)
+    if name is None:
+        raise ScribbleSegError(f"device {device!r}: expected one of {choices.DEVICES_TEXT}")
+    return name
 
 
 def check_orientations(orientations: Any) -> int:

@@ -35,8 +35,23 @@ DEFAULT_METHOD = "full"
 SPACING_RANGE: Tuple[float, float] = (1e-9, 1e9)
 
 DEVICES: Tuple[str, ...] = ("auto", "cpu", "cuda")
-"""Where torch runs; ``auto`` picks CUDA when torch sees a device."""
+"""Where torch runs; ``auto`` picks CUDA when torch sees a device. ``cuda:N`` names one GPU of several, and
+case does not matter (:func:`ScribbleSegLib.checks.check_device`, read by the API, the command line and the worker)."""
 DEFAULT_DEVICE = "auto"
+#: The device names as the messages list them.
+DEVICES_TEXT = ", ".join(DEVICES) + " or cuda:N"
+
+
+def device_name(value: object) -> Optional[str]:
+    """``value`` as a device name of :data:`DEVICES` or ``cuda:N``, in lower case; None if it is none.
+
+    Examples
+    --------
+    >>> device_name("CUDA:1"), device_name("tpu")
+    ('cuda:1', None)
+    """
+    name = value.lower() if isinstance(value, str) else ""
+    return name if name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit()) else None
 
 PHANTOM_FAMILIES: Tuple[str, ...] = ("a", "b")
 """Phantom families (:data:`ScribbleSegLib.phantom.FAMILIES` holds their configs): ``a`` is the default,

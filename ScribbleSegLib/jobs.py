@@ -289,7 +289,7 @@ def check_job(job: SegmentFiles) -> None:
         raise ScribbleSegError(f"{job.name('method')} {job.method!r}: expected one of {', '.join(choices.METHODS)}")
     if job.method != "munet" and not job.scribbles:
         raise ScribbleSegError(f"{job.name('method')} {job.method} needs {job.name('scribbles')}")
-    expected = {"device": "one of " + ", ".join(choices.DEVICES), "seed": "an integer from 0 to 2^63 - 1",
+    expected = {"device": "one of " + choices.DEVICES_TEXT, "seed": "an integer from 0 to 2^63 - 1",
                 "orientations": "one of " + ", ".join(map(str, choices.ORIENTATIONS))}
     for key, checker in (("device", check_device), ("seed", check_seed), ("orientations", check_orientations)):
         try:
@@ -708,7 +708,7 @@ def open_session(job: SegmentFiles, *, progress: Optional[ProgressCallback] = No
         check_device(job.device)
     except ScribbleSegError:
         raise ScribbleSegError(f"{job.name('device')} {job.device!r}: expected one of "
-                               + ", ".join(choices.DEVICES)) from None
+                               + choices.DEVICES_TEXT) from None
     for key, value in job.inputs().items():
         if key != "scribbles" and not Path(value).exists():
             raise ScribbleSegError(_missing(value, key, job))

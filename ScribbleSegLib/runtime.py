@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
 
-from .choices import DEVICES
+from .choices import DEVICES, DEVICES_TEXT
 from .errors import CancelledError, ScribbleSegError
 from .progress import CancelToken
 
@@ -59,7 +59,7 @@ def resolve_device(name: str = "auto"):
                 f"device {name}: this torch ({torch.__version__}) sees no CUDA device; use cpu or auto"
             )
         return torch.device(name)
-    raise ScribbleSegError(f"device {name}: unknown device, expected one of {', '.join(DEVICES)}")
+    raise ScribbleSegError(f"device {name}: unknown device, expected one of {DEVICES_TEXT}")
 
 
 @contextlib.contextmanager

@@ -308,7 +308,11 @@ class _RequestChecker:
         return seed
 
     def device(self) -> str:
-        return self.choice("device", DEVICES, choices.DEFAULT_DEVICE)
+        value = self.value("device", choices.DEFAULT_DEVICE, (str,))
+        name = choices.device_name(value)
+        if name is None:
+            raise self.fail("device", f"must be one of {choices.DEVICES_TEXT}, got {value!r}")
+        return name
 
     def common(self, task: str) -> Dict[str, Any]:
         return {"protocol": PROTOCOL, "task": task, "device": self.device(), "seed": self.seed()}

@@ -114,3 +114,30 @@ def test_an_error_on_the_calling_thread_stops_the_running_items_at_their_next_ch
     assert stop.cancelled
     with pytest.raises(CancelledError):
         LinkedToken(caller).check()
+
+
+@pytest.mark.parametrize("given, read", [("CPU", "cpu"), ("Auto", "auto"), ("cuda:1", "cuda:1"), ("CUDA", "cuda"),
+                                         ("tpu", None), ("cuda:x", None), ("", None)])
+def test_a_device_name_is_read_alike_by_the_api_the_command_line_and_the_worker(tmp_path, given, read):
+    # The API took "CPU" and "cuda:1"; the command line and the worker refused both.
+    import argparse
+
+    from ScribbleSegLib import worker
+    from ScribbleSegLib.checks import check_device
+    from ScribbleSegLib.commands.common import add_device_option
+
+    parser = argparse.ArgumentParser()
+    add_device_option(parser)
+    request = {"task": "session", "image": "i.nrrd", "model": "i.nrrd", "device": given}
+    (tmp_path / "i.nrrd").write_bytes(b"")
+    if read is None:
+        with pytest.raises(ScribbleSegError, match="expected one of auto, cpu, cuda or cuda:N"):
+            check_device(given)
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--device", given])
+        with pytest.raises(ScribbleSegError, match="'device' must be one of auto, cpu, cuda or cuda:N"):
+            worker.load_request(worker.write_request(tmp_path / "r.json", request))
+    else:
+        assert check_device(given) == read
+        assert parser.parse_args(["--device", given]).device == read
+        assert worker.load_request(worker.write_request(tmp_path / "r.json", request))["device"] == read

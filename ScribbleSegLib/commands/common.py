@@ -104,7 +104,7 @@ def check_device_flag(device: str) -> None:
     ...     check_device_flag("tpu")
     ... except ScribbleSegError as error:
     ...     print(error)
-    --device tpu: unknown device, expected one of auto, cpu, cuda
+    --device tpu: unknown device, expected one of auto, cpu, cuda or cuda:N
     """
     from ..errors import ScribbleSegError
     from ..runtime import resolve_device
@@ -115,18 +115,33 @@ def check_device_flag(device: str) -> None:
         raise ScribbleSegError(f"--{exc}") from None
 
 
+def device_flag(text: str) -> str:
+    """``--device``'s value as the API takes it (:func:`ScribbleSegLib.choices.device_name`): any case, ``cuda:N`` too.
+
+    Examples
+    --------
+    >>> device_flag("CPU")
+    'cpu'
+    """
+    name = choices.device_name(text)
+    if name is None:
+        raise argparse.ArgumentTypeError(f"invalid device {text!r} (choose from {choices.DEVICES_TEXT})")
+    return name
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
-    """``--device auto|cpu|cuda``.
+    """``--device auto|cpu|cuda`` (or ``cuda:N``, in any case).
 
     Examples
     --------
     >>> parser = argparse.ArgumentParser()
     >>> add_device_option(parser)
-    >>> parser.parse_args([]).device, parser.parse_args(["--device", "cpu"]).device
-    ('auto', 'cpu')
+    >>> parser.parse_args([]).device, parser.parse_args(["--device", "CUDA:1"]).device
+    ('auto', 'cuda:1')
     """
-    parser.add_argument("--device", default=choices.DEFAULT_DEVICE, choices=choices.DEVICES,
-                        help="where torch runs (default: cuda if available)")
+    parser.add_argument("--device", default=choices.DEFAULT_DEVICE, type=device_flag,
+                        metavar="{" + ",".join(choices.DEVICES) + "}",
+                        help="where torch runs; cuda:N picks one of several GPUs (default: cuda if available)")
 
 
 def default_cache_dir() -> Path:
