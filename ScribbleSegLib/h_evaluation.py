@@ -11,7 +11,6 @@ where the cut could see the difference (BENCHMARKS.md, "Interactive speed" item 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import numpy as np
@@ -22,7 +21,7 @@ from .errors import ScribbleSegError
 from .feature_reader import FeatureReader
 from .progress import CancelToken, ProgressCallback, check, report
 from .resources import release_free_memory
-from .runtime import torch_threads
+from .runtime import thread_pool, torch_threads
 
 if TYPE_CHECKING:  # types only: ddml imports this module
     from .ddml import DDMLNet, Head
@@ -361,17 +360,17 @@ def predict_h(features: np.ndarray, f: DDMLNet, head: Head, chunk: int = 8192, w
         return evaluated
 
     evaluated = 0
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        with torch_threads(1):
+    with torch_threads(1):
+        pool = thread_pool(workers)
+        try:
             for done, count in enumerate(pool.map(run, slabs), start=1):
                 evaluated += count
                 if done % max(1, len(slabs) // 100) == 0 or done == len(slabs):
                     z = slabs[done - 1][0]
                     report(progress, "probability", done / len(slabs), f"section {z + 1}/{depth}")
                 check(cancel)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     if stats is not None:
         stats["evaluated"] = evaluated
     release_free_memory()  # the threads' freed buffers: the cut, the peak of a run, comes next

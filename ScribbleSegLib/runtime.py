@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
@@ -15,7 +16,7 @@ from .progress import CancelToken
 
 __all__ = ["DEVICES", "GPU_MEMORY_PER_SECTION_GIB", "GPU_SECTION_WORKERS", "MAX_SLAB_THREADS",
            "PARALLEL_SECTION_MAX_PIXELS", "SLAB_VOXELS", "beside", "in_order", "in_threads", "resolve_device",
-           "section_workers", "slabs", "torch_threads"]
+           "section_workers", "slabs", "thread_pool", "torch_threads"]
 
 #: Sections of at most this many pixels run two at a time on a 2-core CPU (:func:`section_workers`);
 #: larger ones one at a time, so that the memory of a run stays that of one section.
@@ -132,6 +133,28 @@ def _gpu_free_gib(device) -> int:
     return int(free // 2**30)
 
 
+def thread_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads that run torch with as many intra-op threads as the calling thread does.
+
+    A thread new to torch ran its first matrix products (MKL) with OpenMP's own count, one per core,
+    whatever :func:`torch_threads` had set: the first slabs of a run then rounded otherwise than the rest, so
+    that the same call gave results that differed in the last bit from one run to the next (``h`` of a
+    64x96x96 phantom on two threads: a few voxels by up to 1e-8).  Create the pool inside
+    :func:`torch_threads`.
+
+    Examples
+    --------
+    >>> with thread_pool(2) as pool:
+    ...     list(pool.map(abs, [-1, -2]))
+    [1, 2]
+    """
+    torch = sys.modules.get("torch")  # numpy-only work does not import torch for this
+    if torch is None:
+        return ThreadPoolExecutor(max_workers=workers)
+    return ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads,
+                              initargs=(torch.get_num_threads(),))
+
+
 def in_order(work: Callable, items: Iterable, workers: int, use: Optional[Callable] = None,
              stop: Optional[CancelToken] = None) -> None:
     """``use(item, work(item))`` for every item, in the items' order, with ``work`` on ``workers`` threads.
@@ -165,7 +188,7 @@ def in_order(work: Callable, items: Iterable, workers: int, use: Optional[Callab
         if use is not None:
             use(item, result)
 
-    pool = ThreadPoolExecutor(max_workers=workers)
+    pool = thread_pool(workers)
     try:
         for item in items:
             pending.append((item, pool.submit(work, item)))

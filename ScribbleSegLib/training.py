@@ -62,7 +62,7 @@ from .model_file import SegModel, array_sha256, check_model_output, load_model, 
 from .nets import ModelConfig, MUNet, build_net, scale_input
 from .padding import padding_to_glass
 from .progress import CancelToken, LinkedToken, ProgressCallback, check, report
-from .runtime import in_order, resolve_device, section_workers, torch_threads
+from .runtime import in_order, resolve_device, section_workers, thread_pool, torch_threads
 from .white_point import glass_white, white_glass
 
 _log = logging.getLogger(__name__)
@@ -910,7 +910,7 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     loop_start = time.perf_counter()
     history = []
     workers = expert_workers(net, dev)
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    pool = thread_pool(workers) if workers > 1 else None
     try:
         while it < options.max_iters:
             check(cancel)

@@ -141,3 +141,20 @@ def test_a_device_name_is_read_alike_by_the_api_the_command_line_and_the_worker(
         assert check_device(given) == read
         assert parser.parse_args(["--device", given]).device == read
         assert worker.load_request(worker.write_request(tmp_path / "r.json", request))["device"] == read
+
+
+def test_a_pool_thread_runs_openmp_with_the_callers_thread_count():
+    # A thread new to torch ran its first MKL products with OpenMP's default (one thread per core) under
+    # torch_threads(1): predict_h on two threads gave results that differed in the last bit from run to run.
+    import ctypes
+    import torch  # noqa: F401  (loads torch's OpenMP)
+
+    with open("/proc/self/maps") if os.path.exists("/proc/self/maps") else open(os.devnull) as maps:
+        found = sorted({line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line})
+    if not found:
+        pytest.skip("torch here runs without a GNU or Intel OpenMP library to ask")
+    openmp = ctypes.CDLL(found[0])
+    with runtime.torch_threads(1):
+        assert openmp.omp_get_max_threads() == 1
+        with runtime.thread_pool(2) as pool:
+            assert set(pool.map(lambda _: openmp.omp_get_max_threads(), range(4))) == {1}
