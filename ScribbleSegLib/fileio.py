@@ -169,6 +169,7 @@ def check_output_path(path: PathLike, name: Optional[str] = None) -> Path:
     label = f"{path} ({name})" if name else str(path)
     if not str(path) or path.name in ("", ".", ".."):
         raise ScribbleSegError(f"{label}: expected a file name")
+    path = output_target(path)
     if len(path.name.encode()) > NAME_MAX_BYTES:
         raise ScribbleSegError(f"{label}: the file name is too long ({len(path.name.encode())} bytes; "
                                f"at most {NAME_MAX_BYTES})")
@@ -179,6 +180,10 @@ def check_output_path(path: PathLike, name: Optional[str] = None) -> Path:
         raise ScribbleSegError(f"{label}: the output folder {parent} {what}")
     if path.is_dir():
         raise ScribbleSegError(f"{label}: is a folder, expected a file name")
+    if _is_special(path):
+        # The atomic rename would put a regular file in its place: /dev/null (as root) or a named pipe replaced.
+        raise ScribbleSegError(f"{label}: is a device, a named pipe or a socket, not a file to write; "
+                               "choose an output file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ScribbleSegError(f"{label}: the output folder {parent} is not writable")
     if _write_protected(path):
@@ -186,6 +191,36 @@ def check_output_path(path: PathLike, name: Optional[str] = None) -> Path:
         # is one they meant to keep.
         raise ScribbleSegError(f"{label}: exists and is read-only; make it writable or choose another output file")
     return path
+
+
+def output_target(path: PathLike) -> Path:
+    """The file an output named ``path`` is written to: the file a symbolic link names, else ``path``.
+
+    Written through the link, as the shell's ``>`` writes: the atomic rename onto the link itself replaced it
+    with a file and left the file it named as it was, while the run said it had replaced it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> (folder / "current.model").symlink_to(folder / "v1.model")
+    >>> output_target(folder / "current.model") == (folder / "v1.model").resolve()
+    True
+    """
+    path = Path(path)
+    try:
+        return Path(os.path.realpath(path)) if path.is_symlink() else path
+    except OSError:  # a loop of links: the checks after say what is wrong
+        return path
+
+
+def _is_special(path: Path) -> bool:
+    """Whether ``path`` exists as something other than a regular file or a folder (a device, a pipe, a socket)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _is_dir(path: Path) -> bool:
@@ -705,7 +740,7 @@ class OutputSet:
     """
 
     def __init__(self, targets: Mapping[str, PathLike]) -> None:
-        self.targets: Dict[str, Path] = {k: Path(v) for k, v in targets.items()}
+        self.targets: Dict[str, Path] = {k: output_target(v) for k, v in targets.items()}
         self._temps: Dict[str, Path] = {}
         self.committed = False
 

@@ -978,6 +978,38 @@ def test_an_output_folder_that_is_a_file_is_named_so(tmp_path):
     assert (tmp_path / "afile").read_text() == "kept"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_an_output_that_is_a_named_pipe_is_refused_and_kept(tmp_path):
+    # The atomic rename put a regular file in its place (and as root, `--out /dev/null` would replace /dev/null).
+    pipe = tmp_path / "fifo.model"
+    os.mkfifo(pipe)
+    with pytest.raises(ScribbleSegError, match=r"fifo.model \(--out\): is a device, a named pipe or a socket"):
+        fileio.check_outputs({"--out": pipe})
+    with pytest.raises(ScribbleSegError, match="is a device, a named pipe or a socket"):
+        with fileio.atomic_output(pipe) as tmp:
+            tmp.write_bytes(b"model")
+    assert not pipe.is_file() and pipe.exists() and [p.name for p in tmp_path.iterdir()] == ["fifo.model"]
+
+
+def test_an_output_named_by_a_link_is_written_to_the_file_the_link_names(tmp_path):
+    # The rename replaced the link with a file and left the model it named as it was.
+    (tmp_path / "models").mkdir()
+    target = tmp_path / "models" / "v1.model"
+    target.write_bytes(b"old")
+    link = tmp_path / "current.model"
+    link.symlink_to(Path("models") / "v1.model")
+    with fileio.atomic_output(link) as tmp:
+        tmp.write_bytes(b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    seg_link = tmp_path / "heart.seg.nrrd"
+    seg_link.symlink_to(Path("models") / "v1.seg.nrrd")  # dangling: written where it points, as `>` writes
+    with fileio.OutputSet({"seg": seg_link}) as outputs:
+        outputs.path("seg").write_bytes(b"seg")
+        outputs.commit()
+    assert seg_link.is_symlink() and (tmp_path / "models" / "v1.seg.nrrd").read_bytes() == b"seg"
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["v1.model", "v1.seg.nrrd"]
+
+
 def test_segment_refuses_before_computing_when_the_outputs_cannot_fit(case, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(fileio, "free_bytes", lambda folder: 4096)
     status, _, err = run_cli(capsys, segment_args(case, tmp_path / "o.nrrd", "--probability", tmp_path / "p.nrrd"))
