@@ -202,7 +202,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         # What the command keeps of an interrupted run, where it is worth saying (a training's hours).
-        print(f"{prefix}: interrupted{getattr(args._module, 'INTERRUPTED_NOTE', '')}", file=sys.stderr)
+        # A command may say more of this run (``args.interrupted_note``): what it had written when the signal came.
+        note = getattr(args, "interrupted_note", getattr(args._module, "INTERRUPTED_NOTE", ""))
+        print(f"{prefix}: interrupted{note}", file=sys.stderr)
         return exc.exit_status if isinstance(exc, Interrupted) else 130
     except BrokenPipeError:
         # The reader of our output went away (``| head``): nothing left to tell it. Point stdout at

@@ -36,7 +36,7 @@ import torch
 from . import choices
 from .checks import check_device, check_spacing
 from .errors import ScribbleSegError
-from .fileio import atomic_output
+from .fileio import atomic_output, signals_held
 from .nets import ModelConfig, build_net
 from .runtime import resolve_device
 
@@ -427,7 +427,9 @@ def save_model(path: PathLike, net: torch.nn.Module, config: ModelConfig, *,
     }
     nbytes = sum(t.numel() * t.element_size() for t in payload["state"].values()) + feats.nbytes + labels.nbytes
     with atomic_output(path, nbytes + len(meta_text)) as tmp:  # a full disk: one line, no partial file
-        with open(tmp, "wb") as f:  # our own handle: closed even when torch's zip writer fails (disk full)
+        # Ctrl-C or SIGTERM inside torch's zip writer ended in a traceback from it, or in an abort: held until the
+        # temporary is whole, then raised here, where it is removed.
+        with signals_held(), open(tmp, "wb") as f:  # our own handle: closed even when torch's writer fails
             torch.save(payload, f)
     return Path(path)
 

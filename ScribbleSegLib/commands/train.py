@@ -7,6 +7,8 @@ its parent in its provenance (see ``ScribbleSegLib.training``).
 """
 
 import argparse
+import os
+from typing import Optional, Tuple
 
 from .. import choices
 from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
@@ -118,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         if args.arch is not None and args.arch != parent.config.arch:
             raise ScribbleSegError(f"--arch {args.arch}: --init {args.init} is a {parent.config.arch}; a "
                                    "fine-tuned model keeps its parent's architecture")
-        if args.config is not None:
+        if args.config is not None and ModelConfig.preset(args.config, parent.config.arch) != parent.config:
+            # The parent's own size is accepted, as --arch with the parent's architecture is.
             raise ScribbleSegError(f"--config {args.config}: a fine-tuned model keeps the size of its parent "
                                    f"(--init {args.init}); leave --config out")
         if args.no_stain_normalization and parent.stain is not None:
@@ -135,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         else "scribbleseg train"
     # Said after the work: a model an hour's training replaced without a word looked like the same file.
     replacing = Path(args.out).is_file()
+    before = _file_stamp(args.out)
     bar = TqdmProgress(disable=args.quiet)
     try:
         path = train_from_files(args.images, args.labels, args.out, config, val_images=args.val_images,
@@ -142,7 +146,22 @@ def run(args: argparse.Namespace) -> int:
                                 max_minutes=max_minutes, spacing=args.spacing, downsample=args.downsample,
                                 device=args.device, seed=args.seed, provenance={"command": command},
                                 names=("--images", "--labels", "--val-images", "--val-labels"), progress=bar)
+    except KeyboardInterrupt:
+        if _file_stamp(args.out) not in (before, None):
+            # The signal came after the model was in place: "a model is written only when training ends" told
+            # the user there was none.
+            args.interrupted_note = f"; after the model was written whole: {args.out}"
+        raise
     finally:
         bar.close()
     print(f"wrote {path}" + (" (in place of the model that was there)" if replacing else ""))
     return 0
+
+
+def _file_stamp(path: str) -> Optional[Tuple[int, int, int]]:
+    """``(inode, size, modification time in ns)`` of the file at ``path``, or None where there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
