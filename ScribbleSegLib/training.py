@@ -665,8 +665,12 @@ def train_model(images: Sequence[Union[Volume, np.ndarray]], labels: Sequence[np
     check_label_set([l for _, l in val], val_names, "validation")
     side = max(max(a.shape[1:3]) for a, _ in train)
     if config.patch > 2 * side:  # the paper preset's 256-pixel patches on a tile: mostly padding, and slow
+        smallest = min(ModelConfig.preset(name, config.arch).patch for name in choices.PRESETS)
+        # With the smallest preset's patches already, the sections are what is small: "a smaller preset" named none.
+        advice = ("the small preset fits these volumes" if config.patch > smallest else
+                  "larger sections fit it better (read them downsampled less)")
         _log.warning("the network's training patches (%d pixels) are over twice the sections' size (%d pixels): "
-                     "most of each patch is padding; a smaller preset fits these volumes", config.patch, side)
+                     "most of each patch is padding; %s", config.patch, side, advice)
     dev = resolve_device(device)
     small = choices.PRESETS[choices.DEFAULT_PRESET]
     if dev.type == "cpu" and options.max_minutes is None and options.max_iters > small.max_iters:

@@ -74,12 +74,31 @@ def read_training_pair(image_path: PathLike, label_path: PathLike, *, spacing: O
                                              downsample=downsample, strokes=False)
         if label is None:  # which image it was paired with: a label out of order fits another one
             raise ScribbleSegError(f"{exc} (the label given for {image_path})") from None
+    if int(downsample) > 1 and not label.any():
+        _check_heart_kept(label_path, int(downsample))
     why = volume_io.scribbles_like(label_path)
     if why is not None:
         logging.getLogger("ScribbleSegLib").warning(
             "%s: looks like scribbles, not a label (%s): training takes every value > 0 (or the 'heart' segment) "
             "as the whole heart", label_path, why)
     return image, label
+
+
+def _check_heart_kept(label_path: PathLike, downsample: int) -> None:
+    """Refuse a label whose heart read with ``downsample`` vanished: its heart would be taught as background.
+
+    A block of the reduced grid is heart where at least half of it is, so a heart thinner than the blocks is lost;
+    the error blamed the label file ("marks no heart voxel") and never named the downsampling.
+    """
+    from . import volume_io
+
+    try:
+        full = int(np.count_nonzero(volume_io.read_label_volume(label_path).array))
+    except ScribbleSegError:  # a folder of sections, or a file read otherwise: the label set's own check speaks
+        return
+    if full:
+        raise ScribbleSegError(f"{label_path}: its heart ({full} voxels) vanishes when read downsampled by {downsample} "
+                               "(a block is heart where at least half of it is); give a smaller downsample")
 
 
 def check_pairs(images: Sequence[PathLike], labels: Sequence[PathLike],

@@ -407,6 +407,14 @@ def test_train_command_fine_tunes_with_init(tmp_path, capsys):
     out.unlink()
     assert main(args + ["--config", "paper"]) == 2
     assert "keeps the size of its parent" in capsys.readouterr().err and not out.exists()
+    # The parent's own size is taken, as --arch with its architecture is (the starter is a small M-Unet).
+    starter = list(args)
+    starter[starter.index("--init") + 1] = "starter"
+    starter.remove("--no-stain-normalization")
+    assert main(starter + ["--config", "small", "--arch", "munet", "--max-iters", "1"]) == 0
+    assert load_model(out, device="cpu").config == ModelConfig.small("munet")
+    out.unlink()
+    capsys.readouterr()
     bad = list(args)
     bad[bad.index("--init") + 1] = str(tmp_path / "missing.model")
     assert main(bad) == 2
@@ -570,6 +578,26 @@ def test_scribbles_given_as_a_training_label_get_one_warning(tmp_path, caplog):
         assert (warnings == []) if why is None else (len(warnings) == 1 and why in warnings[0]), (name, warnings)
 
 
+def test_a_heart_that_vanishes_when_read_downsampled_is_named_so_not_an_empty_label(tmp_path):
+    # "marks no heart voxel (all zero)" blamed the label file; its heart, thinner than the blocks, was lost.
+    from ScribbleSegLib import volume_io
+    from ScribbleSegLib.training_files import read_training_pair
+
+    image, label = tiny_volume()
+    volume_io.write_rgb_volume(tmp_path / "i.nrrd", image)
+    thin = np.zeros_like(label)
+    thin[:, 10, 10:20] = 1  # a line one pixel wide: no 4x4 block is half heart
+    volume_io.write_labelmap(tmp_path / "thin.nrrd", thin, image.geometry)
+    volume_io.write_labelmap(tmp_path / "empty.nrrd", np.zeros_like(label), image.geometry)
+    with pytest.raises(ScribbleSegError, match=r"thin.nrrd: its heart \(%d voxels\) vanishes when read downsampled "
+                       r"by 4 .*give a smaller downsample" % int(thin.sum())):
+        read_training_pair(tmp_path / "i.nrrd", tmp_path / "thin.nrrd", downsample=4)
+    _, kept = read_training_pair(tmp_path / "i.nrrd", tmp_path / "thin.nrrd", downsample=1)
+    assert kept.sum() == thin.sum()
+    _, empty = read_training_pair(tmp_path / "i.nrrd", tmp_path / "empty.nrrd", downsample=4)
+    assert not empty.any()  # an empty label stays the label set's question (background-only volumes are allowed)
+
+
 def test_tiles_read_without_a_spacing_give_one_note_per_pixel_size(tmp_path, caplog):
     import SimpleITK as sitk
 
@@ -609,13 +637,25 @@ def test_patches_far_larger_than_the_sections_get_one_warning(tmp_path, caplog):
     import dataclasses
     import logging
 
+    from ScribbleSegLib.geometry import Volume
+
     image, label = tiny_volume()  # 40x40 sections
     big = dataclasses.replace(TINY, patch=96)
     with caplog.at_level(logging.WARNING, logger="ScribbleSegLib"):
         train_model([image], [label], tmp_path / "m.model", big, options=FAST, max_iters=1)
     assert [r.getMessage() for r in caplog.records if "patches" in r.getMessage()] == [
         "the network's training patches (96 pixels) are over twice the sections' size (40 pixels): most of each "
-        "patch is padding; a smaller preset fits these volumes"]
+        "patch is padding; the small preset fits these volumes"]
+    # With the small preset's own patches, no smaller preset exists: the sections are what is small.
+    smallest = dataclasses.replace(TINY, patch=ModelConfig.small().patch)
+    crop = (slice(None), slice(8, 32), slice(8, 32))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ScribbleSegLib"):
+        train_model([Volume(image.array[crop], image.geometry)], [label[crop]], tmp_path / "m.model", smallest,
+                    options=FAST, max_iters=1)
+    assert [r.getMessage() for r in caplog.records if "patches" in r.getMessage()] == [
+        f"the network's training patches ({smallest.patch} pixels) are over twice the sections' size (24 pixels): "
+        "most of each patch is padding; larger sections fit it better (read them downsampled less)"]
 
 
 def test_a_fine_tune_is_said_to_diverge_against_where_its_parent_started(tmp_path, monkeypatch):
@@ -864,3 +904,49 @@ def test_an_interrupted_training_says_that_only_a_finished_one_writes_a_model(tm
     err = capsys.readouterr().err.strip()
     assert status == 130 and err.startswith("scribbleseg train: interrupted; a model is written only when training")
     assert "--max-minutes" in err and "\n" not in err
+
+
+def test_an_interrupt_after_the_model_is_in_place_says_it_was_written(tmp_path, capsys, monkeypatch):
+    # A signal just after the rename ended with "a model is written only when training ends" beside a whole model.
+    from ScribbleSegLib import cli, training_files, volume_io
+
+    image, label = tiny_volume(shape=(5, 24, 24))
+    volume_io.write_rgb_volume(tmp_path / "img.nrrd", image)
+    volume_io.write_labelmap(tmp_path / "lab.nrrd", label, image.geometry)
+    out = tmp_path / "m.model"
+    args = ["train", "--images", str(tmp_path / "img.nrrd"), "--labels", str(tmp_path / "lab.nrrd"),
+            "--out", str(out), "--quiet"]
+    for writes in (True, False):
+        def train_then_interrupted(*_, **__):
+            if writes:
+                out.write_bytes(b"a whole model")
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(training_files, "train_from_files", train_then_interrupted)
+        assert cli.main(args) == 130
+        err = capsys.readouterr().err.strip()
+        expected = f"; after the model was written whole: {out}" if writes else "; a model is written only when"
+        assert err.startswith(f"scribbleseg train: interrupted{expected}"), err
+        out.unlink(missing_ok=True)
+
+
+def test_an_interrupt_while_a_model_file_is_written_waits_until_it_is_whole(tmp_path, monkeypatch):
+    # Ctrl-C inside torch's zip writer ended in a traceback from it ("unexpected pos"), or in an abort.
+    import signal
+
+    from ScribbleSegLib import model_file
+    from ScribbleSegLib.nets import build_net
+
+    finished = []
+    real_save = torch.save
+
+    def save_interrupted(payload, f):
+        signal.raise_signal(signal.SIGINT)
+        real_save(payload, f)
+        finished.append(True)
+
+    monkeypatch.setattr(model_file.torch, "save", save_interrupted)
+    net = build_net(TINY)
+    with pytest.raises(KeyboardInterrupt):
+        model_file.save_model(tmp_path / "m.model", net, TINY, voxel_size=(0.02, 0.02, 0.1))
+    assert finished == [True] and list(tmp_path.iterdir()) == []
