@@ -918,7 +918,9 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
     try:
         while it < options.max_iters:
             check(cancel)
-            if budget is not None and it and time.perf_counter() - loop_start + step_seconds + val_seconds > budget:
+            if budget is not None and it and \
+                    time.perf_counter() - loop_start + step_seconds + _validation_seconds(val_seconds, step_seconds,
+                                                                                         val_batches) > budget:
                 reason = "time budget"
                 break
             began = time.perf_counter()
@@ -961,7 +963,16 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     if not history or history[-1][0] != it:
-        val_loss = _validate(net, val_batches, geom, dev)
+        checked = val_batches
+        if not history and budget is not None:
+            # No validation yet, so no loss to compare with: as many batches as the budget leaves time for (one at
+            # least). A paper-sized network on a CPU stopped after its first step, then validated for minutes
+            # past max_minutes with its progress bar still.
+            left = budget - (time.perf_counter() - loop_start)
+            per_batch = _validation_seconds(0.0, step_seconds, val_batches) / len(val_batches)
+            checked = val_batches[:max(1, min(len(val_batches), int(left / per_batch) if per_batch > 0 else 1))]
+        report(progress, "training", done, f"step {it}: validating")
+        val_loss = _validate(net, checked, geom, dev)
         history.append([it, round(ema, 4), round(val_loss, 4)])
         if val_loss < best:
             best, best_iter, best_state = val_loss, it, None
@@ -1016,6 +1027,13 @@ def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
+
+
+def _validation_seconds(measured: float, step_seconds: float, batches: Sequence) -> float:
+    """What a validation takes: as ``measured``, or before the first, a third of a training step per batch (a
+    forward pass of a batch as large: a paper-sized network's first step took 24 s on a 2-core CPU, and one
+    batch of its validation about 6 s)."""
+    return measured if measured > 0 else len(batches) * step_seconds / 3.0
 
 
 def _validate(net, batches, geom, dev, pool: Optional[ThreadPoolExecutor] = None) -> float:

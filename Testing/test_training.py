@@ -950,3 +950,28 @@ def test_an_interrupt_while_a_model_file_is_written_waits_until_it_is_whole(tmp_
     with pytest.raises(KeyboardInterrupt):
         model_file.save_model(tmp_path / "m.model", net, TINY, voxel_size=(0.02, 0.02, 0.1))
     assert finished == [True] and list(tmp_path.iterdir()) == []
+
+
+def test_a_time_budget_that_ends_before_any_validation_validates_what_time_is_left_for(tmp_path, monkeypatch):
+    # A paper-sized network on a CPU stopped after its first step, then validated all 24 batches for minutes past
+    # max_minutes.
+    import dataclasses
+
+    from ScribbleSegLib import training
+
+    image, label = tiny_volume()
+    validated = []
+    real_validate = training._validate
+
+    def counted(net, batches, *args, **kwargs):
+        validated.append(len(batches))
+        return real_validate(net, batches, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_validate", counted)
+    options = dataclasses.replace(FAST, val_patches=32, batch=2, max_minutes=1e-6)  # 16 batches, no time at all
+    train_model([image], [label], tmp_path / "m.model", TINY, options=options, max_iters=50)
+    assert validated == [1]  # one step, then one batch
+    validated.clear()
+    options = dataclasses.replace(options, max_minutes=None)
+    train_model([image], [label], tmp_path / "m.model", TINY, options=options, max_iters=3)
+    assert validated == [16]  # without a budget, the whole validation
