@@ -222,6 +222,27 @@ def check_label_set(labels: Sequence[np.ndarray], names: Sequence[str], kind: st
             # A mask saved the other way round (heart black, the rest white) trained the glass as heart, unsaid.
             _log.warning("%s: the label marks %.0f%% of the voxels as heart: is the mask inverted (heart black)?",
                          name, 100 * share)
+        gaps = _sections_without_heart_inside(label)
+        if gaps:
+            # A heart runs through its sections without a break: a stack outlined on every few sections (or up to
+            # where the outliner stopped) teaches the heart of the others as background, unsaid.
+            _log.warning("%s: %d section(s) between sections with heart hold none (%s): is the label partial? Its "
+                         "unmarked sections are taught as background", name, len(gaps), _section_list(gaps))
+
+
+def _sections_without_heart_inside(label: np.ndarray) -> List[int]:
+    """The sections (0-based) of a ``(Z, Y, X)`` label without heart that lie between sections with heart."""
+    if label.ndim != 3 or label.shape[0] < 3:
+        return []
+    marked = label.reshape(label.shape[0], -1).any(axis=1)
+    first, last = np.flatnonzero(marked)[[0, -1]] if marked.any() else (0, -1)
+    return [int(z) for z in range(first + 1, last) if not marked[z]]
+
+
+def _section_list(sections: Sequence[int], shown: int = 6) -> str:
+    """Section numbers counted from 1, as ``3, 4, 7`` or ``3, 4, 7, 8, 9, 12 and 5 more``."""
+    text = ", ".join(str(z + 1) for z in sections[:shown])
+    return text + (f" and {len(sections) - shown} more" if len(sections) > shown else "")
 
 
 def _size(shape: Sequence[int]) -> str:

@@ -975,3 +975,21 @@ def test_a_time_budget_that_ends_before_any_validation_validates_what_time_is_le
     options = dataclasses.replace(options, max_minutes=None)
     train_model([image], [label], tmp_path / "m.model", TINY, options=options, max_iters=3)
     assert validated == [16]  # without a budget, the whole validation
+
+
+def test_a_label_with_sections_left_unmarked_inside_the_heart_gets_one_warning(caplog):
+    # Outlined on every few sections, a stack trained with the heart of the others as background, unsaid.
+    import logging
+
+    from ScribbleSegLib.training import check_label_set
+
+    whole = np.zeros((8, 6, 6), np.uint8)
+    whole[1:7, 2:4, 2:4] = 1
+    sparse = whole.copy()
+    sparse[[2, 3, 5]] = 0
+    tile = whole[3:4]
+    with caplog.at_level(logging.WARNING, logger="ScribbleSegLib"):
+        check_label_set([whole, sparse, tile], ["whole.nrrd", "sparse.nrrd", "tile.png"])
+    said = [r.getMessage() for r in caplog.records if "hold none" in r.getMessage()]
+    assert said == ["sparse.nrrd: 3 section(s) between sections with heart hold none (3, 4, 6): is the label "
+                    "partial? Its unmarked sections are taught as background"]
