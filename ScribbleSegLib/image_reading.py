@@ -635,7 +635,9 @@ def _value_range(array: np.ndarray, path: Optional[Path] = None) -> Optional[Tup
     16 bits maps from 0..4095): a brightfield scan's light is an absolute quantity, and stretching its darkest
     value to black changed the optical densities the stain normalization reads (a 16-bit stack scored 0.801
     against 0.818 for the same stack in 8 bits).  So do signed integers without a negative value, and floats
-    within [0, 1] map from that range (an image saved as ``im2double`` or ``img_as_float`` does, 1 for white).
+    within [0, 1] map from that range (an image saved as ``im2double`` or ``img_as_float`` does, 1 for white),
+    floats within [0, 255] from 0..255 (8-bit values converted to float unscaled: stretched, a scan whose darkest
+    value was 35 read it as black).
     Other signed integers and floats, whose scale is not known, map from their finite minimum and maximum; a
     float ``array`` of ``path`` with NaN or infinite values gets one warning (they are read as the range's ends:
     NaN and -inf as the darkest, +inf as the brightest).
@@ -646,6 +648,8 @@ def _value_range(array: np.ndarray, path: Optional[Path] = None) -> Optional[Tup
     ((0.0, 4095.0), (0.0, 65535.0))
     >>> _value_range(np.array([0.12, 0.9], np.float32)), _value_range(np.array([-3, 7], np.int16))
     ((0.0, 1.0), (-3.0, 7.0))
+    >>> _value_range(np.array([35.0, 240.0])), _value_range(np.array([35.0, 4000.0]))
+    ((0.0, 255.0), (35.0, 4000.0))
     """
     if array.dtype.kind in "ui" and (array.dtype.kind == "u" or not array.size or int(array.min()) >= 0):
         top = int(array.max()) if array.size else 0
@@ -660,7 +664,9 @@ def _value_range(array: np.ndarray, path: Optional[Path] = None) -> Optional[Tup
             logging.getLogger("ScribbleSegLib").warning(
                 "%s: %d NaN or infinite values, read as the darkest (NaN, -inf) or brightest (+inf) value", path, bad)
         low, high = float(array[finite].min()), float(array[finite].max())
-        return (0.0, 1.0) if 0.0 <= low and high <= 1.0 else (low, high)
+        if 0.0 <= low and high <= 1.0:
+            return 0.0, 1.0
+        return (0.0, 255.0) if 0.0 <= low and high <= 255.0 else (low, high)
     return float(array.min()), float(array.max())
 
 

@@ -260,11 +260,12 @@ def test_scalar_float_volume_rescales_from_min_max(tmp_path, caplog):
     assert volume.geometry.spacing == (0.3, 0.3, 1.5)
 
 
-@pytest.mark.parametrize("kind", ["float within [0, 1]", "int16 without negatives"])
+@pytest.mark.parametrize("kind", ["float within [0, 1]", "float within [0, 255]", "int16 without negatives"])
 def test_a_float_image_within_0_1_and_a_signed_one_without_negatives_read_as_the_same_scan_in_8_bits(tmp_path, kind):
     # They were stretched from their darkest pixel (here 31/255) to black: other colours than the 8-bit scan's.
     eight = np.random.default_rng(2).integers(31, 250, (2, 5, 6, 3)).astype(np.uint8)
-    data = eight / np.float32(255) if kind.startswith("float") else eight.astype(np.int16)
+    data = {"float within [0, 1]": eight / np.float32(255), "float within [0, 255]": eight.astype(np.float32),
+            "int16 without negatives": eight.astype(np.int16)}[kind]
     sitk.WriteImage(sitk.GetImageFromArray(data, isVector=True), str(tmp_path / "v.nrrd"))
     np.testing.assert_array_equal(vio.read_image(tmp_path / "v.nrrd").array, eight)
 
