@@ -155,11 +155,13 @@ class StrokeHistory:
         if self.path is None:
             return
         from .errors import ScribbleSegError
-        from .fileio import atomic_output
+        from .fileio import atomic_output, signals_held
 
         try:
             with atomic_output(self.path, expected_bytes=sum(9 * r.voxels.size + 64 for r in runs) + 4096) as tmp:
-                with open(tmp, "wb") as handle:
+                # A signal inside zipfile's writer left its archive to fail again when collected ("Exception
+                # ignored ... seek of closed file", exit status 1): held until the file is whole.
+                with signals_held(), open(tmp, "wb") as handle:
                     np.savez(handle, shapes=np.array([r.shape for r in runs], np.int64),
                              sizes=np.array([r.voxels.size for r in runs], np.int64),
                              voxels=np.concatenate([r.voxels for r in runs]).astype(np.int64),

@@ -85,6 +85,25 @@ def test_a_history_file_keeps_runs_between_processes_and_a_damaged_one_is_droppe
         assert runs == [] or len(runs) == 1
 
 
+def test_an_interrupt_while_the_history_is_written_waits_until_the_file_is_whole(tmp_path, monkeypatch):
+    # A signal inside zipfile's writer left its archive to fail again when collected ("seek of closed file").
+    import signal
+
+    finished = []
+    real_savez = np.savez
+
+    def savez_interrupted(handle, **arrays):
+        signal.raise_signal(signal.SIGINT)
+        real_savez(handle, **arrays)
+        finished.append(True)
+
+    monkeypatch.setattr(stroke_history.np, "savez", savez_interrupted)
+    path = tmp_path / stroke_history.HISTORY_FILE
+    with pytest.raises(KeyboardInterrupt):
+        StrokeHistory(path).remember(_strokes(), (0.25, 0.75))
+    assert finished == [True] and list(tmp_path.iterdir()) == []
+
+
 def test_a_history_that_cannot_be_written_is_one_warning(tmp_path, caplog):
     blocker = tmp_path / "a file"
     blocker.write_bytes(b"")
