@@ -254,7 +254,11 @@ def _exit(status: int) -> NoReturn:
     end_threads = getattr(threading, "_shutdown", None)
     if None in (run_callbacks, end_threads) or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(status)
-    end_threads()
+    if status <= 128:
+        # Not after a signal: one that came while the main thread held importlib's lock left it held, and the
+        # thread importing torch beside the reading (jobs.prefetch_imports) waited for it forever, and the exit
+        # for that thread (a SIGHUP 0.5 s into a segment: 1 run in about 180). The work is over either way.
+        end_threads()
     run_callbacks()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError, AttributeError):  # a reader gone, a stream closed or None

@@ -883,6 +883,30 @@ cli.run()
     assert not list(tmp_path.glob("temporary*")), "the temporary folder was left behind"
 
 
+def test_an_interrupted_program_ends_without_waiting_for_a_thread_that_never_ends(tmp_path):
+    # A signal that came while the main thread held importlib's lock left the thread importing torch beside the
+    # reading waiting for it forever, and the exit waited for that thread (a SIGHUP 0.5 s into a segment).
+    marker = tmp_path / "callback-ran"
+    script = f"""
+import atexit, sys, threading
+from pathlib import Path
+from ScribbleSegLib import cli
+atexit.register(Path({str(marker)!r}).write_text, "yes")
+stuck = threading.Thread(target=threading.Event().wait)  # not a daemon: an exit that waits for it never ends
+
+def main():
+    stuck.start()
+    print("interrupted", file=sys.stderr)
+    return 129
+
+cli.main = main
+cli.run()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 129 and done.stderr == "interrupted\n"
+    assert marker.read_text() == "yes"
+
+
 def test_a_profiler_still_gets_the_programs_statistics(tmp_path):
     # cProfile writes its statistics after the program returns: the program's quick exit must leave it that.
     stats = tmp_path / "program.prof"
