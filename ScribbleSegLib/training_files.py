@@ -97,8 +97,9 @@ def _check_heart_kept(label_path: PathLike, downsample: int) -> None:
     except ScribbleSegError:  # a folder of sections, or a file read otherwise: the label set's own check speaks
         return
     if full:
-        raise ScribbleSegError(f"{label_path}: its heart ({full} voxels) vanishes when read downsampled by {downsample} "
-                               "(a block is heart where at least half of it is); give a smaller downsample")
+        raise ScribbleSegError(f"{label_path}: its heart ({full} voxels) vanishes when read downsampled by "
+                               f"{downsample} (a block is heart where at least half of it is); give a smaller "
+                               "downsample")
 
 
 def check_pairs(images: Sequence[PathLike], labels: Sequence[PathLike],
