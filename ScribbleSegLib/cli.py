@@ -256,8 +256,8 @@ def _exit(status: int) -> NoReturn:
         sys.exit(status)
     if status <= 128:
         # Not after a signal: one that came while the main thread held importlib's lock left it held, and the
-        # thread importing torch beside the reading (jobs.prefetch_imports) waited for it forever, and the exit
-        # for that thread (a SIGHUP 0.5 s into a segment: 1 run in about 180). The work is over either way.
+        # thread importing torch beside the reading (jobs.import_in_background) waited for it forever, and the
+        # exit for that thread (SIGHUP 0.3-0.5 s into a segment: 2 runs of about 280). The work is over anyway.
         end_threads()
     run_callbacks()
     for stream in (sys.stdout, sys.stderr):
