@@ -901,7 +901,8 @@ def signals_held(signals: Sequence[str] = ("SIGINT", "SIGTERM", "SIGHUP")) -> It
 def _signal_handlers(signals: Sequence[str], handler) -> Iterator[None]:
     """``handler`` for the named signals during the body, the previous handlers after it.
 
-    Only the main thread can set handlers; elsewhere the body runs with the handlers as they are.
+    Only the main thread can set handlers; elsewhere the body runs with the handlers as they are.  A signal
+    ignored when the body starts stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -909,7 +910,9 @@ def _signal_handlers(signals: Sequence[str], handler) -> Iterator[None]:
     previous = {}
     for name in signals:
         number = getattr(signal, name, None)
-        if number is None:
+        if number is None or signal.getsignal(number) == signal.SIG_IGN:
+            # Ignored as the program was started (`nohup` ignores SIGHUP): it stays ignored, or closing the
+            # terminal stopped the run that nohup was asked to keep going.
             continue
         with contextlib.suppress(ValueError, OSError):
             previous[number] = signal.signal(number, handler)

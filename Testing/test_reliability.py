@@ -1281,3 +1281,22 @@ def test_manifest_of_a_cache_entry_records_sizes_and_checksums(tmp_path):
         path = tmp_path / ("c" * 32) / name
         assert manifest["files"][name] == {"size": path.stat().st_size,
                                            "checksum": feature_cache.sampled_checksum(path)}
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+def test_a_signal_ignored_as_the_program_starts_stays_ignored(tmp_path):
+    # `nohup scribbleseg train ...` was stopped when its terminal closed: the handlers replaced nohup's ignore.
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with fileio.signals_raise():
+            signal.raise_signal(signal.SIGHUP)  # raised Interrupted before
+        with fileio.signals_held():
+            signal.raise_signal(signal.SIGHUP)
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    except KeyboardInterrupt as stopped:  # pytest would end the whole run on it
+        pytest.fail(f"an ignored SIGHUP stopped the body: {stopped}")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    with pytest.raises(KeyboardInterrupt):  # not ignored: still stops the body
+        with fileio.signals_raise():
+            signal.raise_signal(signal.SIGHUP)
