@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
 
-from .choices import DEVICES, DEVICES_TEXT
+from .choices import DEVICES, DEVICES_TEXT, device_name
 from .errors import CancelledError, ScribbleSegError
 from .progress import CancelToken
 
@@ -49,18 +49,17 @@ def resolve_device(name: str = "auto"):
     """
     import torch
 
-    name = (name or "auto").lower()
+    given = (name or "auto").lower()
+    name = device_name(given)
+    if name is None:  # "cudax" reached torch.device where CUDA was there, and failed in it
+        raise ScribbleSegError(f"device {given}: unknown device, expected one of {DEVICES_TEXT}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ScribbleSegError(
-                f"device {name}: this torch ({torch.__version__}) sees no CUDA device; use cpu or auto"
-            )
-        return torch.device(name)
-    raise ScribbleSegError(f"device {name}: unknown device, expected one of {DEVICES_TEXT}")
+    if not torch.cuda.is_available():  # cuda or cuda:N
+        raise ScribbleSegError(f"device {name}: this torch ({torch.__version__}) sees no CUDA device; use cpu or auto")
+    return torch.device(name)
 
 
 @contextlib.contextmanager

@@ -990,7 +990,7 @@ def _optimise(net, source: PatchSource, val_source: PatchSource, options: TrainO
             # least). A paper-sized network on a CPU stopped after its first step, then validated for minutes
             # past max_minutes with its progress bar still.
             left = budget - (time.perf_counter() - loop_start)
-            per_batch = _validation_seconds(0.0, step_seconds, val_batches) / len(val_batches)
+            per_batch = step_seconds * FORWARD_SHARE
             checked = val_batches[:max(1, min(len(val_batches), int(left / per_batch) if per_batch > 0 else 1))]
         report(progress, "training", done, f"step {it}: validating")
         val_loss = _validate(net, checked, geom, dev)
@@ -1050,11 +1050,15 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+#: A validation batch's share of a training step's time, before a validation has been timed: a forward pass of a
+#: batch as large (a paper-sized network's first step took 24 s on a 2-core CPU, one batch of its validation
+#: about 6 s).
+FORWARD_SHARE = 1.0 / 3.0
+
+
 def _validation_seconds(measured: float, step_seconds: float, batches: Sequence) -> float:
-    """What a validation takes: as ``measured``, or before the first, a third of a training step per batch (a
-    forward pass of a batch as large: a paper-sized network's first step took 24 s on a 2-core CPU, and one
-    batch of its validation about 6 s)."""
-    return measured if measured > 0 else len(batches) * step_seconds / 3.0
+    """What a validation takes: as ``measured``, or before the first, :data:`FORWARD_SHARE` of a step per batch."""
+    return measured if measured > 0 else len(batches) * step_seconds * FORWARD_SHARE
 
 
 def _validate(net, batches, geom, dev, pool: Optional[ThreadPoolExecutor] = None) -> float:

@@ -91,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     """
     import shlex
     import sys
-    from pathlib import Path
 
     from ..errors import ScribbleSegError
     from ..fileio import check_outputs
@@ -137,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
     command = "scribbleseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] \
         else "scribbleseg train"
     # Said after the work: a model an hour's training replaced without a word looked like the same file.
-    replacing = Path(args.out).is_file()
     before = _file_stamp(args.out)
     bar = TqdmProgress(disable=args.quiet)
     try:
@@ -154,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         bar.close()
-    print(f"wrote {path}" + (" (in place of the model that was there)" if replacing else ""))
+    print(f"wrote {path}" + (" (in place of the model that was there)" if before is not None else ""))
     return 0
 
 
