@@ -627,7 +627,7 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     @contextlib.contextmanager
     def _reportErrors(self, title: str):
         """Show a ScribbleSegError as its one-line message, anything else with its traceback; a cancel
-        (the user's own choice) with nothing.
+        (the user's own choice), or a failed install that Slicer's own dialog has shown, with nothing.
 
         An action that fails before its job starts leaves no progress bar or
         "Segmenting..." status behind.
@@ -639,6 +639,8 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._endJob()
             if isinstance(exc, lib("errors").CancelledError):
                 logging.info("ScribbleSeg: %s: cancelled", title)
+            elif getattr(exc, "shownBySlicer", False):  # Slicer's own dialog has told the user: none again
+                logging.error("ScribbleSeg: %s: %s", title, exc)
             elif isUserError(exc):
                 slicer.util.errorDisplay(str(exc), windowTitle=title)
             else:
@@ -1606,8 +1608,10 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
                 self._pipInstall(pipMissing)
         except subprocess.CalledProcessError as exc:
             what = "PyTorch" if needTorch and not self.torchInstalled() else ", ".join(pipMissing)
-            raise userError(f"installing {what} failed (exit status {exc.returncode}); its output is in the Python "
-                            "console. See Troubleshooting in the ScribbleSeg documentation") from None
+            error = userError(f"installing {what} failed (exit status {exc.returncode}); its output is in the Python "
+                              "console. See Troubleshooting in the ScribbleSeg documentation")
+            error.shownBySlicer = getattr(exc, "shownBySlicer", False)
+            raise error from None
         except Exception as exc:
             if isUserError(exc):
                 raise
@@ -1633,8 +1637,14 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             if slicerPackaging is not None:
                 # The user has agreed in our dialog, and ensureDependencies offers the restart itself
                 # (on every version): one question each, not two.
-                slicerPackaging.pip_ensure(requirements, constraints=constraints, prompt_install=False,
-                                           prompt_restart=False, requester="ScribbleSeg")
+                try:
+                    slicerPackaging.pip_ensure(requirements, constraints=constraints, prompt_install=False,
+                                               prompt_restart=False, requester="ScribbleSeg")
+                except subprocess.CalledProcessError as exc:
+                    # pip_ensure's progress dialog has shown "Package installation failed." with pip's output
+                    # (Base/Python/slicer/packaging.py, 5.12 to main): the panel shows no second dialog.
+                    exc.shownBySlicer = True
+                    raise
             else:
                 slicer.util.pip_install(["-c", constraints, *requirements])
         finally:

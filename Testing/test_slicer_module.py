@@ -1075,6 +1075,39 @@ def test_slicer_packaging_installs_without_its_own_prompts(scribbleseg, monkeypa
     assert not Path(kwargs["constraints"]).exists(), "the constraints file is removed after the install"
 
 
+def test_a_pip_failure_that_slicer_showed_gets_no_second_dialog(scribbleseg, monkeypatch):
+    # Slicer 5.12+: pip_ensure's progress dialog shows "Package installation failed." with pip's output, then
+    # raises; the panel showed its own error on top of it.
+    import types
+
+    logic, state = _dependency_logic(scribbleseg, monkeypatch, torch_installed=True, pip_missing=["slicerio>=1.0"])
+    packaging = types.ModuleType("slicer.packaging")
+
+    def pip_ensure(requirements, **kwargs):
+        raise subprocess.CalledProcessError(1, "pip install")
+
+    packaging.pip_ensure = pip_ensure
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    monkeypatch.setattr(scribbleseg.slicer, "packaging", packaging, raising=False)
+    errors = []
+    scribbleseg.slicer.util.errorDisplay = lambda text, **kwargs: errors.append(text)
+    panel = _panel(scribbleseg)
+    panel.logic = logic
+    with panel._reportErrors("Cannot load the sections"):
+        logic.ensureDependencies(torch=False)
+    assert errors == [] and len(state["dialogs"]) == 1, "ScribbleSeg's own question only, no error on Slicer's"
+    # From the console (no panel) the error still says what failed, in one line.
+    with pytest.raises(Exception, match=r"installing slicerio>=1.0 failed \(exit status 1\)") as info:
+        logic.ensureDependencies(torch=False)
+    assert scribbleseg.isUserError(info.value) and "\n" not in str(info.value)
+    # Where Slicer showed nothing (5.6-5.10's pip_install), the panel shows the error.
+    monkeypatch.setitem(sys.modules, "slicer.packaging", None)
+    scribbleseg.slicer.util.pip_install = lambda args: pip_ensure(args)
+    with panel._reportErrors("Cannot load the sections"):
+        logic.ensureDependencies(torch=False)
+    assert len(errors) == 1 and "installing slicerio>=1.0 failed" in errors[0]
+
+
 def test_the_self_test_skips_without_its_dependencies(scribbleseg, monkeypatch):
     import unittest
 
