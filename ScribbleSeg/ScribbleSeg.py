@@ -1350,6 +1350,17 @@ def _requirementName(line: str) -> str:
     return name.lower()
 
 
+def shownBySlicer(exc: subprocess.CalledProcessError) -> bool:
+    """Whether Slicer has shown this pip failure in a dialog of its own, with pip's output.
+
+    From 5.12 on, ``slicer.packaging``'s progress dialog (``pip_ensure``, and ``slicer.util.pip_install``, which
+    PyTorchUtils calls to install light-the-torch) shows "Package installation failed." and then raises
+    ``CalledProcessError(code, "pip install")``; every other failure raises with the command line as a list
+    (``_executePythonModule``, 5.6 to main).  Base/Python/slicer/packaging.py, ``_pip_install_with_dialog``.
+    """
+    return exc.cmd == "pip install"
+
+
 def pythonExecutable() -> str:
     """Slicer's ``PythonSlicer`` (which sets up the environment for Slicer's Python), else this interpreter
     when it is a plain Python (the console, the tests).
@@ -1610,7 +1621,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             what = "PyTorch" if needTorch and not self.torchInstalled() else ", ".join(pipMissing)
             error = userError(f"installing {what} failed (exit status {exc.returncode}); its output is in the Python "
                               "console. See Troubleshooting in the ScribbleSeg documentation")
-            error.shownBySlicer = getattr(exc, "shownBySlicer", False)
+            error.shownBySlicer = shownBySlicer(exc)
             raise error from None
         except Exception as exc:
             if isUserError(exc):
@@ -1637,14 +1648,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             if slicerPackaging is not None:
                 # The user has agreed in our dialog, and ensureDependencies offers the restart itself
                 # (on every version): one question each, not two.
-                try:
-                    slicerPackaging.pip_ensure(requirements, constraints=constraints, prompt_install=False,
-                                               prompt_restart=False, requester="ScribbleSeg")
-                except subprocess.CalledProcessError as exc:
-                    # pip_ensure's progress dialog has shown "Package installation failed." with pip's output
-                    # (Base/Python/slicer/packaging.py, 5.12 to main): the panel shows no second dialog.
-                    exc.shownBySlicer = True
-                    raise
+                slicerPackaging.pip_ensure(requirements, constraints=constraints, prompt_install=False,
+                                           prompt_restart=False, requester="ScribbleSeg")
             else:
                 slicer.util.pip_install(["-c", constraints, *requirements])
         finally:

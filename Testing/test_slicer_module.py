@@ -1076,15 +1076,17 @@ def test_slicer_packaging_installs_without_its_own_prompts(scribbleseg, monkeypa
 
 
 def test_a_pip_failure_that_slicer_showed_gets_no_second_dialog(scribbleseg, monkeypatch):
-    # Slicer 5.12+: pip_ensure's progress dialog shows "Package installation failed." with pip's output, then
-    # raises; the panel showed its own error on top of it.
+    # Slicer 5.12+: slicer.packaging's progress dialog shows "Package installation failed." with pip's output, then
+    # raises CalledProcessError(code, "pip install"); the panel showed its own error on top of it.  Every other
+    # failure raises with the command as a list (slicer.util._executePythonModule), and Slicer showed nothing.
     import types
 
     logic, state = _dependency_logic(scribbleseg, monkeypatch, torch_installed=True, pip_missing=["slicerio>=1.0"])
     packaging = types.ModuleType("slicer.packaging")
+    failure = {"cmd": "pip install"}
 
     def pip_ensure(requirements, **kwargs):
-        raise subprocess.CalledProcessError(1, "pip install")
+        raise subprocess.CalledProcessError(1, failure["cmd"])
 
     packaging.pip_ensure = pip_ensure
     monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
@@ -1100,12 +1102,24 @@ def test_a_pip_failure_that_slicer_showed_gets_no_second_dialog(scribbleseg, mon
     with pytest.raises(Exception, match=r"installing slicerio>=1.0 failed \(exit status 1\)") as info:
         logic.ensureDependencies(torch=False)
     assert scribbleseg.isUserError(info.value) and "\n" not in str(info.value)
-    # Where Slicer showed nothing (5.6-5.10's pip_install), the panel shows the error.
+    # PyTorchUtils installs light-the-torch with slicer.util.pip_install, which is slicer.packaging's from 5.12 on.
+    state.update(torch=False, pip=[])
+    installer = types.SimpleNamespace(installTorch=lambda **kwargs: pip_ensure(["light-the-torch>=0.5"]))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=lambda: installer))
+    with panel._reportErrors("Cannot segment"):
+        logic.ensureDependencies()
+    assert errors == []
+    # A failure Slicer showed nothing of (5.6-5.10's pip, light-the-torch itself): the panel shows it.
+    failure["cmd"] = ["PythonSlicer", "-m", "pip", "install", "light-the-torch>=0.5"]
+    with panel._reportErrors("Cannot segment"):
+        logic.ensureDependencies()
+    assert len(errors) == 1 and "installing PyTorch failed" in errors[0]
+    state.update(torch=True, pip=["slicerio>=1.0"])
     monkeypatch.setitem(sys.modules, "slicer.packaging", None)
     scribbleseg.slicer.util.pip_install = lambda args: pip_ensure(args)
     with panel._reportErrors("Cannot load the sections"):
         logic.ensureDependencies(torch=False)
-    assert len(errors) == 1 and "installing slicerio>=1.0 failed" in errors[0]
+    assert len(errors) == 2 and "installing slicerio>=1.0 failed" in errors[1]
 
 
 def test_the_self_test_skips_without_its_dependencies(scribbleseg, monkeypatch):
