@@ -16,7 +16,11 @@ sarah-antillia/Tiled-ImageMask-Dataset-MoNuSeg::
 
 and 22 GlaS 2015 test tiles (775x522, 20x, colon glands outlined by pathologists) as stored in
 ``projects/TensorflowSlightlyFlexibleUNet/GlaS-MICCAI2015/mini_test/`` of
-sarah-antillia/Tensorflow-Image-Segmentation-Augmented-GlaS-MICCAI2015, with ``--pixel-um 0.62``.
+sarah-antillia/Tensorflow-Image-Segmentation-Augmented-GlaS-MICCAI2015, with ``--pixel-um 0.62``, and the 10
+OCDC tiles (640x640, oral squamous cell carcinoma regions outlined in H&E, all from one slide) as stored in
+``projects/TensorflowSlightlyFlexibleUNet/OCDC/mini_test/`` of sarah-antillia/Tensorflow-Image-Segmentation-OCDC,
+with ``--pixel-um 0.5`` (a 20x scan assumed: the repository states no pixel size): a region (tissue) target, as
+an organ is, where the other two are objects.
 
 Tiles are taken in name order: ``--train`` for training, ``--val`` for validation, the rest for testing.
 ``--segment-args`` adds options to every ``full`` run (``"--gamma 4"``), and then only the ``full`` runs
