@@ -179,6 +179,16 @@ network agrees with the strokes (:data:`BANK_AGREEMENT`; ``DDMLConfig.bank_agree
 for colon glands kept its training pixels better in all 17 of its runs with a doubt of 0.5-0.7 and left them
 out better in 39 of 41 runs from 0.69 on, where it over-segments tiles unlike its training."""
 
+DOUBTED_NETWORK_SHARE: Tuple[float, float] = (0.45, 0.6)
+"""Where the strokes contradict the network and the adaptation leaves the bank out, the share of the stack that
+adaptation calls target up to which the network's probability is blended in at ``DDMLConfig.doubted_network_weight``,
+and from which it is not blended at all (in proportion between; ``DDMLConfig.doubted_network_share``).  A network
+trained for another target calls nearly everything background: blended in, that says the target is rare, which
+helps on nuclei (a fifth of a tile) and the phantom's small organs, and held carcinoma and glands (half a tile and
+more) under 1/2, where correct strokes then made the cut drop whole regions.  The adaptation to the strokes alone
+calls up to twice the target there is (0.15-0.48 of nuclei tiles that hold 0.10-0.26), hence limits about a half
+(BENCHMARKS.md, "A third real target")."""
+
 ORIENTATIONS: Tuple[int, ...] = (1, 2, 4)
 """Test-time flips of the M-Unet (:func:`ScribbleSegLib.inference.predict_volume`): each section as it is
 (1), also flipped left-right (2), and also top-bottom and both (4); the logits and features are averaged.

@@ -40,6 +40,7 @@ from .ddml_loss import _PairTerms, _pair_blocks, _pair_gradient, _pair_terms, _p
 from .feature_reader import FeatureReader
 from .gpu_adaptation import Resident, evaluate_h, is_gpu, replay
 from .h_evaluation import fused_layers, predict_h
+from .network_doubt import blend_network
 from .progress import CancelToken, ProgressCallback, check, report
 from .runtime import torch_threads
 
@@ -130,6 +131,11 @@ class DDMLConfig:
         erased them (real and synthetic H&E tiles); left out, the cut lost the organs that the
         strokes grow into (the phantom's liver, lung and neural tube).  Default 0.25
         (BENCHMARKS.md, "Strokes on another organ than the model's").
+    doubted_network_share : tuple of 2 float or None
+        The share of the stack that the adaptation without the bank calls target up to which the network
+        is blended at ``doubted_network_weight``, and from which it is not blended at all, in proportion
+        between (:func:`ScribbleSegLib.network_doubt.doubted_network_weight`); None: always at
+        ``doubted_network_weight``.  Default :data:`ScribbleSegLib.choices.DOUBTED_NETWORK_SHARE`.
     doubted_colour_weight : float
         Where ``bank_doubt`` leaves the bank out, ``h`` is blended at this weight with a
         classifier of each pixel's own colour fitted to the strokes
@@ -182,6 +188,7 @@ class DDMLConfig:
     bank_agreement: Optional[Tuple[float, float]] = choices.BANK_AGREEMENT
     bank_agreement_shift: float = choices.BANK_AGREEMENT_SHIFT
     doubted_network_weight: float = 0.25
+    doubted_network_share: Optional[Tuple[float, float]] = choices.DOUBTED_NETWORK_SHARE
     doubted_colour_weight: float = 0.5
     head_bias: str = choices.DEFAULT_HEAD_BIAS
     evaluation: str = choices.DEFAULT_H_EVALUATION
@@ -266,14 +273,16 @@ class DDMLConfig:
                 (self.bank_doubt or 0.0) <= full <= 1.0):
             raise ScribbleSegError(f"DDML bank_doubt_full must lie between bank_doubt ({self.bank_doubt}) and 1, got "
                                    f"{full!r}")
-        if self.bank_agreement is not None:
-            limits = self.bank_agreement
+        for name in ("bank_agreement", "doubted_network_share"):
+            limits = getattr(self, name)
+            if limits is None:
+                continue
             if isinstance(limits, (str, bytes)) or not hasattr(limits, "__len__") or len(limits) != 2 or any(
                     isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) for v in limits) \
                     or not 0.0 <= limits[0] <= limits[1] <= 1.0:
-                raise ScribbleSegError(f"DDML bank_agreement must be two numbers 0 <= low <= high <= 1, or None, got "
+                raise ScribbleSegError(f"DDML {name} must be two numbers 0 <= low <= high <= 1, or None, got "
                                        f"{limits!r}")
-            object.__setattr__(self, "bank_agreement", (float(limits[0]), float(limits[1])))
+            object.__setattr__(self, name, (float(limits[0]), float(limits[1])))
         if self.head_bias not in choices.HEAD_BIASES:
             raise ScribbleSegError(f"DDML head_bias must be one of {', '.join(choices.HEAD_BIASES)}, "
                                    f"got {self.head_bias!r}")
@@ -1082,15 +1091,8 @@ def adapt(features: np.ndarray, scribbles: np.ndarray, bank_features: Optional[n
         # The network's probability guides where a coarse evaluation looks closer, blended in or not.
         h = predict_h(features, f, head, progress=progress, cancel=cancel, evaluation=config.evaluation,
                       scribbles=scribbles, network_probability=network_probability)
-    if resident is None and config.network_weight > 0 and network_probability is not None:
-        if np.shape(network_probability) != h.shape:
-            raise ScribbleSegError(f"network_probability has shape {np.shape(network_probability)}, the volume "
-                                   f"{h.shape}")
-        # In place, section by section: no second full-size array.
-        w = np.float32(config.network_weight)
-        for z in range(h.shape[0]):
-            h[z] *= 1 - w
-            h[z] += w * np.asarray(network_probability[z], np.float32)
+    if resident is None and network_probability is not None:
+        blend_network(h, network_probability, config.network_weight)
     timings["probability"] = time.perf_counter() - t0
     return AdaptResult(h, f, head, np.asarray(f.loss_history, np.float32),
                        np.asarray(head.loss_history, np.float32), timings, shift)

@@ -3,8 +3,9 @@
 :func:`network_doubt` measures how much of the strokes the network labels the other way; where that doubt is large
 the strokes may mark another target than the model's, and :func:`bank_left_out_share` says how much of ``h`` then
 comes from an adaptation without the model's training pixels (``DDMLConfig.bank_doubt``), moved by the network's
-agreement with the strokes' own adaptation (:func:`network_agreement`); :func:`network_warnings` is the line such a
-run says.
+agreement with the strokes' own adaptation (:func:`network_agreement`); :func:`doubted_network_weight` says how much
+of the network's probability goes into the adaptation without the bank, by how much of the stack it calls target
+(:func:`target_share`), and :func:`blend_network` blends it in; :func:`network_warnings` is the line such a run says.
 
 :func:`ScribbleSegLib.pipeline.adapt_and_cut` uses them (and blends the two adaptations' ``h``);
 :mod:`ScribbleSegLib.pipeline` re-exports the public functions, and this module does not import it.
@@ -146,6 +147,74 @@ def network_agreement(h: np.ndarray, network_probability: np.ndarray, network_we
         both += int(np.count_nonzero(head & network))
         either += int(np.count_nonzero(head | network))
     return 1.0 if either == 0 else both / either
+
+
+def target_share(h: np.ndarray) -> float:
+    """The share of the stack's voxels that ``h`` calls target (``h > 1/2``), read section by section.
+
+    Examples
+    --------
+    >>> target_share(np.array([[[0.9, 0.2, 0.6, 0.1]]], np.float32))
+    0.5
+    """
+    count = sum(int(np.count_nonzero(h[z] > np.float32(0.5))) for z in range(h.shape[0]))
+    return count / max(int(h.size), 1)
+
+
+def doubted_network_weight(h: np.ndarray, config) -> float:
+    """The network's weight in an adaptation without the bank whose own ``h`` (the network left out) is ``h``.
+
+    Where the strokes contradict the network, its probability says little about their target but that it is
+    rare: a network trained for another target calls nearly everything background.  That prior helps where the
+    target is a small share of the image and holds a large one under 1/2, where the cut then decides whole regions
+    on a narrow margin.  So the weight is ``DDMLConfig.doubted_network_weight`` (at most ``network_weight``) while
+    ``h`` calls at most the first value of ``DDMLConfig.doubted_network_share`` of the stack target, none from the
+    second on, and in proportion between (BENCHMARKS.md, "A third real target").  ``doubted_network_share`` None:
+    always the full weight.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.ddml import DDMLConfig
+    >>> h = np.array([[[0.9, 0.2, 0.1, 0.1]]], np.float32)  # a quarter of the stack target
+    >>> doubted_network_weight(h, DDMLConfig()), doubted_network_weight(h, DDMLConfig(doubted_network_share=None))
+    (0.25, 0.25)
+    >>> doubted_network_weight(np.full((1, 1, 4), 0.9, np.float32), DDMLConfig())  # all of it
+    0.0
+    >>> halfway = DDMLConfig(doubted_network_share=(0.3, 0.5))
+    >>> round(doubted_network_weight(np.array([[[0.9] * 2 + [0.1] * 3]], np.float32), halfway), 3)  # 40 %
+    0.125
+    """
+    weight = min(config.network_weight, config.doubted_network_weight)
+    limits = config.doubted_network_share
+    if limits is None or weight <= 0.0:
+        return float(weight)
+    low, high = limits
+    share = target_share(h)
+    if share <= low:
+        return float(weight)
+    if share >= high:
+        return 0.0
+    return float(weight * (high - share) / (high - low))
+
+
+def blend_network(h: np.ndarray, network_probability: np.ndarray, weight: float) -> None:
+    """``h = (1 - weight) h + weight p`` in place, section by section (no second full-size array).
+
+    Examples
+    --------
+    >>> h = np.array([[[0.8, 0.2]]], np.float32)
+    >>> blend_network(h, np.array([[[0.0, 0.0]]], np.float32), 0.25)
+    >>> h.tolist()
+    [[[0.6000000238418579, 0.15000000596046448]]]
+    """
+    if weight <= 0.0:
+        return
+    if np.shape(network_probability) != h.shape:
+        raise ScribbleSegError(f"network_probability has shape {np.shape(network_probability)}, the volume {h.shape}")
+    w = np.float32(weight)
+    for z in range(h.shape[0]):
+        h[z] *= 1 - w
+        h[z] += w * np.asarray(network_probability[z], np.float32)
 
 
 def network_warnings(doubt: Tuple[float, float], bank_left_out: float = 0.0,

@@ -37,7 +37,8 @@ from .checks import check_model, check_progress_cancel, check_segment_args, chec
 from .errors import DamagedFeatures
 from .feature_reader import read_only_view
 from .geometry import Volume
-from .network_doubt import _in_doubt_interval, bank_left_out_share, network_agreement, network_doubt, network_warnings
+from .network_doubt import (_in_doubt_interval, bank_left_out_share, blend_network, doubted_network_weight,
+                            network_agreement, network_doubt, network_warnings)
 from .network_scale import logged_network_scale, network_scale, scale_pixel
 from .progress import CancelToken, ProgressCallback, check, report
 from .stroke_warnings import axis_order_warning, result_size_warning, run_warnings, scribble_warnings
@@ -517,11 +518,13 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     # Within the doubt's interval (moved up by as much as DDMLConfig.bank_agreement_shift) both adapt, and the
     # network's agreement with the strokes' own adaptation, known after, moves the interval (bank_left_out_share):
     # where the network's labels agree with the strokes' over the whole image, corrective strokes raised the doubt.
-    doubted = dataclasses.replace(config, scribble_share=1.0,
-                                  network_weight=min(config.network_weight, config.doubted_network_weight))
+    # The adaptation without the bank leaves the network out of its h: how much of the network goes in depends on
+    # how much of the image that h calls target (doubted_network_weight), known after it.
+    doubted_cap = min(config.network_weight, config.doubted_network_weight)
+    doubted = dataclasses.replace(config, scribble_share=1.0, network_weight=0.0)
     share = bank_left_out_share(max(doubt), config)  # the interval as it is
     # (An h that is the network's alone has no strokes' labels to read back.)
-    agreeing = config.bank_agreement is not None and config.bank_agreement_shift > 0 and doubted.network_weight < 1
+    agreeing = config.bank_agreement is not None and config.bank_agreement_shift > 0 and doubted_cap < 1
     both = _in_doubt_interval(max(doubt), config) and (agreeing or 0.0 < share < 1.0)
     share = 0.5 if both else share
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
@@ -563,8 +566,10 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                 check_h_finite(part.h, feats)
         if both:
             # Before the colour goes into the h without the bank: the agreement reads the strokes' adaptation alone.
-            share = bank_left_out_share(max(doubt), config, network_agreement(without.h, prob, doubted.network_weight)
+            share = bank_left_out_share(max(doubt), config, network_agreement(without.h, prob, 0.0)
                                         if agreeing else None)
+        if without is not None:
+            blend_network(without.h, prob, doubted_network_weight(without.h, config))
         for line in network_warnings(doubt, share, own_doubt):
             log.warning(line)
             warnings.append(line)
