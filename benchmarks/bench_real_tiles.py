@@ -203,9 +203,10 @@ def main(argv=None) -> int:
         print(f"{NAMES[after]} below {NAMES[before]} by more than 0.01: {falls} of {len(test)} tiles")
     if args.rounds > 1:
         # One row per tile and pattern: the cut's IoU by round, round 1 being the full run above.
+        named = [(n, s) for n in test for s in range(args.seeds)]
         runs = [[results[n]["full"][s]["iou"]] + corrective_rounds(args.work, out, n, s, model, spacing, extra,
                                                                     args.rounds, args.per_round)
-                for n in test for s in range(args.seeds)]
+                for n, s in named]
         drops = [max(a - b for a, b in zip(run, run[1:])) for run in runs]
         print(f"\nInteractive rounds ({args.per_round} corrective strokes per tile and round, inside the largest "
               "wrong regions; IoU without the first strokes' voxels):")
@@ -214,6 +215,9 @@ def main(argv=None) -> int:
             print(f"| {r + 1} | {statistics.mean(run[r] for run in runs):.4f} | {min(run[r] for run in runs):.4f} |")
         print(f"runs whose IoU fell by more than 0.01 between two rounds: {sum(d > 0.01 for d in drops)} of "
               f"{len(runs)} (largest fall {max(drops):+.4f})")
+        for (n, s), run, drop in zip(named, runs, drops):
+            if drop > 0.01:  # which runs fell, for the reader who looks at them again
+                print(f"fell by {drop:.4f}: {n} pattern {s}, rounds {' / '.join(f'{v:.4f}' for v in run)}")
     return 0
 
 
