@@ -318,6 +318,11 @@ so the default keeps about ten volumes warm."""
 MAX_CACHE_GB = 1e6
 """The largest size cap a cache accepts (a petabyte): a bigger one is a typo, and an infinite one has no bytes."""
 
+MAX_PHANTOM_VOLUMES = 10000
+"""The most volumes one phantom set holds (``scribbleseg phantom --volumes``, ``phantom.write_phantom_set``): its
+file names and manifest are made before any volume, and a count far beyond this is a typo that exhausted the
+memory before the free space was checked (100 million volumes did)."""
+
 MAX_SEED = 2**63 - 1
 """The largest seed: torch's generators take 64-bit seeds, and the same seed must work everywhere."""
 

@@ -616,7 +616,14 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def lies_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, links resolved.
+
+    Examples
+    --------
+    >>> lies_inside(Path("/data/stack/cache"), Path("/data/stack")), lies_inside(Path("/data"), Path("/data/stack"))
+    (True, False)
+    """
     try:
         path.resolve().relative_to(folder.resolve())
         return True
@@ -689,7 +696,7 @@ def check_outputs(outputs: Mapping[str, Optional[PathLike]],
             if _same_file(path, source):
                 raise ScribbleSegError(f"{path} ({name}): is the input {input_name}; "
                                        "choose another output file, inputs are never overwritten")
-            if source.is_dir() and _inside(path, source):
+            if source.is_dir() and lies_inside(path, source):
                 raise ScribbleSegError(f"{path} ({name}): lies inside the input folder {source} ({input_name}); "
                                        "write outputs elsewhere, inputs are never modified")
         for other_name, other in checked.items():

@@ -315,6 +315,22 @@ def check_job(job: SegmentFiles) -> None:
                   {job.name(k): v for k, v in job.inputs().items()},
                   suffixes={job.name(k): OUTPUT_SUFFIXES[k] for k in job.outputs()})
     _check_replaced_segmentation(job)
+    _check_cache_outside_inputs(job)
+
+
+def _check_cache_outside_inputs(job: SegmentFiles) -> None:
+    """The feature cache writes an entry per image: never into a folder of sections that is an input."""
+    if not job.cache_dir:
+        return
+    from .fileio import lies_inside
+
+    cache = Path(job.cache_dir)
+    for key, value in job.inputs().items():
+        source = Path(value)
+        if source.is_dir() and lies_inside(cache, source):
+            raise ScribbleSegError(f"{cache} ({job.name('cache_dir')}): lies inside the input folder {source} "
+                                   f"({job.name(key)}); the cache writes there, and inputs are never modified: give "
+                                   "another cache folder")
 
 
 def _check_replaced_segmentation(job: SegmentFiles) -> None:

@@ -926,6 +926,28 @@ def volume_roles(n_volumes: int) -> List[str]:
     return ["train"] * (n - 2 * third) + ["val"] * third + ["test"] * third
 
 
+def _check_replaced(out: Path, files: List[str]) -> None:
+    """Refuse a set whose files would replace files in ``out`` that no phantom set there wrote (its
+    ``phantom.json`` lists them): a file of the user's own with a phantom file's name was replaced silently."""
+    if not out.is_dir():
+        return
+    ours = set()
+    manifest = out / "phantom.json"
+    if manifest.is_file():
+        try:
+            stored = json.loads(manifest.read_text())
+            if stored.get("format") == "scribbleseg-phantom":
+                ours.add("phantom.json")
+                for entry in stored.get("volumes", []):
+                    ours.update([entry.get("image"), entry.get("label"), *entry.get("scribbles", [])])
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass  # not a manifest of ours: its files are not ours either
+    for name in files + ["phantom.json"]:
+        if name not in ours and (out / name).exists():
+            raise ScribbleSegError(f"{out / name}: exists and is not a file of a phantom set (phantom.json does not "
+                                   "list it); a set would replace it: choose another folder, or move the file")
+
+
 def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, config: Optional[PhantomConfig] = None,
                       progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Path:
     """Write phantom volumes with labels and three scribble patterns each, and a manifest.
@@ -978,23 +1000,24 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
     cfg = config or PhantomConfig()
     cfg.validate()
     check_phantom_memory(cfg.shape)  # the command line checks it too, with its option's name
-    if int(n_volumes) < 1:
-        raise ScribbleSegError(f"the number of volumes must be at least 1, got {n_volumes!r}")
+    most = choices.MAX_PHANTOM_VOLUMES
+    if isinstance(n_volumes, bool) or not isinstance(n_volumes, (int, np.integer)) or not 1 <= n_volumes <= most:
+        raise ScribbleSegError(f"n_volumes must be a whole number from 1 to {most}, got {n_volumes!r}")
     out = Path(out_dir)
     if not out.parent.is_dir():
         raise ScribbleSegError(f"{out}: the parent folder {out.parent} does not exist")
     if out.exists() and not out.is_dir():
         raise ScribbleSegError(f"{out}: exists and is not a folder")
-    out.mkdir(exist_ok=True)
-
-    roles = volume_roles(n_volumes)
     patterns = (0, 1, 2)
+    # At most its raw size per file (the writers compress); all of them are held until the set is complete.
+    check_free_space({out: int(n_volumes) * int(np.prod(cfg.shape)) * (3 + 1 + len(patterns))})
+    roles = volume_roles(n_volumes)
     names = [f"vol{index:02d}" for index in range(len(roles))]
     files = [f"{name}_{kind}" for name in names
              for kind in ("image.nrrd", "label.seg.nrrd", *(f"scribbles_p{k}.seg.nrrd" for k in patterns))]
+    _check_replaced(out, files)
+    out.mkdir(exist_ok=True)
     sweep_stale_temps(out)  # what a killed run left staged here
-    # At most its raw size per file (the writers compress); all of them are held until the set is complete.
-    check_free_space({out: len(roles) * int(np.prod(cfg.shape)) * (3 + 1 + len(patterns))})
     entries = []
     # Every file is staged and the set renamed into place at the end: an interrupt or a full disk leaves none.
     with OutputSet({file: out / file for file in files + ["phantom.json"]}) as outputs:

@@ -167,6 +167,34 @@ def test_a_smaller_set_over_a_larger_one_names_the_files_left_of_it(tmp_path, ca
     assert len(json.loads((out / "phantom.json").read_text())["volumes"]) == 1
 
 
+def test_a_count_of_volumes_beyond_the_limit_is_refused_before_any_work(tmp_path, capsys):
+    # 100 million volumes filled the memory with their names before the free space was checked.
+    from ScribbleSegLib import choices
+
+    out = tmp_path / "set"
+    too_many = str(choices.MAX_PHANTOM_VOLUMES + 1)
+    with pytest.raises(SystemExit):
+        cli.main(["phantom", "--out", str(out), "--quiet", "--volumes", "100000000"])
+    assert "--volumes" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ScribbleSegError, match="n_volumes must be a whole number from 1 to"):
+        phantom.write_phantom_set(out, n_volumes=int(too_many), config=TINY)
+    assert not out.exists()
+
+
+def test_a_file_that_no_phantom_set_wrote_is_not_replaced(tmp_path, capsys):
+    out = tmp_path / "set"
+    out.mkdir()
+    own = out / "vol00_label.seg.nrrd"
+    own.write_text("my precious data")
+    args = ["phantom", "--out", str(out), "--shape", "8", "48", "48", "--quiet", "--volumes", "1"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vol00_label.seg.nrrd: exists and is not a file of a phantom set" in err
+    assert own.read_text() == "my precious data" and sorted(p.name for p in out.iterdir()) == [own.name]
+    own.unlink()
+    assert cli.main(args) == 0 and cli.main(args) == 0, "a set replaces its own files"
+
+
 def test_command_needs_an_existing_parent(tmp_path, capsys):
     assert cli.main(["phantom", "--out", str(tmp_path / "no" / "set"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()

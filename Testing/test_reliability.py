@@ -129,6 +129,21 @@ def test_an_output_inside_an_input_folder_of_sections_is_refused(case, capsys, t
     assert sorted(p.name for p in sections.iterdir()) == [f"s{k}.png" for k in range(4)]
 
 
+def test_a_cache_folder_inside_an_input_folder_of_sections_is_refused(case, capsys, tmp_path):
+    # The cache's entry went into the folder of sections, though an output there was refused.
+    sections = tmp_path / "sections"
+    sections.mkdir()
+    for k in range(4):
+        (sections / f"s{k}.png").write_bytes(b"not read: the cache check comes first")
+    for cache in (sections, sections / "cache"):
+        status, _, err = run_cli(capsys, ["segment", "--image", sections, "--spacing", 1, 1, 1, "--model",
+                                          case["model"], "--method", "munet", "--out", tmp_path / "o.nrrd",
+                                          "--cache-dir", cache, "--quiet"])
+        assert_one_line_error(status, err, "--cache-dir", "inside the input folder", "--image")
+    assert sorted(p.name for p in sections.iterdir()) == [f"s{k}.png" for k in range(4)]
+    assert not (tmp_path / "o.nrrd").exists()
+
+
 
 def test_a_model_that_is_a_folder_is_named_so_even_when_it_holds_the_output(case, capsys, tmp_path):
     # The folder check of the outputs came first, and blamed the output for lying inside "the input folder".

@@ -40,6 +40,9 @@ Examples
 nonnegative_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 positive_int = _number(int, lambda v: v > 0, "a positive integer")
 nonnegative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+phantom_volumes = _number(int, lambda v: 1 <= v <= choices.MAX_PHANTOM_VOLUMES,
+                          f"a whole number of volumes from 1 to {choices.MAX_PHANTOM_VOLUMES}")
+"""argparse type: how many volumes a phantom set holds (:data:`ScribbleSegLib.choices.MAX_PHANTOM_VOLUMES`)."""
 seed_int = _number(int, lambda v: 0 <= v <= choices.MAX_SEED, "an integer from 0 to 2^63 - 1")
 """argparse type: a seed (:data:`ScribbleSegLib.choices.MAX_SEED`)."""
 cache_gb = _number(float, lambda v: choices.cache_cap_problem(v) is None,

@@ -4,7 +4,7 @@ import argparse
 import contextlib
 
 from .. import choices
-from .common import check_phantom_shape, output_folder_kept_on_success, positive_int, seed_int
+from .common import check_phantom_shape, output_folder_kept_on_success, phantom_volumes, positive_int, seed_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder (created if its parent exists)")
-    parser.add_argument("--volumes", type=positive_int, default=6, metavar="N",
+    parser.add_argument("--volumes", type=phantom_volumes, default=6, metavar="N",
                         help="number of volumes (default 6: 2 train, 2 val, 2 test)")
     parser.add_argument("--seed", type=seed_int, default=0, metavar="S",
                         help="seed; volume i is made with seed S*100+i, as in 'scribbleseg bench' (default 0)")

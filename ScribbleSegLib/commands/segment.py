@@ -15,7 +15,8 @@ from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_o
 OPTION_NAMES = {"image": "--image", "scribbles": "--scribbles", "model": "--model", "labels": "--out",
                 "probability": "--probability", "surface": "--surface", "render": "--render",
                 "method": "--method", "device": "--device", "seed": "--seed", "cut": "graph cut options",
-                "orientations": "--orientations", "spacing": "--spacing", "downsample": "--downsample"}
+                "orientations": "--orientations", "spacing": "--spacing", "downsample": "--downsample",
+                "cache_dir": "--cache-dir"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
