@@ -899,10 +899,14 @@ def _folder_value_range(files: List[Path], size_yx: Tuple[int, int], dtype,
     return lo, hi
 
 
-def _require_memory(nbytes: int, path: Path, what: str) -> None:
+def _require_memory(nbytes: int, path: Path, what: str, whole_file: bool = False) -> None:
+    """Refuse a read that would not fit in memory.  ``whole_file``: one file read whole, which a downsample does not
+    make smaller (only a folder of sections is read section by section, downsampled as it goes)."""
     from .resources import require_memory
 
-    require_memory(nbytes, f"{path}: reading {what}", "read it downsampled or on a larger machine")
+    advice = ("save it as a folder of sections, one image per section, and read that downsampled, or read it on a "
+              "larger machine") if whole_file else "read it downsampled or on a larger machine"
+    require_memory(nbytes, f"{path}: reading {what}", advice)
 
 
 def _file_read_bytes(path: Path) -> Tuple[int, str]:
@@ -931,7 +935,7 @@ CHANNELS_AS_AXIS_MIN = 16
 def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]], factor: int,
                       progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Volume:
     nbytes, size_text = _file_read_bytes(path)
-    _require_memory(nbytes, path, f"a {size_text} volume")
+    _require_memory(nbytes, path, f"a {size_text} volume", whole_file=True)
     image = _read_sitk(path)
     stated = _stated_pixel(path, image) if spacing is None else None
     if image.GetDimension() == 2:

@@ -145,8 +145,11 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
                    "is the spacing right? If it is, the model learnt another magnification: the network alone will "
                    "be poor and the strokes must carry the result; a model trained on images like these serves "
                    f"best{closer}")
-            warnings.append(f"the image's pixel size {float(spacing_xy[0]):g} mm is far from the model's "
-                            f"{model_xy[0]:g} mm; not resampling ({why})")
+            # Both sizes where they differ: the far one may be the second (a spacing typed wrong in one axis).
+            size = (f"{float(spacing_xy[0]):g} mm" if float(spacing_xy[0]) == float(spacing_xy[1]) else
+                    f"{float(spacing_xy[0]):g} x {float(spacing_xy[1]):g} mm")
+            warnings.append(f"the image's pixel size {size} is far from the model's {model_xy[0]:g} mm; not "
+                            f"resampling ({why})")
         return 1.0, 1.0
     return scale
 

@@ -746,7 +746,7 @@ def _train(train, val, out_path: Path, config: ModelConfig, options: TrainOption
             # A stack of 24 sections with the heart traced on two was told it had none of 5 sections or more.
             why = ("its held-out sections (every 5th from the 3rd) hold no heart or no background voxel" if
                    any(h.any() for h in held) else
-                   "no training volume of 5 or more sections to hold a fifth of out (tiles, or short stacks)")
+                   "no training volume of 5 or more sections to hold a fifth of it out (tiles, or short stacks)")
             _log.warning("no validation volumes (val_images) and %s: early stopping watches the training patches "
                          "themselves and cannot see the network learn them by heart; give validation volumes", why)
 

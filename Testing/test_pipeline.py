@@ -391,6 +391,16 @@ def test_a_pixel_size_typed_in_micrometres_is_named_as_such_not_as_missing():
                         "micrometres? It is in mm (0.62 um is 0.00062 mm)"]
 
 
+def test_a_pixel_far_from_the_models_in_one_axis_is_named_with_both_sizes():
+    # 0.06 x 0.6 mm was told "the image's pixel size 0.06 mm is far from the model's", which it is not.
+    class Model:
+        voxel_size = (0.06, 0.06, 0.12)
+
+    warnings = []
+    assert pipeline.network_scale((0.06, 0.6), Model(), warnings) == (1.0, 1.0)
+    assert "the image's pixel size 0.06 x 0.6 mm is far from the model's 0.06 mm" in warnings[-1], warnings
+
+
 def test_sections_the_network_sees_little_of_get_one_warning(caplog):
     # 8x64-pixel sections ran with no word (the network's IoU 0.86 there), 4x4 ones came out empty.
     import types

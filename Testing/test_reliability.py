@@ -1139,6 +1139,10 @@ def test_reading_a_volume_that_cannot_fit_is_refused(case, monkeypatch):
     monkeypatch.setattr(resources, "available_memory", lambda: 1000)
     with pytest.raises(ScribbleSegError, match=r"image\.nrrd: reading a 40x40x8 volume needs about .* of memory"):
         volume_io.read_image(case["image"])
+    # A file is read whole, downsampled or not: the advice names what does help (it said "read it downsampled").
+    with pytest.raises(ScribbleSegError, match="save it as a folder of sections") as refused:
+        volume_io.read_image(case["image"], downsample=4)
+    assert "read it downsampled or" not in str(refused.value)
 
 
 @pytest.mark.parametrize("args, words", [
