@@ -464,6 +464,10 @@ def _read_with_sitk(file: Path, path: Path, image_information_only: bool):
             raise ScribbleSegError(f"{path}: its header states a voxel spacing of {spacing}, which the image reader "
                                    "refuses (a spacing must be above 0); correct the spacing in the file's header "
                                    "and save it again") from None
+        misnamed = image_tags.misnamed_format(file)
+        if misnamed is not None:  # "damaged" sent the user looking for a fault in a good file
+            raise ScribbleSegError(f"{path}: holds a {misnamed[0]} image, but its name's extension says otherwise, and "
+                                   f"the reader goes by the name; rename it to end in {misnamed[1]}") from None
         raise ScribbleSegError(
             f"{path}: cannot be read as an image (unsupported format, damaged or truncated file)"
         ) from None

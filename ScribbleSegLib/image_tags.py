@@ -323,6 +323,36 @@ _PNG_INDEXED = 3
 PNG_GREY_ALPHA = 4
 
 
+#: The first bytes of the image formats ScribbleSeg reads, and the extensions each is read by.
+SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG", (".png",)), (b"\xff\xd8\xff", "JPEG", (".jpg", ".jpeg")),
+              (b"II*\x00", "TIFF", (".tif", ".tiff")), (b"MM\x00*", "TIFF", (".tif", ".tiff")),
+              (b"NRRD", "NRRD", (".nrrd", ".nhdr")), (b"BM", "BMP", (".bmp",)))
+
+
+def misnamed_format(path: Path) -> Optional[Tuple[str, str]]:
+    """``(format, extension)`` where the file's first bytes are those of another format than its extension names
+    (a JPEG saved as ``.png``: the reader chosen by the name refused it as damaged), else None.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> tile = Path(tempfile.mkdtemp()) / "tile.png"
+    >>> _ = tile.write_bytes(b"\xff\xd8\xff\xe0" + bytes(16))
+    >>> misnamed_format(tile)
+    ('JPEG', '.jpg')
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return None
+    name = path.name.lower()
+    for signature, kind, suffixes in SIGNATURES:
+        if head.startswith(signature):
+            return None if name.endswith(suffixes) else (kind, suffixes[0])
+    return None
+
+
 def png_colour_type(path: Path) -> Optional[int]:
     """A PNG's colour type (0 grey, 2 RGB, 3 indexed, 4 grey with alpha, 6 RGBA), or None for another or a
     damaged file.

@@ -1568,3 +1568,19 @@ def test_strokes_on_a_turned_grid_of_the_same_spacing_are_refused_without_a_fine
         vio.read_scribbles(tmp_path / "s.nrrd", strokes.shape, turned)
     one_line_error(excinfo, "s.nrrd", "does not match the image: direction differs from the image's")
     assert "coarser" not in str(excinfo.value)
+
+
+def test_an_image_of_another_format_than_its_extension_is_named_not_called_damaged(tmp_path):
+    # A JPEG saved as .png was refused as "unsupported format, damaged or truncated file": the file was good.
+    jpeg = tmp_path / "tile.jpg"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((16, 16, 3), 120, np.uint8), isVector=True), str(jpeg))
+    misnamed = tmp_path / "tile.png"
+    misnamed.write_bytes(jpeg.read_bytes())
+    with pytest.raises(ScribbleSegError, match=r"tile\.png: holds a JPEG image, .* rename it to end in \.jpg"):
+        vio.read_image(misnamed)
+    png = tmp_path / "whole.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((16, 16, 3), 120, np.uint8), isVector=True), str(png))
+    damaged = tmp_path / "cut.png"
+    damaged.write_bytes(png.read_bytes()[:40])  # a PNG cut short is still called damaged
+    with pytest.raises(ScribbleSegError, match="damaged or truncated"):
+        vio.read_image(damaged)
