@@ -688,6 +688,8 @@ def check_outputs(outputs: Mapping[str, Optional[PathLike]],
         path = Path(value)
         if str(value).endswith(("/", os.sep)):  # Path drops the slash, and the file would be written anyway
             raise ScribbleSegError(f"{value} ({name}): ends in a slash, as a folder does; give a file name")
+        if path.name != path.name.strip():  # unseen in a message, it was told its extension was wrong
+            raise ScribbleSegError(f"{str(value)!r} ({name}): the file name starts or ends with a space; remove it")
         # The gravest mistake first: an output that would replace an input.
         for input_name, input_value in inputs.items():
             if input_value is None or input_value == "":

@@ -110,6 +110,13 @@ def test_an_output_that_ends_in_a_slash_is_refused(case, capsys, tmp_path):
     assert_one_line_error(status, err, "o.seg.nrrd/ (--out): ends in a slash")
     assert list(tmp_path.iterdir()) == []
 
+def test_an_output_name_that_ends_in_a_space_is_named_so(case, capsys, tmp_path):
+    # "o.png  (--out): expected a file name ending in .png" hid the space that made it wrong.
+    status, _, err = run_cli(capsys, segment_args(case, f"{tmp_path / 'o.seg.nrrd'} "))
+    assert_one_line_error(status, err, "o.seg.nrrd ' (--out): the file name starts or ends with a space")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_two_outputs_on_one_file_are_refused_before_any_work(case, capsys, tmp_path):
     out = tmp_path / "o.nrrd"
     status, _, err = run_cli(capsys, segment_args(case, out, "--probability", out))
