@@ -337,7 +337,7 @@ def misnamed_format(path: Path) -> Optional[Tuple[str, str]]:
     --------
     >>> import tempfile, os
     >>> tile = Path(tempfile.mkdtemp()) / "tile.png"
-    >>> _ = tile.write_bytes(b"\xff\xd8\xff\xe0" + bytes(16))
+    >>> _ = tile.write_bytes(bytes([0xFF, 0xD8, 0xFF, 0xE0]) + bytes(16))  # a JPEG's first bytes
     >>> misnamed_format(tile)
     ('JPEG', '.jpg')
     """
