@@ -189,6 +189,17 @@ more) under 1/2, where correct strokes then made the cut drop whole regions.  Th
 calls up to twice the target there is (0.15-0.48 of nuclei tiles that hold 0.10-0.26), hence limits about a half
 (BENCHMARKS.md, "A third real target")."""
 
+KEEP_LAST = 0.25
+"""Logits by which a run that leaves the bank out moves ``h`` towards the last result of its chain of strokes, away
+from its new strokes (``DDMLConfig.keep_last``, :mod:`ScribbleSegLib.last_result`), times the share of ``h`` without
+the bank.  Chosen with :data:`KEEP_LAST_REACH` on the starter model's rounds on real oral carcinoma tiles (0.125,
+0.25, 0.5 and 1 logits, reach 10-30 pixels), then measured on colon glands and nuclei (BENCHMARKS.md, "The last
+result kept away from the new strokes")."""
+
+KEEP_LAST_REACH = 10.0
+"""Pixels from the nearest new stroke at which :data:`KEEP_LAST`'s pull is 63 % whole (``DDMLConfig.keep_last_reach``):
+``1 - exp(-d / reach)``."""
+
 ORIENTATIONS: Tuple[int, ...] = (1, 2, 4)
 """Test-time flips of the M-Unet (:func:`ScribbleSegLib.inference.predict_volume`): each section as it is
 (1), also flipped left-right (2), and also top-bottom and both (4); the logits and features are averaged.

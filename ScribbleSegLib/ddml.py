@@ -142,6 +142,15 @@ class DDMLConfig:
         (:mod:`ScribbleSegLib.stroke_colour`): the network's features, learnt for the model's
         target, may hardly tell the strokes' target from its surroundings.  Default 0.5
         (BENCHMARKS.md, "Real H&E tiles with pathologists' outlines").
+    keep_last : float
+        Where the bank is left out, ``h``'s log-odds move towards the last result of the same chain of strokes by
+        this many logits (times the share without the bank), less near the new strokes (``keep_last_reach``):
+        a classifier of the strokes alone moves its decision over the whole image with each stroke, and correct
+        strokes flipped regions far from them (:mod:`ScribbleSegLib.last_result`).  0 never does.  Default
+        :data:`ScribbleSegLib.choices.KEEP_LAST`.
+    keep_last_reach : float
+        Pixels from the nearest new stroke at which ``keep_last`` is 63 % whole (``1 - exp(-d / reach)``); positive.
+        Default :data:`ScribbleSegLib.choices.KEEP_LAST_REACH`.
     head_bias : {"network", "balanced"}
         Where the head puts its threshold (``choices.HEAD_BIASES``): ``balanced`` leaves it
         where the class-balanced training put it (the paper's); ``network`` moves the head's
@@ -190,6 +199,8 @@ class DDMLConfig:
     doubted_network_weight: float = 0.25
     doubted_network_share: Optional[Tuple[float, float]] = choices.DOUBTED_NETWORK_SHARE
     doubted_colour_weight: float = 0.5
+    keep_last: float = choices.KEEP_LAST
+    keep_last_reach: float = choices.KEEP_LAST_REACH
     head_bias: str = choices.DEFAULT_HEAD_BIAS
     evaluation: str = choices.DEFAULT_H_EVALUATION
     warm_steps: int = choices.WARM_DDML_STEPS
@@ -218,7 +229,8 @@ class DDMLConfig:
                 raise ScribbleSegError(f"DDML {name} must be a whole number, got {value!r}")
             object.__setattr__(self, name, int(value))
         for name in ("tau", "beta", "weight_decay", "lr", "scribble_share", "head_lr", "head_weight_decay",
-                     "network_weight", "doubted_network_weight", "doubted_colour_weight", "bank_agreement_shift"):
+                     "network_weight", "doubted_network_weight", "doubted_colour_weight", "bank_agreement_shift",
+                     "keep_last", "keep_last_reach"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ScribbleSegError(f"DDML {name} must be a number, got {value!r}")
@@ -243,7 +255,9 @@ class DDMLConfig:
                             ("head_steps", "steps"), ("warm_steps", "steps")):
             if getattr(self, name) > self.LIMITS[limit]:
                 raise ScribbleSegError(f"DDML {name} must be at most {self.LIMITS[limit]}, got {getattr(self, name)}")
-        for name in ("beta", "lr", "head_lr"):
+        if not self.keep_last >= 0:
+            raise ScribbleSegError(f"DDML keep_last must be >= 0, got {self.keep_last}")
+        for name in ("beta", "lr", "head_lr", "keep_last_reach"):
             if not getattr(self, name) > 0:
                 raise ScribbleSegError(f"DDML {name} must be positive, got {getattr(self, name)}")
         # Same-class pairs are pushed below tau - 1 and others above tau + 1, in a space where d^2 <= 4 out_dim:

@@ -474,9 +474,10 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         ``DDMLConfig.warm_steps``); None: trained from scratch.
     history : stroke_history.StrokeHistory, optional
         Earlier runs' strokes on this image: a run whose strokes hold an earlier run's takes the larger doubt of
-        the network (:func:`network_doubt`) of the two, and a finished run is added to it.  Features read from a
-        cache entry use the entry's history instead (each command-line round is a process of its own); None and
-        no entry: the strokes' own doubt.
+        the network (:func:`network_doubt`) of the two, and a finished run is added to it (with its labels where it
+        left the bank out: the next run of the chain keeps them away from its new strokes, ``DDMLConfig.keep_last``).
+        Features read from a cache entry use the entry's history instead (each command-line round is a process of
+        its own); None and no entry: the strokes' own doubt, and no last result.
 
     Returns
     -------
@@ -585,6 +586,18 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             timings["stroke colour"] = time.perf_counter() - t2
             t1 += timings["stroke colour"]
         h = _blend_h(kept, without, share)
+        # A classifier of the strokes alone moves its decision over the whole image with each stroke: where the user
+        # drew nothing new, the last result they saw holds, unless the adaptation is sure (last_result).
+        last = (history.last_result(scribbles) if history is not None and share > 0 and config.keep_last > 0
+                else None)
+        if last is not None:
+            from .last_result import keep_last, new_strokes
+
+            t2 = time.perf_counter()
+            keep_last(h, last.result(), new_strokes(scribbles, last.voxels), spacing_zyx, config.keep_last * share,
+                      config.keep_last_reach)
+            timings["last result"] = time.perf_counter() - t2
+            t1 += timings["last result"]
         timings["DDML + head"] = t1 - t0
         steps: Dict[str, float] = {}
         for part in (kept, without):  # their steps (both, summed), for benchmarks and the worker's report
@@ -599,7 +612,8 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                                progress=progress, cancel=cancel, memory=cut_memory, measures=measures)
             timings["graph cut"] = time.perf_counter() - t1
         if history is not None:  # a finished run only: a cancelled one leaves the history as it found it
-            history.remember(scribbles, doubt)
+            # The result too where the next run may keep it (a run that leaves the bank out).
+            history.remember(scribbles, doubt, labels if share > 0 and config.keep_last > 0 else None)
     from .suggest import suggest_sections
 
     line = result_size_warning(labels, prob)

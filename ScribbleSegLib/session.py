@@ -182,19 +182,24 @@ class Session:
         """Let the next run start as the first did: its DDML network ``f`` from random weights and its cut from
         scratch, as if no run had come before (what the image alone gives, the features and the cut's coarse
         weights, is kept).  For a run after "undo", whose last run the user took back.  The network's doubt that
-        earlier strokes showed stays with those strokes (:attr:`history`): strokes that hold them take it still.
+        earlier strokes showed stays with those strokes (:attr:`history`): strokes that hold them take it still;
+        the results kept with them go (``DDMLConfig.keep_last``: the result the user sees is not the last run's).
 
         Examples
         --------
         >>> from ScribbleSegLib.ddml import AdaptMemory
         >>> session = Session.__new__(Session)
-        >>> session.adapt_memory, session.cut_memory = AdaptMemory(), None
+        >>> session.adapt_memory, session.cut_memory, session.history = AdaptMemory(), None, StrokeHistory()
+        >>> session.features = np.zeros((1, 2, 2, 3), np.float16)
         >>> session.forget_runs()
         >>> session.adapt_memory.f is None
         True
         """
         self.adapt_memory.clear()
         self._last = None
+        for history in (self.history, StrokeHistory.at(self.features)):  # features from a cache entry use its own
+            if history is not None:
+                history.forget_results()
         if self.cut_memory is not None:
             self.cut_memory.forget_labels()
 

@@ -18,6 +18,7 @@ run in turn on one image each follow their own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,8 @@ HISTORY_FILE = "stroke-history.npz"
 
 @dataclass(frozen=True)
 class StrokeRun:
-    """The strokes of one run, as flat voxel indices (increasing) and their codes (1 heart, 2 background), and
-    the ``(heart, background)`` doubt the run went by.
+    """The strokes of one run, as flat voxel indices (increasing) and their codes (1 heart, 2 background), the
+    ``(heart, background)`` doubt the run went by, and its result's labels where kept (bits, :meth:`result`).
 
     Examples
     --------
@@ -55,15 +56,31 @@ class StrokeRun:
     voxels: np.ndarray
     codes: np.ndarray
     doubt: Tuple[float, float]
+    labels: Optional[np.ndarray] = None
 
     @classmethod
-    def of(cls, scribbles: np.ndarray, doubt: Sequence[float]) -> "StrokeRun":
+    def of(cls, scribbles: np.ndarray, doubt: Sequence[float], labels: Optional[np.ndarray] = None) -> "StrokeRun":
         rows = scribbles.reshape(scribbles.shape[0], -1)
         # The stroked sections first: a stack's strokes lie on a few (a run kept in 12 ms, not 44, at 100x512x512).
         parts = [np.flatnonzero(rows[z]) + z * rows.shape[1] for z in stroked_sections(scribbles)]
         voxels = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+        bits = None if labels is None else np.packbits(labels.reshape(-1) > 0)
         return cls(tuple(int(k) for k in scribbles.shape), voxels, scribbles.reshape(-1)[voxels].astype(np.uint8),
-                   (float(doubt[0]), float(doubt[1])))
+                   (float(doubt[0]), float(doubt[1])), bits)
+
+    def result(self) -> Optional[np.ndarray]:
+        """The run's result as uint8 labels of its shape (1 target), or None where it was not kept.
+
+        Examples
+        --------
+        >>> labels = np.zeros((1, 2, 3), np.uint8); labels[0, 1, 1:] = 1
+        >>> StrokeRun.of(np.ones((1, 2, 3), np.uint8), (0.0, 0.0), labels).result().tolist()
+        [[[0, 0, 0], [0, 1, 1]]]
+        """
+        if self.labels is None:
+            return None
+        count = int(np.prod(self.shape))
+        return np.unpackbits(self.labels, count=count).reshape(self.shape)
 
     def held_by(self, scribbles: np.ndarray) -> bool:
         """Whether ``scribbles`` stroke every voxel of this run alike (they may stroke more)."""
@@ -135,9 +152,26 @@ class StrokeHistory:
                 heart, background = max(heart, run.doubt[0]), max(background, run.doubt[1])
         return heart, background
 
-    def remember(self, scribbles: np.ndarray, doubt: Sequence[float]) -> None:
+    def last_result(self, scribbles: np.ndarray) -> Optional[StrokeRun]:
+        """The latest kept run whose strokes ``scribbles`` hold and whose result was kept (:meth:`remember`'s
+        ``labels``): the round before this one in a chain of rounds; None if there is none.
+
+        Examples
+        --------
+        >>> history = StrokeHistory()
+        >>> first = np.zeros((1, 1, 4), np.uint8); first[0, 0, 0] = 1; first[0, 0, 3] = 2
+        >>> history.remember(first, (0.9, 0.0), labels=np.array([[[1, 1, 0, 0]]], np.uint8))
+        >>> more = first.copy(); more[0, 0, 1] = 2
+        >>> history.last_result(more).result().tolist(), history.last_result(np.zeros_like(first)) is None
+        ([[[1, 1, 0, 0]]], True)
+        """
+        held = [run for run in self.runs() if run.labels is not None and run.held_by(scribbles)]
+        return held[-1] if held else None
+
+    def remember(self, scribbles: np.ndarray, doubt: Sequence[float], labels: Optional[np.ndarray] = None) -> None:
         """Keep this run in place of the earlier runs its strokes hold (the chain goes on), the oldest beyond
-        :data:`KEPT_RUNS` dropped.  A file that cannot be written is one warning; the run is not affected.
+        :data:`KEPT_RUNS` dropped, with its result's ``labels`` where given (:meth:`last_result`).  A file that
+        cannot be written is one warning; the run is not affected.
 
         Examples
         --------
@@ -150,7 +184,27 @@ class StrokeHistory:
         [(0.1, 0.3)]
         """
         runs = [run for run in self.runs() if not run.held_by(scribbles)]
-        runs = (runs + [StrokeRun.of(scribbles, doubt)])[-KEPT_RUNS:]
+        self._write((runs + [StrokeRun.of(scribbles, doubt, labels)])[-KEPT_RUNS:])
+
+    def forget_results(self) -> None:
+        """Drop every run's kept labels, keeping its strokes and doubt: after "undo", the last result the user saw
+        is not the last run's, and no later run may keep it (:meth:`last_result`).
+
+        Examples
+        --------
+        >>> history = StrokeHistory()
+        >>> strokes = np.ones((1, 1, 2), np.uint8)
+        >>> history.remember(strokes, (0.9, 0.0), labels=np.ones((1, 1, 2), np.uint8))
+        >>> history.forget_results()
+        >>> history.last_result(strokes) is None, history.carried(strokes, (0.0, 0.0))
+        (True, (0.9, 0.0))
+        """
+        runs = self.runs()
+        if any(run.labels is not None for run in runs):
+            self._write([dataclasses.replace(run, labels=None) for run in runs])
+
+    def _write(self, runs: List[StrokeRun]) -> None:
+        """Keep ``runs``, in the file too where there is one (a file that cannot be written is one warning)."""
         self._runs = runs
         if self.path is None:
             return
@@ -158,7 +212,9 @@ class StrokeHistory:
         from .fileio import atomic_output, signals_held
 
         try:
-            with atomic_output(self.path, expected_bytes=sum(9 * r.voxels.size + 64 for r in runs) + 4096) as tmp:
+            kept = [r.labels if r.labels is not None else np.empty(0, np.uint8) for r in runs]
+            expected = sum(9 * r.voxels.size + 64 for r in runs) + sum(k.size for k in kept) + 4096
+            with atomic_output(self.path, expected_bytes=expected) as tmp:
                 # A signal inside zipfile's writer left its archive to fail again when collected ("Exception
                 # ignored ... seek of closed file", exit status 1): held until the file is whole.
                 with signals_held(), open(tmp, "wb") as handle:
@@ -166,7 +222,8 @@ class StrokeHistory:
                              sizes=np.array([r.voxels.size for r in runs], np.int64),
                              voxels=np.concatenate([r.voxels for r in runs]).astype(np.int64),
                              codes=np.concatenate([r.codes for r in runs]),
-                             doubts=np.array([r.doubt for r in runs], np.float64))
+                             doubts=np.array([r.doubt for r in runs], np.float64),
+                             label_sizes=np.array([k.size for k in kept], np.int64), labels=np.concatenate(kept))
         except (OSError, ScribbleSegError) as exc:
             log.warning("feature cache: the strokes of this run were not kept in %s (%s); a later run that adds to "
                         "them takes its own doubt of the network", self.path.parent, exc)
@@ -180,7 +237,9 @@ class StrokeHistory:
             with np.load(self.path, allow_pickle=False) as stored:
                 shapes, sizes, voxels = stored["shapes"], stored["sizes"], stored["voxels"]
                 codes, doubts = stored["codes"], stored["doubts"]
-            return _runs_of(shapes, sizes, voxels, codes, doubts)
+                # A history written before results were kept has none.
+                kept = (stored["label_sizes"], stored["labels"]) if "labels" in stored.files else None
+            return _runs_of(shapes, sizes, voxels, codes, doubts, kept)
         # A file cut short or with bytes changed fails in zipfile (np.savez's container) in as many ways as it can
         # be damaged (BadZipFile, NotImplementedError for a changed version, ...); the history only refines the
         # doubt, so any failure to read it drops it rather than every later run on the image.
@@ -193,9 +252,21 @@ class StrokeHistory:
 
 
 def _runs_of(shapes: np.ndarray, sizes: np.ndarray, voxels: np.ndarray, codes: np.ndarray,
-             doubts: np.ndarray) -> List[StrokeRun]:
-    """The runs of a history file's arrays, checked; ValueError if they do not fit together."""
+             doubts: np.ndarray, kept: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> List[StrokeRun]:
+    """The runs of a history file's arrays, checked; ValueError if they do not fit together.  ``kept``: the sizes
+    of the runs' packed result labels (0: none kept) and those labels, one after the other."""
     n = len(sizes)
+    results: List[Optional[np.ndarray]] = [None] * n
+    if kept is not None:
+        label_sizes, labels = kept
+        if (label_sizes.shape != (n,) or label_sizes.dtype != np.int64 or labels.dtype != np.uint8
+                or (label_sizes < 0).any() or int(label_sizes.sum()) != labels.size):
+            raise ValueError("its result labels do not fit together")
+        ends = np.cumsum(label_sizes)
+        for i, (size, end) in enumerate(zip(label_sizes, ends)):
+            if size and size != -(-int(np.prod(shapes[i])) // 8):
+                raise ValueError("it holds result labels of another size than their volume")
+            results[i] = labels[int(end) - int(size):int(end)] if size else None
     if (shapes.shape != (n, 3) or doubts.shape != (n, 2) or voxels.dtype != np.int64 or codes.dtype != np.uint8
             or sizes.dtype != np.int64 or (sizes < 0).any() or int(sizes.sum()) != voxels.size
             or voxels.size != codes.size or (shapes <= 0).any()):
@@ -203,11 +274,12 @@ def _runs_of(shapes: np.ndarray, sizes: np.ndarray, voxels: np.ndarray, codes: n
     if not ((doubts >= 0) & (doubts <= 1)).all() or not np.isin(codes, (1, 2)).all():
         raise ValueError("it holds doubts or stroke codes out of range")
     runs, start = [], 0
-    for shape, size, doubt in zip(shapes, sizes, doubts):
+    for shape, size, doubt, result in zip(shapes, sizes, doubts, results):
         end = start + int(size)
         part = voxels[start:end]
         if part.size and (part[0] < 0 or part[-1] >= int(np.prod(shape)) or (np.diff(part) <= 0).any()):
             raise ValueError("it holds voxels out of their volume")
-        runs.append(StrokeRun(tuple(int(s) for s in shape), part, codes[start:end], (float(doubt[0]), float(doubt[1]))))
+        runs.append(StrokeRun(tuple(int(s) for s in shape), part, codes[start:end], (float(doubt[0]), float(doubt[1])),
+                              result))
         start = end
     return runs

@@ -1,0 +1,181 @@
+"""last_result: a run that leaves the model's bank out keeps the last result of its chain away from its new strokes."""
+
+import copy
+import logging
+
+import numpy as np
+import pytest
+
+from ScribbleSegLib import choices, pipeline, stroke_history
+from ScribbleSegLib.ddml import DDMLConfig
+from ScribbleSegLib.errors import ScribbleSegError
+from ScribbleSegLib.last_result import far_weights, keep_last, new_strokes
+from ScribbleSegLib.stroke_history import StrokeHistory
+from conftest import tiny_case
+
+FAST_DDML = DDMLConfig(steps=40, head_steps=40, pool_size=2000, batch_size=64)
+
+
+def _logit(h):
+    h = np.clip(h.astype(np.float64), 1e-6, 1 - 1e-6)
+    return np.log(h) - np.log1p(-h)
+
+
+def test_keep_last_moves_the_log_odds_by_the_weight_far_from_the_new_strokes_and_not_on_them():
+    rng = np.random.default_rng(0)
+    h = rng.uniform(0.05, 0.95, (3, 20, 60)).astype(np.float32)
+    last = (rng.uniform(size=h.shape) > 0.5).astype(np.uint8)
+    new = np.zeros(h.shape, bool)
+    new[1, 10, 5] = True
+    moved = h.copy()
+    keep_last(moved, last, new, (1.0, 1.0, 1.0), 0.5, 4.0)
+    shift = (_logit(moved) - _logit(h)) * np.where(last > 0, 1, -1)  # towards the last label: positive
+    assert shift.min() >= -1e-4 and shift.max() <= 0.5 + 1e-4
+    assert abs(shift[1, 10, 5]) < 1e-4, "on the new stroke the adaptation's own h"
+    assert shift[1, 10, 59] == pytest.approx(0.5, abs=1e-3), "far from it the whole weight"
+    row = shift[1, 10, 5:40]
+    assert (np.diff(row) >= -1e-4).all(), "the pull grows with the distance"
+    assert row[4] == pytest.approx(0.5 * (1 - np.exp(-1)), abs=1e-3), "63 % of it at one reach"
+    # Thick sections: the next section lies 4 pixels away, not 1.
+    thick = h.copy()
+    keep_last(thick, last, new, (4.0, 1.0, 1.0), 0.5, 4.0)
+    pull = (_logit(thick) - _logit(h)) * np.where(last > 0, 1, -1)
+    assert pull[0, 10, 5] == pytest.approx(0.5 * (1 - np.exp(-1)), abs=1e-3)
+    assert shift[0, 10, 5] == pytest.approx(0.5 * (1 - np.exp(-0.25)), abs=1e-3)
+    same = h.copy()
+    keep_last(same, last, new, (1.0, 1.0, 1.0), 0.0, 4.0)
+    assert np.array_equal(same, h), "no weight, no change"
+    everywhere = h.copy()
+    keep_last(everywhere, last, np.zeros_like(new), (1.0, 1.0, 1.0), 0.5, 4.0)  # the same strokes again
+    full = (_logit(everywhere) - _logit(h)) * np.where(last > 0, 1, -1)
+    assert np.allclose(full, 0.5, atol=1e-3)
+
+
+def test_the_weights_box_holds_every_voxel_closer_than_five_reaches():
+    new = np.zeros((5, 50, 50), bool)
+    new[2, 25, 25] = True
+    box, w = far_weights(new, (2.0, 1.0, 1.0), 3.0)
+    assert w.shape == tuple(s.stop - s.start for s in box)
+    assert box[1] == slice(10, 41) and box[0] == slice(0, 5), "15 pixels in-plane, 8 sections: clipped"
+    assert w.max() < 1.0 and 1 - w.max() < 0.01
+
+
+def test_new_strokes_are_those_the_last_run_did_not_have():
+    last = np.zeros((2, 3, 3), np.uint8)
+    last[0, 1, :] = 1
+    now = last.copy()
+    now[1, 2, 2] = 2
+    run = stroke_history.StrokeRun.of(last, (0.9, 0.0))
+    assert np.argwhere(new_strokes(now, run.voxels)).tolist() == [[1, 2, 2]]
+
+
+def test_a_history_file_keeps_each_runs_result_and_reads_a_file_written_before_results_were_kept(tmp_path, caplog):
+    path = tmp_path / stroke_history.HISTORY_FILE
+    first = np.zeros((2, 5, 7), np.uint8)
+    first[0, 1, 1:4] = 1
+    first[1, 4, 2:6] = 2
+    labels = np.zeros(first.shape, np.uint8)
+    labels[0, :3, :4] = 1
+    StrokeHistory(path).remember(first, (0.9, 0.1), labels=labels)
+    more = first.copy()
+    more[1, 0, 0] = 2
+    last = StrokeHistory(path).last_result(more)
+    assert last is not None and np.array_equal(last.result(), labels), "another process reads it back"
+    assert StrokeHistory(path).last_result(np.zeros_like(first)) is None, "strokes that do not hold the run's"
+    # A run remembered without labels (one that kept the bank) is no last result.
+    StrokeHistory(path).remember(more, (0.2, 0.1))
+    assert StrokeHistory(path).last_result(more) is None
+    # A file of the version before: no label arrays; its runs still carry their doubt.
+    stored = dict(np.load(path))
+    del stored["labels"], stored["label_sizes"]
+    with open(path, "wb") as handle:
+        np.savez(handle, **stored)
+    assert StrokeHistory(path).carried(more, (0.0, 0.0)) == (0.2, 0.1)
+    assert StrokeHistory(path).last_result(more) is None
+    # Labels of another size than their volume: the file is not what remember writes, and is dropped.
+    StrokeHistory(path).remember(first, (0.9, 0.1), labels=labels)
+    stored = dict(np.load(path))
+    stored["labels"], stored["label_sizes"] = stored["labels"][:-1], stored["label_sizes"] - 1
+    with open(path, "wb") as handle:
+        np.savez(handle, **stored)
+    with caplog.at_level(logging.WARNING):
+        assert StrokeHistory(path).runs() == []
+    assert "not usable" in caplog.text and not path.exists()
+
+
+def test_keep_last_settings_are_checked():
+    assert DDMLConfig().keep_last == choices.KEEP_LAST and DDMLConfig().keep_last_reach == choices.KEEP_LAST_REACH
+    for bad in ({"keep_last": -0.1}, {"keep_last": float("nan")}, {"keep_last_reach": 0.0},
+                {"keep_last_reach": "10"}):
+        with pytest.raises(ScribbleSegError, match="keep_last"):
+            DDMLConfig(**bad)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("last")
+    return tiny_case(folder, (6, 40, 40), max_iters=20)
+
+
+def _contradicting(probability: np.ndarray):
+    """Strokes the network contradicts (heart strokes where it says background and the other way), then the same
+    with a few more: a chain of two rounds whose bank is left out."""
+    heart, background = np.argwhere(probability > 0.6), np.argwhere(probability < 0.4)
+    first = np.zeros(probability.shape, np.uint8)
+    for z, y, x in heart[:20]:
+        first[z, y, x] = 2
+    for z, y, x in background[:20]:
+        first[z, y, x] = 1
+    more = first.copy()
+    for z, y, x in heart[-5:]:
+        more[z, y, x] = 2
+    return first, more
+
+
+def test_a_run_that_leaves_the_bank_out_keeps_the_last_result_away_from_its_new_strokes(case):
+    test, model = case
+    network = pipeline.segment(test.image, None, model, method="munet").probability
+    first, more = _contradicting(network)
+    assert min(pipeline.network_doubt(first, network)) > 0.9
+    history = StrokeHistory()
+    one = pipeline.segment(test.image, first, model, method="ddml", ddml_config=FAST_DDML, history=history)
+    last = history.last_result(more)
+    assert last is not None and np.array_equal(last.result(), one.labels), "the run's labels are kept"
+    without = pipeline.segment(test.image, more, model, method="ddml", history=copy.deepcopy(history),
+                               ddml_config=DDMLConfig(**{**FAST_DDML.__dict__, "keep_last": 0.0}))
+    kept = pipeline.segment(test.image, more, model, method="ddml", ddml_config=FAST_DDML,
+                            history=copy.deepcopy(history))
+    towards = (_logit(kept.probability) - _logit(without.probability)) * np.where(one.labels > 0, 1, -1)
+    new = new_strokes(more, last.voxels)
+    assert towards.min() > -1e-3, "never away from the last result"
+    assert towards.max() == pytest.approx(FAST_DDML.keep_last, abs=0.02), "the bank was all left out: share 1"
+    assert towards[new].max() < 1e-3, "the new strokes' voxels as the adaptation has them"
+    # Without a history (no cache, no session) nothing is kept: the same h as with the weight 0.
+    alone = pipeline.segment(test.image, more, model, method="ddml", ddml_config=FAST_DDML)
+    assert np.allclose(alone.probability, without.probability, atol=1e-5)
+
+
+def test_a_run_that_keeps_the_bank_keeps_no_result(case):
+    test, model = case
+    network = pipeline.segment(test.image, None, model, method="munet").probability
+    agreeing = np.zeros(network.shape, np.uint8)
+    for z, y, x in np.argwhere(network > 0.6)[:20]:
+        agreeing[z, y, x] = 1
+    for z, y, x in np.argwhere(network < 0.4)[:20]:
+        agreeing[z, y, x] = 2
+    history = StrokeHistory()
+    pipeline.segment(test.image, agreeing, model, method="ddml", ddml_config=FAST_DDML, history=history)
+    assert len(history.runs()) == 1 and history.runs()[0].labels is None
+
+
+def test_a_session_keeps_its_last_result_until_undo_forgets_it(case):
+    from ScribbleSegLib.session import Session
+
+    test, model = case
+    session = Session(test.image, model)
+    first, more = _contradicting(session.probability)
+    session.run(first, method="ddml", ddml_config=FAST_DDML)
+    assert session.history.last_result(more) is not None
+    session.forget_runs()  # "Undo last run": the result the user sees is no longer that run's
+    assert session.history.last_result(more) is None
+    assert session.history.carried(more, (0.0, 0.0)) != (0.0, 0.0), "the doubt stays with the strokes"
