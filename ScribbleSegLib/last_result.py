@@ -7,8 +7,8 @@ whole region, correct strokes on one part of the image flipped regions far from 
 real oral carcinoma tiles, 6 of 15 runs fell by more than 0.01 between two rounds of correct strokes, one by 0.12
 (BENCHMARKS.md, "The last result kept away from the new strokes").
 
-A user who adds strokes to a result has looked at it: where they drew nothing new, they let it stand.  So such a
-run moves the log-odds of ``h`` towards the last result of the same chain of strokes
+A user who adds strokes to a result has looked at it: where they drew nothing new, they let it stand.  So a run
+whose strokes add to those of the last run of its chain moves the log-odds of ``h`` towards the last result of the same chain of strokes
 (:meth:`ScribbleSegLib.stroke_history.StrokeHistory.last_result`) by ``weight * (1 - exp(-d / reach))`` logits,
 ``d`` the distance to the nearest new stroke in pixels (:func:`keep_last`).  Near the new strokes ``h`` is the
 adaptation's own; far from them a confident change of the adaptation still goes through, a small one does not.

@@ -587,15 +587,17 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             t1 += timings["stroke colour"]
         h = _blend_h(kept, without, share)
         # A classifier of the strokes alone moves its decision over the whole image with each stroke: where the user
-        # drew nothing new, the last result they saw holds, unless the adaptation is sure (last_result).
+        # drew nothing new, the last result they saw holds, unless the adaptation is sure (last_result).  Only for
+        # strokes added to the last run's: the same strokes again (another method, other settings) start afresh.
         last = (history.last_result(scribbles) if history is not None and share > 0 and config.keep_last > 0
                 else None)
         if last is not None:
             from .last_result import keep_last, new_strokes
 
             t2 = time.perf_counter()
-            keep_last(h, last.result(), new_strokes(scribbles, last.voxels), spacing_zyx, config.keep_last * share,
-                      config.keep_last_reach)
+            new = new_strokes(scribbles, last.voxels)
+            if new.any():
+                keep_last(h, last.result(), new, spacing_zyx, config.keep_last * share, config.keep_last_reach)
             timings["last result"] = time.perf_counter() - t2
             t1 += timings["last result"]
         timings["DDML + head"] = t1 - t0

@@ -150,6 +150,10 @@ def test_a_run_that_leaves_the_bank_out_keeps_the_last_result_away_from_its_new_
     assert towards.min() > -1e-3, "never away from the last result"
     assert towards.max() == pytest.approx(FAST_DDML.keep_last, abs=0.02), "the bank was all left out: share 1"
     assert towards[new].max() < 1e-3, "the new strokes' voxels as the adaptation has them"
+    # The same strokes again (another method, other settings): nothing new to keep the rest away from.
+    again = pipeline.segment(test.image, first, model, method="ddml", ddml_config=FAST_DDML,
+                             history=copy.deepcopy(history))
+    assert np.allclose(again.probability, one.probability, atol=1e-5)
     # Without a history (no cache, no session) nothing is kept: the same h as with the weight 0.
     alone = pipeline.segment(test.image, more, model, method="ddml", ddml_config=FAST_DDML)
     assert np.allclose(alone.probability, without.probability, atol=1e-5)
