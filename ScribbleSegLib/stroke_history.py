@@ -12,7 +12,9 @@ of the two, class by class.  Other strokes, or strokes with one of them erased, 
 The history lives in the image's feature cache entry when the M-Unet's outputs came from one (the command line:
 each round is a process of its own), else in the caller's :class:`StrokeHistory` (a warm session, the bench's
 rounds).  It keeps :data:`KEPT_RUNS` runs, the latest of each chain of rounds, so rounds of several stroke patterns
-run in turn on one image each follow their own.
+run in turn on one image each follow their own.  A run that left the model's bank out keeps its result's labels
+too (:meth:`StrokeHistory.last_result`): the next run of its chain keeps them away from its new strokes
+(:mod:`ScribbleSegLib.last_result`).
 """
 
 from __future__ import annotations
