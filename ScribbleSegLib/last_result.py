@@ -8,7 +8,7 @@ real oral carcinoma tiles, 6 of 15 runs fell by more than 0.01 between two round
 (BENCHMARKS.md, "The last result kept away from the new strokes").
 
 A user who adds strokes to a result has looked at it: where they drew nothing new, they let it stand.  So a run
-whose strokes add to those of the last run of its chain moves the log-odds of ``h`` towards the last result of the same chain of strokes
+whose strokes add to those of the last run of its chain moves the log-odds of ``h`` towards that run's result
 (:meth:`ScribbleSegLib.stroke_history.StrokeHistory.last_result`) by ``weight * (1 - exp(-d / reach))`` logits,
 ``d`` the distance to the nearest new stroke in pixels (:func:`keep_last`).  Near the new strokes ``h`` is the
 adaptation's own; far from them a confident change of the adaptation still goes through, a small one does not.
@@ -55,7 +55,7 @@ def far_weights(new: np.ndarray, spacing_zyx: Sequence[float], reach: float) -> 
     >>> box, w.shape, [round(float(w[0, 0, x]), 3) for x in (0, 4, 19)]
     ((slice(0, 1, None), slice(0, 1, None), slice(0, 21, None)), (1, 1, 21), [0.0, 0.632, 0.991])
     """
-    import SimpleITK as sitk  # only here: runs that keep no last result do not need it
+    from .stroke_pull import distance_map
 
     where = np.nonzero(new)
     if not where[0].size:
@@ -64,11 +64,7 @@ def far_weights(new: np.ndarray, spacing_zyx: Sequence[float], reach: float) -> 
     sizes = [max(1, int(np.ceil(BOX_REACHES * reach * pixel / float(s)))) for s in spacing_zyx]
     box = tuple(slice(max(0, int(w.min()) - k), min(n, int(w.max()) + k + 1))
                 for w, k, n in zip(where, sizes, new.shape))
-    image = sitk.GetImageFromArray(new[box].astype(np.uint8))
-    image.SetSpacing([float(spacing_zyx[2]), float(spacing_zyx[1]), float(spacing_zyx[0])])
-    d = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                                            useImageSpacing=True))
-    d = np.maximum(d, 0.0, dtype=np.float32) / np.float32(pixel)
+    d = distance_map(new[box], spacing_zyx, pixel)
     return box, (-np.expm1(-d / np.float32(reach))).astype(np.float32, copy=False)
 
 

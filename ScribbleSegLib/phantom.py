@@ -62,6 +62,8 @@ from .optical_density import od_to_rgb  # not stain: the phantom must not need t
 
 #: Format version of ``phantom.json``.
 MANIFEST_VERSION = 1
+#: ``phantom.json``'s ``format``: what says a folder's files are a phantom set's.
+MANIFEST_FORMAT = "scribbleseg-phantom"
 
 #: Haematoxylin and eosin OD vectors (Ruifrok & Johnston 2001), the centre of the per-volume variation.
 HEMATOXYLIN_OD = (0.650, 0.704, 0.286)
@@ -936,7 +938,7 @@ def _check_replaced(out: Path, files: List[str]) -> None:
     if manifest.is_file():
         try:
             stored = json.loads(manifest.read_text())
-            if stored.get("format") == "scribbleseg-phantom":
+            if stored.get("format") == MANIFEST_FORMAT:
                 ours.add("phantom.json")
                 for entry in stored.get("volumes", []):
                     ours.update([entry.get("image"), entry.get("label"), *entry.get("scribbles", [])])
@@ -1050,7 +1052,7 @@ def write_phantom_set(out_dir: PathLike, n_volumes: int = 6, seed: int = 0, conf
                     scribbled_sections(ph.label, seed=k, every=choices.SCRIBBLE_EVERY).tolist())
             entries.append(entry)
 
-        manifest = {"format": "scribbleseg-phantom", "format_version": MANIFEST_VERSION, "seed": int(seed),
+        manifest = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "seed": int(seed),
                     "shape": [int(s) for s in cfg.shape], "spacing": [float(s) for s in voxel_size(cfg)],
                     "config": dataclasses.asdict(cfg), "scribble_patterns": list(patterns), "volumes": entries}
         with outputs.writing("phantom.json") as tmp:

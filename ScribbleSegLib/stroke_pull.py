@@ -35,6 +35,25 @@ SEED_REACH_CUTOFF = 3.0
 MEASURES_MAX_BYTES = 256 * 2**20
 
 
+def distance_map(mask: np.ndarray, spacing: Sequence[float], pixel: float) -> np.ndarray:
+    """Distance of each voxel of the 2-D or 3-D ``mask`` to its nearest ``True`` voxel, in pixels of size ``pixel``;
+    ``spacing`` is the voxel size in the mask's axis order (SimpleITK's Maurer distance).
+
+    Examples
+    --------
+    >>> mask = np.zeros((2, 1, 3), bool); mask[0, 0, 0] = True
+    >>> distance_map(mask, (2.0, 1.0, 1.0), 1.0).astype(float).round(2).tolist()  # sections 2 pixels apart
+    [[[0.0, 1.0, 2.0]], [[2.0, 2.24, 2.83]]]
+    """
+    import SimpleITK as sitk  # only here: the rest of the cut does not need it
+
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.SetSpacing([float(s) for s in reversed(tuple(spacing))])
+    d = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                                            useImageSpacing=True))
+    return np.maximum(d, 0.0) / pixel
+
+
 def plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float) -> np.ndarray:
     """Distance of each pixel of the ``(Y, X)`` ``mask`` to its nearest ``True`` pixel, in pixels of size ``pixel``.
 
@@ -44,13 +63,7 @@ def plane_distance(mask: np.ndarray, spacing_zyx: Sequence[float], pixel: float)
     >>> plane_distance(mask, (1.0, 0.5, 0.5), 0.5).round(2).tolist()  # 0.5 mm pixels
     [[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]]
     """
-    import SimpleITK as sitk  # only here: the rest of the cut does not need it
-
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    image.SetSpacing([float(spacing_zyx[2]), float(spacing_zyx[1])])
-    d = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                                            useImageSpacing=True))
-    return np.maximum(d, 0.0) / pixel
+    return distance_map(mask, spacing_zyx[1:], pixel)
 
 
 def _section_gradient(section: np.ndarray, spacing: Sequence[float]) -> Tuple[np.ndarray, float]:
