@@ -1995,10 +1995,14 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic):
             if scribbles is not None and method != "munet":
                 request["scribbles"] = self._writeLabelmap(scribbles, volumeNode,
                                                            os.path.join(folder, "scribbles.nrrd"))
+            if volumeNode.GetID() in self.undoneVolumes:  # as the warm worker's run would (_startSessionRun)
+                request["forget"] = True
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return self._startJob("segment", folder, request, onEvent, onFinished, importResult, purpose=purpose)
+        job = self._startJob("segment", folder, request, onEvent, onFinished, importResult, purpose=purpose)
+        self.undoneVolumes.discard(volumeNode.GetID())
+        return job
 
     def startHeatMap(self, volumeNode, scribbleNode, modelPath: str, *, device: Optional[str] = None,
                      orientations: Optional[int] = None, onEvent=None, onFinished=None) -> ScribbleSegJob:

@@ -97,6 +97,10 @@ class SegmentFiles:
         grid has none (``Volume.scan_pixel``) and its file states none: the Slicer module gives what the file
         its volume was loaded from states (:func:`ScribbleSegLib.scan_pixel.stated_pixel`), as the file itself
         gives it here.  Not used with ``spacing``.
+    forget : bool
+        The user took back the last run (Slicer's "Undo last run"): the results that earlier runs kept with their
+        strokes are dropped before this run (``pipeline.segment``'s ``forget_results``), as a warm session's
+        :meth:`~ScribbleSegLib.session.Session.forget_runs` drops them.
 
     Examples
     --------
@@ -127,6 +131,7 @@ class SegmentFiles:
     suggest: int = choices.DEFAULT_SUGGESTIONS
     orientations: int = choices.DEFAULT_ORIENTATIONS
     scan_pixel: Optional[Sequence[float]] = None
+    forget: bool = False
 
     def name(self, key: str) -> str:
         """How messages name field ``key``."""
@@ -426,7 +431,7 @@ def segment_files(job: SegmentFiles, *, progress: Optional[ProgressCallback] = N
         result = pipeline.segment(image, scribbles, model, method=job.method, cut_params=cut_params,
                                   ddml_config=ddml_config, device=job.device, cache_dir=job.cache_dir,
                                   seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel,
-                                  orientations=job.orientations)
+                                  orientations=job.orientations, forget_results=job.forget)
         return _write_and_report(job, result, image, scribbles, timings, progress, cancel)
 
 
@@ -776,6 +781,8 @@ def session_files(session, job: SegmentFiles, *, progress: Optional[ProgressCall
         scribbles = read_job_scribbles(job, image, timings)
         check_job_space(job, image.shape)
         check(cancel)
+        if job.forget:  # the user took back the last run: this one starts as the first did
+            session.forget_runs()
         result = session.run(scribbles, method=job.method, cut_params=cut_params, ddml_config=ddml_config,
                              seed=job.seed, suggest=job.suggest, progress=progress, cancel=cancel)
         try:

@@ -34,7 +34,7 @@ import numpy as np
 
 from . import choices, feature_cache
 from .checks import check_model, check_progress_cancel, check_segment_args, check_suggest
-from .errors import DamagedFeatures
+from .errors import DamagedFeatures, ScribbleSegError
 from .feature_reader import read_only_view
 from .geometry import Volume
 from .network_doubt import (_in_doubt_interval, bank_left_out_share, blend_network, doubted_network_weight,
@@ -285,7 +285,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
             features: Optional[Tuple[np.ndarray, np.ndarray]] = None, suggest: int = choices.DEFAULT_SUGGESTIONS,
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
             orientations: int = choices.DEFAULT_ORIENTATIONS, cut_memory=None, adapt_memory=None,
-            history=None) -> SegmentResult:
+            history=None, forget_results: bool = False) -> SegmentResult:
     """Segment the heart in a volume from scribbles.
 
     Parameters
@@ -332,6 +332,10 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     history : stroke_history.StrokeHistory, optional
         Earlier runs' strokes on this image, for features that did not come from a cache entry (which keeps
         its own): see :func:`adapt_and_cut`.  A warm session keeps one.
+    forget_results : bool
+        Drop the results that earlier runs kept with their strokes (``history``'s and the cache entry's
+        :meth:`~ScribbleSegLib.stroke_history.StrokeHistory.forget_results`) before this run: the user took back
+        the last run, so the result they see is not the one kept (``DDMLConfig.keep_last``).
 
     Returns
     -------
@@ -360,6 +364,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         device=device, cache_dir=cache_dir, seed=seed, features=features, orientations=orientations)
     check_suggest(suggest)
     check_progress_cancel(progress, cancel)
+    if not isinstance(forget_results, bool):
+        raise ScribbleSegError(f"forget_results must be True or False, got {forget_results!r}")
     if method == "full":
         from .graphcut import check_cut_fits
 
@@ -388,6 +394,12 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     timings["M-Unet features"] = time.perf_counter() - t0
 
     def finish(prob, feats, cached):
+        if forget_results:
+            from .stroke_history import StrokeHistory
+
+            for kept in (history, StrokeHistory.at(feats)):
+                if kept is not None:
+                    kept.forget_results()
         return adapt_and_cut(array, geometry.spacing_zyx, scribbles, loaded, prob, feats, method=method,
                              cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,
                              features_cached=cached, timings=timings, warnings=list(warnings), progress=progress,

@@ -37,6 +37,7 @@ Requests (relative paths are relative to the request file's folder)::
      "device": "auto", "seed": 0, "cache_dir": "/cache/features",   # cache_dir may be null
      "orientations": 1,                         # optional test-time flips of the M-Unet: 1, 2 or 4
      "scan_pixel": [0.00025, 0.00025],          # optional: the scan's pixel X Y in mm where the image states none
+     "forget": false,                           # optional: true after "Undo last run" (see a session's runs)
      "outputs": {"labels": "labels.nrrd", "probability": "probability.nrrd"}}   # probability optional
 
     {"protocol": 1, "task": "train",
@@ -270,7 +271,7 @@ def _job(request: Dict[str, Any], field: str = "request field"):
         device=request["device"], seed=request.get("seed", 0), cache_dir=request["cache_dir"],
         cut=request.get("cut", {}), ddml=request.get("ddml", {}), names=names,
         orientations=request.get("orientations", choices.DEFAULT_ORIENTATIONS), scan_pixel=request.get("scan_pixel"),
-        **extra)
+        forget=request.get("forget", False), **extra)
 
 
 def _segment(request: Dict[str, Any], emitter: Emitter, cancel: Optional[CancelToken]) -> Event:
@@ -461,9 +462,7 @@ def _serve_session(request: Dict[str, Any], emitter: Emitter) -> int:
         line, token = item
         run_id = _run_id(line)
         try:
-            run = load_run(line, request)
-            if run["forget"]:
-                session.forget_runs()
+            run = load_run(line, request)  # its "forget": session_files lets the session start afresh
             files = session_files(session, _job(run, "run field"), progress=emitter.progress, cancel=token)
             done = {"outputs": files.outputs, "metrics": files.metrics, "timings": files.timings}
         except CancelledError as exc:

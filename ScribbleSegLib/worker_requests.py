@@ -341,6 +341,8 @@ class _RequestChecker:
             "cache_dir": None if cache_dir is None else self.path_value(cache_dir, "cache_dir", must_exist=False),
             "orientations": self.orientations(),
             "scan_pixel": self.scan_pixel(),
+            # The user took back the last run ("Undo last run"): the results kept with the strokes go first.
+            "forget": self.value("forget", False, (bool,)),
             "outputs": {
                 "labels": self.path_value(outputs["labels"], "outputs.labels", must_exist=False),
                 "probability": (self.path_value(outputs["probability"], "outputs.probability", must_exist=False)

@@ -183,3 +183,42 @@ def test_a_session_keeps_its_last_result_until_undo_forgets_it(case):
     session.forget_runs()  # "Undo last run": the result the user sees is no longer that run's
     assert session.history.last_result(more) is None
     assert session.history.carried(more, (0.0, 0.0)) != (0.0, 0.0), "the doubt stays with the strokes"
+
+
+
+def test_a_job_told_to_forget_drops_the_results_kept_in_its_cache_entry(case, tmp_path):
+    # Slicer's one-shot worker (where the warm one cannot start) after "Undo last run": the cache entry's history
+    # kept the undone run's result, and the next run held it away from its new strokes.
+    import SimpleITK as sitk
+
+    from ScribbleSegLib import jobs, volume_io
+
+    test, model = case
+    image = tmp_path / "image.nrrd"
+    volume_io.write_rgb_volume(image, test.image)
+    network = pipeline.segment(test.image, None, model, method="munet").probability
+    first, more = _contradicting(network)
+    for name, array in (("first", first), ("more", more)):
+        volume_io.write_labelmap(tmp_path / f"{name}.nrrd", array, test.image.geometry)
+
+    def run(strokes, forget=False, cache="cache"):
+        out = tmp_path / f"{strokes}-{forget}-{cache}"
+        job = jobs.SegmentFiles(image=str(image), model=str(model), labels=str(out) + ".nrrd",
+                                probability=str(out) + "-h.nrrd", scribbles=str(tmp_path / f"{strokes}.nrrd"),
+                                method="ddml", cache_dir=str(tmp_path / cache), ddml=dict(FAST_DDML.__dict__),
+                                forget=forget)
+        jobs.segment_files(job)
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(out) + "-h.nrrd"))
+
+    run("first")
+    entry, = [p.parent for p in (tmp_path / "cache").rglob(stroke_history.HISTORY_FILE)]
+    assert StrokeHistory(entry / stroke_history.HISTORY_FILE).last_result(more) is not None
+    afresh = run("more", cache="other")  # no history: nothing kept
+    assert afresh.dtype == np.float32 and 0 <= afresh.min() < afresh.max() <= 1
+    undone = run("more", forget=True)  # the round after an undo: as if the first run's result had not been kept
+    assert np.allclose(undone, afresh, atol=1e-3)
+    run("first")
+    kept = run("more")
+    assert np.abs(kept - afresh).max() > 0.01, "without forget the first run's result is kept"
+    with pytest.raises(ScribbleSegError, match=r"^forget_results must be True or False, got 'yes'$"):
+        pipeline.segment(test.image, first, model, method="ddml", forget_results="yes")

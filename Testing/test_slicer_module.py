@@ -1572,6 +1572,18 @@ def test_the_one_shot_worker_is_the_fallback(scribbleseg, loop_case, monkeypatch
     assert job.outputNode == "result" and scene.heat[-1][0] == "run" and job.suggestions
     # As many sections to look at as the warm worker lists (the one-shot request asks for them too).
     assert len(job.suggestions) == scribbleseg.LOOP_SUGGESTIONS
+    # After "Undo last run" the next one-shot run forgets the runs before it, as the warm worker's does: the
+    # result kept with their strokes is not the one the user sees (DDMLConfig.keep_last).
+    requests = []
+    start = logic._startJob
+    monkeypatch.setattr(logic, "_startJob", lambda kind, folder, request, *args, **kwargs: (
+        requests.append(dict(request)), start(kind, folder, request, *args, **kwargs))[1])
+    scene.scribbles = loop_case[3]
+    assert logic.startSegmentation(volume, object(), "", device="cpu", **FAST).wait().succeeded
+    logic.undoLastRun(volume, "result")
+    for _run in range(2):
+        assert logic.startSegmentation(volume, object(), "", device="cpu", **FAST).wait().succeeded
+    assert [r.get("forget", False) for r in requests] == [False, True, False]
 
 
 def test_a_model_file_written_over_the_one_in_use_needs_another_worker(scribbleseg, tmp_path):
