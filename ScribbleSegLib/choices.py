@@ -200,6 +200,13 @@ KEEP_LAST_REACH = 10.0
 """Pixels from the nearest new stroke at which :data:`KEEP_LAST`'s pull is 63 % whole (``DDMLConfig.keep_last_reach``):
 ``1 - exp(-d / reach)``."""
 
+KEEP_LAST_PIXELS = 0.5
+"""Share of each class of a strokes-only adaptation's training pool drawn from the last result of its chain of strokes,
+from pixels beyond ``last_result.ANCHOR_REACHES`` reaches of the new strokes, where the model's bank would be
+(``DDMLConfig.keep_last_pixels``): the strokes alone taught a classifier that flipped whole regions far from them.
+Measured on the starter model's rounds on real carcinoma, gland and nuclei tiles (BENCHMARKS.md, "The last result as
+training pixels")."""
+
 ORIENTATIONS: Tuple[int, ...] = (1, 2, 4)
 """Test-time flips of the M-Unet (:func:`ScribbleSegLib.inference.predict_volume`): each section as it is
 (1), also flipped left-right (2), and also top-bottom and both (4); the logits and features are averaged.

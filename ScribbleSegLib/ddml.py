@@ -151,6 +151,12 @@ class DDMLConfig:
     keep_last_reach : float
         Pixels from the nearest new stroke at which ``keep_last`` is 63 % whole (``1 - exp(-d / reach)``); positive.
         Default :data:`ScribbleSegLib.choices.KEEP_LAST_REACH`.
+    keep_last_pixels : float
+        In [0, 1): where the bank is left out and the last result of the chain is kept (``keep_last`` > 0), this
+        share of each class of the adaptation's pool is drawn from that result's pixels farther than
+        ``last_result.ANCHOR_REACHES`` times ``keep_last_reach`` from the new strokes, in the bank's place
+        (:func:`ScribbleSegLib.last_result.anchor_pixels`); the rest from the strokes.  0: the strokes alone.
+        Default :data:`ScribbleSegLib.choices.KEEP_LAST_PIXELS`.
     head_bias : {"network", "balanced"}
         Where the head puts its threshold (``choices.HEAD_BIASES``): ``balanced`` leaves it
         where the class-balanced training put it (the paper's); ``network`` moves the head's
@@ -201,6 +207,7 @@ class DDMLConfig:
     doubted_colour_weight: float = 0.5
     keep_last: float = choices.KEEP_LAST
     keep_last_reach: float = choices.KEEP_LAST_REACH
+    keep_last_pixels: float = choices.KEEP_LAST_PIXELS
     head_bias: str = choices.DEFAULT_HEAD_BIAS
     evaluation: str = choices.DEFAULT_H_EVALUATION
     warm_steps: int = choices.WARM_DDML_STEPS
@@ -230,7 +237,7 @@ class DDMLConfig:
             object.__setattr__(self, name, int(value))
         for name in ("tau", "beta", "weight_decay", "lr", "scribble_share", "head_lr", "head_weight_decay",
                      "network_weight", "doubted_network_weight", "doubted_colour_weight", "bank_agreement_shift",
-                     "keep_last", "keep_last_reach"):
+                     "keep_last", "keep_last_reach", "keep_last_pixels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ScribbleSegError(f"DDML {name} must be a number, got {value!r}")
@@ -257,6 +264,8 @@ class DDMLConfig:
                 raise ScribbleSegError(f"DDML {name} must be at most {self.LIMITS[limit]}, got {getattr(self, name)}")
         if not self.keep_last >= 0:
             raise ScribbleSegError(f"DDML keep_last must be >= 0, got {self.keep_last}")
+        if not 0 <= self.keep_last_pixels < 1:  # 1 would leave the strokes out of their own run
+            raise ScribbleSegError(f"DDML keep_last_pixels must be in [0, 1), got {self.keep_last_pixels}")
         for name in ("beta", "lr", "head_lr", "keep_last_reach"):
             if not getattr(self, name) > 0:
                 raise ScribbleSegError(f"DDML {name} must be positive, got {getattr(self, name)}")

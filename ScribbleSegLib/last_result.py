@@ -12,6 +12,12 @@ whose strokes add to those of the last run of its chain moves the log-odds of ``
 (:meth:`ScribbleSegLib.stroke_history.StrokeHistory.last_result`) by ``weight * (1 - exp(-d / reach))`` logits,
 ``d`` the distance to the nearest new stroke in pixels (:func:`keep_last`).  Near the new strokes ``h`` is the
 adaptation's own; far from them a confident change of the adaptation still goes through, a small one does not.
+
+A pull on ``h`` cannot stop a confident change, and the strokes alone made confident ones: background strokes in a
+false nuclei region taught the classifier that the paler true nuclei all over the tile were background.  So the
+classifier is also trained on the last result itself (:func:`anchor_pixels`): its pixels far from the new strokes
+take the bank's place in the pool (``DDMLConfig.keep_last_pixels``), and the classifier has to tell the stroked
+pixels from the ones the user let stand instead of moving its threshold over the whole image.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ import numpy as np
 BOX_REACHES = 5.0
 #: ``h`` is clipped this far from 0 and 1 before its log-odds are taken (a float32 ``h`` of exactly 0 or 1).
 H_MARGIN = 1e-6
+#: The last result's training pixels lie farther than this many ``reach`` from every new stroke (:func:`anchor_pixels`):
+#: the pull of :func:`keep_last` is 95 % whole there; closer, the last result is what the new strokes correct.
+ANCHOR_REACHES = 3.0
 
 
 def new_strokes(scribbles: np.ndarray, last_voxels: np.ndarray) -> np.ndarray:
@@ -111,3 +120,62 @@ def keep_last(h: np.ndarray, last: np.ndarray, new: np.ndarray, spacing_zyx: Seq
             pull[box[1], box[2]] *= far[z - box[0].start]
         logit += pull
         h[z] = 1.0 / (1.0 + np.exp(-logit))
+
+
+def anchor_pixels(features: np.ndarray, scribbles: np.ndarray, last: np.ndarray, new: np.ndarray,
+                  spacing_zyx: Sequence[float], reach: float, n: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Training pixels from the ``last`` result: features and labels of up to ``n`` voxels of each class, drawn at
+    random from the unstroked voxels farther than :data:`ANCHOR_REACHES` ``reach`` from every ``new`` stroke.
+
+    They take the model's bank's place in a run that leaves the bank out (:func:`ScribbleSegLib.ddml.adapt`'s
+    ``bank_features`` and ``bank_labels``; ``DDMLConfig.keep_last_pixels``).
+
+    Parameters
+    ----------
+    features : numpy.ndarray
+        ``(Z, Y, X, C)`` M-Unet features (a memmap is fine: only the drawn voxels are read).
+    scribbles : numpy.ndarray
+        ``(Z, Y, X)`` uint8 strokes of this run (0 none).
+    last, new : numpy.ndarray
+        ``(Z, Y, X)`` the last result's labels (1 target) and the new strokes (:func:`new_strokes`).
+    spacing_zyx : sequence of 3 float
+        The voxel size, array-axis order.
+    reach : float
+        Pixels (``DDMLConfig.keep_last_reach``).
+    n : int
+        At most this many voxels of each class.
+    seed : int
+
+    Returns
+    -------
+    x : numpy.ndarray
+        float32 ``(m, C)``, the target's voxels first.
+    y : numpy.ndarray
+        uint8 ``(m,)``: 1 target, 0 background.
+
+    Examples
+    --------
+    >>> features = np.arange(40, dtype=np.float32).reshape(1, 1, 40, 1)
+    >>> last = np.zeros((1, 1, 40), np.uint8); last[0, 0, 30:] = 1
+    >>> scribbles = np.zeros((1, 1, 40), np.uint8); scribbles[0, 0, 0] = 2; scribbles[0, 0, 39] = 1
+    >>> new = scribbles > 0; new[0, 0, 39] = False  # the background stroke at 0 is new
+    >>> x, y = anchor_pixels(features, scribbles, last, new, (1.0, 1.0, 1.0), 2.0, n=3)
+    >>> y.tolist(), bool(x[:3].min() >= 30 and x[3:].min() > 6)  # none within 6 pixels of the new stroke
+    ([1, 1, 1, 0, 0, 0], True)
+    """
+    from .feature_reader import FeatureReader
+
+    far = scribbles == 0
+    box, weights = far_weights(new, spacing_zyx, reach)
+    if box is not None:
+        far[box] &= weights > -np.expm1(-ANCHOR_REACHES)
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for label in (1, 0):
+        voxels = np.flatnonzero(far.reshape(-1) & ((last.reshape(-1) > 0) == bool(label)))
+        if voxels.size > n:
+            voxels = np.sort(rng.choice(voxels, size=n, replace=False))  # sorted: a memmap read in order
+        xs.append(np.asarray(FeatureReader(features).voxels(voxels), np.float32).reshape(voxels.size,
+                                                                                        features.shape[-1]))
+        ys.append(np.full(voxels.size, label, np.uint8))
+    return np.concatenate(xs), np.concatenate(ys)

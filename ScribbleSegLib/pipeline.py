@@ -442,6 +442,34 @@ def to_gpu(prob: np.ndarray, feats: np.ndarray, model, timings: Dict[str, float]
     return resident
 
 
+def kept_result(history, scribbles: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``(labels, new strokes)`` of the last run of the chain that ``scribbles`` continue
+    (:meth:`~ScribbleSegLib.stroke_history.StrokeHistory.last_result`), or None where there is none or nothing is
+    new."""
+    from .last_result import new_strokes
+
+    run = history.last_result(scribbles) if history is not None else None
+    if run is None:
+        return None
+    new = new_strokes(scribbles, run.voxels)
+    return (run.result(), new) if new.any() else None
+
+
+def last_pixels(feats: np.ndarray, scribbles: np.ndarray, last: Optional[Tuple[np.ndarray, np.ndarray]],
+                spacing_zyx: Sequence[float], config, seed: int, timings: Dict[str, float]):
+    """The last result's training pixels for the adaptation without the bank (``DDMLConfig.keep_last_pixels``,
+    :func:`~ScribbleSegLib.last_result.anchor_pixels`), or None where it has none."""
+    if last is None or config.keep_last_pixels <= 0:
+        return None
+    from .last_result import anchor_pixels
+
+    t0 = time.perf_counter()
+    pixels = anchor_pixels(feats, scribbles, last[0], last[1], spacing_zyx, config.keep_last_reach,
+                           (config.pool_size + 1) // 2, seed)
+    timings["last result"] = time.perf_counter() - t0
+    return pixels
+
+
 def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Optional[np.ndarray], model,
                   prob: np.ndarray, feats: np.ndarray, *, method: str = choices.DEFAULT_METHOD, cut_params=None,
                   ddml_config=None, seed: int = 0, suggest: int = choices.DEFAULT_SUGGESTIONS,
@@ -540,6 +568,9 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     agreeing = config.bank_agreement is not None and config.bank_agreement_shift > 0 and doubted_cap < 1
     both = _in_doubt_interval(max(doubt), config) and (agreeing or 0.0 < share < 1.0)
     share = 0.5 if both else share
+    # The last result of this chain of strokes, where a run leaves the bank out: (its labels, the new strokes).
+    # Only for strokes added to the last run's: the same strokes again (another method, other settings) start afresh.
+    last = kept_result(history, scribbles) if share > 0 and config.keep_last > 0 else None
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
     # adaptation's training leaves idle.  The cut sees the image with its glass made white, as the network did:
@@ -559,20 +590,25 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         with ahead:
             bank_logit = bank_network_logit(model)
 
-            def adapted_with(settings, weight: float, remembered: bool):
+            def adapted_with(settings, weight: float, remembered: bool, bank=None):
                 """The adaptation with ``settings``, or None where it weighs nothing; a warm session's ``f``
-                follows the ``remembered`` one."""
+                follows the ``remembered`` one.  ``bank``: training pixels ``(x, y)`` in the model's bank's place
+                (the network's logits of them unknown)."""
                 if weight <= 0:
                     return None
-                return adapt(feats, scribbles, model.bank_features, model.bank_labels, config=settings, seed=seed,
-                             network_probability=prob, bank_network_logit=bank_logit, progress=progress,
+                bank_x, bank_y, logit = (model.bank_features, model.bank_labels, bank_logit) if bank is None else (
+                    *bank, None)
+                return adapt(feats, scribbles, bank_x, bank_y, config=settings, seed=seed,
+                             network_probability=prob, bank_network_logit=logit, progress=progress,
                              cancel=cancel, device=getattr(model, "device", None), resident=resident,
                              memory=adapt_memory if remembered else None)
 
             # The warm session's f follows the adaptation that weighs most (within the doubt's interval, the one
             # with the bank: which weighs most is known only after both).
             kept = adapted_with(config, 1.0 - share, share < 0.5 or both)
-            without = adapted_with(doubted, share, share >= 0.5 and not both)
+            anchor = last_pixels(feats, scribbles, last, spacing_zyx, config, seed, timings)
+            without = adapted_with(doubted if anchor is None else dataclasses.replace(
+                doubted, scribble_share=1.0 - config.keep_last_pixels), share, share >= 0.5 and not both, anchor)
             t1 = time.perf_counter()  # a wait for the work beside counts in the cut's time: it is the cut's work
         for part in (kept, without):
             if part is not None:
@@ -599,19 +635,14 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             t1 += timings["stroke colour"]
         h = _blend_h(kept, without, share)
         # A classifier of the strokes alone moves its decision over the whole image with each stroke: where the user
-        # drew nothing new, the last result they saw holds, unless the adaptation is sure (last_result).  Only for
-        # strokes added to the last run's: the same strokes again (another method, other settings) start afresh.
-        last = (history.last_result(scribbles) if history is not None and share > 0 and config.keep_last > 0
-                else None)
+        # drew nothing new, the last result they saw holds, unless the adaptation is sure (last_result).
         if last is not None:
-            from .last_result import keep_last, new_strokes
+            from .last_result import keep_last
 
             t2 = time.perf_counter()
-            new = new_strokes(scribbles, last.voxels)
-            if new.any():
-                keep_last(h, last.result(), new, spacing_zyx, config.keep_last * share, config.keep_last_reach)
-            timings["last result"] = time.perf_counter() - t2
-            t1 += timings["last result"]
+            keep_last(h, last[0], last[1], spacing_zyx, config.keep_last * share, config.keep_last_reach)
+            timings["last result"] = timings.get("last result", 0.0) + time.perf_counter() - t2
+            t1 += time.perf_counter() - t2
         timings["DDML + head"] = t1 - t0
         steps: Dict[str, float] = {}
         for part in (kept, without):  # their steps (both, summed), for benchmarks and the worker's report

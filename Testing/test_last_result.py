@@ -9,7 +9,7 @@ import pytest
 from ScribbleSegLib import choices, pipeline, stroke_history
 from ScribbleSegLib.ddml import DDMLConfig
 from ScribbleSegLib.errors import ScribbleSegError
-from ScribbleSegLib.last_result import far_weights, keep_last, new_strokes
+from ScribbleSegLib.last_result import ANCHOR_REACHES, anchor_pixels, far_weights, keep_last, new_strokes
 from ScribbleSegLib.stroke_history import StrokeHistory
 from conftest import tiny_case
 
@@ -105,8 +105,10 @@ def test_a_history_file_keeps_each_runs_result_and_reads_a_file_written_before_r
 
 def test_keep_last_settings_are_checked():
     assert DDMLConfig().keep_last == choices.KEEP_LAST and DDMLConfig().keep_last_reach == choices.KEEP_LAST_REACH
+    assert DDMLConfig().keep_last_pixels == choices.KEEP_LAST_PIXELS
     for bad in ({"keep_last": -0.1}, {"keep_last": float("nan")}, {"keep_last_reach": 0.0},
-                {"keep_last_reach": "10"}):
+                {"keep_last_reach": "10"}, {"keep_last_pixels": 1.0}, {"keep_last_pixels": -0.5},
+                {"keep_last_pixels": float("nan")}):
         with pytest.raises(ScribbleSegError, match="keep_last"):
             DDMLConfig(**bad)
 
@@ -143,7 +145,8 @@ def test_a_run_that_leaves_the_bank_out_keeps_the_last_result_away_from_its_new_
     assert last is not None and np.array_equal(last.result(), one.labels), "the run's labels are kept"
     without = pipeline.segment(test.image, more, model, method="ddml", history=copy.deepcopy(history),
                                ddml_config=DDMLConfig(**{**FAST_DDML.__dict__, "keep_last": 0.0}))
-    kept = pipeline.segment(test.image, more, model, method="ddml", ddml_config=FAST_DDML,
+    pull_only = DDMLConfig(**{**FAST_DDML.__dict__, "keep_last_pixels": 0.0})  # the pull alone: not trained on it
+    kept = pipeline.segment(test.image, more, model, method="ddml", ddml_config=pull_only,
                             history=copy.deepcopy(history))
     towards = (_logit(kept.probability) - _logit(without.probability)) * np.where(one.labels > 0, 1, -1)
     new = new_strokes(more, last.voxels)
@@ -222,3 +225,58 @@ def test_a_job_told_to_forget_drops_the_results_kept_in_its_cache_entry(case, tm
     assert np.abs(kept - afresh).max() > 0.01, "without forget the first run's result is kept"
     with pytest.raises(ScribbleSegError, match=r"^forget_results must be True or False, got 'yes'$"):
         pipeline.segment(test.image, first, model, method="ddml", forget_results="yes")
+
+
+def test_anchor_pixels_come_from_the_last_result_far_from_the_new_strokes_and_off_every_stroke():
+    rng = np.random.default_rng(1)
+    shape = (3, 30, 80)
+    # Each voxel's feature is its own flat index: the drawn voxels can be read back from the features.
+    features = np.arange(np.prod(shape), dtype=np.float32).reshape(shape + (1,))
+    last = (rng.uniform(size=shape) > 0.7).astype(np.uint8)
+    scribbles = np.zeros(shape, np.uint8)
+    scribbles[1, 15, 5:10] = 2  # the new strokes
+    scribbles[0, 5, 60:70] = 1  # an earlier stroke
+    new = new_strokes(scribbles, np.flatnonzero(scribbles == 1))
+    x, y = anchor_pixels(features, scribbles, last, new, (1.0, 1.0, 1.0), 3.0, n=500, seed=4)
+    drawn = x[:, 0].astype(np.int64)
+    assert (y == 1).sum() == 500 and (y == 0).sum() == 500, "n of each class"
+    assert np.array_equal(last.reshape(-1)[drawn], y), "labelled as the last result has them"
+    assert len(np.unique(drawn)) == drawn.size and not scribbles.reshape(-1)[drawn].any()
+    z, yy, xx = np.unravel_index(drawn, shape)
+    near = np.sqrt((z - 1.0) ** 2 + (yy - 15.0) ** 2 + np.maximum(0, np.maximum(5 - xx, xx - 9)) ** 2)
+    assert near.min() > ANCHOR_REACHES * 3.0 - 1e-6, "none within three reaches of a new stroke"
+    again, _ = anchor_pixels(features, scribbles, last, new, (1.0, 1.0, 1.0), 3.0, n=500, seed=4)
+    assert np.array_equal(again, x), "the same draw for the same seed"
+    few, few_y = anchor_pixels(features, scribbles, np.zeros(shape, np.uint8), new, (1.0, 1.0, 1.0), 3.0, n=50)
+    assert few.shape == (50, 1) and not few_y.any(), "a class the last result lacks gives no pixels"
+
+
+def test_a_strokes_only_run_is_trained_on_the_last_result_too(case, monkeypatch):
+    test, model = case
+    network = pipeline.segment(test.image, None, model, method="munet").probability
+    first, more = _contradicting(network)
+    history = StrokeHistory()
+    one = pipeline.segment(test.image, first, model, method="ddml", ddml_config=FAST_DDML, history=history)
+    from ScribbleSegLib import ddml
+
+    calls = []
+    adapt = ddml.adapt
+
+    def spy(features, scribbles, bank_features, bank_labels, **kwargs):
+        calls.append((bank_features, bank_labels, kwargs["config"], kwargs["bank_network_logit"]))
+        return adapt(features, scribbles, bank_features, bank_labels, **kwargs)
+
+    monkeypatch.setattr(ddml, "adapt", spy)
+    pipeline.segment(test.image, more, model, method="ddml", ddml_config=FAST_DDML, history=copy.deepcopy(history))
+    (x, y, config, logit), = [call for call in calls if call[2].network_weight == 0]  # the strokes-only one
+    assert config.scribble_share == pytest.approx(1 - FAST_DDML.keep_last_pixels) and logit is None
+    assert len(x) == len(y) <= FAST_DDML.pool_size + 1 and set(np.unique(y)) == {0, 1} == set(np.unique(one.labels))
+    calls.clear()
+    pipeline.segment(test.image, more, model, method="ddml", history=copy.deepcopy(history),
+                     ddml_config=DDMLConfig(**{**FAST_DDML.__dict__, "keep_last_pixels": 0.0}))
+    (_, _, config, _), = [call for call in calls if call[2].network_weight == 0]
+    assert config.scribble_share == 1.0, "the strokes alone, as before"
+    calls.clear()
+    pipeline.segment(test.image, first, model, method="ddml", ddml_config=FAST_DDML, history=copy.deepcopy(history))
+    (_, _, config, _), = [call for call in calls if call[2].network_weight == 0]
+    assert config.scribble_share == 1.0, "the same strokes again: nothing new, no last result to train on"
