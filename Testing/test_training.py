@@ -863,8 +863,8 @@ def test_the_stain_notes_of_several_training_volumes_say_which_volume(tmp_path, 
 
 
 def test_training_on_tiles_without_validation_says_early_stopping_watches_the_training_patches(tmp_path, caplog):
-    # With tiles only (no volume of 5 sections to hold a fifth of it out) and no validation volumes, validation fell back
-    # to the training patches without a word.
+    # With tiles only (no volume of 5 sections to hold a fifth of it out) and no validation volumes, validation fell
+    # back to the training patches without a word.
     from ScribbleSegLib.cli import _one_line
     from ScribbleSegLib.commands.train import PARAMETER_FLAGS
 
