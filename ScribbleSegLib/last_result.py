@@ -34,6 +34,8 @@ H_MARGIN = 1e-6
 #: The last result's training pixels lie farther than this many ``reach`` from every new stroke (:func:`anchor_pixels`):
 #: the pull of :func:`keep_last` is 95 % whole there; closer, the last result is what the new strokes correct.
 ANCHOR_REACHES = 3.0
+#: Added to the run's seed for :func:`anchor_pixels`' draws: a stream of their own, apart from the pool's.
+ANCHOR_STREAM = 7
 
 
 def new_strokes(scribbles: np.ndarray, last_voxels: np.ndarray) -> np.ndarray:
@@ -169,12 +171,12 @@ def anchor_pixels(features: np.ndarray, scribbles: np.ndarray, last: np.ndarray,
     box, weights = far_weights(new, spacing_zyx, reach)
     if box is not None:
         far[box] &= weights > -np.expm1(-ANCHOR_REACHES)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed + ANCHOR_STREAM)
     xs, ys = [], []
     for label in (1, 0):
         voxels = np.flatnonzero(far.reshape(-1) & ((last.reshape(-1) > 0) == bool(label)))
-        if voxels.size > n:
-            voxels = np.sort(rng.choice(voxels, size=n, replace=False))  # sorted: a memmap read in order
+        if voxels.size:  # sorted: a memmap read in order
+            voxels = np.sort(rng.choice(voxels, size=min(n, voxels.size), replace=False))
         xs.append(np.asarray(FeatureReader(features).voxels(voxels), np.float32).reshape(voxels.size,
                                                                                         features.shape[-1]))
         ys.append(np.full(voxels.size, label, np.uint8))

@@ -458,14 +458,15 @@ def kept_result(history, scribbles: np.ndarray) -> Optional[Tuple[np.ndarray, np
 def last_pixels(feats: np.ndarray, scribbles: np.ndarray, last: Optional[Tuple[np.ndarray, np.ndarray]],
                 spacing_zyx: Sequence[float], config, seed: int, timings: Dict[str, float]):
     """The last result's training pixels for the adaptation without the bank (``DDMLConfig.keep_last_pixels``,
-    :func:`~ScribbleSegLib.last_result.anchor_pixels`), or None where it has none."""
+    :func:`~ScribbleSegLib.last_result.anchor_pixels`): up to ``pool_size`` of each class, of which the pool draws
+    its share; None where there is no last result."""
     if last is None or config.keep_last_pixels <= 0:
         return None
     from .last_result import anchor_pixels
 
     t0 = time.perf_counter()
     pixels = anchor_pixels(feats, scribbles, last[0], last[1], spacing_zyx, config.keep_last_reach,
-                           (config.pool_size + 1) // 2, seed)
+                           config.pool_size, seed)
     timings["last result"] = time.perf_counter() - t0
     return pixels
 

@@ -270,7 +270,7 @@ def test_a_strokes_only_run_is_trained_on_the_last_result_too(case, monkeypatch)
     pipeline.segment(test.image, more, model, method="ddml", ddml_config=FAST_DDML, history=copy.deepcopy(history))
     (x, y, config, logit), = [call for call in calls if call[2].network_weight == 0]  # the strokes-only one
     assert config.scribble_share == pytest.approx(1 - FAST_DDML.keep_last_pixels) and logit is None
-    assert len(x) == len(y) <= FAST_DDML.pool_size + 1 and set(np.unique(y)) == {0, 1} == set(np.unique(one.labels))
+    assert len(x) == len(y) <= 2 * FAST_DDML.pool_size and set(np.unique(y)) == {0, 1} == set(np.unique(one.labels))
     calls.clear()
     pipeline.segment(test.image, more, model, method="ddml", history=copy.deepcopy(history),
                      ddml_config=DDMLConfig(**{**FAST_DDML.__dict__, "keep_last_pixels": 0.0}))
