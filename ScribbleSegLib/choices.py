@@ -200,7 +200,7 @@ KEEP_LAST_REACH = 10.0
 """Pixels from the nearest new stroke at which :data:`KEEP_LAST`'s pull is 63 % whole (``DDMLConfig.keep_last_reach``):
 ``1 - exp(-d / reach)``."""
 
-KEEP_LAST_PIXELS = 0.5
+KEEP_LAST_PIXELS = 0.25
 """Share of each class of a strokes-only adaptation's training pool drawn from the last result of its chain of strokes,
 from pixels beyond ``last_result.ANCHOR_REACHES`` reaches of the new strokes, where the model's bank would be
 (``DDMLConfig.keep_last_pixels``): the strokes alone taught a classifier that flipped whole regions far from them.
