@@ -280,3 +280,37 @@ def test_a_strokes_only_run_is_trained_on_the_last_result_too(case, monkeypatch)
     pipeline.segment(test.image, first, model, method="ddml", ddml_config=FAST_DDML, history=copy.deepcopy(history))
     (_, _, config, _), = [call for call in calls if call[2].network_weight == 0]
     assert config.scribble_share == 1.0, "the same strokes again: nothing new, no last result to train on"
+
+
+def test_within_the_doubts_interval_the_agreement_is_measured_without_the_last_results_pixels(monkeypatch):
+    # The last result's pixels, which the network helped make, raised the strokes' adaptation's agreement with the
+    # network: the share went back to the bank and a corrected gland fell from 0.84 to 0.44.
+    import types
+
+    from ScribbleSegLib import ddml
+
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(2, 40, 40, 6)).astype(np.float16)
+    image = rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    first = np.zeros((2, 40, 40), np.uint8)
+    first[0, 2, 1:11], first[1, 9, 1:11] = 1, 2
+    network = np.full(first.shape, 0.2, np.float32)
+    network[0, 2, 1:5] = 0.9  # 6 of the 10 heart-stroke voxels called background: a doubt of 0.6, in the interval
+    more = first.copy()
+    more[1, 35, 25:35] = 2
+    model = types.SimpleNamespace(bank_features=None, bank_labels=None, device=None)
+    small = dict(steps=5, head_steps=5, pool_size=64, batch_size=16, evaluation="exact", bank_agreement=(1.0, 1.0))
+    history = StrokeHistory()
+    pipeline.adapt_and_cut(image, (1, 1, 1), first, model, network, feats, method="ddml", suggest=0,
+                           ddml_config=DDMLConfig(**small), history=history)
+    assert history.last_result(more) is not None
+    measured, shares = [], []
+    agreement, adapt = pipeline.network_agreement, ddml.adapt
+    monkeypatch.setattr(pipeline, "network_agreement", lambda *a: measured.append(agreement(*a)) or measured[-1])
+    monkeypatch.setattr(ddml, "adapt", lambda *a, **k: shares.append(k["config"].scribble_share) or adapt(*a, **k))
+    for pixels in (0.0, 0.5):
+        pipeline.adapt_and_cut(image, (1, 1, 1), more, model, network, feats, method="ddml", suggest=0,
+                               ddml_config=DDMLConfig(**small, keep_last_pixels=pixels),
+                               history=copy.deepcopy(history))
+    assert len(measured) == 2 and measured[0] == pytest.approx(measured[1], abs=1e-6)
+    assert shares[-1] == 0.5 and shares.count(1.0) == 2, "then the adaptation without the bank on the last result"
