@@ -442,7 +442,7 @@ def to_gpu(prob: np.ndarray, feats: np.ndarray, model, timings: Dict[str, float]
     return resident
 
 
-def kept_result(history, scribbles: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+def _kept_result(history, scribbles: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """``(labels, new strokes)`` of the last run of the chain that ``scribbles`` continue
     (:meth:`~ScribbleSegLib.stroke_history.StrokeHistory.last_result`), or None where there is none or nothing is
     new."""
@@ -455,7 +455,7 @@ def kept_result(history, scribbles: np.ndarray) -> Optional[Tuple[np.ndarray, np
     return (run.result(), new) if new.any() else None
 
 
-def last_pixels(feats: np.ndarray, scribbles: np.ndarray, last: Optional[Tuple[np.ndarray, np.ndarray]],
+def _last_pixels(feats: np.ndarray, scribbles: np.ndarray, last: Optional[Tuple[np.ndarray, np.ndarray]],
                 spacing_zyx: Sequence[float], config, seed: int, timings: Dict[str, float]):
     """The last result's training pixels for the adaptation without the bank (``DDMLConfig.keep_last_pixels``,
     :func:`~ScribbleSegLib.last_result.anchor_pixels`): up to ``pool_size`` of each class, of which the pool draws
@@ -571,7 +571,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     share = 0.5 if both else share
     # The last result of this chain of strokes, where a run leaves the bank out: (its labels, the new strokes).
     # Only for strokes added to the last run's: the same strokes again (another method, other settings) start afresh.
-    last = kept_result(history, scribbles) if share > 0 and config.keep_last > 0 else None
+    last = _kept_result(history, scribbles) if share > 0 and config.keep_last > 0 else None
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
     # adaptation's training leaves idle.  The cut sees the image with its glass made white, as the network did:
@@ -607,7 +607,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             # The warm session's f follows the adaptation that weighs most (within the doubt's interval, the one
             # with the bank: which weighs most is known only after both).
             kept = adapted_with(config, 1.0 - share, share < 0.5 or both)
-            anchor = last_pixels(feats, scribbles, last, spacing_zyx, config, seed, timings)
+            anchor = _last_pixels(feats, scribbles, last, spacing_zyx, config, seed, timings)
             anchored = (None if anchor is None else
                         dataclasses.replace(doubted, scribble_share=1.0 - config.keep_last_pixels))
             # Within the doubt's interval the share follows how far the strokes' own adaptation agrees with the
