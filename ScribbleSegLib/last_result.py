@@ -80,7 +80,7 @@ def far_weights(new: np.ndarray, spacing_zyx: Sequence[float], reach: float) -> 
 
 
 def keep_last(h: np.ndarray, last: np.ndarray, new: np.ndarray, spacing_zyx: Sequence[float], weight: float,
-              reach: float) -> None:
+              reach: float, far: Optional[Tuple[Optional[tuple], np.ndarray]] = None) -> None:
     """Move ``h`` towards the ``last`` labels away from the ``new`` strokes, in place.
 
     ``logit h += weight * (2 last - 1) * (1 - exp(-d / reach))``, ``d`` the distance of each voxel to the nearest
@@ -100,6 +100,8 @@ def keep_last(h: np.ndarray, last: np.ndarray, new: np.ndarray, spacing_zyx: Seq
         Logits, at most: 0 leaves ``h`` as it is.
     reach : float
         Pixels: where the pull of the last result is 63 % of ``weight``.
+    far : tuple, optional
+        ``far_weights(new, spacing_zyx, reach)``, where the caller has it already.
 
     Examples
     --------
@@ -112,7 +114,7 @@ def keep_last(h: np.ndarray, last: np.ndarray, new: np.ndarray, spacing_zyx: Seq
     """
     if weight <= 0:
         return
-    box, far = far_weights(new, spacing_zyx, reach)
+    box, far = far if far is not None else far_weights(new, spacing_zyx, reach)
     w = np.float32(weight)
     for z in range(h.shape[0]):
         plane = np.clip(h[z], H_MARGIN, 1 - H_MARGIN)
@@ -125,7 +127,8 @@ def keep_last(h: np.ndarray, last: np.ndarray, new: np.ndarray, spacing_zyx: Seq
 
 
 def anchor_pixels(features: np.ndarray, scribbles: np.ndarray, last: np.ndarray, new: np.ndarray,
-                  spacing_zyx: Sequence[float], reach: float, n: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+                  spacing_zyx: Sequence[float], reach: float, n: int, seed: int = 0,
+                  far: Optional[Tuple[Optional[tuple], np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Training pixels from the ``last`` result: features and labels of up to ``n`` voxels of each class, drawn at
     random from the unstroked voxels farther than :data:`ANCHOR_REACHES` ``reach`` from every ``new`` stroke.
 
@@ -147,6 +150,8 @@ def anchor_pixels(features: np.ndarray, scribbles: np.ndarray, last: np.ndarray,
     n : int
         At most this many voxels of each class.
     seed : int
+    far : tuple, optional
+        ``far_weights(new, spacing_zyx, reach)``, where the caller has it already (:func:`keep_last` uses the same).
 
     Returns
     -------
@@ -167,8 +172,8 @@ def anchor_pixels(features: np.ndarray, scribbles: np.ndarray, last: np.ndarray,
     """
     from .feature_reader import FeatureReader
 
+    box, weights = far if far is not None else far_weights(new, spacing_zyx, reach)
     far = scribbles == 0
-    box, weights = far_weights(new, spacing_zyx, reach)
     if box is not None:
         far[box] &= weights > -np.expm1(-ANCHOR_REACHES)
     rng = np.random.default_rng(seed + ANCHOR_STREAM)

@@ -442,21 +442,21 @@ def to_gpu(prob: np.ndarray, feats: np.ndarray, model, timings: Dict[str, float]
     return resident
 
 
-def _kept_result(history, scribbles: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """``(labels, new strokes)`` of the last run of the chain that ``scribbles`` continue
+def _kept_result(history, scribbles: np.ndarray, spacing_zyx: Sequence[float], reach: float):
+    """``(labels, new strokes, their far_weights)`` of the last run of the chain that ``scribbles`` continue
     (:meth:`~ScribbleSegLib.stroke_history.StrokeHistory.last_result`), or None where there is none or nothing is
-    new."""
-    from .last_result import new_strokes
+    new.  The distances to the new strokes are computed once, for both the pull and the training pixels."""
+    from .last_result import far_weights, new_strokes
 
     run = history.last_result(scribbles) if history is not None else None
     if run is None:
         return None
     new = new_strokes(scribbles, run.voxels)
-    return (run.result(), new) if new.any() else None
+    return (run.result(), new, far_weights(new, spacing_zyx, reach)) if new.any() else None
 
 
-def _last_pixels(feats: np.ndarray, scribbles: np.ndarray, last: Optional[Tuple[np.ndarray, np.ndarray]],
-                spacing_zyx: Sequence[float], config, seed: int, timings: Dict[str, float]):
+def _last_pixels(feats: np.ndarray, scribbles: np.ndarray, last: Optional[tuple], spacing_zyx: Sequence[float],
+                 config, seed: int, timings: Dict[str, float]):
     """The last result's training pixels for the adaptation without the bank (``DDMLConfig.keep_last_pixels``,
     :func:`~ScribbleSegLib.last_result.anchor_pixels`): up to ``pool_size`` of each class, of which the pool draws
     its share; None where there is no last result."""
@@ -466,8 +466,8 @@ def _last_pixels(feats: np.ndarray, scribbles: np.ndarray, last: Optional[Tuple[
 
     t0 = time.perf_counter()
     pixels = anchor_pixels(feats, scribbles, last[0], last[1], spacing_zyx, config.keep_last_reach,
-                           config.pool_size, seed)
-    timings["last result"] = time.perf_counter() - t0
+                           config.pool_size, seed, far=last[2])
+    timings["last result"] += time.perf_counter() - t0
     return pixels
 
 
@@ -569,9 +569,6 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     agreeing = config.bank_agreement is not None and config.bank_agreement_shift > 0 and doubted_cap < 1
     both = _in_doubt_interval(max(doubt), config) and (agreeing or 0.0 < share < 1.0)
     share = 0.5 if both else share
-    # The last result of this chain of strokes, where a run leaves the bank out: (its labels, the new strokes).
-    # Only for strokes added to the last run's: the same strokes again (another method, other settings) start afresh.
-    last = _kept_result(history, scribbles) if share > 0 and config.keep_last > 0 else None
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
     # adaptation's training leaves idle.  The cut sees the image with its glass made white, as the network did:
@@ -585,6 +582,13 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         ahead = beside(lambda token: measure_ahead(measures.evened(array), scribbles, spacing_zyx, cut_params,
                                                    measures, token))
     t0 = time.perf_counter()
+    # The last result of this chain of strokes, where a run leaves the bank out: (its labels, the new strokes, their
+    # distances).  Only for strokes added to the last run's: the same strokes again (another method, other
+    # settings) start afresh.
+    last = (_kept_result(history, scribbles, spacing_zyx, config.keep_last_reach)
+            if share > 0 and config.keep_last > 0 else None)
+    if last is not None:
+        timings["last result"] = time.perf_counter() - t0
     # A warm session's next run starts its f from this run's only if this run finishes (cancelled in h or the
     # cut, it would otherwise start from an f whose result the user never saw).
     with adapt_memory.kept_if_done() if adapt_memory is not None else contextlib.nullcontext():
@@ -649,8 +653,9 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             from .last_result import keep_last
 
             t2 = time.perf_counter()
-            keep_last(h, last[0], last[1], spacing_zyx, config.keep_last * share, config.keep_last_reach)
-            timings["last result"] = timings.get("last result", 0.0) + time.perf_counter() - t2
+            keep_last(h, last[0], last[1], spacing_zyx, config.keep_last * share, config.keep_last_reach,
+                      far=last[2])
+            timings["last result"] += time.perf_counter() - t2
             t1 += time.perf_counter() - t2
         timings["DDML + head"] = t1 - t0
         steps: Dict[str, float] = {}
