@@ -126,6 +126,8 @@ def test_a_request_may_name_the_starter_model_as_the_command_line_does(tmp_path)
       "outputs": {"labels": "l.nrrd"}}, "'cut' must be an object, got [1]"),
     ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "seed": True,
       "outputs": {"labels": "l.nrrd"}}, "'seed' must be a whole number, got true"),
+    ({"task": "segment", "image": "i.nrrd", "scribbles": "i.nrrd", "model": "i.nrrd", "forget": "yes",
+      "outputs": {"labels": "l.nrrd"}}, "'forget' must be true or false, got \"yes\""),
     ({"task": "session", "image": "i.nrrd", "model": "i.nrrd", "seed": 7},
      "'seed' belongs to each run line, not to the session request"),
     ({"task": "devices", "foo": 1}, "'foo' is not a field of a devices request (misspelt?); it takes none besides"),
