@@ -33,6 +33,29 @@ _SEGMENTATION_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, StopIterat
 # ---------------------------------------------------------------------------
 
 
+def _read_failure(exc: BaseException) -> str:
+    """Why slicerio could not read a segmentation, in the user's words.
+
+    The parser's own words ("not enough values to unpack") say nothing to the user; the system's do.  A header field
+    that slicerio refuses (``kinds``, ``space``: "kinds field must be 'domain domain domain' or ...") is said as it
+    is: the file is whole, only written in a layout it does not take, and "damaged" sent the user looking for a fault
+    that is not there.
+
+    Examples
+    --------
+    >>> _read_failure(OSError("kinds field must be 'domain domain domain' or 'list domain domain domain'"))
+    "a header field slicerio does not read: kinds field must be 'domain domain domain' or 'list domain domain domain'"
+    >>> _read_failure(ValueError("not enough values to unpack"))
+    'a damaged or truncated file'
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    said = str(exc.args[0]) if isinstance(exc, OSError) and exc.args else ""
+    if " field " in said:
+        return f"a header field slicerio does not read: {said}"
+    return "a damaged or truncated file"
+
+
 def read_segmentation(path: PathLike, say: bool = True) -> Tuple[Dict[str, np.ndarray], Geometry]:
     """Read a Slicer ``.seg.nrrd`` into masks by segment name.
 
@@ -71,9 +94,7 @@ def read_segmentation(path: PathLike, say: bool = True) -> Tuple[Dict[str, np.nd
     try:
         segmentation = slicerio.read_segmentation(str(path))
     except _SEGMENTATION_READ_ERRORS as exc:
-        # The parser's own words ("not enough values to unpack") say nothing to the user; the system's do.
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "a damaged or truncated file"
-        raise ScribbleSegError(f"{path}: cannot be read as a segmentation ({reason})") from None
+        raise ScribbleSegError(f"{path}: cannot be read as a segmentation ({_read_failure(exc)})") from None
     voxels = segmentation["voxels"]
     if voxels.ndim not in (3, 4):
         raise ScribbleSegError(f"{path}: a segmentation must be 3D, got {voxels.ndim} dimensions")

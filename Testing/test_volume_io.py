@@ -997,6 +997,18 @@ def test_missing_or_damaged_label_files(tmp_path, reader):
     one_line_error(excinfo, "s.seg.nrrd", "cannot be read as a segmentation")
 
 
+@pytest.mark.parametrize("field, value", [("kinds", b"space domain domain"), ("space", b"scanner-xyz")])
+def test_a_segmentation_header_field_slicerio_refuses_is_named_not_called_damaged(tmp_path, field, value):
+    vio.write_segmentation(tmp_path / "s.seg.nrrd", [("heart", ball(), vio.HEART_COLOR)], Geometry(SPACING))
+    data = (tmp_path / "s.seg.nrrd").read_bytes()
+    start = data.index(b"\n" + field.encode() + b": ") + len(field) + 3
+    (tmp_path / "s.seg.nrrd").write_bytes(data[:start] + value + data[data.index(b"\n", start):])
+    with pytest.raises(ScribbleSegError) as excinfo:
+        vio.read_scribbles(tmp_path / "s.seg.nrrd", ball().shape, Geometry(SPACING))
+    one_line_error(excinfo, "s.seg.nrrd", "cannot be read as a segmentation", f"{field} field")
+    assert "damaged" not in str(excinfo.value)
+
+
 # --- one 2D section (a tile) as a one-section volume -------------------------------------------------------
 def test_a_2d_section_file_is_a_one_section_volume(tmp_path, caplog):
     plane = rgb_stack((1, 18, 26))[0]
