@@ -125,7 +125,7 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
                             f"{pixel:g} um is {pixel / 1000:g} mm)")
         return 1.0, 1.0
     scale = factors(spacing_xy, model_xy)
-    if max(scale) > MAX_RESAMPLING or 1.0 / min(scale) > MAX_SHRINK:
+    if _beyond_limits(scale):
         if warnings is not None:
             dpi = print_resolution(float(spacing_xy[0]))
             finer = round(model_xy[0] / float(spacing_xy[0]))
@@ -152,6 +152,35 @@ def network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: Option
                             f"resampling ({why})")
         return 1.0, 1.0
     return scale
+
+
+def _beyond_limits(scale: Sequence[float]) -> bool:
+    """Whether ``(y, x)`` factors to the model's pixel size lie beyond :data:`MAX_RESAMPLING` or :data:`MAX_SHRINK`."""
+    return max(scale) > MAX_RESAMPLING or 1.0 / min(scale) > MAX_SHRINK
+
+
+def far_from_model(spacing_xy: Optional[Sequence[float]], model) -> bool:
+    """Whether the stack's stated pixel size is so far from the model's training pixel size that the network runs
+    it at its own scale (:func:`network_scale`): the model learnt another magnification, and neither its network
+    nor its training pixels (the bank) read the target there.
+
+    False where either size is unknown (no spacing, 1 mm or coarser, a model that never knew its own): the scales
+    may then be alike.
+
+    Examples
+    --------
+    >>> class Model: voxel_size = (0.0177, 0.0177, 0.05)
+    >>> far_from_model((0.0005, 0.0005), Model()), far_from_model((0.005, 0.005), Model())
+    (True, False)
+    >>> far_from_model(None, Model()), far_from_model((1.0, 1.0), Model())
+    (False, False)
+    """
+    from .inference import network_scale as factors
+
+    model_xy = tuple(float(v) for v in getattr(model, "voxel_size", (1.0, 1.0, 1.0))[:2])
+    if spacing_xy is None or model_xy == UNKNOWN_PIXEL or min(float(v) for v in spacing_xy[:2]) >= UNKNOWN_PIXEL[0]:
+        return False
+    return _beyond_limits(factors(spacing_xy, model_xy))
 
 
 def scale_pixel(image, geometry, spacing) -> Optional[Tuple[float, float]]:

@@ -12,7 +12,8 @@ This module holds the run itself (:func:`segment`, :func:`compute_features`, :fu
 public functions that callers use are re-exported here (``__all__``), their constants and private helpers not:
 
 - :mod:`~ScribbleSegLib.network_scale`: the scale the network runs a stack at (``network_scale``,
-  ``logged_network_scale``, ``scale_pixel``; its limits, such as ``MAX_SHRINK``, are read there only);
+  ``logged_network_scale``, ``scale_pixel``, ``far_from_model``; its limits, such as ``MAX_SHRINK``, are read there
+  only);
 - :mod:`~ScribbleSegLib.stroke_warnings`: the run's warnings about its strokes and its result (``run_warnings``,
   ``scribble_warnings``, ``axis_order_warning``, ``result_size_warning``);
 - :mod:`~ScribbleSegLib.network_doubt`: how far the network is trusted against the strokes (``network_doubt``,
@@ -39,7 +40,7 @@ from .feature_reader import read_only_view
 from .geometry import Volume
 from .network_doubt import (_in_doubt_interval, bank_left_out_share, blend_network, doubted_network_weight,
                             network_agreement, network_doubt, network_warnings)
-from .network_scale import logged_network_scale, network_scale, scale_pixel
+from .network_scale import far_from_model, logged_network_scale, network_scale, scale_pixel
 from .progress import CancelToken, ProgressCallback, check, report
 from .stroke_warnings import axis_order_warning, result_size_warning, run_warnings, scribble_warnings
 
@@ -47,8 +48,9 @@ __all__ = [
     "METHODS", "SegmentResult", "adapt_and_cut", "as_model", "check_h_finite", "compute_features", "heal_features",
     "segment", "to_gpu", "warnings_kept",
     # Re-exported from the modules above.
-    "axis_order_warning", "bank_left_out_share", "logged_network_scale", "network_agreement", "network_doubt",
-    "network_scale", "network_warnings", "result_size_warning", "run_warnings", "scale_pixel", "scribble_warnings",
+    "axis_order_warning", "bank_left_out_share", "far_from_model", "logged_network_scale", "network_agreement",
+    "network_doubt", "network_scale", "network_warnings", "result_size_warning", "run_warnings", "scale_pixel",
+    "scribble_warnings",
 ]
 
 log = logging.getLogger(__name__)
@@ -380,6 +382,7 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     warnings = run_warnings(scribbles, method, geometry.spacing_zyx, bare=not isinstance(image, Volume))
 
     t0 = time.perf_counter()
+    far_scale = far_from_model(scale_pixel(image, geometry, spacing), loaded)
     if features is not None:
         # The caller's arrays: the result holds the probability, and a change made to it must not reach them.
         (prob, feats), cached = (read_only_view(features[0]), read_only_view(features[1])), True
@@ -404,7 +407,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
                              cut_params=cut_params, ddml_config=ddml_config, seed=seed, suggest=suggest,
                              features_cached=cached, timings=timings, warnings=list(warnings), progress=progress,
                              cancel=cancel, cut_memory=cut_memory, adapt_memory=adapt_memory, history=history,
-                             resident=None if method == "munet" else to_gpu(prob, feats, loaded, timings))
+                             resident=None if method == "munet" else to_gpu(prob, feats, loaded, timings),
+                             far_scale=far_scale)
 
     try:
         return finish(prob, feats, cached)
@@ -478,7 +482,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                   timings: Optional[Dict[str, float]] = None, warnings: Optional[List[str]] = None,
                   progress: Optional[ProgressCallback] = None,
                   cancel: Optional[CancelToken] = None, cut_memory=None, resident=None,
-                  adapt_memory=None, history=None) -> SegmentResult:
+                  adapt_memory=None, history=None, far_scale: bool = False) -> SegmentResult:
     """Features -> DDML + head -> graph cut -> suggestions: the part of a run after the M-Unet.
 
     The one code path shared by :func:`segment` and :class:`ScribbleSegLib.session.Session`;
@@ -519,6 +523,10 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
         left the bank out: the next run of the chain keeps them away from its new strokes, ``DDMLConfig.keep_last``).
         Features read from a cache entry use the entry's history instead (each command-line round is a process of
         its own); None and no entry: the strokes' own doubt, and no last result.
+    far_scale : bool
+        The stack's pixel size is far from the model's (:func:`network_scale.far_from_model`): the model's
+        training pixels are left out of the adaptation whatever the doubt, where ``DDMLConfig.bank_doubt`` lets
+        them be left out at all.
 
     Returns
     -------
@@ -569,6 +577,12 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     agreeing = config.bank_agreement is not None and config.bank_agreement_shift > 0 and doubted_cap < 1
     both = _in_doubt_interval(max(doubt), config) and (agreeing or 0.0 < share < 1.0)
     share = 0.5 if both else share
+    if far_scale and config.bank_doubt is not None:
+        # A model that learnt another magnification reads neither its target nor its training pixels' look here:
+        # with the starter (heart) model on real tiles 18-71 times finer, runs whose doubt kept the bank scored
+        # far below the same strokes without it (BENCHMARKS.md, "The bank left out where the model learnt another
+        # magnification").
+        share, both = 1.0, False
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
     # adaptation's training leaves idle.  The cut sees the image with its glass made white, as the network did:

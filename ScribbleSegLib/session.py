@@ -143,6 +143,7 @@ class Session:
         self.timings["load model"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self._compute = None  # how to compute the features again when their cache entry turns out damaged
+        self._far_scale = pipeline.far_from_model(pipeline.scale_pixel(image, self.geometry, spacing), self.model)
         if features is not None:
             (self.probability, self.features), self.features_cached = features, True
         else:
@@ -280,7 +281,8 @@ class Session:
                                           ddml_config=ddml_config, seed=seed, suggest=suggest, features_cached=cached,
                                           timings={}, warnings=list(warnings), progress=progress, cancel=cancel,
                                           cut_memory=self.cut_memory, resident=self.resident,
-                                          adapt_memory=self.adapt_memory, history=self.history)
+                                          adapt_memory=self.adapt_memory, history=self.history,
+                                          far_scale=self._far_scale)
 
         state = _memory_state(self)
         try:

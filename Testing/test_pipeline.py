@@ -480,6 +480,41 @@ def test_a_run_whose_network_contradicts_the_strokes_warns_leaves_the_bank_out_a
     assert shares[2] == ddml.DDMLConfig().scribble_share
 
 
+def test_a_stack_far_from_the_models_pixel_size_leaves_the_bank_out_though_the_network_agrees(case, monkeypatch):
+    # A model that learnt another magnification reads neither its target nor its training pixels' look: the
+    # starter (heart) model on real tiles 18-71 times finer kept its bank where the strokes agreed with it by
+    # chance, and scored far below the same strokes without it.
+    from ScribbleSegLib import ddml
+    from ScribbleSegLib.geometry import Geometry
+
+    _, test, scrib, model = case
+    loaded = pipeline.as_model(model, "cpu")
+    prob, feats, _ = pipeline.compute_features(test.image.array, loaded)
+    agreeing = np.where(scrib == 1, 1.0, 0.0).astype(np.float32)
+    shares = []
+    real = ddml.adapt
+
+    def recording(*args, config=None, **kwargs):
+        shares.append(config.scribble_share)
+        return real(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(ddml, "adapt", recording)
+    pixel, own = loaded.voxel_size[0], ddml.DDMLConfig().scribble_share
+    for factor, expected in ((1.0, own), (1 / 40, 1.0), (1 / 2, own)):
+        spacing = (pixel * factor, pixel * factor, test.image.geometry.spacing[2])
+        image = Volume(test.image.array, Geometry(spacing))
+        shares.clear()
+        result = pipeline.segment(image, scrib, loaded, features=(agreeing, feats), method="ddml")
+        assert shares == [expected], (factor, shares)
+        assert not any("network calls" in w for w in result.warnings)  # the strokes agree with the network
+    # The paper's settings never leave the bank out.
+    shares.clear()
+    image = Volume(test.image.array, Geometry((pixel / 40, pixel / 40, test.image.geometry.spacing[2])))
+    pipeline.segment(image, scrib, loaded, features=(agreeing, feats), method="ddml",
+                     ddml_config=ddml.DDMLConfig.paper())
+    assert shares == [0.05]
+
+
 def test_segment_returns_suggestions_and_warnings(case):
     _, test, scrib, model = case
     result = pipeline.segment(test.image, scrib, model, suggest=2)
