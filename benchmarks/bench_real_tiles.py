@@ -20,7 +20,11 @@ sarah-antillia/Tensorflow-Image-Segmentation-Augmented-GlaS-MICCAI2015, with ``-
 OCDC tiles (640x640, oral squamous cell carcinoma regions outlined in H&E, all from one slide) as stored in
 ``projects/TensorflowSlightlyFlexibleUNet/OCDC/mini_test/`` of sarah-antillia/Tensorflow-Image-Segmentation-OCDC,
 with ``--pixel-um 0.5`` (a 20x scan assumed: the repository states no pixel size): a region (tissue) target, as
-an organ is, where the other two are objects.
+an organ is, where the other two are objects.  A fourth, also a region: the first 14 CAMELYON tiles (512x512,
+lymph-node metastases; masks blurred by the repository, thresholded here) in name order, as stored in
+``projects/TensorflowSlightlyFlexibleUNet/Camelyon-Resampled/mini_test/`` of
+sarah-antillia/Tensorflow-Image-Segmentation-Augmented-CAMELYON-Resampled, with ``--pixel-um 1.0`` (assumed
+from the lymphocytes' size: the repository states none).
 
 Tiles are taken in name order: ``--train`` for training, ``--val`` for validation, the rest for testing.
 ``--segment-args`` adds options to every ``full`` run (``"--gamma 4"``), and then only the ``full`` runs
