@@ -34,6 +34,22 @@ def two_stroked_sections(two_tissues):
     return image, h, scribbles
 
 
+@pytest.fixture
+def adapt_shares(monkeypatch):
+    """The scribble share of each ``ddml.adapt`` call while the test runs (1.0: the strokes alone, no bank)."""
+    from ScribbleSegLib import ddml
+
+    shares = []
+    real = ddml.adapt
+
+    def recording(*args, config=None, **kwargs):
+        shares.append(config.scribble_share)
+        return real(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(ddml, "adapt", recording)
+    return shares
+
+
 def tiny_case(folder, shape, max_iters: int):
     """A test phantom of ``shape`` (seed 2) and a tiny M-Unet trained ``max_iters`` steps on another one (seed 1),
     written to ``folder/tiny.model``: ``(test phantom, model path)``, quick enough for a module's fixture."""

@@ -455,19 +455,12 @@ def test_segment_command_on_a_tile_without_a_spacing_runs_at_its_own_scale_and_g
     np.testing.assert_array_equal(own.array, given.array)
 
 
-def test_a_run_whose_network_contradicts_the_strokes_warns_leaves_the_bank_out_and_finishes(case, monkeypatch):
+def test_a_run_whose_network_contradicts_the_strokes_warns_leaves_the_bank_out_and_finishes(case, adapt_shares):
     from ScribbleSegLib import ddml
 
     _, test, scrib, model = case
     prob, feats, _ = pipeline.compute_features(test.image.array, pipeline.as_model(model, "cpu"))
-    shares = []
-    real = ddml.adapt
-
-    def recording(*args, config=None, **kwargs):
-        shares.append(config.scribble_share)
-        return real(*args, config=config, **kwargs)
-
-    monkeypatch.setattr(ddml, "adapt", recording)
+    shares = adapt_shares
     unaware = np.zeros_like(prob)  # a network that sees no heart anywhere: another organ than its own
     result = pipeline.segment(test.image, scrib, model, features=(unaware, feats))
     assert len(result.warnings) == 1 and "training pixels were left out" in result.warnings[0]
@@ -480,7 +473,7 @@ def test_a_run_whose_network_contradicts_the_strokes_warns_leaves_the_bank_out_a
     assert shares[2] == ddml.DDMLConfig().scribble_share
 
 
-def test_a_stack_far_from_the_models_pixel_size_leaves_the_bank_out_though_the_network_agrees(case, monkeypatch):
+def test_a_stack_far_from_the_models_pixel_size_leaves_the_bank_out_though_the_network_agrees(case, adapt_shares):
     # A model that learnt another magnification reads neither its target nor its training pixels' look: the
     # starter (heart) model on real tiles 18-71 times finer kept its bank where the strokes agreed with it by
     # chance, and scored far below the same strokes without it.
@@ -491,14 +484,7 @@ def test_a_stack_far_from_the_models_pixel_size_leaves_the_bank_out_though_the_n
     loaded = pipeline.as_model(model, "cpu")
     prob, feats, _ = pipeline.compute_features(test.image.array, loaded)
     agreeing = np.where(scrib == 1, 1.0, 0.0).astype(np.float32)
-    shares = []
-    real = ddml.adapt
-
-    def recording(*args, config=None, **kwargs):
-        shares.append(config.scribble_share)
-        return real(*args, config=config, **kwargs)
-
-    monkeypatch.setattr(ddml, "adapt", recording)
+    shares = adapt_shares
     pixel, own = loaded.voxel_size[0], ddml.DDMLConfig().scribble_share
     for factor, expected in ((1.0, own), (1 / 40, 1.0), (1 / 2, own)):
         spacing = (pixel * factor, pixel * factor, test.image.geometry.spacing[2])

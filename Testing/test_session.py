@@ -94,24 +94,16 @@ def test_a_session_run_equals_segment(case, method):
             "DDML + head", "graph cut", "training pixels", "DDML training", "head training", "probability"}
 
 
-def test_a_session_on_a_stack_far_from_the_models_pixel_size_leaves_the_bank_out_as_segment_does(case, monkeypatch):
-    from ScribbleSegLib import ddml
+def test_a_session_on_a_stack_far_from_the_models_pixel_size_leaves_the_bank_out_as_segment_does(case,
+                                                                                                 adapt_shares):
     from ScribbleSegLib.geometry import Geometry
 
     folder, test, scrib, model = case
     pixel = pipeline.as_model(model, "cpu").voxel_size[0]
     far = Volume(test.image.array, Geometry((pixel / 40, pixel / 40, test.image.geometry.spacing[2])))
-    shares = []
-    real = ddml.adapt
-
-    def recording(*args, config=None, **kwargs):
-        shares.append(config.scribble_share)
-        return real(*args, config=config, **kwargs)
-
-    monkeypatch.setattr(ddml, "adapt", recording)
     warm = Session(far, model, cache_dir=folder / "cache").run(scrib, method="ddml", ddml_config=FAST_DDML)
     cold = pipeline.segment(far, scrib, model, cache_dir=folder / "cache", method="ddml", ddml_config=FAST_DDML)
-    assert shares == [1.0, 1.0]
+    assert adapt_shares == [1.0, 1.0]
     np.testing.assert_allclose(warm.probability, cold.probability, atol=1e-6)
 
 
