@@ -580,8 +580,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
     if far_scale and config.bank_doubt is not None:
         # A model that learnt another magnification reads neither its target nor its training pixels' look here:
         # with the starter (heart) model on real tiles 18-71 times finer, runs whose doubt kept the bank scored
-        # far below the same strokes without it (BENCHMARKS.md, "The bank left out where the model learnt another
-        # magnification").
+        # far below the same strokes without it (BENCHMARKS.md, "A fourth real target, lymph-node metastases").
         share, both = 1.0, False
     # What the cut measures on the image and the strokes alone (the stroke pull's ways through the stroked
     # sections, the image's contrast) does not need h: it runs beside the adaptation, on the core that the
