@@ -382,12 +382,13 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
     warnings = run_warnings(scribbles, method, geometry.spacing_zyx, bare=not isinstance(image, Volume))
 
     t0 = time.perf_counter()
-    far_scale = far_from_model(scale_pixel(image, geometry, spacing), loaded)
+    pixel = scale_pixel(image, geometry, spacing)
+    far_scale = far_from_model(pixel, loaded)
     if features is not None:
         # The caller's arrays: the result holds the probability, and a change made to it must not reach them.
         (prob, feats), cached = (read_only_view(features[0]), read_only_view(features[1])), True
     else:
-        scale = logged_network_scale(scale_pixel(image, geometry, spacing), loaded, warnings, array.shape[1:3])
+        scale = logged_network_scale(pixel, loaded, warnings, array.shape[1:3])
         # What the network's run says (a grey image, a stain that could not be fitted; or said again from the
         # cache) is this run's to report as well: the caller of the API sees ``warnings``, not the log.
         with warnings_kept(warnings):

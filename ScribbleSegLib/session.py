@@ -143,12 +143,12 @@ class Session:
         self.timings["load model"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self._compute = None  # how to compute the features again when their cache entry turns out damaged
-        self._far_scale = pipeline.far_from_model(pipeline.scale_pixel(image, self.geometry, spacing), self.model)
+        pixel = pipeline.scale_pixel(image, self.geometry, spacing)
+        self._far_scale = pipeline.far_from_model(pixel, self.model)
         if features is not None:
             (self.probability, self.features), self.features_cached = features, True
         else:
-            scale = pipeline.logged_network_scale(pipeline.scale_pixel(image, self.geometry, spacing), self.model,
-                                                  self.warnings, self.array.shape[1:3])
+            scale = pipeline.logged_network_scale(pixel, self.model, self.warnings, self.array.shape[1:3])
 
             def compute(progress=progress, cancel=cancel):
                 return pipeline.compute_features(self.array, self.model, model_path=self.model_path,
