@@ -50,6 +50,23 @@ def adapt_shares(monkeypatch):
     return shares
 
 
+def doubted_stack(side: int):
+    """A small random 2-section stack (``side`` pixels square) whose network calls 6 of the 10 heart-stroke voxels
+    background (a doubt of 0.6, between ``bank_doubt`` and ``bank_doubt_full``) and a model without a bank:
+    ``(image, features, strokes, network probability, model)`` for ``pipeline.adapt_and_cut``."""
+    import types
+
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(2, side, side, 6)).astype(np.float16)
+    image = rng.integers(0, 256, (2, side, side, 3), dtype=np.uint8)
+    strokes = np.zeros((2, side, side), np.uint8)
+    strokes[0, 2, 1:11], strokes[1, 9, 1:11] = 1, 2
+    network = np.full(strokes.shape, 0.2, np.float32)
+    network[0, 2, 1:5] = 0.9
+    model = types.SimpleNamespace(bank_features=None, bank_labels=None, device=None)
+    return image, feats, strokes, network, model
+
+
 def tiny_case(folder, shape, max_iters: int):
     """A test phantom of ``shape`` (seed 2) and a tiny M-Unet trained ``max_iters`` steps on another one (seed 1),
     written to ``folder/tiny.model``: ``(test phantom, model path)``, quick enough for a module's fixture."""

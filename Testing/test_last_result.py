@@ -11,7 +11,7 @@ from ScribbleSegLib.ddml import DDMLConfig
 from ScribbleSegLib.errors import ScribbleSegError
 from ScribbleSegLib.last_result import ANCHOR_REACHES, anchor_pixels, far_weights, keep_last, new_strokes
 from ScribbleSegLib.stroke_history import StrokeHistory
-from conftest import tiny_case
+from conftest import doubted_stack, tiny_case
 
 FAST_DDML = DDMLConfig(steps=40, head_steps=40, pool_size=2000, batch_size=64)
 
@@ -286,18 +286,9 @@ def test_within_the_doubts_interval_the_agreement_is_measured_without_the_last_r
                                                                                               adapt_shares):
     # The last result's pixels, which the network helped make, raised the strokes' adaptation's agreement with the
     # network: the share went back to the bank and a corrected gland fell from 0.84 to 0.44.
-    import types
-
-    rng = np.random.default_rng(1)
-    feats = rng.normal(size=(2, 40, 40, 6)).astype(np.float16)
-    image = rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
-    first = np.zeros((2, 40, 40), np.uint8)
-    first[0, 2, 1:11], first[1, 9, 1:11] = 1, 2
-    network = np.full(first.shape, 0.2, np.float32)
-    network[0, 2, 1:5] = 0.9  # 6 of the 10 heart-stroke voxels called background: a doubt of 0.6, in the interval
+    image, feats, first, network, model = doubted_stack(40)  # a doubt of 0.6, in the interval
     more = first.copy()
     more[1, 35, 25:35] = 2
-    model = types.SimpleNamespace(bank_features=None, bank_labels=None, device=None)
     small = dict(steps=5, head_steps=5, pool_size=64, batch_size=16, evaluation="exact", bank_agreement=(1.0, 1.0))
     history = StrokeHistory()
     pipeline.adapt_and_cut(image, (1, 1, 1), first, model, network, feats, method="ddml", suggest=0,

@@ -10,6 +10,7 @@ import pytest
 from ScribbleSegLib import (choices, ddml, graphcut, inference, phantom, pipeline, protocol, scribbles,
                             stroke_warnings, suggest)
 from ScribbleSegLib.errors import ScribbleSegError
+from conftest import doubted_stack
 
 
 def _square_case():
@@ -254,14 +255,7 @@ def test_the_network_weighs_less_where_the_strokes_adaptation_calls_much_of_the_
 def _doubted_run():
     """A run on a small random stack whose network calls 6 of the 10 heart-stroke voxels background (doubt 0.6,
     between ``bank_doubt`` and ``bank_doubt_full``): ``run(**DDMLConfig fields)`` gives its ``ddml`` result."""
-    rng = np.random.default_rng(1)
-    feats = rng.normal(size=(2, 12, 12, 6)).astype(np.float16)
-    image = rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
-    s = np.zeros((2, 12, 12), np.uint8)
-    s[0, 2, 1:11], s[1, 9, 1:11] = 1, 2
-    network = np.full(s.shape, 0.2, np.float32)
-    network[0, 2, 1:5] = 0.9
-    model = types.SimpleNamespace(bank_features=None, bank_labels=None, device=None)
+    image, feats, s, network, model = doubted_stack(12)
     small = dict(steps=5, head_steps=5, pool_size=64, batch_size=16, evaluation="exact")
 
     def run(**settings):
