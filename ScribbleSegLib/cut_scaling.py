@@ -6,7 +6,10 @@ an ``h`` with a thin band of doubt, or an image with softer edges make the same 
 (BENCHMARKS.md, "Nuclei on H&E tiles").  :func:`scaled_to_objects` and :func:`scaled_to_contrast`
 scale them down, in quarter-octave steps and never up, by the references of
 :class:`ScribbleSegLib.graphcut.GraphCutParams`; :func:`ScribbleSegLib.graphcut.graph_cut` applies both
-once per cut, and :func:`section_sharpness` scales ``sigma`` further in sections out of focus.
+once per cut, and :func:`section_sharpness` scales ``sigma`` further in sections out of focus.  A run of
+:func:`ScribbleSegLib.pipeline.adapt_and_cut` scales ``gamma`` itself (:func:`object_scale`,
+:func:`with_object_scale`), so that a round of corrective strokes cuts with no weaker a boundary term than the
+round it adds to (:meth:`ScribbleSegLib.stroke_history.StrokeHistory.cut_scale`).
 The measures they read, :func:`object_radius`, :func:`unsure_share`, :func:`object_count`,
 :func:`image_contrast` and :func:`section_differences`, are functions over arrays of their own.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -168,33 +171,34 @@ def object_count(h: np.ndarray, threshold: float = 0.5) -> float:
     return total / sections if sections else 0.0
 
 
-def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParams":
-    """``params`` with ``gamma`` scaled to the objects in ``h``: their size, and how sure ``h`` is of them.
+class ObjectScale(NamedTuple):
+    """What :func:`object_scale` found: ``factor`` (None: ``gamma`` as given), whether ``h`` holds more objects per
+    section than ``reference_objects`` (``many``: the factor then follows their count), and the measures (``why``)."""
 
-    The factor is ``min(1, R / reference_radius) * min(1, u / reference_unsure) *
-    min(1, reference_objects / n)`` for the radius ``R`` of ``h > 1/2``
-    (:func:`object_radius`), the unsure share ``u`` of ``h`` (:func:`unsure_share`)
-    and the objects per section ``n`` (:func:`object_count`), a ``None`` reference
-    leaving its part at 1, rounded to a quarter octave (so that a re-run with slightly
-    different ``h`` keeps its cut memory), between :data:`MIN_GAMMA_FACTOR` and 1
-    (the lower bound times ``reference_objects / n`` where ``n`` is above ``reference_objects``, down to
-    :data:`MANY_OBJECTS_MIN_GAMMA_FACTOR`).
+    factor: Optional[float]
+    many: bool
+    why: str
+
+
+def object_scale(params: "GraphCutParams", h: np.ndarray) -> ObjectScale:
+    """The factor :func:`scaled_to_objects` multiplies ``gamma`` by for ``h``, and what it found there.
+
+    The factor is None where ``params`` leave ``gamma`` as given (every ``reference_*`` of the objects None), 1 where
+    ``h`` is empty.  :func:`ScribbleSegLib.pipeline.adapt_and_cut` reads it to keep a chain of rounds' boundary term
+    from weakening (:func:`with_object_scale`).
 
     Examples
     --------
     >>> from ScribbleSegLib.graphcut import GraphCutParams
     >>> yy, xx = np.mgrid[:64, :64]
-    >>> r = np.sqrt((yy - 32.0) ** 2 + (xx - 32.0) ** 2)
-    >>> soft = (1 / (1 + np.exp(r - 8)))[None].astype(np.float32)  # radius 8, doubt 2 px either side
-    >>> scaled_to_objects(GraphCutParams(), soft).gamma  # the radius's factor 1/2 only
-    4.0
-    >>> crisp = (r < 8)[None].astype(np.float32)  # the same disc without doubt
-    >>> scaled_to_objects(GraphCutParams(), crisp).gamma == GraphCutParams().gamma * MIN_GAMMA_FACTOR
-    True
+    >>> soft = (1 / (1 + np.exp(np.sqrt((yy - 32.0) ** 2 + (xx - 32.0) ** 2) - 8)))[None].astype(np.float32)
+    >>> object_scale(GraphCutParams(), soft)[:2], object_scale(GraphCutParams.paper(), soft)[:2]
+    ((0.5, False), (None, False))
     """
-    if (params.reference_radius is None and params.reference_unsure is None
-            and params.reference_objects is None) or not h.size:
-        return params
+    if params.reference_radius is None and params.reference_unsure is None and params.reference_objects is None:
+        return ObjectScale(None, False, "")
+    if not h.size:
+        return ObjectScale(1.0, False, "")
     area, edges, unsure = _outline_counts(h, 0.5, UNSURE_RANGE)
     radius, share = _radius(area, edges), _share(area, unsure)
     ratio = 1.0
@@ -208,8 +212,51 @@ def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParam
         ratio *= min(1.0, float(params.reference_objects) / count)
         # The floor lowers with the count as the factor does, so that one object more changes it by little.
         lowest = max(MANY_OBJECTS_MIN_GAMMA_FACTOR, MIN_GAMMA_FACTOR * min(1.0, params.reference_objects / count))
-    return _scaled_down(params, "gamma", ratio, lowest,
-                        f"objects of radius {radius:.1f} px, unsure share {share:.3f}, {count:.1f} objects per section")
+    return ObjectScale(_quarter_octave(ratio, lowest), bool(count and count > float(params.reference_objects)),
+                       f"objects of radius {radius:.1f} px, unsure share {share:.3f}, {count:.1f} objects per section")
+
+
+def scaled_to_objects(params: "GraphCutParams", h: np.ndarray) -> "GraphCutParams":
+    """``params`` with ``gamma`` scaled to the objects in ``h``: their size, and how sure ``h`` is of them.
+
+    The factor is ``min(1, R / reference_radius) * min(1, u / reference_unsure) *
+    min(1, reference_objects / n)`` for the radius ``R`` of ``h > 1/2``
+    (:func:`object_radius`), the unsure share ``u`` of ``h`` (:func:`unsure_share`)
+    and the objects per section ``n`` (:func:`object_count`), a ``None`` reference
+    leaving its part at 1, rounded to a quarter octave (so that a re-run with slightly
+    different ``h`` keeps its cut memory), between :data:`MIN_GAMMA_FACTOR` and 1
+    (the lower bound times ``reference_objects / n`` where ``n`` is above ``reference_objects``, down to
+    :data:`MANY_OBJECTS_MIN_GAMMA_FACTOR`): :func:`object_scale`.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.graphcut import GraphCutParams
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> r = np.sqrt((yy - 32.0) ** 2 + (xx - 32.0) ** 2)
+    >>> soft = (1 / (1 + np.exp(r - 8)))[None].astype(np.float32)  # radius 8, doubt 2 px either side
+    >>> scaled_to_objects(GraphCutParams(), soft).gamma  # the radius's factor 1/2 only
+    4.0
+    >>> crisp = (r < 8)[None].astype(np.float32)  # the same disc without doubt
+    >>> scaled_to_objects(GraphCutParams(), crisp).gamma == GraphCutParams().gamma * MIN_GAMMA_FACTOR
+    True
+    """
+    scale = object_scale(params, h)
+    return params if scale.factor is None else _scaled_by(params, "gamma", scale.factor, scale.why)
+
+
+def with_object_scale(params: "GraphCutParams", factor: float, why: str = "") -> "GraphCutParams":
+    """``params`` with ``gamma`` times ``factor`` (at most 1) and the objects' references off, so that the cut
+    scales it no further: the scale a caller chose (:func:`object_scale`, or more) for one cut.
+
+    Examples
+    --------
+    >>> from ScribbleSegLib.graphcut import GraphCutParams
+    >>> fixed = with_object_scale(GraphCutParams(gamma=8.0), 0.5)
+    >>> fixed.gamma, fixed.reference_radius, scaled_to_objects(fixed, np.zeros((1, 4, 4), np.float32)).gamma
+    (4.0, None, 4.0)
+    """
+    return dataclasses.replace(_scaled_by(params, "gamma", min(1.0, factor), why), reference_radius=None,
+                               reference_unsure=None, reference_objects=None)
 
 
 def _quarter_octave(ratio: float, lowest: float) -> float:
@@ -235,7 +282,12 @@ def _scaled_down(params: "GraphCutParams", name: str, ratio: float, lowest: floa
                  why: str, floor: float = 0.0) -> "GraphCutParams":
     """``params`` with field ``name`` times ``min(1, ratio)`` rounded to a power of 2**(1/4), at least ``lowest``;
     the scaled value is at least ``floor``."""
-    factor = _quarter_octave(ratio, lowest)
+    return _scaled_by(params, name, _quarter_octave(ratio, lowest), why, floor)
+
+
+def _scaled_by(params: "GraphCutParams", name: str, factor: float, why: str,
+               floor: float = 0.0) -> "GraphCutParams":
+    """``params`` with field ``name`` times ``factor`` (none where it is 1 or more), at least ``floor``."""
     if factor >= 1.0:
         return params
     _log.debug("graph cut: %s: %s %g x %.3g", why, name, getattr(params, name), factor)

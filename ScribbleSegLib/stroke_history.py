@@ -14,7 +14,8 @@ each round is a process of its own), else in the caller's :class:`StrokeHistory`
 rounds).  It keeps :data:`KEPT_RUNS` runs, the latest of each chain of rounds, so rounds of several stroke patterns
 run in turn on one image each follow their own.  A run that left the model's bank out keeps its result's labels
 too (:meth:`StrokeHistory.last_result`): the next run of its chain keeps them away from its new strokes
-(:mod:`ScribbleSegLib.last_result`).
+(:mod:`ScribbleSegLib.last_result`).  A run that cut keeps the factor its cut scaled ``gamma`` by to the objects
+(:meth:`StrokeHistory.cut_scale`): the next run of its chain cuts with no weaker a boundary term.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ HISTORY_FILE = "stroke-history.npz"
 @dataclass(frozen=True)
 class StrokeRun:
     """The strokes of one run, as flat voxel indices (increasing) and their codes (1 heart, 2 background), the
-    ``(heart, background)`` doubt the run went by, and its result's labels where kept (bits, :meth:`result`).
+    ``(heart, background)`` doubt the run went by, its result's labels where kept (bits, :meth:`result`), and the
+    factor its cut scaled ``gamma`` by to the objects, where it did (``cut_scale``: :meth:`StrokeHistory.cut_scale`).
 
     Examples
     --------
@@ -59,16 +61,18 @@ class StrokeRun:
     codes: np.ndarray
     doubt: Tuple[float, float]
     labels: Optional[np.ndarray] = None
+    cut_scale: Optional[float] = None
 
     @classmethod
-    def of(cls, scribbles: np.ndarray, doubt: Sequence[float], labels: Optional[np.ndarray] = None) -> "StrokeRun":
+    def of(cls, scribbles: np.ndarray, doubt: Sequence[float], labels: Optional[np.ndarray] = None,
+           cut_scale: Optional[float] = None) -> "StrokeRun":
         rows = scribbles.reshape(scribbles.shape[0], -1)
         # The stroked sections first: a stack's strokes lie on a few (a run kept in 12 ms, not 44, at 100x512x512).
         parts = [np.flatnonzero(rows[z]) + z * rows.shape[1] for z in stroked_sections(scribbles)]
         voxels = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
         bits = None if labels is None else np.packbits(labels.reshape(-1) > 0)
         return cls(tuple(int(k) for k in scribbles.shape), voxels, scribbles.reshape(-1)[voxels].astype(np.uint8),
-                   (float(doubt[0]), float(doubt[1])), bits)
+                   (float(doubt[0]), float(doubt[1])), bits, None if cut_scale is None else float(cut_scale))
 
     def result(self) -> Optional[np.ndarray]:
         """The run's result as uint8 labels of its shape (1 target), or None where it was not kept.
@@ -154,6 +158,22 @@ class StrokeHistory:
                 heart, background = max(heart, run.doubt[0]), max(background, run.doubt[1])
         return heart, background
 
+    def cut_scale(self, scribbles: np.ndarray) -> Optional[float]:
+        """The largest factor by which the cut of an earlier run whose strokes ``scribbles`` hold scaled ``gamma`` to
+        the objects (:func:`ScribbleSegLib.cut_scaling.object_scale`), or None where none of them did.
+
+        Examples
+        --------
+        >>> history = StrokeHistory()
+        >>> first = np.zeros((1, 1, 4), np.uint8); first[0, 0, 0] = 1; first[0, 0, 3] = 2
+        >>> history.remember(first, (0.0, 0.0), cut_scale=0.707)
+        >>> more = first.copy(); more[0, 0, 1] = 2
+        >>> history.cut_scale(more), history.cut_scale(np.zeros_like(first))
+        (0.707, None)
+        """
+        scales = [run.cut_scale for run in self.runs() if run.cut_scale is not None and run.held_by(scribbles)]
+        return max(scales) if scales else None
+
     def last_result(self, scribbles: np.ndarray) -> Optional[StrokeRun]:
         """The latest kept run whose strokes ``scribbles`` hold and whose result was kept (:meth:`remember`'s
         ``labels``): the round before this one in a chain of rounds; None if there is none.
@@ -170,10 +190,12 @@ class StrokeHistory:
         held = [run for run in self.runs() if run.labels is not None and run.held_by(scribbles)]
         return held[-1] if held else None
 
-    def remember(self, scribbles: np.ndarray, doubt: Sequence[float], labels: Optional[np.ndarray] = None) -> None:
+    def remember(self, scribbles: np.ndarray, doubt: Sequence[float], labels: Optional[np.ndarray] = None,
+                 cut_scale: Optional[float] = None) -> None:
         """Keep this run in place of the earlier runs its strokes hold (the chain goes on), the oldest beyond
-        :data:`KEPT_RUNS` dropped, with its result's ``labels`` where given (:meth:`last_result`).  A file that
-        cannot be written is one warning; the run is not affected.
+        :data:`KEPT_RUNS` dropped, with its result's ``labels`` where given (:meth:`last_result`) and the factor its
+        cut scaled ``gamma`` by (:meth:`cut_scale`).  A file that cannot be written is one warning; the run is not
+        affected.
 
         Examples
         --------
@@ -186,7 +208,7 @@ class StrokeHistory:
         [(0.1, 0.3)]
         """
         runs = [run for run in self.runs() if not run.held_by(scribbles)]
-        self._write((runs + [StrokeRun.of(scribbles, doubt, labels)])[-KEPT_RUNS:])
+        self._write((runs + [StrokeRun.of(scribbles, doubt, labels, cut_scale)])[-KEPT_RUNS:])
 
     def forget_results(self) -> None:
         """Drop every run's kept labels, keeping its strokes and doubt: after "undo", the last result the user saw
@@ -225,7 +247,9 @@ class StrokeHistory:
                              voxels=np.concatenate([r.voxels for r in runs]).astype(np.int64),
                              codes=np.concatenate([r.codes for r in runs]),
                              doubts=np.array([r.doubt for r in runs], np.float64),
-                             label_sizes=np.array([k.size for k in kept], np.int64), labels=np.concatenate(kept))
+                             label_sizes=np.array([k.size for k in kept], np.int64), labels=np.concatenate(kept),
+                             cut_scales=np.array([np.nan if r.cut_scale is None else r.cut_scale for r in runs],
+                                                 np.float64))
         except (OSError, ScribbleSegError) as exc:
             log.warning("feature cache: the strokes of this run were not kept in %s (%s); a later run that adds to "
                         "them takes its own doubt of the network", self.path.parent, exc)
@@ -241,7 +265,9 @@ class StrokeHistory:
                 codes, doubts = stored["codes"], stored["doubts"]
                 # A history written before results were kept has none.
                 kept = (stored["label_sizes"], stored["labels"]) if "labels" in stored.files else None
-            return _runs_of(shapes, sizes, voxels, codes, doubts, kept)
+                # ... nor the cut's scale.
+                scales = stored["cut_scales"] if "cut_scales" in stored.files else None
+            return _runs_of(shapes, sizes, voxels, codes, doubts, kept, scales)
         # A file cut short or with bytes changed fails in zipfile (np.savez's container) in as many ways as it can
         # be damaged (BadZipFile, NotImplementedError for a changed version, ...); the history only refines the
         # doubt, so any failure to read it drops it rather than every later run on the image.
@@ -254,10 +280,17 @@ class StrokeHistory:
 
 
 def _runs_of(shapes: np.ndarray, sizes: np.ndarray, voxels: np.ndarray, codes: np.ndarray,
-             doubts: np.ndarray, kept: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> List[StrokeRun]:
+             doubts: np.ndarray, kept: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+             scales: Optional[np.ndarray] = None) -> List[StrokeRun]:
     """The runs of a history file's arrays, checked; ValueError if they do not fit together.  ``kept``: the sizes
-    of the runs' packed result labels (0: none kept) and those labels, one after the other."""
+    of the runs' packed result labels (0: none kept) and those labels, one after the other; ``scales``: each run's
+    cut scale (NaN: none)."""
     n = len(sizes)
+    if scales is None:
+        scales = np.full(n, np.nan)
+    valid = np.isnan(scales) | ((scales > 0) & (scales <= 1)) if scales.dtype == np.float64 else None
+    if scales.shape != (n,) or valid is None or not valid.all():
+        raise ValueError("its cut scales do not fit its runs")
     results: List[Optional[np.ndarray]] = [None] * n
     if kept is not None:
         label_sizes, labels = kept
@@ -276,12 +309,12 @@ def _runs_of(shapes: np.ndarray, sizes: np.ndarray, voxels: np.ndarray, codes: n
     if not ((doubts >= 0) & (doubts <= 1)).all() or not np.isin(codes, (1, 2)).all():
         raise ValueError("it holds doubts or stroke codes out of range")
     runs, start = [], 0
-    for shape, size, doubt, result in zip(shapes, sizes, doubts, results):
+    for shape, size, doubt, result, scale in zip(shapes, sizes, doubts, results, scales):
         end = start + int(size)
         part = voxels[start:end]
         if part.size and (part[0] < 0 or part[-1] >= int(np.prod(shape)) or (np.diff(part) <= 0).any()):
             raise ValueError("it holds voxels out of their volume")
         runs.append(StrokeRun(tuple(int(s) for s in shape), part, codes[start:end], (float(doubt[0]), float(doubt[1])),
-                              result))
+                              result, None if np.isnan(scale) else float(scale)))
         start = end
     return runs

@@ -154,3 +154,71 @@ def test_corrective_strokes_where_the_network_is_right_keep_the_doubt_of_the_cli
     assert session.run(more, method="ddml", ddml_config=FAST_DDML).network_doubt == own_first
     # Without either, each run goes by its own strokes.
     assert pipeline.segment(test.image, more, model, method="ddml", ddml_config=FAST_DDML).network_doubt == own_more
+
+
+def test_the_cut_scale_of_a_chain_is_its_largest_and_a_file_keeps_it(tmp_path):
+    path = tmp_path / stroke_history.HISTORY_FILE
+    first = _strokes()
+    history = StrokeHistory(path)
+    history.remember(first, (0.0, 0.0), cut_scale=0.5)
+    more = first.copy()
+    more[2, 6, 1:7] = 2
+    assert StrokeHistory(path).cut_scale(more) == 0.5, "another process reads it back"
+    history.remember(more, (0.0, 0.0), cut_scale=0.707)
+    assert StrokeHistory(path).cut_scale(more) == 0.707
+    erased = more.copy()
+    erased[1, 6, 1] = 0  # strokes that no longer hold the chain's start afresh
+    assert StrokeHistory(path).cut_scale(erased) is None
+    history.remember(erased, (0.0, 0.0))  # a run that did not scale its cut (another method, the paper's settings)
+    assert StrokeHistory(path).cut_scale(erased) is None
+    # A history written before the scale was kept has none; one holding a scale out of (0, 1] is dropped.
+    stored = dict(np.load(path))
+    del stored["cut_scales"]
+    with open(path, "wb") as handle:
+        np.savez(handle, **stored)
+    assert len(StrokeHistory(path).runs()) == 2 and StrokeHistory(path).cut_scale(more) is None
+    stored["cut_scales"] = np.array([0.5, 2.0])
+    with open(path, "wb") as handle:
+        np.savez(handle, **stored)
+    assert StrokeHistory(path).runs() == [] and not path.exists()
+
+
+def test_a_round_cuts_with_no_weaker_boundary_term_than_the_round_it_adds_to(case, monkeypatch):
+    from ScribbleSegLib import cut_scaling, graphcut
+
+    folder, test, model = case
+    network = pipeline.segment(test.image, None, model, method="munet").probability
+    first = np.zeros(network.shape, np.uint8)
+    for code, where in ((1, network > 0.6), (2, network < 0.4)):
+        z, y, x = np.argwhere(where)[:10].T
+        first[z, y, x] = code
+    more = first.copy()
+    z, y, x = np.argwhere((network < 0.4) & (first == 0))[:20].T
+    more[z, y, x] = 2
+    # The factor h's objects call for, run by run (the measure itself is cut_scaling's, tested there).
+    factors = iter([0.5, 0.25, 1.0, 0.25, 0.5, 0.25, 0.125])
+    measured = cut_scaling.object_scale
+    many = iter([False] * 6 + [True])
+    monkeypatch.setattr(cut_scaling, "object_scale", lambda params, h: (
+        cut_scaling.ObjectScale(next(factors), next(many), "stated by the test") if params.reference_objects is not None
+        else measured(params, h)))
+    gammas = []
+    real_cut = graphcut.graph_cut
+
+    def recording_cut(*args, params=None, **kwargs):
+        gammas.append(params.gamma)
+        return real_cut(*args, params=params, **kwargs)
+
+    monkeypatch.setattr(graphcut, "graph_cut", recording_cut)
+    gamma = graphcut.GraphCutParams().gamma
+    cache = folder / "scale-cache"
+    for strokes in (first, more, more):  # the command line: each round a process, the history in the cache entry
+        pipeline.segment(test.image, strokes, model, cache_dir=cache, ddml_config=FAST_DDML)
+    pipeline.segment(test.image, more, model, ddml_config=FAST_DDML)  # no history: the factor as it comes
+    session = Session(test.image, model)
+    most = more.copy()
+    z, y, x = np.argwhere((network < 0.4) & (more == 0))[0]
+    most[z, y, x] = 2
+    for strokes in (first, more, most):  # the last with many objects side by side: their count's factor as it comes
+        session.run(strokes, ddml_config=FAST_DDML)
+    assert gammas == [0.5 * gamma, 0.5 * gamma, gamma, 0.25 * gamma, 0.5 * gamma, 0.5 * gamma, 0.125 * gamma]
