@@ -184,7 +184,8 @@ class Session:
         scratch, as if no run had come before (what the image alone gives, the features and the cut's coarse
         weights, is kept).  For a run after "undo", whose last run the user took back.  The network's doubt that
         earlier strokes showed stays with those strokes (:attr:`history`): strokes that hold them take it still;
-        the results kept with them go (``DDMLConfig.keep_last``: the result the user sees is not the last run's).
+        the results kept with them go (``DDMLConfig.keep_last``: the result the user sees is not the last run's), and
+        so do the scales their cuts took (:meth:`StrokeHistory.cut_scale`).
 
         Examples
         --------

@@ -211,21 +211,22 @@ class StrokeHistory:
         self._write((runs + [StrokeRun.of(scribbles, doubt, labels, cut_scale)])[-KEPT_RUNS:])
 
     def forget_results(self) -> None:
-        """Drop every run's kept labels, keeping its strokes and doubt: after "undo", the last result the user saw
-        is not the last run's, and no later run may keep it (:meth:`last_result`).
+        """Drop every run's kept labels and cut scale, keeping its strokes and doubt: after "undo", the last result
+        the user saw is not the last run's, and no later run may keep it (:meth:`last_result`) or the scale it was
+        cut at (:meth:`cut_scale`).
 
         Examples
         --------
         >>> history = StrokeHistory()
         >>> strokes = np.ones((1, 1, 2), np.uint8)
-        >>> history.remember(strokes, (0.9, 0.0), labels=np.ones((1, 1, 2), np.uint8))
+        >>> history.remember(strokes, (0.9, 0.0), labels=np.ones((1, 1, 2), np.uint8), cut_scale=0.5)
         >>> history.forget_results()
-        >>> history.last_result(strokes) is None, history.carried(strokes, (0.0, 0.0))
-        (True, (0.9, 0.0))
+        >>> history.last_result(strokes), history.cut_scale(strokes), history.carried(strokes, (0.0, 0.0))
+        (None, None, (0.9, 0.0))
         """
         runs = self.runs()
-        if any(run.labels is not None for run in runs):
-            self._write([dataclasses.replace(run, labels=None) for run in runs])
+        if any(run.labels is not None or run.cut_scale is not None for run in runs):
+            self._write([dataclasses.replace(run, labels=None, cut_scale=None) for run in runs])
 
     def _write(self, runs: List[StrokeRun]) -> None:
         """Keep ``runs``, in the file too where there is one (a file that cannot be written is one warning)."""

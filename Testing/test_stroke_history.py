@@ -196,9 +196,9 @@ def test_a_round_cuts_with_no_weaker_boundary_term_than_the_round_it_adds_to(cas
     z, y, x = np.argwhere((network < 0.4) & (first == 0))[:20].T
     more[z, y, x] = 2
     # The factor h's objects call for, run by run (the measure itself is cut_scaling's, tested there).
-    factors = iter([0.5, 0.25, 1.0, 0.25, 0.5, 0.25, 0.125])
+    factors = iter([0.5, 0.25, 1.0, 0.25, 0.5, 0.25, 0.25, 0.125])
     measured = cut_scaling.object_scale
-    many = iter([False] * 6 + [True])
+    many = iter([False] * 7 + [True])
     monkeypatch.setattr(cut_scaling, "object_scale", lambda params, h: (
         cut_scaling.ObjectScale(next(factors), next(many), "stated by the test") if params.reference_objects is not None
         else measured(params, h)))
@@ -217,8 +217,14 @@ def test_a_round_cuts_with_no_weaker_boundary_term_than_the_round_it_adds_to(cas
     pipeline.segment(test.image, more, model, ddml_config=FAST_DDML)  # no history: the factor as it comes
     session = Session(test.image, model)
     most = more.copy()
-    z, y, x = np.argwhere((network < 0.4) & (more == 0))[0]
-    most[z, y, x] = 2
-    for strokes in (first, more, most):  # the last with many objects side by side: their count's factor as it comes
-        session.run(strokes, ddml_config=FAST_DDML)
-    assert gammas == [0.5 * gamma, 0.5 * gamma, gamma, 0.25 * gamma, 0.5 * gamma, 0.5 * gamma, 0.125 * gamma]
+    z, y, x = np.argwhere((network < 0.4) & (more == 0))[:2].T
+    most[z[0], y[0], x[0]] = 2
+    mostly = most.copy()
+    mostly[z[1], y[1], x[1]] = 2
+    session.run(first, ddml_config=FAST_DDML)
+    session.run(more, ddml_config=FAST_DDML)
+    session.forget_runs()  # "Undo last run": the next run's cut scales as a first run's does
+    session.run(most, ddml_config=FAST_DDML)
+    session.run(mostly, ddml_config=FAST_DDML)  # many objects side by side: their count's factor as it comes
+    assert gammas == [0.5 * gamma, 0.5 * gamma, gamma, 0.25 * gamma, 0.5 * gamma, 0.5 * gamma, 0.25 * gamma,
+                      0.125 * gamma]
