@@ -39,15 +39,21 @@ def adapt_shares(monkeypatch):
     """The scribble share of each ``ddml.adapt`` call while the test runs (1.0: the strokes alone, no bank)."""
     from ScribbleSegLib import ddml
 
-    shares = []
-    real = ddml.adapt
+    return record_keyword(monkeypatch, ddml, "adapt", "config", lambda config: config.scribble_share)
 
-    def recording(*args, config=None, **kwargs):
-        shares.append(config.scribble_share)
-        return real(*args, config=config, **kwargs)
 
-    monkeypatch.setattr(ddml, "adapt", recording)
-    return shares
+def record_keyword(monkeypatch, module, name: str, keyword: str, read) -> list:
+    """``read(value)`` of keyword argument ``keyword`` of each call of ``module.name`` while the test runs, in order;
+    the calls themselves go through."""
+    seen = []
+    real = getattr(module, name)
+
+    def recording(*args, **kwargs):
+        seen.append(read(kwargs.get(keyword)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, recording)
+    return seen
 
 
 def doubted_stack(side: int):

@@ -9,7 +9,7 @@ from ScribbleSegLib import pipeline, stroke_history
 from ScribbleSegLib.ddml import DDMLConfig
 from ScribbleSegLib.session import Session
 from ScribbleSegLib.stroke_history import StrokeHistory
-from conftest import tiny_case
+from conftest import record_keyword, tiny_case
 
 FAST_DDML = DDMLConfig(steps=40, head_steps=40, pool_size=2000, batch_size=64)
 
@@ -202,14 +202,7 @@ def test_a_round_cuts_with_no_weaker_boundary_term_than_the_round_it_adds_to(cas
     monkeypatch.setattr(cut_scaling, "object_scale", lambda params, h: (
         cut_scaling.ObjectScale(next(factors), next(many), "stated by the test") if params.reference_objects is not None
         else measured(params, h)))
-    gammas = []
-    real_cut = graphcut.graph_cut
-
-    def recording_cut(*args, params=None, **kwargs):
-        gammas.append(params.gamma)
-        return real_cut(*args, params=params, **kwargs)
-
-    monkeypatch.setattr(graphcut, "graph_cut", recording_cut)
+    gammas = record_keyword(monkeypatch, graphcut, "graph_cut", "params", lambda params: params.gamma)
     gamma = graphcut.GraphCutParams().gamma
     cache = folder / "scale-cache"
     for strokes in (first, more, more):  # the command line: each round a process, the history in the cache entry
