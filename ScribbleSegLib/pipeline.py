@@ -678,7 +678,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                 steps[key] = steps.get(key, 0.0) + seconds
         timings.update(steps)
         if method == "ddml":
-            labels = (h > 0.5).astype(np.uint8)
+            labels, scale = (h > 0.5).astype(np.uint8), None
         else:
             check(cancel)
             params, scale = _chain_cut_params(cut_params, h, history, scribbles)
@@ -687,8 +687,7 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
             timings["graph cut"] = time.perf_counter() - t1
         if history is not None:  # a finished run only: a cancelled one leaves the history as it found it
             # The result too where the next run may keep it (a run that leaves the bank out).
-            history.remember(scribbles, doubt, labels if share > 0 and config.keep_last > 0 else None,
-                             scale if method == "full" else None)
+            history.remember(scribbles, doubt, labels if share > 0 and config.keep_last > 0 else None, scale)
     from .suggest import suggest_sections
 
     line = result_size_warning(labels, prob)
