@@ -1193,6 +1193,26 @@ def takes_image_grid(path: PathLike) -> bool:
     return path.is_dir() or is_section_file(path)
 
 
+def stated_components(path: PathLike) -> Optional[int]:
+    """The values a voxel that the image file at ``path`` states in its header (3 for RGB), or None where it does not
+    read as an image.  Only the header is read.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "tile.png")
+    >>> sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 4, 3), np.uint8), isVector=True), path)
+    >>> stated_components(path), stated_components(os.path.join(folder.name, "none.png"))
+    (3, None)
+    >>> folder.cleanup()
+    """
+    try:
+        return int(_read_sitk(Path(path), image_information_only=True, name_orientation=False).GetNumberOfComponents())
+    except ScribbleSegError:
+        return None
+
+
 def is_segmentation_file(path: PathLike) -> bool:
     """Whether ``path`` is a Slicer segmentation: a NRRD with ``Segment*`` fields.
 

@@ -320,6 +320,7 @@ def check_job(job: SegmentFiles) -> None:
                   {job.name(k): v for k, v in job.inputs().items()},
                   suffixes={job.name(k): OUTPUT_SUFFIXES[k] for k in job.outputs()})
     _check_replaced_segmentation(job)
+    _check_replaced_images(job)
     _check_cache_outside_inputs(job)
 
 
@@ -353,6 +354,23 @@ def _check_replaced_segmentation(job: SegmentFiles) -> None:
         raise ScribbleSegError(f"{path}: holds a segmentation with the segments {shown} ({job.name('labels')}); a "
                                "run writes one 'heart' segment and replaces only such a file: give another path, or "
                                "remove the file")
+
+
+def _check_replaced_images(job: SegmentFiles) -> None:
+    """A file already at the labels or probability output must not hold a colour image: a run writes one value a
+    voxel there, and an H&E scan given as the output (a copy of the stack, a tile beside it) was replaced by a mask
+    without a word.  A file that does not read as an image, or reads as one value a voxel, is replaced as before."""
+    from .image_reading import is_segmentation_file, stated_components
+
+    for key in ("labels", "probability"):
+        path = getattr(job, key)
+        if not path or not Path(path).is_file() or is_segmentation_file(path):  # segmentations: the check above
+            continue
+        channels = stated_components(path)
+        if channels is not None and channels > 1:
+            raise ScribbleSegError(f"{path}: holds an image of {channels} channels, a scan rather than a result "
+                                   f"({job.name(key)}); a run writes one value a voxel there and replaces only such "
+                                   "a file: give another path, or remove the file")
 
 
 def is_positive_pair(values) -> bool:

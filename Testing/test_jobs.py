@@ -131,3 +131,32 @@ def test_a_segmentation_other_than_a_result_at_the_output_is_not_replaced(tmp_pa
     result = tmp_path / "result.seg.nrrd"
     volume_io.write_segmentation(result, [("Heart", mask, (1, 0, 0))], Geometry((1.0, 1.0, 1.0)))
     jobs.check_job(jobs.SegmentFiles(image=str(image), model="starter", labels=str(result), method="munet"))
+
+
+def test_a_colour_image_at_an_output_is_not_replaced(tmp_path):
+    # --out (or --probability) naming a copy of the stack or a tile beside it replaced the scan by a mask, exit 0.
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ScribbleSegLib.errors import ScribbleSegError
+
+    image = tmp_path / "image.nrrd"
+    image.write_bytes(b"")  # check_job reads no input: it only has to exist
+    scan = tmp_path / "copy of the stack.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 4, 4, 3), np.uint8), isVector=True), str(scan))
+    before = scan.read_bytes()
+    for key, name in (("labels", "--out"), ("probability", "--probability")):
+        fields = {"labels": str(tmp_path / "result.nrrd"), key: str(scan)}
+        job = jobs.SegmentFiles(image=str(image), model="starter", method="munet", names={key: name}, **fields)
+        with pytest.raises(ScribbleSegError) as caught:
+            jobs.check_job(job)
+        assert str(caught.value) == (f"{scan}: holds an image of 3 channels, a scan rather than a result ({name}); a "
+                                     "run writes one value a voxel there and replaces only such a file: give another "
+                                     "path, or remove the file")
+    assert scan.read_bytes() == before
+    # An earlier result (one value a voxel) and a file that is no image are replaced, as every re-run does.
+    result = tmp_path / "result.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 4, 4), np.uint8)), str(result))
+    (tmp_path / "notes.png").write_text("not an image")
+    for out in (result, tmp_path / "notes.png"):
+        jobs.check_job(jobs.SegmentFiles(image=str(image), model="starter", labels=str(out), method="munet"))
