@@ -53,8 +53,9 @@ def list_section_files(folder: PathLike) -> List[Path]:
     ------
     ScribbleSegError
         If ``folder`` is not an existing folder, or holds two files of one name in two formats (``s1.png`` and
-        ``s1.tif``: a folder exported again in another format), which would make each section two, or two
-        files whose names differ only in how a number is written (``s10.png`` and ``s010.png``).
+        ``s1.tif``: a folder exported again in another format), which would make each section two, two
+        files whose names differ only in how a number is written (``s10.png`` and ``s010.png``), or a file
+        without a number among numbered ones (``overview.png`` beside ``s1.png`` and ``s2.png``).
 
     Examples
     --------
@@ -85,6 +86,14 @@ def list_section_files(folder: PathLike) -> List[Path]:
             # img_10 and img_010: the numbers cannot say which section comes first, and any order would be a guess.
             raise ScribbleSegError(f"{folder}: {a.name} and {b.name} give the same section number, so which comes "
                                    "first is not known (one section saved twice?); rename or remove one")
+    numbered = [p for p in files if re.search(r"\d", p.stem)]
+    unnumbered = [p.name for p in files if not re.search(r"\d", p.stem)]
+    if len(numbered) >= 2 and unnumbered:
+        # An overview or a stray export among s1.png, s2.png, ... was stacked first, and every section moved by one.
+        raise ScribbleSegError(f"{folder}: {_first_of(unnumbered, 3)} {'has' if len(unnumbered) == 1 else 'have'} "
+                               f"no section number, among files numbered as sections ({numbered[0].name}, "
+                               f"{numbered[1].name}, ...); move {'it' if len(unnumbered) == 1 else 'them'} out of the "
+                               "folder")
     return files
 
 

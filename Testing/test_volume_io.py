@@ -74,6 +74,22 @@ def test_a_folder_with_one_section_in_two_formats_is_refused(tmp_path):
         vio.list_section_files(tmp_path)
 
 
+def test_a_file_without_a_number_among_numbered_sections_is_refused(tmp_path):
+    # overview.png beside s1.png ... s8.png was stacked as section 0 without a word, and every section moved by one.
+    for name in ("s1.png", "s2.png", "s10.png", "overview.png"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ScribbleSegError) as caught:
+        vio.list_section_files(tmp_path)
+    assert str(caught.value) == (f"{tmp_path}: overview.png has no section number, among files numbered as sections "
+                                 "(s1.png, s2.png, ...); move it out of the folder")
+    # Named without numbers at all, the sections keep their (name) order; one numbered file among others is no rule.
+    for folder, names in (("words", ("apex.png", "base.png", "middle.png")), ("one", ("a.png", "b1.png"))):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / name).write_bytes(b"")
+        assert [p.name for p in vio.list_section_files(tmp_path / folder)] == sorted(names)
+
+
 def test_a_folder_whose_names_give_one_number_twice_is_refused(tmp_path):
     # img_10 and img_010 sort as one number: either order would be a guess at which section comes first.
     for name in ("img_9.png", "img_10.png", "img_010.png", "img_11.png"):
