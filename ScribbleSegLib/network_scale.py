@@ -218,11 +218,42 @@ def _narrow_for_patch(model, rows: float, cols: float) -> Optional[int]:
     return patch if patch and min(rows, cols) < SMALL_SECTION_SHARE * patch else None
 
 
+#: Serial sections for a 3D reconstruction lie micrometres apart, every section or every few (the paper's embryo:
+#: tens of micrometres); a distance over this many mm between a stack's sections, with its pixel size known, is
+#: asked about as micrometres given as mm (5 for 5 um): the cut links neighbouring sections by their distance, and
+#: the volumes come out a thousand times too large.  1 mm itself is what a file that states no distance gives.
+FARTHEST_SECTIONS = 1.0
+
+
+def section_distance_warning(spacing_zyx: Sequence[float], sections: int,
+                             spacing_xy: Optional[Sequence[float]]) -> Optional[str]:
+    """A warning for sections farther apart than :data:`FARTHEST_SECTIONS` in a stack of two or more whose in-plane
+    pixel size ``spacing_xy`` is known (under 1 mm); None otherwise.
+
+    Examples
+    --------
+    >>> section_distance_warning((5.0, 0.015, 0.015), 8, (0.015, 0.015))[:44]
+    'the sections lie 5 mm apart, farther than se'
+    >>> section_distance_warning((0.03, 0.015, 0.015), 8, (0.015, 0.015)) is None
+    True
+    >>> section_distance_warning((5.0, 1.0, 1.0), 8, None) is None  # nothing states the pixel size: said already
+    True
+    """
+    z = float(spacing_zyx[0])
+    if sections < 2 or z <= FARTHEST_SECTIONS or spacing_xy is None or min(spacing_xy[:2]) >= UNKNOWN_PIXEL[0]:
+        return None
+    return (f"the sections lie {z:g} mm apart, farther than serial sections for a 3D reconstruction: was the "
+            f"spacing given in micrometres? It is in mm ({z:g} um is {z / 1000:g} mm); the cut links neighbouring "
+            "sections by their distance, and the volume is reported in mm^3")
+
+
 def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings: List[str],
-                         section_yx: Optional[Sequence[int]] = None) -> Tuple[float, float]:
+                         section_yx: Optional[Sequence[int]] = None,
+                         spacing_zyx: Optional[Sequence[float]] = None, sections: int = 1) -> Tuple[float, float]:
     """:func:`network_scale`, logging the warnings it appends to ``warnings``; with the sections' size
     ``section_yx`` in pixels, also one for sections that the network, at its pixel size, sees little of
-    (:data:`SMALL_SECTION_SHARE` of its patch).
+    (:data:`SMALL_SECTION_SHARE` of its patch); with the stack's ``spacing_zyx`` and number of ``sections``, one
+    for sections implausibly far apart (:func:`section_distance_warning`).
 
     Examples
     --------
@@ -232,6 +263,10 @@ def logged_network_scale(spacing_xy: Optional[Sequence[float]], model, warnings:
     """
     before = len(warnings)
     scale = network_scale(spacing_xy, model, warnings, section_yx)
+    if spacing_zyx is not None:
+        far = section_distance_warning(spacing_zyx, sections, spacing_xy)
+        if far:
+            warnings.append(far)
     if section_yx is not None:
         rows, cols = (max(1, round(n * f)) for n, f in zip(section_yx, scale))
         patch = _narrow_for_patch(model, rows, cols)

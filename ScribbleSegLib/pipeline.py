@@ -388,7 +388,8 @@ def segment(image: Union[Volume, np.ndarray], scribbles: Optional[np.ndarray], m
         # The caller's arrays: the result holds the probability, and a change made to it must not reach them.
         (prob, feats), cached = (read_only_view(features[0]), read_only_view(features[1])), True
     else:
-        scale = logged_network_scale(pixel, loaded, warnings, array.shape[1:3])
+        scale = logged_network_scale(pixel, loaded, warnings, array.shape[1:3], geometry.spacing_zyx,
+                                     array.shape[0])
         # What the network's run says (a grey image, a stain that could not be fitted; or said again from the
         # cache) is this run's to report as well: the caller of the API sees ``warnings``, not the log.
         with warnings_kept(warnings):

@@ -148,7 +148,8 @@ class Session:
         if features is not None:
             (self.probability, self.features), self.features_cached = features, True
         else:
-            scale = pipeline.logged_network_scale(pixel, self.model, self.warnings, self.array.shape[1:3])
+            scale = pipeline.logged_network_scale(pixel, self.model, self.warnings, self.array.shape[1:3],
+                                                  self.geometry.spacing_zyx, self.array.shape[0])
 
             def compute(progress=progress, cancel=cancel):
                 return pipeline.compute_features(self.array, self.model, model_path=self.model_path,

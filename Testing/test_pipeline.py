@@ -391,6 +391,26 @@ def test_a_pixel_size_typed_in_micrometres_is_named_as_such_not_as_missing():
                         "micrometres? It is in mm (0.62 um is 0.00062 mm)"]
 
 
+def test_sections_typed_in_micrometres_are_asked_about_in_a_run_and_a_session():
+    # --spacing 0.015 0.015 5 (5 um between sections) ran without a word: the cut linked sections 5 mm apart and the
+    # heart came out a thousand times too large.
+    from ScribbleSegLib.phantom import PhantomConfig, make_phantom
+    from ScribbleSegLib.session import Session
+
+    image = make_phantom(0, PhantomConfig(shape=(4, 48, 48))).image.array
+    words = ("the sections lie 5 mm apart, farther than serial sections for a 3D reconstruction: was the spacing "
+             "given in micrometres? It is in mm (5 um is 0.005 mm)")
+    for spacing, said in (((0.015, 0.015, 5.0), True), ((0.015, 0.015, 0.03), False), ((1.0, 1.0, 5.0), False)):
+        result = pipeline.segment(image, None, "starter", method="munet", spacing=spacing)
+        session = Session(image, "starter", spacing=spacing)
+        for warnings in (result.warnings, session.warnings):
+            assert any(words in line for line in warnings) == said, (spacing, warnings)
+    # One section has no neighbours to be far from.
+    assert pipeline.segment(image[:1], None, "starter", method="munet", spacing=(0.015, 0.015, 5.0)).warnings == [
+        line for line in pipeline.segment(image[:1], None, "starter", method="munet",
+                                          spacing=(0.015, 0.015, 0.03)).warnings]
+
+
 def test_a_pixel_far_from_the_models_in_one_axis_is_named_with_both_sizes():
     # 0.06 x 0.6 mm was told "the image's pixel size 0.06 mm is far from the model's", which it is not.
     class Model:
