@@ -400,7 +400,8 @@ class AdaptMemory:
     A warm :class:`ScribbleSegLib.session.Session` keeps one.  :func:`adapt` with it starts ``f``
     from the last run's ``f`` and trains ``DDMLConfig.warm_steps`` steps on the new pool instead of
     ``steps`` from random weights (when ``warm_steps`` is positive and the last ``f`` has the layers
-    the config asks for), then keeps the new ``f``.  The head is trained from scratch on every run.
+    the config asks for), then keeps the new ``f``.  The head is trained from scratch on every run;
+    :func:`ScribbleSegLib.pipeline.adapt_and_cut` gives it to the adaptation with the model's bank only.
 
     Examples
     --------

@@ -623,17 +623,20 @@ def adapt_and_cut(array: np.ndarray, spacing_zyx: Sequence[float], scribbles: Op
                              cancel=cancel, device=getattr(model, "device", None), resident=resident,
                              memory=adapt_memory if remembered else None)
 
-            # The warm session's f follows the adaptation that weighs most (within the doubt's interval, the one
-            # with the bank: which weighs most is known only after both).
-            kept = adapted_with(config, 1.0 - share, share < 0.5 or both)
+            # A warm session's f follows the adaptation with the model's bank.  The strokes' own adaptation (the
+            # bank left out) trains afresh in every run, as on the command line: started from the last run's f, it
+            # kept what the last strokes had taught it, and a real gland run fell from 0.666 to 0.527 with correct
+            # strokes where the same run from scratch gave 0.642 (BENCHMARKS.md, "The strokes' own adaptation
+            # trained afresh in a warm session").
+            kept = adapted_with(config, 1.0 - share, True)
             anchor = _last_pixels(feats, scribbles, last, spacing_zyx, config, seed, timings)
             anchored = (None if anchor is None else
                         dataclasses.replace(doubted, scribble_share=1.0 - config.keep_last_pixels))
             # Within the doubt's interval the share follows how far the strokes' own adaptation agrees with the
             # network: measured without the last result's pixels, which the network helped make (with them, the
             # agreement rose and took a corrected gland back to the bank: 0.84 IoU fell to 0.44).
-            without = adapted_with(doubted if both or anchored is None else anchored, share,
-                                   share >= 0.5 and not both, None if both else anchor)
+            without = adapted_with(doubted if both or anchored is None else anchored, share, False,
+                                   None if both else anchor)
             if both:
                 # Before the colour goes into the h without the bank: the agreement reads the strokes' adaptation.
                 check_h_finite(without.h, feats)

@@ -66,8 +66,9 @@ class Session:
     reuse_cut : bool
         Start each run's graph cut from the previous run's (default
         :data:`ScribbleSegLib.choices.SESSION_REUSES_CUT`); False: every cut from scratch.
-        Each run's DDML network ``f`` starts from the previous run's in any case, unless its
-        ``DDMLConfig.warm_steps`` is 0 (:class:`ScribbleSegLib.ddml.AdaptMemory`).
+        Each run's DDML network ``f`` with the model's training pixels starts from the previous run's in any case,
+        unless its ``DDMLConfig.warm_steps`` is 0 (:class:`ScribbleSegLib.ddml.AdaptMemory`); the adaptation that
+        leaves them out trains from scratch in every run.
     orientations : {1, 2, 4}
         Test-time flips of the M-Unet (see :func:`pipeline.segment`).
 

@@ -107,6 +107,27 @@ def test_a_session_on_a_stack_far_from_the_models_pixel_size_leaves_the_bank_out
     np.testing.assert_allclose(warm.probability, cold.probability, atol=1e-6)
 
 
+def test_a_warm_session_trains_the_strokes_own_adaptation_afresh_in_every_run(case, tmp_path):
+    # Started from the last run's f, a strokes-only classifier kept what the last strokes had taught it: a real gland
+    # run fell from 0.666 to 0.527 with correct strokes where the command line's run, from scratch, gave 0.642.
+    from ScribbleSegLib.geometry import Geometry
+
+    folder, test, scrib, model = case
+    more, _ = _heart_strokes_on_a_new_section(test, scrib)
+    pixel = pipeline.as_model(model, "cpu").voxel_size[0]
+    far = Volume(test.image.array, Geometry((pixel / 40, pixel / 40, test.image.geometry.spacing[2])))  # no bank
+    config = dataclasses.replace(FAST_DDML, warm_steps=12)
+    session = Session(far, model, cache_dir=folder / "cache")
+    session.run(scrib, method="ddml", ddml_config=config)
+    warm = session.run(more, method="ddml", ddml_config=config)
+    assert session.adapt_memory.f is None  # nothing kept for the next run to start from
+    # The command line's two runs (each a process of its own, the chain kept in the cache entry) give the same.
+    cache = tmp_path / "cache"
+    pipeline.segment(far, scrib, model, cache_dir=cache, method="ddml", ddml_config=config)
+    cold = pipeline.segment(far, more, model, cache_dir=cache, method="ddml", ddml_config=config)
+    np.testing.assert_allclose(warm.probability, cold.probability, atol=1e-6)
+
+
 def test_new_scribbles_change_the_result_and_the_features_stay(case):
     _, test, scrib, model = case
     session = Session(test.image, model)
