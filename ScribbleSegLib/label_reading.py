@@ -477,11 +477,19 @@ def _read_label_file(path: Path) -> Tuple[np.ndarray, Optional[Geometry]]:
 SOFT_MASK_VALUES = 16
 
 
+#: A label whose voxels are 0 in under this share and hold values between 0 and its largest in over
+#: :data:`IMAGE_SOFT_SHARE` of the others is an image (a grey scan), not a mask, however blurred: a mask is 0 outside
+#: its target, and a blurred one has its soft values along the outline.
+IMAGE_ZERO_SHARE = 0.1
+IMAGE_SOFT_SHARE = 0.5
+
+
 def _heart_mask(array: np.ndarray, path: Path) -> np.ndarray:
     """A label's heart, ``array > 0`` as uint8, with one warning where that reads more than one value as heart
     (classes coded by value); a black-and-white mask with soft edges (:data:`SOFT_MASK_VALUES`) is read where it
     is more than half its largest value, with one warning: read as "> 0" its edges made the heart 12 % larger
-    (a mask resized with bilinear interpolation) to 39 % (blurred) in a new-user pass of 2026-12-06."""
+    (a mask resized with bilinear interpolation) to 39 % (blurred) in a new-user pass of 2026-12-06.  A grey image
+    (:data:`IMAGE_ZERO_SHARE`, :data:`IMAGE_SOFT_SHARE`) is refused."""
     marked = array > 0
     if not array.size or array.dtype.kind not in "ui":
         return marked.astype(np.uint8)
@@ -498,6 +506,13 @@ def _heart_mask(array: np.ndarray, path: Path) -> np.ndarray:
                 "%s: holds the label values %s: every one counts as heart (keep the heart's value alone, or give a "
                 ".seg.nrrd with a 'heart' segment)", path, shown)
         return marked.astype(np.uint8)
+    soft_share = np.count_nonzero(soft) / np.count_nonzero(marked)
+    if soft_share > IMAGE_SOFT_SHARE and np.count_nonzero(~marked) < IMAGE_ZERO_SHARE * array.size:
+        # A grey scan given as the label: "a resized or blurred mask?" and a threshold at half its largest value
+        # scored (and trained on) its bright glass as the target, exit 0.
+        raise ScribbleSegError(f"{path}: {100 * soft_share:.1f}% of its voxels hold {len(values)} values between 0 "
+                               f"and its largest, {int(top)}, and {100 * np.count_nonzero(~marked) / array.size:.1f}% "
+                               "are 0: an image rather than a mask; give the mask (0 outside the target)")
     logging.getLogger("ScribbleSegLib").warning(
         "%s: %.1f%% of its marked voxels hold values between 0 and its largest, %d (a resized or blurred mask?): "
         "read where they are more than half of it, as a black-and-white mask; save masks with two values",

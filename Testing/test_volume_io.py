@@ -1406,6 +1406,26 @@ def test_a_folder_of_jpeg_masks_is_warned_about_once_though_evaluate_reads_it_tw
     assert len(caplog.records) == 1 and "label sections are JPEG" in caplog.records[0].getMessage()
 
 
+def test_a_grey_image_given_as_a_label_is_refused_and_a_blurred_mask_is_not(tmp_path):
+    # A grey H&E tile as --label or a training label was read "at half its largest value" with a warning about a
+    # blurred mask: evaluate scored it (IoU 0.07) and train trained on its glass as the target, exit 0.
+    rng = np.random.default_rng(0)
+    grey = np.clip(rng.normal(190, 30, (2, 40, 40)), 1, 255).astype(np.uint8)  # a scan: glass and tissue, no 0
+    write_sections(tmp_path / "grey", grey, is_vector=False)
+    with pytest.raises(ScribbleSegError) as caught:
+        vio.read_label(tmp_path / "grey", grey.shape, Geometry(SPACING))
+    assert str(caught.value).startswith(f"{tmp_path / 'grey'}: ") and str(caught.value).endswith(
+        "are 0: an image rather than a mask; give the mask (0 outside the target)")
+    # A target blurred over nearly all its voxels (a wide blur: 255 at its middle, falling to its edge) is still a
+    # mask, 0 outside it: read at half its largest value.
+    y, x = np.mgrid[:40, :40]
+    fall = np.clip(255 * (1 - np.hypot(y - 20, x - 20) / 14), 0, 255).astype(np.uint8)
+    soft = np.stack([fall, fall])
+    assert np.count_nonzero((soft > 0) & (soft < 255)) > 0.9 * np.count_nonzero(soft) and (soft == 0).mean() > 0.3
+    write_sections(tmp_path / "wide", soft, is_vector=False)
+    np.testing.assert_array_equal(vio.read_label(tmp_path / "wide", soft.shape, Geometry(SPACING)), soft > 127)
+
+
 def test_a_mask_with_soft_edges_is_read_at_half_its_white_and_coded_classes_are_named(tmp_path, caplog):
     # A mask resized with bilinear interpolation, read as "> 0", made the heart 12 % larger without a word.
     hard = np.zeros((2, 40, 40), np.uint8)
