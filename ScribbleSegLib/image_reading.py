@@ -1007,6 +1007,16 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
                 "%s: a TIFF states no distance between its sections; they are read %g mm apart (give the spacing)",
                 path, image.GetSpacing()[2])
     geometry = _geometry_of(image, path)
+    units = nrrd_space_units(path) if spacing is None else None
+    if units is not None and any(scan_pixel.UNITS_MM.get(u.lower(), 1.0) != 1.0 for u in units):
+        # ITK reads a NRRD's spacing as mm whatever its "space units": 15 um voxels came out 15 mm, a heart of
+        # 2.7e8 mm^3, and the network ran at the wrong scale with a warning that asked about a file stating none.
+        own = image.GetSpacing()[:3]
+        mm = [v * scan_pixel.UNITS_MM.get(u.lower(), 1.0) for v, u in zip(own, units)]
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: its header states its voxel size in %s (%s), which the image reader takes as mm: read as %s mm "
+            "voxels (give the spacing %s to use the stated size)", path, "/".join(dict.fromkeys(units)),
+            " x ".join(f"{v:g}" for v in own), " x ".join(f"{v:g}" for v in own), " ".join(f"{v:g}" for v in mm))
     if spacing is not None:
         own = geometry.spacing
         # Volume formats only: a PNG's or TIFF's pixel size comes from its print resolution (72 dpi) as often as
@@ -1109,6 +1119,36 @@ def _stated_spacing_hint(folder: Path) -> str:
                 f"{stated.x:g} {stated.y:g} Z, Z the distance between sections")
     return (f"; its sections' {stated.source} descriptions state {_voxel_words(stated)} voxels: give the spacing "
             f"{stated.x:g} {stated.y:g} {stated.z:g}")
+
+
+def nrrd_space_units(path: PathLike) -> Optional[List[str]]:
+    """The ``space units`` a NRRD header states, one per axis (``["microns", "microns", "microns"]``), or None:
+    another file, or no such field.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "stack.nhdr"
+    >>> _ = path.write_text('NRRD0004\\ntype: uint8\\nspace units: "microns" "microns" "microns"\\n\\n')
+    >>> nrrd_space_units(path), nrrd_space_units(Path(folder.name) / "none.nrrd")
+    (['microns', 'microns', 'microns'], None)
+    >>> folder.cleanup()
+    """
+    path = Path(path)
+    if not path.name.lower().endswith((".nrrd", ".nhdr")) or not path.is_file():
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(NRRD_HEADER_MAX_BYTES)
+    if not head.startswith(b"NRRD"):
+        return None
+    for line in head.split(b"\n\n", 1)[0].splitlines():
+        if line.lower().startswith(b"space units:"):
+            return [u.decode("utf-8", "replace") for u in re.findall(rb'"([^"]*)"', line)] or None
+    return None
+
+
+#: How much of a NRRD's start :func:`nrrd_space_units` reads: its header, which ends at the first blank line.
+NRRD_HEADER_MAX_BYTES = 64 * 1024
 
 
 def _stated_pixel(path: Path, image) -> Optional[scan_pixel.StatedPixel]:

@@ -1359,6 +1359,34 @@ def test_a_folder_whose_section_numbers_skip_some_says_which(tmp_path, caplog):
     assert not caplog.records
 
 
+def test_a_nrrd_that_states_its_voxels_in_microns_says_it_is_read_as_mm(tmp_path, caplog):
+    # ITK reads a NRRD's spacing as mm whatever its space units: 15 um voxels were read as 15 mm without a word,
+    # the heart came out at 2.7e8 mm^3, and the only warning asked whether the file stated no pixel size.
+    import nrrd
+
+    header = {"type": "uint8", "dimension": 4, "space": "left-posterior-superior",
+              "kinds": ["vector", "domain", "domain", "domain"], "encoding": "gzip",
+              "space directions": np.vstack([[np.nan] * 3, np.diag([15.0, 15.0, 30.0])]), "space origin": np.zeros(3)}
+    stack = rgb_stack((2, 8, 10))
+    for name, units, said in (("um.nrrd", ["microns"] * 3, True), ("mm.nrrd", ["mm"] * 3, False),
+                              ("none.nrrd", None, False)):
+        nrrd.write(str(tmp_path / name), stack.transpose(3, 2, 1, 0),
+                   dict(header, **({"space units": units} if units else {})))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+            volume = vio.read_image(tmp_path / name)
+        assert volume.geometry.spacing == (15.0, 15.0, 30.0)  # the grid the reader (and Slicer) loads stays
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages == ([f"{tmp_path / name}: its header states its voxel size in microns (15 x 15 x 30), which "
+                             "the image reader takes as mm: read as 15 x 15 x 30 mm voxels (give the spacing 0.015 "
+                             "0.015 0.03 to use the stated size)"] if said else []), messages
+    # A spacing given replaces the file's, and nothing is said of its units.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+        vio.read_image(tmp_path / "um.nrrd", spacing=(0.015, 0.015, 0.03))
+    assert not any("microns" in r.getMessage() for r in caplog.records)
+
+
 def test_a_segmentation_saved_by_slicer_4_10_reads_each_segment_from_its_own_layer(tmp_path):
     # Before Slicer 4.11 a .seg.nrrd held each segment in a layer of its own and stated no Segment<i>_Layer:
     # every segment was read from the first layer, so a label's heart was another segment's voxels.
