@@ -822,6 +822,32 @@ def _check_grid(shape: Sequence[int], geometry: Geometry) -> Tuple[Tuple[int, in
     return shape, geometry
 
 
+#: The volume formats whose 2D files state a grid (pixel size and origin) that :func:`_check_flat_grid` compares.
+FLAT_GRID_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz")
+
+
+def _check_flat_grid(path: Path, target: Geometry, reference: str) -> None:
+    """Refuse a 2D file of a volume format whose stated pixel size or origin differs from the reference's in-plane
+    grid: it is placed pixel for pixel, and strokes saved at twice the pixel size and 2 mm away were taken without
+    a word (a 3D file so is refused).  A file or a reference that states no grid (1 mm pixels at 0) is not compared."""
+    if path.is_dir() or not path.name.lower().endswith(FLAT_GRID_SUFFIXES) or states_no_grid(target):
+        return
+    info = _read_sitk(path, image_information_only=True)
+    if info.GetDimension() != 2:
+        return
+    spacing, origin = tuple(info.GetSpacing()), tuple(info.GetOrigin())
+    if spacing == (1.0, 1.0) and not any(origin):
+        return
+    pixel = min(target.spacing[:2])
+    if np.allclose(spacing, target.spacing[:2], rtol=1e-3, atol=0) and \
+            np.allclose(origin, target.origin[:2], rtol=0, atol=1e-3 * pixel):
+        return
+    raise ScribbleSegError(f"{path}: a 2D file on {spacing[0]:g} x {spacing[1]:g} mm pixels from ({origin[0]:g}, "
+                           f"{origin[1]:g}) mm, the {reference} on {target.spacing[0]:g} x {target.spacing[1]:g} mm "
+                           f"from ({target.origin[0]:g}, {target.origin[1]:g}) mm: drawn on another grid? Save it on "
+                           f"the {reference}'s grid")
+
+
 def _size_text(shape_zyx: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape_zyx[::-1])
 
@@ -902,6 +928,7 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
                         f"nothing is drawn; it holds {array.shape[0]})")
             raise ScribbleSegError(f"{path}: has size {_size_text(array.shape)}, the {reference} "
                                    f"{_size_text(shape)}{hint}")
+        _check_flat_grid(path, target, reference)
         return array
     if array.shape == shape and not target.mismatch(own, reference=reference):
         return array

@@ -1359,6 +1359,32 @@ def test_a_folder_whose_section_numbers_skip_some_says_which(tmp_path, caplog):
     assert not caplog.records
 
 
+def test_2d_strokes_that_state_another_grid_than_the_tiles_are_refused(tmp_path):
+    # A 2D NRRD of strokes at twice the tile's pixel size and 2 mm away was placed pixel for pixel without a word,
+    # where the same strokes in a 3D file of one section were refused.
+    tile = sitk.GetImageFromArray(rgb_stack((1, 12, 16))[0], isVector=True)
+    tile.SetSpacing((0.015, 0.015))
+    sitk.WriteImage(tile, str(tmp_path / "tile.nrrd"))
+    image = vio.read_image(tmp_path / "tile.nrrd")
+    strokes = np.zeros((12, 16), np.uint8)
+    strokes[2:4, 2:6], strokes[8:10, 8:14] = 1, 2
+    for name, spacing, origin, refused in (("same.nrrd", (0.015, 0.015), (0.0, 0.0), False),
+                                           ("none.mha", (1.0, 1.0), (0.0, 0.0), False),
+                                           ("moved.nrrd", (0.03, 0.03), (2.0, 2.0), True)):
+        written = sitk.GetImageFromArray(strokes)
+        written.SetSpacing(spacing)
+        written.SetOrigin(origin)
+        sitk.WriteImage(written, str(tmp_path / name))
+        if not refused:
+            np.testing.assert_array_equal(vio.read_scribbles(tmp_path / name, image.shape, image.geometry)[0], strokes)
+            continue
+        with pytest.raises(ScribbleSegError) as caught:
+            vio.read_scribbles(tmp_path / name, image.shape, image.geometry)
+        assert str(caught.value) == (f"{tmp_path / name}: a 2D file on 0.03 x 0.03 mm pixels from (2, 2) mm, the image "
+                                     "on 0.015 x 0.015 mm from (0, 0) mm: drawn on another grid? Save it on the image's "
+                                     "grid")
+
+
 def test_a_nrrd_that_states_its_voxels_in_microns_says_it_is_read_as_mm(tmp_path, caplog):
     # ITK reads a NRRD's spacing as mm whatever its space units: 15 um voxels were read as 15 mm without a word,
     # the heart came out at 2.7e8 mm^3, and the only warning asked whether the file stated no pixel size.
