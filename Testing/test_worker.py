@@ -818,8 +818,10 @@ def test_a_run_cancelled_once_made_leaves_the_next_run_to_start_as_the_first(fol
     session = jobs.open_session(worker._job(request))
 
     def job(name):
+        # The bank always kept (the tiny model's network doubts the strokes): only that adaptation's f is kept.
         return jobs.SegmentFiles(image=str(files["image"]), model=str(tiny_model), labels=str(folder / name),
-                                 scribbles=str(files["scribbles"]), ddml=dict(FAST_DDML), device="cpu")
+                                 scribbles=str(files["scribbles"]), ddml=dict(FAST_DDML, bank_doubt=None),
+                                 device="cpu")
 
     jobs.session_files(session, job("late_first.nrrd"))
     assert session.adapt_memory.f is not None, "a finished run is what the next starts from"

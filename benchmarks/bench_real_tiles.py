@@ -29,7 +29,8 @@ from the lymphocytes' size: the repository states none).
 Tiles are taken in name order: ``--train`` for training, ``--val`` for validation, the rest for testing.
 ``--segment-args`` adds options to every ``full`` run (``"--gamma 4"``), and then only the ``full`` runs
 are made again, into their own folder, with the network and the other stages reused.  ``--rounds R`` then
-adds corrective strokes to each run's cut, round by round, as ``scribbleseg bench`` does.  ``--model starter``
+adds corrective strokes to each run's cut, round by round, as ``scribbleseg bench`` does; with ``--session`` the
+rounds run through a warm session, as the Slicer panel's worker runs them, not a command each.  ``--model starter``
 runs the shipped heart model instead of a trained one: a user's first strokes on a target it was not
 trained for.
 """
@@ -110,6 +111,40 @@ def score(work: Path, out: Path, name: str, seed: int, model, method: str, spaci
                           "--ignore-scribbles", str(first), "--json"))
 
 
+def next_strokes(label: np.ndarray, last: np.ndarray, strokes: np.ndarray, seed: int, r: int,
+                 per_round: int) -> np.ndarray:
+    """Round ``r``'s strokes: ``per_round`` more inside the largest wrong regions of the ``last`` result."""
+    from ScribbleSegLib import scribbles
+
+    return scribbles.corrective_scribbles(label, last, strokes, seed=seed * 100 + r, sections=1, strokes=per_round)
+
+
+def session_rounds(work: Path, name: str, seed: int, model, spacing: Sequence[str], rounds: int,
+                   per_round: int) -> List[float]:
+    """IoU of rounds 1..``rounds`` of one tile and stroke pattern through a warm
+    :class:`~ScribbleSegLib.session.Session` (what the Slicer panel's worker runs: each round's cut and DDML
+    network start from the last round's), the strokes drawn as :func:`corrective_rounds` draws them, scored as
+    ``evaluate --ignore-scribbles`` scores."""
+    import SimpleITK as sitk
+
+    from ScribbleSegLib import image_reading
+    from ScribbleSegLib.metrics import evaluate
+    from ScribbleSegLib.session import Session
+
+    image = image_reading.read_image(work / f"{name}.png", spacing=tuple(float(v) for v in spacing))
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(work / f"{name}_label.png")))[None]
+    first = sitk.GetArrayFromImage(sitk.ReadImage(str(work / f"{name}_s{seed}.png")))[None]
+    session = Session(image, str(model), device="cpu", cache_dir=work / "cache")
+    strokes = first
+    last = np.array(session.run(strokes.copy()).labels)
+    ious = [evaluate(last, label, ignore=first > 0)["iou"]]
+    for r in range(2, rounds + 1):
+        strokes = next_strokes(label, last, strokes, seed, r, per_round)
+        last = np.array(session.run(strokes.copy()).labels)
+        ious.append(evaluate(last, label, ignore=first > 0)["iou"])
+    return ious
+
+
 def corrective_rounds(work: Path, out: Path, name: str, seed: int, model, spacing: Sequence[str],
                       extra: Sequence[str], rounds: int, per_round: int) -> List[float]:
     """IoU of rounds 2..``rounds`` of one tile and stroke pattern: each round adds ``per_round`` strokes inside
@@ -117,7 +152,7 @@ def corrective_rounds(work: Path, out: Path, name: str, seed: int, model, spacin
     kept) and runs the cut again.  Round 1 is the ``full`` run already made."""
     import SimpleITK as sitk
 
-    from ScribbleSegLib import scribbles, volume_io
+    from ScribbleSegLib import volume_io
 
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(work / f"{name}_label.png")))[None]
     strokes = sitk.GetArrayFromImage(sitk.ReadImage(str(work / f"{name}_s{seed}.png")))[None]
@@ -125,8 +160,7 @@ def corrective_rounds(work: Path, out: Path, name: str, seed: int, model, spacin
     ious = []
     for r in range(2, rounds + 1):
         last = volume_io.read_label_volume(result).array.reshape(label.shape)
-        strokes = scribbles.corrective_scribbles(label, last, strokes, seed=seed * 100 + r, sections=1,
-                                                 strokes=per_round)
+        strokes = next_strokes(label, last, strokes, seed, r, per_round)
         path = out / f"{name}_s{seed}_r{r}.png"
         sitk.WriteImage(sitk.GetImageFromArray(strokes[0]), str(path))
         result = out / f"{name}_s{seed}_r{r}_full.seg.nrrd"
@@ -150,6 +184,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="interactive rounds: each after the first adds corrective strokes and cuts again")
     parser.add_argument("--per-round", type=int, default=4, help="corrective strokes per tile and round")
+    parser.add_argument("--session", action="store_true",
+                        help="with --rounds: run the rounds through a warm Session (the Slicer panel's worker) "
+                             "instead of a command per round")
     args = parser.parse_args(argv)
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -208,12 +245,17 @@ def main(argv=None) -> int:
     if args.rounds > 1:
         # One row per tile and pattern: the cut's IoU by round, round 1 being the full run above.
         named = [(n, s) for n in test for s in range(args.seeds)]
-        runs = [[results[n]["full"][s]["iou"]] + corrective_rounds(args.work, out, n, s, model, spacing, extra,
-                                                                    args.rounds, args.per_round)
-                for n, s in named]
+        if args.session and extra:
+            raise SystemExit("--session runs the library's defaults: it takes no --segment-args")
+        if args.session:  # round 1 too: the session's own first run (the command line's, to the bit, so far)
+            runs = [session_rounds(args.work, n, s, model, spacing, args.rounds, args.per_round) for n, s in named]
+        else:
+            runs = [[results[n]["full"][s]["iou"]] + corrective_rounds(args.work, out, n, s, model, spacing, extra,
+                                                                        args.rounds, args.per_round)
+                    for n, s in named]
         drops = [max(a - b for a, b in zip(run, run[1:])) for run in runs]
-        print(f"\nInteractive rounds ({args.per_round} corrective strokes per tile and round, inside the largest "
-              "wrong regions; IoU without the first strokes' voxels):")
+        print(f"\nInteractive rounds{' through a warm session' if args.session else ''} ({args.per_round} corrective "
+              "strokes per tile and round, inside the largest wrong regions; IoU without the first strokes' voxels):")
         print("| round | mean IoU | lowest |\n|---|---|---|")
         for r in range(args.rounds):
             print(f"| {r + 1} | {statistics.mean(run[r] for run in runs):.4f} | {min(run[r] for run in runs):.4f} |")
