@@ -194,8 +194,10 @@ def scribble_warnings(scribbles: np.ndarray, spacing_zyx: Sequence[float] = (1.0
         extent = max(float((ys.max() - ys.min() + 1) * spacing_zyx[1]), float((xs.max() - xs.min() + 1)
                                                                               * spacing_zyx[2]))
         if nearest > max(extent, 10 * float(min(spacing_zyx))):
-            warnings.append(f"the background strokes are all far from the heart strokes (nearest {nearest:.3g} mm); "
-                            "draw background next to the heart, where it touches other tissue")
+            # 1 mm pixels are what a file that states no pixel size gives (a PNG): its distances are pixels.
+            unit = "pixels" if tuple(float(v) for v in spacing_zyx[1:]) == (1.0, 1.0) else "mm"
+            warnings.append(f"the background strokes are all far from the heart strokes (nearest {nearest:.3g} "
+                            f"{unit}); draw background next to the heart, where it touches other tissue")
     return warnings
 
 

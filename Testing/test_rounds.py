@@ -95,6 +95,11 @@ def test_scribble_warnings_name_one_section_touching_and_far_strokes():
     far[1, 10, 10:14] = 1
     far[2, 190, 150:190] = 2
     assert any("far from the heart strokes" in w for w in pipeline.scribble_warnings(far))
+    # No pixel size stated (1 mm pixels, a PNG): the distance in pixels, not "mm"; with one, in mm.
+    said = [w for w in pipeline.scribble_warnings(far) if "far from" in w][0]
+    assert "(nearest 226 pixels)" in said, said
+    said = [w for w in pipeline.scribble_warnings(far, (0.05, 0.01, 0.01)) if "far from" in w][0]
+    assert "(nearest 2.26 mm)" in said, said
     near = far.copy()
     near[1, 14, 10:14] = 2
     assert not any("far from" in w for w in pipeline.scribble_warnings(near))
