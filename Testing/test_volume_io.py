@@ -1359,6 +1359,23 @@ def test_a_folder_whose_section_numbers_skip_some_says_which(tmp_path, caplog):
     assert not caplog.records
 
 
+def test_an_rgb_tile_stored_channels_first_is_refused_and_a_grey_stack_of_3_is_not(tmp_path):
+    # numpy's (3, height, width) saved as a grey volume was read as 3 grey sections, each a colour channel, and
+    # segmented with only "tissue shows no colour" said.
+    from ScribbleSegLib.phantom import PhantomConfig, make_phantom
+
+    rgb = make_phantom(0, PhantomConfig(shape=(6, 64, 64))).image.array
+    first = np.ascontiguousarray(rgb[3].transpose(2, 0, 1))  # the channels as the first axis
+    sitk.WriteImage(sitk.GetImageFromArray(first), str(tmp_path / "chw.nrrd"))
+    with pytest.raises(ScribbleSegError) as caught:
+        vio.read_image(tmp_path / "chw.nrrd")
+    assert str(caught.value).startswith(f"{tmp_path / 'chw.nrrd'}: a grey stack of 3 sections of 64x64 that differ as "
+                                        "the colour channels of an H&E image do")
+    grey = np.rint(rgb[2:5].mean(axis=-1)).astype(np.uint8)  # three neighbouring sections in grey
+    sitk.WriteImage(sitk.GetImageFromArray(grey), str(tmp_path / "grey.nrrd"))
+    assert vio.read_image(tmp_path / "grey.nrrd").shape == (3, 64, 64)
+
+
 def test_2d_strokes_that_state_another_grid_than_the_tiles_are_refused(tmp_path):
     # A 2D NRRD of strokes at twice the tile's pixel size and 2 mm away was placed pixel for pixel without a word,
     # where the same strokes in a 3D file of one section were refused.
