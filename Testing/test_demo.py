@@ -23,6 +23,20 @@ def test_demo_writes_its_outputs_and_table(tmp_path, capsys):
     masks, _ = volume_io.read_segmentation(out / "heart.seg.nrrd")
     assert masks["heart"].any()
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+    # A second demo replaces the first's files (demo.json lists them), and no file of the user's own.
+    (out / "table.md").write_text("edited")
+    assert cli.main(["demo", "--out", str(out), "--shape", "12", "48", "48", "--train-minutes", "0.03",
+                     "--quiet"]) == 0
+    assert (out / "table.md").read_text().startswith("| method")  # a table again (its budget-bound training's)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "heart.seg.nrrd").write_text("a segmentation of my own")
+    capsys.readouterr()
+    assert cli.main(["demo", "--out", str(mine), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "heart.seg.nrrd: exists and is not a file of an earlier demo" in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in mine.iterdir()] == ["heart.seg.nrrd"]
+    assert (mine / "heart.seg.nrrd").read_text() == "a segmentation of my own"
 
 
 def test_demo_refuses_an_output_folder_whose_parent_is_missing(tmp_path, capsys):

@@ -9,6 +9,7 @@ I-style table and writes the results.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -19,9 +20,43 @@ from .common import (EXPERIMENT_PARAMETER_FLAGS, add_experiment_options, check_d
 # The library's parameters this command takes as flags: its messages are shown with the flags' names.
 PARAMETER_FLAGS = EXPERIMENT_PARAMETER_FLAGS
 
-#: What the demo writes besides its two models, all at once at the end.
+#: What the demo writes besides its two models, all at once at the end (``demo.json`` lists all its files).
 RESULT_FILES = ("test_image.nrrd", "test_label.seg.nrrd", "scribbles.seg.nrrd", "heart.seg.nrrd", "heart.stl",
-                "heart.png", "overlay.png", "table.md")
+                "heart.png", "overlay.png", "table.md", "demo.json")
+#: The models it trains into the folder first.
+MODEL_FILES = ("munet.model", "unet.model")
+#: ``demo.json``'s ``format``: what says a folder's files are an earlier demo's, which a demo replaces.
+MANIFEST_FORMAT = "scribbleseg-demo"
+
+
+def check_replaced(out: Path) -> None:
+    """Refuse a demo whose files would replace files in ``out`` that no earlier demo wrote (its ``demo.json`` lists
+    them): a user's own ``table.md`` or ``heart.seg.nrrd`` in the folder was replaced without a word.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> check_replaced(out)  # an empty folder
+    >>> _ = (out / "table.md").write_text("my notes")
+    >>> check_replaced(out)
+    Traceback (most recent call last):
+    ...
+    ScribbleSegLib.errors.ScribbleSegError: .../table.md: exists and is not a file of an earlier demo (its demo.json \
+does not list it); the demo would replace it: choose another folder (--out), or move the file
+    """
+    from ..errors import ScribbleSegError
+
+    try:
+        stored = json.loads((out / "demo.json").read_text())
+        ours = set(stored["files"]) if stored.get("format") == MANIFEST_FORMAT else set()
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        ours = set()  # no manifest of ours: none of the files is an earlier demo's
+    for name in MODEL_FILES + RESULT_FILES:
+        if name not in ours and (out / name).exists():
+            raise ScribbleSegError(f"{out / name}: exists and is not a file of an earlier demo (its demo.json does not "
+                                   "list it); the demo would replace it: choose another folder (--out), or move the "
+                                   "file")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     check_phantom_shape(args.shape)  # before any work: a shape the phantom or the memory cannot take
     check_device_flag(args.device)
     # A demo that fails leaves no folder it made (the models are the demo's own): it is the same demo again.
+    if args.out and Path(args.out).is_dir():
+        check_replaced(Path(args.out))
     with output_folder_kept_on_success(args.out, with_contents=True) as out:
         return _run(args, out)
 
@@ -109,6 +146,8 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         write_overlay_png(results.path("overlay.png"), test.image.array, sections, prediction=final,
                           truth=test.label, scribbles=scrib)
         results.path("table.md").write_text(table + "\n")
+        results.path("demo.json").write_text(json.dumps({"format": MANIFEST_FORMAT,
+                                                         "files": list(MODEL_FILES + RESULT_FILES)}, indent=1) + "\n")
         results.commit()
 
     print()
