@@ -348,7 +348,7 @@ MAX_SEED = 2**63 - 1
 def default_cache_dir() -> Path:
     """The per-user cache of M-Unet features.
 
-    ``$SCRIBBLESEG_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/scribbleseg/features``
+    ``$SCRIBBLESEG_CACHE_DIR`` if set (``~`` its owner's home), else ``$XDG_CACHE_HOME/scribbleseg/features``
     (``~/.cache/scribbleseg/features``).  The command line uses this folder
     (``segment``, ``cache``) and so does the Slicer module (not Slicer's own cache
     folder, which Slicer 5.12+ prunes at every start); a worker request names its
@@ -361,7 +361,8 @@ def default_cache_dir() -> Path:
     """
     own = os.environ.get("SCRIBBLESEG_CACHE_DIR")
     if own:
-        return Path(own)
+        # A quoted "~/x" reaches us unexpanded: it made a folder named "~" in the working folder.
+        return Path(own).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "scribbleseg" / "features"
 

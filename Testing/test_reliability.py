@@ -1326,3 +1326,17 @@ def test_a_signal_ignored_as_the_program_starts_stays_ignored(tmp_path):
     with pytest.raises(KeyboardInterrupt):  # not ignored: still stops the body
         with fileio.signals_raise():
             signal.raise_signal(signal.SIGHUP)
+
+
+def test_a_cache_folder_given_with_a_tilde_is_in_the_home_folder(tmp_path, capsys, monkeypatch):
+    # SCRIBBLESEG_CACHE_DIR="~/x" (quoted: the shell leaves it) made a folder named "~" in the working folder.
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("SCRIBBLESEG_CACHE_DIR", "~/features")
+    assert choices.default_cache_dir() == home / "features"
+    status, out, _ = run_cli(capsys, ["cache", "list", "--cache-dir", "~/other"])
+    assert status == 0 and str(home / "other") in out, out
+    assert list(work.iterdir()) == []

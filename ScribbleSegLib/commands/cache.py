@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ScribbleSegError
     from ..feature_cache import FeatureCache, size_text
 
-    folder = Path(args.cache_dir) if args.cache_dir is not None else choices.default_cache_dir()
+    folder = Path(args.cache_dir).expanduser() if args.cache_dir is not None else choices.default_cache_dir()
     if folder.exists() and not folder.is_dir():
         raise ScribbleSegError(f"{folder}: is not a folder (--cache-dir)")
     cache = FeatureCache(folder)

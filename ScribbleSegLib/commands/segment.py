@@ -6,6 +6,7 @@ import argparse
 import logging
 import re
 import sys
+from pathlib import Path
 
 from .. import choices
 from .common import (DEVICE_PARAMETER_FLAGS, IMAGE_PARAMETER_FLAGS, add_device_option, add_image_options,
@@ -140,7 +141,9 @@ def job_from_args(args: argparse.Namespace):
     """
     from ..jobs import SegmentFiles
 
-    cache_dir = args.cache_dir if args.cache_dir is not None else str(choices.default_cache_dir())
+    # A quoted "~/x" reaches us unexpanded: the shell expands only a bare ~.
+    cache_dir = (str(Path(args.cache_dir).expanduser()) if args.cache_dir is not None
+                 else str(choices.default_cache_dir()))
     cache_dir = None if args.no_cache else cache_dir
     return SegmentFiles(
         image=args.image, model=args.model, labels=args.out, scribbles=args.scribbles,
