@@ -57,7 +57,7 @@ import numpy as np
 
 from . import choices
 from .errors import ScribbleSegError
-from .fileio import FULL_MARGIN_BYTES, free_bytes, fsync_file, sweep_stale_temps, temp_path
+from .fileio import FULL_MARGIN_BYTES, free_bytes, fsync_file, sweep_stale_temps, temp_path, unreadable_reason
 
 log = logging.getLogger("ScribbleSegLib")
 
@@ -398,7 +398,7 @@ class FeatureCache:
                 prob = np.load(entry / "probability.npy", mmap_mode="r")
                 feats = np.load(entry / "features.npy", mmap_mode="r")
             except (OSError, ValueError, EOFError) as exc:
-                problem = f"unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                problem = f"unreadable: {unreadable_reason(exc)}"
             else:
                 if prob.ndim != 3 or feats.ndim != 4 or feats.shape[:3] != prob.shape:
                     problem = f"shapes {prob.shape} and {feats.shape} do not fit together"
@@ -759,7 +759,7 @@ class CutWeights:
                 raise ValueError(f"it holds {weights.dtype} {weights.shape}, the cut needs float32 {expected}")
         except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
             log.warning("feature cache: the cut's pair weights in entry %s are not usable (%s); removed, computed "
-                        "again", self.entry.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                        "again", self.entry.name, unreadable_reason(exc))
             for path in (data, manifest):
                 with contextlib.suppress(OSError):
                     path.unlink()

@@ -562,9 +562,27 @@ def atomic_output(path: PathLike, expected_bytes: Optional[int] = None) -> Itera
         raise
 
 
+def unreadable_reason(exc: BaseException) -> str:
+    """Why a stored array file did not load, in one line: numpy's message where it says what happened, ours where it
+    would mislead (a file that is no NumPy file is "not a NumPy file", where numpy says to load it unsafely).
+
+    Examples
+    --------
+    >>> unreadable_reason(ValueError("This file contains pickled (object) data. If you trust the file you can ..."))
+    'not a NumPy file'
+    >>> unreadable_reason(EOFError())
+    'EOFError'
+    """
+    text = str(exc)
+    if "allow_pickle" in text or "pickled" in text:
+        return "not a NumPy file"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @contextlib.contextmanager
-def native_stderr_held() -> Iterator[None]:
-    """Hold back what native code prints on fd 2 and pass it on only if the body succeeds.
+def native_stderr_held(keep: bool = True) -> Iterator[None]:
+    """Hold back what native code prints on fd 2 and pass it on only if the body succeeds (never, with ``keep``
+    False: an image reader's complaints about a file it reads, which it reads anyway or we report in one line).
 
     Native writers complain on stderr as they fail (NIfTI's ``** ERROR: NWAD: wrote only ...``, libpng's
     ``libpng error: Write Error`` on a full disk); a failure is reported in one line of our own, so theirs
@@ -591,7 +609,7 @@ def native_stderr_held() -> Iterator[None]:
             os.dup2(saved, 2)
         capture.seek(0)
         held = capture.read()
-        if held:
+        if held and keep:
             os.write(2, held)
     finally:
         os.close(saved)

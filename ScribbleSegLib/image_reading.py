@@ -28,7 +28,7 @@ import SimpleITK as sitk
 
 from . import image_tags, scan_pixel
 from .errors import ScribbleSegError
-from .fileio import PathLike, check_path, mixed_case_nifti
+from .fileio import PathLike, check_path, mixed_case_nifti, native_stderr_held
 from .geometry import UNKNOWN_PIXEL, Geometry, Volume
 from .optical_density import is_grey
 from .progress import CancelToken, ProgressCallback, check, report
@@ -458,10 +458,13 @@ def _read_with_sitk(file: Path, path: Path, image_information_only: bool):
     if named is not None:
         reader.SetImageIO(named)
     try:
-        if image_information_only:
-            reader.ReadImageInformation()
-            return reader
-        return reader.Execute()
+        # A reader complains on stderr about the file it reads (libtiff's "Bogus StripByteCounts", "TIFFFillStrip:
+        # Read error ..."): read anyway, or reported in our one line, and theirs would be stray lines around it.
+        with native_stderr_held(keep=False):
+            if image_information_only:
+                reader.ReadImageInformation()
+                return reader
+            return reader.Execute()
     except RuntimeError as exc:
         if image_tags.png_colour_type(file) == image_tags.PNG_GREY_ALPHA:
             # GIMP and labelling tools save masks and stroke layers with transparency so.

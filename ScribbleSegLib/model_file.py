@@ -446,9 +446,12 @@ def _read(path: Path, any_version: bool = False) -> Dict[str, Any]:
     except OSError as exc:
         raise ScribbleSegError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
     # torch saves a zip archive; older files are a pickle (protocol 2 or later starts with 0x80).  Anything else
-    # (a text file, an image) is not a model, whatever torch's unpickler says about it; a shorter file is cut.
-    if len(head) == 4 and not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+    # (a text file, an image) is not a model, whatever torch's unpickler says about it; a shorter file is cut
+    # if it starts as one does (a 3-byte "{}" was called "Python objects other than tensors").
+    if head and not (b"PK\x03\x04".startswith(head[:4]) or head.startswith(b"\x80")):
         raise ScribbleSegError(f"{path}: not a ScribbleSeg model file")
+    if len(head) < 4 and not head.startswith(b"\x80"):
+        raise ScribbleSegError(f"{path}: not a readable model file (truncated or corrupt)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" from a hostile file

@@ -273,8 +273,10 @@ class StrokeHistory:
         # be damaged (BadZipFile, NotImplementedError for a changed version, ...); the history only refines the
         # doubt, so any failure to read it drops it rather than every later run on the image.
         except Exception as exc:  # noqa: BLE001
+            from .fileio import unreadable_reason
+
             log.warning("feature cache: the strokes of earlier runs in %s are not usable (%s); removed",
-                        self.path.parent, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                        self.path.parent, unreadable_reason(exc))
             with contextlib.suppress(OSError):
                 self.path.unlink()
             return []

@@ -150,10 +150,16 @@ def test_foreign_files_are_refused(tmp_path):
     with pytest.raises(ScribbleSegError, match="is a folder, not a model file"):  # it was called missing
         load_model(tmp_path)
     # Neither torch's zip archive nor a pickle: torch's unpickler would call it unsafe, but it is no model.
-    for name, data in (("notes.model", b"not a model\n"), ("image.model", b"\x89PNG\r\n\x1a\n" + bytes(64))):
+    # Shorter than 4 bytes too: "{}" was called "Python objects other than tensors".
+    for name, data in (("notes.model", b"not a model\n"), ("image.model", b"\x89PNG\r\n\x1a\n" + bytes(64)),
+                       ("json.model", b"{}\n")):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ScribbleSegError, match=f"{name}: not a ScribbleSeg model file$"):
             load_model(tmp_path / name)
+    # The start of a zip archive, cut: damaged, not unsafe.
+    (tmp_path / "cut.model").write_bytes(b"PK")
+    with pytest.raises(ScribbleSegError, match=r"cut.model: not a readable model file \(truncated or corrupt\)$"):
+        load_model(tmp_path / "cut.model")
 
 
 class _Payload:

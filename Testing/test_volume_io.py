@@ -1359,6 +1359,20 @@ def test_a_folder_whose_section_numbers_skip_some_says_which(tmp_path, caplog):
     assert not caplog.records
 
 
+def test_a_truncated_tiff_is_one_line_without_the_readers_own_complaints(tmp_path, capfd):
+    # libtiff printed "TIFFReadDirectory: Warning, Bogus ..." and "TIFFFillStrip: Read error ..." on stderr before
+    # our one line.
+    from PIL import Image
+
+    Image.fromarray(rgb_stack((1, 64, 64))[0]).save(tmp_path / "tile.tif")
+    whole = (tmp_path / "tile.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(whole[:-100])
+    capfd.readouterr()
+    with pytest.raises(ScribbleSegError, match="cut.tif: cannot be read as an image"):
+        vio.read_image(tmp_path / "cut.tif")
+    assert capfd.readouterr().err == ""
+
+
 def test_an_rgb_tile_stored_channels_first_is_refused_and_a_grey_stack_of_3_is_not(tmp_path):
     # numpy's (3, height, width) saved as a grey volume was read as 3 grey sections, each a colour channel, and
     # segmented with only "tissue shows no colour" said.
