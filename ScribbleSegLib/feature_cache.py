@@ -349,6 +349,9 @@ class FeatureCache:
         files = meta.get("files") if isinstance(meta, dict) else None
         if not isinstance(files, dict) or set(files) != set(FILES):
             return "its manifest lists no files"
+        if meta.get("version") != MANIFEST_VERSION:
+            # Another version's entry (a newer ScribbleSeg's in a shared cache) was used as this one's.
+            return f"its manifest is of version {meta.get('version')!r}, this ScribbleSeg writes {MANIFEST_VERSION}"
         for name, recorded in files.items():
             path = entry / name
             try:

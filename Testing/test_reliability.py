@@ -612,8 +612,8 @@ def not_numbers_between_the_samples(path):
     manifest.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "overwrite", "delete", "manifest", "nan features", "nan probability",
-                                    "nan features ddml"])
+@pytest.mark.parametrize("damage", ["truncate", "overwrite", "delete", "manifest", "version", "nan features",
+                                    "nan probability", "nan features ddml"])
 def test_a_damaged_cache_entry_is_recomputed_with_one_warning(case, capsys, tmp_path, damage):
     cache = tmp_path / "cache"
     out = tmp_path / "out.seg.nrrd"
@@ -633,6 +633,9 @@ def test_a_damaged_cache_entry_is_recomputed_with_one_warning(case, capsys, tmp_
         features.unlink()
     elif damage.startswith("nan"):
         not_numbers_between_the_samples(features.parent / f"{damage.split()[1]}.npy")
+    elif damage == "version":  # another version's manifest (a shared cache) was read as this one's
+        meta = json.loads((features.parent / "meta.json").read_text())
+        (features.parent / "meta.json").write_text(json.dumps({**meta, "version": 99}))
     else:
         (features.parent / "meta.json").write_text("{not json")
     status, stdout, err = run_cli(capsys, segment_args(case, out, *method, cache=cache))
