@@ -29,6 +29,7 @@ and on the other family's (cross-family), both ways.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip the random walker and random forest")
     parser.add_argument("--reuse-models", action="store_true",
                         help="load munet_F.model / unet_F.model from --out when they are there instead of training "
-                             "(they must come from an earlier bench run with the same --seed and --shape)")
+                             "(they must come from an earlier bench run with the same --seed and --shape: checked against "
+                             "the voxels they learnt from)")
     parser.add_argument("--update", metavar="BENCHMARKS.md",
                         help=f"replace the section between '{SECTION_START}' and '{SECTION_END}' in this "
                              "markdown file with the results")
@@ -406,6 +408,27 @@ def _reused_models(reuse: bool, out: Path, device: str) -> dict:
     return found
 
 
+def _check_reused(reused: dict, vols: dict) -> None:
+    """Refuse ``--reuse-models`` networks that learnt from other phantoms than this run's training volumes (another
+    ``--seed`` or ``--shape``): the tables were computed with them without a word.  Each model's provenance keeps
+    the hashes of the voxels it learnt from (``data_sha256``); a model without them is named in a warning."""
+    from ..errors import ScribbleSegError
+    from ..model_file import array_sha256
+
+    for f, archs in reused.items():
+        expected = [array_sha256(v.image.array) for v in vols[f][:2]]
+        for arch, model in archs.items():
+            learnt = [d.get("image") for d in model.provenance.get("data_sha256") or [] if isinstance(d, dict)]
+            name = model_path("", arch, f).name
+            if not learnt:
+                logging.getLogger("ScribbleSegLib").warning(
+                    "--reuse-models: %s states no training volumes to check against this run's phantoms", name)
+            elif learnt != expected:
+                raise ScribbleSegError(f"--reuse-models: {name} learnt from other phantoms than this run's training "
+                                       "volumes (an earlier bench with another --seed or --shape); give that run's "
+                                       "--seed and --shape, or train again without --reuse-models")
+
+
 def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
     import dataclasses
     import json
@@ -439,6 +462,7 @@ def _run(args: argparse.Namespace, out: Path, reused: dict) -> int:
     with stage(records, f"phantoms ({6 * len(families)} volumes)"):
         vols = {f: protocol.make_volumes(VOLUMES_PER_FAMILY, args.seed, args.shape, f) for f in families}
 
+    _check_reused(reused, vols)
     models = {}
     for f in families:
         if f in reused:
