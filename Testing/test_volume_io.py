@@ -1411,9 +1411,9 @@ def test_2d_strokes_that_state_another_grid_than_the_tiles_are_refused(tmp_path)
             continue
         with pytest.raises(ScribbleSegError) as caught:
             vio.read_scribbles(tmp_path / name, image.shape, image.geometry)
-        assert str(caught.value) == (f"{tmp_path / name}: a 2D file on 0.03 x 0.03 mm pixels from (2, 2) mm, the image "
-                                     "on 0.015 x 0.015 mm from (0, 0) mm: drawn on another grid? Save it on the image's "
-                                     "grid")
+        assert str(caught.value) == (f"{tmp_path / name}: a 2D file on 0.03 x 0.03 mm pixels from (2, 2) mm, the "
+                                     "image on 0.015 x 0.015 mm from (0, 0) mm: drawn on another grid? Save it on the "
+                                     "image's grid")
 
 
 def test_a_nrrd_that_states_its_voxels_in_microns_says_it_is_read_as_mm(tmp_path, caplog):

@@ -136,8 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip the random walker and random forest")
     parser.add_argument("--reuse-models", action="store_true",
                         help="load munet_F.model / unet_F.model from --out when they are there instead of training "
-                             "(they must come from an earlier bench run with the same --seed and --shape: checked against "
-                             "the voxels they learnt from)")
+                             "(they must come from an earlier bench run with the same --seed and --shape: checked "
+                             "against the voxels they learnt from)")
     parser.add_argument("--update", metavar="BENCHMARKS.md",
                         help=f"replace the section between '{SECTION_START}' and '{SECTION_END}' in this "
                              "markdown file with the results")
