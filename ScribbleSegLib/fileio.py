@@ -594,13 +594,23 @@ def native_stderr_held(keep: bool = True) -> Iterator[None]:
     >>> with native_stderr_held():
     ...     pass
     """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        capture = tempfile.TemporaryFile()
-    except (OSError, ValueError):
-        yield
-        return
+    with _STDERR_HELD:  # one thread at a time: two redirections interleaved would leave fd 2 on a closed file
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            capture = tempfile.TemporaryFile()
+        except (OSError, ValueError):
+            yield
+            return
+        yield from _held(saved, capture, keep)
+
+
+#: Serialises :func:`native_stderr_held` between threads (re-entrant: a held body may hold again).
+_STDERR_HELD = threading.RLock()
+
+
+def _held(saved: int, capture, keep: bool) -> Iterator[None]:
+    """The body of :func:`native_stderr_held`: fd 2 on ``capture`` while it runs, then back on ``saved``."""
     try:
         os.dup2(capture.fileno(), 2)
         try:

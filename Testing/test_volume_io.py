@@ -1371,6 +1371,23 @@ def test_a_truncated_tiff_is_one_line_without_the_readers_own_complaints(tmp_pat
     with pytest.raises(ScribbleSegError, match="cut.tif: cannot be read as an image"):
         vio.read_image(tmp_path / "cut.tif")
     assert capfd.readouterr().err == ""
+    # Read from several threads at once, fd 2 ends where it was (interleaved redirections would leave it on a
+    # closed file, and every later message lost).
+    import os
+    import threading
+
+    def read_some():
+        for _ in range(5):
+            with pytest.raises(ScribbleSegError):
+                vio.read_image(tmp_path / "cut.tif")
+
+    threads = [threading.Thread(target=read_some) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    os.write(2, b"still here\n")
+    assert capfd.readouterr().err == "still here\n"
 
 
 def test_an_rgb_tile_stored_channels_first_is_refused_and_a_grey_stack_of_3_is_not(tmp_path):
