@@ -232,7 +232,10 @@ def compute_features(image: np.ndarray, model, *, model_path: Optional[Union[str
         feature_cache.log.warning("feature cache: %s: %s; running without the cache", cache.folder, problem)
         return uncached()
     try:
-        meta = {"model": str(model_path), "shape": list(image.shape), "warnings": []}
+        # The model's whole path and the network's scale: `cache list` named "../m1.model" (as typed in another
+        # folder) and showed two entries of one image read at two pixel sizes alike.
+        meta = {"model": os.path.abspath(str(model_path)), "shape": list(image.shape), "scale": list(scale),
+                "warnings": []}
         with cache.new_entry(key, meta) as tmp, warnings_kept(meta["warnings"]):
             prob, feats = predict_volume(model, image, device=device, feature_path=tmp / "features.npy",
                                          scale=scale, progress=progress, cancel=cancel, orientations=orientations)

@@ -1343,3 +1343,25 @@ def test_a_cache_folder_given_with_a_tilde_is_in_the_home_folder(tmp_path, capsy
     status, out, _ = run_cli(capsys, ["cache", "list", "--cache-dir", "~/other"])
     assert status == 0 and str(home / "other") in out, out
     assert list(work.iterdir()) == []
+
+
+def test_cache_list_names_the_models_whole_path_and_the_networks_scale(case, capsys, tmp_path, monkeypatch):
+    # `cache list` named the model as typed in another folder ("../m1.model"), and two entries of one image read at
+    # two pixel sizes looked alike.
+    from ScribbleSegLib.model_file import load_model
+
+    cache = tmp_path / "cache"
+    monkeypatch.chdir(case["folder"])
+    model = case["model"].name  # typed relative to the folder it was run in
+    pixel = load_model(case["model"]).voxel_size[0]
+    for spacing in (None, pixel / 2):  # the second's sections are shrunk by half for the network
+        extra = ["--method", "munet"] + ([] if spacing is None else ["--spacing", spacing, spacing, 0.04])
+        args = segment_args(case, tmp_path / "out.seg.nrrd", *extra, cache=cache)
+        args[args.index("--model") + 1] = model
+        assert run_cli(capsys, args)[0] == 0
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = run_cli(capsys, ["cache", "list", "--cache-dir", cache])
+    lines = [line for line in out.splitlines() if "last used" in line]
+    assert status == 0 and len(lines) == 2, out
+    assert all(f"model {case['model']}" in line for line in lines), out
+    assert sum("(network scale 0.5x0.5)" in line for line in lines) == 1, out

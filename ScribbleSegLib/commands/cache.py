@@ -40,6 +40,20 @@ def _shape_text(shape) -> str:
     return "x".join(str(s) for s in shape[:3])
 
 
+def _scale_text(scale) -> str:
+    """`` (network scale YxX)`` of an entry whose features the network computed on resized sections, else ``""``
+    (none stated, as by an entry of an earlier version, or 1x1).
+
+    Examples
+    --------
+    >>> _scale_text([0.5, 0.5]), _scale_text([1.0, 1.0]), _scale_text(None)
+    (' (network scale 0.5x0.5)', '', '')
+    """
+    if not (isinstance(scale, list) and len(scale) == 2 and all(isinstance(v, (int, float)) for v in scale)):
+        return ""
+    return "" if tuple(scale) == (1, 1) else f" (network scale {float(scale[0]):g}x{float(scale[1]):g})"
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command.
 
@@ -90,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used)) if entry.last_used else "?"
         problem = cache.entry_problem(entry)
         damaged = f"  damaged: {problem} (the next run that needs it computes it again)" if problem else ""
-        print(f"{entry.key}  {size_text(entry.size):>10}  last used {used}  image {shape}  "
+        scaled = _scale_text(entry.meta.get("scale"))
+        print(f"{entry.key}  {size_text(entry.size):>10}  last used {used}  image {shape}{scaled}  "
               f"model {entry.meta.get('model', '?')}{damaged}")
     total = sum(e.size for e in entries)
     print(f"{folder}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {size_text(total)} "
