@@ -242,6 +242,12 @@ def test_a_full_size_3d_label_against_a_downsampled_prediction(files, tmp_path, 
     status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", tmp_path / "full.seg.nrrd")
     assert status == 2 and len(err.splitlines()) == 1
     assert "spacing" in err and "give --downsample 2" in err
+    # Another factor than the prediction's: the one it was read with, not "read the stack again" as before.
+    status, _, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", tmp_path / "full.seg.nrrd",
+                              "--downsample", 4)
+    assert status == 2 and err.strip() == (
+        "scribbleseg evaluate: error: --downsample 4: the prediction's voxels are 2x2 of the label's in-plane (0.5 "
+        "against 0.25 mm): the image was segmented with --downsample 2; give --downsample 2"), err
     # A label already on the prediction's grid is used as it is, --downsample or not.
     status, out, err = evaluate(capsys, "--prediction", files / "pred.seg.nrrd", "--label", files / "label.nrrd",
                                 "--downsample", 2, "--json")

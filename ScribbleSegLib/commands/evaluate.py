@@ -188,6 +188,14 @@ def _as_read_with_downsample(label, prediction, downsample: int):
         logging.getLogger("ScribbleSegLib").info("the label already has the prediction's voxel size: --downsample %d "
                                                  "is left unused", downsample)
         return label
+    (lx, ly, lz), (px, py, pz) = label.geometry.spacing, prediction.geometry.spacing
+    used = round(px / lx)
+    if used not in (0, downsample) and _same_spacing((px, py, pz), (lx * used, ly * used, lz)):
+        # Told that the label was "drawn on the stack at 2 times this resolution", a user who gave the wrong factor
+        # was sent to read the stack again.
+        raise ScribbleSegError(f"--downsample {downsample}: the prediction's voxels are {used}x{used} of the label's "
+                               f"in-plane ({px:g} against {lx:g} mm): the image was segmented with --downsample "
+                               f"{used}; give --downsample {used}")
     return volume_io.reduce_label_volume(_on_whole_blocks(label, prediction.geometry, downsample,
                                                           prediction.shape), downsample)
 
