@@ -822,6 +822,33 @@ def _check_grid(shape: Sequence[int], geometry: Geometry) -> Tuple[Tuple[int, in
     return shape, geometry
 
 
+#: :func:`_warn_cut_short`: a box face inside the reference across which a label marks at least this share of its
+#: widest cross-section along that axis cuts through the target.  Slicer saves a segmentation cropped to what it
+#: marks, so its faces in-plane touch the target only at its rim: a disk of radius 20 pixels marks 0.02 of its widest
+#: row on its first, one of radius 5 pixels 0.09.
+CUT_SHORT_SHARE = 0.5
+
+
+def _warn_cut_short(array: np.ndarray, offset: Sequence[int], shape: Sequence[int], path: Path,
+                    reference: str) -> None:
+    """Warn of a label on a box of the reference's grid that ends inside the reference across the target
+    (:data:`CUT_SHORT_SHARE`): a crop of the wrong size, whose target beyond the box is read as background."""
+    faces = []
+    for axis, (start, size, total) in enumerate(zip(offset, array.shape, shape)):
+        if axis == 0 or size < 2:  # in-plane only: a target may begin and end abruptly from one section to the next
+            continue
+        counts = np.count_nonzero(np.moveaxis(array, axis, 0).reshape(size, -1), axis=1)
+        widest = int(counts.max())
+        for at, inside in ((0, start > 0), (size - 1, start + size < total)):
+            if inside and widest and counts[at] >= CUT_SHORT_SHARE * widest:
+                faces.append(f"{'the first' if at == 0 else 'the last'} {('row', 'column')[axis - 1]}")
+    if faces:
+        logging.getLogger("ScribbleSegLib").warning(
+            "%s: covers %s voxels of the %s's %s and ends across what it marks (%s of its box): cut short? The "
+            "%s's voxels beyond it are read as background", path, _size_text(array.shape), reference,
+            _size_text(shape), " and ".join(faces), reference)
+
+
 #: The volume formats whose 2D files state a grid (pixel size and origin) that :func:`_check_flat_grid` compares.
 FLAT_GRID_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz")
 
@@ -954,6 +981,8 @@ def _onto_grid(array: np.ndarray, own: Optional[Geometry], shape: Sequence[int],
                 "%s: has %d sections of the %s's size, the %s %d: placed from its first section%s; if it was drawn "
                 "on another export of this stack (a section more or fewer), its %s lie off by as many sections",
                 path, array.shape[0], reference, reference, shape[0], rest, "strokes" if finer else "marks")
+        elif not finer and not lost:
+            _warn_cut_short(array, offset, shape, path, reference)
     elif (finer and grids.finer_or_equal(target, own)) or grids.same_voxels_reordered(target, own):
         # (A label on the image's own voxels with an axis flipped or swapped is placed by centres too: exactly.)
         if array.shape == shape and not np.allclose(own.spacing, target.spacing, rtol=1e-3, atol=0):

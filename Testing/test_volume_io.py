@@ -1407,6 +1407,30 @@ def test_an_rgb_tile_stored_channels_first_is_refused_and_a_grey_stack_of_3_is_n
     assert vio.read_image(tmp_path / "grey.nrrd").shape == (3, 64, 64)
 
 
+def test_a_label_cropped_across_its_target_is_named_and_one_cropped_to_it_is_not(tmp_path, caplog):
+    # A label saved on 100x100 of a 128x128 stack's pixels, through the heart, trained its cut-off heart as background
+    # without a word (evaluate said the box differed).  Slicer crops a segmentation to what it marks: no word there.
+    y, x = np.mgrid[:40, :48]
+    disk = ((y - 20) ** 2 + (x - 24) ** 2 <= 12 ** 2).astype(np.uint8)
+    full = np.stack([disk, disk])
+    geometry = Geometry(SPACING)
+    for name, box, said in (("across.nrrd", (slice(None), slice(0, 20), slice(None)), True),
+                            ("around.nrrd", (slice(None), slice(8, 33), slice(12, 37)), False)):
+        part = full[box]
+        written = sitk.GetImageFromArray(part)
+        written.SetSpacing(SPACING)
+        written.SetOrigin(tuple(float(b.start or 0) * s for b, s in zip(box[::-1], SPACING)))
+        sitk.WriteImage(written, str(tmp_path / name))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ScribbleSegLib"):
+            label = vio.read_label(tmp_path / name, full.shape, geometry)
+        np.testing.assert_array_equal(label[box], part)
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages == ([f"{tmp_path / name}: covers 48x20x2 voxels of the image's 48x40x2 and ends across what "
+                             "it marks (the last row of its box): cut short? The image's voxels beyond it are read as "
+                             "background"] if said else []), messages
+
+
 def test_2d_strokes_that_state_another_grid_than_the_tiles_are_refused(tmp_path):
     # A 2D NRRD of strokes at twice the tile's pixel size and 2 mm away was placed pixel for pixel without a word,
     # where the same strokes in a 3D file of one section were refused.
