@@ -111,7 +111,7 @@ def session(work: Path, model: str, repeats: int, evaluation: str, corrective: i
     print(f"session open: {time.perf_counter() - t0:.2f} s (features cached: {s.features_cached}); "
           f"peak RSS so far {peak_rss_gib():.2f} GiB")
     runs = ["first"] + ["more"] * repeats + ["corrective"] * corrective
-    labels = None
+    labels = strokes = None  # the first run reads its strokes; each corrective run adds to the last run's
     for k, name in enumerate(runs):
         if name == "corrective":  # the user's next strokes, inside the largest wrong regions of the worst sections
             strokes = corrective_scribbles(truth, labels, strokes, seed=k, spacing=image.geometry.spacing)
