@@ -1051,16 +1051,17 @@ def _read_volume_file(path: Path, spacing: Optional[Tuple[float, float, float]],
                 "%s: a TIFF states no distance between its sections; they are read %g mm apart (give the spacing)",
                 path, image.GetSpacing()[2])
     geometry = _geometry_of(image, path)
-    units = nrrd_space_units(path) if spacing is None else None
-    if units is not None and any(scan_pixel.UNITS_MM.get(u.lower(), 1.0) != 1.0 for u in units):
+    units = nrrd_space_units(path) if spacing is None else []
+    factors = [scan_pixel.UNITS_MM.get(u.lower(), 1.0) for u in units or []]
+    if any(f != 1.0 for f in factors):
         # ITK reads a NRRD's spacing as mm whatever its "space units": 15 um voxels came out 15 mm, a heart of
         # 2.7e8 mm^3, and the network ran at the wrong scale with a warning that asked about a file stating none.
         own = image.GetSpacing()[:3]
-        mm = [v * scan_pixel.UNITS_MM.get(u.lower(), 1.0) for v, u in zip(own, units)]
+        shown = " x ".join(f"{v:g}" for v in own)
         logging.getLogger("ScribbleSegLib").warning(
             "%s: its header states its voxel size in %s (%s), which the image reader takes as mm: read as %s mm "
-            "voxels (give the spacing %s to use the stated size)", path, "/".join(dict.fromkeys(units)),
-            " x ".join(f"{v:g}" for v in own), " x ".join(f"{v:g}" for v in own), " ".join(f"{v:g}" for v in mm))
+            "voxels (give the spacing %s to use the stated size)", path, "/".join(dict.fromkeys(units)), shown,
+            shown, " ".join(f"{v * f:g}" for v, f in zip(own, factors)))
     if spacing is not None:
         own = geometry.spacing
         # Volume formats only: a PNG's or TIFF's pixel size comes from its print resolution (72 dpi) as often as
@@ -1181,11 +1182,10 @@ def nrrd_space_units(path: PathLike) -> Optional[List[str]]:
     path = Path(path)
     if not path.name.lower().endswith((".nrrd", ".nhdr")) or not path.is_file():
         return None
-    with open(path, "rb") as handle:
-        head = handle.read(NRRD_HEADER_MAX_BYTES)
-    if not head.startswith(b"NRRD"):
+    lines = nrrd_header_lines(path, NRRD_HEADER_MAX_BYTES)
+    if not lines or not lines[0].startswith(b"NRRD"):
         return None
-    for line in head.split(b"\n\n", 1)[0].splitlines():
+    for line in lines:
         if line.lower().startswith(b"space units:"):
             return [u.decode("utf-8", "replace") for u in re.findall(rb'"([^"]*)"', line)] or None
     return None
@@ -1193,6 +1193,24 @@ def nrrd_space_units(path: PathLike) -> Optional[List[str]]:
 
 #: How much of a NRRD's start :func:`nrrd_space_units` reads: its header, which ends at the first blank line.
 NRRD_HEADER_MAX_BYTES = 64 * 1024
+
+
+def nrrd_header_lines(path: PathLike, max_bytes: int) -> List[bytes]:
+    """The lines of a NRRD file's header, as bytes: up to its first empty line, within its first ``max_bytes``.
+
+    Examples
+    --------
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "stack.nhdr"
+    >>> _ = path.write_bytes(b"NRRD0004\\r\\ntype: uint8\\r\\n\\r\\ndata")
+    >>> nrrd_header_lines(path, 1024)
+    [b'NRRD0004', b'type: uint8']
+    >>> folder.cleanup()
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(max_bytes)
+    end = min((i for i in (head.find(b"\n\n"), head.find(b"\r\n\r\n")) if i >= 0), default=len(head))
+    return head[:end].splitlines()
 
 
 def _stated_pixel(path: Path, image) -> Optional[scan_pixel.StatedPixel]:

@@ -25,7 +25,8 @@ from .errors import ScribbleSegError
 from .fileio import PathLike, check_path
 from .geometry import Geometry, Volume
 from .image_reading import (SECTION_SUFFIXES, _check_downsample, _first_of, _geometry_of, _pixels_of, _read_sitk,
-                            image_file_grid, is_segmentation_file, list_section_files, missing_section_numbers)
+                            image_file_grid, is_segmentation_file, list_section_files, missing_section_numbers,
+                            nrrd_header_lines)
 # What slicerio's reader raises on a file it cannot parse (StopIteration: an empty file, at its first header line).
 _SEGMENTATION_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, StopIteration, zlib.error)
 
@@ -439,11 +440,8 @@ def _with_header_names(path: Path, segments: List[dict]) -> List[dict]:
     """``segments`` as slicerio lists them (by ``Segment<i>``, in order), with the names the file's header holds
     read as UTF-8, as Slicer writes them: the NRRD reader decodes the header as ASCII and drops every other
     character, so that ``Сердце`` and ``Лёгкое`` both read as '' (and were merged as one segment)."""
-    with open(path, "rb") as handle:
-        head = handle.read(SEGMENTATION_HEADER_MAX_BYTES)
-    end = min((i for i in (head.find(b"\n\n"), head.find(b"\r\n\r\n")) if i >= 0), default=len(head))
     names, indices = {}, set()
-    for line in head[:end].splitlines():
+    for line in nrrd_header_lines(path, SEGMENTATION_HEADER_MAX_BYTES):
         match = re.match(rb"Segment(\d+)_([A-Za-z]+):=(.*)$", line)
         if match:
             indices.add(int(match.group(1)))

@@ -188,6 +188,8 @@ def main(argv=None) -> int:
                         help="with --rounds: run the rounds through a warm Session (the Slicer panel's worker) "
                              "instead of a command per round")
     args = parser.parse_args(argv)
+    if args.session and args.segment_args:  # before any work
+        raise SystemExit("--session runs the library's defaults: it takes no --segment-args")
 
     args.work.mkdir(parents=True, exist_ok=True)
     names = prepare(args.images, args.masks, args.work, args.seeds)
@@ -245,8 +247,6 @@ def main(argv=None) -> int:
     if args.rounds > 1:
         # One row per tile and pattern: the cut's IoU by round, round 1 being the full run above.
         named = [(n, s) for n in test for s in range(args.seeds)]
-        if args.session and extra:
-            raise SystemExit("--session runs the library's defaults: it takes no --segment-args")
         if args.session:  # round 1 too: the session's own first run (the command line's, to the bit, so far)
             runs = [session_rounds(args.work, n, s, model, spacing, args.rounds, args.per_round) for n, s in named]
         else:
